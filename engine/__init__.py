@@ -1,0 +1,3 @@
+"""vlmcodec: a learned image codec engine for vision-language-model pipelines."""
+
+__version__ = "0.1.0"
