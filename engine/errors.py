@@ -1,0 +1,37 @@
+"""Exception hierarchy: every error vlmcodec raises on purpose derives from VlmcodecError."""
+
+
+class VlmcodecError(Exception):
+    """Root of all vlmcodec errors."""
+
+
+class BitstreamError(VlmcodecError, ValueError):
+    """A .vlmc stream is corrupt, truncated, or of an unsupported version."""
+
+
+class ConfigError(VlmcodecError, ValueError):
+    """A configuration file or argument is invalid."""
+
+
+class ModelNotFoundError(VlmcodecError, FileNotFoundError):
+    """A model file could not be found or does not match the stream."""
+
+
+class ModelMismatchError(VlmcodecError, ValueError):
+    """A stream was written by a different model than the one decoding it."""
+
+
+class BackendUnavailableError(VlmcodecError, RuntimeError):
+    """The requested backend cannot run on this machine (missing package or device)."""
+
+
+class ImageError(VlmcodecError, ValueError):
+    """An input image is unreadable, of the wrong type, or of absurd dimensions."""
+
+
+class EngineDeadError(VlmcodecError, RuntimeError):
+    """The runtime engine has shut down or its worker died."""
+
+
+class RequestError(VlmcodecError, RuntimeError):
+    """One request in the runtime failed (wraps the underlying cause)."""

@@ -1,0 +1,118 @@
+"""Mean-scale hyperprior (Minnen, Ballé, Toderici 2018, without the context model) with a
+variable-rate adaptive layer (per-channel gain / inverse gain for K anchor qualities).
+
+::
+
+    x ─► g_a ─► y ─►·gain(q)─►┬─► h_a ─► z ─► Q ─► ẑ ─► h_s ─► (μ, σ)
+                              │                               │
+                              └────► Q(y − μ) + μ = ŷ ◄───────┘
+    x̂ ◄─ g_s ◄─ ŷ·inv_gain(q)
+
+Layer names match CompressAI's ``MeanScaleHyperprior`` so its checkpoints convert; the gains
+are extra parameters (all ones = CompressAI's fixed-rate model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..entropy import EntropyBottleneck, GaussianConditional
+from ..layers import GDN, conv, deconv
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters (stored in checkpoint metadata, never inferred from keys)."""
+
+    N: int = 128
+    M: int = 192
+    num_levels: int = 1
+    lmbdas: tuple[float, ...] = field(default=(0.0130,))
+    arch: str = "mean_scale_hyperprior"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lmbdas"] = list(self.lmbdas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["lmbdas"] = tuple(float(v) for v in d.get("lmbdas", (0.013,)))
+        return cls(**{k: d[k] for k in ("N", "M", "num_levels", "lmbdas", "arch") if k in d})
+
+
+class MeanScaleHyperprior(nn.Module):
+    """The codec network. ``forward`` is the training path (noise / straight-through)."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        N, M, K = self.config.N, self.config.M, self.config.num_levels
+        self.N, self.M = N, M
+        self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_s = nn.Sequential(
+            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
+            deconv(N, N), GDN(N, inverse=True), deconv(N, 3),
+        )
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
+            conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N),
+        )
+        self.h_s = nn.Sequential(
+            deconv(N, M), nn.LeakyReLU(inplace=True),
+            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
+            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional()
+        # Level k's gain starts as a scalar step ~sqrt(λ_k / λ_max): a plain change of quantizer step.
+        lm = torch.tensor(self.config.lmbdas[:K] if len(self.config.lmbdas) >= K else [1.0] * K)
+        init = torch.sqrt(lm / lm.max()).reshape(K, 1).repeat(1, M)
+        self.gain = nn.Parameter(init.clone())
+        self.inv_gain = nn.Parameter(1.0 / init)
+
+    # -- variable rate ---------------------------------------------------------------------
+    @property
+    def num_levels(self) -> int:
+        return self.config.num_levels
+
+    def level_of_quality(self, quality: float) -> float:
+        """Map quality in [0, 100] (0 = smallest files) onto the anchor range [0, K−1]."""
+        if not (0.0 <= float(quality) <= 100.0) or math.isnan(float(quality)):
+            raise ValueError(f"quality must be in [0, 100], got {quality!r}")
+        return float(quality) / 100.0 * (self.num_levels - 1)
+
+    def gains(self, levels: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-item (gain, inv_gain) [B, M] for continuous levels [B] in [0, K−1], interpolated
+        geometrically between adjacent anchors."""
+        K = self.num_levels
+        levels = levels.to(self.gain.dtype).clamp(0, K - 1)
+        lo = torch.floor(levels).long().clamp(max=max(K - 2, 0))
+        hi = (lo + 1).clamp(max=K - 1)
+        t = (levels - lo.to(levels.dtype)).unsqueeze(1)
+        g, ig = torch.abs(self.gain), torch.abs(self.inv_gain)
+        gain = torch.exp((1 - t) * torch.log(g[lo]) + t * torch.log(g[hi]))
+        inv = torch.exp((1 - t) * torch.log(ig[lo]) + t * torch.log(ig[hi]))
+        return gain, inv
+
+    # -- training forward -----------------------------------------------------------------
+    def forward(self, x: Tensor, levels: Tensor | None = None) -> dict[str, Tensor]:
+        """x in [0, 1], (B, 3, H, W) with H, W multiples of 64. Returns x_hat, likelihoods, y."""
+        if levels is None:
+            levels = torch.full((x.shape[0],), float(self.num_levels - 1), device=x.device)
+        gain, inv_gain = self.gains(levels)
+        y = self.g_a(x) * gain[:, :, None, None]
+        z = self.h_a(y)
+        z_hat, z_lik = self.entropy_bottleneck(z)
+        scales, means = self.h_s(z_hat).chunk(2, 1)
+        _, y_dec, y_lik = self.gaussian_conditional(y, scales, means)
+        x_hat = self.g_s(y_dec * inv_gain[:, :, None, None])
+        return {"x_hat": x_hat, "y": y, "z": z, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    def aux_loss(self) -> Tensor:
+        return self.entropy_bottleneck.aux_loss()

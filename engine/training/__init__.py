@@ -1,0 +1,1 @@
+"""Training: data, losses, the resumable trainer and ``vlmcodec train``."""

@@ -1,0 +1,66 @@
+"""Training data: images held in memory as uint8, random crops and flips sampled on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"training folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    return files
+
+
+class CropSampler:
+    """Random ``crop``×``crop`` patches with flips; optional random downscale of the source
+    (0.5–1×) so the model sees the finer detail of camera images like Kodak's."""
+
+    def __init__(self, folder: str | Path, crop: int, seed: int = 0, downscale: bool = True):
+        self.crop = int(crop)
+        self.images: list[torch.Tensor] = []
+        for p in list_images(folder):
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("RGB"))
+            if min(arr.shape[:2]) >= crop:
+                self.images.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
+        if not self.images:
+            raise ValueError(f"no image in {folder} is at least {crop} px on each side")
+        self.downscale = downscale
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _rand(self, n: int) -> int:
+        return int(torch.randint(0, n, (1,), generator=self.gen))
+
+    def sample(self, batch: int) -> torch.Tensor:
+        """A float batch in [0, 1], (batch, 3, crop, crop)."""
+        out = torch.empty(batch, 3, self.crop, self.crop)
+        for i in range(batch):
+            img = self.images[self._rand(len(self.images))]
+            _, h, w = img.shape
+            scale = 1.0
+            if self.downscale and torch.rand(1, generator=self.gen).item() < 0.5:
+                scale = 0.5 + 0.5 * torch.rand(1, generator=self.gen).item()
+            src = max(self.crop, int(round(self.crop / scale)))
+            src = min(src, h, w)
+            top, left = self._rand(h - src + 1), self._rand(w - src + 1)
+            patch = img[:, top : top + src, left : left + src].float().div_(255.0)
+            if src != self.crop:
+                patch = torch.nn.functional.interpolate(
+                    patch[None], size=(self.crop, self.crop), mode="bilinear", antialias=True, align_corners=False
+                )[0].clamp_(0, 1)
+            if self._rand(2):
+                patch = patch.flip(2)
+            if self._rand(2):
+                patch = patch.flip(1)
+            out[i] = patch
+        return out

@@ -1,0 +1,181 @@
+"""Resumable trainer for the codec (pixel MSE for now; the semantic terms plug into ``rd_loss``).
+
+Run with ``vlmcodec train --config FILE`` (TOML, see ``configs/``). Every ``ckpt_every`` steps
+the full state (model, optimisers, step, RNG) is written atomically to ``out_dir/last.pt``; a
+new run with the same ``out_dir`` resumes from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..errors import ConfigError
+from ..models import MeanScaleHyperprior, ModelConfig
+from .data import CropSampler
+from .loss import rd_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: str = "../shared/data/train"
+    out_dir: str = "runs/default"
+    N: int = 64
+    M: int = 96
+    lmbdas: tuple[float, ...] = (0.0018, 0.0054, 0.016, 0.0483)
+    crop: int = 128
+    batch: int = 16
+    steps: int = 20000
+    lr: float = 1e-3
+    lr_final: float = 5e-5
+    warmup: int = 200
+    aux_lr: float = 1e-3
+    clip_grad: float = 1.0
+    seed: int = 0
+    threads: int = 0
+    device: str = "cpu"
+    log_every: int = 25
+    ckpt_every: int = 200
+    nice: int = 0
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read training config {path}: {e}") from e
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"unknown keys in {path}: {sorted(unknown)}; known: {sorted(known)}")
+        if "lmbdas" in raw:
+            raw["lmbdas"] = tuple(float(v) for v in raw["lmbdas"])
+        return cls(**raw)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(N=self.N, M=self.M, num_levels=len(self.lmbdas), lmbdas=tuple(self.lmbdas))
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay from ``lr`` to ``lr_final`` over the run."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
+
+
+def _split_params(model: MeanScaleHyperprior):
+    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    return main, aux
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Train (or resume) and return the path of the last checkpoint."""
+    if cfg.nice:
+        os.nice(cfg.nice)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    model = MeanScaleHyperprior(cfg.model_config()).to(device).to(memory_format=torch.channels_last)
+    main_p, aux_p = _split_params(model)
+    opt = torch.optim.Adam(main_p, lr=cfg.lr)
+    aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr)
+    sampler = CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed)
+    step = 0
+    ckpt = out / "last.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        step = int(state["step"])
+        sampler.gen.set_state(state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    lmbdas = torch.tensor(cfg.lmbdas, device=device)
+    K = len(cfg.lmbdas)
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    log_f = open(log_path, "a", newline="")
+    log = csv.writer(log_f)
+    if new_log:
+        log.writerow(["step", "lr", "loss", "bpp", "psnr", "aux", "sec_per_step"])
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+    model.train()
+    acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+    t0 = time.perf_counter()
+
+    def save() -> None:
+        tmp = out / "last.pt.tmp"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                    "step": step, "config": asdict(cfg), "sampler_rng": sampler.gen.get_state(),
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        os.replace(tmp, ckpt)
+
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        x = sampler.sample(cfg.batch).to(device).contiguous(memory_format=torch.channels_last)
+        levels = torch.arange(cfg.batch, device=device) % K  # every level in every batch
+        outp = model(x, levels.float())
+        losses = rd_loss(outp, x, lmbdas[levels])
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(main_p, cfg.clip_grad)
+        opt.step()
+        aux = model.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        aux.backward()
+        aux_opt.step()
+        step += 1
+        acc["loss"] += float(losses["loss"]); acc["bpp"] += float(losses["bpp"])
+        acc["mse"] += float(losses["mse"]); acc["aux"] += float(aux); acc["n"] += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            n = acc["n"]
+            psnr = 10 * math.log10(1.0 / max(acc["mse"] / n, 1e-12))
+            dt = (time.perf_counter() - t0) / n
+            log.writerow([step, f"{lr_at(cfg, step):.3g}", f"{acc['loss']/n:.4f}", f"{acc['bpp']/n:.4f}",
+                          f"{psnr:.3f}", f"{acc['aux']/n:.2f}", f"{dt:.3f}"])
+            log_f.flush()
+            bar.set_postfix(loss=f"{acc['loss']/n:.3f}", bpp=f"{acc['bpp']/n:.3f}", psnr=f"{psnr:.2f}")
+            acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+            t0 = time.perf_counter()
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save()
+    bar.close()
+    log_f.close()
+    return ckpt
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="vlmcodec train", description="Train the codec (resumable).")
+    p.add_argument("--config", required=True, help="TOML training config")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--out-dir", help="override the output folder")
+    a = p.parse_args(argv)
+    cfg = TrainConfig.from_toml(a.config, steps=a.steps, out_dir=a.out_dir)
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
