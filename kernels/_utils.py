@@ -1,0 +1,150 @@
+"""Shared helpers for the Triton kernels: availability, interpreter detection, block sizes, checks.
+
+Nothing here imports from the engine, and nothing queries a device at import time.
+
+Interpreter detection
+---------------------
+Triton decides *when a kernel is defined* (``@triton.jit`` runs) whether it becomes a compiled
+``JITFunction`` or an ``InterpretedFunction`` that runs on the CPU with NumPy: the switch is the
+environment variable ``TRITON_INTERPRET=1`` (``triton.knobs.runtime.interpret``).  Setting it later
+has no effect on kernels already defined.  So the question "can this kernel run on CPU tensors?"
+is answered per kernel by :func:`kernel_is_interpreted`, not by reading the environment now;
+:func:`interpreter_requested` only reports what the environment asks for kernels defined from
+now on.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Iterable
+
+import torch
+
+__all__ = [
+    "TritonUnavailableError",
+    "is_triton_available",
+    "interpreter_requested",
+    "kernel_is_interpreted",
+    "next_power_of_2",
+    "channel_block",
+    "check_impl",
+    "check_float_dtype",
+    "check_launchable",
+    "MAX_GDN_CHANNELS",
+    "MAX_SCALE_TABLE",
+    "MIN_DOT_BLOCK",
+    "IMPLS",
+]
+
+#: Implementations a functional entry point accepts through its ``impl=`` argument.
+IMPLS = ("auto", "triton", "torch")
+
+#: ``tl.dot`` on NVIDIA GPUs needs every block dimension to be at least this.
+MIN_DOT_BLOCK = 16
+
+#: Largest channel count the GDN kernels accept (the C×C mix is looped over channel blocks, so
+#: this bounds the work per pixel block rather than register use; raise it with care).
+MAX_GDN_CHANNELS = 4096
+
+#: Largest scale table the quantization kernel searches (a linear scan per element).
+MAX_SCALE_TABLE = 256
+
+#: Floating dtypes the kernels read and write.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class TritonUnavailableError(RuntimeError):
+    """``impl="triton"`` was asked for where the Triton kernels cannot run.
+
+    The engine maps this onto its own ``BackendUnavailableError``; ``kernels/`` does not import
+    the engine.
+    """
+
+
+@functools.lru_cache(maxsize=None)
+def is_triton_available() -> bool:
+    """True when ``import triton`` works (it does not say a GPU is present)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # ImportError, or a broken install raising something else
+        return False
+    return True
+
+
+def interpreter_requested() -> bool:
+    """True when kernels defined *from now on* will be interpreted (``TRITON_INTERPRET=1``)."""
+    if is_triton_available():
+        import triton
+
+        return bool(triton.knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def kernel_is_interpreted(kernel) -> bool:
+    """True when ``kernel`` (a ``@triton.jit`` function, possibly autotuned) was defined under the
+    interpreter and can therefore run on CPU tensors."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    fn = kernel
+    while hasattr(fn, "fn") and not isinstance(fn, InterpretedFunction):  # unwrap Autotuner/Heuristics
+        fn = fn.fn
+    return isinstance(fn, InterpretedFunction)
+
+
+def next_power_of_2(n: int) -> int:
+    """Smallest power of two ≥ ``n`` (1 for n ≤ 1)."""
+    n = int(n)
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def channel_block(channels: int, *, limit: int, what: str) -> int:
+    """Padded channel block for ``channels`` (a power of two, at least :data:`MIN_DOT_BLOCK`).
+
+    Raises ``ValueError`` naming ``what`` when ``channels`` is not positive or exceeds ``limit``.
+    """
+    if channels <= 0:
+        raise ValueError(f"{what}: channel count must be positive, got {channels}")
+    if channels > limit:
+        raise ValueError(
+            f"{what}: {channels} channels is more than the kernel supports ({limit}); "
+            f"use impl='torch' for this shape"
+        )
+    return max(MIN_DOT_BLOCK, next_power_of_2(channels))
+
+
+def check_impl(impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+
+
+def check_float_dtype(t: torch.Tensor, name: str, allowed: Iterable[torch.dtype] = FLOAT_DTYPES) -> None:
+    allowed = tuple(allowed)
+    if t.dtype not in allowed:
+        names = ", ".join(str(d).replace("torch.", "") for d in allowed)
+        raise ValueError(f"{name} must have dtype in ({names}), got {str(t.dtype).replace('torch.', '')}")
+
+
+def check_launchable(kernel, *tensors: torch.Tensor, op: str) -> None:
+    """Raise :class:`TritonUnavailableError` with a fix when ``kernel`` cannot run on ``tensors``."""
+    if kernel is None or not is_triton_available():
+        raise TritonUnavailableError(
+            f"{op}: impl='triton' needs the triton package (pip install 'vlmcodec[triton]'); "
+            f"use impl='torch' or impl='auto'"
+        )
+    devices = {t.device for t in tensors}
+    if len(devices) != 1:
+        raise ValueError(f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
+    device = devices.pop()
+    if device.type == "cuda":
+        return
+    if device.type == "cpu":
+        if kernel_is_interpreted(kernel):
+            return
+        raise TritonUnavailableError(
+            f"{op}: impl='triton' on CPU tensors needs Triton's interpreter, and these kernels were "
+            f"defined without it. Set TRITON_INTERPRET=1 in the environment before importing "
+            f"vlmcodec.kernels, move the tensors to CUDA, or use impl='torch'"
+        )
+    raise TritonUnavailableError(f"{op}: the Triton kernels run on CUDA (or CPU via the interpreter), not {device.type}")
