@@ -148,6 +148,17 @@ if _HAS_TRITON:
             configs=gpu_configs, key=["C", "P"], prune_configs_by={"early_config_prune": _prune_channel_blocks}
         )
 
+    @triton.jit
+    def _cast_out(x, DTYPE: tl.constexpr):
+        """fp32 ``x`` cast to ``DTYPE`` with round to nearest even everywhere: the interpreter's
+        fp32 -> bf16 cast truncates (the GPU's rounds), so bf16 is rounded with integer ops."""
+        if DTYPE == tl.bfloat16:
+            bits = x.to(tl.uint32, bitcast=True)
+            bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+            return tl.where(x != x, x, bits.to(tl.float32, bitcast=True)).to(DTYPE)
+        else:
+            return x.to(DTYPE)
+
     @_autotune(GDN_FWD_CONFIGS)
     @triton.jit
     def _gdn_fwd_kernel(
@@ -203,7 +214,7 @@ if _HAS_TRITON:
                 y = xi.to(tl.float32) * tl.sqrt(norm)
             else:
                 y = xi.to(tl.float32) * tl.rsqrt(norm)
-            tl.store(Y + y_pix[:, None] + offs_co.to(tl.int64)[None, :] * sy_c, y.to(Y.dtype.element_ty), mask=mask)
+            tl.store(Y + y_pix[:, None] + offs_co.to(tl.int64)[None, :] * sy_c, _cast_out(y, Y.dtype.element_ty), mask=mask)
 
     @_autotune(GDN_BWD_CONFIGS)
     @triton.jit
@@ -320,7 +331,7 @@ if _HAS_TRITON:
             gk = tl.load(DY + g_pix[:, None] + ch * sg_c, mask=mask, other=0.0).to(tl.float32)
             sk = tl.load(S + offs_p[:, None] * C + ch, mask=mask, other=0.0)
             dx = gk * sk + 2.0 * xk * acc
-            tl.store(DX + d_pix[:, None] + ch * sd_c, dx.to(DX.dtype.element_ty), mask=mask)
+            tl.store(DX + d_pix[:, None] + ch * sd_c, _cast_out(dx, DX.dtype.element_ty), mask=mask)
 
 else:  # pragma: no cover - exercised only without triton
     GDN_FWD_CONFIGS = []
