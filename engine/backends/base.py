@@ -1,0 +1,22 @@
+"""The backend interface."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor
+
+
+class Backend(Protocol):
+    """Runs the float networks on batched tensors (float32, NCHW, values as in training)."""
+
+    name: str
+
+    def analysis(self, x: Tensor) -> Tensor:
+        """g_a: images in [0, 1], (B, 3, H, W) → y (B, M, H/16, W/16)."""
+
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        """h_a: y (already multiplied by the gain) → z (B, N, H/64, W/64)."""
+
+    def synthesis(self, y_hat: Tensor) -> Tensor:
+        """g_s: ŷ (already multiplied by the inverse gain) → x̂ (B, 3, H, W)."""

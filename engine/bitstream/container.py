@@ -1,0 +1,163 @@
+"""The ``.vlmc`` container: a small header, a chunk table and the entropy-coded chunks.
+
+Layout (all integers little-endian; ``varint`` = unsigned LEB128, at most 5 bytes)::
+
+    magic        4   b"VLMC"
+    version      1   FORMAT_VERSION
+    flags        1   bit 0: the image went through the pre-editor; other bits must be 0
+    fingerprint  8   first 8 bytes of the model's SHA-256 fingerprint
+    width        varint   1 .. MAX_DIM
+    height       varint   1 .. MAX_DIM
+    quality      2   round(quality * 100), 0 .. 10000
+    n_z, n_y     varint each: number of z and y chunks, 1 .. MAX_CHUNKS
+    lengths      varint × (n_z + n_y): byte length of each chunk
+    crc32        4   CRC-32 of everything before it and of the payload
+    payload      the chunks, z first, concatenated
+
+Every limit is checked before anything is allocated; lengths must add up to the file size
+exactly. Any violation raises :class:`~vlmcodec.errors.BitstreamError`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from ..errors import BitstreamError
+
+MAGIC = b"VLMC"
+FORMAT_VERSION = 1
+MAX_DIM = 1 << 15
+MAX_CHUNKS = 4096
+MAX_CHUNK_BYTES = 1 << 30
+FLAG_PRE_EDITED = 1
+_KNOWN_FLAGS = FLAG_PRE_EDITED
+
+
+@dataclass(frozen=True)
+class Header:
+    """Decoded header fields of a .vlmc stream."""
+
+    fingerprint: bytes
+    width: int
+    height: int
+    quality: float
+    flags: int = 0
+    version: int = FORMAT_VERSION
+    z_lengths: tuple[int, ...] = ()
+    y_lengths: tuple[int, ...] = ()
+
+    @property
+    def pre_edited(self) -> bool:
+        return bool(self.flags & FLAG_PRE_EDITED)
+
+
+def quantize_quality(quality: float) -> float:
+    """The quality value a stream can carry (steps of 0.01)."""
+    return round(float(quality) * 100) / 100
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise BitstreamError(f"truncated stream: {what} needs {n} bytes at offset {self.pos}, "
+                                 f"file has {len(self.data)}")
+        b = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def varint(self, what: str, lo: int, hi: int) -> int:
+        value, shift = 0, 0
+        for _ in range(5):
+            (b,) = self.take(1, what)
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        else:
+            raise BitstreamError(f"corrupt stream: {what} is not a valid varint")
+        if not lo <= value <= hi:
+            raise BitstreamError(f"corrupt stream: {what} = {value} is outside [{lo}, {hi}]")
+        return value
+
+
+def pack(header: Header, z_chunks: list[bytes], y_chunks: list[bytes]) -> bytes:
+    """Serialise a header and its chunks into a .vlmc byte string."""
+    if len(header.fingerprint) != 8:
+        raise ValueError("fingerprint must be 8 bytes")
+    if not (1 <= header.width <= MAX_DIM and 1 <= header.height <= MAX_DIM):
+        raise ValueError(f"image size {header.width}x{header.height} outside 1..{MAX_DIM}")
+    if not (1 <= len(z_chunks) <= MAX_CHUNKS and 1 <= len(y_chunks) <= MAX_CHUNKS):
+        raise ValueError("chunk counts must be in 1..MAX_CHUNKS")
+    q = round(header.quality * 100)
+    if not 0 <= q <= 10000:
+        raise ValueError(f"quality {header.quality} outside [0, 100]")
+    head = bytearray(MAGIC)
+    head += struct.pack("<BB", FORMAT_VERSION, header.flags)
+    head += header.fingerprint
+    head += _varint(header.width) + _varint(header.height)
+    head += struct.pack("<H", q)
+    head += _varint(len(z_chunks)) + _varint(len(y_chunks))
+    for c in list(z_chunks) + list(y_chunks):
+        head += _varint(len(c))
+    payload = b"".join(z_chunks) + b"".join(y_chunks)
+    crc = zlib.crc32(payload, zlib.crc32(bytes(head)))
+    return bytes(head) + struct.pack("<I", crc) + payload
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes], list[bytes]]:
+    """Parse and verify a .vlmc byte string; returns (header, z_chunks, y_chunks)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    r = _Reader(data)
+    if r.take(4, "magic") != MAGIC:
+        raise BitstreamError("not a .vlmc stream (bad magic)")
+    version, flags = r.take(2, "version")
+    if version != FORMAT_VERSION:
+        raise BitstreamError(f"unsupported .vlmc version {version} (this build reads {FORMAT_VERSION})")
+    if flags & ~_KNOWN_FLAGS:
+        raise BitstreamError(f"corrupt stream: unknown flags 0x{flags:02x}")
+    fingerprint = r.take(8, "fingerprint")
+    width = r.varint("width", 1, MAX_DIM)
+    height = r.varint("height", 1, MAX_DIM)
+    (q,) = struct.unpack("<H", r.take(2, "quality"))
+    if q > 10000:
+        raise BitstreamError(f"corrupt stream: quality {q / 100} outside [0, 100]")
+    n_z = r.varint("z chunk count", 1, MAX_CHUNKS)
+    n_y = r.varint("y chunk count", 1, MAX_CHUNKS)
+    lengths = [r.varint("chunk length", 0, MAX_CHUNK_BYTES) for _ in range(n_z + n_y)]
+    header_end = r.pos
+    (crc,) = struct.unpack("<I", r.take(4, "crc32"))
+    payload_len = len(data) - r.pos
+    if sum(lengths) != payload_len:
+        raise BitstreamError(f"corrupt or truncated stream: chunk table says {sum(lengths)} payload bytes, "
+                             f"file has {payload_len}")
+    if zlib.crc32(data[r.pos :], zlib.crc32(data[:header_end])) != crc:
+        raise BitstreamError("corrupt stream: CRC-32 mismatch")
+    chunks, pos = [], r.pos
+    for n in lengths:
+        chunks.append(data[pos : pos + n])
+        pos += n
+    header = Header(fingerprint=fingerprint, width=width, height=height, quality=q / 100, flags=flags,
+                    version=version, z_lengths=tuple(lengths[:n_z]), y_lengths=tuple(lengths[n_z:]))
+    return header, chunks[:n_z], chunks[n_z:]

@@ -1,0 +1,228 @@
+"""The ``vlmcodec`` command line.
+
+    vlmcodec encode IN... -o OUT [-q QUALITY]     images → .vlmc (prints bpp, PSNR, time)
+    vlmcodec decode IN... -o OUT                  .vlmc → PNG
+    vlmcodec roundtrip IN... -o OUT               both, with a summary table (the main job)
+    vlmcodec info FILE...                         header fields of .vlmc files
+    vlmcodec train --config FILE                  train a model (resumable)
+    vlmcodec convert --from-compressai CKPT -o MODEL.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+from pathlib import Path
+
+from .errors import VlmcodecError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff"}
+
+
+def expand_inputs(items: list[str], suffixes: set[str]) -> list[Path]:
+    """Files, folders (their matching files, sorted) and glob patterns → a list of paths."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes)
+        elif any(c in item for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            if not matches:
+                raise VlmcodecError(f"no file matches {item!r}")
+            out += matches
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise VlmcodecError(f"input not found: {item}")
+    if not out:
+        raise VlmcodecError("no input files")
+    return out
+
+
+def _output_path(src: Path, out: str | None, many: bool, suffix: str) -> Path:
+    if out is None:
+        return src.with_suffix(suffix)
+    o = Path(out)
+    if many or o.is_dir() or out.endswith(("/", "\\")):
+        o.mkdir(parents=True, exist_ok=True)
+        return o / (src.stem + suffix)
+    o.parent.mkdir(parents=True, exist_ok=True)
+    return o
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled or len(items) < 2:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _codec(args):
+    from .codec import Codec
+
+    return Codec(args.model, backend=args.backend, threads=args.threads)
+
+
+def cmd_encode(args, roundtrip: bool = False) -> int:
+    from .image_io import load_image, psnr, save_image
+
+    files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
+    codec = _codec(args)
+    many = len(files) > 1
+    rows = []
+    print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}")
+    for src in _progress(files, not args.quiet, "encode"):
+        img = load_image(src)
+        t0 = time.perf_counter()
+        data = codec.encode(img, quality=args.quality)
+        t_enc = time.perf_counter() - t0
+        dst = _output_path(src, args.output, many, ".vlmc")
+        dst.write_bytes(data)
+        h, w = img.shape[:2]
+        bpp = 8 * dst.stat().st_size / (h * w)
+        p, t_dec = float("nan"), float("nan")
+        if roundtrip or not args.no_psnr:
+            t0 = time.perf_counter()
+            rec = codec.decode(dst.read_bytes())
+            t_dec = time.perf_counter() - t0
+            p = psnr(img, rec)
+            if roundtrip:
+                save_image(rec, dst.with_suffix(".png") if dst.suffix == ".vlmc" else Path(str(dst) + ".png"))
+        rows.append((bpp, p, t_enc, t_dec))
+        print(f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f} {p:>8.2f} {1000*t_enc:>8.0f} {1000*t_dec:>8.0f}",
+              flush=True)
+    if len(rows) > 1:
+        n = len(rows)
+        mean = [sum(r[i] for r in rows) / n for i in range(4)]
+        print(f"{'mean of ' + str(n):<24} {'':>10} {'':>8} {mean[0]:>7.4f} {mean[1]:>8.2f} {1000*mean[2]:>8.0f} {1000*mean[3]:>8.0f}")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from .image_io import save_image
+
+    files = expand_inputs(args.inputs, {".vlmc"})
+    codec = _codec(args)
+    many = len(files) > 1
+    for src in _progress(files, not args.quiet, "decode"):
+        t0 = time.perf_counter()
+        img = codec.decode(src.read_bytes())
+        dt = time.perf_counter() - t0
+        dst = _output_path(src, args.output, many, ".png")
+        save_image(img, dst)
+        print(f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms", flush=True)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .bitstream import container
+
+    for f in expand_inputs(args.inputs, {".vlmc"}):
+        data = f.read_bytes()
+        h, zc, yc = container.unpack(data)
+        payload = sum(map(len, zc)) + sum(map(len, yc))
+        print(f"{f}:\n  format version  {h.version}\n  model           {h.fingerprint.hex()}\n"
+              f"  size            {h.width}x{h.height}\n  quality         {h.quality:g}\n"
+              f"  pre-edited      {h.pre_edited}\n  chunks          z {len(zc)}, y {len(yc)}\n"
+              f"  bytes           {len(data)} (payload {payload}, container {len(data) - payload})\n"
+              f"  bpp             {8 * len(data) / (h.width * h.height):.4f}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .training.trainer import TrainConfig, train
+
+    cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out_dir)
+    train(cfg, progress=not args.quiet)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .models.convert import convert_compressai
+
+    fp = convert_compressai(args.from_compressai, args.output, N=args.N, M=args.M)
+    print(f"wrote {args.output} (fingerprint {fp[:8].hex()})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vlmcodec",
+        description="Learned image codec for vision-language-model pipelines.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  vlmcodec encode photo.png -q 60 -o photo.vlmc\n"
+               "  vlmcodec decode photo.vlmc -o photo.png\n  vlmcodec roundtrip assets/samples -o out/",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp, model=True):
+        if model:
+            sp.add_argument("--model", help="model .safetensors (default: the bundled model)")
+            sp.add_argument("--backend", default="torch", help="torch | triton | onnxruntime | tensorrt (default torch)")
+            sp.add_argument("--threads", type=int, help="CPU threads for networks and entropy decoding")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("encode", help="compress images to .vlmc", description="Compress images (files, folders, globs).")
+    e.add_argument("inputs", nargs="+", metavar="IN")
+    e.add_argument("-o", "--output", metavar="OUT", help="output file, or folder when several inputs")
+    e.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100, 0 = smallest files (default 75)")
+    e.add_argument("--no-psnr", action="store_true", help="skip the verification decode (no PSNR)")
+    common(e)
+    r = sub.add_parser("roundtrip", help="encode, decode, and report bpp / PSNR / time",
+                       description="Encode and decode images; writes .vlmc and decoded .png files.")
+    r.add_argument("inputs", nargs="+", metavar="IN")
+    r.add_argument("-o", "--output", metavar="DIR", default="out")
+    r.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100 (default 75)")
+    common(r)
+    d = sub.add_parser("decode", help="decompress .vlmc to PNG")
+    d.add_argument("inputs", nargs="+", metavar="IN")
+    d.add_argument("-o", "--output", metavar="OUT")
+    common(d)
+    i = sub.add_parser("info", help="print .vlmc header fields")
+    i.add_argument("inputs", nargs="+", metavar="FILE")
+    t = sub.add_parser("train", help="train a model (resumable)")
+    t.add_argument("--config", required=True)
+    t.add_argument("--steps", type=int)
+    t.add_argument("--out-dir")
+    common(t, model=False)
+    c = sub.add_parser("convert", help="convert a CompressAI MeanScaleHyperprior checkpoint")
+    c.add_argument("--from-compressai", required=True, metavar="CKPT")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--N", type=int, help="override N (default: read from the weights' shapes)")
+    c.add_argument("--M", type=int)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "encode":
+            return cmd_encode(args)
+        if args.command == "roundtrip":
+            return cmd_encode(args, roundtrip=True)
+        if args.command == "decode":
+            return cmd_decode(args)
+        if args.command == "info":
+            return cmd_info(args)
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "convert":
+            return cmd_convert(args)
+    except VlmcodecError as e:
+        print(f"vlmcodec: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"vlmcodec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vlmcodec: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Device- and batch-invariant entropy parameters: the hyper-synthesis ``h_s`` in fixed point.
+
+The decoder must derive exactly the scale-table index the encoder used for every symbol
+(DESIGN.md, Determinism). Float networks differ by an ULP across devices, libraries and batch
+sizes, which is enough to flip an index. Here ``h_s`` runs on integers: weights and
+activations are integers with a power-of-two scale, convolutions are computed in float64 on
+integer-valued tensors — exact, whatever the summation order, as long as every partial sum
+stays below 2**53, which is checked per layer — and rescaling is a floor division by a power of
+two. The result is bit-identical on every IEEE-754 device, for any batch size.
+
+Only ``Conv2d``, ``ConvTranspose2d`` and ``LeakyReLU``/``ReLU`` layers are supported, which is
+what the hyperprior's ``h_s`` is made of.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACT_FRAC_BITS = 12          # activations carry 12 fractional bits
+WEIGHT_BITS = 15            # each output channel's largest |weight| maps to < 2**15
+LEAKY_NUM, LEAKY_SHIFT = 655, 16   # LeakyReLU(0.01) ≈ 655 / 2**16 (exactly dyadic)
+_EXACT_LIMIT = 2.0**52
+
+
+class _IntLayer:
+    def __init__(self, layer: nn.Module):
+        w = layer.weight.detach().to(torch.float64).cpu()
+        self.transposed = isinstance(layer, nn.ConvTranspose2d)
+        out_dim = 1 if self.transposed else 0
+        reduce_dims = [d for d in range(4) if d != out_dim]
+        wmax = w.abs().amax(dim=reduce_dims)
+        # per-output-channel power-of-two exponent, found with exact frexp
+        _, exp = torch.frexp(wmax.clamp_min(1e-30))
+        self.shift = (WEIGHT_BITS - exp).clamp(0, 40).to(torch.int64)            # [out]
+        scale = torch.pow(2.0, self.shift.to(torch.float64))
+        shape = [1, -1, 1, 1] if self.transposed else [-1, 1, 1, 1]
+        self.weight = torch.round(w * scale.reshape(shape))
+        b = layer.bias.detach().to(torch.float64).cpu() if layer.bias is not None else torch.zeros_like(wmax)
+        self.bias = torch.round(b * scale * 2.0**ACT_FRAC_BITS).reshape(1, -1, 1, 1)
+        self.inv_scale = torch.pow(2.0, -self.shift.to(torch.float64)).reshape(1, -1, 1, 1)
+        # bound on |acc| per unit of max|x|: the largest sum of |w| over one output
+        self.l1 = float(self.weight.abs().sum(dim=reduce_dims).max())
+        self.stride, self.padding = layer.stride, layer.padding
+        self.output_padding = getattr(layer, "output_padding", (0, 0))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        xmax = float(x.abs().max()) if x.numel() else 0.0
+        if xmax * self.l1 + float(self.bias.abs().max()) >= _EXACT_LIMIT:
+            raise OverflowError("fixed-point h_s would exceed exact float64 range; activations too large")
+        if self.transposed:
+            acc = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding)
+        else:
+            acc = F.conv2d(x, self.weight, None, self.stride, self.padding)
+        acc = acc + self.bias
+        # back to ACT_FRAC_BITS: floor((acc + half) / 2**shift), exact for power-of-two scales
+        half = 0.5 / self.inv_scale
+        return torch.floor((acc + torch.where(self.inv_scale < 1, half, torch.zeros_like(half))) * self.inv_scale)
+
+
+class ExactHyperSynthesis:
+    """Fixed-point twin of a float ``h_s``; ``__call__(z_hat) -> (scales, means)`` as float32.
+
+    Built once per model (``from_module``); runs on CPU float64.
+    """
+
+    def __init__(self, layers: list):
+        self.layers = layers
+
+    @classmethod
+    def from_module(cls, h_s: nn.Sequential) -> "ExactHyperSynthesis":
+        layers: list = []
+        for m in h_s:
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                layers.append(_IntLayer(m))
+            elif isinstance(m, nn.LeakyReLU):
+                if not math.isclose(m.negative_slope, 0.01):
+                    raise ValueError("exact h_s supports LeakyReLU(0.01) only")
+                layers.append("leaky")
+            elif isinstance(m, nn.ReLU):
+                layers.append("relu")
+            else:
+                raise ValueError(f"exact h_s cannot run layer {type(m).__name__}")
+        return cls(layers)
+
+    @staticmethod
+    def to_fixed(z_hat: Tensor) -> Tensor:
+        """ẑ → integers with ACT_FRAC_BITS fractional bits (round half to even, exact)."""
+        return torch.round(z_hat.detach().to(torch.float64).cpu() * 2.0**ACT_FRAC_BITS)
+
+    @torch.no_grad()
+    def params_fixed(self, z_fixed: Tensor) -> Tensor:
+        """Integer-valued float64 output (scales ‖ means) with ACT_FRAC_BITS fractional bits."""
+        x = z_fixed
+        for layer in self.layers:
+            if layer == "leaky":
+                x = torch.where(x < 0, torch.floor(x * LEAKY_NUM / 2.0**LEAKY_SHIFT), x)
+            elif layer == "relu":
+                x = torch.clamp_min(x, 0)
+            else:
+                x = layer(x)
+        return x
+
+    @torch.no_grad()
+    def __call__(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.params_fixed(self.to_fixed(z_hat)) * 2.0**-ACT_FRAC_BITS
+        scales, means = out.chunk(2, 1)
+        return scales, means

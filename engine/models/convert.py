@@ -1,0 +1,57 @@
+"""Convert a CompressAI ``MeanScaleHyperprior`` checkpoint into a vlmcodec model file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, ModelNotFoundError
+from .checkpoint import save_model
+from .hyperprior import MeanScaleHyperprior, ModelConfig
+
+_OLD_EB = re.compile(r"^entropy_bottleneck\._(matrix|bias|factor)(\d+)$")
+_NEW_EB = {"matrix": "matrices", "bias": "biases", "factor": "factors"}
+_IGNORED = ("._offset", "._quantized_cdf", "._cdf_length")
+
+
+def compressai_state_to_vlmcodec(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the legacy ``_matrix0`` style keys; drop CompressAI's derived coding buffers."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(_IGNORED):
+            continue
+        m = _OLD_EB.match(k)
+        if m:
+            k = f"entropy_bottleneck.{_NEW_EB[m.group(1)]}.{m.group(2)}"
+        out[k] = v
+    return out
+
+
+def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M: int | None = None) -> bytes:
+    """Read ``src`` (a state dict, or a dict holding ``state_dict``), write ``dst``; returns fingerprint."""
+    src = Path(src)
+    if not src.is_file():
+        raise ModelNotFoundError(f"checkpoint not found: {src}")
+    try:
+        ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"cannot read checkpoint {src}: {e}") from e
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or "g_a.0.weight" not in state:
+        raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict")
+    state = compressai_state_to_vlmcodec({k.removeprefix("module."): v for k, v in state.items()})
+    # The architecture follows from tensor shapes: g_a.0 is (N, 3, 5, 5), g_a.6 is (M, N, 5, 5).
+    N = N or int(state["g_a.0.weight"].shape[0])
+    M = M or int(state["g_a.6.weight"].shape[0])
+    model = MeanScaleHyperprior(ModelConfig(N=N, M=M, num_levels=1, lmbdas=(0.0,)))
+    with torch.no_grad():
+        model.gain.fill_(1.0)
+        model.inv_gain.fill_(1.0)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in ("gain", "inv_gain")]
+    if missing or unexpected:
+        raise ConfigError(f"{src}: not a MeanScaleHyperprior(N={N}, M={M}) checkpoint "
+                          f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
+    return save_model(model, dst, extra_metadata={"source": f"compressai:{src.name}"})

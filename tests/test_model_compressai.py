@@ -1,0 +1,55 @@
+"""The model matches CompressAI's MeanScaleHyperprior: same weights → same y, z, x̂."""
+
+import pytest
+import torch
+
+from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+from vlmcodec.models.convert import compressai_state_to_vlmcodec
+
+
+@pytest.fixture(scope="module")
+def compressai_google():
+    from vlmcodec.bench.compressai_compat import import_compressai
+
+    try:
+        return import_compressai("models.google")
+    except ImportError as e:
+        pytest.skip(f"CompressAI not installed: {e}")
+
+
+@pytest.mark.parametrize("N,M", [(32, 48), (64, 96)])
+def test_same_weights_same_outputs(compressai_google, N, M):
+    torch.manual_seed(0)
+    ref = compressai_google.MeanScaleHyperprior(N=N, M=M).eval()
+    # perturb the GDN and entropy parameters away from their identity-like init
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.add_(0.05 * torch.rand_like(p))
+    ours = MeanScaleHyperprior(ModelConfig(N=N, M=M, num_levels=1, lmbdas=(0.01,))).eval()
+    missing, unexpected = ours.load_state_dict(compressai_state_to_vlmcodec(ref.state_dict()), strict=False)
+    assert set(missing) == {"gain", "inv_gain"} and not unexpected
+    with torch.no_grad():
+        ours.gain.fill_(1.0)
+        ours.inv_gain.fill_(1.0)
+        x = torch.rand(2, 3, 128, 192)
+        r = ref(x)
+        o = ours(x)
+        y_ref = ref.g_a(x)
+        z_ref = ref.h_a(y_ref)
+    torch.testing.assert_close(o["y"], y_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(o["z"], z_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(o["x_hat"], r["x_hat"], atol=1e-5, rtol=0)
+    for k in ("y", "z"):
+        torch.testing.assert_close(o["likelihoods"][k], r["likelihoods"][k], atol=1e-5, rtol=1e-4)
+
+
+def test_gains_interpolate_between_anchors():
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016)))
+    g, ig = net.gains(torch.tensor([0.0, 1.0, 2.0, 0.5]))
+    torch.testing.assert_close(g[:3], net.gain.abs())
+    torch.testing.assert_close(ig[:3], net.inv_gain.abs())
+    torch.testing.assert_close(g[3], torch.sqrt(net.gain[0].abs() * net.gain[1].abs()))
+    assert net.level_of_quality(100) == 2 and net.level_of_quality(0) == 0
+    with pytest.raises(ValueError):
+        net.level_of_quality(101)
