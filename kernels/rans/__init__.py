@@ -1,0 +1,239 @@
+"""rANS entropy coder (C++ core, nanobind binding).
+
+16-bit probabilities, 32-bit state, byte-wise renormalisation, two interleaved states per
+chunk. Tables use CompressAI's layout (``cdf[t, :cdf_length[t]]`` rising from 0 to 65536, the
+last symbol index ``cdf_length[t] - 2`` is the escape symbol, ``offsets[t]`` is the value of
+symbol index 0), so the same arrays can drive CompressAI's coder. Values outside a table's
+range are escape-coded: every int32 round-trips. The format is described in ``rans.hpp``.
+
+The symbol stream is split into ``num_chunks`` contiguous ranges (chunk ``i`` covers
+``[i*n//num_chunks, (i+1)*n//num_chunks)``), each an independent byte string, so only the chunk
+count and the byte lengths need storing; decoding runs the chunks on a thread pool and its
+result does not depend on the thread count.
+
+Example::
+
+    table = CdfTable.from_pmfs(pmfs, tail_masses, offsets)
+    chunks = encode(symbols, indexes, table, num_chunks=4)        # list[bytes]
+    assert (decode(chunks, indexes, table, threads=2) == symbols).all()
+
+Errors: bad arguments raise ``TypeError`` / ``ValueError``; corrupt or truncated chunks raise
+``CorruptStreamError`` (a ``ValueError``). Decoding is memory-safe and bounded on any input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _rans
+
+__all__ = [
+    "PRECISION",
+    "FORMAT_VERSION",
+    "CdfTable",
+    "CorruptStreamError",
+    "encode",
+    "decode",
+    "pmf_to_quantized_cdf",
+]
+
+PRECISION: int = _rans.PRECISION
+"""Probability precision in bits: every CDF ends at ``2**PRECISION``."""
+FORMAT_VERSION: int = _rans.FORMAT_VERSION
+"""Version of the chunk format; changes whenever the bytes written change."""
+CorruptStreamError = _rans.CorruptStreamError
+CorruptStreamError.__doc__ = "Coded rANS data is corrupt or truncated (a ValueError)."
+
+
+def _int32_table_array(name: str, value, ndim: int) -> np.ndarray:
+    """Copy of ``value`` as a read-only C-contiguous int32 array, refusing lossy conversions."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{name} has values outside the int32 range")
+    out = np.array(arr, dtype=np.int32, order="C", copy=True)
+    out.setflags(write=False)
+    return out
+
+
+def _check_int32(name: str, arr) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of int32, got {type(arr).__name__}")
+    if arr.dtype != np.int32:
+        raise TypeError(
+            f"{name} must have dtype int32, got {arr.dtype}; convert with .astype(np.int32) "
+            "after checking the values fit"
+        )
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+    return arr
+
+
+def _check_count(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+class CdfTable:
+    """Quantized CDF tables in CompressAI's layout, validated once, immutable.
+
+    Attributes:
+        cdf: int32 ``[T, L]``; row ``t`` holds ``cdf_length[t]`` entries rising strictly from 0
+            to ``2**precision`` (every symbol, escape included, has probability >= 2**-16);
+            entries past ``cdf_length[t]`` are ignored.
+        cdf_length: int32 ``[T]``, each in ``[2, L]``; symbol index ``cdf_length[t] - 2`` is the
+            escape symbol.
+        offsets: int32 ``[T]``, the value coded by symbol index 0 of table ``t``.
+        precision: probability bits, always 16.
+
+    The arrays are copied and made read-only. Raises ``ValueError`` / ``TypeError`` on a
+    malformed table.
+    """
+
+    __slots__ = ("cdf", "cdf_length", "offsets", "precision", "_native")
+
+    def __init__(self, cdf, cdf_length, offsets, precision: int = PRECISION):
+        if precision != PRECISION:
+            raise ValueError(f"only precision {PRECISION} is supported, got {precision}")
+        cdf = _int32_table_array("cdf", cdf, 2)
+        cdf_length = _int32_table_array("cdf_length", cdf_length, 1)
+        offsets = _int32_table_array("offsets", offsets, 1)
+        native = _rans.Tables(cdf, cdf_length, offsets)  # validates (ValueError)
+        for name, value in (
+            ("cdf", cdf),
+            ("cdf_length", cdf_length),
+            ("offsets", offsets),
+            ("precision", PRECISION),
+            ("_native", native),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("CdfTable is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError("CdfTable is immutable")
+
+    def __repr__(self) -> str:
+        return f"CdfTable(num_tables={self.num_tables}, max_length={self.cdf.shape[1]})"
+
+    @property
+    def num_tables(self) -> int:
+        return int(self.cdf.shape[0])
+
+    @classmethod
+    def from_pmfs(cls, pmfs: Sequence[np.ndarray], tail_masses, offsets) -> CdfTable:
+        """Builds tables from ``T`` pmfs of any lengths (each over its table's symbol values
+        ``offsets[t] .. offsets[t] + len(pmfs[t]) - 1``) and the probability mass ``tail_masses[t]``
+        left outside that range (the escape symbol's), with :func:`pmf_to_quantized_cdf`."""
+        rows = [np.asarray(p, dtype=np.float64).reshape(-1) for p in pmfs]
+        tails = np.asarray(tail_masses, dtype=np.float64).reshape(-1)
+        if len(rows) == 0:
+            raise ValueError("need at least one pmf")
+        if tails.shape[0] != len(rows):
+            raise ValueError(f"got {len(rows)} pmfs but {tails.shape[0]} tail masses")
+        width = max(1, max(r.shape[0] for r in rows))
+        padded = np.zeros((len(rows), width), dtype=np.float64)
+        for t, r in enumerate(rows):
+            padded[t, : r.shape[0]] = r
+        lengths = np.array([r.shape[0] for r in rows], dtype=np.int32)
+        cdf, cdf_length = _rans.build_cdf_table(padded, lengths, tails, PRECISION)
+        offsets = _int32_table_array("offsets", offsets, 1)
+        if offsets.shape[0] != len(rows):
+            raise ValueError(f"got {len(rows)} pmfs but {offsets.shape[0]} offsets")
+        return cls(cdf, cdf_length, offsets)
+
+
+def pmf_to_quantized_cdf(pmf, tail_mass: float, precision: int = PRECISION) -> np.ndarray:
+    """Quantizes ``pmf`` (``m`` probabilities) plus ``tail_mass`` (the escape symbol) to an int32
+    CDF of ``m + 2`` entries from 0 to ``2**precision`` in which every symbol has frequency >= 1.
+
+    Deterministic: one IEEE double rounding per entry, ``f_i = max(1, round(p_i * 2**precision
+    / sum(p)))``, then the total is fixed with integer steps (take 1 from the largest bin while
+    too large, add the shortfall to the largest bin; ties go to the lowest index).
+    """
+    p = np.ascontiguousarray(np.asarray(pmf, dtype=np.float64).reshape(-1))
+    return _rans.pmf_to_quantized_cdf(p, float(tail_mass), int(precision))
+
+
+def _check_table(table) -> None:
+    if not isinstance(table, CdfTable):
+        raise TypeError(f"table must be a CdfTable, got {type(table).__name__}")
+
+
+def encode(
+    symbols: np.ndarray,
+    indexes: np.ndarray,
+    table: CdfTable,
+    num_chunks: int = 1,
+    *,
+    threads: int = 1,
+) -> list[bytes]:
+    """Encodes ``symbols[i]`` with table ``indexes[i]`` into ``num_chunks`` byte strings.
+
+    Args:
+        symbols: int32 C-contiguous array, any shape (read as flat, ``n = symbols.size``).
+        indexes: int32 C-contiguous array of the same shape, each in ``[0, table.num_tables)``.
+        table: the CDF tables.
+        num_chunks: ``1 <= num_chunks``, and ``num_chunks <= n`` when ``n > 0``.
+        threads: encoder threads; the bytes do not depend on it.
+    """
+    _check_table(table)
+    _check_int32("symbols", symbols)
+    _check_int32("indexes", indexes)
+    if symbols.shape != indexes.shape:
+        raise ValueError(
+            f"symbols and indexes must have the same shape, got {symbols.shape} and {indexes.shape}"
+        )
+    num_chunks = _check_count("num_chunks", num_chunks, 1)
+    threads = _check_count("threads", threads, 1)
+    return _rans.encode(table._native, symbols, indexes, num_chunks, threads)
+
+
+def decode(
+    chunks: Sequence[bytes],
+    indexes: np.ndarray,
+    table: CdfTable,
+    threads: int = 1,
+) -> np.ndarray:
+    """Decodes the chunks written by :func:`encode` back to an int32 array of ``indexes.shape``.
+
+    Args:
+        chunks: the byte strings, in order (``bytes``; ``bytearray`` / ``memoryview`` are copied).
+        indexes: int32 C-contiguous array, the same table indexes as at encode time.
+        table: the same CDF tables as at encode time.
+        threads: decoder threads (chunks run in parallel); the result does not depend on it.
+
+    Raises:
+        CorruptStreamError: a chunk is corrupt or truncated (detected: running out of bytes,
+            bytes left over, a final state mismatch, an impossible escape payload).
+    """
+    _check_table(table)
+    _check_int32("indexes", indexes)
+    threads = _check_count("threads", threads, 1)
+    if isinstance(chunks, (bytes, bytearray, memoryview)):
+        raise TypeError("chunks must be a sequence of bytes objects, not a single bytes object")
+    chunk_list = [c if isinstance(c, bytes) else _as_bytes(c) for c in chunks]
+    n = indexes.size
+    if len(chunk_list) < 1:
+        raise ValueError("need at least one chunk")
+    if n > 0 and len(chunk_list) > n:
+        raise ValueError(f"{len(chunk_list)} chunks for {n} symbols: at most one chunk per symbol")
+    out = np.empty(indexes.shape, dtype=np.int32)
+    _rans.decode_into(table._native, chunk_list, indexes, out, threads)
+    return out
+
+
+def _as_bytes(chunk) -> bytes:
+    if isinstance(chunk, (bytearray, memoryview)):
+        return bytes(chunk)
+    raise TypeError(f"chunks must be bytes objects, got {type(chunk).__name__}")
