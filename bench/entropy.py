@@ -1,0 +1,264 @@
+"""Entropy-coder benchmark: vlmcodec rANS vs constriction's ANS vs CompressAI's rANS.
+
+Same symbols for every coder: ``n`` values drawn from quantized zero-mean Gaussians whose scale
+is picked uniformly per symbol from CompressAI's 64-entry log-spaced scale table (0.11 .. 256).
+vlmcodec and CompressAI use the very same quantized CDF tables (CompressAI's layout, built the
+way ``GaussianConditional.update`` does); constriction uses its ``QuantizedGaussian`` with the
+same per-symbol scales. Times are wall-clock per call (median and best of ``--repeats``) of the
+coder call alone: CompressAI's list arguments and constriction's float arrays are prepared
+outside the timed region. Every decode is checked against the input.
+
+    python -m vlmcodec.bench.entropy [--n 2000000] [--repeats 5] [--json PATH]
+
+constriction and compressai are benchmark-only dependencies (``pip install constriction``,
+``pip install --no-deps compressai``); a missing one is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vlmcodec.kernels import rans
+
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+TAIL_MASS = 1e-9
+
+
+def scale_table(lo: float = SCALE_MIN, hi: float = SCALE_MAX, levels: int = SCALE_LEVELS) -> np.ndarray:
+    """CompressAI's ``get_scale_table``: ``exp(linspace(log lo, log hi, levels))`` (float64)."""
+    return np.exp(np.linspace(math.log(lo), math.log(hi), levels))
+
+
+def _std_cdf(x: np.ndarray) -> np.ndarray:
+    erfc = np.vectorize(math.erfc, otypes=[np.float64])
+    return 0.5 * erfc(-x / math.sqrt(2.0))
+
+
+def gaussian_cdf_table(scales: np.ndarray, tail_mass: float = TAIL_MASS) -> rans.CdfTable:
+    """Quantized discretised-Gaussian tables as CompressAI's ``GaussianConditional.update``:
+    table t covers ``-c .. c`` with ``c = ceil(scale · Φ⁻¹(1 - tail_mass/2))``, escape mass
+    ``2·Φ(-(c + ½)/scale)``."""
+    from statistics import NormalDist
+
+    multiplier = -NormalDist().inv_cdf(tail_mass / 2)
+    pmfs, tails, offsets = [], [], []
+    for s in scales:
+        center = int(math.ceil(s * multiplier))
+        samples = np.abs(np.arange(-center, center + 1, dtype=np.float64))
+        pmfs.append(_std_cdf((0.5 - samples) / s) - _std_cdf((-0.5 - samples) / s))
+        tails.append(2 * 0.5 * math.erfc((center + 0.5) / s / math.sqrt(2.0)))
+        offsets.append(-center)
+    return rans.CdfTable.from_pmfs(pmfs, tails, offsets)
+
+
+def make_symbols(n: int, scales: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    indexes = rng.integers(0, len(scales), size=n, dtype=np.int32)
+    symbols = np.rint(rng.normal(size=n) * scales[indexes]).astype(np.int32)
+    return symbols, indexes
+
+
+def model_bits(symbols: np.ndarray, indexes: np.ndarray, table: rans.CdfTable) -> float:
+    """Ideal code length (bits) of the symbols under the quantized tables (escapes: symbol only)."""
+    esc = table.cdf_length[indexes].astype(np.int64) - 2
+    u = symbols.astype(np.int64) - table.offsets[indexes]
+    u = np.where((u < 0) | (u >= esc), esc, u)
+    freq = table.cdf[indexes, u + 1].astype(np.int64) - table.cdf[indexes, u]
+    return float(np.sum(rans.PRECISION - np.log2(freq)))
+
+
+def _time(fn, repeats: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return times, result
+
+
+def _load_compressai_ans():
+    """CompressAI's compiled coder, loaded directly (``import compressai`` pulls in torchvision)."""
+    spec = importlib.util.find_spec("compressai")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("compressai is not installed (pip install --no-deps compressai==1.2.8)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    candidates = sorted(folder.glob("ans*.so")) + sorted(folder.glob("ans*.pyd"))
+    if not candidates:
+        raise ImportError(f"no compiled ans module in {folder}")
+    loader = importlib.machinery.ExtensionFileLoader("compressai.ans", str(candidates[0]))
+    mod_spec = importlib.util.spec_from_file_location("compressai.ans", candidates[0], loader=loader)
+    module = importlib.util.module_from_spec(mod_spec)
+    loader.exec_module(module)
+    return module
+
+
+def _row(coder, threads, chunks, enc_times, dec_times, nbytes, n):
+    enc_med, dec_med = statistics.median(enc_times), statistics.median(dec_times)
+    return {
+        "coder": coder,
+        "threads": threads,
+        "chunks": chunks,
+        "bytes": int(nbytes),
+        "bits_per_symbol": 8.0 * nbytes / n,
+        "encode_s_median": enc_med,
+        "encode_s_best": min(enc_times),
+        "decode_s_median": dec_med,
+        "decode_s_best": min(dec_times),
+        "encode_msym_s": n / enc_med / 1e6,
+        "decode_msym_s": n / dec_med / 1e6,
+    }
+
+
+def bench_vlmcodec(symbols, indexes, table, repeats, threads, chunks):
+    enc_t, encoded = _time(lambda: rans.encode(symbols, indexes, table, chunks, threads=threads), repeats)
+    dec_t, decoded = _time(lambda: rans.decode(encoded, indexes, table, threads=threads), repeats)
+    if not np.array_equal(decoded, symbols):
+        raise RuntimeError("vlmcodec rANS round trip failed")
+    return _row("vlmcodec rANS", threads, chunks, enc_t, dec_t, sum(map(len, encoded)), symbols.size)
+
+
+def bench_compressai(symbols, indexes, table, repeats):
+    ans = _load_compressai_ans()
+    sym_l, idx_l = symbols.tolist(), indexes.tolist()
+    cdf_l, len_l, off_l = table.cdf.tolist(), table.cdf_length.tolist(), table.offsets.tolist()
+    enc = ans.RansEncoder()
+    enc_t, encoded = _time(lambda: enc.encode_with_indexes(sym_l, idx_l, cdf_l, len_l, off_l), repeats)
+    dec = ans.RansDecoder()
+    dec_t, decoded = _time(lambda: dec.decode_with_indexes(encoded, idx_l, cdf_l, len_l, off_l), repeats)
+    if not np.array_equal(np.asarray(decoded, dtype=np.int32), symbols):
+        raise RuntimeError("CompressAI round trip failed")
+    return _row("CompressAI 1.2.8 rANS", 1, 1, enc_t, dec_t, len(encoded), symbols.size)
+
+
+def bench_constriction(symbols, indexes, scales, repeats):
+    import constriction
+
+    model = constriction.stream.model.QuantizedGaussian(int(symbols.min()), int(symbols.max()))
+    means = np.zeros(symbols.size, dtype=np.float64)
+    stds = scales[indexes].astype(np.float64)
+
+    def encode():
+        coder = constriction.stream.stack.AnsCoder()
+        coder.encode_reverse(symbols, model, means, stds)
+        return coder.get_compressed()
+
+    enc_t, compressed = _time(encode, repeats)
+    dec_t, decoded = _time(
+        lambda: constriction.stream.stack.AnsCoder(compressed).decode(model, means, stds), repeats
+    )
+    if not np.array_equal(np.asarray(decoded, dtype=np.int32), symbols):
+        raise RuntimeError("constriction round trip failed")
+    return _row("constriction ANS", 1, 1, enc_t, dec_t, compressed.nbytes, symbols.size)
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    from importlib import metadata
+
+    for dist in ("vlmcodec", "constriction", "compressai"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    out["rans_format_version"] = rans.FORMAT_VERSION
+    return out
+
+
+def _device() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}
+
+
+def run(n: int = 2_000_000, repeats: int = 5, chunks: int = 8, seed: int = 0) -> dict:
+    scales = scale_table()
+    table = gaussian_cdf_table(scales)
+    symbols, indexes = make_symbols(n, scales, seed)
+    config = {"n": n, "repeats": repeats, "chunks": chunks, "seed": seed, "scales": "0.11..256 x64",
+              "tail_mass": TAIL_MASS}
+    rows, skipped = [], {}
+    rows.append(bench_vlmcodec(symbols, indexes, table, repeats, threads=1, chunks=1))
+    rows.append(bench_vlmcodec(symbols, indexes, table, repeats, threads=1, chunks=chunks))
+    rows.append(bench_vlmcodec(symbols, indexes, table, repeats, threads=2, chunks=chunks))
+    for name, fn in (("constriction", lambda: bench_constriction(symbols, indexes, scales, repeats)),
+                     ("compressai", lambda: bench_compressai(symbols, indexes, table, repeats))):
+        try:
+            rows.append(fn())
+        except ImportError as exc:
+            skipped[name] = str(exc)
+    ours = rows[0]
+    ratios = {}
+    for r in rows[3:]:
+        key = r["coder"].split()[0].lower()
+        ratios[f"encode_vs_{key}_1thread"] = ours["encode_msym_s"] / r["encode_msym_s"]
+        ratios[f"decode_vs_{key}_1thread"] = ours["decode_msym_s"] / r["decode_msym_s"]
+        ratios[f"decode_vs_{key}_2threads"] = rows[2]["decode_msym_s"] / r["decode_msym_s"]
+    return {
+        "benchmark": "entropy",
+        "config": config,
+        "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
+        "device": _device(),
+        "versions": _versions(),
+        "model_bits_per_symbol": model_bits(symbols, indexes, table) / n,
+        "results": rows,
+        "ratios": ratios,
+        "skipped": skipped,
+    }
+
+
+def format_table(report: dict) -> str:
+    lines = [
+        f"{report['config']['n']:,} symbols, quantized Gaussians, 64 scales 0.11..256; "
+        f"model entropy {report['model_bits_per_symbol']:.4f} bits/symbol; median of "
+        f"{report['config']['repeats']}; {report['device']['cpu']}",
+        f"{'coder':<24}{'thr':>4}{'chunks':>7}{'enc Msym/s':>12}{'dec Msym/s':>12}{'bits/sym':>10}",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"{r['coder']:<24}{r['threads']:>4}{r['chunks']:>7}{r['encode_msym_s']:>12.1f}"
+            f"{r['decode_msym_s']:>12.1f}{r['bits_per_symbol']:>10.4f}"
+        )
+    for k, v in report["ratios"].items():
+        lines.append(f"  {k}: {v:.2f}x")
+    for k, v in report["skipped"].items():
+        lines.append(f"  skipped {k}: {v}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vlmcodec.bench.entropy", description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2_000_000, help="number of symbols")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--chunks", type=int, default=8, help="chunks for the multi-chunk rows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=Path("out/bench/entropy.json"), help="where to write the JSON")
+    args = parser.parse_args(argv)
+    report = run(args.n, args.repeats, args.chunks, args.seed)
+    print(format_table(report))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
