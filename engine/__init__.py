@@ -1,3 +1,42 @@
 """vlmcodec: a learned image codec engine for vision-language-model pipelines."""
 
 __version__ = "0.1.0"
+
+from .codec import Codec, default_model_path
+from .errors import (
+    BackendUnavailableError,
+    BitstreamError,
+    ConfigError,
+    EngineDeadError,
+    ImageError,
+    ModelMismatchError,
+    ModelNotFoundError,
+    RequestError,
+    VlmcodecError,
+)
+
+_codecs: dict = {}
+
+
+def _shared_codec(model=None, backend: str = "torch") -> Codec:
+    key = (str(model) if model is not None else None, backend)
+    if key not in _codecs:
+        _codecs[key] = Codec(model, backend=backend)
+    return _codecs[key]
+
+
+def encode(image, quality: float = 75.0, model=None, backend: str = "torch") -> bytes:
+    """Compress one image (uint8 H×W×3 numpy or PIL) to .vlmc bytes with a cached ``Codec``."""
+    return _shared_codec(model, backend).encode(image, quality)
+
+
+def decode(data: bytes, model=None, backend: str = "torch"):
+    """Decompress .vlmc bytes to a uint8 H×W×3 numpy array with a cached ``Codec``."""
+    return _shared_codec(model, backend).decode(data)
+
+
+__all__ = [
+    "Codec", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "ConfigError",
+    "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
+    "RequestError",
+]

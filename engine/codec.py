@@ -104,7 +104,7 @@ class Codec:
         """Decode streams; those that share a padded size run the synthesis as one batch."""
         parsed = [self._read(s) for s in streams]
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (h, _, _) in enumerate(parsed):
+        for i, (h, _) in enumerate(parsed):
             groups.setdefault(padded_size(h.height, h.width), []).append(i)
         out: list[np.ndarray | None] = [None] * len(parsed)
         for idx in groups.values():
@@ -113,7 +113,7 @@ class Codec:
             with torch.inference_mode():
                 _, inv_gain = self.model.gains(levels)
                 x_hat = self.backend.synthesis(y_hat * inv_gain[:, :, None, None])
-            pix = (x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+                pix = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for j, i in enumerate(idx):
                 h = parsed[i][0]
                 out[i] = np.ascontiguousarray(pix[j, : h.height, : h.width])
@@ -121,7 +121,7 @@ class Codec:
 
     # -- internals -----------------------------------------------------------------------
     def _scale_index(self, scales64: Tensor) -> Tensor:
-        s = torch.clamp_min(scales64, self.scale_bound)
+        s = torch.clamp_min(scales64, self.scale_bound).contiguous()
         return torch.bucketize(s, self.scale_table64[:-1].contiguous(), right=False).to(torch.int32)
 
     def _analyse(self, x: Tensor, qualities: list[float]) -> list[_Latents]:

@@ -38,9 +38,9 @@ def build_tables(model: MeanScaleHyperprior) -> dict[str, CdfTable]:
 def _table_tensors(tables: dict[str, CdfTable]) -> dict[str, torch.Tensor]:
     out = {}
     for name, t in tables.items():
-        out[f"{TABLE_PREFIX}{name}.cdf"] = torch.from_numpy(np.ascontiguousarray(t.cdf, dtype=np.int32))
-        out[f"{TABLE_PREFIX}{name}.cdf_length"] = torch.from_numpy(np.ascontiguousarray(t.cdf_length, dtype=np.int32))
-        out[f"{TABLE_PREFIX}{name}.offsets"] = torch.from_numpy(np.ascontiguousarray(t.offsets, dtype=np.int32))
+        out[f"{TABLE_PREFIX}{name}.cdf"] = torch.from_numpy(np.array(t.cdf, dtype=np.int32))
+        out[f"{TABLE_PREFIX}{name}.cdf_length"] = torch.from_numpy(np.array(t.cdf_length, dtype=np.int32))
+        out[f"{TABLE_PREFIX}{name}.offsets"] = torch.from_numpy(np.array(t.offsets, dtype=np.int32))
     return out
 
 

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+import torch
+
+from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+from vlmcodec.models.checkpoint import save_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A small random model (N=16, M=24, 3 quality levels) saved with its tables."""
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016)))
+    with torch.no_grad():  # random g_a gives |y| << 1; widen it so quality visibly changes the rate
+        net.g_a[-1].weight.mul_(40.0)
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(net, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_model_path):
+    from vlmcodec import Codec
+
+    return Codec(tiny_model_path)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def smooth_image(rng, h, w):
+    """A natural-ish test image: smooth gradients plus mild noise."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([128 + 100 * np.sin(xx / 17.0), 128 + 90 * np.cos(yy / 11.0), (xx + yy) % 256], axis=2)
+    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)

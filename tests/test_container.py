@@ -1,0 +1,107 @@
+"""The .vlmc container: round trip, limits, and every kind of damage raises BitstreamError."""
+
+import random
+import struct
+
+import pytest
+
+from vlmcodec.bitstream import container
+from vlmcodec.errors import BitstreamError
+
+FP = bytes(range(8))
+
+
+def _stream(w=768, h=512, q=75.0, z=(b"zz" * 10,), y=(b"a" * 300, b"b" * 280, b"")):
+    return container.pack(container.Header(FP, w, h, q), list(z), list(y))
+
+
+def test_round_trip_fields():
+    data = _stream(w=33, h=1001, q=12.34)
+    h, z, y = container.unpack(data)
+    assert (h.width, h.height, h.quality, h.fingerprint, h.version) == (33, 1001, 12.34, FP, 1)
+    assert z == [b"zz" * 10] and y == [b"a" * 300, b"b" * 280, b""]
+
+
+def test_overhead_is_small():
+    z, y = [b"z" * 100], [b"y" * 20000] * 4
+    data = container.pack(container.Header(FP, 768, 512, 75.0), z, y)
+    overhead = len(data) - 100 - 80000
+    assert overhead <= 40, overhead
+
+
+@pytest.mark.parametrize("cut", [0, 1, 3, 4, 5, 13, 14, 20, 30])
+def test_truncated_header(cut):
+    with pytest.raises(BitstreamError):
+        container.unpack(_stream()[:cut])
+
+
+def test_every_truncation_raises():
+    data = _stream()
+    for n in range(len(data)):
+        with pytest.raises(BitstreamError):
+            container.unpack(data[:n])
+
+
+def test_extra_bytes_raise():
+    with pytest.raises(BitstreamError, match="payload"):
+        container.unpack(_stream() + b"\0")
+
+
+def test_bad_magic_version_flags():
+    data = bytearray(_stream())
+    with pytest.raises(BitstreamError, match="magic"):
+        container.unpack(b"XXXX" + bytes(data[4:]))
+    bad = bytearray(data); bad[4] = 9
+    with pytest.raises(BitstreamError, match="version 9"):
+        container.unpack(bytes(bad))
+    bad = bytearray(data); bad[5] = 0x80
+    with pytest.raises(BitstreamError, match="flags"):
+        container.unpack(bytes(bad))
+
+
+def test_every_single_bit_flip_raises():
+    data = _stream(y=(b"payload" * 5,))
+    for i in range(len(data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            with pytest.raises(BitstreamError):
+                container.unpack(bytes(bad))
+
+
+def test_absurd_dimensions_and_counts_rejected_before_allocation():
+    head = bytearray(b"VLMC") + bytes([1, 0]) + FP
+    huge = head + b"\xff\xff\xff\xff\x0f" + b"\x01"          # width = 2**32 - 1
+    with pytest.raises(BitstreamError, match="width"):
+        container.unpack(bytes(huge))
+    many = head + b"\x10\x10" + struct.pack("<H", 100) + b"\x01" + b"\xff\xff\x03"  # 65535 y chunks
+    with pytest.raises(BitstreamError, match="chunk count"):
+        container.unpack(bytes(many))
+    q = head + b"\x10\x10" + struct.pack("<H", 10001)
+    with pytest.raises(BitstreamError, match="quality"):
+        container.unpack(bytes(q))
+
+
+def test_random_garbage_never_crashes():
+    rng = random.Random(0)
+    for _ in range(3000):
+        n = rng.randrange(0, 80)
+        blob = bytes(rng.randrange(256) for _ in range(n))
+        if rng.random() < 0.5:
+            blob = b"VLMC\x01\x00" + blob
+        with pytest.raises(BitstreamError):
+            container.unpack(blob)
+
+
+def test_non_bytes_input():
+    with pytest.raises(BitstreamError):
+        container.unpack("VLMC")  # type: ignore[arg-type]
+
+
+def test_pack_validates():
+    with pytest.raises(ValueError):
+        container.pack(container.Header(FP, 0, 5, 50.0), [b""], [b""])
+    with pytest.raises(ValueError):
+        container.pack(container.Header(FP, 5, 5, 150.0), [b""], [b""])
+    with pytest.raises(ValueError):
+        container.pack(container.Header(b"short", 5, 5, 50.0), [b""], [b""])

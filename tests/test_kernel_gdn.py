@@ -1,0 +1,224 @@
+"""Fused GDN / IGDN kernels against ``gdn_ref`` (CPU via Triton's interpreter; GPU tests marked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import pytest
+import torch
+
+_helpers_spec = importlib.util.spec_from_file_location(
+    "_vlmcodec_conftest_triton", pathlib.Path(__file__).with_name("conftest_triton.py")
+)
+H = importlib.util.module_from_spec(_helpers_spec)
+_helpers_spec.loader.exec_module(H)
+
+from vlmcodec.kernels.gdn import gdn_fold, gdn_ref  # noqa: E402  (plain torch: no triton needed)
+
+H.triton_or_skip()
+G = H.load_kernel_module("gdn", interpret=True)  # kernels defined under TRITON_INTERPRET=1
+from vlmcodec.kernels._utils import TritonUnavailableError  # noqa: E402
+
+CHANNELS = [3, 128, 192, 320]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _params(c: int, seed: int = 0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    beta = torch.rand(c, generator=g) + 0.5
+    # off-diagonal mixing on the scale GDN layers learn (CompressAI initialises gamma = 0.1·I)
+    gamma = 0.1 * torch.eye(c) + torch.rand(c, c, generator=g) * (0.2 / c)
+    return beta.to(dtype), gamma.to(dtype)
+
+
+def _input(shape, dtype, channels_last: bool, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 3).to(dtype)
+    return x.to(memory_format=torch.channels_last) if channels_last else x
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("inverse", [False, True], ids=["gdn", "igdn"])
+def test_forward_matches_reference(inverse, c, dtype, channels_last):
+    x = _input((2, c, 5, 7), dtype, channels_last)
+    beta, gamma = _params(c)
+    y = G.gdn(x, beta, gamma, inverse=inverse, impl="triton")
+    expected = gdn_ref(x.double(), beta.double(), gamma.double(), inverse)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last  # layout preserved
+    assert H.rel_err(y, expected) <= H.TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 1, 1), (3, 17, 1, 9), (1, 33, 13, 3), (0, 4, 3, 3)])
+def test_forward_irregular_shapes(shape):
+    x = _input(shape, torch.float32, False)
+    beta, gamma = _params(shape[1])
+    y = G.gdn(x, beta, gamma, impl="triton")
+    assert y.shape == x.shape
+    if x.numel():
+        assert H.rel_err(y, gdn_ref(x.double(), beta.double(), gamma.double())) <= 1e-5
+
+
+def test_forward_strided_input_and_4d_gamma():
+    # a channel slice: neither NCHW- nor NHWC-contiguous; gamma given as the conv weight [C, C, 1, 1]
+    base = _input((2, 40, 6, 5), torch.float32, False)
+    x = base[:, 3:35:2]  # 16 channels, stride 2 in C
+    beta, gamma = _params(16)
+    y = G.gdn(x, beta, gamma.reshape(16, 16, 1, 1), impl="triton")
+    assert H.rel_err(y, gdn_ref(x.double(), beta.double(), gamma.double())) <= 1e-5
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("c", [3, 128, 192])
+@pytest.mark.parametrize("inverse", [False, True], ids=["gdn", "igdn"])
+def test_backward_matches_autograd_of_reference(inverse, c, channels_last):
+    x = _input((2, c, 3, 5), torch.float32, channels_last).requires_grad_()
+    beta, gamma = _params(c)
+    beta.requires_grad_()
+    gamma.requires_grad_()
+    dy = _input((2, c, 3, 5), torch.float32, False, seed=7)
+    got = torch.autograd.grad(G.gdn(x, beta, gamma, inverse=inverse, impl="triton"), (x, beta, gamma), dy)
+
+    x64, b64, g64 = (t.detach().double().requires_grad_() for t in (x, beta, gamma))
+    want = torch.autograd.grad(gdn_ref(x64, b64, g64, inverse), (x64, b64, g64), dy.double())
+    for name, a, e in zip(("dx", "dbeta", "dgamma"), got, want):
+        assert a.shape == e.shape, name
+        assert H.rel_err(a, e) <= 1e-5, name
+    assert got[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_backward_half_precision(dtype):
+    c = 24
+    x = _input((2, c, 3, 4), dtype, False).requires_grad_()
+    beta, gamma = _params(c)
+    dy = _input((2, c, 3, 4), dtype, False, seed=3)
+    (dx,) = torch.autograd.grad(G.gdn(x, beta, gamma, impl="triton"), (x,), dy)
+    x64 = x.detach().double().requires_grad_()
+    (want,) = torch.autograd.grad(gdn_ref(x64, beta.double(), gamma.double()), (x64,), dy.double())
+    assert dx.dtype == dtype
+    assert H.rel_err(dx, want) <= H.TOLERANCE[dtype]
+
+
+def test_gradcheck_small():
+    # gradcheck needs float64; the kernels run fp32, so compare the analytic (Triton) Jacobian with
+    # the reference's numerical one at fp32-appropriate tolerances instead of torch.autograd.gradcheck.
+    c = 5
+    x = _input((1, c, 2, 3), torch.float32, False).requires_grad_()
+    beta, gamma = _params(c)
+    y = G.gdn(x, beta, gamma, inverse=True, impl="triton")
+    jac = torch.stack([torch.autograd.grad(y.flatten()[i], x, retain_graph=True)[0].flatten() for i in range(y.numel())])
+    x64 = x.detach().double()
+    eps = 1e-6
+    num = torch.empty(y.numel(), x.numel(), dtype=torch.float64)
+    for j in range(x.numel()):
+        d = torch.zeros(x.numel(), dtype=torch.float64)
+        d[j] = eps
+        d = d.view_as(x64)
+        f = lambda t: gdn_ref(t, beta.double(), gamma.double(), True).flatten()  # noqa: E731
+        num[:, j] = (f(x64 + d) - f(x64 - d)) / (2 * eps)
+    assert H.rel_err(jac, num) <= 1e-5
+
+
+def test_fold_matches_compressai_parametrizer():
+    pedestal = 2.0**-36
+    beta_param = torch.tensor([-1.0, 0.0, 1e-4, 0.5, 2.0])
+    gamma_param = torch.tensor([[-0.3, 0.0], [2.0**-18, 0.7]])
+    beta, gamma = gdn_fold(beta_param, gamma_param)
+    beta_bound = torch.tensor((1e-6 + pedestal) ** 0.5, dtype=torch.float32)
+    gamma_bound = torch.tensor(2.0**-18, dtype=torch.float32)
+    expected_beta = torch.max(beta_param, beta_bound) ** 2 - torch.tensor(pedestal, dtype=torch.float32)
+    expected_gamma = torch.max(gamma_param, gamma_bound) ** 2 - torch.tensor(pedestal, dtype=torch.float32)
+    assert torch.equal(beta, expected_beta) and torch.equal(gamma, expected_gamma)
+    assert (beta > 0).all() and (gamma >= 0).all()
+    assert abs(float(beta[0]) - 1e-6) < 1e-12  # bounded below at beta_min
+
+
+def test_fold_gradient_passes_through_like_lower_bound():
+    p = torch.tensor([-1.0, 1.0], requires_grad=True)
+    beta, _ = gdn_fold(p, torch.ones(1, 1))
+    # below the bound the gradient passes only when it would push the parameter up (grad < 0)
+    (g_pos,) = torch.autograd.grad(beta.sum(), p)
+    assert g_pos[0] == 0 and g_pos[1] == 2.0
+    (g_neg,) = torch.autograd.grad((-beta).sum(), p)
+    assert g_neg[0] != 0
+
+
+def test_impl_selection_on_cpu():
+    x = _input((1, 4, 3, 3), torch.float32, False)
+    beta, gamma = _params(4)
+    ref = gdn_ref(x, beta, gamma)
+    assert torch.equal(G.gdn(x, beta, gamma, impl="torch"), ref)
+    assert torch.equal(G.gdn(x, beta, gamma, impl="auto"), ref)  # CPU tensors: auto = reference
+    with pytest.raises(ValueError, match="impl"):
+        G.gdn(x, beta, gamma, impl="cuda")
+
+
+def test_triton_on_cpu_without_interpreter_is_a_clear_error():
+    compiled = H.load_kernel_module("gdn", interpret=False)
+    x = _input((1, 4, 3, 3), torch.float32, False)
+    beta, gamma = _params(4)
+    with pytest.raises(TritonUnavailableError, match="TRITON_INTERPRET=1"):
+        compiled.gdn(x, beta, gamma, impl="triton")
+
+
+@pytest.mark.parametrize(
+    "shape, beta_n, gamma_n, match",
+    [
+        ((2, 4, 3), 4, 16, "4-D"),
+        ((1, 4, 3, 3), 3, 16, "beta"),
+        ((1, 4, 3, 3), 4, 12, "gamma"),
+        ((1, 5000, 1, 1), 5000, 5000 * 5000, "more than the kernel supports"),
+    ],
+)
+def test_bad_arguments_raise_value_error(shape, beta_n, gamma_n, match):
+    x = torch.zeros(shape)
+    with pytest.raises(ValueError, match=match):
+        G.gdn_fwd(x, torch.ones(beta_n), torch.zeros(gamma_n))
+
+
+def test_integer_input_rejected():
+    with pytest.raises(ValueError, match="dtype"):
+        G.gdn_fwd(torch.zeros(1, 2, 2, 2, dtype=torch.int32), torch.ones(2), torch.eye(2))
+
+
+# ------------------------------------------------------------------------------------------------
+# Real GPU execution (skipped without CUDA)
+# ------------------------------------------------------------------------------------------------
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("inverse", [False, True], ids=["gdn", "igdn"])
+def test_gpu_forward_matches_reference(inverse, c, dtype, channels_last):
+    Gc = H.load_kernel_module("gdn", interpret=False)
+    x = _input((3, c, 33, 47), dtype, channels_last).cuda()
+    beta, gamma = (t.cuda() for t in _params(c))
+    y = Gc.gdn(x, beta, gamma, inverse=inverse, impl="auto")
+    expected = gdn_ref(x.double(), beta.double(), gamma.double(), inverse)
+    assert y.dtype == dtype
+    assert H.rel_err(y, expected) <= H.TOLERANCE[dtype]
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("c", [3, 192, 320])
+@pytest.mark.parametrize("inverse", [False, True], ids=["gdn", "igdn"])
+def test_gpu_backward_matches_reference(inverse, c):
+    Gc = H.load_kernel_module("gdn", interpret=False)
+    x = _input((2, c, 17, 9), torch.float32, False).cuda().requires_grad_()
+    beta, gamma = (t.cuda().requires_grad_() for t in _params(c))
+    dy = _input((2, c, 17, 9), torch.float32, False, seed=7).cuda()
+    got = torch.autograd.grad(Gc.gdn(x, beta, gamma, inverse=inverse), (x, beta, gamma), dy)
+    x64, b64, g64 = (t.detach().double().requires_grad_() for t in (x, beta, gamma))
+    want = torch.autograd.grad(gdn_ref(x64, b64, g64, inverse), (x64, b64, g64), dy.double())
+    for a, e in zip(got, want):
+        assert H.rel_err(a, e) <= 1e-5
