@@ -23,6 +23,7 @@ Errors: bad arguments raise ``TypeError`` / ``ValueError``; corrupt or truncated
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,6 +38,7 @@ __all__ = [
     "encode",
     "decode",
     "pmf_to_quantized_cdf",
+    "pmf_to_quantized_cdf_ref",
 ]
 
 PRECISION: int = _rans.PRECISION
@@ -163,6 +165,37 @@ def pmf_to_quantized_cdf(pmf, tail_mass: float, precision: int = PRECISION) -> n
     """
     p = np.ascontiguousarray(np.asarray(pmf, dtype=np.float64).reshape(-1))
     return _rans.pmf_to_quantized_cdf(p, float(tail_mass), int(precision))
+
+
+def pmf_to_quantized_cdf_ref(pmf, tail_mass: float, precision: int = PRECISION) -> np.ndarray:
+    """Plain-Python reference of :func:`pmf_to_quantized_cdf` (same result, slow; for tests)."""
+    p = [float(v) for v in np.asarray(pmf, dtype=np.float64).reshape(-1)] + [float(tail_mass)]
+    target = 1 << precision
+    if len(p) > target:
+        raise ValueError("too many symbols for the precision")
+    if any(not math.isfinite(v) or v < 0 for v in p):
+        raise ValueError("pmf and tail_mass must be finite and >= 0")
+    total = 0.0
+    for v in p:  # sequential sum, as the C++ code
+        total += v
+    if not (total > 0 and math.isfinite(total)):
+        raise ValueError("pmf and tail_mass must have a positive, finite sum")
+    scale = target / total
+    f = []
+    for v in p:
+        x = v * scale  # one IEEE rounding, as in C++
+        low = math.floor(x)
+        # llround: halves away from zero (Python's round() would round them to even).
+        f.append(max(1, int(low) + (1 if x - low >= 0.5 else 0)))
+    excess = sum(f) - target
+    while excess > 0:
+        best = max(range(len(f)), key=lambda i: (f[i], -i))
+        f[best] -= 1
+        excess -= 1
+    if excess < 0:
+        best = max(range(len(f)), key=lambda i: (f[i], -i))
+        f[best] -= excess
+    return np.concatenate([[0], np.cumsum(f)]).astype(np.int32)
 
 
 def _check_table(table) -> None:
