@@ -4,13 +4,20 @@ Nothing here imports from the engine, and nothing queries a device at import tim
 
 Interpreter detection
 ---------------------
-Triton decides *when a kernel is defined* (``@triton.jit`` runs) whether it becomes a compiled
+Triton decides *when a function is defined* (``@triton.jit`` runs) whether it becomes a compiled
 ``JITFunction`` or an ``InterpretedFunction`` that runs on the CPU with NumPy: the switch is the
-environment variable ``TRITON_INTERPRET=1`` (``triton.knobs.runtime.interpret``).  Setting it later
-has no effect on kernels already defined.  So the question "can this kernel run on CPU tensors?"
-is answered per kernel by :func:`kernel_is_interpreted`, not by reading the environment now;
-:func:`interpreter_requested` only reports what the environment asks for kernels defined from
-now on.
+environment variable ``TRITON_INTERPRET=1`` (``triton.knobs.runtime.interpret``).  That includes
+Triton's own standard library (``tl.zeros``, ``tl.cdiv``, ... are ``@jit`` functions defined when
+``triton.language`` is first imported), so the mode is in effect fixed per process by the first
+``import triton``: set the variable before anything imports triton.  Setting it later has no
+effect on functions already defined, and mixing the modes fails (an interpreted kernel calling a
+compiled ``tl.zeros`` raises "Cannot call @triton.jit'd outside of the scope of a kernel"; a
+compiled kernel cannot call an interpreted one).
+
+So "can this kernel run on CPU tensors?" is answered by :func:`kernel_is_interpreted` (the
+kernel *and* triton's language were defined under the interpreter), not by reading the
+environment now; :func:`interpreter_requested` only reports what the environment asks for
+functions defined from now on; :func:`triton_language_interpreted` reports the process's mode.
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ __all__ = [
     "is_triton_available",
     "interpreter_requested",
     "kernel_is_interpreted",
+    "triton_language_interpreted",
     "next_power_of_2",
     "channel_block",
     "check_impl",
     "check_float_dtype",
     "check_launchable",
+    "auto_selects_triton",
     "MAX_GDN_CHANNELS",
     "MAX_SCALE_TABLE",
     "MIN_DOT_BLOCK",
@@ -82,15 +91,27 @@ def interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
+def triton_language_interpreted() -> bool:
+    """True when ``triton.language`` was imported under ``TRITON_INTERPRET=1`` in this process
+    (its ``@jit`` standard library is interpreted); False when compiled or triton is missing."""
+    if not is_triton_available():
+        return False
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.zeros, InterpretedFunction)
+
+
 def kernel_is_interpreted(kernel) -> bool:
     """True when ``kernel`` (a ``@triton.jit`` function, possibly autotuned) was defined under the
-    interpreter and can therefore run on CPU tensors."""
+    interpreter, in a process whose ``triton.language`` is interpreted too, so that it can run on
+    CPU tensors."""
     from triton.runtime.interpreter import InterpretedFunction
 
     fn = kernel
     while hasattr(fn, "fn") and not isinstance(fn, InterpretedFunction):  # unwrap Autotuner/Heuristics
         fn = fn.fn
-    return isinstance(fn, InterpretedFunction)
+    return isinstance(fn, InterpretedFunction) and triton_language_interpreted()
 
 
 def next_power_of_2(n: int) -> int:
@@ -143,8 +164,15 @@ def check_launchable(kernel, *tensors: torch.Tensor, op: str) -> None:
         if kernel_is_interpreted(kernel):
             return
         raise TritonUnavailableError(
-            f"{op}: impl='triton' on CPU tensors needs Triton's interpreter, and these kernels were "
-            f"defined without it. Set TRITON_INTERPRET=1 in the environment before importing "
-            f"vlmcodec.kernels, move the tensors to CUDA, or use impl='torch'"
+            f"{op}: impl='triton' on CPU tensors needs Triton's interpreter, and these kernels (or "
+            f"triton itself) were defined without it. Set TRITON_INTERPRET=1 in the environment "
+            f"before the process imports triton or vlmcodec.kernels, move the tensors to CUDA, "
+            f"or use impl='torch'"
         )
     raise TritonUnavailableError(f"{op}: the Triton kernels run on CUDA (or CPU via the interpreter), not {device.type}")
+
+
+def auto_selects_triton(kernel, t: torch.Tensor) -> bool:
+    """What ``impl="auto"`` picks: the Triton kernel for CUDA tensors when triton is installed and
+    the kernel is compiled (not interpreted — the interpreter on GPU tensors is only for tests)."""
+    return t.is_cuda and kernel is not None and is_triton_available() and not kernel_is_interpreted(kernel)

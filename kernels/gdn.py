@@ -35,6 +35,7 @@ from ._utils import (
     MAX_GDN_CHANNELS,
     MIN_DOT_BLOCK,
     TritonUnavailableError,
+    auto_selects_triton,
     channel_block,
     check_float_dtype,
     check_impl,
@@ -107,16 +108,16 @@ _INTERPRETED = interpreter_requested()  # decided now, when the kernels below ar
 
 # GPU autotune space: (BLOCK_P, BLOCK_CO, BLOCK_CI, num_warps, num_stages).  Configs whose channel
 # blocks exceed the padded channel count are pruned at launch (see _prune_channel_blocks).
+# Untuned guesses (no GPU was available when they were written): a mid tile, a big tile for
+# large C, a small-C tile, and a minimal one (every dot dimension at its 16 floor) for C <= 16.
 _GDN_FWD_SPACE = [
     (64, 64, 32, 4, 3),
-    (128, 64, 32, 4, 3),
     (128, 64, 64, 8, 3),
     (64, 32, 32, 4, 4),
     (32, 16, 16, 4, 2),
 ]
 _GDN_BWD_SPACE = [
     (64, 64, 32, 4, 3),
-    (128, 64, 32, 8, 3),
     (32, 16, 16, 4, 2),
 ]
 # The interpreter runs one config; big blocks mean fewer (slow, Python-level) programs.
@@ -464,12 +465,12 @@ def gdn(
 ) -> torch.Tensor:
     """GDN (``inverse=False``) or IGDN (``inverse=True``) of NCHW ``x`` (any memory format).
 
-    ``impl``: ``"auto"`` — the Triton kernel for CUDA tensors when triton is installed, else
-    :func:`gdn_ref`; ``"triton"`` — always the kernel (CPU tensors need kernels defined under
+    ``impl``: ``"auto"`` — the Triton kernel for CUDA tensors when triton is installed (and not
+    in interpreter mode), else :func:`gdn_ref`; ``"triton"`` — always the kernel (CPU tensors need kernels defined under
     ``TRITON_INTERPRET=1``, else :class:`TritonUnavailableError`); ``"torch"`` — :func:`gdn_ref`.
     """
     check_impl(impl)
-    if impl == "torch" or (impl == "auto" and not (x.is_cuda and _HAS_TRITON)):
+    if impl == "torch" or (impl == "auto" and not auto_selects_triton(_gdn_fwd_kernel, x)):
         return gdn_ref(x, beta_eff, gamma_eff, inverse)
     if not _HAS_TRITON:
         raise TritonUnavailableError("gdn: impl='triton' needs the triton package; use impl='torch'")

@@ -28,6 +28,7 @@ import torch
 from ._utils import (
     MAX_SCALE_TABLE,
     TritonUnavailableError,
+    auto_selects_triton,
     check_float_dtype,
     check_impl,
     check_launchable,
@@ -311,12 +312,12 @@ def _check_dequantize(symbols, mu, inv_gain) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _use_triton(impl: str, t: torch.Tensor, op: str) -> bool:
+def _use_triton(impl: str, kernel, t: torch.Tensor, op: str) -> bool:
     check_impl(impl)
     if impl == "torch":
         return False
     if impl == "auto":
-        return t.is_cuda and _HAS_TRITON
+        return auto_selects_triton(kernel, t)
     if not _HAS_TRITON:
         raise TritonUnavailableError(f"{op}: impl='triton' needs the triton package; use impl='torch'")
     return True
@@ -336,7 +337,7 @@ def quantize(
     ``"triton"`` — always the kernel (CPU needs ``TRITON_INTERPRET=1`` at import); ``"torch"``.
     Both give identical results, bit for bit.
     """
-    if _use_triton(impl, y, "quantize"):
+    if _use_triton(impl, _quantize_kernel, y, "quantize"):
         return quantize_fwd(y, mu, sigma, scale_table, scale_bound)
     _check_quantize(y, mu, sigma, scale_table)
     return quantize_ref(y, mu, sigma, scale_table, scale_bound)
@@ -349,7 +350,7 @@ def dequantize(
     impl: str = "auto",
 ) -> torch.Tensor:
     """``y_hat = (symbols + mu) * inv_gain[c]`` (``inv_gain`` per channel of dim 1; ``None`` = 1)."""
-    if _use_triton(impl, mu, "dequantize"):
+    if _use_triton(impl, _dequantize_kernel, mu, "dequantize"):
         return dequantize_fwd(symbols, mu, inv_gain)
     _check_dequantize(symbols, mu, inv_gain)
     return dequantize_ref(symbols, mu, inv_gain)

@@ -8,17 +8,28 @@ import pathlib
 import pytest
 import torch
 
-_helpers_spec = importlib.util.spec_from_file_location(
-    "_vlmcodec_conftest_triton", pathlib.Path(__file__).with_name("conftest_triton.py")
-)
-H = importlib.util.module_from_spec(_helpers_spec)
-_helpers_spec.loader.exec_module(H)
+_spec = importlib.util.spec_from_file_location("_vlmcodec_triton_helpers", pathlib.Path(__file__).with_name("conftest_triton.py"))
+H = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(H)
+H.setup_interpreter()  # before anything in this module imports triton
 
-from vlmcodec.kernels.gdn import gdn_fold, gdn_ref  # noqa: E402  (plain torch: no triton needed)
+_NO_TRITON = H.triton_import_error()
+if _NO_TRITON:
+    pytest.skip(_NO_TRITON, allow_module_level=True)
 
-H.triton_or_skip()
-G = H.load_kernel_module("gdn", interpret=True)  # kernels defined under TRITON_INTERPRET=1
+from vlmcodec.kernels import gdn as G  # noqa: E402
 from vlmcodec.kernels._utils import TritonUnavailableError  # noqa: E402
+from vlmcodec.kernels.gdn import gdn_fold, gdn_ref  # noqa: E402
+
+INTERPRETED = H.interpreted()
+cpu = pytest.mark.skipif(not INTERPRETED, reason=H.NOT_INTERPRETED_REASON)
+
+
+def _gpu(test):
+    """Real CUDA execution: marked ``gpu``; skipped without CUDA or in an interpreter process."""
+    test = pytest.mark.skipif(INTERPRETED, reason="this process runs Triton's interpreter (TRITON_INTERPRET=1)")(test)
+    test = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")(test)
+    return pytest.mark.gpu(test)
 
 CHANNELS = [3, 128, 192, 320]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -38,6 +49,7 @@ def _input(shape, dtype, channels_last: bool, seed: int = 1):
     return x.to(memory_format=torch.channels_last) if channels_last else x
 
 
+@cpu
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("c", CHANNELS)
@@ -49,9 +61,10 @@ def test_forward_matches_reference(inverse, c, dtype, channels_last):
     expected = gdn_ref(x.double(), beta.double(), gamma.double(), inverse)
     assert y.dtype == dtype and y.shape == x.shape
     assert y.is_contiguous(memory_format=torch.channels_last) == channels_last  # layout preserved
-    assert H.rel_err(y, expected) <= H.TOLERANCE[dtype]
+    assert H.rel_err(y, expected) <= H.tolerance(dtype)
 
 
+@cpu
 @pytest.mark.parametrize("shape", [(1, 5, 1, 1), (3, 17, 1, 9), (1, 33, 13, 3), (0, 4, 3, 3)])
 def test_forward_irregular_shapes(shape):
     x = _input(shape, torch.float32, False)
@@ -62,6 +75,7 @@ def test_forward_irregular_shapes(shape):
         assert H.rel_err(y, gdn_ref(x.double(), beta.double(), gamma.double())) <= 1e-5
 
 
+@cpu
 def test_forward_strided_input_and_4d_gamma():
     # a channel slice: neither NCHW- nor NHWC-contiguous; gamma given as the conv weight [C, C, 1, 1]
     base = _input((2, 40, 6, 5), torch.float32, False)
@@ -71,6 +85,7 @@ def test_forward_strided_input_and_4d_gamma():
     assert H.rel_err(y, gdn_ref(x.double(), beta.double(), gamma.double())) <= 1e-5
 
 
+@cpu
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("c", [3, 128, 192])
 @pytest.mark.parametrize("inverse", [False, True], ids=["gdn", "igdn"])
@@ -90,6 +105,7 @@ def test_backward_matches_autograd_of_reference(inverse, c, channels_last):
     assert got[0].is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
+@cpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
 def test_backward_half_precision(dtype):
     c = 24
@@ -100,9 +116,10 @@ def test_backward_half_precision(dtype):
     x64 = x.detach().double().requires_grad_()
     (want,) = torch.autograd.grad(gdn_ref(x64, beta.double(), gamma.double()), (x64,), dy.double())
     assert dx.dtype == dtype
-    assert H.rel_err(dx, want) <= H.TOLERANCE[dtype]
+    assert H.rel_err(dx, want) <= H.tolerance(dtype)
 
 
+@cpu
 def test_gradcheck_small():
     # gradcheck needs float64; the kernels run fp32, so compare the analytic (Triton) Jacobian with
     # the reference's numerical one at fp32-appropriate tolerances instead of torch.autograd.gradcheck.
@@ -123,6 +140,7 @@ def test_gradcheck_small():
     assert H.rel_err(jac, num) <= 1e-5
 
 
+@cpu
 def test_fold_matches_compressai_parametrizer():
     pedestal = 2.0**-36
     beta_param = torch.tensor([-1.0, 0.0, 1e-4, 0.5, 2.0])
@@ -137,16 +155,18 @@ def test_fold_matches_compressai_parametrizer():
     assert abs(float(beta[0]) - 1e-6) < 1e-12  # bounded below at beta_min
 
 
+@cpu
 def test_fold_gradient_passes_through_like_lower_bound():
     p = torch.tensor([-1.0, 1.0], requires_grad=True)
     beta, _ = gdn_fold(p, torch.ones(1, 1))
     # below the bound the gradient passes only when it would push the parameter up (grad < 0)
-    (g_pos,) = torch.autograd.grad(beta.sum(), p)
+    (g_pos,) = torch.autograd.grad(beta.sum(), p, retain_graph=True)
     assert g_pos[0] == 0 and g_pos[1] == 2.0
     (g_neg,) = torch.autograd.grad((-beta).sum(), p)
     assert g_neg[0] != 0
 
 
+@cpu
 def test_impl_selection_on_cpu():
     x = _input((1, 4, 3, 3), torch.float32, False)
     beta, gamma = _params(4)
@@ -157,8 +177,9 @@ def test_impl_selection_on_cpu():
         G.gdn(x, beta, gamma, impl="cuda")
 
 
+@cpu
 def test_triton_on_cpu_without_interpreter_is_a_clear_error():
-    compiled = H.load_kernel_module("gdn", interpret=False)
+    compiled = H.load_kernel_module("gdn", interpret=False)  # compiled kernels in an interpreted process
     x = _input((1, 4, 3, 3), torch.float32, False)
     beta, gamma = _params(4)
     with pytest.raises(TritonUnavailableError, match="TRITON_INTERPRET=1"):
@@ -174,12 +195,14 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error():
         ((1, 5000, 1, 1), 5000, 5000 * 5000, "more than the kernel supports"),
     ],
 )
+@cpu
 def test_bad_arguments_raise_value_error(shape, beta_n, gamma_n, match):
     x = torch.zeros(shape)
     with pytest.raises(ValueError, match=match):
         G.gdn_fwd(x, torch.ones(beta_n), torch.zeros(gamma_n))
 
 
+@cpu
 def test_integer_input_rejected():
     with pytest.raises(ValueError, match="dtype"):
         G.gdn_fwd(torch.zeros(1, 2, 2, 2, dtype=torch.int32), torch.ones(2), torch.eye(2))
@@ -189,36 +212,35 @@ def test_integer_input_rejected():
 # Real GPU execution (skipped without CUDA)
 # ------------------------------------------------------------------------------------------------
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
-
-
-@pytest.mark.gpu
-@requires_cuda
+@_gpu
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("c", CHANNELS)
 @pytest.mark.parametrize("inverse", [False, True], ids=["gdn", "igdn"])
 def test_gpu_forward_matches_reference(inverse, c, dtype, channels_last):
-    Gc = H.load_kernel_module("gdn", interpret=False)
     x = _input((3, c, 33, 47), dtype, channels_last).cuda()
     beta, gamma = (t.cuda() for t in _params(c))
-    y = Gc.gdn(x, beta, gamma, inverse=inverse, impl="auto")
+    y = G.gdn(x, beta, gamma, inverse=inverse, impl="auto")
     expected = gdn_ref(x.double(), beta.double(), gamma.double(), inverse)
     assert y.dtype == dtype
-    assert H.rel_err(y, expected) <= H.TOLERANCE[dtype]
+    assert H.rel_err(y, expected) <= H.tolerance(dtype)
 
 
-@pytest.mark.gpu
-@requires_cuda
+@_gpu
 @pytest.mark.parametrize("c", [3, 192, 320])
 @pytest.mark.parametrize("inverse", [False, True], ids=["gdn", "igdn"])
 def test_gpu_backward_matches_reference(inverse, c):
-    Gc = H.load_kernel_module("gdn", interpret=False)
     x = _input((2, c, 17, 9), torch.float32, False).cuda().requires_grad_()
     beta, gamma = (t.cuda().requires_grad_() for t in _params(c))
     dy = _input((2, c, 17, 9), torch.float32, False, seed=7).cuda()
-    got = torch.autograd.grad(Gc.gdn(x, beta, gamma, inverse=inverse), (x, beta, gamma), dy)
+    got = torch.autograd.grad(G.gdn(x, beta, gamma, inverse=inverse), (x, beta, gamma), dy)
     x64, b64, g64 = (t.detach().double().requires_grad_() for t in (x, beta, gamma))
     want = torch.autograd.grad(gdn_ref(x64, b64, g64, inverse), (x64, b64, g64), dy.double())
     for a, e in zip(got, want):
         assert H.rel_err(a, e) <= 1e-5
+
+
+@pytest.mark.skipif(INTERPRETED, reason="the CPU kernel tests ran in this process")
+def test_cpu_tests_in_interpreter_subprocess():
+    proc = H.run_pytest_interpreted(__file__)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
