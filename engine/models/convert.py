@@ -20,8 +20,8 @@ def compressai_state_to_vlmcodec(state: dict[str, torch.Tensor]) -> dict[str, to
     """Rename the legacy ``_matrix0`` style keys; drop CompressAI's derived coding buffers."""
     out = {}
     for k, v in state.items():
-        if k.endswith(_IGNORED):
-            continue
+        if k.endswith(_IGNORED) or (k.endswith("scale_table") and v.numel() == 0):
+            continue  # derived coding buffers, or a scale table never filled by update()
         m = _OLD_EB.match(k)
         if m:
             k = f"entropy_bottleneck.{_NEW_EB[m.group(1)]}.{m.group(2)}"
@@ -50,7 +50,7 @@ def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M
         model.gain.fill_(1.0)
         model.inv_gain.fill_(1.0)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in ("gain", "inv_gain")]
+    missing = [k for k in missing if k not in ("gain", "inv_gain", "gaussian_conditional.scale_table")]
     if missing or unexpected:
         raise ConfigError(f"{src}: not a MeanScaleHyperprior(N={N}, M={M}) checkpoint "
                           f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
