@@ -69,7 +69,8 @@ class GaussianConditional(nn.Module):
     def pmfs(self) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Discretised Gaussian pmfs for every table entry (float64), tail masses and offsets."""
         table = self.scale_table.double()
-        multiplier = -float(torch.distributions.Normal(0, 1).icdf(torch.tensor(self.tail_mass / 2)))
+        # float64: in float32, 2p - 1 rounds to -1 and the quantile becomes -inf
+        multiplier = -float(math.sqrt(2) * torch.erfinv(torch.tensor(self.tail_mass - 1.0, dtype=torch.float64)))
         pmf_center = torch.ceil(table * multiplier).int()
         pmf_length = 2 * pmf_center + 1
         pmfs, tails = [], []

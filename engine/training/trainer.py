@@ -161,7 +161,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             save()
     bar.close()
     log_f.close()
+    export_checkpoint(ckpt, out / "model.safetensors")
     return ckpt
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path) -> bytes:
+    """Write the model of a training checkpoint as a vlmcodec model file; returns its fingerprint."""
+    from ..models.checkpoint import save_model
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = TrainConfig(**{k: (tuple(v) if k == "lmbdas" else v) for k, v in state["config"].items()})
+    model = MeanScaleHyperprior(cfg.model_config())
+    model.load_state_dict(state["model"])
+    meta = {"train_steps": state["step"], "train_recipe": json.dumps(state["config"])}
+    return save_model(model, out, extra_metadata=meta)
 
 
 def main(argv: list[str] | None = None) -> int:
