@@ -26,11 +26,15 @@ std::string table_prefix(int64_t t) { return "CDF table " + std::to_string(t) + 
 // ---- encoder primitives (ryg_rans byte variant, reciprocal form) ----
 
 inline void enc_put(uint32_t &x, uint8_t *&ptr, const Tables::EncSymbol &s) {
-    // At 16-bit precision, x < 2^31 and x_max >= 2^15: at most two bytes go out.
-    while (x >= s.x_max) {
-        *--ptr = static_cast<uint8_t>(x);
-        x >>= 8;
-    }
+    // At 16-bit precision, x < 2^31 and x_max >= 2^15: k = 0, 1 or 2 bytes go out. Both are
+    // stored unconditionally (the caller guarantees room; a byte not kept lies below the final
+    // start of the chunk or is overwritten), avoiding a data-dependent branch.
+    const uint32_t k = static_cast<uint32_t>(x >= s.x_max) +
+                       static_cast<uint32_t>(x >= (static_cast<uint64_t>(s.x_max) << 8));
+    ptr[-1] = static_cast<uint8_t>(x);
+    ptr[-2] = static_cast<uint8_t>(x >> 8);
+    ptr -= k;
+    x >>= 8 * k;
     const uint32_t q =
         static_cast<uint32_t>((static_cast<uint64_t>(x) * s.rcp_freq) >> 32) >> s.rcp_shift;
     x = x + s.bias + q * s.cmpl_freq;
@@ -57,11 +61,21 @@ struct DecStream {
                              " is corrupt or truncated: ran out of bytes");
 }
 
-inline void dec_renorm(uint32_t &x, DecStream &s) {
+inline void dec_renorm_checked(uint32_t &x, DecStream &s) {
     while (x < kStateLower) {
         if (s.ptr == s.end) throw_out_of_bytes(s);
         x = (x << 8) | *s.ptr++;
     }
+}
+
+// After a symbol decode x >= 2^7, so at most two bytes are needed. Away from the end of the
+// chunk, read both and keep k = 0, 1 or 2 of them without a data-dependent branch.
+inline void dec_renorm(uint32_t &x, DecStream &s) {
+    if (s.end - s.ptr < 2) return dec_renorm_checked(x, s);
+    const uint32_t k = static_cast<uint32_t>(x < kStateLower) + static_cast<uint32_t>(x < (1u << 15));
+    const uint32_t two = static_cast<uint32_t>(s.ptr[0]) << 8 | s.ptr[1];
+    x = static_cast<uint32_t>((static_cast<uint64_t>(x) << (8 * k)) | (two >> (8 * (2 - k))));
+    s.ptr += k;
 }
 
 inline uint32_t dec_get_bypass(uint32_t &x, DecStream &s) {
@@ -75,7 +89,9 @@ inline uint32_t find_symbol(const uint32_t *cdf, const uint16_t *lut, uint32_t s
     const uint32_t b = slot >> kLutShift;
     uint32_t s = lut[b];
     const uint32_t hi = lut[b + 1];
-    // The symbol holding `slot` is in [lut[b], lut[b+1]]; usually the range is one symbol.
+    // The symbol holding `slot` is in [lut[b], lut[b+1]]; usually one or two symbols, resolved
+    // without a data-dependent branch (cdf[s + 1] exists: s <= esc = cdf_length - 2).
+    if (hi - s <= 1) return s + static_cast<uint32_t>(cdf[s + 1] <= slot);
     if (hi - s > 8) { // binary search: largest s in [lo, hi] with cdf[s] <= slot
         uint32_t lo = s, h = hi;
         while (lo < h) {
@@ -176,20 +192,25 @@ EncodedChunk encode_chunk(const Tables &tables, const int32_t *symbols, const in
         enc_put(x, ptr, es[ti.esc]);
     };
 
-    uint32_t x0 = kStateLower, x1 = kStateLower;
+    // Symbol j uses state j % kNumStates; the encoder runs backwards, so the last symbols of
+    // the chunk (an incomplete group) come first.
+    uint32_t x[kNumStates];
+    for (uint32_t &xi : x) xi = kStateLower;
     size_t j = len;
-    if (j & 1) code(x0, --j); // the last symbol of an odd-length chunk uses state 0
-    while (j >= 2) {
-        code(x1, j - 1);
-        code(x0, j - 2);
-        j -= 2;
+    while (j % kNumStates != 0) {
+        --j;
+        code(x[j % kNumStates], j);
     }
-    for (uint32_t x : {x1, x0}) { // state 0 ends up first
+    while (j >= kNumStates) {
+        j -= kNumStates;
+        for (int k = kNumStates - 1; k >= 0; --k) code(x[k], j + static_cast<size_t>(k));
+    }
+    for (int k = kNumStates - 1; k >= 0; --k) { // state 0 ends up first
         ptr -= 4;
-        ptr[0] = static_cast<uint8_t>(x);
-        ptr[1] = static_cast<uint8_t>(x >> 8);
-        ptr[2] = static_cast<uint8_t>(x >> 16);
-        ptr[3] = static_cast<uint8_t>(x >> 24);
+        ptr[0] = static_cast<uint8_t>(x[k]);
+        ptr[1] = static_cast<uint8_t>(x[k] >> 8);
+        ptr[2] = static_cast<uint8_t>(x[k] >> 16);
+        ptr[3] = static_cast<uint8_t>(x[k] >> 24);
     }
     out.begin = static_cast<size_t>(ptr - base);
     return out;
@@ -207,17 +228,15 @@ void decode_chunk(const Tables &tables, ByteSpan bytes, size_t chunk, const int3
                                  std::to_string(bytes.size) + " bytes, fewer than its " +
                                  std::to_string(kHeaderBytes) + "-byte header");
     DecStream s{bytes.data, bytes.data + bytes.size, chunk};
-    uint32_t xs[kNumStates];
-    for (uint32_t &x : xs) {
-        x = static_cast<uint32_t>(s.ptr[0]) | static_cast<uint32_t>(s.ptr[1]) << 8 |
-            static_cast<uint32_t>(s.ptr[2]) << 16 | static_cast<uint32_t>(s.ptr[3]) << 24;
+    uint32_t x[kNumStates];
+    for (uint32_t &xi : x) {
+        xi = static_cast<uint32_t>(s.ptr[0]) | static_cast<uint32_t>(s.ptr[1]) << 8 |
+             static_cast<uint32_t>(s.ptr[2]) << 16 | static_cast<uint32_t>(s.ptr[3]) << 24;
         s.ptr += 4;
-        if (x < kStateLower || x >= kStateUpper)
+        if (xi < kStateLower || xi >= kStateUpper)
             throw CorruptStreamError("rANS chunk " + std::to_string(chunk) +
                                      " is corrupt: initial state out of range");
     }
-    uint32_t x0 = xs[0], x1 = xs[1];
-
     auto code = [&](uint32_t &x, size_t j) {
         const int32_t t = indexes[j];
         if (static_cast<uint32_t>(t) >= num_tables) throw_bad_index(begin + j, t, num_tables);
@@ -258,15 +277,14 @@ void decode_chunk(const Tables &tables, ByteSpan bytes, size_t chunk, const int3
     indexes += begin;
     out += begin;
     size_t j = 0;
-    for (; j + 1 < len; j += 2) {
-        code(x0, j);
-        code(x1, j + 1);
-    }
-    if (j < len) code(x0, j);
+    for (; j + kNumStates <= len; j += kNumStates)
+        for (int k = 0; k < kNumStates; ++k) code(x[k], j + static_cast<size_t>(k));
+    for (; j < len; ++j) code(x[j % kNumStates], j);
 
-    if (x0 != kStateLower || x1 != kStateLower)
-        throw CorruptStreamError("rANS chunk " + std::to_string(chunk) +
-                                 " is corrupt: final state mismatch");
+    for (uint32_t xi : x)
+        if (xi != kStateLower)
+            throw CorruptStreamError("rANS chunk " + std::to_string(chunk) +
+                                     " is corrupt: final state mismatch");
     if (s.ptr != s.end)
         throw CorruptStreamError("rANS chunk " + std::to_string(chunk) + " is corrupt: " +
                                  std::to_string(s.end - s.ptr) + " bytes left over");
