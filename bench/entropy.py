@@ -186,7 +186,9 @@ def _device() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "machine": platform.machine(),
+            "system": platform.system(), "loadavg_at_start": load}
 
 
 def run(n: int = 2_000_000, repeats: int = 5, chunks: int = 8, seed: int = 0) -> dict:
@@ -229,7 +231,8 @@ def format_table(report: dict) -> str:
     lines = [
         f"{report['config']['n']:,} symbols, quantized Gaussians, 64 scales 0.11..256; "
         f"model entropy {report['model_bits_per_symbol']:.4f} bits/symbol; median of "
-        f"{report['config']['repeats']}; {report['device']['cpu']}",
+        f"{report['config']['repeats']}; {report['device']['cpu']}, {report['device']['logical_cpus']} logical "
+        f"CPUs, load average {report['device']['loadavg_at_start']}",
         f"{'coder':<24}{'thr':>4}{'chunks':>7}{'enc Msym/s':>12}{'dec Msym/s':>12}{'bits/sym':>10}",
     ]
     for r in report["results"]:

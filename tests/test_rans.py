@@ -128,6 +128,19 @@ def test_chunks_are_contiguous_ranges(gtable):
         np.testing.assert_array_equal(rans.decode([chunk], indexes[lo:hi], gtable), symbols[lo:hi])
 
 
+def test_longest_table_all_symbols_probability_one_in_65536():
+    # cdf_length 65537: 65535 symbols + escape, every one of frequency 1 (16 bits each).
+    cdf = np.arange(TOTAL + 1, dtype=np.int32)[None, :]
+    table = rans.CdfTable(cdf, [TOTAL + 1], [I32_MIN])
+    rng = np.random.default_rng(10)
+    symbols = (I32_MIN + rng.integers(0, TOTAL + 50, size=4000)).astype(np.int32)
+    indexes = np.zeros_like(symbols)
+    chunks = rans.encode(symbols, indexes, table, 3)
+    np.testing.assert_array_equal(rans.decode(chunks, indexes, table, threads=3), symbols)
+    with pytest.raises(ValueError, match="cdf_length"):
+        rans.CdfTable(np.arange(TOTAL + 2, dtype=np.int32)[None, :], [TOTAL + 2], [0])
+
+
 def test_escape_values_at_int32_limits(gtable):
     values = np.array([I32_MIN, I32_MIN + 1, -1, 0, 1, I32_MAX - 1, I32_MAX], dtype=np.int32)
     symbols = np.tile(values, gtable.num_tables)

@@ -159,8 +159,8 @@ def pmf_to_quantized_cdf(pmf, tail_mass: float, precision: int = PRECISION) -> n
     """Quantizes ``pmf`` (``m`` probabilities) plus ``tail_mass`` (the escape symbol) to an int32
     CDF of ``m + 2`` entries from 0 to ``2**precision`` in which every symbol has frequency >= 1.
 
-    Deterministic: one IEEE double rounding per entry, ``f_i = max(1, round(p_i * 2**precision
-    / sum(p)))``, then the total is fixed with integer steps (take 1 from the largest bin while
+    Deterministic: one IEEE double rounding per entry, ``f_i = max(1, round(p_i / sum(p) *
+    2**precision))`` (halves away from zero), then the total is fixed with integer steps (take 1 from the largest bin while
     too large, add the shortfall to the largest bin; ties go to the lowest index).
     """
     p = np.ascontiguousarray(np.asarray(pmf, dtype=np.float64).reshape(-1))
@@ -180,10 +180,9 @@ def pmf_to_quantized_cdf_ref(pmf, tail_mass: float, precision: int = PRECISION) 
         total += v
     if not (total > 0 and math.isfinite(total)):
         raise ValueError("pmf and tail_mass must have a positive, finite sum")
-    scale = target / total
     f = []
     for v in p:
-        x = v * scale  # one IEEE rounding, as in C++
+        x = (v / total) * target  # as in C++: the ratio is <= 1, the power-of-two scale exact
         low = math.floor(x)
         # llround: halves away from zero (Python's round() would round them to even).
         f.append(max(1, int(low) + (1 if x - low >= 0.5 else 0)))

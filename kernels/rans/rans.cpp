@@ -115,7 +115,8 @@ inline uint32_t find_symbol(const uint32_t *cdf, const uint16_t *lut, uint32_t s
 // items after a failure; items are taken in increasing order, so every item below a failed
 // one has been run and the lowest failure is the same for any thread count.
 template <class Fn> void parallel_for(size_t count, int num_threads, Fn fn) {
-    const size_t workers = std::min<size_t>(count, static_cast<size_t>(std::max(1, num_threads)));
+    const size_t workers = std::min<size_t>(
+        {count, static_cast<size_t>(std::max(1, num_threads)), kMaxThreads});
     if (workers <= 1) {
         for (size_t i = 0; i < count; ++i) fn(i);
         return;
@@ -440,11 +441,11 @@ std::vector<int32_t> pmf_to_quantized_cdf(const double *pmf, size_t m, double ta
     if (!(sum > 0.0) || !std::isfinite(sum))
         throw std::invalid_argument("pmf and tail_mass must have a positive, finite sum");
 
-    const double scale = static_cast<double>(target) / sum;
     std::vector<int64_t> f(m + 1);
     int64_t total = 0;
     for (size_t i = 0; i <= m; ++i) {
-        const double v = p[i] * scale; // one rounding; no FMA (file built with -ffp-contract=off)
+        // p_i / sum <= 1 (finite even for a subnormal sum); the power-of-two scale is exact.
+        const double v = (p[i] / sum) * static_cast<double>(target); // no FMA: -ffp-contract=off
         f[i] = std::max<int64_t>(1, std::llround(v));
         total += f[i];
     }
