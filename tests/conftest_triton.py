@@ -161,8 +161,8 @@ _KERNELS = {
 
 
 def compile_jobs(full: bool = False) -> list[dict]:
-    """Every (kernel, autotune config, arch) with the kernel's main variant; the extra variants
-    (other dtypes, IGDN, 64-bit sizes) with the first config only, or with every config if ``full``."""
+    """Every (kernel, autotune config, arch) with the kernel's main variant; with ``full``, also
+    the extra variants (other dtypes, IGDN, 64-bit sizes and strides) with every config."""
     import importlib
 
     jobs = []
@@ -170,7 +170,7 @@ def compile_jobs(full: bool = False) -> list[dict]:
         configs = getattr(importlib.import_module(f"vlmcodec.kernels.{mod_name}"), cfg_attr)
         ptrs = {**_GDN_PTRS, **_Q_PTRS}[kernel]
         for i, cfg in enumerate(configs):
-            for variant in [main] + (extras if (full or i == 0) else []):
+            for variant in [main] + (extras if full else []):
                 vname, elem, itype, extra_constexprs = variant
                 for arch in ARCHS:
                     jobs.append({
