@@ -230,18 +230,28 @@ def _compile_main(jobs_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(results))
 
 
-def compile_in_subprocess(jobs: list[dict], tmp_dir: Path, timeout: float = 900) -> dict:
-    """Compile ``jobs`` in a fresh process with the interpreter off; returns id -> result."""
-    jobs_path, out_path = tmp_dir / "jobs.json", tmp_dir / "results.json"
-    jobs_path.write_text(json.dumps(jobs))
+def compile_in_subprocess(jobs: list[dict], tmp_dir: Path, timeout: float = 900, workers: int | None = None) -> dict:
+    """Compile ``jobs`` in fresh processes with the interpreter off (``workers`` of them, default
+    min(2, CPUs), each taking every n-th job); returns id -> result."""
+    workers = max(1, min(workers or 2, os.cpu_count() or 1, len(jobs) or 1))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "compile", str(jobs_path), str(out_path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-    )
-    if proc.returncode != 0 or not out_path.exists():
-        raise RuntimeError(f"compile subprocess failed (rc={proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return json.loads(out_path.read_text())
+    procs = []
+    for w in range(workers):
+        jobs_path, out_path = tmp_dir / f"jobs{w}.json", tmp_dir / f"results{w}.json"
+        jobs_path.write_text(json.dumps(jobs[w::workers]))
+        cmd = [sys.executable, str(Path(__file__).resolve()), "compile", str(jobs_path), str(out_path)]
+        procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), out_path))
+    results = {}
+    for proc, out_path in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        if proc.returncode != 0 or not out_path.exists():
+            raise RuntimeError(f"compile subprocess failed (rc={proc.returncode}):\n{stdout[-4000:]}\n{stderr[-4000:]}")
+        results.update(json.loads(out_path.read_text()))
+    return results
 
 
 if __name__ == "__main__":
