@@ -96,3 +96,60 @@ def deconv(in_ch: int, out_ch: int, kernel_size: int = 5, stride: int = 2) -> nn
     return nn.ConvTranspose2d(
         in_ch, out_ch, kernel_size, stride=stride, output_padding=stride - 1, padding=kernel_size // 2
     )
+
+
+class SubPixelConv(nn.Module):
+    """A stride-2 ConvTranspose2d(k=5, padding=2, output_padding=1) rewritten as a 3×3 conv
+    producing the four output phases, then PixelShuffle(2). Same function, and much faster on
+    CPU, where transposed convolutions are poorly optimised. Built by ``from_deconv``."""
+
+    def __init__(self, conv3: nn.Conv2d):
+        super().__init__()
+        self.conv = conv3
+        self.shuffle = nn.PixelShuffle(2)
+
+    @classmethod
+    def from_deconv(cls, d: nn.ConvTranspose2d) -> "SubPixelConv":
+        if d.kernel_size != (5, 5) or d.stride != (2, 2) or d.padding != (2, 2) or d.output_padding != (1, 1):
+            raise ValueError("SubPixelConv handles ConvTranspose2d(k=5, s=2, p=2, output_padding=1) only")
+        w = d.weight.detach()                       # (Cin, Cout, 5, 5)
+        cin, cout = w.shape[:2]
+        new_w = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=w.dtype)
+        # output phase a at tap t reads kernel index k = a + 4 - 2t (when 0 <= k < 5)
+        for ay in range(2):
+            for ty in range(3):
+                ky = ay + 4 - 2 * ty
+                if not 0 <= ky < 5:
+                    continue
+                for ax in range(2):
+                    for tx in range(3):
+                        kx = ax + 4 - 2 * tx
+                        if 0 <= kx < 5:
+                            new_w[:, ay, ax, :, ty, tx] = w[:, :, ky, kx].t()
+        conv3 = nn.Conv2d(cin, 4 * cout, 3, padding=1, bias=d.bias is not None)
+        with torch.no_grad():
+            conv3.weight.copy_(new_w.reshape(4 * cout, cin, 3, 3))
+            if d.bias is not None:
+                conv3.bias.copy_(d.bias.detach().repeat_interleave(4))
+        return cls(conv3.to(w.device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shuffle(self.conv(x))
+
+
+class FoldedGDN(nn.Module):
+    """Inference-only GDN/IGDN with β, γ folded once (no reparametrisation per call) and the
+    normalisation computed in place: one 1×1 conv, one (r)sqrt, one multiply."""
+
+    def __init__(self, gdn: GDN):
+        super().__init__()
+        beta, gamma = gdn.fold()
+        c = gdn.channels
+        self.inverse = gdn.inverse
+        self.register_buffer("beta", beta.detach().clone())
+        self.register_buffer("weight", gamma.detach().clone().reshape(c, c, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        norm = F.conv2d(x * x, self.weight, self.beta)
+        norm = norm.sqrt_() if self.inverse else norm.rsqrt_()
+        return norm.mul_(x)

@@ -1,32 +1,66 @@
-"""The reference backend: the model's own PyTorch modules (CPU, or CUDA when asked)."""
+"""The reference backend: the model's own PyTorch modules (CPU, or CUDA when asked).
+
+With ``optimize=True`` (the default) it runs copies of the networks rewritten for speed but
+computing the same function: channels-last memory layout, and every stride-2 transposed
+convolution of ``g_s`` replaced by a 3×3 convolution + pixel shuffle (``SubPixelConv``), and
+GDN with its parameters folded once and the normalisation done in place (``FoldedGDN``).
+``optimize=False`` runs the modules exactly as trained.
+"""
 
 from __future__ import annotations
 
+import copy
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import BackendUnavailableError
+from ..layers import GDN, FoldedGDN, SubPixelConv
+
+
+def optimize_for_inference(seq: nn.Sequential) -> nn.Sequential:
+    """A copy of ``seq`` with transposed convs as sub-pixel convs, in channels-last layout."""
+    out = copy.deepcopy(seq).eval()
+    for i, m in enumerate(out):
+        if isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2) and m.kernel_size == (5, 5):
+            out[i] = SubPixelConv.from_deconv(m)
+        elif isinstance(m, GDN):
+            out[i] = FoldedGDN(m)
+    return out.to(memory_format=torch.channels_last)
 
 
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, model, device: str = "cpu", threads: int | None = None):
+    def __init__(self, model, device: str = "cpu", threads: int | None = None, optimize: bool = True):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError("torch backend on CUDA requested but no CUDA device is available")
         if threads:
             torch.set_num_threads(int(threads))
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.optimize = optimize
+        if optimize:
+            self.g_a = optimize_for_inference(self.model.g_a)
+            self.h_a = optimize_for_inference(self.model.h_a)
+            self.g_s = optimize_for_inference(self.model.g_s)
+        else:
+            self.g_a, self.h_a, self.g_s = self.model.g_a, self.model.h_a, self.model.g_s
+
+    def _run(self, net: nn.Module, x: Tensor) -> Tensor:
+        x = x.to(self.device)
+        if self.optimize:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return net(x).float().cpu().contiguous()
 
     @torch.inference_mode()
     def analysis(self, x: Tensor) -> Tensor:
-        return self.model.g_a(x.to(self.device)).float().cpu()
+        return self._run(self.g_a, x)
 
     @torch.inference_mode()
     def hyper_analysis(self, y: Tensor) -> Tensor:
-        return self.model.h_a(y.to(self.device)).float().cpu()
+        return self._run(self.h_a, y)
 
     @torch.inference_mode()
     def synthesis(self, y_hat: Tensor) -> Tensor:
-        return self.model.g_s(y_hat.to(self.device)).float().cpu()
+        return self._run(self.g_s, y_hat)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import SubPixelConv
+
 ACT_FRAC_BITS = 12          # activations carry 12 fractional bits
 WEIGHT_BITS = 15            # each output channel's largest |weight| maps to < 2**15
 LEAKY_NUM, LEAKY_SHIFT = 655, 16   # LeakyReLU(0.01) ≈ 655 / 2**16 (exactly dyadic)
@@ -28,6 +30,13 @@ _EXACT_LIMIT = 2.0**52
 
 class _IntLayer:
     def __init__(self, layer: nn.Module):
+        if isinstance(layer, nn.ConvTranspose2d) and layer.kernel_size == (5, 5) and layer.stride == (2, 2):
+            # same integers, but a plain conv: float64 transposed convs are slow on CPU
+            sub = SubPixelConv.from_deconv(layer.cpu().float() if layer.weight.dtype != torch.float32 else layer.cpu())
+            self.shuffle = True
+            layer = sub.conv
+        else:
+            self.shuffle = False
         w = layer.weight.detach().to(torch.float64).cpu()
         self.transposed = isinstance(layer, nn.ConvTranspose2d)
         out_dim = 1 if self.transposed else 0
@@ -42,23 +51,26 @@ class _IntLayer:
         b = layer.bias.detach().to(torch.float64).cpu() if layer.bias is not None else torch.zeros_like(wmax)
         self.bias = torch.round(b * scale * 2.0**ACT_FRAC_BITS).reshape(1, -1, 1, 1)
         self.inv_scale = torch.pow(2.0, -self.shift.to(torch.float64)).reshape(1, -1, 1, 1)
+        # round half up before the floor-shift (no rounding term where the shift is 0)
+        self.half = torch.where(self.inv_scale < 1, 0.5 / self.inv_scale, torch.zeros_like(self.inv_scale))
+        self.bias_half = self.bias + self.half
         # bound on |acc| per unit of max|x|: the largest sum of |w| over one output
         self.l1 = float(self.weight.abs().sum(dim=reduce_dims).max())
+        self.bias_max = float(self.bias_half.abs().max())
         self.stride, self.padding = layer.stride, layer.padding
         self.output_padding = getattr(layer, "output_padding", (0, 0))
 
     def __call__(self, x: Tensor) -> Tensor:
         xmax = float(x.abs().max()) if x.numel() else 0.0
-        if xmax * self.l1 + float(self.bias.abs().max()) >= _EXACT_LIMIT:
+        if xmax * self.l1 + self.bias_max >= _EXACT_LIMIT:
             raise OverflowError("fixed-point h_s would exceed exact float64 range; activations too large")
         if self.transposed:
             acc = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding)
         else:
             acc = F.conv2d(x, self.weight, None, self.stride, self.padding)
-        acc = acc + self.bias
-        # back to ACT_FRAC_BITS: floor((acc + half) / 2**shift), exact for power-of-two scales
-        half = 0.5 / self.inv_scale
-        return torch.floor((acc + torch.where(self.inv_scale < 1, half, torch.zeros_like(half))) * self.inv_scale)
+        # back to ACT_FRAC_BITS: floor((acc + bias + half) / 2**shift), exact for power-of-two scales
+        out = torch.floor(acc.add_(self.bias_half).mul_(self.inv_scale))
+        return F.pixel_shuffle(out, 2) if self.shuffle else out
 
 
 class ExactHyperSynthesis:

@@ -1,0 +1,110 @@
+"""End-to-end codec speed on Kodak, vlmcodec vs CompressAI with the same weights, side by side.
+
+    python -m vlmcodec.bench.codec [--images DIR] [--limit N] [--out results/codec_speed.json]
+
+Two configurations: ``N128-M192`` (CompressAI's mbt2018-mean size, its random initialisation,
+converted to vlmcodec with the converter) and ``default-weights`` (the bundled model's trained
+networks loaded into both, at gain 1). For every image both codecs encode and decode in turn;
+the report gives mean seconds per image, the ratio vlmcodec / CompressAI, and both bpp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .common import environment, kodak_dir, write_json
+from .compressai_compat import import_compressai
+
+
+def _compressai_model(N: int, M: int, state: dict | None, seed: int = 0):
+    google = import_compressai("models.google")
+    torch.manual_seed(seed)
+    net = google.MeanScaleHyperprior(N=N, M=M).eval()
+    net.update(force=True)  # CompressAI's load_state_dict wants its coding buffers present
+    if state is not None:
+        full = net.state_dict()
+        full.update({k: v for k, v in state.items() if k in full and not k.startswith("gaussian_conditional")})
+        net.load_state_dict(full)
+        net.update(force=True)
+    return net
+
+
+def _codecs(config: str, workdir: Path):
+    from vlmcodec import Codec
+    from vlmcodec.models.convert import convert_compressai
+
+    if config == "N128-M192":
+        ref = _compressai_model(128, 192, None)
+    else:
+        default = Codec()
+        state = {k: v for k, v in default.model.state_dict().items()}
+        ref = _compressai_model(default.N, default.M, state)
+    ckpt = workdir / f"{config}.pth"
+    torch.save(ref.state_dict(), ckpt)
+    convert_compressai(ckpt, workdir / f"{config}.safetensors")
+    return Codec(workdir / f"{config}.safetensors"), ref
+
+
+def run(images: list[Path], configs: list[str], repeat: int = 1) -> dict:
+    from vlmcodec.image_io import load_image
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in configs:
+            ours, ref = _codecs(config, Path(tmp))
+            t = {"ours_enc": [], "ours_dec": [], "cai_enc": [], "cai_dec": [], "ours_bpp": [], "cai_bpp": []}
+            for path in tqdm(images, desc=config, leave=False):
+                img = load_image(path)
+                h, w = img.shape[:2]
+                x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+                if h % 64 or w % 64:
+                    raise ValueError("the CompressAI path here needs sides that are multiples of 64 (Kodak is)")
+                ours.encode(img, 100.0)  # warm-up
+                for _ in range(repeat):
+                    t0 = time.perf_counter(); data = ours.encode(img, 100.0); t1 = time.perf_counter()
+                    ours.decode(data); t2 = time.perf_counter()
+                    with torch.inference_mode():
+                        t3 = time.perf_counter(); enc = ref.compress(x); t4 = time.perf_counter()
+                        ref.decompress(enc["strings"], enc["shape"]); t5 = time.perf_counter()
+                    t["ours_enc"].append(t1 - t0); t["ours_dec"].append(t2 - t1)
+                    t["cai_enc"].append(t4 - t3); t["cai_dec"].append(t5 - t4)
+                t["ours_bpp"].append(8 * len(data) / (h * w))
+                t["cai_bpp"].append(8 * sum(len(s[0]) for s in enc["strings"]) / (h * w))
+            mean = {k: float(np.mean(v)) for k, v in t.items()}
+            results[config] = {
+                "images": len(images), "repeat": repeat, **mean,
+                "enc_ratio": mean["ours_enc"] / mean["cai_enc"], "dec_ratio": mean["ours_dec"] / mean["cai_dec"],
+                "N": ours.N, "M": ours.M,
+            }
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=Path, help="folder of images (default ../shared/data/kodak)")
+    p.add_argument("--limit", type=int, default=0, help="use the first N images only")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--configs", default="N128-M192,default-weights")
+    p.add_argument("--out", default="results/codec_speed.json")
+    a = p.parse_args(argv)
+    folder = a.images or kodak_dir()
+    images = sorted(folder.glob("*.png"))[: a.limit or None]
+    res = run(images, a.configs.split(","), a.repeat)
+    write_json(a.out, {"benchmark": "codec_e2e", "env": environment(), "results": res})
+    print(f"{'config':<16} {'enc s (ours/CAI)':>22} {'ratio':>6} {'dec s (ours/CAI)':>22} {'ratio':>6} {'bpp (ours/CAI)':>18}")
+    for k, r in res.items():
+        print(f"{k:<16} {r['ours_enc']:>10.3f} /{r['cai_enc']:>10.3f} {r['enc_ratio']:>6.2f} "
+              f"{r['ours_dec']:>10.3f} /{r['cai_dec']:>10.3f} {r['dec_ratio']:>6.2f} {r['ours_bpp']:>8.4f} /{r['cai_bpp']:>8.4f}")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

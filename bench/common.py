@@ -1,0 +1,50 @@
+"""Shared helpers of the benchmarks: environment description and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+
+def environment() -> dict:
+    """What every JSON result records about where it ran."""
+    import numpy as np
+    import torch
+
+    env = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    env["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return env
+
+
+def write_json(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def kodak_dir() -> Path:
+    """The evaluation set, relative to the project root (../shared/data/kodak)."""
+    here = Path(__file__).resolve().parents[1]
+    for cand in (here.parent / "shared" / "data" / "kodak", Path.cwd().parent / "shared" / "data" / "kodak"):
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError("Kodak images not found (expected ../shared/data/kodak); pass --images DIR")

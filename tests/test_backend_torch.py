@@ -1,0 +1,40 @@
+"""The optimised torch backend computes the same function as the plain modules."""
+
+import pytest
+import torch
+
+from vlmcodec.backends.torch_backend import TorchBackend
+from vlmcodec.layers import GDN, FoldedGDN, SubPixelConv, deconv
+from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+
+
+def test_subpixel_equals_transposed_conv():
+    torch.manual_seed(0)
+    d = deconv(7, 5)
+    s = SubPixelConv.from_deconv(d)
+    x = torch.randn(2, 7, 9, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(s(x), d(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        SubPixelConv.from_deconv(torch.nn.ConvTranspose2d(3, 3, 3, stride=2))
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_folded_gdn(inverse):
+    g = GDN(12, inverse=inverse)
+    with torch.no_grad():
+        g.gamma.add_(0.1 * torch.rand_like(g.gamma))
+    x = torch.randn(2, 12, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(FoldedGDN(g)(x.clone()), g(x), atol=1e-6, rtol=1e-5)
+
+
+def test_optimised_backend_matches_plain():
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(ModelConfig(N=32, M=48)).eval()
+    plain, fast = TorchBackend(net, optimize=False), TorchBackend(net, optimize=True)
+    x = torch.rand(2, 3, 128, 192)
+    y = plain.analysis(x)
+    torch.testing.assert_close(fast.analysis(x), y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.hyper_analysis(y), plain.hyper_analysis(y), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.synthesis(y), plain.synthesis(y), atol=1e-5, rtol=1e-5)
