@@ -4,9 +4,10 @@ Same symbols for every coder: ``n`` values drawn from quantized zero-mean Gaussi
 is picked uniformly per symbol from CompressAI's 64-entry log-spaced scale table (0.11 .. 256).
 vlmcodec and CompressAI use the very same quantized CDF tables (CompressAI's layout, built the
 way ``GaussianConditional.update`` does); constriction uses its ``QuantizedGaussian`` with the
-same per-symbol scales. Times are wall-clock per call (median and best of ``--repeats``) of the
-coder call alone: CompressAI's list arguments and constriction's float arrays are prepared
-outside the timed region. Every decode is checked against the input.
+same per-symbol scales. Times are wall-clock per call of the coder call alone (median and best
+of ``--repeats``; the coders run round-robin so load changes hit all alike): CompressAI's list
+arguments and constriction's float arrays are prepared outside the timed region. Every decode
+is checked against the input.
 
     python -m vlmcodec.bench.entropy [--n 2000000] [--repeats 5] [--json PATH]
 
@@ -80,15 +81,6 @@ def model_bits(symbols: np.ndarray, indexes: np.ndarray, table: rans.CdfTable) -
     return float(np.sum(rans.PRECISION - np.log2(freq)))
 
 
-def _time(fn, repeats: int) -> tuple[list[float], object]:
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return times, result
-
-
 def _load_compressai_ans():
     """CompressAI's compiled coder, loaded directly (``import compressai`` pulls in torchvision)."""
     spec = importlib.util.find_spec("compressai")
@@ -105,45 +97,68 @@ def _load_compressai_ans():
     return module
 
 
-def _row(coder, threads, chunks, enc_times, dec_times, nbytes, n):
-    enc_med, dec_med = statistics.median(enc_times), statistics.median(dec_times)
-    return {
-        "coder": coder,
-        "threads": threads,
-        "chunks": chunks,
-        "bytes": int(nbytes),
-        "bits_per_symbol": 8.0 * nbytes / n,
-        "encode_s_median": enc_med,
-        "encode_s_best": min(enc_times),
-        "decode_s_median": dec_med,
-        "decode_s_best": min(dec_times),
-        "encode_msym_s": n / enc_med / 1e6,
-        "decode_msym_s": n / dec_med / 1e6,
-    }
+class _Case:
+    """One coder configuration: ``encode()`` returns the coded data, ``decode(data)`` symbols."""
+
+    def __init__(self, coder: str, threads: int, chunks: int, encode, decode, size):
+        self.coder, self.threads, self.chunks = coder, threads, chunks
+        self.encode, self.decode, self.size = encode, decode, size
+        self.enc_times: list[float] = []
+        self.dec_times: list[float] = []
+        self.nbytes = 0
+
+    def run_once(self, symbols: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        data = self.encode()
+        t1 = time.perf_counter()
+        decoded = self.decode(data)
+        t2 = time.perf_counter()
+        if not np.array_equal(np.asarray(decoded, dtype=np.int32), symbols):
+            raise RuntimeError(f"{self.coder}: round trip failed")
+        self.enc_times.append(t1 - t0)
+        self.dec_times.append(t2 - t1)
+        self.nbytes = self.size(data)
+
+    def row(self, n: int) -> dict:
+        enc_med, dec_med = statistics.median(self.enc_times), statistics.median(self.dec_times)
+        return {
+            "coder": self.coder,
+            "threads": self.threads,
+            "chunks": self.chunks,
+            "bytes": int(self.nbytes),
+            "bits_per_symbol": 8.0 * self.nbytes / n,
+            "encode_s_median": enc_med,
+            "encode_s_best": min(self.enc_times),
+            "decode_s_median": dec_med,
+            "decode_s_best": min(self.dec_times),
+            "encode_msym_s": n / enc_med / 1e6,
+            "decode_msym_s": n / dec_med / 1e6,
+        }
 
 
-def bench_vlmcodec(symbols, indexes, table, repeats, threads, chunks):
-    enc_t, encoded = _time(lambda: rans.encode(symbols, indexes, table, chunks, threads=threads), repeats)
-    dec_t, decoded = _time(lambda: rans.decode(encoded, indexes, table, threads=threads), repeats)
-    if not np.array_equal(decoded, symbols):
-        raise RuntimeError("vlmcodec rANS round trip failed")
-    return _row("vlmcodec rANS", threads, chunks, enc_t, dec_t, sum(map(len, encoded)), symbols.size)
+def case_vlmcodec(symbols, indexes, table, threads, chunks) -> _Case:
+    return _Case(
+        "vlmcodec rANS", threads, chunks,
+        lambda: rans.encode(symbols, indexes, table, chunks, threads=threads),
+        lambda data: rans.decode(data, indexes, table, threads=threads),
+        lambda data: sum(map(len, data)),
+    )
 
 
-def bench_compressai(symbols, indexes, table, repeats):
+def case_compressai(symbols, indexes, table) -> _Case:
     ans = _load_compressai_ans()
     sym_l, idx_l = symbols.tolist(), indexes.tolist()
     cdf_l, len_l, off_l = table.cdf.tolist(), table.cdf_length.tolist(), table.offsets.tolist()
-    enc = ans.RansEncoder()
-    enc_t, encoded = _time(lambda: enc.encode_with_indexes(sym_l, idx_l, cdf_l, len_l, off_l), repeats)
-    dec = ans.RansDecoder()
-    dec_t, decoded = _time(lambda: dec.decode_with_indexes(encoded, idx_l, cdf_l, len_l, off_l), repeats)
-    if not np.array_equal(np.asarray(decoded, dtype=np.int32), symbols):
-        raise RuntimeError("CompressAI round trip failed")
-    return _row("CompressAI 1.2.8 rANS", 1, 1, enc_t, dec_t, len(encoded), symbols.size)
+    enc, dec = ans.RansEncoder(), ans.RansDecoder()
+    return _Case(
+        "CompressAI 1.2.8 rANS", 1, 1,
+        lambda: enc.encode_with_indexes(sym_l, idx_l, cdf_l, len_l, off_l),
+        lambda data: dec.decode_with_indexes(data, idx_l, cdf_l, len_l, off_l),
+        len,
+    )
 
 
-def bench_constriction(symbols, indexes, scales, repeats):
+def case_constriction(symbols, indexes, scales) -> _Case:
     import constriction
 
     model = constriction.stream.model.QuantizedGaussian(int(symbols.min()), int(symbols.max()))
@@ -155,13 +170,11 @@ def bench_constriction(symbols, indexes, scales, repeats):
         coder.encode_reverse(symbols, model, means, stds)
         return coder.get_compressed()
 
-    enc_t, compressed = _time(encode, repeats)
-    dec_t, decoded = _time(
-        lambda: constriction.stream.stack.AnsCoder(compressed).decode(model, means, stds), repeats
+    return _Case(
+        "constriction ANS", 1, 1, encode,
+        lambda data: constriction.stream.stack.AnsCoder(data).decode(model, means, stds),
+        lambda data: data.nbytes,
     )
-    if not np.array_equal(np.asarray(decoded, dtype=np.int32), symbols):
-        raise RuntimeError("constriction round trip failed")
-    return _row("constriction ANS", 1, 1, enc_t, dec_t, compressed.nbytes, symbols.size)
 
 
 def _versions() -> dict:
@@ -197,18 +210,28 @@ def run(n: int = 2_000_000, repeats: int = 5, chunks: int = 8, seed: int = 0) ->
     symbols, indexes = make_symbols(n, scales, seed)
     config = {"n": n, "repeats": repeats, "chunks": chunks, "seed": seed, "scales": "0.11..256 x64",
               "tail_mass": TAIL_MASS}
-    rows, skipped = [], {}
-    rows.append(bench_vlmcodec(symbols, indexes, table, repeats, threads=1, chunks=1))
-    rows.append(bench_vlmcodec(symbols, indexes, table, repeats, threads=1, chunks=chunks))
-    rows.append(bench_vlmcodec(symbols, indexes, table, repeats, threads=2, chunks=chunks))
-    for name, fn in (("constriction", lambda: bench_constriction(symbols, indexes, scales, repeats)),
-                     ("compressai", lambda: bench_compressai(symbols, indexes, table, repeats))):
+    cases, skipped = [
+        case_vlmcodec(symbols, indexes, table, threads=1, chunks=1),
+        case_vlmcodec(symbols, indexes, table, threads=1, chunks=chunks),
+        case_vlmcodec(symbols, indexes, table, threads=2, chunks=chunks),
+    ], {}
+    for name, make in (("constriction", lambda: case_constriction(symbols, indexes, scales)),
+                       ("compressai", lambda: case_compressai(symbols, indexes, table))):
         try:
-            rows.append(fn())
+            cases.append(make())
         except ImportError as exc:
             skipped[name] = str(exc)
+    # Round-robin: every repeat runs every coder once, so a load change on a shared machine
+    # hits all of them alike.
+    for _ in range(repeats):
+        for case in cases:
+            case.run_once(symbols)
+    rows = [case.row(n) for case in cases]
     ours = rows[0]
-    ratios = {}
+    ratios = {
+        "encode_2threads_vs_1thread_same_chunks": rows[2]["encode_msym_s"] / rows[1]["encode_msym_s"],
+        "decode_2threads_vs_1thread_same_chunks": rows[2]["decode_msym_s"] / rows[1]["decode_msym_s"],
+    }
     for r in rows[3:]:
         key = r["coder"].split()[0].lower()
         ratios[f"encode_vs_{key}_1thread"] = ours["encode_msym_s"] / r["encode_msym_s"]
