@@ -146,7 +146,7 @@ if _HAS_TRITON:
         if _INTERPRETED:
             return triton.autotune(configs=_configs(_GDN_INTERPRET_SPACE), key=["C"])
         return triton.autotune(
-            configs=gpu_configs, key=["C", "P"], prune_configs_by={"early_config_prune": _prune_channel_blocks}
+            configs=gpu_configs, key=["C", "P_BUCKET"], prune_configs_by={"early_config_prune": _prune_channel_blocks}
         )
 
     @triton.jit
@@ -168,6 +168,8 @@ if _HAS_TRITON:
         BETA,  # *in: effective beta, [C] fp32 contiguous
         GAMMA,  # *in: effective gamma, [C, C] fp32 contiguous, gamma[i, j] at i*C + j
         P,  # number of pixels N*H*W
+        P_BUCKET,  # next power of two of P: the autotune key (unused in the body), so that every new
+        # image size does not trigger a new autotuning run
         C,  # channels
         HW,  # H*W
         W,  # width
@@ -226,7 +228,7 @@ if _HAS_TRITON:
         GAMMA,  # *in: effective gamma [C, C] fp32 contiguous
         T,  # *out: t = a * g * x * n^(a-1), [P, C] fp32 contiguous (pixel-major)
         S,  # *out: s = n^a, [P, C] fp32 contiguous
-        P, C, HW, W,
+        P, P_BUCKET, C, HW, W,
         sx_n, sx_c, sx_h, sx_w,
         sg_n, sg_c, sg_h, sg_w,
         INVERSE: tl.constexpr,
@@ -288,7 +290,7 @@ if _HAS_TRITON:
         T,  # *in: t, [P, C] fp32 contiguous
         GAMMA,  # *in: effective gamma [C, C] fp32 contiguous
         DX,  # *out: dL/dx, logical [N, C, H, W], its own strides, dtype of x
-        P, C, HW, W,
+        P, P_BUCKET, C, HW, W,
         sx_n, sx_c, sx_h, sx_w,
         sg_n, sg_c, sg_h, sg_w,
         sd_n, sd_c, sd_h, sd_w,
@@ -379,7 +381,7 @@ def gdn_fwd(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, inverse: b
     if p == 0:
         return y
     _gdn_fwd_kernel[_grid(p)](
-        x, y, beta32, gamma32, p, c, h * w, w,
+        x, y, beta32, gamma32, p, next_power_of_2(p), c, h * w, w,
         *x.stride(), *y.stride(),
         INVERSE=bool(inverse), DOT_PRECISION=_dot_precision(x.dtype),
     )
@@ -412,12 +414,12 @@ def gdn_bwd(
     if p > 0:
         prec = _dot_precision(x.dtype)
         _gdn_bwd_t_kernel[_grid(p)](
-            x, dy, beta32, gamma32, t, s, p, c, h * w, w,
+            x, dy, beta32, gamma32, t, s, p, next_power_of_2(p), c, h * w, w,
             *x.stride(), *dy.stride(),
             INVERSE=bool(inverse), DOT_PRECISION=prec,
         )
         _gdn_bwd_dx_kernel[_grid(p)](
-            x, dy, s, t, gamma32, dx, p, c, h * w, w,
+            x, dy, s, t, gamma32, dx, p, next_power_of_2(p), c, h * w, w,
             *x.stride(), *dy.stride(), *dx.stride(),
             DOT_PRECISION=prec,
         )

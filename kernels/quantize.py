@@ -34,6 +34,7 @@ from ._utils import (
     check_launchable,
     interpreter_requested,
     is_triton_available,
+    next_power_of_2,
 )
 
 __all__ = [
@@ -112,7 +113,7 @@ if _HAS_TRITON:
 
     def _autotune(gpu_configs):
         configs = _configs(_INTERPRET_SPACE) if _INTERPRETED else gpu_configs
-        return triton.autotune(configs=configs, key=["numel", "N_BOUNDS"] if not _INTERPRETED else [])
+        return triton.autotune(configs=configs, key=[] if _INTERPRETED else ["NUMEL_BUCKET", "N_BOUNDS"])
 
     @triton.jit
     def _round_to(x, DTYPE: tl.constexpr):
@@ -138,6 +139,7 @@ if _HAS_TRITON:
         YHAT,  # *out: y_hat, dtype of y
         IDX,  # *out: CDF index, int32
         numel,  # number of elements
+        NUMEL_BUCKET,  # next power of two of numel: the autotune key (unused in the body)
         N_BOUNDS,  # len(table) - 1: the bucketize boundaries
         scale_bound,  # fp32 lower bound on sigma
         BLOCK: tl.constexpr,
@@ -179,6 +181,7 @@ if _HAS_TRITON:
         GAIN,  # *in: per-channel inverse gain [C], dtype of mu (unused when HAS_GAIN is False)
         YHAT,  # *out: y_hat, dtype of mu
         numel,  # number of elements
+        NUMEL_BUCKET,  # next power of two of numel: the autotune key (unused in the body)
         C,  # channels (size of dim 1)
         stride_c,  # memory stride of dim 1: channel of flat offset m is (m // stride_c) % C
         HAS_GAIN: tl.constexpr,
@@ -253,7 +256,8 @@ def quantize_fwd(
     numel = y.numel()
     if numel:
         _quantize_kernel[_launch_grid(numel)](
-            y, mu, sigma, table, symbols, y_hat, index, numel, table.numel() - 1, float(scale_bound)
+            y, mu, sigma, table, symbols, y_hat, index, numel, next_power_of_2(numel), table.numel() - 1,
+            float(scale_bound),
         )
     return symbols, y_hat, index
 
@@ -273,7 +277,9 @@ def dequantize_fwd(symbols: torch.Tensor, mu: torch.Tensor, inv_gain: torch.Tens
         c, stride_c = mu.shape[1], mu.stride(1)
     else:
         gain, c, stride_c = mu, 1, 1  # placeholder pointer, never read
-    _dequantize_kernel[_launch_grid(numel)](symbols, mu, gain, y_hat, numel, c, stride_c, HAS_GAIN=has_gain)
+    _dequantize_kernel[_launch_grid(numel)](
+        symbols, mu, gain, y_hat, numel, next_power_of_2(numel), c, stride_c, HAS_GAIN=has_gain
+    )
     return y_hat
 
 

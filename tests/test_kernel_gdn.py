@@ -244,3 +244,13 @@ def test_gpu_backward_matches_reference(inverse, c):
 def test_cpu_tests_in_interpreter_subprocess():
     proc = H.run_pytest_interpreted(__file__)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+@cpu
+@pytest.mark.parametrize("c, max_block", [(3, 16), (16, 16), (20, 32), (192, 64), (320, 64)])
+def test_gpu_configs_pruned_to_channel_count(c, max_block):
+    # the GPU autotune space, pruned at launch so that no channel block exceeds the padded C
+    kept = G._prune_channel_blocks(G.GDN_FWD_CONFIGS, {"C": c})
+    assert kept
+    assert max(max(k.kwargs["BLOCK_CO"], k.kwargs["BLOCK_CI"]) for k in kept) <= max_block
+    assert all(k.kwargs["BLOCK_P"] >= 16 and k.kwargs["BLOCK_CI"] >= 16 and k.kwargs["BLOCK_CO"] >= 16 for k in G.GDN_FWD_CONFIGS + G.GDN_BWD_CONFIGS)
