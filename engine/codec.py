@@ -9,6 +9,8 @@ encoder's bit for bit on any backend and device.
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +40,28 @@ def num_chunks_for(n: int) -> int:
     return max(1, min(MAX_Y_CHUNKS, -(-n // SYMBOLS_PER_CHUNK)))
 
 
-@dataclass
-class _Latents:
-    z_sym: np.ndarray     # int32 (N, hz, wz)
-    y_sym: np.ndarray     # int32 (M, hy, wy)
-    y_idx: np.ndarray     # int32 (M, hy, wy)
+@dataclass(frozen=True)
+class DecodedLatent:
+    """A parsed, entropy-decoded stream waiting for the synthesis network."""
+
+    header: container.Header
+    y_hat: Tensor          # float32 (M, H/16, W/16), before the inverse gain
+
+
+def _broadcast(qualities, n: int) -> list:
+    if isinstance(qualities, (int, float)):
+        return [qualities] * n
+    qualities = list(qualities)
+    if len(qualities) != n:
+        raise ValueError(f"got {n} images but {len(qualities)} qualities")
+    return qualities
+
+
+def _group_by(items, key) -> dict:
+    groups: dict = {}
+    for i, item in enumerate(items):
+        groups.setdefault(key(item), []).append(i)
+    return groups
 
 
 class Codec:
@@ -67,6 +86,7 @@ class Codec:
         self.scale_table64 = self.model.gaussian_conditional.scale_table.detach().double().cpu()
         self.scale_bound = float(self.model.gaussian_conditional.scale_bound)
         self.threads = threads or min(4, os.cpu_count() or 1)
+        self.stage_times: dict[str, float] | None = None  # set to {} to profile the stages
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -86,59 +106,97 @@ class Codec:
         return self.decode_batch([data])[0]
 
     def encode_batch(self, images, qualities) -> list[bytes]:
-        """Encode images that share one padded size in one batched network pass."""
-        arrays = [as_rgb_array(im) for im in images]
-        if isinstance(qualities, (int, float)):
-            qualities = [qualities] * len(arrays)
-        qualities = [container.quantize_quality(q) for q in qualities]
-        for q in qualities:
-            self.model.level_of_quality(q)  # validates the range
-        sizes = {padded_size(*a.shape[:2]) for a in arrays}
-        if len(sizes) > 1:
-            return [self.encode_batch([a], [q])[0] for a, q in zip(arrays, qualities)]
-        x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
-        latents = self._analyse(x, qualities)
-        return [self._write(a.shape[:2], q, lat) for a, q, lat in zip(arrays, qualities, latents)]
-
-    def decode_batch(self, streams) -> list[np.ndarray]:
-        """Decode streams; those that share a padded size run the synthesis as one batch."""
-        parsed = [self._read(s) for s in streams]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (h, _) in enumerate(parsed):
-            groups.setdefault(padded_size(h.height, h.width), []).append(i)
-        out: list[np.ndarray | None] = [None] * len(parsed)
-        for idx in groups.values():
-            y_hat = torch.stack([parsed[i][1] for i in idx])
-            levels = torch.tensor([self.model.level_of_quality(parsed[i][0].quality) for i in idx])
-            with torch.inference_mode():
-                _, inv_gain = self.model.gains(levels)
-                x_hat = self.backend.synthesis(y_hat * inv_gain[:, :, None, None])
-                pix = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        """Encode images; those sharing a padded size go through the networks as one batch."""
+        prepared = [self.prepare(im, q) for im, q in zip(images, _broadcast(qualities, len(images)))]
+        out: list[bytes | None] = [None] * len(prepared)
+        for idx in _group_by(prepared, lambda p: padded_size(*p[0].shape[:2])).values():
+            arrays = [prepared[i][0] for i in idx]
+            qs = [prepared[i][1] for i in idx]
+            y, z = self.analyse(arrays, qs)
             for j, i in enumerate(idx):
-                h = parsed[i][0]
-                out[i] = np.ascontiguousarray(pix[j, : h.height, : h.width])
+                out[i] = self.entropy_encode(y[j], z[j], arrays[j].shape[:2], qs[j])
         return out  # type: ignore[return-value]
 
-    # -- internals -----------------------------------------------------------------------
-    def _scale_index(self, scales64: Tensor) -> Tensor:
-        s = torch.clamp_min(scales64, self.scale_bound).contiguous()
-        return torch.bucketize(s, self.scale_table64[:-1].contiguous(), right=False).to(torch.int32)
+    def decode_batch(self, streams) -> list[np.ndarray]:
+        """Decode streams; those sharing a padded size run the synthesis as one batch."""
+        latents = [self.entropy_decode(s) for s in streams]
+        out: list[np.ndarray | None] = [None] * len(latents)
+        for idx in _group_by(latents, lambda d: padded_size(d.header.height, d.header.width)).values():
+            for i, img in zip(idx, self.synthesize([latents[i] for i in idx])):
+                out[i] = img
+        return out  # type: ignore[return-value]
 
-    def _analyse(self, x: Tensor, qualities: list[float]) -> list[_Latents]:
+    # -- stages: what the runtime Engine schedules (networks batched, entropy coding pooled) --
+    def prepare(self, image, quality: float = DEFAULT_QUALITY) -> tuple[np.ndarray, float]:
+        """Validate an image and a quality: (uint8 H×W×3 array, quality as the stream stores it)."""
+        arr = as_rgb_array(image)
+        q = float(quality) if isinstance(quality, (int, float, np.floating)) else quality
+        if not isinstance(q, float):
+            raise ValueError(f"quality must be a number in [0, 100], got {quality!r}")
+        self.model.level_of_quality(q)  # validates the range
+        return arr, container.quantize_quality(q)
+
+    def analyse(self, arrays: list[np.ndarray], qualities: list[float]) -> tuple[Tensor, Tensor]:
+        """Network stage of encoding, batched: (y · gain, z) for images of one padded size."""
+        with self._stage("pad"):
+            x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
         with torch.inference_mode():
             gain, _ = self.model.gains(levels)
-            y = self.backend.analysis(x) * gain[:, :, None, None]
-            z = self.backend.hyper_analysis(y)
-        m = self.medians.reshape(1, -1, 1, 1)
-        z_sym = torch.round(z - m)
-        out = []
-        for b in range(x.shape[0]):  # per item: the exact path is batch-invariant anyway
-            scales, means = self.exact_hs((z_sym[b : b + 1] + m))
+            with self._stage("g_a"):
+                y = self.backend.analysis(x) * gain[:, :, None, None]
+            with self._stage("h_a"):
+                z = self.backend.hyper_analysis(y)
+        return y, z
+
+    def entropy_encode(self, y: Tensor, z: Tensor, hw: tuple[int, int], quality: float) -> bytes:
+        """CPU stage of encoding, one image: symbols, exact entropy parameters, rANS, container."""
+        with self._stage("z coding"):
+            m = self.medians.reshape(-1, 1, 1)
+            z_sym = torch.round(z - m)
+            z_chunks = rans.encode(z_sym.to(torch.int32).numpy().ravel(), self._z_indexes(*z.shape[1:]).ravel(),
+                                   self.tables["z"], 1)
+        with self._stage("h_s"):
+            scales, means = self.exact_hs((z_sym + m)[None])
             y_idx = self._scale_index(scales)[0]
-            y_sym = torch.round(y[b].double() - means[0]).to(torch.int32)
-            out.append(_Latents(z_sym[b].to(torch.int32).numpy(), y_sym.numpy(), y_idx.numpy()))
-        return out
+        with self._stage("y coding"):
+            y_sym = torch.round(y.double() - means[0]).to(torch.int32).numpy()
+            y_chunks = rans.encode(y_sym.ravel(), y_idx.numpy().ravel(), self.tables["y"], num_chunks_for(y_sym.size))
+            header = container.Header(fingerprint=self.fingerprint, width=int(hw[1]), height=int(hw[0]), quality=quality)
+            return container.pack(header, z_chunks, y_chunks)
+
+    def entropy_decode(self, data: bytes) -> "DecodedLatent":
+        """CPU stage of decoding, one stream: parse, check, rANS-decode z and y → ŷ."""
+        header, y_hat = self._read(data)
+        return DecodedLatent(header, y_hat)
+
+    def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
+        """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
+        y_hat = torch.stack([d.y_hat for d in latents])
+        levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
+        with torch.inference_mode():
+            _, inv_gain = self.model.gains(levels)
+            with self._stage("g_s"):
+                x_hat = self.backend.synthesis(y_hat * inv_gain[:, :, None, None])
+            pix = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return [np.ascontiguousarray(pix[j, : d.header.height, : d.header.width]) for j, d in enumerate(latents)]
+
+    # -- internals -----------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, name: str):
+        """Adds the stage's wall time to ``self.stage_times`` when profiling is on (a dict)."""
+        if self.stage_times is None:
+            yield
+            return
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_times[name] = self.stage_times.get(name, 0.0) + time.perf_counter() - t0
+
+    def _scale_index(self, scales64: Tensor) -> Tensor:
+        s = torch.clamp_min(scales64, self.scale_bound).contiguous()
+        return torch.bucketize(s, self.scale_table64[:-1].contiguous(), right=False).to(torch.int32)
 
     def _z_indexes(self, hz: int, wz: int) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(np.arange(self.N, dtype=np.int32)[:, None, None], (self.N, hz, wz)))
@@ -162,15 +220,18 @@ class Codec:
         if len(y_chunks) != num_chunks_for(n_y) or len(z_chunks) != 1:
             raise BitstreamError("corrupt stream: chunk count does not match the image size")
         try:
-            z_sym = rans.decode(z_chunks, self._z_indexes(hz, wz).ravel(), self.tables["z"], threads=1)
+            with self._stage("z coding"):
+                z_sym = rans.decode(z_chunks, self._z_indexes(hz, wz).ravel(), self.tables["z"], threads=1)
         except ValueError as e:
             raise BitstreamError(f"corrupt stream: z payload does not decode ({e})") from e
-        m = self.medians.reshape(1, -1, 1, 1)
-        z_hat = torch.from_numpy(z_sym.reshape(1, self.N, hz, wz)).float() + m
-        scales, means = self.exact_hs(z_hat)
-        y_idx = self._scale_index(scales)[0].numpy()
+        with self._stage("h_s"):
+            m = self.medians.reshape(1, -1, 1, 1)
+            z_hat = torch.from_numpy(z_sym.reshape(1, self.N, hz, wz)).float() + m
+            scales, means = self.exact_hs(z_hat)
+            y_idx = self._scale_index(scales)[0].numpy()
         try:
-            y_sym = rans.decode(y_chunks, np.ascontiguousarray(y_idx).ravel(), self.tables["y"], threads=self.threads)
+            with self._stage("y coding"):
+                y_sym = rans.decode(y_chunks, np.ascontiguousarray(y_idx).ravel(), self.tables["y"], threads=self.threads)
         except ValueError as e:
             raise BitstreamError(f"corrupt stream: y payload does not decode ({e})") from e
         y_hat = (torch.from_numpy(y_sym.reshape(self.M, hy, wy)).double() + means[0]).float()
