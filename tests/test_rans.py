@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import threading
 
 import numpy as np
@@ -313,6 +314,11 @@ def test_table_validation():
     with pytest.raises(ValueError, match="precision"):
         rans.CdfTable(ok, [3], [0], precision=15)
     table = rans.CdfTable(ok, [3], [0])
+    clone = pickle.loads(pickle.dumps(table))
+    np.testing.assert_array_equal(clone.cdf, table.cdf)
+    assert rans.encode(np.array([0, 5], np.int32), np.zeros(2, np.int32), clone) == rans.encode(
+        np.array([0, 5], np.int32), np.zeros(2, np.int32), table
+    )
     with pytest.raises(AttributeError):
         table.offsets = np.zeros(1, np.int32)
     with pytest.raises(ValueError):

@@ -125,6 +125,9 @@ class CdfTable:
     def __delattr__(self, name):
         raise AttributeError("CdfTable is immutable")
 
+    def __reduce__(self):  # pickling (e.g. to worker processes) rebuilds and revalidates
+        return (CdfTable, (self.cdf, self.cdf_length, self.offsets, self.precision))
+
     def __repr__(self) -> str:
         return f"CdfTable(num_tables={self.num_tables}, max_length={self.cdf.shape[1]})"
 
