@@ -17,8 +17,16 @@ def create_backend(name: str, model, **options) -> Backend:
     """Instantiate backend ``name`` for ``model``; raises BackendUnavailableError with the reason."""
     if name == "torch":
         return TorchBackend(model, **options)
+    if name == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model, **options)
+    if name == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(model, **options)
     if name in BACKENDS:
-        raise BackendUnavailableError(f"backend {name!r} is not available in this build yet (available: torch)")
+        raise BackendUnavailableError(f"backend {name!r} is not available in this build yet")
     raise BackendUnavailableError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 

@@ -1,0 +1,143 @@
+"""The ``onnxruntime`` backend: g_a, h_a, g_s as exported ONNX graphs run by ONNX Runtime.
+
+Graphs come from a directory written by ``vlmcodec export --format onnx`` (``graphs=DIR``,
+checked against the model's network fingerprint and the files' checksums), or are exported
+on first use into a cache directory keyed by that fingerprint (``cache_dir``, default
+``$XDG_CACHE_HOME/vlmcodec/onnx/<fingerprint[:16]>``). Sessions are created once per backend.
+
+CPU by default; ``device="cuda"`` (or ``"cuda:1"``) uses the CUDA execution provider and fails
+with ``BackendUnavailableError`` where the installed ONNX Runtime has none — never a silent
+fallback. Denormals are flushed to zero (``session.set_denormal_as_zero``): GDN produces tiny
+values whose denormal arithmetic is slow on x86 and changes nothing visible.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import BackendUnavailableError, ConfigError, VlmcodecError
+
+RUN_NETWORKS = ("g_a", "h_a", "g_s")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vlmcodec" / "onnx"
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise BackendUnavailableError(
+            "onnxruntime not available: install it with pip install 'vlmcodec[onnx]'") from e
+    return ort
+
+
+def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
+    """Directory holding this model's exported graphs, exporting them first when absent or stale."""
+    from vlmcodec.export.manifest import network_fingerprint
+    from vlmcodec.export.onnx import export_onnx, load_onnx_manifest
+
+    directory = Path(cache_dir or default_cache_dir()) / network_fingerprint(model)[:16]
+    try:
+        load_onnx_manifest(directory, model)
+        return directory
+    except VlmcodecError:
+        pass
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        export_onnx(model, tmp)
+        try:
+            os.replace(tmp, directory)  # atomic when the target is absent (another process may win)
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)
+            os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+class OnnxRuntimeBackend:
+    """``Backend`` on ONNX Runtime sessions.
+
+    Options: ``device`` ("cpu" | "cuda[:i]"), ``threads`` (intra-op threads per session, None =
+    ONNX Runtime's default of one per physical core), ``inter_op_threads`` (1: the graphs are
+    chains), ``allow_spinning`` (busy-wait of idle worker threads; off is kinder to a shared
+    machine), ``graphs`` (an exported directory) or ``cache_dir``, ``optimization`` ("all" |
+    "extended" | "basic" | "disable").
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model, device: str = "cpu", threads: int | None = None, inter_op_threads: int = 1,
+                 allow_spinning: bool = True, graphs: str | Path | None = None, cache_dir: str | Path | None = None,
+                 optimization: str = "all"):
+        from vlmcodec.export.onnx import load_onnx_manifest
+
+        ort = _import_ort()
+        self.device = str(device)
+        if self.device == "cpu":
+            providers: list = ["CPUExecutionProvider"]
+        elif self.device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailableError(
+                    f"onnxruntime backend on {self.device} requested but this onnxruntime has no CUDA execution "
+                    f"provider (available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu")
+            dev_id = int(self.device.split(":")[1]) if ":" in self.device else 0
+            providers = [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
+        else:
+            raise ConfigError(f"onnxruntime backend: unknown device {device!r} (use 'cpu' or 'cuda[:i]')")
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        if optimization not in levels:
+            raise ConfigError(f"onnxruntime backend: optimization must be one of {', '.join(levels)}")
+        model = model.cpu().eval() if hasattr(model, "cpu") else model
+        if graphs is not None:
+            self.graph_dir = Path(graphs)
+        else:
+            self.graph_dir = cached_graphs(model, cache_dir)
+        self.manifest = load_onnx_manifest(self.graph_dir, model)
+        missing = [n for n in RUN_NETWORKS if n not in self.manifest["graphs"]]
+        if missing:
+            raise ConfigError(f"{self.graph_dir}: graphs {missing} are missing; re-export with every network")
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = levels[optimization]
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = int(threads or 0)
+        so.inter_op_num_threads = int(inter_op_threads)
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        self.threads = threads
+        self.sessions = {}
+        for name in RUN_NETWORKS:
+            path = self.graph_dir / self.manifest["graphs"][name]["file"]
+            self.sessions[name] = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        self.providers = self.sessions["g_a"].get_providers()
+
+    def _run(self, name: str, x: Tensor) -> Tensor:
+        sess = self.sessions[name]
+        g = self.manifest["graphs"][name]
+        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        out = sess.run([g["outputs"][0]["name"]], {g["inputs"][0]["name"]: arr})[0]
+        return torch.from_numpy(out)
+
+    def analysis(self, x: Tensor) -> Tensor:
+        return self._run("g_a", x)
+
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        return self._run("h_a", y)
+
+    def synthesis(self, y_hat: Tensor) -> Tensor:
+        return self._run("g_s", y_hat)

@@ -1,0 +1,80 @@
+"""The manifest written beside exported graphs and engines, and the fingerprint it is keyed by.
+
+An exported graph or engine computes the float networks ``g_a``, ``h_a``, ``h_s``, ``g_s`` and
+nothing else, so it is identified by the **network fingerprint**: SHA-256 of the architecture
+JSON and of every tensor of those four networks (sorted by name, same hashing as the model
+file's fingerprint in ``vlmcodec.models.checkpoint``). Two model files with equal weights but
+different CDF tables share graphs; any change to a network weight changes the fingerprint. The
+model file's own fingerprint is recorded too when it is known (``model_fingerprint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from vlmcodec.errors import ConfigError, ModelMismatchError
+from vlmcodec.models.checkpoint import fingerprint_of
+
+NETWORK_PREFIXES = ("g_a.", "h_a.", "h_s.", "g_s.")
+MANIFEST_NAME = "manifest.json"
+
+
+def network_fingerprint(model) -> str:
+    """Hex SHA-256 of the architecture and the weights of g_a, h_a, h_s, g_s of ``model``."""
+    tensors = {k: v for k, v in model.state_dict().items() if k.startswith(NETWORK_PREFIXES)}
+    tensors = {k: (v.detach().float() if v.is_floating_point() else v.detach()) for k, v in tensors.items()}
+    return fingerprint_of(model.config, tensors).hex()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(directory: str | Path, manifest: dict) -> Path:
+    """Write ``manifest.json`` atomically (temp file + rename)."""
+    directory = Path(directory)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    path = directory / MANIFEST_NAME
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(directory: str | Path, expected_format: str) -> dict:
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise ConfigError(f"no {MANIFEST_NAME} in {directory}; export the model first (vlmcodec export)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+    if manifest.get("format") != expected_format:
+        raise ConfigError(f"{path}: format {manifest.get('format')!r}, expected {expected_format!r}")
+    return manifest
+
+
+def check_fingerprint(manifest: dict, model, where: str | Path) -> None:
+    """Raise ModelMismatchError unless the manifest was written for ``model``'s networks."""
+    fp = network_fingerprint(model)
+    if manifest.get("network_fingerprint") != fp:
+        raise ModelMismatchError(
+            f"{where} was exported from networks {str(manifest.get('network_fingerprint'))[:16]}, the model in use "
+            f"has {fp[:16]}; re-export it for this model (vlmcodec export --model ...)")
+
+
+def torch_versions() -> dict:
+    import vlmcodec
+
+    return {"vlmcodec": vlmcodec.__version__, "torch": torch.__version__}
