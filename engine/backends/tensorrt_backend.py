@@ -1,0 +1,134 @@
+"""The ``tensorrt`` backend: g_a, h_a, g_s as TensorRT engines on a CUDA GPU.
+
+Engines come from a directory written by ``vlmcodec export --format tensorrt`` (``engines=DIR``)
+or are built on first use into a cache keyed by the network fingerprint, precision, TensorRT
+version and GPU (``cache_dir``, default ``$XDG_CACHE_HOME/vlmcodec/tensorrt/…``; a build takes
+minutes). The manifest beside the engines is checked first: engines built for other weights,
+another TensorRT, CUDA major version or GPU architecture are refused, never run.
+
+Execution: one execution context per engine and one CUDA stream for the backend; inputs and
+outputs are torch CUDA tensors whose addresses are bound with ``set_tensor_address``, shapes
+set with ``set_input_shape``, and ``execute_async_v3`` enqueues on the stream. The Backend
+interface takes and returns CPU tensors; copies are made on the same stream.
+
+The engines always run on a GPU: ``device`` selects which ("cuda", "cuda:1"); the Codec's
+default "cpu" means the first GPU. Without TensorRT or a GPU the constructor raises
+``BackendUnavailableError("TensorRT not available: …")``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, VlmcodecError
+
+RUN_NETWORKS = ("g_a", "h_a", "g_s")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vlmcodec" / "tensorrt"
+
+
+class _EngineRunner:
+    """One deserialized engine, its execution context, and its I/O names and profile."""
+
+    def __init__(self, trt, runtime, path: Path, entry: dict):
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise ConfigError(f"TensorRT could not deserialize {path} (damaged, or built by another version)")
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if inputs != [entry["inputs"][0]["name"]] or outputs != [entry["outputs"][0]["name"]]:
+            raise ConfigError(f"{path}: engine I/O {inputs} → {outputs} does not match its manifest entry")
+        self.input, self.output = inputs[0], outputs[0]
+        self.profile = entry["profile"]
+
+    def check_shape(self, shape: tuple[int, ...], name: str) -> None:
+        lo, hi = self.profile["min"], self.profile["max"]
+        if len(shape) != 4 or shape[1] != lo[1] or any(not lo[i] <= shape[i] <= hi[i] for i in (0, 2, 3)):
+            raise ConfigError(
+                f"tensorrt {name}: input shape {list(shape)} is outside the engine's profile "
+                f"min {lo} .. max {hi}; rebuild the engines with a larger --max-batch / --max-size")
+
+
+class TensorRTBackend:
+    """``Backend`` on TensorRT engines. Options: ``device``, ``engines`` (a built directory),
+    ``cache_dir``, and for builds into the cache ``fp16``, ``max_batch``, ``max_size`` (H, W)."""
+
+    name = "tensorrt"
+
+    def __init__(self, model, device: str = "cuda", engines: str | Path | None = None,
+                 cache_dir: str | Path | None = None, fp16: bool = False, max_batch: int = 8,
+                 max_size: tuple[int, int] = (1024, 1024), threads: int | None = None):
+        from vlmcodec.export.manifest import network_fingerprint
+        from vlmcodec.export.tensorrt import (BuildConfig, build_engines, current_versions, import_tensorrt,
+                                              load_engine_manifest, require_gpu)
+
+        trt = import_tensorrt()
+        self.device = require_gpu(device)
+        model = model.cpu().eval()
+        versions = current_versions(trt, self.device)
+        if engines is None:
+            config = BuildConfig(fp16=fp16, max_batch=max_batch, max_size=tuple(max_size))
+            key = (f"{network_fingerprint(model)[:16]}-{config.precision}-b{max_batch}-{max_size[0]}x{max_size[1]}"
+                   f"-trt{versions['tensorrt']}-sm{versions['compute_capability'].replace('.', '')}")
+            engines = Path(cache_dir or default_cache_dir()) / key
+            try:
+                load_engine_manifest(engines, model, versions)
+            except VlmcodecError:
+                build_engines(model, engines, config, device=str(self.device))
+        self.engine_dir = Path(engines)
+        self.manifest = load_engine_manifest(self.engine_dir, model, versions)
+        missing = [n for n in RUN_NETWORKS if n not in self.manifest["engines"]]
+        if missing:
+            raise ConfigError(f"{self.engine_dir}: engines {missing} are missing; rebuild with every network")
+        self._trt = trt
+        from vlmcodec.export.tensorrt import _Logger
+
+        self._logger = _Logger.make(trt)
+        with torch.cuda.device(self.device):
+            self._runtime = trt.Runtime(self._logger)
+            self._nets = {n: _EngineRunner(trt, self._runtime, self.engine_dir / self.manifest["engines"][n]["file"],
+                                           self.manifest["engines"][n]) for n in RUN_NETWORKS}
+            self.stream = torch.cuda.Stream(self.device)
+
+    def _run(self, name: str, x: Tensor) -> Tensor:
+        r = self._nets[name]
+        r.check_shape(tuple(x.shape), name)
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            host = x.detach().to(torch.float32).contiguous()
+            if not host.is_cuda:
+                host = host.pin_memory()
+            x_dev = host.to(self.device, non_blocking=True)
+            if not r.context.set_input_shape(r.input, tuple(x_dev.shape)):
+                raise ConfigError(f"tensorrt {name}: the engine refused input shape {list(x_dev.shape)}")
+            out_shape = tuple(r.context.get_tensor_shape(r.output))
+            out = torch.empty(out_shape, dtype=torch.float32, device=self.device)
+            r.context.set_tensor_address(r.input, x_dev.data_ptr())
+            r.context.set_tensor_address(r.output, out.data_ptr())
+            if not r.context.execute_async_v3(self.stream.cuda_stream):
+                raise VlmcodecError(f"tensorrt {name}: execute_async_v3 failed (see the TensorRT log)")
+            result = torch.empty(out_shape, dtype=torch.float32, pin_memory=True)
+            result.copy_(out, non_blocking=True)
+        self.stream.synchronize()  # x_dev and out stay referenced until here
+        return result
+
+    @torch.inference_mode()
+    def analysis(self, x: Tensor) -> Tensor:
+        return self._run("g_a", x)
+
+    @torch.inference_mode()
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        return self._run("h_a", y)
+
+    @torch.inference_mode()
+    def synthesis(self, y_hat: Tensor) -> Tensor:
+        return self._run("g_s", y_hat)

@@ -1,0 +1,322 @@
+"""TensorRT engines built from the exported ONNX graphs (TensorRT 10 Python API).
+
+One engine per network (``g_a``, ``h_a``, ``g_s``; ``h_s`` on request), FP32 or FP16, each with
+one optimisation profile spanning [min, max] batch and image size (optimised for ``opt``), a
+shared timing cache (``timing.cache``, reused across builds and networks), and
+``manifest.json`` beside the engines: shapes and profiles, precision, the network fingerprint,
+and the TensorRT, CUDA and GPU the engines were built for. A serialized engine runs only on
+the TensorRT version and GPU architecture that built it, so the runtime
+(``vlmcodec.backends.tensorrt_backend``) refuses an engine whose fingerprint, TensorRT
+version, CUDA major version or compute capability differ from the current ones.
+
+FP16 builds keep GDN/IGDN layers in FP32 (``keep_gdn_fp32``): the sum of squares in GDN
+overflows FP16's range (65504) for large activations, which the precision constraints avoid.
+
+    >>> from vlmcodec.export.tensorrt import BuildConfig, build_engines
+    >>> build_engines(loaded_model, "engines/", BuildConfig(fp16=True, max_batch=8, max_size=(1024, 1024)))
+
+TensorRT needs an NVIDIA GPU and the ``tensorrt`` package (``pip install tensorrt``); where
+either is missing every entry point raises ``BackendUnavailableError("TensorRT not available:
+…")``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vlmcodec.errors import BackendUnavailableError, ConfigError, ModelMismatchError
+
+from .manifest import MANIFEST_NAME, check_fingerprint, network_fingerprint, read_manifest, sha256_file, \
+    torch_versions, write_manifest
+from .onnx import SPECS, export_onnx, load_onnx_manifest
+
+FORMAT = "vlmcodec-tensorrt-1"
+ENGINE_NETWORKS = ("g_a", "h_a", "g_s")
+TIMING_CACHE_NAME = "timing.cache"
+PAD = 64  # image sizes are multiples of this (the codec pads)
+
+
+# -- availability ------------------------------------------------------------------------------
+def import_tensorrt():
+    """The ``tensorrt`` module (10 or newer), or BackendUnavailableError saying why not."""
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise BackendUnavailableError(
+            "TensorRT not available: the 'tensorrt' Python package is not installed "
+            "(pip install tensorrt; it needs an NVIDIA GPU and driver)") from e
+    except OSError as e:  # package present, CUDA/TensorRT shared libraries not loadable
+        raise BackendUnavailableError(f"TensorRT not available: its libraries failed to load ({e})") from e
+    major = int(str(trt.__version__).split(".")[0])
+    if major < 10:
+        raise BackendUnavailableError(f"TensorRT not available: version {trt.__version__} found, 10 or newer needed")
+    return trt
+
+
+def require_gpu(device: str = "cuda"):
+    """The torch CUDA device to use, or BackendUnavailableError when there is none."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            "TensorRT not available: no CUDA GPU is visible (torch.cuda.is_available() is False"
+            + ("; this torch is a CPU-only build" if torch.version.cuda is None else "") + ")")
+    dev = torch.device("cuda:0" if device in ("cpu", "cuda", "auto") else device)
+    if dev.type != "cuda" or (dev.index or 0) >= torch.cuda.device_count():
+        raise BackendUnavailableError(f"TensorRT not available on {device!r}: {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def current_versions(trt, device) -> dict:
+    """What a serialized engine depends on: TensorRT, CUDA, GPU (+ torch/vlmcodec for the record)."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    return {
+        **torch_versions(),
+        "tensorrt": str(trt.__version__),
+        "cuda": str(torch.version.cuda),
+        "gpu": torch.cuda.get_device_name(device),
+        "compute_capability": f"{major}.{minor}",
+    }
+
+
+# -- configuration ----------------------------------------------------------------------------
+def parse_size(text: str) -> tuple[int, int]:
+    """'HxW' → (H, W), both positive multiples of 64."""
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"size {text!r} is not HxW (e.g. 1024x1024)") from None
+    if h <= 0 or w <= 0 or h % PAD or w % PAD:
+        raise ConfigError(f"size {text!r}: height and width must be positive multiples of {PAD}")
+    return h, w
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Engine build settings. Sizes are padded image sizes (H, W), multiples of 64."""
+
+    fp16: bool = False
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 8
+    min_size: tuple[int, int] = (64, 64)
+    opt_size: tuple[int, int] = (512, 768)
+    max_size: tuple[int, int] = (1024, 1024)
+    workspace_mib: int = 2048
+    keep_gdn_fp32: bool = True
+    builder_optimization_level: int = 3
+    networks: tuple[str, ...] = field(default=ENGINE_NETWORKS)
+
+    def __post_init__(self):
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ConfigError(f"batch sizes must satisfy 1 <= min <= opt <= max, got "
+                              f"{self.min_batch}, {self.opt_batch}, {self.max_batch}")
+        for i in range(2):
+            if not self.min_size[i] <= self.opt_size[i] <= self.max_size[i]:
+                raise ConfigError(f"sizes must satisfy min <= opt <= max per axis, got "
+                                  f"{self.min_size}, {self.opt_size}, {self.max_size}")
+        for s in (self.min_size, self.opt_size, self.max_size):
+            if s[0] <= 0 or s[1] <= 0 or s[0] % PAD or s[1] % PAD:
+                raise ConfigError(f"size {s}: sides must be positive multiples of {PAD}")
+        unknown = set(self.networks) - set(SPECS)
+        if unknown:
+            raise ConfigError(f"unknown networks {sorted(unknown)}")
+        if not 0 <= self.builder_optimization_level <= 5:
+            raise ConfigError("builder_optimization_level must be in 0..5")
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else "fp32"
+
+    def profile(self, name: str, channels: int) -> dict[str, list[int]]:
+        """min/opt/max input shapes of graph ``name`` whose input has ``channels`` channels."""
+        s = SPECS[name].in_scale
+
+        def shape(b, hw):
+            return [b, channels, hw[0] // s, hw[1] // s]
+
+        return {"min": shape(self.min_batch, self.min_size), "opt": shape(self.opt_batch, self.opt_size),
+                "max": shape(self.max_batch, self.max_size)}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["networks"] = list(self.networks)
+        for k in ("min_size", "opt_size", "max_size"):
+            d[k] = list(d[k])
+        return d
+
+
+# -- building ---------------------------------------------------------------------------------
+class _Logger:
+    """A trt.ILogger forwarding warnings and errors to Python's logging."""
+
+    @staticmethod
+    def make(trt):
+        import logging
+
+        log = logging.getLogger("vlmcodec.tensorrt")
+
+        class Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg):
+                if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                    log.error(msg)
+                elif severity == trt.ILogger.Severity.WARNING:
+                    log.warning(msg)
+                else:
+                    log.debug(msg)
+
+        return Logger()
+
+
+def _gdn_prefixes(graph_entry: dict) -> tuple[str, ...]:
+    return tuple(sorted({n.rsplit("/", 1)[0] + "/" for n in graph_entry.get("gdn_nodes", [])}))
+
+
+def build_engine(trt, logger, onnx_path: Path, graph_entry: dict, profile: dict, config: BuildConfig,
+                 timing_cache: bytes) -> tuple[bytes, bytes]:
+    """Build one serialized engine from an ONNX file; returns (engine bytes, timing cache bytes)."""
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ConfigError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
+
+    cfg = builder.create_builder_config()
+    cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace_mib) << 20)
+    cfg.builder_optimization_level = int(config.builder_optimization_level)
+    if config.fp16:
+        if not builder.platform_has_fast_fp16:
+            raise BackendUnavailableError("TensorRT FP16 requested but this GPU has no fast FP16")
+        cfg.set_flag(trt.BuilderFlag.FP16)
+        prefixes = _gdn_prefixes(graph_entry)
+        if config.keep_gdn_fp32 and prefixes:
+            cfg.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+            for i in range(network.num_layers):
+                layer = network.get_layer(i)
+                if layer.name.startswith(prefixes) and layer.type not in (trt.LayerType.CONSTANT, trt.LayerType.SHAPE):
+                    layer.precision = trt.float32
+                    for j in range(layer.num_outputs):
+                        layer.set_output_type(j, trt.float32)
+
+    opt_profile = builder.create_optimization_profile()
+    input_name = graph_entry["inputs"][0]["name"]
+    opt_profile.set_shape(input_name, tuple(profile["min"]), tuple(profile["opt"]), tuple(profile["max"]))
+    cfg.add_optimization_profile(opt_profile)
+
+    cache = cfg.create_timing_cache(timing_cache)
+    cfg.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, cfg)
+    if serialized is None:
+        raise ConfigError(f"TensorRT failed to build an engine from {onnx_path.name} (see the log above)")
+    return bytes(serialized), bytes(cfg.get_timing_cache().serialize())
+
+
+def build_engines(model, out_dir: str | Path, config: BuildConfig | None = None, *, onnx_dir: str | Path | None = None,
+                  timing_cache: str | Path | None = None, device: str = "cuda") -> dict:
+    """Build TensorRT engines for ``model`` (``MeanScaleHyperprior`` or ``LoadedModel``) into
+    ``out_dir``: ``<net>.<precision>.engine`` + ``manifest.json``; returns the manifest.
+
+    The ONNX graphs are taken from ``onnx_dir`` (checked against the model) or exported into
+    ``out_dir/onnx``. The timing cache is read from and written back to ``timing_cache``
+    (default ``out_dir/timing.cache``).
+    """
+    trt = import_tensorrt()
+    dev = require_gpu(device)
+    config = config or BuildConfig()
+    model_fp = None
+    if hasattr(model, "model") and hasattr(model, "fingerprint"):  # LoadedModel
+        model_fp, model = model.fingerprint.hex(), model.model
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if onnx_dir is None:
+        onnx_dir = out_dir / "onnx"
+        onnx_manifest = export_onnx(model, onnx_dir, model_fingerprint=model_fp)
+    else:
+        onnx_dir = Path(onnx_dir)
+        onnx_manifest = load_onnx_manifest(onnx_dir, model)
+
+    import torch
+
+    logger = _Logger.make(trt)
+    cache_path = Path(timing_cache) if timing_cache else out_dir / TIMING_CACHE_NAME
+    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+    channels = {"3": 3, "M": model.M, "N": model.N}
+    engines = {}
+    with torch.cuda.device(dev):
+        for name in config.networks:
+            g = onnx_manifest["graphs"].get(name)
+            if g is None:
+                raise ConfigError(f"{onnx_dir}: no {name} graph to build from")
+            profile = config.profile(name, channels[SPECS[name].in_channels])
+            blob, cache_bytes = build_engine(trt, logger, onnx_dir / g["file"], g, profile, config, cache_bytes)
+            path = out_dir / f"{name}.{config.precision}.engine"
+            _write_atomic(path, blob)
+            engines[name] = {"file": path.name, "sha256": sha256_file(path), "onnx_sha256": g["sha256"],
+                             "inputs": g["inputs"], "outputs": g["outputs"], "profile": profile,
+                             "in_scale": g["in_scale"], "out_scale": g["out_scale"]}
+        versions = current_versions(trt, dev)
+    _write_atomic(cache_path, cache_bytes)
+    manifest = {
+        "format": FORMAT,
+        "network_fingerprint": network_fingerprint(model),
+        "model_fingerprint": model_fp,
+        "config": model.config.to_dict(),
+        "precision": config.precision,
+        "build": config.to_dict(),
+        "engines": engines,
+        "versions": versions,
+        "onnx_opset": onnx_manifest["opset"],
+    }
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# -- loading ----------------------------------------------------------------------------------
+def check_engine_manifest(manifest: dict, model, versions: dict, where: str | Path = "engine manifest") -> None:
+    """Refuse engines built for other networks, another TensorRT, CUDA major or GPU architecture.
+
+    ``versions`` is ``current_versions(trt, device)`` (a plain dict, so this check is testable
+    without TensorRT).
+    """
+    check_fingerprint(manifest, model, where)
+    built = manifest.get("versions", {})
+    problems = []
+    if built.get("tensorrt") != versions.get("tensorrt"):
+        problems.append(f"TensorRT {built.get('tensorrt')} (this machine: {versions.get('tensorrt')})")
+    if str(built.get("cuda", "")).split(".")[0] != str(versions.get("cuda", "")).split(".")[0]:
+        problems.append(f"CUDA {built.get('cuda')} (this machine: {versions.get('cuda')})")
+    if built.get("compute_capability") != versions.get("compute_capability"):
+        problems.append(f"GPU compute capability {built.get('compute_capability')} "
+                        f"(this machine: {versions.get('compute_capability')}, {versions.get('gpu')})")
+    if problems:
+        raise ModelMismatchError(f"{where}: engines were built for " + ", ".join(problems)
+                                 + "; rebuild them here with vlmcodec export --format tensorrt")
+
+
+def load_engine_manifest(directory: str | Path, model, versions: dict, verify_files: bool = True) -> dict:
+    directory = Path(directory)
+    manifest = read_manifest(directory, FORMAT)
+    check_engine_manifest(manifest, model, versions, directory / MANIFEST_NAME)
+    for name, e in manifest.get("engines", {}).items():
+        path = directory / e["file"]
+        if not path.is_file():
+            raise ConfigError(f"{directory}: engine {name} ({e['file']}) is missing; rebuild")
+        if verify_files and sha256_file(path) != e["sha256"]:
+            raise ConfigError(f"{path}: checksum does not match the manifest; rebuild")
+    return manifest
