@@ -5,6 +5,9 @@ computing the same function: channels-last memory layout, and every stride-2 tra
 convolution of ``g_s`` replaced by a 3×3 convolution + pixel shuffle (``SubPixelConv``), and
 GDN with its parameters folded once and the normalisation done in place (``FoldedGDN``).
 ``optimize=False`` runs the modules exactly as trained.
+
+Batch invariance: on CPU, items of a batch go through the networks one at a time, so
+``Codec.encode_batch`` / the runtime Engine give byte-identical results to single calls.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ class TorchBackend:
         x = x.to(self.device)
         if self.optimize:
             x = x.contiguous(memory_format=torch.channels_last)
+        if x.shape[0] > 1 and self.device.type == "cpu":
+            # oneDNN picks batch-size-dependent algorithms for small feature maps, which changes
+            # float rounding; one item at a time keeps batched results identical to single ones.
+            return torch.cat([net(x[i : i + 1]).float() for i in range(x.shape[0])]).contiguous()
         return net(x).float().cpu().contiguous()
 
     @torch.inference_mode()

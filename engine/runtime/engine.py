@@ -1,0 +1,243 @@
+"""``Engine``: serves encode/decode requests for one ``Codec`` with dynamic batching.
+
+    with Engine(max_batch=8, max_delay_ms=5) as engine:
+        fut = engine.submit_encode(image, quality=60)   # concurrent.futures.Future[bytes]
+        data = fut.result()
+        img = await engine.decode(data)                 # asyncio
+
+Threads: the caller validates its request; one scheduler thread forms batches (requests of
+one kind and padded size, up to ``max_batch`` or ``max_delay_ms``) and runs the networks; a
+pool of ``workers`` threads does the entropy coding (the C++ coder releases the GIL), so the
+coding of one batch overlaps the networks of the next. Decode streams are entropy-decoded
+by the pool as soon as they arrive, then batched for the synthesis network.
+
+Results are byte-identical to ``Codec.encode`` / ``Codec.decode`` one at a time. A bad
+request (unreadable image, corrupt stream, timeout, cancellation) fails its own future and
+nothing else. At most ``max_queue`` requests are in flight; beyond that ``submit_*`` blocks
+(``block=True``) or raises ``QueueFull``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+
+from ..codec import Codec
+from ..errors import EngineDeadError, RequestError, VlmcodecError
+from ..image_io import padded_size
+from .request import InflightRequest, Kind, Status
+from .scheduler import Scheduler
+
+
+class QueueFull(VlmcodecError, RuntimeError):
+    """The engine already holds ``max_queue`` requests and ``block=False``."""
+
+
+class Engine:
+    def __init__(self, codec: Codec | None = None, *, max_batch: int = 8, max_delay_ms: float = 5.0,
+                 workers: int = 2, max_queue: int = 256, block: bool = True, timeout_s: float | None = None):
+        if workers < 1 or max_queue < 1:
+            raise ValueError("workers and max_queue must be >= 1")
+        self.codec = codec if codec is not None else Codec()
+        self.max_queue = int(max_queue)
+        self.block = bool(block)
+        self.timeout_s = timeout_s
+        self._sched = Scheduler(max_batch, max_delay_ms / 1000.0)
+        self._cv = threading.Condition()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmcodec-coder")
+        self._inflight = 0
+        self._closed = False      # no new requests
+        self._draining = False    # finish what is queued, then stop
+        self._stopped = False
+        self.stats = {"batches": 0, "batched_items": 0, "ok": 0, "failed": 0, "max_batch_seen": 0}
+        self._thread = threading.Thread(target=self._loop, name="vlmcodec-engine", daemon=True)
+        self._thread.start()
+
+    # -- client side ---------------------------------------------------------------------
+    def submit_encode(self, image, quality: float = 75.0, timeout_s: float | None = None) -> Future:
+        """Queue one image; the future resolves to .vlmc bytes (or the request's error)."""
+        fut: Future = Future()
+        try:
+            arr, q = self.codec.prepare(image, quality)
+        except Exception as e:  # the bad request fails alone, with the codec's clear error
+            fut.set_exception(e)
+            return fut
+        self._admit()
+        now = time.monotonic()
+        req = InflightRequest(Kind.ENCODE, (Kind.ENCODE, padded_size(*arr.shape[:2])), (arr, q), fut, now,
+                              self._deadline(now, timeout_s))
+        self._enqueue(req)
+        return fut
+
+    def submit_decode(self, data: bytes, timeout_s: float | None = None) -> Future:
+        """Queue one stream; the future resolves to a uint8 H×W×3 array (or the request's error)."""
+        fut: Future = Future()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            fut.set_exception(TypeError(f"expected bytes, got {type(data).__name__}"))
+            return fut
+        self._admit()
+        now = time.monotonic()
+        req = InflightRequest(Kind.DECODE, (), bytes(data), fut, now, self._deadline(now, timeout_s))
+        try:
+            self._pool.submit(self._entropy_decode, req)
+        except RuntimeError as e:  # pool shut down under us
+            self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
+        return fut
+
+    async def encode(self, image, quality: float = 75.0, timeout_s: float | None = None) -> bytes:
+        return await asyncio.wrap_future(self.submit_encode(image, quality, timeout_s))
+
+    async def decode(self, data: bytes, timeout_s: float | None = None):
+        return await asyncio.wrap_future(self.submit_decode(data, timeout_s))
+
+    def shutdown(self, drain: bool = True, timeout_s: float | None = None) -> None:
+        """Stop accepting requests; finish queued ones (``drain``) or fail them with EngineDeadError."""
+        with self._cv:
+            if self._stopped:
+                return
+            self._closed = True
+            self._draining = drain
+            if not drain:
+                for r in self._sched.drain_all():
+                    self._finish_locked(r, exc=EngineDeadError("engine shut down before the request ran"))
+            self._cv.notify_all()
+        self._thread.join(timeout_s)
+        self._pool.shutdown(wait=True, cancel_futures=not drain)
+        with self._cv:
+            self._stopped = True
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown(drain=exc[0] is None)
+
+    @property
+    def in_flight(self) -> int:
+        return self._inflight
+
+    # -- internals -----------------------------------------------------------------------
+    def _deadline(self, now: float, timeout_s: float | None) -> float | None:
+        t = timeout_s if timeout_s is not None else self.timeout_s
+        return None if t is None else now + t
+
+    def _admit(self) -> None:
+        with self._cv:
+            while True:
+                if self._closed:
+                    raise EngineDeadError("engine is shut down; create a new Engine")
+                if self._inflight < self.max_queue:
+                    self._inflight += 1
+                    return
+                if not self.block:
+                    raise QueueFull(f"{self._inflight} requests in flight (max_queue={self.max_queue})")
+                self._cv.wait()
+
+    def _enqueue(self, req: InflightRequest) -> None:
+        with self._cv:
+            if self._closed and not self._draining:
+                self._finish_locked(req, exc=EngineDeadError("engine shut down before the request ran"))
+                return
+            req.arrival = time.monotonic()
+            self._sched.add(req)
+            self._cv.notify_all()
+
+    def _finish_locked(self, req: InflightRequest, result=None, exc: BaseException | None = None,
+                       status: Status | None = None) -> None:
+        if req.status.finished:
+            return
+        try:
+            if status is Status.FINISHED_CANCELLED:
+                pass
+            elif exc is not None:
+                req.future.set_exception(exc)
+            else:
+                req.future.set_result(result)
+        except InvalidStateError:  # the client cancelled it meanwhile
+            status = Status.FINISHED_CANCELLED
+        req.status = status or (Status.FINISHED_ERROR if exc is not None else Status.FINISHED_OK)
+        self.stats["ok" if req.status is Status.FINISHED_OK else "failed"] += 1
+        self._inflight -= 1
+        self._cv.notify_all()
+
+    def _finish(self, req: InflightRequest, result=None, exc: BaseException | None = None,
+                status: Status | None = None) -> None:
+        with self._cv:
+            self._finish_locked(req, result, exc, status)
+
+    def _entropy_decode(self, req: InflightRequest) -> None:
+        try:
+            latent = self.codec.entropy_decode(req.payload)
+        except Exception as e:
+            self._finish(req, exc=e)
+            return
+        req.payload = latent
+        req.key = (Kind.DECODE, padded_size(latent.header.height, latent.header.width))
+        self._enqueue(req)
+
+    def _entropy_encode(self, req: InflightRequest, y, z) -> None:
+        try:
+            arr, q = req.payload
+            self._finish(req, result=self.codec.entropy_encode(y, z, arr.shape[:2], q))
+        except Exception as e:
+            self._finish(req, exc=RequestError(f"encoding failed: {e}") if not isinstance(e, VlmcodecError) else e)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while True:
+                    now = time.monotonic()
+                    batch = self._sched.pop_batch(now, force=self._closed)
+                    if batch:
+                        break
+                    if self._closed and (self._inflight == 0 or not self._draining):
+                        return
+                    due = self._sched.next_due()
+                    self._cv.wait(None if due is None else max(0.0, due - now))
+            try:
+                self._run_batch(batch)
+            except BaseException as e:  # never let the loop die silently
+                for r in batch:
+                    self._finish(r, exc=EngineDeadError(f"engine failure: {e!r}"))
+                raise
+
+    def _run_batch(self, batch: list[InflightRequest]) -> None:
+        now = time.monotonic()
+        live = []
+        for r in batch:
+            if r.deadline is not None and now > r.deadline:
+                self._finish(r, exc=TimeoutError(f"request timed out after {r.deadline - r.arrival:.3f}s in queue"),
+                             status=Status.FINISHED_TIMEOUT)
+            elif not r.future.set_running_or_notify_cancel():
+                self._finish(r, status=Status.FINISHED_CANCELLED)
+            else:
+                r.status = Status.SCHEDULED
+                live.append(r)
+        if not live:
+            return
+        self.stats["batches"] += 1
+        self.stats["batched_items"] += len(live)
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(live))
+        try:
+            self._run_networks(live)
+        except Exception:
+            if len(live) == 1:
+                raise
+            for r in live:  # isolate: a failing item must not take its batch-mates down
+                try:
+                    self._run_networks([r])
+                except Exception as e:
+                    self._finish(r, exc=RequestError(f"{r.kind.value} failed: {e}"))
+
+    def _run_networks(self, live: list[InflightRequest]) -> None:
+        if live[0].kind is Kind.ENCODE:
+            y, z = self.codec.analyse([r.payload[0] for r in live], [r.payload[1] for r in live])
+            for j, r in enumerate(live):
+                r.status = Status.CODING
+                self._pool.submit(self._entropy_encode, r, y[j], z[j])
+        else:
+            images = self.codec.synthesize([r.payload for r in live])
+            for r, img in zip(live, images):
+                self._finish(r, result=img)

@@ -1,0 +1,46 @@
+"""Requests: the immutable description a client submits, and the mutable in-flight state."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+_ids = itertools.count()
+
+
+class Kind(enum.Enum):
+    ENCODE = "encode"
+    DECODE = "decode"
+
+
+class Status(enum.IntEnum):
+    """Life of a request; everything >= FINISHED_OK is final."""
+
+    WAITING = 0        # accepted, entropy-decoding (decode) or queued for the networks
+    SCHEDULED = 1      # in a batch on the networks
+    CODING = 2         # entropy coding (encode)
+    FINISHED_OK = 10
+    FINISHED_ERROR = 11
+    FINISHED_CANCELLED = 12
+    FINISHED_TIMEOUT = 13
+
+    @property
+    def finished(self) -> bool:
+        return self >= Status.FINISHED_OK
+
+
+@dataclass(eq=False)
+class InflightRequest:
+    """A request inside the engine. ``key`` groups requests that can share a batch."""
+
+    kind: Kind
+    key: tuple
+    payload: Any                 # encode: (array, quality); decode: DecodedLatent
+    future: Future
+    arrival: float
+    deadline: float | None
+    id: int = field(default_factory=lambda: next(_ids))
+    status: Status = Status.WAITING

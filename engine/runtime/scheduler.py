@@ -1,0 +1,61 @@
+"""The batching policy, as pure CPU logic (no threads, no networks): tested on its own.
+
+Requests are grouped by key (kind and padded image size). A group is ready when it holds
+``max_batch`` requests or its oldest request has waited ``max_delay`` seconds; the ready group
+whose head arrived first goes next (FIFO across groups, so no size starves).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+from .request import InflightRequest
+
+
+class Scheduler:
+    def __init__(self, max_batch: int, max_delay: float):
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if max_delay < 0:
+            raise ValueError("max_delay must be >= 0")
+        self.max_batch = int(max_batch)
+        self.max_delay = float(max_delay)
+        self._groups: OrderedDict[tuple, deque[InflightRequest]] = OrderedDict()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, req: InflightRequest) -> None:
+        self._groups.setdefault(req.key, deque()).append(req)
+        self._count += 1
+
+    def _ready(self, q: deque, now: float, force: bool) -> bool:
+        return force or len(q) >= self.max_batch or now - q[0].arrival >= self.max_delay
+
+    def pop_batch(self, now: float, force: bool = False) -> list[InflightRequest] | None:
+        """The next batch to run, or None if no group is ready at ``now``."""
+        best_key, best_arrival = None, None
+        for key, q in self._groups.items():
+            if q and self._ready(q, now, force) and (best_arrival is None or q[0].arrival < best_arrival):
+                best_key, best_arrival = key, q[0].arrival
+        if best_key is None:
+            return None
+        q = self._groups[best_key]
+        batch = [q.popleft() for _ in range(min(self.max_batch, len(q)))]
+        if not q:
+            del self._groups[best_key]
+        self._count -= len(batch)
+        return batch
+
+    def next_due(self) -> float | None:
+        """Earliest time at which some group becomes ready by delay (None when empty)."""
+        heads = [q[0].arrival for q in self._groups.values() if q]
+        return min(heads) + self.max_delay if heads else None
+
+    def drain_all(self) -> list[InflightRequest]:
+        """Remove and return every waiting request."""
+        out = [r for q in self._groups.values() for r in q]
+        self._groups.clear()
+        self._count = 0
+        return out
