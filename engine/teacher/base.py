@@ -1,0 +1,138 @@
+"""The teacher interface: a frozen vision transformer that maps images to tokens of chosen layers.
+
+Every teacher takes ``x`` as float RGB in [0, 1], shape [B, 3, H, W], normalises it itself (its
+own mean/std), and returns one token tensor [B, T, D] per requested layer, in the order asked.
+``T = num_prefix_tokens + (H/p)·(W/p)``: prefix tokens (CLS, registers) first, then the patch
+tokens in raster order. Layer ``0`` is the embedding output (before the first block), layer ``i``
+the output of block ``i`` (1-based), negative indices count from the end (``-1`` = last block).
+
+Teachers are frozen (``requires_grad_(False)``, always in eval mode — ``train()`` does not switch
+them back) but differentiable with respect to their input, so a loss on their tokens trains the
+network in front of them. Keep a teacher outside the model being trained (not as a submodule),
+so its weights do not end up in the model's checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Size = int | tuple[int, int]
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """What training and evaluation rely on; ``FrozenTeacher`` implements it."""
+
+    name: str
+    num_layers: int  # transformer blocks
+    embed_dim: int  # token width D
+    patch_size: int
+    num_prefix_tokens: int  # CLS (+ registers) before the patch tokens
+
+    def __call__(self, x: Tensor, layers: Sequence[int] = ..., *, norm: bool = True,
+                 size: Size | None = None) -> list[Tensor]: ...
+
+
+def resize_to(x: Tensor, size: Size, patch_size: int) -> Tensor:
+    """Differentiable resize of [B, 3, H, W] to ``size`` (int → square), which must be a multiple of
+    the patch size. Bicubic with antialiasing when shrinking, clamped to [0, 1]."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if h <= 0 or w <= 0 or h % patch_size or w % patch_size:
+        raise ConfigError(f"teacher input size {h}x{w} must be positive multiples of the patch size {patch_size}")
+    if x.shape[-2:] == (h, w):
+        return x
+    shrink = h < x.shape[-2] or w < x.shape[-1]
+    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=shrink).clamp(0.0, 1.0)
+
+
+class FrozenTeacher(nn.Module):
+    """Common part of every teacher: input checks, normalisation, layer parsing, freezing.
+
+    Subclasses set ``name``, ``num_layers``, ``embed_dim``, ``patch_size``, ``num_prefix_tokens``
+    and implement ``_forward_layers(x_normalised, layers, norm) -> list[Tensor]`` with ``layers``
+    already resolved to sorted-or-not non-negative block indices.
+    """
+
+    name: str = "teacher"
+    num_layers: int
+    embed_dim: int
+    patch_size: int
+    num_prefix_tokens: int = 1
+    default_layers: tuple[int, ...] = (3, 6, 9, 12)
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def freeze(self) -> "FrozenTeacher":
+        self.requires_grad_(False)
+        return super().train(False)
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        """A teacher stays in eval mode whatever its parent does (no dropout, no BN updates)."""
+        return super().train(False)
+
+    def resolve_layers(self, layers: Sequence[int] | int | None) -> list[int]:
+        if layers is None:
+            layers = tuple(l for l in self.default_layers if l <= self.num_layers) or (self.num_layers,)
+        if isinstance(layers, int):
+            layers = (layers,)
+        out = []
+        for l in layers:
+            if isinstance(l, bool) or not isinstance(l, int):
+                raise ConfigError(f"teacher layers must be ints, got {l!r}")
+            li = l + self.num_layers + 1 if l < 0 else l
+            if not 0 <= li <= self.num_layers:
+                raise ConfigError(f"teacher layer {l} out of range for {self.name} "
+                                  f"(0 = embeddings, 1..{self.num_layers} = blocks, negatives from the end)")
+            out.append(li)
+        if not out:
+            raise ConfigError("teacher layers must not be empty")
+        return out
+
+    def normalise(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def forward(self, x: Tensor, layers: Sequence[int] | int | None = None, *, norm: bool = True,
+                size: Size | None = None) -> list[Tensor]:
+        """Tokens [B, T, D] of each layer in ``layers`` (default ``default_layers``).
+
+        x: float RGB in [0, 1], [B, 3, H, W] (or [3, H, W]). With ``size=None`` H and W must be
+        multiples of ``patch_size``; otherwise the input is first resized to ``size`` (see
+        ``resize_to``). ``norm=True`` passes every returned layer through the model's final norm.
+        """
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ConfigError(f"teacher input must be [B, 3, H, W] RGB, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ConfigError(f"teacher input must be float RGB in [0, 1], got {x.dtype}")
+        if size is not None:
+            x = resize_to(x, size, self.patch_size)
+        h, w = x.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise ConfigError(f"{self.name}: input {h}x{w} is not a multiple of the patch size {self.patch_size}; "
+                              f"crop it or pass size=(H, W) to resize")
+        return self._forward_layers(self.normalise(x), self.resolve_layers(layers), norm)
+
+    def _forward_layers(self, x: Tensor, layers: list[int], norm: bool) -> list[Tensor]:
+        raise NotImplementedError
+
+    def patch_tokens(self, tokens: Tensor) -> Tensor:
+        """Drop the prefix tokens (CLS, registers): [B, T, D] → [B, (H/p)·(W/p), D]."""
+        return tokens[:, self.num_prefix_tokens:]
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name!r}, layers={self.num_layers}, dim={self.embed_dim}, patch={self.patch_size}, "
+                f"prefix={self.num_prefix_tokens}")

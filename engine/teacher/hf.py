@@ -1,0 +1,90 @@
+"""A local Hugging Face ``transformers`` vision model as a teacher (CLIP, SigLIP, DINOv2, …).
+
+``HFTeacher.from_pretrained(dir)`` loads ``AutoModel.from_pretrained(dir)`` from a directory
+(never a hub download: ``local_files_only=True``); for a two-tower model (CLIP, SigLIP) it keeps
+the ``vision_model``. Tokens are ``hidden_states`` of ``output_hidden_states=True`` (index 0 =
+embeddings, i = after block i). ``norm=True`` applies the model's final sequence norm
+(``layernorm`` for DINOv2, ``post_layernorm`` for CLIP/SigLIP) to each returned layer.
+Mean/std come from the directory's ``preprocessor_config.json`` when present, else from the model
+type (CLIP's OpenAI statistics, SigLIP's 0.5/0.5, ImageNet otherwise). Position embeddings are
+interpolated to the input size where the model supports it (``interpolate_pos_encoding``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from ..errors import BackendUnavailableError, ConfigError, ModelNotFoundError
+from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _stats(model_type: str, directory: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    pre = directory / "preprocessor_config.json"
+    if pre.is_file():
+        cfg = json.loads(pre.read_text())
+        if "image_mean" in cfg and "image_std" in cfg:
+            return tuple(cfg["image_mean"]), tuple(cfg["image_std"])
+    if "clip" in model_type:
+        return CLIP_MEAN, CLIP_STD
+    if "siglip" in model_type:
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+class HFTeacher(FrozenTeacher):
+    def __init__(self, model: nn.Module, vision_config, mean, std, name: str):
+        super().__init__(mean, std)
+        self.model = model
+        self.name = name
+        self.num_layers = int(vision_config.num_hidden_layers)
+        self.embed_dim = int(vision_config.hidden_size)
+        self.patch_size = int(vision_config.patch_size)
+        model_type = getattr(vision_config, "model_type", "")
+        self.num_prefix_tokens = (0 if "siglip" in model_type
+                                  else 1 + int(getattr(vision_config, "num_register_tokens", 0) or 0))
+        self.default_layers = tuple(max(1, round(self.num_layers * k / 4)) for k in (1, 2, 3, 4))
+        self._final_norm = getattr(model, "layernorm", None) or getattr(model, "post_layernorm", None)
+        if self._final_norm is None and hasattr(model, "vision_model"):
+            self._final_norm = getattr(model.vision_model, "post_layernorm", None)
+        params = inspect.signature(model.forward).parameters
+        self._kwargs = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in params else {}
+        self.freeze()
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "HFTeacher":
+        directory = Path(directory)
+        if not (directory / "config.json").is_file():
+            raise ModelNotFoundError(f"no Hugging Face model in {directory} (config.json missing)")
+        try:
+            from transformers import AutoModel
+        except ImportError as e:
+            raise BackendUnavailableError("a Hugging Face teacher needs the package transformers: "
+                                          "pip install 'vlmcodec[hf]' (or pip install transformers)") from e
+        try:
+            model = AutoModel.from_pretrained(str(directory), local_files_only=True)
+        except OSError as e:  # weights file missing or unreadable
+            raise ModelNotFoundError(f"cannot load the Hugging Face model in {directory}: {e}") from e
+        if hasattr(model, "vision_model") and hasattr(model.config, "vision_config"):  # CLIP/SigLIP two-tower
+            model, vcfg = model.vision_model, model.config.vision_config
+        else:
+            vcfg = getattr(model.config, "vision_config", model.config)
+        for attr in ("num_hidden_layers", "hidden_size", "patch_size"):
+            if not hasattr(vcfg, attr):
+                raise ConfigError(f"{directory}: {type(model).__name__} is not a ViT-like vision model (no {attr})")
+        mean, std = _stats(getattr(vcfg, "model_type", "") or getattr(model.config, "model_type", ""), directory)
+        return cls(model, vcfg, mean, std, name=directory.name)
+
+    def _forward_layers(self, x: Tensor, layers: list[int], norm: bool) -> list[Tensor]:
+        out = self.model(pixel_values=x, output_hidden_states=True, return_dict=True, **self._kwargs)
+        hs = out.hidden_states
+        if len(hs) != self.num_layers + 1:
+            raise ConfigError(f"{self.name}: expected {self.num_layers + 1} hidden states, got {len(hs)}")
+        fn = self._final_norm if (norm and self._final_norm is not None) else None
+        return [fn(hs[l]) if fn is not None else hs[l] for l in layers]
