@@ -6,6 +6,7 @@
     vlmcodec info FILE...                         header fields of .vlmc files
     vlmcodec train --config FILE                  train a model (resumable)
     vlmcodec convert --from-compressai CKPT -o MODEL.safetensors
+    vlmcodec export --format onnx|tensorrt -o DIR [--fp16] [--max-batch N] [--max-size HxW]
 """
 
 from __future__ import annotations
@@ -149,6 +150,37 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .codec import default_model_path
+    from .models.checkpoint import load_model
+
+    if args.format == "onnx" and (args.fp16 or args.timing_cache):
+        raise VlmcodecError("--fp16 and --timing-cache apply to --format tensorrt only")
+    if args.format == "tensorrt":
+        from vlmcodec.export.tensorrt import BuildConfig, build_engines, import_tensorrt, parse_size, require_gpu
+
+        import_tensorrt()  # fail before any work when TensorRT or a GPU is missing
+        require_gpu()
+        config = BuildConfig(fp16=args.fp16, max_batch=args.max_batch, opt_batch=min(args.opt_batch, args.max_batch),
+                             max_size=parse_size(args.max_size), opt_size=parse_size(args.opt_size))
+        loaded = load_model(args.model or default_model_path())
+        manifest = build_engines(loaded, args.output, config, timing_cache=args.timing_cache)
+        files = [e["file"] for e in manifest["engines"].values()]
+        extra = f" ({manifest['precision']}, TensorRT {manifest['versions']['tensorrt']}, {manifest['versions']['gpu']})"
+    else:
+        from vlmcodec.export.onnx import export_onnx
+
+        loaded = load_model(args.model or default_model_path())
+        manifest = export_onnx(loaded, args.output, opset=args.opset, rewrites=not args.no_rewrites)
+        files = [g["file"] for g in manifest["graphs"].values()]
+        extra = f" (opset {manifest['opset']})"
+    out = Path(args.output)
+    for f in files + ["manifest.json"]:
+        print(f"{out / f}  {(out / f).stat().st_size:>10} bytes")
+    print(f"exported networks {manifest['network_fingerprint'][:16]} of model {loaded.fingerprint[:8].hex()}{extra}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vlmcodec",
@@ -194,6 +226,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--N", type=int, help="override N (default: read from the weights' shapes)")
     c.add_argument("--M", type=int)
+    x = sub.add_parser("export", help="export the networks as ONNX graphs or TensorRT engines",
+                       description="Write g_a, h_a, h_s, g_s as ONNX graphs (dynamic batch and size), or build "
+                                   "TensorRT engines from them, with a manifest.json beside them.")
+    x.add_argument("--format", required=True, choices=("onnx", "tensorrt"))
+    x.add_argument("-o", "--output", required=True, metavar="DIR")
+    x.add_argument("--model", help="model .safetensors (default: the bundled model)")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    x.add_argument("--no-rewrites", action="store_true",
+                   help="export the modules as trained (ConvTranspose, GDN re-parametrisation) instead of the "
+                        "inference rewrites")
+    x.add_argument("--fp16", action="store_true", help="TensorRT: FP16 engines (GDN kept in FP32)")
+    x.add_argument("--max-batch", type=int, default=8, help="TensorRT profile: largest batch (default 8)")
+    x.add_argument("--opt-batch", type=int, default=1, help="TensorRT profile: batch to optimise for (default 1)")
+    x.add_argument("--max-size", default="1024x1024", metavar="HxW",
+                   help="TensorRT profile: largest padded image size (default 1024x1024)")
+    x.add_argument("--opt-size", default="512x768", metavar="HxW", help="TensorRT profile: size to optimise for")
+    x.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to reuse and update")
     return p
 
 
@@ -212,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "convert":
             return cmd_convert(args)
+        if args.command == "bench":
+            from vlmcodec.bench.cli import dispatch
+
+            return dispatch(args)
+        if args.command == "export":
+            return cmd_export(args)
     except VlmcodecError as e:
         print(f"vlmcodec: error: {e}", file=sys.stderr)
         return 2

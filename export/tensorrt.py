@@ -37,6 +37,46 @@ FORMAT = "vlmcodec-tensorrt-1"
 ENGINE_NETWORKS = ("g_a", "h_a", "g_s")
 TIMING_CACHE_NAME = "timing.cache"
 PAD = 64  # image sizes are multiples of this (the codec pads)
+OPS_FILE = Path(__file__).with_name("tensorrt_onnx_ops.txt")
+OPS_MAX_OPSET = 17  # the opset the operator list was published for
+
+
+# -- static checks (no TensorRT needed) --------------------------------------------------------
+def supported_onnx_ops() -> dict[str, str]:
+    """Operators TensorRT's ONNX parser supports → their stated restriction ("" for none),
+    from ``tensorrt_onnx_ops.txt`` (source named in that file)."""
+    ops = {}
+    for line in OPS_FILE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        op, _, restriction = line.partition("|")
+        ops[op.strip()] = restriction.strip()
+    return ops
+
+
+def tensorrt_parser_problems(onnx_path: str | Path) -> list[str]:
+    """Reasons TensorRT's ONNX parser would reject a graph, found statically: operators not in
+    its support list, an opset newer than the list's, Conv/ConvTranspose weights that are not
+    initializers. An empty list means none were found."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    supported = supported_onnx_ops()
+    problems = []
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version > OPS_MAX_OPSET:
+            problems.append(f"opset {imp.version} is newer than the operator list's ({OPS_MAX_OPSET})")
+        elif imp.domain not in ("", "ai.onnx"):
+            problems.append(f"custom operator domain {imp.domain!r}")
+    constants = {i.name for i in proto.graph.initializer}
+    constants |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    for node in proto.graph.node:
+        if node.op_type not in supported:
+            problems.append(f"{node.name or node.op_type}: operator {node.op_type} is not supported")
+        if node.op_type in ("Conv", "ConvTranspose") and node.input[1] not in constants:
+            problems.append(f"{node.name}: {node.op_type} weights are not an initializer")
+    return problems
 
 
 # -- availability ------------------------------------------------------------------------------
