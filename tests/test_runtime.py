@@ -1,0 +1,216 @@
+"""Runtime: the scheduler's policy on its own, then the Engine end to end on a tiny model."""
+
+import asyncio
+import resource
+import threading
+import time
+from concurrent.futures import CancelledError, Future
+
+import numpy as np
+import pytest
+
+from vlmcodec.errors import BitstreamError, EngineDeadError, ImageError
+from vlmcodec.runtime import Engine, QueueFull, Scheduler
+from vlmcodec.runtime.request import InflightRequest, Kind
+
+from conftest import smooth_image
+
+
+# -- scheduler (pure logic, hand-built requests) -----------------------------------------
+def _req(key, t):
+    return InflightRequest(Kind.ENCODE, key, None, Future(), t, None)
+
+
+def test_scheduler_full_batch_goes_at_once():
+    s = Scheduler(max_batch=3, max_delay=10.0)
+    for i in range(4):
+        s.add(_req("a", 0.0 + i * 1e-3))
+    b = s.pop_batch(now=0.01)
+    assert len(b) == 3 and len(s) == 1
+    assert s.pop_batch(now=0.01) is None          # 1 waiting, not old enough
+    assert s.next_due() == pytest.approx(10.003)
+    assert len(s.pop_batch(now=10.01)) == 1       # delay reached
+
+
+def test_scheduler_groups_by_key_and_is_fifo_across_groups():
+    s = Scheduler(max_batch=8, max_delay=0.5)
+    s.add(_req("big", 0.0)); s.add(_req("small", 0.1)); s.add(_req("big", 0.2))
+    b1 = s.pop_batch(now=1.0)
+    b2 = s.pop_batch(now=1.0)
+    assert [r.key for r in b1] == ["big", "big"] and [r.key for r in b2] == ["small"]
+    assert s.pop_batch(now=1.0) is None and len(s) == 0
+
+
+def test_scheduler_force_and_drain():
+    s = Scheduler(max_batch=8, max_delay=100)
+    s.add(_req("a", 0.0))
+    assert s.pop_batch(now=0.0) is None
+    assert len(s.pop_batch(now=0.0, force=True)) == 1
+    s.add(_req("a", 0.0)); s.add(_req("b", 0.0))
+    assert len(s.drain_all()) == 2 and len(s) == 0
+    with pytest.raises(ValueError):
+        Scheduler(0, 1)
+
+
+# -- engine ------------------------------------------------------------------------------
+@pytest.fixture
+def engine(tiny_codec):
+    e = Engine(tiny_codec, max_batch=4, max_delay_ms=2, workers=2, max_queue=64)
+    yield e
+    e.shutdown()
+
+
+def test_engine_results_equal_codec(engine, tiny_codec, rng):
+    imgs = [smooth_image(rng, h, w) for h, w in [(64, 64), (60, 70), (64, 64), (130, 65), (33, 64)]]
+    qs = [0.0, 30.5, 60.0, 90.0, 100.0]
+    futs = [engine.submit_encode(im, q) for im, q in zip(imgs, qs)]
+    streams = [f.result(timeout=60) for f in futs]
+    assert streams == [tiny_codec.encode(im, q) for im, q in zip(imgs, qs)]
+    dec = [engine.submit_decode(s) for s in streams]
+    for f, s in zip(dec, streams):
+        assert np.array_equal(f.result(timeout=60), tiny_codec.decode(s))
+    assert engine.stats["max_batch_seen"] >= 2  # it did batch
+
+
+def test_bad_requests_fail_alone(engine, tiny_codec, rng):
+    good = smooth_image(rng, 64, 64)
+    stream = tiny_codec.encode(good, 50)
+    futs = {
+        "good_enc": engine.submit_encode(good, 50),
+        "bad_img": engine.submit_encode(np.zeros((5, 5, 4), np.uint8)),
+        "bad_q": engine.submit_encode(good, 500),
+        "bad_stream": engine.submit_decode(b"VLMC" + b"\0" * 30),
+        "truncated": engine.submit_decode(stream[:-3]),
+        "not_bytes": engine.submit_decode(12345),
+        "good_dec": engine.submit_decode(stream),
+    }
+    assert futs["good_enc"].result(timeout=60) == stream
+    assert np.array_equal(futs["good_dec"].result(timeout=60), tiny_codec.decode(stream))
+    assert isinstance(futs["bad_img"].exception(timeout=60), ImageError)
+    assert isinstance(futs["bad_q"].exception(timeout=60), ValueError)
+    assert isinstance(futs["bad_stream"].exception(timeout=60), BitstreamError)
+    assert isinstance(futs["truncated"].exception(timeout=60), BitstreamError)
+    assert isinstance(futs["not_bytes"].exception(timeout=60), TypeError)
+
+
+def test_queue_full_and_timeout(tiny_codec, rng):
+    img = smooth_image(rng, 64, 64)
+    e = Engine(tiny_codec, max_batch=64, max_delay_ms=300, max_queue=2, block=False)
+    try:
+        f1, f2 = e.submit_encode(img), e.submit_encode(img)
+        with pytest.raises(QueueFull):
+            e.submit_encode(img)
+        f1.result(timeout=60); f2.result(timeout=60)
+        t = e.submit_encode(img, timeout_s=0.01)   # waits 300 ms for its batch: times out
+        assert isinstance(t.exception(timeout=60), TimeoutError)
+    finally:
+        e.shutdown()
+
+
+def test_cancel_before_run(tiny_codec, rng):
+    e = Engine(tiny_codec, max_batch=64, max_delay_ms=300)
+    try:
+        f = e.submit_encode(smooth_image(rng, 64, 64))
+        assert f.cancel()
+        with pytest.raises(CancelledError):
+            f.result(timeout=60)
+        ok = e.submit_encode(smooth_image(rng, 64, 64))
+        assert isinstance(ok.result(timeout=60), bytes)
+    finally:
+        e.shutdown()
+
+
+def test_shutdown_drains_or_aborts(tiny_codec, rng):
+    img = smooth_image(rng, 64, 64)
+    e = Engine(tiny_codec, max_batch=64, max_delay_ms=10_000)
+    futs = [e.submit_encode(img) for _ in range(3)]
+    e.shutdown(drain=True)
+    assert all(isinstance(f.result(timeout=1), bytes) for f in futs)
+    with pytest.raises(EngineDeadError):
+        e.submit_encode(img)
+    e2 = Engine(tiny_codec, max_batch=64, max_delay_ms=10_000)
+    futs = [e2.submit_encode(img) for _ in range(3)]
+    e2.shutdown(drain=False)
+    assert all(isinstance(f.exception(timeout=1), EngineDeadError) for f in futs)
+
+
+def test_asyncio_api(engine, tiny_codec, rng):
+    img = smooth_image(rng, 48, 80)
+
+    async def go():
+        data = await engine.encode(img, 40)
+        return data, await engine.decode(data)
+
+    data, out = asyncio.run(go())
+    assert data == tiny_codec.encode(img, 40) and np.array_equal(out, tiny_codec.decode(data))
+
+
+def _load_test(codec, rng, clients, per_client, sizes):
+    """Clients submit mixed encodes/decodes, 5 % of them bad; every future must resolve, good
+    results must equal the unbatched ones, bad ones must fail alone."""
+    images = {s: smooth_image(rng, *s) for s in sizes}
+    streams = {s: codec.encode(images[s], 50.0) for s in sizes}
+    expected_img = {s: codec.decode(streams[s]) for s in sizes}
+    expected_enc = {}
+    errors, lock = [], threading.Lock()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def client(cid):
+        r = np.random.default_rng(cid)
+        futs = []
+        for i in range(per_client):
+            s = sizes[int(r.integers(len(sizes)))]
+            q = float(r.choice([10.0, 50.0, 90.0]))
+            u = r.random()
+            if u < 0.025:
+                futs.append(("bad", engine.submit_decode(streams[s][: len(streams[s]) // 2])))
+            elif u < 0.05:
+                futs.append(("bad", engine.submit_encode(np.zeros((4, 4), np.float64))))
+            elif u < 0.5:
+                futs.append((("enc", s, q), engine.submit_encode(images[s], q)))
+            else:
+                futs.append((("dec", s), engine.submit_decode(streams[s])))
+        for tag, f in futs:
+            try:
+                if tag == "bad":
+                    assert f.exception(timeout=300) is not None
+                elif tag[0] == "enc":
+                    key = (tag[1], tag[2])
+                    with lock:
+                        if key not in expected_enc:
+                            expected_enc[key] = codec.encode(images[tag[1]], tag[2])
+                    assert f.result(timeout=300) == expected_enc[key]
+                else:
+                    assert np.array_equal(f.result(timeout=300), expected_img[tag[1]])
+            except BaseException as e:  # collected, reported below
+                with lock:
+                    errors.append(repr(e))
+
+    engine = Engine(codec, max_batch=8, max_delay_ms=5, workers=2, max_queue=64)
+    try:
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=900)
+        assert not any(t.is_alive() for t in threads), "a client hung"
+    finally:
+        engine.shutdown()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert not errors, errors[:5]
+    assert engine.in_flight == 0
+    return engine.stats, (rss1 - rss0) / 1024
+
+
+def test_load_small(tiny_codec, rng):
+    stats, _ = _load_test(tiny_codec, rng, clients=8, per_client=25, sizes=[(64, 64), (96, 128), (128, 192)])
+    assert stats["ok"] >= 150 and stats["batches"] < stats["ok"]  # most succeed, and batches formed
+
+
+@pytest.mark.slow
+def test_load_full(tiny_codec, rng, capsys):
+    sizes = [(64, 64), (128, 128), (256, 192), (512, 384), (512, 768)]
+    stats, rss_growth_mb = _load_test(tiny_codec, rng, clients=8, per_client=200, sizes=sizes)
+    with capsys.disabled():
+        print(f"\nload test: {stats}, peak RSS growth {rss_growth_mb:.1f} MiB")
+    assert rss_growth_mb < 2048
