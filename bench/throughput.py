@@ -1,0 +1,125 @@
+"""Throughput of the runtime Engine vs a sequential loop over ``Codec``, side by side.
+
+    python -m vlmcodec.bench.throughput [--images DIR] [--requests 32] [--concurrency 1,4,16,32]
+
+For encode and for decode: the sequential loop runs the same requests one after another; the
+Engine is driven by C closed-loop client threads (each submits, waits, submits the next).
+Reports images/s and latency p50/p95/p99 (submit → result), JSON and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .common import environment, kodak_dir, write_json
+
+
+def _percentiles(lat: list[float]) -> dict:
+    a = np.asarray(lat) * 1000
+    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
+            "p99_ms": float(np.percentile(a, 99))}
+
+
+def sequential(fn, work: list) -> dict:
+    lat = []
+    t0 = time.perf_counter()
+    for item in work:
+        t = time.perf_counter()
+        fn(item)
+        lat.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    return {"images_per_s": len(work) / total, "seconds": total, **_percentiles(lat)}
+
+
+def with_engine(submit, work: list, concurrency: int) -> dict:
+    lat, lock, idx = [], threading.Lock(), [0]
+
+    def client():
+        while True:
+            with lock:
+                if idx[0] >= len(work):
+                    return
+                item = work[idx[0]]
+                idx[0] += 1
+            t = time.perf_counter()
+            submit(item).result()
+            with lock:
+                lat.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = time.perf_counter() - t0
+    return {"images_per_s": len(work) / total, "seconds": total, **_percentiles(lat)}
+
+
+def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quality: float,
+        max_batch: int, max_delay_ms: float, workers: int, model=None, backend: str = "torch") -> dict:
+    from vlmcodec import Codec
+    from vlmcodec.runtime import Engine
+
+    codec = Codec(model, backend=backend)
+    work_img = [images[i % len(images)] for i in range(requests)]
+    streams = {id(im): codec.encode(im, quality) for im in images}
+    work_dec = [streams[id(im)] for im in work_img]
+    results: dict = {"encode": {}, "decode": {}}
+    steps = 2 * (1 + len(concurrencies))
+    with tqdm(total=steps, desc="throughput", leave=False) as bar:
+        results["encode"]["sequential"] = sequential(lambda im: codec.encode(im, quality), work_img); bar.update()
+        results["decode"]["sequential"] = sequential(codec.decode, work_dec); bar.update()
+        for c in concurrencies:
+            with Engine(codec, max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
+                        max_queue=max(64, 2 * c)) as eng:
+                results["encode"][f"engine_c{c}"] = with_engine(lambda im: eng.submit_encode(im, quality), work_img, c)
+                bar.update()
+                results["decode"][f"engine_c{c}"] = with_engine(eng.submit_decode, work_dec, c)
+                bar.update()
+    for mode in ("encode", "decode"):
+        base = results[mode]["sequential"]["images_per_s"]
+        for k, v in results[mode].items():
+            v["speedup_vs_sequential"] = v["images_per_s"] / base
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="vlmcodec bench throughput", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=Path, help="folder of images (default ../shared/data/kodak)")
+    p.add_argument("--requests", type=int, default=32, help="requests per mode and setting")
+    p.add_argument("--concurrency", default="1,4,16,32")
+    p.add_argument("--quality", type=float, default=75.0)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--max-delay-ms", type=float, default=5.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--model")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--out", default="results/throughput.json")
+    a = p.parse_args(argv)
+    from vlmcodec.image_io import load_image
+
+    folder = a.images or kodak_dir()
+    images = [load_image(f) for f in sorted(folder.glob("*.png"))]
+    conc = [int(c) for c in a.concurrency.split(",")]
+    res = run(images, a.requests, conc, a.quality, a.max_batch, a.max_delay_ms, a.workers, a.model, a.backend)
+    write_json(a.out, {"benchmark": "throughput", "env": environment(), "args": vars(a) | {"images": str(folder)},
+                       "results": res})
+    print(f"{'mode':<8} {'setting':<12} {'img/s':>8} {'x seq':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for mode, rows in res.items():
+        for k, v in rows.items():
+            print(f"{mode:<8} {k:<12} {v['images_per_s']:>8.2f} {v['speedup_vs_sequential']:>6.2f} "
+                  f"{v['p50_ms']:>8.0f} {v['p95_ms']:>8.0f} {v['p99_ms']:>8.0f}")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
