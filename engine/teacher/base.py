@@ -43,6 +43,11 @@ class Teacher(Protocol):
                  size: Size | None = None) -> list[Tensor]: ...
 
 
+def spaced_layers(num_layers: int, n: int = 4) -> tuple[int, ...]:
+    """``n`` block indices spread evenly up to the last one: 12 → (3, 6, 9, 12); 2 → (1, 2)."""
+    return tuple(sorted({max(1, round(num_layers * k / n)) for k in range(1, n + 1)}))
+
+
 def resize_to(x: Tensor, size: Size, patch_size: int) -> Tensor:
     """Differentiable resize of [B, 3, H, W] to ``size`` (int → square), which must be a multiple of
     the patch size. Bicubic with antialiasing when shrinking, clamped to [0, 1]."""
@@ -88,6 +93,8 @@ class FrozenTeacher(nn.Module):
             layers = tuple(l for l in self.default_layers if l <= self.num_layers) or (self.num_layers,)
         if isinstance(layers, int):
             layers = (layers,)
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise ConfigError(f"teacher layers must be an int or a sequence of ints, got {layers!r}")
         out = []
         for l in layers:
             if isinstance(l, bool) or not isinstance(l, int):

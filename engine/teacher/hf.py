@@ -19,7 +19,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from ..errors import BackendUnavailableError, ConfigError, ModelNotFoundError
-from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher
+from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, spaced_layers
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -49,7 +49,7 @@ class HFTeacher(FrozenTeacher):
         model_type = getattr(vision_config, "model_type", "")
         self.num_prefix_tokens = (0 if "siglip" in model_type
                                   else 1 + int(getattr(vision_config, "num_register_tokens", 0) or 0))
-        self.default_layers = tuple(max(1, round(self.num_layers * k / 4)) for k in (1, 2, 3, 4))
+        self.default_layers = spaced_layers(self.num_layers)
         self._final_norm = getattr(model, "layernorm", None) or getattr(model, "post_layernorm", None)
         if self._final_norm is None and hasattr(model, "vision_model"):
             self._final_norm = getattr(model.vision_model, "post_layernorm", None)

