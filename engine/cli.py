@@ -7,6 +7,7 @@
     vlmcodec train --config FILE                  train a model (resumable)
     vlmcodec convert --from-compressai CKPT -o MODEL.safetensors
     vlmcodec export --format onnx|tensorrt -o DIR [--fp16] [--max-batch N] [--max-size HxW]
+    vlmcodec bench rd [IMAGES_DIR] --out DIR      rate–distortion benchmark (vlmcodec.bench.cli)
 """
 
 from __future__ import annotations
@@ -243,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorRT profile: largest padded image size (default 1024x1024)")
     x.add_argument("--opt-size", default="512x768", metavar="HxW", help="TensorRT profile: size to optimise for")
     x.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to reuse and update")
+    from vlmcodec.bench.cli import add_bench_subparsers  # the bench group owns its subcommands
+
+    add_bench_subparsers(sub)
     return p
 
 

@@ -1,0 +1,109 @@
+"""``vlmcodec bench ...``: the benchmark subcommands.
+
+``add_bench_subparsers(sub)`` registers ``bench`` on the main parser's subparsers and returns the
+group's own subparsers; each bench subcommand sets ``bench_func`` with ``set_defaults`` and
+``dispatch(args)`` calls it. Another bench (``bench speed`` ...) is one more
+``register(name, add_arguments, func)`` line in ``BENCHES``.
+
+    vlmcodec bench rd [IMAGES_DIR] --out DIR [--codecs LIST] [--qualities CODEC=Q,Q,...] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def _add_rd(p: argparse.ArgumentParser) -> None:
+    from .rd import DEFAULT_CODECS
+
+    p.add_argument("images", nargs="?", type=Path, help="folder of images (default ../shared/data/kodak)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (results, cache, plots, report)")
+    p.add_argument("--codecs", default=",".join(DEFAULT_CODECS),
+                   help=f"comma-separated (default {','.join(DEFAULT_CODECS)})")
+    p.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q,Q,...",
+                   help="override a codec's quality grid (repeatable); hevc's are QPs; "
+                        "a bare list Q,Q,... applies to vlmcodec")
+    p.add_argument("--metrics", help="comma-separated subset (default: all available)")
+    p.add_argument("--no-semantic", action="store_true", help="do not try the semantic metrics")
+    p.add_argument("--limit", type=int, default=0, help="first N images only")
+    p.add_argument("--anchors", type=Path, help="folder of published anchor JSON (default ../shared/anchors/kodak)")
+    p.add_argument("--model", help="vlmcodec model .safetensors (default: the bundled model)")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--threads", type=int, default=1, help="vlmcodec CPU threads (default 1)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parse_qualities(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        name, _, vals = item.rpartition("=")
+        name = name or "vlmcodec"
+        try:
+            out[name] = [float(v) for v in vals.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"bad --qualities {item!r}: expected CODEC=Q1,Q2,...")
+        if not out[name]:
+            raise ValueError(f"bad --qualities {item!r}: no values")
+    return out
+
+
+def _run_rd(args) -> int:
+    import torch
+
+    from .common import kodak_dir
+    from .rd import run
+
+    torch.set_num_threads(max(1, args.threads or 1))
+    images = args.images or kodak_dir()
+    res = run(images, args.out, codecs=[c.strip() for c in args.codecs.split(",") if c.strip()],
+              qualities=parse_qualities(args.qualities),
+              metric_names=[m.strip() for m in args.metrics.split(",")] if args.metrics else None,
+              limit=args.limit, anchors_dir=args.anchors, semantic=not args.no_semantic,
+              progress=not args.quiet, plots=not args.no_plots,
+              command="vlmcodec " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+              vlm_kwargs={"model": args.model, "backend": args.backend, "threads": args.threads})
+    from .report import bd_markdown
+
+    print("\n".join(bd_markdown(res, "psnr_vs_vtm")))
+    for k, why in {**res["missing_codecs"], **res["missing_metrics"]}.items():
+        print(f"missing: {k}: {why}")
+    print(f"wrote {Path(args.out) / 'rd.json'}, {Path(args.out) / 'report.md'}")
+    return 0
+
+
+# name -> (help, add_arguments, func). Other benches register here.
+BENCHES: dict = {"rd": ("rate–distortion curves, BD-rates, plots and report", _add_rd, _run_rd)}
+
+
+def register(name: str, help: str, add_arguments, func) -> None:
+    BENCHES[name] = (help, add_arguments, func)
+
+
+def add_bench_subparsers(sub) -> argparse._SubParsersAction:
+    """Add ``bench`` to a parser's subparsers; returns the bench group's subparsers."""
+    b = sub.add_parser("bench", help="benchmarks (rd, ...)", description="Benchmarks.")
+    bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    for name, (help_, add_arguments, func) in BENCHES.items():
+        p = bsub.add_parser(name, help=help_, description=help_)
+        add_arguments(p)
+        p.set_defaults(bench_func=func)
+    return bsub
+
+
+def dispatch(args) -> int:
+    return args.bench_func(args)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="vlmcodec-bench")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_bench_subparsers(sub)
+    return dispatch(p.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

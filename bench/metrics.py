@@ -1,0 +1,267 @@
+"""Image-quality metrics of the rate–distortion bench, as small pluggable objects.
+
+A metric is any object with
+
+    name: str                      the column name ("psnr", "ms-ssim", "recall@1", ...)
+    higher_is_better: bool
+    compute(original, decoded) -> float       both uint8 H×W×3 numpy arrays
+
+and optionally
+
+    compute_batch(originals, decodeds) -> list[float]     (model-based metrics batch here)
+    prepare(originals) -> None                             (set-level state, e.g. a gallery)
+    cache_key: str                                          (key in the result cache; defaults to
+                                                             name; changes when the state does)
+
+``build_metrics(names, originals)`` returns the metrics asked for plus a ``{name: reason}`` dict
+of those that could not be built (e.g. the semantic ones when ``vlmcodec.bench.semantic`` does
+not import) — missing metrics are reported, never dropped silently.
+
+PSNR is over the RGB channels together (10 log10(255² / MSE)). MS-SSIM follows Wang, Simoncelli
+& Bovik (2003): 11-tap Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, five scales with weights
+(0.0448, 0.2856, 0.3001, 0.2363, 0.1333), 2×2 average pooling between scales, contrast–structure
+at the first four scales and full SSIM at the last, computed per RGB channel and averaged — the
+convention of CompressAI's "ms-ssim-rgb" anchors (pytorch_msssim with data_range 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+SSIM_WIN_SIZE = 11
+SSIM_SIGMA = 1.5
+SSIM_K = (0.01, 0.03)
+
+
+@runtime_checkable
+class Metric(Protocol):
+    name: str
+    higher_is_better: bool
+
+    def compute(self, original: np.ndarray, decoded: np.ndarray) -> float: ...
+
+
+def metric_key(metric) -> str:
+    """The key a metric's values are cached under."""
+    return getattr(metric, "cache_key", metric.name)
+
+
+def compute_all(metric, originals: Sequence[np.ndarray], decodeds: Sequence[np.ndarray]) -> list[float]:
+    """Values of one metric for pairs of images, batched when the metric supports it."""
+    if hasattr(metric, "compute_batch"):
+        return [float(v) for v in metric.compute_batch(list(originals), list(decodeds))]
+    return [float(metric.compute(o, d)) for o, d in zip(originals, decodeds)]
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"image shapes differ: {a.shape} vs {b.shape}")
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected H×W×3 images, got {a.shape}")
+
+
+# --------------------------------------------------------------------------- PSNR
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
+    """PSNR in dB over all RGB samples; inf for identical images."""
+    _check_pair(a, b)
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+
+
+class PSNR:
+    name = "psnr"
+    higher_is_better = True
+
+    def compute(self, original, decoded) -> float:
+        return psnr(original, decoded)
+
+
+# --------------------------------------------------------------------------- MS-SSIM
+
+def _gaussian_window(size: int = SSIM_WIN_SIZE, sigma: float = SSIM_SIGMA) -> np.ndarray:
+    x = np.arange(size, dtype=np.float64) - size // 2
+    g = np.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _filter(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Separable Gaussian over axes 0 and 1 of H×W×C, 'valid' region only (no padding)."""
+    from scipy.ndimage import correlate1d
+
+    r = len(g) // 2
+    x = correlate1d(x, g, axis=0, mode="constant")[r:-r]
+    return correlate1d(x, g, axis=1, mode="constant")[:, r:-r]
+
+
+def _avg_pool2(x: np.ndarray) -> np.ndarray:
+    """2×2 average pooling; an odd side is zero-padded by one on each end first, counted in the
+    mean (torch avg_pool2d(padding=side % 2), as pytorch_msssim does)."""
+    ph, pw = x.shape[0] % 2, x.shape[1] % 2
+    if ph or pw:
+        x = np.pad(x, ((ph, ph), (pw, pw), (0, 0)))
+        x = x[: x.shape[0] // 2 * 2, : x.shape[1] // 2 * 2]
+    h, w = x.shape[0] // 2, x.shape[1] // 2
+    return x.reshape(h, 2, w, 2, -1).mean(axis=(1, 3))
+
+
+def _ssim_terms(x: np.ndarray, y: np.ndarray, g: np.ndarray, data_range: float):
+    """Per-channel mean SSIM and mean contrast–structure term, each of shape (C,)."""
+    c1 = (SSIM_K[0] * data_range) ** 2
+    c2 = (SSIM_K[1] * data_range) ** 2
+    mu_x, mu_y = _filter(x, g), _filter(y, g)
+    sxx = _filter(x * x, g) - mu_x**2
+    syy = _filter(y * y, g) - mu_y**2
+    sxy = _filter(x * y, g) - mu_x * mu_y
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    lum = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return (lum * cs).mean(axis=(0, 1)), cs.mean(axis=(0, 1))
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0,
+            weights: Sequence[float] = MSSSIM_WEIGHTS) -> float:
+    """MS-SSIM of two H×W×C images (uint8 or float in [0, data_range]), averaged over channels.
+
+    The smaller side must exceed (win_size − 1)·2^(scales − 1) = 160 pixels for 5 scales.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"image shapes differ: {a.shape} vs {b.shape}")
+    levels = len(weights)
+    min_side = (SSIM_WIN_SIZE - 1) * 2 ** (levels - 1)
+    if min(a.shape[:2]) <= min_side:
+        raise ValueError(f"MS-SSIM with {levels} scales needs sides > {min_side} pixels, got {a.shape[:2]}")
+    x = np.asarray(a, dtype=np.float64).reshape(*a.shape[:2], -1)
+    y = np.asarray(b, dtype=np.float64).reshape(*b.shape[:2], -1)
+    g = _gaussian_window()
+    mcs = []
+    for level in range(levels):
+        ssim, cs = _ssim_terms(x, y, g, data_range)
+        if level < levels - 1:
+            mcs.append(np.maximum(cs, 0))
+            x, y = _avg_pool2(x), _avg_pool2(y)
+    vals = np.stack(mcs + [np.maximum(ssim, 0)])                       # (levels, C)
+    per_channel = np.prod(vals ** np.asarray(weights, dtype=np.float64)[:, None], axis=0)
+    return float(per_channel.mean())
+
+
+class MSSSIM:
+    name = "ms-ssim"
+    higher_is_better = True
+
+    def compute(self, original, decoded) -> float:
+        _check_pair(original, decoded)
+        return ms_ssim(original, decoded)
+
+
+# --------------------------------------------------------------------------- retrieval
+
+def retrieval_descriptor(img: np.ndarray) -> np.ndarray:
+    """A deterministic, model-free global descriptor (L2-normalised, float64).
+
+    Two halves of equal weight: (1) the 8×8 lowest-frequency 2-D DCT coefficients (DC dropped) of
+    the luma resampled to 64×64 — layout and coarse structure; (2) a joint RGB colour histogram,
+    4 bins per channel, square-rooted (Hellinger). Independent of every codec and model here.
+    """
+    from PIL import Image
+
+    y = np.asarray(Image.fromarray(img).convert("L").resize((64, 64), Image.BICUBIC), dtype=np.float64)
+    n = 64
+    k = np.arange(n)
+    basis = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))  # DCT-II rows
+    coeff = (basis[:8] @ y @ basis[:8].T).ravel()[1:]
+    coeff /= np.linalg.norm(coeff) + 1e-12
+    q = (img.reshape(-1, 3) // 64).astype(np.int64)
+    hist = np.bincount(q[:, 0] * 16 + q[:, 1] * 4 + q[:, 2], minlength=64).astype(np.float64)
+    hist = np.sqrt(hist / hist.sum())
+    d = np.concatenate([coeff, hist])
+    return d / np.linalg.norm(d)
+
+
+class RetrievalRecall1:
+    """Image-to-image retrieval recall@1: the decoded image as the query against a gallery of all
+    originals of the run; 1 when its nearest gallery item (cosine, ``retrieval_descriptor``) is
+    its own original, else 0. The mean over images is the recall@1 of the codec at that point."""
+
+    name = "recall@1"
+    higher_is_better = True
+
+    def __init__(self, descriptor=retrieval_descriptor):
+        self.descriptor = descriptor
+        self._gallery: np.ndarray | None = None
+        self.cache_key = self.name
+
+    def prepare(self, originals: Sequence[np.ndarray]) -> None:
+        self._gallery = np.stack([self.descriptor(o) for o in originals])
+        digest = hashlib.sha256(self._gallery.round(6).tobytes()).hexdigest()[:10]
+        self.cache_key = f"{self.name}:{len(originals)}:{digest}"
+
+    def compute(self, original, decoded) -> float:
+        if self._gallery is None:
+            raise RuntimeError("RetrievalRecall1.prepare(originals) must be called first")
+        own = int(np.argmax(self._gallery @ self.descriptor(original)))
+        hit = int(np.argmax(self._gallery @ self.descriptor(decoded)))
+        return float(hit == own)
+
+
+# --------------------------------------------------------------------------- registry
+
+BASE_METRICS = {"psnr": PSNR, "ms-ssim": MSSSIM, "recall@1": RetrievalRecall1}
+# The semantic metrics the issue asks for; they come from vlmcodec.bench.semantic.
+SEMANTIC_METRIC_NAMES = ("teacher-sim", "effnet-top1", "effnet-kl")
+
+
+def semantic_metrics() -> tuple[list, dict[str, str]]:
+    """Metric objects from ``vlmcodec.bench.semantic``, and ``{name: reason}`` for the missing.
+
+    Accepted shapes of that module, in order: a ``rd_metrics()`` / ``metrics()`` factory or a
+    ``METRICS`` list of metric objects (``name``, ``higher_is_better``, ``compute`` or
+    ``compute_batch``).
+    """
+    try:
+        from vlmcodec.bench import semantic
+    except Exception as e:  # noqa: BLE001 — any import failure means "not available", with its reason
+        reason = f"vlmcodec.bench.semantic does not import ({type(e).__name__}: {e})"
+        return [], {n: reason for n in SEMANTIC_METRIC_NAMES}
+    found = None
+    try:
+        for attr in ("rd_metrics", "metrics"):
+            if callable(getattr(semantic, attr, None)):
+                found = list(getattr(semantic, attr)())
+                break
+        else:
+            if isinstance(getattr(semantic, "METRICS", None), (list, tuple)):
+                found = list(semantic.METRICS)
+    except Exception as e:  # noqa: BLE001 — e.g. model weights not present
+        reason = f"vlmcodec.bench.semantic failed to build its metrics ({type(e).__name__}: {e})"
+        return [], {n: reason for n in SEMANTIC_METRIC_NAMES}
+    if found is None:
+        reason = "vlmcodec.bench.semantic exposes no rd_metrics()/metrics()/METRICS"
+        return [], {n: reason for n in SEMANTIC_METRIC_NAMES}
+    good = [m for m in found if hasattr(m, "name") and (hasattr(m, "compute") or hasattr(m, "compute_batch"))]
+    return good, {}
+
+
+def build_metrics(names: Sequence[str] | None, originals: Sequence[np.ndarray],
+                  semantic: bool = True) -> tuple[list, dict[str, str]]:
+    """Metrics to run (base ones, then semantic when importable) and the missing ones with why.
+
+    ``names`` None means all available; otherwise only those names (unknown names raise)."""
+    metrics = [cls() for key, cls in BASE_METRICS.items() if names is None or key in names]
+    missing: dict[str, str] = {}
+    if semantic:
+        sem, missing = semantic_metrics()
+        metrics += [m for m in sem if names is None or m.name in names]
+    if names is not None:
+        known = {m.name for m in metrics} | set(missing)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; available: {sorted(known)}")
+        missing = {k: v for k, v in missing.items() if k in names}
+    for m in metrics:
+        if hasattr(m, "prepare"):
+            m.prepare(originals)
+    return metrics, missing

@@ -1,0 +1,68 @@
+"""Rate–distortion plots of a ``bench rd`` result: one PNG and one SVG per metric.
+
+Measured curves are solid with markers; published anchors (PSNR and MS-SSIM only) are dashed
+and thinner, labelled "(published)". MS-SSIM is drawn in dB, −10·log10(1 − MS-SSIM).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MAX_BPP = 2.5   # the x axis stops here; higher-rate points exist in rd.json
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def plot_metric(result: dict, metric: str, out: Path, with_anchors: bool) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .rd import msssim_db
+
+    tr = (lambda v: msssim_db(v)) if metric == "ms-ssim" else (lambda v: np.asarray(v, dtype=float))
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=120)
+    if with_anchors:
+        cmap = plt.get_cmap("tab20b")
+        for i, (stem, a) in enumerate(result.get("anchors", {}).items()):
+            if metric not in a:
+                continue
+            ax.plot(a["bpp"], tr(a[metric]), "--", lw=1.1, color=cmap(i % 20), label=f"{a['label']} (published)")
+    cmap = plt.get_cmap("tab10")
+    for i, (name, c) in enumerate(result["codecs"].items()):
+        pts = [p for p in c["points"] if metric in p]
+        if not pts:
+            continue
+        bpp = [p["bpp"] for p in pts]
+        ax.plot(bpp, tr([p[metric] for p in pts]), "-o", ms=3.5, lw=2 if name == "vlmcodec" else 1.5,
+                color=cmap(i % 10), label=c["label"])
+    ylabel = {"psnr": "PSNR (RGB) [dB]", "ms-ssim": "MS-SSIM (RGB) [dB]"}.get(metric, metric)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, MAX_BPP)
+    n = len(result.get("images", []))
+    ax.set_title(f"{metric} vs rate, {n} images ({Path(result.get('images_dir', '')).name})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        p = Path(out) / f"rd_{_slug(metric)}.{ext}"
+        fig.savefig(p)
+        paths.append(p.name)
+    plt.close(fig)
+    return paths
+
+
+def plot_all(result: dict, out: Path) -> dict:
+    """Every metric of the result → {metric: [file names]}."""
+    files = {}
+    for m in result["metrics"]:
+        name = m["name"]
+        files[name] = plot_metric(result, name, out, with_anchors=name in ("psnr", "ms-ssim"))
+    return files

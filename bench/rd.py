@@ -1,0 +1,318 @@
+"""Rate–distortion bench: vlmcodec and classic codecs on a folder of images, with BD-rates.
+
+    vlmcodec bench rd [IMAGES_DIR] --out DIR [--codecs vlmcodec,jpeg,webp,avif,jxl,hevc]
+                      [--qualities CODEC=Q1,Q2,...] [--metrics psnr,ms-ssim,...] [--limit N]
+
+For every codec × quality every image is encoded to a real file (bytes counted as written),
+decoded, and scored by each metric (``bench/metrics.py``); the per-image results are cached in
+``DIR/cache/<codec>/<quality>.json`` so an interrupted run resumes where it stopped, and a
+change of codec settings, model or image invalidates only what it touches. The curve of a codec
+is the mean bpp and mean metric over the images at each quality (as the published anchors are).
+
+Outputs in DIR: ``rd.json`` (everything, with the environment), ``report.md``, and one plot per
+metric ``rd_<metric>.png`` / ``.svg`` (PSNR and MS-SSIM with the published anchors of
+``../shared/anchors/kodak``). A codec whose library is missing and a metric that cannot be built
+are listed as missing in the table, the JSON and the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import bdrate
+from .classic import CLASSIC_CODECS, ClassicCodec
+from .common import environment, write_json
+from .metrics import build_metrics, compute_all, metric_key
+
+CACHE_VERSION = 1
+DEFAULT_CODECS = ("vlmcodec", "jpeg", "webp", "avif", "jxl", "hevc")
+IMAGE_SUFFIXES = (".png", ".bmp", ".ppm", ".tif", ".tiff")
+# Published anchors drawn on the PSNR / MS-SSIM plots and put in the BD-rate table (file stems).
+DEFAULT_ANCHORS = ("vtm", "hm", "av1", "bpg_444_x265_ycbcr", "compressai-bmshj2018-hyperprior_mse_cpu",
+                   "compressai-mbt2018-mean_mse_cpu", "compressai-cheng2020-anchor_mse_cuda",
+                   "paper-elic2022_mse")
+PSNR_ANCHOR = "vtm"          # every codec against VTM on PSNR (and MS-SSIM)
+SEMANTIC_ANCHOR = "avif"     # and against AVIF on each semantic metric
+
+
+class VlmCodec(ClassicCodec):
+    """The project's codec behind the bench's codec interface (quality 0..100)."""
+
+    name, label, suffix = "vlmcodec", "vlmcodec", ".vlmc"
+    qualities = (0, 15, 30, 50, 70, 85, 100)
+
+    def __init__(self, model: str | None = None, backend: str = "torch", threads: int | None = 1):
+        self.model_path, self.backend, self.threads = model, backend, threads
+        self._codec = None
+
+    @property
+    def codec(self):
+        if self._codec is None:
+            from vlmcodec import Codec
+
+            self._codec = Codec(self.model_path, backend=self.backend, threads=self.threads)
+        return self._codec
+
+    def version(self) -> str:
+        import vlmcodec
+
+        return f"vlmcodec {vlmcodec.__version__}"
+
+    def settings(self) -> dict:
+        return {"model": str(self.model_path or "default"), "fingerprint": self.codec.fingerprint.hex(),
+                "backend": self.backend}
+
+    def encode(self, img, quality):
+        return self.codec.encode(img, float(quality))
+
+    def decode(self, data):
+        return self.codec.decode(data)
+
+
+def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
+    if name == "vlmcodec":
+        return VlmCodec(**vlm_kwargs)
+    if name not in CLASSIC_CODECS:
+        raise ValueError(f"unknown codec {name!r}; choose from {', '.join(('vlmcodec', *CLASSIC_CODECS))}")
+    return CLASSIC_CODECS[name]()
+
+
+# --------------------------------------------------------------------------- images, cache
+
+def list_images(folder: Path, limit: int = 0) -> list[Path]:
+    files = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files[: limit or None]
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.array(im.convert("RGB"))
+
+
+def _digest(arr: np.ndarray) -> str:
+    return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
+
+
+def _fmt_q(q: float) -> str:
+    return f"{q:g}"
+
+
+def _cache_path(out: Path, codec: str, q: float) -> Path:
+    return out / "cache" / codec / f"q{_fmt_q(q)}.json"
+
+
+def _load_cache(path: Path, settings: dict) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if data.get("version") != CACHE_VERSION or data.get("settings") != settings:
+        return {}
+    return data.get("images", {})
+
+
+# --------------------------------------------------------------------------- the run
+
+@dataclass
+class CodecCurve:
+    name: str
+    label: str
+    quality_name: str
+    version: str = ""
+    settings: dict = field(default_factory=dict)
+    points: list = field(default_factory=list)   # dicts: quality, bpp, <metric>..., images
+
+
+def run_codec(codec: ClassicCodec, qualities: Sequence[float], images: list[Path], originals: list[np.ndarray],
+              metrics: list, out: Path, progress: bool = True) -> CodecCurve:
+    """Measure one codec at each quality (resuming from the cache) and return its curve."""
+    from tqdm import tqdm
+
+    settings = {"codec": codec.name, "version": codec.version(), **codec.settings()}
+    curve = CodecCurve(codec.name, codec.label, codec.quality_name, settings["version"], settings)
+    digests = [_digest(o) for o in originals]
+    keys = [metric_key(m) for m in metrics]
+    bar = tqdm(total=len(qualities) * len(images), desc=codec.name, disable=not progress,
+               dynamic_ncols=True, leave=True)
+    for q in qualities:
+        path = _cache_path(out, codec.name, q)
+        cached = _load_cache(path, settings)
+        todo = []
+        for img_path, dg in zip(images, digests):
+            rec = cached.get(img_path.name)
+            if rec is None or rec.get("digest") != dg:
+                todo.append(img_path.name)
+                cached.pop(img_path.name, None)
+            elif any(k not in rec["metrics"] for k in keys):
+                todo.append(img_path.name)
+        bar.update(len(images) - len(todo))
+        by_name = {p.name: (o, dg) for p, o, dg in zip(images, originals, digests)}
+        decoded, origs = [], []
+        for name in todo:
+            orig, dg = by_name[name]
+            t0 = time.perf_counter()
+            data = codec.encode(orig, q)
+            t1 = time.perf_counter()
+            rec_img = codec.decode(data)
+            t2 = time.perf_counter()
+            if rec_img.shape != orig.shape:
+                raise RuntimeError(f"{codec.name} q={q} decoded {name} to {rec_img.shape}, expected {orig.shape}")
+            h, w = orig.shape[:2]
+            old = cached.get(name, {}).get("metrics", {})
+            cached[name] = {"digest": dg, "bytes": len(data), "bpp": 8 * len(data) / (h * w),
+                            "enc_s": t1 - t0, "dec_s": t2 - t1, "metrics": old}
+            decoded.append(rec_img)
+            origs.append(orig)
+            bar.update(1)
+        for m, k in zip(metrics, keys):
+            need = [i for i, name in enumerate(todo) if k not in cached[name]["metrics"]]
+            if need:
+                vals = compute_all(m, [origs[i] for i in need], [decoded[i] for i in need])
+                for i, v in zip(need, vals):
+                    cached[todo[i]]["metrics"][k] = v
+        if todo:
+            write_json(path, {"version": CACHE_VERSION, "settings": settings, "quality": q, "images": cached})
+        recs = [cached[p.name] for p in images]
+        point = {"quality": q, "images": len(recs), "bpp": float(np.mean([r["bpp"] for r in recs])),
+                 "bytes": int(sum(r["bytes"] for r in recs)),
+                 "enc_s": float(np.mean([r["enc_s"] for r in recs])),
+                 "dec_s": float(np.mean([r["dec_s"] for r in recs]))}
+        for m, k in zip(metrics, keys):
+            point[m.name] = float(np.mean([r["metrics"][k] for r in recs]))
+        curve.points.append(point)
+    bar.close()
+    curve.points.sort(key=lambda p: p["bpp"])
+    return curve
+
+
+def load_anchors(folder: Path | None, names: Sequence[str] = DEFAULT_ANCHORS) -> dict:
+    """Published curves: {stem: {"label", "bpp", "psnr", "ms-ssim"}} for the files present."""
+    out = {}
+    if folder is None or not Path(folder).is_dir():
+        return out
+    for stem in names:
+        f = Path(folder) / f"{stem}.json"
+        if not f.is_file():
+            continue
+        d = json.loads(f.read_text())
+        r = d["results"]
+        entry = {"label": d.get("name", stem), "bpp": list(r["bpp"])}
+        for key, aliases in (("psnr", ("psnr-rgb", "psnr")), ("ms-ssim", ("ms-ssim-rgb", "ms-ssim"))):
+            for a in aliases:
+                if a in r:
+                    entry[key] = list(r[a])
+                    break
+        out[stem] = entry
+    return out
+
+
+def default_anchor_dir() -> Path | None:
+    here = Path(__file__).resolve().parents[1]
+    for cand in (here.parent / "shared" / "anchors" / "kodak", Path.cwd().parent / "shared" / "anchors" / "kodak"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def msssim_db(v):
+    """MS-SSIM on a dB scale, −10·log10(1 − MS-SSIM), the axis CompressAI plots it on."""
+    v = np.asarray(v, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return -10 * np.log10(np.clip(1 - v, 1e-12, None))
+
+
+def _axis(metric: str, values, higher_is_better: bool = True):
+    """The quality axis BD-rates are computed on (monotone in the metric, higher = better)."""
+    if metric == "ms-ssim":
+        return msssim_db(values)
+    v = np.asarray(values, dtype=np.float64)
+    return v if higher_is_better else -v
+
+
+def bd_table(curves: dict, anchor: str, metric: str, higher_is_better: bool = True, method: str = "pchip") -> dict:
+    """{name: {"bd_rate": %, "bd_quality": Δ}} of every curve against ``anchor`` on ``metric``.
+
+    ``curves``: {name: {"bpp": [...], metric: [...]}}; curves without the metric are left out."""
+    if anchor not in curves or metric not in curves[anchor]:
+        return {}
+    a = curves[anchor]
+    qa = _axis(metric, a[metric], higher_is_better)
+    table = {}
+    for name, c in curves.items():
+        if name == anchor or metric not in c:
+            continue
+        qt = _axis(metric, c[metric], higher_is_better)
+        table[name] = {"bd_rate": bdrate.bd_rate(a["bpp"], qa, c["bpp"], qt, method),
+                       "bd_quality": bdrate.bd_quality(a["bpp"], qa, c["bpp"], qt, method)}
+    return table
+
+
+def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qualities: dict | None = None,
+        metric_names: Sequence[str] | None = None, limit: int = 0, anchors_dir: Path | None = None,
+        semantic: bool = True, progress: bool = True, plots: bool = True, command: str = "",
+        vlm_kwargs: dict | None = None) -> dict:
+    """The whole bench; returns what it writes to ``out/rd.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = list_images(Path(images_dir), limit)
+    originals = [load_rgb(p) for p in images]
+    metrics, missing_metrics = build_metrics(metric_names, originals, semantic=semantic)
+    qualities = qualities or {}
+    curves: dict[str, CodecCurve] = {}
+    missing_codecs: dict[str, str] = {}
+    for name in codecs:
+        codec = make_codec(name, **(vlm_kwargs or {})) if name == "vlmcodec" else make_codec(name)
+        ok, why = codec.available()
+        if not ok:
+            missing_codecs[name] = why
+            continue
+        qs = qualities.get(name, codec.qualities)
+        curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
+
+    measured = {n: {"label": c.label, "bpp": [p["bpp"] for p in c.points],
+                    **{m.name: [p[m.name] for p in c.points] for m in metrics}} for n, c in curves.items()}
+    anchors = load_anchors(anchors_dir if anchors_dir is not None else default_anchor_dir())
+    both = {**{f"anchor:{k}": v for k, v in anchors.items()}, **measured}
+    vs = f"anchor:{PSNR_ANCHOR}"
+    bd = {"psnr_vs_vtm": bd_table(both, vs, "psnr"), "ms-ssim_vs_vtm": bd_table(both, vs, "ms-ssim")}
+    base = {"psnr", "ms-ssim", "recall@1"}
+    for m in metrics:
+        if m.name not in base:
+            bd[f"{m.name}_vs_{SEMANTIC_ANCHOR}"] = bd_table(measured, SEMANTIC_ANCHOR, m.name,
+                                                            getattr(m, "higher_is_better", True))
+    result = {
+        "benchmark": "rd",
+        "command": command,
+        "env": environment(),
+        "images_dir": str(images_dir),
+        "images": [p.name for p in images],
+        "metrics": [{"name": m.name, "higher_is_better": getattr(m, "higher_is_better", True),
+                     "cache_key": metric_key(m)} for m in metrics],
+        "missing_metrics": missing_metrics,
+        "missing_codecs": missing_codecs,
+        "codecs": {n: {"label": c.label, "version": c.version, "settings": c.settings,
+                       "quality_name": c.quality_name, "points": c.points} for n, c in curves.items()},
+        "anchors": anchors,
+        "bd_method": "pchip",
+        "bd": bd,
+    }
+    if plots:
+        from .plots import plot_all
+
+        result["plots"] = plot_all(result, out)
+    write_json(out / "rd.json", result)
+    from .report import write_report
+
+    write_report(result, out / "report.md")
+    return result

@@ -1,0 +1,87 @@
+"""Markdown report of a ``bench rd`` result (``report.md``): what ran, the curves, the BD-rates,
+and what is missing and why."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def _f(v, nd=3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{nd}f}"
+
+
+def _pct(v) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{v:+.1f} %"
+
+
+def bd_markdown(result: dict, key: str) -> list[str]:
+    table = result["bd"].get(key, {})
+    if not table:
+        return [f"_{key}: no anchor curve for this table._", ""]
+    metric, anchor = key.split("_vs_")
+    unit = " dB" if metric in ("psnr", "ms-ssim") else ""
+    labels = {**{f"anchor:{k}": f"{a['label']} (published)" for k, a in result.get("anchors", {}).items()},
+              **{k: c["label"] for k, c in result["codecs"].items()}}
+    lines = [f"| codec | BD-rate vs {anchor.upper()} ({metric}) | BD-{metric}{unit} |", "| --- | ---: | ---: |"]
+    rows = sorted(table.items(), key=lambda kv: (not math.isfinite(kv[1]["bd_rate"]), kv[1]["bd_rate"]))
+    for name, v in rows:
+        lines.append(f"| {labels.get(name, name)} | {_pct(v['bd_rate'])} | {_f(v['bd_quality'], 3)} |")
+    return lines + [""]
+
+
+def render(result: dict) -> str:
+    metrics = [m["name"] for m in result["metrics"]]
+    env = result.get("env", {})
+    L = ["# Rate–distortion benchmark", ""]
+    if result.get("command"):
+        L += ["Command:", "", "```", result["command"], "```", ""]
+    L += [f"- images: {len(result['images'])} from `{result['images_dir']}`",
+          f"- run: {env.get('time', '?')} on {env.get('cpu', '?')}, torch {env.get('torch', '?')}",
+          f"- metrics: {', '.join(metrics)}; per image, averaged over the images at each quality; "
+          f"bpp from the real encoded files",
+          f"- BD method: {result.get('bd_method', 'pchip')} (Bjøntegaard, piecewise cubic), over the overlapping "
+          "quality interval; MS-SSIM BD on −10·log10(1 − MS-SSIM); negative BD-rate = fewer bits than the anchor",
+          ""]
+    if result.get("missing_codecs") or result.get("missing_metrics"):
+        L += ["## Missing", ""]
+        for k, why in result.get("missing_codecs", {}).items():
+            L.append(f"- codec **{k}**: {why}")
+        for k, why in result.get("missing_metrics", {}).items():
+            L.append(f"- metric **{k}**: {why}")
+        L.append("")
+    plots = result.get("plots", {})
+    if plots:
+        L += ["## Plots", ""]
+        for m, files in plots.items():
+            png = next((f for f in files if f.endswith(".png")), None)
+            if png:
+                L.append(f"![{m}]({png})")
+        L.append("")
+    L += ["## BD-rates", ""]
+    for key in result["bd"]:
+        L += [f"### {key.replace('_vs_', ' vs ')}", ""] + bd_markdown(result, key)
+    L += ["## Measured points", ""]
+    head = ["codec", "quality", "bpp"] + metrics + ["enc s", "dec s"]
+    L += ["| " + " | ".join(head) + " |", "|" + " --- |" * 2 + " ---: |" * (len(head) - 2)]
+    for name, c in result["codecs"].items():
+        for p in c["points"]:
+            vals = [_f(p.get(m), 4 if m in ("ms-ssim",) or "kl" in m or "sim" in m else 2) for m in metrics]
+            L.append(f"| {name} | {c['quality_name']} {p['quality']:g} | {p['bpp']:.4f} | " + " | ".join(vals)
+                     + f" | {p['enc_s']:.3f} | {p['dec_s']:.3f} |")
+    for k, why in result.get("missing_codecs", {}).items():
+        L.append(f"| {k} | missing | — |" + " — |" * (len(metrics) + 2))
+    L += ["", "## Codec versions and settings", ""]
+    for name, c in result["codecs"].items():
+        s = {k: v for k, v in c["settings"].items() if k not in ("codec", "version")}
+        L.append(f"- **{name}**: {c['version']}; {s}")
+    L.append("")
+    return "\n".join(L)
+
+
+def write_report(result: dict, path: Path) -> None:
+    Path(path).write_text(render(result))
