@@ -1,0 +1,81 @@
+"""Hugging Face teachers from a local directory: tiny random DINOv2 / CLIP / SigLIP configs saved to a
+temporary folder (never a download). Skips when ``transformers`` is not installed."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from vlmcodec.errors import ConfigError
+from vlmcodec.teacher import HFTeacher, Teacher, load_teacher
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                                reason="transformers not installed (optional extra): pip install transformers")
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14, image_size=56)
+
+
+def _save(tmp_path, name, model, preprocessor=None):
+    d = tmp_path / name
+    model.save_pretrained(str(d))
+    if preprocessor is not None:
+        (d / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    return d
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("hf")
+    return {
+        "dinov2": _save(root, "dinov2", tf.Dinov2Model(tf.Dinov2Config(**TINY))),
+        "clip": _save(root, "clip", tf.CLIPModel(tf.CLIPConfig(
+            vision_config=TINY, text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                 intermediate_size=64, vocab_size=100), projection_dim=16)),
+                      preprocessor={"image_mean": [0.1, 0.2, 0.3], "image_std": [0.5, 0.5, 0.5]}),
+        "clip_vision": _save(root, "clip_vision", tf.CLIPVisionModel(tf.CLIPVisionConfig(**TINY))),
+        "siglip": _save(root, "siglip", tf.SiglipVisionModel(tf.SiglipVisionConfig(**TINY))),
+    }
+
+
+@pytest.mark.parametrize("kind,prefix", [("dinov2", 1), ("clip", 1), ("clip_vision", 1), ("siglip", 0)])
+def test_tokens_frozen_and_differentiable(dirs, kind, prefix):
+    t = load_teacher(dirs[kind])
+    assert isinstance(t, HFTeacher) and isinstance(t, Teacher)
+    assert (t.num_layers, t.embed_dim, t.patch_size, t.num_prefix_tokens) == (2, 32, 14, prefix)
+    assert not any(p.requires_grad for p in t.parameters()) and not t.train().training
+    x = torch.rand(2, 3, 56, 56, requires_grad=True)
+    toks = t(x, layers=(0, 1, -1))
+    assert [o.shape for o in toks] == [(2, prefix + 16, 32)] * 3
+    sum(o.square().mean() for o in toks).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0 and torch.isfinite(x.grad).all()
+    with torch.no_grad():
+        raw = t(x, layers=(2,), norm=False)[0]
+        normed = t(x, layers=(2,), norm=True)[0]
+    assert not torch.allclose(raw, normed)  # the final norm is applied on request
+    with pytest.raises(ConfigError):
+        t(x, layers=(3,))
+
+
+@pytest.mark.parametrize("kind", ["dinov2", "clip", "siglip"])
+def test_other_input_sizes(dirs, kind):
+    """Position embeddings are interpolated to grids other than the configured 4×4."""
+    t = load_teacher(dirs[kind])
+    with torch.no_grad():
+        out = t(torch.rand(1, 3, 42, 70), layers=(2,))[0]
+    assert out.shape == (1, t.num_prefix_tokens + 3 * 5, 32)
+
+
+def test_hidden_states_match_the_model(dirs):
+    """Our layer k is the model's hidden_states[k]; mean/std come from preprocessor_config.json."""
+    t = load_teacher(dirs["clip"])
+    assert t.mean.flatten().tolist() == pytest.approx([0.1, 0.2, 0.3])
+    x = torch.rand(1, 3, 56, 56)
+    with torch.no_grad():
+        hs = t.model(pixel_values=t.normalise(x), output_hidden_states=True).hidden_states
+        ours = t(x, layers=(0, 1, 2), norm=False)
+    for a, b in zip(ours, hs):
+        torch.testing.assert_close(a, b)
