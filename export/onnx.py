@@ -140,6 +140,7 @@ def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET,
         torch.onnx.export(net, (example,), buf, dynamo=False, opset_version=opset, do_constant_folding=True,
                           input_names=list(spec.inputs), output_names=list(spec.outputs), dynamic_axes=dyn)
     proto = onnx.load_from_string(buf.getvalue())
+    _fold_initializer_identities(proto)
     proto.producer_name, proto.producer_version = "vlmcodec", torch_versions()["vlmcodec"]
     proto.doc_string = f"vlmcodec {name} (rewrites={rewrites})"
     validate(proto)
@@ -164,6 +165,29 @@ def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET,
         "gdn_nodes": [n.name for n in proto.graph.node
                       if any(n.name.startswith(p) for p in _gdn_node_prefixes(model, name))],
     }
+
+
+def _fold_initializer_identities(proto) -> None:
+    """Drop ``Identity`` nodes that copy an initializer (the exporter emits them when two layers
+    hold equal weights), so every Conv reads its weights straight from an initializer, as
+    TensorRT's ONNX parser requires."""
+    inits = {i.name for i in proto.graph.initializer}
+    outputs = {o.name for o in proto.graph.output}
+    alias = {}
+    keep = []
+    for node in proto.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
+            alias[node.output[0]] = node.input[0]
+        else:
+            keep.append(node)
+    if not alias:
+        return
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
 
 
 def validate(proto) -> None:

@@ -1,0 +1,124 @@
+"""ONNX export: valid graphs with dynamic batch/size and named I/O, same function as torch, manifest checks."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from vlmcodec.errors import ConfigError, ModelMismatchError  # noqa: E402
+from vlmcodec.export.manifest import network_fingerprint  # noqa: E402
+from vlmcodec.export.onnx import NETWORKS, export_onnx, graph_ops, load_onnx_manifest, network_module  # noqa: E402
+from vlmcodec.models.checkpoint import load_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_path):
+    return load_model(tiny_model_path)
+
+
+@pytest.fixture(scope="module")
+def exported(loaded, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    return out, export_onnx(loaded, out)
+
+
+def _session(path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def test_graphs_valid_named_dynamic(exported):
+    out, manifest = exported
+    assert set(manifest["graphs"]) == set(NETWORKS)
+    for name, g in manifest["graphs"].items():
+        proto = onnx.load(str(out / g["file"]))
+        onnx.checker.check_model(proto, full_check=True)
+        assert max(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx")) >= 17
+        assert [i.name for i in proto.graph.input] == [i["name"] for i in g["inputs"]]
+        assert [o.name for o in proto.graph.output] == [o["name"] for o in g["outputs"]]
+        for vi in list(proto.graph.input) + list(proto.graph.output):
+            dims = vi.type.tensor_type.shape.dim
+            assert dims[0].dim_param and dims[2].dim_param and dims[3].dim_param, (name, vi.name)
+            assert dims[1].dim_value > 0
+
+
+def test_gdn_is_plain_ops(exported):
+    out, manifest = exported
+    for name in ("g_a", "g_s"):
+        ops = graph_ops(out / manifest["graphs"][name]["file"])
+        assert ops <= {"Conv", "Mul", "Sqrt", "Div", "Reciprocal", "Constant", "DepthToSpace"}, ops
+        assert manifest["graphs"][name]["gdn_nodes"]
+    assert "ConvTranspose" not in graph_ops(out / manifest["graphs"]["g_s"]["file"])  # sub-pixel rewrite
+
+
+@pytest.mark.parametrize("batch,hw", [(1, (64, 64)), (2, (192, 128)), (1, (320, 448))])
+def test_same_function_as_torch(loaded, exported, batch, hw):
+    out, manifest = exported
+    model = loaded.model
+    torch.manual_seed(batch)
+    h, w = hw
+    inputs = {"g_a": torch.rand(batch, 3, h, w), "h_a": torch.randn(batch, model.M, h // 16, w // 16) * 4,
+              "h_s": torch.randn(batch, model.N, h // 64, w // 64).round(), "g_s": torch.randn(batch, model.M, h // 16, w // 16)}
+    for name in NETWORKS:
+        sess = _session(out / manifest["graphs"][name]["file"])
+        got = sess.run(None, {manifest["graphs"][name]["inputs"][0]["name"]: inputs[name].numpy()})
+        with torch.no_grad():
+            ref = getattr(model, name)(inputs[name])
+        if name == "h_s":
+            ref = ref.chunk(2, 1)
+        else:
+            ref = (ref,)
+        assert len(got) == len(ref)
+        for g, r in zip(got, ref):
+            assert g.shape == tuple(r.shape)
+            np.testing.assert_allclose(g, r.numpy(), atol=2e-4, rtol=1e-4, err_msg=name)
+
+
+def test_rewrites_and_plain_export_agree(loaded, tmp_path):
+    export_onnx(loaded.model, tmp_path / "plain", rewrites=False, networks=("g_s",))
+    y = torch.randn(1, loaded.model.M, 6, 5)
+    with torch.no_grad():
+        ref = network_module(loaded.model, "g_s", rewrites=True)(y).numpy()
+    got = _session(tmp_path / "plain" / "g_s.onnx").run(None, {"y_hat": y.numpy()})[0]
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+    assert "ConvTranspose" in graph_ops(tmp_path / "plain" / "g_s.onnx")
+
+
+def test_manifest_contents(loaded, exported):
+    out, manifest = exported
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert manifest["network_fingerprint"] == network_fingerprint(loaded.model)
+    assert manifest["model_fingerprint"] == loaded.fingerprint.hex()
+    assert manifest["opset"] == 17 and manifest["rewrites"] is True
+    assert {"torch", "onnx", "vlmcodec"} <= set(manifest["versions"])
+    assert manifest["graphs"]["g_a"]["outputs"][0]["shape"] == ["batch", loaded.model.M, "height/16", "width/16"]
+    load_onnx_manifest(out, loaded.model)  # passes
+
+
+def test_manifest_refuses_other_model_and_damage(loaded, tmp_path):
+    from vlmcodec.models import MeanScaleHyperprior
+
+    export_onnx(loaded, tmp_path, networks=("h_a",))
+    other = MeanScaleHyperprior(loaded.model.config)
+    with pytest.raises(ModelMismatchError, match="re-export"):
+        load_onnx_manifest(tmp_path, other)
+    data = bytearray((tmp_path / "h_a.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "h_a.onnx").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="checksum"):
+        load_onnx_manifest(tmp_path, loaded.model)
+    with pytest.raises(ConfigError, match="no manifest"):
+        load_onnx_manifest(tmp_path / "nothing")
+
+
+def test_bad_arguments(loaded, tmp_path):
+    with pytest.raises(ConfigError, match="opset"):
+        export_onnx(loaded, tmp_path, opset=13)
+    with pytest.raises(ConfigError, match="unknown network"):
+        export_onnx(loaded, tmp_path, networks=("g_x",))
