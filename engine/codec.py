@@ -160,7 +160,11 @@ class Codec:
             scales, means = self.exact_hs((z_sym + m)[None])
             y_idx = self._scale_index(scales)[0]
         with self._stage("y coding"):
-            y_sym = torch.round(y.double() - means[0]).to(torch.int32).numpy()
+            if hasattr(self.backend, "quantize"):  # fused kernel: same indices, bit for bit
+                sym_t, idx_t = self.backend.quantize(y[None], means, scales, self.scale_table64)
+                y_sym, y_idx = sym_t[0].numpy(), idx_t[0]
+            else:
+                y_sym = torch.round(y.double() - means[0]).to(torch.int32).numpy()
             y_chunks = rans.encode(y_sym.ravel(), y_idx.numpy().ravel(), self.tables["y"], num_chunks_for(y_sym.size))
             header = container.Header(fingerprint=self.fingerprint, width=int(hw[1]), height=int(hw[0]), quality=quality)
             return container.pack(header, z_chunks, y_chunks)

@@ -17,6 +17,10 @@ def create_backend(name: str, model, **options) -> Backend:
     """Instantiate backend ``name`` for ``model``; raises BackendUnavailableError with the reason."""
     if name == "torch":
         return TorchBackend(model, **options)
+    if name == "triton":
+        from .triton_backend import TritonBackend
+
+        return TritonBackend(model, **options)
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 

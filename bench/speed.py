@@ -1,0 +1,94 @@
+"""Per-stage timings of encode and decode for each available backend.
+
+    python -m vlmcodec.bench.speed [--images DIR] [--limit N] [--backends torch,onnxruntime]
+                                    [--compressai] [--out results/speed.json]
+
+Stages (wall time, mean per image): pad, g_a, h_a, z coding, h_s (exact fixed point),
+y coding, g_s. ``--compressai`` adds the end-to-end comparison of ``vlmcodec.bench.codec``
+(same architecture and weights in CompressAI) in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .common import environment, kodak_dir, write_json
+
+STAGES = ("pad", "g_a", "h_a", "z coding", "h_s", "y coding", "g_s")
+
+
+def stage_times(codec, images, quality: float) -> dict:
+    import time
+
+    codec.encode(images[0], quality)  # warm-up
+    enc_stages, dec_stages, enc_total, dec_total = {}, {}, 0.0, 0.0
+    for img in images:
+        codec.stage_times = {}
+        t0 = time.perf_counter()
+        data = codec.encode(img, quality)
+        enc_total += time.perf_counter() - t0
+        for k, v in codec.stage_times.items():
+            enc_stages[k] = enc_stages.get(k, 0.0) + v
+        codec.stage_times = {}
+        t0 = time.perf_counter()
+        codec.decode(data)
+        dec_total += time.perf_counter() - t0
+        for k, v in codec.stage_times.items():
+            dec_stages[k] = dec_stages.get(k, 0.0) + v
+    codec.stage_times = None
+    n = len(images)
+    return {
+        "encode_s": enc_total / n, "decode_s": dec_total / n,
+        "encode_stages_s": {k: enc_stages[k] / n for k in STAGES if k in enc_stages},
+        "decode_stages_s": {k: dec_stages[k] / n for k in STAGES if k in dec_stages},
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="vlmcodec bench speed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=Path)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--quality", type=float, default=75.0)
+    p.add_argument("--model")
+    p.add_argument("--backends", default="torch,onnxruntime,triton,tensorrt")
+    p.add_argument("--compressai", action="store_true", help="also run the CompressAI comparison")
+    p.add_argument("--out", default="results/speed.json")
+    a = p.parse_args(argv)
+    from vlmcodec import Codec
+    from vlmcodec.errors import BackendUnavailableError
+    from vlmcodec.image_io import load_image
+
+    folder = a.images or kodak_dir()
+    files = sorted(folder.glob("*.png"))[: a.limit or None]
+    images = [load_image(f) for f in files]
+    results, missing = {}, {}
+    for name in tqdm(a.backends.split(","), desc="backends", leave=False):
+        try:
+            codec = Codec(a.model, backend=name)
+        except BackendUnavailableError as e:
+            missing[name] = str(e)
+            continue
+        results[name] = stage_times(codec, images, a.quality)
+    payload = {"benchmark": "speed", "env": environment(), "images": len(images), "results": results,
+               "unavailable": missing}
+    if a.compressai:
+        from .codec import run as run_compressai
+
+        payload["compressai"] = run_compressai(files, ["N128-M192", "default-weights"])
+    write_json(a.out, payload)
+    for name, r in results.items():
+        print(f"[{name}] encode {r['encode_s']*1000:.0f} ms, decode {r['decode_s']*1000:.0f} ms per image")
+        for phase in ("encode_stages_s", "decode_stages_s"):
+            print("   " + phase.split("_")[0] + ": " + ", ".join(f"{k} {v*1000:.0f}" for k, v in r[phase].items()) + " (ms)")
+    for name, why in missing.items():
+        print(f"[{name}] not available: {why}")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
