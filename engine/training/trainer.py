@@ -46,6 +46,7 @@ class TrainConfig:
     log_every: int = 25
     ckpt_every: int = 200
     nice: int = 0
+    init_from: str = ""   # a vlmcodec model file to start from (fine-tuning / continuing elsewhere)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -98,6 +99,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     sampler = CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed)
     step = 0
     ckpt = out / "last.pt"
+    if not ckpt.exists() and cfg.init_from:
+        from ..models.checkpoint import load_model
+
+        init = load_model(cfg.init_from).model
+        if init.config != model.config:
+            raise ConfigError(f"init_from {cfg.init_from}: architecture {init.config} differs from {model.config}")
+        model.load_state_dict(init.state_dict(), strict=False)
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
