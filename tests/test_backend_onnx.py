@@ -1,0 +1,143 @@
+"""The onnxruntime backend: same streams as torch, x̂ parity, cross-decode, graph cache and options."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from vlmcodec import Codec  # noqa: E402
+from vlmcodec.backends import create_backend  # noqa: E402
+from vlmcodec.errors import BackendUnavailableError, ConfigError, ModelMismatchError  # noqa: E402
+from vlmcodec.export.onnx import export_onnx  # noqa: E402
+from vlmcodec.export.parity import compare_backends  # noqa: E402
+from vlmcodec.image_io import load_image  # noqa: E402
+from vlmcodec.models import MeanScaleHyperprior  # noqa: E402
+from vlmcodec.models.checkpoint import load_model  # noqa: E402
+
+from conftest import smooth_image  # noqa: E402
+
+KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
+X_HAT_TOL = 1e-4  # 0–1 scale
+
+
+@pytest.fixture(scope="module", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """Graph cache in a temporary folder, not the user's home."""
+    with pytest.MonkeyPatch.context() as mp:
+        cache = tmp_path_factory.mktemp("xdg")
+        mp.setenv("XDG_CACHE_HOME", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_model_path):
+    loaded = load_model(tiny_model_path)
+    return Codec(loaded, backend="torch"), Codec(loaded, backend="onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def default_pair():
+    loaded = load_model(Path(__file__).resolve().parents[1] / "engine" / "weights" / "default.safetensors")
+    return Codec(loaded, backend="torch", threads=1), Codec(loaded, backend="onnxruntime")
+
+
+def _assert_parity_and_cross_decode(rec, name):
+    assert rec["x_hat_max_abs_diff"] <= X_HAT_TOL, (name, rec)
+    assert rec["z_mismatch"] == 0 and rec["y_mismatch"] == 0 and rec["index_mismatch"] == 0, (name, rec)
+    assert rec["streams_equal"], (name, rec)
+    assert rec["a_to_b_ok"] and rec["b_to_a_ok"], (name, rec)
+    assert rec["pixel_max_diff"] <= 1, (name, rec)
+
+
+def test_tiny_model_roundtrip_and_same_streams(tiny_pair, rng):
+    ct, co = tiny_pair
+    assert co.backend.name == "onnxruntime"
+    for h, w in [(37, 53), (64, 64), (100, 130)]:
+        img = smooth_image(rng, h, w)
+        rec = compare_backends(ct, co, img, quality=40)
+        _assert_parity_and_cross_decode(rec, (h, w))
+    imgs = [smooth_image(rng, 70, 90) for _ in range(3)]
+    assert co.encode_batch(imgs, [10, 50, 90]) == [co.encode(i, q) for i, q in zip(imgs, [10, 50, 90])]
+
+
+def test_kodak_two_crops_parity_and_cross_decode(default_pair):
+    """Fast variant of the 24-image test: two Kodak images, cropped to 256×384."""
+    ct, co = default_pair
+    for name in ("kodim01.png", "kodim23.png"):
+        if not (KODAK / name).is_file():
+            pytest.skip(f"Kodak image {name} not found in {KODAK}")
+        img = load_image(KODAK / name)[128:384, 128:512]
+        _assert_parity_and_cross_decode(compare_backends(ct, co, img), name)
+
+
+@pytest.mark.slow
+def test_kodak_24_parity_and_cross_decode(default_pair):
+    """x̂ max abs error ≤ 1e-4 and identical symbols/streams, both decode directions, all 24 images."""
+    ct, co = default_pair
+    files = sorted(KODAK.glob("kodim*.png"))
+    if len(files) != 24:
+        pytest.skip(f"expected the 24 Kodak images in {KODAK}, found {len(files)}")
+    for f in files:
+        _assert_parity_and_cross_decode(compare_backends(ct, co, load_image(f)), f.name)
+
+
+def test_graph_cache_reused_and_keyed_by_fingerprint(tiny_model_path, onnx_cache):
+    loaded = load_model(tiny_model_path)
+    a = create_backend("onnxruntime", loaded.model, threads=1)
+    stamp = (a.graph_dir / "manifest.json").stat().st_mtime_ns
+    b = create_backend("onnxruntime", loaded.model, threads=1)
+    assert b.graph_dir == a.graph_dir and (b.graph_dir / "manifest.json").stat().st_mtime_ns == stamp
+    assert str(a.graph_dir).startswith(str(onnx_cache))
+    other = MeanScaleHyperprior(loaded.model.config)
+    c = create_backend("onnxruntime", other, threads=1)
+    assert c.graph_dir != a.graph_dir
+
+
+def test_explicit_graphs_and_mismatch(tiny_model_path, tmp_path):
+    loaded = load_model(tiny_model_path)
+    export_onnx(loaded, tmp_path)
+    be = create_backend("onnxruntime", loaded.model, graphs=tmp_path, threads=1, allow_spinning=False)
+    assert be.graph_dir == tmp_path
+    with pytest.raises(ModelMismatchError):
+        create_backend("onnxruntime", MeanScaleHyperprior(loaded.model.config), graphs=tmp_path)
+    with pytest.raises(ConfigError, match="export"):
+        create_backend("onnxruntime", loaded.model, graphs=tmp_path / "missing")
+
+
+def test_session_options(tiny_model_path):
+    be = create_backend("onnxruntime", load_model(tiny_model_path).model, threads=1, inter_op_threads=1)
+    for sess in be.sessions.values():
+        opts = sess.get_session_options()
+        assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
+        assert opts.get_session_config_entry("session.set_denormal_as_zero") == "1"
+    assert be.providers == ["CPUExecutionProvider"]
+    with pytest.raises(ConfigError, match="optimization"):
+        create_backend("onnxruntime", load_model(tiny_model_path).model, optimization="max")
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA EP present")
+def test_cuda_without_cuda_provider_is_reported(tiny_model_path):
+    with pytest.raises(BackendUnavailableError, match="CUDA execution provider"):
+        create_backend("onnxruntime", load_model(tiny_model_path).model, device="cuda")
+
+
+def test_cli_backend_onnxruntime(tiny_model_path, tmp_path, rng, capsys):
+    from vlmcodec.cli import main
+    from vlmcodec.image_io import save_image
+
+    src = tmp_path / "a.png"
+    save_image(smooth_image(rng, 80, 96), src)
+    assert main(["encode", str(src), "-o", str(tmp_path / "a.vlmc"), "--model", str(tiny_model_path),
+                 "--backend", "onnxruntime", "--quiet"]) == 0
+    assert main(["decode", str(tmp_path / "a.vlmc"), "-o", str(tmp_path / "b.png"), "--model", str(tiny_model_path),
+                 "--backend", "onnxruntime", "--quiet"]) == 0
+    assert load_image(tmp_path / "b.png").shape == (80, 96, 3)
+    assert main(["export", "--format", "onnx", "-o", str(tmp_path / "g"), "--model", str(tiny_model_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["g_a.onnx", "g_s.onnx", "h_a.onnx", "h_s.onnx",
+                                                                   "manifest.json"]
+    assert main(["export", "--format", "onnx", "--fp16", "-o", str(tmp_path / "h")]) == 2
+    assert "tensorrt only" in capsys.readouterr().err
