@@ -14,7 +14,7 @@ WebP/RIFF, AVIF/HEIF, JPEG XL codestream, HEVC Annex-B elementary stream), metad
             10..90, 4:4:4, speed 6.
 - ``jxl``   ``pillow-jxl-plugin`` (libjxl), else ``imagecodecs``; quality 10..95 (libjxl's
             distance mapping), effort 7, bare codestream (no container).
-- ``hevc``  ffmpeg + libx265, all-intra, one frame, 4:4:4 8-bit at QP 12..47 (the ``qualities``
+- ``hevc``  ffmpeg + libx265, all-intra, one frame, 4:4:4 8-bit at QP 17..47 (the ``qualities``
             of this codec are QPs, lower = better). RGB → YCbCr uses the full-range BT.601
             (JFIF) matrix in numpy and raw yuv444p goes in and out of ffmpeg, so no swscale
             conversion is involved; the size is the .hevc elementary stream without x265's
@@ -213,7 +213,7 @@ def ycbcr444_to_rgb(planes: np.ndarray) -> np.ndarray:
 
 class HEVC(ClassicCodec):
     name, label, suffix = "hevc", "HEVC intra (x265, 4:4:4)", ".hevc"
-    qualities = (47, 42, 37, 32, 27, 22, 17, 12)
+    qualities = (47, 42, 37, 32, 27, 22, 17)
     quality_name = "qp"
     preset = "medium"
 
