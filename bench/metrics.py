@@ -91,8 +91,11 @@ def _gaussian_window(size: int = SSIM_WIN_SIZE, sigma: float = SSIM_SIGMA) -> np
 
 def _filter(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Separable Gaussian over axes 0 and 1 of H×W×C, 'valid' region only (no padding)."""
-    from scipy.ndimage import correlate1d
-
+    try:
+        from scipy.ndimage import correlate1d
+    except ImportError:  # numpy only: same values, about twice slower
+        x = np.lib.stride_tricks.sliding_window_view(x, len(g), axis=0) @ g
+        return np.lib.stride_tricks.sliding_window_view(x, len(g), axis=1) @ g
     r = len(g) // 2
     x = correlate1d(x, g, axis=0, mode="constant")[r:-r]
     return correlate1d(x, g, axis=1, mode="constant")[:, r:-r]

@@ -28,11 +28,13 @@ def plot_metric(result: dict, metric: str, out: Path, with_anchors: bool) -> lis
     tr = (lambda v: msssim_db(v)) if metric == "ms-ssim" else (lambda v: np.asarray(v, dtype=float))
     fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=120)
     if with_anchors:
-        cmap = plt.get_cmap("tab20b")
+        cmap = plt.get_cmap("Dark2")
+        styles = ("--", ":", "-.")
         for i, (stem, a) in enumerate(result.get("anchors", {}).items()):
             if metric not in a:
                 continue
-            ax.plot(a["bpp"], tr(a[metric]), "--", lw=1.1, color=cmap(i % 20), label=f"{a['label']} (published)")
+            ax.plot(a["bpp"], tr(a[metric]), styles[i % 3], lw=1.2, color=cmap(i % 8), alpha=0.9,
+                    label=f"{a['label']} (published)")
     cmap = plt.get_cmap("tab10")
     for i, (name, c) in enumerate(result["codecs"].items()):
         pts = [p for p in c["points"] if metric in p]

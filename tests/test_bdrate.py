@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from vlmcodec.bench.bdrate import METHODS, bd_psnr, bd_rate, monotone_curve
+from vlmcodec.bench.bdrate import METHODS, _pchip_integral, bd_psnr, bd_rate, monotone_curve, pchip_slopes
 
 RATE = np.array([0.12, 0.25, 0.5, 0.9, 1.6, 2.4])
 PSNR = np.array([27.1, 29.8, 32.6, 35.0, 37.9, 40.2])
@@ -110,3 +110,15 @@ def test_matches_bjontegaard_package_on_random_curves():
         for m in METHODS:
             assert bd_rate(r1, q1, r2, q2, m) == pytest.approx(bd.bd_rate(r1, q1, r2, q2, method=m), rel=1e-9, abs=1e-9)
             assert bd_psnr(r1, q1, r2, q2, m) == pytest.approx(bd.bd_psnr(r1, q1, r2, q2, method=m), abs=1e-9)
+
+
+def test_pchip_matches_scipy():
+    interpolate = pytest.importorskip("scipy.interpolate")
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 4, 7):
+        x = np.sort(rng.uniform(0, 10, n))
+        y = rng.normal(size=n).cumsum() if n % 2 else np.sort(rng.normal(size=n))
+        ref = interpolate.PchipInterpolator(x, y)
+        np.testing.assert_allclose(pchip_slopes(x, y), ref.derivative()(x), rtol=1e-10, atol=1e-12)
+        lo, hi = x[0] + 0.3 * (x[-1] - x[0]), x[-1] - 0.1 * (x[-1] - x[0])
+        assert _pchip_integral(x, y, lo, hi) == pytest.approx(ref.integrate(lo, hi), rel=1e-10, abs=1e-12)

@@ -110,3 +110,11 @@ def test_semantic_metrics_registered_when_present(monkeypatch):
 def test_unknown_metric_name_raises():
     with pytest.raises(ValueError, match="unknown metric"):
         build_metrics(["psnr", "lpips"], [_image()], semantic=False)
+
+
+def test_ms_ssim_without_scipy_gives_the_same(monkeypatch):
+    a = _image(170, 180)
+    b = _noisy(a, 6)
+    with_scipy = ms_ssim(a, b)
+    monkeypatch.setitem(sys.modules, "scipy.ndimage", None)
+    assert ms_ssim(a, b) == pytest.approx(with_scipy, abs=1e-12)
