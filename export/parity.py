@@ -5,10 +5,14 @@ same model on different backends and reports:
 
 - the float differences of the backend networks on identical inputs: ``y`` (g_a) and ``x̂``
   (g_s of the decoded ŷ, on the 0–1 scale, before rounding to pixels);
-- symbol agreement: z symbols, y symbols and scale-table indexes of both encoders, counted
-  element by element (``*_mismatch``), and whether the two streams are byte-identical;
+- encoder agreement: z symbols, y symbols and scale-table indexes chosen by both encoders,
+  counted element by element (``*_mismatch``, with the positions and y − μ of the first y
+  mismatches: a float difference in ``g_a`` can move y − μ across a rounding boundary), and
+  whether the two streams are byte-identical;
 - cross-decode: the stream of each codec decoded by the other (``a_to_b_ok``, ``b_to_a_ok``),
-  and the largest pixel difference between the two decoders on the same stream.
+  whether that decoder recovers exactly the symbols the encoder wrote (``*_symbols_equal``,
+  compared as ŷ = s + μ), and the largest pixel difference between the two decoders on the
+  same stream.
 
 Used by the tests and by ``bench/backends.py``.
 """
@@ -21,20 +25,23 @@ import torch
 from vlmcodec.image_io import pad_edge
 
 
-def _symbols(codec, y: torch.Tensor, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(z symbols, y symbols, scale indexes) of one image, as ``Codec.entropy_encode`` derives them."""
+def _symbols(codec, y: torch.Tensor, z: torch.Tensor):
+    """(z symbols, y symbols, scale indexes, y − μ, ŷ) of one image, as ``Codec.entropy_encode``
+    derives them."""
     m = codec.medians.reshape(-1, 1, 1)
     z_sym = torch.round(z - m)
     scales, means = codec.exact_hs((z_sym + m)[None])
     y_idx = codec._scale_index(scales)[0]
-    y_sym = torch.round(y.double() - means[0]).to(torch.int32)
-    return z_sym.to(torch.int32).numpy(), y_sym.numpy(), y_idx.numpy()
+    residual = y.double() - means[0]
+    y_sym = torch.round(residual)
+    y_hat = (y_sym + means[0]).float()
+    return z_sym.to(torch.int32).numpy(), y_sym.to(torch.int32).numpy(), y_idx.numpy(), residual.numpy(), y_hat
 
 
 def compare_backends(codec_a, codec_b, image, quality: float = 75.0) -> dict:
     """Parity and cross-decode record for one image (see the module docstring)."""
     img, q = codec_a.prepare(image, quality)
-    x = torch.from_numpy(pad_edge(img)[None]).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.array(pad_edge(img)[None])).permute(0, 3, 1, 2).float().div_(255.0)
     with torch.inference_mode():
         y_diff = float((codec_a.backend.analysis(x) - codec_b.backend.analysis(x)).abs().max())
     (ya, za), (yb, zb) = codec_a.analyse([img], [q]), codec_b.analyse([img], [q])
@@ -45,6 +52,9 @@ def compare_backends(codec_a, codec_b, image, quality: float = 75.0) -> dict:
         "index_mismatch": int((sa[2] != sb[2]).sum()),
         "symbols": int(sa[0].size + sa[1].size),
         "y_max_abs_diff": y_diff,
+        # where the two encoders chose different y symbols: (channel, row, col, y−μ by a, y−μ by b)
+        "y_mismatch_where": [(int(c), int(i), int(j), float(sa[3][c, i, j]), float(sb[3][c, i, j]))
+                             for c, i, j in np.argwhere(sa[1] != sb[1])[:10]],
     }
     stream_a, stream_b = codec_a.encode(img, q), codec_b.encode(img, q)
     rec["streams_equal"] = stream_a == stream_b
@@ -57,6 +67,9 @@ def compare_backends(codec_a, codec_b, image, quality: float = 75.0) -> dict:
             rec[f"{tag}_error"] = f"{type(e).__name__}: {e}"
     rec["a_to_b_ok"] = decoded["a_by_b"] is not None and decoded["a_by_b"].shape == img.shape
     rec["b_to_a_ok"] = decoded["b_by_a"] is not None and decoded["b_by_a"].shape == img.shape
+    # the decoder side of each direction recovers exactly the ŷ (symbols + μ) its encoder wrote
+    rec["a_to_b_symbols_equal"] = bool(torch.equal(codec_b.entropy_decode(stream_a).y_hat, sa[4]))
+    rec["b_to_a_symbols_equal"] = bool(torch.equal(codec_a.entropy_decode(stream_b).y_hat, sb[4]))
     if decoded["a_by_b"] is not None and decoded["a_by_a"] is not None:
         rec["pixel_max_diff"] = int(np.abs(decoded["a_by_b"].astype(np.int16) - decoded["a_by_a"].astype(np.int16)).max())
     # x̂ parity: both synthesis networks on the same decoded ŷ (0–1 scale, before clamping)

@@ -45,12 +45,24 @@ def default_pair():
     return Codec(loaded, backend="torch", threads=1), Codec(loaded, backend="onnxruntime")
 
 
-def _assert_parity_and_cross_decode(rec, name):
+# Encoders on different backends may pick a different y symbol where y − μ lies within float
+# noise of a rounding boundary (g_a differs by ~1e-5 between torch and ONNX Runtime). Measured on
+# the 24 Kodak images: 1 symbol of 1.8 M (kodim11). Such a stream is still valid and decodes
+# identically everywhere (μ and k come from the exact h_s); only the encoders' choices differ.
+MAX_ENCODER_MISMATCH_FRACTION = 1e-5
+
+
+def _assert_parity_and_cross_decode(rec, name, exact_encoders=False):
     assert rec["x_hat_max_abs_diff"] <= X_HAT_TOL, (name, rec)
-    assert rec["z_mismatch"] == 0 and rec["y_mismatch"] == 0 and rec["index_mismatch"] == 0, (name, rec)
-    assert rec["streams_equal"], (name, rec)
     assert rec["a_to_b_ok"] and rec["b_to_a_ok"], (name, rec)
+    assert rec["a_to_b_symbols_equal"] and rec["b_to_a_symbols_equal"], (name, rec)
     assert rec["pixel_max_diff"] <= 1, (name, rec)
+    assert rec["index_mismatch"] == 0 and rec["z_mismatch"] == 0, (name, rec)
+    assert rec["y_mismatch"] <= MAX_ENCODER_MISMATCH_FRACTION * rec["symbols"], (name, rec)
+    for c, i, j, ra, rb in rec["y_mismatch_where"]:  # only at a rounding boundary
+        assert abs(abs(ra) % 1 - 0.5) < 1e-3 and abs(abs(rb) % 1 - 0.5) < 1e-3, (name, rec)
+    if exact_encoders:
+        assert rec["y_mismatch"] == 0 and rec["streams_equal"], (name, rec)
 
 
 def test_tiny_model_roundtrip_and_same_streams(tiny_pair, rng):
@@ -59,7 +71,7 @@ def test_tiny_model_roundtrip_and_same_streams(tiny_pair, rng):
     for h, w in [(37, 53), (64, 64), (100, 130)]:
         img = smooth_image(rng, h, w)
         rec = compare_backends(ct, co, img, quality=40)
-        _assert_parity_and_cross_decode(rec, (h, w))
+        _assert_parity_and_cross_decode(rec, (h, w), exact_encoders=True)
     imgs = [smooth_image(rng, 70, 90) for _ in range(3)]
     assert co.encode_batch(imgs, [10, 50, 90]) == [co.encode(i, q) for i, q in zip(imgs, [10, 50, 90])]
 
@@ -81,8 +93,13 @@ def test_kodak_24_parity_and_cross_decode(default_pair):
     files = sorted(KODAK.glob("kodim*.png"))
     if len(files) != 24:
         pytest.skip(f"expected the 24 Kodak images in {KODAK}, found {len(files)}")
+    records = []
     for f in files:
-        _assert_parity_and_cross_decode(compare_backends(ct, co, load_image(f)), f.name)
+        records.append(compare_backends(ct, co, load_image(f)))
+        _assert_parity_and_cross_decode(records[-1], f.name)
+    total = sum(r["symbols"] for r in records)
+    mismatched = sum(r["y_mismatch"] for r in records)
+    assert mismatched <= MAX_ENCODER_MISMATCH_FRACTION * total, (mismatched, total)
 
 
 def test_graph_cache_reused_and_keyed_by_fingerprint(tiny_model_path, onnx_cache):
