@@ -68,7 +68,7 @@ def _pil_save(img: np.ndarray, fmt: str, **params) -> bytes:
 
 class JPEG(ClassicCodec):
     name, label, suffix = "jpeg", "JPEG (libjpeg, 4:2:0)", ".jpg"
-    qualities = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+    qualities = (5, 10, 20, 30, 50, 70, 85, 95)
 
     def version(self) -> str:
         from PIL import __version__, features
@@ -84,7 +84,7 @@ class JPEG(ClassicCodec):
 
 class WebP(ClassicCodec):
     name, label, suffix = "webp", "WebP (libwebp)", ".webp"
-    qualities = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+    qualities = (5, 10, 20, 30, 50, 70, 85, 95)
 
     def available(self):
         from PIL import features
@@ -105,7 +105,7 @@ class WebP(ClassicCodec):
 
 class AVIF(ClassicCodec):
     name, label, suffix = "avif", "AVIF (libavif/aom, 4:4:4)", ".avif"
-    qualities = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+    qualities = (10, 20, 30, 45, 60, 75, 90)
 
     def _source(self) -> str | None:
         from PIL import features
@@ -146,7 +146,7 @@ class AVIF(ClassicCodec):
 
 class JPEGXL(ClassicCodec):
     name, label, suffix = "jxl", "JPEG XL (libjxl)", ".jxl"
-    qualities = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+    qualities = (10, 25, 40, 55, 70, 85, 95)
 
     def _source(self) -> str | None:
         try:

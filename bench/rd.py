@@ -32,7 +32,7 @@ from .common import environment, write_json
 from .metrics import build_metrics, compute_all, metric_key
 
 CACHE_VERSION = 1
-DEFAULT_CODECS = ("vlmcodec", "jpeg", "webp", "avif", "jxl", "hevc")
+DEFAULT_CODECS = ("vlmcodec", "avif", "jpeg", "webp", "jxl", "hevc")
 IMAGE_SUFFIXES = (".png", ".bmp", ".ppm", ".tif", ".tiff")
 # Published anchors drawn on the PSNR / MS-SSIM plots and put in the BD-rate table (file stems).
 DEFAULT_ANCHORS = ("vtm", "hm", "av1", "bpg_444_x265_ycbcr", "compressai-bmshj2018-hyperprior_mse_cpu",
@@ -253,9 +253,27 @@ def bd_table(curves: dict, anchor: str, metric: str, higher_is_better: bool = Tr
         if name == anchor or metric not in c:
             continue
         qt = _axis(metric, c[metric], higher_is_better)
-        table[name] = {"bd_rate": bdrate.bd_rate(a["bpp"], qa, c["bpp"], qt, method),
-                       "bd_quality": bdrate.bd_quality(a["bpp"], qa, c["bpp"], qt, method)}
+        entry = {"bd_rate": bdrate.bd_rate(a["bpp"], qa, c["bpp"], qt, method),
+                 "bd_quality": bdrate.bd_quality(a["bpp"], qa, c["bpp"], qt, method)}
+        if not np.isfinite(entry["bd_rate"]) or not np.isfinite(entry["bd_quality"]):
+            entry["note"] = _why_nan(a["bpp"], qa, c["bpp"], qt, method)
+        table[name] = entry
     return table
+
+
+def _why_nan(ra, qa, rt, qt, method) -> str:
+    """Why a BD value is NaN: too few monotone points, or the ranges do not overlap."""
+    ra, qa = bdrate.monotone_curve(ra, qa)
+    rt, qt = bdrate.monotone_curve(rt, qt)
+    need = 4 if method == "cubic" else 2
+    if min(len(ra), len(rt)) < need:
+        return f"fewer than {need} points where quality grows with rate"
+    parts = []
+    if not min(qa[-1], qt[-1]) > max(qa[0], qt[0]):
+        parts.append(f"quality ranges do not overlap (test {qt[0]:.3g}..{qt[-1]:.3g}, anchor {qa[0]:.3g}..{qa[-1]:.3g})")
+    if not min(ra[-1], rt[-1]) > max(ra[0], rt[0]):
+        parts.append(f"rate ranges do not overlap (test {rt[0]:.3g}..{rt[-1]:.3g}, anchor {ra[0]:.3g}..{ra[-1]:.3g} bpp)")
+    return "; ".join(parts)
 
 
 def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qualities: dict | None = None,

@@ -27,10 +27,11 @@ def bd_markdown(result: dict, key: str) -> list[str]:
     unit = " dB" if metric in ("psnr", "ms-ssim") else ""
     labels = {**{f"anchor:{k}": f"{a['label']} (published)" for k, a in result.get("anchors", {}).items()},
               **{k: c["label"] for k, c in result["codecs"].items()}}
-    lines = [f"| codec | BD-rate vs {anchor.upper()} ({metric}) | BD-{metric}{unit} |", "| --- | ---: | ---: |"]
+    lines = [f"| codec | BD-rate vs {anchor.upper()} ({metric}) | BD-{metric}{unit} | note |",
+             "| --- | ---: | ---: | --- |"]
     rows = sorted(table.items(), key=lambda kv: (not math.isfinite(kv[1]["bd_rate"]), kv[1]["bd_rate"]))
     for name, v in rows:
-        lines.append(f"| {labels.get(name, name)} | {_pct(v['bd_rate'])} | {_f(v['bd_quality'], 3)} |")
+        lines.append(f"| {labels.get(name, name)} | {_pct(v['bd_rate'])} | {_f(v['bd_quality'], 3)} | {v.get('note', '')} |")
     return lines + [""]
 
 
