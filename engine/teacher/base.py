@@ -50,14 +50,15 @@ def spaced_layers(num_layers: int, n: int = 4) -> tuple[int, ...]:
 
 def resize_to(x: Tensor, size: Size, patch_size: int) -> Tensor:
     """Differentiable resize of [B, 3, H, W] to ``size`` (int → square), which must be a multiple of
-    the patch size. Bicubic with antialiasing when shrinking, clamped to [0, 1]."""
+    the patch size. Bicubic (half-pixel centres), antialiased when shrinking; not clamped, so the
+    gradient reaches every input pixel (bicubic overshoot is a few 1e-3 at sharp edges)."""
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h <= 0 or w <= 0 or h % patch_size or w % patch_size:
         raise ConfigError(f"teacher input size {h}x{w} must be positive multiples of the patch size {patch_size}")
     if x.shape[-2:] == (h, w):
         return x
     shrink = h < x.shape[-2] or w < x.shape[-1]
-    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=shrink).clamp(0.0, 1.0)
+    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=shrink)
 
 
 class FrozenTeacher(nn.Module):
