@@ -15,7 +15,7 @@ a codec at a quality is the mean of the per-image values.
     LayerNorm (``norm=True``), and the cosine similarity between the original's and the decoded
     image's token at the same position is taken. The per-image value is the mean over all
     1 + N tokens (CLS and the N patch tokens, equal weight) and then over the layers (equal
-    weight): ``sim = 1/|L| Σ_l 1/T Σ_t cos(u_lt, v_lt)``.
+    weight): ``sim = 1/|L| Σ_l 1/T Σ_t cos(u_lt, v_lt)`` (``vlmcodec.teacher.token_similarity``).
 
 ``effnet-top1`` — ImageNet top-1 agreement of EfficientNet-Lite0 (higher is better): 1 when the
     decoded image's top-1 class equals the original's, else 0; the mean is the agreement rate.
@@ -280,9 +280,10 @@ class TeacherSimilarity(_PairMetric):
 
     def compute_batch(self, originals, decodeds) -> list[float]:
         _check_images(originals, decodeds)
+        from vlmcodec.teacher import token_similarity
+
         a, b = self._tokens(originals), self._tokens(decodeds)
-        return [float(torch.stack([F.cosine_similarity(u, v, dim=-1, eps=1e-8).mean() for u, v in zip(ta, tb)]).mean())
-                for ta, tb in zip(a, b)]
+        return [float(token_similarity([u[None] for u in ta], [v[None] for v in tb])[0]) for ta, tb in zip(a, b)]
 
 
 class Lite0:
@@ -369,6 +370,7 @@ def _jpeg(img: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Semantic metrics of Pillow JPEG on a folder of images, and the teacher's timings."""
     import argparse
     import json
     import time

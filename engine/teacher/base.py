@@ -61,6 +61,20 @@ def resize_to(x: Tensor, size: Size, patch_size: int) -> Tensor:
     return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=shrink)
 
 
+def token_similarity(a: Sequence[Tensor], b: Sequence[Tensor], eps: float = 1e-8) -> Tensor:
+    """Mean token cosine similarity of two images' tokens, per item: [B].
+
+    ``a`` and ``b`` are what a teacher returned for the two inputs (one [B, T, D] tensor per
+    layer, same grid). Per layer: cosine similarity of the tokens at the same position, averaged
+    over the T tokens (prefix and patches, equal weight); then averaged over the layers (equal
+    weight). Differentiable; ``1 − token_similarity`` is a token distortion.
+    """
+    if len(a) != len(b) or not len(a):
+        raise ConfigError(f"token lists differ in length or are empty: {len(a)} vs {len(b)}")
+    per_layer = [F.cosine_similarity(u, v, dim=-1, eps=eps).mean(-1) for u, v in zip(a, b)]
+    return torch.stack(per_layer).mean(0)
+
+
 class FrozenTeacher(nn.Module):
     """Common part of every teacher: input checks, normalisation, layer parsing, freezing.
 
