@@ -26,16 +26,18 @@ from vlmcodec.image_io import pad_edge
 
 
 def _symbols(codec, y: torch.Tensor, z: torch.Tensor):
-    """(z symbols, y symbols, scale indexes, y − μ, ŷ) of one image, as ``Codec.entropy_encode``
-    derives them."""
+    """(z symbols, y symbols, scale indexes, y − μ, ŷ, z − median) of one image, as
+    ``Codec.entropy_encode`` derives them."""
     m = codec.medians.reshape(-1, 1, 1)
-    z_sym = torch.round(z - m)
+    z_res = z - m
+    z_sym = torch.round(z_res)
     scales, means = codec.exact_hs((z_sym + m)[None])
     y_idx = codec._scale_index(scales)[0]
     residual = y.double() - means[0]
     y_sym = torch.round(residual)
     y_hat = (y_sym + means[0]).float()
-    return z_sym.to(torch.int32).numpy(), y_sym.to(torch.int32).numpy(), y_idx.numpy(), residual.numpy(), y_hat
+    return (z_sym.to(torch.int32).numpy(), y_sym.to(torch.int32).numpy(), y_idx.numpy(), residual.numpy(), y_hat,
+            z_res.numpy())
 
 
 def compare_backends(codec_a, codec_b, image, quality: float = 75.0) -> dict:
@@ -52,7 +54,10 @@ def compare_backends(codec_a, codec_b, image, quality: float = 75.0) -> dict:
         "index_mismatch": int((sa[2] != sb[2]).sum()),
         "symbols": int(sa[0].size + sa[1].size),
         "y_max_abs_diff": y_diff,
-        # where the two encoders chose different y symbols: (channel, row, col, y−μ by a, y−μ by b)
+        # where the two encoders chose different symbols: (channel, row, col, value − offset by a,
+        # by b); a z difference changes μ and σ downstream, so y and index differences follow it
+        "z_mismatch_where": [(int(c), int(i), int(j), float(sa[5][c, i, j]), float(sb[5][c, i, j]))
+                             for c, i, j in np.argwhere(sa[0] != sb[0])[:10]],
         "y_mismatch_where": [(int(c), int(i), int(j), float(sa[3][c, i, j]), float(sb[3][c, i, j]))
                              for c, i, j in np.argwhere(sa[1] != sb[1])[:10]],
     }
