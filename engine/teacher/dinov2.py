@@ -181,7 +181,10 @@ class DinoV2Teacher(FrozenTeacher):
 
     @classmethod
     def from_state_dict(cls, path: str | Path, cfg: ViTConfig = ViTConfig(), name: str | None = None) -> "DinoV2Teacher":
-        """Load a DINOv2-named state dict (``.safetensors`` or torch ``.pth``; ``mask_token`` is ignored)."""
+        """Load a DINOv2-named state dict (``.safetensors`` or torch ``.pth``; ``mask_token`` is ignored).
+
+        Width, depth and grid come from the tensors (heads = width / 64, as in DINOv2); ViT-S/B/L with
+        or without registers load; ViT-g (SwiGLU MLP) does not."""
         path = Path(path)
         if not path.is_file():
             raise ModelNotFoundError(f"teacher weights not found: {path}")
@@ -192,9 +195,12 @@ class DinoV2Teacher(FrozenTeacher):
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         sd = {k: v for k, v in sd.items() if k != "mask_token"}
-        grid = int(round((sd["pos_embed"].shape[1] - 1) ** 0.5)) if "pos_embed" in sd else cfg.pos_grid
-        regs = sd["register_tokens"].shape[1] if "register_tokens" in sd else 0
-        cfg = ViTConfig(**{**cfg.__dict__, "pos_grid": grid, "num_register_tokens": regs})
+        if "pos_embed" in sd and "cls_token" in sd:  # infer the size (ViT-S/B/L) from the tensors
+            dim = sd["cls_token"].shape[-1]
+            depth = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.")), default=-1)
+            cfg = ViTConfig(**{**cfg.__dict__, "embed_dim": dim, "num_heads": dim // 64, "depth": depth,
+                               "pos_grid": int(round((sd["pos_embed"].shape[1] - 1) ** 0.5)),
+                               "num_register_tokens": sd["register_tokens"].shape[1] if "register_tokens" in sd else 0})
         vit = VisionTransformer(cfg)
         try:
             vit.load_state_dict(sd, strict=True)
