@@ -107,7 +107,7 @@ def dinov2_state_dict_from_onnx(path: str | Path) -> tuple[dict[str, Tensor], Vi
     for inp in node("/backbone/encoder/layer.0/attention/attention/Concat").input[2:3]:
         heads = int(_constant(g, inp)[0])
     cfg = ViTConfig(depth=depth, embed_dim=dim, num_heads=heads, patch_size=patch,
-                    mlp_ratio=arr(f"backbone.encoder.layer.0.mlp.fc1.bias").shape[0] / dim, pos_grid=grid)
+                    mlp_ratio=arr("backbone.encoder.layer.0.mlp.fc1.bias").shape[0] / dim, pos_grid=grid)
 
     linear: dict[tuple[int, str], np.ndarray] = {}
     for n in g.node:
