@@ -373,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Semantic metrics of Pillow JPEG on a folder of images, and the teacher's timings."""
     import argparse
     import json
+    import os
     import time
     from pathlib import Path
 
@@ -388,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    result: dict = {"env": environment()}
+    result: dict = {"env": environment(), "loadavg_start": os.getloadavg()}
 
     if a.timing:
         from vlmcodec.teacher import load_teacher
@@ -437,6 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("|---|---:|---:|" + "---:|" * len(names))
         for r in rows:
             print(f"| {r['codec']} | {r['quality']} | {r['bpp']:.3f} | " + " | ".join(f"{r[n]:.4f}" for n in names) + " |")
+    result["loadavg_end"] = os.getloadavg()
+    print(f"\nload average (1, 5, 15 min) at start {result['loadavg_start']}, at end {result['loadavg_end']}")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(result, indent=2))
