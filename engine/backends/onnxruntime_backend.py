@@ -57,10 +57,14 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
     try:
         export_onnx(model, tmp)
         try:
-            os.replace(tmp, directory)  # atomic when the target is absent (another process may win)
-        except OSError:
-            shutil.rmtree(directory, ignore_errors=True)
-            os.replace(tmp, directory)
+            os.replace(tmp, directory)  # atomic when the target is absent or an empty folder
+        except OSError:  # a stale export, or another process finished first
+            try:
+                load_onnx_manifest(directory, model)
+                return directory
+            except VlmcodecError:
+                shutil.rmtree(directory, ignore_errors=True)
+                os.replace(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
