@@ -169,3 +169,18 @@ def test_cli_backend_onnxruntime(tiny_model_path, tmp_path, rng, capsys):
                                                                    "manifest.json"]
     assert main(["export", "--format", "onnx", "--fp16", "-o", str(tmp_path / "h")]) == 2
     assert "tensorrt only" in capsys.readouterr().err
+
+
+def test_damaged_cache_is_rebuilt(tiny_model_path):
+    model = load_model(tiny_model_path).model
+    a = create_backend("onnxruntime", model, threads=1)
+    g_s = a.graph_dir / "g_s.onnx"
+    g_s.write_bytes(g_s.read_bytes()[:100])  # truncated file: checksum mismatch
+    b = create_backend("onnxruntime", model, threads=1)
+    assert b.graph_dir == a.graph_dir
+    y = np.random.default_rng(0).standard_normal((1, model.M, 2, 3)).astype(np.float32)
+    import torch
+
+    with torch.no_grad():
+        np.testing.assert_allclose(b.synthesis(torch.from_numpy(y)).numpy(), model.g_s(torch.from_numpy(y)).numpy(),
+                                   atol=1e-4)
