@@ -3,7 +3,7 @@
     python -m vlmcodec.bench.speed [--images DIR] [--limit N] [--backends torch,onnxruntime]
                                     [--compressai] [--out results/speed.json]
 
-Stages (wall time, mean per image): pad, g_a, h_a, z coding, h_s (exact fixed point),
+Stages (wall time, mean per image): pad, pre-edit (models with a pre-editor), g_a, h_a, z coding, h_s (exact fixed point),
 y coding, g_s. ``--compressai`` adds the end-to-end comparison of ``vlmcodec.bench.codec``
 (same architecture and weights in CompressAI) in the same run.
 """
@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .common import environment, kodak_dir, write_json
 
-STAGES = ("pad", "g_a", "h_a", "z coding", "h_s", "y coding", "g_s")
+STAGES = ("pad", "pre-edit", "g_a", "h_a", "z coding", "h_s", "y coding", "g_s")
 
 
 def stage_times(codec, images, quality: float) -> dict:

@@ -143,6 +143,9 @@ class Codec:
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
         with torch.inference_mode():
             gain, _ = self.model.gains(levels)
+            if self.model.pre_editor is not None:
+                with self._stage("pre-edit"):
+                    x = self.backend.pre_edit(x)
             with self._stage("g_a"):
                 y = self.backend.analysis(x) * gain[:, :, None, None]
             with self._stage("h_a"):
@@ -166,7 +169,9 @@ class Codec:
             else:
                 y_sym = torch.round(y.double() - means[0]).to(torch.int32).numpy()
             y_chunks = rans.encode(y_sym.ravel(), y_idx.numpy().ravel(), self.tables["y"], num_chunks_for(y_sym.size))
-            header = container.Header(fingerprint=self.fingerprint, width=int(hw[1]), height=int(hw[0]), quality=quality)
+            flags = container.FLAG_PRE_EDITED if self.model.pre_editor is not None else 0
+            header = container.Header(fingerprint=self.fingerprint, width=int(hw[1]), height=int(hw[0]),
+                                      quality=quality, flags=flags)
             return container.pack(header, z_chunks, y_chunks)
 
     def entropy_decode(self, data: bytes) -> "DecodedLatent":

@@ -5,6 +5,10 @@ import torch
 from vlmcodec.models import MeanScaleHyperprior, ModelConfig
 from vlmcodec.models.checkpoint import save_model
 
+# One intra-op thread: the tests' tensors are small, and on a loaded machine two OpenMP threads
+# spinning against each other can be 10x slower than one.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):

@@ -12,6 +12,9 @@ class Backend(Protocol):
 
     name: str
 
+    def pre_edit(self, x: Tensor) -> Tensor:
+        """Pre-editor P: images in [0, 1] → edited images in [0, 1] (identity without one)."""
+
     def analysis(self, x: Tensor) -> Tensor:
         """g_a: images in [0, 1], (B, 3, H, W) → y (B, M, H/16, W/16)."""
 

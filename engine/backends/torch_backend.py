@@ -49,6 +49,9 @@ class TorchBackend:
             self.g_s = optimize_for_inference(self.model.g_s)
         else:
             self.g_a, self.h_a, self.g_s = self.model.g_a, self.model.h_a, self.model.g_s
+        pre = self.model.pre_editor
+        self.pre = None if pre is None else (copy.deepcopy(pre).eval().to(memory_format=torch.channels_last)
+                                             if optimize else pre)
 
     def _run(self, net: nn.Module, x: Tensor) -> Tensor:
         x = x.to(self.device)
@@ -59,6 +62,11 @@ class TorchBackend:
             # float rounding; one item at a time keeps batched results identical to single ones.
             return torch.cat([net(x[i : i + 1]).float() for i in range(x.shape[0])]).contiguous()
         return net(x).float().cpu().contiguous()
+
+    @torch.inference_mode()
+    def pre_edit(self, x: Tensor) -> Tensor:
+        """The pre-editor P (identity for models without one), clamped to [0, 1]."""
+        return x if self.pre is None else self._run(self.pre, x).clamp_(0, 1)
 
     @torch.inference_mode()
     def analysis(self, x: Tensor) -> Tensor:

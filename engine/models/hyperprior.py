@@ -3,11 +3,12 @@ variable-rate adaptive layer (per-channel gain / inverse gain for K anchor quali
 
 ::
 
-    x ─► g_a ─► y ─►·gain(q)─►┬─► h_a ─► z ─► Q ─► ẑ ─► h_s ─► (μ, σ)
+    x ─► [P] ─► g_a ─► y ─►·gain(q)─►┬─► h_a ─► z ─► Q ─► ẑ ─► h_s ─► (μ, σ)
                               │                               │
                               └────► Q(y − μ) + μ = ŷ ◄───────┘
     x̂ ◄─ g_s ◄─ ŷ·inv_gain(q)
 
+P is the optional semantic pre-editor (``ModelConfig.pre_editor``), run at encode time only.
 Layer names match CompressAI's ``MeanScaleHyperprior`` so its checkpoints convert; the gains
 are extra parameters (all ones = CompressAI's fixed-rate model).
 """
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from ..entropy import EntropyBottleneck, GaussianConditional
 from ..layers import GDN, conv, deconv
+from .pre_editor import PreEditor
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,20 @@ class ModelConfig:
     num_levels: int = 1
     lmbdas: tuple[float, ...] = field(default=(0.0130,))
     arch: str = "mean_scale_hyperprior"
+    pre_editor: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lmbdas"] = list(self.lmbdas)
+        if not self.pre_editor:  # absent when off, so fingerprints of models without one are stable
+            del d["pre_editor"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
         d["lmbdas"] = tuple(float(v) for v in d.get("lmbdas", (0.013,)))
-        return cls(**{k: d[k] for k in ("N", "M", "num_levels", "lmbdas", "arch") if k in d})
+        return cls(**{k: d[k] for k in ("N", "M", "num_levels", "lmbdas", "arch", "pre_editor") if k in d})
 
 
 class MeanScaleHyperprior(nn.Module):
@@ -68,6 +73,7 @@ class MeanScaleHyperprior(nn.Module):
             deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
             conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
         )
+        self.pre_editor = PreEditor() if self.config.pre_editor else None
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional()
         # Level k's gain starts as a scalar step ~sqrt(λ_k / λ_max): a plain change of quantizer step.
@@ -106,13 +112,14 @@ class MeanScaleHyperprior(nn.Module):
         if levels is None:
             levels = torch.full((x.shape[0],), float(self.num_levels - 1), device=x.device)
         gain, inv_gain = self.gains(levels)
-        y = self.g_a(x) * gain[:, :, None, None]
+        x_in = self.pre_editor(x) if self.pre_editor is not None else x
+        y = self.g_a(x_in) * gain[:, :, None, None]
         z = self.h_a(y)
         z_hat, z_lik = self.entropy_bottleneck(z)
         scales, means = self.h_s(z_hat).chunk(2, 1)
         _, y_dec, y_lik = self.gaussian_conditional(y, scales, means)
         x_hat = self.g_s(y_dec * inv_gain[:, :, None, None])
-        return {"x_hat": x_hat, "y": y, "z": z, "likelihoods": {"y": y_lik, "z": z_lik}}
+        return {"x_hat": x_hat, "x_edit": x_in, "y": y, "z": z, "likelihoods": {"y": y_lik, "z": z_lik}}
 
     def aux_loss(self) -> Tensor:
         return self.entropy_bottleneck.aux_loss()

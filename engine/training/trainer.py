@@ -47,6 +47,12 @@ class TrainConfig:
     ckpt_every: int = 200
     nice: int = 0
     init_from: str = ""   # a vlmcodec model file to start from (fine-tuning / continuing elsewhere)
+    pre_editor: bool = False
+    teacher: str = ""     # "" = pixel loss only; "dinov2-vits14" or a Hugging Face model directory
+    teacher_layers: tuple[int, ...] = (3, 6, 9, 12)
+    w_pix: float = 1.0
+    w_tok: float = 0.0
+    w_rank: float = 0.0
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -62,10 +68,13 @@ class TrainConfig:
             raise ConfigError(f"unknown keys in {path}: {sorted(unknown)}; known: {sorted(known)}")
         if "lmbdas" in raw:
             raw["lmbdas"] = tuple(float(v) for v in raw["lmbdas"])
+        if "teacher_layers" in raw:
+            raw["teacher_layers"] = tuple(int(v) for v in raw["teacher_layers"])
         return cls(**raw)
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(N=self.N, M=self.M, num_levels=len(self.lmbdas), lmbdas=tuple(self.lmbdas))
+        return ModelConfig(N=self.N, M=self.M, num_levels=len(self.lmbdas), lmbdas=tuple(self.lmbdas),
+                           pre_editor=self.pre_editor)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -80,6 +89,29 @@ def _split_params(model: MeanScaleHyperprior):
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     return main, aux
+
+
+def _semantic_term(cfg: TrainConfig, device):
+    """Per-item weighted semantic distortion w_tok·D_tok + w_rank·D_rank, or None (pixel loss only)."""
+    if not cfg.teacher or (cfg.w_tok == 0 and cfg.w_rank == 0):
+        return None
+    from ..teacher import load_teacher
+    from .semantic import rank_distortion, teacher_size, token_distortion
+
+    teacher = load_teacher(cfg.teacher, device=device)
+    layers = [l for l in cfg.teacher_layers if l <= teacher.num_layers]
+
+    def term(x, x_hat):
+        size = teacher_size(x.shape[-2], x.shape[-1], teacher.patch_size)
+        with torch.no_grad():
+            ref = [teacher.patch_tokens(t) for t in teacher(x, layers, size=size)]
+        hat = [teacher.patch_tokens(t) for t in teacher(x_hat.clamp(0, 1), layers, size=size)]
+        d = cfg.w_tok * token_distortion(hat, ref)
+        if cfg.w_rank:
+            d = d + cfg.w_rank * rank_distortion(hat, ref)
+        return d
+
+    return term
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
@@ -116,6 +148,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.set_rng_state(state["torch_rng"])
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     lmbdas = torch.tensor(cfg.lmbdas, device=device)
+    semantic_term = _semantic_term(cfg, device)
     K = len(cfg.lmbdas)
     log_path = out / "log.csv"
     new_log = not log_path.exists()
@@ -141,7 +174,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         x = sampler.sample(cfg.batch).to(device).contiguous(memory_format=torch.channels_last)
         levels = torch.arange(cfg.batch, device=device) % K  # every level in every batch
         outp = model(x, levels.float())
-        losses = rd_loss(outp, x, lmbdas[levels])
+        losses = rd_loss(outp, x, lmbdas[levels], cfg.w_pix, semantic_term(x, outp["x_hat"]) if semantic_term else None)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if cfg.clip_grad > 0:

@@ -1,0 +1,91 @@
+"""The semantic pre-editor P: a light vision transformer that predicts a residual edit of the
+image before the codec, ``x' = x + Δ(x)`` (arXiv 2407.17060, "pre-editing"). Trained jointly
+with the codec so that what the downstream vision tower needs survives compression and what
+it ignores is cheap; it runs at encode time only.
+
+Structure (all plain ops, so it exports to ONNX)::
+
+    x ─┬─ conv3×3 ───────────────────────────────────────────────┐ full resolution
+       ├─ conv4×4/4 ──────────────────────────────┐ 1/4          │
+       └─ patch 16×16 → depth × [attention + MLP] ┴→ +, conv3×3 ─┴→ +, conv3×3 → Δ
+                        (tokens at 1/16, conv position encoding)     (upsampled ×4, ×4)
+
+The last convolution starts at zero, so an untrained pre-editor is the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class PreEditorConfig:
+    dim: int = 96
+    depth: int = 2
+    heads: int = 3
+    hidden: int = 32
+    patch: int = 16
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block; attention written with matmul/softmax (exportable)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        b, n, d = t.shape
+        q, k, v = self.qkv(self.norm1(t)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = torch.softmax((q @ k.transpose(-2, -1)) * (d // self.heads) ** -0.5, dim=-1)
+        t = t + self.proj((att @ v).transpose(1, 2).reshape(b, n, d))
+        return t + self.mlp(self.norm2(t))
+
+
+class PreEditor(nn.Module):
+    """x (B, 3, H, W) in [0, 1], H and W multiples of ``patch`` → x + Δ(x)."""
+
+    def __init__(self, config: PreEditorConfig | None = None):
+        super().__init__()
+        c = self.config = config or PreEditorConfig()
+        if c.dim % c.heads:
+            raise ValueError("pre-editor dim must be divisible by heads")
+        self.full = nn.Conv2d(3, c.hidden, 3, padding=1)
+        self.quarter = nn.Conv2d(3, c.hidden, 4, stride=4)
+        self.embed = nn.Conv2d(3, c.dim, c.patch, stride=c.patch)
+        self.pos = nn.Conv2d(c.dim, c.dim, 3, padding=1, groups=c.dim)  # position encoding for any size
+        self.blocks = nn.ModuleList(_Block(c.dim, c.heads) for _ in range(c.depth))
+        self.norm = nn.LayerNorm(c.dim)
+        self.to_hidden = nn.Conv2d(c.dim, c.hidden, 1)
+        self.mid = nn.Conv2d(c.hidden, c.hidden, 3, padding=1)
+        self.out = nn.Conv2d(c.hidden, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def delta(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        p = self.config.patch
+        tok = self.embed(x)
+        tok = tok + self.pos(tok)
+        gh, gw = tok.shape[-2:]
+        t = tok.flatten(2).transpose(1, 2)
+        for blk in self.blocks:
+            t = blk(t)
+        t = self.norm(t).transpose(1, 2).reshape(b, -1, gh, gw)
+        q = F.gelu(self.quarter(x)) + F.interpolate(self.to_hidden(t), scale_factor=p // 4, mode="bilinear",
+                                                    align_corners=False)
+        q = F.gelu(self.mid(q))
+        f = F.gelu(self.full(x)) + F.interpolate(q, scale_factor=4, mode="bilinear", align_corners=False)
+        return self.out(f)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.delta(x)

