@@ -40,7 +40,7 @@ ENGINE_NETWORKS = ("g_a", "h_a", "g_s")
 TIMING_CACHE_NAME = "timing.cache"
 PAD = 64  # image sizes are multiples of this (the codec pads)
 OPS_FILE = Path(__file__).with_name("tensorrt_onnx_ops.txt")
-OPS_MAX_OPSET = 17  # the opset the operator list was published for
+OPS_MAX_OPSET = 24  # the newest opset the operator list covers (TensorRT 10.15)
 
 
 # -- static checks (no TensorRT needed) --------------------------------------------------------
@@ -59,8 +59,9 @@ def supported_onnx_ops() -> dict[str, str]:
 
 def tensorrt_parser_problems(onnx_path: str | Path) -> list[str]:
     """Reasons TensorRT's ONNX parser would reject a graph, found statically: operators not in
-    its support list, an opset newer than the list's, Conv/ConvTranspose weights that are not
-    initializers. An empty list means none were found."""
+    its support list, an opset newer than the list's, custom domains — plus one rule of our own:
+    Conv/ConvTranspose weights must be initializers (TensorRT 10 accepts computed weights, but
+    then cannot pre-format them or fuse; TensorRT 8.4 refused them). An empty list means none."""
     import onnx
 
     proto = onnx.load(str(onnx_path), load_external_data=False)

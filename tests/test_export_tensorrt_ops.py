@@ -13,11 +13,11 @@ from vlmcodec.models.checkpoint import load_model  # noqa: E402
 
 def test_operator_list_names_its_source():
     text = OPS_FILE.read_text()
-    assert "onnx/onnx-tensorrt" in text and "docs/operators.md" in text
+    assert "onnx/onnx-tensorrt" in text and "docs/operators.md" in text and "TensorRT 10.15" in text
     ops = supported_onnx_ops()
-    assert {"Conv", "DepthToSpace", "Mul", "Sqrt", "LeakyRelu", "Split"} <= set(ops)
-    assert "Hardmax" not in ops and "Unique" not in ops  # "N" rows of the matrix are not listed
-    assert "initializer" in ops["Conv"]
+    assert {"Conv", "DepthToSpace", "Mul", "Sqrt", "LeakyRelu", "Split", "LayerNormalization", "Resize"} <= set(ops)
+    assert "Det" not in ops and "Unique" not in ops  # "N" rows of the matrix are not listed
+    assert "first output" in ops["LayerNormalization"]
 
 
 @pytest.mark.parametrize("which", ["default", "tiny"])
@@ -35,11 +35,11 @@ def test_check_flags_unsupported(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
     w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 4, 1, 1])
-    graph = helper.make_graph([helper.make_node("Hardmax", ["x"], ["h"], name="hm"),
+    graph = helper.make_graph([helper.make_node("Det", ["x"], ["h"], name="det"),
                                helper.make_node("Conv", ["h", "w"], ["y"], name="cv")], "g", [x, w], [y])
     path = tmp_path / "bad.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)]), str(path))
     problems = tensorrt_parser_problems(path)
-    assert any("Hardmax" in p for p in problems)
+    assert any("Det" in p for p in problems)
     assert any("not an initializer" in p for p in problems)
-    assert any("opset 21" in p for p in problems)
+    assert any("opset 25" in p for p in problems)
