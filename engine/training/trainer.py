@@ -135,8 +135,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         from ..models.checkpoint import load_model
 
         init = load_model(cfg.init_from).model
-        if init.config != model.config:
-            raise ConfigError(f"init_from {cfg.init_from}: architecture {init.config} differs from {model.config}")
+        a, b = init.config, model.config
+        if (a.N, a.M, a.num_levels) != (b.N, b.M, b.num_levels):
+            raise ConfigError(f"init_from {cfg.init_from}: architecture {a} differs from {b}")
+        # a codec without pre-editor can seed one with: the pre-editor starts as the identity
         model.load_state_dict(init.state_dict(), strict=False)
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
