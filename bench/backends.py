@@ -53,7 +53,7 @@ def _codecs(model_path, variants: list[str], threads: int, workdir: Path) -> dic
         graphs = None                           # build the backend here with the same threads
         if v == "onnxruntime-plain":
             graphs = workdir / "plain"
-            export_onnx(loaded, graphs, rewrites=False, networks=("g_a", "h_a", "g_s"))
+            export_onnx(loaded, graphs, rewrites=False)
         elif v != "onnxruntime":
             raise SystemExit(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
         codec.backend = create_backend("onnxruntime", loaded.model, threads=threads, graphs=graphs)

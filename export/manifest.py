@@ -21,12 +21,13 @@ import torch
 from vlmcodec.errors import ConfigError, ModelMismatchError
 from vlmcodec.models.checkpoint import fingerprint_of
 
-NETWORK_PREFIXES = ("g_a.", "h_a.", "h_s.", "g_s.")
+NETWORK_PREFIXES = ("g_a.", "h_a.", "h_s.", "g_s.", "pre_editor.")
 MANIFEST_NAME = "manifest.json"
 
 
 def network_fingerprint(model) -> str:
-    """Hex SHA-256 of the architecture and the weights of g_a, h_a, h_s, g_s of ``model``."""
+    """Hex SHA-256 of the architecture and the weights of g_a, h_a, h_s, g_s (and the
+    pre-editor, when the model has one) of ``model``."""
     tensors = {k: v for k, v in model.state_dict().items() if k.startswith(NETWORK_PREFIXES)}
     tensors = {k: (v.detach().float() if v.is_floating_point() else v.detach()) for k, v in tensors.items()}
     return fingerprint_of(model.config, tensors).hex()

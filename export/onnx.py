@@ -1,4 +1,5 @@
-"""ONNX export of the float networks ``g_a``, ``h_a``, ``h_s``, ``g_s``: one graph each.
+"""ONNX export of the float networks ``g_a``, ``h_a``, ``h_s``, ``g_s`` (and the pre-editor of
+models that have one): one graph each.
 
 Each graph has a dynamic batch, height and width, named inputs and outputs, float32 I/O, and
 only standard operators (opset 17 by default): GDN/IGDN becomes ``Mul → Conv(1×1) → Sqrt →
@@ -12,11 +13,12 @@ from the torch backend's inference rewrites, which compute the same function fas
 
 ::
 
-    graph   input                         output
-    g_a     x      (B, 3, H, W)      →    y      (B, M, H/16, W/16)
-    h_a     y      (B, M, H/16, W/16) →   z      (B, N, H/64, W/64)
-    h_s     z_hat  (B, N, H/64, W/64) →   scales, means (B, M, H/16, W/16)
-    g_s     y_hat  (B, M, H/16, W/16) →   x_hat  (B, 3, H, W)
+    graph       input                         output
+    pre_editor  x      (B, 3, H, W)       →   x_edit (B, 3, H, W)    (not clamped; models with one)
+    g_a         x      (B, 3, H, W)       →   y      (B, M, H/16, W/16)
+    h_a         y      (B, M, H/16, W/16) →   z      (B, N, H/64, W/64)
+    h_s         z_hat  (B, N, H/64, W/64) →   scales, means (B, M, H/16, W/16)
+    g_s         y_hat  (B, M, H/16, W/16) →   x_hat  (B, 3, H, W)
 
 H and W are multiples of 64 (the codec pads to that). Beside the graphs, ``manifest.json``
 records the network fingerprint, the model file fingerprint when known, shapes, opset, op
@@ -70,7 +72,13 @@ SPECS = {
     "h_a": GraphSpec("h_a", ("y",), ("z",), "M", "N", 16, 64),
     "h_s": GraphSpec("h_s", ("z_hat",), ("scales", "means"), "N", "M", 64, 16),
     "g_s": GraphSpec("g_s", ("y_hat",), ("x_hat",), "M", "3", 16, 1),
+    "pre_editor": GraphSpec("pre_editor", ("x",), ("x_edit",), "3", "3", 1, 1),
 }
+
+
+def networks_of(model) -> tuple[str, ...]:
+    """The graphs a model has: the four networks, plus the pre-editor when it has one."""
+    return (("pre_editor",) if getattr(model, "pre_editor", None) is not None else ()) + NETWORKS
 
 
 def _require_onnx():
@@ -98,7 +106,13 @@ def network_module(model, name: str, rewrites: bool = True) -> nn.Module:
     """The module exported as graph ``name`` (a CPU float32 eval copy)."""
     from vlmcodec.backends.torch_backend import optimize_for_inference
 
-    seq = getattr(model, name)
+    seq = getattr(model, name, None)
+    if seq is None:
+        raise ConfigError(f"this model has no {name} network")
+    if name == "pre_editor":  # a transformer: no GDN or transposed convs to rewrite
+        import copy
+
+        return copy.deepcopy(seq).float().cpu().eval()
     if rewrites:
         # the rewrites, in the default (contiguous) layout; h_s keeps ConvTranspose + GDN-free
         net = optimize_for_inference(seq).to(memory_format=torch.contiguous_format)
@@ -115,6 +129,8 @@ def _channels(spec: str, model) -> int:
 
 
 def _gdn_node_prefixes(model, name: str) -> list[str]:
+    if name == "pre_editor":
+        return []
     seq = getattr(model, name)
     base = "/net" if name == "h_s" else ""
     return [f"{base}/{i}/" for i, m in enumerate(seq) if isinstance(m, (GDN, FoldedGDN))]
@@ -201,9 +217,10 @@ def validate(proto) -> None:
 
 
 def export_onnx(model, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, rewrites: bool = True,
-                networks: tuple[str, ...] = NETWORKS, model_fingerprint: bytes | str | None = None) -> dict:
-    """Export ``networks`` of ``model`` (a ``MeanScaleHyperprior`` or a ``LoadedModel``) into
-    ``out_dir`` as ``<name>.onnx`` + ``manifest.json``; returns the manifest.
+                networks: tuple[str, ...] | None = None, model_fingerprint: bytes | str | None = None) -> dict:
+    """Export ``networks`` (default: all the model has, ``networks_of``) of ``model`` (a
+    ``MeanScaleHyperprior`` or a ``LoadedModel``) into ``out_dir`` as ``<name>.onnx`` +
+    ``manifest.json``; returns the manifest.
 
     The directory is filled atomically: graphs are written to a temporary sibling that replaces
     ``out_dir``'s graph files and manifest only when every graph has passed validation.
@@ -214,6 +231,7 @@ def export_onnx(model, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, rewri
         model = model.model
     if isinstance(model_fingerprint, bytes):
         model_fingerprint = model_fingerprint.hex()
+    networks = networks_of(model) if networks is None else tuple(networks)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".onnx-export.", dir=out_dir))

@@ -294,9 +294,12 @@ def build_engines(model, out_dir: str | Path, config: BuildConfig | None = None,
     cache_path = Path(timing_cache) if timing_cache else out_dir / TIMING_CACHE_NAME
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
     channels = {"3": 3, "M": model.M, "N": model.N}
+    networks = tuple(config.networks)
+    if getattr(model, "pre_editor", None) is not None and "pre_editor" not in networks:
+        networks = ("pre_editor",) + networks
     engines = {}
     with torch.cuda.device(dev):
-        for name in config.networks:
+        for name in networks:
             g = onnx_manifest["graphs"].get(name)
             if g is None:
                 raise ConfigError(f"{onnx_dir}: no {name} graph to build from")

@@ -184,3 +184,27 @@ def test_damaged_cache_is_rebuilt(tiny_model_path):
     with torch.no_grad():
         np.testing.assert_allclose(b.synthesis(torch.from_numpy(y)).numpy(), model.g_s(torch.from_numpy(y)).numpy(),
                                    atol=1e-4)
+
+
+def test_pre_editor_model_same_streams(tmp_path, rng):
+    from vlmcodec.models import ModelConfig
+
+    if "pre_editor" not in ModelConfig.__dataclass_fields__:
+        pytest.skip("this build's models have no pre-editor")
+    import torch
+
+    from vlmcodec.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, pre_editor=True))
+    with torch.no_grad():
+        net.pre_editor.out.weight.normal_(0, 0.05)
+        net.g_a[-1].weight.mul_(40.0)
+    save_model(net, tmp_path / "pe.safetensors")
+    loaded = load_model(tmp_path / "pe.safetensors")
+    ct, co = Codec(loaded, backend="torch"), Codec(loaded, backend="onnxruntime")
+    assert "pre_editor" in co.backend.sessions
+    x = torch.rand(2, 3, 64, 128)
+    torch.testing.assert_close(co.backend.pre_edit(x), ct.backend.pre_edit(x), atol=1e-5, rtol=0)
+    img = smooth_image(rng, 70, 90)
+    _assert_parity_and_cross_decode(compare_backends(ct, co, img), "pre-editor")

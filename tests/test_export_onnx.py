@@ -122,3 +122,31 @@ def test_bad_arguments(loaded, tmp_path):
         export_onnx(loaded, tmp_path, opset=13)
     with pytest.raises(ConfigError, match="unknown network"):
         export_onnx(loaded, tmp_path, networks=("g_x",))
+
+
+def _pre_editor_model():
+    from vlmcodec.models import ModelConfig
+
+    if "pre_editor" not in ModelConfig.__dataclass_fields__:
+        pytest.skip("this build's models have no pre-editor")
+    from vlmcodec.models import MeanScaleHyperprior
+
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, pre_editor=True)).eval()
+    with torch.no_grad():
+        net.pre_editor.out.weight.normal_(0, 0.05)  # untrained it is the identity
+    return net
+
+
+def test_pre_editor_graph(tmp_path):
+    net = _pre_editor_model()
+    manifest = export_onnx(net, tmp_path)
+    assert list(manifest["graphs"]) == ["pre_editor", *NETWORKS]
+    g = manifest["graphs"]["pre_editor"]
+    assert [i["name"] for i in g["inputs"]] == ["x"] and [o["name"] for o in g["outputs"]] == ["x_edit"]
+    sess = _session(tmp_path / g["file"])
+    for shape in [(1, 3, 64, 64), (2, 3, 128, 192)]:
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            ref = net.pre_editor(x).numpy()
+        np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], ref, atol=1e-5)

@@ -112,9 +112,6 @@ class OnnxRuntimeBackend:
         else:
             self.graph_dir = cached_graphs(model, cache_dir)
         self.manifest = load_onnx_manifest(self.graph_dir, model)
-        missing = [n for n in RUN_NETWORKS if n not in self.manifest["graphs"]]
-        if missing:
-            raise ConfigError(f"{self.graph_dir}: graphs {missing} are missing; re-export with every network")
 
         so = ort.SessionOptions()
         so.graph_optimization_level = levels[optimization]
@@ -125,7 +122,11 @@ class OnnxRuntimeBackend:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         self.threads = threads
         self.sessions = {}
-        for name in RUN_NETWORKS:
+        needed = RUN_NETWORKS + (("pre_editor",) if getattr(model, "pre_editor", None) is not None else ())
+        missing = [n for n in needed if n not in self.manifest["graphs"]]
+        if missing:
+            raise ConfigError(f"{self.graph_dir}: graphs {missing} are missing; re-export with every network")
+        for name in needed:
             path = self.graph_dir / self.manifest["graphs"][name]["file"]
             self.sessions[name] = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         self.providers = self.sessions["g_a"].get_providers()
@@ -136,6 +137,10 @@ class OnnxRuntimeBackend:
         arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         out = sess.run([g["outputs"][0]["name"]], {g["inputs"][0]["name"]: arr})[0]
         return torch.from_numpy(out)
+
+    def pre_edit(self, x: Tensor) -> Tensor:
+        """The pre-editor P (identity for models without one), clamped to [0, 1]."""
+        return x if "pre_editor" not in self.sessions else self._run("pre_editor", x).clamp_(0, 1)
 
     def analysis(self, x: Tensor) -> Tensor:
         return self._run("g_a", x)

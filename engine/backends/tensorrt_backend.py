@@ -87,7 +87,8 @@ class TensorRTBackend:
                 build_engines(model, engines, config, device=str(self.device))
         self.engine_dir = Path(engines)
         self.manifest = load_engine_manifest(self.engine_dir, model, versions)
-        missing = [n for n in RUN_NETWORKS if n not in self.manifest["engines"]]
+        needed = RUN_NETWORKS + (("pre_editor",) if getattr(model, "pre_editor", None) is not None else ())
+        missing = [n for n in needed if n not in self.manifest["engines"]]
         if missing:
             raise ConfigError(f"{self.engine_dir}: engines {missing} are missing; rebuild with every network")
         self._trt = trt
@@ -97,7 +98,7 @@ class TensorRTBackend:
         with torch.cuda.device(self.device):
             self._runtime = trt.Runtime(self._logger)
             self._nets = {n: _EngineRunner(trt, self._runtime, self.engine_dir / self.manifest["engines"][n]["file"],
-                                           self.manifest["engines"][n]) for n in RUN_NETWORKS}
+                                           self.manifest["engines"][n]) for n in needed}
             self.stream = torch.cuda.Stream(self.device)
 
     def _run(self, name: str, x: Tensor) -> Tensor:
@@ -120,6 +121,11 @@ class TensorRTBackend:
             result.copy_(out, non_blocking=True)
         self.stream.synchronize()  # x_dev and out stay referenced until here
         return result
+
+    @torch.inference_mode()
+    def pre_edit(self, x: Tensor) -> Tensor:
+        """The pre-editor P (identity for models without one), clamped to [0, 1]."""
+        return x if "pre_editor" not in self._nets else self._run("pre_editor", x).clamp_(0, 1)
 
     @torch.inference_mode()
     def analysis(self, x: Tensor) -> Tensor:
