@@ -11,9 +11,10 @@ Network threads are the same for every variant (``--threads``; entropy decoding 
 codec's default). Variants:
 
 - ``torch``: the torch backend (its inference rewrites, channels-last);
-- ``onnxruntime``: the exported graphs (with the rewrites: sub-pixel convs, folded GDN);
-- ``onnxruntime-plain``: graphs exported from the modules as trained (ConvTranspose, GDN
-  re-parametrisation), to measure what the rewrites are worth in ONNX Runtime.
+- ``onnxruntime``: the default export (folded GDN, ConvTranspose);
+- ``onnxruntime-subpixel``: folded GDN and the sub-pixel rewrite of transposed convs;
+- ``onnxruntime-plain``: the modules as trained (ConvTranspose, GDN re-parametrisation ops),
+  to measure what each rewrite is worth in ONNX Runtime.
 
 Cross-decode (``vlmcodec.export.parity.compare_backends``, untimed): for each image, symbol
 mismatches between the torch and onnxruntime encoders, streams that differ, streams of one that
@@ -34,7 +35,7 @@ import torch
 
 from .common import environment, kodak_dir, write_json
 
-VARIANTS = ("torch", "onnxruntime", "onnxruntime-plain")
+VARIANTS = ("torch", "onnxruntime", "onnxruntime-subpixel", "onnxruntime-plain")
 
 
 def _codecs(model_path, variants: list[str], threads: int, workdir: Path) -> dict:
@@ -51,9 +52,9 @@ def _codecs(model_path, variants: list[str], threads: int, workdir: Path) -> dic
             continue
         codec = Codec(loaded, backend="torch")  # Codec passes no thread option to other backends:
         graphs = None                           # build the backend here with the same threads
-        if v == "onnxruntime-plain":
-            graphs = workdir / "plain"
-            export_onnx(loaded, graphs, rewrites=False)
+        if v in ("onnxruntime-plain", "onnxruntime-subpixel"):
+            graphs = workdir / v
+            export_onnx(loaded, graphs, fold_gdn=v.endswith("subpixel"), subpixel=v.endswith("subpixel"))
         elif v != "onnxruntime":
             raise SystemExit(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
         codec.backend = create_backend("onnxruntime", loaded.model, threads=threads, graphs=graphs)

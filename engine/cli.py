@@ -172,7 +172,8 @@ def cmd_export(args) -> int:
         from vlmcodec.export.onnx import export_onnx
 
         loaded = load_model(args.model or default_model_path())
-        manifest = export_onnx(loaded, args.output, opset=args.opset, rewrites=not args.no_rewrites)
+        manifest = export_onnx(loaded, args.output, opset=args.opset, fold_gdn=not args.no_fold_gdn,
+                               subpixel=args.subpixel)
         files = [g["file"] for g in manifest["graphs"].values()]
         extra = f" (opset {manifest['opset']})"
     out = Path(args.output)
@@ -234,9 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-o", "--output", required=True, metavar="DIR")
     x.add_argument("--model", help="model .safetensors (default: the bundled model)")
     x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    x.add_argument("--no-rewrites", action="store_true",
-                   help="export the modules as trained (ConvTranspose, GDN re-parametrisation) instead of the "
-                        "inference rewrites")
+    x.add_argument("--subpixel", action="store_true",
+                   help="transposed convs as 3x3 conv + DepthToSpace (the torch backend's rewrite)")
+    x.add_argument("--no-fold-gdn", action="store_true", help="keep GDN's re-parametrisation ops in the graphs")
     x.add_argument("--fp16", action="store_true", help="TensorRT: FP16 engines (GDN kept in FP32)")
     x.add_argument("--max-batch", type=int, default=8, help="TensorRT profile: largest batch (default 8)")
     x.add_argument("--opt-batch", type=int, default=1, help="TensorRT profile: batch to optimise for (default 1)")

@@ -3,13 +3,15 @@ models that have one): one graph each.
 
 Each graph has a dynamic batch, height and width, named inputs and outputs, float32 I/O, and
 only standard operators (opset 17 by default): GDN/IGDN becomes ``Mul → Conv(1×1) → Sqrt →
-(Reciprocal) → Mul``, no custom op. With ``rewrites=True`` (the default) the graphs are exported
-from the torch backend's inference rewrites, which compute the same function faster:
+(Reciprocal) → Mul``, no custom op. Two of the torch backend's inference rewrites are available:
 
-- every stride-2 transposed convolution as a 3×3 ``Conv`` + ``DepthToSpace`` (``SubPixelConv``);
-- GDN with β, γ folded into constants (``FoldedGDN``): no re-parametrisation ops in the graph.
-
-``bench/backends.py`` records the ONNX Runtime timings of both forms.
+- ``fold_gdn=True`` (default): GDN with β, γ folded into constants (``FoldedGDN``): no
+  re-parametrisation ops in the graph, and every Conv reads its weights from an initializer
+  (TensorRT needs that to pre-format and fuse them);
+- ``subpixel=True`` (off by default): every stride-2 transposed convolution as a 3×3 ``Conv`` +
+  ``DepthToSpace`` (``SubPixelConv``). It is what makes torch fast on CPU, but ONNX Runtime's
+  ConvTranspose is already fast, and measured end to end on Kodak (``bench/backends.py``,
+  1 thread) the sub-pixel graphs decoded slightly slower, so the default keeps ConvTranspose.
 
 ::
 
@@ -42,7 +44,7 @@ import torch
 from torch import nn
 
 from vlmcodec.errors import BackendUnavailableError, ConfigError
-from vlmcodec.layers import GDN, FoldedGDN
+from vlmcodec.layers import GDN, FoldedGDN, SubPixelConv
 
 from .manifest import MANIFEST_NAME, network_fingerprint, read_manifest, sha256_file, torch_versions, write_manifest
 
@@ -102,25 +104,21 @@ class _SplitParams(nn.Module):
         return scales, means
 
 
-def network_module(model, name: str, rewrites: bool = True) -> nn.Module:
-    """The module exported as graph ``name`` (a CPU float32 eval copy)."""
-    from vlmcodec.backends.torch_backend import optimize_for_inference
+def network_module(model, name: str, fold_gdn: bool = True, subpixel: bool = False) -> nn.Module:
+    """The module exported as graph ``name``: a CPU float32 eval copy, with the chosen rewrites."""
+    import copy
 
     seq = getattr(model, name, None)
     if seq is None:
         raise ConfigError(f"this model has no {name} network")
+    net = copy.deepcopy(seq).float().cpu().eval()
     if name == "pre_editor":  # a transformer: no GDN or transposed convs to rewrite
-        import copy
-
-        return copy.deepcopy(seq).float().cpu().eval()
-    if rewrites:
-        # the rewrites, in the default (contiguous) layout; h_s keeps ConvTranspose + GDN-free
-        net = optimize_for_inference(seq).to(memory_format=torch.contiguous_format)
-    else:
-        import copy
-
-        net = copy.deepcopy(seq)
-    net = net.float().cpu().eval()
+        return net
+    for i, m in enumerate(net):
+        if subpixel and isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2) and m.kernel_size == (5, 5):
+            net[i] = SubPixelConv.from_deconv(m)
+        elif fold_gdn and isinstance(m, GDN):
+            net[i] = FoldedGDN(m)
     return _SplitParams(net, model.M) if name == "h_s" else net
 
 
@@ -136,7 +134,8 @@ def _gdn_node_prefixes(model, name: str) -> list[str]:
     return [f"{base}/{i}/" for i, m in enumerate(seq) if isinstance(m, (GDN, FoldedGDN))]
 
 
-def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET, rewrites: bool = True) -> dict:
+def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET, fold_gdn: bool = True,
+                 subpixel: bool = False) -> dict:
     """Export network ``name`` of ``model`` to ``path``; validate it; return its manifest entry."""
     onnx = _require_onnx()
     if name not in SPECS:
@@ -144,7 +143,7 @@ def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET,
     if opset < MIN_OPSET:
         raise ConfigError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
     spec = SPECS[name]
-    net = network_module(model, name, rewrites)
+    net = network_module(model, name, fold_gdn, subpixel)
     h, w = EXAMPLE_SIZE
     c_in = _channels(spec.in_channels, model)
     example = torch.rand(1, c_in, h // spec.in_scale, w // spec.in_scale)
@@ -158,7 +157,7 @@ def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET,
     proto = onnx.load_from_string(buf.getvalue())
     _fold_initializer_identities(proto)
     proto.producer_name, proto.producer_version = "vlmcodec", torch_versions()["vlmcodec"]
-    proto.doc_string = f"vlmcodec {name} (rewrites={rewrites})"
+    proto.doc_string = f"vlmcodec {name} (fold_gdn={fold_gdn}, subpixel={subpixel})"
     validate(proto)
     path = Path(path)
     if proto.ByteSize() >= _TWO_GB:  # only then: weights in a file beside the graph
@@ -216,7 +215,7 @@ def validate(proto) -> None:
         raise ConfigError(f"exported graph failed ONNX validation: {e}") from e
 
 
-def export_onnx(model, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, rewrites: bool = True,
+def export_onnx(model, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, fold_gdn: bool = True, subpixel: bool = False,
                 networks: tuple[str, ...] | None = None, model_fingerprint: bytes | str | None = None) -> dict:
     """Export ``networks`` (default: all the model has, ``networks_of``) of ``model`` (a
     ``MeanScaleHyperprior`` or a ``LoadedModel``) into ``out_dir`` as ``<name>.onnx`` +
@@ -236,7 +235,7 @@ def export_onnx(model, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, rewri
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".onnx-export.", dir=out_dir))
     try:
-        graphs = {name: export_graph(model, name, tmp / f"{name}.onnx", opset, rewrites) for name in networks}
+        graphs = {name: export_graph(model, name, tmp / f"{name}.onnx", opset, fold_gdn, subpixel) for name in networks}
         for name in networks:
             for f in tmp.glob(f"{name}.onnx*"):
                 f.replace(out_dir / f.name)
@@ -248,7 +247,7 @@ def export_onnx(model, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, rewri
         "model_fingerprint": model_fingerprint,
         "config": model.config.to_dict(),
         "opset": opset,
-        "rewrites": rewrites,
+        "rewrites": {"fold_gdn": fold_gdn, "subpixel": subpixel},
         "pad_multiple": 64,
         "graphs": graphs,
         "versions": {**torch_versions(), "onnx": onnx.__version__},

@@ -171,6 +171,16 @@ def test_cli_backend_onnxruntime(tiny_model_path, tmp_path, rng, capsys):
     assert "tensorrt only" in capsys.readouterr().err
 
 
+def test_cache_with_other_export_settings_is_rebuilt(tiny_model_path, onnx_cache):
+    from vlmcodec.export.manifest import network_fingerprint
+
+    model = load_model(tiny_model_path).model
+    stale = onnx_cache / "vlmcodec" / "onnx" / network_fingerprint(model)[:16]
+    export_onnx(model, stale, subpixel=True)
+    be = create_backend("onnxruntime", model, threads=1)
+    assert be.graph_dir == stale and be.manifest["rewrites"] == {"fold_gdn": True, "subpixel": False}
+
+
 def test_damaged_cache_is_rebuilt(tiny_model_path):
     model = load_model(tiny_model_path).model
     a = create_backend("onnxruntime", model, threads=1)

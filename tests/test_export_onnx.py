@@ -11,7 +11,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from vlmcodec.errors import ConfigError, ModelMismatchError  # noqa: E402
 from vlmcodec.export.manifest import network_fingerprint  # noqa: E402
-from vlmcodec.export.onnx import NETWORKS, export_onnx, graph_ops, load_onnx_manifest, network_module  # noqa: E402
+from vlmcodec.export.onnx import NETWORKS, export_onnx, graph_ops, load_onnx_manifest  # noqa: E402
 from vlmcodec.models.checkpoint import load_model  # noqa: E402
 
 
@@ -51,9 +51,9 @@ def test_gdn_is_plain_ops(exported):
     out, manifest = exported
     for name in ("g_a", "g_s"):
         ops = graph_ops(out / manifest["graphs"][name]["file"])
-        assert ops <= {"Conv", "Mul", "Sqrt", "Div", "Reciprocal", "Constant", "DepthToSpace"}, ops
+        assert ops <= {"Conv", "ConvTranspose", "Mul", "Sqrt", "Div", "Reciprocal", "Constant"}, ops
         assert manifest["graphs"][name]["gdn_nodes"]
-    assert "ConvTranspose" not in graph_ops(out / manifest["graphs"]["g_s"]["file"])  # sub-pixel rewrite
+    assert "ConvTranspose" in graph_ops(out / manifest["graphs"]["g_s"]["file"])  # no sub-pixel by default
 
 
 @pytest.mark.parametrize("batch,hw", [(1, (64, 64)), (2, (192, 128)), (1, (320, 448))])
@@ -79,14 +79,18 @@ def test_same_function_as_torch(loaded, exported, batch, hw):
             np.testing.assert_allclose(g, r.numpy(), atol=2e-4, rtol=1e-4, err_msg=name)
 
 
-def test_rewrites_and_plain_export_agree(loaded, tmp_path):
-    export_onnx(loaded.model, tmp_path / "plain", rewrites=False, networks=("g_s",))
+def test_rewrite_variants_agree(loaded, tmp_path):
+    export_onnx(loaded.model, tmp_path / "plain", fold_gdn=False, networks=("g_s",))
+    export_onnx(loaded.model, tmp_path / "sub", subpixel=True, networks=("g_s", "h_s"))
+    assert "ConvTranspose" not in graph_ops(tmp_path / "sub" / "g_s.onnx") | graph_ops(tmp_path / "sub" / "h_s.onnx")
+    assert "DepthToSpace" in graph_ops(tmp_path / "sub" / "g_s.onnx")
+    assert {"Pow", "Max"} <= graph_ops(tmp_path / "plain" / "g_s.onnx")  # GDN re-parametrisation kept
     y = torch.randn(1, loaded.model.M, 6, 5)
     with torch.no_grad():
-        ref = network_module(loaded.model, "g_s", rewrites=True)(y).numpy()
-    got = _session(tmp_path / "plain" / "g_s.onnx").run(None, {"y_hat": y.numpy()})[0]
-    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
-    assert "ConvTranspose" in graph_ops(tmp_path / "plain" / "g_s.onnx")
+        ref = loaded.model.g_s(y).numpy()
+    for d in ("plain", "sub"):
+        got = _session(tmp_path / d / "g_s.onnx").run(None, {"y_hat": y.numpy()})[0]
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4, err_msg=d)
 
 
 def test_manifest_contents(loaded, exported):
@@ -95,7 +99,7 @@ def test_manifest_contents(loaded, exported):
     assert on_disk == manifest
     assert manifest["network_fingerprint"] == network_fingerprint(loaded.model)
     assert manifest["model_fingerprint"] == loaded.fingerprint.hex()
-    assert manifest["opset"] == 17 and manifest["rewrites"] is True
+    assert manifest["opset"] == 17 and manifest["rewrites"] == {"fold_gdn": True, "subpixel": False}
     assert {"torch", "onnx", "vlmcodec"} <= set(manifest["versions"])
     assert manifest["graphs"]["g_a"]["outputs"][0]["shape"] == ["batch", loaded.model.M, "height/16", "width/16"]
     load_onnx_manifest(out, loaded.model)  # passes

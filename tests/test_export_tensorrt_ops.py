@@ -21,9 +21,10 @@ def test_operator_list_names_its_source():
 
 
 @pytest.mark.parametrize("which", ["default", "tiny"])
-def test_exported_graphs_parse_in_tensorrt(which, tiny_model_path, tmp_path):
+@pytest.mark.parametrize("subpixel", [False, True])
+def test_exported_graphs_parse_in_tensorrt(which, subpixel, tiny_model_path, tmp_path):
     loaded = load_model(default_model_path() if which == "default" else tiny_model_path)
-    manifest = export_onnx(loaded, tmp_path)
+    manifest = export_onnx(loaded, tmp_path, subpixel=subpixel)
     for name in NETWORKS:
         problems = tensorrt_parser_problems(tmp_path / manifest["graphs"][name]["file"])
         assert problems == [], f"{which} {name}: {problems}"

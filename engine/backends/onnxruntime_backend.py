@@ -44,14 +44,20 @@ def _import_ort():
 def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
     """Directory holding this model's exported graphs, exporting them first when absent or stale."""
     from vlmcodec.export.manifest import network_fingerprint
-    from vlmcodec.export.onnx import export_onnx, load_onnx_manifest
+    from vlmcodec.export.onnx import DEFAULT_OPSET, export_onnx, load_onnx_manifest, networks_of
 
     directory = Path(cache_dir or default_cache_dir()) / network_fingerprint(model)[:16]
-    try:
-        load_onnx_manifest(directory, model)
+
+    def usable() -> bool:  # exported for this model, intact, and with today's export settings
+        try:
+            m = load_onnx_manifest(directory, model)
+        except VlmcodecError:
+            return False
+        return m.get("opset") == DEFAULT_OPSET and m.get("rewrites") == {"fold_gdn": True, "subpixel": False} \
+            and set(networks_of(model)) <= set(m.get("graphs", {}))
+
+    if usable():
         return directory
-    except VlmcodecError:
-        pass
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -59,12 +65,10 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
         try:
             os.replace(tmp, directory)  # atomic when the target is absent or an empty folder
         except OSError:  # a stale export, or another process finished first
-            try:
-                load_onnx_manifest(directory, model)
+            if usable():
                 return directory
-            except VlmcodecError:
-                shutil.rmtree(directory, ignore_errors=True)
-                os.replace(tmp, directory)
+            shutil.rmtree(directory, ignore_errors=True)
+            os.replace(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
