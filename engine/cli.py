@@ -167,7 +167,8 @@ def cmd_export(args) -> int:
         loaded = load_model(args.model or default_model_path())
         manifest = build_engines(loaded, args.output, config, timing_cache=args.timing_cache)
         files = [e["file"] for e in manifest["engines"].values()]
-        extra = f" ({manifest['precision']}, TensorRT {manifest['versions']['tensorrt']}, {manifest['versions']['gpu']})"
+        v = manifest["versions"]
+        extra = f" ({manifest['precision']}, TensorRT {v['tensorrt']}, {v['gpu']})"
     else:
         from vlmcodec.export.onnx import export_onnx
 

@@ -64,7 +64,8 @@ def compare_backends(codec_a, codec_b, image, quality: float = 75.0) -> dict:
     stream_a, stream_b = codec_a.encode(img, q), codec_b.encode(img, q)
     rec["streams_equal"] = stream_a == stream_b
     decoded = {}
-    for tag, stream, dec in (("a_by_b", stream_a, codec_b), ("b_by_a", stream_b, codec_a), ("a_by_a", stream_a, codec_a)):
+    runs = (("a_by_b", stream_a, codec_b), ("b_by_a", stream_b, codec_a), ("a_by_a", stream_a, codec_a))
+    for tag, stream, dec in runs:
         try:
             decoded[tag] = dec.decode(stream)
         except Exception as e:  # a failed cross-decode is a result here, not an error
@@ -76,12 +77,14 @@ def compare_backends(codec_a, codec_b, image, quality: float = 75.0) -> dict:
     rec["a_to_b_symbols_equal"] = bool(torch.equal(codec_b.entropy_decode(stream_a).y_hat, sa[4]))
     rec["b_to_a_symbols_equal"] = bool(torch.equal(codec_a.entropy_decode(stream_b).y_hat, sb[4]))
     if decoded["a_by_b"] is not None and decoded["a_by_a"] is not None:
-        rec["pixel_max_diff"] = int(np.abs(decoded["a_by_b"].astype(np.int16) - decoded["a_by_a"].astype(np.int16)).max())
+        diff = decoded["a_by_b"].astype(np.int16) - decoded["a_by_a"].astype(np.int16)
+        rec["pixel_max_diff"] = int(np.abs(diff).max())
     # x̂ parity: both synthesis networks on the same decoded ŷ (0–1 scale, before clamping)
     latent = codec_a.entropy_decode(stream_a)
     level = torch.tensor([codec_a.model.level_of_quality(latent.header.quality)])
     with torch.inference_mode():
         _, inv_gain = codec_a.model.gains(level)
         y_in = latent.y_hat[None] * inv_gain[:, :, None, None]
-        rec["x_hat_max_abs_diff"] = float((codec_a.backend.synthesis(y_in) - codec_b.backend.synthesis(y_in)).abs().max())
+        x_diff = codec_a.backend.synthesis(y_in) - codec_b.backend.synthesis(y_in)
+        rec["x_hat_max_abs_diff"] = float(x_diff.abs().max())
     return rec

@@ -109,7 +109,8 @@ def require_gpu(device: str = "cuda"):
             + ("; this torch is a CPU-only build" if torch.version.cuda is None else "") + ")")
     dev = torch.device("cuda:0" if device in ("cpu", "cuda", "auto") else device)
     if dev.type != "cuda" or (dev.index or 0) >= torch.cuda.device_count():
-        raise BackendUnavailableError(f"TensorRT not available on {device!r}: {torch.cuda.device_count()} CUDA device(s)")
+        raise BackendUnavailableError(
+            f"TensorRT not available on {device!r}: {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 

@@ -1,6 +1,5 @@
 """The onnxruntime backend: same streams as torch, x̂ parity, cross-decode, graph cache and options."""
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -63,7 +63,8 @@ def test_same_function_as_torch(loaded, exported, batch, hw):
     torch.manual_seed(batch)
     h, w = hw
     inputs = {"g_a": torch.rand(batch, 3, h, w), "h_a": torch.randn(batch, model.M, h // 16, w // 16) * 4,
-              "h_s": torch.randn(batch, model.N, h // 64, w // 64).round(), "g_s": torch.randn(batch, model.M, h // 16, w // 16)}
+              "h_s": torch.randn(batch, model.N, h // 64, w // 64).round(),
+              "g_s": torch.randn(batch, model.M, h // 16, w // 16)}
     for name in NETWORKS:
         sess = _session(out / manifest["graphs"][name]["file"])
         got = sess.run(None, {manifest["graphs"][name]["inputs"][0]["name"]: inputs[name].numpy()})
