@@ -174,3 +174,171 @@ def test_refuses_tampered_manifest(tiny_model_path, engines_fp32, tmp_path):
     (tmp_path / "e" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelMismatchError, match="rebuild"):
         create_backend("tensorrt", load_model(tiny_model_path).model, engines=tmp_path / "e")
+
+
+# -- the builder's and runtime's calls, against a stand-in for the tensorrt module --------------
+class _FakeTRT:
+    """Just enough of the TensorRT 10 Python API to drive build_engine and _EngineRunner on a
+    machine without TensorRT; it records the calls. It checks our use of the API against our
+    reading of the documentation, not TensorRT itself (the gpu tests do that)."""
+
+    float32 = "float32"
+
+    class ILogger:
+        class Severity:
+            INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+        def __init__(self):
+            pass
+
+    class MemoryPoolType:
+        WORKSPACE = "workspace"
+
+    class BuilderFlag:
+        FP16, TF32, PREFER_PRECISION_CONSTRAINTS = "fp16", "tf32", "prefer"
+
+    class LayerType:
+        CONSTANT, SHAPE, CONVOLUTION, ELEMENTWISE = "constant", "shape", "conv", "elementwise"
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "in", "out"
+
+    def __init__(self, layer_names):
+        self.calls = []
+        trt = self
+
+        class Layer:
+            def __init__(self, name):
+                self.name, self.type, self.num_outputs, self.precision, self.out_types = name, "conv", 1, None, {}
+
+            def set_output_type(self, i, t):
+                self.out_types[i] = t
+
+        class Network:
+            def __init__(self):
+                self.layers = [Layer(n) for n in layer_names]
+                self.num_layers = len(self.layers)
+
+            def get_layer(self, i):
+                return self.layers[i]
+
+        class Config:
+            def __init__(self):
+                self.flags = {"tf32"}  # TensorRT's default
+                self.builder_optimization_level = None
+
+            def set_memory_pool_limit(self, pool, size):
+                trt.calls.append(("pool", pool, size))
+
+            def set_flag(self, f):
+                self.flags.add(f)
+
+            def clear_flag(self, f):
+                self.flags.discard(f)
+
+            def add_optimization_profile(self, p):
+                trt.calls.append(("profile", dict(p.shapes)))
+
+            def create_timing_cache(self, data):
+                trt.calls.append(("cache_in", bytes(data)))
+                return "cache"
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                trt.calls.append(("cache_set", cache, ignore_mismatch))
+
+            def get_timing_cache(self):
+                return type("C", (), {"serialize": lambda s: b"timing"})()
+
+        class Profile:
+            def __init__(self):
+                self.shapes = {}
+
+            def set_shape(self, name, lo, opt, hi):
+                self.shapes[name] = (lo, opt, hi)
+
+        class Builder:
+            def __init__(self, logger):
+                trt.network, trt.config = Network(), Config()
+
+            def create_network(self, flags):
+                trt.calls.append(("create_network", flags))
+                return trt.network
+
+            def create_builder_config(self):
+                return trt.config
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                trt.calls.append(("build", sorted(config.flags)))
+                return b"engine-bytes"
+
+        class OnnxParser:
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                trt.calls.append(("parse", path))
+                return True
+
+        self.Builder, self.OnnxParser = Builder, OnnxParser
+
+
+def test_build_engine_calls(tiny_model_path, tmp_path):
+    from vlmcodec.export.onnx import export_onnx
+    from vlmcodec.export.tensorrt import _Logger, build_engine
+
+    loaded = load_model(tiny_model_path)
+    manifest = export_onnx(loaded, tmp_path, networks=("g_s",))
+    entry = manifest["graphs"]["g_s"]
+    assert entry["gdn_nodes"] and all(n.startswith(("/1/", "/3/", "/5/")) for n in entry["gdn_nodes"])
+    trt = _FakeTRT(["/0/ConvTranspose", "/1/Mul", "/1/Conv", "/1/Sqrt", "/1/Mul_1", "/2/ConvTranspose", "/3/Conv"])
+    cfg = BuildConfig(fp16=True, **SMALL)
+    profile = cfg.profile("g_s", loaded.model.M)
+    blob, cache = build_engine(trt, _Logger.make(trt), tmp_path / "g_s.onnx", entry, profile, cfg, b"old")
+    assert (blob, cache) == (b"engine-bytes", b"timing")
+    assert ("create_network", 0) in trt.calls and ("cache_in", b"old") in trt.calls
+    assert ("profile", {"y_hat": (tuple(profile["min"]), tuple(profile["opt"]), tuple(profile["max"]))}) in trt.calls
+    assert ("build", ["fp16", "prefer"]) in trt.calls  # TF32 cleared, FP16 on, precision constraints preferred
+    pinned = {layer.name for layer in trt.network.layers if layer.precision == "float32"}
+    assert pinned == {"/1/Mul", "/1/Conv", "/1/Sqrt", "/1/Mul_1", "/3/Conv"}  # GDN layers only
+
+    trt32 = _FakeTRT(["/1/Conv"])
+    build_engine(trt32, _Logger.make(trt32), tmp_path / "g_s.onnx", entry, profile, BuildConfig(**SMALL), b"")
+    assert ("build", []) in trt32.calls and trt32.network.layers[0].precision is None
+
+
+def test_engine_runner_io_and_profile_check(tmp_path):
+    from vlmcodec.backends.tensorrt_backend import _EngineRunner
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return ["y_hat", "x_hat"][i]
+
+        def get_tensor_mode(self, name):
+            return "in" if name == "y_hat" else "out"
+
+        def create_execution_context(self):
+            return object()
+
+    class Runtime:
+        def deserialize_cuda_engine(self, data):
+            return Engine() if data == b"ok" else None
+
+    entry = {"inputs": [{"name": "y_hat"}], "outputs": [{"name": "x_hat"}],
+             "profile": {"min": [1, 24, 4, 4], "opt": [1, 24, 8, 12], "max": [2, 24, 16, 16]}}
+    (tmp_path / "ok.engine").write_bytes(b"ok")
+    (tmp_path / "bad.engine").write_bytes(b"bad")
+    r = _EngineRunner(_FakeTRT([]), Runtime(), tmp_path / "ok.engine", entry)
+    assert (r.input, r.output) == ("y_hat", "x_hat")
+    r.check_shape((2, 24, 16, 4), "g_s")
+    for bad in [(3, 24, 8, 8), (1, 24, 32, 8), (1, 12, 8, 8), (1, 24, 2, 8)]:
+        with pytest.raises(ConfigError, match="profile"):
+            r.check_shape(bad, "g_s")
+    with pytest.raises(ConfigError, match="deserialize"):
+        _EngineRunner(_FakeTRT([]), Runtime(), tmp_path / "bad.engine", entry)
+    with pytest.raises(ConfigError, match="does not match"):
+        _EngineRunner(_FakeTRT([]), Runtime(), tmp_path / "ok.engine", {**entry, "inputs": [{"name": "x"}]})
