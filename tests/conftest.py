@@ -1,6 +1,14 @@
+import os
+
+import torch
+
+# Triton reads TRITON_INTERPRET when it is first imported, so it is decided here, before any test
+# module can import it: without a GPU the kernels run under Triton's CPU interpreter in-process.
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
 import numpy as np
 import pytest
-import torch
 
 from vlmcodec.models import MeanScaleHyperprior, ModelConfig
 from vlmcodec.models.checkpoint import save_model

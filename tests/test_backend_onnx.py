@@ -217,3 +217,14 @@ def test_pre_editor_model_same_streams(tmp_path, rng):
     torch.testing.assert_close(co.backend.pre_edit(x), ct.backend.pre_edit(x), atol=1e-5, rtol=0)
     img = smooth_image(rng, 70, 90)
     _assert_parity_and_cross_decode(compare_backends(ct, co, img), "pre-editor")
+
+
+def test_caller_keeps_subnormals(tiny_model_path):
+    """ORT's denormal flushing must not leak into the caller's thread (numpy, hypothesis...)."""
+    import numpy as np
+
+    from vlmcodec import Codec
+
+    codec = Codec(tiny_model_path, backend="onnxruntime")
+    codec.encode(np.zeros((64, 64, 3), np.uint8), 50)
+    assert float(np.float32(1e-39) * np.float32(1.0)) != 0.0

@@ -74,6 +74,11 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
     return directory
 
 
+def _flushes_denormals() -> bool:
+    """True when this thread flushes subnormal floats to zero (FTZ/DAZ)."""
+    return float(np.float32(1e-39) * np.float32(1.0)) == 0.0
+
+
 class OnnxRuntimeBackend:
     """``Backend`` on ONNX Runtime sessions.
 
@@ -130,16 +135,24 @@ class OnnxRuntimeBackend:
         missing = [n for n in needed if n not in self.manifest["graphs"]]
         if missing:
             raise ConfigError(f"{self.graph_dir}: graphs {missing} are missing; re-export with every network")
+        caller_ftz = _flushes_denormals()
         for name in needed:
             path = self.graph_dir / self.manifest["graphs"][name]["file"]
             self.sessions[name] = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        if not caller_ftz:  # creating a session sets FTZ/DAZ on this thread too
+            torch.set_flush_denormal(False)
         self.providers = self.sessions["g_a"].get_providers()
 
     def _run(self, name: str, x: Tensor) -> Tensor:
         sess = self.sessions[name]
         g = self.manifest["graphs"][name]
         arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        caller_ftz = _flushes_denormals()
         out = sess.run([g["outputs"][0]["name"]], {g["inputs"][0]["name"]: arr})[0]
+        if not caller_ftz:
+            # ORT's set_denormal_as_zero also sets FTZ/DAZ on the calling thread (it runs ops
+            # there); give the caller its floating-point mode back.
+            torch.set_flush_denormal(False)
         return torch.from_numpy(out)
 
     def pre_edit(self, x: Tensor) -> Tensor:
