@@ -73,14 +73,15 @@ class Codec:
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
-                 device: str = "cpu", threads: int | None = None):
+                 device: str | None = None, threads: int | None = None):
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
         self.model = loaded.model
         self.fingerprint = loaded.fingerprint[:8]
         self.tables = loaded.tables
-        self.backend = create_backend(backend, self.model, device=device, threads=threads) if backend == "torch" \
-            else create_backend(backend, self.model, device=device)
+        # device None: the backend's own default (torch, onnxruntime: cpu; triton, tensorrt: cuda)
+        options = {"threads": threads} if device is None else {"threads": threads, "device": device}
+        self.backend = create_backend(backend, self.model, **options)
         self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
         self.medians = self.model.entropy_bottleneck.medians().detach().float().cpu()
         self.scale_table64 = self.model.gaussian_conditional.scale_table.detach().double().cpu()
