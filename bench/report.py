@@ -48,13 +48,22 @@ def render(result: dict) -> str:
           f"- BD method: {result.get('bd_method', 'pchip')} (Bjøntegaard, piecewise cubic), over the overlapping "
           "quality interval; MS-SSIM BD on −10·log10(1 − MS-SSIM); negative BD-rate = fewer bits than the anchor",
           ""]
-    if result.get("missing_codecs") or result.get("missing_metrics"):
-        L += ["## Missing", ""]
-        for k, why in result.get("missing_codecs", {}).items():
-            L.append(f"- codec **{k}**: {why}")
-        for k, why in result.get("missing_metrics", {}).items():
-            L.append(f"- metric **{k}**: {why}")
-        L.append("")
+    lower = [m["name"] for m in result["metrics"] if not m.get("higher_is_better", True)]
+    if lower:
+        L += [f"- lower is better for {', '.join(lower)}: its BD values are computed on the negated metric, "
+              "so a negative BD-quality there means a larger value (worse) than the anchor", ""]
+    L += ["## Missing", ""]
+    for k, why in result.get("missing_codecs", {}).items():
+        L.append(f"- codec **{k}**: {why}")
+    for k, why in result.get("missing_metrics", {}).items():
+        L.append(f"- metric **{k}**: {why}")
+    if not result.get("missing_codecs") and not result.get("missing_metrics"):
+        L.append("- none: every codec and metric asked for ran")
+    for m in metrics:
+        vals = {p.get(m) for c in result["codecs"].values() for p in c["points"]}
+        if len(vals) == 1:
+            L.append(f"- note: **{m}** is {vals.pop():g} at every point: it does not separate the codecs on this set")
+    L.append("")
     plots = result.get("plots", {})
     if plots:
         L += ["## Plots", ""]
