@@ -89,8 +89,8 @@ def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float
         slope = (y[k + 1] - y[k]) / h
         c2 = (3 * slope - 2 * d[k] - d[k + 1]) / h
         c3 = (d[k] + d[k + 1] - 2 * slope) / h**2
-        prim = lambda t: y[k] * t + d[k] * t**2 / 2 + c2 * t**3 / 3 + c3 * t**4 / 4
-        total += prim(b - x[k]) - prim(a - x[k])
+        ta, tb = a - x[k], b - x[k]
+        total += sum(c * (tb**p - ta**p) / p for c, p in ((y[k], 1), (d[k], 2), (c2, 3), (c3, 4)))
     return float(total)
 
 

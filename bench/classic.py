@@ -14,8 +14,8 @@ WebP/RIFF, AVIF/HEIF, JPEG XL codestream, HEVC Annex-B elementary stream), metad
             10..90, 4:4:4, speed 6.
 - ``jxl``   ``pillow-jxl-plugin`` (libjxl), else ``imagecodecs``; quality 10..95 (libjxl's
             distance mapping), effort 7, bare codestream (no container).
-- ``hevc``  ffmpeg + libx265 (preset medium, tune psnr), all-intra, one frame, 4:4:4 8-bit at QP 17..47 (the ``qualities``
-            of this codec are QPs, lower = better). RGB → YCbCr uses the full-range BT.601
+- ``hevc``  ffmpeg + libx265 (preset medium, tune psnr), all-intra, one frame, 4:4:4 8-bit at
+            QP 17..47 (the ``qualities`` of this codec are QPs, lower = better). RGB → YCbCr uses the full-range BT.601
             (JFIF) matrix in numpy and raw yuv444p goes in and out of ffmpeg, so no swscale
             conversion is involved; the size is the .hevc elementary stream without x265's
             version/options SEI (``info=0``).
@@ -223,7 +223,8 @@ class HEVC(ClassicCodec):
         if not ffmpeg:
             return False, "ffmpeg not found (scripts/setup_bench.sh installs Debian's ffmpeg)"
         try:
-            enc = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30).stdout
+            enc = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True,
+                                 timeout=30).stdout
         except (OSError, subprocess.SubprocessError) as e:
             return False, f"ffmpeg does not run: {e}"
         if "libx265" not in enc:
@@ -243,7 +244,8 @@ class HEVC(ClassicCodec):
         params = f"qp={int(quality)}:keyint=1:min-keyint=1:info=0:pools=1:frame-threads=1:log-level=error"
         cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv444p",
                "-s", f"{w}x{h}", "-i", "-", "-frames:v", "1", "-c:v", "libx265", "-preset", self.preset,
-               "-tune", self.tune, "-x265-params", params, "-color_range", "pc", "-colorspace", "bt470bg", "-threads", "1",
+               "-tune", self.tune, "-x265-params", params, "-color_range", "pc", "-colorspace", "bt470bg",
+               "-threads", "1",
                "-f", "hevc", "-"]
         res = subprocess.run(cmd, input=rgb_to_ycbcr444(img).tobytes(), capture_output=True)
         if res.returncode != 0 or not res.stdout:

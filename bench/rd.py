@@ -270,9 +270,11 @@ def _why_nan(ra, qa, rt, qt, method) -> str:
         return f"fewer than {need} points where quality grows with rate"
     parts = []
     if not min(qa[-1], qt[-1]) > max(qa[0], qt[0]):
-        parts.append(f"quality ranges do not overlap (test {qt[0]:.3g}..{qt[-1]:.3g}, anchor {qa[0]:.3g}..{qa[-1]:.3g})")
+        parts.append(f"quality ranges do not overlap (test {qt[0]:.3g}..{qt[-1]:.3g}, "
+                     f"anchor {qa[0]:.3g}..{qa[-1]:.3g})")
     if not min(ra[-1], rt[-1]) > max(ra[0], rt[0]):
-        parts.append(f"rate ranges do not overlap (test {rt[0]:.3g}..{rt[-1]:.3g}, anchor {ra[0]:.3g}..{ra[-1]:.3g} bpp)")
+        parts.append(f"rate ranges do not overlap (test {rt[0]:.3g}..{rt[-1]:.3g}, "
+                     f"anchor {ra[0]:.3g}..{ra[-1]:.3g} bpp)")
     return "; ".join(parts)
 
 

@@ -31,7 +31,8 @@ def bd_markdown(result: dict, key: str) -> list[str]:
              "| --- | ---: | ---: | --- |"]
     rows = sorted(table.items(), key=lambda kv: (not math.isfinite(kv[1]["bd_rate"]), kv[1]["bd_rate"]))
     for name, v in rows:
-        lines.append(f"| {labels.get(name, name)} | {_pct(v['bd_rate'])} | {_f(v['bd_quality'], 3)} | {v.get('note', '')} |")
+        lines.append(f"| {labels.get(name, name)} | {_pct(v['bd_rate'])} | {_f(v['bd_quality'], 3)} "
+                     f"| {v.get('note', '')} |")
     return lines + [""]
 
 

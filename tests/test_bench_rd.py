@@ -71,7 +71,8 @@ def test_resume_uses_cache_and_invalidates_changed_images(images, tmp_path, monk
     real = classic.JPEG.encode
     monkeypatch.setattr(classic.JPEG, "encode", lambda self, img, q: calls.append(q) or real(self, img, q))
     first = json.loads((out / "rd.json").read_text())["codecs"]["jpeg"]["points"]
-    again = _run(images, out, codecs=["jpeg"], plots=False, metric_names=["psnr", "ms-ssim"])["codecs"]["jpeg"]["points"]
+    again = _run(images, out, codecs=["jpeg"], plots=False,
+                 metric_names=["psnr", "ms-ssim"])["codecs"]["jpeg"]["points"]
     assert calls == []  # everything came from the cache
     assert [p["bpp"] for p in again] == [p["bpp"] for p in first]
     Image.fromarray(_image(176, 208, 7)).save(images / "im1.png")  # one image changes
@@ -94,7 +95,8 @@ def test_vlmcodec_plots_and_bd_tables(images, tmp_path):
         "bpp": [0.8 * p["bpp"] for p in jp], "psnr-rgb": [p["psnr"] for p in jp],
         "ms-ssim-rgb": [p["ms-ssim"] for p in jp]}}))
     shutil.copytree(tmp_path / "tmp" / "cache", out / "cache")
-    res = rd.run(images, out, codecs=["vlmcodec", "jpeg"], qualities={"vlmcodec": [10, 90], "jpeg": [10, 30, 50, 70, 90]},
+    res = rd.run(images, out, codecs=["vlmcodec", "jpeg"],
+                 qualities={"vlmcodec": [10, 90], "jpeg": [10, 30, 50, 70, 90]},
                  semantic=False, progress=False, anchors_dir=anchors)
     assert res["bd"]["psnr_vs_vtm"]["jpeg"]["bd_rate"] == pytest.approx(25.0, abs=1e-6)
     assert "vlmcodec" in res["bd"]["psnr_vs_vtm"]

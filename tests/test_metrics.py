@@ -58,7 +58,10 @@ def test_ms_ssim_matches_pytorch_msssim(shape):
     pm = pytest.importorskip("pytorch_msssim")
     a = _image(*shape)
     b = _noisy(a, 10)
-    t = lambda im: torch.from_numpy(im.copy()).permute(2, 0, 1)[None].double() / 255
+
+    def t(im):
+        return torch.from_numpy(im.copy()).permute(2, 0, 1)[None].double() / 255
+
     ref = pm.ms_ssim(t(a), t(b), data_range=1.0).item()
     # pytorch_msssim builds its Gaussian window in float32: agreement to ~1e-6, not 1e-12
     assert ms_ssim(a, b) == pytest.approx(ref, abs=2e-6)
