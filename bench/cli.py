@@ -83,6 +83,44 @@ def register(name: str, help: str, add_arguments, func) -> None:
     BENCHES[name] = (help, add_arguments, func)
 
 
+# Benches with their own ``main(argv)``: ``vlmcodec bench NAME ARGS...`` hands ARGS to it
+# (``run_passthrough``); they are registered here too so that ``vlmcodec bench --help`` lists them.
+PASSTHROUGH: dict[str, str] = {}
+
+
+def run_passthrough(argv: list[str]) -> int | None:
+    """Run ``bench NAME ARGS...`` for a passthrough bench; None when argv is not one."""
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in PASSTHROUGH:
+        import importlib
+
+        return importlib.import_module(f"vlmcodec.bench.{PASSTHROUGH[argv[1]]}").main(argv[2:])
+    return None
+
+
+def _passthrough(name: str, module: str):
+    PASSTHROUGH[name] = module
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.description = (p.description or "") + f" (options: vlmcodec bench {name} --help)"
+
+    def run(args) -> int:  # only reached without arguments
+        return run_passthrough(["bench", name]) or 0
+
+    return add, run
+
+
+for _name, _module, _help in (
+    ("speed", "speed", "per-stage encode/decode timings per backend (and CompressAI with --compressai)"),
+    ("throughput", "throughput", "runtime Engine vs a sequential loop: images/s, p50/p95/p99"),
+    ("compressai", "codec", "end-to-end time vs CompressAI with the same weights"),
+    ("entropy", "entropy", "rANS coder vs constriction and CompressAI, symbols/s"),
+    ("backends", "backends", "onnxruntime vs torch: time and cross-decode"),
+    ("kernels", "kernels", "Triton kernels vs torch references, GB/s (GPU)"),
+    ("semantic", "semantic", "semantic metrics of Pillow JPEG, teacher timing"),
+):
+    register(_name, _help, *_passthrough(_name, _module))
+
+
 def add_bench_subparsers(sub) -> argparse._SubParsersAction:
     """Add ``bench`` to a parser's subparsers; returns the bench group's subparsers."""
     b = sub.add_parser("bench", help="benchmarks (rd, ...)", description="Benchmarks.")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .common import environment, kodak_dir, write_json
+from .common import environment, image_files, write_json
 from .compressai_compat import import_compressai
 
 
@@ -94,8 +94,7 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default="N128-M192,default-weights")
     p.add_argument("--out", default="results/codec_speed.json")
     a = p.parse_args(argv)
-    folder = a.images or kodak_dir()
-    images = sorted(folder.glob("*.png"))[: a.limit or None]
+    images = image_files(a.images, a.limit)
     res = run(images, a.configs.split(","), a.repeat)
     write_json(a.out, {"benchmark": "codec_e2e", "env": environment(), "results": res})
     print(f"{'config':<16} {'enc s (ours/CAI)':>22} {'ratio':>6} {'dec s (ours/CAI)':>22} {'ratio':>6} {'bpp (ours/CAI)':>18}")

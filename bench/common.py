@@ -48,3 +48,14 @@ def kodak_dir() -> Path:
         if cand.is_dir():
             return cand
     raise FileNotFoundError("Kodak images not found (expected ../shared/data/kodak); pass --images DIR")
+
+
+def image_files(folder: str | Path | None, limit: int = 0) -> list[Path]:
+    """The PNG/JPEG images of ``folder`` (default: Kodak), sorted; a clear error when there are none."""
+    folder = Path(folder) if folder else kodak_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm", ".bmp"))
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    return files[: limit or None]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import environment, kodak_dir, write_json
+from .common import environment, image_files, write_json
 
 STAGES = ("pad", "pre-edit", "g_a", "h_a", "z coding", "h_s", "y coding", "g_s")
 
@@ -62,8 +62,7 @@ def main(argv=None) -> int:
     from vlmcodec.errors import BackendUnavailableError
     from vlmcodec.image_io import load_image
 
-    folder = a.images or kodak_dir()
-    files = sorted(folder.glob("*.png"))[: a.limit or None]
+    files = image_files(a.images, a.limit)
     images = [load_image(f) for f in files]
     results, missing = {}, {}
     for name in tqdm(a.backends.split(","), desc="backends", leave=False):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .common import environment, kodak_dir, write_json
+from .common import environment, image_files, write_json
 
 
 def _percentiles(lat: list[float]) -> dict:
@@ -106,8 +106,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     from vlmcodec.image_io import load_image
 
-    folder = a.images or kodak_dir()
-    images = [load_image(f) for f in sorted(folder.glob("*.png"))]
+    files = image_files(a.images)
+    folder = files[0].parent
+    images = [load_image(f) for f in files]
     conc = [int(c) for c in a.concurrency.split(",")]
     res = run(images, a.requests, conc, a.quality, a.max_batch, a.max_delay_ms, a.workers, a.model, a.backend)
     write_json(a.out, {"benchmark": "throughput", "env": environment(), "args": vars(a) | {"images": str(folder)},

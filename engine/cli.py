@@ -253,8 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = None if argv[:1] == ["bench"] and len(argv) >= 2 else build_parser().parse_args(argv)
     try:
+        if args is None:
+            from vlmcodec.bench.cli import run_passthrough
+
+            code = run_passthrough(argv)
+            if code is not None:
+                return code
+            args = build_parser().parse_args(argv)
         if args.command == "encode":
             return cmd_encode(args)
         if args.command == "roundtrip":

@@ -1,0 +1,43 @@
+"""``vlmcodec bench ...`` subcommands run end to end on tiny inputs and fail cleanly on bad ones."""
+
+import json
+
+from PIL import Image
+
+from vlmcodec.cli import main
+
+from conftest import smooth_image
+
+
+def _folder(tmp_path, rng, n=2):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(n):
+        Image.fromarray(smooth_image(rng, 64, 96)).save(d / f"{i}.png")
+    return d
+
+
+def test_bench_speed(tmp_path, rng, tiny_model_path):
+    out = tmp_path / "speed.json"
+    rc = main(["bench", "speed", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
+               "--backends", "torch,tensorrt", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    stages = res["results"]["torch"]["encode_stages_s"]
+    assert {"g_a", "h_a", "h_s", "y coding"} <= set(stages)
+    assert "tensorrt" in res["unavailable"]
+
+
+def test_bench_throughput(tmp_path, rng, tiny_model_path):
+    out = tmp_path / "tp.json"
+    rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
+               "--requests", "6", "--concurrency", "1,3", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())["results"]
+    assert set(res["encode"]) == {"sequential", "engine_c1", "engine_c3"}
+    assert all(v["images_per_s"] > 0 for v in res["decode"].values())
+
+
+def test_bench_bad_folder(tmp_path, capsys):
+    assert main(["bench", "speed", "--images", str(tmp_path / "missing")]) == 2
+    assert "image folder not found" in capsys.readouterr().err
