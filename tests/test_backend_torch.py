@@ -51,3 +51,17 @@ def test_batched_equals_single_bitwise(optimize):
         out = fn(inp)
         for i in range(3):
             assert torch.equal(out[i : i + 1], fn(inp[i : i + 1]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_cuda_backend_matches_cpu_and_cross_decodes(tiny_model_path):
+    import numpy as np
+
+    from vlmcodec import Codec
+
+    cpu, gpu = Codec(tiny_model_path, backend="torch"), Codec(tiny_model_path, backend="torch", device="cuda")
+    img = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
+    for data in (cpu.encode(img, 50), gpu.encode(img, 50)):
+        a, b = cpu.decode(data), gpu.decode(data)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1

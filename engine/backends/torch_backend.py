@@ -13,6 +13,7 @@ Batch invariance: on CPU, items of a batch go through the networks one at a time
 from __future__ import annotations
 
 import copy
+import threading
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,7 @@ class TorchBackend:
             torch.set_num_threads(int(threads))
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self._streams: dict[int, "torch.cuda.Stream"] = {}
         self.optimize = optimize
         if optimize:
             self.g_a = optimize_for_inference(self.model.g_a)
@@ -54,14 +56,33 @@ class TorchBackend:
                                              if optimize else pre)
 
     def _run(self, net: nn.Module, x: Tensor) -> Tensor:
-        x = x.to(self.device)
+        if self.device.type == "cuda":
+            return self._run_cuda(net, x)
         if self.optimize:
             x = x.contiguous(memory_format=torch.channels_last)
-        if x.shape[0] > 1 and self.device.type == "cpu":
+        if x.shape[0] > 1:
             # oneDNN picks batch-size-dependent algorithms for small feature maps, which changes
             # float rounding; one item at a time keeps batched results identical to single ones.
             return torch.cat([net(x[i : i + 1]).float() for i in range(x.shape[0])]).contiguous()
-        return net(x).float().cpu().contiguous()
+        return net(x).float().contiguous()
+
+    def _run_cuda(self, net: nn.Module, x: Tensor) -> Tensor:
+        """On CUDA: each calling thread gets its own stream (the runtime's network thread and a
+        caller's thread do not serialise on the default stream); host tensors are staged in
+        pinned memory so the copies are asynchronous."""
+        stream = self._streams.get(threading.get_ident())
+        if stream is None:
+            stream = self._streams.setdefault(threading.get_ident(), torch.cuda.Stream(device=self.device))
+        with torch.cuda.stream(stream):
+            src = x.pin_memory() if x.device.type == "cpu" else x
+            xd = src.to(self.device, non_blocking=True)
+            if self.optimize:
+                xd = xd.contiguous(memory_format=torch.channels_last)
+            out = net(xd).float()
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+        stream.synchronize()
+        return host.contiguous()
 
     @torch.inference_mode()
     def pre_edit(self, x: Tensor) -> Tensor:
