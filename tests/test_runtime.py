@@ -186,7 +186,7 @@ def _load_test(codec, rng, clients, per_client, sizes):
                 with lock:
                     errors.append(repr(e))
 
-    engine = Engine(codec, max_batch=8, max_delay_ms=5, workers=2, max_queue=64)
+    engine = Engine(codec, max_batch=8, max_delay_ms=5, workers=2, network_workers=2, max_queue=64)
     try:
         threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
         for t in threads:

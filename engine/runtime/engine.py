@@ -6,10 +6,16 @@
         img = await engine.decode(data)                 # asyncio
 
 Threads: the caller validates its request; one scheduler thread forms batches (requests of
-one kind and padded size, up to ``max_batch`` or ``max_delay_ms``) and runs the networks; a
-pool of ``workers`` threads does the entropy coding (the C++ coder releases the GIL), so the
-coding of one batch overlaps the networks of the next. Decode streams are entropy-decoded
-by the pool as soon as they arrive, then batched for the synthesis network.
+one kind and padded size, up to ``max_batch`` or ``max_delay_ms``) whenever one of
+``network_workers`` threads is free to run its networks; a pool of ``workers`` threads does
+the entropy coding (the C++ coder releases the GIL), so the coding of one batch overlaps the
+networks of the next. Decode streams are entropy-decoded by the pool as soon as they arrive,
+then batched for the synthesis network.
+
+On a CPU, ``network_workers=os.cpu_count()`` with ``intra_op_threads=1`` (which calls
+``torch.set_num_threads(1)`` for the whole process) runs several requests side by side on
+single-threaded kernels instead of one request on multi-threaded kernels; on CUDA keep one
+network worker per GPU.
 
 Results are byte-identical to ``Codec.encode`` / ``Codec.decode`` one at a time. A bad
 request (unreadable image, corrupt stream, timeout, cancellation) fails its own future and
@@ -37,9 +43,14 @@ class QueueFull(VlmcodecError, RuntimeError):
 
 class Engine:
     def __init__(self, codec: Codec | None = None, *, max_batch: int = 8, max_delay_ms: float = 5.0,
-                 workers: int = 2, max_queue: int = 256, block: bool = True, timeout_s: float | None = None):
-        if workers < 1 or max_queue < 1:
-            raise ValueError("workers and max_queue must be >= 1")
+                 workers: int = 2, network_workers: int = 1, intra_op_threads: int | None = None,
+                 max_queue: int = 256, block: bool = True, timeout_s: float | None = None):
+        if workers < 1 or network_workers < 1 or max_queue < 1:
+            raise ValueError("workers, network_workers and max_queue must be >= 1")
+        if intra_op_threads is not None:
+            import torch
+
+            torch.set_num_threads(int(intra_op_threads))  # process-wide: documented in the class doc
         self.codec = codec if codec is not None else Codec()
         self.max_queue = int(max_queue)
         self.block = bool(block)
@@ -47,6 +58,9 @@ class Engine:
         self._sched = Scheduler(max_batch, max_delay_ms / 1000.0)
         self._cv = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmcodec-coder")
+        self._net_pool = ThreadPoolExecutor(max_workers=network_workers, thread_name_prefix="vlmcodec-net")
+        self._net_slots = int(network_workers)
+        self._net_busy = 0
         self._inflight = 0
         self._closed = False      # no new requests
         self._draining = False    # finish what is queued, then stop
@@ -104,6 +118,7 @@ class Engine:
                     self._finish_locked(r, exc=EngineDeadError("engine shut down before the request ran"))
             self._cv.notify_all()
         self._thread.join(timeout_s)
+        self._net_pool.shutdown(wait=True)
         self._pool.shutdown(wait=True, cancel_futures=not drain)
         with self._cv:
             self._stopped = True
@@ -188,20 +203,28 @@ class Engine:
         while True:
             with self._cv:
                 while True:
-                    now = time.monotonic()
-                    batch = self._sched.pop_batch(now, force=self._closed)
-                    if batch:
-                        break
                     if self._closed and (self._inflight == 0 or not self._draining):
                         return
-                    due = self._sched.next_due()
+                    now = time.monotonic()
+                    # a batch is formed only when a network worker is free: meanwhile it keeps growing
+                    batch = self._sched.pop_batch(now, force=self._closed) if self._net_busy < self._net_slots else None
+                    if batch:
+                        self._net_busy += 1
+                        break
+                    due = self._sched.next_due() if self._net_busy < self._net_slots else None
                     self._cv.wait(None if due is None else max(0.0, due - now))
-            try:
-                self._run_batch(batch)
-            except BaseException as e:  # never let the loop die silently
-                for r in batch:
-                    self._finish(r, exc=EngineDeadError(f"engine failure: {e!r}"))
-                raise
+            self._net_pool.submit(self._network_task, batch)
+
+    def _network_task(self, batch: list[InflightRequest]) -> None:
+        try:
+            self._run_batch(batch)
+        except BaseException as e:  # a failure here fails its batch, never the engine silently
+            for r in batch:
+                self._finish(r, exc=EngineDeadError(f"engine failure: {e!r}"))
+        finally:
+            with self._cv:
+                self._net_busy -= 1
+                self._cv.notify_all()
 
     def _run_batch(self, batch: list[InflightRequest]) -> None:
         now = time.monotonic()
