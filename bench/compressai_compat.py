@@ -37,14 +37,27 @@ class _StubFinder:
 
 
 def import_compressai(submodule: str):
-    """Return ``compressai.<submodule>``, or raise ImportError if CompressAI is not installed."""
+    """Return ``compressai.<submodule>``, or raise ImportError if CompressAI is not installed.
+
+    The stubs exist only while CompressAI's modules are imported: left in place, they would make
+    other libraries (transformers checks for torchvision) believe the stubbed packages exist.
+    """
+    finder = _StubFinder()
+    sys.meta_path.append(finder)
+    try:
+        return _import(submodule)
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n.split(".")[0] in _STUBS and isinstance(sys.modules[n], _Anything)]:
+            del sys.modules[name]
+
+
+def _import(submodule: str):
     if "compressai" in sys.modules:
         return importlib.import_module(f"compressai.{submodule}")
     spec = importlib.util.find_spec("compressai")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("compressai is not installed (pip install --no-deps compressai==1.2.8 einops)")
-    if not any(isinstance(f, _StubFinder) for f in sys.meta_path):
-        sys.meta_path.append(_StubFinder())
     pkg = types.ModuleType("compressai")
     pkg.__path__ = list(spec.submodule_search_locations)
     pkg.__spec__ = spec
