@@ -56,11 +56,20 @@ def _output_path(src: Path, out: str | None, many: bool, suffix: str) -> Path:
 
 
 def _progress(items, enabled: bool, desc: str):
+    """Iterate with a progress bar on stderr (when enabled and there are several items)."""
     if not enabled or len(items) < 2:
         return items
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _emit(line: str) -> None:
+    """Print a result line without tearing an active progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
 
 
 def _codec(args):
@@ -95,8 +104,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
             if roundtrip:
                 save_image(rec, dst.with_suffix(".png") if dst.suffix == ".vlmc" else Path(str(dst) + ".png"))
         rows.append((bpp, p, t_enc, t_dec))
-        print(f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f} {p:>8.2f} {1000*t_enc:>8.0f} {1000*t_dec:>8.0f}",
-              flush=True)
+        _emit(f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f} {p:>8.2f} {1000*t_enc:>8.0f} {1000*t_dec:>8.0f}")
     if len(rows) > 1:
         n = len(rows)
         mean = [sum(r[i] for r in rows) / n for i in range(4)]
@@ -116,7 +124,7 @@ def cmd_decode(args) -> int:
         dt = time.perf_counter() - t0
         dst = _output_path(src, args.output, many, ".png")
         save_image(img, dst)
-        print(f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms", flush=True)
+        _emit(f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms")
     return 0
 
 

@@ -1,0 +1,40 @@
+"""The vlmcodec command line: round trip, info, errors with exit status 2."""
+
+import numpy as np
+from PIL import Image
+
+from vlmcodec.cli import main
+
+from conftest import smooth_image
+
+
+def test_encode_decode_info(tmp_path, rng, tiny_model_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_image(rng, 40 + i, 70)).save(src / f"im{i}.png")
+    out = tmp_path / "out"
+    assert main(["encode", str(src), "-o", str(out), "-q", "40", "--model", str(tiny_model_path)]) == 0
+    text = capsys.readouterr().out
+    assert "im0.png" in text and "bpp" in text and "mean of 2" in text
+    streams = sorted(out.glob("*.vlmc"))
+    assert len(streams) == 2
+    assert main(["decode", str(out / "*.vlmc"), "-o", str(tmp_path / "dec"), "--model", str(tiny_model_path)]) == 0
+    dec = np.asarray(Image.open(tmp_path / "dec" / "im1.png"))
+    assert dec.shape == (41, 70, 3)
+    capsys.readouterr()
+    assert main(["info", str(streams[0])]) == 0
+    assert "70x40" in capsys.readouterr().out
+
+
+def test_errors_exit_2(tmp_path, tiny_model_path, capsys):
+    bad = tmp_path / "bad.vlmc"
+    bad.write_bytes(b"VLMC\x01\x00garbage")
+    assert main(["decode", str(bad), "--model", str(tiny_model_path)]) == 2
+    assert "vlmcodec: error:" in capsys.readouterr().err
+    notimg = tmp_path / "x.png"
+    notimg.write_text("not an image")
+    assert main(["encode", str(notimg), "--model", str(tiny_model_path)]) == 2
+    assert main(["encode", str(tmp_path / "missing.png")]) == 2
+    assert main(["encode", str(notimg), "--backend", "tensorrt"]) == 2
+    assert main(["encode", str(notimg), "-q", "150", "--model", str(tiny_model_path)]) == 2
