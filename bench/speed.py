@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--quality", type=float, default=75.0)
     p.add_argument("--model")
     p.add_argument("--backends", default="torch,onnxruntime,triton,tensorrt")
+    p.add_argument("--device", help="e.g. cuda (default: each backend's own)")
     p.add_argument("--compressai", action="store_true", help="also run the CompressAI comparison")
     p.add_argument("--out", default="results/speed.json")
     a = p.parse_args(argv)
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     results, missing = {}, {}
     for name in tqdm(a.backends.split(","), desc="backends", leave=False):
         try:
-            codec = Codec(a.model, backend=name)
+            codec = Codec(a.model, backend=name, device=a.device)
         except BackendUnavailableError as e:
             missing[name] = str(e)
             continue
