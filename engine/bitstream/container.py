@@ -28,7 +28,7 @@ from ..errors import BitstreamError
 
 MAGIC = b"VLMC"
 FORMAT_VERSION = 1
-MAX_DIM = 1 << 15
+MAX_DIM = 1 << 14  # = image_io.MAX_SIDE: a decoder is never asked for more than an encoder accepts
 MAX_CHUNKS = 4096
 MAX_CHUNK_BYTES = 1 << 30
 FLAG_PRE_EDITED = 1
