@@ -23,11 +23,14 @@ from vlmcodec.kernels import rans
 from .backends import create_backend
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
-from .errors import BitstreamError, ModelMismatchError
+from .errors import BitstreamError, ImageError, ModelMismatchError
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 
 DEFAULT_QUALITY = 75.0
+# Bounds the memory one request may take (the float64 entropy parameters alone need ~2 kB per
+# 16×16 block); a stream announcing more is refused before anything is allocated.
+DEFAULT_MAX_PIXELS = 64_000_000
 SYMBOLS_PER_CHUNK = 1 << 16  # y is cut into ceil(n / this) chunks, for parallel decode
 MAX_Y_CHUNKS = 64
 
@@ -73,7 +76,7 @@ class Codec:
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
-                 device: str | None = None, threads: int | None = None):
+                 device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
         self.model = loaded.model
@@ -88,6 +91,7 @@ class Codec:
         self.scale_bound = float(self.model.gaussian_conditional.scale_bound)
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.stage_times: dict[str, float] | None = None  # set to {} to profile the stages
+        self.max_pixels = int(max_pixels)
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -131,6 +135,9 @@ class Codec:
     def prepare(self, image, quality: float = DEFAULT_QUALITY) -> tuple[np.ndarray, float]:
         """Validate an image and a quality: (uint8 H×W×3 array, quality as the stream stores it)."""
         arr = as_rgb_array(image)
+        if arr.shape[0] * arr.shape[1] > self.max_pixels:
+            raise ImageError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels exceeds this codec's max_pixels="
+                             f"{self.max_pixels} (Codec(max_pixels=...) raises it)")
         q = float(quality) if isinstance(quality, (int, float, np.floating)) else quality
         if not isinstance(q, float):
             raise ValueError(f"quality must be a number in [0, 100], got {quality!r}")
@@ -224,6 +231,9 @@ class Codec:
             raise ModelMismatchError(
                 f"stream was written by model {header.fingerprint.hex()}, this codec holds {self.fingerprint.hex()}; "
                 "decode it with the model that wrote it")
+        if header.width * header.height > self.max_pixels:
+            raise BitstreamError(f"stream announces {header.width}x{header.height} pixels, more than this codec's "
+                                 f"max_pixels={self.max_pixels} (Codec(max_pixels=...) raises it)")
         ph, pw = padded_size(header.height, header.width)
         hz, wz, hy, wy = ph // 64, pw // 64, ph // 16, pw // 16
         n_y = self.M * hy * wy

@@ -158,3 +158,13 @@ def test_module_level_api(tiny_model_path, rng):
     img = smooth_image(rng, 30, 40)
     data = encode(img, quality=20, model=tiny_model_path)
     assert decode(data, model=tiny_model_path).shape == (30, 40, 3)
+
+
+def test_max_pixels_guard(tiny_model_path, rng):
+    small = Codec(tiny_model_path, max_pixels=64 * 64)
+    img = smooth_image(rng, 65, 64)
+    with pytest.raises(ImageError, match="max_pixels"):
+        small.encode(img)
+    data = Codec(tiny_model_path).encode(img)
+    with pytest.raises(BitstreamError, match="max_pixels"):
+        small.decode(data)
