@@ -160,6 +160,32 @@ if _HAS_TRITON:
         else:
             return x.to(DTYPE)
 
+    @triton.jit
+    def _gdn_norm(
+        X, BETA, GAMMA, x_pix, mask_p, offs_co, mask_co, C, sx_c,
+        DOT_PRECISION: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
+    ):
+        """norm[p, i] = beta[i] + sum_j gamma[i, j] x[p, j]^2 for a block of pixels × output
+        channels, fp32; the C×C mix as a blocked dot (shared by the forward and backward kernels)."""
+        acc = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        for ci in range(0, C, BLOCK_CI):
+            offs_ci = ci + tl.arange(0, BLOCK_CI)
+            mask_ci = offs_ci < C
+            xj = tl.load(
+                X + x_pix[:, None] + offs_ci.to(tl.int64)[None, :] * sx_c,
+                mask=mask_p[:, None] & mask_ci[None, :],
+                other=0.0,
+            ).to(tl.float32)
+            # g[j, i] = gamma[i, j]: the transposed block, so that acc[p, i] += sum_j x2[p, j] g[j, i]
+            g = tl.load(
+                GAMMA + offs_co[None, :] * C + offs_ci[:, None],
+                mask=mask_ci[:, None] & mask_co[None, :],
+                other=0.0,
+            )
+            acc = tl.dot(xj * xj, g, acc, input_precision=DOT_PRECISION)
+        beta = tl.load(BETA + offs_co, mask=mask_co, other=1.0)
+        return acc + beta[None, :]
+
     @_autotune(GDN_FWD_CONFIGS)
     @triton.jit
     def _gdn_fwd_kernel(
@@ -193,24 +219,8 @@ if _HAS_TRITON:
         for co in range(0, C, BLOCK_CO):
             offs_co = co + tl.arange(0, BLOCK_CO)
             mask_co = offs_co < C
-            acc = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
-            for ci in range(0, C, BLOCK_CI):
-                offs_ci = ci + tl.arange(0, BLOCK_CI)
-                mask_ci = offs_ci < C
-                xj = tl.load(
-                    X + x_pix[:, None] + offs_ci.to(tl.int64)[None, :] * sx_c,
-                    mask=mask_p[:, None] & mask_ci[None, :],
-                    other=0.0,
-                ).to(tl.float32)
-                # g[j, i] = gamma[i, j]: the transposed block, so that acc[p, i] += sum_j x2[p, j] g[j, i]
-                g = tl.load(
-                    GAMMA + offs_co[None, :] * C + offs_ci[:, None],
-                    mask=mask_ci[:, None] & mask_co[None, :],
-                    other=0.0,
-                )
-                acc = tl.dot(xj * xj, g, acc, input_precision=DOT_PRECISION)
-            beta = tl.load(BETA + offs_co, mask=mask_co, other=1.0)
-            norm = acc + beta[None, :]
+            norm = _gdn_norm(X, BETA, GAMMA, x_pix, mask_p, offs_co, mask_co, C, sx_c,
+                             DOT_PRECISION, BLOCK_P, BLOCK_CO, BLOCK_CI)
             mask = mask_p[:, None] & mask_co[None, :]
             xi = tl.load(X + x_pix[:, None] + offs_co.to(tl.int64)[None, :] * sx_c, mask=mask, other=0.0)
             if INVERSE:
@@ -249,23 +259,8 @@ if _HAS_TRITON:
         for co in range(0, C, BLOCK_CO):
             offs_co = co + tl.arange(0, BLOCK_CO)
             mask_co = offs_co < C
-            acc = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
-            for ci in range(0, C, BLOCK_CI):
-                offs_ci = ci + tl.arange(0, BLOCK_CI)
-                mask_ci = offs_ci < C
-                xj = tl.load(
-                    X + x_pix[:, None] + offs_ci.to(tl.int64)[None, :] * sx_c,
-                    mask=mask_p[:, None] & mask_ci[None, :],
-                    other=0.0,
-                ).to(tl.float32)
-                g = tl.load(
-                    GAMMA + offs_co[None, :] * C + offs_ci[:, None],
-                    mask=mask_ci[:, None] & mask_co[None, :],
-                    other=0.0,
-                )
-                acc = tl.dot(xj * xj, g, acc, input_precision=DOT_PRECISION)
-            beta = tl.load(BETA + offs_co, mask=mask_co, other=1.0)
-            norm = acc + beta[None, :]
+            norm = _gdn_norm(X, BETA, GAMMA, x_pix, mask_p, offs_co, mask_co, C, sx_c,
+                             DOT_PRECISION, BLOCK_P, BLOCK_CO, BLOCK_CI)
             mask = mask_p[:, None] & mask_co[None, :]
             ch = offs_co.to(tl.int64)[None, :]
             xi = tl.load(X + x_pix[:, None] + ch * sx_c, mask=mask, other=0.0).to(tl.float32)
