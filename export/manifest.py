@@ -66,6 +66,17 @@ def read_manifest(directory: str | Path, expected_format: str) -> dict:
     return manifest
 
 
+def verify_listed_files(directory: Path, entries: dict, kind: str, remedy: str, verify_checksums: bool = True) -> None:
+    """Every file a manifest lists (``entries``: name -> {"file", "sha256"}) exists and, with
+    ``verify_checksums``, still has its recorded SHA-256; ConfigError naming the ``remedy`` otherwise."""
+    for name, e in entries.items():
+        path = directory / e["file"]
+        if not path.is_file():
+            raise ConfigError(f"{directory}: {kind} {name} ({e['file']}) is missing; {remedy}")
+        if verify_checksums and sha256_file(path) != e["sha256"]:
+            raise ConfigError(f"{path}: checksum does not match the manifest (file changed or damaged); {remedy}")
+
+
 def check_fingerprint(manifest: dict, model, where: str | Path) -> None:
     """Raise ModelMismatchError unless the manifest was written for ``model``'s networks."""
     fp = network_fingerprint(model)

@@ -47,7 +47,8 @@ from torch import nn
 from vlmcodec.errors import BackendUnavailableError, ConfigError
 from vlmcodec.layers import GDN, FoldedGDN, SubPixelConv
 
-from .manifest import MANIFEST_NAME, network_fingerprint, read_manifest, sha256_file, torch_versions, write_manifest
+from .manifest import (MANIFEST_NAME, network_fingerprint, read_manifest, sha256_file, torch_versions,
+                       verify_listed_files, write_manifest)
 
 FORMAT = "vlmcodec-onnx-1"
 DEFAULT_OPSET = 17
@@ -269,12 +270,7 @@ def load_onnx_manifest(directory: str | Path, model=None, verify_files: bool = T
     manifest = read_manifest(directory, FORMAT)
     if model is not None:
         check_fingerprint(manifest, model, directory / MANIFEST_NAME)
-    for name, g in manifest.get("graphs", {}).items():
-        path = directory / g["file"]
-        if not path.is_file():
-            raise ConfigError(f"{directory}: graph {name} ({g['file']}) is missing; re-export")
-        if verify_files and sha256_file(path) != g["sha256"]:
-            raise ConfigError(f"{path}: checksum does not match the manifest (file changed or damaged); re-export")
+    verify_listed_files(directory, manifest.get("graphs", {}), "graph", "re-export", verify_files)
     return manifest
 
 

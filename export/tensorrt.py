@@ -32,7 +32,7 @@ from pathlib import Path
 from vlmcodec.errors import BackendUnavailableError, ConfigError, ModelMismatchError
 
 from .manifest import MANIFEST_NAME, check_fingerprint, network_fingerprint, read_manifest, sha256_file, \
-    torch_versions, write_manifest
+    torch_versions, verify_listed_files, write_manifest
 from .onnx import SPECS, export_onnx, load_onnx_manifest
 
 FORMAT = "vlmcodec-tensorrt-1"
@@ -361,10 +361,5 @@ def load_engine_manifest(directory: str | Path, model, versions: dict, verify_fi
     directory = Path(directory)
     manifest = read_manifest(directory, FORMAT)
     check_engine_manifest(manifest, model, versions, directory / MANIFEST_NAME)
-    for name, e in manifest.get("engines", {}).items():
-        path = directory / e["file"]
-        if not path.is_file():
-            raise ConfigError(f"{directory}: engine {name} ({e['file']}) is missing; rebuild")
-        if verify_files and sha256_file(path) != e["sha256"]:
-            raise ConfigError(f"{path}: checksum does not match the manifest; rebuild")
+    verify_listed_files(directory, manifest.get("engines", {}), "engine", "rebuild", verify_files)
     return manifest
