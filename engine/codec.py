@@ -88,7 +88,6 @@ class Codec:
         self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
         self.medians = self.model.entropy_bottleneck.medians().detach().float().cpu()
         self.scale_table64 = self.model.gaussian_conditional.scale_table.detach().double().cpu()
-        self.scale_bound = float(self.model.gaussian_conditional.scale_bound)
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.stage_times: dict[str, float] | None = None  # set to {} to profile the stages
         self.max_pixels = int(max_pixels)
@@ -212,8 +211,7 @@ class Codec:
             self.stage_times[name] = self.stage_times.get(name, 0.0) + time.perf_counter() - t0
 
     def _scale_index(self, scales64: Tensor) -> Tensor:
-        s = torch.clamp_min(scales64, self.scale_bound).contiguous()
-        return torch.bucketize(s, self.scale_table64[:-1].contiguous(), right=False).to(torch.int32)
+        return self.model.gaussian_conditional.build_indexes(scales64)
 
     def _z_indexes(self, hz: int, wz: int) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(np.arange(self.N, dtype=np.int32)[:, None, None], (self.N, hz, wz)))

@@ -61,9 +61,13 @@ class GaussianConditional(nn.Module):
         return y_rate, y_dec, self.likelihood(y_rate, scales, means)
 
     def build_indexes(self, scales: Tensor) -> Tensor:
-        """Index k of σ in the scale table: the first i with σ ≤ table[i] (else last)."""
-        scales = torch.clamp_min(scales, float(self.scale_bound))
-        return torch.bucketize(scales, self.scale_table[:-1].contiguous(), right=False).to(torch.int32)
+        """Index k of σ in the scale table: the first i with σ ≤ table[i] (else last).
+
+        Computed in the dtype of ``scales`` (the codec passes the exact float64 scales; widening
+        the float32 table is exact), so the comparison is exact and device-independent."""
+        scales = torch.clamp_min(scales, float(self.scale_bound)).contiguous()
+        bounds = self.scale_table[:-1].to(device=scales.device, dtype=scales.dtype).contiguous()
+        return torch.bucketize(scales, bounds, right=False).to(torch.int32)
 
     @torch.no_grad()
     def pmfs(self) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
