@@ -146,7 +146,8 @@ def cmd_info(args) -> int:
 def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, train
 
-    cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out_dir)
+    cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out_dir,
+                                time_limit_s=args.time_limit, init_from=args.init_from)
     train(cfg, progress=not args.quiet)
     return 0
 
@@ -231,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True)
     t.add_argument("--steps", type=int)
     t.add_argument("--out-dir")
+    t.add_argument("--init-from", metavar="MODEL", help="start from this model file (overrides the config)")
+    t.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop cleanly after this much wall time (checkpoint + model file); rerun to resume")
     common(t, model=False)
     c = sub.add_parser("convert", help="convert a CompressAI MeanScaleHyperprior checkpoint")
     c.add_argument("--from-compressai", required=True, metavar="CKPT")

@@ -121,3 +121,15 @@ def test_train_with_pre_editor_and_teacher(tmp_path):
     loss = float(rows[-1].split(",")[2])
     assert np.isfinite(loss)
     assert load_model(tmp_path / "run" / "model.safetensors").model.pre_editor is not None
+
+
+def test_train_time_limit_stops_cleanly_and_resumes(tmp_path):
+    from dataclasses import replace
+
+    from vlmcodec.training.trainer import train
+
+    cfg, ckpt = _tiny_train(tmp_path, time_limit_s=1e-9)  # stops before the first step
+    assert torch.load(ckpt, weights_only=False)["step"] == 0
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    train(replace(cfg, time_limit_s=0.0), progress=False)  # resumes and finishes
+    assert torch.load(ckpt, weights_only=False)["step"] == cfg.steps

@@ -53,6 +53,7 @@ class TrainConfig:
     w_pix: float = 1.0
     w_tok: float = 0.0
     w_rank: float = 0.0
+    time_limit_s: float = 0.0  # > 0: stop after this much wall time (checkpoint + model file), resume later
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -161,7 +162,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
     model.train()
     acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
-    t0 = time.perf_counter()
+    t0 = t_start = time.perf_counter()
 
     def save() -> None:
         tmp = out / "last.pt.tmp"
@@ -171,6 +172,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         os.replace(tmp, ckpt)
 
     while step < cfg.steps:
+        if cfg.time_limit_s > 0 and time.perf_counter() - t_start > cfg.time_limit_s:
+            tqdm.write(f"train: time limit of {cfg.time_limit_s:g} s reached at step {step}; resume with the same out_dir")
+            break
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         x = sampler.sample(cfg.batch).to(device).contiguous(memory_format=torch.channels_last)
@@ -187,8 +191,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         aux.backward()
         aux_opt.step()
         step += 1
-        acc["loss"] += float(losses["loss"]); acc["bpp"] += float(losses["bpp"])
-        acc["mse"] += float(losses["mse"]); acc["aux"] += float(aux); acc["n"] += 1
+        acc["loss"] += losses["loss"].item(); acc["bpp"] += losses["bpp"].item()
+        acc["mse"] += losses["mse"].item(); acc["aux"] += aux.item(); acc["n"] += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             n = acc["n"]
@@ -202,6 +206,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             t0 = time.perf_counter()
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save()
+    if not ckpt.exists() or torch.load(ckpt, map_location="cpu", weights_only=False)["step"] != step:
+        save()  # stopped by the time limit between checkpoints
     bar.close()
     log_f.close()
     export_checkpoint(ckpt, out / "model.safetensors")
@@ -227,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="TOML training config")
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--out-dir", help="override the output folder")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop after this much wall time")
     a = p.parse_args(argv)
-    cfg = TrainConfig.from_toml(a.config, steps=a.steps, out_dir=a.out_dir)
+    cfg = TrainConfig.from_toml(a.config, steps=a.steps, out_dir=a.out_dir, time_limit_s=a.time_limit)
     train(cfg)
     return 0
 
