@@ -2,7 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .codec import Codec, default_model_path
 from .errors import (
     BackendUnavailableError,
     BitstreamError,
@@ -18,7 +17,19 @@ from .errors import (
 _codecs: dict = {}
 
 
-def _shared_codec(model=None, backend: str = "torch") -> Codec:
+def __getattr__(name: str):
+    # Lazy so that the training and kernel modules import without the compiled rANS extension
+    # (e.g. from a source tree on a bare GPU machine); the codec itself needs it.
+    if name in ("Codec", "default_model_path"):
+        from . import codec
+
+        return getattr(codec, name)
+    raise AttributeError(f"module 'vlmcodec' has no attribute {name!r}")
+
+
+def _shared_codec(model=None, backend: str = "torch"):
+    from .codec import Codec
+
     key = (str(model) if model is not None else None, backend)
     if key not in _codecs:
         _codecs[key] = Codec(model, backend=backend)

@@ -5,7 +5,7 @@
     vlmcodec roundtrip IN... -o OUT               both, with a summary table (the main job)
     vlmcodec info FILE...                         header fields of .vlmc files
     vlmcodec train --config FILE                  train a model (resumable)
-    vlmcodec convert --from-compressai CKPT -o MODEL.safetensors
+    vlmcodec convert --from-compressai CKPT | --from-weights FILE -o MODEL.safetensors
     vlmcodec export --format onnx|tensorrt -o DIR [--fp16] [--max-batch N] [--max-size HxW]
     vlmcodec bench rd [IMAGES_DIR] --out DIR      rate–distortion benchmark (vlmcodec.bench.cli)
 """
@@ -153,9 +153,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .models.convert import convert_compressai
+    if args.from_weights:
+        from .training.weights import weights_to_model_file
 
-    fp = convert_compressai(args.from_compressai, args.output, N=args.N, M=args.M)
+        fp = weights_to_model_file(args.from_weights, args.output)
+    else:
+        from .models.convert import convert_compressai
+
+        fp = convert_compressai(args.from_compressai, args.output, N=args.N, M=args.M)
     print(f"wrote {args.output} (fingerprint {fp[:8].hex()})")
     return 0
 
@@ -236,8 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="stop cleanly after this much wall time (checkpoint + model file); rerun to resume")
     common(t, model=False)
-    c = sub.add_parser("convert", help="convert a CompressAI MeanScaleHyperprior checkpoint")
-    c.add_argument("--from-compressai", required=True, metavar="CKPT")
+    c = sub.add_parser("convert", help="make a model file from a CompressAI checkpoint or a weights file")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from-compressai", metavar="CKPT", help="a CompressAI MeanScaleHyperprior checkpoint")
+    src.add_argument("--from-weights", metavar="FILE",
+                     help="a weights-only file written by training without the C++ extension (e.g. on a GPU machine)")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--N", type=int, help="override N (default: read from the weights' shapes)")
     c.add_argument("--M", type=int)

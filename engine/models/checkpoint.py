@@ -12,15 +12,18 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from vlmcodec.kernels.rans import CdfTable
 from ..errors import ConfigError, ModelNotFoundError
 from .hyperprior import MeanScaleHyperprior, ModelConfig
+
+if TYPE_CHECKING:
+    from vlmcodec.kernels.rans import CdfTable
 
 FORMAT = "vlmcodec-model-1"
 TABLE_PREFIX = "tables."
@@ -28,6 +31,8 @@ TABLE_PREFIX = "tables."
 
 def build_tables(model: MeanScaleHyperprior) -> dict[str, CdfTable]:
     """Quantized CDF tables for z (one per channel) and y (one per scale-table entry)."""
+    from vlmcodec.kernels.rans import CdfTable  # the C++ extension; weights-only helpers work without it
+
     tables = {}
     for name, module in (("z", model.entropy_bottleneck), ("y", model.gaussian_conditional)):
         pmfs, tails, offsets = module.pmfs()
@@ -118,6 +123,8 @@ def load_model(path: str | Path) -> LoadedModel:
     missing = [k for k in missing if not k.endswith(_SKIP_SUFFIXES)]
     if missing or unexpected:
         raise ConfigError(f"{path}: weights do not match the architecture (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    from vlmcodec.kernels.rans import CdfTable
+
     tables = {}
     for name in ("z", "y"):
         try:

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..models import MeanScaleHyperprior, ModelConfig
 from .data import CropSampler
 from .loss import rd_loss
+from .weights import load_weights_into, save_weights
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     step = 0
     ckpt = out / "last.pt"
     if not ckpt.exists() and cfg.init_from:
-        from ..models.checkpoint import load_model
-
-        init = load_model(cfg.init_from).model
-        a, b = init.config, model.config
-        if (a.N, a.M, a.num_levels) != (b.N, b.M, b.num_levels):
-            raise ConfigError(f"init_from {cfg.init_from}: architecture {a} differs from {b}")
-        # a codec without pre-editor can seed one with: the pre-editor starts as the identity
-        model.load_state_dict(init.state_dict(), strict=False)
+        load_weights_into(model, cfg.init_from)  # a model or weights file; checks shapes
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -210,20 +204,35 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         save()  # stopped by the time limit between checkpoints
     bar.close()
     log_f.close()
-    export_checkpoint(ckpt, out / "model.safetensors")
+    try:
+        export_checkpoint(ckpt, out / "model.safetensors")
+    except ImportError as e:  # the C++ rANS extension is not built here: CDF tables cannot be made
+        export_weights(ckpt, out / "weights.safetensors")
+        tqdm.write(f"train: {e}; wrote {out / 'weights.safetensors'} instead — make the model file "
+                   f"where vlmcodec is installed: vlmcodec convert --from-weights FILE -o model.safetensors")
     return ckpt
+
+
+def _checkpoint_model(ckpt: str | Path) -> tuple[MeanScaleHyperprior, dict]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = TrainConfig(**{k: (tuple(v) if k in ("lmbdas", "teacher_layers") else v) for k, v in state["config"].items()})
+    model = MeanScaleHyperprior(cfg.model_config())
+    model.load_state_dict(state["model"])
+    return model, {"train_steps": state["step"], "train_recipe": json.dumps(state["config"])}
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> bytes:
     """Write the model of a training checkpoint as a vlmcodec model file; returns its fingerprint."""
     from ..models.checkpoint import save_model
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    cfg = TrainConfig(**{k: (tuple(v) if k == "lmbdas" else v) for k, v in state["config"].items()})
-    model = MeanScaleHyperprior(cfg.model_config())
-    model.load_state_dict(state["model"])
-    meta = {"train_steps": state["step"], "train_recipe": json.dumps(state["config"])}
+    model, meta = _checkpoint_model(ckpt)
     return save_model(model, out, extra_metadata=meta)
+
+
+def export_weights(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> None:
+    """Write the model of a training checkpoint as a weights-only file (no C++ extension needed)."""
+    model, meta = _checkpoint_model(ckpt)
+    save_weights(model, out, dtype, meta)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _rans
+try:
+    from . import _rans
+except ImportError as e:  # a source tree that was never built, or a broken install
+    raise ImportError(f"vlmcodec's C++ rANS extension is not available ({e}); build and install the "
+                      "package (pip install .) to encode or decode") from e
 
 __all__ = [
     "PRECISION",

@@ -1,0 +1,79 @@
+"""Weights-only files: a model's learned tensors without CDF tables or fingerprint.
+
+They let training run where the C++ entropy coder is not built (a bare GPU machine working on a
+source tree): the run writes weights (fp16 keeps them small to carry back), and
+``weights_to_model_file`` turns them into a full model file wherever the package is installed.
+``load_weights_into`` reads either kind of file, so ``init_from`` needs no extension either.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import ConfigError, ModelNotFoundError
+from ..models.checkpoint import model_tensors
+from ..models.hyperprior import MeanScaleHyperprior, ModelConfig
+
+WEIGHTS_FORMAT = "vlmcodec-weights-1"
+
+
+def save_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype = torch.float16,
+                 extra_metadata: dict | None = None) -> None:
+    """Write the learned tensors of ``model`` (parameters in ``dtype``, buffers such as the scale
+    table kept in float32) with its architecture in the metadata."""
+    params = {k for k, _ in model.named_parameters()}
+    tensors = {k: (v.to(dtype) if k in params else v).contiguous() for k, v in model_tensors(model).items()}
+    meta = {"format": WEIGHTS_FORMAT, "config": json.dumps(model.config.to_dict())}
+    meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise ConfigError(f"cannot read weights file {path}: {e}") from e
+
+
+def load_weights_into(model: MeanScaleHyperprior, path: str | Path) -> None:
+    """Copy the tensors of a model or weights file into ``model`` (shapes must match).
+
+    Tensors the file lacks are allowed only for a pre-editor (a codec without one seeds a model
+    with one; the pre-editor then starts as the identity)."""
+    tensors, _ = _read(path)
+    state = model.state_dict()
+    missing = [k for k in state if k not in tensors and not k.startswith("pre_editor.")
+               and not k.endswith(("._offset", "._quantized_cdf", "._cdf_length"))]
+    wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in state.items()
+             if k in tensors and tensors[k].shape != v.shape]
+    if missing or wrong:
+        raise ConfigError(f"{path}: weights do not fit this architecture "
+                          f"(missing {missing[:4]}, shape mismatches {wrong[:4]})")
+    with torch.no_grad():
+        for k, v in state.items():
+            if k in tensors:
+                v.copy_(tensors[k].to(v.dtype))
+
+
+def weights_to_model_file(path: str | Path, out: str | Path) -> bytes:
+    """Turn a weights file into a full model file (CDF tables, fingerprint); returns the fingerprint."""
+    from ..models.checkpoint import save_model
+
+    _, meta = _read(path)
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise ConfigError(f"{path} is not a vlmcodec weights file (format {meta.get('format')!r})")
+    model = MeanScaleHyperprior(ModelConfig.from_dict(json.loads(meta["config"])))
+    load_weights_into(model, path)
+    extra = {k: v for k, v in meta.items() if k not in ("format", "config")}
+    extra["source"] = f"weights:{Path(path).name}"
+    return save_model(model, out, extra_metadata=extra)

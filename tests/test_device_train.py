@@ -1,0 +1,75 @@
+"""Training without the C++ extension: weights-only files and the source-tree path used on the GPU machine."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import smooth_image
+from vlmcodec.errors import ConfigError
+from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+from vlmcodec.models.checkpoint import load_model
+from vlmcodec.training.weights import load_weights_into, save_weights, weights_to_model_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tiny_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05), **kw))
+
+
+def test_weights_file_to_model_file(tmp_path):
+    model = _tiny_model()
+    save_weights(model, tmp_path / "w.safetensors")  # fp16 parameters
+    fp = weights_to_model_file(tmp_path / "w.safetensors", tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert loaded.fingerprint == fp
+    params = dict(model.named_parameters())
+    for k, v in loaded.model.state_dict().items():
+        ref = model.state_dict()[k]
+        expect = ref.half().float() if k in params else ref  # buffers (scale table) stay float32
+        assert torch.equal(v, expect), k
+
+
+def test_load_weights_into_checks_architecture(tmp_path):
+    save_weights(_tiny_model(), tmp_path / "w.safetensors")
+    other = MeanScaleHyperprior(ModelConfig(N=8, M=16, num_levels=2, lmbdas=(0.01, 0.05)))
+    with pytest.raises(ConfigError, match="do not fit"):
+        load_weights_into(other, tmp_path / "w.safetensors")
+    with_pre = _tiny_model(seed=1, pre_editor=True)  # a codec without pre-editor seeds one with
+    load_weights_into(with_pre, tmp_path / "w.safetensors")
+    assert torch.equal(with_pre.g_a[0].weight, _tiny_model().g_a[0].weight.half().float())
+
+
+def test_weights_to_model_file_rejects_other_files(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ConfigError):
+        weights_to_model_file(tmp_path / "x.safetensors", tmp_path / "m.safetensors")
+
+
+def test_device_train_runs_from_source_tree_without_extension(tmp_path):
+    """scripts/device_train.py as on the bare GPU machine: no install, no C++ extension."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(smooth_image(rng, 96, 128)).save(data / f"{i}.png")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(f'data_dir = "{data}"\nout_dir = "{tmp_path / "run"}"\nN = 8\nM = 12\n'
+                   'lmbdas = [0.01, 0.05]\ncrop = 64\nbatch = 2\nsteps = 2\nwarmup = 1\nthreads = 1\n')
+    # -S: no site processing, so neither the editable-install finder nor the installed package is
+    # seen; the site folders' plain packages (torch, numpy, ...) come through PYTHONPATH.
+    paths = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    r = subprocess.run([sys.executable, "-S", str(ROOT / "scripts" / "device_train.py"), "--config", str(cfg),
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "rANS extension is not available" in r.stdout + r.stderr  # it really ran without it
+    fp = weights_to_model_file(tmp_path / "out" / "weights.safetensors", tmp_path / "m.safetensors")
+    assert load_model(tmp_path / "m.safetensors").fingerprint == fp
