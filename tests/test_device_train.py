@@ -73,3 +73,11 @@ def test_device_train_runs_from_source_tree_without_extension(tmp_path):
     assert "rANS extension is not available" in r.stdout + r.stderr  # it really ran without it
     fp = weights_to_model_file(tmp_path / "out" / "weights.safetensors", tmp_path / "m.safetensors")
     assert load_model(tmp_path / "m.safetensors").fingerprint == fp
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_training_configs_parse(path):
+    from vlmcodec.training.trainer import TrainConfig
+
+    cfg = TrainConfig.from_toml(path)
+    assert cfg.steps > 0 and len(cfg.lmbdas) >= 1 and cfg.model_config().num_levels == len(cfg.lmbdas)

