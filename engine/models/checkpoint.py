@@ -60,13 +60,13 @@ def fingerprint_of(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> byt
 
 
 # Buffers that are derived or CompressAI bookkeeping; they are rebuilt on load.
-_SKIP_SUFFIXES = ("._offset", "._quantized_cdf", "._cdf_length")
+DERIVED_SUFFIXES = ("._offset", "._quantized_cdf", "._cdf_length")
 
 
 def model_tensors(model: MeanScaleHyperprior, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     sd = {}
     for k, v in model.state_dict().items():
-        if k.endswith(_SKIP_SUFFIXES):
+        if k.endswith(DERIVED_SUFFIXES):
             continue
         v = v.detach().cpu()
         sd[k] = (v.to(dtype) if v.is_floating_point() else v).contiguous()
@@ -100,17 +100,22 @@ class LoadedModel:
     metadata: dict
 
 
+def read_safetensors(path: str | Path, what: str = "model file") -> tuple[dict[str, torch.Tensor], dict]:
+    """All tensors and the metadata of a safetensors file; clear errors for a missing or damaged one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"{what} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise ConfigError(f"cannot read {what} {path}: {e}") from e
+
+
 def load_model(path: str | Path) -> LoadedModel:
     """Load a model file written by ``save_model`` (checks format and fingerprint)."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelNotFoundError(f"model file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises several types for a damaged file
-        raise ConfigError(f"cannot read model file {path}: {e}") from e
+    tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
     config = ModelConfig.from_dict(json.loads(meta["config"]))
@@ -120,7 +125,7 @@ def load_model(path: str | Path) -> LoadedModel:
     model = MeanScaleHyperprior(config)
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if not k.endswith(_SKIP_SUFFIXES)]
+    missing = [k for k in missing if not k.endswith(DERIVED_SUFFIXES)]
     if missing or unexpected:
         raise ConfigError(f"{path}: weights do not match the architecture (missing {missing[:5]}, unexpected {unexpected[:5]})")
     from vlmcodec.kernels.rans import CdfTable

@@ -151,6 +151,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         step = int(state["step"])
         sampler.gen.set_state(state["sampler_rng"])
         torch.set_rng_state(state["torch_rng"])
+    saved_step = step if ckpt.exists() else None
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     lmbdas = torch.tensor(cfg.lmbdas, device=device)
     semantic_term = _semantic_term(cfg, device)
@@ -175,7 +176,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     while step < cfg.steps:
         if cfg.time_limit_s > 0 and time.perf_counter() - t_start > cfg.time_limit_s:
-            tqdm.write(f"train: time limit of {cfg.time_limit_s:g} s reached at step {step}; resume with the same out_dir")
+            tqdm.write(f"train: time limit of {cfg.time_limit_s:g} s reached at step {step}; "
+                       "resume with the same out_dir")
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
@@ -208,14 +210,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             t0 = time.perf_counter()
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save()
-    if not ckpt.exists() or torch.load(ckpt, map_location="cpu", weights_only=False)["step"] != step:
+            saved_step = step
+    if saved_step != step:
         save()  # stopped by the time limit between checkpoints
     bar.close()
     log_f.close()
+    from ..models.checkpoint import save_model
+
+    final, meta = _checkpoint_model(ckpt)
     try:
-        export_checkpoint(ckpt, out / "model.safetensors")
+        save_model(final, out / "model.safetensors", extra_metadata=meta)
     except ImportError as e:  # the C++ rANS extension is not built here: CDF tables cannot be made
-        export_weights(ckpt, out / "weights.safetensors")
+        save_weights(final, out / "weights.safetensors", extra_metadata=meta)
         tqdm.write(f"train: {e}; wrote {out / 'weights.safetensors'} instead — make the model file "
                    f"where vlmcodec is installed: vlmcodec convert --from-weights FILE -o model.safetensors")
     return ckpt

@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import ConfigError, ModelNotFoundError
-from ..models.checkpoint import model_tensors
+from ..errors import ConfigError
+from ..models.checkpoint import DERIVED_SUFFIXES, model_tensors, read_safetensors
 from ..models.hyperprior import MeanScaleHyperprior, ModelConfig
 
 WEIGHTS_FORMAT = "vlmcodec-weights-1"
@@ -34,26 +33,19 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtyp
     save_file(tensors, str(path), metadata=meta)
 
 
-def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelNotFoundError(f"weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
-    except Exception as e:  # safetensors raises several types for a damaged file
-        raise ConfigError(f"cannot read weights file {path}: {e}") from e
-
-
 def load_weights_into(model: MeanScaleHyperprior, path: str | Path) -> None:
     """Copy the tensors of a model or weights file into ``model`` (shapes must match).
 
     Tensors the file lacks are allowed only for a pre-editor (a codec without one seeds a model
     with one; the pre-editor then starts as the identity)."""
-    tensors, _ = _read(path)
+    tensors, _ = read_safetensors(path, "weights file")
+    _copy_into(model, tensors, path)
+
+
+def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     state = model.state_dict()
     missing = [k for k in state if k not in tensors and not k.startswith("pre_editor.")
-               and not k.endswith(("._offset", "._quantized_cdf", "._cdf_length"))]
+               and not k.endswith(DERIVED_SUFFIXES)]
     wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in state.items()
              if k in tensors and tensors[k].shape != v.shape]
     if missing or wrong:
@@ -69,11 +61,11 @@ def weights_to_model_file(path: str | Path, out: str | Path) -> bytes:
     """Turn a weights file into a full model file (CDF tables, fingerprint); returns the fingerprint."""
     from ..models.checkpoint import save_model
 
-    _, meta = _read(path)
+    tensors, meta = read_safetensors(path, "weights file")
     if meta.get("format") != WEIGHTS_FORMAT:
         raise ConfigError(f"{path} is not a vlmcodec weights file (format {meta.get('format')!r})")
     model = MeanScaleHyperprior(ModelConfig.from_dict(json.loads(meta["config"])))
-    load_weights_into(model, path)
+    _copy_into(model, tensors, path)
     extra = {k: v for k, v in meta.items() if k not in ("format", "config")}
     extra["source"] = f"weights:{Path(path).name}"
     return save_model(model, out, extra_metadata=extra)
