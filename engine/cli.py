@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import VlmcodecError
+from .errors import ConfigError, VlmcodecError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff"}
 
@@ -143,11 +143,28 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _parse_sets(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs, VALUE read as a TOML value (``true``, ``0.5``, ``[3, 6]``, ``"s"``)."""
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value  # a bare string
+    return out
+
+
 def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, train
 
     cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out_dir,
-                                time_limit_s=args.time_limit, init_from=args.init_from)
+                                time_limit_s=args.time_limit, init_from=args.init_from,
+                                **_parse_sets(args.set or []))
     train(cfg, progress=not args.quiet)
     return 0
 
@@ -238,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int)
     t.add_argument("--out-dir")
     t.add_argument("--init-from", metavar="MODEL", help="start from this model file (overrides the config)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one config key (repeatable), e.g. --set pre_editor=false --set w_tok=0")
     t.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="stop cleanly after this much wall time (checkpoint + model file); rerun to resume")
     common(t, model=False)

@@ -1,6 +1,7 @@
 """The vlmcodec command line: round trip, info, errors with exit status 2."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from vlmcodec.cli import main
@@ -38,3 +39,24 @@ def test_errors_exit_2(tmp_path, tiny_model_path, capsys):
     assert main(["encode", str(tmp_path / "missing.png")]) == 2
     assert main(["encode", str(notimg), "--backend", "tensorrt"]) == 2
     assert main(["encode", str(notimg), "-q", "150", "--model", str(tiny_model_path)]) == 2
+
+
+def test_train_set_overrides():
+    from vlmcodec.cli import _parse_sets
+    from vlmcodec.errors import ConfigError
+
+    got = _parse_sets(["pre_editor=false", "w_tok=0", " teacher_layers=[3, 6]", "teacher=dinov2-vits14",
+                       'out_dir="runs/x"'])
+    assert got == {"pre_editor": False, "w_tok": 0, "teacher_layers": [3, 6], "teacher": "dinov2-vits14",
+                   "out_dir": "runs/x"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        _parse_sets(["w_tok"])
+
+
+def test_train_set_unknown_key_exits_2(tmp_path, capsys):
+    from vlmcodec.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('data_dir = "nowhere"\n')
+    assert main(["train", "--config", str(cfg), "--set", "no_such_key=1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err

@@ -152,3 +152,48 @@ def test_semantic_term_in_bf16_close_to_float32():
         terms.append(_semantic_term(cfg, torch.device("cpu"))(x, x_hat).detach())
     assert (terms[0] > 0).all()
     torch.testing.assert_close(terms[1], terms[0], rtol=0.1, atol=0)
+
+
+@pytest.mark.parametrize("mult", [0.0, 1.0])
+def test_pre_editor_lr_mult(tmp_path, mult):
+    _tiny_train(tmp_path, pre_editor=True, pre_editor_lr_mult=mult)
+    out_w = load_model(tmp_path / "run" / "model.safetensors").model.pre_editor.out.weight
+    # the last convolution starts at zero: a zero learning rate keeps it there, any other moves it
+    assert bool(out_w.abs().sum() == 0) == (mult == 0.0)
+
+
+class _FakeTeacher:
+    """Records the size the semantic term asks for; tokens are a fixed function of the input."""
+    num_layers, patch_size = 4, 14
+
+    def __init__(self):
+        self.sizes = []
+
+    def __call__(self, img, layers, size=None):
+        self.sizes.append(tuple(size))
+        t = torch.nn.functional.interpolate(img, size=size, mode="bilinear", align_corners=False)
+        return [t.flatten(2).transpose(1, 2) for _ in layers]
+
+    def patch_tokens(self, t):
+        return t
+
+
+@pytest.mark.parametrize("scale, want", [(1.0, (70, 98)), (0.4375, (28, 42)), (0.5, (42, 56))])
+def test_teacher_scale_sets_the_teacher_input_size(monkeypatch, scale, want):
+    import vlmcodec.teacher as teacher_mod
+    from vlmcodec.training.trainer import TrainConfig, _semantic_term
+
+    fake = _FakeTeacher()
+    monkeypatch.setattr(teacher_mod, "load_teacher", lambda name, device=None: fake)
+    cfg = TrainConfig(teacher="fake", teacher_layers=(1, 2), w_tok=1.0, teacher_scale=scale)
+    x = torch.rand(2, 3, 64, 96)
+    d = _semantic_term(cfg, torch.device("cpu"))(x, (x + 0.2 * torch.randn_like(x)))
+    assert fake.sizes == [want, want] and d.shape == (2,) and (d > 0).all()
+
+
+def test_teacher_scale_out_of_range():
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.training.trainer import TrainConfig, _semantic_term
+
+    with pytest.raises(ConfigError, match="teacher_scale"):
+        _semantic_term(TrainConfig(teacher="x", w_tok=1.0, teacher_scale=0.0), torch.device("cpu"))

@@ -55,6 +55,10 @@ class TrainConfig:
     w_tok: float = 0.0
     w_rank: float = 0.0
     teacher_bf16: bool = False  # run the frozen teacher under bf16 autocast (GPU: ~2x on its cost)
+    # the teacher sees the crop resized by this factor: a VLM sees a photo at ~224 px, not at full
+    # resolution (bench.semantic's Kodak 768×512 → 336×224 is 0.4375), so the token term should too
+    teacher_scale: float = 1.0
+    pre_editor_lr_mult: float = 1.0  # the pre-editor starts at zero (identity): fine-tuning may want it faster
     time_limit_s: float = 0.0  # > 0: stop after this much wall time (checkpoint + model file), resume later
 
     @classmethod
@@ -98,6 +102,8 @@ def _semantic_term(cfg: TrainConfig, device):
     """Per-item weighted semantic distortion w_tok·D_tok + w_rank·D_rank, or None (pixel loss only)."""
     if not cfg.teacher or (cfg.w_tok == 0 and cfg.w_rank == 0):
         return None
+    if not 0 < cfg.teacher_scale <= 4:
+        raise ConfigError(f"teacher_scale must be in (0, 4], got {cfg.teacher_scale}")
     from ..teacher import load_teacher
     from .semantic import rank_distortion, teacher_size, token_distortion
 
@@ -110,7 +116,8 @@ def _semantic_term(cfg: TrainConfig, device):
             return [teacher.patch_tokens(t).float() for t in teacher(img, layers, size=size)]
 
     def term(x, x_hat):
-        size = teacher_size(x.shape[-2], x.shape[-1], teacher.patch_size)
+        size = teacher_size(round(x.shape[-2] * cfg.teacher_scale), round(x.shape[-1] * cfg.teacher_scale),
+                            teacher.patch_size)
         with torch.no_grad():
             ref = tokens(x, size)
         hat = tokens(x_hat.clamp(0, 1), size)
@@ -136,7 +143,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
     model = MeanScaleHyperprior(cfg.model_config()).to(device).to(memory_format=torch.channels_last)
     main_p, aux_p = _split_params(model)
-    opt = torch.optim.Adam(main_p, lr=cfg.lr)
+    pre_p = [p for n, p in model.named_parameters() if n.startswith("pre_editor.")]
+    if pre_p:
+        ids = {id(p) for p in pre_p}
+        groups = [{"params": [p for p in main_p if id(p) not in ids], "lr_mult": 1.0},
+                  {"params": pre_p, "lr_mult": cfg.pre_editor_lr_mult}]
+    else:
+        groups = [{"params": main_p, "lr_mult": 1.0}]
+    opt = torch.optim.Adam(groups, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr)
     sampler = CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed)
     step = 0
@@ -180,7 +194,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                        "resume with the same out_dir")
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
+            g["lr"] = lr_at(cfg, step) * g.get("lr_mult", 1.0)
         x = sampler.sample(cfg.batch).to(device).contiguous(memory_format=torch.channels_last)
         levels = torch.arange(cfg.batch, device=device) % K  # every level in every batch
         outp = model(x, levels.float())
