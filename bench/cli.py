@@ -117,6 +117,7 @@ for _name, _module, _help in (
     ("backends", "backends", "onnxruntime vs torch: time and cross-decode"),
     ("kernels", "kernels", "Triton kernels vs torch references, GB/s (GPU)"),
     ("semantic", "semantic", "semantic metrics of Pillow JPEG, teacher timing"),
+    ("compare", "compare", "BD-rates and low-rate points between curves of finished rd runs (ablations)"),
 ):
     register(_name, _help, *_passthrough(_name, _module))
 

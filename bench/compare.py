@@ -1,0 +1,176 @@
+"""``vlmcodec bench compare``: BD-rates and low-rate comparisons between curves of finished
+``bench rd`` runs — for ablations (one model per run) against anchors from another run.
+
+    vlmcodec bench compare --curve default=results/rd_kodak/rd.json \\
+        --curve semantic=results/semantic/full/rd.json \\
+        --anchor webp=results/rd_kodak/rd.json:webp --max-bpp 0.3 --out results/semantic/compare.md
+
+A curve is ``NAME=RD_JSON[:CODEC]`` (codec default ``vlmcodec``). For every curve and anchor the
+report gives the BD-rate and BD-quality per metric (pchip, as ``bench rd``), and at each of the
+curve's points with bpp ≤ ``--max-bpp`` the anchor's value at the same bpp (linear in log-bpp
+between its two neighbouring points; none outside its measured range) and whether the curve is
+better there. Runs must share the images (checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .bdrate import bd_quality, bd_rate
+
+DEFAULT_METRICS = ("psnr", "teacher-sim", "effnet-top1", "effnet-kl")
+LOWER_IS_BETTER = {"effnet-kl"}
+
+
+@dataclass
+class Curve:
+    name: str
+    source: str
+    images: tuple[str, ...]
+    points: list[dict]
+
+    def series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        pts = [p for p in self.points if metric in p and p[metric] is not None]
+        return (np.array([p["bpp"] for p in pts], dtype=float), np.array([p[metric] for p in pts], dtype=float))
+
+
+def load_curve(spec: str) -> Curve:
+    """``NAME=PATH[:CODEC]`` → the codec's points in that ``bench rd`` result."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name or not rest:
+        raise ConfigError(f"curve {spec!r}: expected NAME=RD_JSON[:CODEC]")
+    path, codec = rest, "vlmcodec"
+    if ":" in rest and not Path(rest).exists():
+        path, codec = rest.rsplit(":", 1)
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"curve {name}: cannot read {path}: {e}") from e
+    if codec not in data.get("codecs", {}):
+        raise ConfigError(f"curve {name}: no codec {codec!r} in {path} (has {sorted(data.get('codecs', {}))})")
+    return Curve(name, f"{path}:{codec}", tuple(data.get("images", ())), data["codecs"][codec]["points"])
+
+
+def _signed(metric: str, q: np.ndarray) -> np.ndarray:
+    return -q if metric in LOWER_IS_BETTER else q
+
+
+def anchor_value_at(anchor: Curve, metric: str, bpp: float) -> float:
+    """The anchor's metric at ``bpp``, linear in log-bpp between its neighbouring points; NaN outside."""
+    r, q = anchor.series(metric)
+    order = np.argsort(r)
+    r, q = r[order], q[order]
+    if len(r) < 2 or not r[0] <= bpp <= r[-1]:
+        return float("nan")
+    return float(np.interp(math.log(bpp), np.log(r), q))
+
+
+def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, max_bpp: float = 0.3) -> dict:
+    """BD figures of every curve against every anchor and against the first curve, plus the
+    low-rate point-by-point comparison against the anchors."""
+    ref = curves[0].images
+    for c in curves[1:] + anchors:
+        if c.images and ref and c.images != ref:
+            raise ConfigError(f"{c.name} ({c.source}) was measured on other images than {curves[0].name}")
+    out: dict = {"metrics": list(metrics), "max_bpp": max_bpp, "bd": {}, "low_rate": {}}
+    for c in curves:
+        bd = out["bd"][c.name] = {}
+        for a in anchors + ([curves[0]] if c is not curves[0] else []):
+            bd[a.name] = {}
+            for m in metrics:
+                ra, qa = a.series(m)
+                rt, qt = c.series(m)
+                bd[a.name][m] = {"bd_rate": bd_rate(ra, _signed(m, qa), rt, _signed(m, qt)),
+                                 "bd_quality": bd_quality(ra, qa if m not in LOWER_IS_BETTER else -qa,
+                                                          rt, qt if m not in LOWER_IS_BETTER else -qt)}
+        rows = []
+        for p in sorted(c.points, key=lambda p: p["bpp"]):
+            if p["bpp"] > max_bpp:
+                continue
+            row = {"quality": p.get("quality"), "bpp": p["bpp"], **{m: p.get(m) for m in metrics}, "vs": {}}
+            for a in anchors:
+                row["vs"][a.name] = {}
+                for m in metrics:
+                    v = anchor_value_at(a, m, p["bpp"])
+                    better = None if math.isnan(v) or p.get(m) is None else (
+                        p[m] < v if m in LOWER_IS_BETTER else p[m] > v)
+                    row["vs"][a.name][m] = {"anchor": v, "better": better}
+            rows.append(row)
+        out["low_rate"][c.name] = rows
+    return out
+
+
+def _pct(v: float) -> str:
+    return "n/a" if not math.isfinite(v) else f"{v:+.1f} %"
+
+
+def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
+    ms = res["metrics"]
+    lines = ["# Curve comparison", "", "Sources: " + "; ".join(f"**{c.name}** `{c.source}`" for c in curves + anchors),
+             "", "BD-rate (pchip; negative = fewer bits for the same value; effnet-kl on the negated metric), "
+             "with BD-quality in brackets.", ""]
+    for a_name in [a.name for a in anchors] + [curves[0].name]:
+        lines += [f"## vs {a_name}", "", "| curve | " + " | ".join(ms) + " |", "| --- |" + " ---: |" * len(ms)]
+        for c in curves:
+            bd = res["bd"][c.name].get(a_name)
+            if bd is None:
+                continue
+            cells = [f"{_pct(bd[m]['bd_rate'])} ({bd[m]['bd_quality']:+.4g})" for m in ms]
+            lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"## Points at ≤ {res['max_bpp']} bpp against the anchors at the same bpp", "",
+              "Each cell: the curve's value / the anchor's (interpolated in log-bpp); ✓ = the curve is better, "
+              "✗ = worse, – = the anchor was not measured at that rate.", ""]
+    for a in anchors:
+        lines += [f"### vs {a.name}", "", "| curve | quality | bpp | " + " | ".join(ms) + " |",
+                  "| --- | ---: | ---: |" + " ---: |" * len(ms)]
+        for c in curves:
+            for row in res["low_rate"][c.name]:
+                cells = []
+                for m in ms:
+                    vs = row["vs"][a.name][m]
+                    mark = {True: "✓", False: "✗", None: "–"}[vs["better"]]
+                    mine = "n/a" if row[m] is None else f"{row[m]:.4g}"
+                    theirs = "–" if not math.isfinite(vs["anchor"]) else f"{vs['anchor']:.4g}"
+                    cells.append(f"{mine} / –" if vs["better"] is None else f"{mine} / {theirs} {mark}")
+                lines.append(f"| {c.name} | {row['quality']:g} | {row['bpp']:.3f} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vlmcodec bench compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--curve", action="append", required=True, metavar="NAME=RD_JSON[:CODEC]",
+                   help="a curve to compare (repeatable; the first is also the reference for the others)")
+    p.add_argument("--anchor", action="append", default=[], metavar="NAME=RD_JSON[:CODEC]",
+                   help="an anchor curve (repeatable), e.g. webp=results/rd_kodak/rd.json:webp")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    p.add_argument("--max-bpp", type=float, default=0.3)
+    p.add_argument("--out", type=Path, help="write the Markdown report here (and the figures as .json beside it)")
+    args = p.parse_args(argv)
+    try:
+        curves = [load_curve(s) for s in args.curve]
+        anchors = [load_curve(s) for s in args.anchor]
+        res = compare(curves, anchors, [m.strip() for m in args.metrics.split(",") if m.strip()], args.max_bpp)
+    except ConfigError as e:
+        print(f"vlmcodec bench compare: error: {e}", file=sys.stderr)
+        return 2
+    md = markdown(res, anchors, curves)
+    print(md)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(md + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
