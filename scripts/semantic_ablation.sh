@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Issue 7's CPU ablation: four fine-tunes of the default model with the same recipe
+# (configs/semantic_cpu.toml: 1000 steps, 256² crops, batch 4, one thread each, two at a time),
+# then each on Kodak and the comparison against the default model, JPEG and WebP.
+#   full       pre-editor + token loss (the config as written)
+#   no-pre     token loss only                (--set pre_editor=false)
+#   no-tok     pre-editor, pixel loss only    (--set w_tok=0 --set w_pix=1.0)
+#   control    neither: more MSE fine-tuning  (both)
+# Usage: bash scripts/semantic_ablation.sh RUNS_DIR   (≈ 50 min of training on 2 cores, then ≈ 20 min of evaluation)
+set -euo pipefail
+runs=${1:?usage: semantic_ablation.sh RUNS_DIR}
+cfg=configs/semantic_cpu.toml
+train() { vlmcodec train --config "$cfg" --quiet --out-dir "$runs/$1" "${@:2}" > "$runs/$1.out" 2>&1; }
+mkdir -p "$runs"
+train full & train no-pre --set pre_editor=false & wait
+train no-tok --set w_tok=0 --set w_pix=1.0 & train control --set pre_editor=false --set w_tok=0 --set w_pix=1.0 & wait
+for run in full no-pre no-tok control; do
+  out=results/semantic/$run
+  mkdir -p "$out/cache" && cp -r results/rd_kodak/cache/{jpeg,webp} "$out/cache/"  # reuse the anchors' measurements
+  vlmcodec bench rd --out "$out" --codecs vlmcodec,jpeg,webp --model "$runs/$run/model.safetensors" \
+    --qualities vlmcodec=0,5,10,20,35,50 --qualities jpeg=5,10,20,30,50 --qualities webp=5,10,20,30,50 \
+    --threads 2 --quiet --no-plots
+done
+vlmcodec bench compare --curve default=results/rd_kodak/rd.json \
+  $(for run in full no-pre no-tok control; do echo "--curve $run=results/semantic/$run/rd.json"; done) \
+  --anchor webp=results/rd_kodak/rd.json:webp --anchor jpeg=results/rd_kodak/rd.json:jpeg \
+  --max-bpp 0.3 --out results/semantic/compare.md
