@@ -19,9 +19,9 @@ for run in full no-pre no-tok control; do
   mkdir -p "$out/cache" && cp -r results/rd_kodak/cache/{jpeg,webp} "$out/cache/"  # reuse the anchors' measurements
   vlmcodec bench rd --out "$out" --codecs vlmcodec,jpeg,webp --model "$runs/$run/model.safetensors" \
     --qualities vlmcodec=0,5,10,20,35,50 --qualities jpeg=5,10,20,30,50 --qualities webp=5,10,20,30,50 \
-    --threads 2 --quiet --no-plots
+    --threads 1 --quiet --no-plots
 done
-vlmcodec bench compare --curve default=results/rd_kodak/rd.json \
+vlmcodec bench compare --curve default=results/semantic/mse-default/rd.json \
   $(for run in full no-pre no-tok control; do echo "--curve $run=results/semantic/$run/rd.json"; done) \
-  --anchor webp=results/rd_kodak/rd.json:webp --anchor jpeg=results/rd_kodak/rd.json:jpeg \
+  --anchor webp=results/semantic/mse-default/rd.json:webp --anchor jpeg=results/semantic/mse-default/rd.json:jpeg \
   --max-bpp 0.3 --out results/semantic/compare.md
