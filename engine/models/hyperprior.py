@@ -112,7 +112,8 @@ class MeanScaleHyperprior(nn.Module):
         if levels is None:
             levels = torch.full((x.shape[0],), float(self.num_levels - 1), device=x.device)
         gain, inv_gain = self.gains(levels)
-        x_in = self.pre_editor(x) if self.pre_editor is not None else x
+        # clamped as every backend clamps it at encode time (zero gradient where it clips)
+        x_in = self.pre_editor(x).clamp(0, 1) if self.pre_editor is not None else x
         y = self.g_a(x_in) * gain[:, :, None, None]
         z = self.h_a(y)
         z_hat, z_lik = self.entropy_bottleneck(z)
