@@ -33,6 +33,7 @@ def _add_rd(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="vlmcodec model .safetensors (default: the bundled model)")
     p.add_argument("--backend", default="torch")
     p.add_argument("--threads", type=int, default=1, help="vlmcodec CPU threads (default 1)")
+    p.add_argument("--no-pre-edit", action="store_true", help="vlmcodec without its model's pre-editor")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -65,7 +66,8 @@ def _run_rd(args) -> int:
               limit=args.limit, anchors_dir=args.anchors, semantic=not args.no_semantic,
               progress=not args.quiet, plots=not args.no_plots,
               command="vlmcodec " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-              vlm_kwargs={"model": args.model, "backend": args.backend, "threads": args.threads})
+              vlm_kwargs={"model": args.model, "backend": args.backend, "threads": args.threads,
+                          "pre_edit": not args.no_pre_edit})
     from .report import bd_markdown
 
     print("\n".join(bd_markdown(res, "psnr_vs_vtm")))

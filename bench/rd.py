@@ -48,8 +48,9 @@ class VlmCodec(ClassicCodec):
     name, label, suffix = "vlmcodec", "vlmcodec", ".vlmc"
     qualities = (0, 15, 30, 50, 70, 85, 100)
 
-    def __init__(self, model: str | None = None, backend: str = "torch", threads: int | None = 1):
-        self.model_path, self.backend, self.threads = model, backend, threads
+    def __init__(self, model: str | None = None, backend: str = "torch", threads: int | None = 1,
+                 pre_edit: bool = True):
+        self.model_path, self.backend, self.threads, self.pre_edit = model, backend, threads, pre_edit
         self._codec = None
 
     @property
@@ -57,7 +58,8 @@ class VlmCodec(ClassicCodec):
         if self._codec is None:
             from vlmcodec import Codec
 
-            self._codec = Codec(self.model_path, backend=self.backend, threads=self.threads)
+            self._codec = Codec(self.model_path, backend=self.backend, threads=self.threads,
+                                pre_edit=self.pre_edit)
         return self._codec
 
     def version(self) -> str:
@@ -66,8 +68,11 @@ class VlmCodec(ClassicCodec):
         return f"vlmcodec {vlmcodec.__version__}"
 
     def settings(self) -> dict:
-        return {"model": str(self.model_path or "default"), "fingerprint": self.codec.fingerprint.hex(),
-                "backend": self.backend}
+        out = {"model": str(self.model_path or "default"), "fingerprint": self.codec.fingerprint.hex(),
+               "backend": self.backend}
+        if self.codec.model.pre_editor is not None and not self.codec.pre_edit:
+            out["pre_edit"] = False  # only when it changes the streams: older caches stay valid
+        return out
 
     def encode(self, img, quality):
         return self.codec.encode(img, float(quality))

@@ -75,7 +75,8 @@ def _emit(line: str) -> None:
 def _codec(args):
     from .codec import Codec
 
-    return Codec(args.model, backend=args.backend, threads=args.threads)
+    return Codec(args.model, backend=args.backend, threads=args.threads,
+                 pre_edit=not getattr(args, "no_pre_edit", False))
 
 
 def cmd_encode(args, roundtrip: bool = False) -> int:
@@ -230,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--model", help="model .safetensors (default: the bundled model)")
             sp.add_argument("--backend", default="torch", help="torch | triton | onnxruntime | tensorrt (default torch)")
             sp.add_argument("--threads", type=int, help="CPU threads for networks and entropy decoding")
+            sp.add_argument("--no-pre-edit", action="store_true",
+                            help="skip the model's pre-editor when encoding (faster; valid streams, lower quality per bit)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("encode", help="compress images to .vlmc", description="Compress images (files, folders, globs).")

@@ -76,7 +76,8 @@ class Codec:
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
-                 device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 pre_edit: bool = True):
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
         self.model = loaded.model
@@ -91,6 +92,9 @@ class Codec:
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.stage_times: dict[str, float] | None = None  # set to {} to profile the stages
         self.max_pixels = int(max_pixels)
+        # pre_edit=False skips a model's pre-editor at encode time: faster encoding, valid streams
+        # (the decoder never runs it), at some rate–quality cost (README, "Default model")
+        self.pre_edit = bool(pre_edit) and self.model.pre_editor is not None
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -150,7 +154,7 @@ class Codec:
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
         with torch.inference_mode():
             gain, _ = self.model.gains(levels)
-            if self.model.pre_editor is not None:
+            if self.pre_edit:
                 with self._stage("pre-edit"):
                     x = self.backend.pre_edit(x)
             with self._stage("g_a"):
@@ -176,7 +180,7 @@ class Codec:
             else:
                 y_sym = torch.round(y.double() - means[0]).to(torch.int32).numpy()
             y_chunks = rans.encode(y_sym.ravel(), y_idx.numpy().ravel(), self.tables["y"], num_chunks_for(y_sym.size))
-            flags = container.FLAG_PRE_EDITED if self.model.pre_editor is not None else 0
+            flags = container.FLAG_PRE_EDITED if self.pre_edit else 0
             header = container.Header(fingerprint=self.fingerprint, width=int(hw[1]), height=int(hw[0]),
                                       quality=quality, flags=flags)
             return container.pack(header, z_chunks, y_chunks)

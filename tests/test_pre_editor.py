@@ -197,3 +197,23 @@ def test_teacher_scale_out_of_range():
 
     with pytest.raises(ConfigError, match="teacher_scale"):
         _semantic_term(TrainConfig(teacher="x", w_tok=1.0, teacher_scale=0.0), torch.device("cpu"))
+
+
+def test_codec_pre_edit_off_skips_the_pre_editor(tmp_path):
+    torch.manual_seed(0)
+    model = MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05), pre_editor=True))
+    with torch.no_grad():  # a pre-editor that really edits: a constant shift
+        model.pre_editor.out.bias.fill_(0.2)
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    img = smooth_image(np.random.default_rng(0), 64, 64)
+    on, off = Codec(str(path)), Codec(str(path), pre_edit=False)
+    a, b = on.encode(img, 50), off.encode(img, 50)
+    assert container.unpack(a)[0].pre_edited and not container.unpack(b)[0].pre_edited
+    assert a != b
+    # without the edit the payload is what the same codec without a pre-editor writes
+    plain = MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05)))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("pre_editor.")})
+    save_model(plain, tmp_path / "plain.safetensors")
+    assert container.unpack(Codec(str(tmp_path / "plain.safetensors")).encode(img, 50))[1:] == container.unpack(b)[1:]
+    assert on.decode(b).shape == off.decode(a).shape == img.shape
