@@ -10,8 +10,11 @@
 set -euo pipefail
 runs=${1:?usage: semantic_ablation.sh RUNS_DIR}
 cfg=configs/semantic_cpu.toml
-train() { vlmcodec train --config "$cfg" --quiet --out-dir "$runs/$1" "${@:2}" > "$runs/$1.out" 2>&1; }
 mkdir -p "$runs"
+# the runs start from the MSE default of commit c983c8c (fingerprint 6127f0c2), not today's default
+git show c983c8c:engine/weights/default.safetensors > "$runs/mse_default.safetensors"
+train() { vlmcodec train --config "$cfg" --quiet --out-dir "$runs/$1" --init-from "$runs/mse_default.safetensors" \
+            "${@:2}" > "$runs/$1.out" 2>&1; }
 train full & train no-pre --set pre_editor=false & wait
 train no-tok --set w_tok=0 --set w_pix=1.0 & train control --set pre_editor=false --set w_tok=0 --set w_pix=1.0 & wait
 for run in full no-pre no-tok control; do
