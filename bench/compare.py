@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .bdrate import bd_quality, bd_rate
+from .rd import bd_table
+from .report import _pct
 
 DEFAULT_METRICS = ("psnr", "teacher-sim", "effnet-top1", "effnet-kl")
-LOWER_IS_BETTER = {"effnet-kl"}
 
 
 @dataclass
@@ -36,6 +36,10 @@ class Curve:
     source: str
     images: tuple[str, ...]
     points: list[dict]
+    higher_is_better: dict[str, bool]  # per metric, as the rd run recorded it
+
+    def better(self, metric: str) -> bool:
+        return self.higher_is_better.get(metric, True)
 
     def series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         pts = [p for p in self.points if metric in p and p[metric] is not None]
@@ -56,11 +60,18 @@ def load_curve(spec: str) -> Curve:
         raise ConfigError(f"curve {name}: cannot read {path}: {e}") from e
     if codec not in data.get("codecs", {}):
         raise ConfigError(f"curve {name}: no codec {codec!r} in {path} (has {sorted(data.get('codecs', {}))})")
-    return Curve(name, f"{path}:{codec}", tuple(data.get("images", ())), data["codecs"][codec]["points"])
+    hib = {m["name"]: m.get("higher_is_better", True) for m in data.get("metrics", [])}
+    return Curve(name, f"{path}:{codec}", tuple(data.get("images", ())), data["codecs"][codec]["points"], hib)
 
 
-def _signed(metric: str, q: np.ndarray) -> np.ndarray:
-    return -q if metric in LOWER_IS_BETTER else q
+def _bd(anchor: Curve, test: Curve, metric: str) -> dict:
+    """BD-rate and BD-quality of ``test`` against ``anchor``, on the axis ``bench rd`` uses."""
+    curves = {}
+    for key, c in (("anchor", anchor), ("test", test)):
+        r, q = c.series(metric)
+        curves[key] = {"bpp": r, metric: q}
+    return bd_table(curves, "anchor", metric, anchor.better(metric)).get(
+        "test", {"bd_rate": float("nan"), "bd_quality": float("nan")})
 
 
 def anchor_value_at(anchor: Curve, metric: str, bpp: float) -> float:
@@ -84,13 +95,7 @@ def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, 
     for c in curves:
         bd = out["bd"][c.name] = {}
         for a in anchors + ([curves[0]] if c is not curves[0] else []):
-            bd[a.name] = {}
-            for m in metrics:
-                ra, qa = a.series(m)
-                rt, qt = c.series(m)
-                bd[a.name][m] = {"bd_rate": bd_rate(ra, _signed(m, qa), rt, _signed(m, qt)),
-                                 "bd_quality": bd_quality(ra, qa if m not in LOWER_IS_BETTER else -qa,
-                                                          rt, qt if m not in LOWER_IS_BETTER else -qt)}
+            bd[a.name] = {m: _bd(a, c, m) for m in metrics}
         rows = []
         for p in sorted(c.points, key=lambda p: p["bpp"]):
             if p["bpp"] > max_bpp:
@@ -101,22 +106,18 @@ def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, 
                 for m in metrics:
                     v = anchor_value_at(a, m, p["bpp"])
                     better = None if math.isnan(v) or p.get(m) is None else (
-                        p[m] < v if m in LOWER_IS_BETTER else p[m] > v)
+                        p[m] > v if a.better(m) else p[m] < v)
                     row["vs"][a.name][m] = {"anchor": v, "better": better}
             rows.append(row)
         out["low_rate"][c.name] = rows
     return out
 
 
-def _pct(v: float) -> str:
-    return "n/a" if not math.isfinite(v) else f"{v:+.1f} %"
-
-
 def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
     ms = res["metrics"]
     lines = ["# Curve comparison", "", "Sources: " + "; ".join(f"**{c.name}** `{c.source}`" for c in curves + anchors),
-             "", "BD-rate (pchip; negative = fewer bits for the same value; effnet-kl on the negated metric), "
-             "with BD-quality in brackets.", ""]
+             "", "BD-rate (pchip, as `bench rd`: MS-SSIM in dB, lower-is-better metrics negated; negative = "
+             "fewer bits for the same value), with BD-quality in brackets.", ""]
     for a_name in [a.name for a in anchors] + [curves[0].name]:
         lines += [f"## vs {a_name}", "", "| curve | " + " | ".join(ms) + " |", "| --- |" + " ---: |" * len(ms)]
         for c in curves:
@@ -137,10 +138,9 @@ def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
                 cells = []
                 for m in ms:
                     vs = row["vs"][a.name][m]
-                    mark = {True: "✓", False: "✗", None: "–"}[vs["better"]]
                     mine = "n/a" if row[m] is None else f"{row[m]:.4g}"
-                    theirs = "–" if not math.isfinite(vs["anchor"]) else f"{vs['anchor']:.4g}"
-                    cells.append(f"{mine} / –" if vs["better"] is None else f"{mine} / {theirs} {mark}")
+                    cells.append(f"{mine} / –" if vs["better"] is None else
+                                 f"{mine} / {vs['anchor']:.4g} {'✓' if vs['better'] else '✗'}")
                 lines.append(f"| {c.name} | {row['quality']:g} | {row['bpp']:.3f} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

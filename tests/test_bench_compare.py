@@ -11,7 +11,8 @@ from vlmcodec.errors import ConfigError
 
 def _rd(path, codec, bpps, psnrs, kls, images=("a.png", "b.png")):
     pts = [{"quality": i, "bpp": b, "psnr": p, "effnet-kl": k} for i, (b, p, k) in enumerate(zip(bpps, psnrs, kls))]
-    path.write_text(json.dumps({"images": list(images), "codecs": {codec: {"points": pts}}}))
+    metrics = [{"name": "psnr", "higher_is_better": True}, {"name": "effnet-kl", "higher_is_better": False}]
+    path.write_text(json.dumps({"images": list(images), "metrics": metrics, "codecs": {codec: {"points": pts}}}))
     return path
 
 
