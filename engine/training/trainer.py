@@ -98,6 +98,16 @@ def _split_params(model: MeanScaleHyperprior):
     return main, aux
 
 
+def _param_groups(model: MeanScaleHyperprior, cfg: "TrainConfig") -> list[dict]:
+    """The main optimiser's groups: the codec, and the pre-editor (if any) at ``pre_editor_lr_mult``."""
+    named = [(n, p) for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    groups = [{"params": [p for n, p in named if not n.startswith("pre_editor.")], "lr_mult": 1.0}]
+    pre = [p for n, p in named if n.startswith("pre_editor.")]
+    if pre:
+        groups.append({"params": pre, "lr_mult": cfg.pre_editor_lr_mult})
+    return groups
+
+
 def _semantic_term(cfg: TrainConfig, device):
     """Per-item weighted semantic distortion w_tok·D_tok + w_rank·D_rank, or None (pixel loss only)."""
     if not cfg.teacher or (cfg.w_tok == 0 and cfg.w_rank == 0):
@@ -143,14 +153,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
     model = MeanScaleHyperprior(cfg.model_config()).to(device).to(memory_format=torch.channels_last)
     main_p, aux_p = _split_params(model)
-    pre_p = [p for n, p in model.named_parameters() if n.startswith("pre_editor.")]
-    if pre_p:
-        ids = {id(p) for p in pre_p}
-        groups = [{"params": [p for p in main_p if id(p) not in ids], "lr_mult": 1.0},
-                  {"params": pre_p, "lr_mult": cfg.pre_editor_lr_mult}]
-    else:
-        groups = [{"params": main_p, "lr_mult": 1.0}]
-    opt = torch.optim.Adam(groups, lr=cfg.lr)
+    opt = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr)
     sampler = CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed)
     step = 0
