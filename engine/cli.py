@@ -163,9 +163,10 @@ def _parse_sets(items: list[str]) -> dict:
 def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, train
 
-    cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out_dir,
-                                time_limit_s=args.time_limit, init_from=args.init_from,
-                                **_parse_sets(args.set or []))
+    overrides = _parse_sets(args.set or [])  # the dedicated flags win over --set for the same key
+    overrides.update({k: v for k, v in {"steps": args.steps, "out_dir": args.out_dir, "time_limit_s": args.time_limit,
+                                        "init_from": args.init_from}.items() if v is not None})
+    cfg = TrainConfig.from_toml(args.config, **overrides)
     train(cfg, progress=not args.quiet)
     return 0
 

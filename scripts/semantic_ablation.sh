@@ -19,7 +19,10 @@ train full & train no-pre --set pre_editor=false & wait
 train no-tok --set w_tok=0 --set w_pix=1.0 & train control --set pre_editor=false --set w_tok=0 --set w_pix=1.0 & wait
 for run in full no-pre no-tok control; do
   out=results/semantic/$run
-  mkdir -p "$out/cache" && cp -r results/rd_kodak/cache/{jpeg,webp} "$out/cache/"  # reuse the anchors' measurements
+  mkdir -p "$out/cache"
+  for c in jpeg webp; do  # reuse the anchors' measurements where a local rd_kodak run left them (not in git)
+    if [ -d results/rd_kodak/cache/$c ]; then cp -r results/rd_kodak/cache/$c "$out/cache/"; fi
+  done
   vlmcodec bench rd --out "$out" --codecs vlmcodec,jpeg,webp --model "$runs/$run/model.safetensors" \
     --qualities vlmcodec=0,5,10,20,35,50 --qualities jpeg=5,10,20,30,50 --qualities webp=5,10,20,30,50 \
     --threads 1 --quiet --no-plots

@@ -53,6 +53,18 @@ def test_train_set_overrides():
         _parse_sets(["w_tok"])
 
 
+def test_train_set_and_flag_for_one_key(tmp_path, monkeypatch):
+    import vlmcodec.training.trainer as trainer
+    from vlmcodec.cli import main
+
+    seen = {}
+    monkeypatch.setattr(trainer, "train", lambda cfg, progress=True: seen.setdefault("cfg", cfg))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('data_dir = "nowhere"\n')
+    assert main(["train", "--config", str(cfg), "--set", "steps=5", "--set", "w_tok=2.5", "--steps", "7"]) == 0
+    assert seen["cfg"].steps == 7 and seen["cfg"].w_tok == 2.5  # the dedicated flag wins
+
+
 def test_train_set_unknown_key_exits_2(tmp_path, capsys):
     from vlmcodec.cli import main
 
