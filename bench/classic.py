@@ -274,3 +274,44 @@ class HEVC(ClassicCodec):
 
 
 CLASSIC_CODECS = {c.name: c for c in (JPEG, WebP, AVIF, JPEGXL, HEVC)}
+
+
+class ConsumerScale(ClassicCodec):
+    """A classic codec run at the consumer's scale, the control for ``vlmcodec@N``.
+
+    ``encode`` downscales so the shorter side is ``short_side`` px and encodes with ``inner``;
+    ``decode`` upsamples back. Both resizes are ``vlmcodec.resample``'s, the ones vlmcodec's own
+    ``short_side`` uses. The file is ``varint(W) varint(H)`` of the original (2 × 2 bytes for
+    Kodak, counted in the size: a real deployment has to carry them too) followed by the inner file.
+    """
+
+    def __init__(self, inner: ClassicCodec, short_side: int):
+        self.inner, self.short_side = inner, int(short_side)
+        self.name = f"{inner.name}@{self.short_side}"
+        self.label = f"{inner.label} @ short side {self.short_side}"
+        self.qualities, self.quality_name, self.suffix = inner.qualities, inner.quality_name, inner.suffix
+
+    def available(self) -> tuple[bool, str]:
+        return self.inner.available()
+
+    def version(self) -> str:
+        return self.inner.version()
+
+    def settings(self) -> dict:
+        return {**self.inner.settings(), "short_side": self.short_side, "resample": "bicubic (vlmcodec.resample)"}
+
+    def encode(self, img, quality):
+        from vlmcodec.bitstream.container import _varint
+        from vlmcodec.resample import coded_size, downscale
+
+        h, w = img.shape[:2]
+        small = downscale(img, coded_size(h, w, self.short_side))
+        return _varint(w) + _varint(h) + self.inner.encode(small, quality)
+
+    def decode(self, data):
+        from vlmcodec.bitstream.container import _Reader
+        from vlmcodec.resample import upscale_uint8
+
+        r = _Reader(data)
+        w, h = r.varint("width", 1, 1 << 14), r.varint("height", 1, 1 << 14)
+        return upscale_uint8(self.inner.decode(data[r.pos:]), (h, w))

@@ -27,7 +27,9 @@ from typing import Sequence
 import numpy as np
 
 from . import bdrate
-from .classic import CLASSIC_CODECS, ClassicCodec
+from vlmcodec.resample import MIN_SHORT_SIDE, check_short_side
+
+from .classic import CLASSIC_CODECS, ClassicCodec, ConsumerScale
 from .common import environment, write_json
 from .metrics import build_metrics, compute_all, metric_key
 
@@ -49,8 +51,11 @@ class VlmCodec(ClassicCodec):
     qualities = (0, 15, 30, 50, 70, 85, 100)
 
     def __init__(self, model: str | None = None, backend: str = "torch", threads: int | None = 1,
-                 pre_edit: bool = True):
+                 pre_edit: bool = True, short_side: int | None = None):
         self.model_path, self.backend, self.threads, self.pre_edit = model, backend, threads, pre_edit
+        self.short_side = short_side
+        if short_side is not None:
+            self.name, self.label = f"vlmcodec@{short_side}", f"vlmcodec @ short side {short_side}"
         self._codec = None
 
     @property
@@ -59,7 +64,7 @@ class VlmCodec(ClassicCodec):
             from vlmcodec import Codec
 
             self._codec = Codec(self.model_path, backend=self.backend, threads=self.threads,
-                                pre_edit=self.pre_edit)
+                                pre_edit=self.pre_edit, short_side=self.short_side)
         return self._codec
 
     def version(self) -> str:
@@ -72,6 +77,8 @@ class VlmCodec(ClassicCodec):
                "backend": self.backend}
         if self.codec.model.pre_editor is not None and not self.codec.pre_edit:
             out["pre_edit"] = False  # only when it changes the streams: older caches stay valid
+        if self.short_side is not None:
+            out["short_side"] = self.short_side
         return out
 
     def encode(self, img, quality):
@@ -82,11 +89,22 @@ class VlmCodec(ClassicCodec):
 
 
 def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
-    if name == "vlmcodec":
-        return VlmCodec(**vlm_kwargs)
-    if name not in CLASSIC_CODECS:
-        raise ValueError(f"unknown codec {name!r}; choose from {', '.join(('vlmcodec', *CLASSIC_CODECS))}")
-    return CLASSIC_CODECS[name]()
+    """A codec by name; ``NAME@N`` codes at the consumer's scale (shorter side N px, ``vlmcodec.resample``)."""
+    base, _, side = name.partition("@")
+    short_side = None
+    if side:
+        try:
+            short_side = check_short_side(int(side))
+        except ValueError:
+            raise ValueError(f"codec {name!r}: after '@' give the consumer's short side in pixels "
+                             f"(an integer >= {MIN_SHORT_SIDE}), e.g. webp@256") from None
+    if base == "vlmcodec":
+        return VlmCodec(**vlm_kwargs, short_side=short_side)
+    if base not in CLASSIC_CODECS:
+        raise ValueError(f"unknown codec {base!r}; choose from {', '.join(('vlmcodec', *CLASSIC_CODECS))} "
+                         "(each optionally NAME@SHORT_SIDE)")
+    codec = CLASSIC_CODECS[base]()
+    return codec if short_side is None else ConsumerScale(codec, short_side)
 
 
 # --------------------------------------------------------------------------- images, cache
@@ -297,12 +315,12 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
     curves: dict[str, CodecCurve] = {}
     missing_codecs: dict[str, str] = {}
     for name in codecs:
-        codec = make_codec(name, **(vlm_kwargs or {})) if name == "vlmcodec" else make_codec(name)
+        codec = make_codec(name, **(vlm_kwargs or {})) if name.partition("@")[0] == "vlmcodec" else make_codec(name)
         ok, why = codec.available()
         if not ok:
             missing_codecs[name] = why
             continue
-        qs = qualities.get(name, codec.qualities)
+        qs = qualities.get(name, qualities.get(name.partition("@")[0], codec.qualities))
         curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
 
     measured = {n: {"label": c.label, "bpp": [p["bpp"] for p in c.points],

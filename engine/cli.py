@@ -76,7 +76,7 @@ def _codec(args):
     from .codec import Codec
 
     return Codec(args.model, backend=args.backend, threads=args.threads,
-                 pre_edit=not getattr(args, "no_pre_edit", False))
+                 pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None))
 
 
 def cmd_encode(args, roundtrip: bool = False) -> int:
@@ -86,6 +86,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     codec = _codec(args)
     many = len(files) > 1
     rows = []
+    if codec.short_side:
+        print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)")
     print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}")
     for src in _progress(files, not args.quiet, "encode"):
         img = load_image(src)
@@ -136,8 +138,9 @@ def cmd_info(args) -> int:
         data = f.read_bytes()
         h, zc, yc = container.unpack(data)
         payload = sum(map(len, zc)) + sum(map(len, yc))
+        coded = f" (coded at {h.coded_hw[1]}x{h.coded_hw[0]})" if h.rescaled else ""
         print(f"{f}:\n  format version  {h.version}\n  model           {h.fingerprint.hex()}\n"
-              f"  size            {h.width}x{h.height}\n  quality         {h.quality:g}\n"
+              f"  size            {h.width}x{h.height}{coded}\n  quality         {h.quality:g}\n"
               f"  pre-edited      {h.pre_edited}\n  chunks          z {len(zc)}, y {len(yc)}\n"
               f"  bytes           {len(data)} (payload {payload}, container {len(data) - payload})\n"
               f"  bpp             {8 * len(data) / (h.width * h.height):.4f}")
@@ -217,6 +220,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _short_side(text: str) -> int:
+    from .resample import MIN_SHORT_SIDE
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < MIN_SHORT_SIDE:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {MIN_SHORT_SIDE}, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vlmcodec",
@@ -236,17 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
                             help="skip the model's pre-editor when encoding (faster; valid streams, lower quality per bit)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    def short_side(sp):
+        sp.add_argument("--short-side", type=_short_side, metavar="N",
+                        help="code at the consumer's scale: downscale so the shorter side is N px before "
+                             "encoding, decode back to the original size (e.g. 256 for a 224-px vision tower)")
+
     e = sub.add_parser("encode", help="compress images to .vlmc", description="Compress images (files, folders, globs).")
     e.add_argument("inputs", nargs="+", metavar="IN")
     e.add_argument("-o", "--output", metavar="OUT", help="output file, or folder when several inputs")
     e.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100, 0 = smallest files (default 75)")
     e.add_argument("--no-psnr", action="store_true", help="skip the verification decode (no PSNR)")
+    short_side(e)
     common(e)
     r = sub.add_parser("roundtrip", help="encode, decode, and report bpp / PSNR / time",
                        description="Encode and decode images; writes .vlmc and decoded .png files.")
     r.add_argument("inputs", nargs="+", metavar="IN")
     r.add_argument("-o", "--output", metavar="DIR", default="out")
     r.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100 (default 75)")
+    short_side(r)
     common(r)
     d = sub.add_parser("decode", help="decompress .vlmc to PNG")
     d.add_argument("inputs", nargs="+", metavar="IN")

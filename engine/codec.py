@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from vlmcodec.kernels import rans
 
+from . import resample
 from .backends import create_backend
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
@@ -41,6 +43,14 @@ def default_model_path() -> Path:
 
 def num_chunks_for(n: int) -> int:
     return max(1, min(MAX_Y_CHUNKS, -(-n // SYMBOLS_PER_CHUNK)))
+
+
+class PreparedImage(NamedTuple):
+    """A validated encode request: the pixels the networks code and what the stream records."""
+
+    pixels: np.ndarray             # uint8 h×w×3 at the coded size (consumer scale, or the original)
+    quality: float                 # as the stream stores it (steps of 0.01)
+    size: tuple[int, int]          # (H, W) of the original: what the decoder restores
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,7 @@ class Codec:
 
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
                  device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 pre_edit: bool = True):
+                 pre_edit: bool = True, short_side: int | None = None):
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
         self.model = loaded.model
@@ -95,6 +105,9 @@ class Codec:
         # pre_edit=False skips a model's pre-editor at encode time: faster encoding, valid streams
         # (the decoder never runs it), at some rate–quality cost (README, "Default model")
         self.pre_edit = bool(pre_edit) and self.model.pre_editor is not None
+        # short_side=N codes images at the consumer's scale (vlmcodec.resample): the shorter side
+        # downscaled to N before encoding, the decoder upsamples back to the original size
+        self.short_side = resample.check_short_side(short_side)
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -105,38 +118,43 @@ class Codec:
     def M(self) -> int:
         return self.model.M
 
-    def encode(self, image, quality: float = DEFAULT_QUALITY) -> bytes:
-        """Compress one image (uint8 H×W×3 numpy or PIL) to .vlmc bytes; quality in [0, 100]."""
-        return self.encode_batch([image], [quality])[0]
+    def encode(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None) -> bytes:
+        """Compress one image (uint8 H×W×3 numpy or PIL) to .vlmc bytes; quality in [0, 100].
+
+        ``short_side``: code at the consumer's scale (the shorter side resized to that many pixels;
+        the decoder restores the original size); None uses the codec's setting, 0 the full size."""
+        return self.encode_batch([image], [quality], short_side)[0]
 
     def decode(self, data: bytes) -> np.ndarray:
         """Decompress .vlmc bytes to a uint8 H×W×3 array."""
         return self.decode_batch([data])[0]
 
-    def encode_batch(self, images, qualities) -> list[bytes]:
-        """Encode images; those sharing a padded size go through the networks as one batch."""
-        prepared = [self.prepare(im, q) for im, q in zip(images, _broadcast(qualities, len(images)))]
+    def encode_batch(self, images, qualities, short_side: int | None = None) -> list[bytes]:
+        """Encode images; those sharing a padded (coded) size go through the networks as one batch."""
+        prepared = [self.prepare(im, q, short_side) for im, q in zip(images, _broadcast(qualities, len(images)))]
         out: list[bytes | None] = [None] * len(prepared)
-        for idx in _group_by(prepared, lambda p: padded_size(*p[0].shape[:2])).values():
-            arrays = [prepared[i][0] for i in idx]
-            qs = [prepared[i][1] for i in idx]
-            y, z = self.analyse(arrays, qs)
+        for idx in _group_by(prepared, lambda p: padded_size(*p.pixels.shape[:2])).values():
+            y, z = self.analyse([prepared[i].pixels for i in idx], [prepared[i].quality for i in idx])
             for j, i in enumerate(idx):
-                out[i] = self.entropy_encode(y[j], z[j], arrays[j].shape[:2], qs[j])
+                out[i] = self.entropy_encode(y[j], z[j], prepared[i])
         return out  # type: ignore[return-value]
 
     def decode_batch(self, streams) -> list[np.ndarray]:
         """Decode streams; those sharing a padded size run the synthesis as one batch."""
         latents = [self.entropy_decode(s) for s in streams]
         out: list[np.ndarray | None] = [None] * len(latents)
-        for idx in _group_by(latents, lambda d: padded_size(d.header.height, d.header.width)).values():
+        for idx in _group_by(latents, lambda d: padded_size(*d.header.coded_hw)).values():
             for i, img in zip(idx, self.synthesize([latents[i] for i in idx])):
                 out[i] = img
         return out  # type: ignore[return-value]
 
     # -- stages: what the runtime Engine schedules (networks batched, entropy coding pooled) --
-    def prepare(self, image, quality: float = DEFAULT_QUALITY) -> tuple[np.ndarray, float]:
-        """Validate an image and a quality: (uint8 H×W×3 array, quality as the stream stores it)."""
+    def prepare(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None) -> PreparedImage:
+        """Validate an image and a quality, and resize to the coded size (``encode``'s ``short_side``)."""
+        if short_side is None:
+            side = self.short_side
+        else:  # 0: the full size, whatever the codec's setting
+            side = None if short_side == 0 and not isinstance(short_side, bool) else resample.check_short_side(short_side)
         arr = as_rgb_array(image)
         if arr.shape[0] * arr.shape[1] > self.max_pixels:
             raise ImageError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels exceeds this codec's max_pixels="
@@ -145,7 +163,10 @@ class Codec:
         if not isinstance(q, float):
             raise ValueError(f"quality must be a number in [0, 100], got {quality!r}")
         self.model.level_of_quality(q)  # validates the range
-        return arr, container.quantize_quality(q)
+        size = (int(arr.shape[0]), int(arr.shape[1]))
+        with self._stage("resize"):
+            pixels = resample.downscale(arr, resample.coded_size(*size, side))
+        return PreparedImage(pixels, container.quantize_quality(q), size)
 
     def analyse(self, arrays: list[np.ndarray], qualities: list[float]) -> tuple[Tensor, Tensor]:
         """Network stage of encoding, batched: (y · gain, z) for images of one padded size."""
@@ -163,7 +184,7 @@ class Codec:
                 z = self.backend.hyper_analysis(y)
         return y, z
 
-    def entropy_encode(self, y: Tensor, z: Tensor, hw: tuple[int, int], quality: float) -> bytes:
+    def entropy_encode(self, y: Tensor, z: Tensor, image: PreparedImage) -> bytes:
         """CPU stage of encoding, one image: symbols, exact entropy parameters, rANS, container."""
         with self._stage("z coding"):
             m = self.medians.reshape(-1, 1, 1)
@@ -181,8 +202,9 @@ class Codec:
                 y_sym = torch.round(y.double() - means[0]).to(torch.int32).numpy()
             y_chunks = rans.encode(y_sym.ravel(), y_idx.numpy().ravel(), self.tables["y"], num_chunks_for(y_sym.size))
             flags = container.FLAG_PRE_EDITED if self.pre_edit else 0
-            header = container.Header(fingerprint=self.fingerprint, width=int(hw[1]), height=int(hw[0]),
-                                      quality=quality, flags=flags)
+            (h, w), (ch, cw) = image.size, image.pixels.shape[:2]
+            header = container.Header(fingerprint=self.fingerprint, width=w, height=h, quality=image.quality,
+                                      flags=flags, coded_width=int(cw), coded_height=int(ch))
             return container.pack(header, z_chunks, y_chunks)
 
     def entropy_decode(self, data: bytes) -> "DecodedLatent":
@@ -198,8 +220,14 @@ class Codec:
             _, inv_gain = self.model.gains(levels)
             with self._stage("g_s"):
                 x_hat = self.backend.synthesis(y_hat * inv_gain[:, :, None, None])
-            pix = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        return [np.ascontiguousarray(pix[j, : d.header.height, : d.header.width]) for j, d in enumerate(latents)]
+            x_hat = x_hat.clamp(0, 1)
+            out = []
+            for j, d in enumerate(latents):
+                (ch, cw), hw = d.header.coded_hw, (d.header.height, d.header.width)
+                with self._stage("resize"):
+                    xj = resample.upscale(x_hat[j, :, :ch, :cw], hw)
+                out.append(np.ascontiguousarray(xj.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()))
+        return out
 
     # -- internals -----------------------------------------------------------------------
     @contextmanager
@@ -220,13 +248,6 @@ class Codec:
     def _z_indexes(self, hz: int, wz: int) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(np.arange(self.N, dtype=np.int32)[:, None, None], (self.N, hz, wz)))
 
-    def _write(self, hw: tuple[int, int], quality: float, lat: _Latents) -> bytes:
-        z_chunks = rans.encode(lat.z_sym.ravel(), self._z_indexes(*lat.z_sym.shape[1:]).ravel(), self.tables["z"], 1)
-        n = lat.y_sym.size
-        y_chunks = rans.encode(lat.y_sym.ravel(), lat.y_idx.ravel(), self.tables["y"], num_chunks_for(n))
-        header = container.Header(fingerprint=self.fingerprint, width=int(hw[1]), height=int(hw[0]), quality=quality)
-        return container.pack(header, z_chunks, y_chunks)
-
     def _read(self, data: bytes) -> tuple[container.Header, Tensor]:
         header, z_chunks, y_chunks = container.unpack(data)
         if header.fingerprint != self.fingerprint:
@@ -236,7 +257,7 @@ class Codec:
         if header.width * header.height > self.max_pixels:
             raise BitstreamError(f"stream announces {header.width}x{header.height} pixels, more than this codec's "
                                  f"max_pixels={self.max_pixels} (Codec(max_pixels=...) raises it)")
-        ph, pw = padded_size(header.height, header.width)
+        ph, pw = padded_size(*header.coded_hw)
         hz, wz, hy, wy = ph // 64, pw // 64, ph // 16, pw // 16
         n_y = self.M * hy * wy
         if len(y_chunks) != num_chunks_for(n_y) or len(z_chunks) != 1:

@@ -103,6 +103,7 @@ def _crc_offset(data: bytes) -> int:
 def test_fuzz_10000_mutations_and_truncations(tiny_codec, rng):
     """Mutated or truncated real streams raise BitstreamError (or ModelMismatchError), never crash."""
     streams = [tiny_codec.encode(smooth_image(rng, h, w), q) for h, w, q in [(64, 64, 50), (90, 70, 10), (130, 65, 90)]]
+    streams.append(tiny_codec.encode(smooth_image(rng, 130, 65), 40, short_side=32))  # a rescaled header
     r = random.Random(1)
     outcomes = {"raised": 0, "decoded": 0}
     i = 0

@@ -4,10 +4,13 @@ Layout (all integers little-endian; ``varint`` = unsigned LEB128, at most 5 byte
 
     magic        4   b"VLMC"
     version      1   FORMAT_VERSION
-    flags        1   bit 0: the image went through the pre-editor; other bits must be 0
+    flags        1   bit 0: the image went through the pre-editor; bit 1: it was coded at a
+                     smaller size (consumer scale, ``vlmcodec.resample``); other bits must be 0
     fingerprint  8   first 8 bytes of the model's SHA-256 fingerprint
-    width        varint   1 .. MAX_DIM
+    width        varint   1 .. MAX_DIM        the decoded (original) size
     height       varint   1 .. MAX_DIM
+    coded width  varint   1 .. width          only with flag bit 1: the size the latents code,
+    coded height varint   1 .. height         not both equal to width × height
     quality      2   round(quality * 100), 0 .. 10000
     n_z, n_y     varint each: number of z and y chunks, 1 .. MAX_CHUNKS
     lengths      varint × (n_z + n_y): byte length of each chunk
@@ -32,7 +35,8 @@ MAX_DIM = 1 << 14  # = image_io.MAX_SIDE: a decoder is never asked for more than
 MAX_CHUNKS = 4096
 MAX_CHUNK_BYTES = 1 << 30
 FLAG_PRE_EDITED = 1
-_KNOWN_FLAGS = FLAG_PRE_EDITED
+FLAG_RESCALED = 2
+_KNOWN_FLAGS = FLAG_PRE_EDITED | FLAG_RESCALED
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,21 @@ class Header:
     version: int = FORMAT_VERSION
     z_lengths: tuple[int, ...] = ()
     y_lengths: tuple[int, ...] = ()
+    coded_width: int | None = None   # None: coded at width × height
+    coded_height: int | None = None
 
     @property
     def pre_edited(self) -> bool:
         return bool(self.flags & FLAG_PRE_EDITED)
+
+    @property
+    def rescaled(self) -> bool:
+        return self.coded_hw != (self.height, self.width)
+
+    @property
+    def coded_hw(self) -> tuple[int, int]:
+        """(height, width) of the image the latents code."""
+        return (self.coded_height or self.height, self.coded_width or self.width)
 
 
 def quantize_quality(quality: float) -> float:
@@ -111,10 +126,19 @@ def pack(header: Header, z_chunks: list[bytes], y_chunks: list[bytes]) -> bytes:
     q = round(header.quality * 100)
     if not 0 <= q <= 10000:
         raise ValueError(f"quality {header.quality} outside [0, 100]")
+    ch, cw = header.coded_hw
+    if not (1 <= cw <= header.width and 1 <= ch <= header.height):
+        raise ValueError(f"coded size {cw}x{ch} must be within 1x1 .. {header.width}x{header.height}")
+    if header.flags & ~_KNOWN_FLAGS:
+        raise ValueError(f"unknown header flags 0x{header.flags:02x}")
+    # the rescaled bit always follows the coded size
+    flags = (header.flags & ~FLAG_RESCALED) | (FLAG_RESCALED if header.rescaled else 0)
     head = bytearray(MAGIC)
-    head += struct.pack("<BB", FORMAT_VERSION, header.flags)
+    head += struct.pack("<BB", FORMAT_VERSION, flags)
     head += header.fingerprint
     head += _varint(header.width) + _varint(header.height)
+    if header.rescaled:
+        head += _varint(cw) + _varint(ch)
     head += struct.pack("<H", q)
     head += _varint(len(z_chunks)) + _varint(len(y_chunks))
     for c in list(z_chunks) + list(y_chunks):
@@ -140,6 +164,12 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], list[bytes]]:
     fingerprint = r.take(8, "fingerprint")
     width = r.varint("width", 1, MAX_DIM)
     height = r.varint("height", 1, MAX_DIM)
+    coded_width = coded_height = None
+    if flags & FLAG_RESCALED:
+        coded_width = r.varint("coded width", 1, width)
+        coded_height = r.varint("coded height", 1, height)
+        if (coded_width, coded_height) == (width, height):
+            raise BitstreamError("corrupt stream: rescaled flag set but the coded size equals the image size")
     (q,) = struct.unpack("<H", r.take(2, "quality"))
     if q > 10000:
         raise BitstreamError(f"corrupt stream: quality {q / 100} outside [0, 100]")
@@ -159,5 +189,6 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], list[bytes]]:
         chunks.append(data[pos : pos + n])
         pos += n
     header = Header(fingerprint=fingerprint, width=width, height=height, quality=q / 100, flags=flags,
-                    version=version, z_lengths=tuple(lengths[:n_z]), y_lengths=tuple(lengths[n_z:]))
+                    version=version, z_lengths=tuple(lengths[:n_z]), y_lengths=tuple(lengths[n_z:]),
+                    coded_width=coded_width, coded_height=coded_height)
     return header, chunks[:n_z], chunks[n_z:]

@@ -70,17 +70,20 @@ class Engine:
         self._thread.start()
 
     # -- client side ---------------------------------------------------------------------
-    def submit_encode(self, image, quality: float = 75.0, timeout_s: float | None = None) -> Future:
-        """Queue one image; the future resolves to .vlmc bytes (or the request's error)."""
+    def submit_encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
+                      short_side: int | None = None) -> Future:
+        """Queue one image; the future resolves to .vlmc bytes (or the request's error).
+
+        ``short_side`` as in ``Codec.encode`` (None: the codec's setting)."""
         fut: Future = Future()
         try:
-            arr, q = self.codec.prepare(image, quality)
+            prep = self.codec.prepare(image, quality, short_side)
         except Exception as e:  # the bad request fails alone, with the codec's clear error
             fut.set_exception(e)
             return fut
         self._admit()
         now = time.monotonic()
-        req = InflightRequest(Kind.ENCODE, (Kind.ENCODE, padded_size(*arr.shape[:2])), (arr, q), fut, now,
+        req = InflightRequest(Kind.ENCODE, (Kind.ENCODE, padded_size(*prep.pixels.shape[:2])), prep, fut, now,
                               self._deadline(now, timeout_s))
         self._enqueue(req)
         return fut
@@ -100,8 +103,9 @@ class Engine:
             self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
         return fut
 
-    async def encode(self, image, quality: float = 75.0, timeout_s: float | None = None) -> bytes:
-        return await asyncio.wrap_future(self.submit_encode(image, quality, timeout_s))
+    async def encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
+                     short_side: int | None = None) -> bytes:
+        return await asyncio.wrap_future(self.submit_encode(image, quality, timeout_s, short_side))
 
     async def decode(self, data: bytes, timeout_s: float | None = None):
         return await asyncio.wrap_future(self.submit_decode(data, timeout_s))
@@ -189,13 +193,12 @@ class Engine:
             self._finish(req, exc=e)
             return
         req.payload = latent
-        req.key = (Kind.DECODE, padded_size(latent.header.height, latent.header.width))
+        req.key = (Kind.DECODE, padded_size(*latent.header.coded_hw))
         self._enqueue(req)
 
     def _entropy_encode(self, req: InflightRequest, y, z) -> None:
         try:
-            arr, q = req.payload
-            self._finish(req, result=self.codec.entropy_encode(y, z, arr.shape[:2], q))
+            self._finish(req, result=self.codec.entropy_encode(y, z, req.payload))
         except Exception as e:
             self._finish(req, exc=RequestError(f"encoding failed: {e}") if not isinstance(e, VlmcodecError) else e)
 
@@ -256,7 +259,7 @@ class Engine:
 
     def _run_networks(self, live: list[InflightRequest]) -> None:
         if live[0].kind is Kind.ENCODE:
-            y, z = self.codec.analyse([r.payload[0] for r in live], [r.payload[1] for r in live])
+            y, z = self.codec.analyse([r.payload.pixels for r in live], [r.payload.quality for r in live])
             for j, r in enumerate(live):
                 r.status = Status.CODING
                 self._pool.submit(self._entropy_encode, r, y[j], z[j])

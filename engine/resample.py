@@ -1,0 +1,68 @@
+"""Consumer-scale coding: code an image at the resolution its consumer will look at.
+
+A vision-language model's vision tower sees a photo at a fixed, small scale (a ViT at 224 or
+336 px on the short side; EfficientNet-style classifiers at 224 from a 256 px resize), so every
+bit spent on detail above that scale is lost on it. ``short_side=N`` makes the encoder
+downscale the image (antialiased bicubic) so its shorter side is ``N`` pixels before the
+pre-editor and the codec, and the stream records both sizes; the decoder upsamples its output
+(bicubic, on the float reconstruction before rounding) back to the original size, so the
+consumer gets what it always got. Images whose shorter side is already ``≤ N`` are coded as
+they are (never upscaled).
+
+Both functions are used by the codec and by the bench's resized classic codecs
+(``bench/classic.py``), so a comparison at equal consumer scale uses the same resampling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MIN_SHORT_SIDE = 16
+
+
+def coded_size(h: int, w: int, short_side: int | None) -> tuple[int, int]:
+    """The size an ``h×w`` image is coded at for a consumer that sees ``short_side`` pixels."""
+    if short_side is None or min(h, w) <= short_side:
+        return h, w
+    s = short_side / min(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def check_short_side(short_side) -> int | None:
+    """Validate a ``short_side`` option (None, or an integer ≥ MIN_SHORT_SIDE)."""
+    if short_side is None:
+        return None
+    if isinstance(short_side, bool) or not isinstance(short_side, (int, np.integer)) or short_side < MIN_SHORT_SIDE:
+        raise ValueError(f"short_side must be None or an integer >= {MIN_SHORT_SIDE}, got {short_side!r}")
+    return int(short_side)
+
+
+def downscale(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 H×W×3 → uint8 h×w×3, antialiased bicubic in float (identity when the size is equal)."""
+    if tuple(arr.shape[:2]) == tuple(size):
+        return arr
+    x = torch.from_numpy(np.array(arr)).permute(2, 0, 1)[None].float()
+    y = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+    return np.ascontiguousarray(y[0].clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+
+
+def upscale(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Float [1, 3, h, w] (or [3, h, w]) in [0, 1] → float of the given size, bicubic, clamped."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    squeeze = x.dim() == 3
+    x4 = x[None] if squeeze else x
+    y = F.interpolate(x4.float(), size=size, mode="bicubic", align_corners=False).clamp_(0, 1)
+    return y[0] if squeeze else y
+
+
+def upscale_uint8(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 h×w×3 → uint8 H×W×3 with :func:`upscale` (for codecs that decode to uint8)."""
+    if tuple(arr.shape[:2]) == tuple(size):
+        return arr
+    x = torch.from_numpy(np.array(arr)).permute(2, 0, 1).float().div_(255.0)
+    y = upscale(x, size)
+    return np.ascontiguousarray(y.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy())
