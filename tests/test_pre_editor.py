@@ -217,3 +217,21 @@ def test_codec_pre_edit_off_skips_the_pre_editor(tmp_path):
     save_model(plain, tmp_path / "plain.safetensors")
     assert container.unpack(Codec(str(tmp_path / "plain.safetensors")).encode(img, 50))[1:] == container.unpack(b)[1:]
     assert on.decode(b).shape == off.decode(a).shape == img.shape
+
+
+def test_consumer_scale_steps(monkeypatch, tmp_path):
+    """consumer_fraction: that share of the steps crops consumer-scale images, the teacher at its own scale."""
+    import vlmcodec.teacher as teacher_mod
+    from vlmcodec.errors import ConfigError
+
+    fake = _FakeTeacher()
+    monkeypatch.setattr(teacher_mod, "load_teacher", lambda name, device=None: fake)
+    opts = dict(teacher="fake", teacher_layers=(1, 2), w_tok=1.0, teacher_scale=0.4375, consumer_fraction=0.5,
+                consumer_short_side=64, consumer_teacher_scale=0.875)
+    cfg, ckpt = _tiny_train(tmp_path, **opts)
+    # steps 0, 1, 2: full, consumer, full — two teacher calls (x, x̂) each
+    assert fake.sizes == [(28, 28)] * 2 + [(56, 56)] * 2 + [(28, 28)] * 2
+    assert "consumer_rng" in torch.load(ckpt, weights_only=False)
+    with pytest.raises(ConfigError, match="consumer_fraction"):
+        (tmp_path / "bad").mkdir()
+        _tiny_train(tmp_path / "bad", **{**opts, "consumer_fraction": 1.5})

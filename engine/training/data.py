@@ -25,12 +25,19 @@ class CropSampler:
     """Random ``crop``×``crop`` patches with flips; optional random downscale of the source
     (0.5–1×) so the model sees the finer detail of camera images like Kodak's."""
 
-    def __init__(self, folder: str | Path, crop: int, seed: int = 0, downscale: bool = True):
+    def __init__(self, folder: str | Path, crop: int, seed: int = 0, downscale: bool = True,
+                 short_side: int | None = None):
+        """``short_side``: first resize each image as consumer-scale coding does
+        (``vlmcodec.resample``, shorter side to that many px), e.g. for training at that scale."""
+        from ..resample import coded_size, downscale as resize
+
         self.crop = int(crop)
         self.images: list[torch.Tensor] = []
         for p in list_images(folder):
             with Image.open(p) as im:
                 arr = np.asarray(im.convert("RGB"))
+            if short_side is not None:
+                arr = resize(arr, coded_size(arr.shape[0], arr.shape[1], short_side))
             if min(arr.shape[:2]) >= crop:
                 self.images.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
         if not self.images:

@@ -59,6 +59,12 @@ class TrainConfig:
     # resolution (bench.semantic's Kodak 768×512 → 336×224 is 0.4375), so the token term should too
     teacher_scale: float = 1.0
     pre_editor_lr_mult: float = 1.0  # the pre-editor starts at zero (identity): fine-tuning may want it faster
+    # consumer-scale steps (vlmcodec.resample, Codec(short_side=N)): this fraction of the steps
+    # crops images first resized to consumer_short_side, and the teacher sees them at
+    # consumer_teacher_scale (a 224-px tower on a 256-px image: 0.875) — one model for both modes
+    consumer_fraction: float = 0.0
+    consumer_short_side: int = 256
+    consumer_teacher_scale: float = 0.875
     time_limit_s: float = 0.0  # > 0: stop after this much wall time (checkpoint + model file), resume later
 
     @classmethod
@@ -125,9 +131,8 @@ def _semantic_term(cfg: TrainConfig, device):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.teacher_bf16):
             return [teacher.patch_tokens(t).float() for t in teacher(img, layers, size=size)]
 
-    def term(x, x_hat):
-        size = teacher_size(round(x.shape[-2] * cfg.teacher_scale), round(x.shape[-1] * cfg.teacher_scale),
-                            teacher.patch_size)
+    def term(x, x_hat, scale: float = cfg.teacher_scale):
+        size = teacher_size(round(x.shape[-2] * scale), round(x.shape[-1] * scale), teacher.patch_size)
         with torch.no_grad():
             ref = tokens(x, size)
         hat = tokens(x_hat.clamp(0, 1), size)
@@ -156,6 +161,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     opt = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr)
     sampler = CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed)
+    if not 0 <= cfg.consumer_fraction <= 1:
+        raise ConfigError(f"consumer_fraction must be in [0, 1], got {cfg.consumer_fraction}")
+    consumer = (CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed + 1, downscale=False,
+                            short_side=cfg.consumer_short_side) if cfg.consumer_fraction > 0 else None)
     step = 0
     ckpt = out / "last.pt"
     if not ckpt.exists() and cfg.init_from:
@@ -167,6 +176,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         aux_opt.load_state_dict(state["aux_opt"])
         step = int(state["step"])
         sampler.gen.set_state(state["sampler_rng"])
+        if consumer is not None and "consumer_rng" in state:
+            consumer.gen.set_state(state["consumer_rng"])
         torch.set_rng_state(state["torch_rng"])
     saved_step = step if ckpt.exists() else None
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -188,7 +199,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         tmp = out / "last.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
                     "step": step, "config": asdict(cfg), "sampler_rng": sampler.gen.get_state(),
-                    "torch_rng": torch.get_rng_state()}, tmp)
+                    "torch_rng": torch.get_rng_state(),
+                    **({"consumer_rng": consumer.gen.get_state()} if consumer is not None else {})}, tmp)
         os.replace(tmp, ckpt)
 
     while step < cfg.steps:
@@ -198,10 +210,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step) * g.get("lr_mult", 1.0)
-        x = sampler.sample(cfg.batch).to(device).contiguous(memory_format=torch.channels_last)
+        # a deterministic share of consumer-scale steps (resumes without extra state)
+        at_consumer = consumer is not None and int((step + 1) * cfg.consumer_fraction) > int(step * cfg.consumer_fraction)
+        src, t_scale = (consumer, cfg.consumer_teacher_scale) if at_consumer else (sampler, cfg.teacher_scale)
+        x = src.sample(cfg.batch).to(device).contiguous(memory_format=torch.channels_last)
         levels = torch.arange(cfg.batch, device=device) % K  # every level in every batch
         outp = model(x, levels.float())
-        losses = rd_loss(outp, x, lmbdas[levels], cfg.w_pix, semantic_term(x, outp["x_hat"]) if semantic_term else None)
+        sem = semantic_term(x, outp["x_hat"], t_scale) if semantic_term else None
+        losses = rd_loss(outp, x, lmbdas[levels], cfg.w_pix, sem)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if cfg.clip_grad > 0:
