@@ -151,10 +151,8 @@ class Codec:
     # -- stages: what the runtime Engine schedules (networks batched, entropy coding pooled) --
     def prepare(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None) -> PreparedImage:
         """Validate an image and a quality, and resize to the coded size (``encode``'s ``short_side``)."""
-        if short_side is None:
-            side = self.short_side
-        else:  # 0: the full size, whatever the codec's setting
-            side = None if short_side == 0 and not isinstance(short_side, bool) else resample.check_short_side(short_side)
+        # None: the codec's setting; 0: the full size, whatever the codec's setting
+        side = self.short_side if short_side is None else resample.check_short_side(short_side or None)
         arr = as_rgb_array(image)
         if arr.shape[0] * arr.shape[1] > self.max_pixels:
             raise ImageError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels exceeds this codec's max_pixels="
