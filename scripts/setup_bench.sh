@@ -12,12 +12,14 @@ $PY -m pip install --quiet "matplotlib>=3.7" "scipy>=1.10" "pillow-jxl-plugin>=1
 if ! $PY -c "from PIL import features; import sys; sys.exit(0 if features.check('avif') else 1)" 2>/dev/null; then
     $PY -m pip install --quiet "pillow-avif-plugin>=1.4"
 fi
-if [ -z "${NO_APT:-}" ] && ! { command -v ffmpeg >/dev/null && ffmpeg -hide_banner -encoders 2>/dev/null | grep -q libx265; }; then
+# (the encoder list is captured first: under pipefail, grep -q closing the pipe early makes ffmpeg's SIGPIPE fail the test)
+has_x265() { command -v ffmpeg >/dev/null && [[ "$(ffmpeg -hide_banner -encoders 2>/dev/null)" == *libx265* ]]; }
+if [ -z "${NO_APT:-}" ] && ! has_x265; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ffmpeg
 fi
-ffmpeg -hide_banner -encoders 2>/dev/null | grep -q libx265 && echo "ffmpeg with libx265: ok" || echo "ffmpeg/libx265 missing: HEVC will be reported as missing"
+has_x265 && echo "ffmpeg with libx265: ok" || echo "ffmpeg/libx265 missing: HEVC will be reported as missing"
 $PY - <<'PY'
 from vlmcodec.bench.classic import CLASSIC_CODECS
 for name, cls in CLASSIC_CODECS.items():
