@@ -101,11 +101,12 @@ def test_train_smoke_and_resume(tmp_path):
     assert torch.load(ckpt, weights_only=False)["step"] == 3
     model_path = tmp_path / "run" / "model.safetensors"
     assert load_model(model_path).model.num_levels == 2
+    (tmp_path / "run" / "log.csv").write_text("step,lr,loss\n")  # an older log's columns are kept on resume
     train(replace(cfg, steps=5), progress=False)  # resumes at 3
     state = torch.load(ckpt, weights_only=False)
     assert state["step"] == 5
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert rows[0].startswith("step") and rows[-1].startswith("5,")
+    assert rows[0] == "step,lr,loss" and rows[-1].startswith("5,") and rows[-1].count(",") == 2
 
 
 def test_train_with_pre_editor_and_teacher(tmp_path):
@@ -232,6 +233,10 @@ def test_consumer_scale_steps(monkeypatch, tmp_path):
     # steps 0, 1, 2: full, consumer, full — two teacher calls (x, x̂) each
     assert fake.sizes == [(28, 28)] * 2 + [(56, 56)] * 2 + [(28, 28)] * 2
     assert "consumer_rng" in torch.load(ckpt, weights_only=False)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert len(rows) == 3 and all(float(r["semantic"]) > 0 for r in rows)  # the term is logged on its own
     with pytest.raises(ConfigError, match="consumer_fraction"):
         (tmp_path / "bad").mkdir()
         _tiny_train(tmp_path / "bad", **{**opts, "consumer_fraction": 1.5})

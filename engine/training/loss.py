@@ -31,4 +31,5 @@ def rd_loss(out: dict, x: Tensor, lmbdas: Tensor, w_pix: float = 1.0,
     if semantic is not None:
         dist = dist + semantic
     loss = (bpp + lmbdas * dist).mean()
-    return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}
+    sem = semantic.detach().mean() if semantic is not None else torch.zeros((), device=x.device)
+    return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean(), "semantic": sem}

@@ -185,14 +185,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     semantic_term = _semantic_term(cfg, device)
     K = len(cfg.lmbdas)
     log_path = out / "log.csv"
+    # "semantic": the weighted token/rank term alone; a resumed run keeps its log's columns
+    columns = ["step", "lr", "loss", "bpp", "psnr", "semantic", "aux", "sec_per_step"]
+    if log_path.exists():
+        with open(log_path, newline="") as f:
+            columns = next(csv.reader(f), None) or columns
     new_log = not log_path.exists()
     log_f = open(log_path, "a", newline="")
     log = csv.writer(log_f)
     if new_log:
-        log.writerow(["step", "lr", "loss", "bpp", "psnr", "aux", "sec_per_step"])
+        log.writerow(columns)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
     model.train()
-    acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+    acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0}
     t0 = t_start = time.perf_counter()
 
     def save() -> None:
@@ -229,17 +234,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         aux_opt.step()
         step += 1
         acc["loss"] += losses["loss"].item(); acc["bpp"] += losses["bpp"].item()
-        acc["mse"] += losses["mse"].item(); acc["aux"] += aux.item(); acc["n"] += 1
+        acc["mse"] += losses["mse"].item(); acc["semantic"] += losses["semantic"].item()
+        acc["aux"] += aux.item(); acc["n"] += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             n = acc["n"]
             psnr = 10 * math.log10(1.0 / max(acc["mse"] / n, 1e-12))
             dt = (time.perf_counter() - t0) / n
-            log.writerow([step, f"{lr_at(cfg, step):.3g}", f"{acc['loss']/n:.4f}", f"{acc['bpp']/n:.4f}",
-                          f"{psnr:.3f}", f"{acc['aux']/n:.2f}", f"{dt:.3f}"])
+            row = {"step": step, "lr": f"{lr_at(cfg, step):.3g}", "loss": f"{acc['loss']/n:.4f}",
+                   "bpp": f"{acc['bpp']/n:.4f}", "psnr": f"{psnr:.3f}", "semantic": f"{acc['semantic']/n:.4f}",
+                   "aux": f"{acc['aux']/n:.2f}", "sec_per_step": f"{dt:.3f}"}
+            log.writerow([row.get(c, "") for c in columns])
             log_f.flush()
             bar.set_postfix(loss=f"{acc['loss']/n:.3f}", bpp=f"{acc['bpp']/n:.3f}", psnr=f"{psnr:.2f}")
-            acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+            acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0}
             t0 = time.perf_counter()
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save()
