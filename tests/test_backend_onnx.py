@@ -228,3 +228,14 @@ def test_caller_keeps_subnormals(tiny_model_path):
     codec = Codec(tiny_model_path, backend="onnxruntime")
     codec.encode(np.zeros((64, 64, 3), np.uint8), 50)
     assert float(np.float32(1e-39) * np.float32(1.0)) != 0.0
+
+
+def test_consumer_scale_streams_cross_decode(tiny_pair, rng):
+    """short_side works on every backend: the resizes live in Codec, outside the networks."""
+    ct, co = tiny_pair
+    img = smooth_image(rng, 150, 100)
+    st, so = ct.encode(img, 50, short_side=48), co.encode(img, 50, short_side=48)
+    assert st == so  # the tiny model's encoders agree exactly (see the test above)
+    for a, b in ((ct, co), (co, ct)):
+        out_a, out_b = a.decode(st), b.decode(st)
+        assert out_a.shape == img.shape and np.abs(out_a.astype(int) - out_b.astype(int)).max() <= 1
