@@ -309,9 +309,9 @@ class ConsumerScale(ClassicCodec):
         return _varint(w) + _varint(h) + self.inner.encode(small, quality)
 
     def decode(self, data):
-        from vlmcodec.bitstream.container import _Reader
+        from vlmcodec.bitstream.container import MAX_DIM, _Reader
         from vlmcodec.resample import upscale_uint8
 
         r = _Reader(data)
-        w, h = r.varint("width", 1, 1 << 14), r.varint("height", 1, 1 << 14)
+        w, h = r.varint("width", 1, MAX_DIM), r.varint("height", 1, MAX_DIM)
         return upscale_uint8(self.inner.decode(data[r.pos:]), (h, w))

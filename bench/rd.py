@@ -315,7 +315,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
     curves: dict[str, CodecCurve] = {}
     missing_codecs: dict[str, str] = {}
     for name in codecs:
-        codec = make_codec(name, **(vlm_kwargs or {})) if name.partition("@")[0] == "vlmcodec" else make_codec(name)
+        codec = make_codec(name, **(vlm_kwargs or {}))  # vlm_kwargs reach vlmcodec only
         ok, why = codec.available()
         if not ok:
             missing_codecs[name] = why

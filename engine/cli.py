@@ -221,15 +221,12 @@ def cmd_export(args) -> int:
 
 
 def _short_side(text: str) -> int:
-    from .resample import MIN_SHORT_SIDE
+    from .resample import MIN_SHORT_SIDE, check_short_side
 
     try:
-        n = int(text)
+        return check_short_side(int(text))
     except ValueError:
-        n = -1
-    if n < MIN_SHORT_SIDE:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {MIN_SHORT_SIDE}, got {text!r}")
-    return n
+        raise argparse.ArgumentTypeError(f"expected an integer >= {MIN_SHORT_SIDE}, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,13 +50,10 @@ def downscale(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def upscale(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Float [1, 3, h, w] (or [3, h, w]) in [0, 1] → float of the given size, bicubic, clamped."""
+    """Float [3, h, w] in [0, 1] → float [3, *size], bicubic, clamped (identity when the size is equal)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    squeeze = x.dim() == 3
-    x4 = x[None] if squeeze else x
-    y = F.interpolate(x4.float(), size=size, mode="bicubic", align_corners=False).clamp_(0, 1)
-    return y[0] if squeeze else y
+    return F.interpolate(x[None].float(), size=size, mode="bicubic", align_corners=False)[0].clamp_(0, 1)
 
 
 def upscale_uint8(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:

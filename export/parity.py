@@ -42,7 +42,8 @@ def _symbols(codec, y: torch.Tensor, z: torch.Tensor):
 
 def compare_backends(codec_a, codec_b, image, quality: float = 75.0) -> dict:
     """Parity and cross-decode record for one image (see the module docstring)."""
-    img, q, _ = codec_a.prepare(image, quality)
+    prep = codec_a.prepare(image, quality)
+    img, q = prep.pixels, prep.quality
     x = torch.from_numpy(np.array(pad_edge(img)[None])).permute(0, 3, 1, 2).float().div_(255.0)
     with torch.inference_mode():
         y_diff = float((codec_a.backend.analysis(x) - codec_b.backend.analysis(x)).abs().max())
