@@ -36,6 +36,9 @@ def _add_rd(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="vlmcodec CPU threads (default 1)")
     p.add_argument("--no-pre-edit", action="store_true", help="vlmcodec without its model's pre-editor")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other codecs already in OUT/rd.json (same images and metrics) instead of "
+                        "writing only this run's")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -68,7 +71,7 @@ def _run_rd(args) -> int:
               progress=not args.quiet, plots=not args.no_plots,
               command="vlmcodec " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
               vlm_kwargs={"model": args.model, "backend": args.backend, "threads": args.threads,
-                          "pre_edit": not args.no_pre_edit})
+                          "pre_edit": not args.no_pre_edit}, merge=args.merge)
     from .report import bd_markdown
 
     print("\n".join(bd_markdown(res, "psnr_vs_vtm")))

@@ -9,7 +9,10 @@ A curve is ``NAME=RD_JSON[:CODEC]`` (codec default ``vlmcodec``). For every curv
 report gives the BD-rate and BD-quality per metric (pchip, as ``bench rd``), and at each of the
 curve's points with bpp ≤ ``--max-bpp`` the anchor's value at the same bpp (linear in log-bpp
 between its two neighbouring points; none outside its measured range) and whether the curve is
-better there. Runs must share the images (checked).
+better there. Runs must share the images (checked). Where the runs stored per-image values
+(``bench rd`` does since it records ``per_image``), each BD-rate gets a 95 % interval from
+``--bootstrap`` paired resamples of the images (``bench/bootstrap.py``): the spread that the
+choice of these few images alone produces.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from .bootstrap import bd_rate_interval
 from .rd import bd_table
 from .report import _pct
 
@@ -84,18 +88,25 @@ def anchor_value_at(anchor: Curve, metric: str, bpp: float) -> float:
     return float(np.interp(math.log(bpp), np.log(r), q))
 
 
-def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, max_bpp: float = 0.3) -> dict:
-    """BD figures of every curve against every anchor and against the first curve, plus the
-    low-rate point-by-point comparison against the anchors."""
+def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, max_bpp: float = 0.3,
+            n_boot: int = 1000, seed: int = 0) -> dict:
+    """BD figures of every curve against every anchor and against the first curve (with a
+    bootstrap interval where both have per-image values and ``n_boot`` > 0), plus the low-rate
+    point-by-point comparison against the anchors."""
     ref = curves[0].images
     for c in curves[1:] + anchors:
         if c.images and ref and c.images != ref:
             raise ConfigError(f"{c.name} ({c.source}) was measured on other images than {curves[0].name}")
-    out: dict = {"metrics": list(metrics), "max_bpp": max_bpp, "bd": {}, "low_rate": {}}
+    out: dict = {"metrics": list(metrics), "max_bpp": max_bpp, "bootstrap": n_boot, "bd": {}, "low_rate": {}}
     for c in curves:
         bd = out["bd"][c.name] = {}
         for a in anchors + ([curves[0]] if c is not curves[0] else []):
             bd[a.name] = {m: _bd(a, c, m) for m in metrics}
+            if n_boot > 0 and a.images and a.images == c.images:
+                for m in metrics:
+                    ci = bd_rate_interval(a.points, c.points, m, a.better(m), n_boot, seed=seed)
+                    if ci is not None:
+                        bd[a.name][m]["ci"] = ci
         rows = []
         for p in sorted(c.points, key=lambda p: p["bpp"]):
             if p["bpp"] > max_bpp:
@@ -113,18 +124,28 @@ def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, 
     return out
 
 
+def _interval(ci: dict | None) -> str:
+    if not ci or not np.isfinite(ci["lo"]):
+        return ""
+    return f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
+
+
 def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
     ms = res["metrics"]
     lines = ["# Curve comparison", "", "Sources: " + "; ".join(f"**{c.name}** `{c.source}`" for c in curves + anchors),
              "", "BD-rate (pchip, as `bench rd`: MS-SSIM in dB, lower-is-better metrics negated; negative = "
-             "fewer bits for the same value), with BD-quality in brackets.", ""]
+             "fewer bits for the same value), with BD-quality in parentheses.", ""]
+    if res.get("bootstrap"):
+        lines += [f"In square brackets: the 95 % interval of the BD-rate over {res['bootstrap']} paired bootstrap "
+                  "resamples of the images (where both runs stored per-image values): the spread the choice of "
+                  "images alone produces. An interval that spans 0 does not separate the two curves.", ""]
     for a_name in [a.name for a in anchors] + [curves[0].name]:
         lines += [f"## vs {a_name}", "", "| curve | " + " | ".join(ms) + " |", "| --- |" + " ---: |" * len(ms)]
         for c in curves:
             bd = res["bd"][c.name].get(a_name)
             if bd is None:
                 continue
-            cells = [f"{_pct(bd[m]['bd_rate'])} ({bd[m]['bd_quality']:+.4g})" for m in ms]
+            cells = [f"{_pct(bd[m]['bd_rate'])}{_interval(bd[m].get('ci'))} ({bd[m]['bd_quality']:+.4g})" for m in ms]
             lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"## Points at ≤ {res['max_bpp']} bpp against the anchors at the same bpp", "",
@@ -154,12 +175,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="an anchor curve (repeatable), e.g. webp=results/rd_kodak/rd.json:webp")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     p.add_argument("--max-bpp", type=float, default=0.3)
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="paired bootstrap resamples of the images for the BD-rate intervals (0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     p.add_argument("--out", type=Path, help="write the Markdown report here (and the figures as .json beside it)")
     args = p.parse_args(argv)
     try:
         curves = [load_curve(s) for s in args.curve]
         anchors = [load_curve(s) for s in args.anchor]
-        res = compare(curves, anchors, [m.strip() for m in args.metrics.split(",") if m.strip()], args.max_bpp)
+        if args.bootstrap < 0:
+            raise ConfigError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+        res = compare(curves, anchors, [m.strip() for m in args.metrics.split(",") if m.strip()], args.max_bpp,
+                      args.bootstrap, args.seed)
     except ConfigError as e:
         print(f"vlmcodec bench compare: error: {e}", file=sys.stderr)
         return 2

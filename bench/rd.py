@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from . import bdrate
+from vlmcodec.errors import ConfigError
 from vlmcodec.resample import MIN_SHORT_SIDE, check_short_side
 
 from .classic import CLASSIC_CODECS, ClassicCodec, ConsumerScale
@@ -211,8 +212,11 @@ def run_codec(codec: ClassicCodec, qualities: Sequence[float], images: list[Path
                  "bytes": int(sum(r["bytes"] for r in recs)),
                  "enc_s": float(np.mean([r["enc_s"] for r in recs])),
                  "dec_s": float(np.mean([r["dec_s"] for r in recs]))}
+        per_image = {"bpp": [r["bpp"] for r in recs]}
         for m, k in zip(metrics, keys):
-            point[m.name] = float(np.mean([r["metrics"][k] for r in recs]))
+            per_image[m.name] = [r["metrics"][k] for r in recs]
+            point[m.name] = float(np.mean(per_image[m.name]))
+        point["per_image"] = per_image  # in the order of rd.json's "images": for bootstrap intervals
         curve.points.append(point)
     bar.close()
     curve.points.sort(key=lambda p: p["bpp"])
@@ -301,11 +305,37 @@ def _why_nan(ra, qa, rt, qt, method) -> str:
     return "; ".join(parts)
 
 
+def _kept_codecs(path: Path, images: list[Path], metrics: list, measured: dict) -> dict[str, CodecCurve]:
+    """The curves of ``path`` (an earlier rd.json) for the codecs not in ``measured``, for a merge."""
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--merge: cannot read {path}: {e}") from e
+    if old.get("images") != [p.name for p in images]:
+        raise ConfigError(f"--merge: {path} was measured on other images; use another --out")
+    names = {m.name for m in metrics}
+    kept = {}
+    for name, c in old.get("codecs", {}).items():
+        if name in measured:
+            continue
+        lacking = sorted(names - {k for p in c["points"] for k in p})
+        if lacking:
+            raise ConfigError(f"--merge: {path} has no {', '.join(lacking)} for {name}; rerun it with this run's "
+                              "metrics or use another --out")
+        kept[name] = CodecCurve(name, c["label"], c.get("quality_name", "quality"), c.get("version", ""),
+                                c.get("settings", {}), c["points"])
+    return kept
+
+
 def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qualities: dict | None = None,
         metric_names: Sequence[str] | None = None, limit: int = 0, anchors_dir: Path | None = None,
         semantic: bool = True, progress: bool = True, plots: bool = True, command: str = "",
-        vlm_kwargs: dict | None = None) -> dict:
-    """The whole bench; returns what it writes to ``out/rd.json``."""
+        vlm_kwargs: dict | None = None, merge: bool = False) -> dict:
+    """The whole bench; returns what it writes to ``out/rd.json``. With ``merge`` the codecs of
+    an existing ``out/rd.json`` that this run does not measure are kept (same images and
+    metrics required), so a run of one codec does not drop the others from the file."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = list_images(Path(images_dir), limit)
@@ -322,6 +352,8 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
             continue
         qs = qualities.get(name, qualities.get(name.partition("@")[0], codec.qualities))
         curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
+    kept = _kept_codecs(out / "rd.json", images, metrics, curves) if merge else {}
+    curves = {**kept, **curves}
 
     measured = {n: {"label": c.label, "bpp": [p["bpp"] for p in c.points],
                     **{m.name: [p[m.name] for p in c.points] for m in metrics}} for n, c in curves.items()}

@@ -3,8 +3,10 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
+from vlmcodec.bench import bootstrap
 from vlmcodec.bench import compare as cmp
 from vlmcodec.errors import ConfigError
 
@@ -47,3 +49,60 @@ def test_compare_errors(tmp_path, capsys):
         cmp.compare([cmp.load_curve(f"o={other}")], [cmp.load_curve(f"w={a}:webp")], ["psnr"])
     assert cmp.main(["--curve", f"o={tmp_path / 'missing.json'}"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def _rd_per_image(path, codec, per_bpp, per_q, metric="effnet-top1", hib=True):
+    """An rd.json whose points carry per-image values ([points][images])."""
+    per_bpp, per_q = np.asarray(per_bpp, float), np.asarray(per_q, float)
+    images = [f"im{i}.png" for i in range(per_bpp.shape[1])]
+    pts = [{"quality": i, "bpp": float(r.mean()), metric: float(q.mean()),
+            "per_image": {"bpp": r.tolist(), metric: q.tolist()}} for i, (r, q) in enumerate(zip(per_bpp, per_q))]
+    path.write_text(json.dumps({"images": images, "metrics": [{"name": metric, "higher_is_better": hib}],
+                                "codecs": {codec: {"points": pts}}}))
+    return path
+
+
+def _noisy_curve(seed, n_img=24, rates=(0.1, 0.2, 0.4, 0.8)):
+    rng = np.random.default_rng(seed)
+    per_bpp = np.array([r * rng.uniform(0.5, 1.5, n_img) for r in rates])
+    per_q = np.array([np.clip(0.3 + 0.25 * np.log2(r / 0.1) + rng.normal(0, 0.3, n_img), 0, 1) for r in rates])
+    return per_bpp, per_q
+
+
+def test_bootstrap_interval_is_exact_for_a_uniform_rate_change(tmp_path):
+    per_bpp, per_q = _noisy_curve(1)
+    a = cmp.load_curve(f"a={_rd_per_image(tmp_path / 'a.json', 'webp', per_bpp, per_q)}:webp")
+    # every image coded with 20 % fewer bytes at the same quality: −20 % in every resample
+    t = cmp.load_curve(f"t={_rd_per_image(tmp_path / 't.json', 'vlmcodec', 0.8 * per_bpp, per_q)}")
+    ci = bootstrap.bd_rate_interval(a.points, t.points, "effnet-top1", n_boot=200)
+    assert ci["lo"] == pytest.approx(-20.0, abs=1e-9) and ci["hi"] == pytest.approx(-20.0, abs=1e-9)
+    same = bootstrap.bd_rate_interval(a.points, a.points, "effnet-top1", n_boot=50)
+    assert same["lo"] == pytest.approx(0.0, abs=1e-9) and same["hi"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bootstrap_interval_covers_estimate_and_shrinks_with_images(tmp_path):
+    widths = []
+    for n_img in (12, 192):
+        a = _rd_per_image(tmp_path / f"a{n_img}.json", "webp", *_noisy_curve(2, n_img))
+        t = _rd_per_image(tmp_path / f"t{n_img}.json", "vlmcodec", *_noisy_curve(3, n_img))
+        res = cmp.compare([cmp.load_curve(f"t={t}")], [cmp.load_curve(f"a={a}:webp")], ["effnet-top1"],
+                          n_boot=300, seed=5)
+        cell = res["bd"]["t"]["a"]["effnet-top1"]
+        assert cell["ci"]["lo"] < cell["bd_rate"] < cell["ci"]["hi"]
+        widths.append(cell["ci"]["hi"] - cell["ci"]["lo"])
+        # the same seed draws the same resamples
+        again = cmp.compare([cmp.load_curve(f"t={t}")], [cmp.load_curve(f"a={a}:webp")], ["effnet-top1"],
+                            n_boot=300, seed=5)
+        assert again["bd"]["t"]["a"]["effnet-top1"]["ci"] == cell["ci"]
+    assert widths[1] < widths[0] / 2  # 16× the images: about a quarter of the width
+    md = cmp.markdown(res, [cmp.load_curve(f"a={a}:webp")], [cmp.load_curve(f"t={t}")])
+    assert "paired bootstrap" in md and f"[{cell['ci']['lo']:+.1f}, {cell['ci']['hi']:+.1f}]" in md
+
+
+def test_bootstrap_needs_per_image_values(tmp_path, capsys):
+    a = _rd(tmp_path / "a.json", "webp", [0.1, 0.2, 0.4], [26, 28, 30], [0.8, 0.6, 0.4])
+    b = _rd(tmp_path / "b.json", "vlmcodec", [0.09, 0.18, 0.36], [26, 28, 30], [0.8, 0.6, 0.4])
+    res = cmp.compare([cmp.load_curve(f"b={b}")], [cmp.load_curve(f"a={a}:webp")], ["psnr"], n_boot=100)
+    assert "ci" not in res["bd"]["b"]["a"]["psnr"]  # older rd.json: BD-rate alone, no interval
+    assert cmp.main(["--curve", f"b={b}", "--anchor", f"a={a}:webp", "--bootstrap", "-1"]) == 2
+    assert "--bootstrap" in capsys.readouterr().err

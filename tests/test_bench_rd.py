@@ -59,6 +59,13 @@ def test_run_writes_results_and_reports_missing(images, tmp_path, monkeypatch):
         assert 0 < p["ms-ssim"] <= 1 and p["recall@1"] in (0.0, 1 / 3, 2 / 3, 1.0) or 0 <= p["recall@1"] <= 1
     on_disk = json.loads((out / "rd.json").read_text())
     assert on_disk["missing_codecs"] == res["missing_codecs"] and "env" in on_disk
+    # per-image values, in rd.json's image order, whose means are the point
+    for p in on_disk["codecs"]["jpeg"]["points"]:
+        per = p["per_image"]
+        assert len(per["bpp"]) == len(on_disk["images"]) == 3
+        assert np.mean(per["bpp"]) == pytest.approx(p["bpp"]) and np.mean(per["psnr"]) == pytest.approx(p["psnr"])
+    q60 = next(p for p in on_disk["codecs"]["jpeg"]["points"] if p["quality"] == 60)
+    assert q60["per_image"]["bpp"][on_disk["images"].index("im0.png")] == pytest.approx(8 * size / (176 * 208))
     report = (out / "report.md").read_text()
     assert "codec **hevc**: ffmpeg not found (test)" in report and "| hevc | missing |" in report
 
@@ -140,3 +147,25 @@ def test_cli_parsing():
         parse_qualities(["jpeg=a,b"])
     with pytest.raises(ValueError, match="unknown codec"):
         rd.make_codec("bpg")
+
+
+def test_merge_keeps_other_codecs(images, tmp_path):
+    from vlmcodec.errors import ConfigError
+
+    out = tmp_path / "out"
+    _run(images, out, codecs=["jpeg"], qualities={"jpeg": [20, 60]}, plots=False, metric_names=["psnr"])
+    only = _run(images, out, codecs=["webp"], qualities={"webp": [20, 60]}, plots=False, metric_names=["psnr"])
+    assert list(only["codecs"]) == ["webp"]  # the default: this run's codecs only
+    _run(images, out, codecs=["jpeg"], qualities={"jpeg": [20, 60]}, plots=False, metric_names=["psnr"])
+    both = _run(images, out, codecs=["webp"], qualities={"webp": [20, 60, 90]}, plots=False,
+                metric_names=["psnr"], merge=True)
+    on_disk = json.loads((out / "rd.json").read_text())
+    assert set(on_disk["codecs"]) == {"jpeg", "webp"} == set(both["codecs"])
+    assert len(on_disk["codecs"]["webp"]["points"]) == 3  # the measured codec is this run's
+    assert "jpeg" in on_disk["bd"]["psnr_vs_vtm"] or on_disk["bd"]["psnr_vs_vtm"] == {}
+    with pytest.raises(ConfigError, match="no ms-ssim for jpeg"):
+        _run(images, out, codecs=["webp"], qualities={"webp": [20]}, plots=False,
+             metric_names=["psnr", "ms-ssim"], merge=True)
+    with pytest.raises(ConfigError, match="other images"):
+        _run(images, out, codecs=["webp"], qualities={"webp": [20]}, plots=False, metric_names=["psnr"],
+             merge=True, limit=2)
