@@ -43,6 +43,7 @@ DEFAULT_ANCHORS = ("vtm", "hm", "av1", "bpg_444_x265_ycbcr", "compressai-bmshj20
                    "paper-elic2022_mse")
 PSNR_ANCHOR = "vtm"          # every codec against VTM on PSNR (and MS-SSIM)
 SEMANTIC_ANCHOR = "avif"     # and against AVIF on each semantic metric
+ANCHORED_METRICS = ("psnr", "ms-ssim", "recall@1")  # tabled against the published anchors instead
 
 
 class VlmCodec(ClassicCodec):
@@ -352,6 +353,8 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
             continue
         qs = qualities.get(name, qualities.get(name.partition("@")[0], codec.qualities))
         curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
+    from .bootstrap import bd_rate_interval
+
     kept = _kept_codecs(out / "rd.json", images, metrics, curves) if merge else {}
     curves = {**kept, **curves}
 
@@ -361,11 +364,14 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
     both = {**{f"anchor:{k}": v for k, v in anchors.items()}, **measured}
     vs = f"anchor:{PSNR_ANCHOR}"
     bd = {"psnr_vs_vtm": bd_table(both, vs, "psnr"), "ms-ssim_vs_vtm": bd_table(both, vs, "ms-ssim")}
-    base = {"psnr", "ms-ssim", "recall@1"}
     for m in metrics:
-        if m.name not in base:
-            bd[f"{m.name}_vs_{SEMANTIC_ANCHOR}"] = bd_table(measured, SEMANTIC_ANCHOR, m.name,
-                                                            getattr(m, "higher_is_better", True))
+        if m.name not in ANCHORED_METRICS:
+            hib = getattr(m, "higher_is_better", True)
+            table = bd[f"{m.name}_vs_{SEMANTIC_ANCHOR}"] = bd_table(measured, SEMANTIC_ANCHOR, m.name, hib)
+            for name, entry in table.items():  # both measured here: per-image values on both sides
+                ci = bd_rate_interval(curves[SEMANTIC_ANCHOR].points, curves[name].points, m.name, hib)
+                if ci is not None:
+                    entry["ci"] = ci
     result = {
         "benchmark": "rd",
         "command": command,

@@ -27,11 +27,16 @@ def bd_markdown(result: dict, key: str) -> list[str]:
     unit = " dB" if metric in ("psnr", "ms-ssim") else ""
     labels = {**{f"anchor:{k}": f"{a['label']} (published)" for k, a in result.get("anchors", {}).items()},
               **{k: c["label"] for k, c in result["codecs"].items()}}
-    lines = [f"| codec | BD-rate vs {anchor.upper()} ({metric}) | BD-{metric}{unit} | note |",
-             "| --- | ---: | ---: | --- |"]
+    with_ci = any("ci" in v for v in table.values())
+    ci_head, ci_rule = (" 95 % interval (bootstrap over images) |", " ---: |") if with_ci else ("", "")
+    lines = [f"| codec | BD-rate vs {anchor.upper()} ({metric}) |{ci_head} BD-{metric}{unit} | note |",
+             f"| --- | ---: |{ci_rule} ---: | --- |"]
     rows = sorted(table.items(), key=lambda kv: (not math.isfinite(kv[1]["bd_rate"]), kv[1]["bd_rate"]))
     for name, v in rows:
-        lines.append(f"| {labels.get(name, name)} | {_pct(v['bd_rate'])} | {_f(v['bd_quality'], 3)} "
+        ci = v.get("ci")
+        ci_cell = (f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}] % |" if ci and math.isfinite(ci["lo"]) else " – |") \
+            if with_ci else ""
+        lines.append(f"| {labels.get(name, name)} | {_pct(v['bd_rate'])} |{ci_cell} {_f(v['bd_quality'], 3)} "
                      f"| {v.get('note', '')} |")
     return lines + [""]
 

@@ -169,3 +169,13 @@ def test_merge_keeps_other_codecs(images, tmp_path):
     with pytest.raises(ConfigError, match="other images"):
         _run(images, out, codecs=["webp"], qualities={"webp": [20]}, plots=False, metric_names=["psnr"],
              merge=True, limit=2)
+
+
+def test_bd_tables_between_measured_codecs_carry_bootstrap_intervals(images, tmp_path, monkeypatch):
+    monkeypatch.setattr(rd, "SEMANTIC_ANCHOR", "webp")
+    monkeypatch.setattr(rd, "ANCHORED_METRICS", ())  # table PSNR against WebP as a semantic metric is
+    res = _run(images, tmp_path / "out", codecs=["jpeg", "webp"], plots=False, metric_names=["psnr"])
+    cell = res["bd"]["psnr_vs_webp"]["jpeg"]
+    assert cell["ci"]["n_boot"] == 1000 and cell["ci"]["lo"] <= cell["bd_rate"] <= cell["ci"]["hi"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "95 % interval (bootstrap over images)" in report and f"[{cell['ci']['lo']:+.1f}," in report
