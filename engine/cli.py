@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
 import time
 from pathlib import Path
@@ -346,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     except VlmcodecError as e:
         print(f"vlmcodec: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed by the reader (`| head`): stop quietly, as cat does
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 141
     except (OSError, ValueError) as e:
         print(f"vlmcodec: error: {e}", file=sys.stderr)
         return 2

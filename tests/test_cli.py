@@ -72,3 +72,15 @@ def test_train_set_unknown_key_exits_2(tmp_path, capsys):
     cfg.write_text('data_dir = "nowhere"\n')
     assert main(["train", "--config", str(cfg), "--set", "no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err
+
+
+def test_closed_stdout_stops_quietly(monkeypatch, capsys):
+    """`vlmcodec bench compare … | head`: a reader that stops early is not an error report."""
+    import vlmcodec.cli as cli
+
+    def closed(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_info", closed)
+    assert cli.main(["info", "x.vlmc"]) == 141
+    assert "error" not in capsys.readouterr().err
