@@ -1,5 +1,7 @@
 """Pre-editor, semantic loss terms, and training with them (tiny, fast configurations)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -107,6 +109,30 @@ def test_train_smoke_and_resume(tmp_path):
     assert state["step"] == 5
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert rows[0] == "step,lr,loss" and rows[-1].startswith("5,") and rows[-1].count(",") == 2
+
+
+def test_train_records_lineage_of_init_models(tmp_path):
+    """A model trained from another records the stages behind it, through resumes and chains."""
+    from dataclasses import replace
+
+    from vlmcodec.training.trainer import train
+
+    cfg1, _ = _tiny_train(tmp_path)
+    first = load_model(tmp_path / "run" / "model.safetensors")
+    assert "train_lineage" not in first.metadata  # trained from scratch: nothing behind it
+    cfg2 = replace(cfg1, out_dir=str(tmp_path / "run2"), init_from=str(tmp_path / "run" / "model.safetensors"))
+    train(replace(cfg2, steps=2), progress=False)
+    train(cfg2, progress=False)  # a resume keeps the lineage of the checkpoint
+    cfg3 = replace(cfg1, out_dir=str(tmp_path / "run3"), init_from=str(tmp_path / "run2" / "model.safetensors"),
+                   steps=1)
+    train(cfg3, progress=False)
+    meta = load_model(tmp_path / "run3" / "model.safetensors").metadata
+    lineage = json.loads(meta["train_lineage"])
+    second = load_model(tmp_path / "run2" / "model.safetensors")
+    assert [e["fingerprint"] for e in lineage] == [first.fingerprint.hex()[:16], second.fingerprint.hex()[:16]]
+    assert [e["train_steps"] for e in lineage] == [3, 3]
+    assert lineage[1]["train_recipe"]["out_dir"] == cfg2.out_dir and not lineage[0]["train_recipe"]["init_from"]
+    assert json.loads(meta["train_recipe"])["init_from"] == cfg3.init_from and meta["train_steps"] == "1"
 
 
 def test_train_with_pre_editor_and_teacher(tmp_path):

@@ -167,8 +167,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                             short_side=cfg.consumer_short_side) if cfg.consumer_fraction > 0 else None)
     step = 0
     ckpt = out / "last.pt"
+    lineage: list[dict] = []  # the stages the init model came from (model metadata "train_lineage")
     if not ckpt.exists() and cfg.init_from:
-        load_weights_into(model, cfg.init_from)  # a model or weights file; checks shapes
+        lineage = load_weights_into(model, cfg.init_from)  # a model or weights file; checks shapes
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -179,6 +180,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         if consumer is not None and "consumer_rng" in state:
             consumer.gen.set_state(state["consumer_rng"])
         torch.set_rng_state(state["torch_rng"])
+        lineage = state.get("lineage", [])
     saved_step = step if ckpt.exists() else None
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     lmbdas = torch.tensor(cfg.lmbdas, device=device)
@@ -204,7 +206,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         tmp = out / "last.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
                     "step": step, "config": asdict(cfg), "sampler_rng": sampler.gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
+                    "torch_rng": torch.get_rng_state(), "lineage": lineage,
                     **({"consumer_rng": consumer.gen.get_state()} if consumer is not None else {})}, tmp)
         os.replace(tmp, ckpt)
 
@@ -273,7 +275,10 @@ def _checkpoint_model(ckpt: str | Path) -> tuple[MeanScaleHyperprior, dict]:
     cfg = TrainConfig(**{k: (tuple(v) if k in ("lmbdas", "teacher_layers") else v) for k, v in state["config"].items()})
     model = MeanScaleHyperprior(cfg.model_config())
     model.load_state_dict(state["model"])
-    return model, {"train_steps": state["step"], "train_recipe": json.dumps(state["config"])}
+    meta = {"train_steps": state["step"], "train_recipe": json.dumps(state["config"])}
+    if state.get("lineage"):
+        meta["train_lineage"] = json.dumps(state["lineage"])
+    return model, meta
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> bytes:

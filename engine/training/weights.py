@@ -33,13 +33,32 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtyp
     save_file(tensors, str(path), metadata=meta)
 
 
-def load_weights_into(model: MeanScaleHyperprior, path: str | Path) -> None:
-    """Copy the tensors of a model or weights file into ``model`` (shapes must match).
+def load_weights_into(model: MeanScaleHyperprior, path: str | Path) -> list[dict]:
+    """Copy the tensors of a model or weights file into ``model`` (shapes must match); returns
+    the training lineage of that file with the file itself appended (``lineage_of``).
 
     Tensors the file lacks are allowed only for a pre-editor (a codec without one seeds a model
     with one; the pre-editor then starts as the identity)."""
-    tensors, _ = read_safetensors(path, "weights file")
+    tensors, meta = read_safetensors(path, "weights file")
     _copy_into(model, tensors, path)
+    return lineage_of(meta, path)
+
+
+def lineage_of(meta: dict, path: str | Path) -> list[dict]:
+    """The stages a model file came from, oldest first, ending with the file itself: each
+    {"file", "fingerprint", "train_steps", "train_recipe"} as its metadata records them (files
+    written before lineages were kept start the list with themselves)."""
+    try:
+        before = json.loads(meta.get("train_lineage", "[]"))
+    except json.JSONDecodeError:
+        before = []
+    try:
+        recipe = json.loads(meta["train_recipe"]) if "train_recipe" in meta else None
+    except json.JSONDecodeError:
+        recipe = meta["train_recipe"]
+    steps = meta.get("train_steps")
+    return [*before, {"file": Path(path).name, "fingerprint": meta.get("fingerprint", "")[:16],
+                      "train_steps": int(steps) if steps and steps.isdigit() else steps, "train_recipe": recipe}]
 
 
 def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
