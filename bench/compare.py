@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ConfigError
 from .bootstrap import bd_rate_interval
 from .rd import bd_table
-from .report import _pct
+from .report import _interval, _pct
 
 DEFAULT_METRICS = ("psnr", "teacher-sim", "effnet-top1", "effnet-kl")
 
@@ -122,12 +122,6 @@ def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, 
             rows.append(row)
         out["low_rate"][c.name] = rows
     return out
-
-
-def _interval(ci: dict | None) -> str:
-    if not ci or not np.isfinite(ci["lo"]):
-        return ""
-    return f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
 
 
 def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:

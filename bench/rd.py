@@ -28,7 +28,7 @@ import numpy as np
 
 from . import bdrate
 from vlmcodec.errors import ConfigError
-from vlmcodec.resample import MIN_SHORT_SIDE, check_short_side
+from vlmcodec.resample import parse_short_side
 
 from .classic import CLASSIC_CODECS, ClassicCodec, ConsumerScale
 from .common import environment, write_json
@@ -96,10 +96,10 @@ def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
     short_side = None
     if side:
         try:
-            short_side = check_short_side(int(side))
-        except ValueError:
+            short_side = parse_short_side(side)
+        except ValueError as e:
             raise ValueError(f"codec {name!r}: after '@' give the consumer's short side in pixels "
-                             f"(an integer >= {MIN_SHORT_SIDE}), e.g. webp@256") from None
+                             f"({e}), e.g. webp@256") from None
     if base == "vlmcodec":
         return VlmCodec(**vlm_kwargs, short_side=short_side)
     if base not in CLASSIC_CODECS:
@@ -353,8 +353,6 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
             continue
         qs = qualities.get(name, qualities.get(name.partition("@")[0], codec.qualities))
         curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
-    from .bootstrap import bd_rate_interval
-
     kept = _kept_codecs(out / "rd.json", images, metrics, curves) if merge else {}
     curves = {**kept, **curves}
 
@@ -364,6 +362,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
     both = {**{f"anchor:{k}": v for k, v in anchors.items()}, **measured}
     vs = f"anchor:{PSNR_ANCHOR}"
     bd = {"psnr_vs_vtm": bd_table(both, vs, "psnr"), "ms-ssim_vs_vtm": bd_table(both, vs, "ms-ssim")}
+    from .bootstrap import bd_rate_interval  # here: bootstrap builds on this module's bd_table
     for m in metrics:
         if m.name not in ANCHORED_METRICS:
             hib = getattr(m, "higher_is_better", True)

@@ -19,6 +19,13 @@ def _pct(v) -> str:
     return f"{v:+.1f} %"
 
 
+def _interval(ci: dict | None) -> str:
+    """A bootstrap interval as " [lo, hi]" (percent points), or "" when there is none."""
+    if not ci or not math.isfinite(ci["lo"]):
+        return ""
+    return f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
+
+
 def bd_markdown(result: dict, key: str) -> list[str]:
     table = result["bd"].get(key, {})
     if not table:
@@ -33,9 +40,8 @@ def bd_markdown(result: dict, key: str) -> list[str]:
              f"| --- | ---: |{ci_rule} ---: | --- |"]
     rows = sorted(table.items(), key=lambda kv: (not math.isfinite(kv[1]["bd_rate"]), kv[1]["bd_rate"]))
     for name, v in rows:
-        ci = v.get("ci")
-        ci_cell = (f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}] % |" if ci and math.isfinite(ci["lo"]) else " – |") \
-            if with_ci else ""
+        ci = _interval(v.get("ci"))
+        ci_cell = (f"{ci} % |" if ci else " – |") if with_ci else ""
         lines.append(f"| {labels.get(name, name)} | {_pct(v['bd_rate'])} |{ci_cell} {_f(v['bd_quality'], 3)} "
                      f"| {v.get('note', '')} |")
     return lines + [""]

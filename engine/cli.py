@@ -222,12 +222,12 @@ def cmd_export(args) -> int:
 
 
 def _short_side(text: str) -> int:
-    from .resample import MIN_SHORT_SIDE, check_short_side
+    from .resample import parse_short_side
 
     try:
-        return check_short_side(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {MIN_SHORT_SIDE}, got {text!r}") from None
+        return parse_short_side(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,14 @@ def check_short_side(short_side) -> int | None:
     return int(short_side)
 
 
+def parse_short_side(text: str) -> int:
+    """A ``short_side`` given as text (a CLI value, the ``N`` of a bench codec ``NAME@N``)."""
+    try:
+        return check_short_side(int(text))
+    except ValueError:
+        raise ValueError(f"expected an integer >= {MIN_SHORT_SIDE}, got {text!r}") from None
+
+
 def downscale(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 H×W×3 → uint8 h×w×3, antialiased bicubic in float (identity when the size is equal)."""
     if tuple(arr.shape[:2]) == tuple(size):
