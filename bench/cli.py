@@ -27,7 +27,7 @@ def _add_rd(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q,Q,...",
                    help="override a codec's quality grid (repeatable); hevc's are QPs; "
                         "a bare list Q,Q,... applies to vlmcodec")
-    p.add_argument("--metrics", help="comma-separated subset (default: all available)")
+    p.add_argument("--metrics", help="comma-separated subset (default: all available but the optional effnet-top1-10crop)")
     p.add_argument("--no-semantic", action="store_true", help="do not try the semantic metrics")
     p.add_argument("--limit", type=int, default=0, help="first N images only")
     p.add_argument("--anchors", type=Path, help="folder of published anchor JSON (default ../shared/anchors/kodak)")

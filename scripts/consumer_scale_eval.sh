@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 out=results/consumer_scale
 model=${1:-}
 vlmcodec bench rd --out "$out" --codecs vlmcodec@256,webp@256,jpeg@256,webp,jpeg ${model:+--model "$model"} \
-  --qualities vlmcodec=0,15,30,50,70,85,100 --qualities webp=0,2,5,10,20,30,50,70,85,95 --threads 2 --quiet
+  --qualities vlmcodec=0,15,30,50,70,85,100 --qualities webp=0,2,5,10,20,30,50,70,85,95 --threads 2 --quiet \
+  --metrics psnr,ms-ssim,recall@1,teacher-sim,effnet-top1,effnet-kl,effnet-top1-10crop
 vlmcodec bench compare --curve default=results/rd_kodak/rd.json:vlmcodec --curve default@256="$out/rd.json:vlmcodec@256" \
   --curve stage5@256=results/semantic/stage5-consumer/rd.json:vlmcodec@256 \
   --anchor webp="$out/rd.json:webp" --anchor webp@256="$out/rd.json:webp@256" \
   --anchor jpeg="$out/rd.json:jpeg" --anchor jpeg@256="$out/rd.json:jpeg@256" \
-  --metrics psnr,teacher-sim,effnet-top1,effnet-kl --max-bpp 0.3 --out "$out/compare.md"
+  --metrics psnr,teacher-sim,effnet-top1,effnet-kl,effnet-top1-10crop --max-bpp 0.3 --out "$out/compare.md"

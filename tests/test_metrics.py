@@ -83,7 +83,10 @@ def test_retrieval_recall():
 
 
 def test_semantic_metrics_reported_missing_when_module_absent(monkeypatch):
+    import vlmcodec.bench as pkg
+
     monkeypatch.setitem(sys.modules, "vlmcodec.bench.semantic", None)  # import raises ImportError
+    monkeypatch.delattr(pkg, "semantic", raising=False)  # even when an earlier test imported it
     metrics, missing = build_metrics(None, [_image()], semantic=True)
     assert [m.name for m in metrics] == ["psnr", "ms-ssim", "recall@1"]
     assert set(missing) == {"teacher-sim", "effnet-top1", "effnet-kl"}
@@ -108,6 +111,40 @@ def test_semantic_metrics_registered_when_present(monkeypatch):
     metrics, missing = build_metrics(None, [_image()], semantic=True)
     assert [m.name for m in metrics][-1] == "teacher-sim" and missing == {}
     assert compute_all(metrics[-1], [_image()] * 2, [_image()] * 2) == [0.5, 0.5]
+
+
+def test_optional_semantic_metrics_only_by_name(monkeypatch):
+    import types
+
+    class Fake:
+        higher_is_better = True
+
+        def __init__(self, name):
+            self.name = name
+
+        def compute_batch(self, originals, decodeds):
+            return [1.0] * len(originals)
+
+    calls = []
+
+    def rd_metrics(optional=False):
+        calls.append(optional)
+        return [Fake("teacher-sim")] + ([Fake("effnet-top1-10crop")] if optional else [])
+
+    mod = types.ModuleType("vlmcodec.bench.semantic")
+    mod.rd_metrics = rd_metrics
+    monkeypatch.setitem(sys.modules, "vlmcodec.bench.semantic", mod)
+    import vlmcodec.bench as pkg
+
+    monkeypatch.setattr(pkg, "semantic", mod, raising=False)
+    metrics, _ = build_metrics(None, [_image()], semantic=True)
+    assert "effnet-top1-10crop" not in [m.name for m in metrics] and calls == [False]
+    metrics, _ = build_metrics(["psnr", "effnet-top1-10crop"], [_image()], semantic=True)
+    assert [m.name for m in metrics] == ["psnr", "effnet-top1-10crop"] and calls == [False, True]
+    monkeypatch.setitem(sys.modules, "vlmcodec.bench.semantic", None)
+    monkeypatch.delattr(pkg, "semantic", raising=False)
+    _, missing = build_metrics(["effnet-top1-10crop"], [_image()], semantic=True)
+    assert list(missing) == ["effnet-top1-10crop"]
 
 
 def test_unknown_metric_name_raises():

@@ -134,6 +134,47 @@ def test_preprocessing_geometry():
     torch.testing.assert_close(x, torch.full_like(x, (255 - 127) / 128))
 
 
+def test_ten_crop_views():
+    """Centre + four corners of the Lite0 crop, then the same mirrored; view 0 is the one-view input."""
+    from vlmcodec.bench.semantic import lite0_crop_side, lite0_preprocess, lite0_ten_crop
+
+    h, w = 512, 768
+    c = lite0_crop_side(h, w)
+    assert c == 448
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:c, :c] = 255  # the top-left crop is all white
+    img[h - c :, w - 60 :, 0] = 200  # a red band that only the bottom-right crop sees in full
+    views = lite0_ten_crop([img, img[::-1].copy()])
+    assert views.shape == (20, 3, 224, 224)
+    torch.testing.assert_close(views[0], lite0_preprocess([img])[0])
+    white = (255 - 127) / 128
+    torch.testing.assert_close(views[1], torch.full_like(views[1], white))
+    assert views[2].mean() < views[1].mean()  # top-right: partly black
+    br = views[4, 0, :, -20:]  # the red band sits at the right of the bottom-right crop, left after mirroring
+    assert br.mean() > (150 - 127) / 128 and views[9, 0, :, :20].mean() > (150 - 127) / 128
+    for k in range(5):
+        torch.testing.assert_close(views[5 + k], views[k].flip(-1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(views[13], torch.full_like(views[13], white))  # flipped image: top-left white at bottom-left
+
+
+def test_ten_crop_agreement(images):
+    if _MISSING:
+        pytest.skip(_REASON)
+    from vlmcodec.bench.semantic import semantic_metrics
+
+    ms = {m.name: m for m in semantic_metrics(optional=True)}
+    assert list(ms)[-1] == "effnet-top1-10crop" and ms["effnet-top1-10crop"].higher_is_better
+    m = ms["effnet-top1-10crop"]
+    assert m.compute_batch(images, [im.copy() for im in images]) == [1.0, 1.0]
+    heavy = m.compute_batch(images, [_blur(im, 16) for im in images])
+    light = m.compute_batch(images, [_blur(im, 1) for im in images])
+    assert all(v * 10 == pytest.approx(round(v * 10)) for v in heavy + light)  # tenths: one value per view
+    assert sum(heavy) < sum(light) and min(light) >= 0.8, (heavy, light)
+    # the view cache and the one-view cache are separate: the one-view metric is unchanged
+    one = ms["effnet-top1"].compute_batch(images, [im.copy() for im in images])
+    assert one == [1.0, 1.0]
+
+
 def test_argument_checks(metrics, images):
     with pytest.raises(ConfigError):
         metrics["effnet-kl"].compute_batch(images, images[:1])
