@@ -306,10 +306,12 @@ def _why_nan(ra, qa, rt, qt, method) -> str:
     return "; ".join(parts)
 
 
-def _kept_codecs(path: Path, images: list[Path], metrics: list, measured: dict) -> dict[str, CodecCurve]:
-    """The curves of ``path`` (an earlier rd.json) for the codecs not in ``measured``, for a merge."""
+def _kept_codecs(path: Path, images: list[Path], metrics: list,
+                 measured: dict) -> tuple[dict[str, CodecCurve], list[str]]:
+    """The curves of ``path`` (an earlier rd.json) for the codecs not in ``measured``, for a merge,
+    and the commands that produced that file (its earlier merges' first)."""
     if not path.is_file():
-        return {}
+        return {}, []
     try:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -327,7 +329,8 @@ def _kept_codecs(path: Path, images: list[Path], metrics: list, measured: dict) 
                               "metrics or use another --out")
         kept[name] = CodecCurve(name, c["label"], c.get("quality_name", "quality"), c.get("version", ""),
                                 c.get("settings", {}), c["points"])
-    return kept
+    earlier = list(old.get("earlier_commands", [])) + ([old["command"]] if old.get("command") else [])
+    return kept, earlier if kept else []
 
 
 def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qualities: dict | None = None,
@@ -353,7 +356,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
             continue
         qs = qualities.get(name, qualities.get(name.partition("@")[0], codec.qualities))
         curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
-    kept = _kept_codecs(out / "rd.json", images, metrics, curves) if merge else {}
+    kept, earlier_commands = _kept_codecs(out / "rd.json", images, metrics, curves) if merge else ({}, [])
     curves = {**kept, **curves}
 
     measured = {n: {"label": c.label, "bpp": [p["bpp"] for p in c.points],
@@ -374,6 +377,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
     result = {
         "benchmark": "rd",
         "command": command,
+        **({"earlier_commands": earlier_commands} if earlier_commands else {}),
         "env": environment(),
         "images_dir": str(images_dir),
         "images": [p.name for p in images],

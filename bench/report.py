@@ -53,6 +53,8 @@ def render(result: dict) -> str:
     L = ["# Rate–distortion benchmark", ""]
     if result.get("command"):
         L += ["Command:", "", "```", result["command"], "```", ""]
+    if result.get("earlier_commands"):  # codecs kept from earlier runs by --merge
+        L += ["Codecs kept (`--merge`) from the earlier runs of:", "", "```", *result["earlier_commands"], "```", ""]
     L += [f"- images: {len(result['images'])} from `{result['images_dir']}`",
           f"- run: {env.get('time', '?')} on {env.get('cpu', '?')}, torch {env.get('torch', '?')}",
           f"- metrics: {', '.join(metrics)}; per image, averaged over the images at each quality; "

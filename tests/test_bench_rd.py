@@ -156,11 +156,21 @@ def test_merge_keeps_other_codecs(images, tmp_path):
     _run(images, out, codecs=["jpeg"], qualities={"jpeg": [20, 60]}, plots=False, metric_names=["psnr"])
     only = _run(images, out, codecs=["webp"], qualities={"webp": [20, 60]}, plots=False, metric_names=["psnr"])
     assert list(only["codecs"]) == ["webp"]  # the default: this run's codecs only
-    _run(images, out, codecs=["jpeg"], qualities={"jpeg": [20, 60]}, plots=False, metric_names=["psnr"])
+    _run(images, out, codecs=["jpeg"], qualities={"jpeg": [20, 60]}, plots=False, metric_names=["psnr"],
+         command="run jpeg")
+    assert "earlier_commands" not in json.loads((out / "rd.json").read_text())
+    both = _run(images, out, codecs=["webp"], qualities={"webp": [20, 60, 90]}, plots=False,
+                metric_names=["psnr"], merge=True, command="run webp")
+    on_disk = json.loads((out / "rd.json").read_text())
+    assert set(on_disk["codecs"]) == {"jpeg", "webp"} == set(both["codecs"])
+    assert on_disk["command"] == "run webp" and on_disk["earlier_commands"] == ["run jpeg"]
+    assert "run jpeg" in (out / "report.md").read_text()
+    _run(images, out, codecs=["webp"], qualities={"webp": [20]}, plots=False, metric_names=["psnr"], merge=True,
+         command="run webp again")  # the history grows, oldest first
+    assert json.loads((out / "rd.json").read_text())["earlier_commands"] == ["run jpeg", "run webp"]
     both = _run(images, out, codecs=["webp"], qualities={"webp": [20, 60, 90]}, plots=False,
                 metric_names=["psnr"], merge=True)
     on_disk = json.loads((out / "rd.json").read_text())
-    assert set(on_disk["codecs"]) == {"jpeg", "webp"} == set(both["codecs"])
     assert len(on_disk["codecs"]["webp"]["points"]) == 3  # the measured codec is this run's
     assert "jpeg" in on_disk["bd"]["psnr_vs_vtm"] or on_disk["bd"]["psnr_vs_vtm"] == {}
     with pytest.raises(ConfigError, match="no ms-ssim for jpeg"):
