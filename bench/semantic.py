@@ -353,36 +353,22 @@ class Lite0:
 
 
 class Lite0Agreement(_PairMetric):
-    """1 when Lite0's top-1 class of the decoded image equals the original's, else 0."""
+    """1 when Lite0's top-1 class of the decoded image equals the original's, else 0; with
+    ``ten_crop``, the fraction of the ten views (``lite0_ten_crop``) on which they are equal."""
 
-    name = "effnet-top1"
     higher_is_better = True
-    cache_key = "effnet-top1:lite0:c224"
 
-    def __init__(self, model: Lite0):
-        self.model = model
+    def __init__(self, model: Lite0, ten_crop: bool = False):
+        self.model, self.ten_crop = model, ten_crop
+        self.name = "effnet-top1-10crop" if ten_crop else "effnet-top1"
+        self.cache_key = f"{self.name}:lite0:c224"
 
     def compute_batch(self, originals, decodeds) -> list[float]:
         _check_images(originals, decodeds)
-        a, b = self.model.log_probs(originals), self.model.log_probs(decodeds)
-        return (a.argmax(-1) == b.argmax(-1)).float().tolist()
-
-
-class Lite0TenCropAgreement(_PairMetric):
-    """The fraction of the ten views (``lite0_ten_crop``) on which Lite0's top-1 class of the decoded
-    image equals the original's."""
-
-    name = "effnet-top1-10crop"
-    higher_is_better = True
-    cache_key = "effnet-top1-10crop:lite0:c224"
-
-    def __init__(self, model: Lite0):
-        self.model = model
-
-    def compute_batch(self, originals, decodeds) -> list[float]:
-        _check_images(originals, decodeds)
-        a, b = self.model.view_log_probs(originals), self.model.view_log_probs(decodeds)
-        return (a.argmax(-1) == b.argmax(-1)).double().mean(-1).tolist()
+        logp = self.model.view_log_probs if self.ten_crop else self.model.log_probs
+        a, b = logp(originals), logp(decodeds)  # [B, (10,) 1000]
+        same = (a.argmax(-1) == b.argmax(-1)).double()
+        return (same.mean(-1) if self.ten_crop else same).tolist()
 
 
 class Lite0KL(_PairMetric):
@@ -412,7 +398,7 @@ def semantic_metrics(device: str | torch.device = "cpu", teacher: str = "dinov2-
     t = load_teacher(teacher, device=device)
     lite0 = Lite0(device, batch_size)
     out = [TeacherSimilarity(t, layers, short_side, device, batch_size), Lite0Agreement(lite0), Lite0KL(lite0)]
-    return out + [Lite0TenCropAgreement(lite0)] if optional else out
+    return out + [Lite0Agreement(lite0, ten_crop=True)] if optional else out
 
 
 def rd_metrics(optional: bool = False) -> list[_PairMetric]:
