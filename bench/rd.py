@@ -31,7 +31,7 @@ from vlmcodec.errors import ConfigError
 from vlmcodec.resample import parse_short_side
 
 from .classic import CLASSIC_CODECS, ClassicCodec, ConsumerScale
-from .common import environment, write_json
+from .common import environment, kodak_dir, write_json
 from .metrics import build_metrics, compute_all, metric_key
 
 CACHE_VERSION = 1
@@ -253,6 +253,14 @@ def default_anchor_dir() -> Path | None:
     return None
 
 
+def _is_kodak(images_dir: Path) -> bool:
+    """Whether ``images_dir`` is the evaluation set the published anchors were measured on."""
+    try:
+        return Path(images_dir).resolve() == kodak_dir().resolve()
+    except FileNotFoundError:
+        return False
+
+
 def msssim_db(v):
     """MS-SSIM on a dB scale, −10·log10(1 − MS-SSIM), the axis CompressAI plots it on."""
     v = np.asarray(v, dtype=np.float64)
@@ -361,7 +369,13 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
 
     measured = {n: {"label": c.label, "bpp": [p["bpp"] for p in c.points],
                     **{m.name: [p[m.name] for p in c.points] for m in metrics}} for n, c in curves.items()}
-    anchors = load_anchors(anchors_dir if anchors_dir is not None else default_anchor_dir())
+    anchors_note = ""
+    if anchors_dir is None and not _is_kodak(images_dir):  # the published curves are Kodak's
+        anchors_note = (f"published anchors not used: they were measured on Kodak, these images are {images_dir} "
+                        "(--anchors DIR to use them anyway)")
+    else:
+        anchors_dir = anchors_dir if anchors_dir is not None else default_anchor_dir()
+    anchors = load_anchors(anchors_dir)
     both = {**{f"anchor:{k}": v for k, v in anchors.items()}, **measured}
     vs = f"anchor:{PSNR_ANCHOR}"
     bd = {"psnr_vs_vtm": bd_table(both, vs, "psnr"), "ms-ssim_vs_vtm": bd_table(both, vs, "ms-ssim")}
@@ -388,6 +402,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         "codecs": {n: {"label": c.label, "version": c.version, "settings": c.settings,
                        "quality_name": c.quality_name, "points": c.points} for n, c in curves.items()},
         "anchors": anchors,
+        **({"anchors_note": anchors_note} if anchors_note else {}),
         "bd_method": "pchip",
         "bd": bd,
     }

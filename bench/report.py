@@ -53,6 +53,8 @@ def render(result: dict) -> str:
     L = ["# Rate–distortion benchmark", ""]
     if result.get("command"):
         L += ["Command:", "", "```", result["command"], "```", ""]
+    if result.get("anchors_note"):
+        L += [f"_{result['anchors_note']}._", ""]
     if result.get("earlier_commands"):  # codecs kept from earlier runs by --merge
         L += ["Codecs kept (`--merge`) from the earlier runs of:", "", "```", *result["earlier_commands"], "```", ""]
     L += [f"- images: {len(result['images'])} from `{result['images_dir']}`",

@@ -68,6 +68,9 @@ def test_run_writes_results_and_reports_missing(images, tmp_path, monkeypatch):
     assert q60["per_image"]["bpp"][on_disk["images"].index("im0.png")] == pytest.approx(8 * size / (176 * 208))
     report = (out / "report.md").read_text()
     assert "codec **hevc**: ffmpeg not found (test)" in report and "| hevc | missing |" in report
+    # images other than Kodak: the published Kodak anchors are left out, and the report says why
+    assert on_disk["anchors"] == {} and "measured on Kodak" in on_disk["anchors_note"]
+    assert "published anchors not used" in report
 
 
 def test_resume_uses_cache_and_invalidates_changed_images(images, tmp_path, monkeypatch):
