@@ -266,3 +266,23 @@ def test_consumer_scale_steps(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="consumer_fraction"):
         (tmp_path / "bad").mkdir()
         _tiny_train(tmp_path / "bad", **{**opts, "consumer_fraction": 1.5})
+
+
+def test_crop_sampler_scale_jitter(tmp_path):
+    """Several consumer sides: every image at each side (those at least one crop on each side)."""
+    from PIL import Image
+
+    from vlmcodec.training.data import CropSampler
+
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(120, 180), (150, 100)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    one = CropSampler(tmp_path, 64, downscale=False, short_side=64)
+    assert sorted(min(t.shape[1:]) for t in one.images) == [64, 64]
+    jit = CropSampler(tmp_path, 64, downscale=False, short_side=[64, 96])
+    assert sorted(min(t.shape[1:]) for t in jit.images) == [64, 64, 96, 96]
+    assert sorted(max(t.shape[1:]) for t in jit.images) == [96, 96, 144, 144]
+    batch = jit.sample(5)
+    assert batch.shape == (5, 3, 64, 64) and 0 <= batch.min() and batch.max() <= 1
+    with pytest.raises(ValueError, match="empty"):
+        CropSampler(tmp_path, 64, short_side=[])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +27,25 @@ class CropSampler:
     (0.5–1×) so the model sees the finer detail of camera images like Kodak's."""
 
     def __init__(self, folder: str | Path, crop: int, seed: int = 0, downscale: bool = True,
-                 short_side: int | None = None):
+                 short_side: int | Sequence[int] | None = None):
         """``short_side``: first resize each image as consumer-scale coding does
-        (``vlmcodec.resample``, shorter side to that many px), e.g. for training at that scale."""
+        (``vlmcodec.resample``, shorter side to that many px), e.g. for training at that scale.
+        Several sides: each image at each of them, a sample drawn uniformly from all (scale
+        jitter: more distinct crops of a few images near the consumer's scale)."""
         from ..resample import coded_size, downscale as resize
 
         self.crop = int(crop)
+        sides = [None] if short_side is None else [short_side] if isinstance(short_side, int) else list(short_side)
+        if not sides:
+            raise ValueError("short_side: an empty list of sides")
         self.images: list[torch.Tensor] = []
         for p in list_images(folder):
             with Image.open(p) as im:
-                arr = np.asarray(im.convert("RGB"))
-            if short_side is not None:
-                arr = resize(arr, coded_size(arr.shape[0], arr.shape[1], short_side))
-            if min(arr.shape[:2]) >= crop:
-                self.images.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
+                full = np.asarray(im.convert("RGB"))
+            for side in sides:
+                arr = full if side is None else resize(full, coded_size(full.shape[0], full.shape[1], int(side)))
+                if min(arr.shape[:2]) >= crop:
+                    self.images.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
         if not self.images:
             raise ValueError(f"no image in {folder} is at least {crop} px on each side")
         self.downscale = downscale

@@ -65,6 +65,9 @@ class TrainConfig:
     consumer_fraction: float = 0.0
     consumer_short_side: int = 256
     consumer_teacher_scale: float = 0.875
+    # several sides (e.g. [256, 288, 320]): the consumer steps crop images resized to one of them
+    # at random (scale jitter); empty: consumer_short_side alone
+    consumer_short_sides: tuple[int, ...] = ()
     time_limit_s: float = 0.0  # > 0: stop after this much wall time (checkpoint + model file), resume later
 
     @classmethod
@@ -81,6 +84,8 @@ class TrainConfig:
             raise ConfigError(f"unknown keys in {path}: {sorted(unknown)}; known: {sorted(known)}")
         if "lmbdas" in raw:
             raw["lmbdas"] = tuple(float(v) for v in raw["lmbdas"])
+        if "consumer_short_sides" in raw:
+            raw["consumer_short_sides"] = tuple(int(v) for v in raw["consumer_short_sides"])
         if "teacher_layers" in raw:
             raw["teacher_layers"] = tuple(int(v) for v in raw["teacher_layers"])
         return cls(**raw)
@@ -164,7 +169,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if not 0 <= cfg.consumer_fraction <= 1:
         raise ConfigError(f"consumer_fraction must be in [0, 1], got {cfg.consumer_fraction}")
     consumer = (CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed + 1, downscale=False,
-                            short_side=cfg.consumer_short_side) if cfg.consumer_fraction > 0 else None)
+                            short_side=cfg.consumer_short_sides or cfg.consumer_short_side)
+                if cfg.consumer_fraction > 0 else None)
     step = 0
     ckpt = out / "last.pt"
     lineage: list[dict] = []  # the stages the init model came from (model metadata "train_lineage")
