@@ -370,11 +370,11 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
     measured = {n: {"label": c.label, "bpp": [p["bpp"] for p in c.points],
                     **{m.name: [p[m.name] for p in c.points] for m in metrics}} for n, c in curves.items()}
     anchors_note = ""
-    if anchors_dir is None and not _is_kodak(images_dir):  # the published curves are Kodak's
+    if anchors_dir is None and _is_kodak(images_dir):
+        anchors_dir = default_anchor_dir()
+    elif anchors_dir is None:  # the published curves are Kodak's
         anchors_note = (f"published anchors not used: they were measured on Kodak, these images are {images_dir} "
                         "(--anchors DIR to use them anyway)")
-    else:
-        anchors_dir = anchors_dir if anchors_dir is not None else default_anchor_dir()
     anchors = load_anchors(anchors_dir)
     both = {**{f"anchor:{k}": v for k, v in anchors.items()}, **measured}
     vs = f"anchor:{PSNR_ANCHOR}"

@@ -186,14 +186,21 @@ def _lite0_input(crop: np.ndarray) -> Tensor:
     return (x - LITE0_MEAN) / LITE0_STD
 
 
+def _lite0_crops(img: np.ndarray) -> list[np.ndarray]:
+    """The Lite0 crop of ``img`` at the centre (Lite0's own evaluation crop), top-left, top-right,
+    bottom-left and bottom-right (views, no copies)."""
+    h, w = img.shape[:2]
+    c = lite0_crop_side(h, w)
+    corners = [((h - c + 1) // 2, (w - c + 1) // 2), (0, 0), (0, w - c), (h - c, 0), (h - c, w - c)]
+    return [img[y : y + c, x : x + c] for y, x in corners]
+
+
 def lite0_preprocess(images: Sequence[np.ndarray]) -> Tensor:
     """uint8 H×W×3 images → [B, 3, 224, 224] float, centre crop + resize + (x − 127) / 128 (see module doc)."""
     out = []
     for img in images:
         h, w = img.shape[:2]
-        c = lite0_crop_side(h, w)
-        oy, ox = (h - c + 1) // 2, (w - c + 1) // 2
-        out.append(_lite0_input(img[oy : oy + c, ox : ox + c]))
+        out.append(_lite0_input(_lite0_crops(img)[0]))
     return torch.cat(out)
 
 
@@ -205,10 +212,7 @@ def lite0_ten_crop(images: Sequence[np.ndarray]) -> Tensor:
     top-right, bottom-left and bottom-right, then the same five mirrored left–right."""
     out = []
     for img in images:
-        h, w = img.shape[:2]
-        c = lite0_crop_side(h, w)
-        corners = [((h - c + 1) // 2, (w - c + 1) // 2), (0, 0), (0, w - c), (h - c, 0), (h - c, w - c)]
-        crops = [img[y : y + c, x : x + c] for y, x in corners]
+        crops = _lite0_crops(img)
         out += [_lite0_input(cr) for cr in crops] + [_lite0_input(cr[:, ::-1]) for cr in crops]
     return torch.cat(out)
 
@@ -328,7 +332,7 @@ class Lite0:
         self.device = torch.device(device)
         self.net = net if net is not None else load_lite0(self.device)
         self._logp = _CachedModel(self._run, batch_size, capacity=512)
-        self._views: _CachedModel | None = None
+        self._views = _CachedModel(self._run_views, 1, capacity=512)  # ten views are already a batch of ten
 
     def _run(self, images: list[np.ndarray]) -> list[Tensor]:
         logits = self.net(lite0_preprocess(images).to(self.device))
@@ -347,8 +351,6 @@ class Lite0:
 
     def view_log_probs(self, images: Sequence[np.ndarray]) -> Tensor:
         """[B, 10, 1000] log-softmax of the ten views of ``lite0_ten_crop``."""
-        if self._views is None:  # one image per batch: ten views are already a batch of ten
-            self._views = _CachedModel(self._run_views, 1, capacity=512)
         return torch.stack(self._views(images))
 
 

@@ -26,6 +26,9 @@ from .loss import rd_loss
 from .weights import load_weights_into, save_weights
 
 
+_TUPLE_KEYS = {"lmbdas": float, "teacher_layers": int, "consumer_short_sides": int}  # field → element type
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data_dir: str = "../shared/data/train"
@@ -82,13 +85,12 @@ class TrainConfig:
         unknown = set(raw) - known
         if unknown:
             raise ConfigError(f"unknown keys in {path}: {sorted(unknown)}; known: {sorted(known)}")
-        if "lmbdas" in raw:
-            raw["lmbdas"] = tuple(float(v) for v in raw["lmbdas"])
-        if "consumer_short_sides" in raw:
-            raw["consumer_short_sides"] = tuple(int(v) for v in raw["consumer_short_sides"])
-        if "teacher_layers" in raw:
-            raw["teacher_layers"] = tuple(int(v) for v in raw["teacher_layers"])
-        return cls(**raw)
+        return cls(**cls.with_tuples(raw))
+
+    @staticmethod
+    def with_tuples(raw: dict) -> dict:
+        """``raw`` with its list-valued keys (TOML arrays, JSON lists) as the tuples the fields hold."""
+        return {k: tuple(_TUPLE_KEYS[k](x) for x in v) if k in _TUPLE_KEYS else v for k, v in raw.items()}
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(N=self.N, M=self.M, num_levels=len(self.lmbdas), lmbdas=tuple(self.lmbdas),
@@ -278,7 +280,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
 def _checkpoint_model(ckpt: str | Path) -> tuple[MeanScaleHyperprior, dict]:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    cfg = TrainConfig(**{k: (tuple(v) if k in ("lmbdas", "teacher_layers") else v) for k, v in state["config"].items()})
+    cfg = TrainConfig(**TrainConfig.with_tuples(state["config"]))
     model = MeanScaleHyperprior(cfg.model_config())
     model.load_state_dict(state["model"])
     meta = {"train_steps": state["step"], "train_recipe": json.dumps(state["config"])}
