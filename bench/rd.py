@@ -53,11 +53,13 @@ class VlmCodec(ClassicCodec):
     qualities = (0, 15, 30, 50, 70, 85, 100)
 
     def __init__(self, model: str | None = None, backend: str = "torch", threads: int | None = 1,
-                 pre_edit: bool = True, short_side: int | None = None):
+                 pre_edit: bool = True, short_side: int | None = None, refine: int = 0):
         self.model_path, self.backend, self.threads, self.pre_edit = model, backend, threads, pre_edit
-        self.short_side = short_side
+        self.short_side, self.refine = short_side, refine
+        base, label = (f"vlmcodec+r{refine}", f"vlmcodec, {refine} refinement steps") if refine else ("vlmcodec", "vlmcodec")
+        self.name, self.label = base, label
         if short_side is not None:
-            self.name, self.label = f"vlmcodec@{short_side}", f"vlmcodec @ short side {short_side}"
+            self.name, self.label = f"{base}@{short_side}", f"{label} @ short side {short_side}"
         self._codec = None
 
     @property
@@ -66,7 +68,7 @@ class VlmCodec(ClassicCodec):
             from vlmcodec import Codec
 
             self._codec = Codec(self.model_path, backend=self.backend, threads=self.threads,
-                                pre_edit=self.pre_edit, short_side=self.short_side)
+                                pre_edit=self.pre_edit, short_side=self.short_side, refine=self.refine)
         return self._codec
 
     def version(self) -> str:
@@ -81,6 +83,8 @@ class VlmCodec(ClassicCodec):
             out["pre_edit"] = False  # only when it changes the streams: older caches stay valid
         if self.short_side is not None:
             out["short_side"] = self.short_side
+        if self.refine:
+            out["refine"] = self.refine
         return out
 
     def encode(self, img, quality):
@@ -91,7 +95,8 @@ class VlmCodec(ClassicCodec):
 
 
 def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
-    """A codec by name; ``NAME@N`` codes at the consumer's scale (shorter side N px, ``vlmcodec.resample``)."""
+    """A codec by name; ``NAME@N`` codes at the consumer's scale (shorter side N px, ``vlmcodec.resample``);
+    ``vlmcodec+rK`` encodes with K steps of latent refinement (``vlmcodec.refine``)."""
     base, _, side = name.partition("@")
     short_side = None
     if side:
@@ -100,8 +105,12 @@ def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
         except ValueError as e:
             raise ValueError(f"codec {name!r}: after '@' give the consumer's short side in pixels "
                              f"({e}), e.g. webp@256") from None
+    base, plus, refine = base.partition("+r")
+    if plus and (base != "vlmcodec" or not refine.isdigit() or int(refine) < 1):
+        raise ValueError(f"codec {name!r}: '+rK' (K refinement steps, K >= 1) applies to vlmcodec only, "
+                         "e.g. vlmcodec+r30@256")
     if base == "vlmcodec":
-        return VlmCodec(**vlm_kwargs, short_side=short_side)
+        return VlmCodec(**vlm_kwargs, short_side=short_side, refine=int(refine or 0))
     if base not in CLASSIC_CODECS:
         raise ValueError(f"unknown codec {base!r}; choose from {', '.join(('vlmcodec', *CLASSIC_CODECS))} "
                          "(each optionally NAME@SHORT_SIDE)")
@@ -362,7 +371,8 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         if not ok:
             missing_codecs[name] = why
             continue
-        qs = qualities.get(name, qualities.get(name.partition("@")[0], codec.qualities))
+        family = name.partition("@")[0]
+        qs = qualities.get(name, qualities.get(family, qualities.get(family.partition("+")[0], codec.qualities)))
         curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
     kept, earlier_commands = _kept_codecs(out / "rd.json", images, metrics, curves) if merge else ({}, [])
     curves = {**kept, **curves}

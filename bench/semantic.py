@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlmcodec.errors import ConfigError, ModelNotFoundError
+from vlmcodec.teacher.base import teacher_input_size  # re-exported: the metric's input size
 
 LITE0_SIZE = 224
 LITE0_CROP_PADDING = 32
@@ -280,15 +281,6 @@ class _PairMetric:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.cache_key})"
-
-
-def teacher_input_size(h: int, w: int, short_side: int = TEACHER_SHORT_SIDE, patch: int = 14) -> tuple[int, int]:
-    """Shorter side → ``short_side``; the longer side → nearest multiple of ``patch`` keeping the aspect."""
-    if short_side % patch:
-        raise ConfigError(f"short_side {short_side} must be a multiple of the patch size {patch}")
-    if h <= w:
-        return short_side, max(patch, patch * round(w * short_side / h / patch))
-    return max(patch, patch * round(h * short_side / w / patch)), short_side
 
 
 class TeacherSimilarity(_PairMetric):

@@ -77,7 +77,8 @@ def _codec(args):
     from .codec import Codec
 
     return Codec(args.model, backend=args.backend, threads=args.threads,
-                 pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None))
+                 pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None),
+                 refine=getattr(args, "refine", 0))
 
 
 def cmd_encode(args, roundtrip: bool = False) -> int:
@@ -89,6 +90,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     rows = []
     if codec.short_side:
         print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)")
+    if codec.refine:
+        print(f"refining each latent with {codec.refine} steps before coding (slower encoding)")
     print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}")
     for src in _progress(files, not args.quiet, "encode"):
         img = load_image(src)
@@ -230,6 +233,19 @@ def _short_side(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _refine_steps(text: str) -> int:
+    from .codec import check_refine_steps
+
+    try:
+        steps = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"refine steps must be an integer, got {text!r}") from None
+    try:
+        return check_refine_steps(steps)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vlmcodec",
@@ -249,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
                             help="skip the model's pre-editor when encoding (faster; valid streams, lower quality per bit)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    def refine(sp):
+        sp.add_argument("--refine", type=_refine_steps, default=0, metavar="STEPS",
+                        help="refine each latent with STEPS optimisation steps before coding (vlmcodec.refine): "
+                             "~0.5 s per step on 2 CPU cores at 256 px, better rate-quality, any decoder reads "
+                             "the stream (30 is a good value; needs the model's teacher for its token term)")
+
     def short_side(sp):
         sp.add_argument("--short-side", type=_short_side, metavar="N",
                         help="code at the consumer's scale: downscale so the shorter side is N px before "
@@ -260,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100, 0 = smallest files (default 75)")
     e.add_argument("--no-psnr", action="store_true", help="skip the verification decode (no PSNR)")
     short_side(e)
+    refine(e)
     common(e)
     r = sub.add_parser("roundtrip", help="encode, decode, and report bpp / PSNR / time",
                        description="Encode and decode images; writes .vlmc and decoded .png files.")
@@ -267,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", metavar="DIR", default="out")
     r.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100 (default 75)")
     short_side(r)
+    refine(r)
     common(r)
     d = sub.add_parser("decode", help="decompress .vlmc to PNG")
     d.add_argument("inputs", nargs="+", metavar="IN")

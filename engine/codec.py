@@ -9,6 +9,7 @@ encoder's bit for bit on any backend and device.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,10 +36,18 @@ DEFAULT_QUALITY = 75.0
 DEFAULT_MAX_PIXELS = 64_000_000
 SYMBOLS_PER_CHUNK = 1 << 16  # y is cut into ceil(n / this) chunks, for parallel decode
 MAX_Y_CHUNKS = 64
+MAX_REFINE_STEPS = 1000
 
 
 def default_model_path() -> Path:
     return Path(__file__).parent / "weights" / "default.safetensors"
+
+
+def check_refine_steps(steps) -> int:
+    """Validate a number of refinement steps (0 = off)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= int(steps) <= MAX_REFINE_STEPS:
+        raise ValueError(f"refine must be an int in [0, {MAX_REFINE_STEPS}] (steps), got {steps!r}")
+    return int(steps)
 
 
 def num_chunks_for(n: int) -> int:
@@ -87,7 +96,7 @@ class Codec:
 
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
                  device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 pre_edit: bool = True, short_side: int | None = None):
+                 pre_edit: bool = True, short_side: int | None = None, refine: int = 0):
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
         self.model = loaded.model
@@ -108,6 +117,11 @@ class Codec:
         # short_side=N codes images at the consumer's scale (vlmcodec.resample): the shorter side
         # downscaled to N before encoding, the decoder upsamples back to the original size
         self.short_side = resample.check_short_side(short_side)
+        # refine=N: N steps of encoder-side latent refinement (vlmcodec.refine) — slower encoding,
+        # smaller / better streams, decoded by any decoder unchanged; 0 = one pass of g_a
+        self.refine = check_refine_steps(refine)
+        self._refiner = None
+        self._refiner_lock = threading.Lock()  # runtime network workers may share this codec
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -180,6 +194,9 @@ class Codec:
                 y = self.backend.analysis(x) * gain[:, :, None, None]
             with self._stage("h_a"):
                 z = self.backend.hyper_analysis(y)
+        if self.refine:
+            with self._stage("refine"):
+                y, z = self._refine(arrays, levels, y, z)
         return y, z
 
     def entropy_encode(self, y: Tensor, z: Tensor, image: PreparedImage) -> bytes:
@@ -228,6 +245,22 @@ class Codec:
         return out
 
     # -- internals -----------------------------------------------------------------------
+    def _refine(self, arrays: list[np.ndarray], levels: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent refinement with the torch model on its device, per coded size (the loss ignores
+        the padding); whatever the backend, the refined latents are coded as usual."""
+        with self._refiner_lock:
+            if self._refiner is None:
+                from .refine import LatentRefiner, RefineObjective
+
+                self._refiner = LatentRefiner(self.model, RefineObjective.from_recipe(self.loaded.metadata),
+                                              self.refine)
+        dev, back = next(self.model.parameters()).device, y.device
+        x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0).to(dev)
+        y, z = y.detach().to(dev).clone(), z.detach().to(dev).clone()
+        for idx in _group_by(arrays, lambda a: a.shape[:2]).values():
+            y[idx], z[idx] = self._refiner.refine(x[idx], y[idx], z[idx], levels[idx], arrays[idx[0]].shape[:2])
+        return y.to(back), z.to(back)
+
     @contextmanager
     def _stage(self, name: str):
         """Adds the stage's wall time to ``self.stage_times`` when profiling is on (a dict)."""

@@ -74,6 +74,14 @@ class EntropyBottleneck(nn.Module):
         logits = self._logits_cumulative(self.quantiles, stop_gradient=True)
         return torch.abs(logits - self.target).sum()
 
+    def likelihood(self, z_hat: Tensor) -> Tensor:
+        """Likelihoods of already quantised values (B, C, H, W), differentiable in ``z_hat``
+        (``forward`` rounds, which stops the gradient)."""
+        b, c = z_hat.shape[:2]
+        lik, _, _ = self._likelihood(z_hat.transpose(0, 1).reshape(c, 1, -1))
+        lik = self.likelihood_lower_bound(lik)
+        return lik.reshape((c, b) + tuple(z_hat.shape[2:])).transpose(0, 1)
+
     def forward(self, z: Tensor, noise: bool | None = None) -> tuple[Tensor, Tensor]:
         """Returns (ẑ or z + noise, likelihoods), both shaped like z (B, C, H, W)."""
         if noise is None:

@@ -61,6 +61,15 @@ def resize_to(x: Tensor, size: Size, patch_size: int) -> Tensor:
     return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=shrink)
 
 
+def teacher_input_size(h: int, w: int, short_side: int = 224, patch: int = 14) -> tuple[int, int]:
+    """Shorter side → ``short_side``; the longer side → nearest multiple of ``patch`` keeping the aspect."""
+    if short_side % patch:
+        raise ConfigError(f"short_side {short_side} must be a multiple of the patch size {patch}")
+    if h <= w:
+        return short_side, max(patch, patch * round(w * short_side / h / patch))
+    return max(patch, patch * round(h * short_side / w / patch)), short_side
+
+
 def token_similarity(a: Sequence[Tensor], b: Sequence[Tensor], eps: float = 1e-8) -> Tensor:
     """Mean token cosine similarity of two images' tokens, per item: [B].
 

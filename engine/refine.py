@@ -1,0 +1,153 @@
+"""Encoder-side latent refinement: a slower, better encode that the decoder never notices.
+
+The analysis network g_a gives a good latent in one pass, but not the best one for this image
+(Campos et al. 2019; Yang et al. 2020, "Improving Inference for Neural Image Compression").
+``LatentRefiner`` starts from (y · gain, z) and takes a few Adam steps on the model's own
+training objective, with the networks frozen and the real quantisers in the forward pass
+(straight-through gradients):
+
+    bpp(ẑ, ŷ) + λ(q) · (w_pix · 255² · MSE(x̂, x) + w_tok · D_tok(teacher(x̂), teacher(x)))
+
+λ(q) is interpolated between the model's anchor λs as the gains are; w_pix, w_tok, the teacher
+and its layers come from the model's training recipe (the model file's metadata). The stream
+is an ordinary one: ẑ and ŷ = round(y − μ) + μ with μ from the exact h_s(ẑ), so every decoder
+and backend decodes it unchanged. The best (lowest-loss) step is kept, never worse than step 0
+by the objective's own estimate. Deterministic on one device and thread count (no noise).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError
+from .teacher.base import teacher_input_size
+
+DEFAULT_REFINE_STEPS = 30
+
+
+@dataclass(frozen=True)
+class RefineObjective:
+    """The distortion the refinement minimises (a model's training recipe, or pixels only)."""
+
+    w_pix: float = 1.0
+    w_tok: float = 0.0
+    teacher: str = ""
+    teacher_layers: tuple[int, ...] = (3, 6, 9, 12)
+    teacher_short_side: int = 224
+
+    @classmethod
+    def from_recipe(cls, metadata: dict) -> "RefineObjective":
+        """The objective of a model file's ``train_recipe`` metadata (pixels only when absent)."""
+        raw = metadata.get("train_recipe")
+        if not raw:
+            return cls()
+        try:
+            recipe = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model metadata train_recipe is not JSON: {e}") from e
+        w_tok = float(recipe.get("w_tok", 0.0)) if recipe.get("teacher") else 0.0
+        return cls(w_pix=float(recipe.get("w_pix", 1.0)), w_tok=w_tok,
+                   teacher=str(recipe.get("teacher") or "") if w_tok else "",
+                   teacher_layers=tuple(int(l) for l in recipe.get("teacher_layers", (3, 6, 9, 12))))
+
+
+class LatentRefiner:
+    """Refines (y · gain, z) of a batch of one padded size for a frozen model (see module doc)."""
+
+    def __init__(self, model, objective: RefineObjective, steps: int = DEFAULT_REFINE_STEPS,
+                 lr: float = 0.02, teacher=None):
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= 10_000:
+            raise ConfigError(f"refine steps must be an int in [0, 10000], got {steps!r}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ConfigError(f"refine lr must be a positive number, got {lr!r}")
+        self.model, self.objective, self.steps, self.lr = model, objective, steps, float(lr)
+        self.teacher = teacher
+        if self.teacher is None and objective.w_tok:
+            from .teacher import load_teacher  # raises BackendUnavailableError without the teacher's package
+
+            self.teacher = load_teacher(objective.teacher, device=next(model.parameters()).device)
+        self.layers = (self.teacher.resolve_layers([l for l in objective.teacher_layers if l <= self.teacher.num_layers])
+                       if self.teacher is not None and objective.w_tok else [])
+        lm = torch.tensor(model.config.lmbdas[: model.num_levels], dtype=torch.float64)
+        self._log_lmbdas = torch.log(lm if len(lm) == model.num_levels else torch.ones(model.num_levels))
+        self.last_losses: list[list[float]] = []  # per step, per item: for diagnostics and tests
+
+    def lmbda(self, levels: Tensor) -> Tensor:
+        """λ per item for continuous levels, geometric between the anchors (as the gains are)."""
+        K = self.model.num_levels
+        levels = levels.double().clamp(0, K - 1)
+        lo = torch.floor(levels).long().clamp(max=max(K - 2, 0))
+        hi = (lo + 1).clamp(max=K - 1)
+        t = levels - lo.double()
+        return torch.exp((1 - t) * self._log_lmbdas[lo] + t * self._log_lmbdas[hi]).float()
+
+    def _tokens(self, img: Tensor) -> list[Tensor]:
+        size = teacher_input_size(*img.shape[-2:], self.objective.teacher_short_side, self.teacher.patch_size)
+        return [self.teacher.patch_tokens(t).float() for t in self.teacher(img, self.layers, size=size)]
+
+    def _loss(self, y: Tensor, z: Tensor, x: Tensor, inv_gain: Tensor, lmbda: Tensor, hw: tuple[int, int],
+              ref_tokens: list[Tensor] | None) -> Tensor:
+        """Per-item objective [B] with hard quantisation forward, straight-through backward."""
+        from .training.loss import bpp_per_item
+        from .training.semantic import token_distortion
+
+        m = self.model
+        med = m.entropy_bottleneck.medians().detach().reshape(1, -1, 1, 1)
+        z_hat = z + (torch.round(z - med) + med - z).detach()
+        z_lik = m.entropy_bottleneck.likelihood(z_hat)
+        scales, means = m.h_s(z_hat).chunk(2, 1)
+        y_hat = y + (torch.round(y - means) + means - y).detach()
+        y_lik = m.gaussian_conditional.likelihood(y_hat, scales, means)
+        x_hat = m.g_s(y_hat * inv_gain[:, :, None, None])[:, :, : hw[0], : hw[1]]
+        ref = x[:, :, : hw[0], : hw[1]]
+        bpp = bpp_per_item({"y": y_lik, "z": z_lik}, hw[0] * hw[1])
+        dist = self.objective.w_pix * 255.0**2 * (x_hat - ref).pow(2).flatten(1).mean(1)
+        if ref_tokens is not None:
+            dist = dist + self.objective.w_tok * token_distortion(self._tokens(x_hat.clamp(0, 1)), ref_tokens)
+        return bpp + lmbda * dist
+
+    def refine(self, x: Tensor, y: Tensor, z: Tensor, levels: Tensor, coded_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """x: padded originals [B, 3, H, W] in [0, 1] (before any pre-edit: the distortion is
+        measured against them); y, z: the analysis output; coded_hw: the unpadded size. All on
+        the model's device."""
+        if self.steps == 0:
+            return y, z
+        m = self.model
+        # Gradients go to (y, z) only (autograd.grad): the shared model's parameters are never
+        # touched, so refinements may run concurrently on one model (the runtime's network workers).
+        with torch.inference_mode(False), torch.enable_grad():
+            x = x.clone()
+            _, inv_gain = m.gains(levels)
+            inv_gain = inv_gain.detach().clone()
+            lmbda = self.lmbda(levels.cpu()).to(x.device)
+            ref_tokens = None
+            if self.layers:
+                with torch.no_grad():
+                    ref_tokens = self._tokens(x[:, :, : coded_hw[0], : coded_hw[1]])
+            y_var = y.detach().clone().requires_grad_(True)
+            z_var = z.detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([y_var, z_var], lr=self.lr)
+            best_loss = torch.full((x.shape[0],), float("inf"), device=x.device)
+            best_y, best_z = y.detach().clone(), z.detach().clone()
+            losses = []
+            for step in range(self.steps + 1):
+                loss = self._loss(y_var, z_var, x, inv_gain, lmbda, coded_hw, ref_tokens)
+                with torch.no_grad():
+                    better = loss.detach() < best_loss
+                    best_loss = torch.where(better, loss.detach(), best_loss)
+                    best_y[better] = y_var.detach()[better]
+                    best_z[better] = z_var.detach()[better]
+                losses.append([float(v) for v in loss.detach()])
+                if step == self.steps:
+                    break
+                for g in opt.param_groups:  # cosine decay: large early moves, settling late
+                    g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / self.steps))
+                y_var.grad, z_var.grad = torch.autograd.grad(loss.sum(), [y_var, z_var])
+                opt.step()
+        self.last_losses = losses
+        return best_y, best_z

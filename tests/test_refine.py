@@ -1,0 +1,155 @@
+"""Encoder-side latent refinement (vlmcodec.refine): valid ordinary streams, a lower objective,
+determinism, and the option's plumbing (Codec, CLI, bench codec names)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vlmcodec import Codec
+from vlmcodec.refine import LatentRefiner, RefineObjective
+
+from conftest import smooth_image
+
+
+def _real_objective(codec: Codec, img: np.ndarray, data: bytes, quality: float) -> float:
+    """bits per pixel of the real stream + λ(q) · 255² · MSE of its decode (the pixel objective)."""
+    refiner = LatentRefiner(codec.model, RefineObjective(), steps=0)
+    lm = float(refiner.lmbda(torch.tensor([codec.model.level_of_quality(quality)]))[0])
+    rec = codec.decode(data).astype(np.float64)
+    return 8 * len(data) / (img.shape[0] * img.shape[1]) + lm * ((rec - img) ** 2).mean()
+
+
+def _pixel_codec(model, steps: int, **kw) -> Codec:
+    codec = Codec(model, refine=steps, **kw)
+    codec._refiner = LatentRefiner(codec.model, RefineObjective(), steps)  # no teacher: pixels only
+    return codec
+
+
+def test_refine_zero_is_the_one_pass_encoder(tiny_model_path, rng):
+    img = smooth_image(rng, 64, 96)
+    assert Codec(tiny_model_path, refine=0).encode(img, 50) == Codec(tiny_model_path).encode(img, 50)
+
+
+def test_refined_stream_decodes_anywhere_and_is_deterministic(tiny_model_path, rng):
+    img = smooth_image(rng, 70, 90)
+    a = _pixel_codec(tiny_model_path, 8).encode(img, 60)
+    b = _pixel_codec(tiny_model_path, 8).encode(img, 60)
+    plain = Codec(tiny_model_path)  # a decoder that knows nothing of refinement
+    assert a == b
+    assert a != plain.encode(img, 60)
+    assert plain.decode(a).shape == img.shape
+
+
+def test_best_step_is_kept(tiny_model_path, rng):
+    codec = _pixel_codec(tiny_model_path, 6)
+    codec.encode_batch([smooth_image(rng, 64, 64), smooth_image(rng, 64, 64)], [0, 100])
+    losses = np.array(codec._refiner.last_losses)  # [steps + 1, items]
+    assert losses.shape == (7, 2)
+    assert (losses.min(0) <= losses[0]).all()
+
+
+def test_refinement_lowers_the_real_objective_on_the_default_model(rng):
+    """Real file bits and real decoded pixels, not the estimate the optimiser sees."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    img = np.array(Image.open(Path(__file__).parents[1] / "assets" / "samples" / "kodim23.png").convert("RGB"))
+    img = img[:128, :192]
+    one_pass, refined = Codec(), _pixel_codec(None, 20)
+    for q in (10, 90):
+        before = _real_objective(one_pass, img, one_pass.encode(img, q), q)
+        after = _real_objective(one_pass, img, refined.encode(img, q), q)
+        assert after < before * 0.995, (q, before, after)
+
+
+def test_mixed_sizes_in_one_padded_batch(tiny_model_path, rng):
+    """Images sharing a padded size but not a coded size are refined each on its own pixels."""
+    codec = _pixel_codec(tiny_model_path, 3)
+    imgs = [smooth_image(rng, 60, 64), smooth_image(rng, 64, 50)]
+    streams = codec.encode_batch(imgs, [50, 50])
+    assert [codec.decode(s).shape for s in streams] == [im.shape for im in imgs]
+    assert streams == [codec.encode(im, 50) for im in imgs]
+
+
+def test_token_term_runs_with_a_given_teacher(tiny_model_path, rng):
+    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer
+
+    torch.manual_seed(0)
+    teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
+    teacher.freeze()
+    codec = Codec(tiny_model_path, refine=4)
+    objective = RefineObjective(w_pix=0.5, w_tok=1000.0, teacher="tiny", teacher_layers=(1, 2), teacher_short_side=28)
+    codec._refiner = LatentRefiner(codec.model, objective, 4, teacher=teacher)
+    data = codec.encode(smooth_image(rng, 64, 64), 50)
+    losses = np.array(codec._refiner.last_losses)
+    assert losses.min() < losses[0, 0]
+    assert codec.decode(data).shape == (64, 64, 3)
+    assert not any(p.grad is not None for p in teacher.parameters())
+
+
+def test_objective_from_the_default_models_recipe():
+    codec = Codec()
+    obj = RefineObjective.from_recipe(codec.loaded.metadata)
+    recipe = json.loads(codec.loaded.metadata["train_recipe"])
+    assert (obj.w_pix, obj.w_tok, obj.teacher) == (recipe["w_pix"], recipe["w_tok"], recipe["teacher"])
+    assert RefineObjective.from_recipe({}) == RefineObjective()  # no recipe: pixels only
+    assert RefineObjective.from_recipe({"train_recipe": json.dumps({"w_pix": 2.0, "w_tok": 5.0})}).w_tok == 0.0
+
+
+def test_lambda_interpolates_the_anchors(tiny_model_path):
+    codec = Codec(tiny_model_path)
+    r = LatentRefiner(codec.model, RefineObjective(), 0)
+    lm = r.lmbda(torch.tensor([0.0, 0.5, 1.0, 2.0]))
+    assert torch.allclose(lm, torch.tensor([0.001, 0.002, 0.004, 0.016]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3", 10**6])
+def test_bad_refine_values_are_refused(tiny_model_path, bad):
+    with pytest.raises(ValueError, match="refine"):
+        Codec(tiny_model_path, refine=bad)
+
+
+def test_cli_refine(tmp_path, tiny_model_path, rng, capsys):
+    from PIL import Image
+
+    from vlmcodec.cli import main
+
+    src = tmp_path / "a.png"
+    Image.fromarray(smooth_image(rng, 64, 64)).save(src)
+    with pytest.raises(SystemExit) as e:
+        main(["encode", str(src), "--refine", "-2", "--model", str(tiny_model_path)])
+    assert e.value.code != 0 and "refine" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["encode", str(src), "--refine", "many", "--model", str(tiny_model_path)])
+    assert "integer" in capsys.readouterr().err
+    assert main(["encode", str(src), "--refine", "2", "--model", str(tiny_model_path), "-o", str(tmp_path / "a.vlmc"),
+                 "--quiet"]) == 0
+    assert "refining each latent with 2 steps" in capsys.readouterr().out
+    assert (tmp_path / "a.vlmc").stat().st_size > 0
+
+
+def test_bench_codec_names():
+    from vlmcodec.bench.rd import make_codec
+
+    c = make_codec("vlmcodec+r30@256")
+    assert (c.name, c.refine, c.short_side) == ("vlmcodec+r30@256", 30, 256)
+    assert make_codec("vlmcodec").refine == 0
+    for bad in ("webp+r3", "vlmcodec+r0", "vlmcodec+rx"):
+        with pytest.raises(ValueError, match=r"\+rK"):
+            make_codec(bad)
+
+
+def test_runtime_engine_refines_like_the_codec(tiny_model_path, rng):
+    """Two network workers refining at once on one shared model give the codec's own bytes."""
+    from vlmcodec.runtime import Engine
+
+    codec = _pixel_codec(tiny_model_path, 4)
+    imgs = [smooth_image(rng, 64, 64 + 64 * (i % 2)) for i in range(4)]
+    want = [codec.encode(im, 40) for im in imgs]
+    with Engine(codec, max_batch=1, network_workers=2) as engine:
+        got = [f.result(timeout=120) for f in [engine.submit_encode(im, 40) for im in imgs]]
+    assert got == want
+    assert all(p.grad is None for p in codec.model.parameters())
