@@ -38,7 +38,8 @@ class RefineObjective:
     w_tok: float = 0.0
     teacher: str = ""
     teacher_layers: tuple[int, ...] = (3, 6, 9, 12)
-    teacher_short_side: int = 224
+    # the teacher's views (short sides, px): the token term is averaged over them at every step
+    teacher_short_sides: tuple[int, ...] = (224,)
 
     @classmethod
     def from_recipe(cls, metadata: dict) -> "RefineObjective":
@@ -86,12 +87,16 @@ class LatentRefiner:
         t = levels - lo.double()
         return torch.exp((1 - t) * self._log_lmbdas[lo] + t * self._log_lmbdas[hi]).float()
 
-    def _tokens(self, img: Tensor) -> list[Tensor]:
-        size = teacher_input_size(*img.shape[-2:], self.objective.teacher_short_side, self.teacher.patch_size)
-        return [self.teacher.patch_tokens(t).float() for t in self.teacher(img, self.layers, size=size)]
+    def _tokens(self, img: Tensor) -> list[list[Tensor]]:
+        """Per view (``teacher_short_sides``), the patch tokens of each layer."""
+        out = []
+        for side in self.objective.teacher_short_sides:
+            size = teacher_input_size(*img.shape[-2:], side, self.teacher.patch_size)
+            out.append([self.teacher.patch_tokens(t).float() for t in self.teacher(img, self.layers, size=size)])
+        return out
 
     def _loss(self, y: Tensor, z: Tensor, x: Tensor, inv_gain: Tensor, lmbda: Tensor, hw: tuple[int, int],
-              ref_tokens: list[Tensor] | None) -> Tensor:
+              ref_tokens: list[list[Tensor]] | None) -> Tensor:
         """Per-item objective [B] with hard quantisation forward, straight-through backward."""
         from .training.loss import bpp_per_item
         from .training.semantic import token_distortion
@@ -108,7 +113,8 @@ class LatentRefiner:
         bpp = bpp_per_item({"y": y_lik, "z": z_lik}, hw[0] * hw[1])
         dist = self.objective.w_pix * 255.0**2 * (x_hat - ref).pow(2).flatten(1).mean(1)
         if ref_tokens is not None:
-            dist = dist + self.objective.w_tok * token_distortion(self._tokens(x_hat.clamp(0, 1)), ref_tokens)
+            views = zip(self._tokens(x_hat.clamp(0, 1)), ref_tokens)
+            dist = dist + self.objective.w_tok * torch.stack([token_distortion(h, r) for h, r in views]).mean(0)
         return bpp + lmbda * dist
 
     def refine(self, x: Tensor, y: Tensor, z: Tensor, levels: Tensor, coded_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:

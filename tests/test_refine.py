@@ -81,7 +81,8 @@ def test_token_term_runs_with_a_given_teacher(tiny_model_path, rng):
     teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
     teacher.freeze()
     codec = Codec(tiny_model_path, refine=4)
-    objective = RefineObjective(w_pix=0.5, w_tok=1000.0, teacher="tiny", teacher_layers=(1, 2), teacher_short_side=28)
+    objective = RefineObjective(w_pix=0.5, w_tok=1000.0, teacher="tiny", teacher_layers=(1, 2),
+                                teacher_short_sides=(28, 42))
     codec._refiner = LatentRefiner(codec.model, objective, 4, teacher=teacher)
     data = codec.encode(smooth_image(rng, 64, 64), 50)
     losses = np.array(codec._refiner.last_losses)
