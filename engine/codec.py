@@ -8,6 +8,7 @@ encoder's bit for bit on any backend and device.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -48,6 +49,19 @@ def check_refine_steps(steps) -> int:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= int(steps) <= MAX_REFINE_STEPS:
         raise ValueError(f"refine must be an int in [0, {MAX_REFINE_STEPS}] (steps), got {steps!r}")
     return int(steps)
+
+
+def check_refine_views(views) -> tuple[int, ...] | None:
+    """Validate refinement teacher views: None, or short sides in pixels (at most 4, 14..1024)."""
+    if views is None:
+        return None
+    try:
+        out = tuple(int(v) for v in views)
+    except (TypeError, ValueError):
+        raise ValueError(f"refine_views must be a sequence of short sides in pixels, got {views!r}") from None
+    if not 1 <= len(out) <= 4 or any(not 14 <= v <= 1024 for v in out) or any(isinstance(v, bool) for v in views):
+        raise ValueError(f"refine_views must be 1 to 4 short sides in [14, 1024] px, got {views!r}")
+    return out
 
 
 def num_chunks_for(n: int) -> int:
@@ -96,7 +110,8 @@ class Codec:
 
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
                  device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 pre_edit: bool = True, short_side: int | None = None, refine: int = 0):
+                 pre_edit: bool = True, short_side: int | None = None, refine: int = 0,
+                 refine_views: tuple[int, ...] | None = None):
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
         self.model = loaded.model
@@ -120,6 +135,9 @@ class Codec:
         # refine=N: N steps of encoder-side latent refinement (vlmcodec.refine) — slower encoding,
         # smaller / better streams, decoded by any decoder unchanged; 0 = one pass of g_a
         self.refine = check_refine_steps(refine)
+        # the teacher views (short sides, px, multiples of its patch) the token term averages over;
+        # None: (224,), the evaluator's. Several views transfer better to unseen ones, at their cost
+        self.refine_views = check_refine_views(refine_views)
         self._refiner = None
         self._refiner_lock = threading.Lock()  # runtime network workers may share this codec
 
@@ -252,8 +270,10 @@ class Codec:
             if self._refiner is None:
                 from .refine import LatentRefiner, RefineObjective
 
-                self._refiner = LatentRefiner(self.model, RefineObjective.from_recipe(self.loaded.metadata),
-                                              self.refine)
+                objective = RefineObjective.from_recipe(self.loaded.metadata)
+                if self.refine_views:
+                    objective = dataclasses.replace(objective, teacher_short_sides=self.refine_views)
+                self._refiner = LatentRefiner(self.model, objective, self.refine)
         dev, back = next(self.model.parameters()).device, y.device
         x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0).to(dev)
         y, z = y.detach().to(dev).clone(), z.detach().to(dev).clone()

@@ -72,6 +72,11 @@ class LatentRefiner:
             from .teacher import load_teacher  # raises BackendUnavailableError without the teacher's package
 
             self.teacher = load_teacher(objective.teacher, device=next(model.parameters()).device)
+        if self.teacher is not None and objective.w_tok:
+            bad = [v for v in objective.teacher_short_sides if v % self.teacher.patch_size]
+            if bad or not objective.teacher_short_sides:
+                raise ConfigError(f"refinement teacher views {objective.teacher_short_sides} must be multiples of "
+                                  f"{self.teacher.name}'s patch size {self.teacher.patch_size}")
         self.layers = (self.teacher.resolve_layers([l for l in objective.teacher_layers if l <= self.teacher.num_layers])
                        if self.teacher is not None and objective.w_tok else [])
         lm = torch.tensor(model.config.lmbdas[: model.num_levels], dtype=torch.float64)

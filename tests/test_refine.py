@@ -107,6 +107,23 @@ def test_lambda_interpolates_the_anchors(tiny_model_path):
     assert torch.allclose(lm, torch.tensor([0.001, 0.002, 0.004, 0.016]), rtol=1e-5)
 
 
+def test_refine_views(tiny_model_path, rng):
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer
+
+    codec = Codec(tiny_model_path, refine=2, refine_views=[224, 336])
+    assert codec.refine_views == (224, 336)
+    codec.encode(smooth_image(rng, 64, 64), 50)
+    assert codec._refiner.objective.teacher_short_sides == (224, 336)
+    for bad in ([], [0], [224, True], "224", [224] * 5):
+        with pytest.raises(ValueError, match="refine_views"):
+            Codec(tiny_model_path, refine_views=bad)
+    teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=1, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
+    with pytest.raises(ConfigError, match="patch size"):
+        LatentRefiner(codec.model, RefineObjective(w_tok=1.0, teacher="tiny", teacher_short_sides=(230,)), 2,
+                      teacher=teacher)
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "3", 10**6])
 def test_bad_refine_values_are_refused(tiny_model_path, bad):
     with pytest.raises(ValueError, match="refine"):
@@ -126,6 +143,9 @@ def test_cli_refine(tmp_path, tiny_model_path, rng, capsys):
     with pytest.raises(SystemExit):
         main(["encode", str(src), "--refine", "many", "--model", str(tiny_model_path)])
     assert "integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["encode", str(src), "--refine", "2", "--refine-views", "224,x", "--model", str(tiny_model_path)])
+    assert "comma-separated integers" in capsys.readouterr().err
     assert main(["encode", str(src), "--refine", "2", "--model", str(tiny_model_path), "-o", str(tmp_path / "a.vlmc"),
                  "--quiet"]) == 0
     assert "refining each latent with 2 steps" in capsys.readouterr().out
