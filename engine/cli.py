@@ -76,6 +76,8 @@ def _emit(line: str) -> None:
 def _codec(args):
     from .codec import Codec
 
+    if getattr(args, "refine_views", None) and not getattr(args, "refine", 0):
+        raise ConfigError("--refine-views needs --refine STEPS (the views of the refinement's token term)")
     return Codec(args.model, backend=args.backend, threads=args.threads,
                  pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None),
                  refine=getattr(args, "refine", 0), refine_views=getattr(args, "refine_views", None))

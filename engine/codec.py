@@ -30,6 +30,7 @@ from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import BitstreamError, ImageError, ModelMismatchError
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
+from .refine import MAX_REFINE_STEPS
 
 DEFAULT_QUALITY = 75.0
 # Bounds the memory one request may take (the float64 entropy parameters alone need ~2 kB per
@@ -37,7 +38,6 @@ DEFAULT_QUALITY = 75.0
 DEFAULT_MAX_PIXELS = 64_000_000
 SYMBOLS_PER_CHUNK = 1 << 16  # y is cut into ceil(n / this) chunks, for parallel decode
 MAX_Y_CHUNKS = 64
-MAX_REFINE_STEPS = 1000
 
 
 def default_model_path() -> Path:

@@ -28,6 +28,7 @@ from .errors import ConfigError
 from .teacher.base import teacher_input_size
 
 DEFAULT_REFINE_STEPS = 30
+MAX_REFINE_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ class LatentRefiner:
 
     def __init__(self, model, objective: RefineObjective, steps: int = DEFAULT_REFINE_STEPS,
                  lr: float = 0.02, teacher=None):
-        if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= 10_000:
-            raise ConfigError(f"refine steps must be an int in [0, 10000], got {steps!r}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= MAX_REFINE_STEPS:
+            raise ConfigError(f"refine steps must be an int in [0, {MAX_REFINE_STEPS}], got {steps!r}")
         if not (lr > 0 and math.isfinite(lr)):
             raise ConfigError(f"refine lr must be a positive number, got {lr!r}")
         self.model, self.objective, self.steps, self.lr = model, objective, steps, float(lr)

@@ -146,6 +146,8 @@ def test_cli_refine(tmp_path, tiny_model_path, rng, capsys):
     with pytest.raises(SystemExit):
         main(["encode", str(src), "--refine", "2", "--refine-views", "224,x", "--model", str(tiny_model_path)])
     assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["encode", str(src), "--refine-views", "224", "--model", str(tiny_model_path)]) != 0
+    assert "needs --refine" in capsys.readouterr().err
     assert main(["encode", str(src), "--refine", "2", "--model", str(tiny_model_path), "-o", str(tmp_path / "a.vlmc"),
                  "--quiet"]) == 0
     assert "refining each latent with 2 steps" in capsys.readouterr().out
