@@ -176,3 +176,16 @@ def test_runtime_engine_refines_like_the_codec(tiny_model_path, rng):
         got = [f.result(timeout=120) for f in [engine.submit_encode(im, 40) for im in imgs]]
     assert got == want
     assert all(p.grad is None for p in codec.model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_refinement_on_cuda(tiny_model_path, rng):
+    """A CUDA codec refines on the GPU; its streams decode on the CPU and its best step beats step 0."""
+    img = smooth_image(rng, 64, 96)
+    gpu = Codec(tiny_model_path, device="cuda", refine=6)
+    gpu._refiner = LatentRefiner(gpu.model, RefineObjective(), 6)
+    data = gpu.encode(img, 60)
+    losses = np.array(gpu._refiner.last_losses)
+    assert losses.min() < losses[0, 0]
+    assert Codec(tiny_model_path).decode(data).shape == img.shape
