@@ -236,7 +236,7 @@ def _short_side(text: str) -> int:
 
 
 def _refine_steps(text: str) -> int:
-    from .codec import check_refine_steps
+    from .refine import check_refine_steps
 
     try:
         steps = int(text)
@@ -249,13 +249,16 @@ def _refine_steps(text: str) -> int:
 
 
 def _refine_views(text: str) -> tuple[int, ...]:
-    from .codec import check_refine_views
+    from .refine import check_refine_views
 
     try:
-        return check_refine_views([int(v) for v in text.split(",") if v.strip()])
+        sides = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"refine views must be comma-separated integers, got {text!r}") from None
+    try:
+        return check_refine_views(sides)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e) if "refine_views" in str(e) else
-                                         f"refine views must be comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

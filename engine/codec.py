@@ -30,7 +30,7 @@ from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import BitstreamError, ImageError, ModelMismatchError
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
-from .refine import MAX_REFINE_STEPS
+from .refine import check_refine_steps, check_refine_views
 
 DEFAULT_QUALITY = 75.0
 # Bounds the memory one request may take (the float64 entropy parameters alone need ~2 kB per
@@ -42,26 +42,6 @@ MAX_Y_CHUNKS = 64
 
 def default_model_path() -> Path:
     return Path(__file__).parent / "weights" / "default.safetensors"
-
-
-def check_refine_steps(steps) -> int:
-    """Validate a number of refinement steps (0 = off)."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= int(steps) <= MAX_REFINE_STEPS:
-        raise ValueError(f"refine must be an int in [0, {MAX_REFINE_STEPS}] (steps), got {steps!r}")
-    return int(steps)
-
-
-def check_refine_views(views) -> tuple[int, ...] | None:
-    """Validate refinement teacher views: None, or short sides in pixels (at most 4, 14..1024)."""
-    if views is None:
-        return None
-    try:
-        out = tuple(int(v) for v in views)
-    except (TypeError, ValueError):
-        raise ValueError(f"refine_views must be a sequence of short sides in pixels, got {views!r}") from None
-    if not 1 <= len(out) <= 4 or any(not 14 <= v <= 1024 for v in out) or any(isinstance(v, bool) for v in views):
-        raise ValueError(f"refine_views must be 1 to 4 short sides in [14, 1024] px, got {views!r}")
-    return out
 
 
 def num_chunks_for(n: int) -> int:
@@ -205,16 +185,17 @@ class Codec:
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
         with torch.inference_mode():
             gain, _ = self.model.gains(levels)
+            x_in = x
             if self.pre_edit:
                 with self._stage("pre-edit"):
-                    x = self.backend.pre_edit(x)
+                    x_in = self.backend.pre_edit(x)
             with self._stage("g_a"):
-                y = self.backend.analysis(x) * gain[:, :, None, None]
+                y = self.backend.analysis(x_in) * gain[:, :, None, None]
             with self._stage("h_a"):
                 z = self.backend.hyper_analysis(y)
         if self.refine:
             with self._stage("refine"):
-                y, z = self._refine(arrays, levels, y, z)
+                y, z = self._refine(x, [a.shape[:2] for a in arrays], levels, y, z)
         return y, z
 
     def entropy_encode(self, y: Tensor, z: Tensor, image: PreparedImage) -> bytes:
@@ -263,9 +244,11 @@ class Codec:
         return out
 
     # -- internals -----------------------------------------------------------------------
-    def _refine(self, arrays: list[np.ndarray], levels: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _refine(self, x: Tensor, coded_hws: list[tuple[int, int]], levels: Tensor, y: Tensor,
+                z: Tensor) -> tuple[Tensor, Tensor]:
         """Latent refinement with the torch model on its device, per coded size (the loss ignores
-        the padding); whatever the backend, the refined latents are coded as usual."""
+        the padding; x: the padded originals, before any pre-edit); whatever the backend, the
+        refined latents are coded as usual."""
         with self._refiner_lock:
             if self._refiner is None:
                 from .refine import LatentRefiner, RefineObjective
@@ -275,10 +258,10 @@ class Codec:
                     objective = dataclasses.replace(objective, teacher_short_sides=self.refine_views)
                 self._refiner = LatentRefiner(self.model, objective, self.refine)
         dev, back = next(self.model.parameters()).device, y.device
-        x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0).to(dev)
+        x = x.to(dev)
         y, z = y.detach().to(dev).clone(), z.detach().to(dev).clone()
-        for idx in _group_by(arrays, lambda a: a.shape[:2]).values():
-            y[idx], z[idx] = self._refiner.refine(x[idx], y[idx], z[idx], levels[idx], arrays[idx[0]].shape[:2])
+        for hw, idx in _group_by(coded_hws, lambda hw: hw).items():
+            y[idx], z[idx] = self._refiner.refine(x[idx], y[idx], z[idx], levels[idx], hw)
         return y.to(back), z.to(back)
 
     @contextmanager

@@ -21,14 +21,38 @@ import json
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import ConfigError
+from .models.hyperprior import level_neighbours
 from .teacher.base import teacher_input_size
+from .training.loss import bpp_per_item
+from .training.semantic import token_distortion
 
 DEFAULT_REFINE_STEPS = 30
 MAX_REFINE_STEPS = 1000
+
+
+def check_refine_steps(steps) -> int:
+    """Validate a number of refinement steps (0 = off)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= int(steps) <= MAX_REFINE_STEPS:
+        raise ConfigError(f"refine must be an int in [0, {MAX_REFINE_STEPS}] (steps), got {steps!r}")
+    return int(steps)
+
+
+def check_refine_views(views) -> tuple[int, ...] | None:
+    """Validate refinement teacher views: None, or short sides in pixels (at most 4, 14..1024)."""
+    if views is None:
+        return None
+    try:
+        out = tuple(int(v) for v in views)
+    except (TypeError, ValueError):
+        raise ConfigError(f"refine_views must be a sequence of short sides in pixels, got {views!r}") from None
+    if not 1 <= len(out) <= 4 or any(not 14 <= v <= 1024 for v in out) or any(isinstance(v, bool) for v in views):
+        raise ConfigError(f"refine_views must be 1 to 4 short sides in [14, 1024] px, got {views!r}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -63,11 +87,9 @@ class LatentRefiner:
 
     def __init__(self, model, objective: RefineObjective, steps: int = DEFAULT_REFINE_STEPS,
                  lr: float = 0.02, teacher=None):
-        if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= MAX_REFINE_STEPS:
-            raise ConfigError(f"refine steps must be an int in [0, {MAX_REFINE_STEPS}], got {steps!r}")
         if not (lr > 0 and math.isfinite(lr)):
             raise ConfigError(f"refine lr must be a positive number, got {lr!r}")
-        self.model, self.objective, self.steps, self.lr = model, objective, steps, float(lr)
+        self.model, self.objective, self.steps, self.lr = model, objective, check_refine_steps(steps), float(lr)
         self.teacher = teacher
         if self.teacher is None and objective.w_tok:
             from .teacher import load_teacher  # raises BackendUnavailableError without the teacher's package
@@ -86,11 +108,7 @@ class LatentRefiner:
 
     def lmbda(self, levels: Tensor) -> Tensor:
         """λ per item for continuous levels, geometric between the anchors (as the gains are)."""
-        K = self.model.num_levels
-        levels = levels.double().clamp(0, K - 1)
-        lo = torch.floor(levels).long().clamp(max=max(K - 2, 0))
-        hi = (lo + 1).clamp(max=K - 1)
-        t = levels - lo.double()
+        lo, hi, t = level_neighbours(levels.double(), self.model.num_levels)
         return torch.exp((1 - t) * self._log_lmbdas[lo] + t * self._log_lmbdas[hi]).float()
 
     def _tokens(self, img: Tensor) -> list[list[Tensor]]:
@@ -104,9 +122,6 @@ class LatentRefiner:
     def _loss(self, y: Tensor, z: Tensor, x: Tensor, inv_gain: Tensor, lmbda: Tensor, hw: tuple[int, int],
               ref_tokens: list[list[Tensor]] | None) -> Tensor:
         """Per-item objective [B] with hard quantisation forward, straight-through backward."""
-        from .training.loss import bpp_per_item
-        from .training.semantic import token_distortion
-
         m = self.model
         med = m.entropy_bottleneck.medians().detach().reshape(1, -1, 1, 1)
         z_hat = z + (torch.round(z - med) + med - z).detach()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,6 @@ from vlmcodec import Codec
 from vlmcodec.bench.common import kodak_dir
 from vlmcodec.bench.rd import list_images, load_rgb
 from vlmcodec.bench.semantic import Lite0, Lite0KL, TeacherSimilarity
-from vlmcodec.refine import LatentRefiner, RefineObjective
 from vlmcodec.teacher import load_teacher
 
 SIDES = (224, 336, 448)
@@ -77,9 +75,7 @@ def main() -> int:
     sims = {s: TeacherSimilarity(teacher, short_side=s) for s in SIDES}
     kl = Lite0KL(Lite0())
     views = tuple(int(v) for v in a.views.split(","))
-    refined = Codec(short_side=a.short_side, threads=2, refine=a.steps)
-    refined._refiner = LatentRefiner(refined.model, replace(RefineObjective.from_recipe(refined.loaded.metadata),
-                                                            teacher_short_sides=views), a.steps, teacher=teacher)
+    refined = Codec(short_side=a.short_side, threads=2, refine=a.steps, refine_views=views)
     encoders = {"one-pass": Codec(short_side=a.short_side, threads=2), f"refine {a.steps}": refined}
     if a.reference:
         reference = json.loads(a.reference.read_text())["reference"]

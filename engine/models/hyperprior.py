@@ -26,6 +26,17 @@ from ..layers import GDN, conv, deconv
 from .pre_editor import PreEditor
 
 
+def level_neighbours(levels: Tensor, num_levels: int) -> tuple[Tensor, Tensor, Tensor]:
+    """For continuous levels [B] (clamped to [0, K−1]): the anchors below and above and the
+    position t in [0, 1] between them, in ``levels``' dtype; what geometric interpolation
+    between anchors (the gains, the refinement's λ) needs."""
+    K = num_levels
+    levels = levels.clamp(0, K - 1)
+    lo = torch.floor(levels).long().clamp(max=max(K - 2, 0))
+    hi = (lo + 1).clamp(max=K - 1)
+    return lo, hi, levels - lo.to(levels.dtype)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture hyper-parameters (stored in checkpoint metadata, never inferred from keys)."""
@@ -96,11 +107,8 @@ class MeanScaleHyperprior(nn.Module):
     def gains(self, levels: Tensor) -> tuple[Tensor, Tensor]:
         """Per-item (gain, inv_gain) [B, M] for continuous levels [B] in [0, K−1], interpolated
         geometrically between adjacent anchors."""
-        K = self.num_levels
-        levels = levels.to(self.gain.dtype).clamp(0, K - 1)
-        lo = torch.floor(levels).long().clamp(max=max(K - 2, 0))
-        hi = (lo + 1).clamp(max=K - 1)
-        t = (levels - lo.to(levels.dtype)).unsqueeze(1)
+        lo, hi, t = level_neighbours(levels.to(self.gain.dtype), self.num_levels)
+        t = t.unsqueeze(1)
         g, ig = torch.abs(self.gain), torch.abs(self.inv_gain)
         gain = torch.exp((1 - t) * torch.log(g[lo]) + t * torch.log(g[hi]))
         inv = torch.exp((1 - t) * torch.log(ig[lo]) + t * torch.log(ig[hi]))
