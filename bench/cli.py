@@ -24,7 +24,8 @@ def _add_rd(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codecs", default=",".join(DEFAULT_CODECS),
                    help=f"comma-separated (default {','.join(DEFAULT_CODECS)}); NAME@N codes at the "
                         "consumer's scale (shorter side N px, decoded back to full size), e.g. vlmcodec@256,webp@256; "
-                        "vlmcodec+rK encodes with K steps of latent refinement, e.g. vlmcodec+r30@256")
+                        "vlmcodec+rK encodes with K steps of latent refinement, e.g. vlmcodec+r30@256, and "
+                        "vlmcodec+rKvAxB averages its token term over teacher views A and B px, e.g. vlmcodec+r30v224x336@256")
     p.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q,Q,...",
                    help="override a codec's quality grid (repeatable); hevc's are QPs; "
                         "a bare list Q,Q,... applies to vlmcodec")

@@ -53,10 +53,14 @@ class VlmCodec(ClassicCodec):
     qualities = (0, 15, 30, 50, 70, 85, 100)
 
     def __init__(self, model: str | None = None, backend: str = "torch", threads: int | None = 1,
-                 pre_edit: bool = True, short_side: int | None = None, refine: int = 0):
+                 pre_edit: bool = True, short_side: int | None = None, refine: int = 0,
+                 refine_views: tuple[int, ...] | None = None):
         self.model_path, self.backend, self.threads, self.pre_edit = model, backend, threads, pre_edit
-        self.short_side, self.refine = short_side, refine
+        self.short_side, self.refine, self.refine_views = short_side, refine, refine_views
         base, label = (f"vlmcodec+r{refine}", f"vlmcodec, {refine} refinement steps") if refine else ("vlmcodec", "vlmcodec")
+        if refine_views:
+            base += "v" + "x".join(map(str, refine_views))
+            label += f" over teacher views {', '.join(map(str, refine_views))} px"
         self.name, self.label = base, label
         if short_side is not None:
             self.name, self.label = f"{base}@{short_side}", f"{label} @ short side {short_side}"
@@ -68,7 +72,8 @@ class VlmCodec(ClassicCodec):
             from vlmcodec import Codec
 
             self._codec = Codec(self.model_path, backend=self.backend, threads=self.threads,
-                                pre_edit=self.pre_edit, short_side=self.short_side, refine=self.refine)
+                                pre_edit=self.pre_edit, short_side=self.short_side, refine=self.refine,
+                                refine_views=self.refine_views)
         return self._codec
 
     def version(self) -> str:
@@ -85,6 +90,8 @@ class VlmCodec(ClassicCodec):
             out["short_side"] = self.short_side
         if self.refine:
             out["refine"] = self.refine
+        if self.refine_views:
+            out["refine_views"] = list(self.refine_views)
         return out
 
     def encode(self, img, quality):
@@ -96,7 +103,8 @@ class VlmCodec(ClassicCodec):
 
 def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
     """A codec by name; ``NAME@N`` codes at the consumer's scale (shorter side N px, ``vlmcodec.resample``);
-    ``vlmcodec+rK`` encodes with K steps of latent refinement (``vlmcodec.refine``)."""
+    ``vlmcodec+rK`` encodes with K steps of latent refinement (``vlmcodec.refine``), and
+    ``vlmcodec+rKvAxB`` averages its token term over the teacher views A and B px (``refine_views``)."""
     base, _, side = name.partition("@")
     short_side = None
     if side:
@@ -106,11 +114,21 @@ def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
             raise ValueError(f"codec {name!r}: after '@' give the consumer's short side in pixels "
                              f"({e}), e.g. webp@256") from None
     base, plus, refine = base.partition("+r")
-    if plus and (base != "vlmcodec" or not refine.isdigit() or int(refine) < 1):
-        raise ValueError(f"codec {name!r}: '+rK' (K refinement steps, K >= 1) applies to vlmcodec only, "
-                         "e.g. vlmcodec+r30@256")
+    refine, v, views = refine.partition("v")
+    if plus and (base != "vlmcodec" or not refine.isdigit() or int(refine) < 1
+                 or (v and not all(s.isdigit() for s in views.split("x")))):
+        raise ValueError(f"codec {name!r}: '+rK' (K refinement steps, K >= 1, optionally vAxB: the teacher views "
+                         "in px) applies to vlmcodec only, e.g. vlmcodec+r30@256 or vlmcodec+r30v224x336@256")
     if base == "vlmcodec":
-        return VlmCodec(**vlm_kwargs, short_side=short_side, refine=int(refine or 0))
+        refine_views = None
+        if v:
+            from vlmcodec.refine import check_refine_views
+
+            try:
+                refine_views = check_refine_views([int(s) for s in views.split("x")])
+            except ValueError as e:
+                raise ValueError(f"codec {name!r}: {e}") from None
+        return VlmCodec(**vlm_kwargs, short_side=short_side, refine=int(refine or 0), refine_views=refine_views)
     if base not in CLASSIC_CODECS:
         raise ValueError(f"unknown codec {base!r}; choose from {', '.join(('vlmcodec', *CLASSIC_CODECS))} "
                          "(each optionally NAME@SHORT_SIDE)")

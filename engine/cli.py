@@ -235,30 +235,26 @@ def _short_side(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _refine_steps(text: str) -> int:
-    from .refine import check_refine_steps
+def _checked_argument(parse, check: str, expected: str):
+    """An argparse type: ``parse`` the text (else "expected"), then ``vlmcodec.refine.<check>`` it
+    (imported on use: the CLI starts without torch)."""
+    def convert(text: str):
+        from . import refine
 
-    try:
-        steps = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"refine steps must be an integer, got {text!r}") from None
-    try:
-        return check_refine_steps(steps)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+        try:
+            return getattr(refine, check)(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
 
 
-def _refine_views(text: str) -> tuple[int, ...]:
-    from .refine import check_refine_views
-
-    try:
-        sides = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"refine views must be comma-separated integers, got {text!r}") from None
-    try:
-        return check_refine_views(sides)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+_refine_steps = _checked_argument(int, "check_refine_steps", "refine steps must be an integer")
+_refine_views = _checked_argument(lambda text: [int(v) for v in text.split(",") if v.strip()],
+                                  "check_refine_views", "refine views must be comma-separated integers")
 
 
 def build_parser() -> argparse.ArgumentParser:

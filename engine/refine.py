@@ -163,7 +163,8 @@ class LatentRefiner:
             best_y, best_z = y.detach().clone(), z.detach().clone()
             losses = []
             for step in range(self.steps + 1):
-                loss = self._loss(y_var, z_var, x, inv_gain, lmbda, coded_hw, ref_tokens)
+                with torch.set_grad_enabled(step < self.steps):  # the last step is only evaluated
+                    loss = self._loss(y_var, z_var, x, inv_gain, lmbda, coded_hw, ref_tokens)
                 with torch.no_grad():
                     better = loss.detach() < best_loss
                     best_loss = torch.where(better, loss.detach(), best_loss)

@@ -160,9 +160,15 @@ def test_bench_codec_names():
     c = make_codec("vlmcodec+r30@256")
     assert (c.name, c.refine, c.short_side) == ("vlmcodec+r30@256", 30, 256)
     assert make_codec("vlmcodec").refine == 0
-    for bad in ("webp+r3", "vlmcodec+r0", "vlmcodec+rx"):
+    two = make_codec("vlmcodec+r30v224x336@256")
+    assert (two.name, two.refine, two.refine_views) == ("vlmcodec+r30v224x336@256", 30, (224, 336))
+    assert two.settings()["refine_views"] == [224, 336]  # part of the cache key
+    assert "refine_views" not in c.settings()
+    for bad in ("webp+r3", "vlmcodec+r0", "vlmcodec+rx", "vlmcodec+r30v", "vlmcodec+r30v224x", "vlmcodec+r3v2x3x"):
         with pytest.raises(ValueError, match=r"\+rK"):
             make_codec(bad)
+    with pytest.raises(ValueError, match="refine_views"):  # out of range: the codec's own check
+        make_codec("vlmcodec+r30v5000")
 
 
 def test_runtime_engine_refines_like_the_codec(tiny_model_path, rng):
