@@ -10,11 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_BPP = 2.5   # the x axis stops here; higher-rate points exist in rd.json
+MAX_BPP = 2.5   # the x axis stops here at most; higher-rate points exist in rd.json
 
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def x_limit(drawn_bpp: list[float]) -> float:
+    """The x axis ends just past the highest drawn rate, at MAX_BPP at most (a low-rate study
+    is not squeezed into a corner of the plot)."""
+    return min(MAX_BPP, 1.05 * max(drawn_bpp)) if drawn_bpp else MAX_BPP
 
 
 def plot_metric(result: dict, metric: str, out: Path, with_anchors: bool) -> list[str]:
@@ -27,12 +33,14 @@ def plot_metric(result: dict, metric: str, out: Path, with_anchors: bool) -> lis
 
     tr = (lambda v: msssim_db(v)) if metric == "ms-ssim" else (lambda v: np.asarray(v, dtype=float))
     fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=120)
+    drawn_bpp: list[float] = []
     if with_anchors:
         cmap = plt.get_cmap("Dark2")
         styles = ("--", ":", "-.")
         for i, (stem, a) in enumerate(result.get("anchors", {}).items()):
             if metric not in a:
                 continue
+            drawn_bpp += list(a["bpp"])
             ax.plot(a["bpp"], tr(a[metric]), styles[i % 3], lw=1.2, color=cmap(i % 8), alpha=0.9,
                     label=f"{a['label']} (published)")
     cmap = plt.get_cmap("tab10")
@@ -41,16 +49,18 @@ def plot_metric(result: dict, metric: str, out: Path, with_anchors: bool) -> lis
         if not pts:
             continue
         bpp = [p["bpp"] for p in pts]
+        drawn_bpp += bpp
         ax.plot(bpp, tr([p[metric] for p in pts]), "-o", ms=3.5, lw=2 if name == "vlmcodec" else 1.5,
                 color=cmap(i % 10), label=c["label"])
     ylabel = {"psnr": "PSNR (RGB) [dB]", "ms-ssim": "MS-SSIM (RGB) [dB]"}.get(metric, metric)
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel(ylabel)
-    ax.set_xlim(0, MAX_BPP)
+    ax.set_xlim(0, x_limit(drawn_bpp))
     n = len(result.get("images", []))
     ax.set_title(f"{metric} vs rate, {n} images ({Path(result.get('images_dir', '')).name})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    labels = ax.get_legend_handles_labels()[1]
+    ax.legend(fontsize=7, loc="lower right", ncol=1 if max(map(len, labels), default=0) > 40 else 2)
     fig.tight_layout()
     paths = []
     for ext in ("png", "svg"):

@@ -117,6 +117,13 @@ def test_vlmcodec_plots_and_bd_tables(images, tmp_path):
     assert "![psnr](rd_psnr.png)" in (out / "report.md").read_text()
 
 
+def test_plot_x_axis_follows_the_drawn_rates():
+    from vlmcodec.bench.plots import MAX_BPP, x_limit
+
+    assert x_limit([0.09, 0.29]) == pytest.approx(0.3045)  # a low-rate study fills the plot
+    assert x_limit([0.1, 7.0]) == MAX_BPP and x_limit([]) == MAX_BPP
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (scripts/setup_bench.sh)")
 def test_hevc_roundtrip():
     codec = classic.HEVC()
