@@ -28,7 +28,7 @@ def test_real_size_matches_estimate(codec, quality):
     h, w = img.shape[:2]
     data = codec.encode(img, quality)
     real_bpp = 8 * len(data) / (h * w)
-    x = torch.from_numpy(pad_edge(img)[None]).permute(0, 3, 1, 2).float() / 255
+    x = torch.from_numpy(pad_edge(img)[None].copy()).permute(0, 3, 1, 2).float() / 255
     model = codec.model.eval()
     with torch.no_grad():
         est = float(bpp_per_item(model(x, torch.tensor([model.level_of_quality(quality)]))["likelihoods"], h * w))

@@ -23,11 +23,11 @@ def test_pre_editor_starts_as_identity_and_learns():
     assert torch.equal(p(x), x)
     opt = torch.optim.Adam(p.parameters(), lr=1e-2)
     target = x.flip(-1)
-    loss0 = float((p(x) - target).pow(2).mean())
+    loss0 = float((p(x) - target).pow(2).mean().detach())
     for _ in range(8):
         loss = (p(x) - target).pow(2).mean()
         opt.zero_grad(); loss.backward(); opt.step()
-    assert float(loss) < loss0
+    assert loss.item() < loss0
 
 
 def test_pre_editor_exports_to_onnx(tmp_path):
