@@ -30,6 +30,8 @@ def test_pre_editor_starts_as_identity_and_learns():
     assert loss.item() < loss0
 
 
+@pytest.mark.filterwarnings("ignore:.*legacy TorchScript-based ONNX export:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_pre_editor_exports_to_onnx(tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
     pytest.importorskip("onnx", reason="onnx not installed")

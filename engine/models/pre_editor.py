@@ -45,7 +45,7 @@ class _Block(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         b, n, d = t.shape
-        q, k, v = self.qkv(self.norm1(t)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(self.norm1(t)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         att = torch.softmax((q @ k.transpose(-2, -1)) * (d // self.heads) ** -0.5, dim=-1)
         t = t + self.proj((att @ v).transpose(1, 2).reshape(b, n, d))
         return t + self.mlp(self.norm2(t))
