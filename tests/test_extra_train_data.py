@@ -66,3 +66,7 @@ def test_main_links_shared_and_writes_sources(tmp_path, monkeypatch):
     assert "| x002.png | late (late.deb) | late.png |" in sources
     with Image.open(out / "x002.png") as im:
         assert im.size == (300, 200)
+    only = tmp_path / "only"
+    assert etd.main(["--out", str(only), "--shared", str(shared), "--without-later"]) == 0
+    assert (only / "x001.png").exists() and not (only / "x002.png").exists()
+    assert "late.png" not in (only / "SOURCES.md").read_text()
