@@ -5,10 +5,11 @@
 # Usage: bash scripts/refine_eval.sh [K]    → results/refine/{rd.json,report.md,compare.md}
 # K may carry teacher views (KvAxB, e.g. 30v224x336: the token term over views 224 and 336 px);
 # QUALITIES=0,15,50,85,100 overrides the quality grid. A second K merges into the same rd.json
-# (bench rd --merge) and is compared too.
+# (bench rd --merge) and is compared too. OUT=DIR writes elsewhere (a new model: a new folder,
+# since --merge would mix two models' curves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-k=${1:-30} out=results/refine C=results/consumer_scale/rd.json
+k=${1:-30} out=${OUT:-results/refine} C=results/consumer_scale/rd.json
 merge=$([ -f "$out/rd.json" ] && echo --merge || true)
 vlmcodec bench rd --out "$out" --codecs "vlmcodec+r$k@256" $merge \
   --qualities "vlmcodec=${QUALITIES:-0,15,30,50,70,85,100}" --threads 2 --quiet \
