@@ -89,6 +89,19 @@ def _largest_per_folder(paths: list[Path]) -> list[Path]:
     return sorted(p for _, p in best.values())
 
 
+def _matching(root: Path, patterns: list[str], pkg: str) -> list[Path]:
+    """The images under ``root`` matching the patterns; a pattern that matches none is an error
+    (another package version would otherwise shrink the folder without a word)."""
+    images = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    found = []
+    for pat in patterns:
+        hits = [p for p in images if fnmatch.fnmatch(str(p.relative_to(root)), pat)]
+        if not hits:
+            raise RuntimeError(f"{pkg}: no image matches {pat!r} (has the package changed?)")
+        found += [p for p in hits if p not in found]
+    return found
+
+
 def _debian_photos(work: Path, members: dict[str, list[str]]) -> list[tuple[str, Path, str]]:
     out = []
     for pkg, patterns in members.items():
@@ -96,8 +109,7 @@ def _debian_photos(work: Path, members: dict[str, list[str]]) -> list[tuple[str,
         deb = next(work.glob(f"{pkg}_*.deb"))
         root = work / pkg
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                 and any(fnmatch.fnmatch(str(p.relative_to(root)), pat) for pat in patterns)]
+        found = _matching(root, patterns, pkg)
         if pkg == "plasma-workspace-wallpapers":
             found = _largest_per_folder(found)
         out += [(f"{pkg} ({deb.name})", p, str(p.relative_to(root / "usr/share"))) for p in sorted(found)]

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,15 @@ def test_largest_per_folder(tmp_path):
     a.mkdir(), b.mkdir()
     paths = [_png(a / "1.png", 64, 32), _png(a / "2.png", 128, 64), _png(b / "1.png", 32, 32)]
     assert etd._largest_per_folder(paths) == [a / "2.png", b / "1.png"]
+
+
+def test_matching_names_a_pattern_that_matches_nothing(tmp_path):
+    (tmp_path / "a").mkdir()
+    one, two = _png(tmp_path / "a" / "1.png", 8, 8), _png(tmp_path / "a" / "2.jpg", 8, 8)
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    assert sorted(etd._matching(tmp_path, ["a/*", "a/1.png"], "pkg")) == [one, two]  # no repeats
+    with pytest.raises(RuntimeError, match=r"pkg: no image matches 'a/3\.png'"):
+        etd._matching(tmp_path, ["a/*", "a/3.png"], "pkg")
 
 
 def test_main_links_shared_and_writes_sources(tmp_path, monkeypatch):
