@@ -47,3 +47,32 @@ def smooth_image(rng, h, w):
     yy, xx = np.mgrid[0:h, 0:w]
     base = np.stack([128 + 100 * np.sin(xx / 17.0), 128 + 90 * np.cos(yy / 11.0), (xx + yy) % 256], axis=2)
     return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+def write_train_folder(folder, n=2, h=96, w=128):
+    """A training folder of ``n`` smooth h×w PNGs (seeded); returns it."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(smooth_image(rng, h, w)).save(folder / f"{i}.png")
+    return folder
+
+
+def run_bare_script(script, *args, timeout=300):
+    """Run ``scripts/<script>`` as on the bare GPU machine: ``python -S`` (neither the editable-install
+    finder nor the installed package is seen; the site folders' plain packages — torch, numpy, … —
+    come through PYTHONPATH)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    paths = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return subprocess.run([sys.executable, "-S", str(root / "scripts" / script), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout)

@@ -1,16 +1,11 @@
 """Training without the C++ extension: weights-only files and the source-tree path used on the GPU machine."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import smooth_image
+from conftest import run_bare_script, write_train_folder
 from vlmcodec.errors import ConfigError
 from vlmcodec.models import MeanScaleHyperprior, ModelConfig
 from vlmcodec.models.checkpoint import load_model
@@ -55,20 +50,11 @@ def test_weights_to_model_file_rejects_other_files(tmp_path):
 
 def test_device_train_runs_from_source_tree_without_extension(tmp_path):
     """scripts/device_train.py as on the bare GPU machine: no install, no C++ extension."""
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(smooth_image(rng, 96, 128)).save(data / f"{i}.png")
+    data = write_train_folder(tmp_path / "data")
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(f'data_dir = "{data}"\nout_dir = "{tmp_path / "run"}"\nN = 8\nM = 12\n'
                    'lmbdas = [0.01, 0.05]\ncrop = 64\nbatch = 2\nsteps = 2\nwarmup = 1\nthreads = 1\n')
-    # -S: no site processing, so neither the editable-install finder nor the installed package is
-    # seen; the site folders' plain packages (torch, numpy, ...) come through PYTHONPATH.
-    paths = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    r = subprocess.run([sys.executable, "-S", str(ROOT / "scripts" / "device_train.py"), "--config", str(cfg),
-                        "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    r = run_bare_script("device_train.py", "--config", cfg, "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "rANS extension is not available" in r.stdout + r.stderr  # it really ran without it
     fp = weights_to_model_file(tmp_path / "out" / "weights.safetensors", tmp_path / "m.safetensors")

@@ -13,7 +13,7 @@ from vlmcodec.models.checkpoint import load_model, save_model
 from vlmcodec.models.pre_editor import PreEditor, PreEditorConfig
 from vlmcodec.training.semantic import rank_distortion, teacher_size, token_distortion
 
-from conftest import smooth_image
+from conftest import smooth_image, write_train_folder
 
 
 def test_pre_editor_starts_as_identity_and_learns():
@@ -82,15 +82,10 @@ def test_semantic_terms():
 
 
 def _tiny_train(tmp_path, **extra):
-    from PIL import Image
 
     from vlmcodec.training.trainer import TrainConfig, train
 
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(smooth_image(rng, 96, 128)).save(data / f"{i}.png")
+    data = write_train_folder(tmp_path / "data", n=3)
     cfg = TrainConfig(data_dir=str(data), out_dir=str(tmp_path / "run"), N=8, M=12, lmbdas=(0.01, 0.05), crop=64,
                       batch=2, steps=3, warmup=1, log_every=1, ckpt_every=2, **extra)
     return cfg, train(cfg, progress=False)

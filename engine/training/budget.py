@@ -45,9 +45,10 @@ def fit_steps_to_time(cfg: TrainConfig, seconds: float, probe_steps: int = 30, s
         rows = list(csv.DictReader(f))
     shutil.rmtree(probe_dir, ignore_errors=True)
     probe_s = time.perf_counter() - t_start
-    # the first window carries the first steps' one-off costs (cuDNN autotuning, allocator warm-up)
+    # the first window carries the first steps' one-off costs (cuDNN autotuning, allocator warm-up);
+    # the mean of the others, not their median: the run pays its occasional slow steps too
     later = rows[1:] or rows
-    sec_per_step = statistics.median(float(r["sec_per_step"]) for r in later)
+    sec_per_step = statistics.fmean(float(r["sec_per_step"]) for r in later)
     stepping_s = sum(float(r["sec_per_step"]) * log_every for r in rows)
     setup_s = max(0.0, probe_s - stepping_s)  # data, model, teacher: paid again by the real run
     left = seconds - probe_s - setup_s - margin_s
