@@ -1,31 +1,52 @@
 #!/usr/bin/env bash
-# Run on the GPU device machine, in the repository root: install the missing pure-Python pieces
-# from the carried device_wheels/ (see device_wheels.sh), then build vlmcodec (C++ rANS) if the
-# build tools are there. Without the build, training and the Triton kernels still work from the
-# source tree (scripts/source_tree.py; device_train.py and device_run.py use it).
+# Run on the GPU device machine, in the repository root: print the versions, install any missing
+# pure-Python piece from a carried device_wheels/ (usually none: the device's image has pytest,
+# hypothesis, Pillow, safetensors, tqdm, onnx, scikit-build-core, nanobind, CMake and ninja;
+# /work/.library/device/KINDS.md), then build vlmcodec's C++ rANS coder with the tools already
+# there (no build isolation: nothing can be fetched there). Without the build, training and the
+# Triton kernels still work from the source tree (scripts/source_tree.py; device_train.py and
+# device_run.py use it). PYTHON picks the interpreter (default python3: the one holding torch there).
 set -uo pipefail
-python - <<'PY'
-import importlib.util, sys, torch
-print("python", sys.version.split()[0], "| torch", torch.__version__, "| cuda", torch.cuda.is_available(),
-      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+PY=${PYTHON:-python3}
+$PY - <<'PY'
+import sys, torch
+print("python", sys.version.split()[0], "at", sys.executable, "| torch", torch.__version__,
+      "| cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+try:
+    import triton
+    print("triton", triton.__version__)
+except ImportError:
+    print("triton: not installed")
 PY
 missing=()
 for m in pytest:pytest hypothesis:hypothesis PIL:pillow safetensors:safetensors tqdm:tqdm; do
-  python -c "import ${m%%:*}" 2>/dev/null || missing+=("${m##*:}")
+  $PY -c "import ${m%%:*}" 2>/dev/null || missing+=("${m##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing from device_wheels: ${missing[*]}"
-  pip install -q --no-index --find-links device_wheels "${missing[@]}" || echo "some wheels missing in device_wheels"
+  echo "missing: ${missing[*]}"
+  if [ -d device_wheels ]; then
+    $PY -m pip install -q --no-index --find-links device_wheels "${missing[@]}" || echo "some wheels missing in device_wheels"
+  else
+    echo "no device_wheels carried (bash scripts/device_wheels.sh 3.12 here, then carry it)"
+  fi
 fi
-if python -c "from vlmcodec.kernels.rans import CdfTable; import vlmcodec.models" 2>/dev/null; then
+if $PY -c "from vlmcodec.kernels.rans import CdfTable; import vlmcodec.models" 2>/dev/null; then
   echo "vlmcodec: installed with its C++ extension"
-elif ls device_wheels/scikit_build_core-* >/dev/null 2>&1; then
-  tools=(scikit-build-core nanobind ninja pathspec)
-  command -v cmake >/dev/null || tools+=(cmake)
-  pip install -q --no-index --find-links device_wheels "${tools[@]}" \
-    && pip install -q --no-index --no-build-isolation --no-deps -e . \
-    && python -c "from vlmcodec.kernels.rans import CdfTable; print('vlmcodec: built and installed')" \
-    || echo "vlmcodec: build failed; the source tree still serves training and kernels"
+  exit 0
+fi
+if [ -d device_wheels ] && ls device_wheels/scikit_build_core-* >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --find-links device_wheels scikit-build-core nanobind ninja pathspec cmake \
+    || echo "build wheels: some did not install"
+fi
+if $PY -c "import scikit_build_core, nanobind" 2>/dev/null && command -v cmake >/dev/null; then
+  echo "building vlmcodec (C++ rANS) with the device's scikit-build-core, nanobind and CMake"
+  start=$SECONDS
+  if timeout 240 $PY -m pip install -q --no-index --no-build-isolation --no-deps -e . \
+     && $PY -c "from vlmcodec.kernels.rans import CdfTable"; then
+    echo "vlmcodec: built and installed in $((SECONDS - start)) s"
+  else
+    echo "vlmcodec: build failed after $((SECONDS - start)) s; the source tree still serves training and kernels"
+  fi
 else
-  echo "vlmcodec: not built (no build wheels carried); training and kernels run from the source tree"
+  echo "vlmcodec: not built (no scikit-build-core/nanobind/cmake); training and kernels run from the source tree"
 fi

