@@ -18,12 +18,13 @@ def _tiny_cfg(tmp_path, **kw) -> TrainConfig:
 
 
 def test_fit_sets_steps_from_the_probe_and_the_schedule_anneals(tmp_path):
+    # only the probe runs; the budget is generous so a loaded machine cannot squeeze out the steps
     cfg = _tiny_cfg(tmp_path)
-    fitted, info = fit_steps_to_time(cfg, seconds=10.0, probe_steps=6, margin_s=1.0)
+    fitted, info = fit_steps_to_time(cfg, seconds=60.0, probe_steps=6, margin_s=1.0)
     assert not info["resumed"] and info["steps"] == fitted.steps
-    left = 10.0 - info["probe_s"] - info["setup_s"] - 1.0
+    left = 60.0 - info["probe_s"] - info["setup_s"] - 1.0
     assert fitted.steps == pytest.approx(0.92 * left / info["sec_per_step"], abs=2)  # rounded figures in info
-    assert cfg.warmup < fitted.steps < cfg.steps and 0 < fitted.time_limit_s < 10.0
+    assert cfg.warmup < fitted.steps < cfg.steps and 0 < fitted.time_limit_s < 60.0
     assert not (tmp_path / "run_probe").exists()  # the probe leaves nothing behind
     assert lr_at(fitted, fitted.steps) == pytest.approx(cfg.lr_final)  # the schedule ends at its final rate
 
