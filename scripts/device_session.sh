@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A whole GPU session's work in ONE device call, for sessions lent ~15 minutes of device time in all
 # (the machine's start counts, and it goes back 30 s after a call): set-up (build included), the GPU
-# tests, the kernel benchmark, then a training slice sized to what is left (device_train.py
+# tests, the kernel and codec speed benchmarks, then a training slice sized to what is left (device_train.py
 # --fit-steps: the cosine schedule ends inside the call) with its fp16 weights and logs under $OUT.
 #
 # The run tool's 64 MiB counts the checkout (~20 MiB) AND the carried folders. Here, first:
@@ -38,6 +38,11 @@ echo "== kernel benchmark (at most 60 s)"
 timeout 60 $PY scripts/device_run.py vlmcodec.bench.kernels > "$OUT/kernels.txt" 2>&1
 echo "exit $?" >> "$OUT/kernels.txt"
 cat "$OUT/kernels.txt"
+echo "== codec speed on the two samples, torch and triton backends (at most 60 s; needs the build)"
+timeout 60 $PY scripts/device_run.py vlmcodec.bench.speed --images assets/samples --backends torch,triton \
+  --device cuda --out /tmp/speed.json > "$OUT/speed.txt" 2>&1
+echo "exit $?" >> "$OUT/speed.txt"
+cat "$OUT/speed.txt"
 train_s=$(($(left) - 25))
 echo "== training: $train_s s with $config"
 if [ "$train_s" -lt 120 ]; then
