@@ -38,7 +38,7 @@ class TorchBackend:
 
     def __init__(self, model, device: str = "cpu", threads: int | None = None, optimize: bool = True):
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailableError("torch backend on CUDA requested but no CUDA device is available")
+            raise BackendUnavailableError(f"{self.name} backend on CUDA requested but no CUDA device is available")
         if threads:
             torch.set_num_threads(int(threads))
         self.device = torch.device(device)
