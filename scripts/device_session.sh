@@ -6,7 +6,7 @@
 #
 # The run tool's 64 MiB counts the checkout (~20 MiB) AND the carried folders. Here, first:
 #   python scripts/extra_train_data.py --out data/train_plus
-#   python scripts/prepare_gpu_data.py data/train_plus gpu_data/train --max-pixels 400000 --quality 90 \
+#   python scripts/prepare_gpu_data.py data/train_plus gpu_data/train --max-pixels 900000 --quality 90 \
 #       --teacher gpu_data/dinov2_vits14_int8.safetensors       # budget = 64 MiB - checkout - 1 MiB
 # On the device (run tool: carry ["gpu_data"], timeout_s 590):
 #   bash scripts/device_session.sh 560 [CONFIG [device_train.py options, e.g. --set batch=8]]

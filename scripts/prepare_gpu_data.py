@@ -6,7 +6,7 @@ The run tool's 64 MiB limit counts everything that travels: the repository's tra
 untracked-not-ignored files (~20 MiB, the default model and results/ among them) AND the carried
 folders. So the default budget is 64 MiB minus what the checkout already sends (measured with git)
 minus a 1 MiB margin; the script exits 1 above it. The 139-image folder of
-scripts/extra_train_data.py takes 11.3 MiB at --max-pixels 400000 --quality 90.
+scripts/extra_train_data.py takes 19.6 MiB at --max-pixels 900000 --quality 90 (11.3 at 400000).
 
 python scripts/prepare_gpu_data.py ../shared/data/train gpu_data/train \
     [--teacher gpu_data/dinov2_vits14_int8.safetensors [--teacher-dtype int8|fp16]] \

@@ -1,4 +1,4 @@
-"""How far the int8 teacher file (prepare_gpu_data.py --teacher-int8) moves the training signal.
+"""How far the int8 teacher file (prepare_gpu_data.py --teacher-dtype int8) moves the training signal.
 
 On the Kodak images, against the fp32 teacher: the token cosine of each chosen layer, and the token
 distortion D_tok between each image and its WebP-coded version (what training minimises), as
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vlmcodec.teacher import load_teacher, save_dinov2_weights
+from vlmcodec.teacher.base import teacher_input_size
 from vlmcodec.training.semantic import token_distortion
 
 LAYERS = (3, 6, 9, 12)
@@ -32,12 +33,8 @@ def webp(img: Image.Image, q: int) -> Image.Image:
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def to_tensor(img: Image.Image, short: int) -> torch.Tensor:
-    w, h = img.size
-    s = short / min(w, h)
-    size = (round(h * s / 14) * 14, round(w * s / 14) * 14)
-    x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].float() / 255
-    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
 
 
 def main() -> int:
@@ -61,19 +58,20 @@ def main() -> int:
 
     def bf16(x):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return [t.float() for t in ref(x, layers=LAYERS)]
+            return [t.float() for t in ref(x, layers=LAYERS, size=size)]
 
-    runs = {"fp32": lambda x: ref(x, layers=LAYERS), "int8": lambda x: int8(x, layers=LAYERS),
-            "bf16 activations": bf16}
     for f in files:
         img = Image.open(f).convert("RGB")
-        x = to_tensor(img, a.short_side)
+        size = teacher_input_size(img.height, img.width, a.short_side, ref.patch_size)  # the evaluator's view
+        runs = {"fp32": lambda x: ref(x, layers=LAYERS, size=size),
+                "int8": lambda x: int8(x, layers=LAYERS, size=size), "bf16 activations": bf16}
+        x = to_tensor(img)
         toks = {k: fn(x) for k, fn in runs.items()}
         for k in cos:
             for l, t, r in zip(LAYERS, toks[k], toks["fp32"]):
                 cos[k][l].append(F.cosine_similarity(t, r, dim=-1).flatten())
         for q in qs:
-            xq = to_tensor(webp(img, q), a.short_side)
+            xq = to_tensor(webp(img, q))
             for k, fn in runs.items():
                 dtok[k].append(float(token_distortion(fn(xq), toks[k])[0]))
         print(f.name, flush=True)

@@ -1,5 +1,6 @@
 """Sizing a training run to one device call's time (vlmcodec.training.budget, device_train --fit-steps)."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -53,8 +54,6 @@ def test_device_train_fit_steps_from_source_tree(tmp_path):
     r = run_bare_script("device_train.py", "--config", toml, "--time-limit", 40, "--fit-steps",
                         "--set", "lr=5e-4", "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr[-2000:]
-    import json
-
     info = json.loads((tmp_path / "out" / "fit.json").read_text())
     log = (tmp_path / "out" / "log.csv").read_text().splitlines()
     run_cfg = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -188,7 +188,7 @@ def save_dinov2_weights(out: str | Path, onnx: str | Path | None = None, dtype: 
     22 MiB, the matrices (attention, MLP, patch embedding) as int8 with one scale per output row and
     the rest fp16; on Kodak the tokens move by 2e-4 in cosine on average and the token distortion of
     WebP-coded images by 0.7 %, less than the bf16 activations of GPU training (``teacher_bf16``)
-    move it (1.9 %; results/teacher_int8.md)."""
+    move it (2.0 %; results/teacher_int8.md)."""
     from safetensors.torch import save_file
 
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.int8):

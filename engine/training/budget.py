@@ -58,4 +58,4 @@ def fit_steps_to_time(cfg: TrainConfig, seconds: float, probe_steps: int = 30, s
                           f"not more than the {cfg.warmup} warm-up steps: give more time or a smaller warmup")
     info = {"resumed": False, "probe_s": round(probe_s, 2), "setup_s": round(setup_s, 2),
             "sec_per_step": round(sec_per_step, 4), "steps": steps}
-    return replace(cfg, steps=steps, time_limit_s=max(1.0, seconds - probe_s - setup_s - margin_s)), info
+    return replace(cfg, steps=steps, time_limit_s=max(1.0, left)), info
