@@ -9,6 +9,7 @@ import torch
 
 from vlmcodec.errors import ConfigError
 from vlmcodec.teacher import HFTeacher, Teacher, load_teacher
+from vlmcodec.teacher.hf import import_transformers
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
                                 reason="transformers not installed (optional extra): pip install transformers")
@@ -26,8 +27,7 @@ def _save(tmp_path, name, model, preprocessor=None):
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-    import transformers as tf
-
+    tf = import_transformers()
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("hf")
     return {
@@ -79,3 +79,31 @@ def test_hidden_states_match_the_model(dirs):
         ours = t(x, layers=(0, 1, 2), norm=False)
     for a, b in zip(ours, hs):
         torch.testing.assert_close(a, b)
+
+
+def test_checkout_kernels_folder_does_not_shadow_the_installed_package(tmp_path, monkeypatch):
+    """transformers ≥ 5.25 imports Hugging Face's ``kernels``; with the repository root on sys.path
+    (``python -m pytest`` from there) this checkout's ``kernels/`` folder would be found instead."""
+    import sys
+
+    from vlmcodec.teacher.hf import _prefer_installed_kernels
+
+    ours = importlib.util.find_spec("vlmcodec.kernels")
+    root = __import__("pathlib").Path(ours.origin).resolve().parent.parent
+    if not (root / "kernels" / "__init__.py").is_file() or (root / "vlmcodec").is_dir():
+        pytest.skip("not a source checkout: vlmcodec.kernels is not a top-level kernels/ folder here")
+    installed = tmp_path / "site"
+    (installed / "kernels").mkdir(parents=True)
+    (installed / "kernels" / "__init__.py").write_text("WHO = 'installed'\n")
+    saved = sys.modules.pop("kernels", None)
+    try:
+        monkeypatch.setattr(sys, "path", [str(root), str(installed)] + [p for p in sys.path if p])
+        importlib.invalidate_caches()
+        assert importlib.util.find_spec("kernels").origin.startswith(str(root))  # the clash is real
+        _prefer_installed_kernels()
+        assert getattr(sys.modules["kernels"], "WHO", None) == "installed"
+        assert sys.path[0] == str(root)  # the path is left as it was
+    finally:
+        sys.modules.pop("kernels", None)
+        if saved is not None:
+            sys.modules["kernels"] = saved

@@ -12,14 +12,59 @@ interpolated to the input size where the model supports it (``interpolate_pos_en
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import json
+import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from torch import Tensor, nn
 
 from ..errors import BackendUnavailableError, ConfigError, ModelNotFoundError
 from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, spaced_layers
+
+
+def _prefer_installed_kernels() -> None:
+    """Make the top-level name ``kernels`` mean Hugging Face's package, not this checkout's folder.
+
+    transformers ≥ 5.25 depends on (and imports) Hugging Face's ``kernels`` package. In a source
+    checkout, vlmcodec's own ``kernels/`` folder (imported as ``vlmcodec.kernels``) sits at the
+    repository root, so whenever that root is on ``sys.path`` (``python -m pytest`` or ``python -m
+    ...`` run from there) ``import kernels`` finds the wrong package and transformers fails with an
+    ImportError. Importing the installed one once, with the root left out of the path, binds the
+    name in ``sys.modules`` for good; nothing happens where there is no such clash."""
+    if "kernels" in sys.modules:
+        return
+    spec = importlib.util.find_spec("kernels")
+    ours = importlib.util.find_spec("vlmcodec.kernels")
+    if spec is None or spec.origin is None or ours is None or ours.origin is None:
+        return
+    our_dir = Path(ours.origin).resolve().parent
+    if Path(spec.origin).resolve().parent != our_dir:
+        return
+    root = str(our_dir.parent)
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != os.path.realpath(root)]
+    try:
+        if importlib.util.find_spec("kernels") is not None:  # an installed package of that name
+            importlib.import_module("kernels")
+    finally:
+        sys.path[:] = saved
+
+
+def import_transformers() -> ModuleType:
+    """``transformers``, imported so that this checkout's ``kernels/`` folder cannot shadow the
+    package of that name it needs; a clear error when it is not installed."""
+    _prefer_installed_kernels()
+    try:
+        return importlib.import_module("transformers")
+    except ImportError as e:
+        raise BackendUnavailableError("a Hugging Face teacher needs the package transformers: "
+                                      "pip install 'vlmcodec[hf]' (or pip install transformers)") from e
+
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -62,11 +107,7 @@ class HFTeacher(FrozenTeacher):
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise ModelNotFoundError(f"no Hugging Face model in {directory} (config.json missing)")
-        try:
-            from transformers import AutoModel
-        except ImportError as e:
-            raise BackendUnavailableError("a Hugging Face teacher needs the package transformers: "
-                                          "pip install 'vlmcodec[hf]' (or pip install transformers)") from e
+        AutoModel = import_transformers().AutoModel
         try:
             model = AutoModel.from_pretrained(str(directory), local_files_only=True)
         except OSError as e:  # weights file missing or unreadable
