@@ -30,9 +30,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "no device_wheels carried (bash scripts/device_wheels.sh 3.12 here, then carry it)"
   fi
 fi
-if $PY -c "from vlmcodec.kernels.rans import CdfTable; import vlmcodec.models" 2>/dev/null; then
-  echo "vlmcodec: installed with its C++ extension"
+# installed AND from this checkout: an install of another copy (an earlier rehearsal's clone) would
+# run that copy's code against these tests
+if $PY -c "import sys, pathlib, vlmcodec; from vlmcodec.kernels.rans import CdfTable; import vlmcodec.models
+sys.exit(0 if pathlib.Path(vlmcodec.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve()) else 3)" 2>/dev/null; then
+  echo "vlmcodec: installed from this checkout with its C++ extension"
   exit 0
+fi
+if where=$($PY -c "import vlmcodec; print(vlmcodec.__file__)" 2>/dev/null); then
+  echo "vlmcodec: the installed one ($where) is not this checkout's or lacks its extension: reinstalling"
 fi
 if [ -d device_wheels ] && ls device_wheels/scikit_build_core-* >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --find-links device_wheels scikit-build-core nanobind ninja pathspec cmake \
