@@ -51,6 +51,8 @@ def _prefer_installed_kernels() -> None:
     try:
         if importlib.util.find_spec("kernels") is not None:  # an installed package of that name
             importlib.import_module("kernels")
+    except ImportError:
+        pass  # a broken install: transformers reports it in its own words
     finally:
         sys.path[:] = saved
 
