@@ -3,6 +3,8 @@ temporary folder (never a download). Skips when ``transformers`` is not installe
 
 import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,12 +86,10 @@ def test_hidden_states_match_the_model(dirs):
 def test_checkout_kernels_folder_does_not_shadow_the_installed_package(tmp_path, monkeypatch):
     """transformers ≥ 5.25 imports Hugging Face's ``kernels``; with the repository root on sys.path
     (``python -m pytest`` from there) this checkout's ``kernels/`` folder would be found instead."""
-    import sys
-
     from vlmcodec.teacher.hf import _prefer_installed_kernels
 
     ours = importlib.util.find_spec("vlmcodec.kernels")
-    root = __import__("pathlib").Path(ours.origin).resolve().parent.parent
+    root = Path(ours.origin).resolve().parent.parent
     if not (root / "kernels" / "__init__.py").is_file() or (root / "vlmcodec").is_dir():
         pytest.skip("not a source checkout: vlmcodec.kernels is not a top-level kernels/ folder here")
     installed = tmp_path / "site"

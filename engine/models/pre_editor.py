@@ -31,11 +31,18 @@ class PreEditorConfig:
     patch: int = 16
 
 
+def attention_ref(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q kᵀ / sqrt(head dim)) v written out: the reference for ``_Block.attend``."""
+    return torch.softmax((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5, dim=-1) @ v
+
+
 class _Block(nn.Module):
-    """Pre-norm transformer block. Attention is ``scaled_dot_product_attention``: on CPU it never
+    """Pre-norm transformer block. ``attend`` is ``scaled_dot_product_attention``: on CPU it never
     materialises the scaled score matrix (a full-size Kodak encode takes ~0.93-0.95× the time it
-    took with matmul/softmax, same output to 1e-7: scripts/pre_editor_attention_bench.py), on CUDA
-    it picks a fused kernel, and the ONNX exporter writes it as MatMul/Softmax."""
+    took with :func:`attention_ref`, same output to 1e-7: scripts/pre_editor_attention_bench.py),
+    on CUDA it picks a fused kernel, and the ONNX exporter writes it as MatMul/Softmax."""
+
+    attend = staticmethod(F.scaled_dot_product_attention)  # scale 1/sqrt(head dim)
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0):
         super().__init__()
@@ -49,8 +56,7 @@ class _Block(nn.Module):
     def forward(self, t: Tensor) -> Tensor:
         b, n, d = t.shape
         q, k, v = self.qkv(self.norm1(t)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        y = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head dim)
-        t = t + self.proj(y.transpose(1, 2).reshape(b, n, d))
+        t = t + self.proj(self.attend(q, k, v).transpose(1, 2).reshape(b, n, d))
         return t + self.mlp(self.norm2(t))
 
 
