@@ -146,10 +146,9 @@ def list_images(folder: Path, limit: int = 0) -> list[Path]:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
+    from vlmcodec.image_io import load_image
 
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
+    return load_image(path)
 
 
 def _digest(arr: np.ndarray) -> str:

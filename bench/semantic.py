@@ -422,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import time
     from pathlib import Path
 
-    from PIL import Image
+    from vlmcodec.image_io import load_image
 
     from .common import environment, kodak_dir
 
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.jpeg:
         folder = a.images or kodak_dir()
         paths = sorted(q for q in folder.iterdir() if q.suffix.lower() == ".png")
-        originals = [np.asarray(Image.open(q).convert("RGB")) for q in paths]
+        originals = [load_image(q) for q in paths]
         metrics = semantic_metrics()
         rows = []
         for q in a.jpeg:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -13,10 +13,35 @@ MAX_SIDE = 16384
 PAD_MULTIPLE = 64
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """A PIL image as uint8 H×W×3, high-bit-depth grayscale scaled rather than clipped.
+
+    Pillow's ``convert("RGB")`` clips 16-bit grayscale (a 16-bit PNG) at 255, which turns most of
+    such an image white; here 0..65535 maps onto 0..255. 16-bit colour PNGs already open as
+    8-bit RGB (Pillow keeps the high byte); alpha is dropped, palettes are expanded."""
+    if im.mode in _SIXTEEN_BIT_MODES or im.mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        top = int(a.max()) if a.size else 0
+        if int(a.min(initial=0)) < 0 or top > 65535:
+            raise ImageError(f"integer image with values in [{int(a.min())}, {top}]: expected 8- or 16-bit data")
+        if im.mode in _SIXTEEN_BIT_MODES or top > 255:  # mode "I" holding 8-bit values stays as it is
+            a = (a * 255 + 32767) // 65535
+        gray = a.astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if im.mode == "F":
+        a = np.asarray(im)
+        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 255):
+            raise ImageError("floating-point image outside [0, 255]: convert it to 8-bit first")
+    return np.asarray(im.convert("RGB"))
+
+
 def as_rgb_array(image) -> np.ndarray:
     """Validate and convert ``image`` (numpy uint8 H×W×3, H×W grayscale, or PIL) to uint8 H×W×3."""
     if isinstance(image, Image.Image):
-        arr = np.asarray(image.convert("RGB"))
+        arr = pil_to_rgb(image)
     elif isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:
@@ -24,7 +49,10 @@ def as_rgb_array(image) -> np.ndarray:
         if arr.ndim != 3 or arr.shape[2] != 3:
             raise ImageError(f"expected an H×W×3 RGB array, got shape {arr.shape}")
         if arr.dtype != np.uint8:
-            raise ImageError(f"expected dtype uint8, got {arr.dtype} (convert with np.clip(a, 0, 255).astype(np.uint8))")
+            hint = ("16-bit data: (a >> 8).astype(np.uint8)" if arr.dtype == np.uint16
+                    else "e.g. np.clip(a * 255, 0, 255).round().astype(np.uint8) for floats in [0, 1]"
+                    if arr.dtype.kind == "f" else "np.clip(a, 0, 255).astype(np.uint8)")
+            raise ImageError(f"expected dtype uint8, got {arr.dtype} (convert it first: {hint})")
     else:
         raise ImageError(f"expected a numpy array or PIL image, got {type(image).__name__}")
     h, w = arr.shape[:2]
@@ -33,15 +61,26 @@ def as_rgb_array(image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def upright(im: Image.Image) -> Image.Image:
+    """``im`` turned as its EXIF orientation tag says (how viewers show it); as it is without one.
+
+    The stream keeps no metadata, so a camera photo stored sideways with a rotate-on-display tag
+    would otherwise decode sideways — and a vision model would see it that way."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except (SyntaxError, ValueError, TypeError, KeyError, OSError):  # malformed EXIF: keep the pixels as stored
+        return im
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 H×W×3 (clear ImageError when unreadable)."""
+    """Read an image file as uint8 H×W×3, upright per its EXIF orientation (ImageError when unreadable)."""
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.draft("RGB", im.size)
             if im.width > MAX_SIDE or im.height > MAX_SIDE:
                 raise ImageError(f"{path}: size {im.width}x{im.height} outside 1..{MAX_SIDE} per side")
-            return as_rgb_array(im)
+            return as_rgb_array(upright(im))
     except FileNotFoundError as e:
         raise ImageError(f"image not found: {path}") from e
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as e:

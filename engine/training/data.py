@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
+
+from ..image_io import pil_to_rgb, upright
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}
 
@@ -41,7 +42,7 @@ class CropSampler:
         self.images: list[torch.Tensor] = []
         for p in list_images(folder):
             with Image.open(p) as im:
-                full = np.asarray(im.convert("RGB"))
+                full = pil_to_rgb(upright(im))
             for side in sides:
                 arr = full if side is None else resize(full, coded_size(full.shape[0], full.shape[1], int(side)))
                 if min(arr.shape[:2]) >= crop:

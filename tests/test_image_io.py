@@ -1,0 +1,80 @@
+"""Reading images: bit depths and orientation come in as a viewer would show them."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlmcodec.errors import ImageError
+from vlmcodec.image_io import as_rgb_array, load_image, pil_to_rgb
+
+
+def _write_png16(path, values: np.ndarray) -> None:
+    """A 16-bit PNG (grayscale for H×W, RGB for H×W×3), written by hand: Pillow cannot save RGB;16."""
+    h, w = values.shape[:2]
+    color_type = 0 if values.ndim == 2 else 2
+    rows = b"".join(b"\x00" + values[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 6 * 7).reshape(6, 7).astype(np.uint16)
+    _write_png16(tmp_path / "g16.png", ramp)
+    with Image.open(tmp_path / "g16.png") as im:
+        assert im.mode.startswith("I")  # what makes Pillow's convert("RGB") clip
+    arr = load_image(tmp_path / "g16.png")
+    assert arr.shape == (6, 7, 3) and arr.dtype == np.uint8
+    expected = np.round(ramp.astype(np.float64) / 257).astype(np.uint8)
+    np.testing.assert_array_equal(arr[..., 0], expected)
+    np.testing.assert_array_equal(arr[..., 0], arr[..., 2])
+    assert arr.min() == 0 and arr.max() == 255 and len(np.unique(arr)) > 30
+
+
+def test_sixteen_bit_colour_png_keeps_its_scale(tmp_path):
+    values = np.zeros((4, 5, 3), np.uint16)
+    values[...] = [40000, 10000, 65535]
+    _write_png16(tmp_path / "rgb16.png", values)
+    np.testing.assert_allclose(load_image(tmp_path / "rgb16.png")[0, 0], [40000 / 257, 10000 / 257, 255], atol=1)
+
+
+def test_mode_i_with_eight_bit_values_is_unchanged():
+    a = np.arange(0, 256, dtype=np.int32).reshape(16, 16)
+    np.testing.assert_array_equal(pil_to_rgb(Image.fromarray(a, mode="I"))[..., 1], a)
+
+
+def test_out_of_range_integer_and_float_images_are_refused():
+    with pytest.raises(ImageError, match="8- or 16-bit"):
+        pil_to_rgb(Image.fromarray(np.full((3, 3), 70000, np.int32), mode="I"))
+    with pytest.raises(ImageError, match="floating-point"):
+        pil_to_rgb(Image.fromarray(np.full((3, 3), 300.0, np.float32), mode="F"))
+    ok = pil_to_rgb(Image.fromarray(np.full((3, 3), 100.0, np.float32), mode="F"))
+    assert (ok == 100).all()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :20] = 255  # left half white: stored landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(img).save(tmp_path / "cam.png", exif=exif.tobytes())
+    arr = load_image(tmp_path / "cam.png")
+    assert arr.shape == (40, 20, 3)  # shown portrait
+    assert arr[:20].mean() > 200 and arr[20:].mean() < 50  # the white half is now on top
+    Image.fromarray(img).save(tmp_path / "plain.png")
+    assert load_image(tmp_path / "plain.png").shape == (20, 40, 3)
+
+
+def test_non_uint8_arrays_get_a_fitting_hint():
+    with pytest.raises(ImageError, match=r">> 8"):
+        as_rgb_array(np.zeros((4, 4, 3), np.uint16))
+    with pytest.raises(ImageError, match=r"a \* 255"):
+        as_rgb_array(np.zeros((4, 4, 3), np.float32))
