@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError, VlmcodecError
-from .training.overrides import parse_sets as _parse_sets
+from .training.overrides import merge_overrides
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff"}
 
@@ -157,9 +157,8 @@ def cmd_info(args) -> int:
 def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, train
 
-    overrides = _parse_sets(args.set or [])  # the dedicated flags win over --set for the same key
-    overrides.update({k: v for k, v in {"steps": args.steps, "out_dir": args.out_dir, "time_limit_s": args.time_limit,
-                                        "init_from": args.init_from}.items() if v is not None})
+    overrides = merge_overrides(args.set, steps=args.steps, out_dir=args.out_dir, time_limit_s=args.time_limit,
+                                init_from=args.init_from)
     cfg = TrainConfig.from_toml(args.config, **overrides)
     train(cfg, progress=not args.quiet)
     return 0

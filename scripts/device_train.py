@@ -31,7 +31,7 @@ import source_tree  # noqa: E402
 source_tree.activate()
 
 from vlmcodec.training.budget import fit_steps_to_time  # noqa: E402
-from vlmcodec.training.overrides import parse_sets  # noqa: E402
+from vlmcodec.training.overrides import merge_overrides  # noqa: E402
 from vlmcodec.training.trainer import TrainConfig, export_weights, train  # noqa: E402
 
 
@@ -47,8 +47,7 @@ def main() -> int:
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    overrides = parse_sets(a.set)  # the dedicated flags win over --set for the same key
-    overrides.update({k: v for k, v in {"steps": a.steps, "time_limit_s": a.time_limit}.items() if v is not None})
+    overrides = merge_overrides(a.set, steps=a.steps, time_limit_s=a.time_limit)
     cfg = TrainConfig.from_toml(a.config, **overrides)
     if a.fit_steps:
         cfg, info = fit_steps_to_time(cfg, a.time_limit)

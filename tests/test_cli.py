@@ -42,8 +42,8 @@ def test_errors_exit_2(tmp_path, tiny_model_path, capsys):
 
 
 def test_train_set_overrides():
-    from vlmcodec.cli import _parse_sets
     from vlmcodec.errors import ConfigError
+    from vlmcodec.training.overrides import merge_overrides, parse_sets as _parse_sets
 
     got = _parse_sets(["pre_editor=false", "w_tok=0", " teacher_layers=[3, 6]", "teacher=dinov2-vits14",
                        'out_dir="runs/x"'])
@@ -51,6 +51,8 @@ def test_train_set_overrides():
                    "out_dir": "runs/x"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         _parse_sets(["w_tok"])
+    # a flag given wins over --set for its key; a flag left at None is no override
+    assert merge_overrides(["steps=5", "w_tok=2"], steps=9, out_dir=None) == {"steps": 9, "w_tok": 2}
 
 
 def test_train_set_and_flag_for_one_key(tmp_path, monkeypatch):

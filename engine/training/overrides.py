@@ -19,3 +19,11 @@ def parse_sets(items: list[str]) -> dict:
         except tomllib.TOMLDecodeError:
             out[key.strip()] = value  # a bare string
     return out
+
+
+def merge_overrides(sets: list[str] | None, **flags) -> dict:
+    """``--set`` pairs, then the dedicated flags (``--steps`` …) that were given: a flag wins over
+    ``--set`` for the same key. Flags left at None are not overrides."""
+    out = parse_sets(sets or [])
+    out.update({k: v for k, v in flags.items() if v is not None})
+    return out
