@@ -282,6 +282,31 @@ def test_consumer_scale_steps(monkeypatch, tmp_path):
         _tiny_train(tmp_path / "bad", **{**opts, "consumer_fraction": 1.5})
 
 
+def test_consumer_teacher_views_average_the_token_term(monkeypatch, tmp_path):
+    """consumer_teacher_scales: the consumer steps' token term is the mean over those views."""
+    import vlmcodec.teacher as teacher_mod
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.training.trainer import TrainConfig, _semantic_term
+
+    fake = _FakeTeacher()
+    monkeypatch.setattr(teacher_mod, "load_teacher", lambda name, device=None: fake)
+    cfg = TrainConfig(teacher="fake", teacher_layers=(1, 2), w_tok=1.0, consumer_teacher_scales=(0.875, 1.3125))
+    term = _semantic_term(cfg, torch.device("cpu"))
+    x = torch.rand(2, 3, 64, 64)
+    x_hat = x + 0.2 * torch.randn_like(x)
+    both = term(x, x_hat, cfg.consumer_teacher_scales)
+    assert fake.sizes == [(56, 56)] * 2 + [(84, 84)] * 2
+    torch.testing.assert_close(both, (term(x, x_hat, 0.875) + term(x, x_hat, 1.3125)) / 2)
+    # in training: the consumer step asks for both views, the full-size steps for teacher_scale
+    fake.sizes.clear()
+    opts = dict(teacher="fake", teacher_layers=(1, 2), w_tok=1.0, teacher_scale=0.4375, consumer_fraction=0.5,
+                consumer_short_side=64, consumer_teacher_scales=[0.875, 1.3125])
+    _tiny_train(tmp_path, **opts)
+    assert fake.sizes == [(28, 28)] * 2 + [(56, 56)] * 2 + [(84, 84)] * 2 + [(28, 28)] * 2
+    with pytest.raises(ConfigError, match="consumer_teacher_scales"):
+        _semantic_term(TrainConfig(teacher="x", w_tok=1.0, consumer_teacher_scales=(0.875, 0.0)), torch.device("cpu"))
+
+
 def test_crop_sampler_scale_jitter(tmp_path):
     """Several consumer sides: every image at each side (those at least one crop on each side)."""
     from PIL import Image

@@ -26,7 +26,8 @@ from .loss import rd_loss
 from .weights import load_weights_into, save_weights
 
 
-_TUPLE_KEYS = {"lmbdas": float, "teacher_layers": int, "consumer_short_sides": int}  # field → element type
+_TUPLE_KEYS = {"lmbdas": float, "teacher_layers": int, "consumer_short_sides": int,
+               "consumer_teacher_scales": float}  # field → element type
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class TrainConfig:
     # several sides (e.g. [256, 288, 320]): the consumer steps crop images resized to one of them
     # at random (scale jitter); empty: consumer_short_side alone
     consumer_short_sides: tuple[int, ...] = ()
+    # several teacher scales (e.g. [0.875, 1.3125]: 224- and 336-px views of a 256-px crop): the
+    # consumer steps' token term is their mean (refine_views' objective, which transferred to
+    # unseen views and to Lite0 better than one view); empty: consumer_teacher_scale alone
+    consumer_teacher_scales: tuple[float, ...] = ()
     time_limit_s: float = 0.0  # > 0: stop after this much wall time (checkpoint + model file), resume later
 
     @classmethod
@@ -138,7 +143,13 @@ def _semantic_term(cfg: TrainConfig, device):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.teacher_bf16):
             return [teacher.patch_tokens(t).float() for t in teacher(img, layers, size=size)]
 
-    def term(x, x_hat, scale: float = cfg.teacher_scale):
+    for sc in cfg.consumer_teacher_scales:
+        if not 0 < sc <= 4:
+            raise ConfigError(f"consumer_teacher_scales must be in (0, 4], got {sc}")
+
+    def term(x, x_hat, scale: float | tuple[float, ...] = cfg.teacher_scale):
+        if isinstance(scale, tuple):  # several views: the mean of their terms
+            return sum(term(x, x_hat, sc) for sc in scale) / len(scale)
         size = teacher_size(round(x.shape[-2] * scale), round(x.shape[-1] * scale), teacher.patch_size)
         with torch.no_grad():
             ref = tokens(x, size)
@@ -227,7 +238,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             g["lr"] = lr_at(cfg, step) * g.get("lr_mult", 1.0)
         # a deterministic share of consumer-scale steps (resumes without extra state)
         at_consumer = consumer is not None and int((step + 1) * cfg.consumer_fraction) > int(step * cfg.consumer_fraction)
-        src, t_scale = (consumer, cfg.consumer_teacher_scale) if at_consumer else (sampler, cfg.teacher_scale)
+        src, t_scale = ((consumer, tuple(cfg.consumer_teacher_scales) or cfg.consumer_teacher_scale) if at_consumer
+                        else (sampler, cfg.teacher_scale))
         x = src.sample(cfg.batch).to(device).contiguous(memory_format=torch.channels_last)
         levels = torch.arange(cfg.batch, device=device) % K  # every level in every batch
         outp = model(x, levels.float())
