@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ConfigError, VlmcodecError
+from .errors import BitstreamError, ConfigError, ImageError, ModelMismatchError, VlmcodecError
 from .training.overrides import merge_overrides
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff"}
@@ -74,6 +74,32 @@ def _emit(line: str) -> None:
     sys.stdout.flush()
 
 
+# what one input file can get wrong; the run goes on with the others (a config or backend error,
+# the same for every file, stops it at once)
+_FILE_ERRORS = (ImageError, BitstreamError, ModelMismatchError, OSError)
+
+
+class _Failures:
+    """Per-file errors of a multi-file command: each is printed as it happens, the exit status
+    (2 if any failed) and a count come at the end, after every other file was processed."""
+
+    def __init__(self, total: int):
+        self.total, self.count = total, 0
+
+    def add(self, src: Path, err: Exception) -> None:
+        if isinstance(err, BrokenPipeError):  # stdout went away: not this file's fault
+            raise err
+        msg = str(err)
+        self.count += 1
+        print(f"vlmcodec: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
+
+    def status(self) -> int:
+        if self.count and self.total > 1:
+            print(f"vlmcodec: error: {self.count} of {self.total} files failed (the others were processed)",
+                  file=sys.stderr)
+        return 2 if self.count else 0
+
+
 def _codec(args):
     from .codec import Codec
 
@@ -95,14 +121,20 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
         print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)")
     if codec.refine:
         print(f"refining each latent with {codec.refine} steps before coding (slower encoding)")
+    codec.model.level_of_quality(args.quality)  # a bad -q fails once, not once per file
     print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}")
+    failures = _Failures(len(files))
     for src in _progress(files, not args.quiet, "encode"):
-        img = load_image(src)
-        t0 = time.perf_counter()
-        data = codec.encode(img, quality=args.quality)
-        t_enc = time.perf_counter() - t0
-        dst = _output_path(src, args.output, many, ".vlmc")
-        dst.write_bytes(data)
+        try:
+            img = load_image(src)
+            t0 = time.perf_counter()
+            data = codec.encode(img, quality=args.quality)
+            t_enc = time.perf_counter() - t0
+            dst = _output_path(src, args.output, many, ".vlmc")
+            dst.write_bytes(data)
+        except _FILE_ERRORS as e:
+            failures.add(src, e)
+            continue
         h, w = img.shape[:2]
         bpp = 8 * dst.stat().st_size / (h * w)
         p, t_dec = float("nan"), float("nan")
@@ -119,7 +151,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
         n = len(rows)
         mean = [sum(r[i] for r in rows) / n for i in range(4)]
         print(f"{'mean of ' + str(n):<24} {'':>10} {'':>8} {mean[0]:>7.4f} {mean[1]:>8.2f} {1000*mean[2]:>8.0f} {1000*mean[3]:>8.0f}")
-    return 0
+    return failures.status()
 
 
 def cmd_decode(args) -> int:
@@ -128,22 +160,33 @@ def cmd_decode(args) -> int:
     files = expand_inputs(args.inputs, {".vlmc"})
     codec = _codec(args)
     many = len(files) > 1
+    failures = _Failures(len(files))
     for src in _progress(files, not args.quiet, "decode"):
-        t0 = time.perf_counter()
-        img = codec.decode(src.read_bytes())
-        dt = time.perf_counter() - t0
-        dst = _output_path(src, args.output, many, ".png")
-        save_image(img, dst)
+        try:
+            t0 = time.perf_counter()
+            img = codec.decode(src.read_bytes())
+            dt = time.perf_counter() - t0
+            dst = _output_path(src, args.output, many, ".png")
+            save_image(img, dst)
+        except _FILE_ERRORS as e:
+            failures.add(src, e)
+            continue
         _emit(f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms")
-    return 0
+    return failures.status()
 
 
 def cmd_info(args) -> int:
     from .bitstream import container
 
-    for f in expand_inputs(args.inputs, {".vlmc"}):
-        data = f.read_bytes()
-        h, zc, yc = container.unpack(data)
+    files = expand_inputs(args.inputs, {".vlmc"})
+    failures = _Failures(len(files))
+    for f in files:
+        try:
+            data = f.read_bytes()
+            h, zc, yc = container.unpack(data)
+        except _FILE_ERRORS as e:
+            failures.add(f, e)
+            continue
         payload = sum(map(len, zc)) + sum(map(len, yc))
         coded = f" (coded at {h.coded_hw[1]}x{h.coded_hw[0]})" if h.rescaled else ""
         print(f"{f}:\n  format version  {h.version}\n  model           {h.fingerprint.hex()}\n"
@@ -151,7 +194,7 @@ def cmd_info(args) -> int:
               f"  pre-edited      {h.pre_edited}\n  chunks          z {len(zc)}, y {len(yc)}\n"
               f"  bytes           {len(data)} (payload {payload}, container {len(data) - payload})\n"
               f"  bpp             {8 * len(data) / (h.width * h.height):.4f}")
-    return 0
+    return failures.status()
 
 
 def cmd_train(args) -> int:

@@ -41,6 +41,30 @@ def test_errors_exit_2(tmp_path, tiny_model_path, capsys):
     assert main(["encode", str(notimg), "-q", "150", "--model", str(tiny_model_path)]) == 2
 
 
+def test_one_bad_file_does_not_stop_the_others(tmp_path, rng, tiny_model_path, capsys):
+    """encode/decode/info go on past a file that fails, name it, and exit 2 at the end."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "c"):
+        Image.fromarray(smooth_image(rng, 40, 64)).save(src / f"{name}.png")
+    (src / "b.png").write_text("not an image")
+    out = tmp_path / "out"
+    assert main(["encode", str(src), "-o", str(out), "--model", str(tiny_model_path), "--quiet"]) == 2
+    res = capsys.readouterr()
+    assert sorted(f.name for f in out.iterdir()) == ["a.vlmc", "c.vlmc"]  # c came after the failure
+    assert "b.png" in res.err and "1 of 3 files failed" in res.err and "mean of 2" in res.out
+    (out / "b.vlmc").write_bytes((out / "a.vlmc").read_bytes()[:-5])  # truncated
+    assert main(["decode", str(out), "-o", str(tmp_path / "dec"), "--model", str(tiny_model_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert sorted(f.name for f in (tmp_path / "dec").iterdir()) == ["a.png", "c.png"]
+    assert f"{out / 'b.vlmc'}:" in err and "1 of 3 files failed" in err
+    assert main(["info", str(out / "b.vlmc"), str(out / "c.vlmc")]) == 2
+    res = capsys.readouterr()
+    assert "c.vlmc" in res.out and "b.vlmc" in res.err
+    # a single good file: status 0 and no failure count
+    assert main(["info", str(out / "c.vlmc")]) == 0 and "failed" not in capsys.readouterr().err
+
+
 def test_train_set_overrides():
     from vlmcodec.errors import ConfigError
     from vlmcodec.training.overrides import merge_overrides, parse_sets as _parse_sets
