@@ -24,9 +24,9 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
     8-bit RGB (Pillow keeps the high byte); alpha is dropped, palettes are expanded."""
     if im.mode in _SIXTEEN_BIT_MODES or im.mode == "I":
         a = np.asarray(im).astype(np.int64)
-        top = int(a.max()) if a.size else 0
-        if int(a.min(initial=0)) < 0 or top > 65535:
-            raise ImageError(f"integer image with values in [{int(a.min())}, {top}]: expected 8- or 16-bit data")
+        low, top = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if low < 0 or top > 65535:
+            raise ImageError(f"integer image with values in [{low}, {top}]: expected 8- or 16-bit data")
         if im.mode in _SIXTEEN_BIT_MODES or top > 255:  # mode "I" holding 8-bit values stays as it is
             a = (a * 255 + 32767) // 65535
         gray = a.astype(np.uint8)

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from ..image_io import pil_to_rgb, upright
+from ..image_io import load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}
 
@@ -41,8 +40,7 @@ class CropSampler:
             raise ValueError("short_side: an empty list of sides")
         self.images: list[torch.Tensor] = []
         for p in list_images(folder):
-            with Image.open(p) as im:
-                full = pil_to_rgb(upright(im))
+            full = load_image(p)
             for side in sides:
                 arr = full if side is None else resize(full, coded_size(full.shape[0], full.shape[1], int(side)))
                 if min(arr.shape[:2]) >= crop:

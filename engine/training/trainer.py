@@ -130,8 +130,10 @@ def _semantic_term(cfg: TrainConfig, device):
     """Per-item weighted semantic distortion w_tok·D_tok + w_rank·D_rank, or None (pixel loss only)."""
     if not cfg.teacher or (cfg.w_tok == 0 and cfg.w_rank == 0):
         return None
-    if not 0 < cfg.teacher_scale <= 4:
-        raise ConfigError(f"teacher_scale must be in (0, 4], got {cfg.teacher_scale}")
+    scales = [("teacher_scale", cfg.teacher_scale), *(("consumer_teacher_scales", v) for v in cfg.consumer_teacher_scales)]
+    for name, sc in scales:
+        if not 0 < sc <= 4:
+            raise ConfigError(f"{name} must be in (0, 4], got {sc}")
     from ..teacher import load_teacher
     from .semantic import rank_distortion, teacher_size, token_distortion
 
@@ -142,10 +144,6 @@ def _semantic_term(cfg: TrainConfig, device):
         # distances (cosines, singular values) are taken in float32 even when the teacher runs in bf16
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.teacher_bf16):
             return [teacher.patch_tokens(t).float() for t in teacher(img, layers, size=size)]
-
-    for sc in cfg.consumer_teacher_scales:
-        if not 0 < sc <= 4:
-            raise ConfigError(f"consumer_teacher_scales must be in (0, 4], got {sc}")
 
     def term(x, x_hat, scale: float | tuple[float, ...] = cfg.teacher_scale):
         if isinstance(scale, tuple):  # several views: the mean of their terms
