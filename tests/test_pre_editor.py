@@ -48,6 +48,97 @@ def test_pre_editor_attention_matches_explicit_softmax(monkeypatch):
     torch.testing.assert_close(ga, gr, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shift", [False, True])
+def test_window_spans_tile_the_axis(shift):
+    from vlmcodec.models.pre_editor import window_spans
+
+    for window in (2, 3, 8, 64):
+        for size in range(1, 200):
+            spans = window_spans(size, window, shift)
+            assert spans[0][0] == 0 and spans[-1][1] == size
+            assert all(a < b for a, b in spans) and all(s[1] == t[0] for s, t in zip(spans, spans[1:]))
+            assert all(b - a <= window for a, b in spans)
+            if size <= window:
+                assert spans == [(0, size)]  # an axis that fits is never cut, shifted or not
+            else:
+                n = -(-size // window)
+                shifted = shift and size // n >= 2  # pieces of one token cannot shift
+                lengths = [b - a for a, b in spans]
+                inner = lengths[1:-1] if shifted else lengths  # shifted: a half piece at each end
+                assert max(inner) - min(inner) <= 1  # no sliver beside full windows
+                assert len(spans) == n + shifted
+                if shifted:
+                    assert abs(lengths[0] + lengths[-1] - min(inner)) <= 2
+
+
+def _masked_attention_ref(q, k, v, grid, window, shift):
+    """softmax(q kᵀ/sqrt(d) masked to same-window pairs) v: windows as a mask, not a loop."""
+    from vlmcodec.models.pre_editor import window_spans
+
+    rows, cols = grid
+    r_id = torch.empty(rows, dtype=torch.long)
+    c_id = torch.empty(cols, dtype=torch.long)
+    for i, (a, b) in enumerate(window_spans(rows, window, shift)):
+        r_id[a:b] = i
+    for i, (a, b) in enumerate(window_spans(cols, window, shift)):
+        c_id[a:b] = i
+    wid = (r_id[:, None] * cols + c_id[None, :]).flatten()
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    scores = scores.masked_fill(wid[:, None] != wid[None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_windowed_attention_matches_a_masked_reference(shift):
+    """Values and gradients (the pre-editor trains and refines through it)."""
+    from vlmcodec.models.pre_editor import windowed_attention
+
+    torch.manual_seed(2)
+    grid, window = (7, 11), 4
+    q, k, v = (torch.randn(2, 3, grid[0] * grid[1], 8, requires_grad=True) for _ in range(3))
+    out = windowed_attention(q, k, v, grid, window, shift)
+    ref = _masked_attention_ref(q, k, v, grid, window, shift)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_pre_editor_attends_globally_up_to_the_window_and_in_windows_above(monkeypatch):
+    """Up to ``attention_window`` tokens per side the output is the global-attention one exactly;
+    above, no attention call sees more than window² tokens and the blocks alternate their cuts."""
+    from vlmcodec.models.pre_editor import _Block
+
+    torch.manual_seed(3)
+    p = PreEditor(PreEditorConfig(dim=24, depth=2, heads=2, hidden=8)).eval()
+    with torch.no_grad():
+        p.out.weight.normal_(0, 0.05)
+    calls: list[int] = []
+    fused = _Block.attend
+
+    def counting(q, k, v):
+        calls.append(q.shape[-2])
+        return fused(q, k, v)
+
+    monkeypatch.setattr(_Block, "attend", staticmethod(counting))
+    small, big = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 96, 160)  # 4×6 and 6×10 tokens
+    with torch.no_grad():
+        monkeypatch.setattr(PreEditor, "attention_window", 6)
+        windowed_small = p(small)
+        assert calls == [24, 24]
+        calls.clear()
+        windowed_big = p(big)
+        assert max(calls) <= 36 and sum(calls[: len(calls) // 2]) == 60
+        assert len(calls) > 2
+        monkeypatch.setattr(PreEditor, "attention_window", 0)
+        calls.clear()
+        global_small, global_big = p(small), p(big)
+        assert calls == [24, 24, 60, 60]
+    assert torch.equal(windowed_small, global_small)
+    assert not torch.equal(windowed_big, global_big)
+    torch.testing.assert_close(windowed_big, global_big, atol=0.05, rtol=0)  # same network, a local change
+
+
 @pytest.mark.filterwarnings("ignore:.*legacy TorchScript-based ONNX export:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_pre_editor_exports_to_onnx(tmp_path):

@@ -11,6 +11,11 @@ Structure (all plain ops, so it exports to ONNX)::
                         (tokens at 1/16, conv position encoding)     (upsampled ×4, ×4)
 
 The last convolution starts at zero, so an untrained pre-editor is the identity.
+
+Attention is global while the token grid fits in ``attention_window`` tokens per side (every
+image up to 1024 px per side); above that it runs in windows of that size, shifted by half a
+window in every other block, so the cost grows with the pixel count instead of its square.
+Exported ONNX graphs (and so the onnxruntime and TensorRT backends) attend globally at any size.
 """
 
 from __future__ import annotations
@@ -53,15 +58,53 @@ class _Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
 
-    def forward(self, t: Tensor) -> Tensor:
+    def forward(self, t: Tensor, grid: tuple[int, int] | None = None, window: int = 0, shift: bool = False) -> Tensor:
+        """``t`` (B, N, D) tokens; with ``grid`` (rows, cols) and ``window`` > 0, attention stays
+        inside ``window``-sized squares of the grid (offset by half a window when ``shift``)."""
         b, n, d = t.shape
         q, k, v = self.qkv(self.norm1(t)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        t = t + self.proj(self.attend(q, k, v).transpose(1, 2).reshape(b, n, d))
+        if grid is None or window <= 0 or max(grid) <= window:
+            a = self.attend(q, k, v)
+        else:
+            a = windowed_attention(q, k, v, grid, window, shift, self.attend)
+        t = t + self.proj(a.transpose(1, 2).reshape(b, n, d))
         return t + self.mlp(self.norm2(t))
+
+
+def window_spans(size: int, window: int, shift: bool) -> list[tuple[int, int]]:
+    """[start, stop) spans covering ``range(size)``: one span when it fits, else the fewest pieces
+    of at most ``window``, their lengths within one of each other (no sliver at the end); when
+    ``shift``, every cut moves by half a piece (one more span: a half piece at each end)."""
+    if size <= window:
+        return [(0, size)]
+    n = -(-size // window)
+    cuts = [i * size // n for i in range(1, n)]
+    half = size // n // 2
+    if shift and half:  # (pieces of one token cannot shift)
+        cuts = [c - half for c in cuts] + [size - half]
+    return list(zip([0] + cuts, cuts + [size]))
+
+
+def windowed_attention(q: Tensor, k: Tensor, v: Tensor, grid: tuple[int, int], window: int, shift: bool,
+                       attend=F.scaled_dot_product_attention) -> Tensor:
+    """Attention of (B, heads, rows·cols, d) tokens restricted to the windows of the token grid."""
+    b, h, n, dh = q.shape
+    rows, cols = grid
+    q, k, v = (x.reshape(b, h, rows, cols, dh) for x in (q, k, v))
+    out = torch.empty_like(q)
+    for r0, r1 in window_spans(rows, window, shift):
+        for c0, c1 in window_spans(cols, window, shift):
+            qw, kw, vw = (x[:, :, r0:r1, c0:c1].reshape(b, h, -1, dh) for x in (q, k, v))
+            out[:, :, r0:r1, c0:c1] = attend(qw, kw, vw).reshape(b, h, r1 - r0, c1 - c0, dh)
+    return out.reshape(b, h, n, dh)
 
 
 class PreEditor(nn.Module):
     """x (B, 3, H, W) in [0, 1], H and W multiples of ``patch`` → x + Δ(x)."""
+
+    # tokens per side of an attention window: an inference setting, not a weight (training crops
+    # are far smaller); 0 attends globally at any size
+    attention_window: int = 64
 
     def __init__(self, config: PreEditorConfig | None = None):
         super().__init__()
@@ -87,13 +130,18 @@ class PreEditor(nn.Module):
         tok = tok + self.pos(tok)
         gh, gw = tok.shape[-2:]
         t = tok.flatten(2).transpose(1, 2)
-        for blk in self.blocks:
-            t = blk(t)
+        # a traced graph (ONNX export) cannot branch on the image size: exported graphs attend globally
+        window = 0 if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() else self.attention_window
+        for i, blk in enumerate(self.blocks):
+            t = blk(t, (gh, gw), window, shift=i % 2 == 1)
         t = self.norm(t).transpose(1, 2).reshape(b, -1, gh, gw)
-        q = F.gelu(self.quarter(x)) + F.interpolate(self.to_hidden(t), scale_factor=p // 4, mode="bilinear",
-                                                    align_corners=False)
+        # the sums are in place (GELU keeps its input for backward, not its output): at full
+        # resolution every extra hidden-width map costs 128 bytes per pixel
+        q = F.gelu(self.quarter(x))
+        q += F.interpolate(self.to_hidden(t), scale_factor=p // 4, mode="bilinear", align_corners=False)
         q = F.gelu(self.mid(q))
-        f = F.gelu(self.full(x)) + F.interpolate(q, scale_factor=4, mode="bilinear", align_corners=False)
+        f = F.gelu(self.full(x))
+        f += F.interpolate(q, scale_factor=4, mode="bilinear", align_corners=False)
         return self.out(f)
 
     def forward(self, x: Tensor) -> Tensor:
