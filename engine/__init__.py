@@ -12,6 +12,7 @@ from .errors import (
     ModelNotFoundError,
     RequestError,
     VlmcodecError,
+    VlmcodecWarning,
 )
 
 _codecs: dict = {}

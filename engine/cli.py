@@ -17,12 +17,13 @@ import glob
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from .errors import BitstreamError, ConfigError, ImageError, ModelMismatchError, VlmcodecError
+from .errors import BitstreamError, ConfigError, ImageError, ModelMismatchError, VlmcodecError, VlmcodecWarning
 from .training.overrides import merge_overrides
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
 
 
 def expand_inputs(items: list[str], suffixes: set[str]) -> list[Path]:
@@ -58,20 +59,29 @@ def _output_path(src: Path, out: str | None, many: bool, suffix: str) -> Path:
 
 
 def _progress(items, enabled: bool, desc: str):
-    """Iterate with a progress bar on stderr (when enabled and there are several items)."""
-    if not enabled or len(items) < 2:
+    """Iterate with a progress bar on stderr (when enabled, there are several items and stderr is
+    a terminal: in a log file or pipe the bar's carriage returns would only garble the lines)."""
+    if not enabled or len(items) < 2 or not _is_terminal(sys.stderr):
         return items
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
-def _emit(line: str) -> None:
-    """Print a result line without tearing an active progress bar."""
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+def _emit(line: str, stream=None) -> None:
+    """Print a line (to stdout unless ``stream``) without tearing an active progress bar."""
     from tqdm import tqdm
 
-    tqdm.write(line, file=sys.stdout)
-    sys.stdout.flush()
+    stream = stream or sys.stdout
+    tqdm.write(line, file=stream)
+    stream.flush()
 
 
 # what one input file can get wrong; the run goes on with the others (a config or backend error,
@@ -91,7 +101,7 @@ class _Failures:
             raise err
         msg = str(err)
         self.count += 1
-        print(f"vlmcodec: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
+        _emit(f"vlmcodec: error: {msg if str(src) in msg else f'{src}: {msg}'}", sys.stderr)
 
     def status(self) -> int:
         if self.count and self.total > 1:
@@ -380,7 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """vlmcodec's own warnings as one plain line (no source location); others as Python shows them."""
+    if issubclass(category, VlmcodecWarning):
+        _emit(f"vlmcodec: warning: {message}", sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = None if argv[:1] == ["bench"] and len(argv) >= 2 else build_parser().parse_args(argv)
     try:

@@ -35,3 +35,8 @@ class EngineDeadError(VlmcodecError, RuntimeError):
 
 class RequestError(VlmcodecError, RuntimeError):
     """One request in the runtime failed (wraps the underlying cause)."""
+
+
+class VlmcodecWarning(UserWarning):
+    """Something done with a caveat the caller should hear of (e.g. only the first frame of an
+    animated image is coded); the CLI prints these as ``vlmcodec: warning: ...``."""

@@ -65,6 +65,21 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path, rng, tiny_model_path, c
     assert main(["info", str(out / "c.vlmc")]) == 0 and "failed" not in capsys.readouterr().err
 
 
+def test_animation_warns_and_piped_stderr_gets_no_progress_bar(tmp_path, rng, tiny_model_path, capsys):
+    """A folder's GIFs are coded; an animated one warns (one plain line, first frame coded). With
+    stderr not a terminal (here: captured), no progress bar's carriage returns reach it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    frames = [Image.fromarray(smooth_image(rng, 40, 64)) for _ in range(3)]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(smooth_image(rng, 40, 64)).save(src / "still.png")
+    assert main(["roundtrip", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model_path)]) == 0
+    res = capsys.readouterr()
+    assert "vlmcodec: warning: " in res.err and "anim.gif holds 3 frames; only the first is coded" in res.err
+    assert "Warning" not in res.err and "\r" not in res.err  # no Python warning format, no bar
+    assert "anim.gif" in res.out and "mean of 2" in res.out
+
+
 def test_train_set_overrides():
     from vlmcodec.errors import ConfigError
     from vlmcodec.training.overrides import merge_overrides, parse_sets as _parse_sets

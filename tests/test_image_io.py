@@ -78,3 +78,30 @@ def test_non_uint8_arrays_get_a_fitting_hint():
         as_rgb_array(np.zeros((4, 4, 3), np.uint16))
     with pytest.raises(ImageError, match=r"a \* 255"):
         as_rgb_array(np.zeros((4, 4, 3), np.float32))
+
+
+def test_animated_image_reads_its_first_frame_with_a_warning(tmp_path):
+    from vlmcodec.errors import VlmcodecWarning
+
+    frames = [Image.new("RGB", (24, 16), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    with pytest.warns(VlmcodecWarning, match="2 frames; only the first"):
+        img = load_image(tmp_path / "a.gif")
+    assert img.shape == (16, 24, 3) and img[..., 0].min() > 200 and img[..., 1].max() < 50
+
+
+def test_psnr_integer_path_equals_float64_across_slices(monkeypatch):
+    """uint8 PSNR is summed exactly in integer slices; a slice size that does not divide the
+    sample count must not drop or double any sample."""
+    import vlmcodec.image_io as io
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    ref = 10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b) ** 2))
+    monkeypatch.setattr(io, "_PSNR_SLICE", 1000)  # 5883 samples: five full slices and a partial one
+    assert io.psnr(a, b) == pytest.approx(ref, abs=1e-12)
+    assert io.psnr(a, b) == pytest.approx(io.psnr(a.astype(np.float32), b.astype(np.float32)), abs=1e-12)
+    assert io.psnr(a, a) == float("inf")
+    with pytest.raises(ValueError, match="different shapes"):
+        io.psnr(a, b[:5])

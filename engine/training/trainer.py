@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -214,7 +215,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     log = csv.writer(log_f)
     if new_log:
         log.writerow(columns)
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+    # into a log file or pipe (nohup, CI) the bar redraws once a minute, not ten times a second
+    interactive = sys.stderr.isatty() if hasattr(sys.stderr, "isatty") else False
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True,
+               mininterval=0.1 if interactive else 60.0)
     model.train()
     acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0}
     t0 = t_start = time.perf_counter()
