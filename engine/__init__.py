@@ -11,6 +11,7 @@ from .errors import (
     ModelMismatchError,
     ModelNotFoundError,
     RequestError,
+    ResourceError,
     VlmcodecError,
     VlmcodecWarning,
 )

@@ -20,7 +20,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import BitstreamError, ConfigError, ImageError, ModelMismatchError, VlmcodecError, VlmcodecWarning
+from .errors import (BitstreamError, ConfigError, ImageError, ModelMismatchError, ResourceError, VlmcodecError,
+                     VlmcodecWarning)
 from .training.overrides import merge_overrides
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
@@ -86,7 +87,7 @@ def _emit(line: str, stream=None) -> None:
 
 # what one input file can get wrong; the run goes on with the others (a config or backend error,
 # the same for every file, stops it at once)
-_FILE_ERRORS = (ImageError, BitstreamError, ModelMismatchError, OSError)
+_FILE_ERRORS = (ImageError, BitstreamError, ModelMismatchError, ResourceError, OSError)
 
 
 class _Failures:

@@ -27,7 +27,8 @@ from . import resample
 from .backends import create_backend
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
-from .errors import BitstreamError, ImageError, ModelMismatchError
+from . import memory
+from .errors import BitstreamError, ImageError, ModelMismatchError, ResourceError
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
@@ -91,7 +92,7 @@ class Codec:
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
                  device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  pre_edit: bool = True, short_side: int | None = None, refine: int = 0,
-                 refine_views: tuple[int, ...] | None = None):
+                 refine_views: tuple[int, ...] | None = None, check_memory: bool = True):
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
         self.model = loaded.model
@@ -106,6 +107,9 @@ class Codec:
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.stage_times: dict[str, float] | None = None  # set to {} to profile the stages
         self.max_pixels = int(max_pixels)
+        # refuse (ResourceError) an image whose coding would not fit in the memory left, instead
+        # of being killed by the kernel; estimated for the torch backend on the CPU only
+        self.check_memory = bool(check_memory) and memory.memory_check_enabled()
         # pre_edit=False skips a model's pre-editor at encode time: faster encoding, valid streams
         # (the decoder never runs it), at some rate–quality cost (README, "Default model")
         self.pre_edit = bool(pre_edit) and self.model.pre_editor is not None
@@ -180,10 +184,12 @@ class Codec:
 
     def analyse(self, arrays: list[np.ndarray], qualities: list[float]) -> tuple[Tensor, Tensor]:
         """Network stage of encoding, batched: (y · gain, z) for images of one padded size."""
+        ph, pw = padded_size(*arrays[0].shape[:2])
+        self._fits("encoding", len(arrays) * ph * pw, memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit])
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
-        with torch.inference_mode():
+        with torch.inference_mode(), self._gpu_memory("encoding"):
             gain, _ = self.model.gains(levels)
             x_in = x
             if self.pre_edit:
@@ -228,9 +234,11 @@ class Codec:
 
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
+        ph, pw = padded_size(*latents[0].header.coded_hw)
+        self._fits("decoding", len(latents) * ph * pw, memory.DECODE_BYTES_PER_PIXEL)
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
-        with torch.inference_mode():
+        with torch.inference_mode(), self._gpu_memory("decoding"):
             _, inv_gain = self.model.gains(levels)
             with self._stage("g_s"):
                 x_hat = self.backend.synthesis(y_hat * inv_gain[:, :, None, None])
@@ -263,6 +271,21 @@ class Codec:
         for hw, idx in _group_by(coded_hws, lambda hw: hw).items():
             y[idx], z[idx] = self._refiner.refine(x[idx], y[idx], z[idx], levels[idx], hw)
         return y.to(back), z.to(back)
+
+    def _fits(self, what: str, pixels: int, bytes_per_pixel: int) -> None:
+        backend_device = getattr(self.backend, "device", None)
+        on_cpu = backend_device is None or str(backend_device) == "cpu"
+        if self.check_memory and self.backend.name == "torch" and on_cpu:
+            memory.check_fits(what, pixels, bytes_per_pixel)
+
+    @contextmanager
+    def _gpu_memory(self, what: str):
+        """A CUDA out-of-memory error as a ResourceError (the device's allocator raises it cleanly)."""
+        try:
+            yield
+        except torch.cuda.OutOfMemoryError as e:
+            raise ResourceError(f"{what} ran out of GPU memory: use smaller or fewer images per batch, "
+                                f"or code at the consumer's scale (short_side) ({str(e).splitlines()[0]})") from e
 
     @contextmanager
     def _stage(self, name: str):

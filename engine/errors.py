@@ -29,6 +29,10 @@ class ImageError(VlmcodecError, ValueError):
     """An input image is unreadable, of the wrong type, or of absurd dimensions."""
 
 
+class ResourceError(VlmcodecError, MemoryError):
+    """Coding an image this size would not fit in the memory left (host or GPU)."""
+
+
 class EngineDeadError(VlmcodecError, RuntimeError):
     """The runtime engine has shut down or its worker died."""
 

@@ -1,0 +1,68 @@
+"""How much host memory this process may still use, and the check that refuses an image whose
+coding would not fit (a clear ``ResourceError`` instead of the kernel's out-of-memory kill).
+
+The per-pixel figures are the measured peak memory growth of the torch backend on the CPU
+(default model, 3.1 and 12.6 Mpx; README "Large images"); the check is only
+as good as that estimate, so it refuses only what the estimate says cannot fit at all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ResourceError
+
+# peak growth per coded (padded) pixel: encoding with / without the pre-editor, decoding
+# (measured 279-306, 204-207 and 184-196 B: scripts/memory_probe.py), rounded up
+ENCODE_BYTES_PER_PIXEL = {True: 310, False: 220}
+DECODE_BYTES_PER_PIXEL = 200
+_GIB = 1 << 30
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_memory(root: str | Path = "/") -> int | None:
+    """Bytes this process can still allocate: /proc/meminfo's MemAvailable, lowered to the room
+    left under a cgroup (v2 or v1) limit when there is one; None where neither can be read."""
+    root = Path(root)
+    found: list[int] = []
+    try:
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    cg = root / "sys/fs/cgroup"
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(cg / limit_file), _read_int(cg / usage_file)
+        if limit is not None and usage is not None and limit < _NO_LIMIT:
+            found.append(max(0, limit - usage))
+    return min(found) if found else None
+
+
+def memory_check_enabled() -> bool:
+    """False when the environment says ``VLMCODEC_CHECK_MEMORY=0`` (for the CLI; the API has
+    ``Codec(check_memory=False)``)."""
+    return os.environ.get("VLMCODEC_CHECK_MEMORY", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | None = None) -> None:
+    """Raise ``ResourceError`` when ``pixels`` at ``bytes_per_pixel`` exceed the memory left."""
+    avail = available_memory() if available is None else available
+    need = pixels * bytes_per_pixel
+    if avail is None or need <= avail:
+        return
+    raise ResourceError(
+        f"{what} of {pixels / 1e6:.1f} Mpx needs about {need / _GIB:.1f} GiB of memory and "
+        f"{avail / _GIB:.1f} GiB are available: code it at the consumer's scale (short_side / "
+        f"--short-side), downscale it, or free memory (Codec(check_memory=False) or "
+        f"VLMCODEC_CHECK_MEMORY=0 skips this check)")

@@ -1,0 +1,89 @@
+"""The memory check: an image whose coding would not fit is refused with ResourceError (a clear
+message, the CLI goes on with the other files) instead of an out-of-memory kill."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlmcodec import Codec, memory
+from vlmcodec.cli import main
+from vlmcodec.errors import ResourceError
+
+from conftest import smooth_image
+
+
+def _fake_root(tmp_path, mem_kb, cgroup=None):
+    (tmp_path / "proc").mkdir(parents=True)
+    (tmp_path / "proc/meminfo").write_text(f"MemTotal: 99999999 kB\nMemFree: 1 kB\nMemAvailable: {mem_kb} kB\n")
+    for rel, text in (cgroup or {}).items():
+        f = tmp_path / "sys/fs/cgroup" / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    return tmp_path
+
+
+def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path):
+    assert memory.available_memory(_fake_root(tmp_path / "a", 2048)) == 2048 * 1024
+    v2 = _fake_root(tmp_path / "b", 10**8, {"memory.max": "3000000\n", "memory.current": "1000000\n"})
+    assert memory.available_memory(v2) == 2_000_000  # the cgroup leaves less than the host
+    unlimited = _fake_root(tmp_path / "c", 4, {"memory.max": "max\n", "memory.current": "5\n",
+                                               "memory/memory.limit_in_bytes": "9223372036854771712\n",
+                                               "memory/memory.usage_in_bytes": "7\n"})
+    assert memory.available_memory(unlimited) == 4096
+    v1 = _fake_root(tmp_path / "d", 10**8, {"memory/memory.limit_in_bytes": "500\n",
+                                            "memory/memory.usage_in_bytes": "900\n"})
+    assert memory.available_memory(v1) == 0  # over the limit already
+    assert memory.available_memory(tmp_path / "nothing") is None
+    assert memory.available_memory() is None or memory.available_memory() > 0  # this machine
+
+
+def test_check_fits_refuses_only_what_cannot_fit(monkeypatch):
+    memory.check_fits("encoding", 1000, 300, available=300_000)  # exactly fits
+    with pytest.raises(ResourceError, match=r"encoding of 0\.0 Mpx needs about .* GiB .* available: code it"):
+        memory.check_fits("encoding", 1001, 300, available=300_000)
+    monkeypatch.setattr(memory, "available_memory", lambda: None)
+    memory.check_fits("encoding", 10**12, 300)  # unknown: no refusal
+    assert issubclass(ResourceError, MemoryError)
+
+
+def test_codec_refuses_an_image_that_would_not_fit(monkeypatch, rng, tiny_model_path):
+    img = smooth_image(rng, 100, 130)  # padded to 128x192
+    codec = Codec(tiny_model_path)
+    data = codec.encode(img, 50)
+    seen = []
+    monkeypatch.setattr(memory, "available_memory", lambda: seen.append(1) or 128 * 192 * 100)
+    with pytest.raises(ResourceError, match="encoding of 0.0 Mpx"):
+        codec.encode(img, 50)
+    with pytest.raises(ResourceError, match="decoding"):
+        codec.decode(data)
+    n = len(seen)
+    assert Codec(tiny_model_path, check_memory=False).encode(img, 50) == data and len(seen) == n
+    monkeypatch.setenv("VLMCODEC_CHECK_MEMORY", "0")
+    assert Codec(tiny_model_path).decode(data).shape == img.shape
+    monkeypatch.setattr(memory, "available_memory", lambda: 128 * 192 * memory.DECODE_BYTES_PER_PIXEL)
+    monkeypatch.delenv("VLMCODEC_CHECK_MEMORY")
+    assert Codec(tiny_model_path).decode(data).shape == img.shape  # just enough
+
+
+def test_gpu_out_of_memory_becomes_resource_error(monkeypatch, rng, tiny_model_path):
+    codec = Codec(tiny_model_path)
+
+    def oom(x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(codec.backend, "analysis", oom)
+    with pytest.raises(ResourceError, match="ran out of GPU memory.*Tried to allocate 9.00 GiB"):
+        codec.encode(smooth_image(rng, 64, 64), 50)
+
+
+def test_cli_goes_on_past_an_image_too_large_for_memory(monkeypatch, tmp_path, rng, tiny_model_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(smooth_image(rng, 300, 400)).save(src / "big.png")
+    Image.fromarray(smooth_image(rng, 40, 60)).save(src / "small.png")
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 * 64 * 1000)
+    assert main(["encode", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model_path)]) == 2
+    res = capsys.readouterr()
+    assert "big.png" in res.err and "needs about" in res.err and "1 of 2 files failed" in res.err
+    assert [f.name for f in (tmp_path / "out").iterdir()] == ["small.vlmc"]
