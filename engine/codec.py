@@ -23,11 +23,10 @@ from torch import Tensor
 
 from vlmcodec.kernels import rans
 
-from . import resample
+from . import memory, resample
 from .backends import create_backend
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
-from . import memory
 from .errors import BitstreamError, ImageError, ModelMismatchError, ResourceError
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model

@@ -1,7 +1,6 @@
 """The memory check: an image whose coding would not fit is refused with ResourceError (a clear
 message, the CLI goes on with the other files) instead of an out-of-memory kill."""
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
