@@ -184,7 +184,8 @@ class Codec:
     def analyse(self, arrays: list[np.ndarray], qualities: list[float]) -> tuple[Tensor, Tensor]:
         """Network stage of encoding, batched: (y · gain, z) for images of one padded size."""
         ph, pw = padded_size(*arrays[0].shape[:2])
-        self._fits("encoding", len(arrays) * ph * pw, memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit])
+        self._fits("encoding", ph * pw, len(arrays), memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit],
+                   memory.ENCODE_BATCH_BYTES_PER_PIXEL)
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
@@ -234,7 +235,7 @@ class Codec:
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
         ph, pw = padded_size(*latents[0].header.coded_hw)
-        self._fits("decoding", len(latents) * ph * pw, memory.DECODE_BYTES_PER_PIXEL)
+        self._fits("decoding", ph * pw, len(latents), memory.DECODE_BYTES_PER_PIXEL, memory.DECODE_BATCH_BYTES_PER_PIXEL)
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
         with torch.inference_mode(), self._gpu_memory("decoding"):
@@ -271,11 +272,11 @@ class Codec:
             y[idx], z[idx] = self._refiner.refine(x[idx], y[idx], z[idx], levels[idx], hw)
         return y.to(back), z.to(back)
 
-    def _fits(self, what: str, pixels: int, bytes_per_pixel: int) -> None:
+    def _fits(self, what: str, pixels: int, count: int, first: int, more: int) -> None:
         backend_device = getattr(self.backend, "device", None)
         on_cpu = backend_device is None or str(backend_device) == "cpu"
         if self.check_memory and self.backend.name == "torch" and on_cpu:
-            memory.check_fits(what, pixels, bytes_per_pixel)
+            memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more)
 
     @contextmanager
     def _gpu_memory(self, what: str):

@@ -16,6 +16,10 @@ from .errors import ResourceError
 # (measured 279-306, 204-207 and 184-196 B: scripts/memory_probe.py), rounded up
 ENCODE_BYTES_PER_PIXEL = {True: 310, False: 220}
 DECODE_BYTES_PER_PIXEL = 200
+# each further image of a batch: the torch backend runs the networks one image at a time on the
+# CPU, so a batch adds only its inputs and outputs (measured 22 and 4 B per pixel, batches of 4)
+ENCODE_BATCH_BYTES_PER_PIXEL = 32
+DECODE_BATCH_BYTES_PER_PIXEL = 16
 _GIB = 1 << 30
 _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
@@ -55,14 +59,17 @@ def memory_check_enabled() -> bool:
     return os.environ.get("VLMCODEC_CHECK_MEMORY", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | None = None) -> None:
-    """Raise ``ResourceError`` when ``pixels`` at ``bytes_per_pixel`` exceed the memory left."""
+def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | None = None, count: int = 1,
+               batch_bytes_per_pixel: int = 0) -> None:
+    """Raise ``ResourceError`` when coding ``count`` images of ``pixels`` each — the first at
+    ``bytes_per_pixel``, each further one at ``batch_bytes_per_pixel`` — exceeds the memory left."""
     avail = available_memory() if available is None else available
-    need = pixels * bytes_per_pixel
+    need = pixels * (bytes_per_pixel + (count - 1) * batch_bytes_per_pixel)
     if avail is None or need <= avail:
         return
+    images = f"{count} images of {pixels / 1e6:.1f} Mpx" if count > 1 else f"{pixels / 1e6:.1f} Mpx"
     raise ResourceError(
-        f"{what} of {pixels / 1e6:.1f} Mpx needs about {need / _GIB:.1f} GiB of memory and "
+        f"{what} of {images} needs about {need / _GIB:.1f} GiB of memory and "
         f"{avail / _GIB:.1f} GiB are available: code it at the consumer's scale (short_side / "
         f"--short-side), downscale it, or free memory (Codec(check_memory=False) or "
         f"VLMCODEC_CHECK_MEMORY=0 skips this check)")

@@ -86,3 +86,18 @@ def test_cli_goes_on_past_an_image_too_large_for_memory(monkeypatch, tmp_path, r
     res = capsys.readouterr()
     assert "big.png" in res.err and "needs about" in res.err and "1 of 2 files failed" in res.err
     assert [f.name for f in (tmp_path / "out").iterdir()] == ["small.vlmc"]
+
+
+def test_a_batch_adds_only_its_inputs_and_outputs(monkeypatch, rng, tiny_model_path):
+    """The torch backend runs one image at a time on the CPU: a batch of 3 needs one image's peak
+    plus two images' inputs and outputs, not three peaks."""
+    imgs = [smooth_image(rng, 64, 64) for _ in range(3)]
+    px = 64 * 64
+    codec = Codec(tiny_model_path)
+    first, more = memory.ENCODE_BYTES_PER_PIXEL[codec.pre_edit], memory.ENCODE_BATCH_BYTES_PER_PIXEL
+    monkeypatch.setattr(memory, "available_memory", lambda: px * (first + 2 * more))
+    assert len(codec.encode_batch(imgs, [50] * 3)) == 3
+    monkeypatch.setattr(memory, "available_memory", lambda: px * (first + 2 * more) - 1)
+    with pytest.raises(ResourceError, match="encoding of 3 images of 0.0 Mpx"):
+        codec.encode_batch(imgs, [50] * 3)
+    assert len(codec.encode_batch(imgs[:2], [50] * 2)) == 2
