@@ -214,3 +214,25 @@ def test_load_full(tiny_codec, rng, capsys):
     with capsys.disabled():
         print(f"\nload test: {stats}, peak RSS growth {rss_growth_mb:.1f} MiB")
     assert rss_growth_mb < 2048
+
+
+def test_a_request_too_large_for_memory_gets_resource_error_and_a_batch_splits(tiny_codec, rng, monkeypatch):
+    """A network-stage ResourceError reaches its request as itself (not as an engine failure);
+    a batch that would not fit as a whole is retried image by image, and those that fit succeed."""
+    from vlmcodec import memory
+    from vlmcodec.errors import ResourceError
+
+    img = smooth_image(rng, 64, 64)
+    one = 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[tiny_codec.pre_edit]
+    e = Engine(tiny_codec, max_batch=3, max_delay_ms=200, workers=1)
+    try:
+        monkeypatch.setattr(memory, "available_memory", lambda: one - 1)
+        f = e.submit_encode(img)
+        assert isinstance(f.exception(timeout=60), ResourceError)
+        monkeypatch.setattr(memory, "available_memory", lambda: one)  # one fits, three together do not
+        futs = [e.submit_encode(img) for _ in range(3)]
+        assert all(isinstance(x.result(timeout=60), bytes) for x in futs)
+        assert e.stats["max_batch_seen"] == 3  # they did go as one batch first
+        assert e.submit_encode(img).result(timeout=60) == futs[0].result()  # the engine lives on
+    finally:
+        e.shutdown()

@@ -248,14 +248,15 @@ class Engine:
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(live))
         try:
             self._run_networks(live)
-        except Exception:
+        except Exception as e:
             if len(live) == 1:
-                raise
+                self._finish(live[0], exc=_request_error(live[0], e))
+                return
             for r in live:  # isolate: a failing item must not take its batch-mates down
                 try:
                     self._run_networks([r])
-                except Exception as e:
-                    self._finish(r, exc=RequestError(f"{r.kind.value} failed: {e}"))
+                except Exception as e_one:
+                    self._finish(r, exc=_request_error(r, e_one))
 
     def _run_networks(self, live: list[InflightRequest]) -> None:
         if live[0].kind is Kind.ENCODE:
@@ -267,3 +268,9 @@ class Engine:
             images = self.codec.synthesize([r.payload for r in live])
             for r, img in zip(live, images):
                 self._finish(r, result=img)
+
+
+def _request_error(r: InflightRequest, e: Exception) -> Exception:
+    """What a request that failed in the network stage gets: the codec's own clear error as it
+    is (e.g. ResourceError: the image would not fit in memory), anything else wrapped."""
+    return e if isinstance(e, VlmcodecError) else RequestError(f"{r.kind.value} failed: {e}")
