@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def _add_rd(p: argparse.ArgumentParser) -> None:
-    from .rd import DEFAULT_CODECS
+    from .common import DEFAULT_CODECS
 
     p.add_argument("images", nargs="?", type=Path, help="folder of images (default ../shared/data/kodak)")
     p.add_argument("--out", required=True, type=Path, help="output folder (results, cache, plots, report)")

@@ -8,6 +8,9 @@ import platform
 import time
 from pathlib import Path
 
+# the codecs `bench rd` runs by default (here, not in rd.py, so the CLI's parser needs no torch)
+DEFAULT_CODECS = ("vlmcodec", "avif", "jpeg", "webp", "jxl", "hevc")
+
 
 def environment() -> dict:
     """What every JSON result records about where it ran."""

@@ -31,11 +31,10 @@ from vlmcodec.errors import ConfigError
 from vlmcodec.resample import parse_short_side
 
 from .classic import CLASSIC_CODECS, ClassicCodec, ConsumerScale
-from .common import environment, kodak_dir, write_json
+from .common import DEFAULT_CODECS, environment, kodak_dir, write_json
 from .metrics import build_metrics, compute_all, metric_key
 
 CACHE_VERSION = 1
-DEFAULT_CODECS = ("vlmcodec", "avif", "jpeg", "webp", "jxl", "hevc")
 IMAGE_SUFFIXES = (".png", ".bmp", ".ppm", ".tif", ".tiff")
 # Published anchors drawn on the PSNR / MS-SSIM plots and put in the BD-rate table (file stems).
 DEFAULT_ANCHORS = ("vtm", "hm", "av1", "bpg_444_x265_ycbcr", "compressai-bmshj2018-hyperprior_mse_cpu",

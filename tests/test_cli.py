@@ -125,3 +125,23 @@ def test_closed_stdout_stops_quietly(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_info", closed)
     assert cli.main(["info", "x.vlmc"]) == 141
     assert "error" not in capsys.readouterr().err
+
+
+def test_help_and_info_do_not_import_torch(tmp_path, rng, tiny_model_path):
+    """`vlmcodec --help` and `vlmcodec info` answer in a fraction of a second: no torch import."""
+    import subprocess
+    import sys
+
+    assert main(["encode", _write(tmp_path, rng), "-o", str(tmp_path / "a.vlmc"), "--model", str(tiny_model_path),
+                 "--no-psnr"]) == 0
+    code = ("import sys; from vlmcodec.cli import build_parser, main; build_parser(); "
+            f"rc = main(['info', {str(tmp_path / 'a.vlmc')!r}]); "
+            "print('torch' in sys.modules, rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False 0"), out
+
+
+def _write(tmp_path, rng) -> str:
+    path = tmp_path / "img.png"
+    Image.fromarray(smooth_image(rng, 40, 64)).save(path)
+    return str(path)
