@@ -39,7 +39,7 @@ def _shared_codec(model=None, backend: str = "torch"):
 
 
 def encode(image, quality: float = 75.0, model=None, backend: str = "torch", short_side: int | None = None) -> bytes:
-    """Compress one image (uint8 H×W×3 numpy or PIL) to .vlmc bytes with a cached ``Codec``.
+    """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes with a cached ``Codec``.
 
     ``short_side=N`` codes at the consumer's scale (``Codec.encode``)."""
     return _shared_codec(model, backend).encode(image, quality, short_side)

@@ -84,7 +84,7 @@ class Codec:
     """A model ready to encode and decode.
 
     >>> codec = Codec()                       # the default model, torch backend
-    >>> data = codec.encode(image, quality=75)  # image: uint8 H×W×3 numpy or PIL
+    >>> data = codec.encode(image, quality=75)  # image: uint8 H×W×3 numpy, PIL, or a file path
     >>> restored = codec.decode(data)         # uint8 H×W×3 numpy
     """
 
@@ -134,7 +134,7 @@ class Codec:
         return self.model.M
 
     def encode(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None) -> bytes:
-        """Compress one image (uint8 H×W×3 numpy or PIL) to .vlmc bytes; quality in [0, 100].
+        """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes; quality in [0, 100].
 
         ``short_side``: code at the consumer's scale (the shorter side resized to that many pixels;
         the decoder restores the original size); None uses the codec's setting, 0 the full size."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -40,7 +41,10 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
 
 
 def as_rgb_array(image) -> np.ndarray:
-    """Validate and convert ``image`` (numpy uint8 H×W×3, H×W grayscale, or PIL) to uint8 H×W×3."""
+    """Validate and convert ``image`` (numpy uint8 H×W×3, H×W grayscale, PIL, or the path of an
+    image file, read by :func:`load_image`) to uint8 H×W×3."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
     if isinstance(image, Image.Image):
         arr = pil_to_rgb(image)
     elif isinstance(image, np.ndarray):
@@ -55,7 +59,7 @@ def as_rgb_array(image) -> np.ndarray:
                     if arr.dtype.kind == "f" else "np.clip(a, 0, 255).astype(np.uint8)")
             raise ImageError(f"expected dtype uint8, got {arr.dtype} (convert it first: {hint})")
     else:
-        raise ImageError(f"expected a numpy array or PIL image, got {type(image).__name__}")
+        raise ImageError(f"expected a numpy array, PIL image or file path, got {type(image).__name__}")
     h, w = arr.shape[:2]
     if h < 1 or w < 1 or h > MAX_SIDE or w > MAX_SIDE:
         raise ImageError(f"image size {w}x{h} outside the supported 1..{MAX_SIDE} per side")

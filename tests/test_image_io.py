@@ -105,3 +105,20 @@ def test_psnr_integer_path_equals_float64_across_slices(monkeypatch):
     assert io.psnr(a, a) == float("inf")
     with pytest.raises(ValueError, match="different shapes"):
         io.psnr(a, b[:5])
+
+
+def test_api_takes_a_file_path(tmp_path, tiny_model_path):
+    from pathlib import Path
+
+    from vlmcodec import Codec
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    codec = Codec(tiny_model_path)
+    data = codec.encode(arr, 50)
+    assert codec.encode(str(tmp_path / "a.png"), 50) == data == codec.encode(Path(tmp_path / "a.png"), 50)
+    with pytest.raises(ImageError, match="image not found"):
+        codec.encode(str(tmp_path / "missing.png"))
+    with pytest.raises(ImageError, match="numpy array, PIL image or file path, got int"):
+        codec.encode(3)
