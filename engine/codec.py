@@ -184,8 +184,12 @@ class Codec:
     def analyse(self, arrays: list[np.ndarray], qualities: list[float]) -> tuple[Tensor, Tensor]:
         """Network stage of encoding, batched: (y · gain, z) for images of one padded size."""
         ph, pw = padded_size(*arrays[0].shape[:2])
-        self._fits("encoding", ph * pw, len(arrays), memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit],
-                   memory.ENCODE_BATCH_BYTES_PER_PIXEL)
+        if self.refine:
+            self._fits("encoding with refinement", ph * pw, len(arrays), memory.REFINE_BYTES_PER_PIXEL,
+                       memory.REFINE_BYTES_PER_PIXEL)
+        else:
+            self._fits("encoding", ph * pw, len(arrays), memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit],
+                       memory.ENCODE_BATCH_BYTES_PER_PIXEL)
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])

@@ -101,3 +101,12 @@ def test_a_batch_adds_only_its_inputs_and_outputs(monkeypatch, rng, tiny_model_p
     with pytest.raises(ResourceError, match="encoding of 3 images of 0.0 Mpx"):
         codec.encode_batch(imgs, [50] * 3)
     assert len(codec.encode_batch(imgs[:2], [50] * 2)) == 2
+
+
+def test_refinement_is_estimated_at_its_own_cost(monkeypatch, rng, tiny_model_path):
+    img = smooth_image(rng, 64, 64)
+    enough_for_one_pass = 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[True]
+    monkeypatch.setattr(memory, "available_memory", lambda: enough_for_one_pass)
+    Codec(tiny_model_path).encode(img, 50)
+    with pytest.raises(ResourceError, match="encoding with refinement"):
+        Codec(tiny_model_path, refine=1).encode(img, 50)
