@@ -13,16 +13,16 @@ from pathlib import Path
 from .errors import ResourceError
 
 # peak growth per coded (padded) pixel: encoding with / without the pre-editor, decoding
-# (measured 279-306, 204-207 and 184-196 B: scripts/memory_probe.py), rounded up
-ENCODE_BYTES_PER_PIXEL = {True: 310, False: 220}
-DECODE_BYTES_PER_PIXEL = 200
+# (measured 279-316, 204-207 and 184-196 B over two runs: scripts/memory_probe.py), with a margin
+ENCODE_BYTES_PER_PIXEL = {True: 330, False: 230}
+DECODE_BYTES_PER_PIXEL = 210
 # each further image of a batch: the torch backend runs the networks one image at a time on the
-# CPU, so a batch adds only its inputs and outputs (measured 22 and 4 B per pixel, batches of 4)
+# CPU, so a batch adds only its inputs and outputs (measured 22 / 16 / 4-15 B per pixel, batches of 4)
 ENCODE_BATCH_BYTES_PER_PIXEL = 32
 DECODE_BATCH_BYTES_PER_PIXEL = 16
 # encoding with latent refinement (Codec(refine=N)): networks and teacher with gradients, the
-# whole batch at once (measured 755 and 665 B at 0.8 and 3.1 Mpx, refine=2, rounded up)
-REFINE_BYTES_PER_PIXEL = 780
+# whole batch at once (measured 755-792 and 665-672 B at 0.8 and 3.1 Mpx, refine=2), with a margin
+REFINE_BYTES_PER_PIXEL = 820
 _GIB = 1 << 30
 _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 

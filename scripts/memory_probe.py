@@ -3,6 +3,8 @@ each in a fresh process: the growth of the process's high-water mark (VmHWM) ove
 size just before the call, per coded pixel. The figures behind ``vlmcodec.memory``'s estimate.
 
     python scripts/memory_probe.py [--sizes 1536x2048,3072x4096] [--threads 2]   (Linux only)
+    python scripts/memory_probe.py --batch 4 --sizes 1536x2048      # a batch of 4 against one image
+    python scripts/memory_probe.py --refine 2 --sizes 768x1024,1536x2048   # encoding with refinement
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ CHILD = r"""
 import sys, numpy as np
 from vlmcodec import Codec
 from vlmcodec.image_io import padded_size
-mode, h, w, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-c = Codec(threads=threads, pre_edit=mode != "encode-no-pre-edit", check_memory=False)
+mode, h, w, threads, n, refine = sys.argv[1], *map(int, sys.argv[2:7])
+c = Codec(threads=threads, pre_edit=mode != "encode-no-pre-edit", check_memory=False, refine=refine)
 y, x = np.mgrid[0:h, 0:w]
-img = (128 + 100 * np.sin(x[..., None] / 37.0 + y[..., None] / 53.0 + np.arange(3))).astype(np.uint8)
-data = c.encode(img if mode == "decode" else img[:64, :64], 75)  # also warms the networks up
+imgs = [(128 + 100 * np.sin(x[..., None] / (37.0 + i) + y[..., None] / 53.0 + np.arange(3))).astype(np.uint8)
+        for i in range(n)]
+# also warms the networks up
+data = c.encode_batch(imgs, [75] * n) if mode == "decode" else c.encode(imgs[0][:64, :64], 75)
 def status(key):
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # the high-water mark restarts from the current resident size
 before = status("VmRSS:")
-c.decode(data) if mode == "decode" else c.encode(img, 75)
+c.decode_batch(data) if mode == "decode" else c.encode_batch(imgs, [75] * n)
 ph, pw = padded_size(h, w)
 print(status("VmHWM:") - before, ph * pw)
 """
@@ -35,16 +39,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1536x2048,3072x4096", help="HxW,...")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1, help="also code a batch of this many images of each size")
+    ap.add_argument("--refine", type=int, default=0, help="encode only, with this many refinement steps")
     a = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
-    for mode in ("encode", "encode-no-pre-edit", "decode"):
+    modes = ("encode",) if a.refine else ("encode", "encode-no-pre-edit", "decode")
+    for mode in modes:
         cells = []
         for h, w in sizes:
-            out = subprocess.run([sys.executable, "-c", CHILD, mode, str(h), str(w), str(a.threads)],
-                                 capture_output=True, text=True, check=True).stdout.split()
-            grow, px = int(out[-2]), int(out[-1])
-            cells.append((grow, px))
-            print(f"{mode:>19} {w}x{h}: peak growth {grow / 2**30:.2f} GiB, {grow / px:.0f} B per coded pixel")
+            for n in sorted({1, a.batch}):
+                out = subprocess.run([sys.executable, "-c", CHILD, mode, str(h), str(w), str(a.threads), str(n),
+                                      str(a.refine)], capture_output=True, text=True, check=True).stdout.split()
+                grow, px = int(out[-2]), int(out[-1])
+                label = f"{mode}{f' refine={a.refine}' if a.refine else ''}"
+                print(f"{label:>19} {w}x{h} x{n}: peak growth {grow / 2**30:.2f} GiB, "
+                      f"{grow / px:.0f} B per coded pixel of one image")
+                if n == 1:
+                    cells.append((grow, px))
+                else:
+                    print(f"{'':>19} each image after the first adds {(grow - cells[-1][0]) / (n - 1) / px:.0f} B per pixel")
         if len(cells) >= 2:
             (g0, p0), (g1, p1) = cells[0], cells[-1]
             print(f"{mode:>19} slope between the sizes: {(g1 - g0) / (p1 - p0):.0f} B per coded pixel")
