@@ -219,6 +219,40 @@ def test_pre_editor_model_same_streams(tmp_path, rng):
     _assert_parity_and_cross_decode(compare_backends(ct, co, img), "pre-editor")
 
 
+def test_pre_editor_above_the_window_runs_windowed_in_torch(tmp_path, monkeypatch):
+    """The exported pre-editor attends globally (memory ∝ tokens²); above the attention window
+    the onnxruntime backend runs the torch module's windowed attention instead of the graph."""
+    from vlmcodec.models import ModelConfig
+
+    if "pre_editor" not in ModelConfig.__dataclass_fields__:
+        pytest.skip("this build's models have no pre-editor")
+    import torch
+
+    from vlmcodec.models.checkpoint import save_model
+    from vlmcodec.models.pre_editor import PreEditor
+
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, pre_editor=True))
+    with torch.no_grad():
+        net.pre_editor.out.weight.normal_(0, 0.05)
+    save_model(net, tmp_path / "pe.safetensors")
+    loaded = load_model(tmp_path / "pe.safetensors")
+    ct, co = Codec(loaded, backend="torch"), Codec(loaded, backend="onnxruntime")
+    x = torch.rand(1, 3, 64, 128)  # 4×8 tokens
+    graph_out = co.backend.pre_edit(x)
+    monkeypatch.setattr(PreEditor, "attention_window", 4)  # now the grid is wider than a window
+    calls = []
+    run = co.backend._run
+    monkeypatch.setattr(co.backend, "_run", lambda name, t: calls.append(name) or run(name, t))
+    windowed = co.backend.pre_edit(x)
+    assert "pre_editor" not in calls
+    torch.testing.assert_close(windowed, ct.backend.pre_edit(x), atol=1e-5, rtol=0)
+    assert not torch.equal(windowed, graph_out)  # windows did change the attention
+    monkeypatch.setattr(PreEditor, "attention_window", 8)
+    co.backend.pre_edit(x)
+    assert calls == ["pre_editor"]  # fits in a window: the graph runs
+
+
 def test_caller_keeps_subnormals(tiny_model_path):
     """ORT's denormal flushing must not leak into the caller's thread (numpy, hypothesis...)."""
     import numpy as np

@@ -121,6 +121,7 @@ class OnnxRuntimeBackend:
         else:
             self.graph_dir = cached_graphs(model, cache_dir)
         self.manifest = load_onnx_manifest(self.graph_dir, model)
+        self._pre_editor = getattr(model, "pre_editor", None)  # for images the graph cannot take (pre_edit)
 
         so = ort.SessionOptions()
         so.graph_optimization_level = levels[optimization]
@@ -156,8 +157,21 @@ class OnnxRuntimeBackend:
         return torch.from_numpy(out)
 
     def pre_edit(self, x: Tensor) -> Tensor:
-        """The pre-editor P (identity for models without one), clamped to [0, 1]."""
-        return x if "pre_editor" not in self.sessions else self._run("pre_editor", x).clamp_(0, 1)
+        """The pre-editor P (identity for models without one), clamped to [0, 1].
+
+        The exported graph attends globally over all 16×16 patches, so its memory grows with the
+        square of the pixel count (~27 GB of attention scores at 4032×3008). Above the pre-editor's
+        attention window (1024 px per side) the torch module runs instead, with windowed
+        attention: the same function the torch backend computes."""
+        if "pre_editor" not in self.sessions:
+            return x
+        pre = self._pre_editor
+        if pre is not None and pre.attention_window > 0:
+            grid = (x.shape[-2] // pre.config.patch, x.shape[-1] // pre.config.patch)
+            if max(grid) > pre.attention_window:
+                with torch.inference_mode():
+                    return pre(x.detach().cpu().float()).clamp_(0, 1)
+        return self._run("pre_editor", x).clamp_(0, 1)
 
     def analysis(self, x: Tensor) -> Tensor:
         return self._run("g_a", x)

@@ -15,7 +15,8 @@ The last convolution starts at zero, so an untrained pre-editor is the identity.
 Attention is global while the token grid fits in ``attention_window`` tokens per side (every
 image up to 1024 px per side); above that it runs in windows of that size, shifted by half a
 window in every other block, so the cost grows with the pixel count instead of its square.
-Exported ONNX graphs (and so the onnxruntime and TensorRT backends) attend globally at any size.
+Exported ONNX graphs attend globally at any size (the onnxruntime backend runs this module
+instead above the window; TensorRT engines attend globally up to their profile's size).
 """
 
 from __future__ import annotations
