@@ -116,7 +116,8 @@ def _codec(args):
 
     if getattr(args, "refine_views", None) and not getattr(args, "refine", 0):
         raise ConfigError("--refine-views needs --refine STEPS (the views of the refinement's token term)")
-    return Codec(args.model, backend=args.backend, threads=args.threads,
+    extra = {"max_pixels": args.max_pixels} if getattr(args, "max_pixels", None) else {}
+    return Codec(args.model, backend=args.backend, threads=args.threads, **extra,
                  pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None),
                  refine=getattr(args, "refine", 0), refine_views=getattr(args, "refine_views", None))
 
@@ -137,7 +138,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     failures = _Failures(len(files))
     for src in _progress(files, not args.quiet, "encode"):
         try:
-            img = load_image(src)
+            img = load_image(src, codec.max_pixels)
             t0 = time.perf_counter()
             data = codec.encode(img, quality=args.quality)
             t_enc = time.perf_counter() - t0
@@ -264,6 +265,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _short_side(text: str) -> int:
     from .resample import parse_short_side
 
@@ -312,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--threads", type=int, help="CPU threads for networks and entropy decoding")
             sp.add_argument("--no-pre-edit", action="store_true",
                             help="skip the model's pre-editor when encoding (faster; valid streams, lower quality per bit)")
+            sp.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                            help="largest image (width x height) to code or decode (default 64000000)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def refine(sp):
@@ -402,6 +415,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
 def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        # Pillow's "decompression bomb" notice (images of 89-179 Mpx): max_pixels decides here,
+        # with its own clear error, before any pixel is decoded
+        warnings.filterwarnings("ignore", message=".*could be decompression bomb")
         return _main(argv)
 
 

@@ -168,10 +168,10 @@ class Codec:
         """Validate an image and a quality, and resize to the coded size (``encode``'s ``short_side``)."""
         # None: the codec's setting; 0: the full size, whatever the codec's setting
         side = self.short_side if short_side is None else resample.check_short_side(short_side or None)
-        arr = as_rgb_array(image)
+        arr = as_rgb_array(image, self.max_pixels)
         if arr.shape[0] * arr.shape[1] > self.max_pixels:
             raise ImageError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels exceeds this codec's max_pixels="
-                             f"{self.max_pixels} (Codec(max_pixels=...) raises it)")
+                             f"{self.max_pixels} (Codec(max_pixels=...) or --max-pixels raises it)")
         q = float(quality) if isinstance(quality, (int, float, np.floating)) else quality
         if not isinstance(q, float):
             raise ValueError(f"quality must be a number in [0, 100], got {quality!r}")
@@ -317,7 +317,7 @@ class Codec:
                 "decode it with the model that wrote it")
         if header.width * header.height > self.max_pixels:
             raise BitstreamError(f"stream announces {header.width}x{header.height} pixels, more than this codec's "
-                                 f"max_pixels={self.max_pixels} (Codec(max_pixels=...) raises it)")
+                                 f"max_pixels={self.max_pixels} (Codec(max_pixels=...) or --max-pixels raises it)")
         ph, pw = padded_size(*header.coded_hw)
         hz, wz, hy, wy = ph // 64, pw // 64, ph // 16, pw // 16
         n_y = self.M * hy * wy

@@ -40,11 +40,11 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def as_rgb_array(image) -> np.ndarray:
+def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
     """Validate and convert ``image`` (numpy uint8 H×W×3, H×W grayscale, PIL, or the path of an
     image file, read by :func:`load_image`) to uint8 H×W×3."""
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
+        return load_image(image, max_pixels)
     if isinstance(image, Image.Image):
         arr = pil_to_rgb(image)
     elif isinstance(image, np.ndarray):
@@ -77,12 +77,16 @@ def upright(im: Image.Image) -> Image.Image:
         return im
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as uint8 H×W×3, upright per its EXIF orientation (ImageError when
-    unreadable). Of an animation or a multi-page file, the first frame (with a VlmcodecWarning)."""
+    unreadable). Of an animation or a multi-page file, the first frame (with a VlmcodecWarning).
+    ``max_pixels``: refuse larger images from their header, before decoding any pixel."""
     path = Path(path)
     try:
         with Image.open(path) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise ImageError(f"{path}: {im.width}x{im.height} is more than max_pixels={max_pixels} "
+                                 "(Codec(max_pixels=...) or --max-pixels raises it)")
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 warnings.warn(f"{path} holds {frames} frames; only the first is coded", VlmcodecWarning,

@@ -145,3 +145,16 @@ def _write(tmp_path, rng) -> str:
     path = tmp_path / "img.png"
     Image.fromarray(smooth_image(rng, 40, 64)).save(path)
     return str(path)
+
+
+def test_max_pixels_option(tmp_path, rng, tiny_model_path, capsys):
+    src = _write(tmp_path, rng)  # 64x40 = 2560 pixels
+    out = str(tmp_path / "a.vlmc")
+    assert main(["encode", src, "-o", out, "--model", str(tiny_model_path), "--max-pixels", "2559"]) == 2
+    assert "more than max_pixels=2559" in capsys.readouterr().err
+    assert main(["encode", src, "-o", out, "--model", str(tiny_model_path), "--max-pixels", "2560"]) == 0
+    assert main(["decode", out, "-o", str(tmp_path / "d.png"), "--model", str(tiny_model_path),
+                 "--max-pixels", "100"]) == 2
+    assert "max_pixels=100" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["encode", src, "--max-pixels", "0"])

@@ -122,3 +122,23 @@ def test_api_takes_a_file_path(tmp_path, tiny_model_path):
         codec.encode(str(tmp_path / "missing.png"))
     with pytest.raises(ImageError, match="numpy array, PIL image or file path, got int"):
         codec.encode(3)
+
+
+def test_max_pixels_refuses_from_the_header_before_decoding(tmp_path, monkeypatch, tiny_model_path):
+    """A file over max_pixels is refused from its size alone: no pixel is decoded."""
+    from vlmcodec import Codec
+
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(tmp_path / "a.png")
+    from PIL import ImageFile
+
+    decoded = []
+    real_load = ImageFile.ImageFile.load  # what decodes a file's pixels (Image.Image.load is overridden)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1) or real_load(self))
+    with pytest.raises(ImageError, match="300x200 is more than max_pixels=59999"):
+        load_image(tmp_path / "a.png", max_pixels=59_999)
+    assert decoded == []
+    with pytest.raises(ImageError, match="max_pixels=1000"):
+        Codec(tiny_model_path, max_pixels=1000).encode(str(tmp_path / "a.png"))
+    assert decoded == []
+    assert load_image(tmp_path / "a.png", max_pixels=60_000).shape == (200, 300, 3)
+    assert decoded  # the spy does see a decode
