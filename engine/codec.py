@@ -9,6 +9,7 @@ encoder's bit for bit on any backend and device.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import threading
 import time
@@ -64,8 +65,13 @@ class DecodedLatent:
     y_hat: Tensor          # float32 (M, H/16, W/16), before the inverse gain
 
 
+def _is_number(value) -> bool:
+    """A real number (Python's or numpy's: np.int64, np.float32 ...), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _broadcast(qualities, n: int) -> list:
-    if isinstance(qualities, (int, float)):
+    if _is_number(qualities):
         return [qualities] * n
     qualities = list(qualities)
     if len(qualities) != n:
@@ -172,9 +178,9 @@ class Codec:
         if arr.shape[0] * arr.shape[1] > self.max_pixels:
             raise ImageError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels exceeds this codec's max_pixels="
                              f"{self.max_pixels} (Codec(max_pixels=...) or --max-pixels raises it)")
-        q = float(quality) if isinstance(quality, (int, float, np.floating)) else quality
-        if not isinstance(q, float):
+        if not _is_number(quality):
             raise ValueError(f"quality must be a number in [0, 100], got {quality!r}")
+        q = float(quality)
         self.model.level_of_quality(q)  # validates the range
         size = (int(arr.shape[0]), int(arr.shape[1]))
         with self._stage("resize"):

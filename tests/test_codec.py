@@ -76,10 +76,25 @@ def test_bad_images_raise(tiny_codec, bad):
         tiny_codec.encode(bad)
 
 
-@pytest.mark.parametrize("q", [-1, 100.5, float("nan")])
+@pytest.mark.parametrize("q", [-1, 100.5, float("nan"), True, np.bool_(True), "50", None, np.float64("inf")])
 def test_bad_quality_raises(tiny_codec, rng, q):
     with pytest.raises(ValueError):
         tiny_codec.encode(smooth_image(rng, 8, 8), quality=q)
+
+
+def test_numpy_qualities_and_bytes_like_streams(tiny_codec, rng):
+    """Qualities from numpy (np.arange, np.int64 ...) work like Python numbers; any bytes-like
+    stream decodes (bytearray, memoryview, a uint8 array read with np.fromfile)."""
+    img = smooth_image(rng, 40, 56)
+    data = tiny_codec.encode(img, 50)
+    assert tiny_codec.encode(img, np.int64(50)) == tiny_codec.encode(img, np.float32(50.0)) == data
+    assert tiny_codec.encode_batch([img, img], np.array([50, 50])) == [data, data]
+    assert tiny_codec.encode_batch([img, img], np.int32(50)) == [data, data]
+    ref = tiny_codec.decode(data)
+    for view in (bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
+        assert np.array_equal(tiny_codec.decode(view), ref)
+    with pytest.raises(BitstreamError, match="expected bytes"):
+        tiny_codec.decode("not bytes")
 
 
 def test_other_model_refuses_stream(tiny_codec, rng, tmp_path):

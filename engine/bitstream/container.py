@@ -148,11 +148,20 @@ def pack(header: Header, z_chunks: list[bytes], y_chunks: list[bytes]) -> bytes:
     return bytes(head) + struct.pack("<I", crc) + payload
 
 
+def as_bytes(data) -> bytes:
+    """``data`` as bytes: bytes, bytearray, memoryview, a uint8 numpy array or any other object
+    exposing the buffer protocol (its raw bytes); BitstreamError for anything else."""
+    if isinstance(data, bytes):
+        return data
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise BitstreamError(f"expected bytes (or a bytes-like object), got {type(data).__name__}") from None
+
+
 def unpack(data: bytes) -> tuple[Header, list[bytes], list[bytes]]:
     """Parse and verify a .vlmc byte string; returns (header, z_chunks, y_chunks)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise BitstreamError(f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    data = as_bytes(data)
     r = _Reader(data)
     if r.take(4, "magic") != MAGIC:
         raise BitstreamError("not a .vlmc stream (bad magic)")

@@ -30,8 +30,9 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 
+from ..bitstream import container
 from ..codec import Codec
-from ..errors import EngineDeadError, RequestError, VlmcodecError
+from ..errors import BitstreamError, EngineDeadError, RequestError, VlmcodecError
 from ..image_io import padded_size
 from .request import InflightRequest, Kind, Status
 from .scheduler import Scheduler
@@ -91,8 +92,10 @@ class Engine:
     def submit_decode(self, data: bytes, timeout_s: float | None = None) -> Future:
         """Queue one stream; the future resolves to a uint8 H×W×3 array (or the request's error)."""
         fut: Future = Future()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            fut.set_exception(TypeError(f"expected bytes, got {type(data).__name__}"))
+        try:
+            data = container.as_bytes(data)
+        except BitstreamError as e:
+            fut.set_exception(TypeError(str(e)))
             return fut
         self._admit()
         now = time.monotonic()
