@@ -194,8 +194,10 @@ class Codec:
             self._fits("encoding with refinement", ph * pw, len(arrays), memory.REFINE_BYTES_PER_PIXEL,
                        memory.REFINE_BYTES_PER_PIXEL)
         else:
-            self._fits("encoding", ph * pw, len(arrays), memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit],
-                       memory.ENCODE_BATCH_BYTES_PER_PIXEL)
+            first = memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit]
+            if self.pre_edit and ph * pw > self.model.pre_editor.band_pixels:
+                first = memory.ENCODE_BANDED_BYTES_PER_PIXEL
+            self._fits("encoding", ph * pw, len(arrays), first, memory.ENCODE_BATCH_BYTES_PER_PIXEL)
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])

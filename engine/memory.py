@@ -13,13 +13,15 @@ from pathlib import Path
 from .errors import ResourceError
 
 # peak growth per coded (padded) pixel: encoding with / without the pre-editor, decoding
-# (measured 279-316, 204-207 and 184-196 B over two runs: scripts/memory_probe.py), with a margin
+# (measured 279-316, 204-207 and 184-196 B over two runs: scripts/memory_probe.py), with a margin;
+# above PreEditor.band_pixels the pre-editor's full-resolution head runs in bands (231-238 B)
 ENCODE_BYTES_PER_PIXEL = {True: 330, False: 230}
+ENCODE_BANDED_BYTES_PER_PIXEL = 260
 DECODE_BYTES_PER_PIXEL = 210
 # each further image of a batch: the torch backend runs the networks one image at a time on the
-# CPU, so a batch adds only its inputs and outputs (measured 22 / 16 / 4-15 B per pixel, batches of 4)
-ENCODE_BATCH_BYTES_PER_PIXEL = 32
-DECODE_BATCH_BYTES_PER_PIXEL = 16
+# CPU, so a batch adds only its inputs and outputs (measured 44 / 16 / 4-15 B per pixel, batches of 4)
+ENCODE_BATCH_BYTES_PER_PIXEL = 56
+DECODE_BATCH_BYTES_PER_PIXEL = 20
 # encoding with latent refinement (Codec(refine=N)): networks and teacher with gradients, the
 # whole batch at once (measured 755-792 and 665-672 B at 0.8 and 3.1 Mpx, refine=2), with a margin
 REFINE_BYTES_PER_PIXEL = 820

@@ -1,5 +1,6 @@
 """The pre-editor's windowed attention (64 tokens per side, the default) against global attention,
-side by side in one run: (1) pre-editor time at several image sizes, the two alternating;
+side by side in one run: (1) pre-editor time at several image sizes, the two alternating, and
+the full-resolution head in row bands against the whole image;
 (2) on Kodak images upscaled past 1024 px, bpp, PSNR and DINOv2 token similarity of full encodes
 with each — what windowing costs or buys where it applies (it changes nothing up to 1024 px).
 
@@ -53,6 +54,30 @@ def speed(codec: Codec, sizes: list[tuple[int, int]], reps: int, source: np.ndar
               f"ratio window/global {tw / tg:.3f}; max |difference| {diff:.2e}")
 
 
+def bands(codec: Codec, sizes: list[tuple[int, int]], reps: int, source: np.ndarray) -> None:
+    """The full-resolution head in row bands (the default above PreEditor.band_pixels) against
+    the whole image at once: time and largest difference (peak memory: scripts/memory_probe.py)."""
+    pre = codec.model.pre_editor
+    default = PreEditor.band_pixels
+    print(f"pre-editor time, head in bands of {PreEditor.band_rows} rows vs whole")
+    for w, h in sizes:
+        img = np.array(Image.fromarray(source).resize((w, h), Image.BICUBIC))
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
+        x = torch.nn.functional.pad(x, (0, -w % 16, 0, -h % 16), mode="replicate")
+        times = {"bands": [], "whole": []}
+        outs = {}
+        with torch.inference_mode():
+            for r in range(reps):
+                for name in (("bands", "whole") if r % 2 == 0 else ("whole", "bands")):
+                    PreEditor.band_pixels = 0 if name == "bands" else 1 << 62
+                    t, outs[name] = _timed(lambda: pre(x))
+                    times[name].append(t)
+        PreEditor.band_pixels = default
+        tb, tw = statistics.median(times["bands"]), statistics.median(times["whole"])
+        diff = float((outs["bands"] - outs["whole"]).abs().max())
+        print(f"  {w}x{h}: bands {tb:.2f} s, whole {tw:.2f} s, ratio {tb / tw:.3f}; max |difference| {diff:.2e}")
+
+
 def quality(codec: Codec, paths: list, upscale: int, qualities: list[float]) -> None:
     from vlmcodec.bench.semantic import TeacherSimilarity
 
@@ -97,6 +122,7 @@ def main() -> None:
     paths = list_images(a.images)[: a.limit]
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",") if s]
     speed(codec, sizes, a.reps, load_image(paths[0]))
+    bands(codec, sizes, a.reps, load_image(paths[0]))
     if not a.skip_quality:
         quality(codec, paths, a.upscale, [float(q) for q in a.qualities.split(",")])
 

@@ -139,6 +139,30 @@ def test_pre_editor_attends_globally_up_to_the_window_and_in_windows_above(monke
     torch.testing.assert_close(windowed_big, global_big, atol=0.05, rtol=0)  # same network, a local change
 
 
+@pytest.mark.parametrize("band_rows", [4, 6, 8, 13, 64])
+def test_full_resolution_head_in_bands_computes_the_same(monkeypatch, band_rows):
+    """Banded (inference on large images) against the whole-image head: the halos and the rows of
+    q each band's upsampling reads are right for any band height, including bands that do not
+    start on the ×4 grid; with gradients on, it never bands."""
+    torch.manual_seed(4)
+    p = PreEditor(PreEditorConfig(dim=24, depth=2, heads=2, hidden=8)).eval()
+    with torch.no_grad():
+        p.out.weight.normal_(0, 0.1)
+        p.out.bias.normal_(0, 0.1)
+    x = torch.rand(2, 3, 96, 80)
+    with torch.no_grad():
+        whole = p(x)
+        monkeypatch.setattr(PreEditor, "band_pixels", 0)
+        monkeypatch.setattr(PreEditor, "band_rows", band_rows)
+        calls = []
+        real = PreEditor._full_head_in_bands
+        monkeypatch.setattr(PreEditor, "_full_head_in_bands", lambda self, *a: calls.append(1) or real(self, *a))
+        banded = p(x)
+    assert calls == [1]
+    torch.testing.assert_close(banded, whole, atol=1e-6, rtol=0)
+    assert p(x.requires_grad_()).requires_grad and calls == [1]  # training path: not banded
+
+
 @pytest.mark.filterwarnings("ignore:.*legacy TorchScript-based ONNX export:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_pre_editor_exports_to_onnx(tmp_path):

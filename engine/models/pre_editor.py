@@ -21,6 +21,7 @@ instead above the window; TensorRT engines attend globally up to their profile's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -106,6 +107,10 @@ class PreEditor(nn.Module):
     # tokens per side of an attention window: an inference setting, not a weight (training crops
     # are far smaller); 0 attends globally at any size
     attention_window: int = 64
+    # above this many pixels, without gradients, the full-resolution head runs in bands of rows
+    # (same values, a fraction of the peak memory; never in a traced graph)
+    band_pixels: int = 1 << 20
+    band_rows: int = 256
 
     def __init__(self, config: PreEditorConfig | None = None):
         super().__init__()
@@ -132,7 +137,8 @@ class PreEditor(nn.Module):
         gh, gw = tok.shape[-2:]
         t = tok.flatten(2).transpose(1, 2)
         # a traced graph (ONNX export) cannot branch on the image size: exported graphs attend globally
-        window = 0 if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() else self.attention_window
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        window = 0 if exporting else self.attention_window
         for i, blk in enumerate(self.blocks):
             t = blk(t, (gh, gw), window, shift=i % 2 == 1)
         t = self.norm(t).transpose(1, 2).reshape(b, -1, gh, gw)
@@ -141,9 +147,30 @@ class PreEditor(nn.Module):
         q = F.gelu(self.quarter(x))
         q += F.interpolate(self.to_hidden(t), scale_factor=p // 4, mode="bilinear", align_corners=False)
         q = F.gelu(self.mid(q))
+        if not exporting and not torch.is_grad_enabled() and h * w > self.band_pixels:
+            return self._full_head_in_bands(x, q)
         f = F.gelu(self.full(x))
         f += F.interpolate(q, scale_factor=4, mode="bilinear", align_corners=False)
         return self.out(f)
+
+    def _full_head_in_bands(self, x: Tensor, q: Tensor) -> Tensor:
+        """The full-resolution head, ``band_rows`` rows at a time: each band reads x with a
+        2-row halo (two 3×3 convolutions) and the rows of q its ×4 bilinear upsampling reads, so
+        it computes the same values, but the peak holds a band's hidden maps, not the image's."""
+        b, _, h, w = x.shape
+        hq = q.shape[-2]
+        out = x.new_empty(b, 3, h, w)
+        for r0 in range(0, h, self.band_rows):
+            r1 = min(r0 + self.band_rows, h)
+            a0, a1 = max(r0 - 2, 0), min(r1 + 2, h)
+            # upsampled row i reads q rows floor(i/4 - 3/8) and the next (clamped at the edges)
+            s0 = max(math.floor(a0 / 4 - 0.375), 0)
+            s1 = min(math.floor((a1 - 1) / 4 - 0.375) + 2, hq)
+            f = F.gelu(self.full(x[:, :, a0:a1]))
+            up = F.interpolate(q[:, :, s0:s1], scale_factor=4, mode="bilinear", align_corners=False)
+            f += up[:, :, a0 - 4 * s0 : a1 - 4 * s0]
+            out[:, :, r0:r1] = self.out(f)[:, :, r0 - a0 : r1 - a0]
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.delta(x)
