@@ -32,50 +32,50 @@ def _timed(fn) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
+def _side_by_side(pre, source: np.ndarray, w: int, h: int, reps: int, arms: dict) -> tuple:
+    """Pre-editor runs on ``source`` resized to w×h (padded to the patch grid), the arms (name →
+    function that sets the arm up) alternating; returns (x, median time per arm, last output per arm)."""
+    img = np.array(Image.fromarray(source).resize((w, h), Image.BICUBIC))
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
+    x = torch.nn.functional.pad(x, (0, -w % 16, 0, -h % 16), mode="replicate")
+    names = list(arms)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    outs = {}
+    with torch.inference_mode():
+        for r in range(reps):
+            for name in names if r % 2 == 0 else names[::-1]:
+                arms[name]()
+                t, outs[name] = _timed(lambda: pre(x))
+                times[name].append(t)
+    return x, {n: statistics.median(t) for n, t in times.items()}, outs
+
+
 def speed(codec: Codec, sizes: list[tuple[int, int]], reps: int, source: np.ndarray) -> None:
-    pre = codec.model.pre_editor
     print(f"pre-editor time, window {WINDOW} vs global attention ({torch.get_num_threads()} threads)")
     for w, h in sizes:
-        img = np.array(Image.fromarray(source).resize((w, h), Image.BICUBIC))
-        x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
-        x = torch.nn.functional.pad(x, (0, -w % 16, 0, -h % 16), mode="replicate")
-        times = {"window": [], "global": []}
-        outs = {}
-        with torch.inference_mode():
-            for r in range(reps):
-                for name in (("window", "global") if r % 2 == 0 else ("global", "window")):
-                    PreEditor.attention_window = WINDOW if name == "window" else 0
-                    t, outs[name] = _timed(lambda: pre(x))
-                    times[name].append(t)
+        x, t, outs = _side_by_side(codec.model.pre_editor, source, w, h, reps, {
+            "window": lambda: setattr(PreEditor, "attention_window", WINDOW),
+            "global": lambda: setattr(PreEditor, "attention_window", 0)})
         PreEditor.attention_window = WINDOW
-        tw, tg = statistics.median(times["window"]), statistics.median(times["global"])
         diff = float((outs["window"] - outs["global"]).abs().max())
-        print(f"  {w}x{h} ({x.shape[-2] // 16}x{x.shape[-1] // 16} tokens): window {tw:.2f} s, global {tg:.2f} s, "
-              f"ratio window/global {tw / tg:.3f}; max |difference| {diff:.2e}")
+        print(f"  {w}x{h} ({x.shape[-2] // 16}x{x.shape[-1] // 16} tokens): window {t['window']:.2f} s, "
+              f"global {t['global']:.2f} s, ratio window/global {t['window'] / t['global']:.3f}; "
+              f"max |difference| {diff:.2e}")
 
 
 def bands(codec: Codec, sizes: list[tuple[int, int]], reps: int, source: np.ndarray) -> None:
     """The full-resolution head in row bands (the default above PreEditor.band_pixels) against
     the whole image at once: time and largest difference (peak memory: scripts/memory_probe.py)."""
-    pre = codec.model.pre_editor
     default = PreEditor.band_pixels
     print(f"pre-editor time, head in bands of {PreEditor.band_rows} rows vs whole")
     for w, h in sizes:
-        img = np.array(Image.fromarray(source).resize((w, h), Image.BICUBIC))
-        x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
-        x = torch.nn.functional.pad(x, (0, -w % 16, 0, -h % 16), mode="replicate")
-        times = {"bands": [], "whole": []}
-        outs = {}
-        with torch.inference_mode():
-            for r in range(reps):
-                for name in (("bands", "whole") if r % 2 == 0 else ("whole", "bands")):
-                    PreEditor.band_pixels = 0 if name == "bands" else 1 << 62
-                    t, outs[name] = _timed(lambda: pre(x))
-                    times[name].append(t)
+        _, t, outs = _side_by_side(codec.model.pre_editor, source, w, h, reps, {
+            "bands": lambda: setattr(PreEditor, "band_pixels", 0),
+            "whole": lambda: setattr(PreEditor, "band_pixels", 1 << 62)})
         PreEditor.band_pixels = default
-        tb, tw = statistics.median(times["bands"]), statistics.median(times["whole"])
         diff = float((outs["bands"] - outs["whole"]).abs().max())
-        print(f"  {w}x{h}: bands {tb:.2f} s, whole {tw:.2f} s, ratio {tb / tw:.3f}; max |difference| {diff:.2e}")
+        print(f"  {w}x{h}: bands {t['bands']:.2f} s, whole {t['whole']:.2f} s, ratio {t['bands'] / t['whole']:.3f}; "
+              f"max |difference| {diff:.2e}")
 
 
 def quality(codec: Codec, paths: list, upscale: int, qualities: list[float]) -> None:

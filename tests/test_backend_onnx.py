@@ -195,7 +195,8 @@ def test_damaged_cache_is_rebuilt(tiny_model_path):
                                    atol=1e-4)
 
 
-def test_pre_editor_model_same_streams(tmp_path, rng):
+def _pre_editor_codecs(tmp_path, g_a_gain: float = 1.0):
+    """A tiny model with a (non-identity) pre-editor, as torch and onnxruntime codecs."""
     from vlmcodec.models import ModelConfig
 
     if "pre_editor" not in ModelConfig.__dataclass_fields__:
@@ -208,10 +209,16 @@ def test_pre_editor_model_same_streams(tmp_path, rng):
     net = MeanScaleHyperprior(ModelConfig(N=16, M=24, pre_editor=True))
     with torch.no_grad():
         net.pre_editor.out.weight.normal_(0, 0.05)
-        net.g_a[-1].weight.mul_(40.0)
+        net.g_a[-1].weight.mul_(g_a_gain)
     save_model(net, tmp_path / "pe.safetensors")
     loaded = load_model(tmp_path / "pe.safetensors")
-    ct, co = Codec(loaded, backend="torch"), Codec(loaded, backend="onnxruntime")
+    return Codec(loaded, backend="torch"), Codec(loaded, backend="onnxruntime")
+
+
+def test_pre_editor_model_same_streams(tmp_path, rng):
+    import torch
+
+    ct, co = _pre_editor_codecs(tmp_path, g_a_gain=40.0)
     assert "pre_editor" in co.backend.sessions
     x = torch.rand(2, 3, 64, 128)
     torch.testing.assert_close(co.backend.pre_edit(x), ct.backend.pre_edit(x), atol=1e-5, rtol=0)
@@ -222,22 +229,11 @@ def test_pre_editor_model_same_streams(tmp_path, rng):
 def test_pre_editor_above_the_window_runs_windowed_in_torch(tmp_path, monkeypatch):
     """The exported pre-editor attends globally (memory ∝ tokens²); above the attention window
     the onnxruntime backend runs the torch module's windowed attention instead of the graph."""
-    from vlmcodec.models import ModelConfig
-
-    if "pre_editor" not in ModelConfig.__dataclass_fields__:
-        pytest.skip("this build's models have no pre-editor")
     import torch
 
-    from vlmcodec.models.checkpoint import save_model
     from vlmcodec.models.pre_editor import PreEditor
 
-    torch.manual_seed(0)
-    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, pre_editor=True))
-    with torch.no_grad():
-        net.pre_editor.out.weight.normal_(0, 0.05)
-    save_model(net, tmp_path / "pe.safetensors")
-    loaded = load_model(tmp_path / "pe.safetensors")
-    ct, co = Codec(loaded, backend="torch"), Codec(loaded, backend="onnxruntime")
+    ct, co = _pre_editor_codecs(tmp_path)
     x = torch.rand(1, 3, 64, 128)  # 4×8 tokens
     graph_out = co.backend.pre_edit(x)
     monkeypatch.setattr(PreEditor, "attention_window", 4)  # now the grid is wider than a window
