@@ -18,18 +18,19 @@ PAD_MULTIPLE = 64
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def pil_to_rgb(im: Image.Image) -> np.ndarray:
+def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False) -> np.ndarray:
     """A PIL image as uint8 H×W×3, high-bit-depth grayscale scaled rather than clipped.
 
     Pillow's ``convert("RGB")`` clips 16-bit grayscale (a 16-bit PNG) at 255, which turns most of
     such an image white; here 0..65535 maps onto 0..255. 16-bit colour PNGs already open as
-    8-bit RGB (Pillow keeps the high byte); alpha is dropped, palettes are expanded."""
+    8-bit RGB (Pillow keeps the high byte); alpha is dropped, palettes are expanded. A mode "I"
+    image is taken as 16-bit when ``sixteen_bit`` or when it holds values above 255."""
     if im.mode in _SIXTEEN_BIT_MODES or im.mode == "I":
         a = np.asarray(im).astype(np.int64)
         low, top = (int(a.min()), int(a.max())) if a.size else (0, 0)
         if low < 0 or top > 65535:
             raise ImageError(f"integer image with values in [{low}, {top}]: expected 8- or 16-bit data")
-        if im.mode in _SIXTEEN_BIT_MODES or top > 255:  # mode "I" holding 8-bit values stays as it is
+        if im.mode in _SIXTEEN_BIT_MODES or sixteen_bit or top > 255:
             a = (a * 255 + 32767) // 65535
         gray = a.astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
@@ -94,7 +95,10 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
             im.draft("RGB", im.size)
             if im.width > MAX_SIDE or im.height > MAX_SIDE:
                 raise ImageError(f"{path}: size {im.width}x{im.height} outside 1..{MAX_SIDE} per side")
-            return as_rgb_array(upright(im))
+            # a PGM with maxval > 255 opens as mode "I" on a 0..65535 scale (Pillow rescales other
+            # maxvals to it), even when a dark image holds only values below 256
+            sixteen_bit = im.format == "PPM" and im.mode == "I"
+            return as_rgb_array(pil_to_rgb(upright(im), sixteen_bit))
     except FileNotFoundError as e:
         raise ImageError(f"image not found: {path}") from e
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as e:

@@ -142,3 +142,17 @@ def test_max_pixels_refuses_from_the_header_before_decoding(tmp_path, monkeypatc
     assert decoded == []
     assert load_image(tmp_path / "a.png", max_pixels=60_000).shape == (200, 300, 3)
     assert decoded  # the spy does see a decode
+
+
+@pytest.mark.parametrize("maxval, value, expected", [(65535, 200, 1), (4095, 100, 6), (4095, 4095, 255),
+                                                     (255, 200, 200), (65535, 65535, 255)])
+def test_pgm_is_scaled_by_its_maxval_even_when_dark(tmp_path, maxval, value, expected):
+    """A 16-bit (or 12-bit) PGM whose pixels all happen to be below 256 is still a dark 16-bit
+    image, not an 8-bit one (Pillow opens it as mode "I" on a 0..65535 scale)."""
+    path = tmp_path / "g.pgm"
+    width, dtype = (1, ">u1") if maxval < 256 else (2, ">u2")
+    pixels = np.full((3, 4), value, dtype).tobytes()
+    assert len(pixels) == 12 * width
+    path.write_bytes(f"P5\n4 3\n{maxval}\n".encode() + pixels)
+    img = load_image(path)
+    assert img.shape == (3, 4, 3) and (img == expected).all()
