@@ -195,7 +195,7 @@ class Codec:
                        memory.REFINE_BYTES_PER_PIXEL)
         else:
             first = memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit]
-            if self.pre_edit and ph * pw > self.model.pre_editor.band_pixels:
+            if self.pre_edit and self.model.pre_editor.banded_at(ph, pw):
                 first = memory.ENCODE_BANDED_BYTES_PER_PIXEL
             self._fits("encoding", ph * pw, len(arrays), first, memory.ENCODE_BATCH_BYTES_PER_PIXEL)
         with self._stage("pad"):

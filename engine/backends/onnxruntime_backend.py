@@ -166,11 +166,9 @@ class OnnxRuntimeBackend:
         if "pre_editor" not in self.sessions:
             return x
         pre = self._pre_editor
-        if pre is not None and pre.attention_window > 0:
-            grid = (x.shape[-2] // pre.config.patch, x.shape[-1] // pre.config.patch)
-            if max(grid) > pre.attention_window:
-                with torch.inference_mode():
-                    return pre(x.detach().cpu().float()).clamp_(0, 1)
+        if pre is not None and pre.windowed_at(*x.shape[-2:]):
+            with torch.inference_mode():
+                return pre(x.detach().cpu().float()).clamp_(0, 1)
         return self._run("pre_editor", x).clamp_(0, 1)
 
     def analysis(self, x: Tensor) -> Tensor:

@@ -129,6 +129,15 @@ class PreEditor(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def windowed_at(self, h: int, w: int) -> bool:
+        """Whether attention over an h×w input runs in windows (in torch; traced graphs never do)."""
+        p = self.config.patch
+        return self.attention_window > 0 and max(h // p, w // p) > self.attention_window
+
+    def banded_at(self, h: int, w: int) -> bool:
+        """Whether, at inference, the full-resolution head of an h×w input runs in row bands."""
+        return h * w > self.band_pixels
+
     def delta(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         p = self.config.patch
@@ -147,7 +156,7 @@ class PreEditor(nn.Module):
         q = F.gelu(self.quarter(x))
         q += F.interpolate(self.to_hidden(t), scale_factor=p // 4, mode="bilinear", align_corners=False)
         q = F.gelu(self.mid(q))
-        if not exporting and not torch.is_grad_enabled() and h * w > self.band_pixels:
+        if not exporting and not torch.is_grad_enabled() and self.banded_at(h, w):
             return self._full_head_in_bands(x, q)
         f = F.gelu(self.full(x))
         f += F.interpolate(q, scale_factor=4, mode="bilinear", align_corners=False)
