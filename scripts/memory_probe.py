@@ -14,11 +14,16 @@ import subprocess
 import sys
 
 CHILD = r"""
-import sys, numpy as np
+import sys, time, numpy as np
 from vlmcodec import Codec
 from vlmcodec.image_io import padded_size
+from vlmcodec.models.pre_editor import PreEditor
 mode, h, w, threads, n, refine = sys.argv[1], *map(int, sys.argv[2:7])
-c = Codec(threads=threads, pre_edit=mode != "encode-no-pre-edit", check_memory=False, refine=refine)
+backend, global_attention = sys.argv[7], sys.argv[8] == "1"
+if global_attention:
+    PreEditor.attention_window = 0  # as before windows (onnxruntime: its graph at every size)
+c = Codec(backend=backend, threads=threads, pre_edit=mode != "encode-no-pre-edit", check_memory=False,
+          refine=refine)
 y, x = np.mgrid[0:h, 0:w]
 imgs = [(128 + 100 * np.sin(x[..., None] / (37.0 + i) + y[..., None] / 53.0 + np.arange(3))).astype(np.uint8)
         for i in range(n)]
@@ -29,10 +34,22 @@ def status(key):
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # the high-water mark restarts from the current resident size
 before = status("VmRSS:")
-c.decode_batch(data) if mode == "decode" else c.encode_batch(imgs, [75] * n)
+t = time.perf_counter()
+out = c.decode_batch(data) if mode == "decode" else c.encode_batch(imgs, [75] * n)
+t = time.perf_counter() - t
 ph, pw = padded_size(h, w)
-print(status("VmHWM:") - before, ph * pw)
+print(status("VmHWM:") - before, ph * pw, t, sum(map(len, out)) if mode != "decode" else 0)
 """
+
+
+def probe(mode: str, h: int, w: int, threads: int = 2, n: int = 1, refine: int = 0, backend: str = "torch",
+          global_attention: bool = False) -> tuple[int, int, float, int]:
+    """One coding call in a fresh process: (peak growth in bytes, coded pixels of one image,
+    seconds, stream bytes when encoding)."""
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(h), str(w), str(threads), str(n), str(refine),
+                          backend, "1" if global_attention else "0"], capture_output=True, text=True, check=True)
+    grow, px, secs, size = out.stdout.split()[-4:]
+    return int(grow), int(px), float(secs), int(size)
 
 
 def main() -> None:
@@ -48,9 +65,7 @@ def main() -> None:
         cells = []
         for h, w in sizes:
             for n in sorted({1, a.batch}):
-                out = subprocess.run([sys.executable, "-c", CHILD, mode, str(h), str(w), str(a.threads), str(n),
-                                      str(a.refine)], capture_output=True, text=True, check=True).stdout.split()
-                grow, px = int(out[-2]), int(out[-1])
+                grow, px, _, _ = probe(mode, h, w, a.threads, n, a.refine)
                 label = f"{mode}{f' refine={a.refine}' if a.refine else ''}"
                 print(f"{label:>19} {w}x{h} x{n}: peak growth {grow / 2**30:.2f} GiB, "
                       f"{grow / px:.0f} B per coded pixel of one image")

@@ -10,28 +10,10 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
-CHILD = r"""
-import sys, time, numpy as np
-from vlmcodec import Codec
-from vlmcodec.models.pre_editor import PreEditor
-mode, h, w, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-if mode == "graph":
-    PreEditor.attention_window = 0  # global attention everywhere: the backend keeps to the graph
-c = Codec(backend="onnxruntime", threads=threads, check_memory=False)
-y, x = np.mgrid[0:h, 0:w]
-img = (128 + 100 * np.sin(x[..., None] / 37.0 + y[..., None] / 53.0 + np.arange(3))).astype(np.uint8)
-c.encode(img[:64, :64], 75)
-def status(key):
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
-open("/proc/self/clear_refs", "w").write("5")
-before = status("VmRSS:")
-t = time.perf_counter()
-data = c.encode(img, 75)
-t = time.perf_counter() - t
-print(f"onnxruntime encode {w}x{h}, pre-editor {mode}: {t:.1f} s, "
-      f"peak growth {(status('VmHWM:') - before) / 2**30:.2f} GiB, {len(data)} bytes")
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory_probe import probe  # noqa: E402
 
 
 def main() -> None:
@@ -40,10 +22,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
-    for mode in ("graph", "windowed"):
-        out = subprocess.run([sys.executable, "-c", CHILD, mode, str(h), str(w), str(a.threads)],
-                             capture_output=True, text=True)
-        print(out.stdout.strip() or f"{mode}: failed (status {out.returncode}) {out.stderr.strip()[-300:]}")
+    for mode, global_attention in (("graph", True), ("windowed", False)):
+        try:
+            grow, _, secs, size = probe("encode", h, w, a.threads, backend="onnxruntime",
+                                        global_attention=global_attention)
+        except subprocess.CalledProcessError as e:
+            print(f"{mode}: failed (status {e.returncode}) {e.stderr.strip()[-300:]}")
+            continue
+        print(f"onnxruntime encode {w}x{h}, pre-editor {mode}: {secs:.1f} s, "
+              f"peak growth {grow / 2**30:.2f} GiB, {size} bytes")
 
 
 if __name__ == "__main__":
