@@ -26,6 +26,7 @@ from vlmcodec.kernels import rans
 
 from . import memory, resample
 from .backends import create_backend
+from .banding import NETWORK_BAND_PIXELS, RowGeometry, banded
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import BitstreamError, ImageError, ModelMismatchError, ResourceError
@@ -37,6 +38,10 @@ DEFAULT_QUALITY = 75.0
 # Bounds the memory one request may take (the float64 entropy parameters alone need ~2 kB per
 # 16×16 block); a stream announcing more is refused before anything is allocated.
 DEFAULT_MAX_PIXELS = 64_000_000
+# above this many coded pixels the entropy parameters (exact h_s, scale indexes) are computed in
+# bands of y rows of about this many pixels' worth: integer arithmetic, so the same bits, but
+# without the whole image's float64 hidden maps (~70 B per pixel at once)
+ENTROPY_BAND_PIXELS = 4 * NETWORK_BAND_PIXELS
 SYMBOLS_PER_CHUNK = 1 << 16  # y is cut into ceil(n / this) chunks, for parallel decode
 MAX_Y_CHUNKS = 64
 
@@ -107,6 +112,10 @@ class Codec:
         options = {"threads": threads} if device is None else {"threads": threads, "device": device}
         self.backend = create_backend(backend, self.model, **options)
         self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
+        try:
+            self._hs_rows: RowGeometry | None = RowGeometry.of(self.model.h_s)
+        except ValueError:
+            self._hs_rows = None
         self.medians = self.model.entropy_bottleneck.medians().detach().float().cpu()
         self.scale_table64 = self.model.gaussian_conditional.scale_table.detach().double().cpu()
         self.threads = threads or min(4, os.cpu_count() or 1)
@@ -194,10 +203,15 @@ class Codec:
             self._fits("encoding with refinement", ph * pw, len(arrays), memory.REFINE_BYTES_PER_PIXEL,
                        memory.REFINE_BYTES_PER_PIXEL)
         else:
-            first = memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit]
-            if self.pre_edit and self.model.pre_editor.banded_at(ph, pw):
-                first = memory.ENCODE_BANDED_BYTES_PER_PIXEL
-            self._fits("encoding", ph * pw, len(arrays), first, memory.ENCODE_BATCH_BYTES_PER_PIXEL)
+            whole = memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit]
+            first, base = whole, 0
+            pre_banded = self.pre_edit and self.model.pre_editor.banded_at(ph, pw)
+            band = self._network_band_pixels(ph, pw)
+            if band is not None and (pre_banded or not self.pre_edit):
+                first, base = memory.ENCODE_BANDED_BYTES_PER_PIXEL[self.pre_edit], band * whole
+            elif pre_banded:
+                first = memory.ENCODE_PRE_BANDED_BYTES_PER_PIXEL
+            self._fits("encoding", ph * pw, len(arrays), first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base)
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
@@ -223,15 +237,19 @@ class Codec:
             z_sym = torch.round(z - m)
             z_chunks = rans.encode(z_sym.to(torch.int32).numpy().ravel(), self._z_indexes(*z.shape[1:]).ravel(),
                                    self.tables["z"], 1)
+        fused = hasattr(self.backend, "quantize")  # fused kernel: same indices, bit for bit
         with self._stage("h_s"):
-            scales, means = self.exact_hs((z_sym + m)[None])
-            y_idx = self._scale_index(scales)[0]
+            if fused:
+                scales, means = self.exact_hs((z_sym + m)[None])
+            else:
+                y_idx, means = self._entropy_parameters((z_sym + m)[None])
+                y_idx = y_idx[0]
         with self._stage("y coding"):
-            if hasattr(self.backend, "quantize"):  # fused kernel: same indices, bit for bit
+            if fused:
                 sym_t, idx_t = self.backend.quantize(y[None], means, scales, self.scale_table64)
                 y_sym, y_idx = sym_t[0].numpy(), idx_t[0]
             else:
-                y_sym = torch.round(y.double() - means[0]).to(torch.int32).numpy()
+                y_sym = y.to(torch.float64, copy=True).sub_(means[0]).round_().to(torch.int32).numpy()
             y_chunks = rans.encode(y_sym.ravel(), y_idx.numpy().ravel(), self.tables["y"], num_chunks_for(y_sym.size))
             flags = container.FLAG_PRE_EDITED if self.pre_edit else 0
             (h, w), (ch, cw) = image.size, image.pixels.shape[:2]
@@ -247,20 +265,26 @@ class Codec:
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
         ph, pw = padded_size(*latents[0].header.coded_hw)
-        self._fits("decoding", ph * pw, len(latents), memory.DECODE_BYTES_PER_PIXEL, memory.DECODE_BATCH_BYTES_PER_PIXEL)
+        first, base = memory.DECODE_BYTES_PER_PIXEL, 0
+        band = self._network_band_pixels(ph, pw)
+        if band is not None:
+            first, base = memory.DECODE_BANDED_BYTES_PER_PIXEL, band * memory.DECODE_BYTES_PER_PIXEL
+        self._fits("decoding", ph * pw, len(latents), first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base)
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
         with torch.inference_mode(), self._gpu_memory("decoding"):
             _, inv_gain = self.model.gains(levels)
             with self._stage("g_s"):
                 x_hat = self.backend.synthesis(y_hat * inv_gain[:, :, None, None])
-            x_hat = x_hat.clamp(0, 1)
+            # in place: x̂ is this call's own tensor, and each full-size float copy costs 12 B per pixel
+            x_hat = x_hat.clamp_(0, 1)
             out = []
             for j, d in enumerate(latents):
                 (ch, cw), hw = d.header.coded_hw, (d.header.height, d.header.width)
                 with self._stage("resize"):
                     xj = resample.upscale(x_hat[j, :, :ch, :cw], hw)
-                out.append(np.ascontiguousarray(xj.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()))
+                xj = xj.mul_(255).round_().to(torch.uint8)
+                out.append(np.ascontiguousarray(xj.permute(1, 2, 0).numpy()))
         return out
 
     # -- internals -----------------------------------------------------------------------
@@ -284,11 +308,16 @@ class Codec:
             y[idx], z[idx] = self._refiner.refine(x[idx], y[idx], z[idx], levels[idx], hw)
         return y.to(back), z.to(back)
 
-    def _fits(self, what: str, pixels: int, count: int, first: int, more: int) -> None:
+    def _network_band_pixels(self, ph: int, pw: int) -> int | None:
+        """The size of g_a's / g_s's row bands for a padded ph×pw image; None: one pass."""
+        band = getattr(self.backend, "band_pixels", None)
+        return band if band is not None and ph * pw > band else None
+
+    def _fits(self, what: str, pixels: int, count: int, first: int, more: int, base: int = 0) -> None:
         backend_device = getattr(self.backend, "device", None)
         on_cpu = backend_device is None or str(backend_device) == "cpu"
         if self.check_memory and self.backend.name == "torch" and on_cpu:
-            memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more)
+            memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base)
 
     @contextmanager
     def _gpu_memory(self, what: str):
@@ -313,6 +342,19 @@ class Codec:
 
     def _scale_index(self, scales64: Tensor) -> Tensor:
         return self.model.gaussian_conditional.build_indexes(scales64)
+
+    def _entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """ẑ [1, N, h, w] → (scale-table indexes int32, means float64), each [1, M, 4h, 4w]: the
+        exact h_s, in bands of y rows above ``ENTROPY_BAND_PIXELS`` coded pixels."""
+
+        def params(z_part: Tensor) -> tuple[Tensor, Tensor]:
+            scales, means = self.exact_hs(z_part)
+            return self._scale_index(scales), means
+
+        if self._hs_rows is None:
+            return params(z_hat)
+        # banded() sizes bands on its output, y, which has 16×16 image pixels per element
+        return banded(params, z_hat, self._hs_rows, ENTROPY_BAND_PIXELS // 256)
 
     def _z_indexes(self, hz: int, wz: int) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(np.arange(self.N, dtype=np.int32)[:, None, None], (self.N, hz, wz)))
@@ -339,12 +381,12 @@ class Codec:
         with self._stage("h_s"):
             m = self.medians.reshape(1, -1, 1, 1)
             z_hat = torch.from_numpy(z_sym.reshape(1, self.N, hz, wz)).float() + m
-            scales, means = self.exact_hs(z_hat)
-            y_idx = self._scale_index(scales)[0].numpy()
+            y_idx, means = self._entropy_parameters(z_hat)
+            y_idx = y_idx[0].numpy()
         try:
             with self._stage("y coding"):
                 y_sym = rans.decode(y_chunks, np.ascontiguousarray(y_idx).ravel(), self.tables["y"], threads=self.threads)
         except ValueError as e:
             raise BitstreamError(f"corrupt stream: y payload does not decode ({e})") from e
-        y_hat = (torch.from_numpy(y_sym.reshape(self.M, hy, wy)).double() + means[0]).float()
+        y_hat = torch.from_numpy(y_sym.reshape(self.M, hy, wy)).to(torch.float64).add_(means[0]).float()
         return header, y_hat

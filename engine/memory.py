@@ -2,8 +2,8 @@
 coding would not fit (a clear ``ResourceError`` instead of the kernel's out-of-memory kill).
 
 The per-pixel figures are the measured peak memory growth of the torch backend on the CPU
-(default model, 3.1 and 12.6 Mpx; README "Large images"); the check is only
-as good as that estimate, so it refuses only what the estimate says cannot fit at all."""
+(default model, 3.1 and 12.6 Mpx; README "Large images"; results/memory_row_bands.txt); the
+check is only as good as that estimate, so it refuses only what the estimate says cannot fit."""
 
 from __future__ import annotations
 
@@ -12,12 +12,19 @@ from pathlib import Path
 
 from .errors import ResourceError
 
-# peak growth per coded (padded) pixel: encoding with / without the pre-editor, decoding
-# (measured 279-316, 204-207 and 184-196 B over two runs: scripts/memory_probe.py), with a margin;
-# above PreEditor.band_pixels the pre-editor's full-resolution head runs in bands (231-238 B)
+# peak growth per coded (padded) pixel with every network in one pass: encoding with / without
+# the pre-editor, decoding (measured 279-316, 204-207 and 184-196 B over two runs at 3.1 and
+# 12.6 Mpx: scripts/memory_probe.py), with a margin
 ENCODE_BYTES_PER_PIXEL = {True: 330, False: 230}
-ENCODE_BANDED_BYTES_PER_PIXEL = 260
 DECODE_BYTES_PER_PIXEL = 210
+# above the band threshold (vlmcodec.banding.NETWORK_BAND_PIXELS, PreEditor.band_pixels) g_a,
+# g_s, the pre-editor's head and the entropy parameters run in row bands: the peak is at most
+# one band at the one-pass cost above, plus this much per pixel (the peak grew by 56, 32 and
+# 24 B per pixel between 3.1 and 12.6 Mpx, to 0.95 / 0.58 / 0.40 GiB), with a margin
+ENCODE_BANDED_BYTES_PER_PIXEL = {True: 80, False: 50}
+DECODE_BANDED_BYTES_PER_PIXEL = 40
+# only the pre-editor's head in bands, g_a in one pass (a backend with no row bands): 231-238 B
+ENCODE_PRE_BANDED_BYTES_PER_PIXEL = 260
 # each further image of a batch: the torch backend runs the networks one image at a time on the
 # CPU, so a batch adds only its inputs and outputs (measured 44 / 16 / 4-15 B per pixel, batches of 4)
 ENCODE_BATCH_BYTES_PER_PIXEL = 56
@@ -65,11 +72,12 @@ def memory_check_enabled() -> bool:
 
 
 def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | None = None, count: int = 1,
-               batch_bytes_per_pixel: int = 0) -> None:
-    """Raise ``ResourceError`` when coding ``count`` images of ``pixels`` each — the first at
-    ``bytes_per_pixel``, each further one at ``batch_bytes_per_pixel`` — exceeds the memory left."""
+               batch_bytes_per_pixel: int = 0, base_bytes: int = 0) -> None:
+    """Raise ``ResourceError`` when coding ``count`` images of ``pixels`` each — ``base_bytes``
+    plus the first at ``bytes_per_pixel``, each further one at ``batch_bytes_per_pixel`` —
+    exceeds the memory left."""
     avail = available_memory() if available is None else available
-    need = pixels * (bytes_per_pixel + (count - 1) * batch_bytes_per_pixel)
+    need = base_bytes + pixels * (bytes_per_pixel + (count - 1) * batch_bytes_per_pixel)
     if avail is None or need <= avail:
         return
     images = f"{count} images of {pixels / 1e6:.1f} Mpx" if count > 1 else f"{pixels / 1e6:.1f} Mpx"

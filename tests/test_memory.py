@@ -110,3 +110,34 @@ def test_refinement_is_estimated_at_its_own_cost(monkeypatch, rng, tiny_model_pa
     Codec(tiny_model_path).encode(img, 50)
     with pytest.raises(ResourceError, match="encoding with refinement"):
         Codec(tiny_model_path, refine=1).encode(img, 50)
+
+
+def test_row_bands_lower_the_estimate(monkeypatch, rng, tiny_model_path):
+    """Above the band threshold the estimate is one band at the one-pass cost plus the banded
+    cost per pixel: an image refused in one pass fits with bands, and the banded estimate is
+    exact to the byte."""
+    from vlmcodec.backends.torch_backend import TorchBackend
+
+    img = smooth_image(rng, 250, 250)  # padded to 256x256
+    px, band = 256 * 256, 64 * 64
+    codec = Codec(tiny_model_path)
+    data = codec.encode(img, 50)
+    monkeypatch.setattr(TorchBackend, "band_pixels", band)
+    enc = band * memory.ENCODE_BYTES_PER_PIXEL[codec.pre_edit] + px * memory.ENCODE_BANDED_BYTES_PER_PIXEL[codec.pre_edit]
+    dec = band * memory.DECODE_BYTES_PER_PIXEL + px * memory.DECODE_BANDED_BYTES_PER_PIXEL
+    monkeypatch.setattr(memory, "available_memory", lambda: enc)
+    assert codec.encode(img, 50)
+    monkeypatch.setattr(memory, "available_memory", lambda: enc - 1)
+    with pytest.raises(ResourceError, match="encoding"):
+        codec.encode(img, 50)
+    monkeypatch.setattr(memory, "available_memory", lambda: dec)
+    assert codec.decode(data).shape == img.shape
+    monkeypatch.setattr(memory, "available_memory", lambda: dec - 1)
+    with pytest.raises(ResourceError, match="decoding"):
+        codec.decode(data)
+    monkeypatch.setattr(TorchBackend, "band_pixels", None)  # one pass: the same memory is too little
+    monkeypatch.setattr(memory, "available_memory", lambda: max(enc, dec))
+    with pytest.raises(ResourceError, match="encoding"):
+        codec.encode(img, 50)
+    with pytest.raises(ResourceError, match="decoding"):
+        codec.decode(data)

@@ -8,7 +8,8 @@ from torch import Tensor
 
 
 class Backend(Protocol):
-    """Runs the float networks on batched tensors (float32, NCHW, values as in training)."""
+    """Runs the float networks on batched tensors (float32, NCHW, values as in training).
+    The tensors returned are the caller's own: the codec works on them in place."""
 
     name: str
 

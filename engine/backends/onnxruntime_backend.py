@@ -7,8 +7,10 @@ on first use into a cache directory keyed by that fingerprint (``cache_dir``, de
 
 CPU by default; ``device="cuda"`` (or ``"cuda:1"``) uses the CUDA execution provider and fails
 with ``BackendUnavailableError`` where the installed ONNX Runtime has none — never a silent
-fallback. Denormals are flushed to zero (``session.set_denormal_as_zero``): GDN produces tiny
-values whose denormal arithmetic is slow on x86 and changes nothing visible.
+fallback. Above ``band_pixels`` pixels per image the graphs of g_a and g_s run over row bands
+(``vlmcodec.banding``), as in the torch backend. Denormals are flushed to zero
+(``session.set_denormal_as_zero``): GDN produces tiny values whose denormal arithmetic is slow
+on x86 and changes nothing visible.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..banding import NETWORK_BAND_PIXELS, banded
 from ..errors import BackendUnavailableError, ConfigError, VlmcodecError
 
 RUN_NETWORKS = ("g_a", "h_a", "g_s")
@@ -90,6 +93,8 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    # above this many pixels per image, g_a and g_s run in row bands (None: never)
+    band_pixels: int | None = NETWORK_BAND_PIXELS
 
     def __init__(self, model, device: str = "cpu", threads: int | None = None, inter_op_threads: int = 1,
                  allow_spinning: bool = True, graphs: str | Path | None = None, cache_dir: str | Path | None = None,
@@ -122,6 +127,9 @@ class OnnxRuntimeBackend:
             self.graph_dir = cached_graphs(model, cache_dir)
         self.manifest = load_onnx_manifest(self.graph_dir, model)
         self._pre_editor = getattr(model, "pre_editor", None)  # for images the graph cannot take (pre_edit)
+        from .torch_backend import row_geometries
+
+        self._rows = dict(zip(("g_a", "g_s"), row_geometries(model))) if hasattr(model, "g_a") else {}
 
         so = ort.SessionOptions()
         so.graph_optimization_level = levels[optimization]
@@ -172,10 +180,16 @@ class OnnxRuntimeBackend:
         return self._run("pre_editor", x).clamp_(0, 1)
 
     def analysis(self, x: Tensor) -> Tensor:
-        return self._run("g_a", x)
+        return self._banded("g_a", x)
 
     def hyper_analysis(self, y: Tensor) -> Tensor:
         return self._run("h_a", y)
 
     def synthesis(self, y_hat: Tensor) -> Tensor:
-        return self._run("g_s", y_hat)
+        return self._banded("g_s", y_hat)
+
+    def _banded(self, name: str, x: Tensor) -> Tensor:
+        geometry = self._rows.get(name)
+        if geometry is None:
+            return self._run(name, x)
+        return banded(lambda part: self._run(name, part), x, geometry, self.band_pixels)

@@ -6,6 +6,9 @@ convolution of ``g_s`` replaced by a 3×3 convolution + pixel shuffle (``SubPixe
 GDN with its parameters folded once and the normalisation done in place (``FoldedGDN``).
 ``optimize=False`` runs the modules exactly as trained.
 
+Large images: above ``band_pixels`` full-resolution pixels, g_a and g_s run in bands of rows
+(``vlmcodec.banding``): the same values, with the peak memory of one band's hidden maps.
+
 Batch invariance: on CPU, items of a batch go through the networks one at a time, so
 ``Codec.encode_batch`` / the runtime Engine give byte-identical results to single calls.
 """
@@ -18,6 +21,7 @@ import threading
 import torch
 from torch import Tensor, nn
 
+from ..banding import NETWORK_BAND_PIXELS, RowGeometry, banded
 from ..errors import BackendUnavailableError
 from ..layers import GDN, FoldedGDN, SubPixelConv
 
@@ -33,8 +37,22 @@ def optimize_for_inference(seq: nn.Sequential) -> nn.Sequential:
     return out.to(memory_format=torch.channels_last)
 
 
+def row_geometries(model) -> tuple[RowGeometry | None, RowGeometry | None]:
+    """The row geometry of the model's g_a and g_s (None for a network it cannot describe,
+    which then never runs in bands)."""
+    out = []
+    for net in (model.g_a, model.g_s):
+        try:
+            out.append(RowGeometry.of(net))
+        except ValueError:
+            out.append(None)
+    return out[0], out[1]
+
+
 class TorchBackend:
     name = "torch"
+    # above this many pixels per image, g_a and g_s run in row bands (None: never)
+    band_pixels: int | None = NETWORK_BAND_PIXELS
 
     def __init__(self, model, device: str = "cpu", threads: int | None = None, optimize: bool = True):
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -51,6 +69,7 @@ class TorchBackend:
             self.g_s = optimize_for_inference(self.model.g_s)
         else:
             self.g_a, self.h_a, self.g_s = self.model.g_a, self.model.h_a, self.model.g_s
+        self._ga_rows, self._gs_rows = row_geometries(self.model)
         pre = self.model.pre_editor
         self.pre = None if pre is None else (copy.deepcopy(pre).eval().to(memory_format=torch.channels_last)
                                              if optimize else pre)
@@ -91,7 +110,7 @@ class TorchBackend:
 
     @torch.inference_mode()
     def analysis(self, x: Tensor) -> Tensor:
-        return self._run(self.g_a, x)
+        return self._banded(self.g_a, x, self._ga_rows)
 
     @torch.inference_mode()
     def hyper_analysis(self, y: Tensor) -> Tensor:
@@ -99,4 +118,9 @@ class TorchBackend:
 
     @torch.inference_mode()
     def synthesis(self, y_hat: Tensor) -> Tensor:
-        return self._run(self.g_s, y_hat)
+        return self._banded(self.g_s, y_hat, self._gs_rows)
+
+    def _banded(self, net: nn.Module, x: Tensor, geometry: RowGeometry | None) -> Tensor:
+        if geometry is None:
+            return self._run(net, x)
+        return banded(lambda part: self._run(net, part), x, geometry, self.band_pixels)

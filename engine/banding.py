@@ -1,0 +1,124 @@
+"""Running a convolutional network (g_a, g_s) over a large image in bands of rows.
+
+A band of output rows depends on a bounded range of input rows, which follows from the
+layers' kernels, strides and paddings (``RowGeometry``). Each band runs the network on that
+range of the input, cut at rows where the strided grids line up, and keeps the rows that the
+cut edges cannot reach: the same values as one pass over the whole image, with the peak memory
+of one band's hidden maps instead of the image's (at full resolution, g_a's first GDN and g_s's
+last one hold 128 channels: 512 bytes per pixel of hidden map at a quarter of the pixels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, TypeVar, Union
+
+from torch import Tensor, nn
+
+Outputs = TypeVar("Outputs", bound=Union[Tensor, tuple])
+
+# above this many full-resolution pixels, without gradients, g_a and g_s run in bands of about
+# this many pixels each (the pre-editor's head uses the same threshold: PreEditor.band_pixels)
+NETWORK_BAND_PIXELS = 1 << 20
+
+_POINTWISE = (nn.LeakyReLU, nn.ReLU, nn.GELU, nn.Identity)
+
+
+@dataclass(frozen=True)
+class RowGeometry:
+    """The vertical geometry of a chain of convolutions: ("conv" | "deconv", kernel, stride,
+    padding) per layer, in order. Layers between them must be pointwise in space."""
+
+    layers: tuple[tuple[str, int, int, int], ...]
+
+    @classmethod
+    def of(cls, seq: nn.Sequential) -> "RowGeometry":
+        """From a network's modules: Conv2d / ConvTranspose2d, and pointwise layers (GDN, its
+        folded and kernel forms, activations); anything else is refused."""
+        layers = []
+        for m in seq:
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                kind = "deconv" if isinstance(m, nn.ConvTranspose2d) else "conv"
+                if m.dilation[0] != 1:
+                    raise ValueError(f"row bands do not handle dilated convolutions ({m})")
+                layers.append((kind, m.kernel_size[0], m.stride[0], m.padding[0]))
+            elif not (isinstance(m, _POINTWISE) or "GDN" in type(m).__name__):
+                raise ValueError(f"row bands cannot tell the geometry of {type(m).__name__}")
+        return cls(tuple(layers))
+
+    @property
+    def scale(self) -> Fraction:
+        """Output rows per input row."""
+        s = Fraction(1)
+        for kind, _, stride, _ in self.layers:
+            s = s * stride if kind == "deconv" else s / stride
+        return s
+
+    @property
+    def align(self) -> int:
+        """A cut in the input must fall on a multiple of this many rows for the strided grids of
+        a band to coincide with the whole image's."""
+        a = 1
+        for kind, _, stride, _ in reversed(self.layers):
+            a = a * stride if kind == "conv" else max(1, a // stride)
+        return a
+
+    def input_rows(self, start: int, stop: int) -> tuple[int, int]:
+        """The input rows [lo, hi) that output rows [start, stop) read (unclamped: rows
+        outside the image are the zero padding)."""
+        lo, hi = start, stop - 1  # inclusive while walking back
+        for kind, k, s, p in reversed(self.layers):
+            if kind == "conv":  # out o reads in o·s − p … o·s − p + k − 1
+                lo, hi = lo * s - p, hi * s - p + k - 1
+            else:  # out o reads in i with 0 ≤ o + p − s·i ≤ k − 1
+                lo, hi = math.ceil((lo + p - k + 1) / s), (hi + p) // s
+        return lo, hi + 1
+
+
+def run_in_row_bands(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry,
+                     band_rows: int) -> Outputs:
+    """``fn(x)`` computed ``band_rows`` output rows at a time. ``fn`` must compute the network
+    ``geometry`` describes, giving a tensor or a tuple of tensors whose last two dimensions are
+    rows and columns; x's height times ``geometry.scale`` must be a whole number of rows."""
+    h = x.shape[-2]
+    scale, align = geometry.scale, geometry.align
+    h_out = h * scale
+    if h_out.denominator != 1 or h % align:
+        raise ValueError(f"{h} rows do not divide into the network's grid (scale {scale}, align {align})")
+    h_out = int(h_out)
+    band_rows = max(1, int(band_rows))
+    outs: list[Tensor] = []
+    single = True
+    for start in range(0, h_out, band_rows):
+        stop = min(start + band_rows, h_out)
+        lo, hi = geometry.input_rows(start, stop)
+        c0 = max(lo, 0) // align * align
+        c1 = min(h, -(-hi // align) * align)
+        result = fn(x[:, :, c0:c1])
+        single = isinstance(result, Tensor)
+        parts = (result,) if single else tuple(result)
+        offset = int(c0 * scale)
+        for i, part in enumerate(parts):
+            if part.shape[-2] != (c1 - c0) * scale:
+                raise RuntimeError(f"network gave {part.shape[-2]} rows for {c1 - c0} input rows (scale {scale})")
+            if len(outs) <= i:
+                outs.append(part.new_empty(*part.shape[:-2], h_out, part.shape[-1]))
+            outs[i][..., start:stop, :] = part[..., start - offset : stop - offset, :]
+    return outs[0] if single else tuple(outs)  # type: ignore[return-value]
+
+
+def banded(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry,
+           band_pixels: int | None = NETWORK_BAND_PIXELS) -> Outputs:
+    """``fn(x)``, in row bands of about ``band_pixels`` each when the full-resolution side (the
+    input of g_a, the output of g_s) has more than ``band_pixels`` pixels per image (None:
+    never; 0: one row of the coarse side per band)."""
+    h, w = x.shape[-2:]
+    scale = geometry.scale
+    full_h, full_w = (h, w) if scale <= 1 else (int(h * scale), int(w * scale))
+    if band_pixels is None or full_h * full_w <= band_pixels:
+        return fn(x)
+    h_out = int(h * scale)
+    band_rows = max(1, (band_pixels // full_w) * h_out // full_h)
+    return run_in_row_bands(fn, x, geometry, band_rows)

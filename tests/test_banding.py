@@ -1,0 +1,182 @@
+"""Row bands for g_a / g_s: the geometry is right (checked against autograd's dependency
+support), bands compute the same values as one pass, and the backends band only large images."""
+
+from fractions import Fraction
+
+import pytest
+import torch
+from torch import nn
+
+from vlmcodec.backends.torch_backend import TorchBackend
+from vlmcodec.banding import RowGeometry, banded, run_in_row_bands
+from vlmcodec.layers import GDN, conv, deconv
+from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+
+
+def _small_model() -> MeanScaleHyperprior:
+    torch.manual_seed(0)
+    return MeanScaleHyperprior(ModelConfig(N=16, M=24)).eval()
+
+
+def test_geometry_of_the_codec_networks():
+    m = _small_model()
+    ga, gs = RowGeometry.of(m.g_a), RowGeometry.of(m.g_s)
+    assert (ga.scale, ga.align) == (Fraction(1, 16), 16)
+    assert (gs.scale, gs.align) == (16, 1)
+    # y row r of g_a reads image rows 16r − 30 … 16r + 30 (four 5×5 convolutions of stride 2)
+    assert ga.input_rows(3, 4) == (18, 79)
+    assert RowGeometry.of(m.h_a).align == 4
+
+
+def test_geometry_refuses_what_it_cannot_describe():
+    with pytest.raises(ValueError, match="Upsample"):
+        RowGeometry.of(nn.Sequential(conv(3, 4), nn.Upsample(scale_factor=2)))
+    with pytest.raises(ValueError, match="dilated"):
+        RowGeometry.of(nn.Sequential(nn.Conv2d(3, 4, 3, dilation=2)))
+
+
+def _support(net: nn.Module, shape: tuple[int, ...], start: int, stop: int) -> tuple[int, int]:
+    """The input rows on which output rows [start, stop) depend, found by autograd."""
+    x = torch.randn(shape, requires_grad=True)
+    net(x)[:, :, start:stop].sum().backward()
+    rows = (x.grad.abs().sum(dim=(0, 1, 3)) > 0).nonzero().ravel()
+    return int(rows.min()), int(rows.max()) + 1
+
+
+@pytest.mark.parametrize("kind", ["conv", "deconv"])
+@pytest.mark.parametrize("band", [(0, 1), (2, 3), (5, 9), (13, 16)])
+def test_input_rows_are_the_dependency_support(kind, band):
+    """Clamped to the image, ``input_rows`` is exactly where autograd finds a dependency: not
+    one row more (bands as small as they can be), not one row less (bands exact)."""
+    torch.manual_seed(1)
+    if kind == "conv":
+        net = nn.Sequential(conv(2, 3), GDN(3), conv(3, 3), nn.LeakyReLU(), conv(3, 2, stride=1, kernel_size=3))
+        shape = (1, 2, 64, 5)
+    else:
+        net = nn.Sequential(deconv(2, 3), GDN(3, inverse=True), deconv(3, 2))
+        shape = (1, 2, 4, 5)
+    geometry = RowGeometry.of(net)
+    h_out = int(shape[2] * geometry.scale)
+    start, stop = band[0] % h_out, min(band[1], h_out)
+    if stop <= start:
+        start, stop = h_out - 1, h_out
+    lo, hi = geometry.input_rows(start, stop)
+    assert (max(lo, 0), min(hi, shape[2])) == _support(net, shape, start, stop)
+
+
+@pytest.mark.parametrize("band_rows", [1, 2, 3, 5, 64])
+def test_bands_compute_the_same_as_one_pass(band_rows):
+    m = _small_model()
+    x = torch.rand(1, 3, 192, 80)
+    ga, gs = RowGeometry.of(m.g_a), RowGeometry.of(m.g_s)
+    with torch.no_grad():
+        y = m.g_a(x)
+        torch.testing.assert_close(run_in_row_bands(m.g_a, x, ga, band_rows), y, atol=1e-6, rtol=1e-5)
+        x_hat = m.g_s(y)
+        torch.testing.assert_close(run_in_row_bands(m.g_s, y, gs, 16 * band_rows), x_hat, atol=1e-6, rtol=1e-5)
+
+
+def test_too_small_a_halo_is_caught():
+    """The check above can fail: claiming 3×3 kernels for g_a's 5×5 ones cuts bands too
+    tightly, and their edge rows come out wrong."""
+    m = _small_model()
+    x = torch.rand(1, 3, 192, 80)
+    wrong = RowGeometry(tuple(("conv", 3, 2, 1) for _ in range(4)))
+    with torch.no_grad():
+        y = m.g_a(x)
+        assert (run_in_row_bands(m.g_a, x, wrong, 2) - y).abs().max() > 1e-3
+
+
+def test_heights_off_the_grid_are_refused():
+    m = _small_model()
+    with pytest.raises(ValueError, match="grid"):
+        run_in_row_bands(m.g_a, torch.rand(1, 3, 40, 64), RowGeometry.of(m.g_a), 1)
+
+
+def test_banded_splits_only_above_the_threshold():
+    m = _small_model()
+    ga = RowGeometry.of(m.g_a)
+    x = torch.rand(1, 3, 128, 64)
+    seen: list[int] = []
+
+    def net(t):
+        seen.append(t.shape[-2])
+        return m.g_a(t)
+
+    with torch.no_grad():
+        banded(net, x, ga, band_pixels=128 * 64)
+        assert seen == [128]
+        seen.clear()
+        banded(net, x, ga, band_pixels=None)
+        assert seen == [128]
+        seen.clear()
+        out = banded(net, x, ga, band_pixels=32 * 64)  # 2 y rows per band → 4 bands
+        assert len(seen) == 4 and max(seen) < 128
+        torch.testing.assert_close(out, m.g_a(x), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_torch_backend_bands_large_images(monkeypatch, optimize):
+    """With a low threshold, the backend's analysis and synthesis run in bands (each call sees
+    fewer rows) and give the one-pass values; the y symbols of an encode are unchanged."""
+    m = _small_model()
+    be = TorchBackend(m, optimize=optimize)
+    x = torch.rand(2, 3, 192, 128)
+    y_one = be.analysis(x)
+    x_one = be.synthesis(y_one)
+    rows: list[int] = []
+    real = be._run
+    monkeypatch.setattr(be, "_run", lambda net, t: rows.append(t.shape[-2]) or real(net, t))
+    monkeypatch.setattr(be, "band_pixels", 64 * 128)
+    y_band = be.analysis(x)
+    assert len(rows) > 1 and max(rows) < 192
+    torch.testing.assert_close(y_band, y_one, atol=1e-5, rtol=1e-5)
+    rows.clear()
+    torch.testing.assert_close(be.synthesis(y_one), x_one, atol=1e-5, rtol=1e-5)
+    assert len(rows) > 1 and max(rows) < 12
+
+
+def test_codec_round_trip_with_bands(monkeypatch, tiny_model_path):
+    """A whole encode / decode with every network banded decodes to the one-pass image."""
+    import numpy as np
+
+    from conftest import smooth_image
+    from vlmcodec import Codec
+
+    img = smooth_image(np.random.default_rng(0), 200, 136)
+    one = Codec(tiny_model_path, backend="torch")
+    data = one.encode(img, 60)
+    ref = one.decode(data)
+    monkeypatch.setattr(TorchBackend, "band_pixels", 64 * 64)
+    monkeypatch.setattr("vlmcodec.models.pre_editor.PreEditor.band_pixels", 64 * 64)
+    bands = Codec(tiny_model_path, backend="torch")
+    data_b = bands.encode(img, 60)
+    out = bands.decode(data_b)
+    assert out.shape == ref.shape
+    # float rounding may move a pixel across a rounding boundary, no further
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    assert abs(len(data_b) - len(data)) <= 8
+
+
+def test_entropy_parameters_in_bands_are_bit_identical(monkeypatch, tiny_model_path):
+    """The exact h_s runs on integers, so bands change no bit: the same stream, and a decode
+    with bands gives the same image as one without; both sides band (several h_s calls)."""
+    import numpy as np
+
+    import vlmcodec.codec as codec_module
+    from conftest import smooth_image
+    from vlmcodec import Codec
+
+    img = smooth_image(np.random.default_rng(1), 300, 260)
+    one = Codec(tiny_model_path, backend="torch")
+    data = one.encode(img, 40)
+    ref = one.decode(data)
+    monkeypatch.setattr(codec_module, "ENTROPY_BAND_PIXELS", 64 * 64)
+    bands = Codec(tiny_model_path, backend="torch")
+    calls: list[int] = []
+    real = bands.exact_hs
+    monkeypatch.setattr(bands, "exact_hs", lambda z: calls.append(z.shape[-2]) or real(z))
+    assert bands.encode(img, 40) == data
+    assert len(calls) > 1 and max(calls) < 5  # ẑ of 320 rows has 5
+    calls.clear()
+    assert np.array_equal(bands.decode(data), ref) and len(calls) > 1
