@@ -16,6 +16,21 @@ PAD_MULTIPLE = 64
 
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# transparent pixels are shown over white, as viewers and VLM image loaders commonly show them;
+# dropping alpha instead would expose whatever colour the transparent pixels happen to store
+ALPHA_BACKGROUND = 255
+
+
+def composite_alpha(rgba: np.ndarray, background: int = ALPHA_BACKGROUND) -> np.ndarray:
+    """uint8 H×W×4 → uint8 H×W×3 over a grey ``background`` (0..255), rounded; opaque pixels
+    keep their colour exactly."""
+    a = rgba[:, :, 3:4].astype(np.uint32)
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    return ((rgb * a + background * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
 
 
 def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False) -> np.ndarray:
@@ -23,8 +38,9 @@ def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False) -> np.ndarray:
 
     Pillow's ``convert("RGB")`` clips 16-bit grayscale (a 16-bit PNG) at 255, which turns most of
     such an image white; here 0..65535 maps onto 0..255. 16-bit colour PNGs already open as
-    8-bit RGB (Pillow keeps the high byte); alpha is dropped, palettes are expanded. A mode "I"
-    image is taken as 16-bit when ``sixteen_bit`` or when it holds values above 255."""
+    8-bit RGB (Pillow keeps the high byte); palettes are expanded; transparent pixels are
+    composited over white (``ALPHA_BACKGROUND``). A mode "I" image is taken as 16-bit when
+    ``sixteen_bit`` or when it holds values above 255."""
     if im.mode in _SIXTEEN_BIT_MODES or im.mode == "I":
         a = np.asarray(im).astype(np.int64)
         low, top = (int(a.min()), int(a.max())) if a.size else (0, 0)
@@ -38,12 +54,14 @@ def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False) -> np.ndarray:
         a = np.asarray(im)
         if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 255):
             raise ImageError("floating-point image outside [0, 255]: convert it to 8-bit first")
+    if _has_alpha(im):
+        return composite_alpha(np.asarray(im.convert("RGBA")))
     return np.asarray(im.convert("RGB"))
 
 
 def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
-    """Validate and convert ``image`` (numpy uint8 H×W×3, H×W grayscale, PIL, or the path of an
-    image file, read by :func:`load_image`) to uint8 H×W×3."""
+    """Validate and convert ``image`` (numpy uint8 H×W×3, H×W×4 RGBA — composited over white —,
+    H×W grayscale, PIL, or the path of an image file, read by :func:`load_image`) to uint8 H×W×3."""
     if isinstance(image, (str, os.PathLike)):
         return load_image(image, max_pixels)
     if isinstance(image, Image.Image):
@@ -52,13 +70,15 @@ def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
         arr = image
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise ImageError(f"expected an H×W×3 RGB array, got shape {arr.shape}")
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise ImageError(f"expected an H×W×3 RGB (or H×W×4 RGBA) array, got shape {arr.shape}")
         if arr.dtype != np.uint8:
             hint = ("16-bit data: (a >> 8).astype(np.uint8)" if arr.dtype == np.uint16
                     else "e.g. np.clip(a * 255, 0, 255).round().astype(np.uint8) for floats in [0, 1]"
                     if arr.dtype.kind == "f" else "np.clip(a, 0, 255).astype(np.uint8)")
             raise ImageError(f"expected dtype uint8, got {arr.dtype} (convert it first: {hint})")
+        if arr.shape[2] == 4:
+            arr = composite_alpha(arr)
     else:
         raise ImageError(f"expected a numpy array, PIL image or file path, got {type(image).__name__}")
     h, w = arr.shape[:2]

@@ -68,7 +68,7 @@ def test_header_fields(tiny_codec, rng):
 
 
 @pytest.mark.parametrize("bad", [
-    np.zeros((10, 10, 4), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((0, 5, 3), np.uint8),
+    np.zeros((10, 10, 5), np.uint8), np.zeros((10, 10, 2), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((0, 5, 3), np.uint8),
     np.zeros((20000, 2, 3), np.uint8), "not an image", None,
 ])
 def test_bad_images_raise(tiny_codec, bad):

@@ -156,3 +156,36 @@ def test_pgm_is_scaled_by_its_maxval_even_when_dark(tmp_path, maxval, value, exp
     path.write_bytes(f"P5\n4 3\n{maxval}\n".encode() + pixels)
     img = load_image(path)
     assert img.shape == (3, 4, 3) and (img == expected).all()
+
+
+def test_transparent_pixels_are_shown_over_white(tmp_path):
+    """RGBA, LA and palette-with-transparency files: transparent pixels come out white (not the
+    colour they store), half-transparent ones blended, opaque ones exact; RGBA arrays alike."""
+    from vlmcodec.image_io import composite_alpha
+
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., :3] = [[[10, 20, 30], [200, 100, 0], [0, 0, 0]], [[40, 50, 60], [7, 7, 7], [255, 0, 0]]]
+    rgba[..., 3] = [[255, 0, 128], [255, 255, 0]]
+    expect = composite_alpha(rgba)
+    assert expect[0, 0].tolist() == [10, 20, 30] and expect[0, 1].tolist() == [255, 255, 255]
+    assert expect[0, 2].tolist() == [127, 127, 127]  # black at alpha 128 over white: 255·127/255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert np.array_equal(load_image(tmp_path / "a.png"), expect)
+    assert np.array_equal(as_rgb_array(rgba), expect)
+    assert np.array_equal(pil_to_rgb(Image.fromarray(rgba, "RGBA")), expect)
+
+    la = Image.fromarray(np.stack([np.full((2, 2), 30, np.uint8), np.array([[255, 0], [0, 255]], np.uint8)], 2), "LA")
+    la.save(tmp_path / "la.png")
+    assert load_image(tmp_path / "la.png")[..., 0].tolist() == [[30, 255], [255, 30]]
+
+    p = Image.new("P", (2, 1))
+    p.putpalette([0, 0, 0, 90, 90, 90] + [0] * 762)
+    p.putpixel((0, 0), 0)
+    p.putpixel((1, 0), 1)
+    p.info["transparency"] = 0  # palette entry 0 (black) is transparent
+    p.save(tmp_path / "p.png", transparency=0)
+    assert load_image(tmp_path / "p.png")[0].tolist() == [[255, 255, 255], [90, 90, 90]]
+
+    opaque = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    Image.fromarray(opaque).convert("RGBA").save(tmp_path / "o.png")
+    assert np.array_equal(load_image(tmp_path / "o.png"), opaque)  # an opaque alpha changes nothing

@@ -77,7 +77,7 @@ def test_bad_requests_fail_alone(engine, tiny_codec, rng):
     stream = tiny_codec.encode(good, 50)
     futs = {
         "good_enc": engine.submit_encode(good, 50),
-        "bad_img": engine.submit_encode(np.zeros((5, 5, 4), np.uint8)),
+        "bad_img": engine.submit_encode(np.zeros((5, 5, 5), np.uint8)),
         "bad_q": engine.submit_encode(good, 500),
         "bad_stream": engine.submit_decode(b"VLMC" + b"\0" * 30),
         "truncated": engine.submit_decode(stream[:-3]),
