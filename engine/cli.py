@@ -20,6 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .console import is_terminal as _is_terminal
 from .errors import (BitstreamError, ConfigError, ImageError, ModelMismatchError, ResourceError, VlmcodecError,
                      VlmcodecWarning)
 from .training.overrides import merge_overrides
@@ -67,13 +68,6 @@ def _progress(items, enabled: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
-
-
-def _is_terminal(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # replaced or closed streams
-        return False
 
 
 def _emit(line: str, stream=None) -> None:

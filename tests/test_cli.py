@@ -158,3 +158,15 @@ def test_max_pixels_option(tmp_path, rng, tiny_model_path, capsys):
     assert "max_pixels=100" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["encode", src, "--max-pixels", "0"])
+
+
+def test_is_terminal_copes_with_replaced_and_closed_streams(tmp_path):
+    import io
+
+    from vlmcodec.console import is_terminal
+
+    f = open(tmp_path / "log", "w")
+    assert not is_terminal(f)
+    f.close()
+    assert not is_terminal(f)  # closed: isatty raises ValueError
+    assert not is_terminal(object()) and not is_terminal(io.StringIO())

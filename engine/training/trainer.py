@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..console import is_terminal
 from ..errors import ConfigError
 from ..models import MeanScaleHyperprior, ModelConfig
 from .data import CropSampler
@@ -216,7 +217,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if new_log:
         log.writerow(columns)
     # into a log file or pipe (nohup, CI) the bar redraws once a minute, not ten times a second
-    interactive = sys.stderr.isatty() if hasattr(sys.stderr, "isatty") else False
+    interactive = is_terminal(sys.stderr)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True,
                mininterval=0.1 if interactive else 60.0)
     model.train()
