@@ -73,3 +73,19 @@ def run_bare_script(script, *args, timeout=300):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     return subprocess.run([sys.executable, "-S", str(root / "scripts" / script), *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def check_backend_row_bands(backend, monkeypatch, x) -> None:
+    """With a low band threshold, a backend's analysis and synthesis run in row bands (each
+    network call sees fewer rows than the image has) and give the one-pass values."""
+    y_one = backend.analysis(x)
+    x_one = backend.synthesis(y_one)
+    rows: list[int] = []
+    real = backend._run
+    monkeypatch.setattr(backend, "_run", lambda net, t: rows.append(t.shape[-2]) or real(net, t))
+    monkeypatch.setattr(backend, "band_pixels", 64 * x.shape[-1])
+    torch.testing.assert_close(backend.analysis(x), y_one, atol=1e-5, rtol=1e-5)
+    assert len(rows) > 1 and max(rows) < x.shape[-2]
+    rows.clear()
+    torch.testing.assert_close(backend.synthesis(y_one), x_one, atol=1e-5, rtol=1e-5)
+    assert len(rows) > 1 and max(rows) < y_one.shape[-2]

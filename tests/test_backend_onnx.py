@@ -272,20 +272,9 @@ def test_consumer_scale_streams_cross_decode(tiny_pair, rng):
 
 
 def test_large_images_run_g_a_and_g_s_in_bands(tiny_pair, monkeypatch):
-    """Above band_pixels the graphs run over row bands (each call sees fewer rows) and give the
-    one-pass values."""
+    """Above band_pixels the graphs run over row bands and give the one-pass values."""
     import torch
 
-    be = tiny_pair[1].backend
-    x = torch.rand(1, 3, 192, 128)
-    y_one = be.analysis(x)
-    x_one = be.synthesis(y_one)
-    rows: list[int] = []
-    real = be._run
-    monkeypatch.setattr(be, "_run", lambda name, t: rows.append(t.shape[-2]) or real(name, t))
-    monkeypatch.setattr(be, "band_pixels", 64 * 128)
-    torch.testing.assert_close(be.analysis(x), y_one, atol=1e-5, rtol=1e-5)
-    assert len(rows) > 1 and max(rows) < 192
-    rows.clear()
-    torch.testing.assert_close(be.synthesis(y_one), x_one, atol=1e-5, rtol=1e-5)
-    assert len(rows) > 1 and max(rows) < 12
+    from conftest import check_backend_row_bands
+
+    check_backend_row_bands(tiny_pair[1].backend, monkeypatch, torch.rand(1, 3, 192, 128))

@@ -117,23 +117,9 @@ def test_banded_splits_only_above_the_threshold():
 
 @pytest.mark.parametrize("optimize", [True, False])
 def test_torch_backend_bands_large_images(monkeypatch, optimize):
-    """With a low threshold, the backend's analysis and synthesis run in bands (each call sees
-    fewer rows) and give the one-pass values; the y symbols of an encode are unchanged."""
-    m = _small_model()
-    be = TorchBackend(m, optimize=optimize)
-    x = torch.rand(2, 3, 192, 128)
-    y_one = be.analysis(x)
-    x_one = be.synthesis(y_one)
-    rows: list[int] = []
-    real = be._run
-    monkeypatch.setattr(be, "_run", lambda net, t: rows.append(t.shape[-2]) or real(net, t))
-    monkeypatch.setattr(be, "band_pixels", 64 * 128)
-    y_band = be.analysis(x)
-    assert len(rows) > 1 and max(rows) < 192
-    torch.testing.assert_close(y_band, y_one, atol=1e-5, rtol=1e-5)
-    rows.clear()
-    torch.testing.assert_close(be.synthesis(y_one), x_one, atol=1e-5, rtol=1e-5)
-    assert len(rows) > 1 and max(rows) < 12
+    from conftest import check_backend_row_bands
+
+    check_backend_row_bands(TorchBackend(_small_model(), optimize=optimize), monkeypatch, torch.rand(2, 3, 192, 128))
 
 
 def test_codec_round_trip_with_bands(monkeypatch, tiny_model_path):
