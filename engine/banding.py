@@ -3,9 +3,10 @@
 A band of output rows depends on a bounded range of input rows, which follows from the
 layers' kernels, strides and paddings (``RowGeometry``). Each band runs the network on that
 range of the input, cut at rows where the strided grids line up, and keeps the rows that the
-cut edges cannot reach: the same values as one pass over the whole image, with the peak memory
-of one band's hidden maps instead of the image's (at full resolution, g_a's first GDN and g_s's
-last one hold 128 channels: 512 bytes per pixel of hidden map at a quarter of the pixels).
+cut edges cannot reach: the function of one pass over the whole image (up to float rounding,
+as convolution libraries pick kernels by shape; exact for integer-valued arithmetic), with the
+peak memory of one band's hidden maps instead of the image's (g_a's first GDN and g_s's last
+one hold 128 channels at a quarter of the pixels: 128 bytes per image pixel per map).
 """
 
 from __future__ import annotations

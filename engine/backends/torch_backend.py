@@ -7,7 +7,8 @@ GDN with its parameters folded once and the normalisation done in place (``Folde
 ``optimize=False`` runs the modules exactly as trained.
 
 Large images: above ``band_pixels`` full-resolution pixels, g_a and g_s run in bands of rows
-(``vlmcodec.banding``): the same values, with the peak memory of one band's hidden maps.
+(``vlmcodec.banding``): the same function (up to float rounding: oneDNN picks kernels by
+shape), with the peak memory of one band's hidden maps.
 
 Batch invariance: on CPU, items of a batch go through the networks one at a time, so
 ``Codec.encode_batch`` / the runtime Engine give byte-identical results to single calls.
