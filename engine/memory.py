@@ -26,9 +26,10 @@ DECODE_BANDED_BYTES_PER_PIXEL = 40
 # only the pre-editor's head in bands, g_a in one pass (a backend with no row bands): 231-238 B
 ENCODE_PRE_BANDED_BYTES_PER_PIXEL = 260
 # each further image of a batch: the torch backend runs the networks one image at a time on the
-# CPU, so a batch adds only its inputs and outputs (measured 44 / 16 / 4-15 B per pixel, batches of 4)
+# CPU, so a batch adds only its inputs and outputs (measured 44 / 16 / 4-15 B per pixel, batches
+# of 4; with row bands 31 / 14 / 26: a decoded batch's float output is held whole)
 ENCODE_BATCH_BYTES_PER_PIXEL = 56
-DECODE_BATCH_BYTES_PER_PIXEL = 20
+DECODE_BATCH_BYTES_PER_PIXEL = 32
 # encoding with latent refinement (Codec(refine=N)): networks and teacher with gradients, the
 # whole batch at once (measured 755-792 and 665-672 B at 0.8 and 3.1 Mpx, refine=2), with a margin
 REFINE_BYTES_PER_PIXEL = 820
