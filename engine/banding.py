@@ -12,13 +12,14 @@ one hold 128 channels at a quarter of the pixels: 128 bytes per image pixel per 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, TypeVar, Union
+from typing import TypeVar
 
 from torch import Tensor, nn
 
-Outputs = TypeVar("Outputs", bound=Union[Tensor, tuple])
+Outputs = TypeVar("Outputs", bound=Tensor | tuple)
 
 # above this many full-resolution pixels, without gradients, g_a and g_s run in bands of about
 # this many pixels each (the pre-editor's head uses the same threshold: PreEditor.band_pixels)
@@ -35,7 +36,7 @@ class RowGeometry:
     layers: tuple[tuple[str, int, int, int], ...]
 
     @classmethod
-    def of(cls, seq: nn.Sequential) -> "RowGeometry":
+    def of(cls, seq: nn.Sequential) -> RowGeometry:
         """From a network's modules: Conv2d / ConvTranspose2d, and pointwise layers (GDN, its
         folded and kernel forms, activations); anything else is refused."""
         layers = []
@@ -78,6 +79,21 @@ class RowGeometry:
         return lo, hi + 1
 
 
+def row_geometry(seq: nn.Sequential) -> RowGeometry | None:
+    """``RowGeometry.of(seq)``, or None for a network it cannot describe (which then never runs
+    in bands)."""
+    try:
+        return RowGeometry.of(seq)
+    except ValueError:
+        return None
+
+
+def bands_at(pixels: int, band_pixels: int | None) -> bool:
+    """Whether an image of ``pixels`` (full resolution) runs in bands under ``band_pixels``
+    (None: never)."""
+    return band_pixels is not None and pixels > band_pixels
+
+
 def run_in_row_bands(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry,
                      band_rows: int) -> Outputs:
     """``fn(x)`` computed ``band_rows`` output rows at a time. ``fn`` must compute the network
@@ -118,8 +134,9 @@ def banded(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry,
     h, w = x.shape[-2:]
     scale = geometry.scale
     full_h, full_w = (h, w) if scale <= 1 else (int(h * scale), int(w * scale))
-    if band_pixels is None or full_h * full_w <= band_pixels:
+    if not bands_at(full_h * full_w, band_pixels):
         return fn(x)
     h_out = int(h * scale)
+    assert band_pixels is not None
     band_rows = max(1, (band_pixels // full_w) * h_out // full_h)
     return run_in_row_bands(fn, x, geometry, band_rows)

@@ -26,7 +26,7 @@ from vlmcodec.kernels import rans
 
 from . import memory, resample
 from .backends import create_backend
-from .banding import NETWORK_BAND_PIXELS, RowGeometry, banded
+from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import BitstreamError, ImageError, ModelMismatchError, ResourceError
@@ -112,10 +112,7 @@ class Codec:
         options = {"threads": threads} if device is None else {"threads": threads, "device": device}
         self.backend = create_backend(backend, self.model, **options)
         self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
-        try:
-            self._hs_rows: RowGeometry | None = RowGeometry.of(self.model.h_s)
-        except ValueError:
-            self._hs_rows = None
+        self._hs_rows = row_geometry(self.model.h_s)
         self.medians = self.model.entropy_bottleneck.medians().detach().float().cpu()
         self.scale_table64 = self.model.gaussian_conditional.scale_table.detach().double().cpu()
         self.threads = threads or min(4, os.cpu_count() or 1)
@@ -203,14 +200,8 @@ class Codec:
             self._fits("encoding with refinement", ph * pw, len(arrays), memory.REFINE_BYTES_PER_PIXEL,
                        memory.REFINE_BYTES_PER_PIXEL)
         else:
-            whole = memory.ENCODE_BYTES_PER_PIXEL[self.pre_edit]
-            first, base = whole, 0
             pre_banded = self.pre_edit and self.model.pre_editor.banded_at(ph, pw)
-            band = self._network_band_pixels(ph, pw)
-            if band is not None and (pre_banded or not self.pre_edit):
-                first, base = memory.ENCODE_BANDED_BYTES_PER_PIXEL[self.pre_edit], band * whole
-            elif pre_banded:
-                first = memory.ENCODE_PRE_BANDED_BYTES_PER_PIXEL
+            first, base = memory.encode_cost(self.pre_edit, pre_banded, self._network_band_pixels(ph, pw))
             self._fits("encoding", ph * pw, len(arrays), first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base)
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
@@ -265,10 +256,7 @@ class Codec:
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
         ph, pw = padded_size(*latents[0].header.coded_hw)
-        first, base = memory.DECODE_BYTES_PER_PIXEL, 0
-        band = self._network_band_pixels(ph, pw)
-        if band is not None:
-            first, base = memory.DECODE_BANDED_BYTES_PER_PIXEL, band * memory.DECODE_BYTES_PER_PIXEL
+        first, base = memory.decode_cost(self._network_band_pixels(ph, pw))
         self._fits("decoding", ph * pw, len(latents), first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base)
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
@@ -311,7 +299,7 @@ class Codec:
     def _network_band_pixels(self, ph: int, pw: int) -> int | None:
         """The size of g_a's / g_s's row bands for a padded ph×pw image; None: one pass."""
         band = getattr(self.backend, "band_pixels", None)
-        return band if band is not None and ph * pw > band else None
+        return band if bands_at(ph * pw, band) else None
 
     def _fits(self, what: str, pixels: int, count: int, first: int, more: int, base: int = 0) -> None:
         backend_device = getattr(self.backend, "device", None)

@@ -37,6 +37,22 @@ _GIB = 1 << 30
 _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
 
+def encode_cost(pre_edit: bool, pre_banded: bool, band: int | None) -> tuple[int, int]:
+    """(bytes per pixel, base bytes) of encoding one image: ``pre_banded`` when the pre-editor's
+    head runs in bands, ``band`` the size of g_a's row bands (None: one pass)."""
+    whole = ENCODE_BYTES_PER_PIXEL[pre_edit]
+    if band is not None and (pre_banded or not pre_edit):
+        return ENCODE_BANDED_BYTES_PER_PIXEL[pre_edit], band * whole
+    return (ENCODE_PRE_BANDED_BYTES_PER_PIXEL if pre_banded else whole), 0
+
+
+def decode_cost(band: int | None) -> tuple[int, int]:
+    """(bytes per pixel, base bytes) of decoding one image; ``band`` as in :func:`encode_cost`."""
+    if band is None:
+        return DECODE_BYTES_PER_PIXEL, 0
+    return DECODE_BANDED_BYTES_PER_PIXEL, band * DECODE_BYTES_PER_PIXEL
+
+
 def _read_int(path: Path) -> int | None:
     try:
         text = path.read_text().strip()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..banding import NETWORK_BAND_PIXELS, banded
+from ..banding import NETWORK_BAND_PIXELS, banded, row_geometry
 from ..errors import BackendUnavailableError, ConfigError, VlmcodecError
 
 RUN_NETWORKS = ("g_a", "h_a", "g_s")
@@ -127,9 +127,7 @@ class OnnxRuntimeBackend:
             self.graph_dir = cached_graphs(model, cache_dir)
         self.manifest = load_onnx_manifest(self.graph_dir, model)
         self._pre_editor = getattr(model, "pre_editor", None)  # for images the graph cannot take (pre_edit)
-        from .torch_backend import row_geometries
-
-        self._rows = dict(zip(("g_a", "g_s"), row_geometries(model))) if hasattr(model, "g_a") else {}
+        self._rows = {name: row_geometry(getattr(model, name)) for name in ("g_a", "g_s") if hasattr(model, name)}
 
         so = ort.SessionOptions()
         so.graph_optimization_level = levels[optimization]

@@ -22,7 +22,7 @@ import threading
 import torch
 from torch import Tensor, nn
 
-from ..banding import NETWORK_BAND_PIXELS, RowGeometry, banded
+from ..banding import NETWORK_BAND_PIXELS, RowGeometry, banded, row_geometry
 from ..errors import BackendUnavailableError
 from ..layers import GDN, FoldedGDN, SubPixelConv
 
@@ -36,18 +36,6 @@ def optimize_for_inference(seq: nn.Sequential) -> nn.Sequential:
         elif isinstance(m, GDN):
             out[i] = FoldedGDN(m)
     return out.to(memory_format=torch.channels_last)
-
-
-def row_geometries(model) -> tuple[RowGeometry | None, RowGeometry | None]:
-    """The row geometry of the model's g_a and g_s (None for a network it cannot describe,
-    which then never runs in bands)."""
-    out = []
-    for net in (model.g_a, model.g_s):
-        try:
-            out.append(RowGeometry.of(net))
-        except ValueError:
-            out.append(None)
-    return out[0], out[1]
 
 
 class TorchBackend:
@@ -70,7 +58,7 @@ class TorchBackend:
             self.g_s = optimize_for_inference(self.model.g_s)
         else:
             self.g_a, self.h_a, self.g_s = self.model.g_a, self.model.h_a, self.model.g_s
-        self._ga_rows, self._gs_rows = row_geometries(self.model)
+        self._ga_rows, self._gs_rows = row_geometry(self.model.g_a), row_geometry(self.model.g_s)
         pre = self.model.pre_editor
         self.pre = None if pre is None else (copy.deepcopy(pre).eval().to(memory_format=torch.channels_last)
                                              if optimize else pre)
