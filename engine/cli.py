@@ -111,7 +111,8 @@ def _codec(args):
     if getattr(args, "refine_views", None) and not getattr(args, "refine", 0):
         raise ConfigError("--refine-views needs --refine STEPS (the views of the refinement's token term)")
     extra = {"max_pixels": args.max_pixels} if getattr(args, "max_pixels", None) else {}
-    return Codec(args.model, backend=args.backend, threads=args.threads, **extra,
+    options = dict(getattr(args, "backend_option", None) or ())
+    return Codec(args.model, backend=args.backend, threads=args.threads, **extra, backend_options=options,
                  pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None),
                  refine=getattr(args, "refine", 0), refine_views=getattr(args, "refine_views", None))
 
@@ -259,6 +260,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _backend_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE → (key, value): true/false/none, then an int, a float, else the text itself."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return key.strip(), low == "true"
+    if low == "none":
+        return key.strip(), None
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(raw)
+        except ValueError:
+            pass
+    return key.strip(), raw
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text.replace("_", ""))
@@ -314,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
         if model:
             sp.add_argument("--model", help="model .safetensors (default: the bundled model)")
             sp.add_argument("--backend", default="torch", help="torch | triton | onnxruntime | tensorrt (default torch)")
+            sp.add_argument("--backend-option", type=_backend_option, action="append", metavar="KEY=VALUE",
+                            help="an option of the backend, repeatable (e.g. onnxruntime: allow_spinning=false, "
+                                 "optimization=basic; tensorrt: engines=DIR; README, Backends)")
             sp.add_argument("--threads", type=int, help="CPU threads for networks and entropy decoding")
             sp.add_argument("--no-pre-edit", action="store_true",
                             help="skip the model's pre-editor when encoding (faster; valid streams, lower quality per bit)")

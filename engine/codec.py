@@ -16,7 +16,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
-from .errors import BitstreamError, ImageError, ModelMismatchError, ResourceError
+from .errors import BitstreamError, ConfigError, ImageError, ModelMismatchError, ResourceError
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
@@ -102,7 +103,8 @@ class Codec:
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
                  device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  pre_edit: bool = True, short_side: int | None = None, refine: int = 0,
-                 refine_views: tuple[int, ...] | None = None, check_memory: bool = True):
+                 refine_views: tuple[int, ...] | None = None, check_memory: bool = True,
+                 backend_options: Mapping[str, Any] | None = None):
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
         self.model = loaded.model
@@ -110,6 +112,10 @@ class Codec:
         self.tables = loaded.tables
         # device None: the backend's own default (torch, onnxruntime: cpu; triton, tensorrt: cuda)
         options = {"threads": threads} if device is None else {"threads": threads, "device": device}
+        clash = sorted(set(options) & set(backend_options or {}))
+        if clash:
+            raise ConfigError(f"give {', '.join(clash)} as Codec's own argument, not in backend_options")
+        options.update(backend_options or {})
         self.backend = create_backend(backend, self.model, **options)
         self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
         self._hs_rows = row_geometry(self.model.h_s)

@@ -6,6 +6,7 @@ size just before the call, per coded pixel. The figures behind ``vlmcodec.memory
     python scripts/memory_probe.py --batch 4 --sizes 1536x2048      # a batch of 4 against one image
     python scripts/memory_probe.py --refine 2 --sizes 768x1024,1536x2048   # encoding with refinement
     python scripts/memory_probe.py --compare-bands   # each call also without row bands, side by side
+    python scripts/memory_probe.py --backend onnxruntime   # the onnxruntime backend's figures
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
     ap.add_argument("--compare-bands", action="store_true",
                     help="also run each single-image call with g_a, g_s and the entropy parameters "
                          "in one pass (no row bands; the pre-editor's head stays banded)")
+    ap.add_argument("--backend", default="torch", help="torch or onnxruntime (the estimate's backends)")
     ap.add_argument("--modes", default="encode,encode-no-pre-edit,decode", help="which calls to probe")
     a = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
@@ -77,12 +79,12 @@ def main() -> None:
         cells = []
         for h, w in sizes:
             for n in sorted({1, a.batch}):
-                grow, px, secs, size = probe(mode, h, w, a.threads, n, a.refine)
+                grow, px, secs, size = probe(mode, h, w, a.threads, n, a.refine, a.backend)
                 label = f"{mode}{f' refine={a.refine}' if a.refine else ''}"
                 print(f"{label:>19} {w}x{h} x{n}: peak growth {grow / 2**30:.2f} GiB, "
                       f"{grow / px:.0f} B per coded pixel of one image, {secs:.1f} s")
                 if a.compare_bands and n == 1:
-                    g0, _, s0, size0 = probe(mode, h, w, a.threads, n, a.refine, network_bands=False)
+                    g0, _, s0, size0 = probe(mode, h, w, a.threads, n, a.refine, a.backend, network_bands=False)
                     print(f"{'(one pass)':>19} {w}x{h} x{n}: peak growth {g0 / 2**30:.2f} GiB, "
                           f"{g0 / px:.0f} B per coded pixel, {s0:.1f} s; bands/one pass: memory "
                           f"{grow / g0:.2f}, time {secs / s0:.2f}"

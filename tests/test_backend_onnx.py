@@ -141,7 +141,10 @@ def test_session_options(tiny_model_path):
         opts = sess.get_session_options()
         assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
         assert opts.get_session_config_entry("session.set_denormal_as_zero") == "1"
+        assert opts.enable_mem_pattern is False  # re-planned at every change of shape: slow
     assert be.providers == ["CPUExecutionProvider"]
+    on = Codec(tiny_model_path, backend="onnxruntime", threads=1, backend_options={"memory_pattern": True})
+    assert all(s.get_session_options().enable_mem_pattern for s in on.backend.sessions.values())
     with pytest.raises(ConfigError, match="optimization"):
         create_backend("onnxruntime", load_model(tiny_model_path).model, optimization="max")
 

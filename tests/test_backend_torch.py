@@ -65,3 +65,52 @@ def test_cuda_backend_matches_cpu_and_cross_decodes(tiny_model_path):
     for data in (cpu.encode(img, 50), gpu.encode(img, 50)):
         a, b = cpu.decode(data), gpu.decode(data)
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_backend_options_reach_the_backend(tiny_model_path):
+    from vlmcodec import Codec
+
+    assert Codec(tiny_model_path, backend_options={"optimize": False}).backend.optimize is False
+    assert Codec(tiny_model_path).backend.optimize is True
+
+
+def test_unknown_or_clashing_backend_options_are_refused(tiny_model_path):
+    from vlmcodec import Codec
+    from vlmcodec.backends import backend_options, create_backend
+    from vlmcodec.errors import BackendUnavailableError, ConfigError
+    from vlmcodec.models.checkpoint import load_model
+
+    assert backend_options("torch") == ("device", "threads", "optimize")
+    with pytest.raises(ConfigError, match=r"torch backend has no option 'engines'; its options: device, threads, optimize"):
+        Codec(tiny_model_path, backend_options={"engines": "x"})
+    with pytest.raises(ConfigError, match="threads as Codec's own argument"):
+        Codec(tiny_model_path, backend_options={"threads": 1})
+    with pytest.raises(ConfigError, match="no option 'optimise'"):
+        create_backend("torch", load_model(tiny_model_path).model, optimise=True)
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'jax'"):
+        backend_options("jax")
+
+
+def test_cli_backend_option(tiny_model_path, tmp_path, rng, capsys):
+    from conftest import smooth_image
+    from vlmcodec.cli import main
+    from vlmcodec.image_io import save_image
+
+    src = tmp_path / "a.png"
+    save_image(smooth_image(rng, 48, 64), src)
+    base = ["encode", str(src), "-o", str(tmp_path / "a.vlmc"), "--model", str(tiny_model_path), "--quiet"]
+    assert main(base + ["--backend-option", "optimize=false"]) == 0
+    assert (tmp_path / "a.vlmc").stat().st_size > 0
+    assert main(base + ["--backend-option", "fast=1"]) == 2
+    assert "torch backend has no option 'fast'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(base + ["--backend-option", "optimize"])
+    assert e.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,value", [("a=true", True), ("a=False", False), ("a=none", None), ("a=3", 3),
+                                        ("a=0.5", 0.5), ("a=/tmp/x", "/tmp/x"), ("a=", "")])
+def test_backend_option_values(text, value):
+    from vlmcodec.cli import _backend_option
+
+    assert _backend_option(text) == ("a", value)

@@ -6,32 +6,54 @@ so a stream written by one backend decodes with any other.
 
 from __future__ import annotations
 
-from ..errors import BackendUnavailableError
+import inspect
+
+from ..errors import BackendUnavailableError, ConfigError
 from .base import Backend
 from .torch_backend import TorchBackend
 
 BACKENDS = ("torch", "triton", "onnxruntime", "tensorrt")
 
 
-def create_backend(name: str, model, **options) -> Backend:
-    """Instantiate backend ``name`` for ``model``; raises BackendUnavailableError with the reason."""
+def backend_class(name: str) -> type:
+    """The class of backend ``name`` (importing its module); BackendUnavailableError if unknown."""
     if name == "torch":
-        return TorchBackend(model, **options)
+        return TorchBackend
     if name == "triton":
         from .triton_backend import TritonBackend
 
-        return TritonBackend(model, **options)
+        return TritonBackend
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(model, **options)
+        return OnnxRuntimeBackend
     if name == "tensorrt":
         from .tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(model, **options)
-    if name in BACKENDS:
-        raise BackendUnavailableError(f"backend {name!r} is not available in this build yet")
+        return TensorRTBackend
     raise BackendUnavailableError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "TorchBackend", "create_backend", "BACKENDS"]
+def backend_options(name: str) -> tuple[str, ...]:
+    """The keyword options backend ``name`` takes (besides the model)."""
+    params = list(inspect.signature(backend_class(name).__init__).parameters.values())[2:]
+    return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _takes_any_option(name: str) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(backend_class(name).__init__).parameters.values())
+
+
+def create_backend(name: str, model, **options) -> Backend:
+    """Instantiate backend ``name`` for ``model`` with its keyword ``options``; raises
+    BackendUnavailableError with the reason, ConfigError for an option it does not take."""
+    cls = backend_class(name)
+    known = backend_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown and not _takes_any_option(name):
+        raise ConfigError(f"the {name} backend has no option {', '.join(map(repr, unknown))}; "
+                          f"its options: {', '.join(known)}")
+    return cls(model, **options)
+
+
+__all__ = ["Backend", "TorchBackend", "create_backend", "backend_class", "backend_options", "BACKENDS"]

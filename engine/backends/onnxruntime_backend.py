@@ -89,7 +89,8 @@ class OnnxRuntimeBackend:
     ONNX Runtime's default of one per physical core), ``inter_op_threads`` (1: the graphs are
     chains), ``allow_spinning`` (busy-wait of idle worker threads; off is kinder to a shared
     machine), ``graphs`` (an exported directory) or ``cache_dir``, ``optimization`` ("all" |
-    "extended" | "basic" | "disable").
+    "extended" | "basic" | "disable"), ``memory_pattern`` (ONNX Runtime's per-shape memory
+    planning; off by default, as it slows every change of batch or image size).
     """
 
     name = "onnxruntime"
@@ -98,7 +99,7 @@ class OnnxRuntimeBackend:
 
     def __init__(self, model, device: str = "cpu", threads: int | None = None, inter_op_threads: int = 1,
                  allow_spinning: bool = True, graphs: str | Path | None = None, cache_dir: str | Path | None = None,
-                 optimization: str = "all"):
+                 optimization: str = "all", memory_pattern: bool = False):
         from vlmcodec.export.onnx import load_onnx_manifest
 
         ort = _import_ort()
@@ -132,6 +133,10 @@ class OnnxRuntimeBackend:
         so = ort.SessionOptions()
         so.graph_optimization_level = levels[optimization]
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # ORT's memory pattern plans one allocation per input shape and re-plans whenever the shape
+        # changes: a batch of 8 Kodak images after single images ran 3-5x slower than without it
+        # (the runtime's batches change size all the time; scripts/onnxruntime_shape_change.py)
+        so.enable_mem_pattern = bool(memory_pattern)
         so.intra_op_num_threads = int(threads or 0)
         so.inter_op_num_threads = int(inter_op_threads)
         so.add_session_config_entry("session.set_denormal_as_zero", "1")
