@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vlmcodec.console import backend_option
+
 from .common import environment, image_files, write_json
 
 
@@ -67,14 +69,15 @@ def with_engine(submit, work: list, concurrency: int) -> dict:
 
 def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quality: float,
         max_batch: int, max_delay_ms: float, workers: int, model=None, backend: str = "torch",
-        network_workers: int = 1, intra_op_threads: int | None = None, device: str | None = None) -> dict:
+        network_workers: int = 1, intra_op_threads: int | None = None, device: str | None = None,
+        backend_options: dict | None = None) -> dict:
     import torch
 
     from vlmcodec import Codec
     from vlmcodec.runtime import Engine
 
     base_threads = torch.get_num_threads()
-    codec = Codec(model, backend=backend, device=device)
+    codec = Codec(model, backend=backend, device=device, backend_options=backend_options)
     work_img = [images[i % len(images)] for i in range(requests)]
     streams = {id(im): codec.encode(im, quality) for im in images}
     work_dec = [streams[id(im)] for im in work_img]
@@ -117,6 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--model")
     p.add_argument("--backend", default="torch")
     p.add_argument("--device", help="e.g. cuda (default: the backend's own)")
+    p.add_argument("--backend-option", type=backend_option, action="append", metavar="KEY=VALUE",
+                   help="an option of the backend, repeatable (as for vlmcodec encode)")
     p.add_argument("--out", default="results/throughput.json")
     a = p.parse_args(argv)
     from vlmcodec.image_io import load_image
@@ -126,7 +131,7 @@ def main(argv=None) -> int:
     images = [load_image(f) for f in files]
     conc = [int(c) for c in a.concurrency.split(",")]
     res = run(images, a.requests, conc, a.quality, a.max_batch, a.max_delay_ms, a.workers, a.model, a.backend,
-              a.network_workers, a.intra_op_threads or None, a.device)
+              a.network_workers, a.intra_op_threads or None, a.device, dict(a.backend_option or ()))
     write_json(a.out, {"benchmark": "throughput", "env": environment(), "args": vars(a) | {"images": str(folder)},
                        "results": res})
     print(f"{'mode':<8} {'setting':<12} {'img/s':>8} {'x seq':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")

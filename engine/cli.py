@@ -20,6 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .console import backend_option
 from .console import is_terminal as _is_terminal
 from .errors import (BitstreamError, ConfigError, ImageError, ModelMismatchError, ResourceError, VlmcodecError,
                      VlmcodecWarning)
@@ -260,24 +261,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _backend_option(text: str) -> tuple[str, object]:
-    """KEY=VALUE → (key, value): true/false/none, then an int, a float, else the text itself."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip().isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    low = raw.strip().lower()
-    if low in ("true", "false"):
-        return key.strip(), low == "true"
-    if low == "none":
-        return key.strip(), None
-    for kind in (int, float):
-        try:
-            return key.strip(), kind(raw)
-        except ValueError:
-            pass
-    return key.strip(), raw
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text.replace("_", ""))
@@ -333,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         if model:
             sp.add_argument("--model", help="model .safetensors (default: the bundled model)")
             sp.add_argument("--backend", default="torch", help="torch | triton | onnxruntime | tensorrt (default torch)")
-            sp.add_argument("--backend-option", type=_backend_option, action="append", metavar="KEY=VALUE",
+            sp.add_argument("--backend-option", type=backend_option, action="append", metavar="KEY=VALUE",
                             help="an option of the backend, repeatable (e.g. onnxruntime: allow_spinning=false, "
                                  "optimization=basic; tensorrt: engines=DIR; README, Backends)")
             sp.add_argument("--threads", type=int, help="CPU threads for networks and entropy decoding")

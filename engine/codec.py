@@ -125,7 +125,7 @@ class Codec:
         self.stage_times: dict[str, float] | None = None  # set to {} to profile the stages
         self.max_pixels = int(max_pixels)
         # refuse (ResourceError) an image whose coding would not fit in the memory left, instead
-        # of being killed by the kernel; estimated for the torch backend on the CPU only
+        # of being killed by the kernel; estimated for the torch and onnxruntime backends on the CPU
         self.check_memory = bool(check_memory) and memory.memory_check_enabled()
         # pre_edit=False skips a model's pre-editor at encode time: faster encoding, valid streams
         # (the decoder never runs it), at some rate–quality cost (README, "Default model")
@@ -202,13 +202,8 @@ class Codec:
     def analyse(self, arrays: list[np.ndarray], qualities: list[float]) -> tuple[Tensor, Tensor]:
         """Network stage of encoding, batched: (y · gain, z) for images of one padded size."""
         ph, pw = padded_size(*arrays[0].shape[:2])
-        if self.refine:
-            self._fits("encoding with refinement", ph * pw, len(arrays), memory.REFINE_BYTES_PER_PIXEL,
-                       memory.REFINE_BYTES_PER_PIXEL)
-        else:
-            pre_banded = self.pre_edit and self.model.pre_editor.banded_at(ph, pw)
-            first, base = memory.encode_cost(self.pre_edit, pre_banded, self._network_band_pixels(ph, pw))
-            self._fits("encoding", ph * pw, len(arrays), first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base)
+        self._fits("encoding with refinement" if self.refine else "encoding", ph * pw, len(arrays),
+                   self._encode_cost(ph, pw))
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
@@ -262,8 +257,7 @@ class Codec:
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
         ph, pw = padded_size(*latents[0].header.coded_hw)
-        first, base = memory.decode_cost(self._network_band_pixels(ph, pw))
-        self._fits("decoding", ph * pw, len(latents), first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base)
+        self._fits("decoding", ph * pw, len(latents), self._decode_cost(ph, pw))
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
         with torch.inference_mode(), self._gpu_memory("decoding"):
@@ -307,10 +301,37 @@ class Codec:
         band = getattr(self.backend, "band_pixels", None)
         return band if bands_at(ph * pw, band) else None
 
-    def _fits(self, what: str, pixels: int, count: int, first: int, more: int, base: int = 0) -> None:
+    def _estimated(self) -> str | None:
+        """Which memory estimate applies: "torch" or "onnxruntime" on the CPU; None: no estimate
+        (another backend or device)."""
         backend_device = getattr(self.backend, "device", None)
         on_cpu = backend_device is None or str(backend_device) == "cpu"
-        if self.check_memory and self.backend.name == "torch" and on_cpu:
+        return self.backend.name if on_cpu and self.backend.name in ("torch", "onnxruntime") else None
+
+    def _encode_cost(self, ph: int, pw: int) -> tuple[int, int, int]:
+        """(bytes per pixel of the first image, of each further one, base bytes) of encoding
+        ph×pw padded images."""
+        if self.refine:  # the torch model with gradients, whatever the backend
+            return memory.REFINE_BYTES_PER_PIXEL, memory.REFINE_BYTES_PER_PIXEL, 0
+        pre = self.model.pre_editor if self.pre_edit else None
+        if self._estimated() == "onnxruntime":
+            kind = "encode" if pre is not None else "encode-no-pre-edit"
+            return memory.onnxruntime_cost(kind, ph * pw, pre is not None and not pre.windowed_at(ph, pw),
+                                           NETWORK_BAND_PIXELS)
+        first, base = memory.encode_cost(self.pre_edit, pre is not None and pre.banded_at(ph, pw),
+                                         self._network_band_pixels(ph, pw))
+        return first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base
+
+    def _decode_cost(self, ph: int, pw: int) -> tuple[int, int, int]:
+        """As :meth:`_encode_cost`, for decoding."""
+        if self._estimated() == "onnxruntime":
+            return memory.onnxruntime_cost("decode", ph * pw, band_pixels=NETWORK_BAND_PIXELS)
+        first, base = memory.decode_cost(self._network_band_pixels(ph, pw))
+        return first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base
+
+    def _fits(self, what: str, pixels: int, count: int, cost: tuple[int, int, int]) -> None:
+        if self.check_memory and self._estimated():
+            first, more, base = cost
             memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base)
 
     @contextmanager

@@ -1,6 +1,8 @@
-"""Terminal helpers shared by the CLI and the trainer."""
+"""Terminal and command-line helpers shared by the CLI, the benchmarks and the trainer."""
 
 from __future__ import annotations
+
+import argparse
 
 
 def is_terminal(stream) -> bool:
@@ -10,3 +12,22 @@ def is_terminal(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def backend_option(text: str) -> tuple[str, object]:
+    """argparse type of ``--backend-option``: KEY=VALUE → (key, value), the value read as
+    true/false/none, else an int, a float, else the text itself."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return key.strip(), low == "true"
+    if low == "none":
+        return key.strip(), None
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(raw)
+        except ValueError:
+            pass
+    return key.strip(), raw

@@ -1,9 +1,10 @@
 """How much host memory this process may still use, and the check that refuses an image whose
 coding would not fit (a clear ``ResourceError`` instead of the kernel's out-of-memory kill).
 
-The per-pixel figures are the measured peak memory growth of the torch backend on the CPU
-(default model, 3.1 and 12.6 Mpx; README "Large images"; results/memory_row_bands.txt); the
-check is only as good as that estimate, so it refuses only what the estimate says cannot fit."""
+The per-pixel figures are the measured peak memory growth of the torch and onnxruntime backends
+on the CPU (default model, 0.8 to 12.6 Mpx; README "Large images"; results/memory_row_bands.txt,
+results/memory_onnxruntime.txt); the check is only as good as that estimate, so it refuses only
+what the estimate says cannot fit."""
 
 from __future__ import annotations
 
@@ -34,6 +35,20 @@ DECODE_BATCH_BYTES_PER_PIXEL = 32
 # whole batch at once (measured 755-792 and 665-672 B at 0.8 and 3.1 Mpx, refine=2), with a margin
 REFINE_BYTES_PER_PIXEL = 820
 _GIB = 1 << 30
+
+# the onnxruntime backend on the CPU (memory pattern off): ORT's arena takes blocks in powers of
+# two and keeps them, so a floor of 0.2-0.5 GiB comes at any size; it runs a batch in one graph
+# run, and up to 1024 px per side the pre-editor's graph attends globally (cost per pixel growing
+# with the size). Measured peaks, one image at 0.79 / 3.1 / 12.6 Mpx: encode 0.53 / 0.51 / 1.01
+# GiB, without the pre-editor 0.21 / 0.46 / 0.75, decode 0.44 / 0.67 / 1.27; each further image of
+# a batch of 4: 698 / 114 / 75, 215 / 107 / 34 and 176 / 77 / 26 B per pixel
+# (scripts/memory_probe.py --backend onnxruntime). Each estimate, with a margin, is a base plus
+# bytes per pixel for the first image and for each further one (a "small" image: at most
+# banding.NETWORK_BAND_PIXELS; "global": the pre-editor's graph attends globally).
+ONNXRUNTIME_BASE_BYTES = {"encode": 600 << 20, "encode-no-pre-edit": 450 << 20, "decode": 600 << 20}
+ONNXRUNTIME_BYTES_PER_PIXEL = {"encode": 80, "encode-no-pre-edit": 50, "decode": 80}
+ONNXRUNTIME_BATCH_BYTES_PER_PIXEL = {"encode-global": 760, "encode": 130, "encode-no-pre-edit-small": 240,
+                                     "encode-no-pre-edit": 120, "decode-small": 200, "decode": 100}
 _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
 
@@ -51,6 +66,17 @@ def decode_cost(band: int | None) -> tuple[int, int]:
     if band is None:
         return DECODE_BYTES_PER_PIXEL, 0
     return DECODE_BANDED_BYTES_PER_PIXEL, band * DECODE_BYTES_PER_PIXEL
+
+
+def onnxruntime_cost(kind: str, pixels: int, global_attention: bool = False,
+                     band_pixels: int = 1 << 20) -> tuple[int, int, int]:
+    """(bytes per pixel of the first image, of each further one, base bytes) for the onnxruntime
+    backend on the CPU; ``kind`` "encode", "encode-no-pre-edit" or "decode"."""
+    if kind == "encode":
+        more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-global" if global_attention else "encode"]
+    else:
+        more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL[f"{kind}-small" if pixels <= band_pixels else kind]
+    return ONNXRUNTIME_BYTES_PER_PIXEL[kind], more, ONNXRUNTIME_BASE_BYTES[kind]
 
 
 def _read_int(path: Path) -> int | None:

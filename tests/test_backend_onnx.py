@@ -281,3 +281,54 @@ def test_large_images_run_g_a_and_g_s_in_bands(tiny_pair, monkeypatch):
     from conftest import check_backend_row_bands
 
     check_backend_row_bands(tiny_pair[1].backend, monkeypatch, torch.rand(1, 3, 192, 128))
+
+
+def test_memory_estimate_applies_to_onnxruntime_on_cpu(tmp_path, monkeypatch, rng):
+    """The onnxruntime backend on the CPU gets its own estimate (arena floor + bytes per pixel, a
+    whole batch in one graph run): exactly enough memory codes, one byte less is refused."""
+    from vlmcodec import memory
+    from vlmcodec.errors import ResourceError
+
+    ct, co = _pre_editor_codecs(tmp_path)
+    imgs = [smooth_image(rng, 60, 60) for _ in range(3)]  # padded to 64x64
+    px = 64 * 64
+    first, more, base = memory.onnxruntime_cost("encode", px, global_attention=True)
+    assert (first, more, base) == (memory.ONNXRUNTIME_BYTES_PER_PIXEL["encode"],
+                                   memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-global"],
+                                   memory.ONNXRUNTIME_BASE_BYTES["encode"])
+    need = base + px * (first + 2 * more)
+    monkeypatch.setattr(memory, "available_memory", lambda: need)
+    streams = co.encode_batch(imgs, [50] * 3)
+    monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
+    with pytest.raises(ResourceError, match="encoding of 3 images"):
+        co.encode_batch(imgs, [50] * 3)
+    # the torch backend's estimate for the same batch is far smaller: it is not the one applied
+    assert ct.encode_batch(imgs, [50] * 3) == streams
+    d_first, d_more, d_base = memory.onnxruntime_cost("decode", px)
+    assert d_more == memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["decode-small"]
+    monkeypatch.setattr(memory, "available_memory", lambda: d_base + px * d_first)
+    assert co.decode(streams[0]).shape == imgs[0].shape
+    monkeypatch.setattr(memory, "available_memory", lambda: d_base + px * d_first - 1)
+    with pytest.raises(ResourceError, match="decoding"):
+        co.decode(streams[0])
+    no_pre = Codec(co.loaded, backend="onnxruntime", pre_edit=False)
+    n_first, _, n_base = memory.onnxruntime_cost("encode-no-pre-edit", px)
+    monkeypatch.setattr(memory, "available_memory", lambda: n_base + px * n_first - 1)
+    with pytest.raises(ResourceError, match="encoding"):
+        no_pre.encode(imgs[0], 50)
+    assert Codec(co.loaded, backend="onnxruntime", check_memory=False).encode(imgs[0], 50)
+
+
+def test_onnxruntime_cost_by_size():
+    from vlmcodec import memory
+
+    band = 1 << 20
+    assert memory.onnxruntime_cost("encode", 4 * band, global_attention=False)[1] == \
+        memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode"]
+    assert memory.onnxruntime_cost("decode", band + 1, band_pixels=band)[1] == \
+        memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["decode"]
+    assert memory.onnxruntime_cost("encode-no-pre-edit", band, band_pixels=band)[1] == \
+        memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-no-pre-edit-small"]
+    # the estimate covers every measured peak (README "Large images"), e.g. decode at 12.6 Mpx
+    first, _, base = memory.onnxruntime_cost("decode", 4096 * 3072)
+    assert base + 4096 * 3072 * first > 1.41 * (1 << 30)

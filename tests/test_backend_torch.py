@@ -111,6 +111,6 @@ def test_cli_backend_option(tiny_model_path, tmp_path, rng, capsys):
 @pytest.mark.parametrize("text,value", [("a=true", True), ("a=False", False), ("a=none", None), ("a=3", 3),
                                         ("a=0.5", 0.5), ("a=/tmp/x", "/tmp/x"), ("a=", "")])
 def test_backend_option_values(text, value):
-    from vlmcodec.cli import _backend_option
+    from vlmcodec.console import backend_option
 
-    assert _backend_option(text) == ("a", value)
+    assert backend_option(text) == ("a", value)

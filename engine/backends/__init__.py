@@ -56,4 +56,4 @@ def create_backend(name: str, model, **options) -> Backend:
     return cls(model, **options)
 
 
-__all__ = ["Backend", "TorchBackend", "create_backend", "backend_class", "backend_options", "BACKENDS"]
+__all__ = ["BACKENDS", "Backend", "TorchBackend", "backend_class", "backend_options", "create_backend"]
