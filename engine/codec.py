@@ -13,10 +13,10 @@ import numbers
 import os
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np

@@ -35,21 +35,24 @@ DECODE_BATCH_BYTES_PER_PIXEL = 32
 # whole batch at once (measured 755-792 and 665-672 B at 0.8 and 3.1 Mpx, refine=2), with a margin
 REFINE_BYTES_PER_PIXEL = 820
 _GIB = 1 << 30
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
 # the onnxruntime backend on the CPU (memory pattern off): ORT's arena takes blocks in powers of
-# two and keeps them, so a floor of 0.2-0.5 GiB comes at any size; it runs a batch in one graph
-# run, and up to 1024 px per side the pre-editor's graph attends globally (cost per pixel growing
-# with the size). Measured peaks, one image at 0.79 / 3.1 / 12.6 Mpx: encode 0.53 / 0.51 / 1.01
-# GiB, without the pre-editor 0.21 / 0.46 / 0.75, decode 0.44 / 0.67 / 1.27; each further image of
-# a batch of 4: 698 / 114 / 75, 215 / 107 / 34 and 176 / 77 / 26 B per pixel
-# (scripts/memory_probe.py --backend onnxruntime). Each estimate, with a margin, is a base plus
-# bytes per pixel for the first image and for each further one (a "small" image: at most
-# banding.NETWORK_BAND_PIXELS; "global": the pre-editor's graph attends globally).
+# two and keeps them, so small images cost more per pixel and a floor of 0.2-0.5 GiB comes at
+# any larger size; it runs a batch in one graph run, and up to 1024 px per side the pre-editor's
+# graph attends globally. Measured peaks, one image at 0.07 / 0.39 / 0.79 / 3.1 / 12.6 Mpx: encode
+# 782 / 872 / 727 / 175 / 86 B per pixel (1.01 GiB at 12.6 Mpx), without the pre-editor 206 / 286
+# / 283 / 157 / 64, decode 563 / 611 / 594 / 227 / 109; each further image of a batch of 4 at
+# 0.79 / 3.1 / 12.6 Mpx: 698 / 114 / 75, 215 / 107 / 34 and 176 / 77 / 26 B per pixel
+# (scripts/memory_probe.py --backend onnxruntime). Each estimate, with a margin: a floor of
+# min(base, small-image bytes per pixel × pixels), plus bytes per pixel for the first image and
+# for each further one (a "small" image: at most banding.NETWORK_BAND_PIXELS; "global": the
+# pre-editor's graph attends globally).
 ONNXRUNTIME_BASE_BYTES = {"encode": 600 << 20, "encode-no-pre-edit": 450 << 20, "decode": 600 << 20}
+ONNXRUNTIME_SMALL_BYTES_PER_PIXEL = {"encode": 900, "encode-no-pre-edit": 320, "decode": 650}
 ONNXRUNTIME_BYTES_PER_PIXEL = {"encode": 80, "encode-no-pre-edit": 50, "decode": 80}
 ONNXRUNTIME_BATCH_BYTES_PER_PIXEL = {"encode-global": 760, "encode": 130, "encode-no-pre-edit-small": 240,
                                      "encode-no-pre-edit": 120, "decode-small": 200, "decode": 100}
-_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
 
 def encode_cost(pre_edit: bool, pre_banded: bool, band: int | None) -> tuple[int, int]:
@@ -71,12 +74,14 @@ def decode_cost(band: int | None) -> tuple[int, int]:
 def onnxruntime_cost(kind: str, pixels: int, global_attention: bool = False,
                      band_pixels: int = 1 << 20) -> tuple[int, int, int]:
     """(bytes per pixel of the first image, of each further one, base bytes) for the onnxruntime
-    backend on the CPU; ``kind`` "encode", "encode-no-pre-edit" or "decode"."""
+    backend on the CPU and images of ``pixels``; ``kind`` "encode", "encode-no-pre-edit" or
+    "decode"."""
     if kind == "encode":
         more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-global" if global_attention else "encode"]
     else:
         more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL[f"{kind}-small" if pixels <= band_pixels else kind]
-    return ONNXRUNTIME_BYTES_PER_PIXEL[kind], more, ONNXRUNTIME_BASE_BYTES[kind]
+    base = min(ONNXRUNTIME_BASE_BYTES[kind], ONNXRUNTIME_SMALL_BYTES_PER_PIXEL[kind] * pixels)
+    return ONNXRUNTIME_BYTES_PER_PIXEL[kind], more, base
 
 
 def _read_int(path: Path) -> int | None:
