@@ -114,7 +114,8 @@ class Codec:
         options = {"threads": threads} if device is None else {"threads": threads, "device": device}
         clash = sorted(set(options) & set(backend_options or {}))
         if clash:
-            raise ConfigError(f"give {', '.join(clash)} as Codec's own argument, not in backend_options")
+            cli = " (--threads on the command line)" if "threads" in clash else ""
+            raise ConfigError(f"{' and '.join(clash)}: Codec's own argument{cli}, not a backend option")
         options.update(backend_options or {})
         self.backend = create_backend(backend, self.model, **options)
         self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)

@@ -83,8 +83,10 @@ def test_unknown_or_clashing_backend_options_are_refused(tiny_model_path):
     assert backend_options("torch") == ("device", "threads", "optimize")
     with pytest.raises(ConfigError, match=r"torch backend has no option 'engines'; its options: device, threads, optimize"):
         Codec(tiny_model_path, backend_options={"engines": "x"})
-    with pytest.raises(ConfigError, match="threads as Codec's own argument"):
+    with pytest.raises(ConfigError, match=r"^threads: Codec's own argument \(--threads"):
         Codec(tiny_model_path, backend_options={"threads": 1})
+    with pytest.raises(ConfigError, match=r"^device: Codec's own argument, not"):
+        Codec(tiny_model_path, device="cpu", backend_options={"device": "cpu"})
     with pytest.raises(ConfigError, match="no option 'optimise'"):
         create_backend("torch", load_model(tiny_model_path).model, optimise=True)
     with pytest.raises(BackendUnavailableError, match="unknown backend 'jax'"):
