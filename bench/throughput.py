@@ -6,7 +6,8 @@ For encode and for decode: the sequential loop runs the same requests one after 
 Engine is driven by C closed-loop client threads (each submits, waits, submits the next).
 Reports images/s and latency p50/p95/p99 (submit → result), JSON and a table. The sequential
 loop uses torch's default intra-op threads; the Engine, by default, one network worker per
-core with single-threaded ops.
+core with single-threaded ops (onnxruntime: a codec of its own whose sessions have
+``--intra-op-threads`` threads, as they take their threads when created).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def with_engine(submit, work: list, concurrency: int) -> dict:
 def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quality: float,
         max_batch: int, max_delay_ms: float, workers: int, model=None, backend: str = "torch",
         network_workers: int = 1, intra_op_threads: int | None = None, device: str | None = None,
-        backend_options: dict | None = None) -> dict:
+        backend_options: dict | None = None, warmup: int = 0) -> dict:
     import torch
 
     from vlmcodec import Codec
@@ -81,15 +82,26 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
     work_img = [images[i % len(images)] for i in range(requests)]
     streams = {id(im): codec.encode(im, quality) for im in images}
     work_dec = [streams[id(im)] for im in work_img]
+    engine_codec = codec
+    if backend == "onnxruntime" and intra_op_threads:
+        # ORT sessions take their threads when created (intra_op_threads sets torch's only):
+        # the Engine's codec gets sessions of its own, warmed up like the sequential one
+        engine_codec = Codec(codec.loaded, backend=backend, device=device, threads=intra_op_threads,
+                             backend_options=backend_options)
+        for im in images:
+            engine_codec.decode(engine_codec.encode(im, quality))
     results: dict = {"encode": {}, "decode": {}}
     steps = 2 * (1 + len(concurrencies))
     with tqdm(total=steps, desc="throughput", leave=False) as bar:
         results["encode"]["sequential"] = sequential(lambda im: codec.encode(im, quality), work_img); bar.update()
         results["decode"]["sequential"] = sequential(codec.decode, work_dec); bar.update()
         for c in concurrencies:
-            with Engine(codec, max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
+            with Engine(engine_codec, max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
                         network_workers=network_workers, intra_op_threads=intra_op_threads,
                         max_queue=max(64, 2 * c)) as eng:
+                if warmup:  # untimed: the batch shapes' first runs (onnxruntime's arena grows then)
+                    with_engine(lambda im: eng.submit_encode(im, quality), work_img[:warmup], c)
+                    with_engine(eng.submit_decode, work_dec[:warmup], c)
                 results["encode"][f"engine_c{c}"] = with_engine(lambda im: eng.submit_encode(im, quality), work_img, c)
                 bar.update()
                 results["decode"][f"engine_c{c}"] = with_engine(eng.submit_decode, work_dec, c)
@@ -122,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", help="e.g. cuda (default: the backend's own)")
     p.add_argument("--backend-option", type=backend_option, action="append", metavar="KEY=VALUE",
                    help="an option of the backend, repeatable (as for vlmcodec encode)")
+    p.add_argument("--warmup", type=int, default=0, metavar="N",
+                   help="untimed requests (each mode) through each Engine before it is timed (default 0)")
     p.add_argument("--out", default="results/throughput.json")
     a = p.parse_args(argv)
     from vlmcodec.image_io import load_image
@@ -131,7 +145,7 @@ def main(argv=None) -> int:
     images = [load_image(f) for f in files]
     conc = [int(c) for c in a.concurrency.split(",")]
     res = run(images, a.requests, conc, a.quality, a.max_batch, a.max_delay_ms, a.workers, a.model, a.backend,
-              a.network_workers, a.intra_op_threads or None, a.device, dict(a.backend_option or ()))
+              a.network_workers, a.intra_op_threads or None, a.device, dict(a.backend_option or ()), a.warmup)
     write_json(a.out, {"benchmark": "throughput", "env": environment(), "args": vars(a) | {"images": str(folder)},
                        "results": res})
     print(f"{'mode':<8} {'setting':<12} {'img/s':>8} {'x seq':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")

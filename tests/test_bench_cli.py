@@ -38,6 +38,33 @@ def test_bench_throughput(tmp_path, rng, tiny_model_path):
     assert all(v["images_per_s"] > 0 for v in res["decode"].values())
 
 
+def test_bench_throughput_onnxruntime_engine_gets_its_own_sessions(tmp_path, rng, tiny_model_path, monkeypatch):
+    """On onnxruntime the Engine's codec is a second one with ``--intra-op-threads`` sessions (ORT
+    takes its threads when a session is created); ``--warmup`` runs untimed requests first."""
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from vlmcodec.runtime import Engine
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    seen = []
+    real_init = Engine.__init__
+
+    def spy(self, codec=None, **kw):
+        seen.append(codec.backend.threads)
+        real_init(self, codec, **kw)
+
+    monkeypatch.setattr(Engine, "__init__", spy)
+    out = tmp_path / "tp.json"
+    rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
+               "--backend", "onnxruntime", "--backend-option", "allow_spinning=false", "--requests", "4",
+               "--concurrency", "2", "--warmup", "2", "--out", str(out)])
+    assert rc == 0 and seen == [1]
+    doc = json.loads(out.read_text())
+    assert doc["args"]["warmup"] == 2 and doc["args"]["backend_option"] == [["allow_spinning", False]]
+    assert doc["results"]["encode"]["engine_c2"]["images_per_s"] > 0
+
+
 def test_bench_bad_folder(tmp_path, capsys):
     assert main(["bench", "speed", "--images", str(tmp_path / "missing")]) == 2
     assert "image folder not found" in capsys.readouterr().err

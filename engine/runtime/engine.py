@@ -16,7 +16,8 @@ On a CPU, ``network_workers=os.cpu_count()`` with ``intra_op_threads=1`` (which 
 ``torch.set_num_threads(1)`` for the whole process) runs several requests side by side on
 single-threaded kernels instead of one request on multi-threaded kernels; on CUDA keep one
 network worker per GPU. ``intra_op_threads`` sets torch's threads only: an onnxruntime
-backend's sessions keep the threads its ``Codec(threads=...)`` gave them (None: one per core).
+backend's sessions keep the threads its ``Codec(threads=...)`` gave them (None: one per core),
+so give such a codec ``threads=1`` (README, "Runtime").
 
 Results are byte-identical to ``Codec.encode`` / ``Codec.decode`` one at a time. A bad
 request (unreadable image, corrupt stream, timeout, cancellation) fails its own future and
