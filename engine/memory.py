@@ -46,7 +46,7 @@ _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 # 0.79 / 3.1 / 12.6 Mpx: 698 / 114 / 75, 215 / 107 / 34 and 176 / 77 / 26 B per pixel
 # (scripts/memory_probe.py --backend onnxruntime). Each estimate, with a margin: a floor of
 # min(base, small-image bytes per pixel × pixels), plus bytes per pixel for the first image and
-# for each further one (a "small" image: at most banding.NETWORK_BAND_PIXELS; "global": the
+# for each further one ("small": an image below the row-band threshold; "global": the
 # pre-editor's graph attends globally).
 ONNXRUNTIME_BASE_BYTES = {"encode": 600 << 20, "encode-no-pre-edit": 450 << 20, "decode": 600 << 20}
 ONNXRUNTIME_SMALL_BYTES_PER_PIXEL = {"encode": 900, "encode-no-pre-edit": 320, "decode": 650}
@@ -72,14 +72,14 @@ def decode_cost(band: int | None) -> tuple[int, int]:
 
 
 def onnxruntime_cost(kind: str, pixels: int, global_attention: bool = False,
-                     band_pixels: int = 1 << 20) -> tuple[int, int, int]:
+                     banded: bool = False) -> tuple[int, int, int]:
     """(bytes per pixel of the first image, of each further one, base bytes) for the onnxruntime
     backend on the CPU and images of ``pixels``; ``kind`` "encode", "encode-no-pre-edit" or
-    "decode"."""
+    "decode"; ``banded`` when g_a / g_s run in row bands."""
     if kind == "encode":
         more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-global" if global_attention else "encode"]
     else:
-        more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL[f"{kind}-small" if pixels <= band_pixels else kind]
+        more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL[kind if banded else f"{kind}-small"]
     base = min(ONNXRUNTIME_BASE_BYTES[kind], ONNXRUNTIME_SMALL_BYTES_PER_PIXEL[kind] * pixels)
     return ONNXRUNTIME_BYTES_PER_PIXEL[kind], more, base
 

@@ -325,9 +325,9 @@ def test_onnxruntime_cost_by_size():
     band = 1 << 20
     assert memory.onnxruntime_cost("encode", 4 * band, global_attention=False)[1] == \
         memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode"]
-    assert memory.onnxruntime_cost("decode", band + 1, band_pixels=band)[1] == \
+    assert memory.onnxruntime_cost("decode", band + 1, banded=True)[1] == \
         memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["decode"]
-    assert memory.onnxruntime_cost("encode-no-pre-edit", band, band_pixels=band)[1] == \
+    assert memory.onnxruntime_cost("encode-no-pre-edit", band, banded=False)[1] == \
         memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-no-pre-edit-small"]
     assert memory.onnxruntime_cost("decode", 64 * 64)[2] < 4 << 20  # a thumbnail: no 600 MiB floor
     assert memory.onnxruntime_cost("decode", 4096 * 3072)[2] == memory.ONNXRUNTIME_BASE_BYTES["decode"]

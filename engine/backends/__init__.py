@@ -34,23 +34,28 @@ def backend_class(name: str) -> type:
     raise BackendUnavailableError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def backend_options(name: str) -> tuple[str, ...]:
-    """The keyword options backend ``name`` takes (besides the model)."""
-    params = list(inspect.signature(backend_class(name).__init__).parameters.values())[2:]
+def _init_parameters(cls: type) -> list[inspect.Parameter]:
+    """The parameters of a backend class's constructor after ``self`` and the model."""
+    return list(inspect.signature(cls.__init__).parameters.values())[2:]
+
+
+def _named(params: list[inspect.Parameter]) -> tuple[str, ...]:
     return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-def _takes_any_option(name: str) -> bool:
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(backend_class(name).__init__).parameters.values())
+def backend_options(name: str) -> tuple[str, ...]:
+    """The keyword options backend ``name`` takes (besides the model)."""
+    return _named(_init_parameters(backend_class(name)))
 
 
 def create_backend(name: str, model, **options) -> Backend:
     """Instantiate backend ``name`` for ``model`` with its keyword ``options``; raises
     BackendUnavailableError with the reason, ConfigError for an option it does not take."""
     cls = backend_class(name)
-    known = backend_options(name)
+    params = _init_parameters(cls)
+    known = _named(params)
     unknown = sorted(set(options) - set(known))
-    if unknown and not _takes_any_option(name):
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):
         raise ConfigError(f"the {name} backend has no option {', '.join(map(repr, unknown))}; "
                           f"its options: {', '.join(known)}")
     return cls(model, **options)
