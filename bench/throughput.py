@@ -71,7 +71,7 @@ def with_engine(submit, work: list, concurrency: int) -> dict:
 def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quality: float,
         max_batch: int, max_delay_ms: float, workers: int, model=None, backend: str = "torch",
         network_workers: int = 1, intra_op_threads: int | None = None, device: str | None = None,
-        backend_options: dict | None = None, warmup: int = 0) -> dict:
+        backend_options: dict | None = None, warmup: int = 0, warmup_shapes: bool = False) -> dict:
     import torch
 
     from vlmcodec import Codec
@@ -99,6 +99,9 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
             with Engine(engine_codec, max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
                         network_workers=network_workers, intra_op_threads=intra_op_threads,
                         max_queue=max(64, 2 * c)) as eng:
+                if warmup_shapes:  # untimed: every batch shape once, at each image size
+                    results.setdefault("warmup_shapes_s", []).append(
+                        sum(r.get("seconds", 0.0) for r in eng.warmup(images, quality)))
                 if warmup:  # untimed: the batch shapes' first runs (onnxruntime's arena grows then)
                     with_engine(lambda im: eng.submit_encode(im, quality), work_img[:warmup], c)
                     with_engine(eng.submit_decode, work_dec[:warmup], c)
@@ -136,6 +139,8 @@ def main(argv=None) -> int:
                    help="an option of the backend, repeatable (as for vlmcodec encode)")
     p.add_argument("--warmup", type=int, default=0, metavar="N",
                    help="untimed requests (each mode) through each Engine before it is timed (default 0)")
+    p.add_argument("--warmup-shapes", action="store_true",
+                   help="Engine.warmup before timing: every batch size 1..max-batch at each image size, untimed")
     p.add_argument("--out", default="results/throughput.json")
     a = p.parse_args(argv)
     from vlmcodec.image_io import load_image
@@ -145,7 +150,8 @@ def main(argv=None) -> int:
     images = [load_image(f) for f in files]
     conc = [int(c) for c in a.concurrency.split(",")]
     res = run(images, a.requests, conc, a.quality, a.max_batch, a.max_delay_ms, a.workers, a.model, a.backend,
-              a.network_workers, a.intra_op_threads or None, a.device, dict(a.backend_option or ()), a.warmup)
+              a.network_workers, a.intra_op_threads or None, a.device, dict(a.backend_option or ()), a.warmup,
+              a.warmup_shapes)
     write_json(a.out, {"benchmark": "throughput", "env": environment(), "args": vars(a) | {"images": str(folder)},
                        "results": res})
     print(f"{'mode':<8} {'setting':<12} {'img/s':>8} {'x seq':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")

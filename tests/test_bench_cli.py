@@ -31,11 +31,12 @@ def test_bench_speed(tmp_path, rng, tiny_model_path):
 def test_bench_throughput(tmp_path, rng, tiny_model_path):
     out = tmp_path / "tp.json"
     rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
-               "--requests", "6", "--concurrency", "1,3", "--out", str(out)])
+               "--requests", "6", "--concurrency", "1,3", "--warmup-shapes", "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())["results"]
     assert set(res["encode"]) == {"sequential", "engine_c1", "engine_c3"}
     assert all(v["images_per_s"] > 0 for v in res["decode"].values())
+    assert len(res["warmup_shapes_s"]) == 2 and all(s > 0 for s in res["warmup_shapes_s"])  # one per Engine
 
 
 def test_bench_throughput_onnxruntime_engine_gets_its_own_sessions(tmp_path, rng, tiny_model_path, monkeypatch):

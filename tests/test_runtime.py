@@ -236,3 +236,57 @@ def test_a_request_too_large_for_memory_gets_resource_error_and_a_batch_splits(t
         assert e.submit_encode(img).result(timeout=60) == futs[0].result()  # the engine lives on
     finally:
         e.shutdown()
+
+
+def test_warmup_runs_every_batch_shape_once_per_coded_size(tiny_codec, rng, monkeypatch):
+    """Largest batch first, each distinct padded size once (two samples of one padded size are
+    one size), encode and decode; the engine then serves as before."""
+    calls = []
+    analyse, synthesize = tiny_codec.analyse, tiny_codec.synthesize
+    monkeypatch.setattr(tiny_codec, "analyse", lambda a, q: calls.append(("encode", len(a))) or analyse(a, q))
+    monkeypatch.setattr(tiny_codec, "synthesize", lambda s: calls.append(("decode", len(s))) or synthesize(s))
+    samples = [smooth_image(rng, 64, 64), smooth_image(rng, 60, 62), smooth_image(rng, 64, 128)]
+    with Engine(tiny_codec, max_batch=3, max_delay_ms=2) as e:
+        records = e.warmup(samples, quality=40)
+        per_size = [("encode", 1)] + [(m, n) for n in (3, 2, 1) for m in ("encode", "decode")]
+        assert calls == per_size * 2  # the 60×62 sample pads to 64×64: no second run
+        assert [(r["mode"], r["batch"]) for r in records] == per_size[1:] * 2
+        assert {r["coded_size"] for r in records} == {(64, 64), (64, 128)}
+        assert all(r["seconds"] > 0 and "skipped" not in r for r in records)
+        calls.clear()
+        assert len(e.warmup(samples[0], batch_sizes=[2], decode=False)) == 1 and calls == [("encode", 2)]
+        im = samples[2]
+        assert e.submit_encode(im, 40).result(timeout=60) == tiny_codec.encode(im, 40)
+
+
+def test_warmup_rejects_bad_arguments(tiny_codec, rng):
+    e = Engine(tiny_codec, max_batch=2)
+    img = smooth_image(rng, 32, 32)
+    try:
+        with pytest.raises(ValueError, match="max_batch=2"):
+            e.warmup(img, batch_sizes=[3])
+        with pytest.raises(ValueError, match="max_batch=2"):
+            e.warmup(img, batch_sizes=[0])
+        with pytest.raises(ValueError, match="at least one"):
+            e.warmup([])
+        with pytest.raises(ImageError):
+            e.warmup(np.zeros((4, 4), np.float64))
+        with pytest.raises(ValueError, match="quality"):
+            e.warmup(img, quality=101)
+    finally:
+        e.shutdown()
+    with pytest.raises(EngineDeadError):
+        e.warmup(img)
+
+
+def test_warmup_skips_a_batch_that_would_not_fit(tiny_codec, rng, monkeypatch):
+    """Serving runs such a batch one request at a time, so warm-up reports it and goes on."""
+    from vlmcodec import memory
+
+    img = smooth_image(rng, 64, 64)
+    one = 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[tiny_codec.pre_edit]
+    monkeypatch.setattr(memory, "available_memory", lambda: one)
+    with Engine(tiny_codec, max_batch=3) as e:
+        records = e.warmup(img, decode=False)
+    assert [r["batch"] for r in records] == [3, 2, 1]
+    assert all("memory" in r["skipped"] for r in records[:2]) and records[2]["seconds"] > 0
