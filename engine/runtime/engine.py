@@ -121,7 +121,8 @@ class Engine:
         """Run the networks once at each batch size for each sample image's size, untimed by callers.
 
         A backend's first run at a batch shape can be far slower than the next (onnxruntime
-        grows its memory arena then: 25 s instead of 2.4 s for 8 Kodak images on 2 cores), and
+        grows its memory arena then: 24 s instead of 2.5 s for 8 Kodak images on this project's VM,
+        where fresh memory is slow), and
         a server would otherwise pay that on live requests. ``images``: one image or a list,
         one per coded size the traffic will bring (only their sizes matter); ``batch_sizes``:
         default every size from ``max_batch`` down to 1 (largest first, so an arena grows once).
