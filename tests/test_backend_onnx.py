@@ -252,6 +252,38 @@ def test_pre_editor_above_the_window_runs_windowed_in_torch(tmp_path, monkeypatc
     assert calls == ["pre_editor"]  # fits in a window: the graph runs
 
 
+def test_cpu_batches_run_item_by_item_and_equal_single_calls(tmp_path, rng, monkeypatch):
+    """On the CPU provider every graph sees one item at a time (a whole-batch run may pick other
+    kernels, other rounding): a batch's streams equal single calls' by construction, and a new
+    batch size is no new shape for ONNX Runtime. ``item_by_item=False`` runs whole batches."""
+    import torch
+
+    ct, co = _pre_editor_codecs(tmp_path, g_a_gain=40.0)
+    assert co.backend.item_by_item
+    shapes = []
+    run = co.backend._run_graph
+    monkeypatch.setattr(co.backend, "_run_graph", lambda name, t: shapes.append((name, t.shape[0])) or run(name, t))
+    imgs = [smooth_image(rng, 60, 70) for _ in range(3)]
+    streams = co.encode_batch(imgs, 50)
+    assert shapes and {n for _, n in shapes} == {1}
+    assert {name for name, _ in shapes} == {"pre_editor", "g_a", "h_a"}
+    shapes.clear()
+    assert streams == [co.encode(im, 50) for im in imgs]
+    decoded = co.decode_batch(streams)
+    assert all(np.array_equal(d, co.decode(s)) for d, s in zip(decoded, streams))
+    x = torch.rand(3, 3, 64, 64)
+    one_by_one = torch.cat([co.backend.analysis(x[i : i + 1]) for i in range(3)])
+    assert torch.equal(co.backend.analysis(x), one_by_one)
+    whole = Codec(co.loaded, backend="onnxruntime", backend_options={"item_by_item": False})
+    assert not whole.backend.item_by_item
+    shapes_whole = []
+    run_whole = whole.backend._run_graph
+    monkeypatch.setattr(whole.backend, "_run_graph",
+                        lambda name, t: shapes_whole.append(t.shape[0]) or run_whole(name, t))
+    torch.testing.assert_close(whole.backend.analysis(x), one_by_one, atol=1e-4, rtol=0)
+    assert shapes_whole == [3]
+
+
 def test_caller_keeps_subnormals(tiny_model_path):
     """ORT's denormal flushing must not leak into the caller's thread (numpy, hypothesis...)."""
     import numpy as np
