@@ -240,7 +240,10 @@ def test_a_request_too_large_for_memory_gets_resource_error_and_a_batch_splits(t
 
 def test_warmup_runs_every_batch_shape_once_per_coded_size(tiny_codec, rng, monkeypatch):
     """Largest batch first, each distinct padded size once (two samples of one padded size are
-    one size), encode and decode; the engine then serves as before."""
+    one size), encode and decode; every batch size on a backend that runs whole batches, the
+    largest and 1 on one that runs items one at a time. The engine then serves as before."""
+    assert tiny_codec.backend.item_by_item  # torch on the CPU
+    monkeypatch.setattr(type(tiny_codec.backend), "item_by_item", False)
     calls = []
     analyse, synthesize = tiny_codec.analyse, tiny_codec.synthesize
     monkeypatch.setattr(tiny_codec, "analyse", lambda a, q: calls.append(("encode", len(a))) or analyse(a, q))
@@ -255,6 +258,11 @@ def test_warmup_runs_every_batch_shape_once_per_coded_size(tiny_codec, rng, monk
         assert all(r["seconds"] > 0 and "skipped" not in r for r in records)
         calls.clear()
         assert len(e.warmup(samples[0], batch_sizes=[2], decode=False)) == 1 and calls == [("encode", 2)]
+        monkeypatch.undo()
+        calls.clear()
+        monkeypatch.setattr(tiny_codec, "analyse", lambda a, q: calls.append(("encode", len(a))) or analyse(a, q))
+        assert [r["batch"] for r in e.warmup(samples[0], decode=False)] == [3, 1]
+        assert calls == [("encode", 3), ("encode", 1)]
         im = samples[2]
         assert e.submit_encode(im, 40).result(timeout=60) == tiny_codec.encode(im, 40)
 
@@ -287,6 +295,6 @@ def test_warmup_skips_a_batch_that_would_not_fit(tiny_codec, rng, monkeypatch):
     one = 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[tiny_codec.pre_edit]
     monkeypatch.setattr(memory, "available_memory", lambda: one)
     with Engine(tiny_codec, max_batch=3) as e:
-        records = e.warmup(img, decode=False)
+        records = e.warmup(img, decode=False, batch_sizes=[1, 2, 3])
     assert [r["batch"] for r in records] == [3, 2, 1]
     assert all("memory" in r["skipped"] for r in records[:2]) and records[2]["seconds"] > 0

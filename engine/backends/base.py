@@ -12,6 +12,9 @@ class Backend(Protocol):
     The tensors returned are the caller's own: the codec works on them in place."""
 
     name: str
+    # True when a batch's items run through the networks one at a time (the CPU backends):
+    # batched results then equal single calls', and a batch size is no new shape to warm up
+    item_by_item: bool
 
     def pre_edit(self, x: Tensor) -> Tensor:
         """Pre-editor P: images in [0, 1] → edited images in [0, 1] (identity without one)."""

@@ -64,6 +64,7 @@ class TensorRTBackend:
     ``cache_dir``, and for builds into the cache ``fp16``, ``max_batch``, ``max_size`` (H, W)."""
 
     name = "tensorrt"
+    item_by_item = False  # engines take whole batches (optimisation profiles)
 
     def __init__(self, model, device: str = "cuda", engines: str | Path | None = None,
                  cache_dir: str | Path | None = None, fp16: bool = False, max_batch: int = 8,

@@ -63,6 +63,11 @@ class TorchBackend:
         self.pre = None if pre is None else (copy.deepcopy(pre).eval().to(memory_format=torch.channels_last)
                                              if optimize else pre)
 
+    @property
+    def item_by_item(self) -> bool:
+        """Whether a batch's items go through the networks one at a time (on the CPU)."""
+        return self.device.type != "cuda"
+
     def _run(self, net: nn.Module, x: Tensor) -> Tensor:
         if self.device.type == "cuda":
             return self._run_cuda(net, x)

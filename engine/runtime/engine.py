@@ -125,7 +125,9 @@ class Engine:
         where fresh memory is slow), and
         a server would otherwise pay that on live requests. ``images``: one image or a list,
         one per coded size the traffic will bring (only their sizes matter); ``batch_sizes``:
-        default every size from ``max_batch`` down to 1 (largest first, so an arena grows once).
+        default ``max_batch`` and 1 where the backend runs a batch's items one at a time (the
+        CPU backends: a batch size is no new shape), else every size from ``max_batch`` down to
+        1 (largest first, so an arena grows once).
         Runs in the calling thread, before traffic is best. A batch that would not fit in memory
         is skipped and reported, as serving would run such a batch one request at a time.
         Returns one record per (mode, coded size, batch size): seconds or the skip reason.
@@ -135,7 +137,9 @@ class Engine:
         samples = list(images) if isinstance(images, (list, tuple)) else [images]
         if not samples:
             raise ValueError("warmup needs at least one sample image")
-        sizes = sorted({int(n) for n in (batch_sizes or range(1, self._sched.max_batch + 1))}, reverse=True)
+        top = self._sched.max_batch
+        default = (top, 1) if getattr(self.codec.backend, "item_by_item", False) else range(1, top + 1)
+        sizes = sorted({int(n) for n in (batch_sizes or default)}, reverse=True)
         if sizes[-1] < 1 or sizes[0] > self._sched.max_batch:
             raise ValueError(f"batch sizes must lie in 1..max_batch={self._sched.max_batch}, got {sizes}")
         seen, records = set(), []
