@@ -318,7 +318,7 @@ class Codec:
         if self._estimated() == "onnxruntime":
             kind = "encode" if pre is not None else "encode-no-pre-edit"
             return memory.onnxruntime_cost(kind, ph * pw, pre is not None and not pre.windowed_at(ph, pw),
-                                           self._network_band_pixels(ph, pw) is not None)
+                                           self._network_band_pixels(ph, pw) is not None, self.backend.item_by_item)
         first, base = memory.encode_cost(self.pre_edit, pre is not None and pre.banded_at(ph, pw),
                                          self._network_band_pixels(ph, pw))
         return first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base
@@ -326,7 +326,8 @@ class Codec:
     def _decode_cost(self, ph: int, pw: int) -> tuple[int, int, int]:
         """As :meth:`_encode_cost`, for decoding."""
         if self._estimated() == "onnxruntime":
-            return memory.onnxruntime_cost("decode", ph * pw, banded=self._network_band_pixels(ph, pw) is not None)
+            return memory.onnxruntime_cost("decode", ph * pw, banded=self._network_band_pixels(ph, pw) is not None,
+                                           item_by_item=self.backend.item_by_item)
         first, base = memory.decode_cost(self._network_band_pixels(ph, pw))
         return first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base
 

@@ -39,8 +39,7 @@ _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
 # the onnxruntime backend on the CPU (memory pattern off): ORT's arena takes blocks in powers of
 # two and keeps them, so small images cost more per pixel and a floor of 0.2-0.5 GiB comes at
-# any larger size; it runs a batch in one graph run, and up to 1024 px per side the pre-editor's
-# graph attends globally. Measured peaks, one image at 0.07 / 0.39 / 0.79 / 3.1 / 12.6 Mpx: encode
+# any larger size; up to 1024 px per side the pre-editor's graph attends globally. Measured peaks, one image at 0.07 / 0.39 / 0.79 / 3.1 / 12.6 Mpx: encode
 # 782 / 872 / 727 / 175 / 86 B per pixel (1.01 GiB at 12.6 Mpx), without the pre-editor 206 / 286
 # / 283 / 157 / 64, decode 563 / 611 / 594 / 227 / 109; each further image of a batch of 4 at
 # 0.79 / 3.1 / 12.6 Mpx: 698 / 114 / 75, 215 / 107 / 34 and 176 / 77 / 26 B per pixel
@@ -53,6 +52,12 @@ ONNXRUNTIME_SMALL_BYTES_PER_PIXEL = {"encode": 900, "encode-no-pre-edit": 320, "
 ONNXRUNTIME_BYTES_PER_PIXEL = {"encode": 80, "encode-no-pre-edit": 50, "decode": 80}
 ONNXRUNTIME_BATCH_BYTES_PER_PIXEL = {"encode-global": 760, "encode": 130, "encode-no-pre-edit-small": 240,
                                      "encode-no-pre-edit": 120, "decode-small": 200, "decode": 100}
+# run item by item (the default on the CPU), a batch adds its inputs and outputs: each further
+# image of a batch of 4 at 0.79 / 3.1 / 12.6 Mpx added 19 / 21 / 22, 10 / 12 / 4 and 26 / 84 / 22 B
+# per pixel (the same probe, 2026-12-04); the figures above are for whole-batch runs
+# (item_by_item=False)
+ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL = {"encode": 32, "encode-no-pre-edit": 20, "decode-small": 40,
+                                          "decode": 100}
 
 
 def encode_cost(pre_edit: bool, pre_banded: bool, band: int | None) -> tuple[int, int]:
@@ -72,11 +77,14 @@ def decode_cost(band: int | None) -> tuple[int, int]:
 
 
 def onnxruntime_cost(kind: str, pixels: int, global_attention: bool = False,
-                     banded: bool = False) -> tuple[int, int, int]:
+                     banded: bool = False, item_by_item: bool = True) -> tuple[int, int, int]:
     """(bytes per pixel of the first image, of each further one, base bytes) for the onnxruntime
     backend on the CPU and images of ``pixels``; ``kind`` "encode", "encode-no-pre-edit" or
-    "decode"; ``banded`` when g_a / g_s run in row bands."""
-    if kind == "encode":
+    "decode"; ``banded`` when g_a / g_s run in row bands; ``item_by_item`` as the backend runs
+    a batch (False: whole, in one graph run)."""
+    if item_by_item:
+        more = ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL[kind if kind != "decode" or banded else "decode-small"]
+    elif kind == "encode":
         more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-global" if global_attention else "encode"]
     else:
         more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL[kind if banded else f"{kind}-small"]

@@ -316,8 +316,9 @@ def test_large_images_run_g_a_and_g_s_in_bands(tiny_pair, monkeypatch):
 
 
 def test_memory_estimate_applies_to_onnxruntime_on_cpu(tmp_path, monkeypatch, rng):
-    """The onnxruntime backend on the CPU gets its own estimate (arena floor + bytes per pixel, a
-    whole batch in one graph run): exactly enough memory codes, one byte less is refused."""
+    """The onnxruntime backend on the CPU gets its own estimate (arena floor + bytes per pixel;
+    item by item, or a whole batch in one graph run): exactly enough memory codes, one byte less
+    is refused."""
     from vlmcodec import memory
     from vlmcodec.errors import ResourceError
 
@@ -326,7 +327,7 @@ def test_memory_estimate_applies_to_onnxruntime_on_cpu(tmp_path, monkeypatch, rn
     px = 64 * 64
     first, more, base = memory.onnxruntime_cost("encode", px, global_attention=True)
     assert (first, more, base) == (memory.ONNXRUNTIME_BYTES_PER_PIXEL["encode"],
-                                   memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-global"],
+                                   memory.ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL["encode"],
                                    memory.ONNXRUNTIME_SMALL_BYTES_PER_PIXEL["encode"] * px)
     need = base + px * (first + 2 * more)
     monkeypatch.setattr(memory, "available_memory", lambda: need)
@@ -334,10 +335,18 @@ def test_memory_estimate_applies_to_onnxruntime_on_cpu(tmp_path, monkeypatch, rn
     monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
     with pytest.raises(ResourceError, match="encoding of 3 images"):
         co.encode_batch(imgs, [50] * 3)
+    whole = Codec(co.loaded, backend="onnxruntime", backend_options={"item_by_item": False})
+    w_more = memory.onnxruntime_cost("encode", px, global_attention=True, item_by_item=False)[1]
+    assert w_more == memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-global"] > more
+    monkeypatch.setattr(memory, "available_memory", lambda: base + px * (first + 2 * w_more))
+    assert whole.encode_batch(imgs, [50] * 3) == streams
+    monkeypatch.setattr(memory, "available_memory", lambda: base + px * (first + 2 * w_more) - 1)
+    with pytest.raises(ResourceError, match="encoding of 3 images"):
+        whole.encode_batch(imgs, [50] * 3)
     # the torch backend's estimate for the same batch is far smaller: it is not the one applied
     assert ct.encode_batch(imgs, [50] * 3) == streams
     d_first, d_more, d_base = memory.onnxruntime_cost("decode", px)
-    assert d_more == memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["decode-small"]
+    assert d_more == memory.ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL["decode-small"]
     monkeypatch.setattr(memory, "available_memory", lambda: d_base + px * d_first)
     assert co.decode(streams[0]).shape == imgs[0].shape
     monkeypatch.setattr(memory, "available_memory", lambda: d_base + px * d_first - 1)
@@ -355,12 +364,14 @@ def test_onnxruntime_cost_by_size():
     from vlmcodec import memory
 
     band = 1 << 20
-    assert memory.onnxruntime_cost("encode", 4 * band, global_attention=False)[1] == \
-        memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode"]
-    assert memory.onnxruntime_cost("decode", band + 1, banded=True)[1] == \
-        memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["decode"]
-    assert memory.onnxruntime_cost("encode-no-pre-edit", band, banded=False)[1] == \
-        memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-no-pre-edit-small"]
+    whole, item = memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL, memory.ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL
+    assert memory.onnxruntime_cost("encode", 4 * band, global_attention=False, item_by_item=False)[1] == whole["encode"]
+    assert memory.onnxruntime_cost("decode", band + 1, banded=True, item_by_item=False)[1] == whole["decode"]
+    assert memory.onnxruntime_cost("encode-no-pre-edit", band, banded=False, item_by_item=False)[1] == \
+        whole["encode-no-pre-edit-small"]
+    assert memory.onnxruntime_cost("encode", band, global_attention=True)[1] == item["encode"]
+    assert memory.onnxruntime_cost("decode", band + 1, banded=True)[1] == item["decode"]
+    assert memory.onnxruntime_cost("decode", band)[1] == item["decode-small"]
     assert memory.onnxruntime_cost("decode", 64 * 64)[2] < 4 << 20  # a thumbnail: no 600 MiB floor
     assert memory.onnxruntime_cost("decode", 4096 * 3072)[2] == memory.ONNXRUNTIME_BASE_BYTES["decode"]
 
@@ -373,6 +384,29 @@ ORT_MEASURED = {("encode", 256 * 256): 782, ("encode", 512 * 768): 872, ("encode
                 ("encode-no-pre-edit", 768 * 1024): 286, ("encode-no-pre-edit", 1536 * 2048): 160,
                 ("encode-no-pre-edit", 3072 * 4096): 86, ("decode", 256 * 256): 563, ("decode", 512 * 768): 615,
                 ("decode", 768 * 1024): 594, ("decode", 1536 * 2048): 227, ("decode", 3072 * 4096): 121}
+
+
+# each further image of a batch of 4, item by item (the default on the CPU): (kind, H×W) → bytes
+# per pixel, the same probe with --batch 4 (results/memory_onnxruntime.txt)
+ORT_ITEM_BATCH_MEASURED = {("encode", 768 * 1024): 19, ("encode", 1536 * 2048): 21, ("encode", 3072 * 4096): 22,
+                           ("encode-no-pre-edit", 768 * 1024): 10, ("encode-no-pre-edit", 1536 * 2048): 12,
+                           ("encode-no-pre-edit", 3072 * 4096): 4, ("decode", 768 * 1024): 26,
+                           ("decode", 1536 * 2048): 84, ("decode", 3072 * 4096): 22}
+
+
+@pytest.mark.parametrize("kind,pixels", sorted(ORT_ITEM_BATCH_MEASURED))
+def test_onnxruntime_item_batch_estimate_covers_the_measured_growth(kind, pixels):
+    from vlmcodec import memory
+
+    more = memory.onnxruntime_cost(kind, pixels, global_attention=pixels <= 1024 * 1024,
+                                   banded=pixels > memory_band_threshold())[1]
+    assert ORT_ITEM_BATCH_MEASURED[kind, pixels] <= more <= 6 * max(ORT_ITEM_BATCH_MEASURED[kind, pixels], 10)
+
+
+def memory_band_threshold() -> int:
+    from vlmcodec.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend.band_pixels
 
 
 @pytest.mark.parametrize("kind,pixels", sorted(ORT_MEASURED))
