@@ -261,19 +261,26 @@ class Codec:
         self._fits("decoding", ph * pw, len(latents), self._decode_cost(ph, pw))
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
+        n = len(latents)
+        # a backend that runs items one at a time anyway gets them one by one here, so that each
+        # float image (12 B per pixel) becomes uint8 before the next is made
+        parts = [slice(j, j + 1) for j in range(n)] if getattr(self.backend, "item_by_item", False) else [slice(0, n)]
         with torch.inference_mode(), self._gpu_memory("decoding"):
             _, inv_gain = self.model.gains(levels)
-            with self._stage("g_s"):
-                x_hat = self.backend.synthesis(y_hat * inv_gain[:, :, None, None])
-            # in place: x̂ is this call's own tensor, and each full-size float copy costs 12 B per pixel
-            x_hat = x_hat.clamp_(0, 1)
+            y_hat = y_hat * inv_gain[:, :, None, None]
             out = []
-            for j, d in enumerate(latents):
-                (ch, cw), hw = d.header.coded_hw, (d.header.height, d.header.width)
-                with self._stage("resize"):
-                    xj = resample.upscale(x_hat[j, :, :ch, :cw], hw)
-                xj = xj.mul_(255).round_().to(torch.uint8)
-                out.append(np.ascontiguousarray(xj.permute(1, 2, 0).numpy()))
+            for part in parts:
+                with self._stage("g_s"):
+                    x_hat = self.backend.synthesis(y_hat[part])
+                # in place: x̂ is this call's own tensor, and each full-size float copy costs 12 B per pixel
+                x_hat = x_hat.clamp_(0, 1)
+                for j, d in enumerate(latents[part]):
+                    (ch, cw), hw = d.header.coded_hw, (d.header.height, d.header.width)
+                    with self._stage("resize"):
+                        xj = resample.upscale(x_hat[j, :, :ch, :cw], hw)
+                    xj = xj.mul_(255).round_().to(torch.uint8)
+                    out.append(np.ascontiguousarray(xj.permute(1, 2, 0).numpy()))
+                del x_hat
         return out
 
     # -- internals -----------------------------------------------------------------------

@@ -298,3 +298,18 @@ def test_warmup_skips_a_batch_that_would_not_fit(tiny_codec, rng, monkeypatch):
         records = e.warmup(img, decode=False, batch_sizes=[1, 2, 3])
     assert [r["batch"] for r in records] == [3, 2, 1]
     assert all("memory" in r["skipped"] for r in records[:2]) and records[2]["seconds"] > 0
+
+
+def test_warmup_runs_each_shape_on_every_network_worker(tiny_codec, rng, monkeypatch):
+    """A thread's first run is cold too (its allocator's memory): each shape runs once on each
+    network thread, at the same time."""
+    threads = []
+    analyse = tiny_codec.analyse
+    monkeypatch.setattr(tiny_codec, "analyse",
+                        lambda a, q: threads.append((len(a), threading.current_thread().name)) or analyse(a, q))
+    with Engine(tiny_codec, max_batch=2, network_workers=2) as e:
+        records = e.warmup(smooth_image(rng, 64, 64), decode=False, batch_sizes=[1, 2])
+    assert [r["batch"] for r in records] == [2, 1]
+    for n in (2, 1):
+        names = [t for k, t in threads if k == n]
+        assert len(names) == 2 and len(set(names)) == 2 and all(t.startswith("vlmcodec-net") for t in names)

@@ -118,19 +118,20 @@ class Engine:
 
     def warmup(self, images, quality: float = 75.0, batch_sizes=None, short_side: int | None = None,
                decode: bool = True) -> list[dict]:
-        """Run the networks once at each batch size for each sample image's size, untimed by callers.
+        """Run the networks at each batch size for each sample image's size, before traffic.
 
         A backend's first run at a batch shape can be far slower than the next (onnxruntime
-        grows its memory arena then: 24 s instead of 2.5 s for 8 Kodak images on this project's VM,
-        where fresh memory is slow), and
-        a server would otherwise pay that on live requests. ``images``: one image or a list,
-        one per coded size the traffic will bring (only their sizes matter); ``batch_sizes``:
-        default ``max_batch`` and 1 where the backend runs a batch's items one at a time (the
-        CPU backends: a batch size is no new shape), else every size from ``max_batch`` down to
-        1 (largest first, so an arena grows once).
-        Runs in the calling thread, before traffic is best. A batch that would not fit in memory
-        is skipped and reported, as serving would run such a batch one request at a time.
-        Returns one record per (mode, coded size, batch size): seconds or the skip reason.
+        grows its memory arena then: 24 s instead of 2.5 s for 8 Kodak images whole on this
+        project's VM, where fresh memory is slow), and so can a thread's first run (its
+        allocator's memory); a server would otherwise pay that on live requests. Each shape
+        runs on every network worker at once (a barrier makes them distinct threads), as under
+        load. ``images``: one image or a list, one per coded size the traffic will bring (only
+        their sizes matter); ``batch_sizes``: default ``max_batch`` and 1 where the backend runs
+        a batch's items one at a time (the CPU backends: a batch size is no new shape), else
+        every size from ``max_batch`` down to 1 (largest first, so an arena grows once). A
+        batch that would not fit in memory is skipped and reported, as serving would run it one
+        request at a time. Returns one record per (mode, coded size, batch size): wall seconds
+        or the skip reason.
         """
         if self._closed:
             raise EngineDeadError("engine is shut down; create a new Engine")
@@ -159,14 +160,33 @@ class Engine:
                     jobs.append(("decode", lambda n=n: self.codec.synthesize([latent] * n)))
                 for mode, job in jobs:
                     record = {"mode": mode, "coded_size": key, "batch": n}
-                    t0 = time.perf_counter()
                     try:
-                        job()
-                        record["seconds"] = time.perf_counter() - t0
+                        record["seconds"] = self._on_every_network_worker(job)
                     except ResourceError as e:
                         record["skipped"] = str(e)
                     records.append(record)
         return records
+
+    def _on_every_network_worker(self, job) -> float:
+        """Run ``job`` once on each network thread, all at once; the wall seconds. The first
+        error raised (e.g. ResourceError) is raised here after all have finished."""
+        barrier = threading.Barrier(self._net_slots)
+
+        def run():
+            try:  # hold each thread until all have a copy: the copies land on distinct threads
+                barrier.wait(timeout=60.0)
+            except threading.BrokenBarrierError:  # a thread busy with a long batch: run anyway
+                pass
+            job()
+
+        t0 = time.perf_counter()
+        futures = [self._net_pool.submit(run) for _ in range(self._net_slots)]
+        errors = [f.exception() for f in futures]
+        seconds = time.perf_counter() - t0
+        for e in errors:
+            if e is not None:
+                raise e
+        return seconds
 
     def shutdown(self, drain: bool = True, timeout_s: float | None = None) -> None:
         """Stop accepting requests; finish queued ones (``drain``) or fail them with EngineDeadError."""
