@@ -2,10 +2,12 @@
 batched n times, for the batch sizes in the order given (repeat one to see its second run).
 
     python scripts/onnxruntime_batch_shapes.py 1,8,1,8,3,3,5,5 [--threads 1] [--backend onnxruntime]
+        [--backend-option item_by_item=false]
 
 Prints, per run, the seconds of ``Codec.analyse`` (pre-editor, g_a, h_a) and of
 ``Codec.synthesize`` (g_s). On onnxruntime the first run at a larger batch grows the arena,
-which is what ``Engine.warmup`` moves out of the live requests' way.
+which is what ``Engine.warmup`` moves out of the live requests' way; item by item (the CPU
+default) a new batch size is no new shape.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import numpy as np
 from vlmcodec import Codec
 from vlmcodec.bench.common import image_files
+from vlmcodec.console import backend_option
 from vlmcodec.image_io import load_image
 
 
@@ -25,8 +28,10 @@ def main() -> None:
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--threads", type=int, default=1, help="the codec's threads (default 1, as under the Engine)")
     p.add_argument("--quality", type=float, default=60.0)
+    p.add_argument("--backend-option", type=backend_option, action="append", metavar="KEY=VALUE",
+                   help="an option of the backend, repeatable (e.g. item_by_item=false)")
     a = p.parse_args()
-    codec = Codec(backend=a.backend, threads=a.threads)
+    codec = Codec(backend=a.backend, threads=a.threads, backend_options=dict(a.backend_option or ()))
     img: np.ndarray = load_image(image_files(None)[0])
     prep = codec.prepare(img, a.quality)
     latent = codec.entropy_decode(codec.encode(img, a.quality))
