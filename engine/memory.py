@@ -28,7 +28,8 @@ DECODE_BANDED_BYTES_PER_PIXEL = 40
 ENCODE_PRE_BANDED_BYTES_PER_PIXEL = 260
 # each further image of a batch: the torch backend runs the networks one image at a time on the
 # CPU, so a batch adds only its inputs and outputs (measured 44 / 16 / 4-15 B per pixel, batches
-# of 4; with row bands 31 / 14 / 26: a decoded batch's float output is held whole)
+# of 4; with row bands 31 / 14 / 26; decoding, once each image became uint8 before the next was
+# made, 25 / 10 / 1 at 0.79 / 3.1 / 12.6 Mpx: results/memory_decode_batch.txt)
 ENCODE_BATCH_BYTES_PER_PIXEL = 56
 DECODE_BATCH_BYTES_PER_PIXEL = 32
 # encoding with latent refinement (Codec(refine=N)): networks and teacher with gradients, the
@@ -53,11 +54,12 @@ ONNXRUNTIME_BYTES_PER_PIXEL = {"encode": 80, "encode-no-pre-edit": 50, "decode":
 ONNXRUNTIME_BATCH_BYTES_PER_PIXEL = {"encode-global": 760, "encode": 130, "encode-no-pre-edit-small": 240,
                                      "encode-no-pre-edit": 120, "decode-small": 200, "decode": 100}
 # run item by item (the default on the CPU), a batch adds its inputs and outputs: each further
-# image of a batch of 4 at 0.79 / 3.1 / 12.6 Mpx added 19 / 21 / 22, 10 / 12 / 4 and 26 / 84 / 22 B
-# per pixel (the same probe, 2026-12-04); the figures above are for whole-batch runs
-# (item_by_item=False)
-ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL = {"encode": 32, "encode-no-pre-edit": 20, "decode-small": 40,
-                                          "decode": 100}
+# image of a batch of 4 at 0.79 / 3.1 / 12.6 Mpx added 19 / 21 / 22 and 10 / 12 / 4 B per pixel to
+# encode (the same probe, 2026-12-04), and 2 / -1 / -1 to decode once Codec.synthesize made each
+# image uint8 before the next (results/memory_decode_batch.txt; 26 / 84 / 22 before); the
+# figures above are for whole-batch runs (item_by_item=False)
+ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL = {"encode": 32, "encode-no-pre-edit": 20, "decode-small": 16,
+                                          "decode": 16}
 
 
 def encode_cost(pre_edit: bool, pre_banded: bool, band: int | None) -> tuple[int, int]:

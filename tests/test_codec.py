@@ -61,6 +61,23 @@ def test_batch_equals_single(tiny_codec, rng):
         assert np.array_equal(d, tiny_codec.decode(s))
 
 
+def test_decode_batch_synthesizes_item_by_item_on_such_a_backend(tiny_codec, rng, monkeypatch):
+    """A backend that runs items one at a time gets them one by one from Codec.synthesize, so each
+    float image becomes uint8 before the next (a batch's memory stays near one image's); one
+    that runs whole batches gets the batch."""
+    streams = tiny_codec.encode_batch([smooth_image(rng, 64, 80) for _ in range(3)], [20, 50, 80])
+    expected = [tiny_codec.decode(s) for s in streams]
+    seen = []
+    synthesis = tiny_codec.backend.synthesis
+    monkeypatch.setattr(tiny_codec.backend, "synthesis", lambda y: seen.append(y.shape[0]) or synthesis(y))
+    out = tiny_codec.decode_batch(streams)
+    assert seen == [1, 1, 1] and all(np.array_equal(a, b) for a, b in zip(out, expected))
+    seen.clear()
+    monkeypatch.setattr(type(tiny_codec.backend), "item_by_item", False)
+    out = tiny_codec.decode_batch(streams)
+    assert seen == [3] and all(np.array_equal(a, b) for a, b in zip(out, expected))
+
+
 def test_header_fields(tiny_codec, rng):
     data = tiny_codec.encode(smooth_image(rng, 33, 77), quality=42.123)
     h, z, y = container.unpack(data)
