@@ -99,7 +99,7 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
             with Engine(engine_codec, max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
                         network_workers=network_workers, intra_op_threads=intra_op_threads,
                         max_queue=max(64, 2 * c)) as eng:
-                if warmup_shapes:  # untimed: every batch shape once, at each image size
+                if warmup_shapes:  # untimed: the batch shapes at each image size, on every network worker
                     results.setdefault("warmup_shapes_s", []).append(
                         sum(r.get("seconds", 0.0) for r in eng.warmup(images, quality)))
                 if warmup:  # untimed: the batch shapes' first runs (onnxruntime's arena grows then)
@@ -140,7 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=0, metavar="N",
                    help="untimed requests (each mode) through each Engine before it is timed (default 0)")
     p.add_argument("--warmup-shapes", action="store_true",
-                   help="Engine.warmup before timing: every batch size 1..max-batch at each image size, untimed")
+                   help="Engine.warmup before timing, untimed: each image size at max-batch and 1 (CPU "
+                        "backends) or every batch size (whole-batch backends)")
     p.add_argument("--out", default="results/throughput.json")
     a = p.parse_args(argv)
     from vlmcodec.image_io import load_image

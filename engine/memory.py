@@ -40,10 +40,11 @@ _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
 # the onnxruntime backend on the CPU (memory pattern off): ORT's arena takes blocks in powers of
 # two and keeps them, so small images cost more per pixel and a floor of 0.2-0.5 GiB comes at
-# any larger size; up to 1024 px per side the pre-editor's graph attends globally. Measured peaks, one image at 0.07 / 0.39 / 0.79 / 3.1 / 12.6 Mpx: encode
-# 782 / 872 / 727 / 175 / 86 B per pixel (1.01 GiB at 12.6 Mpx), without the pre-editor 206 / 286
-# / 283 / 157 / 64, decode 563 / 611 / 594 / 227 / 109; each further image of a batch of 4 at
-# 0.79 / 3.1 / 12.6 Mpx: 698 / 114 / 75, 215 / 107 / 34 and 176 / 77 / 26 B per pixel
+# any larger size; up to 1024 px per side the pre-editor's graph attends globally. Measured
+# peaks, one image at 0.07 / 0.39 / 0.79 / 3.1 / 12.6 Mpx: encode 782 / 872 / 727 / 175 / 86 B
+# per pixel (1.01 GiB at 12.6 Mpx), without the pre-editor 206 / 286 / 283 / 157 / 64, decode
+# 563 / 611 / 594 / 227 / 109; each further image of a batch of 4 run whole (item_by_item=False)
+# at 0.79 / 3.1 / 12.6 Mpx: 698 / 114 / 75, 215 / 107 / 34 and 176 / 77 / 26 B per pixel
 # (scripts/memory_probe.py --backend onnxruntime). Each estimate, with a margin: a floor of
 # min(base, small-image bytes per pixel × pixels), plus bytes per pixel for the first image and
 # for each further one ("small": an image below the row-band threshold; "global": the

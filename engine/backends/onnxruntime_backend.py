@@ -15,11 +15,11 @@ on x86 and changes nothing visible.
 Batch invariance: on the CPU provider the items of a batch go through each graph one at a
 time (``item_by_item``), as in the torch backend, so ``Codec.encode_batch`` and the runtime
 Engine give byte-identical results to single calls by construction: a whole-batch run may pick
-other kernels (other float rounding). It costs no speed on a CPU (the pre-editor and g_a on 8
-Kodak images warm: 2.5 s whole, 2.4 s one by one), keeps the memory of a batch near one
-image's, and a new batch size is no new shape for ONNX Runtime (the first run at a new batch
-shape grows its arena: 24 s instead of 2.5 s for 8 Kodak images on this project's VM). On
-CUDA whole batches run (the device wants them).
+other kernels (other float rounding). It costs no speed on a CPU (warm, item by item / whole
+0.85-1.07 per network call, 0.99 under the runtime Engine; README, "Backends"), keeps the
+memory of a batch near one image's, and a new batch size is no new shape for ONNX Runtime (the
+first run at a new batch shape grows its arena: 19-27 s instead of 2.5 s for 8 Kodak images on
+this project's VM). On CUDA whole batches run (the device wants them).
 """
 
 from __future__ import annotations
