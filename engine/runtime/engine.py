@@ -19,7 +19,9 @@ network worker per GPU. ``intra_op_threads`` sets torch's threads only: an onnxr
 backend's sessions keep the threads its ``Codec(threads=...)`` gave them (None: one per core),
 so give such a codec ``threads=1`` (README, "Runtime").
 
-Results are byte-identical to ``Codec.encode`` / ``Codec.decode`` one at a time. A bad
+Results are byte-identical to ``Codec.encode`` / ``Codec.decode`` one at a time on backends
+that run a batch's items one at a time (``backend.item_by_item``: torch and onnxruntime on the
+CPU); on CUDA whole batches run and the encoder's float rounding may vary with the batch. A bad
 request (unreadable image, corrupt stream, timeout, cancellation) fails its own future and
 nothing else. At most ``max_queue`` requests are in flight; beyond that ``submit_*`` blocks
 (``block=True``) or raises ``QueueFull``. ``warmup(samples)`` pre-runs the batch shapes a server
