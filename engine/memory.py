@@ -59,8 +59,7 @@ ONNXRUNTIME_BATCH_BYTES_PER_PIXEL = {"encode-global": 760, "encode": 130, "encod
 # encode (the same probe, 2026-12-04), and 2 / -1 / -1 to decode once Codec.synthesize made each
 # image uint8 before the next (results/memory_decode_batch.txt; 26 / 84 / 22 before); the
 # figures above are for whole-batch runs (item_by_item=False)
-ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL = {"encode": 32, "encode-no-pre-edit": 20, "decode-small": 16,
-                                          "decode": 16}
+ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL = {"encode": 32, "encode-no-pre-edit": 20, "decode": 16}
 
 
 def encode_cost(pre_edit: bool, pre_banded: bool, band: int | None) -> tuple[int, int]:
@@ -86,7 +85,7 @@ def onnxruntime_cost(kind: str, pixels: int, global_attention: bool = False,
     "decode"; ``banded`` when g_a / g_s run in row bands; ``item_by_item`` as the backend runs
     a batch (False: whole, in one graph run)."""
     if item_by_item:
-        more = ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL[kind if kind != "decode" or banded else "decode-small"]
+        more = ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL[kind]
     elif kind == "encode":
         more = ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-global" if global_attention else "encode"]
     else:

@@ -346,7 +346,7 @@ def test_memory_estimate_applies_to_onnxruntime_on_cpu(tmp_path, monkeypatch, rn
     # the torch backend's estimate for the same batch is far smaller: it is not the one applied
     assert ct.encode_batch(imgs, [50] * 3) == streams
     d_first, d_more, d_base = memory.onnxruntime_cost("decode", px)
-    assert d_more == memory.ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL["decode-small"]
+    assert d_more == memory.ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL["decode"]
     monkeypatch.setattr(memory, "available_memory", lambda: d_base + px * d_first)
     assert co.decode(streams[0]).shape == imgs[0].shape
     monkeypatch.setattr(memory, "available_memory", lambda: d_base + px * d_first - 1)
@@ -371,7 +371,7 @@ def test_onnxruntime_cost_by_size():
         whole["encode-no-pre-edit-small"]
     assert memory.onnxruntime_cost("encode", band, global_attention=True)[1] == item["encode"]
     assert memory.onnxruntime_cost("decode", band + 1, banded=True)[1] == item["decode"]
-    assert memory.onnxruntime_cost("decode", band)[1] == item["decode-small"]
+    assert memory.onnxruntime_cost("decode", band)[1] == item["decode"]
     assert memory.onnxruntime_cost("decode", 64 * 64)[2] < 4 << 20  # a thumbnail: no 600 MiB floor
     assert memory.onnxruntime_cost("decode", 4096 * 3072)[2] == memory.ONNXRUNTIME_BASE_BYTES["decode"]
 

@@ -171,10 +171,14 @@ class OnnxRuntimeBackend:
         self.providers = self.sessions["g_a"].get_providers()
         self.item_by_item = self.device == "cpu" if item_by_item is None else bool(item_by_item)
 
-    def _run(self, name: str, x: Tensor) -> Tensor:
+    def _items(self, fn, x: Tensor) -> Tensor:
+        """``fn`` on the batch ``x``, one item at a time when ``item_by_item``."""
         if self.item_by_item and x.shape[0] > 1:
-            return torch.cat([self._run_graph(name, x[i : i + 1]) for i in range(x.shape[0])])
-        return self._run_graph(name, x)
+            return torch.cat([fn(x[i : i + 1]) for i in range(x.shape[0])])
+        return fn(x)
+
+    def _run(self, name: str, x: Tensor) -> Tensor:
+        return self._items(lambda part: self._run_graph(name, part), x)
 
     def _run_graph(self, name: str, x: Tensor) -> Tensor:
         sess = self.sessions[name]
@@ -199,11 +203,8 @@ class OnnxRuntimeBackend:
             return x
         pre = self._pre_editor
         if pre is not None and pre.windowed_at(*x.shape[-2:]):
-            x = x.detach().cpu().float()
             with torch.inference_mode():
-                if self.item_by_item and x.shape[0] > 1:
-                    return torch.cat([pre(x[i : i + 1]) for i in range(x.shape[0])]).clamp_(0, 1)
-                return pre(x).clamp_(0, 1)
+                return self._items(pre, x.detach().cpu().float()).clamp_(0, 1)
         return self._run("pre_editor", x).clamp_(0, 1)
 
     def analysis(self, x: Tensor) -> Tensor:

@@ -143,8 +143,8 @@ class Engine:
         top = self._sched.max_batch
         default = (top, 1) if getattr(self.codec.backend, "item_by_item", False) else range(1, top + 1)
         sizes = sorted({int(n) for n in (batch_sizes or default)}, reverse=True)
-        if sizes[-1] < 1 or sizes[0] > self._sched.max_batch:
-            raise ValueError(f"batch sizes must lie in 1..max_batch={self._sched.max_batch}, got {sizes}")
+        if sizes[-1] < 1 or sizes[0] > top:
+            raise ValueError(f"batch sizes must lie in 1..max_batch={top}, got {sizes}")
         seen, records = set(), []
         for image in samples:
             prep = self.codec.prepare(image, quality, short_side)
