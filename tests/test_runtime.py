@@ -313,3 +313,69 @@ def test_warmup_runs_each_shape_on_every_network_worker(tiny_codec, rng, monkeyp
     for n in (2, 1):
         names = [t for k, t in threads if k == n]
         assert len(names) == 2 and len(set(names)) == 2 and all(t.startswith("vlmcodec-net") for t in names)
+
+
+def test_warmup_under_traffic_holds_the_network_workers(tiny_codec, rng, monkeypatch):
+    """A warm-up called while requests are served waits for the running batch, then no batch
+    runs beside its jobs; requests submitted meanwhile queue and are served after it, with the
+    bytes a single call gives. Two warm-ups at once take turns."""
+    img = smooth_image(rng, 64, 64)
+    events, lock = [], threading.Lock()
+    in_batch = threading.Event()
+    release = threading.Event()
+    analyse = tiny_codec.analyse
+
+    def traced(a, q):
+        name = threading.current_thread().name
+        warm = name.startswith("vlmcodec-net") and getattr(local, "warm", False)
+        with lock:
+            events.append(("start", "warm" if warm else "serve", len(a)))
+        if not warm and not release.is_set():
+            in_batch.set()
+            release.wait(timeout=30)
+        out = analyse(a, q)
+        with lock:
+            events.append(("end", "warm" if warm else "serve", len(a)))
+        return out
+
+    local = threading.local()
+    monkeypatch.setattr(tiny_codec, "analyse", traced)
+    with Engine(tiny_codec, max_batch=2, max_delay_ms=1, network_workers=2) as e:
+        job_runner = e._run_on_every_network_worker
+
+        def warm_jobs(job):
+            def marked():
+                local.warm = True
+                try:
+                    job()
+                finally:
+                    local.warm = False
+            return job_runner(marked)
+
+        monkeypatch.setattr(e, "_run_on_every_network_worker", warm_jobs)
+        first = e.submit_encode(img, 40)
+        assert in_batch.wait(timeout=30)              # a batch is running and held
+        results = []
+        warmers = [threading.Thread(target=lambda: results.append(e.warmup(img, quality=40, decode=False)))
+                   for _ in range(2)]
+        for t in warmers:
+            t.start()
+        time.sleep(0.2)
+        assert not any(k == "warm" for _, k, _ in events)  # the warm-ups wait for the running batch
+        queued = [e.submit_encode(img, 40) for _ in range(3)]
+        time.sleep(0.2)
+        release.set()
+        for t in warmers:
+            t.join(timeout=60)
+        out = [f.result(timeout=60) for f in [first, *queued]]
+    assert len(results) == 2 and all(r["seconds"] > 0 for rs in results for r in rs)
+    # every warm-up job starts after the held batch ended, and while warm-up jobs run nothing
+    # is served: running counts never mix the two kinds
+    running = {"warm": 0, "serve": 0}
+    first_serve_end = events.index(("end", "serve", 1))
+    assert all(i > first_serve_end for i, ev in enumerate(events) if ev[:2] == ("start", "warm"))
+    for edge, kind, _ in events:
+        running[kind] += 1 if edge == "start" else -1
+        assert not (running["warm"] and running["serve"]), events
+    expected = tiny_codec.encode(img, 40)
+    assert all(o == expected for o in out)

@@ -67,6 +67,7 @@ class Engine:
         self._net_pool = ThreadPoolExecutor(max_workers=network_workers, thread_name_prefix="vlmcodec-net")
         self._net_slots = int(network_workers)
         self._net_busy = 0
+        self._warming = False     # a warm-up waits for (then holds) every network worker
         self._inflight = 0
         self._closed = False      # no new requests
         self._draining = False    # finish what is queued, then stop
@@ -132,8 +133,9 @@ class Engine:
         a batch's items one at a time (the CPU backends: a batch size is no new shape), else
         every size from ``max_batch`` down to 1 (largest first, so an arena grows once). A
         batch that would not fit in memory is skipped and reported, as serving would run it one
-        request at a time. Returns one record per (mode, coded size, batch size): wall seconds
-        or the skip reason.
+        request at a time. Called under traffic, each shape waits for the running batches to
+        end and holds every network worker while it runs (requests queue meanwhile). Returns
+        one record per (mode, coded size, batch size): wall seconds or the skip reason.
         """
         if self._closed:
             raise EngineDeadError("engine is shut down; create a new Engine")
@@ -171,7 +173,31 @@ class Engine:
 
     def _on_every_network_worker(self, job) -> float:
         """Run ``job`` once on each network thread, all at once; the wall seconds. The first
-        error raised (e.g. ResourceError) is raised here after all have finished."""
+        error raised (e.g. ResourceError) is raised here after all have finished.
+
+        It holds every network worker meanwhile, as batches do (``_net_busy``): no batch is
+        formed while it waits for running ones to end or while it runs, so a warm-up under
+        traffic pauses serving (requests keep queueing) instead of competing with it."""
+        with self._cv:
+            while self._warming:  # another warm-up: one at a time
+                self._cv.wait()
+            self._warming = True  # from here on no batch is formed
+            while self._net_busy and not self._closed:
+                self._cv.wait()
+            if self._closed:
+                self._warming = False
+                self._cv.notify_all()
+                raise EngineDeadError("engine is shut down; create a new Engine")
+            self._net_busy = self._net_slots
+        try:
+            return self._run_on_every_network_worker(job)
+        finally:
+            with self._cv:
+                self._net_busy = 0
+                self._warming = False
+                self._cv.notify_all()
+
+    def _run_on_every_network_worker(self, job) -> float:
         barrier = threading.Barrier(self._net_slots)
 
         def run():
@@ -290,11 +316,12 @@ class Engine:
                         return
                     now = time.monotonic()
                     # a batch is formed only when a network worker is free: meanwhile it keeps growing
-                    batch = self._sched.pop_batch(now, force=self._closed) if self._net_busy < self._net_slots else None
+                    free = self._net_busy < self._net_slots and not self._warming
+                    batch = self._sched.pop_batch(now, force=self._closed) if free else None
                     if batch:
                         self._net_busy += 1
                         break
-                    due = self._sched.next_due() if self._net_busy < self._net_slots else None
+                    due = self._sched.next_due() if free else None
                     self._cv.wait(None if due is None else max(0.0, due - now))
             self._net_pool.submit(self._network_task, batch)
 
