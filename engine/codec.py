@@ -25,7 +25,7 @@ from torch import Tensor
 
 from vlmcodec.kernels import rans
 
-from . import memory, resample
+from . import allocator, memory, resample
 from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
@@ -105,6 +105,7 @@ class Codec:
                  pre_edit: bool = True, short_side: int | None = None, refine: int = 0,
                  refine_views: tuple[int, ...] | None = None, check_memory: bool = True,
                  backend_options: Mapping[str, Any] | None = None):
+        allocator.tune_allocator()  # process-wide, once: freed feature maps are reused (allocator.py)
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
         self.model = loaded.model

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import allocator
 from .errors import ResourceError
 
 # peak growth per coded (padded) pixel with every network in one pass: encoding with / without
@@ -138,6 +139,11 @@ def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | No
     need = base_bytes + pixels * (bytes_per_pixel + (count - 1) * batch_bytes_per_pixel)
     if avail is None or need <= avail:
         return
+    if available is None and allocator.is_tuned() and allocator.release_free_memory():
+        # freed maps the tuned allocator kept count as used until they are handed back
+        avail = available_memory()
+        if avail is None or need <= avail:
+            return
     images = f"{count} images of {pixels / 1e6:.1f} Mpx" if count > 1 else f"{pixels / 1e6:.1f} Mpx"
     raise ResourceError(
         f"{what} of {images} needs about {need / _GIB:.1f} GiB of memory and "

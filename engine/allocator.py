@@ -1,0 +1,76 @@
+"""Keep freed feature maps in the process heap instead of handing them back to the kernel.
+
+glibc's malloc serves every block above its mmap threshold (at most 32 MiB, however it adapts)
+with a fresh ``mmap`` and unmaps it on ``free``. A full-resolution feature map of a Kodak image
+is ~50 MB (32 channels × 768×512 floats), so each one is new memory to the kernel: every page
+faults and is zeroed on first touch, for every map of every call. On this project's VM that was
+0.9 M page faults and ~2 s of system time for 18 encodes and decodes, a third of the encode time.
+Raising the mmap and trim thresholds lets freed maps be reused by the next call — what jemalloc
+or tcmalloc would give via ``LD_PRELOAD``, without one: ``scripts/allocator_bench.py`` measures it.
+
+The setting is process-wide. ``Codec`` applies it on construction (the CLI, ``Engine`` and
+benchmarks through it); ``VLMCODEC_TUNE_MALLOC=0`` in the environment leaves malloc alone. The
+process's peak memory stays what it was; what changes is that freed memory up to
+``TRIM_THRESHOLD`` stays with the process after a call. :func:`release_free_memory` hands it
+back (the memory check does before refusing an image). Elsewhere than glibc it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+
+# blocks up to this size come from the heap; larger ones are still mmapped (a map that large
+# takes far longer to compute than to fault in)
+MMAP_THRESHOLD = 256 << 20
+# free memory at the top of a heap is returned to the kernel only above this
+TRIM_THRESHOLD = 1 << 30
+
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
+
+_lock = threading.Lock()
+_state: dict[str, bool | None] = {"tuned": None}  # None: not tried yet
+
+
+def tuning_enabled() -> bool:
+    """False when the environment says ``VLMCODEC_TUNE_MALLOC=0``."""
+    return os.environ.get("VLMCODEC_TUNE_MALLOC", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _glibc():
+    """glibc's handle, or None (another C library, another system)."""
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    try:
+        libc = ctypes.CDLL(name)
+        libc.gnu_get_libc_version.restype = ctypes.c_char_p
+        libc.gnu_get_libc_version()
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def tune_allocator() -> bool:
+    """Raise glibc's mmap and trim thresholds for this process (once; later calls return the
+    first call's result). True when applied; False under ``VLMCODEC_TUNE_MALLOC=0`` or where
+    malloc is not glibc's."""
+    with _lock:
+        if _state["tuned"] is None:
+            libc = _glibc() if tuning_enabled() else None
+            _state["tuned"] = bool(libc is not None
+                                   and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                                   and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+        return bool(_state["tuned"])
+
+
+def is_tuned() -> bool:
+    """Whether :func:`tune_allocator` has applied the setting in this process."""
+    return bool(_state["tuned"])
+
+
+def release_free_memory() -> bool:
+    """Return the heap's free memory to the kernel (glibc ``malloc_trim``); True if any was."""
+    libc = _glibc()
+    return bool(libc is not None and libc.malloc_trim(0))
