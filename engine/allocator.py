@@ -22,11 +22,14 @@ import ctypes.util
 import os
 import threading
 
-# blocks up to this size come from the heap; larger ones are still mmapped (a map that large
-# takes far longer to compute than to fault in)
-MMAP_THRESHOLD = 256 << 20
+# blocks up to this size come from the heap: the feature maps of images up to ~1.5-2 Mpx (the
+# pre-editor's 32-channel full-resolution map of a 768×512 image is 50 MB). Larger blocks are still mmapped afresh, as before: with 256 MiB
+# (and the trim threshold at 1 GiB) a 2048×1536 encode peaked at 0.66-0.71 GiB instead of 0.41,
+# freed blocks not fitting the next ones; with these values 0.41 and the same speed on Kodak
+# (scripts/memory_probe.py, scripts/allocator_bench.py)
+MMAP_THRESHOLD = 64 << 20
 # free memory at the top of a heap is returned to the kernel only above this
-TRIM_THRESHOLD = 1 << 30
+TRIM_THRESHOLD = 256 << 20
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3

@@ -15,10 +15,13 @@ from . import allocator
 from .errors import ResourceError
 
 # peak growth per coded (padded) pixel with every network in one pass: encoding with / without
-# the pre-editor, decoding (measured 279-316, 204-207 and 184-196 B over two runs at 3.1 and
-# 12.6 Mpx: scripts/memory_probe.py), with a margin
-ENCODE_BYTES_PER_PIXEL = {True: 330, False: 230}
-DECODE_BYTES_PER_PIXEL = 210
+# the pre-editor, decoding, with a margin. Measured at 3.1 and 12.6 Mpx: 279-316, 204-207 and
+# 184-196 B; up to 1 Mpx, with the tuned malloc (allocator.py), which keeps freed maps that do
+# not always fit the next ones: 313-465, 216-239 and 240-395 B (glibc as it comes: 314-330,
+# 207-209, 223-303), the probe now trimming the heap first so that a decode cannot reuse the
+# set-up encode's freed memory (scripts/memory_probe.py; results/allocator/memory_probe.txt)
+ENCODE_BYTES_PER_PIXEL = {True: 500, False: 260}
+DECODE_BYTES_PER_PIXEL = 430
 # above the band threshold (vlmcodec.banding.NETWORK_BAND_PIXELS, PreEditor.band_pixels) g_a,
 # g_s, the pre-editor's head and the entropy parameters run in row bands: the peak is at most
 # one band at the one-pass cost above, plus this much per pixel (the peak grew by 56, 32 and
