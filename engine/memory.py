@@ -52,18 +52,22 @@ _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 # (scripts/memory_probe.py --backend onnxruntime). Each estimate, with a margin: a floor of
 # min(base, small-image bytes per pixel × pixels), plus bytes per pixel for the first image and
 # for each further one ("small": an image below the row-band threshold; "global": the
-# pre-editor's graph attends globally).
+# pre-editor's graph attends globally). Re-measured with the tuned malloc and the probe trimming
+# the heap first (results/allocator/memory_probe_onnxruntime.txt): at 0.79 / 3.1 / 12.6 Mpx
+# encode 759 / 182 / 102, without the pre-editor 308 / 172 / 78, decode 640 / 235 / 134 B; the
+# decode figure at 12.6 Mpx (1.57 GiB) raised its bytes per pixel from 80 to 100.
 ONNXRUNTIME_BASE_BYTES = {"encode": 600 << 20, "encode-no-pre-edit": 450 << 20, "decode": 600 << 20}
 ONNXRUNTIME_SMALL_BYTES_PER_PIXEL = {"encode": 900, "encode-no-pre-edit": 320, "decode": 650}
-ONNXRUNTIME_BYTES_PER_PIXEL = {"encode": 80, "encode-no-pre-edit": 50, "decode": 80}
+ONNXRUNTIME_BYTES_PER_PIXEL = {"encode": 80, "encode-no-pre-edit": 50, "decode": 100}
 ONNXRUNTIME_BATCH_BYTES_PER_PIXEL = {"encode-global": 760, "encode": 130, "encode-no-pre-edit-small": 240,
                                      "encode-no-pre-edit": 120, "decode-small": 200, "decode": 100}
 # run item by item (the default on the CPU), a batch adds its inputs and outputs: each further
 # image of a batch of 4 at 0.79 / 3.1 / 12.6 Mpx added 19 / 21 / 22 and 10 / 12 / 4 B per pixel to
 # encode (the same probe, 2026-12-04), and 2 / -1 / -1 to decode once Codec.synthesize made each
 # image uint8 before the next (results/memory_decode_batch.txt; 26 / 84 / 22 before); the
-# figures above are for whole-batch runs (item_by_item=False)
-ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL = {"encode": 32, "encode-no-pre-edit": 20, "decode": 16}
+# figures above are for whole-batch runs (item_by_item=False). Re-measured with the tuned malloc
+# (results/allocator/memory_probe_onnxruntime.txt): 39 / 19 / 24, 11 / 12 / 5 and 39 / 15 / 8
+ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL = {"encode": 48, "encode-no-pre-edit": 20, "decode": 48}
 
 
 def encode_cost(pre_edit: bool, pre_banded: bool, band: int | None) -> tuple[int, int]:
