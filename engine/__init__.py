@@ -26,6 +26,10 @@ def __getattr__(name: str):
         from . import codec
 
         return getattr(codec, name)
+    if name == "allocator":
+        from . import allocator
+
+        return allocator
     raise AttributeError(f"module 'vlmcodec' has no attribute {name!r}")
 
 
