@@ -27,9 +27,9 @@ def __getattr__(name: str):
 
         return getattr(codec, name)
     if name == "allocator":
-        from . import allocator
+        import importlib
 
-        return allocator
+        return importlib.import_module(f"{__name__}.allocator")
     raise AttributeError(f"module 'vlmcodec' has no attribute {name!r}")
 
 

@@ -88,3 +88,10 @@ def test_memory_check_hands_kept_memory_back_before_refusing(monkeypatch):
     with pytest.raises(ResourceError):   # an explicit figure is the caller's: no release
         memory.check_fits("encoding", pixels=10, bytes_per_pixel=400, available=1000)
     assert len(released) == 2
+
+
+def test_allocator_is_an_attribute_of_the_package():
+    """``vlmcodec.allocator.release_free_memory()`` works right after ``import vlmcodec``."""
+    out = subprocess.run([sys.executable, "-c", "import vlmcodec; print(vlmcodec.allocator.__name__)"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "vlmcodec.allocator"
