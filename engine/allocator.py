@@ -4,29 +4,32 @@ glibc's malloc serves every block above its mmap threshold (at most 32 MiB, howe
 with a fresh ``mmap`` and unmaps it on ``free``. A full-resolution feature map of a Kodak image
 is ~50 MB (32 channels × 768×512 floats), so each one is new memory to the kernel: every page
 faults and is zeroed on first touch, for every map of every call. On this project's VM that was
-0.9 M page faults and ~2 s of system time for 18 encodes and decodes, a third of the encode time.
+0.7-0.95 M page faults and 1.5-2 s of system time for 18 encodes and decodes of Kodak images.
 Raising the mmap and trim thresholds lets freed maps be reused by the next call — what jemalloc
-or tcmalloc would give via ``LD_PRELOAD``, without one: ``scripts/allocator_bench.py`` measures it.
+or tcmalloc would give via ``LD_PRELOAD``, without one: ``scripts/allocator_bench.py`` measures it
+(encode 0.59×, decode 0.74× the time; the same streams and pixels).
 
 The setting is process-wide. ``Codec`` applies it on construction (the CLI, ``Engine`` and
 benchmarks through it); ``VLMCODEC_TUNE_MALLOC=0`` in the environment leaves malloc alone. The
-process's peak memory stays what it was; what changes is that freed memory up to
-``TRIM_THRESHOLD`` stays with the process after a call. :func:`release_free_memory` hands it
-back (the memory check does before refusing an image). Elsewhere than glibc it does nothing.
+cost is memory: freed maps that do not fit the next request stay with the process (its peak
+grew by 13-17 % in that benchmark) and up to ``TRIM_THRESHOLD`` of free memory is kept after a
+call. :func:`release_free_memory` hands it back (the memory check does before refusing an
+image). Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 
 # blocks up to this size come from the heap: the feature maps of images up to ~1.5-2 Mpx (the
-# pre-editor's 32-channel full-resolution map of a 768×512 image is 50 MB). Larger blocks are still mmapped afresh, as before: with 256 MiB
-# (and the trim threshold at 1 GiB) a 2048×1536 encode peaked at 0.66-0.71 GiB instead of 0.41,
-# freed blocks not fitting the next ones; with these values 0.41 and the same speed on Kodak
-# (scripts/memory_probe.py, scripts/allocator_bench.py)
+# pre-editor's 32-channel full-resolution map of a 768×512 image is 50 MB). Larger blocks are
+# still mmapped afresh, as before: with 256 MiB (and the trim threshold at 1 GiB) a 2048×1536
+# encode peaked at 0.66-0.71 GiB instead of 0.41, freed blocks not fitting the next ones; with
+# these values at 0.42, at the same speed on Kodak (scripts/memory_probe.py, allocator_bench.py)
 MMAP_THRESHOLD = 64 << 20
 # free memory at the top of a heap is returned to the kernel only above this
 TRIM_THRESHOLD = 256 << 20
@@ -43,6 +46,7 @@ def tuning_enabled() -> bool:
     return os.environ.get("VLMCODEC_TUNE_MALLOC", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+@functools.cache
 def _glibc():
     """glibc's handle, or None (another C library, another system)."""
     name = ctypes.util.find_library("c") or "libc.so.6"
