@@ -3,9 +3,11 @@ side by side in one run: (1) pre-editor time at several image sizes, the two alt
 the full-resolution head in row bands against the whole image;
 (2) on Kodak images upscaled past 1024 px, bpp, PSNR and DINOv2 token similarity of full encodes
 with each — what windowing costs or buys where it applies (it changes nothing up to 1024 px).
+``--window A --reference B`` compares window sizes instead (B = 0: global attention).
 
     python scripts/pre_editor_window_bench.py [--sizes 1024x768,2048x1536,4032x3008]
         [--images ../shared/data/kodak] [--limit 4] [--upscale 3] [--qualities 25,50,75]
+    python scripts/pre_editor_window_bench.py --window 32 --reference 64 --sizes 2048x1536,4032x3008 --skip-bands
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from vlmcodec.models.pre_editor import PreEditor
 from vlmcodec.training.data import list_images
 
 WINDOW = PreEditor.attention_window
+REFERENCE = 0  # the arm compared against: global attention, or another window (--reference)
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -50,16 +53,25 @@ def _side_by_side(pre, source: np.ndarray, w: int, h: int, reps: int, arms: dict
     return x, {n: statistics.median(t) for n, t in times.items()}, outs
 
 
+def set_arms(window: int, reference: int) -> None:
+    global WINDOW, REFERENCE
+    WINDOW, REFERENCE = window, reference
+
+
+def _ref_name() -> str:
+    return f"window {REFERENCE}" if REFERENCE else "global attention"
+
+
 def speed(codec: Codec, sizes: list[tuple[int, int]], reps: int, source: np.ndarray) -> None:
-    print(f"pre-editor time, window {WINDOW} vs global attention ({torch.get_num_threads()} threads)")
+    print(f"pre-editor time, window {WINDOW} vs {_ref_name()} ({torch.get_num_threads()} threads)")
     for w, h in sizes:
         x, t, outs = _side_by_side(codec.model.pre_editor, source, w, h, reps, {
             "window": lambda: setattr(PreEditor, "attention_window", WINDOW),
-            "global": lambda: setattr(PreEditor, "attention_window", 0)})
+            "global": lambda: setattr(PreEditor, "attention_window", REFERENCE)})
         PreEditor.attention_window = WINDOW
         diff = float((outs["window"] - outs["global"]).abs().max())
         print(f"  {w}x{h} ({x.shape[-2] // 16}x{x.shape[-1] // 16} tokens): window {t['window']:.2f} s, "
-              f"global {t['global']:.2f} s, ratio window/global {t['window'] / t['global']:.3f}; "
+              f"{_ref_name()} {t['global']:.2f} s, ratio {t['window'] / t['global']:.3f}; "
               f"max |difference| {diff:.2e}")
 
 
@@ -89,7 +101,7 @@ def quality(codec: Codec, paths: list, upscale: int, qualities: list[float]) -> 
                                                        Image.BICUBIC))
         for q in qualities:
             for name in ("window", "global"):
-                PreEditor.attention_window = WINDOW if name == "window" else 0
+                PreEditor.attention_window = WINDOW if name == "window" else REFERENCE
                 data = codec.encode(img, q)
                 dec = codec.decode(data)
                 rows[name].append((8 * len(data) / (img.shape[0] * img.shape[1]), psnr(img, dec),
@@ -100,9 +112,10 @@ def quality(codec: Codec, paths: list, upscale: int, qualities: list[float]) -> 
           f"qualities {qualities}: mean over images and qualities")
     for name, r in rows.items():
         a = np.array(r)
-        print(f"  {name:>6}: bpp {a[:, 0].mean():.4f}  PSNR {a[:, 1].mean():.2f} dB  token similarity {a[:, 2].mean():.4f}")
+        label = f"window {WINDOW}" if name == "window" else _ref_name()
+        print(f"  {label}: bpp {a[:, 0].mean():.4f}  PSNR {a[:, 1].mean():.2f} dB  token similarity {a[:, 2].mean():.4f}")
     wv, gv = np.array(rows["window"]), np.array(rows["global"])
-    print(f"  window - global, per encode: bpp {np.mean(wv[:, 0] / gv[:, 0] - 1) * 100:+.2f} %, "
+    print(f"  window {WINDOW} - {_ref_name()}, per encode: bpp {np.mean(wv[:, 0] / gv[:, 0] - 1) * 100:+.2f} %, "
           f"PSNR {np.mean(wv[:, 1] - gv[:, 1]):+.3f} dB, token similarity {np.mean(wv[:, 2] - gv[:, 2]):+.4f} "
           f"(wins {int((wv[:, 2] > gv[:, 2]).sum())} of {len(wv)})")
 
@@ -117,12 +130,17 @@ def main() -> None:
     ap.add_argument("--qualities", default="25,50,75")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-bands", action="store_true")
+    ap.add_argument("--window", type=int, default=WINDOW, help="the windowed arm's window (tokens per side)")
+    ap.add_argument("--reference", type=int, default=0, help="the other arm's window (0: global attention)")
     a = ap.parse_args()
+    set_arms(a.window, a.reference)
     codec = Codec(threads=a.threads)
     paths = list_images(a.images)[: a.limit]
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",") if s]
     speed(codec, sizes, a.reps, load_image(paths[0]))
-    bands(codec, sizes, a.reps, load_image(paths[0]))
+    if not a.skip_bands:
+        bands(codec, sizes, a.reps, load_image(paths[0]))
     if not a.skip_quality:
         quality(codec, paths, a.upscale, [float(q) for q in a.qualities.split(",")])
 

@@ -239,6 +239,7 @@ def test_pre_editor_above_the_window_runs_windowed_in_torch(tmp_path, monkeypatc
     ct, co = _pre_editor_codecs(tmp_path)
     x = torch.rand(1, 3, 64, 128)  # 4×8 tokens
     graph_out = co.backend.pre_edit(x)
+    monkeypatch.setattr(PreEditor, "global_attention_tokens", None)  # global up to the window only
     monkeypatch.setattr(PreEditor, "attention_window", 4)  # now the grid is wider than a window
     calls = []
     run = co.backend._run

@@ -105,7 +105,8 @@ def test_windowed_attention_matches_a_masked_reference(shift):
 
 
 def test_pre_editor_attends_globally_up_to_the_window_and_in_windows_above(monkeypatch):
-    """Up to ``attention_window`` tokens per side the output is the global-attention one exactly;
+    """Up to ``attention_window`` tokens per side (``global_attention_tokens`` None) the output is
+    the global-attention one exactly;
     above, no attention call sees more than window² tokens and the blocks alternate their cuts."""
     from vlmcodec.models.pre_editor import _Block
 
@@ -123,6 +124,7 @@ def test_pre_editor_attends_globally_up_to_the_window_and_in_windows_above(monke
     monkeypatch.setattr(_Block, "attend", staticmethod(counting))
     small, big = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 96, 160)  # 4×6 and 6×10 tokens
     with torch.no_grad():
+        monkeypatch.setattr(PreEditor, "global_attention_tokens", None)  # global up to the window
         monkeypatch.setattr(PreEditor, "attention_window", 6)
         windowed_small = p(small)
         assert calls == [24, 24]
@@ -440,3 +442,24 @@ def test_crop_sampler_scale_jitter(tmp_path):
     assert batch.shape == (5, 3, 64, 64) and 0 <= batch.min() and batch.max() <= 1
     with pytest.raises(ValueError, match="empty"):
         CropSampler(tmp_path, 64, short_side=[])
+
+
+def test_attention_stays_global_up_to_its_own_bound_then_uses_smaller_windows(monkeypatch):
+    """``global_attention_tokens`` G above the window W: a grid up to G per side attends
+    globally (one call over every token), a larger one in windows of at most W² tokens."""
+    from vlmcodec.models.pre_editor import _Block
+
+    torch.manual_seed(4)
+    p = PreEditor(PreEditorConfig(dim=24, depth=2, heads=2, hidden=8)).eval()
+    calls: list[int] = []
+    fused = _Block.attend
+    monkeypatch.setattr(_Block, "attend", staticmethod(lambda q, k, v: calls.append(q.shape[-2]) or fused(q, k, v)))
+    monkeypatch.setattr(PreEditor, "attention_window", 3)
+    monkeypatch.setattr(PreEditor, "global_attention_tokens", 8)
+    with torch.no_grad():
+        assert not p.windowed_at(128, 96) and p.windowed_at(144, 96)
+        p(torch.rand(1, 3, 128, 96))                     # 8×6 tokens: fits G
+        assert calls == [48, 48]
+        calls.clear()
+        p(torch.rand(1, 3, 144, 96))                     # 9×6 tokens: above G
+        assert len(calls) > 2 and max(calls) <= 9 and sum(calls) == 2 * 54  # each block covers every token once
