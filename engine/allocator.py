@@ -22,8 +22,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import os
 import threading
+
+from .console import env_switch
 
 # blocks up to this size come from the heap: the feature maps of images up to ~1.5-2 Mpx (the
 # pre-editor's 32-channel full-resolution map of a 768×512 image is 50 MB). Larger blocks are
@@ -43,7 +44,7 @@ _state: dict[str, bool | None] = {"tuned": None}  # None: not tried yet
 
 def tuning_enabled() -> bool:
     """False when the environment says ``VLMCODEC_TUNE_MALLOC=0``."""
-    return os.environ.get("VLMCODEC_TUNE_MALLOC", "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_switch("VLMCODEC_TUNE_MALLOC")
 
 
 @functools.cache

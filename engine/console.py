@@ -1,8 +1,15 @@
-"""Terminal and command-line helpers shared by the CLI, the benchmarks and the trainer."""
+"""Terminal, command-line and environment helpers shared by the CLI, the benchmarks, the
+trainer and the library's process-wide switches."""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+
+def env_switch(name: str) -> bool:
+    """An on-by-default switch in the environment: False when ``name`` is 0, false, no or off."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def is_terminal(stream) -> bool:

@@ -8,10 +8,10 @@ what the estimate says cannot fit."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from . import allocator
+from .console import env_switch
 from .errors import ResourceError
 
 # peak growth per coded (padded) pixel with every network in one pass: encoding with / without
@@ -134,7 +134,7 @@ def available_memory(root: str | Path = "/") -> int | None:
 def memory_check_enabled() -> bool:
     """False when the environment says ``VLMCODEC_CHECK_MEMORY=0`` (for the CLI; the API has
     ``Codec(check_memory=False)``)."""
-    return os.environ.get("VLMCODEC_CHECK_MEMORY", "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_switch("VLMCODEC_CHECK_MEMORY")
 
 
 def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | None = None, count: int = 1,
