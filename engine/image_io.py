@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from .errors import ImageError, VlmcodecWarning
 
 MAX_SIDE = 16384
 PAD_MULTIPLE = 64
+DEFAULT_PNG_LEVEL = 1
 
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -125,8 +127,29 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         raise ImageError(f"cannot read image {path}: {e}") from e
 
 
-def save_image(arr: np.ndarray, path: str | Path) -> None:
-    Image.fromarray(arr).save(path)
+def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_LEVEL) -> None:
+    """Write uint8 H×W×3 (or H×W) ``arr`` to ``path``, its format from the suffix.
+
+    The file appears whole or not at all: it is written under a temporary name beside ``path``
+    and renamed over it, so an interrupted or failed write (a full disk, Ctrl-C) leaves no
+    truncated image. ``png_level``: zlib level 0..9 of a PNG (default 1, as OpenCV's: on decoded
+    Kodak images 4x faster than Pillow's 6 for files ~7 % larger)."""
+    path = Path(path)
+    if not 0 <= png_level <= 9:
+        raise ValueError(f"png_level must be 0..9, got {png_level}")
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageError(f"cannot write {path}: unknown image file extension {path.suffix!r} "
+                         "(use .png, .ppm, .bmp, .tif, .webp or .jpg)")
+    params = {"compress_level": png_level} if fmt == "PNG" else {}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # mode x: the umask's permissions, as a plain open would give
+            Image.fromarray(arr).save(f, format=fmt, **params)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def padded_size(h: int, w: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:

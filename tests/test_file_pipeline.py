@@ -1,0 +1,168 @@
+"""Overlapped file I/O of the multi-file commands (vlmcodec.file_pipeline) and whole-or-nothing
+image writes (image_io.save_image)."""
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlmcodec.cli import main
+from vlmcodec.errors import ImageError
+from vlmcodec.file_pipeline import WriteBehind, read_ahead
+from vlmcodec.image_io import save_image
+
+from conftest import smooth_image
+
+WAIT = 10.0  # seconds: a generous bound on a thread's progress, never reached when it works
+
+
+def test_read_ahead_loads_the_next_item_while_the_current_one_is_worked_on():
+    started = {i: threading.Event() for i in range(3)}
+
+    def load(i):
+        started[i].set()
+        if i == 1:
+            raise ValueError("item 1 is bad")
+        return i * 10
+
+    seen = []
+    for item, loaded in read_ahead([0, 1, 2], load):
+        if item + 1 in started:  # the next load starts before this item's work ends
+            assert started[item + 1].wait(WAIT)
+        try:
+            seen.append(loaded.result())
+        except ValueError as e:
+            seen.append(str(e))
+    assert seen == [0, "item 1 is bad", 20]
+    assert list(read_ahead([], load)) == []
+
+
+def test_read_ahead_abandoned_reads_no_further():
+    calls = []
+    gen = read_ahead(list(range(10)), calls.append)
+    next(gen)
+    gen.close()  # waits for the one load ahead; the rest never start
+    assert calls in ([0], [0, 1])
+
+
+def test_write_behind_reports_in_order_and_bounds_the_pending_writes():
+    release = threading.Event()
+    running = []
+    order = []
+
+    def write(i):
+        def run():
+            running.append(i)
+            if i == 0:
+                assert release.wait(WAIT)
+            if i == 2:
+                raise OSError("disk full")
+        return run
+
+    with WriteBehind(max_pending=1) as writes:
+        writes.submit(write(0), lambda err: order.append((0, err)))
+        # a second submit would finish write 0 first (max_pending=1), which waits on release:
+        # so release it from another thread shortly after
+        timer = threading.Timer(0.05, release.set)
+        timer.start()
+        writes.submit(write(1), lambda err: order.append((1, err)))
+        assert [i for i, _ in order] == [0]  # the oldest finished, on this thread, before submit returned
+        writes.submit(write(2), lambda err: order.append((2, err)))
+    assert [i for i, _ in order] == [0, 1, 2]
+    assert order[0][1] is None and order[1][1] is None and isinstance(order[2][1], OSError)
+    with pytest.raises(ValueError):
+        WriteBehind(max_pending=-1)
+
+
+def test_write_behind_after_an_error_cancels_what_has_not_started():
+    gate = threading.Event()
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with WriteBehind(max_pending=5) as writes:
+            writes.submit(lambda: gate.wait(WAIT), lambda err: done.append(0))
+            for i in range(1, 4):
+                writes.submit(lambda i=i: done.append(("ran", i)), lambda err: done.append(i))
+            gate.set()
+            raise KeyboardInterrupt
+    # no callback ran (the caller is leaving on an error); queued writes may not all have run
+    assert all(isinstance(d, tuple) for d in done)
+
+
+def test_save_image_writes_whole_files_or_none(tmp_path, rng, monkeypatch):
+    img = smooth_image(rng, 40, 64)
+    for suffix in (".png", ".ppm", ".bmp", ".tif", ".webp"):
+        save_image(img, tmp_path / f"a{suffix}")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), img)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.ppm")), img)
+    with pytest.raises(ImageError, match="unknown image file extension '.xyz'"):
+        save_image(img, tmp_path / "a.xyz")
+    with pytest.raises(ValueError, match="png_level"):
+        save_image(img, tmp_path / "b.png", png_level=10)
+    # a write that fails half-way leaves neither the file nor its temporary behind, and an
+    # existing file as it was
+    before = (tmp_path / "a.png").read_bytes()
+
+    def failing_save(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG half an image")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        save_image(img, tmp_path / "a.png")
+    with pytest.raises(OSError, match="No space"):
+        save_image(img, tmp_path / "new.png")
+    monkeypatch.undo()
+    assert (tmp_path / "a.png").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"a{s}" for s in (".png", ".ppm", ".bmp", ".tif", ".webp"))
+
+
+def test_png_level_trades_size_for_speed_losslessly(tmp_path, rng):
+    img = np.ascontiguousarray(np.repeat(smooth_image(rng, 96, 128), 2, axis=1))
+    save_image(img, tmp_path / "fast.png", png_level=0)
+    save_image(img, tmp_path / "small.png", png_level=9)
+    assert (tmp_path / "fast.png").stat().st_size > (tmp_path / "small.png").stat().st_size
+    for name in ("fast.png", "small.png"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / name)), img)
+
+
+def test_cli_png_level_option_and_in_order_rows(tmp_path, rng, tiny_model_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    names = [f"im{i}" for i in range(4)]
+    for i, name in enumerate(names):
+        Image.fromarray(smooth_image(rng, 40 + i, 64)).save(src / f"{name}.png")
+    out = tmp_path / "out"
+    assert main(["roundtrip", str(src), "-o", str(out), "--model", str(tiny_model_path), "--png-level", "0"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("im") and not line.startswith("image")]
+    assert rows == [f"{n}.png" for n in names]  # written behind, reported in input order
+    level0 = sum((out / f"{n}.png").stat().st_size for n in names)
+    assert main(["decode", str(out), "-o", str(tmp_path / "dec"), "--model", str(tiny_model_path),
+                 "--png-level", "9"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "->" in line]
+    assert [line.split()[0] for line in lines] == [f"{n}.vlmc" for n in names]
+    assert sum((tmp_path / "dec" / f"{n}.png").stat().st_size for n in names) < level0
+    for n in names:  # the same pixels whatever the level
+        assert np.array_equal(np.asarray(Image.open(out / f"{n}.png")), np.asarray(Image.open(tmp_path / "dec" / f"{n}.png")))
+    for bad in ("10", "-1", "x"):
+        with pytest.raises(SystemExit) as e:
+            main(["decode", str(out), "--png-level", bad])
+        assert e.value.code == 2
+    assert "expected a zlib level 0..9" in capsys.readouterr().err
+
+
+def test_cli_decode_a_write_failure_is_that_files_error(tmp_path, rng, tiny_model_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(smooth_image(rng, 40, 64)).save(src / f"{name}.png")
+    streams = tmp_path / "streams"
+    assert main(["encode", str(src), "-o", str(streams), "--model", str(tiny_model_path), "--no-psnr"]) == 0
+    dec = tmp_path / "dec"
+    (dec / "b.png").mkdir(parents=True)  # b's output path is taken by a folder: its write fails
+    capsys.readouterr()
+    assert main(["decode", str(streams), "-o", str(dec), "--model", str(tiny_model_path)]) == 2
+    res = capsys.readouterr()
+    assert "b.vlmc" in res.err and "1 of 3 files failed" in res.err
+    assert (dec / "a.png").is_file() and (dec / "c.png").is_file()
+    assert not [p for p in dec.iterdir() if p.name.endswith(".tmp")]
