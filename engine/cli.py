@@ -2,6 +2,7 @@
 
     vlmcodec encode IN... -o OUT [-q QUALITY]     images → .vlmc (prints bpp, PSNR, time)
     vlmcodec decode IN... -o OUT                  .vlmc → PNG
+                                                  (IN or OUT "-": standard input or output)
     vlmcodec roundtrip IN... -o OUT               both, with a summary table (the main job)
     vlmcodec info FILE...                         header fields of .vlmc files
     vlmcodec train --config FILE                  train a model (resumable)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import io
 import os
 import sys
 import time
@@ -30,12 +32,22 @@ DEFAULT_PNG_LEVEL = 1  # = image_io.DEFAULT_PNG_LEVEL (the CLI starts without nu
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
 
 
+# "-" as an input or output: standard input or output (a file named "-" is "./-")
+STDIO = "-"
+STDIN = Path("<standard input>")  # the input "-" stands for; compared by identity, never opened
+
+
 def expand_inputs(items: list[str], suffixes: set[str]) -> list[Path]:
-    """Files, folders (their matching files, sorted) and glob patterns → a list of paths."""
+    """Files, folders (their matching files, sorted), glob patterns and "-" (``STDIN``, alone)
+    → a list of paths."""
     out: list[Path] = []
+    if STDIO in items and len(items) > 1:
+        raise VlmcodecError("'-' (standard input) must be the only input")
     for item in items:
         p = Path(item)
-        if p.is_dir():
+        if item == STDIO:
+            out.append(STDIN)
+        elif p.is_dir():
             out += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes)
         elif any(c in item for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
@@ -49,6 +61,29 @@ def expand_inputs(items: list[str], suffixes: set[str]) -> list[Path]:
     if not out:
         raise VlmcodecError("no input files")
     return out
+
+
+def _check_stdio(files: list[Path], output: str | None) -> bool:
+    """Refuse what standard input/output cannot do; True when the output is standard output."""
+    if files[0] is STDIN and output is None:
+        raise VlmcodecError("reading standard input needs -o FILE (or -o - for standard output)")
+    if output != STDIO:
+        return False
+    if len(files) > 1:
+        raise VlmcodecError("-o - (standard output) takes one input")
+    if _is_terminal(sys.stdout):
+        raise VlmcodecError("standard output is a terminal: redirect it (> FILE or | COMMAND) or give -o FILE")
+    return True
+
+
+def _read_bytes(src: Path) -> bytes:
+    return sys.stdin.buffer.read() if src is STDIN else src.read_bytes()
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _output_path(src: Path, out: str | None, many: bool, suffix: str) -> Path:
@@ -126,15 +161,21 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     from .image_io import load_image, psnr, save_image
 
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
+    if roundtrip and (files[0] is STDIN or args.output == STDIO):
+        raise VlmcodecError("roundtrip writes .vlmc and .png files: give it image files and an output folder "
+                            "(encode and decode read and write standard input and output with '-')")
+    to_stdout = _check_stdio(files, args.output)
+    table = sys.stderr if to_stdout else sys.stdout  # stdout carries the stream then
     codec = _codec(args)
     many = len(files) > 1
     rows = []
     if codec.short_side:
-        print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)")
+        print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)",
+              file=table)
     if codec.refine:
-        print(f"refining each latent with {codec.refine} steps before coding (slower encoding)")
+        print(f"refining each latent with {codec.refine} steps before coding (slower encoding)", file=table)
     codec.model.level_of_quality(args.quality)  # a bad -q fails once, not once per file
-    print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}")
+    print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}", file=table)
     failures = _Failures(len(files))
     png_level = getattr(args, "png_level", DEFAULT_PNG_LEVEL)
 
@@ -144,20 +185,27 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                 failures.add(src, err)
                 return
             rows.append(row)
-            _emit(line)
+            _emit(line, table)
         return then
 
     # the next image is read and the last decoded one written while this one is coded
     with WriteBehind() as writes:
-        loads = read_ahead(files, lambda f: load_image(f, codec.max_pixels))
+        def load(f: Path):
+            return load_image(io.BytesIO(_read_bytes(f)) if f is STDIN else f, codec.max_pixels)
+
+        loads = read_ahead(files, load)
         for src, loaded in _progress(loads, not args.quiet, "encode", total=len(files)):
             try:
                 img = loaded.result()
                 t0 = time.perf_counter()
                 data = codec.encode(img, quality=args.quality)
                 t_enc = time.perf_counter() - t0
-                dst = _output_path(src, args.output, many, ".vlmc")
-                dst.write_bytes(data)
+                if to_stdout:
+                    dst = Path(STDIO)
+                    _write_stdout(data)
+                else:
+                    dst = _output_path(src, args.output, many, ".vlmc")
+                    dst.write_bytes(data)
             except _FILE_ERRORS as e:
                 failures.add(src, e)
                 continue
@@ -184,15 +232,17 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     if len(rows) > 1:
         n = len(rows)
         mean = [sum(r[i] for r in rows) / n for i in range(4)]
-        print(f"{'mean of ' + str(n):<24} {'':>10} {'':>8} {mean[0]:>7.4f} {mean[1]:>8.2f} {1000*mean[2]:>8.0f} {1000*mean[3]:>8.0f}")
+        print(f"{'mean of ' + str(n):<24} {'':>10} {'':>8} {mean[0]:>7.4f} {mean[1]:>8.2f} {1000*mean[2]:>8.0f} "
+              f"{1000*mean[3]:>8.0f}", file=table)
     return failures.status()
 
 
 def cmd_decode(args) -> int:
     from .file_pipeline import WriteBehind
-    from .image_io import save_image
+    from .image_io import image_bytes, save_image
 
     files = expand_inputs(args.inputs, {".vlmc"})
+    to_stdout = _check_stdio(files, args.output)
     codec = _codec(args)
     many = len(files) > 1
     failures = _Failures(len(files))
@@ -202,22 +252,27 @@ def cmd_decode(args) -> int:
             if err is not None:
                 failures.add(src, err)
             else:
-                _emit(line)
+                _emit(line, sys.stderr if to_stdout else None)
         return then
 
     # each image is written on a background thread while the next one decodes
     with WriteBehind() as writes:
         for src in _progress(files, not args.quiet, "decode"):
             try:
+                data = _read_bytes(src)
                 t0 = time.perf_counter()
-                img = codec.decode(src.read_bytes())
+                img = codec.decode(data)
                 dt = time.perf_counter() - t0
-                dst = _output_path(src, args.output, many, ".png")
+                dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, ".png")
             except _FILE_ERRORS as e:
                 failures.add(src, e)
                 continue
             line = f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms"
-            writes.submit(lambda img=img, dst=dst: save_image(img, dst, args.png_level), report(src, line))
+            if to_stdout:  # PNG bytes, written here: there is no next image to overlap with
+                _write_stdout(image_bytes(img, "PNG", args.png_level))
+                report(src, line)(None)
+            else:
+                writes.submit(lambda img=img, dst=dst: save_image(img, dst, args.png_level), report(src, line))
     return failures.status()
 
 
@@ -228,7 +283,7 @@ def cmd_info(args) -> int:
     failures = _Failures(len(files))
     for f in files:
         try:
-            data = f.read_bytes()
+            data = _read_bytes(f)
             h, zc, yc = container.unpack(data)
         except _FILE_ERRORS as e:
             failures.add(f, e)
@@ -390,8 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "6 is Pillow's default, ~7 %% smaller files, ~4x slower to write)")
 
     e = sub.add_parser("encode", help="compress images to .vlmc", description="Compress images (files, folders, globs).")
-    e.add_argument("inputs", nargs="+", metavar="IN")
-    e.add_argument("-o", "--output", metavar="OUT", help="output file, or folder when several inputs")
+    e.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders, globs, or - (standard input)")
+    e.add_argument("-o", "--output", metavar="OUT",
+                   help="output file, or folder when several inputs, or - (standard output)")
     e.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100, 0 = smallest files (default 75)")
     e.add_argument("--no-psnr", action="store_true", help="skip the verification decode (no PSNR)")
     short_side(e)
@@ -407,9 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     png_level(r)
     common(r)
     d = sub.add_parser("decode", help="decompress .vlmc to PNG")
-    d.add_argument("inputs", nargs="+", metavar="IN")
+    d.add_argument("inputs", nargs="+", metavar="IN", help=".vlmc files, folders, globs, or - (standard input)")
     d.add_argument("-o", "--output", metavar="OUT",
-                   help="output file (its suffix picks the format: .png, .ppm, .bmp, .tif, ...), or folder")
+                   help="output file (its suffix picks the format: .png, .ppm, .bmp, .tif, ...), or folder, "
+                        "or - (standard output, PNG)")
     png_level(d)
     common(d)
     i = sub.add_parser("info", help="print .vlmc header fields")

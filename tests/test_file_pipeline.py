@@ -166,3 +166,72 @@ def test_cli_decode_a_write_failure_is_that_files_error(tmp_path, rng, tiny_mode
     assert "b.vlmc" in res.err and "1 of 3 files failed" in res.err
     assert (dec / "a.png").is_file() and (dec / "c.png").is_file()
     assert not [p for p in dec.iterdir() if p.name.endswith(".tmp")]
+
+
+class _Stdin:
+    def __init__(self, data: bytes):
+        import io
+
+        self.buffer = io.BytesIO(data)
+
+
+def test_cli_standard_input_and_output(tmp_path, rng, tiny_model_path, monkeypatch, capsysbinary):
+    """`vlmcodec encode - -o -` and `decode - -o -` work in a pipe: the stream or the PNG on
+    stdout, the table on stderr; the same bytes as with files."""
+    import io
+    import sys
+
+    img = smooth_image(rng, 40, 64)
+    src = tmp_path / "a.png"
+    Image.fromarray(img).save(src)
+    model = ["--model", str(tiny_model_path)]
+    assert main(["encode", str(src), "-o", str(tmp_path / "a.vlmc"), "-q", "40", *model]) == 0
+    capsysbinary.readouterr()
+    monkeypatch.setattr(sys, "stdin", _Stdin(src.read_bytes()))
+    assert main(["encode", "-", "-o", "-", "-q", "40", *model]) == 0
+    res = capsysbinary.readouterr()
+    assert res.out == (tmp_path / "a.vlmc").read_bytes()  # only the stream on stdout
+    assert b"<standard input>" in res.err and b"bpp" in res.err
+    monkeypatch.setattr(sys, "stdin", _Stdin(res.out))
+    assert main(["decode", "-", "-o", "-", *model, "--png-level", "9"]) == 0
+    res = capsysbinary.readouterr()
+    assert main(["decode", str(tmp_path / "a.vlmc"), "-o", str(tmp_path / "a_dec.png"), *model]) == 0
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(res.out))), np.asarray(Image.open(tmp_path / "a_dec.png")))
+    capsysbinary.readouterr()
+    monkeypatch.setattr(sys, "stdin", _Stdin((tmp_path / "a.vlmc").read_bytes()))
+    assert main(["info", "-"]) == 0 and b"64x40" in capsysbinary.readouterr().out
+    # stdin to a file, a file to stdout
+    monkeypatch.setattr(sys, "stdin", _Stdin((tmp_path / "a.vlmc").read_bytes()))
+    assert main(["decode", "-", "-o", str(tmp_path / "b.png"), *model]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(Image.open(tmp_path / "a_dec.png")))
+    capsysbinary.readouterr()
+    # a corrupt stream on stdin: exit 2, named as standard input
+    monkeypatch.setattr(sys, "stdin", _Stdin(b"VLMC garbage"))
+    assert main(["decode", "-", "-o", "-", *model]) == 2
+    assert b"<standard input>" in capsysbinary.readouterr().err
+
+
+def test_cli_standard_input_and_output_misuse_is_refused(tmp_path, rng, tiny_model_path, monkeypatch, capsys):
+    import sys
+
+    src = tmp_path / "a.png"
+    Image.fromarray(smooth_image(rng, 40, 64)).save(src)
+    model = ["--model", str(tiny_model_path)]
+    monkeypatch.setattr(sys, "stdin", _Stdin(src.read_bytes()))
+    cases = {
+        ("encode", "-", str(src)): "must be the only input",
+        ("encode", "-"): "needs -o FILE",
+        ("encode", str(src), str(src), "-o", "-"): "takes one input",
+        ("roundtrip", "-"): "roundtrip writes .vlmc and .png files",
+    }
+    for argv, message in cases.items():
+        assert main([*argv, *model]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+
+    class Tty:  # a terminal on stdout gets no binary data
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Tty())
+    assert main(["encode", str(src), "-o", "-", *model]) == 2
+    assert "standard output is a terminal" in capsys.readouterr().err
