@@ -57,5 +57,5 @@ def decode(data: bytes, model=None, backend: str = "torch"):
 __all__ = [
     "Codec", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
-    "RequestError",
+    "RequestError", "ResourceError", "VlmcodecWarning",
 ]

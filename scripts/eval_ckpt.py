@@ -5,7 +5,6 @@ python scripts/eval_ckpt.py runs/default/last.pt [--images 6]
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np

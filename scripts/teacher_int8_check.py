@@ -76,7 +76,7 @@ def main() -> int:
                 dtok[k].append(float(token_distortion(fn(xq), toks[k])[0]))
         print(f.name, flush=True)
     ref_d = np.array(dtok["fp32"])
-    lines = [f"# Teacher weights as int8: what they move\n",
+    lines = ["# Teacher weights as int8: what they move\n",
              f"`python scripts/teacher_int8_check.py --images {a.images} --short-side {a.short_side}` — "
              f"{len(files)} Kodak images at a {a.short_side}-px short side; int8 file {size_mib:.1f} MiB.\n",
              "Token cosine against the fp32 teacher (mean / min over all tokens of all images):\n",

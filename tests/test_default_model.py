@@ -1,15 +1,13 @@
 """The bundled default model: loads, round-trips the sample images, and its real file sizes
 agree with the model's own rate estimate (catches broken CDF tables or escape storms)."""
 
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from vlmcodec import Codec, default_model_path
-from vlmcodec.image_io import load_image, pad_edge, psnr
+from vlmcodec.image_io import load_image, pad_edge
 from vlmcodec.training.loss import bpp_per_item
 
 SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"

@@ -82,7 +82,7 @@ def test_write_behind_after_an_error_cancels_what_has_not_started():
         with WriteBehind(max_pending=5) as writes:
             writes.submit(lambda: gate.wait(WAIT), lambda err: done.append(0))
             for i in range(1, 4):
-                writes.submit(lambda i=i: done.append(("ran", i)), lambda err: done.append(i))
+                writes.submit(lambda i=i: done.append(("ran", i)), lambda err, i=i: done.append(i))
             gate.set()
             raise KeyboardInterrupt
     # no callback ran (the caller is leaving on an error); queued writes may not all have run

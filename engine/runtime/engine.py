@@ -159,9 +159,9 @@ class Engine:
                 y, z = self.codec.analyse([prep.pixels], [prep.quality])
                 latent = self.codec.entropy_decode(self.codec.entropy_encode(y[0], z[0], prep))
             for n in sizes:
-                jobs = [("encode", lambda n=n: self.codec.analyse([prep.pixels] * n, [prep.quality] * n))]
+                jobs = [("encode", lambda n=n, p=prep: self.codec.analyse([p.pixels] * n, [p.quality] * n))]
                 if latent is not None:
-                    jobs.append(("decode", lambda n=n: self.codec.synthesize([latent] * n)))
+                    jobs.append(("decode", lambda n=n, lat=latent: self.codec.synthesize([lat] * n)))
                 for mode, job in jobs:
                     record = {"mode": mode, "coded_size": key, "batch": n}
                     try:
