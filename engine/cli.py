@@ -152,6 +152,7 @@ def _codec(args):
     extra = {"max_pixels": args.max_pixels} if getattr(args, "max_pixels", None) else {}
     options = dict(getattr(args, "backend_option", None) or ())
     return Codec(args.model, backend=args.backend, threads=args.threads, **extra, backend_options=options,
+                 hs_device=getattr(args, "hs_device", None),
                  pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None),
                  refine=getattr(args, "refine", 0), refine_views=getattr(args, "refine_views", None))
 
@@ -419,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="an option of the backend, repeatable (e.g. onnxruntime: allow_spinning=false, "
                                  "optimization=basic; tensorrt: engines=DIR; README, Backends)")
             sp.add_argument("--threads", type=int, help="CPU threads for networks and entropy decoding")
+            sp.add_argument("--hs-device", metavar="DEVICE",
+                            help="where the exact entropy parameters (h_s) run: cpu (default) or cuda "
+                                 "(bit-identical streams; README, Backends)")
             sp.add_argument("--no-pre-edit", action="store_true",
                             help="skip the model's pre-editor when encoding (faster; valid streams, lower quality per bit)")
             sp.add_argument("--max-pixels", type=_positive_int, metavar="N",

@@ -30,7 +30,7 @@ from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
-from .errors import BitstreamError, ConfigError, ImageError, ModelMismatchError, ResourceError
+from .errors import BackendUnavailableError, BitstreamError, ConfigError, ImageError, ModelMismatchError, ResourceError
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
@@ -92,6 +92,24 @@ def _group_by(items, key) -> dict:
     return groups
 
 
+def _check_hs_device(device: str | None) -> str:
+    """The device of the exact h_s: "cpu" (None) or an available CUDA device."""
+    if device is None or str(device) == "cpu":
+        return "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"hs_device: {e}") from None
+    if dev.type != "cuda":
+        raise ConfigError(f"hs_device must be 'cpu' or a CUDA device, got {device!r}")
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError(f"hs_device={device!r} not available: torch sees no CUDA GPU "
+                                      f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"hs_device={device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return str(dev)
+
+
 class Codec:
     """A model ready to encode and decode.
 
@@ -104,7 +122,7 @@ class Codec:
                  device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  pre_edit: bool = True, short_side: int | None = None, refine: int = 0,
                  refine_views: tuple[int, ...] | None = None, check_memory: bool = True,
-                 backend_options: Mapping[str, Any] | None = None):
+                 backend_options: Mapping[str, Any] | None = None, hs_device: str | None = None):
         allocator.tune_allocator()  # process-wide, once: freed feature maps are reused (allocator.py)
         loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
         self.loaded = loaded
@@ -120,6 +138,10 @@ class Codec:
         options.update(backend_options or {})
         self.backend = create_backend(backend, self.model, **options)
         self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
+        # hs_device="cuda": the exact entropy parameters on a GPU (bit-identical; README, Backends)
+        self.hs_device = _check_hs_device(hs_device)
+        if self.hs_device != "cpu":
+            self.exact_hs = self.exact_hs.to(self.hs_device)
         self._hs_rows = row_geometry(self.model.h_s)
         self.medians = self.model.entropy_bottleneck.medians().detach().float().cpu()
         self.scale_table64 = self.model.gaussian_conditional.scale_table.detach().double().cpu()

@@ -8,12 +8,18 @@ integer-valued tensors — exact, whatever the summation order, as long as every
 stays below 2**53, which is checked per layer — and rescaling is a floor division by a power of
 two. The result is bit-identical on every IEEE-754 device, for any batch size.
 
+It runs on the CPU by default. ``.to("cuda")`` moves it to a GPU, where each convolution is an
+explicit im2col and a float64 matrix product (cuBLAS) rather than a cuDNN convolution, whose
+algorithm (possibly FFT-based, not exact) is not ours to choose; integer-valued products and
+sums below 2**53 are exact in any order, so the GPU gives the CPU's bits.
+
 Only ``Conv2d``, ``ConvTranspose2d`` and ``LeakyReLU``/``ReLU`` layers are supported, which is
 what the hyperprior's ``h_s`` is made of.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -59,12 +65,33 @@ class _IntLayer:
         self.bias_max = float(self.bias_half.abs().max())
         self.stride, self.padding = layer.stride, layer.padding
         self.output_padding = getattr(layer, "output_padding", (0, 0))
+        self.im2col = False  # convolve as im2col + matmul (set by ExactHyperSynthesis.to)
+
+    def to(self, device: torch.device, im2col: bool) -> "_IntLayer":
+        if im2col and self.transposed:
+            raise ValueError("exact h_s off the CPU supports plain convolutions only (no transposed ones)")
+        moved = copy.copy(self)
+        for name in ("weight", "bias_half", "inv_scale"):
+            setattr(moved, name, getattr(self, name).to(device))
+        moved.im2col = im2col
+        return moved
+
+    def _conv_im2col(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        o, _, kh, kw = self.weight.shape
+        cols = F.unfold(x, (kh, kw), padding=self.padding, stride=self.stride)  # [n, c·kh·kw, L]
+        acc = torch.matmul(self.weight.reshape(o, -1), cols)                      # [n, o, L]
+        oh = (h + 2 * self.padding[0] - kh) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - kw) // self.stride[1] + 1
+        return acc.reshape(n, o, oh, ow)
 
     def __call__(self, x: Tensor) -> Tensor:
         xmax = float(x.abs().max()) if x.numel() else 0.0
         if xmax * self.l1 + self.bias_max >= _EXACT_LIMIT:
             raise OverflowError("fixed-point h_s would exceed exact float64 range; activations too large")
-        if self.transposed:
+        if self.im2col:
+            acc = self._conv_im2col(x)
+        elif self.transposed:
             acc = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding)
         else:
             acc = F.conv2d(x, self.weight, None, self.stride, self.padding)
@@ -76,11 +103,21 @@ class _IntLayer:
 class ExactHyperSynthesis:
     """Fixed-point twin of a float ``h_s``; ``__call__(z_hat) -> (scales, means)`` as float32.
 
-    Built once per model (``from_module``); runs on CPU float64.
+    Built once per model (``from_module``); runs in float64 on the CPU, or on ``device`` after
+    ``to(device)``; returns CPU tensors either way.
     """
 
-    def __init__(self, layers: list):
+    def __init__(self, layers: list, device: torch.device | None = None):
         self.layers = layers
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+
+    def to(self, device: str | torch.device, im2col: bool | None = None) -> "ExactHyperSynthesis":
+        """A copy that runs on ``device`` (bit-identical results). ``im2col``: convolve as im2col +
+        matmul — the default off the CPU; on the CPU only to test that path."""
+        device = torch.device(device)
+        im2col = device.type != "cpu" if im2col is None else bool(im2col)
+        layers = [layer if isinstance(layer, str) else layer.to(device, im2col) for layer in self.layers]
+        return ExactHyperSynthesis(layers, device)
 
     @classmethod
     def from_module(cls, h_s: nn.Sequential) -> "ExactHyperSynthesis":
@@ -98,10 +135,10 @@ class ExactHyperSynthesis:
                 raise ValueError(f"exact h_s cannot run layer {type(m).__name__}")
         return cls(layers)
 
-    @staticmethod
-    def to_fixed(z_hat: Tensor) -> Tensor:
-        """ẑ → integers with ACT_FRAC_BITS fractional bits (round half to even, exact)."""
-        return torch.round(z_hat.detach().to(torch.float64).cpu() * 2.0**ACT_FRAC_BITS)
+    def to_fixed(self, z_hat: Tensor) -> Tensor:
+        """ẑ → integers with ACT_FRAC_BITS fractional bits (round half to even, exact), on this
+        instance's device."""
+        return torch.round(z_hat.detach().to(self.device, torch.float64) * 2.0**ACT_FRAC_BITS)
 
     @torch.no_grad()
     def params_fixed(self, z_fixed: Tensor) -> Tensor:
@@ -118,6 +155,6 @@ class ExactHyperSynthesis:
 
     @torch.no_grad()
     def __call__(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.params_fixed(self.to_fixed(z_hat)) * 2.0**-ACT_FRAC_BITS
+        out = self.params_fixed(self.to_fixed(z_hat)).mul_(2.0**-ACT_FRAC_BITS).cpu()
         scales, means = out.chunk(2, 1)
         return scales, means
