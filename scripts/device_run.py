@@ -3,6 +3,7 @@ the installed package if it was built there (scripts/device_setup.sh), else the 
 
     python scripts/device_run.py pytest -m gpu -q tests/test_kernel_gdn.py tests/test_kernel_quantize.py
     python scripts/device_run.py vlmcodec.bench.kernels --help
+    python scripts/device_run.py scripts/hs_device_bench.py --device cpu-im2col
 """
 
 import runpy
@@ -24,4 +25,7 @@ except ImportError:
 if len(sys.argv) < 2:
     raise SystemExit("usage: device_run.py MODULE [ARGS...]")
 sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+if sys.argv[0].endswith(".py"):  # a script path, e.g. scripts/hs_device_bench.py
+    runpy.run_path(sys.argv[0], run_name="__main__")
+else:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)

@@ -43,6 +43,10 @@ timeout 60 $PY scripts/device_run.py vlmcodec.bench.speed --images assets/sample
   --device cuda --out /tmp/speed.json > "$OUT/speed.txt" 2>&1
 echo "exit $?" >> "$OUT/speed.txt"
 cat "$OUT/speed.txt"
+echo "== exact h_s, CPU vs CUDA (hs_device), bit-identity and time (at most 40 s)"
+timeout 40 $PY scripts/device_run.py scripts/hs_device_bench.py > "$OUT/hs_device.txt" 2>&1
+echo "exit $?" >> "$OUT/hs_device.txt"
+cat "$OUT/hs_device.txt"
 train_s=$(($(left) - 25))
 echo "== training: $train_s s with $config"
 if [ "$train_s" -lt 120 ]; then
