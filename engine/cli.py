@@ -5,6 +5,7 @@
                                                   (IN or OUT "-": standard input or output)
     vlmcodec roundtrip IN... -o OUT               both, with a summary table (the main job)
     vlmcodec info FILE...                         header fields of .vlmc files
+    vlmcodec serve [--port 8080]                  HTTP server: POST /encode, /decode (batched)
     vlmcodec train --config FILE                  train a model (resumable)
     vlmcodec convert --from-compressai CKPT | --from-weights FILE -o MODEL.safetensors
     vlmcodec export --format onnx|tensorrt -o DIR [--fp16] [--max-batch N] [--max-size HxW]
@@ -277,6 +278,41 @@ def cmd_decode(args) -> int:
     return failures.status()
 
 
+def cmd_serve(args) -> int:
+    import signal
+    import threading
+
+    from .runtime import Engine
+    from .runtime.server import CodecServer
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    codec = _codec(args)
+    engine = Engine(codec, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                    network_workers=args.network_workers, max_queue=args.max_queue, block=False,
+                    timeout_s=args.timeout)
+    try:
+        server = CodecServer(engine, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
+                             png_level=args.png_level, quiet=args.quiet)
+    except OSError as e:
+        engine.shutdown(drain=False)
+        raise VlmcodecError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    # SIGTERM (a container stopping) ends the loop as Ctrl-C does: answer what is in flight, then exit
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(f"vlmcodec: serving model {codec.fingerprint.hex()} ({args.backend} backend) on {server.url}: "
+          "POST /encode, /decode; GET /health, /stats (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        engine.shutdown(drain=True)
+    print("vlmcodec: server stopped", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args) -> int:
     from .bitstream import container
 
@@ -473,6 +509,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "or - (standard output, PNG)")
     png_level(d)
     common(d)
+    v = sub.add_parser("serve", help="serve encode/decode over HTTP (batched by the runtime Engine)",
+                       description="An HTTP server: POST /encode?quality=Q (body: an image file) → .vlmc, "
+                                   "POST /decode?format=png|ppm|raw (body: a .vlmc stream) → the image, "
+                                   "GET /health, GET /stats. Concurrent requests are batched.")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    v.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free one)")
+    v.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch (default 8)")
+    v.add_argument("--max-delay-ms", type=float, default=5.0, help="longest wait to fill a batch (default 5)")
+    v.add_argument("--network-workers", type=_positive_int, default=1, help="threads running networks (default 1)")
+    v.add_argument("--max-queue", type=_positive_int, default=256,
+                   help="requests in flight before answering 503 (default 256)")
+    v.add_argument("--timeout", type=float, metavar="SECONDS", help="answer 504 to a request queued longer")
+    v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
+    png_level(v)
+    short_side(v)
+    common(v)
     i = sub.add_parser("info", help="print .vlmc header fields")
     i.add_argument("inputs", nargs="+", metavar="FILE")
     t = sub.add_parser("train", help="train a model (resumable)")
@@ -552,6 +604,8 @@ def _main(argv: list[str] | None) -> int:
             return cmd_decode(args)
         if args.command == "info":
             return cmd_info(args)
+        if args.command == "serve":
+            return cmd_serve(args)
         if args.command == "train":
             return cmd_train(args)
         if args.command == "convert":

@@ -2,5 +2,6 @@
 
 from .engine import Engine, QueueFull
 from .scheduler import Scheduler
+from .server import CodecServer, serve_in_thread
 
-__all__ = ["Engine", "QueueFull", "Scheduler"]
+__all__ = ["CodecServer", "Engine", "QueueFull", "Scheduler", "serve_in_thread"]

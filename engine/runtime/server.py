@@ -1,0 +1,227 @@
+"""``vlmcodec serve``: an HTTP front for an :class:`Engine`, on the standard library alone.
+
+    POST /encode?quality=75[&short_side=256]   body: an image file   → application/x-vlmc
+    POST /decode[?format=png|ppm|raw]          body: a .vlmc stream   → the image
+    GET  /health                                model, backend, requests in flight (JSON)
+    GET  /stats                                 the engine's counters (JSON)
+
+Each connection gets a thread (``ThreadingHTTPServer``), which reads the body, hands the request
+to the engine and waits for its future: requests that arrive together are batched by the engine,
+as in-process callers' are. ``format=raw`` answers the decoded pixels as they are (H×W×3 bytes,
+row-major RGB, size in the ``X-Image-Width``/``X-Image-Height`` headers): no PNG to compress, the
+fastest for a consumer in the same data centre. Errors answer JSON ``{"error": ...}``: 400 for a
+bad image, stream or parameter, 409 for a stream of another model, 411/413 for a missing or too
+large body, 503 when the queue is full or the engine is shut down, 504 on a request timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, ModelMismatchError, ResourceError
+from ..image_io import image_bytes, load_image
+from .engine import Engine, QueueFull
+
+STREAM_TYPE = "application/x-vlmc"
+IMAGE_FORMATS = {"png": ("PNG", "image/png"), "ppm": ("PPM", "image/x-portable-pixmap"),
+                 "raw": (None, "application/octet-stream")}
+DEFAULT_MAX_BODY = 64 * 2**20
+_DRAIN_LIMIT = 16 * 2**20  # an oversized body up to this much more is read (and dropped) before the 413
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _status_of(err: BaseException) -> HTTPStatus:
+    if isinstance(err, ModelMismatchError):
+        return HTTPStatus.CONFLICT
+    if isinstance(err, (ImageError, BitstreamError, ConfigError, TypeError, ValueError)):
+        return HTTPStatus.BAD_REQUEST
+    if isinstance(err, ResourceError):
+        return HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    if isinstance(err, (QueueFull, EngineDeadError)):
+        return HTTPStatus.SERVICE_UNAVAILABLE
+    if isinstance(err, (TimeoutError, FutureTimeout)):
+        return HTTPStatus.GATEWAY_TIMEOUT
+    return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class CodecServer(ThreadingHTTPServer):
+    """An HTTP server bound to ``(host, port)`` (port 0: any free one, see ``server_port``) that
+    serves ``engine``. ``serve_forever()`` runs it; ``shutdown()`` stops it (the engine stays
+    the caller's to shut down)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8080, *,
+                 max_body: int = DEFAULT_MAX_BODY, png_level: int = 1, quiet: bool = True):
+        self.engine = engine
+        self.max_body = int(max_body)
+        self.png_level = int(png_level)
+        self.quiet = quiet
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: CodecServer
+    protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
+
+    # -- routing -------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/health":
+            codec = self.server.engine.codec
+            self._json(HTTPStatus.OK, {"status": "ok", "model": codec.fingerprint.hex(),
+                                       "backend": type(codec.backend).__name__,
+                                       "in_flight": self.server.engine.in_flight})
+        elif path == "/stats":
+            self._json(HTTPStatus.OK, dict(self.server.engine.stats, in_flight=self.server.engine.in_flight))
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path} (GET /health, /stats)"})
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        try:
+            if url.path not in ("/encode", "/decode"):
+                self._discard_body()
+                raise _HTTPError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {url.path} (POST /encode, /decode)")
+            params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            body = self._body()
+            if url.path == "/encode":
+                self._encode(body, params)
+            else:
+                self._decode(body, params)
+        except _HTTPError as e:
+            self._json(e.status, {"error": str(e)})
+        except Exception as e:  # noqa: BLE001 — every failure becomes an answer, never a dropped connection
+            self._json(_status_of(e), {"error": str(e) or type(e).__name__})
+
+    # -- endpoints -----------------------------------------------------------------------
+    def _encode(self, body: bytes, params: dict) -> None:
+        unknown = set(params) - {"quality", "short_side", "timeout"}
+        if unknown:
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} (quality, short_side, timeout)")
+        quality = _number(params, "quality", 75.0)
+        short_side = params.get("short_side")
+        short = int(_number(params, "short_side", 0)) if short_side not in (None, "") else None
+        engine = self.server.engine
+        image = load_image(io.BytesIO(body), engine.codec.max_pixels)
+        data = self._wait(engine.submit_encode(image, quality, _timeout(params), short_side=short))
+        h, w = image.shape[:2]
+        self._send(HTTPStatus.OK, STREAM_TYPE, data,
+                   {"X-Image-Width": str(w), "X-Image-Height": str(h), "X-Bpp": f"{8 * len(data) / (w * h):.4f}"})
+
+    def _decode(self, body: bytes, params: dict) -> None:
+        unknown = set(params) - {"format", "timeout"}
+        if unknown:
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} (format, timeout)")
+        fmt = params.get("format", "png").lower()
+        if fmt not in IMAGE_FORMATS:
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"format must be one of {sorted(IMAGE_FORMATS)}, got {fmt!r}")
+        img = self._wait(self.server.engine.submit_decode(body, _timeout(params)))
+        pil_format, content_type = IMAGE_FORMATS[fmt]
+        payload = img.tobytes() if pil_format is None else image_bytes(img, pil_format, self.server.png_level)
+        self._send(HTTPStatus.OK, content_type, payload,
+                   {"X-Image-Width": str(img.shape[1]), "X-Image-Height": str(img.shape[0])})
+
+    # -- plumbing ------------------------------------------------------------------------
+    @staticmethod
+    def _wait(future):
+        return future.result()  # the engine's own timeout (or the server's) ends it
+
+    def _body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None:
+            self.close_connection = True
+            raise _HTTPError(HTTPStatus.LENGTH_REQUIRED, "a request body with Content-Length is required")
+        try:
+            n = int(length)
+        except ValueError:
+            self.close_connection = True
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}") from None
+        if n < 0 or n > self.server.max_body:
+            self.close_connection = True
+            if 0 < n <= self.server.max_body + _DRAIN_LIMIT:
+                # read what the client is sending, so that it gets to read the answer instead
+                # of a reset connection; larger bodies are cut off
+                self._skip(n)
+            raise _HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                             f"body of {n} bytes; this server takes at most {self.server.max_body} (--max-body-mb)")
+        return self.rfile.read(n)
+
+    def _discard_body(self) -> None:
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = 0
+        if 0 < n <= self.server.max_body:
+            self._skip(n)
+        elif n:
+            self.close_connection = True
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            chunk = self.rfile.read(min(n, 2**20))
+            if not chunk:
+                break
+            n -= len(chunk)
+
+    def _json(self, status: HTTPStatus, obj: dict) -> None:
+        self._send(status, "application/json", (json.dumps(obj) + "\n").encode())
+
+    def _send(self, status: HTTPStatus, content_type: str, payload: bytes, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 — the base class's signature
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+
+def _number(params: dict, name: str, default: float) -> float:
+    text = params.get(name)
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"{name} must be a number, got {text!r}") from None
+
+
+def _timeout(params: dict) -> float | None:
+    if "timeout" not in params:
+        return None
+    t = _number(params, "timeout", 0.0)
+    if not t > 0:
+        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"timeout must be > 0 seconds, got {params['timeout']!r}")
+    return t
+
+
+def serve_in_thread(server: CodecServer) -> threading.Thread:
+    """Run ``server`` on a daemon thread (tests, notebooks); stop it with ``server.shutdown()``."""
+    thread = threading.Thread(target=server.serve_forever, name="vlmcodec-http", daemon=True)
+    thread.start()
+    return thread
+
+
+__all__ = ["CodecServer", "serve_in_thread", "STREAM_TYPE", "IMAGE_FORMATS"]

@@ -1,0 +1,187 @@
+"""`vlmcodec serve`: the HTTP front of the runtime Engine (vlmcodec.runtime.server)."""
+
+import http.client
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlmcodec import Codec
+from vlmcodec.runtime import Engine
+from vlmcodec.runtime.server import CodecServer, serve_in_thread
+
+from conftest import smooth_image
+
+
+def _png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_path):
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, max_batch=4, max_delay_ms=20, block=False, max_queue=64)
+    server = CodecServer(engine, "127.0.0.1", 0, max_body=2**20)
+    serve_in_thread(server)
+    yield server, codec
+    server.shutdown()
+    server.server_close()
+    engine.shutdown()
+
+
+def _request(server, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def test_encode_and_decode_give_the_codecs_bytes_and_pixels(served, rng):
+    server, codec = served
+    img = smooth_image(rng, 48, 80)
+    status, headers, data = _request(server, "POST", "/encode?quality=40", _png(img))
+    assert status == 200 and headers["Content-Type"] == "application/x-vlmc"
+    assert data == codec.encode(img, 40)
+    assert (headers["X-Image-Width"], headers["X-Image-Height"]) == ("80", "48")
+    assert float(headers["X-Bpp"]) == pytest.approx(8 * len(data) / (48 * 80), abs=1e-4)
+    expected = codec.decode(data)
+    status, headers, png = _request(server, "POST", "/decode", data)
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
+    status, headers, raw = _request(server, "POST", "/decode?format=raw", data)
+    assert status == 200 and headers["Content-Type"] == "application/octet-stream"
+    h, w = int(headers["X-Image-Height"]), int(headers["X-Image-Width"])
+    assert np.array_equal(np.frombuffer(raw, np.uint8).reshape(h, w, 3), expected)
+    status, _, ppm = _request(server, "POST", "/decode?format=ppm", data)
+    assert status == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(ppm))), expected)
+    # short_side codes at the consumer's scale, as Codec.encode does
+    status, _, small = _request(server, "POST", "/encode?quality=40&short_side=32", _png(img))
+    assert status == 200 and small == codec.encode(img, 40, short_side=32)
+
+
+def test_health_stats_and_keep_alive(served, rng):
+    server, codec = served
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+    try:
+        for _ in range(2):  # one connection, several requests
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            health = json.loads(resp.read())
+            assert resp.status == 200 and health["status"] == "ok" and health["model"] == codec.fingerprint.hex()
+        conn.request("POST", "/encode?quality=10", body=_png(smooth_image(rng, 32, 32)))
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read()[:4] == b"VLMC"
+        conn.request("GET", "/stats")
+        resp = conn.getresponse()
+        stats = json.loads(resp.read())
+        assert resp.status == 200 and stats["ok"] >= 1 and "in_flight" in stats
+    finally:
+        conn.close()
+
+
+def test_errors_answer_json_with_the_right_status(served, rng):
+    server, _ = served
+    img = _png(smooth_image(rng, 32, 48))
+    cases = [
+        ("POST", "/decode", b"not a stream", 400, "bad magic"),
+        ("POST", "/encode", b"not an image", 400, "cannot read image"),
+        ("POST", "/encode?quality=x", img, 400, "quality must be a number"),
+        ("POST", "/encode?quality=101", img, 400, "quality"),
+        ("POST", "/encode?colour=1", img, 400, "unknown parameter"),
+        ("POST", "/decode?format=jpeg", b"x", 400, "format must be one of"),
+        ("POST", "/encode?timeout=-1", img, 400, "timeout must be > 0"),
+        ("POST", "/transcode", img, 404, "no such endpoint"),
+        ("GET", "/", None, 404, "no such endpoint"),
+        ("POST", "/encode", b"\0" * (2**20 + 1), 413, "at most"),
+    ]
+    for method, path, body, status, message in cases:
+        got, headers, payload = _request(server, method, path, body)
+        assert got == status, (path, got, payload)
+        assert headers["Content-Type"] == "application/json" and message in json.loads(payload)["error"], path
+    # a stream of another model: 409
+    other = Codec().encode(smooth_image(rng, 32, 32), 50)
+    got, _, payload = _request(server, "POST", "/decode", other)
+    assert got == 409 and "decode it with the model that wrote it" in json.loads(payload)["error"]
+    # no Content-Length: 411
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+    try:
+        conn.putrequest("POST", "/encode")
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert resp.status == 411 and "Content-Length" in json.loads(resp.read())["error"]
+    finally:
+        conn.close()
+
+
+def test_request_timeout_is_504_and_a_shut_down_engine_503(tiny_model_path, rng):
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, max_batch=2, max_delay_ms=200, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        img = _png(smooth_image(rng, 32, 32))
+        got, _, payload = _request(server, "POST", "/encode?timeout=0.000001", img)
+        assert got == 504 and "timed out" in json.loads(payload)["error"]
+        engine.shutdown()
+        got, _, payload = _request(server, "POST", "/encode", img)
+        assert got == 503 and "shut down" in json.loads(payload)["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+
+
+def test_concurrent_requests_are_batched_and_equal_single_calls(served, rng):
+    server, codec = served
+    images = [smooth_image(rng, 40, 64) for _ in range(8)]
+    results: list = [None] * len(images)
+    before = dict(server.engine.stats)
+
+    def client(i):
+        results[i] = _request(server, "POST", "/encode?quality=60", _png(images[i]))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for img, (status, _, data) in zip(images, results):
+        assert status == 200 and data == codec.encode(img, 60)
+    stats = server.engine.stats
+    assert stats["batched_items"] - before["batched_items"] == len(images)
+    assert stats["batches"] - before["batches"] < len(images)  # some requests shared a batch
+
+
+def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, rng, tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
+                             "serve", "--port", "0", "--model", str(tiny_model_path), "--quiet"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        assert "serving model" in line, line
+        port = int(line.split("http://127.0.0.1:")[1].split(":")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/encode?quality=30", body=_png(smooth_image(rng, 32, 48)))
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read()[:4] == b"VLMC"
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "server stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
