@@ -379,3 +379,27 @@ def test_warmup_under_traffic_holds_the_network_workers(tiny_codec, rng, monkeyp
         assert not (running["warm"] and running["serve"]), events
     expected = tiny_codec.encode(img, 40)
     assert all(o == expected for o in out)
+
+
+def test_latency_percentiles(tiny_codec, rng, monkeypatch):
+    from vlmcodec.runtime import engine as engine_module
+
+    assert engine_module._percentiles([]) == {}
+    p = engine_module._percentiles([float(v) for v in range(1, 101)])
+    assert (p["count"], p["p50_s"], p["p90_s"], p["p99_s"], p["max_s"]) == (100, 50.0, 90.0, 99.0, 100.0)
+    assert engine_module._percentiles([0.5])["p99_s"] == 0.5
+    monkeypatch.setattr(engine_module, "LATENCY_WINDOW", 5)  # a bounded window: only the last ones
+    with Engine(tiny_codec, max_batch=4, max_delay_ms=2) as eng:
+        assert eng.latency() == {"encode": {}, "decode": {}}
+        images = [smooth_image(rng, 32, 48) for _ in range(7)]
+        t0 = time.monotonic()
+        streams = [f.result() for f in [eng.submit_encode(im, 50) for im in images]]
+        eng.submit_decode(streams[0]).result()
+        wall = time.monotonic() - t0
+        with pytest.raises(BitstreamError):
+            eng.submit_decode(b"VLMC junk").result()  # failures are not latencies
+        lat = eng.latency()
+    assert lat["encode"]["count"] == 5 and lat["decode"]["count"] == 1
+    for kind in ("encode", "decode"):
+        q = lat[kind]
+        assert 0 < q["p50_s"] <= q["p90_s"] <= q["p99_s"] <= q["max_s"] <= wall

@@ -87,6 +87,7 @@ def test_health_stats_and_keep_alive(served, rng):
         resp = conn.getresponse()
         stats = json.loads(resp.read())
         assert resp.status == 200 and stats["ok"] >= 1 and "in_flight" in stats
+        assert stats["latency"]["encode"]["count"] >= 1 and stats["latency"]["encode"]["p99_s"] > 0
     finally:
         conn.close()
 

@@ -31,8 +31,10 @@ will see, so that no live request pays a backend's first run at a shape.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 
 from ..bitstream import container
@@ -41,6 +43,18 @@ from ..errors import BitstreamError, EngineDeadError, RequestError, ResourceErro
 from ..image_io import padded_size
 from .request import InflightRequest, Kind, Status
 from .scheduler import Scheduler
+
+
+LATENCY_WINDOW = 1024
+
+
+def _percentiles(ordered: list[float]) -> dict[str, float | int]:
+    """Nearest-rank percentiles of an ascending list."""
+    if not ordered:
+        return {}
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+    return {"count": len(ordered), "p50_s": rank(50), "p90_s": rank(90), "p99_s": rank(99), "max_s": ordered[-1]}
 
 
 class QueueFull(VlmcodecError, RuntimeError):
@@ -73,6 +87,8 @@ class Engine:
         self._draining = False    # finish what is queued, then stop
         self._stopped = False
         self.stats = {"batches": 0, "batched_items": 0, "ok": 0, "failed": 0, "max_batch_seen": 0}
+        # seconds from submit to result of the last LATENCY_WINDOW successful requests, per kind
+        self._latencies = {kind: deque(maxlen=LATENCY_WINDOW) for kind in Kind}
         self._thread = threading.Thread(target=self._loop, name="vlmcodec-engine", daemon=True)
         self._thread.start()
 
@@ -243,6 +259,14 @@ class Engine:
     def in_flight(self) -> int:
         return self._inflight
 
+    def latency(self) -> dict[str, dict[str, float | int]]:
+        """Per kind ("encode", "decode"): ``count`` and the 50th/90th/99th percentile and largest
+        submit-to-result seconds over the last ``LATENCY_WINDOW`` successful requests (queueing,
+        batching and coding included); an empty dict for a kind with none yet."""
+        with self._cv:
+            windows = {kind.value: sorted(window) for kind, window in self._latencies.items()}
+        return {kind: _percentiles(values) for kind, values in windows.items()}
+
     # -- internals -----------------------------------------------------------------------
     def _deadline(self, now: float, timeout_s: float | None) -> float | None:
         t = timeout_s if timeout_s is not None else self.timeout_s
@@ -284,6 +308,8 @@ class Engine:
             status = Status.FINISHED_CANCELLED
         req.status = status or (Status.FINISHED_ERROR if exc is not None else Status.FINISHED_OK)
         self.stats["ok" if req.status is Status.FINISHED_OK else "failed"] += 1
+        if req.status is Status.FINISHED_OK:
+            self._latencies[req.kind].append(time.monotonic() - req.arrival)
         self._inflight -= 1
         self._cv.notify_all()
 

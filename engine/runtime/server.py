@@ -3,7 +3,7 @@
     POST /encode?quality=75[&short_side=256]   body: an image file   → application/x-vlmc
     POST /decode[?format=png|ppm|raw]          body: a .vlmc stream   → the image
     GET  /health                                model, backend, requests in flight (JSON)
-    GET  /stats                                 the engine's counters (JSON)
+    GET  /stats                                 the engine's counters and latency percentiles (JSON)
 
 Each connection gets a thread (``ThreadingHTTPServer``), which reads the body, hands the request
 to the engine and waits for its future: requests that arrive together are batched by the engine,
@@ -90,7 +90,8 @@ class _Handler(BaseHTTPRequestHandler):
                                        "backend": type(codec.backend).__name__,
                                        "in_flight": self.server.engine.in_flight})
         elif path == "/stats":
-            self._json(HTTPStatus.OK, dict(self.server.engine.stats, in_flight=self.server.engine.in_flight))
+            engine = self.server.engine
+            self._json(HTTPStatus.OK, dict(engine.stats, in_flight=engine.in_flight, latency=engine.latency()))
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path} (GET /health, /stats)"})
 
