@@ -165,6 +165,13 @@ def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_L
     path = Path(path)
     fmt = _format_of(path)
     params = _save_params(fmt, png_level)
+    if path.exists() and not path.is_file():  # a FIFO or a device: written in place, never replaced
+        data = image_bytes(arr, fmt, png_level)  # Pillow wants a seekable file
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    if path.is_symlink():  # write through the link, as a plain open would
+        path = path.resolve()
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         with open(tmp, "xb") as f:  # mode x: the umask's permissions, as a plain open would give

@@ -117,6 +117,28 @@ def test_save_image_writes_whole_files_or_none(tmp_path, rng, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"a{s}" for s in (".png", ".ppm", ".bmp", ".tif", ".webp"))
 
 
+def test_save_image_writes_through_links_and_into_fifos(tmp_path, rng):
+    import os
+    import threading
+
+    img = smooth_image(rng, 16, 24)
+    target = tmp_path / "target.png"
+    save_image(img, target)
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    save_image(img[::-1].copy(), link)
+    assert link.is_symlink() and np.array_equal(np.asarray(Image.open(target)), img[::-1])
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("data", fifo.read_bytes()))
+    reader.start()
+    save_image(img, fifo)
+    reader.join(10)
+    assert fifo.exists() and not fifo.is_file()  # still the FIFO, not replaced by a file
+    assert np.array_equal(np.asarray(Image.open(__import__("io").BytesIO(got["data"]))), img)
+
+
 def test_png_level_trades_size_for_speed_losslessly(tmp_path, rng):
     img = np.ascontiguousarray(np.repeat(smooth_image(rng, 96, 128), 2, axis=1))
     save_image(img, tmp_path / "fast.png", png_level=0)
