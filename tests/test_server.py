@@ -186,3 +186,30 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, rng, tmp
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_silent_connection_is_closed_and_a_short_body_refused(tiny_model_path):
+    import socket
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, idle_timeout=0.3)
+    serve_in_thread(server)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+            sock.sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            reply = sock.makefile("rb").read()  # the server answers, then closes: read() returns
+        assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive" in reply
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+            sock.sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            sock.shutdown(socket.SHUT_WR)  # the client gives up sending
+            reply = sock.makefile("rb").read()
+        assert reply.startswith(b"HTTP/1.1 400") and b"body ended after 10 of 100 bytes" in reply
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive, then silence
+            reply = sock.makefile("rb").read()
+        assert reply.startswith(b"HTTP/1.1 200") and b'"status": "ok"' in reply
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()

@@ -32,6 +32,9 @@ STREAM_TYPE = "application/x-vlmc"
 IMAGE_FORMATS = {"png": ("PNG", "image/png"), "ppm": ("PPM", "image/x-portable-pixmap"),
                  "raw": (None, "application/octet-stream")}
 DEFAULT_MAX_BODY = 64 * 2**20
+# a connection silent this long (between requests, or in the middle of one) is closed, so that
+# idle keep-alive clients do not hold a thread each forever
+DEFAULT_IDLE_TIMEOUT = 60.0
 _DRAIN_LIMIT = 16 * 2**20  # an oversized body up to this much more is read (and dropped) before the 413
 
 
@@ -64,8 +67,10 @@ class CodecServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8080, *,
-                 max_body: int = DEFAULT_MAX_BODY, png_level: int = 1, quiet: bool = True):
+                 max_body: int = DEFAULT_MAX_BODY, png_level: int = 1, quiet: bool = True,
+                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT):
         self.engine = engine
+        self.idle_timeout = idle_timeout
         self.max_body = int(max_body)
         self.png_level = int(png_level)
         self.quiet = quiet
@@ -80,6 +85,10 @@ class CodecServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: CodecServer
     protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
 
     # -- routing -------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -163,7 +172,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._skip(n)
             raise _HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                              f"body of {n} bytes; this server takes at most {self.server.max_body} (--max-body-mb)")
-        return self.rfile.read(n)
+        try:
+            body = self.rfile.read(n)
+        except TimeoutError:
+            self.close_connection = True
+            raise _HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s") from None
+        if len(body) < n:
+            self.close_connection = True
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {n} bytes")
+        return body
 
     def _discard_body(self) -> None:
         try:
