@@ -213,3 +213,68 @@ def test_a_silent_connection_is_closed_and_a_short_body_refused(tiny_model_path)
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+def test_remote_codec_mirrors_the_codec(served, rng, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vlmcodec.errors import BitstreamError, ImageError, ModelMismatchError
+    from vlmcodec.runtime import RemoteCodec
+
+    server, codec = served
+    remote = RemoteCodec(server.url)
+    img = smooth_image(rng, 40, 56)
+    data = remote.encode(img, 35)
+    assert data == codec.encode(img, 35)
+    assert np.array_equal(remote.decode(data), codec.decode(data))
+    path = tmp_path / "a.png"
+    Image.fromarray(img).save(path)
+    assert remote.encode(str(path), 35) == data  # a path: the file's bytes as they are
+    assert remote.encode(img, 35, short_side=32) == codec.encode(img, 35, short_side=32)
+    assert remote.health()["model"] == codec.fingerprint.hex() and remote.stats()["ok"] >= 2
+    images = [smooth_image(rng, 32, 40) for _ in range(6)]
+    with ThreadPoolExecutor(3) as pool:  # one connection per thread
+        streams = list(pool.map(lambda im: remote.encode(im, 50), images))
+    assert streams == [codec.encode(im, 50) for im in images]
+    # the server's errors come back as the codec's exceptions
+    with pytest.raises(BitstreamError, match="HTTP 400"):
+        remote.decode(b"VLMC junk")
+    with pytest.raises(ImageError):
+        remote.encode(np.zeros((4, 4), np.float32))  # refused here already, as Codec does
+    with pytest.raises(ValueError, match="quality") as remote_err:
+        remote.encode(img, 150)
+    with pytest.raises(ValueError) as local_err:
+        codec.encode(img, 150)
+    assert type(remote_err.value) is type(local_err.value)
+    with pytest.raises(ModelMismatchError):
+        remote.decode(Codec().encode(smooth_image(rng, 32, 32), 50))
+    with pytest.raises(ValueError, match="http://host:port"):
+        RemoteCodec("https://example.com")
+
+
+def test_remote_codec_reports_an_unreachable_server_and_reconnects(tiny_model_path, rng):
+    import socket
+
+    from vlmcodec.runtime import RemoteCodec
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
+        RemoteCodec(f"http://127.0.0.1:{port}", timeout_s=5).health()
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, idle_timeout=0.2)
+    serve_in_thread(server)
+    try:
+        remote = RemoteCodec(server.url)
+        img = smooth_image(rng, 32, 32)
+        first = remote.encode(img, 40)
+        import time
+
+        time.sleep(0.6)  # the server closes the idle kept-alive connection meanwhile
+        assert remote.encode(img, 40) == first
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()

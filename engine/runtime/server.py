@@ -9,7 +9,8 @@ Each connection gets a thread (``ThreadingHTTPServer``), which reads the body, h
 to the engine and waits for its future: requests that arrive together are batched by the engine,
 as in-process callers' are. ``format=raw`` answers the decoded pixels as they are (H×W×3 bytes,
 row-major RGB, size in the ``X-Image-Width``/``X-Image-Height`` headers): no PNG to compress, the
-fastest for a consumer in the same data centre. Errors answer JSON ``{"error": ...}``: 400 for a
+fastest for a consumer in the same data centre. Errors answer JSON ``{"error": message, "type":
+exception class}`` (``RemoteCodec`` raises that class again): 400 for a
 bad image, stream or parameter, 409 for a stream of another model, 411/413 for a missing or too
 large body, 503 when the queue is full or the engine is shut down, 504 on a request timeout.
 """
@@ -39,9 +40,9 @@ _DRAIN_LIMIT = 16 * 2**20  # an oversized body up to this much more is read (and
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: HTTPStatus, message: str):
+    def __init__(self, status: HTTPStatus, message: str, kind: str = "ConfigError"):
         super().__init__(message)
-        self.status = status
+        self.status, self.kind = status, kind
 
 
 def _status_of(err: BaseException) -> HTTPStatus:
@@ -102,14 +103,16 @@ class _Handler(BaseHTTPRequestHandler):
             engine = self.server.engine
             self._json(HTTPStatus.OK, dict(engine.stats, in_flight=engine.in_flight, latency=engine.latency()))
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path} (GET /health, /stats)"})
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path} (GET /health, /stats)",
+                                              "type": "RequestError"})
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
         try:
             if url.path not in ("/encode", "/decode"):
                 self._discard_body()
-                raise _HTTPError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {url.path} (POST /encode, /decode)")
+                raise _HTTPError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {url.path} (POST /encode, /decode)",
+                                 "RequestError")
             params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             body = self._body()
             if url.path == "/encode":
@@ -117,9 +120,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._decode(body, params)
         except _HTTPError as e:
-            self._json(e.status, {"error": str(e)})
+            self._json(e.status, {"error": str(e), "type": e.kind})
         except Exception as e:  # noqa: BLE001 — every failure becomes an answer, never a dropped connection
-            self._json(_status_of(e), {"error": str(e) or type(e).__name__})
+            self._json(_status_of(e), {"error": str(e) or type(e).__name__, "type": type(e).__name__})
 
     # -- endpoints -----------------------------------------------------------------------
     def _encode(self, body: bytes, params: dict) -> None:
@@ -158,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None:
             self.close_connection = True
-            raise _HTTPError(HTTPStatus.LENGTH_REQUIRED, "a request body with Content-Length is required")
+            raise _HTTPError(HTTPStatus.LENGTH_REQUIRED, "a request body with Content-Length is required", "RequestError")
         try:
             n = int(length)
         except ValueError:
@@ -171,15 +174,17 @@ class _Handler(BaseHTTPRequestHandler):
                 # of a reset connection; larger bodies are cut off
                 self._skip(n)
             raise _HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                             f"body of {n} bytes; this server takes at most {self.server.max_body} (--max-body-mb)")
+                             f"body of {n} bytes; this server takes at most {self.server.max_body} (--max-body-mb)",
+                             "ResourceError")
         try:
             body = self.rfile.read(n)
         except TimeoutError:
             self.close_connection = True
-            raise _HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s") from None
+            raise _HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s",
+                             "TimeoutError") from None
         if len(body) < n:
             self.close_connection = True
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {n} bytes")
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {n} bytes", "RequestError")
         return body
 
     def _discard_body(self) -> None:

@@ -1,0 +1,116 @@
+"""``RemoteCodec``: the encode/decode calls of a ``Codec``, answered by a `vlmcodec serve` server.
+
+    remote = RemoteCodec("http://gpu-box:8080")
+    data = remote.encode(image, quality=60)        # image: numpy, PIL, or a file path → .vlmc bytes
+    pixels = remote.decode(data)                   # uint8 H×W×3, sent as raw pixels (no PNG)
+
+Standard library only. Each thread keeps its own keep-alive connection, so one ``RemoteCodec``
+serves a thread pool, and the server batches what the threads send together. The server's JSON
+errors come back as the exceptions the server's ``Codec`` raised (``ImageError``, ``BitstreamError``,
+``ModelMismatchError``, ``ConfigError``, ``ResourceError``, ``QueueFull``, ``EngineDeadError``,
+``TimeoutError``, ...), the HTTP status in the message; a server that cannot be reached raises
+``ConnectionError``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import numpy as np
+
+from ..errors import EngineDeadError, ModelMismatchError, ResourceError, VlmcodecError
+from ..image_io import as_rgb_array, image_bytes
+
+
+class RemoteCodec:
+    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0):
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"expected an http://host:port URL, got {url!r} (no TLS: put a proxy in front)")
+        self.url = url.rstrip("/")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+
+    def encode(self, image, quality: float = 75.0, short_side: int | None = None) -> bytes:
+        """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
+        as they are) to .vlmc bytes on the server."""
+        if isinstance(image, (str, Path)):
+            body = Path(image).read_bytes()
+        else:
+            body = image_bytes(as_rgb_array(image), "PNG", 0)  # lossless; level 0: no time spent compressing
+        query = {"quality": quality} | ({"short_side": short_side} if short_side is not None else {})
+        return self._post(f"/encode?{urlencode(query)}", body)[0]
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decompress .vlmc bytes on the server to a uint8 H×W×3 array."""
+        payload, headers = self._post("/decode?format=raw", bytes(data))
+        h, w = int(headers["x-image-height"]), int(headers["x-image-width"])
+        return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
+
+    def health(self) -> dict:
+        return json.loads(self._request("GET", "/health", None)[0])
+
+    def stats(self) -> dict:
+        return json.loads(self._request("GET", "/stats", None)[0])
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _post(self, path: str, body: bytes) -> tuple[bytes, dict]:
+        return self._request("POST", path, body)
+
+    def _request(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
+        for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: one fresh try
+            conn = self._connection()
+            try:
+                conn.request(method, path, body=body)
+                resp = conn.getresponse()
+                payload = resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise ConnectionError(f"{self.url}: connection lost ({e})") from e
+                continue
+            except OSError as e:
+                conn.close()
+                self._local.conn = None
+                raise ConnectionError(f"{self.url}: {e}") from e
+            if resp.will_close:
+                conn.close()
+                self._local.conn = None
+            headers = {k.lower(): v for k, v in resp.getheaders()}
+            if resp.status != 200:
+                raise _error_of(resp.status, payload)
+            return payload, headers
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        return conn
+
+
+def _error_of(status: int, payload: bytes) -> Exception:
+    """The exception the server reported (its JSON ``type``), else one that fits the status."""
+    from .. import errors
+    from .engine import QueueFull
+
+    try:
+        answer = json.loads(payload)
+        message, kind = answer["error"], answer.get("type", "")
+    except (ValueError, KeyError, TypeError):
+        message, kind = payload[:200].decode("utf-8", "replace"), ""
+    known = {"TimeoutError": TimeoutError, "QueueFull": QueueFull, "ValueError": ValueError, "TypeError": TypeError}
+    cls = known.get(kind) or getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = {400: errors.ConfigError, 409: ModelMismatchError, 413: ResourceError, 503: EngineDeadError,
+               504: TimeoutError}.get(status, VlmcodecError)
+    return cls(f"{message} (HTTP {status})")
+
+
+__all__ = ["RemoteCodec"]
