@@ -287,10 +287,23 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    samples = expand_inputs(args.warmup, IMAGE_SUFFIXES) if args.warmup else []
     codec = _codec(args)
     engine = Engine(codec, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                     network_workers=args.network_workers, max_queue=args.max_queue, block=False,
                     timeout_s=args.timeout)
+    if samples:
+        from .image_io import load_image
+
+        t0 = time.perf_counter()
+        try:
+            records = engine.warmup([load_image(f, codec.max_pixels) for f in samples], quality=args.quality)
+        except BaseException:
+            engine.shutdown(drain=False)
+            raise
+        sizes = sorted({r["coded_size"] for r in records})
+        print(f"vlmcodec: warmed up {len(records)} shapes ({len(sizes)} coded sizes) in "
+              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     try:
         server = CodecServer(engine, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
                              png_level=args.png_level, quiet=args.quiet)
@@ -522,6 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests in flight before answering 503 (default 256)")
     v.add_argument("--timeout", type=float, metavar="SECONDS", help="answer 504 to a request queued longer")
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
+    v.add_argument("--warmup", nargs="+", metavar="IMAGE",
+                   help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "
+                        "so that no request pays a first run; one sample per image size the traffic will have")
+    v.add_argument("-q", "--quality", type=float, default=75.0, help="quality of the warm-up encodes (default 75)")
     png_level(v)
     short_side(v)
     common(v)

@@ -167,10 +167,15 @@ def test_concurrent_requests_are_batched_and_equal_single_calls(served, rng):
 
 def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, rng, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    sample = tmp_path / "sample.png"
+    Image.fromarray(smooth_image(rng, 32, 48)).save(sample)
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
-                             "serve", "--port", "0", "--model", str(tiny_model_path), "--quiet"],
+                             "serve", "--port", "0", "--model", str(tiny_model_path), "--quiet", "--max-batch", "2",
+                             "--warmup", str(sample)],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
+        line = proc.stderr.readline()
+        assert "warmed up 4 shapes (1 coded sizes)" in line, line  # encode and decode at batch 2 and 1
         line = proc.stderr.readline()
         assert "serving model" in line, line
         port = int(line.split("http://127.0.0.1:")[1].split(":")[0])
