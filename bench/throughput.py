@@ -1,6 +1,7 @@
 """Throughput of the runtime Engine vs a sequential loop over ``Codec``, side by side.
 
     python -m vlmcodec.bench.throughput [--images DIR] [--requests 32] [--concurrency 1,4,16,32]
+    vlmcodec bench throughput --url http://host:8080 ...   # a running `vlmcodec serve` instead
 
 For encode and for decode: the sequential loop runs the same requests one after another; the
 Engine is driven by C closed-loop client threads (each submits, waits, submits the next).
@@ -44,6 +45,11 @@ def sequential(fn, work: list) -> dict:
 
 
 def with_engine(submit, work: list, concurrency: int) -> dict:
+    return with_clients(lambda item: submit(item).result(), work, concurrency)
+
+
+def with_clients(call, work: list, concurrency: int) -> dict:
+    """``concurrency`` closed-loop client threads, each calling ``call(item)`` for the next item."""
     lat, lock, idx = [], threading.Lock(), [0]
 
     def client():
@@ -54,7 +60,7 @@ def with_engine(submit, work: list, concurrency: int) -> dict:
                 item = work[idx[0]]
                 idx[0] += 1
             t = time.perf_counter()
-            submit(item).result()
+            call(item)
             with lock:
                 lat.append(time.perf_counter() - t)
 
@@ -118,6 +124,32 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
     return results
 
 
+def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies: list[int],
+               quality: float) -> dict:
+    """The same requests sent to a running `vlmcodec serve` at ``url`` (RemoteCodec): one client
+    after another ("sequential"), then ``c`` clients at once; the server's settings are its own."""
+    from vlmcodec.runtime import RemoteCodec
+
+    remote = RemoteCodec(url)
+    health = remote.health()
+    work_img = [images[i % len(images)] for i in range(requests)]
+    streams = {id(im): remote.encode(im, quality) for im in images}
+    work_dec = [streams[id(im)] for im in work_img]
+    results: dict = {"encode": {}, "decode": {}, "server": health}
+    with tqdm(total=2 * (1 + len(concurrencies)), desc="throughput", leave=False) as bar:
+        for c in [1, *concurrencies]:
+            name = "sequential" if c == 1 and "sequential" not in results["encode"] else f"server_c{c}"
+            results["encode"][name] = with_clients(lambda im: remote.encode(im, quality), work_img, c)
+            bar.update()
+            results["decode"][name] = with_clients(remote.decode, work_dec, c)
+            bar.update()
+    for mode in ("encode", "decode"):
+        base = results[mode]["sequential"]["images_per_s"]
+        for v in results[mode].values():
+            v["speedup_vs_sequential"] = v["images_per_s"] / base
+    return results
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vlmcodec bench throughput", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,6 +174,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup-shapes", action="store_true",
                    help="Engine.warmup before timing, untimed: each image size at max-batch and 1 (CPU "
                         "backends) or every batch size (whole-batch backends)")
+    p.add_argument("--url", help="drive a running `vlmcodec serve` at this URL instead of an in-process Engine "
+                                 "(sequential = one client at a time; the server's own settings apply)")
     p.add_argument("--out", default="results/throughput.json")
     a = p.parse_args(argv)
     from vlmcodec.image_io import load_image
@@ -150,9 +184,13 @@ def main(argv=None) -> int:
     folder = files[0].parent
     images = [load_image(f) for f in files]
     conc = [int(c) for c in a.concurrency.split(",")]
-    res = run(images, a.requests, conc, a.quality, a.max_batch, a.max_delay_ms, a.workers, a.model, a.backend,
-              a.network_workers, a.intra_op_threads or None, a.device, dict(a.backend_option or ()), a.warmup,
-              a.warmup_shapes)
+    if a.url:
+        res = run_remote(a.url, images, a.requests, conc, a.quality)
+        print(f"server {a.url}: model {res['server']['model']}, {res['server']['backend']}")
+    else:
+        res = run(images, a.requests, conc, a.quality, a.max_batch, a.max_delay_ms, a.workers, a.model, a.backend,
+                  a.network_workers, a.intra_op_threads or None, a.device, dict(a.backend_option or ()), a.warmup,
+                  a.warmup_shapes)
     write_json(a.out, {"benchmark": "throughput", "env": environment(), "args": vars(a) | {"images": str(folder)},
                        "results": res})
     print(f"{'mode':<8} {'setting':<12} {'img/s':>8} {'x seq':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")

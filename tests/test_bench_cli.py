@@ -69,3 +69,26 @@ def test_bench_throughput_onnxruntime_engine_gets_its_own_sessions(tmp_path, rng
 def test_bench_bad_folder(tmp_path, capsys):
     assert main(["bench", "speed", "--images", str(tmp_path / "missing")]) == 2
     assert "image folder not found" in capsys.readouterr().err
+
+
+def test_bench_throughput_against_a_running_server(tmp_path, rng, tiny_model_path):
+    from vlmcodec import Codec
+    from vlmcodec.runtime import CodecServer, Engine, serve_in_thread
+
+    engine = Engine(Codec(tiny_model_path), max_batch=4, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        out = tmp_path / "tp.json"
+        rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--url", server.url,
+                   "--requests", "6", "--concurrency", "3", "--out", str(out)])
+        assert rc == 0
+        res = json.loads(out.read_text())["results"]
+        assert set(res["encode"]) == set(res["decode"]) == {"sequential", "server_c3"}
+        assert all(v["images_per_s"] > 0 for mode in ("encode", "decode") for v in res[mode].values())
+        assert res["server"]["model"] == engine.codec.fingerprint.hex()
+        assert engine.stats["ok"] >= 2 * 6 * 2  # every request went through the server's engine
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
