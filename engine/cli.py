@@ -339,6 +339,15 @@ def cmd_info(args) -> int:
             failures.add(f, e)
             continue
         payload = sum(map(len, zc)) + sum(map(len, yc))
+        if args.json:  # one JSON object per line, one line per stream
+            import json
+
+            print(json.dumps({"file": str(f), "format_version": h.version, "model": h.fingerprint.hex(),
+                              "width": h.width, "height": h.height, "coded_width": h.coded_hw[1],
+                              "coded_height": h.coded_hw[0], "quality": h.quality, "pre_edited": h.pre_edited,
+                              "z_chunks": len(zc), "y_chunks": len(yc), "bytes": len(data), "payload_bytes": payload,
+                              "bpp": 8 * len(data) / (h.width * h.height)}), flush=True)
+            continue
         coded = f" (coded at {h.coded_hw[1]}x{h.coded_hw[0]})" if h.rescaled else ""
         print(f"{f}:\n  format version  {h.version}\n  model           {h.fingerprint.hex()}\n"
               f"  size            {h.width}x{h.height}{coded}\n  quality         {h.quality:g}\n"
@@ -544,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(v)
     i = sub.add_parser("info", help="print .vlmc header fields")
     i.add_argument("inputs", nargs="+", metavar="FILE")
+    i.add_argument("--json", action="store_true", help="one JSON object per stream and line (for scripts)")
     t = sub.add_parser("train", help="train a model (resumable)")
     t.add_argument("--config", required=True)
     t.add_argument("--steps", type=int)

@@ -26,6 +26,13 @@ def test_encode_decode_info(tmp_path, rng, tiny_model_path, capsys):
     capsys.readouterr()
     assert main(["info", str(streams[0])]) == 0
     assert "70x40" in capsys.readouterr().out
+    import json
+
+    assert main(["info", "--json", *map(str, streams)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["width"], r["height"], r["quality"]) for r in rows] == [(70, 40, 40.0), (70, 41, 40.0)]
+    assert rows[0]["bytes"] == streams[0].stat().st_size and rows[0]["file"] == str(streams[0])
+    assert rows[0]["bpp"] == pytest.approx(8 * streams[0].stat().st_size / (70 * 40))
 
 
 def test_errors_exit_2(tmp_path, tiny_model_path, capsys):
