@@ -256,7 +256,7 @@ class Codec:
         fused = hasattr(self.backend, "quantize")  # fused kernel: same indices, bit for bit
         with self._stage("h_s"):
             if fused:
-                scales, means = self.exact_hs((z_sym + m)[None])
+                scales, means = self._entropy_parameters((z_sym + m)[None], indexes=False)
             else:
                 y_idx, means = self._entropy_parameters((z_sym + m)[None])
                 y_idx = y_idx[0]
@@ -390,13 +390,14 @@ class Codec:
     def _scale_index(self, scales64: Tensor) -> Tensor:
         return self.model.gaussian_conditional.build_indexes(scales64)
 
-    def _entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+    def _entropy_parameters(self, z_hat: Tensor, indexes: bool = True) -> tuple[Tensor, Tensor]:
         """ẑ [1, N, h, w] → (scale-table indexes int32, means float64), each [1, M, 4h, 4w]: the
-        exact h_s, in bands of y rows above ``ENTROPY_BAND_PIXELS`` coded pixels."""
+        exact h_s, in bands of y rows above ``ENTROPY_BAND_PIXELS`` coded pixels. ``indexes=False``:
+        (scales, means) float64 instead, for a fused quantization kernel that indexes them itself."""
 
         def params(z_part: Tensor) -> tuple[Tensor, Tensor]:
             scales, means = self.exact_hs(z_part)
-            return self._scale_index(scales), means
+            return (self._scale_index(scales) if indexes else scales), means
 
         if self._hs_rows is None:
             return params(z_hat)

@@ -46,6 +46,15 @@ SCRIPT = textwrap.dedent(
     assert torch.allclose(be.analysis(x), y_one, atol=1e-5, rtol=1e-5) and len(calls) > 1 and max(calls) < 128
     calls.clear()
     assert torch.allclose(be.synthesis(y_one), x_one, atol=1e-5, rtol=1e-5) and len(calls) > 1
+    # the fused path's entropy parameters run in row bands too, with the same bits
+    import vlmcodec.codec as codec_module
+    img = rng.integers(0, 256, (400, 130, 3), dtype=np.uint8)  # padded to 448 rows: ẑ has 7
+    whole = tri.encode(img, 60)
+    codec_module.ENTROPY_BAND_PIXELS = 64 * 64
+    hs_rows = []
+    real_hs = tri.exact_hs
+    tri.exact_hs = lambda z: hs_rows.append(z.shape[-2]) or real_hs(z)
+    assert tri.encode(img, 60) == whole and len(hs_rows) > 1 and max(hs_rows) < 7, hs_rows
     print("OK")
     """
 )
