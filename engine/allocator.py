@@ -10,7 +10,7 @@ or tcmalloc would give via ``LD_PRELOAD``, without one: ``scripts/allocator_benc
 (encode 0.59×, decode 0.74× the time; the same streams and pixels).
 
 The setting is process-wide. ``Codec`` applies it on construction (the CLI, ``Engine`` and
-benchmarks through it); ``VLMCODEC_TUNE_MALLOC=0`` in the environment leaves malloc alone. The
+benchmarks through it); :func:`share_main_arena` sends later threads to the main arena too; ``VLMCODEC_TUNE_MALLOC=0`` in the environment leaves malloc alone. The
 cost is memory: freed maps that do not fit the next request stay with the process (its peak
 grew by 13-17 % in that benchmark) and up to ``TRIM_THRESHOLD`` of free memory is kept after a
 call. :func:`release_free_memory` hands it back (the memory check does before refusing an
@@ -37,9 +37,10 @@ TRIM_THRESHOLD = 256 << 20
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 _lock = threading.Lock()
-_state: dict[str, bool | None] = {"tuned": None}  # None: not tried yet
+_state: dict[str, bool | None] = {"tuned": None, "one_arena": None}  # None: not tried yet
 
 
 def tuning_enabled() -> bool:
@@ -71,6 +72,31 @@ def tune_allocator() -> bool:
                                    and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
                                    and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
         return bool(_state["tuned"])
+
+
+def share_main_arena() -> bool:
+    """Send the threads that allocate for the first time from now on to glibc's main arena
+    (``mallopt(M_ARENA_MAX, 1)``, what ``MALLOC_ARENA_MAX=1`` does from start-up), once per
+    process; True when applied.
+
+    A thread other than the main one otherwise gets an arena of 64 MiB heaps, where a freed
+    feature map is handed back to the kernel with its emptied heap and the next one is faulted
+    in afresh: the raised thresholds above do not help it. Call it before creating an ``Engine``
+    (threads already running keep their arenas). Not called by default: it cuts an Engine's page
+    faults (decode: 2-28 against 50-140k per 16 Kodak decodes) but the speed it buys was not
+    told apart from this machine's noise (``scripts/engine_malloc_arenas.py``). Off with
+    ``VLMCODEC_TUNE_MALLOC=0``; nothing where malloc is not glibc's. The cost: every such thread
+    then takes the main arena's lock for its allocations."""
+    with _lock:
+        if _state["one_arena"] is None:
+            libc = _glibc() if tuning_enabled() else None
+            _state["one_arena"] = bool(libc is not None and libc.mallopt(_M_ARENA_MAX, 1) == 1)
+        return bool(_state["one_arena"])
+
+
+def shares_main_arena() -> bool:
+    """Whether :func:`share_main_arena` has applied the setting in this process."""
+    return bool(_state["one_arena"])
 
 
 def is_tuned() -> bool:

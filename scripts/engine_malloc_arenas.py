@@ -3,8 +3,10 @@
 A thread other than the main one allocates from an arena of 64 MiB heaps, and a block that does
 not fit is mmapped afresh, so the malloc tuning (``vlmcodec.allocator``) helps the Engine's
 worker threads less than the main thread. ``MALLOC_ARENA_MAX=1`` in the environment at start-up
-sends every thread to the main arena. (Set later with ``mallopt`` it does not take: the threads
-already attached keep their arenas.) Fresh processes, arms alternating; each runs an Engine
+sends every thread to the main arena; so does ``mallopt(M_ARENA_MAX, 1)`` for the threads that
+first allocate after it (``allocator.share_main_arena()``, called before the Engine is made;
+the threads already attached keep their arenas). Arms: the Engine as it comes (its threads on
+arenas of their own), after ``share_main_arena()``, and with the environment variable. Fresh processes, arms alternating; each runs an Engine
 (2 network workers × 1 thread, max_batch 4) over 8 Kodak images once untimed, then twice timed,
 for encode and for decode, and reports images per second and page faults.
 
@@ -28,7 +30,10 @@ import json, resource, sys, time
 from vlmcodec import Codec
 from vlmcodec.image_io import load_image
 from vlmcodec.runtime import Engine
+from vlmcodec import allocator
 paths, reps = json.loads(sys.argv[1]), int(sys.argv[2])
+if sys.argv[3] == "on":
+    assert allocator.share_main_arena()
 images = [load_image(p) for p in paths]
 usage = lambda: resource.getrusage(resource.RUSAGE_SELF)
 out = {}
@@ -42,6 +47,7 @@ with Engine(Codec(threads=1), max_batch=4, network_workers=2, intra_op_threads=1
             [f.result() for f in [submit(x) for x in items]]
         seconds, after = time.perf_counter() - t, usage()
         out[mode] = {"img_s": reps * len(items) / seconds, "faults": after.ru_minflt - before.ru_minflt}
+out["shared"] = allocator.shares_main_arena()
 print(json.dumps(out))
 """
 
@@ -56,12 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     paths = [str(p) for p in sorted(args.images.glob("*.png"))[: args.limit]]
     if not paths:
         raise SystemExit(f"no PNG images in {args.images}")
-    arms = {"per-thread arenas": {}, "MALLOC_ARENA_MAX=1": {"MALLOC_ARENA_MAX": "1"}}
+    arms = {"own arenas (as it comes)": ({}, "off"), "share_main_arena() first": ({}, "on"),
+            "MALLOC_ARENA_MAX=1": ({"MALLOC_ARENA_MAX": "1"}, "off")}
     rows: dict[str, list[dict]] = {name: [] for name in arms}
     for r in range(args.rounds):
         for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
-            env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | arms[name]
-            res = subprocess.run([sys.executable, "-c", WORKER, json.dumps(paths), str(args.reps)], env=env,
+            extra, share = arms[name]
+            env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | extra
+            res = subprocess.run([sys.executable, "-c", WORKER, json.dumps(paths), str(args.reps), share], env=env,
                                  capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 raise SystemExit(f"worker failed ({name}):\n{res.stderr[-2000:]}")

@@ -95,3 +95,38 @@ def test_allocator_is_an_attribute_of_the_package():
     out = subprocess.run([sys.executable, "-c", "import vlmcodec; print(vlmcodec.allocator.__name__)"],
                          capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "vlmcodec.allocator"
+
+
+# which arenas malloc has after a thread started later allocates a feature map (glibc's
+# malloc_stats prints one "Arena N:" block per arena to stderr)
+ARENA_PROBE = r"""
+import sys, threading
+import torch
+from vlmcodec import allocator
+allocator.tune_allocator()
+if sys.argv[1] == "1":
+    assert allocator.share_main_arena()
+def work():
+    a = torch.ones(12 << 20)  # a 48 MiB map, allocated by this thread
+    allocator._glibc().malloc_stats()
+t = threading.Thread(target=work)
+t.start(); t.join()
+"""
+
+
+@needs_glibc
+def test_threads_started_after_share_main_arena_allocate_from_it():
+    """Without it a new thread gets an arena of its own ("Arena 1", 64 MiB heaps, where freed
+    maps go back to the kernel with their heaps); after it, only the main arena exists. The
+    speed this buys the Engine is measured by scripts/engine_malloc_arenas.py."""
+    if not allocator.tuning_enabled():
+        pytest.skip("VLMCODEC_TUNE_MALLOC=0 in this environment")
+
+    def arenas(share: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+        return subprocess.run([sys.executable, "-c", ARENA_PROBE, share], capture_output=True, text=True,
+                              timeout=120, check=True, env=env).stderr
+
+    own, shared = arenas("0"), arenas("1")
+    assert "Arena 0:" in own and "Arena 1:" in own, own
+    assert "Arena 0:" in shared and "Arena 1:" not in shared, shared
