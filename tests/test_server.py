@@ -88,6 +88,15 @@ def test_health_stats_and_keep_alive(served, rng):
         stats = json.loads(resp.read())
         assert resp.status == 200 and stats["ok"] >= 1 and "in_flight" in stats
         assert stats["latency"]["encode"]["count"] >= 1 and stats["latency"]["encode"]["p99_s"] > 0
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain")
+        metrics = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                   for line in text.splitlines() if line and not line.startswith("#")}
+        assert metrics['vlmcodec_requests_total{outcome="ok"}'] >= 1
+        assert metrics['vlmcodec_latency_seconds{kind="encode",quantile="0.99"}'] > 0
+        assert metrics['vlmcodec_latency_seconds_count{kind="encode"}'] >= 1 and "vlmcodec_in_flight" in metrics
     finally:
         conn.close()
 

@@ -4,6 +4,7 @@
     POST /decode[?format=png|ppm|raw]          body: a .vlmc stream   → the image
     GET  /health                                model, backend, requests in flight (JSON)
     GET  /stats                                 the engine's counters and latency percentiles (JSON)
+    GET  /metrics                               the same for Prometheus (text exposition format)
 
 Each connection gets a thread (``ThreadingHTTPServer``), which reads the body, hands the request
 to the engine and waits for its future: requests that arrive together are batched by the engine,
@@ -102,8 +103,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/stats":
             engine = self.server.engine
             self._json(HTTPStatus.OK, dict(engine.stats, in_flight=engine.in_flight, latency=engine.latency()))
+        elif path == "/metrics":
+            self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(self.server.engine).encode())
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path} (GET /health, /stats)",
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path} (GET /health, /stats, /metrics)",
                                               "type": "RequestError"})
 
     def do_POST(self) -> None:
@@ -238,6 +241,34 @@ def _timeout(params: dict) -> float | None:
     if not t > 0:
         raise _HTTPError(HTTPStatus.BAD_REQUEST, f"timeout must be > 0 seconds, got {params['timeout']!r}")
     return t
+
+
+def prometheus_text(engine: Engine) -> str:
+    """The engine's counters and latency quantiles in Prometheus' text exposition format."""
+    stats, latency = dict(engine.stats), engine.latency()
+    lines = [
+        "# HELP vlmcodec_requests_total Requests finished, by outcome.",
+        "# TYPE vlmcodec_requests_total counter",
+        f'vlmcodec_requests_total{{outcome="ok"}} {stats["ok"]}',
+        f'vlmcodec_requests_total{{outcome="failed"}} {stats["failed"]}',
+        "# HELP vlmcodec_batches_total Network batches run.",
+        "# TYPE vlmcodec_batches_total counter",
+        f"vlmcodec_batches_total {stats['batches']}",
+        "# HELP vlmcodec_batched_items_total Requests run in network batches.",
+        "# TYPE vlmcodec_batched_items_total counter",
+        f"vlmcodec_batched_items_total {stats['batched_items']}",
+        "# HELP vlmcodec_in_flight Requests admitted and not finished.",
+        "# TYPE vlmcodec_in_flight gauge",
+        f"vlmcodec_in_flight {engine.in_flight}",
+        "# HELP vlmcodec_latency_seconds Submit-to-result time of the last successful requests.",
+        "# TYPE vlmcodec_latency_seconds summary",
+    ]
+    for kind, q in latency.items():
+        for name, quantile in (("p50_s", "0.5"), ("p90_s", "0.9"), ("p99_s", "0.99")):
+            if q:
+                lines.append(f'vlmcodec_latency_seconds{{kind="{kind}",quantile="{quantile}"}} {q[name]:.6f}')
+        lines.append(f'vlmcodec_latency_seconds_count{{kind="{kind}"}} {q.get("count", 0)}')
+    return "\n".join(lines) + "\n"
 
 
 def serve_in_thread(server: CodecServer) -> threading.Thread:
