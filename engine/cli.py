@@ -287,6 +287,8 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    if not 0 <= args.quality <= 100:
+        raise ConfigError(f"-q must be in [0, 100], got {args.quality:g}")
     samples = expand_inputs(args.warmup, IMAGE_SUFFIXES) if args.warmup else []
     codec = _codec(args)
     engine = Engine(codec, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
@@ -306,7 +308,7 @@ def cmd_serve(args) -> int:
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     try:
         server = CodecServer(engine, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
-                             png_level=args.png_level, quiet=args.quiet)
+                             png_level=args.png_level, quiet=args.quiet, quality=args.quality)
     except OSError as e:
         engine.shutdown(drain=False)
         raise VlmcodecError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
@@ -547,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "
                         "so that no request pays a first run; one sample per image size the traffic will have")
-    v.add_argument("-q", "--quality", type=float, default=75.0, help="quality of the warm-up encodes (default 75)")
+    v.add_argument("-q", "--quality", type=float, default=75.0,
+                   help="quality of an /encode request that gives none, and of the warm-up (default 75)")
     png_level(v)
     short_side(v)
     common(v)

@@ -180,7 +180,7 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, rng, tmp
     Image.fromarray(smooth_image(rng, 32, 48)).save(sample)
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
                              "serve", "--port", "0", "--model", str(tiny_model_path), "--quiet", "--max-batch", "2",
-                             "--warmup", str(sample)],
+                             "--warmup", str(sample), "-q", "35"],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()
@@ -192,6 +192,12 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, rng, tmp
         conn.request("POST", "/encode?quality=30", body=_png(smooth_image(rng, 32, 48)))
         resp = conn.getresponse()
         assert resp.status == 200 and resp.read()[:4] == b"VLMC"
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)  # no quality: the server's -q
+        img = smooth_image(rng, 32, 48)
+        conn.request("POST", "/encode", body=_png(img))
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == Codec(tiny_model_path).encode(img, 35)
         conn.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

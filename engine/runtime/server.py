@@ -70,8 +70,9 @@ class CodecServer(ThreadingHTTPServer):
 
     def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8080, *,
                  max_body: int = DEFAULT_MAX_BODY, png_level: int = 1, quiet: bool = True,
-                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT):
+                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, quality: float = 75.0):
         self.engine = engine
+        self.quality = float(quality)  # of an /encode request that gives none
         self.idle_timeout = idle_timeout
         self.max_body = int(max_body)
         self.png_level = int(png_level)
@@ -132,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
         unknown = set(params) - {"quality", "short_side", "timeout"}
         if unknown:
             raise _HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} (quality, short_side, timeout)")
-        quality = _number(params, "quality", 75.0)
+        quality = _number(params, "quality", self.server.quality)
         short_side = params.get("short_side")
         short = int(_number(params, "short_side", 0)) if short_side not in (None, "") else None
         engine = self.server.engine
@@ -211,13 +212,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, "application/json", (json.dumps(obj) + "\n").encode())
 
     def _send(self, status: HTTPStatus, content_type: str, payload: bytes, headers: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client left: nobody to answer
+            self.close_connection = True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 — the base class's signature
         if not self.server.quiet:
