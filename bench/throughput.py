@@ -117,9 +117,14 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
                 bar.update()
     torch.set_num_threads(base_threads)
     results["sequential_intra_op_threads"] = base_threads
+    return _with_speedups(results)
+
+
+def _with_speedups(results: dict) -> dict:
+    """Each setting's images/s relative to the "sequential" one, per mode, added in place."""
     for mode in ("encode", "decode"):
         base = results[mode]["sequential"]["images_per_s"]
-        for k, v in results[mode].items():
+        for v in results[mode].values():
             v["speedup_vs_sequential"] = v["images_per_s"] / base
     return results
 
@@ -136,18 +141,14 @@ def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies:
     streams = {id(im): remote.encode(im, quality) for im in images}
     work_dec = [streams[id(im)] for im in work_img]
     results: dict = {"encode": {}, "decode": {}, "server": health}
-    with tqdm(total=2 * (1 + len(concurrencies)), desc="throughput", leave=False) as bar:
-        for c in [1, *concurrencies]:
-            name = "sequential" if c == 1 and "sequential" not in results["encode"] else f"server_c{c}"
+    settings = [("sequential", 1)] + [(f"server_c{c}", c) for c in concurrencies]
+    with tqdm(total=2 * len(settings), desc="throughput", leave=False) as bar:
+        for name, c in settings:
             results["encode"][name] = with_clients(lambda im: remote.encode(im, quality), work_img, c)
             bar.update()
             results["decode"][name] = with_clients(remote.decode, work_dec, c)
             bar.update()
-    for mode in ("encode", "decode"):
-        base = results[mode]["sequential"]["images_per_s"]
-        for v in results[mode].values():
-            v["speedup_vs_sequential"] = v["images_per_s"] / base
-    return results
+    return _with_speedups(results)
 
 
 def main(argv=None) -> int:

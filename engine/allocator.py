@@ -10,8 +10,8 @@ or tcmalloc would give via ``LD_PRELOAD``, without one: ``scripts/allocator_benc
 (encode 0.59×, decode 0.74× the time; the same streams and pixels).
 
 The setting is process-wide. ``Codec`` applies it on construction (the CLI, ``Engine`` and
-benchmarks through it); :func:`share_main_arena` sends later threads to the main arena too; ``VLMCODEC_TUNE_MALLOC=0`` in the environment leaves malloc alone. The
-cost is memory: freed maps that do not fit the next request stay with the process (its peak
+benchmarks through it); :func:`share_main_arena` sends later threads to the main arena too;
+``VLMCODEC_TUNE_MALLOC=0`` in the environment leaves malloc alone. The cost is memory: freed maps that do not fit the next request stay with the process (its peak
 grew by 13-17 % in that benchmark) and up to ``TRIM_THRESHOLD`` of free memory is kept after a
 call. :func:`release_free_memory` hands it back (the memory check does before refusing an
 image). Elsewhere than glibc it does nothing.
@@ -61,17 +61,21 @@ def _glibc():
         return None
 
 
+def _mallopt_once(key: str, *settings: tuple[int, int]) -> bool:
+    """Apply glibc ``mallopt`` (parameter, value) ``settings`` once per process under ``key``;
+    later calls return the first call's result. False when tuning is off or malloc is not glibc's."""
+    with _lock:
+        if _state[key] is None:
+            libc = _glibc() if tuning_enabled() else None
+            _state[key] = libc is not None and all(libc.mallopt(p, v) == 1 for p, v in settings)
+        return bool(_state[key])
+
+
 def tune_allocator() -> bool:
     """Raise glibc's mmap and trim thresholds for this process (once; later calls return the
     first call's result). True when applied; False under ``VLMCODEC_TUNE_MALLOC=0`` or where
     malloc is not glibc's."""
-    with _lock:
-        if _state["tuned"] is None:
-            libc = _glibc() if tuning_enabled() else None
-            _state["tuned"] = bool(libc is not None
-                                   and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-                                   and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
-        return bool(_state["tuned"])
+    return _mallopt_once("tuned", (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def share_main_arena() -> bool:
@@ -87,11 +91,7 @@ def share_main_arena() -> bool:
     told apart from this machine's noise (``scripts/engine_malloc_arenas.py``). Off with
     ``VLMCODEC_TUNE_MALLOC=0``; nothing where malloc is not glibc's. The cost: every such thread
     then takes the main arena's lock for its allocations."""
-    with _lock:
-        if _state["one_arena"] is None:
-            libc = _glibc() if tuning_enabled() else None
-            _state["one_arena"] = bool(libc is not None and libc.mallopt(_M_ARENA_MAX, 1) == 1)
-        return bool(_state["one_arena"])
+    return _mallopt_once("one_arena", (_M_ARENA_MAX, 1))
 
 
 def shares_main_arena() -> bool:

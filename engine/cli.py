@@ -287,10 +287,9 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
-    if not 0 <= args.quality <= 100:
-        raise ConfigError(f"-q must be in [0, 100], got {args.quality:g}")
     samples = expand_inputs(args.warmup, IMAGE_SUFFIXES) if args.warmup else []
     codec = _codec(args)
+    codec.model.level_of_quality(args.quality)  # a bad -q fails here, as encode's does
     engine = Engine(codec, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                     network_workers=args.network_workers, max_queue=args.max_queue, block=False,
                     timeout_s=args.timeout)
@@ -316,7 +315,7 @@ def cmd_serve(args) -> int:
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"vlmcodec: serving model {codec.fingerprint.hex()} ({args.backend} backend) on {server.url}: "
-          "POST /encode, /decode; GET /health, /stats (Ctrl-C stops)", file=sys.stderr, flush=True)
+          "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

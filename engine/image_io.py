@@ -141,17 +141,12 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def _save_params(fmt: str, png_level: int) -> dict:
-    if not 0 <= png_level <= 9:
-        raise ValueError(f"png_level must be 0..9, got {png_level}")
-    return {"compress_level": png_level} if fmt == "PNG" else {}
-
-
 def image_bytes(arr: np.ndarray, fmt: str = "PNG", png_level: int = DEFAULT_PNG_LEVEL) -> bytes:
     """uint8 H×W×3 (or H×W) ``arr`` as the bytes of an image file in Pillow format ``fmt``."""
-    params = _save_params(fmt, png_level)
+    if not 0 <= png_level <= 9:
+        raise ValueError(f"png_level must be 0..9, got {png_level}")
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format=fmt, **params)
+    Image.fromarray(arr).save(buf, format=fmt, **({"compress_level": png_level} if fmt == "PNG" else {}))
     return buf.getvalue()
 
 
@@ -163,10 +158,8 @@ def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_L
     truncated image. ``png_level``: zlib level 0..9 of a PNG (default 1, as OpenCV's: on decoded
     Kodak images 4x faster than Pillow's 6 for files ~7 % larger)."""
     path = Path(path)
-    fmt = _format_of(path)
-    params = _save_params(fmt, png_level)
+    data = image_bytes(arr, _format_of(path), png_level)  # in memory: a FIFO is not seekable for Pillow
     if path.exists() and not path.is_file():  # a FIFO or a device: written in place, never replaced
-        data = image_bytes(arr, fmt, png_level)  # Pillow wants a seekable file
         with open(path, "wb") as f:
             f.write(data)
         return
@@ -175,7 +168,7 @@ def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_L
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         with open(tmp, "xb") as f:  # mode x: the umask's permissions, as a plain open would give
-            Image.fromarray(arr).save(f, format=fmt, **params)
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

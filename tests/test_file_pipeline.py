@@ -113,6 +113,16 @@ def test_save_image_writes_whole_files_or_none(tmp_path, rng, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         save_image(img, tmp_path / "new.png")
     monkeypatch.undo()
+    import os
+
+    def failing_replace(src, dst):  # the temporary file was written; putting it in place fails
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    for name in ("a.png", "new.png"):
+        with pytest.raises(OSError, match="No space"):
+            save_image(img, tmp_path / name)
+    monkeypatch.undo()
     assert (tmp_path / "a.png").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"a{s}" for s in (".png", ".ppm", ".bmp", ".tif", ".webp"))
 
