@@ -307,7 +307,8 @@ def cmd_serve(args) -> int:
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     try:
         server = CodecServer(engine, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
-                             png_level=args.png_level, quiet=args.quiet, quality=args.quality)
+                             png_level=args.png_level, quiet=args.quiet, quality=args.quality,
+                             max_connections=args.max_connections)
     except OSError as e:
         engine.shutdown(drain=False)
         raise VlmcodecError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
@@ -543,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--network-workers", type=_positive_int, default=1, help="threads running networks (default 1)")
     v.add_argument("--max-queue", type=_positive_int, default=256,
                    help="requests in flight before answering 503 (default 256)")
+    v.add_argument("--max-connections", type=_positive_int, default=128,
+                   help="open connections (a thread each) before answering 503 to new ones (default 128)")
     v.add_argument("--timeout", type=float, metavar="SECONDS", help="answer 504 to a request queued longer")
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",

@@ -298,3 +298,67 @@ def test_remote_codec_reports_an_unreachable_server_and_reconnects(tiny_model_pa
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+def _wait_for(predicate, seconds=10.0):
+    import time
+
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_connections_over_the_bound_are_answered_503_and_counted(tiny_model_path, rng):
+    import socket
+
+    from vlmcodec.runtime import QueueFull, RemoteCodec
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, max_connections=2, idle_timeout=30)
+    serve_in_thread(server)
+    held = []
+    try:
+        for _ in range(2):  # two clients hold their connections open, silent
+            held.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=30))
+        _wait_for(lambda: server.connections == 2)
+        # a third is refused at once, its request (here a 3 MB body, larger than socket buffers)
+        # read and dropped, so that it reads the answer and not a reset
+        status, headers, payload = _request(server, "POST", "/decode", body=b"\0" * (3 * 2**20))
+        answer = json.loads(payload)
+        assert status == 503 and answer["type"] == "QueueFull" and "--max-connections" in answer["error"]
+        assert headers["Retry-After"] == "1" and headers["Connection"] == "close"
+        with pytest.raises(QueueFull, match="server busy"):
+            RemoteCodec(server.url).health()
+        assert server.connections == 2 and server.connections_refused == 2
+        held.pop().close()  # a slot frees: requests are served again
+        _wait_for(lambda: server.connections == 1)
+        status, _, payload = _request(server, "GET", "/stats")
+        stats = json.loads(payload)
+        assert status == 200 and stats["connections_refused"] == 2
+        assert stats["connections"] == 2  # the held one and this request's own
+        _wait_for(lambda: server.connections == 1)
+        status, _, text = _request(server, "GET", "/metrics")
+        assert status == 200 and b"vlmcodec_http_connections_refused_total 2" in text
+        img = smooth_image(rng, 32, 48)
+        assert RemoteCodec(server.url).encode(img, quality=50) == codec.encode(img, quality=50)
+    finally:
+        for sock in held:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+    server._refuser.join(5)
+    assert not server._refuser.is_alive()  # server_close ends the refusing thread
+
+
+def test_max_connections_must_be_positive(tiny_model_path):
+    from vlmcodec.errors import ConfigError
+
+    engine = Engine(Codec(tiny_model_path), block=False)
+    try:
+        with pytest.raises(ConfigError, match="max_connections"):
+            CodecServer(engine, "127.0.0.1", 0, max_connections=0)
+    finally:
+        engine.shutdown()

@@ -14,13 +14,20 @@ fastest for a consumer in the same data centre. Errors answer JSON ``{"error": m
 exception class}`` (``RemoteCodec`` raises that class again): 400 for a
 bad image, stream or parameter, 409 for a stream of another model, 411/413 for a missing or too
 large body, 503 when the queue is full or the engine is shut down, 504 on a request timeout.
+
+Connections are bounded (``max_connections``): one more is answered 503 at once (``Retry-After``)
+by a single refusing thread and closed, so that a flood of clients, idle or not, costs a bounded
+number of threads and bodies in memory.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import queue
+import socket
 import threading
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +45,11 @@ DEFAULT_MAX_BODY = 64 * 2**20
 # idle keep-alive clients do not hold a thread each forever
 DEFAULT_IDLE_TIMEOUT = 60.0
 _DRAIN_LIMIT = 16 * 2**20  # an oversized body up to this much more is read (and dropped) before the 413
+DEFAULT_MAX_CONNECTIONS = 128
+# a refused connection gets this long to send its request (read and dropped) and read the 503;
+# refusals beyond _REFUSAL_BACKLOG waiting their turn are closed without an answer
+_REFUSAL_SECONDS = 1.0
+_REFUSAL_BACKLOG = 64
 
 
 class _HTTPError(Exception):
@@ -67,22 +79,83 @@ class CodecServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: connections the kernel holds until accepted
 
     def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8080, *,
                  max_body: int = DEFAULT_MAX_BODY, png_level: int = 1, quiet: bool = True,
-                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, quality: float = 75.0):
+                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, quality: float = 75.0,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS):
+        if int(max_connections) < 1:
+            raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         self.engine = engine
         self.quality = float(quality)  # of an /encode request that gives none
         self.idle_timeout = idle_timeout
         self.max_body = int(max_body)
         self.png_level = int(png_level)
         self.quiet = quiet
+        self.max_connections = int(max_connections)
+        self.connections = 0  # open now, each with its thread
+        self.connections_refused = 0
+        self._connections_lock = threading.Lock()
+        self._refusals: queue.Queue = queue.Queue(maxsize=_REFUSAL_BACKLOG)
         super().__init__((host, port), _Handler)
+        self._refuser = threading.Thread(target=self._refuse_loop, name="vlmcodec-http-refuse", daemon=True)
+        self._refuser.start()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
+
+    # -- the connection bound ---------------------------------------------------------------
+    def process_request(self, request, client_address) -> None:
+        with self._connections_lock:
+            admitted = self.connections < self.max_connections
+            if admitted:
+                self.connections += 1
+            else:
+                self.connections_refused += 1
+        if not admitted:
+            try:
+                self._refusals.put_nowait(request)
+            except queue.Full:
+                self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._connections_lock:
+            self.connections -= 1
+
+    def _refuse_loop(self) -> None:
+        while (sock := self._refusals.get()) is not None:
+            try:
+                _refuse(sock, self.max_connections)
+            except OSError:
+                pass  # the client left: nothing to answer
+            finally:
+                self.shutdown_request(sock)
+
+    def server_close(self) -> None:
+        super().server_close()
+        while True:  # refusals still waiting are closed unanswered; then the refusing thread ends
+            try:
+                sock = self._refusals.get_nowait()
+            except queue.Empty:
+                break
+            if sock is not None:
+                self.shutdown_request(sock)
+        self._refusals.put(None)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -103,9 +176,11 @@ class _Handler(BaseHTTPRequestHandler):
                                        "in_flight": self.server.engine.in_flight})
         elif path == "/stats":
             engine = self.server.engine
-            self._json(HTTPStatus.OK, dict(engine.stats, in_flight=engine.in_flight, latency=engine.latency()))
+            self._json(HTTPStatus.OK, dict(engine.stats, in_flight=engine.in_flight, latency=engine.latency(),
+                                           connections=self.server.connections,
+                                           connections_refused=self.server.connections_refused))
         elif path == "/metrics":
-            self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(self.server.engine).encode())
+            self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(self.server.engine, self.server).encode())
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path} (GET /health, /stats, /metrics)",
                                               "type": "RequestError"})
@@ -228,6 +303,30 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+def _refuse(sock: socket.socket, limit: int) -> None:
+    """Answer 503 on a connection over the bound, reading (and dropping) what the client sends
+    meanwhile: closing a socket with unread data resets the connection, and the client would see
+    a reset instead of the answer."""
+    body = (json.dumps({"error": f"server busy: {limit} connections open (--max-connections); retry later",
+                        "type": "QueueFull"}) + "\n").encode()
+    head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+    deadline = time.monotonic() + _REFUSAL_SECONDS
+    sock.settimeout(_REFUSAL_SECONDS)
+    received = b""
+    while b"\r\n\r\n" not in received and len(received) < 65536:  # the request head, if it comes
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    sock.sendall(head + body)
+    sock.shutdown(socket.SHUT_WR)
+    while (left := deadline - time.monotonic()) > 0:  # the body, until the client closes
+        sock.settimeout(left)
+        if not sock.recv(2**20):
+            break
+
+
 def _number(params: dict, name: str, default: float) -> float:
     text = params.get(name)
     if text is None:
@@ -247,10 +346,21 @@ def _timeout(params: dict) -> float | None:
     return t
 
 
-def prometheus_text(engine: Engine) -> str:
-    """The engine's counters and latency quantiles in Prometheus' text exposition format."""
+def prometheus_text(engine: Engine, server: CodecServer | None = None) -> str:
+    """The engine's counters and latency quantiles (and ``server``'s connections) in Prometheus'
+    text exposition format."""
     stats, latency = dict(engine.stats), engine.latency()
-    lines = [
+    lines = []
+    if server is not None:
+        lines += [
+            "# HELP vlmcodec_http_connections Connections open now.",
+            "# TYPE vlmcodec_http_connections gauge",
+            f"vlmcodec_http_connections {server.connections}",
+            "# HELP vlmcodec_http_connections_refused_total Connections answered 503 for the connection bound.",
+            "# TYPE vlmcodec_http_connections_refused_total counter",
+            f"vlmcodec_http_connections_refused_total {server.connections_refused}",
+        ]
+    lines += [
         "# HELP vlmcodec_requests_total Requests finished, by outcome.",
         "# TYPE vlmcodec_requests_total counter",
         f'vlmcodec_requests_total{{outcome="ok"}} {stats["ok"]}',
