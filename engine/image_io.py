@@ -44,13 +44,21 @@ def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False) -> np.ndarray:
     such an image white; here 0..65535 maps onto 0..255. 16-bit colour PNGs already open as
     8-bit RGB (Pillow keeps the high byte); palettes are expanded; transparent pixels are
     composited over white (``ALPHA_BACKGROUND``). A mode "I" image is taken as 16-bit when
-    ``sixteen_bit`` or when it holds values above 255."""
+    ``sixteen_bit`` or when it holds values above 255 (with a VlmcodecWarning naming the scale
+    chosen, unless ``sixteen_bit``)."""
     if im.mode in _SIXTEEN_BIT_MODES or im.mode == "I":
         a = np.asarray(im).astype(np.int64)
         low, top = (int(a.min()), int(a.max())) if a.size else (0, 0)
         if low < 0 or top > 65535:
             raise ImageError(f"integer image with values in [{low}, {top}]: expected 8- or 16-bit data")
-        if im.mode in _SIXTEEN_BIT_MODES or sixteen_bit or top > 255:
+        sixteen = im.mode in _SIXTEEN_BIT_MODES or sixteen_bit or top > 255
+        if im.mode == "I" and not sixteen_bit:
+            # 32-bit integer pixels (a TIFF, say) declare no scale: the values decide, and the
+            # caller is told, since a dark 16-bit image stored so would come out 257x too bright
+            scale = "0..65535 (16-bit)" if sixteen else "0..255 (8-bit)"
+            warnings.warn(f"32-bit integer image with values in [{low}, {top}]: read on the scale {scale}; "
+                          "convert it to 8- or 16-bit to choose", VlmcodecWarning, stacklevel=3)
+        if sixteen:
             a = (a * 255 + 32767) // 65535
         gray = a.astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)

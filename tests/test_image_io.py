@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from vlmcodec.errors import ImageError
+from vlmcodec.errors import ImageError, VlmcodecWarning
 from vlmcodec.image_io import as_rgb_array, load_image, pil_to_rgb
 
 
@@ -46,9 +47,23 @@ def test_sixteen_bit_colour_png_keeps_its_scale(tmp_path):
     np.testing.assert_allclose(load_image(tmp_path / "rgb16.png")[0, 0], [40000 / 257, 10000 / 257, 255], atol=1)
 
 
-def test_mode_i_with_eight_bit_values_is_unchanged():
+def test_mode_i_with_eight_bit_values_is_unchanged_and_the_guess_is_told():
     a = np.arange(0, 256, dtype=np.int32).reshape(16, 16)
-    np.testing.assert_array_equal(pil_to_rgb(Image.fromarray(a, mode="I"))[..., 1], a)
+    with pytest.warns(VlmcodecWarning, match=r"32-bit integer image with values in \[0, 255\].*0\.\.255 \(8-bit\)"):
+        np.testing.assert_array_equal(pil_to_rgb(Image.fromarray(a, mode="I"))[..., 1], a)
+
+
+def test_a_32_bit_tiff_says_which_scale_it_was_read_on(tmp_path):
+    Image.fromarray(np.full((4, 4), 200, np.int32)).save(tmp_path / "dark.tif")
+    Image.fromarray(np.full((4, 4), 40000, np.int32)).save(tmp_path / "bright.tif")
+    with pytest.warns(VlmcodecWarning, match=r"8-bit"):
+        assert (load_image(tmp_path / "dark.tif") == 200).all()
+    with pytest.warns(VlmcodecWarning, match=r"16-bit"):
+        assert (load_image(tmp_path / "bright.tif") == round(40000 / 257)).all()
+    with warnings.catch_warnings():  # a 16-bit PGM (mode "I" too) has a declared scale: no warning
+        warnings.simplefilter("error")
+        Image.fromarray(np.full((4, 4), 200, np.uint16)).save(tmp_path / "dark.pgm")
+        assert (load_image(tmp_path / "dark.pgm") == 1).all()
 
 
 def test_out_of_range_integer_and_float_images_are_refused():
