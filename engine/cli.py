@@ -35,6 +35,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".ti
 
 # "-" as an input or output: standard input or output (a file named "-" is "./-")
 STDIO = "-"
+# --format: decoded images written into a folder, beside their inputs or to standard output
+DECODED_FORMATS = {"png": ("PNG", (".png",)), "ppm": ("PPM", (".ppm", ".pnm")), "bmp": ("BMP", (".bmp",)),
+                   "tif": ("TIFF", (".tif", ".tiff"))}
 STDIN = Path("<standard input>")  # the input "-" stands for; compared by identity, never opened
 
 
@@ -96,6 +99,23 @@ def _output_path(src: Path, out: str | None, many: bool, suffix: str) -> Path:
         return o / (src.stem + suffix)
     o.parent.mkdir(parents=True, exist_ok=True)
     return o
+
+
+def _decoded_format(args, output_is_file: bool) -> tuple[str, str]:
+    """(Pillow format, suffix) of the decoded images by ``--format`` (default PNG). A named output
+    file keeps its suffix's format; one that contradicts an explicit ``--format`` is refused."""
+    name = args.format or "png"
+    fmt, suffixes = DECODED_FORMATS[name]
+    if args.format and output_is_file and Path(args.output).suffix.lower() not in suffixes:
+        raise ConfigError(f"--format {name} but the output file {args.output} has suffix "
+                          f"{Path(args.output).suffix or '(none)'!r}; name it *{suffixes[0]} or drop --format")
+    return fmt, suffixes[0]
+
+
+def _names_a_file(out: str | None, many: bool) -> bool:
+    """Whether ``-o out`` is one output file (not a folder, nor standard output)."""
+    return (out not in (None, STDIO) and not many and not Path(out).is_dir()
+            and not out.endswith(("/", "\\")))
 
 
 def _progress(items, enabled: bool, desc: str, total: int | None = None):
@@ -164,7 +184,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
 
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     if roundtrip and (files[0] is STDIN or args.output == STDIO):
-        raise VlmcodecError("roundtrip writes .vlmc and .png files: give it image files and an output folder "
+        raise VlmcodecError("roundtrip writes .vlmc and image files: give it image files and an output folder "
                             "(encode and decode read and write standard input and output with '-')")
     to_stdout = _check_stdio(files, args.output)
     table = sys.stderr if to_stdout else sys.stdout  # stdout carries the stream then
@@ -180,6 +200,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}", file=table)
     failures = _Failures(len(files))
     png_level = getattr(args, "png_level", DEFAULT_PNG_LEVEL)
+    suffix = DECODED_FORMATS[getattr(args, "format", None) or "png"][1][0]  # roundtrip's decoded images
 
     def report(src: Path, row: tuple, line: str):
         def then(err: BaseException | None) -> None:
@@ -227,8 +248,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
             line = (f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f} {p:>8.2f} "
                     f"{1000*t_enc:>8.0f} {1000*t_dec:>8.0f}")
             if roundtrip:
-                png = dst.with_suffix(".png") if dst.suffix == ".vlmc" else Path(str(dst) + ".png")
-                writes.submit(lambda rec=rec, png=png: save_image(rec, png, png_level), report(src, row, line))
+                out = dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
+                writes.submit(lambda rec=rec, out=out: save_image(rec, out, png_level), report(src, row, line))
             else:
                 report(src, row, line)(None)
     if len(rows) > 1:
@@ -245,8 +266,9 @@ def cmd_decode(args) -> int:
 
     files = expand_inputs(args.inputs, {".vlmc"})
     to_stdout = _check_stdio(files, args.output)
-    codec = _codec(args)
     many = len(files) > 1
+    fmt, suffix = _decoded_format(args, _names_a_file(args.output, many))
+    codec = _codec(args)
     failures = _Failures(len(files))
 
     def report(src: Path, line: str):
@@ -265,13 +287,13 @@ def cmd_decode(args) -> int:
                 t0 = time.perf_counter()
                 img = codec.decode(data)
                 dt = time.perf_counter() - t0
-                dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, ".png")
+                dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, suffix)
             except _FILE_ERRORS as e:
                 failures.add(src, e)
                 continue
             line = f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms"
-            if to_stdout:  # PNG bytes, written here: there is no next image to overlap with
-                _write_stdout(image_bytes(img, "PNG", args.png_level))
+            if to_stdout:  # written here: there is no next image to overlap with
+                _write_stdout(image_bytes(img, fmt, args.png_level))
                 report(src, line)(None)
             else:
                 writes.submit(lambda img=img, dst=dst: save_image(img, dst, args.png_level), report(src, line))
@@ -508,6 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"zlib level of the decoded PNGs (default {DEFAULT_PNG_LEVEL}: fastest; "
                              "6 is Pillow's default, ~7 %% smaller files, ~4x slower to write)")
 
+    def decoded_format(sp):
+        sp.add_argument("--format", choices=list(DECODED_FORMATS),
+                        help="format of the decoded images written into a folder, beside their inputs or to "
+                             "standard output (default png; ppm is uncompressed, the fastest to write and read)")
+
     e = sub.add_parser("encode", help="compress images to .vlmc", description="Compress images (files, folders, globs).")
     e.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders, globs, or - (standard input)")
     e.add_argument("-o", "--output", metavar="OUT",
@@ -518,20 +545,22 @@ def build_parser() -> argparse.ArgumentParser:
     refine(e)
     common(e)
     r = sub.add_parser("roundtrip", help="encode, decode, and report bpp / PSNR / time",
-                       description="Encode and decode images; writes .vlmc and decoded .png files.")
+                       description="Encode and decode images; writes .vlmc and decoded .png files (--format).")
     r.add_argument("inputs", nargs="+", metavar="IN")
     r.add_argument("-o", "--output", metavar="DIR", default="out")
     r.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100 (default 75)")
     short_side(r)
     refine(r)
     png_level(r)
+    decoded_format(r)
     common(r)
     d = sub.add_parser("decode", help="decompress .vlmc to PNG")
     d.add_argument("inputs", nargs="+", metavar="IN", help=".vlmc files, folders, globs, or - (standard input)")
     d.add_argument("-o", "--output", metavar="OUT",
                    help="output file (its suffix picks the format: .png, .ppm, .bmp, .tif, ...), or folder, "
-                        "or - (standard output, PNG)")
+                        "or - (standard output; PNG unless --format)")
     png_level(d)
+    decoded_format(d)
     common(d)
     v = sub.add_parser("serve", help="serve encode/decode over HTTP (batched by the runtime Engine)",
                        description="An HTTP server: POST /encode?quality=Q (body: an image file) → .vlmc, "

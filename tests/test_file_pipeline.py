@@ -2,6 +2,7 @@
 image writes (image_io.save_image)."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,7 +255,7 @@ def test_cli_standard_input_and_output_misuse_is_refused(tmp_path, rng, tiny_mod
         ("encode", "-", str(src)): "must be the only input",
         ("encode", "-"): "needs -o FILE",
         ("encode", str(src), str(src), "-o", "-"): "takes one input",
-        ("roundtrip", "-"): "roundtrip writes .vlmc and .png files",
+        ("roundtrip", "-"): "roundtrip writes .vlmc and image files",
     }
     for argv, message in cases.items():
         assert main([*argv, *model]) == 2, argv
@@ -267,3 +268,43 @@ def test_cli_standard_input_and_output_misuse_is_refused(tmp_path, rng, tiny_mod
     monkeypatch.setattr(sys, "stdout", Tty())
     assert main(["encode", str(src), "-o", "-", *model]) == 2
     assert "standard output is a terminal" in capsys.readouterr().err
+
+
+def test_cli_format_picks_the_decoded_files_format(tmp_path, rng, tiny_model_path, monkeypatch, capsysbinary):
+    """`--format ppm|bmp|tif` writes decoded images in that format, into folders, beside the
+    inputs, to stdout, and in roundtrip's output; a named file whose suffix contradicts it is refused."""
+    import io
+    import sys
+
+    from vlmcodec import Codec
+
+    model = ["--model", str(tiny_model_path)]
+    codec = Codec(tiny_model_path)
+    srcs = []
+    for name in ("a", "b"):
+        srcs.append(tmp_path / f"{name}.png")
+        Image.fromarray(smooth_image(rng, 40, 64)).save(srcs[-1])
+    assert main(["roundtrip", *map(str, srcs), "-o", str(tmp_path / "rt"), "--format", "ppm", "-q", "40", *model]) == 0
+    for name in ("a", "b"):
+        ppm = tmp_path / "rt" / f"{name}.ppm"
+        with Image.open(ppm) as im:
+            assert im.format == "PPM"
+            decoded = codec.decode((tmp_path / "rt" / f"{name}.vlmc").read_bytes())
+            assert np.array_equal(np.asarray(im), decoded)
+    assert not list((tmp_path / "rt").glob("*.png"))
+    streams = [str(tmp_path / "rt" / f"{name}.vlmc") for name in ("a", "b")]
+    assert main(["decode", *streams, "-o", str(tmp_path / "tif"), "--format", "tif", *model]) == 0
+    with Image.open(tmp_path / "tif" / "b.tif") as im:
+        assert im.format == "TIFF" and np.array_equal(np.asarray(im), codec.decode(Path(streams[1]).read_bytes()))
+    capsysbinary.readouterr()
+    monkeypatch.setattr(sys, "stdin", _Stdin(Path(streams[0]).read_bytes()))
+    assert main(["decode", "-", "-o", "-", "--format", "ppm", *model]) == 0
+    out = capsysbinary.readouterr().out
+    assert out.startswith(b"P6\n64 40\n255\n")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(out))), codec.decode(Path(streams[0]).read_bytes()))
+    # a named output file keeps its own suffix's format; a contradicting --format is refused
+    assert main(["decode", streams[0], "-o", str(tmp_path / "one.bmp"), "--format", "bmp", *model]) == 0
+    assert Image.open(tmp_path / "one.bmp").format == "BMP"
+    assert main(["decode", streams[0], "-o", str(tmp_path / "x.png"), "--format", "ppm", *model]) == 2
+    assert b"--format ppm but the output file" in capsysbinary.readouterr().err
+    assert not (tmp_path / "x.png").exists()
