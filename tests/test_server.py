@@ -330,7 +330,7 @@ def test_connections_over_the_bound_are_answered_503_and_counted(tiny_model_path
         assert status == 503 and answer["type"] == "QueueFull" and "--max-connections" in answer["error"]
         assert headers["Retry-After"] == "1" and headers["Connection"] == "close"
         with pytest.raises(QueueFull, match="server busy"):
-            RemoteCodec(server.url).health()
+            RemoteCodec(server.url, retries=0).health()
         assert server.connections == 2 and server.connections_refused == 2
         held.pop().close()  # a slot frees: requests are served again
         _wait_for(lambda: server.connections == 1)
@@ -361,4 +361,40 @@ def test_max_connections_must_be_positive(tiny_model_path):
         with pytest.raises(ConfigError, match="max_connections"):
             CodecServer(engine, "127.0.0.1", 0, max_connections=0)
     finally:
+        engine.shutdown()
+
+
+def test_remote_codec_retries_a_busy_server_after_its_retry_after(tiny_model_path, rng, monkeypatch):
+    """A 503 QueueFull is retried `retries` times, waiting what Retry-After asks: a client that
+    meets a full server succeeds once a slot frees; with no retries left it raises QueueFull."""
+    import socket
+    import time
+
+    from vlmcodec.runtime import QueueFull, RemoteCodec
+    from vlmcodec.runtime import client as client_module
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, max_connections=1, idle_timeout=30)
+    serve_in_thread(server)
+    waits = []
+    monkeypatch.setattr(client_module, "_sleep", lambda s: (waits.append(s), time.sleep(min(s, 0.05))))
+    held = socket.create_connection(("127.0.0.1", server.server_port), timeout=30)
+    try:
+        _wait_for(lambda: server.connections == 1)
+        with pytest.raises(QueueFull, match="HTTP 503"):
+            RemoteCodec(server.url, retries=2).health()
+        assert waits == [1.0, 1.0] and server.connections_refused == 3  # Retry-After: 1, three tries
+        img = smooth_image(rng, 32, 48)
+        remote = RemoteCodec(server.url, retries=50)
+        waits.clear()
+        threading.Timer(0.2, held.close).start()  # the slot frees while the client is retrying
+        assert remote.encode(img, quality=50) == codec.encode(img, quality=50)
+        assert waits and server.connections_refused >= 4
+        with pytest.raises(ValueError, match="retries"):
+            RemoteCodec(server.url, retries=-1)
+    finally:
+        held.close()
+        server.shutdown()
+        server.server_close()
         engine.shutdown()

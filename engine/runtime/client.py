@@ -9,7 +9,9 @@ serves a thread pool, and the server batches what the threads send together. The
 errors come back as the exceptions the server's ``Codec`` raised (``ImageError``, ``BitstreamError``,
 ``ModelMismatchError``, ``ConfigError``, ``ResourceError``, ``QueueFull``, ``EngineDeadError``,
 ``TimeoutError``, ...), the HTTP status in the message; a server that cannot be reached raises
-``ConnectionError``.
+``ConnectionError``. A busy server's 503 (``QueueFull``: its queue or its connections full) is
+retried ``retries`` times, after the wait its ``Retry-After`` header asks (at most
+``MAX_RETRY_WAIT_S``), before ``QueueFull`` is raised: encode and decode are idempotent.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -26,14 +29,21 @@ from ..errors import EngineDeadError, ModelMismatchError, ResourceError, Vlmcode
 from ..image_io import as_rgb_array, image_bytes
 
 
+MAX_RETRY_WAIT_S = 10.0  # the longest a busy server's Retry-After is obeyed for, per retry
+_sleep = time.sleep  # the retries' wait (a name of this module's own, for tests)
+
+
 class RemoteCodec:
-    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0):
+    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0, retries: int = 2):
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"expected an http://host:port URL, got {url!r} (no TLS: put a proxy in front)")
+        if int(retries) < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self.url = url.rstrip("/")
         self.host, self.port = parts.hostname, parts.port or 80
         self.timeout_s = timeout_s
+        self.retries = int(retries)  # of a request a busy server answered 503 QueueFull
         self._local = threading.local()
 
     def encode(self, image, quality: float = 75.0, short_side: int | None = None) -> bytes:
@@ -63,6 +73,18 @@ class RemoteCodec:
         return self._request("POST", path, body)
 
     def _request(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
+        from .engine import QueueFull
+
+        for retry in range(self.retries + 1):
+            try:
+                return self._request_once(method, path, body)
+            except QueueFull as busy:
+                if retry == self.retries:
+                    raise
+                _sleep(min(busy.retry_after_s, MAX_RETRY_WAIT_S))
+        raise AssertionError("unreachable")
+
+    def _request_once(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
         for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: one fresh try
             conn = self._connection()
             try:
@@ -84,7 +106,9 @@ class RemoteCodec:
                 self._local.conn = None
             headers = {k.lower(): v for k, v in resp.getheaders()}
             if resp.status != 200:
-                raise _error_of(resp.status, payload)
+                err = _error_of(resp.status, payload)
+                err.retry_after_s = _seconds(headers.get("retry-after"), default=0.5)
+                raise err
             return payload, headers
         raise AssertionError("unreachable")
 
@@ -93,6 +117,14 @@ class RemoteCodec:
         if conn is None:
             conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         return conn
+
+
+def _seconds(text: str | None, default: float) -> float:
+    """A Retry-After header's delay in seconds (the HTTP-date form is not used by our server)."""
+    try:
+        return max(0.0, float(text)) if text is not None else default
+    except ValueError:
+        return default
 
 
 def _error_of(status: int, payload: bytes) -> Exception:

@@ -201,7 +201,8 @@ class _Handler(BaseHTTPRequestHandler):
         except _HTTPError as e:
             self._json(e.status, {"error": str(e), "type": e.kind})
         except Exception as e:  # noqa: BLE001 — every failure becomes an answer, never a dropped connection
-            self._json(_status_of(e), {"error": str(e) or type(e).__name__, "type": type(e).__name__})
+            busy = {"Retry-After": "1"} if isinstance(e, QueueFull) else None  # a full queue drains soon
+            self._json(_status_of(e), {"error": str(e) or type(e).__name__, "type": type(e).__name__}, busy)
 
     # -- endpoints -----------------------------------------------------------------------
     def _encode(self, body: bytes, params: dict) -> None:
@@ -283,8 +284,8 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             n -= len(chunk)
 
-    def _json(self, status: HTTPStatus, obj: dict) -> None:
-        self._send(status, "application/json", (json.dumps(obj) + "\n").encode())
+    def _json(self, status: HTTPStatus, obj: dict, headers: dict | None = None) -> None:
+        self._send(status, "application/json", (json.dumps(obj) + "\n").encode(), headers)
 
     def _send(self, status: HTTPStatus, content_type: str, payload: bytes, headers: dict | None = None) -> None:
         try:
