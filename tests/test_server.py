@@ -398,3 +398,30 @@ def test_remote_codec_retries_a_busy_server_after_its_retry_after(tiny_model_pat
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+def test_server_close_answers_what_is_in_flight_and_closes_idle_connections(tiny_model_path, rng):
+    """After shutdown() and server_close(), no connection is served any more: an idle keep-alive
+    connection is closed at once, a request in flight is answered first, and no thread is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vlmcodec.runtime import RemoteCodec
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False, max_batch=8, max_delay_ms=600)  # a lone request waits 0.6 s
+    server = CodecServer(engine, "127.0.0.1", 0)
+    serve_in_thread(server)
+    img = smooth_image(rng, 32, 48)
+    idle = RemoteCodec(server.url, retries=0)
+    assert idle.health()["status"] == "ok"  # its keep-alive connection stays open, idle
+    _wait_for(lambda: server.connections == 1)
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(RemoteCodec(server.url, retries=0).encode, img, 50)
+        _wait_for(lambda: engine.in_flight == 1)
+        server.shutdown()
+        server.server_close()
+        assert in_flight.result(timeout=30) == codec.encode(img, quality=50)
+    assert server.connections == 0 and not server._handlers
+    with pytest.raises(ConnectionError):  # its connection was closed, and the port with it
+        idle.health()
+    engine.shutdown()

@@ -96,7 +96,9 @@ class CodecServer(ThreadingHTTPServer):
         self.max_connections = int(max_connections)
         self.connections = 0  # open now, each with its thread
         self.connections_refused = 0
-        self._connections_lock = threading.Lock()
+        self._connections_lock = threading.Condition()
+        self._handlers: set[_Handler] = set()  # the open connections' handlers
+        self._closing = False
         self._refusals: queue.Queue = queue.Queue(maxsize=_REFUSAL_BACKLOG)
         super().__init__((host, port), _Handler)
         self._refuser = threading.Thread(target=self._refuse_loop, name="vlmcodec-http-refuse", daemon=True)
@@ -136,6 +138,7 @@ class CodecServer(ThreadingHTTPServer):
     def _release(self) -> None:
         with self._connections_lock:
             self.connections -= 1
+            self._connections_lock.notify_all()
 
     def _refuse_loop(self) -> None:
         while (sock := self._refusals.get()) is not None:
@@ -146,8 +149,21 @@ class CodecServer(ThreadingHTTPServer):
             finally:
                 self.shutdown_request(sock)
 
-    def server_close(self) -> None:
+    def server_close(self, drain_s: float = 30.0) -> None:
+        """Stop listening and close the connections: idle keep-alive ones at once, those with a
+        request in flight once it is answered (waiting up to ``drain_s`` seconds for them), so
+        that no connection is served after the server is closed."""
         super().server_close()
+        with self._connections_lock:
+            self._closing = True
+            idle = [h for h in self._handlers if not h.busy]
+        for handler in idle:  # its thread, waiting for a next request line, reads the end and returns
+            try:
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self._connections_lock:
+            self._connections_lock.wait_for(lambda: self.connections == 0, timeout=drain_s)
         while True:  # refusals still waiting are closed unanswered; then the refusing thread ends
             try:
                 sock = self._refusals.get_nowait()
@@ -162,9 +178,35 @@ class _Handler(BaseHTTPRequestHandler):
     server: CodecServer
     protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
 
+    busy = False  # a request read and not yet answered
+
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
+        with self.server._connections_lock:
+            self.server._handlers.add(self)
+            closing = self.server._closing
+        if closing:  # accepted as the server closed: nothing will be served
+            self.close_connection = True
+
+    def finish(self) -> None:
+        with self.server._connections_lock:
+            self.server._handlers.discard(self)
+        super().finish()
+
+    def parse_request(self) -> bool:  # called once a request line has arrived
+        with self.server._connections_lock:
+            self.busy = True
+        return super().parse_request()
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            with self.server._connections_lock:
+                self.busy = False
+                if self.server._closing:  # answered; the server is closing: no next request
+                    self.close_connection = True
 
     # -- routing -------------------------------------------------------------------------
     def do_GET(self) -> None:
