@@ -425,3 +425,45 @@ def test_server_close_answers_what_is_in_flight_and_closes_idle_connections(tiny
     with pytest.raises(ConnectionError):  # its connection was closed, and the port with it
         idle.health()
     engine.shutdown()
+
+
+def _chunked(data: bytes, size: int) -> bytes:
+    pieces = [data[i:i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%x;ext=1\r\n" % len(p) + p + b"\r\n" for p in pieces) + b"0\r\nX-Trailer: y\r\n\r\n"
+
+
+def test_chunked_request_bodies(served, rng):
+    """A body sent with Transfer-Encoding: chunked (unknown length) is read whole: the same
+    stream as with Content-Length, on a connection that stays open; a malformed, truncated or
+    oversized one is refused and its connection closed."""
+    import socket
+
+    server, codec = served
+    img = smooth_image(rng, 40, 56)
+    body = _png(img)
+    head = b"POST /encode?quality=50 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        for chunk_size in (7, 4096):  # two requests on one keep-alive connection
+            sock.sendall(head + _chunked(body, chunk_size))
+            status = reader.readline()
+            headers = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                k, v = line.decode().split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+            assert status.startswith(b"HTTP/1.1 200"), status
+            assert reader.read(int(headers["content-length"])) == codec.encode(img, quality=50)
+
+    def answer(raw: bytes) -> tuple[bytes, dict]:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)  # the client has sent all it will
+            reply = sock.makefile("rb").read()  # the server closes after the answer: read() returns
+        return reply.split(b" ", 2)[1], json.loads(reply.split(b"\r\n\r\n", 1)[1])
+
+    code, err = answer(head + b"zz\r\nabc\r\n0\r\n\r\n")
+    assert code == b"400" and "bad chunk size" in err["error"]
+    code, err = answer(head + b"10\r\nabc")  # 16 bytes announced, 3 sent, then the client stops
+    assert code == b"400" and "ended" in err["error"]
+    code, err = answer(head + b"%x\r\n" % (server.max_body + 1))
+    assert code == b"413" and err["type"] == "ResourceError"

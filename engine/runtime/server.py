@@ -279,11 +279,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _wait(future):
         return future.result()  # the engine's own timeout (or the server's) ends it
 
+    def _chunked(self) -> bool:
+        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+
     def _body(self) -> bytes:
+        if self._chunked():
+            return self._chunked_body()
         length = self.headers.get("Content-Length")
         if length is None:
             self.close_connection = True
-            raise _HTTPError(HTTPStatus.LENGTH_REQUIRED, "a request body with Content-Length is required", "RequestError")
+            raise _HTTPError(HTTPStatus.LENGTH_REQUIRED,
+                             "a request body with Content-Length (or Transfer-Encoding: chunked) is required",
+                             "RequestError")
         try:
             n = int(length)
         except ValueError:
@@ -309,7 +316,44 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {n} bytes", "RequestError")
         return body
 
+    def _chunked_body(self) -> bytes:
+        """A ``Transfer-Encoding: chunked`` body (a client streaming a body of unknown length: curl
+        -T -, Go's and Java's HTTP clients), within ``max_body``. Any failure closes the connection."""
+        parts, total, close_after = [], 0, self.close_connection
+        self.close_connection = True  # until the body has been read whole
+        try:
+            while True:
+                line = self.rfile.readline(1026)
+                size_text = line.split(b";", 1)[0].strip()  # chunk extensions are ignored
+                if not line.endswith(b"\n") or not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+                    if not line:
+                        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"chunked body ended after {total} bytes",
+                                         "RequestError")
+                    raise _HTTPError(HTTPStatus.BAD_REQUEST, f"bad chunk size line {line[:40]!r}", "RequestError")
+                size = int(size_text, 16)
+                if size == 0:
+                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):  # trailer fields, dropped
+                        pass
+                    break
+                total += size
+                if total > self.server.max_body:
+                    raise _HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                     f"chunked body over {self.server.max_body} bytes (--max-body-mb)", "ResourceError")
+                data = self.rfile.read(size)
+                if len(data) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                    raise _HTTPError(HTTPStatus.BAD_REQUEST, f"chunked body ended or malformed after "
+                                     f"{total - size + len(data)} bytes", "RequestError")
+                parts.append(data)
+        except TimeoutError:
+            raise _HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s",
+                             "TimeoutError") from None
+        self.close_connection = close_after
+        return b"".join(parts)
+
     def _discard_body(self) -> None:
+        if self._chunked():
+            self.close_connection = True  # not worth reading: the connection ends after the answer
+            return
         try:
             n = int(self.headers.get("Content-Length") or 0)
         except ValueError:
