@@ -467,3 +467,23 @@ def test_chunked_request_bodies(served, rng):
     assert code == b"400" and "ended" in err["error"]
     code, err = answer(head + b"%x\r\n" % (server.max_body + 1))
     assert code == b"413" and err["type"] == "ResourceError"
+
+
+def test_encode_takes_raw_pixels(served, rng):
+    """POST /encode?width=W&height=H with the H×W×3 bytes gives the stream of the same image sent
+    as a file; sizes that do not add up are refused with 400."""
+    server, codec = served
+    img = smooth_image(rng, 40, 56)
+    status, headers, payload = _request(server, "POST", "/encode?quality=40&width=56&height=40", body=img.tobytes())
+    assert status == 200 and payload == codec.encode(img, quality=40)
+    assert headers["X-Image-Width"] == "56" and headers["X-Image-Height"] == "40"
+    bad = {
+        "/encode?width=56": "need both width and height",
+        "/encode?width=55&height=40": "bytes expected",
+        "/encode?width=5.5&height=40": "positive integers",
+        "/encode?width=0&height=40": "positive integers",
+        f"/encode?width={2**20}&height={2**20}": "max_pixels",
+    }
+    for path, message in bad.items():
+        status, _, payload = _request(server, "POST", path, body=img.tobytes())
+        assert status == 400 and message in json.loads(payload)["error"], (path, payload)

@@ -1,7 +1,7 @@
 """``RemoteCodec``: the encode/decode calls of a ``Codec``, answered by a `vlmcodec serve` server.
 
     remote = RemoteCodec("http://gpu-box:8080")
-    data = remote.encode(image, quality=60)        # image: numpy, PIL, or a file path → .vlmc bytes
+    data = remote.encode(image, quality=60)        # image: numpy, PIL (sent as raw pixels), or a file path
     pixels = remote.decode(data)                   # uint8 H×W×3, sent as raw pixels (no PNG)
 
 Standard library only. Each thread keeps its own keep-alive connection, so one ``RemoteCodec``
@@ -26,7 +26,7 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 
 from ..errors import EngineDeadError, ModelMismatchError, ResourceError, VlmcodecError
-from ..image_io import as_rgb_array, image_bytes
+from ..image_io import as_rgb_array
 
 
 MAX_RETRY_WAIT_S = 10.0  # the longest a busy server's Retry-After is obeyed for, per retry
@@ -49,11 +49,13 @@ class RemoteCodec:
     def encode(self, image, quality: float = 75.0, short_side: int | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
         as they are) to .vlmc bytes on the server."""
+        query = {"quality": quality} | ({"short_side": short_side} if short_side is not None else {})
         if isinstance(image, (str, Path)):
             body = Path(image).read_bytes()
-        else:
-            body = image_bytes(as_rgb_array(image), "PNG", 0)  # lossless; level 0: no time spent compressing
-        query = {"quality": quality} | ({"short_side": short_side} if short_side is not None else {})
+        else:  # the pixels as they are: no image file to write here nor to parse there
+            arr = as_rgb_array(image)
+            body = arr.tobytes()
+            query |= {"width": arr.shape[1], "height": arr.shape[0]}
         return self._post(f"/encode?{urlencode(query)}", body)[0]
 
     def decode(self, data: bytes) -> np.ndarray:

@@ -1,6 +1,7 @@
 """``vlmcodec serve``: an HTTP front for an :class:`Engine`, on the standard library alone.
 
     POST /encode?quality=75[&short_side=256]   body: an image file   → application/x-vlmc
+    POST /encode?width=W&height=H[&quality=75] body: H×W×3 RGB bytes → application/x-vlmc
     POST /decode[?format=png|ppm|raw]          body: a .vlmc stream   → the image
     GET  /health                                model, backend, requests in flight (JSON)
     GET  /stats                                 the engine's counters and latency percentiles (JSON)
@@ -33,8 +34,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
+
 from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, ModelMismatchError, ResourceError
-from ..image_io import image_bytes, load_image
+from ..image_io import as_rgb_array, image_bytes, load_image
 from .engine import Engine, QueueFull
 
 STREAM_TYPE = "application/x-vlmc"
@@ -248,14 +251,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- endpoints -----------------------------------------------------------------------
     def _encode(self, body: bytes, params: dict) -> None:
-        unknown = set(params) - {"quality", "short_side", "timeout"}
+        unknown = set(params) - {"quality", "short_side", "timeout", "width", "height"}
         if unknown:
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} (quality, short_side, timeout)")
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} "
+                                                     "(quality, short_side, timeout, width, height)")
         quality = _number(params, "quality", self.server.quality)
         short_side = params.get("short_side")
         short = int(_number(params, "short_side", 0)) if short_side not in (None, "") else None
         engine = self.server.engine
-        image = load_image(io.BytesIO(body), engine.codec.max_pixels)
+        if "width" in params or "height" in params:
+            image = _raw_image(body, params, engine.codec.max_pixels)
+        else:
+            image = load_image(io.BytesIO(body), engine.codec.max_pixels)
         data = self._wait(engine.submit_encode(image, quality, _timeout(params), short_side=short))
         h, w = image.shape[:2]
         self._send(HTTPStatus.OK, STREAM_TYPE, data,
@@ -388,6 +395,22 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 — the base class's signature
         if not self.server.quiet:
             super().log_message(format, *args)
+
+
+def _raw_image(body: bytes, params: dict, max_pixels: int | None) -> np.ndarray:
+    """``width``×``height`` RGB pixels sent as they are (row-major, 3 bytes each): no image file
+    to write on the client's side nor to parse on this one."""
+    if "width" not in params or "height" not in params:
+        raise _HTTPError(HTTPStatus.BAD_REQUEST, "raw pixels need both width and height")
+    w, h = _number(params, "width", 0), _number(params, "height", 0)
+    if not (w == int(w) >= 1 and h == int(h) >= 1):
+        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"width and height must be positive integers, got {w:g}, {h:g}")
+    w, h = int(w), int(h)
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageError(f"{w}x{h} is more than max_pixels={max_pixels} (--max-pixels raises it)")
+    if len(body) != w * h * 3:
+        raise ImageError(f"raw pixels: {w}x{h}x3 = {w * h * 3} bytes expected, got {len(body)}")
+    return as_rgb_array(np.frombuffer(body, np.uint8).reshape(h, w, 3))  # checks the size limits
 
 
 def _refuse(sock: socket.socket, limit: int) -> None:
