@@ -144,9 +144,13 @@ def test_request_timeout_is_504_and_a_shut_down_engine_503(tiny_model_path, rng)
         img = _png(smooth_image(rng, 32, 32))
         got, _, payload = _request(server, "POST", "/encode?timeout=0.000001", img)
         assert got == 504 and "timed out" in json.loads(payload)["error"]
+        got, _, payload = _request(server, "GET", "/health")
+        assert got == 200 and json.loads(payload)["status"] == "ok" and not engine.closed
         engine.shutdown()
         got, _, payload = _request(server, "POST", "/encode", img)
         assert got == 503 and "shut down" in json.loads(payload)["error"]
+        got, _, payload = _request(server, "GET", "/health")  # a load balancer takes it out
+        assert got == 503 and json.loads(payload)["status"] == "shut down" and engine.closed
     finally:
         server.shutdown()
         server.server_close()

@@ -256,6 +256,11 @@ class Engine:
         self.shutdown(drain=exc[0] is None)
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` has begun: new requests are refused."""
+        return self._closed
+
+    @property
     def in_flight(self) -> int:
         return self._inflight
 

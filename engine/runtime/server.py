@@ -215,8 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/health":
-            codec = self.server.engine.codec
-            self._json(HTTPStatus.OK, {"status": "ok", "model": codec.fingerprint.hex(),
+            codec, closed = self.server.engine.codec, self.server.engine.closed
+            # a shut-down engine answers every request 503: so does its health, for load balancers
+            self._json(HTTPStatus.SERVICE_UNAVAILABLE if closed else HTTPStatus.OK,
+                       {"status": "shut down" if closed else "ok", "model": codec.fingerprint.hex(),
                                        "backend": type(codec.backend).__name__,
                                        "in_flight": self.server.engine.in_flight})
         elif path == "/stats":
