@@ -491,3 +491,25 @@ def test_encode_takes_raw_pixels(served, rng):
     for path, message in bad.items():
         status, _, payload = _request(server, "POST", path, body=img.tobytes())
         assert status == 400 and message in json.loads(payload)["error"], (path, payload)
+
+
+def test_access_log_gives_status_size_and_time(tiny_model_path, rng, capsys):
+    import re
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, quiet=False)
+    serve_in_thread(server)
+    try:
+        img = smooth_image(rng, 32, 48)
+        status, _, payload = _request(server, "POST", "/encode?quality=50", body=_png(img))
+        assert status == 200
+        _request(server, "GET", "/nowhere")
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+    lines = capsys.readouterr().err.splitlines()
+    assert re.search(rf'"POST /encode\?quality=50 HTTP/1.1" 200 {len(payload)} \d+\.\d ms$', lines[0]), lines
+    assert re.search(r'"GET /nowhere HTTP/1.1" 404 \d+ \d+\.\d ms$', lines[1]), lines
+    assert len(lines) == 2  # one line a request

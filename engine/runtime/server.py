@@ -182,6 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
 
     busy = False  # a request read and not yet answered
+    _answering = False
 
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
@@ -198,9 +199,21 @@ class _Handler(BaseHTTPRequestHandler):
         super().finish()
 
     def parse_request(self) -> bool:  # called once a request line has arrived
+        self._started = time.perf_counter()
         with self.server._connections_lock:
             self.busy = True
         return super().parse_request()
+
+    def log_request(self, code="-", size="-") -> None:
+        """The access log line: request, status, answer bytes and the time from the request line
+        to the answer written (ms)."""
+        if self._answering:  # send_response's call: _send logs once the answer is written
+            return
+        if isinstance(code, HTTPStatus):
+            code = code.value
+        started = getattr(self, "_started", None)
+        ms = f"{1000 * (time.perf_counter() - started):.1f}" if started is not None else "-"
+        self.log_message('"%s" %s %s %s ms', self.requestline, str(code), str(size), ms)
 
     def handle_one_request(self) -> None:
         try:
@@ -383,6 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, "application/json", (json.dumps(obj) + "\n").encode(), headers)
 
     def _send(self, status: HTTPStatus, content_type: str, payload: bytes, headers: dict | None = None) -> None:
+        self._answering = True
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -393,6 +407,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):  # the client left: nobody to answer
             self.close_connection = True
+        finally:
+            self._answering = False
+        self.log_request(status, len(payload))
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 — the base class's signature
         if not self.server.quiet:
