@@ -484,8 +484,12 @@ def test_encode_takes_raw_pixels(served, rng):
     bad = {
         "/encode?width=56": "need both width and height",
         "/encode?width=55&height=40": "bytes expected",
-        "/encode?width=5.5&height=40": "positive integers",
-        "/encode?width=0&height=40": "positive integers",
+        "/encode?width=5.5&height=40": "width must be an integer, got '5.5'",
+        "/encode?width=1e400&height=40": "width must be an integer",
+        "/encode?width=56&height=nan": "height must be an integer",
+        "/encode?width=0&height=40": "must be positive",
+        "/encode?short_side=nan": "short_side must be an integer",
+        "/encode?short_side=256.5": "short_side must be an integer",
         f"/encode?width={2**20}&height={2**20}": "max_pixels",
     }
     for path, message in bad.items():

@@ -272,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                      "(quality, short_side, timeout, width, height)")
         quality = _number(params, "quality", self.server.quality)
         short_side = params.get("short_side")
-        short = int(_number(params, "short_side", 0)) if short_side not in (None, "") else None
+        short = _integer(params, "short_side") if short_side not in (None, "") else None
         engine = self.server.engine
         if "width" in params or "height" in params:
             image = _raw_image(body, params, engine.codec.max_pixels)
@@ -421,10 +421,9 @@ def _raw_image(body: bytes, params: dict, max_pixels: int | None) -> np.ndarray:
     to write on the client's side nor to parse on this one."""
     if "width" not in params or "height" not in params:
         raise _HTTPError(HTTPStatus.BAD_REQUEST, "raw pixels need both width and height")
-    w, h = _number(params, "width", 0), _number(params, "height", 0)
-    if not (w == int(w) >= 1 and h == int(h) >= 1):
-        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"width and height must be positive integers, got {w:g}, {h:g}")
-    w, h = int(w), int(h)
+    w, h = _integer(params, "width"), _integer(params, "height")
+    if w < 1 or h < 1:
+        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"width and height must be positive, got {w}, {h}")
     if max_pixels is not None and w * h > max_pixels:
         raise ImageError(f"{w}x{h} is more than max_pixels={max_pixels} (--max-pixels raises it)")
     if len(body) != w * h * 3:
@@ -464,6 +463,14 @@ def _number(params: dict, name: str, default: float) -> float:
         return float(text)
     except ValueError:
         raise _HTTPError(HTTPStatus.BAD_REQUEST, f"{name} must be a number, got {text!r}") from None
+
+
+def _integer(params: dict, name: str) -> int:
+    text = params[name]
+    try:
+        return int(text)
+    except ValueError:
+        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer, got {text!r}") from None
 
 
 def _timeout(params: dict) -> float | None:
