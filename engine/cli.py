@@ -165,14 +165,15 @@ class _Failures:
         return 2 if self.count else 0
 
 
-def _codec(args):
+def _codec(args, model=None):
+    """The Codec the command's options describe (``model``: another model file, same options)."""
     from .codec import Codec
 
     if getattr(args, "refine_views", None) and not getattr(args, "refine", 0):
         raise ConfigError("--refine-views needs --refine STEPS (the views of the refinement's token term)")
     extra = {"max_pixels": args.max_pixels} if getattr(args, "max_pixels", None) else {}
     options = dict(getattr(args, "backend_option", None) or ())
-    return Codec(args.model, backend=args.backend, threads=args.threads, **extra, backend_options=options,
+    return Codec(model or args.model, backend=args.backend, threads=args.threads, **extra, backend_options=options,
                  hs_device=getattr(args, "hs_device", None),
                  pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None),
                  refine=getattr(args, "refine", 0), refine_views=getattr(args, "refine_views", None))
@@ -312,9 +313,12 @@ def cmd_serve(args) -> int:
     samples = expand_inputs(args.warmup, IMAGE_SUFFIXES) if args.warmup else []
     codec = _codec(args)
     codec.model.level_of_quality(args.quality)  # a bad -q fails here, as encode's does
-    engine = Engine(codec, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
-                    network_workers=args.network_workers, max_queue=args.max_queue, block=False,
-                    timeout_s=args.timeout)
+    # older models, kept to decode their streams (and to encode with ?model=): one engine each
+    others = [_codec(args, path) for path in args.extra_model or ()]
+    engines = [Engine(c, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                      network_workers=args.network_workers, max_queue=args.max_queue, block=False,
+                      timeout_s=args.timeout) for c in [codec, *others]]
+    engine = engines[0]
     if samples:
         from .image_io import load_image
 
@@ -322,22 +326,27 @@ def cmd_serve(args) -> int:
         try:
             records = engine.warmup([load_image(f, codec.max_pixels) for f in samples], quality=args.quality)
         except BaseException:
-            engine.shutdown(drain=False)
+            for e in engines:
+                e.shutdown(drain=False)
             raise
         sizes = sorted({r["coded_size"] for r in records})
         print(f"vlmcodec: warmed up {len(records)} shapes ({len(sizes)} coded sizes) in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     try:
-        server = CodecServer(engine, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
+        server = CodecServer(engines, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
                              max_connections=args.max_connections)
-    except OSError as e:
-        engine.shutdown(drain=False)
+    except (OSError, ConfigError) as e:
+        for each in engines:
+            each.shutdown(drain=False)
+        if isinstance(e, ConfigError):
+            raise
         raise VlmcodecError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     # SIGTERM (a container stopping) ends the loop as Ctrl-C does: answer what is in flight, then exit
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    print(f"vlmcodec: serving model {codec.fingerprint.hex()} ({args.backend} backend) on {server.url}: "
+    also = f" (and {', '.join(c.fingerprint.hex() for c in others)} for their streams)" if others else ""
+    print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend) on {server.url}: "
           "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
@@ -345,7 +354,8 @@ def cmd_serve(args) -> int:
         pass
     finally:
         server.server_close()
-        engine.shutdown(drain=True)
+        for each in engines:
+            each.shutdown(drain=True)
     print("vlmcodec: server stopped", file=sys.stderr)
     return 0
 
@@ -573,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--network-workers", type=_positive_int, default=1, help="threads running networks (default 1)")
     v.add_argument("--max-queue", type=_positive_int, default=256,
                    help="requests in flight before answering 503 (default 256)")
+    v.add_argument("--extra-model", action="append", metavar="MODEL",
+                   help="another model file to hold (repeatable): /decode takes each stream to the model that "
+                        "wrote it, /encode?model=FINGERPRINT encodes with it; --model stays the default")
     v.add_argument("--max-connections", type=_positive_int, default=128,
                    help="open connections (a thread each) before answering 503 to new ones (default 128)")
     v.add_argument("--timeout", type=float, metavar="SECONDS", help="answer 504 to a request queued longer")

@@ -105,3 +105,12 @@ def test_pack_validates():
         container.pack(container.Header(FP, 5, 5, 150.0), [b""], [b""])
     with pytest.raises(ValueError):
         container.pack(container.Header(b"short", 5, 5, 50.0), [b""], [b""])
+
+
+def test_fingerprint_of_reads_the_header_alone():
+    data = _stream()
+    assert container.fingerprint_of(data) == FP == container.fingerprint_of(memoryview(data)[:14])
+    for bad, message in ((b"JUNKJUNKJUNKJUNK", "bad magic"), (data[:13], "truncated"),
+                         (data[:4] + b"\x09" + data[5:], "version 9")):
+        with pytest.raises(BitstreamError, match=message):
+            container.fingerprint_of(bad)

@@ -94,9 +94,11 @@ def test_health_stats_and_keep_alive(served, rng):
         assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain")
         metrics = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
                    for line in text.splitlines() if line and not line.startswith("#")}
-        assert metrics['vlmcodec_requests_total{outcome="ok"}'] >= 1
-        assert metrics['vlmcodec_latency_seconds{kind="encode",quantile="0.99"}'] > 0
-        assert metrics['vlmcodec_latency_seconds_count{kind="encode"}'] >= 1 and "vlmcodec_in_flight" in metrics
+        model = f'model="{codec.fingerprint.hex()}"'
+        assert metrics[f'vlmcodec_requests_total{{{model},outcome="ok"}}'] >= 1
+        assert metrics[f'vlmcodec_latency_seconds{{{model},kind="encode",quantile="0.99"}}'] > 0
+        assert metrics[f'vlmcodec_latency_seconds_count{{{model},kind="encode"}}'] >= 1
+        assert f"vlmcodec_in_flight{{{model}}}" in metrics
     finally:
         conn.close()
 
@@ -178,13 +180,13 @@ def test_concurrent_requests_are_batched_and_equal_single_calls(served, rng):
     assert stats["batches"] - before["batches"] < len(images)  # some requests shared a batch
 
 
-def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, rng, tmp_path):
+def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, second_model_path, rng, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     sample = tmp_path / "sample.png"
     Image.fromarray(smooth_image(rng, 32, 48)).save(sample)
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
                              "serve", "--port", "0", "--model", str(tiny_model_path), "--quiet", "--max-batch", "2",
-                             "--warmup", str(sample), "-q", "35"],
+                             "--warmup", str(sample), "-q", "35", "--extra-model", str(second_model_path)],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()
@@ -202,6 +204,11 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, rng, tmp
         conn.request("POST", "/encode", body=_png(img))
         resp = conn.getresponse()
         assert resp.status == 200 and resp.read() == Codec(tiny_model_path).encode(img, 35)
+        second = Codec(second_model_path)  # --extra-model: its streams decode too
+        assert second.fingerprint.hex() in line
+        conn.request("POST", "/decode?format=raw", body=second.encode(img, 35))
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == second.decode(second.encode(img, 35)).tobytes()
         conn.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -517,3 +524,67 @@ def test_access_log_gives_status_size_and_time(tiny_model_path, rng, capsys):
     assert re.search(rf'"POST /encode\?quality=50 HTTP/1.1" 200 {len(payload)} \d+\.\d ms$', lines[0]), lines
     assert re.search(r'"GET /nowhere HTTP/1.1" 404 \d+ \d+\.\d ms$', lines[1]), lines
     assert len(lines) == 2  # one line a request
+
+
+@pytest.fixture(scope="module")
+def second_model_path(tmp_path_factory):
+    """Another small random model: another fingerprint, streams the first cannot decode."""
+    import torch
+
+    from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+    from vlmcodec.models.checkpoint import save_model
+
+    torch.manual_seed(1)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016)))
+    with torch.no_grad():
+        net.g_a[-1].weight.mul_(40.0)
+    path = tmp_path_factory.mktemp("models2") / "second.safetensors"
+    save_model(net, path)
+    return path
+
+
+def test_several_models_decode_their_own_streams(tiny_model_path, second_model_path, rng, tmp_path):
+    """A server holding two models decodes each stream with the model that wrote it, encodes with
+    the first unless ?model= names the other, and refuses a third model's streams (409)."""
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.runtime import RemoteCodec
+
+    first, second = Codec(tiny_model_path), Codec(second_model_path)
+    assert first.fingerprint != second.fingerprint
+    engines = [Engine(first, block=False), Engine(second, block=False)]
+    server = CodecServer(engines, "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        img = smooth_image(rng, 40, 56)
+        remote = RemoteCodec(server.url)
+        a = remote.encode(img, quality=50)
+        b = remote.encode(img, quality=50, model=second.fingerprint.hex()[:6])
+        assert a == first.encode(img, quality=50) and b == second.encode(img, quality=50)
+        np.testing.assert_array_equal(remote.decode(a), first.decode(a))
+        np.testing.assert_array_equal(remote.decode(b), second.decode(b))
+        health = remote.health()
+        assert health["model"] == first.fingerprint.hex()
+        assert health["models"] == [first.fingerprint.hex(), second.fingerprint.hex()]
+        stats = remote.stats()
+        assert stats["by_model"][second.fingerprint.hex()]["ok"] == 2 and stats["ok"] == 2
+        status, _, text = _request(server, "GET", "/metrics")
+        for fp in (first.fingerprint.hex(), second.fingerprint.hex()):
+            assert f'vlmcodec_requests_total{{model="{fp}",outcome="ok"}} 2'.encode() in text
+        # a third model's stream: 409, naming what the server holds
+        foreign = bytearray(a)
+        foreign[6:14] = bytes(8)
+        status, _, payload = _request(server, "POST", "/decode", body=bytes(foreign))
+        err = json.loads(payload)
+        assert status == 409 and err["type"] == "ModelMismatchError" and second.fingerprint.hex() in err["error"]
+        status, _, payload = _request(server, "POST", "/decode", body=b"VLMC")
+        assert status == 400 and json.loads(payload)["type"] == "BitstreamError"
+        for model, code in (("ab", 400), ("00000000", 404)):
+            status, _, payload = _request(server, "POST", f"/encode?model={model}", body=_png(img))
+            assert status == code and "model=" in json.loads(payload)["error"], (model, payload)
+        with pytest.raises(ConfigError, match="given twice"):
+            CodecServer([engines[0], engines[0]], "127.0.0.1", 0)
+    finally:
+        server.shutdown()
+        server.server_close()
+        for e in engines:
+            e.shutdown()

@@ -159,6 +159,19 @@ def as_bytes(data) -> bytes:
         raise BitstreamError(f"expected bytes (or a bytes-like object), got {type(data).__name__}") from None
 
 
+def fingerprint_of(data) -> bytes:
+    """The model fingerprint a stream names, from its first bytes alone (BitstreamError when they
+    are not a .vlmc header of this version); ``unpack`` verifies the rest."""
+    head = bytes(memoryview(as_bytes(data))[:14])
+    if head[:4] != MAGIC:
+        raise BitstreamError("not a .vlmc stream (bad magic)")
+    if len(head) < 14:
+        raise BitstreamError(f"truncated stream: {len(head)} bytes")
+    if head[4] != FORMAT_VERSION:
+        raise BitstreamError(f"unsupported .vlmc version {head[4]} (this build reads {FORMAT_VERSION})")
+    return head[6:14]
+
+
 def unpack(data: bytes) -> tuple[Header, list[bytes], list[bytes]]:
     """Parse and verify a .vlmc byte string; returns (header, z_chunks, y_chunks)."""
     data = as_bytes(data)

@@ -46,10 +46,12 @@ class RemoteCodec:
         self.retries = int(retries)  # of a request a busy server answered 503 QueueFull
         self._local = threading.local()
 
-    def encode(self, image, quality: float = 75.0, short_side: int | None = None) -> bytes:
+    def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
-        as they are) to .vlmc bytes on the server."""
+        as they are) to .vlmc bytes on the server; ``model``: the fingerprint (hex, ≥ 4 digits) of
+        another model the server holds (``serve --extra-model``) instead of its default."""
         query = {"quality": quality} | ({"short_side": short_side} if short_side is not None else {})
+        query |= {"model": model} if model is not None else {}
         if isinstance(image, (str, Path)):
             body = Path(image).read_bytes()
         else:  # the pixels as they are: no image file to write here nor to parse there

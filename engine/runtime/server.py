@@ -29,6 +29,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from ..bitstream import container
 from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, ModelMismatchError, ResourceError
 from ..image_io import as_rgb_array, image_bytes, load_image
 from .engine import Engine, QueueFull
@@ -84,13 +86,24 @@ class CodecServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # the listen backlog: connections the kernel holds until accepted
 
-    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8080, *,
+    def __init__(self, engine: Engine | Sequence[Engine], host: str = "127.0.0.1", port: int = 8080, *,
                  max_body: int = DEFAULT_MAX_BODY, png_level: int = 1, quiet: bool = True,
                  idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, quality: float = 75.0,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
-        self.engine = engine
+        engines = [engine] if isinstance(engine, Engine) else list(engine)
+        if not engines:
+            raise ConfigError("a CodecServer needs at least one Engine")
+        # several models: /decode takes each stream to the model that wrote it (its fingerprint),
+        # /encode uses the first unless ?model= names another
+        self.engines: dict[bytes, Engine] = {}
+        for e in engines:
+            fp = e.codec.fingerprint
+            if fp in self.engines:
+                raise ConfigError(f"model {fp.hex()} given twice")
+            self.engines[fp] = e
+        self.engine = engines[0]
         self.quality = float(quality)  # of an /encode request that gives none
         self.idle_timeout = idle_timeout
         self.max_body = int(max_body)
@@ -106,6 +119,28 @@ class CodecServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self._refuser = threading.Thread(target=self._refuse_loop, name="vlmcodec-http-refuse", daemon=True)
         self._refuser.start()
+
+    def engine_for_stream(self, data: bytes) -> Engine:
+        """The engine whose model wrote ``data`` (ModelMismatchError when none does)."""
+        fp = container.fingerprint_of(data)
+        engine = self.engines.get(fp)
+        if engine is None:
+            served = ", ".join(f.hex() for f in self.engines)
+            raise ModelMismatchError(f"stream was written by model {fp.hex()}, this server holds {served}; "
+                                     "decode it with the model that wrote it (serve --extra-model MODEL)")
+        return engine
+
+    def engine_named(self, prefix: str) -> Engine:
+        """The engine whose model fingerprint (hex) starts with ``prefix`` (at least 4 digits)."""
+        name = prefix.strip().lower()
+        found = [e for fp, e in self.engines.items() if fp.hex().startswith(name)] if len(name) >= 4 else []
+        if len(found) != 1:
+            served = ", ".join(f.hex() for f in self.engines)
+            what = "matches several models" if found else "names no model here"
+            raise _HTTPError(HTTPStatus.BAD_REQUEST if found or len(name) < 4 else HTTPStatus.NOT_FOUND,
+                             f"model={prefix!r} {what} (at least 4 hex digits of one of: {served})",
+                             "ConfigError" if found or len(name) < 4 else "ModelMismatchError")
+        return found[0]
 
     @property
     def url(self) -> str:
@@ -227,20 +262,25 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing -------------------------------------------------------------------------
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        server = self.server
         if path == "/health":
-            codec, closed = self.server.engine.codec, self.server.engine.closed
+            codec = server.engine.codec
+            closed = any(e.closed for e in server.engines.values())
             # a shut-down engine answers every request 503: so does its health, for load balancers
             self._json(HTTPStatus.SERVICE_UNAVAILABLE if closed else HTTPStatus.OK,
                        {"status": "shut down" if closed else "ok", "model": codec.fingerprint.hex(),
-                                       "backend": type(codec.backend).__name__,
-                                       "in_flight": self.server.engine.in_flight})
+                        "models": [fp.hex() for fp in server.engines],
+                        "backend": type(codec.backend).__name__,
+                        "in_flight": sum(e.in_flight for e in server.engines.values())})
         elif path == "/stats":
-            engine = self.server.engine
-            self._json(HTTPStatus.OK, dict(engine.stats, in_flight=engine.in_flight, latency=engine.latency(),
-                                           connections=self.server.connections,
-                                           connections_refused=self.server.connections_refused))
+            engine = server.engine  # the default model's at the top level; every model's by_model
+            by_model = {fp.hex(): dict(e.stats, in_flight=e.in_flight, latency=e.latency())
+                        for fp, e in server.engines.items()}
+            self._json(HTTPStatus.OK, dict(by_model[engine.codec.fingerprint.hex()],
+                                           connections=server.connections,
+                                           connections_refused=server.connections_refused, by_model=by_model))
         elif path == "/metrics":
-            self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(self.server.engine, self.server).encode())
+            self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(server.engines, server).encode())
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path} (GET /health, /stats, /metrics)",
                                               "type": "RequestError"})
@@ -266,14 +306,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- endpoints -----------------------------------------------------------------------
     def _encode(self, body: bytes, params: dict) -> None:
-        unknown = set(params) - {"quality", "short_side", "timeout", "width", "height"}
+        unknown = set(params) - {"quality", "short_side", "timeout", "width", "height", "model"}
         if unknown:
             raise _HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} "
-                                                     "(quality, short_side, timeout, width, height)")
+                                                     "(quality, short_side, timeout, width, height, model)")
         quality = _number(params, "quality", self.server.quality)
         short_side = params.get("short_side")
         short = _integer(params, "short_side") if short_side not in (None, "") else None
-        engine = self.server.engine
+        engine = self.server.engine_named(params["model"]) if "model" in params else self.server.engine
         if "width" in params or "height" in params:
             image = _raw_image(body, params, engine.codec.max_pixels)
         else:
@@ -290,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = params.get("format", "png").lower()
         if fmt not in IMAGE_FORMATS:
             raise _HTTPError(HTTPStatus.BAD_REQUEST, f"format must be one of {sorted(IMAGE_FORMATS)}, got {fmt!r}")
-        img = self._wait(self.server.engine.submit_decode(body, _timeout(params)))
+        img = self._wait(self.server.engine_for_stream(body).submit_decode(body, _timeout(params)))
         pil_format, content_type = IMAGE_FORMATS[fmt]
         payload = img.tobytes() if pil_format is None else image_bytes(img, pil_format, self.server.png_level)
         self._send(HTTPStatus.OK, content_type, payload,
@@ -482,10 +522,10 @@ def _timeout(params: dict) -> float | None:
     return t
 
 
-def prometheus_text(engine: Engine, server: CodecServer | None = None) -> str:
-    """The engine's counters and latency quantiles (and ``server``'s connections) in Prometheus'
-    text exposition format."""
-    stats, latency = dict(engine.stats), engine.latency()
+def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | None = None) -> str:
+    """The engines' counters and latency quantiles (each series labelled with its model's
+    fingerprint), and ``server``'s connections, in Prometheus' text exposition format."""
+    engines = engine if isinstance(engine, dict) else {engine.codec.fingerprint: engine}
     lines = []
     if server is not None:
         lines += [
@@ -496,28 +536,29 @@ def prometheus_text(engine: Engine, server: CodecServer | None = None) -> str:
             "# TYPE vlmcodec_http_connections_refused_total counter",
             f"vlmcodec_http_connections_refused_total {server.connections_refused}",
         ]
-    lines += [
-        "# HELP vlmcodec_requests_total Requests finished, by outcome.",
-        "# TYPE vlmcodec_requests_total counter",
-        f'vlmcodec_requests_total{{outcome="ok"}} {stats["ok"]}',
-        f'vlmcodec_requests_total{{outcome="failed"}} {stats["failed"]}',
-        "# HELP vlmcodec_batches_total Network batches run.",
-        "# TYPE vlmcodec_batches_total counter",
-        f"vlmcodec_batches_total {stats['batches']}",
-        "# HELP vlmcodec_batched_items_total Requests run in network batches.",
-        "# TYPE vlmcodec_batched_items_total counter",
-        f"vlmcodec_batched_items_total {stats['batched_items']}",
-        "# HELP vlmcodec_in_flight Requests admitted and not finished.",
-        "# TYPE vlmcodec_in_flight gauge",
-        f"vlmcodec_in_flight {engine.in_flight}",
-        "# HELP vlmcodec_latency_seconds Submit-to-result time of the last successful requests.",
-        "# TYPE vlmcodec_latency_seconds summary",
+    families = [
+        ("vlmcodec_requests_total", "counter", "Requests finished, by outcome.",
+         lambda e, st: [('outcome="ok"', st["ok"]), ('outcome="failed"', st["failed"])]),
+        ("vlmcodec_batches_total", "counter", "Network batches run.", lambda e, st: [("", st["batches"])]),
+        ("vlmcodec_batched_items_total", "counter", "Requests run in network batches.",
+         lambda e, st: [("", st["batched_items"])]),
+        ("vlmcodec_in_flight", "gauge", "Requests admitted and not finished.", lambda e, st: [("", e.in_flight)]),
     ]
-    for kind, q in latency.items():
-        for name, quantile in (("p50_s", "0.5"), ("p90_s", "0.9"), ("p99_s", "0.99")):
-            if q:
-                lines.append(f'vlmcodec_latency_seconds{{kind="{kind}",quantile="{quantile}"}} {q[name]:.6f}')
-        lines.append(f'vlmcodec_latency_seconds_count{{kind="{kind}"}} {q.get("count", 0)}')
+    snapshot = {fp: (e, dict(e.stats), e.latency()) for fp, e in engines.items()}
+    for name, kind, text, values in families:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        for fp, (e, stats, _) in snapshot.items():
+            for labels, value in values(e, stats):
+                lines.append(f'{name}{{model="{fp.hex()}"{"," + labels if labels else ""}}} {value}')
+    lines += ["# HELP vlmcodec_latency_seconds Submit-to-result time of the last successful requests.",
+              "# TYPE vlmcodec_latency_seconds summary"]
+    for fp, (_, _, latency) in snapshot.items():
+        model = f'model="{fp.hex()}"'
+        for kind, q in latency.items():
+            for key, quantile in (("p50_s", "0.5"), ("p90_s", "0.9"), ("p99_s", "0.99")):
+                if q:
+                    lines.append(f'vlmcodec_latency_seconds{{{model},kind="{kind}",quantile="{quantile}"}} {q[key]:.6f}')
+            lines.append(f'vlmcodec_latency_seconds_count{{{model},kind="{kind}"}} {q.get("count", 0)}')
     return "\n".join(lines) + "\n"
 
 
