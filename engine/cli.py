@@ -270,6 +270,10 @@ def cmd_decode(args) -> int:
     many = len(files) > 1
     fmt, suffix = _decoded_format(args, _names_a_file(args.output, many))
     codec = _codec(args)
+    codecs = {codec.fingerprint: codec}  # with --extra-model, each stream goes to the model that wrote it
+    for path in args.extra_model or ():
+        other = _codec(args, path)
+        codecs.setdefault(other.fingerprint, other)
     failures = _Failures(len(files))
 
     def report(src: Path, line: str):
@@ -286,7 +290,7 @@ def cmd_decode(args) -> int:
             try:
                 data = _read_bytes(src)
                 t0 = time.perf_counter()
-                img = codec.decode(data)
+                img = _codec_for(codecs, data, codec).decode(data)
                 dt = time.perf_counter() - t0
                 dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, suffix)
             except _FILE_ERRORS as e:
@@ -299,6 +303,20 @@ def cmd_decode(args) -> int:
             else:
                 writes.submit(lambda img=img, dst=dst: save_image(img, dst, args.png_level), report(src, line))
     return failures.status()
+
+
+def _codec_for(codecs: dict, data: bytes, default):
+    """The codec of the model that wrote ``data``; ``default`` when none of them did (or the
+    header is damaged), whose decode then raises the error that says so."""
+    if len(codecs) == 1:
+        return default
+    from .bitstream import container
+    from .errors import BitstreamError
+
+    try:
+        return codecs.get(container.fingerprint_of(data), default)
+    except BitstreamError:
+        return default
 
 
 def cmd_serve(args) -> int:
@@ -571,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or - (standard output; PNG unless --format)")
     png_level(d)
     decoded_format(d)
+    d.add_argument("--extra-model", action="append", metavar="MODEL",
+                   help="another model file (repeatable): each stream is decoded by the model that wrote it")
     common(d)
     v = sub.add_parser("serve", help="serve encode/decode over HTTP (batched by the runtime Engine)",
                        description="An HTTP server: POST /encode?quality=Q (body: an image file) → .vlmc, "

@@ -308,3 +308,28 @@ def test_cli_format_picks_the_decoded_files_format(tmp_path, rng, tiny_model_pat
     assert main(["decode", streams[0], "-o", str(tmp_path / "x.png"), "--format", "ppm", *model]) == 2
     assert b"--format ppm but the output file" in capsysbinary.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_decode_with_extra_models_takes_each_stream_to_its_model(tmp_path, rng, tiny_model_path):
+    import torch
+
+    from vlmcodec import Codec
+    from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+    from vlmcodec.models.checkpoint import save_model
+
+    torch.manual_seed(2)
+    other_path = tmp_path / "other.safetensors"
+    save_model(MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016))), other_path)
+    first, other = Codec(tiny_model_path), Codec(other_path)
+    img = smooth_image(rng, 40, 64)
+    (tmp_path / "a.vlmc").write_bytes(first.encode(img, 50))
+    (tmp_path / "b.vlmc").write_bytes(other.encode(img, 50))
+    streams = [str(tmp_path / "a.vlmc"), str(tmp_path / "b.vlmc")]
+    # one model: the other's stream fails (exit 2, "1 of 2 files failed"), its own is written
+    assert main(["decode", *streams, "-o", str(tmp_path / "one"), "--model", str(tiny_model_path)]) == 2
+    assert (tmp_path / "one" / "a.png").exists() and not (tmp_path / "one" / "b.png").exists()
+    assert main(["decode", *streams, "-o", str(tmp_path / "both"), "--model", str(tiny_model_path),
+                 "--extra-model", str(other_path)]) == 0
+    for name, codec in (("a", first), ("b", other)):
+        decoded = codec.decode((tmp_path / f"{name}.vlmc").read_bytes())
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "both" / f"{name}.png")), decoded)
