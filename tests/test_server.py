@@ -515,14 +515,14 @@ def test_access_log_gives_status_size_and_time(tiny_model_path, rng, capsys):
         img = smooth_image(rng, 32, 48)
         status, _, payload = _request(server, "POST", "/encode?quality=50", body=_png(img))
         assert status == 200
-        _request(server, "GET", "/nowhere")
+        _request(server, "GET", "/nowhere", headers={"X-Request-Id": "r-1"})
     finally:
         server.shutdown()
         server.server_close()
         engine.shutdown()
     lines = capsys.readouterr().err.splitlines()
     assert re.search(rf'"POST /encode\?quality=50 HTTP/1.1" 200 {len(payload)} \d+\.\d ms$', lines[0]), lines
-    assert re.search(r'"GET /nowhere HTTP/1.1" 404 \d+ \d+\.\d ms$', lines[1]), lines
+    assert re.search(r'"GET /nowhere HTTP/1.1" 404 \d+ \d+\.\d ms id=r-1$', lines[1]), lines
     assert len(lines) == 2  # one line a request
 
 
@@ -588,3 +588,24 @@ def test_several_models_decode_their_own_streams(tiny_model_path, second_model_p
         server.server_close()
         for e in engines:
             e.shutdown()
+
+
+def test_head_and_request_ids(served, rng):
+    """HEAD answers GET's status and headers without a body; X-Request-Id is echoed (when it is
+    short printable ASCII)."""
+    import socket
+
+    server, codec = served
+    status, headers, payload = _request(server, "HEAD", "/health")
+    assert status == 200 and payload == b"" and int(headers["Content-Length"]) > 0
+    status, headers, _ = _request(server, "POST", "/encode?quality=50", body=_png(smooth_image(rng, 32, 48)),
+                                  headers={"X-Request-Id": "job-42/7"})
+    assert status == 200 and headers["X-Request-Id"] == "job-42/7"
+    status, headers, _ = _request(server, "GET", "/nowhere", headers={"X-Request-Id": "e1"})
+    assert status == 404 and headers["X-Request-Id"] == "e1"
+    status, headers, _ = _request(server, "GET", "/health", headers={"X-Request-Id": "x" * 200})
+    assert status == 200 and "X-Request-Id" not in headers
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:  # keep-alive after HEAD
+        sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = sock.makefile("rb").read()
+    assert reply.count(b"HTTP/1.1 200") == 2 and reply.count(b'"status": "ok"') == 1

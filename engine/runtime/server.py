@@ -248,7 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
             code = code.value
         started = getattr(self, "_started", None)
         ms = f"{1000 * (time.perf_counter() - started):.1f}" if started is not None else "-"
-        self.log_message('"%s" %s %s %s ms', self.requestline, str(code), str(size), ms)
+        request_id = _request_id(self.headers) if getattr(self, "headers", None) is not None else None
+        self.log_message('"%s" %s %s %s ms%s', self.requestline, str(code), str(size), ms,
+                         f" id={request_id}" if request_id else "")
 
     def handle_one_request(self) -> None:
         try:
@@ -260,6 +262,10 @@ class _Handler(BaseHTTPRequestHandler):
                     self.close_connection = True
 
     # -- routing -------------------------------------------------------------------------
+    def do_HEAD(self) -> None:
+        """GET's status and headers without the body (load balancers' health checks)."""
+        self.do_GET()
+
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         server = self.server
@@ -437,14 +443,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: HTTPStatus, content_type: str, payload: bytes, headers: dict | None = None) -> None:
         self._answering = True
+        request_id = _request_id(self.headers)
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
+            if request_id:  # echoed, so that a client or proxy can match answers and log lines
+                self.send_header("X-Request-Id", request_id)
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(payload)
+            if self.command != "HEAD":
+                self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):  # the client left: nobody to answer
             self.close_connection = True
         finally:
@@ -454,6 +464,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 — the base class's signature
         if not self.server.quiet:
             super().log_message(format, *args)
+
+
+def _request_id(headers) -> str | None:
+    """The client's ``X-Request-Id``, when it is short printable ASCII (it goes into a header
+    and the log as it is)."""
+    value = headers.get("X-Request-Id") if headers is not None else None
+    if value and len(value) <= 128 and value.isascii() and value.isprintable():
+        return value
+    return None
 
 
 def _raw_image(body: bytes, params: dict, max_pixels: int | None) -> np.ndarray:
