@@ -79,8 +79,9 @@ def _status_of(err: BaseException) -> HTTPStatus:
 
 class CodecServer(ThreadingHTTPServer):
     """An HTTP server bound to ``(host, port)`` (port 0: any free one, see ``server_port``) that
-    serves ``engine``. ``serve_forever()`` runs it; ``shutdown()`` stops it (the engine stays
-    the caller's to shut down)."""
+    serves ``engine``, or several engines of different models (the first is the default of
+    /encode; /decode takes each stream to its model's). ``serve_forever()`` runs it;
+    ``shutdown()`` then ``server_close()`` stops it (the engines stay the caller's to shut down)."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -133,13 +134,15 @@ class CodecServer(ThreadingHTTPServer):
     def engine_named(self, prefix: str) -> Engine:
         """The engine whose model fingerprint (hex) starts with ``prefix`` (at least 4 digits)."""
         name = prefix.strip().lower()
-        found = [e for fp, e in self.engines.items() if fp.hex().startswith(name)] if len(name) >= 4 else []
-        if len(found) != 1:
-            served = ", ".join(f.hex() for f in self.engines)
-            what = "matches several models" if found else "names no model here"
-            raise _HTTPError(HTTPStatus.BAD_REQUEST if found or len(name) < 4 else HTTPStatus.NOT_FOUND,
-                             f"model={prefix!r} {what} (at least 4 hex digits of one of: {served})",
-                             "ConfigError" if found or len(name) < 4 else "ModelMismatchError")
+        served = ", ".join(f.hex() for f in self.engines)
+        if len(name) < 4:
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"model={prefix!r}: give at least 4 hex digits of one of {served}")
+        found = [e for fp, e in self.engines.items() if fp.hex().startswith(name)]
+        if not found:
+            raise _HTTPError(HTTPStatus.NOT_FOUND, f"model={prefix!r} names no model here ({served})",
+                             "ModelMismatchError")
+        if len(found) > 1:
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"model={prefix!r} matches several models ({served})")
         return found[0]
 
     @property
