@@ -609,3 +609,37 @@ def test_head_and_request_ids(served, rng):
         sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         reply = sock.makefile("rb").read()
     assert reply.count(b"HTTP/1.1 200") == 2 and reply.count(b'"status": "ok"') == 1
+
+
+def test_remote_codec_close_releases_its_connections(tiny_model_path, rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vlmcodec.runtime import QueueFull, RemoteCodec
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, max_connections=2)
+    serve_in_thread(server)
+    try:
+        barrier = threading.Barrier(2)
+        with RemoteCodec(server.url, retries=0) as pooled:
+            def call(_):
+                barrier.wait(10)  # both threads hold a connection at once
+                return pooled.health()["status"]
+
+            with ThreadPoolExecutor(2) as pool:
+                assert list(pool.map(call, range(2))) == ["ok", "ok"]
+                _wait_for(lambda: server.connections == 2)  # kept alive by the pool's threads
+                with pytest.raises(QueueFull):
+                    RemoteCodec(server.url, retries=0).health()
+                pooled.close()
+                _wait_for(lambda: server.connections == 0)
+                with RemoteCodec(server.url, retries=0) as other:
+                    assert other.health()["status"] == "ok"
+                img = smooth_image(rng, 32, 48)  # usable after close(): connects again
+                assert pooled.encode(img, quality=50) == codec.encode(img, quality=50)
+        _wait_for(lambda: server.connections == 0)  # the with block closed it
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()

@@ -45,6 +45,23 @@ class RemoteCodec:
         self.timeout_s = timeout_s
         self.retries = int(retries)  # of a request a busy server answered 503 QueueFull
         self._local = threading.local()
+        self._open: set[http.client.HTTPConnection] = set()  # every thread's, for close()
+        self._open_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every thread's kept-alive connection (each holds one of the server's
+        ``--max-connections`` while open). Call it with no request in flight; a later call
+        connects again."""
+        with self._open_lock:
+            conns, self._open = self._open, set()
+        for conn in conns:
+            conn.close()
+
+    def __enter__(self) -> RemoteCodec:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
@@ -96,18 +113,15 @@ class RemoteCodec:
                 resp = conn.getresponse()
                 payload = resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-                conn.close()
-                self._local.conn = None
+                self._drop(conn)
                 if attempt:
                     raise ConnectionError(f"{self.url}: connection lost ({e})") from e
                 continue
             except OSError as e:
-                conn.close()
-                self._local.conn = None
+                self._drop(conn)
                 raise ConnectionError(f"{self.url}: {e}") from e
             if resp.will_close:
-                conn.close()
-                self._local.conn = None
+                self._drop(conn)
             headers = {k.lower(): v for k, v in resp.getheaders()}
             if resp.status != 200:
                 err = _error_of(resp.status, payload)
@@ -120,7 +134,15 @@ class RemoteCodec:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        with self._open_lock:
+            self._open.add(conn)  # again after close(): a closed HTTPConnection reconnects when used
         return conn
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        self._local.conn = None
+        with self._open_lock:
+            self._open.discard(conn)
 
 
 def _seconds(text: str | None, default: float) -> float:
