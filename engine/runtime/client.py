@@ -20,6 +20,7 @@ import http.client
 import json
 import threading
 import time
+import weakref
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -45,7 +46,8 @@ class RemoteCodec:
         self.timeout_s = timeout_s
         self.retries = int(retries)  # of a request a busy server answered 503 QueueFull
         self._local = threading.local()
-        self._open: set[http.client.HTTPConnection] = set()  # every thread's, for close()
+        # every live thread's, for close(); weak, so that a finished thread's goes with it
+        self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
         self._open_lock = threading.Lock()
 
     def close(self) -> None:
@@ -53,7 +55,7 @@ class RemoteCodec:
         ``--max-connections`` while open). Call it with no request in flight; a later call
         connects again."""
         with self._open_lock:
-            conns, self._open = self._open, set()
+            conns, self._open = list(self._open), weakref.WeakSet()
         for conn in conns:
             conn.close()
 
