@@ -643,3 +643,22 @@ def test_remote_codec_close_releases_its_connections(tiny_model_path, rng):
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+def test_a_finished_threads_connection_is_released(served):
+    """close() tracks connections weakly: a thread that ends takes its connection (and the
+    server slot it holds) with it, as before close() existed."""
+    import gc
+
+    from vlmcodec.runtime import RemoteCodec
+
+    server, _ = served
+    _wait_for(lambda: server.connections == 0)
+    remote = RemoteCodec(server.url)
+    for _ in range(3):
+        t = threading.Thread(target=remote.health)
+        t.start()
+        t.join()
+    gc.collect()
+    _wait_for(lambda: server.connections == 0)
+    assert len(remote._open) == 0
