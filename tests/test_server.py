@@ -645,20 +645,26 @@ def test_remote_codec_close_releases_its_connections(tiny_model_path, rng):
         engine.shutdown()
 
 
-def test_a_finished_threads_connection_is_released(served):
+def test_a_finished_threads_connection_is_released(tiny_model_path):
     """close() tracks connections weakly: a thread that ends takes its connection (and the
     server slot it holds) with it, as before close() existed."""
     import gc
 
     from vlmcodec.runtime import RemoteCodec
 
-    server, _ = served
-    _wait_for(lambda: server.connections == 0)
-    remote = RemoteCodec(server.url)
-    for _ in range(3):
-        t = threading.Thread(target=remote.health)
-        t.start()
-        t.join()
-    gc.collect()
-    _wait_for(lambda: server.connections == 0)
-    assert len(remote._open) == 0
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0)  # its own: no other test's clients count here
+    serve_in_thread(server)
+    try:
+        remote = RemoteCodec(server.url)
+        for _ in range(3):
+            t = threading.Thread(target=remote.health)
+            t.start()
+            t.join()
+        gc.collect()
+        _wait_for(lambda: server.connections == 0)
+        assert len(remote._open) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
