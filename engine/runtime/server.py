@@ -209,10 +209,13 @@ class CodecServer(ThreadingHTTPServer):
             try:
                 sock = self._refusals.get_nowait()
             except queue.Empty:
-                break
+                try:
+                    self._refusals.put_nowait(None)
+                    break
+                except queue.Full:  # filled meanwhile (serve_forever still running): drain again
+                    continue
             if sock is not None:
                 self.shutdown_request(sock)
-        self._refusals.put(None)
 
 
 class _Handler(BaseHTTPRequestHandler):
