@@ -294,8 +294,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(server.engines, server).encode())
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path} (GET /health, /stats, /metrics)",
-                                              "type": "RequestError"})
+            self._json(HTTPStatus.NOT_FOUND,
+                       {"error": f"no such endpoint: {self.command} {path} (GET or HEAD /health, /stats, /metrics)",
+                        "type": "RequestError"})
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
