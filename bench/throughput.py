@@ -130,12 +130,17 @@ def _with_speedups(results: dict) -> dict:
 
 
 def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies: list[int],
-               quality: float) -> dict:
+               quality: float, token: str | None = None, cafile: str | None = None) -> dict:
     """The same requests sent to a running `vlmcodec serve` at ``url`` (RemoteCodec): one client
     after another ("sequential"), then ``c`` clients at once; the server's settings are its own."""
     from vlmcodec.runtime import RemoteCodec
 
-    remote = RemoteCodec(url)
+    context = None
+    if cafile:
+        import ssl
+
+        context = ssl.create_default_context(cafile=cafile)
+    remote = RemoteCodec(url, token=token, ssl_context=context)
     health = remote.health()
     work_img = [images[i % len(images)] for i in range(requests)]
     streams = {id(im): remote.encode(im, quality) for im in images}
@@ -177,6 +182,8 @@ def main(argv=None) -> int:
                         "backends) or every batch size (whole-batch backends)")
     p.add_argument("--url", help="drive a running `vlmcodec serve` at this URL instead of an in-process Engine "
                                  "(sequential = one client at a time; the server's own settings apply)")
+    p.add_argument("--token-file", help="with --url: the server's bearer token (serve --auth-token-file)")
+    p.add_argument("--cafile", help="with an https --url: the certificate to trust (a self-signed server's)")
     p.add_argument("--out", default="results/throughput.json")
     a = p.parse_args(argv)
     from vlmcodec.image_io import load_image
@@ -186,7 +193,8 @@ def main(argv=None) -> int:
     images = [load_image(f) for f in files]
     conc = [int(c) for c in a.concurrency.split(",")]
     if a.url:
-        res = run_remote(a.url, images, a.requests, conc, a.quality)
+        token = Path(a.token_file).read_text().strip() if a.token_file else None
+        res = run_remote(a.url, images, a.requests, conc, a.quality, token, a.cafile)
         print(f"server {a.url}: model {res['server']['model']}, {res['server']['backend']}")
     else:
         res = run(images, a.requests, conc, a.quality, a.max_batch, a.max_delay_ms, a.workers, a.model, a.backend,

@@ -305,6 +305,30 @@ def cmd_decode(args) -> int:
     return failures.status()
 
 
+def _serve_security(args):
+    """(TLS context or None, bearer token or None) from serve's --tls-cert/--tls-key and
+    --auth-token-file; ConfigError for a half-given pair, an unreadable file or an empty token."""
+    ssl_context = token = None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        import ssl
+
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"cannot load the TLS certificate {args.tls_cert} / key {args.tls_key}: {e}") from None
+    if args.auth_token_file:
+        try:
+            token = Path(args.auth_token_file).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read --auth-token-file {args.auth_token_file}: {e.strerror or e}") from None
+        if not token:
+            raise ConfigError(f"--auth-token-file {args.auth_token_file} is empty")
+    return ssl_context, token
+
+
 def _codec_for(codecs: dict, data: bytes, default):
     """The codec of the model that wrote ``data``; ``default`` when none of them did (or the
     header is damaged), whose decode then raises the error that says so."""
@@ -328,6 +352,7 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    ssl_context, token = _serve_security(args)
     samples = expand_inputs(args.warmup, IMAGE_SUFFIXES) if args.warmup else []
     codec = _codec(args)
     codec.model.level_of_quality(args.quality)  # a bad -q fails here, as encode's does
@@ -353,7 +378,7 @@ def cmd_serve(args) -> int:
     try:
         server = CodecServer(engines, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
-                             max_connections=args.max_connections)
+                             max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token)
     except (OSError, ConfigError) as e:
         for each in engines:
             each.shutdown(drain=False)
@@ -609,6 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-connections", type=_positive_int, default=128,
                    help="open connections (a thread each) before answering 503 to new ones (default 128)")
     v.add_argument("--timeout", type=float, metavar="SECONDS", help="answer 504 to a request queued longer")
+    v.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain); needs --tls-key")
+    v.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    v.add_argument("--auth-token-file", metavar="FILE",
+                   help="every request but /health must carry 'Authorization: Bearer <the file's token>' "
+                        "(a file, not an argument, so that the token does not show in the process list)")
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "

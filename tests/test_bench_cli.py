@@ -76,12 +76,13 @@ def test_bench_throughput_against_a_running_server(tmp_path, rng, tiny_model_pat
     from vlmcodec.runtime import CodecServer, Engine, serve_in_thread
 
     engine = Engine(Codec(tiny_model_path), max_batch=4, block=False)
-    server = CodecServer(engine, "127.0.0.1", 0)
+    server = CodecServer(engine, "127.0.0.1", 0, auth_token="t0k")
     serve_in_thread(server)
+    (tmp_path / "token").write_text("t0k\n")
     try:
         out = tmp_path / "tp.json"
         rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--url", server.url,
-                   "--requests", "6", "--concurrency", "3", "--out", str(out)])
+                   "--requests", "6", "--concurrency", "3", "--out", str(out), "--token-file", str(tmp_path / "token")])
         assert rc == 0
         res = json.loads(out.read_text())["results"]
         assert set(res["encode"]) == set(res["decode"]) == {"sequential", "server_c3"}

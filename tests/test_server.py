@@ -279,8 +279,12 @@ def test_remote_codec_mirrors_the_codec(served, rng, tmp_path):
     assert type(remote_err.value) is type(local_err.value)
     with pytest.raises(ModelMismatchError):
         remote.decode(Codec().encode(smooth_image(rng, 32, 32), 50))
-    with pytest.raises(ValueError, match="http://host:port"):
-        RemoteCodec("https://example.com")
+    with pytest.raises(ValueError, match="https://host:port"):
+        RemoteCodec("ftp://example.com")
+    with pytest.raises(ValueError, match="needs an https:// URL"):
+        import ssl
+
+        RemoteCodec("http://example.com", ssl_context=ssl.create_default_context())
 
 
 def test_remote_codec_reports_an_unreachable_server_and_reconnects(tiny_model_path, rng):
@@ -668,3 +672,78 @@ def test_a_finished_threads_connection_is_released(tiny_model_path):
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (openssl; the tests skip without it)."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("not available: needs the openssl command to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_and_a_bearer_token(tiny_model_path, rng, tls_files):
+    """HTTPS with a certificate, and a token every request but /health must carry: right token,
+    same stream; no or a wrong token, 401 (PermissionError); a plain-HTTP client or one that does
+    not trust the certificate fails without harming the server."""
+    import socket
+    import ssl
+
+    from vlmcodec.runtime import RemoteCodec
+
+    cert, key = tls_files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, ssl_context=context, auth_token="s3cret\n")
+    serve_in_thread(server)
+    trust = ssl.create_default_context(cafile=str(cert))
+    try:
+        assert server.url.startswith("https://")
+        img = smooth_image(rng, 32, 48)
+        with RemoteCodec(server.url, token="s3cret", ssl_context=trust) as remote:
+            assert remote.encode(img, quality=50) == codec.encode(img, quality=50)
+            assert remote.stats()["ok"] == 1
+        with RemoteCodec(server.url, ssl_context=trust) as anonymous:
+            assert anonymous.health()["status"] == "ok"  # open to load balancers
+            with pytest.raises(PermissionError, match="HTTP 401"):
+                anonymous.encode(img, quality=50)
+            with pytest.raises(PermissionError, match="wrong token"):
+                RemoteCodec(server.url, token="guess", ssl_context=trust).stats()
+        with pytest.raises(ConnectionError):  # the certificate is not in the system's store
+            RemoteCodec(server.url, token="s3cret").health()
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:  # plain HTTP
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"200" not in sock.makefile("rb").read()
+        with RemoteCodec(server.url, token="s3cret", ssl_context=trust) as remote:  # still serving
+            assert remote.decode(codec.encode(img, 50)).shape == img.shape
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+
+
+def test_cli_serve_security_options_are_checked(tiny_model_path, tmp_path, tls_files, capsys):
+    from vlmcodec.cli import main
+
+    cert, key = tls_files
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    model = ["--model", str(tiny_model_path), "--port", "0"]
+    cases = {
+        ("--tls-cert", str(cert)): "--tls-cert and --tls-key go together",
+        ("--tls-cert", str(cert), "--tls-key", str(tmp_path / "none.pem")): "cannot load the TLS certificate",
+        ("--auth-token-file", str(empty)): "is empty",
+        ("--auth-token-file", str(tmp_path / "missing")): "cannot read --auth-token-file",
+    }
+    for argv, message in cases.items():
+        assert main(["serve", *model, *argv]) == 2, argv
+        assert message in capsys.readouterr().err, argv

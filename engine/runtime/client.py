@@ -8,7 +8,8 @@ Standard library only. Each thread keeps its own keep-alive connection, so one `
 serves a thread pool, and the server batches what the threads send together. The server's JSON
 errors come back as the exceptions the server's ``Codec`` raised (``ImageError``, ``BitstreamError``,
 ``ModelMismatchError``, ``ConfigError``, ``ResourceError``, ``QueueFull``, ``EngineDeadError``,
-``TimeoutError``, ...), the HTTP status in the message; a server that cannot be reached raises
+``TimeoutError``, ``PermissionError`` for a missing or wrong token, ...), the HTTP status in the
+message; a server that cannot be reached (or whose TLS certificate does not verify) raises
 ``ConnectionError``. A busy server's 503 (``QueueFull``: its queue or its connections full) is
 retried ``retries`` times, after the wait its ``Retry-After`` header asks (at most
 ``MAX_RETRY_WAIT_S``), before ``QueueFull`` is raised: encode and decode are idempotent.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
 import time
 import weakref
@@ -35,16 +37,27 @@ _sleep = time.sleep  # the retries' wait (a name of this module's own, for tests
 
 
 class RemoteCodec:
-    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0, retries: int = 2):
+    """``url``: ``http://host:port`` or ``https://host:port`` (verified against the system's CAs,
+    or ``ssl_context``'s, e.g. ``ssl.create_default_context(cafile="server.pem")`` for a
+    self-signed certificate); ``token``: sent as ``Authorization: Bearer`` (a server started
+    with ``--auth-token-file``)."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0, retries: int = 2,
+                 token: str | None = None, ssl_context: ssl.SSLContext | None = None):
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"expected an http://host:port URL, got {url!r} (no TLS: put a proxy in front)")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https://host:port URL, got {url!r}")
         if int(retries) < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if ssl_context is not None and parts.scheme != "https":
+            raise ValueError("ssl_context needs an https:// URL")
         self.url = url.rstrip("/")
-        self.host, self.port = parts.hostname, parts.port or 80
+        self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         self.timeout_s = timeout_s
         self.retries = int(retries)  # of a request a busy server answered 503 QueueFull
+        self._https = parts.scheme == "https"
+        self._ssl_context = ssl_context
+        self._headers = {"Authorization": f"Bearer {token.strip()}"} if token else {}
         self._local = threading.local()
         # every live thread's, for close(); weak, so that a finished thread's goes with it
         self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
@@ -111,7 +124,7 @@ class RemoteCodec:
         for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: one fresh try
             conn = self._connection()
             try:
-                conn.request(method, path, body=body)
+                conn.request(method, path, body=body, headers=self._headers)
                 resp = conn.getresponse()
                 payload = resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
@@ -135,7 +148,12 @@ class RemoteCodec:
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            if self._https:
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
+                                                   context=self._ssl_context or ssl.create_default_context())
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            self._local.conn = conn
         with self._open_lock:
             self._open.add(conn)  # again after close(): a closed HTTPConnection reconnects when used
         return conn
@@ -165,10 +183,11 @@ def _error_of(status: int, payload: bytes) -> Exception:
         message, kind = answer["error"], answer.get("type", "")
     except (ValueError, KeyError, TypeError):
         message, kind = payload[:200].decode("utf-8", "replace"), ""
-    known = {"TimeoutError": TimeoutError, "QueueFull": QueueFull, "ValueError": ValueError, "TypeError": TypeError}
+    known = {"TimeoutError": TimeoutError, "QueueFull": QueueFull, "ValueError": ValueError, "TypeError": TypeError,
+             "AuthenticationError": PermissionError}
     cls = known.get(kind) or getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = {400: errors.ConfigError, 409: ModelMismatchError, 413: ResourceError, 503: EngineDeadError,
+        cls = {400: errors.ConfigError, 401: PermissionError, 409: ModelMismatchError, 413: ResourceError, 503: EngineDeadError,
                504: TimeoutError}.get(status, VlmcodecError)
     return cls(f"{message} (HTTP {status})")
 

@@ -23,10 +23,13 @@ number of threads and bodies in memory.
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import queue
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -90,7 +93,10 @@ class CodecServer(ThreadingHTTPServer):
     def __init__(self, engine: Engine | Sequence[Engine], host: str = "127.0.0.1", port: int = 8080, *,
                  max_body: int = DEFAULT_MAX_BODY, png_level: int = 1, quiet: bool = True,
                  idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, quality: float = 75.0,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS):
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, ssl_context: ssl.SSLContext | None = None,
+                 auth_token: str | None = None):
+        if auth_token is not None and not auth_token.strip():
+            raise ConfigError("auth_token is empty")
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -117,6 +123,11 @@ class CodecServer(ThreadingHTTPServer):
         self._handlers: set[_Handler] = set()  # the open connections' handlers
         self._closing = False
         self._refusals: queue.Queue = queue.Queue(maxsize=_REFUSAL_BACKLOG)
+        # TLS: each accepted socket is wrapped here and its handshake run on its own thread (in
+        # the handler's setup, under the idle timeout), never in the accepting loop
+        self.ssl_context = ssl_context
+        # every request but /health must carry "Authorization: Bearer <auth_token>"
+        self.auth_token = auth_token.strip() if auth_token is not None else None
         super().__init__((host, port), _Handler)
         self._refuser = threading.Thread(target=self._refuse_loop, name="vlmcodec-http-refuse", daemon=True)
         self._refuser.start()
@@ -148,7 +159,21 @@ class CodecServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
+
+    def get_request(self):
+        sock, address = super().get_request()
+        if self.ssl_context is not None:
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request, client_address) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, (ssl.SSLError, OSError)):  # a failed TLS handshake, a client gone: one line
+            if not self.quiet:
+                sys.stderr.write(f"{client_address[0]} - connection ended: {err}\n")
+            return
+        super().handle_error(request, client_address)
 
     # -- the connection bound ---------------------------------------------------------------
     def process_request(self, request, client_address) -> None:
@@ -228,6 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # raises on a failed one: handle_error logs a line
         with self.server._connections_lock:
             self.server._handlers.add(self)
             closing = self.server._closing
@@ -272,9 +299,25 @@ class _Handler(BaseHTTPRequestHandler):
         """GET's status and headers without the body (load balancers' health checks)."""
         self.do_GET()
 
+    def _token_ok(self) -> bool:
+        """Whether the request carries the server's token (always true for a server without one)."""
+        token = self.server.auth_token
+        if token is None:
+            return True
+        scheme, _, value = self.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+    def _unauthorized(self) -> None:
+        wrong = " (wrong token)" if self.headers.get("Authorization") else ""
+        self._json(HTTPStatus.UNAUTHORIZED, {"error": f"this server needs 'Authorization: Bearer <token>'{wrong}",
+                                             "type": "AuthenticationError"}, {"WWW-Authenticate": "Bearer"})
+
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         server = self.server
+        if path != "/health" and not self._token_ok():  # health stays open to load balancers' probes
+            self._unauthorized()
+            return
         if path == "/health":
             codec = server.engine.codec
             closed = any(e.closed for e in server.engines.values())
@@ -300,6 +343,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
+        if not self._token_ok():
+            self._discard_body()  # read and dropped, so that the client reads the 401, not a reset
+            self._unauthorized()
+            return
         try:
             if url.path not in ("/encode", "/decode"):
                 self._discard_body()
@@ -507,6 +554,8 @@ def _refuse(sock: socket.socket, limit: int) -> None:
             f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
     deadline = time.monotonic() + _REFUSAL_SECONDS
     sock.settimeout(_REFUSAL_SECONDS)
+    if isinstance(sock, ssl.SSLSocket):
+        sock.do_handshake()
     received = b""
     while b"\r\n\r\n" not in received and len(received) < 65536:  # the request head, if it comes
         chunk = sock.recv(65536)
