@@ -18,7 +18,8 @@ large body, 503 when the queue is full or the engine is shut down, 504 on a requ
 
 Connections are bounded (``max_connections``): one more is answered 503 at once (``Retry-After``)
 by a single refusing thread and closed, so that a flood of clients, idle or not, costs a bounded
-number of threads and bodies in memory.
+number of threads and bodies in memory. ``ssl_context`` serves HTTPS; ``auth_token`` answers 401
+to any request but /health without ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
