@@ -311,6 +311,8 @@ def _serve_security(args):
     ssl_context = token = None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (it asks HTTPS clients for certificates)")
     if args.tls_cert:
         import ssl
 
@@ -319,6 +321,12 @@ def _serve_security(args):
             ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as e:
             raise ConfigError(f"cannot load the TLS certificate {args.tls_cert} / key {args.tls_key}: {e}") from None
+        if args.tls_client_ca:  # mutual TLS: only clients with a certificate this CA signed get in
+            try:
+                ssl_context.load_verify_locations(cafile=args.tls_client_ca)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"cannot load --tls-client-ca {args.tls_client_ca}: {e}") from None
+            ssl_context.verify_mode = ssl.CERT_REQUIRED
     if args.auth_token_file:
         try:
             token = Path(args.auth_token_file).read_text().strip()
@@ -636,6 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--timeout", type=float, metavar="SECONDS", help="answer 504 to a request queued longer")
     v.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain); needs --tls-key")
     v.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    v.add_argument("--tls-client-ca", metavar="PEM",
+                   help="mutual TLS: accept only clients whose certificate this CA (bundle) signed")
     v.add_argument("--auth-token-file", metavar="FILE",
                    help="every request but /health must carry 'Authorization: Bearer <the file's token>' "
                         "(a file, not an argument, so that the token does not show in the process list)")

@@ -681,8 +681,11 @@ def tls_files(tmp_path_factory):
 
     if shutil.which("openssl") is None:
         pytest.skip("not available: needs the openssl command to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
+    return _self_signed(tmp_path_factory.mktemp("tls"), "server")
+
+
+def _self_signed(folder, name: str):
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
@@ -740,6 +743,8 @@ def test_cli_serve_security_options_are_checked(tiny_model_path, tmp_path, tls_f
     model = ["--model", str(tiny_model_path), "--port", "0"]
     cases = {
         ("--tls-cert", str(cert)): "--tls-cert and --tls-key go together",
+        ("--tls-client-ca", str(cert)): "--tls-client-ca needs --tls-cert",
+        ("--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(empty)): "cannot load --tls-client-ca",
         ("--tls-cert", str(cert), "--tls-key", str(tmp_path / "none.pem")): "cannot load the TLS certificate",
         ("--auth-token-file", str(empty)): "is empty",
         ("--auth-token-file", str(tmp_path / "missing")): "cannot read --auth-token-file",
@@ -747,3 +752,42 @@ def test_cli_serve_security_options_are_checked(tiny_model_path, tmp_path, tls_f
     for argv, message in cases.items():
         assert main(["serve", *model, *argv]) == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_mutual_tls_admits_only_clients_with_a_signed_certificate(tiny_model_path, rng, tls_files, tmp_path):
+    """serve --tls-client-ca (through the CLI's own option parsing): a client presenting a
+    certificate the CA signed is served; one without, or with another, is refused at the handshake."""
+    import argparse
+    import ssl
+
+    from vlmcodec.cli import _serve_security
+    from vlmcodec.runtime import RemoteCodec
+
+    cert, key = tls_files
+    client_cert, client_key = _self_signed(tmp_path, "client")  # self-signed: its own CA
+    stranger_cert, stranger_key = _self_signed(tmp_path, "stranger")
+    context, token = _serve_security(argparse.Namespace(tls_cert=str(cert), tls_key=str(key),
+                                                        tls_client_ca=str(client_cert), auth_token_file=None))
+    assert token is None and context.verify_mode == ssl.CERT_REQUIRED
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, ssl_context=context)
+    serve_in_thread(server)
+
+    def client(chain=None):
+        ctx = ssl.create_default_context(cafile=str(cert))
+        if chain:
+            ctx.load_cert_chain(*map(str, chain))
+        return RemoteCodec(server.url, ssl_context=ctx, retries=0)
+
+    try:
+        img = smooth_image(rng, 32, 48)
+        with client((client_cert, client_key)) as remote:
+            assert remote.encode(img, quality=50) == codec.encode(img, quality=50)
+        for chain in (None, (stranger_cert, stranger_key)):
+            with pytest.raises(ConnectionError), client(chain) as refused:
+                refused.health()
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
