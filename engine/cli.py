@@ -337,6 +337,18 @@ def _serve_security(args):
     return ssl_context, token
 
 
+def _reload_security(server, args) -> None:
+    """SIGHUP: read the certificate, key, client CA and token files again (a rotated certificate or
+    token) for the connections to come; a set that fails to load leaves the current one in force."""
+    try:
+        context, token = _serve_security(args)
+    except ConfigError as e:
+        print(f"vlmcodec: reload refused, the current certificate and token stay: {e}", file=sys.stderr, flush=True)
+        return
+    server.ssl_context, server.auth_token = context, token  # each read once per connection / request
+    print("vlmcodec: reloaded the TLS certificate and token files", file=sys.stderr, flush=True)
+
+
 def _codec_for(codecs: dict, data: bytes, default):
     """The codec of the model that wrote ``data``; ``default`` when none of them did (or the
     header is damaged), whose decode then raises the error that says so."""
@@ -396,6 +408,8 @@ def cmd_serve(args) -> int:
     # SIGTERM (a container stopping) ends the loop as Ctrl-C does: answer what is in flight, then exit
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+        if hasattr(signal, "SIGHUP") and (args.tls_cert or args.auth_token_file):
+            signal.signal(signal.SIGHUP, lambda *_: _reload_security(server, args))
     also = f" (and {', '.join(c.fingerprint.hex() for c in others)} for their streams)" if others else ""
     print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend) on {server.url}: "
           "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)

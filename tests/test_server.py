@@ -791,3 +791,41 @@ def test_mutual_tls_admits_only_clients_with_a_signed_certificate(tiny_model_pat
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+def test_cli_serve_reloads_certificate_and_token_on_sighup(tiny_model_path, tls_files, tmp_path):
+    """SIGHUP reads the TLS and token files again: a rotated token takes over at once; a file
+    that no longer loads is refused and the current token stays."""
+    import ssl
+
+    from vlmcodec.runtime import RemoteCodec
+
+    cert, key = tls_files
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
+                             "serve", "--port", "0", "--model", str(tiny_model_path), "--quiet",
+                             "--tls-cert", str(cert), "--tls-key", str(key), "--auth-token-file", str(token)],
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    trust = ssl.create_default_context(cafile=str(cert))
+    try:
+        line = proc.stderr.readline()
+        url = line.split(" on ")[1].split(": POST")[0]
+        assert url.startswith("https://"), line
+        assert RemoteCodec(url, token="first", ssl_context=trust).stats()["ok"] == 0
+        token.write_text("second\n")
+        proc.send_signal(signal.SIGHUP)
+        assert "reloaded" in proc.stderr.readline()
+        with pytest.raises(PermissionError):
+            RemoteCodec(url, token="first", ssl_context=trust).stats()
+        assert RemoteCodec(url, token="second", ssl_context=trust).stats()["ok"] == 0
+        token.write_text("\n")  # emptied: refused, "second" stays
+        proc.send_signal(signal.SIGHUP)
+        assert "reload refused" in proc.stderr.readline()
+        assert RemoteCodec(url, token="second", ssl_context=trust).stats()["ok"] == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
