@@ -829,3 +829,25 @@ def test_cli_serve_reloads_certificate_and_token_on_sighup(tiny_model_path, tls_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_server_close_ends_a_stalled_tls_handshake(tiny_model_path, tls_files):
+    """A client that connects to an HTTPS server and never sends its hello does not hold
+    server_close for the drain time."""
+    import socket
+    import ssl
+    import time
+
+    cert, key = tls_files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, ssl_context=context)
+    serve_in_thread(server)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=30):  # silent
+        _wait_for(lambda: len(server._handlers) == 1)
+        server.shutdown()
+        t = time.monotonic()
+        server.server_close(drain_s=20)
+        assert time.monotonic() - t < 5 and server.connections == 0
+    engine.shutdown()

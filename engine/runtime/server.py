@@ -254,13 +254,18 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.do_handshake()  # raises on a failed one: handle_error logs a line
-        with self.server._connections_lock:
+        with self.server._connections_lock:  # registered idle first: server_close also ends a slow handshake
             self.server._handlers.add(self)
             closing = self.server._closing
         if closing:  # accepted as the server closed: nothing will be served
             self.close_connection = True
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except BaseException:  # finish() will not run: unregister here; handle_error logs a line
+                with self.server._connections_lock:
+                    self.server._handlers.discard(self)
+                raise
 
     def finish(self) -> None:
         with self.server._connections_lock:
