@@ -9,39 +9,26 @@ byte-identical. Reported: images per second (medians) and the raw/PNG time ratio
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode
 
-KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"
+from _served import client_bench_args, start_server
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", default=str(KODAK))
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--quality", type=float, default=50.0)
-    ap.add_argument("--out", help="write the results as JSON here")
-    args = ap.parse_args()
+    args = client_bench_args(__doc__, rounds=3)
 
     from vlmcodec.image_io import image_bytes, load_image
     from vlmcodec.runtime import RemoteCodec
 
     images = [load_image(f) for f in sorted(Path(args.images).glob("*.png"))]
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
-                             "serve", "--port", "0", "--quiet", "--max-queue", "1024"],
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc, url = start_server()
     try:
-        line = proc.stderr.readline()
-        url = "http://127.0.0.1:" + line.split("http://127.0.0.1:")[1].split(":")[0]
         remote = RemoteCodec(url)
 
         def raw(img):

@@ -10,9 +10,7 @@ self-signed certificate is made in a temporary folder).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import ssl
 import statistics
 import subprocess
@@ -22,26 +20,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"
-
-
-def start_server(extra: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
-                             "serve", "--port", "0", "--quiet", "--max-queue", "1024", *extra],
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    line = proc.stderr.readline()
-    url = line.split(" on ")[1].split(": POST")[0]
-    return proc, url
+from _served import client_bench_args, start_server
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", default=str(KODAK))
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--quality", type=float, default=50.0)
-    ap.add_argument("--out", help="write the results as JSON here")
-    args = ap.parse_args()
+    args = client_bench_args(__doc__, rounds=5)
 
     from vlmcodec.image_io import load_image
     from vlmcodec.runtime import RemoteCodec
