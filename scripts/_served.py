@@ -32,3 +32,14 @@ def start_server(extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
         proc.kill()
         raise RuntimeError(f"vlmcodec serve did not start: {line.strip()}")
     return proc, line.split(" on ")[1].split(": POST")[0]
+
+
+def report(result: dict, out: str | None) -> int:
+    """Print ``result`` as JSON, and write it to ``out`` when given."""
+    import json
+
+    print(json.dumps(result, indent=1))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0

@@ -9,7 +9,6 @@ byte-identical. Reported: images per second (medians) and the raw/PNG time ratio
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -17,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode
 
-from _served import client_bench_args, start_server
+from _served import client_bench_args, report, start_server
 
 
 def main() -> int:
@@ -60,11 +59,7 @@ def main() -> int:
     result = {"images": len(images), "concurrency": args.concurrency, "rounds": args.rounds,
               "img_per_s": {name: len(images) / m for name, m in med.items()},
               "raw_over_png_time": now / before, "streams_identical": True}
-    print(json.dumps(result, indent=1))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return report(result, args.out)
 
 
 if __name__ == "__main__":

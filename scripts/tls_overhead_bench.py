@@ -10,7 +10,6 @@ self-signed certificate is made in a temporary folder).
 
 from __future__ import annotations
 
-import json
 import ssl
 import statistics
 import subprocess
@@ -20,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _served import client_bench_args, start_server
+from _served import client_bench_args, report, start_server
 
 
 def main() -> int:
@@ -71,11 +70,7 @@ def main() -> int:
               "img_per_s": {f"{arm} {job}": len(images) / m for (arm, job), m in med.items()},
               "https_over_http_time": {job: med["https + token", job] / med["http", job] for job in ("encode", "decode")},
               "identical": True}
-    print(json.dumps(result, indent=1))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return report(result, args.out)
 
 
 if __name__ == "__main__":
