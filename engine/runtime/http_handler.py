@@ -1,0 +1,389 @@
+"""The request side of ``vlmcodec serve``: :class:`RequestHandler` reads each request of one
+connection (body limits, chunked bodies, the bearer token), routes it to the server's engines and
+answers it (errors as JSON ``{"error", "type"}``); the parsing helpers of its query parameters."""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import ssl
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, ModelMismatchError, ResourceError
+from ..image_io import as_rgb_array, image_bytes, load_image
+from .engine import QueueFull
+from .metrics import prometheus_text
+
+if TYPE_CHECKING:
+    from .server import CodecServer
+
+STREAM_TYPE = "application/x-vlmc"
+IMAGE_FORMATS = {"png": ("PNG", "image/png"), "ppm": ("PPM", "image/x-portable-pixmap"),
+                 "raw": (None, "application/octet-stream")}
+_DRAIN_LIMIT = 16 * 2**20  # an oversized body up to this much more is read (and dropped) before the 413
+
+
+class HTTPError(Exception):
+    """An answer other than 200, with its status and the JSON ``type``."""
+
+    def __init__(self, status: HTTPStatus, message: str, kind: str = "ConfigError"):
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+def _status_of(err: BaseException) -> HTTPStatus:
+    if isinstance(err, ModelMismatchError):
+        return HTTPStatus.CONFLICT
+    if isinstance(err, (ImageError, BitstreamError, ConfigError, TypeError, ValueError)):
+        return HTTPStatus.BAD_REQUEST
+    if isinstance(err, ResourceError):
+        return HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    if isinstance(err, (QueueFull, EngineDeadError)):
+        return HTTPStatus.SERVICE_UNAVAILABLE
+    if isinstance(err, (TimeoutError, FutureTimeout)):
+        return HTTPStatus.GATEWAY_TIMEOUT
+    return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    """One connection of a :class:`~vlmcodec.runtime.server.CodecServer`: its requests, one after
+    another (keep-alive), each routed to an endpoint and answered, errors as JSON."""
+
+    server: CodecServer
+    protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
+
+    busy = False  # a request read and not yet answered
+    _answering = False
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
+        with self.server._connections_lock:  # registered idle first: server_close also ends a slow handshake
+            self.server._handlers.add(self)
+            closing = self.server._closing
+        if closing:  # accepted as the server closed: nothing will be served
+            self.close_connection = True
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except BaseException:  # finish() will not run: unregister here; handle_error logs a line
+                with self.server._connections_lock:
+                    self.server._handlers.discard(self)
+                raise
+
+    def finish(self) -> None:
+        with self.server._connections_lock:
+            self.server._handlers.discard(self)
+        super().finish()
+
+    def parse_request(self) -> bool:  # called once a request line has arrived
+        self._started = time.perf_counter()
+        with self.server._connections_lock:
+            self.busy = True
+        return super().parse_request()
+
+    def log_request(self, code="-", size="-") -> None:
+        """The access log line: request, status, answer bytes and the time from the request line
+        to the answer written (ms)."""
+        if self._answering:  # send_response's call: _send logs once the answer is written
+            return
+        if isinstance(code, HTTPStatus):
+            code = code.value
+        started = getattr(self, "_started", None)
+        ms = f"{1000 * (time.perf_counter() - started):.1f}" if started is not None else "-"
+        request_id = _request_id(self.headers) if getattr(self, "headers", None) is not None else None
+        self.log_message('"%s" %s %s %s ms%s', self.requestline, str(code), str(size), ms,
+                         f" id={request_id}" if request_id else "")
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            with self.server._connections_lock:
+                self.busy = False
+                if self.server._closing:  # answered; the server is closing: no next request
+                    self.close_connection = True
+
+    # -- routing -------------------------------------------------------------------------
+    def do_HEAD(self) -> None:
+        """GET's status and headers without the body (load balancers' health checks)."""
+        self.do_GET()
+
+    def _token_ok(self) -> bool:
+        """Whether the request carries the server's token (always true for a server without one)."""
+        token = self.server.auth_token
+        if token is None:
+            return True
+        scheme, _, value = self.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+    def _unauthorized(self) -> None:
+        wrong = " (wrong token)" if self.headers.get("Authorization") else ""
+        self._json(HTTPStatus.UNAUTHORIZED, {"error": f"this server needs 'Authorization: Bearer <token>'{wrong}",
+                                             "type": "AuthenticationError"}, {"WWW-Authenticate": "Bearer"})
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        server = self.server
+        if path != "/health" and not self._token_ok():  # health stays open to load balancers' probes
+            self._unauthorized()
+            return
+        if path == "/health":
+            codec = server.engine.codec
+            closed = any(e.closed for e in server.engines.values())
+            # a shut-down engine answers every request 503: so does its health, for load balancers
+            self._json(HTTPStatus.SERVICE_UNAVAILABLE if closed else HTTPStatus.OK,
+                       {"status": "shut down" if closed else "ok", "model": codec.fingerprint.hex(),
+                        "models": [fp.hex() for fp in server.engines],
+                        "backend": type(codec.backend).__name__,
+                        "in_flight": sum(e.in_flight for e in server.engines.values())})
+        elif path == "/stats":
+            engine = server.engine  # the default model's at the top level; every model's by_model
+            by_model = {fp.hex(): dict(e.stats, in_flight=e.in_flight, latency=e.latency())
+                        for fp, e in server.engines.items()}
+            self._json(HTTPStatus.OK, dict(by_model[engine.codec.fingerprint.hex()],
+                                           connections=server.connections,
+                                           connections_refused=server.connections_refused, by_model=by_model))
+        elif path == "/metrics":
+            self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(server.engines, server).encode())
+        else:
+            self._json(HTTPStatus.NOT_FOUND,
+                       {"error": f"no such endpoint: {self.command} {path} (GET or HEAD /health, /stats, /metrics)",
+                        "type": "RequestError"})
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        if not self._token_ok():
+            self._discard_body()  # read and dropped, so that the client reads the 401, not a reset
+            self._unauthorized()
+            return
+        try:
+            if url.path not in ("/encode", "/decode"):
+                self._discard_body()
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {url.path} (POST /encode, /decode)",
+                                 "RequestError")
+            params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            body = self._body()
+            if url.path == "/encode":
+                self._encode(body, params)
+            else:
+                self._decode(body, params)
+        except HTTPError as e:
+            self._json(e.status, {"error": str(e), "type": e.kind})
+        except Exception as e:  # noqa: BLE001 — every failure becomes an answer, never a dropped connection
+            busy = {"Retry-After": "1"} if isinstance(e, QueueFull) else None  # a full queue drains soon
+            self._json(_status_of(e), {"error": str(e) or type(e).__name__, "type": type(e).__name__}, busy)
+
+    # -- endpoints -----------------------------------------------------------------------
+    def _encode(self, body: bytes, params: dict) -> None:
+        unknown = set(params) - {"quality", "short_side", "timeout", "width", "height", "model"}
+        if unknown:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} "
+                                                     "(quality, short_side, timeout, width, height, model)")
+        quality = _number(params, "quality", self.server.quality)
+        short_side = params.get("short_side")
+        short = _integer(params, "short_side") if short_side not in (None, "") else None
+        engine = self.server.engine_named(params["model"]) if "model" in params else self.server.engine
+        if "width" in params or "height" in params:
+            image = _raw_image(body, params, engine.codec.max_pixels)
+        else:
+            image = load_image(io.BytesIO(body), engine.codec.max_pixels)
+        data = self._wait(engine.submit_encode(image, quality, _timeout(params), short_side=short))
+        h, w = image.shape[:2]
+        self._send(HTTPStatus.OK, STREAM_TYPE, data,
+                   {"X-Image-Width": str(w), "X-Image-Height": str(h), "X-Bpp": f"{8 * len(data) / (w * h):.4f}"})
+
+    def _decode(self, body: bytes, params: dict) -> None:
+        unknown = set(params) - {"format", "timeout"}
+        if unknown:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} (format, timeout)")
+        fmt = params.get("format", "png").lower()
+        if fmt not in IMAGE_FORMATS:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"format must be one of {sorted(IMAGE_FORMATS)}, got {fmt!r}")
+        img = self._wait(self.server.engine_for_stream(body).submit_decode(body, _timeout(params)))
+        pil_format, content_type = IMAGE_FORMATS[fmt]
+        payload = img.tobytes() if pil_format is None else image_bytes(img, pil_format, self.server.png_level)
+        self._send(HTTPStatus.OK, content_type, payload,
+                   {"X-Image-Width": str(img.shape[1]), "X-Image-Height": str(img.shape[0])})
+
+    # -- plumbing ------------------------------------------------------------------------
+    @staticmethod
+    def _wait(future):
+        return future.result()  # the engine's own timeout (or the server's) ends it
+
+    def _chunked(self) -> bool:
+        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+
+    def _body(self) -> bytes:
+        if self._chunked():
+            return self._chunked_body()
+        length = self.headers.get("Content-Length")
+        if length is None:
+            self.close_connection = True
+            raise HTTPError(HTTPStatus.LENGTH_REQUIRED,
+                             "a request body with Content-Length (or Transfer-Encoding: chunked) is required",
+                             "RequestError")
+        try:
+            n = int(length)
+        except ValueError:
+            self.close_connection = True
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}") from None
+        if n < 0 or n > self.server.max_body:
+            self.close_connection = True
+            if 0 < n <= self.server.max_body + _DRAIN_LIMIT:
+                # read what the client is sending, so that it gets to read the answer instead
+                # of a reset connection; larger bodies are cut off
+                self._skip(n)
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                             f"body of {n} bytes; this server takes at most {self.server.max_body} (--max-body-mb)",
+                             "ResourceError")
+        try:
+            body = self.rfile.read(n)
+        except TimeoutError:
+            self.close_connection = True
+            raise HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s",
+                             "TimeoutError") from None
+        if len(body) < n:
+            self.close_connection = True
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {n} bytes", "RequestError")
+        return body
+
+    def _chunked_body(self) -> bytes:
+        """A ``Transfer-Encoding: chunked`` body (a client streaming a body of unknown length: curl
+        -T -, Go's and Java's HTTP clients), within ``max_body``. Any failure closes the connection."""
+        parts, total, close_after = [], 0, self.close_connection
+        self.close_connection = True  # until the body has been read whole
+        try:
+            while True:
+                line = self.rfile.readline(1026)
+                size_text = line.split(b";", 1)[0].strip()  # chunk extensions are ignored
+                if not line.endswith(b"\n") or not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+                    if not line:
+                        raise HTTPError(HTTPStatus.BAD_REQUEST, f"chunked body ended after {total} bytes",
+                                         "RequestError")
+                    raise HTTPError(HTTPStatus.BAD_REQUEST, f"bad chunk size line {line[:40]!r}", "RequestError")
+                size = int(size_text, 16)
+                if size == 0:
+                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):  # trailer fields, dropped
+                        pass
+                    break
+                total += size
+                if total > self.server.max_body:
+                    raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                     f"chunked body over {self.server.max_body} bytes (--max-body-mb)", "ResourceError")
+                data = self.rfile.read(size)
+                if len(data) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                    raise HTTPError(HTTPStatus.BAD_REQUEST, f"chunked body ended or malformed after "
+                                     f"{total - size + len(data)} bytes", "RequestError")
+                parts.append(data)
+        except TimeoutError:
+            raise HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s",
+                             "TimeoutError") from None
+        self.close_connection = close_after
+        return b"".join(parts)
+
+    def _discard_body(self) -> None:
+        if self._chunked():
+            self.close_connection = True  # not worth reading: the connection ends after the answer
+            return
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = 0
+        if 0 < n <= self.server.max_body:
+            self._skip(n)
+        elif n:
+            self.close_connection = True
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            chunk = self.rfile.read(min(n, 2**20))
+            if not chunk:
+                break
+            n -= len(chunk)
+
+    def _json(self, status: HTTPStatus, obj: dict, headers: dict | None = None) -> None:
+        self._send(status, "application/json", (json.dumps(obj) + "\n").encode(), headers)
+
+    def _send(self, status: HTTPStatus, content_type: str, payload: bytes, headers: dict | None = None) -> None:
+        self._answering = True
+        request_id = _request_id(self.headers)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            if request_id:  # echoed, so that a client or proxy can match answers and log lines
+                self.send_header("X-Request-Id", request_id)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client left: nobody to answer
+            self.close_connection = True
+        finally:
+            self._answering = False
+        self.log_request(status, len(payload))
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 — the base class's signature
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+
+def _request_id(headers) -> str | None:
+    """The client's ``X-Request-Id``, when it is short printable ASCII (it goes into a header
+    and the log as it is)."""
+    value = headers.get("X-Request-Id") if headers is not None else None
+    if value and len(value) <= 128 and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
+def _raw_image(body: bytes, params: dict, max_pixels: int | None) -> np.ndarray:
+    """``width``×``height`` RGB pixels sent as they are (row-major, 3 bytes each): no image file
+    to write on the client's side nor to parse on this one."""
+    if "width" not in params or "height" not in params:
+        raise HTTPError(HTTPStatus.BAD_REQUEST, "raw pixels need both width and height")
+    w, h = _integer(params, "width"), _integer(params, "height")
+    if w < 1 or h < 1:
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"width and height must be positive, got {w}, {h}")
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageError(f"{w}x{h} is more than max_pixels={max_pixels} (--max-pixels raises it)")
+    if len(body) != w * h * 3:
+        raise ImageError(f"raw pixels: {w}x{h}x3 = {w * h * 3} bytes expected, got {len(body)}")
+    return as_rgb_array(np.frombuffer(body, np.uint8).reshape(h, w, 3))  # checks the size limits
+
+
+def _number(params: dict, name: str, default: float) -> float:
+    text = params.get(name)
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"{name} must be a number, got {text!r}") from None
+
+
+def _integer(params: dict, name: str) -> int:
+    text = params[name]
+    try:
+        return int(text)
+    except ValueError:
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer, got {text!r}") from None
+
+
+def _timeout(params: dict) -> float | None:
+    if "timeout" not in params:
+        return None
+    t = _number(params, "timeout", 0.0)
+    if not t > 0:
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"timeout must be > 0 seconds, got {params['timeout']!r}")
+    return t

@@ -1,0 +1,50 @@
+"""``GET /metrics``: the server's engines and connections in Prometheus' text exposition format."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .engine import Engine
+
+if TYPE_CHECKING:
+    from .server import CodecServer
+
+
+def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | None = None) -> str:
+    """The engines' counters and latency quantiles (each series labelled with its model's
+    fingerprint), and ``server``'s connections, in Prometheus' text exposition format."""
+    engines = engine if isinstance(engine, dict) else {engine.codec.fingerprint: engine}
+    lines = []
+    if server is not None:
+        lines += [
+            "# HELP vlmcodec_http_connections Connections open now.",
+            "# TYPE vlmcodec_http_connections gauge",
+            f"vlmcodec_http_connections {server.connections}",
+            "# HELP vlmcodec_http_connections_refused_total Connections answered 503 for the connection bound.",
+            "# TYPE vlmcodec_http_connections_refused_total counter",
+            f"vlmcodec_http_connections_refused_total {server.connections_refused}",
+        ]
+    families = [
+        ("vlmcodec_requests_total", "counter", "Requests finished, by outcome.",
+         lambda e, st: [('outcome="ok"', st["ok"]), ('outcome="failed"', st["failed"])]),
+        ("vlmcodec_batches_total", "counter", "Network batches run.", lambda e, st: [("", st["batches"])]),
+        ("vlmcodec_batched_items_total", "counter", "Requests run in network batches.",
+         lambda e, st: [("", st["batched_items"])]),
+        ("vlmcodec_in_flight", "gauge", "Requests admitted and not finished.", lambda e, st: [("", e.in_flight)]),
+    ]
+    snapshot = {fp: (e, dict(e.stats), e.latency()) for fp, e in engines.items()}
+    for name, kind, text, values in families:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        for fp, (e, stats, _) in snapshot.items():
+            for labels, value in values(e, stats):
+                lines.append(f'{name}{{model="{fp.hex()}"{"," + labels if labels else ""}}} {value}')
+    lines += ["# HELP vlmcodec_latency_seconds Submit-to-result time of the last successful requests.",
+              "# TYPE vlmcodec_latency_seconds summary"]
+    for fp, (_, _, latency) in snapshot.items():
+        model = f'model="{fp.hex()}"'
+        for kind, q in latency.items():
+            for key, quantile in (("p50_s", "0.5"), ("p90_s", "0.9"), ("p99_s", "0.99")):
+                if q:
+                    lines.append(f'vlmcodec_latency_seconds{{{model},kind="{kind}",quantile="{quantile}"}} {q[key]:.6f}')
+            lines.append(f'vlmcodec_latency_seconds_count{{{model},kind="{kind}"}} {q.get("count", 0)}')
+    return "\n".join(lines) + "\n"
