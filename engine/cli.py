@@ -640,9 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another model file (repeatable): each stream is decoded by the model that wrote it")
     common(d)
     v = sub.add_parser("serve", help="serve encode/decode over HTTP (batched by the runtime Engine)",
-                       description="An HTTP server: POST /encode?quality=Q (body: an image file) → .vlmc, "
-                                   "POST /decode?format=png|ppm|raw (body: a .vlmc stream) → the image, "
-                                   "GET /health, GET /stats. Concurrent requests are batched.")
+                       description="An HTTP server: POST /encode?quality=Q (body: an image file, or raw RGB "
+                                   "with &width=W&height=H) → .vlmc, POST /decode?format=png|ppm|raw (body: a .vlmc "
+                                   "stream) → the image, GET /health, /stats, /metrics. Concurrent requests are "
+                                   "batched. SIGTERM stops it after answering what is in flight; SIGHUP reloads "
+                                   "the TLS and token files.")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     v.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free one)")
     v.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch (default 8)")
