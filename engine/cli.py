@@ -382,6 +382,11 @@ def cmd_serve(args) -> int:
                       network_workers=args.network_workers, max_queue=args.max_queue, block=False,
                       timeout_s=args.timeout) for c in [codec, *others]]
     engine = engines[0]
+
+    def shut_down_engines(drain: bool) -> None:
+        for each in engines:
+            each.shutdown(drain=drain)
+
     if samples:
         from .image_io import load_image
 
@@ -389,8 +394,7 @@ def cmd_serve(args) -> int:
         try:
             records = engine.warmup([load_image(f, codec.max_pixels) for f in samples], quality=args.quality)
         except BaseException:
-            for e in engines:
-                e.shutdown(drain=False)
+            shut_down_engines(drain=False)
             raise
         sizes = sorted({r["coded_size"] for r in records})
         print(f"vlmcodec: warmed up {len(records)} shapes ({len(sizes)} coded sizes) in "
@@ -400,8 +404,7 @@ def cmd_serve(args) -> int:
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
                              max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token)
     except (OSError, ConfigError) as e:
-        for each in engines:
-            each.shutdown(drain=False)
+        shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
             raise
         raise VlmcodecError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
@@ -419,8 +422,7 @@ def cmd_serve(args) -> int:
         pass
     finally:
         server.server_close()
-        for each in engines:
-            each.shutdown(drain=True)
+        shut_down_engines(drain=True)
     print("vlmcodec: server stopped", file=sys.stderr)
     return 0
 

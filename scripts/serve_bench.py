@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
-KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"
+from _served import KODAK, start_server
 
 IN_PROCESS = r"""
 import json, sys, time
@@ -49,12 +49,9 @@ print(json.dumps(out))
 
 
 def http_arm(args, files: list[Path], streams: list[bytes]) -> float:
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
-                             "serve", "--port", "0", "--quiet", "--max-queue", "1024"],
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc, url = start_server()
     try:
-        line = proc.stderr.readline()
-        port = int(line.split("http://127.0.0.1:")[1].split(":")[0])
+        port = urlsplit(url).port
         bodies = [f.read_bytes() for f in files]
 
         def job(i: int) -> None:

@@ -249,8 +249,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             body = self.rfile.read(n)
         except TimeoutError:
             self.close_connection = True
-            raise HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s",
-                             "TimeoutError") from None
+            raise self._body_timeout() from None
         if len(body) < n:
             self.close_connection = True
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {n} bytes", "RequestError")
@@ -285,10 +284,13 @@ class RequestHandler(BaseHTTPRequestHandler):
                                      f"{total - size + len(data)} bytes", "RequestError")
                 parts.append(data)
         except TimeoutError:
-            raise HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s",
-                             "TimeoutError") from None
+            raise self._body_timeout() from None
         self.close_connection = close_after
         return b"".join(parts)
+
+    def _body_timeout(self) -> HTTPError:
+        return HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s",
+                         "TimeoutError")
 
     def _discard_body(self) -> None:
         if self._chunked():
