@@ -306,8 +306,9 @@ def cmd_decode(args) -> int:
 
 
 def _serve_security(args):
-    """(TLS context or None, bearer token or None) from serve's --tls-cert/--tls-key and
-    --auth-token-file; ConfigError for a half-given pair, an unreadable file or an empty token."""
+    """(TLS context or None, {client name: bearer token} or None) from serve's --tls-cert/--tls-key
+    and --auth-token-file; ConfigError for a half-given pair, an unreadable file or a token file
+    with no token or a malformed line."""
     ssl_context = token = None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
@@ -328,12 +329,14 @@ def _serve_security(args):
                 raise ConfigError(f"cannot load --tls-client-ca {args.tls_client_ca}: {e}") from None
             ssl_context.verify_mode = ssl.CERT_REQUIRED
     if args.auth_token_file:
+        from .runtime.tokens import parse_token_file
+
         try:
-            token = Path(args.auth_token_file).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read --auth-token-file {args.auth_token_file}: {e.strerror or e}") from None
-        if not token:
-            raise ConfigError(f"--auth-token-file {args.auth_token_file} is empty")
+            text = Path(args.auth_token_file).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read --auth-token-file {args.auth_token_file}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
+        token = parse_token_file(text, f"--auth-token-file {args.auth_token_file}")
     return ssl_context, token
 
 
@@ -345,7 +348,7 @@ def _reload_security(server, args) -> None:
     except ConfigError as e:
         print(f"vlmcodec: reload refused, the current certificate and token stay: {e}", file=sys.stderr, flush=True)
         return
-    server.ssl_context, server.auth_token = context, token  # each read once per connection / request
+    server.ssl_context, server.auth_tokens = context, token  # each read once per connection / request
     print("vlmcodec: reloaded the TLS certificate and token files", file=sys.stderr, flush=True)
 
 
@@ -381,7 +384,6 @@ def cmd_serve(args) -> int:
     engines = [Engine(c, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                       network_workers=args.network_workers, max_queue=args.max_queue, block=False,
                       timeout_s=args.timeout) for c in [codec, *others]]
-    engine = engines[0]
 
     def shut_down_engines(drain: bool) -> None:
         for each in engines:
@@ -392,12 +394,14 @@ def cmd_serve(args) -> int:
 
         t0 = time.perf_counter()
         try:
-            records = engine.warmup([load_image(f, codec.max_pixels) for f in samples], quality=args.quality)
+            images = [load_image(f, codec.max_pixels) for f in samples]
+            records = [r for each in engines for r in each.warmup(images, quality=args.quality)]  # every model's
         except BaseException:
             shut_down_engines(drain=False)
             raise
         sizes = sorted({r["coded_size"] for r in records})
-        print(f"vlmcodec: warmed up {len(records)} shapes ({len(sizes)} coded sizes) in "
+        models = f" of {len(engines)} models" if len(engines) > 1 else ""
+        print(f"vlmcodec: warmed up {len(records)} shapes{models} ({len(sizes)} coded sizes) in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     try:
         server = CodecServer(engines, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
@@ -665,8 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--tls-client-ca", metavar="PEM",
                    help="mutual TLS: accept only clients whose certificate this CA (bundle) signed")
     v.add_argument("--auth-token-file", metavar="FILE",
-                   help="every request but /health must carry 'Authorization: Bearer <the file's token>' "
-                        "(a file, not an argument, so that the token does not show in the process list)")
+                   help="every request but /health must carry 'Authorization: Bearer <a token of the file>': "
+                        "one a line, as TOKEN or NAME TOKEN (the client's name, logged and counted in /stats), "
+                        "# comments; a file, not an argument, so that no token shows in the process list")
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "

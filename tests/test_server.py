@@ -190,7 +190,8 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, second_m
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()
-        assert "warmed up 4 shapes (1 coded sizes)" in line, line  # encode and decode at batch 2 and 1
+        # encode and decode at batch 2 and 1, for each of the two models
+        assert "warmed up 8 shapes of 2 models (1 coded sizes)" in line, line
         line = proc.stderr.readline()
         assert "serving model" in line, line
         port = int(line.split("http://127.0.0.1:")[1].split(":")[0])
@@ -734,12 +735,49 @@ def test_tls_and_a_bearer_token(tiny_model_path, rng, tls_files):
         engine.shutdown()
 
 
+def test_named_tokens_are_each_admitted_logged_and_counted(tiny_model_path, rng, capsys):
+    """Several clients, a token each: each is served, the access log and /stats name the client
+    (never the token), /metrics counts by client; a token of no client gets 401."""
+    import re
+
+    from vlmcodec.runtime import RemoteCodec
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, quiet=False, auth_token={"app": "tok-a", "batch": "tok-b"})
+    serve_in_thread(server)
+    try:
+        img = smooth_image(rng, 32, 48)
+        with RemoteCodec(server.url, token="tok-a") as app, RemoteCodec(server.url, token="tok-b") as batch:
+            assert app.encode(img, quality=50) == batch.encode(img, quality=50) == codec.encode(img, quality=50)
+            batch.health()  # open: no token needed, none counted
+            stats = batch.stats()
+        assert stats["requests_by_client"] == {"app": 1, "batch": 2}  # /stats itself is a request of batch's
+        with pytest.raises(PermissionError, match="wrong token"):
+            RemoteCodec(server.url, token="tok-c").stats()
+        status, _, metrics = _request(server, "GET", "/metrics", headers={"Authorization": "Bearer tok-a"})
+        assert status == 200
+        assert 'vlmcodec_http_requests_by_client_total{client="app"} 2' in metrics.decode()
+        assert 'vlmcodec_http_requests_by_client_total{client="batch"} 2' in metrics.decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+    log = capsys.readouterr().err
+    assert re.search(r'"POST /encode\?quality=50[^ ]* HTTP/1.1" 200 \d+ \d+\.\d ms client=app$', log, re.M), log
+    assert re.search(r'"GET /stats HTTP/1.1" 200 \d+ \d+\.\d ms client=batch$', log, re.M), log
+    assert re.search(r'"GET /stats HTTP/1.1" 401 \d+ \d+\.\d ms$', log, re.M), log
+    assert "tok-" not in log
+
+
 def test_cli_serve_security_options_are_checked(tiny_model_path, tmp_path, tls_files, capsys):
     from vlmcodec.cli import main
 
     cert, key = tls_files
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
+    bad_tokens = tmp_path / "bad_tokens.txt"
+    bad_tokens.write_text("app tok-a\nthree fields here\n")
     model = ["--model", str(tiny_model_path), "--port", "0"]
     cases = {
         ("--tls-cert", str(cert)): "--tls-cert and --tls-key go together",
@@ -747,6 +785,7 @@ def test_cli_serve_security_options_are_checked(tiny_model_path, tmp_path, tls_f
         ("--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(empty)): "cannot load --tls-client-ca",
         ("--tls-cert", str(cert), "--tls-key", str(tmp_path / "none.pem")): "cannot load the TLS certificate",
         ("--auth-token-file", str(empty)): "is empty",
+        ("--auth-token-file", str(bad_tokens)): "bad_tokens.txt line 2: expected 'TOKEN' or 'NAME TOKEN'",
         ("--auth-token-file", str(tmp_path / "missing")): "cannot read --auth-token-file",
     }
     for argv, message in cases.items():
@@ -794,8 +833,9 @@ def test_mutual_tls_admits_only_clients_with_a_signed_certificate(tiny_model_pat
 
 
 def test_cli_serve_reloads_certificate_and_token_on_sighup(tiny_model_path, tls_files, tmp_path):
-    """SIGHUP reads the TLS and token files again: a rotated token takes over at once; a file
-    that no longer loads is refused and the current token stays."""
+    """SIGHUP reads the TLS and token files again: a token added is admitted and one removed is
+    refused at once (an overlapping rotation); a file that no longer loads is refused and the
+    current tokens stay."""
     import ssl
 
     from vlmcodec.runtime import RemoteCodec
@@ -813,7 +853,12 @@ def test_cli_serve_reloads_certificate_and_token_on_sighup(tiny_model_path, tls_
         url = line.split(" on ")[1].split(": POST")[0]
         assert url.startswith("https://"), line
         assert RemoteCodec(url, token="first", ssl_context=trust).stats()["ok"] == 0
-        token.write_text("second\n")
+        token.write_text("first\nnew second\n")  # a rotation overlaps: both admitted for a while
+        proc.send_signal(signal.SIGHUP)
+        assert "reloaded" in proc.stderr.readline()
+        for each in ("first", "second"):
+            assert RemoteCodec(url, token=each, ssl_context=trust).stats()["ok"] == 0
+        token.write_text("second\n")  # then the old one goes
         proc.send_signal(signal.SIGHUP)
         assert "reloaded" in proc.stderr.readline()
         with pytest.raises(PermissionError):

@@ -4,7 +4,6 @@ answers it (errors as JSON ``{"error", "type"}``); the parsing helpers of its qu
 
 from __future__ import annotations
 
-import hmac
 import io
 import json
 import ssl
@@ -21,6 +20,7 @@ from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, M
 from ..image_io import as_rgb_array, image_bytes, load_image
 from .engine import QueueFull
 from .metrics import prometheus_text
+from .tokens import client_of
 
 if TYPE_CHECKING:
     from .server import CodecServer
@@ -62,6 +62,8 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     busy = False  # a request read and not yet answered
     _answering = False
+    _request_id: str | None = None  # the request's X-Request-Id, echoed in the answer and the log
+    _client: str | None = None  # the name of the token the request carried (servers with tokens)
 
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
@@ -86,9 +88,13 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:  # called once a request line has arrived
         self._started = time.perf_counter()
+        self._request_id = self._client = None
         with self.server._connections_lock:
             self.busy = True
-        return super().parse_request()
+        if not super().parse_request():
+            return False
+        self._request_id = _request_id(self.headers)
+        return True
 
     def log_request(self, code="-", size="-") -> None:
         """The access log line: request, status, answer bytes and the time from the request line
@@ -99,9 +105,9 @@ class RequestHandler(BaseHTTPRequestHandler):
             code = code.value
         started = getattr(self, "_started", None)
         ms = f"{1000 * (time.perf_counter() - started):.1f}" if started is not None else "-"
-        request_id = _request_id(self.headers) if getattr(self, "headers", None) is not None else None
-        self.log_message('"%s" %s %s %s ms%s', self.requestline, str(code), str(size), ms,
-                         f" id={request_id}" if request_id else "")
+        extra = (f" id={self._request_id}" if self._request_id else "") + (
+            f" client={self._client}" if self._client else "")
+        self.log_message('"%s" %s %s %s ms%s', self.requestline, str(code), str(size), ms, extra)
 
     def handle_one_request(self) -> None:
         try:
@@ -118,12 +124,16 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def _token_ok(self) -> bool:
-        """Whether the request carries the server's token (always true for a server without one)."""
-        token = self.server.auth_token
-        if token is None:
+        """Whether the request carries one of the server's tokens (always true for a server
+        without any); the client it names is logged and counted."""
+        tokens = self.server.auth_tokens
+        if tokens is None:
             return True
-        scheme, _, value = self.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+        self._client = client_of(tokens, self.headers.get("Authorization", ""))
+        if self._client is None:
+            return False
+        self.server.count_client(self._client)
+        return True
 
     def _unauthorized(self) -> None:
         wrong = " (wrong token)" if self.headers.get("Authorization") else ""
@@ -151,7 +161,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                         for fp, e in server.engines.items()}
             self._json(HTTPStatus.OK, dict(by_model[engine.codec.fingerprint.hex()],
                                            connections=server.connections,
-                                           connections_refused=server.connections_refused, by_model=by_model))
+                                           connections_refused=server.connections_refused, by_model=by_model,
+                                           requests_by_client=server.client_counts()))
         elif path == "/metrics":
             self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(server.engines, server).encode())
         else:
@@ -225,17 +236,12 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         if self._chunked():
             return self._chunked_body()
-        length = self.headers.get("Content-Length")
-        if length is None:
+        n = self._content_length()
+        if n is None:
             self.close_connection = True
             raise HTTPError(HTTPStatus.LENGTH_REQUIRED,
                              "a request body with Content-Length (or Transfer-Encoding: chunked) is required",
                              "RequestError")
-        try:
-            n = int(length)
-        except ValueError:
-            self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}") from None
         if n < 0 or n > self.server.max_body:
             self.close_connection = True
             if 0 < n <= self.server.max_body + _DRAIN_LIMIT:
@@ -254,6 +260,17 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {n} bytes", "RequestError")
         return body
+
+    def _content_length(self) -> int | None:
+        """The declared body length, None when there is none; a 400 (closing) when it is not a number."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return None
+        try:
+            return int(length)
+        except ValueError:
+            self.close_connection = True
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}") from None
 
     def _chunked_body(self) -> bytes:
         """A ``Transfer-Encoding: chunked`` body (a client streaming a body of unknown length: curl
@@ -297,8 +314,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # not worth reading: the connection ends after the answer
             return
         try:
-            n = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
+            n = self._content_length() or 0
+        except HTTPError:
             n = 0
         if 0 < n <= self.server.max_body:
             self._skip(n)
@@ -317,7 +334,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: HTTPStatus, content_type: str, payload: bytes, headers: dict | None = None) -> None:
         self._answering = True
-        request_id = _request_id(self.headers)
+        request_id = self._request_id
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)

@@ -24,6 +24,11 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
             "# TYPE vlmcodec_http_connections_refused_total counter",
             f"vlmcodec_http_connections_refused_total {server.connections_refused}",
         ]
+        clients = server.client_counts()
+        if clients:  # a server with tokens: who sends what
+            lines += ["# HELP vlmcodec_http_requests_by_client_total Requests admitted, by the client their token names.",
+                      "# TYPE vlmcodec_http_requests_by_client_total counter"]
+            lines += [f'vlmcodec_http_requests_by_client_total{{client="{name}"}} {n}' for name, n in clients.items()]
     families = [
         ("vlmcodec_requests_total", "counter", "Requests finished, by outcome.",
          lambda e, st: [('outcome="ok"', st["ok"]), ('outcome="failed"', st["failed"])]),

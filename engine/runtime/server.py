@@ -18,8 +18,9 @@ large body, 503 when the queue is full or the engine is shut down, 504 on a requ
 
 Connections are bounded (``max_connections``): one more is answered 503 at once (``Retry-After``)
 by a single refusing thread and closed, so that a flood of clients, idle or not, costs a bounded
-number of threads and bodies in memory. ``ssl_context`` serves HTTPS; ``auth_token`` answers 401
-to any request but /health without ``Authorization: Bearer <token>``.
+number of threads and bodies in memory. ``ssl_context`` serves HTTPS; ``auth_token`` (one token,
+several, or ``{client name: token}``, see :mod:`.tokens`) answers 401 to any request but /health
+without ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 
@@ -40,6 +41,7 @@ from ..errors import ConfigError, ModelMismatchError
 from .engine import Engine
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler
 from .metrics import prometheus_text
+from .tokens import token_table
 
 DEFAULT_MAX_BODY = 64 * 2**20
 # a connection silent this long (between requests, or in the middle of one) is closed, so that
@@ -66,9 +68,7 @@ class CodecServer(ThreadingHTTPServer):
                  max_body: int = DEFAULT_MAX_BODY, png_level: int = 1, quiet: bool = True,
                  idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, quality: float = 75.0,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, ssl_context: ssl.SSLContext | None = None,
-                 auth_token: str | None = None):
-        if auth_token is not None and not auth_token.strip():
-            raise ConfigError("auth_token is empty")
+                 auth_token: str | Sequence[str] | Mapping[str, str] | None = None):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -98,11 +98,24 @@ class CodecServer(ThreadingHTTPServer):
         # TLS: each accepted socket is wrapped here and its handshake run on its own thread (in
         # the handler's setup, under the idle timeout), never in the accepting loop
         self.ssl_context = ssl_context
-        # every request but /health must carry "Authorization: Bearer <auth_token>"
-        self.auth_token = auth_token.strip() if auth_token is not None else None
+        # every request but /health must carry "Authorization: Bearer <one of the tokens>";
+        # {client name: token}, replaced whole on a reload (SIGHUP), never changed in place
+        self.auth_tokens = token_table(auth_token)
+        self.requests_by_client: dict[str, int] = {}  # requests that carried each client's token
+        self._clients_lock = threading.Lock()
         super().__init__((host, port), RequestHandler)
         self._refuser = threading.Thread(target=self._refuse_loop, name="vlmcodec-http-refuse", daemon=True)
         self._refuser.start()
+
+    def count_client(self, name: str) -> None:
+        """One more request that carried client ``name``'s token (``/stats``, ``/metrics``)."""
+        with self._clients_lock:
+            self.requests_by_client[name] = self.requests_by_client.get(name, 0) + 1
+
+    def client_counts(self) -> dict[str, int]:
+        """Requests admitted by each client's token so far (empty for a server without tokens)."""
+        with self._clients_lock:
+            return dict(self.requests_by_client)
 
     def engine_for_stream(self, data: bytes) -> Engine:
         """The engine whose model wrote ``data`` (ModelMismatchError when none does)."""

@@ -1,0 +1,91 @@
+"""Bearer tokens for ``vlmcodec serve``: several at once, each with a client name.
+
+A token file holds one token a line, as ``TOKEN`` or ``NAME TOKEN``; blank lines and lines that
+start with ``#`` are skipped. Several tokens let each client have its own (revoke one by deleting
+its line and sending SIGHUP) and let a rotation overlap: the new token is added, clients move to
+it, the old line goes. The name (``token1``, ``token2``, … for unnamed lines, in file order) is
+what the access log and ``/stats`` show of the client; a token itself is never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+
+from ..errors import ConfigError
+
+# RFC 6750's b64token: what a client can put after "Bearer " without quoting
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def parse_token_file(text: str, source: str = "token file") -> dict[str, str]:
+    """``{name: token}`` from a token file's text (see the module's docstring); ConfigError for a
+    file with no token, a malformed line, or a token or name given twice."""
+    tokens: dict[str, str] = {}
+    unnamed = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) == 1:
+            unnamed += 1
+            name, token = f"token{unnamed}", fields[0]
+        elif len(fields) == 2:
+            name, token = fields
+        else:
+            raise ConfigError(f"{source} line {number}: expected 'TOKEN' or 'NAME TOKEN', got {len(fields)} fields")
+        _add(tokens, name, token, f"{source} line {number}")
+    if not tokens:
+        raise ConfigError(f"{source} is empty (no token in it)")
+    return tokens
+
+
+def token_table(auth_token: str | Sequence[str] | Mapping[str, str] | None) -> dict[str, str] | None:
+    """The server's ``{name: token}`` from ``CodecServer(auth_token=)``: one token (a string),
+    several (a sequence, named ``token1``…) or named ones (a mapping); None for no token."""
+    if auth_token is None:
+        return None
+    if isinstance(auth_token, str):
+        auth_token = [auth_token]
+    items = auth_token.items() if isinstance(auth_token, Mapping) else (
+        (f"token{i}", t) for i, t in enumerate(auth_token, 1))
+    tokens: dict[str, str] = {}
+    for name, token in items:
+        _add(tokens, str(name), token.strip() if isinstance(token, str) else token, "auth_token")
+    if not tokens:
+        raise ConfigError("auth_token is empty")
+    return tokens
+
+
+def _add(tokens: dict[str, str], name: str, token, where: str) -> None:
+    if not isinstance(token, str) or not token:
+        raise ConfigError(f"{where}: a token is an empty string" if isinstance(token, str) else
+                          f"{where}: a token must be a string, got {type(token).__name__}")
+    if not _NAME.fullmatch(name):  # it goes into log lines and metric labels as it is
+        raise ConfigError(f"{where}: a client name is 1-64 of A-Z a-z 0-9 _ . -, got {name[:70]!r}")
+    if not _TOKEN.fullmatch(token):
+        raise ConfigError(f"{where}: a token is made of A-Z a-z 0-9 - . _ ~ + / (and = at its end), "
+                          "as an HTTP bearer token must be")
+    if name in tokens:
+        raise ConfigError(f"{where}: client name {name!r} given twice")
+    if token in tokens.values():
+        raise ConfigError(f"{where}: the same token given twice (for {name!r} too)")
+    tokens[name] = token
+
+
+def client_of(tokens: Mapping[str, str], authorization: str) -> str | None:
+    """The name of the client whose token an ``Authorization`` header carries, None if none does.
+    Every token is compared (in constant time each), whichever matches, so that the time taken
+    does not tell which line of the file a guess came near."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    presented = value.strip().encode()
+    found = None
+    for name, token in tokens.items():
+        if hmac.compare_digest(presented, token.encode()) and found is None:
+            found = name
+    return found

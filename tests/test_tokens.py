@@ -1,0 +1,45 @@
+"""Bearer tokens of `vlmcodec serve` (vlmcodec.runtime.tokens): the token file, the table, matching."""
+
+import pytest
+
+from vlmcodec.errors import ConfigError
+from vlmcodec.runtime.tokens import client_of, parse_token_file, token_table
+
+
+def test_a_token_file_names_its_tokens():
+    text = "# clients\n\nalpha-0K\n  crawler  c+r/a.w_l~er==  \nbeta\n"
+    assert parse_token_file(text) == {"token1": "alpha-0K", "crawler": "c+r/a.w_l~er==", "token2": "beta"}
+    assert parse_token_file("s3cret\n") == {"token1": "s3cret"}  # the one-token file of before
+
+
+@pytest.mark.parametrize("text, message", [
+    ("\n# nothing\n", "is empty"),
+    ("a b c\n", "line 1: expected 'TOKEN' or 'NAME TOKEN', got 3 fields"),
+    ("x\nname tok\"en\n", "line 2: a token is made of"),
+    ("bad/name tok\n", "client name is 1-64"),
+    ("a tok1\na tok2\n", "client name 'a' given twice"),
+    ("one\ntwo\nb one\n", "the same token given twice"),
+    ("tok=en\n", "a token is made of"),  # '=' only at the end
+])
+def test_a_malformed_token_file_is_refused_with_its_line(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_token_file(text, "tokens.txt")
+
+
+def test_token_table_takes_one_several_or_named_tokens():
+    assert token_table(None) is None
+    assert token_table("s3cret\n") == {"token1": "s3cret"}
+    assert token_table(["a", "b"]) == {"token1": "a", "token2": "b"}
+    assert token_table({"app": "a", "batch": "b"}) == {"app": "a", "batch": "b"}
+    for bad, message in [("  ", "empty"), ([], "empty"), ({"x y": "t"}, "client name"), ({"a": 3}, "must be a string"),
+                         ({'a"}': "t"}, "client name")]:
+        with pytest.raises(ConfigError, match=message):
+            token_table(bad)
+
+
+def test_client_of_names_the_matching_token_only():
+    tokens = {"app": "tok-a", "batch": "tok-b"}
+    assert client_of(tokens, "Bearer tok-b") == "batch"
+    assert client_of(tokens, "bearer  tok-a ") == "app"
+    for header in ("", "Bearer", "Bearer tok", "Bearer tok-a-longer", "Basic tok-a", "tok-a"):
+        assert client_of(tokens, header) is None, header
