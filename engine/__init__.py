@@ -26,6 +26,10 @@ def __getattr__(name: str):
         from . import codec
 
         return getattr(codec, name)
+    if name == "CodecSet":
+        from .codec_set import CodecSet
+
+        return CodecSet
     if name == "allocator":
         import importlib
 
@@ -55,7 +59,7 @@ def decode(data: bytes, model=None, backend: str = "torch"):
 
 
 __all__ = [
-    "Codec", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "ConfigError",
+    "Codec", "CodecSet", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
     "RequestError", "ResourceError", "VlmcodecWarning",
 ]

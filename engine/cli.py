@@ -270,10 +270,7 @@ def cmd_decode(args) -> int:
     many = len(files) > 1
     fmt, suffix = _decoded_format(args, _names_a_file(args.output, many))
     codec = _codec(args)
-    codecs = {codec.fingerprint: codec}  # with --extra-model, each stream goes to the model that wrote it
-    for path in args.extra_model or ():
-        other = _codec(args, path)
-        codecs.setdefault(other.fingerprint, other)
+    codecs = _codec_set(codec, [_codec(args, path) for path in args.extra_model or ()])
     failures = _Failures(len(files))
 
     def report(src: Path, line: str):
@@ -352,17 +349,27 @@ def _reload_security(server, args) -> None:
     print("vlmcodec: reloaded the TLS certificate and token files", file=sys.stderr, flush=True)
 
 
-def _codec_for(codecs: dict, data: bytes, default):
+def _codec_set(codec, others: list):
+    """With --extra-model: the models held (each stream goes to the model that wrote it; the
+    same model given twice is held once); without: None."""
+    if not others:
+        return None
+    from .codec_set import CodecSet
+
+    held = {codec.fingerprint: codec}
+    for other in others:
+        held.setdefault(other.fingerprint, other)
+    return CodecSet(held.values())
+
+
+def _codec_for(codecs, data: bytes, default):
     """The codec of the model that wrote ``data``; ``default`` when none of them did (or the
     header is damaged), whose decode then raises the error that says so."""
-    if len(codecs) == 1:
+    if codecs is None:
         return default
-    from .bitstream import container
-    from .errors import BitstreamError
-
     try:
-        return codecs.get(container.fingerprint_of(data), default)
-    except BitstreamError:
+        return codecs.codec_for(data)
+    except (BitstreamError, ModelMismatchError):
         return default
 
 

@@ -34,6 +34,18 @@ def tiny_model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def second_model_path(tmp_path_factory):
+    """Another small random model: another fingerprint, streams the first cannot decode."""
+    torch.manual_seed(1)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016)))
+    with torch.no_grad():
+        net.g_a[-1].weight.mul_(40.0)
+    path = tmp_path_factory.mktemp("models2") / "second.safetensors"
+    save_model(net, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_codec(tiny_model_path):
     from vlmcodec import Codec
 

@@ -531,23 +531,6 @@ def test_access_log_gives_status_size_and_time(tiny_model_path, rng, capsys):
     assert len(lines) == 2  # one line a request
 
 
-@pytest.fixture(scope="module")
-def second_model_path(tmp_path_factory):
-    """Another small random model: another fingerprint, streams the first cannot decode."""
-    import torch
-
-    from vlmcodec.models import MeanScaleHyperprior, ModelConfig
-    from vlmcodec.models.checkpoint import save_model
-
-    torch.manual_seed(1)
-    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016)))
-    with torch.no_grad():
-        net.g_a[-1].weight.mul_(40.0)
-    path = tmp_path_factory.mktemp("models2") / "second.safetensors"
-    save_model(net, path)
-    return path
-
-
 def test_several_models_decode_their_own_streams(tiny_model_path, second_model_path, rng, tmp_path):
     """A server holding two models decodes each stream with the model that wrote it, encodes with
     the first unless ?model= names the other, and refuses a third model's streams (409)."""

@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 
-from ..bitstream import container
+from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
 from .engine import Engine
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler
@@ -83,6 +83,7 @@ class CodecServer(ThreadingHTTPServer):
                 raise ConfigError(f"model {fp.hex()} given twice")
             self.engines[fp] = e
         self.engine = engines[0]
+        self.models = CodecSet([e.codec for e in engines])  # routes streams and ?model= to a model
         self.quality = float(quality)  # of an /encode request that gives none
         self.idle_timeout = idle_timeout
         self.max_body = int(max_body)
@@ -119,27 +120,19 @@ class CodecServer(ThreadingHTTPServer):
 
     def engine_for_stream(self, data: bytes) -> Engine:
         """The engine whose model wrote ``data`` (ModelMismatchError when none does)."""
-        fp = container.fingerprint_of(data)
-        engine = self.engines.get(fp)
-        if engine is None:
-            served = ", ".join(f.hex() for f in self.engines)
-            raise ModelMismatchError(f"stream was written by model {fp.hex()}, this server holds {served}; "
-                                     "decode it with the model that wrote it (serve --extra-model MODEL)")
-        return engine
+        try:
+            return self.engines[self.models.codec_for(data).fingerprint]
+        except ModelMismatchError as e:
+            raise ModelMismatchError(f"{e} (serve --extra-model MODEL)") from None
 
     def engine_named(self, prefix: str) -> Engine:
         """The engine whose model fingerprint (hex) starts with ``prefix`` (at least 4 digits)."""
-        name = prefix.strip().lower()
-        served = ", ".join(f.hex() for f in self.engines)
-        if len(name) < 4:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"model={prefix!r}: give at least 4 hex digits of one of {served}")
-        found = [e for fp, e in self.engines.items() if fp.hex().startswith(name)]
-        if not found:
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"model={prefix!r} names no model here ({served})",
-                             "ModelMismatchError")
-        if len(found) > 1:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"model={prefix!r} matches several models ({served})")
-        return found[0]
+        try:
+            return self.engines[self.models.named(prefix).fingerprint]
+        except ModelMismatchError as e:
+            raise HTTPError(HTTPStatus.NOT_FOUND, str(e), "ModelMismatchError") from None
+        except ConfigError as e:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, str(e)) from None
 
     @property
     def url(self) -> str:

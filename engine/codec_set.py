@@ -1,0 +1,116 @@
+"""Several models behind one object: each stream decodes with the model that wrote it.
+
+After a model upgrade, streams written by the old model are still around and only the old model
+decodes them. :class:`CodecSet` holds the new codec (the default for encoding) and the old ones,
+and routes each stream by the model fingerprint in its header (``container.fingerprint_of``: the
+first 14 bytes, nothing decoded). ``vlmcodec decode --extra-model`` and ``vlmcodec serve
+--extra-model`` route the same way.
+
+    >>> codecs = CodecSet([Codec("new.safetensors"), Codec("old.safetensors")])
+    >>> codecs.decode(old_or_new_stream)        # whichever wrote it
+    >>> codecs.encode(image, 75)                # the first (default) model
+    >>> codecs.encode(image, 75, model="6127")  # another, by a fingerprint prefix (>= 4 hex digits)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .bitstream import container
+from .errors import ConfigError, ModelMismatchError
+
+if TYPE_CHECKING:
+    from .codec import Codec
+
+_MIN_PREFIX = 4
+
+
+class CodecSet:
+    """Codecs of different models: ``decode`` routes each stream to its model's codec, ``encode``
+    uses the first unless ``model=`` names another. Items are ``Codec`` objects or model paths
+    (opened with ``codec_options``, e.g. ``backend=``, ``threads=``)."""
+
+    def __init__(self, codecs: Iterable, **codec_options):
+        from .codec import Codec  # lazily: the compiled rANS extension
+
+        self._codecs: dict[bytes, Codec] = {}
+        for item in codecs:
+            codec = Codec(item, **codec_options) if isinstance(item, (str, Path)) else item
+            if not isinstance(codec, Codec):
+                raise ConfigError(f"a CodecSet holds Codecs or model paths, got {type(item).__name__}")
+            if codec.fingerprint in self._codecs:
+                raise ConfigError(f"model {codec.fingerprint.hex()} given twice")
+            self._codecs[codec.fingerprint] = codec
+        if not self._codecs:
+            raise ConfigError("a CodecSet needs at least one codec")
+        self.default = next(iter(self._codecs.values()))
+
+    # -- lookup --------------------------------------------------------------------------
+    @property
+    def fingerprints(self) -> list[str]:
+        """The models held (hex fingerprints), the default first."""
+        return [fp.hex() for fp in self._codecs]
+
+    def __len__(self) -> int:
+        return len(self._codecs)
+
+    def __iter__(self) -> Iterator[Codec]:
+        return iter(self._codecs.values())
+
+    def _held(self) -> str:
+        return ", ".join(self.fingerprints)
+
+    def codec_for(self, data) -> Codec:
+        """The codec whose model wrote ``data``: BitstreamError for bytes that are not a .vlmc
+        header, ModelMismatchError for a stream of a model not held."""
+        fp = container.fingerprint_of(data)
+        codec = self._codecs.get(fp)
+        if codec is None:
+            raise ModelMismatchError(f"stream was written by model {fp.hex()}, the models held are {self._held()}; "
+                                     "decode it with the model that wrote it")
+        return codec
+
+    def named(self, prefix: str | None) -> Codec:
+        """The codec whose fingerprint (hex) starts with ``prefix`` (at least 4 digits); the default
+        for None. ConfigError for a short or ambiguous prefix, ModelMismatchError for none held."""
+        if prefix is None:
+            return self.default
+        name = str(prefix).strip().lower()
+        if len(name) < _MIN_PREFIX:
+            raise ConfigError(f"model={prefix!r}: give at least {_MIN_PREFIX} hex digits of one of {self._held()}")
+        found = [c for fp, c in self._codecs.items() if fp.hex().startswith(name)]
+        if not found:
+            raise ModelMismatchError(f"model={prefix!r} names no model held ({self._held()})")
+        if len(found) > 1:
+            raise ConfigError(f"model={prefix!r} matches several models ({self._held()})")
+        return found[0]
+
+    # -- coding --------------------------------------------------------------------------
+    def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None) -> bytes:
+        """``Codec.encode`` with the default model, or the one ``model`` (a fingerprint prefix) names."""
+        return self.named(model).encode(image, quality, short_side)
+
+    def encode_batch(self, images, qualities, short_side: int | None = None, model: str | None = None) -> list[bytes]:
+        """``Codec.encode_batch`` with one model (the default, or ``model``)."""
+        return self.named(model).encode_batch(images, qualities, short_side)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decode a stream with the model that wrote it."""
+        return self.codec_for(data).decode(data)
+
+    def decode_batch(self, streams) -> list[np.ndarray]:
+        """Decode streams of any of the models held, in order; each model's streams run as its
+        codec's batch. The first stream that no model held wrote raises before any is decoded."""
+        streams = list(streams)
+        groups: dict[bytes, list[int]] = {}
+        for i, data in enumerate(streams):
+            groups.setdefault(self.codec_for(data).fingerprint, []).append(i)
+        out: list[np.ndarray | None] = [None] * len(streams)
+        for fp, idx in groups.items():
+            for i, img in zip(idx, self._codecs[fp].decode_batch([streams[i] for i in idx]), strict=True):
+                out[i] = img
+        return out  # type: ignore[return-value]
