@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from .errors import (
     BackendUnavailableError,
     BitstreamError,
+    BudgetError,
     ConfigError,
     EngineDeadError,
     ImageError,
@@ -59,7 +60,7 @@ def decode(data: bytes, model=None, backend: str = "torch"):
 
 
 __all__ = [
-    "Codec", "CodecSet", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "ConfigError",
+    "Codec", "CodecSet", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "BudgetError", "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
     "RequestError", "ResourceError", "VlmcodecWarning",
 ]

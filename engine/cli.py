@@ -30,6 +30,7 @@ from .errors import (BitstreamError, ConfigError, ImageError, ModelMismatchError
 from .training.overrides import merge_overrides
 
 DEFAULT_PNG_LEVEL = 1  # = image_io.DEFAULT_PNG_LEVEL (the CLI starts without numpy and Pillow)
+DEFAULT_QUALITY = 75.0  # = codec.DEFAULT_QUALITY (nor torch)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
 
 
@@ -179,6 +180,24 @@ def _codec(args, model=None):
                  refine=getattr(args, "refine", 0), refine_views=getattr(args, "refine_views", None))
 
 
+def _budget(args) -> dict:
+    """encode's / roundtrip's --max-bytes or --max-bpp as encode_to_size's arguments ({} without)."""
+    max_bytes, max_bpp = getattr(args, "max_bytes", None), getattr(args, "max_bpp", None)
+    if max_bytes is None and max_bpp is None:
+        return {}
+    if args.quality is not None:
+        raise ConfigError("-q and --max-bytes / --max-bpp exclude each other (the budget picks each image's quality)")
+    if max_bytes is not None and max_bpp is not None:
+        raise ConfigError("--max-bytes and --max-bpp exclude each other")
+    return {"max_bytes": max_bytes} if max_bytes is not None else {"max_bpp": max_bpp}
+
+
+def _stream_quality(data: bytes) -> float:
+    from .bitstream import container
+
+    return container.unpack(data)[0].quality
+
+
 def cmd_encode(args, roundtrip: bool = False) -> int:
     from .file_pipeline import WriteBehind, read_ahead
     from .image_io import load_image, psnr, save_image
@@ -197,8 +216,12 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
               file=table)
     if codec.refine:
         print(f"refining each latent with {codec.refine} steps before coding (slower encoding)", file=table)
-    codec.model.level_of_quality(args.quality)  # a bad -q fails once, not once per file
-    print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}", file=table)
+    budget = _budget(args)
+    quality = DEFAULT_QUALITY if args.quality is None else args.quality
+    codec.model.level_of_quality(quality)  # a bad -q fails once, not once per file
+    qcol = f" {'quality':>7}" if budget else ""  # with a budget, the quality each image got
+    print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7}{qcol} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}",
+          file=table)
     failures = _Failures(len(files))
     png_level = getattr(args, "png_level", DEFAULT_PNG_LEVEL)
     suffix = DECODED_FORMATS[getattr(args, "format", None) or "png"][1][0]  # roundtrip's decoded images
@@ -222,7 +245,10 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
             try:
                 img = loaded.result()
                 t0 = time.perf_counter()
-                data = codec.encode(img, quality=args.quality)
+                if budget:
+                    data = codec.encode_to_size(img, **budget)
+                else:
+                    data = codec.encode(img, quality=quality)
                 t_enc = time.perf_counter() - t0
                 if to_stdout:
                     dst = Path(STDIO)
@@ -246,7 +272,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                 t_dec = time.perf_counter() - t0
                 p = psnr(img, rec)
             row = (bpp, p, t_enc, t_dec)
-            line = (f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f} {p:>8.2f} "
+            got = f" {_stream_quality(data):>7.2f}" if budget else ""
+            line = (f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f}{got} {p:>8.2f} "
                     f"{1000*t_enc:>8.0f} {1000*t_dec:>8.0f}")
             if roundtrip:
                 out = dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
@@ -256,8 +283,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     if len(rows) > 1:
         n = len(rows)
         mean = [sum(r[i] for r in rows) / n for i in range(4)]
-        print(f"{'mean of ' + str(n):<24} {'':>10} {'':>8} {mean[0]:>7.4f} {mean[1]:>8.2f} {1000*mean[2]:>8.0f} "
-              f"{1000*mean[3]:>8.0f}", file=table)
+        print(f"{'mean of ' + str(n):<24} {'':>10} {'':>8} {mean[0]:>7.4f}{' ' * len(qcol)} {mean[1]:>8.2f} "
+              f"{1000*mean[2]:>8.0f} {1000*mean[3]:>8.0f}", file=table)
     return failures.status()
 
 
@@ -535,6 +562,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _png_level(text: str) -> int:
     if text.strip() not in {str(i) for i in range(10)}:
         raise argparse.ArgumentTypeError(f"expected a zlib level 0..9, got {text!r}")
@@ -613,6 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="code at the consumer's scale: downscale so the shorter side is N px before "
                              "encoding, decode back to the original size (e.g. 256 for a 224-px vision tower)")
 
+    def budget(sp):
+        sp.add_argument("--max-bytes", type=_positive_int, metavar="N",
+                        help="rate control: each image at the highest quality whose stream fits in N bytes "
+                             "(instead of -q; an image that does not fit even at quality 0 fails)")
+        sp.add_argument("--max-bpp", type=_positive_float, metavar="BPP",
+                        help="rate control: as --max-bytes, with a budget of BPP bits per pixel of each image")
+
     def png_level(sp):
         sp.add_argument("--png-level", type=_png_level, default=DEFAULT_PNG_LEVEL, metavar="0-9",
                         help=f"zlib level of the decoded PNGs (default {DEFAULT_PNG_LEVEL}: fastest; "
@@ -627,7 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders, globs, or - (standard input)")
     e.add_argument("-o", "--output", metavar="OUT",
                    help="output file, or folder when several inputs, or - (standard output)")
-    e.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100, 0 = smallest files (default 75)")
+    e.add_argument("-q", "--quality", type=float, help="quality 0..100, 0 = smallest files (default 75)")
+    budget(e)
     e.add_argument("--no-psnr", action="store_true", help="skip the verification decode (no PSNR)")
     short_side(e)
     refine(e)
@@ -636,7 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Encode and decode images; writes .vlmc and decoded .png files (--format).")
     r.add_argument("inputs", nargs="+", metavar="IN")
     r.add_argument("-o", "--output", metavar="DIR", default="out")
-    r.add_argument("-q", "--quality", type=float, default=75.0, help="quality 0..100 (default 75)")
+    r.add_argument("-q", "--quality", type=float, help="quality 0..100 (default 75)")
+    budget(r)
     short_side(r)
     refine(r)
     png_level(r)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from vlmcodec.kernels import rans
 
-from . import allocator, memory, resample
+from . import allocator, memory, rate_control, resample
 from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
@@ -225,26 +225,73 @@ class Codec:
 
     def analyse(self, arrays: list[np.ndarray], qualities: list[float]) -> tuple[Tensor, Tensor]:
         """Network stage of encoding, batched: (y · gain, z) for images of one padded size."""
+        levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
+        x, y_raw = self._unscaled_latents(arrays)
+        y, z = self._scaled_latents(y_raw, levels)
+        if self.refine:
+            with self._stage("refine"):
+                y, z = self._refine(x, [a.shape[:2] for a in arrays], levels, y, z)
+        return y, z
+
+    def _unscaled_latents(self, arrays: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+        """The quality-independent part of the network stage: (padded x, g_a(pre-edit(x)))."""
         ph, pw = padded_size(*arrays[0].shape[:2])
         self._fits("encoding with refinement" if self.refine else "encoding", ph * pw, len(arrays),
                    self._encode_cost(ph, pw))
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
-        levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
         with torch.inference_mode(), self._gpu_memory("encoding"):
-            gain, _ = self.model.gains(levels)
             x_in = x
             if self.pre_edit:
                 with self._stage("pre-edit"):
                     x_in = self.backend.pre_edit(x)
             with self._stage("g_a"):
-                y = self.backend.analysis(x_in) * gain[:, :, None, None]
+                y_raw = self.backend.analysis(x_in)
+        return x, y_raw
+
+    def _scaled_latents(self, y_raw: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
+        """The quality's part: (y = g_a(x) · gain(level), z = h_a(y))."""
+        with torch.inference_mode(), self._gpu_memory("encoding"):
+            gain, _ = self.model.gains(levels)
+            y = y_raw * gain[:, :, None, None]
             with self._stage("h_a"):
                 z = self.backend.hyper_analysis(y)
-        if self.refine:
-            with self._stage("refine"):
-                y, z = self._refine(x, [a.shape[:2] for a in arrays], levels, y, z)
         return y, z
+
+    def encode_to_size(self, image, max_bytes: int | None = None, *, max_bpp: float | None = None,
+                       short_side: int | None = None, min_quality: float = 0.0,
+                       max_quality: float = 100.0) -> bytes:
+        """The stream of the highest quality whose size is at most ``max_bytes`` (or ``max_bpp``
+        bits per pixel of the image as given) — rate control for a byte or bandwidth budget.
+
+        The networks' quality-independent part (pre-edit, g_a) runs once; each quality tried costs
+        h_a and the entropy coding (with ``refine``, a whole refined encode). The search stops
+        within 0.1 of quality or 1 % of the budget (``vlmcodec.rate_control``). The stream is the
+        one ``encode`` gives at the quality found (in its header:
+        ``container.unpack(data)[0].quality``). BudgetError when even ``min_quality`` does not fit."""
+        prep = self.prepare(image, min_quality, short_side)
+        self.model.level_of_quality(max_quality)  # validates the range
+        budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
+        y_raw = None if self.refine else self._unscaled_latents([prep.pixels])[1][0]
+        return self.encode_within(prep, budget, y_raw, min_quality, max_quality)
+
+    def encode_within(self, prep: PreparedImage, budget: int, y_raw: Tensor | None = None,
+                      min_quality: float = 0.0, max_quality: float = 100.0) -> bytes:
+        """``encode_to_size``'s search for a prepared image (the runtime Engine's stage): ``y_raw``,
+        its g_a output before the gain (C×h×w), when the caller has it; else each quality tried is
+        a whole encode (what refinement needs anyway)."""
+        if y_raw is None:
+            def stream_at(q: float) -> bytes:
+                at = prep._replace(quality=q)
+                y, z = self.analyse([at.pixels], [q])
+                return self.entropy_encode(y[0], z[0], at)
+        else:
+            def stream_at(q: float) -> bytes:
+                y, z = self._scaled_latents(y_raw[None], torch.tensor([self.model.level_of_quality(q)]))
+                return self.entropy_encode(y[0], z[0], prep._replace(quality=q))
+        data, _ = rate_control.largest_fitting(stream_at, budget, container.quantize_quality(min_quality),
+                                               container.quantize_quality(max_quality))
+        return data
 
     def entropy_encode(self, y: Tensor, z: Tensor, image: PreparedImage) -> bytes:
         """CPU stage of encoding, one image: symbols, exact entropy parameters, rANS, container."""

@@ -21,6 +21,10 @@ class ModelMismatchError(VlmcodecError, ValueError):
     """A stream was written by a different model than the one decoding it."""
 
 
+class BudgetError(VlmcodecError, ValueError):
+    """No stream of an image fits the size asked for (``Codec.encode_to_size``), even at the lowest quality."""
+
+
 class BackendUnavailableError(VlmcodecError, RuntimeError):
     """The requested backend cannot run on this machine (missing package or device)."""
 

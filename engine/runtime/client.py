@@ -78,11 +78,18 @@ class RemoteCodec:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None) -> bytes:
+    def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None,
+               *, max_bytes: int | None = None, max_bpp: float | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
         as they are) to .vlmc bytes on the server; ``model``: the fingerprint (hex, ≥ 4 digits) of
-        another model the server holds (``serve --extra-model``) instead of its default."""
-        query = {"quality": quality} | ({"short_side": short_side} if short_side is not None else {})
+        another model the server holds (``serve --extra-model``) instead of its default.
+        ``max_bytes`` or ``max_bpp``: rate control instead of ``quality`` (``Codec.encode_to_size``)."""
+        if max_bytes is not None or max_bpp is not None:
+            query: dict = {"max_bytes": max_bytes} if max_bytes is not None else {}
+            query |= {"max_bpp": max_bpp} if max_bpp is not None else {}
+        else:
+            query = {"quality": quality}
+        query |= {"short_side": short_side} if short_side is not None else {}
         query |= {"model": model} if model is not None else {}
         if isinstance(image, (str, Path)):
             body = Path(image).read_bytes()

@@ -37,6 +37,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 
+from .. import rate_control
 from ..bitstream import container
 from ..codec import Codec
 from ..errors import BitstreamError, EngineDeadError, RequestError, ResourceError, VlmcodecError
@@ -94,20 +95,27 @@ class Engine:
 
     # -- client side ---------------------------------------------------------------------
     def submit_encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
-                      short_side: int | None = None) -> Future:
+                      short_side: int | None = None, *, max_bytes: int | None = None,
+                      max_bpp: float | None = None) -> Future:
         """Queue one image; the future resolves to .vlmc bytes (or the request's error).
 
-        ``short_side`` as in ``Codec.encode`` (None: the codec's setting)."""
+        ``short_side`` as in ``Codec.encode`` (None: the codec's setting). ``max_bytes`` or
+        ``max_bpp``: rate control instead of ``quality``, as ``Codec.encode_to_size`` (such requests
+        batch g_a with each other; the search's probes then run on the network worker)."""
         fut: Future = Future()
+        budget = None
         try:
             prep = self.codec.prepare(image, quality, short_side)
+            if max_bytes is not None or max_bpp is not None:
+                budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
+                prep = prep._replace(quality=0.0)
         except Exception as e:  # the bad request fails alone, with the codec's clear error
             fut.set_exception(e)
             return fut
         self._admit()
         now = time.monotonic()
-        req = InflightRequest(Kind.ENCODE, (Kind.ENCODE, padded_size(*prep.pixels.shape[:2])), prep, fut, now,
-                              self._deadline(now, timeout_s))
+        key = (Kind.ENCODE, padded_size(*prep.pixels.shape[:2]), budget is not None)
+        req = InflightRequest(Kind.ENCODE, key, prep, fut, now, self._deadline(now, timeout_s), budget=budget)
         self._enqueue(req)
         return fut
 
@@ -129,8 +137,10 @@ class Engine:
         return fut
 
     async def encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
-                     short_side: int | None = None) -> bytes:
-        return await asyncio.wrap_future(self.submit_encode(image, quality, timeout_s, short_side))
+                     short_side: int | None = None, *, max_bytes: int | None = None,
+                     max_bpp: float | None = None) -> bytes:
+        return await asyncio.wrap_future(self.submit_encode(image, quality, timeout_s, short_side,
+                                                            max_bytes=max_bytes, max_bpp=max_bpp))
 
     async def decode(self, data: bytes, timeout_s: float | None = None):
         return await asyncio.wrap_future(self.submit_decode(data, timeout_s))
@@ -397,7 +407,9 @@ class Engine:
                     self._finish(r, exc=_request_error(r, e_one))
 
     def _run_networks(self, live: list[InflightRequest]) -> None:
-        if live[0].kind is Kind.ENCODE:
+        if live[0].budget is not None:
+            self._run_budgeted(live)
+        elif live[0].kind is Kind.ENCODE:
             y, z = self.codec.analyse([r.payload.pixels for r in live], [r.payload.quality for r in live])
             for j, r in enumerate(live):
                 r.status = Status.CODING
@@ -406,6 +418,21 @@ class Engine:
             images = self.codec.synthesize([r.payload for r in live])
             for r, img in zip(live, images):
                 self._finish(r, result=img)
+
+
+    def _run_budgeted(self, live: list[InflightRequest]) -> None:
+        """Rate-controlled encodes: g_a once for the batch, then each request's search (h_a and
+        entropy coding per quality tried) here, on the network worker that holds the backend."""
+        codec = self.codec
+        y_raw = None if codec.refine else codec._unscaled_latents([r.payload.pixels for r in live])[1]
+        for j, r in enumerate(live):
+            r.status = Status.CODING
+            try:
+                data = codec.encode_within(r.payload, r.budget, None if y_raw is None else y_raw[j])
+            except Exception as e:
+                self._finish(r, exc=_request_error(r, e))
+            else:
+                self._finish(r, result=data)
 
 
 def _request_error(r: InflightRequest, e: Exception) -> Exception:

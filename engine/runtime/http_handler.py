@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from ..bitstream import container
 from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, ModelMismatchError, ResourceError
 from ..image_io import as_rgb_array, image_bytes, load_image
 from .engine import QueueFull
@@ -195,11 +196,15 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     # -- endpoints -----------------------------------------------------------------------
     def _encode(self, body: bytes, params: dict) -> None:
-        unknown = set(params) - {"quality", "short_side", "timeout", "width", "height", "model"}
+        known = ("quality", "max_bytes", "max_bpp", "short_side", "timeout", "width", "height", "model")
+        unknown = set(params) - set(known)
         if unknown:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} "
-                                                     "(quality, short_side, timeout, width, height, model)")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} ({', '.join(known)})")
         quality = _number(params, "quality", self.server.quality)
+        budget = {"max_bytes": _integer(params, "max_bytes")} if "max_bytes" in params else {}
+        budget |= {"max_bpp": _number(params, "max_bpp", 0.0)} if "max_bpp" in params else {}
+        if budget and "quality" in params:  # the budget picks the quality
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "quality and max_bytes / max_bpp exclude each other")
         short_side = params.get("short_side")
         short = _integer(params, "short_side") if short_side not in (None, "") else None
         engine = self.server.engine_named(params["model"]) if "model" in params else self.server.engine
@@ -207,10 +212,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             image = _raw_image(body, params, engine.codec.max_pixels)
         else:
             image = load_image(io.BytesIO(body), engine.codec.max_pixels)
-        data = self._wait(engine.submit_encode(image, quality, _timeout(params), short_side=short))
+        data = self._wait(engine.submit_encode(image, quality, _timeout(params), short_side=short, **budget))
         h, w = image.shape[:2]
-        self._send(HTTPStatus.OK, STREAM_TYPE, data,
-                   {"X-Image-Width": str(w), "X-Image-Height": str(h), "X-Bpp": f"{8 * len(data) / (w * h):.4f}"})
+        headers = {"X-Image-Width": str(w), "X-Image-Height": str(h), "X-Bpp": f"{8 * len(data) / (w * h):.4f}"}
+        if budget:  # the quality the rate control found
+            headers["X-Quality"] = f"{container.unpack(data)[0].quality:g}"
+        self._send(HTTPStatus.OK, STREAM_TYPE, data, headers)
 
     def _decode(self, body: bytes, params: dict) -> None:
         unknown = set(params) - {"format", "timeout"}

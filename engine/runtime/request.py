@@ -44,3 +44,4 @@ class InflightRequest:
     deadline: float | None
     id: int = field(default_factory=lambda: next(_ids))
     status: Status = Status.WAITING
+    budget: int | None = None    # encode with rate control: the stream's size limit in bytes

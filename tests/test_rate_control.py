@@ -1,0 +1,202 @@
+"""Rate control (vlmcodec.rate_control, Codec.encode_to_size): the highest quality that fits a budget."""
+
+import math
+
+import numpy as np
+import pytest
+
+from vlmcodec import BudgetError, Codec
+from vlmcodec.bitstream import container
+from vlmcodec.errors import ConfigError
+from vlmcodec.rate_control import budget_bytes, largest_fitting
+
+from conftest import smooth_image
+
+
+def _sizes(fn):
+    """A fake coder: a stream of fn(q) bytes that remembers its quality."""
+    def stream_at(q: float) -> bytes:
+        assert abs(q * 100 - round(q * 100)) < 1e-9  # only the qualities a stream can carry
+        return q.hex().encode().ljust(int(fn(q)), b".")
+    return stream_at
+
+
+def _quality(data: bytes) -> float:
+    return float.fromhex(data.rstrip(b".").decode())
+
+
+@pytest.mark.parametrize("fn", [
+    lambda q: 1000 * math.exp(q / 40),                       # convex in bytes, straight in log-size
+    lambda q: 20000 * math.sqrt(1 + q),                      # bending the other way
+    lambda q: 1000 * math.exp(q / 40) * (1 + 0.01 * math.sin(q * 7)),   # not monotone at small scale
+])
+def test_the_result_fits_and_no_higher_grid_quality_of_the_bracket_does(fn):
+    for budget in (1200, 5000, 9000, 11000):
+        if fn(0) > budget:
+            with pytest.raises(BudgetError, match="even quality 0 needs"):
+                largest_fitting(_sizes(fn), budget)
+            continue
+        data, probes = largest_fitting(_sizes(fn), budget)
+        q = _quality(data)
+        assert len(data) <= budget
+        assert len(probes) <= 16
+        if q < 100:  # stopped at the tolerance (0.1) or within the slack (1 %) of the budget
+            failing = [p for p, size in probes if size > budget and p > q]
+            assert len(data) >= 0.99 * budget or min(failing) - q <= 0.1 + 1e-9, (budget, probes)
+
+
+def test_a_budget_every_quality_fits_costs_one_probe_and_bounds_are_kept():
+    data, probes = largest_fitting(_sizes(lambda q: 100 + q), 10_000)
+    assert _quality(data) == 100 and len(probes) == 1
+    data, probes = largest_fitting(_sizes(lambda q: 100 + q), 10_000, lo=10, hi=60.5)
+    assert _quality(data) == 60.5
+    data, _ = largest_fitting(_sizes(lambda q: 1000 * math.exp(q / 40)), 3000, lo=20, hi=90)
+    assert 20 <= _quality(data) <= 90 and len(data) <= 3000
+    with pytest.raises(ConfigError):
+        largest_fitting(_sizes(lambda q: 100), 1000, lo=50, hi=40)
+
+
+def test_budget_bytes_takes_bytes_or_bits_per_pixel():
+    assert budget_bytes(768, 512, 5000, None) == 5000
+    assert budget_bytes(768, 512, None, 0.25) == 768 * 512 * 0.25 / 8
+    for bytes_, bpp, message in [(None, None, "one of"), (10, 0.1, "one of"), (0, None, "positive integer"),
+                                 (1.5, None, "positive integer"), (True, None, "positive integer"),
+                                 (None, -1.0, "positive number"), (None, float("nan"), "positive number")]:
+        with pytest.raises(ConfigError, match=message):
+            budget_bytes(64, 64, bytes_, bpp)
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_model_path):
+    return Codec(tiny_model_path)
+
+
+def test_encode_to_size_gives_encodes_stream_at_the_quality_found(codec, rng):
+    img = smooth_image(rng, 96, 128)
+    small, large = len(codec.encode(img, 0)), len(codec.encode(img, 100))
+    assert large > 1.5 * small  # the premise: quality moves the size
+    for budget in np.linspace(small, large, 5).astype(int)[1:-1]:
+        data = codec.encode_to_size(img, int(budget))
+        q = container.unpack(data)[0].quality
+        assert len(data) <= budget and 0 < q < 100
+        assert data == codec.encode(img, q)  # the same bytes as a plain encode at that quality
+        assert len(data) >= 0.99 * budget or len(codec.encode(img, round(q + 0.1, 2))) > budget
+    bpp = 8 * (small + large) / 2 / (96 * 128)
+    data = codec.encode_to_size(img, max_bpp=bpp)
+    assert 8 * len(data) / (96 * 128) <= bpp
+    assert codec.encode_to_size(img, large + 10) == codec.encode(img, 100)
+
+
+def test_encode_to_size_refuses_what_cannot_fit_and_bad_budgets(codec, rng):
+    img = smooth_image(rng, 64, 64)
+    smallest = len(codec.encode(img, 0))
+    with pytest.raises(BudgetError, match=f"even quality 0 needs {smallest} bytes"):
+        codec.encode_to_size(img, smallest - 1)
+    with pytest.raises(BudgetError, match="even quality 40 needs"):
+        codec.encode_to_size(img, smallest, min_quality=40)
+    with pytest.raises(ConfigError, match="one of max_bytes and max_bpp"):
+        codec.encode_to_size(img)
+    with pytest.raises(ValueError, match="quality must be in"):
+        codec.encode_to_size(img, 10_000, max_quality=101)
+
+
+def test_encode_to_size_at_the_consumers_scale_and_with_refinement(tiny_model_path, rng):
+    img = smooth_image(rng, 128, 192)
+    scaled = Codec(tiny_model_path, short_side=64)
+    budget = (len(scaled.encode(img, 0)) + len(scaled.encode(img, 100))) // 2
+    data = scaled.encode_to_size(img, budget)
+    q = container.unpack(data)[0].quality
+    assert len(data) <= budget and data == scaled.encode(img, q)
+    refined = Codec(tiny_model_path, short_side=64, refine=2)
+    data = refined.encode_to_size(img, budget)
+    q = container.unpack(data)[0].quality
+    assert len(data) <= budget and data == refined.encode(img, q)
+
+
+def test_cli_encode_and_roundtrip_with_a_budget(tmp_path, rng, tiny_model_path, capsys):
+    from PIL import Image
+
+    from vlmcodec.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    images = [smooth_image(rng, 64, 96), smooth_image(rng, 80, 80)]
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(src / f"im{i}.png")
+    codec = Codec(tiny_model_path)
+    budget = max((len(codec.encode(img, 0)) + len(codec.encode(img, 100))) // 2 for img in images)
+    model = ["--model", str(tiny_model_path)]
+    assert main(["encode", str(src), "-o", str(tmp_path / "out"), "--max-bytes", str(budget), *model]) == 0
+    text = capsys.readouterr().out
+    assert "quality" in text.splitlines()[0]
+    for i, img in enumerate(images):
+        data = (tmp_path / "out" / f"im{i}.vlmc").read_bytes()
+        q = container.unpack(data)[0].quality
+        assert len(data) <= budget and data == codec.encode_to_size(img, budget)
+        assert f"{q:>7.2f}" in text
+    bpp = 8 * budget / (64 * 96)
+    (tmp_path / "rt").mkdir()
+    assert main(["roundtrip", str(src / "im0.png"), "-o", str(tmp_path / "rt"), "--max-bpp", str(bpp), *model]) == 0
+    assert 8 * (tmp_path / "rt" / "im0.vlmc").stat().st_size / (64 * 96) <= bpp
+    assert (tmp_path / "rt" / "im0.png").exists()
+    capsys.readouterr()
+    for argv, message in [(["--max-bytes", "10"], "even quality 0 needs"),
+                          (["--max-bytes", "1000", "-q", "50"], "-q and --max-bytes / --max-bpp exclude each other"),
+                          (["--max-bytes", "1000", "--max-bpp", "0.5"], "--max-bytes and --max-bpp exclude")]:
+        assert main(["encode", str(src / "im0.png"), "-o", str(tmp_path / "x.vlmc"), *argv, *model]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit):
+        main(["encode", str(src / "im0.png"), "--max-bpp", "-1", *model])
+
+
+def test_engine_and_server_encode_to_a_budget(tiny_model_path, rng):
+    """Engine.submit_encode(max_bytes=) and /encode?max_bytes= give encode_to_size's stream;
+    budget requests batch apart from plain ones; what cannot fit fails alone (400, BudgetError)."""
+    from vlmcodec.runtime import Engine, RemoteCodec
+    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+
+    codec = Codec(tiny_model_path)
+    images = [smooth_image(rng, 64, 96) for _ in range(3)]
+    budgets = [(len(codec.encode(img, 0)) + len(codec.encode(img, 100))) // 2 for img in images]
+    engine = Engine(codec, max_batch=4, max_delay_ms=50, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        futures = [engine.submit_encode(img, max_bytes=b) for img, b in zip(images, budgets, strict=True)]
+        plain = engine.submit_encode(images[0], 60)
+        for f, img, b in zip(futures, images, budgets, strict=True):
+            assert f.result(timeout=60) == codec.encode_to_size(img, b)
+        assert plain.result(timeout=60) == codec.encode(images[0], 60)
+        too_small = engine.submit_encode(images[0], max_bytes=10)
+        with pytest.raises(BudgetError):
+            too_small.result(timeout=60)
+        bad = engine.submit_encode(images[0], max_bytes=10, max_bpp=0.5)
+        with pytest.raises(ConfigError, match="one of"):
+            bad.result(timeout=60)
+        with RemoteCodec(server.url) as remote:
+            assert remote.encode(images[1], max_bytes=budgets[1]) == codec.encode_to_size(images[1], budgets[1])
+            bpp = 8 * budgets[2] / (64 * 96)
+            assert remote.encode(images[2], max_bpp=bpp) == codec.encode_to_size(images[2], max_bpp=bpp)
+            with pytest.raises(BudgetError, match="even quality 0 needs"):
+                remote.encode(images[0], max_bytes=10)
+        import http.client
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(images[0]).save(buf, format="PNG")
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+        conn.request("POST", f"/encode?max_bytes={budgets[0]}", body=buf.getvalue())
+        resp = conn.getresponse()
+        data = resp.read()
+        assert resp.status == 200 and data == codec.encode_to_size(images[0], budgets[0])
+        assert float(resp.getheader("X-Quality")) == container.unpack(data)[0].quality
+        conn.request("POST", f"/encode?max_bytes={budgets[0]}&quality=50", body=buf.getvalue())
+        resp = conn.getresponse()
+        assert resp.status == 400 and b"exclude each other" in resp.read()
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
