@@ -226,15 +226,16 @@ class Codec:
     def analyse(self, arrays: list[np.ndarray], qualities: list[float]) -> tuple[Tensor, Tensor]:
         """Network stage of encoding, batched: (y · gain, z) for images of one padded size."""
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
-        x, y_raw = self._unscaled_latents(arrays)
+        x, y_raw = self.analyse_unscaled(arrays)
         y, z = self._scaled_latents(y_raw, levels)
         if self.refine:
             with self._stage("refine"):
                 y, z = self._refine(x, [a.shape[:2] for a in arrays], levels, y, z)
         return y, z
 
-    def _unscaled_latents(self, arrays: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-        """The quality-independent part of the network stage: (padded x, g_a(pre-edit(x)))."""
+    def analyse_unscaled(self, arrays: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+        """The quality-independent part of the network stage, batched: (padded x, g_a(pre-edit(x)))
+        before the quality's gain; rate control runs it once for all the qualities it tries."""
         ph, pw = padded_size(*arrays[0].shape[:2])
         self._fits("encoding with refinement" if self.refine else "encoding", ph * pw, len(arrays),
                    self._encode_cost(ph, pw))
@@ -272,7 +273,7 @@ class Codec:
         prep = self.prepare(image, min_quality, short_side)
         self.model.level_of_quality(max_quality)  # validates the range
         budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
-        y_raw = None if self.refine else self._unscaled_latents([prep.pixels])[1][0]
+        y_raw = None if self.refine else self.analyse_unscaled([prep.pixels])[1][0]
         return self.encode_within(prep, budget, y_raw, min_quality, max_quality)
 
     def encode_within(self, prep: PreparedImage, budget: int, y_raw: Tensor | None = None,

@@ -424,7 +424,7 @@ class Engine:
         """Rate-controlled encodes: g_a once for the batch, then each request's search (h_a and
         entropy coding per quality tried) here, on the network worker that holds the backend."""
         codec = self.codec
-        y_raw = None if codec.refine else codec._unscaled_latents([r.payload.pixels for r in live])[1]
+        y_raw = None if codec.refine else codec.analyse_unscaled([r.payload.pixels for r in live])[1]
         for j, r in enumerate(live):
             r.status = Status.CODING
             try:
