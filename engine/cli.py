@@ -699,8 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another model file (repeatable): each stream is decoded by the model that wrote it")
     common(d)
     v = sub.add_parser("serve", help="serve encode/decode over HTTP (batched by the runtime Engine)",
-                       description="An HTTP server: POST /encode?quality=Q (body: an image file, or raw RGB "
-                                   "with &width=W&height=H) → .vlmc, POST /decode?format=png|ppm|raw (body: a .vlmc "
+                       description="An HTTP server: POST /encode?quality=Q or ?max_bytes=N (body: an image file, "
+                                   "or raw RGB with &width=W&height=H) → .vlmc, POST /decode?format=png|ppm|raw (body: a .vlmc "
                                    "stream) → the image, GET /health, /stats, /metrics. Concurrent requests are "
                                    "batched. SIGTERM stops it after answering what is in flight; SIGHUP reloads "
                                    "the TLS and token files.")

@@ -1,6 +1,7 @@
 """``vlmcodec serve``: an HTTP front for an :class:`Engine`, on the standard library alone.
 
     POST /encode?quality=75[&short_side=256]   body: an image file   → application/x-vlmc
+    POST /encode?max_bytes=N (or max_bpp=B)    rate control instead of quality (X-Quality: the one found)
     POST /encode?width=W&height=H[&quality=75] body: H×W×3 RGB bytes → application/x-vlmc
     POST /decode[?format=png|ppm|raw]          body: a .vlmc stream   → the image
     GET  /health                                model, backend, requests in flight (JSON)
