@@ -314,7 +314,7 @@ def cmd_decode(args) -> int:
             try:
                 data = _read_bytes(src)
                 t0 = time.perf_counter()
-                img = _codec_for(codecs, data, codec).decode(data)
+                img = _codec_for(codecs, data, codec).decode(data, args.decode_short_side)
                 dt = time.perf_counter() - t0
                 dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, suffix)
             except _FILE_ERRORS as e:
@@ -697,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     decoded_format(d)
     d.add_argument("--extra-model", action="append", metavar="MODEL",
                    help="another model file (repeatable): each stream is decoded by the model that wrote it")
+    d.add_argument("--short-side", type=_short_side, metavar="N", dest="decode_short_side",
+                   help="decode at the size a consumer of N px sees (shorter side N, never above the original) "
+                        "instead of the original size: one resize from the reconstruction, smaller files")
     common(d)
     v = sub.add_parser("serve", help="serve encode/decode over HTTP (batched by the runtime Engine)",
                        description="An HTTP server: POST /encode?quality=Q or ?max_bytes=N (body: an image file, "

@@ -69,6 +69,7 @@ class DecodedLatent:
 
     header: container.Header
     y_hat: Tensor          # float32 (M, H/16, W/16), before the inverse gain
+    out_hw: tuple[int, int]  # the decoded image's size: the original's, or a consumer's (decode's short_side)
 
 
 def _is_number(value) -> bool:
@@ -182,9 +183,12 @@ class Codec:
         the decoder restores the original size); None uses the codec's setting, 0 the full size."""
         return self.encode_batch([image], [quality], short_side)[0]
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Decompress .vlmc bytes to a uint8 H×W×3 array."""
-        return self.decode_batch([data])[0]
+    def decode(self, data: bytes, short_side: int | None = None) -> np.ndarray:
+        """Decompress .vlmc bytes to a uint8 H×W×3 array, at the original size; ``short_side=N``:
+        at the size a consumer of N px sees instead (the shorter side N, never above the original),
+        resized once from the float reconstruction — no full-size image is made when the stream
+        was coded at that scale."""
+        return self.decode_batch([data], short_side)[0]
 
     def encode_batch(self, images, qualities, short_side: int | None = None) -> list[bytes]:
         """Encode images; those sharing a padded (coded) size go through the networks as one batch."""
@@ -196,9 +200,11 @@ class Codec:
                 out[i] = self.entropy_encode(y[j], z[j], prepared[i])
         return out  # type: ignore[return-value]
 
-    def decode_batch(self, streams) -> list[np.ndarray]:
-        """Decode streams; those sharing a padded size run the synthesis as one batch."""
-        latents = [self.entropy_decode(s) for s in streams]
+    def decode_batch(self, streams, short_side: int | None = None) -> list[np.ndarray]:
+        """Decode streams; those sharing a padded size run the synthesis as one batch
+        (``short_side`` as in ``decode``)."""
+        side = resample.check_short_side(short_side)
+        latents = [self.entropy_decode(s, side) for s in streams]
         out: list[np.ndarray | None] = [None] * len(latents)
         for idx in _group_by(latents, lambda d: padded_size(*d.header.coded_hw)).values():
             for i, img in zip(idx, self.synthesize([latents[i] for i in idx])):
@@ -321,10 +327,11 @@ class Codec:
                                       flags=flags, coded_width=int(cw), coded_height=int(ch))
             return container.pack(header, z_chunks, y_chunks)
 
-    def entropy_decode(self, data: bytes) -> "DecodedLatent":
-        """CPU stage of decoding, one stream: parse, check, rANS-decode z and y → ŷ."""
+    def entropy_decode(self, data: bytes, short_side: int | None = None) -> "DecodedLatent":
+        """CPU stage of decoding, one stream: parse, check, rANS-decode z and y → ŷ (and the
+        output size: the original, or a consumer's of ``short_side`` px)."""
         header, y_hat = self._read(data)
-        return DecodedLatent(header, y_hat)
+        return DecodedLatent(header, y_hat, resample.coded_size(header.height, header.width, short_side))
 
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
@@ -346,9 +353,9 @@ class Codec:
                 # in place: x̂ is this call's own tensor, and each full-size float copy costs 12 B per pixel
                 x_hat = x_hat.clamp_(0, 1)
                 for j, d in enumerate(latents[part]):
-                    (ch, cw), hw = d.header.coded_hw, (d.header.height, d.header.width)
+                    ch, cw = d.header.coded_hw
                     with self._stage("resize"):
-                        xj = resample.upscale(x_hat[j, :, :ch, :cw], hw)
+                        xj = resample.resize(x_hat[j, :, :ch, :cw], d.out_hw)
                     xj = xj.mul_(255).round_().to(torch.uint8)
                     out.append(np.ascontiguousarray(xj.permute(1, 2, 0).numpy()))
                 del x_hat

@@ -64,6 +64,16 @@ def upscale(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x[None].float(), size=size, mode="bicubic", align_corners=False)[0].clamp_(0, 1)
 
 
+def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Float [3, h, w] in [0, 1] → float [3, *size]: :func:`upscale` when growing (what a decoder
+    restoring the original size does), antialiased bicubic when shrinking, clamped."""
+    h, w = x.shape[-2:]
+    if size[0] > h or size[1] > w or tuple(size) == (h, w):
+        return upscale(x, size)
+    return F.interpolate(x[None].float(), size=size, mode="bicubic", align_corners=False,
+                         antialias=True)[0].clamp_(0, 1)
+
+
 def upscale_uint8(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 h×w×3 → uint8 H×W×3 with :func:`upscale` (for codecs that decode to uint8)."""
     if tuple(arr.shape[:2]) == tuple(size):

@@ -99,9 +99,11 @@ class RemoteCodec:
             query |= {"width": arr.shape[1], "height": arr.shape[0]}
         return self._post(f"/encode?{urlencode(query)}", body)[0]
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Decompress .vlmc bytes on the server to a uint8 H×W×3 array."""
-        payload, headers = self._post("/decode?format=raw", bytes(data))
+    def decode(self, data: bytes, short_side: int | None = None) -> np.ndarray:
+        """Decompress .vlmc bytes on the server to a uint8 H×W×3 array (``short_side`` as in
+        ``Codec.decode``: a consumer's size, fewer bytes on the wire)."""
+        query = "format=raw" + (f"&short_side={int(short_side)}" if short_side is not None else "")
+        payload, headers = self._post(f"/decode?{query}", bytes(data))
         h, w = int(headers["x-image-height"]), int(headers["x-image-width"])
         return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
 

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 
-from .. import rate_control
+from .. import rate_control, resample
 from ..bitstream import container
 from ..codec import Codec
 from ..errors import BitstreamError, EngineDeadError, RequestError, ResourceError, VlmcodecError
@@ -119,17 +119,23 @@ class Engine:
         self._enqueue(req)
         return fut
 
-    def submit_decode(self, data: bytes, timeout_s: float | None = None) -> Future:
-        """Queue one stream; the future resolves to a uint8 H×W×3 array (or the request's error)."""
+    def submit_decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None) -> Future:
+        """Queue one stream; the future resolves to a uint8 H×W×3 array (or the request's error).
+
+        ``short_side`` as in ``Codec.decode`` (None: the original size)."""
         fut: Future = Future()
         try:
             data = container.as_bytes(data)
+            side = resample.check_short_side(short_side)
         except BitstreamError as e:
             fut.set_exception(TypeError(str(e)))
             return fut
+        except ValueError as e:
+            fut.set_exception(e)
+            return fut
         self._admit()
         now = time.monotonic()
-        req = InflightRequest(Kind.DECODE, (), bytes(data), fut, now, self._deadline(now, timeout_s))
+        req = InflightRequest(Kind.DECODE, (), bytes(data), fut, now, self._deadline(now, timeout_s), short_side=side)
         try:
             self._pool.submit(self._entropy_decode, req)
         except RuntimeError as e:  # pool shut down under us
@@ -142,8 +148,8 @@ class Engine:
         return await asyncio.wrap_future(self.submit_encode(image, quality, timeout_s, short_side,
                                                             max_bytes=max_bytes, max_bpp=max_bpp))
 
-    async def decode(self, data: bytes, timeout_s: float | None = None):
-        return await asyncio.wrap_future(self.submit_decode(data, timeout_s))
+    async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None):
+        return await asyncio.wrap_future(self.submit_decode(data, timeout_s, short_side))
 
     def warmup(self, images, quality: float = 75.0, batch_sizes=None, short_side: int | None = None,
                decode: bool = True) -> list[dict]:
@@ -335,7 +341,7 @@ class Engine:
 
     def _entropy_decode(self, req: InflightRequest) -> None:
         try:
-            latent = self.codec.entropy_decode(req.payload)
+            latent = self.codec.entropy_decode(req.payload, req.short_side)
         except Exception as e:
             self._finish(req, exc=e)
             return

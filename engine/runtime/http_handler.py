@@ -220,13 +220,14 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, STREAM_TYPE, data, headers)
 
     def _decode(self, body: bytes, params: dict) -> None:
-        unknown = set(params) - {"format", "timeout"}
+        unknown = set(params) - {"format", "timeout", "short_side"}
         if unknown:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} (format, timeout)")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} (format, timeout, short_side)")
         fmt = params.get("format", "png").lower()
         if fmt not in IMAGE_FORMATS:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"format must be one of {sorted(IMAGE_FORMATS)}, got {fmt!r}")
-        img = self._wait(self.server.engine_for_stream(body).submit_decode(body, _timeout(params)))
+        short = _integer(params, "short_side") if params.get("short_side") not in (None, "") else None
+        img = self._wait(self.server.engine_for_stream(body).submit_decode(body, _timeout(params), short))
         pil_format, content_type = IMAGE_FORMATS[fmt]
         payload = img.tobytes() if pil_format is None else image_bytes(img, pil_format, self.server.png_level)
         self._send(HTTPStatus.OK, content_type, payload,

@@ -45,3 +45,4 @@ class InflightRequest:
     id: int = field(default_factory=lambda: next(_ids))
     status: Status = Status.WAITING
     budget: int | None = None    # encode with rate control: the stream's size limit in bytes
+    short_side: int | None = None  # decode at a consumer's scale (Codec.decode's short_side)
