@@ -94,15 +94,20 @@ class CodecSet:
         """``Codec.encode`` with the default model, or the one ``model`` (a fingerprint prefix) names."""
         return self.named(model).encode(image, quality, short_side)
 
+    def encode_to_size(self, image, max_bytes: int | None = None, *, max_bpp: float | None = None,
+                       short_side: int | None = None, model: str | None = None) -> bytes:
+        """``Codec.encode_to_size`` (rate control) with the default model, or the one ``model`` names."""
+        return self.named(model).encode_to_size(image, max_bytes, max_bpp=max_bpp, short_side=short_side)
+
     def encode_batch(self, images, qualities, short_side: int | None = None, model: str | None = None) -> list[bytes]:
         """``Codec.encode_batch`` with one model (the default, or ``model``)."""
         return self.named(model).encode_batch(images, qualities, short_side)
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Decode a stream with the model that wrote it."""
-        return self.codec_for(data).decode(data)
+    def decode(self, data: bytes, short_side: int | None = None) -> np.ndarray:
+        """Decode a stream with the model that wrote it (``short_side`` as in ``Codec.decode``)."""
+        return self.codec_for(data).decode(data, short_side)
 
-    def decode_batch(self, streams) -> list[np.ndarray]:
+    def decode_batch(self, streams, short_side: int | None = None) -> list[np.ndarray]:
         """Decode streams of any of the models held, in order; each model's streams run as its
         codec's batch. The first stream that no model held wrote raises before any is decoded."""
         streams = list(streams)
@@ -111,6 +116,6 @@ class CodecSet:
             groups.setdefault(self.codec_for(data).fingerprint, []).append(i)
         out: list[np.ndarray | None] = [None] * len(streams)
         for fp, idx in groups.items():
-            for i, img in zip(idx, self._codecs[fp].decode_batch([streams[i] for i in idx]), strict=True):
+            for i, img in zip(idx, self._codecs[fp].decode_batch([streams[i] for i in idx], short_side), strict=True):
                 out[i] = img
         return out  # type: ignore[return-value]
