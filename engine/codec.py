@@ -272,33 +272,39 @@ class Codec:
         bits per pixel of the image as given) — rate control for a byte or bandwidth budget.
 
         The networks' quality-independent part (pre-edit, g_a) runs once; each quality tried costs
-        h_a and the entropy coding (with ``refine``, a whole refined encode). The search stops
+        h_a and the entropy coding (with ``refine``: the search runs on one-pass streams, corrected
+        by one to three refined encodes). The search stops
         within 0.1 of quality or 1 % of the budget (``vlmcodec.rate_control``). The stream is the
         one ``encode`` gives at the quality found (in its header:
         ``container.unpack(data)[0].quality``). BudgetError when even ``min_quality`` does not fit."""
         prep = self.prepare(image, min_quality, short_side)
         self.model.level_of_quality(max_quality)  # validates the range
         budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
-        y_raw = None if self.refine else self.analyse_unscaled([prep.pixels])[1][0]
-        return self.encode_within(prep, budget, y_raw, min_quality, max_quality)
+        return self.encode_within(prep, budget, None, min_quality, max_quality)
 
     def encode_within(self, prep: PreparedImage, budget: int, y_raw: Tensor | None = None,
                       min_quality: float = 0.0, max_quality: float = 100.0) -> bytes:
-        """``encode_to_size``'s search for a prepared image (the runtime Engine's stage): ``y_raw``,
-        its g_a output before the gain (C×h×w), when the caller has it; else each quality tried is
-        a whole encode (what refinement needs anyway)."""
+        """``encode_to_size``'s search for a prepared image (the runtime Engine's stage); ``y_raw``:
+        its g_a output before the gain (C×h×w), when the caller has it. With ``refine``, the
+        search runs on the one-pass streams and each refined encode corrects it (a refined
+        stream is a few % larger at the same quality): typically one or two refined encodes."""
+        lo, hi = container.quantize_quality(min_quality), container.quantize_quality(max_quality)
         if y_raw is None:
-            def stream_at(q: float) -> bytes:
-                at = prep._replace(quality=q)
-                y, z = self.analyse([at.pixels], [q])
-                return self.entropy_encode(y[0], z[0], at)
-        else:
-            def stream_at(q: float) -> bytes:
-                y, z = self._scaled_latents(y_raw[None], torch.tensor([self.model.level_of_quality(q)]))
-                return self.entropy_encode(y[0], z[0], prep._replace(quality=q))
-        data, _ = rate_control.largest_fitting(stream_at, budget, container.quantize_quality(min_quality),
-                                               container.quantize_quality(max_quality))
-        return data
+            y_raw = self.analyse_unscaled([prep.pixels])[1][0]
+
+        def one_pass(q: float) -> bytes:
+            y, z = self._scaled_latents(y_raw[None], torch.tensor([self.model.level_of_quality(q)]))
+            return self.entropy_encode(y[0], z[0], prep._replace(quality=q))
+
+        if not self.refine:
+            return rate_control.largest_fitting(one_pass, budget, lo, hi)[0]
+
+        def refined(q: float) -> bytes:
+            at = prep._replace(quality=q)
+            y, z = self.analyse([at.pixels], [q])
+            return self.entropy_encode(y[0], z[0], at)
+
+        return rate_control.largest_fitting_via_proxy(refined, one_pass, budget, lo, hi)[0]
 
     def entropy_encode(self, y: Tensor, z: Tensor, image: PreparedImage) -> bytes:
         """CPU stage of encoding, one image: symbols, exact entropy parameters, rANS, container."""

@@ -46,6 +46,54 @@ def largest_fitting(stream_at: Callable[[float], bytes], budget: int, lo: float 
     (a multiple of 0.01). The search stops when the fitting and the failing quality are at most
     ``tolerance`` apart, or a stream fills the budget to within ``slack`` (a fraction).
     BudgetError when even ``lo`` does not fit."""
+    data, _, probes = _search(stream_at, budget, lo, hi, tolerance, slack, max_probes)
+    return data, probes
+
+
+def largest_fitting_via_proxy(stream_at: Callable[[float], bytes], proxy_at: Callable[[float], bytes], budget: int,
+                              lo: float = 0.0, hi: float = 100.0, tries: int = 3,
+                              slack: float = DEFAULT_SLACK) -> tuple[bytes, list]:
+    """``largest_fitting`` for a slow coder (``stream_at``: a refined encode) whose sizes follow a
+    fast one's (``proxy_at``: the one-pass encode) up to a slowly varying ratio. Each round searches
+    the proxy for the budget scaled by the last real/proxy size ratio and codes for real once at
+    the quality found, up to ``tries`` rounds, until a stream fills the budget to within ``slack``;
+    failing that, the plain search on the slow coder finishes, in the bracket the rounds left.
+    Returns the stream and the real codings made [(quality, size)]."""
+    real: list[tuple[float, int]] = []
+    coded: dict[float, bytes] = {}
+
+    def real_at(q: float) -> bytes:  # each quality coded for real once
+        if q not in coded:
+            coded[q] = stream_at(q)
+            real.append((q, len(coded[q])))
+        return coded[q]
+
+    best, best_q, ratio = None, -1.0, 1.0
+    for _ in range(tries):
+        try:
+            proxy, q, _ = _search(proxy_at, max(1, math.floor(budget / ratio)), lo, hi, slack=slack)
+        except BudgetError:
+            break
+        if q in coded:
+            break  # the same quality again: the ratio has settled
+        data = real_at(q)
+        ratio = len(data) / len(proxy)
+        if len(data) <= budget and q > best_q:
+            best, best_q = data, q
+            if len(data) >= budget * (1.0 - slack) or q >= hi:
+                return best, real
+    # not settled within the budget: the plain search on the real coder, in the bracket the
+    # rounds left (its first probes, at qualities already coded, cost nothing)
+    failing = [q for q, size in real if size > budget and q > best_q]
+    top = min(failing) if failing else hi
+    data, _, _ = _search(real_at, budget, max(lo, best_q), top, slack=slack)
+    return data, real
+
+
+def _search(stream_at: Callable[[float], bytes], budget: int, lo: float = 0.0, hi: float = 100.0,
+            tolerance: float = DEFAULT_TOLERANCE, slack: float = DEFAULT_SLACK,
+            max_probes: int = MAX_PROBES) -> tuple[bytes, float, list]:
+    """``largest_fitting``, also returning the quality of the stream it returns."""
     if not 0.0 <= lo <= hi <= 100.0:
         raise ConfigError(f"quality bounds must satisfy 0 <= lo <= hi <= 100, got {lo}, {hi}")
     probes: list[tuple[float, int]] = []
@@ -58,7 +106,7 @@ def largest_fitting(stream_at: Callable[[float], bytes], budget: int, lo: float 
     k_lo, k_hi = round(lo * GRID), round(hi * GRID)
     best = probe(k_hi)
     if len(best) <= budget:
-        return best, probes
+        return best, k_hi / GRID, probes
     size_hi = len(best)
     best = probe(k_lo)
     size_lo = len(best)
@@ -83,7 +131,7 @@ def largest_fitting(stream_at: Callable[[float], bytes], budget: int, lo: float 
         # probe before (creeping up on the target from one side) is followed by a bisection
         same_side = (probes[-1][1] <= budget) == (probes[-2][1] <= budget)
         bisect = not bisect and same_side and k_hi - k_lo > width / 2
-    return best, probes
+    return best, k_lo / GRID, probes
 
 
 def _interpolate(probes: list, target: float, lo: tuple[int, int], hi: tuple[int, int]) -> float | None:

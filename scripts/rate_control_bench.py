@@ -67,7 +67,7 @@ def main() -> int:
                     return codec.encode_to_size(img, max_bpp=bpp)
 
                 def whole():
-                    return codec.encode_within(codec.prepare(img, 0.0), budget)
+                    return rate_control.largest_fitting(lambda q: codec.encode(img, q), budget)[0]
 
                 try:
                     quality = container.unpack(fast())[0].quality

@@ -8,7 +8,7 @@ import pytest
 from vlmcodec import BudgetError, Codec
 from vlmcodec.bitstream import container
 from vlmcodec.errors import ConfigError
-from vlmcodec.rate_control import budget_bytes, largest_fitting
+from vlmcodec.rate_control import budget_bytes, largest_fitting, largest_fitting_via_proxy
 
 from conftest import smooth_image
 
@@ -54,6 +54,31 @@ def test_a_budget_every_quality_fits_costs_one_probe_and_bounds_are_kept():
     assert 20 <= _quality(data) <= 90 and len(data) <= 3000
     with pytest.raises(ConfigError):
         largest_fitting(_sizes(lambda q: 100), 1000, lo=50, hi=40)
+
+
+@pytest.mark.parametrize("ratio", [
+    lambda q: 1.05,                          # a refined stream: a steady few % above the one-pass one
+    lambda q: 1.02 + 0.0008 * q,             # a ratio that drifts with the quality
+    lambda q: 0.6 if q < 50 else 1.6,        # far from the proxy: the plain search takes over
+])
+def test_the_proxy_search_codes_for_real_a_few_times_and_fits(ratio):
+    proxy = lambda q: 1000 * math.exp(q / 40)  # noqa: E731
+    real_calls = []
+
+    def real(q):
+        real_calls.append(q)
+        return _sizes(lambda v: proxy(v) * ratio(v))(q)
+
+    for budget in (1500, 4000, 9000):
+        data, codings = largest_fitting_via_proxy(real, _sizes(proxy), budget)
+        assert len(data) <= budget and len(codings) == len(real_calls)
+        plain, _ = largest_fitting(lambda q: _sizes(lambda v: proxy(v) * ratio(v))(q), budget)
+        assert _quality(data) >= _quality(plain) - 1.0  # about as high as the search on the real coder
+        if ratio(0) == 1.05:
+            assert len(codings) <= 2  # a steady ratio: settled after one correction
+        real_calls.clear()
+    with pytest.raises(BudgetError):
+        largest_fitting_via_proxy(_sizes(lambda q: 2000 + q), _sizes(lambda q: 900 + q), 1000)
 
 
 def test_budget_bytes_takes_bytes_or_bits_per_pixel():

@@ -430,11 +430,11 @@ class Engine:
         """Rate-controlled encodes: g_a once for the batch, then each request's search (h_a and
         entropy coding per quality tried) here, on the network worker that holds the backend."""
         codec = self.codec
-        y_raw = None if codec.refine else codec.analyse_unscaled([r.payload.pixels for r in live])[1]
+        y_raw = codec.analyse_unscaled([r.payload.pixels for r in live])[1]
         for j, r in enumerate(live):
             r.status = Status.CODING
             try:
-                data = codec.encode_within(r.payload, r.budget, None if y_raw is None else y_raw[j])
+                data = codec.encode_within(r.payload, r.budget, y_raw[j])
             except Exception as e:
                 self._finish(r, exc=_request_error(r, e))
             else:
