@@ -4,15 +4,17 @@ A stream's size grows with the quality, smoothly and nearly monotonically (one v
 model: the quality only moves the gain on the latents), so the search brackets the budget between
 a quality that fits and one that does not, and narrows the bracket by interpolating the budget
 in log-size (inverse quadratic interpolation through the nearest probes, with a bisection
-step whenever interpolation creeps up on the budget from one side), until the bracket is 0.1 quality wide or a stream fills the budget to within 1 %.
-Qualities are searched on the grid a stream can carry (steps of 0.01). Whatever the
-local wiggles of size against quality, the result is a stream that fits, of the highest quality
-among those tried.
+step whenever interpolation creeps up on the budget from one side), until the bracket is 0.1
+quality wide or a stream fills the budget to within 1 %. Qualities are searched on the grid a
+stream can carry (steps of 0.01). Whatever the local wiggles of size against quality, the result
+is a stream that fits, of the highest quality among those tried. For a slow coder (refinement),
+the search runs on a fast proxy whose sizes it tracks, and the slow coder corrects it.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 from .errors import BudgetError, ConfigError
@@ -29,9 +31,9 @@ def budget_bytes(width: int, height: int, max_bytes: int | None, max_bpp: float 
     if (max_bytes is None) == (max_bpp is None):
         raise ConfigError("give one of max_bytes and max_bpp")
     if max_bytes is not None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1:
             raise ConfigError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-        return max_bytes
+        return int(max_bytes)
     bpp = float(max_bpp)
     if not math.isfinite(bpp) or bpp <= 0:
         raise ConfigError(f"max_bpp must be a positive number, got {max_bpp!r}")

@@ -83,6 +83,7 @@ def test_the_proxy_search_codes_for_real_a_few_times_and_fits(ratio):
 
 def test_budget_bytes_takes_bytes_or_bits_per_pixel():
     assert budget_bytes(768, 512, 5000, None) == 5000
+    assert budget_bytes(768, 512, np.int64(5000), None) == 5000 and type(budget_bytes(1, 1, np.int64(9), None)) is int
     assert budget_bytes(768, 512, None, 0.25) == 768 * 512 * 0.25 / 8
     for bytes_, bpp, message in [(None, None, "one of"), (10, 0.1, "one of"), (0, None, "positive integer"),
                                  (1.5, None, "positive integer"), (True, None, "positive integer"),
