@@ -47,20 +47,27 @@ def _shared_codec(model=None, backend: str = "torch"):
     return _codecs[key]
 
 
-def encode(image, quality: float = 75.0, model=None, backend: str = "torch", short_side: int | None = None) -> bytes:
+def encode(image, quality: float = 75.0, model=None, backend: str = "torch", short_side: int | None = None, *,
+           max_bytes: int | None = None, max_bpp: float | None = None) -> bytes:
     """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes with a cached ``Codec``.
 
-    ``short_side=N`` codes at the consumer's scale (``Codec.encode``)."""
-    return _shared_codec(model, backend).encode(image, quality, short_side)
+    ``short_side=N`` codes at the consumer's scale (``Codec.encode``); ``max_bytes`` or ``max_bpp``
+    picks the highest quality that fits instead of ``quality`` (``Codec.encode_to_size``)."""
+    codec = _shared_codec(model, backend)
+    if max_bytes is not None or max_bpp is not None:
+        return codec.encode_to_size(image, max_bytes, max_bpp=max_bpp, short_side=short_side)
+    return codec.encode(image, quality, short_side)
 
 
-def decode(data: bytes, model=None, backend: str = "torch"):
-    """Decompress .vlmc bytes to a uint8 H×W×3 numpy array with a cached ``Codec``."""
-    return _shared_codec(model, backend).decode(data)
+def decode(data: bytes, model=None, backend: str = "torch", short_side: int | None = None):
+    """Decompress .vlmc bytes to a uint8 H×W×3 numpy array with a cached ``Codec`` (``short_side``:
+    at a consumer's size, ``Codec.decode``)."""
+    return _shared_codec(model, backend).decode(data, short_side)
 
 
 __all__ = [
-    "Codec", "CodecSet", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "BudgetError", "ConfigError",
+    "Codec", "CodecSet", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "BudgetError",
+    "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
     "RequestError", "ResourceError", "VlmcodecWarning",
 ]

@@ -226,3 +226,15 @@ def test_engine_and_server_encode_to_a_budget(tiny_model_path, rng):
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+def test_module_level_encode_and_decode_take_a_budget_and_a_consumer_size(tiny_model_path, rng):
+    import vlmcodec
+
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 64, 96)
+    budget = (len(codec.encode(img, 0)) + len(codec.encode(img, 100))) // 2
+    data = vlmcodec.encode(img, model=tiny_model_path, max_bytes=budget)
+    assert data == codec.encode_to_size(img, budget)
+    assert vlmcodec.encode(img, 40, model=tiny_model_path) == codec.encode(img, 40)
+    assert vlmcodec.decode(data, model=tiny_model_path, short_side=32).shape == (32, 48, 3)
