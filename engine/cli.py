@@ -356,7 +356,7 @@ def _serve_security(args):
         from .runtime.tokens import parse_token_file
 
         try:
-            text = Path(args.auth_token_file).read_text()
+            text = Path(args.auth_token_file).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is dropped
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read --auth-token-file {args.auth_token_file}: "
                               f"{getattr(e, 'strerror', None) or e}") from None

@@ -43,3 +43,14 @@ def test_client_of_names_the_matching_token_only():
     assert client_of(tokens, "bearer  tok-a ") == "app"
     for header in ("", "Bearer", "Bearer tok", "Bearer tok-a-longer", "Basic tok-a", "tok-a"):
         assert client_of(tokens, header) is None, header
+
+
+def test_serve_reads_a_token_file_written_with_a_byte_order_mark(tmp_path):
+    import argparse
+
+    from vlmcodec.cli import _serve_security
+
+    f = tmp_path / "tokens.txt"
+    f.write_bytes("\ufeffapp tok-a\r\nbatch tok-b\r\n".encode("utf-8"))  # as Windows Notepad writes it
+    args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(f))
+    assert _serve_security(args) == (None, {"app": "tok-a", "batch": "tok-b"})
