@@ -19,6 +19,7 @@ default "cpu" means the first GPU. Without TensorRT or a GPU the constructor rai
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -101,10 +102,18 @@ class TensorRTBackend:
             self._nets = {n: _EngineRunner(trt, self._runtime, self.engine_dir / self.manifest["engines"][n]["file"],
                                            self.manifest["engines"][n]) for n in needed}
             self.stream = torch.cuda.Stream(self.device)
+        # one execution context per network and one stream: calls from several threads (an
+        # Engine with network_workers > 1) take turns, or they would overwrite each other's
+        # input shape and tensor addresses between set_input_shape and execute_async_v3
+        self._lock = threading.Lock()
 
     def _run(self, name: str, x: Tensor) -> Tensor:
         r = self._nets[name]
         r.check_shape(tuple(x.shape), name)
+        with self._lock:
+            return self._run_locked(r, name, x)
+
+    def _run_locked(self, r, name: str, x: Tensor) -> Tensor:
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             host = x.detach().to(torch.float32).contiguous()
             if not host.is_cuda:
