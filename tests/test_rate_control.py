@@ -238,3 +238,34 @@ def test_module_level_encode_and_decode_take_a_budget_and_a_consumer_size(tiny_m
     assert data == codec.encode_to_size(img, budget)
     assert vlmcodec.encode(img, 40, model=tiny_model_path) == codec.encode(img, 40)
     assert vlmcodec.decode(data, model=tiny_model_path, short_side=32).shape == (32, 48, 3)
+
+
+def test_an_engines_budget_search_does_not_hold_the_network_worker(tiny_model_path, rng):
+    """While a rate-controlled request searches (held here), a plain request still gets the
+    network worker and finishes."""
+    import threading
+
+    from vlmcodec.runtime import Engine
+
+    codec = Codec(tiny_model_path)
+    release, searching = threading.Event(), threading.Event()
+    real = codec.encode_within
+
+    def held(*args, **kwargs):
+        searching.set()
+        assert release.wait(60)
+        return real(*args, **kwargs)
+
+    codec.encode_within = held
+    engine = Engine(codec, max_batch=1, network_workers=1, block=False)
+    try:
+        img = smooth_image(rng, 64, 96)
+        budgeted = engine.submit_encode(img, max_bytes=10_000)
+        assert searching.wait(60)
+        assert engine.submit_encode(img, 50).result(timeout=60) == codec.encode(img, 50)
+        assert not budgeted.done()
+        release.set()
+        assert budgeted.result(timeout=60) == codec.encode_to_size(img, 10_000)
+    finally:
+        release.set()
+        engine.shutdown()

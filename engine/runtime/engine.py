@@ -101,7 +101,7 @@ class Engine:
 
         ``short_side`` as in ``Codec.encode`` (None: the codec's setting). ``max_bytes`` or
         ``max_bpp``: rate control instead of ``quality``, as ``Codec.encode_to_size`` (such requests
-        batch g_a with each other; the search's probes then run on the network worker)."""
+        batch g_a with each other; each search then runs on the coding pool)."""
         fut: Future = Future()
         budget = None
         try:
@@ -427,18 +427,20 @@ class Engine:
 
 
     def _run_budgeted(self, live: list[InflightRequest]) -> None:
-        """Rate-controlled encodes: g_a once for the batch, then each request's search (h_a and
-        entropy coding per quality tried) here, on the network worker that holds the backend."""
-        codec = self.codec
-        y_raw = codec.analyse_unscaled([r.payload.pixels for r in live])[1]
+        """Rate-controlled encodes: g_a once for the batch here; each request's search (h_a and
+        the entropy coding per quality tried) then runs on the coding pool, as entropy coding
+        does, so that it does not hold the network worker (every backend takes calls from
+        several threads; TensorRT's take turns)."""
+        _, y_raw = self.codec.analyse_unscaled([r.payload.pixels for r in live])
         for j, r in enumerate(live):
             r.status = Status.CODING
-            try:
-                data = codec.encode_within(r.payload, r.budget, y_raw[j])
-            except Exception as e:
-                self._finish(r, exc=_request_error(r, e))
-            else:
-                self._finish(r, result=data)
+            self._pool.submit(self._encode_within, r, y_raw[j])
+
+    def _encode_within(self, req: InflightRequest, y_raw) -> None:
+        try:
+            self._finish(req, result=self.codec.encode_within(req.payload, req.budget, y_raw))
+        except Exception as e:
+            self._finish(req, exc=_request_error(req, e))
 
 
 def _request_error(r: InflightRequest, e: Exception) -> Exception:
