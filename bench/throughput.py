@@ -77,7 +77,10 @@ def with_clients(call, work: list, concurrency: int) -> dict:
 def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quality: float,
         max_batch: int, max_delay_ms: float, workers: int, model=None, backend: str = "torch",
         network_workers: int = 1, intra_op_threads: int | None = None, device: str | None = None,
-        backend_options: dict | None = None, warmup: int = 0, warmup_shapes: bool = False) -> dict:
+        backend_options: dict | None = None, warmup: int = 0, warmup_shapes: bool = False,
+        max_bpp: float | None = None) -> dict:
+    """``max_bpp``: the encode requests are rate-controlled to that budget instead of ``quality``
+    (``Codec.encode_to_size`` in the loop, ``submit_encode(max_bpp=)`` in the Engine)."""
     import torch
 
     from vlmcodec import Codec
@@ -97,9 +100,14 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
         for im in images:
             engine_codec.decode(engine_codec.encode(im, quality))
     results: dict = {"encode": {}, "decode": {}}
+    budget = {"max_bpp": max_bpp} if max_bpp is not None else {}
+
+    def encode(im):
+        return codec.encode_to_size(im, **budget) if budget else codec.encode(im, quality)
+
     steps = 2 * (1 + len(concurrencies))
     with tqdm(total=steps, desc="throughput", leave=False) as bar:
-        results["encode"]["sequential"] = sequential(lambda im: codec.encode(im, quality), work_img); bar.update()
+        results["encode"]["sequential"] = sequential(encode, work_img); bar.update()
         results["decode"]["sequential"] = sequential(codec.decode, work_dec); bar.update()
         for c in concurrencies:
             with Engine(engine_codec, max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
@@ -109,9 +117,10 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
                     results.setdefault("warmup_shapes_s", []).append(
                         sum(r.get("seconds", 0.0) for r in eng.warmup(images, quality)))
                 if warmup:  # untimed: the batch shapes' first runs (onnxruntime's arena grows then)
-                    with_engine(lambda im: eng.submit_encode(im, quality), work_img[:warmup], c)
+                    with_engine(lambda im: eng.submit_encode(im, quality, **budget), work_img[:warmup], c)
                     with_engine(eng.submit_decode, work_dec[:warmup], c)
-                results["encode"][f"engine_c{c}"] = with_engine(lambda im: eng.submit_encode(im, quality), work_img, c)
+                results["encode"][f"engine_c{c}"] = with_engine(lambda im: eng.submit_encode(im, quality, **budget),
+                                                                work_img, c)
                 bar.update()
                 results["decode"][f"engine_c{c}"] = with_engine(eng.submit_decode, work_dec, c)
                 bar.update()
@@ -130,7 +139,8 @@ def _with_speedups(results: dict) -> dict:
 
 
 def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies: list[int],
-               quality: float, token: str | None = None, cafile: str | None = None) -> dict:
+               quality: float, token: str | None = None, cafile: str | None = None,
+               max_bpp: float | None = None) -> dict:
     """The same requests sent to a running `vlmcodec serve` at ``url`` (RemoteCodec): one client
     after another ("sequential"), then ``c`` clients at once; the server's settings are its own."""
     from vlmcodec.runtime import RemoteCodec
@@ -149,7 +159,9 @@ def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies:
     settings = [("sequential", 1)] + [(f"server_c{c}", c) for c in concurrencies]
     with tqdm(total=2 * len(settings), desc="throughput", leave=False) as bar:
         for name, c in settings:
-            results["encode"][name] = with_clients(lambda im: remote.encode(im, quality), work_img, c)
+            results["encode"][name] = with_clients(
+                lambda im: remote.encode(im, quality, max_bpp=max_bpp) if max_bpp is not None
+                else remote.encode(im, quality), work_img, c)
             bar.update()
             results["decode"][name] = with_clients(remote.decode, work_dec, c)
             bar.update()
@@ -163,6 +175,7 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=32, help="requests per mode and setting")
     p.add_argument("--concurrency", default="1,4,16,32")
     p.add_argument("--quality", type=float, default=75.0)
+    p.add_argument("--max-bpp", type=float, help="rate-controlled encodes to this budget instead of --quality")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-delay-ms", type=float, default=5.0)
     p.add_argument("--workers", type=int, default=2, help="entropy-coding threads of the Engine")
@@ -193,13 +206,18 @@ def main(argv=None) -> int:
     images = [load_image(f) for f in files]
     conc = [int(c) for c in a.concurrency.split(",")]
     if a.url:
-        token = Path(a.token_file).read_text().strip() if a.token_file else None
-        res = run_remote(a.url, images, a.requests, conc, a.quality, token, a.cafile)
+        token = None
+        if a.token_file:  # a file with the client's token: the first of a server's token file
+            from vlmcodec.runtime.tokens import parse_token_file
+
+            token = next(iter(parse_token_file(Path(a.token_file).read_text(encoding="utf-8-sig"),
+                                               a.token_file).values()))
+        res = run_remote(a.url, images, a.requests, conc, a.quality, token, a.cafile, a.max_bpp)
         print(f"server {a.url}: model {res['server']['model']}, {res['server']['backend']}")
     else:
         res = run(images, a.requests, conc, a.quality, a.max_batch, a.max_delay_ms, a.workers, a.model, a.backend,
                   a.network_workers, a.intra_op_threads or None, a.device, dict(a.backend_option or ()), a.warmup,
-                  a.warmup_shapes)
+                  a.warmup_shapes, a.max_bpp)
     write_json(a.out, {"benchmark": "throughput", "env": environment(), "args": vars(a) | {"images": str(folder)},
                        "results": res})
     print(f"{'mode':<8} {'setting':<12} {'img/s':>8} {'x seq':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")

@@ -39,6 +39,26 @@ def test_bench_throughput(tmp_path, rng, tiny_model_path):
     assert len(res["warmup_shapes_s"]) == 2 and all(s > 0 for s in res["warmup_shapes_s"])  # one per Engine
 
 
+def test_bench_throughput_of_rate_controlled_encodes(tmp_path, rng, tiny_model_path, monkeypatch):
+    from vlmcodec.codec import Codec
+
+    searches = []
+    real = Codec.encode_within
+
+    def counted(self, *args, **kwargs):
+        searches.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "encode_within", counted)
+    out = tmp_path / "tp.json"
+    rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
+               "--requests", "6", "--concurrency", "3", "--max-bpp", "8", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["args"]["max_bpp"] == 8 and set(res["results"]["encode"]) == {"sequential", "engine_c3"}
+    assert len(searches) == 12  # every encode request, in the loop and in the Engine, was a budget search
+
+
 def test_bench_throughput_onnxruntime_engine_gets_its_own_sessions(tmp_path, rng, tiny_model_path, monkeypatch):
     """On onnxruntime the Engine's codec is a second one with ``--intra-op-threads`` sessions (ORT
     takes its threads when a session is created); ``--warmup`` runs untimed requests first."""
@@ -78,11 +98,12 @@ def test_bench_throughput_against_a_running_server(tmp_path, rng, tiny_model_pat
     engine = Engine(Codec(tiny_model_path), max_batch=4, block=False)
     server = CodecServer(engine, "127.0.0.1", 0, auth_token="t0k")
     serve_in_thread(server)
-    (tmp_path / "token").write_text("t0k\n")
+    (tmp_path / "token").write_text("# a server's token file: the client sends the first\napp t0k\nother x1\n")
     try:
         out = tmp_path / "tp.json"
         rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--url", server.url,
-                   "--requests", "6", "--concurrency", "3", "--out", str(out), "--token-file", str(tmp_path / "token")])
+                   "--requests", "6", "--concurrency", "3", "--out", str(out), "--token-file", str(tmp_path / "token"),
+                   "--max-bpp", "8"])
         assert rc == 0
         res = json.loads(out.read_text())["results"]
         assert set(res["encode"]) == set(res["decode"]) == {"sequential", "server_c3"}
