@@ -159,9 +159,8 @@ def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies:
     settings = [("sequential", 1)] + [(f"server_c{c}", c) for c in concurrencies]
     with tqdm(total=2 * len(settings), desc="throughput", leave=False) as bar:
         for name, c in settings:
-            results["encode"][name] = with_clients(
-                lambda im: remote.encode(im, quality, max_bpp=max_bpp) if max_bpp is not None
-                else remote.encode(im, quality), work_img, c)
+            results["encode"][name] = with_clients(lambda im: remote.encode(im, quality, max_bpp=max_bpp),
+                                                   work_img, c)
             bar.update()
             results["decode"][name] = with_clients(remote.decode, work_dec, c)
             bar.update()

@@ -108,7 +108,6 @@ class Engine:
             prep = self.codec.prepare(image, quality, short_side)
             if max_bytes is not None or max_bpp is not None:
                 budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
-                prep = prep._replace(quality=0.0)
         except Exception as e:  # the bad request fails alone, with the codec's clear error
             fut.set_exception(e)
             return fut
@@ -424,7 +423,6 @@ class Engine:
             images = self.codec.synthesize([r.payload for r in live])
             for r, img in zip(live, images):
                 self._finish(r, result=img)
-
 
     def _run_budgeted(self, live: list[InflightRequest]) -> None:
         """Rate-controlled encodes: g_a once for the batch here; each request's search (h_a and

@@ -205,8 +205,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         budget |= {"max_bpp": _number(params, "max_bpp", 0.0)} if "max_bpp" in params else {}
         if budget and "quality" in params:  # the budget picks the quality
             raise HTTPError(HTTPStatus.BAD_REQUEST, "quality and max_bytes / max_bpp exclude each other")
-        short_side = params.get("short_side")
-        short = _integer(params, "short_side") if short_side not in (None, "") else None
+        short = _optional_integer(params, "short_side")
         engine = self.server.engine_named(params["model"]) if "model" in params else self.server.engine
         if "width" in params or "height" in params:
             image = _raw_image(body, params, engine.codec.max_pixels)
@@ -226,7 +225,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         fmt = params.get("format", "png").lower()
         if fmt not in IMAGE_FORMATS:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"format must be one of {sorted(IMAGE_FORMATS)}, got {fmt!r}")
-        short = _integer(params, "short_side") if params.get("short_side") not in (None, "") else None
+        short = _optional_integer(params, "short_side")
         img = self._wait(self.server.engine_for_stream(body).submit_decode(body, _timeout(params), short))
         pil_format, content_type = IMAGE_FORMATS[fmt]
         payload = img.tobytes() if pil_format is None else image_bytes(img, pil_format, self.server.png_level)
@@ -405,6 +404,11 @@ def _integer(params: dict, name: str) -> int:
         return int(text)
     except ValueError:
         raise HTTPError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer, got {text!r}") from None
+
+
+def _optional_integer(params: dict, name: str) -> int | None:
+    """An integer parameter that may be absent or empty (None then)."""
+    return _integer(params, name) if params.get(name) not in (None, "") else None
 
 
 def _timeout(params: dict) -> float | None:

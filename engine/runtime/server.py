@@ -76,15 +76,10 @@ class CodecServer(ThreadingHTTPServer):
         if not engines:
             raise ConfigError("a CodecServer needs at least one Engine")
         # several models: /decode takes each stream to the model that wrote it (its fingerprint),
-        # /encode uses the first unless ?model= names another
-        self.engines: dict[bytes, Engine] = {}
-        for e in engines:
-            fp = e.codec.fingerprint
-            if fp in self.engines:
-                raise ConfigError(f"model {fp.hex()} given twice")
-            self.engines[fp] = e
+        # /encode uses the first unless ?model= names another; CodecSet refuses a model given twice
+        self.models = CodecSet([e.codec for e in engines])
+        self.engines: dict[bytes, Engine] = {e.codec.fingerprint: e for e in engines}
         self.engine = engines[0]
-        self.models = CodecSet([e.codec for e in engines])  # routes streams and ?model= to a model
         self.quality = float(quality)  # of an /encode request that gives none
         self.idle_timeout = idle_timeout
         self.max_body = int(max_body)
