@@ -13,6 +13,7 @@ import numbers
 import os
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
-from .errors import BackendUnavailableError, BitstreamError, ConfigError, ImageError, ModelMismatchError, ResourceError
+from .errors import (BackendUnavailableError, BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
+                     ResourceError, VlmcodecWarning)
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
@@ -276,7 +278,9 @@ class Codec:
         by one to three refined encodes). The search stops
         within 0.1 of quality or 1 % of the budget (``vlmcodec.rate_control``). The stream is the
         one ``encode`` gives at the quality found (in its header:
-        ``container.unpack(data)[0].quality``). BudgetError when even ``min_quality`` does not fit."""
+        ``container.unpack(data)[0].quality``). BudgetError when even ``min_quality`` does not fit.
+        With ``refine``, a budget only one-pass streams fit gets the best of those, with a
+        VlmcodecWarning (refined streams are a few % larger at a quality)."""
         prep = self.prepare(image, min_quality, short_side)
         self.model.level_of_quality(max_quality)  # validates the range
         budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
@@ -304,7 +308,17 @@ class Codec:
             y, z = self.analyse([at.pixels], [q])
             return self.entropy_encode(y[0], z[0], at)
 
-        return rate_control.largest_fitting_via_proxy(refined, one_pass, budget, lo, hi)[0]
+        try:
+            return rate_control.largest_fitting_via_proxy(refined, one_pass, budget, lo, hi)[0]
+        except BudgetError:
+            # refinement spends a few % more bytes at a quality than one pass does, so a budget
+            # near the smallest stream can fit one-pass streams only: those beat no stream at all
+            # (and where none fits either, the error names the smallest size this model makes)
+            data, probes = rate_control.largest_fitting(one_pass, budget, lo, hi)
+        quality = max(q for q, size in probes if size <= budget)
+        warnings.warn(f"no refined stream fits in {budget} bytes, even at quality {lo:g}; returned the "
+                      f"one-pass stream of quality {quality:g} ({len(data)} bytes)", VlmcodecWarning, stacklevel=2)
+        return data
 
     def entropy_encode(self, y: Tensor, z: Tensor, image: PreparedImage) -> bytes:
         """CPU stage of encoding, one image: symbols, exact entropy parameters, rANS, container."""
