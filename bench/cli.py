@@ -126,6 +126,7 @@ for _name, _module, _help in (
     ("kernels", "kernels", "Triton kernels vs torch references, GB/s (GPU)"),
     ("semantic", "semantic", "semantic metrics of Pillow JPEG, teacher timing"),
     ("compare", "compare", "BD-rates and low-rate points between curves of finished rd runs (ablations)"),
+    ("matched-bytes", "matched_bytes", "vlmcodec rate-controlled into an anchor's bytes, image by image: paired gains"),
 ):
     register(_name, _help, *_passthrough(_name, _module))
 

@@ -1,0 +1,207 @@
+"""``vlmcodec bench matched-bytes``: a paired comparison at equal file size, image by image.
+
+For each image and each quality of an anchor codec (WebP by default), the anchor's file size is
+the budget; vlmcodec codes the same image into at most that many bytes (``Codec.encode_to_size``)
+and both decoded images are scored against the original (by default DINOv2 token similarity,
+EfficientNet-Lite0 KL, top-1 agreement on one view and on ten views).
+
+Where a BD-rate compares two curves averaged over the images and interpolated between their
+points, this compares pairs: the same image, at most the same bytes. Reported per anchor quality:
+the pairs (an image whose budget is below vlmcodec's quality 0 is counted apart, as "unfit"; a pair
+where vlmcodec's quality 100 fits is counted too: its budget is above vlmcodec's range, and it
+uses fewer bytes), both mean bpp, each metric's means, the mean paired gain (vlmcodec − anchor,
+signed so that > 0 is better for vlmcodec) with its 95 % bootstrap interval over the images,
+and wins / ties / losses.
+
+    vlmcodec bench matched-bytes                                        # vlmcodec@256 vs full-size WebP
+    vlmcodec bench matched-bytes --anchor webp@256 --qualities 20,30,50,75
+    vlmcodec bench matched-bytes --codec vlmcodec+r10@256               # the refined encoder (slow)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_METRICS = ("teacher-sim", "effnet-kl", "effnet-top1", "effnet-top1-10crop")
+# column titles and number formats of the Markdown table; other metrics show their own name
+LABELS = {"teacher-sim": ("token similarity", "{:.4f}"), "effnet-kl": ("Lite0 KL", "{:.3f}"),
+          "effnet-top1": ("Lite0 top-1", "{:.3f}"), "effnet-top1-10crop": ("top-1, 10 views", "{:.3f}"),
+          "psnr": ("PSNR", "{:.2f}")}
+
+
+def mean_interval(diffs: Sequence[float], n_boot: int = 1000, level: float = 0.95,
+                  seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of paired differences (one per image)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.ndim != 1 or not len(d):
+        raise ValueError("mean_interval needs a non-empty 1-D array of differences")
+    draws = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    lo, hi = np.percentile(d[draws].mean(axis=1), [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def paired_point(originals: Sequence[np.ndarray], anchor, codec, quality: float, metrics: Sequence,
+                 progress=None) -> dict:
+    """One anchor quality: each image coded by ``anchor`` (a bench codec: ``encode(img, q)``,
+    ``decode``) and by ``codec`` (a ``vlmcodec.Codec``) into at most the anchor's bytes, then
+    scored. ``progress``: called once per image."""
+    from vlmcodec import BudgetError
+    from vlmcodec.bitstream import container
+
+    from .metrics import compute_all
+
+    pairs, unfit, at_top = [], 0, 0
+    for img in originals:
+        a_data = anchor.encode(img, quality)
+        try:
+            v_data = codec.encode_to_size(img, max_bytes=len(a_data))
+        except BudgetError:
+            unfit += 1
+        else:
+            if len(v_data) > len(a_data):  # the premise of the comparison; encode_to_size promises it
+                raise AssertionError(f"vlmcodec used {len(v_data)} bytes for a budget of {len(a_data)}")
+            at_top += container.unpack(v_data)[0].quality == 100
+            pairs.append((img, anchor.decode(a_data), codec.decode(v_data), len(a_data), len(v_data)))
+        if progress is not None:
+            progress()
+    point: dict = {"anchor_quality": float(quality), "pairs": len(pairs), "unfit": unfit,
+                   "vlmcodec_at_quality_100": at_top}
+    if not pairs:
+        return point
+    imgs = [p[0] for p in pairs]
+    pixels = np.array([i.shape[0] * i.shape[1] for i in imgs], dtype=np.float64)
+    point["bpp_anchor"] = float(np.mean(8 * np.array([p[3] for p in pairs]) / pixels))
+    point["bpp_vlmcodec"] = float(np.mean(8 * np.array([p[4] for p in pairs]) / pixels))
+    for m in metrics:
+        a = np.array(compute_all(m, imgs, [p[1] for p in pairs]))
+        v = np.array(compute_all(m, imgs, [p[2] for p in pairs]))
+        gain = (v - a) if m.higher_is_better else (a - v)  # > 0: vlmcodec better
+        lo, hi = mean_interval(gain)
+        point[m.name] = {"anchor": float(a.mean()), "vlmcodec": float(v.mean()), "gain": float(gain.mean()),
+                         "gain_95": [lo, hi], "wins": int((gain > 0).sum()), "ties": int((gain == 0).sum()),
+                         "losses": int((gain < 0).sum())}
+    return point
+
+
+def markdown(report: dict, command: str) -> str:
+    """The report as a Markdown table, one row per anchor quality."""
+    anchor, metrics = report["anchor"], report["metrics"]
+    lines = [f"# {report['vlmcodec']} against {anchor} at equal file size, image by image "
+             f"({report['images']} images)", "",
+             f"`{command}`; model {report['model']}. Gain: vlmcodec − {anchor} (for metrics where lower is "
+             f"better, such as KL: {anchor} − vlmcodec), > 0 better for vlmcodec; [95 % bootstrap interval "
+             "over the images]; wins/ties/losses.", "",
+             f"| {anchor} q | pairs (unfit; vlmcodec at q100) | bpp {anchor} / vlmcodec | "
+             + " | ".join(LABELS.get(m, (m,))[0] for m in metrics) + " |",
+             "|---:|---:|---:|" + "---|" * len(metrics)]
+    for pt in report["points"]:
+        if not pt["pairs"]:
+            lines.append(f"| {pt['anchor_quality']:g} | 0 ({pt['unfit']}; 0) | – |" + " – |" * len(metrics))
+            continue
+        cells = []
+        for key in metrics:
+            fmt = LABELS.get(key, (key, "{:.4f}"))[1]
+            r = pt[key]
+            cells.append(f"{fmt.format(r['anchor'])} → {fmt.format(r['vlmcodec'])}, gain {r['gain']:+.4f} "
+                         f"[{r['gain_95'][0]:+.4f}, {r['gain_95'][1]:+.4f}], {r['wins']}/{r['ties']}/{r['losses']}")
+        lines.append(f"| {pt['anchor_quality']:g} | {pt['pairs']} ({pt['unfit']}; {pt['vlmcodec_at_quality_100']}) "
+                     f"| {pt['bpp_anchor']:.3f} / {pt['bpp_vlmcodec']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(originals: Sequence[np.ndarray], anchor, vlm, qualities: Sequence[float], metrics: Sequence,
+        progress: bool = True) -> dict:
+    """Every anchor quality (``paired_point``) → the report: names, model, points, seconds.
+    ``vlm``: the bench's ``VlmCodec`` (``make_codec("vlmcodec@256")``)."""
+    from tqdm import tqdm
+
+    report = {"anchor": anchor.name, "vlmcodec": vlm.name, "model": vlm.codec.fingerprint.hex(),
+              "images": len(originals), "metrics": [m.name for m in metrics], "points": []}
+    t0 = time.perf_counter()
+    with tqdm(total=len(qualities) * len(originals), desc=f"{vlm.name} in {anchor.name}'s bytes",
+              disable=not progress, file=sys.stderr) as bar:
+        for q in qualities:
+            report["points"].append(paired_point(originals, anchor, vlm.codec, q, metrics, bar.update))
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{what}: no values")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vlmcodec bench matched-bytes", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="?", type=Path, help="folder of images (default ../shared/data/kodak)")
+    p.add_argument("--limit", type=int, default=0, help="first N images only")
+    p.add_argument("--anchor", default="webp", help="a bench codec name: webp, jpeg, webp@256, ... (default webp)")
+    p.add_argument("--qualities", default="0,5,15,30", help="the anchor's qualities; its sizes are the budgets")
+    p.add_argument("--codec", default="vlmcodec@256",
+                   help="the vlmcodec side, as bench rd names it: vlmcodec, vlmcodec@256, vlmcodec+r10@256 "
+                        "(default vlmcodec@256)")
+    p.add_argument("--model", help="vlmcodec model .safetensors (default: the bundled model)")
+    p.add_argument("--threads", type=int, default=0, help="vlmcodec CPU threads (default: the Codec's, up to 4)")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                   help=f"comma-separated (default {','.join(DEFAULT_METRICS)}); psnr and ms-ssim work too")
+    p.add_argument("--out", type=Path, default=Path("results/matched_bytes"),
+                   help="folder for the report's .json and .md (default results/matched_bytes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+
+    from vlmcodec.errors import VlmcodecError
+
+    from .common import kodak_dir
+    from .metrics import build_metrics
+    from .rd import list_images, load_rgb, make_codec
+
+    def fail(msg: str) -> int:
+        print(f"vlmcodec bench matched-bytes: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        qualities = _floats(args.qualities, "--qualities")
+        anchor = make_codec(args.anchor)
+        vlm = make_codec(args.codec, model=args.model, threads=args.threads or None)
+        if not vlm.name.startswith("vlmcodec"):
+            return fail(f"--codec names the vlmcodec side (vlmcodec, vlmcodec@N, vlmcodec+rK@N), got {args.codec!r}")
+        ok, why = anchor.available()
+        if not ok:
+            return fail(f"anchor {args.anchor} not available: {why}")
+        files = list_images(args.images or kodak_dir(), args.limit)
+        originals = [load_rgb(f) for f in files]
+        names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        metrics, missing = build_metrics(names, originals)
+        if missing:
+            return fail("; ".join(f"metric {k} not available: {why}" for k, why in missing.items()))
+        metrics = sorted(metrics, key=lambda m: names.index(m.name))
+        report = run(originals, anchor, vlm, qualities, metrics, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, VlmcodecError) as e:
+        return fail(str(e))
+    command = "vlmcodec bench matched-bytes " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    md = markdown(report, command.strip())
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{report['vlmcodec']}_vs_{report['anchor']}".replace("@", "at")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / f"{stem}.md").write_text(md)
+    print(md, end="")
+    print(f"wrote {args.out / f'{stem}.md'} and .json ({report['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
