@@ -30,22 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .bootstrap import mean_interval
+
 DEFAULT_METRICS = ("teacher-sim", "effnet-kl", "effnet-top1", "effnet-top1-10crop")
 # column titles and number formats of the Markdown table; other metrics show their own name
 LABELS = {"teacher-sim": ("token similarity", "{:.4f}"), "effnet-kl": ("Lite0 KL", "{:.3f}"),
           "effnet-top1": ("Lite0 top-1", "{:.3f}"), "effnet-top1-10crop": ("top-1, 10 views", "{:.3f}"),
           "psnr": ("PSNR", "{:.2f}")}
-
-
-def mean_interval(diffs: Sequence[float], n_boot: int = 1000, level: float = 0.95,
-                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of paired differences (one per image)."""
-    d = np.asarray(diffs, dtype=np.float64)
-    if d.ndim != 1 or not len(d):
-        raise ValueError("mean_interval needs a non-empty 1-D array of differences")
-    draws = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
-    lo, hi = np.percentile(d[draws].mean(axis=1), [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
 
 
 def paired_point(originals: Sequence[np.ndarray], anchor, codec, quality: float, metrics: Sequence,
@@ -94,11 +85,11 @@ def paired_point(originals: Sequence[np.ndarray], anchor, codec, quality: float,
 def markdown(report: dict, command: str) -> str:
     """The report as a Markdown table, one row per anchor quality."""
     anchor, metrics = report["anchor"], report["metrics"]
-    lines = [f"# {report['vlmcodec']} against {anchor} at equal file size, image by image "
-             f"({report['images']} images)", "",
-             f"`{command}`; model {report['model']}. Gain: vlmcodec − {anchor} (for metrics where lower is "
-             f"better, such as KL: {anchor} − vlmcodec), > 0 better for vlmcodec; [95 % bootstrap interval "
-             "over the images]; wins/ties/losses.", "",
+    title = f"# {report['vlmcodec']} against {anchor} at equal file size, image by image ({report['images']} images)"
+    legend = (f"`{command}`; model {report['model']}. Gain: vlmcodec − {anchor} (for metrics where lower is "
+              f"better, such as KL: {anchor} − vlmcodec), > 0 better for vlmcodec; [95 % bootstrap interval "
+              "over the images]; wins/ties/losses.")
+    lines = [title, "", legend, "",
              f"| {anchor} q | pairs (unfit; vlmcodec at q100) | bpp {anchor} / vlmcodec | "
              + " | ".join(LABELS.get(m, (m,))[0] for m in metrics) + " |",
              "|---:|---:|---:|" + "---|" * len(metrics)]

@@ -4,14 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import smooth_image
 from PIL import Image
-
 from vlmcodec import Codec
-from vlmcodec.bench.matched_bytes import markdown, mean_interval, paired_point
+from vlmcodec.bench.bootstrap import mean_interval
+from vlmcodec.bench.matched_bytes import markdown, paired_point
 from vlmcodec.bench.metrics import PSNR
 from vlmcodec.cli import main
-
-from conftest import smooth_image
 
 
 def test_mean_interval_brackets_the_mean_and_shrinks_with_agreement():
