@@ -1,6 +1,7 @@
 """Runtime: the scheduler's policy on its own, then the Engine end to end on a tiny model."""
 
 import asyncio
+import math
 import resource
 import threading
 import time
@@ -403,3 +404,53 @@ def test_latency_percentiles(tiny_codec, rng, monkeypatch):
     for kind in ("encode", "decode"):
         q = lat[kind]
         assert 0 < q["p50_s"] <= q["p90_s"] <= q["p99_s"] <= q["max_s"] <= wall
+
+
+def test_latency_histogram_counts_every_request_since_the_start(tiny_codec, rng, monkeypatch):
+    """The cumulative histogram (Prometheus' histogram and summary _count/_sum) counts beyond the
+    quantiles' sliding window; each request sits in the first bucket whose bound it does not exceed."""
+    from vlmcodec.runtime import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "LATENCY_WINDOW", 3)
+    monkeypatch.setattr(engine_module, "LATENCY_BUCKETS", (0.0, 0.5, 1e9))  # none is 0 s long, all < 1e9 s
+    with Engine(tiny_codec, max_batch=4, max_delay_ms=2) as eng:
+        empty = eng.latency_histogram()
+        assert empty["encode"] == {"count": 0, "sum": 0.0, "buckets": [(0.0, 0), (0.5, 0), (1e9, 0), (math.inf, 0)]}
+        t0 = time.monotonic()
+        streams = [eng.submit_encode(smooth_image(rng, 32, 48), 50).result() for _ in range(5)]
+        wall = time.monotonic() - t0
+        eng.submit_decode(streams[0]).result()
+        with pytest.raises(BitstreamError):
+            eng.submit_decode(b"VLMC junk").result()  # failures are not latencies
+        window = list(eng._latencies[Kind.ENCODE])
+        hist, lat = eng.latency_histogram(), eng.latency()
+    assert lat["encode"]["count"] == 3 and hist["encode"]["count"] == 5 and hist["decode"]["count"] == 1
+    enc = hist["encode"]
+    bounds, counts = zip(*enc["buckets"])
+    assert bounds == (0.0, 0.5, 1e9, math.inf) and counts[0] == 0 and counts[2] == counts[3] == 5
+    assert list(counts) == sorted(counts)  # cumulative
+    assert counts[1] >= sum(1 for s in window if s <= 0.5)  # the window's 3 are among the 5
+    assert sum(window) < enc["sum"] <= wall  # the window's 3 and 2 more, one after another
+
+
+def test_prometheus_text_parses_as_the_exposition_format(tiny_codec, rng):
+    """/metrics' text read back by Prometheus' own client parser: every family typed, the
+    histogram's buckets cumulative up to +Inf = _count, the summary's _count the same."""
+    parser = pytest.importorskip("prometheus_client.parser", reason="prometheus-client not installed (test extra)")
+    from vlmcodec.runtime.metrics import prometheus_text
+
+    with Engine(tiny_codec, max_batch=4, max_delay_ms=2) as eng:
+        for _ in range(3):
+            eng.submit_encode(smooth_image(rng, 32, 48), 50).result()
+        text = prometheus_text(eng)
+    families = {f.name: f for f in parser.text_string_to_metric_families(text)}
+    assert families["vlmcodec_request_duration_seconds"].type == "histogram"
+    assert families["vlmcodec_latency_seconds"].type == "summary"
+    assert families["vlmcodec_requests"].type == "counter"  # the parser drops a counter's _total
+    samples = [s for s in families["vlmcodec_request_duration_seconds"].samples if s.labels["kind"] == "encode"]
+    buckets = [s.value for s in samples if s.name.endswith("_bucket")]
+    count = next(s.value for s in samples if s.name.endswith("_count"))
+    assert buckets == sorted(buckets) and buckets[-1] == count == 3
+    summary_count = next(s.value for s in families["vlmcodec_latency_seconds"].samples
+                         if s.name.endswith("_count") and s.labels["kind"] == "encode")
+    assert summary_count == 3

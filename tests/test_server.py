@@ -98,6 +98,13 @@ def test_health_stats_and_keep_alive(served, rng):
         assert metrics[f'vlmcodec_requests_total{{{model},outcome="ok"}}'] >= 1
         assert metrics[f'vlmcodec_latency_seconds{{{model},kind="encode",quantile="0.99"}}'] > 0
         assert metrics[f'vlmcodec_latency_seconds_count{{{model},kind="encode"}}'] >= 1
+        enc = f'{model},kind="encode"'
+        count = metrics[f"vlmcodec_request_duration_seconds_count{{{enc}}}"]
+        assert count == metrics[f'vlmcodec_request_duration_seconds_bucket{{{enc},le="+Inf"}}'] >= 1
+        assert count == metrics[f"vlmcodec_latency_seconds_count{{{enc}}}"]
+        assert 0 < metrics[f"vlmcodec_request_duration_seconds_sum{{{enc}}}"] == metrics[f"vlmcodec_latency_seconds_sum{{{enc}}}"]
+        buckets = [v for k, v in metrics.items() if k.startswith(f"vlmcodec_request_duration_seconds_bucket{{{enc},")]
+        assert len(buckets) == 14 and buckets == sorted(buckets)
         assert f"vlmcodec_in_flight{{{model}}}" in metrics
     finally:
         conn.close()

@@ -31,6 +31,8 @@ will see, so that no live request pays a backend's first run at a shape.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import math
 import threading
 import time
@@ -47,6 +49,9 @@ from .scheduler import Scheduler
 
 
 LATENCY_WINDOW = 1024
+# upper bounds (s) of the cumulative latency histogram: a small image's encode is milliseconds,
+# a refined or very large one many seconds
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def _percentiles(ordered: list[float]) -> dict[str, float | int]:
@@ -90,6 +95,8 @@ class Engine:
         self.stats = {"batches": 0, "batched_items": 0, "ok": 0, "failed": 0, "max_batch_seen": 0}
         # seconds from submit to result of the last LATENCY_WINDOW successful requests, per kind
         self._latencies = {kind: deque(maxlen=LATENCY_WINDOW) for kind in Kind}
+        # and of every successful request since the start: [count per bucket (+Inf last), sum]
+        self._latency_totals = {kind: [[0] * (len(LATENCY_BUCKETS) + 1), 0.0] for kind in Kind}
         self._thread = threading.Thread(target=self._loop, name="vlmcodec-engine", daemon=True)
         self._thread.start()
 
@@ -287,6 +294,19 @@ class Engine:
             windows = {kind.value: sorted(window) for kind, window in self._latencies.items()}
         return {kind: _percentiles(values) for kind, values in windows.items()}
 
+    def latency_histogram(self) -> dict[str, dict]:
+        """Per kind: ``count`` and ``sum`` (seconds) of every successful request since the start,
+        and ``buckets``: [(upper bound s, requests at most that long)], cumulative, ``inf`` last —
+        what a Prometheus histogram carries (``LATENCY_BUCKETS``)."""
+        with self._cv:
+            totals = {kind.value: (list(counts), total) for kind, (counts, total) in self._latency_totals.items()}
+        out = {}
+        for kind, (counts, total) in totals.items():
+            cumulative = list(itertools.accumulate(counts))
+            out[kind] = {"count": cumulative[-1], "sum": total,
+                         "buckets": list(zip((*LATENCY_BUCKETS, math.inf), cumulative))}
+        return out
+
     # -- internals -----------------------------------------------------------------------
     def _deadline(self, now: float, timeout_s: float | None) -> float | None:
         t = timeout_s if timeout_s is not None else self.timeout_s
@@ -329,7 +349,11 @@ class Engine:
         req.status = status or (Status.FINISHED_ERROR if exc is not None else Status.FINISHED_OK)
         self.stats["ok" if req.status is Status.FINISHED_OK else "failed"] += 1
         if req.status is Status.FINISHED_OK:
-            self._latencies[req.kind].append(time.monotonic() - req.arrival)
+            seconds = time.monotonic() - req.arrival
+            self._latencies[req.kind].append(seconds)
+            totals = self._latency_totals[req.kind]
+            totals[0][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            totals[1] += seconds
         self._inflight -= 1
         self._cv.notify_all()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .engine import Engine
+from .engine import LATENCY_WINDOW, Engine
 
 if TYPE_CHECKING:
     from .server import CodecServer
@@ -43,7 +43,11 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
         for fp, (e, stats, _) in snapshot.items():
             for labels, value in values(e, stats):
                 lines.append(f'{name}{{model="{fp.hex()}"{"," + labels if labels else ""}}} {value}')
-    lines += ["# HELP vlmcodec_latency_seconds Submit-to-result time of the last successful requests.",
+    histograms = {fp: e.latency_histogram() for fp, e in engines.items()}
+    # a summary as Prometheus' clients make one: quantiles over a sliding window (the last
+    # LATENCY_WINDOW requests), _count and _sum over every request since the start
+    lines += ["# HELP vlmcodec_latency_seconds Submit-to-result time of successful requests "
+              f"(quantiles: the last {LATENCY_WINDOW}).",
               "# TYPE vlmcodec_latency_seconds summary"]
     for fp, (_, _, latency) in snapshot.items():
         model = f'model="{fp.hex()}"'
@@ -51,5 +55,18 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
             for key, quantile in (("p50_s", "0.5"), ("p90_s", "0.9"), ("p99_s", "0.99")):
                 if q:
                     lines.append(f'vlmcodec_latency_seconds{{{model},kind="{kind}",quantile="{quantile}"}} {q[key]:.6f}')
-            lines.append(f'vlmcodec_latency_seconds_count{{{model},kind="{kind}"}} {q.get("count", 0)}')
+            h = histograms[fp][kind]
+            lines.append(f'vlmcodec_latency_seconds_sum{{{model},kind="{kind}"}} {h["sum"]:.6f}')
+            lines.append(f'vlmcodec_latency_seconds_count{{{model},kind="{kind}"}} {h["count"]}')
+    # the same times as a histogram: buckets add up across servers (histogram_quantile over a fleet)
+    lines += ["# HELP vlmcodec_request_duration_seconds Submit-to-result time of successful requests.",
+              "# TYPE vlmcodec_request_duration_seconds histogram"]
+    for fp, by_kind in histograms.items():
+        model = f'model="{fp.hex()}"'
+        for kind, h in by_kind.items():
+            for bound, n in h["buckets"]:
+                le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                lines.append(f'vlmcodec_request_duration_seconds_bucket{{{model},kind="{kind}",le="{le}"}} {n}')
+            lines.append(f'vlmcodec_request_duration_seconds_sum{{{model},kind="{kind}"}} {h["sum"]:.6f}')
+            lines.append(f'vlmcodec_request_duration_seconds_count{{{model},kind="{kind}"}} {h["count"]}')
     return "\n".join(lines) + "\n"
