@@ -46,8 +46,8 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
     histograms = {fp: e.latency_histogram() for fp, e in engines.items()}
     # a summary as Prometheus' clients make one: quantiles over a sliding window (the last
     # LATENCY_WINDOW requests), _count and _sum over every request since the start
-    lines += ["# HELP vlmcodec_latency_seconds Submit-to-result time of successful requests "
-              f"(quantiles: the last {LATENCY_WINDOW}).",
+    lines += [(f"# HELP vlmcodec_latency_seconds Submit-to-result time of successful requests (quantiles: the last "
+               f"{LATENCY_WINDOW})."),
               "# TYPE vlmcodec_latency_seconds summary"]
     for fp, (_, _, latency) in snapshot.items():
         model = f'model="{fp.hex()}"'
