@@ -25,6 +25,7 @@ import json
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,24 +40,46 @@ LABELS = {"teacher-sim": ("token similarity", "{:.4f}"), "effnet-kl": ("Lite0 KL
           "psnr": ("PSNR", "{:.2f}")}
 
 
+def _encode_to_size(codec, img: np.ndarray, budget: int, refined_only: bool) -> tuple[bytes, bool]:
+    """``codec.encode_to_size`` and whether it fell back to a one-pass stream (``refine``, a
+    budget no refined stream fits); with ``refined_only`` a fallback is a BudgetError instead."""
+    from vlmcodec import BudgetError, RefineFallbackWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = codec.encode_to_size(img, max_bytes=budget)
+    fell_back = False
+    for w in caught:
+        if issubclass(w.category, RefineFallbackWarning):
+            fell_back = True
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if fell_back and refined_only:
+        raise BudgetError(f"no refined stream fits in {budget} bytes")
+    return data, fell_back
+
+
 def paired_point(originals: Sequence[np.ndarray], anchor, codec, quality: float, metrics: Sequence,
-                 progress=None) -> dict:
+                 progress=None, refined_only: bool = False) -> dict:
     """One anchor quality: each image coded by ``anchor`` (a bench codec: ``encode(img, q)``,
     ``decode``) and by ``codec`` (a ``vlmcodec.Codec``) into at most the anchor's bytes, then
-    scored. ``progress``: called once per image."""
+    scored. ``progress``: called once per image. With a refining codec, a pair whose budget only
+    a one-pass stream fits is counted (``one_pass_fallbacks``), or with ``refined_only`` left
+    out as unfit."""
     from vlmcodec import BudgetError
     from vlmcodec.bitstream import container
 
     from .metrics import compute_all
 
-    pairs, unfit, at_top = [], 0, 0
+    pairs, unfit, at_top, fallbacks = [], 0, 0, 0
     for img in originals:
         a_data = anchor.encode(img, quality)
         try:
-            v_data = codec.encode_to_size(img, max_bytes=len(a_data))
+            v_data, fell_back = _encode_to_size(codec, img, len(a_data), refined_only)
         except BudgetError:
             unfit += 1
         else:
+            fallbacks += fell_back
             if len(v_data) > len(a_data):  # the premise of the comparison; encode_to_size promises it
                 raise AssertionError(f"vlmcodec used {len(v_data)} bytes for a budget of {len(a_data)}")
             at_top += container.unpack(v_data)[0].quality == 100
@@ -65,6 +88,8 @@ def paired_point(originals: Sequence[np.ndarray], anchor, codec, quality: float,
             progress()
     point: dict = {"anchor_quality": float(quality), "pairs": len(pairs), "unfit": unfit,
                    "vlmcodec_at_quality_100": at_top}
+    if codec.refine:
+        point["one_pass_fallbacks"] = fallbacks
     if not pairs:
         return point
     imgs = [p[0] for p in pairs]
@@ -89,13 +114,20 @@ def markdown(report: dict, command: str) -> str:
     legend = (f"`{command}`; model {report['model']}. Gain: vlmcodec − {anchor} (for metrics where lower is "
               f"better, such as KL: {anchor} − vlmcodec), > 0 better for vlmcodec; [95 % bootstrap interval "
               "over the images]; wins/ties/losses.")
+    refines = any("one_pass_fallbacks" in pt for pt in report["points"])
+    counts = "unfit; vlmcodec at q100; one-pass" if refines else "unfit; vlmcodec at q100"
+    if refines:
+        legend += (" One-pass: pairs where no refined stream fits the budget and vlmcodec's is the one-pass one"
+                   + (" (left out as unfit here: --refined-only)." if report.get("refined_only") else "."))
     lines = [title, "", legend, "",
-             f"| {anchor} q | pairs (unfit; vlmcodec at q100) | bpp {anchor} / vlmcodec | "
+             f"| {anchor} q | pairs ({counts}) | bpp {anchor} / vlmcodec | "
              + " | ".join(LABELS.get(m, (m,))[0] for m in metrics) + " |",
              "|---:|---:|---:|" + "---|" * len(metrics)]
     for pt in report["points"]:
+        tally = f"{pt['unfit']}; {pt['vlmcodec_at_quality_100']}" + (
+            f"; {pt['one_pass_fallbacks']}" if "one_pass_fallbacks" in pt else "")
         if not pt["pairs"]:
-            lines.append(f"| {pt['anchor_quality']:g} | 0 ({pt['unfit']}; 0) | – |" + " – |" * len(metrics))
+            lines.append(f"| {pt['anchor_quality']:g} | 0 ({tally}) | – |" + " – |" * len(metrics))
             continue
         cells = []
         for key in metrics:
@@ -103,24 +135,25 @@ def markdown(report: dict, command: str) -> str:
             r = pt[key]
             cells.append(f"{fmt.format(r['anchor'])} → {fmt.format(r['vlmcodec'])}, gain {r['gain']:+.4f} "
                          f"[{r['gain_95'][0]:+.4f}, {r['gain_95'][1]:+.4f}], {r['wins']}/{r['ties']}/{r['losses']}")
-        lines.append(f"| {pt['anchor_quality']:g} | {pt['pairs']} ({pt['unfit']}; {pt['vlmcodec_at_quality_100']}) "
+        lines.append(f"| {pt['anchor_quality']:g} | {pt['pairs']} ({tally}) "
                      f"| {pt['bpp_anchor']:.3f} / {pt['bpp_vlmcodec']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def run(originals: Sequence[np.ndarray], anchor, vlm, qualities: Sequence[float], metrics: Sequence,
-        progress: bool = True) -> dict:
+        progress: bool = True, refined_only: bool = False) -> dict:
     """Every anchor quality (``paired_point``) → the report: names, model, points, seconds.
     ``vlm``: the bench's ``VlmCodec`` (``make_codec("vlmcodec@256")``)."""
     from tqdm import tqdm
 
     report = {"anchor": anchor.name, "vlmcodec": vlm.name, "model": vlm.codec.fingerprint.hex(),
-              "images": len(originals), "metrics": [m.name for m in metrics], "points": []}
+              "images": len(originals), "metrics": [m.name for m in metrics], "refined_only": refined_only,
+              "points": []}
     t0 = time.perf_counter()
     with tqdm(total=len(qualities) * len(originals), desc=f"{vlm.name} in {anchor.name}'s bytes",
               disable=not progress, file=sys.stderr) as bar:
         for q in qualities:
-            report["points"].append(paired_point(originals, anchor, vlm.codec, q, metrics, bar.update))
+            report["points"].append(paired_point(originals, anchor, vlm.codec, q, metrics, bar.update, refined_only))
     report["seconds"] = time.perf_counter() - t0
     return report
 
@@ -151,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated (default {','.join(DEFAULT_METRICS)}); psnr and ms-ssim work too")
     p.add_argument("--out", type=Path, default=Path("results/matched_bytes"),
                    help="folder for the report's .json and .md (default results/matched_bytes)")
+    p.add_argument("--refined-only", action="store_true",
+                   help="with vlmcodec+rK: a budget only a one-pass stream fits counts as unfit (by default "
+                        "the one-pass stream is compared, as encode_to_size returns it, and counted)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
@@ -180,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             return fail("; ".join(f"metric {k} not available: {why}" for k, why in missing.items()))
         metrics = sorted(metrics, key=lambda m: names.index(m.name))
-        report = run(originals, anchor, vlm, qualities, metrics, progress=not args.quiet)
+        if args.refined_only and not vlm.refine:
+            return fail("--refined-only applies to a refining codec (--codec vlmcodec+rK...)")
+        report = run(originals, anchor, vlm, qualities, metrics, progress=not args.quiet,
+                     refined_only=args.refined_only)
     except (ValueError, FileNotFoundError, VlmcodecError) as e:
         return fail(str(e))
     command = "vlmcodec bench matched-bytes " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

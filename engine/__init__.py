@@ -11,6 +11,7 @@ from .errors import (
     ImageError,
     ModelMismatchError,
     ModelNotFoundError,
+    RefineFallbackWarning,
     RequestError,
     ResourceError,
     VlmcodecError,
@@ -69,5 +70,5 @@ __all__ = [
     "Codec", "CodecSet", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "BudgetError",
     "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
-    "RequestError", "ResourceError", "VlmcodecWarning",
+    "RequestError", "ResourceError", "VlmcodecWarning", "RefineFallbackWarning",
 ]

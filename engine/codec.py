@@ -32,7 +32,7 @@ from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BackendUnavailableError, BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
-                     ResourceError, VlmcodecWarning)
+                     RefineFallbackWarning, ResourceError)
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
@@ -280,7 +280,7 @@ class Codec:
         one ``encode`` gives at the quality found (in its header:
         ``container.unpack(data)[0].quality``). BudgetError when even ``min_quality`` does not fit.
         With ``refine``, a budget only one-pass streams fit gets the best of those, with a
-        VlmcodecWarning (refined streams are a few % larger at a quality)."""
+        ``RefineFallbackWarning`` (refined streams are a few % larger at a quality)."""
         prep = self.prepare(image, min_quality, short_side)
         self.model.level_of_quality(max_quality)  # validates the range
         budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
@@ -317,7 +317,8 @@ class Codec:
             data, probes = rate_control.largest_fitting(one_pass, budget, lo, hi)
         quality = max(q for q, size in probes if size <= budget)
         warnings.warn(f"no refined stream fits in {budget} bytes, even at quality {lo:g}; returned the "
-                      f"one-pass stream of quality {quality:g} ({len(data)} bytes)", VlmcodecWarning, stacklevel=2)
+                      f"one-pass stream of quality {quality:g} ({len(data)} bytes)", RefineFallbackWarning,
+                      stacklevel=2)
         return data
 
     def entropy_encode(self, y: Tensor, z: Tensor, image: PreparedImage) -> bytes:

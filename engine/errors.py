@@ -48,3 +48,8 @@ class RequestError(VlmcodecError, RuntimeError):
 class VlmcodecWarning(UserWarning):
     """Something done with a caveat the caller should hear of (e.g. only the first frame of an
     animated image is coded); the CLI prints these as ``vlmcodec: warning: ...``."""
+
+
+class RefineFallbackWarning(VlmcodecWarning):
+    """``encode_to_size`` with ``refine``: no refined stream fits the budget, so the stream is the
+    best one-pass one. ``warnings.simplefilter("error", RefineFallbackWarning)`` makes it an error."""

@@ -80,6 +80,26 @@ def test_paired_point_counts_unfit_and_top_quality_pairs_and_scores_the_rest(tin
     assert "| 0 | 0 (3; 0) | – | – |" in md and "| 50 | 3 (0; 0) |" in md and ", 0/0/3 |" in md
 
 
+def test_paired_point_counts_one_pass_fallbacks_or_leaves_them_out(tiny_model_path, rng):
+    imgs = [smooth_image(rng, 64, 96) for _ in range(2)]
+    plain = Codec(tiny_model_path)
+    refined = Codec(tiny_model_path, refine=1)
+    analyse = refined.analyse
+    refined.analyse = lambda pixels, qualities: tuple(t * f for t, f in zip(analyse(pixels, qualities), (1.5, 1)))
+    # a budget between the one-pass and the (made larger) refined quality-0 streams of both images
+    budget = max(len(plain.encode(i, 0)) for i in imgs) + 2
+    assert all(len(refined.encode(i, 0)) > budget for i in imgs)
+    counted = paired_point(imgs, _SizedAnchor(budget), refined, 1, [PSNR()])
+    assert (counted["pairs"], counted["unfit"], counted["one_pass_fallbacks"]) == (2, 0, 2)
+    strict = paired_point(imgs, _SizedAnchor(budget), refined, 1, [PSNR()], refined_only=True)
+    assert (strict["pairs"], strict["unfit"], strict["one_pass_fallbacks"]) == (0, 2, 0)
+    assert "one_pass_fallbacks" not in paired_point(imgs, _SizedAnchor(budget), plain, 1, [PSNR()])
+    md = markdown({"anchor": "sized", "vlmcodec": "vlmcodec+r1", "model": "m", "images": 2, "metrics": ["psnr"],
+                   "refined_only": True, "points": [counted, strict]}, "CMD")
+    assert "pairs (unfit; vlmcodec at q100; one-pass)" in md and "| 1 | 2 (0; 0; 2) |" in md
+    assert "| 1 | 0 (2; 0; 0) |" in md and "--refined-only" in md
+
+
 def _folder(tmp_path, rng, n=2):
     d = tmp_path / "imgs"
     d.mkdir()
@@ -108,6 +128,7 @@ def test_bench_matched_bytes_end_to_end(tmp_path, rng, tiny_model_path, capsys):
     (["--anchor", "nope"], "unknown codec 'nope'"),
     (["--metrics", "psnr,nope"], "unknown metric"),
     (["--model", "missing.safetensors"], "missing.safetensors"),
+    (["--refined-only"], "--refined-only applies to a refining codec"),
 ])
 def test_bench_matched_bytes_refuses_bad_arguments(tmp_path, rng, args, message, capsys):
     rc = main(["bench", "matched-bytes", str(_folder(tmp_path, rng)), "--metrics", "psnr", "--quiet",

@@ -1,6 +1,7 @@
 """Rate control (vlmcodec.rate_control, Codec.encode_to_size): the highest quality that fits a budget."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -142,7 +143,7 @@ def test_encode_to_size_at_the_consumers_scale_and_with_refinement(tiny_model_pa
 def test_a_budget_only_one_pass_streams_fit_gets_the_best_of_them_with_a_warning(tiny_model_path, rng):
     """Refined streams that do not fit even at quality 0 fall back to the one-pass search's stream
     (a warning says so); where no one-pass stream fits either, the error names the smallest size."""
-    from vlmcodec import VlmcodecWarning
+    from vlmcodec import RefineFallbackWarning, VlmcodecWarning
 
     img = smooth_image(rng, 128, 192)
     plain = Codec(tiny_model_path)
@@ -156,12 +157,17 @@ def test_a_budget_only_one_pass_streams_fit_gets_the_best_of_them_with_a_warning
     refined.analyse = larger_refined
     smallest = len(plain.encode(img, 0))
     budget = smallest + (len(plain.encode(img, 20)) - smallest) // 2
-    with pytest.warns(VlmcodecWarning, match=f"no refined stream fits in {budget} bytes, even at quality 0"):
+    with pytest.warns(RefineFallbackWarning, match=f"no refined stream fits in {budget} bytes, even at quality 0"):
         data = refined.encode_to_size(img, budget)
+    assert issubclass(RefineFallbackWarning, VlmcodecWarning)  # the CLI prints it as its own
     q = container.unpack(data)[0].quality
     assert 0 < q < 20 and len(data) <= budget and data == plain.encode(img, q)
     with pytest.raises(BudgetError, match=f"even quality 0 needs {smallest} bytes"):
         refined.encode_to_size(img, smallest - 1)
+    with warnings.catch_warnings():  # the strict behaviour, for whoever wants refined streams or none
+        warnings.simplefilter("error", RefineFallbackWarning)
+        with pytest.raises(RefineFallbackWarning):
+            refined.encode_to_size(img, budget)
 
 
 def test_cli_encode_and_roundtrip_with_a_budget(tmp_path, rng, tiny_model_path, capsys):
