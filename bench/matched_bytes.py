@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "vlmcodec bench matched-bytes " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     md = markdown(report, command.strip())
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{report['vlmcodec']}_vs_{report['anchor']}".replace("@", "at")
+    stem = f"{report['vlmcodec']}_vs_{report['anchor']}".replace("@", "at") + ("_refined_only" if args.refined_only else "")
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(md)
     print(md, end="")
