@@ -440,7 +440,8 @@ def cmd_serve(args) -> int:
     try:
         server = CodecServer(engines, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
-                             max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token)
+                             max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token,
+                             rate_limit=args.rate_limit, rate_burst=args.rate_burst)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -452,7 +453,9 @@ def cmd_serve(args) -> int:
         if hasattr(signal, "SIGHUP") and (args.tls_cert or args.auth_token_file):
             signal.signal(signal.SIGHUP, lambda *_: _reload_security(server, args))
     also = f" (and {', '.join(c.fingerprint.hex() for c in others)} for their streams)" if others else ""
-    print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend) on {server.url}: "
+    limiter = server.rate_limiter
+    limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter is not None else ""
+    print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend{limit}) on {server.url}: "
           "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
@@ -728,6 +731,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every request but /health must carry 'Authorization: Bearer <a token of the file>': "
                         "one a line, as TOKEN or NAME TOKEN (the client's name, logged and counted in /stats), "
                         "# comments; a file, not an argument, so that no token shows in the process list")
+    v.add_argument("--rate-limit", type=float, metavar="PER_SECOND",
+                   help="per client (its token's name, else its IP address): /encode and /decode requests a "
+                        "second, over which it is answered 429 with Retry-After (default: no limit)")
+    v.add_argument("--rate-burst", type=_positive_int, metavar="N",
+                   help="requests a client may send at once under --rate-limit (default: one second's worth)")
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "

@@ -193,14 +193,15 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, second_m
     Image.fromarray(smooth_image(rng, 32, 48)).save(sample)
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
                              "serve", "--port", "0", "--model", str(tiny_model_path), "--quiet", "--max-batch", "2",
-                             "--warmup", str(sample), "-q", "35", "--extra-model", str(second_model_path)],
+                             "--warmup", str(sample), "-q", "35", "--extra-model", str(second_model_path),
+                             "--rate-limit", "100"],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()
         # encode and decode at batch 2 and 1, for each of the two models
         assert "warmed up 8 shapes of 2 models (1 coded sizes)" in line, line
         line = proc.stderr.readline()
-        assert "serving model" in line, line
+        assert "serving model" in line and "(torch backend, 100 requests/s per client, burst 100)" in line, line
         port = int(line.split("http://127.0.0.1:")[1].split(":")[0])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.request("POST", "/encode?quality=30", body=_png(smooth_image(rng, 32, 48)))

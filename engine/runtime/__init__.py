@@ -2,7 +2,8 @@
 
 from .engine import Engine, QueueFull
 from .client import RemoteCodec
+from .rate_limit import RateLimited
 from .scheduler import Scheduler
 from .server import CodecServer, serve_in_thread
 
-__all__ = ["CodecServer", "Engine", "QueueFull", "RemoteCodec", "Scheduler", "serve_in_thread"]
+__all__ = ["CodecServer", "Engine", "QueueFull", "RateLimited", "RemoteCodec", "Scheduler", "serve_in_thread"]

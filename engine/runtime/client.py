@@ -10,9 +10,10 @@ errors come back as the exceptions the server's ``Codec`` raised (``ImageError``
 ``ModelMismatchError``, ``ConfigError``, ``ResourceError``, ``QueueFull``, ``EngineDeadError``,
 ``TimeoutError``, ``PermissionError`` for a missing or wrong token, ...), the HTTP status in the
 message; a server that cannot be reached (or whose TLS certificate does not verify) raises
-``ConnectionError``. A busy server's 503 (``QueueFull``: its queue or its connections full) is
-retried ``retries`` times, after the wait its ``Retry-After`` header asks (at most
-``MAX_RETRY_WAIT_S``), before ``QueueFull`` is raised: encode and decode are idempotent.
+``ConnectionError``. A busy server's 503 (``QueueFull``: its queue or its connections full) and
+a rate-limited client's 429 (``RateLimited``: ``serve --rate-limit``) are retried ``retries``
+times, after the wait the server asks (at most ``MAX_RETRY_WAIT_S``), before the error is
+raised: encode and decode are idempotent.
 """
 
 from __future__ import annotations
@@ -119,11 +120,12 @@ class RemoteCodec:
 
     def _request(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
         from .engine import QueueFull
+        from .rate_limit import RateLimited
 
         for retry in range(self.retries + 1):
             try:
                 return self._request_once(method, path, body)
-            except QueueFull as busy:
+            except (QueueFull, RateLimited) as busy:
                 if retry == self.retries:
                     raise
                 _sleep(min(busy.retry_after_s, MAX_RETRY_WAIT_S))
@@ -149,7 +151,10 @@ class RemoteCodec:
             headers = {k.lower(): v for k, v in resp.getheaders()}
             if resp.status != 200:
                 err = _error_of(resp.status, payload)
-                err.retry_after_s = _seconds(headers.get("retry-after"), default=0.5)
+                # a rate-limited answer says to the millisecond (JSON) what Retry-After rounds up
+                precise = getattr(err, "answer", {}).get("retry_after_s")
+                err.retry_after_s = (max(0.0, float(precise)) if isinstance(precise, (int, float))
+                                     else _seconds(headers.get("retry-after"), default=0.5))
                 raise err
             return payload, headers
         raise AssertionError("unreachable")
@@ -186,19 +191,22 @@ def _error_of(status: int, payload: bytes) -> Exception:
     """The exception the server reported (its JSON ``type``), else one that fits the status."""
     from .. import errors
     from .engine import QueueFull
+    from .rate_limit import RateLimited
 
     try:
         answer = json.loads(payload)
         message, kind = answer["error"], answer.get("type", "")
-    except (ValueError, KeyError, TypeError):
-        message, kind = payload[:200].decode("utf-8", "replace"), ""
+    except (ValueError, KeyError, TypeError, AttributeError):
+        answer, message, kind = {}, payload[:200].decode("utf-8", "replace"), ""
     known = {"TimeoutError": TimeoutError, "QueueFull": QueueFull, "ValueError": ValueError, "TypeError": TypeError,
-             "AuthenticationError": PermissionError}
+             "AuthenticationError": PermissionError, "RateLimited": RateLimited}
     cls = known.get(kind) or getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = {400: errors.ConfigError, 401: PermissionError, 409: ModelMismatchError, 413: ResourceError, 503: EngineDeadError,
-               504: TimeoutError}.get(status, VlmcodecError)
-    return cls(f"{message} (HTTP {status})")
+        cls = {400: errors.ConfigError, 401: PermissionError, 409: ModelMismatchError, 413: ResourceError,
+               429: RateLimited, 503: EngineDeadError, 504: TimeoutError}.get(status, VlmcodecError)
+    err = cls(f"{message} (HTTP {status})")
+    err.answer = answer if isinstance(answer, dict) else {}
+    return err
 
 
 __all__ = ["RemoteCodec"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import ssl
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -160,10 +161,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             engine = server.engine  # the default model's at the top level; every model's by_model
             by_model = {fp.hex(): dict(e.stats, in_flight=e.in_flight, latency=e.latency())
                         for fp, e in server.engines.items()}
+            limited, limited_by_client = server.rate_limited_counts()
             self._json(HTTPStatus.OK, dict(by_model[engine.codec.fingerprint.hex()],
                                            connections=server.connections,
                                            connections_refused=server.connections_refused, by_model=by_model,
-                                           requests_by_client=server.client_counts()))
+                                           requests_by_client=server.client_counts(),
+                                           rate_limited=limited, rate_limited_by_client=limited_by_client))
         elif path == "/metrics":
             self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(server.engines, server).encode())
         else:
@@ -177,6 +180,17 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._discard_body()  # read and dropped, so that the client reads the 401, not a reset
             self._unauthorized()
             return
+        if url.path in ("/encode", "/decode"):
+            wait = self.server.rate_wait(self._client, self.client_address[0])
+            if wait > 0:
+                self._discard_body()
+                limiter = self.server.rate_limiter
+                self._json(HTTPStatus.TOO_MANY_REQUESTS,
+                           {"error": f"over this server's rate limit of {limiter.rate:g} requests/s per client "
+                                     f"(burst {limiter.burst}); the next is admitted in {wait:.2f} s",
+                            "type": "RateLimited", "retry_after_s": round(wait, 3)},
+                           {"Retry-After": str(max(1, math.ceil(wait)))})
+                return
         try:
             if url.path not in ("/encode", "/decode"):
                 self._discard_body()

@@ -24,6 +24,16 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
             "# TYPE vlmcodec_http_connections_refused_total counter",
             f"vlmcodec_http_connections_refused_total {server.connections_refused}",
         ]
+        limited, limited_by_client = server.rate_limited_counts()
+        lines += ["# HELP vlmcodec_http_rate_limited_total Coding requests answered 429 for the per-client rate limit.",
+                  "# TYPE vlmcodec_http_rate_limited_total counter",
+                  f"vlmcodec_http_rate_limited_total {limited}"]
+        if limited_by_client:
+            lines += ["# HELP vlmcodec_http_rate_limited_by_client_total Requests answered 429, by the client their "
+                      "token names.",
+                      "# TYPE vlmcodec_http_rate_limited_by_client_total counter"]
+            lines += [f'vlmcodec_http_rate_limited_by_client_total{{client="{name}"}} {n}'
+                      for name, n in limited_by_client.items()]
         clients = server.client_counts()
         if clients:  # a server with tokens: who sends what
             lines += ["# HELP vlmcodec_http_requests_by_client_total Requests admitted, by the client their token names.",

@@ -42,6 +42,7 @@ from ..errors import ConfigError, ModelMismatchError
 from .engine import Engine
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler
 from .metrics import prometheus_text
+from .rate_limit import RateLimiter, check_rate
 from .tokens import token_table
 
 DEFAULT_MAX_BODY = 64 * 2**20
@@ -69,7 +70,8 @@ class CodecServer(ThreadingHTTPServer):
                  max_body: int = DEFAULT_MAX_BODY, png_level: int = 1, quiet: bool = True,
                  idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, quality: float = 75.0,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, ssl_context: ssl.SSLContext | None = None,
-                 auth_token: str | Sequence[str] | Mapping[str, str] | None = None):
+                 auth_token: str | Sequence[str] | Mapping[str, str] | None = None,
+                 rate_limit: float | None = None, rate_burst: int | None = None):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -100,6 +102,12 @@ class CodecServer(ThreadingHTTPServer):
         self.auth_tokens = token_table(auth_token)
         self.requests_by_client: dict[str, int] = {}  # requests that carried each client's token
         self._clients_lock = threading.Lock()
+        # rate_limit: /encode and /decode requests a second per client (its token's name, else its
+        # IP address), rate_burst at once; over it, 429 (rate_limit.py)
+        limits = check_rate(rate_limit, rate_burst)
+        self.rate_limiter = RateLimiter(*limits) if limits else None
+        self.rate_limited = 0  # requests answered 429
+        self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name
         super().__init__((host, port), RequestHandler)
         self._refuser = threading.Thread(target=self._refuse_loop, name="vlmcodec-http-refuse", daemon=True)
         self._refuser.start()
@@ -113,6 +121,24 @@ class CodecServer(ThreadingHTTPServer):
         """Requests admitted by each client's token so far (empty for a server without tokens)."""
         with self._clients_lock:
             return dict(self.requests_by_client)
+
+    def rate_wait(self, client: str | None, address: str) -> float:
+        """0.0 when the client (its token's name, else its ``address``) may send a coding request
+        now, else the seconds until it may (the request is then counted as refused)."""
+        if self.rate_limiter is None:
+            return 0.0
+        wait = self.rate_limiter.wait(f"client:{client}" if client else f"address:{address}")
+        if wait > 0:
+            with self._clients_lock:
+                self.rate_limited += 1
+                if client:
+                    self.rate_limited_by_client[client] = self.rate_limited_by_client.get(client, 0) + 1
+        return wait
+
+    def rate_limited_counts(self) -> tuple[int, dict[str, int]]:
+        """Requests answered 429 so far: in all, and by token name."""
+        with self._clients_lock:
+            return self.rate_limited, dict(self.rate_limited_by_client)
 
     def engine_for_stream(self, data: bytes) -> Engine:
         """The engine whose model wrote ``data`` (ModelMismatchError when none does)."""

@@ -1,0 +1,89 @@
+"""Per-client rate limits for ``vlmcodec serve`` (``--rate-limit``): a token bucket per client.
+
+Each client (the name its bearer token carries, or its IP address on a server without tokens)
+may send ``burst`` coding requests at once and ``rate`` a second after that; a request over the
+limit is answered 429 with ``Retry-After`` (the seconds until the bucket holds one again) and
+never reaches the engine. One client flooding the server then cannot fill the queue that the
+others share (the queue's own bound, ``--max-queue``, answers 503 to everyone alike).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from ..errors import ConfigError, VlmcodecError
+
+MAX_CLIENTS = 10_000  # buckets kept before the full (idle) ones are dropped: IP keys are unbounded
+
+
+class RateLimited(VlmcodecError, RuntimeError):
+    """The client sent requests faster than the server's ``--rate-limit``; ``retry_after_s`` says
+    when the next one will be admitted."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def check_rate(rate: float | None, burst: int | None) -> tuple[float, int] | None:
+    """(rate, burst) validated, burst defaulting to one second's worth (at least 1); None for
+    no limit (``rate`` None). ConfigError for a rate that is not a positive number or a burst
+    below 1."""
+    if rate is None:
+        if burst is not None:
+            raise ConfigError("a rate burst needs a rate limit (--rate-limit)")
+        return None
+    try:
+        rate = float(rate)
+    except (TypeError, ValueError):
+        raise ConfigError(f"the rate limit must be a number of requests per second, got {rate!r}") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise ConfigError(f"the rate limit must be a positive number of requests per second, got {rate}")
+    if burst is None:
+        burst = max(1, math.ceil(rate))
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ConfigError(f"the rate burst must be an integer >= 1, got {burst!r}")
+    return rate, burst
+
+
+class RateLimiter:
+    """Token buckets, one per client key, each holding up to ``burst`` requests and refilling at
+    ``rate`` a second. Thread-safe. ``clock``: seconds, monotonic (a fake one for tests)."""
+
+    def __init__(self, rate: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = MAX_CLIENTS):
+        self.rate, self.burst = check_rate(rate, burst)
+        self._clock = clock
+        self._max_clients = int(max_clients)
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (requests held, when)
+        self._lock = threading.Lock()
+
+    def wait(self, key: str) -> float:
+        """0.0 when ``key`` may send a request now (and it is counted), else the seconds until it
+        may (nothing is counted: a refused request costs the client nothing)."""
+        now = self._clock()
+        with self._lock:
+            held, then = self._buckets.get(key, (float(self.burst), now))
+            held = min(float(self.burst), held + (now - then) * self.rate)
+            if held >= 1.0:
+                self._buckets[key] = (held - 1.0, now)
+                if len(self._buckets) > self._max_clients:
+                    self._drop_full(now)
+                return 0.0
+            self._buckets[key] = (held, now)
+            return (1.0 - held) / self.rate
+
+    def _drop_full(self, now: float) -> None:
+        """Forget the clients whose bucket has refilled: they are where a new client starts."""
+        full = [k for k, (held, then) in self._buckets.items() if held + (now - then) * self.rate >= self.burst]
+        for key in full:
+            del self._buckets[key]
+
+    @property
+    def clients(self) -> int:
+        """Clients with a bucket now (not ``__len__``: an empty limiter must stay truthy)."""
+        with self._lock:
+            return len(self._buckets)

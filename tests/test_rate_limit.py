@@ -1,0 +1,133 @@
+"""Per-client rate limits (``serve --rate-limit``): token buckets, the server's 429, the client's retry."""
+
+import http.client
+import json
+
+import pytest
+
+from vlmcodec import Codec
+from vlmcodec.errors import ConfigError
+from vlmcodec.runtime import Engine, RateLimited, RemoteCodec
+from vlmcodec.runtime import client as client_module
+from vlmcodec.runtime.rate_limit import RateLimiter, check_rate
+from vlmcodec.runtime.server import CodecServer, serve_in_thread
+
+from conftest import smooth_image
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_bucket_admits_its_burst_then_one_per_interval_and_says_how_long_to_wait():
+    clock = _Clock()
+    limiter = RateLimiter(2.0, 3, clock=clock)  # 3 at once, then one every 0.5 s
+    assert [limiter.wait("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.wait("a") == pytest.approx(0.5)
+    assert limiter.wait("b") == 0.0  # another client has its own bucket
+    clock.now += 0.2
+    assert limiter.wait("a") == pytest.approx(0.3)  # a refused request takes nothing from the bucket
+    clock.now += 0.3
+    assert limiter.wait("a") == 0.0 and limiter.wait("a") == pytest.approx(0.5)
+    clock.now += 60  # refills up to the burst, no further
+    assert [limiter.wait("a") for _ in range(4)][-1] == pytest.approx(0.5)
+
+
+def test_idle_clients_are_forgotten_beyond_the_bound():
+    clock = _Clock()
+    limiter = RateLimiter(1.0, 1, clock=clock, max_clients=3)
+    for key in "abc":
+        limiter.wait(key)
+    clock.now += 10  # a, b, c have refilled: forgetting them changes nothing for them
+    limiter.wait("d")
+    assert limiter.clients == 1 and limiter.wait("d") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("rate, burst, message", [
+    (0, None, "positive"), (-1, None, "positive"), (float("nan"), None, "positive"), ("x", None, "a number"),
+    (1.0, 0, "integer >= 1"), (1.0, 1.5, "integer >= 1"), (None, 3, "needs a rate limit"),
+])
+def test_bad_limits_are_refused(rate, burst, message):
+    with pytest.raises(ConfigError, match=message):
+        check_rate(rate, burst)
+
+
+def test_default_burst_is_one_seconds_worth():
+    assert check_rate(None, None) is None
+    assert check_rate(0.2, None) == (0.2, 1) and check_rate(7.5, None) == (7.5, 8)
+
+
+def test_server_answers_429_per_client_and_counts_it(tiny_model_path, rng, monkeypatch):
+    """Client app over its limit gets 429 with Retry-After and its JSON wait; client batch is not
+    held back; /stats and /metrics (not limited themselves) count the refusals; RemoteCodec raises
+    RateLimited, or waits what the server asked and retries."""
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, auth_token={"app": "tok-a", "batch": "tok-b"},
+                         rate_limit=0.5, rate_burst=2)
+    clock = _Clock()
+    server.rate_limiter._clock = clock
+    serve_in_thread(server)
+    img = smooth_image(rng, 32, 48)
+    try:
+        with RemoteCodec(server.url, token="tok-a", retries=0) as app, RemoteCodec(server.url, token="tok-b") as batch:
+            data = app.encode(img, quality=50)
+            assert app.decode(data).shape == img.shape
+            with pytest.raises(RateLimited, match=r"rate limit of 0.5 requests/s per client \(burst 2\)") as refused:
+                app.encode(img, quality=50)
+            assert refused.value.retry_after_s == pytest.approx(2.0)
+            assert batch.encode(img, quality=50) == data  # its own bucket
+            stats = app.stats()  # not a coding request: never limited
+            assert (stats["rate_limited"], stats["rate_limited_by_client"]) == (1, {"app": 1})
+
+            waits = []
+            monkeypatch.setattr(client_module, "_sleep", lambda s: (waits.append(s), setattr(clock, "now", clock.now + s)))
+            patient = RemoteCodec(server.url, token="tok-a", retries=1)
+            assert patient.encode(img, quality=50) == data and waits == [pytest.approx(2.0)]
+            patient.close()
+
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=30)
+        conn.request("POST", "/encode?quality=50", body=b"x" * 1000, headers={"Authorization": "Bearer tok-a"})
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        assert resp.status == 429 and resp.getheader("Retry-After") == "2" and answer["type"] == "RateLimited"
+        assert answer["retry_after_s"] == pytest.approx(2.0)
+        conn.request("GET", "/metrics", headers={"Authorization": "Bearer tok-b"})  # the same connection: kept alive
+        metrics = conn.getresponse().read().decode()
+        conn.close()
+        assert "vlmcodec_http_rate_limited_total 3" in metrics  # app's refused try, the patient one's first, this
+        assert 'vlmcodec_http_rate_limited_by_client_total{client="app"} 3' in metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+
+
+def test_without_tokens_the_limit_is_per_address(tiny_model_path, rng):
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, rate_limit=0.01, rate_burst=1)
+    serve_in_thread(server)
+    try:
+        with RemoteCodec(server.url, retries=0) as one, RemoteCodec(server.url, retries=0) as other:
+            one.encode(smooth_image(rng, 32, 32), quality=50)
+            with pytest.raises(RateLimited):  # another connection from the same address: the same client
+                other.encode(smooth_image(rng, 32, 32), quality=50)
+        assert server.rate_limited_counts() == (1, {})
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+
+
+def test_cli_serve_checks_the_rate_options(tiny_model_path, capsys):
+    from vlmcodec.cli import main
+
+    model = ["--model", str(tiny_model_path), "--port", "0"]
+    assert main(["serve", *model, "--rate-burst", "3"]) == 2
+    assert "needs a rate limit" in capsys.readouterr().err
+    assert main(["serve", *model, "--rate-limit", "-2"]) == 2
+    assert "positive number of requests per second" in capsys.readouterr().err
