@@ -330,10 +330,11 @@ def cmd_decode(args) -> int:
 
 
 def _serve_security(args):
-    """(TLS context or None, {client name: bearer token} or None) from serve's --tls-cert/--tls-key
-    and --auth-token-file; ConfigError for a half-given pair, an unreadable file or a token file
-    with no token or a malformed line."""
+    """(TLS context or None, {client name: bearer token} or None, {client name: its own rate
+    limit}) from serve's --tls-cert/--tls-key and --auth-token-file; ConfigError for a half-given
+    pair, an unreadable file or a token file with no token or a malformed line."""
     ssl_context = token = None
+    limits: dict = {}
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
@@ -353,26 +354,30 @@ def _serve_security(args):
                 raise ConfigError(f"cannot load --tls-client-ca {args.tls_client_ca}: {e}") from None
             ssl_context.verify_mode = ssl.CERT_REQUIRED
     if args.auth_token_file:
-        from .runtime.tokens import parse_token_file
+        from .runtime.tokens import read_token_file
 
         try:
             text = Path(args.auth_token_file).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is dropped
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read --auth-token-file {args.auth_token_file}: "
                               f"{getattr(e, 'strerror', None) or e}") from None
-        token = parse_token_file(text, f"--auth-token-file {args.auth_token_file}")
-    return ssl_context, token
+        token, limits = read_token_file(text, f"--auth-token-file {args.auth_token_file}")
+    return ssl_context, token, limits
 
 
 def _reload_security(server, args) -> None:
     """SIGHUP: read the certificate, key, client CA and token files again (a rotated certificate or
     token) for the connections to come; a set that fails to load leaves the current one in force."""
+    from .runtime.rate_limit import check_client_limits
+
     try:
-        context, token = _serve_security(args)
+        context, token, limits = _serve_security(args)
+        limits = check_client_limits(limits, token)
     except ConfigError as e:
         print(f"vlmcodec: reload refused, the current certificate and token stay: {e}", file=sys.stderr, flush=True)
         return
-    server.ssl_context, server.auth_tokens = context, token  # each read once per connection / request
+    # each read once per connection / request; a client's limit changes with its line
+    server.ssl_context, server.client_limits, server.auth_tokens = context, limits, token
     print("vlmcodec: reloaded the TLS certificate and token files", file=sys.stderr, flush=True)
 
 
@@ -409,7 +414,7 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
-    ssl_context, token = _serve_security(args)
+    ssl_context, token, client_limits = _serve_security(args)
     samples = expand_inputs(args.warmup, IMAGE_SUFFIXES) if args.warmup else []
     codec = _codec(args)
     codec.model.level_of_quality(args.quality)  # a bad -q fails here, as encode's does
@@ -441,7 +446,7 @@ def cmd_serve(args) -> int:
         server = CodecServer(engines, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
                              max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token,
-                             rate_limit=args.rate_limit, rate_burst=args.rate_burst)
+                             rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=client_limits)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -454,7 +459,9 @@ def cmd_serve(args) -> int:
             signal.signal(signal.SIGHUP, lambda *_: _reload_security(server, args))
     also = f" (and {', '.join(c.fingerprint.hex() for c in others)} for their streams)" if others else ""
     limiter = server.rate_limiter
-    limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter is not None else ""
+    limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter.limit else ""
+    if server.client_limits:
+        limit += f", {len(server.client_limits)} client(s) with a limit of their own"
     print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend{limit}) on {server.url}: "
           "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
@@ -730,7 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--auth-token-file", metavar="FILE",
                    help="every request but /health must carry 'Authorization: Bearer <a token of the file>': "
                         "one a line, as TOKEN or NAME TOKEN (the client's name, logged and counted in /stats), "
-                        "# comments; a file, not an argument, so that no token shows in the process list")
+                        "then optionally the client's own rate=R burst=B or rate=unlimited; # comments; a file, "
+                        "not an argument, so that no token shows in the process list")
     v.add_argument("--rate-limit", type=float, metavar="PER_SECOND",
                    help="per client (its token's name, else its IP address): /encode and /decode requests a "
                         "second, over which it is answered 429 with Retry-After (default: no limit)")

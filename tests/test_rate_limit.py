@@ -77,7 +77,7 @@ def test_server_answers_429_per_client_and_counts_it(tiny_model_path, rng, monke
         with RemoteCodec(server.url, token="tok-a", retries=0) as app, RemoteCodec(server.url, token="tok-b") as batch:
             data = app.encode(img, quality=50)
             assert app.decode(data).shape == img.shape
-            with pytest.raises(RateLimited, match=r"rate limit of 0.5 requests/s per client \(burst 2\)") as refused:
+            with pytest.raises(RateLimited, match=r"this client's rate limit of 0.5 requests/s \(burst 2\)") as refused:
                 app.encode(img, quality=50)
             assert refused.value.retry_after_s == pytest.approx(2.0)
             assert batch.encode(img, quality=50) == data  # its own bucket
@@ -131,3 +131,88 @@ def test_cli_serve_checks_the_rate_options(tiny_model_path, capsys):
     assert "needs a rate limit" in capsys.readouterr().err
     assert main(["serve", *model, "--rate-limit", "-2"]) == 2
     assert "positive number of requests per second" in capsys.readouterr().err
+
+
+def test_a_client_of_its_own_limit_is_held_to_it_and_one_of_none_to_nothing(tiny_model_path, rng):
+    """client_limits replace the server's limit for the clients they name (None: unlimited);
+    the others keep the server's; a limit for a client no token names is refused."""
+    engine = Engine(Codec(tiny_model_path), block=False)
+    with pytest.raises(ConfigError, match="whom no token names"):
+        CodecServer(engine, "127.0.0.1", 0, auth_token={"a": "tok-a"}, client_limits={"b": (1, 1)})
+    server = CodecServer(engine, "127.0.0.1", 0, auth_token={"slow": "tok-s", "trusted": "tok-t", "other": "tok-o"},
+                         rate_limit=0.01, rate_burst=2, client_limits={"slow": (0.01, 1), "trusted": None})
+    server.rate_limiter._clock = _Clock()
+    serve_in_thread(server)
+    img = smooth_image(rng, 32, 32)
+    try:
+        with RemoteCodec(server.url, token="tok-s", retries=0) as slow, \
+                RemoteCodec(server.url, token="tok-t", retries=0) as trusted, \
+                RemoteCodec(server.url, token="tok-o", retries=0) as other:
+            slow.encode(img, quality=50)
+            with pytest.raises(RateLimited, match=r"limit of 0.01 requests/s \(burst 1\)"):
+                slow.encode(img, quality=50)  # its own burst of 1
+            for _ in range(4):
+                trusted.encode(img, quality=50)
+            other.encode(img, quality=50)
+            other.encode(img, quality=50)
+            with pytest.raises(RateLimited, match=r"\(burst 2\)"):
+                other.encode(img, quality=50)  # the server's burst of 2
+        assert server.rate_limited_counts() == (2, {"slow": 1, "other": 1})
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+
+
+def test_a_server_without_a_limit_of_its_own_limits_only_the_named_clients(tiny_model_path, rng):
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, auth_token={"slow": "tok-s", "free": "tok-f"},
+                         client_limits={"slow": (0.01, 1)})
+    serve_in_thread(server)
+    img = smooth_image(rng, 32, 32)
+    try:
+        with RemoteCodec(server.url, token="tok-s", retries=0) as slow, \
+                RemoteCodec(server.url, token="tok-f", retries=0) as free:
+            slow.encode(img, quality=50)
+            with pytest.raises(RateLimited):
+                slow.encode(img, quality=50)
+            for _ in range(3):
+                free.encode(img, quality=50)
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+
+
+def test_a_reload_changes_a_clients_limit_with_its_line(tiny_model_path, rng, tmp_path, capsys):
+    import argparse
+
+    from vlmcodec.cli import _reload_security, _serve_security
+
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("app tok-a rate=0.01 burst=1\n")
+    args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(tokens))
+    _, token, limits = _serve_security(args)
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, auth_token=token, client_limits=limits)
+    serve_in_thread(server)
+    img = smooth_image(rng, 32, 32)
+    try:
+        with RemoteCodec(server.url, token="tok-a", retries=0) as app:
+            app.encode(img, quality=50)
+            with pytest.raises(RateLimited):
+                app.encode(img, quality=50)
+            tokens.write_text("app tok-a rate=fast\n")  # refused: the limit in force stays
+            _reload_security(server, args)
+            assert "reload refused" in capsys.readouterr().err
+            with pytest.raises(RateLimited):
+                app.encode(img, quality=50)
+            tokens.write_text("app tok-a rate=unlimited\n")
+            _reload_security(server, args)
+            assert "reloaded" in capsys.readouterr().err
+            for _ in range(3):
+                app.encode(img, quality=50)
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()

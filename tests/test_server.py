@@ -769,6 +769,8 @@ def test_cli_serve_security_options_are_checked(tiny_model_path, tmp_path, tls_f
     empty.write_text("\n")
     bad_tokens = tmp_path / "bad_tokens.txt"
     bad_tokens.write_text("app tok-a\nthree fields here\n")
+    bad_limit = tmp_path / "bad_limit.txt"
+    bad_limit.write_text("app tok-a burst=3\n")
     model = ["--model", str(tiny_model_path), "--port", "0"]
     cases = {
         ("--tls-cert", str(cert)): "--tls-cert and --tls-key go together",
@@ -777,6 +779,7 @@ def test_cli_serve_security_options_are_checked(tiny_model_path, tmp_path, tls_f
         ("--tls-cert", str(cert), "--tls-key", str(tmp_path / "none.pem")): "cannot load the TLS certificate",
         ("--auth-token-file", str(empty)): "is empty",
         ("--auth-token-file", str(bad_tokens)): "bad_tokens.txt line 2: expected 'TOKEN' or 'NAME TOKEN'",
+        ("--auth-token-file", str(bad_limit)): "bad_limit.txt line 1: burst= needs rate= on the same line",
         ("--auth-token-file", str(tmp_path / "missing")): "cannot read --auth-token-file",
     }
     for argv, message in cases.items():
@@ -796,9 +799,9 @@ def test_mutual_tls_admits_only_clients_with_a_signed_certificate(tiny_model_pat
     cert, key = tls_files
     client_cert, client_key = _self_signed(tmp_path, "client")  # self-signed: its own CA
     stranger_cert, stranger_key = _self_signed(tmp_path, "stranger")
-    context, token = _serve_security(argparse.Namespace(tls_cert=str(cert), tls_key=str(key),
-                                                        tls_client_ca=str(client_cert), auth_token_file=None))
-    assert token is None and context.verify_mode == ssl.CERT_REQUIRED
+    context, token, limits = _serve_security(argparse.Namespace(tls_cert=str(cert), tls_key=str(key),
+                                                                tls_client_ca=str(client_cert), auth_token_file=None))
+    assert token is None and limits == {} and context.verify_mode == ssl.CERT_REQUIRED
     codec = Codec(tiny_model_path)
     engine = Engine(codec, block=False)
     server = CodecServer(engine, "127.0.0.1", 0, ssl_context=context)

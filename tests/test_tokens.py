@@ -14,7 +14,7 @@ def test_a_token_file_names_its_tokens():
 
 @pytest.mark.parametrize("text, message", [
     ("\n# nothing\n", "is empty"),
-    ("a b c\n", "line 1: expected 'TOKEN' or 'NAME TOKEN', got 3 fields"),
+    ("a b c\n", "line 1: expected 'TOKEN' or 'NAME TOKEN' .*, got 3 fields"),
     ("x\nname tok\"en\n", "line 2: a token is made of"),
     ("bad/name tok\n", "client name is 1-64"),
     ("a tok1\na tok2\n", "client name 'a' given twice"),
@@ -53,4 +53,30 @@ def test_serve_reads_a_token_file_written_with_a_byte_order_mark(tmp_path):
     f = tmp_path / "tokens.txt"
     f.write_bytes("\ufeffapp tok-a\r\nbatch tok-b\r\n".encode("utf-8"))  # as Windows Notepad writes it
     args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(f))
-    assert _serve_security(args) == (None, {"app": "tok-a", "batch": "tok-b"})
+    assert _serve_security(args) == (None, {"app": "tok-a", "batch": "tok-b"}, {})
+
+
+def test_a_token_line_may_carry_the_clients_own_rate_limit():
+    from vlmcodec.runtime.tokens import read_token_file
+
+    text = "app tok-a rate=2 burst=5\nbatch tok-b rate=0.5\ninternal tok-i rate=unlimited\nfree tok-c\nxyz==\n"
+    tokens, limits = read_token_file(text)
+    assert tokens == {"app": "tok-a", "batch": "tok-b", "internal": "tok-i", "free": "tok-c", "token1": "xyz=="}
+    assert limits == {"app": (2.0, 5), "batch": (0.5, 1), "internal": None}
+    assert read_token_file("tok rate=3\n") == ({"token1": "tok"}, {"token1": (3.0, 3)})
+
+
+@pytest.mark.parametrize("line, message", [
+    ("a t rate=x", "a number of requests per second"),
+    ("a t rate=0", "positive"),
+    ("a t burst=3", "burst= needs rate="),
+    ("a t rate=1 rate=2", "given twice"),
+    ("a t rate=1 burst=0", "integer >= 1"),
+    ("a t rate=1 burst=1.5", "integer >= 1"),
+    ("a t rate=unlimited burst=2", "takes no burst"),
+])
+def test_a_malformed_limit_is_refused_with_its_line(line, message):
+    from vlmcodec.runtime.tokens import read_token_file
+
+    with pytest.raises(ConfigError, match=f"tokens.txt line 2: .*{message}"):
+        read_token_file("ok tok-ok\n" + line + "\n", "tokens.txt")

@@ -184,10 +184,10 @@ class RequestHandler(BaseHTTPRequestHandler):
             wait = self.server.rate_wait(self._client, self.client_address[0])
             if wait > 0:
                 self._discard_body()
-                limiter = self.server.rate_limiter
+                rate, burst = self.server.limit_of(self._client)
                 self._json(HTTPStatus.TOO_MANY_REQUESTS,
-                           {"error": f"over this server's rate limit of {limiter.rate:g} requests/s per client "
-                                     f"(burst {limiter.burst}); the next is admitted in {wait:.2f} s",
+                           {"error": f"over this client's rate limit of {rate:g} requests/s (burst {burst}); "
+                                     f"the next is admitted in {wait:.2f} s",
                             "type": "RateLimited", "retry_after_s": round(wait, 3)},
                            {"Retry-After": str(max(1, math.ceil(wait)))})
                 return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..errors import ConfigError, VlmcodecError
 
@@ -49,36 +49,73 @@ def check_rate(rate: float | None, burst: int | None) -> tuple[float, int] | Non
     return rate, burst
 
 
+Limit = tuple[float, int]  # (requests a second, burst)
+
+
+def check_client_limits(limits: Mapping[str, Limit | None] | None,
+                        tokens: Mapping[str, str] | None) -> dict[str, Limit | None]:
+    """Clients' own limits validated: each a client the tokens name, with a (rate, burst) as
+    ``check_rate`` takes them (burst may be None) or None (no limit). ConfigError otherwise."""
+    out: dict[str, Limit | None] = {}
+    for name, limit in (limits or {}).items():
+        if tokens is None or name not in tokens:
+            raise ConfigError(f"a rate limit for client {name!r}, whom no token names")
+        if limit is None:
+            out[name] = None
+            continue
+        try:
+            rate, burst = limit
+        except (TypeError, ValueError):
+            raise ConfigError(f"client {name!r}: a limit is (requests a second, burst) or None, got {limit!r}") from None
+        out[name] = check_rate(rate, burst)
+    return out
+DEFAULT = object()  # wait()'s "the limiter's own limit"
+
+
 class RateLimiter:
     """Token buckets, one per client key, each holding up to ``burst`` requests and refilling at
-    ``rate`` a second. Thread-safe. ``clock``: seconds, monotonic (a fake one for tests)."""
+    ``rate`` a second (a client may have a limit of its own: ``wait(key, limit)``). Thread-safe.
+    ``rate`` None: no limit but the clients' own. ``clock``: seconds, monotonic (fake in tests)."""
 
-    def __init__(self, rate: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, rate: float | None, burst: int | None = None, clock: Callable[[], float] = time.monotonic,
                  max_clients: int = MAX_CLIENTS):
-        self.rate, self.burst = check_rate(rate, burst)
+        self.limit: Limit | None = check_rate(rate, burst)
         self._clock = clock
         self._max_clients = int(max_clients)
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (requests held, when)
+        self._buckets: dict[str, tuple[float, float, Limit]] = {}  # key -> (requests held, when, its limit)
         self._lock = threading.Lock()
 
-    def wait(self, key: str) -> float:
+    @property
+    def rate(self) -> float | None:
+        return self.limit[0] if self.limit else None
+
+    @property
+    def burst(self) -> int | None:
+        return self.limit[1] if self.limit else None
+
+    def wait(self, key: str, limit: Limit | None | object = DEFAULT) -> float:
         """0.0 when ``key`` may send a request now (and it is counted), else the seconds until it
-        may (nothing is counted: a refused request costs the client nothing)."""
+        may (nothing is counted: a refused request costs the client nothing). ``limit``: this
+        client's own (rate, burst), or None for none; by default the limiter's."""
+        limit = self.limit if limit is DEFAULT else limit
+        if limit is None:
+            return 0.0
+        rate, burst = limit
         now = self._clock()
         with self._lock:
-            held, then = self._buckets.get(key, (float(self.burst), now))
-            held = min(float(self.burst), held + (now - then) * self.rate)
+            held, then, _ = self._buckets.get(key, (float(burst), now, limit))
+            held = min(float(burst), held + (now - then) * rate)  # a lowered burst takes effect at once
             if held >= 1.0:
-                self._buckets[key] = (held - 1.0, now)
+                self._buckets[key] = (held - 1.0, now, limit)
                 if len(self._buckets) > self._max_clients:
                     self._drop_full(now)
                 return 0.0
-            self._buckets[key] = (held, now)
-            return (1.0 - held) / self.rate
+            self._buckets[key] = (held, now, limit)
+            return (1.0 - held) / rate
 
     def _drop_full(self, now: float) -> None:
         """Forget the clients whose bucket has refilled: they are where a new client starts."""
-        full = [k for k, (held, then) in self._buckets.items() if held + (now - then) * self.rate >= self.burst]
+        full = [k for k, (held, then, (rate, burst)) in self._buckets.items() if held + (now - then) * rate >= burst]
         for key in full:
             del self._buckets[key]
 

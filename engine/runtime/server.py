@@ -42,7 +42,7 @@ from ..errors import ConfigError, ModelMismatchError
 from .engine import Engine
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler
 from .metrics import prometheus_text
-from .rate_limit import RateLimiter, check_rate
+from .rate_limit import DEFAULT, RateLimiter, check_client_limits
 from .tokens import token_table
 
 DEFAULT_MAX_BODY = 64 * 2**20
@@ -71,7 +71,8 @@ class CodecServer(ThreadingHTTPServer):
                  idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, quality: float = 75.0,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, ssl_context: ssl.SSLContext | None = None,
                  auth_token: str | Sequence[str] | Mapping[str, str] | None = None,
-                 rate_limit: float | None = None, rate_burst: int | None = None):
+                 rate_limit: float | None = None, rate_burst: int | None = None,
+                 client_limits: Mapping[str, tuple[float, int] | None] | None = None):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -103,9 +104,11 @@ class CodecServer(ThreadingHTTPServer):
         self.requests_by_client: dict[str, int] = {}  # requests that carried each client's token
         self._clients_lock = threading.Lock()
         # rate_limit: /encode and /decode requests a second per client (its token's name, else its
-        # IP address), rate_burst at once; over it, 429 (rate_limit.py)
-        limits = check_rate(rate_limit, rate_burst)
-        self.rate_limiter = RateLimiter(*limits) if limits else None
+        # IP address), rate_burst at once; over it, 429 (rate_limit.py). client_limits: {token
+        # name: (rate, burst), or None for no limit}, replacing rate_limit for those clients;
+        # replaced whole on a reload (SIGHUP), as the tokens are
+        self.rate_limiter = RateLimiter(rate_limit, rate_burst)
+        self.client_limits = check_client_limits(client_limits, self.auth_tokens)
         self.rate_limited = 0  # requests answered 429
         self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name
         super().__init__((host, port), RequestHandler)
@@ -122,12 +125,17 @@ class CodecServer(ThreadingHTTPServer):
         with self._clients_lock:
             return dict(self.requests_by_client)
 
+    def limit_of(self, client: str | None) -> tuple[float, int] | None:
+        """The rate limit that holds for a client (its own, else the server's; None: none)."""
+        return self.client_limits.get(client, self.rate_limiter.limit) if client else self.rate_limiter.limit
+
     def rate_wait(self, client: str | None, address: str) -> float:
         """0.0 when the client (its token's name, else its ``address``) may send a coding request
         now, else the seconds until it may (the request is then counted as refused)."""
-        if self.rate_limiter is None:
-            return 0.0
-        wait = self.rate_limiter.wait(f"client:{client}" if client else f"address:{address}")
+        if client:
+            wait = self.rate_limiter.wait(f"client:{client}", self.client_limits.get(client, DEFAULT))
+        else:
+            wait = self.rate_limiter.wait(f"address:{address}")
         if wait > 0:
             with self._clients_lock:
                 self.rate_limited += 1

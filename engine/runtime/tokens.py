@@ -1,7 +1,8 @@
 """Bearer tokens for ``vlmcodec serve``: several at once, each with a client name.
 
-A token file holds one token a line, as ``TOKEN`` or ``NAME TOKEN``; blank lines and lines that
-start with ``#`` are skipped. Several tokens let each client have its own (revoke one by deleting
+A token file holds one token a line, as ``TOKEN`` or ``NAME TOKEN``, optionally followed by
+the client's own rate limit, ``rate=R`` (requests a second) and ``burst=B``, or ``rate=unlimited``,
+which replace the server's ``--rate-limit`` for that client; blank lines and lines that start with ``#`` are skipped. Several tokens let each client have its own (revoke one by deleting
 its line and sending SIGHUP) and let a rotation overlap: the new token is added, clients move to
 it, the old line goes. The name (``token1``, ``token2``, … for unnamed lines, in file order) is
 what the access log and ``/stats`` show of the client; a token itself is never logged.
@@ -18,29 +19,62 @@ from ..errors import ConfigError
 # RFC 6750's b64token: what a client can put after "Bearer " without quoting
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_OPTION = re.compile(r"(rate|burst)=[^=]")  # a token has '=' only at its end, so never matches
 
 
 def parse_token_file(text: str, source: str = "token file") -> dict[str, str]:
     """``{name: token}`` from a token file's text (see the module's docstring); ConfigError for a
     file with no token, a malformed line, or a token or name given twice."""
+    return read_token_file(text, source)[0]
+
+
+def read_token_file(text: str, source: str = "token file") -> tuple[dict[str, str], dict[str, tuple[float, int] | None]]:
+    """``({name: token}, {name: (rate, burst) or None})`` from a token file's text: the tokens,
+    and the clients' own rate limits (``rate=R [burst=B]`` on their line, burst defaulting to one
+    second's worth; ``rate=unlimited``: None, exempt from the server's). ConfigError as
+    ``parse_token_file``, and for a malformed limit."""
+    from .rate_limit import check_rate
+
     tokens: dict[str, str] = {}
+    limits: dict[str, tuple[float, int] | None] = {}
     unnamed = 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        fields = line.split()
+        where = f"{source} line {number}"
+        fields = [f for f in line.split() if not _OPTION.match(f)]
+        options = dict(f.split("=", 1) for f in line.split() if _OPTION.match(f))
         if len(fields) == 1:
             unnamed += 1
             name, token = f"token{unnamed}", fields[0]
         elif len(fields) == 2:
             name, token = fields
         else:
-            raise ConfigError(f"{source} line {number}: expected 'TOKEN' or 'NAME TOKEN', got {len(fields)} fields")
-        _add(tokens, name, token, f"{source} line {number}")
+            raise ConfigError(f"{where}: expected 'TOKEN' or 'NAME TOKEN' (then rate=R burst=B if any), "
+                              f"got {len(fields)} fields")
+        _add(tokens, name, token, where)
+        if options:
+            if len(options) != len([f for f in line.split() if _OPTION.match(f)]):
+                raise ConfigError(f"{where}: rate= or burst= given twice")
+            if "rate" not in options:
+                raise ConfigError(f"{where}: burst= needs rate= on the same line")
+            if options["rate"] == "unlimited":  # exempt from the server's --rate-limit
+                if "burst" in options:
+                    raise ConfigError(f"{where}: rate=unlimited takes no burst=")
+                limits[name] = None
+                continue
+            try:
+                burst = int(options["burst"]) if "burst" in options else None
+            except ValueError:
+                raise ConfigError(f"{where}: burst must be an integer >= 1, got {options['burst']!r}") from None
+            try:
+                limits[name] = check_rate(options["rate"], burst)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
     if not tokens:
         raise ConfigError(f"{source} is empty (no token in it)")
-    return tokens
+    return tokens, limits
 
 
 def token_table(auth_token: str | Sequence[str] | Mapping[str, str] | None) -> dict[str, str] | None:
