@@ -4,8 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import smooth_image
-from PIL import Image
+from conftest import smooth_image, write_train_folder
 from vlmcodec import Codec
 from vlmcodec.bench.bootstrap import mean_interval
 from vlmcodec.bench.matched_bytes import markdown, paired_point
@@ -100,17 +99,9 @@ def test_paired_point_counts_one_pass_fallbacks_or_leaves_them_out(tiny_model_pa
     assert "| 1 | 0 (2; 0; 0) |" in md and "--refined-only" in md
 
 
-def _folder(tmp_path, rng, n=2):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for i in range(n):
-        Image.fromarray(smooth_image(rng, 64, 96)).save(d / f"{i}.png")
-    return d
-
-
 def test_bench_matched_bytes_end_to_end(tmp_path, rng, tiny_model_path, capsys):
     out = tmp_path / "out"
-    rc = main(["bench", "matched-bytes", str(_folder(tmp_path, rng)), "--anchor", "jpeg", "--qualities", "5,95",
+    rc = main(["bench", "matched-bytes", str(write_train_folder(tmp_path / "imgs", h=64, w=96)), "--anchor", "jpeg", "--qualities", "5,95",
                "--codec", "vlmcodec", "--model", str(tiny_model_path), "--metrics", "psnr", "--out", str(out),
                "--quiet"])
     assert rc == 0
@@ -131,7 +122,7 @@ def test_bench_matched_bytes_end_to_end(tmp_path, rng, tiny_model_path, capsys):
     (["--refined-only"], "--refined-only applies to a refining codec"),
 ])
 def test_bench_matched_bytes_refuses_bad_arguments(tmp_path, rng, args, message, capsys):
-    rc = main(["bench", "matched-bytes", str(_folder(tmp_path, rng)), "--metrics", "psnr", "--quiet",
+    rc = main(["bench", "matched-bytes", str(write_train_folder(tmp_path / "imgs", h=64, w=96)), "--metrics", "psnr", "--quiet",
                "--out", str(tmp_path / "out"), *args])
     assert rc == 2 and message in capsys.readouterr().err
 

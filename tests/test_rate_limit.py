@@ -2,6 +2,7 @@
 
 import http.client
 import json
+from contextlib import contextmanager
 
 import pytest
 
@@ -13,6 +14,27 @@ from vlmcodec.runtime.rate_limit import RateLimiter, check_rate
 from vlmcodec.runtime.server import CodecServer, serve_in_thread
 
 from conftest import smooth_image
+
+
+@contextmanager
+def _serving(model_path, clock=None, **options):
+    """A CodecServer (``options``) on a tiny model's Engine, on a thread; ``clock``: its rate
+    limiter's (a fake one holds the buckets still between requests)."""
+    engine = Engine(Codec(model_path), block=False)
+    try:
+        server = CodecServer(engine, "127.0.0.1", 0, **options)
+    except BaseException:
+        engine.shutdown()
+        raise
+    if clock is not None:
+        server.rate_limiter._clock = clock
+    serve_in_thread(server)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
 
 
 class _Clock:
@@ -65,15 +87,10 @@ def test_server_answers_429_per_client_and_counts_it(tiny_model_path, rng, monke
     """Client app over its limit gets 429 with Retry-After and its JSON wait; client batch is not
     held back; /stats and /metrics (not limited themselves) count the refusals; RemoteCodec raises
     RateLimited, or waits what the server asked and retries."""
-    codec = Codec(tiny_model_path)
-    engine = Engine(codec, block=False)
-    server = CodecServer(engine, "127.0.0.1", 0, auth_token={"app": "tok-a", "batch": "tok-b"},
-                         rate_limit=0.5, rate_burst=2)
     clock = _Clock()
-    server.rate_limiter._clock = clock
-    serve_in_thread(server)
     img = smooth_image(rng, 32, 48)
-    try:
+    with _serving(tiny_model_path, clock, auth_token={"app": "tok-a", "batch": "tok-b"}, rate_limit=0.5,
+                  rate_burst=2) as server:
         with RemoteCodec(server.url, token="tok-a", retries=0) as app, RemoteCodec(server.url, token="tok-b") as batch:
             data = app.encode(img, quality=50)
             assert app.decode(data).shape == img.shape
@@ -101,26 +118,15 @@ def test_server_answers_429_per_client_and_counts_it(tiny_model_path, rng, monke
         conn.close()
         assert "vlmcodec_http_rate_limited_total 3" in metrics  # app's refused try, the patient one's first, this
         assert 'vlmcodec_http_rate_limited_by_client_total{client="app"} 3' in metrics
-    finally:
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
 
 
 def test_without_tokens_the_limit_is_per_address(tiny_model_path, rng):
-    engine = Engine(Codec(tiny_model_path), block=False)
-    server = CodecServer(engine, "127.0.0.1", 0, rate_limit=0.01, rate_burst=1)
-    serve_in_thread(server)
-    try:
+    with _serving(tiny_model_path, rate_limit=0.01, rate_burst=1) as server:
         with RemoteCodec(server.url, retries=0) as one, RemoteCodec(server.url, retries=0) as other:
             one.encode(smooth_image(rng, 32, 32), quality=50)
             with pytest.raises(RateLimited):  # another connection from the same address: the same client
                 other.encode(smooth_image(rng, 32, 32), quality=50)
         assert server.rate_limited_counts() == (1, {})
-    finally:
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
 
 
 def test_cli_serve_checks_the_rate_options(tiny_model_path, capsys):
@@ -136,15 +142,12 @@ def test_cli_serve_checks_the_rate_options(tiny_model_path, capsys):
 def test_a_client_of_its_own_limit_is_held_to_it_and_one_of_none_to_nothing(tiny_model_path, rng):
     """client_limits replace the server's limit for the clients they name (None: unlimited);
     the others keep the server's; a limit for a client no token names is refused."""
-    engine = Engine(Codec(tiny_model_path), block=False)
     with pytest.raises(ConfigError, match="whom no token names"):
-        CodecServer(engine, "127.0.0.1", 0, auth_token={"a": "tok-a"}, client_limits={"b": (1, 1)})
-    server = CodecServer(engine, "127.0.0.1", 0, auth_token={"slow": "tok-s", "trusted": "tok-t", "other": "tok-o"},
-                         rate_limit=0.01, rate_burst=2, client_limits={"slow": (0.01, 1), "trusted": None})
-    server.rate_limiter._clock = _Clock()
-    serve_in_thread(server)
+        with _serving(tiny_model_path, auth_token={"a": "tok-a"}, client_limits={"b": (1, 1)}):
+            pass
     img = smooth_image(rng, 32, 32)
-    try:
+    with _serving(tiny_model_path, _Clock(), auth_token={"slow": "tok-s", "trusted": "tok-t", "other": "tok-o"},
+                  rate_limit=0.01, rate_burst=2, client_limits={"slow": (0.01, 1), "trusted": None}) as server:
         with RemoteCodec(server.url, token="tok-s", retries=0) as slow, \
                 RemoteCodec(server.url, token="tok-t", retries=0) as trusted, \
                 RemoteCodec(server.url, token="tok-o", retries=0) as other:
@@ -158,19 +161,12 @@ def test_a_client_of_its_own_limit_is_held_to_it_and_one_of_none_to_nothing(tiny
             with pytest.raises(RateLimited, match=r"\(burst 2\)"):
                 other.encode(img, quality=50)  # the server's burst of 2
         assert server.rate_limited_counts() == (2, {"slow": 1, "other": 1})
-    finally:
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
 
 
 def test_a_server_without_a_limit_of_its_own_limits_only_the_named_clients(tiny_model_path, rng):
-    engine = Engine(Codec(tiny_model_path), block=False)
-    server = CodecServer(engine, "127.0.0.1", 0, auth_token={"slow": "tok-s", "free": "tok-f"},
-                         client_limits={"slow": (0.01, 1)})
-    serve_in_thread(server)
     img = smooth_image(rng, 32, 32)
-    try:
+    limits = {"slow": (0.01, 1)}
+    with _serving(tiny_model_path, auth_token={"slow": "tok-s", "free": "tok-f"}, client_limits=limits) as server:
         with RemoteCodec(server.url, token="tok-s", retries=0) as slow, \
                 RemoteCodec(server.url, token="tok-f", retries=0) as free:
             slow.encode(img, quality=50)
@@ -178,10 +174,6 @@ def test_a_server_without_a_limit_of_its_own_limits_only_the_named_clients(tiny_
                 slow.encode(img, quality=50)
             for _ in range(3):
                 free.encode(img, quality=50)
-    finally:
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
 
 
 def test_a_reload_changes_a_clients_limit_with_its_line(tiny_model_path, rng, tmp_path, capsys):
@@ -193,11 +185,8 @@ def test_a_reload_changes_a_clients_limit_with_its_line(tiny_model_path, rng, tm
     tokens.write_text("app tok-a rate=0.01 burst=1\n")
     args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(tokens))
     _, token, limits = _serve_security(args)
-    engine = Engine(Codec(tiny_model_path), block=False)
-    server = CodecServer(engine, "127.0.0.1", 0, auth_token=token, client_limits=limits)
-    serve_in_thread(server)
     img = smooth_image(rng, 32, 32)
-    try:
+    with _serving(tiny_model_path, auth_token=token, client_limits=limits) as server:
         with RemoteCodec(server.url, token="tok-a", retries=0) as app:
             app.encode(img, quality=50)
             with pytest.raises(RateLimited):
@@ -212,7 +201,3 @@ def test_a_reload_changes_a_clients_limit_with_its_line(tiny_model_path, rng, tm
             assert "reloaded" in capsys.readouterr().err
             for _ in range(3):
                 app.encode(img, quality=50)
-    finally:
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
