@@ -446,7 +446,8 @@ def cmd_serve(args) -> int:
         server = CodecServer(engines, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
                              max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token,
-                             rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=client_limits)
+                             rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=client_limits,
+                             log_format=args.log_format)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -744,6 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "second, over which it is answered 429 with Retry-After (default: no limit)")
     v.add_argument("--rate-burst", type=_positive_int, metavar="N",
                    help="requests a client may send at once under --rate-limit (default: one second's worth)")
+    v.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="the access log on stderr: text lines (default) or one JSON object a line (time, remote, "
+                        "method, path, status, bytes, ms, request_id, client)")
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "

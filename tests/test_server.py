@@ -890,3 +890,38 @@ def test_server_close_ends_a_stalled_tls_handshake(tiny_model_path, tls_files):
         server.server_close(drain_s=20)
         assert time.monotonic() - t < 5 and server.connections == 0
     engine.shutdown()
+
+
+def test_the_json_access_log_has_one_object_a_line(tiny_model_path, rng, capsys):
+    """serve --log-format json: each request an object (method, path, status, bytes, ms, request
+    id, client), a malformed request an error object; no token ever in it."""
+    import socket
+
+    from vlmcodec.errors import ConfigError
+
+    engine = Engine(Codec(tiny_model_path), block=False)
+    with pytest.raises(ConfigError, match="log_format must be 'text' or 'json'"):
+        CodecServer(engine, "127.0.0.1", 0, log_format="xml")
+    server = CodecServer(engine, "127.0.0.1", 0, quiet=False, log_format="json", auth_token={"app": "tok-a"})
+    serve_in_thread(server)
+    try:
+        status, _, data = _request(server, "POST", "/encode?quality=50", _png(smooth_image(rng, 32, 48)),
+                                   {"Authorization": "Bearer tok-a", "X-Request-Id": "req-7"})
+        assert status == 200
+        assert _request(server, "GET", "/stats")[0] == 401
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+            sock.sendall(b"NONSENSE\r\n\r\n")
+            assert b" 400 " in sock.recv(1024)
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+    err = capsys.readouterr().err
+    records = [json.loads(line) for line in err.splitlines()]
+    encode, unauthorized = records[0], records[1]
+    assert encode["method"] == "POST" and encode["path"] == "/encode?quality=50" and encode["status"] == 200
+    assert encode["bytes"] == len(data) and encode["ms"] > 0 and encode["request_id"] == "req-7"
+    assert encode["client"] == "app" and encode["remote"] == "127.0.0.1" and encode["time"].endswith("+00:00")
+    assert (unauthorized["path"], unauthorized["status"], unauthorized["client"]) == ("/stats", 401, None)
+    assert any(r.get("level") == "error" and "NONSENSE" in r["message"] for r in records[2:]), records
+    assert "tok-a" not in err

@@ -8,7 +8,9 @@ import io
 import json
 import math
 import ssl
+import sys
 import time
+from datetime import datetime, timezone
 from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -106,10 +108,30 @@ class RequestHandler(BaseHTTPRequestHandler):
         if isinstance(code, HTTPStatus):
             code = code.value
         started = getattr(self, "_started", None)
+        if self.server.log_format == "json":
+            if not self.server.quiet:
+                # a request line that did not parse has no method or path
+                self._log_json({"method": getattr(self, "command", None), "path": getattr(self, "path", None),
+                                "status": _int_or_none(code),
+                                "bytes": _int_or_none(size),
+                                "ms": round(1000 * (time.perf_counter() - started), 1) if started is not None else None,
+                                "request_id": self._request_id, "client": self._client})
+            return
         ms = f"{1000 * (time.perf_counter() - started):.1f}" if started is not None else "-"
         extra = (f" id={self._request_id}" if self._request_id else "") + (
             f" client={self._client}" if self._client else "")
         self.log_message('"%s" %s %s %s ms%s', self.requestline, str(code), str(size), ms, extra)
+
+    def log_error(self, format: str, *args) -> None:  # noqa: A002 — the base class's signature
+        """A malformed request, a timeout: one line, an object of its own in the JSON log."""
+        if self.server.log_format == "json":
+            if not self.server.quiet:
+                self._log_json({"level": "error", "message": format % args})
+            return
+        super().log_error(format, *args)
+
+    def _log_json(self, fields: dict) -> None:
+        sys.stderr.write(json_log_line(self.client_address[0] if self.client_address else None, fields))
 
     def handle_one_request(self) -> None:
         try:
@@ -376,6 +398,20 @@ class RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 — the base class's signature
         if not self.server.quiet:
             super().log_message(format, *args)
+
+
+def json_log_line(remote: str | None, fields: dict) -> str:
+    """One line of the JSON access log (``serve --log-format json``): an object with the time
+    (UTC, ISO 8601, ms), the client's address and ``fields``, for log shippers."""
+    record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "remote": remote, **fields}
+    return json.dumps(record, separators=(",", ":")) + "\n"
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _request_id(headers) -> str | None:

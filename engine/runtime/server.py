@@ -40,7 +40,7 @@ from http.server import ThreadingHTTPServer
 from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
 from .engine import Engine
-from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler
+from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
 from .rate_limit import DEFAULT, RateLimiter, check_client_limits
 from .tokens import token_table
@@ -72,7 +72,7 @@ class CodecServer(ThreadingHTTPServer):
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, ssl_context: ssl.SSLContext | None = None,
                  auth_token: str | Sequence[str] | Mapping[str, str] | None = None,
                  rate_limit: float | None = None, rate_burst: int | None = None,
-                 client_limits: Mapping[str, tuple[float, int] | None] | None = None):
+                 client_limits: Mapping[str, tuple[float, int] | None] | None = None, log_format: str = "text"):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -88,6 +88,9 @@ class CodecServer(ThreadingHTTPServer):
         self.max_body = int(max_body)
         self.png_level = int(png_level)
         self.quiet = quiet
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be 'text' or 'json', got {log_format!r}")
+        self.log_format = log_format  # the access log: the classic line, or one JSON object a line
         self.max_connections = int(max_connections)
         self.connections = 0  # open now, each with its thread
         self.connections_refused = 0
@@ -179,7 +182,11 @@ class CodecServer(ThreadingHTTPServer):
         err = sys.exc_info()[1]
         if isinstance(err, (ssl.SSLError, OSError)):  # a failed TLS handshake, a client gone: one line
             if not self.quiet:
-                sys.stderr.write(f"{client_address[0]} - connection ended: {err}\n")
+                if self.log_format == "json":
+                    sys.stderr.write(json_log_line(client_address[0], {"level": "error",
+                                                                        "message": f"connection ended: {err}"}))
+                else:
+                    sys.stderr.write(f"{client_address[0]} - connection ended: {err}\n")
             return
         super().handle_error(request, client_address)
 
