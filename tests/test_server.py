@@ -88,6 +88,8 @@ def test_health_stats_and_keep_alive(served, rng):
         stats = json.loads(resp.read())
         assert resp.status == 200 and stats["ok"] >= 1 and "in_flight" in stats
         assert stats["latency"]["encode"]["count"] >= 1 and stats["latency"]["encode"]["p99_s"] > 0
+        assert stats["latency"]["encode"]["total"] >= stats["latency"]["encode"]["count"]
+        assert stats["latency"]["encode"]["total_s"] > 0
         conn.request("GET", "/metrics")
         resp = conn.getresponse()
         text = resp.read().decode()

@@ -181,7 +181,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                         "in_flight": sum(e.in_flight for e in server.engines.values())})
         elif path == "/stats":
             engine = server.engine  # the default model's at the top level; every model's by_model
-            by_model = {fp.hex(): dict(e.stats, in_flight=e.in_flight, latency=e.latency())
+            by_model = {fp.hex(): dict(e.stats, in_flight=e.in_flight, latency=_latency(e))
                         for fp, e in server.engines.items()}
             limited, limited_by_client = server.rate_limited_counts()
             self._json(HTTPStatus.OK, dict(by_model[engine.codec.fingerprint.hex()],
@@ -398,6 +398,14 @@ class RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 — the base class's signature
         if not self.server.quiet:
             super().log_message(format, *args)
+
+
+def _latency(engine) -> dict:
+    """/stats' latency per kind: the window's count and percentiles (``Engine.latency``), and
+    ``total`` / ``total_s``: every successful request since the start and their summed seconds."""
+    window, totals = engine.latency(), engine.latency_histogram()
+    return {kind: dict(window[kind], total=totals[kind]["count"], total_s=round(totals[kind]["sum"], 6))
+            for kind in window}
 
 
 def json_log_line(remote: str | None, fields: dict) -> str:
