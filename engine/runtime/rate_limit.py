@@ -4,7 +4,8 @@ Each client (the name its bearer token carries, or its IP address on a server wi
 may send ``burst`` coding requests at once and ``rate`` a second after that; a request over the
 limit is answered 429 with ``Retry-After`` (the seconds until the bucket holds one again) and
 never reaches the engine. One client flooding the server then cannot fill the queue that the
-others share (the queue's own bound, ``--max-queue``, answers 503 to everyone alike).
+others share (the queue's own bound, ``--max-queue``, answers 503 to everyone alike). A client's
+line in the token file may set its own limit, or none (``tokens.read_token_file``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable, Mapping
 from ..errors import ConfigError, VlmcodecError
 
 MAX_CLIENTS = 10_000  # buckets kept before the full (idle) ones are dropped: IP keys are unbounded
+Limit = tuple[float, int]  # (requests a second, burst)
+DEFAULT = object()  # RateLimiter.wait's "the limiter's own limit"
 
 
 class RateLimited(VlmcodecError, RuntimeError):
@@ -49,9 +52,6 @@ def check_rate(rate: float | None, burst: int | None) -> tuple[float, int] | Non
     return rate, burst
 
 
-Limit = tuple[float, int]  # (requests a second, burst)
-
-
 def check_client_limits(limits: Mapping[str, Limit | None] | None,
                         tokens: Mapping[str, str] | None) -> dict[str, Limit | None]:
     """Clients' own limits validated: each a client the tokens name, with a (rate, burst) as
@@ -69,7 +69,6 @@ def check_client_limits(limits: Mapping[str, Limit | None] | None,
             raise ConfigError(f"client {name!r}: a limit is (requests a second, burst) or None, got {limit!r}") from None
         out[name] = check_rate(rate, burst)
     return out
-DEFAULT = object()  # wait()'s "the limiter's own limit"
 
 
 class RateLimiter:
