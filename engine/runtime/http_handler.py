@@ -10,8 +10,8 @@ import math
 import ssl
 import sys
 import time
-from datetime import datetime, timezone
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
@@ -203,10 +203,10 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._unauthorized()
             return
         if url.path in ("/encode", "/decode"):
-            wait = self.server.rate_wait(self._client, self.client_address[0])
+            wait, limit = self.server.rate_wait(self._client, self.client_address[0])
             if wait > 0:
                 self._discard_body()
-                rate, burst = self.server.limit_of(self._client)
+                rate, burst = limit
                 self._json(HTTPStatus.TOO_MANY_REQUESTS,
                            {"error": f"over this client's rate limit of {rate:g} requests/s (burst {burst}); "
                                      f"the next is admitted in {wait:.2f} s",

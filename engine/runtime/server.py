@@ -42,7 +42,7 @@ from ..errors import ConfigError, ModelMismatchError
 from .engine import Engine
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
-from .rate_limit import DEFAULT, RateLimiter, check_client_limits
+from .rate_limit import RateLimiter, check_client_limits
 from .tokens import token_table
 
 DEFAULT_MAX_BODY = 64 * 2**20
@@ -128,23 +128,18 @@ class CodecServer(ThreadingHTTPServer):
         with self._clients_lock:
             return dict(self.requests_by_client)
 
-    def limit_of(self, client: str | None) -> tuple[float, int] | None:
-        """The rate limit that holds for a client (its own, else the server's; None: none)."""
-        return self.client_limits.get(client, self.rate_limiter.limit) if client else self.rate_limiter.limit
-
-    def rate_wait(self, client: str | None, address: str) -> float:
-        """0.0 when the client (its token's name, else its ``address``) may send a coding request
-        now, else the seconds until it may (the request is then counted as refused)."""
-        if client:
-            wait = self.rate_limiter.wait(f"client:{client}", self.client_limits.get(client, DEFAULT))
-        else:
-            wait = self.rate_limiter.wait(f"address:{address}")
+    def rate_wait(self, client: str | None, address: str) -> tuple[float, tuple[float, int] | None]:
+        """(0.0, limit) when the client (its token's name, else its ``address``) may send a coding
+        request now, else (the seconds until it may, the limit that holds it), the request then
+        counted as refused. The limit is the client's own, else the server's; None: none."""
+        limit = self.client_limits.get(client, self.rate_limiter.limit) if client else self.rate_limiter.limit
+        wait = self.rate_limiter.wait(f"client:{client}" if client else f"address:{address}", limit)
         if wait > 0:
             with self._clients_lock:
                 self.rate_limited += 1
                 if client:
                     self.rate_limited_by_client[client] = self.rate_limited_by_client.get(client, 0) + 1
-        return wait
+        return wait, limit
 
     def rate_limited_counts(self) -> tuple[int, dict[str, int]]:
         """Requests answered 429 so far: in all, and by token name."""
