@@ -209,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         ok, why = anchor.available()
         if not ok:
             return fail(f"anchor {args.anchor} not available: {why}")
-        files = list_images(args.images or kodak_dir(), args.limit)
+        folder = args.images or kodak_dir()
+        if not Path(folder).is_dir():
+            return fail(f"{folder}: not a folder of images")
+        files = list_images(folder, args.limit)
         originals = [load_rgb(f) for f in files]
         names = [m.strip() for m in args.metrics.split(",") if m.strip()]
         metrics, missing = build_metrics(names, originals)

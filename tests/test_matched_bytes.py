@@ -131,3 +131,5 @@ def test_bench_matched_bytes_without_images(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["bench", "matched-bytes", str(tmp_path / "empty"), "--metrics", "psnr", "--quiet"]) == 2
     assert "no images" in capsys.readouterr().err
+    assert main(["bench", "matched-bytes", str(tmp_path / "nowhere"), "--metrics", "psnr", "--quiet"]) == 2
+    assert "nowhere: not a folder of images" in capsys.readouterr().err
