@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -101,3 +102,28 @@ def check_backend_row_bands(backend, monkeypatch, x) -> None:
     rows.clear()
     torch.testing.assert_close(backend.synthesis(y_one), x_one, atol=1e-5, rtol=1e-5)
     assert len(rows) > 1 and max(rows) < y_one.shape[-2]
+
+
+@contextmanager
+def serving(model_path, clock=None, **options):
+    """A CodecServer (``options``) on an Engine of the model at ``model_path``, on a thread, shut
+    down on leaving; ``clock``: its rate limiter's (a fake one holds the buckets still)."""
+    from vlmcodec import Codec
+    from vlmcodec.runtime import Engine
+    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+
+    engine = Engine(Codec(model_path), block=False)
+    try:
+        server = CodecServer(engine, "127.0.0.1", 0, **options)
+    except BaseException:
+        engine.shutdown()
+        raise
+    if clock is not None:
+        server.rate_limiter._clock = clock
+    serve_in_thread(server)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()

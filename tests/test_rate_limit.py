@@ -2,39 +2,15 @@
 
 import http.client
 import json
-from contextlib import contextmanager
 
 import pytest
 
-from vlmcodec import Codec
 from vlmcodec.errors import ConfigError
-from vlmcodec.runtime import Engine, RateLimited, RemoteCodec
+from vlmcodec.runtime import RateLimited, RemoteCodec
 from vlmcodec.runtime import client as client_module
 from vlmcodec.runtime.rate_limit import RateLimiter, check_rate
-from vlmcodec.runtime.server import CodecServer, serve_in_thread
 
-from conftest import smooth_image
-
-
-@contextmanager
-def _serving(model_path, clock=None, **options):
-    """A CodecServer (``options``) on a tiny model's Engine, on a thread; ``clock``: its rate
-    limiter's (a fake one holds the buckets still between requests)."""
-    engine = Engine(Codec(model_path), block=False)
-    try:
-        server = CodecServer(engine, "127.0.0.1", 0, **options)
-    except BaseException:
-        engine.shutdown()
-        raise
-    if clock is not None:
-        server.rate_limiter._clock = clock
-    serve_in_thread(server)
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
+from conftest import serving, smooth_image
 
 
 class _Clock:
@@ -89,7 +65,7 @@ def test_server_answers_429_per_client_and_counts_it(tiny_model_path, rng, monke
     RateLimited, or waits what the server asked and retries."""
     clock = _Clock()
     img = smooth_image(rng, 32, 48)
-    with _serving(tiny_model_path, clock, auth_token={"app": "tok-a", "batch": "tok-b"}, rate_limit=0.5,
+    with serving(tiny_model_path, clock, auth_token={"app": "tok-a", "batch": "tok-b"}, rate_limit=0.5,
                   rate_burst=2) as server:
         with RemoteCodec(server.url, token="tok-a", retries=0) as app, RemoteCodec(server.url, token="tok-b") as batch:
             data = app.encode(img, quality=50)
@@ -121,7 +97,7 @@ def test_server_answers_429_per_client_and_counts_it(tiny_model_path, rng, monke
 
 
 def test_without_tokens_the_limit_is_per_address(tiny_model_path, rng):
-    with _serving(tiny_model_path, rate_limit=0.01, rate_burst=1) as server:
+    with serving(tiny_model_path, rate_limit=0.01, rate_burst=1) as server:
         with RemoteCodec(server.url, retries=0) as one, RemoteCodec(server.url, retries=0) as other:
             one.encode(smooth_image(rng, 32, 32), quality=50)
             with pytest.raises(RateLimited):  # another connection from the same address: the same client
@@ -143,10 +119,10 @@ def test_a_client_of_its_own_limit_is_held_to_it_and_one_of_none_to_nothing(tiny
     """client_limits replace the server's limit for the clients they name (None: unlimited);
     the others keep the server's; a limit for a client no token names is refused."""
     with pytest.raises(ConfigError, match="whom no token names"):
-        with _serving(tiny_model_path, auth_token={"a": "tok-a"}, client_limits={"b": (1, 1)}):
+        with serving(tiny_model_path, auth_token={"a": "tok-a"}, client_limits={"b": (1, 1)}):
             pass
     img = smooth_image(rng, 32, 32)
-    with _serving(tiny_model_path, _Clock(), auth_token={"slow": "tok-s", "trusted": "tok-t", "other": "tok-o"},
+    with serving(tiny_model_path, _Clock(), auth_token={"slow": "tok-s", "trusted": "tok-t", "other": "tok-o"},
                   rate_limit=0.01, rate_burst=2, client_limits={"slow": (0.01, 1), "trusted": None}) as server:
         with RemoteCodec(server.url, token="tok-s", retries=0) as slow, \
                 RemoteCodec(server.url, token="tok-t", retries=0) as trusted, \
@@ -166,7 +142,7 @@ def test_a_client_of_its_own_limit_is_held_to_it_and_one_of_none_to_nothing(tiny
 def test_a_server_without_a_limit_of_its_own_limits_only_the_named_clients(tiny_model_path, rng):
     img = smooth_image(rng, 32, 32)
     limits = {"slow": (0.01, 1)}
-    with _serving(tiny_model_path, auth_token={"slow": "tok-s", "free": "tok-f"}, client_limits=limits) as server:
+    with serving(tiny_model_path, auth_token={"slow": "tok-s", "free": "tok-f"}, client_limits=limits) as server:
         with RemoteCodec(server.url, token="tok-s", retries=0) as slow, \
                 RemoteCodec(server.url, token="tok-f", retries=0) as free:
             slow.encode(img, quality=50)
@@ -186,7 +162,7 @@ def test_a_reload_changes_a_clients_limit_with_its_line(tiny_model_path, rng, tm
     args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(tokens))
     _, token, limits = _serve_security(args)
     img = smooth_image(rng, 32, 32)
-    with _serving(tiny_model_path, auth_token=token, client_limits=limits) as server:
+    with serving(tiny_model_path, auth_token=token, client_limits=limits) as server:
         with RemoteCodec(server.url, token="tok-a", retries=0) as app:
             app.encode(img, quality=50)
             with pytest.raises(RateLimited):

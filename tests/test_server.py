@@ -17,7 +17,7 @@ from vlmcodec import Codec
 from vlmcodec.runtime import Engine
 from vlmcodec.runtime.server import CodecServer, serve_in_thread
 
-from conftest import smooth_image
+from conftest import serving, smooth_image
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -901,12 +901,10 @@ def test_the_json_access_log_has_one_object_a_line(tiny_model_path, rng, capsys)
 
     from vlmcodec.errors import ConfigError
 
-    engine = Engine(Codec(tiny_model_path), block=False)
     with pytest.raises(ConfigError, match="log_format must be 'text' or 'json'"):
-        CodecServer(engine, "127.0.0.1", 0, log_format="xml")
-    server = CodecServer(engine, "127.0.0.1", 0, quiet=False, log_format="json", auth_token={"app": "tok-a"})
-    serve_in_thread(server)
-    try:
+        with serving(tiny_model_path, log_format="xml"):
+            pass
+    with serving(tiny_model_path, quiet=False, log_format="json", auth_token={"app": "tok-a"}) as server:
         status, _, data = _request(server, "POST", "/encode?quality=50", _png(smooth_image(rng, 32, 48)),
                                    {"Authorization": "Bearer tok-a", "X-Request-Id": "req-7"})
         assert status == 200
@@ -914,10 +912,6 @@ def test_the_json_access_log_has_one_object_a_line(tiny_model_path, rng, capsys)
         with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
             sock.sendall(b"NONSENSE\r\n\r\n")
             assert b" 400 " in sock.recv(1024)
-    finally:
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
     err = capsys.readouterr().err
     records = [json.loads(line) for line in err.splitlines()]
     encode, unauthorized = records[0], records[1]

@@ -152,7 +152,7 @@ class RemoteCodec:
             if resp.status != 200:
                 err = _error_of(resp.status, payload)
                 # a rate-limited answer says to the millisecond (JSON) what Retry-After rounds up
-                precise = getattr(err, "answer", {}).get("retry_after_s")
+                precise = err.answer.get("retry_after_s")
                 err.retry_after_s = (max(0.0, float(precise)) if isinstance(precise, (int, float))
                                      else _seconds(headers.get("retry-after"), default=0.5))
                 raise err
@@ -196,7 +196,7 @@ def _error_of(status: int, payload: bytes) -> Exception:
     try:
         answer = json.loads(payload)
         message, kind = answer["error"], answer.get("type", "")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError):  # not JSON, or not an object with "error"
         answer, message, kind = {}, payload[:200].decode("utf-8", "replace"), ""
     known = {"TimeoutError": TimeoutError, "QueueFull": QueueFull, "ValueError": ValueError, "TypeError": TypeError,
              "AuthenticationError": PermissionError, "RateLimited": RateLimited}
@@ -205,7 +205,7 @@ def _error_of(status: int, payload: bytes) -> Exception:
         cls = {400: errors.ConfigError, 401: PermissionError, 409: ModelMismatchError, 413: ResourceError,
                429: RateLimited, 503: EngineDeadError, 504: TimeoutError}.get(status, VlmcodecError)
     err = cls(f"{message} (HTTP {status})")
-    err.answer = answer if isinstance(answer, dict) else {}
+    err.answer = answer  # the server's whole JSON answer (a 429's retry_after_s)
     return err
 
 

@@ -202,9 +202,13 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._discard_body()  # read and dropped, so that the client reads the 401, not a reset
             self._unauthorized()
             return
-        if url.path in ("/encode", "/decode"):
+        try:
+            if url.path not in ("/encode", "/decode"):
+                self._discard_body()
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {url.path} (POST /encode, /decode)",
+                                 "RequestError")
             wait, limit = self.server.rate_wait(self._client, self.client_address[0])
-            if wait > 0:
+            if wait > 0:  # never reaches the queue; the body is read and dropped
                 self._discard_body()
                 rate, burst = limit
                 self._json(HTTPStatus.TOO_MANY_REQUESTS,
@@ -213,11 +217,6 @@ class RequestHandler(BaseHTTPRequestHandler):
                             "type": "RateLimited", "retry_after_s": round(wait, 3)},
                            {"Retry-After": str(max(1, math.ceil(wait)))})
                 return
-        try:
-            if url.path not in ("/encode", "/decode"):
-                self._discard_body()
-                raise HTTPError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {url.path} (POST /encode, /decode)",
-                                 "RequestError")
             params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             body = self._body()
             if url.path == "/encode":

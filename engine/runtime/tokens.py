@@ -1,9 +1,10 @@
 """Bearer tokens for ``vlmcodec serve``: several at once, each with a client name.
 
 A token file holds one token a line, as ``TOKEN`` or ``NAME TOKEN``, optionally followed by
-the client's own rate limit, ``rate=R`` (requests a second) and ``burst=B``, or ``rate=unlimited``,
-which replace the server's ``--rate-limit`` for that client; blank lines and lines that start with ``#`` are skipped. Several tokens let each client have its own (revoke one by deleting
-its line and sending SIGHUP) and let a rotation overlap: the new token is added, clients move to
+the client's own rate limit, ``rate=R`` (requests a second) and ``burst=B``, or
+``rate=unlimited``, which replace the server's ``--rate-limit`` for that client; blank lines and
+lines that start with ``#`` are skipped. Several tokens let each client have its own (revoke one
+by deleting its line and sending SIGHUP) and let a rotation overlap: the new token is added, clients move to
 it, the old line goes. The name (``token1``, ``token2``, … for unnamed lines, in file order) is
 what the access log and ``/stats`` show of the client; a token itself is never logged.
 """
@@ -33,8 +34,6 @@ def read_token_file(text: str, source: str = "token file") -> tuple[dict[str, st
     and the clients' own rate limits (``rate=R [burst=B]`` on their line, burst defaulting to one
     second's worth; ``rate=unlimited``: None, exempt from the server's). ConfigError as
     ``parse_token_file``, and for a malformed limit."""
-    from .rate_limit import check_rate
-
     tokens: dict[str, str] = {}
     limits: dict[str, tuple[float, int] | None] = {}
     unnamed = 0
@@ -43,8 +42,9 @@ def read_token_file(text: str, source: str = "token file") -> tuple[dict[str, st
         if not line or line.startswith("#"):
             continue
         where = f"{source} line {number}"
-        fields = [f for f in line.split() if not _OPTION.match(f)]
-        options = dict(f.split("=", 1) for f in line.split() if _OPTION.match(f))
+        words = line.split()
+        option_words = [w for w in words if _OPTION.match(w)]
+        fields = [w for w in words if not _OPTION.match(w)]
         if len(fields) == 1:
             unnamed += 1
             name, token = f"token{unnamed}", fields[0]
@@ -54,27 +54,35 @@ def read_token_file(text: str, source: str = "token file") -> tuple[dict[str, st
             raise ConfigError(f"{where}: expected 'TOKEN' or 'NAME TOKEN' (then rate=R burst=B if any), "
                               f"got {len(fields)} fields")
         _add(tokens, name, token, where)
-        if options:
-            if len(options) != len([f for f in line.split() if _OPTION.match(f)]):
-                raise ConfigError(f"{where}: rate= or burst= given twice")
-            if "rate" not in options:
-                raise ConfigError(f"{where}: burst= needs rate= on the same line")
-            if options["rate"] == "unlimited":  # exempt from the server's --rate-limit
-                if "burst" in options:
-                    raise ConfigError(f"{where}: rate=unlimited takes no burst=")
-                limits[name] = None
-                continue
-            try:
-                burst = int(options["burst"]) if "burst" in options else None
-            except ValueError:
-                raise ConfigError(f"{where}: burst must be an integer >= 1, got {options['burst']!r}") from None
-            try:
-                limits[name] = check_rate(options["rate"], burst)
-            except ConfigError as e:
-                raise ConfigError(f"{where}: {e}") from None
+        if option_words:
+            limits[name] = _limit(option_words, where)
     if not tokens:
         raise ConfigError(f"{source} is empty (no token in it)")
     return tokens, limits
+
+
+def _limit(option_words: list[str], where: str) -> tuple[float, int] | None:
+    """A client's own limit from its line's ``rate=`` / ``burst=`` words: (rate, burst), or None
+    for ``rate=unlimited``."""
+    from .rate_limit import check_rate
+
+    options = dict(w.split("=", 1) for w in option_words)
+    if len(options) != len(option_words):
+        raise ConfigError(f"{where}: rate= or burst= given twice")
+    if "rate" not in options:
+        raise ConfigError(f"{where}: burst= needs rate= on the same line")
+    if options["rate"] == "unlimited":  # exempt from the server's --rate-limit
+        if "burst" in options:
+            raise ConfigError(f"{where}: rate=unlimited takes no burst=")
+        return None
+    try:
+        burst = int(options["burst"]) if "burst" in options else None
+    except ValueError:
+        raise ConfigError(f"{where}: burst must be an integer >= 1, got {options['burst']!r}") from None
+    try:
+        return check_rate(options["rate"], burst)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def token_table(auth_token: str | Sequence[str] | Mapping[str, str] | None) -> dict[str, str] | None:
