@@ -49,15 +49,16 @@ def _shared_codec(model=None, backend: str = "torch"):
 
 
 def encode(image, quality: float = 75.0, model=None, backend: str = "torch", short_side: int | None = None, *,
-           max_bytes: int | None = None, max_bpp: float | None = None) -> bytes:
+           max_bytes: int | None = None, max_bpp: float | None = None, refine: int = 0) -> bytes:
     """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes with a cached ``Codec``.
 
     ``short_side=N`` codes at the consumer's scale (``Codec.encode``); ``max_bytes`` or ``max_bpp``
-    picks the highest quality that fits instead of ``quality`` (``Codec.encode_to_size``)."""
+    picks the highest quality that fits instead of ``quality`` (``Codec.encode_to_size``);
+    ``refine=K``: K steps of encoder-side latent refinement (slower, better; ``vlmcodec.refine``)."""
     codec = _shared_codec(model, backend)
     if max_bytes is not None or max_bpp is not None:
-        return codec.encode_to_size(image, max_bytes, max_bpp=max_bpp, short_side=short_side)
-    return codec.encode(image, quality, short_side)
+        return codec.encode_to_size(image, max_bytes, max_bpp=max_bpp, short_side=short_side, refine=refine)
+    return codec.encode(image, quality, short_side, refine=refine)
 
 
 def decode(data: bytes, model=None, backend: str = "torch", short_side: int | None = None):

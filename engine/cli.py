@@ -420,9 +420,12 @@ def cmd_serve(args) -> int:
     codec.model.level_of_quality(args.quality)  # a bad -q fails here, as encode's does
     # older models, kept to decode their streams (and to encode with ?model=): one engine each
     others = [_codec(args, path) for path in args.extra_model or ()]
+    if args.max_refine:  # the refinement's teacher loads now: a missing package fails here, not per request
+        for each in (codec, *others):
+            each.refiner()
     engines = [Engine(c, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                       network_workers=args.network_workers, max_queue=args.max_queue, block=False,
-                      timeout_s=args.timeout) for c in [codec, *others]]
+                      timeout_s=args.timeout, refine_workers=args.refine_workers) for c in [codec, *others]]
 
     def shut_down_engines(drain: bool) -> None:
         for each in engines:
@@ -447,7 +450,7 @@ def cmd_serve(args) -> int:
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
                              max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token,
                              rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=client_limits,
-                             log_format=args.log_format)
+                             log_format=args.log_format, max_refine=args.max_refine)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -463,6 +466,8 @@ def cmd_serve(args) -> int:
     limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter.limit else ""
     if server.client_limits:
         limit += f", {len(server.client_limits)} client(s) with a limit of their own"
+    if server.max_refine:
+        limit += f", refine up to {server.max_refine} steps on {args.refine_workers} worker(s)"
     print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend{limit}) on {server.url}: "
           "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
@@ -748,6 +753,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="the access log on stderr: text lines (default) or one JSON object a line (time, remote, "
                         "method, path, status, bytes, ms, request_id, client)")
+    v.add_argument("--max-refine", type=_refine_steps, default=0, metavar="STEPS",
+                   help="allow /encode?refine=K, K <= STEPS steps of latent refinement (slower, better encodes "
+                        "on their own worker threads; default 0: refused)")
+    v.add_argument("--refine-workers", type=_positive_int, default=1, metavar="N",
+                   help="threads running refined encodes, beside the network workers (default 1)")
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "

@@ -178,12 +178,14 @@ class Codec:
     def M(self) -> int:
         return self.model.M
 
-    def encode(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None) -> bytes:
+    def encode(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None, *,
+               refine: int | None = None) -> bytes:
         """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes; quality in [0, 100].
 
         ``short_side``: code at the consumer's scale (the shorter side resized to that many pixels;
-        the decoder restores the original size); None uses the codec's setting, 0 the full size."""
-        return self.encode_batch([image], [quality], short_side)[0]
+        the decoder restores the original size); None uses the codec's setting, 0 the full size.
+        ``refine``: this encode's refinement steps (None: the codec's ``refine``; 0: none)."""
+        return self.encode_batch([image], [quality], short_side, refine=refine)[0]
 
     def decode(self, data: bytes, short_side: int | None = None) -> np.ndarray:
         """Decompress .vlmc bytes to a uint8 H×W×3 array, at the original size; ``short_side=N``:
@@ -192,12 +194,14 @@ class Codec:
         was coded at that scale."""
         return self.decode_batch([data], short_side)[0]
 
-    def encode_batch(self, images, qualities, short_side: int | None = None) -> list[bytes]:
+    def encode_batch(self, images, qualities, short_side: int | None = None, *,
+                     refine: int | None = None) -> list[bytes]:
         """Encode images; those sharing a padded (coded) size go through the networks as one batch."""
+        steps = self.refine_steps(refine)
         prepared = [self.prepare(im, q, short_side) for im, q in zip(images, _broadcast(qualities, len(images)))]
         out: list[bytes | None] = [None] * len(prepared)
         for idx in _group_by(prepared, lambda p: padded_size(*p.pixels.shape[:2])).values():
-            y, z = self.analyse([prepared[i].pixels for i in idx], [prepared[i].quality for i in idx])
+            y, z = self.analyse([prepared[i].pixels for i in idx], [prepared[i].quality for i in idx], refine=steps)
             for j, i in enumerate(idx):
                 out[i] = self.entropy_encode(y[j], z[j], prepared[i])
         return out  # type: ignore[return-value]
@@ -231,22 +235,31 @@ class Codec:
             pixels = resample.downscale(arr, resample.coded_size(*size, side))
         return PreparedImage(pixels, container.quantize_quality(q), size)
 
-    def analyse(self, arrays: list[np.ndarray], qualities: list[float]) -> tuple[Tensor, Tensor]:
-        """Network stage of encoding, batched: (y · gain, z) for images of one padded size."""
+    def refine_steps(self, refine: int | None = None) -> int:
+        """The refinement steps of one call: ``refine`` validated, or None: the codec's ``refine``."""
+        return self.refine if refine is None else check_refine_steps(refine)
+
+    def analyse(self, arrays: list[np.ndarray], qualities: list[float], *,
+                refine: int | None = None) -> tuple[Tensor, Tensor]:
+        """Network stage of encoding, batched: (y · gain, z) for images of one padded size
+        (``refine``: the steps of refinement, None: the codec's)."""
+        steps = self.refine_steps(refine)
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
-        x, y_raw = self.analyse_unscaled(arrays)
+        x, y_raw = self.analyse_unscaled(arrays, refining=bool(steps))
         y, z = self._scaled_latents(y_raw, levels)
-        if self.refine:
+        if steps:
             with self._stage("refine"):
-                y, z = self._refine(x, [a.shape[:2] for a in arrays], levels, y, z)
+                y, z = self._refine(x, [a.shape[:2] for a in arrays], levels, y, z, steps)
         return y, z
 
-    def analyse_unscaled(self, arrays: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    def analyse_unscaled(self, arrays: list[np.ndarray], *, refining: bool | None = None) -> tuple[Tensor, Tensor]:
         """The quality-independent part of the network stage, batched: (padded x, g_a(pre-edit(x)))
-        before the quality's gain; rate control runs it once for all the qualities it tries."""
+        before the quality's gain; rate control runs it once for all the qualities it tries.
+        ``refining``: whether refinement follows (its memory is checked here; None: the codec's)."""
+        refining = bool(self.refine) if refining is None else refining
         ph, pw = padded_size(*arrays[0].shape[:2])
-        self._fits("encoding with refinement" if self.refine else "encoding", ph * pw, len(arrays),
-                   self._encode_cost(ph, pw))
+        self._fits("encoding with refinement" if refining else "encoding", ph * pw, len(arrays),
+                   self._encode_cost(ph, pw, refining))
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         with torch.inference_mode(), self._gpu_memory("encoding"):
@@ -269,7 +282,7 @@ class Codec:
 
     def encode_to_size(self, image, max_bytes: int | None = None, *, max_bpp: float | None = None,
                        short_side: int | None = None, min_quality: float = 0.0,
-                       max_quality: float = 100.0) -> bytes:
+                       max_quality: float = 100.0, refine: int | None = None) -> bytes:
         """The stream of the highest quality whose size is at most ``max_bytes`` (or ``max_bpp``
         bits per pixel of the image as given) — rate control for a byte or bandwidth budget.
 
@@ -280,46 +293,54 @@ class Codec:
         one ``encode`` gives at the quality found (in its header:
         ``container.unpack(data)[0].quality``). BudgetError when even ``min_quality`` does not fit.
         With ``refine``, a budget only one-pass streams fit gets the best of those, with a
-        ``RefineFallbackWarning`` (refined streams are a few % larger at a quality)."""
+        ``RefineFallbackWarning`` (refined streams are a few % larger at a quality). ``refine``:
+        this encode's refinement steps (None: the codec's ``refine``)."""
+        steps = self.refine_steps(refine)
         prep = self.prepare(image, min_quality, short_side)
         self.model.level_of_quality(max_quality)  # validates the range
         budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
-        return self.encode_within(prep, budget, None, min_quality, max_quality)
+        data, fallback = self.encode_within(prep, budget, None, min_quality, max_quality, refine=steps)
+        if fallback:
+            warnings.warn(fallback, RefineFallbackWarning, stacklevel=2)
+        return data
 
     def encode_within(self, prep: PreparedImage, budget: int, y_raw: Tensor | None = None,
-                      min_quality: float = 0.0, max_quality: float = 100.0) -> bytes:
-        """``encode_to_size``'s search for a prepared image (the runtime Engine's stage); ``y_raw``:
-        its g_a output before the gain (C×h×w), when the caller has it. With ``refine``, the
-        search runs on the one-pass streams and each refined encode corrects it (a refined
-        stream is a few % larger at the same quality): typically one or two refined encodes."""
+                      min_quality: float = 0.0, max_quality: float = 100.0, *,
+                      refine: int | None = None) -> tuple[bytes, str | None]:
+        """``encode_to_size``'s search for a prepared image (the runtime Engine's stage): the
+        stream, and None or, where a refined search fell back to a one-pass stream, the
+        ``RefineFallbackWarning``'s message (the caller issues it: the Engine runs this on a
+        worker thread). ``y_raw``: its g_a output before the gain (C×h×w), when the caller has it.
+        With refinement (``refine`` steps, None: the codec's), the search runs on the one-pass
+        streams and each refined encode corrects it (a refined stream is a few % larger at the
+        same quality): typically one or two refined encodes."""
+        steps = self.refine_steps(refine)
         lo, hi = container.quantize_quality(min_quality), container.quantize_quality(max_quality)
         if y_raw is None:
-            y_raw = self.analyse_unscaled([prep.pixels])[1][0]
+            y_raw = self.analyse_unscaled([prep.pixels], refining=bool(steps))[1][0]
 
         def one_pass(q: float) -> bytes:
             y, z = self._scaled_latents(y_raw[None], torch.tensor([self.model.level_of_quality(q)]))
             return self.entropy_encode(y[0], z[0], prep._replace(quality=q))
 
-        if not self.refine:
-            return rate_control.largest_fitting(one_pass, budget, lo, hi)[0]
+        if not steps:
+            return rate_control.largest_fitting(one_pass, budget, lo, hi)[0], None
 
         def refined(q: float) -> bytes:
             at = prep._replace(quality=q)
-            y, z = self.analyse([at.pixels], [q])
+            y, z = self.analyse([at.pixels], [q], refine=steps)
             return self.entropy_encode(y[0], z[0], at)
 
         try:
-            return rate_control.largest_fitting_via_proxy(refined, one_pass, budget, lo, hi)[0]
+            return rate_control.largest_fitting_via_proxy(refined, one_pass, budget, lo, hi)[0], None
         except BudgetError:
             # refinement spends a few % more bytes at a quality than one pass does, so a budget
             # near the smallest stream can fit one-pass streams only: those beat no stream at all
             # (and where none fits either, the error names the smallest size this model makes)
             data, probes = rate_control.largest_fitting(one_pass, budget, lo, hi)
         quality = max(q for q, size in probes if size <= budget)
-        warnings.warn(f"no refined stream fits in {budget} bytes, even at quality {lo:g}; returned the "
-                      f"one-pass stream of quality {quality:g} ({len(data)} bytes)", RefineFallbackWarning,
-                      stacklevel=2)
-        return data
+        return data, (f"no refined stream fits in {budget} bytes, even at quality {lo:g}; returned the "
+                      f"one-pass stream of quality {quality:g} ({len(data)} bytes)")
 
     def entropy_encode(self, y: Tensor, z: Tensor, image: PreparedImage) -> bytes:
         """CPU stage of encoding, one image: symbols, exact entropy parameters, rANS, container."""
@@ -383,11 +404,9 @@ class Codec:
         return out
 
     # -- internals -----------------------------------------------------------------------
-    def _refine(self, x: Tensor, coded_hws: list[tuple[int, int]], levels: Tensor, y: Tensor,
-                z: Tensor) -> tuple[Tensor, Tensor]:
-        """Latent refinement with the torch model on its device, per coded size (the loss ignores
-        the padding; x: the padded originals, before any pre-edit); whatever the backend, the
-        refined latents are coded as usual."""
+    def refiner(self):
+        """The codec's ``LatentRefiner``, made on first use (it loads the refinement's teacher:
+        BackendUnavailableError without the teacher's package); a server calls it at start-up."""
         with self._refiner_lock:
             if self._refiner is None:
                 from .refine import LatentRefiner, RefineObjective
@@ -396,11 +415,19 @@ class Codec:
                 if self.refine_views:
                     objective = dataclasses.replace(objective, teacher_short_sides=self.refine_views)
                 self._refiner = LatentRefiner(self.model, objective, self.refine)
+            return self._refiner
+
+    def _refine(self, x: Tensor, coded_hws: list[tuple[int, int]], levels: Tensor, y: Tensor,
+                z: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+        """Latent refinement with the torch model on its device, per coded size (the loss ignores
+        the padding; x: the padded originals, before any pre-edit); whatever the backend, the
+        refined latents are coded as usual."""
+        refiner = self.refiner()
         dev, back = next(self.model.parameters()).device, y.device
         x = x.to(dev)
         y, z = y.detach().to(dev).clone(), z.detach().to(dev).clone()
         for hw, idx in _group_by(coded_hws, lambda hw: hw).items():
-            y[idx], z[idx] = self._refiner.refine(x[idx], y[idx], z[idx], levels[idx], hw)
+            y[idx], z[idx] = refiner.refine(x[idx], y[idx], z[idx], levels[idx], hw, steps)
         return y.to(back), z.to(back)
 
     def _network_band_pixels(self, ph: int, pw: int) -> int | None:
@@ -415,10 +442,10 @@ class Codec:
         on_cpu = backend_device is None or str(backend_device) == "cpu"
         return self.backend.name if on_cpu and self.backend.name in ("torch", "onnxruntime") else None
 
-    def _encode_cost(self, ph: int, pw: int) -> tuple[int, int, int]:
+    def _encode_cost(self, ph: int, pw: int, refining: bool) -> tuple[int, int, int]:
         """(bytes per pixel of the first image, of each further one, base bytes) of encoding
-        ph×pw padded images."""
-        if self.refine:  # the torch model with gradients, whatever the backend
+        ph×pw padded images (``refining``: with refinement)."""
+        if refining:  # the torch model with gradients, whatever the backend
             return memory.REFINE_BYTES_PER_PIXEL, memory.REFINE_BYTES_PER_PIXEL, 0
         pre = self.model.pre_editor if self.pre_edit else None
         if self._estimated() == "onnxruntime":

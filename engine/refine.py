@@ -138,11 +138,13 @@ class LatentRefiner:
             dist = dist + self.objective.w_tok * torch.stack([token_distortion(h, r) for h, r in views]).mean(0)
         return bpp + lmbda * dist
 
-    def refine(self, x: Tensor, y: Tensor, z: Tensor, levels: Tensor, coded_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def refine(self, x: Tensor, y: Tensor, z: Tensor, levels: Tensor, coded_hw: tuple[int, int],
+               steps: int | None = None) -> tuple[Tensor, Tensor]:
         """x: padded originals [B, 3, H, W] in [0, 1] (before any pre-edit: the distortion is
         measured against them); y, z: the analysis output; coded_hw: the unpadded size. All on
-        the model's device."""
-        if self.steps == 0:
+        the model's device. ``steps``: this call's number of steps (None: the refiner's)."""
+        steps = self.steps if steps is None else check_refine_steps(steps)
+        if steps == 0:
             return y, z
         m = self.model
         # Gradients go to (y, z) only (autograd.grad): the shared model's parameters are never
@@ -162,8 +164,8 @@ class LatentRefiner:
             best_loss = torch.full((x.shape[0],), float("inf"), device=x.device)
             best_y, best_z = y.detach().clone(), z.detach().clone()
             losses = []
-            for step in range(self.steps + 1):
-                with torch.set_grad_enabled(step < self.steps):  # the last step is only evaluated
+            for step in range(steps + 1):
+                with torch.set_grad_enabled(step < steps):  # the last step is only evaluated
                     loss = self._loss(y_var, z_var, x, inv_gain, lmbda, coded_hw, ref_tokens)
                 with torch.no_grad():
                     better = loss.detach() < best_loss
@@ -171,10 +173,10 @@ class LatentRefiner:
                     best_y[better] = y_var.detach()[better]
                     best_z[better] = z_var.detach()[better]
                 losses.append([float(v) for v in loss.detach()])
-                if step == self.steps:
+                if step == steps:
                     break
                 for g in opt.param_groups:  # cosine decay: large early moves, settling late
-                    g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / self.steps))
+                    g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
                 y_var.grad, z_var.grad = torch.autograd.grad(loss.sum(), [y_var, z_var])
                 opt.step()
         self.last_losses = losses

@@ -150,8 +150,8 @@ def test_a_budget_only_one_pass_streams_fit_gets_the_best_of_them_with_a_warning
     refined = Codec(tiny_model_path, refine=1)
     analyse = refined.analyse
 
-    def larger_refined(pixels, qualities):  # a refined stream several % larger, as on real images
-        y, z = analyse(pixels, qualities)
+    def larger_refined(pixels, qualities, **options):  # a refined stream several % larger, as on real images
+        y, z = analyse(pixels, qualities, **options)
         return y * 1.5, z
 
     refined.analyse = larger_refined

@@ -247,7 +247,7 @@ def test_warmup_runs_every_batch_shape_once_per_coded_size(tiny_codec, rng, monk
     monkeypatch.setattr(type(tiny_codec.backend), "item_by_item", False)
     calls = []
     analyse, synthesize = tiny_codec.analyse, tiny_codec.synthesize
-    monkeypatch.setattr(tiny_codec, "analyse", lambda a, q: calls.append(("encode", len(a))) or analyse(a, q))
+    monkeypatch.setattr(tiny_codec, "analyse", lambda a, q, **kw: calls.append(("encode", len(a))) or analyse(a, q, **kw))
     monkeypatch.setattr(tiny_codec, "synthesize", lambda s: calls.append(("decode", len(s))) or synthesize(s))
     samples = [smooth_image(rng, 64, 64), smooth_image(rng, 60, 62), smooth_image(rng, 64, 128)]
     with Engine(tiny_codec, max_batch=3, max_delay_ms=2) as e:
@@ -261,7 +261,7 @@ def test_warmup_runs_every_batch_shape_once_per_coded_size(tiny_codec, rng, monk
         assert len(e.warmup(samples[0], batch_sizes=[2], decode=False)) == 1 and calls == [("encode", 2)]
         monkeypatch.undo()
         calls.clear()
-        monkeypatch.setattr(tiny_codec, "analyse", lambda a, q: calls.append(("encode", len(a))) or analyse(a, q))
+        monkeypatch.setattr(tiny_codec, "analyse", lambda a, q, **kw: calls.append(("encode", len(a))) or analyse(a, q, **kw))
         assert [r["batch"] for r in e.warmup(samples[0], decode=False)] == [3, 1]
         assert calls == [("encode", 3), ("encode", 1)]
         im = samples[2]
@@ -307,7 +307,7 @@ def test_warmup_runs_each_shape_on_every_network_worker(tiny_codec, rng, monkeyp
     threads = []
     analyse = tiny_codec.analyse
     monkeypatch.setattr(tiny_codec, "analyse",
-                        lambda a, q: threads.append((len(a), threading.current_thread().name)) or analyse(a, q))
+                        lambda a, q, **kw: threads.append((len(a), threading.current_thread().name)) or analyse(a, q, **kw))
     with Engine(tiny_codec, max_batch=2, network_workers=2) as e:
         records = e.warmup(smooth_image(rng, 64, 64), decode=False, batch_sizes=[1, 2])
     assert [r["batch"] for r in records] == [2, 1]
@@ -326,7 +326,7 @@ def test_warmup_under_traffic_holds_the_network_workers(tiny_codec, rng, monkeyp
     release = threading.Event()
     analyse = tiny_codec.analyse
 
-    def traced(a, q):
+    def traced(a, q, **options):
         name = threading.current_thread().name
         warm = name.startswith("vlmcodec-net") and getattr(local, "warm", False)
         with lock:
@@ -334,7 +334,7 @@ def test_warmup_under_traffic_holds_the_network_workers(tiny_codec, rng, monkeyp
         if not warm and not release.is_set():
             in_batch.set()
             release.wait(timeout=30)
-        out = analyse(a, q)
+        out = analyse(a, q, **options)
         with lock:
             events.append(("end", "warm" if warm else "serve", len(a)))
         return out
@@ -391,7 +391,7 @@ def test_latency_percentiles(tiny_codec, rng, monkeypatch):
     assert engine_module._percentiles([0.5])["p99_s"] == 0.5
     monkeypatch.setattr(engine_module, "LATENCY_WINDOW", 5)  # a bounded window: only the last ones
     with Engine(tiny_codec, max_batch=4, max_delay_ms=2) as eng:
-        assert eng.latency() == {"encode": {}, "decode": {}}
+        assert eng.latency() == {"encode": {}, "decode": {}, "refine": {}}
         images = [smooth_image(rng, 32, 48) for _ in range(7)]
         t0 = time.monotonic()
         streams = [f.result() for f in [eng.submit_encode(im, 50) for im in images]]
@@ -422,7 +422,7 @@ def test_latency_histogram_counts_every_request_since_the_start(tiny_codec, rng,
         eng.submit_decode(streams[0]).result()
         with pytest.raises(BitstreamError):
             eng.submit_decode(b"VLMC junk").result()  # failures are not latencies
-        window = list(eng._latencies[Kind.ENCODE])
+        window = list(eng._latencies["encode"])
         hist, lat = eng.latency_histogram(), eng.latency()
     assert lat["encode"]["count"] == 3 and hist["encode"]["count"] == 5 and hist["decode"]["count"] == 1
     enc = hist["encode"]

@@ -23,13 +23,14 @@ import json
 import ssl
 import threading
 import time
+import warnings
 import weakref
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from ..errors import EngineDeadError, ModelMismatchError, ResourceError, VlmcodecError
+from ..errors import EngineDeadError, ModelMismatchError, RefineFallbackWarning, ResourceError, VlmcodecError
 from ..image_io import as_rgb_array
 
 
@@ -80,11 +81,13 @@ class RemoteCodec:
         self.close()
 
     def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None,
-               *, max_bytes: int | None = None, max_bpp: float | None = None) -> bytes:
+               *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
         as they are) to .vlmc bytes on the server; ``model``: the fingerprint (hex, ≥ 4 digits) of
         another model the server holds (``serve --extra-model``) instead of its default.
-        ``max_bytes`` or ``max_bpp``: rate control instead of ``quality`` (``Codec.encode_to_size``)."""
+        ``max_bytes`` or ``max_bpp``: rate control instead of ``quality`` (``Codec.encode_to_size``).
+        ``refine``: steps of latent refinement (the server allows up to its ``--max-refine``); a
+        refined budget met by a one-pass stream issues ``RefineFallbackWarning`` here."""
         if max_bytes is not None or max_bpp is not None:
             query: dict = {"max_bytes": max_bytes} if max_bytes is not None else {}
             query |= {"max_bpp": max_bpp} if max_bpp is not None else {}
@@ -92,13 +95,17 @@ class RemoteCodec:
             query = {"quality": quality}
         query |= {"short_side": short_side} if short_side is not None else {}
         query |= {"model": model} if model is not None else {}
+        query |= {"refine": refine} if refine else {}
         if isinstance(image, (str, Path)):
             body = Path(image).read_bytes()
         else:  # the pixels as they are: no image file to write here nor to parse there
             arr = as_rgb_array(image)
             body = arr.tobytes()
             query |= {"width": arr.shape[1], "height": arr.shape[0]}
-        return self._post(f"/encode?{urlencode(query)}", body)[0]
+        data, headers = self._post(f"/encode?{urlencode(query)}", body)
+        if "x-refine-fallback" in headers:
+            warnings.warn(headers["x-refine-fallback"], RefineFallbackWarning, stacklevel=2)
+        return data
 
     def decode(self, data: bytes, short_side: int | None = None) -> np.ndarray:
         """Decompress .vlmc bytes on the server to a uint8 H×W×3 array (``short_side`` as in

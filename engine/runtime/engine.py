@@ -10,7 +10,10 @@ one kind and padded size, up to ``max_batch`` or ``max_delay_ms``) whenever one 
 ``network_workers`` threads is free to run its networks; a pool of ``workers`` threads does
 the entropy coding (the C++ coder releases the GIL), so the coding of one batch overlaps the
 networks of the next. Decode streams are entropy-decoded by the pool as soon as they arrive,
-then batched for the synthesis network.
+then batched for the synthesis network. Encodes with latent refinement (``refine`` steps, a
+request's or the codec's) run whole, one image at a time, on their own ``refine_workers``
+threads: a refinement takes seconds, and meanwhile the network worker and the coding pool keep
+serving the fast requests.
 
 On a CPU, ``network_workers=os.cpu_count()`` with ``intra_op_threads=1`` (which calls
 ``torch.set_num_threads(1)`` for the whole process) runs several requests side by side on
@@ -36,19 +39,23 @@ import itertools
 import math
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 
 from .. import rate_control, resample
 from ..bitstream import container
 from ..codec import Codec
-from ..errors import BitstreamError, EngineDeadError, RequestError, ResourceError, VlmcodecError
+from ..errors import (BitstreamError, EngineDeadError, RefineFallbackWarning, RequestError, ResourceError,
+                      VlmcodecError)
 from ..image_io import padded_size
 from .request import InflightRequest, Kind, Status
 from .scheduler import Scheduler
 
 
 LATENCY_WINDOW = 1024
+# the kinds latency is kept for: refined encodes apart, their seconds would swamp the encodes' tail
+LATENCY_KINDS = ("encode", "decode", "refine")
 # upper bounds (s) of the cumulative latency histogram: a small image's encode is milliseconds,
 # a refined or very large one many seconds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -70,9 +77,10 @@ class QueueFull(VlmcodecError, RuntimeError):
 class Engine:
     def __init__(self, codec: Codec | None = None, *, max_batch: int = 8, max_delay_ms: float = 5.0,
                  workers: int = 2, network_workers: int = 1, intra_op_threads: int | None = None,
-                 max_queue: int = 256, block: bool = True, timeout_s: float | None = None):
-        if workers < 1 or network_workers < 1 or max_queue < 1:
-            raise ValueError("workers, network_workers and max_queue must be >= 1")
+                 max_queue: int = 256, block: bool = True, timeout_s: float | None = None,
+                 refine_workers: int = 1):
+        if workers < 1 or network_workers < 1 or max_queue < 1 or refine_workers < 1:
+            raise ValueError("workers, network_workers, refine_workers and max_queue must be >= 1")
         if intra_op_threads is not None:
             import torch
 
@@ -86,32 +94,39 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmcodec-coder")
         self._net_pool = ThreadPoolExecutor(max_workers=network_workers, thread_name_prefix="vlmcodec-net")
         self._net_slots = int(network_workers)
+        self.refine_workers = int(refine_workers)
+        self._refine_pool: ThreadPoolExecutor | None = None  # made by the first refined encode
         self._net_busy = 0
         self._warming = False     # a warm-up waits for (then holds) every network worker
         self._inflight = 0
         self._closed = False      # no new requests
         self._draining = False    # finish what is queued, then stop
         self._stopped = False
-        self.stats = {"batches": 0, "batched_items": 0, "ok": 0, "failed": 0, "max_batch_seen": 0}
+        self.stats = {"batches": 0, "batched_items": 0, "ok": 0, "failed": 0, "max_batch_seen": 0, "refined": 0}
         # seconds from submit to result of the last LATENCY_WINDOW successful requests, per kind
-        self._latencies = {kind: deque(maxlen=LATENCY_WINDOW) for kind in Kind}
+        self._latencies = {kind: deque(maxlen=LATENCY_WINDOW) for kind in LATENCY_KINDS}
         # and of every successful request since the start: [count per bucket (+Inf last), sum]
-        self._latency_totals = {kind: [[0] * (len(LATENCY_BUCKETS) + 1), 0.0] for kind in Kind}
+        self._latency_totals = {kind: [[0] * (len(LATENCY_BUCKETS) + 1), 0.0] for kind in LATENCY_KINDS}
         self._thread = threading.Thread(target=self._loop, name="vlmcodec-engine", daemon=True)
         self._thread.start()
 
     # -- client side ---------------------------------------------------------------------
     def submit_encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
                       short_side: int | None = None, *, max_bytes: int | None = None,
-                      max_bpp: float | None = None) -> Future:
+                      max_bpp: float | None = None, refine: int | None = None) -> Future:
         """Queue one image; the future resolves to .vlmc bytes (or the request's error).
 
         ``short_side`` as in ``Codec.encode`` (None: the codec's setting). ``max_bytes`` or
         ``max_bpp``: rate control instead of ``quality``, as ``Codec.encode_to_size`` (such requests
-        batch g_a with each other; each search then runs on the coding pool)."""
+        batch g_a with each other; each search then runs on the coding pool). ``refine``: steps of
+        latent refinement (None: the codec's ``refine``), run on the refine workers. The future's
+        ``warning`` is None, or the message of the ``RefineFallbackWarning`` that
+        ``Codec.encode_to_size`` would issue (a refined budget met by a one-pass stream)."""
         fut: Future = Future()
+        fut.warning = None  # type: ignore[attr-defined]
         budget = None
         try:
+            steps = self.codec.refine_steps(refine)
             prep = self.codec.prepare(image, quality, short_side)
             if max_bytes is not None or max_bpp is not None:
                 budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
@@ -121,8 +136,12 @@ class Engine:
         self._admit()
         now = time.monotonic()
         key = (Kind.ENCODE, padded_size(*prep.pixels.shape[:2]), budget is not None)
-        req = InflightRequest(Kind.ENCODE, key, prep, fut, now, self._deadline(now, timeout_s), budget=budget)
-        self._enqueue(req)
+        req = InflightRequest(Kind.ENCODE, key, prep, fut, now, self._deadline(now, timeout_s), budget=budget,
+                              refine=steps)
+        if steps:
+            self._submit_refined(req)
+        else:
+            self._enqueue(req)
         return fut
 
     def submit_decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None) -> Future:
@@ -150,9 +169,15 @@ class Engine:
 
     async def encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
                      short_side: int | None = None, *, max_bytes: int | None = None,
-                     max_bpp: float | None = None) -> bytes:
-        return await asyncio.wrap_future(self.submit_encode(image, quality, timeout_s, short_side,
-                                                            max_bytes=max_bytes, max_bpp=max_bpp))
+                     max_bpp: float | None = None, refine: int | None = None) -> bytes:
+        """``submit_encode``, awaited; a refined budget met by a one-pass stream issues
+        ``RefineFallbackWarning`` here, as ``Codec.encode_to_size`` does."""
+        fut = self.submit_encode(image, quality, timeout_s, short_side, max_bytes=max_bytes, max_bpp=max_bpp,
+                                 refine=refine)
+        data = await asyncio.wrap_future(fut)
+        if fut.warning:  # type: ignore[attr-defined]
+            warnings.warn(fut.warning, RefineFallbackWarning, stacklevel=2)  # type: ignore[attr-defined]
+        return data
 
     async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None):
         return await asyncio.wrap_future(self.submit_decode(data, timeout_s, short_side))
@@ -194,10 +219,11 @@ class Engine:
             seen.add(key)
             latent = None
             if decode:
-                y, z = self.codec.analyse([prep.pixels], [prep.quality])
+                y, z = self.codec.analyse([prep.pixels], [prep.quality], refine=0)
                 latent = self.codec.entropy_decode(self.codec.entropy_encode(y[0], z[0], prep))
             for n in sizes:
-                jobs = [("encode", lambda n=n, p=prep: self.codec.analyse([p.pixels] * n, [p.quality] * n))]
+                jobs = [("encode", lambda n=n, p=prep: self.codec.analyse([p.pixels] * n, [p.quality] * n,
+                                                                                  refine=0))]
                 if latent is not None:
                     jobs.append(("decode", lambda n=n, lat=latent: self.codec.synthesize([lat] * n)))
                 for mode, job in jobs:
@@ -267,6 +293,10 @@ class Engine:
             self._cv.notify_all()
         self._thread.join(timeout_s)
         self._net_pool.shutdown(wait=True)
+        with self._cv:
+            refine_pool = self._refine_pool
+        if refine_pool is not None:  # without drain, the queued refinements fail at once (_refine_encode)
+            refine_pool.shutdown(wait=True)
         self._pool.shutdown(wait=True, cancel_futures=not drain)
         with self._cv:
             self._stopped = True
@@ -287,11 +317,11 @@ class Engine:
         return self._inflight
 
     def latency(self) -> dict[str, dict[str, float | int]]:
-        """Per kind ("encode", "decode"): ``count`` and the 50th/90th/99th percentile and largest
+        """Per kind ("encode", "decode", "refine": the encodes with refinement): ``count`` and the 50th/90th/99th percentile and largest
         submit-to-result seconds over the last ``LATENCY_WINDOW`` successful requests (queueing,
         batching and coding included); an empty dict for a kind with none yet."""
         with self._cv:
-            windows = {kind.value: sorted(window) for kind, window in self._latencies.items()}
+            windows = {kind: sorted(window) for kind, window in self._latencies.items()}
         return {kind: _percentiles(values) for kind, values in windows.items()}
 
     def latency_histogram(self) -> dict[str, dict]:
@@ -299,7 +329,7 @@ class Engine:
         and ``buckets``: [(upper bound s, requests at most that long)], cumulative, ``inf`` last —
         what a Prometheus histogram carries (``LATENCY_BUCKETS``)."""
         with self._cv:
-            totals = {kind.value: (list(counts), total) for kind, (counts, total) in self._latency_totals.items()}
+            totals = {kind: (list(counts), total) for kind, (counts, total) in self._latency_totals.items()}
         out = {}
         for kind, (counts, total) in totals.items():
             cumulative = list(itertools.accumulate(counts))
@@ -350,8 +380,9 @@ class Engine:
         self.stats["ok" if req.status is Status.FINISHED_OK else "failed"] += 1
         if req.status is Status.FINISHED_OK:
             seconds = time.monotonic() - req.arrival
-            self._latencies[req.kind].append(seconds)
-            totals = self._latency_totals[req.kind]
+            kind = "refine" if req.refine else req.kind.value
+            self._latencies[kind].append(seconds)
+            totals = self._latency_totals[kind]
             totals[0][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             totals[1] += seconds
         self._inflight -= 1
@@ -439,7 +470,7 @@ class Engine:
         if live[0].budget is not None:
             self._run_budgeted(live)
         elif live[0].kind is Kind.ENCODE:
-            y, z = self.codec.analyse([r.payload.pixels for r in live], [r.payload.quality for r in live])
+            y, z = self.codec.analyse([r.payload.pixels for r in live], [r.payload.quality for r in live], refine=0)
             for j, r in enumerate(live):
                 r.status = Status.CODING
                 self._pool.submit(self._entropy_encode, r, y[j], z[j])
@@ -453,16 +484,57 @@ class Engine:
         the entropy coding per quality tried) then runs on the coding pool, as entropy coding
         does, so that it does not hold the network worker (every backend takes calls from
         several threads; TensorRT's take turns)."""
-        _, y_raw = self.codec.analyse_unscaled([r.payload.pixels for r in live])
+        _, y_raw = self.codec.analyse_unscaled([r.payload.pixels for r in live], refining=False)
         for j, r in enumerate(live):
             r.status = Status.CODING
             self._pool.submit(self._encode_within, r, y_raw[j])
 
     def _encode_within(self, req: InflightRequest, y_raw) -> None:
         try:
-            self._finish(req, result=self.codec.encode_within(req.payload, req.budget, y_raw))
+            data, _ = self.codec.encode_within(req.payload, req.budget, y_raw, refine=0)
+            self._finish(req, result=data)
         except Exception as e:
             self._finish(req, exc=_request_error(req, e))
+
+    def _submit_refined(self, req: InflightRequest) -> None:
+        with self._cv:
+            if self._refine_pool is None:
+                self._refine_pool = ThreadPoolExecutor(max_workers=self.refine_workers,
+                                                       thread_name_prefix="vlmcodec-refine")
+            pool = self._refine_pool
+        try:
+            pool.submit(self._refine_encode, req)
+        except RuntimeError as e:  # pool shut down under us
+            self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
+
+    def _refine_encode(self, req: InflightRequest) -> None:
+        """A refined encode, whole, on a refine worker (g_a again for each refined try of a
+        budget: cheap beside the refinement)."""
+        if self._closed and not self._draining:
+            self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
+            return
+        if req.deadline is not None and time.monotonic() > req.deadline:
+            self._finish(req, exc=TimeoutError(f"request timed out after {req.deadline - req.arrival:.3f}s in queue"),
+                         status=Status.FINISHED_TIMEOUT)
+            return
+        if not req.future.set_running_or_notify_cancel():
+            self._finish(req, status=Status.FINISHED_CANCELLED)
+            return
+        req.status = Status.SCHEDULED
+        prep = req.payload
+        try:
+            if req.budget is not None:
+                data, req.future.warning = self.codec.encode_within(prep, req.budget, refine=req.refine)
+            else:
+                y, z = self.codec.analyse([prep.pixels], [prep.quality], refine=req.refine)
+                req.status = Status.CODING
+                data = self.codec.entropy_encode(y[0], z[0], prep)
+        except Exception as e:
+            self._finish(req, exc=_request_error(req, e))
+            return
+        with self._cv:
+            self.stats["refined"] += 1
+            self._finish_locked(req, result=data)
 
 
 def _request_error(r: InflightRequest, e: Exception) -> Exception:

@@ -177,7 +177,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.SERVICE_UNAVAILABLE if closed else HTTPStatus.OK,
                        {"status": "shut down" if closed else "ok", "model": codec.fingerprint.hex(),
                         "models": [fp.hex() for fp in server.engines],
-                        "backend": type(codec.backend).__name__,
+                        "backend": type(codec.backend).__name__, "max_refine": server.max_refine,
                         "in_flight": sum(e.in_flight for e in server.engines.values())})
         elif path == "/stats":
             engine = server.engine  # the default model's at the top level; every model's by_model
@@ -231,7 +231,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     # -- endpoints -----------------------------------------------------------------------
     def _encode(self, body: bytes, params: dict) -> None:
-        known = ("quality", "max_bytes", "max_bpp", "short_side", "timeout", "width", "height", "model")
+        known = ("quality", "max_bytes", "max_bpp", "short_side", "timeout", "width", "height", "model", "refine")
         unknown = set(params) - set(known)
         if unknown:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} ({', '.join(known)})")
@@ -241,16 +241,24 @@ class RequestHandler(BaseHTTPRequestHandler):
         if budget and "quality" in params:  # the budget picks the quality
             raise HTTPError(HTTPStatus.BAD_REQUEST, "quality and max_bytes / max_bpp exclude each other")
         short = _optional_integer(params, "short_side")
+        refine = _optional_integer(params, "refine") or 0
+        if not 0 <= refine <= self.server.max_refine:
+            allowed = (f"0..{self.server.max_refine}" if self.server.max_refine
+                       else "0: this server does not refine (serve --max-refine N allows it)")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"refine must be {allowed}, got {refine}")
         engine = self.server.engine_named(params["model"]) if "model" in params else self.server.engine
         if "width" in params or "height" in params:
             image = _raw_image(body, params, engine.codec.max_pixels)
         else:
             image = load_image(io.BytesIO(body), engine.codec.max_pixels)
-        data = self._wait(engine.submit_encode(image, quality, _timeout(params), short_side=short, **budget))
+        future = engine.submit_encode(image, quality, _timeout(params), short_side=short, refine=refine, **budget)
+        data = self._wait(future)
         h, w = image.shape[:2]
         headers = {"X-Image-Width": str(w), "X-Image-Height": str(h), "X-Bpp": f"{8 * len(data) / (w * h):.4f}"}
         if budget:  # the quality the rate control found
             headers["X-Quality"] = f"{container.unpack(data)[0].quality:g}"
+        if future.warning:  # a refined budget met by a one-pass stream (RemoteCodec warns with it)
+            headers["X-Refine-Fallback"] = future.warning
         self._send(HTTPStatus.OK, STREAM_TYPE, data, headers)
 
     def _decode(self, body: bytes, params: dict) -> None:

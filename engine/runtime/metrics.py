@@ -45,6 +45,8 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
         ("vlmcodec_batches_total", "counter", "Network batches run.", lambda e, st: [("", st["batches"])]),
         ("vlmcodec_batched_items_total", "counter", "Requests run in network batches.",
          lambda e, st: [("", st["batched_items"])]),
+        ("vlmcodec_refined_total", "counter", "Encodes with latent refinement finished.",
+         lambda e, st: [("", st["refined"])]),
         ("vlmcodec_in_flight", "gauge", "Requests admitted and not finished.", lambda e, st: [("", e.in_flight)]),
     ]
     snapshot = {fp: (e, dict(e.stats), e.latency()) for fp, e in engines.items()}

@@ -1,0 +1,126 @@
+"""What running refined encodes on their own workers buys the plain requests of a server.
+
+One in-process server (the default model, ``max_refine``) and two clients: "plain" sends one
+/encode every ``--interval`` seconds and records each latency; "refiner" sends
+/encode?refine=K requests back to back. Three arms, alternated ``--rounds`` times so that each
+sees the same machine:
+
+- ``alone``: the plain client only;
+- ``refine_workers``: beside the refiner, refined encodes on the Engine's refine worker (now);
+- ``network_worker``: beside the refiner, refined encodes run in the network worker's batches,
+  as they would in a single-queue engine (a subclass here, for the comparison only).
+
+    python scripts/refine_serving.py [--seconds 20] [--refine 10] [--interval 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _network_worker_engine():
+    """An Engine whose refined encodes queue for the network worker with the plain ones."""
+    from vlmcodec.runtime import Engine
+    from vlmcodec.runtime.request import Kind, Status
+
+    class NetworkWorkerRefine(Engine):
+        def _submit_refined(self, req):
+            self._enqueue(req)
+
+        def _run_networks(self, live):
+            if live[0].kind is not Kind.ENCODE or live[0].budget is not None:
+                return super()._run_networks(live)
+            for steps in sorted({r.refine for r in live}):
+                group = [r for r in live if r.refine == steps]
+                y, z = self.codec.analyse([r.payload.pixels for r in group], [r.payload.quality for r in group],
+                                          refine=steps)
+                for j, r in enumerate(group):
+                    r.status = Status.CODING
+                    self._pool.submit(self._entropy_encode, r, y[j], z[j])
+
+    return NetworkWorkerRefine
+
+
+def run_once(codec, image, arm: str, seconds: float, interval: float, steps: int) -> dict:
+    from vlmcodec.runtime import Engine, RemoteCodec
+    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+
+    engine_class = _network_worker_engine() if arm == "network_worker" else Engine
+    engine = engine_class(codec, block=False, max_queue=64)
+    server = CodecServer(engine, "127.0.0.1", 0, max_refine=steps)
+    serve_in_thread(server)
+    stop = time.monotonic() + seconds
+    refined: list[float] = []
+
+    def refiner() -> None:
+        with RemoteCodec(server.url, retries=0, timeout_s=600) as remote:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                remote.encode(image, quality=50, refine=steps)
+                refined.append(time.perf_counter() - t0)
+
+    thread = threading.Thread(target=refiner) if arm != "alone" else None
+    if thread is not None:
+        thread.start()
+    latencies = []
+    with RemoteCodec(server.url, retries=0, timeout_s=600) as plain:
+        time.sleep(1.0)  # the refiner's first request is running
+        while time.monotonic() < stop - interval:
+            t0 = time.perf_counter()
+            plain.encode(image, quality=50)
+            latencies.append(time.perf_counter() - t0)
+            time.sleep(max(0.0, interval - (time.perf_counter() - t0)))
+    if thread is not None:
+        thread.join()
+    server.shutdown()
+    server.server_close()
+    engine.shutdown()
+    lat = np.array(latencies) * 1000
+    return {"arm": arm, "plain_served": len(latencies), "plain_p50_ms": float(np.percentile(lat, 50)),
+            "plain_p95_ms": float(np.percentile(lat, 95)), "plain_max_ms": float(lat.max()),
+            "refined_served": len(refined), "refined_p50_s": float(np.median(refined)) if refined else None}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    p.add_argument("--interval", type=float, default=0.5, help="the plain client's pace (s)")
+    p.add_argument("--refine", type=int, default=10, help="the refiner's steps")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "serve" / "refine_serving.json")
+    args = p.parse_args()
+
+    from vlmcodec import Codec
+    from vlmcodec.image_io import load_image
+
+    image = load_image(ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png")[:256, :384]
+    codec = Codec()
+    codec.encode(image, 50)  # first runs out of the way (the refiner loads its teacher here)
+    codec.encode(image, 50, refine=1)
+    runs = []
+    for r in range(args.rounds):
+        for arm in ("alone", "refine_workers", "network_worker"):
+            res = run_once(codec, image, arm, args.seconds, args.interval, args.refine)
+            res["round"] = r
+            runs.append(res)
+            print(json.dumps(res), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"command": "python scripts/refine_serving.py " + " ".join(sys.argv[1:]),
+                                    "image": "kodim23.png[:256, :384]", "seconds": args.seconds,
+                                    "interval_s": args.interval, "refine": args.refine, "runs": runs},
+                                   indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

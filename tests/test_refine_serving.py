@@ -1,0 +1,213 @@
+"""Refinement per call: ``Codec.encode(refine=K)``, the Engine's refine workers, and
+``/encode?refine=K`` behind ``serve --max-refine``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import warnings
+
+import pytest
+
+from conftest import serving, smooth_image
+from vlmcodec import Codec, ConfigError, EngineDeadError, RefineFallbackWarning
+from vlmcodec.bitstream import container
+from vlmcodec.runtime import Engine, RemoteCodec
+
+
+def _make_refined_larger(codec: Codec) -> None:
+    """Refined latents scaled up: their streams grow, as refined ones do a little on real images,
+    so that a budget between the one-pass and refined quality-0 sizes fits one-pass streams only."""
+    analyse = codec.analyse
+
+    def larger(pixels, qualities, *, refine=None):
+        y, z = analyse(pixels, qualities, refine=refine)
+        return (y * 1.5, z) if codec.refine_steps(refine) else (y, z)
+
+    codec.analyse = larger
+
+
+def _fallback_budget(codec: Codec, img) -> int:
+    smallest = len(codec.encode(img, 0, refine=0))
+    return smallest + (len(codec.encode(img, 20, refine=0)) - smallest) // 2
+
+
+def test_a_calls_refine_overrides_the_codecs(tiny_model_path, rng):
+    img = smooth_image(rng, 64, 96)
+    plain, refining = Codec(tiny_model_path), Codec(tiny_model_path, refine=3)
+    assert plain.encode(img, 50, refine=3) == refining.encode(img, 50)
+    assert refining.encode(img, 50, refine=0) == plain.encode(img, 50)
+    assert plain.encode(img, 50, refine=3) != plain.encode(img, 50)  # the steps did run
+    assert plain.encode_batch([img, img], 50, refine=3) == [refining.encode(img, 50)] * 2
+    budget = (len(plain.encode(img, 0)) + len(plain.encode(img, 100))) // 2
+    assert plain.encode_to_size(img, budget, refine=3) == refining.encode_to_size(img, budget)
+    for bad in (-1, 1001, 2.5, True):
+        with pytest.raises(ConfigError, match="refine must be an int"):
+            plain.encode(img, 50, refine=bad)
+
+
+def test_the_engine_refines_on_its_own_workers_and_keeps_serving_plain_requests(tiny_model_path, rng):
+    """A refined encode runs on a refine worker, byte-identical to ``Codec.encode``; while it is
+    held there, a plain encode and a decode still finish on the network worker. Its latency is
+    kept apart ("refine"), and it is counted in the stats."""
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 64, 96)
+    expected = codec.encode(img, 50, refine=3)
+    analyse, release, refining, threads = codec.analyse, threading.Event(), threading.Event(), []
+
+    def held(pixels, qualities, *, refine=None):
+        if codec.refine_steps(refine):
+            threads.append(threading.current_thread().name)
+            refining.set()
+            assert release.wait(60)
+        return analyse(pixels, qualities, refine=refine)
+
+    codec.analyse = held
+    with Engine(codec, max_batch=2, max_delay_ms=1) as engine:
+        refined = engine.submit_encode(img, 50, refine=3)
+        assert refining.wait(60)
+        plain = engine.submit_encode(img, 50).result(timeout=60)
+        assert plain == codec.encode(img, 50, refine=0)
+        assert engine.submit_decode(plain).result(timeout=60).shape == img.shape
+        assert not refined.done()
+        release.set()
+        assert refined.result(timeout=60) == expected and refined.warning is None
+        assert threads and all(name.startswith("vlmcodec-refine") for name in threads)
+        latency = engine.latency()
+    assert engine.stats["refined"] == 1 and engine.stats["ok"] == 3
+    assert latency["refine"]["count"] == 1 and latency["encode"]["count"] == 1
+
+
+def test_a_codec_with_refine_refines_every_engine_request_unless_one_asks_none(tiny_model_path, rng):
+    codec = Codec(tiny_model_path, refine=2)
+    img = smooth_image(rng, 64, 96)
+    with Engine(codec) as engine:
+        assert engine.submit_encode(img, 40).result(timeout=60) == codec.encode(img, 40)
+        assert engine.submit_encode(img, 40, refine=0).result(timeout=60) == codec.encode(img, 40, refine=0)
+        with pytest.raises(ConfigError):
+            engine.submit_encode(img, 40, refine=-2).result(timeout=60)
+    assert engine.stats["refined"] == 1
+
+
+def test_the_engines_refined_budget_falls_back_with_the_warning_on_the_future(tiny_model_path, rng):
+    codec = Codec(tiny_model_path)
+    _make_refined_larger(codec)
+    img = smooth_image(rng, 128, 192)
+    budget = _fallback_budget(codec, img)
+    with pytest.warns(RefineFallbackWarning) as caught:
+        expected = codec.encode_to_size(img, budget, refine=1)
+    with Engine(codec) as engine:
+        fut = engine.submit_encode(img, max_bytes=budget, refine=1)
+        assert fut.result(timeout=60) == expected
+        assert fut.warning == str(caught[0].message)
+        with pytest.warns(RefineFallbackWarning, match=f"no refined stream fits in {budget} bytes"):
+            assert asyncio.run(engine.encode(img, max_bytes=budget, refine=1)) == expected
+        roomy = len(codec.encode(img, 100, refine=1))
+        fut = engine.submit_encode(img, max_bytes=roomy, refine=1)
+        assert fut.result(timeout=60) == codec.encode_to_size(img, roomy, refine=1) and fut.warning is None
+
+
+def test_shutting_down_without_drain_fails_the_queued_refinements(tiny_model_path, rng):
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 64, 96)
+    analyse, release, refining = codec.analyse, threading.Event(), threading.Event()
+
+    def held(pixels, qualities, *, refine=None):
+        if codec.refine_steps(refine):
+            refining.set()
+            assert release.wait(60)
+        return analyse(pixels, qualities, refine=refine)
+
+    codec.analyse = held
+    engine = Engine(codec)
+    running = engine.submit_encode(img, 50, refine=2)
+    assert refining.wait(60)
+    queued = [engine.submit_encode(img, 50, refine=2) for _ in range(3)]
+    stopper = threading.Thread(target=engine.shutdown, kwargs={"drain": False})
+    stopper.start()
+    release.set()
+    stopper.join(60)
+    assert not stopper.is_alive()
+    assert len(running.result(timeout=5)) > 0  # the one already running finishes
+    for fut in queued:
+        with pytest.raises(EngineDeadError):
+            fut.result(timeout=5)
+    assert engine.in_flight == 0
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_serve_refines_up_to_its_max_refine(tiny_model_path, rng, tmp_path):
+    from PIL import Image
+
+    img = smooth_image(rng, 64, 96)
+    path = tmp_path / "im.png"
+    Image.fromarray(img).save(path)
+    codec = Codec(tiny_model_path)
+    with serving(tiny_model_path) as server:  # the default: no refinement
+        status, _, body = _post(f"{server.url}/encode?quality=50&refine=2", path.read_bytes())
+        assert status == 400 and "this server does not refine" in json.loads(body)["error"]
+        assert _post(f"{server.url}/encode?quality=50&refine=0", path.read_bytes())[0] == 200
+    with serving(tiny_model_path, max_refine=3) as server:
+        status, _, body = _post(f"{server.url}/encode?quality=50&refine=4", path.read_bytes())
+        assert status == 400 and "refine must be 0..3, got 4" in json.loads(body)["error"]
+        assert _post(f"{server.url}/encode?quality=50&refine=x", path.read_bytes())[0] == 400
+        status, headers, data = _post(f"{server.url}/encode?quality=50&refine=3", path.read_bytes())
+        assert status == 200 and data == codec.encode(img, 50, refine=3) and "X-Refine-Fallback" not in headers
+        with RemoteCodec(server.url) as remote:
+            assert remote.encode(img, 50, refine=2) == codec.encode(img, 50, refine=2)
+            assert remote.encode(img, 50) == codec.encode(img, 50)
+            assert remote.health()["max_refine"] == 3
+            stats = remote.stats()
+            assert stats["refined"] == 2 and stats["latency"]["refine"]["total"] == 2
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as answer:
+            assert f'vlmcodec_refined_total{{model="{codec.fingerprint.hex()}"}} 2' in answer.read().decode()
+    with pytest.raises(ConfigError, match="refine must be an int"):
+        with serving(tiny_model_path, max_refine=-1):
+            pass
+
+
+def test_a_refined_budget_met_by_one_pass_warns_the_remote_client(tiny_model_path, rng):
+    img = smooth_image(rng, 128, 192)
+    with serving(tiny_model_path, max_refine=2) as server:
+        codec = server.engine.codec
+        _make_refined_larger(codec)
+        budget = _fallback_budget(codec, img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RefineFallbackWarning)
+            expected = codec.encode_to_size(img, budget, refine=1)
+        with RemoteCodec(server.url) as remote:
+            with pytest.warns(RefineFallbackWarning, match=f"no refined stream fits in {budget} bytes"):
+                data = remote.encode(img, max_bytes=budget, refine=1)
+    assert data == expected and container.unpack(data)[0].quality < 20
+
+
+def test_cli_serve_max_refine(tiny_model_path, capsys):
+    """``--max-refine`` is checked by argparse, and the start-up line says what it allows."""
+    from vlmcodec.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--model", str(tiny_model_path), "--port", "0", "--max-refine", "2000"])
+    assert stop.value.code == 2
+    assert "refine must be an int in [0, 1000]" in capsys.readouterr().err
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
+                             "serve", "--port", "0", "--model", str(tiny_model_path), "--max-refine", "5",
+                             "--refine-workers", "2"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "refine up to 5 steps on 2 worker(s)" in line, line
+    finally:
+        proc.terminate()
+        proc.wait(60)
