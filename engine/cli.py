@@ -450,7 +450,8 @@ def cmd_serve(args) -> int:
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
                              max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token,
                              rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=client_limits,
-                             log_format=args.log_format, max_refine=args.max_refine)
+                             log_format=args.log_format, max_refine=args.max_refine,
+                             trusted_proxies=args.trusted_proxy)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -466,6 +467,8 @@ def cmd_serve(args) -> int:
     limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter.limit else ""
     if server.client_limits:
         limit += f", {len(server.client_limits)} client(s) with a limit of their own"
+    if server.trusted_proxies:
+        limit += f", clients forwarded by {', '.join(map(str, server.trusted_proxies))}"
     if server.max_refine:
         limit += f", refine up to {server.max_refine} steps on {args.refine_workers} worker(s)"
     print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend{limit}) on {server.url}: "
@@ -750,6 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "second, over which it is answered 429 with Retry-After (default: no limit)")
     v.add_argument("--rate-burst", type=_positive_int, metavar="N",
                    help="requests a client may send at once under --rate-limit (default: one second's worth)")
+    v.add_argument("--trusted-proxy", action="append", metavar="ADDRESS",
+                   help="a reverse proxy's address or network (e.g. 10.0.0.0/8; repeatable) whose X-Forwarded-For "
+                        "names the client, for --rate-limit and the access log (default: the header is never read)")
     v.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="the access log on stderr: text lines (default) or one JSON object a line (time, remote, "
                         "method, path, status, bytes, ms, request_id, client)")

@@ -23,6 +23,7 @@ from ..bitstream import container
 from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, ModelMismatchError, ResourceError
 from ..image_io import as_rgb_array, image_bytes, load_image
 from .engine import QueueFull
+from .forwarded import client_address
 from .metrics import prometheus_text
 from .tokens import client_of
 
@@ -68,6 +69,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     _answering = False
     _request_id: str | None = None  # the request's X-Request-Id, echoed in the answer and the log
     _client: str | None = None  # the name of the token the request carried (servers with tokens)
+    _remote: str | None = None  # the client's address: X-Forwarded-For's from a trusted proxy, else the peer's
+    _forwarded = False          # whether _remote came from X-Forwarded-For
 
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
@@ -92,13 +95,21 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:  # called once a request line has arrived
         self._started = time.perf_counter()
-        self._request_id = self._client = None
+        self._request_id = self._client = self._remote = None
+        self._forwarded = False
         with self.server._connections_lock:
             self.busy = True
         if not super().parse_request():
             return False
         self._request_id = _request_id(self.headers)
+        forwarded_for = self.headers.get_all("X-Forwarded-For") or []
+        self._remote, self._forwarded = client_address(self.client_address[0], forwarded_for,
+                                                       self.server.trusted_proxies)
         return True
+
+    def address_string(self) -> str:
+        """The client's address in the text log (behind a trusted proxy: the one it forwarded)."""
+        return self._remote or self.client_address[0]
 
     def log_request(self, code="-", size="-") -> None:
         """The access log line: request, status, answer bytes and the time from the request line
@@ -131,7 +142,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         super().log_error(format, *args)
 
     def _log_json(self, fields: dict) -> None:
-        sys.stderr.write(json_log_line(self.client_address[0] if self.client_address else None, fields))
+        peer = self.client_address[0] if self.client_address else None
+        if self._forwarded:  # the proxy that forwarded it, beside the client's own address
+            fields = dict(fields, proxy=peer)
+        sys.stderr.write(json_log_line(self._remote or peer, fields))
 
     def handle_one_request(self) -> None:
         try:
@@ -207,7 +221,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 self._discard_body()
                 raise HTTPError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {url.path} (POST /encode, /decode)",
                                  "RequestError")
-            wait, limit = self.server.rate_wait(self._client, self.client_address[0])
+            wait, limit = self.server.rate_wait(self._client, self._remote or self.client_address[0])
             if wait > 0:  # never reaches the queue; the body is read and dropped
                 self._discard_body()
                 rate, burst = limit

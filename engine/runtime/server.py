@@ -42,6 +42,7 @@ from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
 from ..refine import check_refine_steps
 from .engine import Engine
+from .forwarded import trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
 from .rate_limit import RateLimiter, check_client_limits
@@ -75,7 +76,7 @@ class CodecServer(ThreadingHTTPServer):
                  auth_token: str | Sequence[str] | Mapping[str, str] | None = None,
                  rate_limit: float | None = None, rate_burst: int | None = None,
                  client_limits: Mapping[str, tuple[float, int] | None] | None = None, log_format: str = "text",
-                 max_refine: int = 0):
+                 max_refine: int = 0, trusted_proxies: Sequence[str] | None = None):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -117,6 +118,9 @@ class CodecServer(ThreadingHTTPServer):
         # name: (rate, burst), or None for no limit}, replacing rate_limit for those clients;
         # replaced whole on a reload (SIGHUP), as the tokens are
         self.rate_limiter = RateLimiter(rate_limit, rate_burst)
+        # addresses or networks of reverse proxies whose X-Forwarded-For names the client, for the
+        # rate limit of clients without a token and the access log (forwarded.py); none: never read
+        self.trusted_proxies = trusted_networks(trusted_proxies)
         self.client_limits = check_client_limits(client_limits, self.auth_tokens)
         self.rate_limited = 0  # requests answered 429
         self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name

@@ -1,0 +1,68 @@
+"""The client behind a reverse proxy: ``X-Forwarded-For``, believed only from trusted proxies.
+
+Any client can write ``X-Forwarded-For``, so the server reads it only on a connection from an
+address the operator named (``serve --trusted-proxy``). Each proxy appends the address it got
+the request from, so the list is read from the right: addresses of trusted proxies are hops to
+skip, and the first one that is not is the client — what a client wrote itself stays to the
+left of it and is never used. A list with a malformed entry on that path is not believed at all
+(the connection's address stands), nor is a header on a connection from anywhere else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from ..errors import ConfigError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(entries: Iterable[str] | None) -> tuple[Network, ...]:
+    """Addresses or networks (``10.0.0.5``, ``10.0.0.0/8``, ``::1``) of trusted proxies;
+    ConfigError names a malformed one."""
+    out = []
+    for entry in entries or ():
+        try:
+            out.append(ipaddress.ip_network(str(entry).strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"trusted proxy must be an IP address or network (e.g. 10.0.0.0/8), got {entry!r}") from None
+    return tuple(out)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """One list entry as an address: bare, ``[v6]`` or ``[v6]:port``, or ``v4:port``; None if
+    it is none of these."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:  # an IPv4 address with a port (some proxies add it)
+        text = text.split(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _trusted(address, networks: Sequence[Network]) -> bool:
+    if getattr(address, "ipv4_mapped", None) is not None:  # ::ffff:10.0.0.5 on a dual-stack socket
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], networks: Sequence[Network]) -> tuple[str, bool]:
+    """(the client's address, whether it came from ``X-Forwarded-For``) for a connection from
+    ``peer`` carrying these header values (every occurrence, in order)."""
+    if not networks or not forwarded_for:
+        return peer, False
+    peer_address = _address(peer)
+    if peer_address is None or not _trusted(peer_address, networks):
+        return peer, False
+    hops = [entry for value in forwarded_for for entry in value.split(",")]
+    for entry in reversed(hops):
+        address = _address(entry)
+        if address is None:
+            return peer, False  # a list that does not parse is not believed
+        if not _trusted(address, networks):
+            return str(address), True
+    return str(address), True  # every hop a trusted proxy: the farthest of them
