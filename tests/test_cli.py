@@ -177,3 +177,17 @@ def test_is_terminal_copes_with_replaced_and_closed_streams(tmp_path):
     f.close()
     assert not is_terminal(f)  # closed: isatty raises ValueError
     assert not is_terminal(object()) and not is_terminal(io.StringIO())
+
+
+def test_python_dash_m_vlmcodec_runs_the_command(tmp_path):
+    """``python -m vlmcodec`` is the ``vlmcodec`` command: its usage, and its error and exit status."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "vlmcodec", "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.startswith("usage: vlmcodec")
+    bad = tmp_path / "x.vlmc"
+    bad.write_bytes(b"not a stream")
+    fail = subprocess.run([sys.executable, "-m", "vlmcodec", "info", str(bad)], capture_output=True, text=True,
+                          timeout=120)
+    assert fail.returncode == 2 and "vlmcodec: error:" in fail.stderr
