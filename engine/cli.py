@@ -331,10 +331,11 @@ def cmd_decode(args) -> int:
 
 def _serve_security(args):
     """(TLS context or None, {client name: bearer token} or None, {client name: its own rate
-    limit}) from serve's --tls-cert/--tls-key and --auth-token-file; ConfigError for a half-given
+    limit}, {client name: its priority}) from serve's --tls-cert/--tls-key and --auth-token-file; ConfigError for a half-given
     pair, an unreadable file or a token file with no token or a malformed line."""
     ssl_context = token = None
     limits: dict = {}
+    priorities: dict = {}
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
@@ -361,23 +362,26 @@ def _serve_security(args):
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read --auth-token-file {args.auth_token_file}: "
                               f"{getattr(e, 'strerror', None) or e}") from None
-        token, limits = read_token_file(text, f"--auth-token-file {args.auth_token_file}")
-    return ssl_context, token, limits
+        token, limits, priorities = read_token_file(text, f"--auth-token-file {args.auth_token_file}")
+    return ssl_context, token, limits, priorities
 
 
 def _reload_security(server, args) -> None:
     """SIGHUP: read the certificate, key, client CA and token files again (a rotated certificate or
     token) for the connections to come; a set that fails to load leaves the current one in force."""
     from .runtime.rate_limit import check_client_limits
+    from .runtime.tokens import check_client_priorities
 
     try:
-        context, token, limits = _serve_security(args)
+        context, token, limits, priorities = _serve_security(args)
         limits = check_client_limits(limits, token)
+        priorities = check_client_priorities(priorities, token)
     except ConfigError as e:
         print(f"vlmcodec: reload refused, the current certificate and token stay: {e}", file=sys.stderr, flush=True)
         return
     # each read once per connection / request; a client's limit changes with its line
-    server.ssl_context, server.client_limits, server.auth_tokens = context, limits, token
+    server.ssl_context, server.client_limits, server.client_priorities = context, limits, priorities
+    server.auth_tokens = token
     print("vlmcodec: reloaded the TLS certificate and token files", file=sys.stderr, flush=True)
 
 
@@ -414,7 +418,7 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
-    ssl_context, token, client_limits = _serve_security(args)
+    ssl_context, token, client_limits, client_priorities = _serve_security(args)
     samples = expand_inputs(args.warmup, IMAGE_SUFFIXES) if args.warmup else []
     codec = _codec(args)
     codec.model.level_of_quality(args.quality)  # a bad -q fails here, as encode's does
@@ -451,7 +455,7 @@ def cmd_serve(args) -> int:
                              max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token,
                              rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=client_limits,
                              log_format=args.log_format, max_refine=args.max_refine,
-                             trusted_proxies=args.trusted_proxy)
+                             trusted_proxies=args.trusted_proxy, client_priorities=client_priorities)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -467,6 +471,8 @@ def cmd_serve(args) -> int:
     limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter.limit else ""
     if server.client_limits:
         limit += f", {len(server.client_limits)} client(s) with a limit of their own"
+    if server.client_priorities:
+        limit += f", {len(server.client_priorities)} client(s) with a priority of their own"
     if server.trusted_proxies:
         limit += f", clients forwarded by {', '.join(map(str, server.trusted_proxies))}"
     if server.max_refine:
@@ -746,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--auth-token-file", metavar="FILE",
                    help="every request but /health must carry 'Authorization: Bearer <a token of the file>': "
                         "one a line, as TOKEN or NAME TOKEN (the client's name, logged and counted in /stats), "
-                        "then optionally the client's own rate=R burst=B or rate=unlimited; # comments; a file, "
+                        "then optionally the client's own rate=R burst=B or rate=unlimited and priority=P; # comments; a file, "
                         "not an argument, so that no token shows in the process list")
     v.add_argument("--rate-limit", type=float, metavar="PER_SECOND",
                    help="per client (its token's name, else its IP address): /encode and /decode requests a "

@@ -53,17 +53,29 @@ def test_serve_reads_a_token_file_written_with_a_byte_order_mark(tmp_path):
     f = tmp_path / "tokens.txt"
     f.write_bytes("\ufeffapp tok-a\r\nbatch tok-b\r\n".encode("utf-8"))  # as Windows Notepad writes it
     args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(f))
-    assert _serve_security(args) == (None, {"app": "tok-a", "batch": "tok-b"}, {})
+    assert _serve_security(args) == (None, {"app": "tok-a", "batch": "tok-b"}, {}, {})
 
 
 def test_a_token_line_may_carry_the_clients_own_rate_limit():
     from vlmcodec.runtime.tokens import read_token_file
 
     text = "app tok-a rate=2 burst=5\nbatch tok-b rate=0.5\ninternal tok-i rate=unlimited\nfree tok-c\nxyz==\n"
-    tokens, limits = read_token_file(text)
+    tokens, limits, priorities = read_token_file(text)
     assert tokens == {"app": "tok-a", "batch": "tok-b", "internal": "tok-i", "free": "tok-c", "token1": "xyz=="}
-    assert limits == {"app": (2.0, 5), "batch": (0.5, 1), "internal": None}
-    assert read_token_file("tok rate=3\n") == ({"token1": "tok"}, {"token1": (3.0, 3)})
+    assert limits == {"app": (2.0, 5), "batch": (0.5, 1), "internal": None} and priorities == {}
+    assert read_token_file("tok rate=3\n") == ({"token1": "tok"}, {"token1": (3.0, 3)}, {})
+
+
+def test_a_token_line_may_carry_the_clients_priority():
+    from vlmcodec.runtime.tokens import read_token_file
+
+    tokens, limits, priorities = read_token_file("front tok-f priority=10 rate=5\nbulk tok-b priority=-5\nother tok-o\n")
+    assert priorities == {"front": 10, "bulk": -5} and limits == {"front": (5.0, 5)} and len(tokens) == 3
+    for line, message in [("a t priority=x", "priority must be an integer, got 'x'"),
+                          ("a t priority=101", r"priority must be an int in \[-100, 100\]"),
+                          ("a t priority=1 priority=2", "priority= given twice")]:
+        with pytest.raises(ConfigError, match=message):
+            read_token_file(line)
 
 
 @pytest.mark.parametrize("line, message", [

@@ -81,13 +81,16 @@ class RemoteCodec:
         self.close()
 
     def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None,
-               *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None) -> bytes:
+               *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None,
+               priority: int | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
         as they are) to .vlmc bytes on the server; ``model``: the fingerprint (hex, ≥ 4 digits) of
         another model the server holds (``serve --extra-model``) instead of its default.
         ``max_bytes`` or ``max_bpp``: rate control instead of ``quality`` (``Codec.encode_to_size``).
         ``refine``: steps of latent refinement (the server allows up to its ``--max-refine``); a
-        refined budget met by a one-pass stream issues ``RefineFallbackWarning`` here."""
+        refined budget met by a one-pass stream issues ``RefineFallbackWarning`` here.
+        ``priority``: the request's (None: this client's own on the server, 0 without a token
+        that grants one; above it the server answers PermissionError)."""
         if max_bytes is not None or max_bpp is not None:
             query: dict = {"max_bytes": max_bytes} if max_bytes is not None else {}
             query |= {"max_bpp": max_bpp} if max_bpp is not None else {}
@@ -96,6 +99,7 @@ class RemoteCodec:
         query |= {"short_side": short_side} if short_side is not None else {}
         query |= {"model": model} if model is not None else {}
         query |= {"refine": refine} if refine else {}
+        query |= {"priority": priority} if priority is not None else {}
         if isinstance(image, (str, Path)):
             body = Path(image).read_bytes()
         else:  # the pixels as they are: no image file to write here nor to parse there
@@ -107,10 +111,11 @@ class RemoteCodec:
             warnings.warn(headers["x-refine-fallback"], RefineFallbackWarning, stacklevel=2)
         return data
 
-    def decode(self, data: bytes, short_side: int | None = None) -> np.ndarray:
+    def decode(self, data: bytes, short_side: int | None = None, *, priority: int | None = None) -> np.ndarray:
         """Decompress .vlmc bytes on the server to a uint8 H×W×3 array (``short_side`` as in
-        ``Codec.decode``: a consumer's size, fewer bytes on the wire)."""
+        ``Codec.decode``: a consumer's size, fewer bytes on the wire; ``priority`` as in ``encode``)."""
         query = "format=raw" + (f"&short_side={int(short_side)}" if short_side is not None else "")
+        query += f"&priority={int(priority)}" if priority is not None else ""
         payload, headers = self._post(f"/decode?{query}", bytes(data))
         h, w = int(headers["x-image-height"]), int(headers["x-image-width"])
         return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
@@ -206,10 +211,10 @@ def _error_of(status: int, payload: bytes) -> Exception:
     except (ValueError, KeyError, TypeError):  # not JSON, or not an object with "error"
         answer, message, kind = {}, payload[:200].decode("utf-8", "replace"), ""
     known = {"TimeoutError": TimeoutError, "QueueFull": QueueFull, "ValueError": ValueError, "TypeError": TypeError,
-             "AuthenticationError": PermissionError, "RateLimited": RateLimited}
+             "AuthenticationError": PermissionError, "PermissionError": PermissionError, "RateLimited": RateLimited}
     cls = known.get(kind) or getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = {400: errors.ConfigError, 401: PermissionError, 409: ModelMismatchError, 413: ResourceError,
+        cls = {400: errors.ConfigError, 401: PermissionError, 403: PermissionError, 409: ModelMismatchError, 413: ResourceError,
                429: RateLimited, 503: EngineDeadError, 504: TimeoutError}.get(status, VlmcodecError)
     err = cls(f"{message} (HTTP {status})")
     err.answer = answer  # the server's whole JSON answer (a 429's retry_after_s)

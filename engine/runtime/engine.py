@@ -37,6 +37,7 @@ import asyncio
 import bisect
 import itertools
 import math
+import numbers
 import threading
 import time
 import warnings
@@ -59,6 +60,17 @@ LATENCY_KINDS = ("encode", "decode", "refine")
 # upper bounds (s) of the cumulative latency histogram: a small image's encode is milliseconds,
 # a refined or very large one many seconds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+PRIORITY_RANGE = (-100, 100)
+
+
+def check_priority(priority) -> int:
+    """A request's priority: an int in ``PRIORITY_RANGE`` (higher runs first; 0 the default)."""
+    lo, hi = PRIORITY_RANGE
+    if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) or not lo <= priority <= hi:
+        raise ValueError(f"priority must be an int in [{lo}, {hi}] (higher runs first), got {priority!r}")
+    return int(priority)
 
 
 def _percentiles(ordered: list[float]) -> dict[str, float | int]:
@@ -113,7 +125,7 @@ class Engine:
     # -- client side ---------------------------------------------------------------------
     def submit_encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
                       short_side: int | None = None, *, max_bytes: int | None = None,
-                      max_bpp: float | None = None, refine: int | None = None) -> Future:
+                      max_bpp: float | None = None, refine: int | None = None, priority: int = 0) -> Future:
         """Queue one image; the future resolves to .vlmc bytes (or the request's error).
 
         ``short_side`` as in ``Codec.encode`` (None: the codec's setting). ``max_bytes`` or
@@ -121,12 +133,15 @@ class Engine:
         batch g_a with each other; each search then runs on the coding pool). ``refine``: steps of
         latent refinement (None: the codec's ``refine``), run on the refine workers. The future's
         ``warning`` is None, or the message of the ``RefineFallbackWarning`` that
-        ``Codec.encode_to_size`` would issue (a refined budget met by a one-pass stream)."""
+        ``Codec.encode_to_size`` would issue (a refined budget met by a one-pass stream).
+        ``priority``: higher runs first among the batches ready (strictly; the refine workers
+        take their requests in arrival order)."""
         fut: Future = Future()
         fut.warning = None  # type: ignore[attr-defined]
         budget = None
         try:
             steps = self.codec.refine_steps(refine)
+            priority = check_priority(priority)
             prep = self.codec.prepare(image, quality, short_side)
             if max_bytes is not None or max_bpp is not None:
                 budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
@@ -137,21 +152,24 @@ class Engine:
         now = time.monotonic()
         key = (Kind.ENCODE, padded_size(*prep.pixels.shape[:2]), budget is not None)
         req = InflightRequest(Kind.ENCODE, key, prep, fut, now, self._deadline(now, timeout_s), budget=budget,
-                              refine=steps)
+                              refine=steps, priority=priority)
         if steps:
             self._submit_refined(req)
         else:
             self._enqueue(req)
         return fut
 
-    def submit_decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None) -> Future:
+    def submit_decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
+                      priority: int = 0) -> Future:
         """Queue one stream; the future resolves to a uint8 H×W×3 array (or the request's error).
 
-        ``short_side`` as in ``Codec.decode`` (None: the original size)."""
+        ``short_side`` as in ``Codec.decode`` (None: the original size); ``priority`` as in
+        ``submit_encode``."""
         fut: Future = Future()
         try:
             data = container.as_bytes(data)
             side = resample.check_short_side(short_side)
+            priority = check_priority(priority)
         except BitstreamError as e:
             fut.set_exception(TypeError(str(e)))
             return fut
@@ -160,7 +178,8 @@ class Engine:
             return fut
         self._admit()
         now = time.monotonic()
-        req = InflightRequest(Kind.DECODE, (), bytes(data), fut, now, self._deadline(now, timeout_s), short_side=side)
+        req = InflightRequest(Kind.DECODE, (), bytes(data), fut, now, self._deadline(now, timeout_s), short_side=side,
+                              priority=priority)
         try:
             self._pool.submit(self._entropy_decode, req)
         except RuntimeError as e:  # pool shut down under us
@@ -169,18 +188,19 @@ class Engine:
 
     async def encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
                      short_side: int | None = None, *, max_bytes: int | None = None,
-                     max_bpp: float | None = None, refine: int | None = None) -> bytes:
+                     max_bpp: float | None = None, refine: int | None = None, priority: int = 0) -> bytes:
         """``submit_encode``, awaited; a refined budget met by a one-pass stream issues
         ``RefineFallbackWarning`` here, as ``Codec.encode_to_size`` does."""
         fut = self.submit_encode(image, quality, timeout_s, short_side, max_bytes=max_bytes, max_bpp=max_bpp,
-                                 refine=refine)
+                                 refine=refine, priority=priority)
         data = await asyncio.wrap_future(fut)
         if fut.warning:  # type: ignore[attr-defined]
             warnings.warn(fut.warning, RefineFallbackWarning, stacklevel=2)  # type: ignore[attr-defined]
         return data
 
-    async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None):
-        return await asyncio.wrap_future(self.submit_decode(data, timeout_s, short_side))
+    async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
+                     priority: int = 0):
+        return await asyncio.wrap_future(self.submit_decode(data, timeout_s, short_side, priority=priority))
 
     def warmup(self, images, quality: float = 75.0, batch_sizes=None, short_side: int | None = None,
                decode: bool = True) -> list[dict]:

@@ -22,7 +22,7 @@ import numpy as np
 from ..bitstream import container
 from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, ModelMismatchError, ResourceError
 from ..image_io import as_rgb_array, image_bytes, load_image
-from .engine import QueueFull
+from .engine import QueueFull, check_priority
 from .forwarded import client_address
 from .metrics import prometheus_text
 from .tokens import client_of
@@ -245,7 +245,8 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     # -- endpoints -----------------------------------------------------------------------
     def _encode(self, body: bytes, params: dict) -> None:
-        known = ("quality", "max_bytes", "max_bpp", "short_side", "timeout", "width", "height", "model", "refine")
+        known = ("quality", "max_bytes", "max_bpp", "short_side", "timeout", "width", "height", "model", "refine",
+                 "priority")
         unknown = set(params) - set(known)
         if unknown:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} ({', '.join(known)})")
@@ -265,7 +266,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             image = _raw_image(body, params, engine.codec.max_pixels)
         else:
             image = load_image(io.BytesIO(body), engine.codec.max_pixels)
-        future = engine.submit_encode(image, quality, _timeout(params), short_side=short, refine=refine, **budget)
+        future = engine.submit_encode(image, quality, _timeout(params), short_side=short, refine=refine,
+                                      priority=self._priority(params), **budget)
         data = self._wait(future)
         h, w = image.shape[:2]
         headers = {"X-Image-Width": str(w), "X-Image-Height": str(h), "X-Bpp": f"{8 * len(data) / (w * h):.4f}"}
@@ -276,18 +278,34 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, STREAM_TYPE, data, headers)
 
     def _decode(self, body: bytes, params: dict) -> None:
-        unknown = set(params) - {"format", "timeout", "short_side"}
+        unknown = set(params) - {"format", "timeout", "short_side", "priority"}
         if unknown:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} (format, timeout, short_side)")
+            raise HTTPError(HTTPStatus.BAD_REQUEST,
+                            f"unknown parameter(s) {sorted(unknown)} (format, timeout, short_side, priority)")
         fmt = params.get("format", "png").lower()
         if fmt not in IMAGE_FORMATS:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"format must be one of {sorted(IMAGE_FORMATS)}, got {fmt!r}")
         short = _optional_integer(params, "short_side")
-        img = self._wait(self.server.engine_for_stream(body).submit_decode(body, _timeout(params), short))
+        priority = self._priority(params)
+        img = self._wait(self.server.engine_for_stream(body).submit_decode(body, _timeout(params), short,
+                                                                           priority=priority))
         pil_format, content_type = IMAGE_FORMATS[fmt]
         payload = img.tobytes() if pil_format is None else image_bytes(img, pil_format, self.server.png_level)
         self._send(HTTPStatus.OK, content_type, payload,
                    {"X-Image-Width": str(img.shape[1]), "X-Image-Height": str(img.shape[0])})
+
+    def _priority(self, params: dict) -> int:
+        """The request's priority: its ``priority``, at most its client's (the token file's
+        ``priority=``; 0 for everyone else), which is also the default."""
+        own = self.server.client_priorities.get(self._client, 0) if self._client else 0
+        asked = _optional_integer(params, "priority")
+        if asked is None:
+            return own
+        check_priority(asked)  # ValueError: 400
+        if asked > own:
+            raise HTTPError(HTTPStatus.FORBIDDEN, f"priority {asked} is above this client's {own} (a token-file "
+                                                  "line's priority=P lets its client ask up to P)", "PermissionError")
+        return asked
 
     # -- plumbing ------------------------------------------------------------------------
     @staticmethod

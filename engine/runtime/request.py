@@ -47,3 +47,4 @@ class InflightRequest:
     budget: int | None = None    # encode with rate control: the stream's size limit in bytes
     short_side: int | None = None  # decode at a consumer's scale (Codec.decode's short_side)
     refine: int = 0              # encode with this many steps of latent refinement (Codec.encode's refine)
+    priority: int = 0            # higher runs first among the batches ready (Scheduler)

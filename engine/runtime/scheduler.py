@@ -1,8 +1,11 @@
 """The batching policy, as pure CPU logic (no threads, no networks): tested on its own.
 
-Requests are grouped by key (kind and padded image size). A group is ready when it holds
-``max_batch`` requests or its oldest request has waited ``max_delay`` seconds; the ready group
-whose head arrived first goes next (FIFO across groups, so no size starves).
+Requests are grouped by priority and key (kind and padded image size). A group is ready when
+it holds ``max_batch`` requests or its oldest request has waited ``max_delay`` seconds; of the
+ready groups, those of the highest priority go first, and among them the one whose head arrived
+first (FIFO across groups, so no size starves). Priority is strict: a lower one runs when no
+higher one is ready, so bulk traffic sent at a low priority takes the capacity that interactive
+traffic leaves, and waits while that traffic keeps the networks busy.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class Scheduler:
         return self._count
 
     def add(self, req: InflightRequest) -> None:
-        self._groups.setdefault(req.key, deque()).append(req)
+        self._groups.setdefault((req.priority, req.key), deque()).append(req)
         self._count += 1
 
     def _ready(self, q: deque, now: float, force: bool) -> bool:
@@ -35,10 +38,11 @@ class Scheduler:
 
     def pop_batch(self, now: float, force: bool = False) -> list[InflightRequest] | None:
         """The next batch to run, or None if no group is ready at ``now``."""
-        best_key, best_arrival = None, None
+        best_key, best_rank = None, None
         for key, q in self._groups.items():
-            if q and self._ready(q, now, force) and (best_arrival is None or q[0].arrival < best_arrival):
-                best_key, best_arrival = key, q[0].arrival
+            rank = (-key[0], q[0].arrival) if q else None  # the highest priority, then the oldest head
+            if q and self._ready(q, now, force) and (best_rank is None or rank < best_rank):
+                best_key, best_rank = key, rank
         if best_key is None:
             return None
         q = self._groups[best_key]

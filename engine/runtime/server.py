@@ -46,7 +46,7 @@ from .forwarded import trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
 from .rate_limit import RateLimiter, check_client_limits
-from .tokens import token_table
+from .tokens import check_client_priorities, token_table
 
 DEFAULT_MAX_BODY = 64 * 2**20
 # a connection silent this long (between requests, or in the middle of one) is closed, so that
@@ -76,7 +76,8 @@ class CodecServer(ThreadingHTTPServer):
                  auth_token: str | Sequence[str] | Mapping[str, str] | None = None,
                  rate_limit: float | None = None, rate_burst: int | None = None,
                  client_limits: Mapping[str, tuple[float, int] | None] | None = None, log_format: str = "text",
-                 max_refine: int = 0, trusted_proxies: Sequence[str] | None = None):
+                 max_refine: int = 0, trusted_proxies: Sequence[str] | None = None,
+                 client_priorities: Mapping[str, int] | None = None):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -122,6 +123,9 @@ class CodecServer(ThreadingHTTPServer):
         # rate limit of clients without a token and the access log (forwarded.py); none: never read
         self.trusted_proxies = trusted_networks(trusted_proxies)
         self.client_limits = check_client_limits(client_limits, self.auth_tokens)
+        # client_priorities: {token name: priority}, each client's requests' default priority and
+        # the most they may ask (?priority=); 0 for the others. Replaced whole on a reload
+        self.client_priorities = check_client_priorities(client_priorities, self.auth_tokens)
         self.rate_limited = 0  # requests answered 429
         self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name
         super().__init__((host, port), RequestHandler)

@@ -2,7 +2,9 @@
 
 A token file holds one token a line, as ``TOKEN`` or ``NAME TOKEN``, optionally followed by
 the client's own rate limit, ``rate=R`` (requests a second) and ``burst=B``, or
-``rate=unlimited``, which replace the server's ``--rate-limit`` for that client; blank lines and
+``rate=unlimited``, which replace the server's ``--rate-limit`` for that client, and its
+priority, ``priority=P`` (its requests' default and the most they may ask; 0 for the clients
+without one; see ``Engine.submit_encode``); blank lines and
 lines that start with ``#`` are skipped. Several tokens let each client have its own (revoke one
 by deleting its line and sending SIGHUP) and let a rotation overlap: the new token is added, clients move to
 it, the old line goes. The name (``token1``, ``token2``, … for unnamed lines, in file order) is
@@ -20,7 +22,7 @@ from ..errors import ConfigError
 # RFC 6750's b64token: what a client can put after "Bearer " without quoting
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_OPTION = re.compile(r"(rate|burst)=[^=]")  # a token has '=' only at its end, so never matches
+_OPTION = re.compile(r"(rate|burst|priority)=[^=]")  # a token has '=' only at its end, so never matches
 
 
 def parse_token_file(text: str, source: str = "token file") -> dict[str, str]:
@@ -29,13 +31,16 @@ def parse_token_file(text: str, source: str = "token file") -> dict[str, str]:
     return read_token_file(text, source)[0]
 
 
-def read_token_file(text: str, source: str = "token file") -> tuple[dict[str, str], dict[str, tuple[float, int] | None]]:
-    """``({name: token}, {name: (rate, burst) or None})`` from a token file's text: the tokens,
-    and the clients' own rate limits (``rate=R [burst=B]`` on their line, burst defaulting to one
-    second's worth; ``rate=unlimited``: None, exempt from the server's). ConfigError as
-    ``parse_token_file``, and for a malformed limit."""
+def read_token_file(text: str, source: str = "token file") -> tuple[dict[str, str], dict[str, tuple[float, int] | None],
+                                                                     dict[str, int]]:
+    """``({name: token}, {name: (rate, burst) or None}, {name: priority})`` from a token file's
+    text: the tokens, the clients' own rate limits (``rate=R [burst=B]`` on their line, burst
+    defaulting to one second's worth; ``rate=unlimited``: None, exempt from the server's) and
+    their priorities (``priority=P``). ConfigError as ``parse_token_file``, and for a malformed
+    limit or priority."""
     tokens: dict[str, str] = {}
     limits: dict[str, tuple[float, int] | None] = {}
+    priorities: dict[str, int] = {}
     unnamed = 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -51,14 +56,51 @@ def read_token_file(text: str, source: str = "token file") -> tuple[dict[str, st
         elif len(fields) == 2:
             name, token = fields
         else:
-            raise ConfigError(f"{where}: expected 'TOKEN' or 'NAME TOKEN' (then rate=R burst=B if any), "
+            raise ConfigError(f"{where}: expected 'TOKEN' or 'NAME TOKEN' (then rate=R burst=B priority=P if any), "
                               f"got {len(fields)} fields")
         _add(tokens, name, token, where)
-        if option_words:
-            limits[name] = _limit(option_words, where)
+        rate_words = [w for w in option_words if not w.startswith("priority=")]
+        priority_words = [w for w in option_words if w.startswith("priority=")]
+        if rate_words:
+            limits[name] = _limit(rate_words, where)
+        if priority_words:
+            priorities[name] = _priority(priority_words, where)
     if not tokens:
         raise ConfigError(f"{source} is empty (no token in it)")
-    return tokens, limits
+    return tokens, limits, priorities
+
+
+def check_client_priorities(priorities: Mapping[str, int] | None, tokens: Mapping[str, str] | None) -> dict[str, int]:
+    """Clients' priorities validated: each a client the tokens name, with an int as
+    ``Engine.submit_encode`` takes it. ConfigError otherwise."""
+    from .engine import check_priority
+
+    out = {}
+    for name, priority in (priorities or {}).items():
+        if tokens is None or name not in tokens:
+            raise ConfigError(f"a priority for client {name!r}, whom no token names")
+        try:
+            out[name] = check_priority(priority)
+        except ValueError as e:
+            raise ConfigError(f"client {name!r}: {e}") from None
+    return out
+
+
+def _priority(words: list[str], where: str) -> int:
+    """A client's priority from its line's ``priority=`` word."""
+    from .engine import check_priority
+
+    if len(words) > 1:
+        raise ConfigError(f"{where}: priority= given twice")
+    text = words[0].split("=", 1)[1]
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{where}: priority must be an integer, got {text!r}") from None
+    try:
+        return check_priority(value)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _limit(option_words: list[str], where: str) -> tuple[float, int] | None:
