@@ -135,6 +135,38 @@ def test_shutdown_drains_or_aborts(tiny_codec, rng):
     assert all(isinstance(f.exception(timeout=1), EngineDeadError) for f in futs)
 
 
+def test_shutdown_without_drain_fails_the_queued_coding_jobs_too(tiny_model_path, rng):
+    """Requests past the networks, their entropy coding queued behind a running one, each get
+    EngineDeadError (they were once cancelled in the pool, their futures never resolved)."""
+    from vlmcodec import Codec
+
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 32, 48)
+    real, release, first = codec.entropy_encode, threading.Event(), threading.Event()
+
+    def held(*args, **kwargs):
+        if not first.is_set():
+            first.set()
+            assert release.wait(60)
+        return real(*args, **kwargs)
+
+    codec.entropy_encode = held
+    engine = Engine(codec, max_batch=1, max_delay_ms=0, workers=1)
+    running = engine.submit_encode(img, 50)
+    assert first.wait(60)
+    queued = [engine.submit_encode(img, 50) for _ in range(3)]
+    deadline = time.monotonic() + 60
+    while engine.stats["batches"] < 4 and time.monotonic() < deadline:  # their networks have run
+        time.sleep(0.01)
+    stopper = threading.Thread(target=engine.shutdown, kwargs={"drain": False})
+    stopper.start()
+    release.set()
+    stopper.join(60)
+    assert isinstance(running.result(timeout=5), bytes)
+    assert all(isinstance(f.exception(timeout=5), EngineDeadError) for f in queued)
+    assert engine.in_flight == 0
+
+
 def test_asyncio_api(engine, tiny_codec, rng):
     img = smooth_image(rng, 48, 80)
 

@@ -180,10 +180,7 @@ class Engine:
         now = time.monotonic()
         req = InflightRequest(Kind.DECODE, (), bytes(data), fut, now, self._deadline(now, timeout_s), short_side=side,
                               priority=priority)
-        try:
-            self._pool.submit(self._entropy_decode, req)
-        except RuntimeError as e:  # pool shut down under us
-            self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
+        self._submit_coding(self._entropy_decode, req)
         return fut
 
     async def encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
@@ -317,7 +314,7 @@ class Engine:
             refine_pool = self._refine_pool
         if refine_pool is not None:  # without drain, the queued refinements fail at once (_refine_encode)
             refine_pool.shutdown(wait=True)
-        self._pool.shutdown(wait=True, cancel_futures=not drain)
+        self._pool.shutdown(wait=True)  # without drain, the queued coding jobs fail at once (_coding_job)
         with self._cv:
             self._stopped = True
 
@@ -413,6 +410,21 @@ class Engine:
         with self._cv:
             self._finish_locked(req, result, exc, status)
 
+    def _submit_coding(self, job, req: InflightRequest, *args) -> None:
+        """``job(req, *args)`` on the coding pool."""
+        try:
+            self._pool.submit(self._coding_job, job, req, *args)
+        except RuntimeError as e:  # pool shut down under us
+            self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
+
+    def _coding_job(self, job, req: InflightRequest, *args) -> None:
+        # a shutdown without drain fails what is still queued, each request with its error (a
+        # job cancelled instead would leave its future unresolved, its caller waiting forever)
+        if self._closed and not self._draining:
+            self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
+            return
+        job(req, *args)
+
     def _entropy_decode(self, req: InflightRequest) -> None:
         try:
             latent = self.codec.entropy_decode(req.payload, req.short_side)
@@ -493,7 +505,7 @@ class Engine:
             y, z = self.codec.analyse([r.payload.pixels for r in live], [r.payload.quality for r in live], refine=0)
             for j, r in enumerate(live):
                 r.status = Status.CODING
-                self._pool.submit(self._entropy_encode, r, y[j], z[j])
+                self._submit_coding(self._entropy_encode, r, y[j], z[j])
         else:
             images = self.codec.synthesize([r.payload for r in live])
             for r, img in zip(live, images):
@@ -507,7 +519,7 @@ class Engine:
         _, y_raw = self.codec.analyse_unscaled([r.payload.pixels for r in live], refining=False)
         for j, r in enumerate(live):
             r.status = Status.CODING
-            self._pool.submit(self._encode_within, r, y_raw[j])
+            self._submit_coding(self._encode_within, r, y_raw[j])
 
     def _encode_within(self, req: InflightRequest, y_raw) -> None:
         try:
