@@ -486,3 +486,49 @@ def test_prometheus_text_parses_as_the_exposition_format(tiny_codec, rng):
     summary_count = next(s.value for s in families["vlmcodec_latency_seconds"].samples
                          if s.name.endswith("_count") and s.labels["kind"] == "encode")
     assert summary_count == 3
+
+
+def test_encode_many_and_decode_many_keep_the_input_order_within_a_window(tiny_codec, rng):
+    """Images are taken lazily (never more than the window ahead of the results), streams come
+    out in input order and equal Codec.encode's; decode_many gives the images back."""
+    images = [smooth_image(rng, 32 + 16 * (i % 3), 48) for i in range(7)]
+    taken = []
+
+    def lazily():
+        for i, img in enumerate(images):
+            taken.append(i)
+            yield img
+
+    with Engine(tiny_codec, max_batch=2, max_delay_ms=1) as engine:
+        streams = []
+        for i, data in enumerate(engine.encode_many(lazily(), 40, window=3)):
+            assert len(taken) <= i + 3  # at most the window ahead
+            streams.append(data)
+        assert streams == [tiny_codec.encode(img, 40) for img in images]
+        decoded = list(engine.decode_many(streams, short_side=16))
+        assert all(np.array_equal(d, tiny_codec.decode(s, short_side=16)) for d, s in zip(decoded, streams))
+        assert list(engine.encode_many([], 40)) == []
+        with pytest.raises(ValueError, match="window must be >= 1"):
+            engine.encode_many(images, window=0)
+
+
+def test_encode_many_raises_an_items_error_at_its_place_or_returns_it(tiny_codec, rng):
+    good = smooth_image(rng, 32, 48)
+    bad = np.zeros((4, 4, 5), np.uint8)  # not an image
+    with Engine(tiny_codec, max_batch=2, max_delay_ms=1) as engine:
+        out = list(engine.encode_many([good, bad, good], 40, return_exceptions=True))
+        assert out[0] == out[2] == tiny_codec.encode(good, 40) and isinstance(out[1], ImageError)
+        results = engine.encode_many([good, bad, good, good], 40, window=4)
+        assert next(results) == out[0]
+        with pytest.raises(ImageError):
+            next(results)
+        out = list(engine.decode_many([out[0], b"VLMC junk"], return_exceptions=True))
+        assert out[0].shape == good.shape and isinstance(out[1], BitstreamError)
+        # stopped early: the rest is cancelled, nothing stays in flight
+        results = engine.encode_many([good] * 6, 40, window=6)
+        next(results)
+        results.close()
+        deadline = time.monotonic() + 30
+        while engine.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.in_flight == 0

@@ -42,7 +42,10 @@ import threading
 import time
 import warnings
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+
+import numpy as np
 
 from .. import rate_control, resample
 from ..bitstream import container
@@ -198,6 +201,43 @@ class Engine:
     async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
                      priority: int = 0):
         return await asyncio.wrap_future(self.submit_decode(data, timeout_s, short_side, priority=priority))
+
+    def encode_many(self, images: Iterable, quality: float = 75.0, *, window: int | None = None,
+                    return_exceptions: bool = False, **options) -> Iterator[bytes | BaseException]:
+        """Encode an iterable of images, yielding their streams in input order: images are taken
+        lazily and at most ``window`` (default ``2 · max_batch``, at most ``max_queue``) are in
+        flight, so that a long stream of images batches without all of them in memory.
+        ``options``: ``submit_encode``'s (``short_side``, ``max_bytes``, ``refine``,
+        ``priority``...). An image's error is raised at its place (the requests still in flight
+        are cancelled), or yielded instead of its stream with ``return_exceptions=True``."""
+        return self._many(lambda image: self.submit_encode(image, quality, **options), images, window,
+                          return_exceptions)
+
+    def decode_many(self, streams: Iterable, *, window: int | None = None, return_exceptions: bool = False,
+                    **options) -> Iterator[np.ndarray | BaseException]:
+        """``encode_many`` for decoding: uint8 H×W×3 arrays in input order (``options``:
+        ``submit_decode``'s ``short_side``, ``priority``...)."""
+        return self._many(lambda data: self.submit_decode(data, **options), streams, window, return_exceptions)
+
+    def _many(self, submit, items: Iterable, window: int | None, return_exceptions: bool) -> Iterator:
+        limit = min(2 * self._sched.max_batch, self.max_queue) if window is None else int(window)
+        if limit < 1:
+            raise ValueError(f"window must be >= 1, got {window!r}")
+
+        def results() -> Iterator:
+            pending: deque[Future] = deque()
+            try:
+                for item in items:
+                    pending.append(submit(item))
+                    if len(pending) >= limit:
+                        yield _outcome(pending.popleft(), return_exceptions)
+                while pending:
+                    yield _outcome(pending.popleft(), return_exceptions)
+            finally:  # an error raised, or the caller stopped early: nothing left running for nobody
+                for fut in pending:
+                    fut.cancel()
+
+        return results()
 
     def warmup(self, images, quality: float = 75.0, batch_sizes=None, short_side: int | None = None,
                decode: bool = True) -> list[dict]:
@@ -567,6 +607,16 @@ class Engine:
         with self._cv:
             self.stats["refined"] += 1
             self._finish_locked(req, result=data)
+
+
+def _outcome(fut: Future, return_exceptions: bool):
+    """A finished request's result; its error raised, or returned with ``return_exceptions``."""
+    if not return_exceptions:
+        return fut.result()
+    try:
+        return fut.result()
+    except Exception as e:  # noqa: BLE001 — handed to the caller in the request's place
+        return e
 
 
 def _request_error(r: InflightRequest, e: Exception) -> Exception:
