@@ -331,7 +331,8 @@ def cmd_decode(args) -> int:
 
 def _serve_security(args):
     """(TLS context or None, {client name: bearer token} or None, {client name: its own rate
-    limit}, {client name: its priority}) from serve's --tls-cert/--tls-key and --auth-token-file; ConfigError for a half-given
+    limit}, {client name: its priority}) from serve's --tls-cert/--tls-key and --auth-token-file;
+    ConfigError for a half-given
     pair, an unreadable file or a token file with no token or a malformed line."""
     ssl_context = token = None
     limits: dict = {}
@@ -752,8 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--auth-token-file", metavar="FILE",
                    help="every request but /health must carry 'Authorization: Bearer <a token of the file>': "
                         "one a line, as TOKEN or NAME TOKEN (the client's name, logged and counted in /stats), "
-                        "then optionally the client's own rate=R burst=B or rate=unlimited and priority=P; # comments; a file, "
-                        "not an argument, so that no token shows in the process list")
+                        "then optionally the client's own rate=R burst=B or rate=unlimited and priority=P; "
+                        "# comments; a file, not an argument, so that no token shows in the process list")
     v.add_argument("--rate-limit", type=float, metavar="PER_SECOND",
                    help="per client (its token's name, else its IP address): /encode and /decode requests a "
                         "second, over which it is answered 429 with Retry-After (default: no limit)")
@@ -774,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "
                         "so that no request pays a first run; one sample per image size the traffic will have")
-    v.add_argument("-q", "--quality", type=float, default=75.0,
+    v.add_argument("-q", "--quality", type=float, default=DEFAULT_QUALITY,
                    help="quality of an /encode request that gives none, and of the warm-up (default 75)")
     png_level(v)
     short_side(v)

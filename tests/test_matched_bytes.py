@@ -84,7 +84,8 @@ def test_paired_point_counts_one_pass_fallbacks_or_leaves_them_out(tiny_model_pa
     plain = Codec(tiny_model_path)
     refined = Codec(tiny_model_path, refine=1)
     analyse = refined.analyse
-    refined.analyse = lambda pixels, qualities, **kw: tuple(t * f for t, f in zip(analyse(pixels, qualities, **kw), (1.5, 1)))
+    refined.analyse = lambda pixels, qualities, **kw: tuple(t * f for t, f in
+                                                            zip(analyse(pixels, qualities, **kw), (1.5, 1)))
     # a budget between the one-pass and the (made larger) refined quality-0 streams of both images
     budget = max(len(plain.encode(i, 0)) for i in imgs) + 2
     assert all(len(refined.encode(i, 0)) > budget for i in imgs)

@@ -279,7 +279,12 @@ def test_warmup_runs_every_batch_shape_once_per_coded_size(tiny_codec, rng, monk
     monkeypatch.setattr(type(tiny_codec.backend), "item_by_item", False)
     calls = []
     analyse, synthesize = tiny_codec.analyse, tiny_codec.synthesize
-    monkeypatch.setattr(tiny_codec, "analyse", lambda a, q, **kw: calls.append(("encode", len(a))) or analyse(a, q, **kw))
+
+    def _counted(a, q, **options):
+        calls.append(("encode", len(a)))
+        return analyse(a, q, **options)
+
+    monkeypatch.setattr(tiny_codec, "analyse", _counted)
     monkeypatch.setattr(tiny_codec, "synthesize", lambda s: calls.append(("decode", len(s))) or synthesize(s))
     samples = [smooth_image(rng, 64, 64), smooth_image(rng, 60, 62), smooth_image(rng, 64, 128)]
     with Engine(tiny_codec, max_batch=3, max_delay_ms=2) as e:
@@ -293,7 +298,7 @@ def test_warmup_runs_every_batch_shape_once_per_coded_size(tiny_codec, rng, monk
         assert len(e.warmup(samples[0], batch_sizes=[2], decode=False)) == 1 and calls == [("encode", 2)]
         monkeypatch.undo()
         calls.clear()
-        monkeypatch.setattr(tiny_codec, "analyse", lambda a, q, **kw: calls.append(("encode", len(a))) or analyse(a, q, **kw))
+        monkeypatch.setattr(tiny_codec, "analyse", _counted)
         assert [r["batch"] for r in e.warmup(samples[0], decode=False)] == [3, 1]
         assert calls == [("encode", 3), ("encode", 1)]
         im = samples[2]
@@ -339,7 +344,8 @@ def test_warmup_runs_each_shape_on_every_network_worker(tiny_codec, rng, monkeyp
     threads = []
     analyse = tiny_codec.analyse
     monkeypatch.setattr(tiny_codec, "analyse",
-                        lambda a, q, **kw: threads.append((len(a), threading.current_thread().name)) or analyse(a, q, **kw))
+                        lambda a, q, **kw: threads.append((len(a), threading.current_thread().name))
+                        or analyse(a, q, **kw))
     with Engine(tiny_codec, max_batch=2, network_workers=2) as e:
         records = e.warmup(smooth_image(rng, 64, 64), decode=False, batch_sizes=[1, 2])
     assert [r["batch"] for r in records] == [2, 1]

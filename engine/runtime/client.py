@@ -214,8 +214,8 @@ def _error_of(status: int, payload: bytes) -> Exception:
              "AuthenticationError": PermissionError, "PermissionError": PermissionError, "RateLimited": RateLimited}
     cls = known.get(kind) or getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = {400: errors.ConfigError, 401: PermissionError, 403: PermissionError, 409: ModelMismatchError, 413: ResourceError,
-               429: RateLimited, 503: EngineDeadError, 504: TimeoutError}.get(status, VlmcodecError)
+        cls = {400: errors.ConfigError, 401: PermissionError, 403: PermissionError, 409: ModelMismatchError,
+               413: ResourceError, 429: RateLimited, 503: EngineDeadError, 504: TimeoutError}.get(status, VlmcodecError)
     err = cls(f"{message} (HTTP {status})")
     err.answer = answer  # the server's whole JSON answer (a 429's retry_after_s)
     return err

@@ -374,9 +374,10 @@ class Engine:
         return self._inflight
 
     def latency(self) -> dict[str, dict[str, float | int]]:
-        """Per kind ("encode", "decode", "refine": the encodes with refinement): ``count`` and the 50th/90th/99th percentile and largest
-        submit-to-result seconds over the last ``LATENCY_WINDOW`` successful requests (queueing,
-        batching and coding included); an empty dict for a kind with none yet."""
+        """Per kind ("encode", "decode", "refine": the encodes with refinement): ``count`` and the
+        50th/90th/99th percentile and largest submit-to-result seconds over the last
+        ``LATENCY_WINDOW`` successful requests (queueing, batching and coding included); an empty
+        dict for a kind with none yet."""
         with self._cv:
             windows = {kind: sorted(window) for kind, window in self._latencies.items()}
         return {kind: _percentiles(values) for kind, values in windows.items()}

@@ -26,7 +26,8 @@ def trusted_networks(entries: Iterable[str] | None) -> tuple[Network, ...]:
         try:
             out.append(ipaddress.ip_network(str(entry).strip(), strict=False))
         except ValueError:
-            raise ConfigError(f"trusted proxy must be an IP address or network (e.g. 10.0.0.0/8), got {entry!r}") from None
+            raise ConfigError(f"trusted proxy must be an IP address or network (e.g. 10.0.0.0/8), "
+                              f"got {entry!r}") from None
     return tuple(out)
 
 
