@@ -75,7 +75,7 @@ def with_clients(call, work: list, concurrency: int) -> dict:
 
 
 def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quality: float,
-        max_batch: int, max_delay_ms: float, workers: int, model=None, backend: str = "torch",
+        max_batch: int, max_delay_ms: float | None, workers: int, model=None, backend: str = "torch",
         network_workers: int = 1, intra_op_threads: int | None = None, device: str | None = None,
         backend_options: dict | None = None, warmup: int = 0, warmup_shapes: bool = False,
         max_bpp: float | None = None) -> dict:
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--quality", type=float, default=75.0)
     p.add_argument("--max-bpp", type=float, help="rate-controlled encodes to this budget instead of --quality")
     p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--max-delay-ms", type=float, default=5.0)
+    p.add_argument("--max-delay-ms", type=float, help="the Engine's (default: Engine's own, by backend)")
     p.add_argument("--workers", type=int, default=2, help="entropy-coding threads of the Engine")
     p.add_argument("--network-workers", type=int, default=os.cpu_count() or 1,
                    help="Engine threads running networks (default: one per core)")

@@ -736,7 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     v.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free one)")
     v.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch (default 8)")
-    v.add_argument("--max-delay-ms", type=float, default=5.0, help="longest wait to fill a batch (default 5)")
+    v.add_argument("--max-delay-ms", type=float, metavar="MS",
+                   help="longest wait to fill a batch (default: 0 on the CPU backends, which run a batch's items "
+                        "one at a time, so that a wait saves nothing; 5 on backends that run whole batches)")
     v.add_argument("--network-workers", type=_positive_int, default=1, help="threads running networks (default 1)")
     v.add_argument("--max-queue", type=_positive_int, default=256,
                    help="requests in flight before answering 503 (default 256)")

@@ -538,3 +538,16 @@ def test_encode_many_raises_an_items_error_at_its_place_or_returns_it(tiny_codec
         while engine.in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
         assert engine.in_flight == 0
+
+
+def test_the_batching_delay_defaults_to_none_where_batches_run_item_by_item(tiny_codec, monkeypatch):
+    from vlmcodec.runtime.engine import WHOLE_BATCH_DELAY_MS
+
+    assert tiny_codec.backend.item_by_item  # torch on the CPU
+    with Engine(tiny_codec) as engine:
+        assert engine.max_delay_ms == 0.0 and engine._sched.max_delay == 0.0
+    with Engine(tiny_codec, max_delay_ms=7) as engine:
+        assert engine.max_delay_ms == 7.0
+    monkeypatch.setattr(type(tiny_codec.backend), "item_by_item", False)  # as CUDA runs whole batches
+    with Engine(tiny_codec) as engine:
+        assert engine.max_delay_ms == WHOLE_BATCH_DELAY_MS == 5.0

@@ -6,7 +6,8 @@
         img = await engine.decode(data)                 # asyncio
 
 Threads: the caller validates its request; one scheduler thread forms batches (requests of
-one kind and padded size, up to ``max_batch`` or ``max_delay_ms``) whenever one of
+one kind and padded size, up to ``max_batch`` or ``max_delay_ms``: by default 0 on the CPU
+backends, which run a batch's items one at a time, 5 ms where whole batches run) whenever one of
 ``network_workers`` threads is free to run its networks; a pool of ``workers`` threads does
 the entropy coding (the C++ coder releases the GIL), so the coding of one batch overlaps the
 networks of the next. Decode streams are entropy-decoded by the pool as soon as they arrive,
@@ -66,6 +67,15 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 PRIORITY_RANGE = (-100, 100)
+WHOLE_BATCH_DELAY_MS = 5.0
+
+
+def default_max_delay_ms(codec: Codec) -> float:
+    """How long a request waits for others to batch with, by default: 0 on a backend that runs a
+    batch's items one at a time (the CPU backends), where a batch saves nothing and the wait
+    would be pure latency (batches still form from what queues while the networks are busy);
+    ``WHOLE_BATCH_DELAY_MS`` where whole batches run (CUDA, TensorRT)."""
+    return 0.0 if getattr(codec.backend, "item_by_item", False) else WHOLE_BATCH_DELAY_MS
 
 
 def check_priority(priority) -> int:
@@ -90,7 +100,7 @@ class QueueFull(VlmcodecError, RuntimeError):
 
 
 class Engine:
-    def __init__(self, codec: Codec | None = None, *, max_batch: int = 8, max_delay_ms: float = 5.0,
+    def __init__(self, codec: Codec | None = None, *, max_batch: int = 8, max_delay_ms: float | None = None,
                  workers: int = 2, network_workers: int = 1, intra_op_threads: int | None = None,
                  max_queue: int = 256, block: bool = True, timeout_s: float | None = None,
                  refine_workers: int = 1):
@@ -104,7 +114,10 @@ class Engine:
         self.max_queue = int(max_queue)
         self.block = bool(block)
         self.timeout_s = timeout_s
-        self._sched = Scheduler(max_batch, max_delay_ms / 1000.0)
+        if max_delay_ms is None:
+            max_delay_ms = default_max_delay_ms(self.codec)
+        self.max_delay_ms = float(max_delay_ms)
+        self._sched = Scheduler(max_batch, self.max_delay_ms / 1000.0)
         self._cv = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmcodec-coder")
         self._net_pool = ThreadPoolExecutor(max_workers=network_workers, thread_name_prefix="vlmcodec-net")
