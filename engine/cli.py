@@ -410,6 +410,25 @@ def _codec_for(codecs, data: bytes, default):
         return default
 
 
+def _exposure_warning(host: str, tokens: bool, tls: bool) -> str | None:
+    """What a server listening on ``host`` leaves open, if it listens beyond this machine: no
+    token (anyone who reaches it can use it), or tokens without TLS (they cross the network in
+    clear); None on a loopback address or with both."""
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback or (tokens and tls):
+        return None
+    if not tokens:
+        return (f"listening on {host} without --auth-token-file: anyone who can reach it can use this server "
+                "(give it tokens and TLS, or put it behind a proxy that has them)")
+    return (f"listening on {host} with tokens but without TLS: the tokens cross the network in clear "
+            "(--tls-cert/--tls-key)")
+
+
 def cmd_serve(args) -> int:
     import signal
     import threading
@@ -467,6 +486,9 @@ def cmd_serve(args) -> int:
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
         if hasattr(signal, "SIGHUP") and (args.tls_cert or args.auth_token_file):
             signal.signal(signal.SIGHUP, lambda *_: _reload_security(server, args))
+    exposure = _exposure_warning(args.host, bool(token), bool(ssl_context))
+    if exposure:
+        print(f"vlmcodec: warning: {exposure}", file=sys.stderr, flush=True)
     also = f" (and {', '.join(c.fingerprint.hex() for c in others)} for their streams)" if others else ""
     limiter = server.rate_limiter
     limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter.limit else ""

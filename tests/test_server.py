@@ -921,3 +921,28 @@ def test_the_json_access_log_has_one_object_a_line(tiny_model_path, rng, capsys)
     assert (unauthorized["path"], unauthorized["status"], unauthorized["client"]) == ("/stats", 401, None)
     assert any(r.get("level") == "error" and "NONSENSE" in r["message"] for r in records[2:]), records
     assert "tok-a" not in err
+
+
+def test_serve_warns_when_it_listens_beyond_this_machine_unprotected():
+    from vlmcodec.cli import _exposure_warning
+
+    assert _exposure_warning("127.0.0.1", False, False) is None
+    assert _exposure_warning("::1", False, False) is None and _exposure_warning("localhost", False, False) is None
+    assert "without --auth-token-file" in _exposure_warning("0.0.0.0", False, False)
+    assert "without --auth-token-file" in _exposure_warning("10.1.2.3", False, True)
+    assert "in clear" in _exposure_warning("0.0.0.0", True, False)
+    assert _exposure_warning("0.0.0.0", True, True) is None
+    assert "without --auth-token-file" in _exposure_warning("myhost.example", False, False)
+
+
+def test_cli_serve_on_all_interfaces_without_a_token_says_so(tiny_model_path):
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
+                             "serve", "--host", "0.0.0.0", "--port", "0", "--model", str(tiny_model_path)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first, second = proc.stderr.readline(), proc.stderr.readline()
+        assert first.startswith("vlmcodec: warning: listening on 0.0.0.0 without --auth-token-file"), first
+        assert "serving model" in second
+    finally:
+        proc.terminate()
+        proc.wait(60)
