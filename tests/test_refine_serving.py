@@ -211,3 +211,20 @@ def test_cli_serve_max_refine(tiny_model_path, capsys):
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_a_refined_encode_larger_than_max_refine_pixels_is_refused(tiny_model_path, rng):
+    from vlmcodec import ResourceError
+
+    img = smooth_image(rng, 64, 96)
+    codec = Codec(tiny_model_path)
+    with serving(tiny_model_path, max_refine=2, max_refine_pixels=1000) as server:
+        with RemoteCodec(server.url, retries=0) as remote:
+            with pytest.raises(ResourceError, match=r"at most 1000 pixels on this server, this one 96x64"):
+                remote.encode(img, 50, refine=2)
+            assert remote.encode(img, 50) == codec.encode(img, 50)  # unrefined: no such bound
+            # at a consumer's scale the coded size fits: 24x36
+            assert remote.encode(img, 50, refine=2, short_side=24) == codec.encode(img, 50, 24, refine=2)
+    with pytest.raises(ConfigError, match="max_refine_pixels must be an integer >= 1"):
+        with serving(tiny_model_path, max_refine_pixels=0):
+            pass

@@ -53,6 +53,7 @@ DEFAULT_MAX_BODY = 64 * 2**20
 # idle keep-alive clients do not hold a thread each forever
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_MAX_CONNECTIONS = 128
+DEFAULT_MAX_REFINE_PIXELS = 2**20  # 1 Mpx: about a minute of refinement at K = 10 on 2 CPU cores
 # a refused connection gets this long to send its request (read and dropped) and read the 503;
 # refusals beyond _REFUSAL_BACKLOG waiting their turn are closed without an answer
 _REFUSAL_SECONDS = 1.0
@@ -77,7 +78,8 @@ class CodecServer(ThreadingHTTPServer):
                  rate_limit: float | None = None, rate_burst: int | None = None,
                  client_limits: Mapping[str, tuple[float, int] | None] | None = None, log_format: str = "text",
                  max_refine: int = 0, trusted_proxies: Sequence[str] | None = None,
-                 client_priorities: Mapping[str, int] | None = None):
+                 client_priorities: Mapping[str, int] | None = None,
+                 max_refine_pixels: int = DEFAULT_MAX_REFINE_PIXELS):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -92,6 +94,9 @@ class CodecServer(ThreadingHTTPServer):
         # the most refinement steps an /encode may ask (?refine=K); 0: none. A refined encode
         # takes seconds (~0.6 s a step for 256 px on 2 CPU cores) on the engine's refine workers
         self.max_refine = check_refine_steps(max_refine)
+        if isinstance(max_refine_pixels, bool) or not isinstance(max_refine_pixels, int) or max_refine_pixels < 1:
+            raise ConfigError(f"max_refine_pixels must be an integer >= 1, got {max_refine_pixels!r}")
+        self.max_refine_pixels = max_refine_pixels  # coded pixels of one refined encode, at most
         self.idle_timeout = idle_timeout
         self.max_body = int(max_body)
         self.png_level = int(png_level)
