@@ -796,7 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "on their own worker threads; default 0: refused)")
     v.add_argument("--max-refine-pixels", type=_positive_int, default=2**20, metavar="N",
                    help="largest coded size (pixels, after any short_side) of a refined encode; larger ones are "
-                        "answered 413 (default 1048576: about a minute at 10 steps on 2 CPU cores)")
+                        "answered 413 (default 1048576: 13 s at 10 steps on 2 CPU cores)")
     v.add_argument("--refine-workers", type=_positive_int, default=1, metavar="N",
                    help="threads running refined encodes, beside the network workers (default 1)")
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")

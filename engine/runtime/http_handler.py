@@ -299,7 +299,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _check_refine_size(self, hw: tuple[int, int], short: int | None, codec_short: int | None) -> None:
         """413 for a refined encode of more coded pixels than the server's ``max_refine_pixels``:
-        refinement's time grows with them (a minute for 1 Mpx at K = 10 on 2 cores)."""
+        refinement's time grows with them (13 s for 1 Mpx at K = 10 on 2 cores)."""
         side = codec_short if short is None else (short or None)
         h, w = resample.coded_size(*hw, resample.check_short_side(side))
         if h * w > self.server.max_refine_pixels:

@@ -53,7 +53,7 @@ DEFAULT_MAX_BODY = 64 * 2**20
 # idle keep-alive clients do not hold a thread each forever
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_MAX_CONNECTIONS = 128
-DEFAULT_MAX_REFINE_PIXELS = 2**20  # 1 Mpx: about a minute of refinement at K = 10 on 2 CPU cores
+DEFAULT_MAX_REFINE_PIXELS = 2**20  # 1 Mpx: 13 s of refinement at K = 10 on 2 CPU cores (1024x1024)
 # a refused connection gets this long to send its request (read and dropped) and read the 503;
 # refusals beyond _REFUSAL_BACKLOG waiting their turn are closed without an answer
 _REFUSAL_SECONDS = 1.0
