@@ -92,7 +92,7 @@ class CodecServer(ThreadingHTTPServer):
         self.engine = engines[0]
         self.quality = float(quality)  # of an /encode request that gives none
         # the most refinement steps an /encode may ask (?refine=K); 0: none. A refined encode
-        # takes seconds (~0.6 s a step for 256 px on 2 CPU cores) on the engine's refine workers
+        # takes seconds (~0.5 s a step at 256 px on 2 CPU cores; README) on the engine's refine workers
         self.max_refine = check_refine_steps(max_refine)
         if isinstance(max_refine_pixels, bool) or not isinstance(max_refine_pixels, int) or max_refine_pixels < 1:
             raise ConfigError(f"max_refine_pixels must be an integer >= 1, got {max_refine_pixels!r}")
