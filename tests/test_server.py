@@ -946,3 +946,52 @@ def test_cli_serve_on_all_interfaces_without_a_token_says_so(tiny_model_path):
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_a_request_whose_client_hangs_up_is_cancelled_and_not_answered(tiny_model_path, rng, capsys):
+    """While the network worker is held, a second client sends a request and closes its
+    connection: the request is cancelled before its networks run (never analysed), counted as
+    abandoned, logged 499; the server goes on serving."""
+    import socket
+    import threading
+    import time
+
+    from conftest import serving
+
+    img = smooth_image(rng, 32, 48)
+    png = _png(img)
+    with serving(tiny_model_path, quiet=False, log_format="json") as server:
+        codec = server.engine.codec
+        analyse, release, held, seen = codec.analyse, threading.Event(), threading.Event(), []
+
+        def traced(pixels, qualities, **options):
+            seen.append(qualities[0])
+            if len(seen) == 1:
+                held.set()
+                assert release.wait(60)
+            return analyse(pixels, qualities, **options)
+
+        codec.analyse = traced
+        first = threading.Thread(target=lambda: _request(server, "POST", "/encode?quality=10", png))
+        first.start()
+        assert held.wait(60)
+        request = (f"POST /encode?quality=20 HTTP/1.1\r\nHost: x\r\nContent-Length: {len(png)}\r\n\r\n").encode() + png
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+            sock.sendall(request)
+            deadline = time.monotonic() + 30
+            while server.engine.in_flight < 2 and time.monotonic() < deadline:  # queued behind the first
+                time.sleep(0.01)
+        deadline = time.monotonic() + 30
+        while server.abandoned < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.abandoned == 1
+        release.set()
+        first.join(60)
+        status, _, data = _request(server, "POST", "/encode?quality=30", png)
+        assert status == 200 and data == Codec(tiny_model_path).encode(img, 30)
+        stats = json.loads(_request(server, "GET", "/stats")[2])
+        metrics = _request(server, "GET", "/metrics")[2].decode()
+    assert seen == [10, 30]  # the abandoned request's networks never ran
+    assert stats["abandoned"] == 1 and "vlmcodec_http_abandoned_total 1" in metrics
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert any(r.get("status") == 499 and r.get("path") == "/encode?quality=20" for r in records), records

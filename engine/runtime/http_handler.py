@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import select
+import socket
 import ssl
 import sys
 import time
@@ -35,6 +37,15 @@ STREAM_TYPE = "application/x-vlmc"
 IMAGE_FORMATS = {"png": ("PNG", "image/png"), "ppm": ("PPM", "image/x-portable-pixmap"),
                  "raw": (None, "application/octet-stream")}
 _DRAIN_LIMIT = 16 * 2**20  # an oversized body up to this much more is read (and dropped) before the 413
+
+
+# how often a request's wait looks whether its client has hung up
+_HANGUP_POLL_S = 0.05
+_CLIENT_CLOSED = 499
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while its request waited: no answer is sent."""
 
 
 class HTTPError(Exception):
@@ -203,7 +214,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                                            connections=server.connections,
                                            connections_refused=server.connections_refused, by_model=by_model,
                                            requests_by_client=server.client_counts(),
-                                           rate_limited=limited, rate_limited_by_client=limited_by_client))
+                                           rate_limited=limited, rate_limited_by_client=limited_by_client,
+                                           abandoned=server.abandoned))
         elif path == "/metrics":
             self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(server.engines, server).encode())
         else:
@@ -240,6 +252,10 @@ class RequestHandler(BaseHTTPRequestHandler):
                 self._decode(body, params)
         except HTTPError as e:
             self._json(e.status, {"error": str(e), "type": e.kind})
+        except _ClientGone:  # nobody to answer: logged as nginx logs it, 499 "client closed request"
+            self.close_connection = True
+            self.server.count_abandoned()
+            self.log_request(_CLIENT_CLOSED, 0)
         except Exception as e:  # noqa: BLE001 — every failure becomes an answer, never a dropped connection
             busy = {"Retry-After": "1"} if isinstance(e, QueueFull) else None  # a full queue drains soon
             self._json(_status_of(e), {"error": str(e) or type(e).__name__, "type": type(e).__name__}, busy)
@@ -321,9 +337,30 @@ class RequestHandler(BaseHTTPRequestHandler):
         return asked
 
     # -- plumbing ------------------------------------------------------------------------
-    @staticmethod
-    def _wait(future):
-        return future.result()  # the engine's own timeout (or the server's) ends it
+    def _wait(self, future):
+        """The request's result. While it waits, a client that hangs up has its request
+        cancelled (if the engine has not begun it) and nothing is answered: an overloaded
+        server whose clients give up does not spend itself on answers that nobody reads."""
+        while True:
+            try:
+                return future.result(timeout=_HANGUP_POLL_S)  # the engine's timeout (or the server's) ends it
+            except FutureTimeout:
+                if future.done():  # the request's own TimeoutError (504)
+                    raise
+                if self._client_gone():
+                    future.cancel()
+                    raise _ClientGone from None
+
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its end (read as end of file; a next request it has
+        already sent, pipelined, is data and not an end)."""
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            # the raw socket's recv, also under TLS: end of file is the TCP connection's
+            return bool(readable) and socket.socket.recv(sock, 1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _chunked(self) -> bool:
         return "chunked" in self.headers.get("Transfer-Encoding", "").lower()

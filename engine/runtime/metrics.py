@@ -27,7 +27,11 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
         limited, limited_by_client = server.rate_limited_counts()
         lines += ["# HELP vlmcodec_http_rate_limited_total Coding requests answered 429 for the per-client rate limit.",
                   "# TYPE vlmcodec_http_rate_limited_total counter",
-                  f"vlmcodec_http_rate_limited_total {limited}"]
+                  f"vlmcodec_http_rate_limited_total {limited}",
+                  "# HELP vlmcodec_http_abandoned_total Requests whose client hung up while they waited (no answer "
+                  "sent; cancelled if not begun).",
+                  "# TYPE vlmcodec_http_abandoned_total counter",
+                  f"vlmcodec_http_abandoned_total {server.abandoned}"]
         if limited_by_client:
             lines += ["# HELP vlmcodec_http_rate_limited_by_client_total Requests answered 429, by the client their "
                       "token names.",

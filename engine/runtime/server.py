@@ -132,6 +132,7 @@ class CodecServer(ThreadingHTTPServer):
         # the most they may ask (?priority=); 0 for the others. Replaced whole on a reload
         self.client_priorities = check_client_priorities(client_priorities, self.auth_tokens)
         self.rate_limited = 0  # requests answered 429
+        self.abandoned = 0  # requests whose client hung up while they waited (cancelled if not begun)
         self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name
         super().__init__((host, port), RequestHandler)
         self._refuser = threading.Thread(target=self._refuse_loop, name="vlmcodec-http-refuse", daemon=True)
@@ -159,6 +160,10 @@ class CodecServer(ThreadingHTTPServer):
                 if client:
                     self.rate_limited_by_client[client] = self.rate_limited_by_client.get(client, 0) + 1
         return wait, limit
+
+    def count_abandoned(self) -> None:
+        with self._clients_lock:
+            self.abandoned += 1
 
     def rate_limited_counts(self) -> tuple[int, dict[str, int]]:
         """Requests answered 429 so far: in all, and by token name."""

@@ -1,0 +1,109 @@
+"""What cancelling the requests of clients that hung up buys an overloaded server.
+
+One in-process server (the default model) and ``--clients`` threads sending /encode requests
+back to back, each giving up after ``--client-timeout`` seconds (``RemoteCodec(timeout_s=)``:
+it closes its connection) and sending the next. More clients than the server can answer in
+that time, so many give up. Two arms, alternated ``--rounds`` times: the server as it is (a
+request whose client hung up is cancelled if the engine has not begun it) and with that
+detection switched off (the handler's ``_client_gone`` patched to never see a hang-up), as it
+was. Reports the goodput (answers a client received in time, per second), the requests given
+up, and what the engine ran.
+
+    python scripts/hangup_goodput.py [--seconds 20] [--clients 12] [--client-timeout 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_once(codec, image, seconds: float, clients: int, client_timeout: float, detect: bool,
+             server_timeout: float | None) -> dict:
+    from vlmcodec.runtime import Engine, RemoteCodec
+    from vlmcodec.runtime import http_handler
+    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+
+    real = http_handler.RequestHandler._client_gone
+    if not detect:
+        http_handler.RequestHandler._client_gone = lambda self: False
+    try:
+        engine = Engine(codec, block=False, max_queue=256, timeout_s=server_timeout)
+        server = CodecServer(engine, "127.0.0.1", 0, max_connections=256)
+        serve_in_thread(server)
+        stop = time.monotonic() + seconds
+        counts = {"answered": 0, "gave_up": 0, "shed": 0, "other_errors": 0}
+        lock = threading.Lock()
+
+        def client() -> None:
+            with RemoteCodec(server.url, retries=0, timeout_s=client_timeout) as remote:
+                while time.monotonic() < stop:
+                    try:
+                        remote.encode(image, quality=50)
+                        key = "answered"
+                    except ConnectionError:  # its timeout: the connection closed, the request given up
+                        key = "gave_up"
+                    except TimeoutError:  # the server's 504: queued past --timeout, never run
+                        key = "shed"
+                    except Exception:  # noqa: BLE001 — a full queue (503) and the like
+                        key = "other_errors"
+                    with lock:
+                        counts[key] += 1
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(0.5)
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+    finally:
+        http_handler.RequestHandler._client_gone = real
+    return {"detect_hangups": detect, "server_timeout_s": server_timeout, "goodput_per_s": counts["answered"] / seconds, **counts,
+            "abandoned_seen": server.abandoned, "engine_ok": engine.stats["ok"], "engine_failed_or_cancelled": engine.stats["failed"], "engine_batches": engine.stats["batches"]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--clients", type=int, default=12)
+    p.add_argument("--client-timeout", type=float, default=0.5)
+    p.add_argument("--server-timeout", type=float, help="the Engine's timeout_s (serve --timeout): a request "
+                   "queued longer is answered 504 without running")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "serve" / "hangup_goodput.json")
+    args = p.parse_args()
+
+    from vlmcodec import Codec
+    from vlmcodec.image_io import load_image
+
+    image = load_image(ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png")[:256, :384]
+    codec = Codec()
+    codec.encode(image, 50)
+    runs = []
+    for r in range(args.rounds):
+        for detect in ((False, True) if r % 2 == 0 else (True, False)):
+            res = run_once(codec, image, args.seconds, args.clients, args.client_timeout, detect, args.server_timeout)
+            res["round"] = r
+            runs.append(res)
+            print(json.dumps(res), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"command": "python scripts/hangup_goodput.py " + " ".join(sys.argv[1:]),
+                                    "image": "kodim23.png[:256, :384] at q50", "seconds": args.seconds,
+                                    "clients": args.clients, "client_timeout_s": args.client_timeout,
+                                    "server_timeout_s": args.server_timeout,
+                                    "runs": runs}, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
