@@ -756,6 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "stream) → the image, GET /health, /stats, /metrics. Concurrent requests are "
                                    "batched. SIGTERM stops it after answering what is in flight; SIGHUP reloads "
                                    "the TLS and token files.")
+    v.add_argument("--config", metavar="FILE",
+                   help="a TOML file of these options (keys as the flags, without '--': port = 8443, "
+                        "trusted-proxy = [\"10.0.0.0/8\"], quiet = true); flags given here override it")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     v.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free one)")
     v.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch (default 8)")
@@ -849,6 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     from vlmcodec.bench.cli import add_bench_subparsers  # the bench group owns its subcommands
 
     add_bench_subparsers(sub)
+    p.serve_parser = v  # serve --config sets its defaults (apply_serve_config)
     return p
 
 
@@ -869,9 +873,79 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
 
 
+def parse_cli(argv: list[str]) -> argparse.Namespace:
+    """The command line's arguments (``serve --config FILE``: the file's options under them)."""
+    parser = build_parser()
+    if argv[:1] == ["serve"]:
+        apply_serve_config(parser.serve_parser, argv[1:])
+    return parser.parse_args(argv)
+
+
+def apply_serve_config(serve_parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``serve --config FILE``: each key of the TOML file (a flag's name without ``--``; ``-`` or
+    ``_``) becomes that option's default, converted and checked as the flag's text would be, so
+    that the flags given on the command line override it (a repeatable one adds to the file's
+    list). ConfigError names an unreadable file, an unknown key or a bad value."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    path = pre.parse_known_args(argv)[0].config
+    if not path:
+        return
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read --config {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config {path} is not valid TOML: {e}") from None
+    actions = {a.dest: a for a in serve_parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    defaults = {}
+    for key, value in table.items():
+        action = actions.get(key.replace("-", "_"))
+        if action is None:
+            known = ", ".join(sorted(d.replace("_", "-") for d in actions))
+            raise ConfigError(f"--config {path}: unknown option {key!r} (serve's options: {known})")
+        defaults[action.dest] = _config_value(action, value, f"--config {path}: {key}")
+    serve_parser.set_defaults(**defaults)
+
+
+def _config_value(action: argparse.Action, value, where: str):
+    """A config file's value for ``action``, as its flag's text would give it."""
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    many = isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")
+    if many:
+        values = value if isinstance(value, list) else [value]
+        return [_config_item(action, v, where) for v in values]
+    if isinstance(value, (list, dict)):
+        raise ConfigError(f"{where} takes one value, got {value!r}")
+    return _config_item(action, value, where)
+
+
+def _config_item(action: argparse.Action, value, where: str):
+    if isinstance(value, (list, dict)) or (isinstance(value, bool) and action.type is not None):
+        raise ConfigError(f"{where}: got {value!r}")
+    text = value if isinstance(value, str) else str(value)
+    try:
+        out = action.type(text) if action.type is not None else text
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if action.choices is not None and out not in action.choices:
+        raise ConfigError(f"{where} must be one of {sorted(action.choices)}, got {value!r}")
+    return out
+
+
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = None if argv[:1] == ["bench"] and len(argv) >= 2 else build_parser().parse_args(argv)
+    try:
+        args = None if argv[:1] == ["bench"] and len(argv) >= 2 else parse_cli(argv)
+    except VlmcodecError as e:
+        print(f"vlmcodec: error: {e}", file=sys.stderr)
+        return 2
     try:
         if args is None:
             from vlmcodec.bench.cli import run_passthrough
