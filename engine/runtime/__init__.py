@@ -1,9 +1,9 @@
 """Runtime: an Engine that batches encode/decode requests and pipelines networks with entropy coding."""
 
 from .engine import Engine, QueueFull
-from .client import RemoteCodec
+from .client import AsyncRemoteCodec, RemoteCodec
 from .rate_limit import RateLimited
 from .scheduler import Scheduler
 from .server import CodecServer, serve_in_thread
 
-__all__ = ["CodecServer", "Engine", "QueueFull", "RateLimited", "RemoteCodec", "Scheduler", "serve_in_thread"]
+__all__ = ["AsyncRemoteCodec", "CodecServer", "Engine", "QueueFull", "RateLimited", "RemoteCodec", "Scheduler", "serve_in_thread"]

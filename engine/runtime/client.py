@@ -18,6 +18,7 @@ raised: encode and decode are idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import ssl
@@ -91,6 +92,16 @@ class RemoteCodec:
         refined budget met by a one-pass stream issues ``RefineFallbackWarning`` here.
         ``priority``: the request's (None: this client's own on the server, 0 without a token
         that grants one; above it the server answers PermissionError)."""
+        data, fallback = self._encode(image, quality, short_side, model, max_bytes=max_bytes, max_bpp=max_bpp,
+                                      refine=refine, priority=priority)
+        if fallback:
+            warnings.warn(fallback, RefineFallbackWarning, stacklevel=2)
+        return data
+
+    def _encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None,
+                *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None,
+                priority: int | None = None) -> tuple[bytes, str | None]:
+        """``encode``'s request: the stream, and the server's refine-fallback message or None."""
         if max_bytes is not None or max_bpp is not None:
             query: dict = {"max_bytes": max_bytes} if max_bytes is not None else {}
             query |= {"max_bpp": max_bpp} if max_bpp is not None else {}
@@ -107,9 +118,7 @@ class RemoteCodec:
             body = arr.tobytes()
             query |= {"width": arr.shape[1], "height": arr.shape[0]}
         data, headers = self._post(f"/encode?{urlencode(query)}", body)
-        if "x-refine-fallback" in headers:
-            warnings.warn(headers["x-refine-fallback"], RefineFallbackWarning, stacklevel=2)
-        return data
+        return data, headers.get("x-refine-fallback")
 
     def decode(self, data: bytes, short_side: int | None = None, *, priority: int | None = None) -> np.ndarray:
         """Decompress .vlmc bytes on the server to a uint8 H×W×3 array (``short_side`` as in
@@ -221,4 +230,46 @@ def _error_of(status: int, payload: bytes) -> Exception:
     return err
 
 
-__all__ = ["RemoteCodec"]
+class AsyncRemoteCodec:
+    """``RemoteCodec``'s calls for asyncio code: ``await remote.encode(...)``. Each call runs the
+    blocking client on a worker thread (``asyncio.to_thread``; each thread keeps its own
+    keep-alive connection), so that the event loop never waits on the network, and concurrent
+    calls (``asyncio.gather``) reach the server together and are batched there. Takes
+    ``RemoteCodec``'s arguments; ``async with`` closes its connections.
+
+        async with AsyncRemoteCodec("http://gpu-box:8080") as remote:
+            streams = await asyncio.gather(*(remote.encode(im, quality=60) for im in images))
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.sync = RemoteCodec(*args, **kwargs)
+
+    async def __aenter__(self) -> AsyncRemoteCodec:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.sync.close)
+
+    async def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None,
+                     **options) -> bytes:
+        """``RemoteCodec.encode``, awaited (a refine fallback's warning is issued here)."""
+        data, fallback = await asyncio.to_thread(self.sync._encode, image, quality, short_side, model, **options)
+        if fallback:
+            warnings.warn(fallback, RefineFallbackWarning, stacklevel=2)
+        return data
+
+    async def decode(self, data: bytes, short_side: int | None = None, **options) -> np.ndarray:
+        """``RemoteCodec.decode``, awaited."""
+        return await asyncio.to_thread(self.sync.decode, data, short_side, **options)
+
+    async def health(self) -> dict:
+        return await asyncio.to_thread(self.sync.health)
+
+    async def stats(self) -> dict:
+        return await asyncio.to_thread(self.sync.stats)
+
+
+__all__ = ["AsyncRemoteCodec", "RemoteCodec"]
