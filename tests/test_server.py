@@ -972,7 +972,8 @@ def test_a_request_whose_client_hangs_up_is_cancelled_and_not_answered(tiny_mode
             return analyse(pixels, qualities, **options)
 
         codec.analyse = traced
-        first = threading.Thread(target=lambda: _request(server, "POST", "/encode?quality=10", png))
+        answers = []
+        first = threading.Thread(target=lambda: answers.append(_request(server, "POST", "/encode?quality=10", png)))
         first.start()
         assert held.wait(60)
         request = (f"POST /encode?quality=20 HTTP/1.1\r\nHost: x\r\nContent-Length: {len(png)}\r\n\r\n").encode() + png
@@ -987,6 +988,7 @@ def test_a_request_whose_client_hangs_up_is_cancelled_and_not_answered(tiny_mode
         assert server.abandoned == 1
         release.set()
         first.join(60)
+        assert answers[0][0] == 200  # a client that waited, connection open, is answered
         status, _, data = _request(server, "POST", "/encode?quality=30", png)
         assert status == 200 and data == Codec(tiny_model_path).encode(img, 30)
         stats = json.loads(_request(server, "GET", "/stats")[2])

@@ -356,9 +356,15 @@ class RequestHandler(BaseHTTPRequestHandler):
         already sent, pipelined, is data and not an end)."""
         sock = self.connection
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
+            # poll where there is one: select() takes no descriptor above 1023
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(sock, select.POLLIN)
+                readable = bool(poller.poll(0))
+            else:
+                readable = bool(select.select([sock], [], [], 0)[0])
             # the raw socket's recv, also under TLS: end of file is the TCP connection's
-            return bool(readable) and socket.socket.recv(sock, 1, socket.MSG_PEEK) == b""
+            return readable and socket.socket.recv(sock, 1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):
             return True
 
