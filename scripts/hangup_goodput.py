@@ -17,58 +17,46 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
+
+from serve_load import back_to_back, crop_384x256, in_process_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_once(codec, image, seconds: float, clients: int, client_timeout: float, detect: bool,
              server_timeout: float | None) -> dict:
-    from vlmcodec.runtime import Engine, RemoteCodec
-    from vlmcodec.runtime import http_handler
-    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+    from vlmcodec.runtime import Engine, http_handler
+
+    def send(remote) -> str:
+        try:
+            remote.encode(image, quality=50)
+            return "answered"
+        except ConnectionError:  # its timeout: the connection closed, the request given up
+            return "gave_up"
+        except TimeoutError:  # the server's 504: queued past --timeout, never run
+            return "shed"
 
     real = http_handler.RequestHandler._client_gone
     if not detect:
         http_handler.RequestHandler._client_gone = lambda self: False
     try:
         engine = Engine(codec, block=False, max_queue=256, timeout_s=server_timeout)
-        server = CodecServer(engine, "127.0.0.1", 0, max_connections=256)
-        serve_in_thread(server)
-        stop = time.monotonic() + seconds
-        counts = {"answered": 0, "gave_up": 0, "shed": 0, "other_errors": 0}
-        lock = threading.Lock()
-
-        def client() -> None:
-            with RemoteCodec(server.url, retries=0, timeout_s=client_timeout) as remote:
-                while time.monotonic() < stop:
-                    try:
-                        remote.encode(image, quality=50)
-                        key = "answered"
-                    except ConnectionError:  # its timeout: the connection closed, the request given up
-                        key = "gave_up"
-                    except TimeoutError:  # the server's 504: queued past --timeout, never run
-                        key = "shed"
-                    except Exception:  # noqa: BLE001 — a full queue (503) and the like
-                        key = "other_errors"
-                    with lock:
-                        counts[key] += 1
-
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        time.sleep(0.5)
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
+        with in_process_server(engine, max_connections=256) as server:
+            threads, counts = back_to_back(server.url, clients, time.monotonic() + seconds, send, retries=0,
+                                           timeout_s=client_timeout)
+            for t in threads:
+                t.join()
+            time.sleep(0.5)
     finally:
         http_handler.RequestHandler._client_gone = real
-    return {"detect_hangups": detect, "server_timeout_s": server_timeout, "goodput_per_s": counts["answered"] / seconds, **counts,
-            "abandoned_seen": server.abandoned, "engine_ok": engine.stats["ok"], "engine_failed_or_cancelled": engine.stats["failed"], "engine_batches": engine.stats["batches"]}
+    known = ("answered", "gave_up", "shed")
+    return {"detect_hangups": detect, "server_timeout_s": server_timeout,
+            "goodput_per_s": counts.get("answered", 0) / seconds, **{k: counts.get(k, 0) for k in known},
+            "other_errors": sum(n for k, n in counts.items() if k not in known), "abandoned_seen": server.abandoned,
+            "engine_ok": engine.stats["ok"], "engine_failed_or_cancelled": engine.stats["failed"],
+            "engine_batches": engine.stats["batches"]}
 
 
 def main() -> int:
@@ -83,9 +71,8 @@ def main() -> int:
     args = p.parse_args()
 
     from vlmcodec import Codec
-    from vlmcodec.image_io import load_image
 
-    image = load_image(ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png")[:256, :384]
+    image = crop_384x256()
     codec = Codec()
     codec.encode(image, 50)
     runs = []

@@ -15,61 +15,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
+from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_once(codec, image, seconds: float, bulk_threads: int, interval: float, bulk_priority: int) -> dict:
-    from vlmcodec.runtime import Engine, RemoteCodec
-    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+    from vlmcodec.runtime import Engine
 
-    engine = Engine(codec, block=False, max_queue=64)
-    server = CodecServer(engine, "127.0.0.1", 0, max_connections=64)
-    serve_in_thread(server)
-    stop = time.monotonic() + seconds
-    served = {"bulk": 0, "bulk_errors": 0}
-    lock = threading.Lock()
+    def bulk(remote) -> str:
+        remote.encode(image, quality=50, priority=bulk_priority)
+        return "bulk"
 
-    def bulk() -> None:
-        with RemoteCodec(server.url, retries=0) as remote:
-            while time.monotonic() < stop:
-                try:
-                    remote.encode(image, quality=50, priority=bulk_priority)
-                    key = "bulk"
-                except Exception:  # noqa: BLE001 — a full queue (503) and the like: counted, not fatal
-                    key = "bulk_errors"
-                with lock:
-                    served[key] += 1
-
-    threads = [threading.Thread(target=bulk) for _ in range(bulk_threads)]
-    for t in threads:
-        t.start()
-    latencies = []
-    errors = 0
-    with RemoteCodec(server.url, retries=0) as interactive:
-        time.sleep(1.0)  # let the bulk traffic fill the queue first
-        while time.monotonic() < stop - interval:
-            t0 = time.perf_counter()
-            try:
-                interactive.encode(image, quality=50)
-                latencies.append(time.perf_counter() - t0)
-            except Exception:  # noqa: BLE001
-                errors += 1
-            time.sleep(max(0.0, interval - (time.perf_counter() - t0)))
-    for t in threads:
-        t.join()
-    server.shutdown()
-    server.server_close()
-    engine.shutdown()
-    lat = np.array(latencies) * 1000
-    return {"bulk_priority": bulk_priority, "interactive_served": len(latencies), "interactive_errors": errors,
-            "interactive_p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-            "interactive_p95_ms": float(np.percentile(lat, 95)) if len(lat) else None, **served}
+    with in_process_server(Engine(codec, block=False, max_queue=64), max_connections=64) as server:
+        stop = time.monotonic() + seconds
+        threads, counts = back_to_back(server.url, bulk_threads, stop, bulk, retries=0)
+        latencies, errors = paced(server.url, interval, stop, lambda remote: remote.encode(image, quality=50),
+                                  retries=0)
+        for t in threads:
+            t.join()
+    return {"bulk_priority": bulk_priority, **latency_summary("interactive", latencies),
+            "interactive_errors": errors, "bulk": counts.get("bulk", 0),
+            "bulk_errors": sum(n for key, n in counts.items() if key != "bulk")}
 
 
 def main() -> int:
@@ -82,9 +52,8 @@ def main() -> int:
     args = p.parse_args()
 
     from vlmcodec import Codec
-    from vlmcodec.image_io import load_image
 
-    image = load_image(ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png")[:256, :384]
+    image = crop_384x256()
     codec = Codec()
     codec.encode(image, 50)  # first run out of the way
     runs = []

@@ -15,64 +15,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
+from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_once(codec, image, seconds: float, flood_threads: int, interval: float, rate_limit: float | None) -> dict:
-    from vlmcodec.runtime import Engine, RateLimited, RemoteCodec
-    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+    from vlmcodec.runtime import Engine, RateLimited
 
-    engine = Engine(codec, block=False, max_queue=64)
-    server = CodecServer(engine, "127.0.0.1", 0, auth_token={"flood": "tok-flood", "polite": "tok-polite"},
-                         rate_limit=rate_limit, max_connections=64)
-    serve_in_thread(server)
-    stop = time.monotonic() + seconds
-    served = {"flood": 0, "flood_refused": 0, "flood_other_errors": 0}
-    lock = threading.Lock()
+    def flood(remote) -> str:
+        try:
+            remote.encode(image, quality=50)
+            return "flood"
+        except RateLimited:
+            return "flood_refused"
 
-    def flood() -> None:
-        with RemoteCodec(server.url, token="tok-flood", retries=0) as remote:
-            while time.monotonic() < stop:
-                try:
-                    remote.encode(image, quality=50)
-                    key = "flood"
-                except RateLimited:
-                    key = "flood_refused"
-                except Exception:  # noqa: BLE001 — a full queue (503) and the like: counted, not fatal
-                    key = "flood_other_errors"
-                with lock:
-                    served[key] += 1
-
-    threads = [threading.Thread(target=flood) for _ in range(flood_threads)]
-    for t in threads:
-        t.start()
-    latencies = []
-    errors = 0
-    with RemoteCodec(server.url, token="tok-polite", retries=0) as polite:
-        time.sleep(1.0)  # let the flood fill the queue first
-        while time.monotonic() < stop - interval:
-            t0 = time.perf_counter()
-            try:
-                polite.encode(image, quality=50)
-                latencies.append(time.perf_counter() - t0)
-            except Exception:  # noqa: BLE001
-                errors += 1
-            time.sleep(max(0.0, interval - (time.perf_counter() - t0)))
-    for t in threads:
-        t.join()
-    server.shutdown()
-    server.server_close()
-    engine.shutdown()
-    lat = np.array(latencies) * 1000
-    return {"rate_limit": rate_limit, "polite_served": len(latencies), "polite_errors": errors,
-            "polite_p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-            "polite_p95_ms": float(np.percentile(lat, 95)) if len(lat) else None, **served}
+    tokens = {"flood": "tok-flood", "polite": "tok-polite"}
+    with in_process_server(Engine(codec, block=False, max_queue=64), auth_token=tokens, rate_limit=rate_limit,
+                           max_connections=64) as server:
+        stop = time.monotonic() + seconds
+        threads, counts = back_to_back(server.url, flood_threads, stop, flood, token="tok-flood", retries=0)
+        latencies, errors = paced(server.url, interval, stop, lambda remote: remote.encode(image, quality=50),
+                                  token="tok-polite", retries=0)
+        for t in threads:
+            t.join()
+    other = sum(n for key, n in counts.items() if key not in ("flood", "flood_refused"))
+    return {"rate_limit": rate_limit, **latency_summary("polite", latencies), "polite_errors": errors,
+            "flood": counts.get("flood", 0), "flood_refused": counts.get("flood_refused", 0),
+            "flood_other_errors": other}
 
 
 def main() -> int:
@@ -86,9 +59,8 @@ def main() -> int:
     args = p.parse_args()
 
     from vlmcodec import Codec
-    from vlmcodec.image_io import load_image
 
-    image = load_image(ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png")[:256, :384]
+    image = crop_384x256()
     codec = Codec()
     codec.encode(image, 50)  # first run out of the way
     runs = []

@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,49 +45,34 @@ def _network_worker_engine():
                                           refine=steps)
                 for j, r in enumerate(group):
                     r.status = Status.CODING
-                    self._pool.submit(self._entropy_encode, r, y[j], z[j])
+                    self._submit_coding(self._entropy_encode, r, y[j], z[j])
 
     return NetworkWorkerRefine
 
 
 def run_once(codec, image, arm: str, seconds: float, interval: float, steps: int) -> dict:
-    from vlmcodec.runtime import Engine, RemoteCodec
-    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+    from vlmcodec.runtime import Engine
 
-    engine_class = _network_worker_engine() if arm == "network_worker" else Engine
-    engine = engine_class(codec, block=False, max_queue=64)
-    server = CodecServer(engine, "127.0.0.1", 0, max_refine=steps)
-    serve_in_thread(server)
-    stop = time.monotonic() + seconds
     refined: list[float] = []
 
-    def refiner() -> None:
-        with RemoteCodec(server.url, retries=0, timeout_s=600) as remote:
-            while time.monotonic() < stop:
-                t0 = time.perf_counter()
-                remote.encode(image, quality=50, refine=steps)
-                refined.append(time.perf_counter() - t0)
+    def refine(remote) -> str:
+        t0 = time.perf_counter()
+        remote.encode(image, quality=50, refine=steps)
+        refined.append(time.perf_counter() - t0)
+        return "refined"
 
-    thread = threading.Thread(target=refiner) if arm != "alone" else None
-    if thread is not None:
-        thread.start()
-    latencies = []
-    with RemoteCodec(server.url, retries=0, timeout_s=600) as plain:
-        time.sleep(1.0)  # the refiner's first request is running
-        while time.monotonic() < stop - interval:
-            t0 = time.perf_counter()
-            plain.encode(image, quality=50)
-            latencies.append(time.perf_counter() - t0)
-            time.sleep(max(0.0, interval - (time.perf_counter() - t0)))
-    if thread is not None:
-        thread.join()
-    server.shutdown()
-    server.server_close()
-    engine.shutdown()
-    lat = np.array(latencies) * 1000
-    return {"arm": arm, "plain_served": len(latencies), "plain_p50_ms": float(np.percentile(lat, 50)),
-            "plain_p95_ms": float(np.percentile(lat, 95)), "plain_max_ms": float(lat.max()),
-            "refined_served": len(refined), "refined_p50_s": float(np.median(refined)) if refined else None}
+    engine_class = _network_worker_engine() if arm == "network_worker" else Engine
+    with in_process_server(engine_class(codec, block=False, max_queue=64), max_refine=steps) as server:
+        stop = time.monotonic() + seconds
+        threads, _ = back_to_back(server.url, 0 if arm == "alone" else 1, stop, refine, retries=0, timeout_s=600)
+        # the refiner's first request is running by the first plain one
+        latencies, _ = paced(server.url, interval, stop, lambda remote: remote.encode(image, quality=50),
+                             retries=0, timeout_s=600)
+        for t in threads:
+            t.join()
+    summary = latency_summary("plain", latencies)
+    return {"arm": arm, **summary, "plain_max_ms": 1000 * max(latencies), "refined_served": len(refined),
+            "refined_p50_s": float(np.median(refined)) if refined else None}
 
 
 def main() -> int:
@@ -100,9 +85,8 @@ def main() -> int:
     args = p.parse_args()
 
     from vlmcodec import Codec
-    from vlmcodec.image_io import load_image
 
-    image = load_image(ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png")[:256, :384]
+    image = crop_384x256()
     codec = Codec()
     codec.encode(image, 50)  # first runs out of the way (the refiner loads its teacher here)
     codec.encode(image, 50, refine=1)

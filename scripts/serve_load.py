@@ -1,0 +1,91 @@
+"""What the serving measurements share (scripts/*_serving.py, rate_limit_fairness.py,
+hangup_goodput.py): an in-process server, clients sending back to back, a paced client that
+records its latencies, and their summary."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+
+
+def crop_384x256():
+    """The image these measurements send: kodim23's top-left 384×256 (the consumer's scale)."""
+    from vlmcodec.image_io import load_image
+
+    return load_image(KODAK / "kodim23.png")[:256, :384]
+
+
+@contextmanager
+def in_process_server(engine, **options):
+    """A CodecServer for ``engine`` on a free port, on a thread; both shut down on leaving."""
+    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+
+    server = CodecServer(engine, "127.0.0.1", 0, **options)
+    serve_in_thread(server)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+
+
+def back_to_back(url: str, threads: int, stop_at: float, send: Callable, **client) -> tuple[list, dict]:
+    """``threads`` clients (``RemoteCodec(url, **client)`` each) calling ``send(remote)`` until
+    ``stop_at`` (time.monotonic); ``send`` returns the outcome's name, counted in the dict (an
+    exception's class name when it raises). Returns the started threads and the counts."""
+    from vlmcodec.runtime import RemoteCodec
+
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def run() -> None:
+        with RemoteCodec(url, **client) as remote:
+            while time.monotonic() < stop_at:
+                try:
+                    key = send(remote)
+                except Exception as e:  # noqa: BLE001 — every outcome is counted, none stops the client
+                    key = type(e).__name__
+                with lock:
+                    counts[key] = counts.get(key, 0) + 1
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for t in started:
+        t.start()
+    return started, counts
+
+
+def paced(url: str, interval: float, stop_at: float, send: Callable, warmup_s: float = 1.0,
+          **client) -> tuple[list[float], int]:
+    """One client calling ``send(remote)`` every ``interval`` seconds from ``warmup_s`` on until
+    ``stop_at``: the seconds each successful call took, and the number that raised."""
+    from vlmcodec.runtime import RemoteCodec
+
+    latencies, errors = [], 0
+    with RemoteCodec(url, **client) as remote:
+        time.sleep(warmup_s)  # the others' traffic first
+        while time.monotonic() < stop_at - interval:
+            t0 = time.perf_counter()
+            try:
+                send(remote)
+                latencies.append(time.perf_counter() - t0)
+            except Exception:  # noqa: BLE001 — counted
+                errors += 1
+            time.sleep(max(0.0, interval - (time.perf_counter() - t0)))
+    return latencies, errors
+
+
+def latency_summary(prefix: str, seconds: list[float]) -> dict:
+    """``{prefix}_served``, ``{prefix}_p50_ms``, ``{prefix}_p95_ms`` (None without any)."""
+    ms = np.array(seconds) * 1000
+    return {f"{prefix}_served": len(ms),
+            f"{prefix}_p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+            f"{prefix}_p95_ms": float(np.percentile(ms, 95)) if len(ms) else None}
