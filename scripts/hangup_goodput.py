@@ -15,12 +15,11 @@ up, and what the engine ran.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from serve_load import back_to_back, crop_384x256, in_process_server
+from serve_load import back_to_back, crop_384x256, in_process_server, rounds_of, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,20 +74,12 @@ def main() -> int:
     image = crop_384x256()
     codec = Codec()
     codec.encode(image, 50)
-    runs = []
-    for r in range(args.rounds):
-        for detect in ((False, True) if r % 2 == 0 else (True, False)):
-            res = run_once(codec, image, args.seconds, args.clients, args.client_timeout, detect, args.server_timeout)
-            res["round"] = r
-            runs.append(res)
-            print(json.dumps(res), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python scripts/hangup_goodput.py " + " ".join(sys.argv[1:]),
-                                    "image": "kodim23.png[:256, :384] at q50", "seconds": args.seconds,
-                                    "clients": args.clients, "client_timeout_s": args.client_timeout,
-                                    "server_timeout_s": args.server_timeout,
-                                    "runs": runs}, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    runs = rounds_of([False, True], args.rounds, alternate=True,
+                     run=lambda detect: run_once(codec, image, args.seconds, args.clients, args.client_timeout,
+                                                 detect, args.server_timeout))
+    write_results(args.out, sys.argv[1:], {"seconds": args.seconds, "clients": args.clients,
+                                           "client_timeout_s": args.client_timeout,
+                                           "server_timeout_s": args.server_timeout}, runs)
     return 0
 
 

@@ -13,12 +13,11 @@ and p95 latency and how many requests of each client were served.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced
+from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,19 +62,10 @@ def main() -> int:
     image = crop_384x256()
     codec = Codec()
     codec.encode(image, 50)  # first run out of the way
-    runs = []
-    for r in range(args.rounds):
-        for limit in (None, args.rate_limit):
-            res = run_once(codec, image, args.seconds, args.flood_threads, args.interval, limit)
-            res["round"] = r
-            runs.append(res)
-            print(json.dumps(res), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python scripts/rate_limit_fairness.py " + " ".join(sys.argv[1:]),
-                                    "image": "kodim23.png[:256, :384]", "seconds": args.seconds,
-                                    "flood_threads": args.flood_threads, "interval_s": args.interval,
-                                    "runs": runs}, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    runs = rounds_of([None, args.rate_limit], args.rounds,
+                     lambda limit: run_once(codec, image, args.seconds, args.flood_threads, args.interval, limit))
+    write_results(args.out, sys.argv[1:], {"seconds": args.seconds, "flood_threads": args.flood_threads,
+                                           "interval_s": args.interval}, runs)
     return 0
 
 

@@ -16,13 +16,12 @@ sees the same machine:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced
+from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,19 +89,10 @@ def main() -> int:
     codec = Codec()
     codec.encode(image, 50)  # first runs out of the way (the refiner loads its teacher here)
     codec.encode(image, 50, refine=1)
-    runs = []
-    for r in range(args.rounds):
-        for arm in ("alone", "refine_workers", "network_worker"):
-            res = run_once(codec, image, arm, args.seconds, args.interval, args.refine)
-            res["round"] = r
-            runs.append(res)
-            print(json.dumps(res), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python scripts/refine_serving.py " + " ".join(sys.argv[1:]),
-                                    "image": "kodim23.png[:256, :384]", "seconds": args.seconds,
-                                    "interval_s": args.interval, "refine": args.refine, "runs": runs},
-                                   indent=1) + "\n")
-    print(f"wrote {args.out}")
+    runs = rounds_of(["alone", "refine_workers", "network_worker"], args.rounds,
+                     lambda arm: run_once(codec, image, arm, args.seconds, args.interval, args.refine))
+    write_results(args.out, sys.argv[1:], {"seconds": args.seconds, "interval_s": args.interval,
+                                           "refine": args.refine}, runs)
     return 0
 
 

@@ -89,3 +89,30 @@ def latency_summary(prefix: str, seconds: list[float]) -> dict:
     return {f"{prefix}_served": len(ms),
             f"{prefix}_p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
             f"{prefix}_p95_ms": float(np.percentile(ms, 95)) if len(ms) else None}
+
+
+def rounds_of(arms: list, rounds: int, run: Callable, alternate: bool = False) -> list[dict]:
+    """``run(arm)`` for every arm, ``rounds`` times (the order reversed every other round with
+    ``alternate``), each result tagged with its round and printed as it comes."""
+    import json
+
+    out = []
+    for r in range(rounds):
+        for arm in (arms[::-1] if alternate and r % 2 else arms):
+            res = dict(run(arm), round=r)
+            out.append(res)
+            print(json.dumps(res), flush=True)
+    return out
+
+
+def write_results(out: Path, argv: list[str], fields: dict, runs: list[dict]) -> None:
+    """The runs as JSON at ``out``, with the command that made them and ``fields``."""
+    import json
+    import sys
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute()
+                                     else sys.argv[0], *argv])
+    out.write_text(json.dumps({"command": command, "image": "kodim23.png[:256, :384]", **fields, "runs": runs},
+                              indent=1) + "\n")
+    print(f"wrote {out}")
