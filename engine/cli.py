@@ -461,7 +461,8 @@ def cmd_serve(args) -> int:
         t0 = time.perf_counter()
         try:
             images = [load_image(f, codec.max_pixels) for f in samples]
-            records = [r for each in engines for r in each.warmup(images, quality=args.quality)]  # every model's
+            records = [r for each in engines  # every model's
+                       for r in each.warmup(images, quality=args.quality, refine=bool(args.max_refine))]
         except BaseException:
             shut_down_engines(drain=False)
             raise

@@ -551,3 +551,27 @@ def test_the_batching_delay_defaults_to_none_where_batches_run_item_by_item(tiny
     monkeypatch.setattr(type(tiny_codec.backend), "item_by_item", False)  # as CUDA runs whole batches
     with Engine(tiny_codec) as engine:
         assert engine.max_delay_ms == WHOLE_BATCH_DELAY_MS == 5.0
+
+
+def test_warmup_with_refine_runs_one_refined_encode_per_coded_size_on_a_refine_worker(tiny_model_path, rng):
+    from vlmcodec import Codec
+
+    codec = Codec(tiny_model_path)
+    analyse, threads = codec.analyse, []
+
+    def traced(pixels, qualities, *, refine=None):
+        if codec.refine_steps(refine):
+            threads.append((threading.current_thread().name, codec.refine_steps(refine)))
+        return analyse(pixels, qualities, refine=refine)
+
+    codec.analyse = traced
+    samples = [smooth_image(rng, 64, 64), smooth_image(rng, 60, 62), smooth_image(rng, 64, 128)]
+    with Engine(codec, max_batch=2) as engine:
+        plain = engine.warmup(samples, decode=False)
+        assert not threads and all(r["mode"] == "encode" for r in plain)
+        records = engine.warmup(samples, decode=False, refine=True)
+        assert engine.stats["refined"] == 0 and engine.latency()["refine"] == {}  # not a request
+    refined = [r for r in records if r["mode"] == "refine"]
+    assert [(r["coded_size"], r["batch"]) for r in refined] == [((64, 64), 1), ((64, 128), 1)]
+    assert all(r["seconds"] > 0 for r in refined)
+    assert len(threads) == 2 and all(name.startswith("vlmcodec-refine") and steps == 1 for name, steps in threads)

@@ -253,7 +253,7 @@ class Engine:
         return results()
 
     def warmup(self, images, quality: float = 75.0, batch_sizes=None, short_side: int | None = None,
-               decode: bool = True) -> list[dict]:
+               decode: bool = True, refine: bool = False) -> list[dict]:
         """Run the networks at each batch size for each sample image's size, before traffic.
 
         A backend's first run at a batch shape can be far slower than the next (onnxruntime
@@ -267,8 +267,10 @@ class Engine:
         every size from ``max_batch`` down to 1 (largest first, so an arena grows once). A
         batch that would not fit in memory is skipped and reported, as serving would run it one
         request at a time. Called under traffic, each shape waits for the running batches to
-        end and holds every network worker while it runs (requests queue meanwhile). Returns
-        one record per (mode, coded size, batch size): wall seconds or the skip reason.
+        end and holds every network worker while it runs (requests queue meanwhile). ``refine``:
+        also one refined encode (1 step) per coded size on a refine worker, whose first run
+        costs ~1 s more than the next (the teacher's and autograd's first passes). Returns one
+        record per (mode, coded size, batch size): wall seconds or the skip reason.
         """
         if self._closed:
             raise EngineDeadError("engine is shut down; create a new Engine")
@@ -303,6 +305,15 @@ class Engine:
                     except ResourceError as e:
                         record["skipped"] = str(e)
                     records.append(record)
+            if refine:
+                record = {"mode": "refine", "coded_size": key, "batch": 1}
+                t0 = time.perf_counter()
+                try:  # on a refine worker, outside the request counts and latencies
+                    self._refine_threads().submit(self.codec.encode, image, quality, short_side, refine=1).result()
+                    record["seconds"] = time.perf_counter() - t0
+                except ResourceError as e:
+                    record["skipped"] = str(e)
+                records.append(record)
         return records
 
     def _on_every_network_worker(self, job) -> float:
@@ -582,14 +593,17 @@ class Engine:
         except Exception as e:
             self._finish(req, exc=_request_error(req, e))
 
-    def _submit_refined(self, req: InflightRequest) -> None:
+    def _refine_threads(self) -> ThreadPoolExecutor:
+        """The refine workers' pool, made on first use."""
         with self._cv:
             if self._refine_pool is None:
                 self._refine_pool = ThreadPoolExecutor(max_workers=self.refine_workers,
                                                        thread_name_prefix="vlmcodec-refine")
-            pool = self._refine_pool
+            return self._refine_pool
+
+    def _submit_refined(self, req: InflightRequest) -> None:
         try:
-            pool.submit(self._refine_encode, req)
+            self._refine_threads().submit(self._refine_encode, req)
         except RuntimeError as e:  # pool shut down under us
             self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
 
