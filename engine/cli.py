@@ -330,13 +330,10 @@ def cmd_decode(args) -> int:
 
 
 def _serve_security(args):
-    """(TLS context or None, {client name: bearer token} or None, {client name: its own rate
-    limit}, {client name: its priority}) from serve's --tls-cert/--tls-key and --auth-token-file;
-    ConfigError for a half-given
-    pair, an unreadable file or a token file with no token or a malformed line."""
-    ssl_context = token = None
-    limits: dict = {}
-    priorities: dict = {}
+    """(TLS context or None, ``tokens.TokenFile`` or None: the tokens and the clients' own
+    options) from serve's --tls-cert/--tls-key and --auth-token-file; ConfigError for a
+    half-given pair, an unreadable file or a token file with no token or a malformed line."""
+    ssl_context = token_file = None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
@@ -363,26 +360,29 @@ def _serve_security(args):
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read --auth-token-file {args.auth_token_file}: "
                               f"{getattr(e, 'strerror', None) or e}") from None
-        token, limits, priorities = read_token_file(text, f"--auth-token-file {args.auth_token_file}")
-    return ssl_context, token, limits, priorities
+        token_file = read_token_file(text, f"--auth-token-file {args.auth_token_file}")
+    return ssl_context, token_file
 
 
 def _reload_security(server, args) -> None:
     """SIGHUP: read the certificate, key, client CA and token files again (a rotated certificate or
     token) for the connections to come; a set that fails to load leaves the current one in force."""
     from .runtime.rate_limit import check_client_limits
-    from .runtime.tokens import check_client_priorities
+    from .runtime.tokens import TokenFile, check_client_max_refine, check_client_priorities
 
     try:
-        context, token, limits, priorities = _serve_security(args)
-        limits = check_client_limits(limits, token)
-        priorities = check_client_priorities(priorities, token)
+        context, token_file = _serve_security(args)
+        token_file = token_file or TokenFile(None)
+        token = token_file.tokens
+        limits = check_client_limits(token_file.limits, token)
+        priorities = check_client_priorities(token_file.priorities, token)
+        max_refine = check_client_max_refine(token_file.max_refine, token)
     except ConfigError as e:
         print(f"vlmcodec: reload refused, the current certificate and token stay: {e}", file=sys.stderr, flush=True)
         return
-    # each read once per connection / request; a client's limit changes with its line
+    # each read once per connection / request; a client's options change with its line
     server.ssl_context, server.client_limits, server.client_priorities = context, limits, priorities
-    server.auth_tokens = token
+    server.client_max_refine, server.auth_tokens = max_refine, token
     print("vlmcodec: reloaded the TLS certificate and token files", file=sys.stderr, flush=True)
 
 
@@ -438,13 +438,18 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
-    ssl_context, token, client_limits, client_priorities = _serve_security(args)
+    ssl_context, token_file = _serve_security(args)
+    if token_file is None:
+        from .runtime.tokens import TokenFile
+
+        token_file = TokenFile(None)
     samples = expand_inputs(args.warmup, IMAGE_SUFFIXES) if args.warmup else []
     codec = _codec(args)
     codec.model.level_of_quality(args.quality)  # a bad -q fails here, as encode's does
     # older models, kept to decode their streams (and to encode with ?model=): one engine each
     others = [_codec(args, path) for path in args.extra_model or ()]
-    if args.max_refine:  # the refinement's teacher loads now: a missing package fails here, not per request
+    refining = bool(args.max_refine or any(token_file.max_refine.values()))
+    if refining:  # the refinement's teacher loads now: a missing package fails here, not on a request
         for each in (codec, *others):
             each.refiner()
     engines = [Engine(c, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
@@ -462,7 +467,7 @@ def cmd_serve(args) -> int:
         try:
             images = [load_image(f, codec.max_pixels) for f in samples]
             records = [r for each in engines  # every model's
-                       for r in each.warmup(images, quality=args.quality, refine=bool(args.max_refine))]
+                       for r in each.warmup(images, quality=args.quality, refine=refining)]
         except BaseException:
             shut_down_engines(drain=False)
             raise
@@ -473,11 +478,11 @@ def cmd_serve(args) -> int:
     try:
         server = CodecServer(engines, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
-                             max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token,
-                             rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=client_limits,
+                             max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token_file.tokens,
+                             rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=token_file.limits,
                              log_format=args.log_format, max_refine=args.max_refine,
-                             trusted_proxies=args.trusted_proxy, client_priorities=client_priorities,
-                             max_refine_pixels=args.max_refine_pixels)
+                             trusted_proxies=args.trusted_proxy, client_priorities=token_file.priorities,
+                             client_max_refine=token_file.max_refine, max_refine_pixels=args.max_refine_pixels)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -488,7 +493,7 @@ def cmd_serve(args) -> int:
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
         if hasattr(signal, "SIGHUP") and (args.tls_cert or args.auth_token_file):
             signal.signal(signal.SIGHUP, lambda *_: _reload_security(server, args))
-    exposure = _exposure_warning(args.host, bool(token), bool(ssl_context))
+    exposure = _exposure_warning(args.host, bool(token_file.tokens), bool(ssl_context))
     if exposure:
         print(f"vlmcodec: warning: {exposure}", file=sys.stderr, flush=True)
     also = f" (and {', '.join(c.fingerprint.hex() for c in others)} for their streams)" if others else ""
@@ -500,6 +505,8 @@ def cmd_serve(args) -> int:
         limit += f", {len(server.client_priorities)} client(s) with a priority of their own"
     if server.trusted_proxies:
         limit += f", clients forwarded by {', '.join(map(str, server.trusted_proxies))}"
+    if server.client_max_refine:
+        limit += f", {len(server.client_max_refine)} client(s) with a refine cap of their own"
     if server.max_refine:
         limit += f", refine up to {server.max_refine} steps on {args.refine_workers} worker(s)"
     print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend{limit}) on {server.url}: "

@@ -160,7 +160,8 @@ def test_a_reload_changes_a_clients_limit_with_its_line(tiny_model_path, rng, tm
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("app tok-a rate=0.01 burst=1\n")
     args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(tokens))
-    _, token, limits, _ = _serve_security(args)
+    _, token_file = _serve_security(args)
+    token, limits = token_file.tokens, token_file.limits
     img = smooth_image(rng, 32, 32)
     with serving(tiny_model_path, auth_token=token, client_limits=limits) as server:
         with RemoteCodec(server.url, token="tok-a", retries=0) as app:

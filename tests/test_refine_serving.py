@@ -158,7 +158,7 @@ def test_serve_refines_up_to_its_max_refine(tiny_model_path, rng, tmp_path):
     codec = Codec(tiny_model_path)
     with serving(tiny_model_path) as server:  # the default: no refinement
         status, _, body = _post(f"{server.url}/encode?quality=50&refine=2", path.read_bytes())
-        assert status == 400 and "this server does not refine" in json.loads(body)["error"]
+        assert status == 400 and "refinement is not allowed here" in json.loads(body)["error"]
         assert _post(f"{server.url}/encode?quality=50&refine=0", path.read_bytes())[0] == 200
     with serving(tiny_model_path, max_refine=3) as server:
         status, _, body = _post(f"{server.url}/encode?quality=50&refine=4", path.read_bytes())
@@ -227,4 +227,24 @@ def test_a_refined_encode_larger_than_max_refine_pixels_is_refused(tiny_model_pa
             assert remote.encode(img, 50, refine=2, short_side=24) == codec.encode(img, 50, 24, refine=2)
     with pytest.raises(ConfigError, match="max_refine_pixels must be an integer >= 1"):
         with serving(tiny_model_path, max_refine_pixels=0):
+            pass
+
+
+def test_a_clients_refine_cap_replaces_the_servers(tiny_model_path, rng):
+    img = smooth_image(rng, 32, 48)
+    tokens = {"archive": "tok-a", "bulk": "tok-b", "other": "tok-o"}
+    with serving(tiny_model_path, auth_token=tokens, max_refine=1, client_max_refine={"archive": 3, "bulk": 0}) as server:
+        with RemoteCodec(server.url, token="tok-a", retries=0) as archive, \
+                RemoteCodec(server.url, token="tok-b", retries=0) as bulk, \
+                RemoteCodec(server.url, token="tok-o", retries=0) as other:
+            assert archive.encode(img, 50, refine=3) == Codec(tiny_model_path).encode(img, 50, refine=3)
+            with pytest.raises(ConfigError, match="refine must be 0..3, got 4"):
+                archive.encode(img, 50, refine=4)
+            with pytest.raises(ConfigError, match="refinement is not allowed here"):
+                bulk.encode(img, 50, refine=1)
+            other.encode(img, 50, refine=1)  # the server's cap
+            with pytest.raises(ConfigError, match="refine must be 0..1, got 2"):
+                other.encode(img, 50, refine=2)
+    with pytest.raises(ConfigError, match="a refine cap for client 'nobody', whom no token names"):
+        with serving(tiny_model_path, auth_token=tokens, client_max_refine={"nobody": 2}):
             pass

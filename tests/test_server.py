@@ -801,9 +801,9 @@ def test_mutual_tls_admits_only_clients_with_a_signed_certificate(tiny_model_pat
     cert, key = tls_files
     client_cert, client_key = _self_signed(tmp_path, "client")  # self-signed: its own CA
     stranger_cert, stranger_key = _self_signed(tmp_path, "stranger")
-    context, token, limits, _ = _serve_security(argparse.Namespace(tls_cert=str(cert), tls_key=str(key),
-                                                                tls_client_ca=str(client_cert), auth_token_file=None))
-    assert token is None and limits == {} and context.verify_mode == ssl.CERT_REQUIRED
+    context, token_file = _serve_security(argparse.Namespace(tls_cert=str(cert), tls_key=str(key),
+                                                             tls_client_ca=str(client_cert), auth_token_file=None))
+    assert token_file is None and context.verify_mode == ssl.CERT_REQUIRED
     codec = Codec(tiny_model_path)
     engine = Engine(codec, block=False)
     server = CodecServer(engine, "127.0.0.1", 0, ssl_context=context)

@@ -3,7 +3,7 @@
 import pytest
 
 from vlmcodec.errors import ConfigError
-from vlmcodec.runtime.tokens import client_of, parse_token_file, token_table
+from vlmcodec.runtime.tokens import TokenFile, client_of, parse_token_file, token_table
 
 
 def test_a_token_file_names_its_tokens():
@@ -53,27 +53,30 @@ def test_serve_reads_a_token_file_written_with_a_byte_order_mark(tmp_path):
     f = tmp_path / "tokens.txt"
     f.write_bytes("\ufeffapp tok-a\r\nbatch tok-b\r\n".encode("utf-8"))  # as Windows Notepad writes it
     args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(f))
-    assert _serve_security(args) == (None, {"app": "tok-a", "batch": "tok-b"}, {}, {})
+    assert _serve_security(args) == (None, TokenFile({"app": "tok-a", "batch": "tok-b"}))
 
 
 def test_a_token_line_may_carry_the_clients_own_rate_limit():
     from vlmcodec.runtime.tokens import read_token_file
 
     text = "app tok-a rate=2 burst=5\nbatch tok-b rate=0.5\ninternal tok-i rate=unlimited\nfree tok-c\nxyz==\n"
-    tokens, limits, priorities = read_token_file(text)
-    assert tokens == {"app": "tok-a", "batch": "tok-b", "internal": "tok-i", "free": "tok-c", "token1": "xyz=="}
-    assert limits == {"app": (2.0, 5), "batch": (0.5, 1), "internal": None} and priorities == {}
-    assert read_token_file("tok rate=3\n") == ({"token1": "tok"}, {"token1": (3.0, 3)}, {})
+    parsed = read_token_file(text)
+    assert parsed.tokens == {"app": "tok-a", "batch": "tok-b", "internal": "tok-i", "free": "tok-c", "token1": "xyz=="}
+    assert parsed.limits == {"app": (2.0, 5), "batch": (0.5, 1), "internal": None} and parsed.priorities == {}
+    assert read_token_file("tok rate=3\n") == TokenFile({"token1": "tok"}, {"token1": (3.0, 3)})
 
 
-def test_a_token_line_may_carry_the_clients_priority():
+def test_a_token_line_may_carry_the_clients_priority_and_refine_cap():
     from vlmcodec.runtime.tokens import read_token_file
 
-    tokens, limits, priorities = read_token_file("front tok-f priority=10 rate=5\nbulk tok-b priority=-5\nother tok-o\n")
-    assert priorities == {"front": 10, "bulk": -5} and limits == {"front": (5.0, 5)} and len(tokens) == 3
+    parsed = read_token_file("front tok-f priority=10 rate=5 refine=30\nbulk tok-b priority=-5 refine=0\nother tok-o\n")
+    assert parsed.priorities == {"front": 10, "bulk": -5} and parsed.limits == {"front": (5.0, 5)}
+    assert parsed.max_refine == {"front": 30, "bulk": 0} and len(parsed.tokens) == 3
     for line, message in [("a t priority=x", "priority must be an integer, got 'x'"),
                           ("a t priority=101", r"priority must be an int in \[-100, 100\]"),
-                          ("a t priority=1 priority=2", "priority= given twice")]:
+                          ("a t priority=1 priority=2", "priority= given twice"),
+                          ("a t refine=-1", r"refine must be an int in \[0, 1000\]"),
+                          ("a t refine=2 refine=3", "refine= given twice")]:
         with pytest.raises(ConfigError, match=message):
             read_token_file(line)
 

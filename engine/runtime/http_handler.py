@@ -274,9 +274,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise HTTPError(HTTPStatus.BAD_REQUEST, "quality and max_bytes / max_bpp exclude each other")
         short = _optional_integer(params, "short_side")
         refine = _optional_integer(params, "refine") or 0
-        if not 0 <= refine <= self.server.max_refine:
-            allowed = (f"0..{self.server.max_refine}" if self.server.max_refine
-                       else "0: this server does not refine (serve --max-refine N allows it)")
+        most = self.server.client_max_refine.get(self._client, self.server.max_refine) if self._client \
+            else self.server.max_refine
+        if not 0 <= refine <= most:
+            allowed = (f"0..{most}" if most else "0: refinement is not allowed here (serve --max-refine N, or a "
+                                                  "token-file line's refine=N, allows it)")
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"refine must be {allowed}, got {refine}")
         engine = self.server.engine_named(params["model"]) if "model" in params else self.server.engine
         if "width" in params or "height" in params:

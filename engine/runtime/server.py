@@ -46,7 +46,7 @@ from .forwarded import trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
 from .rate_limit import RateLimiter, check_client_limits
-from .tokens import check_client_priorities, token_table
+from .tokens import check_client_max_refine, check_client_priorities, token_table
 
 DEFAULT_MAX_BODY = 64 * 2**20
 # a connection silent this long (between requests, or in the middle of one) is closed, so that
@@ -79,7 +79,8 @@ class CodecServer(ThreadingHTTPServer):
                  client_limits: Mapping[str, tuple[float, int] | None] | None = None, log_format: str = "text",
                  max_refine: int = 0, trusted_proxies: Sequence[str] | None = None,
                  client_priorities: Mapping[str, int] | None = None,
-                 max_refine_pixels: int = DEFAULT_MAX_REFINE_PIXELS):
+                 max_refine_pixels: int = DEFAULT_MAX_REFINE_PIXELS,
+                 client_max_refine: Mapping[str, int] | None = None):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -131,6 +132,9 @@ class CodecServer(ThreadingHTTPServer):
         # client_priorities: {token name: priority}, each client's requests' default priority and
         # the most they may ask (?priority=); 0 for the others. Replaced whole on a reload
         self.client_priorities = check_client_priorities(client_priorities, self.auth_tokens)
+        # client_max_refine: {token name: N}, the most refinement steps that client's encodes may
+        # ask, in place of max_refine; replaced whole on a reload
+        self.client_max_refine = check_client_max_refine(client_max_refine, self.auth_tokens)
         self.rate_limited = 0  # requests answered 429
         self.abandoned = 0  # requests whose client hung up while they waited (cancelled if not begun)
         self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name

@@ -4,7 +4,8 @@ A token file holds one token a line, as ``TOKEN`` or ``NAME TOKEN``, optionally 
 the client's own rate limit, ``rate=R`` (requests a second) and ``burst=B``, or
 ``rate=unlimited``, which replace the server's ``--rate-limit`` for that client, and its
 priority, ``priority=P`` (its requests' default and the most they may ask; 0 for the clients
-without one; see ``Engine.submit_encode``); blank lines and
+without one; see ``Engine.submit_encode``), and ``refine=N``, the most refinement steps its
+encodes may ask, in place of the server's ``--max-refine``; blank lines and
 lines that start with ``#`` are skipped. Several tokens let each client have its own (revoke one
 by deleting its line and sending SIGHUP) and let a rotation overlap: the new token is added, clients move to
 it, the old line goes. The name (``token1``, ``token2``, … for unnamed lines, in file order) is
@@ -16,31 +17,43 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
 # RFC 6750's b64token: what a client can put after "Bearer " without quoting
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_OPTION = re.compile(r"(rate|burst|priority)=[^=]")  # a token has '=' only at its end, so never matches
+_OPTION = re.compile(r"(rate|burst|priority|refine)=[^=]")  # a token has '=' only at its end, so never matches
+
+
+@dataclass(frozen=True)
+class TokenFile:
+    """What a token file gives: ``tokens`` {name: token}, and each client's own options where its
+    line has them: ``limits`` {name: (rate, burst), or None for ``rate=unlimited``},
+    ``priorities`` {name: P}, ``max_refine`` {name: N}."""
+
+    tokens: dict[str, str] | None  # None: no token file
+    limits: dict[str, tuple[float, int] | None] = field(default_factory=dict)
+    priorities: dict[str, int] = field(default_factory=dict)
+    max_refine: dict[str, int] = field(default_factory=dict)
 
 
 def parse_token_file(text: str, source: str = "token file") -> dict[str, str]:
     """``{name: token}`` from a token file's text (see the module's docstring); ConfigError for a
     file with no token, a malformed line, or a token or name given twice."""
-    return read_token_file(text, source)[0]
+    return read_token_file(text, source).tokens
 
 
-def read_token_file(text: str, source: str = "token file") -> tuple[dict[str, str], dict[str, tuple[float, int] | None],
-                                                                     dict[str, int]]:
-    """``({name: token}, {name: (rate, burst) or None}, {name: priority})`` from a token file's
-    text: the tokens, the clients' own rate limits (``rate=R [burst=B]`` on their line, burst
-    defaulting to one second's worth; ``rate=unlimited``: None, exempt from the server's) and
-    their priorities (``priority=P``). ConfigError as ``parse_token_file``, and for a malformed
-    limit or priority."""
+def read_token_file(text: str, source: str = "token file") -> TokenFile:
+    """The tokens of a token file's text and its clients' own options: rate limits (``rate=R
+    [burst=B]``, burst defaulting to one second's worth; ``rate=unlimited``: None, exempt from
+    the server's), priorities (``priority=P``) and refinement caps (``refine=N``). ConfigError as
+    ``parse_token_file``, and for a malformed option."""
     tokens: dict[str, str] = {}
     limits: dict[str, tuple[float, int] | None] = {}
     priorities: dict[str, int] = {}
+    max_refine: dict[str, int] = {}
     unnamed = 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -56,49 +69,68 @@ def read_token_file(text: str, source: str = "token file") -> tuple[dict[str, st
         elif len(fields) == 2:
             name, token = fields
         else:
-            raise ConfigError(f"{where}: expected 'TOKEN' or 'NAME TOKEN' (then rate=R burst=B priority=P if any), "
-                              f"got {len(fields)} fields")
+            raise ConfigError(f"{where}: expected 'TOKEN' or 'NAME TOKEN' (then rate=R burst=B priority=P refine=N "
+                              f"if any), got {len(fields)} fields")
         _add(tokens, name, token, where)
-        rate_words = [w for w in option_words if not w.startswith("priority=")]
-        priority_words = [w for w in option_words if w.startswith("priority=")]
+        rate_words = [w for w in option_words if w.startswith(("rate=", "burst="))]
         if rate_words:
             limits[name] = _limit(rate_words, where)
-        if priority_words:
-            priorities[name] = _priority(priority_words, where)
+        for key, parsed, check in (("priority", priorities, _checked_priority), ("refine", max_refine, _checked_refine)):
+            words = [w for w in option_words if w.startswith(f"{key}=")]
+            if words:
+                parsed[name] = _integer_option(key, words, where, check)
     if not tokens:
         raise ConfigError(f"{source} is empty (no token in it)")
-    return tokens, limits, priorities
+    return TokenFile(tokens, limits, priorities, max_refine)
 
 
 def check_client_priorities(priorities: Mapping[str, int] | None, tokens: Mapping[str, str] | None) -> dict[str, int]:
     """Clients' priorities validated: each a client the tokens name, with an int as
     ``Engine.submit_encode`` takes it. ConfigError otherwise."""
-    from .engine import check_priority
+    return _check_client_option("a priority", priorities, tokens, _checked_priority)
 
+
+def check_client_max_refine(max_refine: Mapping[str, int] | None, tokens: Mapping[str, str] | None) -> dict[str, int]:
+    """Clients' refinement caps validated: each a client the tokens name, with steps as
+    ``Codec(refine=)`` takes them. ConfigError otherwise."""
+    return _check_client_option("a refine cap", max_refine, tokens, _checked_refine)
+
+
+def _check_client_option(what: str, values, tokens, check) -> dict[str, int]:
     out = {}
-    for name, priority in (priorities or {}).items():
+    for name, value in (values or {}).items():
         if tokens is None or name not in tokens:
-            raise ConfigError(f"a priority for client {name!r}, whom no token names")
+            raise ConfigError(f"{what} for client {name!r}, whom no token names")
         try:
-            out[name] = check_priority(priority)
+            out[name] = check(value)
         except ValueError as e:
             raise ConfigError(f"client {name!r}: {e}") from None
     return out
 
 
-def _priority(words: list[str], where: str) -> int:
-    """A client's priority from its line's ``priority=`` word."""
+def _checked_priority(value: int) -> int:
     from .engine import check_priority
 
+    return check_priority(value)
+
+
+def _checked_refine(value: int) -> int:
+    from ..refine import check_refine_steps
+
+    return check_refine_steps(value)
+
+
+def _integer_option(key: str, words: list[str], where: str, check) -> int:
+    """A client's integer option (``priority=``, ``refine=``) from its line's words."""
     if len(words) > 1:
-        raise ConfigError(f"{where}: priority= given twice")
+        raise ConfigError(f"{where}: {key}= given twice")
     text = words[0].split("=", 1)[1]
     try:
         value = int(text)
     except ValueError:
-        raise ConfigError(f"{where}: priority must be an integer, got {text!r}") from None
+        raise ConfigError(f"{where}: {key} must be an integer, got {text!r}") from None
     try:
-        return check_priority(value)
+        return check(value)
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
 
