@@ -5,6 +5,7 @@
     POST /encode?width=W&height=H[&quality=75] body: H×W×3 RGB bytes → application/x-vlmc
     POST /encode?...&refine=K                  K steps of latent refinement (K <= max_refine)
     POST /decode[?format=png|ppm|raw]          body: a .vlmc stream   → the image
+    POST ...&priority=P                        higher runs first (P <= the client's own, 0 by default)
     GET  /health                                model, backend, requests in flight (JSON)
     GET  /stats                                 the engine's counters and latency percentiles (JSON)
     GET  /metrics                               the same for Prometheus (text exposition format)
