@@ -330,10 +330,12 @@ def cmd_decode(args) -> int:
 
 
 def _serve_security(args):
-    """(TLS context or None, ``tokens.TokenFile`` or None: the tokens and the clients' own
-    options) from serve's --tls-cert/--tls-key and --auth-token-file; ConfigError for a
+    """(TLS context or None, ``tokens.TokenFile``: the tokens, None without a token file, and
+    the clients' own options) from serve's --tls-cert/--tls-key and --auth-token-file; ConfigError for a
     half-given pair, an unreadable file or a token file with no token or a malformed line."""
-    ssl_context = token_file = None
+    from .runtime.tokens import TokenFile
+
+    ssl_context, token_file = None, TokenFile(None)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
@@ -367,22 +369,14 @@ def _serve_security(args):
 def _reload_security(server, args) -> None:
     """SIGHUP: read the certificate, key, client CA and token files again (a rotated certificate or
     token) for the connections to come; a set that fails to load leaves the current one in force."""
-    from .runtime.rate_limit import check_client_limits
-    from .runtime.tokens import TokenFile, check_client_max_refine, check_client_priorities
-
     try:
         context, token_file = _serve_security(args)
-        token_file = token_file or TokenFile(None)
-        token = token_file.tokens
-        limits = check_client_limits(token_file.limits, token)
-        priorities = check_client_priorities(token_file.priorities, token)
-        max_refine = check_client_max_refine(token_file.max_refine, token)
+        # each read once per connection / request; a client's options change with its line
+        server.set_clients(token_file.tokens, token_file.limits, token_file.priorities, token_file.max_refine)
     except ConfigError as e:
         print(f"vlmcodec: reload refused, the current certificate and token stay: {e}", file=sys.stderr, flush=True)
         return
-    # each read once per connection / request; a client's options change with its line
-    server.ssl_context, server.client_limits, server.client_priorities = context, limits, priorities
-    server.client_max_refine, server.auth_tokens = max_refine, token
+    server.ssl_context = context
     print("vlmcodec: reloaded the TLS certificate and token files", file=sys.stderr, flush=True)
 
 
@@ -439,10 +433,6 @@ def cmd_serve(args) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
     ssl_context, token_file = _serve_security(args)
-    if token_file is None:
-        from .runtime.tokens import TokenFile
-
-        token_file = TokenFile(None)
     samples = expand_inputs(args.warmup, IMAGE_SUFFIXES) if args.warmup else []
     codec = _codec(args)
     codec.model.level_of_quality(args.quality)  # a bad -q fails here, as encode's does

@@ -16,6 +16,7 @@ from PIL import Image
 from vlmcodec import Codec
 from vlmcodec.runtime import Engine
 from vlmcodec.runtime.server import CodecServer, serve_in_thread
+from vlmcodec.runtime.tokens import TokenFile
 
 from conftest import serving, smooth_image
 
@@ -803,7 +804,7 @@ def test_mutual_tls_admits_only_clients_with_a_signed_certificate(tiny_model_pat
     stranger_cert, stranger_key = _self_signed(tmp_path, "stranger")
     context, token_file = _serve_security(argparse.Namespace(tls_cert=str(cert), tls_key=str(key),
                                                              tls_client_ca=str(client_cert), auth_token_file=None))
-    assert token_file is None and context.verify_mode == ssl.CERT_REQUIRED
+    assert token_file == TokenFile(None) and context.verify_mode == ssl.CERT_REQUIRED
     codec = Codec(tiny_model_path)
     engine = Engine(codec, block=False)
     server = CodecServer(engine, "127.0.0.1", 0, ssl_context=context)

@@ -376,9 +376,9 @@ class Engine:
         self._net_pool.shutdown(wait=True)
         with self._cv:
             refine_pool = self._refine_pool
-        if refine_pool is not None:  # without drain, the queued refinements fail at once (_refine_encode)
+        if refine_pool is not None:  # without drain, the queued refinements fail at once (_submit)
             refine_pool.shutdown(wait=True)
-        self._pool.shutdown(wait=True)  # without drain, the queued coding jobs fail at once (_coding_job)
+        self._pool.shutdown(wait=True)  # without drain, the queued coding jobs fail at once (_submit)
         with self._cv:
             self._stopped = True
 
@@ -475,20 +475,24 @@ class Engine:
         with self._cv:
             self._finish_locked(req, result, exc, status)
 
-    def _submit_coding(self, job, req: InflightRequest, *args) -> None:
-        """``job(req, *args)`` on the coding pool."""
+    def _submit(self, pool: ThreadPoolExecutor, job, req: InflightRequest, *args) -> None:
+        """``job(req, *args)`` on ``pool``, unless a shutdown without drain has begun by then: a
+        request still queued then fails with its error (a job cancelled instead would leave its
+        future unresolved, its caller waiting forever)."""
+        def run() -> None:
+            if self._closed and not self._draining:
+                self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
+                return
+            job(req, *args)
+
         try:
-            self._pool.submit(self._coding_job, job, req, *args)
+            pool.submit(run)
         except RuntimeError as e:  # pool shut down under us
             self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
 
-    def _coding_job(self, job, req: InflightRequest, *args) -> None:
-        # a shutdown without drain fails what is still queued, each request with its error (a
-        # job cancelled instead would leave its future unresolved, its caller waiting forever)
-        if self._closed and not self._draining:
-            self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
-            return
-        job(req, *args)
+    def _submit_coding(self, job, req: InflightRequest, *args) -> None:
+        """``job(req, *args)`` on the coding pool (``_submit``)."""
+        self._submit(self._pool, job, req, *args)
 
     def _entropy_decode(self, req: InflightRequest) -> None:
         try:
@@ -534,18 +538,22 @@ class Engine:
                 self._net_busy -= 1
                 self._cv.notify_all()
 
+    def _begin(self, req: InflightRequest, now: float) -> bool:
+        """Whether a request taken from its queue runs: else it is finished here, timed out (its
+        deadline passed in the queue) or cancelled (by its client)."""
+        if req.deadline is not None and now > req.deadline:
+            self._finish(req, exc=TimeoutError(f"request timed out after {req.deadline - req.arrival:.3f}s in queue"),
+                         status=Status.FINISHED_TIMEOUT)
+            return False
+        if not req.future.set_running_or_notify_cancel():
+            self._finish(req, status=Status.FINISHED_CANCELLED)
+            return False
+        req.status = Status.SCHEDULED
+        return True
+
     def _run_batch(self, batch: list[InflightRequest]) -> None:
         now = time.monotonic()
-        live = []
-        for r in batch:
-            if r.deadline is not None and now > r.deadline:
-                self._finish(r, exc=TimeoutError(f"request timed out after {r.deadline - r.arrival:.3f}s in queue"),
-                             status=Status.FINISHED_TIMEOUT)
-            elif not r.future.set_running_or_notify_cancel():
-                self._finish(r, status=Status.FINISHED_CANCELLED)
-            else:
-                r.status = Status.SCHEDULED
-                live.append(r)
+        live = [r for r in batch if self._begin(r, now)]
         if not live:
             return
         self.stats["batches"] += 1
@@ -602,25 +610,13 @@ class Engine:
             return self._refine_pool
 
     def _submit_refined(self, req: InflightRequest) -> None:
-        try:
-            self._refine_threads().submit(self._refine_encode, req)
-        except RuntimeError as e:  # pool shut down under us
-            self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
+        self._submit(self._refine_threads(), self._refine_encode, req)
 
     def _refine_encode(self, req: InflightRequest) -> None:
         """A refined encode, whole, on a refine worker (g_a again for each refined try of a
         budget: cheap beside the refinement)."""
-        if self._closed and not self._draining:
-            self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
+        if not self._begin(req, time.monotonic()):
             return
-        if req.deadline is not None and time.monotonic() > req.deadline:
-            self._finish(req, exc=TimeoutError(f"request timed out after {req.deadline - req.arrival:.3f}s in queue"),
-                         status=Status.FINISHED_TIMEOUT)
-            return
-        if not req.future.set_running_or_notify_cancel():
-            self._finish(req, status=Status.FINISHED_CANCELLED)
-            return
-        req.status = Status.SCHEDULED
         prep = req.payload
         try:
             if req.budget is not None:

@@ -274,8 +274,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise HTTPError(HTTPStatus.BAD_REQUEST, "quality and max_bytes / max_bpp exclude each other")
         short = _optional_integer(params, "short_side")
         refine = _optional_integer(params, "refine") or 0
-        most = self.server.client_max_refine.get(self._client, self.server.max_refine) if self._client \
-            else self.server.max_refine
+        most = self.server.client_max_refine.get(self._client, self.server.max_refine)  # None is no client's
         if not 0 <= refine <= most:
             allowed = (f"0..{most}" if most else "0: refinement is not allowed here (serve --max-refine N, or a "
                                                   "token-file line's refine=N, allows it)")
@@ -328,7 +327,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _priority(self, params: dict) -> int:
         """The request's priority: its ``priority``, at most its client's (the token file's
         ``priority=``; 0 for everyone else), which is also the default."""
-        own = self.server.client_priorities.get(self._client, 0) if self._client else 0
+        own = self.server.client_priorities.get(self._client, 0)
         asked = _optional_integer(params, "priority")
         if asked is None:
             return own

@@ -116,26 +116,15 @@ class CodecServer(ThreadingHTTPServer):
         # TLS: each accepted socket is wrapped here and its handshake run on its own thread (in
         # the handler's setup, under the idle timeout), never in the accepting loop
         self.ssl_context = ssl_context
-        # every request but /health must carry "Authorization: Bearer <one of the tokens>";
-        # {client name: token}, replaced whole on a reload (SIGHUP), never changed in place
-        self.auth_tokens = token_table(auth_token)
+        self.set_clients(auth_token, client_limits, client_priorities, client_max_refine)
         self.requests_by_client: dict[str, int] = {}  # requests that carried each client's token
         self._clients_lock = threading.Lock()
         # rate_limit: /encode and /decode requests a second per client (its token's name, else its
-        # IP address), rate_burst at once; over it, 429 (rate_limit.py). client_limits: {token
-        # name: (rate, burst), or None for no limit}, replacing rate_limit for those clients;
-        # replaced whole on a reload (SIGHUP), as the tokens are
+        # IP address), rate_burst at once; over it, 429 (rate_limit.py)
         self.rate_limiter = RateLimiter(rate_limit, rate_burst)
         # addresses or networks of reverse proxies whose X-Forwarded-For names the client, for the
         # rate limit of clients without a token and the access log (forwarded.py); none: never read
         self.trusted_proxies = trusted_networks(trusted_proxies)
-        self.client_limits = check_client_limits(client_limits, self.auth_tokens)
-        # client_priorities: {token name: priority}, each client's requests' default priority and
-        # the most they may ask (?priority=); 0 for the others. Replaced whole on a reload
-        self.client_priorities = check_client_priorities(client_priorities, self.auth_tokens)
-        # client_max_refine: {token name: N}, the most refinement steps that client's encodes may
-        # ask, in place of max_refine; replaced whole on a reload
-        self.client_max_refine = check_client_max_refine(client_max_refine, self.auth_tokens)
         self.rate_limited = 0  # requests answered 429
         self.abandoned = 0  # requests whose client hung up while they waited (cancelled if not begun)
         self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name
@@ -157,7 +146,7 @@ class CodecServer(ThreadingHTTPServer):
         """(0.0, limit) when the client (its token's name, else its ``address``) may send a coding
         request now, else (the seconds until it may, the limit that holds it), the request then
         counted as refused. The limit is the client's own, else the server's; None: none."""
-        limit = self.client_limits.get(client, self.rate_limiter.limit) if client else self.rate_limiter.limit
+        limit = self.client_limits.get(client, self.rate_limiter.limit)  # no client's name is None
         wait = self.rate_limiter.wait(f"client:{client}" if client else f"address:{address}", limit)
         if wait > 0:
             with self._clients_lock:
@@ -165,6 +154,27 @@ class CodecServer(ThreadingHTTPServer):
                 if client:
                     self.rate_limited_by_client[client] = self.rate_limited_by_client.get(client, 0) + 1
         return wait, limit
+
+    def set_clients(self, auth_token, client_limits: Mapping | None = None, client_priorities: Mapping | None = None,
+                    client_max_refine: Mapping | None = None) -> None:
+        """The tokens and the clients' own options, all checked before any is replaced (a reload
+        that fails leaves the ones in force; ConfigError says why), each replaced whole, never
+        changed in place (requests read them without a lock).
+
+        - ``auth_token``: every request but /health must carry "Authorization: Bearer <one of
+          them>" (one token, several, or {client name: token}; None: no token);
+        - ``client_limits``: {name: (rate, burst), or None for no limit}, in place of the server's
+          rate limit;
+        - ``client_priorities``: {name: P}, the client's requests' default priority and the most
+          they may ask (?priority=); 0 for the others;
+        - ``client_max_refine``: {name: N}, the most refinement steps the client's encodes may
+          ask, in place of ``max_refine``."""
+        tokens = token_table(auth_token)
+        limits = check_client_limits(client_limits, tokens)
+        priorities = check_client_priorities(client_priorities, tokens)
+        max_refine = check_client_max_refine(client_max_refine, tokens)
+        self.auth_tokens, self.client_limits = tokens, limits
+        self.client_priorities, self.client_max_refine = priorities, max_refine
 
     def count_abandoned(self) -> None:
         with self._clients_lock:
