@@ -141,3 +141,29 @@ def test_a_reload_changes_the_clients_priorities(tiny_model_path, tmp_path, caps
         _reload_security(server, args)
         assert server.client_priorities == {"front": 9}  # a file that does not load is refused
     assert "reload refused" in capsys.readouterr().err
+
+
+def test_the_refine_workers_take_the_highest_priority_refined_encode_waiting(tiny_model_path, rng):
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 32, 48)
+    analyse, first, release, order = codec.analyse, threading.Event(), threading.Event(), []
+
+    def traced(pixels, qualities, *, refine=None):
+        order.append(qualities[0])
+        if len(order) == 1:
+            first.set()
+            assert release.wait(60)
+        return analyse(pixels, qualities, refine=refine)
+
+    codec.analyse = traced
+    with Engine(codec, refine_workers=1) as engine:
+        running = engine.submit_encode(img, 10, refine=1)
+        assert first.wait(60)  # the refine worker is held: the rest wait for it
+        low = [engine.submit_encode(img, q, refine=1, priority=-1) for q in (20, 30)]
+        normal = engine.submit_encode(img, 40, refine=1)
+        high = [engine.submit_encode(img, q, refine=1, priority=7) for q in (50, 60)]
+        release.set()
+        results = [fut.result(timeout=60) for fut in (running, *low, normal, *high)]
+    assert order == [10, 50, 60, 40, 20, 30]
+    assert results[1] == codec.encode(img, 20, refine=1)  # each request got its own image and quality
+    assert engine.stats["refined"] == 6 and engine.in_flight == 0

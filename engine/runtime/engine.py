@@ -14,7 +14,7 @@ networks of the next. Decode streams are entropy-decoded by the pool as soon as 
 then batched for the synthesis network. Encodes with latent refinement (``refine`` steps, a
 request's or the codec's) run whole, one image at a time, on their own ``refine_workers``
 threads: a refinement takes seconds, and meanwhile the network worker and the coding pool keep
-serving the fast requests.
+serving the fast requests; the refine workers take the highest-priority refined encode waiting.
 
 On a CPU, ``network_workers=os.cpu_count()`` with ``intra_op_threads=1`` (which calls
 ``torch.set_num_threads(1)`` for the whole process) runs several requests side by side on
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import itertools
 import math
 import numbers
@@ -124,6 +125,7 @@ class Engine:
         self._net_slots = int(network_workers)
         self.refine_workers = int(refine_workers)
         self._refine_pool: ThreadPoolExecutor | None = None  # made by the first refined encode
+        self._refine_waiting: list[tuple[int, int, InflightRequest]] = []  # a heap: (-priority, id, request)
         self._net_busy = 0
         self._warming = False     # a warm-up waits for (then holds) every network worker
         self._inflight = 0
@@ -150,8 +152,8 @@ class Engine:
         latent refinement (None: the codec's ``refine``), run on the refine workers. The future's
         ``warning`` is None, or the message of the ``RefineFallbackWarning`` that
         ``Codec.encode_to_size`` would issue (a refined budget met by a one-pass stream).
-        ``priority``: higher runs first among the batches ready (strictly; the refine workers
-        take their requests in arrival order)."""
+        ``priority``: higher runs first among the batches ready, and among the refined encodes
+        waiting for a refine worker (strictly; FIFO within a priority)."""
         fut: Future = Future()
         fut.warning = None  # type: ignore[attr-defined]
         budget = None
@@ -479,16 +481,17 @@ class Engine:
         """``job(req, *args)`` on ``pool``, unless a shutdown without drain has begun by then: a
         request still queued then fails with its error (a job cancelled instead would leave its
         future unresolved, its caller waiting forever)."""
-        def run() -> None:
-            if self._closed and not self._draining:
-                self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
-                return
-            job(req, *args)
-
         try:
-            pool.submit(run)
+            pool.submit(self._run_unless_dead, req, job, *args)
         except RuntimeError as e:  # pool shut down under us
             self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
+
+    def _run_unless_dead(self, req: InflightRequest, job, *args) -> None:
+        """``job(req, *args)``, or ``req`` fails if a shutdown without drain has begun."""
+        if self._closed and not self._draining:
+            self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
+            return
+        job(req, *args)
 
     def _submit_coding(self, job, req: InflightRequest, *args) -> None:
         """``job(req, *args)`` on the coding pool (``_submit``)."""
@@ -610,7 +613,24 @@ class Engine:
             return self._refine_pool
 
     def _submit_refined(self, req: InflightRequest) -> None:
-        self._submit(self._refine_threads(), self._refine_encode, req)
+        """Queue a refined encode: each refine-pool job takes the highest-priority refined
+        request waiting then (FIFO within a priority), not the one that queued it."""
+        with self._cv:
+            entry = (-req.priority, req.id, req)
+            heapq.heappush(self._refine_waiting, entry)
+
+        def take(_: InflightRequest) -> None:
+            with self._cv:
+                nxt = heapq.heappop(self._refine_waiting)[2]
+            self._run_unless_dead(nxt, self._refine_encode)
+
+        try:
+            self._refine_threads().submit(take, req)
+        except RuntimeError as e:  # pool shut down under us: this request never gets a job
+            with self._cv:
+                self._refine_waiting.remove(entry)
+                heapq.heapify(self._refine_waiting)
+            self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
 
     def _refine_encode(self, req: InflightRequest) -> None:
         """A refined encode, whole, on a refine worker (g_a again for each refined try of a
