@@ -170,7 +170,7 @@ def _codec(args, model=None):
     """The Codec the command's options describe (``model``: another model file, same options)."""
     from .codec import Codec
 
-    if getattr(args, "refine_views", None) and not getattr(args, "refine", 0):
+    if getattr(args, "refine_views", None) and hasattr(args, "refine") and not args.refine:
         raise ConfigError("--refine-views needs --refine STEPS (the views of the refinement's token term)")
     extra = {"max_pixels": args.max_pixels} if getattr(args, "max_pixels", None) else {}
     options = dict(getattr(args, "backend_option", None) or ())
@@ -439,6 +439,9 @@ def cmd_serve(args) -> int:
     # older models, kept to decode their streams (and to encode with ?model=): one engine each
     others = [_codec(args, path) for path in args.extra_model or ()]
     refining = bool(args.max_refine or any(token_file.max_refine.values()))
+    if args.refine_views and not refining:
+        raise ConfigError("--refine-views needs --max-refine STEPS, or a token-file line's refine=N "
+                          "(the views of the refined encodes' token term)")
     if refining:  # the refinement's teacher loads now: a missing package fails here, not on a request
         for each in (codec, *others):
             each.refiner()
@@ -499,6 +502,8 @@ def cmd_serve(args) -> int:
         limit += f", {len(server.client_max_refine)} client(s) with a refine cap of their own"
     if server.max_refine:
         limit += f", refine up to {server.max_refine} steps on {args.refine_workers} worker(s)"
+    if codec.refine_views:
+        limit += f", refinement's teacher views {','.join(map(str, codec.refine_views))} px"
     print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend{limit}) on {server.url}: "
           "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
@@ -683,14 +688,17 @@ def build_parser() -> argparse.ArgumentParser:
                             help="largest image (width x height) to code or decode (default 64000000)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    def refine_views(sp):
+        sp.add_argument("--refine-views", type=_refine_views, metavar="SIDES",
+                        help="the teacher views the refinement's token term averages over, comma-separated short "
+                             "sides in px (default 224; 224,336 transfers better to other views, ~3x slower)")
+
     def refine(sp):
         sp.add_argument("--refine", type=_refine_steps, default=0, metavar="STEPS",
                         help="refine each latent with STEPS optimisation steps before coding (vlmcodec.refine): "
                              "~0.5 s per step on 2 CPU cores at 256 px, better rate-quality, any decoder reads "
                              "the stream (30 is a good value; needs the model's teacher for its token term)")
-        sp.add_argument("--refine-views", type=_refine_views, metavar="SIDES",
-                        help="the teacher views the refinement's token term averages over, comma-separated short "
-                             "sides in px (default 224; 224,336 transfers better to other views, ~3x slower)")
+        refine_views(sp)
 
     def short_side(sp):
         sp.add_argument("--short-side", type=_short_side, metavar="N",
@@ -800,6 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "answered 413 (default 1048576: 13 s at 10 steps on 2 CPU cores)")
     v.add_argument("--refine-workers", type=_positive_int, default=1, metavar="N",
                    help="threads running refined encodes, beside the network workers (default 1)")
+    refine_views(v)
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -211,6 +212,30 @@ def test_cli_serve_max_refine(tiny_model_path, capsys):
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_cli_serve_refine_views(tiny_model_path, capsys):
+    """``serve --refine-views`` sets the refined encodes' teacher views (the start-up line and
+    /health say so); without any refinement allowed it is refused."""
+    from vlmcodec.cli import main
+
+    assert main(["serve", "--model", str(tiny_model_path), "--port", "0", "--refine-views", "224,336"]) == 2
+    assert "--refine-views needs --max-refine" in capsys.readouterr().err
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
+                             "serve", "--port", "0", "--model", str(tiny_model_path), "--max-refine", "2",
+                             "--refine-views", "224,336"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "refinement's teacher views 224,336 px" in line, line
+        url = re.search(r"http://[0-9.]+:[0-9]+", line).group(0)
+        with urllib.request.urlopen(f"{url}/health", timeout=30) as answer:
+            health = json.loads(answer.read())
+        assert health["max_refine"] == 2 and health["refine_views"] == [224, 336]
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    with serving(tiny_model_path, max_refine=2) as server, RemoteCodec(server.url) as remote:
+        assert remote.health()["refine_views"] is None  # the refiner's default view
 
 
 def test_a_refined_encode_larger_than_max_refine_pixels_is_refused(tiny_model_path, rng):

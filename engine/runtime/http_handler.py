@@ -204,6 +204,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                        {"status": "shut down" if closed else "ok", "model": codec.fingerprint.hex(),
                         "models": [fp.hex() for fp in server.engines],
                         "backend": type(codec.backend).__name__, "max_refine": server.max_refine,
+                        "refine_views": list(codec.refine_views) if codec.refine_views else None,
                         "in_flight": sum(e.in_flight for e in server.engines.values())})
         elif path == "/stats":
             engine = server.engine  # the default model's at the top level; every model's by_model
