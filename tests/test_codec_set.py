@@ -40,6 +40,11 @@ def test_encode_uses_the_default_or_the_model_named(pair, rng):
     assert codecs.encode_batch([img, img], [30, 60], model=old.fingerprint.hex()) == old.encode_batch([img, img], [30, 60])
     budget = (len(old.encode(img, 0)) + len(old.encode(img, 100))) // 2
     assert codecs.encode_to_size(img, budget, model=old.fingerprint.hex()) == old.encode_to_size(img, budget)
+    refined = old.encode(img, 50, refine=2)
+    assert refined != old.encode(img, 50)  # the steps ran
+    assert codecs.encode(img, 50, model=old.fingerprint.hex(), refine=2) == refined
+    assert codecs.encode_batch([img], [50], model=old.fingerprint.hex(), refine=2) == [refined]
+    assert codecs.encode_to_size(img, budget, refine=2) == new.encode_to_size(img, budget, refine=2)
     stream = old.encode(img, 50)
     np.testing.assert_array_equal(codecs.decode(stream, short_side=16), old.decode(stream, short_side=16))
     np.testing.assert_array_equal(codecs.decode_batch([stream], short_side=16)[0], old.decode(stream, short_side=16))
