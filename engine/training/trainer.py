@@ -29,7 +29,11 @@ from .weights import load_weights_into, save_weights
 
 
 _TUPLE_KEYS = {"lmbdas": float, "teacher_layers": int, "consumer_short_sides": int,
-               "consumer_teacher_scales": float}  # field → element type
+               "consumer_teacher_scales": float, "train_only": str}  # field → element type
+# the model's parts ``train_only`` may name: the encoder's, then the decoder's (the entropy
+# bottleneck's CDFs and medians, h_s, g_s and inv_gain are what a decoder reads)
+ENCODER_PARTS = ("pre_editor", "g_a", "gain", "h_a")
+DECODER_PARTS = ("entropy_bottleneck", "h_s", "g_s", "inv_gain")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,10 @@ class TrainConfig:
     # unseen views and to Lite0 better than one view); empty: consumer_teacher_scale alone
     consumer_teacher_scales: tuple[float, ...] = ()
     time_limit_s: float = 0.0  # > 0: stop after this much wall time (checkpoint + model file), resume later
+    # the parts trained (ENCODER_PARTS / DECODER_PARTS names); the others stay frozen. Empty: all.
+    # ["pre_editor", "g_a", "gain", "h_a"] trains the encoder alone: its streams decode with the
+    # decoder it started from, bit for bit (only the fingerprint in their header differs)
+    train_only: tuple[str, ...] = ()
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -112,15 +120,33 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
 
 
+def _trained(name: str, train_only: tuple[str, ...]) -> bool:
+    return not train_only or name.split(".", 1)[0] in train_only
+
+
+def freeze_untrained(model: MeanScaleHyperprior, train_only: tuple[str, ...]) -> None:
+    """Freeze (requires_grad False) every parameter outside the parts ``train_only`` names
+    (empty: none frozen). ConfigError for a name that is no part of the model."""
+    known = ENCODER_PARTS + DECODER_PARTS
+    bad = [n for n in train_only if n not in known]
+    if bad:
+        raise ConfigError(f"train_only: unknown part(s) {bad}; the model's parts are {list(known)}")
+    if "pre_editor" in train_only and model.pre_editor is None:
+        raise ConfigError("train_only names pre_editor, but the model has none (pre_editor = false)")
+    for n, p in model.named_parameters():
+        p.requires_grad_(_trained(n, train_only))
+
+
 def _split_params(model: MeanScaleHyperprior):
-    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    """(main, aux) trainable parameters: aux are the entropy bottleneck's quantiles."""
+    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and p.requires_grad]
+    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles") and p.requires_grad]
     return main, aux
 
 
 def _param_groups(model: MeanScaleHyperprior, cfg: "TrainConfig") -> list[dict]:
     """The main optimiser's groups: the codec, and the pre-editor (if any) at ``pre_editor_lr_mult``."""
-    named = [(n, p) for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    named = [(n, p) for n, p in model.named_parameters() if not n.endswith("quantiles") and p.requires_grad]
     groups = [{"params": [p for n, p in named if not n.startswith("pre_editor.")], "lr_mult": 1.0}]
     pre = [p for n, p in named if n.startswith("pre_editor.")]
     if pre:
@@ -175,9 +201,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if device.type == "cuda":  # TF32 matmuls (convolutions already default to it in cuDNN)
         torch.backends.cuda.matmul.allow_tf32 = True
     model = MeanScaleHyperprior(cfg.model_config()).to(device).to(memory_format=torch.channels_last)
+    freeze_untrained(model, cfg.train_only)
     main_p, aux_p = _split_params(model)
     opt = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.lr)
-    aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr)
+    # the quantiles (z's medians) are the decoder's: frozen with the entropy bottleneck
+    aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr) if aux_p else None
     sampler = CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed)
     if not 0 <= cfg.consumer_fraction <= 1:
         raise ConfigError(f"consumer_fraction must be in [0, 1], got {cfg.consumer_fraction}")
@@ -193,7 +221,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
+        if aux_opt is not None:
+            aux_opt.load_state_dict(state["aux_opt"])
         step = int(state["step"])
         sampler.gen.set_state(state["sampler_rng"])
         if consumer is not None and "consumer_rng" in state:
@@ -226,7 +255,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     def save() -> None:
         tmp = out / "last.pt.tmp"
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                    "aux_opt": aux_opt.state_dict() if aux_opt is not None else None,
                     "step": step, "config": asdict(cfg), "sampler_rng": sampler.gen.get_state(),
                     "torch_rng": torch.get_rng_state(), "lineage": lineage,
                     **({"consumer_rng": consumer.gen.get_state()} if consumer is not None else {})}, tmp)
@@ -253,10 +283,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         if cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(main_p, cfg.clip_grad)
         opt.step()
-        aux = model.aux_loss()
-        aux_opt.zero_grad(set_to_none=True)
-        aux.backward()
-        aux_opt.step()
+        if aux_opt is not None:
+            aux = model.aux_loss()
+            aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_opt.step()
+        else:
+            with torch.no_grad():
+                aux = model.aux_loss()
         step += 1
         acc["loss"] += losses["loss"].item(); acc["bpp"] += losses["bpp"].item()
         acc["mse"] += losses["mse"].item(); acc["semantic"] += losses["semantic"].item()
