@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -195,6 +196,21 @@ def test_a_refined_budget_met_by_one_pass_warns_the_remote_client(tiny_model_pat
     assert data == expected and container.unpack(data)[0].quality < 20
 
 
+@contextlib.contextmanager
+def _serve_process(model_path, *options: str):
+    """``vlmcodec serve`` in a child process: (its start-up line, its URL), stopped on leaving."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
+                             "serve", "--port", "0", "--model", str(model_path), *options],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        found = re.search(r"https?://[0-9.]+:[0-9]+", line)
+        yield line, found.group(0) if found else None
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
 def test_cli_serve_max_refine(tiny_model_path, capsys):
     """``--max-refine`` is checked by argparse, and the start-up line says what it allows."""
     from vlmcodec.cli import main
@@ -203,15 +219,8 @@ def test_cli_serve_max_refine(tiny_model_path, capsys):
         main(["serve", "--model", str(tiny_model_path), "--port", "0", "--max-refine", "2000"])
     assert stop.value.code == 2
     assert "refine must be an int in [0, 1000]" in capsys.readouterr().err
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
-                             "serve", "--port", "0", "--model", str(tiny_model_path), "--max-refine", "5",
-                             "--refine-workers", "2"], stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stderr.readline()
+    with _serve_process(tiny_model_path, "--max-refine", "5", "--refine-workers", "2") as (line, _):
         assert "refine up to 5 steps on 2 worker(s)" in line, line
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 def test_cli_serve_refine_views(tiny_model_path, capsys):
@@ -221,19 +230,11 @@ def test_cli_serve_refine_views(tiny_model_path, capsys):
 
     assert main(["serve", "--model", str(tiny_model_path), "--port", "0", "--refine-views", "224,336"]) == 2
     assert "--refine-views needs --max-refine" in capsys.readouterr().err
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
-                             "serve", "--port", "0", "--model", str(tiny_model_path), "--max-refine", "2",
-                             "--refine-views", "224,336"], stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stderr.readline()
+    with _serve_process(tiny_model_path, "--max-refine", "2", "--refine-views", "224,336") as (line, url):
         assert "refinement's teacher views 224,336 px" in line, line
-        url = re.search(r"http://[0-9.]+:[0-9]+", line).group(0)
         with urllib.request.urlopen(f"{url}/health", timeout=30) as answer:
             health = json.loads(answer.read())
         assert health["max_refine"] == 2 and health["refine_views"] == [224, 336]
-    finally:
-        proc.terminate()
-        proc.wait(60)
     with serving(tiny_model_path, max_refine=2) as server, RemoteCodec(server.url) as remote:
         assert remote.health()["refine_views"] is None  # the refiner's default view
 
