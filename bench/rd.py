@@ -53,10 +53,14 @@ class VlmCodec(ClassicCodec):
 
     def __init__(self, model: str | None = None, backend: str = "torch", threads: int | None = 1,
                  pre_edit: bool = True, short_side: int | None = None, refine: int = 0,
-                 refine_views: tuple[int, ...] | None = None):
+                 refine_views: tuple[int, ...] | None = None, refine_bf16: bool = False):
         self.model_path, self.backend, self.threads, self.pre_edit = model, backend, threads, pre_edit
         self.short_side, self.refine, self.refine_views = short_side, refine, refine_views
+        self.refine_bf16 = refine_bf16
         base, label = (f"vlmcodec+r{refine}", f"vlmcodec, {refine} refinement steps") if refine else ("vlmcodec", "vlmcodec")
+        if refine_bf16:
+            base += "bf16"
+            label += " (bfloat16 teacher)"
         if refine_views:
             base += "v" + "x".join(map(str, refine_views))
             label += f" over teacher views {', '.join(map(str, refine_views))} px"
@@ -72,7 +76,7 @@ class VlmCodec(ClassicCodec):
 
             self._codec = Codec(self.model_path, backend=self.backend, threads=self.threads,
                                 pre_edit=self.pre_edit, short_side=self.short_side, refine=self.refine,
-                                refine_views=self.refine_views)
+                                refine_views=self.refine_views, refine_bf16=self.refine_bf16)
         return self._codec
 
     def version(self) -> str:
@@ -91,6 +95,8 @@ class VlmCodec(ClassicCodec):
             out["refine"] = self.refine
         if self.refine_views:
             out["refine_views"] = list(self.refine_views)
+        if self.refine_bf16:
+            out["refine_bf16"] = True
         return out
 
     def encode(self, img, quality):
@@ -103,7 +109,8 @@ class VlmCodec(ClassicCodec):
 def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
     """A codec by name; ``NAME@N`` codes at the consumer's scale (shorter side N px, ``vlmcodec.resample``);
     ``vlmcodec+rK`` encodes with K steps of latent refinement (``vlmcodec.refine``), and
-    ``vlmcodec+rKvAxB`` averages its token term over the teacher views A and B px (``refine_views``)."""
+    ``vlmcodec+rKvAxB`` averages its token term over the teacher views A and B px (``refine_views``),
+    and ``vlmcodec+rKbf16`` (before any ``vAxB``) runs the refinement's teacher in bfloat16 (``refine_bf16``)."""
     base, _, side = name.partition("@")
     short_side = None
     if side:
@@ -114,10 +121,13 @@ def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
                              f"({e}), e.g. webp@256") from None
     base, plus, refine = base.partition("+r")
     refine, v, views = refine.partition("v")
+    bf16 = refine.endswith("bf16")
+    refine = refine.removesuffix("bf16")
     if plus and (base != "vlmcodec" or not refine.isdigit() or int(refine) < 1
                  or (v and not all(s.isdigit() for s in views.split("x")))):
-        raise ValueError(f"codec {name!r}: '+rK' (K refinement steps, K >= 1, optionally vAxB: the teacher views "
-                         "in px) applies to vlmcodec only, e.g. vlmcodec+r30@256 or vlmcodec+r30v224x336@256")
+        raise ValueError(f"codec {name!r}: '+rK' (K refinement steps, K >= 1, optionally bf16: a bfloat16 teacher, "
+                         "and vAxB: the teacher views in px) applies to vlmcodec only, e.g. vlmcodec+r30@256, "
+                         "vlmcodec+r10bf16@256 or vlmcodec+r30v224x336@256")
     if base == "vlmcodec":
         refine_views = None
         if v:
@@ -127,7 +137,8 @@ def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
                 refine_views = check_refine_views([int(s) for s in views.split("x")])
             except ValueError as e:
                 raise ValueError(f"codec {name!r}: {e}") from None
-        return VlmCodec(**vlm_kwargs, short_side=short_side, refine=int(refine or 0), refine_views=refine_views)
+        return VlmCodec(**vlm_kwargs, short_side=short_side, refine=int(refine or 0), refine_views=refine_views,
+                        refine_bf16=bf16)
     if base not in CLASSIC_CODECS:
         raise ValueError(f"unknown codec {base!r}; choose from {', '.join(('vlmcodec', *CLASSIC_CODECS))} "
                          "(each optionally NAME@SHORT_SIDE)")

@@ -65,6 +65,8 @@ class RefineObjective:
     teacher_layers: tuple[int, ...] = (3, 6, 9, 12)
     # the teacher's views (short sides, px): the token term is averaged over them at every step
     teacher_short_sides: tuple[int, ...] = (224,)
+    # the teacher's forward and backward under bfloat16 autocast (its token distances stay float32)
+    teacher_bf16: bool = False
 
     @classmethod
     def from_recipe(cls, metadata: dict) -> "RefineObjective":
@@ -114,9 +116,10 @@ class LatentRefiner:
     def _tokens(self, img: Tensor) -> list[list[Tensor]]:
         """Per view (``teacher_short_sides``), the patch tokens of each layer."""
         out = []
-        for side in self.objective.teacher_short_sides:
-            size = teacher_input_size(*img.shape[-2:], side, self.teacher.patch_size)
-            out.append([self.teacher.patch_tokens(t).float() for t in self.teacher(img, self.layers, size=size)])
+        with torch.autocast(img.device.type, dtype=torch.bfloat16, enabled=self.objective.teacher_bf16):
+            for side in self.objective.teacher_short_sides:
+                size = teacher_input_size(*img.shape[-2:], side, self.teacher.patch_size)
+                out.append([self.teacher.patch_tokens(t).float() for t in self.teacher(img, self.layers, size=size)])
         return out
 
     def _loss(self, y: Tensor, z: Tensor, x: Tensor, inv_gain: Tensor, lmbda: Tensor, hw: tuple[int, int],

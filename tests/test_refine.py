@@ -148,6 +148,8 @@ def test_cli_refine(tmp_path, tiny_model_path, rng, capsys):
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["encode", str(src), "--refine-views", "224", "--model", str(tiny_model_path)]) != 0
     assert "needs --refine" in capsys.readouterr().err
+    assert main(["encode", str(src), "--refine-bf16", "--model", str(tiny_model_path)]) != 0
+    assert "--refine-bf16 needs --refine" in capsys.readouterr().err
     assert main(["encode", str(src), "--refine", "2", "--model", str(tiny_model_path), "-o", str(tmp_path / "a.vlmc"),
                  "--quiet"]) == 0
     assert "refining each latent with 2 steps" in capsys.readouterr().out
@@ -169,6 +171,46 @@ def test_bench_codec_names():
             make_codec(bad)
     with pytest.raises(ValueError, match="refine_views"):  # out of range: the codec's own check
         make_codec("vlmcodec+r30v5000")
+    half = make_codec("vlmcodec+r10bf16v224x336@256")
+    assert (half.name, half.refine, half.refine_bf16, half.refine_views) == ("vlmcodec+r10bf16v224x336@256", 10,
+                                                                            True, (224, 336))
+    assert half.settings()["refine_bf16"] is True and "refine_bf16" not in two.settings()
+    for bad in ("vlmcodec+rbf16", "vlmcodec+r10bf", "vlmcodec+r10bf16bf16", "webp+r10bf16"):
+        with pytest.raises(ValueError, match=r"\+rK"):
+            make_codec(bad)
+
+
+def test_refine_bf16_runs_the_teacher_under_bfloat16_autocast(tiny_model_path, rng):
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer
+
+    torch.manual_seed(0)
+    teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
+    teacher.freeze()
+    seen = []
+    forward = teacher.forward
+
+    def traced(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return forward(*args, **kwargs)
+
+    teacher.forward = traced
+    img = smooth_image(rng, 64, 64)
+    losses = {}
+    for bf16 in (False, True):
+        codec = Codec(tiny_model_path, refine=3, refine_bf16=bf16)
+        objective = RefineObjective(w_pix=0.5, w_tok=1000.0, teacher="tiny", teacher_layers=(1, 2),
+                                    teacher_short_sides=(28,), teacher_bf16=codec.refiner().objective.teacher_bf16)
+        codec._refiner = LatentRefiner(codec.model, objective, 3, teacher=teacher)
+        seen.clear()
+        data = codec.encode(img, 50)
+        assert seen and set(seen) == {bf16}  # every teacher call, and only under bf16
+        assert codec.decode(data).shape == img.shape
+        losses[bf16] = np.array(codec._refiner.last_losses)
+    assert not np.array_equal(losses[True], losses[False])  # the token term was computed otherwise
+    np.testing.assert_allclose(losses[True], losses[False], rtol=0.05)  # but measures the same thing
+    with pytest.raises(ConfigError, match="refine_bf16 must be True or False"):
+        Codec(tiny_model_path, refine_bf16="yes")
 
 
 def test_runtime_engine_refines_like_the_codec(tiny_model_path, rng):

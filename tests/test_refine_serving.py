@@ -223,20 +223,24 @@ def test_cli_serve_max_refine(tiny_model_path, capsys):
         assert "refine up to 5 steps on 2 worker(s)" in line, line
 
 
-def test_cli_serve_refine_views(tiny_model_path, capsys):
+def test_cli_serve_refine_views_and_bf16(tiny_model_path, capsys):
     """``serve --refine-views`` sets the refined encodes' teacher views (the start-up line and
     /health say so); without any refinement allowed it is refused."""
     from vlmcodec.cli import main
 
     assert main(["serve", "--model", str(tiny_model_path), "--port", "0", "--refine-views", "224,336"]) == 2
     assert "--refine-views needs --max-refine" in capsys.readouterr().err
-    with _serve_process(tiny_model_path, "--max-refine", "2", "--refine-views", "224,336") as (line, url):
-        assert "refinement's teacher views 224,336 px" in line, line
+    assert main(["serve", "--model", str(tiny_model_path), "--port", "0", "--refine-bf16"]) == 2
+    assert "--refine-bf16 needs --max-refine" in capsys.readouterr().err
+    with _serve_process(tiny_model_path, "--max-refine", "2", "--refine-views", "224,336",
+                        "--refine-bf16") as (line, url):
+        assert "refinement's teacher views 224,336 px, refinement's teacher in bfloat16" in line, line
         with urllib.request.urlopen(f"{url}/health", timeout=30) as answer:
             health = json.loads(answer.read())
-        assert health["max_refine"] == 2 and health["refine_views"] == [224, 336]
+        assert health["max_refine"] == 2 and health["refine_views"] == [224, 336] and health["refine_bf16"] is True
     with serving(tiny_model_path, max_refine=2) as server, RemoteCodec(server.url) as remote:
-        assert remote.health()["refine_views"] is None  # the refiner's default view
+        health = remote.health()
+        assert health["refine_views"] is None and health["refine_bf16"] is False  # the refiner's defaults
 
 
 def test_a_refined_encode_larger_than_max_refine_pixels_is_refused(tiny_model_path, rng):

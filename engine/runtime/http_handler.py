@@ -205,6 +205,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                         "models": [fp.hex() for fp in server.engines],
                         "backend": type(codec.backend).__name__, "max_refine": server.max_refine,
                         "refine_views": list(codec.refine_views) if codec.refine_views else None,
+                        "refine_bf16": codec.refine_bf16,
                         "in_flight": sum(e.in_flight for e in server.engines.values())})
         elif path == "/stats":
             engine = server.engine  # the default model's at the top level; every model's by_model
