@@ -4,7 +4,7 @@ Kodak images at the consumer's scale (short side 256), and the streams' bpp, DIN
 similarity and Lite0 KL (the evaluators as ``vlmcodec bench rd`` runs them, in float32).
 
     python scripts/refine_bf16_bench.py [--images 8] [--steps 10] [--qualities 15,50] [--rounds 2]
-        → results/refine_bf16/speed.json
+        [--views 224,336] → results/refine_bf16/speed.json (with --views: speed_views.json)
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ def main() -> int:
     p.add_argument("--qualities", default="15,50")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "results/refine_bf16/speed.json"))
+    p.add_argument("--views", help="the refinement's teacher views, comma-separated (refine_views; default 224)")
+    p.add_argument("--out", help="default: results/refine_bf16/speed.json, or speed_views.json with --views")
     a = p.parse_args()
+    views = tuple(int(v) for v in a.views.split(",")) if a.views else None
+    a.out = a.out or str(ROOT / "results/refine_bf16" / ("speed_views.json" if views else "speed.json"))
 
     from vlmcodec import Codec
     from vlmcodec.bench.semantic import Lite0, Lite0KL, TeacherSimilarity
@@ -39,7 +42,7 @@ def main() -> int:
     files = sorted((ROOT.parent / "shared/data/kodak").glob("*.png"))[: a.images]
     images = [load_image(f) for f in files]
     qualities = [float(q) for q in a.qualities.split(",")]
-    codecs = {name: Codec(short_side=256, threads=a.threads, refine_bf16=(name == "bfloat16"))
+    codecs = {name: Codec(short_side=256, threads=a.threads, refine_bf16=(name == "bfloat16"), refine_views=views)
               for name in ("float32", "bfloat16")}
     for codec in codecs.values():  # first runs (teacher load, allocations) outside the timing
         codec.encode(images[0], qualities[0], refine=1)
@@ -54,7 +57,8 @@ def main() -> int:
                 seconds[name][q].append((time.perf_counter() - t) / len(images))
                 streams.setdefault(name, {})[q] = out
     sim, kl = TeacherSimilarity(), Lite0KL(Lite0())
-    result = {"images": len(images), "steps": a.steps, "threads": a.threads, "rounds": a.rounds,
+    result = {"images": len(images), "steps": a.steps, "views": list(views or (224,)), "threads": a.threads,
+              "rounds": a.rounds,
               "cpu_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None,
               "by_quality": {}}
     for q in qualities:
