@@ -1,8 +1,11 @@
-"""Resumable trainer for the codec (pixel MSE for now; the semantic terms plug into ``rd_loss``).
+"""Resumable trainer for the codec: rate + λ·(pixel MSE + the teacher's token terms), every
+quality level in every batch (``rd_loss``, ``_semantic_term``).
 
 Run with ``vlmcodec train --config FILE`` (TOML, see ``configs/``). Every ``ckpt_every`` steps
 the full state (model, optimisers, step, RNG) is written atomically to ``out_dir/last.pt``; a
-new run with the same ``out_dir`` resumes from it.
+new run with the same ``out_dir`` resumes from it. Every ``log_every`` steps a row goes to
+``out_dir/log.csv`` and, as a JSON object, to ``out_dir/log.jsonl``; the end writes
+``out_dir/model.safetensors``.
 """
 
 from __future__ import annotations
@@ -242,6 +245,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             columns = next(csv.reader(f), None) or columns
     new_log = not log_path.exists()
     log_f = open(log_path, "a", newline="")
+    # the same rows as JSON lines (numbers as numbers, all columns), for dashboards and scripts
+    json_f = open(out / "log.jsonl", "a")
     log = csv.writer(log_f)
     if new_log:
         log.writerow(columns)
@@ -305,6 +310,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                    "aux": f"{acc['aux']/n:.2f}", "sec_per_step": f"{dt:.3f}"}
             log.writerow([row.get(c, "") for c in columns])
             log_f.flush()
+            json_f.write(json.dumps({k: int(v) if k == "step" else float(v) for k, v in row.items()}
+                                    | {"time": round(time.time(), 3)}) + "\n")
+            json_f.flush()
             bar.set_postfix(loss=f"{acc['loss']/n:.3f}", bpp=f"{acc['bpp']/n:.3f}", psnr=f"{psnr:.2f}")
             acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0}
             t0 = time.perf_counter()
@@ -315,6 +323,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         save()  # stopped by the time limit between checkpoints
     bar.close()
     log_f.close()
+    json_f.close()
     from ..models.checkpoint import save_model
 
     final, meta = _checkpoint_model(ckpt)
