@@ -55,7 +55,8 @@ def main() -> int:
         (out / "fit.json").write_text(json.dumps(info, indent=2))
     ckpt = train(cfg, progress=False)
     export_weights(ckpt, out / "weights.safetensors")
-    shutil.copy(Path(cfg.out_dir) / "log.csv", out / "log.csv")
+    for log in ("log.csv", "log.jsonl"):
+        shutil.copy(Path(cfg.out_dir) / log, out / log)
     print(f"weights: {out / 'weights.safetensors'} ({(out / 'weights.safetensors').stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -56,6 +56,7 @@ def test_device_train_fit_steps_from_source_tree(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     info = json.loads((tmp_path / "out" / "fit.json").read_text())
     log = (tmp_path / "out" / "log.csv").read_text().splitlines()
+    assert len((tmp_path / "out" / "log.jsonl").read_text().splitlines()) == len(log) - 1  # the same rows
     run_cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert run_cfg["steps"] == info["steps"] < 100000 and run_cfg["lr"] == 5e-4  # fitted, and --set applied
     # the fitted schedule ran to its end, or nearly: the time limit stays the hard stop, and steps of
