@@ -217,7 +217,9 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
         print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)",
               file=table)
     if codec.refine:
-        print(f"refining each latent with {codec.refine} steps before coding (slower encoding)", file=table)
+        how = "".join((f", teacher views {','.join(map(str, codec.refine_views))} px" if codec.refine_views else "",
+                       ", teacher in bfloat16" if codec.refine_bf16 else ""))
+        print(f"refining each latent with {codec.refine} steps before coding (slower encoding{how})", file=table)
     budget = _budget(args)
     quality = DEFAULT_QUALITY if args.quality is None else args.quality
     codec.model.level_of_quality(quality)  # a bad -q fails once, not once per file

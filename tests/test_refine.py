@@ -153,6 +153,9 @@ def test_cli_refine(tmp_path, tiny_model_path, rng, capsys):
     assert main(["encode", str(src), "--refine", "2", "--model", str(tiny_model_path), "-o", str(tmp_path / "a.vlmc"),
                  "--quiet"]) == 0
     assert "refining each latent with 2 steps" in capsys.readouterr().out
+    assert main(["encode", str(src), "--refine", "1", "--refine-views", "28", "--refine-bf16", "--model",
+                 str(tiny_model_path), "-o", str(tmp_path / "b.vlmc"), "--quiet"]) == 0
+    assert "(slower encoding, teacher views 28 px, teacher in bfloat16)" in capsys.readouterr().out
     assert (tmp_path / "a.vlmc").stat().st_size > 0
 
 
