@@ -443,6 +443,9 @@ def cmd_serve(args) -> int:
     # older models, kept to decode their streams (and to encode with ?model=): one engine each
     others = [_codec(args, path) for path in args.extra_model or ()]
     refining = bool(args.max_refine or any(token_file.max_refine.values()))
+    if args.refine_cost and not (args.rate_limit or any(token_file.limits.values())):
+        raise ConfigError("--refine-cost needs a rate limit to count against (--rate-limit, or a token-file "
+                          "line's rate=R)")
     for flag in ("refine_views", "refine_bf16"):
         if getattr(args, flag) and not refining:
             raise ConfigError(f"--{flag.replace('_', '-')} needs --max-refine STEPS, or a token-file line's "
@@ -480,7 +483,8 @@ def cmd_serve(args) -> int:
                              rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=token_file.limits,
                              log_format=args.log_format, max_refine=args.max_refine,
                              trusted_proxies=args.trusted_proxy, client_priorities=token_file.priorities,
-                             client_max_refine=token_file.max_refine, max_refine_pixels=args.max_refine_pixels)
+                             client_max_refine=token_file.max_refine, max_refine_pixels=args.max_refine_pixels,
+                             refine_cost=args.refine_cost)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -511,6 +515,8 @@ def cmd_serve(args) -> int:
         limit += f", refinement's teacher views {','.join(map(str, codec.refine_views))} px"
     if codec.refine_bf16:
         limit += ", refinement's teacher in bfloat16"
+    if server.refine_cost:
+        limit += f", a refinement step counts as {server.refine_cost:g} requests"
     print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend{limit}) on {server.url}: "
           "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
@@ -818,6 +824,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "answered 413 (default 1048576: 13 s at 10 steps on 2 CPU cores)")
     v.add_argument("--refine-workers", type=_positive_int, default=1, metavar="N",
                    help="threads running refined encodes, beside the network workers (default 1)")
+    v.add_argument("--refine-cost", type=float, default=0.0, metavar="C",
+                   help="under --rate-limit, an /encode?refine=K counts as 1 + C*K requests (e.g. 0.1: ten "
+                        "steps count as two; default 0: as one request)")
     refine_views(v)
     v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",

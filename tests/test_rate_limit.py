@@ -35,6 +35,35 @@ def test_a_bucket_admits_its_burst_then_one_per_interval_and_says_how_long_to_wa
     assert [limiter.wait("a") for _ in range(4)][-1] == pytest.approx(0.5)
 
 
+def test_a_request_may_count_as_several_at_most_the_burst():
+    clock = _Clock()
+    limiter = RateLimiter(1.0, 3, clock=clock)
+    assert limiter.wait("a", cost=2.0) == 0.0  # 1 left
+    assert limiter.wait("a", cost=2.0) == pytest.approx(1.0)  # refused: needs one more
+    assert limiter.wait("a") == 0.0  # a plain request still fits
+    clock.now += 3.0  # full again (3)
+    assert limiter.wait("a", cost=50.0) == 0.0  # counts as the burst: admitted when the bucket is full
+    assert limiter.wait("a", cost=0.2) == pytest.approx(1.0)  # and never as less than one
+
+
+def test_a_refined_encode_counts_as_its_refine_cost_under_the_rate_limit(tiny_model_path, rng):
+    clock = _Clock()
+    img = smooth_image(rng, 32, 48)
+    with serving(tiny_model_path, clock, rate_limit=1.0, rate_burst=3, max_refine=2, refine_cost=0.5) as server:
+        with RemoteCodec(server.url, retries=0) as remote:
+            remote.encode(img, 50, refine=2)  # counts as 2 of the 3
+            with pytest.raises(RateLimited, match=r"this one counts as 2: refine × --refine-cost") as refused:
+                remote.encode(img, 50, refine=2)
+            assert refused.value.retry_after_s == pytest.approx(1.0)
+            remote.encode(img, 50)  # a plain one counts as 1 and still fits
+            with pytest.raises(RateLimited):
+                remote.encode(img, 50)
+    for bad in (-0.1, 101, True, "1"):
+        with pytest.raises(ConfigError, match="refine_cost must be a number"):
+            with serving(tiny_model_path, refine_cost=bad):
+                pass
+
+
 def test_idle_clients_are_forgotten_beyond_the_bound():
     clock = _Clock()
     limiter = RateLimiter(1.0, 1, clock=clock, max_clients=3)
@@ -113,6 +142,10 @@ def test_cli_serve_checks_the_rate_options(tiny_model_path, capsys):
     assert "needs a rate limit" in capsys.readouterr().err
     assert main(["serve", *model, "--rate-limit", "-2"]) == 2
     assert "positive number of requests per second" in capsys.readouterr().err
+    assert main(["serve", *model, "--max-refine", "2", "--refine-cost", "0.5"]) == 2
+    assert "--refine-cost needs a rate limit" in capsys.readouterr().err
+    assert main(["serve", *model, "--rate-limit", "1", "--refine-cost", "-1"]) == 2
+    assert "refine_cost must be a number in [0, 100]" in capsys.readouterr().err
 
 
 def test_a_client_of_its_own_limit_is_held_to_it_and_one_of_none_to_nothing(tiny_model_path, rng):

@@ -236,17 +236,19 @@ class RequestHandler(BaseHTTPRequestHandler):
                 self._discard_body()
                 raise HTTPError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {url.path} (POST /encode, /decode)",
                                  "RequestError")
-            wait, limit = self.server.rate_wait(self._client, self._remote or self.client_address[0])
+            params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            cost = self._rate_cost(url.path, params)
+            wait, limit = self.server.rate_wait(self._client, self._remote or self.client_address[0], cost)
             if wait > 0:  # never reaches the queue; the body is read and dropped
                 self._discard_body()
                 rate, burst = limit
+                counts = f" (this one counts as {min(cost, burst):g}: refine × --refine-cost)" if cost > 1 else ""
                 self._json(HTTPStatus.TOO_MANY_REQUESTS,
-                           {"error": f"over this client's rate limit of {rate:g} requests/s (burst {burst}); "
+                           {"error": f"over this client's rate limit of {rate:g} requests/s (burst {burst}){counts}; "
                                      f"the next is admitted in {wait:.2f} s",
                             "type": "RateLimited", "retry_after_s": round(wait, 3)},
                            {"Retry-After": str(max(1, math.ceil(wait)))})
                 return
-            params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             body = self._body()
             if url.path == "/encode":
                 self._encode(body, params)
@@ -261,6 +263,17 @@ class RequestHandler(BaseHTTPRequestHandler):
         except Exception as e:  # noqa: BLE001 — every failure becomes an answer, never a dropped connection
             busy = {"Retry-After": "1"} if isinstance(e, QueueFull) else None  # a full queue drains soon
             self._json(_status_of(e), {"error": str(e) or type(e).__name__, "type": type(e).__name__}, busy)
+
+    def _rate_cost(self, path: str, params: dict) -> float:
+        """The requests this one counts as under a rate limit: 1, or 1 + refine_cost · K for an
+        /encode?refine=K (a K that does not parse counts 1 here and is refused 400 later)."""
+        if path != "/encode" or not self.server.refine_cost:
+            return 1.0
+        try:
+            steps = int(params.get("refine", "0"))
+        except ValueError:
+            return 1.0
+        return 1.0 + self.server.refine_cost * max(steps, 0)
 
     # -- endpoints -----------------------------------------------------------------------
     def _encode(self, body: bytes, params: dict) -> None:

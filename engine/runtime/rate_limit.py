@@ -92,25 +92,28 @@ class RateLimiter:
     def burst(self) -> int | None:
         return self.limit[1] if self.limit else None
 
-    def wait(self, key: str, limit: Limit | None | object = DEFAULT) -> float:
+    def wait(self, key: str, limit: Limit | None | object = DEFAULT, cost: float = 1.0) -> float:
         """0.0 when ``key`` may send a request now (and it is counted), else the seconds until it
         may (nothing is counted: a refused request costs the client nothing). ``limit``: this
-        client's own (rate, burst), or None for none; by default the limiter's."""
+        client's own (rate, burst), or None for none; by default the limiter's. ``cost``: how many
+        requests this one counts as (a refined encode may count more), at most the burst, so that
+        it is admitted once the bucket is full."""
         limit = self.limit if limit is DEFAULT else limit
         if limit is None:
             return 0.0
         rate, burst = limit
+        cost = min(max(float(cost), 1.0), float(burst))
         now = self._clock()
         with self._lock:
             held, then, _ = self._buckets.get(key, (float(burst), now, limit))
             held = min(float(burst), held + (now - then) * rate)  # a lowered burst takes effect at once
-            if held >= 1.0:
-                self._buckets[key] = (held - 1.0, now, limit)
+            if held >= cost:
+                self._buckets[key] = (held - cost, now, limit)
                 if len(self._buckets) > self._max_clients:
                     self._drop_full(now)
                 return 0.0
             self._buckets[key] = (held, now, limit)
-            return (1.0 - held) / rate
+            return (cost - held) / rate
 
     def _drop_full(self, now: float) -> None:
         """Forget the clients whose bucket has refilled: they are where a new client starts."""

@@ -81,7 +81,7 @@ class CodecServer(ThreadingHTTPServer):
                  max_refine: int = 0, trusted_proxies: Sequence[str] | None = None,
                  client_priorities: Mapping[str, int] | None = None,
                  max_refine_pixels: int = DEFAULT_MAX_REFINE_PIXELS,
-                 client_max_refine: Mapping[str, int] | None = None):
+                 client_max_refine: Mapping[str, int] | None = None, refine_cost: float = 0.0):
         if int(max_connections) < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -99,6 +99,11 @@ class CodecServer(ThreadingHTTPServer):
         if isinstance(max_refine_pixels, bool) or not isinstance(max_refine_pixels, int) or max_refine_pixels < 1:
             raise ConfigError(f"max_refine_pixels must be an integer >= 1, got {max_refine_pixels!r}")
         self.max_refine_pixels = max_refine_pixels  # coded pixels of one refined encode, at most
+        # under a rate limit, an /encode?refine=K counts as 1 + refine_cost * K requests (0: as one)
+        if isinstance(refine_cost, bool) or not isinstance(refine_cost, (int, float)) or not 0 <= refine_cost <= 100:
+            raise ConfigError(f"refine_cost must be a number in [0, 100] (requests per refinement step), "
+                              f"got {refine_cost!r}")
+        self.refine_cost = float(refine_cost)
         self.idle_timeout = idle_timeout
         self.max_body = int(max_body)
         self.png_level = int(png_level)
@@ -142,12 +147,13 @@ class CodecServer(ThreadingHTTPServer):
         with self._clients_lock:
             return dict(self.requests_by_client)
 
-    def rate_wait(self, client: str | None, address: str) -> tuple[float, tuple[float, int] | None]:
+    def rate_wait(self, client: str | None, address: str, cost: float = 1.0) -> tuple[float, tuple[float, int] | None]:
         """(0.0, limit) when the client (its token's name, else its ``address``) may send a coding
         request now, else (the seconds until it may, the limit that holds it), the request then
-        counted as refused. The limit is the client's own, else the server's; None: none."""
+        counted as refused. The limit is the client's own, else the server's; None: none.
+        ``cost``: the requests this one counts as (``RateLimiter.wait``)."""
         limit = self.client_limits.get(client, self.rate_limiter.limit)  # no client's name is None
-        wait = self.rate_limiter.wait(f"client:{client}" if client else f"address:{address}", limit)
+        wait = self.rate_limiter.wait(f"client:{client}" if client else f"address:{address}", limit, cost)
         if wait > 0:
             with self._clients_lock:
                 self.rate_limited += 1
