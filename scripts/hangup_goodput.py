@@ -14,14 +14,11 @@ up, and what the engine ran.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
-from serve_load import back_to_back, crop_384x256, in_process_server, rounds_of, write_results
-
-ROOT = Path(__file__).resolve().parents[1]
+from serve_load import (back_to_back, crop_384x256, in_process_server, rounds_of, serving_parser, warm_codec,
+                        write_results)
 
 
 def run_once(codec, image, seconds: float, clients: int, client_timeout: float, detect: bool,
@@ -59,21 +56,15 @@ def run_once(codec, image, seconds: float, clients: int, client_timeout: float, 
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=20.0)
+    p = serving_parser(__doc__, "hangup_goodput.json")
     p.add_argument("--clients", type=int, default=12)
     p.add_argument("--client-timeout", type=float, default=0.5)
     p.add_argument("--server-timeout", type=float, help="the Engine's timeout_s (serve --timeout): a request "
                    "queued longer is answered 504 without running")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "serve" / "hangup_goodput.json")
     args = p.parse_args()
 
-    from vlmcodec import Codec
-
     image = crop_384x256()
-    codec = Codec()
-    codec.encode(image, 50)
+    codec = warm_codec(image)
     runs = rounds_of([False, True], args.rounds, alternate=True,
                      run=lambda detect: run_once(codec, image, args.seconds, args.clients, args.client_timeout,
                                                  detect, args.server_timeout))

@@ -12,14 +12,11 @@ client's median and p95 latency and how many bulk requests were served.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
-from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of, write_results
-
-ROOT = Path(__file__).resolve().parents[1]
+from serve_load import (back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of,
+                        serving_parser, warm_codec, write_results)
 
 
 def run_once(codec, image, seconds: float, bulk_threads: int, interval: float, bulk_priority: int) -> dict:
@@ -42,19 +39,12 @@ def run_once(codec, image, seconds: float, bulk_threads: int, interval: float, b
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    p = serving_parser(__doc__, "priority_serving.json", paced_client="interactive")
     p.add_argument("--bulk-threads", type=int, default=6)
-    p.add_argument("--interval", type=float, default=0.5, help="the interactive client's pace (s)")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "serve" / "priority_serving.json")
     args = p.parse_args()
 
-    from vlmcodec import Codec
-
     image = crop_384x256()
-    codec = Codec()
-    codec.encode(image, 50)  # first run out of the way
+    codec = warm_codec(image)
     runs = rounds_of([0, -1], args.rounds,
                      lambda priority: run_once(codec, image, args.seconds, args.bulk_threads, args.interval, priority))
     write_results(args.out, sys.argv[1:], {"seconds": args.seconds, "bulk_threads": args.bulk_threads,

@@ -12,14 +12,11 @@ and p95 latency and how many requests of each client were served.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
-from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of, write_results
-
-ROOT = Path(__file__).resolve().parents[1]
+from serve_load import (back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of,
+                        serving_parser, warm_codec, write_results)
 
 
 def run_once(codec, image, seconds: float, flood_threads: int, interval: float, rate_limit: float | None) -> dict:
@@ -48,20 +45,13 @@ def run_once(codec, image, seconds: float, flood_threads: int, interval: float, 
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    p = serving_parser(__doc__, "rate_limit_fairness.json", paced_client="polite")
     p.add_argument("--flood-threads", type=int, default=6)
-    p.add_argument("--interval", type=float, default=0.5, help="the polite client's pace (s)")
     p.add_argument("--rate-limit", type=float, default=2.0, help="per client, requests/s, in the limited runs")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "serve" / "rate_limit_fairness.json")
     args = p.parse_args()
 
-    from vlmcodec import Codec
-
     image = crop_384x256()
-    codec = Codec()
-    codec.encode(image, 50)  # first run out of the way
+    codec = warm_codec(image)
     runs = rounds_of([None, args.rate_limit], args.rounds,
                      lambda limit: run_once(codec, image, args.seconds, args.flood_threads, args.interval, limit))
     write_results(args.out, sys.argv[1:], {"seconds": args.seconds, "flood_threads": args.flood_threads,

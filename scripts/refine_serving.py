@@ -15,15 +15,12 @@ sees the same machine:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-from serve_load import back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of, write_results
-
-ROOT = Path(__file__).resolve().parents[1]
+from serve_load import (back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of,
+                        serving_parser, warm_codec, write_results)
 
 
 def _network_worker_engine():
@@ -75,20 +72,12 @@ def run_once(codec, image, arm: str, seconds: float, interval: float, steps: int
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each run")
-    p.add_argument("--interval", type=float, default=0.5, help="the plain client's pace (s)")
+    p = serving_parser(__doc__, "refine_serving.json", paced_client="plain")
     p.add_argument("--refine", type=int, default=10, help="the refiner's steps")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "serve" / "refine_serving.json")
     args = p.parse_args()
 
-    from vlmcodec import Codec
-
     image = crop_384x256()
-    codec = Codec()
-    codec.encode(image, 50)  # first runs out of the way (the refiner loads its teacher here)
-    codec.encode(image, 50, refine=1)
+    codec = warm_codec(image, refine=True)
     runs = rounds_of(["alone", "refine_workers", "network_worker"], args.rounds,
                      lambda arm: run_once(codec, image, arm, args.seconds, args.interval, args.refine))
     write_results(args.out, sys.argv[1:], {"seconds": args.seconds, "interval_s": args.interval,

@@ -4,6 +4,7 @@ records its latencies, and their summary."""
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,30 @@ def crop_384x256():
     from vlmcodec.image_io import load_image
 
     return load_image(KODAK / "kodim23.png")[:256, :384]
+
+
+def serving_parser(doc: str, out_name: str, paced_client: str | None = None) -> argparse.ArgumentParser:
+    """The options every serving measurement takes: --seconds, --rounds, --out (default
+    results/serve/OUT_NAME) and, with a paced client (named in the help), --interval."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    if paced_client:
+        p.add_argument("--interval", type=float, default=0.5, help=f"the {paced_client} client's pace (s)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "serve" / out_name)
+    return p
+
+
+def warm_codec(image, refine: bool = False):
+    """The default model's Codec with its first encode of ``image`` done (and, with ``refine``, its
+    first refined one: the refiner loads its teacher then), so that no measured run pays them."""
+    from vlmcodec import Codec
+
+    codec = Codec()
+    codec.encode(image, 50)
+    if refine:
+        codec.encode(image, 50, refine=1)
+    return codec
 
 
 @contextmanager
