@@ -166,13 +166,27 @@ class _Failures:
         return 2 if self.count else 0
 
 
+def _check_refine_options(args, refining: bool, needs: str) -> None:
+    """--refine-views and --refine-bf16 say how refinement runs: ConfigError (naming what they
+    ``needs``) when the command does not refine."""
+    for flag in ("refine_views", "refine_bf16"):
+        if getattr(args, flag, None) and not refining:
+            raise ConfigError(f"--{flag.replace('_', '-')} needs {needs}")
+
+
+def _refine_settings(codec, prefix: str = "") -> str:
+    """How the codec refines beyond its steps, for a status line: its teacher views and bfloat16
+    (each ``, {prefix}teacher ...``), or ""."""
+    views = f", {prefix}teacher views {','.join(map(str, codec.refine_views))} px" if codec.refine_views else ""
+    return views + (f", {prefix}teacher in bfloat16" if codec.refine_bf16 else "")
+
+
 def _codec(args, model=None):
     """The Codec the command's options describe (``model``: another model file, same options)."""
     from .codec import Codec
 
-    for flag in ("refine_views", "refine_bf16"):
-        if getattr(args, flag, None) and hasattr(args, "refine") and not args.refine:
-            raise ConfigError(f"--{flag.replace('_', '-')} needs --refine STEPS (how the refinement runs)")
+    if hasattr(args, "refine"):  # encode, roundtrip (serve checks against its --max-refine)
+        _check_refine_options(args, args.refine, "--refine STEPS (how the refinement runs)")
     extra = {"max_pixels": args.max_pixels} if getattr(args, "max_pixels", None) else {}
     options = dict(getattr(args, "backend_option", None) or ())
     return Codec(model or args.model, backend=args.backend, threads=args.threads, **extra, backend_options=options,
@@ -217,9 +231,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
         print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)",
               file=table)
     if codec.refine:
-        how = "".join((f", teacher views {','.join(map(str, codec.refine_views))} px" if codec.refine_views else "",
-                       ", teacher in bfloat16" if codec.refine_bf16 else ""))
-        print(f"refining each latent with {codec.refine} steps before coding (slower encoding{how})", file=table)
+        print(f"refining each latent with {codec.refine} steps before coding (slower encoding"
+              f"{_refine_settings(codec)})", file=table)
     budget = _budget(args)
     quality = DEFAULT_QUALITY if args.quality is None else args.quality
     codec.model.level_of_quality(quality)  # a bad -q fails once, not once per file
@@ -446,10 +459,8 @@ def cmd_serve(args) -> int:
     if args.refine_cost and not (args.rate_limit or any(token_file.limits.values())):
         raise ConfigError("--refine-cost needs a rate limit to count against (--rate-limit, or a token-file "
                           "line's rate=R)")
-    for flag in ("refine_views", "refine_bf16"):
-        if getattr(args, flag) and not refining:
-            raise ConfigError(f"--{flag.replace('_', '-')} needs --max-refine STEPS, or a token-file line's "
-                              "refine=N (how the refined encodes run)")
+    _check_refine_options(args, refining, "--max-refine STEPS, or a token-file line's refine=N (how the refined "
+                                          "encodes run)")
     if refining:  # the refinement's teacher loads now: a missing package fails here, not on a request
         for each in (codec, *others):
             each.refiner()
@@ -511,10 +522,7 @@ def cmd_serve(args) -> int:
         limit += f", {len(server.client_max_refine)} client(s) with a refine cap of their own"
     if server.max_refine:
         limit += f", refine up to {server.max_refine} steps on {args.refine_workers} worker(s)"
-    if codec.refine_views:
-        limit += f", refinement's teacher views {','.join(map(str, codec.refine_views))} px"
-    if codec.refine_bf16:
-        limit += ", refinement's teacher in bfloat16"
+    limit += _refine_settings(codec, "refinement's ")
     if server.refine_cost:
         limit += f", a refinement step counts as {server.refine_cost:g} requests"
     print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend{limit}) on {server.url}: "
