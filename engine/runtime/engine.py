@@ -619,13 +619,13 @@ class Engine:
             entry = (-req.priority, req.id, req)
             heapq.heappush(self._refine_waiting, entry)
 
-        def take(_: InflightRequest) -> None:
+        def take() -> None:
             with self._cv:
                 nxt = heapq.heappop(self._refine_waiting)[2]
             self._run_unless_dead(nxt, self._refine_encode)
 
         try:
-            self._refine_threads().submit(take, req)
+            self._refine_threads().submit(take)
         except RuntimeError as e:  # pool shut down under us: this request never gets a job
             with self._cv:
                 self._refine_waiting.remove(entry)

@@ -270,8 +270,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         if path != "/encode" or not self.server.refine_cost:
             return 1.0
         try:
-            steps = int(params.get("refine", "0"))
-        except ValueError:
+            steps = _optional_integer(params, "refine") or 0
+        except HTTPError:
             return 1.0
         return 1.0 + self.server.refine_cost * max(steps, 0)
 
