@@ -56,19 +56,19 @@ def check_client_limits(limits: Mapping[str, Limit | None] | None,
                         tokens: Mapping[str, str] | None) -> dict[str, Limit | None]:
     """Clients' own limits validated: each a client the tokens name, with a (rate, burst) as
     ``check_rate`` takes them (burst may be None) or None (no limit). ConfigError otherwise."""
-    out: dict[str, Limit | None] = {}
-    for name, limit in (limits or {}).items():
-        if tokens is None or name not in tokens:
-            raise ConfigError(f"a rate limit for client {name!r}, whom no token names")
-        if limit is None:
-            out[name] = None
-            continue
-        try:
-            rate, burst = limit
-        except (TypeError, ValueError):
-            raise ConfigError(f"client {name!r}: a limit is (requests a second, burst) or None, got {limit!r}") from None
-        out[name] = check_rate(rate, burst)
-    return out
+    from .tokens import check_client_option
+
+    return check_client_option("a rate limit", limits, tokens, _checked_limit)
+
+
+def _checked_limit(limit) -> Limit | None:
+    if limit is None:
+        return None
+    try:
+        rate, burst = limit
+    except (TypeError, ValueError):
+        raise ConfigError(f"a limit is (requests a second, burst) or None, got {limit!r}") from None
+    return check_rate(rate, burst)
 
 
 class RateLimiter:

@@ -87,16 +87,18 @@ def read_token_file(text: str, source: str = "token file") -> TokenFile:
 def check_client_priorities(priorities: Mapping[str, int] | None, tokens: Mapping[str, str] | None) -> dict[str, int]:
     """Clients' priorities validated: each a client the tokens name, with an int as
     ``Engine.submit_encode`` takes it. ConfigError otherwise."""
-    return _check_client_option("a priority", priorities, tokens, _checked_priority)
+    return check_client_option("a priority", priorities, tokens, _checked_priority)
 
 
 def check_client_max_refine(max_refine: Mapping[str, int] | None, tokens: Mapping[str, str] | None) -> dict[str, int]:
     """Clients' refinement caps validated: each a client the tokens name, with steps as
     ``Codec(refine=)`` takes them. ConfigError otherwise."""
-    return _check_client_option("a refine cap", max_refine, tokens, _checked_refine)
+    return check_client_option("a refine cap", max_refine, tokens, _checked_refine)
 
 
-def _check_client_option(what: str, values, tokens, check) -> dict[str, int]:
+def check_client_option(what: str, values: Mapping | None, tokens: Mapping[str, str] | None, check) -> dict:
+    """{name: check(value)} for clients' own options (``what``: "a priority"...); ConfigError for a
+    client no token names, or a value ``check`` refuses (ValueError), naming the client."""
     out = {}
     for name, value in (values or {}).items():
         if tokens is None or name not in tokens:
