@@ -13,7 +13,6 @@ import numbers
 import os
 import threading
 import time
-import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BackendUnavailableError, BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
-                     RefineFallbackWarning, ResourceError)
+                     ResourceError, warn_refine_fallback)
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
@@ -305,8 +304,7 @@ class Codec:
         self.model.level_of_quality(max_quality)  # validates the range
         budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
         data, fallback = self.encode_within(prep, budget, None, min_quality, max_quality, refine=steps)
-        if fallback:
-            warnings.warn(fallback, RefineFallbackWarning, stacklevel=2)
+        warn_refine_fallback(fallback)
         return data
 
     def encode_within(self, prep: PreparedImage, budget: int, y_raw: Tensor | None = None,

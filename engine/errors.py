@@ -1,5 +1,7 @@
 """Exception hierarchy: every error vlmcodec raises on purpose derives from VlmcodecError."""
 
+import warnings
+
 
 class VlmcodecError(Exception):
     """Root of all vlmcodec errors."""
@@ -53,3 +55,10 @@ class VlmcodecWarning(UserWarning):
 class RefineFallbackWarning(VlmcodecWarning):
     """``encode_to_size`` with ``refine``: no refined stream fits the budget, so the stream is the
     best one-pass one. ``warnings.simplefilter("error", RefineFallbackWarning)`` makes it an error."""
+
+
+def warn_refine_fallback(message: str | None) -> None:
+    """Issue a refined search's fallback ``message`` (None: there was none) as a
+    ``RefineFallbackWarning`` pointing at the caller of the function that calls this."""
+    if message:
+        warnings.warn(message, RefineFallbackWarning, stacklevel=3)

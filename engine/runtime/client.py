@@ -24,14 +24,13 @@ import json
 import ssl
 import threading
 import time
-import warnings
 import weakref
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from ..errors import EngineDeadError, ModelMismatchError, RefineFallbackWarning, ResourceError, VlmcodecError
+from ..errors import EngineDeadError, ModelMismatchError, ResourceError, VlmcodecError, warn_refine_fallback
 from ..image_io import as_rgb_array
 
 
@@ -94,8 +93,7 @@ class RemoteCodec:
         that grants one; above it the server answers PermissionError)."""
         data, fallback = self._encode(image, quality, short_side, model, max_bytes=max_bytes, max_bpp=max_bpp,
                                       refine=refine, priority=priority)
-        if fallback:
-            warnings.warn(fallback, RefineFallbackWarning, stacklevel=2)
+        warn_refine_fallback(fallback)
         return data
 
     def _encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None,
@@ -257,8 +255,7 @@ class AsyncRemoteCodec:
                      **options) -> bytes:
         """``RemoteCodec.encode``, awaited (a refine fallback's warning is issued here)."""
         data, fallback = await asyncio.to_thread(self.sync._encode, image, quality, short_side, model, **options)
-        if fallback:
-            warnings.warn(fallback, RefineFallbackWarning, stacklevel=2)
+        warn_refine_fallback(fallback)
         return data
 
     async def decode(self, data: bytes, short_side: int | None = None, **options) -> np.ndarray:

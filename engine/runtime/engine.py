@@ -42,7 +42,6 @@ import math
 import numbers
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
@@ -52,8 +51,8 @@ import numpy as np
 from .. import rate_control, resample
 from ..bitstream import container
 from ..codec import Codec
-from ..errors import (BitstreamError, EngineDeadError, RefineFallbackWarning, RequestError, ResourceError,
-                      VlmcodecError)
+from ..errors import (BitstreamError, EngineDeadError, RequestError, ResourceError, VlmcodecError,
+                      warn_refine_fallback)
 from ..image_io import padded_size
 from .request import InflightRequest, Kind, Status
 from .scheduler import Scheduler
@@ -209,8 +208,7 @@ class Engine:
         fut = self.submit_encode(image, quality, timeout_s, short_side, max_bytes=max_bytes, max_bpp=max_bpp,
                                  refine=refine, priority=priority)
         data = await asyncio.wrap_future(fut)
-        if fut.warning:  # type: ignore[attr-defined]
-            warnings.warn(fut.warning, RefineFallbackWarning, stacklevel=2)  # type: ignore[attr-defined]
+        warn_refine_fallback(fut.warning)  # type: ignore[attr-defined]
         return data
 
     async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
