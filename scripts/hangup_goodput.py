@@ -17,13 +17,12 @@ from __future__ import annotations
 import sys
 import time
 
-from serve_load import (back_to_back, crop_384x256, in_process_server, rounds_of, serving_parser, warm_codec,
-                        write_results)
+from serve_load import back_to_back, crop_384x256, rounds_of, serving_parser, warm_codec, write_results
 
 
 def run_once(codec, image, seconds: float, clients: int, client_timeout: float, detect: bool,
              server_timeout: float | None) -> dict:
-    from vlmcodec.runtime import Engine, http_handler
+    from vlmcodec.runtime import Engine, http_handler, running_server
 
     def send(remote) -> str:
         try:
@@ -39,7 +38,7 @@ def run_once(codec, image, seconds: float, clients: int, client_timeout: float, 
         http_handler.RequestHandler._client_gone = lambda self: False
     try:
         engine = Engine(codec, block=False, max_queue=256, timeout_s=server_timeout)
-        with in_process_server(engine, max_connections=256) as server:
+        with running_server(engine, max_connections=256) as server:
             threads, counts = back_to_back(server.url, clients, time.monotonic() + seconds, send, retries=0,
                                            timeout_s=client_timeout)
             for t in threads:

@@ -15,18 +15,18 @@ from __future__ import annotations
 import sys
 import time
 
-from serve_load import (back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of,
-                        serving_parser, warm_codec, write_results)
+from serve_load import (back_to_back, crop_384x256, latency_summary, paced, rounds_of, serving_parser, warm_codec,
+                        write_results)
 
 
 def run_once(codec, image, seconds: float, bulk_threads: int, interval: float, bulk_priority: int) -> dict:
-    from vlmcodec.runtime import Engine
+    from vlmcodec.runtime import Engine, running_server
 
     def bulk(remote) -> str:
         remote.encode(image, quality=50, priority=bulk_priority)
         return "bulk"
 
-    with in_process_server(Engine(codec, block=False, max_queue=64), max_connections=64) as server:
+    with running_server(Engine(codec, block=False, max_queue=64), max_connections=64) as server:
         stop = time.monotonic() + seconds
         threads, counts = back_to_back(server.url, bulk_threads, stop, bulk, retries=0)
         latencies, errors = paced(server.url, interval, stop, lambda remote: remote.encode(image, quality=50),

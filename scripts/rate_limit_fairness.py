@@ -15,12 +15,12 @@ from __future__ import annotations
 import sys
 import time
 
-from serve_load import (back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of,
-                        serving_parser, warm_codec, write_results)
+from serve_load import (back_to_back, crop_384x256, latency_summary, paced, rounds_of, serving_parser, warm_codec,
+                        write_results)
 
 
 def run_once(codec, image, seconds: float, flood_threads: int, interval: float, rate_limit: float | None) -> dict:
-    from vlmcodec.runtime import Engine, RateLimited
+    from vlmcodec.runtime import Engine, RateLimited, running_server
 
     def flood(remote) -> str:
         try:
@@ -30,7 +30,7 @@ def run_once(codec, image, seconds: float, flood_threads: int, interval: float, 
             return "flood_refused"
 
     tokens = {"flood": "tok-flood", "polite": "tok-polite"}
-    with in_process_server(Engine(codec, block=False, max_queue=64), auth_token=tokens, rate_limit=rate_limit,
+    with running_server(Engine(codec, block=False, max_queue=64), auth_token=tokens, rate_limit=rate_limit,
                            max_connections=64) as server:
         stop = time.monotonic() + seconds
         threads, counts = back_to_back(server.url, flood_threads, stop, flood, token="tok-flood", retries=0)

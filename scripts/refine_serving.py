@@ -19,8 +19,8 @@ import sys
 import time
 
 import numpy as np
-from serve_load import (back_to_back, crop_384x256, in_process_server, latency_summary, paced, rounds_of,
-                        serving_parser, warm_codec, write_results)
+from serve_load import (back_to_back, crop_384x256, latency_summary, paced, rounds_of, serving_parser, warm_codec,
+                        write_results)
 
 
 def _network_worker_engine():
@@ -47,7 +47,7 @@ def _network_worker_engine():
 
 
 def run_once(codec, image, arm: str, seconds: float, interval: float, steps: int) -> dict:
-    from vlmcodec.runtime import Engine
+    from vlmcodec.runtime import Engine, running_server
 
     refined: list[float] = []
 
@@ -58,7 +58,7 @@ def run_once(codec, image, arm: str, seconds: float, interval: float, steps: int
         return "refined"
 
     engine_class = _network_worker_engine() if arm == "network_worker" else Engine
-    with in_process_server(engine_class(codec, block=False, max_queue=64), max_refine=steps) as server:
+    with running_server(engine_class(codec, block=False, max_queue=64), max_refine=steps) as server:
         stop = time.monotonic() + seconds
         threads, _ = back_to_back(server.url, 0 if arm == "alone" else 1, stop, refine, retries=0, timeout_s=600)
         # the refiner's first request is running by the first plain one

@@ -1,6 +1,7 @@
 """What the serving measurements share (scripts/*_serving.py, rate_limit_fairness.py,
-hangup_goodput.py): an in-process server, clients sending back to back, a paced client that
-records its latencies, and their summary."""
+hangup_goodput.py): their common options, the warmed default codec, clients sending back to
+back, a paced client that records its latencies, and their summary (the in-process server they
+measure is ``vlmcodec.runtime.running_server``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import argparse
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,21 +46,6 @@ def warm_codec(image, refine: bool = False):
     if refine:
         codec.encode(image, 50, refine=1)
     return codec
-
-
-@contextmanager
-def in_process_server(engine, **options):
-    """A CodecServer for ``engine`` on a free port, on a thread; both shut down on leaving."""
-    from vlmcodec.runtime.server import CodecServer, serve_in_thread
-
-    server = CodecServer(engine, "127.0.0.1", 0, **options)
-    serve_in_thread(server)
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
 
 
 def back_to_back(url: str, threads: int, stop_at: float, send: Callable, **client) -> tuple[list, dict]:

@@ -109,21 +109,9 @@ def serving(model_path, clock=None, **options):
     """A CodecServer (``options``) on an Engine of the model at ``model_path``, on a thread, shut
     down on leaving; ``clock``: its rate limiter's (a fake one holds the buckets still)."""
     from vlmcodec import Codec
-    from vlmcodec.runtime import Engine
-    from vlmcodec.runtime.server import CodecServer, serve_in_thread
+    from vlmcodec.runtime import Engine, running_server
 
-    engine = Engine(Codec(model_path), block=False)
-    try:
-        server = CodecServer(engine, "127.0.0.1", 0, **options)
-    except BaseException:
-        engine.shutdown()
-        raise
-    if clock is not None:
-        server.rate_limiter._clock = clock
-    serve_in_thread(server)
-    try:
+    with running_server(Engine(Codec(model_path), block=False), **options) as server:
+        if clock is not None:
+            server.rate_limiter._clock = clock
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()

@@ -35,7 +35,8 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 
@@ -331,4 +332,28 @@ def serve_in_thread(server: CodecServer) -> threading.Thread:
     return thread
 
 
-__all__ = ["CodecServer", "serve_in_thread", "prometheus_text", "STREAM_TYPE", "IMAGE_FORMATS"]
+@contextmanager
+def running_server(engine: Engine | Sequence[Engine], host: str = "127.0.0.1", port: int = 0,
+                   **options) -> Iterator[CodecServer]:
+    """A ``CodecServer`` (``options``) for ``engine`` (or engines), serving on a thread (tests,
+    notebooks, benchmarks; port 0: a free one, ``server.url``); on leaving, the server shuts down
+    (answering what is in flight), then the engines. A server that cannot start shuts the
+    engines down too."""
+    engines = [engine] if isinstance(engine, Engine) else list(engine)
+    try:
+        server = CodecServer(engines, host, port, **options)
+    except BaseException:
+        for each in engines:
+            each.shutdown()
+        raise
+    serve_in_thread(server)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        for each in engines:
+            each.shutdown()
+
+
+__all__ = ["CodecServer", "running_server", "serve_in_thread", "prometheus_text", "STREAM_TYPE", "IMAGE_FORMATS"]
