@@ -364,13 +364,19 @@ class Codec:
                 sym_t, idx_t = self.backend.quantize(y[None], means, scales, self.scale_table64)
                 y_sym, y_idx = sym_t[0].numpy(), idx_t[0]
             else:
-                y_sym = y.to(torch.float64, copy=True).sub_(means[0]).round_().to(torch.int32).numpy()
+                y_sym = self._y_symbols(y, means[0], y_idx)
             y_chunks = rans.encode(y_sym.ravel(), y_idx.numpy().ravel(), self.tables["y"], num_chunks_for(y_sym.size))
             flags = container.FLAG_PRE_EDITED if self.pre_edit else 0
             (h, w), (ch, cw) = image.size, image.pixels.shape[:2]
             header = container.Header(fingerprint=self.fingerprint, width=w, height=h, quality=image.quality,
                                       flags=flags, coded_width=int(cw), coded_height=int(ch))
             return container.pack(header, z_chunks, y_chunks)
+
+    def _y_symbols(self, y: Tensor, means: Tensor, indexes: Tensor) -> np.ndarray:
+        """The y symbols a stream carries: round(y − μ), int32 (the rule a fused kernel computes
+        the same way; ``indexes`` are the scale-table entries, for a subclass that chooses
+        symbols by their cost, as ``scripts/quantizer_probe.py`` does)."""
+        return y.to(torch.float64, copy=True).sub_(means).round_().to(torch.int32).numpy()
 
     def entropy_decode(self, data: bytes, short_side: int | None = None) -> "DecodedLatent":
         """CPU stage of decoding, one stream: parse, check, rANS-decode z and y → ŷ (and the
