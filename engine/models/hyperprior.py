@@ -47,19 +47,33 @@ class ModelConfig:
     lmbdas: tuple[float, ...] = field(default=(0.0130,))
     arch: str = "mean_scale_hyperprior"
     pre_editor: bool = False
+    N_a: int | None = None  # g_a's width, when wider than N (an encoder-side change: g_s reads the same y)
+
+    def __post_init__(self):
+        if self.N_a is not None and self.N_a < 1:
+            raise ValueError(f"N_a must be a positive channel count or None, got {self.N_a}")
+        if self.N_a == self.N:  # the same network as no N_a: the same dict, the same fingerprint
+            object.__setattr__(self, "N_a", None)
+
+    @property
+    def analysis_width(self) -> int:
+        return self.N_a or self.N
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lmbdas"] = list(self.lmbdas)
-        if not self.pre_editor:  # absent when off, so fingerprints of models without one are stable
+        # absent when off / unset, so fingerprints of models without them are stable
+        if not self.pre_editor:
             del d["pre_editor"]
+        if self.N_a is None:
+            del d["N_a"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
         d["lmbdas"] = tuple(float(v) for v in d.get("lmbdas", (0.013,)))
-        return cls(**{k: d[k] for k in ("N", "M", "num_levels", "lmbdas", "arch", "pre_editor") if k in d})
+        return cls(**{k: d[k] for k in ("N", "M", "num_levels", "lmbdas", "arch", "pre_editor", "N_a") if k in d})
 
 
 class MeanScaleHyperprior(nn.Module):
@@ -70,7 +84,8 @@ class MeanScaleHyperprior(nn.Module):
         self.config = config or ModelConfig()
         N, M, K = self.config.N, self.config.M, self.config.num_levels
         self.N, self.M = N, M
-        self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        A = self.config.analysis_width
+        self.g_a = nn.Sequential(conv(3, A), GDN(A), conv(A, A), GDN(A), conv(A, A), GDN(A), conv(A, M))
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
             deconv(N, N), GDN(N, inverse=True), deconv(N, 3),

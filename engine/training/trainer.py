@@ -45,6 +45,7 @@ class TrainConfig:
     out_dir: str = "runs/default"
     N: int = 64
     M: int = 96
+    N_a: int = 0  # g_a's width when wider than N (0: N); scripts/widen_encoder.py makes a model to start from
     lmbdas: tuple[float, ...] = (0.0018, 0.0054, 0.016, 0.0483)
     crop: int = 128
     batch: int = 16
@@ -112,7 +113,7 @@ class TrainConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(N=self.N, M=self.M, num_levels=len(self.lmbdas), lmbdas=tuple(self.lmbdas),
-                           pre_editor=self.pre_editor)
+                           pre_editor=self.pre_editor, N_a=self.N_a or None)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
