@@ -580,15 +580,33 @@ def cmd_train(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    from .models import checkpoint
+
+    shared = None
+    if args.decodes_as:
+        if args.from_compressai:
+            raise VlmcodecError("--decodes-as applies to --from-model and --from-weights")
+        shared = checkpoint.stream_identity_of(args.decodes_as)
+        if shared is None:
+            raise VlmcodecError(f"--decodes-as {args.decodes_as}: a model file is needed (a weights file has no "
+                                "CDF tables, so no whole decoder)")
     if args.from_weights:
         from .training.weights import weights_to_model_file
 
-        fp = weights_to_model_file(args.from_weights, args.output)
+        fp = weights_to_model_file(args.from_weights, args.output, decodes_as=shared)
+    elif args.from_model:
+        loaded = checkpoint.load_model(args.from_model)
+        if shared is None and loaded.stream_fingerprint != loaded.fingerprint:
+            shared = loaded.identity  # keep the decoder it already shares
+        extra = {k: v for k, v in loaded.metadata.items() if k not in ("format", "config", "fingerprint")}
+        fp = checkpoint.save_model(loaded.model, args.output, extra_metadata=extra, decodes_as=shared,
+                                   require_shared=True)
     else:
         from .models.convert import convert_compressai
 
         fp = convert_compressai(args.from_compressai, args.output, N=args.N, M=args.M)
-    print(f"wrote {args.output} (fingerprint {fp[:8].hex()})")
+    also = f"; its streams carry {shared.stream_fingerprint[:8].hex()} ({args.decodes_as}'s decoder)" if shared else ""
+    print(f"wrote {args.output} (fingerprint {fp[:8].hex()}{also})")
     return 0
 
 
@@ -858,11 +876,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="stop cleanly after this much wall time (checkpoint + model file); rerun to resume")
     common(t, model=False)
-    c = sub.add_parser("convert", help="make a model file from a CompressAI checkpoint or a weights file")
+    c = sub.add_parser("convert", help="make a model file from a CompressAI checkpoint, a weights file or a model file")
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-compressai", metavar="CKPT", help="a CompressAI MeanScaleHyperprior checkpoint")
     src.add_argument("--from-weights", metavar="FILE",
                      help="a weights-only file written by training without the C++ extension (e.g. on a GPU machine)")
+    src.add_argument("--from-model", metavar="FILE", help="a model file, written again (with --decodes-as)")
+    c.add_argument("--decodes-as", metavar="MODEL",
+                   help="the model whose decoder this one shares, bit for bit (an encoder-only fine-tune): its "
+                        "streams then carry that model's fingerprint, so that model's decoders read them; an "
+                        "error if the decoders differ")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--N", type=int, help="override N (default: read from the weights' shapes)")
     c.add_argument("--M", type=int)

@@ -130,6 +130,8 @@ class Codec:
         self.loaded = loaded
         self.model = loaded.model
         self.fingerprint = loaded.fingerprint[:8]
+        # what its streams carry: the fingerprint, or that of the model whose decoder it shares
+        self.stream_fingerprint = loaded.stream_fingerprint[:8]
         self.tables = loaded.tables
         # device None: the backend's own default (torch, onnxruntime: cpu; triton, tensorrt: cuda)
         options = {"threads": threads} if device is None else {"threads": threads, "device": device}
@@ -368,7 +370,7 @@ class Codec:
             y_chunks = rans.encode(y_sym.ravel(), y_idx.numpy().ravel(), self.tables["y"], num_chunks_for(y_sym.size))
             flags = container.FLAG_PRE_EDITED if self.pre_edit else 0
             (h, w), (ch, cw) = image.size, image.pixels.shape[:2]
-            header = container.Header(fingerprint=self.fingerprint, width=w, height=h, quality=image.quality,
+            header = container.Header(fingerprint=self.stream_fingerprint, width=w, height=h, quality=image.quality,
                                       flags=flags, coded_width=int(cw), coded_height=int(ch))
             return container.pack(header, z_chunks, y_chunks)
 
@@ -521,12 +523,19 @@ class Codec:
     def _z_indexes(self, hz: int, wz: int) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(np.arange(self.N, dtype=np.int32)[:, None, None], (self.N, hz, wz)))
 
+    def reads(self, fingerprint: bytes) -> bool:
+        """Whether streams that carry ``fingerprint`` (8 bytes) decode here: this model's own, and
+        those of the model whose decoder it shares, if any."""
+        return fingerprint in (self.fingerprint, self.stream_fingerprint)
+
     def _read(self, data: bytes) -> tuple[container.Header, Tensor]:
         header, z_chunks, y_chunks = container.unpack(data)
-        if header.fingerprint != self.fingerprint:
+        if not self.reads(header.fingerprint):
+            shares = (f" (whose streams carry {self.stream_fingerprint.hex()}: it shares that model's decoder)"
+                      if self.stream_fingerprint != self.fingerprint else "")
             raise ModelMismatchError(
-                f"stream was written by model {header.fingerprint.hex()}, this codec holds {self.fingerprint.hex()}; "
-                "decode it with the model that wrote it")
+                f"stream was written by model {header.fingerprint.hex()}, this codec holds {self.fingerprint.hex()}"
+                f"{shares}; decode it with the model that wrote it")
         if header.width * header.height > self.max_pixels:
             raise BitstreamError(f"stream announces {header.width}x{header.height} pixels, more than this codec's "
                                  f"max_pixels={self.max_pixels} (Codec(max_pixels=...) or --max-pixels raises it)")

@@ -68,7 +68,8 @@ class CodecSet:
         """The codec whose model wrote ``data``: BitstreamError for bytes that are not a .vlmc
         header, ModelMismatchError for a stream of a model not held."""
         fp = container.fingerprint_of(data)
-        codec = self._codecs.get(fp)
+        # the model itself, else one that shares its decoder (Codec.reads)
+        codec = self._codecs.get(fp) or next((c for c in self._codecs.values() if c.reads(fp)), None)
         if codec is None:
             raise ModelMismatchError(f"stream was written by model {fp.hex()}, the models held are {self._held()}; "
                                      "decode it with the model that wrote it")

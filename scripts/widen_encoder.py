@@ -29,8 +29,9 @@ def main() -> int:
     meta = {"train_lineage": json.dumps(lineage_of(src.metadata, a.model))}
     if "train_recipe" in src.metadata:  # refinement and evaluation read the recipe from the file
         meta["train_recipe"] = src.metadata["train_recipe"]
-    fp = save_model(wide, a.output, extra_metadata=meta)
-    print(f"{a.output}: g_a {src.model.config.analysis_width} → {a.width} channels, fingerprint {fp.hex()[:16]}")
+    fp = save_model(wide, a.output, extra_metadata=meta, decodes_as=src.identity)
+    print(f"{a.output}: g_a {src.model.config.analysis_width} → {a.width} channels, fingerprint {fp.hex()[:16]}; "
+          f"its streams carry {src.stream_fingerprint.hex()[:16]} (the decoder is {a.model}'s)")
     return 0
 
 

@@ -1,18 +1,22 @@
 """A wider analysis transform (``ModelConfig.N_a``) and ``widen_analysis``, which widens a
 model's g_a without changing what it computes."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from safetensors.torch import save_file
 
 from conftest import smooth_image, write_train_folder
 from vlmcodec import Codec
 from vlmcodec.bitstream import container
+from vlmcodec.codec_set import CodecSet
+from vlmcodec.errors import ConfigError
 from vlmcodec.models import MeanScaleHyperprior, ModelConfig
-from vlmcodec.models.checkpoint import save_model
+from vlmcodec.models.checkpoint import fingerprint_of, load_model, read_safetensors, save_model
 from vlmcodec.models.widen import widen_analysis
 from vlmcodec.training.trainer import TrainConfig, train
 
@@ -83,3 +87,97 @@ def test_an_encoder_only_run_of_a_widened_model_trains_the_new_channels(tmp_path
     # the old outputs' weights from the new channels started at zero and moved
     assert (before["g_a.2.weight"][:8, 8:] == 0).all()
     assert (after["g_a.2.weight"][:8, 8:] != 0).any()
+
+
+# -- sharing a decoder: streams of the widened (or encoder-only) model carry the original's fingerprint
+
+
+def _shared_pair(tmp_path):
+    net = _model()
+    save_model(net, tmp_path / "a.safetensors")
+    src = load_model(tmp_path / "a.safetensors")
+    save_model(widen_analysis(net, 16), tmp_path / "b.safetensors", decodes_as=src.identity)
+    return tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+
+
+def test_a_model_sharing_a_decoder_writes_streams_the_original_decodes(tmp_path):
+    a_path, b_path = _shared_pair(tmp_path)
+    a, b = Codec(str(a_path), pre_edit=False), Codec(str(b_path), pre_edit=False)
+    assert b.fingerprint != a.fingerprint and b.stream_fingerprint == a.fingerprint
+    img = smooth_image(np.random.default_rng(1), 96, 128)
+    sb, sa = b.encode(img, quality=60), a.encode(img, quality=60)
+    assert container.fingerprint_of(sb) == a.fingerprint
+    assert np.array_equal(a.decode(sb), b.decode(sb))  # the same decoder, bit for bit
+    assert np.array_equal(b.decode(sa), a.decode(sa))  # and the new model reads the original's streams
+    assert CodecSet([b]).codec_for(sa) is CodecSet([b]).default
+    both = CodecSet([b, a])
+    assert both.codec_for(sa).fingerprint == a.fingerprint  # the model itself first
+
+
+def test_no_claim_for_a_different_decoder_and_an_edited_claim_is_refused(tmp_path):
+    a_path, b_path = _shared_pair(tmp_path)
+    other = _model()
+    with torch.no_grad():
+        other.g_s[0].weight.add_(0.01)
+    ident = load_model(a_path).identity
+    fp = save_model(other, tmp_path / "c.safetensors", decodes_as=ident)
+    assert load_model(tmp_path / "c.safetensors").stream_fingerprint == fp  # not recorded
+    with pytest.raises(ConfigError, match="decoder"):
+        save_model(other, tmp_path / "d.safetensors", decodes_as=ident, require_shared=True)
+    assert not (tmp_path / "d.safetensors").exists()
+    # a file whose decoder was changed after it recorded the claim (fingerprint redone to match)
+    tensors, meta = read_safetensors(b_path)
+    tensors["g_s.0.weight"] = tensors["g_s.0.weight"] + 0.01
+    config = ModelConfig.from_dict(json.loads(meta["config"]))
+    meta["fingerprint"] = fingerprint_of(config, tensors).hex()
+    save_file(tensors, str(tmp_path / "e.safetensors"), metadata=meta)
+    with pytest.raises(ConfigError, match="claims to share"):
+        load_model(tmp_path / "e.safetensors")
+
+
+def test_an_encoder_only_run_keeps_the_init_models_streams_and_a_full_run_does_not(tmp_path):
+    data = write_train_folder(tmp_path / "data", h=160, w=192)
+    start = tmp_path / "start.safetensors"
+    save_model(_model(), start)
+    cfg = TrainConfig(data_dir=str(data), out_dir=str(tmp_path / "enc"), N=8, M=12, lmbdas=(0.01, 0.05), crop=64,
+                      batch=2, steps=2, warmup=1, threads=1, lr=1e-3, lr_final=1e-4, ckpt_every=10,
+                      init_from=str(start))
+    train(replace(cfg, train_only=("g_a", "gain", "h_a")), progress=False)
+    train(replace(cfg, out_dir=str(tmp_path / "full")), progress=False)
+    first = load_model(start).fingerprint
+    enc, full = load_model(tmp_path / "enc" / "model.safetensors"), load_model(tmp_path / "full" / "model.safetensors")
+    assert enc.fingerprint != first and enc.stream_fingerprint == first
+    assert full.stream_fingerprint == full.fingerprint != first
+
+
+def test_convert_from_model_records_a_shared_decoder_or_fails_clearly(tmp_path, capsys):
+    from vlmcodec.cli import main
+
+    a_path, b_path = _shared_pair(tmp_path)
+    plain = tmp_path / "plain.safetensors"
+    save_model(widen_analysis(_model(), 16), plain)  # the same networks, no claim recorded
+    out = tmp_path / "out.safetensors"
+    assert main(["convert", "--from-model", str(plain), "--decodes-as", str(a_path), "-o", str(out)]) == 0
+    assert load_model(out).stream_fingerprint == load_model(a_path).fingerprint
+    assert "its streams carry" in capsys.readouterr().out
+    other = _model()
+    with torch.no_grad():
+        other.h_s[0].weight.mul_(1.5)
+    save_model(other, tmp_path / "other.safetensors")
+    assert main(["convert", "--from-model", str(tmp_path / "other.safetensors"), "--decodes-as", str(a_path),
+                 "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "is not that of model" in capsys.readouterr().err
+
+
+def test_a_server_of_the_shared_model_decodes_the_originals_streams(tmp_path):
+    from conftest import serving
+    from vlmcodec.runtime import RemoteCodec
+
+    a_path, b_path = _shared_pair(tmp_path)
+    a = Codec(str(a_path), pre_edit=False)
+    img = smooth_image(np.random.default_rng(2), 64, 96)
+    old = a.encode(img, quality=30)
+    with serving(str(b_path)) as server, RemoteCodec(server.url) as remote:
+        assert remote.health()["stream_model"] == a.fingerprint.hex() != remote.health()["model"]
+        assert np.array_equal(remote.decode(old), a.decode(old))
+        assert container.fingerprint_of(remote.encode(img, 30)) == a.fingerprint

@@ -4,6 +4,14 @@ The quantized CDF tables are computed once when a model is saved (``save_model``
 the file, so encoder and decoder use the very same integers wherever they run. The
 fingerprint is the SHA-256 of the architecture JSON and every tensor (sorted by name); a
 bitstream carries its first 8 bytes.
+
+A model whose decoder is another model's, bit for bit (an encoder-only fine-tune, a widened
+g_a), can say so: ``save_model(..., decodes_as=that)`` records that model's stream fingerprint
+and the digest of the decoder they share (``decoder_digest``: the decoder's architecture, g_s,
+h_s, inv_gain, the entropy models and the CDF tables). Its streams then carry that fingerprint,
+so every decoder of the older model reads them unchanged, and it reads both its own and those
+streams. ``load_model`` recomputes the digest and refuses a file whose decoder is not the one it
+claims.
 """
 
 from __future__ import annotations
@@ -49,8 +57,24 @@ def _table_tensors(tables: dict[str, CdfTable]) -> dict[str, torch.Tensor]:
     return out
 
 
+# what decoding reads: the rest (pre_editor, g_a, gain, h_a) is the encoder's alone
+DECODER_PREFIXES = ("g_s.", "h_s.", "inv_gain", "entropy_bottleneck.", "gaussian_conditional.", TABLE_PREFIX)
+DECODER_CONFIG_KEYS = ("arch", "N", "M", "num_levels", "lmbdas")
+
+
+def decoder_digest(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> bytes:
+    """SHA-256 of what decoding a stream reads: the decoder's architecture, and the tensors of
+    g_s, h_s, the inverse gains, the entropy models and the CDF tables, as stored."""
+    arch = {k: v for k, v in config.to_dict().items() if k in DECODER_CONFIG_KEYS}
+    return _digest(arch, {k: v for k, v in tensors.items() if k.startswith(DECODER_PREFIXES)})
+
+
 def fingerprint_of(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> bytes:
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    return _digest(config.to_dict(), tensors)
+
+
+def _digest(arch: dict, tensors: dict[str, torch.Tensor]) -> bytes:
+    h = hashlib.sha256(json.dumps(arch, sort_keys=True).encode())
     for k in sorted(tensors):
         t = tensors[k].detach().cpu().contiguous()
         h.update(k.encode())
@@ -74,9 +98,15 @@ def model_tensors(model: MeanScaleHyperprior, dtype: torch.dtype = torch.float32
 
 
 def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype = torch.float32,
-               extra_metadata: dict | None = None) -> bytes:
+               extra_metadata: dict | None = None, decodes_as: "StreamIdentity | None" = None,
+               require_shared: bool = False) -> bytes:
     """Write ``model`` (weights in ``dtype``, fp16 halves the file) with its CDF tables; returns
-    the full fingerprint. Tables are built from the weights as stored (after the dtype cast)."""
+    the full fingerprint. Tables are built from the weights as stored (after the dtype cast).
+
+    ``decodes_as``: the model (``LoadedModel.identity``) whose decoder this one may share; when
+    the decoders are equal as stored, the file records it and its streams carry that model's
+    fingerprint (module doc); otherwise nothing is recorded, or with ``require_shared`` nothing is
+    written and ConfigError says so."""
     model = model.cpu().eval()
     tensors = model_tensors(model, dtype)
     if dtype != torch.float32:  # tables and inference must see the stored precision
@@ -86,10 +116,30 @@ def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype 
     tensors.update(_table_tensors(build_tables(model)))
     fp = fingerprint_of(model.config, tensors)
     meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), "fingerprint": fp.hex()}
-    meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
+    meta.update({k: str(v) for k, v in (extra_metadata or {}).items() if k not in _IDENTITY_KEYS})
+    shared = decodes_as is not None and decodes_as.decoder_digest == decoder_digest(model.config, tensors)
+    if shared:
+        meta["stream_fingerprint"] = decodes_as.stream_fingerprint.hex()
+        meta["decoder_digest"] = decodes_as.decoder_digest.hex()
+    elif require_shared and decodes_as is not None:
+        raise ConfigError(f"this model's decoder (g_s, h_s, inv_gain, entropy models, CDF tables, as stored in "
+                          f"{dtype}) is not that of model {decodes_as.stream_fingerprint.hex()[:16]}: its streams "
+                          "could not carry that model's fingerprint")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
     return fp
+
+
+_IDENTITY_KEYS = ("stream_fingerprint", "decoder_digest")  # written by save_model alone, never copied
+
+
+@dataclass(frozen=True)
+class StreamIdentity:
+    """Which decoder a model's streams need: the fingerprint they carry (full, 32 bytes) and the
+    digest of that decoder."""
+
+    stream_fingerprint: bytes
+    decoder_digest: bytes
 
 
 @dataclass
@@ -98,6 +148,13 @@ class LoadedModel:
     tables: dict[str, CdfTable]
     fingerprint: bytes
     metadata: dict
+    identity: StreamIdentity | None = None  # set by load_model
+
+    @property
+    def stream_fingerprint(self) -> bytes:
+        """The fingerprint this model's streams carry: its own, or that of the model whose decoder
+        it shares (module doc)."""
+        return self.identity.stream_fingerprint if self.identity else self.fingerprint
 
 
 def read_safetensors(path: str | Path, what: str = "model file") -> tuple[dict[str, torch.Tensor], dict]:
@@ -140,4 +197,33 @@ def load_model(path: str | Path) -> LoadedModel:
             )
         except KeyError as e:
             raise ConfigError(f"{path}: CDF tables missing ({e}); re-save the model with save_model") from e
-    return LoadedModel(model.eval(), tables, fp, meta)
+    return LoadedModel(model.eval(), tables, fp, meta, _identity(config, tensors, meta, fp, path))
+
+
+def stream_identity_of(path: str | Path) -> StreamIdentity | None:
+    """The stream identity of the model file at ``path`` (what its streams carry, and its decoder's
+    digest; checked as ``load_model`` checks it); None for a weights-only file, which has no CDF
+    tables and so no whole decoder. Needs no C++ extension."""
+    tensors, meta = read_safetensors(path)
+    if meta.get("format") != FORMAT:
+        return None
+    config = ModelConfig.from_dict(json.loads(meta["config"]))
+    return _identity(config, tensors, meta, fingerprint_of(config, tensors), Path(path))
+
+
+def _identity(config: ModelConfig, tensors: dict[str, torch.Tensor], meta: dict, fp: bytes, path: Path) -> StreamIdentity:
+    """The model's own fingerprint and decoder digest, or the decoder-sharing claim its file
+    records, which must hold (ConfigError otherwise)."""
+    digest = decoder_digest(config, tensors)
+    if "stream_fingerprint" not in meta:
+        return StreamIdentity(fp, digest)
+    if meta.get("decoder_digest") != digest.hex():
+        raise ConfigError(f"{path}: its decoder is not the one of model {meta['stream_fingerprint'][:16]} it "
+                          "claims to share (file edited?); its streams would not decode there")
+    try:
+        stream_fp = bytes.fromhex(meta["stream_fingerprint"])
+    except ValueError:
+        stream_fp = b""
+    if len(stream_fp) != len(fp):
+        raise ConfigError(f"{path}: stream_fingerprint {meta['stream_fingerprint'][:70]!r} is not a fingerprint")
+    return StreamIdentity(stream_fp, digest)

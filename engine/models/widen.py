@@ -6,7 +6,8 @@ from a new channel into an old one (the next convolution's inputs, GDN's cross t
 zero, so the old channels — and y — are what they were, bit for bit in exact arithmetic. Training
 then moves the zeros (their gradients are not zero: the new channels are active) and the new
 channels join in. The decoder side is untouched: streams of the widened model decode with the
-original's g_s, h_s and tables (only the fingerprint, which covers every tensor, changes).
+original's g_s, h_s and tables, and with ``save_model(..., decodes_as=)`` its streams carry the
+original's fingerprint, so every decoder of the original reads them.
 """
 
 from __future__ import annotations

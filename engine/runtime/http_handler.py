@@ -202,6 +202,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             # a shut-down engine answers every request 503: so does its health, for load balancers
             self._json(HTTPStatus.SERVICE_UNAVAILABLE if closed else HTTPStatus.OK,
                        {"status": "shut down" if closed else "ok", "model": codec.fingerprint.hex(),
+                        # what its streams carry: "model", or the model whose decoder it shares
+                        "stream_model": codec.stream_fingerprint.hex(),
                         "models": [fp.hex() for fp in server.engines],
                         "backend": type(codec.backend).__name__, "max_refine": server.max_refine,
                         "refine_views": list(codec.refine_views) if codec.refine_views else None,

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..console import is_terminal
 from ..errors import ConfigError
 from ..models import MeanScaleHyperprior, ModelConfig
+from ..models.checkpoint import StreamIdentity, stream_identity_of
 from .data import CropSampler
 from .loss import rd_loss
 from .weights import load_weights_into, save_weights
@@ -219,8 +220,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     step = 0
     ckpt = out / "last.pt"
     lineage: list[dict] = []  # the stages the init model came from (model metadata "train_lineage")
+    decodes_as = None  # the init model's stream identity: kept if the run leaves its decoder as it was
     if not ckpt.exists() and cfg.init_from:
         lineage = load_weights_into(model, cfg.init_from)  # a model or weights file; checks shapes
+        decodes_as = stream_identity_of(cfg.init_from)
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -233,6 +236,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             consumer.gen.set_state(state["consumer_rng"])
         torch.set_rng_state(state["torch_rng"])
         lineage = state.get("lineage", [])
+        decodes_as = StreamIdentity(*map(bytes.fromhex, state["decodes_as"])) if state.get("decodes_as") else None
     saved_step = step if ckpt.exists() else None
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     lmbdas = torch.tensor(cfg.lmbdas, device=device)
@@ -265,6 +269,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     "aux_opt": aux_opt.state_dict() if aux_opt is not None else None,
                     "step": step, "config": asdict(cfg), "sampler_rng": sampler.gen.get_state(),
                     "torch_rng": torch.get_rng_state(), "lineage": lineage,
+                    "decodes_as": (decodes_as.stream_fingerprint.hex(), decodes_as.decoder_digest.hex()) if decodes_as else None,
                     **({"consumer_rng": consumer.gen.get_state()} if consumer is not None else {})}, tmp)
         os.replace(tmp, ckpt)
 
@@ -329,7 +334,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     final, meta = _checkpoint_model(ckpt)
     try:
-        save_model(final, out / "model.safetensors", extra_metadata=meta)
+        # an encoder-only run (train_only) keeps the init model's decoder: its streams carry that
+        # model's fingerprint and decode there (save_model checks the decoders are equal)
+        save_model(final, out / "model.safetensors", extra_metadata=meta, decodes_as=decodes_as)
     except ImportError as e:  # the C++ rANS extension is not built here: CDF tables cannot be made
         save_weights(final, out / "weights.safetensors", extra_metadata=meta)
         tqdm.write(f"train: {e}; wrote {out / 'weights.safetensors'} instead — make the model file "

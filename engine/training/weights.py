@@ -76,8 +76,9 @@ def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], pat
                 v.copy_(tensors[k].to(v.dtype))
 
 
-def weights_to_model_file(path: str | Path, out: str | Path) -> bytes:
-    """Turn a weights file into a full model file (CDF tables, fingerprint); returns the fingerprint."""
+def weights_to_model_file(path: str | Path, out: str | Path, decodes_as=None) -> bytes:
+    """Turn a weights file into a full model file (CDF tables, fingerprint); returns the fingerprint.
+    ``decodes_as``: a model's ``StreamIdentity`` whose decoder this one must share (``save_model``)."""
     from ..models.checkpoint import save_model
 
     tensors, meta = read_safetensors(path, "weights file")
@@ -87,4 +88,4 @@ def weights_to_model_file(path: str | Path, out: str | Path) -> bytes:
     _copy_into(model, tensors, path)
     extra = {k: v for k, v in meta.items() if k not in ("format", "config")}
     extra["source"] = f"weights:{Path(path).name}"
-    return save_model(model, out, extra_metadata=extra)
+    return save_model(model, out, extra_metadata=extra, decodes_as=decodes_as, require_shared=True)
