@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .console import backend_option
 from .console import is_terminal as _is_terminal
-from .errors import (BitstreamError, ConfigError, ImageError, ModelMismatchError, ResourceError, VlmcodecError,
+from .errors import (BitstreamError, ConfigError, ImageError, ModelMismatchError, ModelNotFoundError, ResourceError,
+                     VlmcodecError,
                      VlmcodecWarning)
 from .training.overrides import merge_overrides
 
@@ -538,12 +539,43 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _model_info(f: Path, as_json: bool) -> None:
+    """``vlmcodec info MODEL.safetensors``: the model file's fingerprint, streams, architecture,
+    parameters and training (ConfigError for a file that is no model)."""
+    import json
+
+    from .models.checkpoint import describe_model
+
+    d = describe_model(f)
+    if as_json:
+        print(json.dumps(d), flush=True)
+        return
+    c = d["config"]
+    shares = "" if d["stream_fingerprint"] == d["fingerprint"] else "  (shares that model's decoder)"
+    width = f", g_a {c['N_a']}" if c.get("N_a") else ""
+    levels = ", ".join(f"{v:g}" for v in c["lmbdas"])
+    stages = " → ".join(f"{st['fingerprint'] or '?'}" + (f" ({st['train_steps']} steps)" if st.get("train_steps") else "")
+                        for st in d["lineage"])
+    print(f"{f}:\n  model file      {d['bytes']} bytes, {'/'.join(d['dtypes'])}\n  fingerprint     {d['fingerprint']}\n"
+          f"  streams carry   {d['stream_fingerprint'][:16]}{shares}\n"
+          f"  architecture    {c['arch']}, N {c['N']}, M {c['M']}{width}, pre-editor {bool(c.get('pre_editor'))}\n"
+          f"  quality levels  {c['num_levels']} (λ {levels})\n"
+          f"  parameters      encoder {d['parameters']['encoder']:,}, decoder {d['parameters']['decoder']:,}\n"
+          f"  trained         {d['train_steps'] if d['train_steps'] is not None else '?'} steps" + (f", from {stages}" if stages else ""))
+
+
 def cmd_info(args) -> int:
     from .bitstream import container
 
-    files = expand_inputs(args.inputs, {".vlmc"})
+    files = expand_inputs(args.inputs, {".vlmc", ".safetensors"})
     failures = _Failures(len(files))
     for f in files:
+        if f.suffix.lower() == ".safetensors":
+            try:
+                _model_info(f, args.json)
+            except (ConfigError, ModelNotFoundError, OSError) as e:
+                failures.add(f, e)
+            continue
         try:
             data = _read_bytes(f)
             h, zc, yc = container.unpack(data)
@@ -863,7 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
     png_level(v)
     short_side(v)
     common(v)
-    i = sub.add_parser("info", help="print .vlmc header fields")
+    i = sub.add_parser("info", help="print .vlmc header fields, or what a model file is")
     i.add_argument("inputs", nargs="+", metavar="FILE")
     i.add_argument("--json", action="store_true", help="one JSON object per stream and line (for scripts)")
     t = sub.add_parser("train", help="train a model (resumable)")

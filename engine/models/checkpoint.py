@@ -227,3 +227,36 @@ def _identity(config: ModelConfig, tensors: dict[str, torch.Tensor], meta: dict,
     if len(stream_fp) != len(fp):
         raise ConfigError(f"{path}: stream_fingerprint {meta['stream_fingerprint'][:70]!r} is not a fingerprint")
     return StreamIdentity(stream_fp, digest)
+
+
+def describe_model(path: str | Path) -> dict:
+    """What a model file is, from the file alone (no C++ extension): fingerprint, what its streams
+    carry, architecture, parameters of the encoder and the decoder, training steps and lineage.
+    ConfigError for a file that is no model file or does not hold together."""
+    path = Path(path)
+    tensors, meta = read_safetensors(path)
+    if meta.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
+    fp = fingerprint_of(config, tensors)
+    if meta.get("fingerprint") and meta["fingerprint"] != fp.hex():
+        raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")
+    identity = _identity(config, tensors, meta, fp, path)
+    decoder = sum(t.numel() for k, t in tensors.items() if k.startswith(DECODER_PREFIXES) and not k.startswith(TABLE_PREFIX))
+    weights = sum(t.numel() for k, t in tensors.items() if not k.startswith(TABLE_PREFIX))
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for k, t in tensors.items()
+                     if t.is_floating_point() and not k.startswith(TABLE_PREFIX)})
+    try:
+        lineage = json.loads(meta.get("train_lineage", "[]"))
+    except json.JSONDecodeError:
+        lineage = []
+    steps = meta.get("train_steps")
+    return {"file": str(path), "bytes": path.stat().st_size, "fingerprint": fp.hex(),
+            "stream_fingerprint": identity.stream_fingerprint.hex(), "decoder_digest": identity.decoder_digest.hex(),
+            "config": config.to_dict(), "parameters": {"encoder": weights - decoder, "decoder": decoder},
+            "dtypes": dtypes, "train_steps": int(steps) if steps and steps.isdigit() else steps,
+            "lineage": [{k: st.get(k) for k in ("file", "fingerprint", "train_steps")} for st in lineage
+                        if isinstance(st, dict)]}
