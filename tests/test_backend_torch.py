@@ -67,6 +67,25 @@ def test_cuda_backend_matches_cpu_and_cross_decodes(tiny_model_path):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_cuda_batches_equal_items_byte_for_byte(tiny_model_path):
+    """DESIGN.md: batched results equal the unbatched path byte for byte — on CUDA too, where a
+    batch may pick other convolution algorithms than one image does."""
+    import numpy as np
+
+    from vlmcodec import Codec
+
+    gpu = Codec(tiny_model_path, backend="torch", device="cuda")
+    rng = np.random.default_rng(1)
+    imgs = [(rng.random((96, 128, 3)) * 255).astype(np.uint8) for _ in range(4)]
+    batched = gpu.encode_batch(imgs, [50] * 4)
+    assert batched == [gpu.encode(im, 50) for im in imgs]
+    decoded = gpu.decode_batch(batched)
+    for data, img in zip(batched, decoded):
+        assert np.array_equal(img, gpu.decode(data))
+
+
 def test_backend_options_reach_the_backend(tiny_model_path):
     from vlmcodec import Codec
 
