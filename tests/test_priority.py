@@ -167,3 +167,32 @@ def test_the_refine_workers_take_the_highest_priority_refined_encode_waiting(tin
     assert order == [10, 50, 60, 40, 20, 30]
     assert results[1] == codec.encode(img, 20, refine=1)  # each request got its own image and quality
     assert engine.stats["refined"] == 6 and engine.in_flight == 0
+
+
+def test_the_refine_workers_share_a_priority_between_owners(tiny_model_path, rng):
+    """One owner's queue of refined encodes does not hold another's behind it: within a priority
+    the worker goes to the owner with the fewest running, then the one served longest ago."""
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 32, 48)
+    analyse, first, release, order = codec.analyse, threading.Event(), threading.Event(), []
+
+    def traced(pixels, qualities, *, refine=None):
+        order.append(qualities[0])
+        if len(order) == 1:
+            first.set()
+            assert release.wait(60)
+        return analyse(pixels, qualities, refine=refine)
+
+    codec.analyse = traced
+    with Engine(codec, refine_workers=1) as engine:
+        running = engine.submit_encode(img, 10, refine=1, owner="flood")
+        assert first.wait(60)
+        flood = [engine.submit_encode(img, q, refine=1, owner="flood") for q in (20, 30, 40)]
+        polite = [engine.submit_encode(img, q, refine=1, owner="polite") for q in (50, 60)]
+        urgent = engine.submit_encode(img, 70, refine=1, owner="flood", priority=2)
+        release.set()
+        for fut in (running, *flood, *polite, urgent):
+            fut.result(timeout=60)
+        assert engine._refine_running == {} and engine._refine_turn == {}  # nobody left: forgotten
+    # priority first; then turns: polite had none, flood had just had one
+    assert order == [10, 70, 50, 20, 60, 30, 40]

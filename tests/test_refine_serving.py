@@ -278,3 +278,25 @@ def test_a_clients_refine_cap_replaces_the_servers(tiny_model_path, rng):
     with pytest.raises(ConfigError, match="a refine cap for client 'nobody', whom no token names"):
         with serving(tiny_model_path, auth_token=tokens, client_max_refine={"nobody": 2}):
             pass
+
+
+def test_the_server_names_each_requests_owner_for_the_refine_workers(tiny_model_path, rng):
+    """Refined encodes are shared between a server's clients: its token's name, else its address."""
+    img = smooth_image(rng, 32, 48)
+    owners = []
+    with serving(tiny_model_path, auth_token={"archive": "tok-a"}, max_refine=1) as server:
+        submit = server.engine.submit_encode
+
+        def traced(*args, owner=None, **kw):
+            owners.append(owner)
+            return submit(*args, owner=owner, **kw)
+
+        server.engine.submit_encode = traced
+        with RemoteCodec(server.url, token="tok-a", retries=0) as archive:
+            archive.encode(img, 50, refine=1)
+    with serving(tiny_model_path, max_refine=1) as server:
+        submit = server.engine.submit_encode
+        server.engine.submit_encode = traced
+        with RemoteCodec(server.url, retries=0) as anyone:
+            anyone.encode(img, 50, refine=1)
+    assert owners == ["client:archive", "address:127.0.0.1"]

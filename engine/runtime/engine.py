@@ -14,7 +14,8 @@ networks of the next. Decode streams are entropy-decoded by the pool as soon as 
 then batched for the synthesis network. Encodes with latent refinement (``refine`` steps, a
 request's or the codec's) run whole, one image at a time, on their own ``refine_workers``
 threads: a refinement takes seconds, and meanwhile the network worker and the coding pool keep
-serving the fast requests; the refine workers take the highest-priority refined encode waiting.
+serving the fast requests; the refine workers take the highest-priority refined encode waiting,
+shared between the requests' owners (a server's clients) within a priority.
 
 On a CPU, ``network_workers=os.cpu_count()`` with ``intra_op_threads=1`` (which calls
 ``torch.set_num_threads(1)`` for the whole process) runs several requests side by side on
@@ -36,13 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import heapq
 import itertools
 import math
 import numbers
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 
@@ -124,7 +124,10 @@ class Engine:
         self._net_slots = int(network_workers)
         self.refine_workers = int(refine_workers)
         self._refine_pool: ThreadPoolExecutor | None = None  # made by the first refined encode
-        self._refine_waiting: list[tuple[int, int, InflightRequest]] = []  # a heap: (-priority, id, request)
+        self._refine_waiting: list[InflightRequest] = []  # refined encodes without a worker yet
+        self._refine_running: Counter = Counter()  # owner → refined encodes it has running
+        self._refine_turn: dict = {}  # owner → when one of its refined encodes last started
+        self._refine_starts = itertools.count()
         self._net_busy = 0
         self._warming = False     # a warm-up waits for (then holds) every network worker
         self._inflight = 0
@@ -142,7 +145,8 @@ class Engine:
     # -- client side ---------------------------------------------------------------------
     def submit_encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
                       short_side: int | None = None, *, max_bytes: int | None = None,
-                      max_bpp: float | None = None, refine: int | None = None, priority: int = 0) -> Future:
+                      max_bpp: float | None = None, refine: int | None = None, priority: int = 0,
+                      owner: str | None = None) -> Future:
         """Queue one image; the future resolves to .vlmc bytes (or the request's error).
 
         ``short_side`` as in ``Codec.encode`` (None: the codec's setting). ``max_bytes`` or
@@ -152,7 +156,10 @@ class Engine:
         ``warning`` is None, or the message of the ``RefineFallbackWarning`` that
         ``Codec.encode_to_size`` would issue (a refined budget met by a one-pass stream).
         ``priority``: higher runs first among the batches ready, and among the refined encodes
-        waiting for a refine worker (strictly; FIFO within a priority)."""
+        waiting for a refine worker (strictly). ``owner``: who asked (a server passes its client's
+        name); within a priority the refine workers go to the owner with the fewest refined encodes
+        running, then to the one served longest ago, FIFO within an owner — so one owner's
+        hundred refined encodes do not hold another's one behind them."""
         fut: Future = Future()
         fut.warning = None  # type: ignore[attr-defined]
         budget = None
@@ -169,7 +176,7 @@ class Engine:
         now = time.monotonic()
         key = (Kind.ENCODE, padded_size(*prep.pixels.shape[:2]), budget is not None)
         req = InflightRequest(Kind.ENCODE, key, prep, fut, now, self._deadline(now, timeout_s), budget=budget,
-                              refine=steps, priority=priority)
+                              refine=steps, priority=priority, owner=owner)
         if steps:
             self._submit_refined(req)
         else:
@@ -611,24 +618,42 @@ class Engine:
             return self._refine_pool
 
     def _submit_refined(self, req: InflightRequest) -> None:
-        """Queue a refined encode: each refine-pool job takes the highest-priority refined
-        request waiting then (FIFO within a priority), not the one that queued it."""
+        """Queue a refined encode: each refine-pool job takes the refined request that
+        ``_next_refined`` chooses then, not the one that queued it."""
         with self._cv:
-            entry = (-req.priority, req.id, req)
-            heapq.heappush(self._refine_waiting, entry)
+            self._refine_waiting.append(req)
 
         def take() -> None:
             with self._cv:
-                nxt = heapq.heappop(self._refine_waiting)[2]
-            self._run_unless_dead(nxt, self._refine_encode)
+                nxt = self._next_refined()
+            try:
+                self._run_unless_dead(nxt, self._refine_encode)
+            finally:
+                with self._cv:
+                    self._refine_running[nxt.owner] -= 1
+                    if not self._refine_running[nxt.owner] and all(r.owner != nxt.owner for r in self._refine_waiting):
+                        # an owner with nothing running or waiting is forgotten: the tables stay
+                        # as small as the queue, and its next request counts as a first
+                        del self._refine_running[nxt.owner], self._refine_turn[nxt.owner]
 
         try:
             self._refine_threads().submit(take)
         except RuntimeError as e:  # pool shut down under us: this request never gets a job
             with self._cv:
-                self._refine_waiting.remove(entry)
-                heapq.heapify(self._refine_waiting)
+                self._refine_waiting.remove(req)
             self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
+
+    def _next_refined(self) -> InflightRequest:
+        """The refined encode a free refine worker takes (under the lock): the highest priority;
+        within it the owner with the fewest running, then the one that started one longest ago
+        (never: first); then the oldest request. A linear pass: the queue is bounded."""
+        top = max(r.priority for r in self._refine_waiting)
+        nxt = min((r for r in self._refine_waiting if r.priority == top),
+                  key=lambda r: (self._refine_running[r.owner], self._refine_turn.get(r.owner, -1), r.id))
+        self._refine_waiting.remove(nxt)
+        self._refine_running[nxt.owner] += 1
+        self._refine_turn[nxt.owner] = next(self._refine_starts)
+        return nxt
 
     def _refine_encode(self, req: InflightRequest) -> None:
         """A refined encode, whole, on a refine worker (g_a again for each refined try of a

@@ -67,3 +67,9 @@ def client_address(peer: str, forwarded_for: Sequence[str], networks: Sequence[N
         if not _trusted(address, networks):
             return str(address), True
     return str(address), True  # every hop a trusted proxy: the farthest of them
+
+
+def client_key(client: str | None, address: str) -> str:
+    """Who a request comes from, for the rate limits and the refine workers' sharing: its
+    token's name, else its address."""
+    return f"client:{client}" if client else f"address:{address}"

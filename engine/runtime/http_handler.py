@@ -26,7 +26,7 @@ from ..bitstream import container
 from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, ModelMismatchError, ResourceError
 from ..image_io import as_rgb_array, image_bytes, load_image
 from .engine import QueueFull, check_priority
-from .forwarded import client_address
+from .forwarded import client_address, client_key
 from .metrics import prometheus_text
 from .tokens import client_of
 
@@ -304,7 +304,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         if refine:
             self._check_refine_size(image.shape[:2], short, engine.codec.short_side)
         future = engine.submit_encode(image, quality, _timeout(params), short_side=short, refine=refine,
-                                      priority=self._priority(params), **budget)
+                                      priority=self._priority(params), owner=client_key(self._client, self.address_string()),
+                                      **budget)
         data = self._wait(future)
         h, w = image.shape[:2]
         headers = {"X-Image-Width": str(w), "X-Image-Height": str(h), "X-Bpp": f"{8 * len(data) / (w * h):.4f}"}

@@ -48,3 +48,4 @@ class InflightRequest:
     short_side: int | None = None  # decode at a consumer's scale (Codec.decode's short_side)
     refine: int = 0              # encode with this many steps of latent refinement (Codec.encode's refine)
     priority: int = 0            # higher runs first among the batches ready (Scheduler)
+    owner: str | None = None     # who asked (a server's client): refined encodes are shared between owners

@@ -44,7 +44,7 @@ from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
 from ..refine import check_refine_steps
 from .engine import Engine
-from .forwarded import trusted_networks
+from .forwarded import client_key, trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
 from .rate_limit import RateLimiter, check_client_limits
@@ -154,7 +154,7 @@ class CodecServer(ThreadingHTTPServer):
         counted as refused. The limit is the client's own, else the server's; None: none.
         ``cost``: the requests this one counts as (``RateLimiter.wait``)."""
         limit = self.client_limits.get(client, self.rate_limiter.limit)  # no client's name is None
-        wait = self.rate_limiter.wait(f"client:{client}" if client else f"address:{address}", limit, cost)
+        wait = self.rate_limiter.wait(client_key(client, address), limit, cost)
         if wait > 0:
             with self._clients_lock:
                 self.rate_limited += 1
