@@ -143,9 +143,9 @@ def test_a_reload_changes_the_clients_priorities(tiny_model_path, tmp_path, caps
     assert "reload refused" in capsys.readouterr().err
 
 
-def test_the_refine_workers_take_the_highest_priority_refined_encode_waiting(tiny_model_path, rng):
-    codec = Codec(tiny_model_path)
-    img = smooth_image(rng, 32, 48)
+def _hold_the_first_refinement(codec):
+    """Patch ``codec.analyse`` to record each refined encode's quality in ``order`` and hold the
+    first until ``release`` is set (``first`` is set once it runs): the rest queue meanwhile."""
     analyse, first, release, order = codec.analyse, threading.Event(), threading.Event(), []
 
     def traced(pixels, qualities, *, refine=None):
@@ -156,6 +156,13 @@ def test_the_refine_workers_take_the_highest_priority_refined_encode_waiting(tin
         return analyse(pixels, qualities, refine=refine)
 
     codec.analyse = traced
+    return first, release, order
+
+
+def test_the_refine_workers_take_the_highest_priority_refined_encode_waiting(tiny_model_path, rng):
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 32, 48)
+    first, release, order = _hold_the_first_refinement(codec)
     with Engine(codec, refine_workers=1) as engine:
         running = engine.submit_encode(img, 10, refine=1)
         assert first.wait(60)  # the refine worker is held: the rest wait for it
@@ -174,16 +181,7 @@ def test_the_refine_workers_share_a_priority_between_owners(tiny_model_path, rng
     the worker goes to the owner with the fewest running, then the one served longest ago."""
     codec = Codec(tiny_model_path)
     img = smooth_image(rng, 32, 48)
-    analyse, first, release, order = codec.analyse, threading.Event(), threading.Event(), []
-
-    def traced(pixels, qualities, *, refine=None):
-        order.append(qualities[0])
-        if len(order) == 1:
-            first.set()
-            assert release.wait(60)
-        return analyse(pixels, qualities, refine=refine)
-
-    codec.analyse = traced
+    first, release, order = _hold_the_first_refinement(codec)
     with Engine(codec, refine_workers=1) as engine:
         running = engine.submit_encode(img, 10, refine=1, owner="flood")
         assert first.wait(60)
@@ -193,6 +191,8 @@ def test_the_refine_workers_share_a_priority_between_owners(tiny_model_path, rng
         release.set()
         for fut in (running, *flood, *polite, urgent):
             fut.result(timeout=60)
-        assert engine._refine_running == {} and engine._refine_turn == {}  # nobody left: forgotten
+    # nobody left: forgotten (checked once the workers have stopped: a future resolves before
+    # its worker's bookkeeping ends)
+    assert engine._refine_running == {} and engine._refine_turn == {}
     # priority first; then turns: polite had none, flood had just had one
     assert order == [10, 70, 50, 20, 60, 30, 40]
