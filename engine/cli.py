@@ -625,7 +625,7 @@ def cmd_convert(args) -> int:
     if args.from_weights:
         from .training.weights import weights_to_model_file
 
-        fp = weights_to_model_file(args.from_weights, args.output, decodes_as=shared)
+        fp = weights_to_model_file(args.from_weights, args.output, decodes_as=args.decodes_as)
     elif args.from_model:
         loaded = checkpoint.load_model(args.from_model)
         if shared is None and loaded.stream_fingerprint != loaded.fingerprint:
@@ -917,7 +917,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--decodes-as", metavar="MODEL",
                    help="the model whose decoder this one shares, bit for bit (an encoder-only fine-tune): its "
                         "streams then carry that model's fingerprint, so that model's decoders read them; an "
-                        "error if the decoders differ")
+                        "error if the decoders differ (with --from-weights: beyond the fp16 rounding of a weights "
+                        "file, which the model's own decoder tensors then replace)")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--N", type=int, help="override N (default: read from the weights' shapes)")
     c.add_argument("--M", type=int)

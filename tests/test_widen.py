@@ -181,3 +181,32 @@ def test_a_server_of_the_shared_model_decodes_the_originals_streams(tmp_path):
         assert remote.health()["stream_model"] == a.fingerprint.hex() != remote.health()["model"]
         assert np.array_equal(remote.decode(old), a.decode(old))
         assert container.fingerprint_of(remote.encode(img, 30)) == a.fingerprint
+
+
+def test_convert_from_fp16_weights_restores_the_shared_decoder_or_refuses_a_trained_one(tmp_path, capsys):
+    """An encoder-only run that comes back as fp16 weights (the GPU machine's way) still shares
+    its start's decoder: ``convert --from-weights --decodes-as`` restores it bit for bit."""
+    from vlmcodec.cli import main
+    from vlmcodec.training.weights import save_weights
+
+    net = _model()
+    old = tmp_path / "old.safetensors"
+    save_model(net, old)
+    with torch.no_grad():
+        net.g_a[0].weight.mul_(1.01)  # the encoder moved, the decoder did not
+    save_weights(net, tmp_path / "enc.safetensors")  # fp16
+    out = tmp_path / "enc_model.safetensors"
+    assert main(["convert", "--from-weights", str(tmp_path / "enc.safetensors"), "--decodes-as", str(old),
+                 "-o", str(out)]) == 0
+    new, before = load_model(out), load_model(old)
+    assert new.stream_fingerprint == before.fingerprint != new.fingerprint
+    a, b = new.model.state_dict(), before.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("g_s.", "h_s.", "inv_gain", "entropy_bottleneck.")))
+    assert not torch.equal(a["g_a.0.weight"], b["g_a.0.weight"])
+    capsys.readouterr()
+    with torch.no_grad():
+        net.g_s[0].weight.add_(0.05)  # a trained decoder
+    save_weights(net, tmp_path / "both.safetensors")
+    assert main(["convert", "--from-weights", str(tmp_path / "both.safetensors"), "--decodes-as", str(old),
+                 "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "g_s.0.weight differs" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()

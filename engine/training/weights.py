@@ -76,10 +76,15 @@ def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], pat
                 v.copy_(tensors[k].to(v.dtype))
 
 
-def weights_to_model_file(path: str | Path, out: str | Path, decodes_as=None) -> bytes:
+def weights_to_model_file(path: str | Path, out: str | Path, decodes_as: str | Path | None = None) -> bytes:
     """Turn a weights file into a full model file (CDF tables, fingerprint); returns the fingerprint.
-    ``decodes_as``: a model's ``StreamIdentity`` whose decoder this one must share (``save_model``)."""
-    from ..models.checkpoint import save_model
+
+    ``decodes_as``: the model file whose decoder this one shares (an encoder-only run). The
+    weights' decoder must be that model's up to the fp16 rounding a weights file applies; it is
+    then replaced by that model's own tensors, so that it is bit for bit the same and the new
+    model's streams carry that model's fingerprint (``save_model(decodes_as=)``). ConfigError
+    when it is further off (a decoder that was trained)."""
+    from ..models.checkpoint import load_model, save_model
 
     tensors, meta = read_safetensors(path, "weights file")
     if meta.get("format") != WEIGHTS_FORMAT:
@@ -88,4 +93,34 @@ def weights_to_model_file(path: str | Path, out: str | Path, decodes_as=None) ->
     _copy_into(model, tensors, path)
     extra = {k: v for k, v in meta.items() if k not in ("format", "config")}
     extra["source"] = f"weights:{Path(path).name}"
-    return save_model(model, out, extra_metadata=extra, decodes_as=decodes_as, require_shared=True)
+    identity = None
+    if decodes_as is not None:
+        old = load_model(decodes_as)
+        _restore_decoder(model, old.model, path, decodes_as)
+        identity = old.identity
+    return save_model(model, out, extra_metadata=extra, decodes_as=identity, require_shared=identity is not None)
+
+
+# a weights file stores parameters in fp16: 11 significant bits (relative step 2^-11), and
+# values below fp16's smallest normal (6.1e-5) with an absolute step of 6e-8
+_FP16_REL, _FP16_ABS = 2.0 ** -10, 1e-6
+
+
+def _restore_decoder(model: MeanScaleHyperprior, old: MeanScaleHyperprior, path, old_path) -> None:
+    """Give ``model`` the decoder tensors of ``old`` (``DECODER_PREFIXES``), each of which must
+    equal the model's own up to fp16 rounding."""
+    from ..models.checkpoint import DECODER_PREFIXES
+
+    mine, theirs = model.state_dict(), old.state_dict()
+    keys = [k for k in mine if k.startswith(DECODER_PREFIXES) and not k.endswith(DERIVED_SUFFIXES)]
+    with torch.no_grad():
+        for k in keys:
+            a, b = mine[k], theirs.get(k)
+            if b is None or a.shape != b.shape:
+                raise ConfigError(f"{path}: {k} does not fit the decoder of {old_path}")
+            if a.is_floating_point():
+                off = (a.double() - b.double()).abs() - (_FP16_REL * b.double().abs() + _FP16_ABS)
+                if off.max() > 0:
+                    raise ConfigError(f"{path}: its decoder is not {old_path}'s up to fp16 rounding ({k} differs by "
+                                      f"{(a.double() - b.double()).abs().max():.3g}): was the decoder trained?")
+            a.copy_(b)
