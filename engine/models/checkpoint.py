@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import ConfigError, ModelNotFoundError
-from .hyperprior import MeanScaleHyperprior, ModelConfig
+from .hyperprior import DECODER_PARTS, MeanScaleHyperprior, ModelConfig
 
 if TYPE_CHECKING:
     from vlmcodec.kernels.rans import CdfTable
@@ -57,16 +57,20 @@ def _table_tensors(tables: dict[str, CdfTable]) -> dict[str, torch.Tensor]:
     return out
 
 
-# what decoding reads: the rest (pre_editor, g_a, gain, h_a) is the encoder's alone
-DECODER_PREFIXES = ("g_s.", "h_s.", "inv_gain", "entropy_bottleneck.", "gaussian_conditional.", TABLE_PREFIX)
 DECODER_CONFIG_KEYS = ("arch", "N", "M", "num_levels", "lmbdas")
+
+
+def is_decoder_tensor(key: str) -> bool:
+    """Whether decoding reads the tensor ``key`` of a model file: the decoder's parts
+    (``DECODER_PARTS``), the Gaussian conditional's scale table and the CDF tables."""
+    return key.startswith(TABLE_PREFIX) or key.split(".", 1)[0] in (*DECODER_PARTS, "gaussian_conditional")
 
 
 def decoder_digest(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> bytes:
     """SHA-256 of what decoding a stream reads: the decoder's architecture, and the tensors of
     g_s, h_s, the inverse gains, the entropy models and the CDF tables, as stored."""
     arch = {k: v for k, v in config.to_dict().items() if k in DECODER_CONFIG_KEYS}
-    return _digest(arch, {k: v for k, v in tensors.items() if k.startswith(DECODER_PREFIXES)})
+    return _digest(arch, {k: v for k, v in tensors.items() if is_decoder_tensor(k)})
 
 
 def fingerprint_of(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> bytes:
@@ -245,7 +249,7 @@ def describe_model(path: str | Path) -> dict:
     if meta.get("fingerprint") and meta["fingerprint"] != fp.hex():
         raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")
     identity = _identity(config, tensors, meta, fp, path)
-    decoder = sum(t.numel() for k, t in tensors.items() if k.startswith(DECODER_PREFIXES) and not k.startswith(TABLE_PREFIX))
+    decoder = sum(t.numel() for k, t in tensors.items() if is_decoder_tensor(k) and not k.startswith(TABLE_PREFIX))
     weights = sum(t.numel() for k, t in tensors.items() if not k.startswith(TABLE_PREFIX))
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for k, t in tensors.items()
                      if t.is_floating_point() and not k.startswith(TABLE_PREFIX)})

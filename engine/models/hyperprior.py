@@ -37,6 +37,13 @@ def level_neighbours(levels: Tensor, num_levels: int) -> tuple[Tensor, Tensor, T
     return lo, hi, levels - lo.to(levels.dtype)
 
 
+# the model's trainable parts by what reads them: the encoder's alone, and the decoder's (the
+# entropy bottleneck's CDFs and medians, h_s, g_s and the inverse gains are what decoding reads,
+# with GaussianConditional's scale table, which has no parameters)
+ENCODER_PARTS = ("pre_editor", "g_a", "gain", "h_a")
+DECODER_PARTS = ("entropy_bottleneck", "h_s", "g_s", "inv_gain")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture hyper-parameters (stored in checkpoint metadata, never inferred from keys)."""

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..console import is_terminal
 from ..errors import ConfigError
 from ..models import MeanScaleHyperprior, ModelConfig
+from ..models.hyperprior import DECODER_PARTS, ENCODER_PARTS
 from ..models.checkpoint import StreamIdentity, stream_identity_of
 from .data import CropSampler
 from .loss import rd_loss
@@ -34,10 +35,6 @@ from .weights import load_weights_into, save_weights
 
 _TUPLE_KEYS = {"lmbdas": float, "teacher_layers": int, "consumer_short_sides": int,
                "consumer_teacher_scales": float, "train_only": str}  # field → element type
-# the model's parts ``train_only`` may name: the encoder's, then the decoder's (the entropy
-# bottleneck's CDFs and medians, h_s, g_s and inv_gain are what a decoder reads)
-ENCODER_PARTS = ("pre_editor", "g_a", "gain", "h_a")
-DECODER_PARTS = ("entropy_bottleneck", "h_s", "g_s", "inv_gain")
 
 
 @dataclass(frozen=True)
@@ -89,8 +86,8 @@ class TrainConfig:
     consumer_teacher_scales: tuple[float, ...] = ()
     time_limit_s: float = 0.0  # > 0: stop after this much wall time (checkpoint + model file), resume later
     # the parts trained (ENCODER_PARTS / DECODER_PARTS names); the others stay frozen. Empty: all.
-    # ["pre_editor", "g_a", "gain", "h_a"] trains the encoder alone: its streams decode with the
-    # decoder it started from, bit for bit (only the fingerprint in their header differs)
+    # ["pre_editor", "g_a", "gain", "h_a"] trains the encoder alone: its decoder stays the init
+    # model's bit for bit, so its streams carry that model's fingerprint (save_model(decodes_as=))
     train_only: tuple[str, ...] = ()
 
     @classmethod

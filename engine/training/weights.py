@@ -107,12 +107,12 @@ _FP16_REL, _FP16_ABS = 2.0 ** -10, 1e-6
 
 
 def _restore_decoder(model: MeanScaleHyperprior, old: MeanScaleHyperprior, path, old_path) -> None:
-    """Give ``model`` the decoder tensors of ``old`` (``DECODER_PREFIXES``), each of which must
+    """Give ``model`` the decoder tensors of ``old`` (``is_decoder_tensor``), each of which must
     equal the model's own up to fp16 rounding."""
-    from ..models.checkpoint import DECODER_PREFIXES
+    from ..models.checkpoint import is_decoder_tensor
 
     mine, theirs = model.state_dict(), old.state_dict()
-    keys = [k for k in mine if k.startswith(DECODER_PREFIXES) and not k.endswith(DERIVED_SUFFIXES)]
+    keys = [k for k in mine if is_decoder_tensor(k) and not k.endswith(DERIVED_SUFFIXES)]
     with torch.no_grad():
         for k in keys:
             a, b = mine[k], theirs.get(k)
