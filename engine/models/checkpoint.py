@@ -177,12 +177,7 @@ def load_model(path: str | Path) -> LoadedModel:
     """Load a model file written by ``save_model`` (checks format and fingerprint)."""
     path = Path(path)
     tensors, meta = read_safetensors(path)
-    if meta.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
-    config = ModelConfig.from_dict(json.loads(meta["config"]))
-    fp = fingerprint_of(config, tensors)
-    if meta.get("fingerprint") and meta["fingerprint"] != fp.hex():
-        raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")
+    config, fp, identity = _checked(path, tensors, meta)
     model = MeanScaleHyperprior(config)
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
     missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -201,7 +196,7 @@ def load_model(path: str | Path) -> LoadedModel:
             )
         except KeyError as e:
             raise ConfigError(f"{path}: CDF tables missing ({e}); re-save the model with save_model") from e
-    return LoadedModel(model.eval(), tables, fp, meta, _identity(config, tensors, meta, fp, path))
+    return LoadedModel(model.eval(), tables, fp, meta, identity)
 
 
 def stream_identity_of(path: str | Path) -> StreamIdentity | None:
@@ -211,8 +206,22 @@ def stream_identity_of(path: str | Path) -> StreamIdentity | None:
     tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         return None
-    config = ModelConfig.from_dict(json.loads(meta["config"]))
-    return _identity(config, tensors, meta, fingerprint_of(config, tensors), Path(path))
+    return _checked(Path(path), tensors, meta)[2]
+
+
+def _checked(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[ModelConfig, bytes, StreamIdentity]:
+    """A model file's architecture, fingerprint and stream identity, each checked: its format,
+    a readable architecture, the fingerprint it records, the decoder it claims (ConfigError)."""
+    if meta.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
+    fp = fingerprint_of(config, tensors)
+    if meta.get("fingerprint") and meta["fingerprint"] != fp.hex():
+        raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")
+    return config, fp, _identity(config, tensors, meta, fp, path)
 
 
 def _identity(config: ModelConfig, tensors: dict[str, torch.Tensor], meta: dict, fp: bytes, path: Path) -> StreamIdentity:
@@ -239,16 +248,7 @@ def describe_model(path: str | Path) -> dict:
     ConfigError for a file that is no model file or does not hold together."""
     path = Path(path)
     tensors, meta = read_safetensors(path)
-    if meta.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
-    try:
-        config = ModelConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
-    fp = fingerprint_of(config, tensors)
-    if meta.get("fingerprint") and meta["fingerprint"] != fp.hex():
-        raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")
-    identity = _identity(config, tensors, meta, fp, path)
+    config, fp, identity = _checked(path, tensors, meta)
     decoder = sum(t.numel() for k, t in tensors.items() if is_decoder_tensor(k) and not k.startswith(TABLE_PREFIX))
     weights = sum(t.numel() for k, t in tensors.items() if not k.startswith(TABLE_PREFIX))
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for k, t in tensors.items()
