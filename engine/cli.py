@@ -26,8 +26,7 @@ from pathlib import Path
 from .console import backend_option
 from .console import is_terminal as _is_terminal
 from .errors import (BitstreamError, ConfigError, ImageError, ModelMismatchError, ModelNotFoundError, ResourceError,
-                     VlmcodecError,
-                     VlmcodecWarning)
+                     VlmcodecError, VlmcodecWarning)
 from .training.overrides import merge_overrides
 
 DEFAULT_PNG_LEVEL = 1  # = image_io.DEFAULT_PNG_LEVEL (the CLI starts without numpy and Pillow)
@@ -614,18 +613,16 @@ def cmd_train(args) -> int:
 def cmd_convert(args) -> int:
     from .models import checkpoint
 
-    shared = None
+    old = None  # the model whose decoder the new one shares (--decodes-as), read once
     if args.decodes_as:
         if args.from_compressai:
             raise VlmcodecError("--decodes-as applies to --from-model and --from-weights")
-        shared = checkpoint.stream_identity_of(args.decodes_as)
-        if shared is None:
-            raise VlmcodecError(f"--decodes-as {args.decodes_as}: a model file is needed (a weights file has no "
-                                "CDF tables, so no whole decoder)")
+        old = checkpoint.load_model(args.decodes_as)  # a weights file: "not a vlmcodec model" (no CDF tables)
+    shared = old.identity if old else None
     if args.from_weights:
         from .training.weights import weights_to_model_file
 
-        fp = weights_to_model_file(args.from_weights, args.output, decodes_as=args.decodes_as)
+        fp = weights_to_model_file(args.from_weights, args.output, decodes_as=old)
     elif args.from_model:
         loaded = checkpoint.load_model(args.from_model)
         if shared is None and loaded.stream_fingerprint != loaded.fingerprint:

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import ConfigError
-from ..models.checkpoint import DERIVED_SUFFIXES, model_tensors, read_safetensors
+from ..models.checkpoint import DERIVED_SUFFIXES, LoadedModel, is_decoder_tensor, model_tensors, read_safetensors
 from ..models.hyperprior import MeanScaleHyperprior, ModelConfig
 
 WEIGHTS_FORMAT = "vlmcodec-weights-1"
@@ -76,15 +76,15 @@ def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], pat
                 v.copy_(tensors[k].to(v.dtype))
 
 
-def weights_to_model_file(path: str | Path, out: str | Path, decodes_as: str | Path | None = None) -> bytes:
+def weights_to_model_file(path: str | Path, out: str | Path, decodes_as: LoadedModel | None = None) -> bytes:
     """Turn a weights file into a full model file (CDF tables, fingerprint); returns the fingerprint.
 
-    ``decodes_as``: the model file whose decoder this one shares (an encoder-only run). The
-    weights' decoder must be that model's up to the fp16 rounding a weights file applies; it is
-    then replaced by that model's own tensors, so that it is bit for bit the same and the new
-    model's streams carry that model's fingerprint (``save_model(decodes_as=)``). ConfigError
-    when it is further off (a decoder that was trained)."""
-    from ..models.checkpoint import load_model, save_model
+    ``decodes_as``: the model whose decoder this one shares (an encoder-only run). The weights'
+    decoder must be that model's up to the fp16 rounding a weights file applies; it is then
+    replaced by that model's own tensors, so that it is bit for bit the same and the new model's
+    streams carry that model's fingerprint (``save_model(decodes_as=)``). ConfigError when it is
+    further off (a decoder that was trained)."""
+    from ..models.checkpoint import save_model
 
     tensors, meta = read_safetensors(path, "weights file")
     if meta.get("format") != WEIGHTS_FORMAT:
@@ -93,12 +93,10 @@ def weights_to_model_file(path: str | Path, out: str | Path, decodes_as: str | P
     _copy_into(model, tensors, path)
     extra = {k: v for k, v in meta.items() if k not in ("format", "config")}
     extra["source"] = f"weights:{Path(path).name}"
-    identity = None
-    if decodes_as is not None:
-        old = load_model(decodes_as)
-        _restore_decoder(model, old.model, path, decodes_as)
-        identity = old.identity
-    return save_model(model, out, extra_metadata=extra, decodes_as=identity, require_shared=identity is not None)
+    if decodes_as is None:
+        return save_model(model, out, extra_metadata=extra)
+    _restore_decoder(model, decodes_as, path)
+    return save_model(model, out, extra_metadata=extra, decodes_as=decodes_as.identity, require_shared=True)
 
 
 # a weights file stores parameters in fp16: 11 significant bits (relative step 2^-11), and
@@ -106,21 +104,20 @@ def weights_to_model_file(path: str | Path, out: str | Path, decodes_as: str | P
 _FP16_REL, _FP16_ABS = 2.0 ** -10, 1e-6
 
 
-def _restore_decoder(model: MeanScaleHyperprior, old: MeanScaleHyperprior, path, old_path) -> None:
+def _restore_decoder(model: MeanScaleHyperprior, old: LoadedModel, path) -> None:
     """Give ``model`` the decoder tensors of ``old`` (``is_decoder_tensor``), each of which must
     equal the model's own up to fp16 rounding."""
-    from ..models.checkpoint import is_decoder_tensor
-
-    mine, theirs = model.state_dict(), old.state_dict()
+    name = f"model {old.fingerprint.hex()[:16]}"
+    mine, theirs = model.state_dict(), old.model.state_dict()
     keys = [k for k in mine if is_decoder_tensor(k) and not k.endswith(DERIVED_SUFFIXES)]
     with torch.no_grad():
         for k in keys:
             a, b = mine[k], theirs.get(k)
             if b is None or a.shape != b.shape:
-                raise ConfigError(f"{path}: {k} does not fit the decoder of {old_path}")
+                raise ConfigError(f"{path}: {k} does not fit the decoder of {name}")
             if a.is_floating_point():
                 off = (a.double() - b.double()).abs() - (_FP16_REL * b.double().abs() + _FP16_ABS)
                 if off.max() > 0:
-                    raise ConfigError(f"{path}: its decoder is not {old_path}'s up to fp16 rounding ({k} differs by "
+                    raise ConfigError(f"{path}: its decoder is not {name}'s up to fp16 rounding ({k} differs by "
                                       f"{(a.double() - b.double()).abs().max():.3g}): was the decoder trained?")
             a.copy_(b)
