@@ -240,7 +240,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                                  "RequestError")
             params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             cost = self._rate_cost(url.path, params)
-            wait, limit = self.server.rate_wait(self._client, self._remote or self.client_address[0], cost)
+            wait, limit = self.server.rate_wait(self._client, self.address_string(), cost)
             if wait > 0:  # never reaches the queue; the body is read and dropped
                 self._discard_body()
                 rate, burst = limit
