@@ -265,7 +265,7 @@ class Codec:
         refining = bool(self.refine) if refining is None else refining
         ph, pw = padded_size(*arrays[0].shape[:2])
         self._fits("encoding with refinement" if refining else "encoding", ph * pw, len(arrays),
-                   self._encode_cost(ph, pw, refining))
+                   self._encode_cost(ph, pw, refining), self.model.config.analysis_width)
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         with torch.inference_mode(), self._gpu_memory("encoding"):
@@ -389,7 +389,7 @@ class Codec:
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
         ph, pw = padded_size(*latents[0].header.coded_hw)
-        self._fits("decoding", ph * pw, len(latents), self._decode_cost(ph, pw))
+        self._fits("decoding", ph * pw, len(latents), self._decode_cost(ph, pw), self.model.config.N)
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
         n = len(latents)
@@ -477,9 +477,12 @@ class Codec:
         first, base = memory.decode_cost(self._network_band_pixels(ph, pw))
         return first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base
 
-    def _fits(self, what: str, pixels: int, count: int, cost: tuple[int, int, int]) -> None:
+    def _fits(self, what: str, pixels: int, count: int, cost: tuple[int, int, int], width: int) -> None:
+        """ResourceError unless coding fits, by the estimate ``cost`` scaled to networks ``width``
+        channels wide (``memory.width_scale``)."""
         if self.check_memory and self._estimated():
-            first, more, base = cost
+            scale = memory.width_scale(width)
+            first, more, base = (round(v * scale) for v in cost)
             memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base)
 
     @contextmanager

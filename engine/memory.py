@@ -70,6 +70,19 @@ ONNXRUNTIME_BATCH_BYTES_PER_PIXEL = {"encode-global": 760, "encode": 130, "encod
 ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL = {"encode": 48, "encode-no-pre-edit": 20, "decode": 48}
 
 
+# the figures above were measured on N = 64 models; a wider codec's activations grow with its
+# width: CompressAI's mbt2018-mean layout (N = 128, M = 192, no pre-editor) peaked at 1.66-1.84x
+# the default's encoding without the pre-editor and 1.80-1.83x decoding, at 0.79 / 3.1 / 12.6 Mpx
+# (scripts/memory_probe.py --model FILE, results/memory_width.txt); the estimate scales by N / 64
+MEASURED_WIDTH = 64
+
+
+def width_scale(width: int) -> float:
+    """How much more memory than the measured figures a network ``width`` channels wide takes
+    (1 at or below the width they were measured at)."""
+    return max(1.0, width / MEASURED_WIDTH)
+
+
 def encode_cost(pre_edit: bool, pre_banded: bool, band: int | None) -> tuple[int, int]:
     """(bytes per pixel, base bytes) of encoding one image: ``pre_banded`` when the pre-editor's
     head runs in bands, ``band`` the size of g_a's row bands (None: one pass)."""

@@ -7,6 +7,7 @@ size just before the call, per coded pixel. The figures behind ``vlmcodec.memory
     python scripts/memory_probe.py --refine 2 --sizes 768x1024,1536x2048   # encoding with refinement
     python scripts/memory_probe.py --compare-bands   # each call also without row bands, side by side
     python scripts/memory_probe.py --backend onnxruntime   # the onnxruntime backend's figures
+    python scripts/memory_probe.py --model FILE --modes encode-no-pre-edit,decode   # another model
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vlmcodec.image_io import padded_size
 from vlmcodec.models.pre_editor import PreEditor
 mode, h, w, threads, n, refine = sys.argv[1], *map(int, sys.argv[2:7])
 backend, global_attention, network_bands = sys.argv[7], sys.argv[8] == "1", sys.argv[9] == "1"
+model = sys.argv[10] or None
 if global_attention:
     PreEditor.attention_window = 0  # as before windows (onnxruntime: its graph at every size)
 if not network_bands:  # g_a, g_s and the entropy parameters in one pass at every size, as before
@@ -30,7 +32,7 @@ if not network_bands:  # g_a, g_s and the entropy parameters in one pass at ever
     from vlmcodec.backends.onnxruntime_backend import OnnxRuntimeBackend
     TorchBackend.band_pixels = OnnxRuntimeBackend.band_pixels = None
     vlmcodec.codec.ENTROPY_BAND_PIXELS = 1 << 62
-c = Codec(backend=backend, threads=threads, pre_edit=mode != "encode-no-pre-edit", check_memory=False,
+c = Codec(model, backend=backend, threads=threads, pre_edit=mode != "encode-no-pre-edit", check_memory=False,
           refine=refine)
 y, x = np.mgrid[0:h, 0:w]
 imgs = [(128 + 100 * np.sin(x[..., None] / (37.0 + i) + y[..., None] / 53.0 + np.arange(3))).astype(np.uint8)
@@ -53,11 +55,12 @@ print(status("VmHWM:") - before, ph * pw, t, sum(map(len, out)) if mode != "deco
 
 
 def probe(mode: str, h: int, w: int, threads: int = 2, n: int = 1, refine: int = 0, backend: str = "torch",
-          global_attention: bool = False, network_bands: bool = True) -> tuple[int, int, float, int]:
+          global_attention: bool = False, network_bands: bool = True,
+          model: str | None = None) -> tuple[int, int, float, int]:
     """One coding call in a fresh process: (peak growth in bytes, coded pixels of one image,
     seconds, stream bytes when encoding)."""
     out = subprocess.run([sys.executable, "-c", CHILD, mode, str(h), str(w), str(threads), str(n), str(refine),
-                          backend, "1" if global_attention else "0", "1" if network_bands else "0"],
+                          backend, "1" if global_attention else "0", "1" if network_bands else "0", model or ""],
                          capture_output=True, text=True, check=True)
     grow, px, secs, size = out.stdout.split()[-4:]
     return int(grow), int(px), float(secs), int(size)
@@ -74,6 +77,7 @@ def main() -> None:
                          "in one pass (no row bands; the pre-editor's head stays banded)")
     ap.add_argument("--backend", default="torch", help="torch or onnxruntime (the estimate's backends)")
     ap.add_argument("--modes", default="encode,encode-no-pre-edit,decode", help="which calls to probe")
+    ap.add_argument("--model", help="a model file (default: the bundled default model)")
     a = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
     modes = ("encode",) if a.refine else tuple(a.modes.split(","))
@@ -81,12 +85,13 @@ def main() -> None:
         cells = []
         for h, w in sizes:
             for n in sorted({1, a.batch}):
-                grow, px, secs, size = probe(mode, h, w, a.threads, n, a.refine, a.backend)
+                grow, px, secs, size = probe(mode, h, w, a.threads, n, a.refine, a.backend, model=a.model)
                 label = f"{mode}{f' refine={a.refine}' if a.refine else ''}"
                 print(f"{label:>19} {w}x{h} x{n}: peak growth {grow / 2**30:.2f} GiB, "
                       f"{grow / px:.0f} B per coded pixel of one image, {secs:.1f} s")
                 if a.compare_bands and n == 1:
-                    g0, _, s0, size0 = probe(mode, h, w, a.threads, n, a.refine, a.backend, network_bands=False)
+                    g0, _, s0, size0 = probe(mode, h, w, a.threads, n, a.refine, a.backend, network_bands=False,
+                                             model=a.model)
                     print(f"{'(one pass)':>19} {w}x{h} x{n}: peak growth {g0 / 2**30:.2f} GiB, "
                           f"{g0 / px:.0f} B per coded pixel, {s0:.1f} s; bands/one pass: memory "
                           f"{grow / g0:.2f}, time {secs / s0:.2f}"

@@ -141,3 +141,35 @@ def test_row_bands_lower_the_estimate(monkeypatch, rng, tiny_model_path):
         codec.encode(img, 50)
     with pytest.raises(ResourceError, match="decoding"):
         codec.decode(data)
+
+
+def test_a_wider_model_is_estimated_at_its_width(monkeypatch, rng, tmp_path):
+    """The figures were measured at N = 64; a model twice as wide (a CompressAI-size N = 128)
+    needs twice the estimate, and a wider encoder alone (N_a) only when encoding."""
+    from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+    from vlmcodec.models.checkpoint import save_model
+
+    assert memory.width_scale(16) == memory.width_scale(64) == 1.0 and memory.width_scale(128) == 2.0
+    img = smooth_image(rng, 64, 64)
+    px = 64 * 64
+    paths = {}
+    for name, cfg in (("wide", ModelConfig(N=128, M=24, num_levels=1, lmbdas=(0.01,))),
+                      ("wide_encoder", ModelConfig(N=16, M=24, num_levels=1, lmbdas=(0.01,), N_a=128))):
+        torch.manual_seed(0)
+        paths[name] = tmp_path / f"{name}.safetensors"
+        save_model(MeanScaleHyperprior(cfg), paths[name])
+    enc, dec = px * memory.ENCODE_BYTES_PER_PIXEL[False], px * memory.DECODE_BYTES_PER_PIXEL
+    for name, enc_scale, dec_scale in (("wide", 2, 2), ("wide_encoder", 2, 1)):
+        codec = Codec(paths[name])
+        data = codec.encode(img, 50)
+        monkeypatch.setattr(memory, "available_memory", lambda: enc_scale * enc)
+        assert codec.encode(img, 50) == data
+        monkeypatch.setattr(memory, "available_memory", lambda: enc_scale * enc - 1)
+        with pytest.raises(ResourceError, match="encoding"):
+            codec.encode(img, 50)
+        monkeypatch.setattr(memory, "available_memory", lambda: dec_scale * dec)
+        assert codec.decode(data).shape == img.shape
+        monkeypatch.setattr(memory, "available_memory", lambda: dec_scale * dec - 1)
+        with pytest.raises(ResourceError, match="decoding"):
+            codec.decode(data)
+        monkeypatch.undo()
