@@ -133,27 +133,32 @@ def filtered_codec(path: str | None, short_side: int):
     ``path`` (None: the plain codec)."""
     from vlmcodec import Codec
 
-    codec = Codec(short_side=short_side)
     if path is None:
-        return codec
+        return Codec(short_side=short_side)
     saved = torch.load(path, map_location="cpu", weights_only=False)
     pf = PostFilter(saved["channels"], saved["blocks"])
     pf.load_state_dict(saved["state"])
     pf.eval()
-    K = codec.model.num_levels
 
-    class Filtered(type(codec)):
+    class FilteredCodec(Codec):
+        """``synthesize`` runs the filter on g_s's output, before the clamp and the resize."""
+
         def synthesize(self, latents):
+            K = self.model.num_levels
             levels = torch.tensor([self.model.level_of_quality(d.header.quality) / (K - 1) for d in latents])
-            synthesis = self.backend.synthesis
-            self.backend.synthesis = lambda y_hat: pf(synthesis(y_hat).clamp(0, 1), levels[: y_hat.shape[0]])
+            synthesis, done = self.backend.synthesis, [0]
+
+            def filtered(y_hat):  # called once per batch, or per item (item_by_item backends)
+                n, done[0] = y_hat.shape[0], done[0] + y_hat.shape[0]
+                return pf(synthesis(y_hat).clamp(0, 1), levels[done[0] - n : done[0]])
+
+            self.backend.synthesis = filtered
             try:
                 return super().synthesize(latents)
             finally:
                 self.backend.synthesis = synthesis
 
-    codec.__class__ = Filtered
-    return codec
+    return FilteredCodec(short_side=short_side)
 
 
 def evaluate(a: argparse.Namespace) -> None:
