@@ -73,7 +73,8 @@ ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL = {"encode": 48, "encode-no-pre-edit": 20
 # the figures above were measured on N = 64 models; a wider codec's activations grow with its
 # width: CompressAI's mbt2018-mean layout (N = 128, M = 192, no pre-editor) peaked at 1.66-1.84x
 # the default's encoding without the pre-editor and 1.80-1.83x decoding, at 0.79 / 3.1 / 12.6 Mpx
-# (scripts/memory_probe.py --model FILE, results/memory_width.txt); the estimate scales by N / 64
+# (scripts/memory_probe.py --model FILE, results/memory_width.txt); onnxruntime 1.56-1.95x and
+# 1.08-2.02x (the most at 0.79 Mpx, where its arena's floor rules); the estimate scales by N / 64
 MEASURED_WIDTH = 64
 
 
