@@ -128,7 +128,7 @@ def train(a: argparse.Namespace) -> None:
                         "step": step + 1, "args": vars(a)}, out / "post_filter.pt")
 
 
-def filtered_codec(path: str | None, short_side: int):
+def filtered_codec(path: str | None, short_side: int | None):
     """The default model's ``Codec`` at ``short_side``, its decoder followed by the post-filter at
     ``path`` (None: the plain codec)."""
     from vlmcodec import Codec
@@ -174,8 +174,9 @@ def evaluate(a: argparse.Namespace) -> None:
     tsim, top1, kl = semantic_metrics()
     scorers = {"psnr": psnr, "teacher-sim": tsim.compute, "effnet-top1": top1.compute, "effnet-kl": kl.compute}
     qualities = [float(q) for q in a.qualities.split(",")]
-    plain = filtered_codec(None, a.short_side)
-    filt = filtered_codec(a.filter, a.short_side)
+    side = a.short_side or None  # 0: full size
+    plain = filtered_codec(None, side)
+    filt = filtered_codec(a.filter, side)
     curves: dict[str, list[dict]] = {"default": [], "post-filter": []}
     t0 = time.time()
     with torch.inference_mode():
@@ -212,9 +213,11 @@ def evaluate(a: argparse.Namespace) -> None:
     (out / "probe.json").write_text(json.dumps({"images": [f.name for f in files], "qualities": qualities,
                                                 "short_side": a.short_side, "filter": a.filter,
                                                 "curves": curves}, indent=1))
+    cmd_side = "" if a.short_side == 256 else f" --short-side {a.short_side}"
+    where = f"short side {a.short_side}" if a.short_side else "full size"
     report = ("# A decoder-side post-filter on the default model vs the default\n\n"
-              f"`python scripts/post_filter_probe.py eval {a.filter}` on {len(files)} images at short side "
-              f"{a.short_side}, qualities {a.qualities}; the same streams decoded both ways, so the bits are "
+              f"`python scripts/post_filter_probe.py eval {a.filter}{cmd_side}` on {len(files)} images at "
+              f"{where}, qualities {a.qualities}; the same streams decoded both ways, so the bits are "
               "equal point by point; negative = fewer bits for the same score; 95 % paired bootstrap "
               "interval over the images (1000 draws).\n\n" + table
               + "\n| point | bpp | " + " | ".join(m for m, _ in METRICS) + " |\n|---|---:|"
@@ -248,7 +251,7 @@ def main() -> int:
     e.add_argument("--qualities", default="0,10,30,50,70,90")
     e.add_argument("--images", default=str(ROOT.parent / "shared/data/kodak"))
     e.add_argument("--limit", type=int)
-    e.add_argument("--short-side", type=int, default=256)
+    e.add_argument("--short-side", type=int, default=256, help="the consumer's scale; 0: full size")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--out", default=str(ROOT / "results/post_filter_probe"))
     a = p.parse_args()
