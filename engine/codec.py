@@ -481,9 +481,33 @@ class Codec:
         """ResourceError unless coding fits, by the estimate ``cost`` scaled to networks ``width``
         channels wide (``memory.width_scale``)."""
         if self.check_memory and self._estimated():
-            scale = memory.width_scale(width)
-            first, more, base = (round(v * scale) for v in cost)
+            first, more, base = self._scaled(cost, width)
             memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base)
+
+    @staticmethod
+    def _scaled(cost: tuple[int, int, int], width: int) -> tuple[int, int, int]:
+        scale = memory.width_scale(width)
+        return tuple(round(v * scale) for v in cost)
+
+    def memory_needed(self, height: int, width: int, count: int = 1, *, decoding: bool = False,
+                      short_side: int | None = None, refine: int | None = None) -> int | None:
+        """The estimated peak memory growth in bytes of encoding (``decoding``: decoding) ``count``
+        images of ``height``×``width`` pixels on this codec — the figure the memory check compares
+        with the memory left (``short_side`` and ``refine`` as ``encode`` takes them; a stream coded
+        at a consumer's scale is decoded at that coded size). None where no estimate exists: a
+        backend other than torch or onnxruntime, or a GPU."""
+        if not self._estimated():
+            return None
+        if min(height, width, count) < 1:
+            raise ValueError(f"memory_needed: sizes and count must be positive, got {height}x{width}, count {count}")
+        side = self.short_side if short_side is None else resample.check_short_side(short_side)
+        ph, pw = padded_size(*resample.coded_size(height, width, side))
+        if decoding:
+            cost, net_width = self._decode_cost(ph, pw), self.model.config.N
+        else:
+            cost, net_width = self._encode_cost(ph, pw, bool(self.refine_steps(refine))), self.model.config.analysis_width
+        first, more, base = self._scaled(cost, net_width)
+        return memory.needed(ph * pw, first, count, more, base)
 
     @contextmanager
     def _gpu_memory(self, what: str):

@@ -151,13 +151,21 @@ def memory_check_enabled() -> bool:
     return env_switch("VLMCODEC_CHECK_MEMORY")
 
 
+def needed(pixels: int, bytes_per_pixel: int, count: int = 1, batch_bytes_per_pixel: int = 0,
+           base_bytes: int = 0) -> int:
+    """The estimated peak growth in bytes of coding ``count`` images of ``pixels`` each:
+    ``base_bytes`` plus the first at ``bytes_per_pixel``, each further one at
+    ``batch_bytes_per_pixel``."""
+    return base_bytes + pixels * (bytes_per_pixel + (count - 1) * batch_bytes_per_pixel)
+
+
 def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | None = None, count: int = 1,
                batch_bytes_per_pixel: int = 0, base_bytes: int = 0) -> None:
     """Raise ``ResourceError`` when coding ``count`` images of ``pixels`` each — ``base_bytes``
     plus the first at ``bytes_per_pixel``, each further one at ``batch_bytes_per_pixel`` —
     exceeds the memory left."""
     avail = available_memory() if available is None else available
-    need = base_bytes + pixels * (bytes_per_pixel + (count - 1) * batch_bytes_per_pixel)
+    need = needed(pixels, bytes_per_pixel, count, batch_bytes_per_pixel, base_bytes)
     if avail is None or need <= avail:
         return
     if available is None and allocator.is_tuned() and allocator.release_free_memory():

@@ -173,3 +173,33 @@ def test_a_wider_model_is_estimated_at_its_width(monkeypatch, rng, tmp_path):
         with pytest.raises(ResourceError, match="decoding"):
             codec.decode(data)
         monkeypatch.undo()
+
+
+def test_memory_needed_is_the_figure_the_check_uses(monkeypatch, rng, tiny_model_path):
+    """``Codec.memory_needed`` gives the estimate the check compares: exactly that much memory
+    lets the call through, one byte less refuses it — for encoding, a batch, refinement, the
+    consumer's scale and decoding."""
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 100, 130)
+    data = codec.encode(img, 50)
+    small = codec.encode(img, 50, short_side=32)
+    cases = [(codec.memory_needed(100, 130), lambda: codec.encode(img, 50)),
+             (codec.memory_needed(100, 130, 3), lambda: codec.encode_batch([img] * 3, [50] * 3)),
+             (codec.memory_needed(100, 130, refine=1), lambda: codec.encode(img, 50, refine=1)),
+             (codec.memory_needed(100, 130, short_side=32), lambda: codec.encode(img, 50, short_side=32)),
+             (codec.memory_needed(100, 130, decoding=True), lambda: codec.decode(data)),
+             (codec.memory_needed(100, 130, decoding=True, short_side=32), lambda: codec.decode(small))]
+    for need, call in cases:
+        monkeypatch.setattr(memory, "available_memory", lambda: need)
+        call()
+        monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
+        with pytest.raises(ResourceError):
+            call()
+    assert cases[1][0] > cases[0][0] and cases[2][0] > cases[0][0] > cases[3][0]
+    with pytest.raises(ValueError, match="positive"):
+        codec.memory_needed(0, 10)
+
+
+def test_memory_needed_is_none_where_nothing_is_estimated(tiny_model_path):
+    pytest.importorskip("triton", reason="triton not installed (the triton extra)")
+    assert Codec(tiny_model_path, backend="triton").memory_needed(100, 130) is None
