@@ -94,6 +94,12 @@ def _group_by(items, key) -> dict:
     return groups
 
 
+def _cost_at_width(cost: tuple[int, int, int], width: int) -> tuple[int, int, int]:
+    """A memory estimate measured on the default's width, for networks ``width`` channels wide."""
+    scale = memory.width_scale(width)
+    return tuple(round(v * scale) for v in cost)
+
+
 def _check_hs_device(device: str | None) -> str:
     """The device of the exact h_s: "cpu" (None) or an available CUDA device."""
     if device is None or str(device) == "cpu":
@@ -265,7 +271,7 @@ class Codec:
         refining = bool(self.refine) if refining is None else refining
         ph, pw = padded_size(*arrays[0].shape[:2])
         self._fits("encoding with refinement" if refining else "encoding", ph * pw, len(arrays),
-                   self._encode_cost(ph, pw, refining), self.model.config.analysis_width)
+                   self._encode_cost(ph, pw, refining))
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         with torch.inference_mode(), self._gpu_memory("encoding"):
@@ -389,7 +395,7 @@ class Codec:
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
         ph, pw = padded_size(*latents[0].header.coded_hw)
-        self._fits("decoding", ph * pw, len(latents), self._decode_cost(ph, pw), self.model.config.N)
+        self._fits("decoding", ph * pw, len(latents), self._decode_cost(ph, pw))
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
         n = len(latents)
@@ -457,37 +463,34 @@ class Codec:
 
     def _encode_cost(self, ph: int, pw: int, refining: bool) -> tuple[int, int, int]:
         """(bytes per pixel of the first image, of each further one, base bytes) of encoding
-        ph×pw padded images (``refining``: with refinement)."""
-        if refining:  # the torch model with gradients, whatever the backend
-            return memory.REFINE_BYTES_PER_PIXEL, memory.REFINE_BYTES_PER_PIXEL, 0
+        ph×pw padded images (``refining``: with refinement), scaled to g_a's width."""
         pre = self.model.pre_editor if self.pre_edit else None
-        if self._estimated() == "onnxruntime":
+        if refining:  # the torch model with gradients, whatever the backend
+            cost = memory.REFINE_BYTES_PER_PIXEL, memory.REFINE_BYTES_PER_PIXEL, 0
+        elif self._estimated() == "onnxruntime":
             kind = "encode" if pre is not None else "encode-no-pre-edit"
-            return memory.onnxruntime_cost(kind, ph * pw, pre is not None and not pre.windowed_at(ph, pw),
+            cost = memory.onnxruntime_cost(kind, ph * pw, pre is not None and not pre.windowed_at(ph, pw),
                                            self._network_band_pixels(ph, pw) is not None, self.backend.item_by_item)
-        first, base = memory.encode_cost(self.pre_edit, pre is not None and pre.banded_at(ph, pw),
-                                         self._network_band_pixels(ph, pw))
-        return first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base
+        else:
+            first, base = memory.encode_cost(self.pre_edit, pre is not None and pre.banded_at(ph, pw),
+                                             self._network_band_pixels(ph, pw))
+            cost = first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base
+        return _cost_at_width(cost, self.model.config.analysis_width)
 
     def _decode_cost(self, ph: int, pw: int) -> tuple[int, int, int]:
-        """As :meth:`_encode_cost`, for decoding."""
+        """As :meth:`_encode_cost`, for decoding (scaled to the decoder's width, N)."""
         if self._estimated() == "onnxruntime":
-            return memory.onnxruntime_cost("decode", ph * pw, banded=self._network_band_pixels(ph, pw) is not None,
+            cost = memory.onnxruntime_cost("decode", ph * pw, banded=self._network_band_pixels(ph, pw) is not None,
                                            item_by_item=self.backend.item_by_item)
-        first, base = memory.decode_cost(self._network_band_pixels(ph, pw))
-        return first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base
+        else:
+            first, base = memory.decode_cost(self._network_band_pixels(ph, pw))
+            cost = first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base
+        return _cost_at_width(cost, self.model.config.N)
 
-    def _fits(self, what: str, pixels: int, count: int, cost: tuple[int, int, int], width: int) -> None:
-        """ResourceError unless coding fits, by the estimate ``cost`` scaled to networks ``width``
-        channels wide (``memory.width_scale``)."""
+    def _fits(self, what: str, pixels: int, count: int, cost: tuple[int, int, int]) -> None:
         if self.check_memory and self._estimated():
-            first, more, base = self._scaled(cost, width)
+            first, more, base = cost
             memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base)
-
-    @staticmethod
-    def _scaled(cost: tuple[int, int, int], width: int) -> tuple[int, int, int]:
-        scale = memory.width_scale(width)
-        return tuple(round(v * scale) for v in cost)
 
     def memory_needed(self, height: int, width: int, count: int = 1, *, decoding: bool = False,
                       short_side: int | None = None, refine: int | None = None) -> int | None:
@@ -502,11 +505,8 @@ class Codec:
             raise ValueError(f"memory_needed: sizes and count must be positive, got {height}x{width}, count {count}")
         side = self.short_side if short_side is None else resample.check_short_side(short_side)
         ph, pw = padded_size(*resample.coded_size(height, width, side))
-        if decoding:
-            cost, net_width = self._decode_cost(ph, pw), self.model.config.N
-        else:
-            cost, net_width = self._encode_cost(ph, pw, bool(self.refine_steps(refine))), self.model.config.analysis_width
-        first, more, base = self._scaled(cost, net_width)
+        first, more, base = (self._decode_cost(ph, pw) if decoding
+                             else self._encode_cost(ph, pw, bool(self.refine_steps(refine))))
         return memory.needed(ph * pw, first, count, more, base)
 
     @contextmanager
