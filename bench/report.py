@@ -26,6 +26,19 @@ def _interval(ci: dict | None) -> str:
     return f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
 
 
+def bd_cell(anchor_points, test_points, metric: str, higher_is_better: bool = True) -> str:
+    """The BD-rate of ``test`` against ``anchor`` on ``metric`` (over the points' means) with its
+    paired-bootstrap interval, as a table cell: "+1.2 % [-0.3, +2.8]" ("n/a" where the curves do
+    not overlap; no interval without per-image values)."""
+    from .bootstrap import bd_rate_interval
+    from .rd import bd_table
+
+    curves = {name: {"bpp": [p["bpp"] for p in pts], metric: [p[metric] for p in pts]}
+              for name, pts in (("anchor", anchor_points), ("test", test_points))}
+    bd = bd_table(curves, "anchor", metric, higher_is_better)["test"]["bd_rate"]
+    return _pct(bd) + _interval(bd_rate_interval(anchor_points, test_points, metric, higher_is_better))
+
+
 def bd_markdown(result: dict, key: str) -> list[str]:
     table = result["bd"].get(key, {})
     if not table:

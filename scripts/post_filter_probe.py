@@ -162,9 +162,8 @@ def filtered_codec(path: str | None, short_side: int | None):
 
 
 def evaluate(a: argparse.Namespace) -> None:
-    from vlmcodec.bench.bootstrap import bd_rate_interval
     from vlmcodec.bench.metrics import psnr
-    from vlmcodec.bench.rd import bd_table
+    from vlmcodec.bench.report import bd_cell
     from vlmcodec.bench.semantic import semantic_metrics
     from vlmcodec.image_io import load_image
 
@@ -197,13 +196,7 @@ def evaluate(a: argparse.Namespace) -> None:
                 f"{n} " + " ".join(f"{m} {curves[n][-1][m]:.4f}" for m in ("bpp", "psnr", "teacher-sim", "effnet-kl"))
                 for n in curves), flush=True)
     base, ours = curves["default"], curves["post-filter"]
-    cells = []
-    for m, higher in METRICS:
-        bd = bd_table({"default": {"bpp": [p["bpp"] for p in base], m: [p[m] for p in base]},
-                       "post-filter": {"bpp": [p["bpp"] for p in ours], m: [p[m] for p in ours]}},
-                      "default", m, higher)["post-filter"]["bd_rate"]
-        ci = bd_rate_interval(base, ours, m, higher)
-        cells.append(f"{bd:+.1f} % [{ci['lo']:+.1f}, {ci['hi']:+.1f}]")
+    cells = [bd_cell(base, ours, m, higher) for m, higher in METRICS]
     table = ("| BD-rate vs the default | " + " | ".join(m for m, _ in METRICS) + " |\n|---|"
              + "---:|" * len(METRICS) + "\n| post-filter | " + " | ".join(cells) + " |\n")
     points = "\n".join(f"| q{b['quality']:g} | {b['bpp']:.4f} | " + " | ".join(

@@ -75,9 +75,8 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "results/quantizer_probe"))
     a = p.parse_args()
 
-    from vlmcodec.bench.bootstrap import bd_rate_interval
     from vlmcodec.bench.metrics import psnr
-    from vlmcodec.bench.rd import bd_table
+    from vlmcodec.bench.report import bd_cell
     from vlmcodec.bench.semantic import semantic_metrics
     from vlmcodec.image_io import load_image
 
@@ -109,13 +108,7 @@ def main() -> int:
     for name, points in curves.items():
         if name == "round":
             continue
-        cells = []
-        for m, higher in METRICS:
-            bd = bd_table({"round": {"bpp": [p["bpp"] for p in curves["round"]], m: [p[m] for p in curves["round"]]},
-                           name: {"bpp": [p["bpp"] for p in points], m: [p[m] for p in points]}},
-                          "round", m, higher)[name]["bd_rate"]
-            ci = bd_rate_interval(curves["round"], points, m, higher)
-            cells.append(f"{bd:+.1f} % [{ci['lo']:+.1f}, {ci['hi']:+.1f}]")
+        cells = [bd_cell(curves["round"], points, m, higher) for m, higher in METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -106,3 +106,18 @@ def test_bootstrap_needs_per_image_values(tmp_path, capsys):
     assert "ci" not in res["bd"]["b"]["a"]["psnr"]  # older rd.json: BD-rate alone, no interval
     assert cmp.main(["--curve", f"b={b}", "--anchor", f"a={a}:webp", "--bootstrap", "-1"]) == 2
     assert "--bootstrap" in capsys.readouterr().err
+
+
+def test_bd_cell_is_the_bd_rate_and_its_interval(tmp_path):
+    from vlmcodec.bench.report import bd_cell
+
+    per_bpp, per_q = _noisy_curve(1)
+    a = cmp.load_curve(f"a={_rd_per_image(tmp_path / 'a.json', 'webp', per_bpp, per_q)}:webp")
+    t = cmp.load_curve(f"t={_rd_per_image(tmp_path / 't.json', 'vlmcodec', 0.8 * per_bpp, per_q)}")
+    assert bd_cell(a.points, t.points, "effnet-top1") == "-20.0 % [-20.0, -20.0]"
+    # points without per-image values: the BD-rate alone
+    bare = [{k: v for k, v in p.items() if k != "per_image"} for p in t.points]
+    assert bd_cell(a.points, bare, "effnet-top1") == "-20.0 %"
+    # curves that do not overlap in quality have no BD-rate
+    far = [{**p, "effnet-top1": p["effnet-top1"] + 10.0} for p in bare]
+    assert bd_cell(a.points, far, "effnet-top1") == "n/a"
