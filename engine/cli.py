@@ -8,7 +8,7 @@
     vlmcodec serve [--port 8080]                  HTTP server: POST /encode, /decode (batched)
     vlmcodec train --config FILE                  train a model (resumable)
     vlmcodec convert --from-compressai CKPT | --from-weights FILE -o MODEL.safetensors
-    vlmcodec export --format onnx|tensorrt -o DIR [--fp16] [--max-batch N] [--max-size HxW]
+    vlmcodec export --format onnx|tensorrt|c-decoder -o DIR [--fp16] [--max-batch N] [--max-size HxW]
     vlmcodec bench rd [IMAGES_DIR] --out DIR      rate–distortion benchmark (vlmcodec.bench.cli)
 """
 
@@ -643,8 +643,17 @@ def cmd_export(args) -> int:
     from .codec import default_model_path
     from .models.checkpoint import load_model
 
-    if args.format == "onnx" and (args.fp16 or args.timing_cache):
+    if args.format != "tensorrt" and (args.fp16 or args.timing_cache):
         raise VlmcodecError("--fp16 and --timing-cache apply to --format tensorrt only")
+    if args.format == "c-decoder":
+        from vlmcodec.export.c_decoder import export_c_decoder
+
+        loaded = load_model(args.model or default_model_path())
+        path = export_c_decoder(loaded, args.output)
+        print(f"{path}  {path.stat().st_size:>10} bytes")
+        print(f"entropy model of model {loaded.fingerprint[:8].hex()} for the C decoder (kernels/decoder/vlmc_decoder.h); "
+              f"it reads streams that carry {loaded.stream_fingerprint[:8].hex()}")
+        return 0
     if args.format == "tensorrt":
         from vlmcodec.export.tensorrt import BuildConfig, build_engines, import_tensorrt, parse_size, require_gpu
 
@@ -919,10 +928,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--N", type=int, help="override N (default: read from the weights' shapes)")
     c.add_argument("--M", type=int)
-    x = sub.add_parser("export", help="export the networks as ONNX graphs or TensorRT engines",
+    x = sub.add_parser("export", help="export the networks as ONNX graphs or TensorRT engines, or the C decoder's "
+                                      "entropy model",
                        description="Write g_a, h_a, h_s, g_s as ONNX graphs (dynamic batch and size), or build "
-                                   "TensorRT engines from them, with a manifest.json beside them.")
-    x.add_argument("--format", required=True, choices=("onnx", "tensorrt"))
+                                   "TensorRT engines from them, with a manifest.json beside them; --format c-decoder "
+                                   "writes DIR/entropy_model.vlmd, what the C stream decoder "
+                                   "(kernels/decoder/vlmc_decoder.h) reads.")
+    x.add_argument("--format", required=True, choices=("onnx", "tensorrt", "c-decoder"))
     x.add_argument("-o", "--output", required=True, metavar="DIR")
     x.add_argument("--model", help="model .safetensors (default: the bundled model)")
     x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")

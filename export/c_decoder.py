@@ -1,0 +1,186 @@
+"""The entropy-model file of the C stream decoder (``kernels/decoder/vlmc_decoder.h``).
+
+``vlmcodec export --format c-decoder -o DIR`` writes ``DIR/entropy_model.vlmd``: what decoding a
+stream up to g_s reads — the fingerprints, the z medians and CDF tables, the y CDF tables and
+scale table, the inverse gains, and h_s in exactly the integers ``ExactHyperSynthesis`` uses —
+so that the C library computes the same latents bit for bit without Python. Layout (little-endian)::
+
+    magic "VLMCDEC\\0" · u32 version · fingerprint[8] · stream_fingerprint[8] · u32 N, M, K
+    f32 medians[N] · table z · table y        (table: u32 T, u32 L, i32 cdf[T·L], i32 length[T], i32 offsets[T])
+    f64 scale bounds[T_y − 1] · f64 scale_bound · f32 |inv_gain|[K·M]
+    u32 layers · per layer: u32 kind (0 conv, 1 LeakyReLU(0.01), 2 ReLU); a conv:
+        u32 out, in, kh, kw, sh, sw, ph, pw, shuffle · i32 weight[out·in·kh·kw]
+        f64 bias_half[out] · f64 inv_scale[out] · f64 l1 · f64 bias_max
+    u32 CRC-32 of everything before it
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from vlmcodec.entropy.exact_hyper import ExactHyperSynthesis
+from vlmcodec.errors import ConfigError
+
+MODEL_FILE_VERSION = 1
+MAGIC = b"VLMCDEC\0"
+FILE_NAME = "entropy_model.vlmd"
+_KINDS = {"leaky": 1, "relu": 2}
+
+
+def _table(t) -> bytes:
+    cdf = np.ascontiguousarray(t.cdf, dtype="<i4")
+    return (struct.pack("<II", *cdf.shape) + cdf.tobytes() + np.asarray(t.cdf_length, "<i4").tobytes()
+            + np.asarray(t.offsets, "<i4").tobytes())
+
+
+def _conv(layer) -> bytes:
+    if layer.transposed:
+        raise ConfigError("the C decoder runs h_s made of convolutions (and 5x5 stride-2 transposed ones, "
+                          "which become convolutions); this model's h_s has another transposed convolution")
+    w = layer.weight.numpy()
+    if not np.array_equal(w, np.round(w)) or np.abs(w).max(initial=0) >= 2**31:
+        raise ConfigError("h_s weights are not the integers the exact h_s expects")
+    out, cin, kh, kw = w.shape
+    head = struct.pack("<10I", 0, out, cin, kh, kw, *layer.stride, *layer.padding, int(layer.shuffle))
+    return (head + w.astype("<i4").tobytes() + layer.bias_half.reshape(-1).numpy().astype("<f8").tobytes()
+            + layer.inv_scale.reshape(-1).numpy().astype("<f8").tobytes() + struct.pack("<dd", layer.l1, layer.bias_max))
+
+
+def entropy_model_bytes(loaded) -> bytes:
+    """The entropy-model file of a loaded model (``vlmcodec.models.checkpoint.load_model``)."""
+    model = loaded.model
+    gc = model.gaussian_conditional
+    exact = ExactHyperSynthesis.from_module(model.h_s)
+    medians = model.entropy_bottleneck.medians().detach().float().cpu().numpy()
+    bounds = gc.scale_table.detach().double().cpu().numpy()[:-1]
+    inv_gain = model.inv_gain.detach().abs().float().cpu().numpy()
+    parts = [MAGIC, struct.pack("<I", MODEL_FILE_VERSION), loaded.fingerprint[:8], loaded.stream_fingerprint[:8],
+             struct.pack("<III", model.N, model.M, inv_gain.shape[0]), medians.astype("<f4").tobytes(),
+             _table(loaded.tables["z"]), _table(loaded.tables["y"]), bounds.astype("<f8").tobytes(),
+             struct.pack("<d", float(gc.scale_bound)), inv_gain.astype("<f4").tobytes(),
+             struct.pack("<I", len(exact.layers))]
+    for layer in exact.layers:
+        parts.append(struct.pack("<I", _KINDS[layer]) if isinstance(layer, str) else _conv(layer))
+    body = b"".join(parts)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def export_c_decoder(loaded, out_dir: str | Path) -> Path:
+    """Write ``out_dir/entropy_model.vlmd`` for ``loaded``; returns its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / FILE_NAME
+    path.write_bytes(entropy_model_bytes(loaded))
+    return path
+
+
+# -- building and calling the C library from Python (tests, benchmarks) ---------------------------
+
+def find_cmake() -> str | None:
+    """A cmake executable: on PATH, else the one the ``cmake`` PyPI package installs; None without."""
+    import shutil
+
+    found = shutil.which("cmake")
+    if found:
+        return found
+    try:
+        import cmake  # the PyPI package ships a binary
+
+        return str(Path(cmake.CMAKE_BIN_DIR) / "cmake")
+    except (ImportError, AttributeError):
+        return None
+
+
+def build_c_decoder(source_dir: str | Path, build_dir: str | Path, jobs: int = 2, tests: bool = False) -> Path:
+    """Configure and build ``libvlmc_decoder`` and ``vlmc_decode_latents`` from the project's
+    CMakeLists.txt into ``build_dir`` (``tests``: every target, the ctest programs included);
+    returns the folder holding both. ConfigError (with cmake's output) when cmake or a compiler
+    is missing or the build fails."""
+    import subprocess
+
+    cmake = find_cmake()
+    if cmake is None:
+        raise ConfigError("cmake not found (apt install cmake, or pip install cmake)")
+    build = Path(build_dir)
+    targets = [] if tests else ["--target", "vlmc_decoder", "vlmc_decode_latents"]
+    steps = [[cmake, "-S", str(source_dir), "-B", str(build), "-DVLMCODEC_BUILD_PYTHON=OFF",
+              f"-DVLMCODEC_BUILD_TESTS={'ON' if tests else 'OFF'}", "-DCMAKE_BUILD_TYPE=Release"],
+             [cmake, "--build", str(build), *targets, "-j", str(jobs)]]
+    for cmd in steps:
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise ConfigError(f"building the C decoder failed ({' '.join(cmd[:2])}):\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+    return build / "kernels" / "decoder"
+
+
+class CStreamDecoder:
+    """The C decoder through ctypes: ``latents(data, raw=False, threads=0) -> float32 [M, h, w]``
+    and ``info(data) -> dict``; errors raise ``CDecoderError`` carrying the C error code."""
+
+    CODES = {-1: "invalid argument", -2: "corrupt", -3: "model mismatch", -4: "buffer too small",
+             -5: "no memory", -6: "bad model file", -7: "too large", -8: "internal"}
+    _FIELDS = ("width", "height", "coded_width", "coded_height", "padded_width", "padded_height", "channels",
+               "latent_height", "latent_width", "flags")
+
+    def __init__(self, library: str | Path, model_file: str | Path):
+        import ctypes
+
+        self._ct = ctypes
+        lib = ctypes.CDLL(str(library))
+        lib.vlmc_decoder_last_error.restype = ctypes.c_char_p
+        lib.vlmc_decoder_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+        lib.vlmc_decoder_free.argtypes = [ctypes.c_void_p]
+        lib.vlmc_decoder_set_max_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.vlmc_decoder_stream_info.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+        lib.vlmc_decoder_latents.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
+                                             ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+
+        class Info(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_uint32) for name in self._FIELDS] + [
+                ("quality", ctypes.c_float), ("fingerprint", ctypes.c_uint8 * 8)]
+
+        self._Info, self._lib = Info, lib
+        handle = ctypes.c_void_p()
+        self._check(lib.vlmc_decoder_open(str(model_file).encode(), ctypes.byref(handle)))
+        self._handle = handle
+
+    def _check(self, rc: int) -> None:
+        if rc != 0:
+            raise CDecoderError(rc, self._lib.vlmc_decoder_last_error().decode(errors="replace"))
+
+    def close(self) -> None:
+        if getattr(self, "_handle", None):
+            self._lib.vlmc_decoder_free(self._handle)
+            self._handle = None
+
+    __del__ = close
+
+    def set_max_pixels(self, n: int) -> None:
+        self._check(self._lib.vlmc_decoder_set_max_pixels(self._handle, n))
+
+    def info(self, data: bytes) -> dict:
+        info = self._Info()
+        self._check(self._lib.vlmc_decoder_stream_info(self._handle, data, len(data), self._ct.byref(info)))
+        out = {name: getattr(info, name) for name in self._FIELDS}
+        return {**out, "quality": round(info.quality, 2), "fingerprint": bytes(info.fingerprint)}
+
+    def latents(self, data: bytes, raw: bool = False, threads: int = 0, out_count: int | None = None) -> np.ndarray:
+        i = self.info(data)
+        shape = (i["channels"], i["latent_height"], i["latent_width"])
+        out = np.empty(int(np.prod(shape)), np.float32)
+        n = out.size if out_count is None else out_count
+        self._check(self._lib.vlmc_decoder_latents(self._handle, data, len(data), 1 if raw else 0, threads,
+                                                   out.ctypes.data, n))
+        return out.reshape(shape)
+
+
+class CDecoderError(Exception):
+    """An error code and message from the C decoder."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(f"{CStreamDecoder.CODES.get(code, code)}: {message}")
+        self.code, self.message = code, message

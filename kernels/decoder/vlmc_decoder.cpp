@@ -1,0 +1,599 @@
+// vlmcodec stream decoder — C API (vlmc_decoder.h). Mirrors, operation for operation, what
+// vlmcodec's Python decoder computes up to g_s: engine/bitstream/container.py (parsing and
+// checks), Codec._read (z, the exact h_s, indexes, y) and engine/entropy/exact_hyper.py (the
+// fixed-point h_s). Every float operation that decides a symbol is one the Python side does in
+// the same IEEE precision, so the latents are bit-identical. No exception crosses the C boundary.
+#include "vlmc_decoder.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "vlmc_rans.h"
+
+namespace {
+
+constexpr uint32_t kStreamVersion = 1;           // container.FORMAT_VERSION
+constexpr uint32_t kModelVersion = 1;            // export/c_decoder.py MODEL_FILE_VERSION
+constexpr uint32_t kMaxDim = 1u << 14;           // container.MAX_DIM
+constexpr uint32_t kMaxChunks = 4096;            // container.MAX_CHUNKS
+constexpr uint64_t kMaxChunkBytes = 1ull << 30;  // container.MAX_CHUNK_BYTES
+constexpr uint32_t kFlagRescaled = 2, kKnownFlags = 3;
+constexpr uint64_t kSymbolsPerChunk = 1u << 16;  // codec.SYMBOLS_PER_CHUNK
+constexpr uint64_t kMaxYChunks = 64;             // codec.MAX_Y_CHUNKS
+constexpr double kActScale = 4096.0;             // 2**ACT_FRAC_BITS
+constexpr double kExactLimit = 4503599627370496.0;  // 2**52
+constexpr double kLeakyNum = 655.0, kLeakyDen = 65536.0;
+
+thread_local std::string g_last_error;
+
+struct Error : std::runtime_error {
+    int code;
+    Error(int c, const std::string &what) : std::runtime_error(what), code(c) {}
+};
+
+[[noreturn]] void raise(int code, const std::string &what) { throw Error(code, what); }
+
+int fail(int code, const char *what) {
+    try {
+        g_last_error = what;
+    } catch (...) {
+    }
+    return code;
+}
+
+template <class Fn> int guarded(Fn fn) {
+    try {
+        g_last_error.clear();
+        fn();
+        return VLMC_DEC_OK;
+    } catch (const Error &e) {
+        return fail(e.code, e.what());
+    } catch (const std::bad_alloc &) {
+        return fail(VLMC_DEC_ERR_NO_MEMORY, "out of memory");
+    } catch (const std::exception &e) {
+        return fail(VLMC_DEC_ERR_INTERNAL, e.what());
+    } catch (...) {
+        return fail(VLMC_DEC_ERR_INTERNAL, "unknown error");
+    }
+}
+
+uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) {
+    static const std::array<uint32_t, 256> table = [] {
+        std::array<uint32_t, 256> t{};
+        for (uint32_t i = 0; i < 256; ++i) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    crc = ~crc;
+    for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+// -- the entropy-model file ------------------------------------------------------------------
+
+struct Reader {
+    const uint8_t *p;
+    size_t n, pos = 0;
+    int code;  // the error code a short read raises
+    const char *what;
+    void need(size_t k) {
+        if (k > n - pos) raise(code, std::string(what) + ": truncated at offset " + std::to_string(pos));
+    }
+    template <class T> T get() {
+        need(sizeof(T));
+        T v;
+        std::memcpy(&v, p + pos, sizeof(T));  // the files are little-endian, as is every target here
+        pos += sizeof(T);
+        return v;
+    }
+    template <class T> std::vector<T> array(uint64_t count) {
+        if (count > (n - pos) / sizeof(T)) need(n);  // reports the truncation
+        std::vector<T> v(count);
+        if (count) std::memcpy(v.data(), p + pos, count * sizeof(T));
+        pos += count * sizeof(T);
+        return v;
+    }
+};
+
+struct Table {
+    vlmc_rans_tables *native = nullptr;
+    uint32_t count = 0;
+    ~Table() { vlmc_rans_tables_free(native); }
+};
+
+void read_table(Reader &r, Table &t) {
+    const uint32_t count = r.get<uint32_t>(), stride = r.get<uint32_t>();
+    if (count == 0 || stride < 2 || stride > 1u << 16 || count > 1u << 16)
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: bad CDF table size");
+    auto cdf = r.array<int32_t>(uint64_t(count) * stride);
+    auto length = r.array<int32_t>(count);
+    auto offsets = r.array<int32_t>(count);
+    if (vlmc_rans_tables_create(cdf.data(), length.data(), offsets.data(), count, stride, &t.native) !=
+        VLMC_RANS_OK)
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("entropy-model file: ") + vlmc_rans_last_error());
+    t.count = count;
+}
+
+enum LayerKind : uint32_t { kConv = 0, kLeaky = 1, kRelu = 2 };
+
+struct Layer {
+    uint32_t kind = kConv;
+    uint32_t out = 0, in = 0, kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0, shuffle = 0;
+    std::vector<double> weight;  // integer-valued, [out][in][kh][kw]
+    std::vector<double> bias_half, inv_scale;
+    double l1 = 0, bias_max = 0;
+};
+
+}  // namespace
+
+struct vlmc_decoder {
+    uint8_t fingerprint[8], stream_fingerprint[8];
+    uint32_t N = 0, M = 0, K = 0;
+    std::vector<float> medians;
+    Table z, y;
+    std::vector<double> bounds;  // the scale table but its last entry, widened (exact)
+    double scale_bound = 0;
+    std::vector<float> inv_gain;  // |inv_gain|, [K][M]
+    std::vector<Layer> layers;
+    uint64_t max_pixels = 64000000;
+};
+
+namespace {
+
+void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
+    const char magic[8] = {'V', 'L', 'M', 'C', 'D', 'E', 'C', 0};
+    if (bytes.size() < 16 || std::memcmp(bytes.data(), magic, 8) != 0)
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "not a vlmcodec entropy-model file (bad magic)");
+    uint32_t stored;
+    std::memcpy(&stored, bytes.data() + bytes.size() - 4, 4);
+    if (crc32_update(0, bytes.data(), bytes.size() - 4) != stored)
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: CRC-32 mismatch (damaged)");
+    Reader r{bytes.data(), bytes.size() - 4, 0, VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file"};
+    r.pos = 8;
+    const uint32_t version = r.get<uint32_t>();
+    if (version != kModelVersion)
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file version " + std::to_string(version) +
+                                               " (this library reads " + std::to_string(kModelVersion) + ")");
+    for (auto &b : d.fingerprint) b = r.get<uint8_t>();
+    for (auto &b : d.stream_fingerprint) b = r.get<uint8_t>();
+    d.N = r.get<uint32_t>();
+    d.M = r.get<uint32_t>();
+    d.K = r.get<uint32_t>();
+    if (d.N == 0 || d.M == 0 || d.K == 0 || d.N > 4096 || d.M > 4096 || d.K > 1024)
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: bad network sizes");
+    d.medians = r.array<float>(d.N);
+    read_table(r, d.z);
+    read_table(r, d.y);
+    if (d.z.count != d.N) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: z tables != N");
+    d.bounds = r.array<double>(d.y.count - 1);
+    d.scale_bound = r.get<double>();
+    d.inv_gain = r.array<float>(uint64_t(d.K) * d.M);
+    const uint32_t n_layers = r.get<uint32_t>();
+    if (n_layers == 0 || n_layers > 64) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: bad h_s");
+    uint32_t channels = d.N;
+    for (uint32_t i = 0; i < n_layers; ++i) {
+        Layer l;
+        l.kind = r.get<uint32_t>();
+        if (l.kind == kConv) {
+            for (uint32_t *f : {&l.out, &l.in, &l.kh, &l.kw, &l.sh, &l.sw, &l.ph, &l.pw, &l.shuffle})
+                *f = r.get<uint32_t>();
+            if (l.in != channels || l.out == 0 || l.out > 16384 || l.kh == 0 || l.kw == 0 || l.kh > 15 ||
+                l.kw > 15 || l.sh == 0 || l.sw == 0 || l.sh > 8 || l.sw > 8 || l.ph >= l.kh || l.pw >= l.kw ||
+                l.shuffle > 1 || (l.shuffle && l.out % 4))
+                raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: bad h_s layer " + std::to_string(i));
+            auto w = r.array<int32_t>(uint64_t(l.out) * l.in * l.kh * l.kw);
+            l.weight.assign(w.begin(), w.end());
+            l.bias_half = r.array<double>(l.out);
+            l.inv_scale = r.array<double>(l.out);
+            l.l1 = r.get<double>();
+            l.bias_max = r.get<double>();
+            channels = l.shuffle ? l.out / 4 : l.out;
+        } else if (l.kind != kLeaky && l.kind != kRelu) {
+            raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: unknown h_s layer kind");
+        }
+        d.layers.push_back(std::move(l));
+    }
+    if (channels != 2 * d.M) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: h_s does not give 2·M");
+    if (r.pos != r.n) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: trailing bytes");
+}
+
+// -- the container ---------------------------------------------------------------------------
+
+struct Parsed {
+    vlmc_stream_info info{};
+    uint32_t quality_x100 = 0;  // as stored: round(quality · 100)
+    std::vector<size_t> z_sizes, y_sizes;
+    const uint8_t *z_data = nullptr, *y_data = nullptr;
+};
+
+uint32_t varint(Reader &r, const char *what, uint64_t lo, uint64_t hi) {
+    uint64_t value = 0;
+    int shift = 0;
+    for (int i = 0;; ++i) {
+        if (i == 5) raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: ") + what + " is not a valid varint");
+        r.need(1);
+        const uint8_t b = r.p[r.pos++];
+        value |= uint64_t(b & 0x7F) << shift;
+        shift += 7;
+        if (!(b & 0x80)) break;
+    }
+    if (value < lo || value > hi)
+        raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: ") + what + " = " + std::to_string(value) +
+                                        " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return uint32_t(value);
+}
+
+uint64_t num_chunks_for(uint64_t n) {
+    return std::max<uint64_t>(1, std::min<uint64_t>(kMaxYChunks, (n + kSymbolsPerChunk - 1) / kSymbolsPerChunk));
+}
+
+Parsed parse(const vlmc_decoder &d, const uint8_t *data, size_t size) {
+    if (data == nullptr && size > 0) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "data is null");
+    Parsed s;
+    Reader r{data, size, 0, VLMC_DEC_ERR_CORRUPT, "truncated stream"};
+    r.need(4);
+    if (std::memcmp(data, "VLMC", 4) != 0) raise(VLMC_DEC_ERR_CORRUPT, "not a .vlmc stream (bad magic)");
+    r.pos = 4;
+    const uint8_t version = r.get<uint8_t>(), flags = r.get<uint8_t>();
+    if (version != kStreamVersion)
+        raise(VLMC_DEC_ERR_CORRUPT, "unsupported .vlmc version " + std::to_string(version) +
+                                        " (this build reads " + std::to_string(kStreamVersion) + ")");
+    if (flags & ~kKnownFlags) raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: unknown flags");
+    vlmc_stream_info &info = s.info;
+    for (auto &b : info.fingerprint) b = r.get<uint8_t>();
+    info.flags = flags;
+    info.width = varint(r, "width", 1, kMaxDim);
+    info.height = varint(r, "height", 1, kMaxDim);
+    info.coded_width = info.width;
+    info.coded_height = info.height;
+    if (flags & kFlagRescaled) {
+        info.coded_width = varint(r, "coded width", 1, info.width);
+        info.coded_height = varint(r, "coded height", 1, info.height);
+        if (info.coded_width == info.width && info.coded_height == info.height)
+            raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: rescaled flag set but the coded size equals the image size");
+    }
+    const uint16_t q = r.get<uint16_t>();
+    if (q > 10000) raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: quality outside [0, 100]");
+    info.quality = float(q / 100.0);
+    s.quality_x100 = q;
+    const uint32_t n_z = varint(r, "z chunk count", 1, kMaxChunks);
+    const uint32_t n_y = varint(r, "y chunk count", 1, kMaxChunks);
+    std::vector<size_t> lengths(n_z + n_y);
+    uint64_t total = 0;
+    for (auto &len : lengths) total += len = varint(r, "chunk length", 0, kMaxChunkBytes);
+    const size_t header_end = r.pos;
+    const uint32_t crc = r.get<uint32_t>();
+    if (total != size - r.pos)
+        raise(VLMC_DEC_ERR_CORRUPT, "corrupt or truncated stream: chunk table says " + std::to_string(total) +
+                                        " payload bytes, file has " + std::to_string(size - r.pos));
+    if (crc32_update(crc32_update(0, data, header_end), data + r.pos, size - r.pos) != crc)
+        raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: CRC-32 mismatch");
+    auto hex = [](const uint8_t *f) {
+        char buf[17];
+        for (int i = 0; i < 8; ++i) std::snprintf(buf + 2 * i, 3, "%02x", f[i]);
+        return std::string(buf, 16);
+    };
+    if (std::memcmp(info.fingerprint, d.fingerprint, 8) != 0 &&
+        std::memcmp(info.fingerprint, d.stream_fingerprint, 8) != 0)
+        raise(VLMC_DEC_ERR_MODEL_MISMATCH, "stream was written by model " + hex(info.fingerprint) +
+                                               ", this decoder holds " + hex(d.fingerprint) +
+                                               "; decode it with the model that wrote it");
+    if (uint64_t(info.width) * info.height > d.max_pixels)
+        raise(VLMC_DEC_ERR_TOO_LARGE, "stream announces " + std::to_string(info.width) + "x" +
+                                          std::to_string(info.height) + " pixels, more than max_pixels=" +
+                                          std::to_string(d.max_pixels));
+    info.padded_width = (info.coded_width + 63) / 64 * 64;
+    info.padded_height = (info.coded_height + 63) / 64 * 64;
+    info.channels = d.M;
+    info.latent_height = info.padded_height / 16;
+    info.latent_width = info.padded_width / 16;
+    const uint64_t n_sym = uint64_t(d.M) * info.latent_height * info.latent_width;
+    if (n_y != num_chunks_for(n_sym) || n_z != 1)
+        raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: chunk count does not match the image size");
+    s.z_sizes.assign(lengths.begin(), lengths.begin() + n_z);
+    s.y_sizes.assign(lengths.begin() + n_z, lengths.end());
+    s.z_data = data + r.pos;
+    size_t z_bytes = 0;
+    for (size_t len : s.z_sizes) z_bytes += len;
+    s.y_data = s.z_data + z_bytes;
+    return s;
+}
+
+// -- the exact h_s (engine/entropy/exact_hyper.py) -----------------------------------------
+
+struct Planes {
+    uint32_t c = 0, h = 0, w = 0;
+    std::vector<double> v;  // [c][h][w], integer-valued
+};
+
+template <class Fn> void parallel_for(uint32_t n, int threads, Fn fn) {
+    const uint32_t t = std::max<uint32_t>(1, std::min<uint32_t>(uint32_t(threads), n));
+    if (t == 1) {
+        fn(0u, n);
+        return;
+    }
+    std::vector<std::thread> pool;
+    std::exception_ptr error;
+    std::mutex m;
+    for (uint32_t k = 0; k < t; ++k)
+        pool.emplace_back([&, k] {
+            try {
+                fn(n * k / t, n * (k + 1) / t);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(m);
+                error = std::current_exception();
+            }
+        });
+    for (auto &th : pool) th.join();
+    if (error) std::rethrow_exception(error);
+}
+
+// floor((acc + bias_half) · 2^-shift) per output channel; every sum stays below 2^52 (checked),
+// so the accumulation is exact in any order, as the Python side's float64 convolution is.
+// Computed as im2col over tiles of output pixels (bounded memory at any image size) and a
+// register-blocked product: 4 output channels × 8 pixels of accumulators.
+constexpr uint32_t kTile = 256, kBo = 4, kBp = 8;
+
+// Built for AVX2 too where the compiler can dispatch at run time (GCC, Clang on x86-64 ELF);
+// the products and sums are exact integers, so every variant gives the same bits, fused
+// multiply-adds (allowed here alone) included.
+#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define VLMC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef VLMC_MULTIVERSION
+#define VLMC_MULTIVERSION
+#endif
+
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+#endif
+VLMC_MULTIVERSION void product_tile(const Layer &l, const double *panels, uint32_t K, uint32_t np, uint32_t o0,
+                                    uint32_t o1, double *out, size_t plane, size_t p0) {
+    // panels[q / kBp][k][kBp]: the kBp pixels of column block q under every tap k, contiguous
+    // (zero past np), so the inner loop reads memory in order and keeps acc in registers
+    for (uint32_t o = o0; o < o1; o += kBo) {
+        const uint32_t bo = std::min(kBo, o1 - o);
+        const double *w0 = l.weight.data() + size_t(o) * K;
+        const double *w1 = l.weight.data() + size_t(o + std::min(1u, bo - 1)) * K;
+        const double *w2 = l.weight.data() + size_t(o + std::min(2u, bo - 1)) * K;
+        const double *w3 = l.weight.data() + size_t(o + std::min(3u, bo - 1)) * K;
+        for (uint32_t q = 0; q < np; q += kBp) {
+            double acc[kBo][kBp];
+            const double *x = panels + size_t(q / kBp) * K * kBp;
+#if defined(__GNUC__)
+            // 4 channels × 8 pixels of accumulators as 8 vectors of 4 (two registers each on SSE2)
+            typedef double v4d __attribute__((vector_size(32)));
+            v4d a00 = {}, a01 = {}, a10 = {}, a11 = {}, a20 = {}, a21 = {}, a30 = {}, a31 = {};
+            for (uint32_t k = 0; k < K; ++k, x += kBp) {
+                v4d x0, x1;
+                std::memcpy(&x0, x, sizeof x0);
+                std::memcpy(&x1, x + 4, sizeof x1);
+                const v4d b0 = {w0[k], w0[k], w0[k], w0[k]}, b1 = {w1[k], w1[k], w1[k], w1[k]};
+                const v4d b2 = {w2[k], w2[k], w2[k], w2[k]}, b3 = {w3[k], w3[k], w3[k], w3[k]};
+                a00 += b0 * x0, a01 += b0 * x1, a10 += b1 * x0, a11 += b1 * x1;
+                a20 += b2 * x0, a21 += b2 * x1, a30 += b3 * x0, a31 += b3 * x1;
+            }
+            const v4d parts[kBo][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+            std::memcpy(acc, parts, sizeof acc);
+#else
+            std::memset(acc, 0, sizeof acc);
+            const double *ws[kBo] = {w0, w1, w2, w3};
+            for (uint32_t k = 0; k < K; ++k, x += kBp)
+                for (uint32_t i = 0; i < kBo; ++i)
+                    for (uint32_t j = 0; j < kBp; ++j) acc[i][j] += ws[i][k] * x[j];
+#endif
+            const uint32_t n = std::min(kBp, np - q);
+            for (uint32_t i = 0; i < bo; ++i)
+                for (uint32_t j = 0; j < n; ++j) out[(o + i) * plane + p0 + q + j] = acc[i][j];
+        }
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+Planes conv(const Layer &l, const Planes &x, int threads) {
+    double xmax = 0;
+    for (double v : x.v) xmax = std::max(xmax, std::fabs(v));
+    if (xmax * l.l1 + l.bias_max >= kExactLimit)
+        raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: fixed-point h_s would exceed exact float64 range");
+    const int64_t ho = (int64_t(x.h) + 2 * l.ph - l.kh) / l.sh + 1, wo = (int64_t(x.w) + 2 * l.pw - l.kw) / l.sw + 1;
+    if (ho <= 0 || wo <= 0) raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: latent too small for h_s");
+    Planes y{l.out, uint32_t(ho), uint32_t(wo), std::vector<double>(size_t(l.out) * ho * wo)};
+    const size_t plane = size_t(ho) * wo;
+    const uint32_t K = l.in * l.kh * l.kw;
+    std::vector<double> panels(size_t(K) * kTile);
+    for (size_t p0 = 0; p0 < plane; p0 += kTile) {
+        const uint32_t np = uint32_t(std::min<size_t>(kTile, plane - p0));
+        // im2col into panels: tap (i, ky, kx) = k of output pixel p0 + p, 0 outside the input
+        // (pixels past np, in the last panel, are 0 too)
+        std::fill(panels.begin(), panels.end(), 0.0);
+        for (uint32_t p = 0; p < np; ++p) {
+            const int64_t oy = int64_t((p0 + p) / wo), ox = int64_t((p0 + p) % wo);
+            double *c = panels.data() + size_t(p / kBp) * K * kBp + p % kBp;
+            uint32_t k = 0;
+            for (uint32_t i = 0; i < l.in; ++i)
+                for (uint32_t ky = 0; ky < l.kh; ++ky) {
+                    const int64_t iy = oy * l.sh - l.ph + ky;
+                    for (uint32_t kx = 0; kx < l.kw; ++kx, ++k) {
+                        const int64_t ix = ox * l.sw - l.pw + kx;
+                        if (iy >= 0 && iy < x.h && ix >= 0 && ix < x.w)
+                            c[size_t(k) * kBp] = x.v[(size_t(i) * x.h + iy) * x.w + ix];
+                    }
+                }
+        }
+        const uint32_t blocks = (l.out + kBo - 1) / kBo;
+        parallel_for(blocks, threads, [&](uint32_t b0, uint32_t b1) {
+            product_tile(l, panels.data(), K, np, b0 * kBo, std::min(l.out, b1 * kBo), y.v.data(), plane, p0);
+        });
+    }
+    for (uint32_t o = 0; o < l.out; ++o) {
+        double *acc = y.v.data() + o * plane;
+        const double b = l.bias_half[o], s = l.inv_scale[o];
+        for (size_t k = 0; k < plane; ++k) acc[k] = std::floor((acc[k] + b) * s);
+    }
+    if (!l.shuffle) return y;
+    // pixel shuffle ×2: [4c][h][w] → [c][2h][2w], out[c][2h+i][2w+j] = in[4c + 2i + j][h][w]
+    Planes z{l.out / 4, y.h * 2, y.w * 2, std::vector<double>(y.v.size())};
+    for (uint32_t c = 0; c < z.c; ++c)
+        for (uint32_t i = 0; i < 2; ++i)
+            for (uint32_t j = 0; j < 2; ++j) {
+                const double *src = y.v.data() + (size_t(4 * c + 2 * i + j) * y.h) * y.w;
+                for (uint32_t h = 0; h < y.h; ++h)
+                    for (uint32_t w = 0; w < y.w; ++w)
+                        z.v[(size_t(c) * z.h + 2 * h + i) * z.w + 2 * w + j] = src[size_t(h) * y.w + w];
+            }
+    return z;
+}
+
+void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, int threads, float *out) {
+    const vlmc_stream_info &info = s.info;
+    const uint32_t hz = info.padded_height / 64, wz = info.padded_width / 64;
+    const uint32_t hy = info.latent_height, wy = info.latent_width;
+    // z: one table per channel, then ẑ = z + median in float32 and its fixed-point form
+    const size_t n_z = size_t(d.N) * hz * wz;
+    std::vector<int32_t> z_idx(n_z), z_sym(n_z);
+    for (size_t k = 0; k < n_z; ++k) z_idx[k] = int32_t(k / (size_t(hz) * wz));
+    if (vlmc_rans_decode(d.z.native, s.z_data, s.z_sizes.data(), s.z_sizes.size(), z_idx.data(), n_z, 1,
+                         z_sym.data()) != VLMC_RANS_OK)
+        raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: z payload does not decode (") +
+                                        vlmc_rans_last_error() + ")");
+    Planes x{d.N, hz, wz, std::vector<double>(n_z)};
+    for (size_t k = 0; k < n_z; ++k) {
+        const float z_hat = float(z_sym[k]) + d.medians[z_idx[k]];
+        x.v[k] = std::nearbyint(double(z_hat) * kActScale);  // round half to even, as torch.round
+    }
+    for (const Layer &l : d.layers) {
+        if (l.kind == kConv) {
+            x = conv(l, x, threads);
+        } else if (l.kind == kLeaky) {
+            for (double &v : x.v)
+                if (v < 0) v = std::floor(v * kLeakyNum / kLeakyDen);
+        } else {
+            for (double &v : x.v) v = v < 0 ? 0.0 : v;
+        }
+    }
+    if (x.c != 2 * d.M || x.h != hy || x.w != wy) raise(VLMC_DEC_ERR_INTERNAL, "h_s output has the wrong shape");
+    // scales (first M channels) → scale-table indexes: the first i with σ ≤ bounds[i], else the last
+    const size_t n_y = size_t(d.M) * hy * wy;
+    std::vector<int32_t> y_idx(n_y), y_sym(n_y);
+    for (size_t k = 0; k < n_y; ++k) {
+        const double sigma = std::max(x.v[k] / kActScale, d.scale_bound);
+        y_idx[k] = int32_t(std::lower_bound(d.bounds.begin(), d.bounds.end(), sigma) - d.bounds.begin());
+    }
+    if (vlmc_rans_decode(d.y.native, s.y_data, s.y_sizes.data(), s.y_sizes.size(), y_idx.data(), n_y, threads,
+                         y_sym.data()) != VLMC_RANS_OK)
+        raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: y payload does not decode (") +
+                                        vlmc_rans_last_error() + ")");
+    const double *means = x.v.data() + n_y;
+    for (size_t k = 0; k < n_y; ++k) out[k] = float(double(y_sym[k]) + means[k] / kActScale);
+    if (flags & VLMC_DEC_RAW) return;
+    // the inverse gain of the stream's quality, interpolated geometrically between the anchor
+    // levels in float32 (HyperpriorModel.gains); g_s is a float network, so an ULP here is harmless
+    const uint32_t K = d.K;
+    // level_of_quality in float64, then a float32 tensor (hyperprior.level_neighbours)
+    float level = float((s.quality_x100 / 100.0) / 100.0 * (K - 1));
+    level = std::min(std::max(level, 0.0f), float(K - 1));
+    const uint32_t lo = std::min<uint32_t>(uint32_t(std::floor(level)), K >= 2 ? K - 2 : 0);
+    const uint32_t hi = std::min<uint32_t>(lo + 1, K - 1);
+    const float t = level - float(lo);
+    const size_t plane = size_t(hy) * wy;
+    for (uint32_t c = 0; c < d.M; ++c) {
+        const float g = std::exp((1 - t) * std::log(d.inv_gain[size_t(lo) * d.M + c]) +
+                                 t * std::log(d.inv_gain[size_t(hi) * d.M + c]));
+        float *p = out + c * plane;
+        for (size_t k = 0; k < plane; ++k) p[k] *= g;
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+uint32_t vlmc_decoder_stream_version(void) { return kStreamVersion; }
+uint32_t vlmc_decoder_model_version(void) { return kModelVersion; }
+const char *vlmc_decoder_last_error(void) { return g_last_error.c_str(); }
+
+int vlmc_decoder_open(const char *path, vlmc_decoder **out) {
+    if (out == nullptr || path == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "path or out is null");
+    *out = nullptr;
+    return guarded([&] {
+        std::FILE *f = std::fopen(path, "rb");
+        if (f == nullptr) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("cannot open ") + path);
+        std::vector<uint8_t> bytes;
+        uint8_t buf[1 << 16];
+        size_t got;
+        while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.insert(bytes.end(), buf, buf + got);
+        const bool bad = std::ferror(f);
+        std::fclose(f);
+        if (bad) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("cannot read ") + path);
+        auto *d = new vlmc_decoder();
+        try {
+            load_model(*d, bytes);
+        } catch (...) {
+            delete d;
+            throw;
+        }
+        *out = d;
+    });
+}
+
+void vlmc_decoder_free(vlmc_decoder *decoder) { delete decoder; }
+
+int vlmc_decoder_fingerprints(const vlmc_decoder *decoder, uint8_t fingerprint[8], uint8_t stream_fingerprint[8]) {
+    if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
+    if (fingerprint) std::memcpy(fingerprint, decoder->fingerprint, 8);
+    if (stream_fingerprint) std::memcpy(stream_fingerprint, decoder->stream_fingerprint, 8);
+    g_last_error.clear();
+    return VLMC_DEC_OK;
+}
+
+int vlmc_decoder_set_max_pixels(vlmc_decoder *decoder, uint64_t max_pixels) {
+    if (decoder == nullptr || max_pixels == 0)
+        return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null or max_pixels is 0");
+    decoder->max_pixels = max_pixels;
+    g_last_error.clear();
+    return VLMC_DEC_OK;
+}
+
+int vlmc_decoder_stream_info(const vlmc_decoder *decoder, const uint8_t *data, size_t size, vlmc_stream_info *info) {
+    if (decoder == nullptr || info == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder or info is null");
+    return guarded([&] { *info = parse(*decoder, data, size).info; });
+}
+
+int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data, size_t size, uint32_t flags,
+                         int num_threads, float *out, size_t out_count) {
+    if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
+    if (num_threads < 0 || num_threads > 256) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "num_threads must be in 0..256");
+    if (flags & ~VLMC_DEC_RAW) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
+    return guarded([&] {
+        const Parsed s = parse(*decoder, data, size);
+        const size_t need = size_t(s.info.channels) * s.info.latent_height * s.info.latent_width;
+        if (out == nullptr || out_count < need)
+            raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "out holds " + std::to_string(out_count) + " floats, the latent needs " +
+                                                     std::to_string(need));
+        int threads = num_threads;
+        if (threads == 0) threads = int(std::min(4u, std::max(1u, std::thread::hardware_concurrency())));
+        decode_latents(*decoder, s, flags, threads, out);
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,115 @@
+/* vlmcodec stream decoder — C API for embedding (C and C++, no Python).
+ *
+ * Decodes the entropy layer of a .vlmc stream: container, z, the exact fixed-point h_s, the
+ * scale-table indexes, y — and returns the latent ŷ that the synthesis network g_s takes. Run
+ * g_s with the runtime of your choice on the graph `vlmcodec export --format onnx` writes
+ * (g_s.onnx, or a TensorRT engine built from it), then clamp to [0, 1], crop to the coded size,
+ * scale by 255 and round: that is the decoded image. (Streams coded at a consumer's scale,
+ * flag bit 1, are then resized to the original size as vlmcodec.resample does.)
+ *
+ * The decoder reads an entropy-model file written from a model by
+ * `vlmcodec export --format c-decoder -o DIR` (DIR/entropy_model.vlmd): the model's CDF tables,
+ * the z medians, h_s in the integers the Python decoder uses, the scale table and the inverse
+ * gains. The latents are bit for bit the Python decoder's (tested), so a stream decodes here
+ * exactly as it does in `vlmcodec.decode` up to g_s.
+ *
+ *   vlmc_decoder *dec;
+ *   if (vlmc_decoder_open("entropy_model.vlmd", &dec) != VLMC_DEC_OK) fail(vlmc_decoder_last_error());
+ *   vlmc_stream_info info;
+ *   if (vlmc_decoder_stream_info(dec, data, size, &info) != VLMC_DEC_OK) ...;
+ *   size_t n = (size_t)info.channels * info.latent_height * info.latent_width;
+ *   float *y_hat = malloc(n * sizeof(float));
+ *   if (vlmc_decoder_latents(dec, data, size, 0, 2, y_hat, n) != VLMC_DEC_OK) ...;
+ *   ... g_s(y_hat[1, channels, latent_height, latent_width]) -> [1, 3, padded_height, padded_width]
+ *   vlmc_decoder_free(dec);
+ *
+ * Conventions as vlmc_rans.h: functions returning int return VLMC_DEC_OK (0) or a negative
+ * error code, and vlmc_decoder_last_error() gives the calling thread's message. Nothing here
+ * prints or aborts; a decoder may be used from several threads at once (it is read-only).
+ */
+#ifndef VLMC_DECODER_H
+#define VLMC_DECODER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#if defined(VLMC_DECODER_BUILDING_SHARED)
+#define VLMC_DECODER_API __declspec(dllexport)
+#elif defined(VLMC_DECODER_USING_SHARED)
+#define VLMC_DECODER_API __declspec(dllimport)
+#else
+#define VLMC_DECODER_API
+#endif
+#else
+#define VLMC_DECODER_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    VLMC_DEC_OK = 0,
+    VLMC_DEC_ERR_INVALID_ARGUMENT = -1, /* null pointer, bad thread count, ... */
+    VLMC_DEC_ERR_CORRUPT = -2,          /* the stream is corrupt, truncated or unsupported */
+    VLMC_DEC_ERR_MODEL_MISMATCH = -3,   /* the stream was written by another model */
+    VLMC_DEC_ERR_BUFFER_TOO_SMALL = -4, /* out_count is smaller than the latent */
+    VLMC_DEC_ERR_NO_MEMORY = -5,
+    VLMC_DEC_ERR_BAD_MODEL_FILE = -6,   /* the entropy-model file is unreadable or damaged */
+    VLMC_DEC_ERR_TOO_LARGE = -7,        /* the stream announces more pixels than max_pixels */
+    VLMC_DEC_ERR_INTERNAL = -8
+};
+
+/* vlmc_decoder_latents flags */
+#define VLMC_DEC_RAW 1u /* ŷ as the stream codes it, before the inverse gain (g_s wants it applied) */
+
+typedef struct vlmc_decoder vlmc_decoder;
+
+typedef struct vlmc_stream_info {
+    uint32_t width, height;               /* the decoded (original) image size */
+    uint32_t coded_width, coded_height;   /* the size the latents code (smaller: consumer scale) */
+    uint32_t padded_width, padded_height; /* coded size padded to a multiple of 64: g_s's output */
+    uint32_t channels;                    /* ŷ is channels × latent_height × latent_width floats */
+    uint32_t latent_height, latent_width; /* padded size / 16 */
+    uint32_t flags;                       /* bit 0: pre-edited; bit 1: coded at a smaller size */
+    float quality;                        /* 0 .. 100, as the stream stores it */
+    uint8_t fingerprint[8];               /* the model the stream names */
+} vlmc_stream_info;
+
+/* Version of the .vlmc container this library reads, and of the entropy-model file. */
+VLMC_DECODER_API uint32_t vlmc_decoder_stream_version(void);
+VLMC_DECODER_API uint32_t vlmc_decoder_model_version(void);
+
+/* Message for the last error on this thread ("" if none). */
+VLMC_DECODER_API const char *vlmc_decoder_last_error(void);
+
+/* Loads an entropy-model file (checked: magic, version, sizes, CRC-32). */
+VLMC_DECODER_API int vlmc_decoder_open(const char *path, vlmc_decoder **out);
+VLMC_DECODER_API void vlmc_decoder_free(vlmc_decoder *decoder);
+
+/* The model's own fingerprint and the one its streams carry (equal unless the model shares an
+ * older model's decoder); 8 bytes each. Streams naming either decode. */
+VLMC_DECODER_API int vlmc_decoder_fingerprints(const vlmc_decoder *decoder, uint8_t fingerprint[8],
+                                               uint8_t stream_fingerprint[8]);
+
+/* Largest width × height a stream may announce (default 64 000 000, as vlmcodec's). */
+VLMC_DECODER_API int vlmc_decoder_set_max_pixels(vlmc_decoder *decoder, uint64_t max_pixels);
+
+/* Parses and verifies a stream's container (CRC-32, limits, chunk counts, the model it names)
+ * and fills *info; decodes nothing. */
+VLMC_DECODER_API int vlmc_decoder_stream_info(const vlmc_decoder *decoder, const uint8_t *data,
+                                              size_t size, vlmc_stream_info *info);
+
+/* Decodes a stream's latent into out[0 .. channels·latent_height·latent_width) (C-order,
+ * channel-major), using up to num_threads threads (0: up to 4); flags 0: ŷ·inverse gain, what
+ * g_s takes; VLMC_DEC_RAW: ŷ as coded. */
+VLMC_DECODER_API int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data,
+                                          size_t size, uint32_t flags, int num_threads, float *out,
+                                          size_t out_count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VLMC_DECODER_H */

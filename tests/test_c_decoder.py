@@ -1,0 +1,215 @@
+"""The C stream decoder (kernels/decoder): built with cmake here, called through ctypes and its
+command-line tool; its latents must be the Python decoder's bit for bit, its errors the same."""
+
+import json
+import random
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vlmcodec import Codec
+from vlmcodec.bitstream import container
+from vlmcodec.errors import BitstreamError, ModelMismatchError
+from vlmcodec.export.c_decoder import (CDecoderError, CStreamDecoder, build_c_decoder, entropy_model_bytes,
+                                       export_c_decoder, find_cmake)
+from vlmcodec.image_io import load_image
+from vlmcodec.models.checkpoint import load_model
+
+from conftest import smooth_image
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((ROOT / "assets" / "samples").glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    if find_cmake() is None:
+        pytest.skip("not available: cmake is not installed (apt install cmake, or pip install cmake)")
+    return build_c_decoder(ROOT, tmp_path_factory.mktemp("c_decoder_build"), tests=True)
+
+
+def test_ctest_suite(built):
+    """The C and C++ tests (rANS core, both C APIs) from the same build, so that CI runs them."""
+    ctest = Path(find_cmake()).with_name("ctest")
+    run = subprocess.run([str(ctest) if ctest.exists() else "ctest", "--test-dir", str(built.parents[1]),
+                          "--output-on-failure"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "100% tests passed" in run.stdout and "decoder_c_api" in run.stdout and "rans_c_api" in run.stdout
+
+
+def _decoder(built, model_path, tmp_path_factory):
+    out = export_c_decoder(load_model(model_path), tmp_path_factory.mktemp("entropy_model"))
+    return CStreamDecoder(built / "libvlmc_decoder.so", out), out
+
+
+@pytest.fixture(scope="module")
+def default_pair(built, tmp_path_factory):
+    from vlmcodec.codec import default_model_path
+
+    dec, path = _decoder(built, default_model_path(), tmp_path_factory)
+    return Codec(), dec, path
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(built, tiny_model_path, tmp_path_factory):
+    dec, path = _decoder(built, tiny_model_path, tmp_path_factory)
+    return Codec(tiny_model_path), dec, path
+
+
+def test_default_model_latents_are_the_python_decoders_bit_for_bit(default_pair):
+    codec, dec, _ = default_pair
+    img = load_image(SAMPLES[0])
+    cases = [dict(quality=0), dict(quality=37.5), dict(quality=100), dict(quality=60, short_side=256)]
+    for case in cases:
+        data = codec.encode(img, **case)
+        ours = dec.latents(data, raw=True)
+        theirs = codec.entropy_decode(data).y_hat.numpy()
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        assert np.array_equal(ours, theirs), case
+        info, header = dec.info(data), container.unpack(data)[0]
+        assert (info["coded_height"], info["coded_width"]) == header.coded_hw
+        assert (info["width"], info["height"], info["quality"]) == (header.width, header.height, header.quality)
+        assert info["fingerprint"] == header.fingerprint
+
+
+def test_odd_sizes_levels_and_threads_on_a_second_architecture(tiny_pair, rng):
+    codec, dec, _ = tiny_pair  # N=16, M=24, 3 levels
+    for h, w, q in [(1, 1, 50), (37, 101, 12.34), (130, 65, 99.99), (64, 200, 0)]:
+        data = codec.encode(smooth_image(rng, h, w), q)
+        theirs = codec.entropy_decode(data).y_hat.numpy()
+        for threads in (1, 3):
+            assert np.array_equal(dec.latents(data, raw=True, threads=threads), theirs), (h, w, q, threads)
+
+
+def test_gained_latents_decode_to_the_python_decoders_image(default_pair):
+    codec, dec, _ = default_pair
+    img = load_image(SAMPLES[-1])
+    for q in (20, 85.5):
+        data = codec.encode(img, quality=q)
+        latent = codec.entropy_decode(data)
+        ours = dec.latents(data)  # what g_s takes: ŷ · inverse gain, in float32 (exp/log: an ULP)
+        _, inv_gain = codec.model.gains(torch.tensor([codec.model.level_of_quality(latent.header.quality)]))
+        theirs = (latent.y_hat * inv_gain[0, :, None, None]).detach().numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+        with torch.inference_mode():
+            x = codec.backend.synthesis(torch.from_numpy(ours)[None]).clamp_(0, 1)
+        h, w = img.shape[:2]
+        pixels = x[0, :, :h, :w].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        reference = codec.decode(data)
+        diff = np.abs(pixels.astype(int) - reference.astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.999, (q, diff.max(), (diff == 0).mean())
+
+
+def test_damaged_streams_fail_exactly_where_python_fails(tiny_pair, rng):
+    """Random damage, with and without the CRC recomputed (so that it reaches the varints, the
+    chunk table, rANS and h_s): C errs exactly when Python raises, and agrees on what decodes."""
+    codec, dec, _ = tiny_pair
+    streams = [codec.encode(smooth_image(rng, h, w), q) for h, w, q in [(64, 64, 50), (90, 70, 10)]]
+    streams.append(codec.encode(smooth_image(rng, 130, 65), 40, short_side=32))  # a rescaled header
+    r = random.Random(3)
+    seen = {"both raised": 0, "both decoded": 0}
+    for i in range(600):
+        original = r.choice(streams)
+        _, z, y = container.unpack(original)
+        crc_at = len(original) - sum(map(len, z)) - sum(map(len, y)) - 4
+        data = bytearray(original)
+        kind = i % 4
+        if kind == 0:
+            data = data[: r.randrange(len(data))]
+        elif kind == 3:  # the payload alone, behind a valid CRC: reaches rANS and h_s
+            data[r.randrange(crc_at + 4, len(data))] ^= 1 << r.randrange(8)
+        else:
+            for _ in range(r.randrange(1, 4)):
+                data[r.randrange(len(data))] ^= 1 << r.randrange(8)
+        if kind >= 2 and len(data) > crc_at + 4:  # a valid CRC over the damage
+            crc = zlib.crc32(bytes(data[crc_at + 4:]), zlib.crc32(bytes(data[:crc_at])))
+            data[crc_at:crc_at + 4] = struct.pack("<I", crc)
+        data = bytes(data)
+        try:
+            theirs = codec.entropy_decode(data).y_hat.numpy()
+        except (BitstreamError, ModelMismatchError):
+            theirs = None
+        try:
+            ours = dec.latents(data, raw=True)
+        except CDecoderError as e:
+            assert e.code in (-2, -3), e
+            ours = None
+        assert (ours is None) == (theirs is None), (i, kind)
+        if ours is not None:
+            assert np.array_equal(ours, theirs), i
+        seen["both raised" if ours is None else "both decoded"] += 1
+    # most damage is caught (the CRC; behind a valid one, rANS's end-of-chunk checks); what is not
+    # decodes to the same latents on both sides
+    assert seen["both raised"] > 300 and seen["both decoded"] > 3, seen
+
+
+def test_errors_are_codes_and_messages(tiny_pair, second_model_path, built, tmp_path, rng):
+    codec, dec, model_file = tiny_pair
+    data = codec.encode(smooth_image(rng, 70, 90), 50)
+    other = Codec(second_model_path).encode(smooth_image(rng, 70, 90), 50)
+    with pytest.raises(CDecoderError, match="written by model") as e:
+        dec.latents(other)
+    assert e.value.code == -3 and other[6:14].hex() in e.value.message
+    with pytest.raises(CDecoderError, match="bad magic"):
+        dec.info(b"JUNK" + data[4:])
+    with pytest.raises(CDecoderError, match="the latent needs") as e:
+        dec.latents(data, out_count=10)
+    assert e.value.code == -4
+    small = CStreamDecoder(built / "libvlmc_decoder.so", model_file)
+    small.set_max_pixels(70 * 90 - 1)
+    with pytest.raises(CDecoderError, match="max_pixels") as e:
+        small.latents(data)
+    assert e.value.code == -7
+    damaged = bytearray(Path(model_file).read_bytes())
+    damaged[len(damaged) // 2] ^= 4
+    (tmp_path / "damaged.vlmd").write_bytes(bytes(damaged))
+    with pytest.raises(CDecoderError, match="CRC-32") as e:
+        CStreamDecoder(built / "libvlmc_decoder.so", tmp_path / "damaged.vlmd")
+    assert e.value.code == -6
+    with pytest.raises(CDecoderError, match="cannot open"):
+        CStreamDecoder(built / "libvlmc_decoder.so", tmp_path / "missing.vlmd")
+    with pytest.raises(CDecoderError, match="num_threads"):
+        dec.latents(data, threads=-1)
+
+
+def test_model_file_is_deterministic_and_names_both_fingerprints(tiny_model_path):
+    loaded = load_model(tiny_model_path)
+    blob = entropy_model_bytes(loaded)
+    assert blob == entropy_model_bytes(load_model(tiny_model_path))
+    assert blob[:8] == b"VLMCDEC\0" and blob[12:20] == loaded.fingerprint[:8] and blob[20:28] == loaded.stream_fingerprint[:8]
+    assert struct.unpack("<I", blob[-4:])[0] == zlib.crc32(blob[:-4])
+
+
+def test_command_line_tool(tiny_pair, built, tmp_path, rng):
+    codec, _, model_file = tiny_pair
+    data = codec.encode(smooth_image(rng, 50, 80), 30)
+    (tmp_path / "s.vlmc").write_bytes(data)
+    tool = str(built / "vlmc_decode_latents")
+    run = subprocess.run([tool, str(model_file), str(tmp_path / "s.vlmc"), str(tmp_path / "y.f32"), "--raw"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    assert (info["width"], info["height"], info["fingerprint"]) == (80, 50, data[6:14].hex())
+    y = np.fromfile(tmp_path / "y.f32", np.float32).reshape(info["channels"], info["latent_height"], info["latent_width"])
+    assert np.array_equal(y, codec.entropy_decode(data).y_hat.numpy())
+    (tmp_path / "bad.vlmc").write_bytes(data[:-1])
+    run = subprocess.run([tool, str(model_file), str(tmp_path / "bad.vlmc"), str(tmp_path / "y2.f32")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.startswith("vlmc_decode_latents: error: corrupt or truncated")
+    assert not (tmp_path / "y2.f32").exists()
+
+
+def test_export_command(tiny_model_path, tmp_path, capsys):
+    from vlmcodec.cli import main
+
+    assert main(["export", "--format", "c-decoder", "-o", str(tmp_path / "c"), "--model", str(tiny_model_path)]) == 0
+    written = tmp_path / "c" / "entropy_model.vlmd"
+    assert written.read_bytes() == entropy_model_bytes(load_model(tiny_model_path))
+    assert "entropy_model.vlmd" in capsys.readouterr().out
+    assert main(["export", "--format", "c-decoder", "-o", str(tmp_path / "d"), "--fp16"]) == 2
+    assert "tensorrt only" in capsys.readouterr().err
