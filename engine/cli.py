@@ -651,7 +651,7 @@ def cmd_export(args) -> int:
         loaded = load_model(args.model or default_model_path())
         path = export_c_decoder(loaded, args.output)
         print(f"{path}  {path.stat().st_size:>10} bytes")
-        print(f"entropy model of model {loaded.fingerprint[:8].hex()} for the C decoder (kernels/decoder/vlmc_decoder.h); "
+        print(f"decoder model of model {loaded.fingerprint[:8].hex()} for the C decoder (kernels/decoder/vlmc_decoder.h); "
               f"it reads streams that carry {loaded.stream_fingerprint[:8].hex()}")
         return 0
     if args.format == "tensorrt":
@@ -929,10 +929,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--N", type=int, help="override N (default: read from the weights' shapes)")
     c.add_argument("--M", type=int)
     x = sub.add_parser("export", help="export the networks as ONNX graphs or TensorRT engines, or the C decoder's "
-                                      "entropy model",
+                                      "model file",
                        description="Write g_a, h_a, h_s, g_s as ONNX graphs (dynamic batch and size), or build "
                                    "TensorRT engines from them, with a manifest.json beside them; --format c-decoder "
-                                   "writes DIR/entropy_model.vlmd, what the C stream decoder "
+                                   "writes DIR/decoder_model.vlmd, what the C stream decoder "
                                    "(kernels/decoder/vlmc_decoder.h) reads.")
     x.add_argument("--format", required=True, choices=("onnx", "tensorrt", "c-decoder"))
     x.add_argument("-o", "--output", required=True, metavar="DIR")

@@ -1,9 +1,10 @@
-"""The entropy-model file of the C stream decoder (``kernels/decoder/vlmc_decoder.h``).
+"""The decoder-model file of the C stream decoder (``kernels/decoder/vlmc_decoder.h``).
 
-``vlmcodec export --format c-decoder -o DIR`` writes ``DIR/entropy_model.vlmd``: what decoding a
-stream up to g_s reads — the fingerprints, the z medians and CDF tables, the y CDF tables and
-scale table, the inverse gains, and h_s in exactly the integers ``ExactHyperSynthesis`` uses —
-so that the C library computes the same latents bit for bit without Python. Layout (little-endian)::
+``vlmcodec export --format c-decoder -o DIR`` writes ``DIR/decoder_model.vlmd``: what decoding a
+stream reads — the fingerprints, the z medians and CDF tables, the y CDF tables and scale table,
+the inverse gains, h_s in exactly the integers ``ExactHyperSynthesis`` uses (so that the C
+library computes the same latents bit for bit without Python) and g_s in float32, in the torch
+backend's form (sub-pixel convolutions, folded GDN). Layout (little-endian)::
 
     magic "VLMCDEC\\0" · u32 version · fingerprint[8] · stream_fingerprint[8] · u32 N, M, K
     f32 medians[N] · table z · table y        (table: u32 T, u32 L, i32 cdf[T·L], i32 length[T], i32 offsets[T])
@@ -11,6 +12,9 @@ so that the C library computes the same latents bit for bit without Python. Layo
     u32 layers · per layer: u32 kind (0 conv, 1 LeakyReLU(0.01), 2 ReLU); a conv:
         u32 out, in, kh, kw, sh, sw, ph, pw, shuffle · i32 weight[out·in·kh·kw]
         f64 bias_half[out] · f64 inv_scale[out] · f64 l1 · f64 bias_max
+    u32 layers of g_s (float32, the torch backend's form) · per layer: u32 kind (0 conv, 3 folded GDN); a conv:
+        u32 out, in, kh, kw, sh, sw, ph, pw, shuffle · f32 weight[out·in·kh·kw] · f32 bias[out]
+        a GDN: u32 C, inverse · f32 gamma[C·C] · f32 beta[C]
     u32 CRC-32 of everything before it
 """
 
@@ -27,7 +31,7 @@ from vlmcodec.errors import ConfigError
 
 MODEL_FILE_VERSION = 1
 MAGIC = b"VLMCDEC\0"
-FILE_NAME = "entropy_model.vlmd"
+FILE_NAME = "decoder_model.vlmd"
 _KINDS = {"leaky": 1, "relu": 2}
 
 
@@ -50,8 +54,35 @@ def _conv(layer) -> bytes:
             + layer.inv_scale.reshape(-1).numpy().astype("<f8").tobytes() + struct.pack("<dd", layer.l1, layer.bias_max))
 
 
-def entropy_model_bytes(loaded) -> bytes:
-    """The entropy-model file of a loaded model (``vlmcodec.models.checkpoint.load_model``)."""
+def _synthesis(g_s) -> bytes:
+    import torch
+    from torch import nn
+
+    from vlmcodec.backends.torch_backend import optimize_for_inference
+    from vlmcodec.layers import FoldedGDN, SubPixelConv
+
+    parts = []
+    layers = list(optimize_for_inference(g_s).to(memory_format=torch.contiguous_format))
+    for m in layers:
+        if isinstance(m, (SubPixelConv, nn.Conv2d)):
+            c = m.conv if isinstance(m, SubPixelConv) else m
+            if c.stride != (1, 1) or c.dilation != (1, 1) or c.groups != 1 or isinstance(c.padding, str):
+                raise ConfigError("the C decoder runs g_s convolutions of stride 1 (and 5x5 stride-2 transposed ones)")
+            w = c.weight.detach().float().contiguous().numpy()
+            b = (c.bias.detach().float().numpy() if c.bias is not None else np.zeros(w.shape[0], np.float32))
+            parts.append(struct.pack("<10I", 0, w.shape[0], w.shape[1], w.shape[2], w.shape[3], 1, 1, *c.padding,
+                                     int(isinstance(m, SubPixelConv))) + w.astype("<f4").tobytes() + b.astype("<f4").tobytes())
+        elif isinstance(m, FoldedGDN):
+            g = m.weight.detach().float().reshape(m.weight.shape[0], -1).numpy()
+            parts.append(struct.pack("<III", 3, g.shape[0], int(m.inverse)) + g.astype("<f4").tobytes()
+                         + m.beta.detach().float().numpy().astype("<f4").tobytes())
+        else:
+            raise ConfigError(f"the C decoder cannot run g_s layer {type(m).__name__}")
+    return struct.pack("<I", len(layers)) + b"".join(parts)
+
+
+def decoder_model_bytes(loaded) -> bytes:
+    """The decoder-model file of a loaded model (``vlmcodec.models.checkpoint.load_model``)."""
     model = loaded.model
     gc = model.gaussian_conditional
     exact = ExactHyperSynthesis.from_module(model.h_s)
@@ -65,16 +96,17 @@ def entropy_model_bytes(loaded) -> bytes:
              struct.pack("<I", len(exact.layers))]
     for layer in exact.layers:
         parts.append(struct.pack("<I", _KINDS[layer]) if isinstance(layer, str) else _conv(layer))
+    parts.append(_synthesis(model.g_s))
     body = b"".join(parts)
     return body + struct.pack("<I", zlib.crc32(body))
 
 
 def export_c_decoder(loaded, out_dir: str | Path) -> Path:
-    """Write ``out_dir/entropy_model.vlmd`` for ``loaded``; returns its path."""
+    """Write ``out_dir/decoder_model.vlmd`` for ``loaded``; returns its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / FILE_NAME
-    path.write_bytes(entropy_model_bytes(loaded))
+    path.write_bytes(decoder_model_bytes(loaded))
     return path
 
 
@@ -138,6 +170,8 @@ class CStreamDecoder:
         lib.vlmc_decoder_stream_info.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.vlmc_decoder_latents.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
                                              ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+        lib.vlmc_decoder_image.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int,
+                                           ctypes.c_void_p, ctypes.c_size_t]
 
         class Info(ctypes.Structure):
             _fields_ = [(name, ctypes.c_uint32) for name in self._FIELDS] + [
@@ -176,6 +210,14 @@ class CStreamDecoder:
         self._check(self._lib.vlmc_decoder_latents(self._handle, data, len(data), 1 if raw else 0, threads,
                                                    out.ctypes.data, n))
         return out.reshape(shape)
+
+
+    def image(self, data: bytes, threads: int = 0) -> np.ndarray:
+        """The decoded image at the coded size, uint8 H×W×3."""
+        i = self.info(data)
+        out = np.empty((i["coded_height"], i["coded_width"], 3), np.uint8)
+        self._check(self._lib.vlmc_decoder_image(self._handle, data, len(data), threads, out.ctypes.data, out.size))
+        return out
 
 
 class CDecoderError(Exception):

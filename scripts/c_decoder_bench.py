@@ -2,7 +2,7 @@
 
 Encodes each image once, then times, alternating per image and round, ``Codec.entropy_decode``
 (the Python decoder up to g_s: container, z, exact h_s, indexes, y) against the C library's
-``vlmc_decoder_latents`` on the same bytes (through ctypes; the entropy-model file loaded once,
+``vlmc_decoder_latents`` on the same bytes (through ctypes; the decoder-model file loaded once,
 as a service would), and checks that the latents are identical. Medians per image.
 
     python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--threads 2]

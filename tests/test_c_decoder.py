@@ -15,7 +15,7 @@ import torch
 from vlmcodec import Codec
 from vlmcodec.bitstream import container
 from vlmcodec.errors import BitstreamError, ModelMismatchError
-from vlmcodec.export.c_decoder import (CDecoderError, CStreamDecoder, build_c_decoder, entropy_model_bytes,
+from vlmcodec.export.c_decoder import (CDecoderError, CStreamDecoder, build_c_decoder, decoder_model_bytes,
                                        export_c_decoder, find_cmake)
 from vlmcodec.image_io import load_image
 from vlmcodec.models.checkpoint import load_model
@@ -43,7 +43,7 @@ def test_ctest_suite(built):
 
 
 def _decoder(built, model_path, tmp_path_factory):
-    out = export_c_decoder(load_model(model_path), tmp_path_factory.mktemp("entropy_model"))
+    out = export_c_decoder(load_model(model_path), tmp_path_factory.mktemp("decoder_model"))
     return CStreamDecoder(built / "libvlmc_decoder.so", out), out
 
 
@@ -103,6 +103,25 @@ def test_gained_latents_decode_to_the_python_decoders_image(default_pair):
         reference = codec.decode(data)
         diff = np.abs(pixels.astype(int) - reference.astype(int))
         assert diff.max() <= 1 and (diff == 0).mean() > 0.999, (q, diff.max(), (diff == 0).mean())
+
+
+def test_images_are_the_python_decoders_within_one_level(default_pair, tiny_pair, rng):
+    """vlmc_decoder_image: the latents, g_s in float32, clamp, crop, round; against Codec.decode
+    (torch backend), which sums in another order: a level apart at most, and rarely."""
+    codec, dec, _ = default_pair
+    img = load_image(SAMPLES[0])
+    cases = [(codec, dec, img, dict(quality=10)), (codec, dec, img, dict(quality=90)),
+             (codec, dec, img, dict(quality=50, short_side=256))]
+    tiny_codec, tiny_dec, _ = tiny_pair
+    cases.append((tiny_codec, tiny_dec, smooth_image(rng, 45, 77), dict(quality=60)))
+    for c, d, image, case in cases:
+        data = c.encode(image, **case)
+        for threads in (1, 2):
+            ours = d.image(data, threads=threads)
+            theirs = c.decode(data, short_side=case.get("short_side"))
+            assert ours.shape == theirs.shape, case
+            diff = np.abs(ours.astype(int) - theirs.astype(int))
+            assert diff.max() <= 1 and (diff == 0).mean() > 0.999, (case, diff.max(), (diff == 0).mean())
 
 
 def test_damaged_streams_fail_exactly_where_python_fails(tiny_pair, rng):
@@ -175,12 +194,17 @@ def test_errors_are_codes_and_messages(tiny_pair, second_model_path, built, tmp_
         CStreamDecoder(built / "libvlmc_decoder.so", tmp_path / "missing.vlmd")
     with pytest.raises(CDecoderError, match="num_threads"):
         dec.latents(data, threads=-1)
+    with pytest.raises(CDecoderError, match="the image needs") as e:
+        dec._check(dec._lib.vlmc_decoder_image(dec._handle, data, len(data), 1, None, 0))
+    assert e.value.code == -4
+    with pytest.raises(CDecoderError, match="CRC-32"):
+        dec.image(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])
 
 
 def test_model_file_is_deterministic_and_names_both_fingerprints(tiny_model_path):
     loaded = load_model(tiny_model_path)
-    blob = entropy_model_bytes(loaded)
-    assert blob == entropy_model_bytes(load_model(tiny_model_path))
+    blob = decoder_model_bytes(loaded)
+    assert blob == decoder_model_bytes(load_model(tiny_model_path))
     assert blob[:8] == b"VLMCDEC\0" and blob[12:20] == loaded.fingerprint[:8] and blob[20:28] == loaded.stream_fingerprint[:8]
     assert struct.unpack("<I", blob[-4:])[0] == zlib.crc32(blob[:-4])
 
@@ -197,6 +221,13 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
     assert (info["width"], info["height"], info["fingerprint"]) == (80, 50, data[6:14].hex())
     y = np.fromfile(tmp_path / "y.f32", np.float32).reshape(info["channels"], info["latent_height"], info["latent_width"])
     assert np.array_equal(y, codec.entropy_decode(data).y_hat.numpy())
+    run = subprocess.run([tool, str(model_file), str(tmp_path / "s.vlmc"), "--image", str(tmp_path / "x.ppm")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "x.ppm")), CStreamDecoder(
+        built / "libvlmc_decoder.so", model_file).image(data))
     (tmp_path / "bad.vlmc").write_bytes(data[:-1])
     run = subprocess.run([tool, str(model_file), str(tmp_path / "bad.vlmc"), str(tmp_path / "y2.f32")],
                          capture_output=True, text=True, timeout=60)
@@ -208,8 +239,8 @@ def test_export_command(tiny_model_path, tmp_path, capsys):
     from vlmcodec.cli import main
 
     assert main(["export", "--format", "c-decoder", "-o", str(tmp_path / "c"), "--model", str(tiny_model_path)]) == 0
-    written = tmp_path / "c" / "entropy_model.vlmd"
-    assert written.read_bytes() == entropy_model_bytes(load_model(tiny_model_path))
-    assert "entropy_model.vlmd" in capsys.readouterr().out
+    written = tmp_path / "c" / "decoder_model.vlmd"
+    assert written.read_bytes() == decoder_model_bytes(load_model(tiny_model_path))
+    assert "decoder_model.vlmd" in capsys.readouterr().out
     assert main(["export", "--format", "c-decoder", "-o", str(tmp_path / "d"), "--fp16"]) == 2
     assert "tensorrt only" in capsys.readouterr().err

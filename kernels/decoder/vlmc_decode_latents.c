@@ -2,9 +2,11 @@
  *
  *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc OUT.f32 [--raw] [--threads N] [--max-pixels N]
  *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --info
+ *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --image OUT.ppm [--threads N]
  *
  * Prints the stream's fields as one JSON line on stdout; OUT.f32 holds channels × latent_height ×
- * latent_width floats (C order), g_s's input (--raw: before the inverse gain). Errors go to
+ * latent_width floats (C order), g_s's input (--raw: before the inverse gain); --image: the decoded
+ * image at the coded size as a binary PPM. Errors go to
  * stderr as "vlmc_decode_latents: error: …" with exit status 2. */
 #include "vlmc_decoder.h"
 
@@ -46,13 +48,14 @@ static unsigned char *read_file(const char *path, size_t *size) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = NULL, *stream = NULL, *out_path = NULL;
+    const char *model = NULL, *stream = NULL, *out_path = NULL, *image_path = NULL;
     unsigned flags = 0;
     int threads = 0, info_only = 0, i, rc;
     unsigned long long max_pixels = 0;
     for (i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--raw") == 0) flags |= VLMC_DEC_RAW;
         else if (strcmp(argv[i], "--info") == 0) info_only = 1;
+        else if (strcmp(argv[i], "--image") == 0 && i + 1 < argc) image_path = argv[++i];
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--max-pixels") == 0 && i + 1 < argc) max_pixels = strtoull(argv[++i], NULL, 10);
         else if (argv[i][0] == '-' && argv[i][1] == '-') return error("unknown option (see the usage in the source)");
@@ -61,8 +64,9 @@ int main(int argc, char **argv) {
         else if (!out_path) out_path = argv[i];
         else return error("too many arguments");
     }
-    if (!model || !stream || (!out_path && !info_only))
-        return error("usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] [--threads N] | --info)");
+    if (!model || !stream || (!out_path && !info_only && !image_path))
+        return error("usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] | --image OUT.ppm | --info) "
+                     "[--threads N] [--max-pixels N]");
 
     vlmc_decoder *dec = NULL;
     if (vlmc_decoder_open(model, &dec) != VLMC_DEC_OK) return error(vlmc_decoder_last_error());
@@ -78,7 +82,25 @@ int main(int argc, char **argv) {
     }
     vlmc_stream_info info;
     rc = vlmc_decoder_stream_info(dec, data, size, &info);
-    if (rc == VLMC_DEC_OK && !info_only) {
+    if (rc == VLMC_DEC_OK && image_path) {
+        size_t n = (size_t)info.coded_width * info.coded_height * 3;
+        unsigned char *rgb = malloc(n);
+        rc = rgb == NULL ? VLMC_DEC_ERR_NO_MEMORY : vlmc_decoder_image(dec, data, size, threads, rgb, n);
+        if (rc == VLMC_DEC_OK) {
+            FILE *f = fopen(image_path, "wb");
+            if (f == NULL || fprintf(f, "P6\n%u %u\n255\n", info.coded_width, info.coded_height) < 0 ||
+                fwrite(rgb, 1, n, f) != n)
+                rc = 1;
+            if (f != NULL && fclose(f) != 0) rc = 1;
+        }
+        free(rgb);
+        if (rc == 1) {
+            free(data);
+            vlmc_decoder_free(dec);
+            return error("cannot write the image file");
+        }
+    }
+    if (rc == VLMC_DEC_OK && out_path) {
         size_t n = (size_t)info.channels * info.latent_height * info.latent_width;
         float *y = malloc(n * sizeof(float));
         rc = y == NULL ? VLMC_DEC_ERR_NO_MEMORY : vlmc_decoder_latents(dec, data, size, flags, threads, y, n);

@@ -17,9 +17,12 @@
 #include <thread>
 #include <vector>
 
+#include "conv.hpp"
 #include "vlmc_rans.h"
 
 namespace {
+
+namespace conv = vlmc::conv;
 
 constexpr uint32_t kStreamVersion = 1;           // container.FORMAT_VERSION
 constexpr uint32_t kModelVersion = 1;            // export/c_decoder.py MODEL_FILE_VERSION
@@ -81,7 +84,7 @@ uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) {
     return ~crc;
 }
 
-// -- the entropy-model file ------------------------------------------------------------------
+// -- the decoder-model file ------------------------------------------------------------------
 
 struct Reader {
     const uint8_t *p;
@@ -116,13 +119,13 @@ struct Table {
 void read_table(Reader &r, Table &t) {
     const uint32_t count = r.get<uint32_t>(), stride = r.get<uint32_t>();
     if (count == 0 || stride < 2 || stride > 1u << 16 || count > 1u << 16)
-        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: bad CDF table size");
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad CDF table size");
     auto cdf = r.array<int32_t>(uint64_t(count) * stride);
     auto length = r.array<int32_t>(count);
     auto offsets = r.array<int32_t>(count);
     if (vlmc_rans_tables_create(cdf.data(), length.data(), offsets.data(), count, stride, &t.native) !=
         VLMC_RANS_OK)
-        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("entropy-model file: ") + vlmc_rans_last_error());
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("decoder-model file: ") + vlmc_rans_last_error());
     t.count = count;
 }
 
@@ -136,6 +139,16 @@ struct Layer {
     double l1 = 0, bias_max = 0;
 };
 
+// g_s, in float32: sub-pixel convolutions (kind kConv) and folded (I)GDN (kind kGdn)
+constexpr uint32_t kGdn = 3;
+
+struct SynthesisLayer {
+    uint32_t kind = kConv;
+    conv::Shape shape;
+    uint32_t shuffle = 0, inverse = 0;
+    std::vector<float> weight, bias;  // conv: [out][in][kh][kw], [out]; GDN: γ [C][C], β [C]
+};
+
 }  // namespace
 
 struct vlmc_decoder {
@@ -147,6 +160,7 @@ struct vlmc_decoder {
     double scale_bound = 0;
     std::vector<float> inv_gain;  // |inv_gain|, [K][M]
     std::vector<Layer> layers;
+    std::vector<SynthesisLayer> synthesis;
     uint64_t max_pixels = 64000000;
 };
 
@@ -155,16 +169,16 @@ namespace {
 void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
     const char magic[8] = {'V', 'L', 'M', 'C', 'D', 'E', 'C', 0};
     if (bytes.size() < 16 || std::memcmp(bytes.data(), magic, 8) != 0)
-        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "not a vlmcodec entropy-model file (bad magic)");
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "not a vlmcodec decoder-model file (bad magic)");
     uint32_t stored;
     std::memcpy(&stored, bytes.data() + bytes.size() - 4, 4);
     if (crc32_update(0, bytes.data(), bytes.size() - 4) != stored)
-        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: CRC-32 mismatch (damaged)");
-    Reader r{bytes.data(), bytes.size() - 4, 0, VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file"};
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: CRC-32 mismatch (damaged)");
+    Reader r{bytes.data(), bytes.size() - 4, 0, VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file"};
     r.pos = 8;
     const uint32_t version = r.get<uint32_t>();
     if (version != kModelVersion)
-        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file version " + std::to_string(version) +
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file version " + std::to_string(version) +
                                                " (this library reads " + std::to_string(kModelVersion) + ")");
     for (auto &b : d.fingerprint) b = r.get<uint8_t>();
     for (auto &b : d.stream_fingerprint) b = r.get<uint8_t>();
@@ -172,16 +186,16 @@ void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
     d.M = r.get<uint32_t>();
     d.K = r.get<uint32_t>();
     if (d.N == 0 || d.M == 0 || d.K == 0 || d.N > 4096 || d.M > 4096 || d.K > 1024)
-        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: bad network sizes");
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad network sizes");
     d.medians = r.array<float>(d.N);
     read_table(r, d.z);
     read_table(r, d.y);
-    if (d.z.count != d.N) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: z tables != N");
+    if (d.z.count != d.N) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: z tables != N");
     d.bounds = r.array<double>(d.y.count - 1);
     d.scale_bound = r.get<double>();
     d.inv_gain = r.array<float>(uint64_t(d.K) * d.M);
     const uint32_t n_layers = r.get<uint32_t>();
-    if (n_layers == 0 || n_layers > 64) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: bad h_s");
+    if (n_layers == 0 || n_layers > 64) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad h_s");
     uint32_t channels = d.N;
     for (uint32_t i = 0; i < n_layers; ++i) {
         Layer l;
@@ -192,7 +206,7 @@ void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
             if (l.in != channels || l.out == 0 || l.out > 16384 || l.kh == 0 || l.kw == 0 || l.kh > 15 ||
                 l.kw > 15 || l.sh == 0 || l.sw == 0 || l.sh > 8 || l.sw > 8 || l.ph >= l.kh || l.pw >= l.kw ||
                 l.shuffle > 1 || (l.shuffle && l.out % 4))
-                raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: bad h_s layer " + std::to_string(i));
+                raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad h_s layer " + std::to_string(i));
             auto w = r.array<int32_t>(uint64_t(l.out) * l.in * l.kh * l.kw);
             l.weight.assign(w.begin(), w.end());
             l.bias_half = r.array<double>(l.out);
@@ -201,12 +215,39 @@ void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
             l.bias_max = r.get<double>();
             channels = l.shuffle ? l.out / 4 : l.out;
         } else if (l.kind != kLeaky && l.kind != kRelu) {
-            raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: unknown h_s layer kind");
+            raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: unknown h_s layer kind");
         }
         d.layers.push_back(std::move(l));
     }
-    if (channels != 2 * d.M) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: h_s does not give 2·M");
-    if (r.pos != r.n) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "entropy-model file: trailing bytes");
+    if (channels != 2 * d.M) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: h_s does not give 2·M");
+    const uint32_t n_synthesis = r.get<uint32_t>();
+    if (n_synthesis == 0 || n_synthesis > 64) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad g_s");
+    channels = d.M;
+    for (uint32_t i = 0; i < n_synthesis; ++i) {
+        SynthesisLayer l;
+        l.kind = r.get<uint32_t>();
+        conv::Shape &c = l.shape;
+        if (l.kind == kConv) {
+            for (uint32_t *f : {&c.out, &c.in, &c.kh, &c.kw, &c.sh, &c.sw, &c.ph, &c.pw, &l.shuffle}) *f = r.get<uint32_t>();
+            if (c.in != channels || c.out == 0 || c.out > 16384 || c.kh == 0 || c.kw == 0 || c.kh > 15 || c.kw > 15 ||
+                c.sh != 1 || c.sw != 1 || c.ph >= c.kh || c.pw >= c.kw || l.shuffle > 1 || (l.shuffle && c.out % 4))
+                raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad g_s layer " + std::to_string(i));
+            l.weight = r.array<float>(uint64_t(c.out) * c.in * c.kh * c.kw);
+            l.bias = r.array<float>(c.out);
+            channels = l.shuffle ? c.out / 4 : c.out;
+        } else if (l.kind == kGdn) {
+            c.in = c.out = r.get<uint32_t>();
+            l.inverse = r.get<uint32_t>();
+            if (c.in != channels || l.inverse > 1) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad g_s GDN");
+            l.weight = r.array<float>(uint64_t(c.in) * c.in);
+            l.bias = r.array<float>(c.in);
+        } else {
+            raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: unknown g_s layer kind");
+        }
+        d.synthesis.push_back(std::move(l));
+    }
+    if (channels != 3) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: g_s does not give 3 channels");
+    if (r.pos != r.n) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: trailing bytes");
 }
 
 // -- the container ---------------------------------------------------------------------------
@@ -313,155 +354,49 @@ Parsed parse(const vlmc_decoder &d, const uint8_t *data, size_t size) {
 
 // -- the exact h_s (engine/entropy/exact_hyper.py) -----------------------------------------
 
-struct Planes {
-    uint32_t c = 0, h = 0, w = 0;
-    std::vector<double> v;  // [c][h][w], integer-valued
-};
+using conv::Planes;
 
-template <class Fn> void parallel_for(uint32_t n, int threads, Fn fn) {
-    const uint32_t t = std::max<uint32_t>(1, std::min<uint32_t>(uint32_t(threads), n));
-    if (t == 1) {
-        fn(0u, n);
-        return;
-    }
-    std::vector<std::thread> pool;
-    std::exception_ptr error;
-    std::mutex m;
-    for (uint32_t k = 0; k < t; ++k)
-        pool.emplace_back([&, k] {
-            try {
-                fn(n * k / t, n * (k + 1) / t);
-            } catch (...) {
-                std::lock_guard<std::mutex> lock(m);
-                error = std::current_exception();
-            }
-        });
-    for (auto &th : pool) th.join();
-    if (error) std::rethrow_exception(error);
-}
-
-// floor((acc + bias_half) · 2^-shift) per output channel; every sum stays below 2^52 (checked),
-// so the accumulation is exact in any order, as the Python side's float64 convolution is.
-// Computed as im2col over tiles of output pixels (bounded memory at any image size) and a
-// register-blocked product: 4 output channels × 8 pixels of accumulators.
-constexpr uint32_t kTile = 256, kBo = 4, kBp = 8;
-
-// Built for AVX2 too where the compiler can dispatch at run time (GCC, Clang on x86-64 ELF);
-// the products and sums are exact integers, so every variant gives the same bits, fused
-// multiply-adds (allowed here alone) included.
-#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define VLMC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef VLMC_MULTIVERSION
-#define VLMC_MULTIVERSION
-#endif
-
-#if defined(__clang__)
-#pragma clang fp contract(fast)
-#elif defined(__GNUC__)
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=fast")
-#endif
-VLMC_MULTIVERSION void product_tile(const Layer &l, const double *panels, uint32_t K, uint32_t np, uint32_t o0,
-                                    uint32_t o1, double *out, size_t plane, size_t p0) {
-    // panels[q / kBp][k][kBp]: the kBp pixels of column block q under every tap k, contiguous
-    // (zero past np), so the inner loop reads memory in order and keeps acc in registers
-    for (uint32_t o = o0; o < o1; o += kBo) {
-        const uint32_t bo = std::min(kBo, o1 - o);
-        const double *w0 = l.weight.data() + size_t(o) * K;
-        const double *w1 = l.weight.data() + size_t(o + std::min(1u, bo - 1)) * K;
-        const double *w2 = l.weight.data() + size_t(o + std::min(2u, bo - 1)) * K;
-        const double *w3 = l.weight.data() + size_t(o + std::min(3u, bo - 1)) * K;
-        for (uint32_t q = 0; q < np; q += kBp) {
-            double acc[kBo][kBp];
-            const double *x = panels + size_t(q / kBp) * K * kBp;
-#if defined(__GNUC__)
-            // 4 channels × 8 pixels of accumulators as 8 vectors of 4 (two registers each on SSE2)
-            typedef double v4d __attribute__((vector_size(32)));
-            v4d a00 = {}, a01 = {}, a10 = {}, a11 = {}, a20 = {}, a21 = {}, a30 = {}, a31 = {};
-            for (uint32_t k = 0; k < K; ++k, x += kBp) {
-                v4d x0, x1;
-                std::memcpy(&x0, x, sizeof x0);
-                std::memcpy(&x1, x + 4, sizeof x1);
-                const v4d b0 = {w0[k], w0[k], w0[k], w0[k]}, b1 = {w1[k], w1[k], w1[k], w1[k]};
-                const v4d b2 = {w2[k], w2[k], w2[k], w2[k]}, b3 = {w3[k], w3[k], w3[k], w3[k]};
-                a00 += b0 * x0, a01 += b0 * x1, a10 += b1 * x0, a11 += b1 * x1;
-                a20 += b2 * x0, a21 += b2 * x1, a30 += b3 * x0, a31 += b3 * x1;
-            }
-            const v4d parts[kBo][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
-            std::memcpy(acc, parts, sizeof acc);
-#else
-            std::memset(acc, 0, sizeof acc);
-            const double *ws[kBo] = {w0, w1, w2, w3};
-            for (uint32_t k = 0; k < K; ++k, x += kBp)
-                for (uint32_t i = 0; i < kBo; ++i)
-                    for (uint32_t j = 0; j < kBp; ++j) acc[i][j] += ws[i][k] * x[j];
-#endif
-            const uint32_t n = std::min(kBp, np - q);
-            for (uint32_t i = 0; i < bo; ++i)
-                for (uint32_t j = 0; j < n; ++j) out[(o + i) * plane + p0 + q + j] = acc[i][j];
-        }
-    }
-}
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options
-#endif
-
-Planes conv(const Layer &l, const Planes &x, int threads) {
+// floor((acc + bias_half) · 2^-shift) per output channel, as the Python side computes it in
+// float64 on integers: every sum stays below 2^52 (checked first), so it is exact in any order
+Planes<double> exact_conv(const Layer &l, const Planes<double> &x, int threads) {
     double xmax = 0;
     for (double v : x.v) xmax = std::max(xmax, std::fabs(v));
     if (xmax * l.l1 + l.bias_max >= kExactLimit)
         raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: fixed-point h_s would exceed exact float64 range");
-    const int64_t ho = (int64_t(x.h) + 2 * l.ph - l.kh) / l.sh + 1, wo = (int64_t(x.w) + 2 * l.pw - l.kw) / l.sw + 1;
-    if (ho <= 0 || wo <= 0) raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: latent too small for h_s");
-    Planes y{l.out, uint32_t(ho), uint32_t(wo), std::vector<double>(size_t(l.out) * ho * wo)};
-    const size_t plane = size_t(ho) * wo;
-    const uint32_t K = l.in * l.kh * l.kw;
-    std::vector<double> panels(size_t(K) * kTile);
-    for (size_t p0 = 0; p0 < plane; p0 += kTile) {
-        const uint32_t np = uint32_t(std::min<size_t>(kTile, plane - p0));
-        // im2col into panels: tap (i, ky, kx) = k of output pixel p0 + p, 0 outside the input
-        // (pixels past np, in the last panel, are 0 too)
-        std::fill(panels.begin(), panels.end(), 0.0);
-        for (uint32_t p = 0; p < np; ++p) {
-            const int64_t oy = int64_t((p0 + p) / wo), ox = int64_t((p0 + p) % wo);
-            double *c = panels.data() + size_t(p / kBp) * K * kBp + p % kBp;
-            uint32_t k = 0;
-            for (uint32_t i = 0; i < l.in; ++i)
-                for (uint32_t ky = 0; ky < l.kh; ++ky) {
-                    const int64_t iy = oy * l.sh - l.ph + ky;
-                    for (uint32_t kx = 0; kx < l.kw; ++kx, ++k) {
-                        const int64_t ix = ox * l.sw - l.pw + kx;
-                        if (iy >= 0 && iy < x.h && ix >= 0 && ix < x.w)
-                            c[size_t(k) * kBp] = x.v[(size_t(i) * x.h + iy) * x.w + ix];
-                    }
-                }
-        }
-        const uint32_t blocks = (l.out + kBo - 1) / kBo;
-        parallel_for(blocks, threads, [&](uint32_t b0, uint32_t b1) {
-            product_tile(l, panels.data(), K, np, b0 * kBo, std::min(l.out, b1 * kBo), y.v.data(), plane, p0);
-        });
-    }
-    for (uint32_t o = 0; o < l.out; ++o) {
-        double *acc = y.v.data() + o * plane;
+    const conv::Shape shape{l.out, l.in, l.kh, l.kw, l.sh, l.sw, l.ph, l.pw};
+    auto y = conv::conv2d<double>(shape, l.weight.data(), x, threads, [&](uint32_t o, double *row, uint32_t n) {
         const double b = l.bias_half[o], s = l.inv_scale[o];
-        for (size_t k = 0; k < plane; ++k) acc[k] = std::floor((acc[k] + b) * s);
-    }
-    if (!l.shuffle) return y;
-    // pixel shuffle ×2: [4c][h][w] → [c][2h][2w], out[c][2h+i][2w+j] = in[4c + 2i + j][h][w]
-    Planes z{l.out / 4, y.h * 2, y.w * 2, std::vector<double>(y.v.size())};
-    for (uint32_t c = 0; c < z.c; ++c)
-        for (uint32_t i = 0; i < 2; ++i)
-            for (uint32_t j = 0; j < 2; ++j) {
-                const double *src = y.v.data() + (size_t(4 * c + 2 * i + j) * y.h) * y.w;
-                for (uint32_t h = 0; h < y.h; ++h)
-                    for (uint32_t w = 0; w < y.w; ++w)
-                        z.v[(size_t(c) * z.h + 2 * h + i) * z.w + 2 * w + j] = src[size_t(h) * y.w + w];
+        for (uint32_t j = 0; j < n; ++j) row[j] = std::floor((row[j] + b) * s);
+    });
+    if (y.v.empty()) raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: latent too small for h_s");
+    return l.shuffle ? conv::pixel_shuffle2(y) : y;
+}
+
+// -- g_s in float32 (the torch backend's form: sub-pixel convolutions, folded GDN) ----------
+
+Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, int threads) {
+    for (const SynthesisLayer &l : d.synthesis) {
+        if (l.kind == kConv) {
+            x = conv::conv2d<float>(l.shape, l.weight.data(), x, threads, [&](uint32_t o, float *row, uint32_t n) {
+                const float b = l.bias[o];
+                for (uint32_t j = 0; j < n; ++j) row[j] += b;
+            });
+            if (l.shuffle) x = conv::pixel_shuffle2(x);
+        } else {  // FoldedGDN: x · sqrt(β + γ x²) (inverse) or x / sqrt(…)
+            Planes<float> sq{x.c, x.h, x.w, std::vector<float>(x.v.size())};
+            for (size_t k = 0; k < x.v.size(); ++k) sq.v[k] = x.v[k] * x.v[k];
+            auto norm = conv::conv2d<float>(l.shape, l.weight.data(), sq, threads, [&](uint32_t o, float *row, uint32_t n) {
+                const float b = l.bias[o];
+                for (uint32_t j = 0; j < n; ++j) row[j] += b;
+            });
+            sq = Planes<float>{};
+            for (size_t k = 0; k < x.v.size(); ++k) {
+                const float r = l.inverse ? std::sqrt(norm.v[k]) : 1.0f / std::sqrt(norm.v[k]);
+                x.v[k] = r * x.v[k];
             }
-    return z;
+        }
+    }
+    return x;
 }
 
 void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, int threads, float *out) {
@@ -476,14 +411,14 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, int 
                          z_sym.data()) != VLMC_RANS_OK)
         raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: z payload does not decode (") +
                                         vlmc_rans_last_error() + ")");
-    Planes x{d.N, hz, wz, std::vector<double>(n_z)};
+    Planes<double> x{d.N, hz, wz, std::vector<double>(n_z)};
     for (size_t k = 0; k < n_z; ++k) {
         const float z_hat = float(z_sym[k]) + d.medians[z_idx[k]];
         x.v[k] = std::nearbyint(double(z_hat) * kActScale);  // round half to even, as torch.round
     }
     for (const Layer &l : d.layers) {
         if (l.kind == kConv) {
-            x = conv(l, x, threads);
+            x = exact_conv(l, x, threads);
         } else if (l.kind == kLeaky) {
             for (double &v : x.v)
                 if (v < 0) v = std::floor(v * kLeakyNum / kLeakyDen);
@@ -593,6 +528,38 @@ int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data, size_
         int threads = num_threads;
         if (threads == 0) threads = int(std::min(4u, std::max(1u, std::thread::hardware_concurrency())));
         decode_latents(*decoder, s, flags, threads, out);
+    });
+}
+
+int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t size, int num_threads, uint8_t *rgb,
+                       size_t rgb_size) {
+    if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
+    if (num_threads < 0 || num_threads > 256) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "num_threads must be in 0..256");
+    return guarded([&] {
+        const Parsed s = parse(*decoder, data, size);
+        const vlmc_stream_info &info = s.info;
+        const size_t need = size_t(info.coded_width) * info.coded_height * 3;
+        if (rgb == nullptr || rgb_size < need)
+            raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "rgb holds " + std::to_string(rgb_size) + " bytes, the image needs " +
+                                                     std::to_string(need));
+        int threads = num_threads;
+        if (threads == 0) threads = int(std::min(4u, std::max(1u, std::thread::hardware_concurrency())));
+        Planes<float> x{info.channels, info.latent_height, info.latent_width,
+                        std::vector<float>(size_t(info.channels) * info.latent_height * info.latent_width)};
+        decode_latents(*decoder, s, 0, threads, x.v.data());
+        x = synthesis(*decoder, std::move(x), threads);
+        if (x.c != 3 || x.h != info.padded_height || x.w != info.padded_width)
+            raise(VLMC_DEC_ERR_INTERNAL, "g_s output has the wrong shape");
+        // clamp to [0, 1], crop, × 255, round half to even (as torch.round): HWC uint8
+        for (uint32_t c = 0; c < 3; ++c)
+            for (uint32_t h = 0; h < info.coded_height; ++h) {
+                const float *src = x.v.data() + (size_t(c) * x.h + h) * x.w;
+                uint8_t *dst = rgb + size_t(h) * info.coded_width * 3 + c;
+                for (uint32_t w = 0; w < info.coded_width; ++w) {
+                    const float v = std::min(std::max(src[w], 0.0f), 1.0f) * 255.0f;
+                    dst[size_t(w) * 3] = uint8_t(std::nearbyint(v));
+                }
+            }
     });
 }
 

@@ -26,14 +26,14 @@ int main(int argc, char **argv) {
     CHECK(vlmc_decoder_model_version() == 1);
     CHECK(vlmc_decoder_open(NULL, &dec) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(strlen(vlmc_decoder_last_error()) > 0);
-    CHECK(vlmc_decoder_open("/nonexistent/entropy_model.vlmd", &dec) == VLMC_DEC_ERR_BAD_MODEL_FILE);
+    CHECK(vlmc_decoder_open("/nonexistent/decoder_model.vlmd", &dec) == VLMC_DEC_ERR_BAD_MODEL_FILE);
     CHECK(dec == NULL);
     CHECK(strstr(vlmc_decoder_last_error(), "cannot open") != NULL);
 
     f = fopen(junk_path, "wb");
     CHECK(f != NULL);
     if (f != NULL) {
-        fputs("this is not an entropy-model file at all", f);
+        fputs("this is not an decoder-model file at all", f);
         fclose(f);
         CHECK(vlmc_decoder_open(junk_path, &dec) == VLMC_DEC_ERR_BAD_MODEL_FILE);
         CHECK(strstr(vlmc_decoder_last_error(), "bad magic") != NULL);
