@@ -45,6 +45,9 @@ def _conv(layer) -> bytes:
     if layer.transposed:
         raise ConfigError("the C decoder runs h_s made of convolutions (and 5x5 stride-2 transposed ones, "
                           "which become convolutions); this model's h_s has another transposed convolution")
+    if tuple(layer.stride) != (1, 1):
+        raise ConfigError("the C decoder runs h_s convolutions of stride 1 (and 5x5 stride-2 transposed ones, "
+                          "which become them); this model's h_s has a strided convolution")
     w = layer.weight.numpy()
     if not np.array_equal(w, np.round(w)) or np.abs(w).max(initial=0) >= 2**31:
         raise ConfigError("h_s weights are not the integers the exact h_s expects")

@@ -1,9 +1,10 @@
-"""The C stream decoder against the Python decoder's entropy stage, side by side.
+"""The C stream decoder against the Python decoder, side by side.
 
 Encodes each image once, then times, alternating per image and round, ``Codec.entropy_decode``
 (the Python decoder up to g_s: container, z, exact h_s, indexes, y) against the C library's
-``vlmc_decoder_latents`` on the same bytes (through ctypes; the decoder-model file loaded once,
-as a service would), and checks that the latents are identical. Medians per image.
+``vlmc_decoder_latents``, and ``Codec.decode`` (torch backend) against ``vlmc_decoder_image``, on
+the same bytes (through ctypes; the model file loaded once, as a service would); checks that the
+latents are identical and reports the largest pixel difference. Medians per image.
 
     python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--threads 2]
 """
@@ -47,21 +48,31 @@ def main() -> int:
     codec = Codec(threads=a.threads)
     files = sorted(Path(a.images).glob("*.png"))[: a.limit]
     streams = [codec.encode(load_image(f), quality=a.quality, short_side=a.short_side or None) for f in files]
-    times: dict[str, list[float]] = {"python": [], "c": []}
+    side = a.short_side or None
+    calls = {"python latents": lambda d: codec.entropy_decode(d).y_hat.numpy(),
+             "c latents": lambda d: c.latents(d, raw=True, threads=a.threads),
+             "python image": lambda d: codec.decode(d, short_side=side),
+             "c image": lambda d: c.image(d, threads=a.threads)}
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    worst = 0
     for r in range(a.rounds):
         for i, data in enumerate(streams):
-            order = ("python", "c") if (i + r) % 2 == 0 else ("c", "python")
-            for name in order:
-                t0 = time.perf_counter()
-                y = (codec.entropy_decode(data).y_hat.numpy() if name == "python"
-                     else c.latents(data, raw=True, threads=a.threads))
-                times[name].append(time.perf_counter() - t0)
-                if r == 0 and name == "c" and not np.array_equal(y, codec.entropy_decode(data).y_hat.numpy()):
+            for stage in ("latents", "image"):
+                order = ("python", "c") if (i + r) % 2 == 0 else ("c", "python")
+                out = {}
+                for who in order:
+                    t0 = time.perf_counter()
+                    out[who] = calls[f"{who} {stage}"](data)
+                    times[f"{who} {stage}"].append(time.perf_counter() - t0)
+                if stage == "latents" and not np.array_equal(out["c"], out["python"]):
                     raise SystemExit(f"latents differ on {files[i].name}")
+                if stage == "image":
+                    worst = max(worst, int(np.abs(out["c"].astype(int) - out["python"].astype(int)).max()))
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     result = {"images": len(files), "quality": a.quality, "short_side": a.short_side, "threads": a.threads,
-              "rounds": a.rounds, "median_ms": med, "ratio_c_over_python": med["c"] / med["python"],
-              "latents_identical": True}
+              "rounds": a.rounds, "median_ms": med,
+              "ratio_c_over_python": {s: med[f"c {s}"] / med[f"python {s}"] for s in ("latents", "image")},
+              "latents_identical": True, "image_max_abs_diff": worst}
     print(json.dumps(result, indent=1))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

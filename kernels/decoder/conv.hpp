@@ -1,6 +1,8 @@
-// Convolutions for the stream decoder: im2col over tiles of output pixels and a register-blocked
-// product (4 output channels × 2 vectors of pixels), in float64 for the exact h_s (integer-valued
-// operands, so every summation order gives the same bits) and in float32 for g_s.
+// Stride-1 convolutions for the stream decoder, as an implicit GEMM: each block of output pixels
+// reads its taps straight from a zero-padded copy of the input rows, and a register-blocked
+// product (4 output channels × 2 vectors of pixels) accumulates them. In float64 for the exact
+// h_s (integer-valued operands, every partial sum below 2^52: exact in any order) and in float32
+// for g_s.
 #pragma once
 
 #include <algorithm>
@@ -8,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -19,7 +22,7 @@ template <class T> struct Planes {
 };
 
 struct Shape {
-    uint32_t out = 0, in = 0, kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
+    uint32_t out = 0, in = 0, kh = 1, kw = 1, ph = 0, pw = 0;  // stride 1
 };
 
 // fn(begin, end) over [0, n) split into up to `threads` contiguous ranges, one thread each; the
@@ -46,63 +49,48 @@ template <class Fn> void parallel_for(uint32_t n, int threads, Fn fn) {
     if (error) std::rethrow_exception(error);
 }
 
-constexpr uint32_t kTile = 256;  // output pixels per im2col tile
-constexpr uint32_t kBo = 4;      // output channels per block
+constexpr uint32_t kBo = 4;  // output channels per register block
 template <class T> constexpr uint32_t pixel_block() { return 64 / sizeof(T); }  // two 32-byte vectors
 
-// out[o·plane + p0 + q + j] = Σ_k weight[o·K + k] · panels[(q / B)·K·B + k·B + j] for o in [o0, o1),
-// pixels q + j < np; panels hold B = pixel_block<T>() pixels per row, zero past np.
-void product_tile(const double *weight, const double *panels, uint32_t K, uint32_t np, uint32_t o0, uint32_t o1,
-                  double *out, size_t plane, size_t p0);
-void product_tile(const float *weight, const float *panels, uint32_t K, uint32_t np, uint32_t o0, uint32_t o1,
-                  float *out, size_t plane, size_t p0);
+// The weights [out][K] as [out / kBo][K][kBo] (channels past out zero): a step's kBo weights
+// adjacent, what row_product reads.
+template <class T> std::vector<T> pack_weights(const T *weight, uint32_t out, uint32_t K) {
+    std::vector<T> packed(size_t((out + kBo - 1) / kBo) * K * kBo, T(0));
+    for (uint32_t o = 0; o < out; ++o)
+        for (uint32_t k = 0; k < K; ++k) packed[(size_t(o / kBo) * K + k) * kBo + o % kBo] = weight[size_t(o) * K + k];
+    return packed;
+}
 
-// A convolution (zero padding) of x by weight [out][in][kh][kw]; epilogue(o, row, n) then
-// finishes each channel's n outputs row[0 .. n) in place (bias, rescaling) while they are hot.
+// One output row: out[o·out_plane + p] = Σ_{i,ky,kx} w[o][i][ky][kx] · xp[i·xp_plane + ky·xp_row + p + kx]
+// for p < w_out, o in [0, out); xp: the zero-padded input from the row under ky = 0, at least
+// w_out rounded up to pixel_block plus kw − 1 wide; packed: pack_weights.
+void row_product(const double *packed, uint32_t out, uint32_t in, uint32_t kh, uint32_t kw, const double *xp,
+                 size_t xp_plane, size_t xp_row, uint32_t w_out, double *row, size_t out_plane);
+void row_product(const float *packed, uint32_t out, uint32_t in, uint32_t kh, uint32_t kw, const float *xp,
+                 size_t xp_plane, size_t xp_row, uint32_t w_out, float *row, size_t out_plane);
+
+// A stride-1 convolution (zero padding) of x by packed weights; epilogue(o, row, n) then finishes
+// each channel's n outputs of a row in place (bias, rescaling) while they are hot. Threads take
+// whole output rows.
 template <class T, class Epilogue>
-Planes<T> conv2d(const Shape &s, const T *weight, const Planes<T> &x, int threads, Epilogue epilogue) {
+Planes<T> conv2d(const Shape &s, const T *packed, const Planes<T> &x, int threads, Epilogue epilogue) {
     constexpr uint32_t B = pixel_block<T>();
-    const int64_t ho = (int64_t(x.h) + 2 * s.ph - s.kh) / s.sh + 1, wo = (int64_t(x.w) + 2 * s.pw - s.kw) / s.sw + 1;
-    Planes<T> y{s.out, uint32_t(std::max<int64_t>(ho, 0)), uint32_t(std::max<int64_t>(wo, 0)), {}};
+    const int64_t ho = int64_t(x.h) + 2 * s.ph - s.kh + 1, wo = int64_t(x.w) + 2 * s.pw - s.kw + 1;
+    if (ho <= 0 || wo <= 0) throw std::invalid_argument("convolution input smaller than its kernel");
+    Planes<T> y{s.out, uint32_t(ho), uint32_t(wo), std::vector<T>(size_t(s.out) * ho * wo)};
     const size_t plane = size_t(y.h) * y.w;
-    y.v.resize(size_t(s.out) * plane);
-    if (plane == 0) return y;
-    const uint32_t K = s.in * s.kh * s.kw;
-    // each thread takes whole tiles (its own panels), at least one tile per thread where possible
-    const size_t per_thread = (plane + size_t(std::max(threads, 1)) - 1) / size_t(std::max(threads, 1));
-    const uint32_t tile = uint32_t(std::min<size_t>(kTile, std::max<size_t>(B, (per_thread + B - 1) / B * B)));
-    const uint32_t tiles = uint32_t((plane + tile - 1) / tile);
-    parallel_for(tiles, threads, [&](uint32_t t0, uint32_t t1) {
-        std::vector<T> panels(size_t(K) * tile);
-        for (uint32_t t = t0; t < t1; ++t) {
-            const size_t p0 = size_t(t) * tile;
-            const uint32_t np = uint32_t(std::min<size_t>(tile, plane - p0));
-            const uint32_t padded = (np + B - 1) / B * B;
-            const int64_t oy0 = int64_t(p0 / y.w), ox0 = int64_t(p0 % y.w);
-            // im2col, tap by tap, run by run of pixels along an output row: panel entry
-            // (p / B, k, p % B) = the input under tap k of output pixel p0 + p, 0 outside it
-            uint32_t k = 0;
-            for (uint32_t i = 0; i < s.in; ++i) {
-                const T *src = x.v.data() + size_t(i) * x.h * x.w;
-                for (uint32_t ky = 0; ky < s.kh; ++ky)
-                    for (uint32_t kx = 0; kx < s.kw; ++kx, ++k) {
-                        T *dst = panels.data() + size_t(k) * B;
-                        int64_t oy = oy0, ox = ox0;
-                        for (uint32_t p = 0; p < np;) {
-                            const uint32_t run = uint32_t(std::min<int64_t>(int64_t(y.w) - ox, np - p));
-                            const int64_t iy = oy * s.sh - s.ph + ky;
-                            const T *row = iy >= 0 && iy < x.h ? src + iy * x.w : nullptr;
-                            for (uint32_t r = 0; r < run; ++r, ++p) {
-                                const int64_t ix = (ox + r) * s.sw - s.pw + kx;
-                                dst[size_t(p / B) * K * B + p % B] = row && ix >= 0 && ix < x.w ? row[ix] : T(0);
-                            }
-                            ox = 0, ++oy;
-                        }
-                        for (uint32_t p = np; p < padded; ++p) dst[size_t(p / B) * K * B + p % B] = T(0);
-                    }
-            }
-            product_tile(weight, panels.data(), K, np, 0, s.out, y.v.data(), plane, p0);
-            for (uint32_t o = 0; o < s.out; ++o) epilogue(o, y.v.data() + o * plane + p0, np);
+    const uint32_t wp = (y.w + B - 1) / B * B + s.kw - 1, hp = x.h + 2 * s.ph;
+    std::vector<T> xp(size_t(s.in) * hp * wp, T(0));  // input column c at c + pw, row r at r + ph
+    for (uint32_t i = 0; i < s.in; ++i)
+        for (uint32_t h = 0; h < x.h; ++h)
+            std::memcpy(xp.data() + (size_t(i) * hp + h + s.ph) * wp + s.pw, x.v.data() + (size_t(i) * x.h + h) * x.w,
+                        x.w * sizeof(T));
+    parallel_for(y.h, threads, [&](uint32_t r0, uint32_t r1) {
+        for (uint32_t oy = r0; oy < r1; ++oy) {
+            T *row = y.v.data() + size_t(oy) * y.w;
+            row_product(packed, s.out, s.in, s.kh, s.kw, xp.data() + size_t(oy) * wp, size_t(hp) * wp, wp, y.w, row,
+                        plane);
+            for (uint32_t o = 0; o < s.out; ++o) epilogue(o, row + o * plane, y.w);
         }
     });
     return y;

@@ -133,8 +133,8 @@ enum LayerKind : uint32_t { kConv = 0, kLeaky = 1, kRelu = 2 };
 
 struct Layer {
     uint32_t kind = kConv;
-    uint32_t out = 0, in = 0, kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0, shuffle = 0;
-    std::vector<double> weight;  // integer-valued, [out][in][kh][kw]
+    uint32_t out = 0, in = 0, kh = 0, kw = 0, ph = 0, pw = 0, shuffle = 0;  // stride 1
+    std::vector<double> weight;  // integer-valued, [out][in][kh][kw] packed (conv::pack_weights)
     std::vector<double> bias_half, inv_scale;
     double l1 = 0, bias_max = 0;
 };
@@ -146,7 +146,7 @@ struct SynthesisLayer {
     uint32_t kind = kConv;
     conv::Shape shape;
     uint32_t shuffle = 0, inverse = 0;
-    std::vector<float> weight, bias;  // conv: [out][in][kh][kw], [out]; GDN: γ [C][C], β [C]
+    std::vector<float> weight, bias;  // conv: [out][in][kh][kw] packed, [out]; GDN: γ [C][C] packed, β [C]
 };
 
 }  // namespace
@@ -201,14 +201,15 @@ void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
         Layer l;
         l.kind = r.get<uint32_t>();
         if (l.kind == kConv) {
-            for (uint32_t *f : {&l.out, &l.in, &l.kh, &l.kw, &l.sh, &l.sw, &l.ph, &l.pw, &l.shuffle})
-                *f = r.get<uint32_t>();
+            uint32_t sh, sw;
+            for (uint32_t *f : {&l.out, &l.in, &l.kh, &l.kw, &sh, &sw, &l.ph, &l.pw, &l.shuffle}) *f = r.get<uint32_t>();
             if (l.in != channels || l.out == 0 || l.out > 16384 || l.kh == 0 || l.kw == 0 || l.kh > 15 ||
-                l.kw > 15 || l.sh == 0 || l.sw == 0 || l.sh > 8 || l.sw > 8 || l.ph >= l.kh || l.pw >= l.kw ||
-                l.shuffle > 1 || (l.shuffle && l.out % 4))
+                l.kw > 15 || sh != 1 || sw != 1 || l.ph >= l.kh || l.pw >= l.kw || l.shuffle > 1 ||
+                (l.shuffle && l.out % 4))
                 raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad h_s layer " + std::to_string(i));
             auto w = r.array<int32_t>(uint64_t(l.out) * l.in * l.kh * l.kw);
-            l.weight.assign(w.begin(), w.end());
+            const std::vector<double> weight(w.begin(), w.end());
+            l.weight = conv::pack_weights(weight.data(), l.out, l.in * l.kh * l.kw);
             l.bias_half = r.array<double>(l.out);
             l.inv_scale = r.array<double>(l.out);
             l.l1 = r.get<double>();
@@ -228,18 +229,21 @@ void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
         l.kind = r.get<uint32_t>();
         conv::Shape &c = l.shape;
         if (l.kind == kConv) {
-            for (uint32_t *f : {&c.out, &c.in, &c.kh, &c.kw, &c.sh, &c.sw, &c.ph, &c.pw, &l.shuffle}) *f = r.get<uint32_t>();
+            uint32_t sh, sw;
+            for (uint32_t *f : {&c.out, &c.in, &c.kh, &c.kw, &sh, &sw, &c.ph, &c.pw, &l.shuffle}) *f = r.get<uint32_t>();
             if (c.in != channels || c.out == 0 || c.out > 16384 || c.kh == 0 || c.kw == 0 || c.kh > 15 || c.kw > 15 ||
-                c.sh != 1 || c.sw != 1 || c.ph >= c.kh || c.pw >= c.kw || l.shuffle > 1 || (l.shuffle && c.out % 4))
+                sh != 1 || sw != 1 || c.ph >= c.kh || c.pw >= c.kw || l.shuffle > 1 || (l.shuffle && c.out % 4))
                 raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad g_s layer " + std::to_string(i));
-            l.weight = r.array<float>(uint64_t(c.out) * c.in * c.kh * c.kw);
+            const auto weight = r.array<float>(uint64_t(c.out) * c.in * c.kh * c.kw);
+            l.weight = conv::pack_weights(weight.data(), c.out, c.in * c.kh * c.kw);
             l.bias = r.array<float>(c.out);
             channels = l.shuffle ? c.out / 4 : c.out;
         } else if (l.kind == kGdn) {
             c.in = c.out = r.get<uint32_t>();
             l.inverse = r.get<uint32_t>();
             if (c.in != channels || l.inverse > 1) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad g_s GDN");
-            l.weight = r.array<float>(uint64_t(c.in) * c.in);
+            const auto gamma = r.array<float>(uint64_t(c.in) * c.in);
+            l.weight = conv::pack_weights(gamma.data(), c.in, c.in);
             l.bias = r.array<float>(c.in);
         } else {
             raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: unknown g_s layer kind");
@@ -363,12 +367,11 @@ Planes<double> exact_conv(const Layer &l, const Planes<double> &x, int threads) 
     for (double v : x.v) xmax = std::max(xmax, std::fabs(v));
     if (xmax * l.l1 + l.bias_max >= kExactLimit)
         raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: fixed-point h_s would exceed exact float64 range");
-    const conv::Shape shape{l.out, l.in, l.kh, l.kw, l.sh, l.sw, l.ph, l.pw};
+    const conv::Shape shape{l.out, l.in, l.kh, l.kw, l.ph, l.pw};
     auto y = conv::conv2d<double>(shape, l.weight.data(), x, threads, [&](uint32_t o, double *row, uint32_t n) {
         const double b = l.bias_half[o], s = l.inv_scale[o];
         for (uint32_t j = 0; j < n; ++j) row[j] = std::floor((row[j] + b) * s);
     });
-    if (y.v.empty()) raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: latent too small for h_s");
     return l.shuffle ? conv::pixel_shuffle2(y) : y;
 }
 
