@@ -47,6 +47,14 @@ static unsigned char *read_file(const char *path, size_t *size) {
     return buf ? buf : malloc(1);
 }
 
+/* Writes header (may be NULL) then n bytes of buf to path; 1 on success. */
+static int write_file(const char *path, const char *header, const void *buf, size_t n) {
+    FILE *f = fopen(path, "wb");
+    int ok = f != NULL && (header == NULL || fputs(header, f) >= 0) && fwrite(buf, 1, n, f) == n;
+    if (f != NULL && fclose(f) != 0) ok = 0;
+    return ok;
+}
+
 int main(int argc, char **argv) {
     const char *model = NULL, *stream = NULL, *out_path = NULL, *image_path = NULL;
     unsigned flags = 0;
@@ -82,39 +90,29 @@ int main(int argc, char **argv) {
     }
     vlmc_stream_info info;
     rc = vlmc_decoder_stream_info(dec, data, size, &info);
+    const char *unwritten = NULL; /* the file that could not be written */
     if (rc == VLMC_DEC_OK && image_path) {
         size_t n = (size_t)info.coded_width * info.coded_height * 3;
         unsigned char *rgb = malloc(n);
+        char header[64];
         rc = rgb == NULL ? VLMC_DEC_ERR_NO_MEMORY : vlmc_decoder_image(dec, data, size, threads, rgb, n);
-        if (rc == VLMC_DEC_OK) {
-            FILE *f = fopen(image_path, "wb");
-            if (f == NULL || fprintf(f, "P6\n%u %u\n255\n", info.coded_width, info.coded_height) < 0 ||
-                fwrite(rgb, 1, n, f) != n)
-                rc = 1;
-            if (f != NULL && fclose(f) != 0) rc = 1;
-        }
+        snprintf(header, sizeof header, "P6\n%u %u\n255\n", info.coded_width, info.coded_height);
+        if (rc == VLMC_DEC_OK && !write_file(image_path, header, rgb, n)) unwritten = "the image file";
         free(rgb);
-        if (rc == 1) {
-            free(data);
-            vlmc_decoder_free(dec);
-            return error("cannot write the image file");
-        }
     }
-    if (rc == VLMC_DEC_OK && out_path) {
+    if (rc == VLMC_DEC_OK && !unwritten && out_path) {
         size_t n = (size_t)info.channels * info.latent_height * info.latent_width;
         float *y = malloc(n * sizeof(float));
         rc = y == NULL ? VLMC_DEC_ERR_NO_MEMORY : vlmc_decoder_latents(dec, data, size, flags, threads, y, n);
-        if (rc == VLMC_DEC_OK) {
-            FILE *f = fopen(out_path, "wb");
-            if (f == NULL || fwrite(y, sizeof(float), n, f) != n) rc = 1;
-            if (f != NULL && fclose(f) != 0) rc = 1;
-        }
+        if (rc == VLMC_DEC_OK && !write_file(out_path, NULL, y, n * sizeof(float))) unwritten = "the output file";
         free(y);
-        if (rc == 1) {
-            free(data);
-            vlmc_decoder_free(dec);
-            return error("cannot write the output file");
-        }
+    }
+    if (unwritten) {
+        char what[64];
+        snprintf(what, sizeof what, "cannot write %s", unwritten);
+        free(data);
+        vlmc_decoder_free(dec);
+        return error(what);
     }
     if (rc != VLMC_DEC_OK) {
         int status = error(rc == VLMC_DEC_ERR_NO_MEMORY && !*vlmc_decoder_last_error() ? "out of memory"

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "c_api_error.hpp"
 #include "conv.hpp"
 #include "vlmc_rans.h"
 
@@ -45,28 +46,14 @@ struct Error : std::runtime_error {
 
 [[noreturn]] void raise(int code, const std::string &what) { throw Error(code, what); }
 
-int fail(int code, const char *what) {
-    try {
-        g_last_error = what;
-    } catch (...) {
-    }
-    return code;
-}
+int fail(int code, const char *what) { return vlmc::c_api::fail(g_last_error, code, what); }
 
 template <class Fn> int guarded(Fn fn) {
-    try {
-        g_last_error.clear();
-        fn();
-        return VLMC_DEC_OK;
-    } catch (const Error &e) {
-        return fail(e.code, e.what());
-    } catch (const std::bad_alloc &) {
-        return fail(VLMC_DEC_ERR_NO_MEMORY, "out of memory");
-    } catch (const std::exception &e) {
-        return fail(VLMC_DEC_ERR_INTERNAL, e.what());
-    } catch (...) {
-        return fail(VLMC_DEC_ERR_INTERNAL, "unknown error");
-    }
+    return vlmc::c_api::guarded(g_last_error, VLMC_DEC_OK, VLMC_DEC_ERR_NO_MEMORY, VLMC_DEC_ERR_INTERNAL, fn,
+                                [](const std::exception &e) {
+                                    const auto *err = dynamic_cast<const Error *>(&e);
+                                    return err ? err->code : VLMC_DEC_ERR_INTERNAL;
+                                });
 }
 
 uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) {

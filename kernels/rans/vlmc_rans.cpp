@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "c_api_error.hpp"
 #include "rans.hpp"
 
 struct vlmc_rans_tables {
@@ -17,31 +18,18 @@ namespace {
 
 thread_local std::string g_last_error;
 
-int fail(int code, const char *what) {
-    try {
-        g_last_error = what;
-    } catch (...) {
-    }
-    return code;
-}
+int fail(int code, const char *what) { return vlmc::c_api::fail(g_last_error, code, what); }
 
 // Runs fn, mapping C++ exceptions to error codes and the thread-local message.
 template <class Fn> int guarded(Fn fn) {
-    try {
-        g_last_error.clear();
-        fn();
-        return VLMC_RANS_OK;
-    } catch (const vlmc::rans::CorruptStreamError &e) {
-        return fail(VLMC_RANS_ERR_CORRUPT, e.what());
-    } catch (const std::invalid_argument &e) {
-        return fail(VLMC_RANS_ERR_INVALID_ARGUMENT, e.what());
-    } catch (const std::bad_alloc &) {
-        return fail(VLMC_RANS_ERR_NO_MEMORY, "out of memory");
-    } catch (const std::exception &e) {
-        return fail(VLMC_RANS_ERR_INTERNAL, e.what());
-    } catch (...) {
-        return fail(VLMC_RANS_ERR_INTERNAL, "unknown error");
-    }
+    return vlmc::c_api::guarded(g_last_error, VLMC_RANS_OK, VLMC_RANS_ERR_NO_MEMORY, VLMC_RANS_ERR_INTERNAL, fn,
+                                [](const std::exception &e) {
+                                    if (dynamic_cast<const vlmc::rans::CorruptStreamError *>(&e))
+                                        return VLMC_RANS_ERR_CORRUPT;
+                                    if (dynamic_cast<const std::invalid_argument *>(&e))
+                                        return VLMC_RANS_ERR_INVALID_ARGUMENT;
+                                    return VLMC_RANS_ERR_INTERNAL;
+                                });
 }
 
 } // namespace
