@@ -170,6 +170,7 @@ class CStreamDecoder:
         lib.vlmc_decoder_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
         lib.vlmc_decoder_free.argtypes = [ctypes.c_void_p]
         lib.vlmc_decoder_set_max_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.vlmc_decoder_set_band_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
         lib.vlmc_decoder_stream_info.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.vlmc_decoder_latents.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
                                              ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
@@ -198,6 +199,9 @@ class CStreamDecoder:
 
     def set_max_pixels(self, n: int) -> None:
         self._check(self._lib.vlmc_decoder_set_max_pixels(self._handle, n))
+
+    def set_band_pixels(self, n: int) -> None:
+        self._check(self._lib.vlmc_decoder_set_band_pixels(self._handle, n))
 
     def info(self, data: bytes) -> dict:
         info = self._Info()

@@ -124,6 +124,19 @@ def test_images_are_the_python_decoders_within_one_level(default_pair, tiny_pair
             assert diff.max() <= 1 and (diff == 0).mean() > 0.999, (case, diff.max(), (diff == 0).mean())
 
 
+def test_bands_give_the_same_pixels(default_pair, built):
+    """g_s in bands of rows (each with its receptive field's halo) = g_s on the whole image, bit
+    for bit, down to one latent row per band."""
+    codec, _, model_file = default_pair
+    data = codec.encode(load_image(SAMPLES[-1]), quality=40)
+    dec = CStreamDecoder(built / "libvlmc_decoder.so", model_file)
+    dec.set_band_pixels(0)
+    whole = dec.image(data, threads=2)
+    for band_pixels in (1, 16 * 16 * 48 * 5, 100_000):
+        dec.set_band_pixels(band_pixels)
+        assert np.array_equal(dec.image(data, threads=2), whole), band_pixels
+
+
 def test_damaged_streams_fail_exactly_where_python_fails(tiny_pair, rng):
     """Random damage, with and without the CRC recomputed (so that it reaches the varints, the
     chunk table, rANS and h_s): C errs exactly when Python raises, and agrees on what decodes."""

@@ -148,7 +148,9 @@ struct vlmc_decoder {
     std::vector<float> inv_gain;  // |inv_gain|, [K][M]
     std::vector<Layer> layers;
     std::vector<SynthesisLayer> synthesis;
+    uint32_t synthesis_halo = 0;     // latent rows of context a g_s band needs (load_model)
     uint64_t max_pixels = 64000000;
+    uint64_t band_pixels = 1u << 20;  // image pixels per g_s band (0: no bands)
 };
 
 namespace {
@@ -238,6 +240,14 @@ void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
         d.synthesis.push_back(std::move(l));
     }
     if (channels != 3) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: g_s does not give 3 channels");
+    // g_s's receptive field in latent rows: each convolution reaches ph rows at its resolution
+    double reach = 0, per_latent_row = 1;
+    for (const SynthesisLayer &l : d.synthesis) {
+        if (l.kind != kConv) continue;
+        reach += l.shape.ph / per_latent_row;
+        if (l.shuffle) per_latent_row *= 2;
+    }
+    d.synthesis_halo = uint32_t(std::ceil(reach));
     if (r.pos != r.n) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: trailing bytes");
 }
 
@@ -499,6 +509,13 @@ int vlmc_decoder_set_max_pixels(vlmc_decoder *decoder, uint64_t max_pixels) {
     return VLMC_DEC_OK;
 }
 
+int vlmc_decoder_set_band_pixels(vlmc_decoder *decoder, uint64_t band_pixels) {
+    if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
+    decoder->band_pixels = band_pixels;
+    g_last_error.clear();
+    return VLMC_DEC_OK;
+}
+
 int vlmc_decoder_stream_info(const vlmc_decoder *decoder, const uint8_t *data, size_t size, vlmc_stream_info *info) {
     if (decoder == nullptr || info == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder or info is null");
     return guarded([&] { *info = parse(*decoder, data, size).info; });
@@ -534,22 +551,38 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
                                                      std::to_string(need));
         int threads = num_threads;
         if (threads == 0) threads = int(std::min(4u, std::max(1u, std::thread::hardware_concurrency())));
-        Planes<float> x{info.channels, info.latent_height, info.latent_width,
-                        std::vector<float>(size_t(info.channels) * info.latent_height * info.latent_width)};
-        decode_latents(*decoder, s, 0, threads, x.v.data());
-        x = synthesis(*decoder, std::move(x), threads);
-        if (x.c != 3 || x.h != info.padded_height || x.w != info.padded_width)
-            raise(VLMC_DEC_ERR_INTERNAL, "g_s output has the wrong shape");
-        // clamp to [0, 1], crop, × 255, round half to even (as torch.round): HWC uint8
-        for (uint32_t c = 0; c < 3; ++c)
-            for (uint32_t h = 0; h < info.coded_height; ++h) {
-                const float *src = x.v.data() + (size_t(c) * x.h + h) * x.w;
-                uint8_t *dst = rgb + size_t(h) * info.coded_width * 3 + c;
-                for (uint32_t w = 0; w < info.coded_width; ++w) {
-                    const float v = std::min(std::max(src[w], 0.0f), 1.0f) * 255.0f;
-                    dst[size_t(w) * 3] = uint8_t(std::nearbyint(v));
+        const uint32_t hy = info.latent_height, wy = info.latent_width, M = info.channels;
+        std::vector<float> latent(size_t(M) * hy * wy);
+        decode_latents(*decoder, s, 0, threads, latent.data());
+        // g_s in bands of latent rows, each with `halo` rows of context on either side (its
+        // receptive field), so that its own rows are computed from the same values as without
+        // bands: the same pixels, bit for bit, in a fraction of the memory
+        const uint32_t scale = info.padded_height / hy;  // image rows per latent row
+        const uint64_t band_pixels = decoder->band_pixels;
+        const uint32_t rows = band_pixels == 0 ? hy
+                              : uint32_t(std::clamp<uint64_t>(band_pixels / (uint64_t(scale) * scale * wy), 1, hy));
+        const uint32_t halo = rows >= hy ? 0 : decoder->synthesis_halo;
+        for (uint32_t b0 = 0; b0 < hy; b0 += rows) {
+            const uint32_t b1 = std::min(hy, b0 + rows), lo = b0 >= halo ? b0 - halo : 0, hi = std::min(hy, b1 + halo);
+            Planes<float> x{M, hi - lo, wy, std::vector<float>(size_t(M) * (hi - lo) * wy)};
+            for (uint32_t c = 0; c < M; ++c)
+                std::memcpy(x.v.data() + size_t(c) * x.h * wy, latent.data() + (size_t(c) * hy + lo) * wy,
+                            size_t(x.h) * wy * sizeof(float));
+            x = synthesis(*decoder, std::move(x), threads);
+            if (x.c != 3 || x.h != (hi - lo) * scale || x.w != info.padded_width)
+                raise(VLMC_DEC_ERR_INTERNAL, "g_s output has the wrong shape");
+            // this band's rows: clamp to [0, 1], crop, × 255, round half to even (as torch.round): HWC uint8
+            const uint32_t first = b0 * scale, last = std::min(b1 * scale, info.coded_height);
+            for (uint32_t c = 0; c < 3; ++c)
+                for (uint32_t h = first; h < last; ++h) {
+                    const float *src = x.v.data() + (size_t(c) * x.h + (h - lo * scale)) * x.w;
+                    uint8_t *dst = rgb + size_t(h) * info.coded_width * 3 + c;
+                    for (uint32_t w = 0; w < info.coded_width; ++w) {
+                        const float v = std::min(std::max(src[w], 0.0f), 1.0f) * 255.0f;
+                        dst[size_t(w) * 3] = uint8_t(std::nearbyint(v));
+                    }
                 }
-            }
+        }
     });
 }
 

@@ -42,6 +42,7 @@ int main(int argc, char **argv) {
     CHECK(vlmc_decoder_stream_info(NULL, (const uint8_t *)"VLMC", 4, &info) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(vlmc_decoder_latents(NULL, (const uint8_t *)"VLMC", 4, 0, 1, out, 4) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(vlmc_decoder_set_max_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+    CHECK(vlmc_decoder_set_band_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     vlmc_decoder_free(NULL); /* a no-op, as free(NULL) */
     if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
     return failures ? 1 : 0;
