@@ -174,8 +174,8 @@ class CStreamDecoder:
         lib.vlmc_decoder_stream_info.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.vlmc_decoder_latents.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
                                              ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-        lib.vlmc_decoder_image.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int,
-                                           ctypes.c_void_p, ctypes.c_size_t]
+        lib.vlmc_decoder_image.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
+                                           ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
 
         class Info(ctypes.Structure):
             _fields_ = [(name, ctypes.c_uint32) for name in self._FIELDS] + [
@@ -219,11 +219,14 @@ class CStreamDecoder:
         return out.reshape(shape)
 
 
-    def image(self, data: bytes, threads: int = 0) -> np.ndarray:
-        """The decoded image at the coded size, uint8 H×W×3."""
+    def image(self, data: bytes, threads: int = 0, coded_size: bool = False) -> np.ndarray:
+        """The decoded image, uint8 H×W×3: at the original size, or (``coded_size``) at the size
+        the stream codes (a consumer's scale)."""
         i = self.info(data)
-        out = np.empty((i["coded_height"], i["coded_width"], 3), np.uint8)
-        self._check(self._lib.vlmc_decoder_image(self._handle, data, len(data), threads, out.ctypes.data, out.size))
+        h, w = (i["coded_height"], i["coded_width"]) if coded_size else (i["height"], i["width"])
+        out = np.empty((h, w, 3), np.uint8)
+        self._check(self._lib.vlmc_decoder_image(self._handle, data, len(data), 2 if coded_size else 0, threads,
+                                                 out.ctypes.data, out.size))
         return out
 
 

@@ -106,19 +106,22 @@ def test_gained_latents_decode_to_the_python_decoders_image(default_pair):
 
 
 def test_images_are_the_python_decoders_within_one_level(default_pair, tiny_pair, rng):
-    """vlmc_decoder_image: the latents, g_s in float32, clamp, crop, round; against Codec.decode
-    (torch backend), which sums in another order: a level apart at most, and rarely."""
+    """vlmc_decoder_image: the latents, g_s in float32, clamp, crop, (upsample,) round; against
+    Codec.decode (torch backend), which sums in another order: a level apart at most, and rarely."""
     codec, dec, _ = default_pair
     img = load_image(SAMPLES[0])
     cases = [(codec, dec, img, dict(quality=10)), (codec, dec, img, dict(quality=90)),
              (codec, dec, img, dict(quality=50, short_side=256))]
     tiny_codec, tiny_dec, _ = tiny_pair
     cases.append((tiny_codec, tiny_dec, smooth_image(rng, 45, 77), dict(quality=60)))
+    cases.append((codec, dec, img, dict(quality=20, short_side=200)))
     for c, d, image, case in cases:
         data = c.encode(image, **case)
-        for threads in (1, 2):
-            ours = d.image(data, threads=threads)
-            theirs = c.decode(data, short_side=case.get("short_side"))
+        pairs = [(d.image(data, threads=t), c.decode(data)) for t in (1, 2)]
+        if "short_side" in case:  # upsampled to the original size (bicubic), or at the coded size
+            pairs.append((d.image(data, coded_size=True), c.decode(data, short_side=case["short_side"])))
+            assert pairs[-1][0].shape[:2] != image.shape[:2]
+        for ours, theirs in pairs:
             assert ours.shape == theirs.shape, case
             diff = np.abs(ours.astype(int) - theirs.astype(int))
             assert diff.max() <= 1 and (diff == 0).mean() > 0.999, (case, diff.max(), (diff == 0).mean())
@@ -208,7 +211,9 @@ def test_errors_are_codes_and_messages(tiny_pair, second_model_path, built, tmp_
     with pytest.raises(CDecoderError, match="num_threads"):
         dec.latents(data, threads=-1)
     with pytest.raises(CDecoderError, match="the image needs") as e:
-        dec._check(dec._lib.vlmc_decoder_image(dec._handle, data, len(data), 1, None, 0))
+        dec._check(dec._lib.vlmc_decoder_image(dec._handle, data, len(data), 0, 1, None, 0))
+    with pytest.raises(CDecoderError, match="unknown flags"):
+        dec._check(dec._lib.vlmc_decoder_image(dec._handle, data, len(data), 4, 1, None, 0))
     assert e.value.code == -4
     with pytest.raises(CDecoderError, match="CRC-32"):
         dec.image(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])

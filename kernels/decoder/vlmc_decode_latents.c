@@ -2,11 +2,12 @@
  *
  *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc OUT.f32 [--raw] [--threads N] [--max-pixels N]
  *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --info
- *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --image OUT.ppm [--threads N]
+ *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --image OUT.ppm [--coded-size] [--threads N]
  *
  * Prints the stream's fields as one JSON line on stdout; OUT.f32 holds channels × latent_height ×
  * latent_width floats (C order), g_s's input (--raw: before the inverse gain); --image: the decoded
- * image at the coded size as a binary PPM. Errors go to
+ * image as a binary PPM, at the original size (--coded-size: at a consumer's scale, where the
+ * stream was coded at one). Errors go to
  * stderr as "vlmc_decode_latents: error: …" with exit status 2. */
 #include "vlmc_decoder.h"
 
@@ -58,11 +59,12 @@ static int write_file(const char *path, const char *header, const void *buf, siz
 int main(int argc, char **argv) {
     const char *model = NULL, *stream = NULL, *out_path = NULL, *image_path = NULL;
     unsigned flags = 0;
-    int threads = 0, info_only = 0, i, rc;
+    int threads = 0, info_only = 0, coded_size = 0, i, rc;
     unsigned long long max_pixels = 0;
     for (i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--raw") == 0) flags |= VLMC_DEC_RAW;
         else if (strcmp(argv[i], "--info") == 0) info_only = 1;
+        else if (strcmp(argv[i], "--coded-size") == 0) coded_size = 1;
         else if (strcmp(argv[i], "--image") == 0 && i + 1 < argc) image_path = argv[++i];
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--max-pixels") == 0 && i + 1 < argc) max_pixels = strtoull(argv[++i], NULL, 10);
@@ -73,7 +75,8 @@ int main(int argc, char **argv) {
         else return error("too many arguments");
     }
     if (!model || !stream || (!out_path && !info_only && !image_path))
-        return error("usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] | --image OUT.ppm | --info) "
+        return error("usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] | --image OUT.ppm "
+                     "[--coded-size] | --info) "
                      "[--threads N] [--max-pixels N]");
 
     vlmc_decoder *dec = NULL;
@@ -92,11 +95,13 @@ int main(int argc, char **argv) {
     rc = vlmc_decoder_stream_info(dec, data, size, &info);
     const char *unwritten = NULL; /* the file that could not be written */
     if (rc == VLMC_DEC_OK && image_path) {
-        size_t n = (size_t)info.coded_width * info.coded_height * 3;
+        unsigned out_w = coded_size ? info.coded_width : info.width, out_h = coded_size ? info.coded_height : info.height;
+        size_t n = (size_t)out_w * out_h * 3;
         unsigned char *rgb = malloc(n);
         char header[64];
-        rc = rgb == NULL ? VLMC_DEC_ERR_NO_MEMORY : vlmc_decoder_image(dec, data, size, threads, rgb, n);
-        snprintf(header, sizeof header, "P6\n%u %u\n255\n", info.coded_width, info.coded_height);
+        rc = rgb == NULL ? VLMC_DEC_ERR_NO_MEMORY
+                         : vlmc_decoder_image(dec, data, size, coded_size ? VLMC_DEC_CODED_SIZE : 0, threads, rgb, n);
+        snprintf(header, sizeof header, "P6\n%u %u\n255\n", out_w, out_h);
         if (rc == VLMC_DEC_OK && !write_file(image_path, header, rgb, n)) unwritten = "the image file";
         free(rgb);
     }

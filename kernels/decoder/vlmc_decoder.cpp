@@ -459,6 +459,52 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, int 
     }
 }
 
+// -- the consumer-scale upsampling (vlmcodec.resample.upscale: torch's bicubic, A = −0.75,
+// align_corners=False, edge rows and columns repeated), clamped, × 255, rounded into HWC uint8
+
+void cubic_weights(float t, float w[4]) {
+    constexpr float A = -0.75f;
+    auto near = [&](float x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };       // |x| ≤ 1
+    auto far = [&](float x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };  // 1 < |x| < 2
+    w[0] = far(t + 1), w[1] = near(t), w[2] = near(1 - t), w[3] = far(2 - t);
+}
+
+void upscale_bicubic(const float *src, uint32_t h, uint32_t w, uint32_t out_h, uint32_t out_w, int threads,
+                     uint8_t *rgb) {
+    const float sy = float(h) / float(out_h), sx = float(w) / float(out_w);
+    // per output column: the first of its 4 source columns (before clamping) and their weights
+    std::vector<int64_t> x0(out_w);
+    std::vector<float> wx(size_t(out_w) * 4);
+    for (uint32_t ox = 0; ox < out_w; ++ox) {
+        const float real = sx * (ox + 0.5f) - 0.5f, base = std::floor(real);
+        x0[ox] = int64_t(base) - 1;
+        cubic_weights(real - base, &wx[size_t(ox) * 4]);
+    }
+    auto clamp_index = [](int64_t i, uint32_t n) { return size_t(std::min<int64_t>(std::max<int64_t>(i, 0), n - 1)); };
+    conv::parallel_for(out_h, threads, [&](uint32_t r0, uint32_t r1) {
+        for (uint32_t oy = r0; oy < r1; ++oy) {
+            const float real = sy * (oy + 0.5f) - 0.5f, base = std::floor(real);
+            float wy[4];
+            cubic_weights(real - base, wy);
+            for (uint32_t c = 0; c < 3; ++c) {
+                const float *plane = src + size_t(c) * h * w;
+                for (uint32_t ox = 0; ox < out_w; ++ox) {
+                    const float *wxo = &wx[size_t(ox) * 4];
+                    float v = 0;
+                    for (int j = 0; j < 4; ++j) {
+                        const float *row = plane + clamp_index(int64_t(base) - 1 + j, h) * w;
+                        float r = 0;
+                        for (int i = 0; i < 4; ++i) r += wxo[i] * row[clamp_index(x0[ox] + i, w)];
+                        v += wy[j] * r;
+                    }
+                    v = std::min(std::max(v, 0.0f), 1.0f) * 255.0f;
+                    rgb[(size_t(oy) * out_w + ox) * 3 + c] = uint8_t(std::nearbyint(v));
+                }
+            }
+        }
+    });
+}
+
 }  // namespace
 
 extern "C" {
@@ -538,14 +584,18 @@ int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data, size_
     });
 }
 
-int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t size, int num_threads, uint8_t *rgb,
-                       size_t rgb_size) {
+int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t size, uint32_t flags, int num_threads,
+                       uint8_t *rgb, size_t rgb_size) {
     if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
     if (num_threads < 0 || num_threads > 256) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "num_threads must be in 0..256");
+    if (flags & ~VLMC_DEC_CODED_SIZE) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
     return guarded([&] {
         const Parsed s = parse(*decoder, data, size);
         const vlmc_stream_info &info = s.info;
-        const size_t need = size_t(info.coded_width) * info.coded_height * 3;
+        const bool upscale = (flags & VLMC_DEC_CODED_SIZE) == 0 &&
+                             (info.coded_width != info.width || info.coded_height != info.height);
+        const uint32_t out_h = upscale ? info.height : info.coded_height, out_w = upscale ? info.width : info.coded_width;
+        const size_t need = size_t(out_w) * out_h * 3;
         if (rgb == nullptr || rgb_size < need)
             raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "rgb holds " + std::to_string(rgb_size) + " bytes, the image needs " +
                                                      std::to_string(need));
@@ -554,6 +604,8 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
         const uint32_t hy = info.latent_height, wy = info.latent_width, M = info.channels;
         std::vector<float> latent(size_t(M) * hy * wy);
         decode_latents(*decoder, s, 0, threads, latent.data());
+        // the coded image, clamped to [0, 1], kept in float when it is still to be upsampled
+        std::vector<float> coded(upscale ? size_t(3) * info.coded_height * info.coded_width : 0);
         // g_s in bands of latent rows, each with `halo` rows of context on either side (its
         // receptive field), so that its own rows are computed from the same values as without
         // bands: the same pixels, bit for bit, in a fraction of the memory
@@ -571,11 +623,17 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
             x = synthesis(*decoder, std::move(x), threads);
             if (x.c != 3 || x.h != (hi - lo) * scale || x.w != info.padded_width)
                 raise(VLMC_DEC_ERR_INTERNAL, "g_s output has the wrong shape");
-            // this band's rows: clamp to [0, 1], crop, × 255, round half to even (as torch.round): HWC uint8
+            // this band's rows, clamped and cropped; then × 255 and rounded half to even (as
+            // torch.round) into HWC uint8, unless they are still to be upsampled
             const uint32_t first = b0 * scale, last = std::min(b1 * scale, info.coded_height);
             for (uint32_t c = 0; c < 3; ++c)
                 for (uint32_t h = first; h < last; ++h) {
                     const float *src = x.v.data() + (size_t(c) * x.h + (h - lo * scale)) * x.w;
+                    if (upscale) {
+                        float *dst = coded.data() + (size_t(c) * info.coded_height + h) * info.coded_width;
+                        for (uint32_t w = 0; w < info.coded_width; ++w) dst[w] = std::min(std::max(src[w], 0.0f), 1.0f);
+                        continue;
+                    }
                     uint8_t *dst = rgb + size_t(h) * info.coded_width * 3 + c;
                     for (uint32_t w = 0; w < info.coded_width; ++w) {
                         const float v = std::min(std::max(src[w], 0.0f), 1.0f) * 255.0f;
@@ -583,6 +641,7 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
                     }
                 }
         }
+        if (upscale) upscale_bicubic(coded.data(), info.coded_height, info.coded_width, out_h, out_w, threads, rgb);
     });
 }
 

@@ -62,8 +62,9 @@ enum {
     VLMC_DEC_ERR_INTERNAL = -8
 };
 
-/* vlmc_decoder_latents flags */
-#define VLMC_DEC_RAW 1u /* ŷ as the stream codes it, before the inverse gain (g_s wants it applied) */
+/* flags */
+#define VLMC_DEC_RAW 1u        /* latents: ŷ as the stream codes it, before the inverse gain (g_s wants it applied) */
+#define VLMC_DEC_CODED_SIZE 2u /* image: a stream coded at a consumer's scale at that scale, not the original size */
 
 typedef struct vlmc_decoder vlmc_decoder;
 
@@ -113,14 +114,14 @@ VLMC_DECODER_API int vlmc_decoder_latents(const vlmc_decoder *decoder, const uin
                                           size_t size, uint32_t flags, int num_threads, float *out,
                                           size_t out_count);
 
-/* Decodes a stream to pixels: the latents, then g_s in float32 (as the torch backend computes it:
- * sub-pixel convolutions, folded inverse GDN), clamped, cropped to coded_height × coded_width,
- * × 255 and rounded, into rgb (HWC, coded_height · coded_width · 3 bytes). A stream coded at a
- * consumer's scale (flags bit 1) decodes at that scale; resizing it to width × height is the
- * caller's. g_s runs in bands of rows (vlmc_decoder_set_band_pixels), so memory stays bounded at
- * any image size. */
+/* Decodes a stream to pixels, as vlmcodec.decode does: the latents, then g_s in float32 (as the
+ * torch backend computes it: sub-pixel convolutions, folded inverse GDN), clamped to [0, 1] and
+ * cropped; a stream coded at a consumer's scale (flags bit 1) upsampled to its original size
+ * (bicubic, as vlmcodec.resample) unless VLMC_DEC_CODED_SIZE; × 255 and rounded into rgb (HWC:
+ * height · width · 3 bytes, or coded_height · coded_width · 3). g_s runs in bands of rows
+ * (vlmc_decoder_set_band_pixels), so memory stays bounded at any image size. */
 VLMC_DECODER_API int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t size,
-                                        int num_threads, uint8_t *rgb, size_t rgb_size);
+                                        uint32_t flags, int num_threads, uint8_t *rgb, size_t rgb_size);
 
 #ifdef __cplusplus
 }
