@@ -52,7 +52,7 @@ def main() -> int:
     calls = {"python latents": lambda d: codec.entropy_decode(d).y_hat.numpy(),
              "c latents": lambda d: c.latents(d, raw=True, threads=a.threads),
              "python image": lambda d: codec.decode(d, short_side=side),
-             "c image": lambda d: c.image(d, threads=a.threads)}
+             "c image": lambda d: c.image(d, threads=a.threads, coded_size=side is not None)}
     times: dict[str, list[float]] = {k: [] for k in calls}
     worst = 0
     for r in range(a.rounds):
