@@ -1,0 +1,106 @@
+"""The C decoder under AddressSanitizer and UndefinedBehaviorSanitizer, over damaged streams.
+
+Builds the C library and its tool with -fsanitize=address,undefined (cmake, into a temporary
+folder), then runs the tool on N mutated streams of a small random model — truncations, bit
+flips, byte overwrites with and without a recomputed CRC (so that damage reaches rANS and h_s) —
+each decoded to latents and to an image. Any exit other than 0 or 2 (a clean error), or any
+sanitizer report, stops it. A check to run by hand (about a minute per 800 streams), not a test.
+
+    python scripts/c_decoder_sanitizer_fuzz.py [--streams 800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build(out: Path) -> Path:
+    flags = "-fsanitize=address,undefined -fno-omit-frame-pointer"
+    from vlmcodec.export.c_decoder import find_cmake
+
+    cmake = find_cmake() or "cmake"
+    subprocess.run([cmake, "-S", str(ROOT), "-B", str(out), "-DVLMCODEC_BUILD_PYTHON=OFF", "-DVLMCODEC_BUILD_TESTS=OFF",
+                    "-DCMAKE_BUILD_TYPE=Debug", f"-DCMAKE_CXX_FLAGS={flags} -O1", f"-DCMAKE_C_FLAGS={flags}",
+                    f"-DCMAKE_EXE_LINKER_FLAGS={flags}", f"-DCMAKE_SHARED_LINKER_FLAGS={flags}"],
+                   check=True, capture_output=True)
+    subprocess.run([cmake, "--build", str(out), "--target", "vlmc_decode_latents", "-j", "2"], check=True,
+                   capture_output=True)
+    return out / "kernels" / "decoder" / "vlmc_decode_latents"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--streams", type=int, default=800)
+    a = p.parse_args()
+
+    from vlmcodec import Codec
+    from vlmcodec.bitstream import container
+    from vlmcodec.export.c_decoder import export_c_decoder
+    from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+    from vlmcodec.models.checkpoint import load_model, save_model
+
+    work = Path(tempfile.mkdtemp(prefix="c_decoder_fuzz_"))
+    tool = build(work / "build")
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016)))
+    with torch.no_grad():
+        net.g_a[-1].weight.mul_(40.0)  # |y| large enough that the quality changes the rate
+    save_model(net, work / "tiny.safetensors")
+    model_file = export_c_decoder(load_model(work / "tiny.safetensors"), work)
+    codec = Codec(work / "tiny.safetensors")
+    rng = np.random.default_rng(0)
+
+    def image(h: int, w: int) -> np.ndarray:
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([128 + 100 * np.sin(xx / 17.0), 128 + 90 * np.cos(yy / 11.0), (xx + yy) % 256], axis=2)
+        return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+    streams = [codec.encode(image(h, w), q) for h, w, q in [(64, 64, 50), (90, 70, 10), (130, 65, 90)]]
+    streams.append(codec.encode(image(130, 65), 40, short_side=32))  # a rescaled header
+    r = random.Random(7)
+    exits: dict[int, int] = {}
+    t0 = time.time()
+    for i in range(a.streams):
+        data = bytearray(r.choice(streams))
+        _, z, y = container.unpack(bytes(data))
+        crc_at = len(data) - sum(map(len, z)) - sum(map(len, y)) - 4
+        kind = i % 4
+        if kind == 0:
+            data = data[: r.randrange(len(data))]
+        elif kind == 1:
+            for _ in range(r.randrange(1, 4)):
+                data[r.randrange(len(data))] ^= 1 << r.randrange(8)
+        else:  # overwrites anywhere (2) or in the payload (3), behind a recomputed CRC
+            lo = crc_at + 4 if kind == 3 else 0
+            for _ in range(r.randrange(1, 4)):
+                data[r.randrange(lo, len(data))] = r.randrange(256)
+            if len(data) > crc_at + 4:
+                crc = zlib.crc32(bytes(data[crc_at + 4:]), zlib.crc32(bytes(data[:crc_at])))
+                data[crc_at:crc_at + 4] = struct.pack("<I", crc)
+        (work / "s.vlmc").write_bytes(bytes(data))
+        for args in ([str(work / "y.f32")], ["--image", str(work / "x.ppm")]):
+            run = subprocess.run([str(tool), str(model_file), str(work / "s.vlmc"), *args], capture_output=True, text=True)
+            if run.returncode not in (0, 2) or "Sanitizer" in run.stderr or "runtime error" in run.stderr:
+                print(f"stream {i} (kind {kind}): exit {run.returncode}\n{run.stderr[-3000:]}")
+                return 1
+            exits[run.returncode] = exits.get(run.returncode, 0) + 1
+    print(f"{a.streams} damaged streams, latents and image each: exits {exits}, no sanitizer report, "
+          f"{time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
