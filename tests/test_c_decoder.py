@@ -262,3 +262,28 @@ def test_export_command(tiny_model_path, tmp_path, capsys):
     assert "decoder_model.vlmd" in capsys.readouterr().out
     assert main(["export", "--format", "c-decoder", "-o", str(tmp_path / "d"), "--fp16"]) == 2
     assert "tensorrt only" in capsys.readouterr().err
+
+
+def test_the_c_constants_are_pythons():
+    """The stream-format and fixed-point constants the C decoder copies must be the Python
+    decoder's (a change on one side alone would break streams, or bit-exactness, silently)."""
+    import re
+
+    from vlmcodec import codec as codec_module
+    from vlmcodec.entropy import exact_hyper
+    from vlmcodec.export import c_decoder
+
+    source = (ROOT / "kernels" / "decoder" / "vlmc_decoder.cpp").read_text()
+    found = {}
+    for name, expr in re.findall(r"constexpr \w+ (k\w+) = ([0-9.ul<> ]+)[;,]", source):
+        found[name] = eval(re.sub(r"(?<=\d)(ull|u)\b", "", expr), {"__builtins__": {}})  # digits, '.', '<<' only
+    for name, expr in re.findall(r", (k\w+) = ([0-9.ul<> ]+);", source):
+        found[name] = eval(re.sub(r"(?<=\d)(ull|u)\b", "", expr), {"__builtins__": {}})
+    expected = {"kStreamVersion": container.FORMAT_VERSION, "kModelVersion": c_decoder.MODEL_FILE_VERSION,
+                "kMaxDim": container.MAX_DIM, "kMaxChunks": container.MAX_CHUNKS,
+                "kMaxChunkBytes": container.MAX_CHUNK_BYTES, "kFlagRescaled": container.FLAG_RESCALED,
+                "kKnownFlags": container._KNOWN_FLAGS, "kSymbolsPerChunk": codec_module.SYMBOLS_PER_CHUNK,
+                "kMaxYChunks": codec_module.MAX_Y_CHUNKS, "kActScale": 2.0 ** exact_hyper.ACT_FRAC_BITS,
+                "kExactLimit": exact_hyper._EXACT_LIMIT, "kLeakyNum": exact_hyper.LEAKY_NUM,
+                "kLeakyDen": 2.0 ** exact_hyper.LEAKY_SHIFT}
+    assert {k: found.get(k) for k in expected} == expected
