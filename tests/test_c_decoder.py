@@ -287,3 +287,62 @@ def test_the_c_constants_are_pythons():
                 "kExactLimit": exact_hyper._EXACT_LIMIT, "kLeakyNum": exact_hyper.LEAKY_NUM,
                 "kLeakyDen": 2.0 ** exact_hyper.LEAKY_SHIFT}
     assert {k: found.get(k) for k in expected} == expected
+
+
+USER_PROGRAM = r"""
+#include <vlmc_decoder.h>
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    static unsigned char data[1 << 22];
+    vlmc_decoder *dec;
+    vlmc_stream_info info;
+    FILE *f = fopen(argv[2], "rb");
+    size_t n = fread(data, 1, sizeof data, f), bytes, i;
+    unsigned long long sum = 0;
+    unsigned char *rgb;
+    fclose(f);
+    if (vlmc_decoder_open(argv[1], &dec) != VLMC_DEC_OK || vlmc_decoder_stream_info(dec, data, n, &info) != VLMC_DEC_OK)
+        return fprintf(stderr, "%s\n", vlmc_decoder_last_error()), 1;
+    bytes = (size_t)info.width * info.height * 3;
+    rgb = malloc(bytes);
+    if (vlmc_decoder_image(dec, data, n, 0, 2, rgb, bytes) != VLMC_DEC_OK)
+        return fprintf(stderr, "%s\n", vlmc_decoder_last_error()), 1;
+    for (i = 0; i < bytes; ++i) sum += rgb[i];
+    printf("%u %u %llu\n", info.width, info.height, sum);
+    free(rgb);
+    vlmc_decoder_free(dec);
+    return 0;
+}
+"""
+
+
+def test_installed_library_builds_a_users_program(built, default_pair, tmp_path):
+    """`cmake --install` lays out headers, libraries and the tool; a C program built against the
+    installed files alone decodes a stream to the pixels the library gives."""
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("not available: no C compiler (cc) to build a program against the installed library")
+    codec, dec, model_file = default_pair
+    prefix = tmp_path / "prefix"
+    run = subprocess.run([find_cmake(), "--install", str(built.parents[1]), "--prefix", str(prefix)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lib = next(d for d in (prefix / "lib", prefix / "lib64") if (d / "libvlmc_decoder.so").exists())
+    assert (prefix / "include" / "vlmc_decoder.h").exists() and (prefix / "include" / "vlmc_rans.h").exists()
+    (tmp_path / "user.c").write_text(USER_PROGRAM)
+    run = subprocess.run([cc, "-std=c99", str(tmp_path / "user.c"), f"-I{prefix / 'include'}", f"-L{lib}",
+                          "-lvlmc_decoder", f"-Wl,-rpath,{lib}", "-o", str(tmp_path / "user")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    data = codec.encode(load_image(SAMPLES[0]), quality=45)
+    (tmp_path / "s.vlmc").write_bytes(data)
+    run = subprocess.run([str(tmp_path / "user"), str(model_file), str(tmp_path / "s.vlmc")], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["768", "512", str(int(dec.image(data, threads=2).astype(np.uint64).sum()))]
+    run = subprocess.run([str(prefix / "bin" / "vlmc_decode_latents"), str(model_file), str(tmp_path / "s.vlmc"),
+                          "--info"], capture_output=True, text=True, timeout=60)  # finds its library (RPATH)
+    assert run.returncode == 0 and json.loads(run.stdout)["quality"] == 45.0, run.stderr
