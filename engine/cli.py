@@ -566,9 +566,27 @@ def _model_info(f: Path, as_json: bool) -> None:
 def cmd_info(args) -> int:
     from .bitstream import container
 
-    files = expand_inputs(args.inputs, {".vlmc", ".safetensors"})
+    files = expand_inputs(args.inputs, {".vlmc", ".safetensors", ".vlmd"})
     failures = _Failures(len(files))
     for f in files:
+        if f.suffix.lower() == ".vlmd":  # the C decoder's model file (export --format c-decoder)
+            from vlmcodec.export.c_decoder import describe_decoder_model
+
+            try:
+                d = describe_decoder_model(f)
+            except (ConfigError, OSError) as e:
+                failures.add(f, e)
+                continue
+            if args.json:
+                import json
+
+                print(json.dumps({"file": str(f), **d}), flush=True)
+            else:
+                print(f"{f}: decoder-model file of the C decoder (kernels/decoder/vlmc_decoder.h)\n"
+                      f"  format version  {d['format_version']}\n  model           {d['model']}\n"
+                      f"  streams carry   {d['streams_carry']}\n  N, M, levels    {d['N']}, {d['M']}, {d['levels']}\n"
+                      f"  bytes           {d['bytes']}")
+            continue
         if f.suffix.lower() == ".safetensors":
             try:
                 _model_info(f, args.json)

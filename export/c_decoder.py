@@ -104,6 +104,22 @@ def decoder_model_bytes(loaded) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def describe_decoder_model(path: str | Path) -> dict:
+    """What a decoder-model file holds (its fields, checked: magic, version, CRC-32); ConfigError
+    for a file that is not one or is damaged."""
+    blob = Path(path).read_bytes()
+    if len(blob) < 44 or blob[:8] != MAGIC:
+        raise ConfigError(f"{path} is not a vlmcodec decoder-model file (bad magic)")
+    if struct.unpack("<I", blob[-4:])[0] != zlib.crc32(blob[:-4]):
+        raise ConfigError(f"{path}: CRC-32 mismatch (damaged)")
+    (version,) = struct.unpack("<I", blob[8:12])
+    if version != MODEL_FILE_VERSION:
+        raise ConfigError(f"{path}: decoder-model file version {version} (this build writes {MODEL_FILE_VERSION})")
+    n, m, k = struct.unpack("<III", blob[28:40])
+    return {"format_version": version, "model": blob[12:20].hex(), "streams_carry": blob[20:28].hex(),
+            "N": n, "M": m, "levels": k, "bytes": len(blob)}
+
+
 def export_c_decoder(loaded, out_dir: str | Path) -> Path:
     """Write ``out_dir/decoder_model.vlmd`` for ``loaded``; returns its path."""
     out = Path(out_dir)

@@ -346,3 +346,19 @@ def test_installed_library_builds_a_users_program(built, default_pair, tmp_path)
     run = subprocess.run([str(prefix / "bin" / "vlmc_decode_latents"), str(model_file), str(tmp_path / "s.vlmc"),
                           "--info"], capture_output=True, text=True, timeout=60)  # finds its library (RPATH)
     assert run.returncode == 0 and json.loads(run.stdout)["quality"] == 45.0, run.stderr
+
+
+def test_info_reads_a_decoder_model_file(tiny_model_path, tmp_path, capsys):
+    from vlmcodec.cli import main
+
+    path = export_c_decoder(load_model(tiny_model_path), tmp_path)
+    assert main(["info", "--json", str(path)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    loaded = load_model(tiny_model_path)
+    assert (d["model"], d["N"], d["M"], d["levels"], d["bytes"]) == (loaded.fingerprint[:8].hex(), 16, 24, 3,
+                                                                     path.stat().st_size)
+    damaged = bytearray(path.read_bytes())
+    damaged[100] ^= 1
+    (tmp_path / "bad.vlmd").write_bytes(bytes(damaged))
+    assert main(["info", str(tmp_path / "bad.vlmd")]) == 2
+    assert "CRC-32" in capsys.readouterr().err
