@@ -234,7 +234,6 @@ class CStreamDecoder:
                                                    out.ctypes.data, n))
         return out.reshape(shape)
 
-
     def image(self, data: bytes, threads: int = 0, coded_size: bool = False) -> np.ndarray:
         """The decoded image, uint8 H×W×3: at the original size, or (``coded_size``) at the size
         the stream codes (a consumer's scale)."""

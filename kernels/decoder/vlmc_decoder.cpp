@@ -119,7 +119,8 @@ enum LayerKind : uint32_t { kConv = 0, kLeaky = 1, kRelu = 2 };
 
 struct Layer {
     uint32_t kind = kConv;
-    uint32_t out = 0, in = 0, kh = 0, kw = 0, ph = 0, pw = 0, shuffle = 0;  // stride 1
+    conv::Shape shape;  // stride 1
+    uint32_t shuffle = 0;
     std::vector<double> weight;  // integer-valued, [out][in][kh][kw] packed (conv::pack_weights)
     std::vector<double> bias_half, inv_scale;
     double l1 = 0, bias_max = 0;
@@ -153,6 +154,18 @@ struct vlmc_decoder {
 };
 
 namespace {
+
+// A convolution's header in the decoder-model file (out, in, kh, kw, sh, sw, ph, pw, shuffle),
+// checked: it takes `channels` inputs, has stride 1, a padding inside its kernel and, with a
+// pixel shuffle, a multiple of 4 outputs; returns the channels it gives.
+uint32_t read_conv(Reader &r, uint32_t channels, const char *net, uint32_t i, conv::Shape &c, uint32_t &shuffle) {
+    uint32_t sh, sw;
+    for (uint32_t *f : {&c.out, &c.in, &c.kh, &c.kw, &sh, &sw, &c.ph, &c.pw, &shuffle}) *f = r.get<uint32_t>();
+    if (c.in != channels || c.out == 0 || c.out > 16384 || c.kh == 0 || c.kw == 0 || c.kh > 15 || c.kw > 15 || sh != 1 ||
+        sw != 1 || c.ph >= c.kh || c.pw >= c.kw || shuffle > 1 || (shuffle && c.out % 4))
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("decoder-model file: bad ") + net + " layer " + std::to_string(i));
+    return shuffle ? c.out / 4 : c.out;
+}
 
 void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
     const char magic[8] = {'V', 'L', 'M', 'C', 'D', 'E', 'C', 0};
@@ -189,20 +202,16 @@ void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
         Layer l;
         l.kind = r.get<uint32_t>();
         if (l.kind == kConv) {
-            uint32_t sh, sw;
-            for (uint32_t *f : {&l.out, &l.in, &l.kh, &l.kw, &sh, &sw, &l.ph, &l.pw, &l.shuffle}) *f = r.get<uint32_t>();
-            if (l.in != channels || l.out == 0 || l.out > 16384 || l.kh == 0 || l.kw == 0 || l.kh > 15 ||
-                l.kw > 15 || sh != 1 || sw != 1 || l.ph >= l.kh || l.pw >= l.kw || l.shuffle > 1 ||
-                (l.shuffle && l.out % 4))
-                raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad h_s layer " + std::to_string(i));
-            auto w = r.array<int32_t>(uint64_t(l.out) * l.in * l.kh * l.kw);
+            const conv::Shape &c = l.shape;
+            const uint32_t next = read_conv(r, channels, "h_s", i, l.shape, l.shuffle);
+            auto w = r.array<int32_t>(uint64_t(c.out) * c.in * c.kh * c.kw);
             const std::vector<double> weight(w.begin(), w.end());
-            l.weight = conv::pack_weights(weight.data(), l.out, l.in * l.kh * l.kw);
-            l.bias_half = r.array<double>(l.out);
-            l.inv_scale = r.array<double>(l.out);
+            l.weight = conv::pack_weights(weight.data(), c.out, c.in * c.kh * c.kw);
+            l.bias_half = r.array<double>(c.out);
+            l.inv_scale = r.array<double>(c.out);
             l.l1 = r.get<double>();
             l.bias_max = r.get<double>();
-            channels = l.shuffle ? l.out / 4 : l.out;
+            channels = next;
         } else if (l.kind != kLeaky && l.kind != kRelu) {
             raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: unknown h_s layer kind");
         }
@@ -217,15 +226,11 @@ void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
         l.kind = r.get<uint32_t>();
         conv::Shape &c = l.shape;
         if (l.kind == kConv) {
-            uint32_t sh, sw;
-            for (uint32_t *f : {&c.out, &c.in, &c.kh, &c.kw, &sh, &sw, &c.ph, &c.pw, &l.shuffle}) *f = r.get<uint32_t>();
-            if (c.in != channels || c.out == 0 || c.out > 16384 || c.kh == 0 || c.kw == 0 || c.kh > 15 || c.kw > 15 ||
-                sh != 1 || sw != 1 || c.ph >= c.kh || c.pw >= c.kw || l.shuffle > 1 || (l.shuffle && c.out % 4))
-                raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad g_s layer " + std::to_string(i));
+            const uint32_t next = read_conv(r, channels, "g_s", i, c, l.shuffle);
             const auto weight = r.array<float>(uint64_t(c.out) * c.in * c.kh * c.kw);
             l.weight = conv::pack_weights(weight.data(), c.out, c.in * c.kh * c.kw);
             l.bias = r.array<float>(c.out);
-            channels = l.shuffle ? c.out / 4 : c.out;
+            channels = next;
         } else if (l.kind == kGdn) {
             c.in = c.out = r.get<uint32_t>();
             l.inverse = r.get<uint32_t>();
@@ -363,8 +368,7 @@ Planes<double> exact_conv(const Layer &l, const Planes<double> &x, int threads) 
     for (double v : x.v) xmax = std::max(xmax, std::fabs(v));
     if (xmax * l.l1 + l.bias_max >= kExactLimit)
         raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: fixed-point h_s would exceed exact float64 range");
-    const conv::Shape shape{l.out, l.in, l.kh, l.kw, l.ph, l.pw};
-    auto y = conv::conv2d<double>(shape, l.weight.data(), x, threads, [&](uint32_t o, double *row, uint32_t n) {
+    auto y = conv::conv2d<double>(l.shape, l.weight.data(), x, threads, [&](uint32_t o, double *row, uint32_t n) {
         const double b = l.bias_half[o], s = l.inv_scale[o];
         for (uint32_t j = 0; j < n; ++j) row[j] = std::floor((row[j] + b) * s);
     });
@@ -504,6 +508,12 @@ void upscale_bicubic(const float *src, uint32_t h, uint32_t w, uint32_t out_h, u
     });
 }
 
+// A call's num_threads: 0 → up to 4 (the machine's), else as given; 1..256
+int threads_for(int num_threads) {
+    if (num_threads < 0 || num_threads > 256) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "num_threads must be in 0..256");
+    return num_threads ? num_threads : int(std::min(4u, std::max(1u, std::thread::hardware_concurrency())));
+}
+
 }  // namespace
 
 extern "C" {
@@ -569,16 +579,14 @@ int vlmc_decoder_stream_info(const vlmc_decoder *decoder, const uint8_t *data, s
 int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data, size_t size, uint32_t flags,
                          int num_threads, float *out, size_t out_count) {
     if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
-    if (num_threads < 0 || num_threads > 256) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "num_threads must be in 0..256");
-    if (flags & ~VLMC_DEC_RAW) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
     return guarded([&] {
+        const int threads = threads_for(num_threads);  // the arguments first, then the stream
+        if (flags & ~VLMC_DEC_RAW) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
         const Parsed s = parse(*decoder, data, size);
         const size_t need = size_t(s.info.channels) * s.info.latent_height * s.info.latent_width;
         if (out == nullptr || out_count < need)
             raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "out holds " + std::to_string(out_count) + " floats, the latent needs " +
                                                      std::to_string(need));
-        int threads = num_threads;
-        if (threads == 0) threads = int(std::min(4u, std::max(1u, std::thread::hardware_concurrency())));
         decode_latents(*decoder, s, flags, threads, out);
     });
 }
@@ -586,9 +594,9 @@ int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data, size_
 int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t size, uint32_t flags, int num_threads,
                        uint8_t *rgb, size_t rgb_size) {
     if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
-    if (num_threads < 0 || num_threads > 256) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "num_threads must be in 0..256");
-    if (flags & ~VLMC_DEC_CODED_SIZE) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
     return guarded([&] {
+        const int threads = threads_for(num_threads);  // the arguments first, then the stream
+        if (flags & ~VLMC_DEC_CODED_SIZE) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
         const Parsed s = parse(*decoder, data, size);
         const vlmc_stream_info &info = s.info;
         const bool upscale = (flags & VLMC_DEC_CODED_SIZE) == 0 &&
@@ -598,8 +606,6 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
         if (rgb == nullptr || rgb_size < need)
             raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "rgb holds " + std::to_string(rgb_size) + " bytes, the image needs " +
                                                      std::to_string(need));
-        int threads = num_threads;
-        if (threads == 0) threads = int(std::min(4u, std::max(1u, std::thread::hardware_concurrency())));
         const uint32_t hy = info.latent_height, wy = info.latent_width, M = info.channels;
         std::vector<float> latent(size_t(M) * hy * wy);
         decode_latents(*decoder, s, 0, threads, latent.data());
