@@ -12,13 +12,30 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace vlmc::conv {
 
+// std::allocator but for value-initialisation, which it skips: a Buffer's elements start
+// indeterminate, for buffers every element of which is written before it is read (zero-filling
+// them first would be one more pass over memory, and the pages' first touch)
+template <class T> struct UninitAllocator : std::allocator<T> {
+    template <class U> struct rebind {
+        using other = UninitAllocator<U>;
+    };
+    UninitAllocator() = default;
+    template <class U> UninitAllocator(const UninitAllocator<U> &) noexcept {}
+    template <class U> void construct(U *p) noexcept { ::new (static_cast<void *>(p)) U; }
+    template <class U, class... A> void construct(U *p, A &&...args) {
+        ::new (static_cast<void *>(p)) U(std::forward<A>(args)...);
+    }
+};
+template <class T> using Buffer = std::vector<T, UninitAllocator<T>>;
+
 template <class T> struct Planes {
     uint32_t c = 0, h = 0, w = 0;
-    std::vector<T> v;  // [c][h][w]
+    Buffer<T> v;  // [c][h][w]
 };
 
 struct Shape {
@@ -49,7 +66,7 @@ template <class Fn> void parallel_for(uint32_t n, int threads, Fn fn) {
     if (error) std::rethrow_exception(error);
 }
 
-constexpr uint32_t kBo = 4;  // output channels per register block
+constexpr uint32_t kBo = 6;  // output channels per register block
 template <class T> constexpr uint32_t pixel_block() { return 64 / sizeof(T); }  // two 32-byte vectors
 
 // The weights [out][K] as [out / kBo][K][kBo] (channels past out zero): a step's kBo weights
@@ -61,54 +78,85 @@ template <class T> std::vector<T> pack_weights(const T *weight, uint32_t out, ui
     return packed;
 }
 
-// One output row: out[o·out_plane + p] = Σ_{i,ky,kx} w[o][i][ky][kx] · xp[i·xp_plane + ky·xp_row + p + kx]
-// for p < w_out, o in [0, out); xp: the zero-padded input from the row under ky = 0, at least
-// w_out rounded up to pixel_block plus kw − 1 wide; packed: pack_weights.
-void row_product(const double *packed, uint32_t out, uint32_t in, uint32_t kh, uint32_t kw, const double *xp,
-                 size_t xp_plane, size_t xp_row, uint32_t w_out, double *row, size_t out_plane);
-void row_product(const float *packed, uint32_t out, uint32_t in, uint32_t kh, uint32_t kw, const float *xp,
-                 size_t xp_plane, size_t xp_row, uint32_t w_out, float *row, size_t out_plane);
+// One output row: out[o·out_plane + p] = Σ_k w[o][k] · xp[taps[k] + p] for p < w_out, o in
+// [0, out); tap k = (i, ky, kx) reads the zero-padded input at taps[k] = i·plane + ky·row + kx from
+// the row under ky = 0, which is at least w_out rounded up to pixel_block plus kw − 1 wide;
+// packed: pack_weights.
+void row_product(const double *packed, uint32_t out, uint32_t K, const int64_t *taps, const double *xp,
+                 uint32_t w_out, double *row, size_t out_plane);
+void row_product(const float *packed, uint32_t out, uint32_t K, const int64_t *taps, const float *xp, uint32_t w_out,
+                 float *row, size_t out_plane);
 
-// A stride-1 convolution (zero padding) of x by packed weights; epilogue(o, row, n) then finishes
-// each channel's n outputs of a row in place (bias, rescaling) while they are hot. Threads take
-// whole output rows.
-template <class T, class Epilogue>
-Planes<T> conv2d(const Shape &s, const T *packed, const Planes<T> &x, int threads, Epilogue epilogue) {
-    constexpr uint32_t B = pixel_block<T>();
-    const int64_t ho = int64_t(x.h) + 2 * s.ph - s.kh + 1, wo = int64_t(x.w) + 2 * s.pw - s.kw + 1;
+// The output size of a stride-1 convolution of x (zero padding)
+inline std::pair<uint32_t, uint32_t> output_size(const Shape &s, uint32_t h, uint32_t w) {
+    const int64_t ho = int64_t(h) + 2 * s.ph - s.kh + 1, wo = int64_t(w) + 2 * s.pw - s.kw + 1;
     if (ho <= 0 || wo <= 0) throw std::invalid_argument("convolution input smaller than its kernel");
-    Planes<T> y{s.out, uint32_t(ho), uint32_t(wo), std::vector<T>(size_t(s.out) * ho * wo)};
-    const size_t plane = size_t(y.h) * y.w;
-    const uint32_t wp = (y.w + B - 1) / B * B + s.kw - 1, hp = x.h + 2 * s.ph;
-    std::vector<T> xp(size_t(s.in) * hp * wp, T(0));  // input column c at c + pw, row r at r + ph
-    for (uint32_t i = 0; i < s.in; ++i)
-        for (uint32_t h = 0; h < x.h; ++h)
-            std::memcpy(xp.data() + (size_t(i) * hp + h + s.ph) * wp + s.pw, x.v.data() + (size_t(i) * x.h + h) * x.w,
-                        x.w * sizeof(T));
-    parallel_for(y.h, threads, [&](uint32_t r0, uint32_t r1) {
+    return {uint32_t(ho), uint32_t(wo)};
+}
+
+struct Identity {
+    template <class T> T operator()(T v) const { return v; }
+};
+
+// A stride-1 convolution (zero padding) of load(x) by packed weights, a row at a time: each output
+// row's products, all channels of it ([out][w_out] in a per-thread scratch), go to
+// finish(oy, rows, w_out), which adds the bias, rescales and stores them where the caller wants
+// (a pixel shuffle's places, a GDN's product with its input) while they are hot. Threads take
+// whole output rows; load is applied once per input value, as the zero-padded copy is made.
+template <class T, class Load, class Finish>
+void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, int threads, Load load, Finish finish) {
+    constexpr uint32_t B = pixel_block<T>();
+    const auto [ho, wo] = output_size(s, x.h, x.w);
+    const uint32_t wp = (wo + B - 1) / B * B + s.kw - 1, hp = x.h + 2 * s.ph;
+    Buffer<T> xp(size_t(s.in) * hp * wp);  // input column c at c + pw, row r at r + ph, zeros around
+    for (uint32_t i = 0; i < s.in; ++i) {
+        T *plane = xp.data() + size_t(i) * hp * wp;
+        std::fill(plane, plane + size_t(s.ph) * wp, T(0));
+        std::fill(plane + size_t(s.ph + x.h) * wp, plane + size_t(hp) * wp, T(0));
+        for (uint32_t h = 0; h < x.h; ++h) {
+            T *dst = plane + size_t(h + s.ph) * wp;
+            const T *src = x.v.data() + (size_t(i) * x.h + h) * x.w;
+            std::fill(dst, dst + s.pw, T(0));
+            for (uint32_t c = 0; c < x.w; ++c) dst[s.pw + c] = load(src[c]);
+            std::fill(dst + s.pw + x.w, dst + wp, T(0));
+        }
+    }
+    const uint32_t K = s.in * s.kh * s.kw;
+    std::vector<int64_t> taps(K);
+    for (uint32_t i = 0, k = 0; i < s.in; ++i)
+        for (uint32_t ky = 0; ky < s.kh; ++ky)
+            for (uint32_t kx = 0; kx < s.kw; ++kx) taps[k++] = int64_t((size_t(i) * hp + ky) * wp + kx);
+    parallel_for(ho, threads, [&](uint32_t r0, uint32_t r1) {
+        Buffer<T> rows(size_t(s.out) * wo);
         for (uint32_t oy = r0; oy < r1; ++oy) {
-            T *row = y.v.data() + size_t(oy) * y.w;
-            row_product(packed, s.out, s.in, s.kh, s.kw, xp.data() + size_t(oy) * wp, size_t(hp) * wp, wp, y.w, row,
-                        plane);
-            for (uint32_t o = 0; o < s.out; ++o) epilogue(o, row + o * plane, y.w);
+            row_product(packed, s.out, K, taps.data(), xp.data() + size_t(oy) * wp, wo, rows.data(), wo);
+            finish(oy, static_cast<const T *>(rows.data()), wo);
+        }
+    });
+}
+
+// A convolution layer: conv_rows, then out = op(o, product) for channel o, stored as [out][h][w]
+// or, with shuffle, pixel-shuffled ×2 to [out / 4][2h][2w] (channel 4c + 2i + j's pixel (h, w)
+// at (c, 2h + i, 2w + j)) without the unshuffled planes
+template <class T, class Op>
+Planes<T> conv_layer(const Shape &s, const T *packed, const Planes<T> &x, int threads, bool shuffle, Op op) {
+    const auto [ho, wo] = output_size(s, x.h, x.w);
+    if (shuffle && s.out % 4) throw std::invalid_argument("pixel shuffle of a channel count not a multiple of 4");
+    Planes<T> y = shuffle ? Planes<T>{s.out / 4, ho * 2, wo * 2, {}} : Planes<T>{s.out, ho, wo, {}};
+    y.v.resize(size_t(s.out) * ho * wo);
+    conv_rows(s, packed, x, threads, Identity{}, [&](uint32_t oy, const T *rows, uint32_t n) {
+        for (uint32_t o = 0; o < s.out; ++o) {
+            const T *src = rows + size_t(o) * n;
+            if (!shuffle) {
+                T *dst = y.v.data() + (size_t(o) * ho + oy) * wo;
+                for (uint32_t j = 0; j < n; ++j) dst[j] = op(o, src[j]);
+            } else {
+                T *dst = y.v.data() + (size_t(o / 4) * y.h + 2 * oy + (o / 2) % 2) * y.w + o % 2;
+                for (uint32_t j = 0; j < n; ++j) dst[2 * j] = op(o, src[j]);
+            }
         }
     });
     return y;
-}
-
-// Pixel shuffle ×2: [4c][h][w] → [c][2h][2w], out[c][2h+i][2w+j] = in[4c + 2i + j][h][w].
-template <class T> Planes<T> pixel_shuffle2(const Planes<T> &y) {
-    Planes<T> z{y.c / 4, y.h * 2, y.w * 2, std::vector<T>(y.v.size())};
-    for (uint32_t c = 0; c < z.c; ++c)
-        for (uint32_t i = 0; i < 2; ++i)
-            for (uint32_t j = 0; j < 2; ++j) {
-                const T *src = y.v.data() + (size_t(4 * c + 2 * i + j) * y.h) * y.w;
-                for (uint32_t h = 0; h < y.h; ++h) {
-                    T *dst = z.v.data() + (size_t(c) * z.h + 2 * h + i) * z.w + j;
-                    for (uint32_t w = 0; w < y.w; ++w) dst[2 * w] = src[size_t(h) * y.w + w];
-                }
-            }
-    return z;
 }
 
 }  // namespace vlmc::conv

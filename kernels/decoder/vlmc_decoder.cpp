@@ -368,11 +368,9 @@ Planes<double> exact_conv(const Layer &l, const Planes<double> &x, int threads) 
     for (double v : x.v) xmax = std::max(xmax, std::fabs(v));
     if (xmax * l.l1 + l.bias_max >= kExactLimit)
         raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: fixed-point h_s would exceed exact float64 range");
-    auto y = conv::conv2d<double>(l.shape, l.weight.data(), x, threads, [&](uint32_t o, double *row, uint32_t n) {
-        const double b = l.bias_half[o], s = l.inv_scale[o];
-        for (uint32_t j = 0; j < n; ++j) row[j] = std::floor((row[j] + b) * s);
+    return conv::conv_layer(l.shape, l.weight.data(), x, threads, l.shuffle, [&](uint32_t o, double v) {
+        return std::floor((v + l.bias_half[o]) * l.inv_scale[o]);
     });
-    return l.shuffle ? conv::pixel_shuffle2(y) : y;
 }
 
 // -- g_s in float32 (the torch backend's form: sub-pixel convolutions, folded GDN) ----------
@@ -380,24 +378,25 @@ Planes<double> exact_conv(const Layer &l, const Planes<double> &x, int threads) 
 Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, int threads) {
     for (const SynthesisLayer &l : d.synthesis) {
         if (l.kind == kConv) {
-            x = conv::conv2d<float>(l.shape, l.weight.data(), x, threads, [&](uint32_t o, float *row, uint32_t n) {
-                const float b = l.bias[o];
-                for (uint32_t j = 0; j < n; ++j) row[j] += b;
-            });
-            if (l.shuffle) x = conv::pixel_shuffle2(x);
-        } else {  // FoldedGDN: x · sqrt(β + γ x²) (inverse) or x / sqrt(…)
-            Planes<float> sq{x.c, x.h, x.w, std::vector<float>(x.v.size())};
-            for (size_t k = 0; k < x.v.size(); ++k) sq.v[k] = x.v[k] * x.v[k];
-            auto norm = conv::conv2d<float>(l.shape, l.weight.data(), sq, threads, [&](uint32_t o, float *row, uint32_t n) {
-                const float b = l.bias[o];
-                for (uint32_t j = 0; j < n; ++j) row[j] += b;
-            });
-            sq = Planes<float>{};
-            for (size_t k = 0; k < x.v.size(); ++k) {
-                const float r = l.inverse ? std::sqrt(norm.v[k]) : 1.0f / std::sqrt(norm.v[k]);
-                x.v[k] = r * x.v[k];
-            }
+            x = conv::conv_layer(l.shape, l.weight.data(), x, threads, l.shuffle,
+                                 [&](uint32_t o, float v) { return v + l.bias[o]; });
+            continue;
         }
+        // FoldedGDN: x · sqrt(β + γ x²) (inverse) or x / sqrt(…), the 1×1 convolution's rows
+        // finished against x's as they come
+        Planes<float> y{x.c, x.h, x.w, conv::Buffer<float>(x.v.size())};
+        conv::conv_rows(l.shape, l.weight.data(), x, threads, [](float v) { return v * v; },
+                        [&](uint32_t oy, const float *rows, uint32_t n) {
+                            for (uint32_t o = 0; o < x.c; ++o) {
+                                const float b = l.bias[o], *src = x.v.data() + (size_t(o) * x.h + oy) * x.w;
+                                float *dst = y.v.data() + (size_t(o) * x.h + oy) * x.w;
+                                for (uint32_t j = 0; j < n; ++j) {
+                                    const float norm = rows[size_t(o) * n + j] + b;
+                                    dst[j] = (l.inverse ? std::sqrt(norm) : 1.0f / std::sqrt(norm)) * src[j];
+                                }
+                            }
+                        });
+        x = std::move(y);
     }
     return x;
 }
@@ -414,7 +413,7 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, int 
                          z_sym.data()) != VLMC_RANS_OK)
         raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: z payload does not decode (") +
                                         vlmc_rans_last_error() + ")");
-    Planes<double> x{d.N, hz, wz, std::vector<double>(n_z)};
+    Planes<double> x{d.N, hz, wz, conv::Buffer<double>(n_z)};
     for (size_t k = 0; k < n_z; ++k) {
         const float z_hat = float(z_sym[k]) + d.medians[z_idx[k]];
         x.v[k] = std::nearbyint(double(z_hat) * kActScale);  // round half to even, as torch.round
@@ -621,7 +620,7 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
         const uint32_t halo = rows >= hy ? 0 : decoder->synthesis_halo;
         for (uint32_t b0 = 0; b0 < hy; b0 += rows) {
             const uint32_t b1 = std::min(hy, b0 + rows), lo = b0 >= halo ? b0 - halo : 0, hi = std::min(hy, b1 + halo);
-            Planes<float> x{M, hi - lo, wy, std::vector<float>(size_t(M) * (hi - lo) * wy)};
+            Planes<float> x{M, hi - lo, wy, conv::Buffer<float>(size_t(M) * (hi - lo) * wy)};
             for (uint32_t c = 0; c < M; ++c)
                 std::memcpy(x.v.data() + size_t(c) * x.h * wy, latent.data() + (size_t(c) * hy + lo) * wy,
                             size_t(x.h) * wy * sizeof(float));
