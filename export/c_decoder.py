@@ -146,18 +146,19 @@ def find_cmake() -> str | None:
         return None
 
 
-def build_c_decoder(source_dir: str | Path, build_dir: str | Path, jobs: int = 2, tests: bool = False) -> Path:
+def build_c_decoder(source_dir: str | Path, build_dir: str | Path, jobs: int = 2, tests: bool = False,
+                    bench: bool = False) -> Path:
     """Configure and build ``libvlmc_decoder`` and ``vlmc_decode_latents`` from the project's
-    CMakeLists.txt into ``build_dir`` (``tests``: every target, the ctest programs included);
-    returns the folder holding both. ConfigError (with cmake's output) when cmake or a compiler
-    is missing or the build fails."""
+    CMakeLists.txt into ``build_dir`` (``tests``: every target, the ctest programs included;
+    ``bench``: ``vlmc_conv_bench`` too); returns the folder holding them. ConfigError (with
+    cmake's output) when cmake or a compiler is missing or the build fails."""
     import subprocess
 
     cmake = find_cmake()
     if cmake is None:
         raise ConfigError("cmake not found (apt install cmake, or pip install cmake)")
     build = Path(build_dir)
-    targets = [] if tests else ["--target", "vlmc_decoder", "vlmc_decode_latents"]
+    targets = [] if tests else ["--target", "vlmc_decoder", "vlmc_decode_latents", *(["vlmc_conv_bench"] if bench else [])]
     steps = [[cmake, "-S", str(source_dir), "-B", str(build), "-DVLMCODEC_BUILD_PYTHON=OFF",
               f"-DVLMCODEC_BUILD_TESTS={'ON' if tests else 'OFF'}", "-DCMAKE_BUILD_TYPE=Release"],
              [cmake, "--build", str(build), *targets, "-j", str(jobs)]]

@@ -6,7 +6,12 @@ Encodes each image once, then times, alternating per image and round, ``Codec.en
 the same bytes (through ctypes; the model file loaded once, as a service would); checks that the
 latents are identical and reports the largest pixel difference. Medians per image.
 
+With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
+and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
+sub-pixel g_s (float32) run for a 768x512 image, alternating, best of ``--rounds`` each.
+
     python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--threads 2]
+    python scripts/c_decoder_bench.py --kernels [--threads 1] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -23,6 +28,50 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# (dtype, in, out, k, h, w): the default model (N 64, M 128) decoding 768x512: h_s's transposed
+# 5x5/2 convolutions as 3x3 sub-pixel ones (4x the outputs), then its 3x3; g_s's likewise, and
+# the 1x1 convolutions of its three inverse GDNs
+KERNEL_SHAPES = [("f64", 64, 512, 3, 8, 12), ("f64", 128, 768, 3, 16, 24), ("f64", 192, 256, 3, 32, 48),
+                 ("f32", 128, 256, 3, 32, 48), ("f32", 64, 64, 1, 64, 96), ("f32", 64, 256, 3, 64, 96),
+                 ("f32", 64, 64, 1, 128, 192), ("f32", 64, 256, 3, 128, 192), ("f32", 64, 64, 1, 256, 384),
+                 ("f32", 64, 12, 3, 256, 384)]
+
+
+def torch_gmacs(dtype: str, cin: int, cout: int, k: int, h: int, w: int, rounds: int) -> float:
+    """torch.nn.functional.conv2d (padding k // 2, bias) on one shape: best of ``rounds`` after a warm-up."""
+    dt = torch.float32 if dtype == "f32" else torch.float64
+    x, weight, bias = torch.randn(1, cin, h, w, dtype=dt), torch.randn(cout, cin, k, k, dtype=dt) * 0.05, torch.randn(cout, dtype=dt)
+    best = float("inf")
+    with torch.no_grad():
+        for r in range(rounds + 1):
+            t0 = time.perf_counter()
+            torch.nn.functional.conv2d(x, weight, bias, padding=k // 2)
+            if r:
+                best = min(best, time.perf_counter() - t0)
+    return cout * cin * k * k * h * w / best / 1e9
+
+
+def kernel_bench(threads: int, rounds: int) -> dict:
+    """Each shape timed by vlmc_conv_bench and by torch, alternately; GMAC/s and their ratio."""
+    import subprocess
+
+    from vlmcodec.export.c_decoder import build_c_decoder
+
+    tool = build_c_decoder(ROOT, Path(tempfile.mkdtemp(prefix="c_conv_bench_")) / "build", bench=True) / "vlmc_conv_bench"
+    rows = []
+    for shape in KERNEL_SHAPES:
+        run = subprocess.run([str(tool), str(threads), str(rounds), *map(str, shape)], capture_output=True, text=True,
+                             check=True)
+        c = json.loads(run.stdout)["gmac_s"]
+        t = torch_gmacs(*shape, rounds)
+        rows.append({"dtype": shape[0], "in": shape[1], "out": shape[2], "k": shape[3], "h": shape[4], "w": shape[5],
+                     "c_gmac_s": round(c, 2), "torch_gmac_s": round(t, 2), "c_over_torch": round(c / t, 3)})
+    macs = [r["out"] * r["in"] * r["k"] ** 2 * r["h"] * r["w"] for r in rows]
+    total = {who: sum(m / r[f"{who}_gmac_s"] for m, r in zip(macs, rows)) / 1e6 for who in ("c", "torch")}
+    return {"threads": threads, "rounds": rounds, "shapes": rows,
+            "all_shapes_ms": {k: round(v, 2) for k, v in total.items()},
+            "time_ratio_c_over_torch": round(total["c"] / total["torch"], 3)}
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,7 +82,11 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="threads for both decoders")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", help="write the figures here as JSON")
+    p.add_argument("--kernels", action="store_true", help="time the convolutions alone against torch's")
     a = p.parse_args()
+    if a.kernels:
+        torch.set_num_threads(a.threads)
+        return write_result(kernel_bench(a.threads, a.rounds), a.out)
 
     from vlmcodec import Codec
     from vlmcodec.codec import default_model_path
@@ -73,10 +126,14 @@ def main() -> int:
               "rounds": a.rounds, "median_ms": med,
               "ratio_c_over_python": {s: med[f"c {s}"] / med[f"python {s}"] for s in ("latents", "image")},
               "latents_identical": True, "image_max_abs_diff": worst}
+    return write_result(result, a.out)
+
+
+def write_result(result: dict, out: str | None) -> int:
     print(json.dumps(result, indent=1))
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

@@ -48,6 +48,7 @@ inline void row_body(const T *packed, uint32_t out, uint32_t K, const int64_t *t
                 V x0, x1;
                 std::memcpy(&x0, xq + taps[k], sizeof x0);
                 std::memcpy(&x1, xq + taps[k] + L, sizeof x1);
+#pragma GCC unroll 8  // the accumulators stay in registers only if unrolled (-O2 does not by itself)
                 for (uint32_t r = 0; r < kBo; ++r) {
                     const V b = ones * w[r];
                     a[r][0] += b * x0;

@@ -102,34 +102,47 @@ struct Identity {
 // row's products, all channels of it ([out][w_out] in a per-thread scratch), go to
 // finish(oy, rows, w_out), which adds the bias, rescales and stores them where the caller wants
 // (a pixel shuffle's places, a GDN's product with its input) while they are hot. Threads take
-// whole output rows; load is applied once per input value, as the zero-padded copy is made.
+// whole output rows; load is applied once per input value, as the zero-padded copy is made: of
+// the whole input, or, for a kernel one row high without row padding (1x1), of the input row
+// alone, in a per-thread scratch, before the products; so there finish(oy) may overwrite input
+// row oy in place (no other output row reads it).
 template <class T, class Load, class Finish>
 void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, int threads, Load load, Finish finish) {
     constexpr uint32_t B = pixel_block<T>();
     const auto [ho, wo] = output_size(s, x.h, x.w);
-    const uint32_t wp = (wo + B - 1) / B * B + s.kw - 1, hp = x.h + 2 * s.ph;
-    Buffer<T> xp(size_t(s.in) * hp * wp);  // input column c at c + pw, row r at r + ph, zeros around
-    for (uint32_t i = 0; i < s.in; ++i) {
-        T *plane = xp.data() + size_t(i) * hp * wp;
-        std::fill(plane, plane + size_t(s.ph) * wp, T(0));
-        std::fill(plane + size_t(s.ph + x.h) * wp, plane + size_t(hp) * wp, T(0));
-        for (uint32_t h = 0; h < x.h; ++h) {
-            T *dst = plane + size_t(h + s.ph) * wp;
-            const T *src = x.v.data() + (size_t(i) * x.h + h) * x.w;
-            std::fill(dst, dst + s.pw, T(0));
-            for (uint32_t c = 0; c < x.w; ++c) dst[s.pw + c] = load(src[c]);
-            std::fill(dst + s.pw + x.w, dst + wp, T(0));
-        }
-    }
+    const bool row_local = s.kh == 1 && s.ph == 0;
+    const uint32_t wp = (wo + B - 1) / B * B + s.kw - 1, hp = row_local ? 1 : x.h + 2 * s.ph;
+    // input row h of channel i as the padded rows' row r (at column pw), zeros around it
+    auto pad_row = [&](T *dst, uint32_t i, uint32_t h) {
+        const T *src = x.v.data() + (size_t(i) * x.h + h) * x.w;
+        std::fill(dst, dst + s.pw, T(0));
+        for (uint32_t c = 0; c < x.w; ++c) dst[s.pw + c] = load(src[c]);
+        std::fill(dst + s.pw + x.w, dst + wp, T(0));
+    };
+    Buffer<T> xp(row_local ? 0 : size_t(s.in) * hp * wp);  // input column c at c + pw, row r at r + ph
+    if (!row_local)
+        parallel_for(s.in, threads, [&](uint32_t i0, uint32_t i1) {
+            for (uint32_t i = i0; i < i1; ++i) {
+                T *plane = xp.data() + size_t(i) * hp * wp;
+                std::fill(plane, plane + size_t(s.ph) * wp, T(0));
+                std::fill(plane + size_t(s.ph + x.h) * wp, plane + size_t(hp) * wp, T(0));
+                for (uint32_t h = 0; h < x.h; ++h) pad_row(plane + size_t(h + s.ph) * wp, i, h);
+            }
+        });
     const uint32_t K = s.in * s.kh * s.kw;
     std::vector<int64_t> taps(K);
     for (uint32_t i = 0, k = 0; i < s.in; ++i)
         for (uint32_t ky = 0; ky < s.kh; ++ky)
             for (uint32_t kx = 0; kx < s.kw; ++kx) taps[k++] = int64_t((size_t(i) * hp + ky) * wp + kx);
     parallel_for(ho, threads, [&](uint32_t r0, uint32_t r1) {
-        Buffer<T> rows(size_t(s.out) * wo);
+        Buffer<T> rows(size_t(s.out) * wo), local(row_local ? size_t(s.in) * wp : 0);
         for (uint32_t oy = r0; oy < r1; ++oy) {
-            row_product(packed, s.out, K, taps.data(), xp.data() + size_t(oy) * wp, wo, rows.data(), wo);
+            const T *in = xp.data() + size_t(oy) * wp;
+            if (row_local) {
+                for (uint32_t i = 0; i < s.in; ++i) pad_row(local.data() + size_t(i) * wp, i, oy);
+                in = local.data();
+            }
+            row_product(packed, s.out, K, taps.data(), in, wo, rows.data(), wo);
             finish(oy, static_cast<const T *>(rows.data()), wo);
         }
     });
@@ -145,14 +158,20 @@ Planes<T> conv_layer(const Shape &s, const T *packed, const Planes<T> &x, int th
     Planes<T> y = shuffle ? Planes<T>{s.out / 4, ho * 2, wo * 2, {}} : Planes<T>{s.out, ho, wo, {}};
     y.v.resize(size_t(s.out) * ho * wo);
     conv_rows(s, packed, x, threads, Identity{}, [&](uint32_t oy, const T *rows, uint32_t n) {
-        for (uint32_t o = 0; o < s.out; ++o) {
-            const T *src = rows + size_t(o) * n;
-            if (!shuffle) {
+        if (!shuffle) {
+            for (uint32_t o = 0; o < s.out; ++o) {
+                const T *src = rows + size_t(o) * n;
                 T *dst = y.v.data() + (size_t(o) * ho + oy) * wo;
                 for (uint32_t j = 0; j < n; ++j) dst[j] = op(o, src[j]);
-            } else {
-                T *dst = y.v.data() + (size_t(o / 4) * y.h + 2 * oy + (o / 2) % 2) * y.w + o % 2;
-                for (uint32_t j = 0; j < n; ++j) dst[2 * j] = op(o, src[j]);
+            }
+            return;
+        }
+        for (uint32_t o = 0; o < s.out; o += 2) {  // channels o, o + 1 interleave into one output row
+            const T *even = rows + size_t(o) * n, *odd = even + n;
+            T *dst = y.v.data() + (size_t(o / 4) * y.h + 2 * oy + (o / 2) % 2) * y.w;
+            for (uint32_t j = 0; j < n; ++j) {
+                dst[2 * j] = op(o, even[j]);
+                dst[2 * j + 1] = op(o + 1, odd[j]);
             }
         }
     });

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -382,21 +383,21 @@ Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, int threads) {
                                  [&](uint32_t o, float v) { return v + l.bias[o]; });
             continue;
         }
-        // FoldedGDN: x · sqrt(β + γ x²) (inverse) or x / sqrt(…), the 1×1 convolution's rows
-        // finished against x's as they come
-        Planes<float> y{x.c, x.h, x.w, conv::Buffer<float>(x.v.size())};
+        // FoldedGDN: x · sqrt(β + γ x²) (inverse) or x / sqrt(…), in place: the 1×1
+        // convolution's rows finished against x's as they come (conv_rows copies each input row
+        // before its products)
+        if (l.shape.kh != 1 || l.shape.ph != 0) raise(VLMC_DEC_ERR_INTERNAL, "GDN convolution is not 1x1");
         conv::conv_rows(l.shape, l.weight.data(), x, threads, [](float v) { return v * v; },
                         [&](uint32_t oy, const float *rows, uint32_t n) {
                             for (uint32_t o = 0; o < x.c; ++o) {
-                                const float b = l.bias[o], *src = x.v.data() + (size_t(o) * x.h + oy) * x.w;
-                                float *dst = y.v.data() + (size_t(o) * x.h + oy) * x.w;
+                                const float b = l.bias[o];
+                                float *v = x.v.data() + (size_t(o) * x.h + oy) * x.w;
                                 for (uint32_t j = 0; j < n; ++j) {
                                     const float norm = rows[size_t(o) * n + j] + b;
-                                    dst[j] = (l.inverse ? std::sqrt(norm) : 1.0f / std::sqrt(norm)) * src[j];
+                                    v[j] = (l.inverse ? std::sqrt(norm) : 1.0f / std::sqrt(norm)) * v[j];
                                 }
                             }
                         });
-        x = std::move(y);
     }
     return x;
 }
@@ -464,6 +465,19 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, int 
 // -- the consumer-scale upsampling (vlmcodec.resample.upscale: torch's bicubic, A = −0.75,
 // align_corners=False, edge rows and columns repeated), clamped, × 255, rounded into HWC uint8
 
+// v in [0, 255] rounded half to even (std::nearbyint in the default rounding mode, as
+// torch.round): adding and subtracting 2^23 leaves v's integer part so rounded, without a libm
+// call per pixel; exact for 0 <= v < 2^22 where float arithmetic is float (FLT_EVAL_METHOD 0)
+// and not reassociated (the build has no -ffast-math)
+inline uint8_t to_byte(float v) {
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    constexpr float kShift = 8388608.0f;
+    return uint8_t((v + kShift) - kShift);
+#else
+    return uint8_t(std::nearbyint(v));
+#endif
+}
+
 void cubic_weights(float t, float w[4]) {
     constexpr float A = -0.75f;
     auto near = [&](float x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };       // |x| ≤ 1
@@ -500,7 +514,7 @@ void upscale_bicubic(const float *src, uint32_t h, uint32_t w, uint32_t out_h, u
                         v += wy[j] * r;
                     }
                     v = std::min(std::max(v, 0.0f), 1.0f) * 255.0f;
-                    rgb[(size_t(oy) * out_w + ox) * 3 + c] = uint8_t(std::nearbyint(v));
+                    rgb[(size_t(oy) * out_w + ox) * 3 + c] = to_byte(v);
                 }
             }
         }
@@ -630,20 +644,21 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
             // this band's rows, clamped and cropped; then × 255 and rounded half to even (as
             // torch.round) into HWC uint8, unless they are still to be upsampled
             const uint32_t first = b0 * scale, last = std::min(b1 * scale, info.coded_height);
-            for (uint32_t c = 0; c < 3; ++c)
-                for (uint32_t h = first; h < last; ++h) {
-                    const float *src = x.v.data() + (size_t(c) * x.h + (h - lo * scale)) * x.w;
-                    if (upscale) {
-                        float *dst = coded.data() + (size_t(c) * info.coded_height + h) * info.coded_width;
-                        for (uint32_t w = 0; w < info.coded_width; ++w) dst[w] = std::min(std::max(src[w], 0.0f), 1.0f);
-                        continue;
+            conv::parallel_for(last - first, threads, [&](uint32_t r0, uint32_t r1) {
+                for (uint32_t h = first + r0; h < first + r1; ++h)
+                    for (uint32_t c = 0; c < 3; ++c) {
+                        const float *src = x.v.data() + (size_t(c) * x.h + (h - lo * scale)) * x.w;
+                        if (upscale) {
+                            float *dst = coded.data() + (size_t(c) * info.coded_height + h) * info.coded_width;
+                            for (uint32_t w = 0; w < info.coded_width; ++w)
+                                dst[w] = std::min(std::max(src[w], 0.0f), 1.0f);
+                            continue;
+                        }
+                        uint8_t *dst = rgb + size_t(h) * info.coded_width * 3 + c;
+                        for (uint32_t w = 0; w < info.coded_width; ++w)
+                            dst[size_t(w) * 3] = to_byte(std::min(std::max(src[w], 0.0f), 1.0f) * 255.0f);
                     }
-                    uint8_t *dst = rgb + size_t(h) * info.coded_width * 3 + c;
-                    for (uint32_t w = 0; w < info.coded_width; ++w) {
-                        const float v = std::min(std::max(src[w], 0.0f), 1.0f) * 255.0f;
-                        dst[size_t(w) * 3] = uint8_t(std::nearbyint(v));
-                    }
-                }
+            });
         }
         if (upscale) upscale_bicubic(coded.data(), info.coded_height, info.coded_width, out_h, out_w, threads, rgb);
     });

@@ -1,0 +1,75 @@
+// Times the decoder's convolutions (conv.hpp) on given shapes and prints GMAC/s as JSON lines:
+//   vlmc_conv_bench THREADS REPEATS DTYPE(f32|f64) IN OUT K H W [DTYPE IN OUT K H W ...]
+// Each shape: random weights and input, one warm-up, then the fastest of REPEATS runs of
+// conv_layer (padding K/2, bias added in the finish step as g_s does). Not installed; used by
+// scripts/c_decoder_bench.py --kernels beside torch's convolutions on the same shapes.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+
+#include "conv.hpp"
+
+namespace {
+
+template <class T> double time_shape(uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w, int threads, int repeats) {
+    std::mt19937 rng(1234);
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    std::vector<T> weight(size_t(out) * in * k * k), bias(out);
+    for (T &v : weight) v = T(u(rng) * 0.05);
+    for (T &v : bias) v = T(u(rng));
+    const auto packed = vlmc::conv::pack_weights(weight.data(), out, in * k * k);
+    vlmc::conv::Planes<T> x{in, h, w, vlmc::conv::Buffer<T>(size_t(in) * h * w)};
+    for (T &v : x.v) v = T(u(rng));
+    const vlmc::conv::Shape shape{out, in, k, k, k / 2, k / 2};
+    double best = 1e30, checksum = 0;
+    for (int r = 0; r <= repeats; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto y = vlmc::conv::conv_layer(shape, packed.data(), x, threads, false,
+                                              [&](uint32_t o, T v) { return v + bias[o]; });
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        checksum = double(y.v[y.v.size() / 2]);
+        if (r > 0) best = std::min(best, s);  // r = 0: warm-up
+    }
+    if (checksum != checksum) std::fprintf(stderr, "NaN output\n");
+    return double(out) * in * k * k * h * w / best / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc < 9 || (argc - 3) % 6 != 0) {
+        std::fprintf(stderr, "usage: %s THREADS REPEATS (f32|f64 IN OUT K H W)...\n", argv[0]);
+        return 2;
+    }
+    const int threads = std::atoi(argv[1]), repeats = std::atoi(argv[2]);
+    if (threads < 1 || repeats < 1) {
+        std::fprintf(stderr, "THREADS and REPEATS must be positive\n");
+        return 2;
+    }
+    for (int a = 3; a < argc; a += 6) {
+        const std::string dtype = argv[a];
+        uint32_t v[5];
+        for (int i = 0; i < 5; ++i) {
+            const long n = std::atol(argv[a + 1 + i]);
+            if (n < 1 || n > 1 << 16) {
+                std::fprintf(stderr, "shape values must be in 1..65536\n");
+                return 2;
+            }
+            v[i] = uint32_t(n);
+        }
+        double g;
+        if (dtype == "f32")
+            g = time_shape<float>(v[0], v[1], v[2], v[3], v[4], threads, repeats);
+        else if (dtype == "f64")
+            g = time_shape<double>(v[0], v[1], v[2], v[3], v[4], threads, repeats);
+        else {
+            std::fprintf(stderr, "dtype must be f32 or f64\n");
+            return 2;
+        }
+        std::printf("{\"dtype\": \"%s\", \"in\": %u, \"out\": %u, \"k\": %u, \"h\": %u, \"w\": %u, \"gmac_s\": %.3f}\n",
+                    dtype.c_str(), v[0], v[1], v[2], v[3], v[4], g);
+    }
+    return 0;
+}
