@@ -140,6 +140,30 @@ def test_bands_give_the_same_pixels(default_pair, built):
         assert np.array_equal(dec.image(data, threads=2), whole), band_pixels
 
 
+def test_a_clang_build_decodes_what_the_default_build_decodes(default_pair, tmp_path):
+    """The decoder and its C tests built with Clang too (GCC accepts code C++17 does not, e.g. a
+    lambda capturing a structured binding): the ctest suite passes and the latents are the default
+    build's bit for bit, the images within one level (float32 g_s may differ by an ULP)."""
+    import shutil
+
+    cc, cxx = shutil.which("clang"), shutil.which("clang++")
+    if not (cc and cxx):
+        pytest.skip("not available: clang is not installed (apt install clang)")
+    lib_dir = build_c_decoder(ROOT, tmp_path / "clang", tests=True, compilers=(cc, cxx))
+    ctest = Path(find_cmake()).with_name("ctest")
+    run = subprocess.run([str(ctest) if ctest.exists() else "ctest", "--test-dir", str(lib_dir.parents[1]),
+                          "--output-on-failure"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "100% tests passed" in run.stdout, run.stdout[-3000:]
+    codec, dec, model_file = default_pair
+    clang_dec = CStreamDecoder(lib_dir / "libvlmc_decoder.so", model_file)
+    img = load_image(SAMPLES[0])
+    for case in (dict(quality=37.5), dict(quality=80, short_side=200)):
+        data = codec.encode(img, **case)
+        assert np.array_equal(clang_dec.latents(data), dec.latents(data)), case
+        ours, theirs = clang_dec.image(data, threads=2), dec.image(data, threads=2)
+        assert ours.shape == theirs.shape and int(np.abs(ours.astype(int) - theirs).max()) <= 1, case
+
+
 def test_damaged_streams_fail_exactly_where_python_fails(tiny_pair, rng):
     """Random damage, with and without the CRC recomputed (so that it reaches the varints, the
     chunk table, rANS and h_s): C errs exactly when Python raises, and agrees on what decodes."""

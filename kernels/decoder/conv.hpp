@@ -109,7 +109,8 @@ struct Identity {
 template <class T, class Load, class Finish>
 void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, int threads, Load load, Finish finish) {
     constexpr uint32_t B = pixel_block<T>();
-    const auto [ho, wo] = output_size(s, x.h, x.w);
+    const auto size = output_size(s, x.h, x.w);  // not a structured binding: C++17 lambdas cannot capture one
+    const uint32_t ho = size.first, wo = size.second;
     const bool row_local = s.kh == 1 && s.ph == 0;
     const uint32_t wp = (wo + B - 1) / B * B + s.kw - 1, hp = row_local ? 1 : x.h + 2 * s.ph;
     // input row h of channel i as the padded rows' row r (at column pw), zeros around it
@@ -153,7 +154,8 @@ void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, int threads,
 // at (c, 2h + i, 2w + j)) without the unshuffled planes
 template <class T, class Op>
 Planes<T> conv_layer(const Shape &s, const T *packed, const Planes<T> &x, int threads, bool shuffle, Op op) {
-    const auto [ho, wo] = output_size(s, x.h, x.w);
+    const auto size = output_size(s, x.h, x.w);  // not a structured binding: C++17 lambdas cannot capture one
+    const uint32_t ho = size.first, wo = size.second;
     if (shuffle && s.out % 4) throw std::invalid_argument("pixel shuffle of a channel count not a multiple of 4");
     Planes<T> y = shuffle ? Planes<T>{s.out / 4, ho * 2, wo * 2, {}} : Planes<T>{s.out, ho, wo, {}};
     y.v.resize(size_t(s.out) * ho * wo);
