@@ -488,31 +488,43 @@ void cubic_weights(float t, float w[4]) {
 void upscale_bicubic(const float *src, uint32_t h, uint32_t w, uint32_t out_h, uint32_t out_w, int threads,
                      uint8_t *rgb) {
     const float sy = float(h) / float(out_h), sx = float(w) / float(out_w);
-    // per output column: the first of its 4 source columns (before clamping) and their weights
-    std::vector<int64_t> x0(out_w);
+    auto clamp_index = [](int64_t i, uint32_t n) { return size_t(std::min<int64_t>(std::max<int64_t>(i, 0), n - 1)); };
+    // per output column: its 4 source columns (clamped) and their weights
+    std::vector<size_t> cols(size_t(out_w) * 4);
     std::vector<float> wx(size_t(out_w) * 4);
     for (uint32_t ox = 0; ox < out_w; ++ox) {
         const float real = sx * (ox + 0.5f) - 0.5f, base = std::floor(real);
-        x0[ox] = int64_t(base) - 1;
         cubic_weights(real - base, &wx[size_t(ox) * 4]);
+        for (int i = 0; i < 4; ++i) cols[size_t(ox) * 4 + i] = clamp_index(int64_t(base) - 1 + i, w);
     }
-    auto clamp_index = [](int64_t i, uint32_t n) { return size_t(std::min<int64_t>(std::max<int64_t>(i, 0), n - 1)); };
+    // separable, rows first: every source row resampled to out_w once, then each output pixel is
+    // the 4 rows' weighted sum; the same float operations in the same order as one 4x4 sum
+    std::vector<float> across(size_t(3) * h * out_w);
+    conv::parallel_for(3 * h, threads, [&](uint32_t r0, uint32_t r1) {
+        for (uint32_t r = r0; r < r1; ++r) {
+            const float *row = src + size_t(r) * w;
+            float *dst = across.data() + size_t(r) * out_w;
+            for (uint32_t ox = 0; ox < out_w; ++ox) {
+                const float *wxo = &wx[size_t(ox) * 4];
+                const size_t *c = &cols[size_t(ox) * 4];
+                float v = 0;
+                for (int i = 0; i < 4; ++i) v += wxo[i] * row[c[i]];
+                dst[ox] = v;
+            }
+        }
+    });
     conv::parallel_for(out_h, threads, [&](uint32_t r0, uint32_t r1) {
         for (uint32_t oy = r0; oy < r1; ++oy) {
             const float real = sy * (oy + 0.5f) - 0.5f, base = std::floor(real);
             float wy[4];
             cubic_weights(real - base, wy);
             for (uint32_t c = 0; c < 3; ++c) {
-                const float *plane = src + size_t(c) * h * w;
+                const float *rows[4];
+                for (int j = 0; j < 4; ++j)
+                    rows[j] = across.data() + (size_t(c) * h + clamp_index(int64_t(base) - 1 + j, h)) * out_w;
                 for (uint32_t ox = 0; ox < out_w; ++ox) {
-                    const float *wxo = &wx[size_t(ox) * 4];
                     float v = 0;
-                    for (int j = 0; j < 4; ++j) {
-                        const float *row = plane + clamp_index(int64_t(base) - 1 + j, h) * w;
-                        float r = 0;
-                        for (int i = 0; i < 4; ++i) r += wxo[i] * row[clamp_index(x0[ox] + i, w)];
-                        v += wy[j] * r;
-                    }
+                    for (int j = 0; j < 4; ++j) v += wy[j] * rows[j][ox];
                     v = std::min(std::max(v, 0.0f), 1.0f) * 255.0f;
                     rgb[(size_t(oy) * out_w + ox) * 3 + c] = to_byte(v);
                 }
