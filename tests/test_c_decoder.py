@@ -345,8 +345,9 @@ int main(int argc, char **argv) {
 
 
 def test_installed_library_builds_a_users_program(built, default_pair, tmp_path):
-    """`cmake --install` lays out headers, libraries and the tool; a C program built against the
-    installed files alone decodes a stream to the pixels the library gives."""
+    """`cmake --install` lays out headers, libraries, the tool, pkg-config and CMake package
+    files; a C program built against the installed files alone (by hand, with `pkg-config`, and
+    as a CMake project with `find_package(vlmcodec)`) decodes a stream to the library's pixels."""
     import shutil
 
     cc = shutil.which("cc") or shutil.which("gcc")
@@ -373,6 +374,36 @@ def test_installed_library_builds_a_users_program(built, default_pair, tmp_path)
     run = subprocess.run([str(prefix / "bin" / "vlmc_decode_latents"), str(model_file), str(tmp_path / "s.vlmc"),
                           "--info"], capture_output=True, text=True, timeout=60)  # finds its library (RPATH)
     assert run.returncode == 0 and json.loads(run.stdout)["quality"] == 45.0, run.stderr
+    # the same program built the two other ways a C/C++ project would: pkg-config, find_package
+    expected = ["768", "512", str(int(dec.image(data, threads=2).astype(np.uint64).sum()))]
+
+    def run_user(program: Path) -> None:
+        out = subprocess.run([str(program), str(model_file), str(tmp_path / "s.vlmc")], capture_output=True,
+                             text=True, timeout=60, env={"LD_LIBRARY_PATH": str(lib)})
+        assert out.returncode == 0 and out.stdout.split() == expected, out.stderr
+
+    pkg_config = shutil.which("pkg-config")
+    if pkg_config:  # pkg-config --cflags --libs vlmc_decoder, the .pc file found from the prefix alone
+        flags = subprocess.run([pkg_config, "--cflags", "--libs", "vlmc_decoder"], capture_output=True, text=True,
+                               env={"PKG_CONFIG_PATH": str(lib / "pkgconfig")}, timeout=60)
+        assert flags.returncode == 0 and "-lvlmc_decoder" in flags.stdout, flags.stderr
+        built_pc = subprocess.run([cc, "-std=c99", str(tmp_path / "user.c"), *flags.stdout.split(), "-o",
+                                   str(tmp_path / "user_pc")], capture_output=True, text=True, timeout=120)
+        assert built_pc.returncode == 0, built_pc.stderr
+        run_user(tmp_path / "user_pc")
+    # find_package(vlmcodec CONFIG) and the imported target vlmcodec::vlmc_decoder
+    project = tmp_path / "user_project"
+    project.mkdir()
+    (project / "user.c").write_text(USER_PROGRAM)
+    (project / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.18)\nproject(user LANGUAGES C CXX)\n"
+        "find_package(vlmcodec 0.1 CONFIG REQUIRED)\nadd_executable(user user.c)\n"
+        "target_link_libraries(user PRIVATE vlmcodec::vlmc_decoder)\n")
+    for cmd in ([find_cmake(), "-S", str(project), "-B", str(project / "build"), f"-DCMAKE_PREFIX_PATH={prefix}"],
+                [find_cmake(), "--build", str(project / "build")]):
+        step = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert step.returncode == 0, step.stdout[-2000:] + step.stderr[-2000:]
+    run_user(project / "build" / "user")
 
 
 def test_info_reads_a_decoder_model_file(tiny_model_path, tmp_path, capsys):
