@@ -291,6 +291,17 @@ def test_export_command(tiny_model_path, tmp_path, capsys):
     assert "tensorrt only" in capsys.readouterr().err
 
 
+def test_the_c_packages_version_is_the_python_packages():
+    """find_package(vlmcodec 0.1) and the pkg-config files take the version from CMakeLists.txt;
+    it must be the Python package's."""
+    import re
+
+    import vlmcodec
+
+    match = re.search(r"project\(vlmcodec VERSION ([0-9.]+)", (ROOT / "CMakeLists.txt").read_text())
+    assert match and match.group(1) == vlmcodec.__version__
+
+
 def test_the_c_constants_are_pythons():
     """The stream-format and fixed-point constants the C decoder copies must be the Python
     decoder's (a change on one side alone would break streams, or bit-exactness, silently)."""
