@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +45,7 @@ def main() -> int:
     a = p.parse_args()
 
     from vlmcodec import Codec
-    from vlmcodec.bitstream import container
+    from vlmcodec.bitstream.damage import damage
     from vlmcodec.export.c_decoder import export_c_decoder
     from vlmcodec.models import MeanScaleHyperprior, ModelConfig
     from vlmcodec.models.checkpoint import load_model, save_model
@@ -74,23 +72,15 @@ def main() -> int:
     exits: dict[int, int] = {}
     t0 = time.time()
     for i in range(a.streams):
-        data = bytearray(r.choice(streams))
-        _, z, y = container.unpack(bytes(data))
-        crc_at = len(data) - sum(map(len, z)) - sum(map(len, y)) - 4
+        original = r.choice(streams)
         kind = i % 4
         if kind == 0:
-            data = data[: r.randrange(len(data))]
+            data = damage(original, "truncate", r)
         elif kind == 1:
-            for _ in range(r.randrange(1, 4)):
-                data[r.randrange(len(data))] ^= 1 << r.randrange(8)
+            data = damage(original, "flip", r)
         else:  # overwrites anywhere (2) or in the payload (3), behind a recomputed CRC
-            lo = crc_at + 4 if kind == 3 else 0
-            for _ in range(r.randrange(1, 4)):
-                data[r.randrange(lo, len(data))] = r.randrange(256)
-            if len(data) > crc_at + 4:
-                crc = zlib.crc32(bytes(data[crc_at + 4:]), zlib.crc32(bytes(data[:crc_at])))
-                data[crc_at:crc_at + 4] = struct.pack("<I", crc)
-        (work / "s.vlmc").write_bytes(bytes(data))
+            data = damage(original, "overwrite", r, payload_only=kind == 3, valid_crc=True)
+        (work / "s.vlmc").write_bytes(data)
         for args in ([str(work / "y.f32")], ["--image", str(work / "x.ppm")]):
             run = subprocess.run([str(tool), str(model_file), str(work / "s.vlmc"), *args], capture_output=True, text=True)
             if run.returncode not in (0, 2) or "Sanitizer" in run.stderr or "runtime error" in run.stderr:

@@ -14,6 +14,7 @@ import torch
 
 from vlmcodec import Codec
 from vlmcodec.bitstream import container
+from vlmcodec.bitstream.damage import damage
 from vlmcodec.errors import BitstreamError, ModelMismatchError
 from vlmcodec.export.c_decoder import (CDecoderError, CStreamDecoder, build_c_decoder, decoder_model_bytes,
                                        export_c_decoder, find_cmake)
@@ -177,21 +178,13 @@ def test_damaged_streams_fail_exactly_where_python_fails(tiny_pair, rng):
     seen = {"both raised": 0, "both decoded": 0}
     for i in range(600):
         original = r.choice(streams)
-        _, z, y = container.unpack(original)
-        crc_at = len(original) - sum(map(len, z)) - sum(map(len, y)) - 4
-        data = bytearray(original)
         kind = i % 4
         if kind == 0:
-            data = data[: r.randrange(len(data))]
+            data = damage(original, "truncate", r)
         elif kind == 3:  # the payload alone, behind a valid CRC: reaches rANS and h_s
-            data[r.randrange(crc_at + 4, len(data))] ^= 1 << r.randrange(8)
-        else:
-            for _ in range(r.randrange(1, 4)):
-                data[r.randrange(len(data))] ^= 1 << r.randrange(8)
-        if kind >= 2 and len(data) > crc_at + 4:  # a valid CRC over the damage
-            crc = zlib.crc32(bytes(data[crc_at + 4:]), zlib.crc32(bytes(data[:crc_at])))
-            data[crc_at:crc_at + 4] = struct.pack("<I", crc)
-        data = bytes(data)
+            data = damage(original, "flip", r, edits=1, payload_only=True, valid_crc=True)
+        else:  # 1..3 flips anywhere, the CRC recomputed over them for kind 2
+            data = damage(original, "flip", r, valid_crc=kind == 2)
         try:
             theirs = codec.entropy_decode(data).y_hat.numpy()
         except (BitstreamError, ModelMismatchError):

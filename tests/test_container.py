@@ -2,6 +2,7 @@
 
 import random
 import struct
+import zlib
 
 import pytest
 
@@ -114,3 +115,30 @@ def test_fingerprint_of_reads_the_header_alone():
                          (data[:4] + b"\x09" + data[5:], "version 9")):
         with pytest.raises(BitstreamError, match=message):
             container.fingerprint_of(bad)
+
+
+def test_damage_helper_kinds_crc_and_determinism():
+    """vlmcodec.bitstream.damage, which the decoders' fuzz tests draw from: every kind changes the
+    stream, payload-only damage behind a recomputed CRC still parses (the CRC holds, the header is
+    intact), without it the CRC check catches it, and a seed gives the same damage."""
+    from vlmcodec.bitstream.damage import KINDS, crc_offset, damage
+
+    data = _stream()
+    crc_at = crc_offset(data)
+    assert data[crc_at:crc_at + 4] == struct.pack("<I", zlib.crc32(data[crc_at + 4:], zlib.crc32(data[:crc_at])))
+    r = random.Random(0)
+    for kind in KINDS:
+        changed = [damage(data, kind, r, edits=5) != data for _ in range(50)]
+        assert sum(changed) >= 45, kind  # (an overwrite may rewrite a byte with its own value)
+    for _ in range(50):
+        bad = damage(data, "flip", r, payload_only=True, valid_crc=True)
+        h, z, y = container.unpack(bad)  # parses: only the payload changed, and the CRC covers it
+        assert (h.width, h.height) == (768, 512) and bad[:crc_at] == data[:crc_at]
+        with pytest.raises(BitstreamError, match="CRC-32"):
+            container.unpack(damage(data, "flip", r, edits=1, payload_only=True))
+    assert damage(data, "insert", random.Random(5)) == damage(data, "insert", random.Random(5))
+    assert len(damage(data, "truncate", r)) < len(data)
+    with pytest.raises(ValueError, match="kind"):
+        damage(data, "shuffle", r)
+    with pytest.raises(ValueError, match="edits"):
+        damage(data, "flip", r, edits=0)
