@@ -44,9 +44,10 @@ def _ctest(decoder_dir: Path) -> str:
 
 
 def test_ctest_suite(built):
-    """The C and C++ tests (rANS core, both C APIs) from the same build, so that CI runs them."""
+    """The C and C++ tests (rANS core, both C APIs, the convolutions) from the same build, so that CI
+    runs them."""
     out = _ctest(built)
-    assert "decoder_c_api" in out and "rans_c_api" in out
+    assert all(name in out for name in ("decoder_c_api", "rans_c_api", "conv_dispatch", "conv_portable"))
 
 
 def _decoder(built, model_path, tmp_path_factory):

@@ -1,0 +1,137 @@
+// The stream decoder's convolutions (kernels/decoder/conv.hpp) against a direct one: stride-1
+// convolutions with zero padding, 1x1 ones (each input row copied alone), pixel shuffles and an
+// in-place finish, odd sizes, 1-3 threads, float64 and float32. The operands are small integers,
+// so every sum is exact in any order and the results must be equal, not close. Built twice:
+// with the run-time dispatch (the AVX2 + FMA version on such machines) and with the portable
+// version alone (VLMC_CONV_PORTABLE_ONLY).
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+#include "conv.hpp"
+
+using namespace vlmc::conv;
+
+namespace {
+
+int failures = 0;
+
+#define CHECK(cond, ...)                                                              \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            std::fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);      \
+            std::fprintf(stderr, __VA_ARGS__);                                        \
+            std::fprintf(stderr, "\n");                                               \
+            ++failures;                                                               \
+        }                                                                             \
+    } while (0)
+
+template <class T> struct Case {
+    Shape s;
+    Planes<T> x;
+    std::vector<T> weight, bias;
+};
+
+template <class T> Case<T> make_case(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w) {
+    std::uniform_int_distribution<int> u(-20, 20);
+    Case<T> c{Shape{out, in, k, k, k / 2, k / 2}, Planes<T>{in, h, w, Buffer<T>(size_t(in) * h * w)}, {}, {}};
+    for (T &v : c.x.v) v = T(u(rng));
+    c.weight.resize(size_t(out) * in * k * k);
+    for (T &v : c.weight) v = T(u(rng));
+    for (uint32_t o = 0; o < out; ++o) c.bias.push_back(T(u(rng)));
+    return c;
+}
+
+// the convolution by definition: out[o][y][x] = b[o] + Σ w[o][i][ky][kx] · in[i][y + ky − ph][x + kx − pw]
+template <class T> std::vector<T> direct(const Case<T> &c) {
+    const Shape &s = c.s;
+    const uint32_t ho = c.x.h + 2 * s.ph - s.kh + 1, wo = c.x.w + 2 * s.pw - s.kw + 1;
+    std::vector<T> y(size_t(s.out) * ho * wo);
+    for (uint32_t o = 0; o < s.out; ++o)
+        for (uint32_t oy = 0; oy < ho; ++oy)
+            for (uint32_t ox = 0; ox < wo; ++ox) {
+                T acc = 0;
+                for (uint32_t i = 0; i < s.in; ++i)
+                    for (uint32_t ky = 0; ky < s.kh; ++ky)
+                        for (uint32_t kx = 0; kx < s.kw; ++kx) {
+                            const int64_t iy = int64_t(oy) + ky - s.ph, ix = int64_t(ox) + kx - s.pw;
+                            if (iy < 0 || ix < 0 || iy >= c.x.h || ix >= c.x.w) continue;
+                            acc += c.weight[((size_t(o) * s.in + i) * s.kh + ky) * s.kw + kx] *
+                                   c.x.v[(size_t(i) * c.x.h + iy) * c.x.w + ix];
+                        }
+                y[(size_t(o) * ho + oy) * wo + ox] = acc + c.bias[o];
+            }
+    return y;
+}
+
+template <class T> void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w) {
+    const Case<T> c = make_case<T>(rng, in, out, k, h, w);
+    const auto packed = pack_weights(c.weight.data(), out, in * k * k);
+    const std::vector<T> want = direct(c);
+    const uint32_t ho = h + 2 * (k / 2) - k + 1, wo = w + 2 * (k / 2) - k + 1;
+    for (int threads = 1; threads <= 3; ++threads) {
+        const auto op = [&](uint32_t o, T v) { return v + c.bias[o]; };
+        const Planes<T> y = conv_layer(c.s, packed.data(), c.x, threads, false, op);
+        CHECK(y.c == out && y.h == ho && y.w == wo, "shape %u %u %u", y.c, y.h, y.w);
+        size_t bad = 0;
+        for (size_t i = 0; i < want.size(); ++i) bad += y.v[i] != want[i];
+        CHECK(bad == 0, "in %u out %u k %u %ux%u, %d threads: %zu of %zu outputs differ", in, out, k, h, w, threads, bad,
+              want.size());
+        if (out % 4 == 0) {  // the shuffled layout: channel 4c + 2i + j's (y, x) at (c, 2y + i, 2x + j)
+            const Planes<T> z = conv_layer(c.s, packed.data(), c.x, threads, true, op);
+            CHECK(z.c == out / 4 && z.h == 2 * ho && z.w == 2 * wo, "shuffled shape");
+            size_t wrong = 0;
+            for (uint32_t o = 0; o < out; ++o)
+                for (uint32_t oy = 0; oy < ho; ++oy)
+                    for (uint32_t ox = 0; ox < wo; ++ox)
+                        wrong += z.v[(size_t(o / 4) * z.h + 2 * oy + (o / 2) % 2) * z.w + 2 * ox + o % 2] !=
+                                 want[(size_t(o) * ho + oy) * wo + ox];
+            CHECK(wrong == 0, "shuffle: in %u out %u %ux%u: %zu differ", in, out, h, w, wrong);
+        }
+    }
+}
+
+// conv_rows with a load (x²) and a finish that overwrites its input row in place, as the GDN does
+void check_in_place_1x1(std::mt19937 &rng) {
+    Case<float> c = make_case<float>(rng, 11, 11, 1, 7, 37);
+    const auto packed = pack_weights(c.weight.data(), 11, 11);
+    Case<float> squared = c;
+    for (float &v : squared.x.v) v = v * v;
+    const std::vector<float> norm = direct(squared);
+    for (int threads = 1; threads <= 3; ++threads) {
+        Planes<float> x = c.x;
+        conv_rows(c.s, packed.data(), x, threads, [](float v) { return v * v; },
+                  [&](uint32_t oy, const float *rows, uint32_t n) {
+                      for (uint32_t o = 0; o < x.c; ++o) {
+                          float *v = x.v.data() + (size_t(o) * x.h + oy) * x.w;
+                          for (uint32_t j = 0; j < n; ++j) v[j] = (rows[size_t(o) * n + j] + c.bias[o]) - v[j];
+                      }
+                  });
+        size_t bad = 0;
+        for (size_t i = 0; i < x.v.size(); ++i) bad += x.v[i] != norm[i] - c.x.v[i];
+        CHECK(bad == 0, "in-place 1x1, %d threads: %zu differ", threads, bad);
+    }
+}
+
+}  // namespace
+
+int main() {
+    std::mt19937 rng(2026);
+    // h_s-like (float64, 3x3 with 4x the outputs for a shuffle) and g_s-like (float32) shapes,
+    // widths around the 8- and 16-pixel blocks and channel counts around the 6-channel block
+    check_layer<double>(rng, 16, 24, 3, 5, 7);
+    check_layer<double>(rng, 9, 40, 3, 4, 17);
+    check_layer<double>(rng, 7, 5, 5, 6, 9);
+    check_layer<float>(rng, 12, 16, 3, 9, 33);
+    check_layer<float>(rng, 5, 12, 3, 3, 16);
+    check_layer<float>(rng, 16, 16, 1, 6, 15);
+    check_layer<float>(rng, 3, 7, 1, 1, 1);
+    check_layer<float>(rng, 8, 4, 3, 1, 40);
+    check_in_place_1x1(rng);
+    if (failures) {
+        std::fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    std::printf("conv: all checks passed\n");
+    return 0;
+}
