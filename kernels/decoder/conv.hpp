@@ -1,6 +1,6 @@
 // Stride-1 convolutions for the stream decoder, as an implicit GEMM: each block of output pixels
 // reads its taps straight from a zero-padded copy of the input rows, and a register-blocked
-// product (4 output channels × 2 vectors of pixels) accumulates them. In float64 for the exact
+// product (kBo = 6 output channels × 2 vectors of pixels) accumulates them. In float64 for the exact
 // h_s (integer-valued operands, every partial sum below 2^52: exact in any order) and in float32
 // for g_s.
 #pragma once
@@ -113,7 +113,7 @@ void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, int threads,
     const uint32_t ho = size.first, wo = size.second;
     const bool row_local = s.kh == 1 && s.ph == 0;
     const uint32_t wp = (wo + B - 1) / B * B + s.kw - 1, hp = row_local ? 1 : x.h + 2 * s.ph;
-    // input row h of channel i as the padded rows' row r (at column pw), zeros around it
+    // channel i's input row h, load applied, into dst from column pw on, zeros before and after (to wp)
     auto pad_row = [&](T *dst, uint32_t i, uint32_t h) {
         const T *src = x.v.data() + (size_t(i) * x.h + h) * x.w;
         std::fill(dst, dst + s.pw, T(0));
