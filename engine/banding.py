@@ -94,25 +94,43 @@ def bands_at(pixels: int, band_pixels: int | None) -> bool:
     return band_pixels is not None and pixels > band_pixels
 
 
-def run_in_row_bands(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry,
-                     band_rows: int) -> Outputs:
-    """``fn(x)`` computed ``band_rows`` output rows at a time. ``fn`` must compute the network
-    ``geometry`` describes, giving a tensor or a tuple of tensors whose last two dimensions are
-    rows and columns; x's height times ``geometry.scale`` must be a whole number of rows."""
-    h = x.shape[-2]
+def _band_slices(geometry: RowGeometry, h: int, band_rows: int):
+    """Per band of ``band_rows`` output rows: (start, stop) of its output rows and [c0, c1) of
+    the input rows it runs on (its receptive field, cut on the aligned grid, clamped)."""
     scale, align = geometry.scale, geometry.align
     h_out = h * scale
     if h_out.denominator != 1 or h % align:
         raise ValueError(f"{h} rows do not divide into the network's grid (scale {scale}, align {align})")
     h_out = int(h_out)
     band_rows = max(1, int(band_rows))
-    outs: list[Tensor] = []
-    single = True
     for start in range(0, h_out, band_rows):
         stop = min(start + band_rows, h_out)
         lo, hi = geometry.input_rows(start, stop)
-        c0 = max(lo, 0) // align * align
-        c1 = min(h, -(-hi // align) * align)
+        yield start, stop, max(lo, 0) // align * align, min(h, -(-hi // align) * align)
+
+
+def band_rows_within(geometry: RowGeometry, h: int, min_rows: int, max_rows: int) -> int | None:
+    """The most output rows per band for which every band's input (context and alignment
+    included) has between ``min_rows`` and ``max_rows`` rows: how an engine whose optimisation
+    profile caps the input height runs a taller one. None when no band size fits."""
+    h_out = int(h * geometry.scale)
+    for band_rows in range(h_out, 0, -1):
+        if all(min_rows <= c1 - c0 <= max_rows for _, _, c0, c1 in _band_slices(geometry, h, band_rows)):
+            return band_rows
+    return None
+
+
+def run_in_row_bands(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry,
+                     band_rows: int) -> Outputs:
+    """``fn(x)`` computed ``band_rows`` output rows at a time. ``fn`` must compute the network
+    ``geometry`` describes, giving a tensor or a tuple of tensors whose last two dimensions are
+    rows and columns; x's height times ``geometry.scale`` must be a whole number of rows."""
+    h = x.shape[-2]
+    scale = geometry.scale
+    h_out = int(h * scale)  # (a height off the grid raises in _band_slices before any band runs)
+    outs: list[Tensor] = []
+    single = True
+    for start, stop, c0, c1 in _band_slices(geometry, h, band_rows):
         result = fn(x[:, :, c0:c1])
         single = isinstance(result, Tensor)
         parts = (result,) if single else tuple(result)

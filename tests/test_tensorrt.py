@@ -342,3 +342,43 @@ def test_engine_runner_io_and_profile_check(tmp_path):
         _EngineRunner(_FakeTRT([]), Runtime(), tmp_path / "bad.engine", entry)
     with pytest.raises(ConfigError, match="does not match"):
         _EngineRunner(_FakeTRT([]), Runtime(), tmp_path / "ok.engine", {**entry, "inputs": [{"name": "x"}]})
+
+
+def test_tall_inputs_run_in_row_bands_that_fit_the_profile(tiny_model_path, rng):
+    """Inputs taller than an engine's profile go through g_a / g_s in row bands, each within the
+    profile's heights, giving the whole pass's result; too wide ones still reach the profile
+    check. The backend's own method over stand-in engines (the networks in torch, on the CPU)
+    whose profiles take 64..256 image rows, so that the real path runs without TensorRT."""
+    from types import SimpleNamespace
+
+    from vlmcodec.backends.tensorrt_backend import TensorRTBackend
+    from vlmcodec.banding import row_geometry
+
+    model = load_model(tiny_model_path).model.eval()
+    backend = object.__new__(TensorRTBackend)  # no engines: _run is replaced below
+    backend._rows = {name: row_geometry(getattr(model, name)) for name in ("g_a", "g_s")}
+    scales = {"g_a": 1, "g_s": 16}
+    backend._nets = {name: SimpleNamespace(profile={"min": [1, 0, 64 // s, 64 // s], "max": [2, 0, 256 // s, 256 // s]})
+                     for name, s in scales.items()}
+    seen = {"g_a": [], "g_s": []}
+
+    def run(name, x):
+        lo, hi = backend._nets[name].profile["min"], backend._nets[name].profile["max"]
+        if not (lo[2] <= x.shape[2] <= hi[2] and lo[3] <= x.shape[3] <= hi[3]):
+            raise ConfigError(f"tensorrt {name}: input shape {list(x.shape)} is outside the engine's profile")
+        seen[name].append(x.shape[2])
+        return getattr(model, name)(x)
+
+    backend._run = run
+    img = torch.from_numpy(smooth_image(rng, 640, 192)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        y = backend.analysis(img)
+        x_hat = backend.synthesis(y)
+        assert torch.allclose(y, model.g_a(img), atol=1e-4) and torch.allclose(x_hat, model.g_s(y), atol=1e-4)
+    assert len(seen["g_a"]) > 2 and max(seen["g_a"]) <= 256 and min(seen["g_a"]) >= 64
+    assert len(seen["g_s"]) > 2 and max(seen["g_s"]) <= 16 and min(seen["g_s"]) >= 4
+    with pytest.raises(ConfigError, match="profile"):  # wider than the profile: no bands for that
+        backend.synthesis(torch.zeros(1, y.shape[1], 40, 17))
+    seen["g_s"].clear()
+    backend.synthesis(y[:, :, :16])  # fits: one pass
+    assert seen["g_s"] == [16]

@@ -11,6 +11,11 @@ outputs are torch CUDA tensors whose addresses are bound with ``set_tensor_addre
 set with ``set_input_shape``, and ``execute_async_v3`` enqueues on the stream. The Backend
 interface takes and returns CPU tensors; copies are made on the same stream.
 
+An engine takes inputs up to its optimisation profile's size (``max_size``); g_a and g_s take
+taller ones in row bands that each fit the profile (``vlmcodec.banding``: the same function, each
+band with its receptive field's context), so streams of tall images decode. Wider inputs, and
+the pre-editor (its attention sees the whole image), are refused with the profile's limits.
+
 The engines always run on a GPU: ``device`` selects which ("cuda", "cuda:1"); the Codec's
 default "cpu" means the first GPU. Without TensorRT or a GPU the constructor raises
 ``BackendUnavailableError("TensorRT not available: …")``.
@@ -25,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..banding import band_rows_within, row_geometry, run_in_row_bands
 from ..errors import ConfigError, VlmcodecError
 
 RUN_NETWORKS = ("g_a", "h_a", "g_s")
@@ -94,6 +100,7 @@ class TensorRTBackend:
         if missing:
             raise ConfigError(f"{self.engine_dir}: engines {missing} are missing; rebuild with every network")
         self._trt = trt
+        self._rows = {name: row_geometry(getattr(model, name)) for name in ("g_a", "g_s") if hasattr(model, name)}
         from vlmcodec.export.tensorrt import _Logger
 
         self._logger = _Logger.make(trt)
@@ -137,9 +144,18 @@ class TensorRTBackend:
         """The pre-editor P (identity for models without one), clamped to [0, 1]."""
         return x if "pre_editor" not in self._nets else self._run("pre_editor", x).clamp_(0, 1)
 
+    def _run_rows(self, name: str, x: Tensor) -> Tensor:
+        """``_run``, or for an input taller than the engine's profile, in row bands that fit it."""
+        lo, hi = self._nets[name].profile["min"][2], self._nets[name].profile["max"][2]
+        geometry = self._rows.get(name)
+        rows = band_rows_within(geometry, x.shape[-2], lo, hi) if geometry and x.shape[-2] > hi else None
+        if rows is None:  # fits (or cannot be cut to fit: _run reports the profile)
+            return self._run(name, x)
+        return run_in_row_bands(lambda part: self._run(name, part), x, geometry, rows)
+
     @torch.inference_mode()
     def analysis(self, x: Tensor) -> Tensor:
-        return self._run("g_a", x)
+        return self._run_rows("g_a", x)
 
     @torch.inference_mode()
     def hyper_analysis(self, y: Tensor) -> Tensor:
@@ -147,4 +163,4 @@ class TensorRTBackend:
 
     @torch.inference_mode()
     def synthesis(self, y_hat: Tensor) -> Tensor:
-        return self._run("g_s", y_hat)
+        return self._run_rows("g_s", y_hat)
