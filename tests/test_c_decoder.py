@@ -272,6 +272,25 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and run.stderr.startswith("vlmc_decode_latents: error: corrupt or truncated")
     assert not (tmp_path / "y2.f32").exists()
+    # options: bands (the same pixels down to one latent row per band), and bad values refused by name
+    stream, image = str(tmp_path / "s.vlmc"), str(tmp_path / "b.ppm")
+    for band in ("0", "1"):
+        run = subprocess.run([tool, str(model_file), stream, "--image", image, "--band-pixels", band, "--threads", "2"],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0 and (tmp_path / "b.ppm").read_bytes() == (tmp_path / "x.ppm").read_bytes(), run.stderr
+    for args, message in [(["--threads", "abc"], "--threads takes a whole number (0..256; 0: up to 4), got 'abc'"),
+                          (["--threads", "257"], "--threads takes a whole number"),
+                          (["--threads", "-1"], "--threads takes a whole number"),
+                          (["--max-pixels", "0"], "--max-pixels takes a whole number (at least 1)"),
+                          (["--band-pixels", "1e6"], "--band-pixels takes a whole number"),
+                          (["--image"], "--image needs a value"),
+                          (["--frobnicate"], "unknown option --frobnicate")]:
+        run = subprocess.run([tool, str(model_file), stream, str(tmp_path / "y3.f32"), *args], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 2 and f"vlmc_decode_latents: error: {message}" in run.stderr, (args, run.stderr)
+    run = subprocess.run([tool, str(model_file), stream, str(tmp_path / "y3.f32"), "--max-pixels", "100"],
+                         capture_output=True, text=True, timeout=60)  # 80x50 is more than 100 pixels
+    assert run.returncode == 2 and "max_pixels" in run.stderr, run.stderr
 
 
 def test_export_command(tiny_model_path, tmp_path, capsys):

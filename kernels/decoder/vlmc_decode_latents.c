@@ -2,7 +2,7 @@
  *
  *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc OUT.f32 [--raw] [--threads N] [--max-pixels N]
  *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --info
- *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --image OUT.ppm [--coded-size] [--threads N]
+ *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --image OUT.ppm [--coded-size] [--threads N] [--band-pixels N]
  *
  * Prints the stream's fields as one JSON line on stdout; OUT.f32 holds channels × latent_height ×
  * latent_width floats (C order), g_s's input (--raw: before the inverse gain); --image: the decoded
@@ -11,6 +11,7 @@
  * stderr as "vlmc_decode_latents: error: …" with exit status 2. */
 #include "vlmc_decoder.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,32 +57,62 @@ static int write_file(const char *path, const char *header, const void *buf, siz
     return ok;
 }
 
+/* A whole decimal number in [0, max] into *out; 0 (nothing parsed) otherwise. */
+static int parse_count(const char *text, unsigned long long max, unsigned long long *out) {
+    char *end = NULL;
+    if (text == NULL || *text < '0' || *text > '9') return 0; /* no sign, no space */
+    errno = 0;
+    *out = strtoull(text, &end, 10);
+    return errno == 0 && *end == '\0' && *out <= max;
+}
+
+static int bad_value(const char *option, const char *expected, const char *value) {
+    fprintf(stderr, "vlmc_decode_latents: error: %s takes a whole number (%s), got '%s'\n", option, expected, value);
+    return 2;
+}
+
+#define USAGE                                                                                         \
+    "usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] | --image OUT.ppm [--coded-size] " \
+    "| --info) [--threads N] [--max-pixels N] [--band-pixels N]"
+
 int main(int argc, char **argv) {
     const char *model = NULL, *stream = NULL, *out_path = NULL, *image_path = NULL;
     unsigned flags = 0;
-    int threads = 0, info_only = 0, coded_size = 0, i, rc;
-    unsigned long long max_pixels = 0;
+    int info_only = 0, coded_size = 0, band_set = 0, i, rc;
+    unsigned long long threads = 0, max_pixels = 0, band_pixels = 0;
     for (i = 1; i < argc; ++i) {
-        if (strcmp(argv[i], "--raw") == 0) flags |= VLMC_DEC_RAW;
-        else if (strcmp(argv[i], "--info") == 0) info_only = 1;
-        else if (strcmp(argv[i], "--coded-size") == 0) coded_size = 1;
-        else if (strcmp(argv[i], "--image") == 0 && i + 1 < argc) image_path = argv[++i];
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--max-pixels") == 0 && i + 1 < argc) max_pixels = strtoull(argv[++i], NULL, 10);
-        else if (argv[i][0] == '-' && argv[i][1] == '-') return error("unknown option (see the usage in the source)");
-        else if (!model) model = argv[i];
-        else if (!stream) stream = argv[i];
-        else if (!out_path) out_path = argv[i];
-        else return error("too many arguments");
+        const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--raw") == 0) flags |= VLMC_DEC_RAW;
+        else if (strcmp(arg, "--info") == 0) info_only = 1;
+        else if (strcmp(arg, "--coded-size") == 0) coded_size = 1;
+        else if (strcmp(arg, "--image") == 0 || strcmp(arg, "--threads") == 0 || strcmp(arg, "--max-pixels") == 0 ||
+                 strcmp(arg, "--band-pixels") == 0) {
+            if (value == NULL) {
+                fprintf(stderr, "vlmc_decode_latents: error: %s needs a value\n", arg);
+                return 2;
+            }
+            ++i;
+            if (strcmp(arg, "--image") == 0) image_path = value;
+            else if (strcmp(arg, "--threads") == 0 && !parse_count(value, 256, &threads))
+                return bad_value(arg, "0..256; 0: up to 4", value);
+            else if (strcmp(arg, "--max-pixels") == 0 && (!parse_count(value, ~0ull, &max_pixels) || max_pixels == 0))
+                return bad_value(arg, "at least 1", value);
+            else if (strcmp(arg, "--band-pixels") == 0 && !(band_set = parse_count(value, ~0ull, &band_pixels)))
+                return bad_value(arg, "g_s's pixels per band; 0: one pass", value);
+        } else if (arg[0] == '-' && arg[1] == '-') {
+            fprintf(stderr, "vlmc_decode_latents: error: unknown option %s\n%s\n", arg, USAGE);
+            return 2;
+        } else if (!model) model = arg;
+        else if (!stream) stream = arg;
+        else if (!out_path) out_path = arg;
+        else return error("too many arguments\n" USAGE);
     }
-    if (!model || !stream || (!out_path && !info_only && !image_path))
-        return error("usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] | --image OUT.ppm "
-                     "[--coded-size] | --info) "
-                     "[--threads N] [--max-pixels N]");
+    if (!model || !stream || (!out_path && !info_only && !image_path)) return error(USAGE);
 
     vlmc_decoder *dec = NULL;
     if (vlmc_decoder_open(model, &dec) != VLMC_DEC_OK) return error(vlmc_decoder_last_error());
-    if (max_pixels && vlmc_decoder_set_max_pixels(dec, max_pixels) != VLMC_DEC_OK) {
+    if ((max_pixels && vlmc_decoder_set_max_pixels(dec, max_pixels) != VLMC_DEC_OK) ||
+        (band_set && vlmc_decoder_set_band_pixels(dec, band_pixels) != VLMC_DEC_OK)) {
         vlmc_decoder_free(dec);
         return error(vlmc_decoder_last_error());
     }
@@ -100,7 +131,7 @@ int main(int argc, char **argv) {
         unsigned char *rgb = malloc(n);
         char header[64];
         rc = rgb == NULL ? VLMC_DEC_ERR_NO_MEMORY
-                         : vlmc_decoder_image(dec, data, size, coded_size ? VLMC_DEC_CODED_SIZE : 0, threads, rgb, n);
+                         : vlmc_decoder_image(dec, data, size, coded_size ? VLMC_DEC_CODED_SIZE : 0, (int)threads, rgb, n);
         snprintf(header, sizeof header, "P6\n%u %u\n255\n", out_w, out_h);
         if (rc == VLMC_DEC_OK && !write_file(image_path, header, rgb, n)) unwritten = "the image file";
         free(rgb);
@@ -108,7 +139,7 @@ int main(int argc, char **argv) {
     if (rc == VLMC_DEC_OK && !unwritten && out_path) {
         size_t n = (size_t)info.channels * info.latent_height * info.latent_width;
         float *y = malloc(n * sizeof(float));
-        rc = y == NULL ? VLMC_DEC_ERR_NO_MEMORY : vlmc_decoder_latents(dec, data, size, flags, threads, y, n);
+        rc = y == NULL ? VLMC_DEC_ERR_NO_MEMORY : vlmc_decoder_latents(dec, data, size, flags, (int)threads, y, n);
         if (rc == VLMC_DEC_OK && !write_file(out_path, NULL, y, n * sizeof(float))) unwritten = "the output file";
         free(y);
     }
