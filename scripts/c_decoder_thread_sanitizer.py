@@ -1,0 +1,123 @@
+"""The C decoder under ThreadSanitizer: one decoder shared by concurrent calls.
+
+The C API says a decoder is read-only once open and may be shared between threads. This builds
+the library with -fsanitize=thread (cmake, into a temporary folder) and a small C program that
+opens the default model's decoder file once and decodes the same streams from several threads
+at once, each call itself using 2 threads (full size, a consumer-scale stream that is upsampled,
+and latents), then checks that every thread got the same bytes. Any ThreadSanitizer report or
+difference fails it. A check to run by hand (about a minute), not a test.
+
+    python scripts/c_decoder_thread_sanitizer.py [--threads 4] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROGRAM = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "vlmc_decoder.h"
+
+static vlmc_decoder *dec;
+static unsigned char *data;
+static size_t size, n_rgb, n_y;
+static int rounds;
+
+typedef struct { unsigned char *rgb; float *y; int failed; } Job;
+
+static void *work(void *arg) {
+    Job *job = arg;
+    for (int r = 0; r < rounds; ++r) {
+        if (vlmc_decoder_image(dec, data, size, 0, 2, job->rgb, n_rgb) != VLMC_DEC_OK) job->failed = 1;
+        if (vlmc_decoder_latents(dec, data, size, 0, 2, job->y, n_y) != VLMC_DEC_OK) job->failed = 1;
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    int threads = atoi(argv[3]), bad = 0;
+    rounds = atoi(argv[4]);
+    if (vlmc_decoder_open(argv[1], &dec) != VLMC_DEC_OK) return fprintf(stderr, "%s\n", vlmc_decoder_last_error()), 3;
+    FILE *f = fopen(argv[2], "rb");
+    if (!f) return 3;
+    fseek(f, 0, SEEK_END);
+    size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    data = malloc(size);
+    if (fread(data, 1, size, f) != size) return 3;
+    fclose(f);
+    vlmc_stream_info info;
+    if (vlmc_decoder_stream_info(dec, data, size, &info) != VLMC_DEC_OK) return 3;
+    n_rgb = (size_t)info.width * info.height * 3;
+    n_y = (size_t)info.channels * info.latent_height * info.latent_width;
+    pthread_t tid[64];
+    Job jobs[64];
+    for (int t = 0; t < threads; ++t) {
+        jobs[t].rgb = malloc(n_rgb), jobs[t].y = malloc(n_y * sizeof(float)), jobs[t].failed = 0;
+        pthread_create(&tid[t], NULL, work, &jobs[t]);
+    }
+    for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
+    for (int t = 0; t < threads; ++t)
+        bad += jobs[t].failed || memcmp(jobs[t].rgb, jobs[0].rgb, n_rgb) || memcmp(jobs[t].y, jobs[0].y, n_y * sizeof(float));
+    printf("%s: %d threads x %d rounds, %s\n", argv[2], threads, rounds, bad ? "DIFFERENT or FAILED" : "all equal");
+    vlmc_decoder_free(dec);
+    return bad ? 1 : 0;
+}
+"""
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=4, help="concurrent calls (1..64)")
+    p.add_argument("--rounds", type=int, default=2, help="image + latents decodes per thread")
+    a = p.parse_args()
+    if not 1 <= a.threads <= 64 or a.rounds < 1:
+        p.error("--threads must be in 1..64 and --rounds at least 1")
+
+    from vlmcodec import Codec
+    from vlmcodec.codec import default_model_path
+    from vlmcodec.export.c_decoder import export_c_decoder, find_cmake
+    from vlmcodec.image_io import load_image
+    from vlmcodec.models.checkpoint import load_model
+
+    work = Path(tempfile.mkdtemp(prefix="c_decoder_tsan_"))
+    cmake, flags = find_cmake() or "cmake", "-fsanitize=thread -g -O1"
+    build = work / "build"
+    subprocess.run([cmake, "-S", str(ROOT), "-B", str(build), "-DVLMCODEC_BUILD_PYTHON=OFF", "-DVLMCODEC_BUILD_TESTS=OFF",
+                    "-DCMAKE_BUILD_TYPE=RelWithDebInfo", f"-DCMAKE_CXX_FLAGS={flags}", f"-DCMAKE_C_FLAGS={flags}",
+                    f"-DCMAKE_SHARED_LINKER_FLAGS={flags}"], check=True, capture_output=True)
+    subprocess.run([cmake, "--build", str(build), "--target", "vlmc_decoder", "-j", "2"], check=True, capture_output=True)
+    lib_dir = build / "kernels" / "decoder"
+    (work / "conc.c").write_text(PROGRAM)
+    subprocess.run(["cc", "-std=c11", *flags.split(), str(work / "conc.c"), f"-I{ROOT / 'kernels' / 'decoder'}",
+                    f"-L{lib_dir}", "-lvlmc_decoder", "-lpthread", f"-Wl,-rpath,{lib_dir}", "-o", str(work / "conc")],
+                   check=True)
+    model_file = export_c_decoder(load_model(default_model_path()), work)
+    codec, samples = Codec(), sorted((ROOT / "assets" / "samples").glob("*.png"))
+    img = load_image(samples[0])
+    cases = {"full": codec.encode(img, quality=50), "consumer": codec.encode(img, quality=30, short_side=200)}
+    t0 = time.time()
+    for name, data in cases.items():
+        (work / f"{name}.vlmc").write_bytes(data)
+        run = subprocess.run([str(work / "conc"), str(model_file), str(work / f"{name}.vlmc"), str(a.threads),
+                              str(a.rounds)], capture_output=True, text=True, env={"TSAN_OPTIONS": "halt_on_error=1"})
+        print(run.stdout.strip())
+        if run.returncode != 0 or "ThreadSanitizer" in run.stderr:
+            print(f"{name}: exit {run.returncode}\n{run.stderr[-4000:]}")
+            return 1
+    print(f"no ThreadSanitizer report, {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
