@@ -36,16 +36,17 @@ class RowGeometry:
     layers: tuple[tuple[str, int, int, int], ...]
 
     @classmethod
-    def of(cls, seq: nn.Sequential) -> RowGeometry:
+    def of(cls, seq: nn.Sequential, axis: int = 0) -> RowGeometry:
         """From a network's modules: Conv2d / ConvTranspose2d, and pointwise layers (GDN, its
-        folded and kernel forms, activations); anything else is refused."""
+        folded and kernel forms, activations); anything else is refused. ``axis`` 0: along the
+        rows (the vertical geometry), 1: along the columns."""
         layers = []
         for m in seq:
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 kind = "deconv" if isinstance(m, nn.ConvTranspose2d) else "conv"
-                if m.dilation[0] != 1:
+                if m.dilation[axis] != 1:
                     raise ValueError(f"row bands do not handle dilated convolutions ({m})")
-                layers.append((kind, m.kernel_size[0], m.stride[0], m.padding[0]))
+                layers.append((kind, m.kernel_size[axis], m.stride[axis], m.padding[axis]))
             elif not (isinstance(m, _POINTWISE) or "GDN" in type(m).__name__):
                 raise ValueError(f"row bands cannot tell the geometry of {type(m).__name__}")
         return cls(tuple(layers))
@@ -79,11 +80,11 @@ class RowGeometry:
         return lo, hi + 1
 
 
-def row_geometry(seq: nn.Sequential) -> RowGeometry | None:
-    """``RowGeometry.of(seq)``, or None for a network it cannot describe (which then never runs
-    in bands)."""
+def row_geometry(seq: nn.Sequential, axis: int = 0) -> RowGeometry | None:
+    """``RowGeometry.of(seq, axis)``, or None for a network it cannot describe (which then never
+    runs in bands)."""
     try:
-        return RowGeometry.of(seq)
+        return RowGeometry.of(seq, axis)
     except ValueError:
         return None
 
@@ -112,7 +113,8 @@ def _band_slices(geometry: RowGeometry, h: int, band_rows: int):
 def band_rows_within(geometry: RowGeometry, h: int, min_rows: int, max_rows: int) -> int | None:
     """The most output rows per band for which every band's input (context and alignment
     included) has between ``min_rows`` and ``max_rows`` rows: how an engine whose optimisation
-    profile caps the input height runs a taller one. None when no band size fits."""
+    profile caps the input height runs a taller one (with a column geometry: the columns of a
+    wider one). None when no band size fits."""
     h_out = int(h * geometry.scale)
     for band_rows in range(h_out, 0, -1):
         if all(min_rows <= c1 - c0 <= max_rows for _, _, c0, c1 in _band_slices(geometry, h, band_rows)):
@@ -120,28 +122,39 @@ def band_rows_within(geometry: RowGeometry, h: int, min_rows: int, max_rows: int
     return None
 
 
-def run_in_row_bands(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry,
-                     band_rows: int) -> Outputs:
-    """``fn(x)`` computed ``band_rows`` output rows at a time. ``fn`` must compute the network
-    ``geometry`` describes, giving a tensor or a tuple of tensors whose last two dimensions are
-    rows and columns; x's height times ``geometry.scale`` must be a whole number of rows."""
-    h = x.shape[-2]
+def run_in_bands(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry, band: int,
+                 dim: int = -2) -> Outputs:
+    """``fn(x)`` computed ``band`` output rows (``dim`` −2) or columns (``dim`` −1) at a time.
+    ``fn`` must compute the network ``geometry`` describes along that axis, giving a tensor or a
+    tuple of tensors whose last two dimensions are rows and columns; x's extent along ``dim``
+    times ``geometry.scale`` must be whole."""
+    if dim not in (-2, -1):
+        raise ValueError(f"dim must be -2 (rows) or -1 (columns), got {dim}")
+    n = x.shape[dim]
     scale = geometry.scale
-    h_out = int(h * scale)  # (a height off the grid raises in _band_slices before any band runs)
+    n_out = int(n * scale)  # (an extent off the grid raises in _band_slices before any band runs)
     outs: list[Tensor] = []
     single = True
-    for start, stop, c0, c1 in _band_slices(geometry, h, band_rows):
-        result = fn(x[:, :, c0:c1])
+    for start, stop, c0, c1 in _band_slices(geometry, n, band):
+        result = fn(x.narrow(dim, c0, c1 - c0))
         single = isinstance(result, Tensor)
         parts = (result,) if single else tuple(result)
         offset = int(c0 * scale)
         for i, part in enumerate(parts):
-            if part.shape[-2] != (c1 - c0) * scale:
-                raise RuntimeError(f"network gave {part.shape[-2]} rows for {c1 - c0} input rows (scale {scale})")
+            if part.shape[dim] != (c1 - c0) * scale:
+                raise RuntimeError(f"network gave {part.shape[dim]} for {c1 - c0} input rows or columns (scale {scale})")
             if len(outs) <= i:
-                outs.append(part.new_empty(*part.shape[:-2], h_out, part.shape[-1]))
-            outs[i][..., start:stop, :] = part[..., start - offset : stop - offset, :]
+                shape = list(part.shape)
+                shape[dim] = n_out
+                outs.append(part.new_empty(shape))
+            outs[i].narrow(dim, start, stop - start).copy_(part.narrow(dim, start - offset, stop - start))
     return outs[0] if single else tuple(outs)  # type: ignore[return-value]
+
+
+def run_in_row_bands(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry,
+                     band_rows: int) -> Outputs:
+    """``fn(x)`` computed ``band_rows`` output rows at a time (``run_in_bands`` along the rows)."""
+    return run_in_bands(fn, x, geometry, band_rows, dim=-2)
 
 
 def banded(fn: Callable[[Tensor], Outputs], x: Tensor, geometry: RowGeometry,

@@ -8,6 +8,7 @@ the timing cache.
 """
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -344,11 +345,12 @@ def test_engine_runner_io_and_profile_check(tmp_path):
         _EngineRunner(_FakeTRT([]), Runtime(), tmp_path / "ok.engine", {**entry, "inputs": [{"name": "x"}]})
 
 
-def test_tall_inputs_run_in_row_bands_that_fit_the_profile(tiny_model_path, rng):
-    """Inputs taller than an engine's profile go through g_a / g_s in row bands, each within the
-    profile's heights, giving the whole pass's result; too wide ones still reach the profile
-    check. The backend's own method over stand-in engines (the networks in torch, on the CPU)
-    whose profiles take 64..256 image rows, so that the real path runs without TensorRT."""
+def test_large_inputs_run_in_tiles_that_fit_the_profile(tiny_model_path, rng):
+    """Inputs larger than an engine's profile go through g_a / g_s in tiles (bands of rows, each
+    in bands of columns), each within the profile's sizes, giving the whole pass's result; the
+    pre-editor beyond its profile runs as the torch module. The backend's own methods over
+    stand-in engines (the networks in torch, on the CPU) whose profiles take 64..256 image pixels
+    per side, so that the real path runs without TensorRT."""
     from types import SimpleNamespace
 
     from vlmcodec.backends.tensorrt_backend import TensorRTBackend
@@ -356,7 +358,10 @@ def test_tall_inputs_run_in_row_bands_that_fit_the_profile(tiny_model_path, rng)
 
     model = load_model(tiny_model_path).model.eval()
     backend = object.__new__(TensorRTBackend)  # no engines: _run is replaced below
-    backend._rows = {name: row_geometry(getattr(model, name)) for name in ("g_a", "g_s")}
+    backend._tiles = {name: (row_geometry(getattr(model, name), 0), row_geometry(getattr(model, name), 1))
+                      for name in ("g_a", "g_s")}
+    backend._pre_editor, backend._pre_editor_device, backend.device = None, None, torch.device("cpu")
+    backend._lock = threading.Lock()
     scales = {"g_a": 1, "g_s": 16}
     backend._nets = {name: SimpleNamespace(profile={"min": [1, 0, 64 // s, 64 // s], "max": [2, 0, 256 // s, 256 // s]})
                      for name, s in scales.items()}
@@ -366,19 +371,34 @@ def test_tall_inputs_run_in_row_bands_that_fit_the_profile(tiny_model_path, rng)
         lo, hi = backend._nets[name].profile["min"], backend._nets[name].profile["max"]
         if not (lo[2] <= x.shape[2] <= hi[2] and lo[3] <= x.shape[3] <= hi[3]):
             raise ConfigError(f"tensorrt {name}: input shape {list(x.shape)} is outside the engine's profile")
-        seen[name].append(x.shape[2])
+        seen[name].append(tuple(x.shape[2:]))
         return getattr(model, name)(x)
 
     backend._run = run
-    img = torch.from_numpy(smooth_image(rng, 640, 192)).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        y = backend.analysis(img)
-        x_hat = backend.synthesis(y)
-        assert torch.allclose(y, model.g_a(img), atol=1e-4) and torch.allclose(x_hat, model.g_s(y), atol=1e-4)
-    assert len(seen["g_a"]) > 2 and max(seen["g_a"]) <= 256 and min(seen["g_a"]) >= 64
-    assert len(seen["g_s"]) > 2 and max(seen["g_s"]) <= 16 and min(seen["g_s"]) >= 4
-    with pytest.raises(ConfigError, match="profile"):  # wider than the profile: no bands for that
-        backend.synthesis(torch.zeros(1, y.shape[1], 40, 17))
+    for h, w in [(640, 192), (192, 576), (576, 448)]:  # tall, wide, both
+        seen["g_a"].clear(), seen["g_s"].clear()
+        img = torch.from_numpy(smooth_image(rng, h, w)).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            y = backend.analysis(img)
+            x_hat = backend.synthesis(y)
+            assert torch.allclose(y, model.g_a(img), atol=1e-4) and torch.allclose(x_hat, model.g_s(y), atol=1e-4)
+        for name, side in (("g_a", 256), ("g_s", 16)):
+            assert len(seen[name]) > 2 and all(side // 4 <= d <= side for shape in seen[name] for d in shape), seen[name]
     seen["g_s"].clear()
-    backend.synthesis(y[:, :, :16])  # fits: one pass
-    assert seen["g_s"] == [16]
+    backend.synthesis(y[:, :, :16, :16])  # fits: one pass
+    assert seen["g_s"] == [(16, 16)]
+    with pytest.raises(ConfigError, match="profile"):  # a side that cannot be cut small enough reaches the check
+        backend._nets["g_s"].profile["max"][2] = 2
+        backend.synthesis(y)
+
+    # the pre-editor beyond its engine's profile: the torch module (here on the CPU), clamped
+    from vlmcodec.models.pre_editor import PreEditor, PreEditorConfig
+
+    torch.manual_seed(0)
+    pre = PreEditor(PreEditorConfig(dim=24, depth=1, heads=2, hidden=8)).eval()
+    backend._pre_editor = pre
+    backend._nets["pre_editor"] = SimpleNamespace(profile={"min": [1, 3, 64, 64], "max": [2, 3, 256, 256]})
+    backend._run = lambda name, x: pytest.fail("the engine was run beyond its profile")
+    big = torch.rand(1, 3, 320, 128)
+    with torch.no_grad():
+        assert torch.equal(backend.pre_edit(big), pre(big).clamp(0, 1))

@@ -11,10 +11,12 @@ outputs are torch CUDA tensors whose addresses are bound with ``set_tensor_addre
 set with ``set_input_shape``, and ``execute_async_v3`` enqueues on the stream. The Backend
 interface takes and returns CPU tensors; copies are made on the same stream.
 
-An engine takes inputs up to its optimisation profile's size (``max_size``); g_a and g_s take
-taller ones in row bands that each fit the profile (``vlmcodec.banding``: the same function, each
-band with its receptive field's context), so streams of tall images decode. Wider inputs, and
-the pre-editor (its attention sees the whole image), are refused with the profile's limits.
+An engine takes inputs up to its optimisation profile's size (``max_size``). Larger images still
+run: g_a and g_s in tiles — bands of rows, then of columns — that each fit the profile
+(``vlmcodec.banding``: the same function, each tile with its receptive field's context), and the
+pre-editor, whose attention sees the whole image, as the torch module on the engines' GPU
+(windowed attention above its window, as the other backends run it). Only a batch larger than
+the profile's is refused.
 
 The engines always run on a GPU: ``device`` selects which ("cuda", "cuda:1"); the Codec's
 default "cpu" means the first GPU. Without TensorRT or a GPU the constructor raises
@@ -23,6 +25,8 @@ default "cpu" means the first GPU. Without TensorRT or a GPU the constructor rai
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import threading
 from pathlib import Path
@@ -30,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..banding import band_rows_within, row_geometry, run_in_row_bands
+from ..banding import band_rows_within, row_geometry, run_in_bands
 from ..errors import ConfigError, VlmcodecError
 
 RUN_NETWORKS = ("g_a", "h_a", "g_s")
@@ -64,6 +68,11 @@ class _EngineRunner:
             raise ConfigError(
                 f"tensorrt {name}: input shape {list(shape)} is outside the engine's profile "
                 f"min {lo} .. max {hi}; rebuild the engines with a larger --max-batch / --max-size")
+
+
+def _in_bands(fn, geometry, band: int, dim: int):
+    """``fn`` run in bands of ``band`` outputs along ``dim`` (−2 rows, −1 columns)."""
+    return lambda x: run_in_bands(fn, x, geometry, band, dim=dim)
 
 
 class TensorRTBackend:
@@ -100,7 +109,11 @@ class TensorRTBackend:
         if missing:
             raise ConfigError(f"{self.engine_dir}: engines {missing} are missing; rebuild with every network")
         self._trt = trt
-        self._rows = {name: row_geometry(getattr(model, name)) for name in ("g_a", "g_s") if hasattr(model, name)}
+        # per network, its geometry along the rows and along the columns (tiles beyond the profile)
+        self._tiles = {name: (row_geometry(getattr(model, name), 0), row_geometry(getattr(model, name), 1))
+                       for name in ("g_a", "g_s") if hasattr(model, name)}
+        self._pre_editor = getattr(model, "pre_editor", None)  # on the GPU for images beyond the profile
+        self._pre_editor_device = None
         from vlmcodec.export.tensorrt import _Logger
 
         self._logger = _Logger.make(trt)
@@ -142,20 +155,46 @@ class TensorRTBackend:
     @torch.inference_mode()
     def pre_edit(self, x: Tensor) -> Tensor:
         """The pre-editor P (identity for models without one), clamped to [0, 1]."""
-        return x if "pre_editor" not in self._nets else self._run("pre_editor", x).clamp_(0, 1)
+        if "pre_editor" not in self._nets:
+            return x
+        if self._pre_editor is not None and not self._fits("pre_editor", tuple(x.shape)):
+            return self._torch_pre_editor(x)
+        return self._run("pre_editor", x).clamp_(0, 1)
 
-    def _run_rows(self, name: str, x: Tensor) -> Tensor:
-        """``_run``, or for an input taller than the engine's profile, in row bands that fit it."""
-        lo, hi = self._nets[name].profile["min"][2], self._nets[name].profile["max"][2]
-        geometry = self._rows.get(name)
-        rows = band_rows_within(geometry, x.shape[-2], lo, hi) if geometry and x.shape[-2] > hi else None
-        if rows is None:  # fits (or cannot be cut to fit: _run reports the profile)
+    def _fits(self, name: str, shape: tuple[int, ...]) -> bool:
+        lo, hi = self._nets[name].profile["min"], self._nets[name].profile["max"]
+        return all(lo[i] <= shape[i] <= hi[i] for i in (2, 3))
+
+    def _run_tiled(self, name: str, x: Tensor) -> Tensor:
+        """``_run``, or for an input larger than the engine's profile, in tiles that fit it: bands
+        of rows, each in bands of columns, each with its receptive field's context."""
+        if self._fits(name, tuple(x.shape)) or name not in self._tiles:
             return self._run(name, x)
-        return run_in_row_bands(lambda part: self._run(name, part), x, geometry, rows)
+        lo, hi = self._nets[name].profile["min"], self._nets[name].profile["max"]
+        fn = lambda part: self._run(name, part)  # noqa: E731
+        for axis in (1, 0):  # bands of columns inside bands of rows
+            geometry, i = self._tiles[name][axis], 2 + axis  # the profile's H, W at 2, 3
+            if geometry is None or lo[i] <= x.shape[i] <= hi[i]:
+                continue
+            band = band_rows_within(geometry, x.shape[i], lo[i], hi[i])
+            if band is None:  # cannot be cut to fit: _run reports the profile
+                return self._run(name, x)
+            fn = _in_bands(fn, geometry, band, dim=i - 4)
+        return fn(x)
+
+    def _torch_pre_editor(self, x: Tensor) -> Tensor:
+        """The pre-editor as the torch module on the engines' device, for images its engine's
+        profile does not take."""
+        with self._lock:
+            if self._pre_editor_device is None:
+                self._pre_editor_device = copy.deepcopy(self._pre_editor).to(self.device).eval()
+        on_gpu = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+        with on_gpu:
+            return self._pre_editor_device(x.to(self.device, torch.float32)).clamp_(0, 1).cpu()
 
     @torch.inference_mode()
     def analysis(self, x: Tensor) -> Tensor:
-        return self._run_rows("g_a", x)
+        return self._run_tiled("g_a", x)
 
     @torch.inference_mode()
     def hyper_analysis(self, y: Tensor) -> Tensor:
@@ -163,4 +202,4 @@ class TensorRTBackend:
 
     @torch.inference_mode()
     def synthesis(self, y_hat: Tensor) -> Tensor:
-        return self._run_rows("g_s", y_hat)
+        return self._run_tiled("g_s", y_hat)
