@@ -346,7 +346,7 @@ def test_engine_runner_io_and_profile_check(tmp_path):
 
 
 def test_large_inputs_run_in_tiles_that_fit_the_profile(tiny_model_path, rng):
-    """Inputs larger than an engine's profile go through g_a / g_s in tiles (bands of rows, each
+    """Inputs larger than an engine's profile go through g_a / h_a / g_s in tiles (bands of rows, each
     in bands of columns), each within the profile's sizes, giving the whole pass's result; the
     pre-editor beyond its profile runs as the torch module. The backend's own methods over
     stand-in engines (the networks in torch, on the CPU) whose profiles take 64..256 image pixels
@@ -359,13 +359,13 @@ def test_large_inputs_run_in_tiles_that_fit_the_profile(tiny_model_path, rng):
     model = load_model(tiny_model_path).model.eval()
     backend = object.__new__(TensorRTBackend)  # no engines: _run is replaced below
     backend._tiles = {name: (row_geometry(getattr(model, name), 0), row_geometry(getattr(model, name), 1))
-                      for name in ("g_a", "g_s")}
+                      for name in ("g_a", "h_a", "g_s")}
     backend._pre_editor, backend._pre_editor_device, backend.device = None, None, torch.device("cpu")
     backend._lock = threading.Lock()
-    scales = {"g_a": 1, "g_s": 16}
+    scales = {"g_a": 1, "h_a": 16, "g_s": 16}
     backend._nets = {name: SimpleNamespace(profile={"min": [1, 0, 64 // s, 64 // s], "max": [2, 0, 256 // s, 256 // s]})
                      for name, s in scales.items()}
-    seen = {"g_a": [], "g_s": []}
+    seen = {"g_a": [], "h_a": [], "g_s": []}
 
     def run(name, x):
         lo, hi = backend._nets[name].profile["min"], backend._nets[name].profile["max"]
@@ -376,13 +376,16 @@ def test_large_inputs_run_in_tiles_that_fit_the_profile(tiny_model_path, rng):
 
     backend._run = run
     for h, w in [(640, 192), (192, 576), (576, 448)]:  # tall, wide, both
-        seen["g_a"].clear(), seen["g_s"].clear()
+        for v in seen.values():
+            v.clear()
         img = torch.from_numpy(smooth_image(rng, h, w)).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
             y = backend.analysis(img)
+            z = backend.hyper_analysis(y)
             x_hat = backend.synthesis(y)
             assert torch.allclose(y, model.g_a(img), atol=1e-4) and torch.allclose(x_hat, model.g_s(y), atol=1e-4)
-        for name, side in (("g_a", 256), ("g_s", 16)):
+            assert torch.allclose(z, model.h_a(y), atol=1e-4)
+        for name, side in (("g_a", 256), ("h_a", 16), ("g_s", 16)):
             assert len(seen[name]) > 2 and all(side // 4 <= d <= side for shape in seen[name] for d in shape), seen[name]
     seen["g_s"].clear()
     backend.synthesis(y[:, :, :16, :16])  # fits: one pass

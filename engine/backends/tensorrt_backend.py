@@ -12,7 +12,7 @@ set with ``set_input_shape``, and ``execute_async_v3`` enqueues on the stream. T
 interface takes and returns CPU tensors; copies are made on the same stream.
 
 An engine takes inputs up to its optimisation profile's size (``max_size``). Larger images still
-run: g_a and g_s in tiles — bands of rows, then of columns — that each fit the profile
+run: g_a, h_a and g_s in tiles — bands of rows, then of columns — that each fit the profile
 (``vlmcodec.banding``: the same function, each tile with its receptive field's context), and the
 pre-editor, whose attention sees the whole image, as the torch module on the engines' GPU
 (windowed attention above its window, as the other backends run it). Only a batch larger than
@@ -111,7 +111,7 @@ class TensorRTBackend:
         self._trt = trt
         # per network, its geometry along the rows and along the columns (tiles beyond the profile)
         self._tiles = {name: (row_geometry(getattr(model, name), 0), row_geometry(getattr(model, name), 1))
-                       for name in ("g_a", "g_s") if hasattr(model, name)}
+                       for name in ("g_a", "h_a", "g_s") if hasattr(model, name)}
         self._pre_editor = getattr(model, "pre_editor", None)  # on the GPU for images beyond the profile
         self._pre_editor_device = None
         from vlmcodec.export.tensorrt import _Logger
@@ -198,7 +198,7 @@ class TensorRTBackend:
 
     @torch.inference_mode()
     def hyper_analysis(self, y: Tensor) -> Tensor:
-        return self._run("h_a", y)
+        return self._run_tiled("h_a", y)
 
     @torch.inference_mode()
     def synthesis(self, y_hat: Tensor) -> Tensor:
