@@ -186,7 +186,10 @@ def main() -> int:
           [f"{100 * c:+.2f} %" for c in change])
 
     # 4. the model with the new g_a, sharing the default's decoder
-    save_model(net, out / "model.safetensors", decodes_as=loaded.identity, require_shared=True)
+    # the default's recipe (refinement reads its objective there) and lineage; this run's record
+    keep = {k: loaded.metadata[k] for k in ("train_recipe", "train_lineage") if k in loaded.metadata}
+    keep["encoder_probe"] = json.dumps({"script": "scripts/refine_distill_probe.py", **vars(a)})
+    save_model(net, out / "model.safetensors", extra_metadata=keep, decodes_as=loaded.identity, require_shared=True)
     (out / "log.json").write_text(json.dumps(log, indent=1) + "\n")
     print("wrote", out / "model.safetensors")
     return 0
