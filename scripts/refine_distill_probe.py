@@ -55,7 +55,7 @@ def consumer_crop(path: Path, side: int, rng: random.Random, crop: bool) -> np.n
 
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(arr)).permute(2, 0, 1)[None].float() / 255.0  # (a copy: arr may be read-only)
 
 
 def main() -> int:
