@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vlmcodec.backends.torch_backend import TorchBackend
-from vlmcodec.banding import RowGeometry, banded, run_in_row_bands
+from vlmcodec.banding import RowGeometry, _band_slices, banded, run_in_bands, run_in_row_bands
 from vlmcodec.layers import GDN, conv, deconv
 from vlmcodec.models import MeanScaleHyperprior, ModelConfig
 
@@ -166,3 +166,34 @@ def test_entropy_parameters_in_bands_are_bit_identical(monkeypatch, tiny_model_p
     assert len(calls) > 1 and max(calls) < 5  # ẑ of 320 rows has 5
     calls.clear()
     assert np.array_equal(bands.decode(data), ref) and len(calls) > 1
+
+
+@pytest.mark.parametrize("band", [1, 3, 64])
+def test_column_bands_and_tiles_compute_the_same_as_one_pass(band):
+    """run_in_bands along the columns (the geometry along axis 1), and tiles (column bands inside
+    row bands), as the TensorRT backend runs inputs wider or larger than its engines' profiles."""
+    m = _small_model()
+    x = torch.rand(1, 3, 128, 320)
+    rows, cols = RowGeometry.of(m.g_a, 0), RowGeometry.of(m.g_a, 1)
+    with torch.no_grad():
+        y = m.g_a(x)
+        torch.testing.assert_close(run_in_bands(m.g_a, x, cols, band, dim=-1), y, atol=1e-6, rtol=1e-5)
+        tiles = run_in_bands(lambda part: run_in_bands(m.g_a, part, cols, band, dim=-1), x, rows, 3, dim=-2)
+        torch.testing.assert_close(tiles, y, atol=1e-6, rtol=1e-5)
+        gs_cols = RowGeometry.of(m.g_s, 1)
+        torch.testing.assert_close(run_in_bands(m.g_s, y, gs_cols, 16 * band, dim=-1), m.g_s(y), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="dim"):
+        run_in_bands(m.g_a, x, cols, band, dim=1)
+
+
+def test_band_rows_within_a_profile():
+    """The largest band whose every input slice lies within [min, max] rows, None if none does."""
+    from vlmcodec.banding import band_rows_within
+
+    gs = RowGeometry.of(_small_model().g_s)
+    rows = band_rows_within(gs, 40, 4, 16)
+    assert rows is not None and rows > 0
+    slices = [(c0, c1) for _, _, c0, c1 in _band_slices(gs, 40, rows)]
+    assert all(4 <= c1 - c0 <= 16 for c0, c1 in slices) and slices[0][0] == 0 and slices[-1][1] == 40
+    assert band_rows_within(gs, 40, 4, 16) >= (band_rows_within(gs, 40, 4, 12) or 0)
+    assert band_rows_within(gs, 40, 4, 3) is None  # no band fits in fewer rows than its context
