@@ -237,8 +237,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     quality = DEFAULT_QUALITY if args.quality is None else args.quality
     codec.model.level_of_quality(quality)  # a bad -q fails once, not once per file
     qcol = f" {'quality':>7}" if budget else ""  # with a budget, the quality each image got
-    print(f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7}{qcol} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}",
-          file=table)
+    # the table's header comes with its first row (an input that fails alone prints only its error)
+    header = [f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7}{qcol} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}"]
     failures = _Failures(len(files))
     png_level = getattr(args, "png_level", DEFAULT_PNG_LEVEL)
     suffix = DECODED_FORMATS[getattr(args, "format", None) or "png"][1][0]  # roundtrip's decoded images
@@ -249,6 +249,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                 failures.add(src, err)
                 return
             rows.append(row)
+            if header:
+                _emit(header.pop(), table)
             _emit(line, table)
         return then
 

@@ -42,7 +42,10 @@ def test_errors_exit_2(tmp_path, tiny_model_path, capsys):
     assert "vlmcodec: error:" in capsys.readouterr().err
     notimg = tmp_path / "x.png"
     notimg.write_text("not an image")
+    capsys.readouterr()
     assert main(["encode", str(notimg), "--model", str(tiny_model_path)]) == 2
+    failed = capsys.readouterr()
+    assert failed.out == "" and "x.png" in failed.err  # no table header over nothing: the error alone
     assert main(["encode", str(tmp_path / "missing.png")]) == 2
     assert main(["encode", str(notimg), "--backend", "tensorrt"]) == 2
     assert main(["encode", str(notimg), "-q", "150", "--model", str(tiny_model_path)]) == 2
