@@ -1,5 +1,6 @@
 """Shared by the client-side serving benches (remote_upload_bench.py, tls_overhead_bench.py):
-their common options, and a `vlmcodec serve` process to drive."""
+their common options, and a `vlmcodec serve` process to drive; ``report`` (print and write a
+result as JSON) by other benches too (c_decoder_bench.py)."""
 
 from __future__ import annotations
 

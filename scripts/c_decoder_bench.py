@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _served import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +87,7 @@ def main() -> int:
     a = p.parse_args()
     if a.kernels:
         torch.set_num_threads(a.threads)
-        return write_result(kernel_bench(a.threads, a.rounds), a.out)
+        return report(kernel_bench(a.threads, a.rounds), a.out)
 
     from vlmcodec import Codec
     from vlmcodec.codec import default_model_path
@@ -126,15 +127,7 @@ def main() -> int:
               "rounds": a.rounds, "median_ms": med,
               "ratio_c_over_python": {s: med[f"c {s}"] / med[f"python {s}"] for s in ("latents", "image")},
               "latents_identical": True, "image_max_abs_diff": worst}
-    return write_result(result, a.out)
-
-
-def write_result(result: dict, out: str | None) -> int:
-    print(json.dumps(result, indent=1))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return report(result, a.out)
 
 
 if __name__ == "__main__":
