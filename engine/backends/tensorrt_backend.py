@@ -45,6 +45,11 @@ def default_cache_dir() -> Path:
     return Path(base) / "vlmcodec" / "tensorrt"
 
 
+def _within(profile: dict, shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
+    """Whether ``shape`` lies within an optimisation profile's min .. max along ``dims``."""
+    return all(profile["min"][i] <= shape[i] <= profile["max"][i] for i in dims)
+
+
 class _EngineRunner:
     """One deserialized engine, its execution context, and its I/O names and profile."""
 
@@ -64,7 +69,7 @@ class _EngineRunner:
 
     def check_shape(self, shape: tuple[int, ...], name: str) -> None:
         lo, hi = self.profile["min"], self.profile["max"]
-        if len(shape) != 4 or shape[1] != lo[1] or any(not lo[i] <= shape[i] <= hi[i] for i in (0, 2, 3)):
+        if len(shape) != 4 or shape[1] != lo[1] or not _within(self.profile, shape, (0, 2, 3)):
             raise ConfigError(
                 f"tensorrt {name}: input shape {list(shape)} is outside the engine's profile "
                 f"min {lo} .. max {hi}; rebuild the engines with a larger --max-batch / --max-size")
@@ -162,8 +167,7 @@ class TensorRTBackend:
         return self._run("pre_editor", x).clamp_(0, 1)
 
     def _fits(self, name: str, shape: tuple[int, ...]) -> bool:
-        lo, hi = self._nets[name].profile["min"], self._nets[name].profile["max"]
-        return all(lo[i] <= shape[i] <= hi[i] for i in (2, 3))
+        return _within(self._nets[name].profile, shape, (2, 3))
 
     def _run_tiled(self, name: str, x: Tensor) -> Tensor:
         """``_run``, or for an input larger than the engine's profile, in tiles that fit it: bands
@@ -174,7 +178,7 @@ class TensorRTBackend:
         fn = lambda part: self._run(name, part)  # noqa: E731
         for axis in (1, 0):  # bands of columns inside bands of rows
             geometry, i = self._tiles[name][axis], 2 + axis  # the profile's H, W at 2, 3
-            if geometry is None or lo[i] <= x.shape[i] <= hi[i]:
+            if geometry is None or _within(self._nets[name].profile, tuple(x.shape), (i,)):
                 continue
             band = band_rows_within(geometry, x.shape[i], lo[i], hi[i])
             if band is None:  # cannot be cut to fit: _run reports the profile
