@@ -384,9 +384,8 @@ Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, int threads) {
             continue;
         }
         // FoldedGDN: x · sqrt(β + γ x²) (inverse) or x / sqrt(…), in place: the 1×1
-        // convolution's rows finished against x's as they come (conv_rows copies each input row
-        // before its products)
-        if (l.shape.kh != 1 || l.shape.ph != 0) raise(VLMC_DEC_ERR_INTERNAL, "GDN convolution is not 1x1");
+        // convolution's rows (the loader gives every GDN Shape's default 1×1, unpadded) finished
+        // against x's as they come (conv_rows copies each input row before its products)
         conv::conv_rows(l.shape, l.weight.data(), x, threads, [](float v) { return v * v; },
                         [&](uint32_t oy, const float *rows, uint32_t n) {
                             for (uint32_t o = 0; o < x.c; ++o) {
