@@ -6,15 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures = 0;
-#define CHECK(cond)                                                                           \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, \
-                    #cond, vlmc_rans_last_error());                                           \
-            ++failures;                                                                       \
-        }                                                                                     \
-    } while (0)
+#include "check.h"
+
+#define CHECK(cond) CHECK_NOTE(cond, "last error: %s", vlmc_rans_last_error())
 
 int main(void) {
     /* Two tables: [0, 40000, 65000, 65536] (2 symbols + escape, offset -1) and
@@ -104,10 +98,5 @@ int main(void) {
     vlmc_rans_free(bytes);
     free(buf);
     vlmc_rans_tables_free(tables);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_c_api: all checks passed\n");
-    return 0;
+    return check_report("test_c_api");
 }

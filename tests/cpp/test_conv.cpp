@@ -8,23 +8,12 @@
 #include <cstdlib>
 #include <random>
 
+#include "check.h"
 #include "conv.hpp"
 
 using namespace vlmc::conv;
 
 namespace {
-
-int failures = 0;
-
-#define CHECK(cond, ...)                                                              \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            std::fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);      \
-            std::fprintf(stderr, __VA_ARGS__);                                        \
-            std::fprintf(stderr, "\n");                                               \
-            ++failures;                                                               \
-        }                                                                             \
-    } while (0)
 
 template <class T> struct Case {
     Shape s;
@@ -72,21 +61,21 @@ template <class T> void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out
     for (int threads = 1; threads <= 3; ++threads) {
         const auto op = [&](uint32_t o, T v) { return v + c.bias[o]; };
         const Planes<T> y = conv_layer(c.s, packed.data(), c.x, threads, false, op);
-        CHECK(y.c == out && y.h == ho && y.w == wo, "shape %u %u %u", y.c, y.h, y.w);
+        CHECK_NOTE(y.c == out && y.h == ho && y.w == wo, "shape %u %u %u", y.c, y.h, y.w);
         size_t bad = 0;
         for (size_t i = 0; i < want.size(); ++i) bad += y.v[i] != want[i];
-        CHECK(bad == 0, "in %u out %u k %u %ux%u, %d threads: %zu of %zu outputs differ", in, out, k, h, w, threads, bad,
+        CHECK_NOTE(bad == 0, "in %u out %u k %u %ux%u, %d threads: %zu of %zu outputs differ", in, out, k, h, w, threads, bad,
               want.size());
         if (out % 4 == 0) {  // the shuffled layout: channel 4c + 2i + j's (y, x) at (c, 2y + i, 2x + j)
             const Planes<T> z = conv_layer(c.s, packed.data(), c.x, threads, true, op);
-            CHECK(z.c == out / 4 && z.h == 2 * ho && z.w == 2 * wo, "shuffled shape");
+            CHECK_NOTE(z.c == out / 4 && z.h == 2 * ho && z.w == 2 * wo, "shuffled shape");
             size_t wrong = 0;
             for (uint32_t o = 0; o < out; ++o)
                 for (uint32_t oy = 0; oy < ho; ++oy)
                     for (uint32_t ox = 0; ox < wo; ++ox)
                         wrong += z.v[(size_t(o / 4) * z.h + 2 * oy + (o / 2) % 2) * z.w + 2 * ox + o % 2] !=
                                  want[(size_t(o) * ho + oy) * wo + ox];
-            CHECK(wrong == 0, "shuffle: in %u out %u %ux%u: %zu differ", in, out, h, w, wrong);
+            CHECK_NOTE(wrong == 0, "shuffle: in %u out %u %ux%u: %zu differ", in, out, h, w, wrong);
         }
     }
 }
@@ -109,7 +98,7 @@ void check_in_place_1x1(std::mt19937 &rng) {
                   });
         size_t bad = 0;
         for (size_t i = 0; i < x.v.size(); ++i) bad += x.v[i] != norm[i] - c.x.v[i];
-        CHECK(bad == 0, "in-place 1x1, %d threads: %zu differ", threads, bad);
+        CHECK_NOTE(bad == 0, "in-place 1x1, %d threads: %zu differ", threads, bad);
     }
 }
 
@@ -128,10 +117,5 @@ int main() {
     check_layer<float>(rng, 3, 7, 1, 1, 1);
     check_layer<float>(rng, 8, 4, 3, 1, 40);
     check_in_place_1x1(rng);
-    if (failures) {
-        std::fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    std::printf("conv: all checks passed\n");
-    return 0;
+    return check_report("test_conv");
 }

@@ -5,15 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static int failures = 0;
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__,    \
-                    #cond, vlmc_decoder_last_error());                                           \
-            ++failures;                                                                          \
-        }                                                                                        \
-    } while (0)
+#include "check.h"
+
+#define CHECK(cond) CHECK_NOTE(cond, "last error: %s", vlmc_decoder_last_error())
 
 int main(int argc, char **argv) {
     vlmc_decoder *dec = (vlmc_decoder *)1;
@@ -44,6 +38,5 @@ int main(int argc, char **argv) {
     CHECK(vlmc_decoder_set_max_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(vlmc_decoder_set_band_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     vlmc_decoder_free(NULL); /* a no-op, as free(NULL) */
-    if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
-    return failures ? 1 : 0;
+    return check_report("test_decoder_c_api");
 }

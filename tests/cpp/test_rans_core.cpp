@@ -12,14 +12,9 @@
 
 namespace rans = vlmc::rans;
 
-static int failures = 0;
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            ++failures;                                                               \
-        }                                                                             \
-    } while (0)
+#include "check.h"
+
+#define CHECK(cond) CHECK_NOTE(cond, "%s", "")
 
 template <class E> static bool throws(const std::function<void()> &fn) {
     try {
@@ -294,10 +289,5 @@ int main() {
     test_garbage_input();
     test_table_validation();
     test_pmf_quantizer();
-    if (failures) {
-        std::fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    std::printf("test_rans_core: all checks passed\n");
-    return 0;
+    return check_report("test_rans_core");
 }
