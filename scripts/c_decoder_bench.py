@@ -4,19 +4,22 @@ Encodes each image once, then times, alternating per image and round, ``Codec.en
 (the Python decoder up to g_s: container, z, exact h_s, indexes, y) against the C library's
 ``vlmc_decoder_latents``, and ``Codec.decode`` (torch backend) against ``vlmc_decoder_image``, on
 the same bytes (through ctypes; the model file loaded once, as a service would); checks that the
-latents are identical and reports the largest pixel difference. Medians per image.
+latents are identical and reports the largest pixel difference. Medians per image. With
+``--baseline REV``, the C library built from that git revision too (a third arm, same ctypes
+calls, same bytes out): the C decoder against an earlier build of itself.
 
 With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
 sub-pixel g_s (float32) run for a 768x512 image, alternating, best of ``--rounds`` each.
 
-    python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--threads 2]
+    python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--threads 2] [--baseline REV]
     python scripts/c_decoder_bench.py --kernels [--threads 1] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -74,6 +77,22 @@ def kernel_bench(threads: int, rounds: int) -> dict:
             "time_ratio_c_over_torch": round(total["c"] / total["torch"], 3)}
 
 
+def baseline_library(rev: str, work: Path) -> Path:
+    """libvlmc_decoder built from git revision ``rev`` of this repository (a detached worktree)."""
+    import subprocess
+
+    from vlmcodec.export.c_decoder import build_c_decoder
+
+    tree = work / "baseline_src"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
+                   capture_output=True)
+    try:
+        return build_c_decoder(tree, work / "baseline_build") / "libvlmc_decoder.so"
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False,
+                       capture_output=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", default=str(ROOT.parent / "shared/data/kodak"))
@@ -84,6 +103,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", help="write the figures here as JSON")
     p.add_argument("--kernels", action="store_true", help="time the convolutions alone against torch's")
+    p.add_argument("--baseline", metavar="REV", help="also time the C library built from this git revision")
     a = p.parse_args()
     if a.kernels:
         torch.set_num_threads(a.threads)
@@ -98,7 +118,9 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     work = Path(tempfile.mkdtemp(prefix="c_decoder_bench_"))
     lib = build_c_decoder(ROOT, work / "build") / "libvlmc_decoder.so"
-    c = CStreamDecoder(lib, export_c_decoder(load_model(default_model_path()), work))
+    model_file = export_c_decoder(load_model(default_model_path()), work)
+    c = CStreamDecoder(lib, model_file)
+    base = CStreamDecoder(baseline_library(a.baseline, work), model_file) if a.baseline else None
     codec = Codec(threads=a.threads)
     files = sorted(Path(a.images).glob("*.png"))[: a.limit]
     streams = [codec.encode(load_image(f), quality=a.quality, short_side=a.short_side or None) for f in files]
@@ -107,26 +129,39 @@ def main() -> int:
              "c latents": lambda d: c.latents(d, raw=True, threads=a.threads),
              "python image": lambda d: codec.decode(d, short_side=side),
              "c image": lambda d: c.image(d, threads=a.threads, coded_size=side is not None)}
+    if base is not None:
+        calls["baseline latents"] = lambda d: base.latents(d, raw=True, threads=a.threads)
+        calls["baseline image"] = lambda d: base.image(d, threads=a.threads, coded_size=side is not None)
+    arms = ["python", "c"] + (["baseline"] if base is not None else [])
+    # every order in turn, so that each arm follows each other one as often (the arm before leaves
+    # its traces: torch's OpenMP workers spin on for a while after the Python decoder returns)
+    orders = list(itertools.permutations(arms))
     times: dict[str, list[float]] = {k: [] for k in calls}
-    worst = 0
+    worst = baseline_differs = 0
     for r in range(a.rounds):
         for i, data in enumerate(streams):
             for stage in ("latents", "image"):
-                order = ("python", "c") if (i + r) % 2 == 0 else ("c", "python")
+                order = orders[(i + r) % len(orders)]
                 out = {}
                 for who in order:
                     t0 = time.perf_counter()
                     out[who] = calls[f"{who} {stage}"](data)
                     times[f"{who} {stage}"].append(time.perf_counter() - t0)
-                if stage == "latents" and not np.array_equal(out["c"], out["python"]):
+                if stage == "latents" and not all(np.array_equal(out[w], out["python"]) for w in arms[1:]):
                     raise SystemExit(f"latents differ on {files[i].name}")
                 if stage == "image":
                     worst = max(worst, int(np.abs(out["c"].astype(int) - out["python"].astype(int)).max()))
+                    if base is not None and not np.array_equal(out["c"], out["baseline"]):
+                        baseline_differs += 1
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     result = {"images": len(files), "quality": a.quality, "short_side": a.short_side, "threads": a.threads,
               "rounds": a.rounds, "median_ms": med,
               "ratio_c_over_python": {s: med[f"c {s}"] / med[f"python {s}"] for s in ("latents", "image")},
               "latents_identical": True, "image_max_abs_diff": worst}
+    if base is not None:
+        result["baseline"] = a.baseline
+        result["ratio_c_over_baseline"] = {s: med[f"c {s}"] / med[f"baseline {s}"] for s in ("latents", "image")}
+        result["images_differing_from_baseline"] = baseline_differs
     return report(result, a.out)
 
 

@@ -44,10 +44,10 @@ def _ctest(decoder_dir: Path) -> str:
 
 
 def test_ctest_suite(built):
-    """The C and C++ tests (rANS core, both C APIs, the convolutions) from the same build, so that CI
-    runs them."""
+    """The C and C++ tests (rANS core, both C APIs, the convolutions, the worker pools) from the
+    same build, so that CI runs them."""
     out = _ctest(built)
-    assert all(name in out for name in ("decoder_c_api", "rans_c_api", "conv_dispatch", "conv_portable"))
+    assert all(name in out for name in ("decoder_c_api", "rans_c_api", "conv_dispatch", "conv_portable", "pool"))
 
 
 def _decoder(built, model_path, tmp_path_factory):
@@ -92,6 +92,45 @@ def test_odd_sizes_levels_and_threads_on_a_second_architecture(tiny_pair, rng):
         theirs = codec.entropy_decode(data).y_hat.numpy()
         for threads in (1, 3):
             assert np.array_equal(dec.latents(data, raw=True, threads=threads), theirs), (h, w, q, threads)
+
+
+def test_a_forked_child_decodes_with_the_parents_decoder(tiny_pair, rng):
+    """The decoder keeps worker threads between calls; a child process after fork() has none of
+    them, and must start its own rather than wait on the parent's (a server that forks workers)."""
+    import os
+    import select
+    import signal
+
+    codec, dec, _ = tiny_pair
+    data = codec.encode(smooth_image(rng, 150, 230), 40)
+    want = dec.image(data, threads=2)  # the parent's decoder now holds a pool of 2
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: decode, send the pixels, leave without Python's clean-up
+        try:
+            os.close(read_end)
+            out = dec.image(data, threads=2).tobytes()
+            with os.fdopen(write_end, "wb") as f:
+                f.write(out)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    got = b""
+    try:
+        with os.fdopen(read_end, "rb") as f:
+            while select.select([f], [], [], 60)[0]:
+                chunk = os.read(f.fileno(), 1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+            else:
+                pytest.fail("the forked child did not finish decoding within 60 s")
+    finally:
+        if os.waitpid(pid, os.WNOHANG) == (0, 0):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert got == want.tobytes()
+    assert np.array_equal(dec.image(data, threads=2), want)  # and the parent's pool still works
 
 
 def test_gained_latents_decode_to_the_python_decoders_image(default_pair):

@@ -8,12 +8,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <exception>
-#include <mutex>
 #include <stdexcept>
-#include <thread>
 #include <utility>
 #include <vector>
+
+#include "pool.hpp"
 
 namespace vlmc::conv {
 
@@ -41,30 +40,6 @@ template <class T> struct Planes {
 struct Shape {
     uint32_t out = 0, in = 0, kh = 1, kw = 1, ph = 0, pw = 0;  // stride 1
 };
-
-// fn(begin, end) over [0, n) split into up to `threads` contiguous ranges, one thread each; the
-// first exception any of them throws is rethrown here
-template <class Fn> void parallel_for(uint32_t n, int threads, Fn fn) {
-    const uint32_t t = std::max<uint32_t>(1, std::min<uint32_t>(uint32_t(std::max(threads, 1)), n));
-    if (t == 1) {
-        fn(0u, n);
-        return;
-    }
-    std::vector<std::thread> pool;
-    std::exception_ptr error;
-    std::mutex m;
-    for (uint32_t k = 0; k < t; ++k)
-        pool.emplace_back([&, k] {
-            try {
-                fn(n * k / t, n * (k + 1) / t);
-            } catch (...) {
-                std::lock_guard<std::mutex> lock(m);
-                if (!error) error = std::current_exception();
-            }
-        });
-    for (auto &th : pool) th.join();
-    if (error) std::rethrow_exception(error);
-}
 
 constexpr uint32_t kBo = 6;  // output channels per register block
 template <class T> constexpr uint32_t pixel_block() { return 64 / sizeof(T); }  // two 32-byte vectors
@@ -107,7 +82,7 @@ struct Identity {
 // alone, in a per-thread scratch, before the products; so there finish(oy) may overwrite input
 // row oy in place (no other output row reads it).
 template <class T, class Load, class Finish>
-void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, int threads, Load load, Finish finish) {
+void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, Pool &pool, Load load, Finish finish) {
     constexpr uint32_t B = pixel_block<T>();
     const auto size = output_size(s, x.h, x.w);  // not a structured binding: C++17 lambdas cannot capture one
     const uint32_t ho = size.first, wo = size.second;
@@ -122,7 +97,7 @@ void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, int threads,
     };
     Buffer<T> xp(row_local ? 0 : size_t(s.in) * hp * wp);  // input column c at c + pw, row r at r + ph
     if (!row_local)
-        parallel_for(s.in, threads, [&](uint32_t i0, uint32_t i1) {
+        parallel_for(s.in, pool, [&](uint32_t i0, uint32_t i1) {
             for (uint32_t i = i0; i < i1; ++i) {
                 T *plane = xp.data() + size_t(i) * hp * wp;
                 std::fill(plane, plane + size_t(s.ph) * wp, T(0));
@@ -135,7 +110,7 @@ void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, int threads,
     for (uint32_t i = 0, k = 0; i < s.in; ++i)
         for (uint32_t ky = 0; ky < s.kh; ++ky)
             for (uint32_t kx = 0; kx < s.kw; ++kx) taps[k++] = int64_t((size_t(i) * hp + ky) * wp + kx);
-    parallel_for(ho, threads, [&](uint32_t r0, uint32_t r1) {
+    parallel_for(ho, pool, [&](uint32_t r0, uint32_t r1) {
         Buffer<T> rows(size_t(s.out) * wo), local(row_local ? size_t(s.in) * wp : 0);
         for (uint32_t oy = r0; oy < r1; ++oy) {
             const T *in = xp.data() + size_t(oy) * wp;
@@ -153,13 +128,13 @@ void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, int threads,
 // or, with shuffle, pixel-shuffled ×2 to [out / 4][2h][2w] (channel 4c + 2i + j's pixel (h, w)
 // at (c, 2h + i, 2w + j)) without the unshuffled planes
 template <class T, class Op>
-Planes<T> conv_layer(const Shape &s, const T *packed, const Planes<T> &x, int threads, bool shuffle, Op op) {
+Planes<T> conv_layer(const Shape &s, const T *packed, const Planes<T> &x, Pool &pool, bool shuffle, Op op) {
     const auto size = output_size(s, x.h, x.w);  // not a structured binding: C++17 lambdas cannot capture one
     const uint32_t ho = size.first, wo = size.second;
     if (shuffle && s.out % 4) throw std::invalid_argument("pixel shuffle of a channel count not a multiple of 4");
     Planes<T> y = shuffle ? Planes<T>{s.out / 4, ho * 2, wo * 2, {}} : Planes<T>{s.out, ho, wo, {}};
     y.v.resize(size_t(s.out) * ho * wo);
-    conv_rows(s, packed, x, threads, Identity{}, [&](uint32_t oy, const T *rows, uint32_t n) {
+    conv_rows(s, packed, x, pool, Identity{}, [&](uint32_t oy, const T *rows, uint32_t n) {
         if (!shuffle) {
             for (uint32_t o = 0; o < s.out; ++o) {
                 const T *src = rows + size_t(o) * n;

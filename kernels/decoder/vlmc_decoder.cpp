@@ -152,6 +152,7 @@ struct vlmc_decoder {
     uint32_t synthesis_halo = 0;     // latent rows of context a g_s band needs (load_model)
     uint64_t max_pixels = 64000000;
     uint64_t band_pixels = 1u << 20;  // image pixels per g_s band (0: no bands)
+    mutable conv::PoolCache pools;    // worker threads kept between calls (each call leases its own)
 };
 
 namespace {
@@ -364,29 +365,29 @@ using conv::Planes;
 
 // floor((acc + bias_half) · 2^-shift) per output channel, as the Python side computes it in
 // float64 on integers: every sum stays below 2^52 (checked first), so it is exact in any order
-Planes<double> exact_conv(const Layer &l, const Planes<double> &x, int threads) {
+Planes<double> exact_conv(const Layer &l, const Planes<double> &x, conv::Pool &pool) {
     double xmax = 0;
     for (double v : x.v) xmax = std::max(xmax, std::fabs(v));
     if (xmax * l.l1 + l.bias_max >= kExactLimit)
         raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: fixed-point h_s would exceed exact float64 range");
-    return conv::conv_layer(l.shape, l.weight.data(), x, threads, l.shuffle, [&](uint32_t o, double v) {
+    return conv::conv_layer(l.shape, l.weight.data(), x, pool, l.shuffle, [&](uint32_t o, double v) {
         return std::floor((v + l.bias_half[o]) * l.inv_scale[o]);
     });
 }
 
 // -- g_s in float32 (the torch backend's form: sub-pixel convolutions, folded GDN) ----------
 
-Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, int threads) {
+Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, conv::Pool &pool) {
     for (const SynthesisLayer &l : d.synthesis) {
         if (l.kind == kConv) {
-            x = conv::conv_layer(l.shape, l.weight.data(), x, threads, l.shuffle,
+            x = conv::conv_layer(l.shape, l.weight.data(), x, pool, l.shuffle,
                                  [&](uint32_t o, float v) { return v + l.bias[o]; });
             continue;
         }
         // FoldedGDN: x · sqrt(β + γ x²) (inverse) or x / sqrt(…), in place: the 1×1
         // convolution's rows (the loader gives every GDN Shape's default 1×1, unpadded) finished
         // against x's as they come (conv_rows copies each input row before its products)
-        conv::conv_rows(l.shape, l.weight.data(), x, threads, [](float v) { return v * v; },
+        conv::conv_rows(l.shape, l.weight.data(), x, pool, [](float v) { return v * v; },
                         [&](uint32_t oy, const float *rows, uint32_t n) {
                             for (uint32_t o = 0; o < x.c; ++o) {
                                 const float b = l.bias[o];
@@ -401,7 +402,7 @@ Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, int threads) {
     return x;
 }
 
-void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, int threads, float *out) {
+void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, conv::Pool &pool, float *out) {
     const vlmc_stream_info &info = s.info;
     const uint32_t hz = info.padded_height / 64, wz = info.padded_width / 64;
     const uint32_t hy = info.latent_height, wy = info.latent_width;
@@ -420,7 +421,7 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, int 
     }
     for (const Layer &l : d.layers) {
         if (l.kind == kConv) {
-            x = exact_conv(l, x, threads);
+            x = exact_conv(l, x, pool);
         } else if (l.kind == kLeaky) {
             for (double &v : x.v)
                 if (v < 0) v = std::floor(v * kLeakyNum / kLeakyDen);
@@ -436,7 +437,7 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, int 
         const double sigma = std::max(x.v[k] / kActScale, d.scale_bound);
         y_idx[k] = int32_t(std::lower_bound(d.bounds.begin(), d.bounds.end(), sigma) - d.bounds.begin());
     }
-    if (vlmc_rans_decode(d.y.native, s.y_data, s.y_sizes.data(), s.y_sizes.size(), y_idx.data(), n_y, threads,
+    if (vlmc_rans_decode(d.y.native, s.y_data, s.y_sizes.data(), s.y_sizes.size(), y_idx.data(), n_y, int(pool.size()),
                          y_sym.data()) != VLMC_RANS_OK)
         raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: y payload does not decode (") +
                                         vlmc_rans_last_error() + ")");
@@ -484,7 +485,7 @@ void cubic_weights(float t, float w[4]) {
     w[0] = far(t + 1), w[1] = near(t), w[2] = near(1 - t), w[3] = far(2 - t);
 }
 
-void upscale_bicubic(const float *src, uint32_t h, uint32_t w, uint32_t out_h, uint32_t out_w, int threads,
+void upscale_bicubic(const float *src, uint32_t h, uint32_t w, uint32_t out_h, uint32_t out_w, conv::Pool &pool,
                      uint8_t *rgb) {
     const float sy = float(h) / float(out_h), sx = float(w) / float(out_w);
     auto clamp_index = [](int64_t i, uint32_t n) { return size_t(std::min<int64_t>(std::max<int64_t>(i, 0), n - 1)); };
@@ -499,7 +500,7 @@ void upscale_bicubic(const float *src, uint32_t h, uint32_t w, uint32_t out_h, u
     // separable, rows first: every source row resampled to out_w once, then each output pixel is
     // the 4 rows' weighted sum; the same float operations in the same order as one 4x4 sum
     std::vector<float> across(size_t(3) * h * out_w);
-    conv::parallel_for(3 * h, threads, [&](uint32_t r0, uint32_t r1) {
+    conv::parallel_for(3 * h, pool, [&](uint32_t r0, uint32_t r1) {
         for (uint32_t r = r0; r < r1; ++r) {
             const float *row = src + size_t(r) * w;
             float *dst = across.data() + size_t(r) * out_w;
@@ -512,7 +513,7 @@ void upscale_bicubic(const float *src, uint32_t h, uint32_t w, uint32_t out_h, u
             }
         }
     });
-    conv::parallel_for(out_h, threads, [&](uint32_t r0, uint32_t r1) {
+    conv::parallel_for(out_h, pool, [&](uint32_t r0, uint32_t r1) {
         for (uint32_t oy = r0; oy < r1; ++oy) {
             const float real = sy * (oy + 0.5f) - 0.5f, base = std::floor(real);
             float wy[4];
@@ -611,7 +612,7 @@ int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data, size_
         if (out == nullptr || out_count < need)
             raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "out holds " + std::to_string(out_count) + " floats, the latent needs " +
                                                      std::to_string(need));
-        decode_latents(*decoder, s, flags, threads, out);
+        decode_latents(*decoder, s, flags, *decoder->pools.lease(threads), out);
     });
 }
 
@@ -632,7 +633,8 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
                                                      std::to_string(need));
         const uint32_t hy = info.latent_height, wy = info.latent_width, M = info.channels;
         std::vector<float> latent(size_t(M) * hy * wy);
-        decode_latents(*decoder, s, 0, threads, latent.data());
+        const auto pool = decoder->pools.lease(threads);
+        decode_latents(*decoder, s, 0, *pool, latent.data());
         // the coded image, clamped to [0, 1], kept in float when it is still to be upsampled
         std::vector<float> coded(upscale ? size_t(3) * info.coded_height * info.coded_width : 0);
         // g_s in bands of latent rows, each with `halo` rows of context on either side (its
@@ -649,13 +651,13 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
             for (uint32_t c = 0; c < M; ++c)
                 std::memcpy(x.v.data() + size_t(c) * x.h * wy, latent.data() + (size_t(c) * hy + lo) * wy,
                             size_t(x.h) * wy * sizeof(float));
-            x = synthesis(*decoder, std::move(x), threads);
+            x = synthesis(*decoder, std::move(x), *pool);
             if (x.c != 3 || x.h != (hi - lo) * scale || x.w != info.padded_width)
                 raise(VLMC_DEC_ERR_INTERNAL, "g_s output has the wrong shape");
             // this band's rows, clamped and cropped; then × 255 and rounded half to even (as
             // torch.round) into HWC uint8, unless they are still to be upsampled
             const uint32_t first = b0 * scale, last = std::min(b1 * scale, info.coded_height);
-            conv::parallel_for(last - first, threads, [&](uint32_t r0, uint32_t r1) {
+            conv::parallel_for(last - first, *pool, [&](uint32_t r0, uint32_t r1) {
                 for (uint32_t h = first + r0; h < first + r1; ++h)
                     for (uint32_t c = 0; c < 3; ++c) {
                         const float *src = x.v.data() + (size_t(c) * x.h + (h - lo * scale)) * x.w;
@@ -671,7 +673,7 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
                     }
             });
         }
-        if (upscale) upscale_bicubic(coded.data(), info.coded_height, info.coded_width, out_h, out_w, threads, rgb);
+        if (upscale) upscale_bicubic(coded.data(), info.coded_height, info.coded_width, out_h, out_w, *pool, rgb);
     });
 }
 

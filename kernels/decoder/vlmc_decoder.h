@@ -27,6 +27,11 @@
  * Conventions as vlmc_rans.h: functions returning int return VLMC_DEC_OK (0) or a negative
  * error code, and vlmc_decoder_last_error() gives the calling thread's message. Nothing here
  * prints or aborts; a decoder may be used from several threads at once (it is read-only).
+ *
+ * Threads: a call with num_threads > 1 runs on the calling thread and num_threads − 1 workers
+ * that the decoder keeps asleep between calls (up to 8 idle sets; concurrent calls each get their
+ * own), so a small image does not pay ~40 thread starts; vlmc_decoder_free joins them. After
+ * fork(), a child's first call starts new workers (the parent's do not exist there).
  */
 #ifndef VLMC_DECODER_H
 #define VLMC_DECODER_H

@@ -60,14 +60,15 @@ template <class T> void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out
     const uint32_t ho = h + 2 * (k / 2) - k + 1, wo = w + 2 * (k / 2) - k + 1;
     for (int threads = 1; threads <= 3; ++threads) {
         const auto op = [&](uint32_t o, T v) { return v + c.bias[o]; };
-        const Planes<T> y = conv_layer(c.s, packed.data(), c.x, threads, false, op);
+        Pool pool(threads);
+        const Planes<T> y = conv_layer(c.s, packed.data(), c.x, pool, false, op);
         CHECK_NOTE(y.c == out && y.h == ho && y.w == wo, "shape %u %u %u", y.c, y.h, y.w);
         size_t bad = 0;
         for (size_t i = 0; i < want.size(); ++i) bad += y.v[i] != want[i];
         CHECK_NOTE(bad == 0, "in %u out %u k %u %ux%u, %d threads: %zu of %zu outputs differ", in, out, k, h, w, threads, bad,
               want.size());
         if (out % 4 == 0) {  // the shuffled layout: channel 4c + 2i + j's (y, x) at (c, 2y + i, 2x + j)
-            const Planes<T> z = conv_layer(c.s, packed.data(), c.x, threads, true, op);
+            const Planes<T> z = conv_layer(c.s, packed.data(), c.x, pool, true, op);
             CHECK_NOTE(z.c == out / 4 && z.h == 2 * ho && z.w == 2 * wo, "shuffled shape");
             size_t wrong = 0;
             for (uint32_t o = 0; o < out; ++o)
@@ -89,7 +90,8 @@ void check_in_place_1x1(std::mt19937 &rng) {
     const std::vector<float> norm = direct(squared);
     for (int threads = 1; threads <= 3; ++threads) {
         Planes<float> x = c.x;
-        conv_rows(c.s, packed.data(), x, threads, [](float v) { return v * v; },
+        Pool pool(threads);
+        conv_rows(c.s, packed.data(), x, pool, [](float v) { return v * v; },
                   [&](uint32_t oy, const float *rows, uint32_t n) {
                       for (uint32_t o = 0; o < x.c; ++o) {
                           float *v = x.v.data() + (size_t(o) * x.h + oy) * x.w;
