@@ -195,6 +195,9 @@ class CStreamDecoder:
                                              ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
         lib.vlmc_decoder_image.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
                                            ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+        lib.vlmc_decoder_image_at.argtypes = lib.vlmc_decoder_image.argtypes
+        lib.vlmc_decoder_consumer_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32),
+                                                   ctypes.POINTER(ctypes.c_uint32)]
 
         class Info(ctypes.Structure):
             _fields_ = [(name, ctypes.c_uint32) for name in self._FIELDS] + [
@@ -237,9 +240,21 @@ class CStreamDecoder:
                                                    out.ctypes.data, n))
         return out.reshape(shape)
 
-    def image(self, data: bytes, threads: int = 0, coded_size: bool = False) -> np.ndarray:
+    def image(self, data: bytes, threads: int = 0, coded_size: bool = False, short_side: int | None = None) -> np.ndarray:
         """The decoded image, uint8 H×W×3: at the original size, or (``coded_size``) at the size
-        the stream codes (a consumer's scale)."""
+        the stream codes (a consumer's scale), or (``short_side=N``) at the size a consumer of N
+        px sees, as ``Codec.decode(data, short_side=N)``."""
+        if short_side is not None:
+            if coded_size:
+                raise ValueError("coded_size and short_side exclude each other")
+            info, w, h = self._Info(), self._ct.c_uint32(), self._ct.c_uint32()
+            self._check(self._lib.vlmc_decoder_stream_info(self._handle, data, len(data), self._ct.byref(info)))
+            self._check(self._lib.vlmc_decoder_consumer_size(self._ct.byref(info), short_side, self._ct.byref(w),
+                                                             self._ct.byref(h)))
+            out = np.empty((h.value, w.value, 3), np.uint8)
+            self._check(self._lib.vlmc_decoder_image_at(self._handle, data, len(data), short_side, threads,
+                                                        out.ctypes.data, out.size))
+            return out
         i = self.info(data)
         h, w = (i["coded_height"], i["coded_width"]) if coded_size else (i["height"], i["width"])
         out = np.empty((h, w, 3), np.uint8)

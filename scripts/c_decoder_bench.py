@@ -5,6 +5,8 @@ Encodes each image once, then times, alternating per image and round, ``Codec.en
 ``vlmc_decoder_latents``, and ``Codec.decode`` (torch backend) against ``vlmc_decoder_image``, on
 the same bytes (through ctypes; the model file loaded once, as a service would); checks that the
 latents are identical and reports the largest pixel difference. Medians per image. With
+``--decode-side N``, the images are decoded at the size a consumer of N px sees
+(``Codec.decode(data, short_side=N)`` against ``vlmc_decoder_image_at``). With
 ``--baseline REV``, the C library built from that git revision too (a third arm, same ctypes
 calls, same bytes out): the C decoder against an earlier build of itself.
 
@@ -12,7 +14,7 @@ With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlm
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
 sub-pixel g_s (float32) run for a 768x512 image, alternating, best of ``--rounds`` each.
 
-    python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--threads 2] [--baseline REV]
+    python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--decode-side 256] [--threads 2] [--baseline REV]
     python scripts/c_decoder_bench.py --kernels [--threads 1] [--rounds 5]
 """
 
@@ -99,6 +101,7 @@ def main() -> int:
     p.add_argument("--limit", type=int)
     p.add_argument("--quality", type=float, default=50)
     p.add_argument("--short-side", type=int, default=0, help="code at a consumer's scale (0: full size)")
+    p.add_argument("--decode-side", type=int, default=0, help="decode at a consumer's scale (0: the original size)")
     p.add_argument("--threads", type=int, default=2, help="threads for both decoders")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", help="write the figures here as JSON")
@@ -115,6 +118,8 @@ def main() -> int:
     from vlmcodec.image_io import load_image
     from vlmcodec.models.checkpoint import load_model
 
+    if a.decode_side and a.baseline:
+        raise SystemExit("--decode-side and --baseline exclude each other (earlier libraries may lack vlmc_decoder_image_at)")
     torch.set_num_threads(a.threads)
     work = Path(tempfile.mkdtemp(prefix="c_decoder_bench_"))
     lib = build_c_decoder(ROOT, work / "build") / "libvlmc_decoder.so"
@@ -127,8 +132,10 @@ def main() -> int:
     side = a.short_side or None
     calls = {"python latents": lambda d: codec.entropy_decode(d).y_hat.numpy(),
              "c latents": lambda d: c.latents(d, raw=True, threads=a.threads),
-             "python image": lambda d: codec.decode(d, short_side=side),
+             "python image": lambda d: codec.decode(d, short_side=a.decode_side or side),
              "c image": lambda d: c.image(d, threads=a.threads, coded_size=side is not None)}
+    if a.decode_side:
+        calls["c image"] = lambda d: c.image(d, threads=a.threads, short_side=a.decode_side)
     if base is not None:
         calls["baseline latents"] = lambda d: base.latents(d, raw=True, threads=a.threads)
         calls["baseline image"] = lambda d: base.image(d, threads=a.threads, coded_size=side is not None)
@@ -154,7 +161,8 @@ def main() -> int:
                     if base is not None and not np.array_equal(out["c"], out["baseline"]):
                         baseline_differs += 1
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-    result = {"images": len(files), "quality": a.quality, "short_side": a.short_side, "threads": a.threads,
+    result = {"images": len(files), "quality": a.quality, "short_side": a.short_side, "decode_side": a.decode_side,
+              "threads": a.threads,
               "rounds": a.rounds, "median_ms": med,
               "ratio_c_over_python": {s: med[f"c {s}"] / med[f"python {s}"] for s in ("latents", "image")},
               "latents_identical": True, "image_max_abs_diff": worst}

@@ -1,9 +1,10 @@
 """The C decoder under AddressSanitizer and UndefinedBehaviorSanitizer, over damaged streams.
 
 Builds the C library and its tool with -fsanitize=address,undefined (cmake, into a temporary
-folder), then runs the tool on N mutated streams of a small random model — truncations, bit
+folder), then runs the tool on a small random model's intact streams at five consumer sizes
+(``--short-side``: antialiased downscales, upscales) and on N mutated streams — truncations, bit
 flips, byte overwrites with and without a recomputed CRC (so that damage reaches rANS and h_s) —
-each decoded to latents and to an image. Any exit other than 0 or 2 (a clean error), or any
+each decoded to latents, to an image and to an image at a consumer's 20 px. Any exit other than 0 or 2 (a clean error), or any
 sanitizer report, stops it. A check to run by hand (about a minute per 800 streams), not a test.
 
     python scripts/c_decoder_sanitizer_fuzz.py [--streams 800]
@@ -68,9 +69,18 @@ def main() -> int:
 
     streams = [codec.encode(image(h, w), q) for h, w, q in [(64, 64, 50), (90, 70, 10), (130, 65, 90)]]
     streams.append(codec.encode(image(130, 65), 40, short_side=32))  # a rescaled header
+    t0 = time.time()
+    # the intact streams at a consumer's sizes first: antialiased downscales, upscales, as coded
+    for i, data in enumerate(streams):
+        (work / "s.vlmc").write_bytes(data)
+        for side in ("16", "20", "32", "50", "200"):
+            run = subprocess.run([str(tool), str(model_file), str(work / "s.vlmc"), "--image", str(work / "x.ppm"),
+                                  "--short-side", side], capture_output=True, text=True)
+            if run.returncode != 0 or "Sanitizer" in run.stderr or "runtime error" in run.stderr:
+                print(f"intact stream {i} at --short-side {side}: exit {run.returncode}\n{run.stderr[-3000:]}")
+                return 1
     r = random.Random(7)
     exits: dict[int, int] = {}
-    t0 = time.time()
     for i in range(a.streams):
         original = r.choice(streams)
         kind = i % 4
@@ -81,13 +91,15 @@ def main() -> int:
         else:  # overwrites anywhere (2) or in the payload (3), behind a recomputed CRC
             data = damage(original, "overwrite", r, payload_only=kind == 3, valid_crc=True)
         (work / "s.vlmc").write_bytes(data)
-        for args in ([str(work / "y.f32")], ["--image", str(work / "x.ppm")]):
+        for args in ([str(work / "y.f32")], ["--image", str(work / "x.ppm")],
+                     ["--image", str(work / "x.ppm"), "--short-side", "20"]):
             run = subprocess.run([str(tool), str(model_file), str(work / "s.vlmc"), *args], capture_output=True, text=True)
             if run.returncode not in (0, 2) or "Sanitizer" in run.stderr or "runtime error" in run.stderr:
                 print(f"stream {i} (kind {kind}): exit {run.returncode}\n{run.stderr[-3000:]}")
                 return 1
             exits[run.returncode] = exits.get(run.returncode, 0) + 1
-    print(f"{a.streams} damaged streams, latents and image each: exits {exits}, no sanitizer report, "
+    print(f"{len(streams)} intact streams at 5 consumer sizes, then {a.streams} damaged streams, latents, image "
+          f"and image at 20 px each: exits {exits}, no sanitizer report, "
           f"{time.time() - t0:.0f} s")
     return 0
 

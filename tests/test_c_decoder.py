@@ -174,6 +174,38 @@ def test_images_are_the_python_decoders_within_one_level(default_pair, tiny_pair
             assert diff.max() <= 1 and (diff == 0).mean() > 0.999, (case, diff.max(), (diff == 0).mean())
 
 
+def test_images_at_a_consumers_size_are_the_python_decoders(default_pair, tiny_pair, rng):
+    """vlmc_decoder_image_at(short_side=N) = Codec.decode(data, short_side=N) within a level: from
+    full-size streams (antialiased downscale), from streams coded at a consumer's scale (as coded,
+    downscaled further, or upscaled towards the original), N at or above the original (its size)."""
+    codec, dec, _ = default_pair
+    img = load_image(SAMPLES[0])
+    tiny_codec, tiny_dec, _ = tiny_pair
+    cases = [(codec, dec, img, None, [16, 100, 224, 256, 320, 4000]),
+             (codec, dec, img, 256, [100, 200, 256, 300, 512]),
+             (tiny_codec, tiny_dec, smooth_image(rng, 91, 57), None, [16, 33, 56, 57])]
+    for c, d, image, coded_at, sides in cases:
+        data = c.encode(image, quality=40, short_side=coded_at)
+        for side in sides:
+            theirs = c.decode(data, short_side=side)
+            for threads in (1, 2):
+                ours = d.image(data, threads=threads, short_side=side)
+                assert ours.shape == theirs.shape, (coded_at, side)
+                diff = np.abs(ours.astype(int) - theirs.astype(int))
+                assert diff.max() <= 1 and (diff == 0).mean() > 0.999, (coded_at, side, diff.max(), (diff == 0).mean())
+        if coded_at:  # at the coded scale: what VLMC_DEC_CODED_SIZE gives, no resize
+            assert np.array_equal(d.image(data, short_side=coded_at), d.image(data, coded_size=True))
+    data = codec.encode(img, quality=40)
+    with pytest.raises(CDecoderError, match="short_side must be 0 or at least 16") as e:
+        dec.image(data, short_side=15)
+    assert e.value.code == -1
+    with pytest.raises(CDecoderError, match="the image needs 294912$") as e:  # 384 x 256 x 3 (a 768 x 512 sample)
+        dec._check(dec._lib.vlmc_decoder_image_at(dec._handle, data, len(data), 256, 1, None, 0))
+    assert e.value.code == -4
+    with pytest.raises(ValueError, match="exclude each other"):
+        dec.image(data, coded_size=True, short_side=256)
+
+
 def test_bands_give_the_same_pixels(default_pair, built):
     """g_s in bands of rows (each with its receptive field's halo) = g_s on the whole image, bit
     for bit, down to one latent row per band."""
@@ -313,6 +345,12 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
     assert not (tmp_path / "y2.f32").exists()
     # options: bands (the same pixels down to one latent row per band), and bad values refused by name
     stream, image = str(tmp_path / "s.vlmc"), str(tmp_path / "b.ppm")
+    run = subprocess.run([tool, str(model_file), stream, "--image", str(tmp_path / "c.ppm"), "--short-side", "32"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr  # 50 x 80 → 32 x 51 (80 · 0.64 = 51.2)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "c.ppm")), CStreamDecoder(
+        built / "libvlmc_decoder.so", model_file).image(data, short_side=32))
+    assert Image.open(tmp_path / "c.ppm").size == (51, 32)
     for band in ("0", "1"):
         run = subprocess.run([tool, str(model_file), stream, "--image", image, "--band-pixels", band, "--threads", "2"],
                              capture_output=True, text=True, timeout=60)
@@ -322,6 +360,8 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
                           (["--threads", "-1"], "--threads takes a whole number"),
                           (["--max-pixels", "0"], "--max-pixels takes a whole number (at least 1)"),
                           (["--band-pixels", "1e6"], "--band-pixels takes a whole number"),
+                          (["--short-side", "15"], "--short-side takes a whole number (a consumer's shorter side, at least 16)"),
+                          (["--coded-size", "--short-side", "32"], "--coded-size and --short-side exclude each other"),
                           (["--image"], "--image needs a value"),
                           (["--frobnicate"], "unknown option --frobnicate")]:
         run = subprocess.run([tool, str(model_file), stream, str(tmp_path / "y3.f32"), *args], capture_output=True,

@@ -72,21 +72,21 @@ static int bad_value(const char *option, const char *expected, const char *value
 }
 
 #define USAGE                                                                                         \
-    "usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] | --image OUT.ppm [--coded-size] " \
-    "| --info) [--threads N] [--max-pixels N] [--band-pixels N]"
+    "usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] | --image OUT.ppm [--coded-size | " \
+    "--short-side N] | --info) [--threads N] [--max-pixels N] [--band-pixels N]"
 
 int main(int argc, char **argv) {
     const char *model = NULL, *stream = NULL, *out_path = NULL, *image_path = NULL;
     unsigned flags = 0;
     int info_only = 0, coded_size = 0, band_set = 0, i, rc;
-    unsigned long long threads = 0, max_pixels = 0, band_pixels = 0;
+    unsigned long long threads = 0, max_pixels = 0, band_pixels = 0, short_side = 0;
     for (i = 1; i < argc; ++i) {
         const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(arg, "--raw") == 0) flags |= VLMC_DEC_RAW;
         else if (strcmp(arg, "--info") == 0) info_only = 1;
         else if (strcmp(arg, "--coded-size") == 0) coded_size = 1;
         else if (strcmp(arg, "--image") == 0 || strcmp(arg, "--threads") == 0 || strcmp(arg, "--max-pixels") == 0 ||
-                 strcmp(arg, "--band-pixels") == 0) {
+                 strcmp(arg, "--band-pixels") == 0 || strcmp(arg, "--short-side") == 0) {
             if (value == NULL) {
                 fprintf(stderr, "vlmc_decode_latents: error: %s needs a value\n", arg);
                 return 2;
@@ -99,6 +99,8 @@ int main(int argc, char **argv) {
                 return bad_value(arg, "at least 1", value);
             else if (strcmp(arg, "--band-pixels") == 0 && !(band_set = parse_count(value, ~0ull, &band_pixels)))
                 return bad_value(arg, "g_s's pixels per band; 0: one pass", value);
+            else if (strcmp(arg, "--short-side") == 0 && (!parse_count(value, 1u << 30, &short_side) || short_side < 16))
+                return bad_value(arg, "a consumer's shorter side, at least 16", value);
         } else if (arg[0] == '-' && arg[1] == '-') {
             fprintf(stderr, "vlmc_decode_latents: error: unknown option %s\n%s\n", arg, USAGE);
             return 2;
@@ -108,6 +110,7 @@ int main(int argc, char **argv) {
         else return error("too many arguments\n" USAGE);
     }
     if (!model || !stream || (!out_path && !info_only && !image_path)) return error(USAGE);
+    if (coded_size && short_side) return error("--coded-size and --short-side exclude each other\n" USAGE);
 
     vlmc_decoder *dec = NULL;
     if (vlmc_decoder_open(model, &dec) != VLMC_DEC_OK) return error(vlmc_decoder_last_error());
@@ -126,13 +129,15 @@ int main(int argc, char **argv) {
     rc = vlmc_decoder_stream_info(dec, data, size, &info);
     const char *unwritten = NULL; /* the file that could not be written */
     if (rc == VLMC_DEC_OK && image_path) {
-        unsigned out_w = coded_size ? info.coded_width : info.width, out_h = coded_size ? info.coded_height : info.height;
+        uint32_t out_w = coded_size ? info.coded_width : info.width, out_h = coded_size ? info.coded_height : info.height;
+        if (short_side) vlmc_decoder_consumer_size(&info, (uint32_t)short_side, &out_w, &out_h);
         size_t n = (size_t)out_w * out_h * 3;
         unsigned char *rgb = malloc(n);
         char header[64];
-        rc = rgb == NULL ? VLMC_DEC_ERR_NO_MEMORY
-                         : vlmc_decoder_image(dec, data, size, coded_size ? VLMC_DEC_CODED_SIZE : 0, (int)threads, rgb, n);
-        snprintf(header, sizeof header, "P6\n%u %u\n255\n", out_w, out_h);
+        rc = rgb == NULL  ? VLMC_DEC_ERR_NO_MEMORY
+             : short_side ? vlmc_decoder_image_at(dec, data, size, (uint32_t)short_side, (int)threads, rgb, n)
+                          : vlmc_decoder_image(dec, data, size, coded_size ? VLMC_DEC_CODED_SIZE : 0, (int)threads, rgb, n);
+        snprintf(header, sizeof header, "P6\n%u %u\n255\n", (unsigned)out_w, (unsigned)out_h);
         if (rc == VLMC_DEC_OK && !write_file(image_path, header, rgb, n)) unwritten = "the image file";
         free(rgb);
     }

@@ -34,6 +34,7 @@ constexpr uint32_t kFlagRescaled = 2, kKnownFlags = 3;
 constexpr uint64_t kSymbolsPerChunk = 1u << 16;  // codec.SYMBOLS_PER_CHUNK
 constexpr uint64_t kMaxYChunks = 64;             // codec.MAX_Y_CHUNKS
 constexpr double kActScale = 4096.0;             // 2**ACT_FRAC_BITS
+constexpr uint32_t kMinShortSide = 16;  // vlmcodec.resample.MIN_SHORT_SIDE
 constexpr double kExactLimit = 4503599627370496.0;  // 2**52
 constexpr double kLeakyNum = 655.0, kLeakyDen = 65536.0;
 
@@ -533,6 +534,96 @@ void upscale_bicubic(const float *src, uint32_t h, uint32_t w, uint32_t out_h, u
     });
 }
 
+// -- the antialiased downscale (vlmcodec.resample.resize when shrinking: torch's bicubic with
+// antialias=True, its a = −0.5 kernel stretched over the scale, taps normalised), clamped, × 255,
+// rounded into HWC uint8. Widths first, then heights, each output a float sum in tap order, as
+// torch's separable pass; the weights as torch computes them (float; its x86-64 build contracts
+// the kernel's multiply-adds into FMAs, hence std::fma: the weights then agree exactly).
+
+struct AATaps {
+    std::vector<uint32_t> first, count;
+    std::vector<float> weight;  // [out][width]
+    uint32_t width = 0;
+};
+
+float aa_cubic(float x) {
+    constexpr float A = -0.5f;
+    x = std::fabs(x);
+    if (x < 1.0f) return std::fma(std::fma(A + 2.0f, x, -(A + 3.0f)) * x, x, 1.0f);
+    if (x < 2.0f) return std::fma(std::fma(std::fma(A, x, -5.0f * A), x, 8.0f * A), x, -4.0f * A);
+    return 0.0f;
+}
+
+AATaps aa_taps(uint32_t in, uint32_t out) {
+    const float scale = float(in) / float(out), support = scale >= 1.0f ? 2.0f * scale : 2.0f;
+    const float invscale = scale >= 1.0f ? float(1.0 / double(scale)) : 1.0f;
+    AATaps t;
+    t.width = uint32_t(std::ceil(support)) * 2 + 1;
+    t.first.resize(out), t.count.resize(out), t.weight.assign(size_t(out) * t.width, 0.0f);
+    for (uint32_t i = 0; i < out; ++i) {
+        const float center = float(double(scale) * (i + 0.5));
+        const int64_t lo = std::max<int64_t>(int64_t(double(center - support) + 0.5), 0);
+        const int64_t hi = std::min<int64_t>(int64_t(double(center + support) + 0.5), in);
+        const uint32_t n = uint32_t(std::clamp<int64_t>(hi - lo, 0, t.width));
+        float *w = &t.weight[size_t(i) * t.width], total = 0.0f;
+        for (uint32_t j = 0; j < n; ++j) {
+            w[j] = aa_cubic(float((double(float(lo + j) - center) + 0.5) * double(invscale)));
+            total += w[j];
+        }
+        if (total != 0.0f)
+            for (uint32_t j = 0; j < n; ++j) w[j] /= total;
+        t.first[i] = uint32_t(lo), t.count[i] = n;
+    }
+    return t;
+}
+
+void downscale_antialiased(const float *src, uint32_t h, uint32_t w, uint32_t out_h, uint32_t out_w, conv::Pool &pool,
+                           uint8_t *rgb) {
+    const AATaps tx = aa_taps(w, out_w), ty = aa_taps(h, out_h);
+    std::vector<float> across(size_t(3) * h * out_w);
+    conv::parallel_for(3 * h, pool, [&](uint32_t r0, uint32_t r1) {
+        for (uint32_t r = r0; r < r1; ++r) {
+            const float *row = src + size_t(r) * w;
+            for (uint32_t ox = 0; ox < out_w; ++ox) {
+                const float *s = row + tx.first[ox], *wt = &tx.weight[size_t(ox) * tx.width];
+                float v = s[0] * wt[0];
+                for (uint32_t j = 1; j < tx.count[ox]; ++j) v += s[j] * wt[j];
+                across[size_t(r) * out_w + ox] = v;
+            }
+        }
+    });
+    conv::parallel_for(out_h, pool, [&](uint32_t r0, uint32_t r1) {
+        for (uint32_t oy = r0; oy < r1; ++oy) {
+            const float *wt = &ty.weight[size_t(oy) * ty.width];
+            for (uint32_t c = 0; c < 3; ++c) {
+                const float *s = across.data() + (size_t(c) * h + ty.first[oy]) * out_w;
+                for (uint32_t ox = 0; ox < out_w; ++ox) {
+                    float v = s[ox] * wt[0];
+                    for (uint32_t j = 1; j < ty.count[oy]; ++j) v += s[size_t(j) * out_w + ox] * wt[j];
+                    v = std::min(std::max(v, 0.0f), 1.0f) * 255.0f;
+                    rgb[(size_t(oy) * out_w + ox) * 3 + c] = to_byte(v);
+                }
+            }
+        }
+    });
+}
+
+// The size a consumer of short_side px sees (vlmcodec.resample.coded_size: the shorter side
+// scaled to short_side, each side rounded half to even, at least 1; never above the original)
+// (short_side 0: the original size; else at least kMinShortSide)
+void check_short_side(uint32_t short_side) {
+    if (short_side != 0 && short_side < kMinShortSide)
+        raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "short_side must be 0 or at least " + std::to_string(kMinShortSide) +
+                                                 ", got " + std::to_string(short_side));
+}
+
+std::pair<uint32_t, uint32_t> consumer_size(uint32_t h, uint32_t w, uint32_t short_side) {
+    check_short_side(short_side);
+    if (short_side == 0 || std::min(h, w) <= short_side) return {h, w};
+    const double s = double(short_side) / double(std::min(h, w));
+    return {std::max(1u, uint32_t(std::nearbyint(h * s))), std::max(1u, uint32_t(std::nearbyint(w * s)))};
+}
+
 // A call's num_threads: 0 → up to 4 (the machine's), else as given; 1..256
 int threads_for(int num_threads) {
     if (num_threads < 0 || num_threads > 256) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "num_threads must be in 0..256");
@@ -616,6 +707,72 @@ int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data, size_
     });
 }
 
+}  // extern "C"
+
+namespace {
+
+// A stream's image at out_h × out_w: at the coded size as g_s makes it, else resized from its
+// clamped float reconstruction as vlmcodec.resample.resize does (bicubic where either side
+// grows, antialiased bicubic where both shrink)
+void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, uint32_t out_w, int threads,
+                  uint8_t *rgb, size_t rgb_size) {
+    const vlmc_stream_info &info = s.info;
+    const bool resized = out_h != info.coded_height || out_w != info.coded_width;
+    const bool upscale = resized && (out_h > info.coded_height || out_w > info.coded_width);
+    const size_t need = size_t(out_w) * out_h * 3;
+    if (rgb == nullptr || rgb_size < need)
+        raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "rgb holds " + std::to_string(rgb_size) + " bytes, the image needs " +
+                                                 std::to_string(need));
+    const uint32_t hy = info.latent_height, wy = info.latent_width, M = info.channels;
+    std::vector<float> latent(size_t(M) * hy * wy);
+    const auto pool = decoder->pools.lease(threads);
+    decode_latents(*decoder, s, 0, *pool, latent.data());
+    // the coded image, clamped to [0, 1], kept in float when it is still to be resized
+    std::vector<float> coded(resized ? size_t(3) * info.coded_height * info.coded_width : 0);
+    // g_s in bands of latent rows, each with `halo` rows of context on either side (its
+    // receptive field), so that its own rows are computed from the same values as without
+    // bands: the same pixels, bit for bit, in a fraction of the memory
+    const uint32_t scale = info.padded_height / hy;  // image rows per latent row
+    const uint64_t band_pixels = decoder->band_pixels;
+    const uint32_t rows = band_pixels == 0 ? hy
+                          : uint32_t(std::clamp<uint64_t>(band_pixels / (uint64_t(scale) * scale * wy), 1, hy));
+    const uint32_t halo = rows >= hy ? 0 : decoder->synthesis_halo;
+    for (uint32_t b0 = 0; b0 < hy; b0 += rows) {
+        const uint32_t b1 = std::min(hy, b0 + rows), lo = b0 >= halo ? b0 - halo : 0, hi = std::min(hy, b1 + halo);
+        Planes<float> x{M, hi - lo, wy, conv::Buffer<float>(size_t(M) * (hi - lo) * wy)};
+        for (uint32_t c = 0; c < M; ++c)
+            std::memcpy(x.v.data() + size_t(c) * x.h * wy, latent.data() + (size_t(c) * hy + lo) * wy,
+                        size_t(x.h) * wy * sizeof(float));
+        x = synthesis(*decoder, std::move(x), *pool);
+        if (x.c != 3 || x.h != (hi - lo) * scale || x.w != info.padded_width)
+            raise(VLMC_DEC_ERR_INTERNAL, "g_s output has the wrong shape");
+        // this band's rows, clamped and cropped; then × 255 and rounded half to even (as
+        // torch.round) into HWC uint8, unless they are still to be resized
+        const uint32_t first = b0 * scale, last = std::min(b1 * scale, info.coded_height);
+        conv::parallel_for(last - first, *pool, [&](uint32_t r0, uint32_t r1) {
+            for (uint32_t h = first + r0; h < first + r1; ++h)
+                for (uint32_t c = 0; c < 3; ++c) {
+                    const float *src = x.v.data() + (size_t(c) * x.h + (h - lo * scale)) * x.w;
+                    if (resized) {
+                        float *dst = coded.data() + (size_t(c) * info.coded_height + h) * info.coded_width;
+                        for (uint32_t w = 0; w < info.coded_width; ++w)
+                            dst[w] = std::min(std::max(src[w], 0.0f), 1.0f);
+                        continue;
+                    }
+                    uint8_t *dst = rgb + size_t(h) * info.coded_width * 3 + c;
+                    for (uint32_t w = 0; w < info.coded_width; ++w)
+                        dst[size_t(w) * 3] = to_byte(std::min(std::max(src[w], 0.0f), 1.0f) * 255.0f);
+                }
+        });
+    }
+    if (upscale) upscale_bicubic(coded.data(), info.coded_height, info.coded_width, out_h, out_w, *pool, rgb);
+    else if (resized) downscale_antialiased(coded.data(), info.coded_height, info.coded_width, out_h, out_w, *pool, rgb);
+}
+
+}  // namespace
+
+extern "C" {
+
 int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t size, uint32_t flags, int num_threads,
                        uint8_t *rgb, size_t rgb_size) {
     if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
@@ -623,57 +780,30 @@ int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t 
         const int threads = threads_for(num_threads);  // the arguments first, then the stream
         if (flags & ~VLMC_DEC_CODED_SIZE) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
         const Parsed s = parse(*decoder, data, size);
-        const vlmc_stream_info &info = s.info;
-        const bool upscale = (flags & VLMC_DEC_CODED_SIZE) == 0 &&
-                             (info.coded_width != info.width || info.coded_height != info.height);
-        const uint32_t out_h = upscale ? info.height : info.coded_height, out_w = upscale ? info.width : info.coded_width;
-        const size_t need = size_t(out_w) * out_h * 3;
-        if (rgb == nullptr || rgb_size < need)
-            raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "rgb holds " + std::to_string(rgb_size) + " bytes, the image needs " +
-                                                     std::to_string(need));
-        const uint32_t hy = info.latent_height, wy = info.latent_width, M = info.channels;
-        std::vector<float> latent(size_t(M) * hy * wy);
-        const auto pool = decoder->pools.lease(threads);
-        decode_latents(*decoder, s, 0, *pool, latent.data());
-        // the coded image, clamped to [0, 1], kept in float when it is still to be upsampled
-        std::vector<float> coded(upscale ? size_t(3) * info.coded_height * info.coded_width : 0);
-        // g_s in bands of latent rows, each with `halo` rows of context on either side (its
-        // receptive field), so that its own rows are computed from the same values as without
-        // bands: the same pixels, bit for bit, in a fraction of the memory
-        const uint32_t scale = info.padded_height / hy;  // image rows per latent row
-        const uint64_t band_pixels = decoder->band_pixels;
-        const uint32_t rows = band_pixels == 0 ? hy
-                              : uint32_t(std::clamp<uint64_t>(band_pixels / (uint64_t(scale) * scale * wy), 1, hy));
-        const uint32_t halo = rows >= hy ? 0 : decoder->synthesis_halo;
-        for (uint32_t b0 = 0; b0 < hy; b0 += rows) {
-            const uint32_t b1 = std::min(hy, b0 + rows), lo = b0 >= halo ? b0 - halo : 0, hi = std::min(hy, b1 + halo);
-            Planes<float> x{M, hi - lo, wy, conv::Buffer<float>(size_t(M) * (hi - lo) * wy)};
-            for (uint32_t c = 0; c < M; ++c)
-                std::memcpy(x.v.data() + size_t(c) * x.h * wy, latent.data() + (size_t(c) * hy + lo) * wy,
-                            size_t(x.h) * wy * sizeof(float));
-            x = synthesis(*decoder, std::move(x), *pool);
-            if (x.c != 3 || x.h != (hi - lo) * scale || x.w != info.padded_width)
-                raise(VLMC_DEC_ERR_INTERNAL, "g_s output has the wrong shape");
-            // this band's rows, clamped and cropped; then × 255 and rounded half to even (as
-            // torch.round) into HWC uint8, unless they are still to be upsampled
-            const uint32_t first = b0 * scale, last = std::min(b1 * scale, info.coded_height);
-            conv::parallel_for(last - first, *pool, [&](uint32_t r0, uint32_t r1) {
-                for (uint32_t h = first + r0; h < first + r1; ++h)
-                    for (uint32_t c = 0; c < 3; ++c) {
-                        const float *src = x.v.data() + (size_t(c) * x.h + (h - lo * scale)) * x.w;
-                        if (upscale) {
-                            float *dst = coded.data() + (size_t(c) * info.coded_height + h) * info.coded_width;
-                            for (uint32_t w = 0; w < info.coded_width; ++w)
-                                dst[w] = std::min(std::max(src[w], 0.0f), 1.0f);
-                            continue;
-                        }
-                        uint8_t *dst = rgb + size_t(h) * info.coded_width * 3 + c;
-                        for (uint32_t w = 0; w < info.coded_width; ++w)
-                            dst[size_t(w) * 3] = to_byte(std::min(std::max(src[w], 0.0f), 1.0f) * 255.0f);
-                    }
-            });
-        }
-        if (upscale) upscale_bicubic(coded.data(), info.coded_height, info.coded_width, out_h, out_w, *pool, rgb);
+        const bool coded = flags & VLMC_DEC_CODED_SIZE;
+        decode_image(decoder, s, coded ? s.info.coded_height : s.info.height, coded ? s.info.coded_width : s.info.width,
+                     threads, rgb, rgb_size);
+    });
+}
+
+int vlmc_decoder_consumer_size(const vlmc_stream_info *info, uint32_t short_side, uint32_t *width, uint32_t *height) {
+    if (info == nullptr || width == nullptr || height == nullptr)
+        return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "info, width or height is null");
+    return guarded([&] {
+        const auto size = consumer_size(info->height, info->width, short_side);
+        *height = size.first, *width = size.second;
+    });
+}
+
+int vlmc_decoder_image_at(const vlmc_decoder *decoder, const uint8_t *data, size_t size, uint32_t short_side,
+                          int num_threads, uint8_t *rgb, size_t rgb_size) {
+    if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
+    return guarded([&] {
+        const int threads = threads_for(num_threads);  // the arguments first, then the stream
+        check_short_side(short_side);
+        const Parsed s = parse(*decoder, data, size);
+        const auto out = consumer_size(s.info.height, s.info.width, short_side);
+        decode_image(decoder, s, out.first, out.second, threads, rgb, rgb_size);
     });
 }
 

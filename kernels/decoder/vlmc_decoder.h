@@ -128,6 +128,21 @@ VLMC_DECODER_API int vlmc_decoder_latents(const vlmc_decoder *decoder, const uin
 VLMC_DECODER_API int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t size,
                                         uint32_t flags, int num_threads, uint8_t *rgb, size_t rgb_size);
 
+/* The size, width × height, of the image a consumer of short_side pixels sees of this stream
+ * (vlmcodec's decode(short_side=N)): the original size with its shorter side scaled to
+ * short_side, each side rounded half to even, never above the original; short_side 0: the
+ * original size. short_side must be 0 or at least 16. */
+VLMC_DECODER_API int vlmc_decoder_consumer_size(const vlmc_stream_info *info, uint32_t short_side,
+                                                uint32_t *width, uint32_t *height);
+
+/* vlmc_decoder_image at vlmc_decoder_consumer_size's size (rgb: height · width · 3 bytes), as
+ * vlmcodec's decode(short_side=N): a stream coded at that scale as g_s makes it, any other
+ * resized once from its float reconstruction — bicubic where a side grows, antialiased bicubic
+ * (torch's, a = −0.5) where both shrink — no full-size image in between. */
+VLMC_DECODER_API int vlmc_decoder_image_at(const vlmc_decoder *decoder, const uint8_t *data, size_t size,
+                                           uint32_t short_side, int num_threads, uint8_t *rgb,
+                                           size_t rgb_size);
+
 #ifdef __cplusplus
 }
 #endif

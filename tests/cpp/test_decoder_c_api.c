@@ -38,5 +38,31 @@ int main(int argc, char **argv) {
     CHECK(vlmc_decoder_set_max_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(vlmc_decoder_set_band_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     vlmc_decoder_free(NULL); /* a no-op, as free(NULL) */
+
+    /* a consumer's size: the shorter side scaled, each side rounded half to even (Python's round),
+     * never above the original; 0 = the original; below 16 refused */
+    {
+        static const uint32_t cases[][5] = {
+            /* width, height, short_side → width, height */
+            {768, 512, 256, 384, 256}, {512, 768, 224, 224, 336}, {768, 512, 512, 768, 512},
+            {768, 512, 4000, 768, 512}, {768, 512, 0, 768, 512}, {32, 33, 16, 16, 16}, /* 16.5 → 16 */
+            {32, 35, 16, 16, 18},                                                      /* 17.5 → 18 */
+            {5000, 20, 16, 4000, 16},
+        };
+        size_t k;
+        for (k = 0; k < sizeof cases / sizeof cases[0]; ++k) {
+            uint32_t w = 0, h = 0;
+            memset(&info, 0, sizeof info);
+            info.width = cases[k][0], info.height = cases[k][1];
+            CHECK(vlmc_decoder_consumer_size(&info, cases[k][2], &w, &h) == VLMC_DEC_OK);
+            CHECK_NOTE(w == cases[k][3] && h == cases[k][4], "%ux%u at %u: %ux%u, want %ux%u", cases[k][0], cases[k][1],
+                       cases[k][2], w, h, cases[k][3], cases[k][4]);
+        }
+        uint32_t w, h;
+        CHECK(vlmc_decoder_consumer_size(&info, 15, &w, &h) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(vlmc_decoder_last_error(), "short_side must be 0 or at least 16") != NULL);
+        CHECK(vlmc_decoder_consumer_size(NULL, 256, &w, &h) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+        CHECK(vlmc_decoder_image_at(NULL, (const uint8_t *)"VLMC", 4, 256, 1, NULL, 0) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+    }
     return check_report("test_decoder_c_api");
 }
