@@ -47,7 +47,8 @@ def test_ctest_suite(built):
     """The C and C++ tests (rANS core, both C APIs, the convolutions, the worker pools) from the
     same build, so that CI runs them."""
     out = _ctest(built)
-    assert all(name in out for name in ("decoder_c_api", "rans_c_api", "conv_dispatch", "conv_portable", "pool"))
+    assert all(name in out for name in ("decoder_c_api", "decoder_cpp", "rans_c_api", "conv_dispatch", "conv_portable",
+                                        "pool"))
 
 
 def _decoder(built, model_path, tmp_path_factory):
@@ -447,10 +448,42 @@ int main(int argc, char **argv) {
 """
 
 
+# the same through the C++ interface (vlmc_decoder.hpp): the image, the image a 256-px consumer
+# sees, the latents' count, and the code a truncated stream throws
+USER_PROGRAM_CPP = r"""
+#include <vlmc_decoder.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <numeric>
+int main(int argc, char **argv) {
+    std::ifstream f(argv[2], std::ios::binary);
+    const std::vector<uint8_t> data{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+    try {
+        const vlmc::Decoder dec(argv[1]);
+        const vlmc::Image full = dec.image(data, 2), small = dec.image_at(data, 256, 2);
+        auto sum = [](const vlmc::Image &im) { return std::accumulate(im.rgb.begin(), im.rgb.end(), 0ull); };
+        std::printf("%u %u %llu %u %u %llu %zu", full.width, full.height, sum(full), small.width, small.height,
+                    sum(small), dec.latents(data).size());
+        try {
+            dec.image(data.data(), data.size() - 1);
+        } catch (const vlmc::DecodeError &e) {
+            std::printf(" %d\n", e.code());
+        }
+    } catch (const vlmc::DecodeError &e) {
+        std::fprintf(stderr, "%s (%d)\n", e.what(), e.code());
+        return 1;
+    }
+    return 0;
+}
+"""
+
+
 def test_installed_library_builds_a_users_program(built, default_pair, tmp_path):
     """`cmake --install` lays out headers, libraries, the tool, pkg-config and CMake package
     files; a C program built against the installed files alone (by hand, with `pkg-config`, and
-    as a CMake project with `find_package(vlmcodec)`) decodes a stream to the library's pixels."""
+    as a CMake project with `find_package(vlmcodec)`) decodes a stream to the library's pixels,
+    and so does a C++ one through vlmc_decoder.hpp (its exceptions included)."""
     import shutil
 
     cc = shutil.which("cc") or shutil.which("gcc")
@@ -462,7 +495,7 @@ def test_installed_library_builds_a_users_program(built, default_pair, tmp_path)
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     lib = next(d for d in (prefix / "lib", prefix / "lib64") if (d / "libvlmc_decoder.so").exists())
-    assert (prefix / "include" / "vlmc_decoder.h").exists() and (prefix / "include" / "vlmc_rans.h").exists()
+    assert all((prefix / "include" / h).exists() for h in ("vlmc_decoder.h", "vlmc_decoder.hpp", "vlmc_rans.h"))
     (tmp_path / "user.c").write_text(USER_PROGRAM)
     run = subprocess.run([cc, "-std=c99", str(tmp_path / "user.c"), f"-I{prefix / 'include'}", f"-L{lib}",
                           "-lvlmc_decoder", f"-Wl,-rpath,{lib}", "-o", str(tmp_path / "user")],
@@ -498,15 +531,24 @@ def test_installed_library_builds_a_users_program(built, default_pair, tmp_path)
     project = tmp_path / "user_project"
     project.mkdir()
     (project / "user.c").write_text(USER_PROGRAM)
+    (project / "user_cpp.cpp").write_text(USER_PROGRAM_CPP)
     (project / "CMakeLists.txt").write_text(
         "cmake_minimum_required(VERSION 3.18)\nproject(user LANGUAGES C CXX)\n"
         "find_package(vlmcodec 0.1 CONFIG REQUIRED)\nadd_executable(user user.c)\n"
-        "target_link_libraries(user PRIVATE vlmcodec::vlmc_decoder)\n")
+        "target_link_libraries(user PRIVATE vlmcodec::vlmc_decoder)\n"
+        "add_executable(user_cpp user_cpp.cpp)\ntarget_compile_features(user_cpp PRIVATE cxx_std_17)\n"
+        "target_link_libraries(user_cpp PRIVATE vlmcodec::vlmc_decoder)\n")
     for cmd in ([find_cmake(), "-S", str(project), "-B", str(project / "build"), f"-DCMAKE_PREFIX_PATH={prefix}"],
                 [find_cmake(), "--build", str(project / "build")]):
         step = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert step.returncode == 0, step.stdout[-2000:] + step.stderr[-2000:]
     run_user(project / "build" / "user")
+    out = subprocess.run([str(project / "build" / "user_cpp"), str(model_file), str(tmp_path / "s.vlmc")],
+                         capture_output=True, text=True, timeout=60, env={"LD_LIBRARY_PATH": str(lib)})
+    small = dec.image(data, threads=2, short_side=256)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [*expected, "384", "256", str(int(small.astype(np.uint64).sum())),
+                                  str(dec.latents(data).size), "-2"]  # -2: VLMC_DEC_ERR_CORRUPT
 
 
 def test_info_reads_a_decoder_model_file(tiny_model_path, tmp_path, capsys):
