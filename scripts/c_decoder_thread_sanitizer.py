@@ -4,7 +4,7 @@ The C API says a decoder is read-only once open and may be shared between thread
 the library with -fsanitize=thread (cmake, into a temporary folder) and a small C program that
 opens the default model's decoder file once and decodes the same streams from several threads
 at once, each call itself using 2 threads (full size, a consumer-scale stream that is upsampled,
-and latents), then checks that every thread got the same bytes. Any ThreadSanitizer report or
+both at a consumer's 160 px, and latents), then checks that every thread got the same bytes. Any ThreadSanitizer report or
 difference fails it. A check to run by hand (about a minute), not a test.
 
     python scripts/c_decoder_thread_sanitizer.py [--threads 4] [--rounds 2]
@@ -30,16 +30,17 @@ PROGRAM = r"""
 
 static vlmc_decoder *dec;
 static unsigned char *data;
-static size_t size, n_rgb, n_y;
+static size_t size, n_rgb, n_small, n_y;
 static int rounds;
 
-typedef struct { unsigned char *rgb; float *y; int failed; } Job;
+typedef struct { unsigned char *rgb, *small; float *y; int failed; } Job;
 
 static void *work(void *arg) {
     Job *job = arg;
     for (int r = 0; r < rounds; ++r) {
         if (vlmc_decoder_image(dec, data, size, 0, 2, job->rgb, n_rgb) != VLMC_DEC_OK) job->failed = 1;
         if (vlmc_decoder_latents(dec, data, size, 0, 2, job->y, n_y) != VLMC_DEC_OK) job->failed = 1;
+        if (vlmc_decoder_image_at(dec, data, size, 160, 2, job->small, n_small) != VLMC_DEC_OK) job->failed = 1;
     }
     return NULL;
 }
@@ -60,15 +61,20 @@ int main(int argc, char **argv) {
     if (vlmc_decoder_stream_info(dec, data, size, &info) != VLMC_DEC_OK) return 3;
     n_rgb = (size_t)info.width * info.height * 3;
     n_y = (size_t)info.channels * info.latent_height * info.latent_width;
+    uint32_t small_w, small_h;
+    if (vlmc_decoder_consumer_size(&info, 160, &small_w, &small_h) != VLMC_DEC_OK) return 3;
+    n_small = (size_t)small_w * small_h * 3;
     pthread_t tid[64];
     Job jobs[64];
     for (int t = 0; t < threads; ++t) {
-        jobs[t].rgb = malloc(n_rgb), jobs[t].y = malloc(n_y * sizeof(float)), jobs[t].failed = 0;
+        jobs[t].rgb = malloc(n_rgb), jobs[t].small = malloc(n_small), jobs[t].y = malloc(n_y * sizeof(float));
+        jobs[t].failed = 0;
         pthread_create(&tid[t], NULL, work, &jobs[t]);
     }
     for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
     for (int t = 0; t < threads; ++t)
-        bad += jobs[t].failed || memcmp(jobs[t].rgb, jobs[0].rgb, n_rgb) || memcmp(jobs[t].y, jobs[0].y, n_y * sizeof(float));
+        bad += jobs[t].failed || memcmp(jobs[t].rgb, jobs[0].rgb, n_rgb) || memcmp(jobs[t].y, jobs[0].y, n_y * sizeof(float)) ||
+               memcmp(jobs[t].small, jobs[0].small, n_small);
     printf("%s: %d threads x %d rounds, %s\n", argv[2], threads, rounds, bad ? "DIFFERENT or FAILED" : "all equal");
     vlmc_decoder_free(dec);
     return bad ? 1 : 0;
@@ -79,7 +85,7 @@ int main(int argc, char **argv) {
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=4, help="concurrent calls (1..64)")
-    p.add_argument("--rounds", type=int, default=2, help="image + latents decodes per thread")
+    p.add_argument("--rounds", type=int, default=2, help="image + latents + consumer-size decodes per thread")
     a = p.parse_args()
     if not 1 <= a.threads <= 64 or a.rounds < 1:
         p.error("--threads must be in 1..64 and --rounds at least 1")
