@@ -209,15 +209,17 @@ def test_images_at_a_consumers_size_are_the_python_decoders(default_pair, tiny_p
 
 def test_bands_give_the_same_pixels(default_pair, built):
     """g_s in bands of rows (each with its receptive field's halo) = g_s on the whole image, bit
-    for bit, down to one latent row per band."""
+    for bit, down to one latent row per band; also at a consumer's size."""
     codec, _, model_file = default_pair
     data = codec.encode(load_image(SAMPLES[-1]), quality=40)
     dec = CStreamDecoder(built / "libvlmc_decoder.so", model_file)
     dec.set_band_pixels(0)
-    whole = dec.image(data, threads=2)
+    whole, small = dec.image(data, threads=2), dec.image(data, threads=2, short_side=100)
     for band_pixels in (1, 16 * 16 * 48 * 5, 100_000):
         dec.set_band_pixels(band_pixels)
         assert np.array_equal(dec.image(data, threads=2), whole), band_pixels
+        # at a consumer's size, each band's rows are resampled across as they come
+        assert np.array_equal(dec.image(data, threads=2, short_side=100), small), band_pixels
 
 
 def test_a_clang_build_decodes_what_the_default_build_decodes(default_pair, tmp_path):

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -577,36 +578,47 @@ AATaps aa_taps(uint32_t in, uint32_t out) {
     return t;
 }
 
-void downscale_antialiased(const float *src, uint32_t h, uint32_t w, uint32_t out_h, uint32_t out_w, conv::Pool &pool,
-                           uint8_t *rgb) {
-    const AATaps tx = aa_taps(w, out_w), ty = aa_taps(h, out_h);
-    std::vector<float> across(size_t(3) * h * out_w);
-    conv::parallel_for(3 * h, pool, [&](uint32_t r0, uint32_t r1) {
-        for (uint32_t r = r0; r < r1; ++r) {
-            const float *row = src + size_t(r) * w;
-            for (uint32_t ox = 0; ox < out_w; ++ox) {
-                const float *s = row + tx.first[ox], *wt = &tx.weight[size_t(ox) * tx.width];
-                float v = s[0] * wt[0];
-                for (uint32_t j = 1; j < tx.count[ox]; ++j) v += s[j] * wt[j];
-                across[size_t(r) * out_w + ox] = v;
-            }
+// The downscale in two passes: rows(c, y, row) resamples one clamped row of the coded image
+// across (any order, any thread; decode_image feeds it each g_s band's rows as they come, so the
+// coded image is never kept whole), finish() resamples the columns into HWC uint8
+class AntialiasedDownscale {
+  public:
+    AntialiasedDownscale(uint32_t h, uint32_t w, uint32_t out_h, uint32_t out_w)
+        : h_(h), out_h_(out_h), out_w_(out_w), tx_(aa_taps(w, out_w)), ty_(aa_taps(h, out_h)),
+          across_(size_t(3) * h * out_w) {}
+
+    void row(uint32_t c, uint32_t y, const float *src) {
+        float *dst = across_.data() + (size_t(c) * h_ + y) * out_w_;
+        for (uint32_t ox = 0; ox < out_w_; ++ox) {
+            const float *s = src + tx_.first[ox], *wt = &tx_.weight[size_t(ox) * tx_.width];
+            float v = s[0] * wt[0];
+            for (uint32_t j = 1; j < tx_.count[ox]; ++j) v += s[j] * wt[j];
+            dst[ox] = v;
         }
-    });
-    conv::parallel_for(out_h, pool, [&](uint32_t r0, uint32_t r1) {
-        for (uint32_t oy = r0; oy < r1; ++oy) {
-            const float *wt = &ty.weight[size_t(oy) * ty.width];
-            for (uint32_t c = 0; c < 3; ++c) {
-                const float *s = across.data() + (size_t(c) * h + ty.first[oy]) * out_w;
-                for (uint32_t ox = 0; ox < out_w; ++ox) {
-                    float v = s[ox] * wt[0];
-                    for (uint32_t j = 1; j < ty.count[oy]; ++j) v += s[size_t(j) * out_w + ox] * wt[j];
-                    v = std::min(std::max(v, 0.0f), 1.0f) * 255.0f;
-                    rgb[(size_t(oy) * out_w + ox) * 3 + c] = to_byte(v);
+    }
+
+    void finish(conv::Pool &pool, uint8_t *rgb) const {
+        conv::parallel_for(out_h_, pool, [&](uint32_t r0, uint32_t r1) {
+            for (uint32_t oy = r0; oy < r1; ++oy) {
+                const float *wt = &ty_.weight[size_t(oy) * ty_.width];
+                for (uint32_t c = 0; c < 3; ++c) {
+                    const float *s = across_.data() + (size_t(c) * h_ + ty_.first[oy]) * out_w_;
+                    for (uint32_t ox = 0; ox < out_w_; ++ox) {
+                        float v = s[ox] * wt[0];
+                        for (uint32_t j = 1; j < ty_.count[oy]; ++j) v += s[size_t(j) * out_w_ + ox] * wt[j];
+                        v = std::min(std::max(v, 0.0f), 1.0f) * 255.0f;
+                        rgb[(size_t(oy) * out_w_ + ox) * 3 + c] = to_byte(v);
+                    }
                 }
             }
-        }
-    });
-}
+        });
+    }
+
+  private:
+    uint32_t h_, out_h_, out_w_;
+    AATaps tx_, ty_;
+    std::vector<float> across_;  // [3][h][out_w]
+};
 
 // The size a consumer of short_side px sees (vlmcodec.resample.coded_size: the shorter side
 // scaled to short_side, each side rounded half to even, at least 1; never above the original)
@@ -727,8 +739,12 @@ void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, 
     std::vector<float> latent(size_t(M) * hy * wy);
     const auto pool = decoder->pools.lease(threads);
     decode_latents(*decoder, s, 0, *pool, latent.data());
-    // the coded image, clamped to [0, 1], kept in float when it is still to be resized
-    std::vector<float> coded(resized ? size_t(3) * info.coded_height * info.coded_width : 0);
+    // the coded image, clamped to [0, 1], kept in float when it is still to be upsampled; when
+    // it is to be downscaled, its rows are resampled across band by band instead
+    std::vector<float> coded(upscale ? size_t(3) * info.coded_height * info.coded_width : 0);
+    std::unique_ptr<AntialiasedDownscale> down;
+    if (resized && !upscale)
+        down = std::make_unique<AntialiasedDownscale>(info.coded_height, info.coded_width, out_h, out_w);
     // g_s in bands of latent rows, each with `halo` rows of context on either side (its
     // receptive field), so that its own rows are computed from the same values as without
     // bands: the same pixels, bit for bit, in a fraction of the memory
@@ -750,13 +766,16 @@ void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, 
         // torch.round) into HWC uint8, unless they are still to be resized
         const uint32_t first = b0 * scale, last = std::min(b1 * scale, info.coded_height);
         conv::parallel_for(last - first, *pool, [&](uint32_t r0, uint32_t r1) {
+            std::vector<float> clamped(down ? info.coded_width : 0);
             for (uint32_t h = first + r0; h < first + r1; ++h)
                 for (uint32_t c = 0; c < 3; ++c) {
                     const float *src = x.v.data() + (size_t(c) * x.h + (h - lo * scale)) * x.w;
                     if (resized) {
-                        float *dst = coded.data() + (size_t(c) * info.coded_height + h) * info.coded_width;
+                        float *dst = down ? clamped.data()
+                                          : coded.data() + (size_t(c) * info.coded_height + h) * info.coded_width;
                         for (uint32_t w = 0; w < info.coded_width; ++w)
                             dst[w] = std::min(std::max(src[w], 0.0f), 1.0f);
+                        if (down) down->row(c, h, dst);
                         continue;
                     }
                     uint8_t *dst = rgb + size_t(h) * info.coded_width * 3 + c;
@@ -766,7 +785,7 @@ void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, 
         });
     }
     if (upscale) upscale_bicubic(coded.data(), info.coded_height, info.coded_width, out_h, out_w, *pool, rgb);
-    else if (resized) downscale_antialiased(coded.data(), info.coded_height, info.coded_width, out_h, out_w, *pool, rgb);
+    else if (down) down->finish(*pool, rgb);
 }
 
 }  // namespace
