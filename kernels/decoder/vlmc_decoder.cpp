@@ -620,15 +620,15 @@ class AntialiasedDownscale {
     std::vector<float> across_;  // [3][h][out_w]
 };
 
-// The size a consumer of short_side px sees (vlmcodec.resample.coded_size: the shorter side
-// scaled to short_side, each side rounded half to even, at least 1; never above the original)
-// (short_side 0: the original size; else at least kMinShortSide)
+// a consumer's short_side: 0 (the original size) or at least kMinShortSide
 void check_short_side(uint32_t short_side) {
     if (short_side != 0 && short_side < kMinShortSide)
         raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "short_side must be 0 or at least " + std::to_string(kMinShortSide) +
                                                  ", got " + std::to_string(short_side));
 }
 
+// The size a consumer of short_side px sees (vlmcodec.resample.coded_size: the shorter side
+// scaled to short_side, each side rounded half to even, at least 1; never above the original)
 std::pair<uint32_t, uint32_t> consumer_size(uint32_t h, uint32_t w, uint32_t short_side) {
     check_short_side(short_side);
     if (short_side == 0 || std::min(h, w) <= short_side) return {h, w};
