@@ -10,11 +10,17 @@ latents are identical and reports the largest pixel difference. Medians per imag
 ``--baseline REV``, the C library built from that git revision too (a third arm, same ctypes
 calls, same bytes out): the C decoder against an earlier build of itself.
 
+With ``--throughput P1xT1,P2xT2,...``, measures the C decoder alone under concurrency instead:
+P callers (Python threads: ctypes releases the GIL) decoding the streams to images, each call on
+T threads, one decoder shared; images per second and per-call latency for each configuration,
+configurations alternating per round — how to spend a machine's cores, on calls or within them.
+
 With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
 sub-pixel g_s (float32) run for a 768x512 image, alternating, best of ``--rounds`` each.
 
     python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--decode-side 256] [--threads 2] [--baseline REV]
+    python scripts/c_decoder_bench.py --throughput 1x1,1x2,2x1 [--short-side 256]
     python scripts/c_decoder_bench.py --kernels [--threads 1] [--rounds 5]
 """
 
@@ -79,6 +85,29 @@ def kernel_bench(threads: int, rounds: int) -> dict:
             "time_ratio_c_over_torch": round(total["c"] / total["torch"], 3)}
 
 
+def throughput(dec, streams: list[bytes], configs: list[tuple[int, int]], rounds: int, coded_size: bool) -> list[dict]:
+    """For each (callers, threads): all streams decoded to images by that many concurrent callers,
+    each call on that many threads; best round's images/s, and the median latency of a call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    best: dict[tuple[int, int], float] = {}
+    latencies: dict[tuple[int, int], list[float]] = {c: [] for c in configs}
+    for r in range(rounds):
+        for callers, threads in configs[r % len(configs):] + configs[: r % len(configs)]:
+            def one(data: bytes, threads: int = threads, key: tuple[int, int] = (callers, threads)) -> None:
+                t0 = time.perf_counter()
+                dec.image(data, threads=threads, coded_size=coded_size)
+                latencies[key].append(time.perf_counter() - t0)
+
+            with ThreadPoolExecutor(callers) as pool:
+                t0 = time.perf_counter()
+                list(pool.map(one, streams))
+                rate = len(streams) / (time.perf_counter() - t0)
+            best[(callers, threads)] = max(best.get((callers, threads), 0.0), rate)
+    return [{"callers": c, "threads_per_call": t, "images_per_s": round(best[(c, t)], 2),
+             "median_call_ms": round(statistics.median(latencies[(c, t)]) * 1000, 1)} for c, t in configs]
+
+
 def baseline_library(rev: str, work: Path) -> Path:
     """libvlmc_decoder built from git revision ``rev`` of this repository (a detached worktree)."""
     import subprocess
@@ -107,6 +136,7 @@ def main() -> int:
     p.add_argument("--out", help="write the figures here as JSON")
     p.add_argument("--kernels", action="store_true", help="time the convolutions alone against torch's")
     p.add_argument("--baseline", metavar="REV", help="also time the C library built from this git revision")
+    p.add_argument("--throughput", metavar="PxT,...", help="C decoder alone: P concurrent callers, T threads per call")
     a = p.parse_args()
     if a.kernels:
         torch.set_num_threads(a.threads)
@@ -129,6 +159,10 @@ def main() -> int:
     codec = Codec(threads=a.threads)
     files = sorted(Path(a.images).glob("*.png"))[: a.limit]
     streams = [codec.encode(load_image(f), quality=a.quality, short_side=a.short_side or None) for f in files]
+    if a.throughput:
+        configs = [tuple(int(v) for v in c.lower().split("x")) for c in a.throughput.split(",")]
+        return report({"images": len(files), "quality": a.quality, "short_side": a.short_side, "rounds": a.rounds,
+                       "configs": throughput(c, streams, configs, a.rounds, a.short_side > 0)}, a.out)
     side = a.short_side or None
     calls = {"python latents": lambda d: codec.entropy_decode(d).y_hat.numpy(),
              "c latents": lambda d: c.latents(d, raw=True, threads=a.threads),
