@@ -31,7 +31,8 @@
  * Threads: a call with num_threads > 1 runs on the calling thread and num_threads − 1 workers
  * that the decoder keeps asleep between calls (up to 8 idle sets; concurrent calls each get their
  * own), so a small image does not pay ~40 thread starts; vlmc_decoder_free joins them. After
- * fork(), a child's first call starts new workers (the parent's do not exist there).
+ * fork(), a child's first call starts new workers (the parent's do not exist there); as with any
+ * library that takes locks, fork only while no other thread is inside a call.
  */
 #ifndef VLMC_DECODER_H
 #define VLMC_DECODER_H
