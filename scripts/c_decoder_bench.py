@@ -148,6 +148,12 @@ def main() -> int:
     from vlmcodec.image_io import load_image
     from vlmcodec.models.checkpoint import load_model
 
+    configs = []
+    for c in (a.throughput or "").split(",") if a.throughput else []:
+        parts = c.strip().lower().split("x")
+        if len(parts) != 2 or not all(v.isdigit() and int(v) >= 1 for v in parts):
+            p.error(f"--throughput takes PxT pairs (callers x threads, each at least 1), e.g. 1x2,2x1; got {c!r}")
+        configs.append((int(parts[0]), int(parts[1])))
     if a.decode_side and a.baseline:
         raise SystemExit("--decode-side and --baseline exclude each other (earlier libraries may lack vlmc_decoder_image_at)")
     torch.set_num_threads(a.threads)
@@ -160,7 +166,6 @@ def main() -> int:
     files = sorted(Path(a.images).glob("*.png"))[: a.limit]
     streams = [codec.encode(load_image(f), quality=a.quality, short_side=a.short_side or None) for f in files]
     if a.throughput:
-        configs = [tuple(int(v) for v in c.lower().split("x")) for c in a.throughput.split(",")]
         return report({"images": len(files), "quality": a.quality, "short_side": a.short_side, "rounds": a.rounds,
                        "configs": throughput(c, streams, configs, a.rounds, a.short_side > 0)}, a.out)
     side = a.short_side or None
