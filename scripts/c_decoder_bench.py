@@ -149,7 +149,7 @@ def main() -> int:
     from vlmcodec.models.checkpoint import load_model
 
     configs = []
-    for c in (a.throughput or "").split(",") if a.throughput else []:
+    for c in a.throughput.split(",") if a.throughput else []:
         parts = c.strip().lower().split("x")
         if len(parts) != 2 or not all(v.isdigit() and int(v) >= 1 for v in parts):
             p.error(f"--throughput takes PxT pairs (callers x threads, each at least 1), e.g. 1x2,2x1; got {c!r}")
