@@ -172,21 +172,23 @@ def build_c_decoder(source_dir: str | Path, build_dir: str | Path, jobs: int = 2
 
 
 class CStreamDecoder:
-    """The C decoder through ctypes: ``latents(data, raw=False, threads=0) -> float32 [M, h, w]``
-    and ``info(data) -> dict``; errors raise ``CDecoderError`` carrying the C error code."""
+    """The C decoder through ctypes: ``latents(data, raw=False, threads=0) -> float32 [M, h, w]``,
+    ``image(data, ...)`` and ``info(data) -> dict``; ``model_file`` is a decoder-model file's path
+    or its bytes; errors raise ``CDecoderError`` carrying the C error code."""
 
     CODES = {-1: "invalid argument", -2: "corrupt", -3: "model mismatch", -4: "buffer too small",
              -5: "no memory", -6: "bad model file", -7: "too large", -8: "internal"}
     _FIELDS = ("width", "height", "coded_width", "coded_height", "padded_width", "padded_height", "channels",
                "latent_height", "latent_width", "flags")
 
-    def __init__(self, library: str | Path, model_file: str | Path):
+    def __init__(self, library: str | Path, model_file: str | Path | bytes):
         import ctypes
 
         self._ct = ctypes
         lib = ctypes.CDLL(str(library))
         lib.vlmc_decoder_last_error.restype = ctypes.c_char_p
         lib.vlmc_decoder_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+        lib.vlmc_decoder_open_memory.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
         lib.vlmc_decoder_free.argtypes = [ctypes.c_void_p]
         lib.vlmc_decoder_set_max_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
         lib.vlmc_decoder_set_band_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
@@ -205,7 +207,11 @@ class CStreamDecoder:
 
         self._Info, self._lib = Info, lib
         handle = ctypes.c_void_p()
-        self._check(lib.vlmc_decoder_open(str(model_file).encode(), ctypes.byref(handle)))
+        if isinstance(model_file, (bytes, bytearray, memoryview)):  # the file's bytes: vlmc_decoder_open_memory
+            blob = bytes(model_file)
+            self._check(lib.vlmc_decoder_open_memory(blob, len(blob), ctypes.byref(handle)))
+        else:
+            self._check(lib.vlmc_decoder_open(str(model_file).encode(), ctypes.byref(handle)))
         self._handle = handle
 
     def _check(self, rc: int) -> None:

@@ -314,6 +314,23 @@ def test_errors_are_codes_and_messages(tiny_pair, second_model_path, built, tmp_
         dec.image(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])
 
 
+def test_a_decoder_opens_from_the_model_files_bytes(tiny_pair, built, rng):
+    """vlmc_decoder_open_memory: the same decoder as from the file, the same checks on the bytes."""
+    codec, dec, model_file = tiny_pair
+    blob = Path(model_file).read_bytes()
+    from_memory = CStreamDecoder(built / "libvlmc_decoder.so", blob)
+    data = codec.encode(smooth_image(rng, 70, 90), 50)
+    assert np.array_equal(from_memory.latents(data, raw=True), dec.latents(data, raw=True))
+    assert np.array_equal(from_memory.image(data, threads=2), dec.image(data, threads=2))
+    damaged = bytearray(blob)
+    damaged[len(damaged) // 3] ^= 1
+    with pytest.raises(CDecoderError, match="CRC-32") as e:
+        CStreamDecoder(built / "libvlmc_decoder.so", bytes(damaged))
+    assert e.value.code == -6
+    with pytest.raises(CDecoderError, match="bad magic"):
+        CStreamDecoder(built / "libvlmc_decoder.so", b"")
+
+
 def test_model_file_is_deterministic_and_names_both_fingerprints(tiny_model_path):
     loaded = load_model(tiny_model_path)
     blob = decoder_model_bytes(loaded)
@@ -465,6 +482,10 @@ int main(int argc, char **argv) {
         const vlmc::Decoder dec(argv[1]);
         const vlmc::Image full = dec.image(data, 2), small = dec.image_at(data, 256, 2);
         auto sum = [](const vlmc::Image &im) { return std::accumulate(im.rgb.begin(), im.rgb.end(), 0ull); };
+        std::ifstream m(argv[1], std::ios::binary);  // the same model opened from its bytes
+        const vlmc::Decoder from_memory = vlmc::Decoder::from_memory(
+            std::vector<uint8_t>{std::istreambuf_iterator<char>(m), std::istreambuf_iterator<char>()});
+        if (from_memory.image(data, 2).rgb != full.rgb) return std::fprintf(stderr, "from memory differs\n"), 1;
         std::printf("%u %u %llu %u %u %llu %zu", full.width, full.height, sum(full), small.width, small.height,
                     sum(small), dec.latents(data).size());
         try {

@@ -171,15 +171,15 @@ uint32_t read_conv(Reader &r, uint32_t channels, const char *net, uint32_t i, co
     return shuffle ? c.out / 4 : c.out;
 }
 
-void load_model(vlmc_decoder &d, const std::vector<uint8_t> &bytes) {
+void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
     const char magic[8] = {'V', 'L', 'M', 'C', 'D', 'E', 'C', 0};
-    if (bytes.size() < 16 || std::memcmp(bytes.data(), magic, 8) != 0)
+    if (size < 16 || std::memcmp(bytes, magic, 8) != 0)
         raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "not a vlmcodec decoder-model file (bad magic)");
     uint32_t stored;
-    std::memcpy(&stored, bytes.data() + bytes.size() - 4, 4);
-    if (crc32_update(0, bytes.data(), bytes.size() - 4) != stored)
+    std::memcpy(&stored, bytes + size - 4, 4);
+    if (crc32_update(0, bytes, size - 4) != stored)
         raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: CRC-32 mismatch (damaged)");
-    Reader r{bytes.data(), bytes.size() - 4, 0, VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file"};
+    Reader r{bytes, size - 4, 0, VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file"};
     r.pos = 8;
     const uint32_t version = r.get<uint32_t>();
     if (version != kModelVersion)
@@ -636,6 +636,13 @@ std::pair<uint32_t, uint32_t> consumer_size(uint32_t h, uint32_t w, uint32_t sho
     return {std::max(1u, uint32_t(std::nearbyint(h * s))), std::max(1u, uint32_t(std::nearbyint(w * s)))};
 }
 
+// A decoder loaded from a decoder-model file's bytes (load_model's checks)
+vlmc_decoder *decoder_from(const uint8_t *bytes, size_t size) {
+    auto d = std::make_unique<vlmc_decoder>();
+    load_model(*d, bytes, size);
+    return d.release();
+}
+
 // A call's num_threads: 0 → up to 4 (the machine's), else as given; 1..256
 int threads_for(int num_threads) {
     if (num_threads < 0 || num_threads > 256) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "num_threads must be in 0..256");
@@ -663,15 +670,14 @@ int vlmc_decoder_open(const char *path, vlmc_decoder **out) {
         const bool bad = std::ferror(f);
         std::fclose(f);
         if (bad) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("cannot read ") + path);
-        auto *d = new vlmc_decoder();
-        try {
-            load_model(*d, bytes);
-        } catch (...) {
-            delete d;
-            throw;
-        }
-        *out = d;
+        *out = decoder_from(bytes.data(), bytes.size());
     });
+}
+
+int vlmc_decoder_open_memory(const uint8_t *data, size_t size, vlmc_decoder **out) {
+    if (out == nullptr || (data == nullptr && size > 0)) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "data or out is null");
+    *out = nullptr;
+    return guarded([&] { *out = decoder_from(data, size); });
 }
 
 void vlmc_decoder_free(vlmc_decoder *decoder) { delete decoder; }

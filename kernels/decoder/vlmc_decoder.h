@@ -94,6 +94,9 @@ VLMC_DECODER_API const char *vlmc_decoder_last_error(void);
 
 /* Loads an decoder-model file (checked: magic, version, sizes, CRC-32). */
 VLMC_DECODER_API int vlmc_decoder_open(const char *path, vlmc_decoder **out);
+/* The same from a decoder-model file's bytes in memory (embedded in a binary, fetched from a
+ * store); the decoder keeps what it needs, so the buffer may be freed after the call. */
+VLMC_DECODER_API int vlmc_decoder_open_memory(const uint8_t *data, size_t size, vlmc_decoder **out);
 VLMC_DECODER_API void vlmc_decoder_free(vlmc_decoder *decoder);
 
 /* The model's own fingerprint and the one its streams carry (equal unless the model shares an

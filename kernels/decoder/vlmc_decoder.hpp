@@ -1,7 +1,7 @@
 /* vlmcodec stream decoder, C++17 interface: a header-only layer over vlmc_decoder.h that owns the
  * decoder, returns its outputs in std::vector and turns error codes into exceptions.
  *
- *   vlmc::Decoder dec("cdec/decoder_model.vlmd");
+ *   vlmc::Decoder dec("cdec/decoder_model.vlmd");   // or Decoder::from_memory(bytes, size)
  *   vlmc::Image full = dec.image(bytes);              // the original size, RGB (HWC)
  *   vlmc::Image small = dec.image_at(bytes, 256);     // what a consumer of 256 px sees
  *   std::vector<float> y = dec.latents(bytes);        // ŷ · inverse gain, what g_s takes
@@ -42,6 +42,13 @@ struct Image {
 class Decoder {
   public:
     explicit Decoder(const std::string &model_path) { check(vlmc_decoder_open(model_path.c_str(), &handle_)); }
+    // from a decoder-model file's bytes in memory (the buffer may be freed afterwards)
+    static Decoder from_memory(const uint8_t *data, size_t size) {
+        Decoder d;
+        check(vlmc_decoder_open_memory(data, size, &d.handle_));
+        return d;
+    }
+    static Decoder from_memory(const std::vector<uint8_t> &model) { return from_memory(model.data(), model.size()); }
     Decoder(Decoder &&other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
     Decoder &operator=(Decoder &&other) noexcept {
         if (this != &other) {
@@ -108,6 +115,8 @@ class Decoder {
     }
 
   private:
+    Decoder() = default;
+
     static void check(int rc) {
         if (rc != VLMC_DEC_OK) throw DecodeError(rc, vlmc_decoder_last_error());
     }

@@ -38,6 +38,14 @@ int main(int argc, char **argv) {
     CHECK(vlmc_decoder_set_max_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(vlmc_decoder_set_band_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     vlmc_decoder_free(NULL); /* a no-op, as free(NULL) */
+    /* from memory: the same checks as from a file */
+    CHECK(vlmc_decoder_open_memory(NULL, 0, &dec) == VLMC_DEC_ERR_BAD_MODEL_FILE && dec == NULL);
+    CHECK(strstr(vlmc_decoder_last_error(), "bad magic") != NULL);
+    CHECK(vlmc_decoder_open_memory((const uint8_t *)"VLMCDEC\0 not really a model", 28, &dec) ==
+          VLMC_DEC_ERR_BAD_MODEL_FILE);
+    CHECK(strstr(vlmc_decoder_last_error(), "CRC-32") != NULL);
+    CHECK(vlmc_decoder_open_memory(NULL, 10, &dec) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+    CHECK(vlmc_decoder_open_memory((const uint8_t *)"x", 1, NULL) == VLMC_DEC_ERR_INVALID_ARGUMENT);
 
     /* a consumer's size: the shorter side scaled, each side rounded half to even (Python's round),
      * never above the original; 0 = the original; below 16 refused */

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "check.h"
 #include "vlmc_decoder.hpp"
@@ -37,6 +38,14 @@ int main(int argc, char **argv) {
         const auto junk = open_error(junk_path);
         CHECK_NOTE(junk.first == VLMC_DEC_ERR_BAD_MODEL_FILE && junk.second.find("bad magic") != std::string::npos,
                    "code %d, message '%s'", junk.first, junk.second.c_str());
+    }
+    try {
+        const std::vector<uint8_t> junk{'n', 'o', 't', ' ', 'a', ' ', 'm', 'o', 'd', 'e', 'l', '!', '!', '!', '!', '!'};
+        vlmc::Decoder::from_memory(junk);
+        CHECK_NOTE(false, "junk bytes opened");
+    } catch (const vlmc::DecodeError &e) {
+        CHECK_NOTE(e.code() == VLMC_DEC_ERR_BAD_MODEL_FILE && std::strstr(e.what(), "bad magic"), "code %d, '%s'",
+                   e.code(), e.what());
     }
     return check_report("test_decoder_cpp");
 }
