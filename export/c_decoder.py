@@ -231,9 +231,14 @@ class CStreamDecoder:
     def set_band_pixels(self, n: int) -> None:
         self._check(self._lib.vlmc_decoder_set_band_pixels(self._handle, n))
 
-    def info(self, data: bytes) -> dict:
+    def _stream_info(self, data: bytes):
+        """vlmc_decoder_stream_info's struct for ``data``."""
         info = self._Info()
         self._check(self._lib.vlmc_decoder_stream_info(self._handle, data, len(data), self._ct.byref(info)))
+        return info
+
+    def info(self, data: bytes) -> dict:
+        info = self._stream_info(data)
         out = {name: getattr(info, name) for name in self._FIELDS}
         return {**out, "quality": round(info.quality, 2), "fingerprint": bytes(info.fingerprint)}
 
@@ -253,8 +258,7 @@ class CStreamDecoder:
         if short_side is not None:
             if coded_size:
                 raise ValueError("coded_size and short_side exclude each other")
-            info, w, h = self._Info(), self._ct.c_uint32(), self._ct.c_uint32()
-            self._check(self._lib.vlmc_decoder_stream_info(self._handle, data, len(data), self._ct.byref(info)))
+            info, w, h = self._stream_info(data), self._ct.c_uint32(), self._ct.c_uint32()
             self._check(self._lib.vlmc_decoder_consumer_size(self._ct.byref(info), short_side, self._ct.byref(w),
                                                              self._ct.byref(h)))
             out = np.empty((h.value, w.value, 3), np.uint8)

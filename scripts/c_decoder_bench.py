@@ -155,7 +155,7 @@ def main() -> int:
             p.error(f"--throughput takes PxT pairs (callers x threads, each at least 1), e.g. 1x2,2x1; got {c!r}")
         configs.append((int(parts[0]), int(parts[1])))
     if a.decode_side and a.baseline:
-        raise SystemExit("--decode-side and --baseline exclude each other (earlier libraries may lack vlmc_decoder_image_at)")
+        p.error("--decode-side and --baseline exclude each other (earlier libraries may lack vlmc_decoder_image_at)")
     torch.set_num_threads(a.threads)
     work = Path(tempfile.mkdtemp(prefix="c_decoder_bench_"))
     lib = build_c_decoder(ROOT, work / "build") / "libvlmc_decoder.so"
@@ -172,9 +172,8 @@ def main() -> int:
     calls = {"python latents": lambda d: codec.entropy_decode(d).y_hat.numpy(),
              "c latents": lambda d: c.latents(d, raw=True, threads=a.threads),
              "python image": lambda d: codec.decode(d, short_side=a.decode_side or side),
-             "c image": lambda d: c.image(d, threads=a.threads, coded_size=side is not None)}
-    if a.decode_side:
-        calls["c image"] = lambda d: c.image(d, threads=a.threads, short_side=a.decode_side)
+             "c image": (lambda d: c.image(d, threads=a.threads, short_side=a.decode_side)) if a.decode_side
+             else (lambda d: c.image(d, threads=a.threads, coded_size=side is not None))}
     if base is not None:
         calls["baseline latents"] = lambda d: base.latents(d, raw=True, threads=a.threads)
         calls["baseline image"] = lambda d: base.image(d, threads=a.threads, coded_size=side is not None)
