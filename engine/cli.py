@@ -758,6 +758,43 @@ _refine_views = _checked_argument(lambda text: [int(v) for v in text.split(",") 
                                   "check_refine_views", "refine views must be comma-separated integers")
 
 
+def version_text() -> str:
+    """``vlmcodec --version``: read from metadata and the model file's header alone (no torch import)."""
+    import json
+    import platform
+    import struct
+    from importlib import metadata
+
+    from . import __version__
+    from .bitstream.container import FORMAT_VERSION
+
+    try:
+        with open(_DEFAULT_MODEL_FILE, "rb") as f:
+            head = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        model = head["__metadata__"]["fingerprint"][:16]
+    except (OSError, ValueError, KeyError, struct.error):
+        model = "missing or unreadable"
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return (f"vlmcodec {__version__} (bitstream format {FORMAT_VERSION}, default model {model})\n"
+            f"Python {platform.python_version()}, torch {torch_version}")
+
+
+# codec.default_model_path() without importing torch (a test checks they agree)
+_DEFAULT_MODEL_FILE = Path(__file__).parent / "weights" / "default.safetensors"
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vlmcodec",
@@ -766,6 +803,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  vlmcodec encode photo.png -q 60 -o photo.vlmc\n"
                "  vlmcodec decode photo.vlmc -o photo.png\n  vlmcodec roundtrip assets/samples -o out/",
     )
+    p.add_argument("--version", action=_VersionAction,
+                   help="print the version, the bitstream format, the default model's fingerprint and the Python "
+                        "and torch versions, then exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp, model=True):

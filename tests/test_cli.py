@@ -1,5 +1,7 @@
 """The vlmcodec command line: round trip, info, errors with exit status 2."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -149,6 +151,29 @@ def test_help_and_info_do_not_import_torch(tmp_path, rng, tiny_model_path):
             "print('torch' in sys.modules, rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False 0"), out
+
+
+def test_version_names_the_release_format_and_default_model_without_torch(monkeypatch):
+    """`vlmcodec --version`: what a bug report needs, read without importing torch."""
+    import subprocess
+    import sys
+
+    import vlmcodec
+    import vlmcodec.cli as cli
+    from vlmcodec.codec import default_model_path
+    from vlmcodec.models.checkpoint import load_model
+
+    assert cli._DEFAULT_MODEL_FILE == default_model_path()
+    code = ("import sys; from vlmcodec.cli import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    fp = load_model(default_model_path()).fingerprint.hex()[:16]
+    assert out[0] == f"vlmcodec {vlmcodec.__version__} (bitstream format 1, default model {fp})"
+    assert out[1].startswith("Python ") and ", torch 2." in out[1]
+    assert out[2:4] == ["exit 0", "False"]
+    monkeypatch.setattr(cli, "_DEFAULT_MODEL_FILE", Path("/nonexistent/default.safetensors"))
+    assert "default model missing or unreadable" in cli.version_text()
 
 
 def _write(tmp_path, rng) -> str:
