@@ -28,15 +28,16 @@ template <class T>
 #if defined(__GNUC__)
 __attribute__((always_inline))
 #endif
-inline void row_body(const T *packed, uint32_t out, uint32_t K, const int64_t *taps, const T *xp, uint32_t w_out,
-                     T *row, size_t out_plane) {
+inline void row_body(const T *weights, const uint32_t *start, const int64_t *offsets, const uint32_t *channel,
+                     uint32_t out, const T *xp, uint32_t w_out, T *row, size_t out_plane) {
     constexpr uint32_t B = pixel_block<T>(), L = B / 2;  // L lanes per 32-byte vector
+    const uint32_t blocks = (out + kBo - 1) / kBo;
     for (uint32_t q = 0; q < w_out; q += B) {
         const uint32_t n = std::min(B, w_out - q);
         const T *xq = xp + q;
-        for (uint32_t o = 0; o < out; o += kBo) {
-            const uint32_t bo = std::min(kBo, out - o);
-            const T *w = packed + size_t(o / kBo) * K * kBo;
+        for (uint32_t b = 0; b < blocks; ++b) {
+            const T *w = weights + size_t(start[b]) * kBo;
+            const int64_t *tap = offsets + start[b], *tap_end = offsets + start[b + 1];
             T acc[kBo][B];
 #if defined(__GNUC__)
             // kBo channels × 2 vectors of pixels: 12 accumulators, 2 pixel vectors and a weight
@@ -46,40 +47,45 @@ inline void row_body(const T *packed, uint32_t out, uint32_t K, const int64_t *t
             // V{} + w (not an identity for −0) costs an add and a shuffle per weight
             const V ones = V{} + T(1);
             V a[kBo][2] = {};
-            for (uint32_t k = 0; k < K; ++k, w += kBo) {
+            for (; tap != tap_end; ++tap, w += kBo) {
                 V x0, x1;
-                std::memcpy(&x0, xq + taps[k], sizeof x0);
-                std::memcpy(&x1, xq + taps[k] + L, sizeof x1);
+                std::memcpy(&x0, xq + *tap, sizeof x0);
+                std::memcpy(&x1, xq + *tap + L, sizeof x1);
 #pragma GCC unroll 8  // the accumulators stay in registers only if unrolled (-O2 does not by itself)
-                for (uint32_t r = 0; r < kBo; ++r) {
-                    const V b = ones * w[r];
-                    a[r][0] += b * x0;
-                    a[r][1] += b * x1;
+                for (uint32_t c = 0; c < kBo; ++c) {
+                    const V v = ones * w[c];
+                    a[c][0] += v * x0;
+                    a[c][1] += v * x1;
                 }
             }
             std::memcpy(acc, a, sizeof acc);
 #else
             std::memset(acc, 0, sizeof acc);
-            for (uint32_t k = 0; k < K; ++k, w += kBo)
-                for (uint32_t r = 0; r < kBo; ++r)
-                    for (uint32_t j = 0; j < B; ++j) acc[r][j] += w[r] * xq[taps[k] + j];
+            for (; tap != tap_end; ++tap, w += kBo)
+                for (uint32_t c = 0; c < kBo; ++c)
+                    for (uint32_t j = 0; j < B; ++j) acc[c][j] += w[c] * xq[*tap + j];
 #endif
-            for (uint32_t r = 0; r < bo; ++r)
-                for (uint32_t j = 0; j < n; ++j) row[(o + r) * out_plane + q + j] = acc[r][j];
+            for (uint32_t c = 0; c < kBo; ++c) {
+                const uint32_t o = channel[b * kBo + c];
+                if (o >= out) continue;
+                for (uint32_t j = 0; j < n; ++j) row[o * out_plane + q + j] = acc[c][j];
+            }
         }
     }
 }
 
 }  // namespace
 
-VLMC_MULTIVERSION void row_product(const double *packed, uint32_t out, uint32_t K, const int64_t *taps,
-                                   const double *xp, uint32_t w_out, double *row, size_t out_plane) {
-    row_body(packed, out, K, taps, xp, w_out, row, out_plane);
+VLMC_MULTIVERSION void row_product(const double *weights, const uint32_t *start, const int64_t *offsets,
+                                   const uint32_t *channel, uint32_t out, const double *xp, uint32_t w_out, double *row,
+                                   size_t out_plane) {
+    row_body(weights, start, offsets, channel, out, xp, w_out, row, out_plane);
 }
 
-VLMC_MULTIVERSION void row_product(const float *packed, uint32_t out, uint32_t K, const int64_t *taps,
-                                   const float *xp, uint32_t w_out, float *row, size_t out_plane) {
-    row_body(packed, out, K, taps, xp, w_out, row, out_plane);
+VLMC_MULTIVERSION void row_product(const float *weights, const uint32_t *start, const int64_t *offsets,
+                                   const uint32_t *channel, uint32_t out, const float *xp, uint32_t w_out, float *row,
+                                   size_t out_plane) {
+    row_body(weights, start, offsets, channel, out, xp, w_out, row, out_plane);
 }
 
 }  // namespace vlmc::conv

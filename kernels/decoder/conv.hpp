@@ -44,23 +44,60 @@ struct Shape {
 constexpr uint32_t kBo = 6;  // output channels per register block
 template <class T> constexpr uint32_t pixel_block() { return 64 / sizeof(T); }  // two 32-byte vectors
 
-// The weights [out][K] as [out / kBo][K][kBo] (channels past out zero): a step's kBo weights
-// adjacent, what row_product reads.
-template <class T> std::vector<T> pack_weights(const T *weight, uint32_t out, uint32_t K) {
-    std::vector<T> packed(size_t((out + kBo - 1) / kBo) * K * kBo, T(0));
+// A layer's weights [out][in][window] (window = kh · kw) for row_product: in blocks of kBo output
+// channels, each block's weights of one tap adjacent, and only the taps where some channel of the
+// block has a weight other than 0. A sub-pixel convolution (a stride-2 5×5 transposed one as a
+// 3×3 one giving the 4 output phases) has zero weights at 11 of each 36 (phase, kernel position)
+// pairs, for every input channel: channels are ordered by the kernel positions they use (zero
+// for every input channel: the phase, not an integer weight that rounded to 0), so that a block
+// holds one phase and skips its zero taps. Skipping a zero product leaves every sum's bits as
+// they were (a finite x: w · x = ±0, and a + (±0) = a for a ≠ 0 and for a = +0, where sums start).
+template <class T> struct Packed {
+    uint32_t out = 0, K = 0;
+    std::vector<T> weights;        // block b: (start[b + 1] − start[b]) taps × kBo channels
+    std::vector<uint32_t> start;   // [blocks + 1], in taps
+    std::vector<uint32_t> tap;     // each block entry's tap index k in [0, K)
+    std::vector<uint32_t> channel;  // [blocks · kBo]: a block position's output channel (≥ out: none)
+};
+
+template <class T> Packed<T> pack_weights(const T *weight, uint32_t out, uint32_t in, uint32_t window) {
+    Packed<T> p;
+    p.out = out;
+    p.K = in * window;
+    const uint32_t K = p.K;
+    std::vector<std::vector<bool>> used(out, std::vector<bool>(window));  // kernel positions a channel uses
     for (uint32_t o = 0; o < out; ++o)
-        for (uint32_t k = 0; k < K; ++k) packed[(size_t(o / kBo) * K + k) * kBo + o % kBo] = weight[size_t(o) * K + k];
-    return packed;
+        for (uint32_t k = 0; k < K; ++k)
+            if (weight[size_t(o) * K + k] != T(0)) used[o][k % window] = true;
+    std::vector<uint32_t> order(out);
+    for (uint32_t o = 0; o < out; ++o) order[o] = o;
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return used[a] > used[b]; });
+    const uint32_t blocks = (out + kBo - 1) / kBo;
+    p.channel.assign(size_t(blocks) * kBo, out);
+    std::copy(order.begin(), order.end(), p.channel.begin());
+    p.start.push_back(0);
+    for (uint32_t b = 0; b < blocks; ++b) {
+        const uint32_t *ch = p.channel.data() + size_t(b) * kBo;
+        for (uint32_t k = 0; k < K; ++k) {
+            bool any = false;
+            for (uint32_t c = 0; c < kBo; ++c) any = any || (ch[c] < out && weight[size_t(ch[c]) * K + k] != T(0));
+            if (!any) continue;
+            p.tap.push_back(k);
+            for (uint32_t c = 0; c < kBo; ++c) p.weights.push_back(ch[c] < out ? weight[size_t(ch[c]) * K + k] : T(0));
+        }
+        p.start.push_back(uint32_t(p.tap.size()));
+    }
+    return p;
 }
 
 // One output row: out[o·out_plane + p] = Σ_k w[o][k] · xp[taps[k] + p] for p < w_out, o in
 // [0, out); tap k = (i, ky, kx) reads the zero-padded input at taps[k] = i·plane + ky·row + kx from
 // the row under ky = 0, which is at least w_out rounded up to pixel_block plus kw − 1 wide;
-// packed: pack_weights.
-void row_product(const double *packed, uint32_t out, uint32_t K, const int64_t *taps, const double *xp,
-                 uint32_t w_out, double *row, size_t out_plane);
-void row_product(const float *packed, uint32_t out, uint32_t K, const int64_t *taps, const float *xp, uint32_t w_out,
-                 float *row, size_t out_plane);
+// weights, start and channel: a Packed's; offsets[j] = taps[tap[j]] (its entries' input offsets).
+void row_product(const double *weights, const uint32_t *start, const int64_t *offsets, const uint32_t *channel,
+                 uint32_t out, const double *xp, uint32_t w_out, double *row, size_t out_plane);
+void row_product(const float *weights, const uint32_t *start, const int64_t *offsets, const uint32_t *channel,
+                 uint32_t out, const float *xp, uint32_t w_out, float *row, size_t out_plane);
 
 // The output size of a stride-1 convolution of x (zero padding)
 inline std::pair<uint32_t, uint32_t> output_size(const Shape &s, uint32_t h, uint32_t w) {
@@ -82,7 +119,7 @@ struct Identity {
 // alone, in a per-thread scratch, before the products; so there finish(oy) may overwrite input
 // row oy in place (no other output row reads it).
 template <class T, class Load, class Finish>
-void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, Pool &pool, Load load, Finish finish) {
+void conv_rows(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool &pool, Load load, Finish finish) {
     constexpr uint32_t B = pixel_block<T>();
     const auto size = output_size(s, x.h, x.w);  // not a structured binding: C++17 lambdas cannot capture one
     const uint32_t ho = size.first, wo = size.second;
@@ -106,10 +143,12 @@ void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, Pool &pool, 
             }
         });
     const uint32_t K = s.in * s.kh * s.kw;
-    std::vector<int64_t> taps(K);
+    if (packed.K != K || packed.out != s.out) throw std::invalid_argument("packed weights do not match the shape");
+    std::vector<int64_t> taps(K), offsets(packed.tap.size());
     for (uint32_t i = 0, k = 0; i < s.in; ++i)
         for (uint32_t ky = 0; ky < s.kh; ++ky)
             for (uint32_t kx = 0; kx < s.kw; ++kx) taps[k++] = int64_t((size_t(i) * hp + ky) * wp + kx);
+    for (size_t j = 0; j < offsets.size(); ++j) offsets[j] = taps[packed.tap[j]];
     parallel_for(ho, pool, [&](uint32_t r0, uint32_t r1) {
         Buffer<T> rows(size_t(s.out) * wo), local(row_local ? size_t(s.in) * wp : 0);
         for (uint32_t oy = r0; oy < r1; ++oy) {
@@ -118,7 +157,8 @@ void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, Pool &pool, 
                 for (uint32_t i = 0; i < s.in; ++i) pad_row(local.data() + size_t(i) * wp, i, oy);
                 in = local.data();
             }
-            row_product(packed, s.out, K, taps.data(), in, wo, rows.data(), wo);
+            row_product(packed.weights.data(), packed.start.data(), offsets.data(), packed.channel.data(), s.out, in, wo,
+                        rows.data(), wo);
             finish(oy, static_cast<const T *>(rows.data()), wo);
         }
     });
@@ -128,7 +168,7 @@ void conv_rows(const Shape &s, const T *packed, const Planes<T> &x, Pool &pool, 
 // or, with shuffle, pixel-shuffled ×2 to [out / 4][2h][2w] (channel 4c + 2i + j's pixel (h, w)
 // at (c, 2h + i, 2w + j)) without the unshuffled planes
 template <class T, class Op>
-Planes<T> conv_layer(const Shape &s, const T *packed, const Planes<T> &x, Pool &pool, bool shuffle, Op op) {
+Planes<T> conv_layer(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool &pool, bool shuffle, Op op) {
     const auto size = output_size(s, x.h, x.w);  // not a structured binding: C++17 lambdas cannot capture one
     const uint32_t ho = size.first, wo = size.second;
     if (shuffle && s.out % 4) throw std::invalid_argument("pixel shuffle of a channel count not a multiple of 4");

@@ -19,7 +19,7 @@ template <class T> double time_shape(uint32_t in, uint32_t out, uint32_t k, uint
     std::vector<T> weight(size_t(out) * in * k * k), bias(out);
     for (T &v : weight) v = T(u(rng) * 0.05);
     for (T &v : bias) v = T(u(rng));
-    const auto packed = vlmc::conv::pack_weights(weight.data(), out, in * k * k);
+    const auto packed = vlmc::conv::pack_weights(weight.data(), out, in, k * k);
     vlmc::conv::Planes<T> x{in, h, w, vlmc::conv::Buffer<T>(size_t(in) * h * w)};
     for (T &v : x.v) v = T(u(rng));
     const vlmc::conv::Shape shape{out, in, k, k, k / 2, k / 2};
@@ -27,7 +27,7 @@ template <class T> double time_shape(uint32_t in, uint32_t out, uint32_t k, uint
     double best = 1e30, checksum = 0;
     for (int r = 0; r <= repeats; ++r) {
         const auto t0 = std::chrono::steady_clock::now();
-        const auto y = vlmc::conv::conv_layer(shape, packed.data(), x, pool, false,
+        const auto y = vlmc::conv::conv_layer(shape, packed, x, pool, false,
                                               [&](uint32_t o, T v) { return v + bias[o]; });
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         checksum = double(y.v[y.v.size() / 2]);

@@ -124,7 +124,7 @@ struct Layer {
     uint32_t kind = kConv;
     conv::Shape shape;  // stride 1
     uint32_t shuffle = 0;
-    std::vector<double> weight;  // integer-valued, [out][in][kh][kw] packed (conv::pack_weights)
+    conv::Packed<double> weight;  // integer-valued, [out][in][kh][kw] packed (conv::pack_weights)
     std::vector<double> bias_half, inv_scale;
     double l1 = 0, bias_max = 0;
 };
@@ -136,7 +136,8 @@ struct SynthesisLayer {
     uint32_t kind = kConv;
     conv::Shape shape;
     uint32_t shuffle = 0, inverse = 0;
-    std::vector<float> weight, bias;  // conv: [out][in][kh][kw] packed, [out]; GDN: γ [C][C] packed, β [C]
+    conv::Packed<float> weight;  // conv: [out][in][kh][kw]; GDN: γ [C][C] (conv::pack_weights)
+    std::vector<float> bias;     // conv: [out]; GDN: β [C]
 };
 
 }  // namespace
@@ -210,7 +211,7 @@ void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
             const uint32_t next = read_conv(r, channels, "h_s", i, l.shape, l.shuffle);
             auto w = r.array<int32_t>(uint64_t(c.out) * c.in * c.kh * c.kw);
             const std::vector<double> weight(w.begin(), w.end());
-            l.weight = conv::pack_weights(weight.data(), c.out, c.in * c.kh * c.kw);
+            l.weight = conv::pack_weights(weight.data(), c.out, c.in, c.kh * c.kw);
             l.bias_half = r.array<double>(c.out);
             l.inv_scale = r.array<double>(c.out);
             l.l1 = r.get<double>();
@@ -232,7 +233,7 @@ void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
         if (l.kind == kConv) {
             const uint32_t next = read_conv(r, channels, "g_s", i, c, l.shuffle);
             const auto weight = r.array<float>(uint64_t(c.out) * c.in * c.kh * c.kw);
-            l.weight = conv::pack_weights(weight.data(), c.out, c.in * c.kh * c.kw);
+            l.weight = conv::pack_weights(weight.data(), c.out, c.in, c.kh * c.kw);
             l.bias = r.array<float>(c.out);
             channels = next;
         } else if (l.kind == kGdn) {
@@ -240,7 +241,7 @@ void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
             l.inverse = r.get<uint32_t>();
             if (c.in != channels || l.inverse > 1) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad g_s GDN");
             const auto gamma = r.array<float>(uint64_t(c.in) * c.in);
-            l.weight = conv::pack_weights(gamma.data(), c.in, c.in);
+            l.weight = conv::pack_weights(gamma.data(), c.in, c.in, 1);
             l.bias = r.array<float>(c.in);
         } else {
             raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: unknown g_s layer kind");
@@ -372,7 +373,7 @@ Planes<double> exact_conv(const Layer &l, const Planes<double> &x, conv::Pool &p
     for (double v : x.v) xmax = std::max(xmax, std::fabs(v));
     if (xmax * l.l1 + l.bias_max >= kExactLimit)
         raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: fixed-point h_s would exceed exact float64 range");
-    return conv::conv_layer(l.shape, l.weight.data(), x, pool, l.shuffle, [&](uint32_t o, double v) {
+    return conv::conv_layer(l.shape, l.weight, x, pool, l.shuffle, [&](uint32_t o, double v) {
         return std::floor((v + l.bias_half[o]) * l.inv_scale[o]);
     });
 }
@@ -382,14 +383,14 @@ Planes<double> exact_conv(const Layer &l, const Planes<double> &x, conv::Pool &p
 Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, conv::Pool &pool) {
     for (const SynthesisLayer &l : d.synthesis) {
         if (l.kind == kConv) {
-            x = conv::conv_layer(l.shape, l.weight.data(), x, pool, l.shuffle,
+            x = conv::conv_layer(l.shape, l.weight, x, pool, l.shuffle,
                                  [&](uint32_t o, float v) { return v + l.bias[o]; });
             continue;
         }
         // FoldedGDN: x · sqrt(β + γ x²) (inverse) or x / sqrt(…), in place: the 1×1
         // convolution's rows (the loader gives every GDN Shape's default 1×1, unpadded) finished
         // against x's as they come (conv_rows copies each input row before its products)
-        conv::conv_rows(l.shape, l.weight.data(), x, pool, [](float v) { return v * v; },
+        conv::conv_rows(l.shape, l.weight, x, pool, [](float v) { return v * v; },
                         [&](uint32_t oy, const float *rows, uint32_t n) {
                             for (uint32_t o = 0; o < x.c; ++o) {
                                 const float b = l.bias[o];

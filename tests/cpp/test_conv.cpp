@@ -53,22 +53,40 @@ template <class T> std::vector<T> direct(const Case<T> &c) {
     return y;
 }
 
-template <class T> void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w) {
-    const Case<T> c = make_case<T>(rng, in, out, k, h, w);
-    const auto packed = pack_weights(c.weight.data(), out, in * k * k);
+// zeros: 0 none; 1 a sub-pixel convolution's (k = 3, out a multiple of 4: channel 4c + 2i + j's
+// weights at ky = 0 are 0 when i = 1, at kx = 0 when j = 1); 2 a third of the weights at random
+// and every weight of channel 1
+template <class T>
+void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w, int zeros = 0) {
+    Case<T> c = make_case<T>(rng, in, out, k, h, w);
+    std::uniform_int_distribution<int> third(0, 2);
+    for (uint32_t o = 0; o < out; ++o)
+        for (uint32_t i = 0; i < in; ++i)
+            for (uint32_t ky = 0; ky < k; ++ky)
+                for (uint32_t kx = 0; kx < k; ++kx) {
+                    T &v = c.weight[((size_t(o) * in + i) * k + ky) * k + kx];
+                    if ((zeros == 1 && ((ky == 0 && (o / 2) % 2) || (kx == 0 && o % 2))) ||
+                        (zeros == 2 && (third(rng) == 0 || o == 1)))
+                        v = T(0);
+                }
+    const auto packed = pack_weights(c.weight.data(), out, in, k * k);
+    if (zeros == 1 && k == 3 && out % (4 * kBo) == 0) {  // whole blocks of one phase: 9, 6, 6, 4 taps of 9
+        CHECK_NOTE(packed.tap.size() == size_t(out / kBo / 4) * in * 25, "sub-pixel: %zu packed taps", packed.tap.size());
+    }
+    if (zeros == 0) CHECK_NOTE(packed.tap.size() == size_t((out + kBo - 1) / kBo) * in * k * k, "dense: taps skipped");
     const std::vector<T> want = direct(c);
     const uint32_t ho = h + 2 * (k / 2) - k + 1, wo = w + 2 * (k / 2) - k + 1;
     for (int threads = 1; threads <= 3; ++threads) {
         const auto op = [&](uint32_t o, T v) { return v + c.bias[o]; };
         Pool pool(threads);
-        const Planes<T> y = conv_layer(c.s, packed.data(), c.x, pool, false, op);
+        const Planes<T> y = conv_layer(c.s, packed, c.x, pool, false, op);
         CHECK_NOTE(y.c == out && y.h == ho && y.w == wo, "shape %u %u %u", y.c, y.h, y.w);
         size_t bad = 0;
         for (size_t i = 0; i < want.size(); ++i) bad += y.v[i] != want[i];
         CHECK_NOTE(bad == 0, "in %u out %u k %u %ux%u, %d threads: %zu of %zu outputs differ", in, out, k, h, w, threads, bad,
               want.size());
         if (out % 4 == 0) {  // the shuffled layout: channel 4c + 2i + j's (y, x) at (c, 2y + i, 2x + j)
-            const Planes<T> z = conv_layer(c.s, packed.data(), c.x, pool, true, op);
+            const Planes<T> z = conv_layer(c.s, packed, c.x, pool, true, op);
             CHECK_NOTE(z.c == out / 4 && z.h == 2 * ho && z.w == 2 * wo, "shuffled shape");
             size_t wrong = 0;
             for (uint32_t o = 0; o < out; ++o)
@@ -84,14 +102,14 @@ template <class T> void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out
 // conv_rows with a load (x²) and a finish that overwrites its input row in place, as the GDN does
 void check_in_place_1x1(std::mt19937 &rng) {
     Case<float> c = make_case<float>(rng, 11, 11, 1, 7, 37);
-    const auto packed = pack_weights(c.weight.data(), 11, 11);
+    const auto packed = pack_weights(c.weight.data(), 11, 11, 1);
     Case<float> squared = c;
     for (float &v : squared.x.v) v = v * v;
     const std::vector<float> norm = direct(squared);
     for (int threads = 1; threads <= 3; ++threads) {
         Planes<float> x = c.x;
         Pool pool(threads);
-        conv_rows(c.s, packed.data(), x, pool, [](float v) { return v * v; },
+        conv_rows(c.s, packed, x, pool, [](float v) { return v * v; },
                   [&](uint32_t oy, const float *rows, uint32_t n) {
                       for (uint32_t o = 0; o < x.c; ++o) {
                           float *v = x.v.data() + (size_t(o) * x.h + oy) * x.w;
@@ -118,6 +136,13 @@ int main() {
     check_layer<float>(rng, 16, 16, 1, 6, 15);
     check_layer<float>(rng, 3, 7, 1, 1, 1);
     check_layer<float>(rng, 8, 4, 3, 1, 40);
+    // zero weights skipped: a sub-pixel layer's phases (whole blocks of one phase, and blocks
+    // across two), random zeros and a channel of zeros
+    check_layer<double>(rng, 7, 48, 3, 5, 19, 1);
+    check_layer<float>(rng, 6, 24, 3, 7, 21, 1);
+    check_layer<float>(rng, 5, 20, 3, 4, 17, 1);
+    check_layer<double>(rng, 9, 13, 3, 6, 9, 2);
+    check_layer<float>(rng, 4, 17, 3, 5, 33, 2);
     check_in_place_1x1(rng);
     return check_report("test_conv");
 }
