@@ -17,7 +17,9 @@ configurations alternating per round — how to spend a machine's cores, on call
 
 With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
-sub-pixel g_s (float32) run for a 768x512 image, alternating, best of ``--rounds`` each.
+sub-pixel g_s (float32) run for a 768x512 image, alternating, best of ``--rounds`` each; GMAC/s
+count every multiply of the dense shape, also where the C decoder skips the sub-pixel phases' zero
+weights (torch's conv2d computes them).
 
     python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--decode-side 256] [--threads 2] [--baseline REV]
     python scripts/c_decoder_bench.py --throughput 1x1,1x2,2x1 [--short-side 256]
@@ -41,17 +43,18 @@ from _served import report
 ROOT = Path(__file__).resolve().parents[1]
 
 # (dtype, in, out, k, h, w): the default model (N 64, M 128) decoding 768x512: h_s's transposed
-# 5x5/2 convolutions as 3x3 sub-pixel ones (4x the outputs), then its 3x3; g_s's likewise, and
-# the 1x1 convolutions of its three inverse GDNs
-KERNEL_SHAPES = [("f64", 64, 512, 3, 8, 12), ("f64", 128, 768, 3, 16, 24), ("f64", 192, 256, 3, 32, 48),
-                 ("f32", 128, 256, 3, 32, 48), ("f32", 64, 64, 1, 64, 96), ("f32", 64, 256, 3, 64, 96),
-                 ("f32", 64, 64, 1, 128, 192), ("f32", 64, 256, 3, 128, 192), ("f32", 64, 64, 1, 256, 384),
-                 ("f32", 64, 12, 3, 256, 384)]
+# 5x5/2 convolutions as 3x3 sub-pixel ones (4x the outputs; "sp": with the zero weights of the
+# phases, which the C decoder skips and torch's conv2d computes), then its 3x3; g_s's likewise,
+# and the 1x1 convolutions of its three inverse GDNs
+KERNEL_SHAPES = [("f64sp", 64, 512, 3, 8, 12), ("f64sp", 128, 768, 3, 16, 24), ("f64", 192, 256, 3, 32, 48),
+                 ("f32sp", 128, 256, 3, 32, 48), ("f32", 64, 64, 1, 64, 96), ("f32sp", 64, 256, 3, 64, 96),
+                 ("f32", 64, 64, 1, 128, 192), ("f32sp", 64, 256, 3, 128, 192), ("f32", 64, 64, 1, 256, 384),
+                 ("f32sp", 64, 12, 3, 256, 384)]
 
 
 def torch_gmacs(dtype: str, cin: int, cout: int, k: int, h: int, w: int, rounds: int) -> float:
     """torch.nn.functional.conv2d (padding k // 2, bias) on one shape: best of ``rounds`` after a warm-up."""
-    dt = torch.float32 if dtype == "f32" else torch.float64
+    dt = torch.float32 if dtype.startswith("f32") else torch.float64
     x, weight, bias = torch.randn(1, cin, h, w, dtype=dt), torch.randn(cout, cin, k, k, dtype=dt) * 0.05, torch.randn(cout, dtype=dt)
     best = float("inf")
     with torch.no_grad():

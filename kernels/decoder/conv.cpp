@@ -68,7 +68,10 @@ inline void row_body(const T *weights, const uint32_t *start, const int64_t *off
             for (uint32_t c = 0; c < kBo; ++c) {
                 const uint32_t o = channel[b * kBo + c];
                 if (o >= out) continue;
-                for (uint32_t j = 0; j < n; ++j) row[o * out_plane + q + j] = acc[c][j];
+                if (n == B)  // a whole block: two vector stores (a loop over n is not vectorised)
+                    std::memcpy(row + o * out_plane + q, acc[c], sizeof acc[c]);
+                else
+                    for (uint32_t j = 0; j < n; ++j) row[o * out_plane + q + j] = acc[c][j];
             }
         }
     }

@@ -1,7 +1,9 @@
 // Times the decoder's convolutions (conv.hpp) on given shapes and prints GMAC/s as JSON lines:
-//   vlmc_conv_bench THREADS REPEATS DTYPE(f32|f64) IN OUT K H W [DTYPE IN OUT K H W ...]
+//   vlmc_conv_bench THREADS REPEATS DTYPE(f32|f64|f32sp|f64sp) IN OUT K H W [DTYPE IN OUT K H W ...]
 // Each shape: random weights and input, one warm-up, then the fastest of REPEATS runs of
-// conv_layer (padding K/2, bias added in the finish step as g_s does). Not installed; used by
+// conv_layer (padding K/2, bias added in the finish step as g_s does). f32sp/f64sp: the weights
+// of a sub-pixel convolution (K 3, OUT a multiple of 4), 0 where a phase reads no kernel tap, as
+// the decoder's are; GMAC/s counts every tap of the dense shape either way. Not installed; used by
 // scripts/c_decoder_bench.py --kernels beside torch's convolutions on the same shapes.
 #include <chrono>
 #include <cstdio>
@@ -13,11 +15,17 @@
 
 namespace {
 
-template <class T> double time_shape(uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w, int threads, int repeats) {
+template <class T>
+double time_shape(uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w, int threads, int repeats, bool subpixel) {
     std::mt19937 rng(1234);
     std::uniform_real_distribution<double> u(-1.0, 1.0);
     std::vector<T> weight(size_t(out) * in * k * k), bias(out);
     for (T &v : weight) v = T(u(rng) * 0.05);
+    if (subpixel)  // channel 4c + 2i + j: phase (i, j) reads no tap at ky = 0 when i = 1, at kx = 0 when j = 1
+        for (size_t idx = 0; idx < weight.size(); ++idx) {
+            const size_t o = idx / (size_t(in) * k * k), ky = idx / k % k, kx = idx % k;
+            if ((ky == 0 && (o / 2) % 2) || (kx == 0 && o % 2)) weight[idx] = T(0);
+        }
     for (T &v : bias) v = T(u(rng));
     const auto packed = vlmc::conv::pack_weights(weight.data(), out, in, k * k);
     vlmc::conv::Planes<T> x{in, h, w, vlmc::conv::Buffer<T>(size_t(in) * h * w)};
@@ -60,13 +68,18 @@ int main(int argc, char **argv) {
             }
             v[i] = uint32_t(n);
         }
+        const bool subpixel = dtype == "f32sp" || dtype == "f64sp";
+        if (subpixel && (v[2] != 3 || v[1] % 4)) {
+            std::fprintf(stderr, "a sub-pixel shape has K 3 and OUT a multiple of 4\n");
+            return 2;
+        }
         double g;
-        if (dtype == "f32")
-            g = time_shape<float>(v[0], v[1], v[2], v[3], v[4], threads, repeats);
-        else if (dtype == "f64")
-            g = time_shape<double>(v[0], v[1], v[2], v[3], v[4], threads, repeats);
+        if (dtype == "f32" || dtype == "f32sp")
+            g = time_shape<float>(v[0], v[1], v[2], v[3], v[4], threads, repeats, subpixel);
+        else if (dtype == "f64" || dtype == "f64sp")
+            g = time_shape<double>(v[0], v[1], v[2], v[3], v[4], threads, repeats, subpixel);
         else {
-            std::fprintf(stderr, "dtype must be f32 or f64\n");
+            std::fprintf(stderr, "dtype must be f32, f64, f32sp or f64sp\n");
             return 2;
         }
         std::printf("{\"dtype\": \"%s\", \"in\": %u, \"out\": %u, \"k\": %u, \"h\": %u, \"w\": %u, \"gmac_s\": %.3f}\n",
