@@ -19,3 +19,52 @@ def test_each_logged_row_is_in_the_csv_and_the_json_lines_across_a_resume(tmp_pa
     for r, j in zip(rows, lines, strict=True):
         assert all(isinstance(j[k], float) and j[k] == float(r[k]) for k in r if k != "step")
         assert j["time"] > 0
+
+
+def test_weight_average_is_kept_across_a_resume_and_exported_beside_the_last_weights(tmp_path):
+    """ema_decay: model.safetensors is the average of the weights after each step, from the start
+    weights, the same whether the run was resumed or not; model_last.safetensors the last step's."""
+    from dataclasses import replace
+
+    import pytest
+    import torch
+
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.models.checkpoint import load_model
+    from vlmcodec.training.trainer import ema_update, export_checkpoint
+
+    data = write_train_folder(tmp_path / "data", h=160, w=192)
+    cfg = TrainConfig(data_dir=str(data), out_dir=str(tmp_path / "straight"), N=8, M=12, lmbdas=(0.01, 0.05),
+                      crop=64, batch=1, steps=4, lr=1e-3, lr_final=1e-3, warmup=1, threads=1, log_every=1,
+                      ckpt_every=1, ema_decay=0.5)  # a constant learning rate: 2 + 2 steps = 4 steps
+    train(cfg, progress=False)
+    resumed = replace(cfg, out_dir=str(tmp_path / "resumed"))
+    train(replace(resumed, steps=2), progress=False)
+    train(resumed, progress=False)  # resumes at step 2
+    ema, last = (torch.load(tmp_path / d / "last.pt", weights_only=False) for d in ("straight", "resumed"))
+    for k in ema["ema"]:
+        torch.testing.assert_close(ema["ema"][k], last["ema"][k], rtol=0, atol=0)
+        torch.testing.assert_close(ema["model"][k], last["model"][k], rtol=0, atol=0)
+    run = tmp_path / "straight"
+    average = load_model(run / "model.safetensors")
+    final = load_model(run / "model_last.safetensors")
+    assert average.fingerprint != final.fingerprint
+    assert average.metadata["train_weights"] == "average (ema_decay 0.5)" and "train_weights" not in final.metadata
+    w = "g_s.0.weight"
+    torch.testing.assert_close(average.model.state_dict()[w], ema["ema"][w])
+    torch.testing.assert_close(final.model.state_dict()[w], ema["model"][w])
+    assert export_checkpoint(run / "last.pt", tmp_path / "a.safetensors") == average.fingerprint
+    assert export_checkpoint(run / "last.pt", tmp_path / "b.safetensors", average=False) == final.fingerprint
+
+    # the update itself, and a checkpoint without an average
+    m = torch.nn.Linear(2, 1)
+    avg = {k: torch.zeros_like(v) for k, v in m.state_dict().items()}
+    ema_update(avg, m, 0.75)
+    torch.testing.assert_close(avg["weight"], 0.25 * m.weight.detach())
+    plain = replace(cfg, out_dir=str(tmp_path / "plain"), ema_decay=0.0, steps=1)
+    train(plain, progress=False)
+    assert not (tmp_path / "plain" / "model_last.safetensors").exists()
+    with pytest.raises(ConfigError, match="no weight average"):
+        export_checkpoint(tmp_path / "plain" / "last.pt", tmp_path / "c.safetensors", average=True)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        train(replace(plain, ema_decay=1.0), progress=False)

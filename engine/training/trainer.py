@@ -89,6 +89,11 @@ class TrainConfig:
     # ["pre_editor", "g_a", "gain", "h_a"] trains the encoder alone: its decoder stays the init
     # model's bit for bit, so its streams carry that model's fingerprint (save_model(decodes_as=))
     train_only: tuple[str, ...] = ()
+    # > 0: also keep an exponential moving average of the weights, updated after each step
+    # (0.999 averages over ~1000 steps), starting from the weights the run starts from (init_from's,
+    # or a from-scratch run's random ones, which still weigh 0.999^N after N steps: 5 % at 3000);
+    # model.safetensors is then the average and model_last.safetensors the last step's weights
+    ema_decay: float = 0.0
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -120,6 +125,17 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, weight: float) -> None:
+    """ema ← weight · ema + (1 − weight) · the model's value, for each floating-point entry of
+    its state dict (parameters and buffers; frozen ones stay equal); others are copied."""
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            ema[k].mul_(weight).add_(v.detach(), alpha=1 - weight)
+        else:
+            ema[k].copy_(v)
 
 
 def _trained(name: str, train_only: tuple[str, ...]) -> bool:
@@ -234,6 +250,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.set_rng_state(state["torch_rng"])
         lineage = state.get("lineage", [])
         decodes_as = StreamIdentity(*map(bytes.fromhex, state["decodes_as"])) if state.get("decodes_as") else None
+    if not 0 <= cfg.ema_decay < 1:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if ckpt.exists() and state.get("ema") is not None:
+            for k, v in state["ema"].items():
+                ema[k].copy_(v)
     saved_step = step if ckpt.exists() else None
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     lmbdas = torch.tensor(cfg.lmbdas, device=device)
@@ -263,7 +287,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     def save() -> None:
         tmp = out / "last.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                    "aux_opt": aux_opt.state_dict() if aux_opt is not None else None,
+                    "aux_opt": aux_opt.state_dict() if aux_opt is not None else None, "ema": ema,
                     "step": step, "config": asdict(cfg), "sampler_rng": sampler.gen.get_state(),
                     "torch_rng": torch.get_rng_state(), "lineage": lineage,
                     "decodes_as": (decodes_as.stream_fingerprint.hex(), decodes_as.decoder_digest.hex()) if decodes_as else None,
@@ -299,6 +323,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         else:
             with torch.no_grad():
                 aux = model.aux_loss()
+        if ema is not None:
+            ema_update(ema, model, cfg.ema_decay)
         step += 1
         acc["loss"] += losses["loss"].item(); acc["bpp"] += losses["bpp"].item()
         acc["mse"] += losses["mse"].item(); acc["semantic"] += losses["semantic"].item()
@@ -329,40 +355,54 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     json_f.close()
     from ..models.checkpoint import save_model
 
-    final, meta = _checkpoint_model(ckpt)
-    try:
-        # an encoder-only run (train_only) keeps the init model's decoder: its streams carry that
-        # model's fingerprint and decode there (save_model checks the decoders are equal)
-        save_model(final, out / "model.safetensors", extra_metadata=meta, decodes_as=decodes_as)
-    except ImportError as e:  # the C++ rANS extension is not built here: CDF tables cannot be made
-        save_weights(final, out / "weights.safetensors", extra_metadata=meta)
-        tqdm.write(f"train: {e}; wrote {out / 'weights.safetensors'} instead — make the model file "
-                   f"where vlmcodec is installed: vlmcodec convert --from-weights FILE -o model.safetensors")
+    # with an average: model.* is the average, model_last.* the last step's weights
+    outputs = [("model", True), ("model_last", False)] if ema is not None else [("model", False)]
+    for name, average in outputs:
+        final, meta = _checkpoint_model(ckpt, average=average)
+        try:
+            # an encoder-only run (train_only) keeps the init model's decoder: its streams carry that
+            # model's fingerprint and decode there (save_model checks the decoders are equal)
+            save_model(final, out / f"{name}.safetensors", extra_metadata=meta, decodes_as=decodes_as)
+        except ImportError as e:  # the C++ rANS extension is not built here: CDF tables cannot be made
+            weights = out / ("weights.safetensors" if name == "model" else f"weights_{name[6:]}.safetensors")
+            save_weights(final, weights, extra_metadata=meta)
+            tqdm.write(f"train: {e}; wrote {weights} instead — make the model file where vlmcodec is "
+                       f"installed: vlmcodec convert --from-weights FILE -o model.safetensors")
     return ckpt
 
 
-def _checkpoint_model(ckpt: str | Path) -> tuple[MeanScaleHyperprior, dict]:
+def _checkpoint_model(ckpt: str | Path, average: bool | None = None) -> tuple[MeanScaleHyperprior, dict]:
+    """A checkpoint's model and metadata: its weight average where it has one (``average`` None
+    or True; True without one is an error), else the last step's weights."""
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     cfg = TrainConfig(**TrainConfig.with_tuples(state["config"]))
     model = MeanScaleHyperprior(cfg.model_config())
-    model.load_state_dict(state["model"])
-    meta = {"train_steps": state["step"], "train_recipe": json.dumps(state["config"])}
+    has_average = state.get("ema") is not None
+    if average and not has_average:
+        raise ConfigError(f"{ckpt} holds no weight average (ema_decay was 0)")
+    use_average = has_average if average is None else average
+    model.load_state_dict(state["ema"] if use_average else state["model"])
+    meta = {"train_steps": state["step"], "train_recipe": json.dumps(state["config"]),
+            **({"train_weights": f"average (ema_decay {cfg.ema_decay:g})"} if use_average else {})}
     if state.get("lineage"):
         meta["train_lineage"] = json.dumps(state["lineage"])
     return model, meta
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path) -> bytes:
-    """Write the model of a training checkpoint as a vlmcodec model file; returns its fingerprint."""
+def export_checkpoint(ckpt: str | Path, out: str | Path, average: bool | None = None) -> bytes:
+    """Write the model of a training checkpoint as a vlmcodec model file (its weight average where
+    it keeps one, unless ``average=False``); returns its fingerprint."""
     from ..models.checkpoint import save_model
 
-    model, meta = _checkpoint_model(ckpt)
+    model, meta = _checkpoint_model(ckpt, average)
     return save_model(model, out, extra_metadata=meta)
 
 
-def export_weights(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> None:
-    """Write the model of a training checkpoint as a weights-only file (no C++ extension needed)."""
-    model, meta = _checkpoint_model(ckpt)
+def export_weights(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
+                   average: bool | None = None) -> None:
+    """Write the model of a training checkpoint as a weights-only file (no C++ extension needed;
+    its weight average where it keeps one, unless ``average=False``)."""
+    model, meta = _checkpoint_model(ckpt, average)
     save_weights(model, out, dtype, meta)
 
 
