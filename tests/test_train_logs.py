@@ -56,11 +56,19 @@ def test_weight_average_is_kept_across_a_resume_and_exported_beside_the_last_wei
     assert export_checkpoint(run / "last.pt", tmp_path / "a.safetensors") == average.fingerprint
     assert export_checkpoint(run / "last.pt", tmp_path / "b.safetensors", average=False) == final.fingerprint
 
-    # the update itself, and a checkpoint without an average
+    # the update itself: trained parameters averaged, frozen ones copied to the bit (where the
+    # average of a value with itself would not give it back), and a checkpoint without an average
     m = torch.nn.Linear(2, 1)
-    avg = {k: torch.zeros_like(v) for k, v in m.state_dict().items()}
-    ema_update(avg, m, 0.75)
-    torch.testing.assert_close(avg["weight"], 0.25 * m.weight.detach())
+    values = torch.linspace(0.1, 10, 1000)
+    moved = values[(0.999 * values + 0.001 * values) != values]
+    assert len(moved) > 0  # such values exist: the copy is needed
+    m.bias.data.fill_(float(moved[0]))
+    m.bias.requires_grad_(False)
+    avg = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    avg["weight"].zero_()
+    ema_update(avg, m, 0.999)
+    torch.testing.assert_close(avg["weight"], 0.001 * m.weight.detach())
+    assert torch.equal(avg["bias"], m.bias)
     plain = replace(cfg, out_dir=str(tmp_path / "plain"), ema_decay=0.0, steps=1)
     train(plain, progress=False)
     assert not (tmp_path / "plain" / "model_last.safetensors").exists()

@@ -23,11 +23,13 @@ def _part(key: str) -> str:
     return key.split(".", 1)[0]
 
 
-def test_an_encoder_only_fine_tune_leaves_the_decoder_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.999])
+def test_an_encoder_only_fine_tune_leaves_the_decoder_bit_for_bit(tmp_path, ema_decay):
     cfg = _cfg(tmp_path)
     train(cfg, progress=False)
     start = tmp_path / "full" / "model.safetensors"
-    enc = replace(cfg, out_dir=str(tmp_path / "enc"), init_from=str(start), train_only=ENCODER_PARTS, steps=4)
+    enc = replace(cfg, out_dir=str(tmp_path / "enc"), init_from=str(start), train_only=ENCODER_PARTS, steps=4,
+                  ema_decay=ema_decay)  # with a weight average too: model.safetensors is the average
     train(enc, progress=False)
     before, after = load_file(start), load_file(tmp_path / "enc" / "model.safetensors")
     assert before.keys() == after.keys()

@@ -129,12 +129,16 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 @torch.no_grad()
 def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, weight: float) -> None:
-    """ema ← weight · ema + (1 − weight) · the model's value, for each floating-point entry of
-    its state dict (parameters and buffers; frozen ones stay equal); others are copied."""
-    for k, v in model.state_dict().items():
-        if v.is_floating_point():
+    """ema ← weight · ema + (1 − weight) · the model's value for each trained parameter; frozen
+    parameters and buffers are copied (weight · v + (1 − weight) · v need not be v to the bit,
+    and an encoder-only run must keep its decoder's bits: ``train_only``)."""
+    for k, v in model.named_parameters():
+        if v.requires_grad:
             ema[k].mul_(weight).add_(v.detach(), alpha=1 - weight)
         else:
+            ema[k].copy_(v)
+    for k, v in model.named_buffers():
+        if k in ema:  # non-persistent buffers are not in the state dict
             ema[k].copy_(v)
 
 
