@@ -562,7 +562,8 @@ def _model_info(f: Path, as_json: bool) -> None:
           f"  architecture    {c['arch']}, N {c['N']}, M {c['M']}{width}, pre-editor {bool(c.get('pre_editor'))}\n"
           f"  quality levels  {c['num_levels']} (λ {levels})\n"
           f"  parameters      encoder {d['parameters']['encoder']:,}, decoder {d['parameters']['decoder']:,}\n"
-          f"  trained         {d['train_steps'] if d['train_steps'] is not None else '?'} steps" + (f", from {stages}" if stages else ""))
+          f"  trained         {d['train_steps'] if d['train_steps'] is not None else '?'} steps"
+          + (f" (weights: the {d['train_weights']})" if d.get("train_weights") else "") + (f", from {stages}" if stages else ""))
 
 
 def cmd_info(args) -> int:

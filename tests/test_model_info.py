@@ -18,6 +18,11 @@ def test_info_of_a_model_file_and_of_one_sharing_its_decoder(tmp_path, capsys):
     text = capsys.readouterr().out
     fp = load_model(a).fingerprint.hex()
     assert fp in text and "N 8, M 12" in text and "7 steps" in text and "shares" not in text
+    assert "weights:" not in text and describe_model(a)["train_weights"] is None
+    avg = tmp_path / "avg.safetensors"  # a training run's weight average (ema_decay) says so
+    save_model(net, avg, extra_metadata={"train_steps": 7, "train_weights": "average (ema_decay 0.999)"})
+    assert main(["info", str(avg)]) == 0
+    assert "7 steps (weights: the average (ema_decay 0.999))" in capsys.readouterr().out
     assert main(["info", "--json", str(b)]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["stream_fingerprint"] == fp != d["fingerprint"] and d["config"]["N_a"] == 16

@@ -244,7 +244,8 @@ def _identity(config: ModelConfig, tensors: dict[str, torch.Tensor], meta: dict,
 
 def describe_model(path: str | Path) -> dict:
     """What a model file is, from the file alone (no C++ extension): fingerprint, what its streams
-    carry, architecture, parameters of the encoder and the decoder, training steps and lineage.
+    carry, architecture, parameters of the encoder and the decoder, training steps, whether the
+    weights are a training run's average (``ema_decay``), and lineage.
     ConfigError for a file that is no model file or does not hold together."""
     path = Path(path)
     tensors, meta = read_safetensors(path)
@@ -262,5 +263,6 @@ def describe_model(path: str | Path) -> dict:
             "stream_fingerprint": identity.stream_fingerprint.hex(), "decoder_digest": identity.decoder_digest.hex(),
             "config": config.to_dict(), "parameters": {"encoder": weights - decoder, "decoder": decoder},
             "dtypes": dtypes, "train_steps": int(steps) if steps and steps.isdigit() else steps,
+            "train_weights": meta.get("train_weights"),  # "average (ema_decay …)"; None: the last step's
             "lineage": [{k: st.get(k) for k in ("file", "fingerprint", "train_steps")} for st in lineage
                         if isinstance(st, dict)]}
