@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
+from pathlib import Path
+
 from .errors import (
     BackendUnavailableError,
     BitstreamError,
@@ -21,10 +23,15 @@ from .errors import (
 _codecs: dict = {}
 
 
+def default_model_path() -> Path:
+    """The bundled default model file (here, not in ``codec``, so that it needs no torch)."""
+    return Path(__file__).parent / "weights" / "default.safetensors"
+
+
 def __getattr__(name: str):
     # Lazy so that the training and kernel modules import without the compiled rANS extension
     # (e.g. from a source tree on a bare GPU machine); the codec itself needs it.
-    if name in ("Codec", "default_model_path"):
+    if name == "Codec":
         from . import codec
 
         return getattr(codec, name)

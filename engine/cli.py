@@ -761,19 +761,18 @@ _refine_views = _checked_argument(lambda text: [int(v) for v in text.split(",") 
 
 def version_text() -> str:
     """``vlmcodec --version``: read from metadata and the model file's header alone (no torch import)."""
-    import json
     import platform
-    import struct
     from importlib import metadata
 
-    from . import __version__
+    from safetensors import SafetensorError, safe_open
+
+    from . import __version__, default_model_path
     from .bitstream.container import FORMAT_VERSION
 
     try:
-        with open(_DEFAULT_MODEL_FILE, "rb") as f:
-            head = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-        model = head["__metadata__"]["fingerprint"][:16]
-    except (OSError, ValueError, KeyError, struct.error):
+        with safe_open(str(default_model_path()), framework="numpy") as f:
+            model = f.metadata()["fingerprint"][:16]
+    except (OSError, SafetensorError, KeyError, TypeError):
         model = "missing or unreadable"
     try:
         torch_version = metadata.version("torch")
@@ -781,10 +780,6 @@ def version_text() -> str:
         torch_version = "not installed"
     return (f"vlmcodec {__version__} (bitstream format {FORMAT_VERSION}, default model {model})\n"
             f"Python {platform.python_version()}, torch {torch_version}")
-
-
-# codec.default_model_path() without importing torch (a test checks they agree)
-_DEFAULT_MODEL_FILE = Path(__file__).parent / "weights" / "default.safetensors"
 
 
 class _VersionAction(argparse.Action):

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from vlmcodec.kernels import rans
 
-from . import allocator, memory, rate_control, resample
+from . import allocator, default_model_path, memory, rate_control, resample  # default_model_path: re-exported
 from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
@@ -46,10 +46,6 @@ DEFAULT_MAX_PIXELS = 64_000_000
 ENTROPY_BAND_PIXELS = 4 * NETWORK_BAND_PIXELS
 SYMBOLS_PER_CHUNK = 1 << 16  # y is cut into ceil(n / this) chunks, for parallel decode
 MAX_Y_CHUNKS = 64
-
-
-def default_model_path() -> Path:
-    return Path(__file__).parent / "weights" / "default.safetensors"
 
 
 def num_chunks_for(n: int) -> int:

@@ -163,7 +163,7 @@ def test_version_names_the_release_format_and_default_model_without_torch(monkey
     from vlmcodec.codec import default_model_path
     from vlmcodec.models.checkpoint import load_model
 
-    assert cli._DEFAULT_MODEL_FILE == default_model_path()
+    assert default_model_path is vlmcodec.default_model_path  # one definition, which needs no torch
     code = ("import sys; from vlmcodec.cli import main\n"
             "try:\n    main(['--version'])\nexcept SystemExit as e:\n    print('exit', e.code)\n"
             "print('torch' in sys.modules)")
@@ -172,7 +172,7 @@ def test_version_names_the_release_format_and_default_model_without_torch(monkey
     assert out[0] == f"vlmcodec {vlmcodec.__version__} (bitstream format 1, default model {fp})"
     assert out[1].startswith("Python ") and ", torch 2." in out[1]
     assert out[2:4] == ["exit 0", "False"]
-    monkeypatch.setattr(cli, "_DEFAULT_MODEL_FILE", Path("/nonexistent/default.safetensors"))
+    monkeypatch.setattr(vlmcodec, "default_model_path", lambda: Path("/nonexistent/default.safetensors"))
     assert "default model missing or unreadable" in cli.version_text()
 
 
