@@ -360,15 +360,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     from ..models.checkpoint import save_model
 
     # with an average: model.* is the average, model_last.* the last step's weights
-    outputs = [("model", True), ("model_last", False)] if ema is not None else [("model", False)]
-    for name, average in outputs:
+    outputs = ([("model", "weights", True), ("model_last", "weights_last", False)] if ema is not None
+               else [("model", "weights", False)])
+    for model_name, weights_name, average in outputs:
         final, meta = _checkpoint_model(ckpt, average=average)
         try:
             # an encoder-only run (train_only) keeps the init model's decoder: its streams carry that
             # model's fingerprint and decode there (save_model checks the decoders are equal)
-            save_model(final, out / f"{name}.safetensors", extra_metadata=meta, decodes_as=decodes_as)
+            save_model(final, out / f"{model_name}.safetensors", extra_metadata=meta, decodes_as=decodes_as)
         except ImportError as e:  # the C++ rANS extension is not built here: CDF tables cannot be made
-            weights = out / ("weights.safetensors" if name == "model" else f"weights_{name[6:]}.safetensors")
+            weights = out / f"{weights_name}.safetensors"
             save_weights(final, weights, extra_metadata=meta)
             tqdm.write(f"train: {e}; wrote {weights} instead — make the model file where vlmcodec is "
                        f"installed: vlmcodec convert --from-weights FILE -o model.safetensors")
