@@ -827,6 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "sides in px (default 224; 224,336 transfers better to other views, ~3x slower)")
         sp.add_argument("--refine-bf16", action="store_true",
                         help="run the refinement's teacher in bfloat16: ~0.8x the time on a CPU with AVX512-BF16, "
+                             "~20x on one without bfloat16 instructions (warned), "
                              "the same token similarity per bit as float32 (README), other bytes")
 
     def refine(sp):

