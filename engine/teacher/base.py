@@ -47,7 +47,7 @@ class Teacher(Protocol):
 def cpu_lacks_native_bfloat16() -> bool:
     """Whether this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX-BF16), so that a
     teacher under bfloat16 autocast runs on emulated products: far slower than float32 (a
-    refinement step took 22.7x its float32 time on a 2-core AVX2 EPYC), not faster. False where
+    refinement took ~22x its float32 time on a 2-core AVX2 EPYC), not faster. False where
     it has them or where torch cannot tell (then nothing is claimed)."""
     try:
         cap = torch._C._cpu._get_cpu_capability()
@@ -66,7 +66,7 @@ def warn_if_slow_bfloat16(device: torch.device | str, what: str) -> None:
     if torch.device(device).type == "cpu" and cpu_lacks_native_bfloat16():
         warnings.warn(f"{what}: this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX), so the "
                       "teacher's bfloat16 products are emulated and take far longer than float32's (measured: "
-                      "22.7x the time of a refinement step on an AVX2 CPU); leave bfloat16 off here",
+                      "~22x the time of a refinement on an AVX2 CPU); leave bfloat16 off here",
                       VlmcodecWarning, stacklevel=3)
 
 
