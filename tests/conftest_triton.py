@@ -70,6 +70,17 @@ NOT_INTERPRETED_REASON = (
 )
 
 
+def gpu_only(test):
+    """Real CUDA execution: marked ``gpu``; skipped without CUDA (that reason first, as it is the
+    one that matters on a machine without a GPU) or in a process running Triton's interpreter."""
+    import pytest
+    import torch
+
+    test = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")(test)
+    test = pytest.mark.skipif(interpreted(), reason="this process runs Triton's interpreter (TRITON_INTERPRET=1)")(test)
+    return pytest.mark.gpu(test)
+
+
 def tolerance(dtype) -> float:
     return TOLERANCE[str(dtype).replace("torch.", "")]
 

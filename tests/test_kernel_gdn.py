@@ -25,11 +25,7 @@ INTERPRETED = H.interpreted()
 cpu = pytest.mark.skipif(not INTERPRETED, reason=H.NOT_INTERPRETED_REASON)
 
 
-def _gpu(test):
-    """Real CUDA execution: marked ``gpu``; skipped without CUDA or in an interpreter process."""
-    test = pytest.mark.skipif(INTERPRETED, reason="this process runs Triton's interpreter (TRITON_INTERPRET=1)")(test)
-    test = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")(test)
-    return pytest.mark.gpu(test)
+_gpu = H.gpu_only
 
 CHANNELS = [3, 128, 192, 320]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
