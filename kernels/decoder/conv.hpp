@@ -44,6 +44,14 @@ struct Shape {
 constexpr uint32_t kBo = 6;  // output channels per register block
 template <class T> constexpr uint32_t pixel_block() { return 64 / sizeof(T); }  // two 32-byte vectors
 
+// Whether a sub-pixel convolution (a stride-2 5×5 transposed one as a 3×3 one; output channel
+// 4c + 2·ay + ax is phase (ay, ax) of channel c, as vlmcodec.layers.SubPixelConv.from_deconv lays
+// it out) has no kernel tap at (ky, kx) for output channel o: phase ay = 1 reads none at ky = 0,
+// ax = 1 none at kx = 0. Those weights are 0 for every input channel (what pack_weights skips).
+constexpr bool subpixel_tap_unused(uint32_t o, uint32_t ky, uint32_t kx) {
+    return (ky == 0 && (o / 2) % 2) || (kx == 0 && o % 2);
+}
+
 // A layer's weights [out][in][window] (window = kh · kw) for row_product: in blocks of kBo output
 // channels, each block's weights of one tap adjacent, and only the taps where some channel of the
 // block has a weight other than 0. A sub-pixel convolution (a stride-2 5×5 transposed one as a

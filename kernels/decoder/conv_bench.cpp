@@ -21,10 +21,10 @@ double time_shape(uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w,
     std::uniform_real_distribution<double> u(-1.0, 1.0);
     std::vector<T> weight(size_t(out) * in * k * k), bias(out);
     for (T &v : weight) v = T(u(rng) * 0.05);
-    if (subpixel)  // channel 4c + 2i + j: phase (i, j) reads no tap at ky = 0 when i = 1, at kx = 0 when j = 1
+    if (subpixel)  // the phases' structural zeros (conv.hpp: subpixel_tap_unused)
         for (size_t idx = 0; idx < weight.size(); ++idx) {
             const size_t o = idx / (size_t(in) * k * k), ky = idx / k % k, kx = idx % k;
-            if ((ky == 0 && (o / 2) % 2) || (kx == 0 && o % 2)) weight[idx] = T(0);
+            if (vlmc::conv::subpixel_tap_unused(uint32_t(o), uint32_t(ky), uint32_t(kx))) weight[idx] = T(0);
         }
     for (T &v : bias) v = T(u(rng));
     const auto packed = vlmc::conv::pack_weights(weight.data(), out, in, k * k);

@@ -53,9 +53,9 @@ template <class T> std::vector<T> direct(const Case<T> &c) {
     return y;
 }
 
-// zeros: 0 none; 1 a sub-pixel convolution's (k = 3, out a multiple of 4: channel 4c + 2i + j's
-// weights at ky = 0 are 0 when i = 1, at kx = 0 when j = 1); 2 a third of the weights at random
-// and every weight of channel 1
+// zeros: 0 none; 1 a sub-pixel convolution's (k = 3, out a multiple of 4: subpixel_tap_unused,
+// channel 4c + 2i + j's weights at ky = 0 are 0 when i = 1, at kx = 0 when j = 1); 2 a third of
+// the weights at random and every weight of channel 1
 template <class T>
 void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w, int zeros = 0) {
     Case<T> c = make_case<T>(rng, in, out, k, h, w);
@@ -65,7 +65,7 @@ void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint3
             for (uint32_t ky = 0; ky < k; ++ky)
                 for (uint32_t kx = 0; kx < k; ++kx) {
                     T &v = c.weight[((size_t(o) * in + i) * k + ky) * k + kx];
-                    if ((zeros == 1 && ((ky == 0 && (o / 2) % 2) || (kx == 0 && o % 2))) ||
+                    if ((zeros == 1 && subpixel_tap_unused(o, ky, kx)) ||
                         (zeros == 2 && (third(rng) == 0 || o == 1)))
                         v = T(0);
                 }
