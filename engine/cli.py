@@ -834,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--refine", type=_refine_steps, default=0, metavar="STEPS",
                         help="refine each latent with STEPS optimisation steps before coding (vlmcodec.refine): "
                              "~0.5 s per step on 2 CPU cores at 256 px, better rate-quality, any decoder reads "
-                             "the stream (2 already saves ~14 %% of the bits at equal token similarity, 5 ~22 %%, 30 ~37 %%; "
+                             "the stream (1 already saves ~10 %% of the bits at equal token similarity, 2 ~14 %%, 5 ~22 %%, 30 ~37 %%; "
                              "needs the model's teacher for its token term)")
         refine_views(sp)
 
