@@ -21,6 +21,16 @@ def _real_objective(codec: Codec, img: np.ndarray, data: bytes, quality: float) 
     return 8 * len(data) / (img.shape[0] * img.shape[1]) + lm * ((rec - img) ** 2).mean()
 
 
+def _tiny_teacher():
+    """A frozen 2-block ViT teacher (patch 14, seeded) for the token term without DINOv2's weights."""
+    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer
+
+    torch.manual_seed(0)
+    teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
+    teacher.freeze()
+    return teacher
+
+
 def _pixel_codec(model, steps: int, **kw) -> Codec:
     codec = Codec(model, refine=steps, **kw)
     codec._refiner = LatentRefiner(codec.model, RefineObjective(), steps)  # no teacher: pixels only
@@ -75,11 +85,7 @@ def test_mixed_sizes_in_one_padded_batch(tiny_model_path, rng):
 
 
 def test_token_term_runs_with_a_given_teacher(tiny_model_path, rng):
-    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer
-
-    torch.manual_seed(0)
-    teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
-    teacher.freeze()
+    teacher = _tiny_teacher()
     codec = Codec(tiny_model_path, refine=4)
     objective = RefineObjective(w_pix=0.5, w_tok=1000.0, teacher="tiny", teacher_layers=(1, 2),
                                 teacher_short_sides=(28, 42))
@@ -185,11 +191,7 @@ def test_bench_codec_names():
 
 def test_refine_bf16_runs_the_teacher_under_bfloat16_autocast(tiny_model_path, rng):
     from vlmcodec.errors import ConfigError
-    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer
-
-    torch.manual_seed(0)
-    teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
-    teacher.freeze()
+    teacher = _tiny_teacher()
     seen = []
     forward = teacher.forward
 
@@ -269,11 +271,10 @@ def test_refine_bf16_warns_on_a_cpu_without_bfloat16_instructions(tiny_model_pat
     import warnings
 
     from vlmcodec.errors import VlmcodecWarning
-    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer, base
+    from vlmcodec.teacher import base
 
     monkeypatch.setattr(base, "cpu_lacks_native_bfloat16", lambda: lacks)
-    teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
-    teacher.freeze()
+    teacher = _tiny_teacher()
     model = Codec(tiny_model_path).model
     for bf16 in (False, True):
         objective = RefineObjective(w_pix=0.5, w_tok=1000.0, teacher="tiny", teacher_layers=(1, 2),
