@@ -8,7 +8,7 @@ backend's form (sub-pixel convolutions, folded GDN). Layout (little-endian)::
 
     magic "VLMCDEC\\0" · u32 version · fingerprint[8] · stream_fingerprint[8] · u32 N, M, K
     f32 medians[N] · table z · table y        (table: u32 T, u32 L, i32 cdf[T·L], i32 length[T], i32 offsets[T])
-    f64 scale bounds[T_y − 1] · f64 scale_bound · f32 |inv_gain|[K·M]
+    f64 scale bounds[T_y − 1] · f64 scale_bound · f32 |inv_gain|[K·M] · f32 |gain|[K·M] (version 2)
     u32 layers · per layer: u32 kind (0 conv, 1 LeakyReLU(0.01), 2 ReLU); a conv:
         u32 out, in, kh, kw, sh, sw, ph, pw, shuffle · i32 weight[out·in·kh·kw]
         f64 bias_half[out] · f64 inv_scale[out] · f64 l1 · f64 bias_max
@@ -16,6 +16,10 @@ backend's form (sub-pixel convolutions, folded GDN). Layout (little-endian)::
         u32 out, in, kh, kw, sh, sw, ph, pw, shuffle · f32 weight[out·in·kh·kw] · f32 bias[out]
         a GDN: u32 C, inverse · f32 gamma[C·C] · f32 beta[C]
     u32 CRC-32 of everything before it
+
+Version 2 added the encoder's gains (for ``vlmc_decoder_write_stream``: streams written in C from
+the exported encoder graphs' outputs); the library still reads version 1 files, which decode but
+cannot write.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import numpy as np
 from vlmcodec.entropy.exact_hyper import ExactHyperSynthesis
 from vlmcodec.errors import ConfigError
 
-MODEL_FILE_VERSION = 1
+MODEL_FILE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"VLMCDEC\0"
 FILE_NAME = "decoder_model.vlmd"
 _KINDS = {"leaky": 1, "relu": 2}
@@ -92,10 +97,11 @@ def decoder_model_bytes(loaded) -> bytes:
     medians = model.entropy_bottleneck.medians().detach().float().cpu().numpy()
     bounds = gc.scale_table.detach().double().cpu().numpy()[:-1]
     inv_gain = model.inv_gain.detach().abs().float().cpu().numpy()
+    gain = model.gain.detach().abs().float().cpu().numpy()
     parts = [MAGIC, struct.pack("<I", MODEL_FILE_VERSION), loaded.fingerprint[:8], loaded.stream_fingerprint[:8],
              struct.pack("<III", model.N, model.M, inv_gain.shape[0]), medians.astype("<f4").tobytes(),
              _table(loaded.tables["z"]), _table(loaded.tables["y"]), bounds.astype("<f8").tobytes(),
-             struct.pack("<d", float(gc.scale_bound)), inv_gain.astype("<f4").tobytes(),
+             struct.pack("<d", float(gc.scale_bound)), inv_gain.astype("<f4").tobytes(), gain.astype("<f4").tobytes(),
              struct.pack("<I", len(exact.layers))]
     for layer in exact.layers:
         parts.append(struct.pack("<I", _KINDS[layer]) if isinstance(layer, str) else _conv(layer))
@@ -113,11 +119,12 @@ def describe_decoder_model(path: str | Path) -> dict:
     if struct.unpack("<I", blob[-4:])[0] != zlib.crc32(blob[:-4]):
         raise ConfigError(f"{path}: CRC-32 mismatch (damaged)")
     (version,) = struct.unpack("<I", blob[8:12])
-    if version != MODEL_FILE_VERSION:
-        raise ConfigError(f"{path}: decoder-model file version {version} (this build writes {MODEL_FILE_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise ConfigError(f"{path}: decoder-model file version {version} (this build reads "
+                          f"{', '.join(map(str, READABLE_VERSIONS))})")
     n, m, k = struct.unpack("<III", blob[28:40])
     return {"format_version": version, "model": blob[12:20].hex(), "streams_carry": blob[20:28].hex(),
-            "N": n, "M": m, "levels": k, "bytes": len(blob)}
+            "N": n, "M": m, "levels": k, "writes_streams": version >= 2, "bytes": len(blob)}
 
 
 def export_c_decoder(loaded, out_dir: str | Path) -> Path:
@@ -200,6 +207,15 @@ class CStreamDecoder:
         lib.vlmc_decoder_image_at.argtypes = lib.vlmc_decoder_image.argtypes
         lib.vlmc_decoder_consumer_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32),
                                                    ctypes.POINTER(ctypes.c_uint32)]
+        lib.vlmc_decoder_can_write.argtypes = [ctypes.c_void_p]
+        lib.vlmc_decoder_gain.argtypes = [ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p, ctypes.c_size_t]
+        lib.vlmc_decoder_latent_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
+                                                 ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)]
+        lib.vlmc_decoder_write_stream.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
+            ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32, ctypes.c_int,
+            ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
+        lib.vlmc_decoder_free_stream.argtypes = [ctypes.POINTER(ctypes.c_uint8)]
 
         class Info(ctypes.Structure):
             _fields_ = [(name, ctypes.c_uint32) for name in self._FIELDS] + [
@@ -271,6 +287,46 @@ class CStreamDecoder:
         self._check(self._lib.vlmc_decoder_image(self._handle, data, len(data), 2 if coded_size else 0, threads,
                                                  out.ctypes.data, out.size))
         return out
+
+
+    # -- writing streams (vlmc_decoder_write_stream) -------------------------------------------
+    def can_write(self) -> bool:
+        """Whether this decoder-model file can write streams (version 2: it holds the gains)."""
+        return self._lib.vlmc_decoder_can_write(self._handle) == 0
+
+    def gain(self, quality: float) -> np.ndarray:
+        """The gain g_a's output is multiplied by at ``quality``: float32 [M]."""
+        m = self.latent_size(64, 64)[0] // 16  # the channels: one 64×64 block has 4×4 latent positions
+        out = np.empty(m, np.float32)
+        self._check(self._lib.vlmc_decoder_gain(self._handle, float(quality), out.ctypes.data, out.size))
+        return out
+
+    def latent_size(self, coded_width: int, coded_height: int) -> tuple[int, int]:
+        """(y floats, z floats) for an image coded at ``coded_width`` × ``coded_height``."""
+        ny, nz = self._ct.c_size_t(), self._ct.c_size_t()
+        self._check(self._lib.vlmc_decoder_latent_size(self._handle, coded_width, coded_height, self._ct.byref(ny),
+                                                       self._ct.byref(nz)))
+        return ny.value, nz.value
+
+    def write_stream(self, y: np.ndarray, z: np.ndarray, width: int, height: int, quality: float, *,
+                     coded_size: tuple[int, int] | None = None, pre_edited: bool = False, threads: int = 0,
+                     y_count: int | None = None, z_count: int | None = None) -> bytes:
+        """A .vlmc stream of y (= g_a output · gain, [M, h, w]) and z (= h_a(y)) for an image of
+        ``width`` × ``height`` (``coded_size``: (width, height) g_a saw, when smaller), as
+        ``Codec.entropy_encode`` writes it. ``y_count``/``z_count`` override the counts passed
+        (argument-check tests)."""
+        y = np.ascontiguousarray(y, np.float32)
+        z = np.ascontiguousarray(z, np.float32)
+        cw, ch = coded_size if coded_size is not None else (0, 0)
+        buf, size = self._ct.POINTER(self._ct.c_uint8)(), self._ct.c_size_t()
+        self._check(self._lib.vlmc_decoder_write_stream(
+            self._handle, y.ctypes.data, y.size if y_count is None else y_count, z.ctypes.data,
+            z.size if z_count is None else z_count, width, height, cw, ch, float(quality), 1 if pre_edited else 0,
+            threads, self._ct.byref(buf), self._ct.byref(size)))
+        try:
+            return self._ct.string_at(buf, size.value)
+        finally:
+            self._lib.vlmc_decoder_free_stream(buf)
 
 
 class CDecoderError(Exception):

@@ -47,6 +47,17 @@ def second_model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def c_decoder_build(tmp_path_factory):
+    """The C stream decoder library and its ctest programs, built once per session with cmake
+    (the folder holding libvlmc_decoder.so); skips where cmake is missing."""
+    from vlmcodec.export.c_decoder import build_c_decoder, find_cmake
+
+    if find_cmake() is None:
+        pytest.skip("not available: cmake is not installed (apt install cmake, or pip install cmake)")
+    return build_c_decoder(Path(__file__).resolve().parents[1], tmp_path_factory.mktemp("c_decoder_build"), tests=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_codec(tiny_model_path):
     from vlmcodec import Codec
 

@@ -1,8 +1,10 @@
 // vlmcodec stream decoder — C API (vlmc_decoder.h). Mirrors, operation for operation, what
 // vlmcodec's Python decoder computes up to g_s: engine/bitstream/container.py (parsing and
 // checks), Codec._read (z, the exact h_s, indexes, y) and engine/entropy/exact_hyper.py (the
-// fixed-point h_s). Every float operation that decides a symbol is one the Python side does in
-// the same IEEE precision, so the latents are bit-identical. No exception crosses the C boundary.
+// fixed-point h_s); and the entropy stage of its encoder (Codec.entropy_encode, container.pack)
+// for vlmc_decoder_write_stream. Every float operation that decides a symbol is one the Python
+// side does in the same IEEE precision, so the latents (and written streams) are bit-identical.
+// No exception crosses the C boundary.
 #include "vlmc_decoder.h"
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -27,11 +30,12 @@ namespace {
 namespace conv = vlmc::conv;
 
 constexpr uint32_t kStreamVersion = 1;           // container.FORMAT_VERSION
-constexpr uint32_t kModelVersion = 1;            // export/c_decoder.py MODEL_FILE_VERSION
+constexpr uint32_t kModelVersion = 2;            // export/c_decoder.py MODEL_FILE_VERSION
+constexpr uint32_t kOldestModelVersion = 1;      // version 1: no gains (decodes, cannot write streams)
 constexpr uint32_t kMaxDim = 1u << 14;           // container.MAX_DIM
 constexpr uint32_t kMaxChunks = 4096;            // container.MAX_CHUNKS
 constexpr uint64_t kMaxChunkBytes = 1ull << 30;  // container.MAX_CHUNK_BYTES
-constexpr uint32_t kFlagRescaled = 2, kKnownFlags = 3;
+constexpr uint32_t kFlagPreEdited = 1, kFlagRescaled = 2, kKnownFlags = 3;
 constexpr uint64_t kSymbolsPerChunk = 1u << 16;  // codec.SYMBOLS_PER_CHUNK
 constexpr uint64_t kMaxYChunks = 64;             // codec.MAX_Y_CHUNKS
 constexpr double kActScale = 4096.0;             // 2**ACT_FRAC_BITS
@@ -150,6 +154,7 @@ struct vlmc_decoder {
     std::vector<double> bounds;  // the scale table but its last entry, widened (exact)
     double scale_bound = 0;
     std::vector<float> inv_gain;  // |inv_gain|, [K][M]
+    std::vector<float> gain;      // |gain|, [K][M] (the encoder's; empty in a version-1 file)
     std::vector<Layer> layers;
     std::vector<SynthesisLayer> synthesis;
     uint32_t synthesis_halo = 0;     // latent rows of context a g_s band needs (load_model)
@@ -183,9 +188,10 @@ void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
     Reader r{bytes, size - 4, 0, VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file"};
     r.pos = 8;
     const uint32_t version = r.get<uint32_t>();
-    if (version != kModelVersion)
+    if (version < kOldestModelVersion || version > kModelVersion)
         raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file version " + std::to_string(version) +
-                                               " (this library reads " + std::to_string(kModelVersion) + ")");
+                                               " (this library reads " + std::to_string(kOldestModelVersion) +
+                                               " to " + std::to_string(kModelVersion) + ")");
     for (auto &b : d.fingerprint) b = r.get<uint8_t>();
     for (auto &b : d.stream_fingerprint) b = r.get<uint8_t>();
     d.N = r.get<uint32_t>();
@@ -200,6 +206,7 @@ void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
     d.bounds = r.array<double>(d.y.count - 1);
     d.scale_bound = r.get<double>();
     d.inv_gain = r.array<float>(uint64_t(d.K) * d.M);
+    if (version >= 2) d.gain = r.array<float>(uint64_t(d.K) * d.M);
     const uint32_t n_layers = r.get<uint32_t>();
     if (n_layers == 0 || n_layers > 64) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad h_s");
     uint32_t channels = d.N;
@@ -405,21 +412,22 @@ Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, conv::Pool &pool
     return x;
 }
 
-void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, conv::Pool &pool, float *out) {
-    const vlmc_stream_info &info = s.info;
-    const uint32_t hz = info.padded_height / 64, wz = info.padded_width / 64;
-    const uint32_t hy = info.latent_height, wy = info.latent_width;
-    // z: one table per channel, then ẑ = z + median in float32 and its fixed-point form
-    const size_t n_z = size_t(d.N) * hz * wz;
-    std::vector<int32_t> z_idx(n_z), z_sym(n_z);
-    for (size_t k = 0; k < n_z; ++k) z_idx[k] = int32_t(k / (size_t(hz) * wz));
-    if (vlmc_rans_decode(d.z.native, s.z_data, s.z_sizes.data(), s.z_sizes.size(), z_idx.data(), n_z, 1,
-                         z_sym.data()) != VLMC_RANS_OK)
-        raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: z payload does not decode (") +
-                                        vlmc_rans_last_error() + ")");
+// the table index of every z element: its channel
+std::vector<int32_t> z_indexes(const vlmc_decoder &d, uint32_t hz, uint32_t wz) {
+    const size_t plane = size_t(hz) * wz;
+    std::vector<int32_t> idx(size_t(d.N) * plane);
+    for (size_t k = 0; k < idx.size(); ++k) idx[k] = int32_t(k / plane);
+    return idx;
+}
+
+// z symbols (around the medians) → the exact h_s's output: 2·M planes (scales ‖ means) of
+// integers with 12 fractional bits. ẑ = symbol + median in float32, then its fixed-point form.
+Planes<double> hyper_parameters(const vlmc_decoder &d, const int32_t *z_sym, uint32_t hz, uint32_t wz,
+                                conv::Pool &pool) {
+    const size_t plane = size_t(hz) * wz, n_z = size_t(d.N) * plane;
     Planes<double> x{d.N, hz, wz, conv::Buffer<double>(n_z)};
     for (size_t k = 0; k < n_z; ++k) {
-        const float z_hat = float(z_sym[k]) + d.medians[z_idx[k]];
+        const float z_hat = float(z_sym[k]) + d.medians[k / plane];
         x.v[k] = std::nearbyint(double(z_hat) * kActScale);  // round half to even, as torch.round
     }
     for (const Layer &l : d.layers) {
@@ -432,34 +440,70 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, conv
             for (double &v : x.v) v = v < 0 ? 0.0 : v;
         }
     }
-    if (x.c != 2 * d.M || x.h != hy || x.w != wy) raise(VLMC_DEC_ERR_INTERNAL, "h_s output has the wrong shape");
-    // scales (first M channels) → scale-table indexes: the first i with σ ≤ bounds[i], else the last
-    const size_t n_y = size_t(d.M) * hy * wy;
-    std::vector<int32_t> y_idx(n_y), y_sym(n_y);
-    for (size_t k = 0; k < n_y; ++k) {
-        const double sigma = std::max(x.v[k] / kActScale, d.scale_bound);
-        y_idx[k] = int32_t(std::lower_bound(d.bounds.begin(), d.bounds.end(), sigma) - d.bounds.begin());
+    if (x.c != 2 * d.M || x.h != 4 * hz || x.w != 4 * wz) raise(VLMC_DEC_ERR_INTERNAL, "h_s output has the wrong shape");
+    return x;
+}
+
+// scales (the first M planes of h_s's output) → scale-table indexes: the first i with
+// σ ≤ bounds[i], else the last
+std::vector<int32_t> scale_indexes(const vlmc_decoder &d, const Planes<double> &params) {
+    std::vector<int32_t> idx(size_t(d.M) * params.h * params.w);
+    for (size_t k = 0; k < idx.size(); ++k) {
+        const double sigma = std::max(params.v[k] / kActScale, d.scale_bound);
+        idx[k] = int32_t(std::lower_bound(d.bounds.begin(), d.bounds.end(), sigma) - d.bounds.begin());
     }
+    return idx;
+}
+
+// A (inverse) gain of the quality stored as q100 = round(quality · 100), for channel c:
+// interpolated geometrically between the anchor levels in float32 (HyperpriorModel.gains), from
+// the level as level_of_quality computes it in float64, then a float32 tensor
+// (hyperprior.level_neighbours). Within float rounding of torch's exp/log (a float network reads
+// it: g_s on decoding, the caller's h_a on encoding).
+struct GainInterpolation {
+    uint32_t lo = 0, hi = 0;
+    float t = 0;
+    GainInterpolation(uint32_t K, uint32_t q100) {
+        float level = float((q100 / 100.0) / 100.0 * (K - 1));
+        level = std::min(std::max(level, 0.0f), float(K - 1));
+        lo = std::min<uint32_t>(uint32_t(std::floor(level)), K >= 2 ? K - 2 : 0);
+        hi = std::min<uint32_t>(lo + 1, K - 1);
+        t = level - float(lo);
+    }
+    float operator()(const std::vector<float> &table, uint32_t M, uint32_t c) const {
+        return std::exp((1 - t) * std::log(table[size_t(lo) * M + c]) + t * std::log(table[size_t(hi) * M + c]));
+    }
+};
+
+void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, conv::Pool &pool, float *out) {
+    const vlmc_stream_info &info = s.info;
+    const uint32_t hz = info.padded_height / 64, wz = info.padded_width / 64;
+    const uint32_t hy = info.latent_height, wy = info.latent_width;
+    // z: one table per channel
+    const size_t n_z = size_t(d.N) * hz * wz;
+    const std::vector<int32_t> z_idx = z_indexes(d, hz, wz);
+    std::vector<int32_t> z_sym(n_z);
+    if (vlmc_rans_decode(d.z.native, s.z_data, s.z_sizes.data(), s.z_sizes.size(), z_idx.data(), n_z, 1,
+                         z_sym.data()) != VLMC_RANS_OK)
+        raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: z payload does not decode (") +
+                                        vlmc_rans_last_error() + ")");
+    const Planes<double> params = hyper_parameters(d, z_sym.data(), hz, wz, pool);
+    if (params.h != hy || params.w != wy) raise(VLMC_DEC_ERR_INTERNAL, "h_s output has the wrong shape");
+    const size_t n_y = size_t(d.M) * hy * wy;
+    const std::vector<int32_t> y_idx = scale_indexes(d, params);
+    std::vector<int32_t> y_sym(n_y);
     if (vlmc_rans_decode(d.y.native, s.y_data, s.y_sizes.data(), s.y_sizes.size(), y_idx.data(), n_y, int(pool.size()),
                          y_sym.data()) != VLMC_RANS_OK)
         raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: y payload does not decode (") +
                                         vlmc_rans_last_error() + ")");
-    const double *means = x.v.data() + n_y;
+    const double *means = params.v.data() + n_y;
     for (size_t k = 0; k < n_y; ++k) out[k] = float(double(y_sym[k]) + means[k] / kActScale);
     if (flags & VLMC_DEC_RAW) return;
-    // the inverse gain of the stream's quality, interpolated geometrically between the anchor
-    // levels in float32 (HyperpriorModel.gains); g_s is a float network, so an ULP here is harmless
-    const uint32_t K = d.K;
-    // level_of_quality in float64, then a float32 tensor (hyperprior.level_neighbours)
-    float level = float((s.quality_x100 / 100.0) / 100.0 * (K - 1));
-    level = std::min(std::max(level, 0.0f), float(K - 1));
-    const uint32_t lo = std::min<uint32_t>(uint32_t(std::floor(level)), K >= 2 ? K - 2 : 0);
-    const uint32_t hi = std::min<uint32_t>(lo + 1, K - 1);
-    const float t = level - float(lo);
+    // the inverse gain of the stream's quality; g_s is a float network, so an ULP here is harmless
+    const GainInterpolation gain(d.K, s.quality_x100);
     const size_t plane = size_t(hy) * wy;
     for (uint32_t c = 0; c < d.M; ++c) {
-        const float g = std::exp((1 - t) * std::log(d.inv_gain[size_t(lo) * d.M + c]) +
-                                 t * std::log(d.inv_gain[size_t(hi) * d.M + c]));
+        const float g = gain(d.inv_gain, d.M, c);
         float *p = out + c * plane;
         for (size_t k = 0; k < plane; ++k) p[k] *= g;
     }
@@ -832,5 +876,197 @@ int vlmc_decoder_image_at(const vlmc_decoder *decoder, const uint8_t *data, size
         decode_image(decoder, s, out.first, out.second, threads, rgb, rgb_size);
     });
 }
+
+}  // extern "C"
+
+// -- writing a stream: the entropy stage of Codec.entropy_encode, and container.pack ------------
+
+namespace {
+
+void put_varint(std::vector<uint8_t> &out, uint64_t n) {
+    while (n >= 0x80) {
+        out.push_back(uint8_t(n & 0x7F) | 0x80);
+        n >>= 7;
+    }
+    out.push_back(uint8_t(n));
+}
+
+// quality in [0, 100] as a stream stores it: round(quality · 100), half to even (Python's round)
+uint32_t quality_x100(double quality) {
+    if (!(quality >= 0.0 && quality <= 100.0))
+        raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "quality must be a number in [0, 100]");
+    return uint32_t(std::nearbyint(quality * 100.0));
+}
+
+// rANS-codes symbols with their tables into num_chunks chunks (appended to payload; their
+// lengths to sizes)
+void entropy_code(const Table &t, const std::vector<int32_t> &sym, const std::vector<int32_t> &idx, size_t num_chunks,
+                  int threads, std::vector<uint8_t> &payload, std::vector<size_t> &sizes) {
+    const size_t at = payload.size(), first = sizes.size();
+    sizes.resize(first + num_chunks);
+    payload.resize(at + vlmc_rans_encode_bound(sym.size(), num_chunks));
+    if (vlmc_rans_encode(t.native, sym.data(), idx.data(), sym.size(), num_chunks, threads, payload.data() + at,
+                         payload.size() - at, sizes.data() + first) != VLMC_RANS_OK)
+        raise(VLMC_DEC_ERR_INTERNAL, std::string("rANS encoding failed: ") + vlmc_rans_last_error());
+    size_t total = 0;
+    for (size_t c = first; c < sizes.size(); ++c) {
+        if (sizes[c] > kMaxChunkBytes) raise(VLMC_DEC_ERR_TOO_LARGE, "a coded chunk exceeds the container's 1 GiB");
+        total += sizes[c];
+    }
+    payload.resize(at + total);
+}
+
+struct StreamGeometry {
+    uint32_t width, height, coded_width, coded_height, hz, wz, hy, wy;
+};
+
+StreamGeometry check_geometry(const vlmc_decoder &d, uint32_t width, uint32_t height, uint32_t coded_width,
+                              uint32_t coded_height) {
+    if (width < 1 || height < 1 || width > kMaxDim || height > kMaxDim)
+        raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "image size " + std::to_string(width) + "x" + std::to_string(height) +
+                                                 " outside 1.." + std::to_string(kMaxDim));
+    if (uint64_t(width) * height > d.max_pixels)
+        raise(VLMC_DEC_ERR_TOO_LARGE, "image of " + std::to_string(width) + "x" + std::to_string(height) +
+                                          " pixels, more than max_pixels=" + std::to_string(d.max_pixels));
+    if (coded_width == 0 && coded_height == 0) coded_width = width, coded_height = height;
+    if (coded_width < 1 || coded_height < 1 || coded_width > width || coded_height > height)
+        raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "coded size " + std::to_string(coded_width) + "x" +
+                                                 std::to_string(coded_height) + " must be within 1x1 .. " +
+                                                 std::to_string(width) + "x" + std::to_string(height));
+    const uint32_t ph = (coded_height + 63) / 64 * 64, pw = (coded_width + 63) / 64 * 64;
+    return {width, height, coded_width, coded_height, ph / 64, pw / 64, ph / 16, pw / 16};
+}
+
+// The inputs are the caller's network outputs: a non-finite or absurd value is refused, where a
+// cast to int32 would otherwise be undefined
+constexpr double kMaxSymbol = 1073741824.0;  // 2^30
+constexpr double kMaxZSymbol = 16777216.0;  // 2^24: ẑ = symbol + median stays what float32 torch computes
+
+int32_t symbol_of(double v, const char *what, size_t k, double limit = kMaxSymbol) {
+    const double r = std::nearbyint(v);  // round half to even, as torch.round
+    if (!(std::fabs(r) <= limit))
+        raise(VLMC_DEC_ERR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(k) + "] is " +
+                                                 (std::isfinite(v) ? "too large to code" : "not finite"));
+    return int32_t(r);
+}
+
+std::vector<uint8_t> write_stream(const vlmc_decoder &d, const float *y, const float *z, const StreamGeometry &g,
+                                  uint32_t q100, uint32_t flags, conv::Pool &pool) {
+    // z symbols around the medians: round(z − median) in float32, as torch computes it
+    const size_t z_plane = size_t(g.hz) * g.wz, n_z = size_t(d.N) * z_plane;
+    std::vector<int32_t> z_sym(n_z);
+    for (size_t k = 0; k < n_z; ++k) {
+        const float diff = z[k] - d.medians[k / z_plane];
+        z_sym[k] = symbol_of(diff, "z", k, kMaxZSymbol);
+    }
+    std::vector<uint8_t> payload;
+    std::vector<size_t> sizes;
+    entropy_code(d.z, z_sym, z_indexes(d, g.hz, g.wz), 1, 1, payload, sizes);
+    Planes<double> params;
+    try {
+        params = hyper_parameters(d, z_sym.data(), g.hz, g.wz, pool);
+    } catch (const Error &e) {  // the exact-range check speaks of streams; here z is the caller's
+        if (e.code != VLMC_DEC_ERR_CORRUPT) throw;
+        raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "z is too large for the exact h_s (fixed-point range exceeded)");
+    }
+    // y symbols: round(y − μ) in float64 (Codec._y_symbols)
+    const size_t n_y = size_t(d.M) * g.hy * g.wy;
+    const double *means = params.v.data() + n_y;
+    std::vector<int32_t> y_sym(n_y);
+    for (size_t k = 0; k < n_y; ++k) y_sym[k] = symbol_of(double(y[k]) - means[k] / kActScale, "y", k);
+    entropy_code(d.y, y_sym, scale_indexes(d, params), size_t(num_chunks_for(n_y)), int(pool.size()), payload, sizes);
+    // the container (container.pack): the rescaled bit follows the coded size
+    const bool rescaled = g.coded_width != g.width || g.coded_height != g.height;
+    std::vector<uint8_t> out = {'V', 'L', 'M', 'C', uint8_t(kStreamVersion),
+                                uint8_t((flags & kFlagPreEdited) | (rescaled ? kFlagRescaled : 0))};
+    out.insert(out.end(), d.stream_fingerprint, d.stream_fingerprint + 8);
+    put_varint(out, g.width);
+    put_varint(out, g.height);
+    if (rescaled) {
+        put_varint(out, g.coded_width);
+        put_varint(out, g.coded_height);
+    }
+    out.push_back(uint8_t(q100 & 0xFF));
+    out.push_back(uint8_t(q100 >> 8));
+    put_varint(out, 1);
+    put_varint(out, sizes.size() - 1);
+    for (size_t len : sizes) put_varint(out, len);
+    const uint32_t crc = crc32_update(crc32_update(0, out.data(), out.size()), payload.data(), payload.size());
+    for (int i = 0; i < 4; ++i) out.push_back(uint8_t(crc >> (8 * i)));
+    out.insert(out.end(), payload.begin(), payload.end());
+    return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+int vlmc_decoder_can_write(const vlmc_decoder *decoder) {
+    if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
+    if (decoder->gain.empty())
+        return fail(VLMC_DEC_ERR_BAD_MODEL_FILE, "this decoder-model file (version 1) has no gains: re-export it "
+                                                 "with `vlmcodec export --format c-decoder` to write streams");
+    g_last_error.clear();
+    return VLMC_DEC_OK;
+}
+
+int vlmc_decoder_gain(const vlmc_decoder *decoder, double quality, float *gain, size_t count) {
+    const int rc = vlmc_decoder_can_write(decoder);
+    if (rc != VLMC_DEC_OK) return rc;
+    return guarded([&] {
+        const uint32_t q100 = quality_x100(quality);
+        if (gain == nullptr || count < decoder->M)
+            raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "gain holds " + std::to_string(gain ? count : 0) + " floats, the model has " +
+                                                     std::to_string(decoder->M) + " channels");
+        const GainInterpolation at(decoder->K, q100);
+        for (uint32_t c = 0; c < decoder->M; ++c) gain[c] = at(decoder->gain, decoder->M, c);
+    });
+}
+
+int vlmc_decoder_latent_size(const vlmc_decoder *decoder, uint32_t coded_width, uint32_t coded_height,
+                             size_t *y_count, size_t *z_count) {
+    if (decoder == nullptr || y_count == nullptr || z_count == nullptr)
+        return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder, y_count or z_count is null");
+    return guarded([&] {
+        const StreamGeometry g = check_geometry(*decoder, coded_width, coded_height, coded_width, coded_height);
+        *y_count = size_t(decoder->M) * g.hy * g.wy;
+        *z_count = size_t(decoder->N) * g.hz * g.wz;
+    });
+}
+
+int vlmc_decoder_write_stream(const vlmc_decoder *decoder, const float *y, size_t y_count, const float *z,
+                              size_t z_count, uint32_t width, uint32_t height, uint32_t coded_width,
+                              uint32_t coded_height, double quality, uint32_t flags, int num_threads, uint8_t **out,
+                              size_t *out_size) {
+    if (out != nullptr) *out = nullptr;
+    if (out_size != nullptr) *out_size = 0;
+    const int rc = vlmc_decoder_can_write(decoder);
+    if (rc != VLMC_DEC_OK) return rc;
+    if (y == nullptr || z == nullptr || out == nullptr || out_size == nullptr)
+        return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "y, z, out or out_size is null");
+    return guarded([&] {
+        const int threads = threads_for(num_threads);
+        if (flags & ~VLMC_ENC_PRE_EDITED) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
+        const uint32_t q100 = quality_x100(quality);
+        const StreamGeometry g = check_geometry(*decoder, width, height, coded_width, coded_height);
+        const size_t need_y = size_t(decoder->M) * g.hy * g.wy, need_z = size_t(decoder->N) * g.hz * g.wz;
+        if (y_count != need_y || z_count != need_z)
+            raise(VLMC_DEC_ERR_INVALID_ARGUMENT,
+                  "y holds " + std::to_string(y_count) + " and z " + std::to_string(z_count) + " floats; a " +
+                      std::to_string(g.coded_width) + "x" + std::to_string(g.coded_height) + " coded image needs " +
+                      std::to_string(need_y) + " (" + std::to_string(decoder->M) + "x" + std::to_string(g.hy) + "x" +
+                      std::to_string(g.wy) + ") and " + std::to_string(need_z) + " (" + std::to_string(decoder->N) +
+                      "x" + std::to_string(g.hz) + "x" + std::to_string(g.wz) + ")");
+        const std::vector<uint8_t> stream =
+            write_stream(*decoder, y, z, g, q100, flags, *decoder->pools.lease(threads));
+        auto *buf = static_cast<uint8_t *>(std::malloc(stream.size()));
+        if (buf == nullptr) raise(VLMC_DEC_ERR_NO_MEMORY, "out of memory");
+        std::memcpy(buf, stream.data(), stream.size());
+        *out = buf;
+        *out_size = stream.size();
+    });
+}
+
+void vlmc_decoder_free_stream(uint8_t *stream) { std::free(stream); }
 
 }  // extern "C"

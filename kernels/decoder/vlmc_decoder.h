@@ -1,4 +1,4 @@
-/* vlmcodec stream decoder — C API for embedding (C and C++, no Python).
+/* vlmcodec stream decoder (and writer) — C API for embedding (C and C++, no Python).
  *
  * Decodes the entropy layer of a .vlmc stream: container, z, the exact fixed-point h_s, the
  * scale-table indexes, y — and returns the latent ŷ that the synthesis network g_s takes. Run
@@ -11,8 +11,9 @@
  * The decoder reads a decoder-model file written from a model by
  * `vlmcodec export --format c-decoder -o DIR` (DIR/decoder_model.vlmd): the model's CDF tables,
  * the z medians, h_s in the integers the Python decoder uses, the scale table, the inverse
- * gains and g_s (float32). The latents are bit for bit the Python decoder's (tested), so a
- * stream decodes here exactly as it does in `vlmcodec.decode` up to g_s.
+ * gains and g_s (float32), and the encoder's gains. The latents are bit for bit the Python
+ * decoder's (tested), so a stream decodes here exactly as it does in `vlmcodec.decode` up to g_s.
+ * It also writes streams from the encoder networks' outputs (vlmc_decoder_write_stream, below).
  *
  *   vlmc_decoder *dec;
  *   if (vlmc_decoder_open("decoder_model.vlmd", &dec) != VLMC_DEC_OK) fail(vlmc_decoder_last_error());
@@ -85,7 +86,8 @@ typedef struct vlmc_stream_info {
     uint8_t fingerprint[8];               /* the model the stream names */
 } vlmc_stream_info;
 
-/* Version of the .vlmc container this library reads, and of the decoder-model file. */
+/* Version of the .vlmc container this library reads and writes, and of the decoder-model file it
+ * writes streams with (it also reads and decodes with version 1, which cannot write streams). */
 VLMC_DECODER_API uint32_t vlmc_decoder_stream_version(void);
 VLMC_DECODER_API uint32_t vlmc_decoder_model_version(void);
 
@@ -146,6 +148,50 @@ VLMC_DECODER_API int vlmc_decoder_consumer_size(const vlmc_stream_info *info, ui
 VLMC_DECODER_API int vlmc_decoder_image_at(const vlmc_decoder *decoder, const uint8_t *data, size_t size,
                                            uint32_t short_side, int num_threads, uint8_t *rgb,
                                            size_t rgb_size);
+
+/* -- Writing streams (encoding without Python) ------------------------------------------------
+ *
+ * The networks of encoding are the caller's: run the graphs `vlmcodec export --format onnx`
+ * writes (ONNX Runtime, TensorRT, ...) on the image (RGB / 255, float32, [1, 3, H, W], its
+ * edges repeated to a multiple of 64 in each side: H = 64·ceil(coded_height / 64)):
+ *   [pre_editor.onnx, for models with one: x → x_edit, clamped to [0, 1], then]
+ *   g_a.onnx → y_raw [1, M, H/16, W/16];  y = y_raw · gain (vlmc_decoder_gain, per channel);
+ *   h_a.onnx on y → z [1, N, H/64, W/64];
+ * then vlmc_decoder_write_stream codes (y, z) into a .vlmc stream as vlmcodec's
+ * Codec.entropy_encode does: the z symbols, the exact fixed-point h_s, the y symbols, rANS and the
+ * container. Given the same y and z, the stream is vlmcodec's, byte for byte (tested); any
+ * vlmcodec decoder reads it. This needs a decoder-model file of version 2 (it holds the gains);
+ * one of version 1 decodes but refuses to write (VLMC_DEC_ERR_BAD_MODEL_FILE: re-export it). */
+
+#define VLMC_ENC_PRE_EDITED 1u /* write_stream: g_a's input was the pre-editor's output */
+
+/* VLMC_DEC_OK when this decoder can write streams (its model file holds the gains). */
+VLMC_DECODER_API int vlmc_decoder_can_write(const vlmc_decoder *decoder);
+
+/* The gain g_a's output is multiplied by at quality (0 .. 100, stored in steps of 0.01):
+ * gain[0 .. channels), float32, interpolated geometrically between the model's anchor levels
+ * (HyperpriorModel.gains, to within float rounding of torch's exp and log). */
+VLMC_DECODER_API int vlmc_decoder_gain(const vlmc_decoder *decoder, double quality, float *gain, size_t count);
+
+/* The float counts of y (channels × H/16 × W/16) and z (N × H/64 × W/64) for an image coded at
+ * coded_width × coded_height (H, W: that size padded to a multiple of 64). */
+VLMC_DECODER_API int vlmc_decoder_latent_size(const vlmc_decoder *decoder, uint32_t coded_width,
+                                              uint32_t coded_height, size_t *y_count, size_t *z_count);
+
+/* Codes y (= g_a output · gain, C-order [channels][H/16][W/16]) and z (= h_a(y), [N][H/64][W/64])
+ * into a .vlmc stream, allocated into *out (*out_size bytes; free with vlmc_decoder_free_stream).
+ * width × height: the original image size a decoder restores; coded_width × coded_height: the
+ * size g_a saw (before padding), equal to it or smaller (an image coded at a consumer's scale);
+ * 0 × 0: the same as width × height. quality: the one the gain was taken at (the stream records
+ * it; decoders take their inverse gain from it). flags: VLMC_ENC_PRE_EDITED or 0. num_threads as
+ * vlmc_decoder_latents (the stream does not depend on it). A non-finite value or one too large
+ * to code in y or z is refused (VLMC_DEC_ERR_INVALID_ARGUMENT), as are counts that do not match
+ * the coded size and an image above max_pixels (VLMC_DEC_ERR_TOO_LARGE). */
+VLMC_DECODER_API int vlmc_decoder_write_stream(const vlmc_decoder *decoder, const float *y, size_t y_count,
+                                               const float *z, size_t z_count, uint32_t width, uint32_t height,
+                                               uint32_t coded_width, uint32_t coded_height, double quality,
+                                               uint32_t flags, int num_threads, uint8_t **out, size_t *out_size);
+VLMC_DECODER_API void vlmc_decoder_free_stream(uint8_t *stream);
 
 #ifdef __cplusplus
 }

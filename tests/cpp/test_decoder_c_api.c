@@ -17,7 +17,7 @@ int main(int argc, char **argv) {
     FILE *f;
 
     CHECK(vlmc_decoder_stream_version() == 1);
-    CHECK(vlmc_decoder_model_version() == 1);
+    CHECK(vlmc_decoder_model_version() == 2);
     CHECK(vlmc_decoder_open(NULL, &dec) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(strlen(vlmc_decoder_last_error()) > 0);
     CHECK(vlmc_decoder_open("/nonexistent/decoder_model.vlmd", &dec) == VLMC_DEC_ERR_BAD_MODEL_FILE);
@@ -38,6 +38,19 @@ int main(int argc, char **argv) {
     CHECK(vlmc_decoder_set_max_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(vlmc_decoder_set_band_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     vlmc_decoder_free(NULL); /* a no-op, as free(NULL) */
+    /* the stream writer's argument checks without a model (with one: tests/test_c_stream_writer.py) */
+    {
+        uint8_t *stream = (uint8_t *)1;
+        size_t n = 7, ny = 0, nz = 0;
+        float gain[4];
+        CHECK(vlmc_decoder_can_write(NULL) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+        CHECK(vlmc_decoder_gain(NULL, 50.0, gain, 4) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+        CHECK(vlmc_decoder_latent_size(NULL, 64, 64, &ny, &nz) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+        CHECK(vlmc_decoder_write_stream(NULL, out, 4, out, 4, 64, 64, 0, 0, 50.0, 0, 1, &stream, &n) ==
+              VLMC_DEC_ERR_INVALID_ARGUMENT);
+        CHECK(stream == NULL && n == 0); /* cleared on failure */
+        vlmc_decoder_free_stream(NULL);  /* a no-op */
+    }
     /* from memory: the same checks as from a file */
     CHECK(vlmc_decoder_open_memory(NULL, 0, &dec) == VLMC_DEC_ERR_BAD_MODEL_FILE && dec == NULL);
     CHECK(strstr(vlmc_decoder_last_error(), "bad magic") != NULL);
