@@ -15,6 +15,11 @@ P callers (Python threads: ctypes releases the GIL) decoding the streams to imag
 T threads, one decoder shared; images per second and per-call latency for each configuration,
 configurations alternating per round — how to spend a machine's cores, on calls or within them.
 
+With ``--write``, times the entropy stage of encoding instead: ``Codec.entropy_encode`` (z
+symbols, exact h_s, y symbols, rANS, container) against the C library's
+``vlmc_decoder_write_stream`` on the same (y · gain, z) from the networks, alternating per image
+and round; checks that the streams are identical.
+
 With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
 sub-pixel g_s (float32) run for a 768x512 image, alternating, best of ``--rounds`` each; GMAC/s
@@ -23,6 +28,7 @@ weights (torch's conv2d computes them).
 
     python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--decode-side 256] [--threads 2] [--baseline REV]
     python scripts/c_decoder_bench.py --throughput 1x1,1x2,2x1 [--short-side 256]
+    python scripts/c_decoder_bench.py --write [--quality 50] [--short-side 256] [--threads 2]
     python scripts/c_decoder_bench.py --kernels [--threads 1] [--rounds 5]
 """
 
@@ -111,6 +117,35 @@ def throughput(dec, streams: list[bytes], configs: list[tuple[int, int]], rounds
              "median_call_ms": round(statistics.median(latencies[(c, t)]) * 1000, 1)} for c, t in configs]
 
 
+def write_bench(codec, c, files: list[Path], quality: float, short_side: int, threads: int, rounds: int) -> dict:
+    """Codec.entropy_encode against vlmc_decoder_write_stream on the same latents, alternating."""
+    from vlmcodec.image_io import load_image
+
+    cases = []
+    for f in files:
+        prep = codec.prepare(load_image(f), quality, short_side or None)
+        y, z = codec.analyse([prep.pixels], [prep.quality])
+        cases.append((prep, y[0], z[0], y[0].numpy(), z[0].numpy()))
+    times: dict[str, list[float]] = {"python": [], "c": []}
+    for r in range(rounds):
+        for i, (prep, y, z, y_np, z_np) in enumerate(cases):
+            (h, w), (ch, cw) = prep.size, prep.pixels.shape[:2]
+            calls = {"python": lambda: codec.entropy_encode(y, z, prep),
+                     "c": lambda: c.write_stream(y_np, z_np, w, h, prep.quality, coded_size=(cw, ch),
+                                                 pre_edited=codec.pre_edit, threads=threads)}
+            out = {}
+            for who in (("python", "c") if (i + r) % 2 == 0 else ("c", "python")):
+                t0 = time.perf_counter()
+                out[who] = calls[who]()
+                times[who].append(time.perf_counter() - t0)
+            if out["c"] != out["python"]:
+                raise SystemExit(f"streams differ on {files[i].name}")
+    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    return {"images": len(files), "quality": quality, "short_side": short_side, "threads": threads, "rounds": rounds,
+            "median_ms": {"python entropy_encode": med["python"], "c write_stream": med["c"]},
+            "ratio_c_over_python": med["c"] / med["python"], "streams_identical": True}
+
+
 def baseline_library(rev: str, work: Path) -> Path:
     """libvlmc_decoder built from git revision ``rev`` of this repository (a detached worktree)."""
     import subprocess
@@ -140,6 +175,8 @@ def main() -> int:
     p.add_argument("--kernels", action="store_true", help="time the convolutions alone against torch's")
     p.add_argument("--baseline", metavar="REV", help="also time the C library built from this git revision")
     p.add_argument("--throughput", metavar="PxT,...", help="C decoder alone: P concurrent callers, T threads per call")
+    p.add_argument("--write", action="store_true", help="time writing streams: Codec.entropy_encode against "
+                   "vlmc_decoder_write_stream")
     a = p.parse_args()
     if a.kernels:
         torch.set_num_threads(a.threads)
@@ -167,6 +204,8 @@ def main() -> int:
     base = CStreamDecoder(baseline_library(a.baseline, work), model_file) if a.baseline else None
     codec = Codec(threads=a.threads)
     files = sorted(Path(a.images).glob("*.png"))[: a.limit]
+    if a.write:
+        return report(write_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds), a.out)
     streams = [codec.encode(load_image(f), quality=a.quality, short_side=a.short_side or None) for f in files]
     if a.throughput:
         return report({"images": len(files), "quality": a.quality, "short_side": a.short_side, "rounds": a.rounds,

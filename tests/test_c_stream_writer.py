@@ -30,7 +30,7 @@ def _writer(build, model_path, tmp_path_factory) -> tuple[CStreamDecoder, Path]:
 def default_writer(c_decoder_build, tmp_path_factory):
     from vlmcodec.codec import default_model_path
 
-    return Codec(), _writer(c_decoder_build, default_model_path(), tmp_path_factory)[0]
+    return (Codec(), *_writer(c_decoder_build, default_model_path(), tmp_path_factory))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def _both(codec: Codec, writer: CStreamDecoder, image: np.ndarray, quality: floa
 
 
 def test_default_model_streams_are_the_python_encoders_byte_for_byte(default_writer):
-    codec, writer = default_writer
+    codec, writer, _ = default_writer
     assert codec.pre_edit and writer.can_write()  # the default model's pre-editor: header flag bit 0
     img = load_image(SAMPLES[0])
     for case in (dict(quality=0), dict(quality=37.5), dict(quality=100), dict(quality=60, short_side=256)):
@@ -85,7 +85,7 @@ def test_a_large_latent_is_coded_in_several_chunks_as_python_does(tiny_writer, r
 
 
 def test_gains_are_the_models(tiny_writer, default_writer):
-    for codec, writer in (tiny_writer, default_writer):
+    for codec, writer in (tiny_writer, default_writer[:2]):
         for q in (0, 10, 33.33, 50, 62.5, 100):
             level = torch.tensor([codec.model.level_of_quality(q)])
             with torch.no_grad():
@@ -157,3 +157,96 @@ def test_version_1_model_file_decodes_but_cannot_write(c_decoder_build, tiny_wri
     newer = blob[:8] + struct.pack("<I", 3) + blob[12:]
     with pytest.raises(CDecoderError, match="reads 1 to 2"):
         CStreamDecoder(c_decoder_build / "libvlmc_decoder.so", newer + struct.pack("<I", zlib.crc32(newer)))
+
+
+# a C++ program writing a stream through vlmc_decoder.hpp from y and z in raw float32 files (as a
+# C++ serving stack would from its own runtime's outputs)
+USER_PROGRAM_CPP = r"""
+#include <vlmc_decoder.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+static std::vector<float> floats(const char *path) {
+    std::ifstream f(path, std::ios::binary);
+    const std::vector<char> b{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+    std::vector<float> v(b.size() / sizeof(float));
+    std::copy(b.begin(), b.begin() + v.size() * sizeof(float), reinterpret_cast<char *>(v.data()));
+    return v;
+}
+int main(int argc, char **argv) {
+    try {
+        const vlmc::Decoder dec(argv[1]);
+        const uint32_t w = std::atoi(argv[4]), h = std::atoi(argv[5]);
+        const double q = std::atof(argv[6]);
+        const std::vector<uint8_t> s = dec.write_stream(floats(argv[2]), floats(argv[3]), w, h, q, VLMC_ENC_PRE_EDITED);
+        std::ofstream(argv[7], std::ios::binary).write(reinterpret_cast<const char *>(s.data()), s.size());
+        const auto sizes = dec.latent_size(w, h);
+        std::printf("%d %zu %zu %.9g", int(dec.can_write()), sizes.first, sizes.second, double(dec.gain(q)[0]));
+        try {
+            dec.write_stream(floats(argv[2]), floats(argv[3]), w + 64, h, q);
+        } catch (const vlmc::DecodeError &e) {
+            std::printf(" %d\n", e.code());
+        }
+    } catch (const vlmc::DecodeError &e) {
+        std::fprintf(stderr, "%s (%d)\n", e.what(), e.code());
+        return 1;
+    }
+    return 0;
+}
+"""
+
+
+def test_a_cpp_program_writes_the_python_encoders_stream(c_decoder_build, default_writer, tmp_path):
+    import shutil
+    import subprocess
+
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("not available: no C++ compiler (c++) to build a program against the library")
+    codec, writer, model_file = default_writer
+    (tmp_path / "user.cpp").write_text(USER_PROGRAM_CPP)
+    run = subprocess.run([cxx, "-std=c++17", str(tmp_path / "user.cpp"), f"-I{ROOT / 'kernels' / 'decoder'}",
+                          f"-L{c_decoder_build}", "-lvlmc_decoder", f"-Wl,-rpath,{c_decoder_build}", "-o",
+                          str(tmp_path / "user")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    prep = codec.prepare(load_image(SAMPLES[1]), 55)
+    y, z = codec.analyse([prep.pixels], [prep.quality])
+    (tmp_path / "y.f32").write_bytes(y[0].numpy().astype("<f4").tobytes())
+    (tmp_path / "z.f32").write_bytes(z[0].numpy().astype("<f4").tobytes())
+    h, w = prep.size
+    run = subprocess.run([str(tmp_path / "user"), str(model_file),
+                          str(tmp_path / "y.f32"), str(tmp_path / "z.f32"), str(w), str(h), "55",
+                          str(tmp_path / "s.vlmc")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "s.vlmc").read_bytes() == codec.entropy_encode(y[0], z[0], prep)
+    out = run.stdout.split()
+    assert out[:3] == ["1", str(y[0].numel()), str(z[0].numel())] and out[4] == "-1"  # -1: the counts do not match
+    assert float(out[3]) == pytest.approx(float(writer.gain(55)[0]), rel=1e-7)
+
+
+def test_the_headers_recipe_on_onnx_runtime_writes_the_onnxruntime_backends_stream(default_writer, tmp_path):
+    """Encoding with no vlmcodec Python code in the loop, as vlmc_decoder.h describes it: the
+    exported graphs on ONNX Runtime (pad with repeated edges, pre-editor clamped to [0, 1], g_a,
+    · vlmc_decoder_gain, h_a), then vlmc_decoder_write_stream: the stream of
+    Codec(backend="onnxruntime"), byte for byte."""
+    ort = pytest.importorskip("onnxruntime", reason="not available: onnxruntime is not installed")
+    from vlmcodec.codec import default_model_path
+    from vlmcodec.export.onnx import export_onnx
+
+    codec, writer, _ = default_writer
+    export_onnx(load_model(default_model_path()), tmp_path)
+    run = {name: ort.InferenceSession(str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run
+           for name in ("pre_editor", "g_a", "h_a")}
+    img = load_image(SAMPLES[0])[:300, :500]  # 300×500: padded to 320×512
+    h, w = img.shape[:2]
+    padded = np.pad(img, ((0, 320 - h), (0, 512 - w), (0, 0)), mode="edge")
+    x = (padded.astype(np.float32) / 255).transpose(2, 0, 1)[None]
+    x = np.clip(run["pre_editor"](None, {"x": x})[0], 0, 1)
+    backend = Codec(backend="onnxruntime")
+    for quality in (20, 80):
+        y = run["g_a"](None, {"x": x})[0] * writer.gain(quality)[None, :, None, None]
+        z = run["h_a"](None, {"y": y})[0]
+        data = writer.write_stream(y[0], z[0], w, h, quality, pre_edited=True)
+        assert data == backend.encode(img, quality=quality)
+        assert codec.decode(data).shape == img.shape

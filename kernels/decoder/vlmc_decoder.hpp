@@ -1,10 +1,11 @@
-/* vlmcodec stream decoder, C++17 interface: a header-only layer over vlmc_decoder.h that owns the
+/* vlmcodec stream decoder (and writer), C++17 interface: a header-only layer over vlmc_decoder.h that owns the
  * decoder, returns its outputs in std::vector and turns error codes into exceptions.
  *
  *   vlmc::Decoder dec("cdec/decoder_model.vlmd");   // or Decoder::from_memory(bytes, size)
  *   vlmc::Image full = dec.image(bytes);              // the original size, RGB (HWC)
  *   vlmc::Image small = dec.image_at(bytes, 256);     // what a consumer of 256 px sees
  *   std::vector<float> y = dec.latents(bytes);        // ŷ · inverse gain, what g_s takes
+ *   std::vector<uint8_t> s = dec.write_stream(y, z, width, height, quality);  // from g_a·gain, h_a
  *
  * Every method throws vlmc::DecodeError (code(): a VLMC_DEC_ERR_* value, what(): the library's
  * message). A Decoder may be shared by threads (its methods are const and the library's decoder
@@ -112,6 +113,45 @@ class Decoder {
     }
     Image image_at(const std::vector<uint8_t> &s, uint32_t short_side, int threads = 0) const {
         return image_at(s.data(), s.size(), short_side, threads);
+    }
+
+    // -- writing streams (vlmc_decoder_write_stream; the model file must be of version 2) --------
+
+    // whether this model file can write streams (it holds the encoder's gains)
+    bool can_write() const noexcept { return vlmc_decoder_can_write(handle_) == VLMC_DEC_OK; }
+
+    // the float counts of y and z for an image coded at coded_width × coded_height
+    std::pair<size_t, size_t> latent_size(uint32_t coded_width, uint32_t coded_height) const {
+        size_t y = 0, z = 0;
+        check(vlmc_decoder_latent_size(handle_, coded_width, coded_height, &y, &z));
+        return {y, z};
+    }
+
+    // the gain g_a's output is multiplied by at quality, one float per channel
+    std::vector<float> gain(double quality) const {
+        std::vector<float> out(latent_size(64, 64).first / 16);  // a 64×64 block: 4×4 latent positions
+        check(vlmc_decoder_gain(handle_, quality, out.data(), out.size()));
+        return out;
+    }
+
+    // the .vlmc stream of y (g_a output · gain) and z (h_a(y)) for a width × height image coded at
+    // coded_width × coded_height (0 × 0: the same); flags: VLMC_ENC_PRE_EDITED or 0
+    std::vector<uint8_t> write_stream(const std::vector<float> &y, const std::vector<float> &z, uint32_t width,
+                                      uint32_t height, double quality, uint32_t flags = 0, uint32_t coded_width = 0,
+                                      uint32_t coded_height = 0, int threads = 0) const {
+        uint8_t *bytes = nullptr;
+        size_t size = 0;
+        check(vlmc_decoder_write_stream(handle_, y.data(), y.size(), z.data(), z.size(), width, height, coded_width,
+                                        coded_height, quality, flags, threads, &bytes, &size));
+        std::vector<uint8_t> out;
+        try {
+            out.assign(bytes, bytes + size);
+        } catch (...) {
+            vlmc_decoder_free_stream(bytes);
+            throw;
+        }
+        vlmc_decoder_free_stream(bytes);
+        return out;
     }
 
   private:
