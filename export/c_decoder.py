@@ -155,7 +155,7 @@ def find_cmake() -> str | None:
 
 def build_c_decoder(source_dir: str | Path, build_dir: str | Path, jobs: int = 2, tests: bool = False,
                     bench: bool = False, compilers: tuple[str, str] | None = None) -> Path:
-    """Configure and build ``libvlmc_decoder`` and ``vlmc_decode_latents`` from the project's
+    """Configure and build ``libvlmc_decoder``, ``vlmc_decode_latents`` and ``vlmc_write_stream`` from the project's
     CMakeLists.txt into ``build_dir`` (``tests``: every target, the ctest programs included;
     ``bench``: ``vlmc_conv_bench`` too; ``compilers``: the C and C++ compilers, else cmake's
     choice); returns the folder holding them. ConfigError (with cmake's output) when cmake or a
@@ -166,7 +166,8 @@ def build_c_decoder(source_dir: str | Path, build_dir: str | Path, jobs: int = 2
     if cmake is None:
         raise ConfigError("cmake not found (apt install cmake, or pip install cmake)")
     build = Path(build_dir)
-    targets = [] if tests else ["--target", "vlmc_decoder", "vlmc_decode_latents", *(["vlmc_conv_bench"] if bench else [])]
+    targets = [] if tests else ["--target", "vlmc_decoder", "vlmc_decode_latents", "vlmc_write_stream",
+                                *(["vlmc_conv_bench"] if bench else [])]
     steps = [[cmake, "-S", str(source_dir), "-B", str(build), "-DVLMCODEC_BUILD_PYTHON=OFF",
               f"-DVLMCODEC_BUILD_TESTS={'ON' if tests else 'OFF'}", "-DCMAKE_BUILD_TYPE=Release",
               *([f"-DCMAKE_C_COMPILER={compilers[0]}", f"-DCMAKE_CXX_COMPILER={compilers[1]}"] if compilers else [])],

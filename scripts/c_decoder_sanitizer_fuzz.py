@@ -4,10 +4,14 @@ Builds the C library and its tool with -fsanitize=address,undefined (cmake, into
 folder), then runs the tool on a small random model's intact streams at five consumer sizes
 (``--short-side``: antialiased downscales, upscales) and on N mutated streams — truncations, bit
 flips, byte overwrites with and without a recomputed CRC (so that damage reaches rANS and h_s) —
-each decoded to latents, to an image and to an image at a consumer's 20 px. Any exit other than 0 or 2 (a clean error), or any
-sanitizer report, stops it. A check to run by hand (about a minute per 800 streams), not a test.
+each decoded to latents, to an image and to an image at a consumer's 20 px. Then the stream
+writer (``vlmc_write_stream``) on ``--writes`` random (y, z) pairs — random sizes, coded sizes and
+qualities; some with a NaN, an infinity, a value too large to code, a z beyond the exact h_s or a
+truncated file — each written stream compared with ``Codec.entropy_encode``'s bytes and decoded by
+the sanitized decoder. Any exit other than 0 or 2 (a clean error), or any sanitizer report, stops
+it. A check to run by hand (about a minute per 800 streams), not a test.
 
-    python scripts/c_decoder_sanitizer_fuzz.py [--streams 800]
+    python scripts/c_decoder_sanitizer_fuzz.py [--streams 800] [--writes 200]
 """
 
 from __future__ import annotations
@@ -35,14 +39,19 @@ def build(out: Path) -> Path:
                     "-DCMAKE_BUILD_TYPE=Debug", f"-DCMAKE_CXX_FLAGS={flags} -O1", f"-DCMAKE_C_FLAGS={flags}",
                     f"-DCMAKE_EXE_LINKER_FLAGS={flags}", f"-DCMAKE_SHARED_LINKER_FLAGS={flags}"],
                    check=True, capture_output=True)
-    subprocess.run([cmake, "--build", str(out), "--target", "vlmc_decode_latents", "-j", "2"], check=True,
-                   capture_output=True)
+    subprocess.run([cmake, "--build", str(out), "--target", "vlmc_decode_latents", "vlmc_write_stream", "-j", "2"],
+                   check=True, capture_output=True)
     return out / "kernels" / "decoder" / "vlmc_decode_latents"
+
+
+def sanitizer_failed(run: subprocess.CompletedProcess) -> bool:
+    return run.returncode not in (0, 2) or "Sanitizer" in run.stderr or "runtime error" in run.stderr
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--streams", type=int, default=800)
+    p.add_argument("--writes", type=int, default=200, help="random (y, z) pairs for the stream writer")
     a = p.parse_args()
 
     from vlmcodec import Codec
@@ -98,10 +107,60 @@ def main() -> int:
                 print(f"stream {i} (kind {kind}): exit {run.returncode}\n{run.stderr[-3000:]}")
                 return 1
             exits[run.returncode] = exits.get(run.returncode, 0) + 1
+    t1 = time.time()
+    writes = write_fuzz(tool.with_name("vlmc_write_stream"), tool, model_file, codec, work, a.writes, r)
+    if writes is None:
+        return 1
     print(f"{len(streams)} intact streams at 5 consumer sizes, then {a.streams} damaged streams, latents, image "
           f"and image at 20 px each: exits {exits}, no sanitizer report, "
-          f"{time.time() - t0:.0f} s")
+          f"{t1 - t0:.0f} s; the writer on {a.writes} random latents: {writes}, {time.time() - t1:.0f} s")
     return 0
+
+
+def write_fuzz(writer: Path, decoder: Path, model_file: Path, codec, work: Path, n: int, r: random.Random) -> dict | None:
+    """vlmc_write_stream on n random (y, z): clean ones must give Codec.entropy_encode's bytes and
+    decode; damaged ones a clean error. None (after printing why) on a failure."""
+    from vlmcodec.codec import PreparedImage
+
+    counts = {"written, identical": 0, "refused": 0}
+    for i in range(n):
+        cw, ch = r.randint(1, 200), r.randint(1, 200)
+        w, h = (cw, ch) if r.random() < 0.7 else (cw + r.randint(1, 300), ch + r.randint(1, 300))
+        quality = round(r.uniform(0, 100), 2)
+        hy, wy = -(-ch // 64) * 4, -(-cw // 64) * 4
+        y = np.random.default_rng(i).normal(0, r.choice([0.5, 5, 50]), (codec.M, hy, wy)).astype(np.float32)
+        z = np.random.default_rng(i + 1).normal(0, r.choice([0.5, 3, 20]), (codec.N, hy // 4, wy // 4)).astype(np.float32)
+        kind = i % 8
+        if kind == 5:
+            y.flat[r.randrange(y.size)] = r.choice([np.nan, np.inf, -np.inf, 3e9])
+        elif kind == 6:
+            z.flat[r.randrange(z.size)] = r.choice([np.nan, 1e7, 1e5])
+        (work / "y.f32").write_bytes(y.tobytes()[: None if kind != 7 else r.randrange(y.nbytes)])
+        (work / "z.f32").write_bytes(z.tobytes())
+        args = [str(writer), str(model_file), str(work / "y.f32"), str(work / "z.f32"), str(work / "w.vlmc"), "--size",
+                f"{w}x{h}", "--coded-size", f"{cw}x{ch}", "--quality", f"{quality}", "--threads", str(r.randint(0, 3))]
+        run = subprocess.run(args, capture_output=True, text=True)
+        if sanitizer_failed(run):
+            print(f"write {i} (kind {kind}): exit {run.returncode}\n{run.stderr[-3000:]}")
+            return None
+        if run.returncode == 2:
+            counts["refused"] += 1
+            if kind < 5:
+                print(f"write {i}: a clean input was refused: {run.stderr}")
+                return None
+            continue
+        data = (work / "w.vlmc").read_bytes()
+        prep = PreparedImage(np.zeros((ch, cw, 3), np.uint8), quality, (h, w))
+        if data != codec.entropy_encode(torch.from_numpy(y), torch.from_numpy(z), prep):
+            print(f"write {i}: the stream differs from Codec.entropy_encode's")
+            return None
+        dec = subprocess.run([str(decoder), str(model_file), str(work / "w.vlmc"), str(work / "y_hat.f32")],
+                             capture_output=True, text=True)
+        if dec.returncode != 0 or sanitizer_failed(dec):
+            print(f"write {i}: its stream does not decode: exit {dec.returncode}\n{dec.stderr[-3000:]}")
+            return None
+        counts["written, identical"] += 1
+    return counts
 
 
 if __name__ == "__main__":

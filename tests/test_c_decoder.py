@@ -518,6 +518,7 @@ def test_installed_library_builds_a_users_program(built, default_pair, tmp_path)
     assert run.returncode == 0, run.stderr
     lib = next(d for d in (prefix / "lib", prefix / "lib64") if (d / "libvlmc_decoder.so").exists())
     assert all((prefix / "include" / h).exists() for h in ("vlmc_decoder.h", "vlmc_decoder.hpp", "vlmc_rans.h"))
+    assert all((prefix / "bin" / t).exists() for t in ("vlmc_decode_latents", "vlmc_write_stream"))
     (tmp_path / "user.c").write_text(USER_PROGRAM)
     run = subprocess.run([cc, "-std=c99", str(tmp_path / "user.c"), f"-I{prefix / 'include'}", f"-L{lib}",
                           "-lvlmc_decoder", f"-Wl,-rpath,{lib}", "-o", str(tmp_path / "user")],

@@ -250,3 +250,48 @@ def test_the_headers_recipe_on_onnx_runtime_writes_the_onnxruntime_backends_stre
         data = writer.write_stream(y[0], z[0], w, h, quality, pre_edited=True)
         assert data == backend.encode(img, quality=quality)
         assert codec.decode(data).shape == img.shape
+
+
+def test_the_command_line_tool_writes_the_python_encoders_stream(c_decoder_build, default_writer, tmp_path):
+    """vlmc_write_stream: y and z in raw float32 files → the stream (and --gain → the gain)."""
+    import json
+    import subprocess
+
+    codec, writer, model_file = default_writer
+    tool = c_decoder_build / "vlmc_write_stream"
+    prep = codec.prepare(load_image(SAMPLES[0]), 33.5, 256)  # a consumer's scale: --coded-size
+    y, z = codec.analyse([prep.pixels], [prep.quality])
+    (tmp_path / "y.f32").write_bytes(y[0].numpy().astype("<f4").tobytes())
+    (tmp_path / "z.f32").write_bytes(z[0].numpy().astype("<f4").tobytes())
+    (h, w), (ch, cw) = prep.size, prep.pixels.shape[:2]
+
+    def tool_run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(tool), str(model_file), *args], capture_output=True, text=True, timeout=60)
+
+    run = tool_run(str(tmp_path / "y.f32"), str(tmp_path / "z.f32"), str(tmp_path / "s.vlmc"), "--size", f"{w}x{h}",
+                   "--coded-size", f"{cw}x{ch}", "--quality", "33.5", "--pre-edited", "--threads", "2")
+    assert run.returncode == 0, run.stderr
+    data = (tmp_path / "s.vlmc").read_bytes()
+    assert data == codec.entropy_encode(y[0], z[0], prep)
+    assert json.loads(run.stdout) == {"bytes": len(data), "width": w, "height": h, "quality": 33.5,
+                                      "bpp": pytest.approx(8 * len(data) / (w * h), rel=1e-5)}
+    run = tool_run("--gain", "33.5", str(tmp_path / "g.f32"))
+    assert run.returncode == 0, run.stderr
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "g.f32", "<f4"), writer.gain(33.5))
+    # errors: exit status 2 and one line naming the problem, never a crash
+    (tmp_path / "odd.f32").write_bytes(b"\0" * 7)
+    for args, words in [((str(tmp_path / "y.f32"), str(tmp_path / "z.f32"), str(tmp_path / "o.vlmc"), "--size",
+                          f"{w}x{h}", "--quality", "33.5"), "coded image needs"),  # the coded size left out
+                        ((str(tmp_path / "odd.f32"), str(tmp_path / "z.f32"), str(tmp_path / "o.vlmc"), "--size", "64x64",
+                          "--quality", "5"), "whole number of float32s"),
+                        ((str(tmp_path / "no.f32"), str(tmp_path / "z.f32"), str(tmp_path / "o.vlmc"), "--size", "64x64",
+                          "--quality", "5"), "cannot read"),
+                        (("a", "b", "c", "--size", "64by64", "--quality", "5"), "--size takes WIDTHxHEIGHT"),
+                        (("a", "b", "c", "--size", "64x64", "--quality", "101"), "--quality takes a number in 0..100"),
+                        (("a", "b", "c", "--size", "64x64"), "usage:"),
+                        (("--gain", "50"), "usage:"),
+                        (("--gain", "x", "g.f32"), "--gain takes a number"),
+                        (("a", "b", "c", "--frobnicate"), "unknown option")]:
+        run = tool_run(*args)
+        assert run.returncode == 2 and run.stderr.startswith("vlmc_write_stream: error: ") and words in run.stderr, \
+            (args, run.stderr)
