@@ -4,8 +4,10 @@ The C API says a decoder is read-only once open and may be shared between thread
 the library with -fsanitize=thread (cmake, into a temporary folder) and a small C program that
 opens the default model's decoder file once and decodes the same streams from several threads
 at once, each call itself using 2 threads (full size, a consumer-scale stream that is upsampled,
-both at a consumer's 160 px, and latents), then checks that every thread got the same bytes. Any ThreadSanitizer report or
-difference fails it. A check to run by hand (about a minute), not a test.
+both at a consumer's 160 px, and latents), and writes the stream again from its encoder outputs
+(y · gain, z: vlmc_decoder_write_stream, 2 threads), then checks that every thread got the same
+bytes and wrote the stream it decoded. Any ThreadSanitizer report or difference fails it. A check
+to run by hand (about a minute), not a test.
 
     python scripts/c_decoder_thread_sanitizer.py [--threads 4] [--rounds 2]
 """
@@ -30,10 +32,25 @@ PROGRAM = r"""
 
 static vlmc_decoder *dec;
 static unsigned char *data;
-static size_t size, n_rgb, n_small, n_y;
+static size_t size, n_rgb, n_small, n_y, n_z;
 static int rounds;
+static float *enc_y, *enc_z; /* the encoder's outputs that wrote the stream */
+static unsigned width, height, coded_width, coded_height, flags;
+static double quality;
 
 typedef struct { unsigned char *rgb, *small; float *y; int failed; } Job;
+
+static float *read_floats(const char *path, size_t *count) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *count = (size_t)ftell(f) / sizeof(float);
+    fseek(f, 0, SEEK_SET);
+    float *v = malloc(*count * sizeof(float));
+    if (fread(v, sizeof(float), *count, f) != *count) v = NULL;
+    fclose(f);
+    return v;
+}
 
 static void *work(void *arg) {
     Job *job = arg;
@@ -41,6 +58,13 @@ static void *work(void *arg) {
         if (vlmc_decoder_image(dec, data, size, 0, 2, job->rgb, n_rgb) != VLMC_DEC_OK) job->failed = 1;
         if (vlmc_decoder_latents(dec, data, size, 0, 2, job->y, n_y) != VLMC_DEC_OK) job->failed = 1;
         if (vlmc_decoder_image_at(dec, data, size, 160, 2, job->small, n_small) != VLMC_DEC_OK) job->failed = 1;
+        unsigned char *stream = NULL;
+        size_t written = 0;
+        if (vlmc_decoder_write_stream(dec, enc_y, n_y, enc_z, n_z, width, height, coded_width, coded_height, quality,
+                                      flags, 2, &stream, &written) != VLMC_DEC_OK ||
+            written != size || memcmp(stream, data, size) != 0)
+            job->failed = 1;
+        vlmc_decoder_free_stream(stream);
     }
     return NULL;
 }
@@ -48,6 +72,11 @@ static void *work(void *arg) {
 int main(int argc, char **argv) {
     int threads = atoi(argv[3]), bad = 0;
     rounds = atoi(argv[4]);
+    size_t got_y = 0;
+    enc_y = read_floats(argv[5], &got_y), enc_z = read_floats(argv[6], &n_z);
+    if (!enc_y || !enc_z) return 3;
+    width = atoi(argv[7]), height = atoi(argv[8]), coded_width = atoi(argv[9]), coded_height = atoi(argv[10]);
+    quality = atof(argv[11]), flags = atoi(argv[12]);
     if (vlmc_decoder_open(argv[1], &dec) != VLMC_DEC_OK) return fprintf(stderr, "%s\n", vlmc_decoder_last_error()), 3;
     FILE *f = fopen(argv[2], "rb");
     if (!f) return 3;
@@ -61,6 +90,7 @@ int main(int argc, char **argv) {
     if (vlmc_decoder_stream_info(dec, data, size, &info) != VLMC_DEC_OK) return 3;
     n_rgb = (size_t)info.width * info.height * 3;
     n_y = (size_t)info.channels * info.latent_height * info.latent_width;
+    if (got_y != n_y) return fprintf(stderr, "y has %zu floats, the stream %zu\n", got_y, n_y), 3;
     uint32_t small_w, small_h;
     if (vlmc_decoder_consumer_size(&info, 160, &small_w, &small_h) != VLMC_DEC_OK) return 3;
     n_small = (size_t)small_w * small_h * 3;
@@ -111,12 +141,18 @@ def main() -> int:
     model_file = export_c_decoder(load_model(default_model_path()), work)
     codec, samples = Codec(), sorted((ROOT / "assets" / "samples").glob("*.png"))
     img = load_image(samples[0])
-    cases = {"full": codec.encode(img, quality=50), "consumer": codec.encode(img, quality=30, short_side=200)}
     t0 = time.time()
-    for name, data in cases.items():
-        (work / f"{name}.vlmc").write_bytes(data)
+    for name, (quality, side) in {"full": (50, None), "consumer": (30, 200)}.items():
+        prep = codec.prepare(img, quality, side)
+        y, z = codec.analyse([prep.pixels], [prep.quality])
+        (work / f"{name}.vlmc").write_bytes(codec.entropy_encode(y[0], z[0], prep))
+        (work / f"{name}_y.f32").write_bytes(y[0].numpy().tobytes())
+        (work / f"{name}_z.f32").write_bytes(z[0].numpy().tobytes())
+        (h, w), (ch, cw) = prep.size, prep.pixels.shape[:2]
         run = subprocess.run([str(work / "conc"), str(model_file), str(work / f"{name}.vlmc"), str(a.threads),
-                              str(a.rounds)], capture_output=True, text=True, env={"TSAN_OPTIONS": "halt_on_error=1"})
+                              str(a.rounds), str(work / f"{name}_y.f32"), str(work / f"{name}_z.f32"), str(w), str(h),
+                              str(cw), str(ch), str(prep.quality), str(int(codec.pre_edit))],
+                             capture_output=True, text=True, env={"TSAN_OPTIONS": "halt_on_error=1"})
         print(run.stdout.strip())
         if run.returncode != 0 or "ThreadSanitizer" in run.stderr:
             print(f"{name}: exit {run.returncode}\n{run.stderr[-4000:]}")
