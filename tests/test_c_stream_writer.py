@@ -144,6 +144,11 @@ def test_version_1_model_file_decodes_but_cannot_write(c_decoder_build, tiny_wri
     old = blob[:8] + struct.pack("<I", 1) + blob[12:at] + blob[at + len(gain):]
     old += struct.pack("<I", zlib.crc32(old))
     v1 = CStreamDecoder(c_decoder_build / "libvlmc_decoder.so", old)
+    (tmp_path / "old.vlmd").write_bytes(old)
+    from vlmcodec.export.c_decoder import describe_decoder_model
+
+    d = describe_decoder_model(tmp_path / "old.vlmd")
+    assert (d["format_version"], d["writes_streams"]) == (1, False)
     data = codec.encode(smooth_image(rng, 64, 96), quality=30)
     np.testing.assert_array_equal(v1.latents(data), writer.latents(data))
     assert not v1.can_write() and writer.can_write()
