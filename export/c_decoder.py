@@ -208,6 +208,7 @@ class CStreamDecoder:
         lib.vlmc_decoder_image_at.argtypes = lib.vlmc_decoder_image.argtypes
         lib.vlmc_decoder_consumer_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32),
                                                    ctypes.POINTER(ctypes.c_uint32)]
+        lib.vlmc_decoder_fingerprints.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         lib.vlmc_decoder_can_write.argtypes = [ctypes.c_void_p]
         lib.vlmc_decoder_gain.argtypes = [ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p, ctypes.c_size_t]
         lib.vlmc_decoder_latent_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
@@ -289,6 +290,12 @@ class CStreamDecoder:
                                                  out.ctypes.data, out.size))
         return out
 
+
+    def fingerprints(self) -> tuple[bytes, bytes]:
+        """(the model's fingerprint, the one its streams carry): 8 bytes each."""
+        own, carried = (self._ct.c_uint8 * 8)(), (self._ct.c_uint8 * 8)()
+        self._check(self._lib.vlmc_decoder_fingerprints(self._handle, own, carried))
+        return bytes(own), bytes(carried)
 
     # -- writing streams (vlmc_decoder_write_stream) -------------------------------------------
     def can_write(self) -> bool:

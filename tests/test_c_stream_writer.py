@@ -240,7 +240,8 @@ def test_the_headers_recipe_on_onnx_runtime_writes_the_onnxruntime_backends_stre
     from vlmcodec.export.onnx import export_onnx
 
     codec, writer, _ = default_writer
-    export_onnx(load_model(default_model_path()), tmp_path)
+    manifest = export_onnx(load_model(default_model_path()), tmp_path)
+    assert bytes.fromhex(manifest["model_fingerprint"])[:8] == writer.fingerprints()[0]  # the same model's
     run = {name: ort.InferenceSession(str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run
            for name in ("pre_editor", "g_a", "h_a")}
     img = load_image(SAMPLES[0])[:300, :500]  # 300×500: padded to 320×512
