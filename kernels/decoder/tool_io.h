@@ -1,4 +1,4 @@
-/* File and argument helpers shared by the command-line tools (vlmc_decode_latents,
+/* Error, file and argument helpers shared by the command-line tools (vlmc_decode_latents,
  * vlmc_write_stream); plain C, static functions, not installed. */
 #ifndef VLMC_TOOL_IO_H
 #define VLMC_TOOL_IO_H
@@ -6,6 +6,13 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+/* The tool's messages: "TOOL: error: what" on stderr; the exit status 2. Each tool defines
+ * VLMC_TOOL_NAME (a string) before including this. */
+static int error(const char *what) {
+    fprintf(stderr, VLMC_TOOL_NAME ": error: %s\n", what);
+    return 2;
+}
 
 /* The whole file, malloc'd (*size bytes; a 1-byte buffer when empty); NULL when unreadable. */
 static unsigned char *read_file(const char *path, size_t *size) {

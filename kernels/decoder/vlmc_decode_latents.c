@@ -16,12 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define VLMC_TOOL_NAME "vlmc_decode_latents"
 #include "tool_io.h"
-
-static int error(const char *what) {
-    fprintf(stderr, "vlmc_decode_latents: error: %s\n", what);
-    return 2;
-}
 
 static int bad_value(const char *option, const char *expected, const char *value) {
     fprintf(stderr, "vlmc_decode_latents: error: %s takes a whole number (%s), got '%s'\n", option, expected, value);

@@ -18,16 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define VLMC_TOOL_NAME "vlmc_write_stream"
 #include "tool_io.h"
 
 #define USAGE                                                                                               \
     "usage: vlmc_write_stream MODEL.vlmd Y.f32 Z.f32 OUT.vlmc --size WxH --quality Q [--coded-size WxH] " \
     "[--pre-edited] [--threads N]\n       vlmc_write_stream MODEL.vlmd --gain Q OUT.f32"
-
-static int error(const char *what) {
-    fprintf(stderr, "vlmc_write_stream: error: %s\n", what);
-    return 2;
-}
 
 static int bad_value(const char *option, const char *expected, const char *value) {
     fprintf(stderr, "vlmc_write_stream: error: %s takes %s, got '%s'\n", option, expected, value);
