@@ -18,7 +18,8 @@ configurations alternating per round — how to spend a machine's cores, on call
 With ``--write``, times the entropy stage of encoding instead: ``Codec.entropy_encode`` (z
 symbols, exact h_s, y symbols, rANS, container) against the C library's
 ``vlmc_decoder_write_stream`` on the same (y · gain, z) from the networks, alternating per image
-and round; checks that the streams are identical.
+and round; checks that the streams are identical. (In one process, torch's OpenMP workers spin
+on after the Python arm and slow the C call after it: ``OMP_WAIT_POLICY=PASSIVE`` removes that.)
 
 With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
