@@ -223,7 +223,8 @@ def test_bands_give_the_same_pixels(default_pair, built):
 def test_a_clang_build_decodes_what_the_default_build_decodes(default_pair, tmp_path):
     """The decoder and its C tests built with Clang too (GCC accepts code C++17 does not, e.g. a
     lambda capturing a structured binding): the ctest suite passes and the latents are the default
-    build's bit for bit, the images within one level (float32 g_s may differ by an ULP)."""
+    build's bit for bit, the images within one level (float32 g_s may differ by an ULP), the
+    streams it writes the Python encoder's byte for byte."""
     import shutil
 
     cc, cxx = shutil.which("clang"), shutil.which("clang++")
@@ -239,6 +240,12 @@ def test_a_clang_build_decodes_what_the_default_build_decodes(default_pair, tmp_
         assert np.array_equal(clang_dec.latents(data), dec.latents(data)), case
         ours, theirs = clang_dec.image(data, threads=2), dec.image(data, threads=2)
         assert ours.shape == theirs.shape and int(np.abs(ours.astype(int) - theirs).max()) <= 1, case
+    # and it writes the Python encoder's streams too (vlmc_decoder_write_stream)
+    prep = codec.prepare(img, 55)
+    y, z = codec.analyse([prep.pixels], [prep.quality])
+    (h, w) = prep.size
+    assert clang_dec.write_stream(y[0].numpy(), z[0].numpy(), w, h, 55, pre_edited=True) == \
+        codec.entropy_encode(y[0], z[0], prep)
 
 
 def test_damaged_streams_fail_exactly_where_python_fails(tiny_pair, rng):
