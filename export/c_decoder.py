@@ -181,8 +181,9 @@ def build_c_decoder(source_dir: str | Path, build_dir: str | Path, jobs: int = 2
 
 class CStreamDecoder:
     """The C decoder through ctypes: ``latents(data, raw=False, threads=0) -> float32 [M, h, w]``,
-    ``image(data, ...)`` and ``info(data) -> dict``; ``model_file`` is a decoder-model file's path
-    or its bytes; errors raise ``CDecoderError`` carrying the C error code."""
+    ``image(data, ...)`` and ``info(data) -> dict``, and the stream writer (``write_stream(y, z,
+    ...)``, ``gain(quality)``); ``model_file`` is a decoder-model file's path or its bytes; errors
+    raise ``CDecoderError`` carrying the C error code."""
 
     CODES = {-1: "invalid argument", -2: "corrupt", -3: "model mismatch", -4: "buffer too small",
              -5: "no memory", -6: "bad model file", -7: "too large", -8: "internal"}
@@ -289,7 +290,6 @@ class CStreamDecoder:
         self._check(self._lib.vlmc_decoder_image(self._handle, data, len(data), 2 if coded_size else 0, threads,
                                                  out.ctypes.data, out.size))
         return out
-
 
     def fingerprints(self) -> tuple[bytes, bytes]:
         """(the model's fingerprint, the one its streams carry): 8 bytes each."""
