@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from vlmcodec import Codec
-from vlmcodec.export.c_decoder import CDecoderError, CStreamDecoder, decoder_model_bytes, export_c_decoder
+from vlmcodec.export.c_decoder import (CDecoderError, CStreamDecoder, decoder_model_bytes, describe_decoder_model,
+                                       export_c_decoder)
 from vlmcodec.image_io import load_image
 from vlmcodec.models.checkpoint import load_model
 
@@ -145,8 +146,6 @@ def test_version_1_model_file_decodes_but_cannot_write(c_decoder_build, tiny_wri
     old += struct.pack("<I", zlib.crc32(old))
     v1 = CStreamDecoder(c_decoder_build / "libvlmc_decoder.so", old)
     (tmp_path / "old.vlmd").write_bytes(old)
-    from vlmcodec.export.c_decoder import describe_decoder_model
-
     d = describe_decoder_model(tmp_path / "old.vlmd")
     assert (d["format_version"], d["writes_streams"]) == (1, False)
     data = codec.encode(smooth_image(rng, 64, 96), quality=30)
