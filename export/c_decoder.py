@@ -186,7 +186,8 @@ class CStreamDecoder:
     raise ``CDecoderError`` carrying the C error code."""
 
     CODES = {-1: "invalid argument", -2: "corrupt", -3: "model mismatch", -4: "buffer too small",
-             -5: "no memory", -6: "bad model file", -7: "too large", -8: "internal"}
+             -5: "no memory", -6: "bad model file", -7: "too large", -8: "internal", -9: "over budget",
+             -10: "callback failed"}
     _FIELDS = ("width", "height", "coded_width", "coded_height", "padded_width", "padded_height", "channels",
                "latent_height", "latent_width", "flags")
 
@@ -219,6 +220,13 @@ class CStreamDecoder:
             ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32, ctypes.c_int,
             ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
         lib.vlmc_decoder_free_stream.argtypes = [ctypes.POINTER(ctypes.c_uint8)]
+        self._HyperAnalysis = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float),
+                                               ctypes.c_size_t, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t)
+        lib.vlmc_decoder_write_stream_within.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, self._HyperAnalysis, ctypes.c_void_p,
+            ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_size_t, ctypes.c_double,
+            ctypes.c_double, ctypes.c_uint32, ctypes.c_int, ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)),
+            ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_double)]
 
         class Info(ctypes.Structure):
             _fields_ = [(name, ctypes.c_uint32) for name in self._FIELDS] + [
@@ -333,6 +341,41 @@ class CStreamDecoder:
             threads, self._ct.byref(buf), self._ct.byref(size)))
         try:
             return self._ct.string_at(buf, size.value)
+        finally:
+            self._lib.vlmc_decoder_free_stream(buf)
+
+    def write_stream_within(self, y_raw: np.ndarray, h_a, z_shape: tuple[int, int, int], width: int, height: int,
+                            max_bytes: int, *, min_quality: float = 0.0, max_quality: float = 100.0,
+                            coded_size: tuple[int, int] | None = None, pre_edited: bool = False,
+                            threads: int = 0) -> tuple[bytes, float]:
+        """(stream, quality): the highest quality whose stream fits ``max_bytes``
+        (vlmc_decoder_write_stream_within); ``y_raw``: g_a's output before the gain [M, h, w];
+        ``h_a(y) -> z`` (float32 arrays, z of ``z_shape``) is called for each quality tried (an
+        exception in it stops the search: CDecoderError -10)."""
+        ct = self._ct
+        y_raw = np.ascontiguousarray(y_raw, np.float32)
+        z_count = int(np.prod(z_shape))
+
+        def callback(_user, y_ptr, y_count, z_ptr, n_z):
+            try:
+                y = np.ctypeslib.as_array(y_ptr, (y_count,)).reshape(y_raw.shape)
+                z = np.ascontiguousarray(h_a(y.copy()), np.float32).reshape(-1)
+                if z.size != n_z:
+                    return 2
+                np.ctypeslib.as_array(z_ptr, (n_z,))[:] = z
+                return 0
+            except Exception:  # noqa: BLE001 — a Python error must not unwind through C
+                return 1
+
+        fn = self._HyperAnalysis(callback)
+        cw, ch = coded_size if coded_size is not None else (0, 0)
+        buf, size, quality = ct.POINTER(ct.c_uint8)(), ct.c_size_t(), ct.c_double()
+        self._check(self._lib.vlmc_decoder_write_stream_within(
+            self._handle, y_raw.ctypes.data, y_raw.size, z_count, fn, None, width, height, cw, ch, max_bytes,
+            float(min_quality), float(max_quality), 1 if pre_edited else 0, threads, ct.byref(buf), ct.byref(size),
+            ct.byref(quality)))
+        try:
+            return ct.string_at(buf, size.value), round(quality.value, 2)
         finally:
             self._lib.vlmc_decoder_free_stream(buf)
 

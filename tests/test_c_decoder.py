@@ -426,6 +426,7 @@ def test_the_c_constants_are_pythons():
 
     from vlmcodec import codec as codec_module
     from vlmcodec.entropy import exact_hyper
+    from vlmcodec import rate_control
     from vlmcodec.export import c_decoder
 
     source = (ROOT / "kernels" / "decoder" / "vlmc_decoder.cpp").read_text()
@@ -438,6 +439,8 @@ def test_the_c_constants_are_pythons():
                 "kMaxDim": container.MAX_DIM, "kMaxChunks": container.MAX_CHUNKS,
                 "kMaxChunkBytes": container.MAX_CHUNK_BYTES, "kFlagRescaled": container.FLAG_RESCALED,
                 "kFlagPreEdited": container.FLAG_PRE_EDITED, "kOldestModelVersion": min(c_decoder.READABLE_VERSIONS),
+                "kGrid": rate_control.GRID, "kTolerance": rate_control.DEFAULT_TOLERANCE,
+                "kSlack": rate_control.DEFAULT_SLACK, "kMaxProbes": rate_control.MAX_PROBES,
                 "kKnownFlags": container._KNOWN_FLAGS, "kSymbolsPerChunk": codec_module.SYMBOLS_PER_CHUNK,
                 "kMaxYChunks": codec_module.MAX_Y_CHUNKS, "kActScale": 2.0 ** exact_hyper.ACT_FRAC_BITS,
                 "kExactLimit": exact_hyper._EXACT_LIMIT, "kLeakyNum": exact_hyper.LEAKY_NUM,

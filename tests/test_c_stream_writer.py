@@ -171,6 +171,7 @@ USER_PROGRAM_CPP = r"""
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <stdexcept>
 static std::vector<float> floats(const char *path) {
     std::ifstream f(path, std::ios::binary);
     const std::vector<char> b{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
@@ -190,7 +191,23 @@ int main(int argc, char **argv) {
         try {
             dec.write_stream(floats(argv[2]), floats(argv[3]), w + 64, h, q);
         } catch (const vlmc::DecodeError &e) {
-            std::printf(" %d\n", e.code());
+            std::printf(" %d", e.code());
+        }
+        // rate control with a stand-in h_a (z = y / 100 over z's count), and an h_a that throws
+        const std::vector<float> y_raw = floats(argv[8]);
+        auto stand_in = [](const float *y, size_t, float *z, size_t n_z) {
+            for (size_t i = 0; i < n_z; ++i) z[i] = y[i] * 0.01f;
+        };
+        const auto fitted = dec.write_stream_within(y_raw, sizes.second, stand_in, w, h, std::atoi(argv[9]));
+        std::ofstream(argv[10], std::ios::binary).write(reinterpret_cast<const char *>(fitted.bytes.data()),
+                                                         fitted.bytes.size());
+        std::printf(" %.2f", fitted.quality);
+        try {
+            dec.write_stream_within(y_raw, sizes.second, [](const float *, size_t, float *, size_t) {
+                throw std::runtime_error("boom");
+            }, w, h, 100000);
+        } catch (const std::runtime_error &e) {
+            std::printf(" %s\n", e.what());
         }
     } catch (const vlmc::DecodeError &e) {
         std::fprintf(stderr, "%s (%d)\n", e.what(), e.code());
@@ -215,18 +232,27 @@ def test_a_cpp_program_writes_the_python_encoders_stream(c_decoder_build, defaul
                           str(tmp_path / "user")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     prep = codec.prepare(load_image(SAMPLES[1]), 55)
+    y_raw = codec.analyse_unscaled([prep.pixels])[1]
     y, z = codec.analyse([prep.pixels], [prep.quality])
     (tmp_path / "y.f32").write_bytes(y[0].numpy().astype("<f4").tobytes())
     (tmp_path / "z.f32").write_bytes(z[0].numpy().astype("<f4").tobytes())
+    (tmp_path / "y_raw.f32").write_bytes(y_raw[0].numpy().astype("<f4").tobytes())
     h, w = prep.size
     run = subprocess.run([str(tmp_path / "user"), str(model_file),
                           str(tmp_path / "y.f32"), str(tmp_path / "z.f32"), str(w), str(h), "55",
-                          str(tmp_path / "s.vlmc")], capture_output=True, text=True, timeout=60)
+                          str(tmp_path / "s.vlmc"), str(tmp_path / "y_raw.f32"), "60000", str(tmp_path / "r.vlmc")],
+                         capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "s.vlmc").read_bytes() == codec.entropy_encode(y[0], z[0], prep)
     out = run.stdout.split()
     assert out[:3] == ["1", str(y[0].numel()), str(z[0].numel())] and out[4] == "-1"  # -1: the counts do not match
     assert float(out[3]) == pytest.approx(float(writer.gain(55)[0]), rel=1e-7)
+    # rate control through the C++ interface: the C API's stream for the same stand-in h_a, and
+    # the exception thrown by an h_a comes back out of write_stream_within
+    expected, quality = writer.write_stream_within(y_raw[0].numpy(), lambda y: y.reshape(-1)[: z[0].numel()] * 0.01,
+                                                   tuple(z[0].shape), w, h, 60000)
+    assert (tmp_path / "r.vlmc").read_bytes() == expected and len(expected) <= 60000
+    assert out[5:] == [f"{quality:.2f}", "boom"]
 
 
 def test_the_headers_recipe_on_onnx_runtime_writes_the_onnxruntime_backends_stream(default_writer, tmp_path):
@@ -300,3 +326,79 @@ def test_the_command_line_tool_writes_the_python_encoders_stream(c_decoder_build
         run = tool_run(*args)
         assert run.returncode == 2 and run.stderr.startswith("vlmc_write_stream: error: ") and words in run.stderr, \
             (args, run.stderr)
+
+
+def _hyper_analysis(codec: Codec):
+    """h_a on the torch backend, as a caller's runtime would run h_a.onnx: y [M, h, w] → z."""
+
+    def h_a(y: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return codec.backend.hyper_analysis(torch.from_numpy(y)[None])[0].numpy()
+
+    return h_a
+
+
+def test_rate_control_in_c_gives_encode_to_sizes_stream(default_writer):
+    """vlmc_decoder_write_stream_within, from g_a's output and a caller's h_a: the stream and the
+    quality Codec.encode_to_size gives, byte for byte, over budgets from the smallest stream to
+    above the largest, at full size and at a consumer's scale with quality bounds."""
+    from vlmcodec.bitstream import container
+
+    codec, writer, _ = default_writer
+    img = load_image(SAMPLES[0])
+    for short_side, bounds, budgets in ((None, {}, (14_000, 20_000, 26_000, 33_000, 60_000)),
+                                        (256, {"min_quality": 10, "max_quality": 90}, (5_000, 6_500, 8_000, 50_000))):
+        prep = codec.prepare(img, 0, short_side)
+        y_raw = codec.analyse_unscaled([prep.pixels])[1][0].numpy()
+        (h, w), (ch, cw) = prep.size, prep.pixels.shape[:2]
+        z_shape = (codec.N, y_raw.shape[1] // 4, y_raw.shape[2] // 4)
+        for budget in budgets:
+            data, quality = writer.write_stream_within(y_raw, _hyper_analysis(codec), z_shape, w, h, budget,
+                                                       coded_size=(cw, ch), pre_edited=True, **bounds)
+            expected = codec.encode_to_size(img, budget, short_side=short_side, **bounds)
+            assert data == expected and quality == container.unpack(expected)[0].quality, (short_side, budget)
+            assert len(data) <= budget or quality == bounds.get("min_quality", 0)
+
+
+def test_rate_control_in_c_is_the_python_search(tiny_writer, rng):
+    """The C search against rate_control.largest_fitting over the C writer's own one-pass streams:
+    the same stream for 40 budgets on another architecture (the port of the search, step for step)."""
+    from vlmcodec import rate_control
+
+    codec, writer = tiny_writer
+    prep = codec.prepare(smooth_image(rng, 200, 300), 0)
+    y_raw = codec.analyse_unscaled([prep.pixels])[1][0].numpy()
+    h_a = _hyper_analysis(codec)
+    z_shape = (codec.N, y_raw.shape[1] // 4, y_raw.shape[2] // 4)
+
+    def stream_at(q: float) -> bytes:
+        y = y_raw * writer.gain(q)[:, None, None]
+        return writer.write_stream(y, h_a(y), 300, 200, q)
+
+    smallest, largest = len(stream_at(0)), len(stream_at(100))
+    for budget in np.linspace(smallest, largest * 1.05, 40).astype(int):
+        ours, quality = writer.write_stream_within(y_raw, h_a, z_shape, 300, 200, int(budget))
+        theirs, probes = rate_control.largest_fitting(stream_at, int(budget))
+        assert ours == theirs, (budget, quality, probes)
+
+
+def test_rate_control_in_c_refuses_clearly(tiny_writer, rng):
+    codec, writer = tiny_writer
+    prep = codec.prepare(smooth_image(rng, 64, 64), 0)
+    y_raw = codec.analyse_unscaled([prep.pixels])[1][0].numpy()
+    h_a, z_shape = _hyper_analysis(codec), (codec.N, 1, 1)
+
+    def refused(code: int, words: str, h_a=h_a, budget: int = 10_000, **kw) -> None:
+        with pytest.raises(CDecoderError) as e:
+            writer.write_stream_within(y_raw, h_a, z_shape, 64, 64, budget, **kw)
+        assert e.value.code == code and words in e.value.message, e.value.message
+
+    refused(-9, "over the budget of 5", budget=5)  # even quality 0 needs more
+    refused(-10, "the h_a callback failed (returned 1)", h_a=lambda y: 1 / 0)  # an exception in it
+    refused(-10, "returned 2", h_a=lambda y: np.zeros(3, np.float32))  # the wrong size
+    refused(-1, "max_bytes must be at least 1", budget=0)
+    refused(-1, "min_quality is above max_quality", min_quality=60, max_quality=50)
+    refused(-1, "quality must be", max_quality=101)
+    with pytest.raises(CDecoderError) as e:
+        writer.write_stream_within(y_raw[:, :2], h_a, z_shape, 64, 64, 10_000)
+    assert e.value.code == -1 and "do not match the coded size" in e.value.message

@@ -977,9 +977,12 @@ std::vector<uint8_t> write_stream(const vlmc_decoder &d, const float *y, const f
     entropy_code(d.y, y_sym, scale_indexes(d, params), size_t(num_chunks_for(n_y)), int(pool.size()), payload, sizes);
     // the container (container.pack): the rescaled bit follows the coded size
     const bool rescaled = g.coded_width != g.width || g.coded_height != g.height;
-    std::vector<uint8_t> out = {'V', 'L', 'M', 'C', uint8_t(kStreamVersion),
-                                uint8_t((flags & kFlagPreEdited) | (rescaled ? kFlagRescaled : 0))};
-    out.insert(out.end(), d.stream_fingerprint, d.stream_fingerprint + 8);
+    std::vector<uint8_t> out;
+    out.reserve(48 + 5 * sizes.size() + payload.size());
+    for (const uint8_t b : {uint8_t('V'), uint8_t('L'), uint8_t('M'), uint8_t('C'), uint8_t(kStreamVersion),
+                            uint8_t((flags & kFlagPreEdited) | (rescaled ? kFlagRescaled : 0))})
+        out.push_back(b);
+    for (const uint8_t b : d.stream_fingerprint) out.push_back(b);
     put_varint(out, g.width);
     put_varint(out, g.height);
     if (rescaled) {
@@ -1068,5 +1071,148 @@ int vlmc_decoder_write_stream(const vlmc_decoder *decoder, const float *y, size_
 }
 
 void vlmc_decoder_free_stream(uint8_t *stream) { std::free(stream); }
+
+}  // extern "C"
+
+// -- rate control: the highest quality whose stream fits a budget (engine/rate_control.py) ------
+
+namespace {
+
+constexpr int kGrid = 100;               // rate_control.GRID: qualities in hundredths
+constexpr double kTolerance = 0.1;       // rate_control.DEFAULT_TOLERANCE
+constexpr double kSlack = 0.01;          // rate_control.DEFAULT_SLACK
+constexpr size_t kMaxProbes = 16;        // rate_control.MAX_PROBES
+
+struct Probe {
+    double quality;
+    size_t size;
+};
+
+// rate_control._interpolate: the quality where log-size reaches target, by inverse quadratic
+// interpolation through the three probes nearest the target in log-size, else linearly through
+// the bracket; NaN when neither lands strictly inside it
+double interpolate(const std::vector<Probe> &probes, double target, int k_lo, size_t size_lo, int k_hi,
+                   size_t size_hi) {
+    const double q_lo = double(k_lo) / kGrid, q_hi = double(k_hi) / kGrid;
+    std::vector<std::pair<double, double>> points;  // (log size, quality), distinct pairs
+    for (const Probe &p : probes) {
+        const std::pair<double, double> pt{std::log(double(p.size)), p.quality};
+        if (std::find(points.begin(), points.end(), pt) == points.end()) points.push_back(pt);
+    }
+    std::stable_sort(points.begin(), points.end(), [&](const auto &a, const auto &b) {
+        return std::fabs(a.first - target) < std::fabs(b.first - target);
+    });
+    if (points.size() >= 3 && points[0].first != points[1].first && points[0].first != points[2].first &&
+        points[1].first != points[2].first) {
+        const double a = points[0].first, qa = points[0].second, b = points[1].first, qb = points[1].second,
+                     c = points[2].first, qc = points[2].second;
+        const double guess = qa * (target - b) * (target - c) / ((a - b) * (a - c)) +
+                             qb * (target - a) * (target - c) / ((b - a) * (b - c)) +
+                             qc * (target - a) * (target - b) / ((c - a) * (c - b));
+        if (q_lo < guess && guess < q_hi) return guess;
+    }
+    const double t = (target - std::log(double(size_lo))) / (std::log(double(size_hi)) - std::log(double(size_lo)));
+    const double guess = q_lo + t * (q_hi - q_lo);
+    return q_lo < guess && guess < q_hi ? guess : std::nan("");
+}
+
+// rate_control._search over stream_at(k) (the stream at quality k / 100): the stream of the
+// highest quality in [k_lo, k_hi] found to fit budget, and its k
+template <class StreamAt>
+std::pair<std::vector<uint8_t>, int> largest_fitting(StreamAt stream_at, size_t budget, int k_lo, int k_hi) {
+    std::vector<Probe> probes;
+    auto probe = [&](int k) {
+        std::vector<uint8_t> data = stream_at(k);
+        probes.push_back({double(k) / kGrid, data.size()});
+        return data;
+    };
+    std::vector<uint8_t> best = probe(k_hi);
+    if (best.size() <= budget) return {std::move(best), k_hi};
+    size_t size_hi = best.size();
+    best = probe(k_lo);
+    size_t size_lo = best.size();
+    if (size_lo > budget) {
+        char q[32];
+        std::snprintf(q, sizeof q, "%g", double(k_lo) / kGrid);
+        raise(VLMC_DEC_ERR_BUDGET, std::string("even quality ") + q + " needs " + std::to_string(size_lo) +
+                                       " bytes, over the budget of " + std::to_string(budget) +
+                                       "; a smaller coded size (a consumer's scale) makes smaller streams");
+    }
+    const int step = std::max(1, int(std::nearbyint(kTolerance * kGrid)));
+    const double full = double(budget) * (1.0 - kSlack);
+    const double target = std::log(double(budget) * (1.0 - kSlack / 2));  // inside the window [full, budget]
+    bool bisect = false;
+    while (k_hi - k_lo > step && double(size_lo) < full && probes.size() < kMaxProbes) {
+        const int width = k_hi - k_lo;
+        const double guess = bisect || size_hi <= size_lo ? std::nan("")
+                                                           : interpolate(probes, target, k_lo, size_lo, k_hi, size_hi);
+        int k = std::isnan(guess) ? (k_lo + k_hi) / 2 : int(std::nearbyint(guess * kGrid));
+        k = std::min(std::max(k, k_lo + 1), k_hi - 1);
+        std::vector<uint8_t> data = probe(k);
+        if (data.size() <= budget) {
+            k_lo = k, size_lo = data.size(), best = std::move(data);
+        } else {
+            k_hi = k, size_hi = data.size();
+        }
+        // an interpolation that did not halve the bracket and landed on the same side as the
+        // probe before (creeping up on the target from one side) is followed by a bisection
+        const bool same_side = (probes.back().size <= budget) == (probes[probes.size() - 2].size <= budget);
+        bisect = !bisect && same_side && double(k_hi - k_lo) > width / 2.0;
+    }
+    return {std::move(best), k_lo};
+}
+
+}  // namespace
+
+extern "C" {
+
+int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y_raw, size_t y_count, size_t z_count,
+                                     vlmc_hyper_analysis h_a, void *user, uint32_t width, uint32_t height,
+                                     uint32_t coded_width, uint32_t coded_height, size_t max_bytes,
+                                     double min_quality, double max_quality, uint32_t flags, int num_threads,
+                                     uint8_t **out, size_t *out_size, double *quality) {
+    if (out != nullptr) *out = nullptr;
+    if (out_size != nullptr) *out_size = 0;
+    const int rc = vlmc_decoder_can_write(decoder);
+    if (rc != VLMC_DEC_OK) return rc;
+    if (y_raw == nullptr || h_a == nullptr || out == nullptr || out_size == nullptr)
+        return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "y_raw, h_a, out or out_size is null");
+    return guarded([&] {
+        const int threads = threads_for(num_threads);
+        if (flags & ~VLMC_ENC_PRE_EDITED) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
+        if (max_bytes == 0) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "max_bytes must be at least 1");
+        const uint32_t lo = quality_x100(min_quality), hi = quality_x100(max_quality);
+        if (lo > hi) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "min_quality is above max_quality");
+        const StreamGeometry g = check_geometry(*decoder, width, height, coded_width, coded_height);
+        const size_t need_y = size_t(decoder->M) * g.hy * g.wy, need_z = size_t(decoder->N) * g.hz * g.wz;
+        if (y_count != need_y || z_count != need_z)
+            raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "y_count " + std::to_string(y_count) + " and z_count " +
+                                                     std::to_string(z_count) + " do not match the coded size (need " +
+                                                     std::to_string(need_y) + " and " + std::to_string(need_z) + ")");
+        const auto pool = decoder->pools.lease(threads);
+        const size_t plane = size_t(g.hy) * g.wy;
+        std::vector<float> y(need_y), z(need_z);
+        auto stream_at = [&](int k) {
+            // y = g_a output · gain(k / 100) in float32, z = the caller's h_a(y), then the stream
+            const GainInterpolation gain(decoder->K, uint32_t(k));
+            for (uint32_t c = 0; c < decoder->M; ++c) {
+                const float gc = gain(decoder->gain, decoder->M, c);
+                const float *src = y_raw + c * plane;
+                float *dst = y.data() + c * plane;
+                for (size_t i = 0; i < plane; ++i) dst[i] = src[i] * gc;
+            }
+            const int status = h_a(user, y.data(), need_y, z.data(), need_z);
+            if (status != 0) raise(VLMC_DEC_ERR_CALLBACK, "the h_a callback failed (returned " + std::to_string(status) + ")");
+            return write_stream(*decoder, y.data(), z.data(), g, uint32_t(k), flags, *pool);
+        };
+        auto found = largest_fitting(stream_at, max_bytes, int(lo), int(hi));
+        auto *buf = static_cast<uint8_t *>(std::malloc(found.first.size()));
+        if (buf == nullptr) raise(VLMC_DEC_ERR_NO_MEMORY, "out of memory");
+        std::memcpy(buf, found.first.data(), found.first.size());
+        *out = buf;
+        *out_size = found.first.size();
+        if (quality != nullptr) *quality = found.second / 100.0;
+    });
+}
 
 }  // extern "C"

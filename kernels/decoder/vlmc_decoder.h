@@ -66,7 +66,9 @@ enum {
     VLMC_DEC_ERR_NO_MEMORY = -5,
     VLMC_DEC_ERR_BAD_MODEL_FILE = -6,   /* the decoder-model file is unreadable or damaged */
     VLMC_DEC_ERR_TOO_LARGE = -7,        /* the stream announces more pixels than max_pixels */
-    VLMC_DEC_ERR_INTERNAL = -8
+    VLMC_DEC_ERR_INTERNAL = -8,
+    VLMC_DEC_ERR_BUDGET = -9,           /* write_stream_within: even the lowest quality is over the budget */
+    VLMC_DEC_ERR_CALLBACK = -10         /* write_stream_within: the caller's h_a returned non-zero */
 };
 
 /* flags */
@@ -192,6 +194,23 @@ VLMC_DECODER_API int vlmc_decoder_write_stream(const vlmc_decoder *decoder, cons
                                                uint32_t coded_width, uint32_t coded_height, double quality,
                                                uint32_t flags, int num_threads, uint8_t **out, size_t *out_size);
 VLMC_DECODER_API void vlmc_decoder_free_stream(uint8_t *stream);
+
+/* Rate control: the stream of the highest quality in [min_quality, max_quality] whose size is at
+ * most max_bytes, as vlmcodec's Codec.encode_to_size searches it (engine/rate_control.py: the
+ * budget bracketed and narrowed by interpolating in log-size, on the 0.01 grid, until the bracket
+ * is 0.1 wide or a stream fills the budget to within 1 %; typically 3-6 qualities tried). y_raw is
+ * g_a's output before the gain (y_count floats, as write_stream's y); for each quality tried the
+ * library scales it by the gain and calls h_a(user, y, y_count, z, z_count), the caller's runtime
+ * of h_a.onnx, which fills z (z_count floats) and returns 0 (non-zero stops the search:
+ * VLMC_DEC_ERR_CALLBACK). *quality receives the quality found (may be NULL). When even
+ * min_quality does not fit: VLMC_DEC_ERR_BUDGET, its message naming the smallest size. */
+typedef int (*vlmc_hyper_analysis)(void *user, const float *y, size_t y_count, float *z, size_t z_count);
+VLMC_DECODER_API int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y_raw, size_t y_count,
+                                                      size_t z_count, vlmc_hyper_analysis h_a, void *user,
+                                                      uint32_t width, uint32_t height, uint32_t coded_width,
+                                                      uint32_t coded_height, size_t max_bytes, double min_quality,
+                                                      double max_quality, uint32_t flags, int num_threads,
+                                                      uint8_t **out, size_t *out_size, double *quality);
 
 #ifdef __cplusplus
 }

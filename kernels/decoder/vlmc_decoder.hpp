@@ -16,8 +16,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -146,6 +148,53 @@ class Decoder {
         std::vector<uint8_t> out;
         try {
             out.assign(bytes, bytes + size);
+        } catch (...) {
+            vlmc_decoder_free_stream(bytes);
+            throw;
+        }
+        vlmc_decoder_free_stream(bytes);
+        return out;
+    }
+
+    // rate control (vlmc_decoder_write_stream_within): the stream of the highest quality in
+    // [min_quality, max_quality] that fits max_bytes, and that quality; y_raw: g_a's output before
+    // the gain; h_a(const float *y, size_t y_count, float *z, size_t z_count) runs the caller's
+    // h_a for each quality tried (an exception from it stops the search and propagates)
+    struct SizedStream {
+        std::vector<uint8_t> bytes;
+        double quality = 0;
+    };
+    template <class HyperAnalysis>
+    SizedStream write_stream_within(const std::vector<float> &y_raw, size_t z_count, HyperAnalysis &&h_a,
+                                    uint32_t width, uint32_t height, size_t max_bytes, double min_quality = 0,
+                                    double max_quality = 100, uint32_t flags = 0, uint32_t coded_width = 0,
+                                    uint32_t coded_height = 0, int threads = 0) const {
+        using Fn = std::remove_reference_t<HyperAnalysis>;
+        struct Context {
+            Fn *fn;
+            std::exception_ptr error;
+        } context{&h_a, nullptr};
+        auto trampoline = [](void *user, const float *y, size_t y_count, float *z, size_t n_z) -> int {
+            auto *c = static_cast<Context *>(user);
+            try {
+                (*c->fn)(y, y_count, z, n_z);
+                return 0;
+            } catch (...) {  // no exception crosses the C library
+                c->error = std::current_exception();
+                return 1;
+            }
+        };
+        uint8_t *bytes = nullptr;
+        size_t size = 0;
+        SizedStream out;
+        const int rc = vlmc_decoder_write_stream_within(handle_, y_raw.data(), y_raw.size(), z_count, trampoline,
+                                                        &context, width, height, coded_width, coded_height, max_bytes,
+                                                        min_quality, max_quality, flags, threads, &bytes, &size,
+                                                        &out.quality);
+        if (context.error) std::rethrow_exception(context.error);
+        check(rc);
+        try {
+            out.bytes.assign(bytes, bytes + size);
         } catch (...) {
             vlmc_decoder_free_stream(bytes);
             throw;
