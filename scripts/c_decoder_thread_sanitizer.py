@@ -5,8 +5,9 @@ the library with -fsanitize=thread (cmake, into a temporary folder) and a small 
 opens the default model's decoder file once and decodes the same streams from several threads
 at once, each call itself using 2 threads (full size, a consumer-scale stream that is upsampled,
 both at a consumer's 160 px, and latents), and writes the stream again from its encoder outputs
-(y · gain, z: vlmc_decoder_write_stream, 2 threads), then checks that every thread got the same
-bytes and wrote the stream it decoded. Any ThreadSanitizer report or difference fails it. A check
+(y · gain, z: vlmc_decoder_write_stream, 2 threads) and runs rate control on it
+(vlmc_decoder_write_stream_within with a stand-in h_a callback: z = y / 100), then checks that
+every thread got the same bytes, wrote the stream it decoded and the same rate-controlled one. Any ThreadSanitizer report or difference fails it. A check
 to run by hand (about a minute), not a test.
 
     python scripts/c_decoder_thread_sanitizer.py [--threads 4] [--rounds 2]
@@ -38,7 +39,13 @@ static float *enc_y, *enc_z; /* the encoder's outputs that wrote the stream */
 static unsigned width, height, coded_width, coded_height, flags;
 static double quality;
 
-typedef struct { unsigned char *rgb, *small; float *y; int failed; } Job;
+typedef struct { unsigned char *rgb, *small, *fitted; size_t fitted_size; double fitted_quality; float *y; int failed; } Job;
+
+static int stand_in(void *user, const float *y, size_t y_count, float *z, size_t z_count) {
+    (void)user;
+    for (size_t i = 0; i < z_count && i < y_count; ++i) z[i] = y[i] * 0.01f;
+    return 0;
+}
 
 static float *read_floats(const char *path, size_t *count) {
     FILE *f = fopen(path, "rb");
@@ -65,6 +72,14 @@ static void *work(void *arg) {
             written != size || memcmp(stream, data, size) != 0)
             job->failed = 1;
         vlmc_decoder_free_stream(stream);
+        double q = -1;
+        vlmc_decoder_free_stream(job->fitted);
+        job->fitted = NULL;
+        if (vlmc_decoder_write_stream_within(dec, enc_y, n_y, n_z, stand_in, NULL, width, height, coded_width,
+                                             coded_height, 2 * size, 0, 100, flags, 2, &job->fitted,
+                                             &job->fitted_size, &q) != VLMC_DEC_OK)
+            job->failed = 1;
+        job->fitted_quality = q;
     }
     return NULL;
 }
@@ -98,14 +113,16 @@ int main(int argc, char **argv) {
     Job jobs[64];
     for (int t = 0; t < threads; ++t) {
         jobs[t].rgb = malloc(n_rgb), jobs[t].small = malloc(n_small), jobs[t].y = malloc(n_y * sizeof(float));
-        jobs[t].failed = 0;
+        jobs[t].failed = 0, jobs[t].fitted = NULL, jobs[t].fitted_size = 0;
         pthread_create(&tid[t], NULL, work, &jobs[t]);
     }
     for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
     for (int t = 0; t < threads; ++t)
         bad += jobs[t].failed || memcmp(jobs[t].rgb, jobs[0].rgb, n_rgb) || memcmp(jobs[t].y, jobs[0].y, n_y * sizeof(float)) ||
-               memcmp(jobs[t].small, jobs[0].small, n_small);
-    printf("%s: %d threads x %d rounds, %s\n", argv[2], threads, rounds, bad ? "DIFFERENT or FAILED" : "all equal");
+               memcmp(jobs[t].small, jobs[0].small, n_small) || jobs[t].fitted_size != jobs[0].fitted_size ||
+               memcmp(jobs[t].fitted, jobs[0].fitted, jobs[0].fitted_size);
+    printf("%s: %d threads x %d rounds, %s (rate control: %zu bytes at quality %.2f)\n", argv[2], threads, rounds,
+           bad ? "DIFFERENT or FAILED" : "all equal", jobs[0].fitted_size, jobs[0].fitted_quality);
     vlmc_decoder_free(dec);
     return bad ? 1 : 0;
 }
