@@ -401,4 +401,4 @@ def test_rate_control_in_c_refuses_clearly(tiny_writer, rng):
     refused(-1, "quality must be", max_quality=101)
     with pytest.raises(CDecoderError) as e:
         writer.write_stream_within(y_raw[:, :2], h_a, z_shape, 64, 64, 10_000)
-    assert e.value.code == -1 and "do not match the coded size" in e.value.message
+    assert e.value.code == -1 and "a 64x64 coded image needs" in e.value.message

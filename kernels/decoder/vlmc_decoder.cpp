@@ -937,6 +937,27 @@ StreamGeometry check_geometry(const vlmc_decoder &d, uint32_t width, uint32_t he
     return {width, height, coded_width, coded_height, ph / 64, pw / 64, ph / 16, pw / 16};
 }
 
+// y_count and z_count checked against what an image coded at g's size has
+void check_latent_counts(const vlmc_decoder &d, const StreamGeometry &g, size_t y_count, size_t z_count) {
+    const size_t need_y = size_t(d.M) * g.hy * g.wy, need_z = size_t(d.N) * g.hz * g.wz;
+    if (y_count != need_y || z_count != need_z)
+        raise(VLMC_DEC_ERR_INVALID_ARGUMENT,
+              "y holds " + std::to_string(y_count) + " and z " + std::to_string(z_count) + " floats; a " +
+                  std::to_string(g.coded_width) + "x" + std::to_string(g.coded_height) + " coded image needs " +
+                  std::to_string(need_y) + " (" + std::to_string(d.M) + "x" + std::to_string(g.hy) + "x" +
+                  std::to_string(g.wy) + ") and " + std::to_string(need_z) + " (" + std::to_string(d.N) + "x" +
+                  std::to_string(g.hz) + "x" + std::to_string(g.wz) + ")");
+}
+
+// A written stream handed to the caller in a malloc'd buffer (vlmc_decoder_free_stream frees it)
+void hand_out(const std::vector<uint8_t> &stream, uint8_t **out, size_t *out_size) {
+    auto *buf = static_cast<uint8_t *>(std::malloc(stream.size()));
+    if (buf == nullptr) raise(VLMC_DEC_ERR_NO_MEMORY, "out of memory");
+    std::memcpy(buf, stream.data(), stream.size());
+    *out = buf;
+    *out_size = stream.size();
+}
+
 // The inputs are the caller's network outputs: a non-finite or absurd value is refused, where a
 // cast to int32 would otherwise be undefined
 constexpr double kMaxSymbol = 1073741824.0;  // 2^30
@@ -1052,21 +1073,8 @@ int vlmc_decoder_write_stream(const vlmc_decoder *decoder, const float *y, size_
         if (flags & ~VLMC_ENC_PRE_EDITED) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
         const uint32_t q100 = quality_x100(quality);
         const StreamGeometry g = check_geometry(*decoder, width, height, coded_width, coded_height);
-        const size_t need_y = size_t(decoder->M) * g.hy * g.wy, need_z = size_t(decoder->N) * g.hz * g.wz;
-        if (y_count != need_y || z_count != need_z)
-            raise(VLMC_DEC_ERR_INVALID_ARGUMENT,
-                  "y holds " + std::to_string(y_count) + " and z " + std::to_string(z_count) + " floats; a " +
-                      std::to_string(g.coded_width) + "x" + std::to_string(g.coded_height) + " coded image needs " +
-                      std::to_string(need_y) + " (" + std::to_string(decoder->M) + "x" + std::to_string(g.hy) + "x" +
-                      std::to_string(g.wy) + ") and " + std::to_string(need_z) + " (" + std::to_string(decoder->N) +
-                      "x" + std::to_string(g.hz) + "x" + std::to_string(g.wz) + ")");
-        const std::vector<uint8_t> stream =
-            write_stream(*decoder, y, z, g, q100, flags, *decoder->pools.lease(threads));
-        auto *buf = static_cast<uint8_t *>(std::malloc(stream.size()));
-        if (buf == nullptr) raise(VLMC_DEC_ERR_NO_MEMORY, "out of memory");
-        std::memcpy(buf, stream.data(), stream.size());
-        *out = buf;
-        *out_size = stream.size();
+        check_latent_counts(*decoder, g, y_count, z_count);
+        hand_out(write_stream(*decoder, y, z, g, q100, flags, *decoder->pools.lease(threads)), out, out_size);
     });
 }
 
@@ -1184,14 +1192,10 @@ int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y
         const uint32_t lo = quality_x100(min_quality), hi = quality_x100(max_quality);
         if (lo > hi) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "min_quality is above max_quality");
         const StreamGeometry g = check_geometry(*decoder, width, height, coded_width, coded_height);
-        const size_t need_y = size_t(decoder->M) * g.hy * g.wy, need_z = size_t(decoder->N) * g.hz * g.wz;
-        if (y_count != need_y || z_count != need_z)
-            raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "y_count " + std::to_string(y_count) + " and z_count " +
-                                                     std::to_string(z_count) + " do not match the coded size (need " +
-                                                     std::to_string(need_y) + " and " + std::to_string(need_z) + ")");
+        check_latent_counts(*decoder, g, y_count, z_count);
         const auto pool = decoder->pools.lease(threads);
         const size_t plane = size_t(g.hy) * g.wy;
-        std::vector<float> y(need_y), z(need_z);
+        std::vector<float> y(y_count), z(z_count);
         auto stream_at = [&](int k) {
             // y = g_a output · gain(k / 100) in float32, z = the caller's h_a(y), then the stream
             const GainInterpolation gain(decoder->K, uint32_t(k));
@@ -1201,16 +1205,13 @@ int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y
                 float *dst = y.data() + c * plane;
                 for (size_t i = 0; i < plane; ++i) dst[i] = src[i] * gc;
             }
-            const int status = h_a(user, y.data(), need_y, z.data(), need_z);
-            if (status != 0) raise(VLMC_DEC_ERR_CALLBACK, "the h_a callback failed (returned " + std::to_string(status) + ")");
+            const int status = h_a(user, y.data(), y_count, z.data(), z_count);
+            if (status != 0)
+                raise(VLMC_DEC_ERR_CALLBACK, "the h_a callback failed (returned " + std::to_string(status) + ")");
             return write_stream(*decoder, y.data(), z.data(), g, uint32_t(k), flags, *pool);
         };
-        auto found = largest_fitting(stream_at, max_bytes, int(lo), int(hi));
-        auto *buf = static_cast<uint8_t *>(std::malloc(found.first.size()));
-        if (buf == nullptr) raise(VLMC_DEC_ERR_NO_MEMORY, "out of memory");
-        std::memcpy(buf, found.first.data(), found.first.size());
-        *out = buf;
-        *out_size = found.first.size();
+        const auto found = largest_fitting(stream_at, max_bytes, int(lo), int(hi));
+        hand_out(found.first, out, out_size);
         if (quality != nullptr) *quality = found.second / 100.0;
     });
 }
