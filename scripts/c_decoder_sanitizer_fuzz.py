@@ -8,15 +8,21 @@ each decoded to latents, to an image and to an image at a consumer's 20 px. Then
 writer (``vlmc_write_stream``) on ``--writes`` random (y, z) pairs — random sizes, coded sizes and
 qualities; some with a NaN, an infinity, a value too large to code, a z beyond the exact h_s or a
 truncated file — each written stream compared with ``Codec.entropy_encode``'s bytes and decoded by
-the sanitized decoder. Any exit other than 0 or 2 (a clean error), or any sanitizer report, stops
-it. A check to run by hand (about a minute per 800 streams), not a test.
+the sanitized decoder. Then rate control (``vlmc_decoder_write_stream_within``, which needs a
+callback the tool cannot give): the sanitized library loaded into a Python child process
+(``LD_PRELOAD`` of the compiler's libasan and libubsan) runs ``--rate-control`` random searches
+(random sizes, budgets, quality bounds, threads; every seventh callback raising), each compared
+with ``rate_control.largest_fitting`` over the same library's one-pass streams. Any exit other
+than 0 or 2 (a clean error), any difference, or any sanitizer report, stops it. A check to run by
+hand (about a minute per 800 streams), not a test.
 
-    python scripts/c_decoder_sanitizer_fuzz.py [--streams 800] [--writes 200]
+    python scripts/c_decoder_sanitizer_fuzz.py [--streams 800] [--writes 200] [--rate-control 60]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
 import sys
@@ -52,7 +58,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--streams", type=int, default=800)
     p.add_argument("--writes", type=int, default=200, help="random (y, z) pairs for the stream writer")
+    p.add_argument("--rate-control", type=int, default=60, help="random rate-control searches (0: none)")
+    p.add_argument("--rate-control-child", nargs=3, metavar=("LIB", "MODEL", "VLMD"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.rate_control_child:
+        return rate_control_child(*a.rate_control_child, a.rate_control)
 
     from vlmcodec import Codec
     from vlmcodec.bitstream.damage import damage
@@ -111,9 +121,61 @@ def main() -> int:
     writes = write_fuzz(tool.with_name("vlmc_write_stream"), tool, model_file, codec, work, a.writes, r)
     if writes is None:
         return 1
+    t2 = time.time()
+    searches = ""
+    if a.rate_control:
+        lib = tool.with_name("libvlmc_decoder.so")
+        preload = " ".join(subprocess.run(["cc", f"-print-file-name={name}"], capture_output=True, text=True,
+                                          check=True).stdout.strip() for name in ("libasan.so", "libubsan.so"))
+        child = subprocess.run([sys.executable, __file__, "--rate-control", str(a.rate_control), "--rate-control-child",
+                                str(lib), str(work / "tiny.safetensors"), str(model_file)], capture_output=True,
+                               text=True, env={**os.environ, "LD_PRELOAD": preload, "ASAN_OPTIONS": "detect_leaks=0"})
+        if child.returncode != 0 or "Sanitizer" in child.stderr or "runtime error" in child.stderr:
+            print(f"rate control: exit {child.returncode}\n{child.stdout[-2000:]}{child.stderr[-3000:]}")
+            return 1
+        searches = f"; rate control, {a.rate_control} searches: {child.stdout.strip()}, {time.time() - t2:.0f} s"
     print(f"{len(streams)} intact streams at 5 consumer sizes, then {a.streams} damaged streams, latents, image "
           f"and image at 20 px each: exits {exits}, no sanitizer report, "
-          f"{t1 - t0:.0f} s; the writer on {a.writes} random latents: {writes}, {time.time() - t1:.0f} s")
+          f"{t1 - t0:.0f} s; the writer on {a.writes} random latents: {writes}, {t2 - t1:.0f} s{searches}")
+    return 0
+
+
+def rate_control_child(lib: str, model: str, vlmd: str, n: int) -> int:
+    """In the process the sanitizers are preloaded into: n random write_stream_within searches, each
+    checked against rate_control.largest_fitting over the library's own one-pass streams."""
+    from vlmcodec import Codec, rate_control
+    from vlmcodec.export.c_decoder import CDecoderError, CStreamDecoder
+
+    codec, writer = Codec(model), CStreamDecoder(lib, vlmd)
+    rng = np.random.default_rng(1)
+    outcomes: dict[str, int] = {}
+    for i in range(n):
+        h, w = int(rng.integers(16, 200)), int(rng.integers(16, 200))
+        prep = codec.prepare(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), 0)
+        y_raw = codec.analyse_unscaled([prep.pixels])[1][0].numpy()
+
+        def h_a(y: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return codec.backend.hyper_analysis(torch.from_numpy(y)[None])[0].numpy()
+
+        z_shape = (codec.N, y_raw.shape[1] // 4, y_raw.shape[2] // 4)
+        budget, lo, hi = int(rng.integers(10, 4000)), float(rng.integers(0, 30)), float(rng.integers(30, 101))
+        try:
+            data, _ = writer.write_stream_within(y_raw, h_a if i % 7 else (lambda y: 1 / 0), z_shape, w, h, budget,
+                                                 min_quality=lo, max_quality=hi, threads=int(rng.integers(0, 3)))
+        except CDecoderError as e:
+            outcomes[f"error {e.code}"] = outcomes.get(f"error {e.code}", 0) + 1
+            continue
+
+        def stream_at(q: float) -> bytes:
+            y = y_raw * writer.gain(q)[:, None, None]
+            return writer.write_stream(y, h_a(y), w, h, q)
+
+        if data != rate_control.largest_fitting(stream_at, budget, lo, hi)[0]:
+            print(f"search {i}: the stream differs from rate_control.largest_fitting's")
+            return 1
+        outcomes["fitted, identical"] = outcomes.get("fitted, identical", 0) + 1
+    print(outcomes)
     return 0
 
 
