@@ -475,6 +475,17 @@ struct GainInterpolation {
     }
 };
 
+// dst[c][k] = src[c][k] · the (inverse) gain of quality q100 for channel c, in float32, for M
+// planes of `plane` values (src may be dst)
+void apply_gain(const vlmc_decoder &d, const std::vector<float> &table, uint32_t q100, size_t plane, const float *src,
+                float *dst) {
+    const GainInterpolation gain(d.K, q100);
+    for (uint32_t c = 0; c < d.M; ++c) {
+        const float g = gain(table, d.M, c);
+        for (size_t k = 0; k < plane; ++k) dst[c * plane + k] = src[c * plane + k] * g;
+    }
+}
+
 void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, conv::Pool &pool, float *out) {
     const vlmc_stream_info &info = s.info;
     const uint32_t hz = info.padded_height / 64, wz = info.padded_width / 64;
@@ -500,13 +511,7 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, conv
     for (size_t k = 0; k < n_y; ++k) out[k] = float(double(y_sym[k]) + means[k] / kActScale);
     if (flags & VLMC_DEC_RAW) return;
     // the inverse gain of the stream's quality; g_s is a float network, so an ULP here is harmless
-    const GainInterpolation gain(d.K, s.quality_x100);
-    const size_t plane = size_t(hy) * wy;
-    for (uint32_t c = 0; c < d.M; ++c) {
-        const float g = gain(d.inv_gain, d.M, c);
-        float *p = out + c * plane;
-        for (size_t k = 0; k < plane; ++k) p[k] *= g;
-    }
+    apply_gain(d, d.inv_gain, s.quality_x100, size_t(hy) * wy, out, out);
 }
 
 // -- the consumer-scale upsampling (vlmcodec.resample.upscale: torch's bicubic, A = −0.75,
@@ -918,6 +923,7 @@ void entropy_code(const Table &t, const std::vector<int32_t> &sym, const std::ve
 
 struct StreamGeometry {
     uint32_t width, height, coded_width, coded_height, hz, wz, hy, wy;
+    size_t n_y, n_z;  // the floats of y (M·hy·wy) and z (N·hz·wz)
 };
 
 StreamGeometry check_geometry(const vlmc_decoder &d, uint32_t width, uint32_t height, uint32_t coded_width,
@@ -934,18 +940,18 @@ StreamGeometry check_geometry(const vlmc_decoder &d, uint32_t width, uint32_t he
                                                  std::to_string(coded_height) + " must be within 1x1 .. " +
                                                  std::to_string(width) + "x" + std::to_string(height));
     const uint32_t ph = (coded_height + 63) / 64 * 64, pw = (coded_width + 63) / 64 * 64;
-    return {width, height, coded_width, coded_height, ph / 64, pw / 64, ph / 16, pw / 16};
+    const uint32_t hz = ph / 64, wz = pw / 64, hy = ph / 16, wy = pw / 16;
+    return {width, height, coded_width, coded_height, hz, wz, hy, wy, size_t(d.M) * hy * wy, size_t(d.N) * hz * wz};
 }
 
 // y_count and z_count checked against what an image coded at g's size has
 void check_latent_counts(const vlmc_decoder &d, const StreamGeometry &g, size_t y_count, size_t z_count) {
-    const size_t need_y = size_t(d.M) * g.hy * g.wy, need_z = size_t(d.N) * g.hz * g.wz;
-    if (y_count != need_y || z_count != need_z)
+    if (y_count != g.n_y || z_count != g.n_z)
         raise(VLMC_DEC_ERR_INVALID_ARGUMENT,
               "y holds " + std::to_string(y_count) + " and z " + std::to_string(z_count) + " floats; a " +
                   std::to_string(g.coded_width) + "x" + std::to_string(g.coded_height) + " coded image needs " +
-                  std::to_string(need_y) + " (" + std::to_string(d.M) + "x" + std::to_string(g.hy) + "x" +
-                  std::to_string(g.wy) + ") and " + std::to_string(need_z) + " (" + std::to_string(d.N) + "x" +
+                  std::to_string(g.n_y) + " (" + std::to_string(d.M) + "x" + std::to_string(g.hy) + "x" +
+                  std::to_string(g.wy) + ") and " + std::to_string(g.n_z) + " (" + std::to_string(d.N) + "x" +
                   std::to_string(g.hz) + "x" + std::to_string(g.wz) + ")");
 }
 
@@ -974,9 +980,9 @@ int32_t symbol_of(double v, const char *what, size_t k, double limit = kMaxSymbo
 std::vector<uint8_t> write_stream(const vlmc_decoder &d, const float *y, const float *z, const StreamGeometry &g,
                                   uint32_t q100, uint32_t flags, conv::Pool &pool) {
     // z symbols around the medians: round(z − median) in float32, as torch computes it
-    const size_t z_plane = size_t(g.hz) * g.wz, n_z = size_t(d.N) * z_plane;
-    std::vector<int32_t> z_sym(n_z);
-    for (size_t k = 0; k < n_z; ++k) {
+    const size_t z_plane = size_t(g.hz) * g.wz;
+    std::vector<int32_t> z_sym(g.n_z);
+    for (size_t k = 0; k < g.n_z; ++k) {
         const float diff = z[k] - d.medians[k / z_plane];
         z_sym[k] = symbol_of(diff, "z", k, kMaxZSymbol);
     }
@@ -991,11 +997,10 @@ std::vector<uint8_t> write_stream(const vlmc_decoder &d, const float *y, const f
         raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "z is too large for the exact h_s (fixed-point range exceeded)");
     }
     // y symbols: round(y − μ) in float64 (Codec._y_symbols)
-    const size_t n_y = size_t(d.M) * g.hy * g.wy;
-    const double *means = params.v.data() + n_y;
-    std::vector<int32_t> y_sym(n_y);
-    for (size_t k = 0; k < n_y; ++k) y_sym[k] = symbol_of(double(y[k]) - means[k] / kActScale, "y", k);
-    entropy_code(d.y, y_sym, scale_indexes(d, params), size_t(num_chunks_for(n_y)), int(pool.size()), payload, sizes);
+    const double *means = params.v.data() + g.n_y;
+    std::vector<int32_t> y_sym(g.n_y);
+    for (size_t k = 0; k < g.n_y; ++k) y_sym[k] = symbol_of(double(y[k]) - means[k] / kActScale, "y", k);
+    entropy_code(d.y, y_sym, scale_indexes(d, params), size_t(num_chunks_for(g.n_y)), int(pool.size()), payload, sizes);
     // the container (container.pack): the rescaled bit follows the coded size
     const bool rescaled = g.coded_width != g.width || g.coded_height != g.height;
     std::vector<uint8_t> out;
@@ -1053,8 +1058,8 @@ int vlmc_decoder_latent_size(const vlmc_decoder *decoder, uint32_t coded_width, 
         return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder, y_count or z_count is null");
     return guarded([&] {
         const StreamGeometry g = check_geometry(*decoder, coded_width, coded_height, coded_width, coded_height);
-        *y_count = size_t(decoder->M) * g.hy * g.wy;
-        *z_count = size_t(decoder->N) * g.hz * g.wz;
+        *y_count = g.n_y;
+        *z_count = g.n_z;
     });
 }
 
@@ -1194,17 +1199,10 @@ int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y
         const StreamGeometry g = check_geometry(*decoder, width, height, coded_width, coded_height);
         check_latent_counts(*decoder, g, y_count, z_count);
         const auto pool = decoder->pools.lease(threads);
-        const size_t plane = size_t(g.hy) * g.wy;
         std::vector<float> y(y_count), z(z_count);
         auto stream_at = [&](int k) {
             // y = g_a output · gain(k / 100) in float32, z = the caller's h_a(y), then the stream
-            const GainInterpolation gain(decoder->K, uint32_t(k));
-            for (uint32_t c = 0; c < decoder->M; ++c) {
-                const float gc = gain(decoder->gain, decoder->M, c);
-                const float *src = y_raw + c * plane;
-                float *dst = y.data() + c * plane;
-                for (size_t i = 0; i < plane; ++i) dst[i] = src[i] * gc;
-            }
+            apply_gain(*decoder, decoder->gain, uint32_t(k), size_t(g.hy) * g.wy, y_raw, y.data());
             const int status = h_a(user, y.data(), y_count, z.data(), z_count);
             if (status != 0)
                 raise(VLMC_DEC_ERR_CALLBACK, "the h_a callback failed (returned " + std::to_string(status) + ")");
