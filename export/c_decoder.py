@@ -339,8 +339,12 @@ class CStreamDecoder:
             self._handle, y.ctypes.data, y.size if y_count is None else y_count, z.ctypes.data,
             z.size if z_count is None else z_count, width, height, cw, ch, float(quality), 1 if pre_edited else 0,
             threads, self._ct.byref(buf), self._ct.byref(size)))
+        return self._take_stream(buf, size.value)
+
+    def _take_stream(self, buf, size: int) -> bytes:
+        """A stream the library allocated, as bytes; the library's buffer freed."""
         try:
-            return self._ct.string_at(buf, size.value)
+            return self._ct.string_at(buf, size)
         finally:
             self._lib.vlmc_decoder_free_stream(buf)
 
@@ -374,10 +378,7 @@ class CStreamDecoder:
             self._handle, y_raw.ctypes.data, y_raw.size, z_count, fn, None, width, height, cw, ch, max_bytes,
             float(min_quality), float(max_quality), 1 if pre_edited else 0, threads, ct.byref(buf), ct.byref(size),
             ct.byref(quality)))
-        try:
-            return ct.string_at(buf, size.value), round(quality.value, 2)
-        finally:
-            self._lib.vlmc_decoder_free_stream(buf)
+        return self._take_stream(buf, size.value), round(quality.value, 2)
 
 
 class CDecoderError(Exception):

@@ -145,15 +145,7 @@ class Decoder {
         size_t size = 0;
         check(vlmc_decoder_write_stream(handle_, y.data(), y.size(), z.data(), z.size(), width, height, coded_width,
                                         coded_height, quality, flags, threads, &bytes, &size));
-        std::vector<uint8_t> out;
-        try {
-            out.assign(bytes, bytes + size);
-        } catch (...) {
-            vlmc_decoder_free_stream(bytes);
-            throw;
-        }
-        vlmc_decoder_free_stream(bytes);
-        return out;
+        return take_stream(bytes, size);
     }
 
     // rate control (vlmc_decoder_write_stream_within): the stream of the highest quality in
@@ -193,8 +185,18 @@ class Decoder {
                                                         &out.quality);
         if (context.error) std::rethrow_exception(context.error);
         check(rc);
+        out.bytes = take_stream(bytes, size);
+        return out;
+    }
+
+  private:
+    Decoder() = default;
+
+    // a stream the library allocated, copied into a vector and freed (also when the copy throws)
+    static std::vector<uint8_t> take_stream(uint8_t *bytes, size_t size) {
+        std::vector<uint8_t> out;
         try {
-            out.bytes.assign(bytes, bytes + size);
+            out.assign(bytes, bytes + size);
         } catch (...) {
             vlmc_decoder_free_stream(bytes);
             throw;
@@ -202,9 +204,6 @@ class Decoder {
         vlmc_decoder_free_stream(bytes);
         return out;
     }
-
-  private:
-    Decoder() = default;
 
     static void check(int rc) {
         if (rc != VLMC_DEC_OK) throw DecodeError(rc, vlmc_decoder_last_error());
