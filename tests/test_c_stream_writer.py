@@ -338,6 +338,13 @@ def _hyper_analysis(codec: Codec):
     return h_a
 
 
+def _g_a_output(codec: Codec, image: np.ndarray, short_side: int | None = None):
+    """(the prepared image, g_a's output before the gain [M, h, w], z's shape) for rate control."""
+    prep = codec.prepare(image, 0, short_side)
+    y_raw = codec.analyse_unscaled([prep.pixels])[1][0].numpy()
+    return prep, y_raw, (codec.N, y_raw.shape[1] // 4, y_raw.shape[2] // 4)
+
+
 def test_rate_control_in_c_gives_encode_to_sizes_stream(default_writer):
     """vlmc_decoder_write_stream_within, from g_a's output and a caller's h_a: the stream and the
     quality Codec.encode_to_size gives, byte for byte, over budgets from the smallest stream to
@@ -348,10 +355,8 @@ def test_rate_control_in_c_gives_encode_to_sizes_stream(default_writer):
     img = load_image(SAMPLES[0])
     for short_side, bounds, budgets in ((None, {}, (14_000, 20_000, 26_000, 33_000, 60_000)),
                                         (256, {"min_quality": 10, "max_quality": 90}, (5_000, 6_500, 8_000, 50_000))):
-        prep = codec.prepare(img, 0, short_side)
-        y_raw = codec.analyse_unscaled([prep.pixels])[1][0].numpy()
+        prep, y_raw, z_shape = _g_a_output(codec, img, short_side)
         (h, w), (ch, cw) = prep.size, prep.pixels.shape[:2]
-        z_shape = (codec.N, y_raw.shape[1] // 4, y_raw.shape[2] // 4)
         for budget in budgets:
             data, quality = writer.write_stream_within(y_raw, _hyper_analysis(codec), z_shape, w, h, budget,
                                                        coded_size=(cw, ch), pre_edited=True, **bounds)
@@ -366,10 +371,8 @@ def test_rate_control_in_c_is_the_python_search(tiny_writer, rng):
     from vlmcodec import rate_control
 
     codec, writer = tiny_writer
-    prep = codec.prepare(smooth_image(rng, 200, 300), 0)
-    y_raw = codec.analyse_unscaled([prep.pixels])[1][0].numpy()
+    _, y_raw, z_shape = _g_a_output(codec, smooth_image(rng, 200, 300))
     h_a = _hyper_analysis(codec)
-    z_shape = (codec.N, y_raw.shape[1] // 4, y_raw.shape[2] // 4)
 
     def stream_at(q: float) -> bytes:
         y = y_raw * writer.gain(q)[:, None, None]
@@ -384,9 +387,8 @@ def test_rate_control_in_c_is_the_python_search(tiny_writer, rng):
 
 def test_rate_control_in_c_refuses_clearly(tiny_writer, rng):
     codec, writer = tiny_writer
-    prep = codec.prepare(smooth_image(rng, 64, 64), 0)
-    y_raw = codec.analyse_unscaled([prep.pixels])[1][0].numpy()
-    h_a, z_shape = _hyper_analysis(codec), (codec.N, 1, 1)
+    _, y_raw, z_shape = _g_a_output(codec, smooth_image(rng, 64, 64))
+    h_a = _hyper_analysis(codec)
 
     def refused(code: int, words: str, h_a=h_a, budget: int = 10_000, **kw) -> None:
         with pytest.raises(CDecoderError) as e:
