@@ -15,11 +15,21 @@ backend's form (sub-pixel convolutions, folded GDN). Layout (little-endian)::
     u32 layers of g_s (float32, the torch backend's form) · per layer: u32 kind (0 conv, 3 folded GDN); a conv:
         u32 out, in, kh, kw, sh, sw, ph, pw, shuffle · f32 weight[out·in·kh·kw] · f32 bias[out]
         a GDN: u32 C, inverse · f32 gamma[C·C] · f32 beta[C]
+    the encoder's networks in float32 (version 3): u32 has_pre_editor · [the pre-editor] ·
+        u32 layers of g_a · layers · u32 layers of h_a · layers, a layer: u32 kind (0 conv, 1 LeakyReLU,
+        3 folded GDN); a conv: u32 out, in, kh, kw, ph, pw, unshuffle · f32 weight · f32 bias (stride 1 on
+        its input pixel-unshuffled by `unshuffle`: a strided convolution as ``space_to_depth``
+        rewrites it); a LeakyReLU: f32 slope; a GDN as in g_s
+        the pre-editor: u32 dim, depth, heads, hidden, patch, mlp, attention_window,
+        global_attention_tokens (0: the window) · convs full, quarter, embed, pos · per block:
+        norm1, conv qkv, conv proj, norm2, conv fc1, conv fc2 · norm · convs to_hidden, mid, out
+        (a norm: f32 eps · f32 weight[dim] · f32 bias[dim]; convs as above, without the kind)
     u32 CRC-32 of everything before it
 
 Version 2 added the encoder's gains (for ``vlmc_decoder_write_stream``: streams written in C from
-the exported encoder graphs' outputs); the library still reads version 1 files, which decode but
-cannot write.
+the exported encoder graphs' outputs), version 3 the encoder's networks (for
+``vlmc_decoder_encode_image``: images encoded in C, no other runtime); the library reads every
+version, a version-1 file cannot write streams and a version-2 file cannot encode images.
 """
 
 from __future__ import annotations
@@ -33,8 +43,8 @@ import numpy as np
 from vlmcodec.entropy.exact_hyper import ExactHyperSynthesis
 from vlmcodec.errors import ConfigError
 
-MODEL_FILE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+MODEL_FILE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAGIC = b"VLMCDEC\0"
 FILE_NAME = "decoder_model.vlmd"
 _KINDS = {"leaky": 1, "relu": 2}
@@ -89,8 +99,117 @@ def _synthesis(g_s) -> bytes:
     return struct.pack("<I", len(layers)) + b"".join(parts)
 
 
-def decoder_model_bytes(loaded) -> bytes:
-    """The decoder-model file of a loaded model (``vlmcodec.models.checkpoint.load_model``)."""
+def space_to_depth(weight, stride: int, padding: int):
+    """A convolution of ``stride`` and ``padding`` rewritten as one of stride 1 on its input
+    pixel-unshuffled by ``stride`` (``F.pixel_unshuffle``: channel c·s² + a·s + b holds pixels
+    (s·i + a, s·j + b) of channel c): (weight [out, in·s², ⌈k/s⌉, ⌈k/s⌉], padding / s). Same
+    function on inputs whose sides are multiples of ``stride``; tap t, phase a reads kernel row
+    s·t + a (zero where that is past the kernel)."""
+    import torch
+
+    if padding % stride:
+        raise ConfigError(f"a convolution of stride {stride} with padding {padding} does not unshuffle")
+    out, cin, kh, kw = weight.shape
+    th, tw = -(-kh // stride), -(-kw // stride)
+    padded = torch.zeros(out, cin, th * stride, tw * stride, dtype=weight.dtype)
+    padded[:, :, :kh, :kw] = weight
+    # [out, in, t, a, u, b] → [out, in, a, b, t, u]
+    w = padded.reshape(out, cin, th, stride, tw, stride).permute(0, 1, 3, 5, 2, 4)
+    return w.reshape(out, cin * stride * stride, th, tw).contiguous(), padding // stride
+
+
+def _encoder_conv(c, kind: bool = True) -> bytes:
+    """An encoder convolution record (stride s → stride 1 on the s-unshuffled input)."""
+    from torch import nn
+
+    if not isinstance(c, nn.Conv2d) or c.dilation != (1, 1) or isinstance(c.padding, str):
+        raise ConfigError(f"the C encoder runs plain convolutions, not {c}")
+    w = c.weight.detach().float().cpu()
+    if c.groups != 1:  # a depthwise one (the position encoding) as a dense one, zeros off the diagonal
+        import torch
+
+        if c.groups != c.in_channels or c.out_channels != c.in_channels:
+            raise ConfigError("the C encoder runs depthwise or dense convolutions only")
+        dense = torch.zeros(c.out_channels, c.in_channels, *w.shape[2:])
+        dense[range(c.out_channels), range(c.out_channels)] = w[:, 0]
+        w = dense
+    (sh, sw), (ph, pw) = c.stride, c.padding
+    if sh != sw or ph != pw or w.shape[2] != w.shape[3]:
+        raise ConfigError("the C encoder runs square convolutions with equal strides and paddings")
+    if sh > 1:
+        w, ph = space_to_depth(w, sh, ph)
+        pw = ph
+    b = c.bias.detach().float().cpu().numpy() if c.bias is not None else np.zeros(w.shape[0], np.float32)
+    head = struct.pack("<I", 0) if kind else b""
+    return (head + struct.pack("<7I", w.shape[0], w.shape[1], w.shape[2], w.shape[3], ph, pw, sh)
+            + w.numpy().astype("<f4").tobytes() + b.astype("<f4").tobytes())
+
+
+def _gdn(m) -> bytes:
+    g = m.weight.detach().float().reshape(m.weight.shape[0], -1).cpu().numpy()
+    return (struct.pack("<III", 3, g.shape[0], int(m.inverse)) + g.astype("<f4").tobytes()
+            + m.beta.detach().float().cpu().numpy().astype("<f4").tobytes())
+
+
+def _encoder_net(seq, name: str) -> bytes:
+    from torch import nn
+
+    from vlmcodec.layers import GDN, FoldedGDN
+
+    parts = []
+    for m in seq:
+        if isinstance(m, nn.Conv2d):
+            parts.append(_encoder_conv(m))
+        elif isinstance(m, (GDN, FoldedGDN)):
+            parts.append(_gdn(FoldedGDN(m) if isinstance(m, GDN) else m))
+        elif isinstance(m, nn.LeakyReLU):
+            parts.append(struct.pack("<If", 1, m.negative_slope))
+        else:
+            raise ConfigError(f"the C encoder cannot run {name} layer {type(m).__name__}")
+    return struct.pack("<I", len(parts)) + b"".join(parts)
+
+
+def _norm(n) -> bytes:
+    return (struct.pack("<f", n.eps) + n.weight.detach().float().cpu().numpy().astype("<f4").tobytes()
+            + n.bias.detach().float().cpu().numpy().astype("<f4").tobytes())
+
+
+def _pre_editor(p) -> bytes:
+    from torch import nn
+
+    c = p.config
+    mlp = p.blocks[0].mlp[0].out_features if len(p.blocks) else 0
+    if any(not isinstance(b.mlp[1], nn.GELU) or b.mlp[1].approximate != "none" for b in p.blocks):
+        raise ConfigError("the C encoder runs the pre-editor's exact (erf) GELU only")
+    head = struct.pack("<8I", c.dim, c.depth, c.heads, c.hidden, c.patch, mlp, p.attention_window,
+                       p.global_attention_tokens or 0)
+    parts = [head] + [_encoder_conv(m, kind=False) for m in (p.full, p.quarter, p.embed, p.pos)]
+    for b in p.blocks:
+        parts += [_norm(b.norm1), _linear(b.qkv), _linear(b.proj), _norm(b.norm2), _linear(b.mlp[0]),
+                  _linear(b.mlp[2])]
+    parts += [_norm(p.norm)] + [_encoder_conv(m, kind=False) for m in (p.to_hidden, p.mid, p.out)]
+    return b"".join(parts)
+
+
+def _linear(lin) -> bytes:
+    """A Linear layer over tokens as the 1×1 convolution record it is on the token grid."""
+    w = lin.weight.detach().float().cpu().numpy()
+    b = lin.bias.detach().float().cpu().numpy() if lin.bias is not None else np.zeros(w.shape[0], np.float32)
+    return struct.pack("<7I", w.shape[0], w.shape[1], 1, 1, 0, 0, 1) + w.astype("<f4").tobytes() + b.astype("<f4").tobytes()
+
+
+def _encoder(model) -> bytes:
+    pre = model.pre_editor
+    return (struct.pack("<I", int(pre is not None)) + (_pre_editor(pre) if pre is not None else b"")
+            + _encoder_net(model.g_a, "g_a") + _encoder_net(model.h_a, "h_a"))
+
+
+def decoder_model_bytes(loaded, version: int = MODEL_FILE_VERSION) -> bytes:
+    """The decoder-model file of a loaded model (``vlmcodec.models.checkpoint.load_model``);
+    ``version``: an older layout (1: without the gains, 2: without the encoder's networks), for
+    tests of the library's compatibility."""
+    if version not in READABLE_VERSIONS:
+        raise ConfigError(f"decoder-model file version {version} (this build writes {READABLE_VERSIONS})")
     model = loaded.model
     gc = model.gaussian_conditional
     exact = ExactHyperSynthesis.from_module(model.h_s)
@@ -98,14 +217,16 @@ def decoder_model_bytes(loaded) -> bytes:
     bounds = gc.scale_table.detach().double().cpu().numpy()[:-1]
     inv_gain = model.inv_gain.detach().abs().float().cpu().numpy()
     gain = model.gain.detach().abs().float().cpu().numpy()
-    parts = [MAGIC, struct.pack("<I", MODEL_FILE_VERSION), loaded.fingerprint[:8], loaded.stream_fingerprint[:8],
+    parts = [MAGIC, struct.pack("<I", version), loaded.fingerprint[:8], loaded.stream_fingerprint[:8],
              struct.pack("<III", model.N, model.M, inv_gain.shape[0]), medians.astype("<f4").tobytes(),
              _table(loaded.tables["z"]), _table(loaded.tables["y"]), bounds.astype("<f8").tobytes(),
-             struct.pack("<d", float(gc.scale_bound)), inv_gain.astype("<f4").tobytes(), gain.astype("<f4").tobytes(),
-             struct.pack("<I", len(exact.layers))]
+             struct.pack("<d", float(gc.scale_bound)), inv_gain.astype("<f4").tobytes(),
+             gain.astype("<f4").tobytes() if version >= 2 else b"", struct.pack("<I", len(exact.layers))]
     for layer in exact.layers:
         parts.append(struct.pack("<I", _KINDS[layer]) if isinstance(layer, str) else _conv(layer))
     parts.append(_synthesis(model.g_s))
+    if version >= 3:
+        parts.append(_encoder(model))
     body = b"".join(parts)
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -124,7 +245,8 @@ def describe_decoder_model(path: str | Path) -> dict:
                           f"{', '.join(map(str, READABLE_VERSIONS))})")
     n, m, k = struct.unpack("<III", blob[28:40])
     return {"format_version": version, "model": blob[12:20].hex(), "streams_carry": blob[20:28].hex(),
-            "N": n, "M": m, "levels": k, "writes_streams": version >= 2, "bytes": len(blob)}
+            "N": n, "M": m, "levels": k, "writes_streams": version >= 2,
+            "encodes_images": version >= 3, "bytes": len(blob)}
 
 
 def export_c_decoder(loaded, out_dir: str | Path) -> Path:
@@ -220,6 +342,18 @@ class CStreamDecoder:
             ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32, ctypes.c_int,
             ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
         lib.vlmc_decoder_free_stream.argtypes = [ctypes.POINTER(ctypes.c_uint8)]
+        lib.vlmc_decoder_can_encode.argtypes = [ctypes.c_void_p]
+        out_stream = [ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
+        lib.vlmc_decoder_encode_image.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32,
+            ctypes.c_uint32, ctypes.c_int, *out_stream]
+        lib.vlmc_decoder_encode_image_within.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_size_t,
+            ctypes.c_double, ctypes.c_double, ctypes.c_uint32, ctypes.c_int, *out_stream,
+            ctypes.POINTER(ctypes.c_double)]
+        lib.vlmc_decoder_analyse_image.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32,
+            ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
         self._HyperAnalysis = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float),
                                                ctypes.c_size_t, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t)
         lib.vlmc_decoder_write_stream_within.argtypes = [
@@ -379,6 +513,55 @@ class CStreamDecoder:
             float(min_quality), float(max_quality), 1 if pre_edited else 0, threads, ct.byref(buf), ct.byref(size),
             ct.byref(quality)))
         return self._take_stream(buf, size.value), round(quality.value, 2)
+
+    # -- encoding images (vlmc_decoder_encode_image) ---------------------------------------------
+    def can_encode(self) -> bool:
+        """Whether this decoder-model file can encode images (version 3: the encoder's networks)."""
+        return self._lib.vlmc_decoder_can_encode(self._handle) == 0
+
+    @staticmethod
+    def _rgb(image) -> np.ndarray:
+        rgb = np.ascontiguousarray(image, np.uint8)
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an H×W×3 uint8 image, got shape {rgb.shape}")
+        return rgb
+
+    def encode_image(self, image, quality: float, *, short_side: int = 0, pre_edit: bool = True,
+                     threads: int = 0) -> bytes:
+        """The .vlmc stream of ``image`` (uint8 H×W×3) at ``quality``, encoded in C
+        (``short_side``: at a consumer's scale; ``pre_edit=False``: without the pre-editor)."""
+        rgb = self._rgb(image)
+        buf, size = self._ct.POINTER(self._ct.c_uint8)(), self._ct.c_size_t()
+        self._check(self._lib.vlmc_decoder_encode_image(
+            self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], float(quality), short_side,
+            0 if pre_edit else 2, threads, self._ct.byref(buf), self._ct.byref(size)))
+        return self._take_stream(buf, size.value)
+
+    def encode_image_within(self, image, max_bytes: int, *, min_quality: float = 0.0, max_quality: float = 100.0,
+                            short_side: int = 0, pre_edit: bool = True, threads: int = 0) -> tuple[bytes, float]:
+        """(stream, quality): the highest quality whose stream of ``image`` fits ``max_bytes``."""
+        ct, rgb = self._ct, self._rgb(image)
+        buf, size, quality = ct.POINTER(ct.c_uint8)(), ct.c_size_t(), ct.c_double()
+        self._check(self._lib.vlmc_decoder_encode_image_within(
+            self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], short_side, max_bytes, float(min_quality),
+            float(max_quality), 0 if pre_edit else 2, threads, ct.byref(buf), ct.byref(size), ct.byref(quality)))
+        return self._take_stream(buf, size.value), round(quality.value, 2)
+
+    def analyse_image(self, image, quality: float, *, short_side: int = 0, pre_edit: bool = True,
+                      threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(y, z) float32, flat: the latents ``encode_image`` codes (y = g_a · gain, z = h_a(y))."""
+        rgb = self._rgb(image)
+        h, w = rgb.shape[:2]
+        if short_side and min(h, w) > short_side:
+            from vlmcodec.resample import coded_size
+
+            h, w = coded_size(h, w, short_side)
+        ny, nz = self.latent_size(w, h)
+        y, z = np.empty(ny, np.float32), np.empty(nz, np.float32)
+        self._check(self._lib.vlmc_decoder_analyse_image(
+            self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], float(quality), short_side,
+            0 if pre_edit else 2, threads, y.ctypes.data, y.size, z.ctypes.data, z.size))
+        return y, z
 
 
 class CDecoderError(Exception):

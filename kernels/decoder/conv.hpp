@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -206,6 +207,23 @@ Planes<T> conv_layer(const Shape &s, const Packed<T> &packed, const Planes<T> &x
         }
     });
     return y;
+}
+
+// A folded (I)GDN in place: x · sqrt(β + γ x²) (inverse) or x / sqrt(…), the 1×1 convolution by γ
+// (packed [C][C]) of x² finished against x's rows as they come (conv_rows copies each input row
+// before its products)
+inline void gdn_in_place(const Shape &s, const Packed<float> &gamma, const std::vector<float> &beta, bool inverse,
+                         Planes<float> &x, Pool &pool) {
+    conv_rows(s, gamma, x, pool, [](float v) { return v * v; }, [&](uint32_t oy, const float *rows, uint32_t n) {
+        for (uint32_t o = 0; o < x.c; ++o) {
+            const float b = beta[o];
+            float *v = x.v.data() + (size_t(o) * x.h + oy) * x.w;
+            for (uint32_t j = 0; j < n; ++j) {
+                const float norm = rows[size_t(o) * n + j] + b;
+                v[j] = (inverse ? std::sqrt(norm) : 1.0f / std::sqrt(norm)) * v[j];
+            }
+        }
+    });
 }
 
 }  // namespace vlmc::conv

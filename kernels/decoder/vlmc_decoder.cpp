@@ -23,6 +23,7 @@
 
 #include "c_api_error.hpp"
 #include "conv.hpp"
+#include "encoder.hpp"
 #include "vlmc_rans.h"
 
 namespace {
@@ -30,8 +31,9 @@ namespace {
 namespace conv = vlmc::conv;
 
 constexpr uint32_t kStreamVersion = 1;           // container.FORMAT_VERSION
-constexpr uint32_t kModelVersion = 2;            // export/c_decoder.py MODEL_FILE_VERSION
+constexpr uint32_t kModelVersion = 3;            // export/c_decoder.py MODEL_FILE_VERSION
 constexpr uint32_t kOldestModelVersion = 1;      // version 1: no gains (decodes, cannot write streams)
+constexpr uint32_t kEncoderModelVersion = 3;     // from version 3 on: the encoder's networks
 constexpr uint32_t kMaxDim = 1u << 14;           // container.MAX_DIM
 constexpr uint32_t kMaxChunks = 4096;            // container.MAX_CHUNKS
 constexpr uint64_t kMaxChunkBytes = 1ull << 30;  // container.MAX_CHUNK_BYTES
@@ -157,6 +159,7 @@ struct vlmc_decoder {
     std::vector<float> gain;      // |gain|, [K][M] (the encoder's; empty in a version-1 file)
     std::vector<Layer> layers;
     std::vector<SynthesisLayer> synthesis;
+    std::unique_ptr<vlmc::encoder::Networks> encoder;  // the pre-editor, g_a, h_a (null before version 3)
     uint32_t synthesis_halo = 0;     // latent rows of context a g_s band needs (load_model)
     uint64_t max_pixels = 64000000;
     uint64_t band_pixels = 1u << 20;  // image pixels per g_s band (0: no bands)
@@ -264,6 +267,13 @@ void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
         if (l.shuffle) per_latent_row *= 2;
     }
     d.synthesis_halo = uint32_t(std::ceil(reach));
+    if (version >= kEncoderModelVersion) {
+        try {
+            d.encoder = std::make_unique<vlmc::encoder::Networks>(vlmc::encoder::read_networks(r.p, r.n, r.pos, d.M, d.N));
+        } catch (const vlmc::encoder::BadModel &e) {
+            raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("decoder-model file: ") + e.what());
+        }
+    }
     if (r.pos != r.n) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: trailing bytes");
 }
 
@@ -394,20 +404,7 @@ Planes<float> synthesis(const vlmc_decoder &d, Planes<float> x, conv::Pool &pool
                                  [&](uint32_t o, float v) { return v + l.bias[o]; });
             continue;
         }
-        // FoldedGDN: x · sqrt(β + γ x²) (inverse) or x / sqrt(…), in place: the 1×1
-        // convolution's rows (the loader gives every GDN Shape's default 1×1, unpadded) finished
-        // against x's as they come (conv_rows copies each input row before its products)
-        conv::conv_rows(l.shape, l.weight, x, pool, [](float v) { return v * v; },
-                        [&](uint32_t oy, const float *rows, uint32_t n) {
-                            for (uint32_t o = 0; o < x.c; ++o) {
-                                const float b = l.bias[o];
-                                float *v = x.v.data() + (size_t(o) * x.h + oy) * x.w;
-                                for (uint32_t j = 0; j < n; ++j) {
-                                    const float norm = rows[size_t(o) * n + j] + b;
-                                    v[j] = (l.inverse ? std::sqrt(norm) : 1.0f / std::sqrt(norm)) * v[j];
-                                }
-                            }
-                        });
+        conv::gdn_in_place(l.shape, l.weight, l.bias, l.inverse, x, pool);  // FoldedGDN
     }
     return x;
 }
@@ -647,7 +644,9 @@ class AntialiasedDownscale {
         }
     }
 
-    void finish(conv::Pool &pool, uint8_t *rgb) const {
+    // into HWC uint8: each value clamped to [0, top], × scale, rounded (a decoder's [0, 1] floats:
+    // top 1, scale 255; an encoder's 0..255 pixels: top 255, scale 1)
+    void finish(conv::Pool &pool, uint8_t *rgb, float top = 1.0f, float scale = 255.0f) const {
         conv::parallel_for(out_h_, pool, [&](uint32_t r0, uint32_t r1) {
             for (uint32_t oy = r0; oy < r1; ++oy) {
                 const float *wt = &ty_.weight[size_t(oy) * ty_.width];
@@ -656,7 +655,7 @@ class AntialiasedDownscale {
                     for (uint32_t ox = 0; ox < out_w_; ++ox) {
                         float v = s[ox] * wt[0];
                         for (uint32_t j = 1; j < ty_.count[oy]; ++j) v += s[size_t(j) * out_w_ + ox] * wt[j];
-                        v = std::min(std::max(v, 0.0f), 1.0f) * 255.0f;
+                        v = std::min(std::max(v, 0.0f), top) * scale;
                         rgb[(size_t(oy) * out_w_ + ox) * 3 + c] = to_byte(v);
                     }
                 }
@@ -1207,6 +1206,156 @@ int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y
             if (status != 0)
                 raise(VLMC_DEC_ERR_CALLBACK, "the h_a callback failed (returned " + std::to_string(status) + ")");
             return write_stream(*decoder, y.data(), z.data(), g, uint32_t(k), flags, *pool);
+        };
+        const auto found = largest_fitting(stream_at, max_bytes, int(lo), int(hi));
+        hand_out(found.first, out, out_size);
+        if (quality != nullptr) *quality = found.second / 100.0;
+    });
+}
+
+}  // extern "C"
+
+// -- encoding images: the encoder's networks here (encoder.hpp), then write_stream --------------
+
+namespace {
+
+// An image's quality-independent part of encoding (Codec.prepare, analyse_unscaled): its
+// geometry, whether the pre-editor ran, and g_a's output before the gain
+struct Analysed {
+    StreamGeometry g;
+    bool pre_edited = false;
+    Planes<float> y_raw;
+};
+
+Analysed analyse(const vlmc_decoder &d, const uint8_t *rgb, uint32_t width, uint32_t height, uint32_t short_side,
+                 uint32_t flags, conv::Pool &pool) {
+    if (rgb == nullptr) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "rgb is null");
+    if (flags & ~VLMC_ENC_NO_PRE_EDIT) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
+    check_geometry(d, width, height, width, height);  // the sizes and max_pixels, before any resizing
+    const auto coded = consumer_size(height, width, short_side);
+    Analysed a;
+    a.g = check_geometry(d, width, height, coded.second, coded.first);
+    const uint32_t ch = a.g.coded_height, cw = a.g.coded_width;
+    // at a consumer's scale: resample.downscale (antialiased bicubic on 0..255, clamped, rounded)
+    std::vector<uint8_t> small;
+    const uint8_t *src = rgb;
+    if (ch != height || cw != width) {
+        AntialiasedDownscale down(height, width, ch, cw);
+        conv::parallel_for(3 * height, pool, [&](uint32_t k0, uint32_t k1) {
+            std::vector<float> row(width);
+            for (uint32_t k = k0; k < k1; ++k) {
+                const uint32_t c = k / height, y = k % height;
+                const uint8_t *p = rgb + size_t(y) * width * 3 + c;
+                for (uint32_t x = 0; x < width; ++x) row[x] = float(p[size_t(x) * 3]);
+                down.row(c, y, row.data());
+            }
+        });
+        small.resize(size_t(ch) * cw * 3);
+        down.finish(pool, small.data(), 255.0f, 1.0f);
+        src = small.data();
+    }
+    // [3][ph][pw] in [0, 1], the edges repeated (image_io.pad_edge), / 255 as torch divides
+    const uint32_t ph = a.g.hz * 64, pw = a.g.wz * 64;
+    Planes<float> x{3, ph, pw, conv::Buffer<float>(size_t(3) * ph * pw)};
+    conv::parallel_for(3 * ph, pool, [&](uint32_t k0, uint32_t k1) {
+        for (uint32_t k = k0; k < k1; ++k) {
+            const uint32_t c = k / ph, y = k % ph;
+            const uint8_t *row = src + size_t(std::min(y, ch - 1)) * cw * 3 + c;
+            float *dst = x.v.data() + size_t(k) * pw;
+            for (uint32_t j = 0; j < pw; ++j) dst[j] = float(row[size_t(std::min(j, cw - 1)) * 3]) / 255.0f;
+        }
+    });
+    const vlmc::encoder::Networks &net = *d.encoder;
+    a.pre_edited = net.pre != nullptr && !(flags & VLMC_ENC_NO_PRE_EDIT);
+    if (a.pre_edited) x = vlmc::encoder::pre_edit(*net.pre, x, pool);
+    a.y_raw = vlmc::encoder::run(net.g_a, std::move(x), pool);
+    if (a.y_raw.c != d.M || a.y_raw.h != a.g.hy || a.y_raw.w != a.g.wy)
+        raise(VLMC_DEC_ERR_INTERNAL, "g_a output has the wrong shape");
+    return a;
+}
+
+// (y = y_raw · gain(q100), z = h_a(y)) into y and z
+void scaled_latents(const vlmc_decoder &d, const Analysed &a, uint32_t q100, conv::Pool &pool, float *y, float *z) {
+    Planes<float> yp{d.M, a.g.hy, a.g.wy, conv::Buffer<float>(a.g.n_y)};
+    apply_gain(d, d.gain, q100, size_t(a.g.hy) * a.g.wy, a.y_raw.v.data(), yp.v.data());
+    std::memcpy(y, yp.v.data(), a.g.n_y * sizeof(float));
+    const Planes<float> zp = vlmc::encoder::run(d.encoder->h_a, std::move(yp), pool);
+    if (zp.v.size() != a.g.n_z) raise(VLMC_DEC_ERR_INTERNAL, "h_a output has the wrong shape");
+    std::memcpy(z, zp.v.data(), a.g.n_z * sizeof(float));
+}
+
+}  // namespace
+
+extern "C" {
+
+int vlmc_decoder_can_encode(const vlmc_decoder *decoder) {
+    if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
+    if (!decoder->encoder)
+        return fail(VLMC_DEC_ERR_BAD_MODEL_FILE, "this decoder-model file (before version 3) has no encoder networks: "
+                                                 "re-export it with `vlmcodec export --format c-decoder` to encode images");
+    g_last_error.clear();
+    return VLMC_DEC_OK;
+}
+
+int vlmc_decoder_analyse_image(const vlmc_decoder *decoder, const uint8_t *rgb, uint32_t width, uint32_t height,
+                               double quality, uint32_t short_side, uint32_t flags, int num_threads, float *y,
+                               size_t y_count, float *z, size_t z_count) {
+    const int rc = vlmc_decoder_can_encode(decoder);
+    if (rc != VLMC_DEC_OK) return rc;
+    if (y == nullptr || z == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "y or z is null");
+    return guarded([&] {
+        const int threads = threads_for(num_threads);
+        const uint32_t q100 = quality_x100(quality);
+        const auto coded = consumer_size(height, width, short_side);
+        check_latent_counts(*decoder, check_geometry(*decoder, width, height, coded.second, coded.first), y_count,
+                            z_count);
+        const auto pool = decoder->pools.lease(threads);
+        const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
+        scaled_latents(*decoder, a, q100, *pool, y, z);
+    });
+}
+
+int vlmc_decoder_encode_image(const vlmc_decoder *decoder, const uint8_t *rgb, uint32_t width, uint32_t height,
+                              double quality, uint32_t short_side, uint32_t flags, int num_threads, uint8_t **out,
+                              size_t *out_size) {
+    if (out != nullptr) *out = nullptr;
+    if (out_size != nullptr) *out_size = 0;
+    const int rc = vlmc_decoder_can_encode(decoder);
+    if (rc != VLMC_DEC_OK) return rc;
+    if (out == nullptr || out_size == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "out or out_size is null");
+    return guarded([&] {
+        const int threads = threads_for(num_threads);
+        const uint32_t q100 = quality_x100(quality);
+        const auto pool = decoder->pools.lease(threads);
+        const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
+        std::vector<float> y(a.g.n_y), z(a.g.n_z);
+        scaled_latents(*decoder, a, q100, *pool, y.data(), z.data());
+        hand_out(write_stream(*decoder, y.data(), z.data(), a.g, q100, a.pre_edited ? VLMC_ENC_PRE_EDITED : 0, *pool),
+                 out, out_size);
+    });
+}
+
+int vlmc_decoder_encode_image_within(const vlmc_decoder *decoder, const uint8_t *rgb, uint32_t width, uint32_t height,
+                                     uint32_t short_side, size_t max_bytes, double min_quality, double max_quality,
+                                     uint32_t flags, int num_threads, uint8_t **out, size_t *out_size,
+                                     double *quality) {
+    if (out != nullptr) *out = nullptr;
+    if (out_size != nullptr) *out_size = 0;
+    const int rc = vlmc_decoder_can_encode(decoder);
+    if (rc != VLMC_DEC_OK) return rc;
+    if (out == nullptr || out_size == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "out or out_size is null");
+    return guarded([&] {
+        const int threads = threads_for(num_threads);
+        if (max_bytes == 0) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "max_bytes must be at least 1");
+        const uint32_t lo = quality_x100(min_quality), hi = quality_x100(max_quality);
+        if (lo > hi) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "min_quality is above max_quality");
+        const auto pool = decoder->pools.lease(threads);
+        const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
+        std::vector<float> y(a.g.n_y), z(a.g.n_z);
+        auto stream_at = [&](int k) {
+            scaled_latents(*decoder, a, uint32_t(k), *pool, y.data(), z.data());
+            return write_stream(*decoder, y.data(), z.data(), a.g, uint32_t(k), a.pre_edited ? VLMC_ENC_PRE_EDITED : 0,
+                                *pool);
         };
         const auto found = largest_fitting(stream_at, max_bytes, int(lo), int(hi));
         hand_out(found.first, out, out_size);

@@ -89,7 +89,8 @@ typedef struct vlmc_stream_info {
 } vlmc_stream_info;
 
 /* Version of the .vlmc container this library reads and writes, and of the decoder-model file it
- * writes streams with (it also reads and decodes with version 1, which cannot write streams). */
+ * encodes images with (it also reads versions 1 and 2: version 2 writes streams but does not
+ * encode images, version 1 only decodes). */
 VLMC_DECODER_API uint32_t vlmc_decoder_stream_version(void);
 VLMC_DECODER_API uint32_t vlmc_decoder_model_version(void);
 
@@ -211,6 +212,51 @@ VLMC_DECODER_API int vlmc_decoder_write_stream_within(const vlmc_decoder *decode
                                                       uint32_t coded_height, size_t max_bytes, double min_quality,
                                                       double max_quality, uint32_t flags, int num_threads,
                                                       uint8_t **out, size_t *out_size, double *quality);
+
+/* -- Encoding images (no Python, no other runtime) ---------------------------------------------
+ *
+ * A decoder-model file of version 3 also holds the encoder's networks (the pre-editor, g_a, h_a)
+ * in float32, and the library runs them on the CPU: RGB pixels in, a .vlmc stream out, as
+ * vlmcodec's Codec.encode (torch backend) computes it — resized to a consumer's scale when asked
+ * (antialiased bicubic, as vlmcodec.resample.downscale), edges repeated to a multiple of 64,
+ * pre-edited, g_a, gain, h_a, then vlmc_decoder_write_stream's coding. The networks' sums run in
+ * another order than torch's, so a symbol now and then rounds the other way: the stream is not
+ * always byte for byte the Python encoder's, but every one is valid and decodes to the same
+ * image within that rounding (measured: README "Encoding images in C"). Files of versions 1 and
+ * 2 cannot encode images (VLMC_DEC_ERR_BAD_MODEL_FILE: re-export them). */
+
+#define VLMC_ENC_NO_PRE_EDIT 2u /* encode_image: skip the model's pre-editor (faster; vlmcodec's pre_edit=False) */
+
+/* VLMC_DEC_OK when this decoder can encode images (its model file holds the encoder's networks). */
+VLMC_DECODER_API int vlmc_decoder_can_encode(const vlmc_decoder *decoder);
+
+/* Encodes rgb (HWC uint8: height rows of width · 3 bytes) at quality (0 .. 100, stored in steps
+ * of 0.01) into a .vlmc stream, allocated into *out (*out_size bytes; free with
+ * vlmc_decoder_free_stream). short_side: 0 codes the full size; N ≥ 16 codes the image at the
+ * size a consumer of N px sees (vlmc_decoder_consumer_size), the decoder restoring the original
+ * size. flags: 0 or VLMC_ENC_NO_PRE_EDIT. num_threads as vlmc_decoder_latents. An image above
+ * max_pixels is refused (VLMC_DEC_ERR_TOO_LARGE), as are sides outside 1 .. 16384. */
+VLMC_DECODER_API int vlmc_decoder_encode_image(const vlmc_decoder *decoder, const uint8_t *rgb, uint32_t width,
+                                               uint32_t height, double quality, uint32_t short_side, uint32_t flags,
+                                               int num_threads, uint8_t **out, size_t *out_size);
+
+/* Rate control on an image: the stream of the highest quality in [min_quality, max_quality]
+ * whose size is at most max_bytes (vlmc_decoder_write_stream_within's search; the pre-editor and
+ * g_a run once, h_a and the coding once per quality tried). *quality receives the quality found
+ * (may be NULL); VLMC_DEC_ERR_BUDGET when even min_quality does not fit. */
+VLMC_DECODER_API int vlmc_decoder_encode_image_within(const vlmc_decoder *decoder, const uint8_t *rgb,
+                                                      uint32_t width, uint32_t height, uint32_t short_side,
+                                                      size_t max_bytes, double min_quality, double max_quality,
+                                                      uint32_t flags, int num_threads, uint8_t **out,
+                                                      size_t *out_size, double *quality);
+
+/* The encoder's latents of rgb at quality, what encode_image codes: y = g_a output · gain
+ * ([channels][H/16][W/16], y_count floats) and z = h_a(y) ([N][H/64][W/64]) with H × W the coded
+ * size padded to a multiple of 64 (vlmc_decoder_latent_size gives the counts). */
+VLMC_DECODER_API int vlmc_decoder_analyse_image(const vlmc_decoder *decoder, const uint8_t *rgb, uint32_t width,
+                                                uint32_t height, double quality, uint32_t short_side,
+                                                uint32_t flags, int num_threads, float *y, size_t y_count,
+                                                float *z, size_t z_count);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,384 @@
+// The encoder's networks (encoder.hpp): the pre-editor, g_a and h_a in float32 on the
+// convolutions of conv.hpp. Planes are [channels][rows][columns]; the pre-editor's tokens are the
+// planes of its 1/patch grid, so its Linear layers are 1×1 convolutions and its LayerNorms run
+// across the planes.
+#include "encoder.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <utility>
+
+namespace vlmc::encoder {
+namespace {
+
+using conv::Planes;
+
+// -- reading the section -------------------------------------------------------------------
+
+struct Reader {
+    const uint8_t *p;
+    size_t n, &pos;
+    template <class T> T get() {
+        if (sizeof(T) > n - pos) throw BadModel("encoder section truncated at offset " + std::to_string(pos));
+        T v;
+        std::memcpy(&v, p + pos, sizeof(T));
+        pos += sizeof(T);
+        return v;
+    }
+    std::vector<float> floats(uint64_t count) {
+        if (count > (n - pos) / sizeof(float)) throw BadModel("encoder section truncated at offset " + std::to_string(pos));
+        std::vector<float> v(count);
+        if (count) std::memcpy(v.data(), p + pos, count * sizeof(float));
+        pos += count * sizeof(float);
+        return v;
+    }
+};
+
+// A convolution record (u32 out, in, kh, kw, ph, pw, unshuffle · f32 weight · f32 bias) taking
+// `channels` planes before the unshuffle and giving `out` (any, when 0), checked
+Conv read_conv(Reader &r, uint32_t channels, uint32_t out, const std::string &what) {
+    Conv c;
+    conv::Shape &s = c.shape;
+    for (uint32_t *f : {&s.out, &s.in, &s.kh, &s.kw, &s.ph, &s.pw, &c.unshuffle}) *f = r.get<uint32_t>();
+    const uint64_t unshuffled = uint64_t(channels) * c.unshuffle * c.unshuffle;
+    if (c.unshuffle == 0 || c.unshuffle > 64 || s.in != unshuffled || s.out == 0 || s.out > 16384 ||
+        (out && s.out != out) || s.kh == 0 || s.kw == 0 || s.kh > 15 || s.kw > 15 || s.ph >= s.kh || s.pw >= s.kw)
+        throw BadModel("bad " + what + " convolution");
+    const auto weight = r.floats(uint64_t(s.out) * s.in * s.kh * s.kw);
+    c.weight = conv::pack_weights(weight.data(), s.out, s.in, s.kh * s.kw);
+    c.bias = r.floats(s.out);
+    return c;
+}
+
+Norm read_norm(Reader &r, uint32_t dim) {
+    Norm n;
+    n.eps = r.get<float>();
+    if (!(n.eps > 0.0f && n.eps < 1.0f)) throw BadModel("bad LayerNorm epsilon");
+    n.weight = r.floats(dim);
+    n.bias = r.floats(dim);
+    return n;
+}
+
+std::unique_ptr<PreEditor> read_pre_editor(Reader &r) {
+    auto p = std::make_unique<PreEditor>();
+    for (uint32_t *f : {&p->dim, &p->depth, &p->heads, &p->hidden, &p->patch, &p->mlp, &p->window, &p->global_tokens})
+        *f = r.get<uint32_t>();
+    if (p->dim == 0 || p->dim > 4096 || p->heads == 0 || p->dim % p->heads || p->depth > 64 || p->hidden == 0 ||
+        p->hidden > 4096 || p->mlp > 16384 || (p->depth && p->mlp == 0) || p->patch < 4 || p->patch % 4 ||
+        64 % p->patch)
+        throw BadModel("bad pre-editor sizes");
+    p->full = read_conv(r, 3, p->hidden, "pre-editor full");
+    p->quarter = read_conv(r, 3, p->hidden, "pre-editor quarter");
+    p->embed = read_conv(r, 3, p->dim, "pre-editor embed");
+    p->pos = read_conv(r, p->dim, p->dim, "pre-editor pos");
+    if (p->quarter.unshuffle != 4 || p->embed.unshuffle != p->patch || p->full.unshuffle != 1 || p->pos.unshuffle != 1)
+        throw BadModel("bad pre-editor strides");
+    for (uint32_t i = 0; i < p->depth; ++i) {
+        Block b;
+        b.norm1 = read_norm(r, p->dim);
+        b.qkv = read_conv(r, p->dim, 3 * p->dim, "pre-editor qkv");
+        b.proj = read_conv(r, p->dim, p->dim, "pre-editor proj");
+        b.norm2 = read_norm(r, p->dim);
+        b.fc1 = read_conv(r, p->dim, p->mlp, "pre-editor mlp");
+        b.fc2 = read_conv(r, p->mlp, p->dim, "pre-editor mlp");
+        for (const Conv *c : {&b.qkv, &b.proj, &b.fc1, &b.fc2})
+            if (c->shape.kh != 1 || c->shape.kw != 1 || c->unshuffle != 1) throw BadModel("bad pre-editor linear layer");
+        p->blocks.push_back(std::move(b));
+    }
+    p->norm = read_norm(r, p->dim);
+    p->to_hidden = read_conv(r, p->dim, p->hidden, "pre-editor to_hidden");
+    p->mid = read_conv(r, p->hidden, p->hidden, "pre-editor mid");
+    p->out = read_conv(r, p->hidden, 3, "pre-editor out");
+    // the full-resolution head is computed in row bands with a 2-row halo: two 3×3 convolutions
+    for (const Conv *c : {&p->full, &p->mid, &p->out, &p->pos})
+        if (c->shape.kh != 3 || c->shape.kw != 3 || c->shape.ph != 1 || c->shape.pw != 1 || c->unshuffle != 1)
+            throw BadModel("bad pre-editor 3x3 convolution");
+    for (const Conv *c : {&p->quarter, &p->embed, &p->to_hidden})
+        if (c->shape.kh != 1 || c->shape.kw != 1) throw BadModel("bad pre-editor 1x1 convolution");
+    return p;
+}
+
+// g_a (3 → M planes) or h_a (M → N): convolutions, LeakyReLUs, folded GDNs
+std::vector<Layer> read_net(Reader &r, uint32_t channels, uint32_t out, const char *name) {
+    const uint32_t count = r.get<uint32_t>();
+    if (count == 0 || count > 64) throw BadModel(std::string("bad ") + name);
+    std::vector<Layer> net;
+    for (uint32_t i = 0; i < count; ++i) {
+        Layer l;
+        l.kind = r.get<uint32_t>();
+        if (l.kind == kConv) {
+            l.conv = read_conv(r, channels, 0, std::string(name) + " layer " + std::to_string(i));
+            channels = l.conv.shape.out;
+        } else if (l.kind == kLeaky) {
+            l.slope = r.get<float>();
+            if (!std::isfinite(l.slope)) throw BadModel(std::string("bad ") + name + " LeakyReLU");
+        } else if (l.kind == kGdn) {
+            const uint32_t c = r.get<uint32_t>(), inverse = r.get<uint32_t>();
+            if (c != channels || inverse > 1) throw BadModel(std::string("bad ") + name + " GDN");
+            l.inverse = inverse;
+            l.conv.shape.in = l.conv.shape.out = c;
+            const auto gamma = r.floats(uint64_t(c) * c);
+            l.conv.weight = conv::pack_weights(gamma.data(), c, c, 1);
+            l.conv.bias = r.floats(c);
+        } else {
+            throw BadModel(std::string("unknown ") + name + " layer kind");
+        }
+        net.push_back(std::move(l));
+    }
+    if (channels != out) throw BadModel(std::string(name) + " does not give " + std::to_string(out) + " planes");
+    return net;
+}
+
+// -- operations ------------------------------------------------------------------------------
+
+// planes [C][H][W] → [C·s²][H/s][W/s] (F.pixel_unshuffle)
+Planes<float> unshuffle(const Planes<float> &x, uint32_t s, conv::Pool &pool) {
+    if (s == 1) return x;
+    if (x.h % s || x.w % s) throw std::invalid_argument("unshuffle of a size not a multiple of its factor");
+    Planes<float> y{x.c * s * s, x.h / s, x.w / s, conv::Buffer<float>(x.v.size())};
+    conv::parallel_for(x.c * s, pool, [&](uint32_t k0, uint32_t k1) {
+        for (uint32_t k = k0; k < k1; ++k) {  // (channel c, row phase a)
+            const uint32_t c = k / s, a = k % s;
+            for (uint32_t i = 0; i < y.h; ++i) {
+                const float *src = x.v.data() + (size_t(c) * x.h + size_t(i) * s + a) * x.w;
+                for (uint32_t b = 0; b < s; ++b) {
+                    float *dst = y.v.data() + ((size_t(c) * s * s + a * s + b) * y.h + i) * y.w;
+                    for (uint32_t j = 0; j < y.w; ++j) dst[j] = src[size_t(j) * s + b];
+                }
+            }
+        }
+    });
+    return y;
+}
+
+template <class Op> Planes<float> apply(const Conv &c, const Planes<float> &x, conv::Pool &pool, Op op) {
+    if (c.unshuffle == 1) return conv::conv_layer(c.shape, c.weight, x, pool, false, op);
+    return conv::conv_layer(c.shape, c.weight, unshuffle(x, c.unshuffle, pool), pool, false, op);
+}
+
+Planes<float> apply(const Conv &c, const Planes<float> &x, conv::Pool &pool) {
+    return apply(c, x, pool, [&](uint32_t o, float v) { return v + c.bias[o]; });
+}
+
+inline float gelu(float v) { return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f)); }
+
+Planes<float> apply_gelu(const Conv &c, const Planes<float> &x, conv::Pool &pool) {
+    return apply(c, x, pool, [&](uint32_t o, float v) { return gelu(v + c.bias[o]); });
+}
+
+// LayerNorm of each token (a column across the planes) of t [dim][n]
+Planes<float> layer_norm(const Norm &norm, const Planes<float> &t, conv::Pool &pool) {
+    const size_t n = size_t(t.h) * t.w;
+    Planes<float> out{t.c, t.h, t.w, conv::Buffer<float>(t.v.size())};
+    conv::parallel_for(uint32_t((n + 63) / 64), pool, [&](uint32_t b0, uint32_t b1) {
+        const size_t j0 = size_t(b0) * 64, j1 = std::min(n, size_t(b1) * 64);
+        std::vector<double> mean(j1 - j0), var(j1 - j0);
+        for (uint32_t c = 0; c < t.c; ++c)
+            for (size_t j = j0; j < j1; ++j) mean[j - j0] += t.v[c * n + j];
+        for (double &m : mean) m /= t.c;
+        for (uint32_t c = 0; c < t.c; ++c)
+            for (size_t j = j0; j < j1; ++j) {
+                const double d = t.v[c * n + j] - mean[j - j0];
+                var[j - j0] += d * d;
+            }
+        for (size_t j = j0; j < j1; ++j) var[j - j0] = 1.0 / std::sqrt(var[j - j0] / t.c + norm.eps);
+        for (uint32_t c = 0; c < t.c; ++c)
+            for (size_t j = j0; j < j1; ++j)
+                out.v[c * n + j] =
+                    float((t.v[c * n + j] - mean[j - j0]) * var[j - j0]) * norm.weight[c] + norm.bias[c];
+    });
+    return out;
+}
+
+// [start, stop) spans covering [0, size) (PreEditor's window_spans)
+std::vector<std::pair<uint32_t, uint32_t>> window_spans(uint32_t size, uint32_t window, bool shift) {
+    if (size <= window) return {{0, size}};
+    const uint32_t n = (size + window - 1) / window;
+    std::vector<uint32_t> cuts;
+    for (uint32_t i = 1; i < n; ++i) cuts.push_back(uint32_t(uint64_t(i) * size / n));
+    const uint32_t half = size / n / 2;
+    if (shift && half) {
+        for (uint32_t &c : cuts) c -= half;
+        cuts.push_back(size - half);
+    }
+    std::vector<std::pair<uint32_t, uint32_t>> spans;
+    uint32_t start = 0;
+    for (uint32_t c : cuts) spans.emplace_back(start, c), start = c;
+    spans.emplace_back(start, size);
+    return spans;
+}
+
+// softmax(q kᵀ / sqrt(hd)) v for one head over m tokens: q, k [hd][m], vt [m][hd] → out [hd][m]
+void attend(const float *q, const float *k, const float *vt, uint32_t hd, uint32_t m, float *out, conv::Pool &pool) {
+    const float scale = 1.0f / std::sqrt(float(hd));
+    conv::parallel_for(m, pool, [&](uint32_t i0, uint32_t i1) {
+        std::vector<float> s(m), o(hd);
+        for (uint32_t i = i0; i < i1; ++i) {
+            std::fill(s.begin(), s.end(), 0.0f);
+            for (uint32_t e = 0; e < hd; ++e) {
+                const float qe = q[size_t(e) * m + i];
+                const float *ke = k + size_t(e) * m;
+                for (uint32_t j = 0; j < m; ++j) s[j] += qe * ke[j];
+            }
+            float top = -INFINITY;
+            for (uint32_t j = 0; j < m; ++j) top = std::max(top, s[j] *= scale);
+            float total = 0.0f;
+            for (uint32_t j = 0; j < m; ++j) total += s[j] = std::exp(s[j] - top);
+            std::fill(o.begin(), o.end(), 0.0f);
+            for (uint32_t j = 0; j < m; ++j) {
+                const float p = s[j];
+                const float *v = vt + size_t(j) * hd;
+                for (uint32_t e = 0; e < hd; ++e) o[e] += p * v[e];
+            }
+            for (uint32_t e = 0; e < hd; ++e) out[size_t(e) * m + i] = o[e] / total;
+        }
+    });
+}
+
+// multi-head attention of the tokens qkv [3·dim][gh][gw] (channel s·dim + head·hd + e) → [dim][gh][gw],
+// inside windows of `window` tokens per side (0: globally), shifted by half a window when `shift`
+Planes<float> attention(const Planes<float> &qkv, uint32_t heads, uint32_t window, bool shift, conv::Pool &pool) {
+    const uint32_t dim = qkv.c / 3, hd = dim / heads, gh = qkv.h, gw = qkv.w;
+    const size_t n = size_t(gh) * gw;
+    Planes<float> out{dim, gh, gw, conv::Buffer<float>(size_t(dim) * n)};
+    const auto rows = window ? window_spans(gh, window, shift) : std::vector<std::pair<uint32_t, uint32_t>>{{0, gh}};
+    const auto cols = window ? window_spans(gw, window, shift) : std::vector<std::pair<uint32_t, uint32_t>>{{0, gw}};
+    std::vector<float> q, k, vt, o;
+    std::vector<size_t> index;
+    for (const auto &r : rows)
+        for (const auto &c : cols) {
+            index.clear();
+            for (uint32_t y = r.first; y < r.second; ++y)
+                for (uint32_t x = c.first; x < c.second; ++x) index.push_back(size_t(y) * gw + x);
+            const uint32_t m = uint32_t(index.size());
+            q.resize(size_t(hd) * m), k.resize(size_t(hd) * m), vt.resize(size_t(hd) * m), o.resize(size_t(hd) * m);
+            for (uint32_t h = 0; h < heads; ++h) {
+                const float *src = qkv.v.data() + size_t(h) * hd * n;
+                for (uint32_t e = 0; e < hd; ++e)
+                    for (uint32_t j = 0; j < m; ++j) {
+                        q[size_t(e) * m + j] = src[size_t(e) * n + index[j]];
+                        k[size_t(e) * m + j] = src[(size_t(dim) + e) * n + index[j]];
+                        vt[size_t(j) * hd + e] = src[(2 * size_t(dim) + e) * n + index[j]];
+                    }
+                attend(q.data(), k.data(), vt.data(), hd, m, o.data(), pool);
+                for (uint32_t e = 0; e < hd; ++e)
+                    for (uint32_t j = 0; j < m; ++j) out.v[(size_t(h) * hd + e) * n + index[j]] = o[size_t(e) * m + j];
+            }
+        }
+    return out;
+}
+
+void add_into(Planes<float> &dst, const Planes<float> &src) {
+    for (size_t k = 0; k < dst.v.size(); ++k) dst.v[k] += src.v[k];
+}
+
+// F.interpolate(scale_factor=s, mode="bilinear", align_corners=False) along one axis: output i
+// reads source first[i] and first[i] + step[i] with weights (w0[i], w1[i])
+struct Bilinear {
+    std::vector<uint32_t> first, step;
+    std::vector<float> w0, w1;
+    Bilinear(uint32_t in, uint32_t s) {
+        const float inv = 1.0f / float(s);
+        for (uint32_t i = 0; i < in * s; ++i) {
+            const float real = std::max(inv * (float(i) + 0.5f) - 0.5f, 0.0f);
+            const uint32_t i0 = uint32_t(real);
+            const float l1 = std::min(std::max(real - float(i0), 0.0f), 1.0f);
+            first.push_back(i0), step.push_back(i0 + 1 < in ? 1 : 0), w0.push_back(1.0f - l1), w1.push_back(l1);
+        }
+    }
+};
+
+// dst rows [r0, r1) += src upsampled ×s (bilinear); dst holds rows from `base` on
+void add_upsampled(Planes<float> &dst, uint32_t base, uint32_t r0, uint32_t r1, const Planes<float> &src, uint32_t s,
+                   conv::Pool &pool) {
+    const Bilinear across(src.w, s), down(src.h, s);
+    conv::parallel_for(dst.c, pool, [&](uint32_t c0, uint32_t c1) {
+        for (uint32_t c = c0; c < c1; ++c)
+            for (uint32_t y = r0; y < r1; ++y) {
+                const float *a = src.v.data() + (size_t(c) * src.h + down.first[y]) * src.w;
+                const float *b = a + size_t(down.step[y]) * src.w;
+                const float h0 = down.w0[y], h1 = down.w1[y];
+                float *d = dst.v.data() + (size_t(c) * dst.h + (y - base)) * dst.w;
+                for (uint32_t x = 0; x < dst.w; ++x) {
+                    const uint32_t j = across.first[x], k = j + across.step[x];
+                    d[x] += h0 * (across.w0[x] * a[j] + across.w1[x] * a[k]) + h1 * (across.w0[x] * b[j] + across.w1[x] * b[k]);
+                }
+            }
+    });
+}
+
+Planes<float> rows_of(const Planes<float> &x, uint32_t r0, uint32_t r1) {
+    Planes<float> y{x.c, r1 - r0, x.w, conv::Buffer<float>(size_t(x.c) * (r1 - r0) * x.w)};
+    for (uint32_t c = 0; c < x.c; ++c)
+        std::memcpy(y.v.data() + size_t(c) * y.h * y.w, x.v.data() + (size_t(c) * x.h + r0) * x.w,
+                    sizeof(float) * y.h * y.w);
+    return y;
+}
+
+}  // namespace
+
+Networks read_networks(const uint8_t *bytes, size_t n, size_t &pos, uint32_t M, uint32_t N) {
+    Reader r{bytes, n, pos};
+    Networks net;
+    const uint32_t has_pre = r.get<uint32_t>();
+    if (has_pre > 1) throw BadModel("bad pre-editor flag");
+    if (has_pre) net.pre = read_pre_editor(r);
+    net.g_a = read_net(r, 3, M, "g_a");
+    net.h_a = read_net(r, M, N, "h_a");
+    return net;
+}
+
+Planes<float> run(const std::vector<Layer> &net, Planes<float> x, conv::Pool &pool) {
+    for (const Layer &l : net) {
+        if (l.kind == kConv) {
+            x = apply(l.conv, x, pool);
+        } else if (l.kind == kGdn) {
+            conv::gdn_in_place(l.conv.shape, l.conv.weight, l.conv.bias, l.inverse, x, pool);
+        } else {
+            for (float &v : x.v) v = v > 0.0f ? v : v * l.slope;
+        }
+    }
+    return x;
+}
+
+Planes<float> pre_edit(const PreEditor &p, const Planes<float> &x, conv::Pool &pool) {
+    // the tokens: patch embedding and its position encoding, then the blocks, attending globally
+    // while the grid fits global_tokens per side (0: the window), else in shifted windows
+    Planes<float> t = apply(p.embed, x, pool);
+    add_into(t, apply(p.pos, t, pool));
+    const uint32_t fits = p.global_tokens ? std::max(p.global_tokens, p.window) : p.window;
+    const uint32_t window = p.window > 0 && std::max(t.h, t.w) > fits ? p.window : 0;
+    for (size_t i = 0; i < p.blocks.size(); ++i) {
+        const Block &b = p.blocks[i];
+        const Planes<float> a = attention(apply(b.qkv, layer_norm(b.norm1, t, pool), pool), p.heads, window, i % 2 == 1, pool);
+        add_into(t, apply(b.proj, a, pool));
+        add_into(t, apply(b.fc2, apply_gelu(b.fc1, layer_norm(b.norm2, t, pool), pool), pool));
+    }
+    const Planes<float> tokens = apply(p.to_hidden, layer_norm(p.norm, t, pool), pool);
+    // the quarter-resolution head: gelu(mid(gelu(quarter(x)) + up(tokens)))
+    Planes<float> q = apply_gelu(p.quarter, x, pool);
+    add_upsampled(q, 0, 0, q.h, tokens, p.patch / 4, pool);
+    q = apply_gelu(p.mid, q, pool);
+    // the full-resolution head in row bands (PreEditor._full_head_in_bands): each band reads x with
+    // a 2-row halo, so its rows are computed from the same values as without bands
+    Planes<float> out{3, x.h, x.w, conv::Buffer<float>(x.v.size())};
+    const uint32_t band = std::max<uint32_t>(16, uint32_t((1u << 20) / std::max<uint32_t>(1, x.w)));
+    for (uint32_t r0 = 0; r0 < x.h; r0 += band) {
+        const uint32_t r1 = std::min(x.h, r0 + band), a0 = r0 >= 2 ? r0 - 2 : 0, a1 = std::min(x.h, r1 + 2);
+        Planes<float> f = apply_gelu(p.full, rows_of(x, a0, a1), pool);
+        add_upsampled(f, a0, a0, a1, q, 4, pool);
+        const Planes<float> delta = apply(p.out, f, pool);
+        for (uint32_t c = 0; c < 3; ++c)
+            for (uint32_t y = r0; y < r1; ++y) {
+                const float *src = x.v.data() + (size_t(c) * x.h + y) * x.w;
+                const float *d = delta.v.data() + (size_t(c) * delta.h + (y - a0)) * delta.w;
+                float *dst = out.v.data() + (size_t(c) * x.h + y) * x.w;
+                for (uint32_t j = 0; j < x.w; ++j) dst[j] = std::min(std::max(src[j] + d[j], 0.0f), 1.0f);
+            }
+    }
+    return out;
+}
+
+}  // namespace vlmc::encoder

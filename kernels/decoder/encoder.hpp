@@ -1,0 +1,74 @@
+// The encoder's networks in float32 for vlmc_decoder_encode_image: the semantic pre-editor
+// (vlmcodec.models.pre_editor.PreEditor), g_a and h_a (vlmcodec.models.hyperprior), read from
+// the encoder section of a decoder-model file (version 3, export/c_decoder.py). The same
+// functions as the torch backend's, in float32 within rounding (sums in another order), so
+// streams match the Python encoder's but for the rare symbol a rounding flips — every one a
+// valid stream.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "conv.hpp"
+
+namespace vlmc::encoder {
+
+// a malformed encoder section
+struct BadModel : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// A convolution of stride 1 on its input pixel-unshuffled by `unshuffle` (channel c·s² + a·s + b
+// holds pixels (s·i + a, s·j + b) of channel c): a strided one as space_to_depth rewrote it
+struct Conv {
+    conv::Shape shape;
+    uint32_t unshuffle = 1;
+    conv::Packed<float> weight;
+    std::vector<float> bias;
+};
+
+struct Norm {  // LayerNorm over the channels of each token
+    float eps = 1e-5f;
+    std::vector<float> weight, bias;
+};
+
+struct Block {  // pre-norm transformer block
+    Norm norm1, norm2;
+    Conv qkv, proj, fc1, fc2;  // Linear layers as 1×1 convolutions of the token grid
+};
+
+struct PreEditor {
+    uint32_t dim = 0, depth = 0, heads = 0, hidden = 0, patch = 0, mlp = 0, window = 0, global_tokens = 0;
+    Conv full, quarter, embed, pos;
+    std::vector<Block> blocks;
+    Norm norm;
+    Conv to_hidden, mid, out;
+};
+
+enum LayerKind : uint32_t { kConv = 0, kLeaky = 1, kGdn = 3 };
+
+struct Layer {
+    uint32_t kind = kConv;
+    Conv conv;  // a GDN: γ as a 1×1 convolution's weights, β as its bias
+    float slope = 0;
+    bool inverse = false;
+};
+
+struct Networks {
+    std::unique_ptr<PreEditor> pre;  // null: the model has none
+    std::vector<Layer> g_a, h_a;
+};
+
+// The encoder section at bytes[pos, n), pos advanced past it; M, N: the codec's channels (BadModel
+// when the section is malformed or its networks do not give them)
+Networks read_networks(const uint8_t *bytes, size_t n, size_t &pos, uint32_t M, uint32_t N);
+
+// x (3 planes, sides multiples of 64, values in [0, 1]) → clamp(x + Δ(x), 0, 1)
+conv::Planes<float> pre_edit(const PreEditor &p, const conv::Planes<float> &x, conv::Pool &pool);
+
+// g_a or h_a on x
+conv::Planes<float> run(const std::vector<Layer> &net, conv::Planes<float> x, conv::Pool &pool);
+
+}  // namespace vlmc::encoder
