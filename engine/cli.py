@@ -589,6 +589,7 @@ def cmd_info(args) -> int:
                       f"  format version  {d['format_version']}\n  model           {d['model']}\n"
                       f"  streams carry   {d['streams_carry']}\n  N, M, levels    {d['N']}, {d['M']}, {d['levels']}\n"
                       f"  writes streams  {'yes' if d['writes_streams'] else 'no (version 1: re-export it)'}\n"
+                      f"  encodes images  {'yes' if d['encodes_images'] else 'no (before version 3: re-export it)'}\n"
                       f"  bytes           {d['bytes']}")
             continue
         if f.suffix.lower() == ".safetensors":
@@ -674,8 +675,9 @@ def cmd_export(args) -> int:
         path = export_c_decoder(loaded, args.output)
         print(f"{path}  {path.stat().st_size:>10} bytes")
         print(f"decoder model of model {loaded.fingerprint[:8].hex()} for the C decoder (kernels/decoder/vlmc_decoder.h); "
-              f"it reads streams that carry {loaded.stream_fingerprint[:8].hex()}, and writes them from the outputs of "
-              "the exported g_a and h_a (vlmc_decoder_write_stream)")
+              f"it reads streams that carry {loaded.stream_fingerprint[:8].hex()}, writes them from the outputs of "
+              "the exported g_a and h_a (vlmc_decoder_write_stream) and encodes images itself "
+              "(vlmc_decoder_encode_image)")
         return 0
     if args.format == "tensorrt":
         from vlmcodec.export.tensorrt import BuildConfig, build_engines, import_tensorrt, parse_size, require_gpu
@@ -993,7 +995,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write g_a, h_a, h_s, g_s as ONNX graphs (dynamic batch and size), or build "
                                    "TensorRT engines from them, with a manifest.json beside them; --format c-decoder "
                                    "writes DIR/decoder_model.vlmd, what the C stream decoder "
-                                   "(kernels/decoder/vlmc_decoder.h) reads, and writes streams with.")
+                                   "(kernels/decoder/vlmc_decoder.h) reads, and writes streams and encodes images with.")
     x.add_argument("--format", required=True, choices=("onnx", "tensorrt", "c-decoder"))
     x.add_argument("-o", "--output", required=True, metavar="DIR")
     x.add_argument("--model", help="model .safetensors (default: the bundled model)")

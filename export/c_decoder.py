@@ -288,7 +288,7 @@ def build_c_decoder(source_dir: str | Path, build_dir: str | Path, jobs: int = 2
     if cmake is None:
         raise ConfigError("cmake not found (apt install cmake, or pip install cmake)")
     build = Path(build_dir)
-    targets = [] if tests else ["--target", "vlmc_decoder", "vlmc_decode_latents", "vlmc_write_stream",
+    targets = [] if tests else ["--target", "vlmc_decoder", "vlmc_decode_latents", "vlmc_write_stream", "vlmc_encode",
                                 *(["vlmc_conv_bench"] if bench else [])]
     steps = [[cmake, "-S", str(source_dir), "-B", str(build), "-DVLMCODEC_BUILD_PYTHON=OFF",
               f"-DVLMCODEC_BUILD_TESTS={'ON' if tests else 'OFF'}", "-DCMAKE_BUILD_TYPE=Release",

@@ -593,8 +593,9 @@ def test_info_reads_a_decoder_model_file(tiny_model_path, tmp_path, capsys):
     loaded = load_model(tiny_model_path)
     assert (d["model"], d["N"], d["M"], d["levels"], d["bytes"]) == (loaded.fingerprint[:8].hex(), 16, 24, 3,
                                                                      path.stat().st_size)
-    assert d["format_version"] == 2 and d["writes_streams"] is True
-    assert main(["info", str(path)]) == 0 and "writes streams  yes" in capsys.readouterr().out
+    assert d["format_version"] == 3 and d["writes_streams"] is True and d["encodes_images"] is True
+    text = main(["info", str(path)]) == 0 and capsys.readouterr().out
+    assert text and "writes streams  yes" in text and "encodes images  yes" in text
     damaged = bytearray(path.read_bytes())
     damaged[100] ^= 1
     (tmp_path / "bad.vlmd").write_bytes(bytes(damaged))

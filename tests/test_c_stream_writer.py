@@ -134,32 +134,39 @@ def test_bad_input_is_refused_with_a_clear_error(tiny_writer, rng):
     assert e.value.code == -1
 
 
-def test_version_1_model_file_decodes_but_cannot_write(c_decoder_build, tiny_writer, tiny_model_path, rng, tmp_path):
-    """A decoder-model file of version 1 (before the gains) still decodes; writing says why not."""
+def test_older_model_files_decode_but_say_what_they_cannot_do(c_decoder_build, tiny_writer, tiny_model_path, rng,
+                                                              tmp_path):
+    """A decoder-model file of version 1 (before the gains) still decodes, one of version 2 (before
+    the encoder's networks) decodes and writes streams; what they cannot do says why."""
     codec, writer = tiny_writer
     loaded = load_model(tiny_model_path)
-    blob = decoder_model_bytes(loaded)[:-4]
+    blobs = {v: decoder_model_bytes(loaded, version=v) for v in (1, 2, 3)}
+    # each version is the one before plus its part: v2 adds the gains, v3 appends the encoder
     gain = loaded.model.gain.detach().abs().float().numpy().astype("<f4").tobytes()
-    at = blob.find(gain)
-    assert at > 0 and blob.find(gain, at + 1) == -1
-    old = blob[:8] + struct.pack("<I", 1) + blob[12:at] + blob[at + len(gain):]
-    old += struct.pack("<I", zlib.crc32(old))
-    v1 = CStreamDecoder(c_decoder_build / "libvlmc_decoder.so", old)
-    (tmp_path / "old.vlmd").write_bytes(old)
-    d = describe_decoder_model(tmp_path / "old.vlmd")
-    assert (d["format_version"], d["writes_streams"]) == (1, False)
+    assert blobs[2][12:-4].replace(gain, b"", 1) == blobs[1][12:-4] and blobs[3][12:len(blobs[2]) - 4] == blobs[2][12:-4]
+    v1, v2 = (CStreamDecoder(c_decoder_build / "libvlmc_decoder.so", blobs[v]) for v in (1, 2))
+    for v in (1, 2):
+        (tmp_path / f"v{v}.vlmd").write_bytes(blobs[v])
+        d = describe_decoder_model(tmp_path / f"v{v}.vlmd")
+        assert (d["format_version"], d["writes_streams"], d["encodes_images"]) == (v, v == 2, False)
     data = codec.encode(smooth_image(rng, 64, 96), quality=30)
     np.testing.assert_array_equal(v1.latents(data), writer.latents(data))
-    assert not v1.can_write() and writer.can_write()
+    np.testing.assert_array_equal(v2.latents(data), writer.latents(data))
+    assert not v1.can_write() and v2.can_write() and writer.can_write()
+    assert not v1.can_encode() and not v2.can_encode() and writer.can_encode()
     with pytest.raises(CDecoderError) as e:
         v1.write_stream(np.zeros((24, 4, 6), np.float32), np.zeros((16, 1, 2), np.float32), 96, 64, 30)
     assert e.value.code == -6 and "re-export" in e.value.message
     with pytest.raises(CDecoderError) as e:
         v1.gain(30)
     assert e.value.code == -6
+    for old in (v1, v2):
+        with pytest.raises(CDecoderError) as e:
+            old.encode_image(np.zeros((64, 96, 3), np.uint8), 30)
+        assert e.value.code == -6 and "re-export" in e.value.message
     # and a file of a version after this library's is refused, naming the versions it reads
-    newer = blob[:8] + struct.pack("<I", 3) + blob[12:]
-    with pytest.raises(CDecoderError, match="reads 1 to 2"):
+    newer = blobs[3][:8] + struct.pack("<I", 4) + blobs[3][12:-4]
+    with pytest.raises(CDecoderError, match="reads 1 to 3"):
         CStreamDecoder(c_decoder_build / "libvlmc_decoder.so", newer + struct.pack("<I", zlib.crc32(newer)))
 
 

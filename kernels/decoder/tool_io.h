@@ -1,5 +1,5 @@
 /* Error, file and argument helpers shared by the command-line tools (vlmc_decode_latents,
- * vlmc_write_stream); plain C, static functions, not installed. */
+ * vlmc_write_stream, vlmc_encode); plain C, static functions, not installed. */
 #ifndef VLMC_TOOL_IO_H
 #define VLMC_TOOL_IO_H
 
@@ -58,6 +58,21 @@ static int parse_count(const char *text, unsigned long long max, unsigned long l
     errno = 0;
     *out = strtoull(text, &end, 10);
     return errno == 0 && *end == '\0' && *out <= max;
+}
+
+/* "option takes expected, got 'value'" as error(); the exit status 2. */
+static int bad_value(const char *option, const char *expected, const char *value) {
+    fprintf(stderr, VLMC_TOOL_NAME ": error: %s takes %s, got '%s'\n", option, expected, value);
+    return 2;
+}
+
+/* A number in [0, 100] into *q; 0 otherwise. */
+static int parse_quality(const char *text, double *q) {
+    char *end = NULL;
+    if (text == NULL || *text == '\0') return 0;
+    errno = 0;
+    *q = strtod(text, &end);
+    return errno == 0 && *end == '\0' && *q >= 0.0 && *q <= 100.0;
 }
 
 #endif /* VLMC_TOOL_IO_H */

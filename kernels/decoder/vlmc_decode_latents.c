@@ -19,11 +19,6 @@
 #define VLMC_TOOL_NAME "vlmc_decode_latents"
 #include "tool_io.h"
 
-static int bad_value(const char *option, const char *expected, const char *value) {
-    fprintf(stderr, "vlmc_decode_latents: error: %s takes a whole number (%s), got '%s'\n", option, expected, value);
-    return 2;
-}
-
 #define USAGE                                                                                         \
     "usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] | --image OUT.ppm [--coded-size | " \
     "--short-side N] | --info) [--threads N] [--max-pixels N] [--band-pixels N]"
@@ -47,13 +42,13 @@ int main(int argc, char **argv) {
             ++i;
             if (strcmp(arg, "--image") == 0) image_path = value;
             else if (strcmp(arg, "--threads") == 0 && !parse_count(value, 256, &threads))
-                return bad_value(arg, "0..256; 0: up to 4", value);
+                return bad_value(arg, "a whole number (0..256; 0: up to 4)", value);
             else if (strcmp(arg, "--max-pixels") == 0 && (!parse_count(value, ~0ull, &max_pixels) || max_pixels == 0))
-                return bad_value(arg, "at least 1", value);
+                return bad_value(arg, "a whole number (at least 1)", value);
             else if (strcmp(arg, "--band-pixels") == 0 && !(band_set = parse_count(value, ~0ull, &band_pixels)))
-                return bad_value(arg, "g_s's pixels per band; 0: one pass", value);
+                return bad_value(arg, "a whole number (g_s's pixels per band; 0: one pass)", value);
             else if (strcmp(arg, "--short-side") == 0 && (!parse_count(value, 1u << 30, &short_side) || short_side < 16))
-                return bad_value(arg, "a consumer's shorter side, at least 16", value);
+                return bad_value(arg, "a whole number (a consumer's shorter side, at least 16)", value);
         } else if (arg[0] == '-' && arg[1] == '-') {
             fprintf(stderr, "vlmc_decode_latents: error: unknown option %s\n%s\n", arg, USAGE);
             return 2;

@@ -6,6 +6,7 @@
  *   vlmc::Image small = dec.image_at(bytes, 256);     // what a consumer of 256 px sees
  *   std::vector<float> y = dec.latents(bytes);        // ŷ · inverse gain, what g_s takes
  *   std::vector<uint8_t> s = dec.write_stream(y, z, width, height, quality);  // from g_a·gain, h_a
+ *   std::vector<uint8_t> e = dec.encode_image(full, 50.0);  // an image encoded here (model file version 3)
  *
  * Every method throws vlmc::DecodeError (code(): a VLMC_DEC_ERR_* value, what(): the library's
  * message). A Decoder may be shared by threads (its methods are const and the library's decoder
@@ -189,8 +190,49 @@ class Decoder {
         return out;
     }
 
+    // -- encoding images (vlmc_decoder_encode_image; the model file must be of version 3) ------
+
+    // whether this model file can encode images (it holds the encoder's networks)
+    bool can_encode() const noexcept { return vlmc_decoder_can_encode(handle_) == VLMC_DEC_OK; }
+
+    // the .vlmc stream of an RGB image (HWC, height · width · 3 bytes) at quality; short_side 0:
+    // the full size, N ≥ 16: a consumer's scale; flags: 0 or VLMC_ENC_NO_PRE_EDIT
+    std::vector<uint8_t> encode_image(const uint8_t *rgb, uint32_t width, uint32_t height, double quality,
+                                      uint32_t short_side = 0, uint32_t flags = 0, int threads = 0) const {
+        uint8_t *bytes = nullptr;
+        size_t size = 0;
+        check(vlmc_decoder_encode_image(handle_, rgb, width, height, quality, short_side, flags, threads, &bytes,
+                                        &size));
+        return take_stream(bytes, size);
+    }
+    std::vector<uint8_t> encode_image(const Image &im, double quality, uint32_t short_side = 0, uint32_t flags = 0,
+                                      int threads = 0) const {
+        check_image(im);
+        return encode_image(im.rgb.data(), im.width, im.height, quality, short_side, flags, threads);
+    }
+
+    // rate control on an image: the stream of the highest quality that fits max_bytes, and that quality
+    SizedStream encode_image_within(const Image &im, size_t max_bytes, double min_quality = 0,
+                                    double max_quality = 100, uint32_t short_side = 0, uint32_t flags = 0,
+                                    int threads = 0) const {
+        check_image(im);
+        uint8_t *bytes = nullptr;
+        size_t size = 0;
+        SizedStream out;
+        check(vlmc_decoder_encode_image_within(handle_, im.rgb.data(), im.width, im.height, short_side, max_bytes,
+                                               min_quality, max_quality, flags, threads, &bytes, &size, &out.quality));
+        out.bytes = take_stream(bytes, size);
+        return out;
+    }
+
   private:
     Decoder() = default;
+
+    static void check_image(const Image &im) {
+        if (im.rgb.size() != size_t(im.width) * im.height * 3)
+            throw DecodeError(VLMC_DEC_ERR_INVALID_ARGUMENT, "the image holds " + std::to_string(im.rgb.size()) +
+                                                                 " bytes, not width · height · 3");
+    }
 
     // a stream the library allocated, copied into a vector and freed (also when the copy throws)
     static std::vector<uint8_t> take_stream(uint8_t *bytes, size_t size) {

@@ -25,11 +25,6 @@
     "usage: vlmc_write_stream MODEL.vlmd Y.f32 Z.f32 OUT.vlmc --size WxH --quality Q [--coded-size WxH] " \
     "[--pre-edited] [--threads N]\n       vlmc_write_stream MODEL.vlmd --gain Q OUT.f32"
 
-static int bad_value(const char *option, const char *expected, const char *value) {
-    fprintf(stderr, "vlmc_write_stream: error: %s takes %s, got '%s'\n", option, expected, value);
-    return 2;
-}
-
 /* "WxH" (whole numbers, 1 .. 2^20 each) into *w, *h; 0 otherwise. */
 static int parse_size(const char *text, uint32_t *w, uint32_t *h) {
     char buf[32];
@@ -41,15 +36,6 @@ static int parse_size(const char *text, uint32_t *w, uint32_t *h) {
     if (!parse_count(buf, 1u << 20, &a) || !parse_count(x + 1, 1u << 20, &b) || a == 0 || b == 0) return 0;
     *w = (uint32_t)a, *h = (uint32_t)b;
     return 1;
-}
-
-/* A number in [0, 100] into *q; 0 otherwise. */
-static int parse_quality(const char *text, double *q) {
-    char *end = NULL;
-    if (text == NULL || *text == '\0') return 0;
-    errno = 0;
-    *q = strtod(text, &end);
-    return errno == 0 && *end == '\0' && *q >= 0.0 && *q <= 100.0;
 }
 
 /* The floats of a raw float32 file (malloc'd, *count of them); NULL with a message otherwise. */

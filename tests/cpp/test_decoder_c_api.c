@@ -17,7 +17,7 @@ int main(int argc, char **argv) {
     FILE *f;
 
     CHECK(vlmc_decoder_stream_version() == 1);
-    CHECK(vlmc_decoder_model_version() == 2);
+    CHECK(vlmc_decoder_model_version() == 3);
     CHECK(vlmc_decoder_open(NULL, &dec) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(strlen(vlmc_decoder_last_error()) > 0);
     CHECK(vlmc_decoder_open("/nonexistent/decoder_model.vlmd", &dec) == VLMC_DEC_ERR_BAD_MODEL_FILE);

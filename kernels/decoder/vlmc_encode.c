@@ -1,0 +1,133 @@
+/* vlmc_encode: an image to a .vlmc stream, through the C API alone (no Python, no other runtime).
+ *
+ *   vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc [--quality Q] [--short-side N] [--no-pre-edit] [--threads N]
+ *   vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc --max-bytes B [--min-quality Q] [--max-quality Q] ...
+ *
+ * IN.ppm: a binary PPM (P6, maxval 255). --quality: 0..100 (default 50); --max-bytes: the highest
+ * quality whose stream fits B bytes instead (rate control); --short-side N: code at the scale a
+ * consumer of N px sees; --no-pre-edit: skip the model's pre-editor. MODEL.vlmd: a decoder-model
+ * file of version 3 (`vlmcodec export --format c-decoder`). Prints the stream's size as one JSON
+ * line on stdout. Errors go to stderr as "vlmc_encode: error: …" with exit status 2. */
+#include "vlmc_decoder.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VLMC_TOOL_NAME "vlmc_encode"
+#include "tool_io.h"
+
+#define USAGE                                                                                           \
+    "usage: vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc [--quality Q | --max-bytes B [--min-quality Q] "     \
+    "[--max-quality Q]] [--short-side N] [--no-pre-edit] [--threads N]"
+
+/* The next whole number of a PPM header at *p (whitespace and # comments skipped); 0 at the end. */
+static int ppm_number(const unsigned char *data, size_t size, size_t *p, unsigned long *out) {
+    for (;;) {
+        while (*p < size && (data[*p] == ' ' || data[*p] == '\t' || data[*p] == '\n' || data[*p] == '\r')) ++*p;
+        if (*p < size && data[*p] == '#') {
+            while (*p < size && data[*p] != '\n') ++*p;
+            continue;
+        }
+        break;
+    }
+    if (*p >= size || data[*p] < '0' || data[*p] > '9') return 0;
+    *out = 0;
+    while (*p < size && data[*p] >= '0' && data[*p] <= '9') {
+        if (*out > 100000000ul) return 0;
+        *out = *out * 10 + (unsigned long)(data[*p] - '0');
+        ++*p;
+    }
+    return 1;
+}
+
+/* The pixels of a binary PPM (a pointer into data) and its size; NULL with a message otherwise. */
+static const unsigned char *read_ppm(const unsigned char *data, size_t size, uint32_t *width, uint32_t *height,
+                                     const char **why) {
+    size_t p = 2;
+    unsigned long w, h, maxval;
+    if (size < 2 || data[0] != 'P' || data[1] != '6') return *why = "the input is not a binary PPM (P6)", NULL;
+    if (!ppm_number(data, size, &p, &w) || !ppm_number(data, size, &p, &h) || !ppm_number(data, size, &p, &maxval) ||
+        p >= size)
+        return *why = "the PPM header is malformed", NULL;
+    if (maxval != 255) return *why = "the PPM is not 8-bit (maxval 255)", NULL;
+    if (w == 0 || h == 0 || w > 65535 || h > 65535) return *why = "the PPM's size is outside 1..65535", NULL;
+    ++p; /* the one whitespace byte after maxval */
+    if ((size - p) / 3 / w < h) return *why = "the PPM is truncated", NULL;
+    *width = (uint32_t)w, *height = (uint32_t)h;
+    return data + p;
+}
+
+int main(int argc, char **argv) {
+    const char *paths[3] = {NULL, NULL, NULL};
+    double quality = 50.0, min_quality = 0.0, max_quality = 100.0;
+    unsigned long long threads = 0, short_side = 0, max_bytes = 0;
+    uint32_t flags = 0, width = 0, height = 0;
+    int n_paths = 0, i, rc, quality_set = 0;
+    for (i = 1; i < argc; ++i) {
+        const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--no-pre-edit") == 0) flags |= VLMC_ENC_NO_PRE_EDIT;
+        else if (strcmp(arg, "--quality") == 0 || strcmp(arg, "--short-side") == 0 || strcmp(arg, "--threads") == 0 ||
+                 strcmp(arg, "--max-bytes") == 0 || strcmp(arg, "--min-quality") == 0 ||
+                 strcmp(arg, "--max-quality") == 0) {
+            if (value == NULL) {
+                fprintf(stderr, "vlmc_encode: error: %s needs a value\n", arg);
+                return 2;
+            }
+            ++i;
+            if (strcmp(arg, "--quality") == 0 && !(quality_set = parse_quality(value, &quality)))
+                return bad_value(arg, "a number in 0..100", value);
+            else if (strcmp(arg, "--min-quality") == 0 && !parse_quality(value, &min_quality))
+                return bad_value(arg, "a number in 0..100", value);
+            else if (strcmp(arg, "--max-quality") == 0 && !parse_quality(value, &max_quality))
+                return bad_value(arg, "a number in 0..100", value);
+            else if (strcmp(arg, "--short-side") == 0 && (!parse_count(value, 1u << 20, &short_side) ||
+                                                          (short_side != 0 && short_side < 16)))
+                return bad_value(arg, "a whole number (a consumer's shorter side, at least 16; 0: full size)", value);
+            else if (strcmp(arg, "--threads") == 0 && !parse_count(value, 256, &threads))
+                return bad_value(arg, "a whole number in 0..256; 0: up to 4", value);
+            else if (strcmp(arg, "--max-bytes") == 0 && (!parse_count(value, 1ull << 40, &max_bytes) || max_bytes == 0))
+                return bad_value(arg, "a whole number of bytes, at least 1", value);
+        } else if (arg[0] == '-' && arg[1] == '-') {
+            fprintf(stderr, "vlmc_encode: error: unknown option %s\n%s\n", arg, USAGE);
+            return 2;
+        } else if (n_paths < 3) paths[n_paths++] = arg;
+        else return error("too many arguments\n" USAGE);
+    }
+    if (n_paths != 3) return error(USAGE);
+    if (quality_set && max_bytes) return error("--quality and --max-bytes exclude each other");
+
+    size_t size = 0, out_size = 0;
+    unsigned char *file = read_file(paths[1], &size);
+    const char *why = NULL;
+    if (file == NULL) return error("cannot read the input image");
+    const unsigned char *rgb = read_ppm(file, size, &width, &height, &why);
+    if (rgb == NULL) {
+        free(file);
+        return error(why);
+    }
+    vlmc_decoder *dec = NULL;
+    uint8_t *stream = NULL;
+    rc = vlmc_decoder_open(paths[0], &dec);
+    if (rc == VLMC_DEC_OK && max_bytes)
+        rc = vlmc_decoder_encode_image_within(dec, rgb, width, height, (uint32_t)short_side, (size_t)max_bytes,
+                                              min_quality, max_quality, flags, (int)threads, &stream, &out_size,
+                                              &quality);
+    else if (rc == VLMC_DEC_OK)
+        rc = vlmc_decoder_encode_image(dec, rgb, width, height, quality, (uint32_t)short_side, flags, (int)threads,
+                                       &stream, &out_size);
+    free(file);
+    if (rc != VLMC_DEC_OK) {
+        rc = error(*vlmc_decoder_last_error() ? vlmc_decoder_last_error() : "out of memory");
+        vlmc_decoder_free(dec);
+        return rc;
+    }
+    vlmc_decoder_free(dec);
+    rc = write_file(paths[2], NULL, stream, out_size);
+    vlmc_decoder_free_stream(stream);
+    if (!rc) return error("cannot write the stream file");
+    printf("{\"bytes\": %zu, \"width\": %u, \"height\": %u, \"quality\": %.2f, \"bpp\": %.6f}\n", out_size, width,
+           height, quality, 8.0 * (double)out_size / ((double)width * height));
+    return 0;
+}

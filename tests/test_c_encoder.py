@@ -1,0 +1,278 @@
+"""Encoding images in C (vlmc_decoder_encode_image): the pre-editor, g_a and h_a run in the C
+library in float32, from a decoder-model file of version 3. The latents must be the torch
+backend's within float rounding, the streams valid and the Python encoder's but for the rare
+symbol a rounding flips, the same whatever the thread count; bad input is refused clearly."""
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vlmcodec import Codec
+from vlmcodec.errors import ConfigError
+from vlmcodec.export.c_decoder import CDecoderError, CStreamDecoder, export_c_decoder, space_to_depth
+from vlmcodec.image_io import load_image
+from vlmcodec.models.checkpoint import load_model, save_model
+from vlmcodec.models.hyperprior import MeanScaleHyperprior, ModelConfig
+
+from conftest import smooth_image
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "assets" / "samples" / "kodim23.png"
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(5, 2, 2), (4, 4, 0), (16, 16, 0), (3, 1, 1)])
+def test_space_to_depth_is_the_strided_convolution(kernel, stride, padding):
+    torch.manual_seed(kernel)
+    w, x = torch.randn(7, 3, kernel, kernel), torch.randn(2, 3, 64, 96)
+    w2, p2 = space_to_depth(w, stride, padding)
+    assert w2.shape == (7, 3 * stride * stride, -(-kernel // stride), -(-kernel // stride))
+    torch.testing.assert_close(F.conv2d(F.pixel_unshuffle(x, stride), w2, padding=p2),
+                               F.conv2d(x, w, stride=stride, padding=padding), atol=1e-4, rtol=1e-5)
+    with pytest.raises(ConfigError, match="does not unshuffle"):
+        space_to_depth(w, 2, 1)
+
+
+def _encoder(build, loaded, tmp_path_factory) -> CStreamDecoder:
+    path = export_c_decoder(loaded, tmp_path_factory.mktemp("encoder_model"))
+    return CStreamDecoder(build / "libvlmc_decoder.so", path)
+
+
+@pytest.fixture(scope="module")
+def default_encoder(c_decoder_build, tmp_path_factory):
+    from vlmcodec.codec import default_model_path
+
+    loaded = load_model(default_model_path())
+    return Codec(loaded), _encoder(c_decoder_build, loaded, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def windowed_encoder(c_decoder_build, tmp_path_factory):
+    """A small random model with a random pre-editor (its last layer no longer zero) that attends
+    in windows of 2 tokens above a 2×2 grid: every branch of the pre-editor, at small sizes."""
+    torch.manual_seed(3)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016), pre_editor=True))
+    with torch.no_grad():
+        net.g_a[-1].weight.mul_(40.0)
+        net.pre_editor.out.weight.normal_(0.0, 0.05)
+        net.pre_editor.out.bias.normal_(0.0, 0.05)
+    path = tmp_path_factory.mktemp("windowed") / "windowed.safetensors"
+    save_model(net, path)
+    loaded = load_model(path)
+    pre = loaded.model.pre_editor
+    pre.attention_window, pre.global_attention_tokens = 2, None
+    return Codec(loaded), _encoder(c_decoder_build, loaded, tmp_path_factory), loaded
+
+
+def _torch_latents(codec: Codec, image: np.ndarray, quality: float, short_side: int = 0) -> tuple[np.ndarray, ...]:
+    prep = codec.prepare(image, quality, short_side)
+    y, z = codec.analyse([prep.pixels], [prep.quality])
+    return y.numpy().ravel(), z.numpy().ravel()
+
+
+def _assert_latents_close(codec, encoder, image, quality, short_side=0, **kw):
+    y_t, z_t = _torch_latents(codec, image, quality, short_side)
+    y_c, z_c = encoder.analyse_image(image, quality, short_side=short_side, **kw)
+    scale = max(1.0, float(np.abs(y_t).max()))
+    np.testing.assert_allclose(y_c, y_t, rtol=0, atol=2e-5 * scale)
+    np.testing.assert_allclose(z_c, z_t, rtol=0, atol=2e-5 * max(1.0, float(np.abs(z_t).max())))
+
+
+def test_the_latents_are_the_torch_encoders(default_encoder, windowed_encoder, rng):
+    """y = g_a(pre-edit(x)) · gain and z = h_a(y) within float rounding of the torch backend's:
+    the default model on a Kodak image at full size and at a consumer's 256 px, and a random
+    model whose pre-editor attends in shifted windows, at odd sizes (edge padding)."""
+    codec, enc = default_encoder
+    image = load_image(SAMPLE)
+    for side in (0, 256):
+        _assert_latents_close(codec, enc, image, 50, side, threads=2)
+    codec, enc, _ = windowed_encoder
+    for h, w in ((128, 192), (200, 130), (64, 320)):
+        _assert_latents_close(codec, enc, smooth_image(rng, h, w), 37.5, threads=2)
+
+
+def test_without_the_pre_editor(windowed_encoder, rng):
+    """VLMC_ENC_NO_PRE_EDIT: g_a reads the image itself, as Codec(pre_edit=False); the stream's
+    pre-edited bit is cleared."""
+    _, enc, loaded = windowed_encoder
+    plain = Codec(loaded, pre_edit=False)
+    image = smooth_image(rng, 128, 192)
+    _assert_latents_close(plain, enc, image, 60, pre_edit=False)
+    data = enc.encode_image(image, 60, pre_edit=False)
+    assert enc.info(data)["flags"] & 1 == 0 and enc.info(enc.encode_image(image, 60))["flags"] & 1 == 1
+    # and the pre-editor does change the latents of this model (the comparison above is not vacuous)
+    assert np.abs(enc.analyse_image(image, 60)[0] - enc.analyse_image(image, 60, pre_edit=False)[0]).max() > 1e-2
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / mse))
+
+
+def test_the_streams_are_the_python_encoders_but_for_rare_roundings(default_encoder):
+    """The default model on a Kodak image, full size and 256 px, three qualities: each C stream is
+    valid (the Python decoder reads it), within 0.5 % of the Python encoder's size, codes the same
+    symbols but for at most 0.1 % of them, and decodes to the same PSNR within 0.02 dB."""
+    codec, enc = default_encoder
+    image = load_image(SAMPLE)
+    for side in (0, 256):
+        for q in (10, 50, 90):
+            ours, theirs = enc.encode_image(image, q, short_side=side, threads=2), codec.encode(image, q, short_side=side)
+            assert enc.info(ours) == enc.info(theirs)
+            assert abs(len(ours) - len(theirs)) <= 0.005 * len(theirs)
+            raw_c, raw_p = enc.latents(ours, raw=True), enc.latents(theirs, raw=True)
+            assert np.mean(raw_c != raw_p) <= 1e-3
+            decoded = codec.decode(ours)
+            assert decoded.shape == image.shape
+            assert abs(_psnr(decoded, image) - _psnr(codec.decode(theirs), image)) <= 0.02
+
+
+def test_the_thread_count_does_not_change_the_stream(windowed_encoder, default_encoder, rng):
+    _, enc, _ = windowed_encoder
+    image = smooth_image(rng, 200, 130)
+    streams = {t: enc.encode_image(image, 45, threads=t) for t in (1, 2, 3)}
+    assert streams[1] == streams[2] == streams[3]
+    codec, enc = default_encoder
+    small = load_image(SAMPLE)[:200, :300]
+    assert enc.encode_image(small, 45, threads=1) == enc.encode_image(small, 45, threads=3)
+
+
+def test_rate_control_on_an_image(default_encoder):
+    """encode_image_within: the stream fits, it is encode_image's at the quality found, and that
+    quality is the Python search's within the streams' rounding differences."""
+    codec, enc = default_encoder
+    image = load_image(SAMPLE)
+    for budget, side in ((20_000, 0), (4_000, 256)):
+        data, q = enc.encode_image_within(image, budget, short_side=side)
+        assert len(data) <= budget and data == enc.encode_image(image, q, short_side=side)
+        theirs = codec.encode_to_size(image, budget, short_side=side)
+        assert abs(q - codec_quality(enc, theirs)) <= 1.0
+    data, q = enc.encode_image_within(image, 50_000, min_quality=10, max_quality=30)
+    assert q == 30.0 and data == enc.encode_image(image, 30)
+    with pytest.raises(CDecoderError) as e:
+        enc.encode_image_within(image, 200)
+    assert e.value.code == -9 and "over the budget of 200" in e.value.message
+
+
+def codec_quality(enc: CStreamDecoder, data: bytes) -> float:
+    return enc.info(data)["quality"]
+
+
+def test_bad_input_is_refused_with_a_reason(default_encoder):
+    _, enc = default_encoder
+    image = np.zeros((64, 96, 3), np.uint8)
+    cases = [
+        (dict(quality=100.5), -1, "quality"),
+        (dict(quality=float("nan")), -1, "quality"),
+        (dict(short_side=8), -1, "short_side"),
+        (dict(threads=-1), -1, "num_threads"),
+    ]
+    for kw, code, word in cases:
+        args = {"quality": 50, **kw}
+        with pytest.raises(CDecoderError) as e:
+            enc.encode_image(image, args.pop("quality"), **args)
+        assert e.value.code == code and word in e.value.message
+    with pytest.raises(CDecoderError) as e:
+        enc.encode_image(np.zeros((0, 96, 3), np.uint8), 50)
+    assert e.value.code == -1 and "image size" in e.value.message
+    enc.set_max_pixels(64 * 95)
+    try:
+        with pytest.raises(CDecoderError) as e:
+            enc.encode_image(image, 50)
+        assert e.value.code == -7 and "max_pixels" in e.value.message
+    finally:
+        enc.set_max_pixels(64_000_000)
+    with pytest.raises(CDecoderError) as e:
+        enc.encode_image_within(image, 1000, min_quality=60, max_quality=40)
+    assert e.value.code == -1 and "min_quality" in e.value.message
+    ny, nz = enc.latent_size(96, 64)
+    lib = enc._lib
+    y, z = np.empty(ny, np.float32), np.empty(nz, np.float32)
+    rc = lib.vlmc_decoder_analyse_image(enc._handle, image.ctypes.data, 96, 64, 50.0, 0, 0, 0, y.ctypes.data, ny - 1,
+                                        z.ctypes.data, nz)
+    assert rc == -1 and b"y holds" in lib.vlmc_decoder_last_error()
+    rc = lib.vlmc_decoder_analyse_image(enc._handle, image.ctypes.data, 96, 64, 50.0, 0, 4, 0, y.ctypes.data, ny,
+                                        z.ctypes.data, nz)
+    assert rc == -1 and b"unknown flags" in lib.vlmc_decoder_last_error()
+    rc = lib.vlmc_decoder_encode_image(enc._handle, None, 96, 64, 50.0, 0, 0, 0, enc._ct.byref(enc._ct.POINTER(
+        enc._ct.c_uint8)()), enc._ct.byref(enc._ct.c_size_t()))
+    assert rc == -1 and b"rgb is null" in lib.vlmc_decoder_last_error()
+
+
+# a C++ program encoding a PPM through vlmc_decoder.hpp, rate control included
+_CPP = r"""
+#include <vlmc_decoder.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+int main(int, char **argv) {
+    std::ifstream in(argv[2], std::ios::binary);
+    std::vector<uint8_t> raw((std::istreambuf_iterator<char>(in)), {});
+    vlmc::Image im{uint32_t(std::atoi(argv[3])), uint32_t(std::atoi(argv[4])), raw};
+    const vlmc::Decoder dec(argv[1]);
+    if (!dec.can_encode()) return 3;
+    const std::vector<uint8_t> s = dec.encode_image(im, 40.0);
+    std::ofstream(argv[5], std::ios::binary).write(reinterpret_cast<const char *>(s.data()), s.size());
+    const auto fit = dec.encode_image_within(im, s.size(), 0, 100);
+    std::printf("%zu %.2f\n", fit.bytes.size(), fit.quality);
+    try {
+        im.rgb.pop_back();
+        dec.encode_image(im, 40.0);
+    } catch (const vlmc::DecodeError &e) {
+        std::printf("%d\n", e.code());
+    }
+}
+"""
+
+
+def test_the_tool_and_a_cpp_program_encode_as_the_library_does(c_decoder_build, default_encoder, tmp_path):
+    import shutil
+
+    codec, enc = default_encoder
+    from vlmcodec.codec import default_model_path
+
+    image = load_image(SAMPLE)[:256, :320]
+    model = export_c_decoder(load_model(default_model_path()), tmp_path)
+    Image.fromarray(image).save(tmp_path / "in.ppm")
+    tool = c_decoder_build / "vlmc_encode"
+    run = subprocess.run([tool, model, tmp_path / "in.ppm", tmp_path / "out.vlmc", "--quality", "30", "--threads", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out.vlmc").read_bytes() == enc.encode_image(image, 30)
+    assert '"quality": 30.00' in run.stdout
+    run = subprocess.run([tool, model, tmp_path / "in.ppm", tmp_path / "fit.vlmc", "--max-bytes", "3000",
+                          "--short-side", "128", "--no-pre-edit"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    data, q = enc.encode_image_within(image, 3000, short_side=128, pre_edit=False)
+    assert (tmp_path / "fit.vlmc").read_bytes() == data and f'"quality": {q:.2f}' in run.stdout
+    (tmp_path / "gray.pgm").write_bytes(b"P5 4 4 255\n" + bytes(16))
+    (tmp_path / "short.ppm").write_bytes(b"P6\n# a comment\n4 4\n255\n" + bytes(40))
+    bad = [[tmp_path / "in.ppm", tmp_path / "o.vlmc", "--quality", "101"],
+           [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--quality", "5", "--max-bytes", "100"],
+           [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--short-side", "8"],
+           [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--max-bytes", "10"],
+           [tmp_path / "gray.pgm", tmp_path / "o.vlmc"], [tmp_path / "short.ppm", tmp_path / "o.vlmc"],
+           [tmp_path / "missing.ppm", tmp_path / "o.vlmc"], [tmp_path / "in.ppm"], [tmp_path / "in.ppm", "a", "--frob"]]
+    for args in bad:
+        run = subprocess.run([tool, model, *args], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and run.stderr.startswith("vlmc_encode: error: "), (args, run.stderr)
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler for the C++ part")
+    (tmp_path / "encode.cpp").write_text(_CPP)
+    (tmp_path / "in.rgb").write_bytes(image.tobytes())
+    build = subprocess.run([cxx, "-std=c++17", "-O1", f"-I{ROOT / 'kernels' / 'decoder'}", tmp_path / "encode.cpp",
+                            f"-L{c_decoder_build}", "-lvlmc_decoder", f"-Wl,-rpath,{c_decoder_build}", "-o",
+                            tmp_path / "encode"], capture_output=True, text=True, timeout=240)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([tmp_path / "encode", model, tmp_path / "in.rgb", "320", "256", tmp_path / "cpp.vlmc"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "cpp.vlmc").read_bytes() == enc.encode_image(image, 40)
+    size, quality, code = run.stdout.split()
+    data, q = enc.encode_image_within(image, len(enc.encode_image(image, 40)))
+    assert (int(size), float(quality), code) == (len(data), q, "-1")
