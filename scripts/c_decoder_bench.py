@@ -21,6 +21,12 @@ symbols, exact h_s, y symbols, rANS, container) against the C library's
 and round; checks that the streams are identical. (In one process, torch's OpenMP workers spin
 on after the Python arm and slow the C call after it: ``OMP_WAIT_POLICY=PASSIVE`` removes that.)
 
+With ``--encode``, times whole encodes instead: ``Codec.encode`` (torch backend: pre-editor,
+g_a, h_a, entropy stage) against the C library's ``vlmc_decoder_encode_image`` (the same networks
+in float32 in C) on the same pixels, alternating per image and round; reports how many streams are
+identical to the Python encoder's, the largest size difference, the largest fraction of y symbols
+that differ and the largest difference in decoded PSNR.
+
 With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
 sub-pixel g_s (float32) run for a 768x512 image, alternating, best of ``--rounds`` each; GMAC/s
@@ -30,6 +36,7 @@ weights (torch's conv2d computes them).
     python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--decode-side 256] [--threads 2] [--baseline REV]
     python scripts/c_decoder_bench.py --throughput 1x1,1x2,2x1 [--short-side 256]
     python scripts/c_decoder_bench.py --write [--quality 50] [--short-side 256] [--threads 2]
+    python scripts/c_decoder_bench.py --encode [--quality 50] [--short-side 256] [--threads 2]
     python scripts/c_decoder_bench.py --kernels [--threads 1] [--rounds 5]
 """
 
@@ -147,6 +154,43 @@ def write_bench(codec, c, files: list[Path], quality: float, short_side: int, th
             "ratio_c_over_python": med["c"] / med["python"], "streams_identical": True}
 
 
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def encode_bench(codec, c, files: list[Path], quality: float, short_side: int, threads: int, rounds: int) -> dict:
+    """Codec.encode against vlmc_decoder_encode_image on the same pixels, alternating."""
+    from vlmcodec.image_io import load_image
+
+    images = [load_image(f) for f in files]
+    side = short_side or None
+    calls = {"python": lambda im: codec.encode(im, quality, short_side=side),
+             "c": lambda im: c.encode_image(im, quality, short_side=short_side, threads=threads)}
+    times: dict[str, list[float]] = {"python": [], "c": []}
+    identical, size_diff, symbol_diff, psnr_diff = set(), 0.0, 0.0, 0.0
+    for r in range(rounds):
+        for i, im in enumerate(images):
+            out = {}
+            for who in (("python", "c") if (i + r) % 2 == 0 else ("c", "python")):
+                t0 = time.perf_counter()
+                out[who] = calls[who](im)
+                times[who].append(time.perf_counter() - t0)
+            if r:
+                continue
+            ours, theirs = out["c"], out["python"]
+            if ours == theirs:
+                identical.add(files[i].name)
+            size_diff = max(size_diff, abs(len(ours) - len(theirs)) / len(theirs))
+            symbol_diff = max(symbol_diff, float(np.mean(c.latents(ours, raw=True) != c.latents(theirs, raw=True))))
+            psnr_diff = max(psnr_diff, abs(_psnr(codec.decode(ours), im) - _psnr(codec.decode(theirs), im)))
+    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    return {"images": len(files), "quality": quality, "short_side": short_side, "threads": threads, "rounds": rounds,
+            "median_ms": {"python Codec.encode": med["python"], "c encode_image": med["c"]},
+            "ratio_c_over_python": med["c"] / med["python"], "streams_identical": len(identical),
+            "max_size_difference": size_diff, "max_symbols_differing": symbol_diff,
+            "max_psnr_difference_db": psnr_diff}
+
+
 def baseline_library(rev: str, work: Path) -> Path:
     """libvlmc_decoder built from git revision ``rev`` of this repository (a detached worktree)."""
     import subprocess
@@ -178,6 +222,8 @@ def main() -> int:
     p.add_argument("--throughput", metavar="PxT,...", help="C decoder alone: P concurrent callers, T threads per call")
     p.add_argument("--write", action="store_true", help="time writing streams: Codec.entropy_encode against "
                    "vlmc_decoder_write_stream")
+    p.add_argument("--encode", action="store_true", help="time whole encodes: Codec.encode against "
+                   "vlmc_decoder_encode_image")
     a = p.parse_args()
     if a.kernels:
         torch.set_num_threads(a.threads)
@@ -205,6 +251,8 @@ def main() -> int:
     base = CStreamDecoder(baseline_library(a.baseline, work), model_file) if a.baseline else None
     codec = Codec(threads=a.threads)
     files = sorted(Path(a.images).glob("*.png"))[: a.limit]
+    if a.encode:
+        return report(encode_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds), a.out)
     if a.write:
         return report(write_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds), a.out)
     streams = [codec.encode(load_image(f), quality=a.quality, short_side=a.short_side or None) for f in files]

@@ -210,31 +210,40 @@ std::vector<std::pair<uint32_t, uint32_t>> window_spans(uint32_t size, uint32_t 
     return spans;
 }
 
-// softmax(q kᵀ / sqrt(hd)) v for one head over m tokens: q, k [hd][m], vt [m][hd] → out [hd][m]
-void attend(const float *q, const float *k, const float *vt, uint32_t hd, uint32_t m, float *out, conv::Pool &pool) {
+// softmax(q kᵀ / sqrt(hd)) v for the tokens of one window and one head, each a plane [hd][rows][cols],
+// as two 1×1 convolutions (conv.hpp's GEMM): the scores s[j][i] = Σ_e k[e][j]·q[e][i] / sqrt(hd)
+// (key j, query i) are the convolution of q by the keys, softmax runs over the keys of each query
+// (across the planes), and the output is the convolution of the probabilities by v
+Planes<float> attend(const Planes<float> &q, const Planes<float> &k, const Planes<float> &v, conv::Pool &pool) {
+    const uint32_t hd = q.c, m = q.h * q.w;
     const float scale = 1.0f / std::sqrt(float(hd));
-    conv::parallel_for(m, pool, [&](uint32_t i0, uint32_t i1) {
-        std::vector<float> s(m), o(hd);
-        for (uint32_t i = i0; i < i1; ++i) {
-            std::fill(s.begin(), s.end(), 0.0f);
-            for (uint32_t e = 0; e < hd; ++e) {
-                const float qe = q[size_t(e) * m + i];
-                const float *ke = k + size_t(e) * m;
-                for (uint32_t j = 0; j < m; ++j) s[j] += qe * ke[j];
-            }
-            float top = -INFINITY;
-            for (uint32_t j = 0; j < m; ++j) top = std::max(top, s[j] *= scale);
-            float total = 0.0f;
-            for (uint32_t j = 0; j < m; ++j) total += s[j] = std::exp(s[j] - top);
-            std::fill(o.begin(), o.end(), 0.0f);
+    std::vector<float> keys(size_t(m) * hd);  // [key][e]
+    for (uint32_t e = 0; e < hd; ++e)
+        for (uint32_t j = 0; j < m; ++j) keys[size_t(j) * hd + e] = k.v[size_t(e) * m + j];
+    Planes<float> p = conv::conv_layer(conv::Shape{m, hd}, conv::pack_weights(keys.data(), m, hd, 1), q, pool, false,
+                                       [&](uint32_t, float s) { return s * scale; });
+    conv::parallel_for(q.h, pool, [&](uint32_t r0, uint32_t r1) {
+        std::vector<float> top(q.w), total(q.w);
+        for (uint32_t r = r0; r < r1; ++r) {
+            std::fill(top.begin(), top.end(), -INFINITY);
+            std::fill(total.begin(), total.end(), 0.0f);
             for (uint32_t j = 0; j < m; ++j) {
-                const float p = s[j];
-                const float *v = vt + size_t(j) * hd;
-                for (uint32_t e = 0; e < hd; ++e) o[e] += p * v[e];
+                const float *row = p.v.data() + (size_t(j) * q.h + r) * q.w;
+                for (uint32_t i = 0; i < q.w; ++i) top[i] = std::max(top[i], row[i]);
             }
-            for (uint32_t e = 0; e < hd; ++e) out[size_t(e) * m + i] = o[e] / total;
+            for (uint32_t j = 0; j < m; ++j) {
+                float *row = p.v.data() + (size_t(j) * q.h + r) * q.w;
+                for (uint32_t i = 0; i < q.w; ++i) total[i] += row[i] = std::exp(row[i] - top[i]);
+            }
+            for (float &t : total) t = 1.0f / t;
+            for (uint32_t j = 0; j < m; ++j) {
+                float *row = p.v.data() + (size_t(j) * q.h + r) * q.w;
+                for (uint32_t i = 0; i < q.w; ++i) row[i] *= total[i];
+            }
         }
     });
+    return conv::conv_layer(conv::Shape{hd, m}, conv::pack_weights(v.v.data(), hd, m, 1), p, pool, false,
+                            [](uint32_t, float s) { return s; });
 }
 
 // multi-head attention of the tokens qkv [3·dim][gh][gw] (channel s·dim + head·hd + e) → [dim][gh][gw],
@@ -245,26 +254,26 @@ Planes<float> attention(const Planes<float> &qkv, uint32_t heads, uint32_t windo
     Planes<float> out{dim, gh, gw, conv::Buffer<float>(size_t(dim) * n)};
     const auto rows = window ? window_spans(gh, window, shift) : std::vector<std::pair<uint32_t, uint32_t>>{{0, gh}};
     const auto cols = window ? window_spans(gw, window, shift) : std::vector<std::pair<uint32_t, uint32_t>>{{0, gw}};
-    std::vector<float> q, k, vt, o;
-    std::vector<size_t> index;
     for (const auto &r : rows)
         for (const auto &c : cols) {
-            index.clear();
-            for (uint32_t y = r.first; y < r.second; ++y)
-                for (uint32_t x = c.first; x < c.second; ++x) index.push_back(size_t(y) * gw + x);
-            const uint32_t m = uint32_t(index.size());
-            q.resize(size_t(hd) * m), k.resize(size_t(hd) * m), vt.resize(size_t(hd) * m), o.resize(size_t(hd) * m);
+            const uint32_t wh = r.second - r.first, ww = c.second - c.first;
             for (uint32_t h = 0; h < heads; ++h) {
-                const float *src = qkv.v.data() + size_t(h) * hd * n;
+                // this head's q, k, v over the window, as planes [hd][wh][ww]
+                Planes<float> part[3];
+                for (uint32_t s = 0; s < 3; ++s) {
+                    part[s] = Planes<float>{hd, wh, ww, conv::Buffer<float>(size_t(hd) * wh * ww)};
+                    for (uint32_t e = 0; e < hd; ++e)
+                        for (uint32_t y = 0; y < wh; ++y)
+                            std::memcpy(part[s].v.data() + (size_t(e) * wh + y) * ww,
+                                        qkv.v.data() + (size_t(s) * dim + size_t(h) * hd + e) * n +
+                                            size_t(r.first + y) * gw + c.first,
+                                        sizeof(float) * ww);
+                }
+                const Planes<float> o = attend(part[0], part[1], part[2], pool);
                 for (uint32_t e = 0; e < hd; ++e)
-                    for (uint32_t j = 0; j < m; ++j) {
-                        q[size_t(e) * m + j] = src[size_t(e) * n + index[j]];
-                        k[size_t(e) * m + j] = src[(size_t(dim) + e) * n + index[j]];
-                        vt[size_t(j) * hd + e] = src[(2 * size_t(dim) + e) * n + index[j]];
-                    }
-                attend(q.data(), k.data(), vt.data(), hd, m, o.data(), pool);
-                for (uint32_t e = 0; e < hd; ++e)
-                    for (uint32_t j = 0; j < m; ++j) out.v[(size_t(h) * hd + e) * n + index[j]] = o[size_t(e) * m + j];
+                    for (uint32_t y = 0; y < wh; ++y)
+                        std::memcpy(out.v.data() + (size_t(h) * hd + e) * n + size_t(r.first + y) * gw + c.first,
+                                    o.v.data() + (size_t(e) * wh + y) * ww, sizeof(float) * ww);
             }
         }
     return out;
