@@ -162,7 +162,40 @@ Planes<float> apply(const Conv &c, const Planes<float> &x, conv::Pool &pool) {
     return apply(c, x, pool, [&](uint32_t o, float v) { return v + c.bias[o]; });
 }
 
-inline float gelu(float v) { return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f)); }
+// GELU, x·Φ(x) (nn.GELU's exact, erf form), by cubic Hermite interpolation between its values
+// and slopes on a grid of 1/64 over [−8, 8], computed once in float64: within 1e-9 of the
+// function (the interpolation error, h⁴/384 · max|GELU⁗|) plus the float rounding of the sum,
+// at a fraction of the cost of a libm erf per value (12.6 million of them in a Kodak image's
+// full-resolution head); 0 below −8 (GELU(−8) ≈ −5·10⁻¹⁵), x above 8
+class Gelu {
+  public:
+    Gelu() {
+        for (int i = 0; i <= kCells; ++i) {
+            const double x = kLow + double(i) / kPerUnit, cdf = 0.5 * (1.0 + std::erf(x / std::sqrt(2.0)));
+            value_[i] = float(x * cdf);
+            slope_[i] = float((cdf + x * std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI)) / kPerUnit);
+        }
+    }
+    float operator()(float v) const {
+        if (!(v > float(kLow))) return v < float(kLow) ? 0.0f : v;  // (NaN stays NaN)
+        if (v >= -float(kLow)) return v;
+        const float s = (v - float(kLow)) * float(kPerUnit);
+        const int i = std::min(int(s), kCells - 1);
+        const float t = s - float(i), u = 1.0f - t;
+        return (1.0f + 2.0f * t) * u * u * value_[i] + t * u * u * slope_[i] + t * t * (3.0f - 2.0f * t) * value_[i + 1] -
+               t * t * u * slope_[i + 1];
+    }
+
+  private:
+    static constexpr double kLow = -8.0;
+    static constexpr int kPerUnit = 64, kCells = 16 * kPerUnit;
+    float value_[kCells + 1], slope_[kCells + 1];
+};
+
+inline float gelu(float v) {
+    static const Gelu table;
+    return table(v);
+}
 
 Planes<float> apply_gelu(const Conv &c, const Planes<float> &x, conv::Pool &pool) {
     return apply(c, x, pool, [&](uint32_t o, float v) { return gelu(v + c.bias[o]); });
