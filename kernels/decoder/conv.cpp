@@ -4,17 +4,6 @@
 // multiply-adds included — gives the same bits; in float32 (g_s) variants may differ by an ULP.
 #include "conv.hpp"
 
-// VLMC_CONV_PORTABLE_ONLY: the portable version alone (a test builds it to check it on machines
-// where the dispatcher would always pick the AVX2 one)
-#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute) && !defined(VLMC_CONV_PORTABLE_ONLY)
-#if __has_attribute(target_clones)
-#define VLMC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef VLMC_MULTIVERSION
-#define VLMC_MULTIVERSION
-#endif
-
 #if defined(__clang__)
 #pragma clang fp contract(fast)
 #elif defined(__GNUC__)

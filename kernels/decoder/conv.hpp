@@ -15,6 +15,18 @@
 
 #include "pool.hpp"
 
+// VLMC_MULTIVERSION: a function built for AVX2 + FMA too, picked at run time where the compiler
+// can dispatch (GCC, Clang on x86-64 ELF). VLMC_CONV_PORTABLE_ONLY: the portable version alone (a
+// test builds it to check it on machines where the dispatcher would always pick the AVX2 one)
+#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute) && !defined(VLMC_CONV_PORTABLE_ONLY)
+#if __has_attribute(target_clones)
+#define VLMC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef VLMC_MULTIVERSION
+#define VLMC_MULTIVERSION
+#endif
+
 namespace vlmc::conv {
 
 // std::allocator but for value-initialisation, which it skips: a Buffer's elements start
