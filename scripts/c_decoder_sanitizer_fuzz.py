@@ -13,10 +13,14 @@ callback the tool cannot give): the sanitized library loaded into a Python child
 (``LD_PRELOAD`` of the compiler's libasan and libubsan) runs ``--rate-control`` random searches
 (random sizes, budgets, quality bounds, threads; every seventh callback raising), each compared
 with ``rate_control.largest_fitting`` over the same library's one-pass streams. Any exit other
-than 0 or 2 (a clean error), any difference, or any sanitizer report, stops it. A check to run by
-hand (about a minute per 800 streams), not a test.
+than 0 or 2 (a clean error), any difference, or any sanitizer report, stops it. Then the image
+encoder (``vlmc_encode``) on ``--encodes`` random images — random sizes (1 px sides, odd sizes, long
+strips), qualities, consumer sizes, byte budgets, thread counts, with and without the pre-editor —
+from a small random model with a random pre-editor that attends in windows of 2 tokens (every
+branch at small sizes), each stream decoded by the sanitized decoder; and malformed PPM files,
+which must be refused cleanly. A check to run by hand (about a minute per 800 streams), not a test.
 
-    python scripts/c_decoder_sanitizer_fuzz.py [--streams 800] [--writes 200] [--rate-control 60]
+    python scripts/c_decoder_sanitizer_fuzz.py [--streams 800] [--writes 200] [--rate-control 60] [--encodes 100]
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ def build(out: Path) -> Path:
                     "-DCMAKE_BUILD_TYPE=Debug", f"-DCMAKE_CXX_FLAGS={flags} -O1", f"-DCMAKE_C_FLAGS={flags}",
                     f"-DCMAKE_EXE_LINKER_FLAGS={flags}", f"-DCMAKE_SHARED_LINKER_FLAGS={flags}"],
                    check=True, capture_output=True)
-    subprocess.run([cmake, "--build", str(out), "--target", "vlmc_decode_latents", "vlmc_write_stream", "-j", "2"],
+    subprocess.run([cmake, "--build", str(out), "--target", "vlmc_decode_latents", "vlmc_write_stream", "vlmc_encode",
+                    "-j", "2"],
                    check=True, capture_output=True)
     return out / "kernels" / "decoder" / "vlmc_decode_latents"
 
@@ -59,6 +64,7 @@ def main() -> int:
     p.add_argument("--streams", type=int, default=800)
     p.add_argument("--writes", type=int, default=200, help="random (y, z) pairs for the stream writer")
     p.add_argument("--rate-control", type=int, default=60, help="random rate-control searches (0: none)")
+    p.add_argument("--encodes", type=int, default=100, help="random images for the image encoder (0: none)")
     p.add_argument("--rate-control-child", nargs=3, metavar=("LIB", "MODEL", "VLMD"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.rate_control_child:
@@ -134,10 +140,75 @@ def main() -> int:
             print(f"rate control: exit {child.returncode}\n{child.stdout[-2000:]}{child.stderr[-3000:]}")
             return 1
         searches = f"; rate control, {a.rate_control} searches: {child.stdout.strip()}, {time.time() - t2:.0f} s"
+    t3 = time.time()
+    encodes = encode_fuzz(tool.with_name("vlmc_encode"), tool, work, a.encodes, r) if a.encodes else "none"
+    if encodes is None:
+        return 1
     print(f"{len(streams)} intact streams at 5 consumer sizes, then {a.streams} damaged streams, latents, image "
           f"and image at 20 px each: exits {exits}, no sanitizer report, "
-          f"{t1 - t0:.0f} s; the writer on {a.writes} random latents: {writes}, {t2 - t1:.0f} s{searches}")
+          f"{t1 - t0:.0f} s; the writer on {a.writes} random latents: {writes}, {t2 - t1:.0f} s{searches}; "
+          f"the image encoder on {a.encodes} random images: {encodes}, {time.time() - t3:.0f} s")
     return 0
+
+
+def encode_fuzz(encoder: Path, decoder: Path, work: Path, n: int, r: random.Random) -> str | None:
+    """vlmc_encode on n random images of a random model with a windowed pre-editor; each stream
+    decoded; then malformed PPMs. A summary, or None (after printing why) on a failure."""
+    from PIL import Image
+
+    from vlmcodec.export.c_decoder import export_c_decoder
+    from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+    from vlmcodec.models.checkpoint import load_model, save_model
+
+    torch.manual_seed(5)
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016), pre_editor=True))
+    with torch.no_grad():
+        net.g_a[-1].weight.mul_(40.0)
+        net.pre_editor.out.weight.normal_(0.0, 0.05)
+    save_model(net, work / "pre.safetensors")
+    loaded = load_model(work / "pre.safetensors")
+    loaded.model.pre_editor.attention_window, loaded.model.pre_editor.global_attention_tokens = 2, None
+    model_file = export_c_decoder(loaded, work / "pre")
+    rng = np.random.default_rng(r.randrange(1 << 30))
+    counts = {"streams": 0, "over budget": 0}
+    for i in range(n):
+        h, w = r.choice([(1, 1), (1, 200), (200, 1), (17, 300), (64, 64), (65, 129), (r.randint(1, 260), r.randint(1, 260))])
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(work / "in.ppm")
+        args = ["--threads", str(r.choice([0, 1, 2, 3]))]
+        if r.random() < 0.3:
+            args += ["--max-bytes", str(r.choice([1, 50, 200, 1000, 100000]))]
+        else:
+            args += ["--quality", f"{r.uniform(0, 100):.2f}"]
+        if r.random() < 0.3:
+            args += ["--short-side", str(r.choice([16, 20, 50, 100]))]
+        if r.random() < 0.2:
+            args.append("--no-pre-edit")
+        run = subprocess.run([str(encoder), str(model_file), str(work / "in.ppm"), str(work / "e.vlmc"), *args],
+                             capture_output=True, text=True)
+        if sanitizer_failed(run) or (run.returncode == 2 and "over the budget" not in run.stderr):
+            print(f"encode {i} ({h}x{w}, {args}): exit {run.returncode}\n{run.stderr[-3000:]}")
+            return None
+        if run.returncode == 2:
+            counts["over budget"] += 1
+            continue
+        dec = subprocess.run([str(decoder), str(model_file), str(work / "e.vlmc"), "--image", str(work / "d.ppm")],
+                             capture_output=True, text=True)
+        if dec.returncode != 0 or sanitizer_failed(dec):
+            print(f"decoding encode {i} ({h}x{w}, {args}): exit {dec.returncode}\n{dec.stderr[-3000:]}")
+            return None
+        counts["streams"] += 1
+    good = (work / "in.ppm").read_bytes()
+    bad = [b"", b"P6", b"P6 4 4 255\n", b"P6 4 4 65535\n" + bytes(96), b"P5 4 4 255\n" + bytes(16),
+           b"P6 0 4 255\n", b"P6 99999999999 4 255\n", good[: len(good) // 2], b"P6\n#" + bytes(50)]
+    for j, blob in enumerate(bad):
+        (work / "bad.ppm").write_bytes(blob)
+        run = subprocess.run([str(encoder), str(model_file), str(work / "bad.ppm"), str(work / "e.vlmc")],
+                             capture_output=True, text=True)
+        if run.returncode != 2 or sanitizer_failed(run):
+            print(f"malformed PPM {j}: exit {run.returncode}\n{run.stderr[-3000:]}")
+            return None
+    return f"{counts['streams']} streams written and decoded, {counts['over budget']} over their budget, " \
+           f"{len(bad)} malformed PPMs refused"
 
 
 def rate_control_child(lib: str, model: str, vlmd: str, n: int) -> int:
