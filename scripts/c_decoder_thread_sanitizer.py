@@ -6,9 +6,11 @@ opens the default model's decoder file once and decodes the same streams from se
 at once, each call itself using 2 threads (full size, a consumer-scale stream that is upsampled,
 both at a consumer's 160 px, and latents), and writes the stream again from its encoder outputs
 (y · gain, z: vlmc_decoder_write_stream, 2 threads) and runs rate control on it
-(vlmc_decoder_write_stream_within with a stand-in h_a callback: z = y / 100), then checks that
-every thread got the same bytes, wrote the stream it decoded and the same rate-controlled one. Any ThreadSanitizer report or difference fails it. A check
-to run by hand (about a minute), not a test.
+(vlmc_decoder_write_stream_within with a stand-in h_a callback: z = y / 100), and encodes the
+image it decoded (vlmc_decoder_encode_image, 2 threads: the pre-editor, g_a, h_a; at a consumer's
+160 px for the consumer-scale stream), then checks that every thread got the same bytes, wrote
+the stream it decoded, the same rate-controlled one and the same encoded one. Any ThreadSanitizer
+report or difference fails it. A check to run by hand (a few minutes), not a test.
 
     python scripts/c_decoder_thread_sanitizer.py [--threads 4] [--rounds 2]
 """
@@ -39,7 +41,13 @@ static float *enc_y, *enc_z; /* the encoder's outputs that wrote the stream */
 static unsigned width, height, coded_width, coded_height, flags;
 static double quality;
 
-typedef struct { unsigned char *rgb, *small, *fitted; size_t fitted_size; double fitted_quality; float *y; int failed; } Job;
+typedef struct {
+    unsigned char *rgb, *small, *fitted, *encoded;
+    size_t fitted_size, encoded_size;
+    double fitted_quality;
+    float *y;
+    int failed;
+} Job;
 
 static int stand_in(void *user, const float *y, size_t y_count, float *z, size_t z_count) {
     (void)user;
@@ -80,6 +88,11 @@ static void *work(void *arg) {
                                              &job->fitted_size, &q) != VLMC_DEC_OK)
             job->failed = 1;
         job->fitted_quality = q;
+        vlmc_decoder_free_stream(job->encoded);
+        job->encoded = NULL;
+        if (vlmc_decoder_encode_image(dec, job->rgb, width, height, quality, coded_width != width ? 160 : 0, 0, 2,
+                                      &job->encoded, &job->encoded_size) != VLMC_DEC_OK)
+            job->failed = 1;
     }
     return NULL;
 }
@@ -113,16 +126,20 @@ int main(int argc, char **argv) {
     Job jobs[64];
     for (int t = 0; t < threads; ++t) {
         jobs[t].rgb = malloc(n_rgb), jobs[t].small = malloc(n_small), jobs[t].y = malloc(n_y * sizeof(float));
-        jobs[t].failed = 0, jobs[t].fitted = NULL, jobs[t].fitted_size = 0;
+        jobs[t].failed = 0, jobs[t].fitted = NULL, jobs[t].fitted_size = 0, jobs[t].encoded = NULL;
+        jobs[t].encoded_size = 0;
         pthread_create(&tid[t], NULL, work, &jobs[t]);
     }
     for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
     for (int t = 0; t < threads; ++t)
         bad += jobs[t].failed || memcmp(jobs[t].rgb, jobs[0].rgb, n_rgb) || memcmp(jobs[t].y, jobs[0].y, n_y * sizeof(float)) ||
                memcmp(jobs[t].small, jobs[0].small, n_small) || jobs[t].fitted_size != jobs[0].fitted_size ||
-               memcmp(jobs[t].fitted, jobs[0].fitted, jobs[0].fitted_size);
-    printf("%s: %d threads x %d rounds, %s (rate control: %zu bytes at quality %.2f)\n", argv[2], threads, rounds,
-           bad ? "DIFFERENT or FAILED" : "all equal", jobs[0].fitted_size, jobs[0].fitted_quality);
+               memcmp(jobs[t].fitted, jobs[0].fitted, jobs[0].fitted_size) ||
+               jobs[t].encoded_size != jobs[0].encoded_size ||
+               memcmp(jobs[t].encoded, jobs[0].encoded, jobs[0].encoded_size);
+    printf("%s: %d threads x %d rounds, %s (rate control: %zu bytes at quality %.2f; encoded: %zu bytes)\n", argv[2],
+           threads, rounds, bad ? "DIFFERENT or FAILED" : "all equal", jobs[0].fitted_size, jobs[0].fitted_quality,
+           jobs[0].encoded_size);
     vlmc_decoder_free(dec);
     return bad ? 1 : 0;
 }

@@ -11,6 +11,58 @@
 #include <utility>
 
 namespace vlmc::encoder {
+
+// -- element-wise math in vectorised passes (outside the anonymous namespace: a multiversioned
+// function of internal linkage is dispatched while the library is relocated, before a sanitizer's
+// runtime has started; ThreadSanitizer builds crashed there) -----------------------------------
+
+// GELU, x·Φ(x) = x/2 · (1 + erf(x/√2)) (nn.GELU's exact form), with erf on [−4, 4] (beyond, it is
+// ±1 in float32) as z·N(z²)/D(z²), a rational function fitted to it here (numpy, reweighted least
+// squares; degrees 5 and 6 in z², D ≥ 1): within 2·10⁻⁸ of erf in float64, 4·10⁻⁷ evaluated in
+// float32. Branch-free, so the loops that apply it vectorise (12.6 million values in a Kodak
+// image's full-resolution head; a libm erf per value took 7 % of an encode)
+inline float gelu(float v) {
+    float z = v * 0.70710678118654752f;
+    z = z < -4.0f ? -4.0f : z;  // (not std::min/max: these ternaries become vector min/max)
+    z = z > 4.0f ? 4.0f : z;
+    const float z2 = z * z;
+    const float num = ((((6.267518638e-06f * z2 + 3.969474082e-04f) * z2 + 4.152239430e-03f) * z2 + 5.534339759e-02f) *
+                           z2 + 1.920249747e-01f) * z2 + 1.128379170e+00f;
+    const float den = (((((2.311948457e-07f * z2 + 6.877827848e-05f) * z2 + 1.387423095e-03f) * z2 + 1.610052683e-02f) *
+                            z2 + 1.168833977e-01f) * z2 + 5.035111084e-01f) * z2 + 1.0f;
+    return 0.5f * v * (1.0f + z * num / den);
+}
+
+// e^x for x ≤ 0 (softmax's shifted scores): x = n·ln 2 + r, |r| ≤ ln 2 / 2, e^r by its Taylor
+// polynomial to r⁷ (relative error below 2·10⁻⁸ there), times 2^n built in the exponent bits;
+// 0 below −87 (where e^x leaves float32's normal range). Branch-free, so its loop vectorises,
+// where a libm expf per score does not
+inline float exp_nonpositive(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float n = std::nearbyint(x * 1.44269504088896341f);
+    const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;  // ln 2 in two parts
+    const float p = ((((((1.98412698e-4f * r + 1.38888889e-3f) * r + 8.33333333e-3f) * r + 4.16666667e-2f) * r +
+                       1.66666667e-1f) * r + 0.5f) * r + 1.0f) * r + 1.0f;
+    const int32_t bits = (int32_t(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return x <= -87.0f ? 0.0f : p * scale;
+}
+
+// softmax's exponentials of one row of scores: v[i] = e^(v[i] − top[i]), total[i] += v[i]
+VLMC_MULTIVERSION void exp_and_sum(float *v, const float *top, float *total, uint32_t n) {
+    for (uint32_t i = 0; i < n; ++i) {
+        const float e = exp_nonpositive(v[i] - top[i]);
+        v[i] = e;
+        total[i] += e;
+    }
+}
+
+// GELU of n values in place, in one vectorised pass
+VLMC_MULTIVERSION void gelu_in_place(float *v, size_t n) {
+    for (size_t k = 0; k < n; ++k) v[k] = gelu(v[k]);
+}
+
 namespace {
 
 using conv::Planes;
@@ -160,53 +212,6 @@ template <class Op> Planes<float> apply(const Conv &c, const Planes<float> &x, c
 
 Planes<float> apply(const Conv &c, const Planes<float> &x, conv::Pool &pool) {
     return apply(c, x, pool, [&](uint32_t o, float v) { return v + c.bias[o]; });
-}
-
-// GELU, x·Φ(x) = x/2 · (1 + erf(x/√2)) (nn.GELU's exact form), with erf on [−4, 4] (beyond, it is
-// ±1 in float32) as z·N(z²)/D(z²), a rational function fitted to it here (numpy, reweighted least
-// squares; degrees 5 and 6 in z², D ≥ 1): within 2·10⁻⁸ of erf in float64, 4·10⁻⁷ evaluated in
-// float32. Branch-free, so the loops that apply it vectorise (12.6 million values in a Kodak
-// image's full-resolution head; a libm erf per value took 7 % of an encode)
-inline float gelu(float v) {
-    float z = v * 0.70710678118654752f;
-    z = z < -4.0f ? -4.0f : z;  // (not std::min/max: these ternaries become vector min/max)
-    z = z > 4.0f ? 4.0f : z;
-    const float z2 = z * z;
-    const float num = ((((6.267518638e-06f * z2 + 3.969474082e-04f) * z2 + 4.152239430e-03f) * z2 + 5.534339759e-02f) *
-                           z2 + 1.920249747e-01f) * z2 + 1.128379170e+00f;
-    const float den = (((((2.311948457e-07f * z2 + 6.877827848e-05f) * z2 + 1.387423095e-03f) * z2 + 1.610052683e-02f) *
-                            z2 + 1.168833977e-01f) * z2 + 5.035111084e-01f) * z2 + 1.0f;
-    return 0.5f * v * (1.0f + z * num / den);
-}
-
-// e^x for x ≤ 0 (softmax's shifted scores): x = n·ln 2 + r, |r| ≤ ln 2 / 2, e^r by its Taylor
-// polynomial to r⁷ (relative error below 2·10⁻⁸ there), times 2^n built in the exponent bits;
-// 0 below −87 (where e^x leaves float32's normal range). Branch-free, so its loop vectorises,
-// where a libm expf per score does not
-inline float exp_nonpositive(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    const float n = std::nearbyint(x * 1.44269504088896341f);
-    const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;  // ln 2 in two parts
-    const float p = ((((((1.98412698e-4f * r + 1.38888889e-3f) * r + 8.33333333e-3f) * r + 4.16666667e-2f) * r +
-                       1.66666667e-1f) * r + 0.5f) * r + 1.0f) * r + 1.0f;
-    const int32_t bits = (int32_t(n) + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return x <= -87.0f ? 0.0f : p * scale;
-}
-
-// softmax's exponentials of one row of scores: v[i] = e^(v[i] − top[i]), total[i] += v[i]
-VLMC_MULTIVERSION void exp_and_sum(float *v, const float *top, float *total, uint32_t n) {
-    for (uint32_t i = 0; i < n; ++i) {
-        const float e = exp_nonpositive(v[i] - top[i]);
-        v[i] = e;
-        total[i] += e;
-    }
-}
-
-// GELU of n values in place, in one vectorised pass
-VLMC_MULTIVERSION void gelu_in_place(float *v, size_t n) {
-    for (size_t k = 0; k < n; ++k) v[k] = gelu(v[k]);
 }
 
 Planes<float> apply_gelu(const Conv &c, const Planes<float> &x, conv::Pool &pool) {

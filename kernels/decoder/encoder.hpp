@@ -68,6 +68,11 @@ Networks read_networks(const uint8_t *bytes, size_t n, size_t &pos, uint32_t M, 
 // x (3 planes, sides multiples of 64, values in [0, 1]) → clamp(x + Δ(x), 0, 1)
 conv::Planes<float> pre_edit(const PreEditor &p, const conv::Planes<float> &x, conv::Pool &pool);
 
+// the element-wise passes (encoder.cpp): GELU of n values in place; softmax's exponentials of one
+// row of scores, v[i] = e^(v[i] − top[i]), total[i] += v[i]
+void gelu_in_place(float *v, size_t n);
+void exp_and_sum(float *v, const float *top, float *total, uint32_t n);
+
 // g_a or h_a on x
 conv::Planes<float> run(const std::vector<Layer> &net, conv::Planes<float> x, conv::Pool &pool);
 
