@@ -11,9 +11,11 @@
  * The decoder reads a decoder-model file written from a model by
  * `vlmcodec export --format c-decoder -o DIR` (DIR/decoder_model.vlmd): the model's CDF tables,
  * the z medians, h_s in the integers the Python decoder uses, the scale table, the inverse
- * gains and g_s (float32), and the encoder's gains. The latents are bit for bit the Python
+ * gains and g_s (float32), the encoder's gains and networks. The latents are bit for bit the Python
  * decoder's (tested), so a stream decodes here exactly as it does in `vlmcodec.decode` up to g_s.
- * It also writes streams from the encoder networks' outputs (vlmc_decoder_write_stream, below).
+ * It also writes streams from the encoder networks' outputs (vlmc_decoder_write_stream, below),
+ * and, from a version-3 file (it holds the encoder's networks too), encodes images itself
+ * (vlmc_decoder_encode_image, at the end).
  *
  *   vlmc_decoder *dec;
  *   if (vlmc_decoder_open("decoder_model.vlmd", &dec) != VLMC_DEC_OK) fail(vlmc_decoder_last_error());
