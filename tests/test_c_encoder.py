@@ -276,3 +276,19 @@ def test_the_tool_and_a_cpp_program_encode_as_the_library_does(c_decoder_build, 
     size, quality, code = run.stdout.split()
     data, q = enc.encode_image_within(image, len(enc.encode_image(image, 40)))
     assert (int(size), float(quality), code) == (len(data), q, "-1")
+
+
+def test_bands_give_the_same_stream(default_encoder, windowed_encoder, rng):
+    """g_a and the pre-editor's full-resolution head in bands (vlmc_decoder_set_band_pixels): the
+    same latents and stream, bit for bit, as one pass; one latent row per band is the extreme."""
+    for enc, image in ((default_encoder[1], load_image(SAMPLE)[:300, :420]), (windowed_encoder[1], smooth_image(rng, 200, 130))):
+        enc.set_band_pixels(0)
+        try:
+            whole = enc.encode_image(image, 55, threads=2)
+            y_whole, _ = enc.analyse_image(image, 55)
+            for band in (1, 64 * 64, 100_000):
+                enc.set_band_pixels(band)
+                assert enc.encode_image(image, 55, threads=2) == whole
+                np.testing.assert_array_equal(enc.analyse_image(image, 55)[0], y_whole)
+        finally:
+            enc.set_band_pixels(1 << 20)

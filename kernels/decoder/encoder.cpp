@@ -388,6 +388,15 @@ Networks read_networks(const uint8_t *bytes, size_t n, size_t &pos, uint32_t M, 
     if (has_pre) net.pre = read_pre_editor(r);
     net.g_a = read_net(r, 3, M, "g_a");
     net.h_a = read_net(r, M, N, "h_a");
+    // g_a's reach: each convolution reads `ph` rows of its (unshuffled) input on either side
+    uint64_t scale = 1, reach = 0;
+    for (const Layer &l : net.g_a) {
+        if (l.kind != kConv) continue;
+        reach += uint64_t(l.conv.shape.ph) * l.conv.unshuffle * scale;
+        scale *= l.conv.unshuffle;
+    }
+    if (scale != 16) throw BadModel("g_a does not reduce the image 16 times");
+    net.g_a_reach = uint32_t(reach);
     return net;
 }
 
@@ -404,7 +413,24 @@ Planes<float> run(const std::vector<Layer> &net, Planes<float> x, conv::Pool &po
     return x;
 }
 
-Planes<float> pre_edit(const PreEditor &p, const Planes<float> &x, conv::Pool &pool) {
+Planes<float> analysis(const Networks &net, const Planes<float> &x, uint64_t band_pixels, conv::Pool &pool) {
+    const uint32_t hy = x.h / 16, wy = x.w / 16;
+    const uint32_t rows = band_pixels == 0 ? hy : uint32_t(std::clamp<uint64_t>(band_pixels / (256ull * wy), 1, hy));
+    if (rows >= hy) return run(net.g_a, x, pool);
+    const uint32_t halo = (net.g_a_reach + 15) / 16;  // in latent rows
+    Planes<float> y;
+    for (uint32_t b0 = 0; b0 < hy; b0 += rows) {
+        const uint32_t b1 = std::min(hy, b0 + rows), lo = b0 >= halo ? b0 - halo : 0, hi = std::min(hy, b1 + halo);
+        const Planes<float> part = run(net.g_a, rows_of(x, 16 * lo, 16 * hi), pool);
+        if (y.v.empty()) y = Planes<float>{part.c, hy, wy, conv::Buffer<float>(size_t(part.c) * hy * wy)};
+        for (uint32_t c = 0; c < part.c; ++c)
+            std::memcpy(y.v.data() + (size_t(c) * hy + b0) * wy, part.v.data() + (size_t(c) * part.h + (b0 - lo)) * wy,
+                        sizeof(float) * (b1 - b0) * wy);
+    }
+    return y;
+}
+
+Planes<float> pre_edit(const PreEditor &p, const Planes<float> &x, uint64_t band_pixels, conv::Pool &pool) {
     // the tokens: patch embedding and its position encoding, then the blocks, attending globally
     // while the grid fits global_tokens per side (0: the window), else in shifted windows
     Planes<float> t = apply(p.embed, x, pool);
@@ -425,7 +451,7 @@ Planes<float> pre_edit(const PreEditor &p, const Planes<float> &x, conv::Pool &p
     // the full-resolution head in row bands (PreEditor._full_head_in_bands): each band reads x with
     // a 2-row halo, so its rows are computed from the same values as without bands
     Planes<float> out{3, x.h, x.w, conv::Buffer<float>(x.v.size())};
-    const uint32_t band = std::max<uint32_t>(16, uint32_t((1u << 20) / std::max<uint32_t>(1, x.w)));
+    const uint32_t band = band_pixels == 0 ? x.h : uint32_t(std::clamp<uint64_t>(band_pixels / x.w, 16, x.h));
     for (uint32_t r0 = 0; r0 < x.h; r0 += band) {
         const uint32_t r1 = std::min(x.h, r0 + band), a0 = r0 >= 2 ? r0 - 2 : 0, a1 = std::min(x.h, r1 + 2);
         Planes<float> f = apply_gelu(p.full, rows_of(x, a0, a1), pool);

@@ -59,14 +59,21 @@ struct Layer {
 struct Networks {
     std::unique_ptr<PreEditor> pre;  // null: the model has none
     std::vector<Layer> g_a, h_a;
+    uint32_t g_a_reach = 0;  // the image rows on either side of its own that a g_a output row reads
 };
 
 // The encoder section at bytes[pos, n), pos advanced past it; M, N: the codec's channels (BadModel
 // when the section is malformed or its networks do not give them)
 Networks read_networks(const uint8_t *bytes, size_t n, size_t &pos, uint32_t M, uint32_t N);
 
-// x (3 planes, sides multiples of 64, values in [0, 1]) → clamp(x + Δ(x), 0, 1)
-conv::Planes<float> pre_edit(const PreEditor &p, const conv::Planes<float> &x, conv::Pool &pool);
+// x (3 planes, sides multiples of 64, values in [0, 1]) → clamp(x + Δ(x), 0, 1); the
+// full-resolution head in bands of about band_pixels pixels (0: one pass; the same values)
+conv::Planes<float> pre_edit(const PreEditor &p, const conv::Planes<float> &x, uint64_t band_pixels, conv::Pool &pool);
+
+// g_a on x in bands of about band_pixels image pixels (0: one pass), each with its receptive
+// field's rows of context, so that every output row is computed from the same values as in one
+// pass: the same latents, bit for bit, in a fraction of the memory
+conv::Planes<float> analysis(const Networks &net, const conv::Planes<float> &x, uint64_t band_pixels, conv::Pool &pool);
 
 // the element-wise passes (encoder.cpp): GELU of n values in place; softmax's exponentials of one
 // row of scores, v[i] = e^(v[i] − top[i]), total[i] += v[i]

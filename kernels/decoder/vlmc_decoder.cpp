@@ -162,7 +162,7 @@ struct vlmc_decoder {
     std::unique_ptr<vlmc::encoder::Networks> encoder;  // the pre-editor, g_a, h_a (null before version 3)
     uint32_t synthesis_halo = 0;     // latent rows of context a g_s band needs (load_model)
     uint64_t max_pixels = 64000000;
-    uint64_t band_pixels = 1u << 20;  // image pixels per g_s band (0: no bands)
+    uint64_t band_pixels = 1u << 20;  // image pixels per band of g_s, g_a and the pre-editor's head (0: none)
     mutable conv::PoolCache pools;    // worker threads kept between calls (each call leases its own)
 };
 
@@ -1267,8 +1267,8 @@ Analysed analyse(const vlmc_decoder &d, const uint8_t *rgb, uint32_t width, uint
     });
     const vlmc::encoder::Networks &net = *d.encoder;
     a.pre_edited = net.pre != nullptr && !(flags & VLMC_ENC_NO_PRE_EDIT);
-    if (a.pre_edited) x = vlmc::encoder::pre_edit(*net.pre, x, pool);
-    a.y_raw = vlmc::encoder::run(net.g_a, std::move(x), pool);
+    if (a.pre_edited) x = vlmc::encoder::pre_edit(*net.pre, x, d.band_pixels, pool);
+    a.y_raw = vlmc::encoder::analysis(net, x, d.band_pixels, pool);
     if (a.y_raw.c != d.M || a.y_raw.h != a.g.hy || a.y_raw.w != a.g.wy)
         raise(VLMC_DEC_ERR_INTERNAL, "g_a output has the wrong shape");
     return a;

@@ -114,8 +114,9 @@ VLMC_DECODER_API int vlmc_decoder_fingerprints(const vlmc_decoder *decoder, uint
 /* Largest width × height a stream may announce (default 64 000 000, as vlmcodec's). */
 VLMC_DECODER_API int vlmc_decoder_set_max_pixels(vlmc_decoder *decoder, uint64_t max_pixels);
 
-/* Image pixels per band of vlmc_decoder_image's g_s (default 1 048 576; 0: the whole image at
- * once). Bands give the same pixels, bit for bit; smaller ones use less memory. */
+/* Image pixels per band of vlmc_decoder_image's g_s, and of the encoder's g_a and pre-editor head
+ * (default 1 048 576; 0: the whole image at once). Bands give the same pixels and streams, bit for
+ * bit; smaller ones use less memory. */
 VLMC_DECODER_API int vlmc_decoder_set_band_pixels(vlmc_decoder *decoder, uint64_t band_pixels);
 
 /* Parses and verifies a stream's container (CRC-32, limits, chunk counts, the model it names)
