@@ -126,6 +126,8 @@ def test_the_streams_are_the_python_encoders_but_for_rare_roundings(default_enco
             assert abs(len(ours) - len(theirs)) <= 0.005 * len(theirs)
             raw_c, raw_p = enc.latents(ours, raw=True), enc.latents(theirs, raw=True)
             assert np.mean(raw_c != raw_p) <= 1e-3
+            # cross-decode (DESIGN.md, Determinism): the Python decoder reads the C encoder's symbols
+            np.testing.assert_array_equal(codec.entropy_decode(ours).y_hat.numpy().reshape(raw_c.shape), raw_c)
             decoded = codec.decode(ours)
             assert decoded.shape == image.shape
             assert abs(_psnr(decoded, image) - _psnr(codec.decode(theirs), image)) <= 0.02
