@@ -50,6 +50,21 @@ int main(int argc, char **argv) {
               VLMC_DEC_ERR_INVALID_ARGUMENT);
         CHECK(stream == NULL && n == 0); /* cleared on failure */
         vlmc_decoder_free_stream(NULL);  /* a no-op */
+        /* and the image encoder's (with a model: tests/test_c_encoder.py) */
+        {
+            const uint8_t rgb[3] = {1, 2, 3};
+            double q = -1;
+            CHECK(vlmc_decoder_can_encode(NULL) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+            stream = (uint8_t *)1, n = 7;
+            CHECK(vlmc_decoder_encode_image(NULL, rgb, 1, 1, 50.0, 0, 0, 1, &stream, &n) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+            CHECK(stream == NULL && n == 0);
+            stream = (uint8_t *)1, n = 7;
+            CHECK(vlmc_decoder_encode_image_within(NULL, rgb, 1, 1, 0, 1000, 0.0, 100.0, 0, 1, &stream, &n, &q) ==
+                  VLMC_DEC_ERR_INVALID_ARGUMENT);
+            CHECK(stream == NULL && n == 0);
+            CHECK(vlmc_decoder_analyse_image(NULL, rgb, 1, 1, 50.0, 0, 0, 1, out, 4, out, 4) ==
+                  VLMC_DEC_ERR_INVALID_ARGUMENT);
+        }
     }
     /* from memory: the same checks as from a file */
     CHECK(vlmc_decoder_open_memory(NULL, 0, &dec) == VLMC_DEC_ERR_BAD_MODEL_FILE && dec == NULL);
