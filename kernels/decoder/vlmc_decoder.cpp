@@ -1284,6 +1284,24 @@ void scaled_latents(const vlmc_decoder &d, const Analysed &a, uint32_t q100, con
     std::memcpy(z, zp.v.data(), a.g.n_z * sizeof(float));
 }
 
+// An analysed image's stream at q100 (y and z: scratch of the latents' sizes)
+std::vector<uint8_t> stream_of(const vlmc_decoder &d, const Analysed &a, uint32_t q100, conv::Pool &pool,
+                               std::vector<float> &y, std::vector<float> &z) {
+    y.resize(a.g.n_y), z.resize(a.g.n_z);
+    scaled_latents(d, a, q100, pool, y.data(), z.data());
+    return write_stream(d, y.data(), z.data(), a.g, q100, a.pre_edited ? VLMC_ENC_PRE_EDITED : 0, pool);
+}
+
+// What each image-encoding call does first: clears its outputs, checks the decoder and them
+int start_encoding(const vlmc_decoder *decoder, uint8_t **out, size_t *out_size) {
+    if (out != nullptr) *out = nullptr;
+    if (out_size != nullptr) *out_size = 0;
+    const int rc = vlmc_decoder_can_encode(decoder);
+    if (rc != VLMC_DEC_OK) return rc;
+    if (out == nullptr || out_size == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "out or out_size is null");
+    return VLMC_DEC_OK;
+}
+
 }  // namespace
 
 extern "C" {
@@ -1318,20 +1336,15 @@ int vlmc_decoder_analyse_image(const vlmc_decoder *decoder, const uint8_t *rgb, 
 int vlmc_decoder_encode_image(const vlmc_decoder *decoder, const uint8_t *rgb, uint32_t width, uint32_t height,
                               double quality, uint32_t short_side, uint32_t flags, int num_threads, uint8_t **out,
                               size_t *out_size) {
-    if (out != nullptr) *out = nullptr;
-    if (out_size != nullptr) *out_size = 0;
-    const int rc = vlmc_decoder_can_encode(decoder);
+    const int rc = start_encoding(decoder, out, out_size);
     if (rc != VLMC_DEC_OK) return rc;
-    if (out == nullptr || out_size == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "out or out_size is null");
     return guarded([&] {
         const int threads = threads_for(num_threads);
         const uint32_t q100 = quality_x100(quality);
         const auto pool = decoder->pools.lease(threads);
         const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
-        std::vector<float> y(a.g.n_y), z(a.g.n_z);
-        scaled_latents(*decoder, a, q100, *pool, y.data(), z.data());
-        hand_out(write_stream(*decoder, y.data(), z.data(), a.g, q100, a.pre_edited ? VLMC_ENC_PRE_EDITED : 0, *pool),
-                 out, out_size);
+        std::vector<float> y, z;
+        hand_out(stream_of(*decoder, a, q100, *pool, y, z), out, out_size);
     });
 }
 
@@ -1339,11 +1352,8 @@ int vlmc_decoder_encode_image_within(const vlmc_decoder *decoder, const uint8_t 
                                      uint32_t short_side, size_t max_bytes, double min_quality, double max_quality,
                                      uint32_t flags, int num_threads, uint8_t **out, size_t *out_size,
                                      double *quality) {
-    if (out != nullptr) *out = nullptr;
-    if (out_size != nullptr) *out_size = 0;
-    const int rc = vlmc_decoder_can_encode(decoder);
+    const int rc = start_encoding(decoder, out, out_size);
     if (rc != VLMC_DEC_OK) return rc;
-    if (out == nullptr || out_size == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "out or out_size is null");
     return guarded([&] {
         const int threads = threads_for(num_threads);
         if (max_bytes == 0) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "max_bytes must be at least 1");
@@ -1351,13 +1361,9 @@ int vlmc_decoder_encode_image_within(const vlmc_decoder *decoder, const uint8_t 
         if (lo > hi) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "min_quality is above max_quality");
         const auto pool = decoder->pools.lease(threads);
         const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
-        std::vector<float> y(a.g.n_y), z(a.g.n_z);
-        auto stream_at = [&](int k) {
-            scaled_latents(*decoder, a, uint32_t(k), *pool, y.data(), z.data());
-            return write_stream(*decoder, y.data(), z.data(), a.g, uint32_t(k), a.pre_edited ? VLMC_ENC_PRE_EDITED : 0,
-                                *pool);
-        };
-        const auto found = largest_fitting(stream_at, max_bytes, int(lo), int(hi));
+        std::vector<float> y, z;
+        const auto found = largest_fitting([&](int k) { return stream_of(*decoder, a, uint32_t(k), *pool, y, z); },
+                                           max_bytes, int(lo), int(hi));
         hand_out(found.first, out, out_size);
         if (quality != nullptr) *quality = found.second / 100.0;
     });
