@@ -138,20 +138,33 @@ struct Identity {
 // whole output rows; load is applied once per input value, as the zero-padded copy is made: of
 // the whole input, or, for a kernel one row high without row padding (1x1), of the input row
 // alone, in a per-thread scratch, before the products; so there finish(oy) may overwrite input
-// row oy in place (no other output row reads it).
+// row oy in place (no other output row reads it). With unshuffle u > 1 the convolution reads x
+// pixel-unshuffled by u (F.pixel_unshuffle: channel c·u² + a·u + b, row h, column w is x's
+// channel c at (u·h + a, u·w + b)) as its padded copy is made, without the unshuffled planes.
 template <class T, class Load, class Finish>
-void conv_rows(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool &pool, Load load, Finish finish) {
+void conv_rows(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool &pool, Load load, Finish finish,
+               uint32_t unshuffle = 1) {
     constexpr uint32_t B = pixel_block<T>();
-    const auto size = output_size(s, x.h, x.w);  // not a structured binding: C++17 lambdas cannot capture one
+    const uint32_t u = unshuffle;
+    if (u == 0 || x.h % u || x.w % u || (u > 1 && size_t(x.c) * u * u != s.in))
+        throw std::invalid_argument("unshuffle of a size or channel count that does not divide");
+    const uint32_t xh = x.h / u, xw = x.w / u;  // the input as the convolution sees it
+    const auto size = output_size(s, xh, xw);  // not a structured binding: C++17 lambdas cannot capture one
     const uint32_t ho = size.first, wo = size.second;
     const bool row_local = s.kh == 1 && s.ph == 0;
-    const uint32_t wp = (wo + B - 1) / B * B + s.kw - 1, hp = row_local ? 1 : x.h + 2 * s.ph;
+    const uint32_t wp = (wo + B - 1) / B * B + s.kw - 1, hp = row_local ? 1 : xh + 2 * s.ph;
     // channel i's input row h, load applied, into dst from column pw on, zeros before and after (to wp)
     auto pad_row = [&](T *dst, uint32_t i, uint32_t h) {
-        const T *src = x.v.data() + (size_t(i) * x.h + h) * x.w;
         std::fill(dst, dst + s.pw, T(0));
-        for (uint32_t c = 0; c < x.w; ++c) dst[s.pw + c] = load(src[c]);
-        std::fill(dst + s.pw + x.w, dst + wp, T(0));
+        if (u == 1) {
+            const T *src = x.v.data() + (size_t(i) * x.h + h) * x.w;
+            for (uint32_t c = 0; c < xw; ++c) dst[s.pw + c] = load(src[c]);
+        } else {
+            const uint32_t a = i / u % u, b = i % u;
+            const T *src = x.v.data() + (size_t(i / (u * u)) * x.h + size_t(h) * u + a) * x.w + b;
+            for (uint32_t c = 0; c < xw; ++c) dst[s.pw + c] = load(src[size_t(c) * u]);
+        }
+        std::fill(dst + s.pw + xw, dst + wp, T(0));
     };
     // channel i's padded input from i · cs: a stride of an odd number of cache lines, as a tap reads
     // the same columns of every channel and a stride of many lines × 2^k would map those reads
@@ -164,8 +177,8 @@ void conv_rows(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool
             for (uint32_t i = i0; i < i1; ++i) {
                 T *plane = xp.data() + size_t(i) * cs;
                 std::fill(plane, plane + size_t(s.ph) * wp, T(0));
-                std::fill(plane + size_t(s.ph + x.h) * wp, plane + size_t(hp) * wp, T(0));
-                for (uint32_t h = 0; h < x.h; ++h) pad_row(plane + size_t(h + s.ph) * wp, i, h);
+                std::fill(plane + size_t(s.ph + xh) * wp, plane + size_t(hp) * wp, T(0));
+                for (uint32_t h = 0; h < xh; ++h) pad_row(plane + size_t(h + s.ph) * wp, i, h);
             }
         });
     const uint32_t K = s.in * s.kh * s.kw;
@@ -192,10 +205,13 @@ void conv_rows(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool
 
 // A convolution layer: conv_rows, then out = op(o, product) for channel o, stored as [out][h][w]
 // or, with shuffle, pixel-shuffled ×2 to [out / 4][2h][2w] (channel 4c + 2i + j's pixel (h, w)
-// at (c, 2h + i, 2w + j)) without the unshuffled planes
+// at (c, 2h + i, 2w + j)) without the unshuffled planes; unshuffle: as conv_rows
 template <class T, class Op>
-Planes<T> conv_layer(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool &pool, bool shuffle, Op op) {
-    const auto size = output_size(s, x.h, x.w);  // not a structured binding: C++17 lambdas cannot capture one
+Planes<T> conv_layer(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool &pool, bool shuffle, Op op,
+                     uint32_t unshuffle = 1) {
+    if (unshuffle == 0 || x.h % unshuffle || x.w % unshuffle)
+        throw std::invalid_argument("unshuffle of a size that does not divide");
+    const auto size = output_size(s, x.h / unshuffle, x.w / unshuffle);  // (no structured binding: captured below)
     const uint32_t ho = size.first, wo = size.second;
     if (shuffle && s.out % 4) throw std::invalid_argument("pixel shuffle of a channel count not a multiple of 4");
     Planes<T> y = shuffle ? Planes<T>{s.out / 4, ho * 2, wo * 2, {}} : Planes<T>{s.out, ho, wo, {}};
@@ -217,7 +233,7 @@ Planes<T> conv_layer(const Shape &s, const Packed<T> &packed, const Planes<T> &x
                 dst[2 * j + 1] = op(o + 1, odd[j]);
             }
         }
-    });
+    }, unshuffle);
     return y;
 }
 

@@ -185,29 +185,9 @@ std::vector<Layer> read_net(Reader &r, uint32_t channels, uint32_t out, const ch
 
 // -- operations ------------------------------------------------------------------------------
 
-// planes [C][H][W] → [C·s²][H/s][W/s] (F.pixel_unshuffle)
-Planes<float> unshuffle(const Planes<float> &x, uint32_t s, conv::Pool &pool) {
-    if (s == 1) return x;
-    if (x.h % s || x.w % s) throw std::invalid_argument("unshuffle of a size not a multiple of its factor");
-    Planes<float> y{x.c * s * s, x.h / s, x.w / s, conv::Buffer<float>(x.v.size())};
-    conv::parallel_for(x.c * s, pool, [&](uint32_t k0, uint32_t k1) {
-        for (uint32_t k = k0; k < k1; ++k) {  // (channel c, row phase a)
-            const uint32_t c = k / s, a = k % s;
-            for (uint32_t i = 0; i < y.h; ++i) {
-                const float *src = x.v.data() + (size_t(c) * x.h + size_t(i) * s + a) * x.w;
-                for (uint32_t b = 0; b < s; ++b) {
-                    float *dst = y.v.data() + ((size_t(c) * s * s + a * s + b) * y.h + i) * y.w;
-                    for (uint32_t j = 0; j < y.w; ++j) dst[j] = src[size_t(j) * s + b];
-                }
-            }
-        }
-    });
-    return y;
-}
-
+// a convolution, its input unshuffled as its padded copy is made
 template <class Op> Planes<float> apply(const Conv &c, const Planes<float> &x, conv::Pool &pool, Op op) {
-    if (c.unshuffle == 1) return conv::conv_layer(c.shape, c.weight, x, pool, false, op);
-    return conv::conv_layer(c.shape, c.weight, unshuffle(x, c.unshuffle, pool), pool, false, op);
+    return conv::conv_layer(c.shape, c.weight, x, pool, false, op, c.unshuffle);
 }
 
 Planes<float> apply(const Conv &c, const Planes<float> &x, conv::Pool &pool) {
