@@ -528,7 +528,7 @@ def test_installed_library_builds_a_users_program(built, default_pair, tmp_path)
     assert run.returncode == 0, run.stderr
     lib = next(d for d in (prefix / "lib", prefix / "lib64") if (d / "libvlmc_decoder.so").exists())
     assert all((prefix / "include" / h).exists() for h in ("vlmc_decoder.h", "vlmc_decoder.hpp", "vlmc_rans.h"))
-    assert all((prefix / "bin" / t).exists() for t in ("vlmc_decode_latents", "vlmc_write_stream"))
+    assert all((prefix / "bin" / t).exists() for t in ("vlmc_decode_latents", "vlmc_write_stream", "vlmc_encode"))
     (tmp_path / "user.c").write_text(USER_PROGRAM)
     run = subprocess.run([cc, "-std=c99", str(tmp_path / "user.c"), f"-I{prefix / 'include'}", f"-L{lib}",
                           "-lvlmc_decoder", f"-Wl,-rpath,{lib}", "-o", str(tmp_path / "user")],
@@ -543,6 +543,13 @@ def test_installed_library_builds_a_users_program(built, default_pair, tmp_path)
     run = subprocess.run([str(prefix / "bin" / "vlmc_decode_latents"), str(model_file), str(tmp_path / "s.vlmc"),
                           "--info"], capture_output=True, text=True, timeout=60)  # finds its library (RPATH)
     assert run.returncode == 0 and json.loads(run.stdout)["quality"] == 45.0, run.stderr
+    from PIL import Image
+
+    Image.fromarray(load_image(SAMPLES[0])[:64, :96]).save(tmp_path / "small.ppm")
+    run = subprocess.run([str(prefix / "bin" / "vlmc_encode"), str(model_file), str(tmp_path / "small.ppm"),
+                          str(tmp_path / "small.vlmc"), "--quality", "45"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and json.loads(run.stdout)["width"] == 96, run.stderr  # the installed encoder too
+    assert dec.info((tmp_path / "small.vlmc").read_bytes())["quality"] == 45.0
     # the same program built the two other ways a C/C++ project would: pkg-config, find_package
     expected = ["768", "512", str(int(dec.image(data, threads=2).astype(np.uint64).sum()))]
 
