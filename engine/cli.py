@@ -668,16 +668,18 @@ def cmd_export(args) -> int:
 
     if args.format != "tensorrt" and (args.fp16 or args.timing_cache):
         raise VlmcodecError("--fp16 and --timing-cache apply to --format tensorrt only")
+    if args.format != "c-decoder" and args.decode_only:
+        raise VlmcodecError("--decode-only applies to --format c-decoder only")
     if args.format == "c-decoder":
         from vlmcodec.export.c_decoder import export_c_decoder
 
         loaded = load_model(args.model or default_model_path())
-        path = export_c_decoder(loaded, args.output)
+        path = export_c_decoder(loaded, args.output, 2 if args.decode_only else 3)
         print(f"{path}  {path.stat().st_size:>10} bytes")
         print(f"decoder model of model {loaded.fingerprint[:8].hex()} for the C decoder (kernels/decoder/vlmc_decoder.h); "
               f"it reads streams that carry {loaded.stream_fingerprint[:8].hex()}, writes them from the outputs of "
-              "the exported g_a and h_a (vlmc_decoder_write_stream) and encodes images itself "
-              "(vlmc_decoder_encode_image)")
+              "the exported g_a and h_a (vlmc_decoder_write_stream)"
+              + ("" if args.decode_only else " and encodes images itself (vlmc_decoder_encode_image)"))
         return 0
     if args.format == "tensorrt":
         from vlmcodec.export.tensorrt import BuildConfig, build_engines, import_tensorrt, parse_size, require_gpu
@@ -1010,6 +1012,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorRT profile: largest padded image size (default 1024x1024)")
     x.add_argument("--opt-size", default="512x768", metavar="HxW", help="TensorRT profile: size to optimise for")
     x.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to reuse and update")
+    x.add_argument("--decode-only", action="store_true",
+                   help="c-decoder: leave the encoder's networks out (file version 2: it decodes and writes streams "
+                        "from given latents but does not encode images; a smaller file, a faster open)")
     from vlmcodec.bench.cli import add_bench_subparsers  # the bench group owns its subcommands
 
     add_bench_subparsers(sub)

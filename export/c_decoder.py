@@ -249,12 +249,16 @@ def describe_decoder_model(path: str | Path) -> dict:
             "encodes_images": version >= 3, "bytes": len(blob)}
 
 
-def export_c_decoder(loaded, out_dir: str | Path) -> Path:
-    """Write ``out_dir/decoder_model.vlmd`` for ``loaded``; returns its path."""
+def export_c_decoder(loaded, out_dir: str | Path, version: int = MODEL_FILE_VERSION) -> Path:
+    """Write ``out_dir/decoder_model.vlmd`` for ``loaded``; returns its path. ``version`` 2 leaves
+    the encoder's networks out (a decoding-only service: a smaller file, a faster open)."""
+    if version not in (2, MODEL_FILE_VERSION):
+        raise ConfigError(f"decoder-model file version {version}: this build writes 2 (decoding and writing "
+                          f"streams) or {MODEL_FILE_VERSION} (also encoding images)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / FILE_NAME
-    path.write_bytes(decoder_model_bytes(loaded))
+    path.write_bytes(decoder_model_bytes(loaded, version))
     return path
 
 

@@ -15,7 +15,7 @@ import torch
 from vlmcodec import Codec
 from vlmcodec.bitstream import container
 from vlmcodec.bitstream.damage import damage
-from vlmcodec.errors import BitstreamError, ModelMismatchError
+from vlmcodec.errors import BitstreamError, ConfigError, ModelMismatchError
 from vlmcodec.export.c_decoder import (CDecoderError, CStreamDecoder, build_c_decoder, decoder_model_bytes,
                                        export_c_decoder, find_cmake)
 from vlmcodec.image_io import load_image
@@ -406,6 +406,16 @@ def test_export_command(tiny_model_path, tmp_path, capsys):
     assert "decoder_model.vlmd" in capsys.readouterr().out
     assert main(["export", "--format", "c-decoder", "-o", str(tmp_path / "d"), "--fp16"]) == 2
     assert "tensorrt only" in capsys.readouterr().err
+    # --decode-only: version 2, without the encoder's networks
+    assert main(["export", "--format", "c-decoder", "-o", str(tmp_path / "e"), "--model", str(tiny_model_path),
+                 "--decode-only"]) == 0
+    small = (tmp_path / "e" / "decoder_model.vlmd").read_bytes()
+    assert small == decoder_model_bytes(load_model(tiny_model_path), version=2) and len(small) < len(written.read_bytes())
+    assert "encodes images" not in capsys.readouterr().out
+    assert main(["export", "--format", "onnx", "-o", str(tmp_path / "f"), "--decode-only"]) == 2
+    assert "c-decoder only" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="writes 2"):
+        export_c_decoder(load_model(tiny_model_path), tmp_path / "g", version=1)
 
 
 def test_the_c_packages_version_is_the_python_packages():
