@@ -67,26 +67,9 @@ namespace {
 
 using conv::Planes;
 
-// -- reading the section -------------------------------------------------------------------
+// -- reading the section (a short read raises the model file's error: reader.hpp) -------------
 
-struct Reader {
-    const uint8_t *p;
-    size_t n, &pos;
-    template <class T> T get() {
-        if (sizeof(T) > n - pos) throw BadModel("encoder section truncated at offset " + std::to_string(pos));
-        T v;
-        std::memcpy(&v, p + pos, sizeof(T));
-        pos += sizeof(T);
-        return v;
-    }
-    std::vector<float> floats(uint64_t count) {
-        if (count > (n - pos) / sizeof(float)) throw BadModel("encoder section truncated at offset " + std::to_string(pos));
-        std::vector<float> v(count);
-        if (count) std::memcpy(v.data(), p + pos, count * sizeof(float));
-        pos += count * sizeof(float);
-        return v;
-    }
-};
+using decoder::Reader;
 
 // A convolution record (u32 out, in, kh, kw, ph, pw, unshuffle · f32 weight · f32 bias) taking
 // `channels` planes before the unshuffle and giving `out` (any, when 0), checked
@@ -98,9 +81,9 @@ Conv read_conv(Reader &r, uint32_t channels, uint32_t out, const std::string &wh
     if (c.unshuffle == 0 || c.unshuffle > 64 || s.in != unshuffled || s.out == 0 || s.out > 16384 ||
         (out && s.out != out) || s.kh == 0 || s.kw == 0 || s.kh > 15 || s.kw > 15 || s.ph >= s.kh || s.pw >= s.kw)
         throw BadModel("bad " + what + " convolution");
-    const auto weight = r.floats(uint64_t(s.out) * s.in * s.kh * s.kw);
+    const auto weight = r.array<float>(uint64_t(s.out) * s.in * s.kh * s.kw);
     c.weight = conv::pack_weights(weight.data(), s.out, s.in, s.kh * s.kw);
-    c.bias = r.floats(s.out);
+    c.bias = r.array<float>(s.out);
     return c;
 }
 
@@ -108,8 +91,8 @@ Norm read_norm(Reader &r, uint32_t dim) {
     Norm n;
     n.eps = r.get<float>();
     if (!(n.eps > 0.0f && n.eps < 1.0f)) throw BadModel("bad LayerNorm epsilon");
-    n.weight = r.floats(dim);
-    n.bias = r.floats(dim);
+    n.weight = r.array<float>(dim);
+    n.bias = r.array<float>(dim);
     return n;
 }
 
@@ -171,9 +154,9 @@ std::vector<Layer> read_net(Reader &r, uint32_t channels, uint32_t out, const ch
             if (c != channels || inverse > 1) throw BadModel(std::string("bad ") + name + " GDN");
             l.inverse = inverse;
             l.conv.shape.in = l.conv.shape.out = c;
-            const auto gamma = r.floats(uint64_t(c) * c);
+            const auto gamma = r.array<float>(uint64_t(c) * c);
             l.conv.weight = conv::pack_weights(gamma.data(), c, c, 1);
-            l.conv.bias = r.floats(c);
+            l.conv.bias = r.array<float>(c);
         } else {
             throw BadModel(std::string("unknown ") + name + " layer kind");
         }
@@ -360,8 +343,7 @@ Planes<float> rows_of(const Planes<float> &x, uint32_t r0, uint32_t r1) {
 
 }  // namespace
 
-Networks read_networks(const uint8_t *bytes, size_t n, size_t &pos, uint32_t M, uint32_t N) {
-    Reader r{bytes, n, pos};
+Networks read_networks(decoder::Reader &r, uint32_t M, uint32_t N) {
     Networks net;
     const uint32_t has_pre = r.get<uint32_t>();
     if (has_pre > 1) throw BadModel("bad pre-editor flag");

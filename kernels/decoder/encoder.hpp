@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "conv.hpp"
+#include "reader.hpp"
 
 namespace vlmc::encoder {
 
@@ -62,9 +63,9 @@ struct Networks {
     uint32_t g_a_reach = 0;  // the image rows on either side of its own that a g_a output row reads
 };
 
-// The encoder section at bytes[pos, n), pos advanced past it; M, N: the codec's channels (BadModel
-// when the section is malformed or its networks do not give them)
-Networks read_networks(const uint8_t *bytes, size_t n, size_t &pos, uint32_t M, uint32_t N);
+// The encoder section from r on, r advanced past it; M, N: the codec's channels (BadModel when the
+// section is malformed or its networks do not give them; r's error when it is truncated)
+Networks read_networks(decoder::Reader &r, uint32_t M, uint32_t N);
 
 // x (3 planes, sides multiples of 64, values in [0, 1]) → clamp(x + Δ(x), 0, 1); the
 // full-resolution head in bands of about band_pixels pixels (0: one pass; the same values)

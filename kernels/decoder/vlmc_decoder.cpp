@@ -24,6 +24,7 @@
 #include "c_api_error.hpp"
 #include "conv.hpp"
 #include "encoder.hpp"
+#include "reader.hpp"
 #include "vlmc_rans.h"
 
 namespace {
@@ -47,12 +48,9 @@ constexpr double kLeakyNum = 655.0, kLeakyDen = 65536.0;
 
 thread_local std::string g_last_error;
 
-struct Error : std::runtime_error {
-    int code;
-    Error(int c, const std::string &what) : std::runtime_error(what), code(c) {}
-};
-
-[[noreturn]] void raise(int code, const std::string &what) { throw Error(code, what); }
+using vlmc::decoder::Error;
+using vlmc::decoder::raise;
+using vlmc::decoder::Reader;
 
 int fail(int code, const char *what) { return vlmc::c_api::fail(g_last_error, code, what); }
 
@@ -80,30 +78,6 @@ uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) {
 }
 
 // -- the decoder-model file ------------------------------------------------------------------
-
-struct Reader {
-    const uint8_t *p;
-    size_t n, pos = 0;
-    int code;  // the error code a short read raises
-    const char *what;
-    void need(size_t k) {
-        if (k > n - pos) raise(code, std::string(what) + ": truncated at offset " + std::to_string(pos));
-    }
-    template <class T> T get() {
-        need(sizeof(T));
-        T v;
-        std::memcpy(&v, p + pos, sizeof(T));  // the files are little-endian, as is every target here
-        pos += sizeof(T);
-        return v;
-    }
-    template <class T> std::vector<T> array(uint64_t count) {
-        if (count > (n - pos) / sizeof(T)) need(n);  // reports the truncation
-        std::vector<T> v(count);
-        if (count) std::memcpy(v.data(), p + pos, count * sizeof(T));
-        pos += count * sizeof(T);
-        return v;
-    }
-};
 
 struct Table {
     vlmc_rans_tables *native = nullptr;
@@ -269,7 +243,7 @@ void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
     d.synthesis_halo = uint32_t(std::ceil(reach));
     if (version >= kEncoderModelVersion) {
         try {
-            d.encoder = std::make_unique<vlmc::encoder::Networks>(vlmc::encoder::read_networks(r.p, r.n, r.pos, d.M, d.N));
+            d.encoder = std::make_unique<vlmc::encoder::Networks>(vlmc::encoder::read_networks(r, d.M, d.N));
         } catch (const vlmc::encoder::BadModel &e) {
             raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("decoder-model file: ") + e.what());
         }
@@ -954,6 +928,15 @@ void check_latent_counts(const vlmc_decoder &d, const StreamGeometry &g, size_t 
                   std::to_string(g.hz) + "x" + std::to_string(g.wz) + ")");
 }
 
+// What each call handing out a stream does first: clears *out and *out_size (either may be null:
+// the caller's argument check names it), then asks `ready` (vlmc_decoder_can_write or
+// vlmc_decoder_can_encode) whether this decoder's model file can do it
+int start_stream(const vlmc_decoder *decoder, int (*ready)(const vlmc_decoder *), uint8_t **out, size_t *out_size) {
+    if (out != nullptr) *out = nullptr;
+    if (out_size != nullptr) *out_size = 0;
+    return ready(decoder);
+}
+
 // A written stream handed to the caller in a malloc'd buffer (vlmc_decoder_free_stream frees it)
 void hand_out(const std::vector<uint8_t> &stream, uint8_t **out, size_t *out_size) {
     auto *buf = static_cast<uint8_t *>(std::malloc(stream.size()));
@@ -1066,9 +1049,7 @@ int vlmc_decoder_write_stream(const vlmc_decoder *decoder, const float *y, size_
                               size_t z_count, uint32_t width, uint32_t height, uint32_t coded_width,
                               uint32_t coded_height, double quality, uint32_t flags, int num_threads, uint8_t **out,
                               size_t *out_size) {
-    if (out != nullptr) *out = nullptr;
-    if (out_size != nullptr) *out_size = 0;
-    const int rc = vlmc_decoder_can_write(decoder);
+    const int rc = start_stream(decoder, vlmc_decoder_can_write, out, out_size);
     if (rc != VLMC_DEC_OK) return rc;
     if (y == nullptr || z == nullptr || out == nullptr || out_size == nullptr)
         return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "y, z, out or out_size is null");
@@ -1174,6 +1155,14 @@ std::pair<std::vector<uint8_t>, int> largest_fitting(StreamAt stream_at, size_t 
     return {std::move(best), k_lo};
 }
 
+// A rate-control call's arguments checked: the budget, and the quality bounds in hundredths
+std::pair<int, int> search_bounds(size_t max_bytes, double min_quality, double max_quality) {
+    if (max_bytes == 0) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "max_bytes must be at least 1");
+    const uint32_t lo = quality_x100(min_quality), hi = quality_x100(max_quality);
+    if (lo > hi) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "min_quality is above max_quality");
+    return {int(lo), int(hi)};
+}
+
 }  // namespace
 
 extern "C" {
@@ -1183,18 +1172,14 @@ int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y
                                      uint32_t coded_width, uint32_t coded_height, size_t max_bytes,
                                      double min_quality, double max_quality, uint32_t flags, int num_threads,
                                      uint8_t **out, size_t *out_size, double *quality) {
-    if (out != nullptr) *out = nullptr;
-    if (out_size != nullptr) *out_size = 0;
-    const int rc = vlmc_decoder_can_write(decoder);
+    const int rc = start_stream(decoder, vlmc_decoder_can_write, out, out_size);
     if (rc != VLMC_DEC_OK) return rc;
     if (y_raw == nullptr || h_a == nullptr || out == nullptr || out_size == nullptr)
         return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "y_raw, h_a, out or out_size is null");
     return guarded([&] {
         const int threads = threads_for(num_threads);
         if (flags & ~VLMC_ENC_PRE_EDITED) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
-        if (max_bytes == 0) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "max_bytes must be at least 1");
-        const uint32_t lo = quality_x100(min_quality), hi = quality_x100(max_quality);
-        if (lo > hi) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "min_quality is above max_quality");
+        const auto bounds = search_bounds(max_bytes, min_quality, max_quality);
         const StreamGeometry g = check_geometry(*decoder, width, height, coded_width, coded_height);
         check_latent_counts(*decoder, g, y_count, z_count);
         const auto pool = decoder->pools.lease(threads);
@@ -1207,7 +1192,7 @@ int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y
                 raise(VLMC_DEC_ERR_CALLBACK, "the h_a callback failed (returned " + std::to_string(status) + ")");
             return write_stream(*decoder, y.data(), z.data(), g, uint32_t(k), flags, *pool);
         };
-        const auto found = largest_fitting(stream_at, max_bytes, int(lo), int(hi));
+        const auto found = largest_fitting(stream_at, max_bytes, bounds.first, bounds.second);
         hand_out(found.first, out, out_size);
         if (quality != nullptr) *quality = found.second / 100.0;
     });
@@ -1218,6 +1203,14 @@ int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y
 // -- encoding images: the encoder's networks here (encoder.hpp), then write_stream --------------
 
 namespace {
+
+// The geometry of a width × height image coded at a consumer's short_side (0: its own size): its
+// size and max_pixels checked before any resizing
+StreamGeometry image_geometry(const vlmc_decoder &d, uint32_t width, uint32_t height, uint32_t short_side) {
+    check_geometry(d, width, height, width, height);
+    const auto coded = consumer_size(height, width, short_side);
+    return check_geometry(d, width, height, coded.second, coded.first);
+}
 
 // An image's quality-independent part of encoding (Codec.prepare, analyse_unscaled): its
 // geometry, whether the pre-editor ran, and g_a's output before the gain
@@ -1231,10 +1224,8 @@ Analysed analyse(const vlmc_decoder &d, const uint8_t *rgb, uint32_t width, uint
                  uint32_t flags, conv::Pool &pool) {
     if (rgb == nullptr) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "rgb is null");
     if (flags & ~VLMC_ENC_NO_PRE_EDIT) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
-    check_geometry(d, width, height, width, height);  // the sizes and max_pixels, before any resizing
-    const auto coded = consumer_size(height, width, short_side);
     Analysed a;
-    a.g = check_geometry(d, width, height, coded.second, coded.first);
+    a.g = image_geometry(d, width, height, short_side);
     const uint32_t ch = a.g.coded_height, cw = a.g.coded_width;
     // at a consumer's scale: resample.downscale (antialiased bicubic on 0..255, clamped, rounded)
     std::vector<uint8_t> small;
@@ -1294,9 +1285,7 @@ std::vector<uint8_t> stream_of(const vlmc_decoder &d, const Analysed &a, uint32_
 
 // What each image-encoding call does first: clears its outputs, checks the decoder and them
 int start_encoding(const vlmc_decoder *decoder, uint8_t **out, size_t *out_size) {
-    if (out != nullptr) *out = nullptr;
-    if (out_size != nullptr) *out_size = 0;
-    const int rc = vlmc_decoder_can_encode(decoder);
+    const int rc = start_stream(decoder, vlmc_decoder_can_encode, out, out_size);
     if (rc != VLMC_DEC_OK) return rc;
     if (out == nullptr || out_size == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "out or out_size is null");
     return VLMC_DEC_OK;
@@ -1324,9 +1313,7 @@ int vlmc_decoder_analyse_image(const vlmc_decoder *decoder, const uint8_t *rgb, 
     return guarded([&] {
         const int threads = threads_for(num_threads);
         const uint32_t q100 = quality_x100(quality);
-        const auto coded = consumer_size(height, width, short_side);
-        check_latent_counts(*decoder, check_geometry(*decoder, width, height, coded.second, coded.first), y_count,
-                            z_count);
+        check_latent_counts(*decoder, image_geometry(*decoder, width, height, short_side), y_count, z_count);
         const auto pool = decoder->pools.lease(threads);
         const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
         scaled_latents(*decoder, a, q100, *pool, y, z);
@@ -1356,14 +1343,12 @@ int vlmc_decoder_encode_image_within(const vlmc_decoder *decoder, const uint8_t 
     if (rc != VLMC_DEC_OK) return rc;
     return guarded([&] {
         const int threads = threads_for(num_threads);
-        if (max_bytes == 0) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "max_bytes must be at least 1");
-        const uint32_t lo = quality_x100(min_quality), hi = quality_x100(max_quality);
-        if (lo > hi) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "min_quality is above max_quality");
+        const auto bounds = search_bounds(max_bytes, min_quality, max_quality);
         const auto pool = decoder->pools.lease(threads);
         const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
         std::vector<float> y, z;
         const auto found = largest_fitting([&](int k) { return stream_of(*decoder, a, uint32_t(k), *pool, y, z); },
-                                           max_bytes, int(lo), int(hi));
+                                           max_bytes, bounds.first, bounds.second);
         hand_out(found.first, out, out_size);
         if (quality != nullptr) *quality = found.second / 100.0;
     });

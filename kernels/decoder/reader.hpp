@@ -1,0 +1,46 @@
+// Bounds-checked reading of the decoder-model file and of .vlmc streams (vlmc_decoder.cpp; the
+// model file's encoder section in encoder.cpp): a read past the end raises an Error carrying the
+// C API code the caller chose. Not installed.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace vlmc::decoder {
+
+// an error with its VLMC_DEC_ERR_* code (the C API returns the code, the message per thread)
+struct Error : std::runtime_error {
+    int code;
+    Error(int c, const std::string &what) : std::runtime_error(what), code(c) {}
+};
+
+[[noreturn]] inline void raise(int code, const std::string &what) { throw Error(code, what); }
+
+struct Reader {
+    const uint8_t *p;
+    size_t n, pos = 0;
+    int code;  // the error code a short read raises
+    const char *what;
+    void need(size_t k) {
+        if (k > n - pos) raise(code, std::string(what) + ": truncated at offset " + std::to_string(pos));
+    }
+    template <class T> T get() {
+        need(sizeof(T));
+        T v;
+        std::memcpy(&v, p + pos, sizeof(T));  // the files are little-endian, as is every target here
+        pos += sizeof(T);
+        return v;
+    }
+    template <class T> std::vector<T> array(uint64_t count) {
+        if (count > (n - pos) / sizeof(T)) need(n);  // reports the truncation
+        std::vector<T> v(count);
+        if (count) std::memcpy(v.data(), p + pos, count * sizeof(T));
+        pos += count * sizeof(T);
+        return v;
+    }
+};
+
+}  // namespace vlmc::decoder
