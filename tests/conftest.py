@@ -57,6 +57,23 @@ def c_decoder_build(tmp_path_factory):
     return build_c_decoder(Path(__file__).resolve().parents[1], tmp_path_factory.mktemp("c_decoder_build"), tests=True)
 
 
+def build_cpp_program(source: str, lib_dir: Path, out: Path) -> Path:
+    """``source`` built as C++17 into ``out`` against the C library in ``lib_dir`` (the headers of
+    kernels/decoder); skips where there is no C++ compiler, fails with the compiler's output."""
+    import shutil
+
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("not available: no C++ compiler (c++) to build a program against the library")
+    src = out.with_suffix(".cpp")
+    src.write_text(source)
+    run = subprocess.run([cxx, "-std=c++17", str(src), f"-I{Path(__file__).resolve().parents[1] / 'kernels' / 'decoder'}",
+                          f"-L{lib_dir}", "-lvlmc_decoder", f"-Wl,-rpath,{lib_dir}", "-o", str(out)],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_codec(tiny_model_path):
     from vlmcodec import Codec

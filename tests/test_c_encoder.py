@@ -19,7 +19,7 @@ from vlmcodec.image_io import load_image
 from vlmcodec.models.checkpoint import load_model, save_model
 from vlmcodec.models.hyperprior import MeanScaleHyperprior, ModelConfig
 
-from conftest import smooth_image
+from conftest import build_cpp_program, smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "assets" / "samples" / "kodim23.png"
@@ -138,7 +138,7 @@ def test_the_thread_count_does_not_change_the_stream(windowed_encoder, default_e
     image = smooth_image(rng, 200, 130)
     streams = {t: enc.encode_image(image, 45, threads=t) for t in (1, 2, 3)}
     assert streams[1] == streams[2] == streams[3]
-    codec, enc = default_encoder
+    _, enc = default_encoder
     small = load_image(SAMPLE)[:200, :300]
     assert enc.encode_image(small, 45, threads=1) == enc.encode_image(small, 45, threads=3)
 
@@ -232,9 +232,7 @@ int main(int, char **argv) {
 
 
 def test_the_tool_and_a_cpp_program_encode_as_the_library_does(c_decoder_build, default_encoder, tmp_path):
-    import shutil
-
-    codec, enc = default_encoder
+    _, enc = default_encoder
     from vlmcodec.codec import default_model_path
 
     image = load_image(SAMPLE)[:256, :320]
@@ -262,15 +260,8 @@ def test_the_tool_and_a_cpp_program_encode_as_the_library_does(c_decoder_build, 
     for args in bad:
         run = subprocess.run([tool, model, *args], capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and run.stderr.startswith("vlmc_encode: error: "), (args, run.stderr)
-    cxx = shutil.which("c++") or shutil.which("g++")
-    if cxx is None:
-        pytest.skip("no C++ compiler for the C++ part")
-    (tmp_path / "encode.cpp").write_text(_CPP)
+    build_cpp_program(_CPP, c_decoder_build, tmp_path / "encode")
     (tmp_path / "in.rgb").write_bytes(image.tobytes())
-    build = subprocess.run([cxx, "-std=c++17", "-O1", f"-I{ROOT / 'kernels' / 'decoder'}", tmp_path / "encode.cpp",
-                            f"-L{c_decoder_build}", "-lvlmc_decoder", f"-Wl,-rpath,{c_decoder_build}", "-o",
-                            tmp_path / "encode"], capture_output=True, text=True, timeout=240)
-    assert build.returncode == 0, build.stderr
     run = subprocess.run([tmp_path / "encode", model, tmp_path / "in.rgb", "320", "256", tmp_path / "cpp.vlmc"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -16,7 +16,7 @@ from vlmcodec.export.c_decoder import (CDecoderError, CStreamDecoder, decoder_mo
 from vlmcodec.image_io import load_image
 from vlmcodec.models.checkpoint import load_model
 
-from conftest import smooth_image
+from conftest import build_cpp_program, smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "assets" / "samples").glob("*.png"))
@@ -226,18 +226,10 @@ int main(int argc, char **argv) {
 
 
 def test_a_cpp_program_writes_the_python_encoders_stream(c_decoder_build, default_writer, tmp_path):
-    import shutil
     import subprocess
 
-    cxx = shutil.which("c++") or shutil.which("g++")
-    if cxx is None:
-        pytest.skip("not available: no C++ compiler (c++) to build a program against the library")
     codec, writer, model_file = default_writer
-    (tmp_path / "user.cpp").write_text(USER_PROGRAM_CPP)
-    run = subprocess.run([cxx, "-std=c++17", str(tmp_path / "user.cpp"), f"-I{ROOT / 'kernels' / 'decoder'}",
-                          f"-L{c_decoder_build}", "-lvlmc_decoder", f"-Wl,-rpath,{c_decoder_build}", "-o",
-                          str(tmp_path / "user")], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
+    build_cpp_program(USER_PROGRAM_CPP, c_decoder_build, tmp_path / "user")
     prep = codec.prepare(load_image(SAMPLES[1]), 55)
     y_raw = codec.analyse_unscaled([prep.pixels])[1]
     y, z = codec.analyse([prep.pixels], [prep.quality])
