@@ -13,51 +13,56 @@
 namespace vlmc::conv {
 namespace {
 
-template <class T>
+// one output row with blocks of C channels × V 32-byte vectors of pixels
+template <class T, uint32_t C, uint32_t V>
 #if defined(__GNUC__)
 __attribute__((always_inline))
 #endif
-inline void row_body(const T *weights, const uint32_t *start, const int64_t *offsets, const uint32_t *channel,
-                     uint32_t out, const T *xp, uint32_t w_out, T *row, size_t out_plane) {
-    constexpr uint32_t B = pixel_block<T>(), L = B / 2;  // L lanes per 32-byte vector
-    const uint32_t blocks = (out + kBo - 1) / kBo;
+inline void row_body(const Packed<T> &packed, const int64_t *offsets, const T *xp, uint32_t w_out, T *row,
+                     size_t out_plane) {
+    constexpr uint32_t L = 32 / sizeof(T), B = V * L;  // L lanes per 32-byte vector, B pixels per block
+    static_assert(B == pixel_block<T>(C), "conv.hpp's pixel block for this channel block");
+    const T *weights = packed.weights.data();
+    const uint32_t *start = packed.start.data(), *channel = packed.channel.data(), out = packed.out;
+    const uint32_t blocks = (out + C - 1) / C;
     for (uint32_t q = 0; q < w_out; q += B) {
         const uint32_t n = std::min(B, w_out - q);
         const T *xq = xp + q;
         for (uint32_t b = 0; b < blocks; ++b) {
-            const T *w = weights + size_t(start[b]) * kBo;
+            const T *w = weights + size_t(start[b]) * C;
             const int64_t *tap = offsets + start[b], *tap_end = offsets + start[b + 1];
-            T acc[kBo][B];
+            T acc[C][B];
 #if defined(__GNUC__)
-            // kBo channels × 2 vectors of pixels: 12 accumulators, 2 pixel vectors and a weight
-            // in 15 of AVX2's 16 registers; one tap per step, its input column from the table
-            typedef T V __attribute__((vector_size(32)));
+            // C · V accumulators, V pixel vectors and a weight in AVX2's 16 registers (6 × 2: 15,
+            // 3 × 3: 13; 3 × 4 would spill an accumulator); one tap per
+            // step, its input column from the table
+            typedef T Vec __attribute__((vector_size(32)));
             // a broadcast as ones · w: GCC folds the product into one load-and-broadcast, where
-            // V{} + w (not an identity for −0) costs an add and a shuffle per weight
-            const V ones = V{} + T(1);
-            V a[kBo][2] = {};
-            for (; tap != tap_end; ++tap, w += kBo) {
-                V x0, x1;
-                std::memcpy(&x0, xq + *tap, sizeof x0);
-                std::memcpy(&x1, xq + *tap + L, sizeof x1);
+            // Vec{} + w (not an identity for −0) costs an add and a shuffle per weight
+            const Vec ones = Vec{} + T(1);
+            Vec a[C][V] = {};
+            for (; tap != tap_end; ++tap, w += C) {
+                Vec x[V];
+#pragma GCC unroll 4
+                for (uint32_t v = 0; v < V; ++v) std::memcpy(&x[v], xq + *tap + v * L, sizeof x[v]);
 #pragma GCC unroll 8  // the accumulators stay in registers only if unrolled (-O2 does not by itself)
-                for (uint32_t c = 0; c < kBo; ++c) {
-                    const V v = ones * w[c];
-                    a[c][0] += v * x0;
-                    a[c][1] += v * x1;
+                for (uint32_t c = 0; c < C; ++c) {
+                    const Vec wc = ones * w[c];
+#pragma GCC unroll 4
+                    for (uint32_t v = 0; v < V; ++v) a[c][v] += wc * x[v];
                 }
             }
             std::memcpy(acc, a, sizeof acc);
 #else
             std::memset(acc, 0, sizeof acc);
-            for (; tap != tap_end; ++tap, w += kBo)
-                for (uint32_t c = 0; c < kBo; ++c)
+            for (; tap != tap_end; ++tap, w += C)
+                for (uint32_t c = 0; c < C; ++c)
                     for (uint32_t j = 0; j < B; ++j) acc[c][j] += w[c] * xq[*tap + j];
 #endif
-            for (uint32_t c = 0; c < kBo; ++c) {
-                const uint32_t o = channel[b * kBo + c];
+            for (uint32_t c = 0; c < C; ++c) {
+                const uint32_t o = channel[b * C + c];
                 if (o >= out) continue;
-                if (n == B)  // a whole block: two vector stores (a loop over n is not vectorised)
+                if (n == B)  // a whole block: vector stores (a loop over n is not vectorised)
                     std::memcpy(row + o * out_plane + q, acc[c], sizeof acc[c]);
                 else
                     for (uint32_t j = 0; j < n; ++j) row[o * out_plane + q + j] = acc[c][j];
@@ -66,18 +71,28 @@ inline void row_body(const T *weights, const uint32_t *start, const int64_t *off
     }
 }
 
-}  // namespace
-
-VLMC_MULTIVERSION void row_product(const double *weights, const uint32_t *start, const int64_t *offsets,
-                                   const uint32_t *channel, uint32_t out, const double *xp, uint32_t w_out, double *row,
-                                   size_t out_plane) {
-    row_body(weights, start, offsets, channel, out, xp, w_out, row, out_plane);
+template <class T>
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+inline void row_any(const Packed<T> &packed, const int64_t *offsets, const T *xp, uint32_t w_out, T *row,
+                    size_t out_plane) {
+    if (packed.bo == kBoNarrow)
+        row_body<T, kBoNarrow, 3>(packed, offsets, xp, w_out, row, out_plane);
+    else
+        row_body<T, kBo, 2>(packed, offsets, xp, w_out, row, out_plane);
 }
 
-VLMC_MULTIVERSION void row_product(const float *weights, const uint32_t *start, const int64_t *offsets,
-                                   const uint32_t *channel, uint32_t out, const float *xp, uint32_t w_out, float *row,
-                                   size_t out_plane) {
-    row_body(weights, start, offsets, channel, out, xp, w_out, row, out_plane);
+}  // namespace
+
+VLMC_MULTIVERSION void row_product(const Packed<double> &packed, const int64_t *offsets, const double *xp,
+                                   uint32_t w_out, double *row, size_t out_plane) {
+    row_any(packed, offsets, xp, w_out, row, out_plane);
+}
+
+VLMC_MULTIVERSION void row_product(const Packed<float> &packed, const int64_t *offsets, const float *xp, uint32_t w_out,
+                                   float *row, size_t out_plane) {
+    row_any(packed, offsets, xp, w_out, row, out_plane);
 }
 
 }  // namespace vlmc::conv

@@ -1,6 +1,7 @@
 // Stride-1 convolutions for the stream decoder, as an implicit GEMM: each block of output pixels
 // reads its taps straight from a zero-padded copy of the input rows, and a register-blocked
-// product (kBo = 6 output channels × 2 vectors of pixels) accumulates them. In float64 for the exact
+// product (kBo = 6 output channels × 2 vectors of pixels; for layers of at most 3 outputs,
+// kBoNarrow = 3 channels × 3 vectors) accumulates them. In float64 for the exact
 // h_s (integer-valued operands, every partial sum below 2^52: exact in any order) and in float32
 // for g_s.
 #pragma once
@@ -54,8 +55,11 @@ struct Shape {
     uint32_t out = 0, in = 0, kh = 1, kw = 1, ph = 0, pw = 0;  // stride 1
 };
 
-constexpr uint32_t kBo = 6;  // output channels per register block
-template <class T> constexpr uint32_t pixel_block() { return 64 / sizeof(T); }  // two 32-byte vectors
+constexpr uint32_t kBo = 6;        // output channels per register block
+constexpr uint32_t kBoNarrow = 3;  // ... of a layer of at most 3 (the pre-editor's RGB output: a 6-channel
+                                   // block would compute 3 channels of zeros)
+// pixels per register block: two 32-byte vectors for kBo channels, three for kBoNarrow
+template <class T> constexpr uint32_t pixel_block(uint32_t bo = kBo) { return (bo == kBo ? 64 : 96) / sizeof(T); }
 
 // Whether a sub-pixel convolution (a stride-2 5×5 transposed one as a 3×3 one; output channel
 // 4c + 2·ay + ax is phase (ay, ax) of channel c, as vlmcodec.layers.SubPixelConv.from_deconv lays
@@ -75,17 +79,19 @@ constexpr bool subpixel_tap_unused(uint32_t o, uint32_t ky, uint32_t kx) {
 // they were (a finite x: w · x = ±0, and a + (±0) = a for a ≠ 0 and for a = +0, where sums start).
 template <class T> struct Packed {
     uint32_t out = 0, K = 0;
-    std::vector<T> weights;        // block b: (start[b + 1] − start[b]) taps × kBo channels
+    uint32_t bo = kBo;             // channels per block: kBo, or kBoNarrow for out ≤ kBoNarrow
+    std::vector<T> weights;        // block b: (start[b + 1] − start[b]) taps × bo channels
     std::vector<uint32_t> start;   // [blocks + 1], in taps
     std::vector<uint32_t> tap;     // each block entry's tap index k in [0, K)
-    std::vector<uint32_t> channel;  // [blocks · kBo]: a block position's output channel (≥ out: none)
+    std::vector<uint32_t> channel;  // [blocks · bo]: a block position's output channel (≥ out: none)
 };
 
 template <class T> Packed<T> pack_weights(const T *weight, uint32_t out, uint32_t in, uint32_t window) {
     Packed<T> p;
     p.out = out;
     p.K = in * window;
-    const uint32_t K = p.K;
+    p.bo = out <= kBoNarrow ? kBoNarrow : kBo;
+    const uint32_t K = p.K, bo = p.bo;
     std::vector<std::vector<bool>> used(out, std::vector<bool>(window));  // kernel positions a channel uses
     for (uint32_t o = 0; o < out; ++o)
         for (uint32_t k = 0; k < K; ++k)
@@ -93,32 +99,32 @@ template <class T> Packed<T> pack_weights(const T *weight, uint32_t out, uint32_
     std::vector<uint32_t> order(out);
     for (uint32_t o = 0; o < out; ++o) order[o] = o;
     std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return used[a] > used[b]; });
-    const uint32_t blocks = (out + kBo - 1) / kBo;
-    p.channel.assign(size_t(blocks) * kBo, out);
+    const uint32_t blocks = (out + bo - 1) / bo;
+    p.channel.assign(size_t(blocks) * bo, out);
     std::copy(order.begin(), order.end(), p.channel.begin());
     p.start.push_back(0);
     for (uint32_t b = 0; b < blocks; ++b) {
-        const uint32_t *ch = p.channel.data() + size_t(b) * kBo;
+        const uint32_t *ch = p.channel.data() + size_t(b) * bo;
         for (uint32_t k = 0; k < K; ++k) {
             bool any = false;
-            for (uint32_t c = 0; c < kBo; ++c) any = any || (ch[c] < out && weight[size_t(ch[c]) * K + k] != T(0));
+            for (uint32_t c = 0; c < bo; ++c) any = any || (ch[c] < out && weight[size_t(ch[c]) * K + k] != T(0));
             if (!any) continue;
             p.tap.push_back(k);
-            for (uint32_t c = 0; c < kBo; ++c) p.weights.push_back(ch[c] < out ? weight[size_t(ch[c]) * K + k] : T(0));
+            for (uint32_t c = 0; c < bo; ++c) p.weights.push_back(ch[c] < out ? weight[size_t(ch[c]) * K + k] : T(0));
         }
         p.start.push_back(uint32_t(p.tap.size()));
     }
     return p;
 }
 
-// One output row: out[o·out_plane + p] = Σ_k w[o][k] · xp[taps[k] + p] for p < w_out, o in
+// One output row: row[o·out_plane + p] = Σ_k w[o][k] · xp[taps[k] + p] for p < w_out, o in
 // [0, out); tap k = (i, ky, kx) reads the zero-padded input at taps[k] = i·plane + ky·row + kx from
-// the row under ky = 0, which is at least w_out rounded up to pixel_block plus kw − 1 wide;
-// weights, start and channel: a Packed's; offsets[j] = taps[tap[j]] (its entries' input offsets).
-void row_product(const double *weights, const uint32_t *start, const int64_t *offsets, const uint32_t *channel,
-                 uint32_t out, const double *xp, uint32_t w_out, double *row, size_t out_plane);
-void row_product(const float *weights, const uint32_t *start, const int64_t *offsets, const uint32_t *channel,
-                 uint32_t out, const float *xp, uint32_t w_out, float *row, size_t out_plane);
+// the row under ky = 0, which is at least w_out rounded up to pixel_block(packed.bo) plus kw − 1
+// wide; offsets[j] = taps[packed.tap[j]] (its entries' input offsets).
+void row_product(const Packed<double> &packed, const int64_t *offsets, const double *xp, uint32_t w_out, double *row,
+                 size_t out_plane);
+void row_product(const Packed<float> &packed, const int64_t *offsets, const float *xp, uint32_t w_out, float *row,
+                 size_t out_plane);
 
 // The output size of a stride-1 convolution of x (zero padding)
 inline std::pair<uint32_t, uint32_t> output_size(const Shape &s, uint32_t h, uint32_t w) {
@@ -144,7 +150,7 @@ struct Identity {
 template <class T, class Load, class Finish>
 void conv_rows(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool &pool, Load load, Finish finish,
                uint32_t unshuffle = 1) {
-    constexpr uint32_t B = pixel_block<T>();
+    const uint32_t B = pixel_block<T>(packed.bo);
     const uint32_t u = unshuffle;
     if (u == 0 || x.h % u || x.w % u || (u > 1 && size_t(x.c) * u * u != s.in))
         throw std::invalid_argument("unshuffle of a size or channel count that does not divide");
@@ -196,8 +202,7 @@ void conv_rows(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool
                 for (uint32_t i = 0; i < s.in; ++i) pad_row(local.data() + size_t(i) * cs, i, oy);
                 in = local.data();
             }
-            row_product(packed.weights.data(), packed.start.data(), offsets.data(), packed.channel.data(), s.out, in, wo,
-                        rows.data(), wo);
+            row_product(packed, offsets.data(), in, wo, rows.data(), wo);
             finish(oy, static_cast<const T *>(rows.data()), wo);
         }
     });

@@ -63,6 +63,14 @@ VLMC_MULTIVERSION void gelu_in_place(float *v, size_t n) {
     for (size_t k = 0; k < n; ++k) v[k] = gelu(v[k]);
 }
 
+// the pre-editor's full-resolution activation of one row of one channel: a convolution's sums
+// plus its bias, GELU, plus the quarter-resolution features upsampled (h0 · a + h1 · b, a and b
+// the two source rows already upsampled across)
+VLMC_MULTIVERSION void gelu_add_blend(const float *sums, float bias, const float *a, const float *b, float h0, float h1,
+                                      float *dst, uint32_t n) {
+    for (uint32_t j = 0; j < n; ++j) dst[j] = gelu(sums[j] + bias) + (h0 * a[j] + h1 * b[j]);
+}
+
 namespace {
 
 using conv::Planes;
@@ -392,6 +400,63 @@ Planes<float> analysis(const Networks &net, const Planes<float> &x, uint64_t ban
     return y;
 }
 
+namespace {
+
+// Image pixels per band of the full-resolution head at most: its hidden planes for a band (32 of
+// 36 864 pixels: 4.7 MB) stay in the last-level cache between the two convolutions, where the
+// whole image's (50 MB at 768×512) went to memory and back (a Kodak image's head: 145 → 75 ms)
+constexpr uint64_t kHeadBandPixels = 36864;
+
+// clamp(x + out(gelu(full(x)) + up×4(q)), 0, 1) in row bands (PreEditor._full_head_in_bands): each
+// band reads x with a 2-row halo, so its rows are computed from the same values as without bands;
+// the activation and upsampling are applied to each row of full's products as they come, and the
+// residual and clamp to out's
+Planes<float> full_head(const PreEditor &p, const Planes<float> &x, const Planes<float> &q, uint64_t band_pixels,
+                        conv::Pool &pool) {
+    Planes<float> out{3, x.h, x.w, conv::Buffer<float>(x.v.size())};
+    const uint64_t most = band_pixels == 0 ? uint64_t(x.h) * x.w : std::min(band_pixels, kHeadBandPixels);
+    const uint32_t band = uint32_t(std::clamp<uint64_t>(most / x.w, 16, x.h));
+    const Bilinear across(q.w, 4), down(q.h, 4);
+    const uint32_t hidden = p.full.shape.out;
+    for (uint32_t r0 = 0; r0 < x.h; r0 += band) {
+        const uint32_t r1 = std::min(x.h, r0 + band), a0 = r0 >= 2 ? r0 - 2 : 0, a1 = std::min(x.h, r1 + 2);
+        // q's rows under image rows [a0, a1), upsampled across
+        const uint32_t k0 = down.first[a0], k1 = down.first[a1 - 1] + down.step[a1 - 1] + 1;
+        Planes<float> wide{q.c, k1 - k0, x.w, conv::Buffer<float>(size_t(q.c) * (k1 - k0) * x.w)};
+        conv::parallel_for(wide.c * wide.h, pool, [&](uint32_t i0, uint32_t i1) {
+            for (uint32_t i = i0; i < i1; ++i) {
+                const float *src = q.v.data() + (size_t(i / wide.h) * q.h + k0 + i % wide.h) * q.w;
+                float *dst = wide.v.data() + size_t(i) * x.w;
+                for (uint32_t j = 0; j < x.w; ++j)
+                    dst[j] = across.w0[j] * src[across.first[j]] + across.w1[j] * src[across.first[j] + across.step[j]];
+            }
+        });
+        Planes<float> f{hidden, a1 - a0, x.w, conv::Buffer<float>(size_t(hidden) * (a1 - a0) * x.w)};
+        conv::conv_rows(p.full.shape, p.full.weight, rows_of(x, a0, a1), pool, conv::Identity{},
+                        [&](uint32_t oy, const float *sums, uint32_t n) {
+                            const uint32_t y = a0 + oy, k = down.first[y] - k0;
+                            for (uint32_t c = 0; c < hidden; ++c) {
+                                const float *a = wide.v.data() + (size_t(c) * wide.h + k) * x.w;
+                                gelu_add_blend(sums + size_t(c) * n, p.full.bias[c], a, a + size_t(down.step[y]) * x.w,
+                                               down.w0[y], down.w1[y], f.v.data() + (size_t(c) * f.h + oy) * x.w, n);
+                            }
+                        });
+        conv::conv_rows(p.out.shape, p.out.weight, f, pool, conv::Identity{}, [&](uint32_t oy, const float *sums, uint32_t n) {
+            const uint32_t y = a0 + oy;
+            if (y < r0 || y >= r1) return;  // the halo's rows: the neighbouring band's
+            for (uint32_t c = 0; c < 3; ++c) {
+                const float *src = x.v.data() + (size_t(c) * x.h + y) * x.w, *d = sums + size_t(c) * n;
+                const float bias = p.out.bias[c];
+                float *dst = out.v.data() + (size_t(c) * x.h + y) * x.w;
+                for (uint32_t j = 0; j < n; ++j) dst[j] = std::min(std::max(src[j] + (d[j] + bias), 0.0f), 1.0f);
+            }
+        });
+    }
+    return out;
+}
+
+}  // namespace
+
 Planes<float> pre_edit(const PreEditor &p, const Planes<float> &x, uint64_t band_pixels, conv::Pool &pool) {
     // the tokens: patch embedding and its position encoding, then the blocks, attending globally
     // while the grid fits global_tokens per side (0: the window), else in shifted windows
@@ -410,24 +475,7 @@ Planes<float> pre_edit(const PreEditor &p, const Planes<float> &x, uint64_t band
     Planes<float> q = apply_gelu(p.quarter, x, pool);
     add_upsampled(q, 0, 0, q.h, tokens, p.patch / 4, pool);
     q = apply_gelu(p.mid, q, pool);
-    // the full-resolution head in row bands (PreEditor._full_head_in_bands): each band reads x with
-    // a 2-row halo, so its rows are computed from the same values as without bands
-    Planes<float> out{3, x.h, x.w, conv::Buffer<float>(x.v.size())};
-    const uint32_t band = band_pixels == 0 ? x.h : uint32_t(std::clamp<uint64_t>(band_pixels / x.w, 16, x.h));
-    for (uint32_t r0 = 0; r0 < x.h; r0 += band) {
-        const uint32_t r1 = std::min(x.h, r0 + band), a0 = r0 >= 2 ? r0 - 2 : 0, a1 = std::min(x.h, r1 + 2);
-        Planes<float> f = apply_gelu(p.full, rows_of(x, a0, a1), pool);
-        add_upsampled(f, a0, a0, a1, q, 4, pool);
-        const Planes<float> delta = apply(p.out, f, pool);
-        for (uint32_t c = 0; c < 3; ++c)
-            for (uint32_t y = r0; y < r1; ++y) {
-                const float *src = x.v.data() + (size_t(c) * x.h + y) * x.w;
-                const float *d = delta.v.data() + (size_t(c) * delta.h + (y - a0)) * delta.w;
-                float *dst = out.v.data() + (size_t(c) * x.h + y) * x.w;
-                for (uint32_t j = 0; j < x.w; ++j) dst[j] = std::min(std::max(src[j] + d[j], 0.0f), 1.0f);
-            }
-    }
-    return out;
+    return full_head(p, x, q, band_pixels, pool);
 }
 
 }  // namespace vlmc::encoder

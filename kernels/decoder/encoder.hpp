@@ -79,6 +79,9 @@ conv::Planes<float> analysis(const Networks &net, const conv::Planes<float> &x, 
 // the element-wise passes (encoder.cpp): GELU of n values in place; softmax's exponentials of one
 // row of scores, v[i] = e^(v[i] − top[i]), total[i] += v[i]
 void gelu_in_place(float *v, size_t n);
+// dst[j] = gelu(sums[j] + bias) + (h0 · a[j] + h1 · b[j]) for j < n
+void gelu_add_blend(const float *sums, float bias, const float *a, const float *b, float h0, float h1, float *dst,
+                    uint32_t n);
 void exp_and_sum(float *v, const float *top, float *total, uint32_t n);
 
 // g_a or h_a on x

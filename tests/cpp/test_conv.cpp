@@ -26,7 +26,7 @@ template <class T> Case<T> make_case(std::mt19937 &rng, uint32_t in, uint32_t ou
     Case<T> c{Shape{out, in, k, k, k / 2, k / 2}, Planes<T>{in, h, w, Buffer<T>(size_t(in) * h * w)}, {}, {}};
     for (T &v : c.x.v) v = T(u(rng));
     c.weight.resize(size_t(out) * in * k * k);
-    for (T &v : c.weight) v = T(u(rng));
+    for (T &v : c.weight) v = T(u(rng) | 1);  // odd: none 0 (zeros are placed by check_layer's cases)
     for (uint32_t o = 0; o < out; ++o) c.bias.push_back(T(u(rng)));
     return c;
 }
@@ -73,7 +73,9 @@ void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint3
     if (zeros == 1 && k == 3 && out % (4 * kBo) == 0) {  // whole blocks of one phase: 9, 6, 6, 4 taps of 9
         CHECK_NOTE(packed.tap.size() == size_t(out / kBo / 4) * in * 25, "sub-pixel: %zu packed taps", packed.tap.size());
     }
-    if (zeros == 0) CHECK_NOTE(packed.tap.size() == size_t((out + kBo - 1) / kBo) * in * k * k, "dense: taps skipped");
+    if (zeros == 0)
+        CHECK_NOTE(packed.tap.size() == size_t((out + packed.bo - 1) / packed.bo) * in * k * k, "dense: taps skipped");
+    CHECK_NOTE(packed.bo == (out <= kBoNarrow ? kBoNarrow : kBo), "out %u: blocks of %u channels", out, packed.bo);
     const std::vector<T> want = direct(c);
     const uint32_t ho = h + 2 * (k / 2) - k + 1, wo = w + 2 * (k / 2) - k + 1;
     for (int threads = 1; threads <= 3; ++threads) {
@@ -136,6 +138,12 @@ int main() {
     check_layer<float>(rng, 16, 16, 1, 6, 15);
     check_layer<float>(rng, 3, 7, 1, 1, 1);
     check_layer<float>(rng, 8, 4, 3, 1, 40);
+    // at most 3 outputs: blocks of 3 channels × 3 vectors (24 float or 12 double pixels)
+    check_layer<float>(rng, 32, 3, 3, 5, 70);
+    check_layer<float>(rng, 5, 1, 3, 4, 31);
+    check_layer<float>(rng, 4, 2, 1, 2, 64);
+    check_layer<double>(rng, 6, 3, 3, 3, 17);
+    check_layer<double>(rng, 3, 2, 5, 4, 40);
     // zero weights skipped: a sub-pixel layer's phases (whole blocks of one phase, and blocks
     // across two), random zeros and a channel of zeros
     check_layer<double>(rng, 7, 48, 3, 5, 19, 1);
@@ -143,6 +151,7 @@ int main() {
     check_layer<float>(rng, 5, 20, 3, 4, 17, 1);
     check_layer<double>(rng, 9, 13, 3, 6, 9, 2);
     check_layer<float>(rng, 4, 17, 3, 5, 33, 2);
+    check_layer<float>(rng, 9, 3, 3, 6, 35, 2);
     check_in_place_1x1(rng);
     return check_report("test_conv");
 }
