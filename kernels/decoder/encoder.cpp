@@ -49,12 +49,22 @@ inline float exp_nonpositive(float x) {
     return x <= -87.0f ? 0.0f : p * scale;
 }
 
-// softmax's exponentials of one row of scores: v[i] = e^(v[i] − top[i]), total[i] += v[i]
-VLMC_MULTIVERSION void exp_and_sum(float *v, const float *top, float *total, uint32_t n) {
-    for (uint32_t i = 0; i < n; ++i) {
-        const float e = exp_nonpositive(v[i] - top[i]);
-        v[i] = e;
-        total[i] += e;
+// softmax over the m rows (stride apart) of each of n columns of scores but for its division:
+// s[j][i] = e^(s[j][i] − top[i]), top[i] = max_j s[j][i], total[i] = Σ_j s[j][i] (the max as a
+// ternary, and top and total passed in, so that both passes vectorise)
+VLMC_MULTIVERSION void softmax_columns(float *s, size_t stride, uint32_t m, uint32_t n, float *top, float *total) {
+    for (uint32_t i = 0; i < n; ++i) top[i] = -INFINITY, total[i] = 0.0f;
+    for (uint32_t j = 0; j < m; ++j) {
+        const float *row = s + j * stride;
+        for (uint32_t i = 0; i < n; ++i) top[i] = top[i] < row[i] ? row[i] : top[i];
+    }
+    for (uint32_t j = 0; j < m; ++j) {
+        float *row = s + j * stride;
+        for (uint32_t i = 0; i < n; ++i) {
+            const float e = exp_nonpositive(row[i] - top[i]);
+            row[i] = e;
+            total[i] += e;
+        }
     }
 }
 
@@ -235,38 +245,52 @@ std::vector<std::pair<uint32_t, uint32_t>> window_spans(uint32_t size, uint32_t 
     return spans;
 }
 
+// A row stride of at least n floats: an odd number of cache lines (conv.hpp's conv_rows: a tap
+// reads the same columns of every row, and a stride of many lines × 2^k maps those onto few sets)
+size_t odd_lines(size_t n) {
+    constexpr size_t kLine = 64 / sizeof(float);
+    return ((n + kLine - 1) / kLine | 1) * kLine;
+}
+
 // softmax(q kᵀ / sqrt(hd)) v for the tokens of one window and one head, each a plane [hd][rows][cols],
-// as two 1×1 convolutions (conv.hpp's GEMM): the scores s[j][i] = Σ_e k[e][j]·q[e][i] / sqrt(hd)
-// (key j, query i) are the convolution of q by the keys, softmax runs over the keys of each query
-// (across the planes), and the output is the convolution of the probabilities by v
+// as two 1×1 convolutions (conv.hpp's GEMM) a row of queries at a time, while its scores are in
+// cache (the window's whole score planes, 9.4 MB for a Kodak image's 1536 tokens, went to memory and
+// back three times): the scores s[j][i] = Σ_e k[e][j]·(q[e][i] / sqrt(hd)) (key j, query i) are the
+// convolution of q's row by the keys, e^(s − max) runs over the keys of each query (across the
+// planes), the output row is the convolution of those by v, divided by their sums
 Planes<float> attend(const Planes<float> &q, const Planes<float> &k, const Planes<float> &v, conv::Pool &pool) {
-    const uint32_t hd = q.c, m = q.h * q.w;
+    const uint32_t hd = q.c, m = q.h * q.w, w = q.w;
     const float scale = 1.0f / std::sqrt(float(hd));
     std::vector<float> keys(size_t(m) * hd);  // [key][e]
     for (uint32_t e = 0; e < hd; ++e)
         for (uint32_t j = 0; j < m; ++j) keys[size_t(j) * hd + e] = k.v[size_t(e) * m + j];
-    Planes<float> p = conv::conv_layer(conv::Shape{m, hd}, conv::pack_weights(keys.data(), m, hd, 1), q, pool, false,
-                                       [&](uint32_t, float s) { return s * scale; });
+    const conv::Packed<float> by_keys = conv::pack_weights(keys.data(), m, hd, 1);
+    const conv::Packed<float> by_values = conv::pack_weights(v.v.data(), hd, m, 1);
+    // row strides of a query row's planes and of its scores: whole pixel blocks of either product
+    const auto blocks_of = [&](uint32_t b) { return (w + b - 1) / b * b; };
+    const size_t stride = odd_lines(std::max(blocks_of(conv::pixel_block<float>(by_keys.bo)),
+                                             blocks_of(conv::pixel_block<float>(by_values.bo))));
+    std::vector<int64_t> at_query(by_keys.tap.size()), at_score(by_values.tap.size());
+    for (size_t t = 0; t < at_query.size(); ++t) at_query[t] = int64_t(by_keys.tap[t] * stride);
+    for (size_t t = 0; t < at_score.size(); ++t) at_score[t] = int64_t(by_values.tap[t] * stride);
+    Planes<float> out{hd, q.h, w, conv::Buffer<float>(size_t(hd) * m)};
     conv::parallel_for(q.h, pool, [&](uint32_t r0, uint32_t r1) {
-        std::vector<float> top(q.w), total(q.w);
+        // the columns past w: zeros, read by whole blocks and their results dropped
+        std::vector<float> query(size_t(hd) * stride), score(size_t(m) * stride), top(w), total(w);
         for (uint32_t r = r0; r < r1; ++r) {
-            std::fill(top.begin(), top.end(), -INFINITY);
-            std::fill(total.begin(), total.end(), 0.0f);
-            for (uint32_t j = 0; j < m; ++j) {
-                const float *row = p.v.data() + (size_t(j) * q.h + r) * q.w;
-                for (uint32_t i = 0; i < q.w; ++i) top[i] = std::max(top[i], row[i]);
+            for (uint32_t e = 0; e < hd; ++e) {
+                const float *src = q.v.data() + (size_t(e) * q.h + r) * w;
+                for (uint32_t i = 0; i < w; ++i) query[e * stride + i] = src[i] * scale;
             }
-            for (uint32_t j = 0; j < m; ++j)
-                exp_and_sum(p.v.data() + (size_t(j) * q.h + r) * q.w, top.data(), total.data(), q.w);
-            for (float &t : total) t = 1.0f / t;
-            for (uint32_t j = 0; j < m; ++j) {
-                float *row = p.v.data() + (size_t(j) * q.h + r) * q.w;
-                for (uint32_t i = 0; i < q.w; ++i) row[i] *= total[i];
-            }
+            conv::row_product(by_keys, at_query.data(), query.data(), w, score.data(), stride);
+            softmax_columns(score.data(), stride, m, w, top.data(), total.data());
+            float *o = out.v.data() + size_t(r) * w;
+            conv::row_product(by_values, at_score.data(), score.data(), w, o, size_t(m));
+            for (uint32_t e = 0; e < hd; ++e)  // the softmax's division, after the sum over the keys
+                for (uint32_t i = 0; i < w; ++i) o[size_t(e) * m + i] /= total[i];
         }
     });
-    return conv::conv_layer(conv::Shape{hd, m}, conv::pack_weights(v.v.data(), hd, m, 1), p, pool, false,
-                            [](uint32_t, float s) { return s; });
+    return out;
 }
 
 // multi-head attention of the tokens qkv [3·dim][gh][gw] (channel s·dim + head·hd + e) → [dim][gh][gw],

@@ -76,13 +76,13 @@ conv::Planes<float> pre_edit(const PreEditor &p, const conv::Planes<float> &x, u
 // pass: the same latents, bit for bit, in a fraction of the memory
 conv::Planes<float> analysis(const Networks &net, const conv::Planes<float> &x, uint64_t band_pixels, conv::Pool &pool);
 
-// the element-wise passes (encoder.cpp): GELU of n values in place; softmax's exponentials of one
-// row of scores, v[i] = e^(v[i] − top[i]), total[i] += v[i]
+// the element-wise passes (encoder.cpp): GELU of n values in place; softmax over the m rows (stride
+// apart) of n columns of scores but for its division (s = e^(s − column max), total = column sums)
 void gelu_in_place(float *v, size_t n);
 // dst[j] = gelu(sums[j] + bias) + (h0 · a[j] + h1 · b[j]) for j < n
 void gelu_add_blend(const float *sums, float bias, const float *a, const float *b, float h0, float h1, float *dst,
                     uint32_t n);
-void exp_and_sum(float *v, const float *top, float *total, uint32_t n);
+void softmax_columns(float *s, size_t stride, uint32_t m, uint32_t n, float *top, float *total);
 
 // g_a or h_a on x
 conv::Planes<float> run(const std::vector<Layer> &net, conv::Planes<float> x, conv::Pool &pool);
