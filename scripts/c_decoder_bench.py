@@ -25,7 +25,8 @@ With ``--encode``, times whole encodes instead: ``Codec.encode`` (torch backend:
 g_a, h_a, entropy stage) against the C library's ``vlmc_decoder_encode_image`` (the same networks
 in float32 in C) on the same pixels, alternating per image and round; reports how many streams are
 identical to the Python encoder's, the largest size difference, the largest fraction of y symbols
-that differ and the largest difference in decoded PSNR.
+that differ and the largest difference in decoded PSNR. With ``--baseline REV``, an earlier build's
+``vlmc_decoder_encode_image`` is a third arm.
 
 With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
@@ -36,7 +37,7 @@ weights (torch's conv2d computes them).
     python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--decode-side 256] [--threads 2] [--baseline REV]
     python scripts/c_decoder_bench.py --throughput 1x1,1x2,2x1 [--short-side 256]
     python scripts/c_decoder_bench.py --write [--quality 50] [--short-side 256] [--threads 2]
-    python scripts/c_decoder_bench.py --encode [--quality 50] [--short-side 256] [--threads 2]
+    python scripts/c_decoder_bench.py --encode [--quality 50] [--short-side 256] [--threads 2] [--baseline REV]
     python scripts/c_decoder_bench.py --kernels [--threads 1] [--rounds 5]
 """
 
@@ -158,20 +159,26 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
 
-def encode_bench(codec, c, files: list[Path], quality: float, short_side: int, threads: int, rounds: int) -> dict:
-    """Codec.encode against vlmc_decoder_encode_image on the same pixels, alternating."""
+def encode_bench(codec, c, files: list[Path], quality: float, short_side: int, threads: int, rounds: int,
+                 base=None) -> dict:
+    """Codec.encode against vlmc_decoder_encode_image on the same pixels, alternating (and an
+    earlier build's vlmc_decoder_encode_image, given ``base``)."""
     from vlmcodec.image_io import load_image
 
     images = [load_image(f) for f in files]
     side = short_side or None
     calls = {"python": lambda im: codec.encode(im, quality, short_side=side),
              "c": lambda im: c.encode_image(im, quality, short_side=short_side, threads=threads)}
-    times: dict[str, list[float]] = {"python": [], "c": []}
+    if base is not None:
+        calls["baseline"] = lambda im: base.encode_image(im, quality, short_side=short_side, threads=threads)
+    arms = list(calls)
+    times: dict[str, list[float]] = {who: [] for who in arms}
     identical, size_diff, symbol_diff, psnr_diff = set(), 0.0, 0.0, 0.0
     for r in range(rounds):
         for i, im in enumerate(images):
             out = {}
-            for who in (("python", "c") if (i + r) % 2 == 0 else ("c", "python")):
+            turn = (i + r) % len(arms)
+            for who in arms[turn:] + arms[:turn]:
                 t0 = time.perf_counter()
                 out[who] = calls[who](im)
                 times[who].append(time.perf_counter() - t0)
@@ -184,11 +191,15 @@ def encode_bench(codec, c, files: list[Path], quality: float, short_side: int, t
             symbol_diff = max(symbol_diff, float(np.mean(c.latents(ours, raw=True) != c.latents(theirs, raw=True))))
             psnr_diff = max(psnr_diff, abs(_psnr(codec.decode(ours), im) - _psnr(codec.decode(theirs), im)))
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-    return {"images": len(files), "quality": quality, "short_side": short_side, "threads": threads, "rounds": rounds,
-            "median_ms": {"python Codec.encode": med["python"], "c encode_image": med["c"]},
-            "ratio_c_over_python": med["c"] / med["python"], "streams_identical": len(identical),
-            "max_size_difference": size_diff, "max_symbols_differing": symbol_diff,
-            "max_psnr_difference_db": psnr_diff}
+    result = {"images": len(files), "quality": quality, "short_side": short_side, "threads": threads,
+              "rounds": rounds, "median_ms": {"python Codec.encode": med["python"], "c encode_image": med["c"]},
+              "ratio_c_over_python": med["c"] / med["python"], "streams_identical": len(identical),
+              "max_size_difference": size_diff, "max_symbols_differing": symbol_diff,
+              "max_psnr_difference_db": psnr_diff}
+    if base is not None:
+        result["median_ms"]["c encode_image, baseline build"] = med["baseline"]
+        result["ratio_c_over_baseline"] = med["c"] / med["baseline"]
+    return result
 
 
 def baseline_library(rev: str, work: Path) -> Path:
@@ -252,7 +263,7 @@ def main() -> int:
     codec = Codec(threads=a.threads)
     files = sorted(Path(a.images).glob("*.png"))[: a.limit]
     if a.encode:
-        return report(encode_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds), a.out)
+        return report(encode_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds, base), a.out)
     if a.write:
         return report(write_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds), a.out)
     streams = [codec.encode(load_image(f), quality=a.quality, short_side=a.short_side or None) for f in files]
