@@ -13,61 +13,93 @@
 namespace vlmc::conv {
 namespace {
 
-// one output row with blocks of C channels × V 32-byte vectors of pixels
+// acc[c][j] += Σ_t w[t·C + c] · xq[*t + j] over the taps [tap, tap_end): C channels × V 32-byte
+// vectors of pixels
+template <class T, uint32_t C, uint32_t V>
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+inline void accumulate(T *acc, const T *w, const int64_t *tap, const int64_t *tap_end, const T *xq) {
+#if defined(__GNUC__)
+    constexpr uint32_t L = 32 / sizeof(T);  // lanes per 32-byte vector
+    // C · V accumulators, V pixel vectors and a weight in AVX2's 16 registers (6 × 2: 15, 3 × 3:
+    // 13; 3 × 4 would spill an accumulator); one tap per step, its input column from the table
+    typedef T Vec __attribute__((vector_size(32)));
+    // a broadcast as ones · w: GCC folds the product into one load-and-broadcast, where Vec{} + w
+    // (not an identity for −0) costs an add and a shuffle per weight
+    const Vec ones = Vec{} + T(1);
+    Vec a[C][V];
+    std::memcpy(a, acc, sizeof a);
+    for (; tap != tap_end; ++tap, w += C) {
+        Vec x[V];
+#pragma GCC unroll 4
+        for (uint32_t v = 0; v < V; ++v) std::memcpy(&x[v], xq + *tap + v * L, sizeof x[v]);
+#pragma GCC unroll 8  // the accumulators stay in registers only if unrolled (-O2 does not by itself)
+        for (uint32_t c = 0; c < C; ++c) {
+            const Vec wc = ones * w[c];
+#pragma GCC unroll 4
+            for (uint32_t v = 0; v < V; ++v) a[c][v] += wc * x[v];
+        }
+    }
+    std::memcpy(acc, a, sizeof a);
+#else
+    constexpr uint32_t B = V * 32 / sizeof(T);  // pixels per block
+    for (; tap != tap_end; ++tap, w += C)
+        for (uint32_t c = 0; c < C; ++c)
+            for (uint32_t j = 0; j < B; ++j) acc[c * B + j] += w[c] * xq[*tap + j];
+#endif
+}
+
+// one output row with blocks of C channels × V 32-byte vectors of pixels. With several chunks of
+// taps (conv.hpp: Packed::chunks), each pixel block's products run a chunk at a time through every
+// channel block, the sums kept in a per-thread scratch between chunks, so that the chunk's input
+// under the pixel block is read from the L1 cache by every channel block (not from L2 by each);
+// the taps are added in the same order either way (the same sums, bit for bit)
 template <class T, uint32_t C, uint32_t V>
 #if defined(__GNUC__)
 __attribute__((always_inline))
 #endif
 inline void row_body(const Packed<T> &packed, const int64_t *offsets, const T *xp, uint32_t w_out, T *row,
                      size_t out_plane) {
-    constexpr uint32_t L = 32 / sizeof(T), B = V * L;  // L lanes per 32-byte vector, B pixels per block
+    constexpr uint32_t L = 32 / sizeof(T), B = V * L;
     static_assert(B == pixel_block<T>(C), "conv.hpp's pixel block for this channel block");
     const T *weights = packed.weights.data();
     const uint32_t *start = packed.start.data(), *channel = packed.channel.data(), out = packed.out;
-    const uint32_t blocks = (out + C - 1) / C;
+    const uint32_t blocks = (out + C - 1) / C, chunks = packed.chunks;
+    const uint32_t *chunk_start = packed.chunk_start.data();
+    thread_local std::vector<T> scratch;
+    if (chunks > 1 && scratch.size() < size_t(blocks) * C * B) scratch.resize(size_t(blocks) * C * B);
+    // block b's sums into the row
+    const auto store = [&](uint32_t b, const T *acc, uint32_t q, uint32_t n) {
+        for (uint32_t c = 0; c < C; ++c) {
+            const uint32_t o = channel[b * C + c];
+            if (o >= out) continue;
+            if (n == B)  // a whole block: vector stores (a loop over n is not vectorised)
+                std::memcpy(row + o * out_plane + q, acc + c * B, sizeof(T) * B);
+            else
+                for (uint32_t j = 0; j < n; ++j) row[o * out_plane + q + j] = acc[c * B + j];
+        }
+    };
     for (uint32_t q = 0; q < w_out; q += B) {
         const uint32_t n = std::min(B, w_out - q);
         const T *xq = xp + q;
-        for (uint32_t b = 0; b < blocks; ++b) {
-            const T *w = weights + size_t(start[b]) * C;
-            const int64_t *tap = offsets + start[b], *tap_end = offsets + start[b + 1];
-            T acc[C][B];
-#if defined(__GNUC__)
-            // C · V accumulators, V pixel vectors and a weight in AVX2's 16 registers (6 × 2: 15,
-            // 3 × 3: 13; 3 × 4 would spill an accumulator); one tap per
-            // step, its input column from the table
-            typedef T Vec __attribute__((vector_size(32)));
-            // a broadcast as ones · w: GCC folds the product into one load-and-broadcast, where
-            // Vec{} + w (not an identity for −0) costs an add and a shuffle per weight
-            const Vec ones = Vec{} + T(1);
-            Vec a[C][V] = {};
-            for (; tap != tap_end; ++tap, w += C) {
-                Vec x[V];
-#pragma GCC unroll 4
-                for (uint32_t v = 0; v < V; ++v) std::memcpy(&x[v], xq + *tap + v * L, sizeof x[v]);
-#pragma GCC unroll 8  // the accumulators stay in registers only if unrolled (-O2 does not by itself)
-                for (uint32_t c = 0; c < C; ++c) {
-                    const Vec wc = ones * w[c];
-#pragma GCC unroll 4
-                    for (uint32_t v = 0; v < V; ++v) a[c][v] += wc * x[v];
-                }
+        if (chunks == 1) {
+            for (uint32_t b = 0; b < blocks; ++b) {
+                alignas(32) T acc[C * B] = {};
+                accumulate<T, C, V>(acc, weights + size_t(start[b]) * C, offsets + start[b], offsets + start[b + 1], xq);
+                store(b, acc, q, n);
             }
-            std::memcpy(acc, a, sizeof acc);
-#else
-            std::memset(acc, 0, sizeof acc);
-            for (; tap != tap_end; ++tap, w += C)
-                for (uint32_t c = 0; c < C; ++c)
-                    for (uint32_t j = 0; j < B; ++j) acc[c][j] += w[c] * xq[*tap + j];
-#endif
-            for (uint32_t c = 0; c < C; ++c) {
-                const uint32_t o = channel[b * C + c];
-                if (o >= out) continue;
-                if (n == B)  // a whole block: vector stores (a loop over n is not vectorised)
-                    std::memcpy(row + o * out_plane + q, acc[c], sizeof acc[c]);
-                else
-                    for (uint32_t j = 0; j < n; ++j) row[o * out_plane + q + j] = acc[c][j];
-            }
+            continue;
         }
+        std::fill(scratch.begin(), scratch.begin() + size_t(blocks) * C * B, T(0));
+        for (uint32_t k = 0; k < chunks; ++k)
+            for (uint32_t b = 0; b < blocks; ++b) {
+                const uint32_t t0 = chunk_start[b * (chunks + 1) + k], t1 = chunk_start[b * (chunks + 1) + k + 1];
+                if (t0 != t1)
+                    accumulate<T, C, V>(scratch.data() + size_t(b) * C * B, weights + size_t(t0) * C, offsets + t0,
+                                        offsets + t1, xq);
+            }
+        for (uint32_t b = 0; b < blocks; ++b) store(b, scratch.data() + size_t(b) * C * B, q, n);
     }
 }
 

@@ -84,7 +84,18 @@ template <class T> struct Packed {
     std::vector<uint32_t> start;   // [blocks + 1], in taps
     std::vector<uint32_t> tap;     // each block entry's tap index k in [0, K)
     std::vector<uint32_t> channel;  // [blocks · bo]: a block position's output channel (≥ out: none)
+    // the taps in chunks of input channels whose rows under a pixel block fit the L1 cache, each
+    // chunk's products for every block before the next chunk's (row_product): block b's taps of
+    // chunk c are [chunk_start[b·(chunks + 1) + c], … + 1)
+    uint32_t chunks = 1;
+    std::vector<uint32_t> chunk_start;
 };
+
+// Input bytes a chunk of taps reads under one pixel block (row_product), at most: half a 32 KiB L1
+// data cache, the other half for the weights and the accumulators' spills
+#ifndef VLMC_CONV_CHUNK_BYTES
+#define VLMC_CONV_CHUNK_BYTES 16384
+#endif
 
 template <class T> Packed<T> pack_weights(const T *weight, uint32_t out, uint32_t in, uint32_t window) {
     Packed<T> p;
@@ -113,6 +124,21 @@ template <class T> Packed<T> pack_weights(const T *weight, uint32_t out, uint32_
             for (uint32_t c = 0; c < bo; ++c) p.weights.push_back(ch[c] < out ? weight[size_t(ch[c]) * K + k] : T(0));
         }
         p.start.push_back(uint32_t(p.tap.size()));
+    }
+    // chunks of input channels: a channel's rows under a pixel block are about √window rows of
+    // two cache lines; only for 4 blocks or more (with fewer, the scratch's traffic costs more
+    // than the reuse saves)
+    uint32_t side = 1;
+    while (side * side < window) ++side;
+    const uint32_t chunk_in = std::max<uint32_t>(1, VLMC_CONV_CHUNK_BYTES / (side * 128));
+    p.chunks = blocks >= 4 ? (in + chunk_in - 1) / chunk_in : 1;
+    for (uint32_t b = 0; b < blocks; ++b) {
+        uint32_t t = p.start[b];
+        for (uint32_t c = 0; c < p.chunks; ++c) {
+            p.chunk_start.push_back(t);
+            while (t < p.start[b + 1] && p.tap[t] / window < (c + 1) * chunk_in) ++t;
+        }
+        p.chunk_start.push_back(p.start[b + 1]);
     }
     return p;
 }

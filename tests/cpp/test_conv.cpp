@@ -57,7 +57,8 @@ template <class T> std::vector<T> direct(const Case<T> &c) {
 // channel 4c + 2i + j's weights at ky = 0 are 0 when i = 1, at kx = 0 when j = 1); 2 a third of
 // the weights at random and every weight of channel 1
 template <class T>
-void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w, int zeros = 0) {
+void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint32_t h, uint32_t w, int zeros = 0,
+                 bool chunked = false) {
     Case<T> c = make_case<T>(rng, in, out, k, h, w);
     std::uniform_int_distribution<int> third(0, 2);
     for (uint32_t o = 0; o < out; ++o)
@@ -76,6 +77,7 @@ void check_layer(std::mt19937 &rng, uint32_t in, uint32_t out, uint32_t k, uint3
     if (zeros == 0)
         CHECK_NOTE(packed.tap.size() == size_t((out + packed.bo - 1) / packed.bo) * in * k * k, "dense: taps skipped");
     CHECK_NOTE(packed.bo == (out <= kBoNarrow ? kBoNarrow : kBo), "out %u: blocks of %u channels", out, packed.bo);
+    CHECK_NOTE((packed.chunks > 1) == chunked, "in %u out %u k %u: %u chunks", in, out, k, packed.chunks);
     const std::vector<T> want = direct(c);
     const uint32_t ho = h + 2 * (k / 2) - k + 1, wo = w + 2 * (k / 2) - k + 1;
     for (int threads = 1; threads <= 3; ++threads) {
@@ -152,6 +154,11 @@ int main() {
     check_layer<double>(rng, 9, 13, 3, 6, 9, 2);
     check_layer<float>(rng, 4, 17, 3, 5, 33, 2);
     check_layer<float>(rng, 9, 3, 3, 6, 35, 2);
+    // many input channels: the taps in chunks (VLMC_CONV_CHUNK_BYTES), some of them empty for a block
+    check_layer<float>(rng, 100, 30, 3, 3, 20, 0, true);
+    check_layer<double>(rng, 90, 26, 3, 2, 9, 0, true);
+    check_layer<float>(rng, 300, 24, 1, 2, 33, 0, true);
+    check_layer<float>(rng, 130, 25, 3, 3, 17, 2, true);
     check_in_place_1x1(rng);
     return check_report("test_conv");
 }
