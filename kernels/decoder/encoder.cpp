@@ -428,7 +428,8 @@ namespace {
 
 // Image pixels per band of the full-resolution head at most: its hidden planes for a band (32 of
 // 36 864 pixels: 4.7 MB) stay in the last-level cache between the two convolutions, where the
-// whole image's (50 MB at 768×512) went to memory and back (a Kodak image's head: 145 → 75 ms)
+// whole image's (50 MB at 768×512) went to memory and back (a Kodak image's head took about twice
+// as long on one thread)
 constexpr uint64_t kHeadBandPixels = 36864;
 
 // clamp(x + out(gelu(full(x)) + up×4(q)), 0, 1) in row bands (PreEditor._full_head_in_bands): each

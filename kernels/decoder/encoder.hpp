@@ -68,7 +68,8 @@ struct Networks {
 Networks read_networks(decoder::Reader &r, uint32_t M, uint32_t N);
 
 // x (3 planes, sides multiples of 64, values in [0, 1]) → clamp(x + Δ(x), 0, 1); the
-// full-resolution head in bands of about band_pixels pixels (0: one pass; the same values)
+// full-resolution head in bands of about band_pixels pixels, and at most a cache-sized 36 864
+// (0: one pass; the same values either way)
 conv::Planes<float> pre_edit(const PreEditor &p, const conv::Planes<float> &x, uint64_t band_pixels, conv::Pool &pool);
 
 // g_a on x in bands of about band_pixels image pixels (0: one pass), each with its receptive
