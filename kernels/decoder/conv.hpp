@@ -152,6 +152,14 @@ void row_product(const Packed<double> &packed, const int64_t *offsets, const dou
 void row_product(const Packed<float> &packed, const int64_t *offsets, const float *xp, uint32_t w_out, float *row,
                  size_t out_plane);
 
+// A stride between planes (or rows) of at least n values: an odd number of cache lines, as a tap
+// reads the same columns of every plane and a stride of many lines × 2^k would map those reads onto
+// a few cache sets (the 1x1 convolutions at 384 px: 8 of 64, half their speed)
+template <class T> size_t odd_lines(size_t n) {
+    constexpr size_t kLine = 64 / sizeof(T);
+    return ((n + kLine - 1) / kLine | 1) * kLine;
+}
+
 // The output size of a stride-1 convolution of x (zero padding)
 inline std::pair<uint32_t, uint32_t> output_size(const Shape &s, uint32_t h, uint32_t w) {
     const int64_t ho = int64_t(h) + 2 * s.ph - s.kh + 1, wo = int64_t(w) + 2 * s.pw - s.kw + 1;
@@ -198,11 +206,7 @@ void conv_rows(const Shape &s, const Packed<T> &packed, const Planes<T> &x, Pool
         }
         std::fill(dst + s.pw + xw, dst + wp, T(0));
     };
-    // channel i's padded input from i · cs: a stride of an odd number of cache lines, as a tap reads
-    // the same columns of every channel and a stride of many lines × 2^k would map those reads
-    // onto a few cache sets (the 1x1 convolutions at 384 px: 8 of 64, half their speed)
-    constexpr size_t kLine = 64 / sizeof(T);
-    const size_t cs = ((size_t(hp) * wp + kLine - 1) / kLine | 1) * kLine;
+    const size_t cs = odd_lines<T>(size_t(hp) * wp);  // channel i's padded input from i · cs
     Buffer<T> xp(row_local ? 0 : size_t(s.in) * cs);  // input column c at c + pw, row r at r + ph
     if (!row_local)
         parallel_for(s.in, pool, [&](uint32_t i0, uint32_t i1) {

@@ -245,13 +245,6 @@ std::vector<std::pair<uint32_t, uint32_t>> window_spans(uint32_t size, uint32_t 
     return spans;
 }
 
-// A row stride of at least n floats: an odd number of cache lines (conv.hpp's conv_rows: a tap
-// reads the same columns of every row, and a stride of many lines × 2^k maps those onto few sets)
-size_t odd_lines(size_t n) {
-    constexpr size_t kLine = 64 / sizeof(float);
-    return ((n + kLine - 1) / kLine | 1) * kLine;
-}
-
 // softmax(q kᵀ / sqrt(hd)) v for the tokens of one window and one head, each a plane [hd][rows][cols],
 // as two 1×1 convolutions (conv.hpp's GEMM) a row of queries at a time, while its scores are in
 // cache (the window's whole score planes, 9.4 MB for a Kodak image's 1536 tokens, went to memory and
@@ -268,8 +261,8 @@ Planes<float> attend(const Planes<float> &q, const Planes<float> &k, const Plane
     const conv::Packed<float> by_values = conv::pack_weights(v.v.data(), hd, m, 1);
     // row strides of a query row's planes and of its scores: whole pixel blocks of either product
     const auto blocks_of = [&](uint32_t b) { return (w + b - 1) / b * b; };
-    const size_t stride = odd_lines(std::max(blocks_of(conv::pixel_block<float>(by_keys.bo)),
-                                             blocks_of(conv::pixel_block<float>(by_values.bo))));
+    const size_t stride = conv::odd_lines<float>(std::max(blocks_of(conv::pixel_block<float>(by_keys.bo)),
+                                                    blocks_of(conv::pixel_block<float>(by_values.bo))));
     std::vector<int64_t> at_query(by_keys.tap.size()), at_score(by_values.tap.size());
     for (size_t t = 0; t < at_query.size(); ++t) at_query[t] = int64_t(by_keys.tap[t] * stride);
     for (size_t t = 0; t < at_score.size(); ++t) at_score[t] = int64_t(by_values.tap[t] * stride);
@@ -344,23 +337,21 @@ struct Bilinear {
             first.push_back(i0), step.push_back(i0 + 1 < in ? 1 : 0), w0.push_back(1.0f - l1), w1.push_back(l1);
         }
     }
+    // output i from the source src
+    float at(const float *src, uint32_t i) const { return w0[i] * src[first[i]] + w1[i] * src[first[i] + step[i]]; }
 };
 
-// dst rows [r0, r1) += src upsampled ×s (bilinear); dst holds rows from `base` on
-void add_upsampled(Planes<float> &dst, uint32_t base, uint32_t r0, uint32_t r1, const Planes<float> &src, uint32_t s,
-                   conv::Pool &pool) {
+// dst += src upsampled ×s (bilinear)
+void add_upsampled(Planes<float> &dst, const Planes<float> &src, uint32_t s, conv::Pool &pool) {
     const Bilinear across(src.w, s), down(src.h, s);
     conv::parallel_for(dst.c, pool, [&](uint32_t c0, uint32_t c1) {
         for (uint32_t c = c0; c < c1; ++c)
-            for (uint32_t y = r0; y < r1; ++y) {
+            for (uint32_t y = 0; y < dst.h; ++y) {
                 const float *a = src.v.data() + (size_t(c) * src.h + down.first[y]) * src.w;
                 const float *b = a + size_t(down.step[y]) * src.w;
                 const float h0 = down.w0[y], h1 = down.w1[y];
-                float *d = dst.v.data() + (size_t(c) * dst.h + (y - base)) * dst.w;
-                for (uint32_t x = 0; x < dst.w; ++x) {
-                    const uint32_t j = across.first[x], k = j + across.step[x];
-                    d[x] += h0 * (across.w0[x] * a[j] + across.w1[x] * a[k]) + h1 * (across.w0[x] * b[j] + across.w1[x] * b[k]);
-                }
+                float *d = dst.v.data() + (size_t(c) * dst.h + y) * dst.w;
+                for (uint32_t x = 0; x < dst.w; ++x) d[x] += h0 * across.at(a, x) + h1 * across.at(b, x);
             }
     });
 }
@@ -452,8 +443,7 @@ Planes<float> full_head(const PreEditor &p, const Planes<float> &x, const Planes
             for (uint32_t i = i0; i < i1; ++i) {
                 const float *src = q.v.data() + (size_t(i / wide.h) * q.h + k0 + i % wide.h) * q.w;
                 float *dst = wide.v.data() + size_t(i) * x.w;
-                for (uint32_t j = 0; j < x.w; ++j)
-                    dst[j] = across.w0[j] * src[across.first[j]] + across.w1[j] * src[across.first[j] + across.step[j]];
+                for (uint32_t j = 0; j < x.w; ++j) dst[j] = across.at(src, j);
             }
         });
         Planes<float> f{hidden, a1 - a0, x.w, conv::Buffer<float>(size_t(hidden) * (a1 - a0) * x.w)};
@@ -498,7 +488,7 @@ Planes<float> pre_edit(const PreEditor &p, const Planes<float> &x, uint64_t band
     const Planes<float> tokens = apply(p.to_hidden, layer_norm(p.norm, t, pool), pool);
     // the quarter-resolution head: gelu(mid(gelu(quarter(x)) + up(tokens)))
     Planes<float> q = apply_gelu(p.quarter, x, pool);
-    add_upsampled(q, 0, 0, q.h, tokens, p.patch / 4, pool);
+    add_upsampled(q, tokens, p.patch / 4, pool);
     q = apply_gelu(p.mid, q, pool);
     return full_head(p, x, q, band_pixels, pool);
 }
