@@ -328,6 +328,8 @@ class CStreamDecoder:
         lib.vlmc_decoder_free.argtypes = [ctypes.c_void_p]
         lib.vlmc_decoder_set_max_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
         lib.vlmc_decoder_set_band_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.vlmc_decoder_set_cache_bytes.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.vlmc_decoder_cached_bytes.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)]
         lib.vlmc_decoder_stream_info.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.vlmc_decoder_latents.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
                                              ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
@@ -395,6 +397,16 @@ class CStreamDecoder:
 
     def set_band_pixels(self, n: int) -> None:
         self._check(self._lib.vlmc_decoder_set_band_pixels(self._handle, n))
+
+    def set_cache_bytes(self, n: int) -> None:
+        """Bytes of working buffers kept between calls (vlmc_decoder_set_cache_bytes; 0: none)."""
+        self._check(self._lib.vlmc_decoder_set_cache_bytes(self._handle, n))
+
+    def cached_bytes(self) -> int:
+        """Bytes of working buffers kept now."""
+        out = self._ct.c_uint64()
+        self._check(self._lib.vlmc_decoder_cached_bytes(self._handle, self._ct.byref(out)))
+        return out.value
 
     def _stream_info(self, data: bytes):
         """vlmc_decoder_stream_info's struct for ``data``."""

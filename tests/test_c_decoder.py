@@ -220,6 +220,26 @@ def test_bands_give_the_same_pixels(default_pair, built):
         assert np.array_equal(dec.image(data, threads=2, short_side=100), small), band_pixels
 
 
+def test_kept_buffers_give_the_same_pixels(default_pair, built):
+    """Working buffers kept between calls (vlmc_decoder_set_cache_bytes): streams of two sizes
+    decoded in turn, in full and at a consumer's size, on 1 and 2 threads, give the pixels they
+    give with no cache; lowering the limit to 0 frees what is kept."""
+    codec, _, model_file = default_pair
+    streams = [codec.encode(load_image(SAMPLES[-1]), quality=40), codec.encode(load_image(SAMPLES[0])[:200, :300], quality=60)]
+    dec = CStreamDecoder(built / "libvlmc_decoder.so", model_file)
+    dec.set_cache_bytes(0)
+    want = [(dec.image(data, threads=2), dec.image(data, threads=2, short_side=100)) for data in streams]
+    assert dec.cached_bytes() == 0
+    dec.set_cache_bytes(1 << 30)
+    for threads in (1, 2):
+        for data, (whole, small) in list(zip(streams, want)) * 2:
+            assert np.array_equal(dec.image(data, threads=threads), whole)
+            assert np.array_equal(dec.image(data, threads=threads, short_side=100), small)
+    assert dec.cached_bytes() > 0
+    dec.set_cache_bytes(0)
+    assert dec.cached_bytes() == 0
+
+
 def test_a_clang_build_decodes_what_the_default_build_decodes(default_pair, tmp_path):
     """The decoder and its C tests built with Clang too (GCC accepts code C++17 does not, e.g. a
     lambda capturing a structured binding): the ctest suite passes and the latents are the default

@@ -285,3 +285,25 @@ def test_bands_give_the_same_stream(default_encoder, windowed_encoder, rng):
                 np.testing.assert_array_equal(enc.analyse_image(image, 55)[0], y_whole)
         finally:
             enc.set_band_pixels(1 << 20)
+
+
+def test_kept_buffers_give_the_same_streams(default_encoder, windowed_encoder, rng):
+    """Working buffers kept between calls (vlmc_decoder_set_cache_bytes) come back holding an
+    earlier call's values: images of three sizes encoded in turn, on 1 and 2 threads, with the
+    cache give the streams they give with none; it holds bytes after a call, none once set to 0."""
+    sample = load_image(SAMPLE)
+    for enc, images in ((default_encoder[1], [sample[:300, :420], sample[:180, :250], sample]),
+                        (windowed_encoder[1], [smooth_image(rng, 200, 130), smooth_image(rng, 96, 160)])):
+        enc.set_cache_bytes(0)
+        try:
+            want = [enc.encode_image(image, 45, threads=2) for image in images]
+            assert enc.cached_bytes() == 0
+            enc.set_cache_bytes(1 << 30)
+            for threads in (2, 1, 2):
+                for image, stream in zip(images[::-1], want[::-1]):
+                    assert enc.encode_image(image, 45, threads=threads) == stream, (image.shape, threads)
+            assert enc.cached_bytes() > 0
+            enc.set_cache_bytes(0)
+            assert enc.cached_bytes() == 0
+        finally:
+            enc.set_cache_bytes(128 << 20)

@@ -10,10 +10,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 #include <utility>
 #include <vector>
 
+#include "block_cache.hpp"
 #include "pool.hpp"
 
 // VLMC_MULTIVERSION: a function built for AVX2 + FMA too, picked at run time where the compiler
@@ -32,13 +34,27 @@ namespace vlmc::conv {
 
 // std::allocator but for value-initialisation, which it skips: a Buffer's elements start
 // indeterminate, for buffers every element of which is written before it is read (zero-filling
-// them first would be one more pass over memory, and the pages' first touch)
+// them first would be one more pass over memory, and the pages' first touch); and buffers of
+// kLargeBlockBytes or more are blocks a BlockCache can keep (block_cache.hpp)
 template <class T> struct UninitAllocator : std::allocator<T> {
     template <class U> struct rebind {
         using other = UninitAllocator<U>;
     };
     UninitAllocator() = default;
     template <class U> UninitAllocator(const UninitAllocator<U> &) noexcept {}
+    T *allocate(size_t n) {
+        if (n >= kLargeBlockBytes / sizeof(T)) {
+            if (n > SIZE_MAX / sizeof(T)) throw std::bad_alloc();
+            return static_cast<T *>(allocate_large(n * sizeof(T)));
+        }
+        return std::allocator<T>::allocate(n);
+    }
+    void deallocate(T *p, size_t n) noexcept {
+        if (n >= kLargeBlockBytes / sizeof(T))
+            free_large(p);
+        else
+            std::allocator<T>::deallocate(p, n);
+    }
     template <class U> void construct(U *p) noexcept { ::new (static_cast<void *>(p)) U; }
     template <class U, class... A> void construct(U *p, A &&...args) {
         ::new (static_cast<void *>(p)) U(std::forward<A>(args)...);

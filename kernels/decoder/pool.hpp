@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "block_cache.hpp"
+
 #if !defined(_WIN32)
 #include <unistd.h>
 #endif
@@ -58,7 +60,7 @@ class Pool {
             for (unsigned k = 0; k < n; ++k) task(k);
             return;
         }
-        const Job job{&task, [](void *f, unsigned k) { (*static_cast<Fn *>(f))(k); }, n};
+        const Job job{&task, [](void *f, unsigned k) { (*static_cast<Fn *>(f))(k); }, n, BlockCache::current()};
         {
             std::lock_guard<std::mutex> lock(m_);
             job_ = job;
@@ -67,7 +69,7 @@ class Pool {
             ++generation_;
         }
         start_.notify_all();
-        attempt(job.fn, job.arg, 0);
+        attempt(job, 0);
         std::unique_lock<std::mutex> lock(m_);
         done_.wait(lock, [&] { return pending_ == 0; });
         if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
@@ -78,6 +80,7 @@ class Pool {
         void *arg = nullptr;
         void (*fn)(void *, unsigned) = nullptr;
         unsigned tasks = 0;
+        BlockCache *cache = nullptr;  // the caller's, current in the workers too while they run its tasks
     };
 
     static bool &inside_task() {
@@ -85,10 +88,11 @@ class Pool {
         return inside;
     }
 
-    void attempt(void (*fn)(void *, unsigned), void *arg, unsigned k) {
+    void attempt(const Job &job, unsigned k) {
         inside_task() = true;
         try {
-            fn(arg, k);
+            const BlockCache::Scope scope(job.cache);
+            job.fn(job.arg, k);
         } catch (...) {
             std::lock_guard<std::mutex> lock(m_);
             if (!error_) error_ = std::current_exception();
@@ -106,7 +110,7 @@ class Pool {
             if (k >= job_.tasks) continue;  // a step with fewer tasks than workers
             const Job job = job_;
             lock.unlock();
-            attempt(job.fn, job.arg, k);
+            attempt(job, k);
             lock.lock();
             if (--pending_ == 0) done_.notify_one();
         }

@@ -138,9 +138,22 @@ struct vlmc_decoder {
     uint64_t max_pixels = 64000000;
     uint64_t band_pixels = 1u << 20;  // image pixels per band of g_s, g_a and the pre-editor's head (0: none)
     mutable conv::PoolCache pools;    // worker threads kept between calls (each call leases its own)
+    mutable conv::BlockCache blocks{size_t(128) << 20};  // working buffers kept between uses (block_cache.hpp)
 };
 
 namespace {
+
+// What one call works with: a pool of worker threads leased from the decoder and, current on
+// them for as long, the decoder's block cache (declared first: it outlives the pool's use)
+class Workers {
+  public:
+    Workers(const vlmc_decoder &d, int threads) : blocks_(&d.blocks), pool_(d.pools.lease(threads)) {}
+    conv::Pool &operator*() const { return *pool_; }
+
+  private:
+    conv::BlockCache::Scope blocks_;
+    conv::PoolCache::Lease pool_;
+};
 
 // A convolution's header in the decoder-model file (out, in, kh, kw, sh, sw, ph, pw, shuffle),
 // checked: it takes `channels` inputs, has stride 1, a padding inside its kernel and, with a
@@ -728,6 +741,21 @@ int vlmc_decoder_set_band_pixels(vlmc_decoder *decoder, uint64_t band_pixels) {
     return VLMC_DEC_OK;
 }
 
+int vlmc_decoder_set_cache_bytes(vlmc_decoder *decoder, uint64_t cache_bytes) {
+    if (decoder == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder is null");
+    decoder->blocks.set_limit(size_t(std::min<uint64_t>(cache_bytes, SIZE_MAX)));
+    g_last_error.clear();
+    return VLMC_DEC_OK;
+}
+
+int vlmc_decoder_cached_bytes(const vlmc_decoder *decoder, uint64_t *cached_bytes) {
+    if (decoder == nullptr || cached_bytes == nullptr)
+        return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder or cached_bytes is null");
+    *cached_bytes = decoder->blocks.held();
+    g_last_error.clear();
+    return VLMC_DEC_OK;
+}
+
 int vlmc_decoder_stream_info(const vlmc_decoder *decoder, const uint8_t *data, size_t size, vlmc_stream_info *info) {
     if (decoder == nullptr || info == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "decoder or info is null");
     return guarded([&] { *info = parse(*decoder, data, size).info; });
@@ -744,7 +772,7 @@ int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data, size_
         if (out == nullptr || out_count < need)
             raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "out holds " + std::to_string(out_count) + " floats, the latent needs " +
                                                      std::to_string(need));
-        decode_latents(*decoder, s, flags, *decoder->pools.lease(threads), out);
+        decode_latents(*decoder, s, flags, *Workers(*decoder, threads), out);
     });
 }
 
@@ -766,7 +794,7 @@ void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, 
                                                  std::to_string(need));
     const uint32_t hy = info.latent_height, wy = info.latent_width, M = info.channels;
     std::vector<float> latent(size_t(M) * hy * wy);
-    const auto pool = decoder->pools.lease(threads);
+    const Workers pool(*decoder, threads);
     decode_latents(*decoder, s, 0, *pool, latent.data());
     // the coded image, clamped to [0, 1], kept in float when it is still to be upsampled; when
     // it is to be downscaled, its rows are resampled across band by band instead
@@ -1059,7 +1087,7 @@ int vlmc_decoder_write_stream(const vlmc_decoder *decoder, const float *y, size_
         const uint32_t q100 = quality_x100(quality);
         const StreamGeometry g = check_geometry(*decoder, width, height, coded_width, coded_height);
         check_latent_counts(*decoder, g, y_count, z_count);
-        hand_out(write_stream(*decoder, y, z, g, q100, flags, *decoder->pools.lease(threads)), out, out_size);
+        hand_out(write_stream(*decoder, y, z, g, q100, flags, *Workers(*decoder, threads)), out, out_size);
     });
 }
 
@@ -1182,7 +1210,7 @@ int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y
         const auto bounds = search_bounds(max_bytes, min_quality, max_quality);
         const StreamGeometry g = check_geometry(*decoder, width, height, coded_width, coded_height);
         check_latent_counts(*decoder, g, y_count, z_count);
-        const auto pool = decoder->pools.lease(threads);
+        const Workers pool(*decoder, threads);
         std::vector<float> y(y_count), z(z_count);
         auto stream_at = [&](int k) {
             // y = g_a output · gain(k / 100) in float32, z = the caller's h_a(y), then the stream
@@ -1314,7 +1342,7 @@ int vlmc_decoder_analyse_image(const vlmc_decoder *decoder, const uint8_t *rgb, 
         const int threads = threads_for(num_threads);
         const uint32_t q100 = quality_x100(quality);
         check_latent_counts(*decoder, image_geometry(*decoder, width, height, short_side), y_count, z_count);
-        const auto pool = decoder->pools.lease(threads);
+        const Workers pool(*decoder, threads);
         const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
         scaled_latents(*decoder, a, q100, *pool, y, z);
     });
@@ -1328,7 +1356,7 @@ int vlmc_decoder_encode_image(const vlmc_decoder *decoder, const uint8_t *rgb, u
     return guarded([&] {
         const int threads = threads_for(num_threads);
         const uint32_t q100 = quality_x100(quality);
-        const auto pool = decoder->pools.lease(threads);
+        const Workers pool(*decoder, threads);
         const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
         std::vector<float> y, z;
         hand_out(stream_of(*decoder, a, q100, *pool, y, z), out, out_size);
@@ -1344,7 +1372,7 @@ int vlmc_decoder_encode_image_within(const vlmc_decoder *decoder, const uint8_t 
     return guarded([&] {
         const int threads = threads_for(num_threads);
         const auto bounds = search_bounds(max_bytes, min_quality, max_quality);
-        const auto pool = decoder->pools.lease(threads);
+        const Workers pool(*decoder, threads);
         const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
         std::vector<float> y, z;
         const auto found = largest_fitting([&](int k) { return stream_of(*decoder, a, uint32_t(k), *pool, y, z); },

@@ -119,6 +119,14 @@ VLMC_DECODER_API int vlmc_decoder_set_max_pixels(vlmc_decoder *decoder, uint64_t
  * bit; smaller ones use less memory. */
 VLMC_DECODER_API int vlmc_decoder_set_band_pixels(vlmc_decoder *decoder, uint64_t band_pixels);
 
+/* Bytes of working buffers the decoder keeps between uses (default 134 217 728; 0: none). Buffers
+ * of 64 KiB or more that a call frees are kept, up to this many bytes, for the next buffer it or a
+ * later call needs, instead of going back to the system and being faulted in again page by page
+ * (~18 % of a full-size encode on one thread). Calls on several threads share the decoder's cache.
+ * Lowering the limit frees kept buffers at once; vlmc_decoder_cached_bytes says how many are kept. */
+VLMC_DECODER_API int vlmc_decoder_set_cache_bytes(vlmc_decoder *decoder, uint64_t cache_bytes);
+VLMC_DECODER_API int vlmc_decoder_cached_bytes(const vlmc_decoder *decoder, uint64_t *cached_bytes);
+
 /* Parses and verifies a stream's container (CRC-32, limits, chunk counts, the model it names)
  * and fills *info; decodes nothing. */
 VLMC_DECODER_API int vlmc_decoder_stream_info(const vlmc_decoder *decoder, const uint8_t *data,

@@ -70,6 +70,13 @@ class Decoder {
 
     void set_max_pixels(uint64_t max_pixels) { check(vlmc_decoder_set_max_pixels(handle_, max_pixels)); }
     void set_band_pixels(uint64_t band_pixels) { check(vlmc_decoder_set_band_pixels(handle_, band_pixels)); }
+    // working buffers kept between calls (vlmc_decoder_set_cache_bytes), and those kept now
+    void set_cache_bytes(uint64_t cache_bytes) { check(vlmc_decoder_set_cache_bytes(handle_, cache_bytes)); }
+    uint64_t cached_bytes() const {
+        uint64_t out = 0;
+        check(vlmc_decoder_cached_bytes(handle_, &out));
+        return out;
+    }
 
     // the stream's header, checked (CRC-32, limits, the model it names); decodes nothing
     vlmc_stream_info info(const uint8_t *data, size_t size) const {

@@ -37,6 +37,11 @@ int main(int argc, char **argv) {
     CHECK(vlmc_decoder_latents(NULL, (const uint8_t *)"VLMC", 4, 0, 1, out, 4) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(vlmc_decoder_set_max_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
     CHECK(vlmc_decoder_set_band_pixels(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+    {
+        uint64_t held = 7;
+        CHECK(vlmc_decoder_set_cache_bytes(NULL, 10) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+        CHECK(vlmc_decoder_cached_bytes(NULL, &held) == VLMC_DEC_ERR_INVALID_ARGUMENT && held == 7);
+    }
     vlmc_decoder_free(NULL); /* a no-op, as free(NULL) */
     /* the stream writer's argument checks without a model (with one: tests/test_c_stream_writer.py) */
     {
