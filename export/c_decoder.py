@@ -328,8 +328,9 @@ class CStreamDecoder:
         lib.vlmc_decoder_free.argtypes = [ctypes.c_void_p]
         lib.vlmc_decoder_set_max_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
         lib.vlmc_decoder_set_band_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-        lib.vlmc_decoder_set_cache_bytes.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-        lib.vlmc_decoder_cached_bytes.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)]
+        if hasattr(lib, "vlmc_decoder_set_cache_bytes"):  # (libraries before stop 45 have no block cache)
+            lib.vlmc_decoder_set_cache_bytes.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+            lib.vlmc_decoder_cached_bytes.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)]
         lib.vlmc_decoder_stream_info.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.vlmc_decoder_latents.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
                                              ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]

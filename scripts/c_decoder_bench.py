@@ -26,7 +26,9 @@ g_a, h_a, entropy stage) against the C library's ``vlmc_decoder_encode_image`` (
 in float32 in C) on the same pixels, alternating per image and round; reports how many streams are
 identical to the Python encoder's, the largest size difference, the largest fraction of y symbols
 that differ and the largest difference in decoded PSNR. With ``--baseline REV``, an earlier build's
-``vlmc_decoder_encode_image`` is a third arm.
+``vlmc_decoder_encode_image`` is a third arm. Decodes and encodes report each arm's median count of
+minor page faults per call too (after the first round): the pages of fresh buffers touched
+first (``--cache-bytes N`` sets how many bytes of buffers the C library keeps between calls).
 
 With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
@@ -155,6 +157,13 @@ def write_bench(codec, c, files: list[Path], quality: float, short_side: int, th
             "ratio_c_over_python": med["c"] / med["python"], "streams_identical": True}
 
 
+def minor_faults() -> int:
+    """This process's minor page faults so far (first touches of fresh pages, mostly)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
@@ -173,15 +182,17 @@ def encode_bench(codec, c, files: list[Path], quality: float, short_side: int, t
         calls["baseline"] = lambda im: base.encode_image(im, quality, short_side=short_side, threads=threads)
     arms = list(calls)
     times: dict[str, list[float]] = {who: [] for who in arms}
+    faults: dict[str, list[int]] = {who: [] for who in arms}
     identical, size_diff, symbol_diff, psnr_diff = set(), 0.0, 0.0, 0.0
     for r in range(rounds):
         for i, im in enumerate(images):
             out = {}
             turn = (i + r) % len(arms)
             for who in arms[turn:] + arms[:turn]:
-                t0 = time.perf_counter()
+                f0, t0 = minor_faults(), time.perf_counter()
                 out[who] = calls[who](im)
                 times[who].append(time.perf_counter() - t0)
+                faults[who].append(minor_faults() - f0)
             if r:
                 continue
             ours, theirs = out["c"], out["python"]
@@ -195,7 +206,8 @@ def encode_bench(codec, c, files: list[Path], quality: float, short_side: int, t
               "rounds": rounds, "median_ms": {"python Codec.encode": med["python"], "c encode_image": med["c"]},
               "ratio_c_over_python": med["c"] / med["python"], "streams_identical": len(identical),
               "max_size_difference": size_diff, "max_symbols_differing": symbol_diff,
-              "max_psnr_difference_db": psnr_diff}
+              "max_psnr_difference_db": psnr_diff,
+              "median_page_faults": {who: statistics.median(faults[who][len(images):] or faults[who]) for who in arms}}
     if base is not None:
         result["median_ms"]["c encode_image, baseline build"] = med["baseline"]
         result["ratio_c_over_baseline"] = med["c"] / med["baseline"]
@@ -233,6 +245,8 @@ def main() -> int:
     p.add_argument("--throughput", metavar="PxT,...", help="C decoder alone: P concurrent callers, T threads per call")
     p.add_argument("--write", action="store_true", help="time writing streams: Codec.entropy_encode against "
                    "vlmc_decoder_write_stream")
+    p.add_argument("--cache-bytes", type=int, help="the C library's kept working buffers "
+                   "(vlmc_decoder_set_cache_bytes; default: the library's, 128 MiB)")
     p.add_argument("--encode", action="store_true", help="time whole encodes: Codec.encode against "
                    "vlmc_decoder_encode_image")
     a = p.parse_args()
@@ -259,6 +273,8 @@ def main() -> int:
     lib = build_c_decoder(ROOT, work / "build") / "libvlmc_decoder.so"
     model_file = export_c_decoder(load_model(default_model_path()), work)
     c = CStreamDecoder(lib, model_file)
+    if a.cache_bytes is not None:
+        c.set_cache_bytes(a.cache_bytes)
     base = CStreamDecoder(baseline_library(a.baseline, work), model_file) if a.baseline else None
     codec = Codec(threads=a.threads)
     files = sorted(Path(a.images).glob("*.png"))[: a.limit]
@@ -284,6 +300,7 @@ def main() -> int:
     # its traces: torch's OpenMP workers spin on for a while after the Python decoder returns)
     orders = list(itertools.permutations(arms))
     times: dict[str, list[float]] = {k: [] for k in calls}
+    faults: dict[str, list[int]] = {k: [] for k in calls}
     worst = 0
     baseline_differs: set[str] = set()  # images whose pixels differ from the baseline build's, in any round
     for r in range(a.rounds):
@@ -292,9 +309,11 @@ def main() -> int:
                 order = orders[(i + r) % len(orders)]
                 out = {}
                 for who in order:
-                    t0 = time.perf_counter()
+                    f0, t0 = minor_faults(), time.perf_counter()
                     out[who] = calls[f"{who} {stage}"](data)
                     times[f"{who} {stage}"].append(time.perf_counter() - t0)
+                    if r:  # (the first round's first touches aside)
+                        faults[f"{who} {stage}"].append(minor_faults() - f0)
                 if stage == "latents" and not all(np.array_equal(out[w], out["python"]) for w in arms[1:]):
                     raise SystemExit(f"latents differ on {files[i].name}")
                 if stage == "image":
@@ -306,7 +325,8 @@ def main() -> int:
               "threads": a.threads,
               "rounds": a.rounds, "median_ms": med,
               "ratio_c_over_python": {s: med[f"c {s}"] / med[f"python {s}"] for s in ("latents", "image")},
-              "latents_identical": True, "image_max_abs_diff": worst}
+              "latents_identical": True, "image_max_abs_diff": worst,
+              "median_page_faults": {k: statistics.median(v) for k, v in faults.items() if v}}
     if base is not None:
         result["baseline"] = a.baseline
         result["ratio_c_over_baseline"] = {s: med[f"c {s}"] / med[f"baseline {s}"] for s in ("latents", "image")}
