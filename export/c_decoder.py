@@ -358,6 +358,18 @@ class CStreamDecoder:
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_size_t,
             ctypes.c_double, ctypes.c_double, ctypes.c_uint32, ctypes.c_int, *out_stream,
             ctypes.POINTER(ctypes.c_double)]
+        if hasattr(lib, "vlmc_decoder_encode_pixels"):  # (libraries before stop 45 take tight RGB alone)
+            class Pixels(ctypes.Structure):
+                _fields_ = [("data", ctypes.c_void_p), ("width", ctypes.c_uint32), ("height", ctypes.c_uint32),
+                            ("row_stride", ctypes.c_ssize_t), ("format", ctypes.c_uint32)]
+
+            self._Pixels = Pixels
+            lib.vlmc_decoder_encode_pixels.argtypes = [
+                ctypes.c_void_p, ctypes.POINTER(Pixels), ctypes.c_double, ctypes.c_uint32, ctypes.c_uint32,
+                ctypes.c_int, *out_stream]
+            lib.vlmc_decoder_encode_pixels_within.argtypes = [
+                ctypes.c_void_p, ctypes.POINTER(Pixels), ctypes.c_uint32, ctypes.c_size_t, ctypes.c_double,
+                ctypes.c_double, ctypes.c_uint32, ctypes.c_int, *out_stream, ctypes.POINTER(ctypes.c_double)]
         lib.vlmc_decoder_analyse_image.argtypes = [
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32,
             ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
@@ -562,6 +574,46 @@ class CStreamDecoder:
         self._check(self._lib.vlmc_decoder_encode_image_within(
             self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], short_side, max_bytes, float(min_quality),
             float(max_quality), 0 if pre_edit else 2, threads, ct.byref(buf), ct.byref(size), ct.byref(quality)))
+        return self._take_stream(buf, size.value), round(quality.value, 2)
+
+    PIXEL_LAYOUTS = {"rgb": 0, "bgr": 1, "rgba": 2, "bgra": 3}  # VLMC_PIXELS_*
+
+    def _pixels(self, pixels: np.ndarray, layout: str):
+        """vlmc_pixels over ``pixels``' own memory: H×W×C uint8 with C the layout's bytes per pixel,
+        pixels and channels tight, rows at any stride (padded, a crop's, negative when flipped)."""
+        if layout not in self.PIXEL_LAYOUTS:
+            raise ValueError(f"layout must be one of {sorted(self.PIXEL_LAYOUTS)}, got {layout!r}")
+        step = len(layout)
+        if (not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 3
+                or pixels.shape[2] != step):
+            raise ValueError(f"expected an H×W×{step} uint8 array for layout {layout!r}, got "
+                             f"{getattr(pixels, 'shape', type(pixels))}")
+        if pixels.strides[1:] != (step, 1):
+            raise ValueError("the pixels and channels of each row must be tight (strides (any, "
+                             f"{step}, 1), got {pixels.strides}): pass np.ascontiguousarray(pixels)")
+        return self._Pixels(pixels.ctypes.data, pixels.shape[1], pixels.shape[0], pixels.strides[0],
+                            self.PIXEL_LAYOUTS[layout])
+
+    def encode_pixels(self, pixels: np.ndarray, quality: float, *, layout: str = "rgb", short_side: int = 0,
+                      pre_edit: bool = True, threads: int = 0) -> bytes:
+        """``encode_image`` on pixels as they lie in memory (vlmc_decoder_encode_pixels): ``layout``
+        "rgb", "bgr", "rgba" or "bgra" (alpha ignored), rows at ``pixels.strides[0]``; no copy."""
+        desc = self._pixels(pixels, layout)
+        buf, size = self._ct.POINTER(self._ct.c_uint8)(), self._ct.c_size_t()
+        self._check(self._lib.vlmc_decoder_encode_pixels(
+            self._handle, self._ct.byref(desc), float(quality), short_side, 0 if pre_edit else 2, threads,
+            self._ct.byref(buf), self._ct.byref(size)))
+        return self._take_stream(buf, size.value)
+
+    def encode_pixels_within(self, pixels: np.ndarray, max_bytes: int, *, layout: str = "rgb",
+                             min_quality: float = 0.0, max_quality: float = 100.0, short_side: int = 0,
+                             pre_edit: bool = True, threads: int = 0) -> tuple[bytes, float]:
+        """``encode_image_within`` on pixels as they lie in memory (see ``encode_pixels``)."""
+        ct, desc = self._ct, self._pixels(pixels, layout)
+        buf, size, quality = ct.POINTER(ct.c_uint8)(), ct.c_size_t(), ct.c_double()
+        self._check(self._lib.vlmc_decoder_encode_pixels_within(
+            self._handle, ct.byref(desc), short_side, max_bytes, float(min_quality), float(max_quality),
+            0 if pre_edit else 2, threads, ct.byref(buf), ct.byref(size), ct.byref(quality)))
         return self._take_stream(buf, size.value), round(quality.value, 2)
 
     def analyse_image(self, image, quality: float, *, short_side: int = 0, pre_edit: bool = True,

@@ -3,6 +3,7 @@ library in float32, from a decoder-model file of version 3. The latents must be 
 backend's within float rounding, the streams valid and the Python encoder's but for the rare
 symbol a rounding flips, the same whatever the thread count; bad input is refused clearly."""
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -221,6 +222,14 @@ int main(int, char **argv) {
     std::ofstream(argv[5], std::ios::binary).write(reinterpret_cast<const char *>(s.data()), s.size());
     const auto fit = dec.encode_image_within(im, s.size(), 0, 100);
     std::printf("%zu %.2f\n", fit.bytes.size(), fit.quality);
+    // the same image as BGRA rows stored bottom-up (a Windows DIB), encoded in place
+    const uint32_t w = im.width, h = im.height;
+    std::vector<uint8_t> dib(size_t(w) * h * 4);
+    for (uint32_t y = 0; y < h; ++y)
+        for (uint32_t x = 0; x < w; ++x)
+            for (int c = 0; c < 3; ++c) dib[(size_t(h - 1 - y) * w + x) * 4 + 2 - c] = im.rgb[(size_t(y) * w + x) * 3 + c];
+    const vlmc_pixels px{dib.data() + size_t(h - 1) * w * 4, w, h, -ptrdiff_t(w) * 4, VLMC_PIXELS_BGRA8};
+    std::printf("%d %d\n", int(dec.encode_pixels(px, 40.0) == s), int(dec.cached_bytes() > 0));
     try {
         im.rgb.pop_back();
         dec.encode_image(im, 40.0);
@@ -266,9 +275,9 @@ def test_the_tool_and_a_cpp_program_encode_as_the_library_does(c_decoder_build, 
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "cpp.vlmc").read_bytes() == enc.encode_image(image, 40)
-    size, quality, code = run.stdout.split()
+    size, quality, same, kept, code = run.stdout.split()
     data, q = enc.encode_image_within(image, len(enc.encode_image(image, 40)))
-    assert (int(size), float(quality), code) == (len(data), q, "-1")
+    assert (int(size), float(quality), same, kept, code) == (len(data), q, "1", "1", "-1")
 
 
 def test_bands_give_the_same_stream(default_encoder, windowed_encoder, rng):
@@ -307,3 +316,61 @@ def test_kept_buffers_give_the_same_streams(default_encoder, windowed_encoder, r
             assert enc.cached_bytes() == 0
         finally:
             enc.set_cache_bytes(128 << 20)
+
+
+def test_pixels_in_other_layouts_give_the_rgb_stream(default_encoder):
+    """vlmc_decoder_encode_pixels reads BGR, RGBA and BGRA pixels, padded rows, a crop of a larger
+    frame and bottom-up rows (a negative stride) in place: the stream is encode_image's of the same
+    image as tight RGB, at full size, at a consumer's scale and under rate control."""
+    enc = default_encoder[1]
+    frame = load_image(SAMPLE)[:190, :270]
+    rgb = np.ascontiguousarray(frame[10:150, 20:250])  # the image every layout below holds
+    want = {side: enc.encode_image(rgb, 45, short_side=side, threads=2) for side in (0, 64)}
+    alpha = np.full(rgb.shape[:2] + (1,), 7, np.uint8)
+    padded = np.zeros((rgb.shape[0], rgb.shape[1] + 13, 4), np.uint8)  # BGRA rows of 13 pixels more
+    padded[:, : rgb.shape[1]] = np.concatenate([rgb[..., ::-1], alpha], axis=2)
+    upside_down = np.ascontiguousarray(rgb[::-1, :, ::-1])[::-1]  # BGR rows bottom-up in memory
+    cases = {"rgb": [rgb, frame[10:150, 20:250]],  # tight, and a crop of the frame (row stride 270 · 3)
+             "bgr": [np.ascontiguousarray(rgb[..., ::-1]), upside_down],
+             "rgba": [np.concatenate([rgb, alpha], axis=2)],
+             "bgra": [padded[:, : rgb.shape[1]]]}
+    assert upside_down.strides[0] < 0 and cases["bgra"][0].strides[0] == (rgb.shape[1] + 13) * 4
+    for layout, arrays in cases.items():
+        for pixels in arrays:
+            for side, stream in want.items():
+                assert enc.encode_pixels(pixels, 45, layout=layout, short_side=side, threads=2) == stream, (
+                    layout, pixels.strides, side)
+    budget = len(want[0]) - 1
+    assert (enc.encode_pixels_within(cases["bgra"][0], budget, layout="bgra", threads=2)
+            == enc.encode_image_within(rgb, budget, threads=2))
+
+
+def test_bad_pixel_layouts_are_refused(default_encoder):
+    """A null data pointer, an unknown format and a row stride shorter than a row are refused with
+    a reason (called through ctypes directly, past the Python wrapper's checks)."""
+    enc = default_encoder[1]
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    ct = enc._ct
+    buf, size = ct.POINTER(ct.c_uint8)(), ct.c_size_t()
+
+    def call(data, width, height, stride, fmt):
+        desc = enc._Pixels(data, width, height, stride, fmt)
+        return enc._lib.vlmc_decoder_encode_pixels(enc._handle, ct.byref(desc), 50.0, 0, 0, 1, ct.byref(buf),
+                                                   ct.byref(size))
+
+    for args, message in (((None, 30, 20, 0, 0), "pixels->data is null"),
+                          ((rgb.ctypes.data, 30, 20, 0, 4), "unknown pixel format 4"),
+                          ((rgb.ctypes.data, 30, 20, 89, 0), "row_stride 89 is shorter than a row (90 bytes)"),
+                          ((rgb.ctypes.data, 30, 20, -89, 0), "row_stride -89 is shorter than a row (90 bytes)"),
+                          ((rgb.ctypes.data, 0, 20, 0, 0), "image size 0x20 outside 1..16384")):
+        with pytest.raises(CDecoderError, match=re.escape(message)) as e:
+            enc._check(call(*args))
+        assert e.value.code == -1, args
+    with pytest.raises(CDecoderError, match="pixels or pixels->data is null"):
+        enc._check(enc._lib.vlmc_decoder_encode_pixels(enc._handle, None, 50.0, 0, 0, 1, ct.byref(buf), ct.byref(size)))
+    with pytest.raises(ValueError, match="strides"):
+        enc.encode_pixels(rgb[:, ::2], 50)
+    with pytest.raises(ValueError, match="H×W×4 uint8"):
+        enc.encode_pixels(rgb, 50, layout="bgra")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        enc.encode_pixels(rgb, 50, layout="yuv")

@@ -1248,30 +1248,57 @@ struct Analysed {
     Planes<float> y_raw;
 };
 
-Analysed analyse(const vlmc_decoder &d, const uint8_t *rgb, uint32_t width, uint32_t height, uint32_t short_side,
-                 uint32_t flags, conv::Pool &pool) {
-    if (rgb == nullptr) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "rgb is null");
+// Where an image's pixels are: row y's first byte at top + y · stride, a pixel every `step` bytes,
+// its red, green and blue at offset[0 .. 2]
+struct Source {
+    const uint8_t *top = nullptr;
+    ptrdiff_t stride = 0;
+    uint32_t width = 0, height = 0, step = 3, offset[3] = {0, 1, 2};
+
+    const uint8_t *row(uint32_t y) const { return top + ptrdiff_t(y) * stride; }
+    static Source tight_rgb(const uint8_t *rgb, uint32_t width, uint32_t height) {
+        if (rgb == nullptr) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "rgb is null");
+        return Source{rgb, ptrdiff_t(width) * 3, width, height, 3, {0, 1, 2}};
+    }
+};
+
+Source source_of(const vlmc_pixels *p) {
+    if (p == nullptr || p->data == nullptr) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "pixels or pixels->data is null");
+    if (p->format > VLMC_PIXELS_BGRA8)
+        raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown pixel format " + std::to_string(p->format));
+    const uint32_t step = p->format == VLMC_PIXELS_RGBA8 || p->format == VLMC_PIXELS_BGRA8 ? 4 : 3;
+    const bool bgr = p->format == VLMC_PIXELS_BGR8 || p->format == VLMC_PIXELS_BGRA8;
+    const ptrdiff_t tight = ptrdiff_t(p->width) * step;
+    const ptrdiff_t stride = p->row_stride ? p->row_stride : tight;
+    if ((stride < 0 ? -stride : stride) < tight)  // (|stride| ≤ PTRDIFF_MAX: a real buffer's)
+        raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "row_stride " + std::to_string(p->row_stride) + " is shorter than a row (" +
+                                                 std::to_string(tight) + " bytes)");
+    return Source{p->data, stride, p->width, p->height, step, {bgr ? 2u : 0u, 1u, bgr ? 0u : 2u}};
+}
+
+Analysed analyse(const vlmc_decoder &d, const Source &image, uint32_t short_side, uint32_t flags, conv::Pool &pool) {
     if (flags & ~VLMC_ENC_NO_PRE_EDIT) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
+    const uint32_t width = image.width, height = image.height;
     Analysed a;
     a.g = image_geometry(d, width, height, short_side);
     const uint32_t ch = a.g.coded_height, cw = a.g.coded_width;
     // at a consumer's scale: resample.downscale (antialiased bicubic on 0..255, clamped, rounded)
     std::vector<uint8_t> small;
-    const uint8_t *src = rgb;
+    Source src = image;
     if (ch != height || cw != width) {
         AntialiasedDownscale down(height, width, ch, cw);
         conv::parallel_for(3 * height, pool, [&](uint32_t k0, uint32_t k1) {
             std::vector<float> row(width);
             for (uint32_t k = k0; k < k1; ++k) {
                 const uint32_t c = k / height, y = k % height;
-                const uint8_t *p = rgb + size_t(y) * width * 3 + c;
-                for (uint32_t x = 0; x < width; ++x) row[x] = float(p[size_t(x) * 3]);
+                const uint8_t *p = image.row(y) + image.offset[c];
+                for (uint32_t x = 0; x < width; ++x) row[x] = float(p[size_t(x) * image.step]);
                 down.row(c, y, row.data());
             }
         });
         small.resize(size_t(ch) * cw * 3);
         down.finish(pool, small.data(), 255.0f, 1.0f);
-        src = small.data();
+        src = Source::tight_rgb(small.data(), cw, ch);
     }
     // [3][ph][pw] in [0, 1], the edges repeated (image_io.pad_edge), / 255 as torch divides
     const uint32_t ph = a.g.hz * 64, pw = a.g.wz * 64;
@@ -1279,9 +1306,9 @@ Analysed analyse(const vlmc_decoder &d, const uint8_t *rgb, uint32_t width, uint
     conv::parallel_for(3 * ph, pool, [&](uint32_t k0, uint32_t k1) {
         for (uint32_t k = k0; k < k1; ++k) {
             const uint32_t c = k / ph, y = k % ph;
-            const uint8_t *row = src + size_t(std::min(y, ch - 1)) * cw * 3 + c;
+            const uint8_t *row = src.row(std::min(y, ch - 1)) + src.offset[c];
             float *dst = x.v.data() + size_t(k) * pw;
-            for (uint32_t j = 0; j < pw; ++j) dst[j] = float(row[size_t(std::min(j, cw - 1)) * 3]) / 255.0f;
+            for (uint32_t j = 0; j < pw; ++j) dst[j] = float(row[size_t(std::min(j, cw - 1)) * src.step]) / 255.0f;
         }
     });
     const vlmc::encoder::Networks &net = *d.encoder;
@@ -1319,6 +1346,44 @@ int start_encoding(const vlmc_decoder *decoder, uint8_t **out, size_t *out_size)
     return VLMC_DEC_OK;
 }
 
+// encode_image / encode_pixels: the image of source() (its arguments checked inside the guard)
+template <class GetSource>
+int encode(const vlmc_decoder *decoder, GetSource source, double quality, uint32_t short_side, uint32_t flags,
+           int num_threads, uint8_t **out, size_t *out_size) {
+    const int rc = start_encoding(decoder, out, out_size);
+    if (rc != VLMC_DEC_OK) return rc;
+    return guarded([&] {
+        const int threads = threads_for(num_threads);
+        const uint32_t q100 = quality_x100(quality);
+        const Source image = source();
+        const Workers pool(*decoder, threads);
+        const Analysed a = analyse(*decoder, image, short_side, flags, *pool);
+        std::vector<float> y, z;
+        hand_out(stream_of(*decoder, a, q100, *pool, y, z), out, out_size);
+    });
+}
+
+// encode_image_within / encode_pixels_within
+template <class GetSource>
+int encode_within(const vlmc_decoder *decoder, GetSource source, uint32_t short_side, size_t max_bytes,
+                  double min_quality, double max_quality, uint32_t flags, int num_threads, uint8_t **out,
+                  size_t *out_size, double *quality) {
+    const int rc = start_encoding(decoder, out, out_size);
+    if (rc != VLMC_DEC_OK) return rc;
+    return guarded([&] {
+        const int threads = threads_for(num_threads);
+        const auto bounds = search_bounds(max_bytes, min_quality, max_quality);
+        const Source image = source();
+        const Workers pool(*decoder, threads);
+        const Analysed a = analyse(*decoder, image, short_side, flags, *pool);
+        std::vector<float> y, z;
+        const auto found = largest_fitting([&](int k) { return stream_of(*decoder, a, uint32_t(k), *pool, y, z); },
+                                           max_bytes, bounds.first, bounds.second);
+        hand_out(found.first, out, out_size);
+        if (quality != nullptr) *quality = found.second / 100.0;
+    });
+}
+
 }  // namespace
 
 extern "C" {
@@ -1343,7 +1408,7 @@ int vlmc_decoder_analyse_image(const vlmc_decoder *decoder, const uint8_t *rgb, 
         const uint32_t q100 = quality_x100(quality);
         check_latent_counts(*decoder, image_geometry(*decoder, width, height, short_side), y_count, z_count);
         const Workers pool(*decoder, threads);
-        const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
+        const Analysed a = analyse(*decoder, Source::tight_rgb(rgb, width, height), short_side, flags, *pool);
         scaled_latents(*decoder, a, q100, *pool, y, z);
     });
 }
@@ -1351,35 +1416,28 @@ int vlmc_decoder_analyse_image(const vlmc_decoder *decoder, const uint8_t *rgb, 
 int vlmc_decoder_encode_image(const vlmc_decoder *decoder, const uint8_t *rgb, uint32_t width, uint32_t height,
                               double quality, uint32_t short_side, uint32_t flags, int num_threads, uint8_t **out,
                               size_t *out_size) {
-    const int rc = start_encoding(decoder, out, out_size);
-    if (rc != VLMC_DEC_OK) return rc;
-    return guarded([&] {
-        const int threads = threads_for(num_threads);
-        const uint32_t q100 = quality_x100(quality);
-        const Workers pool(*decoder, threads);
-        const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
-        std::vector<float> y, z;
-        hand_out(stream_of(*decoder, a, q100, *pool, y, z), out, out_size);
-    });
+    return encode(decoder, [&] { return Source::tight_rgb(rgb, width, height); }, quality, short_side, flags,
+                  num_threads, out, out_size);
+}
+
+int vlmc_decoder_encode_pixels(const vlmc_decoder *decoder, const vlmc_pixels *pixels, double quality,
+                               uint32_t short_side, uint32_t flags, int num_threads, uint8_t **out, size_t *out_size) {
+    return encode(decoder, [&] { return source_of(pixels); }, quality, short_side, flags, num_threads, out, out_size);
 }
 
 int vlmc_decoder_encode_image_within(const vlmc_decoder *decoder, const uint8_t *rgb, uint32_t width, uint32_t height,
                                      uint32_t short_side, size_t max_bytes, double min_quality, double max_quality,
                                      uint32_t flags, int num_threads, uint8_t **out, size_t *out_size,
                                      double *quality) {
-    const int rc = start_encoding(decoder, out, out_size);
-    if (rc != VLMC_DEC_OK) return rc;
-    return guarded([&] {
-        const int threads = threads_for(num_threads);
-        const auto bounds = search_bounds(max_bytes, min_quality, max_quality);
-        const Workers pool(*decoder, threads);
-        const Analysed a = analyse(*decoder, rgb, width, height, short_side, flags, *pool);
-        std::vector<float> y, z;
-        const auto found = largest_fitting([&](int k) { return stream_of(*decoder, a, uint32_t(k), *pool, y, z); },
-                                           max_bytes, bounds.first, bounds.second);
-        hand_out(found.first, out, out_size);
-        if (quality != nullptr) *quality = found.second / 100.0;
-    });
+    return encode_within(decoder, [&] { return Source::tight_rgb(rgb, width, height); }, short_side, max_bytes,
+                         min_quality, max_quality, flags, num_threads, out, out_size, quality);
+}
+
+int vlmc_decoder_encode_pixels_within(const vlmc_decoder *decoder, const vlmc_pixels *pixels, uint32_t short_side,
+                                      size_t max_bytes, double min_quality, double max_quality, uint32_t flags,
+                                      int num_threads, uint8_t **out, size_t *out_size, double *quality) {
+    return encode_within(decoder, [&] { return source_of(pixels); }, short_side, max_bytes, min_quality, max_quality,
+                         flags, num_threads, out, out_size, quality);
 }
 
 }  // extern "C"

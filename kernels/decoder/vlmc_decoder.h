@@ -261,6 +261,33 @@ VLMC_DECODER_API int vlmc_decoder_encode_image_within(const vlmc_decoder *decode
                                                       uint32_t flags, int num_threads, uint8_t **out,
                                                       size_t *out_size, double *quality);
 
+/* Pixels as a frame source lays them out: the channel order and bytes per pixel (alpha, where
+ * there is one, is ignored: the stream codes RGB) and the distance from one row to the next, which
+ * may be larger than a row's pixels (padded rows, a view into a larger frame) or negative (rows
+ * bottom-up: data points at the top row, the last in memory). */
+#define VLMC_PIXELS_RGB8 0u  /* R, G, B */
+#define VLMC_PIXELS_BGR8 1u  /* B, G, R (OpenCV's order) */
+#define VLMC_PIXELS_RGBA8 2u /* R, G, B, A */
+#define VLMC_PIXELS_BGRA8 3u /* B, G, R, A (many video and Windows frame buffers) */
+
+typedef struct vlmc_pixels {
+    const uint8_t *data;    /* the top row's first pixel */
+    uint32_t width, height; /* 1 .. 16384 each */
+    ptrdiff_t row_stride;   /* bytes from the start of one row to the next; 0: width · bytes per pixel */
+    uint32_t format;        /* VLMC_PIXELS_* */
+} vlmc_pixels;
+
+/* vlmc_decoder_encode_image and vlmc_decoder_encode_image_within on pixels laid out as *pixels
+ * says: the same stream as for the same image's tight RGB bytes. A null data, an unknown format or
+ * a |row_stride| shorter than a row's pixels is refused (VLMC_DEC_ERR_INVALID_ARGUMENT). */
+VLMC_DECODER_API int vlmc_decoder_encode_pixels(const vlmc_decoder *decoder, const vlmc_pixels *pixels,
+                                                double quality, uint32_t short_side, uint32_t flags,
+                                                int num_threads, uint8_t **out, size_t *out_size);
+VLMC_DECODER_API int vlmc_decoder_encode_pixels_within(const vlmc_decoder *decoder, const vlmc_pixels *pixels,
+                                                       uint32_t short_side, size_t max_bytes, double min_quality,
+                                                       double max_quality, uint32_t flags, int num_threads,
+                                                       uint8_t **out, size_t *out_size, double *quality);
+
 /* The encoder's latents of rgb at quality, what encode_image codes: y = g_a output · gain
  * ([channels][H/16][W/16], y_count floats) and z = h_a(y) ([N][H/64][W/64]) with H × W the coded
  * size padded to a multiple of 64 (vlmc_decoder_latent_size gives the counts). */

@@ -7,6 +7,7 @@
  *   std::vector<float> y = dec.latents(bytes);        // ŷ · inverse gain, what g_s takes
  *   std::vector<uint8_t> s = dec.write_stream(y, z, width, height, quality);  // from g_a·gain, h_a
  *   std::vector<uint8_t> e = dec.encode_image(full, 50.0);  // an image encoded here (model file version 3)
+ *   e = dec.encode_pixels({bgra, w, h, stride, VLMC_PIXELS_BGRA8}, 50.0);  // a frame as it lies in memory
  *
  * Every method throws vlmc::DecodeError (code(): a VLMC_DEC_ERR_* value, what(): the library's
  * message). A Decoder may be shared by threads (its methods are const and the library's decoder
@@ -228,6 +229,26 @@ class Decoder {
         SizedStream out;
         check(vlmc_decoder_encode_image_within(handle_, im.rgb.data(), im.width, im.height, short_side, max_bytes,
                                                min_quality, max_quality, flags, threads, &bytes, &size, &out.quality));
+        out.bytes = take_stream(bytes, size);
+        return out;
+    }
+
+    // the same from pixels in another layout (BGR, RGBA, BGRA; padded or bottom-up rows): vlmc_pixels
+    std::vector<uint8_t> encode_pixels(const vlmc_pixels &pixels, double quality, uint32_t short_side = 0,
+                                       uint32_t flags = 0, int threads = 0) const {
+        uint8_t *bytes = nullptr;
+        size_t size = 0;
+        check(vlmc_decoder_encode_pixels(handle_, &pixels, quality, short_side, flags, threads, &bytes, &size));
+        return take_stream(bytes, size);
+    }
+    SizedStream encode_pixels_within(const vlmc_pixels &pixels, size_t max_bytes, double min_quality = 0,
+                                     double max_quality = 100, uint32_t short_side = 0, uint32_t flags = 0,
+                                     int threads = 0) const {
+        uint8_t *bytes = nullptr;
+        size_t size = 0;
+        SizedStream out;
+        check(vlmc_decoder_encode_pixels_within(handle_, &pixels, short_side, max_bytes, min_quality, max_quality,
+                                                flags, threads, &bytes, &size, &out.quality));
         out.bytes = take_stream(bytes, size);
         return out;
     }

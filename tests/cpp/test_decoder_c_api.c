@@ -63,6 +63,16 @@ int main(int argc, char **argv) {
             stream = (uint8_t *)1, n = 7;
             CHECK(vlmc_decoder_encode_image(NULL, rgb, 1, 1, 50.0, 0, 0, 1, &stream, &n) == VLMC_DEC_ERR_INVALID_ARGUMENT);
             CHECK(stream == NULL && n == 0);
+            {
+                const vlmc_pixels px = {rgb, 1, 1, 0, VLMC_PIXELS_RGB8};
+                stream = (uint8_t *)1, n = 7;
+                CHECK(vlmc_decoder_encode_pixels(NULL, &px, 50.0, 0, 0, 1, &stream, &n) == VLMC_DEC_ERR_INVALID_ARGUMENT);
+                CHECK(stream == NULL && n == 0);
+                stream = (uint8_t *)1, n = 7;
+                CHECK(vlmc_decoder_encode_pixels_within(NULL, &px, 0, 100, 0.0, 100.0, 0, 1, &stream, &n, &q) ==
+                      VLMC_DEC_ERR_INVALID_ARGUMENT);
+                CHECK(stream == NULL && n == 0);
+            }
             stream = (uint8_t *)1, n = 7;
             CHECK(vlmc_decoder_encode_image_within(NULL, rgb, 1, 1, 0, 1000, 0.0, 100.0, 0, 1, &stream, &n, &q) ==
                   VLMC_DEC_ERR_INVALID_ARGUMENT);
