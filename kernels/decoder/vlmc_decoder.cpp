@@ -1270,7 +1270,7 @@ Source source_of(const vlmc_pixels *p) {
     const bool bgr = p->format == VLMC_PIXELS_BGR8 || p->format == VLMC_PIXELS_BGRA8;
     const ptrdiff_t tight = ptrdiff_t(p->width) * step;
     const ptrdiff_t stride = p->row_stride ? p->row_stride : tight;
-    if ((stride < 0 ? -stride : stride) < tight)  // (|stride| ≤ PTRDIFF_MAX: a real buffer's)
+    if (stride > -tight && stride < tight)  // (not |stride| < tight: −PTRDIFF_MIN overflows)
         raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "row_stride " + std::to_string(p->row_stride) + " is shorter than a row (" +
                                                  std::to_string(tight) + " bytes)");
     return Source{p->data, stride, p->width, p->height, step, {bgr ? 2u : 0u, 1u, bgr ? 0u : 2u}};
