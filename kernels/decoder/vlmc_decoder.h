@@ -122,7 +122,8 @@ VLMC_DECODER_API int vlmc_decoder_set_band_pixels(vlmc_decoder *decoder, uint64_
 /* Bytes of working buffers the decoder keeps between uses (default 134 217 728; 0: none). Buffers
  * of 64 KiB or more that a call frees are kept, up to this many bytes, for the next buffer it or a
  * later call needs, instead of going back to the system and being faulted in again page by page
- * (~18 % of a full-size encode on one thread). Calls on several threads share the decoder's cache.
+ * (a full-size Kodak encode took 0.84×, a decode 0.79× the time with it, in a C++ host; the peak
+ * resident size grew by ~24 MB). Calls on several threads share the decoder's cache.
  * Lowering the limit frees kept buffers at once; vlmc_decoder_cached_bytes says how many are kept. */
 VLMC_DECODER_API int vlmc_decoder_set_cache_bytes(vlmc_decoder *decoder, uint64_t cache_bytes);
 VLMC_DECODER_API int vlmc_decoder_cached_bytes(const vlmc_decoder *decoder, uint64_t *cached_bytes);
