@@ -184,11 +184,15 @@ def encode_bench(codec, c, files: list[Path], quality: float, short_side: int, t
     times: dict[str, list[float]] = {who: [] for who in arms}
     faults: dict[str, list[int]] = {who: [] for who in arms}
     identical, size_diff, symbol_diff, psnr_diff = set(), 0.0, 0.0, 0.0
+    # every order in turn, as the decode benchmark does: each arm follows each other one as often
+    # (a rotation of three arms put the C arm after the Python one twice as often as the baseline,
+    # and torch's OpenMP workers spinning on after it slowed the C arm: the same build as both C
+    # arms measured 1.07× itself at 256 px)
+    orders = list(itertools.permutations(arms))
     for r in range(rounds):
         for i, im in enumerate(images):
             out = {}
-            turn = (i + r) % len(arms)
-            for who in arms[turn:] + arms[:turn]:
+            for who in orders[(i + r * len(images)) % len(orders)]:
                 f0, t0 = minor_faults(), time.perf_counter()
                 out[who] = calls[who](im)
                 times[who].append(time.perf_counter() - t0)
