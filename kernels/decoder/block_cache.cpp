@@ -81,6 +81,7 @@ void free_large(void *block) noexcept {
 BlockCache::~BlockCache() { trim(0); }
 
 void BlockCache::set_limit(size_t limit) {
+    if (owner_ != process_id()) return;
     {
         std::lock_guard<std::mutex> lock(m_);
         limit_ = limit;
@@ -89,11 +90,13 @@ void BlockCache::set_limit(size_t limit) {
 }
 
 size_t BlockCache::limit() const {
+    if (owner_ != process_id()) return 0;
     std::lock_guard<std::mutex> lock(m_);
     return limit_;
 }
 
 size_t BlockCache::held() const {
+    if (owner_ != process_id()) return 0;
     std::lock_guard<std::mutex> lock(m_);
     return held_;
 }
@@ -104,6 +107,7 @@ BlockCache::Scope::Scope(BlockCache *cache) noexcept : previous_(current_cache()
 BlockCache::Scope::~Scope() { current_cache() = previous_; }
 
 void *BlockCache::take(size_t bytes) {
+    if (owner_ != process_id()) return nullptr;
     std::lock_guard<std::mutex> lock(m_);
     const auto it = blocks_.lower_bound(bytes);  // the smallest that fits
     if (it == blocks_.end()) {
@@ -121,6 +125,7 @@ void *BlockCache::take(size_t bytes) {
 }
 
 bool BlockCache::keep(void *block, size_t capacity) {
+    if (owner_ != process_id()) return false;
     std::lock_guard<std::mutex> lock(m_);
     if (capacity > limit_ || held_ > limit_ - capacity) return false;
     try {
@@ -134,6 +139,7 @@ bool BlockCache::keep(void *block, size_t capacity) {
 }
 
 void BlockCache::trim(size_t limit) {
+    if (owner_ != process_id()) return;
     std::lock_guard<std::mutex> lock(m_);
     // the largest first: the most memory back for the fewest blocks
     while (held_ > limit && !blocks_.empty()) {

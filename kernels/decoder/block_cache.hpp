@@ -5,14 +5,29 @@
 // 16 260 of them per full-size Kodak encode and 13 105 per decode in a C++ host before this cache,
 // which takes them to none: 0.85× and 0.80× the time on one thread (scripts/c_host_bench.py). A decoder owns one
 // cache; a call makes it current on its thread (and its pool's workers, for each task) with a
-// Scope, and blocks freed while a cache is current go to it, up to its limit in bytes.
+// Scope, and blocks freed while a cache is current go to it, up to its limit in bytes. In a child
+// after fork() a cache the parent made is not touched (its lock may have been held by another of
+// the parent's threads): it keeps nothing there and hands nothing out, its blocks left as they are.
 #pragma once
 
 #include <cstddef>
 #include <map>
 #include <mutex>
 
+#if !defined(_WIN32)
+#include <unistd.h>
+#endif
+
 namespace vlmc::conv {
+
+// this process (after fork(): the child's), so that what a parent's threads may hold is left alone
+inline long process_id() {
+#if defined(_WIN32)
+    return 0;
+#else
+    return long(getpid());
+#endif
+}
 
 constexpr size_t kLargeBlockBytes = size_t(1) << 16;
 
@@ -62,6 +77,7 @@ class BlockCache {
     mutable std::mutex m_;
     std::multimap<size_t, void *> blocks_;  // capacity → block
     size_t held_ = 0, limit_;
+    const long owner_ = process_id();
 };
 
 }  // namespace vlmc::conv

@@ -17,10 +17,6 @@
 
 #include "block_cache.hpp"
 
-#if !defined(_WIN32)
-#include <unistd.h>
-#endif
-
 namespace vlmc::conv {
 
 class Pool {
@@ -155,15 +151,15 @@ class PoolCache {
     PoolCache(const PoolCache &) = delete;
     PoolCache &operator=(const PoolCache &) = delete;
     ~PoolCache() {
-        if (owner_ != process()) abandon();
+        if (owner_ != process_id()) abandon();
     }
 
     Lease lease(int threads) {
         {
             std::lock_guard<std::mutex> lock(m_);
-            if (owner_ != process()) {
+            if (owner_ != process_id()) {
                 abandon();
-                owner_ = process();
+                owner_ = process_id();
             }
             for (auto it = idle_.begin(); it != idle_.end(); ++it)
                 if ((*it)->requested() == threads) {
@@ -178,14 +174,6 @@ class PoolCache {
   private:
     static constexpr size_t kIdle = 8;
 
-    static long process() {
-#if defined(_WIN32)
-        return 0;
-#else
-        return long(getpid());
-#endif
-    }
-
     void abandon() {
         for (auto &p : idle_) (void)p.release();
         idle_.clear();
@@ -195,7 +183,7 @@ class PoolCache {
         std::unique_ptr<Pool> owned(p);
         {
             std::lock_guard<std::mutex> lock(m_);
-            if (owner_ != process()) {  // leased before a fork: its workers are not here
+            if (owner_ != process_id()) {  // leased before a fork: its workers are not here
                 (void)owned.release();
                 return;
             }
@@ -209,7 +197,7 @@ class PoolCache {
 
     std::mutex m_;
     std::vector<std::unique_ptr<Pool>> idle_;
-    long owner_ = process();
+    long owner_ = process_id();
 };
 
 }  // namespace vlmc::conv

@@ -10,6 +10,12 @@
 #include <thread>
 #include <vector>
 
+#if !defined(_WIN32)
+#include <csignal>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+
 #include "check.h"
 #include "conv.hpp"
 
@@ -152,6 +158,42 @@ void check_threads() {
     CHECK_NOTE(cache.held() <= cache.limit(), "held %zu over the limit", cache.held());
 }
 
+#if !defined(_WIN32)
+// fork() while another thread of the parent is inside the cache (its lock held now and then): the
+// child neither waits on that lock nor touches the parent's blocks; it allocates and frees on its
+// own, and the parent's cache still works
+void check_fork() {
+    BlockCache cache(16 * MiB);
+    std::atomic<bool> stop{false};
+    std::thread busy([&] {
+        const BlockCache::Scope scope(&cache);
+        while (!stop) free_large(allocate_large(MiB));
+    });
+    int hung = 0, failed = 0;
+    for (int i = 0; i < 40; ++i) {
+        const pid_t child = fork();
+        if (child == 0) {
+            alarm(2);  // a hang on the parent's lock ends the child with SIGALRM
+            const BlockCache::Scope scope(&cache);
+            for (int k = 0; k < 4; ++k) free_large(allocate_large(MiB));
+            cache.set_limit(0);
+            std::_Exit(cache.held() == 0 ? 0 : 3);
+        }
+        int status = 0;
+        if (child < 0 || waitpid(child, &status, 0) != child) {
+            ++failed;
+            continue;
+        }
+        hung += WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM;
+        failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    stop = true;
+    busy.join();
+    CHECK_NOTE(hung == 0 && failed == 0, "%d of 40 children hung, %d failed", hung, failed);
+    CHECK_NOTE(cache.held() == MiB, "the parent's cache holds %zu after the forks", cache.held());
+}
+#endif
+
 }  // namespace
 
 int main() {
@@ -161,5 +203,8 @@ int main() {
     check_scopes();
     check_buffers_and_pool();
     check_threads();
+#if !defined(_WIN32)
+    check_fork();
+#endif
     return check_report("test_block_cache");
 }
