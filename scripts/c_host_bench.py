@@ -18,7 +18,6 @@ decoder alone (two calls per image), and checks that both arms give the same str
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -178,7 +177,7 @@ def main() -> int:
         flt = {arm: statistics.median(n for r in runs for _, n in r["calls"][arm][stage]) for arm in ARMS}
         result[stage] = {"median_ms": med, "ratio_cache_over_none": med["cache"] / med["no cache"],
                          "median_page_faults": flt}
-    # each decoder alone in a process (one repeat per image): its peak resident size
+    # each decoder alone in a process (two calls per image and stage): its peak resident size
     peaks = {arm: run_process(host, model, argparse.Namespace(**{**vars(a), "repeats": 2}), specs, str(k))["maxrss_kb"]
              for k, arm in enumerate(ARMS)}
     result["peak_rss_mb_alone"] = {arm: kb / 1024 for arm, kb in peaks.items()}

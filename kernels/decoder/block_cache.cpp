@@ -62,13 +62,13 @@ void *allocate_large(size_t bytes) {
     if (BlockCache *cache = current_cache())
         if (void *block = cache->take(bytes)) return handed_out(block, bytes);
     if (bytes > SIZE_MAX - kAlign - sizeof(Header)) throw std::bad_alloc();
-    void *base = std::malloc(bytes + kAlign + sizeof(Header));
+    const size_t total = bytes + kAlign + sizeof(Header);
+    char *base = static_cast<char *>(std::malloc(total));
     if (base == nullptr) throw std::bad_alloc();
     const uintptr_t at = (reinterpret_cast<uintptr_t>(base) + sizeof(Header) + kAlign - 1) & ~uintptr_t(kAlign - 1);
-    void *block = reinterpret_cast<void *>(at);
+    char *block = reinterpret_cast<char *>(at);
     header_of(block) = Header{base, bytes};
-    VLMC_POISON(static_cast<char *>(block) + bytes, static_cast<char *>(base) + bytes + kAlign + sizeof(Header) -
-                                                        (static_cast<char *>(block) + bytes));  // the slack after it
+    VLMC_POISON(block + bytes, size_t(base + total - (block + bytes)));  // the slack after it
     return handed_out(block, bytes);
 }
 

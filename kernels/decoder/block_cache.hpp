@@ -3,9 +3,10 @@
 // BlockCache instead of the system: freed memory there goes back to the kernel (glibc returns
 // large blocks with munmap), and the next buffer's first touch of each page is a page fault —
 // 16 260 of them per full-size Kodak encode and 13 105 per decode in a C++ host before this cache,
-// which takes them to none: 0.85× and 0.80× the time on one thread (scripts/c_host_bench.py). A decoder owns one
-// cache; a call makes it current on its thread (and its pool's workers, for each task) with a
-// Scope, and blocks freed while a cache is current go to it, up to its limit in bytes. In a child
+// which takes them to none: 0.85× and 0.80× the time on one thread (scripts/c_host_bench.py).
+// A decoder owns one cache; a call makes it current on its thread (and its pool's workers, for
+// each task) with a Scope, and blocks freed while a cache is current go to it, up to its limit in
+// bytes. In a child
 // after fork() a cache the parent made is not touched (its lock may have been held by another of
 // the parent's threads): it keeps nothing there and hands nothing out, its blocks left as they are.
 #pragma once
