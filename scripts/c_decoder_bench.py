@@ -30,11 +30,12 @@ that differ and the largest difference in decoded PSNR. With ``--baseline REV``,
 minor page faults per call too (after the first round): the pages of fresh buffers touched
 first (``--cache-bytes N`` sets how many bytes of buffers the C library keeps between calls).
 
-With ``--kernels``, times the convolutions alone instead: the C decoder's (``vlmc_conv_bench``)
+With ``--kernels``, times the convolutions alone instead: the C library's (``vlmc_conv_bench``)
 and torch's ``conv2d`` on the same shapes, those the default model's exact h_s (float64) and
-sub-pixel g_s (float32) run for a 768x512 image, alternating, best of ``--rounds`` each; GMAC/s
-count every multiply of the dense shape, also where the C decoder skips the sub-pixel phases' zero
-weights (torch's conv2d computes them).
+sub-pixel g_s (float32) run to decode a 768x512 image and those g_a and h_a run to encode it,
+alternating, best of ``--rounds`` each; GMAC/s count every multiply of the dense shape, also where
+the C decoder skips the sub-pixel phases' zero weights (torch's conv2d computes them). On a CPU
+with AVX-512, the C library's AVX2 version (``VLMC_NO_AVX512=1``) is a third arm.
 
     python scripts/c_decoder_bench.py [--images DIR] [--quality 50] [--short-side 256] [--decode-side 256] [--threads 2] [--baseline REV]
     python scripts/c_decoder_bench.py --throughput 1x1,1x2,2x1 [--short-side 256]
@@ -69,40 +70,71 @@ KERNEL_SHAPES = [("f64sp", 64, 512, 3, 8, 12), ("f64sp", 128, 768, 3, 16, 24), (
                  ("f32sp", 64, 12, 3, 256, 384)]
 
 
+# ... and encoding it: g_a's four 5x5/2 convolutions (f32s2: as the C encoder runs them, 3x3 on the
+# input unshuffled by 2; h, w the output's), the 1x1 convolutions of its GDNs, h_a's 3x3 and 5x5/2
+ENCODER_KERNEL_SHAPES = [("f32s2", 3, 64, 5, 256, 384), ("f32", 64, 64, 1, 256, 384), ("f32s2", 64, 64, 5, 128, 192),
+                         ("f32", 64, 64, 1, 128, 192), ("f32s2", 64, 64, 5, 64, 96), ("f32", 64, 64, 1, 64, 96),
+                         ("f32s2", 64, 128, 5, 32, 48), ("f32", 128, 64, 3, 32, 48), ("f32s2", 64, 64, 5, 16, 24),
+                         ("f32s2", 64, 64, 5, 8, 12)]
+
+
 def torch_gmacs(dtype: str, cin: int, cout: int, k: int, h: int, w: int, rounds: int) -> float:
-    """torch.nn.functional.conv2d (padding k // 2, bias) on one shape: best of ``rounds`` after a warm-up."""
+    """torch.nn.functional.conv2d (padding k // 2, bias; "s2": stride 2 to an h × w output) on one
+    shape: best of ``rounds`` after a warm-up."""
     dt = torch.float32 if dtype.startswith("f32") else torch.float64
-    x, weight, bias = torch.randn(1, cin, h, w, dtype=dt), torch.randn(cout, cin, k, k, dtype=dt) * 0.05, torch.randn(cout, dtype=dt)
+    stride = 2 if dtype.endswith("s2") else 1
+    x = torch.randn(1, cin, h * stride, w * stride, dtype=dt)
+    weight, bias = torch.randn(cout, cin, k, k, dtype=dt) * 0.05, torch.randn(cout, dtype=dt)
     best = float("inf")
     with torch.no_grad():
         for r in range(rounds + 1):
             t0 = time.perf_counter()
-            torch.nn.functional.conv2d(x, weight, bias, padding=k // 2)
+            torch.nn.functional.conv2d(x, weight, bias, stride=stride, padding=k // 2)
             if r:
                 best = min(best, time.perf_counter() - t0)
     return cout * cin * k * k * h * w / best / 1e9
 
 
+def cpu_has_avx512() -> bool:
+    """Whether the CPU has what the C library's AVX-512 version needs (its dispatch takes it there)."""
+    import re
+
+    try:
+        flags = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return False
+    return flags is not None and {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= set(flags.group(1).split())
+
+
 def kernel_bench(threads: int, rounds: int) -> dict:
-    """Each shape timed by vlmc_conv_bench and by torch, alternately; GMAC/s and their ratio."""
+    """Each shape timed by vlmc_conv_bench and by torch, alternately; GMAC/s and their ratio. On a
+    CPU with AVX-512, the C library's AVX2 version too (VLMC_NO_AVX512=1), as a third arm."""
+    import os
     import subprocess
 
     from vlmcodec.export.c_decoder import build_c_decoder
 
     tool = build_c_decoder(ROOT, Path(tempfile.mkdtemp(prefix="c_conv_bench_")) / "build", bench=True) / "vlmc_conv_bench"
-    rows = []
-    for shape in KERNEL_SHAPES:
-        run = subprocess.run([str(tool), str(threads), str(rounds), *map(str, shape)], capture_output=True, text=True,
-                             check=True)
-        c = json.loads(run.stdout)["gmac_s"]
-        t = torch_gmacs(*shape, rounds)
-        rows.append({"dtype": shape[0], "in": shape[1], "out": shape[2], "k": shape[3], "h": shape[4], "w": shape[5],
-                     "c_gmac_s": round(c, 2), "torch_gmac_s": round(t, 2), "c_over_torch": round(c / t, 3)})
-    macs = [r["out"] * r["in"] * r["k"] ** 2 * r["h"] * r["w"] for r in rows]
-    total = {who: sum(m / r[f"{who}_gmac_s"] for m, r in zip(macs, rows)) / 1e6 for who in ("c", "torch")}
-    return {"threads": threads, "rounds": rounds, "shapes": rows,
-            "all_shapes_ms": {k: round(v, 2) for k, v in total.items()},
-            "time_ratio_c_over_torch": round(total["c"] / total["torch"], 3)}
+    arms = {"c": {}, "c_avx2": {"VLMC_NO_AVX512": "1"}} if cpu_has_avx512() else {"c": {}}
+    result = {"threads": threads, "rounds": rounds, "avx512": cpu_has_avx512()}
+    for part, shapes in (("decoder", KERNEL_SHAPES), ("encoder", ENCODER_KERNEL_SHAPES)):
+        rows = []
+        for shape in shapes:
+            row = {"dtype": shape[0], "in": shape[1], "out": shape[2], "k": shape[3], "h": shape[4], "w": shape[5]}
+            for arm, env in arms.items():
+                run = subprocess.run([str(tool), str(threads), str(rounds), *map(str, shape)], capture_output=True,
+                                     text=True, check=True, env={**os.environ, **env})
+                row[f"{arm}_gmac_s"] = round(json.loads(run.stdout)["gmac_s"], 2)
+            row["torch_gmac_s"] = round(torch_gmacs(*shape, rounds), 2)
+            row["c_over_torch"] = round(row["c_gmac_s"] / row["torch_gmac_s"], 3)
+            rows.append(row)
+        macs = [r["out"] * r["in"] * r["k"] ** 2 * r["h"] * r["w"] for r in rows]
+        total = {who: sum(m / r[f"{who}_gmac_s"] for m, r in zip(macs, rows)) / 1e6 for who in (*arms, "torch")}
+        result[part] = {"shapes": rows, "all_shapes_ms": {k: round(v, 2) for k, v in total.items()},
+                        "time_ratio_c_over_torch": round(total["c"] / total["torch"], 3)}
+        if "c_avx2" in total:
+            result[part]["time_ratio_c_over_c_avx2"] = round(total["c"] / total["c_avx2"], 3)
+    return result
 
 
 def throughput(dec, streams: list[bytes], configs: list[tuple[int, int]], rounds: int, coded_size: bool) -> list[dict]:

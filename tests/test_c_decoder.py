@@ -41,12 +41,65 @@ def _ctest(decoder_dir: Path) -> str:
     return run.stdout
 
 
+def _cpu_flags() -> set[str]:
+    import re
+
+    try:
+        found = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return set()
+    return set(found.group(1).split()) if found else set()
+
+
+def _check_the_picked_version(decoder_dir: Path) -> None:
+    """The build's convolutions take the widest version the CPU has (x86-64 Linux with GCC ≥ 11 or
+    Clang ≥ 12), and the AVX2 one with VLMC_NO_AVX512=1: what its test_conv_dispatch reports."""
+    import os
+    import platform
+
+    flags = _cpu_flags()
+    if platform.machine() != "x86_64" or not flags:
+        return  # elsewhere there is one version, which the ctest suite checks
+    avx2 = {"avx2", "fma"} <= flags
+    widest = "avx512" if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags else "avx2" if avx2 else "portable"
+    tool = decoder_dir.parents[1] / "tests" / "cpp" / "test_conv_dispatch"
+    for env, want in (({}, widest), ({"VLMC_NO_AVX512": "1"}, "avx2" if avx2 else "portable")):
+        run = subprocess.run([str(tool)], capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+        assert run.returncode == 0 and f"the {want} version" in run.stdout, (env, run.stdout[-500:])
+
+
+def _check_wide_registers_only_where_dispatched(library: Path) -> None:
+    """No function of the library touches a ymm or zmm register but the versions picked at run
+    time by the CPU's features (``*_avx2``, ``*_avx512``: the convolutions' products, the encoder's
+    element-wise helpers): elsewhere an AVX instruction is an illegal instruction on a CPU without it."""
+    import platform
+    import re
+    import shutil
+
+    objdump = shutil.which("objdump")
+    if platform.machine() != "x86_64" or objdump is None:
+        return  # (nothing to check off x86-64; objdump comes with the binutils the build needs)
+    listing = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(library)], capture_output=True, text=True,
+                             check=True, timeout=300).stdout
+    wide, function = set(), None
+    for line in listing.splitlines():
+        head = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        if head:
+            function = head.group(1)
+        elif function and re.search(r"%[yz]mm", line):
+            wide.add(function)
+    dispatched = re.compile(r"_avx(2|512)E")  # (mangled: the name ends, its parameters follow)
+    assert wide and not [f for f in wide if not dispatched.search(f)], sorted(f for f in wide if not dispatched.search(f))
+
+
 def test_ctest_suite(built):
     """The C and C++ tests (rANS core, both C APIs, the convolutions, the worker pools) from the
     same build, so that CI runs them."""
     out = _ctest(built)
-    assert all(name in out for name in ("decoder_c_api", "decoder_cpp", "rans_c_api", "conv_dispatch", "conv_portable",
-                                        "pool"))
+    assert all(name in out for name in ("decoder_c_api", "decoder_cpp", "rans_c_api", "conv_dispatch",
+                                        "conv_dispatch_no_avx512", "conv_portable", "pool"))
+    _check_the_picked_version(built)
+    _check_wide_registers_only_where_dispatched(built / "libvlmc_decoder.so")
 
 
 def _decoder(built, model_path, tmp_path_factory):
@@ -252,6 +305,9 @@ def test_a_clang_build_decodes_what_the_default_build_decodes(default_pair, tmp_
         pytest.skip("not available: clang is not installed (apt install clang)")
     lib_dir = build_c_decoder(ROOT, tmp_path / "clang", tests=True, compilers=(cc, cxx))
     assert "decoder_c_api" in _ctest(lib_dir)
+    _check_the_picked_version(lib_dir)
+    # (Clang 14 built the target_clones functions for AVX2 alone: no dispatch, an illegal instruction without it)
+    _check_wide_registers_only_where_dispatched(lib_dir / "libvlmc_decoder.so")
     codec, dec, model_file = default_pair
     clang_dec = CStreamDecoder(lib_dir / "libvlmc_decoder.so", model_file)
     img = load_image(SAMPLES[0])

@@ -374,3 +374,43 @@ def test_bad_pixel_layouts_are_refused(default_encoder):
         enc.encode_pixels(rgb, 50, layout="bgra")
     with pytest.raises(ValueError, match="layout must be one of"):
         enc.encode_pixels(rgb, 50, layout="yuv")
+
+
+def _has_avx512() -> bool:
+    """Whether this CPU has what the C library's AVX-512 version needs (AVX-512 F/VL/BW/DQ)."""
+    try:
+        flags = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return False
+    return flags is not None and {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= set(flags.group(1).split())
+
+
+def test_the_avx512_version_encodes_and_decodes_as_the_avx2_one(c_decoder_build, tmp_path):
+    """The convolutions' AVX-512 version (wider pixel blocks, each pixel's taps summed in the same
+    order) gives the AVX2 version's streams and pixels bit for bit: the tools run with and without
+    VLMC_NO_AVX512 on a sample image, at full size, at a consumer's scale and with an odd width."""
+    import os
+
+    if not _has_avx512():
+        pytest.skip("not available: this CPU has no AVX-512 (F/VL/BW/DQ), so only the AVX2 version runs here")
+    from vlmcodec.codec import default_model_path
+
+    model = export_c_decoder(load_model(default_model_path()), tmp_path)
+    image = load_image(SAMPLE)
+    Image.fromarray(image[:, :762]).save(tmp_path / "in.ppm")
+    outputs = {}
+    for arm, extra in (("avx512", {}), ("avx2", {"VLMC_NO_AVX512": "1"})):
+        env = {**os.environ, **extra}
+        for name, args in (("full", ["--quality", "35"]), ("small", ["--quality", "80", "--short-side", "200"])):
+            stream = tmp_path / f"{arm}_{name}.vlmc"
+            run = subprocess.run([c_decoder_build / "vlmc_encode", model, tmp_path / "in.ppm", stream, *args,
+                                  "--threads", "2"], capture_output=True, text=True, timeout=300, env=env)
+            assert run.returncode == 0, run.stderr
+            pixels = tmp_path / f"{arm}_{name}.ppm"
+            run = subprocess.run([c_decoder_build / "vlmc_decode_latents", model, stream, "--image", pixels,
+                                  "--threads", "2"], capture_output=True, text=True, timeout=300, env=env)
+            assert run.returncode == 0, run.stderr
+            outputs[arm, name] = stream.read_bytes(), pixels.read_bytes()
+    for name in ("full", "small"):
+        assert outputs["avx512", name][0] == outputs["avx2", name][0], f"{name}: the streams differ"
+        assert outputs["avx512", name][1] == outputs["avx2", name][1], f"{name}: the decoded pixels differ"

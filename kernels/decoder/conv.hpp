@@ -18,16 +18,36 @@
 #include "block_cache.hpp"
 #include "pool.hpp"
 
-// VLMC_MULTIVERSION: a function built for AVX2 + FMA too, picked at run time where the compiler
-// can dispatch (GCC, Clang on x86-64 ELF). VLMC_CONV_PORTABLE_ONLY: the portable version alone (a
-// test builds it to check it on machines where the dispatcher would always pick the AVX2 one)
-#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute) && !defined(VLMC_CONV_PORTABLE_ONLY)
-#if __has_attribute(target_clones)
-#define VLMC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+// VLMC_CONV_DISPATCH: row_product has versions for AVX2 + FMA and for AVX-512 (F/VL/BW/DQ) too, and
+// the encoder's element-wise helpers for AVX2, picked at run time by the CPU's features (AVX-512
+// unless VLMC_NO_AVX512 is set and not "0"), where the compiler can build them (GCC ≥ 11 or
+// Clang ≥ 12 on x86-64 ELF).
+// VLMC_CONV_PORTABLE_ONLY: the portable version alone (a test builds it to check it on machines
+// where the dispatch would never pick it).
+#if !defined(VLMC_CONV_DISPATCH)
+#if defined(__x86_64__) && defined(__ELF__) && !defined(VLMC_CONV_PORTABLE_ONLY) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#define VLMC_CONV_DISPATCH 1
+#else
+#define VLMC_CONV_DISPATCH 0
 #endif
 #endif
-#ifndef VLMC_MULTIVERSION
-#define VLMC_MULTIVERSION
+#if defined(__GNUC__)
+#define VLMC_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define VLMC_ALWAYS_INLINE
+#endif
+// VLMC_TARGET_AVX2 / VLMC_TARGET_AVX512: a function built for x86-64-v3 (AVX2 + FMA) or v4
+// (AVX-512), to be called only where vector_level() says the CPU has it. (Not target_clones: Clang 14
+// compiled such a function for x86-64-v3 alone, with no dispatch — an illegal instruction on a CPU
+// without AVX2 — and, in an unnamed namespace, dispatched to the portable version everywhere.)
+#if VLMC_CONV_DISPATCH
+#define VLMC_TARGET_AVX2 __attribute__((target("arch=x86-64-v3")))
+#if defined(__clang__)  // (Clang splits 64-byte vectors in two unless told the function may use them whole)
+#define VLMC_TARGET_AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512)))
+#else
+#define VLMC_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
+#endif
 #endif
 
 namespace vlmc::conv {
@@ -165,6 +185,13 @@ template <class T> Packed<T> pack_weights(const T *weight, uint32_t out, uint32_
 // wide; offsets[j] = taps[packed.tap[j]] (its entries' input offsets).
 void row_product(const Packed<double> &packed, const int64_t *offsets, const double *xp, uint32_t w_out, double *row,
                  size_t out_plane);
+// The widest vectors the functions built for several targets use, decided once per process by the
+// CPU's features: AVX-512 (F/VL/BW/DQ) unless VLMC_NO_AVX512 is set (and not "0"), else AVX2 + FMA,
+// else the portable code (always, where VLMC_CONV_DISPATCH is 0)
+enum class Level { portable, avx2, avx512 };
+Level vector_level();
+// ... as "avx512", "avx2" or "portable": the version row_product runs
+const char *vector_isa();
 void row_product(const Packed<float> &packed, const int64_t *offsets, const float *xp, uint32_t w_out, float *row,
                  size_t out_plane);
 

@@ -12,16 +12,16 @@
 
 namespace vlmc::encoder {
 
-// -- element-wise math in vectorised passes (outside the anonymous namespace: a multiversioned
-// function of internal linkage is dispatched while the library is relocated, before a sanitizer's
-// runtime has started; ThreadSanitizer builds crashed there) -----------------------------------
+// -- element-wise math in vectorised passes, in a portable and an AVX2 version picked at run time
+// (conv.hpp: VLMC_TARGET_AVX2; not target_clones, whose dispatch ran while the library was
+// relocated, before a sanitizer's runtime had started, and which Clang 14 did not dispatch) -------
 
 // GELU, x·Φ(x) = x/2 · (1 + erf(x/√2)) (nn.GELU's exact form), with erf on [−4, 4] (beyond, it is
 // ±1 in float32) as z·N(z²)/D(z²), a rational function fitted to it here (numpy, reweighted least
 // squares; degrees 5 and 6 in z², D ≥ 1): within 2·10⁻⁸ of erf in float64, 4·10⁻⁷ evaluated in
 // float32. Branch-free, so the loops that apply it vectorise (12.6 million values in a Kodak
 // image's full-resolution head; a libm erf per value took 7 % of an encode)
-inline float gelu(float v) {
+VLMC_ALWAYS_INLINE inline float gelu(float v) {
     float z = v * 0.70710678118654752f;
     z = z < -4.0f ? -4.0f : z;  // (not std::min/max: these ternaries become vector min/max)
     z = z > 4.0f ? 4.0f : z;
@@ -37,7 +37,7 @@ inline float gelu(float v) {
 // polynomial to r⁷ (relative error below 2·10⁻⁸ there), times 2^n built in the exponent bits;
 // 0 below −87 (where e^x leaves float32's normal range). Branch-free, so its loop vectorises,
 // where a libm expf per score does not
-inline float exp_nonpositive(float x) {
+VLMC_ALWAYS_INLINE inline float exp_nonpositive(float x) {
     x = x < -87.0f ? -87.0f : x;
     const float n = std::nearbyint(x * 1.44269504088896341f);
     const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;  // ln 2 in two parts
@@ -52,7 +52,8 @@ inline float exp_nonpositive(float x) {
 // softmax over the m rows (stride apart) of each of n columns of scores but for its division:
 // s[j][i] = e^(s[j][i] − top[i]), top[i] = max_j s[j][i], total[i] = Σ_j s[j][i] (the max as a
 // ternary, and top and total passed in, so that both passes vectorise)
-VLMC_MULTIVERSION void softmax_columns(float *s, size_t stride, uint32_t m, uint32_t n, float *top, float *total) {
+VLMC_ALWAYS_INLINE inline void softmax_columns_body(float *s, size_t stride, uint32_t m, uint32_t n, float *top,
+                                                    float *total) {
     for (uint32_t i = 0; i < n; ++i) top[i] = -INFINITY, total[i] = 0.0f;
     for (uint32_t j = 0; j < m; ++j) {
         const float *row = s + j * stride;
@@ -69,16 +70,59 @@ VLMC_MULTIVERSION void softmax_columns(float *s, size_t stride, uint32_t m, uint
 }
 
 // GELU of n values in place, in one vectorised pass
-VLMC_MULTIVERSION void gelu_in_place(float *v, size_t n) {
+VLMC_ALWAYS_INLINE inline void gelu_in_place_body(float *v, size_t n) {
     for (size_t k = 0; k < n; ++k) v[k] = gelu(v[k]);
 }
 
 // the pre-editor's full-resolution activation of one row of one channel: a convolution's sums
 // plus its bias, GELU, plus the quarter-resolution features upsampled (h0 · a + h1 · b, a and b
 // the two source rows already upsampled across)
-VLMC_MULTIVERSION void gelu_add_blend(const float *sums, float bias, const float *a, const float *b, float h0, float h1,
-                                      float *dst, uint32_t n) {
+VLMC_ALWAYS_INLINE inline void gelu_add_blend_body(const float *sums, float bias, const float *a, const float *b,
+                                                   float h0, float h1, float *dst, uint32_t n) {
     for (uint32_t j = 0; j < n; ++j) dst[j] = gelu(sums[j] + bias) + (h0 * a[j] + h1 * b[j]);
+}
+
+// each in an AVX2 version too (the same bits: no fused multiply-adds in this file, and each value's
+// operations the same in any vector width), taken where conv::vector_level() allows
+#if VLMC_CONV_DISPATCH
+VLMC_TARGET_AVX2 void softmax_columns_avx2(float *s, size_t stride, uint32_t m, uint32_t n, float *top, float *total) {
+    softmax_columns_body(s, stride, m, n, top, total);
+}
+VLMC_TARGET_AVX2 void gelu_in_place_avx2(float *v, size_t n) { gelu_in_place_body(v, n); }
+VLMC_TARGET_AVX2 void gelu_add_blend_avx2(const float *sums, float bias, const float *a, const float *b, float h0,
+                                          float h1, float *dst, uint32_t n) {
+    gelu_add_blend_body(sums, bias, a, b, h0, h1, dst, n);
+}
+#endif
+
+inline bool avx2() {
+#if VLMC_CONV_DISPATCH
+    return conv::vector_level() != conv::Level::portable;
+#else
+    return false;
+#endif
+}
+
+void softmax_columns(float *s, size_t stride, uint32_t m, uint32_t n, float *top, float *total) {
+#if VLMC_CONV_DISPATCH
+    if (avx2()) return softmax_columns_avx2(s, stride, m, n, top, total);
+#endif
+    softmax_columns_body(s, stride, m, n, top, total);
+}
+
+void gelu_in_place(float *v, size_t n) {
+#if VLMC_CONV_DISPATCH
+    if (avx2()) return gelu_in_place_avx2(v, n);
+#endif
+    gelu_in_place_body(v, n);
+}
+
+void gelu_add_blend(const float *sums, float bias, const float *a, const float *b, float h0, float h1, float *dst,
+                    uint32_t n) {
+#if VLMC_CONV_DISPATCH
+    if (avx2()) return gelu_add_blend_avx2(sums, bias, a, b, h0, h1, dst, n);
+#endif
+    gelu_add_blend_body(sums, bias, a, b, h0, h1, dst, n);
 }
 
 namespace {

@@ -2,8 +2,9 @@
 // convolutions with zero padding, 1x1 ones (each input row copied alone), pixel shuffles and an
 // in-place finish, odd sizes, 1-3 threads, float64 and float32. The operands are small integers,
 // so every sum is exact in any order and the results must be equal, not close. Built twice:
-// with the run-time dispatch (the AVX2 + FMA version on such machines) and with the portable
-// version alone (VLMC_CONV_PORTABLE_ONLY).
+// with the run-time dispatch (the AVX-512 or AVX2 + FMA version on such machines; run a second
+// time with VLMC_NO_AVX512=1, the AVX2 one) and with the portable version alone
+// (VLMC_CONV_PORTABLE_ONLY).
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -159,6 +160,16 @@ int main() {
     check_layer<double>(rng, 90, 26, 3, 2, 9, 0, true);
     check_layer<float>(rng, 300, 24, 1, 2, 33, 0, true);
     check_layer<float>(rng, 130, 25, 3, 3, 17, 2, true);
+    // rows wide enough for the AVX-512 version's blocks of 4, 2 and 1 pixel blocks and a partial
+    // one (float 64 + 32 + 16 + 5 pixels, double 32 + 16 + 8 + 3), and of a narrow layer's 6
+    // vectors then 3-vector blocks (float 96 + 24 + 11, double 48 + 12 + 10), chunked or not
+    check_layer<float>(rng, 6, 13, 3, 3, 117);
+    check_layer<double>(rng, 5, 8, 3, 3, 59);
+    check_layer<float>(rng, 7, 3, 3, 2, 131);
+    check_layer<double>(rng, 4, 2, 3, 3, 70);
+    check_layer<float>(rng, 120, 25, 3, 2, 117, 2, true);
+    check_layer<float>(rng, 5, 24, 3, 3, 197, 1);
     check_in_place_1x1(rng);
+    std::printf("test_conv: the %s version\n", vector_isa());
     return check_report("test_conv");
 }
