@@ -1,10 +1,10 @@
 // row_product of conv.hpp, built for AVX2 + FMA and for AVX-512 too where conv.hpp's
 // VLMC_CONV_DISPATCH says the compiler can (GCC ≥ 11, Clang ≥ 12 on x86-64 ELF), one of them picked
-// at run time by the CPU's features. In float64
-// the operands are integers and every partial sum is below 2^52 (the exact h_s checks it), so the
-// result is exact in any order and every variant — fused multiply-adds included — gives the same
-// bits; in float32 (g_s) the portable variant may differ from the others by an ULP (the AVX2 and
-// AVX-512 ones take each pixel's taps in the same order, with fused multiply-adds: the same bits).
+// at run time by the CPU's features. In float64 the operands are integers and every partial sum is
+// below 2^52 (the exact h_s checks it), so the result is exact in any order and every variant —
+// fused multiply-adds included — gives the same bits; in float32 (g_s) the portable variant may
+// differ from the others by an ULP (the AVX2 and AVX-512 ones take each pixel's taps in the same
+// order, with fused multiply-adds: the same bits).
 #include "conv.hpp"
 
 #include <cstdlib>
