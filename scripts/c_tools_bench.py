@@ -4,10 +4,12 @@ Each arm is ``NAME=BUILD_DIR`` (the folder holding the tools, e.g. ``/tmp/b/kern
 optionally ``NAME=BUILD_DIR:VAR=VALUE`` to run that arm's tools with an environment variable set
 (``VLMC_NO_AVX512=1``: the AVX2 version). The arms run in turn, the order reversed every other
 round; each round encodes the image and decodes the stream to pixels; medians per command (the
-model file is read by each command, as a one-shot tool would) and each arm's stream hash.
+model file is read by each command, as a one-shot tool would) and each arm's stream hash. With
+``--open``, times opening the model file alone instead: ``vlmc_decode_latents MODEL STREAM --info``
+(the model file read, checked and its weights packed; the stream's header parsed).
 
     python scripts/c_tools_bench.py MODEL.vlmd IMAGE.ppm new=/tmp/b/kernels/decoder \\
-        new_avx2=/tmp/b/kernels/decoder:VLMC_NO_AVX512=1 old=/tmp/old/kernels/decoder [--rounds 4]
+        new_avx2=/tmp/b/kernels/decoder:VLMC_NO_AVX512=1 old=/tmp/old/kernels/decoder [--rounds 4] [--open]
 """
 
 from __future__ import annotations
@@ -32,6 +34,28 @@ def parse_arm(text: str) -> tuple[str, Path, dict[str, str]]:
     return name, Path(folder), env
 
 
+def open_bench(a: argparse.Namespace, work: Path) -> int:
+    """Each arm's ``vlmc_decode_latents MODEL STREAM --info``, arms in turn, medians."""
+    stream = work / "probe.vlmc"
+    name, folder, extra = a.arms[0]
+    subprocess.run([folder / "vlmc_encode", a.model, a.image, stream, "--quality", a.quality], check=True,
+                   capture_output=True, env={**os.environ, **extra})
+    times: dict[str, list[float]] = {name: [] for name, _, _ in a.arms}
+    for r in range(a.rounds):
+        for name, folder, extra in (a.arms if r % 2 == 0 else list(reversed(a.arms))):
+            t0 = time.perf_counter()
+            subprocess.run([folder / "vlmc_decode_latents", a.model, stream, "--info"], check=True, capture_output=True,
+                           env={**os.environ, **extra})
+            times[name].append(time.perf_counter() - t0)
+    result = {"model": a.model, "rounds": a.rounds, "arms": {n: {"build": str(f), "env": e} for n, f, e in a.arms},
+              "median_ms_to_open": {n: round(statistics.median(v) * 1000, 1) for n, v in times.items()}}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model")
@@ -41,12 +65,15 @@ def main() -> int:
     p.add_argument("--quality", default="50")
     p.add_argument("--threads", default="2")
     p.add_argument("--out", help="write the figures here as JSON")
+    p.add_argument("--open", action="store_true", help="time opening the model file alone (--info)")
     a = p.parse_args()
     for name, folder, _ in a.arms:
         for tool in ("vlmc_encode", "vlmc_decode_latents"):
             if not (folder / tool).exists():
                 p.error(f"{name}: no {tool} in {folder}")
     work = Path(tempfile.mkdtemp(prefix="c_tools_bench_"))
+    if a.open:
+        return open_bench(a, work)
     times = {name: {"encode": [], "decode": []} for name, _, _ in a.arms}
     hashes = {}
     for r in range(a.rounds):
