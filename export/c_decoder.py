@@ -323,6 +323,8 @@ class CStreamDecoder:
         self._ct = ctypes
         lib = ctypes.CDLL(str(library))
         lib.vlmc_decoder_last_error.restype = ctypes.c_char_p
+        if hasattr(lib, "vlmc_decoder_vector_isa"):  # (a library built before it has none)
+            lib.vlmc_decoder_vector_isa.restype = ctypes.c_char_p
         lib.vlmc_decoder_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
         lib.vlmc_decoder_open_memory.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
         lib.vlmc_decoder_free.argtypes = [ctypes.c_void_p]
@@ -410,6 +412,11 @@ class CStreamDecoder:
 
     def set_band_pixels(self, n: int) -> None:
         self._check(self._lib.vlmc_decoder_set_band_pixels(self._handle, n))
+
+    def vector_isa(self) -> str:
+        """The vector instructions the library's convolutions use in this process: "avx512", "avx2"
+        or "portable" (vlmc_decoder_vector_isa; VLMC_NO_AVX512=1 in the environment keeps "avx2")."""
+        return self._lib.vlmc_decoder_vector_isa().decode()
 
     def set_cache_bytes(self, n: int) -> None:
         """Bytes of working buffers kept between calls (vlmc_decoder_set_cache_bytes; 0: none)."""

@@ -309,18 +309,23 @@ def main() -> int:
     lib = build_c_decoder(ROOT, work / "build") / "libvlmc_decoder.so"
     model_file = export_c_decoder(load_model(default_model_path()), work)
     c = CStreamDecoder(lib, model_file)
+    isa = c.vector_isa()  # the convolutions' version in this process (baseline builds run their own)
+
+    def report_isa(result: dict, out: str | None) -> int:
+        return report({**result, "vector_isa": isa}, out)
+
     if a.cache_bytes is not None:
         c.set_cache_bytes(a.cache_bytes)
     base = CStreamDecoder(baseline_library(a.baseline, work), model_file) if a.baseline else None
     codec = Codec(threads=a.threads)
     files = sorted(Path(a.images).glob("*.png"))[: a.limit]
     if a.encode:
-        return report(encode_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds, base), a.out)
+        return report_isa(encode_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds, base), a.out)
     if a.write:
-        return report(write_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds), a.out)
+        return report_isa(write_bench(codec, c, files, a.quality, a.short_side, a.threads, a.rounds), a.out)
     streams = [codec.encode(load_image(f), quality=a.quality, short_side=a.short_side or None) for f in files]
     if a.throughput:
-        return report({"images": len(files), "quality": a.quality, "short_side": a.short_side, "rounds": a.rounds,
+        return report_isa({"images": len(files), "quality": a.quality, "short_side": a.short_side, "rounds": a.rounds,
                        "configs": throughput(c, streams, configs, a.rounds, a.short_side > 0)}, a.out)
     side = a.short_side or None
     calls = {"python latents": lambda d: codec.entropy_decode(d).y_hat.numpy(),
@@ -367,7 +372,7 @@ def main() -> int:
         result["baseline"] = a.baseline
         result["ratio_c_over_baseline"] = {s: med[f"c {s}"] / med[f"baseline {s}"] for s in ("latents", "image")}
         result["images_differing_from_baseline"] = len(baseline_differs)
-    return report(result, a.out)
+    return report_isa(result, a.out)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ def _check_the_picked_version(decoder_dir: Path) -> None:
     Clang ≥ 12), and the AVX2 one with VLMC_NO_AVX512=1: what its test_conv_dispatch reports."""
     import os
     import platform
+    import sys
 
     flags = _cpu_flags()
     if platform.machine() != "x86_64" or not flags:
@@ -63,9 +64,15 @@ def _check_the_picked_version(decoder_dir: Path) -> None:
     avx2 = {"avx2", "fma"} <= flags
     widest = "avx512" if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags else "avx2" if avx2 else "portable"
     tool = decoder_dir.parents[1] / "tests" / "cpp" / "test_conv_dispatch"
-    for env, want in (({}, widest), ({"VLMC_NO_AVX512": "1"}, "avx2" if avx2 else "portable")):
+    # and the library says so (vlmc_decoder_vector_isa, through ctypes, in a fresh process each)
+    ask = ("import sys, ctypes; lib = ctypes.CDLL(sys.argv[1]); lib.vlmc_decoder_vector_isa.restype = ctypes.c_char_p; "
+           "print(lib.vlmc_decoder_vector_isa().decode())")
+    for env, want in (({"VLMC_NO_AVX512": ""}, widest), ({"VLMC_NO_AVX512": "1"}, "avx2" if avx2 else "portable")):
         run = subprocess.run([str(tool)], capture_output=True, text=True, timeout=300, env={**os.environ, **env})
         assert run.returncode == 0 and f"the {want} version" in run.stdout, (env, run.stdout[-500:])
+        run = subprocess.run([sys.executable, "-c", ask, str(decoder_dir / "libvlmc_decoder.so")], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, **env})
+        assert run.returncode == 0 and run.stdout.strip() == want, (env, run.stdout, run.stderr[-500:])
 
 
 def _check_wide_registers_only_where_dispatched(library: Path) -> None:
@@ -694,3 +701,20 @@ def test_info_reads_a_decoder_model_file(tiny_model_path, tmp_path, capsys):
     (tmp_path / "bad.vlmd").write_bytes(bytes(damaged))
     assert main(["info", str(tmp_path / "bad.vlmd")]) == 2
     assert "CRC-32" in capsys.readouterr().err
+
+
+def test_the_wrapper_says_which_vector_version_runs(default_pair):
+    """CStreamDecoder.vector_isa(): the version this process's convolutions run, as the C library
+    reports it; on x86-64 Linux the widest the CPU's flags allow (AVX2 if VLMC_NO_AVX512 is set)."""
+    import os
+    import platform
+
+    isa = default_pair[1].vector_isa()
+    assert isa in ("avx512", "avx2", "portable")
+    flags = _cpu_flags()
+    if platform.machine() == "x86_64" and flags:
+        no_avx512 = os.environ.get("VLMC_NO_AVX512", "") not in ("", "0")
+        if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags and not no_avx512:
+            assert isa == "avx512"
+        else:
+            assert isa == ("avx2" if {"avx2", "fma"} <= flags else "portable")

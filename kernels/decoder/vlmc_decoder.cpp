@@ -704,6 +704,7 @@ extern "C" {
 
 uint32_t vlmc_decoder_stream_version(void) { return kStreamVersion; }
 uint32_t vlmc_decoder_model_version(void) { return kModelVersion; }
+const char *vlmc_decoder_vector_isa(void) { return vlmc::conv::vector_isa(); }
 const char *vlmc_decoder_last_error(void) { return g_last_error.c_str(); }
 
 int vlmc_decoder_open(const char *path, vlmc_decoder **out) {

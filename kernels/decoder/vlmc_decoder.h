@@ -96,6 +96,12 @@ typedef struct vlmc_stream_info {
 VLMC_DECODER_API uint32_t vlmc_decoder_stream_version(void);
 VLMC_DECODER_API uint32_t vlmc_decoder_model_version(void);
 
+/* The vector instructions the convolutions use in this process: "avx512", "avx2" (AVX2 + FMA) or
+ * "portable" — the widest the CPU has, chosen once per process; "avx2" where it has AVX-512 but
+ * the environment variable VLMC_NO_AVX512 was set (not "0") at the first call. Every version gives
+ * the same streams and pixels but the portable one (float32 sums may differ by an ULP). */
+VLMC_DECODER_API const char *vlmc_decoder_vector_isa(void);
+
 /* Message for the last error on this thread ("" if none). */
 VLMC_DECODER_API const char *vlmc_decoder_last_error(void);
 

@@ -69,6 +69,9 @@ class Decoder {
     // the underlying C handle (owned by this object)
     const vlmc_decoder *get() const noexcept { return handle_; }
 
+    // the vector instructions the convolutions use in this process: "avx512", "avx2" or "portable"
+    static std::string vector_isa() { return vlmc_decoder_vector_isa(); }
+
     void set_max_pixels(uint64_t max_pixels) { check(vlmc_decoder_set_max_pixels(handle_, max_pixels)); }
     void set_band_pixels(uint64_t band_pixels) { check(vlmc_decoder_set_band_pixels(handle_, band_pixels)); }
     // working buffers kept between calls (vlmc_decoder_set_cache_bytes), and those kept now
