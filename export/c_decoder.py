@@ -264,6 +264,28 @@ def export_c_decoder(loaded, out_dir: str | Path, version: int = MODEL_FILE_VERS
 
 # -- building and calling the C library from Python (tests, benchmarks) ---------------------------
 
+def cpu_vector_isa(no_avx512: bool = False) -> str | None:
+    """The convolution version the C library takes on this CPU by its flags (``/proc/cpuinfo``):
+    "avx512" (F/VL/BW/DQ; "avx2" with ``no_avx512``, as ``VLMC_NO_AVX512=1`` makes it), "avx2"
+    (AVX2 + FMA) or "portable"; None where the flags cannot be read (not x86-64 Linux), where the
+    library's build decides alone. (For a build with the dispatch: GCC ≥ 11 or Clang ≥ 12.)"""
+    import platform
+    import re
+
+    if platform.machine() != "x86_64":
+        return None
+    try:
+        found = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return None
+    if found is None:
+        return None
+    flags = set(found.group(1).split())
+    if not no_avx512 and {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else "portable"
+
+
 def find_cmake() -> str | None:
     """A cmake executable: on PATH, else the one the ``cmake`` PyPI package installs; None without."""
     import shutil

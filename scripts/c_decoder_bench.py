@@ -95,28 +95,18 @@ def torch_gmacs(dtype: str, cin: int, cout: int, k: int, h: int, w: int, rounds:
     return cout * cin * k * k * h * w / best / 1e9
 
 
-def cpu_has_avx512() -> bool:
-    """Whether the CPU has what the C library's AVX-512 version needs (its dispatch takes it there)."""
-    import re
-
-    try:
-        flags = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
-    except OSError:
-        return False
-    return flags is not None and {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= set(flags.group(1).split())
-
-
 def kernel_bench(threads: int, rounds: int) -> dict:
     """Each shape timed by vlmc_conv_bench and by torch, alternately; GMAC/s and their ratio. On a
     CPU with AVX-512, the C library's AVX2 version too (VLMC_NO_AVX512=1), as a third arm."""
     import os
     import subprocess
 
-    from vlmcodec.export.c_decoder import build_c_decoder
+    from vlmcodec.export.c_decoder import build_c_decoder, cpu_vector_isa
 
     tool = build_c_decoder(ROOT, Path(tempfile.mkdtemp(prefix="c_conv_bench_")) / "build", bench=True) / "vlmc_conv_bench"
-    arms = {"c": {}, "c_avx2": {"VLMC_NO_AVX512": "1"}} if cpu_has_avx512() else {"c": {}}
-    result = {"threads": threads, "rounds": rounds, "avx512": cpu_has_avx512()}
+    avx512 = cpu_vector_isa() == "avx512"
+    arms = {"c": {}, "c_avx2": {"VLMC_NO_AVX512": "1"}} if avx512 else {"c": {}}
+    result = {"threads": threads, "rounds": rounds, "avx512": avx512}
     for part, shapes in (("decoder", KERNEL_SHAPES), ("encoder", ENCODER_KERNEL_SHAPES)):
         rows = []
         for shape in shapes:

@@ -376,22 +376,15 @@ def test_bad_pixel_layouts_are_refused(default_encoder):
         enc.encode_pixels(rgb, 50, layout="yuv")
 
 
-def _has_avx512() -> bool:
-    """Whether this CPU has what the C library's AVX-512 version needs (AVX-512 F/VL/BW/DQ)."""
-    try:
-        flags = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
-    except OSError:
-        return False
-    return flags is not None and {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= set(flags.group(1).split())
-
-
 def test_the_avx512_version_encodes_and_decodes_as_the_avx2_one(c_decoder_build, tmp_path):
     """The convolutions' AVX-512 version (wider pixel blocks, each pixel's taps summed in the same
     order) gives the AVX2 version's streams and pixels bit for bit: the tools run with and without
     VLMC_NO_AVX512 on a sample image, at full size, at a consumer's scale and with an odd width."""
     import os
 
-    if not _has_avx512():
+    from vlmcodec.export.c_decoder import cpu_vector_isa
+
+    if cpu_vector_isa() != "avx512":
         pytest.skip("not available: this CPU has no AVX-512 (F/VL/BW/DQ), so only the AVX2 version runs here")
     from vlmcodec.codec import default_model_path
 

@@ -153,35 +153,23 @@ __attribute__((always_inline)) inline void row_wide(const Packed<T> &packed, con
     }
 }
 
-VLMC_TARGET_AVX512 void row_product_avx512(const Packed<double> &packed, const int64_t *offsets, const double *xp,
-                                           uint32_t w_out, double *row, size_t out_plane) {
+// (templates: each type's instantiation is built for the target, from the dispatcher below)
+template <class T>
+VLMC_TARGET_AVX512 void row_product_avx512(const Packed<T> &packed, const int64_t *offsets, const T *xp, uint32_t w_out,
+                                           T *row, size_t out_plane) {
     row_wide(packed, offsets, xp, w_out, row, out_plane);
 }
 
-VLMC_TARGET_AVX512 void row_product_avx512(const Packed<float> &packed, const int64_t *offsets, const float *xp,
-                                           uint32_t w_out, float *row, size_t out_plane) {
-    row_wide(packed, offsets, xp, w_out, row, out_plane);
-}
-
-VLMC_TARGET_AVX2 void row_product_avx2(const Packed<double> &packed, const int64_t *offsets, const double *xp,
-                                       uint32_t w_out, double *row, size_t out_plane) {
+template <class T>
+VLMC_TARGET_AVX2 void row_product_avx2(const Packed<T> &packed, const int64_t *offsets, const T *xp, uint32_t w_out,
+                                       T *row, size_t out_plane) {
     row_any(packed, offsets, xp, w_out, row, out_plane);
 }
-
-VLMC_TARGET_AVX2 void row_product_avx2(const Packed<float> &packed, const int64_t *offsets, const float *xp,
-                                       uint32_t w_out, float *row, size_t out_plane) {
-    row_any(packed, offsets, xp, w_out, row, out_plane);
-}
-
 #endif
 
-void row_product_portable(const Packed<double> &packed, const int64_t *offsets, const double *xp, uint32_t w_out,
-                          double *row, size_t out_plane) {
-    row_any(packed, offsets, xp, w_out, row, out_plane);
-}
-
-void row_product_portable(const Packed<float> &packed, const int64_t *offsets, const float *xp, uint32_t w_out,
-                          float *row, size_t out_plane) {
+template <class T>
+void row_product_portable(const Packed<T> &packed, const int64_t *offsets, const T *xp, uint32_t w_out, T *row,
+                          size_t out_plane) {
     row_any(packed, offsets, xp, w_out, row, out_plane);
 }
 
@@ -213,8 +201,10 @@ const char *vector_isa() {
     }
 }
 
-void row_product(const Packed<double> &packed, const int64_t *offsets, const double *xp, uint32_t w_out, double *row,
-                 size_t out_plane) {
+namespace {
+
+template <class T>
+void dispatch(const Packed<T> &packed, const int64_t *offsets, const T *xp, uint32_t w_out, T *row, size_t out_plane) {
 #if VLMC_CONV_DISPATCH
     switch (vector_level()) {
     case Level::avx512: return row_product_avx512(packed, offsets, xp, w_out, row, out_plane);
@@ -225,16 +215,16 @@ void row_product(const Packed<double> &packed, const int64_t *offsets, const dou
     row_product_portable(packed, offsets, xp, w_out, row, out_plane);
 }
 
+}  // namespace
+
+void row_product(const Packed<double> &packed, const int64_t *offsets, const double *xp, uint32_t w_out, double *row,
+                 size_t out_plane) {
+    dispatch(packed, offsets, xp, w_out, row, out_plane);
+}
+
 void row_product(const Packed<float> &packed, const int64_t *offsets, const float *xp, uint32_t w_out, float *row,
                  size_t out_plane) {
-#if VLMC_CONV_DISPATCH
-    switch (vector_level()) {
-    case Level::avx512: return row_product_avx512(packed, offsets, xp, w_out, row, out_plane);
-    case Level::avx2: return row_product_avx2(packed, offsets, xp, w_out, row, out_plane);
-    default: break;
-    }
-#endif
-    row_product_portable(packed, offsets, xp, w_out, row, out_plane);
+    dispatch(packed, offsets, xp, w_out, row, out_plane);
 }
 
 }  // namespace vlmc::conv
