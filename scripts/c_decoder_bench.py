@@ -105,7 +105,7 @@ def kernel_bench(threads: int, rounds: int) -> dict:
 
     tool = build_c_decoder(ROOT, Path(tempfile.mkdtemp(prefix="c_conv_bench_")) / "build", bench=True) / "vlmc_conv_bench"
     avx512 = cpu_vector_isa() == "avx512"
-    arms = {"c": {}, "c_avx2": {"VLMC_NO_AVX512": "1"}} if avx512 else {"c": {}}
+    arms = {"c": {"VLMC_NO_AVX512": ""}, "c_avx2": {"VLMC_NO_AVX512": "1"}} if avx512 else {"c": {}}
     result = {"threads": threads, "rounds": rounds, "avx512": avx512}
     for part, shapes in (("decoder", KERNEL_SHAPES), ("encoder", ENCODER_KERNEL_SHAPES)):
         rows = []
