@@ -6,9 +6,9 @@
 // which takes them to none: 0.85× and 0.80× the time on one thread (scripts/c_host_bench.py).
 // A decoder owns one cache; a call makes it current on its thread (and its pool's workers, for
 // each task) with a Scope, and blocks freed while a cache is current go to it, up to its limit in
-// bytes. In a child
-// after fork() a cache the parent made is not touched (its lock may have been held by another of
-// the parent's threads): it keeps nothing there and hands nothing out, its blocks left as they are.
+// bytes. In a child after fork() a cache the parent made is not touched (its lock may have been
+// held by another of the parent's threads): it keeps nothing there and hands nothing out, its
+// blocks left as they are.
 #pragma once
 
 #include <cstddef>

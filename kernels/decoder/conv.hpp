@@ -185,6 +185,9 @@ template <class T> Packed<T> pack_weights(const T *weight, uint32_t out, uint32_
 // wide; offsets[j] = taps[packed.tap[j]] (its entries' input offsets).
 void row_product(const Packed<double> &packed, const int64_t *offsets, const double *xp, uint32_t w_out, double *row,
                  size_t out_plane);
+void row_product(const Packed<float> &packed, const int64_t *offsets, const float *xp, uint32_t w_out, float *row,
+                 size_t out_plane);
+
 // The widest vectors the functions built for several targets use, decided once per process by the
 // CPU's features: AVX-512 (F/VL/BW/DQ) unless VLMC_NO_AVX512 is set (and not "0"), else AVX2 + FMA,
 // else the portable code (always, where VLMC_CONV_DISPATCH is 0)
@@ -192,8 +195,6 @@ enum class Level { portable, avx2, avx512 };
 Level vector_level();
 // ... as "avx512", "avx2" or "portable": the version row_product runs
 const char *vector_isa();
-void row_product(const Packed<float> &packed, const int64_t *offsets, const float *xp, uint32_t w_out, float *row,
-                 size_t out_plane);
 
 // A stride between planes (or rows) of at least n values: an odd number of cache lines, as a tap
 // reads the same columns of every plane and a stride of many lines × 2^k would map those reads onto

@@ -95,13 +95,7 @@ VLMC_TARGET_AVX2 void gelu_add_blend_avx2(const float *sums, float bias, const f
 }
 #endif
 
-inline bool avx2() {
-#if VLMC_CONV_DISPATCH
-    return conv::vector_level() != conv::Level::portable;
-#else
-    return false;
-#endif
-}
+inline bool avx2() { return conv::vector_level() != conv::Level::portable; }
 
 void softmax_columns(float *s, size_t stride, uint32_t m, uint32_t n, float *top, float *total) {
 #if VLMC_CONV_DISPATCH
