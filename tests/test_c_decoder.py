@@ -409,6 +409,27 @@ def test_a_decoder_opens_from_the_model_files_bytes(tiny_pair, built, rng):
         CStreamDecoder(built / "libvlmc_decoder.so", b"")
 
 
+def test_a_model_file_whose_scale_bounds_are_out_of_order_is_refused(tiny_model_path, built):
+    """The scale-table search assumes increasing bounds: a file with two swapped, or a NaN, is a bad
+    model file (code −6), even with a valid CRC-32."""
+    loaded = load_model(tiny_model_path)
+    blob = decoder_model_bytes(loaded)
+    bounds = loaded.model.gaussian_conditional.scale_table.detach().double().cpu().numpy()[:-1]
+    raw = bounds.astype("<f8").tobytes()
+    at = blob.find(raw)
+    assert at > 0 and blob.find(raw, at + 1) < 0
+    swapped = bounds.copy()
+    swapped[[3, 4]] = swapped[[4, 3]]
+    with_nan = bounds.copy()
+    with_nan[-1] = np.nan
+    for bad in (swapped, with_nan):
+        body = blob[:at] + bad.astype("<f8").tobytes() + blob[at + len(raw):-4]
+        with pytest.raises(CDecoderError, match="scale bounds not finite and increasing") as e:
+            CStreamDecoder(built / "libvlmc_decoder.so", body + struct.pack("<I", zlib.crc32(body)))
+        assert e.value.code == -6
+    CStreamDecoder(built / "libvlmc_decoder.so", blob).close()  # (the unchanged file opens)
+
+
 def test_model_file_is_deterministic_and_names_both_fingerprints(tiny_model_path):
     loaded = load_model(tiny_model_path)
     blob = decoder_model_bytes(loaded)
