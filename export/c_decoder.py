@@ -34,6 +34,7 @@ version, a version-1 file cannot write streams and a version-2 file cannot encod
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -215,6 +216,9 @@ def decoder_model_bytes(loaded, version: int = MODEL_FILE_VERSION) -> bytes:
     exact = ExactHyperSynthesis.from_module(model.h_s)
     medians = model.entropy_bottleneck.medians().detach().float().cpu().numpy()
     bounds = gc.scale_table.detach().double().cpu().numpy()[:-1]
+    if not (np.isfinite(bounds).all() and (np.diff(bounds) > 0).all() and math.isfinite(float(gc.scale_bound))):
+        # (the library refuses such a file: its index search assumes a sorted table)
+        raise ConfigError("the model's scale table is not finite and increasing (nor can its streams be coded in C)")
     inv_gain = model.inv_gain.detach().abs().float().cpu().numpy()
     gain = model.gain.detach().abs().float().cpu().numpy()
     parts = [MAGIC, struct.pack("<I", version), loaded.fingerprint[:8], loaded.stream_fingerprint[:8],

@@ -428,6 +428,10 @@ def test_a_model_file_whose_scale_bounds_are_out_of_order_is_refused(tiny_model_
             CStreamDecoder(built / "libvlmc_decoder.so", body + struct.pack("<I", zlib.crc32(body)))
         assert e.value.code == -6
     CStreamDecoder(built / "libvlmc_decoder.so", blob).close()  # (the unchanged file opens)
+    table = loaded.model.gaussian_conditional.scale_table
+    table[[3, 4]] = table[[4, 3]].clone()  # the exporter refuses such a model before writing a file
+    with pytest.raises(ConfigError, match="scale table is not finite and increasing"):
+        decoder_model_bytes(loaded)
 
 
 def test_model_file_is_deterministic_and_names_both_fingerprints(tiny_model_path):
