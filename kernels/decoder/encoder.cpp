@@ -233,12 +233,43 @@ Planes<float> apply(const Conv &c, const Planes<float> &x, conv::Pool &pool) {
     return apply(c, x, pool, [&](uint32_t o, float v) { return v + c.bias[o]; });
 }
 
-Planes<float> apply_gelu(const Conv &c, const Planes<float> &x, conv::Pool &pool) {
+// How many of an h × w grid's rows a 1×1 convolution may run as one: the planes' layout is the same
+// whichever the row length, and each output pixel reads only the input pixel at its place, so the
+// sums are the same (each pixel's taps in the same order) — but rows of whole pixel blocks leave no
+// block part empty: a token grid 24 wide (256-px images) ran in blocks of 16, the second one half
+// empty. The fewest rows that make whole blocks, keeping two rows per thread at least; 1 if none.
+uint32_t rows_to_join(uint32_t h, uint32_t w, unsigned threads) {
+    constexpr uint32_t B = conv::pixel_block<float>();
+    if (w % B == 0) return 1;
+    for (uint32_t k = 2; k <= h && h / k >= 2 * threads; ++k)
+        if (h % k == 0 && uint64_t(w) * k % B == 0) return k;
+    return 1;
+}
+
+// apply(c, x) where c is a 1×1 convolution (no padding, no unshuffle), x's rows joined as
+// rows_to_join says
+Planes<float> apply_1x1(const Conv &c, Planes<float> x, conv::Pool &pool) {
+    const conv::Shape &s = c.shape;
+    const bool pointwise = s.kh == 1 && s.kw == 1 && s.ph == 0 && s.pw == 0 && c.unshuffle == 1;
+    const uint32_t h = x.h, w = x.w, k = pointwise ? rows_to_join(h, w, pool.size()) : 1;
+    x.h /= k, x.w *= k;
     Planes<float> y = apply(c, x, pool);
+    y.h = h, y.w = w;
+    return y;
+}
+
+// GELU in place over every plane
+Planes<float> gelu_of(Planes<float> y, conv::Pool &pool) {
     conv::parallel_for(y.c, pool, [&](uint32_t c0, uint32_t c1) {
         gelu_in_place(y.v.data() + size_t(c0) * y.h * y.w, size_t(c1 - c0) * y.h * y.w);
     });
     return y;
+}
+
+Planes<float> apply_gelu(const Conv &c, const Planes<float> &x, conv::Pool &pool) { return gelu_of(apply(c, x, pool), pool); }
+
+Planes<float> apply_1x1_gelu(const Conv &c, Planes<float> x, conv::Pool &pool) {
+    return gelu_of(apply_1x1(c, std::move(x), pool), pool);
 }
 
 // LayerNorm of each token (a column across the planes) of t [dim][n]
@@ -519,11 +550,11 @@ Planes<float> pre_edit(const PreEditor &p, const Planes<float> &x, uint64_t band
     const uint32_t window = p.window > 0 && std::max(t.h, t.w) > fits ? p.window : 0;
     for (size_t i = 0; i < p.blocks.size(); ++i) {
         const Block &b = p.blocks[i];
-        const Planes<float> a = attention(apply(b.qkv, layer_norm(b.norm1, t, pool), pool), p.heads, window, i % 2 == 1, pool);
-        add_into(t, apply(b.proj, a, pool));
-        add_into(t, apply(b.fc2, apply_gelu(b.fc1, layer_norm(b.norm2, t, pool), pool), pool));
+        Planes<float> a = attention(apply_1x1(b.qkv, layer_norm(b.norm1, t, pool), pool), p.heads, window, i % 2 == 1, pool);
+        add_into(t, apply_1x1(b.proj, std::move(a), pool));
+        add_into(t, apply_1x1(b.fc2, apply_1x1_gelu(b.fc1, layer_norm(b.norm2, t, pool), pool), pool));
     }
-    const Planes<float> tokens = apply(p.to_hidden, layer_norm(p.norm, t, pool), pool);
+    const Planes<float> tokens = apply_1x1(p.to_hidden, layer_norm(p.norm, t, pool), pool);
     // the quarter-resolution head: gelu(mid(gelu(quarter(x)) + up(tokens)))
     Planes<float> q = apply_gelu(p.quarter, x, pool);
     add_upsampled(q, tokens, p.patch / 4, pool);
