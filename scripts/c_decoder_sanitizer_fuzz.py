@@ -18,9 +18,15 @@ encoder (``vlmc_encode``) on ``--encodes`` random images — random sizes (1 px 
 strips), qualities, consumer sizes, byte budgets, thread counts, with and without the pre-editor —
 from a small random model with a random pre-editor that attends in windows of 2 tokens (every
 branch at small sizes), each stream decoded by the sanitized decoder; and malformed PPM files,
-which must be refused cleanly. A check to run by hand (about a minute per 800 streams), not a test.
+which must be refused cleanly. Last, ``--model-files`` damaged model files behind a recomputed CRC-32
+(bytes overwritten, half of them in the first KiB where the sizes and tables are; 4-byte fields set
+to NaN, ±infinity or extreme integers; truncations), of the decoder-only model (each opened and used
+to decode an intact stream to latents and to an image) and of the pre-editor model (each used to
+encode an image): every one either refused (exit 2) or run to the end, with no sanitizer report. A
+check to run by hand (about a minute per 800 streams), not a test.
 
-    python scripts/c_decoder_sanitizer_fuzz.py [--streams 800] [--writes 200] [--rate-control 60] [--encodes 100]
+    python scripts/c_decoder_sanitizer_fuzz.py [--streams 800] [--writes 200] [--rate-control 60] [--encodes 100] \
+        [--model-files 300]
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(out: Path) -> Path:
-    flags = "-fsanitize=address,undefined -fno-omit-frame-pointer"
+    flags = "-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer"
     from vlmcodec.export.c_decoder import find_cmake
 
     cmake = find_cmake() or "cmake"
@@ -65,6 +71,7 @@ def main() -> int:
     p.add_argument("--writes", type=int, default=200, help="random (y, z) pairs for the stream writer")
     p.add_argument("--rate-control", type=int, default=60, help="random rate-control searches (0: none)")
     p.add_argument("--encodes", type=int, default=100, help="random images for the image encoder (0: none)")
+    p.add_argument("--model-files", type=int, default=300, help="damaged model files of each kind (0: none)")
     p.add_argument("--rate-control-child", nargs=3, metavar=("LIB", "MODEL", "VLMD"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.rate_control_child:
@@ -144,11 +151,73 @@ def main() -> int:
     encodes = encode_fuzz(tool.with_name("vlmc_encode"), tool, work, a.encodes, r) if a.encodes else "none"
     if encodes is None:
         return 1
+    t4 = time.time()
+    (work / "s.vlmc").write_bytes(streams[0])
+    models = model_file_fuzz(tool, model_file, work / "pre" / model_file.name, work, a.model_files, r)
+    if models is None:
+        return 1
     print(f"{len(streams)} intact streams at 5 consumer sizes, then {a.streams} damaged streams, latents, image "
           f"and image at 20 px each: exits {exits}, no sanitizer report, "
           f"{t1 - t0:.0f} s; the writer on {a.writes} random latents: {writes}, {t2 - t1:.0f} s{searches}; "
-          f"the image encoder on {a.encodes} random images: {encodes}, {time.time() - t3:.0f} s")
+          f"the image encoder on {a.encodes} random images: {encodes}, {t4 - t3:.0f} s; "
+          f"damaged model files: {models}, {time.time() - t4:.0f} s")
     return 0
+
+
+def damaged_model(blob: bytes, r: random.Random) -> bytes:
+    """A model file with some damage and a valid CRC-32 (so that the damage reaches the loader)."""
+    import struct
+    import zlib
+
+    body = bytearray(blob[:-4])
+    kind = r.randrange(4)
+    if kind == 3:  # truncated
+        body = body[: r.randrange(8, len(body))]
+    elif kind == 2:  # a 4-byte field set to a value a writer would never put there
+        at = r.randrange(8, len(body) - 4) // 4 * 4 if r.random() < 0.5 else r.randrange(8, min(1024, len(body) - 4))
+        body[at:at + 4] = r.choice([struct.pack("<f", float("nan")), struct.pack("<f", float("inf")),
+                                    struct.pack("<f", -float("inf")), struct.pack("<f", 3e38),
+                                    struct.pack("<I", 0xFFFFFFFF), struct.pack("<I", 0x7FFFFFFF),
+                                    struct.pack("<I", 0x80000000), struct.pack("<I", 0)])
+    else:  # random bytes
+        for _ in range(r.randint(1, 8)):
+            at = r.randrange(8, min(1024, len(body))) if r.random() < 0.5 else r.randrange(8, len(body))
+            body[at] = r.randrange(256) if kind == 0 else body[at] ^ (1 << r.randrange(8))
+    body = bytes(body)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def model_file_fuzz(decoder: Path, model_file: Path, pre_model_file: Path, work: Path, n: int,
+                    r: random.Random) -> str | None:
+    """n damaged decoder-only model files, each opened by the tool and used to decode the intact
+    stream work/s.vlmc (to latents, to an image); n damaged pre-editor model files, each used to
+    encode an image. A summary, or None (after printing why) on a failure."""
+    from PIL import Image
+
+    encoder = decoder.with_name("vlmc_encode")
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(work / "m.ppm")
+    counts = {"refused": 0, "decoded": 0, "encoded": 0}
+    jobs = [(model_file, [str(work / "s.vlmc"), str(work / "y.f32")], "decoded"),
+            (pre_model_file, [str(work / "m.ppm"), str(work / "m.vlmc"), "--quality", "50"], "encoded")]
+    for original, args, done in jobs:
+        blob = original.read_bytes()
+        tool = decoder if done == "decoded" else encoder
+        for i in range(n):
+            (work / "bad.vlmd").write_bytes(damaged_model(blob, r))
+            for extra in ([], ["--threads", "2"]) if done == "encoded" else ([], ["--image", str(work / "x.ppm")]):
+                argv = [str(tool), str(work / "bad.vlmd"), *args]
+                if extra and done == "decoded":
+                    argv = [str(tool), str(work / "bad.vlmd"), str(work / "s.vlmc"), *extra]
+                elif extra:
+                    argv += extra
+                run = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+                if sanitizer_failed(run):
+                    print(f"damaged model file {i} ({done}): exit {run.returncode}\n{run.stderr[-3000:]}")
+                    (work / "bad.vlmd").rename(work / f"failing_{done}.vlmd")
+                    print(f"kept as {work / f'failing_{done}.vlmd'}")
+                    return None
+                counts["refused" if run.returncode == 2 else done] += 1
+    return f"{2 * n} files, {4 * n} runs: {counts}"
 
 
 def encode_fuzz(encoder: Path, decoder: Path, work: Path, n: int, r: random.Random) -> str | None:

@@ -35,10 +35,11 @@ VLMC_ALWAYS_INLINE inline float gelu(float v) {
 
 // e^x for x ≤ 0 (softmax's shifted scores): x = n·ln 2 + r, |r| ≤ ln 2 / 2, e^r by its Taylor
 // polynomial to r⁷ (relative error below 2·10⁻⁸ there), times 2^n built in the exponent bits;
-// 0 below −87 (where e^x leaves float32's normal range). Branch-free, so its loop vectorises,
-// where a libm expf per score does not
+// 0 below −87 (where e^x leaves float32's normal range) and for a NaN (scores of a damaged model:
+// taken as −87, so that the int conversion below is defined; its NaN then shows in the outputs'
+// checks). Branch-free, so its loop vectorises, where a libm expf per score does not
 VLMC_ALWAYS_INLINE inline float exp_nonpositive(float x) {
-    x = x < -87.0f ? -87.0f : x;
+    x = !(x >= -87.0f) ? -87.0f : x;
     const float n = std::nearbyint(x * 1.44269504088896341f);
     const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;  // ln 2 in two parts
     const float p = ((((((1.98412698e-4f * r + 1.38888889e-3f) * r + 8.33333333e-3f) * r + 4.16666667e-2f) * r +

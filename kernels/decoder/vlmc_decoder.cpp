@@ -531,8 +531,10 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, conv
 // v in [0, 255] rounded half to even (std::nearbyint in the default rounding mode, as
 // torch.round): adding and subtracting 2^23 leaves v's integer part so rounded, without a libm
 // call per pixel; exact for 0 <= v < 2^22 where float arithmetic is float (FLT_EVAL_METHOD 0)
-// and not reassociated (the build has no -ffast-math)
+// and not reassociated (the build has no -ffast-math). A NaN (the output of a damaged model: the
+// clamps before this keep it) becomes 0, where its conversion would be undefined.
 inline uint8_t to_byte(float v) {
+    v = v >= 0.0f ? v : 0.0f;
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
     constexpr float kShift = 8388608.0f;
     return uint8_t((v + kShift) - kShift);
