@@ -34,10 +34,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +154,7 @@ def main() -> int:
     if encodes is None:
         return 1
     t4 = time.time()
-    (work / "s.vlmc").write_bytes(streams[0])
-    models = model_file_fuzz(tool, model_file, work / "pre" / model_file.name, work, a.model_files, r)
+    models = model_file_fuzz(tool, model_file, streams[0], work / "pre" / model_file.name, work, a.model_files, r)
     if models is None:
         return 1
     print(f"{len(streams)} intact streams at 5 consumer sizes, then {a.streams} damaged streams, latents, image "
@@ -166,9 +167,6 @@ def main() -> int:
 
 def damaged_model(blob: bytes, r: random.Random) -> bytes:
     """A model file with some damage and a valid CRC-32 (so that the damage reaches the loader)."""
-    import struct
-    import zlib
-
     body = bytearray(blob[:-4])
     kind = r.randrange(4)
     if kind == 3:  # truncated
@@ -187,37 +185,34 @@ def damaged_model(blob: bytes, r: random.Random) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def model_file_fuzz(decoder: Path, model_file: Path, pre_model_file: Path, work: Path, n: int,
+def model_file_fuzz(decoder: Path, model_file: Path, stream: bytes, pre_model_file: Path, work: Path, n: int,
                     r: random.Random) -> str | None:
     """n damaged decoder-only model files, each opened by the tool and used to decode the intact
-    stream work/s.vlmc (to latents, to an image); n damaged pre-editor model files, each used to
-    encode an image. A summary, or None (after printing why) on a failure."""
+    ``stream`` (to latents, to an image); n damaged pre-editor model files, each used to encode an
+    image (on 1 and 2 threads). A summary, or None (after printing why) on a failure."""
     from PIL import Image
 
-    encoder = decoder.with_name("vlmc_encode")
+    (work / "s.vlmc").write_bytes(stream)
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(work / "m.ppm")
+    bad = str(work / "bad.vlmd")
+    encode = [str(decoder.with_name("vlmc_encode")), bad, str(work / "m.ppm"), str(work / "m.vlmc"), "--quality", "50"]
+    jobs = [(model_file, "decoded", [[str(decoder), bad, str(work / "s.vlmc"), str(work / "y.f32")],
+                                     [str(decoder), bad, str(work / "s.vlmc"), "--image", str(work / "x.ppm")]]),
+            (pre_model_file, "encoded", [encode, [*encode, "--threads", "2"]])]
     counts = {"refused": 0, "decoded": 0, "encoded": 0}
-    jobs = [(model_file, [str(work / "s.vlmc"), str(work / "y.f32")], "decoded"),
-            (pre_model_file, [str(work / "m.ppm"), str(work / "m.vlmc"), "--quality", "50"], "encoded")]
-    for original, args, done in jobs:
+    for original, done, commands in jobs:
         blob = original.read_bytes()
-        tool = decoder if done == "decoded" else encoder
         for i in range(n):
-            (work / "bad.vlmd").write_bytes(damaged_model(blob, r))
-            for extra in ([], ["--threads", "2"]) if done == "encoded" else ([], ["--image", str(work / "x.ppm")]):
-                argv = [str(tool), str(work / "bad.vlmd"), *args]
-                if extra and done == "decoded":
-                    argv = [str(tool), str(work / "bad.vlmd"), str(work / "s.vlmc"), *extra]
-                elif extra:
-                    argv += extra
+            Path(bad).write_bytes(damaged_model(blob, r))
+            for argv in commands:
                 run = subprocess.run(argv, capture_output=True, text=True, timeout=120)
                 if sanitizer_failed(run):
                     print(f"damaged model file {i} ({done}): exit {run.returncode}\n{run.stderr[-3000:]}")
-                    (work / "bad.vlmd").rename(work / f"failing_{done}.vlmd")
+                    Path(bad).rename(work / f"failing_{done}.vlmd")
                     print(f"kept as {work / f'failing_{done}.vlmd'}")
                     return None
                 counts["refused" if run.returncode == 2 else done] += 1
-    return f"{2 * n} files, {4 * n} runs: {counts}"
+    return f"{2 * n} files, {sum(counts.values())} runs: {counts}"
 
 
 def encode_fuzz(encoder: Path, decoder: Path, work: Path, n: int, r: random.Random) -> str | None:
