@@ -43,6 +43,7 @@ import numpy as np
 
 from vlmcodec.entropy.exact_hyper import ExactHyperSynthesis
 from vlmcodec.errors import ConfigError
+from vlmcodec.models.checkpoint import not_finite
 
 MODEL_FILE_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -212,6 +213,9 @@ def decoder_model_bytes(loaded, version: int = MODEL_FILE_VERSION) -> bytes:
     if version not in READABLE_VERSIONS:
         raise ConfigError(f"decoder-model file version {version} (this build writes {READABLE_VERSIONS})")
     model = loaded.model
+    bad = not_finite(model.state_dict())
+    if bad:  # (the library refuses a file holding one)
+        raise ConfigError(f"the model's weights are not finite in {len(bad)} tensors ({', '.join(bad[:5])})")
     gc = model.gaussian_conditional
     exact = ExactHyperSynthesis.from_module(model.h_s)
     medians = model.entropy_bottleneck.medians().detach().float().cpu().numpy()

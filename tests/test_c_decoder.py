@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from vlmcodec import Codec
+from vlmcodec.backends.torch_backend import optimize_for_inference
 from vlmcodec.bitstream import container
 from vlmcodec.bitstream.damage import damage
 from vlmcodec.errors import BitstreamError, ConfigError, ModelMismatchError
@@ -420,18 +421,49 @@ def test_a_model_file_whose_scale_bounds_are_out_of_order_is_refused(tiny_model_
     assert at > 0 and blob.find(raw, at + 1) < 0
     swapped = bounds.copy()
     swapped[[3, 4]] = swapped[[4, 3]]
-    with_nan = bounds.copy()
-    with_nan[-1] = np.nan
-    for bad in (swapped, with_nan):
-        body = blob[:at] + bad.astype("<f8").tobytes() + blob[at + len(raw):-4]
-        with pytest.raises(CDecoderError, match="scale bounds not finite and increasing") as e:
-            CStreamDecoder(built / "libvlmc_decoder.so", body + struct.pack("<I", zlib.crc32(body)))
-        assert e.value.code == -6
+    body = blob[:at] + swapped.astype("<f8").tobytes() + blob[at + len(raw):-4]
+    with pytest.raises(CDecoderError, match="scale bounds not finite and increasing") as e:
+        CStreamDecoder(built / "libvlmc_decoder.so", body + struct.pack("<I", zlib.crc32(body)))
+    assert e.value.code == -6
     CStreamDecoder(built / "libvlmc_decoder.so", blob).close()  # (the unchanged file opens)
     table = loaded.model.gaussian_conditional.scale_table
     table[[3, 4]] = table[[4, 3]].clone()  # the exporter refuses such a model before writing a file
     with pytest.raises(ConfigError, match="scale table is not finite and increasing"):
         decoder_model_bytes(loaded)
+
+
+def _last_bias(seq) -> np.ndarray:
+    last = list(seq)[-1]
+    return getattr(last, "conv", last).bias.detach().float().numpy().astype("<f4")
+
+
+def test_a_model_file_with_a_parameter_not_finite_is_refused_where_it_is(tiny_model_path, built):
+    """A NaN or an infinity anywhere among the file's floating-point values (a diverged training,
+    a damaged file behind a recomputed CRC-32) is a bad model file (code −6) naming its offset,
+    not garbage pixels: the entropy model's medians and scale bounds, g_s's last bias, and g_a's
+    last bias in the encoder's section."""
+    loaded = load_model(tiny_model_path)
+    blob = decoder_model_bytes(loaded)
+    model = loaded.model
+    arrays = {
+        "medians": model.entropy_bottleneck.medians().detach().float().numpy().astype("<f4"),
+        "bounds": model.gaussian_conditional.scale_table.detach().double().numpy()[:-1].astype("<f8"),
+        "g_s bias": _last_bias(optimize_for_inference(model.g_s)),  # (as exported: folded)
+        "g_a bias": _last_bias(model.g_a),
+    }
+    for name, values in arrays.items():
+        # (the random model's medians are all 0: they follow the header's 40 bytes)
+        at = 40 if name == "medians" else blob.find(values.tobytes())
+        assert blob[at:at + values.nbytes] == values.tobytes(), name
+        assert name == "medians" or blob.find(values.tobytes(), at + 1) < 0, name
+        for i, bad in ((0, np.nan), (len(values) - 1, np.inf), (len(values) // 2, -np.inf)):
+            changed = values.copy()
+            changed[i] = bad
+            body = blob[:at] + changed.tobytes() + blob[at + values.nbytes:-4]
+            where = at + i * values.itemsize
+            with pytest.raises(CDecoderError, match=rf"a parameter is not finite \(offset {where}\)") as e:
+                CStreamDecoder(built / "libvlmc_decoder.so", body + struct.pack("<I", zlib.crc32(body)))
+            assert e.value.code == -6, name
 
 
 def test_model_file_is_deterministic_and_names_both_fingerprints(tiny_model_path):

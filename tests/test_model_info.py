@@ -2,9 +2,16 @@
 
 import json
 
+import pytest
+import torch
+from safetensors.torch import save_file
+
 from vlmcodec.cli import main
+from vlmcodec.errors import ConfigError
+from vlmcodec.export.c_decoder import decoder_model_bytes
 from vlmcodec.models import MeanScaleHyperprior, ModelConfig
-from vlmcodec.models.checkpoint import describe_model, load_model, save_model
+from vlmcodec.models.checkpoint import (describe_model, fingerprint_of, load_model, read_safetensors,
+                                        save_model)
 from vlmcodec.models.widen import widen_analysis
 
 
@@ -36,3 +43,43 @@ def test_info_of_a_file_that_is_no_model_fails_clearly(tmp_path, capsys):
     assert main(["info", str(bad)]) != 0
     err = capsys.readouterr().err
     assert "bad.safetensors" in err and "cannot read" in err
+
+
+def test_weights_not_finite_are_refused_by_save_load_info_and_export(tmp_path, capsys):
+    """A diverged training's NaN (or a weight beyond float16's range saved as float16) is refused
+    before a file is written; a file holding one behind a valid fingerprint (written before
+    save_model checked) is refused by load_model and ``vlmcodec info``; the C decoder's exporter
+    refuses a loaded model holding one."""
+    net = MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05)))
+    good = tmp_path / "good.safetensors"
+    save_model(net, good)
+    with torch.no_grad():
+        net.g_s[0].weight[0, 0, 0, 0] = 1e5  # finite in float32, infinite in float16
+    save_model(net, tmp_path / "f32.safetensors")
+    with pytest.raises(ConfigError, match=r"not saved: weights not finite \(as torch.float16\) in 1 tensors \(g_s.0.weight\)"):
+        save_model(net, tmp_path / "f16.safetensors", dtype=torch.float16)
+    assert not (tmp_path / "f16.safetensors").exists()
+    with torch.no_grad():
+        net.h_a[0].bias[1] = float("nan")
+    with pytest.raises(ConfigError, match=r"weights not finite .* \(h_a.0.bias\)"):
+        save_model(net, tmp_path / "nan.safetensors")
+    assert not (tmp_path / "nan.safetensors").exists()
+
+    tensors, meta = read_safetensors(good)
+    config = ModelConfig.from_dict(json.loads(meta["config"]))
+    tensors["g_a.0.bias"] = tensors["g_a.0.bias"].clone()
+    tensors["g_a.0.bias"][0] = float("inf")
+    meta = dict(meta, fingerprint=fingerprint_of(config, tensors).hex())  # a valid fingerprint
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata=meta)
+    with pytest.raises(ConfigError, match=r"old.safetensors: weights not finite in 1 tensors \(g_a.0.bias\)"):
+        load_model(old)
+    assert main(["info", str(old)]) != 0
+    assert "weights not finite" in capsys.readouterr().err
+
+    loaded = load_model(good)
+    decoder_model_bytes(loaded)  # (the intact model exports)
+    with torch.no_grad():
+        loaded.model.g_s[-1].bias[0] = float("nan")
+    with pytest.raises(ConfigError, match="weights are not finite in 1 tensors"):
+        decoder_model_bytes(loaded)

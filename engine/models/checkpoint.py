@@ -101,6 +101,11 @@ def model_tensors(model: MeanScaleHyperprior, dtype: torch.dtype = torch.float32
     return sd
 
 
+def not_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding a NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype = torch.float32,
                extra_metadata: dict | None = None, decodes_as: "StreamIdentity | None" = None,
                require_shared: bool = False) -> bytes:
@@ -117,6 +122,9 @@ def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype 
         reloaded = MeanScaleHyperprior(model.config)
         reloaded.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, strict=False)
         model = reloaded.eval()
+    bad = not_finite(tensors)
+    if bad:  # a diverged training: refused before anything is written
+        raise ConfigError(f"not saved: weights not finite (as {dtype}) in {len(bad)} tensors ({', '.join(bad[:5])})")
     tensors.update(_table_tensors(build_tables(model)))
     fp = fingerprint_of(model.config, tensors)
     meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), "fingerprint": fp.hex()}
@@ -211,7 +219,8 @@ def stream_identity_of(path: str | Path) -> StreamIdentity | None:
 
 def _checked(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[ModelConfig, bytes, StreamIdentity]:
     """A model file's architecture, fingerprint and stream identity, each checked: its format,
-    a readable architecture, the fingerprint it records, the decoder it claims (ConfigError)."""
+    a readable architecture, the fingerprint it records, finite weights, the decoder it claims
+    (ConfigError)."""
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
     try:
@@ -221,6 +230,9 @@ def _checked(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[
     fp = fingerprint_of(config, tensors)
     if meta.get("fingerprint") and meta["fingerprint"] != fp.hex():
         raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")
+    bad = not_finite(tensors)
+    if bad:  # its fingerprint may be valid (saved before save_model checked): it would code garbage
+        raise ConfigError(f"{path}: weights not finite in {len(bad)} tensors ({', '.join(bad[:5])})")
     return config, fp, _identity(config, tensors, meta, fp, path)
 
 

@@ -3,10 +3,12 @@
 // C API code the caller chose. Not installed.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace vlmc::decoder {
@@ -31,6 +33,7 @@ struct Reader {
         need(sizeof(T));
         T v;
         std::memcpy(&v, p + pos, sizeof(T));  // the files are little-endian, as is every target here
+        if constexpr (std::is_floating_point_v<T>) check_finite(&v, 1);
         pos += sizeof(T);
         return v;
     }
@@ -38,8 +41,19 @@ struct Reader {
         if (count > (n - pos) / sizeof(T)) need(n);  // reports the truncation
         std::vector<T> v(count);
         if (count) std::memcpy(v.data(), p + pos, count * sizeof(T));
+        if constexpr (std::is_floating_point_v<T>) check_finite(v.data(), count);
         pos += count * sizeof(T);
         return v;
+    }
+
+    // Every floating-point value read is a parameter of a network or of an entropy model: a NaN
+    // or an infinity there (a diverged training, a damaged file behind a recomputed CRC) would
+    // make every pixel garbage, so the file is refused where the value is.
+    template <class T> void check_finite(const T *v, uint64_t count) const {
+        for (uint64_t i = 0; i < count; ++i)
+            if (!std::isfinite(v[i]))
+                raise(code, std::string(what) + ": a parameter is not finite (offset " +
+                                std::to_string(pos + i * sizeof(T)) + ")");
     }
 };
 
