@@ -39,6 +39,11 @@ class ResourceError(VlmcodecError, MemoryError):
     """Coding an image this size would not fit in the memory left (host or GPU)."""
 
 
+class TrainingDivergedError(VlmcodecError, RuntimeError):
+    """A training run's loss or gradients stayed not finite (NaN, infinity) for ``max_bad_steps``
+    steps in a row, or its weights became so: the run stops with its last checkpoint intact."""
+
+
 class EngineDeadError(VlmcodecError, RuntimeError):
     """The runtime engine has shut down or its worker died."""
 

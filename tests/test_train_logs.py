@@ -17,7 +17,8 @@ def test_each_logged_row_is_in_the_csv_and_the_json_lines_across_a_resume(tmp_pa
     lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"] and [j["step"] for j in lines] == [1, 2, 3, 4]
     for r, j in zip(rows, lines, strict=True):
-        assert all(isinstance(j[k], float) and j[k] == float(r[k]) for k in r if k != "step")
+        assert all(isinstance(j[k], float) and j[k] == float(r[k]) for k in r if k not in ("step", "skipped"))
+        assert j["skipped"] == int(r["skipped"]) == 0
         assert j["time"] > 0
 
 

@@ -24,10 +24,10 @@ import torch
 from tqdm import tqdm
 
 from ..console import is_terminal
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDivergedError
 from ..models import MeanScaleHyperprior, ModelConfig
 from ..models.hyperprior import DECODER_PARTS, ENCODER_PARTS
-from ..models.checkpoint import StreamIdentity, stream_identity_of
+from ..models.checkpoint import StreamIdentity, not_finite, stream_identity_of
 from .data import CropSampler
 from .loss import rd_loss
 from .weights import load_weights_into, save_weights
@@ -94,6 +94,10 @@ class TrainConfig:
     # or a from-scratch run's random ones, which still weigh 0.999^N after N steps: 5 % at 3000);
     # model.safetensors is then the average and model_last.safetensors the last step's weights
     ema_decay: float = 0.0
+    # a step whose loss or gradients are not finite (NaN, infinity) is skipped: no optimiser step,
+    # which would carry them into every weight through Adam's moments; this many in a row stop the
+    # run (TrainingDivergedError) with its last checkpoint intact
+    max_bad_steps: int = 20
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -257,6 +261,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.set_rng_state(state["torch_rng"])
         lineage = state.get("lineage", [])
         decodes_as = StreamIdentity(*map(bytes.fromhex, state["decodes_as"])) if state.get("decodes_as") else None
+    if cfg.max_bad_steps < 1:
+        raise ConfigError(f"max_bad_steps must be at least 1, got {cfg.max_bad_steps}")
     if not 0 <= cfg.ema_decay < 1:
         raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     ema = None
@@ -272,7 +278,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     K = len(cfg.lmbdas)
     log_path = out / "log.csv"
     # "semantic": the weighted token/rank term alone; a resumed run keeps its log's columns
-    columns = ["step", "lr", "loss", "bpp", "psnr", "semantic", "aux", "sec_per_step"]
+    # "skipped": the steps of the row's window whose loss or gradients were not finite
+    columns = ["step", "lr", "loss", "bpp", "psnr", "semantic", "aux", "sec_per_step", "skipped"]
     if log_path.exists():
         with open(log_path, newline="") as f:
             columns = next(csv.reader(f), None) or columns
@@ -288,10 +295,26 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True,
                mininterval=0.1 if interactive else 60.0)
     model.train()
-    acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0}
+    acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0, "skipped": 0}
     t0 = t_start = time.perf_counter()
+    bad_in_a_row = 0
+    last_good = step  # the last step whose update was made
+
+    def diverged(why: str) -> TrainingDivergedError:
+        log_f.flush()
+        json_f.flush()
+        bar.close()
+        kept = (f"{ckpt} holds step {saved_step}, intact" if saved_step is not None
+                else "no checkpoint was written")
+        if saved_step is not None and last_good < saved_step:
+            kept += f" (its weights those after step {last_good}: the later steps were skipped)"
+        return TrainingDivergedError(f"training diverged: {why}; {kept}. Resume from it with a lower lr, a "
+                                     "clip_grad, or a larger max_bad_steps")
 
     def save() -> None:
+        bad = not_finite(model.state_dict())
+        if bad:  # never over the last good checkpoint
+            raise diverged(f"weights not finite at step {step} ({', '.join(bad[:3])})")
         tmp = out / "last.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                     "aux_opt": aux_opt.state_dict() if aux_opt is not None else None, "ema": ema,
@@ -319,38 +342,56 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         losses = rd_loss(outp, x, lmbdas[levels], cfg.w_pix, sem)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        if cfg.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(main_p, cfg.clip_grad)
-        opt.step()
+        grad_norm = (torch.nn.utils.clip_grad_norm_(main_p, cfg.clip_grad) if cfg.clip_grad > 0
+                     else torch.nn.utils.get_total_norm([p.grad for p in main_p if p.grad is not None]))
+        # (one host sync per step, as the logged loss below already makes)
+        ok = math.isfinite(losses["loss"].item()) and math.isfinite(float(grad_norm))
+        if ok:
+            opt.step()
         if aux_opt is not None:
             aux = model.aux_loss()
             aux_opt.zero_grad(set_to_none=True)
             aux.backward()
-            aux_opt.step()
+            ok = ok and math.isfinite(aux.item())
+            if ok:
+                aux_opt.step()
         else:
             with torch.no_grad():
                 aux = model.aux_loss()
-        if ema is not None:
-            ema_update(ema, model, cfg.ema_decay)
         step += 1
-        acc["loss"] += losses["loss"].item(); acc["bpp"] += losses["bpp"].item()
-        acc["mse"] += losses["mse"].item(); acc["semantic"] += losses["semantic"].item()
-        acc["aux"] += aux.item(); acc["n"] += 1
+        if ok:
+            bad_in_a_row, last_good = 0, step
+            if ema is not None:
+                ema_update(ema, model, cfg.ema_decay)
+            acc["loss"] += losses["loss"].item(); acc["bpp"] += losses["bpp"].item()
+            acc["mse"] += losses["mse"].item(); acc["semantic"] += losses["semantic"].item()
+            acc["aux"] += aux.item(); acc["n"] += 1
+        else:
+            bad_in_a_row += 1
+            acc["skipped"] += 1
+            opt.zero_grad(set_to_none=True)
+            if bad_in_a_row == 1:
+                tqdm.write(f"train: step {step}: loss or gradients not finite; the step is skipped")
+            if bad_in_a_row >= cfg.max_bad_steps:
+                raise diverged(f"loss or gradients not finite at {bad_in_a_row} steps in a row "
+                               f"(steps {step - bad_in_a_row + 1}–{step}, max_bad_steps {cfg.max_bad_steps})")
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             n = acc["n"]
-            psnr = 10 * math.log10(1.0 / max(acc["mse"] / n, 1e-12))
-            dt = (time.perf_counter() - t0) / n
-            row = {"step": step, "lr": f"{lr_at(cfg, step):.3g}", "loss": f"{acc['loss']/n:.4f}",
-                   "bpp": f"{acc['bpp']/n:.4f}", "psnr": f"{psnr:.3f}", "semantic": f"{acc['semantic']/n:.4f}",
-                   "aux": f"{acc['aux']/n:.2f}", "sec_per_step": f"{dt:.3f}"}
+            dt = (time.perf_counter() - t0) / (n + acc["skipped"])
+            row = {"step": step, "lr": f"{lr_at(cfg, step):.3g}", "sec_per_step": f"{dt:.3f}",
+                   "skipped": str(acc["skipped"])}
+            if n:  # (a window of skipped steps alone has no figures)
+                psnr = 10 * math.log10(1.0 / max(acc["mse"] / n, 1e-12))
+                row |= {"loss": f"{acc['loss']/n:.4f}", "bpp": f"{acc['bpp']/n:.4f}", "psnr": f"{psnr:.3f}",
+                        "semantic": f"{acc['semantic']/n:.4f}", "aux": f"{acc['aux']/n:.2f}"}
+                bar.set_postfix(loss=f"{acc['loss']/n:.3f}", bpp=f"{acc['bpp']/n:.3f}", psnr=f"{psnr:.2f}")
             log.writerow([row.get(c, "") for c in columns])
             log_f.flush()
-            json_f.write(json.dumps({k: int(v) if k == "step" else float(v) for k, v in row.items()}
-                                    | {"time": round(time.time(), 3)}) + "\n")
+            json_f.write(json.dumps({k: int(v) if k in ("step", "skipped") else float(v) for k, v in row.items()
+                                     if k in columns} | {"time": round(time.time(), 3)}) + "\n")
             json_f.flush()
-            bar.set_postfix(loss=f"{acc['loss']/n:.3f}", bpp=f"{acc['bpp']/n:.3f}", psnr=f"{psnr:.2f}")
-            acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0}
+            acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0, "skipped": 0}
             t0 = time.perf_counter()
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save()

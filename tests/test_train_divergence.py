@@ -1,0 +1,113 @@
+"""The trainer's guard against divergence: a step whose loss or gradients are not finite is
+skipped (no optimiser step), ``max_bad_steps`` of them in a row stop the run with its last
+checkpoint intact, and weights that became not finite are never checkpointed."""
+
+import csv
+from dataclasses import replace
+
+import pytest
+import torch
+
+from conftest import write_train_folder
+from vlmcodec.cli import main
+from vlmcodec.errors import ConfigError, TrainingDivergedError
+from vlmcodec.models import MeanScaleHyperprior
+from vlmcodec.models.checkpoint import load_model
+from vlmcodec.training import trainer
+from vlmcodec.training.trainer import TrainConfig, train
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    data = write_train_folder(tmp_path / "data", h=160, w=192)
+    return TrainConfig(data_dir=str(data), out_dir=str(tmp_path / "run"), N=8, M=12, lmbdas=(0.01, 0.05), crop=64,
+                       batch=1, steps=4, warmup=1, threads=1, log_every=1, ckpt_every=1)
+
+
+def poison_loss(monkeypatch, steps: set[int], value: float = float("nan")):
+    """rd_loss's total made ``value`` at the given (1-based) steps."""
+    calls = {"n": 0}
+    real = trainer.rd_loss
+
+    def rd_loss(*args, **kwargs):
+        calls["n"] += 1
+        losses = real(*args, **kwargs)
+        if calls["n"] in steps:
+            losses["loss"] = losses["loss"] * value
+        return losses
+
+    monkeypatch.setattr(trainer, "rd_loss", rd_loss)
+
+
+def test_steps_with_a_loss_not_finite_are_skipped_and_logged(cfg, monkeypatch):
+    """Steps 2 and 3 of 3 give NaN and +inf: the weights and the optimiser's state after them are
+    those of a run of the first step alone, to the bit; the log counts them; the model file is
+    written and loads."""
+    clean = replace(cfg, out_dir=cfg.out_dir + "_one", steps=1)
+    train(clean, progress=False)
+    calls = {"n": 0}
+    real = trainer.rd_loss
+
+    def nan_then_inf(*args, **kwargs):
+        calls["n"] += 1
+        losses = real(*args, **kwargs)
+        if calls["n"] in (2, 3):
+            losses["loss"] = losses["loss"] * (float("nan") if calls["n"] == 2 else float("inf"))
+        return losses
+
+    monkeypatch.setattr(trainer, "rd_loss", nan_then_inf)
+    poisoned = replace(cfg, steps=3)
+    train(poisoned, progress=False)
+    a = torch.load(f"{clean.out_dir}/last.pt", weights_only=False)
+    b = torch.load(f"{poisoned.out_dir}/last.pt", weights_only=False)
+    assert b["step"] == 3
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    for pa, pb in zip(a["opt"]["state"].values(), b["opt"]["state"].values(), strict=True):
+        assert torch.equal(pa["exp_avg"], pb["exp_avg"]) and torch.equal(pa["step"], pb["step"])
+    rows = list(csv.DictReader(open(f"{poisoned.out_dir}/log.csv")))
+    assert [r["skipped"] for r in rows] == ["0", "1", "1"]
+    assert rows[0]["loss"] != "" and rows[1]["loss"] == rows[2]["loss"] == ""
+    assert load_model(f"{poisoned.out_dir}/model.safetensors").fingerprint
+
+
+def test_a_run_of_bad_steps_stops_with_the_last_checkpoint_intact(cfg, monkeypatch, capsys):
+    poison_loss(monkeypatch, {3, 4, 5, 6})
+    run = replace(cfg, steps=8, max_bad_steps=3)
+    with pytest.raises(TrainingDivergedError, match=r"not finite at 3 steps in a row \(steps 3–5, max_bad_steps 3\)"
+                                                    r".*last.pt holds step 4, intact \(its weights those after step 2: "):
+        train(run, progress=False)
+    state = torch.load(f"{run.out_dir}/last.pt", weights_only=False)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert "step 3: loss or gradients not finite; the step is skipped" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(f"{run.out_dir}/log.csv")))
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]  # (step 5 stopped the run before its row)
+
+    # through the command line: one line and a non-zero exit
+    toml = f'data_dir = "{cfg.data_dir}"\nout_dir = "{cfg.out_dir}_cli"\nN = 8\nM = 12\nlmbdas = [0.01, 0.05]\n' \
+           'crop = 64\nbatch = 1\nsteps = 8\nwarmup = 1\nthreads = 1\nmax_bad_steps = 2\n'
+    path = f"{cfg.out_dir}.toml"
+    open(path, "w").write(toml)
+    poison_loss(monkeypatch, set(range(1, 9)))
+    assert main(["train", "--config", path, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "no checkpoint was written" in err
+    with pytest.raises(ConfigError, match="max_bad_steps must be at least 1"):
+        train(replace(cfg, max_bad_steps=0), progress=False)
+
+
+def test_weights_that_became_not_finite_are_never_checkpointed(cfg, monkeypatch):
+    calls = {"n": 0}
+    real = MeanScaleHyperprior.aux_loss
+
+    def aux_loss(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after step 3's update (the loss and gradients were finite)
+            with torch.no_grad():
+                self.g_s[0].weight[0, 0, 0, 0] = float("nan")
+        return real(self)
+
+    monkeypatch.setattr(MeanScaleHyperprior, "aux_loss", aux_loss)
+    with pytest.raises(TrainingDivergedError, match=r"weights not finite at step 3 \(g_s.0.weight\).*step 2, intact"):
+        train(cfg, progress=False)
+    assert torch.load(f"{cfg.out_dir}/last.pt", weights_only=False)["step"] == 2
