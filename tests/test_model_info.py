@@ -83,3 +83,29 @@ def test_weights_not_finite_are_refused_by_save_load_info_and_export(tmp_path, c
         loaded.model.g_s[-1].bias[0] = float("nan")
     with pytest.raises(ConfigError, match="weights are not finite in 1 tensors"):
         decoder_model_bytes(loaded)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"N": 10**7}, r"N must be a channel count in \[1, 4096\], got 10000000"),
+    ({"M": "12"}, "M must be a channel count"),
+    ({"N_a": 0}, "N_a must be a channel count"),
+    ({"num_levels": 0}, r"num_levels must be in \[1, 1024\]"),
+    ({"lmbdas": [0.01, -0.05]}, "lmbdas must be finite numbers, none negative"),
+    ({"lmbdas": ["nan"]}, "lmbdas must be finite numbers, none negative"),
+    ({"arch": "elic"}, "unknown architecture 'elic'"),
+    ({"pre_editor": "yes"}, "pre_editor must be true or false"),
+])
+def test_a_model_file_with_an_absurd_architecture_is_refused_before_any_tensor(tmp_path, capsys, change, message):
+    """The architecture in a model file's metadata (damaged, or edited with its fingerprint
+    recomputed) is checked before a network is made: ten million channels would otherwise ask for
+    terabytes; a string where a count belongs would fail deep inside torch."""
+    net = MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05)))
+    save_model(net, tmp_path / "good.safetensors")
+    tensors, meta = read_safetensors(tmp_path / "good.safetensors")
+    meta = dict(meta, config=json.dumps(json.loads(meta["config"]) | change))
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    with pytest.raises(ConfigError, match=f"unreadable architecture in its metadata \\({message}"):
+        load_model(bad)
+    assert main(["info", str(bad)]) == 2
+    assert "unreadable architecture" in capsys.readouterr().err

@@ -44,6 +44,10 @@ ENCODER_PARTS = ("pre_editor", "g_a", "gain", "h_a")
 DECODER_PARTS = ("entropy_bottleneck", "h_s", "g_s", "inv_gain")
 
 
+MAX_CHANNELS = 4096  # as the C library's model reader (N, M)
+MAX_LEVELS = 1024   # quality anchors, likewise
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture hyper-parameters (stored in checkpoint metadata, never inferred from keys)."""
@@ -57,8 +61,26 @@ class ModelConfig:
     N_a: int | None = None  # g_a's width, when wider than N (an encoder-side change: g_s reads the same y)
 
     def __post_init__(self):
-        if self.N_a is not None and self.N_a < 1:
-            raise ValueError(f"N_a must be a positive channel count or None, got {self.N_a}")
+        # a model file's metadata is checked here before any tensor is made: a damaged or edited
+        # one must not allocate a network of 10^10 weights or fail deep inside torch
+        def channels(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_CHANNELS
+
+        if self.arch != "mean_scale_hyperprior":
+            raise ValueError(f"unknown architecture {self.arch!r} (this build has 'mean_scale_hyperprior')")
+        for name in ("N", "M"):
+            if not channels(getattr(self, name)):
+                raise ValueError(f"{name} must be a channel count in [1, {MAX_CHANNELS}], got {getattr(self, name)!r}")
+        if self.N_a is not None and not channels(self.N_a):
+            raise ValueError(f"N_a must be a channel count in [1, {MAX_CHANNELS}] or None, got {self.N_a!r}")
+        K = self.num_levels
+        if not (isinstance(K, int) and not isinstance(K, bool) and 1 <= K <= MAX_LEVELS):
+            raise ValueError(f"num_levels must be in [1, {MAX_LEVELS}], got {K!r}")
+        # (0: unknown, as a converted CompressAI model's)
+        if not self.lmbdas or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in self.lmbdas):
+            raise ValueError(f"lmbdas must be finite numbers, none negative, got {self.lmbdas!r}")
+        if not isinstance(self.pre_editor, bool):
+            raise ValueError(f"pre_editor must be true or false, got {self.pre_editor!r}")
         if self.N_a == self.N:  # the same network as no N_a: the same dict, the same fingerprint
             object.__setattr__(self, "N_a", None)
 
