@@ -111,3 +111,34 @@ def test_weights_that_became_not_finite_are_never_checkpointed(cfg, monkeypatch)
     with pytest.raises(TrainingDivergedError, match=r"weights not finite at step 3 \(g_s.0.weight\).*step 2, intact"):
         train(cfg, progress=False)
     assert torch.load(f"{cfg.out_dir}/last.pt", weights_only=False)["step"] == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"crop": 0}, "crop must be a multiple of 64"),
+    ({"crop": 96}, "crop must be a multiple of 64"),
+    ({"batch": 0}, "batch must be a whole number, at least 1"),
+    ({"log_every": 0}, "log_every must be a whole number, at least 1"),
+    ({"ckpt_every": 0}, "ckpt_every must be"),
+    ({"steps": -3}, "steps must be a whole number, at least 0"),
+    ({"lr": -1.0}, "lr must be a finite number above 0"),
+    ({"lr": float("nan")}, "lr must be a finite number above 0"),
+    ({"clip_grad": -1.0}, "clip_grad must be a finite number, at least 0"),
+    ({"teacher_scale": 0.0}, "teacher_scale must be a finite number above 0"),
+    ({"consumer_fraction": 0.5, "consumer_short_side": 32}, "consumer short side 32 is smaller than the crop"),
+    ({"lmbdas": ()}, r"num_levels must be in \[1, 1024\]"),
+    ({"N": 0}, "N must be a channel count"),
+])
+def test_a_config_no_run_can_use_is_refused_before_anything_is_loaded(cfg, change, message):
+    """(These failed deep inside torch, with a ZeroDivisionError, or trained on empty batches.)"""
+    run = replace(cfg, **change, data_dir="/nonexistent")  # (checked before the data is read)
+    with pytest.raises(ConfigError, match=f"training config: {message}"):
+        train(run, progress=False)
+
+
+def test_cuda_without_cuda_is_a_clear_error(cfg):
+    if torch.cuda.is_available():
+        pytest.skip("not available: this check needs a machine without CUDA (this one has a GPU)")
+    from vlmcodec.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError, match="device 'cuda': CUDA not available"):
+        train(replace(cfg, device="cuda"), progress=False)

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from ..console import is_terminal
-from ..errors import ConfigError, TrainingDivergedError
+from ..errors import BackendUnavailableError, ConfigError, TrainingDivergedError
 from ..models import MeanScaleHyperprior, ModelConfig
 from ..models.hyperprior import DECODER_PARTS, ENCODER_PARTS
 from ..models.checkpoint import StreamIdentity, not_finite, stream_identity_of
@@ -117,6 +117,44 @@ class TrainConfig:
     def with_tuples(raw: dict) -> dict:
         """``raw`` with its list-valued keys (TOML arrays, JSON lists) as the tuples the fields hold."""
         return {k: tuple(_TUPLE_KEYS[k](x) for x in v) if k in _TUPLE_KEYS else v for k, v in raw.items()}
+
+    def check(self) -> None:
+        """ConfigError for a value no run can use, before anything is loaded (a zero crop or
+        log_every failed deep inside torch or with a ZeroDivisionError; a zero batch trained on
+        nothing)."""
+        def bad(key: str, rule: str) -> ConfigError:
+            return ConfigError(f"training config: {key} {rule}, got {getattr(self, key)!r}")
+
+        if not (isinstance(self.crop, int) and self.crop >= 64 and self.crop % 64 == 0):
+            raise bad("crop", "must be a multiple of 64 (the model's total stride), at least 64")
+        for key in ("batch", "log_every", "ckpt_every"):
+            if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 1):
+                raise bad(key, "must be a whole number, at least 1")
+        for key in ("steps", "warmup", "threads"):
+            if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 0):
+                raise bad(key, "must be a whole number, at least 0")
+        for key in ("lr", "aux_lr", "teacher_scale", "consumer_teacher_scale", "pre_editor_lr_mult"):
+            v = getattr(self, key)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise bad(key, "must be a finite number above 0")
+        for key in ("lr_final", "clip_grad", "w_pix", "w_tok", "w_rank", "time_limit_s"):
+            v = getattr(self, key)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise bad(key, "must be a finite number, at least 0")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.consumer_teacher_scales):
+            raise bad("consumer_teacher_scales", "must be finite numbers above 0")
+        if self.consumer_fraction > 0:
+            for side in self.consumer_short_sides or (self.consumer_short_side,):
+                if not (isinstance(side, int) and side >= self.crop):
+                    raise ConfigError(f"training config: consumer short side {side!r} is smaller than the crop "
+                                      f"({self.crop}): no consumer-scale crop would fit")
+        try:
+            self.model_config()
+        except ValueError as e:
+            raise ConfigError(f"training config: {e}") from e
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailableError(f"training config: device {self.device!r}: CUDA not available "
+                                          "(this torch has no CUDA build or sees no GPU)")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(N=self.N, M=self.M, num_levels=len(self.lmbdas), lmbdas=tuple(self.lmbdas),
@@ -219,6 +257,7 @@ def _semantic_term(cfg: TrainConfig, device):
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of the last checkpoint."""
+    cfg.check()
     if cfg.nice:
         os.nice(cfg.nice)
     if cfg.threads:
