@@ -817,7 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--backend-option", type=backend_option, action="append", metavar="KEY=VALUE",
                             help="an option of the backend, repeatable (e.g. onnxruntime: allow_spinning=false, "
                                  "optimization=basic; tensorrt: engines=DIR; README, Backends)")
-            sp.add_argument("--threads", type=int, help="CPU threads for networks and entropy decoding")
+            sp.add_argument("--threads", type=_positive_int, help="CPU threads for networks and entropy decoding")
             sp.add_argument("--hs-device", metavar="DEVICE",
                             help="where the exact entropy parameters (h_s) run: cpu (default) or cuda "
                                  "(bit-identical streams; README, Backends)")

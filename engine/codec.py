@@ -135,6 +135,8 @@ class Codec:
         # what its streams carry: the fingerprint, or that of the model whose decoder it shares
         self.stream_fingerprint = loaded.stream_fingerprint[:8]
         self.tables = loaded.tables
+        if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+            raise ConfigError(f"threads must be a whole number, at least 1 (or None: the default), got {threads!r}")
         # device None: the backend's own default (torch, onnxruntime: cpu; triton, tensorrt: cuda)
         options = {"threads": threads} if device is None else {"threads": threads, "device": device}
         clash = sorted(set(options) & set(backend_options or {}))

@@ -51,6 +51,23 @@ def test_errors_exit_2(tmp_path, tiny_model_path, capsys):
     assert main(["encode", str(tmp_path / "missing.png")]) == 2
     assert main(["encode", str(notimg), "--backend", "tensorrt"]) == 2
     assert main(["encode", str(notimg), "-q", "150", "--model", str(tiny_model_path)]) == 2
+    capsys.readouterr()
+    for threads in ("-2", "0"):  # (-2 was torch's RuntimeError and a traceback)
+        with pytest.raises(SystemExit) as e:
+            main(["encode", str(notimg), "--threads", threads, "--model", str(tiny_model_path)])
+        assert e.value.code == 2 and "--threads: expected a positive integer" in capsys.readouterr().err
+
+
+def test_codec_refuses_a_thread_count_below_one(tiny_model_path):
+    from vlmcodec import Codec
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.runtime import Engine
+
+    for threads in (0, -2, 1.5, True):
+        with pytest.raises(ConfigError, match="threads must be a whole number, at least 1"):
+            Codec(tiny_model_path, threads=threads)
+    with pytest.raises(ValueError, match="intra_op_threads must be a whole number, at least 1"):
+        Engine(Codec(tiny_model_path, threads=1), intra_op_threads=0)
 
 
 def test_one_bad_file_does_not_stop_the_others(tmp_path, rng, tiny_model_path, capsys):

@@ -109,6 +109,9 @@ class Engine:
         if intra_op_threads is not None:
             import torch
 
+            if not (isinstance(intra_op_threads, int) and intra_op_threads >= 1):
+                raise ValueError(f"intra_op_threads must be a whole number, at least 1, got {intra_op_threads!r}")
+
             torch.set_num_threads(int(intra_op_threads))  # process-wide: documented in the class doc
         self.codec = codec if codec is not None else Codec()
         self.max_queue = int(max_queue)
