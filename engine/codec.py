@@ -9,6 +9,7 @@ encoder's bit for bit on any backend and device.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 import threading
@@ -135,8 +136,18 @@ class Codec:
         # what its streams carry: the fingerprint, or that of the model whose decoder it shares
         self.stream_fingerprint = loaded.stream_fingerprint[:8]
         self.tables = loaded.tables
-        if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        if threads is not None and not (isinstance(threads, numbers.Integral) and not isinstance(threads, bool)
+                                        and threads >= 1):
             raise ConfigError(f"threads must be a whole number, at least 1 (or None: the default), got {threads!r}")
+        if not (isinstance(max_pixels, numbers.Real) and not isinstance(max_pixels, bool)
+                and math.isfinite(max_pixels) and max_pixels >= 1):
+            raise ConfigError(f"max_pixels must be a number of pixels, at least 1, got {max_pixels!r}")
+        threads = None if threads is None else int(threads)
+        if device is not None:
+            try:
+                torch.device(device)
+            except (RuntimeError, TypeError) as e:  # (torch's message lists the device types)
+                raise ConfigError(f"device {device!r}: {e}") from None
         # device None: the backend's own default (torch, onnxruntime: cpu; triton, tensorrt: cuda)
         options = {"threads": threads} if device is None else {"threads": threads, "device": device}
         clash = sorted(set(options) & set(backend_options or {}))

@@ -58,18 +58,6 @@ def test_errors_exit_2(tmp_path, tiny_model_path, capsys):
         assert e.value.code == 2 and "--threads: expected a positive integer" in capsys.readouterr().err
 
 
-def test_codec_refuses_a_thread_count_below_one(tiny_model_path):
-    from vlmcodec import Codec
-    from vlmcodec.errors import ConfigError
-    from vlmcodec.runtime import Engine
-
-    for threads in (0, -2, 1.5, True):
-        with pytest.raises(ConfigError, match="threads must be a whole number, at least 1"):
-            Codec(tiny_model_path, threads=threads)
-    with pytest.raises(ValueError, match="intra_op_threads must be a whole number, at least 1"):
-        Engine(Codec(tiny_model_path, threads=1), intra_op_threads=0)
-
-
 def test_one_bad_file_does_not_stop_the_others(tmp_path, rng, tiny_model_path, capsys):
     """encode/decode/info go on past a file that fails, name it, and exit 2 at the end."""
     src = tmp_path / "in"

@@ -106,12 +106,15 @@ class Engine:
                  refine_workers: int = 1):
         if workers < 1 or network_workers < 1 or max_queue < 1 or refine_workers < 1:
             raise ValueError("workers, network_workers, refine_workers and max_queue must be >= 1")
+        if max_delay_ms is not None and not (isinstance(max_delay_ms, (int, float)) and 0 <= max_delay_ms < math.inf):
+            raise ValueError(f"max_delay_ms must be a finite number, at least 0, got {max_delay_ms!r}")
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
+            raise ValueError(f"timeout_s must be a finite number above 0 (or None: no timeout), got {timeout_s!r}")
         if intra_op_threads is not None:
             import torch
 
             if not (isinstance(intra_op_threads, int) and intra_op_threads >= 1):
                 raise ValueError(f"intra_op_threads must be a whole number, at least 1, got {intra_op_threads!r}")
-
             torch.set_num_threads(int(intra_op_threads))  # process-wide: documented in the class doc
         self.codec = codec if codec is not None else Codec()
         self.max_queue = int(max_queue)
