@@ -490,7 +490,7 @@ def cmd_serve(args) -> int:
         print(f"vlmcodec: warmed up {len(records)} shapes{models} ({len(sizes)} coded sizes) in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     try:
-        server = CodecServer(engines, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
+        server = CodecServer(engines, args.host, args.port, max_body=max(1, int(args.max_body_mb * 2**20)),
                              png_level=args.png_level, quiet=args.quiet, quality=args.quality,
                              max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token_file.tokens,
                              rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=token_file.limits,
@@ -956,7 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="under --rate-limit, an /encode?refine=K counts as 1 + C*K requests (e.g. 0.1: ten "
                         "steps count as two; default 0: as one request)")
     refine_views(v)
-    v.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
+    v.add_argument("--max-body-mb", type=_positive_float, default=64.0, help="largest request body in MiB (default 64)")
     v.add_argument("--warmup", nargs="+", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "
                         "so that no request pays a first run; one sample per image size the traffic will have")

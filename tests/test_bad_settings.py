@@ -27,3 +27,24 @@ def test_codec_refuses_a_thread_count_below_one_and_other_absurd_settings(tiny_m
     for timeout in (-1, 0, float("nan")):  # (taken: every request then timed out at once)
         with pytest.raises(ValueError, match="timeout_s must be a finite number above 0"):
             Engine(codec, timeout_s=timeout)
+
+
+def test_the_server_refuses_a_body_limit_below_one_byte(tiny_model_path, capsys):
+    """(--max-body-mb -1 was taken and refused every body; NaN failed after the engine had started)"""
+    from vlmcodec import Codec
+    from vlmcodec.cli import main
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.runtime import Engine
+    from vlmcodec.runtime.server import CodecServer
+
+    for mb in ("-1", "0", "nan"):
+        with pytest.raises(SystemExit) as e:
+            main(["serve", "--port", "0", "--model", str(tiny_model_path), "--max-body-mb", mb])
+        assert e.value.code == 2 and "--max-body-mb: expected a positive number" in capsys.readouterr().err
+    engine = Engine(Codec(tiny_model_path, threads=1))
+    try:
+        for bad in (0, -5, 1.5, None):
+            with pytest.raises(ConfigError, match="max_body must be a number of bytes, at least 1"):
+                CodecServer(engine, "127.0.0.1", 0, max_body=bad)
+    finally:
+        engine.shutdown()

@@ -106,7 +106,9 @@ class CodecServer(ThreadingHTTPServer):
                               f"got {refine_cost!r}")
         self.refine_cost = float(refine_cost)
         self.idle_timeout = idle_timeout
-        self.max_body = int(max_body)
+        if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
+            raise ConfigError(f"max_body must be a number of bytes, at least 1, got {max_body!r}")
+        self.max_body = max_body
         self.png_level = int(png_level)
         self.quiet = quiet
         if log_format not in ("text", "json"):
