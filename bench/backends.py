@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from .common import environment, kodak_dir, write_json
+from .common import count_arg, environment, kodak_dir, positive_arg, write_json
 
 VARIANTS = ("torch", "onnxruntime", "onnxruntime-subpixel", "onnxruntime-plain")
 
@@ -160,9 +160,9 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", help="folder of images (default ../shared/data/kodak)")
-    p.add_argument("--limit", type=int, help="first N images only")
-    p.add_argument("--threads", type=int, default=1, help="network threads for every backend (default 1)")
-    p.add_argument("--repeat", type=int, default=1, help="timed runs per image and backend")
+    p.add_argument("--limit", type=count_arg, help="first N images only")
+    p.add_argument("--threads", type=positive_arg, default=1, help="network threads for every backend (default 1)")
+    p.add_argument("--repeat", type=positive_arg, default=1, help="timed runs per image and backend")
     p.add_argument("--quality", type=float, default=75.0)
     p.add_argument("--model", help="model .safetensors (default: the bundled model)")
     p.add_argument("--variants", default="torch,onnxruntime", help=f"comma-separated, from {', '.join(VARIANTS)}")

@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from .common import count_arg, positive_arg
+
 
 def _add_rd(p: argparse.ArgumentParser) -> None:
     from .common import DEFAULT_CODECS
@@ -31,11 +33,11 @@ def _add_rd(p: argparse.ArgumentParser) -> None:
                         "a bare list Q,Q,... applies to vlmcodec")
     p.add_argument("--metrics", help="comma-separated subset (default: all available but the optional effnet-top1-10crop)")
     p.add_argument("--no-semantic", action="store_true", help="do not try the semantic metrics")
-    p.add_argument("--limit", type=int, default=0, help="first N images only")
+    p.add_argument("--limit", type=count_arg, default=0, help="first N images only")
     p.add_argument("--anchors", type=Path, help="folder of published anchor JSON (default ../shared/anchors/kodak)")
     p.add_argument("--model", help="vlmcodec model .safetensors (default: the bundled model)")
     p.add_argument("--backend", default="torch")
-    p.add_argument("--threads", type=int, default=1, help="vlmcodec CPU threads (default 1)")
+    p.add_argument("--threads", type=positive_arg, default=1, help="vlmcodec CPU threads (default 1)")
     p.add_argument("--no-pre-edit", action="store_true", help="vlmcodec without its model's pre-editor")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--merge", action="store_true",

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .common import environment, image_files, write_json
+from .common import count_arg, environment, image_files, positive_arg, write_json
 from .compressai_compat import import_compressai
 
 
@@ -89,8 +89,8 @@ def run(images: list[Path], configs: list[str], repeat: int = 1) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, help="folder of images (default ../shared/data/kodak)")
-    p.add_argument("--limit", type=int, default=0, help="use the first N images only")
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--limit", type=count_arg, default=0, help="use the first N images only")
+    p.add_argument("--repeat", type=positive_arg, default=1)
     p.add_argument("--configs", default="N128-M192,default-weights")
     p.add_argument("--out", default="results/codec_speed.json")
     a = p.parse_args(argv)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmcodec.kernels import rans
+from .common import positive_arg
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 TAIL_MASS = 1e-9
@@ -272,9 +273,9 @@ def format_table(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vlmcodec.bench.entropy", description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=2_000_000, help="number of symbols")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--chunks", type=int, default=8, help="chunks for the multi-chunk rows")
+    parser.add_argument("--n", type=positive_arg, default=2_000_000, help="number of symbols")
+    parser.add_argument("--repeats", type=positive_arg, default=5)
+    parser.add_argument("--chunks", type=positive_arg, default=8, help="chunks for the multi-chunk rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("out/bench/entropy.json"), help="where to write the JSON")
     args = parser.parse_args(argv)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .bootstrap import mean_interval
+from .common import count_arg
 
 DEFAULT_METRICS = ("teacher-sim", "effnet-kl", "effnet-top1", "effnet-top1-10crop")
 # column titles and number formats of the Markdown table; other metrics show their own name
@@ -172,14 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vlmcodec bench matched-bytes", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="?", type=Path, help="folder of images (default ../shared/data/kodak)")
-    p.add_argument("--limit", type=int, default=0, help="first N images only")
+    p.add_argument("--limit", type=count_arg, default=0, help="first N images only")
     p.add_argument("--anchor", default="webp", help="a bench codec name: webp, jpeg, webp@256, ... (default webp)")
     p.add_argument("--qualities", default="0,5,15,30", help="the anchor's qualities; its sizes are the budgets")
     p.add_argument("--codec", default="vlmcodec@256",
                    help="the vlmcodec side, as bench rd names it: vlmcodec, vlmcodec@256, vlmcodec+r10@256 "
                         "(default vlmcodec@256)")
     p.add_argument("--model", help="vlmcodec model .safetensors (default: the bundled model)")
-    p.add_argument("--threads", type=int, default=0, help="vlmcodec CPU threads (default: the Codec's, up to 4)")
+    p.add_argument("--threads", type=count_arg, default=0, help="vlmcodec CPU threads (default: the Codec's, up to 4)")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated (default {','.join(DEFAULT_METRICS)}); psnr and ms-ssim work too")
     p.add_argument("--out", type=Path, default=Path("results/matched_bytes"),

@@ -66,6 +66,7 @@ from torch import Tensor, nn
 
 from vlmcodec.errors import ConfigError, ModelNotFoundError
 from vlmcodec.teacher.base import teacher_input_size  # re-exported: the metric's input size
+from .common import positive_arg
 
 LITE0_SIZE = 224
 LITE0_CROP_PADDING = 32
@@ -430,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--images", type=Path, default=None, help="folder of PNG images (default ../shared/data/kodak)")
     p.add_argument("--jpeg", type=int, nargs="*", default=[10, 30, 75], help="Pillow JPEG qualities")
     p.add_argument("--timing", action="store_true", help="also time the teacher's load and forward (224, 518)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=positive_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import environment, image_files, write_json
+from .common import count_arg, environment, image_files, write_json
 
 STAGES = ("pad", "pre-edit", "g_a", "h_a", "z coding", "h_s", "y coding", "g_s")
 
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vlmcodec bench speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path)
-    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--limit", type=count_arg, default=0)
     p.add_argument("--quality", type=float, default=75.0)
     p.add_argument("--model")
     p.add_argument("--backends", default="torch,onnxruntime,triton,tensorrt")

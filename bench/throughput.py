@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from vlmcodec.console import backend_option
 
-from .common import environment, image_files, write_json
+from .common import count_arg, environment, image_files, positive_arg, write_json
 
 
 def _percentiles(lat: list[float]) -> dict:
@@ -171,23 +171,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vlmcodec bench throughput", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, help="folder of images (default ../shared/data/kodak)")
-    p.add_argument("--requests", type=int, default=32, help="requests per mode and setting")
+    p.add_argument("--requests", type=positive_arg, default=32, help="requests per mode and setting")
     p.add_argument("--concurrency", default="1,4,16,32")
     p.add_argument("--quality", type=float, default=75.0)
     p.add_argument("--max-bpp", type=float, help="rate-controlled encodes to this budget instead of --quality")
-    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--max-batch", type=positive_arg, default=8)
     p.add_argument("--max-delay-ms", type=float, help="the Engine's (default: Engine's own, by backend)")
-    p.add_argument("--workers", type=int, default=2, help="entropy-coding threads of the Engine")
-    p.add_argument("--network-workers", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--workers", type=positive_arg, default=2, help="entropy-coding threads of the Engine")
+    p.add_argument("--network-workers", type=positive_arg, default=os.cpu_count() or 1,
                    help="Engine threads running networks (default: one per core)")
-    p.add_argument("--intra-op-threads", type=int, default=1,
+    p.add_argument("--intra-op-threads", type=positive_arg, default=1,
                    help="torch threads per op inside the Engine (default 1; 0 = leave as is)")
     p.add_argument("--model")
     p.add_argument("--backend", default="torch")
     p.add_argument("--device", help="e.g. cuda (default: the backend's own)")
     p.add_argument("--backend-option", type=backend_option, action="append", metavar="KEY=VALUE",
                    help="an option of the backend, repeatable (as for vlmcodec encode)")
-    p.add_argument("--warmup", type=int, default=0, metavar="N",
+    p.add_argument("--warmup", type=count_arg, default=0, metavar="N",
                    help="untimed requests (each mode) through each Engine before it is timed (default 0)")
     p.add_argument("--warmup-shapes", action="store_true",
                    help="Engine.warmup before timing, untimed: each image size at max-batch and 1 (CPU "

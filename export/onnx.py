@@ -141,6 +141,14 @@ def _gdn_node_prefixes(model, name: str) -> list[str]:
     return [f"{base}/{i}/" for i, m in enumerate(seq) if isinstance(m, (GDN, FoldedGDN))]
 
 
+def max_opset() -> int | None:
+    """The newest opset the TorchScript exporter (``dynamo=False``) writes; None where this torch
+    does not say (its export then reports a newer one itself)."""
+    from torch.onnx import _constants
+
+    return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None)
+
+
 def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET, fold_gdn: bool = True,
                  subpixel: bool = False) -> dict:
     """Export network ``name`` of ``model`` to ``path``; validate it; return its manifest entry."""
@@ -149,6 +157,10 @@ def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET,
         raise ConfigError(f"unknown network {name!r}; choose from {', '.join(NETWORKS)}")
     if opset < MIN_OPSET:
         raise ConfigError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
+    newest = max_opset()
+    if newest is not None and opset > newest:
+        raise ConfigError(f"opset {opset} is newer than this torch's ONNX exporter writes "
+                          f"(torch {torch.__version__}: {MIN_OPSET} to {newest})")
     spec = SPECS[name]
     net = network_module(model, name, fold_gdn, subpixel)
     h, w = EXAMPLE_SIZE

@@ -155,3 +155,16 @@ def test_pre_editor_graph(tmp_path):
         with torch.no_grad():
             ref = net.pre_editor(x).numpy()
         np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], ref, atol=1e-5)
+
+
+def test_an_opset_outside_what_the_exporter_writes_is_refused(loaded, tmp_path):
+    """(99 was torch's RuntimeError and a traceback)"""
+    from vlmcodec.export.onnx import max_opset
+
+    with pytest.raises(ConfigError, match="opset 16 is too old"):
+        export_onnx(loaded, tmp_path / "old", opset=16)
+    newest = max_opset()
+    assert newest is not None and newest >= 17  # (this torch says: the check runs)
+    with pytest.raises(ConfigError, match=f"opset {newest + 1} is newer than this torch's ONNX exporter writes "
+                                          rf"\(torch .*: 17 to {newest}\)"):
+        export_onnx(loaded, tmp_path / "new", opset=newest + 1)
