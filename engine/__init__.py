@@ -16,6 +16,7 @@ from .errors import (
     RefineFallbackWarning,
     RequestError,
     ResourceError,
+    TrainingDivergedError,
     VlmcodecError,
     VlmcodecWarning,
 )
@@ -78,5 +79,5 @@ __all__ = [
     "Codec", "CodecSet", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "BudgetError",
     "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
-    "RequestError", "ResourceError", "VlmcodecWarning", "RefineFallbackWarning",
+    "RequestError", "ResourceError", "TrainingDivergedError", "VlmcodecWarning", "RefineFallbackWarning",
 ]
