@@ -133,11 +133,11 @@ class TrainConfig:
         for key in ("steps", "warmup", "threads"):
             if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 0):
                 raise bad(key, "must be a whole number, at least 0")
-        for key in ("lr", "aux_lr", "teacher_scale", "consumer_teacher_scale", "pre_editor_lr_mult"):
+        for key in ("lr", "teacher_scale", "consumer_teacher_scale"):
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(key, "must be a finite number above 0")
-        for key in ("lr_final", "clip_grad", "w_pix", "w_tok", "w_rank", "time_limit_s"):
+        for key in ("lr_final", "aux_lr", "clip_grad", "w_pix", "w_tok", "w_rank", "time_limit_s", "pre_editor_lr_mult"):
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise bad(key, "must be a finite number, at least 0")
