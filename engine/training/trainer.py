@@ -137,7 +137,8 @@ class TrainConfig:
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(key, "must be a finite number above 0")
-        for key in ("lr_final", "aux_lr", "clip_grad", "w_pix", "w_tok", "w_rank", "time_limit_s", "pre_editor_lr_mult"):
+        for key in ("lr_final", "aux_lr", "clip_grad", "w_pix", "w_tok", "w_rank", "time_limit_s",
+                    "pre_editor_lr_mult"):
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise bad(key, "must be a finite number, at least 0")
