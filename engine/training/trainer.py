@@ -127,7 +127,7 @@ class TrainConfig:
 
         if not (isinstance(self.crop, int) and self.crop >= 64 and self.crop % 64 == 0):
             raise bad("crop", "must be a multiple of 64 (the model's total stride), at least 64")
-        for key in ("batch", "log_every", "ckpt_every"):
+        for key in ("batch", "log_every", "ckpt_every", "max_bad_steps"):
             if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 1):
                 raise bad(key, "must be a whole number, at least 1")
         for key in ("steps", "warmup", "threads"):
@@ -301,8 +301,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.set_rng_state(state["torch_rng"])
         lineage = state.get("lineage", [])
         decodes_as = StreamIdentity(*map(bytes.fromhex, state["decodes_as"])) if state.get("decodes_as") else None
-    if cfg.max_bad_steps < 1:
-        raise ConfigError(f"max_bad_steps must be at least 1, got {cfg.max_bad_steps}")
     if not 0 <= cfg.ema_decay < 1:
         raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     ema = None
@@ -385,7 +383,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         grad_norm = (torch.nn.utils.clip_grad_norm_(main_p, cfg.clip_grad) if cfg.clip_grad > 0
                      else torch.nn.utils.get_total_norm([p.grad for p in main_p if p.grad is not None]))
         # (one host sync per step, as the logged loss below already makes)
-        ok = math.isfinite(losses["loss"].item()) and math.isfinite(float(grad_norm))
+        loss_value = losses["loss"].item()
+        ok = math.isfinite(loss_value) and math.isfinite(float(grad_norm))
         if ok:
             opt.step()
         if aux_opt is not None:
@@ -403,7 +402,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             bad_in_a_row, last_good = 0, step
             if ema is not None:
                 ema_update(ema, model, cfg.ema_decay)
-            acc["loss"] += losses["loss"].item(); acc["bpp"] += losses["bpp"].item()
+            acc["loss"] += loss_value; acc["bpp"] += losses["bpp"].item()
             acc["mse"] += losses["mse"].item(); acc["semantic"] += losses["semantic"].item()
             acc["aux"] += aux.item(); acc["n"] += 1
         else:
