@@ -97,6 +97,21 @@ def _cost_at_width(cost: tuple[int, int, int], width: int) -> tuple[int, int, in
     return tuple(round(v * scale) for v in cost)
 
 
+def check_batch(items, name: str, one: str, single: str, not_a_batch: tuple[type, ...]) -> None:
+    """A batch call's items are a sequence: one image or stream would be iterated over (an H×W×3
+    array as H images of W×3 pixels, a path or stream as its characters or bytes). An N×H×W×C
+    array of images is a sequence of N."""
+    from PIL import Image
+
+    if isinstance(items, np.ndarray) and items.ndim == 4:
+        return
+    if isinstance(items, not_a_batch) or isinstance(items, Image.Image):
+        what = f"an array of shape {items.shape}" if isinstance(items, np.ndarray) else type(items).__name__
+        error = ImageError if name == "images" else BitstreamError
+        raise error(f"{single}_batch takes a sequence of {name} (a list; images also as an N×H×W×C array), "
+                    f"got {what}: for {one}, use {single}()")
+
+
 def _check_hs_device(device: str | None) -> str:
     """The device of the exact h_s: "cpu" (None) or an available CUDA device."""
     if device is None or str(device) == "cpu":
@@ -172,6 +187,8 @@ class Codec:
         self.check_memory = bool(check_memory) and memory.memory_check_enabled()
         # pre_edit=False skips a model's pre-editor at encode time: faster encoding, valid streams
         # (the decoder never runs it), at some rate–quality cost (README, "Default model")
+        if not isinstance(pre_edit, (bool, np.bool_)):  # ("no" would be True)
+            raise ConfigError(f"pre_edit must be True or False, got {pre_edit!r}")
         self.pre_edit = bool(pre_edit) and self.model.pre_editor is not None
         # short_side=N codes images at the consumer's scale (vlmcodec.resample): the shorter side
         # downscaled to N before encoding, the decoder upsamples back to the original size
@@ -219,6 +236,7 @@ class Codec:
     def encode_batch(self, images, qualities, short_side: int | None = None, *,
                      refine: int | None = None) -> list[bytes]:
         """Encode images; those sharing a padded (coded) size go through the networks as one batch."""
+        check_batch(images, "images", "an image", "encode", (str, Path, bytes, np.ndarray))
         steps = self.refine_steps(refine)
         prepared = [self.prepare(im, q, short_side) for im, q in zip(images, _broadcast(qualities, len(images)))]
         out: list[bytes | None] = [None] * len(prepared)
@@ -231,6 +249,7 @@ class Codec:
     def decode_batch(self, streams, short_side: int | None = None) -> list[np.ndarray]:
         """Decode streams; those sharing a padded size run the synthesis as one batch
         (``short_side`` as in ``decode``)."""
+        check_batch(streams, "streams", "a stream", "decode", (bytes, bytearray, memoryview, str, Path))
         side = resample.check_short_side(short_side)
         latents = [self.entropy_decode(s, side) for s in streams]
         out: list[np.ndarray | None] = [None] * len(latents)

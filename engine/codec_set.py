@@ -115,6 +115,9 @@ class CodecSet:
     def decode_batch(self, streams, short_side: int | None = None) -> list[np.ndarray]:
         """Decode streams of any of the models held, in order; each model's streams run as its
         codec's batch. The first stream that no model held wrote raises before any is decoded."""
+        from .codec import check_batch
+
+        check_batch(streams, "streams", "a stream", "decode", (bytes, bytearray, memoryview, str, Path))
         streams = list(streams)
         groups: dict[bytes, list[int]] = {}
         for i, data in enumerate(streams):

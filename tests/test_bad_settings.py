@@ -48,3 +48,27 @@ def test_the_server_refuses_a_body_limit_below_one_byte(tiny_model_path, capsys)
                 CodecServer(engine, "127.0.0.1", 0, max_body=bad)
     finally:
         engine.shutdown()
+
+
+def test_a_batch_call_given_one_item_says_so(tiny_model_path, tmp_path):
+    """encode_batch(image) iterated over an H×W×3 array's rows (64 streams of 64×3 pixels) and a
+    path's characters; decode_batch(stream) over its bytes; pre_edit="no" was True."""
+    from vlmcodec import Codec, CodecSet
+    from vlmcodec.errors import BitstreamError, ConfigError, ImageError
+
+    codec = Codec(tiny_model_path, threads=1)
+    img = np.zeros((64, 64, 3), np.uint8)
+    for one in (img, "photo.png", tmp_path / "photo.png"):
+        with pytest.raises(ImageError, match=r"encode_batch takes a sequence of images .* use encode\(\)"):
+            codec.encode_batch(one, 50)
+    stream = codec.encode(img, 50)
+    for one in (stream, bytearray(stream), memoryview(stream)):
+        with pytest.raises(BitstreamError, match=r"decode_batch takes a sequence of streams .* use decode\(\)"):
+            codec.decode_batch(one)
+        with pytest.raises(BitstreamError, match="decode_batch takes a sequence of streams"):
+            CodecSet([codec]).decode_batch(one)
+    batch = np.stack([img, img + 9])  # an N×H×W×C array is a batch of N
+    assert [codec.decode(s).shape for s in codec.encode_batch(batch, 50)] == [(64, 64, 3)] * 2
+    assert len(codec.decode_batch((s for s in [stream, stream]))) == 2  # any iterable of streams
+    with pytest.raises(ConfigError, match="pre_edit must be True or False, got 'no'"):
+        Codec(tiny_model_path, pre_edit="no")
