@@ -97,19 +97,26 @@ def _cost_at_width(cost: tuple[int, int, int], width: int) -> tuple[int, int, in
     return tuple(round(v * scale) for v in cost)
 
 
-def check_batch(items, name: str, one: str, single: str, not_a_batch: tuple[type, ...]) -> None:
+# what a batch call must not take as its batch: one image, one stream, one path
+NOT_IMAGES = (str, Path, bytes, np.ndarray)
+NOT_STREAMS = (bytes, bytearray, memoryview, str, Path)
+
+
+def check_batch(items, call: str, single: str) -> None:
     """A batch call's items are a sequence: one image or stream would be iterated over (an H×W×3
     array as H images of W×3 pixels, a path or stream as its characters or bytes). An N×H×W×C
-    array of images is a sequence of N."""
+    array of images is a sequence of N. ``call``: the batch call ("encode_batch"...), whose name
+    says images or streams; ``single``: the call for one item."""
     from PIL import Image
 
-    if isinstance(items, np.ndarray) and items.ndim == 4:
+    images = call.startswith("encode")
+    if isinstance(items, np.ndarray) and items.ndim == 4 and images:
         return
-    if isinstance(items, not_a_batch) or isinstance(items, Image.Image):
+    if isinstance(items, NOT_IMAGES if images else NOT_STREAMS) or isinstance(items, Image.Image):
         what = f"an array of shape {items.shape}" if isinstance(items, np.ndarray) else type(items).__name__
-        error = ImageError if name == "images" else BitstreamError
-        raise error(f"{single}_batch takes a sequence of {name} (a list; images also as an N×H×W×C array), "
-                    f"got {what}: for {one}, use {single}()")
+        kind = "images (a list, or an N×H×W×C array)" if images else "streams (a list)"
+        error = ImageError if images else BitstreamError
+        raise error(f"{call} takes a sequence of {kind}, got {what}: for one, use {single}()")
 
 
 def _check_hs_device(device: str | None) -> str:
@@ -236,7 +243,7 @@ class Codec:
     def encode_batch(self, images, qualities, short_side: int | None = None, *,
                      refine: int | None = None) -> list[bytes]:
         """Encode images; those sharing a padded (coded) size go through the networks as one batch."""
-        check_batch(images, "images", "an image", "encode", (str, Path, bytes, np.ndarray))
+        check_batch(images, "encode_batch", "encode")
         steps = self.refine_steps(refine)
         prepared = [self.prepare(im, q, short_side) for im, q in zip(images, _broadcast(qualities, len(images)))]
         out: list[bytes | None] = [None] * len(prepared)
@@ -249,7 +256,7 @@ class Codec:
     def decode_batch(self, streams, short_side: int | None = None) -> list[np.ndarray]:
         """Decode streams; those sharing a padded size run the synthesis as one batch
         (``short_side`` as in ``decode``)."""
-        check_batch(streams, "streams", "a stream", "decode", (bytes, bytearray, memoryview, str, Path))
+        check_batch(streams, "decode_batch", "decode")
         side = resample.check_short_side(short_side)
         latents = [self.entropy_decode(s, side) for s in streams]
         out: list[np.ndarray | None] = [None] * len(latents)

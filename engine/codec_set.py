@@ -117,7 +117,7 @@ class CodecSet:
         codec's batch. The first stream that no model held wrote raises before any is decoded."""
         from .codec import check_batch
 
-        check_batch(streams, "streams", "a stream", "decode", (bytes, bytearray, memoryview, str, Path))
+        check_batch(streams, "decode_batch", "decode")
         streams = list(streams)
         groups: dict[bytes, list[int]] = {}
         for i, data in enumerate(streams):

@@ -59,16 +59,27 @@ def test_a_batch_call_given_one_item_says_so(tiny_model_path, tmp_path):
     codec = Codec(tiny_model_path, threads=1)
     img = np.zeros((64, 64, 3), np.uint8)
     for one in (img, "photo.png", tmp_path / "photo.png"):
-        with pytest.raises(ImageError, match=r"encode_batch takes a sequence of images .* use encode\(\)"):
+        with pytest.raises(ImageError, match=r"encode_batch takes a sequence of images .*: for one, use encode\(\)"):
             codec.encode_batch(one, 50)
     stream = codec.encode(img, 50)
     for one in (stream, bytearray(stream), memoryview(stream)):
-        with pytest.raises(BitstreamError, match=r"decode_batch takes a sequence of streams .* use decode\(\)"):
+        with pytest.raises(BitstreamError, match=r"decode_batch takes a sequence of streams .*: for one, use decode\(\)"):
             codec.decode_batch(one)
         with pytest.raises(BitstreamError, match="decode_batch takes a sequence of streams"):
             CodecSet([codec]).decode_batch(one)
     batch = np.stack([img, img + 9])  # an N×H×W×C array is a batch of N
     assert [codec.decode(s).shape for s in codec.encode_batch(batch, 50)] == [(64, 64, 3)] * 2
     assert len(codec.decode_batch((s for s in [stream, stream]))) == 2  # any iterable of streams
+    from vlmcodec.runtime import Engine
+
+    engine = Engine(codec)
+    try:
+        with pytest.raises(ImageError, match=r"encode_many takes a sequence of images .*: for one, use submit_encode"):
+            engine.encode_many(img)
+        with pytest.raises(BitstreamError, match=r"decode_many takes a sequence of streams .*: for one, use submit_decode"):
+            engine.decode_many(stream)
+        assert [a.shape for a in engine.decode_many(engine.encode_many(batch))] == [(64, 64, 3)] * 2
+    finally:
+        engine.shutdown()
     with pytest.raises(ConfigError, match="pre_edit must be True or False, got 'no'"):
         Codec(tiny_model_path, pre_edit="no")

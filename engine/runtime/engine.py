@@ -50,7 +50,7 @@ import numpy as np
 
 from .. import rate_control, resample
 from ..bitstream import container
-from ..codec import Codec
+from ..codec import Codec, check_batch
 from ..errors import (BitstreamError, EngineDeadError, RequestError, ResourceError, VlmcodecError,
                       warn_refine_fallback)
 from ..image_io import padded_size
@@ -236,6 +236,7 @@ class Engine:
         ``options``: ``submit_encode``'s (``short_side``, ``max_bytes``, ``refine``,
         ``priority``...). An image's error is raised at its place (the requests still in flight
         are cancelled), or yielded instead of its stream with ``return_exceptions=True``."""
+        check_batch(images, "encode_many", "submit_encode")
         return self._many(lambda image: self.submit_encode(image, quality, **options), images, window,
                           return_exceptions)
 
@@ -243,6 +244,7 @@ class Engine:
                     **options) -> Iterator[np.ndarray | BaseException]:
         """``encode_many`` for decoding: uint8 H×W×3 arrays in input order (``options``:
         ``submit_decode``'s ``short_side``, ``priority``...)."""
+        check_batch(streams, "decode_many", "submit_decode")
         return self._many(lambda data: self.submit_decode(data, **options), streams, window, return_exceptions)
 
     def _many(self, submit, items: Iterable, window: int | None, return_exceptions: bool) -> Iterator:
