@@ -141,3 +141,16 @@ def test_cuda_without_cuda_is_a_clear_error(cfg):
 
     with pytest.raises(BackendUnavailableError, match="device 'cuda': CUDA not available"):
         train(replace(cfg, device="cuda"), progress=False)
+
+
+def test_a_list_key_given_something_else_names_the_key(tmp_path):
+    """(lmbdas = "abc" was "could not convert string to float: 'a'", no key named)"""
+    path = tmp_path / "c.toml"
+    for line, message in (('lmbdas = "abc"', r"lmbdas must be a list of float values, got 'abc'"),
+                          ("lmbdas = 0.01", r"lmbdas must be a list of float values, got 0.01"),
+                          ('teacher_layers = [3, "x"]', r"teacher_layers must be a list of int values")):
+        path.write_text(line + "\n")
+        with pytest.raises(ConfigError, match=f"training config: {message}"):
+            TrainConfig.from_toml(path)
+    path.write_text("lmbdas = [0.01, 0.02]\n")
+    assert TrainConfig.from_toml(path).lmbdas == (0.01, 0.02)

@@ -116,7 +116,18 @@ class TrainConfig:
     @staticmethod
     def with_tuples(raw: dict) -> dict:
         """``raw`` with its list-valued keys (TOML arrays, JSON lists) as the tuples the fields hold."""
-        return {k: tuple(_TUPLE_KEYS[k](x) for x in v) if k in _TUPLE_KEYS else v for k, v in raw.items()}
+        out = dict(raw)
+        for k, kind in _TUPLE_KEYS.items():
+            if k not in raw:
+                continue
+            v = raw[k]
+            try:
+                if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+                    raise TypeError
+                out[k] = tuple(kind(x) for x in v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"training config: {k} must be a list of {kind.__name__} values, got {v!r}") from None
+        return out
 
     def check(self) -> None:
         """ConfigError for a value no run can use, before anything is loaded (a zero crop or
