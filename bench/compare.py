@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from .bootstrap import bd_rate_interval
 from .rd import bd_table
 from .report import _interval, _pct
-from .common import positive_arg
+from .common import count_arg
 
 DEFAULT_METRICS = ("psnr", "teacher-sim", "effnet-top1", "effnet-kl")
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="an anchor curve (repeatable), e.g. webp=results/rd_kodak/rd.json:webp")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     p.add_argument("--max-bpp", type=float, default=0.3)
-    p.add_argument("--bootstrap", type=positive_arg, default=1000, metavar="N",
+    p.add_argument("--bootstrap", type=count_arg, default=1000, metavar="N",
                    help="paired bootstrap resamples of the images for the BD-rate intervals (0 = none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     p.add_argument("--out", type=Path, help="write the Markdown report here (and the figures as .json beside it)")
@@ -178,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         curves = [load_curve(s) for s in args.curve]
         anchors = [load_curve(s) for s in args.anchor]
-        if args.bootstrap < 0:
-            raise ConfigError(f"--bootstrap must be >= 0, got {args.bootstrap}")
         res = compare(curves, anchors, [m.strip() for m in args.metrics.split(",") if m.strip()], args.max_bpp,
                       args.bootstrap, args.seed)
     except ConfigError as e:

@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=positive_arg, default=2, help="entropy-coding threads of the Engine")
     p.add_argument("--network-workers", type=positive_arg, default=os.cpu_count() or 1,
                    help="Engine threads running networks (default: one per core)")
-    p.add_argument("--intra-op-threads", type=positive_arg, default=1,
+    p.add_argument("--intra-op-threads", type=count_arg, default=1,
                    help="torch threads per op inside the Engine (default 1; 0 = leave as is)")
     p.add_argument("--model")
     p.add_argument("--backend", default="torch")

@@ -104,8 +104,9 @@ def test_bootstrap_needs_per_image_values(tmp_path, capsys):
     b = _rd(tmp_path / "b.json", "vlmcodec", [0.09, 0.18, 0.36], [26, 28, 30], [0.8, 0.6, 0.4])
     res = cmp.compare([cmp.load_curve(f"b={b}")], [cmp.load_curve(f"a={a}:webp")], ["psnr"], n_boot=100)
     assert "ci" not in res["bd"]["b"]["a"]["psnr"]  # older rd.json: BD-rate alone, no interval
-    assert cmp.main(["--curve", f"b={b}", "--anchor", f"a={a}:webp", "--bootstrap", "-1"]) == 2
-    assert "--bootstrap" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cmp.main(["--curve", f"b={b}", "--anchor", f"a={a}:webp", "--bootstrap", "-1"])
+    assert e.value.code == 2 and "--bootstrap: expected a whole number, at least 0" in capsys.readouterr().err
 
 
 def test_bd_cell_is_the_bd_rate_and_its_interval(tmp_path):
