@@ -109,3 +109,14 @@ def test_a_model_file_with_an_absurd_architecture_is_refused_before_any_tensor(t
         load_model(bad)
     assert main(["info", str(bad)]) == 2
     assert "unreadable architecture" in capsys.readouterr().err
+
+
+def test_not_finite_names_exactly_the_tensors_holding_a_nan_or_an_infinity():
+    """Its sum pre-check must neither flag a finite tensor whose sum overflows (float32 and
+    float16) nor miss +∞ and −∞ together (their sum is NaN) or one NaN."""
+    from vlmcodec.models.checkpoint import not_finite
+
+    tensors = {"big": torch.full((4,), 3e38), "half": torch.full((8,), 6e4, dtype=torch.float16),
+               "ints": torch.arange(5), "ok": torch.ones(3, 3), "nan": torch.tensor([1.0, float("nan")]),
+               "both": torch.tensor([float("inf"), -float("inf")]), "inf16": torch.tensor([1.0, float("inf")]).half()}
+    assert not_finite(tensors) == ["nan", "both", "inf16"]
