@@ -32,6 +32,7 @@ source_tree.activate()
 
 from vlmcodec.training.budget import fit_steps_to_time  # noqa: E402
 from vlmcodec.training.overrides import merge_overrides  # noqa: E402
+from vlmcodec.errors import TrainingDivergedError  # noqa: E402
 from vlmcodec.training.trainer import TrainConfig, export_weights, train  # noqa: E402
 
 
@@ -53,12 +54,22 @@ def main() -> int:
         cfg, info = fit_steps_to_time(cfg, a.time_limit)
         print("fit-steps:", json.dumps(info), flush=True)
         (out / "fit.json").write_text(json.dumps(info, indent=2))
-    ckpt = train(cfg, progress=False)
+    status = 0
+    try:
+        ckpt = train(cfg, progress=False)
+    except TrainingDivergedError as e:
+        # the device time is spent either way: the last checkpoint (intact) still comes back, with
+        # the logs that show where the run went wrong; exit 3 says it diverged
+        print(f"device_train: {e}", file=sys.stderr, flush=True)
+        ckpt, status = Path(cfg.out_dir) / "last.pt", 3
+        if not ckpt.exists():
+            return status
     export_weights(ckpt, out / "weights.safetensors")
     for log in ("log.csv", "log.jsonl"):
         shutil.copy(Path(cfg.out_dir) / log, out / log)
-    print(f"weights: {out / 'weights.safetensors'} ({(out / 'weights.safetensors').stat().st_size / 1e6:.1f} MB)")
-    return 0
+    print(f"weights: {out / 'weights.safetensors'} ({(out / 'weights.safetensors').stat().st_size / 1e6:.1f} MB)"
+          + (" — of the last checkpoint before the run diverged" if status else ""))
+    return status
 
 
 if __name__ == "__main__":

@@ -67,3 +67,21 @@ def test_shipped_training_configs_parse(path):
 
     cfg = TrainConfig.from_toml(path)
     assert cfg.steps > 0 and len(cfg.lmbdas) >= 1 and cfg.model_config().num_levels == len(cfg.lmbdas)
+
+
+def test_device_train_brings_back_the_last_checkpoint_of_a_diverged_run(tmp_path):
+    """A run whose loss stops being finite (here: a learning rate of 1e30, whose first update
+    sends every activation to infinity) exits 3, names the divergence, and still writes the last
+    checkpoint's weights and the logs under --out: the GPU time is not lost with them."""
+    data = write_train_folder(tmp_path / "data")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(f'data_dir = "{data}"\nout_dir = "{tmp_path / "run"}"\nN = 8\nM = 12\nlmbdas = [0.01, 0.05]\n'
+                   'crop = 64\nbatch = 2\nsteps = 6\nwarmup = 0\nthreads = 1\nlr = 1e30\nlr_final = 1e30\n'
+                   'ckpt_every = 1\nlog_every = 1\nmax_bad_steps = 2\nclip_grad = 0.0\n')
+    r = run_bare_script("device_train.py", "--config", cfg, "--out", tmp_path / "out")
+    assert r.returncode == 3, r.stdout[-1500:] + r.stderr[-1500:]
+    assert "training diverged: loss or gradients not finite at 2 steps in a row" in r.stderr
+    assert "of the last checkpoint before the run diverged" in r.stdout
+    assert (tmp_path / "out" / "weights.safetensors").stat().st_size > 0
+    rows = (tmp_path / "out" / "log.csv").read_text().splitlines()
+    assert rows[0].endswith(",skipped") and rows[-1].endswith(",1")
