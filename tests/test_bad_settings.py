@@ -83,3 +83,13 @@ def test_a_batch_call_given_one_item_says_so(tiny_model_path, tmp_path):
         engine.shutdown()
     with pytest.raises(ConfigError, match="pre_edit must be True or False, got 'no'"):
         Codec(tiny_model_path, pre_edit="no")
+
+
+def test_the_client_refuses_a_timeout_it_cannot_use():
+    """(-5 and NaN were taken, then each request failed with http.client's "Timeout value out of range")"""
+    from vlmcodec.runtime.client import RemoteCodec
+
+    for timeout in (-5, 0, float("nan"), float("inf"), "10"):
+        with pytest.raises(ValueError, match="timeout_s must be a finite number of seconds above 0"):
+            RemoteCodec("http://127.0.0.1:1", timeout_s=timeout)
+    RemoteCodec("http://127.0.0.1:1", timeout_s=None).close()  # (no timeout)

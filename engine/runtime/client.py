@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import math
 import ssl
 import threading
 import time
@@ -51,6 +52,9 @@ class RemoteCodec:
             raise ValueError(f"expected an http:// or https://host:port URL, got {url!r}")
         if int(retries) < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
+            # (else http.client's "Timeout value out of range" at the first request)
+            raise ValueError(f"timeout_s must be a finite number of seconds above 0 (or None), got {timeout_s!r}")
         if ssl_context is not None and parts.scheme != "https":
             raise ValueError("ssl_context needs an https:// URL")
         self.url = url.rstrip("/")
