@@ -93,3 +93,29 @@ def test_the_client_refuses_a_timeout_it_cannot_use():
         with pytest.raises(ValueError, match="timeout_s must be a finite number of seconds above 0"):
             RemoteCodec("http://127.0.0.1:1", timeout_s=timeout)
     RemoteCodec("http://127.0.0.1:1", timeout_s=None).close()  # (no timeout)
+
+
+def test_an_engine_left_running_at_exit_is_shut_down(tmp_path):
+    """A program that exits without Engine.shutdown(): every queued request is resolved (run, or
+    failed with EngineDeadError; they vanished with the engine's daemon thread) and the threads let
+    go of the codec (nanobind printed ten lines of "leaked" rANS tables)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "left_running.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from vlmcodec import Codec\n"
+        "from vlmcodec.runtime import Engine\n"
+        "engine = Engine(Codec(threads=1), max_batch=1)\n"
+        "img = np.zeros((128, 128, 3), np.uint8)\n"
+        "def told(f):\n"
+        "    print('ok' if f.exception() is None else type(f.exception()).__name__, flush=True)\n"
+        "for _ in range(12):\n"
+        "    engine.submit_encode(img, 50).add_done_callback(told)\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    outcomes = run.stdout.split()
+    assert len(outcomes) == 12 and set(outcomes) <= {"ok", "EngineDeadError"}, run.stdout
+    assert "EngineDeadError" in outcomes  # (12 queued behind one at a time: not all ran)
+    assert "leaked" not in run.stderr, run.stderr[-2000:]
