@@ -42,6 +42,31 @@ def test_load_weights_into_checks_architecture(tmp_path):
     assert torch.equal(with_pre.g_a[0].weight, _tiny_model().g_a[0].weight.half().float())
 
 
+def test_weights_not_finite_are_neither_written_nor_loaded_into_a_run(tmp_path):
+    """save_weights (float16 overflow included) and load_weights_into (a run's init_from, which
+    would otherwise skip every step) refuse NaN and infinite weights."""
+    from safetensors.torch import load_file, save_file
+
+    net = _tiny_model()
+    save_weights(net, tmp_path / "w.safetensors")
+    with torch.no_grad():
+        net.g_s[0].weight[0, 0, 0, 0] = 1e5  # float16's largest is 65504
+    with pytest.raises(ConfigError, match=r"not saved: weights not finite \(as torch.float16\) .*g_s.0.weight"):
+        save_weights(net, tmp_path / "w16.safetensors")
+    assert not (tmp_path / "w16.safetensors").exists()
+    save_weights(net, tmp_path / "w32.safetensors", dtype=torch.float32)  # (finite in float32)
+    tensors = load_file(tmp_path / "w.safetensors")
+    tensors["h_s.0.bias"][0] = float("nan")
+    with open(tmp_path / "w.safetensors", "rb") as f:  # (keep its metadata)
+        import json
+        import struct
+
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=header["__metadata__"])
+    with pytest.raises(ConfigError, match=r"nan.safetensors: weights not finite in 1 tensors \(h_s.0.bias\)"):
+        load_weights_into(_tiny_model(), tmp_path / "nan.safetensors")
+
+
 def test_weights_to_model_file_rejects_other_files(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ConfigError):
@@ -70,17 +95,17 @@ def test_shipped_training_configs_parse(path):
 
 
 def test_device_train_brings_back_the_last_checkpoint_of_a_diverged_run(tmp_path):
-    """A run whose loss stops being finite (here: a learning rate of 1e30, whose first update
-    sends every activation to infinity) exits 3, names the divergence, and still writes the last
-    checkpoint's weights and the logs under --out: the GPU time is not lost with them."""
+    """A run whose loss is not finite (here: a pixel-loss weight of 1e38, whose loss overflows
+    to infinity) exits 3, names the divergence, and still writes the last checkpoint's weights and
+    the logs under --out: the GPU time is not lost with them."""
     data = write_train_folder(tmp_path / "data")
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(f'data_dir = "{data}"\nout_dir = "{tmp_path / "run"}"\nN = 8\nM = 12\nlmbdas = [0.01, 0.05]\n'
-                   'crop = 64\nbatch = 2\nsteps = 6\nwarmup = 0\nthreads = 1\nlr = 1e30\nlr_final = 1e30\n'
-                   'ckpt_every = 1\nlog_every = 1\nmax_bad_steps = 2\nclip_grad = 0.0\n')
+                   'crop = 64\nbatch = 2\nsteps = 6\nwarmup = 1\nthreads = 1\nw_pix = 1e38\n'
+                   'ckpt_every = 1\nlog_every = 1\nmax_bad_steps = 2\n')
     r = run_bare_script("device_train.py", "--config", cfg, "--out", tmp_path / "out")
     assert r.returncode == 3, r.stdout[-1500:] + r.stderr[-1500:]
-    assert "training diverged: loss or gradients not finite at 2 steps in a row" in r.stderr
+    assert "training diverged: loss, gradients or aux loss not finite at 2 steps in a row" in r.stderr
     assert "of the last checkpoint before the run diverged" in r.stdout
     assert (tmp_path / "out" / "weights.safetensors").stat().st_size > 0
     rows = (tmp_path / "out" / "log.csv").read_text().splitlines()

@@ -74,8 +74,10 @@ def test_steps_with_a_loss_not_finite_are_skipped_and_logged(cfg, monkeypatch):
 def test_a_run_of_bad_steps_stops_with_the_last_checkpoint_intact(cfg, monkeypatch, capsys):
     poison_loss(monkeypatch, {3, 4, 5, 6})
     run = replace(cfg, steps=8, max_bad_steps=3)
-    with pytest.raises(TrainingDivergedError, match=r"not finite at 3 steps in a row \(steps 3–5, max_bad_steps 3\)"
-                                                    r".*last.pt holds step 4, intact \(its weights those after step 2: "):
+    with pytest.raises(TrainingDivergedError, match=r"loss, gradients or aux loss not finite at 3 steps in a row "
+                                                    r"\(steps 3–5, max_bad_steps 3\)"
+                                                    r".*last.pt holds step 4, intact \(the last step without a bad "
+                                                    r"value: 2\)"):
         train(run, progress=False)
     state = torch.load(f"{run.out_dir}/last.pt", weights_only=False)
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
@@ -154,3 +156,25 @@ def test_a_list_key_given_something_else_names_the_key(tmp_path):
             TrainConfig.from_toml(path)
     path.write_text("lmbdas = [0.01, 0.02]\n")
     assert TrainConfig.from_toml(path).lmbdas == (0.01, 0.02)
+
+
+def test_an_aux_loss_not_finite_skips_the_aux_update_and_counts_as_bad(cfg, monkeypatch, capsys):
+    """The aux loss is measured after the main update (CompressAI's order): not finite, the
+    quantiles keep their values, the step counts as bad, and enough in a row stop the run."""
+    calls = {"n": 0}
+    seen = {}
+    real = MeanScaleHyperprior.aux_loss
+
+    def aux_loss(self):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the quantiles as step 1's aux update left them
+            seen["quantiles"] = self.entropy_bottleneck.quantiles.detach().clone()
+        loss = real(self)
+        return loss * float("nan") if calls["n"] >= 2 else loss
+
+    monkeypatch.setattr(MeanScaleHyperprior, "aux_loss", aux_loss)
+    with pytest.raises(TrainingDivergedError, match=r"aux loss not finite at 2 steps in a row \(steps 2–3"):
+        train(replace(cfg, steps=6, max_bad_steps=2), progress=False)
+    assert "step 2: aux loss not finite after the step's update; the aux update is skipped" in capsys.readouterr().out
+    state = torch.load(f"{cfg.out_dir}/last.pt", weights_only=False)
+    assert state["step"] == 2 and torch.equal(state["model"]["entropy_bottleneck.quantiles"], seen["quantiles"])

@@ -356,7 +356,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         kept = (f"{ckpt} holds step {saved_step}, intact" if saved_step is not None
                 else "no checkpoint was written")
         if saved_step is not None and last_good < saved_step:
-            kept += f" (its weights those after step {last_good}: the later steps were skipped)"
+            kept += f" (the last step without a bad value: {last_good})"
         return TrainingDivergedError(f"training diverged: {why}; {kept}. Resume from it with a lower lr, a "
                                      "clip_grad, or a larger max_bad_steps")
 
@@ -395,21 +395,25 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                      else torch.nn.utils.get_total_norm([p.grad for p in main_p if p.grad is not None]))
         # (one host sync per step, as the logged loss below already makes)
         loss_value = losses["loss"].item()
-        ok = math.isfinite(loss_value) and math.isfinite(float(grad_norm))
-        if ok:
+        # a step whose loss or gradients are not finite makes no update; the aux loss is the
+        # quantiles' own, measured after the main update (CompressAI's order): not finite, its
+        # update alone is skipped, and the step counts as bad too (the main update broke the model)
+        main_ok = math.isfinite(loss_value) and math.isfinite(float(grad_norm))
+        if main_ok:
             opt.step()
+        aux_ok = True
         if aux_opt is not None:
             aux = model.aux_loss()
             aux_opt.zero_grad(set_to_none=True)
             aux.backward()
-            ok = ok and math.isfinite(aux.item())
-            if ok:
+            aux_ok = math.isfinite(aux.item())
+            if main_ok and aux_ok:
                 aux_opt.step()
         else:
             with torch.no_grad():
                 aux = model.aux_loss()
         step += 1
-        if ok:
+        if main_ok and aux_ok:
             bad_in_a_row, last_good = 0, step
             if ema is not None:
                 ema_update(ema, model, cfg.ema_decay)
@@ -420,10 +424,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             bad_in_a_row += 1
             acc["skipped"] += 1
             opt.zero_grad(set_to_none=True)
+            what = ("loss or gradients not finite; the step is skipped" if not main_ok else
+                    "aux loss not finite after the step's update; the aux update is skipped")
             if bad_in_a_row == 1:
-                tqdm.write(f"train: step {step}: loss or gradients not finite; the step is skipped")
+                tqdm.write(f"train: step {step}: {what}")
             if bad_in_a_row >= cfg.max_bad_steps:
-                raise diverged(f"loss or gradients not finite at {bad_in_a_row} steps in a row "
+                raise diverged(f"loss, gradients or aux loss not finite at {bad_in_a_row} steps in a row "
                                f"(steps {step - bad_in_a_row + 1}–{step}, max_bad_steps {cfg.max_bad_steps})")
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import ConfigError
-from ..models.checkpoint import DERIVED_SUFFIXES, LoadedModel, is_decoder_tensor, model_tensors, read_safetensors
+from ..models.checkpoint import (DERIVED_SUFFIXES, LoadedModel, is_decoder_tensor, model_tensors, not_finite,
+                                 read_safetensors)
 from ..models.hyperprior import MeanScaleHyperprior, ModelConfig
 
 WEIGHTS_FORMAT = "vlmcodec-weights-1"
@@ -27,6 +28,9 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtyp
     table kept in float32) with its architecture in the metadata."""
     params = {k for k, _ in model.named_parameters()}
     tensors = {k: (v.to(dtype) if k in params else v).contiguous() for k, v in model_tensors(model).items()}
+    bad = not_finite(tensors)
+    if bad:  # (as model files: no file holds them)
+        raise ConfigError(f"not saved: weights not finite (as {dtype}) in {len(bad)} tensors ({', '.join(bad[:5])})")
     meta = {"format": WEIGHTS_FORMAT, "config": json.dumps(model.config.to_dict())}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +74,9 @@ def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], pat
     if missing or wrong:
         raise ConfigError(f"{path}: weights do not fit this architecture "
                           f"(missing {missing[:4]}, shape mismatches {wrong[:4]})")
+    bad = not_finite({k: v for k, v in tensors.items() if k in state})
+    if bad:  # a run started from them would skip every step
+        raise ConfigError(f"{path}: weights not finite in {len(bad)} tensors ({', '.join(bad[:5])})")
     with torch.no_grad():
         for k, v in state.items():
             if k in tensors:
