@@ -105,7 +105,8 @@ VLMC_DECODER_API const char *vlmc_decoder_vector_isa(void);
 /* Message for the last error on this thread ("" if none). */
 VLMC_DECODER_API const char *vlmc_decoder_last_error(void);
 
-/* Loads an decoder-model file (checked: magic, version, sizes, CRC-32). */
+/* Loads a decoder-model file (checked: magic, version, sizes, CRC-32, every floating-point
+ * parameter finite, the scale bounds increasing; VLMC_DEC_ERR_BAD_MODEL_FILE otherwise). */
 VLMC_DECODER_API int vlmc_decoder_open(const char *path, vlmc_decoder **out);
 /* The same from a decoder-model file's bytes in memory (embedded in a binary, fetched from a
  * store); the decoder keeps what it needs, so the buffer may be freed after the call. */
