@@ -120,3 +120,48 @@ def test_not_finite_names_exactly_the_tensors_holding_a_nan_or_an_infinity():
                "ints": torch.arange(5), "ok": torch.ones(3, 3), "nan": torch.tensor([1.0, float("nan")]),
                "both": torch.tensor([float("inf"), -float("inf")]), "inf16": torch.tensor([1.0, float("inf")]).half()}
     assert not_finite(tensors) == ["nan", "both", "inf16"]
+
+
+def test_a_damaged_model_file_is_refused_or_loads_the_same_model(tmp_path):
+    """300 damaged copies of a model file (bytes overwritten or flipped anywhere, in the JSON
+    header, digits of its shapes and offsets changed, truncations): load_model raises a
+    VlmcodecError, or the file still holds the same model (a byte of header padding), never another
+    exception."""
+    import random
+
+    from vlmcodec.errors import VlmcodecError
+
+    torch.manual_seed(0)
+    good = tmp_path / "good.safetensors"
+    fp = save_model(MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05), pre_editor=True)),
+                    good)
+    blob = good.read_bytes()
+    header = int.from_bytes(blob[:8], "little")
+    rng = random.Random(1)
+    outcomes = {"refused": 0, "same": 0}
+    for _ in range(300):
+        b = bytearray(blob)
+        kind = rng.choice(["bytes", "header", "truncate", "flip", "digit"])
+        if kind == "bytes":
+            for _ in range(rng.randint(1, 8)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        elif kind == "header":
+            for _ in range(rng.randint(1, 3)):
+                b[rng.randrange(8, 8 + header)] = rng.randrange(256)
+        elif kind == "truncate":
+            b = b[:rng.randrange(len(b))]
+        elif kind == "flip":
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        else:
+            digits = [8 + k for k, c in enumerate(blob[8:8 + header]) if chr(c).isdigit()]
+            b[rng.choice(digits)] = ord(str(rng.randrange(10)))
+        damaged = tmp_path / "damaged.safetensors"
+        damaged.write_bytes(bytes(b))
+        try:
+            loaded = load_model(damaged)
+        except VlmcodecError:
+            outcomes["refused"] += 1
+            continue
+        assert loaded.fingerprint == fp, kind
+        outcomes["same"] += 1
+    assert outcomes["refused"] > 250, outcomes
