@@ -63,8 +63,54 @@ def test_weights_not_finite_are_neither_written_nor_loaded_into_a_run(tmp_path):
 
         header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
     save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=header["__metadata__"])
+    with pytest.raises(ConfigError, match="nan.safetensors: digest mismatch"):  # (its digest says so first)
+        load_weights_into(_tiny_model(), tmp_path / "nan.safetensors")
+    meta = {k: v for k, v in header["__metadata__"].items() if k != "weights_digest"}  # a file from before digests
+    save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=meta)
     with pytest.raises(ConfigError, match=r"nan.safetensors: weights not finite in 1 tensors \(h_s.0.bias\)"):
         load_weights_into(_tiny_model(), tmp_path / "nan.safetensors")
+
+
+def test_a_damaged_weights_file_is_refused_by_its_digest(tmp_path):
+    """save_weights records a digest of the architecture and the tensors as stored; a weights
+    file damaged on its way back from a GPU machine (200 copies: bytes overwritten or flipped,
+    header digits changed, truncations) is refused, or holds the very same tensors."""
+    import random
+
+    from safetensors.torch import load_file
+
+    net = _tiny_model()
+    good = tmp_path / "w.safetensors"
+    save_weights(net, good)
+    reference = load_file(good)
+    blob = good.read_bytes()
+    header = int.from_bytes(blob[:8], "little")
+    rng = random.Random(3)
+    refused = 0
+    for _ in range(200):
+        b = bytearray(blob)
+        kind = rng.choice(["bytes", "flip", "digit", "truncate"])
+        if kind == "bytes":
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(8 + header, len(b))] = rng.randrange(256)
+        elif kind == "flip":
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        elif kind == "digit":
+            digits = [8 + k for k, c in enumerate(blob[8:8 + header]) if chr(c).isdigit()]
+            b[rng.choice(digits)] = ord(str(rng.randrange(10)))
+        else:
+            b = b[:rng.randrange(len(b))]
+        damaged = tmp_path / "damaged.safetensors"
+        damaged.write_bytes(bytes(b))
+        model = _tiny_model(seed=5)
+        try:
+            load_weights_into(model, damaged)
+        except ConfigError:
+            refused += 1
+            continue
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v.to(state[k].dtype)) for k, v in reference.items()), kind
+    assert refused > 150
 
 
 def test_weights_to_model_file_rejects_other_files(tmp_path):

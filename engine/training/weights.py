@@ -15,11 +15,14 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import ConfigError
-from ..models.checkpoint import (DERIVED_SUFFIXES, LoadedModel, is_decoder_tensor, model_tensors, not_finite,
-                                 read_safetensors)
+from ..models.checkpoint import (DERIVED_SUFFIXES, FORMAT, LoadedModel, _checked, fingerprint_of, is_decoder_tensor,
+                                 model_tensors, not_finite, read_safetensors)
 from ..models.hyperprior import MeanScaleHyperprior, ModelConfig
 
 WEIGHTS_FORMAT = "vlmcodec-weights-1"
+# SHA-256 of the architecture and the tensors as stored (checkpoint.fingerprint_of), in the
+# metadata: a weights file damaged on its way (from a GPU machine) is refused, not trained on
+WEIGHTS_DIGEST_KEY = "weights_digest"
 
 
 def save_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype = torch.float16,
@@ -33,6 +36,7 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtyp
         raise ConfigError(f"not saved: weights not finite (as {dtype}) in {len(bad)} tensors ({', '.join(bad[:5])})")
     meta = {"format": WEIGHTS_FORMAT, "config": json.dumps(model.config.to_dict())}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
+    meta[WEIGHTS_DIGEST_KEY] = fingerprint_of(model.config, tensors).hex()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
 
@@ -43,9 +47,26 @@ def load_weights_into(model: MeanScaleHyperprior, path: str | Path) -> list[dict
 
     Tensors the file lacks are allowed only for a pre-editor (a codec without one seeds a model
     with one; the pre-editor then starts as the identity)."""
-    tensors, meta = read_safetensors(path, "weights file")
+    tensors, meta = read_weights(path)
     _copy_into(model, tensors, path)
     return lineage_of(meta, path)
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata of a weights or model file, checked against the digest or
+    fingerprint it records (ConfigError: damaged or edited). Weights files written before the
+    digest have none to check."""
+    tensors, meta = read_safetensors(path, "weights file")
+    if meta.get("format") == FORMAT:  # a model file: its own checks (fingerprint, finite weights)
+        _checked(Path(path), tensors, meta)
+    elif meta.get("format") == WEIGHTS_FORMAT and WEIGHTS_DIGEST_KEY in meta:
+        try:
+            config = ModelConfig.from_dict(json.loads(meta["config"]))
+        except (KeyError, ValueError, TypeError) as e:
+            raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
+        if fingerprint_of(config, tensors).hex() != meta[WEIGHTS_DIGEST_KEY]:
+            raise ConfigError(f"{path}: digest mismatch (weights file damaged or edited)")
+    return tensors, meta
 
 
 def lineage_of(meta: dict, path: str | Path) -> list[dict]:
@@ -93,12 +114,16 @@ def weights_to_model_file(path: str | Path, out: str | Path, decodes_as: LoadedM
     further off (a decoder that was trained)."""
     from ..models.checkpoint import save_model
 
-    tensors, meta = read_safetensors(path, "weights file")
+    tensors, meta = read_weights(path)
     if meta.get("format") != WEIGHTS_FORMAT:
         raise ConfigError(f"{path} is not a vlmcodec weights file (format {meta.get('format')!r})")
-    model = MeanScaleHyperprior(ModelConfig.from_dict(json.loads(meta["config"])))
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
+    model = MeanScaleHyperprior(config)
     _copy_into(model, tensors, path)
-    extra = {k: v for k, v in meta.items() if k not in ("format", "config")}
+    extra = {k: v for k, v in meta.items() if k not in ("format", "config", WEIGHTS_DIGEST_KEY)}
     extra["source"] = f"weights:{Path(path).name}"
     if decodes_as is None:
         return save_model(model, out, extra_metadata=extra)
