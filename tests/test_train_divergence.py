@@ -128,6 +128,11 @@ def test_weights_that_became_not_finite_are_never_checkpointed(cfg, monkeypatch)
     ({"consumer_fraction": 0.5, "consumer_short_side": 32}, "consumer short side 32 is smaller than the crop"),
     ({"lmbdas": ()}, r"num_levels must be in \[1, 1024\]"),
     ({"N": 0}, "N must be a channel count"),
+    ({"batch": True}, "batch must be a whole number, at least 1"),
+    ({"consumer_fraction": "abc"}, r"consumer_fraction must be a number in \[0, 1\]"),  # (was a TypeError)
+    ({"ema_decay": 1.0}, r"ema_decay must be a number in \[0, 1\)"),
+    ({"out_dir": float("nan")}, "out_dir must be a string"),
+    ({"pre_editor": "yes"}, "pre_editor must be true or false"),
 ])
 def test_a_config_no_run_can_use_is_refused_before_anything_is_loaded(cfg, change, message):
     """(These failed deep inside torch, with a ZeroDivisionError, or trained on empty batches.)"""

@@ -136,28 +136,47 @@ class TrainConfig:
         def bad(key: str, rule: str) -> ConfigError:
             return ConfigError(f"training config: {key} {rule}, got {getattr(self, key)!r}")
 
-        if not (isinstance(self.crop, int) and self.crop >= 64 and self.crop % 64 == 0):
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def whole(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        for key in ("data_dir", "out_dir", "device", "init_from", "teacher"):
+            if not isinstance(getattr(self, key), str):
+                raise bad(key, "must be a string")
+        for key in ("pre_editor", "teacher_bf16"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "must be true or false")
+        for key in ("seed", "nice"):
+            if not whole(getattr(self, key)):
+                raise bad(key, "must be a whole number")
+        if not (number(self.consumer_fraction) and 0 <= self.consumer_fraction <= 1):
+            raise bad("consumer_fraction", "must be a number in [0, 1]")
+        if not (number(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise bad("ema_decay", "must be a number in [0, 1)")
+        if not (whole(self.crop) and self.crop >= 64 and self.crop % 64 == 0):
             raise bad("crop", "must be a multiple of 64 (the model's total stride), at least 64")
         for key in ("batch", "log_every", "ckpt_every", "max_bad_steps"):
-            if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 1):
+            if not (whole(getattr(self, key)) and getattr(self, key) >= 1):
                 raise bad(key, "must be a whole number, at least 1")
         for key in ("steps", "warmup", "threads"):
-            if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 0):
+            if not (whole(getattr(self, key)) and getattr(self, key) >= 0):
                 raise bad(key, "must be a whole number, at least 0")
         for key in ("lr", "teacher_scale", "consumer_teacher_scale"):
             v = getattr(self, key)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if not (number(v) and v > 0):
                 raise bad(key, "must be a finite number above 0")
         for key in ("lr_final", "aux_lr", "clip_grad", "w_pix", "w_tok", "w_rank", "time_limit_s",
                     "pre_editor_lr_mult"):
             v = getattr(self, key)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if not (number(v) and v >= 0):
                 raise bad(key, "must be a finite number, at least 0")
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.consumer_teacher_scales):
+        if not all(number(v) and v > 0 for v in self.consumer_teacher_scales):
             raise bad("consumer_teacher_scales", "must be finite numbers above 0")
         if self.consumer_fraction > 0:
             for side in self.consumer_short_sides or (self.consumer_short_side,):
-                if not (isinstance(side, int) and side >= self.crop):
+                if not (whole(side) and side >= self.crop):
                     raise ConfigError(f"training config: consumer short side {side!r} is smaller than the crop "
                                       f"({self.crop}): no consumer-scale crop would fit")
         try:
@@ -287,8 +306,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     # the quantiles (z's medians) are the decoder's: frozen with the entropy bottleneck
     aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr) if aux_p else None
     sampler = CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed)
-    if not 0 <= cfg.consumer_fraction <= 1:
-        raise ConfigError(f"consumer_fraction must be in [0, 1], got {cfg.consumer_fraction}")
     consumer = (CropSampler(cfg.data_dir, cfg.crop, seed=cfg.seed + 1, downscale=False,
                             short_side=cfg.consumer_short_sides or cfg.consumer_short_side)
                 if cfg.consumer_fraction > 0 else None)
@@ -312,8 +329,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.set_rng_state(state["torch_rng"])
         lineage = state.get("lineage", [])
         decodes_as = StreamIdentity(*map(bytes.fromhex, state["decodes_as"])) if state.get("decodes_as") else None
-    if not 0 <= cfg.ema_decay < 1:
-        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     ema = None
     if cfg.ema_decay > 0:
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
