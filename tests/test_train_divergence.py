@@ -183,3 +183,25 @@ def test_an_aux_loss_not_finite_skips_the_aux_update_and_counts_as_bad(cfg, monk
     assert "step 2: aux loss not finite after the step's update; the aux update is skipped" in capsys.readouterr().out
     state = torch.load(f"{cfg.out_dir}/last.pt", weights_only=False)
     assert state["step"] == 2 and torch.equal(state["model"]["entropy_bottleneck.quantiles"], seen["quantiles"])
+
+
+def test_random_configs_are_usable_or_refused_with_a_vlmcodec_error():
+    """1000 configs with 1-3 keys set to values of every kind (zero, negative, huge, NaN,
+    infinity, strings, booleans, lists, tables): TrainConfig.check raises a VlmcodecError or
+    passes, never another exception (a string consumer_fraction was a TypeError)."""
+    import random
+    from dataclasses import fields
+
+    from vlmcodec.errors import VlmcodecError
+
+    rng = random.Random(0)
+    keys = [f.name for f in fields(TrainConfig)]
+    values = [0, -1, 1, 64, 1e30, -0.5, float("nan"), float("inf"), "abc", "", True, [], [1, 2], ["x"], {"a": 1}, 3.5]
+    refused = 0
+    for _ in range(1000):
+        raw = {rng.choice(keys): rng.choice(values) for _ in range(rng.randint(1, 3))}
+        try:
+            TrainConfig(**TrainConfig.with_tuples(raw)).check()
+        except VlmcodecError:
+            refused += 1
+    assert refused > 500
