@@ -80,7 +80,7 @@ def _broadcast(qualities, n: int) -> list:
         return [qualities] * n
     qualities = list(qualities)
     if len(qualities) != n:
-        raise ValueError(f"got {n} images but {len(qualities)} qualities")
+        raise ConfigError(f"got {n} images but {len(qualities)} qualities")
     return qualities
 
 
@@ -125,8 +125,8 @@ def _check_hs_device(device: str | None) -> str:
         return "cpu"
     try:
         dev = torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"hs_device: {e}") from None
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"hs_device {device!r}: {str(e).splitlines()[0]}") from None
     if dev.type != "cuda":
         raise ConfigError(f"hs_device must be 'cpu' or a CUDA device, got {device!r}")
     if not torch.cuda.is_available():
@@ -169,8 +169,10 @@ class Codec:
             try:
                 torch.device(device)
             except (RuntimeError, TypeError) as e:  # (torch's message lists the device types)
-                raise ConfigError(f"device {device!r}: {e}") from None
+                raise ConfigError(f"device {device!r}: {str(e).splitlines()[0]}") from None
         # device None: the backend's own default (torch, onnxruntime: cpu; triton, tensorrt: cuda)
+        if backend_options is not None and not isinstance(backend_options, Mapping):
+            raise ConfigError(f"backend_options must be a mapping of option names to values, got {backend_options!r}")
         options = {"threads": threads} if device is None else {"threads": threads, "device": device}
         clash = sorted(set(options) & set(backend_options or {}))
         if clash:
@@ -275,7 +277,7 @@ class Codec:
             raise ImageError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels exceeds this codec's max_pixels="
                              f"{self.max_pixels} (Codec(max_pixels=...) or --max-pixels raises it)")
         if not _is_number(quality):
-            raise ValueError(f"quality must be a number in [0, 100], got {quality!r}")
+            raise ConfigError(f"quality must be a number in [0, 100], got {quality!r}")
         q = float(quality)
         self.model.level_of_quality(q)  # validates the range
         size = (int(arr.shape[0]), int(arr.shape[1]))
@@ -538,7 +540,7 @@ class Codec:
         if not self._estimated():
             return None
         if min(height, width, count) < 1:
-            raise ValueError(f"memory_needed: sizes and count must be positive, got {height}x{width}, count {count}")
+            raise ConfigError(f"memory_needed: sizes and count must be positive, got {height}x{width}, count {count}")
         side = self.short_side if short_side is None else resample.check_short_side(short_side)
         ph, pw = padded_size(*resample.coded_size(height, width, side))
         first, more, base = (self._decode_cost(ph, pw) if decoding

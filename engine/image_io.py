@@ -12,7 +12,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, VlmcodecWarning
+from .errors import ConfigError, ImageError, VlmcodecWarning
 
 MAX_SIDE = 16384
 PAD_MULTIPLE = 64
@@ -152,7 +152,7 @@ def _format_of(path: Path) -> str:
 def image_bytes(arr: np.ndarray, fmt: str = "PNG", png_level: int = DEFAULT_PNG_LEVEL) -> bytes:
     """uint8 H×W×3 (or H×W) ``arr`` as the bytes of an image file in Pillow format ``fmt``."""
     if not 0 <= png_level <= 9:
-        raise ValueError(f"png_level must be 0..9, got {png_level}")
+        raise ConfigError(f"png_level must be 0..9, got {png_level}")
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format=fmt, **({"compress_level": png_level} if fmt == "PNG" else {}))
     return buf.getvalue()

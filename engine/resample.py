@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import ConfigError
+
 MIN_SHORT_SIDE = 16
 
 
@@ -36,7 +38,7 @@ def check_short_side(short_side) -> int | None:
     if short_side is None:
         return None
     if isinstance(short_side, bool) or not isinstance(short_side, (int, np.integer)) or short_side < MIN_SHORT_SIDE:
-        raise ValueError(f"short_side must be None or an integer >= {MIN_SHORT_SIDE}, got {short_side!r}")
+        raise ConfigError(f"short_side must be None or an integer >= {MIN_SHORT_SIDE}, got {short_side!r}")
     return int(short_side)
 
 

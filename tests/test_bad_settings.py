@@ -119,3 +119,37 @@ def test_an_engine_left_running_at_exit_is_shut_down(tmp_path):
     assert len(outcomes) == 12 and set(outcomes) <= {"ok", "EngineDeadError"}, run.stdout
     assert "EngineDeadError" in outcomes  # (12 queued behind one at a time: not all ran)
     assert "leaked" not in run.stderr, run.stderr[-2000:]
+
+
+def test_random_codec_settings_and_encode_arguments_work_or_raise_a_vlmcodec_error(tiny_model_path):
+    """Codec(...) and encode(...) given 1-2 settings of every kind of value (zero, negative,
+    huge, NaN, infinity, strings, booleans, lists, tables, None, numpy integers): they work or raise
+    a VlmcodecError, as the README promises (quality and short_side raised plain ValueErrors;
+    hs_device={...} and backend_options=True TypeErrors)."""
+    import random
+    import warnings
+
+    from vlmcodec import Codec
+    from vlmcodec.errors import VlmcodecError
+
+    rng = random.Random(0)
+    values = [0, -1, 1, 16, 64, 1e30, -0.5, float("nan"), float("inf"), "abc", "", True, False, [], [1, 2], (224,),
+              {"a": 1}, 3.5, None, np.int64(2)]
+    settings = ["backend", "device", "threads", "max_pixels", "pre_edit", "short_side", "refine", "refine_views",
+                "refine_bf16", "check_memory", "backend_options", "hs_device"]
+    codec = Codec(tiny_model_path, threads=1)
+    img = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    refused = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(60):
+            try:
+                Codec(tiny_model_path, **{rng.choice(settings): rng.choice(values) for _ in range(rng.randint(1, 2))})
+            except VlmcodecError:
+                refused += 1
+            kw = {rng.choice(["quality", "short_side", "refine"]): rng.choice(values) for _ in range(rng.randint(1, 2))}
+            try:
+                codec.encode(img, kw.pop("quality", 50), **kw)
+            except VlmcodecError:
+                refused += 1
+    assert refused > 60

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..entropy import EntropyBottleneck, GaussianConditional
+from ..errors import ConfigError
 from ..layers import GDN, conv, deconv
 from .pre_editor import PreEditor
 
@@ -67,20 +68,20 @@ class ModelConfig:
             return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_CHANNELS
 
         if self.arch != "mean_scale_hyperprior":
-            raise ValueError(f"unknown architecture {self.arch!r} (this build has 'mean_scale_hyperprior')")
+            raise ConfigError(f"unknown architecture {self.arch!r} (this build has 'mean_scale_hyperprior')")
         for name in ("N", "M"):
             if not channels(getattr(self, name)):
-                raise ValueError(f"{name} must be a channel count in [1, {MAX_CHANNELS}], got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be a channel count in [1, {MAX_CHANNELS}], got {getattr(self, name)!r}")
         if self.N_a is not None and not channels(self.N_a):
-            raise ValueError(f"N_a must be a channel count in [1, {MAX_CHANNELS}] or None, got {self.N_a!r}")
+            raise ConfigError(f"N_a must be a channel count in [1, {MAX_CHANNELS}] or None, got {self.N_a!r}")
         K = self.num_levels
         if not (isinstance(K, int) and not isinstance(K, bool) and 1 <= K <= MAX_LEVELS):
-            raise ValueError(f"num_levels must be in [1, {MAX_LEVELS}], got {K!r}")
+            raise ConfigError(f"num_levels must be in [1, {MAX_LEVELS}], got {K!r}")
         # (0: unknown, as a converted CompressAI model's)
         if not self.lmbdas or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in self.lmbdas):
-            raise ValueError(f"lmbdas must be finite numbers, none negative, got {self.lmbdas!r}")
+            raise ConfigError(f"lmbdas must be finite numbers, none negative, got {self.lmbdas!r}")
         if not isinstance(self.pre_editor, bool):
-            raise ValueError(f"pre_editor must be true or false, got {self.pre_editor!r}")
+            raise ConfigError(f"pre_editor must be true or false, got {self.pre_editor!r}")
         if self.N_a == self.N:  # the same network as no N_a: the same dict, the same fingerprint
             object.__setattr__(self, "N_a", None)
 
@@ -145,7 +146,7 @@ class MeanScaleHyperprior(nn.Module):
     def level_of_quality(self, quality: float) -> float:
         """Map quality in [0, 100] (0 = smallest files) onto the anchor range [0, K−1]."""
         if not (0.0 <= float(quality) <= 100.0) or math.isnan(float(quality)):
-            raise ValueError(f"quality must be in [0, 100], got {quality!r}")
+            raise ConfigError(f"quality must be in [0, 100], got {quality!r}")
         return float(quality) / 100.0 * (self.num_levels - 1)
 
     def gains(self, levels: Tensor) -> tuple[Tensor, Tensor]:
