@@ -34,6 +34,8 @@ def budget_bytes(width: int, height: int, max_bytes: int | None, max_bpp: float 
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1:
             raise ConfigError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         return int(max_bytes)
+    if isinstance(max_bpp, bool) or not isinstance(max_bpp, numbers.Real):  # ("0.1" was float()ed; [] a TypeError)
+        raise ConfigError(f"max_bpp must be a positive number, got {max_bpp!r}")
     bpp = float(max_bpp)
     if not math.isfinite(bpp) or bpp <= 0:
         raise ConfigError(f"max_bpp must be a positive number, got {max_bpp!r}")

@@ -153,3 +153,28 @@ def test_random_codec_settings_and_encode_arguments_work_or_raise_a_vlmcodec_err
             except VlmcodecError:
                 refused += 1
     assert refused > 60
+
+
+def test_a_request_with_a_bad_argument_fails_alone_with_a_config_error(tiny_model_path):
+    """Engine.submit_encode/submit_decode: a timeout that is no positive number (a string was a
+    TypeError raised at the caller; NaN never timed out), a max_bpp that is no number ("abc" a
+    ValueError of float()) and a priority that is no int (a plain ValueError) fail their own
+    future with ConfigError; the engine goes on serving."""
+    from vlmcodec import Codec
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.runtime import Engine
+
+    img = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    with Engine(Codec(tiny_model_path, threads=1)) as engine:
+        for kw, message in (({"timeout_s": "abc"}, "timeout_s must be a finite number above 0"),
+                            ({"timeout_s": float("nan")}, "timeout_s must be"),
+                            ({"timeout_s": -1}, "timeout_s must be"),
+                            ({"max_bpp": "abc"}, "max_bpp must be a positive number"),
+                            ({"max_bpp": []}, "max_bpp must be a positive number"),
+                            ({"priority": 3.5}, "priority must be an int")):
+            with pytest.raises(ConfigError, match=message):
+                engine.submit_encode(img, 50, **kw).result(timeout=60)
+        data = engine.submit_encode(img, 50).result(timeout=60)
+        with pytest.raises(ConfigError, match="timeout_s must be"):
+            engine.submit_decode(data, timeout_s="abc").result(timeout=60)
+        assert engine.submit_decode(data).result(timeout=60).shape == (40, 56, 3)

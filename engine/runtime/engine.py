@@ -53,7 +53,7 @@ import numpy as np
 from .. import rate_control, resample
 from ..bitstream import container
 from ..codec import Codec, check_batch
-from ..errors import (BitstreamError, EngineDeadError, RequestError, ResourceError, VlmcodecError,
+from ..errors import (BitstreamError, ConfigError, EngineDeadError, RequestError, ResourceError, VlmcodecError,
                       warn_refine_fallback)
 from ..image_io import padded_size
 from .request import InflightRequest, Kind, Status
@@ -84,8 +84,17 @@ def check_priority(priority) -> int:
     """A request's priority: an int in ``PRIORITY_RANGE`` (higher runs first; 0 the default)."""
     lo, hi = PRIORITY_RANGE
     if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) or not lo <= priority <= hi:
-        raise ValueError(f"priority must be an int in [{lo}, {hi}] (higher runs first), got {priority!r}")
+        raise ConfigError(f"priority must be an int in [{lo}, {hi}] (higher runs first), got {priority!r}")
     return int(priority)
+
+
+def check_timeout(timeout_s) -> float | None:
+    """A request's or an engine's timeout: None (none) or a finite number of seconds above 0."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real) or not 0 < timeout_s < math.inf:
+        raise ConfigError(f"timeout_s must be a finite number above 0 (or None: no timeout), got {timeout_s!r}")
+    return float(timeout_s)
 
 
 def _percentiles(ordered: list[float]) -> dict[str, float | int]:
@@ -128,8 +137,7 @@ class Engine:
             raise ValueError("workers, network_workers, refine_workers and max_queue must be >= 1")
         if max_delay_ms is not None and not (isinstance(max_delay_ms, (int, float)) and 0 <= max_delay_ms < math.inf):
             raise ValueError(f"max_delay_ms must be a finite number, at least 0, got {max_delay_ms!r}")
-        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
-            raise ValueError(f"timeout_s must be a finite number above 0 (or None: no timeout), got {timeout_s!r}")
+        timeout_s = check_timeout(timeout_s)
         if intra_op_threads is not None:
             import torch
 
@@ -193,6 +201,7 @@ class Engine:
         try:
             steps = self.codec.refine_steps(refine)
             priority = check_priority(priority)
+            timeout_s = check_timeout(timeout_s)
             prep = self.codec.prepare(image, quality, short_side)
             if max_bytes is not None or max_bpp is not None:
                 budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
@@ -221,6 +230,7 @@ class Engine:
             data = container.as_bytes(data)
             side = resample.check_short_side(short_side)
             priority = check_priority(priority)
+            timeout_s = check_timeout(timeout_s)
         except BitstreamError as e:
             fut.set_exception(TypeError(str(e)))
             return fut
