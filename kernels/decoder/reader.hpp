@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -49,7 +50,19 @@ struct Reader {
     // Every floating-point value read is a parameter of a network or of an entropy model: a NaN
     // or an infinity there (a diverged training, a damaged file behind a recomputed CRC) would
     // make every pixel garbage, so the file is refused where the value is.
+    // (A first pass ORs a flag per value, the exponent all ones: integer operations the compiler
+    // vectorises, where std::isfinite's branch per value took ~1.5 ms of a 15 MB model's open.)
     template <class T> void check_finite(const T *v, uint64_t count) const {
+        using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+        static_assert(sizeof(T) == sizeof(Bits) && std::numeric_limits<T>::is_iec559, "IEEE 754 binary32/64");
+        constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+        Bits any = 0;
+        for (uint64_t i = 0; i < count; ++i) {
+            Bits b;
+            std::memcpy(&b, v + i, sizeof b);
+            any |= Bits((b & exponent) == exponent);
+        }
+        if (any == 0) return;
         for (uint64_t i = 0; i < count; ++i)
             if (!std::isfinite(v[i]))
                 raise(code, std::string(what) + ": a parameter is not finite (offset " +
