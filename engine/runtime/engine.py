@@ -134,15 +134,15 @@ class Engine:
                  max_queue: int = 256, block: bool = True, timeout_s: float | None = None,
                  refine_workers: int = 1):
         if workers < 1 or network_workers < 1 or max_queue < 1 or refine_workers < 1:
-            raise ValueError("workers, network_workers, refine_workers and max_queue must be >= 1")
+            raise ConfigError("workers, network_workers, refine_workers and max_queue must be >= 1")
         if max_delay_ms is not None and not (isinstance(max_delay_ms, (int, float)) and 0 <= max_delay_ms < math.inf):
-            raise ValueError(f"max_delay_ms must be a finite number, at least 0, got {max_delay_ms!r}")
+            raise ConfigError(f"max_delay_ms must be a finite number, at least 0, got {max_delay_ms!r}")
         timeout_s = check_timeout(timeout_s)
         if intra_op_threads is not None:
             import torch
 
             if not (isinstance(intra_op_threads, int) and intra_op_threads >= 1):
-                raise ValueError(f"intra_op_threads must be a whole number, at least 1, got {intra_op_threads!r}")
+                raise ConfigError(f"intra_op_threads must be a whole number, at least 1, got {intra_op_threads!r}")
             torch.set_num_threads(int(intra_op_threads))  # process-wide: documented in the class doc
         self.codec = codec if codec is not None else Codec()
         self.max_queue = int(max_queue)
@@ -281,7 +281,7 @@ class Engine:
     def _many(self, submit, items: Iterable, window: int | None, return_exceptions: bool) -> Iterator:
         limit = min(2 * self._sched.max_batch, self.max_queue) if window is None else int(window)
         if limit < 1:
-            raise ValueError(f"window must be >= 1, got {window!r}")
+            raise ConfigError(f"window must be >= 1, got {window!r}")
 
         def results() -> Iterator:
             pending: deque[Future] = deque()
@@ -322,12 +322,12 @@ class Engine:
             raise EngineDeadError("engine is shut down; create a new Engine")
         samples = list(images) if isinstance(images, (list, tuple)) else [images]
         if not samples:
-            raise ValueError("warmup needs at least one sample image")
+            raise ConfigError("warmup needs at least one sample image")
         top = self._sched.max_batch
         default = (top, 1) if getattr(self.codec.backend, "item_by_item", False) else range(1, top + 1)
         sizes = sorted({int(n) for n in (batch_sizes or default)}, reverse=True)
         if sizes[-1] < 1 or sizes[0] > top:
-            raise ValueError(f"batch sizes must lie in 1..max_batch={top}, got {sizes}")
+            raise ConfigError(f"batch sizes must lie in 1..max_batch={top}, got {sizes}")
         seen, records = set(), []
         for image in samples:
             prep = self.codec.prepare(image, quality, short_side)

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
+from ..errors import ConfigError
 from .request import InflightRequest
 
 
 class Scheduler:
     def __init__(self, max_batch: int, max_delay: float):
         if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch!r}")
         if max_delay < 0:
-            raise ValueError("max_delay must be >= 0")
+            raise ConfigError(f"max_delay must be >= 0, got {max_delay!r}")
         self.max_batch = int(max_batch)
         self.max_delay = float(max_delay)
         self._groups: OrderedDict[tuple, deque[InflightRequest]] = OrderedDict()
