@@ -209,11 +209,11 @@ void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
     if (d.z.count != d.N) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: z tables != N");
     d.bounds = r.array<double>(d.y.count - 1);
     d.scale_bound = r.get<double>();
-    // (scale_indexes searches them: a table out of order would give indexes no encoder meant)
-    for (size_t i = 0; i < d.bounds.size(); ++i)
-        if (!std::isfinite(d.bounds[i]) || (i > 0 && !(d.bounds[i - 1] < d.bounds[i])))
+    // (scale_indexes searches them: a table out of order would give indexes no encoder meant;
+    // the reader has refused any value not finite)
+    for (size_t i = 1; i < d.bounds.size(); ++i)
+        if (!(d.bounds[i - 1] < d.bounds[i]))
             raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: scale bounds not finite and increasing");
-    if (!std::isfinite(d.scale_bound)) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: scale bound not finite");
     d.inv_gain = r.array<float>(uint64_t(d.K) * d.M);
     if (version >= 2) d.gain = r.array<float>(uint64_t(d.K) * d.M);
     const uint32_t n_layers = r.get<uint32_t>();
