@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from vlmcodec.kernels import rans
@@ -107,8 +108,6 @@ def check_batch(items, call: str, single: str) -> None:
     array as H images of W×3 pixels, a path or stream as its characters or bytes). An N×H×W×C
     array of images is a sequence of N. ``call``: the batch call ("encode_batch"...), whose name
     says images or streams; ``single``: the call for one item."""
-    from PIL import Image
-
     images = call.startswith("encode")
     if isinstance(items, np.ndarray) and items.ndim == 4 and images:
         return
@@ -119,14 +118,20 @@ def check_batch(items, call: str, single: str) -> None:
         raise error(f"{call} takes a sequence of {kind}, got {what}: for one, use {single}()")
 
 
+def _torch_device(device, name: str) -> torch.device:
+    """``device`` as torch reads it; ConfigError naming the setting where it cannot (torch's
+    message lists the device types)."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"{name} {device!r}: {str(e).splitlines()[0]}") from None
+
+
 def _check_hs_device(device: str | None) -> str:
     """The device of the exact h_s: "cpu" (None) or an available CUDA device."""
     if device is None or str(device) == "cpu":
         return "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"hs_device {device!r}: {str(e).splitlines()[0]}") from None
+    dev = _torch_device(device, "hs_device")
     if dev.type != "cuda":
         raise ConfigError(f"hs_device must be 'cpu' or a CUDA device, got {device!r}")
     if not torch.cuda.is_available():
@@ -166,10 +171,7 @@ class Codec:
             raise ConfigError(f"max_pixels must be a number of pixels, at least 1, got {max_pixels!r}")
         threads = None if threads is None else int(threads)
         if device is not None:
-            try:
-                torch.device(device)
-            except (RuntimeError, TypeError) as e:  # (torch's message lists the device types)
-                raise ConfigError(f"device {device!r}: {str(e).splitlines()[0]}") from None
+            _torch_device(device, "device")
         # device None: the backend's own default (torch, onnxruntime: cpu; triton, tensorrt: cuda)
         if backend_options is not None and not isinstance(backend_options, Mapping):
             raise ConfigError(f"backend_options must be a mapping of option names to values, got {backend_options!r}")

@@ -34,7 +34,6 @@ version, a version-1 file cannot write streams and a version-2 file cannot encod
 
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 from pathlib import Path
@@ -43,7 +42,7 @@ import numpy as np
 
 from vlmcodec.entropy.exact_hyper import ExactHyperSynthesis
 from vlmcodec.errors import ConfigError
-from vlmcodec.models.checkpoint import not_finite
+from vlmcodec.models.checkpoint import require_finite
 
 MODEL_FILE_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -213,14 +212,12 @@ def decoder_model_bytes(loaded, version: int = MODEL_FILE_VERSION) -> bytes:
     if version not in READABLE_VERSIONS:
         raise ConfigError(f"decoder-model file version {version} (this build writes {READABLE_VERSIONS})")
     model = loaded.model
-    bad = not_finite(model.state_dict())
-    if bad:  # (the library refuses a file holding one)
-        raise ConfigError(f"the model's weights are not finite in {len(bad)} tensors ({', '.join(bad[:5])})")
+    require_finite(model.state_dict(), "the model's weights are not finite")  # (the library refuses them)
     gc = model.gaussian_conditional
     exact = ExactHyperSynthesis.from_module(model.h_s)
     medians = model.entropy_bottleneck.medians().detach().float().cpu().numpy()
     bounds = gc.scale_table.detach().double().cpu().numpy()[:-1]
-    if not (np.isfinite(bounds).all() and (np.diff(bounds) > 0).all() and math.isfinite(float(gc.scale_bound))):
+    if not (np.diff(bounds) > 0).all():  # (finite: checked above with every weight and buffer)
         # (the library refuses such a file: its index search assumes a sorted table)
         raise ConfigError("the model's scale table is not finite and increasing (nor can its streams be coded in C)")
     inv_gain = model.inv_gain.detach().abs().float().cpu().numpy()

@@ -110,6 +110,22 @@ def not_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
             and not bool(torch.isfinite(v).all())]
 
 
+def require_finite(tensors: dict[str, torch.Tensor], head: str) -> None:
+    """ConfigError "``head`` in N tensors (names)" when any of ``tensors`` holds a NaN or an
+    infinity: no model or weights file holds them, nor does a run start from them."""
+    bad = not_finite(tensors)
+    if bad:
+        raise ConfigError(f"{head} in {len(bad)} tensors ({', '.join(bad[:5])})")
+
+
+def config_of(path: str | Path, meta: dict) -> ModelConfig:
+    """The architecture a model or weights file's metadata records (ConfigError: unreadable)."""
+    try:
+        return ModelConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
+
+
 def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype = torch.float32,
                extra_metadata: dict | None = None, decodes_as: "StreamIdentity | None" = None,
                require_shared: bool = False) -> bytes:
@@ -126,9 +142,7 @@ def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype 
         reloaded = MeanScaleHyperprior(model.config)
         reloaded.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, strict=False)
         model = reloaded.eval()
-    bad = not_finite(tensors)
-    if bad:  # a diverged training: refused before anything is written
-        raise ConfigError(f"not saved: weights not finite (as {dtype}) in {len(bad)} tensors ({', '.join(bad[:5])})")
+    require_finite(tensors, f"not saved: weights not finite (as {dtype})")  # a diverged training
     tensors.update(_table_tensors(build_tables(model)))
     fp = fingerprint_of(model.config, tensors)
     meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), "fingerprint": fp.hex()}
@@ -227,16 +241,12 @@ def _checked(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[
     (ConfigError)."""
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
-    try:
-        config = ModelConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
+    config = config_of(path, meta)
     fp = fingerprint_of(config, tensors)
     if meta.get("fingerprint") and meta["fingerprint"] != fp.hex():
         raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")
-    bad = not_finite(tensors)
-    if bad:  # its fingerprint may be valid (saved before save_model checked): it would code garbage
-        raise ConfigError(f"{path}: weights not finite in {len(bad)} tensors ({', '.join(bad[:5])})")
+    # (its fingerprint may be valid, saved before save_model checked: it would code garbage)
+    require_finite(tensors, f"{path}: weights not finite")
     return config, fp, _identity(config, tensors, meta, fp, path)
 
 

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import ConfigError
-from ..models.checkpoint import (DERIVED_SUFFIXES, FORMAT, LoadedModel, _checked, fingerprint_of, is_decoder_tensor,
-                                 model_tensors, not_finite, read_safetensors)
-from ..models.hyperprior import MeanScaleHyperprior, ModelConfig
+from ..models.checkpoint import (DERIVED_SUFFIXES, FORMAT, LoadedModel, _checked, config_of, fingerprint_of,
+                                 is_decoder_tensor, model_tensors, read_safetensors, require_finite)
+from ..models.hyperprior import MeanScaleHyperprior
 
 WEIGHTS_FORMAT = "vlmcodec-weights-1"
 # SHA-256 of the architecture and the tensors as stored (checkpoint.fingerprint_of), in the
@@ -31,9 +31,7 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtyp
     table kept in float32) with its architecture in the metadata."""
     params = {k for k, _ in model.named_parameters()}
     tensors = {k: (v.to(dtype) if k in params else v).contiguous() for k, v in model_tensors(model).items()}
-    bad = not_finite(tensors)
-    if bad:  # (as model files: no file holds them)
-        raise ConfigError(f"not saved: weights not finite (as {dtype}) in {len(bad)} tensors ({', '.join(bad[:5])})")
+    require_finite(tensors, f"not saved: weights not finite (as {dtype})")
     meta = {"format": WEIGHTS_FORMAT, "config": json.dumps(model.config.to_dict())}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
     meta[WEIGHTS_DIGEST_KEY] = fingerprint_of(model.config, tensors).hex()
@@ -54,18 +52,17 @@ def load_weights_into(model: MeanScaleHyperprior, path: str | Path) -> list[dict
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors and metadata of a weights or model file, checked against the digest or
-    fingerprint it records (ConfigError: damaged or edited). Weights files written before the
-    digest have none to check."""
+    fingerprint it records (ConfigError: damaged or edited) and for weights that are not finite
+    (a run started from them would skip every step). Weights files written before the digest
+    have none to check."""
     tensors, meta = read_safetensors(path, "weights file")
     if meta.get("format") == FORMAT:  # a model file: its own checks (fingerprint, finite weights)
         _checked(Path(path), tensors, meta)
-    elif meta.get("format") == WEIGHTS_FORMAT and WEIGHTS_DIGEST_KEY in meta:
-        try:
-            config = ModelConfig.from_dict(json.loads(meta["config"]))
-        except (KeyError, ValueError, TypeError) as e:
-            raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
-        if fingerprint_of(config, tensors).hex() != meta[WEIGHTS_DIGEST_KEY]:
+        return tensors, meta
+    if meta.get("format") == WEIGHTS_FORMAT and WEIGHTS_DIGEST_KEY in meta:
+        if fingerprint_of(config_of(path, meta), tensors).hex() != meta[WEIGHTS_DIGEST_KEY]:
             raise ConfigError(f"{path}: digest mismatch (weights file damaged or edited)")
+    require_finite(tensors, f"{path}: weights not finite")
     return tensors, meta
 
 
@@ -95,9 +92,6 @@ def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], pat
     if missing or wrong:
         raise ConfigError(f"{path}: weights do not fit this architecture "
                           f"(missing {missing[:4]}, shape mismatches {wrong[:4]})")
-    bad = not_finite({k: v for k, v in tensors.items() if k in state})
-    if bad:  # a run started from them would skip every step
-        raise ConfigError(f"{path}: weights not finite in {len(bad)} tensors ({', '.join(bad[:5])})")
     with torch.no_grad():
         for k, v in state.items():
             if k in tensors:
@@ -117,11 +111,7 @@ def weights_to_model_file(path: str | Path, out: str | Path, decodes_as: LoadedM
     tensors, meta = read_weights(path)
     if meta.get("format") != WEIGHTS_FORMAT:
         raise ConfigError(f"{path} is not a vlmcodec weights file (format {meta.get('format')!r})")
-    try:
-        config = ModelConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
-    model = MeanScaleHyperprior(config)
+    model = MeanScaleHyperprior(config_of(path, meta))
     _copy_into(model, tensors, path)
     extra = {k: v for k, v in meta.items() if k not in ("format", "config", WEIGHTS_DIGEST_KEY)}
     extra["source"] = f"weights:{Path(path).name}"
