@@ -154,12 +154,49 @@ def _options(parser: argparse.ArgumentParser) -> set[str]:
 
 def _is_synopsis(line: str) -> bool:
     """A line showing a command's form (``[--flag N]``, ``a|b``, ``IN...``, a value written as
-    its name, ``N`` or ``SECONDS``), not one to run as it stands."""
-    return bool(re.search(r"[\[\]|…]|\.\.\.|(?<![\w/.@-])[A-Z][A-Z0-9_]*(?![\w/.@-])", line))
+    its name, ``N`` or ``SECONDS``, a shell variable), not one to run as it stands."""
+    return bool(re.search(r"[\[\]|…$]|\.\.\.|(?<![\w/.@-])[A-Z][A-Z0-9_]*(?![\w/.@-])", line))
+
+
+def _docstring_commands() -> list[tuple[str, str, bool]]:
+    """The usage examples in the module docstrings of the scripts and the package (whole lines)."""
+    out = []
+    for path in sorted([*ROOT.glob("scripts/*.py"), *ROOT.glob("bench/*.py"), *ROOT.glob("engine/**/*.py")]):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        # an example's continuation lines are joined; a line of prose after it is not one
+        for line in re.sub(r"\\\n\s*", " ", doc).splitlines():
+            line = re.split(r"\s#\s|\s{3,}", line.strip().removeprefix("$ "))[0]
+            line = re.sub(r"^(?:[A-Z_][A-Z0-9_]*=\S+\s+)+", "", line)
+            if re.match(r"(vlmcodec\s+\S|python (scripts/\S+\.py|-m vlmcodec\S*)(\s|$))", line):
+                out.append((str(path.relative_to(ROOT)), line, True))
+    return out
+
+
+def _shell_script_commands() -> list[tuple[str, str, bool]]:
+    """The commands the project's shell scripts run (``$variables`` make most of them forms)."""
+    out = []
+    for path in sorted([*ROOT.glob("scripts/*.sh"), ROOT / ".ci" / "run"]):
+        text = re.sub(r"\\\n\s*", " ", path.read_text(encoding="utf-8"))
+        for line in text.splitlines():
+            line = re.sub(r"^(?:[A-Z_][A-Z0-9_]*=\S+\s+)+", "", line.strip()).split(" #")[0]
+            line = re.sub(r"^python3 ", "python ", line)
+            if re.match(r"(vlmcodec\s+\S|python (scripts/\S+\.py|-m vlmcodec\S*)(\s|$))", line):
+                out.append((str(path.relative_to(ROOT)), line, True))
+    return out
 
 
 _COMMANDS = _command_lines(README)
 _DOC_COMMANDS = [(doc, line, whole) for doc, text in DOCS.items() for line, whole in _command_lines(text)]
+_DOC_COMMANDS += _docstring_commands() + _shell_script_commands()
+# scripts/device_run.py X ARGS runs X as python would (on the GPU machine): X is what is checked
+_DEVICE_RUN = "python scripts/device_run.py "
+_DOC_COMMANDS = [
+    (doc, "python " + ("" if line.split()[2].endswith(".py") else "-m ") + line[len(_DEVICE_RUN) :], whole)
+    if line.startswith(_DEVICE_RUN)
+    else (doc, line, whole)
+    for doc, line, whole in _DOC_COMMANDS
+    if not line.startswith(_DEVICE_RUN) or re.match(r"(vlmcodec\.|scripts/)", line.split()[2])
+]
 
 
 def test_the_readme_shows_commands():
