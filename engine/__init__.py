@@ -15,6 +15,7 @@ from .errors import (
     ModelNotFoundError,
     RefineFallbackWarning,
     RequestError,
+    RequestTimeoutError,
     ResourceError,
     TrainingDivergedError,
     VlmcodecError,
@@ -79,5 +80,6 @@ __all__ = [
     "Codec", "CodecSet", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "BudgetError",
     "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
-    "RequestError", "ResourceError", "TrainingDivergedError", "VlmcodecWarning", "RefineFallbackWarning",
+    "RequestError", "RequestTimeoutError", "ResourceError", "TrainingDivergedError", "VlmcodecWarning",
+    "RefineFallbackWarning",
 ]

@@ -52,6 +52,12 @@ class RequestError(VlmcodecError, RuntimeError):
     """One request in the runtime failed (wraps the underlying cause)."""
 
 
+class RequestTimeoutError(VlmcodecError, TimeoutError):
+    """A runtime request was not done within its timeout: an ``Engine`` request still queued at
+    its deadline (a server's 504), or a ``RemoteCodec`` call whose server did not answer within
+    ``timeout_s``. A ``TimeoutError`` too."""
+
+
 class VlmcodecWarning(UserWarning):
     """Something done with a caveat the caller should hear of (e.g. only the first frame of an
     animated image is coded); the CLI prints these as ``vlmcodec: warning: ...``."""

@@ -28,10 +28,10 @@ def run_once(codec, image, seconds: float, clients: int, client_timeout: float, 
         try:
             remote.encode(image, quality=50)
             return "answered"
-        except ConnectionError:  # its timeout: the connection closed, the request given up
-            return "gave_up"
-        except TimeoutError:  # the server's 504: queued past --timeout, never run
-            return "shed"
+        except TimeoutError as e:
+            # the server's 504 (an answer: queued past --timeout, never run), or the client's
+            # own timeout (no answer: the connection closed, the request given up)
+            return "shed" if hasattr(e, "answer") else "gave_up"
 
     real = http_handler.RequestHandler._client_gone
     if not detect:

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from vlmcodec.errors import ConfigError
+
 
 def test_codec_refuses_a_thread_count_below_one_and_other_absurd_settings(tiny_model_path):
     from vlmcodec import Codec
@@ -89,10 +91,28 @@ def test_the_client_refuses_a_timeout_it_cannot_use():
     """(-5 and NaN were taken, then each request failed with http.client's "Timeout value out of range")"""
     from vlmcodec.runtime.client import RemoteCodec
 
-    for timeout in (-5, 0, float("nan"), float("inf"), "10"):
-        with pytest.raises(ValueError, match="timeout_s must be a finite number of seconds above 0"):
+    for timeout in (-5, 0, float("nan"), float("inf"), "10", True):
+        with pytest.raises(ConfigError, match="timeout_s must be a finite number of seconds above 0"):
             RemoteCodec("http://127.0.0.1:1", timeout_s=timeout)
     RemoteCodec("http://127.0.0.1:1", timeout_s=None).close()  # (no timeout)
+    RemoteCodec("http://127.0.0.1:1", timeout_s=np.float32(2.5)).close()
+
+
+def test_the_client_refuses_settings_it_cannot_use_as_config_errors():
+    """(plain ValueErrors before; retries=1.5 was taken as 1 and "2" as 2)"""
+    import ssl
+
+    from vlmcodec.runtime.client import RemoteCodec
+
+    for retries in (-1, 1.5, "2", None, True):
+        with pytest.raises(ConfigError, match="retries must be a whole number >= 0"):
+            RemoteCodec("http://127.0.0.1:1", retries=retries)
+    RemoteCodec("http://127.0.0.1:1", retries=np.int64(3)).close()
+    for url in ("ftp://example.com", "127.0.0.1:8080", "http://"):
+        with pytest.raises(ConfigError, match="https://host:port"):
+            RemoteCodec(url)
+    with pytest.raises(ConfigError, match="needs an https:// URL"):
+        RemoteCodec("http://example.com", ssl_context=ssl.create_default_context())
 
 
 def test_an_engine_left_running_at_exit_is_shut_down(tmp_path):

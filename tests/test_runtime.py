@@ -10,7 +10,7 @@ from concurrent.futures import CancelledError, Future
 import numpy as np
 import pytest
 
-from vlmcodec.errors import BitstreamError, EngineDeadError, ImageError
+from vlmcodec.errors import BitstreamError, EngineDeadError, ImageError, RequestTimeoutError
 from vlmcodec.runtime import Engine, QueueFull, Scheduler
 from vlmcodec.runtime.request import InflightRequest, Kind
 
@@ -103,7 +103,8 @@ def test_queue_full_and_timeout(tiny_codec, rng):
             e.submit_encode(img)
         f1.result(timeout=60); f2.result(timeout=60)
         t = e.submit_encode(img, timeout_s=0.01)   # waits 300 ms for its batch: times out
-        assert isinstance(t.exception(timeout=60), TimeoutError)
+        late = t.exception(timeout=60)  # a VlmcodecError, and a TimeoutError as before
+        assert isinstance(late, RequestTimeoutError) and isinstance(late, TimeoutError), late
     finally:
         e.shutdown()
 

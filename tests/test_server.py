@@ -327,6 +327,33 @@ def test_remote_codec_reports_an_unreachable_server_and_reconnects(tiny_model_pa
         engine.shutdown()
 
 
+def test_remote_codec_times_out_on_a_server_that_does_not_answer():
+    """A server that accepts and never answers: RequestTimeoutError after timeout_s (a
+    TimeoutError and a VlmcodecError; it was a ConnectionError "timed out"), the request not
+    sent again; a server's 504 is the same error."""
+    import socket
+
+    from vlmcodec.errors import RequestTimeoutError, VlmcodecError
+    from vlmcodec.runtime import RemoteCodec
+    from vlmcodec.runtime.client import _error_of
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        remote = RemoteCodec(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_s=0.3, retries=3)
+        with pytest.raises(RequestTimeoutError, match=r"no answer within timeout_s=0.3 s") as err:
+            remote.encode(np.zeros((8, 8, 3), np.uint8), quality=50)
+        assert isinstance(err.value, TimeoutError) and isinstance(err.value, VlmcodecError)
+        first, _ = listener.accept()
+        listener.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # not retried: the server may still be working on it
+            listener.accept()
+        first.close()
+    late = _error_of(504, b'{"error": "request timed out after 0.1s in queue", "type": "TimeoutError"}')
+    assert isinstance(late, RequestTimeoutError) and "HTTP 504" in str(late)
+    assert isinstance(_error_of(504, b"<html>gateway</html>"), RequestTimeoutError)  # a proxy's 504
+
+
 def _wait_for(predicate, seconds=10.0):
     import time
 

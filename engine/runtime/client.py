@@ -8,12 +8,14 @@ Standard library only. Each thread keeps its own keep-alive connection, so one `
 serves a thread pool, and the server batches what the threads send together. The server's JSON
 errors come back as the exceptions the server's ``Codec`` raised (``ImageError``, ``BitstreamError``,
 ``ModelMismatchError``, ``ConfigError``, ``ResourceError``, ``QueueFull``, ``EngineDeadError``,
-``TimeoutError``, ``PermissionError`` for a missing or wrong token, ...), the HTTP status in the
-message; a server that cannot be reached (or whose TLS certificate does not verify) raises
-``ConnectionError``. A busy server's 503 (``QueueFull``: its queue or its connections full) and
-a rate-limited client's 429 (``RateLimited``: ``serve --rate-limit``) are retried ``retries``
-times, after the wait the server asks (at most ``MAX_RETRY_WAIT_S``), before the error is
-raised: encode and decode are idempotent.
+``RequestTimeoutError``, ``PermissionError`` for a missing or wrong token, ...), the HTTP status in
+the message; a server that cannot be reached (or whose TLS certificate does not verify) raises
+``ConnectionError``, one that does not answer within ``timeout_s`` ``RequestTimeoutError`` (a
+``TimeoutError``; the request is not retried: the server may still be working on it). A busy
+server's 503 (``QueueFull``: its queue or its connections full) and a rate-limited client's 429
+(``RateLimited``: ``serve --rate-limit``) are retried ``retries`` times, after the wait the
+server asks (at most ``MAX_RETRY_WAIT_S``), before the error is raised: encode and decode are
+idempotent. An error the server answered carries its whole JSON answer as ``.answer``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import http.client
 import json
 import math
+import numbers
 import ssl
 import threading
 import time
@@ -31,7 +34,8 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from ..errors import EngineDeadError, ModelMismatchError, ResourceError, VlmcodecError, warn_refine_fallback
+from ..errors import (ConfigError, EngineDeadError, ModelMismatchError, RequestTimeoutError, ResourceError, VlmcodecError,
+                      warn_refine_fallback)
 from ..image_io import as_rgb_array
 
 
@@ -49,14 +53,15 @@ class RemoteCodec:
                  token: str | None = None, ssl_context: ssl.SSLContext | None = None):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https://host:port URL, got {url!r}")
-        if int(retries) < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
+            raise ConfigError(f"expected an http:// or https://host:port URL, got {url!r}")
+        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
+            raise ConfigError(f"retries must be a whole number >= 0, got {retries!r}")
+        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real)
+                                      or not 0 < timeout_s < math.inf):
             # (else http.client's "Timeout value out of range" at the first request)
-            raise ValueError(f"timeout_s must be a finite number of seconds above 0 (or None), got {timeout_s!r}")
+            raise ConfigError(f"timeout_s must be a finite number of seconds above 0 (or None), got {timeout_s!r}")
         if ssl_context is not None and parts.scheme != "https":
-            raise ValueError("ssl_context needs an https:// URL")
+            raise ConfigError("ssl_context needs an https:// URL")
         self.url = url.rstrip("/")
         self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         self.timeout_s = timeout_s
@@ -166,6 +171,9 @@ class RemoteCodec:
                 if attempt:
                     raise ConnectionError(f"{self.url}: connection lost ({e})") from e
                 continue
+            except TimeoutError as e:  # connecting, sending or waiting for the answer
+                self._drop(conn)
+                raise RequestTimeoutError(f"{self.url}: no answer within timeout_s={self.timeout_s} s") from e
             except OSError as e:
                 self._drop(conn)
                 raise ConnectionError(f"{self.url}: {e}") from e
@@ -221,12 +229,12 @@ def _error_of(status: int, payload: bytes) -> Exception:
         message, kind = answer["error"], answer.get("type", "")
     except (ValueError, KeyError, TypeError):  # not JSON, or not an object with "error"
         answer, message, kind = {}, payload[:200].decode("utf-8", "replace"), ""
-    known = {"TimeoutError": TimeoutError, "QueueFull": QueueFull, "ValueError": ValueError, "TypeError": TypeError,
+    known = {"TimeoutError": RequestTimeoutError, "QueueFull": QueueFull, "ValueError": ValueError, "TypeError": TypeError,
              "AuthenticationError": PermissionError, "PermissionError": PermissionError, "RateLimited": RateLimited}
     cls = known.get(kind) or getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
         cls = {400: errors.ConfigError, 401: PermissionError, 403: PermissionError, 409: ModelMismatchError,
-               413: ResourceError, 429: RateLimited, 503: EngineDeadError, 504: TimeoutError}.get(status, VlmcodecError)
+               413: ResourceError, 429: RateLimited, 503: EngineDeadError, 504: RequestTimeoutError}.get(status, VlmcodecError)
     err = cls(f"{message} (HTTP {status})")
     err.answer = answer  # the server's whole JSON answer (a 429's retry_after_s)
     return err

@@ -53,8 +53,8 @@ import numpy as np
 from .. import rate_control, resample
 from ..bitstream import container
 from ..codec import Codec, check_batch
-from ..errors import (BitstreamError, ConfigError, EngineDeadError, RequestError, ResourceError, VlmcodecError,
-                      warn_refine_fallback)
+from ..errors import (BitstreamError, ConfigError, EngineDeadError, RequestError, RequestTimeoutError, ResourceError,
+                      VlmcodecError, warn_refine_fallback)
 from ..image_io import padded_size
 from .request import InflightRequest, Kind, Status
 from .scheduler import Scheduler
@@ -589,7 +589,7 @@ class Engine:
         """Whether a request taken from its queue runs: else it is finished here, timed out (its
         deadline passed in the queue) or cancelled (by its client)."""
         if req.deadline is not None and now > req.deadline:
-            self._finish(req, exc=TimeoutError(f"request timed out after {req.deadline - req.arrival:.3f}s in queue"),
+            self._finish(req, exc=RequestTimeoutError(f"request timed out after {req.deadline - req.arrival:.3f}s in queue"),
                          status=Status.FINISHED_TIMEOUT)
             return False
         if not req.future.set_running_or_notify_cancel():
