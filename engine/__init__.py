@@ -1,8 +1,11 @@
 """vlmcodec: a learned image codec engine for vision-language-model pipelines."""
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import (
     BackendUnavailableError,
@@ -21,6 +24,13 @@ from .errors import (
     VlmcodecError,
     VlmcodecWarning,
 )
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (py.typed)
+    import numpy as np
+
+    from . import allocator  # noqa: F401  (the module __getattr__ below imports it on first use)
+    from .codec import Codec
+    from .codec_set import CodecSet
 
 _codecs: dict = {}
 
@@ -70,7 +80,7 @@ def encode(image, quality: float = 75.0, model=None, backend: str = "torch", sho
     return codec.encode(image, quality, short_side, refine=refine)
 
 
-def decode(data: bytes, model=None, backend: str = "torch", short_side: int | None = None):
+def decode(data: bytes, model=None, backend: str = "torch", short_side: int | None = None) -> np.ndarray:
     """Decompress .vlmc bytes to a uint8 H×W×3 numpy array with a cached ``Codec`` (``short_side``:
     at a consumer's size, ``Codec.decode``)."""
     return _shared_codec(model, backend).decode(data, short_side)

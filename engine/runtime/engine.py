@@ -47,6 +47,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from typing import Literal, overload
 
 import numpy as np
 
@@ -181,7 +182,7 @@ class Engine:
     def submit_encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
                       short_side: int | None = None, *, max_bytes: int | None = None,
                       max_bpp: float | None = None, refine: int | None = None, priority: int = 0,
-                      owner: str | None = None) -> Future:
+                      owner: str | None = None) -> Future[bytes]:
         """Queue one image; the future resolves to .vlmc bytes (or the request's error).
 
         ``short_side`` as in ``Codec.encode`` (None: the codec's setting). ``max_bytes`` or
@@ -220,7 +221,7 @@ class Engine:
         return fut
 
     def submit_decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
-                      priority: int = 0) -> Future:
+                      priority: int = 0) -> Future[np.ndarray]:
         """Queue one stream; the future resolves to a uint8 H×W×3 array (or the request's error).
 
         ``short_side`` as in ``Codec.decode`` (None: the original size); ``priority`` as in
@@ -256,8 +257,16 @@ class Engine:
         return data
 
     async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
-                     priority: int = 0):
+                     priority: int = 0) -> np.ndarray:
         return await asyncio.wrap_future(self.submit_decode(data, timeout_s, short_side, priority=priority))
+
+    @overload
+    def encode_many(self, images: Iterable, quality: float = ..., *, window: int | None = ...,
+                    return_exceptions: Literal[False] = ..., **options) -> Iterator[bytes]: ...
+
+    @overload
+    def encode_many(self, images: Iterable, quality: float = ..., *, window: int | None = ...,
+                    return_exceptions: bool, **options) -> Iterator[bytes | BaseException]: ...
 
     def encode_many(self, images: Iterable, quality: float = 75.0, *, window: int | None = None,
                     return_exceptions: bool = False, **options) -> Iterator[bytes | BaseException]:
@@ -270,6 +279,14 @@ class Engine:
         check_batch(images, "encode_many", "submit_encode")
         return self._many(lambda image: self.submit_encode(image, quality, **options), images, window,
                           return_exceptions)
+
+    @overload
+    def decode_many(self, streams: Iterable, *, window: int | None = ..., return_exceptions: Literal[False] = ...,
+                    **options) -> Iterator[np.ndarray]: ...
+
+    @overload
+    def decode_many(self, streams: Iterable, *, window: int | None = ..., return_exceptions: bool,
+                    **options) -> Iterator[np.ndarray | BaseException]: ...
 
     def decode_many(self, streams: Iterable, *, window: int | None = None, return_exceptions: bool = False,
                     **options) -> Iterator[np.ndarray | BaseException]:
