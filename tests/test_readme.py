@@ -342,3 +342,30 @@ def test_every_python_call_in_the_readme_fits_the_api():
                 assert len(node.args) <= len(positional), f"README: `{text}`: too many arguments"
             calls += 1
     assert calls > 30
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_link_within_the_docs_reaches_its_heading(doc):
+    text = DOCS[doc]
+    anchors: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} (.+)$", _prose(text), re.M):
+        slug = _slug(heading)
+        n = anchors.get(slug, 0)
+        anchors[slug] = n + 1
+        if n:
+            anchors[f"{slug}-{n}"] = 1
+    links = re.findall(r"\]\(#([^)\s]+)\)", text)
+    assert doc != "README.md" or len(links) > 10
+    broken = sorted({link for link in links if link not in anchors})
+    assert not broken, f"{doc} links to headings that are not there: {broken}"
+    # links to another document's heading
+    for target, anchor in re.findall(r"\]\(((?:docs/)?[\w./-]+\.md)#([^)\s]+)\)", text):
+        other = DOCS.get(target) or DOCS.get(f"docs/{target}")
+        assert other is not None, f"{doc} links to {target}, not among the docs"
+        assert anchor in {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", _prose(other), re.M)}, (doc, target, anchor)
