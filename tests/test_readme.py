@@ -369,3 +369,46 @@ def test_every_link_within_the_docs_reaches_its_heading(doc):
         other = DOCS.get(target) or DOCS.get(f"docs/{target}")
         assert other is not None, f"{doc} links to {target}, not among the docs"
         assert anchor in {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", _prose(other), re.M)}, (doc, target, anchor)
+
+
+# What each C or C++ example of the README takes from the code around it (keyed by a line of the
+# example): the examples are fragments, compiled inside a function with these declarations
+_C_CONTEXT = {
+    "vlmc_decoder_open(": "const uint8_t *data = 0; size_t size = 0;",
+    "const vlmc::Decoder dec(": "std::vector<uint8_t> bytes;",
+    "vlmc_decoder_write_stream(": "const vlmc_decoder *dec = 0; const float *y = 0, *z = 0; size_t y_count = 0, "
+                                 "z_count = 0; uint32_t width = 64, height = 64;",
+    "vlmc_decoder_encode_image(": "const vlmc_decoder *dec = 0; const uint8_t *rgb = 0; uint32_t width = 64, "
+                                 "height = 64; double quality;",
+    "vlmc_decoder_encode_pixels(": "const vlmc_decoder *dec = 0; const uint8_t *bgra = 0; uint32_t width = 64, "
+                                  "height = 64; int32_t pitch = 256; uint8_t *stream; size_t size;",
+}
+
+
+@pytest.mark.parametrize("index", range(sum(lang in ("c", "cpp") for lang, _ in _fenced(README))))
+def test_each_c_and_cpp_example_of_the_readme_compiles(index, tmp_path):
+    """Against the installed headers, as a fragment inside a function: every function, type and
+    constant it names exists and takes the arguments it is given (warnings are errors)."""
+    import shutil
+    import subprocess
+
+    lang, body = [(lang, body) for lang, body in _fenced(README) if lang in ("c", "cpp")][index]
+    compiler = shutil.which("g++" if lang == "cpp" else "gcc") or shutil.which("c++" if lang == "cpp" else "cc")
+    if compiler is None:
+        pytest.skip("no C/C++ compiler on this machine")
+    context = [text for key, text in _C_CONTEXT.items() if key in body]
+    assert len(context) == 1, f"README's {lang} example {index} needs its context in _C_CONTEXT:\n{body}"
+    includes = [line for line in body.splitlines() if line.startswith("#include")]
+    code = "\n".join(line for line in body.splitlines() if not line.startswith("#include"))
+    if lang == "cpp":
+        head = "#include <vector>\n#include <cstdint>\n" + "\n".join(includes or ["#include <vlmc_decoder.hpp>"])
+        std = ["-std=c++17"]
+    else:
+        head = "#include <stdint.h>\n#include <stdlib.h>\n#include <vlmc_decoder.h>\nvoid die(const char *why);"
+        std = ["-std=c11"]
+    source = tmp_path / f"example.{lang}"
+    source.write_text(f"{head}\nvoid example(void) {{\n{context[0]}\n{code}\n}}\n")
+    run = subprocess.run([compiler, *std, "-fsyntax-only", "-Wall", "-Werror", "-Wno-unused-variable",
+                          "-Wno-unused-but-set-variable", "-Wno-uninitialized", "-Wno-maybe-uninitialized",
+                          f"-I{ROOT / 'kernels' / 'decoder'}", str(source)], capture_output=True, text=True)
+    assert run.returncode == 0, f"README's {lang} example {index} does not compile:\n{run.stderr}\n{source.read_text()}"
