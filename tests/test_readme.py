@@ -15,6 +15,7 @@ import re
 import runpy
 import shlex
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -412,3 +413,20 @@ def test_each_c_and_cpp_example_of_the_readme_compiles(index, tmp_path):
                           "-Wno-unused-but-set-variable", "-Wno-uninitialized", "-Wno-maybe-uninitialized",
                           f"-I{ROOT / 'kernels' / 'decoder'}", str(source)], capture_output=True, text=True)
     assert run.returncode == 0, f"README's {lang} example {index} does not compile:\n{run.stderr}\n{source.read_text()}"
+
+
+def test_each_toml_example_of_the_readme_is_a_valid_serve_config(tmp_path):
+    """The README's TOML is ``vlmcodec serve --config``'s: each key one of serve's options, each
+    value one its flag takes."""
+    from vlmcodec.cli import apply_serve_config, build_parser
+
+    blocks = [body for lang, body in _fenced(README) if lang == "toml"]
+    assert blocks
+    for i, body in enumerate(blocks):
+        path = tmp_path / f"serve{i}.toml"
+        path.write_text(body)
+        parser = build_parser()
+        apply_serve_config(parser.serve_parser, ["--config", str(path)])  # ConfigError names a bad key
+        args = parser.parse_args(["serve", "--config", str(path)])
+        for key, value in tomllib.loads(body).items():
+            assert getattr(args, key.replace("-", "_")) not in (None, False), key
