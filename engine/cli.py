@@ -140,6 +140,16 @@ def _emit(line: str, stream=None) -> None:
     stream.flush()
 
 
+def _emit_json(row: dict, stream=None) -> None:
+    """``--json``: one object per line; a number that is not finite (a PSNR not measured, or of
+    an image coded exactly) as null, so that every line is strict JSON."""
+    import json
+    import math
+
+    _emit(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}),
+          stream)
+
+
 # what one input file can get wrong; the run goes on with the others (a config or backend error,
 # the same for every file, stops it at once)
 _FILE_ERRORS = (ImageError, BitstreamError, ModelMismatchError, ResourceError, OSError)
@@ -149,8 +159,9 @@ class _Failures:
     """Per-file errors of a multi-file command: each is printed as it happens, the exit status
     (2 if any failed) and a count come at the end, after every other file was processed."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, json_stream=None):
         self.total, self.count = total, 0
+        self.json_stream = json_stream  # --json: each failure also as {"file", "error", "type"} there
 
     def add(self, src: Path, err: Exception) -> None:
         if isinstance(err, BrokenPipeError):  # stdout went away: not this file's fault
@@ -158,6 +169,8 @@ class _Failures:
         msg = str(err)
         self.count += 1
         _emit(f"vlmcodec: error: {msg if str(src) in msg else f'{src}: {msg}'}", sys.stderr)
+        if self.json_stream is not None:
+            _emit_json({"file": str(src), "error": msg, "type": type(err).__name__}, self.json_stream)
 
     def status(self) -> int:
         if self.count and self.total > 1:
@@ -224,31 +237,36 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                             "(encode and decode read and write standard input and output with '-')")
     to_stdout = _check_stdio(files, args.output)
     table = sys.stderr if to_stdout else sys.stdout  # stdout carries the stream then
+    notes = sys.stderr if args.json else table  # --json: the table's stream carries JSON lines only
     codec = _codec(args)
-    many = len(files) > 1
+    # roundtrip's -o is a folder even for one image (it was a file named "out" and "out.png" beside it)
+    many = len(files) > 1 or roundtrip
     rows = []
     if codec.short_side:
         print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)",
-              file=table)
+              file=notes)
     if codec.refine:
         print(f"refining each latent with {codec.refine} steps before coding (slower encoding"
-              f"{_refine_settings(codec)})", file=table)
+              f"{_refine_settings(codec)})", file=notes)
     budget = _budget(args)
     quality = DEFAULT_QUALITY if args.quality is None else args.quality
     codec.model.level_of_quality(quality)  # a bad -q fails once, not once per file
     qcol = f" {'quality':>7}" if budget else ""  # with a budget, the quality each image got
     # the table's header comes with its first row (an input that fails alone prints only its error)
     header = [f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7}{qcol} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}"]
-    failures = _Failures(len(files))
+    failures = _Failures(len(files), table if args.json else None)
     png_level = getattr(args, "png_level", DEFAULT_PNG_LEVEL)
     suffix = DECODED_FORMATS[getattr(args, "format", None) or "png"][1][0]  # roundtrip's decoded images
 
-    def report(src: Path, row: tuple, line: str):
+    def report(src: Path, row: tuple, line: str | dict):
         def then(err: BaseException | None) -> None:
             if err is not None:
                 failures.add(src, err)
                 return
             rows.append(row)
+            if isinstance(line, dict):
+                _emit_json(line, table)
+                return
             if header:
                 _emit(header.pop(), table)
             _emit(line, table)
@@ -292,14 +310,18 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                 p = psnr(img, rec)
             row = (bpp, p, t_enc, t_dec)
             got = f" {_stream_quality(data):>7.2f}" if budget else ""
-            line = (f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f}{got} {p:>8.2f} "
-                    f"{1000*t_enc:>8.0f} {1000*t_dec:>8.0f}")
+            line: str | dict = (f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f}{got} {p:>8.2f} "
+                                f"{1000*t_enc:>8.0f} {1000*t_dec:>8.0f}")
+            out = dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
+            if args.json:
+                line = {"file": str(src), "output": str(dst), **({"decoded": str(out)} if roundtrip else {}),
+                        "width": w, "height": h, "bytes": len(data), "bpp": bpp, "quality": _stream_quality(data),
+                        "psnr_db": p, "encode_ms": 1000 * t_enc, "decode_ms": 1000 * t_dec}
             if roundtrip:
-                out = dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
                 writes.submit(lambda rec=rec, out=out: save_image(rec, out, png_level), report(src, row, line))
             else:
                 report(src, row, line)(None)
-    if len(rows) > 1:
+    if len(rows) > 1 and not args.json:
         n = len(rows)
         mean = [sum(r[i] for r in rows) / n for i in range(4)]
         print(f"{'mean of ' + str(n):<24} {'':>10} {'':>8} {mean[0]:>7.4f}{' ' * len(qcol)} {mean[1]:>8.2f} "
@@ -317,14 +339,17 @@ def cmd_decode(args) -> int:
     fmt, suffix = _decoded_format(args, _names_a_file(args.output, many))
     codec = _codec(args)
     codecs = _codec_set(codec, [_codec(args, path) for path in args.extra_model or ()])
-    failures = _Failures(len(files))
+    table = sys.stderr if to_stdout else sys.stdout  # stdout carries the image then
+    failures = _Failures(len(files), table if args.json else None)
 
-    def report(src: Path, line: str):
+    def report(src: Path, line: str | dict):
         def then(err: BaseException | None) -> None:
             if err is not None:
                 failures.add(src, err)
+            elif isinstance(line, dict):
+                _emit_json(line, table)
             else:
-                _emit(line, sys.stderr if to_stdout else None)
+                _emit(line, table)
         return then
 
     # each image is written on a background thread while the next one decodes
@@ -339,7 +364,10 @@ def cmd_decode(args) -> int:
             except _FILE_ERRORS as e:
                 failures.add(src, e)
                 continue
-            line = f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms"
+            line: str | dict = f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms"
+            if args.json:
+                line = {"file": str(src), "output": str(dst), "width": img.shape[1], "height": img.shape[0],
+                        "bytes": len(data), "decode_ms": 1000 * dt}
             if to_stdout:  # written here: there is no next image to overlap with
                 _write_stdout(image_bytes(img, fmt, args.png_level))
                 report(src, line)(None)
@@ -827,6 +855,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="largest image (width x height) to code or decode (default 64000000)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    def json_lines(sp, fields):
+        sp.add_argument("--json", action="store_true",
+                        help=f"for scripts: one JSON object per line instead of the table ({fields}; a failed "
+                             "input: file, error, type); notes go to standard error")
+
     def refine_views(sp):
         sp.add_argument("--refine-views", type=_refine_views, metavar="SIDES",
                         help="the teacher views the refinement's token term averages over, comma-separated short "
@@ -875,6 +908,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-psnr", action="store_true", help="skip the verification decode (no PSNR)")
     short_side(e)
     refine(e)
+    json_lines(e, "per image: file, output, width, height, bytes, bpp, quality, psnr_db, encode_ms, decode_ms")
     common(e)
     r = sub.add_parser("roundtrip", help="encode, decode, and report bpp / PSNR / time",
                        description="Encode and decode images; writes .vlmc and decoded .png files (--format).")
@@ -886,6 +920,7 @@ def build_parser() -> argparse.ArgumentParser:
     refine(r)
     png_level(r)
     decoded_format(r)
+    json_lines(r, "per image: encode's and decoded, the image written")
     common(r)
     d = sub.add_parser("decode", help="decompress .vlmc to PNG")
     d.add_argument("inputs", nargs="+", metavar="IN", help=".vlmc files, folders, globs, or - (standard input)")
@@ -899,6 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--short-side", type=_short_side, metavar="N", dest="decode_short_side",
                    help="decode at the size a consumer of N px sees (shorter side N, never above the original) "
                         "instead of the original size: one resize from the reconstruction, smaller files")
+    json_lines(d, "per stream: file, output, width, height, bytes, decode_ms")
     common(d)
     v = sub.add_parser("serve", help="serve encode/decode over HTTP (batched by the runtime Engine)",
                        description="An HTTP server: POST /encode?quality=Q or ?max_bytes=N (body: an image file, "

@@ -224,3 +224,53 @@ def test_python_dash_m_vlmcodec_runs_the_command(tmp_path):
     fail = subprocess.run([sys.executable, "-m", "vlmcodec", "info", str(bad)], capture_output=True, text=True,
                           timeout=120)
     assert fail.returncode == 2 and "vlmcodec: error:" in fail.stderr
+
+
+def test_json_lines_for_scripts(tmp_path, rng, tiny_model_path, capsys):
+    """--json: one strict JSON object per line on the table's stream (nothing else there), a
+    failed input as {file, error, type} beside its message on stderr, the exit status as ever."""
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_image(rng, 40 + i, 70)).save(src / f"im{i}.png")
+    (src / "bad.png").write_bytes(b"not an image")
+    out, model = tmp_path / "out", ["--model", str(tiny_model_path)]
+    assert main(["encode", str(src), "-o", str(out), "-q", "40", "--short-side", "32", "--json", "--quiet", *model]) == 2
+    got = capsys.readouterr()
+    rows = [json.loads(line) for line in got.out.splitlines()]  # every line is JSON: no header, no mean, no note
+    bad = [r for r in rows if "error" in r]
+    assert len(bad) == 1 and bad[0]["file"] == str(src / "bad.png") and bad[0]["type"] == "ImageError"
+    assert "consumer's scale" in got.err and "bad.png" in got.err
+    good = sorted((r for r in rows if "error" not in r), key=lambda r: r["file"])
+    assert [(r["width"], r["height"]) for r in good] == [(70, 40), (70, 41)]
+    for r in good:
+        stream = Path(r["output"])
+        assert r["bytes"] == stream.stat().st_size and r["quality"] == 40.0
+        assert r["bpp"] == pytest.approx(8 * r["bytes"] / (r["width"] * r["height"]))
+        assert r["psnr_db"] > 0 and r["encode_ms"] > 0 and r["decode_ms"] > 0
+    assert main(["encode", str(src / "im0.png"), "-o", str(tmp_path / "a.vlmc"), "--no-psnr", "--json", *model]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["psnr_db"] is None and row["decode_ms"] is None  # not measured: null, not NaN (strict JSON)
+
+    assert main(["decode", str(out / "*.vlmc"), "-o", str(tmp_path / "dec"), "--json", "--quiet", *model]) == 0
+    rows = sorted((json.loads(line) for line in capsys.readouterr().out.splitlines()), key=lambda r: r["file"])
+    assert [(Path(r["output"]).name, r["width"], r["height"]) for r in rows] == [("im0.png", 70, 40), ("im1.png", 70, 41)]
+    assert all(Path(r["output"]).is_file() and r["bytes"] == Path(r["file"]).stat().st_size for r in rows)
+
+    assert main(["roundtrip", str(src / "im1.png"), "-o", str(tmp_path / "rt"), "--json", *model]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # one image's roundtrip writes into the folder -o names (a file "rt" and "rt.png" before)
+    assert row["output"] == str(tmp_path / "rt" / "im1.vlmc") and row["decoded"] == str(tmp_path / "rt" / "im1.png")
+    assert Path(row["output"]).is_file() and Path(row["decoded"]).is_file()
+
+
+def test_json_lines_go_to_stderr_when_the_stream_goes_to_stdout(tmp_path, rng, tiny_model_path, capsysbinary):
+    import json
+
+    Image.fromarray(smooth_image(rng, 40, 70)).save(tmp_path / "im.png")
+    assert main(["encode", str(tmp_path / "im.png"), "-o", "-", "--json", "--model", str(tiny_model_path)]) == 0
+    got = capsysbinary.readouterr()
+    row = json.loads(got.err.decode().splitlines()[-1])
+    assert row["output"] == "-" and row["bytes"] == len(got.out) and got.out.startswith(b"VLMC")
