@@ -313,6 +313,10 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
             line: str | dict = (f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f}{got} {p:>8.2f} "
                                 f"{1000*t_enc:>8.0f} {1000*t_dec:>8.0f}")
             out = dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
+            if roundtrip and src is not STDIN and out.exists() and out.resolve() == src.resolve():
+                failures.add(src, FileExistsError(f"{out}: the decoded image would replace its own input "
+                                                  "(give roundtrip another -o folder)"))
+                continue
             if args.json:
                 line = {"file": str(src), "output": str(dst), **({"decoded": str(out)} if roundtrip else {}),
                         "width": w, "height": h, "bytes": len(data), "bpp": bpp, "quality": _stream_quality(data),
@@ -361,6 +365,11 @@ def cmd_decode(args) -> int:
                 img = _codec_for(codecs, data, codec).decode(data, args.decode_short_side)
                 dt = time.perf_counter() - t0
                 dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, suffix)
+                if args.output is None and dst.exists() and not args.force:
+                    # beside its stream, a decoded image takes the original's name (photo.png →
+                    # photo.vlmc → photo.png): replacing it would lose the original to the lossy copy
+                    raise FileExistsError(f"{dst} exists: decode does not replace a file it was not told to "
+                                          "(name the output with -o, or add --force)")
             except _FILE_ERRORS as e:
                 failures.add(src, e)
                 continue
@@ -935,6 +944,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode at the size a consumer of N px sees (shorter side N, never above the original) "
                         "instead of the original size: one resize from the reconstruction, smaller files")
     json_lines(d, "per stream: file, output, width, height, bytes, decode_ms")
+    d.add_argument("--force", action="store_true",
+                   help="without -o, replace an existing image beside its stream (refused otherwise: it may be "
+                        "the original the stream was encoded from)")
     common(d)
     v = sub.add_parser("serve", help="serve encode/decode over HTTP (batched by the runtime Engine)",
                        description="An HTTP server: POST /encode?quality=Q or ?max_bytes=N (body: an image file, "

@@ -274,3 +274,28 @@ def test_json_lines_go_to_stderr_when_the_stream_goes_to_stdout(tmp_path, rng, t
     got = capsysbinary.readouterr()
     row = json.loads(got.err.decode().splitlines()[-1])
     assert row["output"] == "-" and row["bytes"] == len(got.out) and got.out.startswith(b"VLMC")
+
+
+def test_decode_never_replaces_the_original_beside_its_stream(tmp_path, rng, tiny_model_path, capsys):
+    """encode photo.png → photo.vlmc, then decode photo.vlmc without -o: the decoded image's name
+    is the original's, which decode replaced with the lossy copy. Now refused (exit 2, the
+    original intact) unless --force or -o names the file; roundtrip into the input's own folder
+    refuses to replace its input too."""
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    photo = tmp_path / "photo.png"
+    Image.fromarray(smooth_image(rng, 40, 70)).save(photo)
+    original = photo.read_bytes()
+    assert main(["encode", str(photo), *model]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "photo.vlmc"), *model]) == 2
+    assert photo.read_bytes() == original
+    assert "photo.png exists" in capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "photo.vlmc"), "-o", str(tmp_path / "dec.png"), *model]) == 0
+    assert main(["decode", str(tmp_path / "photo.vlmc"), "-o", str(tmp_path / "dec.png"), *model]) == 0  # named: replaced
+    assert main(["decode", str(tmp_path / "photo.vlmc"), "--force", *model]) == 0
+    assert photo.read_bytes() != original and photo.read_bytes() == (tmp_path / "dec.png").read_bytes()
+    other = tmp_path / "other.png"
+    Image.fromarray(smooth_image(rng, 40, 70)).save(other)
+    before = other.read_bytes()
+    assert main(["roundtrip", str(other), "-o", str(tmp_path), *model]) == 2
+    assert other.read_bytes() == before and "would replace its own input" in capsys.readouterr().err
