@@ -292,6 +292,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                     _write_stdout(data)
                 else:
                     dst = _output_path(src, args.output, many, ".vlmc")
+                    if src is not STDIN and dst.exists() and dst.resolve() == src.resolve():
+                        raise FileExistsError(f"{dst}: the stream would replace its own input image (-o names it)")
                     dst.write_bytes(data)
             except _FILE_ERRORS as e:
                 failures.add(src, e)

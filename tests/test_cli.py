@@ -299,3 +299,5 @@ def test_decode_never_replaces_the_original_beside_its_stream(tmp_path, rng, tin
     before = other.read_bytes()
     assert main(["roundtrip", str(other), "-o", str(tmp_path), *model]) == 2
     assert other.read_bytes() == before and "would replace its own input" in capsys.readouterr().err
+    assert main(["encode", str(other), "-o", str(other), *model]) == 2  # (wrote the stream over the image)
+    assert other.read_bytes() == before and "would replace its own input image" in capsys.readouterr().err
