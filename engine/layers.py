@@ -6,6 +6,8 @@ Parameter and buffer names follow CompressAI (``beta``, ``gamma``, ``beta_repara
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,6 +27,13 @@ class _LowerBoundFn(torch.autograd.Function):
         return pass_through.type_as(grad) * grad, None
 
 
+def in_onnx_export() -> bool:
+    """``torch.onnx.is_in_onnx_export()``, without importing ``torch.onnx`` (~0.1 s, a new
+    Codec's first forward passes paid it) where nothing has: no export can be running then."""
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
+
+
 class LowerBound(nn.Module):
     """max(x, bound) with a gradient that can lift x off the bound."""
 
@@ -35,7 +44,7 @@ class LowerBound(nn.Module):
         self.register_buffer("bound", torch.tensor([float(bound)]))
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        if torch.jit.is_scripting() or in_onnx_export():
             return torch.max(x, self.bound)
         return _LowerBoundFn.apply(x, self.bound)
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import in_onnx_export
+
 
 @dataclass(frozen=True)
 class PreEditorConfig:
@@ -154,7 +156,7 @@ class PreEditor(nn.Module):
         gh, gw = tok.shape[-2:]
         t = tok.flatten(2).transpose(1, 2)
         # a traced graph (ONNX export) cannot branch on the image size: exported graphs attend globally
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        exporting = torch.jit.is_tracing() or in_onnx_export()
         window = self.attention_window if not exporting and self.windowed_at(h, w) else 0
         for i, blk in enumerate(self.blocks):
             t = blk(t, (gh, gw), window, shift=i % 2 == 1)
