@@ -81,6 +81,14 @@ def _check_stdio(files: list[Path], output: str | None) -> bool:
     return True
 
 
+def _check_output_folder(output: str | None, many: bool) -> None:
+    """An output that must be a folder (several inputs; roundtrip) but is an existing file: one
+    error up front (each input was coded, then failed on it with "File exists")."""
+    if many and output not in (None, STDIO) and Path(output).exists() and not Path(output).is_dir():
+        raise VlmcodecError(f"-o {output} is a file: the outputs go into a folder here (several inputs, or "
+                            "roundtrip); name a folder")
+
+
 def _read_bytes(src: Path) -> bytes:
     return sys.stdin.buffer.read() if src is STDIN else src.read_bytes()
 
@@ -241,6 +249,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     codec = _codec(args)
     # roundtrip's -o is a folder even for one image (it was a file named "out" and "out.png" beside it)
     many = len(files) > 1 or roundtrip
+    _check_output_folder(args.output, many)
     rows = []
     if codec.short_side:
         print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)",
@@ -342,6 +351,7 @@ def cmd_decode(args) -> int:
     files = expand_inputs(args.inputs, {".vlmc"})
     to_stdout = _check_stdio(files, args.output)
     many = len(files) > 1
+    _check_output_folder(args.output, many)
     fmt, suffix = _decoded_format(args, _names_a_file(args.output, many))
     codec = _codec(args)
     codecs = _codec_set(codec, [_codec(args, path) for path in args.extra_model or ()])

@@ -301,3 +301,19 @@ def test_decode_never_replaces_the_original_beside_its_stream(tmp_path, rng, tin
     assert other.read_bytes() == before and "would replace its own input" in capsys.readouterr().err
     assert main(["encode", str(other), "-o", str(other), *model]) == 2  # (wrote the stream over the image)
     assert other.read_bytes() == before and "would replace its own input image" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_is_a_file_is_refused_up_front(tmp_path, rng, tiny_model_path, capsys):
+    """(each input was coded first, then failed alone with "[Errno 17] File exists")"""
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    for i in range(2):
+        Image.fromarray(smooth_image(rng, 40, 70)).save(tmp_path / f"im{i}.png")
+    (tmp_path / "out").write_text("a file")
+    for argv in (["encode", str(tmp_path / "im*.png")], ["roundtrip", str(tmp_path / "im0.png")],
+                 ["decode", str(tmp_path / "*.vlmc")]):
+        if argv[0] == "decode":
+            assert main(["encode", str(tmp_path / "im*.png"), "-o", str(tmp_path), *model]) == 0
+            capsys.readouterr()
+        assert main([*argv, "-o", str(tmp_path / "out"), *model]) == 2
+        err = capsys.readouterr().err
+        assert "is a file: the outputs go into a folder" in err and "Errno" not in err, err
