@@ -1,6 +1,7 @@
 """Codec API end to end on a small random model: exact reconstruction, sizes, errors, damage."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,8 +110,13 @@ def test_numpy_qualities_and_bytes_like_streams(tiny_codec, rng):
     ref = tiny_codec.decode(data)
     for view in (bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
         assert np.array_equal(tiny_codec.decode(view), ref)
-    with pytest.raises(BitstreamError, match="expected bytes"):
-        tiny_codec.decode("not bytes")
+    with pytest.raises(BitstreamError, match=r"expected bytes .*got str \(a file's name\? its bytes are "
+                                             r"Path\('photo.vlmc'\).read_bytes\(\)\)"):
+        tiny_codec.decode("photo.vlmc")
+    with pytest.raises(BitstreamError, match=r"got PosixPath \(a file's name"):
+        tiny_codec.decode(Path("photo.vlmc"))
+    with pytest.raises(BitstreamError, match=r"got NoneType$"):
+        tiny_codec.decode(None)
 
 
 def test_other_model_refuses_stream(tiny_codec, rng, tmp_path):

@@ -156,7 +156,11 @@ def as_bytes(data) -> bytes:
     try:
         return memoryview(data).tobytes()
     except TypeError:
-        raise BitstreamError(f"expected bytes (or a bytes-like object), got {type(data).__name__}") from None
+        import os
+
+        hint = (f" (a file's name? its bytes are Path({str(data)[:80]!r}).read_bytes())"
+                if isinstance(data, (str, os.PathLike)) else "")
+        raise BitstreamError(f"expected bytes (or a bytes-like object), got {type(data).__name__}{hint}") from None
 
 
 def fingerprint_of(data) -> bytes:
