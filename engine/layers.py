@@ -28,7 +28,7 @@ class _LowerBoundFn(torch.autograd.Function):
 
 
 def in_onnx_export() -> bool:
-    """``torch.onnx.is_in_onnx_export()``, without importing ``torch.onnx`` (~0.1 s, a new
+    """``torch.onnx.is_in_onnx_export()``, without importing ``torch.onnx`` (tens of ms: a new
     Codec's first forward passes paid it) where nothing has: no export can be running then."""
     onnx = sys.modules.get("torch.onnx")
     return onnx is not None and onnx.is_in_onnx_export()
