@@ -431,7 +431,23 @@ def _serve_security(args):
             raise ConfigError(f"cannot read --auth-token-file {args.auth_token_file}: "
                               f"{getattr(e, 'strerror', None) or e}") from None
         token_file = read_token_file(text, f"--auth-token-file {args.auth_token_file}")
+    for flag, path in (("--tls-key", args.tls_key), ("--auth-token-file", args.auth_token_file)):
+        _warn_if_others_can_read(flag, path)
     return ssl_context, token_file
+
+
+def _warn_if_others_can_read(flag: str, path: str | None) -> None:
+    """A secret (the TLS key, the tokens) in a file other users of the machine may read: a
+    VlmcodecWarning naming the fix, as ssh does for its keys (POSIX permissions only)."""
+    if not path or os.name != "posix":
+        return
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        warnings.warn(f"{flag} {path} can be read by other users of this machine (mode {mode:o}): "
+                      f"chmod 600 {path}", VlmcodecWarning, stacklevel=2)
 
 
 def _reload_security(server, args) -> None:

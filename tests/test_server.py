@@ -867,6 +867,7 @@ def test_cli_serve_reloads_certificate_and_token_on_sighup(tiny_model_path, tls_
     cert, key = tls_files
     token = tmp_path / "token"
     token.write_text("first\n")
+    token.chmod(0o600)  # (readable by others, serve's first line would be a warning saying so)
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
                              "serve", "--port", "0", "--model", str(tiny_model_path), "--quiet",
                              "--tls-cert", str(cert), "--tls-key", str(key), "--auth-token-file", str(token)],
@@ -1028,3 +1029,35 @@ def test_a_request_whose_client_hangs_up_is_cancelled_and_not_answered(tiny_mode
     assert stats["abandoned"] == 1 and "vlmcodec_http_abandoned_total 1" in metrics
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert any(r.get("status") == 499 and r.get("path") == "/encode?quality=20" for r in records), records
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file permissions")
+def test_serve_warns_of_secrets_other_users_can_read(tmp_path, tls_files):
+    """The TLS key and the token file hold secrets: readable by the machine's other users, serve
+    says so with the fix (as ssh does); mode 600 says nothing."""
+    import argparse
+    import shutil
+    import warnings
+
+    from vlmcodec.cli import _serve_security
+    from vlmcodec.errors import VlmcodecWarning
+
+    cert, key = tls_files
+    key = tmp_path / "server.key"
+    shutil.copy(tls_files[1], key)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("app tok-a\n")
+    args = argparse.Namespace(tls_cert=str(cert), tls_key=str(key), tls_client_ca=None, auth_token_file=str(tokens))
+    for mode in (0o644, 0o640, 0o604):
+        key.chmod(mode)
+        tokens.chmod(mode)
+        with pytest.warns(VlmcodecWarning) as seen:
+            _serve_security(args)
+        assert [str(w.message) for w in seen] == [
+            f"--tls-key {key} can be read by other users of this machine (mode {mode:o}): chmod 600 {key}",
+            f"--auth-token-file {tokens} can be read by other users of this machine (mode {mode:o}): chmod 600 {tokens}"]
+    key.chmod(0o600)
+    tokens.chmod(0o400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VlmcodecWarning)
+        _serve_security(args)
