@@ -83,7 +83,9 @@ def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise ImageError(f"expected an H×W×3 RGB (or H×W×4 RGBA) array, got shape {arr.shape}")
+            planar = arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] > 4
+            hint = f" (channels first? a.transpose(1, 2, 0) is H×W×{arr.shape[0]})" if planar else ""
+            raise ImageError(f"expected an H×W×3 RGB (or H×W×4 RGBA) array, got shape {arr.shape}{hint}")
         if arr.dtype != np.uint8:
             hint = ("16-bit data: (a >> 8).astype(np.uint8)" if arr.dtype == np.uint16
                     else "e.g. np.clip(a * 255, 0, 255).round().astype(np.uint8) for floats in [0, 1]"
@@ -92,7 +94,11 @@ def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
         if arr.shape[2] == 4:
             arr = composite_alpha(arr)
     else:
-        raise ImageError(f"expected a numpy array, PIL image or file path, got {type(image).__name__}")
+        # a torch tensor (a VLM pipeline's usual image) is not taken as such: its layout (C×H×W or
+        # H×W×C) and scale (0..1 or 0..255) are conventions the caller knows and this cannot
+        hint = (" (a tensor: e.g. (t.permute(1, 2, 0) * 255).round().clamp(0, 255).byte().cpu().numpy() for a "
+                "C×H×W tensor in [0, 1])" if type(image).__name__ == "Tensor" else "")
+        raise ImageError(f"expected a numpy array, PIL image or file path, got {type(image).__name__}{hint}")
     h, w = arr.shape[:2]
     if h < 1 or w < 1 or h > MAX_SIDE or w > MAX_SIDE:
         raise ImageError(f"image size {w}x{h} outside the supported 1..{MAX_SIDE} per side")

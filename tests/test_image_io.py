@@ -95,6 +95,19 @@ def test_non_uint8_arrays_get_a_fitting_hint():
         as_rgb_array(np.zeros((4, 4, 3), np.float32))
 
 
+def test_channels_first_arrays_and_tensors_get_a_fitting_hint():
+    import torch
+
+    with pytest.raises(ImageError, match=r"got shape \(3, 64, 48\) \(channels first\? a.transpose\(1, 2, 0\) is H×W×3\)"):
+        as_rgb_array(np.zeros((3, 64, 48), np.uint8))
+    with pytest.raises(ImageError, match=r"got shape \(64, 48, 2\)$"):  # no guess where none fits
+        as_rgb_array(np.zeros((64, 48, 2), np.uint8))
+    with pytest.raises(ImageError, match=r"got Tensor \(a tensor: e.g. \(t.permute\(1, 2, 0\) \* 255\)"):
+        as_rgb_array(torch.zeros(3, 8, 8))
+    with pytest.raises(ImageError, match=r"got list$"):
+        as_rgb_array([[0]])
+
+
 def test_animated_image_reads_its_first_frame_with_a_warning(tmp_path):
     from vlmcodec.errors import VlmcodecWarning
 
