@@ -98,7 +98,8 @@ def test_non_uint8_arrays_get_a_fitting_hint():
 def test_channels_first_arrays_and_tensors_get_a_fitting_hint():
     import torch
 
-    with pytest.raises(ImageError, match=r"got shape \(3, 64, 48\) \(channels first\? a.transpose\(1, 2, 0\) is H×W×3\)"):
+    planar = r"got shape \(3, 64, 48\) \(channels first\? a.transpose\(1, 2, 0\) is H×W×3\)"
+    with pytest.raises(ImageError, match=planar):
         as_rgb_array(np.zeros((3, 64, 48), np.uint8))
     with pytest.raises(ImageError, match=r"got shape \(64, 48, 2\)$"):  # no guess where none fits
         as_rgb_array(np.zeros((64, 48, 2), np.uint8))
