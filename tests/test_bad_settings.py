@@ -198,3 +198,17 @@ def test_a_request_with_a_bad_argument_fails_alone_with_a_config_error(tiny_mode
         with pytest.raises(ConfigError, match="timeout_s must be"):
             engine.submit_decode(data, timeout_s="abc").result(timeout=60)
         assert engine.submit_decode(data).result(timeout=60).shape == (40, 56, 3)
+
+
+def test_the_client_refuses_a_stream_that_is_no_bytes_before_sending_it():
+    """(an int was sent as that many zero bytes, a file's name was a TypeError)"""
+    from vlmcodec.errors import BitstreamError
+    from vlmcodec.runtime.client import RemoteCodec
+
+    remote = RemoteCodec("http://127.0.0.1:1", retries=0)  # nothing listens: sending would be a ConnectionError
+    with pytest.raises(BitstreamError, match="got int"):
+        remote.decode(5)
+    with pytest.raises(BitstreamError, match=r"got str \(a file's name\?"):
+        remote.decode("photo.vlmc")
+    with pytest.raises(ConnectionError):  # bytes-like: sent
+        remote.decode(memoryview(b"VLMC"))

@@ -34,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
+from ..bitstream.container import as_bytes
 from ..errors import (ConfigError, EngineDeadError, ModelMismatchError, RequestTimeoutError, ResourceError, VlmcodecError,
                       warn_refine_fallback)
 from ..image_io import as_rgb_array
@@ -132,7 +133,8 @@ class RemoteCodec:
         ``Codec.decode``: a consumer's size, fewer bytes on the wire; ``priority`` as in ``encode``)."""
         query = "format=raw" + (f"&short_side={int(short_side)}" if short_side is not None else "")
         query += f"&priority={int(priority)}" if priority is not None else ""
-        payload, headers = self._post(f"/decode?{query}", bytes(data))
+        # (bytes(5) was five zero bytes sent off, bytes("x") a TypeError)
+        payload, headers = self._post(f"/decode?{query}", as_bytes(data))
         h, w = int(headers["x-image-height"]), int(headers["x-image-width"])
         return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
 
