@@ -61,6 +61,8 @@ def __getattr__(name: str):
 def _shared_codec(model=None, backend: str = "torch"):
     from .codec import Codec
 
+    if not isinstance(backend, str):  # (the cache's key: a list was a TypeError "unhashable")
+        raise ConfigError(f"backend must be a backend's name (torch, onnxruntime, ...), got {backend!r}")
     key = (str(model) if model is not None else None, backend)
     if key not in _codecs:
         _codecs[key] = Codec(model, backend=backend)

@@ -156,7 +156,9 @@ class Codec:
                  refine_views: tuple[int, ...] | None = None, refine_bf16: bool = False, check_memory: bool = True,
                  backend_options: Mapping[str, Any] | None = None, hs_device: str | None = None):
         allocator.tune_allocator()  # process-wide, once: freed feature maps are reused (allocator.py)
-        loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_path())
+        # (a model that is not a path: ConfigError from load_model; 0 or False were the default model)
+        loaded = (model if isinstance(model, LoadedModel)
+                  else load_model(default_model_path() if model is None or model == "" else model))
         self.loaded = loaded
         self.model = loaded.model
         self.fingerprint = loaded.fingerprint[:8]
@@ -539,10 +541,12 @@ class Codec:
         with the memory left (``short_side`` and ``refine`` as ``encode`` takes them; a stream coded
         at a consumer's scale is decoded at that coded size). None where no estimate exists: a
         backend other than torch or onnxruntime, or a GPU."""
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+                   for v in (height, width, count)):
+            raise ConfigError(f"memory_needed: sizes and count must be whole numbers, at least 1, got "
+                              f"{height!r}x{width!r}, count {count!r}")
         if not self._estimated():
             return None
-        if min(height, width, count) < 1:
-            raise ConfigError(f"memory_needed: sizes and count must be positive, got {height}x{width}, count {count}")
         side = self.short_side if short_side is None else resample.check_short_side(short_side)
         ph, pw = padded_size(*resample.coded_size(height, width, side))
         first, more, base = (self._decode_cost(ph, pw) if decoding

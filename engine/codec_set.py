@@ -38,6 +38,9 @@ class CodecSet:
         from .codec import Codec  # lazily: the compiled rANS extension
 
         self._codecs: dict[bytes, Codec] = {}
+        if isinstance(codecs, (str, Path, Codec)) or not isinstance(codecs, Iterable):
+            # (a single path was taken character by character; a number was a TypeError)
+            raise ConfigError(f"a CodecSet takes a list of Codecs or model paths, got {type(codecs).__name__}")
         for item in codecs:
             codec = Codec(item, **codec_options) if isinstance(item, (str, Path)) else item
             if not isinstance(codec, Codec):

@@ -212,3 +212,29 @@ def test_the_client_refuses_a_stream_that_is_no_bytes_before_sending_it():
         remote.decode("photo.vlmc")
     with pytest.raises(ConnectionError):  # bytes-like: sent
         remote.decode(memoryview(b"VLMC"))
+
+
+def test_api_arguments_of_the_wrong_kind_are_vlmcodec_errors(tiny_model_path, tmp_path):
+    """Each was a TypeError (or worse) from deep inside: a model that is no path ('expected str,
+    bytes or os.PathLike'; 0 and False were the default model), a CodecSet given one path (taken
+    character by character) or a number, memory_needed's sizes as strings, a backend list to the
+    cached vlmcodec.encode ('unhashable')."""
+    import vlmcodec
+    from vlmcodec import Codec, CodecSet
+
+    for model in (-1, 0, False, 2.5, [str(tiny_model_path)], object()):
+        with pytest.raises(ConfigError, match="a model is the path of a .safetensors model file"):
+            Codec(model)
+    with pytest.raises(ConfigError, match="a model is the path"):
+        vlmcodec.decode(b"VLMC", model=7)
+    codec = Codec(tiny_model_path)
+    for given in (str(tiny_model_path), tiny_model_path, codec, 5, None):
+        with pytest.raises(ConfigError, match="a CodecSet takes a list of Codecs or model paths"):
+            CodecSet(given)
+    assert len(CodecSet((codec,))) == 1 and len(CodecSet(iter([codec]))) == 1
+    for sizes in (("100", 100), (None, 100), (100, 2.5), (100, True), (0, 10)):
+        with pytest.raises(ConfigError, match="memory_needed: sizes and count must be whole numbers"):
+            codec.memory_needed(*sizes)
+    assert codec.memory_needed(np.int64(100), 130) == codec.memory_needed(100, 130)
+    with pytest.raises(ConfigError, match="backend must be a backend's name"):
+        vlmcodec.encode(np.zeros((8, 8, 3), np.uint8), backend=["torch"])

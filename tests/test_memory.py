@@ -196,7 +196,7 @@ def test_memory_needed_is_the_figure_the_check_uses(monkeypatch, rng, tiny_model
         with pytest.raises(ResourceError):
             call()
     assert cases[1][0] > cases[0][0] and cases[2][0] > cases[0][0] > cases[3][0]
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="at least 1"):
         codec.memory_needed(0, 10)
 
 

@@ -16,6 +16,7 @@ claims.
 
 from __future__ import annotations
 
+import os
 import hashlib
 import json
 import math
@@ -201,6 +202,8 @@ def read_safetensors(path: str | Path, what: str = "model file") -> tuple[dict[s
 
 def load_model(path: str | Path) -> LoadedModel:
     """Load a model file written by ``save_model`` (checks format and fingerprint)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"a model is the path of a .safetensors model file, got {type(path).__name__}")
     path = Path(path)
     tensors, meta = read_safetensors(path)
     config, fp, identity = _checked(path, tensors, meta)
