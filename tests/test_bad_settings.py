@@ -238,3 +238,19 @@ def test_api_arguments_of_the_wrong_kind_are_vlmcodec_errors(tiny_model_path, tm
     assert codec.memory_needed(np.int64(100), 130) == codec.memory_needed(100, 130)
     with pytest.raises(ConfigError, match="backend must be a backend's name"):
         vlmcodec.encode(np.zeros((8, 8, 3), np.uint8), backend=["torch"])
+
+
+def test_engine_counts_must_be_whole_numbers(tiny_model_path):
+    """(None, "abc", NaN and lists were TypeErrors or ValueErrors from a comparison; 2.5 and True were taken)"""
+    from vlmcodec import Codec
+    from vlmcodec.runtime import Engine
+
+    codec = Codec(tiny_model_path, threads=1)
+    for name in ("max_batch", "workers", "network_workers", "refine_workers", "max_queue"):
+        for value in (None, "abc", float("nan"), [1], 2.5, True, 0, -3):
+            with pytest.raises(ConfigError, match=f"{name} must be a whole number, at least 1, got"):
+                Engine(codec, **{name: value})
+    with Engine(codec, max_batch=np.int64(2), workers=np.int32(1)) as engine:
+        for window in (0, 2.5, "4", float("nan")):
+            with pytest.raises(ConfigError, match="window must be a whole number, at least 1"):
+                list(engine.encode_many([np.zeros((8, 8, 3), np.uint8)], window=window))

@@ -515,7 +515,7 @@ def test_encode_many_and_decode_many_keep_the_input_order_within_a_window(tiny_c
         decoded = list(engine.decode_many(streams, short_side=16))
         assert all(np.array_equal(d, tiny_codec.decode(s, short_side=16)) for d, s in zip(decoded, streams))
         assert list(engine.encode_many([], 40)) == []
-        with pytest.raises(ValueError, match="window must be >= 1"):
+        with pytest.raises(ValueError, match="window must be a whole number, at least 1"):
             engine.encode_many(images, window=0)
 
 

@@ -89,6 +89,14 @@ def check_priority(priority) -> int:
     return int(priority)
 
 
+def check_count(name: str, value) -> int:
+    """A setting that counts something (workers, a batch, a queue): a whole number, at least 1
+    (None, a string or NaN were TypeErrors and ValueErrors from the comparison; 2.5 was taken)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a whole number, at least 1, got {value!r}")
+    return int(value)
+
+
 def check_timeout(timeout_s) -> float | None:
     """A request's or an engine's timeout: None (none) or a finite number of seconds above 0."""
     if timeout_s is None:
@@ -134,8 +142,9 @@ class Engine:
                  workers: int = 2, network_workers: int = 1, intra_op_threads: int | None = None,
                  max_queue: int = 256, block: bool = True, timeout_s: float | None = None,
                  refine_workers: int = 1):
-        if workers < 1 or network_workers < 1 or max_queue < 1 or refine_workers < 1:
-            raise ConfigError("workers, network_workers, refine_workers and max_queue must be >= 1")
+        for name, value in (("max_batch", max_batch), ("workers", workers), ("network_workers", network_workers),
+                            ("refine_workers", refine_workers), ("max_queue", max_queue)):
+            check_count(name, value)
         if max_delay_ms is not None and not (isinstance(max_delay_ms, (int, float)) and 0 <= max_delay_ms < math.inf):
             raise ConfigError(f"max_delay_ms must be a finite number, at least 0, got {max_delay_ms!r}")
         timeout_s = check_timeout(timeout_s)
@@ -296,9 +305,7 @@ class Engine:
         return self._many(lambda data: self.submit_decode(data, **options), streams, window, return_exceptions)
 
     def _many(self, submit, items: Iterable, window: int | None, return_exceptions: bool) -> Iterator:
-        limit = min(2 * self._sched.max_batch, self.max_queue) if window is None else int(window)
-        if limit < 1:
-            raise ConfigError(f"window must be >= 1, got {window!r}")
+        limit = min(2 * self._sched.max_batch, self.max_queue) if window is None else check_count("window", window)
 
         def results() -> Iterator:
             pending: deque[Future] = deque()
