@@ -254,3 +254,31 @@ def test_engine_counts_must_be_whole_numbers(tiny_model_path):
         for window in (0, 2.5, "4", float("nan")):
             with pytest.raises(ConfigError, match="window must be a whole number, at least 1"):
                 list(engine.encode_many([np.zeros((8, 8, 3), np.uint8)], window=window))
+
+
+def test_server_settings_of_the_wrong_kind_are_config_errors(tiny_model_path):
+    """CodecServer's own arguments (Python embedders; the CLI's types check its flags): a
+    quality, PNG level, connection count or idle timeout that is no number, an ssl_context that
+    is no SSLContext (failed at each connection), tokens or per-client options that are not a
+    list or mapping (TypeErrors, AttributeErrors), trusted proxies as one string (taken
+    character by character, refused as "'1' is not an address"; now that one network), a rate
+    limit of True (a rate of 1 a second)."""
+    from vlmcodec import Codec
+    from vlmcodec.runtime import Engine
+    from vlmcodec.runtime.server import CodecServer
+
+    cases = {"quality": ("abc", None, 101, float("nan"), True), "png_level": (None, "1", 10, 2.5, True),
+             "max_connections": (None, "abc", 0, float("nan"), 2.5), "idle_timeout": ("abc", 0, float("nan"), True),
+             "ssl_context": ("abc", 1), "auth_token": (-1, 2.5, object()), "client_limits": ("abc", [1], 2),
+             "client_priorities": ("abc", [1], 2), "client_max_refine": ("abc", [1], 2),
+             "trusted_proxies": (-1, 2.5, object(), "1", "not-an-address"), "rate_limit": (True, "abc", -1)}
+    with Engine(Codec(tiny_model_path, threads=1)) as engine:
+        for name, values in cases.items():
+            for value in values:
+                with pytest.raises(ConfigError):
+                    CodecServer(engine, "127.0.0.1", 0, **{name: value}).server_close()
+        server = CodecServer(engine, "127.0.0.1", 0, trusted_proxies="10.0.0.0/8", png_level=np.int64(3))
+        try:  # one network as a string is that network
+            assert [str(n) for n in server.trusted_proxies] == ["10.0.0.0/8"] and server.png_level == 3
+        finally:
+            server.server_close()

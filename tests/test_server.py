@@ -1061,3 +1061,29 @@ def test_serve_warns_of_secrets_other_users_can_read(tmp_path, tls_files):
     with warnings.catch_warnings():
         warnings.simplefilter("error", VlmcodecWarning)
         _serve_security(args)
+
+
+def test_remote_codec_arguments_are_checked_as_the_codec_checks_them(tiny_model_path, rng, tmp_path):
+    """decode's short_side and priority go to the server to check, as encode's do (int("abc")
+    was a ValueError here, 2.5 taken as 2); a missing image file is an ImageError, as
+    Codec.encode says it (a FileNotFoundError before)."""
+    from vlmcodec.errors import ConfigError, ImageError
+    from vlmcodec.runtime import RemoteCodec
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        remote = RemoteCodec(server.url, retries=0)
+        data = codec.encode(smooth_image(rng, 32, 48), 50)
+        for side in ("abc", 2.5, -1, float("nan")):
+            with pytest.raises(ConfigError, match="HTTP 400"):
+                remote.decode(data, short_side=side)
+        assert remote.decode(data, short_side=16).shape == codec.decode(data, 16).shape
+        with pytest.raises(ImageError, match="cannot read image .*missing.png"):
+            remote.encode(tmp_path / "missing.png")
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()

@@ -35,8 +35,8 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 
 from ..bitstream.container import as_bytes
-from ..errors import (ConfigError, EngineDeadError, ModelMismatchError, RequestTimeoutError, ResourceError, VlmcodecError,
-                      warn_refine_fallback)
+from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, RequestTimeoutError, ResourceError,
+                      VlmcodecError, warn_refine_fallback)
 from ..image_io import as_rgb_array
 
 
@@ -120,7 +120,10 @@ class RemoteCodec:
         query |= {"refine": refine} if refine else {}
         query |= {"priority": priority} if priority is not None else {}
         if isinstance(image, (str, Path)):
-            body = Path(image).read_bytes()
+            try:
+                body = Path(image).read_bytes()
+            except OSError as e:  # as Codec.encode says it (a FileNotFoundError before)
+                raise ImageError(f"cannot read image {image}: {e.strerror or e}") from e
         else:  # the pixels as they are: no image file to write here nor to parse there
             arr = as_rgb_array(image)
             body = arr.tobytes()
@@ -131,10 +134,11 @@ class RemoteCodec:
     def decode(self, data: bytes, short_side: int | None = None, *, priority: int | None = None) -> np.ndarray:
         """Decompress .vlmc bytes on the server to a uint8 H×W×3 array (``short_side`` as in
         ``Codec.decode``: a consumer's size, fewer bytes on the wire; ``priority`` as in ``encode``)."""
-        query = "format=raw" + (f"&short_side={int(short_side)}" if short_side is not None else "")
-        query += f"&priority={int(priority)}" if priority is not None else ""
+        # the server checks the values, as encode's (int("abc") here was a ValueError, 2.5 taken as 2)
+        query = {"format": "raw"} | ({"short_side": short_side} if short_side is not None else {})
+        query |= {"priority": priority} if priority is not None else {}
         # (bytes(5) was five zero bytes sent off, bytes("x") a TypeError)
-        payload, headers = self._post(f"/decode?{query}", as_bytes(data))
+        payload, headers = self._post(f"/decode?{urlencode(query)}", as_bytes(data))
         h, w = int(headers["x-image-height"]), int(headers["x-image-width"])
         return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
 

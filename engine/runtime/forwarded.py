@@ -21,6 +21,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 def trusted_networks(entries: Iterable[str] | None) -> tuple[Network, ...]:
     """Addresses or networks (``10.0.0.5``, ``10.0.0.0/8``, ``::1``) of trusted proxies;
     ConfigError names a malformed one."""
+    if isinstance(entries, str):  # one address or network (its characters were taken one by one)
+        entries = [entries]
+    if entries is not None and not isinstance(entries, Iterable):
+        raise ConfigError(f"trusted proxies are a list of IP addresses or networks, got {type(entries).__name__}")
     out = []
     for entry in entries or ():
         try:

@@ -40,6 +40,8 @@ def check_rate(rate: float | None, burst: int | None) -> tuple[float, int] | Non
             raise ConfigError("a rate burst needs a rate limit (--rate-limit)")
         return None
     try:
+        if isinstance(rate, bool):  # (True was a rate of 1 a second)
+            raise TypeError
         rate = float(rate)
     except (TypeError, ValueError):
         raise ConfigError(f"the rate limit must be a number of requests per second, got {rate!r}") from None

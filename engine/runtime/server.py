@@ -29,6 +29,8 @@ without ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import queue
 import socket
 import ssl
@@ -43,7 +45,7 @@ from http.server import ThreadingHTTPServer
 from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
 from ..refine import check_refine_steps
-from .engine import Engine
+from .engine import Engine, check_count
 from .forwarded import client_key, trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
@@ -83,8 +85,16 @@ class CodecServer(ThreadingHTTPServer):
                  client_priorities: Mapping[str, int] | None = None,
                  max_refine_pixels: int = DEFAULT_MAX_REFINE_PIXELS,
                  client_max_refine: Mapping[str, int] | None = None, refine_cost: float = 0.0):
-        if int(max_connections) < 1:
-            raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
+        check_count("max_connections", max_connections)
+        if not (isinstance(quality, numbers.Real) and not isinstance(quality, bool) and 0 <= quality <= 100):
+            raise ConfigError(f"quality must be a number in [0, 100], got {quality!r}")
+        if isinstance(png_level, bool) or not isinstance(png_level, numbers.Integral) or not 0 <= png_level <= 9:
+            raise ConfigError(f"png_level must be a whole number in 0..9, got {png_level!r}")
+        if idle_timeout is not None and (isinstance(idle_timeout, bool) or not isinstance(idle_timeout, numbers.Real)
+                                         or not 0 < idle_timeout < math.inf):
+            raise ConfigError(f"idle_timeout must be a finite number of seconds above 0 (or None), got {idle_timeout!r}")
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):  # (failed at each connection)
+            raise ConfigError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
         if not engines:
             raise ConfigError("a CodecServer needs at least one Engine")

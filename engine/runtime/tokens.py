@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -100,6 +100,8 @@ def check_client_option(what: str, values: Mapping | None, tokens: Mapping[str, 
     """{name: check(value)} for clients' own options (``what``: "a priority"...); ConfigError for a
     client no token names, or a value ``check`` refuses (ValueError), naming the client."""
     out = {}
+    if values is not None and not isinstance(values, Mapping):  # (was an AttributeError: no .items)
+        raise ConfigError(f"{what} per client is a mapping {{client name: value}}, got {type(values).__name__}")
     for name, value in (values or {}).items():
         if tokens is None or name not in tokens:
             raise ConfigError(f"{what} for client {name!r}, whom no token names")
@@ -168,6 +170,9 @@ def token_table(auth_token: str | Sequence[str] | Mapping[str, str] | None) -> d
         return None
     if isinstance(auth_token, str):
         auth_token = [auth_token]
+    if not isinstance(auth_token, Iterable):  # (a number was a TypeError "not iterable")
+        raise ConfigError(f"auth_token must be a token, a list of them or {{name: token}}, got "
+                          f"{type(auth_token).__name__}")
     items = auth_token.items() if isinstance(auth_token, Mapping) else (
         (f"token{i}", t) for i, t in enumerate(auth_token, 1))
     tokens: dict[str, str] = {}
