@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import numbers
 import os
 import threading
 import warnings
@@ -121,10 +122,15 @@ def load_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> np
     H×W×3, upright per its EXIF orientation (ImageError when unreadable). Of an animation or a
     multi-page file, the first frame (with a VlmcodecWarning). ``max_pixels``: refuse larger
     images from their header, before decoding any pixel."""
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Real)
+                                   or not max_pixels >= 1):
+        raise ConfigError(f"max_pixels must be a number of pixels, at least 1 (or None), got {max_pixels!r}")
     if isinstance(path, (str, os.PathLike)):
         source = path = Path(path)
-    else:
+    elif callable(getattr(path, "read", None)):
         source, path = path, getattr(path, "name", None) or "<stream>"
+    else:  # (an AttributeError "no attribute 'read'" from Pillow)
+        raise ImageError(f"expected an image file's path or a binary file object, got {type(path).__name__}")
     try:
         with Image.open(source) as im:
             if max_pixels is not None and im.width * im.height > max_pixels:
@@ -157,11 +163,25 @@ def _format_of(path: Path) -> str:
 
 def image_bytes(arr: np.ndarray, fmt: str = "PNG", png_level: int = DEFAULT_PNG_LEVEL) -> bytes:
     """uint8 H×W×3 (or H×W) ``arr`` as the bytes of an image file in Pillow format ``fmt``."""
-    if not 0 <= png_level <= 9:
-        raise ConfigError(f"png_level must be 0..9, got {png_level}")
+    if isinstance(png_level, bool) or not isinstance(png_level, numbers.Integral) or not 0 <= png_level <= 9:
+        raise ConfigError(f"png_level must be 0..9, got {png_level!r}")
+    if isinstance(fmt, str) and fmt.upper() not in Image.SAVE:
+        Image.init()  # every plugin (until then, Pillow's common formats only)
+    if not isinstance(fmt, str) or fmt.upper() not in Image.SAVE:
+        raise ConfigError(f"unknown image format {fmt!r} (Pillow's names: PNG, PPM, BMP, TIFF, WEBP, JPEG, ...)")
+    _check_writable(arr)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format=fmt, **({"compress_level": png_level} if fmt == "PNG" else {}))
     return buf.getvalue()
+
+
+def _check_writable(arr) -> None:
+    """ImageError unless ``arr`` is an image Pillow writes as vlmcodec's: uint8 H×W×3 or H×W
+    (a float or 5-channel array was Pillow's TypeError "Cannot handle this data type")."""
+    if not isinstance(arr, np.ndarray):
+        raise ImageError(f"expected a uint8 H×W×3 (or H×W) numpy array to write, got {type(arr).__name__}")
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise ImageError(f"expected a uint8 H×W×3 (or H×W) array to write, got {arr.dtype} of shape {arr.shape}")
 
 
 def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_LEVEL) -> None:
@@ -171,6 +191,8 @@ def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_L
     and renamed over it, so an interrupted or failed write (a full disk, Ctrl-C) leaves no
     truncated image. ``png_level``: zlib level 0..9 of a PNG (default 1, as OpenCV's: on decoded
     Kodak images 4x faster than Pillow's 6 for files ~7 % larger)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ImageError(f"save_image: the path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     data = image_bytes(arr, _format_of(path), png_level)  # in memory: a FIFO is not seekable for Pillow
     if path.exists() and not path.is_file():  # a FIFO or a device: written in place, never replaced
@@ -184,6 +206,9 @@ def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_L
         with open(tmp, "xb") as f:  # mode x: the umask's permissions, as a plain open would give
             f.write(data)
         os.replace(tmp, path)
+    except OSError as e:  # named by the file asked for, not the temporary one (same OSError subclass)
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -218,3 +218,34 @@ def test_transparent_pixels_are_shown_over_white(tmp_path):
     opaque = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
     Image.fromarray(opaque).convert("RGBA").save(tmp_path / "o.png")
     assert np.array_equal(load_image(tmp_path / "o.png"), opaque)  # an opaque alpha changes nothing
+
+
+def test_image_io_arguments_of_the_wrong_kind_are_vlmcodec_errors(tmp_path):
+    """(Pillow's AttributeErrors and TypeErrors from inside, and a missing folder named by the
+    temporary file's name)"""
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.image_io import image_bytes, save_image
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    for arr in (None, [1], 2.5, np.zeros((8, 8, 3), np.float32), np.zeros((8, 8, 5), np.uint8)):
+        with pytest.raises(ImageError, match="expected a uint8 H×W×3 \\(or H×W\\)"):
+            save_image(arr, tmp_path / "a.png")
+    for path in (None, 2.5, [1]):
+        with pytest.raises(ImageError, match="save_image: the path must be a str or os.PathLike"):
+            save_image(img, path)
+    for level in ([1], 2.5, True, 10, "1"):
+        with pytest.raises(ConfigError, match="png_level must be 0..9"):
+            save_image(img, tmp_path / "a.png", png_level=level)
+    for fmt in (None, 2.5, "NOPE"):
+        with pytest.raises(ConfigError, match="unknown image format"):
+            image_bytes(img, fmt)
+    assert image_bytes(img, "tiff")[:2] in (b"II", b"MM") and image_bytes(img, "webp")[:4] == b"RIFF"
+    for source in (None, 2.5, [1], True):
+        with pytest.raises(ImageError, match="expected an image file's path or a binary file object"):
+            load_image(source)
+    for limit in ([1], "10", 0, float("nan"), True):
+        with pytest.raises(ConfigError, match="max_pixels must be a number of pixels"):
+            load_image(tmp_path / "a.png", max_pixels=limit)
+    with pytest.raises(FileNotFoundError, match=r"cannot write .*nowhere/a.png: No such file"):
+        save_image(img, tmp_path / "nowhere" / "a.png")
+    assert not list(tmp_path.glob(".*.tmp"))
