@@ -237,7 +237,7 @@ def _stream_quality(data: bytes) -> float:
 
 def cmd_encode(args, roundtrip: bool = False) -> int:
     from .file_pipeline import WriteBehind, read_ahead
-    from .image_io import load_image, psnr, save_image
+    from .image_io import load_image, psnr, save_image, write_whole
 
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     if roundtrip and (files[0] is STDIN or args.output == STDIO):
@@ -303,7 +303,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                     dst = _output_path(src, args.output, many, ".vlmc")
                     if src is not STDIN and dst.exists() and dst.resolve() == src.resolve():
                         raise FileExistsError(f"{dst}: the stream would replace its own input image (-o names it)")
-                    dst.write_bytes(data)
+                    write_whole(dst, data)  # whole or not at all (a Ctrl-C left a truncated stream)
             except _FILE_ERRORS as e:
                 failures.add(src, e)
                 continue

@@ -194,7 +194,15 @@ def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_L
     if not isinstance(path, (str, os.PathLike)):
         raise ImageError(f"save_image: the path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
-    data = image_bytes(arr, _format_of(path), png_level)  # in memory: a FIFO is not seekable for Pillow
+    # the file's bytes made in memory first: a FIFO is not seekable for Pillow
+    write_whole(path, image_bytes(arr, _format_of(path), png_level))
+
+
+def write_whole(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: under a temporary name beside it, then
+    renamed over it, so that an interrupted or failed write (a full disk, Ctrl-C) leaves no
+    truncated file (a FIFO or a device is written in place; a link, through)."""
+    path = Path(path)
     if path.exists() and not path.is_file():  # a FIFO or a device: written in place, never replaced
         with open(path, "wb") as f:
             f.write(data)

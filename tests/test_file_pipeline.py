@@ -333,3 +333,26 @@ def test_cli_decode_with_extra_models_takes_each_stream_to_its_model(tmp_path, r
     for name, codec in (("a", first), ("b", other)):
         decoded = codec.decode((tmp_path / f"{name}.vlmc").read_bytes())
         assert np.array_equal(np.asarray(Image.open(tmp_path / "both" / f"{name}.png")), decoded)
+
+
+def test_cli_encode_writes_each_stream_whole_or_not_at_all(tmp_path, rng, tiny_model_path, monkeypatch):
+    """A Ctrl-C (or a full disk) while a stream is written leaves the file as it was, never a
+    truncated stream (written in place before, as the decoded images never were)."""
+    import vlmcodec.image_io as image_io
+
+    Image.fromarray(smooth_image(rng, 40, 64)).save(tmp_path / "a.png")
+    out = tmp_path / "a.vlmc"
+    out.write_bytes(b"the previous stream")
+
+    def interrupted(src, dst):
+        assert Path(src).read_bytes()[:4] == b"VLMC"  # written whole under the temporary name
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(image_io.os, "replace", interrupted)
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(out), "--model", str(tiny_model_path),
+                 "--quiet"]) == 130  # "vlmcodec: interrupted"
+    assert out.read_bytes() == b"the previous stream"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.vlmc"]  # no temporary file left
+    monkeypatch.undo()
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(out), "--model", str(tiny_model_path), "--quiet"]) == 0
+    assert out.read_bytes()[:4] == b"VLMC"
