@@ -237,7 +237,8 @@ def _stream_quality(data: bytes) -> float:
 
 def cmd_encode(args, roundtrip: bool = False) -> int:
     from .file_pipeline import WriteBehind, read_ahead
-    from .image_io import load_image, psnr, save_image, write_whole
+    from .files import write_whole
+    from .image_io import load_image, psnr, save_image
 
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     if roundtrip and (files[0] is STDIN or args.output == STDIO):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import numbers
 import os
-import threading
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -14,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, ImageError, VlmcodecWarning
+from .files import write_whole
 
 MAX_SIDE = 16384
 PAD_MULTIPLE = 64
@@ -196,30 +196,6 @@ def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_L
     path = Path(path)
     # the file's bytes made in memory first: a FIFO is not seekable for Pillow
     write_whole(path, image_bytes(arr, _format_of(path), png_level))
-
-
-def write_whole(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all: under a temporary name beside it, then
-    renamed over it, so that an interrupted or failed write (a full disk, Ctrl-C) leaves no
-    truncated file (a FIFO or a device is written in place; a link, through)."""
-    path = Path(path)
-    if path.exists() and not path.is_file():  # a FIFO or a device: written in place, never replaced
-        with open(path, "wb") as f:
-            f.write(data)
-        return
-    if path.is_symlink():  # write through the link, as a plain open would
-        path = path.resolve()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # mode x: the umask's permissions, as a plain open would give
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:  # named by the file asked for, not the temporary one (same OSError subclass)
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def padded_size(h: int, w: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:

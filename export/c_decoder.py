@@ -42,6 +42,7 @@ import numpy as np
 
 from vlmcodec.entropy.exact_hyper import ExactHyperSynthesis
 from vlmcodec.errors import ConfigError
+from vlmcodec.files import write_whole
 from vlmcodec.models.checkpoint import require_finite
 
 MODEL_FILE_VERSION = 3
@@ -263,7 +264,7 @@ def export_c_decoder(loaded, out_dir: str | Path, version: int = MODEL_FILE_VERS
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / FILE_NAME
-    path.write_bytes(decoder_model_bytes(loaded, version))
+    write_whole(path, decoder_model_bytes(loaded, version))  # whole or not at all
     return path
 
 

@@ -165,3 +165,38 @@ def test_a_damaged_model_file_is_refused_or_loads_the_same_model(tmp_path):
         assert loaded.fingerprint == fp, kind
         outcomes["same"] += 1
     assert outcomes["refused"] > 250, outcomes
+
+
+def test_model_and_weights_files_are_written_whole_or_not_at_all(tmp_path, tiny_model_path, monkeypatch):
+    """save_model (convert -o, training's model.safetensors, the default model itself),
+    save_weights and export_c_decoder: a write interrupted at its last step (the rename) leaves
+    the file as it was and no temporary file (they were written in place: a Ctrl-C mid-write left
+    a truncated model, refused at load or, for the default, breaking every Codec made from it)."""
+    import os
+
+    from vlmcodec.export.c_decoder import export_c_decoder
+    from vlmcodec.models.checkpoint import load_model, save_model
+    from vlmcodec.training.weights import save_weights
+
+    loaded = load_model(tiny_model_path)
+    targets = {"model": tmp_path / "m.safetensors", "weights": tmp_path / "w.safetensors",
+               "c": tmp_path / "c" / "decoder_model.vlmd"}
+    writes = {"model": lambda: save_model(loaded.model, targets["model"]),
+              "weights": lambda: save_weights(loaded.model, targets["weights"]),
+              "c": lambda: export_c_decoder(loaded, tmp_path / "c")}
+    for name, write in writes.items():
+        targets[name].parent.mkdir(exist_ok=True)
+        targets[name].write_bytes(b"as it was")
+
+        def interrupted(src, dst):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(os, "replace", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            write()
+        monkeypatch.undo()
+        assert targets[name].read_bytes() == b"as it was", name
+        assert not list(targets[name].parent.glob(".*.tmp")), name
+        write()
+        assert targets[name].read_bytes() != b"as it was", name
+    assert load_model(targets["model"]).fingerprint == loaded.fingerprint

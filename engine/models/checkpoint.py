@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from ..errors import ConfigError, ModelNotFoundError
+from ..files import write_whole
 from .hyperprior import DECODER_PARTS, MeanScaleHyperprior, ModelConfig
 
 if TYPE_CHECKING:
@@ -157,7 +158,9 @@ def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype 
                           f"{dtype}) is not that of model {decodes_as.stream_fingerprint.hex()[:16]}: its streams "
                           "could not carry that model's fingerprint")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+    # whole or not at all: a Ctrl-C mid-write of engine/weights/default.safetensors would break
+    # every codec made from it until the file was restored
+    write_whole(path, save(tensors, metadata=meta))
     return fp
 
 

@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from ..errors import ConfigError
+from ..files import write_whole
 from ..models.checkpoint import (DERIVED_SUFFIXES, FORMAT, LoadedModel, _checked, config_of, fingerprint_of,
                                  is_decoder_tensor, model_tensors, read_safetensors, require_finite)
 from ..models.hyperprior import MeanScaleHyperprior
@@ -36,7 +37,7 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtyp
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
     meta[WEIGHTS_DIGEST_KEY] = fingerprint_of(model.config, tensors).hex()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+    write_whole(path, save(tensors, metadata=meta))  # whole or not at all
 
 
 def load_weights_into(model: MeanScaleHyperprior, path: str | Path) -> list[dict]:
