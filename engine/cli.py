@@ -72,6 +72,8 @@ def _check_stdio(files: list[Path], output: str | None) -> bool:
     """Refuse what standard input/output cannot do; True when the output is standard output."""
     if files[0] is STDIN and output is None:
         raise VlmcodecError("reading standard input needs -o FILE (or -o - for standard output)")
+    if files[0] is STDIN and _is_terminal(sys.stdin):  # (it waited for bytes no one can type)
+        raise VlmcodecError("standard input is a terminal: pipe the input in (< FILE or COMMAND |) or name a file")
     if output != STDIO:
         return False
     if len(files) > 1:

@@ -268,6 +268,10 @@ def test_cli_standard_input_and_output_misuse_is_refused(tmp_path, rng, tiny_mod
     monkeypatch.setattr(sys, "stdout", Tty())
     assert main(["encode", str(src), "-o", "-", *model]) == 2
     assert "standard output is a terminal" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", Tty())  # nor is any read from one (it waited for Ctrl-D)
+    for argv in (["encode", "-", "-o", str(tmp_path / "x.vlmc")], ["decode", "-", "-o", str(tmp_path / "x.png")]):
+        assert main([*argv, *model]) == 2
+        assert "standard input is a terminal" in capsys.readouterr().err
 
 
 def test_cli_format_picks_the_decoded_files_format(tmp_path, rng, tiny_model_path, monkeypatch, capsysbinary):

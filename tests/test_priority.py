@@ -130,6 +130,7 @@ def test_a_reload_changes_the_clients_priorities(tiny_model_path, tmp_path, caps
 
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("front tok-f priority=3\n")
+    tokens.chmod(0o600)  # (readable by others: a warning)
     args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(tokens))
     _, token_file = _serve_security(args)
     with serving(tiny_model_path, auth_token=token_file.tokens, client_priorities=token_file.priorities) as server:

@@ -192,6 +192,7 @@ def test_a_reload_changes_a_clients_limit_with_its_line(tiny_model_path, rng, tm
 
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("app tok-a rate=0.01 burst=1\n")
+    tokens.chmod(0o600)  # (readable by others: a warning)
     args = argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None, auth_token_file=str(tokens))
     _, token_file = _serve_security(args)
     token, limits = token_file.tokens, token_file.limits
