@@ -72,3 +72,15 @@ def test_convert_cli_round_trip(compressai_google, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(codec.model.g_s(codec.model.g_a(x)), ref.g_s(ref.g_a(x)), atol=1e-5, rtol=0)
     assert main(["convert", "--from-compressai", str(tmp_path / "missing.pth"), "-o", str(out)]) == 2
+
+
+def test_convert_of_a_file_that_is_no_checkpoint_says_so_in_one_line(tmp_path, capsys):
+    """(torch's dozen-line message advised weights_only=False: running whatever a crafted file holds)"""
+    from vlmcodec.cli import main
+
+    not_a_checkpoint = tmp_path / "photo.png"
+    not_a_checkpoint.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    assert main(["convert", "--from-compressai", str(not_a_checkpoint), "-o", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights_only" not in err.replace("(weights only)", ""), err
+    assert "not a checkpoint of tensors that torch.load reads safely" in err

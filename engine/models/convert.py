@@ -37,7 +37,13 @@ def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M
     try:
         ckpt = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ConfigError(f"cannot read checkpoint {src}: {e}") from e
+        # torch's own message runs to a dozen lines and advises weights_only=False, which would
+        # run whatever code a crafted file holds: its first line, and what the file must be
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in why:
+            why = ("not a checkpoint of tensors that torch.load reads safely (weights only); a CompressAI "
+                   "checkpoint saved with torch.save is one")
+        raise ConfigError(f"cannot read checkpoint {src}: {why}") from e
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or "g_a.0.weight" not in state:
         raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict")
