@@ -738,6 +738,8 @@ def cmd_export(args) -> int:
         raise VlmcodecError("--fp16 and --timing-cache apply to --format tensorrt only")
     if args.format != "c-decoder" and args.decode_only:
         raise VlmcodecError("--decode-only applies to --format c-decoder only")
+    if Path(args.output).exists() and not Path(args.output).is_dir():  # (an "[Errno 17] File exists")
+        raise VlmcodecError(f"-o {args.output} is a file: export writes into a folder; name a folder")
     if args.format == "c-decoder":
         from vlmcodec.export.c_decoder import export_c_decoder
 

@@ -317,3 +317,7 @@ def test_an_output_folder_that_is_a_file_is_refused_up_front(tmp_path, rng, tiny
         assert main([*argv, "-o", str(tmp_path / "out"), *model]) == 2
         err = capsys.readouterr().err
         assert "is a file: the outputs go into a folder" in err and "Errno" not in err, err
+    for fmt in ("c-decoder", "onnx"):
+        assert main(["export", "--format", fmt, "-o", str(tmp_path / "out"), "--model", str(tiny_model_path)]) == 2
+        err = capsys.readouterr().err
+        assert "is a file: export writes into a folder" in err and "Errno" not in err, err
