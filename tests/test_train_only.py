@@ -57,3 +57,17 @@ def test_a_bad_train_only_is_a_config_error(parts, message):
     model = MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05)))
     with pytest.raises(ConfigError, match=message):
         freeze_untrained(model, parts)
+
+
+def test_an_unknown_key_is_named_where_it_was_given(tmp_path):
+    """(a --set key nothing knows was reported as a key of the config file)"""
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.training.trainer import TrainConfig
+
+    config = tmp_path / "c.toml"
+    config.write_text("steps = 2\n")
+    with pytest.raises(ConfigError, match=r"unknown keys given as overrides \(--set\): \['nokey'\]"):
+        TrainConfig.from_toml(config, nokey=1)
+    config.write_text("steps = 2\nnope = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown keys in .*c.toml: \['nope'\]"):
+        TrainConfig.from_toml(config, steps=3)

@@ -106,11 +106,14 @@ class TrainConfig:
                 raw = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read training config {path}: {e}") from e
-        raw.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"unknown keys in {path}: {sorted(unknown)}; known: {sorted(known)}")
+        # each unknown key named where it was given: the file, or --set (the file was blamed for both)
+        given = {k for k, v in overrides.items() if v is not None}
+        for keys, where in ((set(raw), f"in {path}"), (given, "given as overrides (--set)")):
+            unknown = keys - known
+            if unknown:
+                raise ConfigError(f"unknown keys {where}: {sorted(unknown)}; known: {sorted(known)}")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**cls.with_tuples(raw))
 
     @staticmethod
