@@ -262,13 +262,13 @@ def test_the_tool_and_a_cpp_program_encode_as_the_library_does(c_decoder_build, 
     assert run.returncode == 0, run.stderr
     data, q = enc.encode_image_within(image, 3000, short_side=128, pre_edit=False)
     assert (tmp_path / "fit.vlmc").read_bytes() == data and f'"quality": {q:.2f}' in run.stdout
-    (tmp_path / "gray.pgm").write_bytes(b"P5 4 4 255\n" + bytes(16))
+    (tmp_path / "zero.pgm").write_bytes(b"P5 4 4 0\n" + bytes(16))
     (tmp_path / "short.ppm").write_bytes(b"P6\n# a comment\n4 4\n255\n" + bytes(40))
     bad = [[tmp_path / "in.ppm", tmp_path / "o.vlmc", "--quality", "101"],
            [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--quality", "5", "--max-bytes", "100"],
            [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--short-side", "8"],
            [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--max-bytes", "10"],
-           [tmp_path / "gray.pgm", tmp_path / "o.vlmc"], [tmp_path / "short.ppm", tmp_path / "o.vlmc"],
+           [tmp_path / "zero.pgm", tmp_path / "o.vlmc"], [tmp_path / "short.ppm", tmp_path / "o.vlmc"],
            [tmp_path / "missing.ppm", tmp_path / "o.vlmc"], [tmp_path / "in.ppm"], [tmp_path / "in.ppm", "a", "--frob"]]
     for args in bad:
         run = subprocess.run([tool, model, *args], capture_output=True, text=True, timeout=120)
@@ -411,3 +411,29 @@ def test_the_avx512_version_encodes_and_decodes_as_the_avx2_one(c_decoder_build,
     for name in ("full", "small"):
         assert outputs["avx512", name][0] == outputs["avx2", name][0], f"{name}: the streams differ"
         assert outputs["avx512", name][1] == outputs["avx2", name][1], f"{name}: the decoded pixels differ"
+
+
+def test_the_tool_reads_pgm_and_high_bit_depth_ppm_as_python_does(c_decoder_build, default_encoder, tmp_path):
+    """vlmc_encode takes P5 (gray) and P6 files of any maxval 1..65535 (two bytes a sample above
+    255; it took P6 at 255 only), and reads them as vlmcodec's Python reader does (Pillow's PPM
+    decoder: round-half-even of v / maxval · 255, 16-bit gray then onto 8 bits): its stream is the
+    library's for the pixels load_image gives, so a pipeline may read a file with either."""
+    from vlmcodec.codec import default_model_path
+
+    _, enc = default_encoder
+    model = export_c_decoder(load_model(default_model_path()), tmp_path)
+    rng = np.random.default_rng(7)
+    h, w = 48, 80
+    for magic, maxval in (("P6", 100), ("P6", 1000), ("P6", 65535), ("P6", 1), ("P5", 255), ("P5", 200),
+                          ("P5", 4095), ("P5", 65535)):
+        channels = 3 if magic == "P6" else 1
+        values = rng.integers(0, maxval + 1, size=(h, w, channels))
+        values[0, :4] = [[0] * channels, [maxval] * channels, [maxval // 2] * channels, [(maxval + 1) // 2] * channels]
+        body = values.astype(">u2" if maxval > 255 else np.uint8).tobytes()
+        path = tmp_path / f"in_{magic}_{maxval}.pnm"
+        path.write_bytes(f"{magic}\n# made here\n{w} {h}\n{maxval}\n".encode() + body)
+        pixels = load_image(path)
+        run = subprocess.run([c_decoder_build / "vlmc_encode", model, path, tmp_path / "o.vlmc", "--quality", "40"],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, (magic, maxval, run.stderr)
+        assert (tmp_path / "o.vlmc").read_bytes() == enc.encode_image(pixels, 40), (magic, maxval)

@@ -3,7 +3,8 @@
  *   vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc [--quality Q] [--short-side N] [--no-pre-edit] [--threads N]
  *   vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc --max-bytes B [--min-quality Q] [--max-quality Q] ...
  *
- * IN.ppm: a binary PPM (P6, maxval 255). --quality: 0..100 (default 50); --max-bytes: the highest
+ * IN.ppm: a binary PPM or PGM (P6 or P5, maxval 1..65535; read as vlmcodec's Python reader reads it: the
+ * same image, so the same stream). --quality: 0..100 (default 50); --max-bytes: the highest
  * quality whose stream fits B bytes instead (rate control); --short-side N: code at the scale a
  * consumer of N px sees; --no-pre-edit: skip the model's pre-editor. MODEL.vlmd: a decoder-model
  * file of version 3 (`vlmcodec export --format c-decoder`). Prints the stream's size as one JSON
@@ -42,21 +43,56 @@ static int ppm_number(const unsigned char *data, size_t size, size_t *p, unsigne
     return 1;
 }
 
-/* The pixels of a binary PPM (a pointer into data) and its size; NULL with a message otherwise. */
+/* One sample on 0..out_max as Pillow's PPM decoder reads it (and so vlmcodec's Python reader):
+ * min(out_max, round-half-even(v / maxval * out_max)) in double precision. */
+static unsigned long pnm_scale(unsigned long v, unsigned long maxval, unsigned long out_max) {
+    const double x = (double)v / (double)maxval * (double)out_max; /* ≥ 0; x − floor(x) is exact */
+    unsigned long r = (unsigned long)x;
+    const double frac = x - (double)r;
+    if (frac > 0.5 || (frac == 0.5 && (r & 1))) ++r; /* Python's round: half to even */
+    return r > out_max ? out_max : r;
+}
+
+/* The pixels of a binary PNM as tight 8-bit RGB and its size; NULL with a message otherwise.
+ * P6 (RGB) and P5 (gray, its value in each channel), maxval 1..65535 (two big-endian bytes a
+ * sample above 255), read as vlmcodec's Python reader reads them (Pillow's PPM decoder, then
+ * 16-bit gray onto 8 bits by (a · 255 + 32767) / 65535): the same image, so the same stream. P6
+ * with maxval 255 is a pointer into data (*owned NULL); any other is converted into a buffer that
+ * *owned holds (free it). */
 static const unsigned char *read_ppm(const unsigned char *data, size_t size, uint32_t *width, uint32_t *height,
-                                     const char **why) {
-    size_t p = 2;
+                                     unsigned char **owned, const char **why) {
+    size_t p = 2, i, n;
     unsigned long w, h, maxval;
-    if (size < 2 || data[0] != 'P' || data[1] != '6') return *why = "the input is not a binary PPM (P6)", NULL;
+    *owned = NULL;
+    if (size < 2 || data[0] != 'P' || (data[1] != '6' && data[1] != '5'))
+        return *why = "the input is not a binary PPM or PGM (P6 or P5)", NULL;
     if (!ppm_number(data, size, &p, &w) || !ppm_number(data, size, &p, &h) || !ppm_number(data, size, &p, &maxval) ||
         p >= size)
         return *why = "the PPM header is malformed", NULL;
-    if (maxval != 255) return *why = "the PPM is not 8-bit (maxval 255)", NULL;
+    if (maxval == 0 || maxval > 65535) return *why = "the PPM's maxval is outside 1..65535", NULL;
     if (w == 0 || h == 0 || w > 65535 || h > 65535) return *why = "the PPM's size is outside 1..65535", NULL;
     ++p; /* the one whitespace byte after maxval */
-    if ((size - p) / 3 / w < h) return *why = "the PPM is truncated", NULL;
+    const size_t channels = data[1] == '6' ? 3 : 1, bytes = maxval > 255 ? 2 : 1;
+    if ((size - p) / bytes / channels / w < h) return *why = "the PPM is truncated", NULL;
     *width = (uint32_t)w, *height = (uint32_t)h;
-    return data + p;
+    if (channels == 3 && maxval == 255) return data + p;
+    n = (size_t)w * h;
+    unsigned char *rgb = malloc(n * 3);
+    if (rgb == NULL) return *why = "out of memory", NULL;
+    const unsigned char *in = data + p;
+    for (i = 0; i < n * channels; ++i) {
+        unsigned long v = bytes == 2 ? (unsigned long)in[2 * i] << 8 | in[2 * i + 1] : in[i];
+        if (channels == 1 && maxval > 255) { /* Pillow: 16-bit gray (mode I); vlmcodec: onto 8 bits */
+            if (maxval != 65535) v = pnm_scale(v, maxval, 65535);
+            v = (v * 255 + 32767) / 65535;
+        } else if (maxval != 255) {
+            v = pnm_scale(v, maxval, 255);
+        }
+        if (channels == 3) rgb[i] = (unsigned char)v;
+        else rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = (unsigned char)v;
+    }
+    *owned = rgb;
+    return rgb;
 }
 
 int main(int argc, char **argv) {
@@ -102,7 +138,8 @@ int main(int argc, char **argv) {
     unsigned char *file = read_file(paths[1], &size);
     const char *why = NULL;
     if (file == NULL) return error("cannot read the input image");
-    const unsigned char *rgb = read_ppm(file, size, &width, &height, &why);
+    unsigned char *converted = NULL;
+    const unsigned char *rgb = read_ppm(file, size, &width, &height, &converted, &why);
     if (rgb == NULL) {
         free(file);
         return error(why);
@@ -117,6 +154,7 @@ int main(int argc, char **argv) {
     else if (rc == VLMC_DEC_OK)
         rc = vlmc_decoder_encode_image(dec, rgb, width, height, quality, (uint32_t)short_side, flags, (int)threads,
                                        &stream, &out_size);
+    free(converted);
     free(file);
     if (rc != VLMC_DEC_OK) {
         rc = error(*vlmc_decoder_last_error() ? vlmc_decoder_last_error() : "out of memory");
