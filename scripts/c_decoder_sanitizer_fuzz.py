@@ -17,8 +17,8 @@ than 0 or 2 (a clean error), any difference, or any sanitizer report, stops it. 
 encoder (``vlmc_encode``) on ``--encodes`` random images — random sizes (1 px sides, odd sizes, long
 strips), qualities, consumer sizes, byte budgets, thread counts, with and without the pre-editor —
 from a small random model with a random pre-editor that attends in windows of 2 tokens (every
-branch at small sizes), each stream decoded by the sanitized decoder; and malformed PPM files,
-which must be refused cleanly. Last, ``--model-files`` damaged model files behind a recomputed CRC-32
+branch at small sizes), each stream decoded by the sanitized decoder; PGM and 16-bit PPM files,
+which must encode; and malformed PPM files, which must be refused cleanly. Last, ``--model-files`` damaged model files behind a recomputed CRC-32
 (bytes overwritten, half of them in the first KiB where the sizes and tables are; 4-byte fields set
 to NaN, ±infinity or extreme integers; truncations), of the decoder-only model (each opened and used
 to decode an intact stream to latents and to an image) and of the pre-editor model (each used to
@@ -262,7 +262,19 @@ def encode_fuzz(encoder: Path, decoder: Path, work: Path, n: int, r: random.Rand
             return None
         counts["streams"] += 1
     good = (work / "in.ppm").read_bytes()
-    bad = [b"", b"P6", b"P6 4 4 255\n", b"P6 4 4 65535\n" + bytes(96), b"P5 4 4 255\n" + bytes(16),
+    # PGM and PPM of other maxvals are read (two bytes a sample above 255): each size's last byte
+    # must be there, no byte beyond it read
+    pnm = [b"P6 4 4 65535\n" + rng.bytes(96), b"P5 4 4 255\n" + rng.bytes(16), b"P5 3 5 4095\n" + rng.bytes(30),
+           b"P6 5 3 100\n" + rng.bytes(45), b"P5 1 1 1\n" + b"\x01"]
+    for j, blob in enumerate(pnm):
+        (work / "ok.pnm").write_bytes(blob)
+        run = subprocess.run([str(encoder), str(model_file), str(work / "ok.pnm"), str(work / "e.vlmc")],
+                             capture_output=True, text=True)
+        if run.returncode != 0 or sanitizer_failed(run):
+            print(f"PNM {j}: exit {run.returncode}\n{run.stderr[-3000:]}")
+            return None
+    bad = [b"", b"P6", b"P6 4 4 255\n", b"P6 4 4 65535\n" + bytes(95), b"P5 4 4 255\n" + bytes(15),
+           b"P5 4 4 0\n" + bytes(16), b"P6 4 4 65536\n" + bytes(192), b"P4 4 4\n" + bytes(8),
            b"P6 0 4 255\n", b"P6 99999999999 4 255\n", good[: len(good) // 2], b"P6\n#" + bytes(50)]
     for j, blob in enumerate(bad):
         (work / "bad.ppm").write_bytes(blob)
@@ -272,7 +284,7 @@ def encode_fuzz(encoder: Path, decoder: Path, work: Path, n: int, r: random.Rand
             print(f"malformed PPM {j}: exit {run.returncode}\n{run.stderr[-3000:]}")
             return None
     return f"{counts['streams']} streams written and decoded, {counts['over budget']} over their budget, " \
-           f"{len(bad)} malformed PPMs refused"
+           f"{len(pnm)} PGM/16-bit PPM files encoded, {len(bad)} malformed PPMs refused"
 
 
 def rate_control_child(lib: str, model: str, vlmd: str, n: int) -> int:
