@@ -11,6 +11,11 @@ class BitstreamError(VlmcodecError, ValueError):
     """A .vlmc stream is corrupt, truncated, or of an unsupported version."""
 
 
+class StreamTypeError(BitstreamError, TypeError):
+    """What was given as a stream is no bytes-like object (a file's name, a number, None): a
+    BitstreamError, and a TypeError as Python's own type errors are."""
+
+
 class ConfigError(VlmcodecError, ValueError):
     """A configuration file or argument is invalid."""
 

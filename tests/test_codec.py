@@ -115,8 +115,9 @@ def test_numpy_qualities_and_bytes_like_streams(tiny_codec, rng):
         tiny_codec.decode("photo.vlmc")
     with pytest.raises(BitstreamError, match=r"got PosixPath \(a file's name"):
         tiny_codec.decode(Path("photo.vlmc"))
-    with pytest.raises(BitstreamError, match=r"got NoneType$"):
+    with pytest.raises(BitstreamError, match=r"got NoneType$") as wrong:
         tiny_codec.decode(None)
+    assert isinstance(wrong.value, TypeError)  # StreamTypeError: Python's type errors catch it too
 
 
 def test_other_model_refuses_stream(tiny_codec, rng, tmp_path):

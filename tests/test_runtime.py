@@ -91,7 +91,8 @@ def test_bad_requests_fail_alone(engine, tiny_codec, rng):
     assert isinstance(futs["bad_q"].exception(timeout=60), ValueError)
     assert isinstance(futs["bad_stream"].exception(timeout=60), BitstreamError)
     assert isinstance(futs["truncated"].exception(timeout=60), BitstreamError)
-    assert isinstance(futs["not_bytes"].exception(timeout=60), TypeError)
+    not_bytes = futs["not_bytes"].exception(timeout=60)  # a TypeError, as before, and a VlmcodecError
+    assert isinstance(not_bytes, TypeError) and isinstance(not_bytes, BitstreamError) and "got int" in str(not_bytes)
 
 
 def test_queue_full_and_timeout(tiny_codec, rng):

@@ -27,7 +27,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from ..errors import BitstreamError
+from ..errors import BitstreamError, StreamTypeError
 
 MAGIC = b"VLMC"
 FORMAT_VERSION = 1
@@ -160,7 +160,7 @@ def as_bytes(data) -> bytes:
 
         hint = (f" (a file's name? its bytes are Path({str(data)[:80]!r}).read_bytes())"
                 if isinstance(data, (str, os.PathLike)) else "")
-        raise BitstreamError(f"expected bytes (or a bytes-like object), got {type(data).__name__}{hint}") from None
+        raise StreamTypeError(f"expected bytes (or a bytes-like object), got {type(data).__name__}{hint}") from None
 
 
 def fingerprint_of(data) -> bytes:

@@ -241,8 +241,8 @@ class Engine:
             side = resample.check_short_side(short_side)
             priority = check_priority(priority)
             timeout_s = check_timeout(timeout_s)
-        except BitstreamError as e:
-            fut.set_exception(TypeError(str(e)))
+        except BitstreamError as e:  # StreamTypeError: a BitstreamError and a TypeError
+            fut.set_exception(e)
             return fut
         except ValueError as e:
             fut.set_exception(e)
