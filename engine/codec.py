@@ -142,6 +142,15 @@ def _check_hs_device(device: str | None) -> str:
     return str(dev)
 
 
+def _unpickled_codec(recipe: dict, fingerprint: bytes) -> "Codec":
+    """A pickled Codec made again (``Codec.__reduce__``), from a model file still the same."""
+    codec = Codec(**recipe)
+    if codec.fingerprint != fingerprint:
+        raise ModelMismatchError(f"model file {recipe['model'] or default_model_path()} changed since the codec "
+                                 f"was pickled: model {codec.fingerprint.hex()}, not {fingerprint.hex()}")
+    return codec
+
+
 class Codec:
     """A model ready to encode and decode.
 
@@ -159,6 +168,13 @@ class Codec:
         # (a model that is not a path: ConfigError from load_model; 0 or False were the default model)
         loaded = (model if isinstance(model, LoadedModel)
                   else load_model(default_model_path() if model is None or model == "" else model))
+        # how to make this codec again in another process (pickling: __reduce__): the model file's
+        # absolute path and the settings as given; none for a model held in memory only
+        self._recipe = None if isinstance(model, LoadedModel) else {
+            "model": None if model is None or model == "" else str(Path(model).resolve()), "backend": backend,
+            "device": device, "threads": threads, "max_pixels": max_pixels, "pre_edit": pre_edit,
+            "short_side": short_side, "refine": refine, "refine_views": refine_views, "refine_bf16": refine_bf16,
+            "check_memory": check_memory, "backend_options": dict(backend_options or {}), "hs_device": hs_device}
         self.loaded = loaded
         self.model = loaded.model
         self.fingerprint = loaded.fingerprint[:8]
@@ -229,6 +245,15 @@ class Codec:
     @property
     def M(self) -> int:
         return self.model.M
+
+    def __reduce__(self):
+        """Pickled as how to make it (its model file and settings), so that worker processes
+        (multiprocessing's spawn and forkserver, a DataLoader's workers) get an equal codec: each
+        loads the model file again and refuses it if it changed since (ModelMismatchError)."""
+        if self._recipe is None:
+            raise TypeError("a Codec made from a model held in memory (LoadedModel) cannot be pickled: "
+                            "make it from its model file (Codec(path)) to send it to other processes")
+        return (_unpickled_codec, (self._recipe, self.fingerprint))
 
     def encode(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None, *,
                refine: int | None = None) -> bytes:

@@ -187,3 +187,45 @@ def test_max_pixels_guard(tiny_model_path, rng):
     data = Codec(tiny_model_path).encode(img)
     with pytest.raises(BitstreamError, match="max_pixels"):
         small.decode(data)
+
+
+def _encode_in_worker(codec, image: np.ndarray, quality: float) -> bytes:
+    return codec.encode(image, quality)
+
+
+def test_a_codec_pickles_as_its_model_file_and_settings(tiny_model_path, rng, tmp_path):
+    """Pickling (multiprocessing's spawn and forkserver — the default start method on Linux from
+    Python 3.14 —, a DataLoader's workers) raised "cannot pickle '_thread.lock' object". A codec
+    made from a model file now travels as that file and its settings: the worker's streams are
+    this process's; a model file changed since is refused; one made from a model in memory says
+    how to make one that pickles."""
+    import pickle
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from vlmcodec.errors import ModelMismatchError
+    from vlmcodec.models.checkpoint import load_model
+
+    img = smooth_image(rng, 40, 56)
+    model = tmp_path / "m.safetensors"
+    shutil.copy(tiny_model_path, model)
+    codec = Codec(model, short_side=32, threads=1)
+    copy = pickle.loads(pickle.dumps(codec))
+    assert copy.short_side == 32 and copy.fingerprint == codec.fingerprint
+    assert copy.encode(img, 40) == codec.encode(img, 40)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_encode_in_worker, codec, img, 40).result(timeout=300) == codec.encode(img, 40)
+    assert pickle.loads(pickle.dumps(Codec(threads=1))).fingerprint == Codec(threads=1).fingerprint  # the default
+    data = pickle.dumps(codec)
+    other = Codec(tiny_model_path)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        other.model.g_s[0].weight.add_(torch.randn_like(other.model.g_s[0].weight))
+    from vlmcodec.models.checkpoint import save_model
+
+    save_model(other.model, model)  # the file changes under the pickled codec
+    with pytest.raises(ModelMismatchError, match="changed since the codec was pickled"):
+        pickle.loads(data)
+    with pytest.raises(TypeError, match="made from a model held in memory .* cannot be pickled"):
+        pickle.dumps(Codec(load_model(tiny_model_path)))
