@@ -1087,3 +1087,18 @@ def test_remote_codec_arguments_are_checked_as_the_codec_checks_them(tiny_model_
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+def test_a_remote_codec_pickles_as_its_url_and_settings():
+    """(it raised "cannot pickle '_thread._local' object": worker processes could not be given one)"""
+    import pickle
+    import ssl
+
+    from vlmcodec.runtime import RemoteCodec
+
+    remote = RemoteCodec("http://127.0.0.1:1/", timeout_s=7, retries=1, token="tok-a")
+    copy = pickle.loads(pickle.dumps(remote))
+    assert (copy.url, copy.timeout_s, copy.retries, copy._headers) == (
+        "http://127.0.0.1:1", 7, 1, {"Authorization": "Bearer tok-a"})
+    with pytest.raises(TypeError, match="ssl_context cannot be pickled"):
+        pickle.dumps(RemoteCodec("https://127.0.0.1:1", ssl_context=ssl.create_default_context()))

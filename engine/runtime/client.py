@@ -63,6 +63,7 @@ class RemoteCodec:
             raise ConfigError(f"timeout_s must be a finite number of seconds above 0 (or None), got {timeout_s!r}")
         if ssl_context is not None and parts.scheme != "https":
             raise ConfigError("ssl_context needs an https:// URL")
+        self._args = (url, timeout_s, retries, token)  # pickling (__reduce__)
         self.url = url.rstrip("/")
         self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         self.timeout_s = timeout_s
@@ -74,6 +75,13 @@ class RemoteCodec:
         # every live thread's, for close(); weak, so that a finished thread's goes with it
         self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
         self._open_lock = threading.Lock()
+
+    def __reduce__(self):
+        """Pickled as its URL and settings (worker processes each open their own connections);
+        one with an ``ssl_context`` does not pickle (a TypeError says so)."""
+        if self._ssl_context is not None:
+            raise TypeError("a RemoteCodec with an ssl_context cannot be pickled: make one in each process")
+        return (type(self), self._args)
 
     def close(self) -> None:
         """Close every thread's kept-alive connection (each holds one of the server's
