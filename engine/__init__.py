@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (
     from .codec_set import CodecSet
 
 _codecs: dict = {}
+_codecs_lock = threading.Lock()
 
 
 def default_model_path() -> Path:
@@ -64,9 +66,10 @@ def _shared_codec(model=None, backend: str = "torch"):
     if not isinstance(backend, str):  # (the cache's key: a list was a TypeError "unhashable")
         raise ConfigError(f"backend must be a backend's name (torch, onnxruntime, ...), got {backend!r}")
     key = (str(model) if model is not None else None, backend)
-    if key not in _codecs:
-        _codecs[key] = Codec(model, backend=backend)
-    return _codecs[key]
+    with _codecs_lock:  # threads calling vlmcodec.encode at once make one codec, not one each
+        if key not in _codecs:
+            _codecs[key] = Codec(model, backend=backend)
+        return _codecs[key]
 
 
 def encode(image, quality: float = 75.0, model=None, backend: str = "torch", short_side: int | None = None, *,

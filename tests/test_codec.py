@@ -229,3 +229,30 @@ def test_a_codec_pickles_as_its_model_file_and_settings(tiny_model_path, rng, tm
         pickle.loads(data)
     with pytest.raises(TypeError, match="made from a model held in memory .* cannot be pickled"):
         pickle.dumps(Codec(load_model(tiny_model_path)))
+
+
+def test_threads_calling_vlmcodec_encode_at_once_share_one_codec(tiny_model_path, monkeypatch):
+    """(each made its own the first time: a model load and its memory per thread)"""
+    import threading
+
+    import vlmcodec
+    import vlmcodec.codec as codec_module
+
+    monkeypatch.setattr(vlmcodec, "_codecs", {})
+    made = []
+    real = codec_module.Codec.__init__
+
+    def counted(self, *args, **kwargs):
+        made.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(codec_module.Codec, "__init__", counted)
+    img = np.zeros((16, 16, 3), np.uint8)
+    streams = []
+    threads = [threading.Thread(target=lambda: streams.append(vlmcodec.encode(img, 50, model=str(tiny_model_path))))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len(streams) == 4 and len(set(streams)) == 1
