@@ -246,6 +246,15 @@ class Codec:
     def M(self) -> int:
         return self.model.M
 
+    def __repr__(self) -> str:
+        """The model and the settings that change what it does (for logs and bug reports)."""
+        options = [f"model={self.fingerprint.hex()}", f"backend={self.backend.name}", f"threads={self.threads}"]
+        options += [f"short_side={self.short_side}"] if self.short_side else []
+        options += [f"refine={self.refine}"] if self.refine else []
+        options += ["pre_edit=False"] if self.model.pre_editor is not None and not self.pre_edit else []
+        options += [f"hs_device={self.hs_device}"] if self.hs_device != "cpu" else []
+        return f"Codec({', '.join(options)})"
+
     def __reduce__(self):
         """Pickled as how to make it (its model file and settings), so that worker processes
         (multiprocessing's spawn and forkserver, a DataLoader's workers) get an equal codec: each

@@ -52,6 +52,9 @@ class CodecSet:
             raise ConfigError("a CodecSet needs at least one codec")
         self.default = next(iter(self._codecs.values()))
 
+    def __repr__(self) -> str:
+        return f"CodecSet([{', '.join(repr(c) for c in self._codecs.values())}])"
+
     # -- lookup --------------------------------------------------------------------------
     @property
     def fingerprints(self) -> list[str]:

@@ -256,3 +256,14 @@ def test_threads_calling_vlmcodec_encode_at_once_share_one_codec(tiny_model_path
     for t in threads:
         t.join()
     assert len(made) == 1 and len(streams) == 4 and len(set(streams)) == 1
+
+
+def test_codecs_say_what_they_are(tiny_model_path):
+    from vlmcodec import CodecSet
+    from vlmcodec.runtime import RemoteCodec
+
+    codec = Codec(tiny_model_path, threads=1, short_side=64)
+    assert repr(codec) == f"Codec(model={codec.fingerprint.hex()}, backend=torch, threads=1, short_side=64)"
+    assert repr(CodecSet([codec])) == f"CodecSet([{codec!r}])"
+    remote = RemoteCodec("http://h:1", token="secret-token")
+    assert repr(remote) == "RemoteCodec('http://h:1', timeout_s=300.0, retries=2)" and "secret" not in repr(remote)

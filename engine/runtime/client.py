@@ -76,6 +76,9 @@ class RemoteCodec:
         self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
         self._open_lock = threading.Lock()
 
+    def __repr__(self) -> str:  # (never the token)
+        return f"RemoteCodec({self.url!r}, timeout_s={self.timeout_s}, retries={self.retries})"
+
     def __reduce__(self):
         """Pickled as its URL and settings (worker processes each open their own connections);
         one with an ``ssl_context`` does not pickle (a TypeError says so)."""
