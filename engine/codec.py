@@ -174,7 +174,8 @@ class Codec:
             "model": None if model is None or model == "" else str(Path(model).resolve()), "backend": backend,
             "device": device, "threads": threads, "max_pixels": max_pixels, "pre_edit": pre_edit,
             "short_side": short_side, "refine": refine, "refine_views": refine_views, "refine_bf16": refine_bf16,
-            "check_memory": check_memory, "backend_options": dict(backend_options or {}), "hs_device": hs_device}
+            "check_memory": check_memory, "backend_options": dict(backend_options) if isinstance(backend_options, Mapping) else backend_options,
+            "hs_device": hs_device}
         self.loaded = loaded
         self.model = loaded.model
         self.fingerprint = loaded.fingerprint[:8]
@@ -248,6 +249,8 @@ class Codec:
 
     def __repr__(self) -> str:
         """The model and the settings that change what it does (for logs and bug reports)."""
+        if not hasattr(self, "refine"):  # (in a traceback of a failed __init__)
+            return object.__repr__(self)
         options = [f"model={self.fingerprint.hex()}", f"backend={self.backend.name}", f"threads={self.threads}"]
         options += [f"short_side={self.short_side}"] if self.short_side else []
         options += [f"refine={self.refine}"] if self.refine else []
