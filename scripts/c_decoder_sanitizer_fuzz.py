@@ -266,22 +266,15 @@ def encode_fuzz(encoder: Path, decoder: Path, work: Path, n: int, r: random.Rand
     # must be there, no byte beyond it read
     pnm = [b"P6 4 4 65535\n" + rng.bytes(96), b"P5 4 4 255\n" + rng.bytes(16), b"P5 3 5 4095\n" + rng.bytes(30),
            b"P6 5 3 100\n" + rng.bytes(45), b"P5 1 1 1\n" + b"\x01"]
-    for j, blob in enumerate(pnm):
-        (work / "ok.pnm").write_bytes(blob)
-        run = subprocess.run([str(encoder), str(model_file), str(work / "ok.pnm"), str(work / "e.vlmc")],
-                             capture_output=True, text=True)
-        if run.returncode != 0 or sanitizer_failed(run):
-            print(f"PNM {j}: exit {run.returncode}\n{run.stderr[-3000:]}")
-            return None
     bad = [b"", b"P6", b"P6 4 4 255\n", b"P6 4 4 65535\n" + bytes(95), b"P5 4 4 255\n" + bytes(15),
            b"P5 4 4 0\n" + bytes(16), b"P6 4 4 65536\n" + bytes(192), b"P4 4 4\n" + bytes(8),
            b"P6 0 4 255\n", b"P6 99999999999 4 255\n", good[: len(good) // 2], b"P6\n#" + bytes(50)]
-    for j, blob in enumerate(bad):
-        (work / "bad.ppm").write_bytes(blob)
-        run = subprocess.run([str(encoder), str(model_file), str(work / "bad.ppm"), str(work / "e.vlmc")],
+    for j, (blob, exit_code, what) in enumerate([(b, 0, "PNM") for b in pnm] + [(b, 2, "malformed PPM") for b in bad]):
+        (work / "in.pnm").write_bytes(blob)
+        run = subprocess.run([str(encoder), str(model_file), str(work / "in.pnm"), str(work / "e.vlmc")],
                              capture_output=True, text=True)
-        if run.returncode != 2 or sanitizer_failed(run):
-            print(f"malformed PPM {j}: exit {run.returncode}\n{run.stderr[-3000:]}")
+        if run.returncode != exit_code or sanitizer_failed(run):
+            print(f"{what} {j}: exit {run.returncode}\n{run.stderr[-3000:]}")
             return None
     return f"{counts['streams']} streams written and decoded, {counts['over budget']} over their budget, " \
            f"{len(pnm)} PGM/16-bit PPM files encoded, {len(bad)} malformed PPMs refused"
