@@ -4,8 +4,8 @@
     data = remote.encode(image, quality=60)        # image: numpy, PIL (sent as raw pixels), or a file path
     pixels = remote.decode(data)                   # uint8 H×W×3, sent as raw pixels (no PNG)
 
-Standard library only. Each thread keeps its own keep-alive connection, so one ``RemoteCodec``
-serves a thread pool, and the server batches what the threads send together. The server's JSON
+No HTTP library beyond Python's own. Each thread keeps its own keep-alive connection, so one
+``RemoteCodec`` serves a thread pool, and the server batches what the threads send together. The server's JSON
 errors come back as the exceptions the server's ``Codec`` raised (``ImageError``, ``BitstreamError``,
 ``ModelMismatchError``, ``ConfigError``, ``ResourceError``, ``QueueFull``, ``EngineDeadError``,
 ``RequestTimeoutError``, ``PermissionError`` for a missing or wrong token, ...), the HTTP status in
