@@ -14,7 +14,7 @@ import numbers
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +79,8 @@ def _is_number(value) -> bool:
 def _broadcast(qualities, n: int) -> list:
     if _is_number(qualities):
         return [qualities] * n
+    if not isinstance(qualities, Iterable) or isinstance(qualities, (str, bytes)):  # (None, True: not iterable)
+        raise ConfigError(f"qualities must be a number or one per image, got {qualities!r}")
     qualities = list(qualities)
     if len(qualities) != n:
         raise ConfigError(f"got {n} images but {len(qualities)} qualities")
@@ -111,11 +113,13 @@ def check_batch(items, call: str, single: str) -> None:
     images = call.startswith("encode")
     if isinstance(items, np.ndarray) and items.ndim == 4 and images:
         return
-    if isinstance(items, NOT_IMAGES if images else NOT_STREAMS) or isinstance(items, Image.Image):
+    one = isinstance(items, NOT_IMAGES if images else NOT_STREAMS) or isinstance(items, Image.Image)
+    if one or not isinstance(items, Iterable):  # (None or a number: "not iterable" from inside)
         what = f"an array of shape {items.shape}" if isinstance(items, np.ndarray) else type(items).__name__
         kind = "images (a list, or an N×H×W×C array)" if images else "streams (a list)"
         error = ImageError if images else BitstreamError
-        raise error(f"{call} takes a sequence of {kind}, got {what}: for one, use {single}()")
+        hint = f": for one, use {single}()" if one else ""
+        raise error(f"{call} takes a sequence of {kind}, got {what}{hint}")
 
 
 def _torch_device(device, name: str) -> torch.device:

@@ -282,3 +282,23 @@ def test_server_settings_of_the_wrong_kind_are_config_errors(tiny_model_path):
             assert [str(n) for n in server.trusted_proxies] == ["10.0.0.0/8"] and server.png_level == 3
         finally:
             server.server_close()
+
+
+def test_batch_calls_given_no_sequence_are_vlmcodec_errors(tiny_model_path):
+    """(None, numbers and objects were TypeErrors "not iterable" / "has no len()" from inside)"""
+    from vlmcodec import Codec, CodecSet
+    from vlmcodec.errors import BitstreamError, ImageError
+
+    codec = Codec(tiny_model_path, threads=1)
+    img = np.zeros((16, 16, 3), np.uint8)
+    for items in (None, -1, 2.5, True, object()):
+        with pytest.raises(ImageError, match="encode_batch takes a sequence of images"):
+            codec.encode_batch(items, 50)
+        with pytest.raises(BitstreamError, match="decode_batch takes a sequence of streams"):
+            codec.decode_batch(items)
+        with pytest.raises(BitstreamError, match="decode_batch takes a sequence of streams"):
+            CodecSet([codec]).decode_batch(items)
+    for qualities in (None, True, object(), "ab"):
+        with pytest.raises(ConfigError, match="qualities must be a number or one per image"):
+            codec.encode_batch([img, img], qualities)
+    assert codec.encode_batch([img, img], np.array([40, 60])) == [codec.encode(img, 40), codec.encode(img, 60)]
