@@ -83,12 +83,17 @@ def _check_stdio(files: list[Path], output: str | None) -> bool:
     return True
 
 
-def _check_output_folder(output: str | None, many: bool) -> None:
-    """An output that must be a folder (several inputs; roundtrip) but is an existing file: one
-    error up front (each input was coded, then failed on it with "File exists")."""
+def _check_output_folder(output: str | None, many: bool,
+                         why: str = "the outputs go into a folder here (several inputs, or roundtrip)") -> None:
+    """An output that must be a folder (several inputs, roundtrip, export) but is an existing
+    file: one error up front (each input was coded, then failed on it with "File exists")."""
     if many and output not in (None, STDIO) and Path(output).exists() and not Path(output).is_dir():
-        raise VlmcodecError(f"-o {output} is a file: the outputs go into a folder here (several inputs, or "
-                            "roundtrip); name a folder")
+        raise VlmcodecError(f"-o {output} is a file: {why}; name a folder")
+
+
+def _is_input(path: Path, src: Path) -> bool:
+    """Whether writing ``path`` would replace the input file ``src`` itself."""
+    return src is not STDIN and path.exists() and path.resolve() == src.resolve()
 
 
 def _read_bytes(src: Path) -> bytes:
@@ -293,6 +298,14 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
         for src, loaded in _progress(loads, not args.quiet, "encode", total=len(files)):
             try:
                 img = loaded.result()
+                # where it goes, refused before any coding if that is the input itself
+                dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, ".vlmc")
+                out = dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
+                if _is_input(dst, src):
+                    raise FileExistsError(f"{dst}: the stream would replace its own input image (-o names it)")
+                if roundtrip and _is_input(out, src):
+                    raise FileExistsError(f"{out}: the decoded image would replace its own input "
+                                          "(give roundtrip another -o folder)")
                 t0 = time.perf_counter()
                 if budget:
                     data = codec.encode_to_size(img, **budget)
@@ -300,12 +313,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                     data = codec.encode(img, quality=quality)
                 t_enc = time.perf_counter() - t0
                 if to_stdout:
-                    dst = Path(STDIO)
                     _write_stdout(data)
                 else:
-                    dst = _output_path(src, args.output, many, ".vlmc")
-                    if src is not STDIN and dst.exists() and dst.resolve() == src.resolve():
-                        raise FileExistsError(f"{dst}: the stream would replace its own input image (-o names it)")
                     write_whole(dst, data)  # whole or not at all (a Ctrl-C left a truncated stream)
             except _FILE_ERRORS as e:
                 failures.add(src, e)
@@ -326,11 +335,6 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
             got = f" {_stream_quality(data):>7.2f}" if budget else ""
             line: str | dict = (f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f}{got} {p:>8.2f} "
                                 f"{1000*t_enc:>8.0f} {1000*t_dec:>8.0f}")
-            out = dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
-            if roundtrip and src is not STDIN and out.exists() and out.resolve() == src.resolve():
-                failures.add(src, FileExistsError(f"{out}: the decoded image would replace its own input "
-                                                  "(give roundtrip another -o folder)"))
-                continue
             if args.json:
                 line = {"file": str(src), "output": str(dst), **({"decoded": str(out)} if roundtrip else {}),
                         "width": w, "height": h, "bytes": len(data), "bpp": bpp, "quality": _stream_quality(data),
@@ -375,16 +379,16 @@ def cmd_decode(args) -> int:
     with WriteBehind() as writes:
         for src in _progress(files, not args.quiet, "decode"):
             try:
-                data = _read_bytes(src)
-                t0 = time.perf_counter()
-                img = _codec_for(codecs, data, codec).decode(data, args.decode_short_side)
-                dt = time.perf_counter() - t0
                 dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, suffix)
-                if args.output is None and dst.exists() and not args.force:
+                if args.output is None and dst.exists() and not args.force:  # refused before decoding
                     # beside its stream, a decoded image takes the original's name (photo.png →
                     # photo.vlmc → photo.png): replacing it would lose the original to the lossy copy
                     raise FileExistsError(f"{dst} exists: decode does not replace a file it was not told to "
                                           "(name the output with -o, or add --force)")
+                data = _read_bytes(src)
+                t0 = time.perf_counter()
+                img = _codec_for(codecs, data, codec).decode(data, args.decode_short_side)
+                dt = time.perf_counter() - t0
             except _FILE_ERRORS as e:
                 failures.add(src, e)
                 continue
@@ -738,8 +742,7 @@ def cmd_export(args) -> int:
         raise VlmcodecError("--fp16 and --timing-cache apply to --format tensorrt only")
     if args.format != "c-decoder" and args.decode_only:
         raise VlmcodecError("--decode-only applies to --format c-decoder only")
-    if Path(args.output).exists() and not Path(args.output).is_dir():  # (an "[Errno 17] File exists")
-        raise VlmcodecError(f"-o {args.output} is a file: export writes into a folder; name a folder")
+    _check_output_folder(args.output, True, "export writes into a folder")  # (an "[Errno 17] File exists")
     if args.format == "c-decoder":
         from vlmcodec.export.c_decoder import export_c_decoder
 
