@@ -169,16 +169,16 @@ class Codec:
                  refine_views: tuple[int, ...] | None = None, refine_bf16: bool = False, check_memory: bool = True,
                  backend_options: Mapping[str, Any] | None = None, hs_device: str | None = None):
         allocator.tune_allocator()  # process-wide, once: freed feature maps are reused (allocator.py)
+        default = model is None or model == ""
         # (a model that is not a path: ConfigError from load_model; 0 or False were the default model)
-        loaded = (model if isinstance(model, LoadedModel)
-                  else load_model(default_model_path() if model is None or model == "" else model))
+        loaded = model if isinstance(model, LoadedModel) else load_model(default_model_path() if default else model)
         # how to make this codec again in another process (pickling: __reduce__): the model file's
         # absolute path and the settings as given; none for a model held in memory only
         self._recipe = None if isinstance(model, LoadedModel) else {
-            "model": None if model is None or model == "" else str(Path(model).resolve()), "backend": backend,
-            "device": device, "threads": threads, "max_pixels": max_pixels, "pre_edit": pre_edit,
-            "short_side": short_side, "refine": refine, "refine_views": refine_views, "refine_bf16": refine_bf16,
-            "check_memory": check_memory, "backend_options": dict(backend_options) if isinstance(backend_options, Mapping) else backend_options,
+            "model": None if default else str(Path(model).resolve()), "backend": backend, "device": device,
+            "threads": threads, "max_pixels": max_pixels, "pre_edit": pre_edit, "short_side": short_side,
+            "refine": refine, "refine_views": refine_views, "refine_bf16": refine_bf16, "check_memory": check_memory,
+            "backend_options": dict(backend_options) if isinstance(backend_options, Mapping) else backend_options,
             "hs_device": hs_device}
         self.loaded = loaded
         self.model = loaded.model

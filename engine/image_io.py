@@ -161,10 +161,16 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def image_bytes(arr: np.ndarray, fmt: str = "PNG", png_level: int = DEFAULT_PNG_LEVEL) -> bytes:
-    """uint8 H×W×3 (or H×W) ``arr`` as the bytes of an image file in Pillow format ``fmt``."""
+def check_png_level(png_level) -> int:
+    """A PNG's zlib level: a whole number in 0..9 (ConfigError otherwise)."""
     if isinstance(png_level, bool) or not isinstance(png_level, numbers.Integral) or not 0 <= png_level <= 9:
         raise ConfigError(f"png_level must be 0..9, got {png_level!r}")
+    return int(png_level)
+
+
+def image_bytes(arr: np.ndarray, fmt: str = "PNG", png_level: int = DEFAULT_PNG_LEVEL) -> bytes:
+    """uint8 H×W×3 (or H×W) ``arr`` as the bytes of an image file in Pillow format ``fmt``."""
+    check_png_level(png_level)
     if isinstance(fmt, str) and fmt.upper() not in Image.SAVE:
         Image.init()  # every plugin (until then, Pillow's common formats only)
     if not isinstance(fmt, str) or fmt.upper() not in Image.SAVE:

@@ -16,10 +16,10 @@ claims.
 
 from __future__ import annotations
 
-import os
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING

@@ -5,9 +5,9 @@
     pixels = remote.decode(data)                   # uint8 H×W×3, sent as raw pixels (no PNG)
 
 No HTTP library beyond Python's own. Each thread keeps its own keep-alive connection, so one
-``RemoteCodec`` serves a thread pool, and the server batches what the threads send together. The server's JSON
-errors come back as the exceptions the server's ``Codec`` raised (``ImageError``, ``BitstreamError``,
-``ModelMismatchError``, ``ConfigError``, ``ResourceError``, ``QueueFull``, ``EngineDeadError``,
+``RemoteCodec`` serves a thread pool, and the server batches what the threads send together. The
+server's JSON errors come back as the exceptions the server's ``Codec`` raised (``ImageError``,
+``BitstreamError``, ``ModelMismatchError``, ``ConfigError``, ``ResourceError``, ``QueueFull``, ``EngineDeadError``,
 ``RequestTimeoutError``, ``PermissionError`` for a missing or wrong token, ...), the HTTP status in
 the message; a server that cannot be reached (or whose TLS certificate does not verify) raises
 ``ConnectionError``, one that does not answer within ``timeout_s`` ``RequestTimeoutError`` (a

@@ -97,12 +97,13 @@ def check_count(name: str, value) -> int:
     return int(value)
 
 
-def check_timeout(timeout_s) -> float | None:
-    """A request's or an engine's timeout: None (none) or a finite number of seconds above 0."""
+def check_timeout(timeout_s, name: str = "timeout_s") -> float | None:
+    """A request's or an engine's timeout (or a server's ``name``d one): None (none) or a finite
+    number of seconds above 0."""
     if timeout_s is None:
         return None
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real) or not 0 < timeout_s < math.inf:
-        raise ConfigError(f"timeout_s must be a finite number above 0 (or None: no timeout), got {timeout_s!r}")
+        raise ConfigError(f"{name} must be a finite number above 0 (or None: no timeout), got {timeout_s!r}")
     return float(timeout_s)
 
 
@@ -151,9 +152,7 @@ class Engine:
         if intra_op_threads is not None:
             import torch
 
-            if not (isinstance(intra_op_threads, int) and intra_op_threads >= 1):
-                raise ConfigError(f"intra_op_threads must be a whole number, at least 1, got {intra_op_threads!r}")
-            torch.set_num_threads(int(intra_op_threads))  # process-wide: documented in the class doc
+            torch.set_num_threads(check_count("intra_op_threads", intra_op_threads))  # process-wide: documented in the class doc
         self.codec = codec if codec is not None else Codec()
         self.max_queue = int(max_queue)
         self.block = bool(block)
@@ -613,8 +612,8 @@ class Engine:
         """Whether a request taken from its queue runs: else it is finished here, timed out (its
         deadline passed in the queue) or cancelled (by its client)."""
         if req.deadline is not None and now > req.deadline:
-            self._finish(req, exc=RequestTimeoutError(f"request timed out after {req.deadline - req.arrival:.3f}s in queue"),
-                         status=Status.FINISHED_TIMEOUT)
+            late = RequestTimeoutError(f"request timed out after {req.deadline - req.arrival:.3f}s in queue")
+            self._finish(req, exc=late, status=Status.FINISHED_TIMEOUT)
             return False
         if not req.future.set_running_or_notify_cancel():
             self._finish(req, status=Status.FINISHED_CANCELLED)

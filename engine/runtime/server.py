@@ -29,7 +29,6 @@ without ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import queue
 import socket
@@ -44,8 +43,9 @@ from http.server import ThreadingHTTPServer
 
 from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
+from ..image_io import check_png_level
 from ..refine import check_refine_steps
-from .engine import Engine, check_count
+from .engine import Engine, check_count, check_timeout
 from .forwarded import client_key, trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
@@ -88,11 +88,8 @@ class CodecServer(ThreadingHTTPServer):
         check_count("max_connections", max_connections)
         if not (isinstance(quality, numbers.Real) and not isinstance(quality, bool) and 0 <= quality <= 100):
             raise ConfigError(f"quality must be a number in [0, 100], got {quality!r}")
-        if isinstance(png_level, bool) or not isinstance(png_level, numbers.Integral) or not 0 <= png_level <= 9:
-            raise ConfigError(f"png_level must be a whole number in 0..9, got {png_level!r}")
-        if idle_timeout is not None and (isinstance(idle_timeout, bool) or not isinstance(idle_timeout, numbers.Real)
-                                         or not 0 < idle_timeout < math.inf):
-            raise ConfigError(f"idle_timeout must be a finite number of seconds above 0 (or None), got {idle_timeout!r}")
+        png_level = check_png_level(png_level)
+        check_timeout(idle_timeout, "idle_timeout")
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):  # (failed at each connection)
             raise ConfigError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -119,7 +116,7 @@ class CodecServer(ThreadingHTTPServer):
         if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
             raise ConfigError(f"max_body must be a number of bytes, at least 1, got {max_body!r}")
         self.max_body = max_body
-        self.png_level = int(png_level)
+        self.png_level = png_level
         self.quiet = quiet
         if log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be 'text' or 'json', got {log_format!r}")
