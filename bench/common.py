@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import time
 from pathlib import Path
 
+from ..checks import whole_number_arg
+
 # the codecs `bench rd` runs by default (here, not in rd.py, so the CLI's parser needs no torch)
 DEFAULT_CODECS = ("vlmcodec", "avif", "jpeg", "webp", "jxl", "hevc")
 
 
-def count_arg(text: str) -> int:
-    """argparse type: a whole number, 0 or more (a count where 0 means "all" or "none")."""
-    return _whole(text, 0)
-
-
-def positive_arg(text: str) -> int:
-    """argparse type: a whole number, 1 or more."""
-    return _whole(text, 1)
-
-
-def _whole(text: str, least: int) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        value = least - 1
-    if value < least:
-        raise argparse.ArgumentTypeError(f"expected a whole number, at least {least}, got {text!r}")
-    return value
+# argparse types: a whole number, 0 or more (a count where 0 means "all" or "none"); 1 or more
+count_arg = whole_number_arg(0)
+positive_arg = whole_number_arg(1)
 
 
 def environment() -> dict:

@@ -23,6 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .checks import whole_number_arg
 from .console import backend_option
 from .console import is_terminal as _is_terminal
 from .errors import (BitstreamError, ConfigError, ImageError, ModelMismatchError, ModelNotFoundError, ResourceError,
@@ -781,14 +782,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+_positive_int = whole_number_arg(1)
 
 
 def _positive_float(text: str) -> float:

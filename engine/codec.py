@@ -31,6 +31,7 @@ from . import allocator, default_model_path, memory, rate_control, resample  # d
 from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
+from .checks import check_count
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BackendUnavailableError, BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
                      ResourceError, warn_refine_fallback)
@@ -186,13 +187,10 @@ class Codec:
         # what its streams carry: the fingerprint, or that of the model whose decoder it shares
         self.stream_fingerprint = loaded.stream_fingerprint[:8]
         self.tables = loaded.tables
-        if threads is not None and not (isinstance(threads, numbers.Integral) and not isinstance(threads, bool)
-                                        and threads >= 1):
-            raise ConfigError(f"threads must be a whole number, at least 1 (or None: the default), got {threads!r}")
+        threads = check_count("threads", threads, none="the default")
         if not (isinstance(max_pixels, numbers.Real) and not isinstance(max_pixels, bool)
                 and math.isfinite(max_pixels) and max_pixels >= 1):
             raise ConfigError(f"max_pixels must be a number of pixels, at least 1, got {max_pixels!r}")
-        threads = None if threads is None else int(threads)
         if device is not None:
             _torch_device(device, "device")
         # device None: the backend's own default (torch, onnxruntime: cpu; triton, tensorrt: cuda)
@@ -582,10 +580,8 @@ class Codec:
         with the memory left (``short_side`` and ``refine`` as ``encode`` takes them; a stream coded
         at a consumer's scale is decoded at that coded size). None where no estimate exists: a
         backend other than torch or onnxruntime, or a GPU."""
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
-                   for v in (height, width, count)):
-            raise ConfigError(f"memory_needed: sizes and count must be whole numbers, at least 1, got "
-                              f"{height!r}x{width!r}, count {count!r}")
+        for name, value in (("height", height), ("width", width), ("count", count)):
+            check_count(f"memory_needed's {name}", value)
         if not self._estimated():
             return None
         side = self.short_side if short_side is None else resample.check_short_side(short_side)

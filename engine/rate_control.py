@@ -17,6 +17,7 @@ import math
 import numbers
 from collections.abc import Callable
 
+from .checks import check_count
 from .errors import BudgetError, ConfigError
 
 GRID = 100  # qualities in hundredths: what the container stores
@@ -31,9 +32,7 @@ def budget_bytes(width: int, height: int, max_bytes: int | None, max_bpp: float 
     if (max_bytes is None) == (max_bpp is None):
         raise ConfigError("give one of max_bytes and max_bpp")
     if max_bytes is not None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1:
-            raise ConfigError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-        return int(max_bytes)
+        return check_count("max_bytes", max_bytes)
     if isinstance(max_bpp, bool) or not isinstance(max_bpp, numbers.Real):  # ("0.1" was float()ed; [] a TypeError)
         raise ConfigError(f"max_bpp must be a positive number, got {max_bpp!r}")
     bpp = float(max_bpp)

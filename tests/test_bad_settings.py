@@ -27,7 +27,7 @@ def test_codec_refuses_a_thread_count_below_one_and_other_absurd_settings(tiny_m
         with pytest.raises(ValueError, match="max_delay_ms must be a finite number, at least 0"):
             Engine(codec, max_delay_ms=delay)
     for timeout in (-1, 0, float("nan")):  # (taken: every request then timed out at once)
-        with pytest.raises(ValueError, match="timeout_s must be a finite number above 0"):
+        with pytest.raises(ValueError, match="timeout_s must be a finite number of seconds above 0"):
             Engine(codec, timeout_s=timeout)
 
 
@@ -46,7 +46,7 @@ def test_the_server_refuses_a_body_limit_below_one_byte(tiny_model_path, capsys)
     engine = Engine(Codec(tiny_model_path, threads=1))
     try:
         for bad in (0, -5, 1.5, None):
-            with pytest.raises(ConfigError, match="max_body must be a number of bytes, at least 1"):
+            with pytest.raises(ConfigError, match="max_body must be a whole number, at least 1"):
                 CodecServer(engine, "127.0.0.1", 0, max_body=bad)
     finally:
         engine.shutdown()
@@ -105,7 +105,7 @@ def test_the_client_refuses_settings_it_cannot_use_as_config_errors():
     from vlmcodec.runtime.client import RemoteCodec
 
     for retries in (-1, 1.5, "2", None, True):
-        with pytest.raises(ConfigError, match="retries must be a whole number >= 0"):
+        with pytest.raises(ConfigError, match="retries must be a whole number, at least 0"):
             RemoteCodec("http://127.0.0.1:1", retries=retries)
     RemoteCodec("http://127.0.0.1:1", retries=np.int64(3)).close()
     for url in ("ftp://example.com", "127.0.0.1:8080", "http://"):
@@ -186,7 +186,7 @@ def test_a_request_with_a_bad_argument_fails_alone_with_a_config_error(tiny_mode
 
     img = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
     with Engine(Codec(tiny_model_path, threads=1)) as engine:
-        for kw, message in (({"timeout_s": "abc"}, "timeout_s must be a finite number above 0"),
+        for kw, message in (({"timeout_s": "abc"}, "timeout_s must be a finite number of seconds above 0"),
                             ({"timeout_s": float("nan")}, "timeout_s must be"),
                             ({"timeout_s": -1}, "timeout_s must be"),
                             ({"max_bpp": "abc"}, "max_bpp must be a positive number"),
@@ -233,7 +233,7 @@ def test_api_arguments_of_the_wrong_kind_are_vlmcodec_errors(tiny_model_path, tm
             CodecSet(given)
     assert len(CodecSet((codec,))) == 1 and len(CodecSet(iter([codec]))) == 1
     for sizes in (("100", 100), (None, 100), (100, 2.5), (100, True), (0, 10)):
-        with pytest.raises(ConfigError, match="memory_needed: sizes and count must be whole numbers"):
+        with pytest.raises(ConfigError, match="memory_needed's (height|width|count) must be a whole number, at least 1"):
             codec.memory_needed(*sizes)
     assert codec.memory_needed(np.int64(100), 130) == codec.memory_needed(100, 130)
     with pytest.raises(ConfigError, match="backend must be a backend's name"):

@@ -55,7 +55,7 @@ def test_errors_exit_2(tmp_path, tiny_model_path, capsys):
     for threads in ("-2", "0"):  # (-2 was torch's RuntimeError and a traceback)
         with pytest.raises(SystemExit) as e:
             main(["encode", str(notimg), "--threads", threads, "--model", str(tiny_model_path)])
-        assert e.value.code == 2 and "--threads: expected a positive integer" in capsys.readouterr().err
+        assert e.value.code == 2 and "--threads: expected a whole number, at least 1" in capsys.readouterr().err
 
 
 def test_one_bad_file_does_not_stop_the_others(tmp_path, rng, tiny_model_path, capsys):

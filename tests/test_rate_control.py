@@ -86,8 +86,8 @@ def test_budget_bytes_takes_bytes_or_bits_per_pixel():
     assert budget_bytes(768, 512, 5000, None) == 5000
     assert budget_bytes(768, 512, np.int64(5000), None) == 5000 and type(budget_bytes(1, 1, np.int64(9), None)) is int
     assert budget_bytes(768, 512, None, 0.25) == 768 * 512 * 0.25 / 8
-    for bytes_, bpp, message in [(None, None, "one of"), (10, 0.1, "one of"), (0, None, "positive integer"),
-                                 (1.5, None, "positive integer"), (True, None, "positive integer"),
+    for bytes_, bpp, message in [(None, None, "one of"), (10, 0.1, "one of"), (0, None, "max_bytes must be a whole number, at least 1"),
+                                 (1.5, None, "max_bytes must be a whole number, at least 1"), (True, None, "max_bytes must be a whole number, at least 1"),
                                  (None, -1.0, "positive number"), (None, float("nan"), "positive number")]:
         with pytest.raises(ConfigError, match=message):
             budget_bytes(64, 64, bytes_, bpp)

@@ -76,7 +76,7 @@ def test_idle_clients_are_forgotten_beyond_the_bound():
 
 @pytest.mark.parametrize("rate, burst, message", [
     (0, None, "positive"), (-1, None, "positive"), (float("nan"), None, "positive"), ("x", None, "a number"),
-    (1.0, 0, "integer >= 1"), (1.0, 1.5, "integer >= 1"), (None, 3, "needs a rate limit"),
+    (1.0, 0, "whole number, at least 1"), (1.0, 1.5, "whole number, at least 1"), (None, 3, "needs a rate limit"),
 ])
 def test_bad_limits_are_refused(rate, burst, message):
     with pytest.raises(ConfigError, match=message):

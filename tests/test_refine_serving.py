@@ -255,7 +255,7 @@ def test_a_refined_encode_larger_than_max_refine_pixels_is_refused(tiny_model_pa
             assert remote.encode(img, 50) == codec.encode(img, 50)  # unrefined: no such bound
             # at a consumer's scale the coded size fits: 24x36
             assert remote.encode(img, 50, refine=2, short_side=24) == codec.encode(img, 50, 24, refine=2)
-    with pytest.raises(ConfigError, match="max_refine_pixels must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="max_refine_pixels must be a whole number, at least 1"):
         with serving(tiny_model_path, max_refine_pixels=0):
             pass
 

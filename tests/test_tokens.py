@@ -86,8 +86,8 @@ def test_a_token_line_may_carry_the_clients_priority_and_refine_cap():
     ("a t rate=0", "positive"),
     ("a t burst=3", "burst= needs rate="),
     ("a t rate=1 rate=2", "given twice"),
-    ("a t rate=1 burst=0", "integer >= 1"),
-    ("a t rate=1 burst=1.5", "integer >= 1"),
+    ("a t rate=1 burst=0", "whole number, at least 1"),
+    ("a t rate=1 burst=1.5", "whole number, at least 1"),
     ("a t rate=unlimited burst=2", "takes no burst"),
 ])
 def test_a_malformed_limit_is_refused_with_its_line(line, message):

@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import math
-import numbers
 import ssl
 import threading
 import time
@@ -35,6 +33,7 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 
 from ..bitstream.container import as_bytes
+from ..checks import check_count, check_seconds
 from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
 from ..image_io import as_rgb_array
@@ -55,12 +54,8 @@ class RemoteCodec:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"expected an http:// or https://host:port URL, got {url!r}")
-        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
-            raise ConfigError(f"retries must be a whole number >= 0, got {retries!r}")
-        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real)
-                                      or not 0 < timeout_s < math.inf):
-            # (else http.client's "Timeout value out of range" at the first request)
-            raise ConfigError(f"timeout_s must be a finite number of seconds above 0 (or None), got {timeout_s!r}")
+        check_count("retries", retries, least=0)
+        check_seconds("timeout_s", timeout_s)  # (else http.client's "Timeout value out of range" at the first call)
         if ssl_context is not None and parts.scheme != "https":
             raise ConfigError("ssl_context needs an https:// URL")
         self._args = (url, timeout_s, retries, token)  # pickling (__reduce__)

@@ -53,6 +53,7 @@ import numpy as np
 
 from .. import rate_control, resample
 from ..bitstream import container
+from ..checks import check_count, check_number, check_seconds
 from ..codec import Codec, check_batch
 from ..errors import (BitstreamError, ConfigError, EngineDeadError, RequestError, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
@@ -87,24 +88,6 @@ def check_priority(priority) -> int:
     if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) or not lo <= priority <= hi:
         raise ConfigError(f"priority must be an int in [{lo}, {hi}] (higher runs first), got {priority!r}")
     return int(priority)
-
-
-def check_count(name: str, value) -> int:
-    """A setting that counts something (workers, a batch, a queue): a whole number, at least 1
-    (None, a string or NaN were TypeErrors and ValueErrors from the comparison; 2.5 was taken)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{name} must be a whole number, at least 1, got {value!r}")
-    return int(value)
-
-
-def check_timeout(timeout_s, name: str = "timeout_s") -> float | None:
-    """A request's or an engine's timeout (or a server's ``name``d one): None (none) or a finite
-    number of seconds above 0."""
-    if timeout_s is None:
-        return None
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real) or not 0 < timeout_s < math.inf:
-        raise ConfigError(f"{name} must be a finite number above 0 (or None: no timeout), got {timeout_s!r}")
-    return float(timeout_s)
 
 
 def _percentiles(ordered: list[float]) -> dict[str, float | int]:
@@ -146,9 +129,9 @@ class Engine:
         for name, value in (("max_batch", max_batch), ("workers", workers), ("network_workers", network_workers),
                             ("refine_workers", refine_workers), ("max_queue", max_queue)):
             check_count(name, value)
-        if max_delay_ms is not None and not (isinstance(max_delay_ms, (int, float)) and 0 <= max_delay_ms < math.inf):
-            raise ConfigError(f"max_delay_ms must be a finite number, at least 0, got {max_delay_ms!r}")
-        timeout_s = check_timeout(timeout_s)
+        if max_delay_ms is not None:
+            max_delay_ms = check_number("max_delay_ms", max_delay_ms)
+        timeout_s = check_seconds("timeout_s", timeout_s)
         if intra_op_threads is not None:
             import torch
 
@@ -210,7 +193,7 @@ class Engine:
         try:
             steps = self.codec.refine_steps(refine)
             priority = check_priority(priority)
-            timeout_s = check_timeout(timeout_s)
+            timeout_s = check_seconds("timeout_s", timeout_s)
             prep = self.codec.prepare(image, quality, short_side)
             if max_bytes is not None or max_bpp is not None:
                 budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
@@ -239,7 +222,7 @@ class Engine:
             data = container.as_bytes(data)
             side = resample.check_short_side(short_side)
             priority = check_priority(priority)
-            timeout_s = check_timeout(timeout_s)
+            timeout_s = check_seconds("timeout_s", timeout_s)
         except BitstreamError as e:  # StreamTypeError: a BitstreamError and a TypeError
             fut.set_exception(e)
             return fut

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from ..checks import check_count
 from ..errors import ConfigError, VlmcodecError
 
 MAX_CLIENTS = 10_000  # buckets kept before the full (idle) ones are dropped: IP keys are unbounded
@@ -49,9 +50,7 @@ def check_rate(rate: float | None, burst: int | None) -> tuple[float, int] | Non
         raise ConfigError(f"the rate limit must be a positive number of requests per second, got {rate}")
     if burst is None:
         burst = max(1, math.ceil(rate))
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-        raise ConfigError(f"the rate burst must be an integer >= 1, got {burst!r}")
-    return rate, burst
+    return rate, check_count("the rate burst", burst)
 
 
 def check_client_limits(limits: Mapping[str, Limit | None] | None,

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
-from ..errors import ConfigError
+from ..checks import check_count, check_number
 from .request import InflightRequest
 
 
 class Scheduler:
     def __init__(self, max_batch: int, max_delay: float):
-        if max_batch < 1:
-            raise ConfigError(f"max_batch must be >= 1, got {max_batch!r}")
-        if max_delay < 0:
-            raise ConfigError(f"max_delay must be >= 0, got {max_delay!r}")
-        self.max_batch = int(max_batch)
-        self.max_delay = float(max_delay)
+        self.max_batch = check_count("max_batch", max_batch)
+        self.max_delay = check_number("max_delay", max_delay)
         self._groups: OrderedDict[tuple, deque[InflightRequest]] = OrderedDict()
         self._count = 0
 

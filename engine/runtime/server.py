@@ -45,7 +45,8 @@ from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
 from ..image_io import check_png_level
 from ..refine import check_refine_steps
-from .engine import Engine, check_count, check_timeout
+from ..checks import check_count, check_seconds
+from .engine import Engine
 from .forwarded import client_key, trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
@@ -89,7 +90,7 @@ class CodecServer(ThreadingHTTPServer):
         if not (isinstance(quality, numbers.Real) and not isinstance(quality, bool) and 0 <= quality <= 100):
             raise ConfigError(f"quality must be a number in [0, 100], got {quality!r}")
         png_level = check_png_level(png_level)
-        check_timeout(idle_timeout, "idle_timeout")
+        check_seconds("idle_timeout", idle_timeout)
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):  # (failed at each connection)
             raise ConfigError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -104,8 +105,7 @@ class CodecServer(ThreadingHTTPServer):
         # the most refinement steps an /encode may ask (?refine=K); 0: none. A refined encode
         # takes seconds (~0.5 s a step at 256 px on 2 CPU cores; README) on the engine's refine workers
         self.max_refine = check_refine_steps(max_refine)
-        if isinstance(max_refine_pixels, bool) or not isinstance(max_refine_pixels, int) or max_refine_pixels < 1:
-            raise ConfigError(f"max_refine_pixels must be an integer >= 1, got {max_refine_pixels!r}")
+        max_refine_pixels = check_count("max_refine_pixels", max_refine_pixels)
         self.max_refine_pixels = max_refine_pixels  # coded pixels of one refined encode, at most
         # under a rate limit, an /encode?refine=K counts as 1 + refine_cost * K requests (0: as one)
         if isinstance(refine_cost, bool) or not isinstance(refine_cost, (int, float)) or not 0 <= refine_cost <= 100:
@@ -113,8 +113,7 @@ class CodecServer(ThreadingHTTPServer):
                               f"got {refine_cost!r}")
         self.refine_cost = float(refine_cost)
         self.idle_timeout = idle_timeout
-        if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
-            raise ConfigError(f"max_body must be a number of bytes, at least 1, got {max_body!r}")
+        max_body = check_count("max_body", max_body)  # bytes
         self.max_body = max_body
         self.png_level = png_level
         self.quiet = quiet

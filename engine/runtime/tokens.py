@@ -156,7 +156,7 @@ def _limit(option_words: list[str], where: str) -> tuple[float, int] | None:
     try:
         burst = int(options["burst"]) if "burst" in options else None
     except ValueError:
-        raise ConfigError(f"{where}: burst must be an integer >= 1, got {options['burst']!r}") from None
+        raise ConfigError(f"{where}: burst must be a whole number, at least 1, got {options['burst']!r}") from None
     try:
         return check_rate(options["rate"], burst)
     except ConfigError as e:

@@ -1,0 +1,68 @@
+"""Checks of settings given as Python values or command-line text.
+
+Each returns the value in its canonical type or raises ``ConfigError`` naming the setting (an
+argparse error for command-line text), so that a wrong value fails where it is given, in one
+wording across the package — not as a TypeError from a comparison deep inside, and not taken
+as something else (``True`` as 1, ``2.5`` as 2, a NaN as "no limit"). Imports no torch: the
+HTTP client uses it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import numbers
+from typing import Callable
+
+from .errors import ConfigError
+
+
+def is_whole(value: object) -> bool:
+    """Whether ``value`` is an integer (a NumPy one too), and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a real number (int, float, NumPy scalar), and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_count(name: str, value: object, *, least: int = 1, none: str | None = None) -> int | None:
+    """A setting that counts something (workers, a batch, bytes): a whole number, at least
+    ``least``; with ``none`` (what None means), None too."""
+    if value is None and none is not None:
+        return None
+    if not is_whole(value) or value < least:  # type: ignore[operator]
+        alternative = f" (or None: {none})" if none is not None else ""
+        raise ConfigError(f"{name} must be a whole number, at least {least}{alternative}, got {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def check_seconds(name: str, value: object, *, none: str = "no timeout") -> float | None:
+    """A timeout: None (``none``) or a finite number of seconds above 0."""
+    if value is None:
+        return None
+    if not is_real(value) or not 0 < value < math.inf:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be a finite number of seconds above 0 (or None: {none}), got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_number(name: str, value: object, *, least: float = 0.0) -> float:
+    """A finite number, at least ``least`` (a delay, a cost)."""
+    if not is_real(value) or not least <= value < math.inf:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be a finite number, at least {least:g}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def whole_number_arg(least: int = 1) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number, at least ``least`` (``1_000`` too)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number, at least {least}, got {text!r}")
+        return value
+
+    return parse

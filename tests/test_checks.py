@@ -1,0 +1,41 @@
+"""vlmcodec.checks: the shared checks of settings (one wording across the package)."""
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+
+from vlmcodec.checks import check_count, check_number, check_seconds, whole_number_arg
+from vlmcodec.errors import ConfigError
+
+
+def test_check_count_takes_whole_numbers_only():
+    assert check_count("n", 3) == 3 and type(check_count("n", np.int64(3))) is int
+    assert check_count("n", 0, least=0) == 0
+    assert check_count("n", None, none="the default") is None
+    for bad in (0, -1, 2.5, 3.0, True, False, "3", None, math.nan, [3], np.float32(2)):
+        with pytest.raises(ConfigError, match=r"^n must be a whole number, at least 1, got "):
+            check_count("n", bad)
+    with pytest.raises(ConfigError, match=r"at least 1 \(or None: the default\), got 0$"):
+        check_count("n", 0, none="the default")
+
+
+def test_check_seconds_and_number():
+    assert check_seconds("t", None) is None and check_seconds("t", 2) == 2.0 and check_seconds("t", np.float32(0.5)) == 0.5
+    for bad in (0, -1.0, math.inf, math.nan, True, "1", [1.0]):
+        with pytest.raises(ConfigError, match=r"^t must be a finite number of seconds above 0 \(or None: no timeout\)"):
+            check_seconds("t", bad)
+    assert check_number("d", 0) == 0.0 and check_number("d", 2.5, least=1) == 2.5
+    for bad in (-0.1, math.inf, math.nan, True, None, "0"):
+        with pytest.raises(ConfigError, match=r"^d must be a finite number, at least 0, got "):
+            check_number("d", bad)
+
+
+def test_whole_number_arg_parses_command_line_text():
+    parse = whole_number_arg(1)
+    assert parse("12") == 12 and parse("1_000") == 1000
+    for bad in ("0", "-3", "2.5", "x", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a whole number, at least 1, got"):
+            parse(bad)
+    assert whole_number_arg(0)("0") == 0
