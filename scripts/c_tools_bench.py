@@ -10,6 +10,11 @@ model file is read by each command, as a one-shot tool would) and each arm's str
 
     python scripts/c_tools_bench.py MODEL.vlmd IMAGE.ppm new=/tmp/b/kernels/decoder \\
         new_avx2=/tmp/b/kernels/decoder:VLMC_NO_AVX512=1 old=/tmp/old/kernels/decoder [--rounds 4] [--open]
+        [--short-side N]
+
+IMAGE may be any binary PPM or PGM ``vlmc_encode`` reads (16-bit ones too); ``--short-side N``
+codes it at a consumer's scale (``vlmc_encode --short-side``), where reading a large image is
+much of the command's time.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--quality", default="50")
     p.add_argument("--threads", default="2")
+    p.add_argument("--short-side", help="code at this consumer's short side (vlmc_encode --short-side)")
     p.add_argument("--out", help="write the figures here as JSON")
     p.add_argument("--open", action="store_true", help="time opening the model file alone (--info)")
     a = p.parse_args()
@@ -81,8 +87,9 @@ def main() -> int:
             env = {**os.environ, **extra}
             stream, pixels = work / f"{name}.vlmc", work / f"{name}.ppm"
             t0 = time.perf_counter()
+            scale = ["--short-side", a.short_side] if a.short_side else []
             subprocess.run([folder / "vlmc_encode", a.model, a.image, stream, "--quality", a.quality, "--threads",
-                            a.threads], check=True, capture_output=True, env=env)
+                            a.threads, *scale], check=True, capture_output=True, env=env)
             t1 = time.perf_counter()
             subprocess.run([folder / "vlmc_decode_latents", a.model, stream, "--image", pixels, "--threads", a.threads],
                            check=True, capture_output=True, env=env)
@@ -91,7 +98,8 @@ def main() -> int:
             times[name]["decode"].append(t2 - t1)
             hashes[name] = {"stream": hashlib.sha256(stream.read_bytes()).hexdigest()[:16],
                             "pixels": hashlib.sha256(pixels.read_bytes()).hexdigest()[:16]}
-    result = {"image": a.image, "quality": a.quality, "threads": a.threads, "rounds": a.rounds,
+    result = {"image": a.image, "quality": a.quality, "short_side": a.short_side, "threads": a.threads,
+              "rounds": a.rounds,
               "arms": {name: {"build": str(folder), "env": extra} for name, folder, extra in a.arms},
               "median_ms_per_command": {n: {k: round(statistics.median(v) * 1000, 1) for k, v in t.items()}
                                         for n, t in times.items()},

@@ -77,20 +77,27 @@ static const unsigned char *read_ppm(const unsigned char *data, size_t size, uin
     *width = (uint32_t)w, *height = (uint32_t)h;
     if (channels == 3 && maxval == 255) return data + p;
     n = (size_t)w * h;
-    unsigned char *rgb = malloc(n * 3);
-    if (rgb == NULL) return *why = "out of memory", NULL;
-    const unsigned char *in = data + p;
-    for (i = 0; i < n * channels; ++i) {
-        unsigned long v = bytes == 2 ? (unsigned long)in[2 * i] << 8 | in[2 * i + 1] : in[i];
+    /* each possible sample value's 8-bit value, once: not a double division per sample */
+    const unsigned long levels = bytes == 2 ? 65536 : 256;
+    unsigned char *rgb = malloc(n * 3), *lut = malloc(levels);
+    if (rgb == NULL || lut == NULL) return free(rgb), free(lut), *why = "out of memory", NULL;
+    for (i = 0; i < levels; ++i) {
+        unsigned long v = (unsigned long)i;
         if (channels == 1 && maxval > 255) { /* Pillow: 16-bit gray (mode I); vlmcodec: onto 8 bits */
             if (maxval != 65535) v = pnm_scale(v, maxval, 65535);
             v = (v * 255 + 32767) / 65535;
         } else if (maxval != 255) {
             v = pnm_scale(v, maxval, 255);
         }
-        if (channels == 3) rgb[i] = (unsigned char)v;
-        else rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = (unsigned char)v;
+        lut[i] = (unsigned char)v;
     }
+    const unsigned char *in = data + p;
+    for (i = 0; i < n * channels; ++i) {
+        const unsigned char v = lut[bytes == 2 ? (size_t)in[2 * i] << 8 | in[2 * i + 1] : in[i]];
+        if (channels == 3) rgb[i] = v;
+        else rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = v;
+    }
+    free(lut);
     *owned = rgb;
     return rgb;
 }
