@@ -54,6 +54,14 @@ def check_number(name: str, value: object, *, least: float = 0.0) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def check_in_range(name: str, value: object, lo: float, hi: float, *, unit: str = "") -> float:
+    """A number in [``lo``, ``hi``] (a quality, a cost); ``unit`` is said after the range."""
+    if not is_real(value) or not lo <= value <= hi:  # type: ignore[operator]
+        unit = f" ({unit})" if unit else ""
+        raise ConfigError(f"{name} must be a number in [{lo:g}, {hi:g}]{unit}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def whole_number_arg(least: int = 1) -> Callable[[str], int]:
     """An argparse ``type``: a whole number, at least ``least`` (``1_000`` too)."""
     def parse(text: str) -> int:

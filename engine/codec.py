@@ -31,7 +31,7 @@ from . import allocator, default_model_path, memory, rate_control, resample  # d
 from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
-from .checks import check_count
+from .checks import check_count, check_in_range, is_real
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BackendUnavailableError, BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
                      ResourceError, warn_refine_fallback)
@@ -72,13 +72,8 @@ class DecodedLatent:
     out_hw: tuple[int, int]  # the decoded image's size: the original's, or a consumer's (decode's short_side)
 
 
-def _is_number(value) -> bool:
-    """A real number (Python's or numpy's: np.int64, np.float32 ...), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
 def _broadcast(qualities, n: int) -> list:
-    if _is_number(qualities):
+    if is_real(qualities):
         return [qualities] * n
     if not isinstance(qualities, Iterable) or isinstance(qualities, (str, bytes)):  # (None, True: not iterable)
         raise ConfigError(f"qualities must be a number or one per image, got {qualities!r}")
@@ -319,10 +314,7 @@ class Codec:
         if arr.shape[0] * arr.shape[1] > self.max_pixels:
             raise ImageError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels exceeds this codec's max_pixels="
                              f"{self.max_pixels} (Codec(max_pixels=...) or --max-pixels raises it)")
-        if not _is_number(quality):
-            raise ConfigError(f"quality must be a number in [0, 100], got {quality!r}")
-        q = float(quality)
-        self.model.level_of_quality(q)  # validates the range
+        q = check_in_range("quality", quality, 0, 100)
         size = (int(arr.shape[0]), int(arr.shape[1]))
         with self._stage("resize"):
             pixels = resample.downscale(arr, resample.coded_size(*size, side))

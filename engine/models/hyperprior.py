@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..entropy import EntropyBottleneck, GaussianConditional
+from ..checks import check_in_range
 from ..errors import ConfigError
 from ..layers import GDN, conv, deconv
 from .pre_editor import PreEditor
@@ -145,9 +146,7 @@ class MeanScaleHyperprior(nn.Module):
 
     def level_of_quality(self, quality: float) -> float:
         """Map quality in [0, 100] (0 = smallest files) onto the anchor range [0, K−1]."""
-        if not (0.0 <= float(quality) <= 100.0) or math.isnan(float(quality)):
-            raise ConfigError(f"quality must be in [0, 100], got {quality!r}")
-        return float(quality) / 100.0 * (self.num_levels - 1)
+        return check_in_range("quality", quality, 0, 100) / 100.0 * (self.num_levels - 1)
 
     def gains(self, levels: Tensor) -> tuple[Tensor, Tensor]:
         """Per-item (gain, inv_gain) [B, M] for continuous levels [B] in [0, K−1], interpolated

@@ -29,7 +29,6 @@ without ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import json
-import numbers
 import queue
 import socket
 import ssl
@@ -45,7 +44,7 @@ from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
 from ..image_io import check_png_level
 from ..refine import check_refine_steps
-from ..checks import check_count, check_seconds
+from ..checks import check_count, check_in_range, check_seconds
 from .engine import Engine
 from .forwarded import client_key, trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
@@ -87,8 +86,7 @@ class CodecServer(ThreadingHTTPServer):
                  max_refine_pixels: int = DEFAULT_MAX_REFINE_PIXELS,
                  client_max_refine: Mapping[str, int] | None = None, refine_cost: float = 0.0):
         check_count("max_connections", max_connections)
-        if not (isinstance(quality, numbers.Real) and not isinstance(quality, bool) and 0 <= quality <= 100):
-            raise ConfigError(f"quality must be a number in [0, 100], got {quality!r}")
+        check_in_range("quality", quality, 0, 100)
         png_level = check_png_level(png_level)
         check_seconds("idle_timeout", idle_timeout)
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):  # (failed at each connection)
@@ -108,10 +106,7 @@ class CodecServer(ThreadingHTTPServer):
         max_refine_pixels = check_count("max_refine_pixels", max_refine_pixels)
         self.max_refine_pixels = max_refine_pixels  # coded pixels of one refined encode, at most
         # under a rate limit, an /encode?refine=K counts as 1 + refine_cost * K requests (0: as one)
-        if isinstance(refine_cost, bool) or not isinstance(refine_cost, (int, float)) or not 0 <= refine_cost <= 100:
-            raise ConfigError(f"refine_cost must be a number in [0, 100] (requests per refinement step), "
-                              f"got {refine_cost!r}")
-        self.refine_cost = float(refine_cost)
+        self.refine_cost = check_in_range("refine_cost", refine_cost, 0, 100, unit="requests per refinement step")
         self.idle_timeout = idle_timeout
         max_body = check_count("max_body", max_body)  # bytes
         self.max_body = max_body
