@@ -39,3 +39,14 @@ def test_whole_number_arg_parses_command_line_text():
         with pytest.raises(argparse.ArgumentTypeError, match="expected a whole number, at least 1, got"):
             parse(bad)
     assert whole_number_arg(0)("0") == 0
+
+
+def test_check_in_range():
+    from vlmcodec.checks import check_in_range
+
+    assert check_in_range("q", 0, 0, 100) == 0.0 and check_in_range("q", np.float32(100), 0, 100) == 100.0
+    for bad in (-0.01, 100.5, math.nan, True, "50", None):
+        with pytest.raises(ConfigError, match=r"^q must be a number in \[0, 100\], got "):
+            check_in_range("q", bad, 0, 100)
+    with pytest.raises(ConfigError, match=r"in \[0, 1\] \(a unit\), got 2"):
+        check_in_range("c", 2, 0, 1, unit="a unit")
