@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..entropy import EntropyBottleneck, GaussianConditional
 from ..checks import check_in_range
+from ..entropy import EntropyBottleneck, GaussianConditional
 from ..errors import ConfigError
 from ..layers import GDN, conv, deconv
 from .pre_editor import PreEditor
