@@ -1,5 +1,6 @@
-"""The README stays true: every command it shows parses, every flag it names exists, every file it
-points to is in the repository, and every Python call it shows fits the API's signatures.
+"""The README and its pages in docs/ stay true: every command they show parses, every flag they name
+exists, every file they point to is in the repository, every Python call fits the API's signatures,
+every C/C++ example compiles and every link reaches its page and heading.
 
 Commands are checked against the very parsers that would run them (captured at their
 ``parse_args``, so nothing is run); synopsis lines (``[--flag N]``, ``a|b``, ``IN...``) have their
@@ -25,6 +26,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 # the README and the documents it sends readers to
 _DOC_NAMES = ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
 DOCS = {name: (ROOT / name).read_text(encoding="utf-8") for name in _DOC_NAMES}
+# the README with its pages in docs/ (which continue its longer sections): examples are checked wherever they are
+ALL_DOCS = "\n".join(DOCS.values())
 
 # outputs of the commands it shows, and data fetched by them: not in a clone
 _GENERATED = ("data/", "runs/", "results/refine/cache")
@@ -186,7 +189,7 @@ def _shell_script_commands() -> list[tuple[str, str, bool]]:
     return out
 
 
-_COMMANDS = _command_lines(README)
+_COMMANDS = _command_lines(ALL_DOCS)
 _DOC_COMMANDS = [(doc, line, whole) for doc, text in DOCS.items() for line, whole in _command_lines(text)]
 _DOC_COMMANDS += _docstring_commands() + _shell_script_commands()
 # scripts/device_run.py X ARGS runs X as python would (on the GPU machine): X is what is checked
@@ -307,7 +310,7 @@ def _resolve(node: ast.expr, names: dict):
 def test_every_python_call_in_the_readme_fits_the_api():
     import vlmcodec
 
-    blocks = [body for lang, body in _fenced(README) if lang == "python"]
+    blocks = [body for lang, body in _fenced(ALL_DOCS) if lang == "python"]
     assert len(blocks) >= 4
     calls = 0
     for body in blocks:
@@ -365,11 +368,13 @@ def test_every_link_within_the_docs_reaches_its_heading(doc):
     assert doc != "README.md" or len(links) > 10
     broken = sorted({link for link in links if link not in anchors})
     assert not broken, f"{doc} links to headings that are not there: {broken}"
-    # links to another document's heading
-    for target, anchor in re.findall(r"\]\(((?:docs/)?[\w./-]+\.md)#([^)\s]+)\)", text):
-        other = DOCS.get(target) or DOCS.get(f"docs/{target}")
+    # links to another document (relative to this one's folder), and to a heading there
+    for target, _, anchor in re.findall(r"\]\(([\w./-]+\.md)(#([^)\s]+))?\)", text):
+        name = (ROOT / doc).parent.joinpath(target).resolve().relative_to(ROOT).as_posix()
+        other = DOCS.get(name)
         assert other is not None, f"{doc} links to {target}, not among the docs"
-        assert anchor in {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", _prose(other), re.M)}, (doc, target, anchor)
+        if anchor:
+            assert anchor in {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", _prose(other), re.M)}, (doc, target, anchor)
 
 
 # What each C or C++ example of the README takes from the code around it (keyed by a line of the
@@ -386,14 +391,14 @@ _C_CONTEXT = {
 }
 
 
-@pytest.mark.parametrize("index", range(sum(lang in ("c", "cpp") for lang, _ in _fenced(README))))
+@pytest.mark.parametrize("index", range(sum(lang in ("c", "cpp") for lang, _ in _fenced(ALL_DOCS))))
 def test_each_c_and_cpp_example_of_the_readme_compiles(index, tmp_path):
     """Against the installed headers, as a fragment inside a function: every function, type and
     constant it names exists and takes the arguments it is given (warnings are errors)."""
     import shutil
     import subprocess
 
-    lang, body = [(lang, body) for lang, body in _fenced(README) if lang in ("c", "cpp")][index]
+    lang, body = [(lang, body) for lang, body in _fenced(ALL_DOCS) if lang in ("c", "cpp")][index]
     compiler = shutil.which("g++" if lang == "cpp" else "gcc") or shutil.which("c++" if lang == "cpp" else "cc")
     if compiler is None:
         pytest.skip("no C/C++ compiler on this machine")
@@ -420,7 +425,7 @@ def test_each_toml_example_of_the_readme_is_a_valid_serve_config(tmp_path):
     value one its flag takes."""
     from vlmcodec.cli import apply_serve_config, build_parser
 
-    blocks = [body for lang, body in _fenced(README) if lang == "toml"]
+    blocks = [body for lang, body in _fenced(ALL_DOCS) if lang == "toml"]
     assert blocks
     for i, body in enumerate(blocks):
         path = tmp_path / f"serve{i}.toml"
