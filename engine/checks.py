@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
-from typing import Callable
+from typing import Callable, overload
 
 from .errors import ConfigError
 
@@ -27,6 +27,10 @@ def is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+@overload
+def check_count(name: str, value: object, *, least: int = ..., none: None = ...) -> int: ...
+@overload
+def check_count(name: str, value: object, *, least: int = ..., none: str) -> int | None: ...
 def check_count(name: str, value: object, *, least: int = 1, none: str | None = None) -> int | None:
     """A setting that counts something (workers, a batch, bytes): a whole number, at least
     ``least``; with ``none`` (what None means), None too."""
