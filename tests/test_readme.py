@@ -377,6 +377,30 @@ def test_every_link_within_the_docs_reaches_its_heading(doc):
             assert anchor in {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", _prose(other), re.M)}, (doc, target, anchor)
 
 
+# Quoted capitalised phrases of the docs that are not the names of sections: an error message and
+# an error's type, table columns and a term
+_QUOTED_NOT_SECTIONS = {"N of M files failed", "RateLimited", "Lite0 top-1", "Unfit", "RDO quantization"}
+
+
+def _titles(text: str) -> set[str]:
+    """A document's headings and the bold titles of its paragraphs and bullets."""
+    return ({h.strip() for h in re.findall(r"^#{1,6} (.+)$", _prose(text), re.M)}
+            | {t.strip() for t in re.findall(r"\*\*([^*\n]+?)\*\*", text)})
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_section_named_in_quotes_exists(doc):
+    """The docs send readers on by a section's name in quotes ("Large images", "Default model"):
+    each such name starts a heading or a paragraph's bold title in the README or a page of docs/
+    (their pages say where to look), so a section renamed or moved away is caught."""
+    titles = set().union(*(_titles(text) for text in DOCS.values()))
+    prose = re.sub(r"`[^`\n]*`", "", _prose(DOCS[doc]))
+    quoted = set(re.findall(r'"([A-Z][^"\n]{2,60})"', prose)) - _QUOTED_NOT_SECTIONS
+    assert doc != "README.md" or len(quoted) > 8
+    lost = sorted(q for q in quoted if not any(t.startswith(q.rstrip(".")) for t in titles))
+    assert not lost, f"{doc} names sections that are nowhere in the docs: {lost}"
+
+
 # What each C or C++ example of the README takes from the code around it (keyed by a line of the
 # example): the examples are fragments, compiled inside a function with these declarations
 _C_CONTEXT = {
