@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 import threading
 import time
@@ -183,8 +182,7 @@ class Codec:
         self.stream_fingerprint = loaded.stream_fingerprint[:8]
         self.tables = loaded.tables
         threads = check_count("threads", threads, none="the default")
-        if not (isinstance(max_pixels, numbers.Real) and not isinstance(max_pixels, bool)
-                and math.isfinite(max_pixels) and max_pixels >= 1):
+        if not (is_real(max_pixels) and math.isfinite(max_pixels) and max_pixels >= 1):
             raise ConfigError(f"max_pixels must be a number of pixels, at least 1, got {max_pixels!r}")
         if device is not None:
             _torch_device(device, "device")

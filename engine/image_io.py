@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import numbers
 import os
 import warnings
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .checks import is_real, is_whole
 from .errors import ConfigError, ImageError, VlmcodecWarning
 from .files import write_whole
 
@@ -122,8 +122,7 @@ def load_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> np
     H×W×3, upright per its EXIF orientation (ImageError when unreadable). Of an animation or a
     multi-page file, the first frame (with a VlmcodecWarning). ``max_pixels``: refuse larger
     images from their header, before decoding any pixel."""
-    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Real)
-                                   or not max_pixels >= 1):
+    if max_pixels is not None and (not is_real(max_pixels) or not max_pixels >= 1):
         raise ConfigError(f"max_pixels must be a number of pixels, at least 1 (or None), got {max_pixels!r}")
     if isinstance(path, (str, os.PathLike)):
         source = path = Path(path)
@@ -163,7 +162,7 @@ def _format_of(path: Path) -> str:
 
 def check_png_level(png_level) -> int:
     """A PNG's zlib level: a whole number in 0..9 (ConfigError otherwise)."""
-    if isinstance(png_level, bool) or not isinstance(png_level, numbers.Integral) or not 0 <= png_level <= 9:
+    if not is_whole(png_level) or not 0 <= png_level <= 9:
         raise ConfigError(f"png_level must be 0..9, got {png_level!r}")
     return int(png_level)
 

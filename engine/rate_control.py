@@ -14,10 +14,9 @@ the search runs on a fast proxy whose sizes it tracks, and the slow coder correc
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
-from .checks import check_count
+from .checks import check_count, is_real
 from .errors import BudgetError, ConfigError
 
 GRID = 100  # qualities in hundredths: what the container stores
@@ -33,7 +32,7 @@ def budget_bytes(width: int, height: int, max_bytes: int | None, max_bpp: float 
         raise ConfigError("give one of max_bytes and max_bpp")
     if max_bytes is not None:
         return check_count("max_bytes", max_bytes)
-    if isinstance(max_bpp, bool) or not isinstance(max_bpp, numbers.Real):  # ("0.1" was float()ed; [] a TypeError)
+    if not is_real(max_bpp):  # ("0.1" was float()ed; [] a TypeError)
         raise ConfigError(f"max_bpp must be a positive number, got {max_bpp!r}")
     bpp = float(max_bpp)
     if not math.isfinite(bpp) or bpp <= 0:

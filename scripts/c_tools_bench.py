@@ -81,13 +81,13 @@ def main() -> int:
     if a.open:
         return open_bench(a, work)
     times = {name: {"encode": [], "decode": []} for name, _, _ in a.arms}
+    scale = ["--short-side", a.short_side] if a.short_side else []
     hashes = {}
     for r in range(a.rounds):
         for name, folder, extra in (a.arms if r % 2 == 0 else list(reversed(a.arms))):
             env = {**os.environ, **extra}
             stream, pixels = work / f"{name}.vlmc", work / f"{name}.ppm"
             t0 = time.perf_counter()
-            scale = ["--short-side", a.short_side] if a.short_side else []
             subprocess.run([folder / "vlmc_encode", a.model, a.image, stream, "--quality", a.quality, "--threads",
                             a.threads, *scale], check=True, capture_output=True, env=env)
             t1 = time.perf_counter()

@@ -40,7 +40,6 @@ import atexit
 import bisect
 import itertools
 import math
-import numbers
 import threading
 import time
 import weakref
@@ -53,7 +52,7 @@ import numpy as np
 
 from .. import rate_control, resample
 from ..bitstream import container
-from ..checks import check_count, check_number, check_seconds
+from ..checks import check_count, check_number, check_seconds, is_whole
 from ..codec import Codec, check_batch
 from ..errors import (BitstreamError, ConfigError, EngineDeadError, RequestError, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
@@ -85,7 +84,7 @@ def default_max_delay_ms(codec: Codec) -> float:
 def check_priority(priority) -> int:
     """A request's priority: an int in ``PRIORITY_RANGE`` (higher runs first; 0 the default)."""
     lo, hi = PRIORITY_RANGE
-    if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) or not lo <= priority <= hi:
+    if not is_whole(priority) or not lo <= priority <= hi:
         raise ConfigError(f"priority must be an int in [{lo}, {hi}] (higher runs first), got {priority!r}")
     return int(priority)
 

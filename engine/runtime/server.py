@@ -42,9 +42,9 @@ from http.server import ThreadingHTTPServer
 
 from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
+from ..checks import check_count, check_in_range, check_seconds
 from ..image_io import check_png_level
 from ..refine import check_refine_steps
-from ..checks import check_count, check_in_range, check_seconds
 from .engine import Engine
 from .forwarded import client_key, trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
