@@ -21,10 +21,10 @@ import json
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import is_whole
 from .errors import ConfigError
 from .models.hyperprior import level_neighbours
 from .teacher.base import teacher_input_size, warn_if_slow_bfloat16
@@ -37,7 +37,7 @@ MAX_REFINE_STEPS = 1000
 
 def check_refine_steps(steps) -> int:
     """Validate a number of refinement steps (0 = off)."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= int(steps) <= MAX_REFINE_STEPS:
+    if not is_whole(steps) or not 0 <= steps <= MAX_REFINE_STEPS:
         raise ConfigError(f"refine must be an int in [0, {MAX_REFINE_STEPS}] (steps), got {steps!r}")
     return int(steps)
 
@@ -46,13 +46,16 @@ def check_refine_views(views) -> tuple[int, ...] | None:
     """Validate refinement teacher views: None, or short sides in pixels (at most 4, 14..1024)."""
     if views is None:
         return None
+    if isinstance(views, (str, bytes)):
+        raise ConfigError(f"refine_views must be a sequence of short sides in pixels, got {views!r}")
     try:
-        out = tuple(int(v) for v in views)
-    except (TypeError, ValueError):
+        sides = tuple(views)
+    except TypeError:
         raise ConfigError(f"refine_views must be a sequence of short sides in pixels, got {views!r}") from None
-    if not 1 <= len(out) <= 4 or any(not 14 <= v <= 1024 for v in out) or any(isinstance(v, bool) for v in views):
-        raise ConfigError(f"refine_views must be 1 to 4 short sides in [14, 1024] px, got {views!r}")
-    return out
+    # 224.7 or "224" is refused rather than taken as 224 (checks.py's rule)
+    if not 1 <= len(sides) <= 4 or any(not is_whole(v) or not 14 <= v <= 1024 for v in sides):
+        raise ConfigError(f"refine_views must be 1 to 4 whole short sides in [14, 1024] px, got {views!r}")
+    return tuple(int(v) for v in sides)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import is_whole
 from .errors import ConfigError
 
 MIN_SHORT_SIDE = 16
@@ -37,7 +38,7 @@ def check_short_side(short_side) -> int | None:
     """Validate a ``short_side`` option (None, or an integer ≥ MIN_SHORT_SIDE)."""
     if short_side is None:
         return None
-    if isinstance(short_side, bool) or not isinstance(short_side, (int, np.integer)) or short_side < MIN_SHORT_SIDE:
+    if not is_whole(short_side) or short_side < MIN_SHORT_SIDE:
         raise ConfigError(f"short_side must be None or an integer >= {MIN_SHORT_SIDE}, got {short_side!r}")
     return int(short_side)
 

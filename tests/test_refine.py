@@ -121,7 +121,7 @@ def test_refine_views(tiny_model_path, rng):
     assert codec.refine_views == (224, 336)
     codec.encode(smooth_image(rng, 64, 64), 50)
     assert codec._refiner.objective.teacher_short_sides == (224, 336)
-    for bad in ([], [0], [224, True], "224", [224] * 5):
+    for bad in ([], [0], [224, True], "224", [224] * 5, [224.7], ["224"], 224, [None]):
         with pytest.raises(ValueError, match="refine_views"):
             Codec(tiny_model_path, refine_views=bad)
     teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=1, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
