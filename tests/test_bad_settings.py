@@ -141,6 +141,31 @@ def test_an_engine_left_running_at_exit_is_shut_down(tmp_path):
     assert "leaked" not in run.stderr, run.stderr[-2000:]
 
 
+@pytest.mark.parametrize("how", ["never served", "served on a thread, a keep-alive client"])
+def test_a_server_left_open_at_exit_lets_go_of_its_codec(tmp_path, how):
+    """A program that ends without closing its CodecServer: no daemon thread (the refusing one, the
+    serving one, a keep-alive connection's) is frozen holding the codec, so nanobind reports no
+    "leaked" rANS tables; one served on a thread was stopped at exit (its connection closed)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "left_open.py"
+    lines = ["import numpy as np",
+             "from vlmcodec import Codec",
+             "from vlmcodec.runtime import Engine, RemoteCodec",
+             "from vlmcodec.runtime.server import CodecServer, serve_in_thread",
+             "server = CodecServer(Engine(Codec(threads=1)), port=0)"]
+    if how != "never served":
+        lines += ["serve_in_thread(server)",
+                  "remote = RemoteCodec(server.url)",
+                  "print(len(remote.encode(np.zeros((64, 64, 3), np.uint8), 50)) > 0, flush=True)"]
+    script.write_text("\n".join(lines) + "\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ([] if how == "never served" else ["True"])
+    assert "leaked" not in run.stderr, run.stderr[-2000:]
+
+
 def test_random_codec_settings_and_encode_arguments_work_or_raise_a_vlmcodec_error(tiny_model_path):
     """Codec(...) and encode(...) given 1-2 settings of every kind of value (zero, negative,
     huge, NaN, infinity, strings, booleans, lists, tables, None, numpy integers): they work or raise

@@ -28,6 +28,7 @@ without ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
+import atexit
 import json
 import queue
 import socket
@@ -35,14 +36,15 @@ import ssl
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 
+from ..checks import check_count, check_in_range, check_seconds
 from ..codec_set import CodecSet
 from ..errors import ConfigError, ModelMismatchError
-from ..checks import check_count, check_in_range, check_seconds
 from ..image_io import check_png_level
 from ..refine import check_refine_steps
 from .engine import Engine
@@ -138,7 +140,10 @@ class CodecServer(ThreadingHTTPServer):
         self.abandoned = 0  # requests whose client hung up while they waited (cancelled if not begun)
         self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name
         super().__init__((host, port), RequestHandler)
-        self._refuser = threading.Thread(target=self._refuse_loop, name="vlmcodec-http-refuse", daemon=True)
+        # the thread holds the server weakly: a server never closed (a script that just ends) is
+        # then not kept alive by a daemon thread frozen at exit, with its codec's native tables
+        self._refuser = threading.Thread(target=_refuse_loop, args=(self._refusals, weakref.ref(self)),
+                                         name="vlmcodec-http-refuse", daemon=True)
         self._refuser.start()
 
     def count_client(self, name: str) -> None:
@@ -265,15 +270,6 @@ class CodecServer(ThreadingHTTPServer):
             self.connections -= 1
             self._connections_lock.notify_all()
 
-    def _refuse_loop(self) -> None:
-        while (sock := self._refusals.get()) is not None:
-            try:
-                _refuse(sock, self.max_connections)
-            except OSError:
-                pass  # the client left: nothing to answer
-            finally:
-                self.shutdown_request(sock)
-
     def server_close(self, drain_s: float = 30.0) -> None:
         """Stop listening and close the connections: idle keep-alive ones at once, those with a
         request in flight once it is answered (waiting up to ``drain_s`` seconds for them), so
@@ -302,6 +298,23 @@ class CodecServer(ThreadingHTTPServer):
                 self.shutdown_request(sock)
 
 
+def _refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
+    """The refusing thread: answers each connection over the bound until a None (or the server
+    is gone)."""
+    while (sock := refusals.get()) is not None:
+        server = server_ref()
+        if server is None:
+            sock.close()
+            return
+        try:
+            _refuse(sock, server.max_connections)
+        except OSError:
+            pass  # the client left: nothing to answer
+        finally:
+            server.shutdown_request(sock)
+            del server
+
+
 def _refuse(sock: socket.socket, limit: int) -> None:
     """Answer 503 on a connection over the bound, reading (and dropping) what the client sends
     meanwhile: closing a socket with unread data resets the connection, and the client would see
@@ -328,10 +341,31 @@ def _refuse(sock: socket.socket, limit: int) -> None:
             break
 
 
+# servers serve_in_thread started, for the interpreter's exit (_stop_served)
+_served: weakref.WeakSet = weakref.WeakSet()
+
+
+def _stop_served() -> None:
+    """At the interpreter's exit, stop every server serve_in_thread left serving and close its
+    connections: their daemon threads would otherwise be frozen holding the server, its engines
+    and their codecs (whose rANS tables nanobind then reports as leaked)."""
+    for server in list(_served):
+        try:
+            server.shutdown()
+            server.server_close(drain_s=1.0)
+        except Exception:  # (exiting: nothing to report to)
+            pass
+
+
+atexit.register(_stop_served)  # registered after the engines' own: runs before it
+
+
 def serve_in_thread(server: CodecServer) -> threading.Thread:
-    """Run ``server`` on a daemon thread (tests, notebooks); stop it with ``server.shutdown()``."""
+    """Run ``server`` on a daemon thread (tests, notebooks); stop it with ``server.shutdown()``
+    (a server still serving when the interpreter exits is stopped then)."""
     thread = threading.Thread(target=server.serve_forever, name="vlmcodec-http", daemon=True)
     thread.start()
+    _served.add(server)
     return thread
 
 
