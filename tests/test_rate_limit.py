@@ -212,3 +212,9 @@ def test_a_reload_changes_a_clients_limit_with_its_line(tiny_model_path, rng, tm
             assert "reloaded" in capsys.readouterr().err
             for _ in range(3):
                 app.encode(img, quality=50)
+
+
+@pytest.mark.parametrize("bad", [0, 2.5, True, None])
+def test_max_clients_is_checked(bad):
+    with pytest.raises(ConfigError, match="max_clients must be a whole number, at least 1"):
+        RateLimiter(1.0, 1, max_clients=bad)

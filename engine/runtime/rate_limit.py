@@ -81,7 +81,7 @@ class RateLimiter:
                  max_clients: int = MAX_CLIENTS):
         self.limit: Limit | None = check_rate(rate, burst)
         self._clock = clock
-        self._max_clients = int(max_clients)
+        self._max_clients = check_count("max_clients", max_clients)
         self._buckets: dict[str, tuple[float, float, Limit]] = {}  # key -> (requests held, when, its limit)
         self._lock = threading.Lock()
 
