@@ -131,6 +131,10 @@ def main() -> int:
             if run.returncode not in (0, 2) or "Sanitizer" in run.stderr or "runtime error" in run.stderr:
                 print(f"stream {i} (kind {kind}): exit {run.returncode}\n{run.stderr[-3000:]}")
                 return 1
+            if run.returncode == 0 and kind < 2:  # truncated or flipped under the old CRC: it must catch them
+                print(f"stream {i} (kind {kind}: {'truncated' if kind == 0 else 'a bit flipped'}, CRC not "
+                      f"recomputed) was decoded: the CRC check missed it")
+                return 1
             exits[run.returncode] = exits.get(run.returncode, 0) + 1
     t1 = time.time()
     writes = write_fuzz(tool.with_name("vlmc_write_stream"), tool, model_file, codec, work, a.writes, r)
@@ -158,7 +162,7 @@ def main() -> int:
     if models is None:
         return 1
     print(f"{len(streams)} intact streams at 5 consumer sizes, then {a.streams} damaged streams, latents, image "
-          f"and image at 20 px each: exits {exits}, no sanitizer report, "
+          f"and image at 20 px each: exits {exits} (0 only behind a recomputed CRC), no sanitizer report, "
           f"{t1 - t0:.0f} s; the writer on {a.writes} random latents: {writes}, {t2 - t1:.0f} s{searches}; "
           f"the image encoder on {a.encodes} random images: {encodes}, {t4 - t3:.0f} s; "
           f"damaged model files: {models}, {time.time() - t4:.0f} s")
