@@ -4,8 +4,10 @@ forward + backward of rate + MSE, batch 4 of 256² crops) or the teacher (a DINO
 random weights, token distortion over layers 3/6/9/12 and its gradient with respect to the
 input, batch 4 at SIDE², 112 being the training recipe's view of a 256² crop).
 
-    python scripts/compile_probe.py codec eager;    python scripts/compile_probe.py codec compile
-    python scripts/compile_probe.py teacher eager;  python scripts/compile_probe.py teacher compile
+    python scripts/compile_probe.py codec eager
+    python scripts/compile_probe.py codec compile
+    python scripts/compile_probe.py teacher eager
+    python scripts/compile_probe.py teacher compile --side 112
 
 Prints the first step (compilation included) and the median and best of 8 timed steps after
 2 warm-up steps. Run the two modes one after the other on a quiet machine and compare.
