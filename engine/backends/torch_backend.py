@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ..banding import NETWORK_BAND_PIXELS, RowGeometry, banded, row_geometry
 from ..errors import BackendUnavailableError
 from ..layers import GDN, FoldedGDN, SubPixelConv
+from ..torch_threads import set_torch_threads
 
 
 def optimize_for_inference(seq: nn.Sequential) -> nn.Sequential:
@@ -46,8 +47,7 @@ class TorchBackend:
     def __init__(self, model, device: str = "cpu", threads: int | None = None, optimize: bool = True):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"{self.name} backend on CUDA requested but no CUDA device is available")
-        if threads:
-            torch.set_num_threads(int(threads))
+        set_torch_threads(threads)  # (one in a process forked after torch ran on several: torch_threads.py)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self._streams: dict[int, "torch.cuda.Stream"] = {}

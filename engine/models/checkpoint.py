@@ -31,6 +31,7 @@ from safetensors.torch import save
 
 from ..errors import ConfigError, ModelNotFoundError
 from ..files import write_whole
+from ..torch_threads import note_torch_use
 from .hyperprior import DECODER_PARTS, MeanScaleHyperprior, ModelConfig
 
 if TYPE_CHECKING:
@@ -208,6 +209,7 @@ def load_model(path: str | Path) -> LoadedModel:
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"a model is the path of a .safetensors model file, got {type(path).__name__}")
     path = Path(path)
+    note_torch_use()  # (its checks and the module's making run torch: torch_threads.py)
     tensors, meta = read_safetensors(path)
     config, fp, identity = _checked(path, tensors, meta)
     model = MeanScaleHyperprior(config)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import ssl
 import threading
 import time
@@ -66,6 +67,11 @@ class RemoteCodec:
         self._https = parts.scheme == "https"
         self._ssl_context = ssl_context
         self._headers = {"Authorization": f"Bearer {token.strip()}"} if token else {}
+        self._new_connections()
+
+    def _new_connections(self) -> None:
+        """No connection yet (made by this process: _connection)."""
+        self._pid = os.getpid()
         self._local = threading.local()
         # every live thread's, for close(); weak, so that a finished thread's goes with it
         self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
@@ -85,6 +91,7 @@ class RemoteCodec:
         """Close every thread's kept-alive connection (each holds one of the server's
         ``--max-connections`` while open). Call it with no request in flight; a later call
         connects again."""
+        self._forget_inherited()
         with self._open_lock:
             conns, self._open = list(self._open), weakref.WeakSet()
         for conn in conns:
@@ -202,7 +209,19 @@ class RemoteCodec:
             return payload, headers
         raise AssertionError("unreachable")
 
+    def _forget_inherited(self) -> None:
+        """In a process forked from the one that connected, its kept-alive sockets are the
+        parent's too, and requests of both on one socket would read each other's answers: this
+        process's copies are closed (the parent's stay open), without the lock, which a thread of
+        the parent may have held at the fork."""
+        if self._pid != os.getpid():
+            inherited = list(self._open)
+            self._new_connections()
+            for conn in inherited:
+                conn.close()
+
     def _connection(self) -> http.client.HTTPConnection:
+        self._forget_inherited()
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self._https:

@@ -40,6 +40,7 @@ import atexit
 import bisect
 import itertools
 import math
+import os
 import threading
 import time
 import weakref
@@ -132,9 +133,9 @@ class Engine:
             max_delay_ms = check_number("max_delay_ms", max_delay_ms)
         timeout_s = check_seconds("timeout_s", timeout_s)
         if intra_op_threads is not None:
-            import torch
+            from ..torch_threads import set_torch_threads
 
-            torch.set_num_threads(check_count("intra_op_threads", intra_op_threads))  # process-wide: documented in the class doc
+            set_torch_threads(check_count("intra_op_threads", intra_op_threads))  # process-wide: documented in the class doc
         self.codec = codec if codec is not None else Codec()
         self.max_queue = int(max_queue)
         self.block = bool(block)
@@ -159,6 +160,7 @@ class Engine:
         self._closed = False      # no new requests
         self._draining = False    # finish what is queued, then stop
         self._stopped = False
+        self._pid = os.getpid()  # its threads live in this process alone (_check_process)
         self.stats = {"batches": 0, "batched_items": 0, "ok": 0, "failed": 0, "max_batch_seen": 0, "refined": 0}
         # seconds from submit to result of the last LATENCY_WINDOW successful requests, per kind
         self._latencies = {kind: deque(maxlen=LATENCY_WINDOW) for kind in LATENCY_KINDS}
@@ -323,6 +325,7 @@ class Engine:
         costs ~1 s more than the next (the teacher's and autograd's first passes). Returns one
         record per (mode, coded size, batch size): wall seconds or the skip reason.
         """
+        self._check_process()
         if self._closed:
             raise EngineDeadError("engine is shut down; create a new Engine")
         samples = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -414,6 +417,9 @@ class Engine:
 
     def shutdown(self, drain: bool = True, timeout_s: float | None = None) -> None:
         """Stop accepting requests; finish queued ones (``drain``) or fail them with EngineDeadError."""
+        if os.getpid() != self._pid:  # a forked copy: nothing of it runs here, and its locks may be held
+            self._closed = self._stopped = True
+            return
         with self._cv:
             if self._stopped:
                 return
@@ -475,7 +481,16 @@ class Engine:
         t = timeout_s if timeout_s is not None else self.timeout_s
         return None if t is None else now + t
 
+    def _check_process(self) -> None:
+        """Refuse use from a process forked from the engine's: its threads are not there, and a
+        request would wait for ever (before any lock: one held at the fork is never released)."""
+        if os.getpid() != self._pid:
+            raise EngineDeadError(f"this Engine was started in process {self._pid}; process {os.getpid()} was "
+                                  "forked from it and has none of its threads: make an Engine in this process "
+                                  "(or start workers with multiprocessing's 'spawn' or 'forkserver' method)")
+
     def _admit(self) -> None:
+        self._check_process()
         with self._cv:
             while True:
                 if self._closed:

@@ -28,6 +28,7 @@ from ..errors import BackendUnavailableError, ConfigError, TrainingDivergedError
 from ..models import MeanScaleHyperprior, ModelConfig
 from ..models.hyperprior import DECODER_PARTS, ENCODER_PARTS
 from ..models.checkpoint import StreamIdentity, not_finite, stream_identity_of
+from ..torch_threads import set_torch_threads
 from .data import CropSampler
 from .loss import rd_loss
 from .weights import load_weights_into, save_weights
@@ -294,8 +295,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     cfg.check()
     if cfg.nice:
         os.nice(cfg.nice)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_torch_threads(cfg.threads or None)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

@@ -1,0 +1,71 @@
+"""Torch's CPU threads as a codec sets them, and what ``fork()`` does to them.
+
+PyTorch's CPU builds run their intra-op parallel work on GNU OpenMP, whose thread pool does not
+survive ``fork()``: a process forked from one that has run a parallel region hangs in its own
+first one, for good (multiprocessing's default start method on Linux before Python 3.14,
+``gunicorn --preload``, a bare ``os.fork()``). Once this process has run torch work for vlmcodec
+(a model loaded, whatever the backend) on more than one thread, a child forked from it runs torch
+on one thread, which is safe, and a codec made in that child asking for more gets one, with a
+warning. Children started by the ``spawn`` or ``forkserver`` method start clean and are not
+touched.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+
+from .errors import VlmcodecWarning
+
+# this process (or one it was forked from) had torch on several OpenMP threads for a codec
+_threads_started = False
+# this process was forked after that: torch's OpenMP threads cannot start here
+_forked_after = False
+
+
+@functools.lru_cache(maxsize=None)
+def _on_openmp() -> bool:
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads (process-wide; None: leave them as they are). In a process
+    forked after a codec had torch on several threads, one thread, with a warning when more
+    were asked for."""
+    if threads and threads > 1 and _forked_after:
+        warnings.warn(f"this process was forked from one whose torch ran on several OpenMP threads, which "
+                      f"cannot start again here (they would hang): torch runs on 1 thread, not {threads}; start "
+                      "worker processes with multiprocessing's 'spawn' or 'forkserver' method to use more",
+                      VlmcodecWarning, stacklevel=3)
+        threads = 1
+    if threads:
+        torch.set_num_threads(int(threads))
+    note_torch_use()
+
+
+def note_torch_use() -> None:
+    """Record that this process runs torch work for vlmcodec (loading a model, any backend) on
+    torch's present threads: a child forked later then keeps torch on one."""
+    global _threads_started
+    if not _forked_after and torch.get_num_threads() > 1 and _on_openmp():
+        _threads_started = True
+
+
+def forked_after_threads() -> bool:
+    """Whether this process was forked after a codec had torch on several threads (torch then
+    runs on one thread here)."""
+    return _forked_after
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after
+    if _threads_started:
+        _forked_after = True
+        torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,125 @@
+"""Codecs, engines and remote codecs in processes forked from the one that made them
+(multiprocessing's default start method on Linux, gunicorn --preload): each either works or
+says why, never hangs. Every case runs in a script of its own (a fresh interpreter forking),
+each child with a deadline."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork() on this platform")
+
+PRELUDE = textwrap.dedent("""
+    import multiprocessing as mp, os, sys, warnings
+    import numpy as np
+    import torch
+    import vlmcodec
+    from vlmcodec import Codec
+    img = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
+
+    def in_child(fn, *args):
+        # fn's result from a forked child, or 'HUNG' past the deadline
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=lambda: q.put(fn(*args)))
+        p.start()
+        p.join(90)
+        if p.is_alive():
+            p.kill()
+            return "HUNG"
+        return q.get(timeout=5)
+""")
+
+
+def run_script(body: str) -> list[str]:
+    run = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], capture_output=True, text=True,
+                         timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.split("\n")
+
+
+def test_a_codec_works_in_a_child_forked_after_it_ran_on_two_threads():
+    """torch's OpenMP threads cannot start again in such a child (its first parallel region
+    hung for good): there torch runs on one thread, the inherited codec and a new one give the
+    parent's bytes, and the new one's request for two threads is answered with a warning."""
+    out = run_script("""
+        codec = Codec(threads=2)
+        ref = codec.encode(img, 50)
+
+        def child():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fresh = Codec(threads=2)
+                same = codec.encode(img, 50) == ref and fresh.encode(img, 50) == ref
+                decoded = codec.decode(ref).shape == img.shape
+            return (same, decoded, torch.get_num_threads(), [str(w.message) for w in caught])
+
+        print(repr(in_child(child)))
+        print(codec.encode(img, 50) == ref, torch.get_num_threads())
+    """)
+    same, decoded, threads, warned = eval(out[0])
+    assert (same, decoded, threads) == (True, True, 1)
+    assert len(warned) == 1 and "forked" in warned[0] and "not 2" in warned[0] and "spawn" in warned[0]
+    assert out[1] == "True 2"  # the parent keeps its threads
+
+
+def test_a_child_forked_before_any_torch_work_keeps_its_threads():
+    out = run_script("""
+        torch.set_num_threads(2)
+        print(in_child(torch.get_num_threads))
+        Codec(threads=2)
+        print(in_child(torch.get_num_threads))
+    """)
+    assert out[:2] == ["2", "1"]
+
+
+def test_an_engine_used_in_a_forked_child_says_it_has_no_threads_there():
+    """Its threads live in the parent alone: a request from the child waited for ever; now it is
+    refused with EngineDeadError naming both processes. The parent's engine works on."""
+    out = run_script("""
+        from vlmcodec.runtime import Engine
+        from vlmcodec.runtime.engine import EngineDeadError
+        engine = Engine(Codec(threads=1))
+        ref = engine.submit_encode(img, 50).result()
+
+        def child():
+            try:
+                engine.submit_encode(img, 50).result(timeout=60)
+                return "answered"
+            except EngineDeadError as e:
+                engine.shutdown()  # (a no-op there: the parent's engine is not touched)
+                return str(e)
+
+        print(in_child(child))
+        print(engine.submit_encode(img, 50).result() == ref)
+        engine.shutdown()
+    """)
+    assert "was forked from it" in out[0] and str(out[0]).startswith("this Engine was started in process")
+    assert out[1] == "True"
+
+
+def test_a_remote_codec_used_in_forked_children_opens_their_own_connections():
+    """The parent's kept-alive socket is inherited: children sharing it read each other's
+    answers (they hung). Three children at once and the parent after them all get theirs."""
+    out = run_script("""
+        from vlmcodec.runtime import Engine, RemoteCodec
+        from vlmcodec.runtime.server import running_server
+        with running_server(Engine(Codec(threads=1)), port=0) as server:
+            remote = RemoteCodec(server.url)
+            ref = remote.encode(img, 50)
+
+            def child(i):
+                sizes = [(64 + 8 * i, 96 - 8 * i)] * 4
+                got = [remote.decode(remote.encode(np.zeros((h, w, 3), np.uint8) + i, 50)).shape[:2] for h, w in sizes]
+                return got == sizes
+
+            ctx = mp.get_context("fork")
+            with ctx.Pool(3) as pool:
+                result = pool.map_async(child, range(3))
+                print(result.get(timeout=120))
+            print(remote.encode(img, 50) == ref)
+            remote.close()
+    """)
+    assert out[:2] == ["[True, True, True]", "True"]
