@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import threading
 
 from .console import env_switch
@@ -40,6 +41,17 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 _lock = threading.Lock()
+
+
+def _new_lock() -> None:
+    # a forked child gets a free lock: another thread of the parent may have held this one
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
+
 _state: dict[str, bool | None] = {"tuned": None, "one_arena": None}  # None: not tried yet
 
 

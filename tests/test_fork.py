@@ -123,3 +123,26 @@ def test_a_remote_codec_used_in_forked_children_opens_their_own_connections():
             remote.close()
     """)
     assert out[:2] == ["[True, True, True]", "True"]
+
+
+def test_module_calls_work_in_a_child_forked_while_another_thread_held_their_lock():
+    """vlmcodec.encode's codec cache is guarded by a lock; a child forked while another thread
+    of the parent held it waited on it for ever (the holder is not in the child)."""
+    out = run_script("""
+        import threading
+        vlmcodec.encode(img, 50)
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with vlmcodec._codecs_lock:
+                held.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait()
+        print(in_child(lambda: len(vlmcodec.encode(img, 50)) > 0))
+        release.set()
+        holder.join()
+    """)
+    assert out[0] == "True"
