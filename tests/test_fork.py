@@ -146,3 +146,26 @@ def test_module_calls_work_in_a_child_forked_while_another_thread_held_their_loc
         holder.join()
     """)
     assert out[0] == "True"
+
+
+def test_a_forked_child_that_exits_normally_leaves_the_parents_server_alone():
+    """A bare os.fork() child ending through sys.exit runs the exit handlers: stopping a server
+    serve_in_thread started in the parent waited there for ever for a loop that runs in the
+    parent. The child ends; the parent's server still answers."""
+    out = run_script("""
+        import signal
+        from vlmcodec.runtime import Engine, RemoteCodec
+        from vlmcodec.runtime.server import CodecServer, serve_in_thread
+        server = CodecServer(Engine(Codec(threads=1)), port=0)
+        serve_in_thread(server)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)  # (a hang ends the child with SIGALRM, not 0)
+            sys.exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        print(len(RemoteCodec(server.url).encode(img, 50)) > 0)
+        server.shutdown()
+        server.server_close()
+    """)
+    assert out[:2] == ["0", "True"]

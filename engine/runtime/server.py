@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import queue
 import socket
 import ssl
@@ -341,15 +342,20 @@ def _refuse(sock: socket.socket, limit: int) -> None:
             break
 
 
-# servers serve_in_thread started, for the interpreter's exit (_stop_served)
-_served: weakref.WeakSet = weakref.WeakSet()
+# servers serve_in_thread started, for the interpreter's exit (_stop_served): server -> the
+# process serving it
+_served: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _stop_served() -> None:
-    """At the interpreter's exit, stop every server serve_in_thread left serving and close its
-    connections: their daemon threads would otherwise be frozen holding the server, its engines
-    and their codecs (whose rANS tables nanobind then reports as leaked)."""
-    for server in list(_served):
+    """At the interpreter's exit, stop every server serve_in_thread left serving in this process
+    and close its connections: their daemon threads would otherwise be frozen holding the server,
+    its engines and their codecs (whose rANS tables nanobind then reports as leaked). A process
+    forked from the serving one leaves them alone (shutdown() would wait there for ever for a
+    serving loop that runs in the parent)."""
+    for server, pid in list(_served.items()):
+        if pid != os.getpid():
+            continue
         try:
             server.shutdown()
             server.server_close(drain_s=1.0)
@@ -365,7 +371,7 @@ def serve_in_thread(server: CodecServer) -> threading.Thread:
     (a server still serving when the interpreter exits is stopped then)."""
     thread = threading.Thread(target=server.serve_forever, name="vlmcodec-http", daemon=True)
     thread.start()
-    _served.add(server)
+    _served[server] = os.getpid()
     return thread
 
 
