@@ -577,3 +577,14 @@ def test_warmup_with_refine_runs_one_refined_encode_per_coded_size_on_a_refine_w
     assert [(r["coded_size"], r["batch"]) for r in refined] == [((64, 64), 1), ((64, 128), 1)]
     assert all(r["seconds"] > 0 for r in refined)
     assert len(threads) == 2 and all(name.startswith("vlmcodec-refine") and steps == 1 for name, steps in threads)
+
+
+def test_an_engine_does_not_pickle_and_says_what_to_send_instead(tiny_model_path):
+    """Sent to a spawn worker it failed with "cannot pickle '_thread.RLock' object"."""
+    import pickle
+
+    from vlmcodec import Codec
+
+    with Engine(Codec(tiny_model_path, threads=1)) as engine:
+        with pytest.raises(TypeError, match="an Engine does not pickle.*make an Engine in each"):
+            pickle.dumps(engine)

@@ -445,6 +445,11 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.shutdown(drain=exc[0] is None)
 
+    def __reduce__(self):
+        raise TypeError("an Engine does not pickle: its threads and queue live in the process that made it; give "
+                        "worker processes its codec (a Codec made from a model file pickles) and make an Engine in "
+                        "each")
+
     @property
     def closed(self) -> bool:
         """True once :meth:`shutdown` has begun: new requests are refused."""
