@@ -588,3 +588,35 @@ def test_an_engine_does_not_pickle_and_says_what_to_send_instead(tiny_model_path
     with Engine(Codec(tiny_model_path, threads=1)) as engine:
         with pytest.raises(TypeError, match="an Engine does not pickle.*make an Engine in each"):
             pickle.dumps(engine)
+
+
+def test_done_callbacks_run_outside_the_engines_lock(tiny_model_path, rng):
+    """A request's done-callback ran under the engine's lock: one that waited for another request
+    timed out (that request needed the lock to run), one that shut the engine down hung it for
+    good. Now the first gets its answer, the second closes the engine and returns, and a later
+    shutdown from this thread waits for the rest."""
+    from vlmcodec import Codec
+
+    img = smooth_image(rng, 64, 64)
+    engine = Engine(Codec(tiny_model_path, threads=1), workers=2)
+    chained, ended = Future(), threading.Event()
+
+    def decode_it(f):  # waits for a second request on the engine's own thread
+        try:
+            chained.set_result(engine.submit_decode(f.result()).result(timeout=60).shape)
+        except Exception as e:  # noqa: BLE001 — handed to the test
+            chained.set_exception(e)
+
+    engine.submit_encode(img, 50).add_done_callback(decode_it)
+    assert chained.result(timeout=90) == (64, 64, 3)
+
+    def shut_down(f):
+        engine.shutdown()
+        ended.set()
+
+    engine.submit_encode(img, 50).add_done_callback(shut_down)
+    assert ended.wait(60) and engine.closed
+    with pytest.raises(EngineDeadError):
+        engine.submit_encode(img, 50)
+    engine.shutdown()  # from here it waits for the engine's threads
+    assert engine.in_flight == 0

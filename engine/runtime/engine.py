@@ -47,6 +47,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Literal, overload
 
 import numpy as np
@@ -145,8 +146,11 @@ class Engine:
         self.max_delay_ms = float(max_delay_ms)
         self._sched = Scheduler(max_batch, self.max_delay_ms / 1000.0)
         self._cv = threading.Condition()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmcodec-coder")
-        self._net_pool = ThreadPoolExecutor(max_workers=network_workers, thread_name_prefix="vlmcodec-net")
+        self._own_threads: set[int] = set()  # its workers' thread idents (shutdown from one of them)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmcodec-coder",
+                                        initializer=_note_thread, initargs=(self._own_threads,))
+        self._net_pool = ThreadPoolExecutor(max_workers=network_workers, thread_name_prefix="vlmcodec-net",
+                                            initializer=_note_thread, initargs=(self._own_threads,))
         self._net_slots = int(network_workers)
         self.refine_workers = int(refine_workers)
         self._refine_pool: ThreadPoolExecutor | None = None  # made by the first refined encode
@@ -161,6 +165,9 @@ class Engine:
         self._draining = False    # finish what is queued, then stop
         self._stopped = False
         self._pid = os.getpid()  # its threads live in this process alone (_check_process)
+        # finished under the lock, resolved once it is let go (_finishing): (future, result, error)
+        self._unresolved: list[tuple[Future, object, BaseException | None]] = []
+        self._lock_depth = threading.local()
         self.stats = {"batches": 0, "batched_items": 0, "ok": 0, "failed": 0, "max_batch_seen": 0, "refined": 0}
         # seconds from submit to result of the last LATENCY_WINDOW successful requests, per kind
         self._latencies = {kind: deque(maxlen=LATENCY_WINDOW) for kind in LATENCY_KINDS}
@@ -416,11 +423,13 @@ class Engine:
         return seconds
 
     def shutdown(self, drain: bool = True, timeout_s: float | None = None) -> None:
-        """Stop accepting requests; finish queued ones (``drain``) or fail them with EngineDeadError."""
+        """Stop accepting requests; finish queued ones (``drain``) or fail them with EngineDeadError.
+        Then wait for the engine's threads to end — unless called on one of them (a request's
+        done-callback): there it returns at once, and a later call from another thread waits."""
         if os.getpid() != self._pid:  # a forked copy: nothing of it runs here, and its locks may be held
             self._closed = self._stopped = True
             return
-        with self._cv:
+        with self._finishing():
             if self._stopped:
                 return
             self._closed = True
@@ -429,6 +438,8 @@ class Engine:
                 for r in self._sched.drain_all():
                     self._finish_locked(r, exc=EngineDeadError("engine shut down before the request ran"))
             self._cv.notify_all()
+        if threading.get_ident() in self._own_threads:  # (a thread cannot wait for itself to end)
+            return
         self._thread.join(timeout_s)
         self._net_pool.shutdown(wait=True)
         with self._cv:
@@ -508,7 +519,7 @@ class Engine:
                 self._cv.wait()
 
     def _enqueue(self, req: InflightRequest) -> None:
-        with self._cv:
+        with self._finishing():
             if self._closed and not self._draining:
                 self._finish_locked(req, exc=EngineDeadError("engine shut down before the request ran"))
                 return
@@ -520,15 +531,18 @@ class Engine:
                        status: Status | None = None) -> None:
         if req.status.finished:
             return
-        try:
-            if status is Status.FINISHED_CANCELLED:
-                pass
-            elif exc is not None:
-                req.future.set_exception(exc)
-            else:
-                req.future.set_result(result)
-        except InvalidStateError:  # the client cancelled it meanwhile
-            status = Status.FINISHED_CANCELLED
+        fut = req.future
+        # a request that never ran may be cancelled by its client at any time: made running here
+        # (or found cancelled), so that resolving it after the lock cannot fail
+        if status is not Status.FINISHED_CANCELLED and not fut.running():
+            try:
+                running = fut.set_running_or_notify_cancel()
+            except RuntimeError:  # (already done or cancelled and notified: nothing to resolve)
+                running = False
+            if not running:
+                status = Status.FINISHED_CANCELLED
+        if status is not Status.FINISHED_CANCELLED:
+            self._unresolved.append((fut, result, exc))
         req.status = status or (Status.FINISHED_ERROR if exc is not None else Status.FINISHED_OK)
         self.stats["ok" if req.status is Status.FINISHED_OK else "failed"] += 1
         if req.status is Status.FINISHED_OK:
@@ -543,8 +557,32 @@ class Engine:
 
     def _finish(self, req: InflightRequest, result=None, exc: BaseException | None = None,
                 status: Status | None = None) -> None:
-        with self._cv:
+        with self._finishing():
             self._finish_locked(req, result, exc, status)
+
+    @contextmanager
+    def _finishing(self):
+        """The engine's lock, for finishing requests (_finish_locked): their futures are resolved
+        once this thread lets go of it, so that done-callbacks never run under it (one that shut
+        the engine down, or waited for another request, hung it)."""
+        depth = getattr(self._lock_depth, "n", 0)
+        with self._cv:
+            self._lock_depth.n = depth + 1
+            try:
+                yield
+            finally:
+                self._lock_depth.n = depth
+        if depth == 0:
+            with self._cv:
+                unresolved, self._unresolved = self._unresolved, []
+            for fut, result, exc in unresolved:
+                try:
+                    if exc is not None:
+                        fut.set_exception(exc)
+                    else:
+                        fut.set_result(result)
+                except InvalidStateError:  # (resolved by someone else meanwhile: not ours to report)
+                    pass
 
     def _submit(self, pool: ThreadPoolExecutor, job, req: InflightRequest, *args) -> None:
         """``job(req, *args)`` on ``pool``, unless a shutdown without drain has begun by then: a
@@ -678,7 +716,8 @@ class Engine:
         with self._cv:
             if self._refine_pool is None:
                 self._refine_pool = ThreadPoolExecutor(max_workers=self.refine_workers,
-                                                       thread_name_prefix="vlmcodec-refine")
+                                                       thread_name_prefix="vlmcodec-refine",
+                                                       initializer=_note_thread, initargs=(self._own_threads,))
             return self._refine_pool
 
     def _submit_refined(self, req: InflightRequest) -> None:
@@ -735,9 +774,14 @@ class Engine:
         except Exception as e:
             self._finish(req, exc=_request_error(req, e))
             return
-        with self._cv:
+        with self._finishing():
             self.stats["refined"] += 1
             self._finish_locked(req, result=data)
+
+
+def _note_thread(idents: set[int]) -> None:
+    """An engine pool's thread initializer: the thread is one of the engine's own."""
+    idents.add(threading.get_ident())
 
 
 def _outcome(fut: Future, return_exceptions: bool):
