@@ -232,6 +232,7 @@ class Codec:
         self.refine_bf16 = refine_bf16
         self._refiner = None
         self._refiner_lock = threading.Lock()  # runtime network workers may share this codec
+        self._refiner_lock_pid = os.getpid()
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -495,6 +496,8 @@ class Codec:
     def refiner(self):
         """The codec's ``LatentRefiner``, made on first use (it loads the refinement's teacher:
         BackendUnavailableError without the teacher's package); a server calls it at start-up."""
+        if self._refiner_lock_pid != os.getpid():  # a forked child: a parent's thread may have held it
+            self._refiner_lock, self._refiner_lock_pid = threading.Lock(), os.getpid()
         with self._refiner_lock:
             if self._refiner is None:
                 from .refine import LatentRefiner, RefineObjective

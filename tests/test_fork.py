@@ -169,3 +169,28 @@ def test_a_forked_child_that_exits_normally_leaves_the_parents_server_alone():
         server.server_close()
     """)
     assert out[:2] == ["0", "True"]
+
+
+def test_a_refined_encode_works_in_a_child_forked_while_the_refiner_was_being_made():
+    """The codec makes its refiner (the teacher) once, under a lock; a child forked while another
+    thread of the parent held it waited on it for ever."""
+    out = run_script("""
+        import threading
+        codec = Codec(threads=1, refine=1)
+        small = img[:32, :32]
+        ref = codec.encode(small, 50)
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with codec._refiner_lock:
+                held.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait()
+        print(in_child(lambda: codec.encode(small, 50) == ref))
+        release.set()
+        holder.join()
+    """)
+    assert out[0] == "True"
