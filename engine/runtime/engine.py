@@ -566,23 +566,28 @@ class Engine:
         once this thread lets go of it, so that done-callbacks never run under it (one that shut
         the engine down, or waited for another request, hung it)."""
         depth = getattr(self._lock_depth, "n", 0)
-        with self._cv:
-            self._lock_depth.n = depth + 1
-            try:
-                yield
-            finally:
-                self._lock_depth.n = depth
-        if depth == 0:
+        try:
             with self._cv:
-                unresolved, self._unresolved = self._unresolved, []
-            for fut, result, exc in unresolved:
+                self._lock_depth.n = depth + 1
                 try:
-                    if exc is not None:
-                        fut.set_exception(exc)
-                    else:
-                        fut.set_result(result)
-                except InvalidStateError:  # (resolved by someone else meanwhile: not ours to report)
-                    pass
+                    yield
+                finally:
+                    self._lock_depth.n = depth
+        finally:  # (what was finished before an error inside is resolved all the same)
+            if depth == 0:
+                self._resolve_finished()
+
+    def _resolve_finished(self) -> None:
+        with self._cv:
+            unresolved, self._unresolved = self._unresolved, []
+        for fut, result, exc in unresolved:
+            try:
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+            except InvalidStateError:  # (resolved by someone else meanwhile: not ours to report)
+                pass
 
     def _submit(self, pool: ThreadPoolExecutor, job, req: InflightRequest, *args) -> None:
         """``job(req, *args)`` on ``pool``, unless a shutdown without drain has begun by then: a
