@@ -30,6 +30,25 @@ PRELUDE = textwrap.dedent("""
             p.kill()
             return "HUNG"
         return q.get(timeout=5)
+
+    def in_child_while_held(lock, fn):
+        # in_child(fn), forked while another thread of this process holds lock
+        import threading
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with lock:
+                held.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait()
+        try:
+            return in_child(fn)
+        finally:
+            release.set()
+            holder.join()
 """)
 
 
@@ -129,21 +148,8 @@ def test_module_calls_work_in_a_child_forked_while_another_thread_held_their_loc
     """vlmcodec.encode's codec cache is guarded by a lock; a child forked while another thread
     of the parent held it waited on it for ever (the holder is not in the child)."""
     out = run_script("""
-        import threading
         vlmcodec.encode(img, 50)
-        held, release = threading.Event(), threading.Event()
-
-        def hold():
-            with vlmcodec._codecs_lock:
-                held.set()
-                release.wait()
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        held.wait()
-        print(in_child(lambda: len(vlmcodec.encode(img, 50)) > 0))
-        release.set()
-        holder.join()
+        print(in_child_while_held(vlmcodec._codecs_lock, lambda: len(vlmcodec.encode(img, 50)) > 0))
     """)
     assert out[0] == "True"
 
@@ -175,22 +181,9 @@ def test_a_refined_encode_works_in_a_child_forked_while_the_refiner_was_being_ma
     """The codec makes its refiner (the teacher) once, under a lock; a child forked while another
     thread of the parent held it waited on it for ever."""
     out = run_script("""
-        import threading
         codec = Codec(threads=1, refine=1)
         small = img[:32, :32]
         ref = codec.encode(small, 50)
-        held, release = threading.Event(), threading.Event()
-
-        def hold():
-            with codec._refiner_lock:
-                held.set()
-                release.wait()
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        held.wait()
-        print(in_child(lambda: codec.encode(small, 50) == ref))
-        release.set()
-        holder.join()
+        print(in_child_while_held(codec._refiner_lock, lambda: codec.encode(small, 50) == ref))
     """)
     assert out[0] == "True"
