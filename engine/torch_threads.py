@@ -54,12 +54,6 @@ def note_torch_use() -> None:
         _threads_started = True
 
 
-def forked_after_threads() -> bool:
-    """Whether this process was forked after a codec had torch on several threads (torch then
-    runs on one thread here)."""
-    return _forked_after
-
-
 def _after_fork_in_child() -> None:
     global _forked_after
     if _threads_started:
