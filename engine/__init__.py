@@ -4,8 +4,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +24,7 @@ from .errors import (
     VlmcodecError,
     VlmcodecWarning,
 )
+from .forks import fork_safe_lock
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (py.typed)
     import numpy as np
@@ -35,17 +34,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (
     from .codec_set import CodecSet
 
 _codecs: dict = {}
-_codecs_lock = threading.Lock()
-
-
-def _new_codecs_lock() -> None:
-    # a forked child gets a free lock: another thread of the parent may have held this one
-    global _codecs_lock
-    _codecs_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_codecs_lock)
+_codecs_lock = fork_safe_lock()
 
 
 def default_model_path() -> Path:

@@ -22,10 +22,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import os
-import threading
 
 from .console import env_switch
+from .forks import fork_safe_lock
 
 # blocks up to this size come from the heap: the feature maps of images up to ~1.5-2 Mpx (the
 # pre-editor's 32-channel full-resolution map of a 768×512 image is 50 MB). Larger blocks are
@@ -40,18 +39,7 @@ _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
-_lock = threading.Lock()
-
-
-def _new_lock() -> None:
-    # a forked child gets a free lock: another thread of the parent may have held this one
-    global _lock
-    _lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock)
-
+_lock = fork_safe_lock()
 _state: dict[str, bool | None] = {"tuned": None, "one_arena": None}  # None: not tried yet
 
 

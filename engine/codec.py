@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from .checks import check_count, check_in_range, is_real
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BackendUnavailableError, BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
                      ResourceError, warn_refine_fallback)
+from .forks import fork_safe_lock
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
@@ -231,8 +231,7 @@ class Codec:
             raise ConfigError(f"refine_bf16 must be True or False, got {refine_bf16!r}")
         self.refine_bf16 = refine_bf16
         self._refiner = None
-        self._refiner_lock = threading.Lock()  # runtime network workers may share this codec
-        self._refiner_lock_pid = os.getpid()
+        self._refiner_lock = fork_safe_lock()  # runtime network workers may share this codec
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -496,8 +495,6 @@ class Codec:
     def refiner(self):
         """The codec's ``LatentRefiner``, made on first use (it loads the refinement's teacher:
         BackendUnavailableError without the teacher's package); a server calls it at start-up."""
-        if self._refiner_lock_pid != os.getpid():  # a forked child: a parent's thread may have held it
-            self._refiner_lock, self._refiner_lock_pid = threading.Lock(), os.getpid()
         with self._refiner_lock:
             if self._refiner is None:
                 from .refine import LatentRefiner, RefineObjective
