@@ -37,6 +37,7 @@ from .forks import fork_safe_lock
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
+from .torch_threads import set_torch_threads
 
 DEFAULT_QUALITY = 75.0
 # Bounds the memory one request may take (the float64 entropy parameters alone need ~2 kB per
@@ -164,6 +165,11 @@ class Codec:
                  refine_views: tuple[int, ...] | None = None, refine_bf16: bool = False, check_memory: bool = True,
                  backend_options: Mapping[str, Any] | None = None, hs_device: str | None = None):
         allocator.tune_allocator()  # process-wide, once: freed feature maps are reused (allocator.py)
+        threads = check_count("threads", threads, none="the default")
+        if backend == "torch" and threads:
+            # before the model is loaded (torch work too): Codec(threads=1) never runs torch on
+            # more, so a process that only makes such codecs forks children free to use several
+            set_torch_threads(threads)
         default = model is None or model == ""
         # (a model that is not a path: ConfigError from load_model; 0 or False were the default model)
         loaded = model if isinstance(model, LoadedModel) else load_model(default_model_path() if default else model)
@@ -181,7 +187,6 @@ class Codec:
         # what its streams carry: the fingerprint, or that of the model whose decoder it shares
         self.stream_fingerprint = loaded.stream_fingerprint[:8]
         self.tables = loaded.tables
-        threads = check_count("threads", threads, none="the default")
         if not (is_real(max_pixels) and math.isfinite(max_pixels) and max_pixels >= 1):
             raise ConfigError(f"max_pixels must be a number of pixels, at least 1, got {max_pixels!r}")
         if device is not None:

@@ -24,6 +24,8 @@ from .errors import VlmcodecWarning
 _threads_started = False
 # this process was forked after that: torch's OpenMP threads cannot start here
 _forked_after = False
+# that was said here already (a codec sets the threads before its model loads and its backend again)
+_warned = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,13 +35,16 @@ def _on_openmp() -> bool:
 
 def set_torch_threads(threads: int | None) -> None:
     """Set torch's intra-op threads (process-wide; None: leave them as they are). In a process
-    forked after a codec had torch on several threads, one thread, with a warning when more
-    were asked for."""
+    forked after a codec had torch on several threads, one thread, with a warning (once) when
+    more were asked for."""
+    global _warned
     if threads and threads > 1 and _forked_after:
-        warnings.warn(f"this process was forked from one whose torch ran on several OpenMP threads, which "
-                      f"cannot start again here (they would hang): torch runs on 1 thread, not {threads}; start "
-                      "worker processes with multiprocessing's 'spawn' or 'forkserver' method to use more",
-                      VlmcodecWarning, stacklevel=3)
+        if not _warned:
+            _warned = True
+            warnings.warn(f"this process was forked from one whose torch ran on several OpenMP threads, which "
+                          f"cannot start again here (they would hang): torch runs on 1 thread, not {threads}; start "
+                          "worker processes with multiprocessing's 'spawn' or 'forkserver' method to use more",
+                          VlmcodecWarning, stacklevel=3)
         threads = 1
     if threads:
         torch.set_num_threads(int(threads))
@@ -55,7 +60,8 @@ def note_torch_use() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _forked_after
+    global _forked_after, _warned
+    _warned = False
     if _threads_started:
         _forked_after = True
         torch.set_num_threads(1)

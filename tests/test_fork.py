@@ -94,6 +94,27 @@ def test_a_child_forked_before_any_torch_work_keeps_its_threads():
     assert out[:2] == ["2", "1"]
 
 
+def test_a_child_of_a_process_whose_codecs_use_one_thread_keeps_its_threads():
+    """Codec(threads=1) sets torch's threads before it loads its model (that is torch work too):
+    it loaded on torch's default threads, so a child forked later was held to one thread and
+    warned when it asked for two."""
+    out = run_script("""
+        torch.set_num_threads(2)
+        codec = Codec(threads=1)
+        ref = codec.encode(img, 50)
+
+        def child():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fresh = Codec(threads=2)
+                same = fresh.encode(img, 50) == ref
+            return (same, torch.get_num_threads(), [str(w.message) for w in caught])
+
+        print(repr(in_child(child)))
+    """)
+    assert eval(out[0]) == (True, 2, [])
+
+
 def test_an_engine_used_in_a_forked_child_says_it_has_no_threads_there():
     """Its threads live in the parent alone: a request from the child waited for ever; now it is
     refused with EngineDeadError naming both processes. The parent's engine works on."""
