@@ -250,7 +250,7 @@ def test_images_at_a_consumers_size_are_the_python_decoders(default_pair, tiny_p
         dec.image(data, short_side=15)
     assert e.value.code == -1
     with pytest.raises(CDecoderError, match="the image needs 294912$") as e:  # 384 x 256 x 3 (a 768 x 512 sample)
-        dec._check(dec._lib.vlmc_decoder_image_at(dec._handle, data, len(data), 256, 1, None, 0))
+        dec._check(dec._lib.vlmc_decoder_image_at(dec._handle, data, len(data), 256, 1, bytes(1), 1))
     assert e.value.code == -4
     with pytest.raises(ValueError, match="exclude each other"):
         dec.image(data, coded_size=True, short_side=256)
@@ -269,6 +269,25 @@ def test_bands_give_the_same_pixels(default_pair, built):
         assert np.array_equal(dec.image(data, threads=2), whole), band_pixels
         # at a consumer's size, each band's rows are resampled across as they come
         assert np.array_equal(dec.image(data, threads=2, short_side=100), small), band_pixels
+
+
+def test_bands_below_the_images_last_row_are_skipped(default_pair, built):
+    """An image whose height is not a multiple of 64 is coded padded; a band of latent rows that
+    starts below its last row holds only padding. Its row count wrapped below zero and on two
+    threads the rows were written far past the caller's buffer (a crash, found at 3800×260 with
+    the default band size, 150×97 with 64-pixel bands)."""
+    codec, _, model_file = default_pair
+    dec = CStreamDecoder(built / "libvlmc_decoder.so", model_file)
+    for h, w in [(97, 150), (150, 700)]:
+        data = codec.encode(load_image(SAMPLES[0])[:h, :w], quality=50)
+        dec.set_band_pixels(0)
+        whole, small = dec.image(data, threads=1), dec.image(data, threads=1, short_side=48)
+        assert np.abs(whole.astype(int) - codec.decode(data)).max() <= 1  # (float g_s: within one level)
+        for band_pixels in (1, 64, 65_536):
+            dec.set_band_pixels(band_pixels)
+            for threads in (1, 2):
+                assert np.array_equal(dec.image(data, threads=threads), whole), (h, w, band_pixels, threads)
+                assert np.array_equal(dec.image(data, threads=threads, short_side=48), small), (h, w, band_pixels)
 
 
 def test_kept_buffers_give_the_same_pixels(default_pair, built):
@@ -385,10 +404,21 @@ def test_errors_are_codes_and_messages(tiny_pair, second_model_path, built, tmp_
     with pytest.raises(CDecoderError, match="num_threads"):
         dec.latents(data, threads=-1)
     with pytest.raises(CDecoderError, match="the image needs") as e:
-        dec._check(dec._lib.vlmc_decoder_image(dec._handle, data, len(data), 0, 1, None, 0))
+        dec._check(dec._lib.vlmc_decoder_image(dec._handle, data, len(data), 0, 1, bytes(10), 10))
+    assert e.value.code == -4
+    # a null buffer is an invalid argument, whatever size comes with it (it was "too small":
+    # "rgb holds 18900 bytes, the image needs 18900")
+    for call, size in [(dec._lib.vlmc_decoder_image, 70 * 90 * 3), (dec._lib.vlmc_decoder_latents, 1 << 20)]:
+        with pytest.raises(CDecoderError, match="is null") as e:
+            dec._check(call(dec._handle, data, len(data), 0, 1, None, size))
+        assert e.value.code == -1
     with pytest.raises(CDecoderError, match="unknown flags"):
         dec._check(dec._lib.vlmc_decoder_image(dec._handle, data, len(data), 4, 1, None, 0))
-    assert e.value.code == -4
+    # a device file is refused by its first bytes, not read until memory runs out
+    if Path("/dev/zero").exists():
+        with pytest.raises(CDecoderError, match="bad magic") as e:
+            CStreamDecoder(built / "libvlmc_decoder.so", "/dev/zero")
+        assert e.value.code == -6
     with pytest.raises(CDecoderError, match="CRC-32"):
         dec.image(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])
 

@@ -172,6 +172,8 @@ class Workers {
 // A convolution's header in the decoder-model file (out, in, kh, kw, sh, sw, ph, pw, shuffle),
 // checked: it takes `channels` inputs, has stride 1, a padding inside its kernel and, with a
 // pixel shuffle, a multiple of 4 outputs; returns the channels it gives.
+const char kModelMagic[8] = {'V', 'L', 'M', 'C', 'D', 'E', 'C', 0};
+
 uint32_t read_conv(Reader &r, uint32_t channels, const char *net, uint32_t i, conv::Shape &c, uint32_t &shuffle) {
     uint32_t sh, sw;
     for (uint32_t *f : {&c.out, &c.in, &c.kh, &c.kw, &sh, &sw, &c.ph, &c.pw, &shuffle}) *f = r.get<uint32_t>();
@@ -182,8 +184,7 @@ uint32_t read_conv(Reader &r, uint32_t channels, const char *net, uint32_t i, co
 }
 
 void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
-    const char magic[8] = {'V', 'L', 'M', 'C', 'D', 'E', 'C', 0};
-    if (size < 16 || std::memcmp(bytes, magic, 8) != 0)
+    if (size < 16 || std::memcmp(bytes, kModelMagic, 8) != 0)
         raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "not a vlmcodec decoder-model file (bad magic)");
     uint32_t stored;
     std::memcpy(&stored, bytes + size - 4, 4);
@@ -732,7 +733,17 @@ int vlmc_decoder_open(const char *path, vlmc_decoder **out) {
         std::vector<uint8_t> bytes;
         uint8_t buf[1 << 16];
         size_t got;
-        while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.insert(bytes.end(), buf, buf + got);
+        bool checked = false;  // the magic first: a device such as /dev/zero is refused at once, not read for ever
+        while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) {
+            bytes.insert(bytes.end(), buf, buf + got);
+            if (!checked && bytes.size() >= 16) {
+                checked = true;
+                if (std::memcmp(bytes.data(), kModelMagic, 8) != 0) {
+                    std::fclose(f);
+                    raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "not a vlmcodec decoder-model file (bad magic)");
+                }
+            }
+        }
         const bool bad = std::ferror(f);
         std::fclose(f);
         if (bad) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("cannot read ") + path);
@@ -799,7 +810,8 @@ int vlmc_decoder_latents(const vlmc_decoder *decoder, const uint8_t *data, size_
         if (flags & ~VLMC_DEC_RAW) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "unknown flags");
         const Parsed s = parse(*decoder, data, size);
         const size_t need = size_t(s.info.channels) * s.info.latent_height * s.info.latent_width;
-        if (out == nullptr || out_count < need)
+        if (out == nullptr) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "out is null");
+        if (out_count < need)
             raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "out holds " + std::to_string(out_count) + " floats, the latent needs " +
                                                      std::to_string(need));
         decode_latents(*decoder, s, flags, *Workers(*decoder, threads), out);
@@ -819,7 +831,8 @@ void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, 
     const bool resized = out_h != info.coded_height || out_w != info.coded_width;
     const bool upscale = resized && (out_h > info.coded_height || out_w > info.coded_width);
     const size_t need = size_t(out_w) * out_h * 3;
-    if (rgb == nullptr || rgb_size < need)
+    if (rgb == nullptr) raise(VLMC_DEC_ERR_INVALID_ARGUMENT, "rgb is null");
+    if (rgb_size < need)
         raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "rgb holds " + std::to_string(rgb_size) + " bytes, the image needs " +
                                                  std::to_string(need));
     const uint32_t hy = info.latent_height, wy = info.latent_width, M = info.channels;
@@ -840,7 +853,9 @@ void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, 
     const uint32_t rows = band_pixels == 0 ? hy
                           : uint32_t(std::clamp<uint64_t>(band_pixels / (uint64_t(scale) * scale * wy), 1, hy));
     const uint32_t halo = rows >= hy ? 0 : decoder->synthesis_halo;
-    for (uint32_t b0 = 0; b0 < hy; b0 += rows) {
+    // (a band starting at or below the coded height covers only the padding: none of its rows is
+    // kept, so g_s stops there; its row count, last - first, would wrap below zero)
+    for (uint32_t b0 = 0; b0 < hy && uint64_t(b0) * scale < info.coded_height; b0 += rows) {
         const uint32_t b1 = std::min(hy, b0 + rows), lo = b0 >= halo ? b0 - halo : 0, hi = std::min(hy, b1 + halo);
         Planes<float> x{M, hi - lo, wy, conv::Buffer<float>(size_t(M) * (hi - lo) * wy)};
         for (uint32_t c = 0; c < M; ++c)

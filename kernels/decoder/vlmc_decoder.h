@@ -64,7 +64,7 @@ enum {
     VLMC_DEC_ERR_INVALID_ARGUMENT = -1, /* null pointer, bad thread count, ... */
     VLMC_DEC_ERR_CORRUPT = -2,          /* the stream is corrupt, truncated or unsupported */
     VLMC_DEC_ERR_MODEL_MISMATCH = -3,   /* the stream was written by another model */
-    VLMC_DEC_ERR_BUFFER_TOO_SMALL = -4, /* out_count is smaller than the latent */
+    VLMC_DEC_ERR_BUFFER_TOO_SMALL = -4, /* out_count (rgb_size) is smaller than the latent (image) */
     VLMC_DEC_ERR_NO_MEMORY = -5,
     VLMC_DEC_ERR_BAD_MODEL_FILE = -6,   /* the decoder-model file is unreadable or damaged */
     VLMC_DEC_ERR_TOO_LARGE = -7,        /* the stream announces more pixels than max_pixels */
