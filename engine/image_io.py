@@ -149,7 +149,9 @@ def load_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> np
     except FileNotFoundError as e:
         raise ImageError(f"image not found: {path}") from e
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as e:
-        raise ImageError(f"cannot read image {path}: {e}") from e
+        # (Pillow names a file object by its repr, an address: "<_io.BytesIO object at 0x7f…>")
+        text = str(e) if isinstance(source, Path) else str(e).replace(f" {source!r}", "")
+        raise ImageError(f"cannot read image {path}: {text}") from e
 
 
 def _format_of(path: Path) -> str:

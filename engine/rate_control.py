@@ -37,7 +37,9 @@ def budget_bytes(width: int, height: int, max_bytes: int | None, max_bpp: float 
     bpp = float(max_bpp)
     if not math.isfinite(bpp) or bpp <= 0:
         raise ConfigError(f"max_bpp must be a positive number, got {max_bpp!r}")
-    return max(1, math.floor(bpp * width * height / 8))
+    budget = bpp * width * height / 8
+    # (1e308 bpp overflowed to infinity, an OverflowError: any budget this large fits every stream)
+    return max(1, math.floor(budget)) if budget < 2**62 else 2**62
 
 
 def largest_fitting(stream_at: Callable[[float], bytes], budget: int, lo: float = 0.0, hi: float = 100.0,

@@ -55,6 +55,8 @@ class RemoteCodec:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"expected an http:// or https://host:port URL, got {url!r}")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"a server's URL takes no query or fragment, got {url!r}")
         check_count("retries", retries, least=0)
         check_seconds("timeout_s", timeout_s)  # (else http.client's "Timeout value out of range" at the first call)
         if ssl_context is not None and parts.scheme != "https":
@@ -62,6 +64,8 @@ class RemoteCodec:
         self._args = (url, timeout_s, retries, token)  # pickling (__reduce__)
         self.url = url.rstrip("/")
         self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        # a server behind a proxy under a path (http://host/vlmcodec): its endpoints are below it
+        self._prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
         self.retries = int(retries)  # of a request a busy server answered 503 QueueFull
         self._https = parts.scheme == "https"
@@ -152,8 +156,12 @@ class RemoteCodec:
         query |= {"priority": priority} if priority is not None else {}
         # (bytes(5) was five zero bytes sent off, bytes("x") a TypeError)
         payload, headers = self._post(f"/decode?{urlencode(query)}", as_bytes(data))
-        h, w = int(headers["x-image-height"]), int(headers["x-image-width"])
-        return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
+        try:
+            h, w = int(headers["x-image-height"]), int(headers["x-image-width"])
+            return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
+        except (KeyError, ValueError) as e:  # (a KeyError, or numpy's "cannot reshape")
+            raise ConnectionError(f"{self.url}: not a vlmcodec server's answer to /decode: its X-Image-Width and "
+                                  f"-Height do not describe its {len(payload)} bytes ({e!r})") from None
 
     def health(self) -> dict:
         return json.loads(self._request("GET", "/health", None)[0])
@@ -181,13 +189,20 @@ class RemoteCodec:
     def _request_once(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
         for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: one fresh try
             conn = self._connection()
+            fresh = conn.sock is None
             try:
-                conn.request(method, path, body=body, headers=self._headers)
+                try:
+                    conn.request(method, self._prefix + path, body=body, headers=self._headers)
+                except (BrokenPipeError, ConnectionResetError):
+                    # the server may have answered before reading the whole body (a 413) and
+                    # stopped reading: its answer is still there to read
+                    if conn.sock is None:
+                        raise
                 resp = conn.getresponse()
                 payload = resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 self._drop(conn)
-                if attempt:
+                if attempt or fresh:  # (a new connection failing: sending it all again would fail alike)
                     raise ConnectionError(f"{self.url}: connection lost ({e})") from e
                 continue
             except TimeoutError as e:  # connecting, sending or waiting for the answer
@@ -196,6 +211,10 @@ class RemoteCodec:
             except OSError as e:
                 self._drop(conn)
                 raise ConnectionError(f"{self.url}: {e}") from e
+            except http.client.HTTPException as e:  # an answer that is not HTTP (another service on the port)
+                self._drop(conn)
+                raise ConnectionError(f"{self.url}: not an HTTP server's answer ({type(e).__name__}: "
+                                      f"{str(e)[:100]})") from e
             if resp.will_close:
                 self._drop(conn)
             headers = {k.lower(): v for k, v in resp.getheaders()}

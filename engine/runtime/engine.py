@@ -657,7 +657,9 @@ class Engine:
         """Whether a request taken from its queue runs: else it is finished here, timed out (its
         deadline passed in the queue) or cancelled (by its client)."""
         if req.deadline is not None and now > req.deadline:
-            late = RequestTimeoutError(f"request timed out after {req.deadline - req.arrival:.3f}s in queue")
+            # (arrival is when it was queued: its deadline was set before, when it was submitted)
+            late = RequestTimeoutError(f"request timed out in the queue: its deadline passed {now - req.deadline:.3f}s "
+                                       f"before its turn, {now - req.arrival:.3f}s after it was queued")
             self._finish(req, exc=late, status=Status.FINISHED_TIMEOUT)
             return False
         if not req.future.set_running_or_notify_cancel():

@@ -36,12 +36,53 @@ if TYPE_CHECKING:
 STREAM_TYPE = "application/x-vlmc"
 IMAGE_FORMATS = {"png": ("PNG", "image/png"), "ppm": ("PPM", "image/x-portable-pixmap"),
                  "raw": (None, "application/octet-stream")}
-_DRAIN_LIMIT = 16 * 2**20  # an oversized body up to this much more is read (and dropped) before the 413
+# a body gets header_timeout plus its length at this rate to arrive (a client that trickles it
+# cannot hold its connection for ever, one on a slow link still gets through)
+MIN_BODY_RATE = 64 * 1024  # bytes a second
+# after an answer given before the request's body was read (413, 401 …), the connection is shut
+# for writing and what the client still sends is read and dropped for up to this long before it
+# is closed: closing a socket with unread data resets the connection, and the client (which sends
+# its whole body before it reads) would see the reset instead of the answer
+_LINGER_S = 5.0
+ALLOWED_METHODS = "GET, HEAD, POST"
 
 
 # how often a request's wait looks whether its client has hung up
 _HANGUP_POLL_S = 0.05
 _CLIENT_CLOSED = 499
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's socket as the handler reads it: each read waits at most the idle timeout
+    and, once a request has begun, no later than its deadline (``handler._read_deadline``). A
+    client that sends its request a byte at a time within the idle timeout then cannot hold its
+    connection (one of ``max_connections``) for ever."""
+
+    def __init__(self, handler: RequestHandler):
+        super().__init__()
+        self._handler, self._sock = handler, handler.connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        handler, idle = self._handler, self._handler.server.idle_timeout
+        deadline = handler._read_deadline
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request's deadline passed")
+            self._sock.settimeout(left if idle is None else min(idle, left))
+        try:
+            n = self._sock.recv_into(buffer)
+        finally:
+            if deadline is not None:
+                self._sock.settimeout(idle)
+        if n and handler._arm_deadline:  # a request's first bytes: its head is due within header_timeout
+            handler._arm_deadline = False
+            if handler.server.header_timeout is not None:
+                handler._read_deadline = time.monotonic() + handler.server.header_timeout
+        return n
 
 
 class _ClientGone(Exception):
@@ -83,10 +124,16 @@ class RequestHandler(BaseHTTPRequestHandler):
     _client: str | None = None  # the name of the token the request carried (servers with tokens)
     _remote: str | None = None  # the client's address: X-Forwarded-For's from a trusted proxy, else the peer's
     _forwarded = False          # whether _remote came from X-Forwarded-For
+    _expect_continue = False    # the client waits for "100 Continue" before it sends the body
+    _read_deadline: float | None = None  # reads of this request end by then (_DeadlineReader)
+    _arm_deadline = False       # the next bytes read begin a request: its deadline starts
+    _linger = False             # answered before its body was read: the close lingers (_LINGER_S)
 
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
+        self.rfile.close()  # (the socket's own reader: one with the request's deadline instead)
+        self.rfile = io.BufferedReader(_DeadlineReader(self), 65536)
         with self.server._connections_lock:  # registered idle first: server_close also ends a slow handshake
             self.server._handlers.add(self)
             closing = self.server._closing
@@ -103,21 +150,83 @@ class RequestHandler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         with self.server._connections_lock:
             self.server._handlers.discard(self)
-        super().finish()
+        try:
+            super().finish()
+        finally:
+            if self._linger:
+                self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Shut the connection for writing (the answer is out) and drop what the client still
+        sends, until it closes or _LINGER_S pass; the server then closes the socket."""
+        sock = self.connection
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER_S
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                if not socket.socket.recv(sock, 2**20):  # (the raw bytes, also under TLS)
+                    break
+        except (OSError, ValueError):
+            pass
 
     def parse_request(self) -> bool:  # called once a request line has arrived
         self._started = time.perf_counter()
         self._request_id = self._client = self._remote = None
-        self._forwarded = False
-        with self.server._connections_lock:
-            self.busy = True
+        self._forwarded = self._expect_continue = False
         if not super().parse_request():
             return False
+        with self.server._connections_lock:  # (a head still arriving is not in flight: server_close ends it)
+            self.busy = True
         self._request_id = _request_id(self.headers)
         forwarded_for = self.headers.get_all("X-Forwarded-For") or []
         self._remote, self._forwarded = client_address(self.client_address[0], forwarded_for,
                                                        self.server.trusted_proxies)
+        refused = self._framing_error()
+        if refused is not None:  # the body's end is not known: answered, and the connection closed
+            self.close_connection = self._linger = True
+            self._json(refused.status, {"error": str(refused), "type": refused.kind}, {"Connection": "close"})
+            return False
         return True
+
+    def handle_expect_100(self) -> bool:
+        """"Expect: 100-continue": the client waits before sending its body. "100 Continue" is
+        sent only once the request is admitted (token, endpoint, rate limit, size), when its body
+        is read: a refused one is answered at once, without the client sending its body."""
+        self._expect_continue = True
+        return True
+
+    def _framing_error(self) -> HTTPError | None:
+        """Where this request's body ends must be plain: Content-Length (digits; several must
+        agree) or ``Transfer-Encoding: chunked``, never both. Anything else is refused (its
+        connection closed), as a proxy in front may read it otherwise (request smuggling)."""
+        lengths = [v.strip() for v in self.headers.get_all("Content-Length") or []]
+        codings = [c.strip().lower() for v in self.headers.get_all("Transfer-Encoding") or [] for c in v.split(",")]
+        if codings:
+            if codings != ["chunked"]:
+                return HTTPError(HTTPStatus.NOT_IMPLEMENTED, f"Transfer-Encoding {', '.join(codings)!r}: only "
+                                                             "'chunked' is taken", "RequestError")
+            if lengths:
+                return HTTPError(HTTPStatus.BAD_REQUEST, "both Transfer-Encoding and Content-Length: the body's "
+                                                         "end is ambiguous", "RequestError")
+            return None
+        if any(not (v.isascii() and v.isdigit()) for v in lengths):
+            return HTTPError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {', '.join(lengths)!r} (digits only)",
+                             "RequestError")
+        if len({int(v) for v in lengths}) > 1:
+            return HTTPError(HTTPStatus.BAD_REQUEST, f"Content-Length headers disagree: {', '.join(lengths)}",
+                             "RequestError")
+        return None
+
+    def send_error(self, code, message=None, explain=None) -> None:
+        """The standard library's refusals (a request line or header it cannot parse, one too long,
+        a method nobody serves) answered as JSON like every other error, the connection closed."""
+        if self.request_version == "HTTP/0.9":  # (a line that did not parse: a status line all the same)
+            self.request_version = "HTTP/1.0"
+        status = HTTPStatus(code)
+        self.log_error("code %d, message %s", code, message or status.phrase)
+        self.close_connection = True
+        self._json(status, {"error": message or status.phrase, "type": "RequestError"}, {"Connection": "close"})
 
     def address_string(self) -> str:
         """The client's address in the text log (behind a trusted proxy: the one it forwarded)."""
@@ -160,6 +269,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         sys.stderr.write(json_log_line(self._remote or peer, fields))
 
     def handle_one_request(self) -> None:
+        self._read_deadline, self._arm_deadline = None, True  # (a keep-alive wait has only the idle timeout)
         try:
             super().handle_one_request()
         finally:
@@ -190,9 +300,18 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.UNAUTHORIZED, {"error": f"this server needs 'Authorization: Bearer <token>'{wrong}",
                                              "type": "AuthenticationError"}, {"WWW-Authenticate": "Bearer"})
 
+    def _not_allowed(self) -> None:
+        self._discard_body()
+        self._json(HTTPStatus.METHOD_NOT_ALLOWED,
+                   {"error": f"{self.command} is not served here (GET or HEAD /health, /stats, /metrics; "
+                             "POST /encode, /decode)", "type": "RequestError"}, {"Allow": ALLOWED_METHODS})
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         server = self.server
+        self._discard_body()  # a GET may carry one: read (not taken for the next request) and dropped
         if path != "/health" and not self._token_ok():  # health stays open to load balancers' probes
             self._unauthorized()
             return
@@ -303,7 +422,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             image = load_image(io.BytesIO(body), engine.codec.max_pixels)
         if refine:
             self._check_refine_size(image.shape[:2], short, engine.codec.short_side)
-        future = engine.submit_encode(image, quality, _timeout(params), short_side=short, refine=refine,
+        future = engine.submit_encode(image, quality, _timeout(params, engine), short_side=short, refine=refine,
                                       priority=self._priority(params), owner=client_key(self._client, self.address_string()),
                                       **budget)
         data = self._wait(future)
@@ -325,8 +444,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"format must be one of {sorted(IMAGE_FORMATS)}, got {fmt!r}")
         short = _optional_integer(params, "short_side")
         priority = self._priority(params)
-        img = self._wait(self.server.engine_for_stream(body).submit_decode(body, _timeout(params), short,
-                                                                           priority=priority))
+        engine = self.server.engine_for_stream(body)
+        img = self._wait(engine.submit_decode(body, _timeout(params, engine), short, priority=priority))
         pil_format, content_type = IMAGE_FORMATS[fmt]
         payload = img.tobytes() if pil_format is None else image_bytes(img, pil_format, self.server.png_level)
         self._send(HTTPStatus.OK, content_type, payload,
@@ -388,10 +507,22 @@ class RequestHandler(BaseHTTPRequestHandler):
             return True
 
     def _chunked(self) -> bool:
-        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        # (parse_request refused any other Transfer-Encoding, and one beside a Content-Length)
+        return bool(self.headers.get_all("Transfer-Encoding"))
+
+    def _body_due(self, n: int) -> None:
+        """The body (``n`` bytes at most) is to be read now: its deadline, and "100 Continue" to a
+        client that waits for it."""
+        if self.server.header_timeout is not None:
+            self._read_deadline = time.monotonic() + self.server.header_timeout + n / MIN_BODY_RATE
+        if self._expect_continue:
+            self._expect_continue = False
+            self.send_response_only(HTTPStatus.CONTINUE)
+            self.end_headers()
 
     def _body(self) -> bytes:
         if self._chunked():
+            self._body_due(self.server.max_body)
             return self._chunked_body()
         n = self._content_length()
         if n is None:
@@ -399,15 +530,14 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise HTTPError(HTTPStatus.LENGTH_REQUIRED,
                              "a request body with Content-Length (or Transfer-Encoding: chunked) is required",
                              "RequestError")
-        if n < 0 or n > self.server.max_body:
-            self.close_connection = True
-            if 0 < n <= self.server.max_body + _DRAIN_LIMIT:
-                # read what the client is sending, so that it gets to read the answer instead
-                # of a reset connection; larger bodies are cut off
-                self._skip(n)
+        if n > self.server.max_body:
+            # answered at once; what the client sends meanwhile is dropped after the answer (one
+            # that waits for "100 Continue" is never asked for its body)
+            self.close_connection = self._linger = True
             raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                              f"body of {n} bytes; this server takes at most {self.server.max_body} (--max-body-mb)",
                              "ResourceError")
+        self._body_due(n)
         try:
             body = self.rfile.read(n)
         except TimeoutError:
@@ -450,6 +580,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                     break
                 total += size
                 if total > self.server.max_body:
+                    self._linger = True
                     raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                      f"chunked body over {self.server.max_body} bytes (--max-body-mb)", "ResourceError")
                 data = self.rfile.read(size)
@@ -463,26 +594,36 @@ class RequestHandler(BaseHTTPRequestHandler):
         return b"".join(parts)
 
     def _body_timeout(self) -> HTTPError:
-        return HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.server.idle_timeout} s",
-                         "TimeoutError")
+        limit = (f"{self.server.idle_timeout} s between its parts" if self.server.header_timeout is None else
+                 f"its time ({self.server.header_timeout} s + its length at {MIN_BODY_RATE // 1024} KiB/s, "
+                 f"{self.server.idle_timeout} s at most between its parts)")
+        return HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {limit}", "TimeoutError")
 
     def _discard_body(self) -> None:
-        if self._chunked():
-            self.close_connection = True  # not worth reading: the connection ends after the answer
+        if self._expect_continue:
+            self.close_connection = True  # not sent yet: the connection ends after the answer
+            return
+        if self._chunked():  # not worth reading: dropped after the answer, and the connection closed
+            self.close_connection = self._linger = True
             return
         try:
             n = self._content_length() or 0
-        except HTTPError:
+        except HTTPError:  # (digits beyond what int() reads: closing)
             n = 0
         if 0 < n <= self.server.max_body:
-            self._skip(n)
+            self._body_due(n)
+            try:
+                self._skip(n)
+            except TimeoutError:
+                self.close_connection = True
         elif n:
-            self.close_connection = True
+            self.close_connection = self._linger = True
 
     def _skip(self, n: int) -> None:
         while n > 0:
             chunk = self.rfile.read(min(n, 2**20))
             if not chunk:
+                self.close_connection = True
                 break
             n -= len(chunk)
 
@@ -498,7 +639,10 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(payload)))
             if request_id:  # echoed, so that a client or proxy can match answers and log lines
                 self.send_header("X-Request-Id", request_id)
-            for k, v in (headers or {}).items():
+            headers = dict(headers or {})
+            if self.close_connection and self.request_version == "HTTP/1.1":  # (said, not only done)
+                headers.setdefault("Connection", "close")
+            for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
             if self.command != "HEAD":
@@ -583,10 +727,13 @@ def _optional_integer(params: dict, name: str) -> int | None:
     return _integer(params, name) if params.get(name) not in (None, "") else None
 
 
-def _timeout(params: dict) -> float | None:
+def _timeout(params: dict, engine) -> float | None:
+    """The request's ``timeout``, at most the server's own (``--timeout``, the engine's
+    ``timeout_s``): a client may shorten the bound the server sheds load by, never lift it."""
+    bound = engine.timeout_s
     if "timeout" not in params:
-        return None
+        return bound
     t = _number(params, "timeout", 0.0)
     if not t > 0:
         raise HTTPError(HTTPStatus.BAD_REQUEST, f"timeout must be > 0 seconds, got {params['timeout']!r}")
-    return t
+    return t if bound is None else min(t, bound)

@@ -59,6 +59,10 @@ DEFAULT_MAX_BODY = 64 * 2**20
 # a connection silent this long (between requests, or in the middle of one) is closed, so that
 # idle keep-alive clients do not hold a thread each forever
 DEFAULT_IDLE_TIMEOUT = 60.0
+# a request's line and headers must arrive within this long of its first byte (its body within
+# this plus its length at http_handler.MIN_BODY_RATE): a client trickling them a byte at a time
+# inside the idle timeout held its connection for ever
+DEFAULT_HEADER_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 128
 DEFAULT_MAX_REFINE_PIXELS = 2**20  # 1 Mpx: 13 s of refinement at K = 10 on 2 CPU cores (1024x1024)
 # a refused connection gets this long to send its request (read and dropped) and read the 503;
@@ -87,11 +91,13 @@ class CodecServer(ThreadingHTTPServer):
                  max_refine: int = 0, trusted_proxies: Sequence[str] | None = None,
                  client_priorities: Mapping[str, int] | None = None,
                  max_refine_pixels: int = DEFAULT_MAX_REFINE_PIXELS,
-                 client_max_refine: Mapping[str, int] | None = None, refine_cost: float = 0.0):
+                 client_max_refine: Mapping[str, int] | None = None, refine_cost: float = 0.0,
+                 header_timeout: float | None = DEFAULT_HEADER_TIMEOUT):
         check_count("max_connections", max_connections)
         check_in_range("quality", quality, 0, 100)
         png_level = check_png_level(png_level)
         check_seconds("idle_timeout", idle_timeout)
+        check_seconds("header_timeout", header_timeout)
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):  # (failed at each connection)
             raise ConfigError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
         engines = [engine] if isinstance(engine, Engine) else list(engine)
@@ -110,7 +116,8 @@ class CodecServer(ThreadingHTTPServer):
         self.max_refine_pixels = max_refine_pixels  # coded pixels of one refined encode, at most
         # under a rate limit, an /encode?refine=K counts as 1 + refine_cost * K requests (0: as one)
         self.refine_cost = check_in_range("refine_cost", refine_cost, 0, 100, unit="requests per refinement step")
-        self.idle_timeout = idle_timeout
+        self.idle_timeout = idle_timeout  # the most one read waits (a keep-alive connection's silence)
+        self.header_timeout = header_timeout  # a request's head, from its first byte (None: no bound)
         max_body = check_count("max_body", max_body)  # bytes
         self.max_body = max_body
         self.png_level = png_level
@@ -272,9 +279,10 @@ class CodecServer(ThreadingHTTPServer):
             self._connections_lock.notify_all()
 
     def server_close(self, drain_s: float = 30.0) -> None:
-        """Stop listening and close the connections: idle keep-alive ones at once, those with a
-        request in flight once it is answered (waiting up to ``drain_s`` seconds for them), so
-        that no connection is served after the server is closed."""
+        """Stop listening and close the connections: idle keep-alive ones (and those whose
+        request head is still arriving) at once, those with a request in flight once it is
+        answered, waiting up to ``drain_s`` seconds for them, then ended whatever they do, so that
+        no connection is served after the server is closed."""
         super().server_close()
         with self._connections_lock:
             self._closing = True
@@ -286,6 +294,12 @@ class CodecServer(ThreadingHTTPServer):
                 pass
         with self._connections_lock:
             self._connections_lock.wait_for(lambda: self.connections == 0, timeout=drain_s)
+            late = list(self._handlers)
+        for handler in late:  # still reading a request or answering one after drain_s: ended
+            try:
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         while True:  # refusals still waiting are closed unanswered; then the refusing thread ends
             try:
                 sock = self._refusals.get_nowait()
