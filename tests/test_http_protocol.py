@@ -324,3 +324,24 @@ def test_connections_send_without_waiting_for_acks(tiny_model_path):
                 handlers = list(server._handlers)
             assert len(handlers) == 1
             assert handlers[0].connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_a_pipelined_requests_body_keeps_its_own_time(tiny_model_path, rng):
+    """A request whose head came whole with the one before it (pipelined) never started its
+    head's deadline; its body's first bytes did, cutting the body's time to header_timeout."""
+    img = smooth_image(rng, 260, 256)  # 199 680 bytes of raw pixels: 3 s at MIN_BODY_RATE
+    raw = img.tobytes()
+    with serving(tiny_model_path, header_timeout=1.0) as server:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=15) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"POST /encode?quality=50&width=256&height=260 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(raw))
+            time.sleep(0.3)
+            sock.sendall(raw[:1000])
+            time.sleep(1.3)  # past header_timeout after the body's first bytes, inside its own time
+            sock.sendall(raw[1000:])
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert _statuses(answer) == [200, 200], answer[-300:]
+        assert answer.endswith(Codec(tiny_model_path).encode(img, 50))

@@ -516,6 +516,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _body_due(self, n: int) -> None:
         """The body (``n`` bytes at most) is to be read now: its deadline, and "100 Continue" to a
         client that waits for it."""
+        self._arm_deadline = False  # (a head read whole with the one before it never armed it: not the body's start)
         if self.server.header_timeout is not None:
             self._read_deadline = time.monotonic() + self.server.header_timeout + n / MIN_BODY_RATE
         if self._expect_continue:
