@@ -570,7 +570,8 @@ def cmd_serve(args) -> int:
                              log_format=args.log_format, max_refine=args.max_refine,
                              trusted_proxies=args.trusted_proxy, client_priorities=token_file.priorities,
                              client_max_refine=token_file.max_refine, max_refine_pixels=args.max_refine_pixels,
-                             refine_cost=args.refine_cost)
+                             refine_cost=args.refine_cost, idle_timeout=args.idle_timeout,
+                             header_timeout=args.header_timeout)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -1002,6 +1003,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-connections", type=_positive_int, default=128,
                    help="open connections (a thread each) before answering 503 to new ones (default 128)")
     v.add_argument("--timeout", type=float, metavar="SECONDS", help="answer 504 to a request queued longer")
+    v.add_argument("--idle-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+                   help="close a connection silent this long (keep-alive; 408 if a body was due; default 60)")
+    v.add_argument("--header-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="a request's line and headers must arrive within this long of its first byte, its body "
+                        "within this plus its length at 64 KiB/s (slow clients cannot hold connections; default 30)")
     v.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain); needs --tls-key")
     v.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     v.add_argument("--tls-client-ca", metavar="PEM",

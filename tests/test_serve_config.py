@@ -26,6 +26,9 @@ def test_the_files_options_are_converted_as_flags_and_the_flags_win(tmp_path):
     args = parse_cli(["serve", "--config", path, "--port", "9000", "--trusted-proxy", "192.168.1.7"])
     assert args.port == 9000 and args.trusted_proxy == ["10.0.0.0/8", "192.168.1.7"]  # repeatable: added
     assert parse_cli(["serve"]).port == 8080  # without --config, the defaults as they were
+    args = parse_cli(["serve", "--config", _config(tmp_path, "idle-timeout = 20\nheader-timeout = 5.5\n")])
+    assert (args.idle_timeout, args.header_timeout) == (20.0, 5.5)
+    assert (parse_cli(["serve"]).idle_timeout, parse_cli(["serve"]).header_timeout) == (60.0, 30.0)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -37,6 +40,7 @@ def test_the_files_options_are_converted_as_flags_and_the_flags_win(tmp_path):
     ("port = [1, 2]\n", "port takes one value"),
     ("config = 'other.toml'\n", "unknown option 'config'"),
     ("port = \n", "is not valid TOML"),
+    ("header-timeout = 0\n", "expected a positive number"),
 ])
 def test_a_bad_file_is_refused_with_what_is_wrong(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
