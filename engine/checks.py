@@ -42,6 +42,17 @@ def check_count(name: str, value: object, *, least: int = 1, none: str | None = 
     return int(value)  # type: ignore[call-overload]
 
 
+MAX_THREADS = 1024  # of one pool or of torch's: 100 000 crashed the process (a segfault) and starved the machine
+
+
+def check_threads(name: str, value: object, *, none: str | None = None) -> int | None:
+    """A number of threads: ``check_count``'s rule, and at most MAX_THREADS."""
+    count = check_count(name, value, none=none) if none is not None else check_count(name, value)
+    if count is not None and count > MAX_THREADS:
+        raise ConfigError(f"{name} must be at most {MAX_THREADS} threads, got {value!r}")
+    return count
+
+
 def check_seconds(name: str, value: object, *, none: str = "no timeout") -> float | None:
     """A timeout: None (``none``) or a finite number of seconds above 0."""
     if value is None:

@@ -29,7 +29,7 @@ from . import allocator, default_model_path, memory, rate_control, resample  # d
 from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
-from .checks import check_count, check_in_range, is_real
+from .checks import check_count, check_in_range, check_threads, is_real
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BackendUnavailableError, BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
                      ResourceError, warn_refine_fallback)
@@ -165,7 +165,7 @@ class Codec:
                  refine_views: tuple[int, ...] | None = None, refine_bf16: bool = False, check_memory: bool = True,
                  backend_options: Mapping[str, Any] | None = None, hs_device: str | None = None):
         allocator.tune_allocator()  # process-wide, once: freed feature maps are reused (allocator.py)
-        threads = check_count("threads", threads, none="the default")
+        threads = check_threads("threads", threads, none="the default")
         if backend == "torch" and threads:
             # before the model is loaded (torch work too): Codec(threads=1) never runs torch on
             # more, so a process that only makes such codecs forks children free to use several

@@ -18,6 +18,7 @@ import warnings
 
 import torch
 
+from .checks import check_threads
 from .errors import VlmcodecWarning
 
 # this process (or one it was forked from) had torch on several OpenMP threads for a codec
@@ -47,7 +48,7 @@ def set_torch_threads(threads: int | None) -> None:
                           VlmcodecWarning, stacklevel=3)
         threads = 1
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(int(check_threads("threads", threads)))
     note_torch_use()
 
 

@@ -200,3 +200,41 @@ def test_model_and_weights_files_are_written_whole_or_not_at_all(tmp_path, tiny_
         write()
         assert targets[name].read_bytes() != b"as it was", name
     assert load_model(targets["model"]).fingerprint == loaded.fingerprint
+
+
+def test_the_networks_weights_are_counted_from_the_architecture_alone():
+    """ModelConfig.network_weights (which bounds what a model file may make before any tensor is
+    allocated) is the count MeanScaleHyperprior makes."""
+    for config in (ModelConfig(), ModelConfig(N=16, M=24, num_levels=3, lmbdas=(1, 2, 3)),
+                   ModelConfig(N=8, M=12, N_a=20, pre_editor=True), ModelConfig(N=7, M=13)):
+        net = MeanScaleHyperprior(config)
+        held = sum(p.numel() for n, p in net.named_parameters() if n.split(".")[0] in ("g_a", "g_s", "h_a", "h_s"))
+        assert held == config.network_weights(), config
+
+
+def test_an_edited_model_file_is_refused_before_anything_is_built(tmp_path):
+    """A file without its fingerprint (an edited or hand-made one) declaring N = M = 4096 made a
+    network of 5·10^9 weights (20 GB) before any tensor was looked at; one with a tensor of
+    another shape or float CDF tables gave torch's or the table's traceback."""
+    net = MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05)))
+    good = tmp_path / "good.safetensors"
+    save_model(net, good)
+    tensors, meta = read_safetensors(good)
+    meta.pop("fingerprint")
+    huge = tmp_path / "huge.safetensors"
+    save_file({"x": torch.zeros(1)}, str(huge), metadata={**meta, "config": json.dumps(
+        dict(json.loads(meta["config"]), N=4096, M=4096))})
+    dropped = tmp_path / "dropped.safetensors"  # a network tensor missing: from the file alone
+    save_file({k: v for k, v in tensors.items() if k != "g_s.0.weight"}, str(dropped), metadata=meta)
+    flat = tmp_path / "flat.safetensors"  # as many weights, another shape: when the model is made
+    save_file({**tensors, "g_s.0.weight": tensors["g_s.0.weight"].flatten().contiguous()}, str(flat), metadata=meta)
+    float_cdf = tmp_path / "float_cdf.safetensors"
+    save_file({**tensors, "tables.z.cdf": tensors["tables.z.cdf"].float()}, str(float_cdf), metadata=meta)
+    for path, message in ((huge, "would hold 5,109,360,643 weights"), (dropped, "its g_a, g_s, h_a and h_s hold")):
+        for read in (describe_model, load_model):
+            with pytest.raises(ConfigError, match=message):
+                read(path)
+    with pytest.raises(ConfigError, match="weights do not match the architecture .*size mismatch for g_s.0.weight"):
+        load_model(flat)
+    with pytest.raises(ConfigError, match="bad z CDF tables .*integer"):
+        load_model(float_cdf)

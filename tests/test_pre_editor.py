@@ -371,6 +371,18 @@ def test_teacher_scale_sets_the_teacher_input_size(monkeypatch, scale, want):
     assert fake.sizes == [want, want] and d.shape == (2,) and (d > 0).all()
 
 
+def test_teacher_layers_the_teacher_does_not_have_are_refused(monkeypatch):
+    """Layer 99 of a 12-layer teacher was dropped without a word, the model's recipe naming it."""
+    import vlmcodec.teacher as teacher_mod
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.training.trainer import TrainConfig, _semantic_term
+
+    monkeypatch.setattr(teacher_mod, "load_teacher", lambda name, device=None: _FakeTeacher())
+    with pytest.raises(ConfigError, match=r"teacher_layers \[3, 99\]: the teacher 'fake' has layers 1..4, not \[99\]"):
+        _semantic_term(TrainConfig(teacher="fake", teacher_layers=(3, 99), w_tok=1.0), torch.device("cpu"))
+    assert _semantic_term(TrainConfig(teacher="fake", teacher_layers=(3, 4), w_tok=1.0), torch.device("cpu"))
+
+
 def test_teacher_scale_out_of_range():
     from vlmcodec.errors import ConfigError
     from vlmcodec.training.trainer import TrainConfig, _semantic_term

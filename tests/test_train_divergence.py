@@ -133,6 +133,10 @@ def test_weights_that_became_not_finite_are_never_checkpointed(cfg, monkeypatch)
     ({"ema_decay": 1.0}, r"ema_decay must be a number in \[0, 1\)"),
     ({"out_dir": float("nan")}, "out_dir must be a string"),
     ({"pre_editor": "yes"}, "pre_editor must be true or false"),
+    ({"threads": 100_000}, "threads must be at most 1024"),  # (a segfault, and the machine starved)
+    ({"device": "foo"}, "device must be 'cpu', 'cuda' or 'cuda:N'"),  # (torch's RuntimeError)
+    ({"device": "mps"}, "device must be 'cpu', 'cuda' or 'cuda:N'"),
+    ({"lmbdas": (0.0, 0.01)}, "lmbdas must all be above 0 to train"),  # (reported as a divergence)
 ])
 def test_a_config_no_run_can_use_is_refused_before_anything_is_loaded(cfg, change, message):
     """(These failed deep inside torch, with a ZeroDivisionError, or trained on empty batches.)"""
@@ -155,7 +159,12 @@ def test_a_list_key_given_something_else_names_the_key(tmp_path):
     path = tmp_path / "c.toml"
     for line, message in (('lmbdas = "abc"', r"lmbdas must be a list of float values, got 'abc'"),
                           ("lmbdas = 0.01", r"lmbdas must be a list of float values, got 0.01"),
-                          ('teacher_layers = [3, "x"]', r"teacher_layers must be a list of int values")):
+                          ('teacher_layers = [3, "x"]', r"teacher_layers must be a list of int values"),
+                          # (each element converted as it came: 3.9 → 3, true → 1, "0.5" → 0.5)
+                          ("teacher_layers = [3.9]", r"teacher_layers must be a list of int values"),
+                          ("teacher_layers = [true]", r"teacher_layers must be a list of int values"),
+                          ('lmbdas = [0.01, "0.5"]', r"lmbdas must be a list of float values"),
+                          ("train_only = [1]", r"train_only must be a list of str values")):
         path.write_text(line + "\n")
         with pytest.raises(ConfigError, match=f"training config: {message}"):
             TrainConfig.from_toml(path)

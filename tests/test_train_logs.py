@@ -77,3 +77,46 @@ def test_weight_average_is_kept_across_a_resume_and_exported_beside_the_last_wei
         export_checkpoint(tmp_path / "plain" / "last.pt", tmp_path / "c.safetensors", average=True)
     with pytest.raises(ConfigError, match="ema_decay"):
         train(replace(plain, ema_decay=1.0), progress=False)
+
+
+def test_rows_logged_after_the_checkpoint_are_not_logged_twice(tmp_path):
+    """A run stopped between checkpoints (Ctrl-C, a crash) had logged steps its checkpoint does
+    not hold; the resumed run logged them again (steps went backwards in log.csv and log.jsonl)."""
+    data = write_train_folder(tmp_path / "data", h=160, w=192)
+    run = tmp_path / "run"
+    cfg = TrainConfig(data_dir=str(data), out_dir=str(run), N=8, M=12, lmbdas=(0.01, 0.05), crop=64,
+                      batch=1, steps=6, warmup=1, threads=1, log_every=1, ckpt_every=2)
+    train(TrainConfig(**{**cfg.__dict__, "steps": 4}), progress=False)  # checkpoint at step 4
+    # as if steps 5 and 6 had been logged before the run was stopped, without a checkpoint
+    with (run / "log.csv").open("a") as f:
+        f.write("5,0.001,1,1,1,,1,1,0\n6,0.001,1,1,1,,1,1,0\n")
+    with (run / "log.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 5}) + "\n" + json.dumps({"step": 6}) + "\n")
+    train(cfg, progress=False)  # resumes at step 4
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert [j["step"] for j in lines] == [1, 2, 3, 4, 5, 6] and all("loss" in j for j in lines)
+
+
+def test_a_checkpoint_is_resumed_only_by_its_own_architecture_and_a_damaged_one_is_named(tmp_path):
+    """Resuming with another N, other quality levels or the pre-editor gave torch's "size mismatch"
+    traceback; a damaged last.pt torch's zip-reader traceback or "invalid literal for int()"."""
+    import pytest
+
+    from vlmcodec.errors import ConfigError
+
+    data = write_train_folder(tmp_path / "data", h=160, w=192)
+    run = tmp_path / "run"
+    cfg = TrainConfig(data_dir=str(data), out_dir=str(run), N=8, M=12, lmbdas=(0.01, 0.05), crop=64,
+                      batch=1, steps=2, warmup=1, threads=1, log_every=1, ckpt_every=2)
+    train(cfg, progress=False)
+    for change, named in (({"N": 16}, "N 8 there, 16 here"), ({"lmbdas": (0.01, 0.02, 0.05)}, "lmbdas"),
+                          ({"pre_editor": True}, "pre_editor False there, True here")):
+        with pytest.raises(ConfigError, match=f"cannot resume from .*last.pt: it was trained with another {named}"):
+            train(TrainConfig(**{**cfg.__dict__, **change, "steps": 4}), progress=False)
+    ckpt = run / "last.pt"
+    for damaged in (ckpt.read_bytes()[:1000], b"garbage\n"):
+        ckpt.write_bytes(damaged)
+        with pytest.raises(ConfigError, match="cannot resume from .*last.pt: not a readable checkpoint"):
+            train(TrainConfig(**{**cfg.__dict__, "steps": 4}), progress=False)

@@ -166,6 +166,7 @@ def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype 
 
 
 _IDENTITY_KEYS = ("stream_fingerprint", "decoder_digest")  # written by save_model alone, never copied
+_PARAMETER_SUFFIXES = (".weight", ".bias", ".beta", ".gamma")  # (GDN's reparametrisation buffers aside)
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,11 @@ def load_model(path: str | Path) -> LoadedModel:
     config, fp, identity = _checked(path, tensors, meta)
     model = MeanScaleHyperprior(config)
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # a tensor of another shape ("size mismatch for g_s.0.weight: …")
+        raise ConfigError(f"{path}: weights do not match the architecture (file damaged or edited): "
+                          f"{str(e).splitlines()[-1].strip()[:300]}") from None
     missing = [k for k in missing if not k.endswith(DERIVED_SUFFIXES)]
     if missing or unexpected:
         raise ConfigError(f"{path}: weights do not match the architecture (missing {missing[:5]}, unexpected {unexpected[:5]})")
@@ -230,6 +235,8 @@ def load_model(path: str | Path) -> LoadedModel:
             )
         except KeyError as e:
             raise ConfigError(f"{path}: CDF tables missing ({e}); re-save the model with save_model") from e
+        except (TypeError, ValueError) as e:  # tables of another type or shape (file edited)
+            raise ConfigError(f"{path}: bad {name} CDF tables (file damaged or edited): {e}") from None
     return LoadedModel(model.eval(), tables, fp, meta, identity)
 
 
@@ -250,6 +257,13 @@ def _checked(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
     config = config_of(path, meta)
+    # the networks' weights the file holds against those its architecture has (a file edited
+    # without its fingerprint: load_state_dict's size mismatch, from the file alone for `info`)
+    held = sum(t.numel() for k, t in tensors.items()
+               if k.split(".", 1)[0] in ("g_a", "g_s", "h_a", "h_s") and k.endswith(_PARAMETER_SUFFIXES))
+    if held != config.network_weights():
+        raise ConfigError(f"{path}: its g_a, g_s, h_a and h_s hold {held:,} weights, its architecture (N={config.N}, "
+                          f"M={config.M}) has {config.network_weights():,} (file damaged or edited)")
     fp = fingerprint_of(config, tensors)
     if meta.get("fingerprint") and meta["fingerprint"] != fp.hex():
         raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")

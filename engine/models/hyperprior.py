@@ -48,6 +48,10 @@ DECODER_PARTS = ("entropy_bottleneck", "h_s", "g_s", "inv_gain")
 
 MAX_CHANNELS = 4096  # as the C library's model reader (N, M)
 MAX_LEVELS = 1024   # quality anchors, likewise
+# the most weights a model's four networks may have (1 GiB in float32): ~40x CompressAI's largest
+# (~25 M). A model file is refused above it before any tensor is made: N = M = 4096 passes the
+# channel bound and would allocate 5·10^9 weights
+MAX_NETWORK_WEIGHTS = 2**28
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,26 @@ class ModelConfig:
             raise ConfigError(f"pre_editor must be true or false, got {self.pre_editor!r}")
         if self.N_a == self.N:  # the same network as no N_a: the same dict, the same fingerprint
             object.__setattr__(self, "N_a", None)
+        if self.network_weights() > MAX_NETWORK_WEIGHTS:
+            raise ConfigError(f"N={self.N}, M={self.M}{f', N_a={self.N_a}' if self.N_a else ''}: g_a, g_s, h_a "
+                              f"and h_s would hold {self.network_weights():,} weights, more than {MAX_NETWORK_WEIGHTS:,}")
+
+    def network_weights(self) -> int:
+        """The weights (and biases) of g_a, g_s, h_a and h_s this architecture has, from its sizes
+        alone (as MeanScaleHyperprior makes them; a test checks that they agree)."""
+        A, N, M = self.analysis_width, self.N, self.M
+
+        def conv(i: int, o: int, k: int = 5) -> int:
+            return i * o * k * k + o
+
+        def gdn(c: int) -> int:
+            return c * c + c
+
+        g_a = conv(3, A) + conv(A, A) * 2 + conv(A, M) + gdn(A) * 3
+        g_s = conv(M, N) + conv(N, N) * 2 + conv(N, 3) + gdn(N) * 3
+        h_a = conv(M, N, 3) + conv(N, N) * 2
+        h_s = conv(N, M) + conv(M, M * 3 // 2) + conv(M * 3 // 2, M * 2, 3)
+        return g_a + g_s + h_a + h_s
 
     @property
     def analysis_width(self) -> int:

@@ -54,7 +54,7 @@ import numpy as np
 
 from .. import rate_control, resample
 from ..bitstream import container
-from ..checks import check_count, check_number, check_seconds, is_whole
+from ..checks import check_count, check_number, check_seconds, check_threads, is_whole
 from ..codec import Codec, check_batch
 from ..errors import (BitstreamError, ConfigError, EngineDeadError, RequestError, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
@@ -136,7 +136,7 @@ class Engine:
         if intra_op_threads is not None:
             from ..torch_threads import set_torch_threads
 
-            set_torch_threads(check_count("intra_op_threads", intra_op_threads))  # process-wide: documented in the class doc
+            set_torch_threads(check_threads("intra_op_threads", intra_op_threads))  # process-wide: documented in the class doc
         self.codec = codec if codec is not None else Codec()
         self.max_queue = int(max_queue)
         self.block = bool(block)

@@ -11,6 +11,7 @@ new run with the same ``out_dir`` resumes from it. Every ``log_every`` steps a r
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..checks import MAX_THREADS
 from ..console import is_terminal
 from ..errors import BackendUnavailableError, ConfigError, TrainingDivergedError
 from ..models import MeanScaleHyperprior, ModelConfig
@@ -36,6 +38,22 @@ from .weights import load_weights_into, save_weights
 
 _TUPLE_KEYS = {"lmbdas": float, "teacher_layers": int, "consumer_short_sides": int,
                "consumer_teacher_scales": float, "train_only": str}  # field → element type
+
+
+def _element(kind: type, x):
+    """One element of a list-valued key, as strict as a scalar key: a layer 3.9, a flag true or
+    a string "0.5" in a number list was taken as 3, 1, 0.5."""
+    if kind is str:
+        if not isinstance(x, str):
+            raise TypeError
+        return x
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError
+    if kind is int:
+        if x != int(x):
+            raise ValueError
+        return int(x)
+    return float(x)
 
 
 @dataclass(frozen=True)
@@ -128,7 +146,7 @@ class TrainConfig:
             try:
                 if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
                     raise TypeError
-                out[k] = tuple(kind(x) for x in v)
+                out[k] = tuple(_element(kind, x) for x in v)
             except (TypeError, ValueError):
                 raise ConfigError(f"training config: {k} must be a list of {kind.__name__} values, got {v!r}") from None
         return out
@@ -167,6 +185,8 @@ class TrainConfig:
         for key in ("steps", "warmup", "threads"):
             if not (whole(getattr(self, key)) and getattr(self, key) >= 0):
                 raise bad(key, "must be a whole number, at least 0")
+        if self.threads > MAX_THREADS:  # (100 000 crashed the process)
+            raise bad("threads", f"must be at most {MAX_THREADS}")
         for key in ("lr", "teacher_scale", "consumer_teacher_scale"):
             v = getattr(self, key)
             if not (number(v) and v > 0):
@@ -187,6 +207,14 @@ class TrainConfig:
             self.model_config()
         except ValueError as e:
             raise ConfigError(f"training config: {e}") from e
+        if not all(v > 0 for v in self.lmbdas):  # (0 is a converted model's "unknown"; its inverse gain 1/0)
+            raise bad("lmbdas", "must all be above 0 to train")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError):
+            device = None
+        if device is None or device.type not in ("cpu", "cuda"):
+            raise bad("device", "must be 'cpu', 'cuda' or 'cuda:N'")
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"training config: device {self.device!r}: CUDA not available "
                                           "(this torch has no CUDA build or sees no GPU)")
@@ -266,7 +294,11 @@ def _semantic_term(cfg: TrainConfig, device):
     from .semantic import rank_distortion, teacher_size, token_distortion
 
     teacher = load_teacher(cfg.teacher, device=device)
-    layers = [l for l in cfg.teacher_layers if l <= teacher.num_layers]
+    beyond = [l for l in cfg.teacher_layers if not 1 <= l <= teacher.num_layers]
+    if beyond:  # (they were dropped, and the model's recipe still named them)
+        raise ConfigError(f"training config: teacher_layers {list(cfg.teacher_layers)}: the teacher "
+                          f"{cfg.teacher!r} has layers 1..{teacher.num_layers}, not {beyond}")
+    layers = list(cfg.teacher_layers)
     if cfg.teacher_bf16:
         warn_if_slow_bfloat16(device, "teacher_bf16")
 
@@ -288,6 +320,61 @@ def _semantic_term(cfg: TrainConfig, device):
         return d
 
     return term
+
+
+# what a checkpoint can only be resumed with: the architecture and what is trained
+_RESUME_KEYS = ("N", "M", "N_a", "lmbdas", "pre_editor", "train_only")
+
+
+def _resume_state(ckpt: Path, cfg: TrainConfig, device: torch.device) -> dict:
+    """The checkpoint a run resumes from, read and checked against ``cfg`` (ConfigError naming
+    the file: a damaged one gave torch's traceback, one of another architecture a size mismatch)."""
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+    except Exception as e:  # noqa: BLE001 — torch.load raises many kinds for a damaged file
+        raise ConfigError(f"cannot resume from {ckpt}: not a readable checkpoint ({type(e).__name__}: "
+                          f"{str(e)[:200]}); remove it to start afresh, or give another out_dir") from None
+    if not isinstance(state, dict) or not {"model", "opt", "step"} <= set(state):
+        raise ConfigError(f"cannot resume from {ckpt}: not a vlmcodec training checkpoint")
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    now = asdict(cfg)
+    differ = [f"{k} {_listed(saved[k])} there, {_listed(now[k])} here" for k in _RESUME_KEYS
+              if k in saved and _listed(saved[k]) != _listed(now[k])]
+    if differ:
+        raise ConfigError(f"cannot resume from {ckpt}: it was trained with another {'; '.join(differ)} "
+                          "(resume with its config, or give another out_dir)")
+    return state
+
+
+def _cut_logs(csv_path: Path, jsonl_path: Path, step: int) -> None:
+    """The logs without their rows past ``step`` (written whole or not at all)."""
+    from ..files import write_whole
+
+    if csv_path.exists():
+        with open(csv_path, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = rows[:1] + [r for r in rows[1:] if not (r and r[0].isdigit() and int(r[0]) > step)]
+        if len(kept) != len(rows):
+            buf = io.StringIO()
+            csv.writer(buf).writerows(kept)
+            write_whole(csv_path, buf.getvalue().encode())
+    if jsonl_path.exists():
+        lines = jsonl_path.read_text().splitlines(keepends=True)
+        kept_lines = [ln for ln in lines if _logged_step(ln) <= step]
+        if len(kept_lines) != len(lines):
+            write_whole(jsonl_path, "".join(kept_lines).encode())
+
+
+def _logged_step(line: str) -> int:
+    try:
+        value = json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return 0  # (kept: not a row of ours)
+    return value if isinstance(value, int) else 0
+
+
+def _listed(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
@@ -320,7 +407,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         lineage = load_weights_into(model, cfg.init_from)  # a model or weights file; checks shapes
         decodes_as = stream_identity_of(cfg.init_from)
     if ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = _resume_state(ckpt, cfg, device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         if aux_opt is not None:
@@ -350,6 +437,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if log_path.exists():
         with open(log_path, newline="") as f:
             columns = next(csv.reader(f), None) or columns
+    # rows logged after the checkpoint this run resumes from (a run stopped by Ctrl-C or a crash
+    # between checkpoints) are logged again: they go, so that each step is in the logs once
+    _cut_logs(log_path, out / "log.jsonl", step)
     new_log = not log_path.exists()
     log_f = open(log_path, "a", newline="")
     # the same rows as JSON lines (numbers as numbers, all columns), for dashboards and scripts
