@@ -26,7 +26,7 @@ from pathlib import Path
 from .checks import whole_number_arg
 from .console import backend_option
 from .console import is_terminal as _is_terminal
-from .errors import (BitstreamError, ConfigError, ImageError, ModelMismatchError, ModelNotFoundError, ResourceError,
+from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError, ModelNotFoundError, ResourceError,
                      VlmcodecError, VlmcodecWarning)
 from .training.overrides import merge_overrides
 
@@ -54,14 +54,14 @@ def expand_inputs(items: list[str], suffixes: set[str]) -> list[Path]:
         if item == STDIO:
             out.append(STDIN)
         elif p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes)
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes and not f.is_dir())
+        elif p.is_file():  # a name that exists is that file, glob characters and all ("photo[1].png")
+            out.append(p)
         elif any(c in item for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             if not matches:
                 raise VlmcodecError(f"no file matches {item!r}")
             out += matches
-        elif p.is_file():
-            out.append(p)
         else:
             raise VlmcodecError(f"input not found: {item}")
     if not out:
@@ -71,7 +71,9 @@ def expand_inputs(items: list[str], suffixes: set[str]) -> list[Path]:
 
 def _check_stdio(files: list[Path], output: str | None) -> bool:
     """Refuse what standard input/output cannot do; True when the output is standard output."""
-    if files[0] is STDIN and output is None:
+    if files[0] is STDIN and (output is None or (output != STDIO and (Path(output).is_dir()
+                                                                   or output.endswith(("/", "\\"))))):
+        # (a folder: the output was named "<standard input>.vlmc" in it)
         raise VlmcodecError("reading standard input needs -o FILE (or -o - for standard output)")
     if files[0] is STDIN and _is_terminal(sys.stdin):  # (it waited for bytes no one can type)
         raise VlmcodecError("standard input is a terminal: pipe the input in (< FILE or COMMAND |) or name a file")
@@ -107,15 +109,41 @@ def _write_stdout(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-def _output_path(src: Path, out: str | None, many: bool, suffix: str) -> Path:
+def _output_name(src: Path, out: str | None, many: bool, suffix: str) -> Path:
+    """Where ``src``'s output goes (no folder made yet)."""
     if out is None:
         return src.with_suffix(suffix)
     o = Path(out)
     if many or o.is_dir() or out.endswith(("/", "\\")):
-        o.mkdir(parents=True, exist_ok=True)
         return o / (src.stem + suffix)
-    o.parent.mkdir(parents=True, exist_ok=True)
     return o
+
+
+def _output_path(src: Path, out: str | None, many: bool, suffix: str) -> Path:
+    """``_output_name``, its folder made."""
+    path = _output_name(src, out, many, suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _check_outputs(files: list[Path], outputs: list[list[Path]]) -> None:
+    """Refuse, before anything is coded, a run in which two inputs would write the same output
+    (a.png and a.jpg both to a.vlmc: one was overwritten by the other without a word) or an input
+    would be written over by another's output (roundtrip d -o d: a.jpg's decoded image replaced
+    the original a.png). An output that replaces its own input is refused per file, later."""
+    inputs = {src.resolve(): src for src in files if src is not STDIN}
+    taken: dict[Path, Path] = {}
+    for src, outs in zip(files, outputs):
+        for out in outs:
+            where = out.resolve()
+            if where in taken and taken[where] != src:
+                raise VlmcodecError(f"{taken[where]} and {src} would both be written to {out}: give one of them "
+                                    "another name, or code them into separate -o folders")
+            taken[where] = src
+            other = inputs.get(where)
+            if other is not None and other != src:
+                raise VlmcodecError(f"{out}, the output of {src}, would replace the input {other}: give -o another "
+                                    "folder")
 
 
 def _decoded_format(args, output_is_file: bool) -> tuple[str, str]:
@@ -168,7 +196,7 @@ def _emit_json(row: dict, stream=None) -> None:
 
 # what one input file can get wrong; the run goes on with the others (a config or backend error,
 # the same for every file, stops it at once)
-_FILE_ERRORS = (ImageError, BitstreamError, ModelMismatchError, ResourceError, OSError)
+_FILE_ERRORS = (ImageError, BitstreamError, ModelMismatchError, ResourceError, BudgetError, OSError)
 
 
 class _Failures:
@@ -276,6 +304,13 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     png_level = getattr(args, "png_level", DEFAULT_PNG_LEVEL)
     suffix = DECODED_FORMATS[getattr(args, "format", None) or "png"][1][0]  # roundtrip's decoded images
 
+    def decoded_path(dst: Path) -> Path:
+        return dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
+
+    if not to_stdout:
+        streams = [_output_name(f, args.output, many, ".vlmc") for f in files]
+        _check_outputs(files, [[d, decoded_path(d)] if roundtrip else [d] for d in streams])
+
     def report(src: Path, row: tuple, line: str | dict):
         def then(err: BaseException | None) -> None:
             if err is not None:
@@ -301,7 +336,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                 img = loaded.result()
                 # where it goes, refused before any coding if that is the input itself
                 dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, ".vlmc")
-                out = dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
+                out = decoded_path(dst)
                 if _is_input(dst, src):
                     raise FileExistsError(f"{dst}: the stream would replace its own input image (-o names it)")
                 if roundtrip and _is_input(out, src):
@@ -365,6 +400,8 @@ def cmd_decode(args) -> int:
     codecs = _codec_set(codec, [_codec(args, path) for path in args.extra_model or ()])
     table = sys.stderr if to_stdout else sys.stdout  # stdout carries the image then
     failures = _Failures(len(files), table if args.json else None)
+    if not to_stdout:
+        _check_outputs(files, [[_output_name(f, args.output, many, suffix)] for f in files])
 
     def report(src: Path, line: str | dict):
         def then(err: BaseException | None) -> None:

@@ -287,6 +287,8 @@ class Codec:
                      refine: int | None = None) -> list[bytes]:
         """Encode images; those sharing a padded (coded) size go through the networks as one batch."""
         check_batch(images, "encode_batch", "encode")
+        if not isinstance(images, (list, tuple, np.ndarray)):  # a generator, map(...): counted below
+            images = list(images)
         steps = self.refine_steps(refine)
         prepared = [self.prepare(im, q, short_side) for im, q in zip(images, _broadcast(qualities, len(images)))]
         out: list[bytes | None] = [None] * len(prepared)

@@ -146,9 +146,12 @@ def load_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> np
             # maxvals to it), even when a dark image holds only values below 256
             sixteen_bit = im.format == "PPM" and im.mode == "I"
             return as_rgb_array(pil_to_rgb(upright(im), sixteen_bit))
+    except ImageError:
+        raise
     except FileNotFoundError as e:
         raise ImageError(f"image not found: {path}") from e
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as e:
+    # (Pillow raises ValueError for a damaged PPM/PGM header, TypeError for some damaged TIFFs)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError, TypeError) as e:
         # (Pillow names a file object by its repr, an address: "<_io.BytesIO object at 0x7f…>")
         text = str(e) if isinstance(source, Path) else str(e).replace(f" {source!r}", "")
         raise ImageError(f"cannot read image {path}: {text}") from e

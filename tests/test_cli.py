@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vlmcodec import Codec
 from vlmcodec.cli import main
 
 from conftest import smooth_image
@@ -321,3 +322,98 @@ def test_an_output_folder_that_is_a_file_is_refused_up_front(tmp_path, rng, tiny
         assert main(["export", "--format", fmt, "-o", str(tmp_path / "out"), "--model", str(tiny_model_path)]) == 2
         err = capsys.readouterr().err
         assert "is a file: export writes into a folder" in err and "Errno" not in err, err
+
+
+def test_two_inputs_never_write_one_output_nor_over_another_input(tmp_path, rng, tiny_model_path, capsys):
+    """a.png and a.jpg both went to a.vlmc, one silently overwritten; `roundtrip d -o d` wrote
+    a.jpg's decoded image over the original a.png. Now such a run is refused before any coding."""
+    model = ["--model", str(tiny_model_path)]
+    d = tmp_path / "d"
+    d.mkdir()
+    Image.fromarray(smooth_image(rng, 40, 64)).save(d / "a.png")
+    Image.fromarray(smooth_image(rng, 64, 40)).save(d / "a.jpg")
+    original = (d / "a.png").read_bytes()
+    assert main(["encode", str(d), "-o", str(tmp_path / "out"), *model]) == 2
+    assert "would both be written to" in capsys.readouterr().err and not (tmp_path / "out" / "a.vlmc").exists()
+    assert main(["roundtrip", str(d), "-o", str(d), *model]) == 2
+    assert "would replace the input" in capsys.readouterr().err and (d / "a.png").read_bytes() == original
+    assert sorted(p.name for p in d.iterdir()) == ["a.jpg", "a.png"]
+    for sub in ("s1", "s2"):  # streams of one name in two folders, decoded into one
+        assert main(["encode", str(d / "a.png"), "-o", str(tmp_path / sub / "a.vlmc"), *model]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "s1" / "a.vlmc"), str(tmp_path / "s2" / "a.vlmc"),
+                 "-o", str(tmp_path / "dec"), *model]) == 2
+    assert "would both be written to" in capsys.readouterr().err
+
+
+def test_an_image_over_the_budget_fails_alone(tmp_path, rng, tiny_model_path, capsys):
+    """BudgetError stopped a folder's run at that image, the file unnamed, the rest not coded."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(src / "a.png")
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(src / "b.png")
+    Image.fromarray(np.full((8, 8, 3), 50, np.uint8)).save(src / "c.png")
+    codec = Codec(tiny_model_path)
+    small = max(len(codec.encode(np.asarray(Image.open(src / f"{n}.png")), 0)) for n in "ac")
+    assert main(["encode", str(src), "-o", str(tmp_path / "out"), "--max-bytes", str(small + 40),
+                 "--model", str(tiny_model_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "b.png" in err and "over the budget" in err and "1 of 3 files failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.vlmc", "c.vlmc"]
+
+
+def test_damaged_ppm_and_tiff_files_are_image_errors(tmp_path, rng, tiny_model_path, capsys):
+    """Pillow's ValueError (a PPM header cut short) and TypeError (a TIFF's dimensions damaged)
+    escaped: a traceback for the TIFF, and either stopped a folder's run."""
+    import io
+
+    from vlmcodec.errors import ImageError
+    from vlmcodec.image_io import load_image
+
+    (tmp_path / "t.ppm").write_bytes(b"P6\n17")
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((12, 17, 3), np.uint8)).save(buf, "TIFF")
+    tiff = bytearray(buf.getvalue())
+    tiff[132] = 138  # (found by a fuzz of 3600 damaged files: Pillow's "Missing dimensions")
+    (tmp_path / "bad.tif").write_bytes(bytes(tiff))
+    for name in ("t.ppm", "bad.tif"):
+        with pytest.raises(ImageError, match=f"cannot read image .*{name}"):
+            load_image(tmp_path / name)
+    Image.fromarray(smooth_image(rng, 40, 64)).save(tmp_path / "good.png")
+    assert main(["encode", str(tmp_path / "t.ppm"), str(tmp_path / "bad.tif"), str(tmp_path / "good.png"),
+                 "-o", str(tmp_path / "out"), "--model", str(tiny_model_path), "--quiet"]) == 2
+    assert "2 of 3 files failed" in capsys.readouterr().err and (tmp_path / "out" / "good.vlmc").exists()
+
+
+def test_a_file_whose_name_has_glob_characters_is_itself(tmp_path, rng, tiny_model_path, monkeypatch, capsys):
+    """'photo[1].png' was taken as a pattern: "no file matches" although it exists, or another
+    file (photo1.png) was coded in its place."""
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(smooth_image(rng, 40, 64)).save("photo[1].png")
+    Image.fromarray(smooth_image(rng, 64, 40)).save("photo1.png")
+    assert main(["encode", "photo[1].png", "-o", "p.vlmc", "--model", str(tiny_model_path), "--json"]) == 0
+    assert '"file": "photo[1].png"' in capsys.readouterr().out
+    assert main(["encode", "photo?.png", "-o", "globbed/", "--model", str(tiny_model_path), "--quiet"]) == 0
+    assert [p.name for p in (tmp_path / "globbed").iterdir()] == ["photo1.vlmc"]  # a pattern is still one
+
+
+def test_standard_input_into_a_folder_is_refused(tmp_path, rng, tiny_model_path, monkeypatch, capsys):
+    """-o DIR/ for '-' wrote DIR/<standard input>.vlmc."""
+    import io
+    import sys
+
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(rng, 40, 64)).save(buf, "PNG")
+    monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"buffer": io.BytesIO(buf.getvalue()),
+                                                          "isatty": lambda self: False})())
+    (tmp_path / "sdir").mkdir()
+    assert main(["encode", "-", "-o", str(tmp_path / "sdir"), "--model", str(tiny_model_path)]) == 2
+    assert "standard input needs -o FILE" in capsys.readouterr().err and not any((tmp_path / "sdir").iterdir())
+
+
+def test_encode_batch_takes_a_generator(tiny_model_path, rng):
+    """(a TypeError: "object of type 'generator' has no len()")"""
+    codec = Codec(tiny_model_path)
+    images = [smooth_image(rng, 40, 64), smooth_image(rng, 24, 32)]
+    assert codec.encode_batch((im for im in images), 50) == codec.encode_batch(images, 50)
+    assert codec.encode_batch(map(lambda im: im, images), [40, 60]) == codec.encode_batch(images, [40, 60])
