@@ -38,9 +38,21 @@ class ClassicCodec:
     qualities: Sequence[float] = ()
     quality_name: str = "quality"
     suffix: str = ""
+    quality_range: tuple[float, float] = (0, 100)  # the encoder's own (Pillow clamps beyond it)
+    whole_qualities = True  # the encoder takes whole numbers (int() would take 50.7 as 50)
 
     def available(self) -> tuple[bool, str]:
         return True, ""
+
+    def check_qualities(self, qualities: Sequence[float]) -> None:
+        """ValueError for a quality the encoder does not take as given (jpeg=200 was coded at
+        Pillow's 100 and recorded as 200)."""
+        lo, hi = self.quality_range
+        for q in qualities:
+            whole = not self.whole_qualities or float(q).is_integer()
+            if not (lo <= q <= hi and whole):
+                kind = "whole numbers" if self.whole_qualities else "numbers"
+                raise ValueError(f"{self.name}: {self.quality_name} must be {kind} in [{lo:g}, {hi:g}], got {q:g}")
 
     def version(self) -> str:
         return ""
@@ -215,6 +227,7 @@ class HEVC(ClassicCodec):
     name, label, suffix = "hevc", "HEVC intra (x265, 4:4:4)", ".hevc"
     qualities = (47, 42, 37, 32, 27, 22, 17)
     quality_name = "qp"
+    quality_range = (0, 51)
     preset = "medium"
     tune = "psnr"  # psy-rd, psy-rdoq and AQ off: +0.3..0.8 dB PSNR at equal rate on Kodak
 
@@ -290,6 +303,7 @@ class ConsumerScale(ClassicCodec):
         self.name = f"{inner.name}@{self.short_side}"
         self.label = f"{inner.label} @ short side {self.short_side}"
         self.qualities, self.quality_name, self.suffix = inner.qualities, inner.quality_name, inner.suffix
+        self.quality_range, self.whole_qualities = inner.quality_range, inner.whole_qualities
 
     def available(self) -> tuple[bool, str]:
         return self.inner.available()

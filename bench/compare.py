@@ -63,10 +63,22 @@ def load_curve(spec: str) -> Curve:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"curve {name}: cannot read {path}: {e}") from e
-    if codec not in data.get("codecs", {}):
-        raise ConfigError(f"curve {name}: no codec {codec!r} in {path} (has {sorted(data.get('codecs', {}))})")
-    hib = {m["name"]: m.get("higher_is_better", True) for m in data.get("metrics", [])}
-    return Curve(name, f"{path}:{codec}", tuple(data.get("images", ())), data["codecs"][codec]["points"], hib)
+    if not isinstance(data, dict) or not isinstance(data.get("codecs"), dict):  # (an AttributeError, KeyError…)
+        raise ConfigError(f"curve {name}: {path} is not a `vlmcodec bench rd` result (rd.json)")
+    if codec not in data["codecs"]:
+        raise ConfigError(f"curve {name}: no codec {codec!r} in {path} (has {sorted(data['codecs'])})")
+    points, metrics = data["codecs"][codec].get("points") if isinstance(data["codecs"][codec], dict) else None, \
+        data.get("metrics", [])
+    if (not isinstance(points, list) or not all(isinstance(p, dict) and _number(p.get("bpp")) for p in points)
+            or not isinstance(metrics, list) or not all(isinstance(m, dict) and "name" in m for m in metrics)):
+        raise ConfigError(f"curve {name}: {path}'s {codec} points or metrics are not those of a `vlmcodec bench rd` "
+                          "result (each point needs its bpp)")
+    hib = {m["name"]: m.get("higher_is_better", True) for m in metrics}
+    return Curve(name, f"{path}:{codec}", tuple(data.get("images", ())), points, hib)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _bd(anchor: Curve, test: Curve, metric: str) -> dict:
@@ -176,10 +188,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the Markdown report here (and the figures as .json beside it)")
     args = p.parse_args(argv)
     try:
+        if not (_number(args.max_bpp) and args.max_bpp > 0):  # (NaN listed every point "at ≤ nan bpp")
+            raise ConfigError(f"--max-bpp must be a number above 0, got {args.max_bpp}")
+        if args.out is not None and args.out.suffix.lower() == ".json":  # (the figures replaced the report)
+            raise ConfigError(f"--out {args.out}: name the Markdown report (e.g. compare.md); its figures go "
+                              "beside it as .json")
         curves = [load_curve(s) for s in args.curve]
         anchors = [load_curve(s) for s in args.anchor]
-        res = compare(curves, anchors, [m.strip() for m in args.metrics.split(",") if m.strip()], args.max_bpp,
-                      args.bootstrap, args.seed)
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        measured = {k for c in curves + anchors for pt in c.points for k in pt}
+        if args.metrics == ",".join(DEFAULT_METRICS):  # the defaults: those these curves have
+            metrics = [m for m in metrics if m in measured]
+        unknown = [m for m in metrics if m not in measured]
+        if unknown or not metrics:  # (a misspelt metric gave tables of "n/a (+nan)" and exit 0)
+            raise ConfigError(f"--metrics: {unknown or 'none given'} not measured in these curves (they have "
+                              f"{sorted(measured - {'bpp', 'quality', 'bytes', 'images', 'per_image', 'enc_s', 'dec_s'})})")
+        res = compare(curves, anchors, metrics, args.max_bpp, args.bootstrap, args.seed)
     except ConfigError as e:
         print(f"vlmcodec bench compare: error: {e}", file=sys.stderr)
         return 2

@@ -50,6 +50,7 @@ class VlmCodec(ClassicCodec):
 
     name, label, suffix = "vlmcodec", "vlmcodec", ".vlmc"
     qualities = (0, 15, 30, 50, 70, 85, 100)
+    whole_qualities = False  # (any quality in [0, 100]: the levels interpolate)
 
     def __init__(self, model: str | None = None, backend: str = "torch", threads: int | None = 1,
                  pre_edit: bool = True, short_side: int | None = None, refine: int = 0,
@@ -392,6 +393,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
     qualities = qualities or {}
     curves: dict[str, CodecCurve] = {}
     missing_codecs: dict[str, str] = {}
+    to_run = []
     for name in codecs:
         codec = make_codec(name, **(vlm_kwargs or {}))  # vlm_kwargs reach vlmcodec only
         ok, why = codec.available()
@@ -400,6 +402,9 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
             continue
         family = name.partition("@")[0]
         qs = qualities.get(name, qualities.get(family, qualities.get(family.partition("+")[0], codec.qualities)))
+        codec.check_qualities(qs)  # every codec's before the first runs
+        to_run.append((name, codec, qs))
+    for name, codec, qs in to_run:
         curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
     kept, earlier_commands = _kept_codecs(out / "rd.json", images, metrics, curves) if merge else ({}, [])
     curves = {**kept, **curves}

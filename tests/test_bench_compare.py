@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -49,6 +50,21 @@ def test_compare_errors(tmp_path, capsys):
         cmp.compare([cmp.load_curve(f"o={other}")], [cmp.load_curve(f"w={a}:webp")], ["psnr"])
     assert cmp.main(["--curve", f"o={tmp_path / 'missing.json'}"]) == 2
     assert "cannot read" in capsys.readouterr().err
+    # JSON that is not a bench rd result (an AttributeError, a KeyError, a TypeError before)
+    for i, text in enumerate(("[1, 2]", '{"codecs": {"vlmcodec": {"points": [{"psnr": 30}]}}}',
+                              '{"codecs": {"vlmcodec": {"points": []}}, "metrics": "psnr"}')):
+        (tmp_path / f"bad{i}.json").write_text(text)
+        assert cmp.main(["--curve", f"b={tmp_path / f'bad{i}.json'}"]) == 2
+        assert "`vlmcodec bench rd` result" in capsys.readouterr().err
+    # a misspelt metric, a NaN bound, a report named .json: refused (they exited 0 with tables of
+    # n/a, every point "at ≤ nan bpp", or the report replaced by its figures)
+    for extra, message in ((["--metrics", "psnrr"], r"\['psnrr'\] not measured"),
+                           (["--max-bpp", "nan"], "--max-bpp must be a number above 0"),
+                           (["--out", str(tmp_path / "r.json")], "name the Markdown report")):
+        assert cmp.main(["--curve", f"w={a}:webp", *extra]) == 2
+        assert re.search(message, capsys.readouterr().err)
+    assert cmp.main(["--curve", f"w={a}:webp", "--out", str(tmp_path / "r.md"), "--bootstrap", "0"]) == 0
+    assert (tmp_path / "r.md").read_text().startswith("# Curve comparison") and (tmp_path / "r.json").exists()
 
 
 def _rd_per_image(path, codec, per_bpp, per_q, metric="effnet-top1", hib=True):

@@ -199,3 +199,15 @@ def test_bd_tables_between_measured_codecs_carry_bootstrap_intervals(images, tmp
     assert cell["ci"]["n_boot"] == 1000 and cell["ci"]["lo"] <= cell["bd_rate"] <= cell["ci"]["hi"]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "95 % interval (bootstrap over images)" in report and f"[{cell['ci']['lo']:+.1f}," in report
+
+
+def test_classic_qualities_outside_what_the_encoder_takes_are_refused():
+    """jpeg=200 was coded at Pillow's 100 and recorded as 200; jpeg=50.5 at 50."""
+    for name, bad in (("jpeg", 200), ("jpeg", -1), ("jpeg", 50.5), ("webp", 101), ("hevc", 52), ("webp@256", 120)):
+        with pytest.raises(ValueError, match="must be whole numbers in"):
+            rd.make_codec(name).check_qualities([50, bad] if name != "hevc" else [30, bad])
+    rd.make_codec("jpeg").check_qualities([0, 5, 100])
+    rd.make_codec("hevc").check_qualities([0, 51])
+    rd.make_codec("vlmcodec").check_qualities([0, 37.5, 100])
+    with pytest.raises(ValueError, match=r"vlmcodec: quality must be numbers in \[0, 100\]"):
+        rd.make_codec("vlmcodec").check_qualities([101])

@@ -84,3 +84,22 @@ def test_convert_of_a_file_that_is_no_checkpoint_says_so_in_one_line(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "weights_only" not in err.replace("(weights only)", ""), err
     assert "not a checkpoint of tensors that torch.load reads safely" in err
+
+
+def test_convert_of_a_checkpoint_that_does_not_fit_says_why(tmp_path, capsys):
+    """A checkpoint of other sizes than --N/--M gave torch's size-mismatch traceback, one without
+    g_a.6 a KeyError; --M 0 was taken as "read it from the shapes"."""
+    from vlmcodec.cli import main
+
+    state = {k: v for k, v in MeanScaleHyperprior(ModelConfig(N=16, M=24)).state_dict().items()
+             if k not in ("gain", "inv_gain")}
+    torch.save(state, tmp_path / "cai.pt")
+    torch.save({k: v for k, v in state.items() if not k.startswith("g_a.6")}, tmp_path / "cut.pt")
+    out = ["-o", str(tmp_path / "m.safetensors")]
+    for args, message in ((["cai.pt", "--N", "32"], "not a MeanScaleHyperprior\\(N=32, M=24\\) checkpoint: size mismatch"),
+                          (["cut.pt"], "does not look like a CompressAI .* \\(no 'g_a.6.weight'\\)"),
+                          (["cai.pt", "--M", "0"], "M must be a channel count of at least 1, got 0")):
+        assert main(["convert", "--from-compressai", str(tmp_path / args[0]), *args[1:], *out]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and __import__("re").search(message, err), err
+    assert main(["convert", "--from-compressai", str(tmp_path / "cai.pt"), *out]) == 0

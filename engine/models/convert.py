@@ -49,13 +49,23 @@ def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M
         raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict")
     state = compressai_state_to_vlmcodec({k.removeprefix("module."): v for k, v in state.items()})
     # The architecture follows from tensor shapes: g_a.0 is (N, 3, 5, 5), g_a.6 is (M, N, 5, 5).
-    N = N or int(state["g_a.0.weight"].shape[0])
-    M = M or int(state["g_a.6.weight"].shape[0])
+    for name, given in (("N", N), ("M", M)):
+        if given is not None and not (isinstance(given, int) and given >= 1):  # (0 was "read it from the shapes")
+            raise ConfigError(f"{name} must be a channel count of at least 1, got {given!r}")
+    try:
+        N = N or int(state["g_a.0.weight"].shape[0])
+        M = M or int(state["g_a.6.weight"].shape[0])
+    except (KeyError, IndexError) as e:
+        raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict (no {e})") from None
     model = MeanScaleHyperprior(ModelConfig(N=N, M=M, num_levels=1, lmbdas=(0.0,)))
     with torch.no_grad():
         model.gain.fill_(1.0)
         model.inv_gain.fill_(1.0)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape ("size mismatch for g_s.0.weight: …")
+        raise ConfigError(f"{src}: not a MeanScaleHyperprior(N={N}, M={M}) checkpoint: "
+                          f"{str(e).splitlines()[-1].strip()[:300]}") from None
     missing = [k for k in missing if k not in ("gain", "inv_gain", "gaussian_conditional.scale_table")]
     if missing or unexpected:
         raise ConfigError(f"{src}: not a MeanScaleHyperprior(N={N}, M={M}) checkpoint "
