@@ -40,6 +40,11 @@ class ImageError(VlmcodecError, ValueError):
     """An input image is unreadable, of the wrong type, or of absurd dimensions."""
 
 
+class QueueFull(VlmcodecError, RuntimeError):
+    """An ``Engine`` already holds ``max_queue`` requests and ``block=False`` (a server's 503: its
+    queue or its connections full)."""
+
+
 class ResourceError(VlmcodecError, MemoryError):
     """Coding an image this size would not fit in the memory left (host or GPU)."""
 

@@ -152,11 +152,47 @@ def test_help_and_info_do_not_import_torch(tmp_path, rng, tiny_model_path):
 
     assert main(["encode", _write(tmp_path, rng), "-o", str(tmp_path / "a.vlmc"), "--model", str(tiny_model_path),
                  "--no-psnr"]) == 0
-    code = ("import sys; from vlmcodec.cli import build_parser, main; build_parser(); "
-            f"rc = main(['info', {str(tmp_path / 'a.vlmc')!r}]); "
-            "print('torch' in sys.modules, rc)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().endswith("False 0"), out
+    # a decoder-model file too (its export module imported torch at the top: 1.5–2 s for `info`)
+    assert main(["export", "--format", "c-decoder", "--model", str(tiny_model_path), "-o", str(tmp_path / "cdec")]) == 0
+    for path in (tmp_path / "a.vlmc", tmp_path / "cdec" / "decoder_model.vlmd"):
+        code = ("import sys; from vlmcodec.cli import build_parser, main; build_parser(); "
+                f"rc = main(['info', {str(path)!r}]); "
+                "print('torch' in sys.modules, rc)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip().endswith("False 0"), out
+
+
+def test_a_client_of_a_server_runs_without_torch(tmp_path, rng):
+    """`from vlmcodec.runtime import RemoteCodec` imported the Engine, hence torch (~1.3 s and
+    ~190 MiB in every client process), and its first request did again (QueueFull)."""
+    import subprocess
+    import sys
+
+    code = r"""
+import socket, sys, threading
+import numpy as np
+from vlmcodec.runtime import RemoteCodec
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); sock.listen(4)
+def serve():
+    for reply in (b'{"status": "ok"}', b'{"error": "busy", "type": "QueueFull"}', bytes(12)):
+        conn, _ = sock.accept()
+        conn.recv(65536)
+        status = b"503 Service Unavailable" if b"busy" in reply else b"200 OK"
+        head = b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\nConnection: close\r\n" % len(reply)
+        conn.sendall(head + (b"X-Image-Width: 2\r\nX-Image-Height: 2\r\n\r\n" if len(reply) == 12 else b"\r\n") + reply)
+        conn.close()
+threading.Thread(target=serve, daemon=True).start()
+remote = RemoteCodec(f"http://127.0.0.1:{sock.getsockname()[1]}", retries=0)
+assert remote.health() == {"status": "ok"}
+try:
+    remote.encode(np.zeros((4, 4, 3), np.uint8), 50)
+except Exception as e:
+    print(type(e).__name__)
+print(remote.decode(b"VLMC" + bytes(30)).shape, 'torch' in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["QueueFull", "(2,", "2,", "3)", "False"], out.stdout
 
 
 def test_version_names_the_release_format_and_default_model_without_torch(monkeypatch):

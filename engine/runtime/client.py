@@ -35,7 +35,7 @@ import numpy as np
 
 from ..bitstream.container import as_bytes
 from ..checks import check_count, check_seconds
-from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, RequestTimeoutError, ResourceError,
+from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, QueueFull, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
 from ..image_io import as_rgb_array
 
@@ -174,7 +174,6 @@ class RemoteCodec:
         return self._request("POST", path, body)
 
     def _request(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
-        from .engine import QueueFull
         from .rate_limit import RateLimited
 
         for retry in range(self.retries + 1):
@@ -271,7 +270,6 @@ def _seconds(text: str | None, default: float) -> float:
 def _error_of(status: int, payload: bytes) -> Exception:
     """The exception the server reported (its JSON ``type``), else one that fits the status."""
     from .. import errors
-    from .engine import QueueFull
     from .rate_limit import RateLimited
 
     try:

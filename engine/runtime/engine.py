@@ -56,8 +56,8 @@ from .. import rate_control, resample
 from ..bitstream import container
 from ..checks import check_count, check_number, check_seconds, check_threads, is_whole
 from ..codec import Codec, check_batch
-from ..errors import (BitstreamError, ConfigError, EngineDeadError, RequestError, RequestTimeoutError, ResourceError,
-                      VlmcodecError, warn_refine_fallback)
+from ..errors import (BitstreamError, ConfigError, EngineDeadError, QueueFull, RequestError,  # noqa: F401 (QueueFull: here too)
+                      RequestTimeoutError, ResourceError, VlmcodecError, warn_refine_fallback)
 from ..image_io import padded_size
 from .request import InflightRequest, Kind, Status
 from .scheduler import Scheduler
@@ -98,10 +98,6 @@ def _percentiles(ordered: list[float]) -> dict[str, float | int]:
     def rank(p: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
     return {"count": len(ordered), "p50_s": rank(50), "p90_s": rank(90), "p99_s": rank(99), "max_s": ordered[-1]}
-
-
-class QueueFull(VlmcodecError, RuntimeError):
-    """The engine already holds ``max_queue`` requests and ``block=False``."""
 
 
 # engines not shut down yet, for the interpreter's exit (_shut_down_live_engines)
