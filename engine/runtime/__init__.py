@@ -5,9 +5,16 @@ The clients (``RemoteCodec``, ``AsyncRemoteCodec``) import without torch: a proc
 talks to a server does not pay torch's import (~1.3 s, ~190 MiB); the rest is imported on first use.
 """
 
+from typing import TYPE_CHECKING
+
 from ..errors import QueueFull
 from .client import AsyncRemoteCodec, RemoteCodec
 from .rate_limit import RateLimited
+
+if TYPE_CHECKING:  # (type checkers see them as they are; at run time __getattr__ imports them)
+    from .engine import Engine
+    from .scheduler import Scheduler
+    from .server import CodecServer, running_server, serve_in_thread
 
 _LAZY = {"Engine": "engine", "Scheduler": "scheduler", "CodecServer": "server", "running_server": "server",
          "serve_in_thread": "server"}
