@@ -229,6 +229,8 @@ class Codec:
         # the teacher views (short sides, px, multiples of its patch) the token term averages over;
         # None: (224,), the evaluator's. Several views transfer better to unseen ones, at their cost
         self.refine_views = check_refine_views(refine_views)
+        if self._recipe is not None:  # (as checked: a one-shot iterable given was used up by then)
+            self._recipe["refine_views"] = self.refine_views
         # the refinement's teacher in bfloat16 (autocast): ~0.8x the time on a CPU with AVX512-BF16
         # (~20x on one without bfloat16 instructions: LatentRefiner warns), the same token
         # similarity per bit, Lite0 KL within noise (README); other bytes than float32's

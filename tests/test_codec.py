@@ -267,3 +267,14 @@ def test_codecs_say_what_they_are(tiny_model_path):
     assert repr(CodecSet([codec])) == f"CodecSet([{codec!r}])"
     remote = RemoteCodec("http://h:1", token="secret-token")
     assert repr(remote) == "RemoteCodec('http://h:1', timeout_s=300.0, retries=2)" and "secret" not in repr(remote)
+
+
+def test_a_codec_given_refine_views_as_an_iterator_pickles(tiny_model_path):
+    """The pickling recipe kept the iterator as given, used up by the check: unpickling refused it
+    (a generator did not pickle at all)."""
+    import pickle
+
+    for views in (iter([224]), (v for v in (224, 336))):
+        codec = Codec(tiny_model_path, refine_views=views)
+        again = pickle.loads(pickle.dumps(codec))
+        assert again.refine_views == codec.refine_views and codec.refine_views[0] == 224

@@ -542,6 +542,83 @@ def test_encode_many_raises_an_items_error_at_its_place_or_returns_it(tiny_codec
         assert engine.in_flight == 0
 
 
+def test_encode_many_yields_the_items_before_a_failing_input(tiny_codec, rng):
+    """An input that raised (a dataset's unreadable record), or a submit that failed (the engine
+    shut down meanwhile), cancelled the items before it, already done: none was yielded."""
+    good = [smooth_image(rng, 32, 48) for _ in range(3)]
+
+    def records():
+        yield from good
+        raise OSError("record 4 unreadable")
+
+    with Engine(tiny_codec, max_batch=4, max_delay_ms=1) as engine:
+        got = []
+        with pytest.raises(OSError, match="record 4"):
+            for stream in engine.encode_many(records(), 40, return_exceptions=True):
+                got.append(stream)
+        assert got == [tiny_codec.encode(im, 40) for im in good]
+
+    engine = Engine(tiny_codec, max_batch=4, max_delay_ms=1)
+
+    def then_shut_down():
+        yield from good
+        engine.shutdown(drain=True)
+        yield good[0]
+
+    got = []
+    with pytest.raises(EngineDeadError):
+        for stream in engine.encode_many(then_shut_down(), 40):
+            got.append(stream)
+    assert got == [tiny_codec.encode(im, 40) for im in good]
+
+
+def test_encode_many_warns_of_a_refined_budget_met_by_a_one_pass_stream(tiny_model_path, rng):
+    """Codec.encode_to_size and `await engine.encode` warn (RefineFallbackWarning); encode_many
+    gave the right bytes without a word."""
+    import warnings
+
+    from vlmcodec import Codec
+    from vlmcodec.errors import RefineFallbackWarning
+
+    codec = Codec(tiny_model_path, threads=1)
+    analyse = codec.analyse
+
+    def larger_when_refined(pixels, qualities, **options):  # refined streams larger: the one-pass one fits
+        y, z = analyse(pixels, qualities, **options)
+        return (y * 1.5, z) if options.get("refine") else (y, z)
+
+    codec.analyse = larger_when_refined
+    img = smooth_image(rng, 128, 192)
+    low = len(codec.encode(img, 0))
+    budget = low + (len(codec.encode(img, 20)) - low) // 2
+    with pytest.warns(RefineFallbackWarning):
+        ref = codec.encode_to_size(img, budget, refine=1)
+    with Engine(codec) as engine, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert list(engine.encode_many([img, img], max_bytes=budget, refine=1)) == [ref, ref]
+    assert sum(issubclass(w.category, RefineFallbackWarning) for w in caught) == 2
+
+
+def test_shutdown_with_a_timeout_fails_what_has_not_begun_and_never_hangs(tiny_model_path, rng):
+    """Past timeout_s the network pool was closed under the engine's loop, which died submitting
+    its next batch: the queued requests were never resolved, in_flight stayed above 0."""
+    from concurrent.futures import wait
+
+    from vlmcodec import Codec
+
+    codec = Codec(tiny_model_path, threads=1)
+    img = smooth_image(rng, 256, 384)
+    engine = Engine(codec, max_batch=1)
+    futures = [engine.submit_encode(img, 50) for _ in range(40)]
+    engine.shutdown(drain=True, timeout_s=0.05)
+    done, not_done = wait(futures, timeout=60)
+    assert not not_done and engine.in_flight == 0 and not engine._thread.is_alive()
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    assert failed and all(isinstance(e, EngineDeadError) and "not drained within timeout_s=0.05" in str(e)
+                          for e in failed)
+    assert all(f.result() == codec.encode(img, 50) for f in futures if f.exception() is None)
+
+
 def test_the_batching_delay_defaults_to_none_where_batches_run_item_by_item(tiny_codec, monkeypatch):
     from vlmcodec.runtime.engine import WHOLE_BATCH_DELAY_MS
 

@@ -295,13 +295,23 @@ class Engine:
 
         def results() -> Iterator:
             pending: deque[Future] = deque()
+            failure: Exception | None = None
             try:
-                for item in items:
-                    pending.append(submit(item))
+                it = iter(items)
+                while True:
+                    try:
+                        pending.append(submit(next(it)))
+                    except StopIteration:
+                        break
+                    except Exception as e:  # noqa: BLE001 — the input failed, or the engine shut down:
+                        failure = e  # the items before it are yielded first (they were cancelled)
+                        break
                     if len(pending) >= limit:
                         yield _outcome(pending.popleft(), return_exceptions)
                 while pending:
                     yield _outcome(pending.popleft(), return_exceptions)
+                if failure is not None:
+                    raise failure
             finally:  # an error raised, or the caller stopped early: nothing left running for nobody
                 for fut in pending:
                     fut.cancel()
@@ -421,7 +431,9 @@ class Engine:
     def shutdown(self, drain: bool = True, timeout_s: float | None = None) -> None:
         """Stop accepting requests; finish queued ones (``drain``) or fail them with EngineDeadError.
         Then wait for the engine's threads to end — unless called on one of them (a request's
-        done-callback): there it returns at once, and a later call from another thread waits."""
+        done-callback): there it returns at once, and a later call from another thread waits.
+        ``timeout_s``: how long draining may take; past it, the requests that have not begun fail
+        with EngineDeadError, and those running are waited for."""
         if os.getpid() != self._pid:  # a forked copy: nothing of it runs here, and its locks may be held
             self._closed = self._stopped = True
             return
@@ -437,6 +449,16 @@ class Engine:
         if threading.get_ident() in self._own_threads:  # (a thread cannot wait for itself to end)
             return
         self._thread.join(timeout_s)
+        if self._thread.is_alive():  # not drained within timeout_s: what has not begun fails now
+            with self._finishing():
+                self._draining = False  # (queued coding and refinement jobs fail as they come up)
+                for r in self._sched.drain_all():
+                    self._finish_locked(r, exc=EngineDeadError(
+                        f"engine shut down: its queue was not drained within timeout_s={timeout_s}"))
+                self._cv.notify_all()
+            # the loop ends at once now; only then may the network pool close (the loop submitting
+            # to a closed pool died, its queued requests never resolved)
+            self._thread.join()
         self._net_pool.shutdown(wait=True)
         with self._cv:
             refine_pool = self._refine_pool
@@ -788,13 +810,16 @@ def _note_thread(idents: set[int]) -> None:
 
 
 def _outcome(fut: Future, return_exceptions: bool):
-    """A finished request's result; its error raised, or returned with ``return_exceptions``."""
-    if not return_exceptions:
-        return fut.result()
+    """A finished request's result (a refined budget met by a one-pass stream warns, as
+    ``Codec.encode_to_size`` does); its error raised, or returned with ``return_exceptions``."""
     try:
-        return fut.result()
+        result = fut.result()
     except Exception as e:  # noqa: BLE001 — handed to the caller in the request's place
+        if not return_exceptions:
+            raise
         return e
+    warn_refine_fallback(getattr(fut, "warning", None))
+    return result
 
 
 def _request_error(r: InflightRequest, e: Exception) -> Exception:
