@@ -614,8 +614,9 @@ def test_shutdown_with_a_timeout_fails_what_has_not_begun_and_never_hangs(tiny_m
     done, not_done = wait(futures, timeout=60)
     assert not not_done and engine.in_flight == 0 and not engine._thread.is_alive()
     failed = [f.exception() for f in futures if f.exception() is not None]
-    assert failed and all(isinstance(e, EngineDeadError) and "not drained within timeout_s=0.05" in str(e)
-                          for e in failed)
+    # (those queued for the networks say so; a coding job queued fails as "before the request ran")
+    assert failed and all(isinstance(e, EngineDeadError) for e in failed)
+    assert any("not drained within timeout_s=0.05" in str(e) for e in failed)
     assert all(f.result() == codec.encode(img, 50) for f in futures if f.exception() is None)
 
 
