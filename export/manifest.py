@@ -61,6 +61,8 @@ def read_manifest(directory: str | Path, expected_format: str) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from e
+    if not isinstance(manifest, dict):  # (an AttributeError from .get)
+        raise ConfigError(f"{path}: not a manifest (a JSON object); re-export")
     if manifest.get("format") != expected_format:
         raise ConfigError(f"{path}: format {manifest.get('format')!r}, expected {expected_format!r}")
     return manifest
@@ -69,6 +71,11 @@ def read_manifest(directory: str | Path, expected_format: str) -> dict:
 def verify_listed_files(directory: Path, entries: dict, kind: str, remedy: str, verify_checksums: bool = True) -> None:
     """Every file a manifest lists (``entries``: name -> {"file", "sha256"}) exists and, with
     ``verify_checksums``, still has its recorded SHA-256; ConfigError naming the ``remedy`` otherwise."""
+    if not isinstance(entries, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+            for e in entries.values()):  # (a hand-edited manifest: KeyError, TypeError, AttributeError)
+        raise ConfigError(f"{directory}: its manifest's {kind}s are malformed (each needs its file and sha256); "
+                          f"{remedy}")
     for name, e in entries.items():
         path = directory / e["file"]
         if not path.is_file():
@@ -79,7 +86,7 @@ def verify_listed_files(directory: Path, entries: dict, kind: str, remedy: str, 
 
 def check_fingerprint(manifest: dict, model, where: str | Path) -> None:
     """Raise ModelMismatchError unless the manifest was written for ``model``'s networks."""
-    fp = network_fingerprint(model)
+    fp = network_fingerprint(getattr(model, "model", model))  # (a LoadedModel: its network)
     if manifest.get("network_fingerprint") != fp:
         raise ModelMismatchError(
             f"{where} was exported from networks {str(manifest.get('network_fingerprint'))[:16]}, the model in use "

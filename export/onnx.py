@@ -282,7 +282,14 @@ def load_onnx_manifest(directory: str | Path, model=None, verify_files: bool = T
     manifest = read_manifest(directory, FORMAT)
     if model is not None:
         check_fingerprint(manifest, model, directory / MANIFEST_NAME)
-    verify_listed_files(directory, manifest.get("graphs", {}), "graph", "re-export", verify_files)
+    graphs = manifest.get("graphs")
+    verify_listed_files(directory, graphs, "graph", "re-export", verify_files)
+    for name, g in graphs.items():
+        for side in ("inputs", "outputs"):
+            ios = g.get(side)
+            if not (isinstance(ios, list) and ios and all(isinstance(io, dict) and isinstance(io.get("name"), str)
+                                                          for io in ios)):
+                raise ConfigError(f"{directory}: its manifest's graph {name} has malformed {side}; re-export")
     return manifest
 
 

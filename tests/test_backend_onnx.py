@@ -421,3 +421,106 @@ def test_onnxruntime_estimate_covers_the_measured_peaks(kind, pixels):
     need = base + first * pixels
     assert need >= ORT_MEASURED[kind, pixels] * pixels
     assert need <= 3 * ORT_MEASURED[kind, pixels] * pixels  # not so far above that it refuses in vain
+
+
+def test_processes_replacing_a_stale_cache_at_once_each_get_a_usable_one(tiny_model_path, tmp_path, monkeypatch):
+    """Workers starting together after an upgrade left a stale export: one deleted the folder while
+    another installed its own there, and the first's rename then failed with a raw OSError
+    ("Directory not empty"; 3 of 20 rounds of 4 processes). The moment is made to happen here: as
+    soon as the stale folder is gone, "another process" installs a fresh export."""
+    import os
+    import shutil
+
+    from vlmcodec.backends.onnxruntime_backend import cached_graphs
+    from vlmcodec.export.manifest import network_fingerprint
+
+    loaded = load_model(tiny_model_path)
+    directory = tmp_path / network_fingerprint(loaded.model)[:16]
+    export_onnx(loaded, directory, subpixel=True)  # stale: other export settings
+    real_replace, real_rmtree, installed = os.replace, shutil.rmtree, []
+
+    def the_other_process_installs() -> None:
+        if not directory.exists() and not installed:
+            installed.append(True)
+            export_onnx(loaded, tmp_path / "other")
+            real_replace(tmp_path / "other", directory)
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        the_other_process_installs()
+
+    def rmtree(path, *args, **kwargs):
+        real_rmtree(path, *args, **kwargs)
+        the_other_process_installs()
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    assert cached_graphs(loaded.model, tmp_path) == directory and installed
+    monkeypatch.undo()
+    codec = Codec(loaded, backend="onnxruntime", backend_options={"graphs": str(directory)})
+    assert codec.decode(codec.encode(smooth_image(np.random.default_rng(0), 32, 48), 50)).shape == (32, 48, 3)
+
+
+def test_a_hand_edited_manifest_is_a_config_error(tiny_model_path, tmp_path):
+    """(KeyError, AttributeError, TypeError, IndexError; a renamed input or output failed only at
+    the first encode, inside onnxruntime)"""
+    import json
+    import shutil
+
+    loaded = load_model(tiny_model_path)
+    good = tmp_path / "good"
+    export_onnx(loaded, good)
+    manifest = json.loads((good / "manifest.json").read_text())
+    edits = {"no file": lambda m: m["graphs"]["g_a"].pop("file"), "no sha": lambda m: m["graphs"]["g_a"].pop("sha256"),
+             "no graphs": lambda m: m.pop("graphs"), "graphs a list": lambda m: m.update(graphs=[]),
+             "file null": lambda m: m["graphs"]["g_a"].update(file=None),
+             "no inputs": lambda m: m["graphs"]["g_a"].update(inputs=[]),
+             "renamed output": lambda m: m["graphs"]["g_s"]["outputs"][0].update(name="other"),
+             "another graph": lambda m: m["graphs"].update(g_a=dict(m["graphs"]["h_a"]))}
+    for i, (what, edit) in enumerate(edits.items()):
+        folder = tmp_path / f"edited{i}"
+        shutil.copytree(good, folder)
+        edited = json.loads(json.dumps(manifest))
+        edit(edited)
+        (folder / "manifest.json").write_text(json.dumps(edited))
+        with pytest.raises(ConfigError):
+            Codec(loaded, backend="onnxruntime", backend_options={"graphs": str(folder)})
+    (tmp_path / "edited0" / "manifest.json").write_text("[]")
+    with pytest.raises(ConfigError, match="not a manifest"):
+        Codec(loaded, backend="onnxruntime", backend_options={"graphs": str(tmp_path / "edited0")})
+
+
+def test_backend_options_are_taken_as_meant(tiny_model_path, tmp_path, monkeypatch):
+    """"false"/"off" for a switch was true (any string is); a folder named 2024 from the command
+    line (a number) was a TypeError; an unusable cache folder a raw OSError; a LoadedModel given
+    to load_onnx_manifest an AttributeError."""
+    from vlmcodec.export.onnx import load_onnx_manifest
+
+    loaded = load_model(tiny_model_path)
+    for name in ("allow_spinning", "memory_pattern", "item_by_item"):
+        for value in ("false", "off", 0):
+            with pytest.raises(ConfigError, match=f"{name} must be true or false"):
+                Codec(loaded, backend="onnxruntime", backend_options={name: value})
+    monkeypatch.chdir(tmp_path)
+    export_onnx(loaded, tmp_path / "2024")
+    codec = Codec(loaded, backend="onnxruntime", backend_options={"graphs": 2024})
+    assert codec.backend.graph_dir == Path("2024")
+    with pytest.raises(ConfigError, match="graphs must be a folder"):
+        Codec(loaded, backend="onnxruntime", backend_options={"graphs": True})
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="cannot make its graph cache"):
+        Codec(loaded, backend="onnxruntime", backend_options={"cache_dir": str(tmp_path / "a.png" / "x")})
+    assert load_onnx_manifest(tmp_path / "2024", loaded)["format"]
+
+
+def test_a_torch_device_without_data_is_refused_before_the_shared_model_moves(tiny_model_path):
+    """device="meta" moved the caller's model there: a NotImplementedError, and every codec
+    sharing the model broken for good."""
+    loaded = load_model(tiny_model_path)
+    first = Codec(loaded, threads=1)
+    img = smooth_image(np.random.default_rng(0), 32, 48)
+    ref = first.encode(img, 50)
+    for device in ("meta", "mps", "xla"):
+        with pytest.raises(ConfigError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+            Codec(loaded, device=device)
+    assert first.encode(img, 50) == ref

@@ -405,3 +405,22 @@ def test_large_inputs_run_in_tiles_that_fit_the_profile(tiny_model_path, rng):
     big = torch.rand(1, 3, 320, 128)
     with torch.no_grad():
         assert torch.equal(backend.pre_edit(big), pre(big).clamp(0, 1))
+
+
+def test_max_size_from_the_command_line_is_parsed_before_tensorrt_is_needed(tiny_model_path):
+    """--backend-option max_size=512x512 arrives as text (tuple() made it single characters: a
+    TypeError deep in the build); a bad one is a ConfigError here, TensorRT or not."""
+    from vlmcodec.backends import create_backend
+    from vlmcodec.errors import BackendUnavailableError, ConfigError
+    from vlmcodec.models.checkpoint import load_model
+
+    model = load_model(tiny_model_path).model
+    for bad in ("abc", "500x512", (1, 2, 3), True):
+        with pytest.raises(ConfigError, match="max_size must be HxW|is not HxW|multiples of 64"):
+            create_backend("tensorrt", model, max_size=bad)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        for good in ("512x512", 1024, (512, 768)):
+            with pytest.raises(BackendUnavailableError):
+                create_backend("tensorrt", model, max_size=good)

@@ -75,20 +75,47 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
 
     if usable():
         return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    except OSError as e:
+        raise ConfigError(f"onnxruntime backend: cannot make its graph cache in {directory.parent} ({e}); give "
+                          "backend_options cache_dir=DIR (or set XDG_CACHE_HOME), or graphs= an exported folder") from e
     try:
         export_onnx(model, tmp)
-        try:
-            os.replace(tmp, directory)  # atomic when the target is absent or an empty folder
-        except OSError:  # a stale export, or another process finished first
-            if usable():
+        # Several processes may get here at once (workers starting after an upgrade left a stale
+        # export). Each installs its export by renames alone: a stale folder is moved aside, never
+        # deleted in place (another process may be reading it), and a usable one found installed
+        # meanwhile is taken as it is
+        for _ in range(5):
+            try:
+                os.replace(tmp, directory)  # atomic when the target is absent or an empty folder
                 return directory
-            shutil.rmtree(directory, ignore_errors=True)
-            os.replace(tmp, directory)
+            except OSError:
+                if usable():
+                    return directory
+            aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.stale.", dir=directory.parent))
+            try:
+                os.replace(directory, aside)
+            except OSError:
+                pass  # (gone meanwhile, or replaced by another process's: the next try tells)
+            shutil.rmtree(aside, ignore_errors=True)
+        if usable():
+            return directory
+        raise ConfigError(f"onnxruntime backend: could not install its graph cache at {directory} (other "
+                          "processes kept replacing it); give backend_options graphs= an exported folder")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+
+
+def _folder_option(name: str, value) -> str | Path | None:
+    """A folder given as a backend option: a path, or a number the command line parsed from a
+    folder's name (--backend-option graphs=2024)."""
+    if value is None or isinstance(value, (str, Path)):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"onnxruntime backend: {name} must be a folder, got {value!r}")
 
 
 def _flushes_denormals() -> bool:
@@ -115,7 +142,7 @@ class OnnxRuntimeBackend:
     def __init__(self, model, device: str = "cpu", threads: int | None = None, inter_op_threads: int = 1,
                  allow_spinning: bool = True, graphs: str | Path | None = None, cache_dir: str | Path | None = None,
                  optimization: str = "all", memory_pattern: bool = False, item_by_item: bool | None = None):
-        from vlmcodec.export.onnx import load_onnx_manifest
+        from vlmcodec.export.onnx import SPECS, load_onnx_manifest
 
         ort = _import_ort()
         self.device = str(device)
@@ -136,7 +163,14 @@ class OnnxRuntimeBackend:
                   "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
         if optimization not in levels:
             raise ConfigError(f"onnxruntime backend: optimization must be one of {', '.join(levels)}")
+        model = getattr(model, "model", model)  # (a LoadedModel: its network)
         model = model.cpu().eval() if hasattr(model, "cpu") else model
+        for name, value in (("allow_spinning", allow_spinning), ("memory_pattern", memory_pattern),
+                            ("item_by_item", item_by_item)):
+            if not (isinstance(value, (bool, np.bool_)) or (name == "item_by_item" and value is None)):
+                # ("false" or "off" was true: any string is)
+                raise ConfigError(f"onnxruntime backend: {name} must be true or false, got {value!r}")
+        graphs, cache_dir = (_folder_option(n, v) for n, v in (("graphs", graphs), ("cache_dir", cache_dir)))
         if graphs is not None:
             self.graph_dir = Path(graphs)
         else:
@@ -164,8 +198,22 @@ class OnnxRuntimeBackend:
             raise ConfigError(f"{self.graph_dir}: graphs {missing} are missing; re-export with every network")
         caller_ftz = _flushes_denormals()
         for name in needed:
-            path = self.graph_dir / self.manifest["graphs"][name]["file"]
-            self.sessions[name] = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            entry = self.manifest["graphs"][name]
+            path = self.graph_dir / entry["file"]
+            try:
+                sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            except Exception as e:  # noqa: BLE001 — onnxruntime's own error types
+                raise ConfigError(f"{path}: onnxruntime cannot load it ({str(e).strip()[:200]}); re-export") from e
+            # the graph is that network's, and the manifest names its input and output as runs use
+            # them: either wrong failed only at the first encode (a hand-edited manifest, or an
+            # entry naming another network's file)
+            want = (list(SPECS[name].inputs), list(SPECS[name].outputs))
+            have = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
+            listed = ([i["name"] for i in entry["inputs"]], [o["name"] for o in entry["outputs"]])
+            if have != want or listed != want:
+                raise ConfigError(f"{self.graph_dir}: graph {name} ({entry['file']}) takes and gives {have}, its "
+                                  f"manifest says {listed}, {name} is {want}; re-export")
+            self.sessions[name] = sess
         if not caller_ftz:  # creating a session sets FTZ/DAZ on this thread too
             torch.set_flush_denormal(False)
         self.providers = self.sessions["g_a"].get_providers()

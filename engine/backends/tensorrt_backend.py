@@ -92,8 +92,15 @@ class TensorRTBackend:
                  max_size: tuple[int, int] = (1024, 1024), threads: int | None = None):
         from vlmcodec.export.manifest import network_fingerprint
         from vlmcodec.export.tensorrt import (BuildConfig, build_engines, current_versions, import_tensorrt,
-                                              load_engine_manifest, require_gpu)
+                                              load_engine_manifest, parse_size, require_gpu)
 
+        # --backend-option max_size=512x512 (or =1024, a square) comes as text or a number
+        if isinstance(max_size, str) or (isinstance(max_size, int) and not isinstance(max_size, bool)):
+            max_size = parse_size(max_size if isinstance(max_size, str) else f"{max_size}x{max_size}")
+        elif not (isinstance(max_size, (tuple, list)) and len(max_size) == 2):
+            raise ConfigError(f"tensorrt backend: max_size must be HxW (e.g. 1024x1024), got {max_size!r}")
+        else:
+            max_size = parse_size(f"{max_size[0]}x{max_size[1]}")
         trt = import_tensorrt()
         self.device = require_gpu(device)
         model = model.cpu().eval()
