@@ -777,8 +777,12 @@ def cmd_export(args) -> int:
     from .codec import default_model_path
     from .models.checkpoint import load_model
 
-    if args.format != "tensorrt" and (args.fp16 or args.timing_cache):
-        raise VlmcodecError("--fp16 and --timing-cache apply to --format tensorrt only")
+    tensorrt_only = [flag for flag, value in (("--fp16", args.fp16), ("--timing-cache", args.timing_cache),
+                                              ("--max-batch", args.max_batch), ("--opt-batch", args.opt_batch),
+                                              ("--max-size", args.max_size), ("--opt-size", args.opt_size))
+                     if value is not None and value is not False]
+    if args.format != "tensorrt" and tensorrt_only:
+        raise VlmcodecError(f"{', '.join(tensorrt_only)}: for --format tensorrt only")
     if args.format != "c-decoder" and args.decode_only:
         raise VlmcodecError("--decode-only applies to --format c-decoder only")
     _check_output_folder(args.output, True, "export writes into a folder")  # (an "[Errno 17] File exists")
@@ -798,8 +802,11 @@ def cmd_export(args) -> int:
 
         import_tensorrt()  # fail before any work when TensorRT or a GPU is missing
         require_gpu()
-        config = BuildConfig(fp16=args.fp16, max_batch=args.max_batch, opt_batch=min(args.opt_batch, args.max_batch),
-                             max_size=parse_size(args.max_size), opt_size=parse_size(args.opt_size))
+        max_batch = 8 if args.max_batch is None else args.max_batch
+        opt_batch = 1 if args.opt_batch is None else args.opt_batch
+        config = BuildConfig(fp16=args.fp16, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
+                             max_size=parse_size(args.max_size or "1024x1024"),
+                             opt_size=parse_size(args.opt_size or "512x768"))
         loaded = load_model(args.model or default_model_path())
         manifest = build_engines(loaded, args.output, config, timing_cache=args.timing_cache)
         files = [e["file"] for e in manifest["engines"].values()]
@@ -1127,11 +1134,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transposed convs as 3x3 conv + DepthToSpace (the torch backend's rewrite)")
     x.add_argument("--no-fold-gdn", action="store_true", help="keep GDN's re-parametrisation ops in the graphs")
     x.add_argument("--fp16", action="store_true", help="TensorRT: FP16 engines (GDN kept in FP32)")
-    x.add_argument("--max-batch", type=int, default=8, help="TensorRT profile: largest batch (default 8)")
-    x.add_argument("--opt-batch", type=int, default=1, help="TensorRT profile: batch to optimise for (default 1)")
-    x.add_argument("--max-size", default="1024x1024", metavar="HxW",
-                   help="TensorRT profile: largest padded image size (default 1024x1024)")
-    x.add_argument("--opt-size", default="512x768", metavar="HxW", help="TensorRT profile: size to optimise for")
+    # (defaults None: given with another format they are refused, not silently unused)
+    x.add_argument("--max-batch", type=int, help="TensorRT profile: largest batch (default 8)")
+    x.add_argument("--opt-batch", type=int, help="TensorRT profile: batch to optimise for (default 1)")
+    x.add_argument("--max-size", metavar="HxW", help="TensorRT profile: largest padded image size (default 1024x1024)")
+    x.add_argument("--opt-size", metavar="HxW", help="TensorRT profile: size to optimise for (default 512x768)")
     x.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to reuse and update")
     x.add_argument("--decode-only", action="store_true",
                    help="c-decoder: leave the encoder's networks out (file version 2: it decodes and writes streams "

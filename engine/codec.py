@@ -200,10 +200,11 @@ class Codec:
             cli = " (--threads on the command line)" if "threads" in clash else ""
             raise ConfigError(f"{' and '.join(clash)}: Codec's own argument{cli}, not a backend option")
         options.update(backend_options or {})
+        # hs_device="cuda": the exact entropy parameters on a GPU (bit-identical; README, Backends);
+        # checked before the backend is made (a bad one came after a whole ONNX export)
+        self.hs_device = _check_hs_device(hs_device)
         self.backend = create_backend(backend, self.model, **options)
         self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
-        # hs_device="cuda": the exact entropy parameters on a GPU (bit-identical; README, Backends)
-        self.hs_device = _check_hs_device(hs_device)
         if self.hs_device != "cpu":
             self.exact_hs = self.exact_hs.to(self.hs_device)
         self._hs_rows = row_geometry(self.model.h_s)

@@ -171,6 +171,10 @@ def test_cli_backend_onnxruntime(tiny_model_path, tmp_path, rng, capsys):
                                                                    "manifest.json"]
     assert main(["export", "--format", "onnx", "--fp16", "-o", str(tmp_path / "h")]) == 2
     assert "tensorrt only" in capsys.readouterr().err
+    # the TensorRT profile's settings too (--max-batch 4 was taken and unused)
+    for flags in (["--max-batch", "4"], ["--max-size", "512x512"], ["--opt-batch", "0"]):
+        assert main(["export", "--format", "onnx", *flags, "-o", str(tmp_path / "h")]) == 2
+        assert f"{flags[0]}: for --format tensorrt only" in capsys.readouterr().err
 
 
 def test_cache_with_other_export_settings_is_rebuilt(tiny_model_path, onnx_cache):
@@ -524,3 +528,17 @@ def test_a_torch_device_without_data_is_refused_before_the_shared_model_moves(ti
         with pytest.raises(ConfigError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
             Codec(loaded, device=device)
     assert first.encode(img, 50) == ref
+
+
+def test_a_bad_hs_device_is_refused_before_the_graphs_are_exported(tiny_model_path, tmp_path, monkeypatch):
+    """(it was checked after the backend was made: a whole ONNX export first)"""
+    import torch
+
+    from vlmcodec.errors import VlmcodecError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bad = ["gpu", "meta"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        with pytest.raises(VlmcodecError, match="hs_device"):
+            Codec(tiny_model_path, backend="onnxruntime", hs_device=device)
+    assert not (tmp_path / "cache").exists()
