@@ -11,6 +11,7 @@ y coding, g_s. ``--compressai`` adds the end-to-end comparison of ``vlmcodec.ben
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -63,10 +64,18 @@ def main(argv=None) -> int:
     from vlmcodec.errors import BackendUnavailableError
     from vlmcodec.image_io import load_image
 
+    from vlmcodec.backends import BACKENDS
+
+    names = [n.strip() for n in a.backends.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:  # (a misspelt one was listed as "not available" and the run exited 0)
+        print(f"vlmcodec bench speed: error: unknown backend(s) {unknown or 'none given'}; choose from "
+              f"{', '.join(BACKENDS)}", file=sys.stderr)
+        return 2
     files = image_files(a.images, a.limit)
     images = [load_image(f) for f in files]
     results, missing = {}, {}
-    for name in tqdm(a.backends.split(","), desc="backends", leave=False):
+    for name in tqdm(names, desc="backends", leave=False):
         try:
             codec = Codec(a.model, backend=name, device=a.device)
         except BackendUnavailableError as e:
@@ -87,6 +96,9 @@ def main(argv=None) -> int:
     for name, why in missing.items():
         print(f"[{name}] not available: {why}")
     print(f"wrote {a.out}")
+    if not results:  # nothing was measured
+        print("vlmcodec bench speed: error: none of the backends asked for is available here", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -26,6 +26,14 @@ def test_bench_speed(tmp_path, rng, tiny_model_path):
     stages = res["results"]["torch"]["encode_stages_s"]
     assert {"g_a", "h_a", "h_s", "y coding"} <= set(stages)
     assert "tensorrt" in res["unavailable"]
+    # a misspelt backend was listed as "not available" and the run exited 0; one that ran nothing too
+    images = str(tmp_path / "imgs")
+    assert main(["bench", "speed", "--images", images, "--backends", "torchh", "--out", str(out)]) == 2
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert main(["bench", "speed", "--images", images, "--model", str(tiny_model_path), "--backends", "tensorrt",
+                     "--out", str(tmp_path / "none.json")]) == 2
 
 
 def test_bench_throughput(tmp_path, rng, tiny_model_path):
