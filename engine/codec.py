@@ -235,9 +235,9 @@ class Codec:
         # the refinement's teacher in bfloat16 (autocast): ~0.8x the time on a CPU with AVX512-BF16
         # (~20x on one without bfloat16 instructions: LatentRefiner warns), the same token
         # similarity per bit, Lite0 KL within noise (README); other bytes than float32's
-        if not isinstance(refine_bf16, bool):
+        if not isinstance(refine_bf16, (bool, np.bool_)):  # (as pre_edit: numpy's booleans too)
             raise ConfigError(f"refine_bf16 must be True or False, got {refine_bf16!r}")
-        self.refine_bf16 = refine_bf16
+        self.refine_bf16 = bool(refine_bf16)
         self._refiner = None
         self._refiner_lock = fork_safe_lock()  # runtime network workers may share this codec
 

@@ -278,3 +278,9 @@ def test_a_codec_given_refine_views_as_an_iterator_pickles(tiny_model_path):
         codec = Codec(tiny_model_path, refine_views=views)
         again = pickle.loads(pickle.dumps(codec))
         assert again.refine_views == codec.refine_views and codec.refine_views[0] == 224
+
+
+def test_numpys_booleans_are_taken_for_switches(tiny_model_path):
+    """pre_edit took np.True_, refine_bf16 refused it."""
+    codec = Codec(tiny_model_path, refine_bf16=np.True_, pre_edit=np.False_)
+    assert codec.refine_bf16 is True and codec.pre_edit is False

@@ -698,3 +698,19 @@ def test_done_callbacks_run_outside_the_engines_lock(tiny_model_path, rng):
         engine.submit_encode(img, 50)
     engine.shutdown()  # from here it waits for the engine's threads
     assert engine.in_flight == 0
+
+
+def test_the_async_encode_takes_an_owner(tiny_codec, rng):
+    """(submit_encode took one; `await engine.encode` had no way to pass it to the refine workers)"""
+    img = smooth_image(rng, 32, 48)
+    with Engine(tiny_codec) as engine:
+        seen = []
+        submit = engine.submit_encode
+
+        def traced(*args, **kwargs):
+            seen.append(kwargs.get("owner"))
+            return submit(*args, **kwargs)
+
+        engine.submit_encode = traced
+        assert asyncio.run(engine.encode(img, 40, owner="client-a")) == tiny_codec.encode(img, 40)
+    assert seen == ["client-a"]

@@ -242,11 +242,13 @@ class Engine:
 
     async def encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
                      short_side: int | None = None, *, max_bytes: int | None = None,
-                     max_bpp: float | None = None, refine: int | None = None, priority: int = 0) -> bytes:
-        """``submit_encode``, awaited; a refined budget met by a one-pass stream issues
-        ``RefineFallbackWarning`` here, as ``Codec.encode_to_size`` does."""
+                     max_bpp: float | None = None, refine: int | None = None, priority: int = 0,
+                     owner: str | None = None) -> bytes:
+        """``submit_encode``, awaited (``owner`` too: refined encodes are shared fairly between
+        owners); a refined budget met by a one-pass stream issues ``RefineFallbackWarning`` here,
+        as ``Codec.encode_to_size`` does."""
         fut = self.submit_encode(image, quality, timeout_s, short_side, max_bytes=max_bytes, max_bpp=max_bpp,
-                                 refine=refine, priority=priority)
+                                 refine=refine, priority=priority, owner=owner)
         data = await asyncio.wrap_future(fut)
         warn_refine_fallback(fut.warning)  # type: ignore[attr-defined]
         return data
