@@ -64,6 +64,9 @@ def test_a_body_whose_end_is_ambiguous_is_refused_and_never_read_as_a_request(ti
         b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 0_3\r\n\r\nabc" + HIDDEN: 400,
         b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc" + HIDDEN: 400,
         b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n" + HIDDEN: 400,
+        # (more digits than int() reads: a ValueError ended the connection unanswered)
+        b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"1" * 5000 + b"\r\nContent-Length: 3\r\n\r\n"
+        + HIDDEN: 400,
     }
     with serving(tiny_model_path) as server:
         for raw, status in cases.items():
@@ -71,6 +74,9 @@ def test_a_body_whose_end_is_ambiguous_is_refused_and_never_read_as_a_request(ti
             assert _statuses(answer) == [status], (raw[:90], answer[:300])
             assert b'"connections"' not in answer and b'"type": "RequestError"' in answer
             assert b"Connection: close" in answer
+        one_huge = b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n" + HIDDEN
+        answer = _exchange(server.server_port, one_huge)
+        assert _statuses(answer) == [400] and b"bad Content-Length" in answer and b'"connections"' not in answer
 
 
 def test_a_get_with_a_body_reads_it_and_keeps_the_connection(tiny_model_path):
