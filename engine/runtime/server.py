@@ -287,19 +287,11 @@ class CodecServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._closing = True
             idle = [h for h in self._handlers if not h.busy]
-        for handler in idle:  # its thread, waiting for a next request line, reads the end and returns
-            try:
-                handler.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _end_connections(idle)  # each thread, waiting for a next request line, reads the end and returns
         with self._connections_lock:
             self._connections_lock.wait_for(lambda: self.connections == 0, timeout=drain_s)
             late = list(self._handlers)
-        for handler in late:  # still reading a request or answering one after drain_s: ended
-            try:
-                handler.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _end_connections(late)  # still reading a request or answering one after drain_s
         while True:  # refusals still waiting are closed unanswered; then the refusing thread ends
             try:
                 sock = self._refusals.get_nowait()
@@ -311,6 +303,15 @@ class CodecServer(ThreadingHTTPServer):
                     continue
             if sock is not None:
                 self.shutdown_request(sock)
+
+
+def _end_connections(handlers) -> None:
+    """Shut each handler's connection both ways: its thread's read or write ends at once."""
+    for handler in handlers:
+        try:
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
