@@ -443,21 +443,17 @@ class Engine:
             if self._stopped:
                 return
             self._closed = True
-            self._draining = drain
-            if not drain:
-                for r in self._sched.drain_all():
-                    self._finish_locked(r, exc=EngineDeadError("engine shut down before the request ran"))
-            self._cv.notify_all()
+            if drain:
+                self._draining = True
+                self._cv.notify_all()
+            else:
+                self._stop_draining("engine shut down before the request ran")
         if threading.get_ident() in self._own_threads:  # (a thread cannot wait for itself to end)
             return
         self._thread.join(timeout_s)
         if self._thread.is_alive():  # not drained within timeout_s: what has not begun fails now
             with self._finishing():
-                self._draining = False  # (queued coding and refinement jobs fail as they come up)
-                for r in self._sched.drain_all():
-                    self._finish_locked(r, exc=EngineDeadError(
-                        f"engine shut down: its queue was not drained within timeout_s={timeout_s}"))
-                self._cv.notify_all()
+                self._stop_draining(f"engine shut down: its queue was not drained within timeout_s={timeout_s}")
             # the loop ends at once now; only then may the network pool close (the loop submitting
             # to a closed pool died, its queued requests never resolved)
             self._thread.join()
@@ -469,6 +465,14 @@ class Engine:
         self._pool.shutdown(wait=True)  # without drain, the queued coding jobs fail at once (_submit)
         with self._cv:
             self._stopped = True
+
+    def _stop_draining(self, why: str) -> None:
+        """(Under the lock, closed.) The queued requests fail with EngineDeadError(``why``), and
+        queued coding and refinement jobs as they come up (_run_unless_dead); the loop ends."""
+        self._draining = False
+        for r in self._sched.drain_all():
+            self._finish_locked(r, exc=EngineDeadError(why))
+        self._cv.notify_all()
 
     def __enter__(self) -> "Engine":
         return self
