@@ -169,11 +169,16 @@ class Workers {
     conv::PoolCache::Lease pool_;
 };
 
+// A decoder-model file begins with this magic (and holds 16 bytes at the least)
+void require_model_magic(const uint8_t *bytes, size_t size) {
+    const char magic[8] = {'V', 'L', 'M', 'C', 'D', 'E', 'C', 0};
+    if (size < 16 || std::memcmp(bytes, magic, 8) != 0)
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "not a vlmcodec decoder-model file (bad magic)");
+}
+
 // A convolution's header in the decoder-model file (out, in, kh, kw, sh, sw, ph, pw, shuffle),
 // checked: it takes `channels` inputs, has stride 1, a padding inside its kernel and, with a
 // pixel shuffle, a multiple of 4 outputs; returns the channels it gives.
-const char kModelMagic[8] = {'V', 'L', 'M', 'C', 'D', 'E', 'C', 0};
-
 uint32_t read_conv(Reader &r, uint32_t channels, const char *net, uint32_t i, conv::Shape &c, uint32_t &shuffle) {
     uint32_t sh, sw;
     for (uint32_t *f : {&c.out, &c.in, &c.kh, &c.kw, &sh, &sw, &c.ph, &c.pw, &shuffle}) *f = r.get<uint32_t>();
@@ -184,8 +189,7 @@ uint32_t read_conv(Reader &r, uint32_t channels, const char *net, uint32_t i, co
 }
 
 void load_model(vlmc_decoder &d, const uint8_t *bytes, size_t size) {
-    if (size < 16 || std::memcmp(bytes, kModelMagic, 8) != 0)
-        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "not a vlmcodec decoder-model file (bad magic)");
+    require_model_magic(bytes, size);
     uint32_t stored;
     std::memcpy(&stored, bytes + size - 4, 4);
     if (crc32_update(0, bytes, size - 4) != stored)
@@ -738,9 +742,11 @@ int vlmc_decoder_open(const char *path, vlmc_decoder **out) {
             bytes.insert(bytes.end(), buf, buf + got);
             if (!checked && bytes.size() >= 16) {
                 checked = true;
-                if (std::memcmp(bytes.data(), kModelMagic, 8) != 0) {
+                try {
+                    require_model_magic(bytes.data(), bytes.size());
+                } catch (...) {
                     std::fclose(f);
-                    raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "not a vlmcodec decoder-model file (bad magic)");
+                    throw;
                 }
             }
         }
