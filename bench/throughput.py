@@ -101,6 +101,7 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
             engine_codec.decode(engine_codec.encode(im, quality))
     results: dict = {"encode": {}, "decode": {}}
     budget = {"max_bpp": max_bpp} if max_bpp is not None else {}
+    one_quality = None if budget else quality  # a budget picks each image's quality
 
     def encode(im):
         return codec.encode_to_size(im, **budget) if budget else codec.encode(im, quality)
@@ -117,9 +118,9 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
                     results.setdefault("warmup_shapes_s", []).append(
                         sum(r.get("seconds", 0.0) for r in eng.warmup(images, quality)))
                 if warmup:  # untimed: the batch shapes' first runs (onnxruntime's arena grows then)
-                    with_engine(lambda im: eng.submit_encode(im, quality, **budget), work_img[:warmup], c)
+                    with_engine(lambda im: eng.submit_encode(im, one_quality, **budget), work_img[:warmup], c)
                     with_engine(eng.submit_decode, work_dec[:warmup], c)
-                results["encode"][f"engine_c{c}"] = with_engine(lambda im: eng.submit_encode(im, quality, **budget),
+                results["encode"][f"engine_c{c}"] = with_engine(lambda im: eng.submit_encode(im, one_quality, **budget),
                                                                 work_img, c)
                 bar.update()
                 results["decode"][f"engine_c{c}"] = with_engine(eng.submit_decode, work_dec, c)
@@ -159,7 +160,7 @@ def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies:
     settings = [("sequential", 1)] + [(f"server_c{c}", c) for c in concurrencies]
     with tqdm(total=2 * len(settings), desc="throughput", leave=False) as bar:
         for name, c in settings:
-            results["encode"][name] = with_clients(lambda im: remote.encode(im, quality, max_bpp=max_bpp),
+            results["encode"][name] = with_clients(lambda im: remote.encode(im, None if max_bpp is not None else quality, max_bpp=max_bpp),
                                                    work_img, c)
             bar.update()
             results["decode"][name] = with_clients(remote.decode, work_dec, c)

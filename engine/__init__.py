@@ -72,13 +72,16 @@ def _shared_codec(model=None, backend: str = "torch"):
         return _codecs[key]
 
 
-def encode(image, quality: float = 75.0, model=None, backend: str = "torch", short_side: int | None = None, *,
+def encode(image, quality: float | None = None, model=None, backend: str = "torch", short_side: int | None = None, *,
            max_bytes: int | None = None, max_bpp: float | None = None, refine: int = 0) -> bytes:
     """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes with a cached ``Codec``.
 
-    ``short_side=N`` codes at the consumer's scale (``Codec.encode``); ``max_bytes`` or ``max_bpp``
+    ``quality``: 0–100 (None: 75). ``short_side=N`` codes at the consumer's scale (``Codec.encode``); ``max_bytes`` or ``max_bpp``
     picks the highest quality that fits instead of ``quality`` (``Codec.encode_to_size``);
     ``refine=K``: K steps of encoder-side latent refinement (slower, better; ``vlmcodec.refine``)."""
+    from .checks import quality_or_budget
+
+    quality = quality_or_budget(quality, max_bytes, max_bpp)
     codec = _shared_codec(model, backend)
     if max_bytes is not None or max_bpp is not None:
         return codec.encode_to_size(image, max_bytes, max_bpp=max_bpp, short_side=short_side, refine=refine)

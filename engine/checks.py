@@ -42,6 +42,18 @@ def check_count(name: str, value: object, *, least: int = 1, none: str | None = 
     return int(value)  # type: ignore[call-overload]
 
 
+DEFAULT_QUALITY = 75.0  # of an encode given neither a quality nor a byte budget
+
+
+def quality_or_budget(quality: object, max_bytes: object, max_bpp: object) -> float:
+    """The quality an encode asks for: ``quality`` (None: ``DEFAULT_QUALITY``). A byte budget
+    (``max_bytes`` / ``max_bpp``) picks the quality itself, so a quality beside one is refused
+    rather than ignored."""
+    if quality is not None and (max_bytes is not None or max_bpp is not None):
+        raise ConfigError("quality and max_bytes / max_bpp exclude each other (the budget picks the quality)")
+    return DEFAULT_QUALITY if quality is None else quality  # type: ignore[return-value]
+
+
 MAX_THREADS = 1024  # of one pool or of torch's: 100 000 crashed the process (a segfault) and starved the machine
 
 

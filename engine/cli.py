@@ -23,7 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .checks import whole_number_arg
+from .checks import DEFAULT_QUALITY, whole_number_arg
 from .console import backend_option
 from .console import is_terminal as _is_terminal
 from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError, ModelNotFoundError, ResourceError,
@@ -31,7 +31,6 @@ from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, Model
 from .training.overrides import merge_overrides
 
 DEFAULT_PNG_LEVEL = 1  # = image_io.DEFAULT_PNG_LEVEL (the CLI starts without numpy and Pillow)
-DEFAULT_QUALITY = 75.0  # = codec.DEFAULT_QUALITY (nor torch)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
 
 

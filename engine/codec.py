@@ -29,7 +29,7 @@ from . import allocator, default_model_path, memory, rate_control, resample  # d
 from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
-from .checks import check_count, check_in_range, check_threads, is_real
+from .checks import DEFAULT_QUALITY, check_count, check_in_range, check_threads, is_real
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BackendUnavailableError, BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
                      ResourceError, warn_refine_fallback)
@@ -39,7 +39,6 @@ from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
 from .torch_threads import set_torch_threads
 
-DEFAULT_QUALITY = 75.0
 # Bounds the memory one request may take (the float64 entropy parameters alone need ~2 kB per
 # 16×16 block); a stream announcing more is refused before anything is allocated.
 DEFAULT_MAX_PIXELS = 64_000_000

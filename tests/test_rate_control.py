@@ -230,12 +230,20 @@ def test_engine_and_server_encode_to_a_budget(tiny_model_path, rng):
         bad = engine.submit_encode(images[0], max_bytes=10, max_bpp=0.5)
         with pytest.raises(ConfigError, match="one of"):
             bad.result(timeout=60)
+        both = engine.submit_encode(images[0], 75, max_bytes=budgets[0])  # a quality the budget would ignore
+        with pytest.raises(ConfigError, match="exclude each other"):
+            both.result(timeout=60)
+        assert engine.submit_encode(images[0]).result(timeout=60) == codec.encode(images[0], 75)
+        assert list(engine.encode_many(images[:1], max_bytes=budgets[0])) == [codec.encode_to_size(images[0], budgets[0])]
         with RemoteCodec(server.url) as remote:
             assert remote.encode(images[1], max_bytes=budgets[1]) == codec.encode_to_size(images[1], budgets[1])
             bpp = 8 * budgets[2] / (64 * 96)
             assert remote.encode(images[2], max_bpp=bpp) == codec.encode_to_size(images[2], max_bpp=bpp)
             with pytest.raises(BudgetError, match="even quality 0 needs"):
                 remote.encode(images[0], max_bytes=10)
+            with pytest.raises(ConfigError, match="exclude each other"):
+                remote.encode(images[1], 50, max_bytes=budgets[1])
+            assert remote.encode(images[1]) == codec.encode(images[1], 75)
         import http.client
         import io
 
@@ -268,6 +276,11 @@ def test_module_level_encode_and_decode_take_a_budget_and_a_consumer_size(tiny_m
     data = vlmcodec.encode(img, model=tiny_model_path, max_bytes=budget)
     assert data == codec.encode_to_size(img, budget)
     assert vlmcodec.encode(img, 40, model=tiny_model_path) == codec.encode(img, 40)
+    assert vlmcodec.encode(img, model=tiny_model_path) == codec.encode(img, 75)
+    with pytest.raises(ConfigError, match="exclude each other"):  # was coded to the budget, the quality ignored
+        vlmcodec.encode(img, 40, model=tiny_model_path, max_bytes=budget)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        vlmcodec.encode(img, quality=40, model=tiny_model_path, max_bpp=1.0)
     assert vlmcodec.decode(data, model=tiny_model_path, short_side=32).shape == (32, 48, 3)
 
 

@@ -34,7 +34,7 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 
 from ..bitstream.container import as_bytes
-from ..checks import check_count, check_seconds
+from ..checks import check_count, check_seconds, quality_or_budget
 from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, QueueFull, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
 from ..image_io import as_rgb_array
@@ -107,7 +107,7 @@ class RemoteCodec:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None,
+    def encode(self, image, quality: float | None = None, short_side: int | None = None, model: str | None = None,
                *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None,
                priority: int | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
@@ -123,10 +123,11 @@ class RemoteCodec:
         warn_refine_fallback(fallback)
         return data
 
-    def _encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None,
+    def _encode(self, image, quality: float | None = None, short_side: int | None = None, model: str | None = None,
                 *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None,
                 priority: int | None = None) -> tuple[bytes, str | None]:
         """``encode``'s request: the stream, and the server's refine-fallback message or None."""
+        quality = quality_or_budget(quality, max_bytes, max_bpp)
         if max_bytes is not None or max_bpp is not None:
             query: dict = {"max_bytes": max_bytes} if max_bytes is not None else {}
             query |= {"max_bpp": max_bpp} if max_bpp is not None else {}
@@ -311,7 +312,7 @@ class AsyncRemoteCodec:
     async def close(self) -> None:
         await asyncio.to_thread(self.sync.close)
 
-    async def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None,
+    async def encode(self, image, quality: float | None = None, short_side: int | None = None, model: str | None = None,
                      **options) -> bytes:
         """``RemoteCodec.encode``, awaited (a refine fallback's warning is issued here)."""
         data, fallback = await asyncio.to_thread(self.sync._encode, image, quality, short_side, model, **options)

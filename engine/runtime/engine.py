@@ -54,7 +54,7 @@ import numpy as np
 
 from .. import rate_control, resample
 from ..bitstream import container
-from ..checks import check_count, check_number, check_seconds, check_threads, is_whole
+from ..checks import check_count, check_number, check_seconds, check_threads, is_whole, quality_or_budget
 from ..codec import Codec, check_batch
 from ..errors import (BitstreamError, ConfigError, EngineDeadError, QueueFull, RequestError,  # noqa: F401 (QueueFull: here too)
                       RequestTimeoutError, ResourceError, VlmcodecError, warn_refine_fallback)
@@ -174,7 +174,7 @@ class Engine:
         _live_engines.add(self)
 
     # -- client side ---------------------------------------------------------------------
-    def submit_encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
+    def submit_encode(self, image, quality: float | None = None, timeout_s: float | None = None,
                       short_side: int | None = None, *, max_bytes: int | None = None,
                       max_bpp: float | None = None, refine: int | None = None, priority: int = 0,
                       owner: str | None = None) -> Future[bytes]:
@@ -198,6 +198,7 @@ class Engine:
             steps = self.codec.refine_steps(refine)
             priority = check_priority(priority)
             timeout_s = check_seconds("timeout_s", timeout_s)
+            quality = quality_or_budget(quality, max_bytes, max_bpp)
             prep = self.codec.prepare(image, quality, short_side)
             if max_bytes is not None or max_bpp is not None:
                 budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
@@ -240,7 +241,7 @@ class Engine:
         self._submit_coding(self._entropy_decode, req)
         return fut
 
-    async def encode(self, image, quality: float = 75.0, timeout_s: float | None = None,
+    async def encode(self, image, quality: float | None = None, timeout_s: float | None = None,
                      short_side: int | None = None, *, max_bytes: int | None = None,
                      max_bpp: float | None = None, refine: int | None = None, priority: int = 0,
                      owner: str | None = None) -> bytes:
@@ -265,7 +266,7 @@ class Engine:
     def encode_many(self, images: Iterable, quality: float = ..., *, window: int | None = ...,
                     return_exceptions: bool, **options) -> Iterator[bytes | BaseException]: ...
 
-    def encode_many(self, images: Iterable, quality: float = 75.0, *, window: int | None = None,
+    def encode_many(self, images: Iterable, quality: float | None = None, *, window: int | None = None,
                     return_exceptions: bool = False, **options) -> Iterator[bytes | BaseException]:
         """Encode an iterable of images, yielding their streams in input order: images are taken
         lazily and at most ``window`` (default ``2 · max_batch``, at most ``max_queue``) are in

@@ -425,7 +425,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             image = load_image(io.BytesIO(body), engine.codec.max_pixels)
         if refine:
             self._check_refine_size(image.shape[:2], short, engine.codec.short_side)
-        future = engine.submit_encode(image, quality, _timeout(params, engine), short_side=short, refine=refine,
+        future = engine.submit_encode(image, None if budget else quality, _timeout(params, engine),
+                                      short_side=short, refine=refine,
                                       priority=self._priority(params), owner=client_key(self._client, self.address_string()),
                                       **budget)
         data = self._wait(future)
