@@ -209,6 +209,7 @@ class Codec:
         self._hs_rows = row_geometry(self.model.h_s)
         self.medians = self.model.entropy_bottleneck.medians().detach().float().cpu()
         self.scale_table64 = self.model.gaussian_conditional.scale_table.detach().double().cpu()
+        self.scale_bound = float(self.model.gaussian_conditional.scale_bound)  # σ's clamp, as build_indexes
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.stage_times: dict[str, float] | None = None  # set to {} to profile the stages
         self.max_pixels = int(max_pixels)
@@ -449,7 +450,8 @@ class Codec:
                 y_idx = y_idx[0]
         with self._stage("y coding"):
             if fused:
-                sym_t, idx_t = self.backend.quantize(y[None], means, scales, self.scale_table64)
+                sym_t, idx_t = self.backend.quantize(y[None], means, scales, self.scale_table64,
+                                                     self.scale_bound)
                 y_sym, y_idx = sym_t[0].numpy(), idx_t[0]
             else:
                 y_sym = self._y_symbols(y, means[0], y_idx)

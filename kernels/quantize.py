@@ -39,6 +39,7 @@ from ._utils import (
 
 __all__ = [
     "SCALE_BOUND",
+    "QUANTIZE_DTYPES",
     "quantize",
     "quantize_ref",
     "quantize_fwd",
@@ -51,6 +52,9 @@ __all__ = [
 
 #: Lower bound applied to sigma before the table search (CompressAI's GaussianConditional).
 SCALE_BOUND = 0.11
+#: y's dtypes: the half types and fp32 as the network gives them, fp64 as the codec rounds y - mu
+#: (``Codec._y_symbols``), so that the fused path writes the torch path's symbols bit for bit.
+QUANTIZE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +136,7 @@ if _HAS_TRITON:
     @triton.jit
     def _quantize_kernel(
         Y,  # *in: y, dense, same strides as MU, SIGMA and the outputs (walked flat in memory order)
-        MU,  # *in: mu, dtype of y
+        MU,  # *in: mu, dtype of y (fp32/fp16/bf16 computed in fp32 and rounded to it, fp64 in fp64)
         SIGMA,  # *in: sigma, any float dtype (compared in fp32)
         TABLE,  # *in: scale table, fp32 contiguous, ascending; only its first N_BOUNDS entries are read
         SYM,  # *out: symbols, int32
@@ -152,8 +156,10 @@ if _HAS_TRITON:
         # Arithmetic in fp32, rounded back to y's dtype after each op: for fp32 that is the op
         # itself; for fp16/bf16 it equals the native half op bit for bit (fp32 has ≥ 2p+2 bits, so
         # double rounding is exact) and it avoids half arithmetic, which the interpreter mis-handles.
-        mu32 = mu.to(tl.float32)
-        d = _round_to(y.to(tl.float32) - mu32, y.dtype)
+        if Y.dtype.element_ty == tl.float64:  # the codec's rule: y - mu in float64
+            d = y - mu
+        else:
+            d = _round_to(y.to(tl.float32) - mu.to(tl.float32), y.dtype)
         # round half to even without libdevice: f = floor(d), frac = d - f (exact, or rounded in
         # a way that never crosses 1/2 the wrong side), ties go to the even neighbour.
         f = tl.floor(d)
@@ -163,7 +169,10 @@ if _HAS_TRITON:
         r = tl.where((frac > 0.5) | ((frac == 0.5) & f_odd), f + 1.0, f)
         r = tl.where(r == 0.0, d * 0.0, r)  # torch.round keeps the sign of zero: round(-0.3) = -0.0
         tl.store(SYM + offs, r.to(tl.int32), mask=mask)
-        y_hat = _round_to(r + mu32, y.dtype)  # r is exact in y's dtype
+        if Y.dtype.element_ty == tl.float64:
+            y_hat = r + mu
+        else:
+            y_hat = _round_to(r + mu.to(tl.float32), y.dtype)  # r is exact in y's dtype
         tl.store(YHAT + offs, y_hat.to(YHAT.dtype.element_ty), mask=mask)
         sig = tl.load(SIGMA + offs, mask=mask, other=1.0).to(tl.float32)
         sig = tl.where(sig < scale_bound, scale_bound, sig)  # clamp_min that keeps NaN
@@ -284,7 +293,7 @@ def dequantize_fwd(symbols: torch.Tensor, mu: torch.Tensor, inv_gain: torch.Tens
 
 
 def _check_quantize(y, mu, sigma, scale_table) -> None:
-    check_float_dtype(y, "quantize: y")
+    check_float_dtype(y, "quantize: y", QUANTIZE_DTYPES)
     if mu.dtype != y.dtype:
         raise ValueError(f"quantize: mu dtype {mu.dtype} must equal y dtype {y.dtype}")
     check_float_dtype(sigma, "quantize: sigma")

@@ -160,7 +160,8 @@ _KERNELS = {
         ("fp16", "fp16", "i32", {"DOT_PRECISION": "tf32"}),
         ("bf16-i64", "bf16", "i64", {"DOT_PRECISION": "tf32"}),
     ]),
-    "_quantize_kernel": ("quantize", "QUANTIZE_CONFIGS", ("fp32", "fp32", "i32", {}), [
+    "_quantize_kernel": ("quantize", "QUANTIZE_CONFIGS", ("fp64", "fp64", "i32", {}), [  # fp64: the backend's
+        ("fp32", "fp32", "i32", {}),
         ("fp16", "fp16", "i32", {}),
         ("bf16-i64", "bf16", "i64", {}),
     ]),

@@ -55,6 +55,29 @@ SCRIPT = textwrap.dedent(
     real_hs = tri.exact_hs
     tri.exact_hs = lambda z: hs_rows.append(z.shape[-2]) or real_hs(z)
     assert tri.encode(img, 60) == whole and len(hs_rows) > 1 and max(hs_rows) < 7, hs_rows
+    # the fused quantization gives the torch path's symbols (y - mu rounded in float64, here at
+    # near-ties that float32 rounds the other way) and the decoder's indices (sigma clamped at the
+    # model's scale_bound, here not CompressAI's 0.11), bit for bit
+    from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+    from vlmcodec.models.checkpoint import save_model
+    net = MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016)))
+    with torch.no_grad():
+        net.g_a[-1].weight.mul_(40.0)  # large latents: many symbols, scales across the table
+        net.gaussian_conditional.scale_bound.fill_(0.5)
+    bound_path = os.path.join(os.path.dirname(__file__), "bound05.safetensors")
+    save_model(net, bound_path)
+    ref5, tri5 = Codec(bound_path, backend="torch"), Codec(bound_path, backend="triton")
+    y = (torch.randn(1, 24, 4, 5) * 50).float()
+    means = y.double() + torch.tensor([101.4999999, -3.4999997, 5.4999998, -0.50000003],
+                                      dtype=torch.float64).repeat(120).reshape(1, 24, 4, 5)
+    scales = (torch.rand(1, 24, 4, 5, dtype=torch.float64) * 4096).round() / 4096
+    sym, idx = tri5.backend.quantize(y, means, scales, tri5.scale_table64, tri5.scale_bound)
+    assert np.array_equal(sym[0].numpy(), ref5._y_symbols(y[0], means[0], None))
+    assert torch.equal(idx.long(), ref5.model.gaussian_conditional.build_indexes(scales).long())
+    for h, w in [(64, 64), (48, 80)]:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        data = tri5.encode(img, 60)
+        assert np.abs(ref5.decode(data).astype(int) - ref5.decode(ref5.encode(img, 60)).astype(int)).max() <= 1
     print("OK")
     """
 )

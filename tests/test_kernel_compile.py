@@ -5,8 +5,9 @@ unsupported dtype combinations, shared-memory overflow, ptxas errors.
 The compilation runs once per session in a fresh subprocess with the interpreter off (a process
 that interprets cannot compile, see tests/conftest_triton.py); each job is then one test.
 Default (~30 s cold on 2 busy cores; Triton's cache makes reruns fast): each config with the
-kernel's main variant (GDN forward fp16; GDN backward fp32/3xTF32; quantize fp32; dequantize fp32
-with gain); ``-m slow`` adds the other variants (fp32/bf16/fp16, IGDN, 64-bit sizes and strides)
+kernel's main variant (GDN forward fp16; GDN backward fp32/3xTF32; quantize fp64, as the triton
+backend runs it; dequantize fp32 with gain); ``-m slow`` adds the other variants (fp32/bf16/fp16,
+IGDN, 64-bit sizes and strides)
 with every config.
 """
 

@@ -62,11 +62,13 @@ class TritonBackend(TorchBackend):
                 if isinstance(m, FoldedGDN):
                     seq[i] = TritonGDN(m).to(self.device)
 
-    def quantize(self, y: Tensor, means: Tensor, scales: Tensor, scale_table: Tensor) -> tuple[Tensor, Tensor]:
-        """(int32 symbols, int32 scale indices) by the fused kernel (bit-identical to the torch path)."""
+    def quantize(self, y: Tensor, means: Tensor, scales: Tensor, scale_table: Tensor,
+                 scale_bound: float) -> tuple[Tensor, Tensor]:
+        """(int32 symbols, int32 scale indices) by the fused kernel, bit-identical to the torch path:
+        y − μ rounded in float64, σ clamped at the model's ``scale_bound`` as the decoder does."""
         from vlmcodec.kernels.quantize import quantize
 
         dev = self.device
-        sym, _, idx = quantize(y.to(dev, torch.float32), means.to(dev, torch.float32), scales.to(dev, torch.float32),
-                               scale_table.to(dev, torch.float32), impl="triton")
+        sym, _, idx = quantize(y.to(dev, torch.float64), means.to(dev, torch.float64), scales.to(dev, torch.float32),
+                               scale_table.to(dev, torch.float32), impl="triton", scale_bound=scale_bound)
         return sym.cpu(), idx.cpu()
