@@ -55,10 +55,13 @@ __all__ = ["gdn", "gdn_ref", "gdn_fold", "gdn_fwd", "gdn_bwd", "GDNFunction", "G
 
 def gdn_ref(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     """Plain-torch GDN/IGDN on NCHW ``x`` with effective ``beta`` [C] and ``gamma`` [C, C]
-    (1×1 conv on x², then rsqrt or sqrt, then multiply; computed in ``x.dtype``)."""
+    (1×1 conv on x², then rsqrt or sqrt, then multiply; computed in fp32 for half ``x``, as the
+    kernel accumulates — x² of a half overflows from |x| ≈ 256 — else in ``x.dtype``)."""
     c = x.shape[1]
-    norm = F.conv2d(x * x, gamma.reshape(c, c, 1, 1).to(x.dtype), beta.to(x.dtype))
-    return x * torch.sqrt(norm) if inverse else x * torch.rsqrt(norm)
+    xc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    norm = F.conv2d(xc * xc, gamma.reshape(c, c, 1, 1).to(xc.dtype), beta.to(xc.dtype))
+    y = xc * torch.sqrt(norm) if inverse else xc * torch.rsqrt(norm)
+    return y.to(x.dtype)
 
 
 class _LowerBound(torch.autograd.Function):
@@ -342,16 +345,21 @@ else:  # pragma: no cover - exercised only without triton
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_params(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, op: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_shapes(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, op: str) -> None:
     if x.dim() != 4:
         raise ValueError(f"{op}: x must be 4-D [N, C, H, W], got shape {tuple(x.shape)}")
-    check_float_dtype(x, f"{op}: x")
     c = x.shape[1]
-    channel_block(c, limit=MAX_GDN_CHANNELS, what=op)
     if beta.numel() != c:
         raise ValueError(f"{op}: beta must have {c} elements (one per channel), got shape {tuple(beta.shape)}")
     if gamma.numel() != c * c:
         raise ValueError(f"{op}: gamma must be [{c}, {c}] (or [{c}, {c}, 1, 1]), got shape {tuple(gamma.shape)}")
+
+
+def _check_params(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, op: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_shapes(x, beta, gamma, op)
+    check_float_dtype(x, f"{op}: x")
+    c = x.shape[1]
+    channel_block(c, limit=MAX_GDN_CHANNELS, what=op)
     beta32 = beta.detach().reshape(c).to(device=x.device, dtype=torch.float32).contiguous()
     gamma32 = gamma.detach().reshape(c, c).to(device=x.device, dtype=torch.float32).contiguous()
     return beta32, gamma32
@@ -444,6 +452,9 @@ class GDNFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, beta, gamma = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' gradient would have no graph (silently)
+            raise RuntimeError("gdn: the Triton kernels' gradient is not differentiable (a double backward, "
+                               "create_graph=True); use impl='torch' for higher-order gradients")
         need_x, need_b, need_g = ctx.needs_input_grad[:3]
         dx, dbeta, dgamma = gdn_bwd(dy, x, beta, gamma, ctx.inverse, need_param_grads=need_b or need_g)
         if need_b:
@@ -468,6 +479,7 @@ def gdn(
     """
     check_impl(impl)
     if impl == "torch" or (impl == "auto" and not auto_selects_triton(_gdn_fwd_kernel, x)):
+        _check_shapes(x, beta_eff, gamma_eff, "gdn")
         return gdn_ref(x, beta_eff, gamma_eff, inverse)
     if not _HAS_TRITON:
         raise TritonUnavailableError("gdn: impl='triton' needs the triton package; use impl='torch'")

@@ -198,6 +198,38 @@ def test_bad_arguments_raise_value_error(shape, beta_n, gamma_n, match):
         G.gdn_fwd(x, torch.ones(beta_n), torch.zeros(gamma_n))
 
 
+@pytest.mark.parametrize("shape, beta_n, gamma_n, match",
+                         [((2, 4, 3), 4, 16, "4-D"), ((1, 4, 3, 3), 3, 16, "beta"), ((1, 4, 3, 3), 4, 12, "gamma")])
+def test_the_reference_path_checks_arguments_too(shape, beta_n, gamma_n, match):
+    """impl="torch" (and "auto" on CPU) names the wrong argument (it was a raw reshape/conv error)."""
+    for impl in ("torch", "auto"):
+        with pytest.raises(ValueError, match=match):
+            G.gdn(torch.zeros(shape), torch.ones(beta_n), torch.zeros(gamma_n), impl=impl)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_reference_accumulates_half_inputs_in_fp32(dtype):
+    """x² of a half overflows from |x| ≈ 256: the reference (like the kernel) squares in fp32."""
+    x = torch.full((1, 2, 1, 1), 300.0, dtype=dtype)
+    beta, gamma = torch.ones(2), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = G.gdn(x, beta, gamma, impl="torch")
+    want = gdn_ref(x.double(), beta.double(), gamma.double())
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    assert torch.allclose(y.double(), want, rtol=1e-2)
+
+
+@cpu
+def test_double_backward_is_a_clear_error():
+    """The kernels' gradient has no graph: asking for one is an error, not a silent zero."""
+    c = 4
+    x = _input((1, c, 3, 3), torch.float32, False).requires_grad_()
+    beta, gamma = _params(c)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        torch.autograd.grad(G.gdn(x, beta, gamma, impl="triton").sum(), (x,), create_graph=True)
+    (dx,) = torch.autograd.grad(G.gdn(x, beta, gamma, impl="triton").sum(), (x,))  # first order as before
+    assert dx.shape == x.shape and not dx.requires_grad
+
+
 @cpu
 def test_integer_input_rejected():
     with pytest.raises(ValueError, match="dtype"):
