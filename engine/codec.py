@@ -389,8 +389,11 @@ class Codec:
         ``RefineFallbackWarning`` (refined streams are a few % larger at a quality). ``refine``:
         this encode's refinement steps (None: the codec's ``refine``)."""
         steps = self.refine_steps(refine)
+        min_quality = check_in_range("min_quality", min_quality, 0.0, 100.0)
+        max_quality = check_in_range("max_quality", max_quality, 0.0, 100.0)
+        if min_quality > max_quality:  # before g_a runs
+            raise ConfigError(f"min_quality {min_quality:g} is above max_quality {max_quality:g}")
         prep = self.prepare(image, min_quality, short_side)
-        self.model.level_of_quality(max_quality)  # validates the range
         budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
         data, fallback = self.encode_within(prep, budget, None, min_quality, max_quality, refine=steps)
         warn_refine_fallback(fallback)
@@ -477,7 +480,9 @@ class Codec:
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
         ph, pw = padded_size(*latents[0].header.coded_hw)
-        self._fits("decoding", ph * pw, len(latents), self._decode_cost(ph, pw))
+        first, more, base = self._decode_cost(ph, pw)
+        resized = [d.out_hw[0] * d.out_hw[1] for d in latents if tuple(d.out_hw) != tuple(d.header.coded_hw)]
+        self._fits("decoding", ph * pw, len(latents), (first, more, base + memory.resize_bytes(resized)))
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
         n = len(latents)
@@ -579,16 +584,20 @@ class Codec:
         """The estimated peak memory growth in bytes of encoding (``decoding``: decoding) ``count``
         images of ``height``×``width`` pixels on this codec — the figure the memory check compares
         with the memory left (``short_side`` and ``refine`` as ``encode`` takes them; a stream coded
-        at a consumer's scale is decoded at that coded size). None where no estimate exists: a
+        at a consumer's scale is decoded at that coded size, then restored to height×width). None where no estimate exists: a
         backend other than torch or onnxruntime, or a GPU."""
         for name, value in (("height", height), ("width", width), ("count", count)):
             check_count(f"memory_needed's {name}", value)
         if not self._estimated():
             return None
-        side = self.short_side if short_side is None else resample.check_short_side(short_side)
-        ph, pw = padded_size(*resample.coded_size(height, width, side))
-        first, more, base = (self._decode_cost(ph, pw) if decoding
-                             else self._encode_cost(ph, pw, bool(self.refine_steps(refine))))
+        side = self.short_side if short_side is None else resample.check_short_side(short_side or None)
+        coded = resample.coded_size(height, width, side)
+        ph, pw = padded_size(*coded)
+        if decoding:  # a stream coded at a consumer's scale is restored to height×width after g_s
+            first, more, base = self._decode_cost(ph, pw)
+            base += memory.resize_bytes([height * width] * count if tuple(coded) != (height, width) else [])
+        else:
+            first, more, base = self._encode_cost(ph, pw, bool(self.refine_steps(refine)))
         return memory.needed(ph * pw, first, count, more, base)
 
     @contextmanager
@@ -661,7 +670,10 @@ class Codec:
         with self._stage("h_s"):
             m = self.medians.reshape(1, -1, 1, 1)
             z_hat = torch.from_numpy(z_sym.reshape(1, self.N, hz, wz)).float() + m
-            y_idx, means = self._entropy_parameters(z_hat)
+            try:
+                y_idx, means = self._entropy_parameters(z_hat)
+            except OverflowError as e:  # z symbols no encoder writes (as the C decoder says too)
+                raise BitstreamError(f"corrupt stream: z values out of range for the exact h_s ({e})") from e
             y_idx = y_idx[0].numpy()
         try:
             with self._stage("y coding"):

@@ -39,6 +39,11 @@ DECODE_BATCH_BYTES_PER_PIXEL = 32
 # encoding with latent refinement (Codec(refine=N)): networks and teacher with gradients, the
 # whole batch at once (measured 755-792 and 665-672 B at 0.8 and 3.1 Mpx, refine=2), with a margin
 REFINE_BYTES_PER_PIXEL = 820
+# a decoded image restored to a size other than its coded one (a stream coded at a consumer's
+# scale, decoded to the original's): float32 RGB (12 B), the uint8 image (3 B) and its contiguous
+# copy (3 B) per output pixel, the images made before it 3 B each (measured: an 8000×8000 output
+# of a stream coded 16 px high grew the process by 916 MB, 14.3 B per pixel)
+RESIZE_BYTES_PER_PIXEL = 18
 _GIB = 1 << 30
 _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
@@ -149,6 +154,12 @@ def memory_check_enabled() -> bool:
     """False when the environment says ``VLMCODEC_CHECK_MEMORY=0`` (for the CLI; the API has
     ``Codec(check_memory=False)``)."""
     return env_switch("VLMCODEC_CHECK_MEMORY")
+
+
+def resize_bytes(out_pixels: list[int]) -> int:
+    """The growth of resizing decoded images of ``out_pixels`` each to their output size, one
+    after the other (``RESIZE_BYTES_PER_PIXEL``)."""
+    return max(out_pixels) * (RESIZE_BYTES_PER_PIXEL - 3) + 3 * sum(out_pixels) if out_pixels else 0
 
 
 def needed(pixels: int, bytes_per_pixel: int, count: int = 1, batch_bytes_per_pixel: int = 0,

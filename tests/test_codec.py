@@ -173,6 +173,19 @@ def test_payload_damage_behind_a_valid_crc(tiny_codec, rng):
     assert detected > 20, detected
 
 
+def test_z_symbols_no_encoder_writes_are_a_bitstream_error(tiny_codec, rng):
+    """A stream valid to the byte (CRC, chunk table) whose z carries a huge escape-coded symbol:
+    the exact h_s cannot hold it — BitstreamError, as the C decoder's CORRUPT (was OverflowError)."""
+    from vlmcodec.kernels import rans
+
+    h, z, y = container.unpack(tiny_codec.encode(smooth_image(rng, 48, 40), 50))
+    idx = tiny_codec._z_indexes(1, 1).ravel()
+    zs = rans.decode(z, idx, tiny_codec.tables["z"], threads=1)
+    zs[0] = 2**31 - 1
+    with pytest.raises(BitstreamError, match="z values out of range"):
+        tiny_codec.decode(container.pack(h, rans.encode(zs, idx, tiny_codec.tables["z"], 1), y))
+
+
 def test_module_level_api(tiny_model_path, rng):
     img = smooth_image(rng, 30, 40)
     data = encode(img, quality=20, model=tiny_model_path)

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from vlmcodec import Codec, memory
+from vlmcodec.bitstream import container
 from vlmcodec.cli import main
 from vlmcodec.errors import ResourceError
 
@@ -196,8 +197,26 @@ def test_memory_needed_is_the_figure_the_check_uses(monkeypatch, rng, tiny_model
         with pytest.raises(ResourceError):
             call()
     assert cases[1][0] > cases[0][0] and cases[2][0] > cases[0][0] > cases[3][0]
+    # restoring a stream coded at the consumer's scale to the original size is counted (it was not)
+    assert cases[5][0] >= memory.needed(32 * 64, *codec._decode_cost(32, 64)[::2]) + 15 * 100 * 130
+    assert codec.memory_needed(100, 130, decoding=True, short_side=0) == cases[4][0]  # 0: full size, as encode
     with pytest.raises(ValueError, match="at least 1"):
         codec.memory_needed(0, 10)
+
+
+def test_a_tiny_stream_restored_to_a_huge_size_is_checked_before_it_grows(monkeypatch, tiny_model_path, rng):
+    """A 16-px-high stream announcing an 8000×8000 original: the resize to 64 Mpx (~1 GB) counts
+    in the decode's memory check (a stream of ~100 bytes grew the process by 916 MB unchecked)."""
+    codec = Codec(tiny_model_path)
+    h, z, y = container.unpack(codec.encode(smooth_image(rng, 16, 16), 50))
+    big = container.Header(fingerprint=h.fingerprint, width=8000, height=8000, quality=50.0,
+                           flags=h.flags,
+                           coded_width=16, coded_height=16)
+    data = container.pack(big, z, y)
+    monkeypatch.setattr(memory, "available_memory", lambda: 500 << 20)
+    with pytest.raises(ResourceError):
+        codec.decode(data)
+    assert codec.decode(data, short_side=64).shape == (64, 64, 3)  # a small output still fits
 
 
 def test_memory_needed_is_none_where_nothing_is_estimated(tiny_model_path):

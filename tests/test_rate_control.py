@@ -123,8 +123,13 @@ def test_encode_to_size_refuses_what_cannot_fit_and_bad_budgets(codec, rng):
         codec.encode_to_size(img, smallest, min_quality=40)
     with pytest.raises(ConfigError, match="one of max_bytes and max_bpp"):
         codec.encode_to_size(img)
-    with pytest.raises(ValueError, match="quality must be a number in"):
+    with pytest.raises(ConfigError, match="max_quality must be a number in"):  # the argument named
         codec.encode_to_size(img, 10_000, max_quality=101)
+    for bad in (-1, float("nan"), "50"):
+        with pytest.raises(ConfigError, match="min_quality must be a number in"):
+            codec.encode_to_size(img, 10_000, min_quality=bad)
+    with pytest.raises(ConfigError, match="min_quality 60 is above max_quality 40"):
+        codec.encode_to_size(img, 10_000, min_quality=60, max_quality=40)
 
 
 def test_encode_to_size_at_the_consumers_scale_and_with_refinement(tiny_model_path, rng):
