@@ -65,17 +65,26 @@ def test_a_refined_encode_counts_as_its_refine_cost_under_the_rate_limit(tiny_mo
 
 
 def test_idle_clients_are_forgotten_beyond_the_bound():
+    """Past max_clients the client idle longest is forgotten, refilled or not: the table stays
+    bounded (it grew without bound when no bucket had refilled, each request scanning it all)."""
     clock = _Clock()
-    limiter = RateLimiter(1.0, 1, clock=clock, max_clients=3)
+    limiter = RateLimiter(0.1, 1, clock=clock, max_clients=3)  # 10 s to refill: none refills here
     for key in "abc":
-        limiter.wait(key)
-    clock.now += 10  # a, b, c have refilled: forgetting them changes nothing for them
-    limiter.wait("d")
-    assert limiter.clients == 1 and limiter.wait("d") == pytest.approx(1.0)
+        assert limiter.wait(key) == 0.0
+        clock.now += 0.01
+    assert limiter.wait("a") > 0  # refused, and now the most recently seen
+    assert limiter.wait("d") == 0.0
+    assert limiter.clients == 3
+    assert limiter.wait("b") == 0.0  # b, idle longest, was forgotten: a fresh bucket
+    assert limiter.wait("a") > 0 and limiter.wait("d") > 0  # the recent ones are still limited
+    for i in range(5000):
+        limiter.wait(f"10.0.{i // 256}.{i % 256}")
+    assert limiter.clients == 3
 
 
 @pytest.mark.parametrize("rate, burst, message", [
-    (0, None, "positive"), (-1, None, "positive"), (float("nan"), None, "positive"), ("x", None, "a number"),
+    (0, None, "at least 1e-06"), (-1, None, "at least 1e-06"), (float("nan"), None, "at least 1e-06"),
+    (1e-320, None, "at least 1e-06"), ("x", None, "a number"),
     (1.0, 0, "whole number, at least 1"), (1.0, 1.5, "whole number, at least 1"), (None, 3, "needs a rate limit"),
 ])
 def test_bad_limits_are_refused(rate, burst, message):
@@ -141,7 +150,7 @@ def test_cli_serve_checks_the_rate_options(tiny_model_path, capsys):
     assert main(["serve", *model, "--rate-burst", "3"]) == 2
     assert "needs a rate limit" in capsys.readouterr().err
     assert main(["serve", *model, "--rate-limit", "-2"]) == 2
-    assert "positive number of requests per second" in capsys.readouterr().err
+    assert "of at least 1e-06, got -2.0" in capsys.readouterr().err
     assert main(["serve", *model, "--max-refine", "2", "--refine-cost", "0.5"]) == 2
     assert "--refine-cost needs a rate limit" in capsys.readouterr().err
     assert main(["serve", *model, "--rate-limit", "1", "--refine-cost", "-1"]) == 2

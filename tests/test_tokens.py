@@ -83,7 +83,7 @@ def test_a_token_line_may_carry_the_clients_priority_and_refine_cap():
 
 @pytest.mark.parametrize("line, message", [
     ("a t rate=x", "a number of requests per second"),
-    ("a t rate=0", "positive"),
+    ("a t rate=0", "at least 1e-06"),
     ("a t burst=3", "burst= needs rate="),
     ("a t rate=1 rate=2", "given twice"),
     ("a t rate=1 burst=0", "whole number, at least 1"),

@@ -13,12 +13,14 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from ..checks import check_count
 from ..errors import ConfigError, VlmcodecError
 
-MAX_CLIENTS = 10_000  # buckets kept before the full (idle) ones are dropped: IP keys are unbounded
+MAX_CLIENTS = 10_000  # buckets kept, the least recently used dropped past it: IP keys are unbounded
+MIN_RATE = 1e-6  # requests a second (one in ~12 days): below it the waits are not numbers one can say
 Limit = tuple[float, int]  # (requests a second, burst)
 DEFAULT = object()  # RateLimiter.wait's "the limiter's own limit"
 
@@ -46,8 +48,9 @@ def check_rate(rate: float | None, burst: int | None) -> tuple[float, int] | Non
         rate = float(rate)
     except (TypeError, ValueError):
         raise ConfigError(f"the rate limit must be a number of requests per second, got {rate!r}") from None
-    if not math.isfinite(rate) or rate <= 0:
-        raise ConfigError(f"the rate limit must be a positive number of requests per second, got {rate}")
+    if not math.isfinite(rate) or rate < MIN_RATE:
+        raise ConfigError(f"the rate limit must be a number of requests per second of at least {MIN_RATE:g}, "
+                          f"got {rate}")
     if burst is None:
         burst = max(1, math.ceil(rate))
     return rate, check_count("the rate burst", burst)
@@ -82,7 +85,8 @@ class RateLimiter:
         self.limit: Limit | None = check_rate(rate, burst)
         self._clock = clock
         self._max_clients = check_count("max_clients", max_clients)
-        self._buckets: dict[str, tuple[float, float, Limit]] = {}  # key -> (requests held, when, its limit)
+        # key -> (requests held, when, its limit), least recently used first
+        self._buckets: OrderedDict[str, tuple[float, float, Limit]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -108,19 +112,15 @@ class RateLimiter:
         with self._lock:
             held, then, _ = self._buckets.get(key, (float(burst), now, limit))
             held = min(float(burst), held + (now - then) * rate)  # a lowered burst takes effect at once
-            if held >= cost:
-                self._buckets[key] = (held - cost, now, limit)
-                if len(self._buckets) > self._max_clients:
-                    self._drop_full(now)
-                return 0.0
-            self._buckets[key] = (held, now, limit)
-            return (cost - held) / rate
-
-    def _drop_full(self, now: float) -> None:
-        """Forget the clients whose bucket has refilled: they are where a new client starts."""
-        full = [k for k, (held, then, (rate, burst)) in self._buckets.items() if held + (now - then) * rate >= burst]
-        for key in full:
-            del self._buckets[key]
+            admitted = held >= cost
+            self._buckets[key] = (held - cost if admitted else held, now, limit)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self._max_clients:
+                # the client idle longest is forgotten (it starts again with a full bucket): O(1) a
+                # request, where sweeping for refilled buckets scanned the whole table under the lock
+                # each time none had refilled (a slow rate, or many addresses at once)
+                self._buckets.popitem(last=False)
+            return 0.0 if admitted else (cost - held) / rate
 
     @property
     def clients(self) -> int:
