@@ -489,14 +489,17 @@ def _warn_if_others_can_read(flag: str, path: str | None) -> None:
         mode = os.stat(path).st_mode & 0o777
     except OSError:
         return
-    if mode & 0o077:
-        warnings.warn(f"{flag} {path} can be read by other users of this machine (mode {mode:o}): "
-                      f"chmod 600 {path}", VlmcodecWarning, stacklevel=2)
+    if mode & 0o077:  # a registry of its own: said at each reload too, not once per process
+        warnings.warn_explicit(f"{flag} {path} can be read by other users of this machine (mode {mode:o}): "
+                               f"chmod 600 {path}", VlmcodecWarning, __file__, 0, registry={})
 
 
 def _reload_security(server, args) -> None:
     """SIGHUP: read the certificate, key, client CA and token files again (a rotated certificate or
     token) for the connections to come; a set that fails to load leaves the current one in force."""
+    if not (args.tls_cert or args.auth_token_file):
+        print("vlmcodec: SIGHUP: nothing to reload (no --tls-cert or --auth-token-file)", file=sys.stderr, flush=True)
+        return
     try:
         context, token_file = _serve_security(args)
         # each read once per connection / request; a client's options change with its line
@@ -616,7 +619,7 @@ def cmd_serve(args) -> int:
     # SIGTERM (a container stopping) ends the loop as Ctrl-C does: answer what is in flight, then exit
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-        if hasattr(signal, "SIGHUP") and (args.tls_cert or args.auth_token_file):
+        if hasattr(signal, "SIGHUP"):  # always: its default action would kill the server, requests in flight too
             signal.signal(signal.SIGHUP, lambda *_: _reload_security(server, args))
     exposure = _exposure_warning(args.host, bool(token_file.tokens), bool(ssl_context))
     if exposure:
@@ -836,6 +839,14 @@ def _positive_float(text: str) -> float:
         value = float("nan")
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _body_mib(text: str) -> float:
+    """--max-body-mb: a positive number of MiB whose byte count is a number (1e308 overflowed)."""
+    value = _positive_float(text)
+    if value >= 2**42:
+        raise argparse.ArgumentTypeError(f"expected a positive number below {2**42} (MiB), got {text!r}")
     return value
 
 
@@ -1083,8 +1094,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="under --rate-limit, an /encode?refine=K counts as 1 + C*K requests (e.g. 0.1: ten "
                         "steps count as two; default 0: as one request)")
     refine_views(v)
-    v.add_argument("--max-body-mb", type=_positive_float, default=64.0, help="largest request body in MiB (default 64)")
-    v.add_argument("--warmup", nargs="+", metavar="IMAGE",
+    v.add_argument("--max-body-mb", type=_body_mib, default=64.0, help="largest request body in MiB (default 64)")
+    v.add_argument("--warmup", nargs="+", action="extend", metavar="IMAGE",
                    help="before listening, run every batch shape of these sample images' sizes (Engine.warmup), "
                         "so that no request pays a first run; one sample per image size the traffic will have")
     v.add_argument("-q", "--quality", type=float, default=DEFAULT_QUALITY,
@@ -1194,12 +1205,15 @@ def apply_serve_config(serve_parser: argparse.ArgumentParser, argv: list[str]) -
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"--config {path} is not valid TOML: {e}") from None
     actions = {a.dest: a for a in serve_parser._actions if a.option_strings and a.dest not in ("help", "config")}
-    defaults = {}
+    defaults, keys = {}, {}
     for key, value in table.items():
         action = actions.get(key.replace("-", "_"))
         if action is None:
             known = ", ".join(sorted(d.replace("_", "-") for d in actions))
             raise ConfigError(f"--config {path}: unknown option {key!r} (serve's options: {known})")
+        if action.dest in keys:  # TOML refuses a key twice, not rate-limit beside rate_limit
+            raise ConfigError(f"--config {path}: {keys[action.dest]!r} and {key!r} are one option")
+        keys[action.dest] = key
         defaults[action.dest] = _config_value(action, value, f"--config {path}: {key}")
     serve_parser.set_defaults(**defaults)
 

@@ -43,6 +43,9 @@ def test_the_server_refuses_a_body_limit_below_one_byte(tiny_model_path, capsys)
         with pytest.raises(SystemExit) as e:
             main(["serve", "--port", "0", "--model", str(tiny_model_path), "--max-body-mb", mb])
         assert e.value.code == 2 and "--max-body-mb: expected a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # (its byte count overflowed: a traceback)
+        main(["serve", "--port", "0", "--model", str(tiny_model_path), "--max-body-mb", "1e308"])
+    assert e.value.code == 2 and "expected a positive number below 4398046511104" in capsys.readouterr().err
     engine = Engine(Codec(tiny_model_path, threads=1))
     try:
         for bad in (0, -5, 1.5, None):
@@ -218,7 +221,7 @@ def test_a_request_with_a_bad_argument_fails_alone_with_a_config_error(tiny_mode
                             ({"max_bpp": []}, "max_bpp must be a positive number"),
                             ({"priority": 3.5}, "priority must be an int")):
             with pytest.raises(ConfigError, match=message):
-                engine.submit_encode(img, 50, **kw).result(timeout=60)
+                engine.submit_encode(img, None if "max_bpp" in kw else 50, **kw).result(timeout=60)
         data = engine.submit_encode(img, 50).result(timeout=60)
         with pytest.raises(ConfigError, match="timeout_s must be"):
             engine.submit_decode(data, timeout_s="abc").result(timeout=60)

@@ -29,6 +29,9 @@ def test_the_files_options_are_converted_as_flags_and_the_flags_win(tmp_path):
     args = parse_cli(["serve", "--config", _config(tmp_path, "idle-timeout = 20\nheader-timeout = 5.5\n")])
     assert (args.idle_timeout, args.header_timeout) == (20.0, 5.5)
     assert (parse_cli(["serve"]).idle_timeout, parse_cli(["serve"]).header_timeout) == (60.0, 30.0)
+    args = parse_cli(["serve", "--config", _config(tmp_path, 'warmup = ["a.png"]\n'), "--warmup", "b.png", "c.png"])
+    assert args.warmup == ["a.png", "b.png", "c.png"]  # added to the file's list, as documented (it replaced it)
+    assert parse_cli(["serve", "--warmup", "b.png"]).warmup == ["b.png"]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -41,6 +44,7 @@ def test_the_files_options_are_converted_as_flags_and_the_flags_win(tmp_path):
     ("config = 'other.toml'\n", "unknown option 'config'"),
     ("port = \n", "is not valid TOML"),
     ("header-timeout = 0\n", "expected a positive number"),
+    ("rate-limit = 5\nrate_limit = 500\n", "'rate-limit' and 'rate_limit' are one option"),  # 500 was taken
 ])
 def test_a_bad_file_is_refused_with_what_is_wrong(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):

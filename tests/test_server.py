@@ -222,6 +222,12 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, second_m
         resp = conn.getresponse()
         assert resp.status == 200 and resp.read() == second.decode(second.encode(img, 35)).tobytes()
         conn.close()
+        proc.send_signal(signal.SIGHUP)  # nothing to reload: said, and still serving (SIGHUP killed it)
+        assert "SIGHUP: nothing to reload" in proc.stderr.readline()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/health")
+        assert conn.getresponse().status == 200
+        conn.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert "server stopped" in proc.stderr.read()
@@ -1056,6 +1062,13 @@ def test_serve_warns_of_secrets_other_users_can_read(tmp_path, tls_files):
         assert [str(w.message) for w in seen] == [
             f"--tls-key {key} can be read by other users of this machine (mode {mode:o}): chmod 600 {key}",
             f"--auth-token-file {tokens} can be read by other users of this machine (mode {mode:o}): chmod 600 {tokens}"]
+    key.chmod(0o644)
+    tokens.chmod(0o600)
+    for _ in range(2):  # each reload says it again (the default filter said it once per process)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")
+            _serve_security(args)
+        assert [str(w.message).split(" can be")[0] for w in seen] == [f"--tls-key {key}"]
     key.chmod(0o600)
     tokens.chmod(0o400)
     with warnings.catch_warnings():
@@ -1083,6 +1096,11 @@ def test_remote_codec_arguments_are_checked_as_the_codec_checks_them(tiny_model_
         assert remote.decode(data, short_side=16).shape == codec.decode(data, 16).shape
         with pytest.raises(ImageError, match="cannot read image .*missing.png"):
             remote.encode(tmp_path / "missing.png")
+        for token, message in ((5, "must be a string, got int"), (b"tok", "must be a string, got bytes"),
+                               ("tok\nen", "token is made of"), ("  ", "token is empty")):
+            with pytest.raises(ConfigError, match=message) as e:  # sent as b'tok', or failing each request
+                RemoteCodec(server.url, token=token)
+            assert "tok" not in str(e.value).replace("token", "")  # never echoed
     finally:
         server.shutdown()
         server.server_close()

@@ -38,6 +38,7 @@ from ..checks import check_count, check_seconds, quality_or_budget
 from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, QueueFull, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
 from ..image_io import as_rgb_array
+from .tokens import check_client_token
 
 
 MAX_RETRY_WAIT_S = 10.0  # the longest a busy server's Retry-After is obeyed for, per retry
@@ -70,7 +71,8 @@ class RemoteCodec:
         self.retries = int(retries)  # of a request a busy server answered 503 QueueFull
         self._https = parts.scheme == "https"
         self._ssl_context = ssl_context
-        self._headers = {"Authorization": f"Bearer {token.strip()}"} if token else {}
+        token = check_client_token(token)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._new_connections()
 
     def _new_connections(self) -> None:

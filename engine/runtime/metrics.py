@@ -40,7 +40,7 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
                       for name, n in limited_by_client.items()]
         clients = server.client_counts()
         if clients:  # a server with tokens: who sends what
-            lines += ["# HELP vlmcodec_http_requests_by_client_total Requests admitted, by the client their token names.",
+            lines += ["# HELP vlmcodec_http_requests_by_client_total Requests whose token was accepted (answered or refused after: 429, 400...), by the client it names.",
                       "# TYPE vlmcodec_http_requests_by_client_total counter"]
             lines += [f'vlmcodec_http_requests_by_client_total{{client="{name}"}} {n}' for name, n in clients.items()]
     families = [

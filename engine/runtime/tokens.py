@@ -183,6 +183,21 @@ def token_table(auth_token: str | Sequence[str] | Mapping[str, str] | None) -> d
     return tokens
 
 
+def check_client_token(token: object) -> str | None:
+    """A client's bearer token (``RemoteCodec(token=)``), stripped; None for none. ConfigError,
+    never echoing the token, for one that is not a string or not a bearer token's characters
+    (it would be sent as ``b'...'``, or fail every request with the token in the traceback)."""
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise ConfigError(f"token must be a string, got {type(token).__name__}")
+    token = token.strip()
+    if not _TOKEN.fullmatch(token):
+        raise ConfigError("token is empty" if not token else
+                          "token is made of A-Z a-z 0-9 - . _ ~ + / (and = at its end), as an HTTP bearer token must be")
+    return token
+
+
 def _add(tokens: dict[str, str], name: str, token, where: str) -> None:
     if not isinstance(token, str) or not token:
         raise ConfigError(f"{where}: a token is an empty string" if isinstance(token, str) else
