@@ -1042,7 +1042,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--config", metavar="FILE",
                    help="a TOML file of these options (keys as the flags, without '--': port = 8443, "
                         "trusted-proxy = [\"10.0.0.0/8\"], quiet = true); flags given here override it")
-    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all; an IPv6 address such as ::1, or :: for all)")
     v.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free one)")
     v.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch (default 8)")
     v.add_argument("--max-delay-ms", type=float, metavar="MS",

@@ -1120,3 +1120,35 @@ def test_a_remote_codec_pickles_as_its_url_and_settings():
         "http://127.0.0.1:1", 7, 1, {"Authorization": "Bearer tok-a"})
     with pytest.raises(TypeError, match="ssl_context cannot be pickled"):
         pickle.dumps(RemoteCodec("https://127.0.0.1:1", ssl_context=ssl.create_default_context()))
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_the_server_listens_on_an_ipv6_address(tiny_model_path, rng):
+    """--host ::1 (or :: for every interface) listens on IPv6 (it was refused: "Address family
+    for hostname not supported"); the URL brackets the address; a client sees the same bytes."""
+    from vlmcodec.runtime import RemoteCodec
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False)
+    server = CodecServer(engine, "::1", 0)
+    serve_in_thread(server)
+    try:
+        assert server.url.startswith("http://[::1]:")
+        img = smooth_image(rng, 32, 48)
+        with RemoteCodec(server.url, retries=0) as remote:
+            assert remote.encode(img, 50) == codec.encode(img, 50)
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()

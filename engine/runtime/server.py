@@ -147,6 +147,8 @@ class CodecServer(ThreadingHTTPServer):
         self.rate_limited = 0  # requests answered 429
         self.abandoned = 0  # requests whose client hung up while they waited (cancelled if not begun)
         self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name
+        if ":" in host:  # an IPv6 address ("::1", "::" for every interface): the socket's family follows it
+            self.address_family = socket.AF_INET6
         super().__init__((host, port), RequestHandler)
         # the thread holds the server weakly: a server never closed (a script that just ends) is
         # then not kept alive by a daemon thread frozen at exit, with its codec's native tables
@@ -227,6 +229,7 @@ class CodecServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address, bracketed as URLs write it
         return f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
 
     def get_request(self):
