@@ -238,3 +238,22 @@ def test_an_edited_model_file_is_refused_before_anything_is_built(tmp_path):
         load_model(flat)
     with pytest.raises(ConfigError, match="bad z CDF tables .*integer"):
         load_model(float_cdf)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda gc: gc.scale_table.copy_(gc.scale_table.flip(0)), "scale_table must be 2 or more ascending positive"),
+    (lambda gc: gc.scale_table.__setitem__(0, 0.0), "scale_table must be 2 or more ascending positive"),
+    (lambda gc: gc.scale_bound.fill_(-1.0), "scale_bound must be one positive value"),
+])
+def test_a_scale_table_encoder_and_decoder_would_search_apart_is_refused(tmp_path, capsys, edit, message):
+    """A table that does not ascend (the fused kernel counts entries below σ, torch bisects:
+    their indices differ) or a bound that is not positive, behind a valid fingerprint: refused
+    by load_model and ``vlmcodec info`` (it loaded)."""
+    net = MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05)))
+    with torch.no_grad():
+        edit(net.gaussian_conditional)
+    path = tmp_path / "edited.safetensors"
+    save_model(net, path)
+    with pytest.raises(ConfigError, match=message):
+        load_model(path)
+    assert main(["info", str(path)]) != 0 and message in capsys.readouterr().err

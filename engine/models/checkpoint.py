@@ -269,7 +269,22 @@ def _checked(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[
         raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")
     # (its fingerprint may be valid, saved before save_model checked: it would code garbage)
     require_finite(tensors, f"{path}: weights not finite")
+    _check_scales(path, tensors)
     return config, fp, _identity(config, tensors, meta, fp, path)
+
+
+def _check_scales(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """The Gaussian scale table ascends from a positive value and the bound is positive: the
+    encoder's index search (a fused kernel counts the entries below σ, torch bisects) and the
+    decoder's agree only on such a table."""
+    table = tensors.get("gaussian_conditional.scale_table")
+    if table is not None and (table.dim() != 1 or table.numel() < 2 or not bool(table[0] > 0)
+                              or not bool((table[1:] > table[:-1]).all())):
+        raise ConfigError(f"{path}: gaussian_conditional.scale_table must be 2 or more ascending positive values "
+                          "(file edited?)")
+    bound = tensors.get("gaussian_conditional.scale_bound")
+    if bound is not None and (bound.numel() != 1 or not bool(bound.reshape(-1)[0] > 0)):
+        raise ConfigError(f"{path}: gaussian_conditional.scale_bound must be one positive value (file edited?)")
 
 
 def _identity(config: ModelConfig, tensors: dict[str, torch.Tensor], meta: dict, fp: bytes, path: Path) -> StreamIdentity:
