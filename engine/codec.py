@@ -30,8 +30,9 @@ from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
 from .checks import DEFAULT_QUALITY, check_count, check_in_range, check_threads, is_real
+from .devices import torch_device
 from .entropy.exact_hyper import ExactHyperSynthesis
-from .errors import (BackendUnavailableError, BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
+from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
                      ResourceError, warn_refine_fallback)
 from .forks import fork_safe_lock
 from .image_io import as_rgb_array, pad_edge, padded_size
@@ -130,15 +131,7 @@ def _check_hs_device(device: str | None) -> str:
     """The device of the exact h_s: "cpu" (None) or an available CUDA device."""
     if device is None or str(device) == "cpu":
         return "cpu"
-    dev = _torch_device(device, "hs_device")
-    if dev.type != "cuda":
-        raise ConfigError(f"hs_device must be 'cpu' or a CUDA device, got {device!r}")
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(f"hs_device={device!r} not available: torch sees no CUDA GPU "
-                                      f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"hs_device={device!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return str(dev)
+    return str(torch_device(device, "hs_device"))
 
 
 def _unpickled_codec(recipe: dict, fingerprint: bytes) -> "Codec":

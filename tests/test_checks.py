@@ -50,3 +50,24 @@ def test_check_in_range():
             check_in_range("q", bad, 0, 100)
     with pytest.raises(ConfigError, match=r"in \[0, 1\] \(a unit\), got 2"):
         check_in_range("c", 2, 0, 1, unit="a unit")
+
+
+def test_torch_devices_are_checked_in_one_wording():
+    """The setting's device: a name torch does not read or a kind it does not take is a
+    ConfigError naming the setting; CUDA where torch sees no GPU is BackendUnavailableError."""
+    import torch
+
+    from vlmcodec.devices import torch_device
+    from vlmcodec.errors import BackendUnavailableError
+
+    assert torch_device("cpu", "device") == torch.device("cpu")
+    for bad in ("foo", "meta", "mps", 3, None):
+        with pytest.raises(ConfigError, match=r"^x must be 'cpu', 'cuda' or 'cuda:N', got "):
+            torch_device(bad, "x")
+    with pytest.raises(ConfigError, match=r"^x 'foo': "):  # any kind: torch's own message
+        torch_device("foo", "x", kinds=None)
+    assert torch_device("meta", "x", kinds=None).type == "meta"
+    if not torch.cuda.is_available():
+        for name in ("cuda", "cuda:1"):
+            with pytest.raises(BackendUnavailableError, match=f"x '{name}' not available: torch sees no CUDA GPU"):
+                torch_device(name, "x")

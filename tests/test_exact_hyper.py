@@ -81,7 +81,7 @@ def test_hs_device_is_checked(tiny_model_path, tmp_path, capsys):
     from vlmcodec import BackendUnavailableError, Codec, ConfigError
 
     assert Codec(tiny_model_path, hs_device="cpu").hs_device == "cpu"
-    with pytest.raises(ConfigError, match="CUDA device"):
+    with pytest.raises(ConfigError, match="hs_device must be 'cpu', 'cuda' or 'cuda:N', got 'meta'"):
         Codec(tiny_model_path, hs_device="meta")
     with pytest.raises(ConfigError, match="hs_device"):
         Codec(tiny_model_path, hs_device="not a device")
@@ -93,7 +93,7 @@ def test_hs_device_is_checked(tiny_model_path, tmp_path, capsys):
         stream = tmp_path / "a.vlmc"
         stream.write_bytes(b"")  # never read: the codec is refused first
         assert main(["decode", str(stream), "--model", str(tiny_model_path), "--hs-device", "cuda"]) == 2
-        assert "hs_device='cuda' not available" in capsys.readouterr().err
+        assert "hs_device 'cuda' not available" in capsys.readouterr().err
 
 
 @pytest.mark.gpu

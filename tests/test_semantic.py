@@ -211,3 +211,98 @@ def test_jpeg_quality_orders_the_metrics(metrics):
              for q in (10, 75)}
     assert score[10]["teacher-sim"] < score[75]["teacher-sim"] < 1.0
     assert score[10]["effnet-kl"] > score[75]["effnet-kl"] > 0.0
+
+
+def _tiny_teacher():
+    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer
+
+    torch.manual_seed(0)
+    return DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=64, num_heads=1, pos_grid=4)), name="tiny")
+
+
+def test_degenerate_sizes_raise_image_errors():
+    """Min side 1 gave Lite0 a 0-pixel crop, min side 2 a negative-stride 1-pixel mirrored view, 0×W a
+    ZeroDivisionError in teacher-sim: raw errors. Runs without the weights packages (random networks)."""
+    from vlmcodec.bench.semantic import EfficientNetLite0, Lite0, Lite0Agreement, TeacherSimilarity, lite0_crop_side
+    from vlmcodec.errors import ImageError
+
+    lite0 = Lite0(net=EfficientNetLite0().eval())
+    ten, sim = Lite0Agreement(lite0, ten_crop=True), TeacherSimilarity(_tiny_teacher(), layers=(1,))
+    rng = np.random.default_rng(0)
+    tiny = rng.integers(0, 256, (2, 2, 3), dtype=np.uint8)
+    assert ten.compute(tiny, tiny) == 1.0
+    one = rng.integers(0, 256, (1, 5, 3), dtype=np.uint8)
+    assert sim.compute(one, one) == pytest.approx(1.0)
+    with pytest.raises(ImageError, match="at least 2 pixels"):
+        lite0_crop_side(1, 5)
+    with pytest.raises(ImageError):
+        Lite0Agreement(lite0).compute(one, one)
+    empty = np.zeros((0, 10, 3), np.uint8)
+    with pytest.raises(ImageError):
+        sim.compute(empty, empty)
+
+
+def test_constructor_arguments_are_checked():
+    """batch_size 0 / -1 failed on first use (range() step 0, a KeyError); short_side 0 / -14 and an
+    unknown or missing device were taken."""
+    from vlmcodec.bench.semantic import EfficientNetLite0, Lite0, TeacherSimilarity
+    from vlmcodec.errors import BackendUnavailableError
+
+    t, net = _tiny_teacher(), EfficientNetLite0()
+    for bs in (0, -1, 2.0):
+        with pytest.raises(ConfigError, match="batch_size"):
+            Lite0(batch_size=bs, net=net)
+        with pytest.raises(ConfigError, match="batch_size"):
+            TeacherSimilarity(t, layers=(1,), batch_size=bs)
+    for ss in (0, -14, 15):
+        with pytest.raises(ConfigError, match="short_side"):
+            TeacherSimilarity(t, layers=(1,), short_side=ss)
+    with pytest.raises(ConfigError, match="bogus"):
+        Lite0("bogus", net=net)
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailableError):
+            Lite0("cuda", net=net)
+        with pytest.raises(BackendUnavailableError):
+            TeacherSimilarity(t, layers=(1,), device="cuda")
+
+
+def test_teacher_sim_resizes_each_image_before_the_teacher():
+    """The batch went to the teacher as float32 at full resolution (GBs for 12-Mpx photos); each
+    image is now converted and resized on its own, with the same tokens."""
+    from vlmcodec.bench.semantic import TeacherSimilarity, teacher_input_size
+
+    t = _tiny_teacher()
+    seen = []
+
+    class Recording(type(t)):
+        def forward(self, x, *a, **kw):
+            seen.append(tuple(x.shape))
+            return super().forward(x, *a, **kw)
+
+    t.__class__ = Recording
+    imgs = [np.random.default_rng(i).integers(0, 256, (70, 130, 3), dtype=np.uint8) for i in range(3)]
+    imgs[1] = imgs[1][::-1]  # a view with a negative stride
+    sim = TeacherSimilarity(t, layers=(1, 2), short_side=28, batch_size=3)
+    toks = sim._tokens(imgs)
+    size = teacher_input_size(70, 130, 28, 14)
+    assert seen == [(3, 3, *size)]
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        ref = t(x, layers=(1, 2), size=size)
+    for i in range(3):
+        for a, b in zip(toks[i], ref):
+            torch.testing.assert_close(a, b[i], atol=1e-5, rtol=1e-5)
+
+
+def test_cli_errors(tmp_path, capsys):
+    """An empty folder gave "not enough values to unpack"; --jpeg -5 / 1000 were run and labelled so."""
+    from vlmcodec.bench.semantic import main
+
+    assert main(["--images", str(tmp_path), "--jpeg", "50"]) == 2
+    assert f"no PNG images in {tmp_path}" in capsys.readouterr().err
+    assert main(["--images", str(tmp_path / "nope"), "--jpeg", "50"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    for q in ("-5", "1000", "7.5"):
+        with pytest.raises(SystemExit) as e:
+            main(["--images", str(tmp_path), "--jpeg", q])
+        assert e.value.code == 2 and "0..100" in capsys.readouterr().err

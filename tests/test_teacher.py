@@ -226,3 +226,113 @@ def test_state_dict_with_registers(tmp_path):
     t = load_teacher(tmp_path / "reg.safetensors")
     assert (t.num_layers, t.embed_dim, t.num_prefix_tokens, t.vit.cfg.num_heads) == (3, 128, 5, 2)
     assert t(torch.rand(1, 3, 28, 56), layers=(3,))[0].shape == (1, 5 + 8, 128)
+
+
+def _tiny(dim=64, **kw):
+    from vlmcodec.teacher import ViTConfig, VisionTransformer
+
+    torch.manual_seed(0)
+    return DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=dim, num_heads=1, pos_grid=4, **kw)), name="tiny")
+
+
+def test_teacher_input_size_is_bounded_for_thin_images():
+    """A 4×4000 strip became a 224×224000 input (256 000 tokens); the longer side is now at most 4×224."""
+    from vlmcodec.errors import ImageError
+    from vlmcodec.teacher.base import TEACHER_MAX_ASPECT, teacher_input_size
+
+    assert TEACHER_MAX_ASPECT == 4
+    assert teacher_input_size(512, 768) == (224, 336)  # ordinary photos are unchanged
+    assert teacher_input_size(224, 896) == (224, 896)  # 1:4 exactly: still the full short side
+    assert teacher_input_size(4, 4000) == (14, 896)
+    assert teacher_input_size(1000, 64) == (896, 56)
+    assert teacher_input_size(100, 1000, short_side=518) == (210, 2072)  # 100·2072/1000 → 15 patches
+    for h, w in [(1, 10_000), (7, 100), (300, 1250), (1000, 4001), (3, 5)]:
+        th, tw = teacher_input_size(h, w)
+        assert th % 14 == 0 and tw % 14 == 0 and max(th, tw) <= 896 and th * tw <= 224 * 896
+    with pytest.raises(ImageError):
+        teacher_input_size(0, 10)
+    for bad in (0, -14, 14.0, True):
+        with pytest.raises(ConfigError, match="short_side"):
+            teacher_input_size(10, 10, short_side=bad)
+
+
+def test_input_of_another_dtype_is_cast_to_the_teachers():
+    """float64 / half / bfloat16 input hit a conv dtype mismatch (a raw RuntimeError)."""
+    t = _tiny()
+    x = torch.rand(1, 3, 28, 14, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = t(x)
+        for dt in (torch.float64, torch.float16, torch.bfloat16):
+            out = t(x.to(dt))
+            assert all(o.dtype == torch.float32 for o in out)
+            for a, b in zip(out, ref):
+                torch.testing.assert_close(a, b, atol=0.1 if dt != torch.float64 else 1e-5, rtol=0)
+        half = _tiny().half()
+        assert half(x)[0].dtype == torch.float16
+    xg = x.double().requires_grad_(True)
+    t(xg)[0].sum().backward()
+    assert xg.grad is not None and xg.grad.dtype == torch.float64
+
+
+def test_bad_sizes_and_empty_inputs():
+    from vlmcodec.errors import ImageError
+
+    t = _tiny()
+    for size in (14.0, (14,), (14, 14, 14), True, "14"):
+        with pytest.raises(ConfigError, match="int or a pair"):
+            t(torch.rand(1, 3, 14, 14), size=size)
+    assert t(torch.rand(1, 3, 10, 20), size=[14, 28])[0].shape == (1, 1 + 2, 64)
+    for hw in ((0, 0), (0, 14)):
+        with pytest.raises(ImageError):
+            t(torch.rand(1, 3, *hw))
+        with pytest.raises(ImageError):
+            t(torch.rand(1, 3, *hw), size=14)
+
+
+def test_corrupt_or_foreign_weight_files_raise_config_errors(tmp_path):
+    """Each of these gave a raw DecodeError / SafetensorError / UnpicklingError / EOFError /
+    AttributeError / ValueError / ZeroDivisionError (width under 64) from load_teacher."""
+    from safetensors.torch import save_file
+
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage" * 10)
+    (tmp_path / "bad.pth").write_bytes(b"garbage" * 10)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save([1, 2, 3], str(tmp_path / "list.pth"))
+    torch.save({"a": 1}, str(tmp_path / "dictint.pth"))
+    vit = _tiny().vit.state_dict()
+    save_file({"blocks.x.norm1.weight": torch.zeros(64), **{k: v for k, v in vit.items() if not k.startswith("blocks.")}},
+              str(tmp_path / "badblockname.safetensors"))
+    for dim in (32, 96):
+        sd = _tiny(dim).vit.state_dict()
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / f"w{dim}.safetensors"))
+    names = ["bad.safetensors", "bad.pth", "empty.pt", "list.pth", "dictint.pth", "badblockname.safetensors",
+             "w32.safetensors", "w96.safetensors"]
+    if importlib.util.find_spec("onnx") is not None:
+        (tmp_path / "bad.onnx").write_bytes(b"\x00garbage" * 100)
+        names.append("bad.onnx")
+    for name in names:
+        with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
+            load_teacher(tmp_path / name)
+    with pytest.raises(ConfigError, match="width 32"):
+        load_teacher(tmp_path / "w32.safetensors")
+
+
+def test_normalisation_statistics_are_checked():
+    from vlmcodec.teacher.base import check_stats
+
+    assert check_stats(0.5, [0.25, 0.5, 1], "x") == ((0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
+    for mean, std in (([0.5], [0.5]), ([0.5] * 3, [0, 1, 1]), ([float("nan")] * 3, [1] * 3), ("abc", [1] * 3),
+                      ([0.5] * 3, None)):
+        with pytest.raises(ConfigError, match="where"):
+            check_stats(mean, std, "where")
+
+
+def test_device_is_checked(tmp_path):
+    """An unknown device was a raw RuntimeError, "cuda" on a CPU build a raw AssertionError."""
+    from vlmcodec.errors import BackendUnavailableError
+
+    with pytest.raises(ConfigError, match="bogus"):
+        load_teacher(tmp_path / "x.safetensors", device="bogus")  # checked before the file is looked for
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailableError, match="CUDA"):
+            load_teacher(tmp_path / "x.safetensors", device="cuda:0")

@@ -107,3 +107,59 @@ def test_checkout_kernels_folder_does_not_shadow_the_installed_package(tmp_path,
         sys.modules.pop("kernels", None)
         if saved is not None:
             sys.modules["kernels"] = saved
+
+
+def test_models_that_break_the_token_contract_are_refused(tmp_path):
+    """ViT-MAE masks 75 % of the patches at random even in eval (5 tokens instead of 17, the same image
+    scored 0.42 against itself); Swin merges patches and has no CLS: both loaded and ran before."""
+    tf = import_transformers()
+    torch.manual_seed(0)
+    mae = _save(tmp_path, "vitmae", tf.ViTMAEModel(tf.ViTMAEConfig(**TINY)))
+    swin = _save(tmp_path, "swin", tf.SwinModel(tf.SwinConfig(image_size=56, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                              num_heads=[2, 2], window_size=7)))
+    for d in (mae, swin):
+        with pytest.raises(ConfigError, match="not a plain ViT teacher"):
+            load_teacher(d)
+
+
+def test_deit_distillation_token_is_a_prefix_token(tmp_path):
+    tf = import_transformers()
+    t = load_teacher(_save(tmp_path, "deit", tf.DeiTModel(tf.DeiTConfig(**TINY))))
+    assert t.num_prefix_tokens == 2  # CLS + distillation
+    with torch.no_grad():
+        out = t(torch.rand(1, 3, 56, 56), layers=(-1,))[0]
+    assert out.shape == (1, 2 + 16, 32) and t.patch_tokens(out).shape == (1, 16, 32)
+
+
+def test_broken_directories_raise_config_errors(dirs, tmp_path):
+    """Each gave a raw ValueError / RuntimeError / SafetensorError / JSONDecodeError / TypeError, or NaN tokens."""
+    import shutil
+
+    def variant(name, edit_config=None, files=None):
+        d = tmp_path / name
+        shutil.copytree(dirs["dinov2"], d)
+        if edit_config is not None:
+            cfg = json.loads((d / "config.json").read_text())
+            edit_config(cfg)
+            (d / "config.json").write_text(json.dumps(cfg))
+        for fname, data in (files or {}).items():
+            (d / fname).write_text(data) if isinstance(data, str) else (d / fname).write_bytes(data)
+        return d
+
+    def no_type(c):
+        c.pop("model_type")
+        c.pop("architectures", None)
+
+    bad = [variant("notype", no_type),
+           variant("unknowntype", lambda c: c.update(model_type="nonexistent_xyz")),
+           variant("mismatch", lambda c: c.update(hidden_size=48, num_attention_heads=3)),
+           variant("corruptw", files={"model.safetensors": b"garbage" * 10})]
+    for name, pre in (("badjson", "{bad"), ("onelist", json.dumps({"image_mean": [0.5], "image_std": [0.5]})),
+                      ("zerostd", json.dumps({"image_mean": [0.5] * 3, "image_std": [0, 0, 0]})),
+                      ("notdict", "[1, 2]")):
+        bad.append(variant(name, files={"preprocessor_config.json": pre}))
+    for d in bad:
+        with pytest.raises(ConfigError, match=d.name):
+            load_teacher(d)
+    scalar = variant("scalar", files={"preprocessor_config.json": json.dumps({"image_mean": 0.5, "image_std": 0.25})})
+    assert load_teacher(scalar).std.flatten().tolist() == [0.25] * 3  # a number is every channel's, as in transformers

@@ -150,7 +150,7 @@ def test_cuda_without_cuda_is_a_clear_error(cfg):
         pytest.skip("not available: this check needs a machine without CUDA (this one has a GPU)")
     from vlmcodec.errors import BackendUnavailableError
 
-    with pytest.raises(BackendUnavailableError, match="device 'cuda': CUDA not available"):
+    with pytest.raises(BackendUnavailableError, match="device 'cuda' not available: torch sees no CUDA GPU"):
         train(replace(cfg, device="cuda"), progress=False)
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..banding import NETWORK_BAND_PIXELS, RowGeometry, banded, row_geometry
-from ..errors import BackendUnavailableError, ConfigError
+from ..devices import torch_device
 from ..layers import GDN, FoldedGDN, SubPixelConv
 from ..torch_threads import set_torch_threads
 
@@ -45,16 +45,9 @@ class TorchBackend:
     band_pixels: int | None = NETWORK_BAND_PIXELS
 
     def __init__(self, model, device: str = "cpu", threads: int | None = None, optimize: bool = True):
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailableError(f"{self.name} backend on CUDA requested but no CUDA device is available")
-        try:
-            kind = torch.device(device).type
-        except (RuntimeError, TypeError, ValueError):
-            kind = None
-        if kind not in ("cpu", "cuda"):  # ("meta" moved the caller's model there, breaking every codec sharing it)
-            raise ConfigError(f"{self.name} backend: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        # cpu or cuda only: "meta" moved the caller's model there, breaking every codec sharing it
+        self.device = torch_device(device, f"{self.name} backend: device")
         set_torch_threads(threads)  # (one in a process forked after torch ran on several: torch_threads.py)
-        self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self._streams: dict[int, "torch.cuda.Stream"] = {}
         self.optimize = optimize

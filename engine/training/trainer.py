@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from ..checks import MAX_THREADS
 from ..console import is_terminal
-from ..errors import BackendUnavailableError, ConfigError, TrainingDivergedError
+from ..devices import torch_device
+from ..errors import ConfigError, TrainingDivergedError
 from ..models import MeanScaleHyperprior, ModelConfig
 from ..models.hyperprior import DECODER_PARTS, ENCODER_PARTS
 from ..models.checkpoint import StreamIdentity, not_finite, stream_identity_of
@@ -209,15 +210,7 @@ class TrainConfig:
             raise ConfigError(f"training config: {e}") from e
         if not all(v > 0 for v in self.lmbdas):  # (0 is a converted model's "unknown"; its inverse gain 1/0)
             raise bad("lmbdas", "must all be above 0 to train")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError, ValueError):
-            device = None
-        if device is None or device.type not in ("cpu", "cuda"):
-            raise bad("device", "must be 'cpu', 'cuda' or 'cuda:N'")
-        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailableError(f"training config: device {self.device!r}: CUDA not available "
-                                          "(this torch has no CUDA build or sees no GPU)")
+        torch_device(self.device, "training config: device")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(N=self.N, M=self.M, num_levels=len(self.lmbdas), lmbdas=tuple(self.lmbdas),
