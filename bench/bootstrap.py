@@ -66,10 +66,15 @@ def bd_rate_interval(anchor_points: Sequence[dict], test_points: Sequence[dict],
 
 def mean_interval(diffs: Sequence[float], n_boot: int = 1000, level: float = 0.95,
                   seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of paired differences (one per image)."""
+    """Percentile bootstrap interval of the mean of paired differences (one per image); a
+    ValueError for a non-finite difference (its draws' means would be inf or NaN)."""
     d = np.asarray(diffs, dtype=np.float64)
     if d.ndim != 1 or not len(d):
         raise ValueError("mean_interval needs a non-empty 1-D array of differences")
+    bad = np.flatnonzero(~np.isfinite(d))
+    if len(bad):
+        raise ValueError(f"mean_interval: {len(bad)} of {len(d)} differences are not finite "
+                         f"(first: {d[bad[0]]} at index {bad[0]})")
     draws = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
     lo, hi = np.percentile(d[draws].mean(axis=1), [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)

@@ -63,13 +63,19 @@ def parse_qualities(items: list[str]) -> dict:
 def _run_rd(args) -> int:
     import torch
 
+    from ..errors import ConfigError
     from .common import kodak_dir
-    from .rd import run
+    from .rd import check_quality_keys, run
 
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    if not codecs:  # (an rd.json and a report of no codec, exit 0)
+        raise ConfigError(f"--codecs {args.codecs!r}: no codec named")
+    qualities = parse_qualities(args.qualities)
+    check_quality_keys(qualities, codecs)
     torch.set_num_threads(max(1, args.threads or 1))
     images = args.images or kodak_dir()
-    res = run(images, args.out, codecs=[c.strip() for c in args.codecs.split(",") if c.strip()],
-              qualities=parse_qualities(args.qualities),
+    res = run(images, args.out, codecs=codecs,
+              qualities=qualities,
               metric_names=[m.strip() for m in args.metrics.split(",")] if args.metrics else None,
               limit=args.limit, anchors_dir=args.anchors, semantic=not args.no_semantic,
               progress=not args.quiet, plots=not args.no_plots,
@@ -79,6 +85,8 @@ def _run_rd(args) -> int:
     from .report import bd_markdown
 
     print("\n".join(bd_markdown(res, "psnr_vs_vtm")))
+    if res.get("anchors_note"):
+        print(f"note: {res['anchors_note']}")
     for k, why in {**res["missing_codecs"], **res["missing_metrics"]}.items():
         print(f"missing: {k}: {why}")
     print(f"wrote {Path(args.out) / 'rd.json'}, {Path(args.out) / 'report.md'}")

@@ -9,7 +9,8 @@ A curve is ``NAME=RD_JSON[:CODEC]`` (codec default ``vlmcodec``). For every curv
 report gives the BD-rate and BD-quality per metric (pchip, as ``bench rd``), and at each of the
 curve's points with bpp ≤ ``--max-bpp`` the anchor's value at the same bpp (linear in log-bpp
 between its two neighbouring points; none outside its measured range) and whether the curve is
-better there. Runs must share the images (checked). Where the runs stored per-image values
+better there. Runs must share the images (checked: their names, and their pixels where both
+rd.json record ``image_digests``). Where the runs stored per-image values
 (``bench rd`` does since it records ``per_image``), each BD-rate gets a 95 % interval from
 ``--bootstrap`` paired resamples of the images (``bench/bootstrap.py``): the spread that the
 choice of these few images alone produces.
@@ -42,6 +43,7 @@ class Curve:
     images: tuple[str, ...]
     points: list[dict]
     higher_is_better: dict[str, bool]  # per metric, as the rd run recorded it
+    digests: tuple[str, ...] = ()      # of the images' pixels (rd.json's image_digests); () in older files
 
     def better(self, metric: str) -> bool:
         return self.higher_is_better.get(metric, True)
@@ -74,7 +76,8 @@ def load_curve(spec: str) -> Curve:
         raise ConfigError(f"curve {name}: {path}'s {codec} points or metrics are not those of a `vlmcodec bench rd` "
                           "result (each point needs its bpp)")
     hib = {m["name"]: m.get("higher_is_better", True) for m in metrics}
-    return Curve(name, f"{path}:{codec}", tuple(data.get("images", ())), points, hib)
+    return Curve(name, f"{path}:{codec}", tuple(data.get("images", ())), points, hib,
+                 tuple(data.get("image_digests") or ()))
 
 
 def _number(v) -> bool:
@@ -106,11 +109,21 @@ def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, 
     """BD figures of every curve against every anchor and against the first curve (with a
     bootstrap interval where both have per-image values and ``n_boot`` > 0), plus the low-rate
     point-by-point comparison against the anchors."""
-    ref = curves[0].images
+    ref, notes = curves[0], []
     for c in curves[1:] + anchors:
-        if c.images and ref and c.images != ref:
-            raise ConfigError(f"{c.name} ({c.source}) was measured on other images than {curves[0].name}")
-    out: dict = {"metrics": list(metrics), "max_bpp": max_bpp, "bootstrap": n_boot, "bd": {}, "low_rate": {}}
+        if c.images and ref.images and c.images != ref.images:
+            raise ConfigError(f"{c.name} ({c.source}) was measured on other images than {ref.name}")
+    digested = [c for c in curves + anchors if c.digests]
+    for c in digested[1:]:
+        if c.digests != digested[0].digests:
+            raise ConfigError(f"{c.name} ({c.source}) was measured on other images than {digested[0].name}, of "
+                              "the same names (their pixels differ)")
+    undigested = [c.name for c in curves + anchors if not c.digests]
+    if undigested and len({c.source.rsplit(":", 1)[0] for c in curves + anchors}) > 1:  # runs of several files
+        notes.append(f"{', '.join(undigested)}: an rd.json without image digests (older `bench rd`): its images "
+                     "are matched to the others' by file name only")
+    out: dict = {"metrics": list(metrics), "max_bpp": max_bpp, "bootstrap": n_boot, "bd": {}, "low_rate": {},
+                 **({"notes": notes} if notes else {})}
     for c in curves:
         bd = out["bd"][c.name] = {}
         for a in anchors + ([curves[0]] if c is not curves[0] else []):
@@ -142,6 +155,7 @@ def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
     lines = ["# Curve comparison", "", "Sources: " + "; ".join(f"**{c.name}** `{c.source}`" for c in curves + anchors),
              "", "BD-rate (pchip, as `bench rd`: MS-SSIM in dB, lower-is-better metrics negated; negative = "
              "fewer bits for the same value), with BD-quality in parentheses.", ""]
+    lines += [f"_Note: {n}._" for n in res.get("notes", [])] + ([""] if res.get("notes") else [])
     if res.get("bootstrap"):
         lines += [f"In square brackets: the 95 % interval of the BD-rate over {res['bootstrap']} paired bootstrap "
                   "resamples of the images (where both runs stored per-image values): the spread the choice of "
@@ -184,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-bpp", type=float, default=0.3)
     p.add_argument("--bootstrap", type=count_arg, default=1000, metavar="N",
                    help="paired bootstrap resamples of the images for the BD-rate intervals (0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    p.add_argument("--seed", type=count_arg, default=0, help="seed of the bootstrap draws (0 or more)")
     p.add_argument("--out", type=Path, help="write the Markdown report here (and the figures as .json beside it)")
     args = p.parse_args(argv)
     try:

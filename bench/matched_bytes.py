@@ -100,6 +100,11 @@ def paired_point(originals: Sequence[np.ndarray], anchor, codec, quality: float,
     for m in metrics:
         a = np.array(compute_all(m, imgs, [p[1] for p in pairs]))
         v = np.array(compute_all(m, imgs, [p[2] for p in pairs]))
+        for side, vals in ((getattr(anchor, "name", "the anchor"), a), ("vlmcodec", v)):
+            if not np.isfinite(vals).all():  # (a mean of inf and an interval of NaN, reported as figures)
+                raise ValueError(f"metric {m.name} is not finite ({vals[~np.isfinite(vals)][0]}) for "
+                                 f"{int((~np.isfinite(vals)).sum())} of {len(vals)} images coded by {side} at "
+                                 f"anchor quality {quality:g}")
         gain = (v - a) if m.higher_is_better else (a - v)  # > 0: vlmcodec better
         lo, hi = mean_interval(gain)
         point[m.name] = {"anchor": float(a.mean()), "vlmcodec": float(v.mean()), "gain": float(gain.mean()),
@@ -207,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         vlm = make_codec(args.codec, model=args.model, threads=args.threads or None)
         if not vlm.name.startswith("vlmcodec"):
             return fail(f"--codec names the vlmcodec side (vlmcodec, vlmcodec@N, vlmcodec+rK@N), got {args.codec!r}")
+        anchor.check_qualities(qualities)  # (jpeg=150 was coded at 100 and reported as 150)
         ok, why = anchor.available()
         if not ok:
             return fail(f"anchor {args.anchor} not available: {why}")
@@ -222,13 +228,16 @@ def main(argv: list[str] | None = None) -> int:
         metrics = sorted(metrics, key=lambda m: names.index(m.name))
         if args.refined_only and not vlm.refine:
             return fail("--refined-only applies to a refining codec (--codec vlmcodec+rK...)")
+        try:  # before the run: an --out that cannot be a folder failed only after it
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return fail(f"--out {args.out}: {e.strerror or e}; name a folder")
         report = run(originals, anchor, vlm, qualities, metrics, progress=not args.quiet,
                      refined_only=args.refined_only)
     except (ValueError, FileNotFoundError, VlmcodecError) as e:
         return fail(str(e))
     command = "vlmcodec bench matched-bytes " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     md = markdown(report, command.strip())
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{report['vlmcodec']}_vs_{report['anchor']}".replace("@", "at") + ("_refined_only" if args.refined_only else "")
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(md)

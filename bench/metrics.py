@@ -17,7 +17,10 @@ and optionally
 of those that could not be built (e.g. the semantic ones when ``vlmcodec.bench.semantic`` does
 not import) — missing metrics are reported, never dropped silently.
 
-PSNR is over the RGB channels together (10 log10(255² / MSE)). MS-SSIM follows Wang, Simoncelli
+PSNR is over the RGB channels together (10 log10(255² / MSE)), capped at ``PSNR_CEILING`` = 100 dB:
+a losslessly coded image scores 100 dB rather than inf (which made a whole point's mean inf and
+its BD-rates and bootstrap intervals undefined); 100 dB is an error of one level in one sample of
+every ~150 000, above any lossy point. MS-SSIM follows Wang, Simoncelli
 & Bovik (2003): 11-tap Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, five scales with weights
 (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), 2×2 average pooling between scales, contrast–structure
 at the first four scales and full SSIM at the last, computed per RGB channel and averaged — the
@@ -31,6 +34,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+PSNR_CEILING = 100.0  # dB: the PSNR of identical images (and of any closer than that)
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 SSIM_WIN_SIZE = 11
 SSIM_SIGMA = 1.5
@@ -67,11 +71,11 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
 # --------------------------------------------------------------------------- PSNR
 
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    """PSNR in dB over all RGB samples; inf for identical images."""
+    """PSNR in dB over all RGB samples, at most ``PSNR_CEILING`` (identical images: exactly that)."""
     from vlmcodec.image_io import psnr as _psnr
 
     _check_pair(a, b)
-    return _psnr(a, b, data_range)
+    return min(_psnr(a, b, data_range), PSNR_CEILING)
 
 
 class PSNR:
@@ -262,15 +266,18 @@ def build_metrics(names: Sequence[str] | None, originals: Sequence[np.ndarray],
     otherwise only those names (unknown names raise)."""
     metrics = [cls() for key, cls in BASE_METRICS.items() if names is None or key in names]
     missing: dict[str, str] = {}
+    sem: list = []
     if semantic:
         sem, missing = semantic_metrics(optional=names is not None
                                         and any(n in OPTIONAL_SEMANTIC_METRIC_NAMES for n in names))
         metrics += [m for m in sem if names is None or m.name in names]
     if names is not None:
-        known = {m.name for m in metrics} | set(missing)
+        known = set(BASE_METRICS) | {m.name for m in sem} | set(missing)
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; available: {sorted(known)}")
+            off = "" if semantic else (" (semantic metrics off; with them: "
+                                       f"{', '.join(SEMANTIC_METRIC_NAMES + OPTIONAL_SEMANTIC_METRIC_NAMES)})")
+            raise ValueError(f"unknown metric(s) {unknown}; available: {', '.join(sorted(known))}{off}")
         missing = {k: v for k, v in missing.items() if k in names}
     for m in metrics:
         if hasattr(m, "prepare"):

@@ -9,7 +9,9 @@ decoded, and scored by each metric (``bench/metrics.py``); the per-image results
 change of codec settings, model or image invalidates only what it touches. The curve of a codec
 is the mean bpp and mean metric over the images at each quality (as the published anchors are).
 
-Outputs in DIR: ``rd.json`` (everything, with the environment), ``report.md``, and one plot per
+Outputs in DIR: ``rd.json`` (everything, with the environment and each image's pixel digest;
+strict JSON: an undefined value such as a BD-rate of curves that do not overlap is null),
+``report.md``, and one plot per
 metric ``rd_<metric>.png`` / ``.svg`` (PSNR and MS-SSIM with the published anchors of
 ``../shared/anchors/kodak``). A codec whose library is missing and a metric that cannot be built
 are listed as missing in the table, the JSON and the report.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +169,21 @@ def _digest(arr: np.ndarray) -> str:
     return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _strict(obj):
+    """``obj`` with every non-finite float (NaN, ±inf) as None: rd.json is strict JSON (null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def _fmt_q(q: float) -> str:
     return f"{q:g}"
 
@@ -216,7 +234,11 @@ def run_codec(codec: ClassicCodec, qualities: Sequence[float], images: list[Path
             if rec is None or rec.get("digest") != dg:
                 todo.append(img_path.name)
                 cached.pop(img_path.name, None)
-            elif any(k not in rec["metrics"] for k in keys):
+                continue
+            for k in keys:  # a non-finite value (PSNR inf before its ceiling) is computed again
+                if not _finite(rec["metrics"].get(k)):
+                    rec["metrics"].pop(k, None)
+            if any(k not in rec["metrics"] for k in keys):
                 todo.append(img_path.name)
         bar.update(len(images) - len(todo))
         by_name = {p.name: (o, dg) for p, o, dg in zip(images, originals, digests)}
@@ -262,7 +284,8 @@ def run_codec(codec: ClassicCodec, qualities: Sequence[float], images: list[Path
 
 
 def load_anchors(folder: Path | None, names: Sequence[str] = DEFAULT_ANCHORS) -> dict:
-    """Published curves: {stem: {"label", "bpp", "psnr", "ms-ssim"}} for the files present."""
+    """Published curves: {stem: {"label", "bpp", "psnr", "ms-ssim"}} for the files present;
+    ConfigError naming the file and field of one that is not such a curve."""
     out = {}
     if folder is None or not Path(folder).is_dir():
         return out
@@ -270,16 +293,32 @@ def load_anchors(folder: Path | None, names: Sequence[str] = DEFAULT_ANCHORS) ->
         f = Path(folder) / f"{stem}.json"
         if not f.is_file():
             continue
-        d = json.loads(f.read_text())
-        r = d["results"]
-        entry = {"label": d.get("name", stem), "bpp": list(r["bpp"])}
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"anchor file {f}: cannot read it as JSON ({e})") from None
+        r = d.get("results") if isinstance(d, dict) else None
+        if not isinstance(r, dict):
+            raise ConfigError(f"anchor file {f}: no \"results\" object (expected {{\"results\": {{\"bpp\": [...], "
+                              "\"psnr-rgb\": [...], ...}})")
+        entry = {"label": str(d.get("name", stem)), "bpp": _anchor_series(f, r, "bpp")}
         for key, aliases in (("psnr", ("psnr-rgb", "psnr")), ("ms-ssim", ("ms-ssim-rgb", "ms-ssim"))):
             for a in aliases:
                 if a in r:
-                    entry[key] = list(r[a])
+                    entry[key] = _anchor_series(f, r, a, len(entry["bpp"]))
                     break
         out[stem] = entry
     return out
+
+
+def _anchor_series(f: Path, results: dict, field: str, length: int | None = None) -> list:
+    """``results[field]`` of anchor file ``f``: a list of finite numbers (of ``length``), else ConfigError."""
+    v = results.get(field)
+    if not isinstance(v, list) or not all(_finite(x) and not isinstance(x, bool) for x in v):
+        raise ConfigError(f"anchor file {f}: results.{field} must be a list of numbers, got {str(v)[:60]}")
+    if length is not None and len(v) != length:
+        raise ConfigError(f"anchor file {f}: results.{field} has {len(v)} values, results.bpp {length}")
+    return list(v)
 
 
 def default_anchor_dir() -> Path | None:
@@ -351,8 +390,8 @@ def _why_nan(ra, qa, rt, qt, method) -> str:
     return "; ".join(parts)
 
 
-def _kept_codecs(path: Path, images: list[Path], metrics: list,
-                 measured: dict) -> tuple[dict[str, CodecCurve], list[str]]:
+def _kept_codecs(path: Path, images: list[Path], metrics: list, measured,
+                 digests: list[str] | None = None) -> tuple[dict[str, CodecCurve], list[str]]:
     """The curves of ``path`` (an earlier rd.json) for the codecs not in ``measured``, for a merge,
     and the commands that produced that file (its earlier merges' first)."""
     if not path.is_file():
@@ -363,6 +402,9 @@ def _kept_codecs(path: Path, images: list[Path], metrics: list,
         raise ConfigError(f"--merge: cannot read {path}: {e}") from e
     if old.get("images") != [p.name for p in images]:
         raise ConfigError(f"--merge: {path} was measured on other images; use another --out")
+    if digests is not None and old.get("image_digests") not in (None, digests):  # (none: before they were recorded)
+        raise ConfigError(f"--merge: {path} was measured on other images of the same names (their pixels differ); "
+                          "use another --out")
     names = {m.name for m in metrics}
     kept = {}
     for name, c in old.get("codecs", {}).items():
@@ -378,19 +420,51 @@ def _kept_codecs(path: Path, images: list[Path], metrics: list,
     return kept, earlier if kept else []
 
 
+def check_quality_keys(qualities: dict, codecs: Sequence[str]) -> None:
+    """ConfigError for a ``--qualities`` key that is none of ``codecs`` nor their family (``webp``
+    for ``webp@256``, ``vlmcodec`` for ``vlmcodec+r30@256``): a misspelt one was ignored, and its
+    codec ran on its default grid."""
+    families = {k for n in codecs for k in (n, n.partition("@")[0], n.partition("@")[0].partition("+")[0])}
+    for key in qualities:
+        if key not in families:
+            raise ConfigError(f"--qualities {key}=...: no codec {key} in --codecs ({', '.join(codecs)})"
+                              + ("; a bare list Q,Q,... is vlmcodec's" if key == "vlmcodec" else ""))
+
+
 def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qualities: dict | None = None,
         metric_names: Sequence[str] | None = None, limit: int = 0, anchors_dir: Path | None = None,
         semantic: bool = True, progress: bool = True, plots: bool = True, command: str = "",
         vlm_kwargs: dict | None = None, merge: bool = False) -> dict:
     """The whole bench; returns what it writes to ``out/rd.json``. With ``merge`` the codecs of
-    an existing ``out/rd.json`` that this run does not measure are kept (same images and
-    metrics required), so a run of one codec does not drop the others from the file."""
+    an existing ``out/rd.json`` that this run does not measure are kept (same images — names, and
+    pixels where it records them — and metrics required), so a run of one codec does not drop the
+    others from the file."""
     out = Path(out)
+    if out.resolve() == Path(images_dir).resolve():  # (the next run measured the plots as images)
+        raise ConfigError(f"--out {out} is the images folder; give another folder")
+    qualities = qualities or {}
+    if anchors_dir is not None:
+        if not Path(anchors_dir).is_dir():
+            raise ConfigError(f"--anchors {anchors_dir}: not a folder")
+        if not any((Path(anchors_dir) / f"{stem}.json").is_file() for stem in DEFAULT_ANCHORS):
+            raise ConfigError(f"--anchors {anchors_dir}: none of the anchor files is there "
+                              f"({', '.join(s + '.json' for s in DEFAULT_ANCHORS)})")
     out.mkdir(parents=True, exist_ok=True)
     images = list_images(Path(images_dir), limit)
     originals = [load_rgb(p) for p in images]
+    digests = [_digest(o) for o in originals]
     metrics, missing_metrics = build_metrics(metric_names, originals, semantic=semantic)
-    qualities = qualities or {}
+    anchors_note = ""
+    if anchors_dir is None and _is_kodak(images_dir):
+        anchors_dir = default_anchor_dir()
+    elif anchors_dir is None:  # the published curves are Kodak's
+        anchors_note = (f"published anchors not used: they were measured on Kodak, these images are {images_dir} "
+                        "(--anchors DIR to use them anyway)")
+    anchors = load_anchors(anchors_dir)  # before the codecs run: a malformed file stops the run here
+    n_all = len(list_images(Path(images_dir))) if anchors and _is_kodak(images_dir) else len(images)
+    if n_all > len(images):
+        anchors_note = (f"the published anchors are means over all {n_all} Kodak images, this run's over the "
+                        f"first {len(images)} (--limit): BD-rates against them compare different image sets")
     curves: dict[str, CodecCurve] = {}
     missing_codecs: dict[str, str] = {}
     to_run = []
@@ -404,20 +478,15 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         qs = qualities.get(name, qualities.get(family, qualities.get(family.partition("+")[0], codec.qualities)))
         codec.check_qualities(qs)  # every codec's before the first runs
         to_run.append((name, codec, qs))
+    # an earlier rd.json that cannot be merged stops the run before the codecs do
+    kept, earlier_commands = (_kept_codecs(out / "rd.json", images, metrics, {n for n, _, _ in to_run}, digests)
+                              if merge else ({}, []))
     for name, codec, qs in to_run:
         curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
-    kept, earlier_commands = _kept_codecs(out / "rd.json", images, metrics, curves) if merge else ({}, [])
     curves = {**kept, **curves}
 
     measured = {n: {"label": c.label, "bpp": [p["bpp"] for p in c.points],
                     **{m.name: [p[m.name] for p in c.points] for m in metrics}} for n, c in curves.items()}
-    anchors_note = ""
-    if anchors_dir is None and _is_kodak(images_dir):
-        anchors_dir = default_anchor_dir()
-    elif anchors_dir is None:  # the published curves are Kodak's
-        anchors_note = (f"published anchors not used: they were measured on Kodak, these images are {images_dir} "
-                        "(--anchors DIR to use them anyway)")
-    anchors = load_anchors(anchors_dir)
     both = {**{f"anchor:{k}": v for k, v in anchors.items()}, **measured}
     vs = f"anchor:{PSNR_ANCHOR}"
     bd = {"psnr_vs_vtm": bd_table(both, vs, "psnr"), "ms-ssim_vs_vtm": bd_table(both, vs, "ms-ssim")}
@@ -437,6 +506,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         "env": environment(),
         "images_dir": str(images_dir),
         "images": [p.name for p in images],
+        "image_digests": digests,  # of the decoded pixels: --merge and bench compare check them
         "metrics": [{"name": m.name, "higher_is_better": getattr(m, "higher_is_better", True),
                      "cache_key": metric_key(m)} for m in metrics],
         "missing_metrics": missing_metrics,
@@ -452,7 +522,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         from .plots import plot_all
 
         result["plots"] = plot_all(result, out)
-    write_json(out / "rd.json", result)
+    write_json(out / "rd.json", _strict(result))  # NaN and inf (undefined BD values...) as null
     from .report import write_report
 
     write_report(result, out / "report.md")

@@ -106,7 +106,9 @@ def test_bench_counts_below_their_least_are_refused_by_the_parser(capsys):
     for argv, message in ((["speed", "--limit", "-1"], "--limit: expected a whole number, at least 0"),
                           (["rd", "--out", "x", "--threads", "0"], "--threads: expected a whole number, at least 1"),
                           (["throughput", "--max-batch", "0"], "--max-batch: expected a whole number, at least 1"),
-                          (["compare", "--bootstrap", "-1", "a", "b"], "--bootstrap: expected a whole number, at least 0")):
+                          (["compare", "--bootstrap", "-1", "a", "b"], "--bootstrap: expected a whole number, at least 0"),
+                          # (numpy's "expected non-negative integer" did not say which option)
+                          (["compare", "--curve", "a=x", "--seed", "-1"], "--seed: expected a whole number, at least 0")):
         with pytest.raises(SystemExit) as e:
             main(["bench", *argv])
         assert e.value.code == 2 and message in capsys.readouterr().err, argv
@@ -135,3 +137,13 @@ def test_bench_throughput_against_a_running_server(tmp_path, rng, tiny_model_pat
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+def test_bench_rd_refuses_no_codecs_and_quality_keys_of_no_codec(tmp_path, rng, capsys):
+    """(``--codecs ,`` wrote an rd.json of no codec; ``--qualities jpg=...`` was ignored; both exit 0)"""
+    images = str(_folder(tmp_path, rng))
+    for extra, message in ((["--codecs", ","], "--codecs ',': no codec named"),
+                           (["--codecs", "jpeg", "--qualities", "jpg=50,60"], "--qualities jpg=...: no codec jpg")):
+        assert main(["bench", "rd", images, "--out", str(tmp_path / "out"), "--no-semantic", "--quiet", *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

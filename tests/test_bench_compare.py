@@ -12,10 +12,11 @@ from vlmcodec.bench import compare as cmp
 from vlmcodec.errors import ConfigError
 
 
-def _rd(path, codec, bpps, psnrs, kls, images=("a.png", "b.png")):
+def _rd(path, codec, bpps, psnrs, kls, images=("a.png", "b.png"), digests=None):
     pts = [{"quality": i, "bpp": b, "psnr": p, "effnet-kl": k} for i, (b, p, k) in enumerate(zip(bpps, psnrs, kls))]
     metrics = [{"name": "psnr", "higher_is_better": True}, {"name": "effnet-kl", "higher_is_better": False}]
-    path.write_text(json.dumps({"images": list(images), "metrics": metrics, "codecs": {codec: {"points": pts}}}))
+    path.write_text(json.dumps({"images": list(images), "metrics": metrics, "codecs": {codec: {"points": pts}},
+                                **({"image_digests": list(digests)} if digests else {})}))
     return path
 
 
@@ -138,3 +139,26 @@ def test_bd_cell_is_the_bd_rate_and_its_interval(tmp_path):
     # curves that do not overlap in quality have no BD-rate
     far = [{**p, "effnet-top1": p["effnet-top1"] + 10.0} for p in bare]
     assert bd_cell(a.points, far, "effnet-top1") == "n/a"
+
+
+def test_compare_checks_the_images_pixels_where_recorded(tmp_path, capsys):
+    """(runs on other images that share their file names were compared, exit 0)"""
+    args = ([0.1, 0.2, 0.4], [26, 28, 30], [0.8, 0.6, 0.4])
+    a = _rd(tmp_path / "a.json", "webp", *args, digests=("d1", "d2"))
+    same = _rd(tmp_path / "s.json", "vlmcodec", *args, digests=("d1", "d2"))
+    other = _rd(tmp_path / "o.json", "vlmcodec", *args, digests=("d1", "d3"))
+    old = _rd(tmp_path / "old.json", "vlmcodec", *args)  # before bench rd recorded digests
+    anchors = [cmp.load_curve(f"w={a}:webp")]
+    with pytest.raises(ConfigError, match=r"o \(.*o.json:vlmcodec\) was measured on other images than s, of the "
+                                          r"same names \(their pixels differ\)"):
+        cmp.compare([cmp.load_curve(f"s={same}"), cmp.load_curve(f"o={other}")], anchors, ["psnr"])
+    assert cmp.main(["--curve", f"o={other}", "--anchor", f"w={a}:webp", "--metrics", "psnr"]) == 2
+    assert "their pixels differ" in capsys.readouterr().err
+    assert "notes" not in cmp.compare([cmp.load_curve(f"s={same}")], anchors, ["psnr"], n_boot=0)
+    # an older rd.json: compared by names, as before, with a note
+    curves = [cmp.load_curve(f"old={old}")]
+    res = cmp.compare(curves, anchors, ["psnr"], n_boot=0)
+    assert res["bd"]["old"]["w"]["psnr"]["bd_rate"] == pytest.approx(0.0, abs=1e-9)
+    assert res["notes"] == ["old: an rd.json without image digests (older `bench rd`): its images are matched to "
+                            "the others' by file name only"]
+    assert "_Note: old: an rd.json without image digests" in cmp.markdown(res, anchors, curves)

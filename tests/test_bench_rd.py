@@ -211,3 +211,129 @@ def test_classic_qualities_outside_what_the_encoder_takes_are_refused():
     rd.make_codec("vlmcodec").check_qualities([0, 37.5, 100])
     with pytest.raises(ValueError, match=r"vlmcodec: quality must be numbers in \[0, 100\]"):
         rd.make_codec("vlmcodec").check_qualities([101])
+
+
+def _strict_json(path):
+    """rd.json parsed as strict JSON: NaN / Infinity tokens are an error."""
+    def refuse(token):
+        raise AssertionError(f"{path} holds {token}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_lossless_image_keeps_its_point_finite_and_rd_json_strict(images, tmp_path):
+    Image.fromarray(np.full((176, 208, 3), 128, np.uint8)).save(images / "flat.png")  # JPEG codes it losslessly
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()  # a VTM whose PSNR range does not overlap: BD-rates NaN, written as null
+    (anchors / "vtm.json").write_text(json.dumps({"name": "VTM", "results": {"bpp": [0.1, 0.2], "psnr-rgb": [5, 6]}}))
+    out = tmp_path / "out"
+    kw = dict(codecs=["jpeg"], qualities={"jpeg": [30, 90]}, plots=False, metric_names=["psnr"])
+    res = rd.run(images, out, semantic=False, progress=False, anchors_dir=anchors, **kw)
+    on_disk = _strict_json(out / "rd.json")
+    flat = on_disk["images"].index("flat.png")
+    for p in on_disk["codecs"]["jpeg"]["points"]:
+        assert p["per_image"]["psnr"][flat] == 100.0 and p["psnr"] == pytest.approx(np.mean(p["per_image"]["psnr"]))
+    assert np.isnan(res["bd"]["psnr_vs_vtm"]["jpeg"]["bd_rate"])
+    assert on_disk["bd"]["psnr_vs_vtm"]["jpeg"]["bd_rate"] is None
+    # a cache written before the ceiling (inf) is computed again, not averaged
+    cache = out / "cache" / "jpeg" / "q30.json"
+    data = json.loads(cache.read_text())
+    data["images"]["flat.png"]["metrics"]["psnr"] = float("inf")
+    cache.write_text(json.dumps(data))
+    again = rd.run(images, out, semantic=False, progress=False, anchors_dir=anchors, **kw)
+    psnrs = [[p["psnr"] for p in r["codecs"]["jpeg"]["points"]] for r in (res, again)]
+    assert psnrs[0] == psnrs[1]
+
+
+def _no_coding(monkeypatch):
+    calls = []
+    for cls in (classic.JPEG, classic.WebP):
+        monkeypatch.setattr(cls, "encode", lambda self, img, q: calls.append(q))
+    return calls
+
+
+def test_merge_refuses_other_images_of_the_same_names_before_coding(images, tmp_path, monkeypatch):
+    from vlmcodec.errors import ConfigError
+
+    out = tmp_path / "out"
+    kw = dict(plots=False, metric_names=["psnr"])
+    _run(images, out, codecs=["jpeg"], qualities={"jpeg": [20, 60]}, **kw)
+    assert len(_strict_json(out / "rd.json")["image_digests"]) == 3
+    other = tmp_path / "other"
+    shutil.copytree(images, other)
+    Image.fromarray(_image(176, 208, 9)).save(other / "im1.png")  # same names, one other picture
+    calls = _no_coding(monkeypatch)
+    with pytest.raises(ConfigError, match="other images of the same names"):
+        _run(other, out, codecs=["webp"], qualities={"webp": [20, 60]}, merge=True, **kw)
+    assert calls == []  # refused before any coding (it was checked after every codec ran)
+    monkeypatch.undo()
+    # an rd.json from before the digests: merged by names, as before
+    old = _strict_json(out / "rd.json")
+    del old["image_digests"]
+    (out / "rd.json").write_text(json.dumps(old))
+    merged = _run(images, out, codecs=["webp"], qualities={"webp": [20, 60]}, merge=True, **kw)
+    assert set(merged["codecs"]) == {"jpeg", "webp"}
+
+
+def test_wrong_options_are_refused_before_coding(images, tmp_path, monkeypatch):
+    """(each was accepted with exit 0: a missing --anchors folder gave tables without anchors,
+    --out the images folder made the next run measure the plots)"""
+    from vlmcodec.errors import ConfigError
+
+    calls = _no_coding(monkeypatch)
+    (tmp_path / "no_anchors").mkdir()
+    (tmp_path / "no_anchors" / "other.json").write_text("{}")
+    for kw, message in (({"anchors_dir": tmp_path / "nowhere"}, "nowhere: not a folder"),
+                        ({"anchors_dir": tmp_path / "no_anchors"}, "none of the anchor files is there"),
+                        ({"out": images}, "is the images folder")):
+        args = {"anchors_dir": None, "out": tmp_path / "out", **kw}
+        with pytest.raises(ConfigError, match=message):
+            rd.run(images, args.pop("out"), codecs=["jpeg"], semantic=False, progress=False, plots=False,
+                   metric_names=["psnr"], **args)
+    assert calls == [] and not (images / "rd.json").exists()
+
+
+def test_quality_keys_must_name_a_codec_run():
+    """(--qualities jpg=50,60 was ignored: jpeg ran on its default grid, exit 0)"""
+    from vlmcodec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--qualities jpg=\.\.\.: no codec jpg in --codecs \(jpeg\)"):
+        rd.check_quality_keys({"jpeg": [50], "jpg": [50, 60]}, ["jpeg"])
+    with pytest.raises(ConfigError, match="a bare list Q,Q,... is vlmcodec's"):
+        rd.check_quality_keys({"vlmcodec": [50]}, ["jpeg", "webp"])
+    # a key for the family of the codecs run is theirs
+    rd.check_quality_keys({"vlmcodec": [50], "webp": [5], "jpeg@256": [9]},
+                          ["vlmcodec+r2v224x336@256", "webp@256", "jpeg@256"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"name": "VTM"}', r'vtm.json: no "results" object'),
+    ("not json", "vtm.json: cannot read it as JSON"),
+    ('{"results": {"bpp": [0.1, 0.2, 0.3], "psnr-rgb": [30, 31]}}',
+     "vtm.json: results.psnr-rgb has 2 values, results.bpp 3"),
+    ('{"results": {"bpp": [0.1, "x"], "psnr-rgb": [30, 31]}}', "vtm.json: results.bpp must be a list of numbers"),
+])
+def test_malformed_anchor_files_are_named_before_the_codecs_run(images, tmp_path, monkeypatch, text, message):
+    from vlmcodec.errors import ConfigError
+
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    (anchors / "vtm.json").write_text(text)
+    calls = _no_coding(monkeypatch)
+    with pytest.raises(ConfigError, match=f"anchor file {anchors}/{message}"):
+        rd.run(images, tmp_path / "out", codecs=["jpeg"], qualities={"jpeg": [50]}, plots=False, metric_names=["psnr"],
+               semantic=False, progress=False, anchors_dir=anchors)
+    assert calls == []
+
+
+def test_a_part_of_kodak_against_the_published_anchors_is_noted(images, tmp_path, monkeypatch):
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    (anchors / "vtm.json").write_text(json.dumps({"results": {"bpp": [0.5, 1, 2], "psnr-rgb": [28, 32, 36]}}))
+    monkeypatch.setattr(rd, "kodak_dir", lambda: images)  # these images play Kodak
+    monkeypatch.setattr(rd, "default_anchor_dir", lambda: anchors)
+    kw = dict(codecs=["jpeg"], qualities={"jpeg": [50, 90]}, plots=False, metric_names=["psnr"])
+    res = _run(images, tmp_path / "out", limit=2, **kw)
+    assert res["anchors"] and "means over all 3 Kodak images, this run's over the first 2 (--limit)" in res[
+        "anchors_note"]
+    assert "over the first 2 (--limit)" in (tmp_path / "out" / "report.md").read_text()
+    assert "anchors_note" not in _run(images, tmp_path / "out", **kw)

@@ -1,6 +1,7 @@
 """``vlmcodec bench matched-bytes``: vlmcodec rate-controlled into an anchor's bytes, scored in pairs."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -23,6 +24,10 @@ def test_mean_interval_brackets_the_mean_and_shrinks_with_agreement():
     assert mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
     with pytest.raises(ValueError, match="non-empty"):
         mean_interval([])
+    # a non-finite difference (PSNR inf of a lossless image) gave an interval of NaN, as a figure
+    for bad in (math.inf, -math.inf, math.nan):
+        with pytest.raises(ValueError, match="1 of 3 differences are not finite"):
+            mean_interval([1.0, bad, 2.0])
 
 
 class _SizedAnchor:
@@ -79,6 +84,26 @@ def test_paired_point_counts_unfit_and_top_quality_pairs_and_scores_the_rest(tin
     assert "| 0 | 0 (3; 0) | – | – |" in md and "| 50 | 3 (0; 0) |" in md and ", 0/0/3 |" in md
 
 
+class _InfOnFirst:
+    name, higher_is_better = "odd", True
+
+    def __init__(self):
+        self.calls = 0
+
+    def compute(self, a, b):
+        self.calls += 1
+        return math.inf if self.calls == 1 else 1.0
+
+
+def test_paired_point_refuses_non_finite_metric_values(tiny_model_path, rng):
+    imgs = [smooth_image(rng, 64, 96) for _ in range(2)]
+    codec = Codec(tiny_model_path)
+    roomy = max(len(codec.encode(i, 100)) for i in imgs) + 1000
+    with pytest.raises(ValueError, match=r"metric odd is not finite \(inf\) for 1 of 2 images coded by sized at "
+                                         "anchor quality 50"):
+        paired_point(imgs, _SizedAnchor(roomy), codec, 50, [_InfOnFirst()])
+
+
 def test_paired_point_counts_one_pass_fallbacks_or_leaves_them_out(tiny_model_path, rng):
     imgs = [smooth_image(rng, 64, 96) for _ in range(2)]
     plain = Codec(tiny_model_path)
@@ -121,6 +146,9 @@ def test_bench_matched_bytes_end_to_end(tmp_path, rng, tiny_model_path, capsys):
     (["--metrics", "psnr,nope"], "unknown metric"),
     (["--model", "missing.safetensors"], "missing.safetensors"),
     (["--refined-only"], "--refined-only applies to a refining codec"),
+    # the anchor's qualities, checked as bench rd does (jpeg=150 was coded at 100, reported as 150)
+    (["--anchor", "jpeg", "--qualities", "50,150"], "jpeg: quality must be whole numbers in [0, 100], got 150"),
+    (["--anchor", "webp@256", "--qualities", "50.5"], "webp@256: quality must be whole numbers"),
 ])
 def test_bench_matched_bytes_refuses_bad_arguments(tmp_path, rng, args, message, capsys):
     rc = main(["bench", "matched-bytes", str(write_train_folder(tmp_path / "imgs", h=64, w=96)), "--metrics", "psnr", "--quiet",
@@ -134,3 +162,16 @@ def test_bench_matched_bytes_without_images(tmp_path, capsys):
     assert "no images" in capsys.readouterr().err
     assert main(["bench", "matched-bytes", str(tmp_path / "nowhere"), "--metrics", "psnr", "--quiet"]) == 2
     assert "nowhere: not a folder of images" in capsys.readouterr().err
+
+
+def test_bench_matched_bytes_refuses_an_out_file_before_the_run(tmp_path, monkeypatch, capsys):
+    """(--out naming a file failed with "File exists" only after every image was coded)"""
+    from vlmcodec.bench import matched_bytes
+
+    ran = []
+    monkeypatch.setattr(matched_bytes, "run", lambda *a, **k: ran.append(1))
+    (tmp_path / "file").write_text("")
+    images = write_train_folder(tmp_path / "imgs", h=64, w=96)
+    rc = main(["bench", "matched-bytes", str(images), "--metrics", "psnr", "--quiet", "--anchor", "jpeg",
+               "--qualities", "50", "--out", str(tmp_path / "file")])
+    assert rc == 2 and ran == [] and "--out" in capsys.readouterr().err

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from vlmcodec.bench.metrics import (MSSSIM_WEIGHTS, PSNR, RetrievalRecall1, build_metrics, compute_all, ms_ssim,
-                                    psnr, retrieval_descriptor)
+from vlmcodec.bench.metrics import (MSSSIM_WEIGHTS, PSNR, PSNR_CEILING, RetrievalRecall1, build_metrics, compute_all,
+                                    ms_ssim, psnr, retrieval_descriptor)
 
 
 def _image(h=192, w=256, seed=0):
@@ -25,7 +25,7 @@ def _noisy(img, sigma, seed=1):
 
 def test_psnr_known_values():
     a = np.full((8, 8, 3), 100, np.uint8)
-    assert psnr(a, a) == math.inf
+    assert psnr(a, a) == PSNR_CEILING == 100.0  # capped: one lossless image made a point's mean inf
     assert psnr(a, a + 1) == pytest.approx(10 * math.log10(255**2), abs=1e-12)  # MSE 1 → 48.13 dB
     b = a.copy()
     b[..., 0] += 3  # MSE = 9 / 3 = 3 over RGB
@@ -148,8 +148,18 @@ def test_optional_semantic_metrics_only_by_name(monkeypatch):
 
 
 def test_unknown_metric_name_raises():
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(ValueError, match="unknown metric") as e:
         build_metrics(["psnr", "lpips"], [_image()], semantic=False)
+    # the names that exist (it said "available: []" when the names asked for held none of them)
+    assert "available: ms-ssim, psnr, recall@1 (semantic metrics off; with them: teacher-sim" in str(e.value)
+
+
+def test_psnr_ceiling_is_above_near_lossless_values():
+    a = _image(64, 64)
+    b = a.copy()
+    b[0, 0, 0] ^= 1  # one sample off by one in 12 288: 88.9 dB, under the ceiling
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 * a.size), abs=1e-9) and psnr(a, b) < PSNR_CEILING
+    assert compute_all(PSNR(), [a, a], [a, b]) == [PSNR_CEILING, psnr(a, b)]
 
 
 def test_ms_ssim_without_scipy_gives_the_same(monkeypatch):
