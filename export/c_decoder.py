@@ -56,6 +56,14 @@ def _table(t) -> bytes:
             + np.asarray(t.offsets, "<i4").tobytes())
 
 
+def _check_keeps_size(kh: int, kw: int, ph: int, pw: int, where: str) -> None:
+    """The C library runs convolutions that keep their input's size (odd kernel k, padding
+    (k − 1) / 2) and refuses any other at open: refused here, before a file is written."""
+    if kh != 2 * ph + 1 or kw != 2 * pw + 1:
+        raise ConfigError(f"{where}: a {kh}x{kw} convolution with padding {ph}x{pw} does not keep the size; "
+                          "the C library runs odd kernels k with padding (k - 1) / 2")
+
+
 def _conv(layer) -> bytes:
     if layer.transposed:
         raise ConfigError("the C decoder runs h_s made of convolutions (and 5x5 stride-2 transposed ones, "
@@ -67,6 +75,7 @@ def _conv(layer) -> bytes:
     if not np.array_equal(w, np.round(w)) or np.abs(w).max(initial=0) >= 2**31:
         raise ConfigError("h_s weights are not the integers the exact h_s expects")
     out, cin, kh, kw = w.shape
+    _check_keeps_size(kh, kw, *layer.padding, "h_s")
     head = struct.pack("<10I", 0, out, cin, kh, kw, *layer.stride, *layer.padding, int(layer.shuffle))
     return (head + w.astype("<i4").tobytes() + layer.bias_half.reshape(-1).numpy().astype("<f8").tobytes()
             + layer.inv_scale.reshape(-1).numpy().astype("<f8").tobytes() + struct.pack("<dd", layer.l1, layer.bias_max))
@@ -87,6 +96,7 @@ def _synthesis(g_s) -> bytes:
             if c.stride != (1, 1) or c.dilation != (1, 1) or c.groups != 1 or isinstance(c.padding, str):
                 raise ConfigError("the C decoder runs g_s convolutions of stride 1 (and 5x5 stride-2 transposed ones)")
             w = c.weight.detach().float().contiguous().numpy()
+            _check_keeps_size(w.shape[2], w.shape[3], *c.padding, "g_s")
             b = (c.bias.detach().float().numpy() if c.bias is not None else np.zeros(w.shape[0], np.float32))
             parts.append(struct.pack("<10I", 0, w.shape[0], w.shape[1], w.shape[2], w.shape[3], 1, 1, *c.padding,
                                      int(isinstance(m, SubPixelConv))) + w.astype("<f4").tobytes() + b.astype("<f4").tobytes())
@@ -139,6 +149,7 @@ def _encoder_conv(c, kind: bool = True) -> bytes:
     if sh > 1:
         w, ph = space_to_depth(w, sh, ph)
         pw = ph
+    _check_keeps_size(w.shape[2], w.shape[3], ph, pw, "an encoder network")
     b = c.bias.detach().float().cpu().numpy() if c.bias is not None else np.zeros(w.shape[0], np.float32)
     head = struct.pack("<I", 0) if kind else b""
     return (head + struct.pack("<7I", w.shape[0], w.shape[1], w.shape[2], w.shape[3], ph, pw, sh)

@@ -496,6 +496,41 @@ def test_a_model_file_with_a_parameter_not_finite_is_refused_where_it_is(tiny_mo
             assert e.value.code == -6, name
 
 
+def test_a_convolution_that_does_not_keep_the_size_is_refused_at_open(tiny_model_path, built, monkeypatch):
+    """Every convolution of h_s, g_s, g_a and h_a keeps its input's size (an odd kernel k, padding
+    (k - 1) / 2, as the models' and SubPixelConv's): the exporter refuses a model with one of
+    padding 0 (a "valid" one; it wrote it), and a file holding one is a bad model file (code −6)
+    naming the layer, at open. It was opened: g_a's short output failed encoding small images as an
+    internal error and, in bands (above ~1 Mpx), was read out of bounds."""
+    from vlmcodec.export import c_decoder
+
+    def refused(blob: bytes, words: str) -> None:
+        with pytest.raises(CDecoderError) as e:
+            CStreamDecoder(built / "libvlmc_decoder.so", blob)
+        assert e.value.code == -6 and words in e.value.message, e.value.message
+
+    for net, i, words in (("g_a", -1, "g_a layer 6 convolution: padding 0x0 of a 3x3 kernel does not keep the size"),
+                          ("h_a", 0, "h_a layer 0 convolution: padding 0x0 of a 3x3 kernel"),
+                          ("h_s", -1, "decoder-model file: h_s layer 4: padding 0x0 of a 3x3 kernel")):
+        loaded = load_model(tiny_model_path)
+        getattr(loaded.model, net)[i].padding = (0, 0)
+        with pytest.raises(ConfigError, match="with padding 0x0 does not keep the size"):
+            decoder_model_bytes(loaded)
+        with monkeypatch.context() as m:  # such a file, written without the exporter's check
+            m.setattr(c_decoder, "_check_keeps_size", lambda *a: None)
+            blob = decoder_model_bytes(loaded)
+        refused(blob, words)
+    # g_s (its transposed convolutions become SubPixelConv's 3x3 ones): its first conv's padding set to 0
+    loaded = load_model(tiny_model_path)
+    blob = decoder_model_bytes(loaded)
+    first = optimize_for_inference(loaded.model.g_s)[0].conv
+    at = blob.find(first.weight.detach().float().numpy().astype("<f4").tobytes())
+    assert at > 0 and struct.unpack_from("<9I", blob, at - 36)[2:] == (3, 3, 1, 1, 1, 1, 1)  # kh, kw, sh, sw, ph, pw
+    body = blob[:at - 12] + struct.pack("<II", 0, 0) + blob[at - 4:-4]
+    refused(body + struct.pack("<I", zlib.crc32(body)), "decoder-model file: g_s layer 0: padding 0x0 of a 3x3 kernel")
+    CStreamDecoder(built / "libvlmc_decoder.so", blob).close()  # (the unchanged file opens)
+
+
 def test_model_file_is_deterministic_and_names_both_fingerprints(tiny_model_path):
     loaded = load_model(tiny_model_path)
     blob = decoder_model_bytes(loaded)

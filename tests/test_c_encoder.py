@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vlmcodec import Codec
-from vlmcodec.errors import ConfigError
+from vlmcodec.errors import ConfigError, ImageError
 from vlmcodec.export.c_decoder import CDecoderError, CStreamDecoder, export_c_decoder, space_to_depth
 from vlmcodec.image_io import load_image
 from vlmcodec.models.checkpoint import load_model, save_model
@@ -273,6 +273,12 @@ def test_the_tool_and_a_cpp_program_encode_as_the_library_does(c_decoder_build, 
     for args in bad:
         run = subprocess.run([tool, model, *args], capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and run.stderr.startswith("vlmc_encode: error: "), (args, run.stderr)
+    # the rate control's bounds without --max-bytes: refused (they were ignored silently)
+    for bound in ("--min-quality", "--max-quality"):
+        run = subprocess.run([tool, model, tmp_path / "in.ppm", tmp_path / "o.vlmc", bound, "70"], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 2 and run.stderr == ("vlmc_encode: error: --min-quality and --max-quality bound "
+                                                      "--max-bytes's search: give --max-bytes\n"), run.stderr
     build_cpp_program(_CPP, c_decoder_build, tmp_path / "encode")
     (tmp_path / "in.rgb").write_bytes(image.tobytes())
     run = subprocess.run([tmp_path / "encode", model, tmp_path / "in.rgb", "320", "256", tmp_path / "cpp.vlmc"],
@@ -437,3 +443,22 @@ def test_the_tool_reads_pgm_and_high_bit_depth_ppm_as_python_does(c_decoder_buil
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, (magic, maxval, run.stderr)
         assert (tmp_path / "o.vlmc").read_bytes() == enc.encode_image(pixels, 40), (magic, maxval)
+    # the header as Pillow reads it: \v and \f are whitespace, a comment ends at \r too; the magic
+    # and the maxval end at whitespace (P6 then a digit is another magic to Pillow)
+    body = rng.integers(0, 256, size=(h, w, 3)).astype(np.uint8).tobytes()
+    for name, head in (("vt", f"P6\v{w}\f{h}\v255\f"), ("cr", f"P6\r# made here\r{w} {h}\r255\r")):
+        path = tmp_path / f"{name}.ppm"
+        path.write_bytes(head.encode() + body)
+        run = subprocess.run([c_decoder_build / "vlmc_encode", model, path, tmp_path / "o.vlmc", "--quality", "40"],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, (name, run.stderr)
+        assert (tmp_path / "o.vlmc").read_bytes() == enc.encode_image(load_image(path), 40), name
+    for name, head, why in (("magic", f"P6{w} {h} 255\n", "not a binary PPM or PGM"),
+                            ("maxval", f"P6 {w} {h} 255x", "header is malformed")):
+        path = tmp_path / f"{name}.ppm"
+        path.write_bytes(head.encode() + body)
+        with pytest.raises(ImageError):
+            load_image(path)
+        run = subprocess.run([c_decoder_build / "vlmc_encode", model, path, tmp_path / "o.vlmc"], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 2 and why in run.stderr, (name, run.stderr)

@@ -321,6 +321,10 @@ def test_the_command_line_tool_writes_the_python_encoders_stream(c_decoder_build
                         (("a", "b", "c", "--size", "64x64"), "usage:"),
                         (("--gain", "50"), "usage:"),
                         (("--gain", "x", "g.f32"), "--gain takes a number"),
+                        # the stream's options beside --gain: refused (they were dropped silently)
+                        (("--gain", "50", "g.f32", "--size", "64x64", "--quality", "3"), "--gain takes no --size"),
+                        (("--gain", "50", "g.f32", "--pre-edited"), "--gain takes no --size"),
+                        (("--threads", "2", "--gain", "50", "g.f32"), "--gain takes no --size"),
                         (("a", "b", "c", "--frobnicate"), "unknown option")]:
         run = tool_run(*args)
         assert run.returncode == 2 and run.stderr.startswith("vlmc_write_stream: error: ") and words in run.stderr, \

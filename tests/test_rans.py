@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vlmcodec.kernels import rans
+from vlmcodec.kernels.rans import _rans
 
 I32_MIN, I32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
 TOTAL = 1 << rans.PRECISION
@@ -150,12 +151,40 @@ def test_escape_values_at_int32_limits(gtable):
 
 
 def test_empty_input(gtable):
+    """No symbols code in one chunk; more are refused (any count was taken: 10**7 took 18 s and
+    1.6 GB), by the wrapper and by the C++ core."""
     empty = np.zeros(0, dtype=np.int32)
-    for k in (1, 3):
-        chunks = rans.encode(empty, empty, gtable, k)
-        assert len(chunks) == k
-        out = rans.decode(chunks, empty, gtable, threads=2)
-        assert out.shape == (0,) and out.dtype == np.int32
+    chunks = rans.encode(empty, empty, gtable, 1)
+    assert len(chunks) == 1
+    out = rans.decode(chunks, empty, gtable, threads=2)
+    assert out.shape == (0,) and out.dtype == np.int32
+    for k in (2, 10**7, 2**64):
+        with pytest.raises(ValueError, match=rf"num_chunks must be <= 1 \(at most one chunk per symbol, one for none; "
+                                             rf"0 symbols\), got {k}"):
+            rans.encode(empty, empty, gtable, k)
+    with pytest.raises(ValueError, match="num_chunks must be 1 when there are no symbols, got 3"):
+        _rans.encode(gtable._native, empty, empty, 3, 1)
+    with pytest.raises(ValueError, match="2 chunks for 0 symbols"):
+        rans.decode(chunks * 2, empty, gtable)
+    with pytest.raises(ValueError, match="num_chunks must be 1 when there are no symbols, got 2"):
+        _rans.decode_into(gtable._native, chunks * 2, empty, np.empty(0, np.int32), 1)
+
+
+def test_counts_past_the_bindings_types_are_value_errors(gtable):
+    """threads, num_chunks and precision too large for the binding's C types are a ValueError naming
+    the argument, not nanobind's dump of the signatures."""
+    s = np.zeros(4, dtype=np.int32)
+    for kw, name in ((dict(threads=2**31), "threads"), (dict(threads=2**40), "threads"),
+                     (dict(num_chunks=2**64), "num_chunks")):
+        with pytest.raises(ValueError, match=rf"^{name} must be <= ") as e:
+            rans.encode(s, s, gtable, **kw)
+        assert "incompatible" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^threads must be <= 2147483647, got 1099511627776$"):
+        rans.decode(rans.encode(s, s, gtable), s, gtable, threads=2**40)
+    for p in (2**40, 0, 17):
+        with pytest.raises(ValueError, match=rf"^precision must be in \[1, 16\], got {p}$"):
+            rans.pmf_to_quantized_cdf([1.0], 0.1, precision=p)
+    assert len(rans.encode(s, s, gtable, 4, threads=2**31 - 1)) == 4  # (the largest; at most 256 run)
 
 
 def test_multidimensional_shape_kept(gtable):

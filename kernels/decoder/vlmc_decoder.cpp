@@ -177,14 +177,22 @@ void require_model_magic(const uint8_t *bytes, size_t size) {
 }
 
 // A convolution's header in the decoder-model file (out, in, kh, kw, sh, sw, ph, pw, shuffle),
-// checked: it takes `channels` inputs, has stride 1, a padding inside its kernel and, with a
-// pixel shuffle, a multiple of 4 outputs; returns the channels it gives.
+// checked: it takes `channels` inputs, has stride 1, a padding that keeps its input's size (an odd
+// kernel k, padding (k − 1) / 2: the models' and SubPixelConv's convolutions; h_s's output is 4×
+// z and g_s's 16× y only so, and the bands' halos assume it) and, with a pixel shuffle, a multiple
+// of 4 outputs; returns the channels it gives.
 uint32_t read_conv(Reader &r, uint32_t channels, const char *net, uint32_t i, conv::Shape &c, uint32_t &shuffle) {
     uint32_t sh, sw;
     for (uint32_t *f : {&c.out, &c.in, &c.kh, &c.kw, &sh, &sw, &c.ph, &c.pw, &shuffle}) *f = r.get<uint32_t>();
+    const std::string layer = std::string(net) + " layer " + std::to_string(i);
     if (c.in != channels || c.out == 0 || c.out > 16384 || c.kh == 0 || c.kw == 0 || c.kh > 15 || c.kw > 15 || sh != 1 ||
         sw != 1 || c.ph >= c.kh || c.pw >= c.kw || shuffle > 1 || (shuffle && c.out % 4))
-        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("decoder-model file: bad ") + net + " layer " + std::to_string(i));
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad " + layer);
+    if (2 * c.ph + 1 != c.kh || 2 * c.pw + 1 != c.kw)
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: " + layer + ": padding " + std::to_string(c.ph) + "x" +
+                                               std::to_string(c.pw) + " of a " + std::to_string(c.kh) + "x" +
+                                               std::to_string(c.kw) +
+                                               " kernel does not keep the size (an odd kernel k, padding (k - 1) / 2)");
     return shuffle ? c.out / 4 : c.out;
 }
 

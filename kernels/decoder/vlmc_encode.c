@@ -23,12 +23,16 @@
     "usage: vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc [--quality Q | --max-bytes B [--min-quality Q] "     \
     "[--max-quality Q]] [--short-side N] [--no-pre-edit] [--threads N]"
 
-/* The next whole number of a PPM header at *p (whitespace and # comments skipped); 0 at the end. */
+/* Whitespace in a PPM header: Pillow's (space, \t, \n, \v, \f, \r) */
+static int ppm_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+/* The next whole number of a PPM header at *p (whitespace and # comments, which end at \n or \r as
+ * Pillow's do, skipped); 0 at the end. */
 static int ppm_number(const unsigned char *data, size_t size, size_t *p, unsigned long *out) {
     for (;;) {
-        while (*p < size && (data[*p] == ' ' || data[*p] == '\t' || data[*p] == '\n' || data[*p] == '\r')) ++*p;
+        while (*p < size && ppm_space(data[*p])) ++*p;
         if (*p < size && data[*p] == '#') {
-            while (*p < size && data[*p] != '\n') ++*p;
+            while (*p < size && data[*p] != '\n' && data[*p] != '\r') ++*p;
             continue;
         }
         break;
@@ -64,10 +68,11 @@ static const unsigned char *read_ppm(const unsigned char *data, size_t size, uin
     size_t p = 2, i, n;
     unsigned long w, h, maxval;
     *owned = NULL;
-    if (size < 2 || data[0] != 'P' || (data[1] != '6' && data[1] != '5'))
+    /* (the magic ends at whitespace: Pillow reads "P65" as another magic) */
+    if (size < 3 || data[0] != 'P' || (data[1] != '6' && data[1] != '5') || !ppm_space(data[2]))
         return *why = "the input is not a binary PPM or PGM (P6 or P5)", NULL;
     if (!ppm_number(data, size, &p, &w) || !ppm_number(data, size, &p, &h) || !ppm_number(data, size, &p, &maxval) ||
-        p >= size)
+        p >= size || !ppm_space(data[p]))
         return *why = "the PPM header is malformed", NULL;
     if (maxval == 0 || maxval > 65535) return *why = "the PPM's maxval is outside 1..65535", NULL;
     if (w == 0 || h == 0 || w > 65535 || h > 65535) return *why = "the PPM's size is outside 1..65535", NULL;
@@ -107,7 +112,7 @@ int main(int argc, char **argv) {
     double quality = 50.0, min_quality = 0.0, max_quality = 100.0;
     unsigned long long threads = 0, short_side = 0, max_bytes = 0;
     uint32_t flags = 0, width = 0, height = 0;
-    int n_paths = 0, i, rc, quality_set = 0;
+    int n_paths = 0, i, rc, quality_set = 0, bounds_set = 0;
     for (i = 1; i < argc; ++i) {
         const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(arg, "--no-pre-edit") == 0) flags |= VLMC_ENC_NO_PRE_EDIT;
@@ -121,9 +126,9 @@ int main(int argc, char **argv) {
             ++i;
             if (strcmp(arg, "--quality") == 0 && !(quality_set = parse_quality(value, &quality)))
                 return bad_value(arg, "a number in 0..100", value);
-            else if (strcmp(arg, "--min-quality") == 0 && !parse_quality(value, &min_quality))
+            else if (strcmp(arg, "--min-quality") == 0 && !(bounds_set = parse_quality(value, &min_quality)))
                 return bad_value(arg, "a number in 0..100", value);
-            else if (strcmp(arg, "--max-quality") == 0 && !parse_quality(value, &max_quality))
+            else if (strcmp(arg, "--max-quality") == 0 && !(bounds_set = parse_quality(value, &max_quality)))
                 return bad_value(arg, "a number in 0..100", value);
             else if (strcmp(arg, "--short-side") == 0 && (!parse_count(value, 1u << 20, &short_side) ||
                                                           (short_side != 0 && short_side < 16)))
@@ -140,6 +145,7 @@ int main(int argc, char **argv) {
     }
     if (n_paths != 3) return error(USAGE);
     if (quality_set && max_bytes) return error("--quality and --max-bytes exclude each other");
+    if (bounds_set && !max_bytes) return error("--min-quality and --max-quality bound --max-bytes's search: give --max-bytes");
 
     size_t size = 0, out_size = 0;
     unsigned char *file = read_file(paths[1], &size);

@@ -61,10 +61,10 @@ int main(int argc, char **argv) {
     uint32_t width = 0, height = 0, coded_width = 0, coded_height = 0, flags = 0;
     unsigned long long threads = 0;
     double quality = -1;
-    int n_paths = 0, i, rc;
+    int n_paths = 0, i, rc, stream_option = 0; /* an option of the stream mode given */
     for (i = 1; i < argc; ++i) {
         const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(arg, "--pre-edited") == 0) flags |= VLMC_ENC_PRE_EDITED;
+        if (strcmp(arg, "--pre-edited") == 0) flags |= VLMC_ENC_PRE_EDITED, stream_option = 1;
         else if (strcmp(arg, "--size") == 0 || strcmp(arg, "--coded-size") == 0 || strcmp(arg, "--quality") == 0 ||
                  strcmp(arg, "--threads") == 0 || strcmp(arg, "--gain") == 0) {
             if (value == NULL) {
@@ -72,6 +72,7 @@ int main(int argc, char **argv) {
                 return 2;
             }
             ++i;
+            stream_option |= strcmp(arg, "--gain") != 0;
             if (strcmp(arg, "--size") == 0 && !parse_size(value, &width, &height))
                 return bad_value(arg, "WIDTHxHEIGHT", value);
             else if (strcmp(arg, "--coded-size") == 0 && !parse_size(value, &coded_width, &coded_height))
@@ -87,6 +88,8 @@ int main(int argc, char **argv) {
         } else if (n_paths < 4) paths[n_paths++] = arg;
         else return error("too many arguments\n" USAGE);
     }
+    if (gain_q && stream_option)
+        return error("--gain takes no --size, --coded-size, --quality, --pre-edited or --threads (they write streams)");
     if (gain_q ? n_paths != 2 : (n_paths != 4 || width == 0 || quality < 0)) return error(USAGE);
     if (gain_q && !parse_quality(gain_q, &quality)) return bad_value("--gain", "a number in 0..100", gain_q);
 

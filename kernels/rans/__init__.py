@@ -80,12 +80,17 @@ def _check_int32(name: str, arr) -> np.ndarray:
     return arr
 
 
-def _check_count(name: str, value, low: int) -> int:
+_MAX_THREADS_ARG = 2**31 - 1  # the binding's C int (at most rans.hpp's kMaxThreads run)
+
+
+def _check_count(name: str, value, low: int, high: int, why: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     value = int(value)
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
+    if value > high:  # (past the binding's C types, nanobind gave a signature dump)
+        raise ValueError(f"{name} must be <= {high}{why}, got {value}")
     return value
 
 
@@ -171,7 +176,10 @@ def pmf_to_quantized_cdf(pmf, tail_mass: float, precision: int = PRECISION) -> n
     too large, add the shortfall to the largest bin; ties go to the lowest index).
     """
     p = np.ascontiguousarray(np.asarray(pmf, dtype=np.float64).reshape(-1))
-    return _rans.pmf_to_quantized_cdf(p, float(tail_mass), int(precision))
+    precision = int(precision)
+    if not 1 <= precision <= PRECISION:
+        raise ValueError(f"precision must be in [1, {PRECISION}], got {precision}")
+    return _rans.pmf_to_quantized_cdf(p, float(tail_mass), precision)
 
 
 def pmf_to_quantized_cdf_ref(pmf, tail_mass: float, precision: int = PRECISION) -> np.ndarray:
@@ -223,7 +231,7 @@ def encode(
         symbols: int32 C-contiguous array, any shape (read as flat, ``n = symbols.size``).
         indexes: int32 C-contiguous array of the same shape, each in ``[0, table.num_tables)``.
         table: the CDF tables.
-        num_chunks: ``1 <= num_chunks``, and ``num_chunks <= n`` when ``n > 0``.
+        num_chunks: ``1 <= num_chunks <= max(n, 1)``: at most one chunk per symbol, one for none.
         threads: encoder threads; the bytes do not depend on it.
     """
     _check_table(table)
@@ -233,8 +241,9 @@ def encode(
         raise ValueError(
             f"symbols and indexes must have the same shape, got {symbols.shape} and {indexes.shape}"
         )
-    num_chunks = _check_count("num_chunks", num_chunks, 1)
-    threads = _check_count("threads", threads, 1)
+    num_chunks = _check_count("num_chunks", num_chunks, 1, max(symbols.size, 1),
+                              f" (at most one chunk per symbol, one for none; {symbols.size} symbols)")
+    threads = _check_count("threads", threads, 1, _MAX_THREADS_ARG)
     return _rans.encode(table._native, symbols, indexes, num_chunks, threads)
 
 
@@ -258,15 +267,15 @@ def decode(
     """
     _check_table(table)
     _check_int32("indexes", indexes)
-    threads = _check_count("threads", threads, 1)
+    threads = _check_count("threads", threads, 1, _MAX_THREADS_ARG)
     if isinstance(chunks, (bytes, bytearray, memoryview)):
         raise TypeError("chunks must be a sequence of bytes objects, not a single bytes object")
     chunk_list = [c if isinstance(c, bytes) else _as_bytes(c) for c in chunks]
     n = indexes.size
     if len(chunk_list) < 1:
         raise ValueError("need at least one chunk")
-    if n > 0 and len(chunk_list) > n:
-        raise ValueError(f"{len(chunk_list)} chunks for {n} symbols: at most one chunk per symbol")
+    if len(chunk_list) > max(n, 1):
+        raise ValueError(f"{len(chunk_list)} chunks for {n} symbols: at most one chunk per symbol, one for none")
     out = np.empty(indexes.shape, dtype=np.int32)
     _rans.decode_into(table._native, chunk_list, indexes, out, threads)
     return out

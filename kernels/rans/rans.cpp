@@ -305,6 +305,11 @@ Tables::Tables(const int32_t *cdf, const int32_t *cdf_length, const int32_t *off
                                     std::to_string(row_stride));
     if (cdf == nullptr || cdf_length == nullptr || offsets == nullptr)
         throw std::invalid_argument("CDF tables: null array");
+    // (table t's lookup table starts at t · kLutSize, which Info holds in a uint32_t)
+    constexpr int64_t kMaxTables = std::numeric_limits<uint32_t>::max() / kLutSize + 1;
+    if (num_tables > kMaxTables)
+        throw std::invalid_argument("CDF tables: at most " + std::to_string(kMaxTables) +
+                                    " tables, got " + std::to_string(num_tables));
     uint64_t total = 0;
     for (int64_t t = 0; t < num_tables; ++t) {
         const int64_t len = cdf_length[t];
@@ -385,6 +390,9 @@ size_t chunk_begin(size_t i, size_t n, size_t num_chunks) {
 void check_num_chunks(size_t n, size_t num_chunks) {
     if (num_chunks < 1)
         throw std::invalid_argument("num_chunks must be >= 1, got " + std::to_string(num_chunks));
+    if (n == 0 && num_chunks != 1)  // (any count was taken: 10^7 empty chunks took 1.6 GB)
+        throw std::invalid_argument("num_chunks must be 1 when there are no symbols, got " +
+                                    std::to_string(num_chunks));
     if (n > 0 && num_chunks > n)
         throw std::invalid_argument("num_chunks (" + std::to_string(num_chunks) +
                                     ") must not exceed the number of symbols (" +

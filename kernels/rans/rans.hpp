@@ -115,7 +115,7 @@ struct ByteSpan {
 // Start of chunk i of num_chunks over n symbols: i·n/num_chunks (exact in 128-bit arithmetic).
 size_t chunk_begin(size_t i, size_t n, size_t num_chunks);
 
-// Checks 1 <= num_chunks and (n == 0 or num_chunks <= n); throws std::invalid_argument.
+// Checks 1 <= num_chunks <= max(n, 1); throws std::invalid_argument.
 void check_num_chunks(size_t n, size_t num_chunks);
 
 // Encodes n symbols (raw int32 values) with table indexes[i] each into num_chunks chunks,

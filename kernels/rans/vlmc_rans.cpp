@@ -62,13 +62,14 @@ int vlmc_rans_encode(const vlmc_rans_tables *tables, const int32_t *symbols,
                      uint8_t *out, size_t out_capacity, size_t *chunk_sizes) {
     if (tables == nullptr || chunk_sizes == nullptr)
         return fail(VLMC_RANS_ERR_INVALID_ARGUMENT, "tables or chunk_sizes is null");
+    if (out == nullptr) return fail(VLMC_RANS_ERR_INVALID_ARGUMENT, "out is null");
     int rc = VLMC_RANS_OK;
     const int g = guarded([&] {
         auto chunks =
             vlmc::rans::encode(tables->tables, symbols, indexes, n, num_chunks, num_threads);
         size_t total = 0;
         for (const auto &c : chunks) total += c.size();
-        if (total > out_capacity || (total > 0 && out == nullptr)) {
+        if (total > out_capacity) {
             rc = fail(VLMC_RANS_ERR_BUFFER_TOO_SMALL,
                       ("output buffer too small: need " + std::to_string(total) + " bytes, have " +
                        std::to_string(out_capacity))

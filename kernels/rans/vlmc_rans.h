@@ -66,9 +66,10 @@ VLMC_RANS_API void vlmc_rans_tables_free(vlmc_rans_tables *tables);
 VLMC_RANS_API size_t vlmc_rans_encode_bound(size_t n, size_t num_chunks);
 
 /* Encodes symbols[i] with table indexes[i] (i < n) into num_chunks chunks (1 <= num_chunks,
- * and num_chunks <= n when n > 0), using up to num_threads threads (result independent of it).
- * The chunks are written back to back into out[0 .. out_capacity); chunk_sizes[c] receives
- * the byte length of chunk c. */
+ * and num_chunks <= n when n > 0, num_chunks = 1 when n = 0), using up to num_threads threads
+ * (result independent of it). The chunks are written back to back into out[0 .. out_capacity)
+ * (out not null: VLMC_RANS_ERR_INVALID_ARGUMENT); chunk_sizes[c] receives the byte length of
+ * chunk c. */
 VLMC_RANS_API int vlmc_rans_encode(const vlmc_rans_tables *tables, const int32_t *symbols,
                                    const int32_t *indexes, size_t n, size_t num_chunks,
                                    int num_threads, uint8_t *out, size_t out_capacity,
@@ -82,10 +83,10 @@ VLMC_RANS_API int vlmc_rans_encode_alloc(const vlmc_rans_tables *tables, const i
 
 VLMC_RANS_API void vlmc_rans_free(void *p);
 
-/* Decodes n symbols into out_symbols from num_chunks chunks stored back to back in data
- * (chunk c has chunk_sizes[c] bytes), with table indexes[i] for symbol i, on up to num_threads
- * threads. Never reads outside data[0 .. sum(chunk_sizes)). Returns VLMC_RANS_ERR_CORRUPT on
- * corrupt data (out_symbols then holds unspecified values). */
+/* Decodes n symbols into out_symbols from num_chunks chunks (a count vlmc_rans_encode takes)
+ * stored back to back in data (chunk c has chunk_sizes[c] bytes), with table indexes[i] for
+ * symbol i, on up to num_threads threads. Never reads outside data[0 .. sum(chunk_sizes)).
+ * Returns VLMC_RANS_ERR_CORRUPT on corrupt data (out_symbols then holds unspecified values). */
 VLMC_RANS_API int vlmc_rans_decode(const vlmc_rans_tables *tables, const uint8_t *data,
                                    const size_t *chunk_sizes, size_t num_chunks,
                                    const int32_t *indexes, size_t n, int num_threads,

@@ -62,6 +62,10 @@ int main(void) {
     CHECK(vlmc_rans_encode(tables, symbols, indexes, N, CHUNKS, 1, buf, 10, sizes2) ==
           VLMC_RANS_ERR_BUFFER_TOO_SMALL);
     CHECK(strlen(vlmc_rans_last_error()) > 0);
+    /* a null out is a bad argument, whatever capacity comes with it (it was "too small") */
+    CHECK(vlmc_rans_encode(tables, symbols, indexes, N, CHUNKS, 1, NULL, cap, sizes2) ==
+          VLMC_RANS_ERR_INVALID_ARGUMENT);
+    CHECK(strcmp(vlmc_rans_last_error(), "out is null") == 0);
 
     /* Corrupt input: truncated last chunk, flipped byte. */
     size_t bad_sizes[CHUNKS];
@@ -93,6 +97,11 @@ int main(void) {
     CHECK(vlmc_rans_encode_alloc(tables, NULL, NULL, 0, 1, 1, &empty, &empty_size) ==
           VLMC_RANS_OK);
     CHECK(vlmc_rans_decode(tables, empty, &empty_size, 1, NULL, 0, 1, NULL) == VLMC_RANS_OK);
+    /* (and in one chunk only) */
+    size_t empty_sizes[2];
+    CHECK(vlmc_rans_encode(tables, NULL, NULL, 0, 2, 1, buf, cap, empty_sizes) ==
+          VLMC_RANS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(vlmc_rans_last_error(), "num_chunks must be 1 when there are no symbols") != NULL);
 
     vlmc_rans_free(empty);
     vlmc_rans_free(bytes);

@@ -131,7 +131,7 @@ static void test_round_trip() {
         }
         std::vector<uint8_t> reference;
         for (size_t chunks : {size_t(1), size_t(2), size_t(5)}) {
-            if (n > 0 && chunks > n) continue;
+            if (chunks > std::max<size_t>(n, 1)) continue;
             auto enc1 = rans::encode(tables, sym.data(), idx.data(), n, chunks, 1);
             auto enc3 = rans::encode(tables, sym.data(), idx.data(), n, chunks, 3);
             CHECK(concat(enc1) == concat(enc3));
@@ -259,6 +259,32 @@ static void test_table_validation() {
     CHECK(throws<std::invalid_argument>([&] { make({0, 65536}, 1); }));        // too short
     CHECK(throws<std::invalid_argument>([&] { make({0, 65536}, 3); }));        // > row width
     CHECK(!throws<std::invalid_argument>([&] { make({0, 65536, 0}, 2); }));    // escape only
+    // table t's lookup table starts at t · 1025, a uint32_t: 4 190 213 tables would wrap it
+    // (valid rows, so that only the count is refused)
+    const int64_t too_many = int64_t(UINT32_MAX) / 1025 + 2;
+    std::vector<int32_t> cdf(size_t(too_many) * 2), lengths(size_t(too_many), 2), offsets(size_t(too_many), 0);
+    for (size_t t = 0; t < size_t(too_many); ++t) cdf[2 * t + 1] = 65536;
+    std::string message;
+    try {
+        rans::Tables(cdf.data(), lengths.data(), offsets.data(), too_many, 2);
+    } catch (const std::invalid_argument &e) {
+        message = e.what();
+    }
+    CHECK_NOTE(message == "CDF tables: at most 4190212 tables, got 4190213", "%s", message.c_str());
+}
+
+// no symbols take one chunk: any count was taken (10^7 empty chunks took 18 s and 1.6 GB)
+static void test_chunk_count() {
+    rans::Tables tables = make_tables().build();
+    CHECK(rans::encode(tables, nullptr, nullptr, 0, 1, 1).size() == 1);
+    for (size_t chunks : {size_t(0), size_t(2), size_t(10000000)})
+        CHECK(throws<std::invalid_argument>([&] { rans::encode(tables, nullptr, nullptr, 0, chunks, 1); }));
+    std::vector<uint8_t> empty;
+    std::vector<rans::ByteSpan> two(2, rans::ByteSpan{empty.data(), 0});
+    CHECK(throws<std::invalid_argument>([&] { rans::decode(tables, two.data(), 2, nullptr, 0, 1, nullptr); }));
+    const int32_t sym[3] = {0, 0, 0}, idx[3] = {0, 0, 0};
+    CHECK(rans::encode(tables, sym, idx, 3, 3, 1).size() == 3);
+    CHECK(throws<std::invalid_argument>([&] { rans::encode(tables, sym, idx, 3, 4, 1); }));
 }
 
 static void test_pmf_quantizer() {
@@ -288,6 +314,7 @@ int main() {
     test_corrupt();
     test_garbage_input();
     test_table_validation();
+    test_chunk_count();
     test_pmf_quantizer();
     return check_report("test_rans_core");
 }
