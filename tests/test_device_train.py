@@ -42,6 +42,43 @@ def test_load_weights_into_checks_architecture(tmp_path):
     assert torch.equal(with_pre.g_a[0].weight, _tiny_model().g_a[0].weight.half().float())
 
 
+def test_a_pre_editor_the_run_lacks_is_not_dropped_silently(tmp_path):
+    """(init_from a model with a pre-editor into a run with pre_editor = false dropped it without a word)"""
+    import warnings
+
+    from vlmcodec.errors import VlmcodecWarning
+
+    save_weights(_tiny_model(pre_editor=True), tmp_path / "w.safetensors")
+    with pytest.warns(VlmcodecWarning, match=r"w.safetensors: not carried over: its pre-editor \(\d+ tensors; "
+                                             r"this model has none: pre_editor = false\)$"):
+        load_weights_into(_tiny_model(), tmp_path / "w.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a run with a pre-editor takes it all
+        load_weights_into(_tiny_model(pre_editor=True), tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "configs").glob("*.toml")
+                                        if 'init_from = "engine/weights/default.safetensors"' in p.read_text()),
+                         ids=lambda p: p.name)
+def test_configs_that_continue_the_default_model_keep_all_of_it(path):
+    """(configs/gpu.toml lacked pre_editor = true: its run dropped the default's pre-editor;
+    probe_token_loss.toml drops it on purpose, with the warning)"""
+    import warnings
+
+    from vlmcodec.errors import VlmcodecWarning
+    from vlmcodec.training.trainer import TrainConfig
+
+    cfg = TrainConfig.from_toml(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_weights_into(MeanScaleHyperprior(cfg.model_config()), ROOT / cfg.init_from)
+    said = [str(w.message) for w in caught if issubclass(w.category, VlmcodecWarning)]
+    if path.name == "probe_token_loss.toml":
+        assert len(said) == 1 and "not carried over: its pre-editor" in said[0]
+    else:
+        assert said == []
+
+
 def test_weights_not_finite_are_neither_written_nor_loaded_into_a_run(tmp_path):
     """save_weights (float16 overflow included) and load_weights_into (a run's init_from, which
     would otherwise skip every step) refuse NaN and infinite weights."""

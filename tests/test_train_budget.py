@@ -2,8 +2,10 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import run_bare_script, write_train_folder
 from vlmcodec.errors import ConfigError
@@ -41,6 +43,37 @@ def test_resumed_run_keeps_its_steps_without_a_probe(tmp_path):
 def test_budget_too_small_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="warm-up"):
         fit_steps_to_time(_tiny_cfg(tmp_path), seconds=1.0, probe_steps=3)
+
+
+def test_a_checkpoint_the_run_cannot_resume_is_a_config_error(tmp_path):
+    """(a damaged last.pt gave pickle's UnpicklingError, one without its config a KeyError)"""
+    cfg = _tiny_cfg(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"garbage, a truncated copy")
+    with pytest.raises(ConfigError, match=r"cannot resume from .*last.pt: not a readable checkpoint"):
+        fit_steps_to_time(cfg, seconds=30.0, probe_steps=3)
+    torch.save({"model": {}, "opt": {}, "step": 3}, tmp_path / "run" / "last.pt")
+    with pytest.raises(ConfigError, match=r"cannot resume from .*last.pt: it records no number of steps"):
+        fit_steps_to_time(cfg, seconds=30.0, probe_steps=3)
+
+
+def test_out_dir_dot_probes_beside_it(tmp_path, monkeypatch):
+    """(out_dir "." failed: PosixPath('.') has an empty name)"""
+    from vlmcodec.training import budget
+
+    cfg = _tiny_cfg(tmp_path)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    probes = []
+
+    def probe_train(probe, progress):
+        probes.append(Path(probe.out_dir))
+        return train(probe, progress=progress)
+
+    monkeypatch.setattr(budget, "train", probe_train)
+    fitted, info = fit_steps_to_time(replace(cfg, out_dir="."), seconds=60.0, probe_steps=3, margin_s=1.0)
+    assert probes == [(tmp_path / "here_probe").resolve()] and not probes[0].exists()
+    assert fitted.out_dir == "." and info["steps"] == fitted.steps > cfg.warmup
 
 
 @pytest.mark.slow

@@ -125,6 +125,10 @@ def test_weights_that_became_not_finite_are_never_checkpointed(cfg, monkeypatch)
     ({"lr": float("nan")}, "lr must be a finite number above 0"),
     ({"clip_grad": -1.0}, "clip_grad must be a finite number, at least 0"),
     ({"teacher_scale": 0.0}, "teacher_scale must be a finite number above 0"),
+    # (the first step failed: "teacher input size 0x0 must be positive multiples of the patch size")
+    ({"teacher_scale": 0.005}, "teacher_scale leaves the teacher no pixel of the 64-px crop"),
+    ({"consumer_teacher_scale": 0.007}, "consumer_teacher_scale leaves the teacher no pixel"),
+    ({"consumer_teacher_scales": (0.875, 0.001)}, "consumer_teacher_scales leaves the teacher no pixel"),
     ({"consumer_fraction": 0.5, "consumer_short_side": 32}, "consumer short side 32 is smaller than the crop"),
     ({"lmbdas": ()}, r"num_levels must be in \[1, 1024\]"),
     ({"N": 0}, "N must be a channel count"),
@@ -214,3 +218,81 @@ def test_random_configs_are_usable_or_refused_with_a_vlmcodec_error():
         except VlmcodecError:
             refused += 1
     assert refused > 500
+
+
+def _tiny_teacher(monkeypatch):
+    import vlmcodec.teacher as teacher_mod
+    from vlmcodec.teacher import DinoV2Teacher, ViTConfig, VisionTransformer
+
+    torch.manual_seed(0)
+    tiny = DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=64, num_heads=1, pos_grid=4)), name="tiny")
+    monkeypatch.setattr(teacher_mod, "load_teacher", lambda name, device=None: tiny)
+
+
+def test_a_reconstruction_not_finite_with_the_rank_term_is_a_bad_step(cfg, monkeypatch, capsys):
+    """With w_rank > 0, tokens that are not finite made svdvals raise torch's _LinAlgError (a
+    traceback, exit 1) instead of counting as a bad step."""
+    _tiny_teacher(monkeypatch)
+    real, calls = MeanScaleHyperprior.forward, {"n": 0}
+
+    def forward(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= 2:  # a diverging step's reconstruction
+            out["x_hat"] = out["x_hat"] * float("nan")
+        return out
+
+    monkeypatch.setattr(MeanScaleHyperprior, "forward", forward)
+    run = replace(cfg, steps=6, max_bad_steps=3, teacher="tiny", teacher_layers=(1, 2), w_tok=1.0, w_rank=1.0)
+    with pytest.raises(TrainingDivergedError, match=r"not finite at 3 steps in a row \(steps 2–4"):
+        train(run, progress=False)
+    assert "step 2: loss or gradients not finite; the step is skipped" in capsys.readouterr().out
+
+
+def test_rank_term_is_nan_for_tokens_not_finite_and_flat_without_a_gradient_burst():
+    from vlmcodec.training.semantic import rank_distortion
+
+    torch.manual_seed(0)
+    ref = torch.randn(2, 16, 8)
+    for bad in (float("nan"), float("inf")):
+        hat = torch.randn(2, 16, 8)
+        hat[0, 3, 1] = bad
+        d = rank_distortion([hat], [ref])
+        assert d[0].isnan() and d[1].isfinite()  # (svdvals raised _LinAlgError)
+    # all tokens equal, or zero: no spectrum; normalising its rounding noise gave gradients of ~1e12
+    for flat in (torch.zeros(2, 16, 8), torch.full((2, 16, 8), 3.0), 1 + 1e-6 * torch.randn(2, 16, 8)):
+        hat = flat.clone().requires_grad_(True)
+        d = rank_distortion([hat], [ref])
+        d.sum().backward()
+        assert torch.allclose(d, torch.ones(2)) and hat.grad.abs().max() < 1.0
+    # ordinary tokens: the term as it was (an L1 distance of spectra normalised to sum 1)
+    hat = torch.randn(2, 16, 8, dtype=torch.float64)
+
+    def spectrum(t):
+        s = torch.linalg.svdvals(t - t.mean(dim=1, keepdim=True))
+        return s / s.sum(dim=-1, keepdim=True)
+
+    want = (spectrum(hat) - spectrum(ref.double())).abs().sum(dim=-1)
+    assert torch.equal(rank_distortion([hat], [ref.double()]), want)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "training folder not found: .*missing"),
+    ("file", "training folder .*file.png is not a folder"),  # (was "training folder not found")
+    ("empty", "no images in .*empty"),
+    ("small", "no image in .*small is at least 64 px on each side"),
+])
+def test_a_training_folder_without_usable_images_is_a_config_error(tmp_path, case, message):
+    """(FileNotFoundError or ValueError before; still both, for the scripts that catch them)"""
+    from vlmcodec.training.data import CropSampler
+
+    folder = tmp_path / ("file.png" if case == "file" else case)
+    if case == "file":
+        folder.write_bytes(b"")
+    elif case == "small":
+        write_train_folder(folder, h=32, w=200)
+    elif case == "empty":
+        folder.mkdir()
+    with pytest.raises(ConfigError, match=message) as e:
+        CropSampler(folder, 64)
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, ValueError)

@@ -14,17 +14,23 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from .trainer import TrainConfig, train
+from .trainer import TrainConfig, _resume_state, train
 
 EXPORT_MARGIN_S = 15.0  # the final checkpoint, model file and fp16 export after the last step
 
 
 def resumed_steps(cfg: TrainConfig) -> int | None:
-    """The ``steps`` of the run already in ``cfg.out_dir`` (a later slice keeps its schedule), else None."""
+    """The ``steps`` of the run already in ``cfg.out_dir`` (a later slice keeps its schedule), else
+    None. ConfigError, as the run itself would give, for a checkpoint it could not resume from."""
     ckpt = Path(cfg.out_dir) / "last.pt"
     if not ckpt.exists():
         return None
-    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["config"]["steps"])
+    saved = _resume_state(ckpt, cfg, torch.device("cpu")).get("config")
+    steps = saved.get("steps") if isinstance(saved, dict) else None
+    if not (isinstance(steps, int) and not isinstance(steps, bool)):
+        raise ConfigError(f"cannot resume from {ckpt}: it records no number of steps (its config); "
+                          "remove it to start afresh, or give another out_dir")
+    return steps
 
 
 def fit_steps_to_time(cfg: TrainConfig, seconds: float, probe_steps: int = 30, safety: float = 0.92,
@@ -36,7 +42,8 @@ def fit_steps_to_time(cfg: TrainConfig, seconds: float, probe_steps: int = 30, s
     if prior is not None:
         return replace(cfg, steps=prior, time_limit_s=max(1.0, seconds - margin_s)), {"resumed": True}
     log_every = max(1, probe_steps // 3)
-    probe_dir = Path(cfg.out_dir).with_name(Path(cfg.out_dir).name + "_probe")
+    out = Path(cfg.out_dir).resolve()  # (out_dir "." has no name to add to)
+    probe_dir = out.parent / f"{out.name}_probe"
     shutil.rmtree(probe_dir, ignore_errors=True)
     probe = replace(cfg, out_dir=str(probe_dir), steps=probe_steps, time_limit_s=0.0,
                     log_every=log_every, ckpt_every=10**9, warmup=min(cfg.warmup, probe_steps))

@@ -7,18 +7,25 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
 from ..image_io import load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}
 
 
+class TrainingDataError(ConfigError, FileNotFoundError):
+    """The training folder is missing, not a folder, or holds no usable image: a ConfigError, and
+    the FileNotFoundError it was before (scripts catch that)."""
+
+
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"training folder not found: {folder}")
+        raise TrainingDataError(f"training folder {folder} is not a folder" if folder.exists()
+                                else f"training folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"no images in {folder}")
+        raise TrainingDataError(f"no images in {folder}")
     return files
 
 
@@ -46,7 +53,7 @@ class CropSampler:
                 if min(arr.shape[:2]) >= crop:
                     self.images.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
         if not self.images:
-            raise ValueError(f"no image in {folder} is at least {crop} px on each side")
+            raise TrainingDataError(f"no image in {folder} is at least {crop} px on each side")
         self.downscale = downscale
         self.gen = torch.Generator().manual_seed(seed)
 

@@ -21,9 +21,22 @@ def token_distortion(hat: list[Tensor], ref: list[Tensor]) -> Tensor:
     return torch.stack(per_layer).mean(0)
 
 
+# a centred token matrix whose singular values sum to at most this × (‖T‖_F + 1) has no spectrum
+# to speak of (all tokens equal to float precision, or zero): it counts as the zero spectrum (a
+# distance of 1 to any other), with no gradient — normalising its rounding noise gave ~1e12
+_FLAT = 1e-4
+
+
 def _spectrum(t: Tensor) -> Tensor:
-    s = torch.linalg.svdvals(t - t.mean(dim=1, keepdim=True))
-    return s / s.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    """Normalised singular values per item; NaN for an item whose tokens are not finite (a
+    diverging step: svdvals raised, and the trainer's guard is to skip the step)."""
+    c = t - t.mean(dim=1, keepdim=True)
+    finite = torch.isfinite(c).all(dim=-1).all(dim=-1)
+    s = torch.linalg.svdvals(torch.where(finite[..., None, None], c, torch.zeros_like(c)))
+    total = s.sum(dim=-1, keepdim=True)
+    flat = total <= _FLAT * (torch.linalg.matrix_norm(t.detach()) + 1)[..., None]
+    out = torch.where(flat, torch.zeros_like(s), s / total.clamp_min(1e-12))
+    return torch.where(finite[..., None], out, torch.full_like(out, float("nan")))
 
 
 def rank_distortion(hat: list[Tensor], ref: list[Tensor]) -> Tensor:

@@ -1,5 +1,6 @@
 """Resumable trainer for the codec: rate + λ·(pixel MSE + the teacher's token terms), every
-quality level in every batch (``rd_loss``, ``_semantic_term``).
+quality level in every batch of at least as many items as levels, else in turn over consecutive
+steps (``rd_loss``, ``_semantic_term``).
 
 Run with ``vlmcodec train --config FILE`` (TOML, see ``configs/``). Every ``ckpt_every`` steps
 the full state (model, optimisers, step, RNG) is written atomically to ``out_dir/last.pt``; a
@@ -199,6 +200,12 @@ class TrainConfig:
                 raise bad(key, "must be a finite number, at least 0")
         if not all(number(v) and v > 0 for v in self.consumer_teacher_scales):
             raise bad("consumer_teacher_scales", "must be finite numbers above 0")
+        # the teacher sees round(crop × scale) px, rounded up to its patch size (0 failed at the first step)
+        for key, scales in (("teacher_scale", (self.teacher_scale,)),
+                            ("consumer_teacher_scale", (self.consumer_teacher_scale,)),
+                            ("consumer_teacher_scales", self.consumer_teacher_scales)):
+            if any(round(self.crop * v) < 1 for v in scales):
+                raise bad(key, f"leaves the teacher no pixel of the {self.crop}-px crop (crop × scale rounds to 0)")
         if self.consumer_fraction > 0:
             for side in self.consumer_short_sides or (self.consumer_short_side,):
                 if not (whole(side) and side >= self.crop):
@@ -486,7 +493,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         src, t_scale = ((consumer, tuple(cfg.consumer_teacher_scales) or cfg.consumer_teacher_scale) if at_consumer
                         else (sampler, cfg.teacher_scale))
         x = src.sample(cfg.batch).to(device).contiguous(memory_format=torch.channels_last)
-        levels = torch.arange(cfg.batch, device=device) % K  # every level in every batch
+        # every level in every batch of at least K items; a smaller or uneven batch rotates through
+        # them over consecutive steps (the same levels as arange % K when batch is a multiple of K)
+        levels = (torch.arange(cfg.batch, device=device) + step * cfg.batch) % K
         outp = model(x, levels.float())
         sem = semantic_term(x, outp["x_hat"], t_scale) if semantic_term else None
         losses = rd_loss(outp, x, lmbdas[levels], cfg.w_pix, sem)

@@ -9,15 +9,16 @@ source tree): the run writes weights (fp16 keeps them small to carry back), and
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
 from safetensors.torch import save
 
-from ..errors import ConfigError
+from ..errors import ConfigError, VlmcodecWarning
 from ..files import write_whole
-from ..models.checkpoint import (DERIVED_SUFFIXES, FORMAT, LoadedModel, _checked, config_of, fingerprint_of,
-                                 is_decoder_tensor, model_tensors, read_safetensors, require_finite)
+from ..models.checkpoint import (DERIVED_SUFFIXES, FORMAT, TABLE_PREFIX, LoadedModel, _checked, config_of,
+                                 fingerprint_of, is_decoder_tensor, model_tensors, read_safetensors, require_finite)
 from ..models.hyperprior import MeanScaleHyperprior
 
 WEIGHTS_FORMAT = "vlmcodec-weights-1"
@@ -93,6 +94,13 @@ def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], pat
     if missing or wrong:
         raise ConfigError(f"{path}: weights do not fit this architecture "
                           f"(missing {missing[:4]}, shape mismatches {wrong[:4]})")
+    left = [k for k in tensors if k not in state and not k.endswith(DERIVED_SUFFIXES)
+            and not k.startswith(TABLE_PREFIX)]
+    if left:  # (a pre-editor the run's model lacks was dropped without a word)
+        other = [k for k in left if not k.startswith("pre_editor.")]
+        what = [f"its pre-editor ({len(left) - len(other)} tensors; this model has none: pre_editor = false)"]
+        what = (what if len(other) < len(left) else []) + other[:4]
+        warnings.warn(f"{path}: not carried over: {', '.join(what)}", VlmcodecWarning, stacklevel=3)
     with torch.no_grad():
         for k, v in state.items():
             if k in tensors:
