@@ -20,6 +20,11 @@ class ConfigError(VlmcodecError, ValueError):
     """A configuration file or argument is invalid."""
 
 
+class TrainingDataError(ConfigError, FileNotFoundError):
+    """The training folder is missing, not a folder, or holds no usable image: a ConfigError, and
+    the FileNotFoundError it was before (scripts catch that)."""
+
+
 class ModelNotFoundError(VlmcodecError, FileNotFoundError):
     """A model file could not be found or does not match the stream."""
 

@@ -7,15 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import TrainingDataError
 from ..image_io import load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}
-
-
-class TrainingDataError(ConfigError, FileNotFoundError):
-    """The training folder is missing, not a folder, or holds no usable image: a ConfigError, and
-    the FileNotFoundError it was before (scripts catch that)."""
 
 
 def list_images(folder: str | Path) -> list[Path]:
