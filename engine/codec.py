@@ -361,7 +361,7 @@ class Codec:
         """The quality's part: (y = g_a(x) · gain(level), z = h_a(y))."""
         with torch.inference_mode(), self._gpu_memory("encoding"):
             gain, _ = self.model.gains(levels)
-            y = y_raw * gain[:, :, None, None]
+            y = y_raw * gain.to(y_raw.device)[:, :, None, None]
             with self._stage("h_a"):
                 z = self.backend.hyper_analysis(y)
         return y, z
@@ -438,7 +438,7 @@ class Codec:
             z_chunks = rans.encode(z_sym.to(torch.int32).numpy().ravel(), self._z_indexes(*z.shape[1:]).ravel(),
                                    self.tables["z"], 1)
         fused = hasattr(self.backend, "quantize")  # fused kernel: same indices, bit for bit
-        with self._stage("h_s"):
+        with self._stage("h_s"), self._gpu_memory("encoding (h_s)"):
             if fused:
                 scales, means = self._entropy_parameters((z_sym + m)[None], indexes=False)
             else:
@@ -484,7 +484,7 @@ class Codec:
         parts = [slice(j, j + 1) for j in range(n)] if getattr(self.backend, "item_by_item", False) else [slice(0, n)]
         with torch.inference_mode(), self._gpu_memory("decoding"):
             _, inv_gain = self.model.gains(levels)
-            y_hat = y_hat * inv_gain[:, :, None, None]
+            y_hat = y_hat * inv_gain.to(y_hat.device)[:, :, None, None]
             out = []
             for part in parts:
                 with self._stage("g_s"):
@@ -660,7 +660,7 @@ class Codec:
                 z_sym = rans.decode(z_chunks, self._z_indexes(hz, wz).ravel(), self.tables["z"], threads=1)
         except ValueError as e:
             raise BitstreamError(f"corrupt stream: z payload does not decode ({e})") from e
-        with self._stage("h_s"):
+        with self._stage("h_s"), self._gpu_memory("decoding (h_s)"):
             m = self.medians.reshape(1, -1, 1, 1)
             z_hat = torch.from_numpy(z_sym.reshape(1, self.N, hz, wz)).float() + m
             try:

@@ -25,6 +25,19 @@ def test_close_to_float(net):
     assert float((m.float() - m_ref).abs().max()) <= 5e-3 * max(scale, 1)
 
 
+def test_building_it_leaves_the_callers_h_s_as_it_was():
+    """from_module called .cpu()/.float() on the caller's transposed convs (in place): a float64
+    h_s came out mixed float32/float64, and a model on a GPU got two of its layers moved back."""
+    import copy
+
+    torch.manual_seed(2)
+    h_s = copy.deepcopy(MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=1, lmbdas=(0.01,))).h_s).double()
+    before = [(id(p), p.dtype, p.device) for p in h_s.parameters()]
+    ExactHyperSynthesis.from_module(h_s)
+    assert [(id(p), p.dtype, p.device) for p in h_s.parameters()] == before
+    assert {p.dtype for p in h_s.parameters()} == {torch.float64}
+
+
 def test_batch_and_thread_invariant(net):
     ex = ExactHyperSynthesis.from_module(net.h_s)
     z = torch.round(torch.randn(5, 32, 6, 9) * 6)

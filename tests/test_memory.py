@@ -222,3 +222,20 @@ def test_a_tiny_stream_restored_to_a_huge_size_is_checked_before_it_grows(monkey
 def test_memory_needed_is_none_where_nothing_is_estimated(tiny_model_path):
     pytest.importorskip("triton", reason="triton not installed (the triton extra)")
     assert Codec(tiny_model_path, backend="triton").memory_needed(100, 130) is None
+
+
+def test_an_exact_h_s_out_of_gpu_memory_is_a_resource_error(tiny_model_path, rng):
+    """With hs_device on a GPU the exact h_s can run out of its memory: a ResourceError as in the
+    networks' stages (it was torch's OutOfMemoryError, on encode and decode alike)."""
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 48, 64)
+    data = codec.encode(img, 50)
+
+    def out_of_memory(z):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    codec.exact_hs = out_of_memory
+    with pytest.raises(ResourceError, match=r"encoding \(h_s\) ran out of GPU memory"):
+        codec.encode(img, 50)
+    with pytest.raises(ResourceError, match=r"decoding \(h_s\) ran out of GPU memory"):
+        codec.decode(data)

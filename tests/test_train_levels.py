@@ -58,3 +58,14 @@ def test_a_batch_that_is_a_multiple_of_the_levels_has_them_as_before(tmp_path, m
     seen = _levels_seen(monkeypatch)
     train(_cfg(tmp_path, lmbdas=lmbdas, batch=batch, steps=3), progress=False)
     assert seen == [[i % len(lmbdas) for i in range(batch)]] * 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_a_cuda_run_resumes(tmp_path):
+    """The checkpoint's RNG states are CPU byte tensors that map_location moved to the GPU: the
+    second slice of a GPU session could not resume ("RNG state must be a torch.ByteTensor")."""
+    cfg = _cfg(tmp_path, device="cuda", steps=2, ckpt_every=1)
+    train(cfg, progress=False)
+    train(replace(cfg, steps=4), progress=False)
+    assert torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)["step"] == 4

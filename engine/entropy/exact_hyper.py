@@ -38,7 +38,8 @@ class _IntLayer:
     def __init__(self, layer: nn.Module):
         if isinstance(layer, nn.ConvTranspose2d) and layer.kernel_size == (5, 5) and layer.stride == (2, 2):
             # same integers, but a plain conv: float64 transposed convs are slow on CPU
-            sub = SubPixelConv.from_deconv(layer.cpu().float() if layer.weight.dtype != torch.float32 else layer.cpu())
+            # on a copy: .cpu() / .float() act in place, and the caller's h_s (on a GPU) must stay where it is
+            sub = SubPixelConv.from_deconv(copy.deepcopy(layer).cpu().float())
             self.shuffle = True
             layer = sub.conv
         else:

@@ -175,7 +175,8 @@ class MeanScaleHyperprior(nn.Module):
     def gains(self, levels: Tensor) -> tuple[Tensor, Tensor]:
         """Per-item (gain, inv_gain) [B, M] for continuous levels [B] in [0, K−1], interpolated
         geometrically between adjacent anchors."""
-        lo, hi, t = level_neighbours(levels.to(self.gain.dtype), self.num_levels)
+        # on the gains' device (a model on a GPU, levels made on the CPU by the codec)
+        lo, hi, t = level_neighbours(levels.to(self.gain.device, self.gain.dtype), self.num_levels)
         t = t.unsqueeze(1)
         g, ig = torch.abs(self.gain), torch.abs(self.inv_gain)
         gain = torch.exp((1 - t) * torch.log(g[lo]) + t * torch.log(g[hi]))

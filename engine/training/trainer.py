@@ -413,10 +413,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         if aux_opt is not None:
             aux_opt.load_state_dict(state["aux_opt"])
         step = int(state["step"])
-        sampler.gen.set_state(state["sampler_rng"])
+        # the RNG states are CPU byte tensors: map_location moved them to the run's device (a CUDA run
+        # could not resume: "RNG state must be a torch.ByteTensor")
+        sampler.gen.set_state(state["sampler_rng"].cpu())
         if consumer is not None and "consumer_rng" in state:
-            consumer.gen.set_state(state["consumer_rng"])
-        torch.set_rng_state(state["torch_rng"])
+            consumer.gen.set_state(state["consumer_rng"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
         lineage = state.get("lineage", [])
         decodes_as = StreamIdentity(*map(bytes.fromhex, state["decodes_as"])) if state.get("decodes_as") else None
     ema = None
