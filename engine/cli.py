@@ -679,6 +679,14 @@ def _model_info(f: Path, as_json: bool) -> None:
           + (f" (weights: the {d['train_weights']})" if d.get("train_weights") else "") + (f", from {stages}" if stages else ""))
 
 
+def _why_no_encoder(d: dict) -> str:
+    """``info``'s reason a decoder-model file has no encoder: written with --decode-only (version
+    2 is what it writes), or by an exporter before version 3."""
+    if d["format_version"] == 2 and d["writes_streams"]:
+        return "no (exported with --decode-only: export without it to encode)"
+    return "no (before version 3: re-export it)"
+
+
 def cmd_info(args) -> int:
     from .bitstream import container
 
@@ -702,7 +710,7 @@ def cmd_info(args) -> int:
                       f"  format version  {d['format_version']}\n  model           {d['model']}\n"
                       f"  streams carry   {d['streams_carry']}\n  N, M, levels    {d['N']}, {d['M']}, {d['levels']}\n"
                       f"  writes streams  {'yes' if d['writes_streams'] else 'no (version 1: re-export it)'}\n"
-                      f"  encodes images  {'yes' if d['encodes_images'] else 'no (before version 3: re-export it)'}\n"
+                      f"  encodes images  {'yes' if d['encodes_images'] else _why_no_encoder(d)}\n"
                       f"  bytes           {d['bytes']}")
             continue
         if f.suffix.lower() == ".safetensors":
@@ -800,15 +808,17 @@ def cmd_export(args) -> int:
               + ("" if args.decode_only else " and encodes images itself (vlmc_decoder_encode_image)"))
         return 0
     if args.format == "tensorrt":
-        from vlmcodec.export.tensorrt import BuildConfig, build_engines, import_tensorrt, parse_size, require_gpu
+        from vlmcodec.export.tensorrt import (BuildConfig, build_engines, default_opt_size, import_tensorrt,
+                                              parse_size, require_gpu)
 
         import_tensorrt()  # fail before any work when TensorRT or a GPU is missing
         require_gpu()
         max_batch = 8 if args.max_batch is None else args.max_batch
         opt_batch = 1 if args.opt_batch is None else args.opt_batch
+        max_size = parse_size(args.max_size or "1024x1024")
         config = BuildConfig(fp16=args.fp16, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
-                             max_size=parse_size(args.max_size or "1024x1024"),
-                             opt_size=parse_size(args.opt_size or "512x768"))
+                             max_size=max_size,
+                             opt_size=parse_size(args.opt_size) if args.opt_size else default_opt_size(max_size))
         loaded = load_model(args.model or default_model_path())
         manifest = build_engines(loaded, args.output, config, timing_cache=args.timing_cache)
         files = [e["file"] for e in manifest["engines"].values()]

@@ -607,6 +607,8 @@ def test_export_command(tiny_model_path, tmp_path, capsys):
     small = (tmp_path / "e" / "decoder_model.vlmd").read_bytes()
     assert small == decoder_model_bytes(load_model(tiny_model_path), version=2) and len(small) < len(written.read_bytes())
     assert "encodes images" not in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "e" / "decoder_model.vlmd")]) == 0  # (it said "before version 3: re-export it")
+    assert "encodes images  no (exported with --decode-only: export without it to encode)" in capsys.readouterr().out
     assert main(["export", "--format", "onnx", "-o", str(tmp_path / "f"), "--decode-only"]) == 2
     assert "c-decoder only" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="writes 2"):
