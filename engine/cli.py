@@ -1158,7 +1158,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--max-batch", type=int, help="TensorRT profile: largest batch (default 8)")
     x.add_argument("--opt-batch", type=int, help="TensorRT profile: batch to optimise for (default 1)")
     x.add_argument("--max-size", metavar="HxW", help="TensorRT profile: largest padded image size (default 1024x1024)")
-    x.add_argument("--opt-size", metavar="HxW", help="TensorRT profile: size to optimise for (default 512x768)")
+    x.add_argument("--opt-size", metavar="HxW", help="TensorRT profile: size to optimise for (default 512x768, limited to --max-size)")
     x.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to reuse and update")
     x.add_argument("--decode-only", action="store_true",
                    help="c-decoder: leave the encoder's networks out (file version 2: it decodes and writes streams "

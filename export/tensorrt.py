@@ -84,7 +84,7 @@ def tensorrt_parser_problems(onnx_path: str | Path) -> list[str]:
 
 # -- availability ------------------------------------------------------------------------------
 def import_tensorrt():
-    """The ``tensorrt`` module (10 or newer), or BackendUnavailableError saying why not."""
+    """The ``tensorrt`` module (TensorRT 10), or BackendUnavailableError saying why not."""
     try:
         import tensorrt as trt
     except ImportError as e:
@@ -94,8 +94,9 @@ def import_tensorrt():
     except OSError as e:  # package present, CUDA/TensorRT shared libraries not loadable
         raise BackendUnavailableError(f"TensorRT not available: its libraries failed to load ({e})") from e
     major = int(str(trt.__version__).split(".")[0])
-    if major < 10:
-        raise BackendUnavailableError(f"TensorRT not available: version {trt.__version__} found, 10 or newer needed")
+    if major != 10:  # 11 removed BuilderFlag.FP16, PREFER_PRECISION_CONSTRAINTS and per-layer precision
+        raise BackendUnavailableError(
+            f"TensorRT not available: version {trt.__version__} found, vlmcodec supports TensorRT 10 only")
     return trt
 
 
@@ -140,6 +141,16 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+DEFAULT_OPT_SIZE = (512, 768)  # BuildConfig's opt_size (Kodak's size)
+
+
+def default_opt_size(max_size: tuple[int, int], min_size: tuple[int, int] = (64, 64)) -> tuple[int, int]:
+    """The size to optimise for when none is given: DEFAULT_OPT_SIZE, within min_size .. max_size
+    per axis (a --max-size below 512x768 alone was refused)."""
+    h, w = (max(min_size[i], min(DEFAULT_OPT_SIZE[i], max_size[i])) for i in range(2))
+    return h, w
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Engine build settings. Sizes are padded image sizes (H, W), multiples of 64."""
@@ -149,7 +160,7 @@ class BuildConfig:
     opt_batch: int = 1
     max_batch: int = 8
     min_size: tuple[int, int] = (64, 64)
-    opt_size: tuple[int, int] = (512, 768)
+    opt_size: tuple[int, int] = DEFAULT_OPT_SIZE
     max_size: tuple[int, int] = (1024, 1024)
     workspace_mib: int = 2048
     keep_gdn_fp32: bool = True
@@ -344,6 +355,8 @@ def check_engine_manifest(manifest: dict, model, versions: dict, where: str | Pa
     """
     check_fingerprint(manifest, model, where)
     built = manifest.get("versions", {})
+    if not isinstance(built, dict):  # (a hand-edited manifest: an AttributeError from .get)
+        raise ConfigError(f"{where}: its versions are malformed ({built!r}); rebuild the engines")
     problems = []
     if built.get("tensorrt") != versions.get("tensorrt"):
         problems.append(f"TensorRT {built.get('tensorrt')} (this machine: {versions.get('tensorrt')})")
@@ -357,9 +370,25 @@ def check_engine_manifest(manifest: dict, model, versions: dict, where: str | Pa
                                  + "; rebuild them here with vlmcodec export --format tensorrt")
 
 
+def _entry_is_runnable(entry: dict) -> bool:
+    """Whether an engine entry has what the runtime reads: its first input's and output's names
+    and a profile of 4-dimensional min and max shapes."""
+    def named(ios) -> bool:
+        return isinstance(ios, list) and bool(ios) and isinstance(ios[0], dict) and isinstance(ios[0].get("name"), str)
+
+    profile = entry.get("profile")
+    return named(entry.get("inputs")) and named(entry.get("outputs")) and isinstance(profile, dict) and all(
+        isinstance(profile.get(k), list) and len(profile[k]) == 4
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in profile[k]) for k in ("min", "max"))
+
+
 def load_engine_manifest(directory: str | Path, model, versions: dict, verify_files: bool = True) -> dict:
     directory = Path(directory)
     manifest = read_manifest(directory, FORMAT)
     check_engine_manifest(manifest, model, versions, directory / MANIFEST_NAME)
-    verify_listed_files(directory, manifest.get("engines", {}), "engine", "rebuild", verify_files)
+    verify_listed_files(directory, manifest.get("engines"), "engine", "rebuild", verify_files)
+    bad = [name for name, entry in manifest["engines"].items() if not _entry_is_runnable(entry)]
+    if bad:  # (a KeyError when the backend loads them)
+        raise ConfigError(f"{directory}: its manifest's entries for engines {bad} lack their inputs, outputs or "
+                          "profile (min and max shapes); rebuild")
     return manifest

@@ -155,6 +155,33 @@ def test_cuda_without_cuda_provider_is_reported(tiny_model_path):
         create_backend("onnxruntime", load_model(tiny_model_path).model, device="cuda")
 
 
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA EP present")
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_cuda_provider_that_cannot_be_created_is_reported(tiny_model_path, monkeypatch):
+    """onnxruntime-gpu lists its CUDA provider even where it cannot create it (CUDA or cuDNN
+    libraries that do not load); the sessions then ran on the CPU, silently. Stand-in: this
+    onnxruntime made to list it; then sessions made to report it, as where it is created."""
+    model = load_model(tiny_model_path).model
+    listed = ["CUDAExecutionProvider", *ort.get_available_providers()]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    with pytest.raises(BackendUnavailableError,
+                       match="could not create its CUDA execution provider .*got CPUExecutionProvider"):
+        create_backend("onnxruntime", model, device="cuda")
+
+    class Session(ort.InferenceSession):
+        def __init__(self, path, sess_options=None, providers=None):
+            self.asked = providers
+            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    be = create_backend("onnxruntime", model, device="cuda:1")
+    assert be.providers[0] == "CUDAExecutionProvider" and not be.item_by_item
+    assert all(s.asked[0] == ("CUDAExecutionProvider", {"device_id": 1}) for s in be.sessions.values())
+
+
 def test_cli_backend_onnxruntime(tiny_model_path, tmp_path, rng, capsys):
     from vlmcodec.cli import main
     from vlmcodec.image_io import save_image

@@ -9,6 +9,7 @@ the timing cache.
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -424,3 +425,133 @@ def test_max_size_from_the_command_line_is_parsed_before_tensorrt_is_needed(tiny
         for good in ("512x512", 1024, (512, 768)):
             with pytest.raises(BackendUnavailableError):
                 create_backend("tensorrt", model, max_size=good)
+
+
+# -- options, sizes and manifests, with a stand-in tensorrt module and GPU ----------------------
+@pytest.fixture
+def fake_trt_gpu(monkeypatch):
+    """A 'tensorrt' module (version only) and torch.cuda reporting one H100: enough to reach the
+    build or the manifest check without TensorRT. The build itself is replaced per test."""
+    import sys
+    import types
+
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "10.3.0"
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H100")
+    return fake
+
+
+class _Built(Exception):
+    """Raised by a stand-in build_engines once it has seen the config."""
+
+
+def test_tensorrt_other_than_10_is_refused(fake_trt_gpu):
+    """TensorRT 11 removed BuilderFlag.FP16, PREFER_PRECISION_CONSTRAINTS and per-layer precision:
+    an --fp16 build died with an AttributeError."""
+    assert import_tensorrt() is fake_trt_gpu
+    for version in ("11.0.0", "9.2.0"):
+        fake_trt_gpu.__version__ = version
+        with pytest.raises(BackendUnavailableError, match=f"version {version} found, .*TensorRT 10 only"):
+            import_tensorrt()
+
+
+def test_a_max_size_below_the_default_opt_size_is_taken(tiny_model_path, fake_trt_gpu, tmp_path, monkeypatch,
+                                                        capsys):
+    """--max-size / max_size below 512x768 without --opt-size: the size optimised for is limited to
+    it (it was refused: "min <= opt <= max"); an explicit --opt-size beyond it stays an error."""
+    import vlmcodec.export.tensorrt as export_trt
+    from vlmcodec.backends import create_backend
+    from vlmcodec.cli import main
+
+    configs = []
+
+    def fake_build(model, out_dir, config, **kw):
+        configs.append(config)
+        raise _Built
+
+    def no_manifest(*a, **kw):
+        raise ConfigError("no manifest")
+
+    monkeypatch.setattr(export_trt, "build_engines", fake_build)
+    monkeypatch.setattr(export_trt, "load_engine_manifest", no_manifest)
+    model = load_model(tiny_model_path).model
+    for max_size, opt in (("512x512", (512, 512)), ("256x1024", (256, 768)), (1024, (512, 768)),
+                          ((64, 64), (64, 64))):
+        with pytest.raises(_Built):
+            create_backend("tensorrt", model, max_size=max_size, cache_dir=tmp_path)
+        assert configs[-1].opt_size == opt and configs[-1].profile("g_a", 3)["opt"] == [1, 3, *opt]
+
+    with pytest.raises(_Built):
+        main(["export", "--format", "tensorrt", "--max-size", "512x512", "-o", str(tmp_path / "e"),
+              "--model", str(tiny_model_path)])
+    assert configs[-1].max_size == (512, 512) and configs[-1].opt_size == (512, 512)
+    capsys.readouterr()
+    assert main(["export", "--format", "tensorrt", "--max-size", "512x512", "--opt-size", "512x768",
+                 "-o", str(tmp_path / "f"), "--model", str(tiny_model_path)]) == 2
+    assert "min <= opt <= max" in capsys.readouterr().err
+    assert len(configs) == 5  # not built
+
+
+def test_backend_options_as_the_command_line_gives_them(tiny_model_path, fake_trt_gpu, tmp_path, monkeypatch):
+    """--backend-option engines=2024 / cache_dir=2024 (numbers) were a TypeError, max_batch=eight
+    a TypeError from a comparison deep in the build."""
+    import vlmcodec.export.tensorrt as export_trt
+    from vlmcodec.backends import create_backend
+
+    model = load_model(tiny_model_path).model
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no manifest.json in 2024"):
+        create_backend("tensorrt", model, engines=2024)
+    built = []
+
+    def fake_build(model, out_dir, config, **kw):
+        built.append((Path(out_dir), config))
+        raise _Built
+
+    monkeypatch.setattr(export_trt, "build_engines", fake_build)
+    with pytest.raises(_Built):
+        create_backend("tensorrt", model, cache_dir=2024, max_batch=4)
+    assert built[-1][0].parent == Path("2024") and built[-1][1].max_batch == 4
+    for name, bad in (("max_batch", "eight"), ("max_batch", 0), ("max_batch", True), ("max_batch", 2.5),
+                      ("engines", 1.5), ("cache_dir", True), ("fp16", "no"), ("fp16", 1)):
+        with pytest.raises(ConfigError, match=f"tensorrt backend: {name} must be"):
+            create_backend("tensorrt", model, **{name: bad})
+    assert len(built) == 1
+
+
+def test_malformed_engine_manifests_are_config_errors(tiny_model_path, tmp_path):
+    """A hand-edited or damaged manifest: "versions": null was an AttributeError; an engine entry
+    without its inputs, outputs or profile passed, then was a KeyError when the backend loaded it."""
+    import hashlib
+
+    from vlmcodec.export.tensorrt import load_engine_manifest
+
+    model = load_model(tiny_model_path).model
+    here = {"tensorrt": "10.3.0", "cuda": "12.4", "compute_capability": "9.0", "gpu": "H100"}
+    with pytest.raises(ConfigError, match="versions are malformed"):
+        check_engine_manifest({**_manifest(model), "versions": None}, model, here)
+    (tmp_path / "g_a.fp32.engine").write_bytes(b"x")
+    entry = {"file": "g_a.fp32.engine", "sha256": hashlib.sha256(b"x").hexdigest(),
+             "inputs": [{"name": "x"}], "outputs": [{"name": "y"}],
+             "profile": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 128, 128]}}
+
+    def load(engines):
+        (tmp_path / "manifest.json").write_text(json.dumps({**_manifest(model), "engines": engines}))
+        return load_engine_manifest(tmp_path, model, here)
+
+    assert load({"g_a": entry})["engines"]["g_a"] == entry
+    for broken in ({k: v for k, v in entry.items() if k != "inputs"}, {**entry, "outputs": []},
+                   {k: v for k, v in entry.items() if k != "profile"}, {**entry, "profile": {"min": [1, 3]}},
+                   {**entry, "profile": {**entry["profile"], "max": [2, 3, "128", 128]}},
+                   {**entry, "inputs": [{"shape": [1]}]}):
+        with pytest.raises(ConfigError, match="lack their inputs, outputs or profile"):
+            load({"g_a": broken})
+    with pytest.raises(ConfigError, match="malformed"):
+        load(None)
+    (tmp_path / "manifest.json").write_text(json.dumps(_manifest(model)))  # no "engines"
+    with pytest.raises(ConfigError, match="malformed"):
+        load_engine_manifest(tmp_path, model, here)

@@ -6,11 +6,11 @@ on first use into a cache directory keyed by that fingerprint (``cache_dir``, de
 ``$XDG_CACHE_HOME/vlmcodec/onnx/<fingerprint[:16]>``). Sessions are created once per backend.
 
 CPU by default; ``device="cuda"`` (or ``"cuda:1"``) uses the CUDA execution provider and fails
-with ``BackendUnavailableError`` where the installed ONNX Runtime has none — never a silent
-fallback. Above ``band_pixels`` pixels per image the graphs of g_a and g_s run over row bands
-(``vlmcodec.banding``), as in the torch backend. Denormals are flushed to zero
-(``session.set_denormal_as_zero``): GDN produces tiny values whose denormal arithmetic is slow
-on x86 and changes nothing visible.
+with ``BackendUnavailableError`` where the installed ONNX Runtime has none or cannot create it
+(CUDA libraries that do not load) — never a silent fallback. Above ``band_pixels`` pixels per
+image the graphs of g_a and g_s run over row bands (``vlmcodec.banding``), as in the torch
+backend. Denormals are flushed to zero (``session.set_denormal_as_zero``): GDN produces tiny
+values whose denormal arithmetic is slow on x86 and changes nothing visible.
 
 Batch invariance: on the CPU provider the items of a batch go through each graph one at a
 time (``item_by_item``), as in the torch backend, so ``Codec.encode_batch`` and the runtime
@@ -108,14 +108,14 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _folder_option(name: str, value) -> str | Path | None:
+def _folder_option(name: str, value, backend: str = "onnxruntime") -> str | Path | None:
     """A folder given as a backend option: a path, or a number the command line parsed from a
     folder's name (--backend-option graphs=2024)."""
     if value is None or isinstance(value, (str, Path)):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise ConfigError(f"onnxruntime backend: {name} must be a folder, got {value!r}")
+    raise ConfigError(f"{backend} backend: {name} must be a folder, got {value!r}")
 
 
 def _flushes_denormals() -> bool:
@@ -217,6 +217,14 @@ class OnnxRuntimeBackend:
         if not caller_ftz:  # creating a session sets FTZ/DAZ on this thread too
             torch.set_flush_denormal(False)
         self.providers = self.sessions["g_a"].get_providers()
+        without = [n for n, sess in self.sessions.items() if "CUDAExecutionProvider" not in sess.get_providers()]
+        if self.device != "cpu" and without:
+            # ONNX Runtime falls back to the CPU when its CUDA provider cannot be created (CUDA or
+            # cuDNN libraries that do not load, a driver too old): listed is not usable
+            raise BackendUnavailableError(
+                f"onnxruntime backend on {self.device}: ONNX Runtime could not create its CUDA execution provider "
+                f"(the {without[0]} session got {', '.join(self.sessions[without[0]].get_providers())}; ONNX "
+                "Runtime's warning on stderr says why, e.g. CUDA or cuDNN libraries that do not load)")
         self.item_by_item = self.device == "cpu" if item_by_item is None else bool(item_by_item)
 
     def _items(self, fn, x: Tensor) -> Tensor:

@@ -35,7 +35,9 @@ import torch
 from torch import Tensor
 
 from ..banding import band_rows_within, row_geometry, run_in_bands
+from ..checks import check_count
 from ..errors import ConfigError, VlmcodecError
+from .onnxruntime_backend import _folder_option
 
 RUN_NETWORKS = ("g_a", "h_a", "g_s")
 
@@ -91,8 +93,8 @@ class TensorRTBackend:
                  cache_dir: str | Path | None = None, fp16: bool = False, max_batch: int = 8,
                  max_size: tuple[int, int] = (1024, 1024), threads: int | None = None):
         from vlmcodec.export.manifest import network_fingerprint
-        from vlmcodec.export.tensorrt import (BuildConfig, build_engines, current_versions, import_tensorrt,
-                                              load_engine_manifest, parse_size, require_gpu)
+        from vlmcodec.export.tensorrt import (BuildConfig, build_engines, current_versions, default_opt_size,
+                                              import_tensorrt, load_engine_manifest, parse_size, require_gpu)
 
         # --backend-option max_size=512x512 (or =1024, a square) comes as text or a number
         if isinstance(max_size, str) or (isinstance(max_size, int) and not isinstance(max_size, bool)):
@@ -101,12 +103,18 @@ class TensorRTBackend:
             raise ConfigError(f"tensorrt backend: max_size must be HxW (e.g. 1024x1024), got {max_size!r}")
         else:
             max_size = parse_size(f"{max_size[0]}x{max_size[1]}")
+        max_batch = check_count("tensorrt backend: max_batch", max_batch)
+        if not isinstance(fp16, bool) and type(fp16).__name__ != "bool_":  # ("no" was true: any text is)
+            raise ConfigError(f"tensorrt backend: fp16 must be true or false, got {fp16!r}")
+        engines, cache_dir = (_folder_option(n, v, "tensorrt") for n, v in (("engines", engines),
+                                                                            ("cache_dir", cache_dir)))
         trt = import_tensorrt()
         self.device = require_gpu(device)
         model = model.cpu().eval()
         versions = current_versions(trt, self.device)
         if engines is None:
-            config = BuildConfig(fp16=fp16, max_batch=max_batch, max_size=tuple(max_size))
+            config = BuildConfig(fp16=fp16, max_batch=max_batch, max_size=tuple(max_size),
+                                 opt_size=default_opt_size(max_size))
             key = (f"{network_fingerprint(model)[:16]}-{config.precision}-b{max_batch}-{max_size[0]}x{max_size[1]}"
                    f"-trt{versions['tensorrt']}-sm{versions['compute_capability'].replace('.', '')}")
             engines = Path(cache_dir or default_cache_dir()) / key
