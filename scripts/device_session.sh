@@ -3,10 +3,13 @@
 # (the machine's start counts, and it goes back 30 s after a call): set-up (build included), the GPU
 # tests, the kernel and codec speed benchmarks, then a training slice sized to what is left (device_train.py
 # --fit-steps: the cosine schedule ends inside the call) with its fp16 weights and logs under $OUT.
+# The run tool brings back at most 8 files from $OUT, so this leaves 5 there: session.txt (every
+# step's output, appended as it goes: a call cut off keeps what ran) and what device_train.py writes
+# (weights.safetensors, log.csv, log.jsonl, fit.json).
 #
-# The run tool's 64 MiB counts the checkout (~20 MiB) AND the carried folders. Here, first:
+# The run tool's 64 MiB counts the checkout (~24 MiB) AND the carried folders. Here, first:
 #   python scripts/extra_train_data.py --out data/train_plus
-#   python scripts/prepare_gpu_data.py data/train_plus gpu_data/train --max-pixels 900000 --quality 90 \
+#   python scripts/prepare_gpu_data.py data/train_plus gpu_data/train --max-pixels 600000 --quality 90 \
 #       --teacher gpu_data/dinov2_vits14_int8.safetensors       # budget = 64 MiB - checkout - 1 MiB
 # On the device (run tool: carry ["gpu_data"], timeout_s 590):
 #   bash scripts/device_session.sh 560 [CONFIG [device_train.py options, e.g. --set batch=8]]
@@ -21,39 +24,42 @@ shift $(($# < 2 ? $# : 2))
 PY=${PYTHON:-python3}
 OUT=${OUT:-out}
 mkdir -p "$OUT"
+log="$OUT/session.txt"
+: > "$log"
 left() { echo $((budget - SECONDS)); }
-bash scripts/device_setup.sh 2>&1 | tee "$OUT/setup.txt"
+# step SECONDS TITLE COMMAND...: the command under a time limit, its output and exit status appended
+# to session.txt and shown
+step() {
+  local limit=$1 title=$2
+  shift 2
+  echo "== $title" | tee -a "$log"
+  timeout "$limit" "$@" 2>&1 | tee -a "$log"
+  echo "exit ${PIPESTATUS[0]}" | tee -a "$log"
+}
+bash scripts/device_setup.sh 2>&1 | tee -a "$log"
 if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   if [ "${DEVICE_SESSION_ALLOW_CPU:-0}" != 1 ]; then
-    echo "device_session: no CUDA device here; nothing to do (DEVICE_SESSION_ALLOW_CPU=1 rehearses on the CPU)" >&2
+    echo "device_session: no CUDA device here; nothing to do (DEVICE_SESSION_ALLOW_CPU=1 rehearses on the CPU)" \
+      | tee -a "$log" >&2
     exit 1
   fi
-  echo "device_session: no CUDA device; rehearsal on the CPU"
+  echo "device_session: no CUDA device; rehearsal on the CPU" | tee -a "$log"
 fi
-echo "== GPU tests (at most 120 s)"
-timeout 120 $PY scripts/device_run.py pytest -m gpu -q -rs -p no:cacheprovider --continue-on-collection-errors tests/ > "$OUT/gpu_tests.txt" 2>&1
-echo "exit $?" >> "$OUT/gpu_tests.txt"
-tail -15 "$OUT/gpu_tests.txt"
-echo "== kernel benchmark (at most 60 s)"
-timeout 60 $PY scripts/device_run.py vlmcodec.bench.kernels > "$OUT/kernels.txt" 2>&1
-echo "exit $?" >> "$OUT/kernels.txt"
-cat "$OUT/kernels.txt"
-echo "== codec speed on the two samples, torch and triton backends (at most 60 s; needs the build)"
-timeout 60 $PY scripts/device_run.py vlmcodec.bench.speed --images assets/samples --backends torch,triton \
-  --device cuda --out /tmp/speed.json > "$OUT/speed.txt" 2>&1
-echo "exit $?" >> "$OUT/speed.txt"
-cat "$OUT/speed.txt"
-echo "== exact h_s, CPU vs CUDA (hs_device), bit-identity and time (at most 40 s)"
-timeout 40 $PY scripts/device_run.py scripts/hs_device_bench.py > "$OUT/hs_device.txt" 2>&1
-echo "exit $?" >> "$OUT/hs_device.txt"
-cat "$OUT/hs_device.txt"
+step 120 "GPU tests (at most 120 s)" \
+  $PY scripts/device_run.py pytest -m gpu -q -rs -p no:cacheprovider --continue-on-collection-errors tests/
+step 60 "kernel benchmark (at most 60 s)" $PY scripts/device_run.py vlmcodec.bench.kernels
+step 60 "codec speed on the two samples, torch and triton backends (at most 60 s; needs the build)" \
+  $PY scripts/device_run.py vlmcodec.bench.speed --images assets/samples --backends torch,triton \
+  --device cuda --out /tmp/speed.json
+step 40 "exact h_s, CPU vs CUDA (hs_device), bit-identity and time (at most 40 s)" \
+  $PY scripts/device_run.py scripts/hs_device_bench.py
 train_s=$(($(left) - 25))
-echo "== training: $train_s s with $config"
+echo "== training: $train_s s with $config" | tee -a "$log"
 if [ "$train_s" -lt 120 ]; then
-  echo "device_session: only $train_s s left for training; skipped" >&2
+  echo "device_session: only $train_s s left for training; skipped" | tee -a "$log" >&2
   exit 1
 fi
-$PY scripts/device_train.py --config "$config" --fit-steps --time-limit "$train_s" --out "$OUT" "$@" 2>&1 | tee "$OUT/train.txt"
+$PY scripts/device_train.py --config "$config" --fit-steps --time-limit "$train_s" --out "$OUT" "$@" 2>&1 | tee -a "$log"
 status=${PIPESTATUS[0]}
-echo "== done in $SECONDS s (budget $budget s), training exit $status"
+echo "== done in $SECONDS s (budget $budget s), training exit $status" | tee -a "$log"
 exit "$status"

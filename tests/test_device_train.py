@@ -193,3 +193,80 @@ def test_device_train_brings_back_the_last_checkpoint_of_a_diverged_run(tmp_path
     assert (tmp_path / "out" / "weights.safetensors").stat().st_size > 0
     rows = (tmp_path / "out" / "log.csv").read_text().splitlines()
     assert rows[0].endswith(",skipped") and rows[-1].endswith(",1")
+
+
+# python3 on the device as a stand-in: every step succeeds at once; device_train.py writes to --out
+# what the real one writes (fp16 weights of configs/semantic.toml's model: 5.3 MB), then exits $STUB_TRAIN_EXIT
+_STUB_PYTHON = """#!/usr/bin/env bash
+if [ "${1:-}" = scripts/device_train.py ]; then
+  out=""; prev=""
+  for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+  echo '{"steps": 100}' > "$out/fit.json"
+  head -c 5300000 /dev/zero > "$out/weights.safetensors"
+  echo "step,loss" > "$out/log.csv"; echo '{}' > "$out/log.jsonl"
+  echo "weights written"
+  exit "${STUB_TRAIN_EXIT:-0}"
+fi
+echo "ran: $*"
+exit 0
+"""
+
+
+def _run_session_stubbed(tmp_path, train_exit=0):
+    import os
+    import subprocess
+
+    stub = tmp_path / "python3"
+    stub.write_text(_STUB_PYTHON)
+    stub.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": str(stub), "OUT": str(out), "STUB_TRAIN_EXIT": str(train_exit)}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "device_session.sh"), "560"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    return r, out
+
+
+def _check_run_tool_returns_all(out: Path) -> list[str]:
+    """The run tool's rule for what comes back from $OUT (/work/.library/device/README.md): at most
+    8 files, 16 MiB each, 64 MiB together, no more than 2 folders down, names of letters, digits,
+    '.', '_' and '-'. Returns the files' paths under out."""
+    import re
+
+    files = [p for p in out.rglob("*") if p.is_file()]
+    names = [str(p.relative_to(out)) for p in files]
+    assert len(files) <= 8, names
+    assert all(p.stat().st_size <= 16 * 2**20 for p in files) and sum(p.stat().st_size for p in files) <= 64 * 2**20
+    assert all(len(p.relative_to(out).parts) <= 3 for p in files), names
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for p in files for part in p.relative_to(out).parts), names
+    return sorted(names)
+
+
+def test_device_session_leaves_what_the_run_tool_returns(tmp_path):
+    """(device_session.sh left 10 files under $OUT; the run tool returns at most 8, so the trained
+    weights could stay behind) Every step's output goes to one session.txt; the weights stay a file."""
+    r, out = _run_session_stubbed(tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    names = _check_run_tool_returns_all(out)
+    assert names == ["fit.json", "log.csv", "log.jsonl", "session.txt", "weights.safetensors"]
+    log = (out / "session.txt").read_text()
+    for title in ("GPU tests", "kernel benchmark", "codec speed", "exact h_s", "training: 535 s"):
+        assert f"== {title}" in log
+    assert log.splitlines().count("exit 0") == 4 and "ran: scripts/device_run.py pytest -m gpu" in log
+    assert "weights written" in log and "training exit 0" in log
+
+
+def test_device_session_of_a_diverged_run_still_returns_the_weights(tmp_path):
+    r, out = _run_session_stubbed(tmp_path, train_exit=3)
+    assert r.returncode == 3
+    assert "weights.safetensors" in _check_run_tool_returns_all(out)
+    assert "training exit 3" in (out / "session.txt").read_text()
+
+
+@pytest.mark.parametrize("config", ["semantic.toml", "gpu.toml"])
+def test_device_weights_fit_what_the_run_tool_returns(tmp_path, config):
+    """The fp16 weights device_train.py writes come back as one file of at most 16 MiB."""
+    from vlmcodec.training.trainer import TrainConfig
+
+    cfg = TrainConfig.from_toml(ROOT / "configs" / config)
+    save_weights(MeanScaleHyperprior(cfg.model_config()), tmp_path / "weights.safetensors")
+    assert (tmp_path / "weights.safetensors").stat().st_size <= 16 * 2**20
