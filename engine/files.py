@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -11,7 +13,8 @@ def write_whole(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` whole or not at all: under a temporary name beside it, then
     renamed over it, so that an interrupted or failed write (a full disk, Ctrl-C) leaves the file
     as it was, never truncated — a model file, a stream, an image (a FIFO or a device is written
-    in place; a link, through). An OSError names ``path``, not the temporary name."""
+    in place; a link, through). A file replaced keeps its permission bits (a hard link to it keeps
+    the old bytes: the rename makes a new file). An OSError names ``path``, not the temporary name."""
     path = Path(path)
     if path.exists() and not path.is_file():  # a FIFO or a device: written in place, never replaced
         with open(path, "wb") as f:
@@ -19,14 +22,19 @@ def write_whole(path: str | Path, data: bytes) -> None:
         return
     if path.is_symlink():  # write through the link, as a plain open would
         path = path.resolve()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    # a short name: the target's own name in it went past NAME_MAX for names of ~225 characters
+    tmp = path.with_name(f".vlmc-{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "xb") as f:  # mode x: the umask's permissions, as a plain open would give
+        with open(tmp, "xb") as f:  # mode x: a new file gets the umask's permissions, as a plain open would
             f.write(data)
+        if path.exists():  # a plain open keeps an existing file's mode (a 0600 stream stayed 0600)
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
     except OSError as e:  # (the same OSError subclass, from the errno)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise

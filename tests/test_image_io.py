@@ -249,3 +249,35 @@ def test_image_io_arguments_of_the_wrong_kind_are_vlmcodec_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"cannot write .*nowhere/a.png: No such file"):
         save_image(img, tmp_path / "nowhere" / "a.png")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_file_replaced_keeps_its_permissions_and_a_long_name_is_written(tmp_path, capsys):
+    """write_whole (every output: images, streams, models) made a 0600 file 0644 when it replaced
+    it; a name of ~225+ characters failed (the temporary name, longer, passed NAME_MAX) and the
+    error named the temporary file."""
+    import os
+
+    from vlmcodec.cli import main
+    from vlmcodec.files import write_whole
+    from vlmcodec.image_io import save_image
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    private = tmp_path / "private.png"
+    save_image(img, private)
+    private.chmod(0o600)
+    save_image(img + 1, private)
+    assert private.stat().st_mode & 0o777 == 0o600 and load_image(private)[0, 0, 0] == 1
+    stream = tmp_path / "s.vlmc"
+    stream.write_bytes(b"")
+    stream.chmod(0o640)
+    assert main(["encode", str(private), "-o", str(stream), "--no-psnr"]) == 0
+    assert stream.stat().st_mode & 0o777 == 0o640 and stream.read_bytes()[:4] == b"VLMC"
+    os.umask(old := os.umask(0o022))  # a new file: the umask's permissions, as a plain open's
+    write_whole(tmp_path / "new.bin", b"x")
+    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o666 & ~old
+    long = tmp_path / ("n" * 240 + ".png")
+    save_image(img, long)
+    assert load_image(long).shape == (8, 8, 3)
+    with pytest.raises(OSError, match=r"cannot write .*nowhere/"):
+        write_whole(tmp_path / "nowhere" / ("m" * 250), b"x")
+    assert not list(tmp_path.glob(".*.tmp"))
