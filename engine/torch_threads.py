@@ -23,6 +23,8 @@ from .errors import VlmcodecWarning
 
 # this process (or one it was forked from) had torch on several OpenMP threads for a codec
 _threads_started = False
+# this process has run torch work for vlmcodec (a model loaded)
+_used = False
 # this process was forked after that: torch's OpenMP threads cannot start here
 _forked_after = False
 # that was said here already (a codec sets the threads before its model loads and its backend again)
@@ -55,9 +57,17 @@ def set_torch_threads(threads: int | None) -> None:
 def note_torch_use() -> None:
     """Record that this process runs torch work for vlmcodec (loading a model, any backend) on
     torch's present threads: a child forked later then keeps torch on one."""
-    global _threads_started
+    global _threads_started, _used
+    _used = True
     if not _forked_after and torch.get_num_threads() > 1 and _on_openmp():
         _threads_started = True
+
+
+def _before_fork() -> None:
+    # again at fork time: the application may have raised torch's threads after its codecs were
+    # made (Codec(threads=1), then torch.set_num_threads(2)) and run them so; the child hung
+    if _used:
+        note_torch_use()
 
 
 def _after_fork_in_child() -> None:
@@ -69,4 +79,4 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -91,6 +91,18 @@ def test_a_codec_works_in_a_child_forked_after_it_ran(parent_threads):
     assert out[1] == "True 2"  # the parent keeps its threads
 
 
+def test_a_child_forked_after_the_application_raised_torchs_threads_works():
+    """Codec(threads=1), then the application's torch.set_num_threads(2) and an encode: the
+    threads ran, though no codec set them; the child forked after hung in its first encode."""
+    out = run_script("""
+        codec = Codec(threads=1)
+        torch.set_num_threads(2)
+        ref = codec.encode(img, 50)
+        print(repr(in_child(lambda: (codec.encode(img, 50) == ref, torch.get_num_threads()))))
+    """)
+    assert eval(out[0]) == (True, 1)
+
+
 def test_a_child_forked_before_any_torch_work_keeps_its_threads():
     out = run_script("""
         torch.set_num_threads(2)
