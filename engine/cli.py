@@ -525,13 +525,14 @@ def _codec_set(codec, others: list):
 
 
 def _codec_for(codecs, data: bytes, default):
-    """The codec of the model that wrote ``data``; ``default`` when none of them did (or the
-    header is damaged), whose decode then raises the error that says so."""
+    """The codec of the model that wrote ``data``; ``default`` for a damaged header, whose decode
+    then says what is wrong. A stream of none of the models held: the CodecSet's error, which
+    names them all (the default's named it alone)."""
     if codecs is None:
         return default
     try:
         return codecs.codec_for(data)
-    except (BitstreamError, ModelMismatchError):
+    except BitstreamError:
         return default
 
 

@@ -314,7 +314,7 @@ def test_cli_format_picks_the_decoded_files_format(tmp_path, rng, tiny_model_pat
     assert not (tmp_path / "x.png").exists()
 
 
-def test_cli_decode_with_extra_models_takes_each_stream_to_its_model(tmp_path, rng, tiny_model_path):
+def test_cli_decode_with_extra_models_takes_each_stream_to_its_model(tmp_path, rng, tiny_model_path, capsys):
     import torch
 
     from vlmcodec import Codec
@@ -337,6 +337,16 @@ def test_cli_decode_with_extra_models_takes_each_stream_to_its_model(tmp_path, r
     for name, codec in (("a", first), ("b", other)):
         decoded = codec.decode((tmp_path / f"{name}.vlmc").read_bytes())
         assert np.array_equal(np.asarray(Image.open(tmp_path / "both" / f"{name}.png")), decoded)
+    # a stream of neither: the error names both models held (it named the default alone)
+    torch.manual_seed(3)
+    third_path = tmp_path / "third.safetensors"
+    save_model(MeanScaleHyperprior(ModelConfig(N=16, M=24, num_levels=3, lmbdas=(0.001, 0.004, 0.016))), third_path)
+    (tmp_path / "c.vlmc").write_bytes(Codec(third_path).encode(img, 50))
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "c.vlmc"), "-o", str(tmp_path / "c.png"), "--model", str(tiny_model_path),
+                 "--extra-model", str(other_path)]) == 2
+    err = capsys.readouterr().err
+    assert "the models held are" in err and first.fingerprint.hex()[:8] in err and other.fingerprint.hex()[:8] in err
 
 
 def test_cli_encode_writes_each_stream_whole_or_not_at_all(tmp_path, rng, tiny_model_path, monkeypatch):
