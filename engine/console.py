@@ -7,9 +7,24 @@ import argparse
 import os
 
 
+_OFF, _ON = ("0", "false", "no", "off"), ("", "1", "true", "yes", "on")
+
+
 def env_switch(name: str) -> bool:
-    """An on-by-default switch in the environment: False when ``name`` is 0, false, no or off."""
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+    """An on-by-default switch in the environment: False when ``name`` is 0, false, no or off;
+    True unset or 1, true, yes, on (or empty). Anything else is taken as on with a
+    VlmcodecWarning naming it ("disable" or "n" were on without a word)."""
+    value = os.environ.get(name, "1").strip().lower()
+    if value in _OFF:
+        return False
+    if value not in _ON:
+        import warnings
+
+        from .errors import VlmcodecWarning
+
+        warnings.warn(f"{name}={os.environ[name]!r} is neither on (1, true, yes, on) nor off (0, false, no, off): "
+                      "taken as on", VlmcodecWarning, stacklevel=2)
+    return True
 
 
 def is_terminal(stream) -> bool:

@@ -71,3 +71,24 @@ def test_torch_devices_are_checked_in_one_wording():
         for name in ("cuda", "cuda:1"):
             with pytest.raises(BackendUnavailableError, match=f"x '{name}' not available: torch sees no CUDA GPU"):
                 torch_device(name, "x")
+
+
+def test_environment_switches_take_on_and_off_words_and_warn_of_others(monkeypatch):
+    """VLMCODEC_TUNE_MALLOC / VLMCODEC_CHECK_MEMORY: "disable", "n" or "none" were on, silently."""
+    import warnings
+
+    from vlmcodec.console import env_switch
+    from vlmcodec.errors import VlmcodecWarning
+
+    monkeypatch.delenv("VLMCODEC_X", raising=False)
+    assert env_switch("VLMCODEC_X") is True
+    for value, on in (("0", False), (" OFF ", False), ("no", False), ("false", False), ("1", True), ("yes", True),
+                      ("on", True), ("", True)):
+        monkeypatch.setenv("VLMCODEC_X", value)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert env_switch("VLMCODEC_X") is on, value
+    for value in ("disable", "n", "none"):
+        monkeypatch.setenv("VLMCODEC_X", value)
+        with pytest.warns(VlmcodecWarning, match=f"VLMCODEC_X='{value}' is neither on .* taken as on"):
+            assert env_switch("VLMCODEC_X") is True
