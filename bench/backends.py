@@ -16,6 +16,9 @@ codec's default). Variants:
 - ``onnxruntime-plain``: the modules as trained (ConvTranspose, GDN re-parametrisation ops),
   to measure what each rewrite is worth in ONNX Runtime.
 
+"nets enc" is the time in the encoder's networks (the pre-editor where the model has one, g_a,
+h_a), "nets dec" in g_s.
+
 Cross-decode (``vlmcodec.export.parity.compare_backends``, untimed): for each image, symbol
 mismatches between the torch and onnxruntime encoders, streams that differ, streams of one that
 fail to decode with the other (both directions), the largest x̂ difference (0–1 scale) and
@@ -33,9 +36,27 @@ from pathlib import Path
 
 import torch
 
-from .common import count_arg, environment, kodak_dir, positive_arg, write_json
+from .common import check_output_path, count_arg, environment, kodak_dir, positive_arg, write_json
 
 VARIANTS = ("torch", "onnxruntime", "onnxruntime-subpixel", "onnxruntime-plain")
+# the encoder's network stages in ``Codec.stage_times`` ("nets enc"): the pre-editor too, where the model has one
+ENCODE_NETWORKS = ("pre-edit", "g_a", "h_a")
+
+
+def parse_variants(text: str) -> list[str]:
+    """``--variants``: comma-separated, each known and named once; ConfigError otherwise."""
+    from vlmcodec.errors import ConfigError
+
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    if not variants:  # (a ZeroDivisionError after the models were built)
+        raise ConfigError(f"--variants {text!r}: no variant named; choose from {', '.join(VARIANTS)}")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"--variants: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(VARIANTS)}")
+    twice = sorted({v for v in variants if variants.count(v) > 1})
+    if twice:  # (each was timed twice per image)
+        raise ConfigError(f"--variants: {', '.join(twice)} named more than once")
+    return variants
 
 
 def _codecs(model_path, variants: list[str], threads: int, workdir: Path) -> dict:
@@ -92,7 +113,7 @@ def run(images: list[Path], variants: list[str], threads: int, repeat: int = 1, 
                     t2 = time.perf_counter()
                     times[v]["encode"].append(t1 - t0)
                     times[v]["decode"].append(t2 - t1)
-                    times[v]["networks_encode"].append(enc_stages.get("g_a", 0.0) + enc_stages.get("h_a", 0.0))
+                    times[v]["networks_encode"].append(sum(enc_stages.get(k, 0.0) for k in ENCODE_NETWORKS))
                     times[v]["networks_decode"].append(c.stage_times.get("g_s", 0.0))
                     c.stage_times = None
         summary = {v: {k: {"mean_s": statistics.fmean(t), "median_s": statistics.median(t)} for k, t in d.items()}
@@ -125,7 +146,8 @@ def run(images: list[Path], variants: list[str], threads: int, repeat: int = 1, 
         "environment": {**environment(), "onnxruntime": onnxruntime.__version__,
                         "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "settings": {"images": [p.name for p in images], "threads": threads, "repeat": repeat, "quality": quality,
-                     "model": str(model_path or default_model_path()), "variants": variants},
+                     "model": str(model_path or default_model_path()), "variants": variants,
+                     "networks_encode_stages": list(ENCODE_NETWORKS)},
         "summary": summary,
         "per_image_seconds": times,
         "cross_decode": cross,
@@ -169,12 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-cross-decode", action="store_true")
     p.add_argument("--out", default="results/backends.json")
     args = p.parse_args(argv)
+    variants = parse_variants(args.variants)
+    check_output_path(args.out)
     folder = Path(args.images) if args.images else kodak_dir()
     images = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm"))
     images = images[: args.limit] if args.limit else images
     if not images:
         raise SystemExit(f"no images in {folder}")
-    result = run(images, [v.strip() for v in args.variants.split(",") if v.strip()], args.threads, args.repeat,
+    result = run(images, variants, args.threads, args.repeat,
                  args.quality, args.model, cross_decode=not args.no_cross_decode)
     write_json(args.out, result)
     print(format_table(result))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .common import count_arg, environment, image_files, positive_arg, write_json
+from .common import check_output_path, count_arg, environment, image_files, positive_arg, write_json
 from .compressai_compat import import_compressai
 
 
@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default="N128-M192,default-weights")
     p.add_argument("--out", default="results/codec_speed.json")
     a = p.parse_args(argv)
+    check_output_path(a.out)  # before the run (a folder given failed after it)
     images = image_files(a.images, a.limit)
     res = run(images, a.configs.split(","), a.repeat)
     write_json(a.out, {"benchmark": "codec_e2e", "env": environment(), "results": res})

@@ -45,6 +45,24 @@ def environment() -> dict:
     return env
 
 
+def check_output_path(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a file a benchmark can write at its end, checked before it runs (a folder given,
+    or a parent that cannot be made, failed only after the whole run); ConfigError naming ``option``."""
+    from ..errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give the file to write, e.g. {path / 'result.json'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{option} {path}: the file is not writable")
+    parent = path.absolute().parent
+    while not parent.exists():  # the folders write_json would make: the first that exists must allow it
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write in {parent}")
+    return path
+
+
 def write_json(path: str | Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmcodec.kernels import rans
-from .common import positive_arg
+from .common import check_output_path, positive_arg
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 TAIL_MASS = 1e-9
@@ -162,7 +162,9 @@ def case_compressai(symbols, indexes, table) -> _Case:
 def case_constriction(symbols, indexes, scales) -> _Case:
     import constriction
 
-    model = constriction.stream.model.QuantizedGaussian(int(symbols.min()), int(symbols.max()))
+    lo, hi = int(symbols.min()), int(symbols.max())
+    # its support must hold two values at least (all symbols equal was a Rust panic, no exception)
+    model = constriction.stream.model.QuantizedGaussian(lo, max(hi, lo + 1))
     means = np.zeros(symbols.size, dtype=np.float64)
     stds = scales[indexes].astype(np.float64)
 
@@ -279,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("out/bench/entropy.json"), help="where to write the JSON")
     args = parser.parse_args(argv)
+    if args.n < max(2, args.chunks):  # (fewer symbols than chunks failed in the coder, not naming --chunks)
+        from vlmcodec.errors import ConfigError
+
+        raise ConfigError(f"--n {args.n}: too few symbols; give at least {max(2, args.chunks)} (2, and no fewer "
+                          f"than --chunks {args.chunks})")
+    check_output_path(args.json, "--json")
     report = run(args.n, args.repeats, args.chunks, args.seed)
     print(format_table(report))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import count_arg, environment, image_files, write_json
+from .common import check_output_path, count_arg, environment, image_files, write_json
 
 STAGES = ("pad", "pre-edit", "g_a", "h_a", "z coding", "h_s", "y coding", "g_s")
 
@@ -72,6 +72,7 @@ def main(argv=None) -> int:
         print(f"vlmcodec bench speed: error: unknown backend(s) {unknown or 'none given'}; choose from "
               f"{', '.join(BACKENDS)}", file=sys.stderr)
         return 2
+    check_output_path(a.out)  # (a folder failed only after the whole run, with no result printed)
     files = image_files(a.images, a.limit)
     images = [load_image(f) for f in files]
     results, missing = {}, {}

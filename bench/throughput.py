@@ -8,15 +8,19 @@ Engine is driven by C closed-loop client threads (each submits, waits, submits t
 Reports images/s and latency p50/p95/p99 (submit → result), JSON and a table. The sequential
 loop uses torch's default intra-op threads; the Engine, by default, one network worker per
 core with single-threaded ops (onnxruntime: a codec of its own whose sessions have
-``--intra-op-threads`` threads, as they take their threads when created).
+``--intra-op-threads`` threads, as they take their threads when created). A request that fails
+is left out of the rates and latencies and counted, by exception type, in the JSON; the command
+then exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +28,49 @@ from tqdm import tqdm
 
 from vlmcodec.console import backend_option
 
-from .common import count_arg, environment, image_files, positive_arg, write_json
+from .common import check_output_path, count_arg, environment, image_files, positive_arg, write_json
+
+# the options that only an in-process Engine uses (with --url the server's own settings apply)
+ENGINE_OPTIONS = ("max_batch", "max_delay_ms", "workers", "network_workers", "intra_op_threads", "model", "backend",
+                  "device", "backend_option", "warmup", "warmup_shapes")
+
+
+class _Cycle(Sequence):
+    """``items`` repeated to ``n`` entries, indexed lazily (a list of ``--requests`` entries took
+    memory in proportion, ~16 GB for 10⁹ requests, before the first was sent)."""
+
+    def __init__(self, items: list, n: int):
+        self.items, self.n = items, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):  # a prefix (the warm-up requests) stays lazy
+            start, stop, step = i.indices(self.n)
+            return _Cycle(self.items, stop) if start == 0 and step == 1 else [self[j] for j in range(start, stop, step)]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.items[i % self.n % len(self.items)]
+
+
+def concurrency_list(text: str) -> list[int]:
+    """An argparse ``type``: comma-separated client counts, each a whole number, at least 1."""
+    items = [c.strip() for c in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, at least 1, got {text!r}")
+    return [positive_arg(c) for c in items if c]
 
 
 def _percentiles(lat: list[float]) -> dict:
+    if not lat:  # every request failed: no latency to report
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
     a = np.asarray(lat) * 1000
     return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
             "p99_ms": float(np.percentile(a, 99))}
 
 
-def sequential(fn, work: list) -> dict:
+def sequential(fn, work: Sequence) -> dict:
     lat = []
     t0 = time.perf_counter()
     for item in work:
@@ -41,16 +78,21 @@ def sequential(fn, work: list) -> dict:
         fn(item)
         lat.append(time.perf_counter() - t)
     total = time.perf_counter() - t0
-    return {"images_per_s": len(work) / total, "seconds": total, **_percentiles(lat)}
+    return {"images_per_s": len(work) / total, "seconds": total, "requests": len(work), "ok": len(work), "failed": 0,
+            **_percentiles(lat)}
 
 
-def with_engine(submit, work: list, concurrency: int) -> dict:
+def with_engine(submit, work: Sequence, concurrency: int) -> dict:
     return with_clients(lambda item: submit(item).result(), work, concurrency)
 
 
-def with_clients(call, work: list, concurrency: int) -> dict:
-    """``concurrency`` closed-loop client threads, each calling ``call(item)`` for the next item."""
+def with_clients(call, work: Sequence, concurrency: int) -> dict:
+    """``concurrency`` closed-loop client threads, each calling ``call(item)`` for the next item.
+    A call that raises is counted as failed (by exception type) and its client goes on; the rate
+    and latencies are those of the requests that succeeded."""
     lat, lock, idx = [], threading.Lock(), [0]
+    errors: dict[str, int] = {}
+    first_error: list[str] = []
 
     def client():
         while True:
@@ -60,7 +102,14 @@ def with_clients(call, work: list, concurrency: int) -> dict:
                 item = work[idx[0]]
                 idx[0] += 1
             t = time.perf_counter()
-            call(item)
+            try:
+                call(item)
+            except Exception as e:
+                with lock:
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                    if not first_error:
+                        first_error.append(f"{type(e).__name__}: {e}")
+                continue
             with lock:
                 lat.append(time.perf_counter() - t)
 
@@ -71,7 +120,11 @@ def with_clients(call, work: list, concurrency: int) -> dict:
     for t in threads:
         t.join()
     total = time.perf_counter() - t0
-    return {"images_per_s": len(work) / total, "seconds": total, **_percentiles(lat)}
+    out = {"images_per_s": len(lat) / total, "seconds": total, "requests": len(work), "ok": len(lat),
+           "failed": len(work) - len(lat), **_percentiles(lat)}
+    if errors:
+        out |= {"errors": errors, "first_error": first_error[0]}
+    return out
 
 
 def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quality: float,
@@ -88,9 +141,8 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
 
     base_threads = torch.get_num_threads()
     codec = Codec(model, backend=backend, device=device, backend_options=backend_options)
-    work_img = [images[i % len(images)] for i in range(requests)]
-    streams = {id(im): codec.encode(im, quality) for im in images}
-    work_dec = [streams[id(im)] for im in work_img]
+    work_img = _Cycle(images, requests)
+    work_dec = _Cycle([codec.encode(im, quality) for im in images], requests)
     engine_codec = codec
     if backend == "onnxruntime" and intra_op_threads:
         # ORT sessions take their threads when created (intra_op_threads sets torch's only):
@@ -131,12 +183,25 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
 
 
 def _with_speedups(results: dict) -> dict:
-    """Each setting's images/s relative to the "sequential" one, per mode, added in place."""
+    """Each setting's images/s relative to the "sequential" one, per mode, added in place (None
+    where the sequential run had no request succeed)."""
     for mode in ("encode", "decode"):
         base = results[mode]["sequential"]["images_per_s"]
         for v in results[mode].values():
-            v["speedup_vs_sequential"] = v["images_per_s"] / base
+            v["speedup_vs_sequential"] = v["images_per_s"] / base if base else None
     return results
+
+
+def failed_requests(results: dict) -> tuple[int, int, dict]:
+    """(failed, sent, failures by exception type) over every mode and setting of ``results``."""
+    failed = sent = 0
+    by_type: dict[str, int] = {}
+    for mode in ("encode", "decode"):
+        for v in results[mode].values():
+            failed, sent = failed + v.get("failed", 0), sent + v.get("requests", 0)
+            for k, n in v.get("errors", {}).items():
+                by_type[k] = by_type.get(k, 0) + n
+    return failed, sent, by_type
 
 
 def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies: list[int],
@@ -153,9 +218,8 @@ def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies:
         context = ssl.create_default_context(cafile=cafile)
     remote = RemoteCodec(url, token=token, ssl_context=context)
     health = remote.health()
-    work_img = [images[i % len(images)] for i in range(requests)]
-    streams = {id(im): remote.encode(im, quality) for im in images}
-    work_dec = [streams[id(im)] for im in work_img]
+    work_img = _Cycle(images, requests)
+    work_dec = _Cycle([remote.encode(im, quality) for im in images], requests)
     results: dict = {"encode": {}, "decode": {}, "server": health}
     settings = [("sequential", 1)] + [(f"server_c{c}", c) for c in concurrencies]
     with tqdm(total=2 * len(settings), desc="throughput", leave=False) as bar:
@@ -173,7 +237,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, help="folder of images (default ../shared/data/kodak)")
     p.add_argument("--requests", type=positive_arg, default=32, help="requests per mode and setting")
-    p.add_argument("--concurrency", default="1,4,16,32")
+    p.add_argument("--concurrency", type=concurrency_list, default="1,4,16,32",
+                   help="comma-separated numbers of clients at once (default 1,4,16,32)")
     p.add_argument("--quality", type=float, default=75.0)
     p.add_argument("--max-bpp", type=float, help="rate-controlled encodes to this budget instead of --quality")
     p.add_argument("--max-batch", type=positive_arg, default=8)
@@ -199,12 +264,23 @@ def main(argv=None) -> int:
     p.add_argument("--cafile", help="with an https --url: the certificate to trust (a self-signed server's)")
     p.add_argument("--out", default="results/throughput.json")
     a = p.parse_args(argv)
+    from vlmcodec.errors import ConfigError
     from vlmcodec.image_io import load_image
 
+    if a.url:  # (options that did not apply were silently ignored)
+        given = [f"--{k.replace('_', '-')}" for k in ENGINE_OPTIONS if getattr(a, k) != p.get_default(k)]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only for an in-process Engine; with --url the server's "
+                              "own settings apply")
+    else:
+        given = [o for o, v in (("--token-file", a.token_file), ("--cafile", a.cafile)) if v]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only with --url (a running server)")
+    check_output_path(a.out)
     files = image_files(a.images)
     folder = files[0].parent
     images = [load_image(f) for f in files]
-    conc = [int(c) for c in a.concurrency.split(",")]
+    conc = a.concurrency
     if a.url:
         token = None
         if a.token_file:  # a file with the client's token: the first of a server's token file
@@ -220,12 +296,23 @@ def main(argv=None) -> int:
                   a.warmup_shapes, a.max_bpp)
     write_json(a.out, {"benchmark": "throughput", "env": environment(), "args": vars(a) | {"images": str(folder)},
                        "results": res})
+
+    def num(x, width: int, digits: int) -> str:  # "-": no request of the setting succeeded
+        return f"{x:>{width}.{digits}f}" if x is not None else f"{'-':>{width}}"
+
     print(f"{'mode':<8} {'setting':<12} {'img/s':>8} {'x seq':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for mode in ("encode", "decode"):
         for k, v in res[mode].items():
-            print(f"{mode:<8} {k:<12} {v['images_per_s']:>8.2f} {v['speedup_vs_sequential']:>6.2f} "
-                  f"{v['p50_ms']:>8.0f} {v['p95_ms']:>8.0f} {v['p99_ms']:>8.0f}")
+            print(f"{mode:<8} {k:<12} {num(v['images_per_s'], 8, 2)} {num(v['speedup_vs_sequential'], 6, 2)} "
+                  f"{num(v['p50_ms'], 8, 0)} {num(v['p95_ms'], 8, 0)} {num(v['p99_ms'], 8, 0)}"
+                  + (f"  {v['failed']} failed" if v.get("failed") else ""))
     print(f"wrote {a.out}")
+    failed, sent, by_type = failed_requests(res)
+    if failed:  # (a failed request was counted as served, and the run exited 0)
+        kinds = ", ".join(f"{k} {n}" for k, n in by_type.items())
+        print(f"vlmcodec bench throughput: error: {failed} of {sent} requests failed ({kinds}); the rates count only "
+              f"those that succeeded", file=sys.stderr)
+        return 2
     return 0
 
 
