@@ -183,21 +183,22 @@ if pytest is not None:
         with torch.inference_mode():
             benchmark.pedantic(run_synchronized, rounds=30, iterations=1, warmup_rounds=3)
 
+    def _run_op(benchmark, device_name, op, cases, shape, dtype):
+        benchmark.group = f"{op.split('/')[0]} {'x'.join(map(str, shape))} {_dtype_id(dtype)}"
+        (case,) = [c for c in cases if c.name == op]
+        _run_benchmark(benchmark, case, device_name)
+
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
     @pytest.mark.parametrize("shape", GDN_SHAPES, ids=lambda s: "x".join(map(str, s)))
     @pytest.mark.parametrize("op", ["gdn/triton", "gdn/torch", "igdn/triton", "igdn/torch"])
     def test_gdn(benchmark, device_name, op, shape, dtype):
-        benchmark.group = f"{op.split('/')[0]} {'x'.join(map(str, shape))} {_dtype_id(dtype)}"
-        (case,) = [c for c in gdn_cases(shape, dtype) if c.name == op]
-        _run_benchmark(benchmark, case, device_name)
+        _run_op(benchmark, device_name, op, gdn_cases(shape, dtype), shape, dtype)
 
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
     @pytest.mark.parametrize("shape", QUANT_SHAPES, ids=lambda s: "x".join(map(str, s)))
     @pytest.mark.parametrize("op", ["quantize/triton", "quantize/torch", "dequantize/triton", "dequantize/torch"])
     def test_quantize(benchmark, device_name, op, shape, dtype):
-        benchmark.group = f"{op.split('/')[0]} {'x'.join(map(str, shape))} {_dtype_id(dtype)}"
-        (case,) = [c for c in quantize_cases(shape, dtype) if c.name == op]
-        _run_benchmark(benchmark, case, device_name)
+        _run_op(benchmark, device_name, op, quantize_cases(shape, dtype), shape, dtype)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,24 +2,19 @@
 
 import json
 
-from PIL import Image
 
 from vlmcodec.cli import main
 
-from conftest import smooth_image
+from conftest import write_train_folder
 
 
-def _folder(tmp_path, rng, n=2):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for i in range(n):
-        Image.fromarray(smooth_image(rng, 64, 96)).save(d / f"{i}.png")
-    return d
+def _images(tmp_path):
+    return write_train_folder(tmp_path / "imgs", n=2, h=64, w=96)
 
 
 def test_bench_speed(tmp_path, rng, tiny_model_path):
     out = tmp_path / "speed.json"
-    rc = main(["bench", "speed", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
+    rc = main(["bench", "speed", "--images", str(_images(tmp_path)), "--model", str(tiny_model_path),
                "--backends", "torch,tensorrt", "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
@@ -38,7 +33,7 @@ def test_bench_speed(tmp_path, rng, tiny_model_path):
 
 def test_bench_throughput(tmp_path, rng, tiny_model_path):
     out = tmp_path / "tp.json"
-    rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
+    rc = main(["bench", "throughput", "--images", str(_images(tmp_path)), "--model", str(tiny_model_path),
                "--requests", "6", "--concurrency", "1,3", "--warmup-shapes", "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())["results"]
@@ -59,7 +54,7 @@ def test_bench_throughput_of_rate_controlled_encodes(tmp_path, rng, tiny_model_p
 
     monkeypatch.setattr(Codec, "encode_within", counted)
     out = tmp_path / "tp.json"
-    rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
+    rc = main(["bench", "throughput", "--images", str(_images(tmp_path)), "--model", str(tiny_model_path),
                "--requests", "6", "--concurrency", "3", "--max-bpp", "8", "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
@@ -85,7 +80,7 @@ def test_bench_throughput_onnxruntime_engine_gets_its_own_sessions(tmp_path, rng
 
     monkeypatch.setattr(Engine, "__init__", spy)
     out = tmp_path / "tp.json"
-    rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
+    rc = main(["bench", "throughput", "--images", str(_images(tmp_path)), "--model", str(tiny_model_path),
                "--backend", "onnxruntime", "--backend-option", "allow_spinning=false", "--requests", "4",
                "--concurrency", "2", "--warmup", "2", "--out", str(out)])
     assert rc == 0 and seen == [1]
@@ -124,7 +119,7 @@ def test_bench_throughput_against_a_running_server(tmp_path, rng, tiny_model_pat
     (tmp_path / "token").write_text("# a server's token file: the client sends the first\napp t0k\nother x1\n")
     try:
         out = tmp_path / "tp.json"
-        rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--url", server.url,
+        rc = main(["bench", "throughput", "--images", str(_images(tmp_path)), "--url", server.url,
                    "--requests", "6", "--concurrency", "3", "--out", str(out), "--token-file", str(tmp_path / "token"),
                    "--max-bpp", "8"])
         assert rc == 0
@@ -141,7 +136,7 @@ def test_bench_throughput_against_a_running_server(tmp_path, rng, tiny_model_pat
 
 def test_bench_rd_refuses_no_codecs_and_quality_keys_of_no_codec(tmp_path, rng, capsys):
     """(``--codecs ,`` wrote an rd.json of no codec; ``--qualities jpg=...`` was ignored; both exit 0)"""
-    images = str(_folder(tmp_path, rng))
+    images = str(_images(tmp_path))
     for extra, message in ((["--codecs", ","], "--codecs ',': no codec named"),
                            (["--codecs", "jpeg", "--qualities", "jpg=50,60"], "--qualities jpg=...: no codec jpg")):
         assert main(["bench", "rd", images, "--out", str(tmp_path / "out"), "--no-semantic", "--quiet", *extra]) == 2

@@ -8,20 +8,15 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from vlmcodec.bench import throughput as tp
 from vlmcodec.cli import main
 
-from conftest import smooth_image
+from conftest import smooth_image, write_train_folder
 
 
-def _folder(tmp_path, rng, n=1):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for i in range(n):
-        Image.fromarray(smooth_image(rng, 64, 96)).save(d / f"{i}.png")
-    return d
+def _images(tmp_path):
+    return write_train_folder(tmp_path / "imgs", n=1, h=64, w=96)
 
 
 def test_with_clients_counts_failed_requests_and_goes_on():
@@ -53,7 +48,7 @@ def test_bench_throughput_with_failed_requests_exits_2(tmp_path, rng, tiny_model
 
     monkeypatch.setattr(Engine, "submit_decode", broken)
     out = tmp_path / "tp.json"
-    rc = main(["bench", "throughput", "--images", str(_folder(tmp_path, rng)), "--model", str(tiny_model_path),
+    rc = main(["bench", "throughput", "--images", str(_images(tmp_path)), "--model", str(tiny_model_path),
                "--requests", "3", "--concurrency", "2", "--network-workers", "1", "--out", str(out)])
     assert rc == 2
     err = capsys.readouterr().err
@@ -161,7 +156,7 @@ def test_bench_backends_encoder_networks_include_the_pre_editor(tmp_path, rng, t
         return data
 
     monkeypatch.setattr(Codec, "encode", encode)
-    images = sorted(_folder(tmp_path, rng).iterdir())
+    images = sorted(_images(tmp_path).iterdir())
     res = backends.run(images, ["torch"], 1, model_path=tiny_model_path, cross_decode=False)
     assert res["per_image_seconds"]["torch"]["networks_encode"] == [7.0]
     assert res["settings"]["networks_encode_stages"] == ["pre-edit", "g_a", "h_a"]
