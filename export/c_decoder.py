@@ -34,6 +34,7 @@ version, a version-1 file cannot write streams and a version-2 file cannot encod
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from pathlib import Path
@@ -346,6 +347,83 @@ def build_c_decoder(source_dir: str | Path, build_dir: str | Path, jobs: int = 2
     return build / "kernels" / "decoder"
 
 
+@functools.lru_cache(maxsize=None)
+def _c_library(library: str):
+    """The C library at ``library`` with its functions' types declared, and the ctypes types its
+    calls take: (CDLL, Info, Pixels or None, HyperAnalysis). Once per library for the process:
+    ctypes keeps every POINTER type for good, so types declared per decoder (they were, in
+    ``CStreamDecoder.__init__``) kept ~7 KB each for good."""
+    import ctypes
+
+    Pixels = None
+    lib = ctypes.CDLL(str(library))
+    lib.vlmc_decoder_last_error.restype = ctypes.c_char_p
+    if hasattr(lib, "vlmc_decoder_vector_isa"):  # (a library built before it has none)
+        lib.vlmc_decoder_vector_isa.restype = ctypes.c_char_p
+    lib.vlmc_decoder_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+    lib.vlmc_decoder_open_memory.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
+    lib.vlmc_decoder_free.argtypes = [ctypes.c_void_p]
+    lib.vlmc_decoder_set_max_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    lib.vlmc_decoder_set_band_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    if hasattr(lib, "vlmc_decoder_set_cache_bytes"):  # (libraries before stop 45 have no block cache)
+        lib.vlmc_decoder_set_cache_bytes.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.vlmc_decoder_cached_bytes.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)]
+    lib.vlmc_decoder_stream_info.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+    lib.vlmc_decoder_latents.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
+                                         ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    lib.vlmc_decoder_image.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
+                                       ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    lib.vlmc_decoder_image_at.argtypes = lib.vlmc_decoder_image.argtypes
+    lib.vlmc_decoder_consumer_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32),
+                                               ctypes.POINTER(ctypes.c_uint32)]
+    lib.vlmc_decoder_fingerprints.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.vlmc_decoder_can_write.argtypes = [ctypes.c_void_p]
+    lib.vlmc_decoder_gain.argtypes = [ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p, ctypes.c_size_t]
+    lib.vlmc_decoder_latent_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
+                                             ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)]
+    lib.vlmc_decoder_write_stream.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
+        ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32, ctypes.c_int,
+        ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
+    lib.vlmc_decoder_free_stream.argtypes = [ctypes.POINTER(ctypes.c_uint8)]
+    lib.vlmc_decoder_can_encode.argtypes = [ctypes.c_void_p]
+    out_stream = [ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
+    lib.vlmc_decoder_encode_image.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32,
+        ctypes.c_uint32, ctypes.c_int, *out_stream]
+    lib.vlmc_decoder_encode_image_within.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_size_t,
+        ctypes.c_double, ctypes.c_double, ctypes.c_uint32, ctypes.c_int, *out_stream,
+        ctypes.POINTER(ctypes.c_double)]
+    if hasattr(lib, "vlmc_decoder_encode_pixels"):  # (libraries before stop 45 take tight RGB alone)
+        class Pixels(ctypes.Structure):
+            _fields_ = [("data", ctypes.c_void_p), ("width", ctypes.c_uint32), ("height", ctypes.c_uint32),
+                        ("row_stride", ctypes.c_ssize_t), ("format", ctypes.c_uint32)]
+
+        lib.vlmc_decoder_encode_pixels.argtypes = [
+            ctypes.c_void_p, ctypes.POINTER(Pixels), ctypes.c_double, ctypes.c_uint32, ctypes.c_uint32,
+            ctypes.c_int, *out_stream]
+        lib.vlmc_decoder_encode_pixels_within.argtypes = [
+            ctypes.c_void_p, ctypes.POINTER(Pixels), ctypes.c_uint32, ctypes.c_size_t, ctypes.c_double,
+            ctypes.c_double, ctypes.c_uint32, ctypes.c_int, *out_stream, ctypes.POINTER(ctypes.c_double)]
+    lib.vlmc_decoder_analyse_image.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32,
+        ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+    HyperAnalysis = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float),
+                                     ctypes.c_size_t, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t)
+    lib.vlmc_decoder_write_stream_within.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, HyperAnalysis, ctypes.c_void_p,
+        ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_size_t, ctypes.c_double,
+        ctypes.c_double, ctypes.c_uint32, ctypes.c_int, ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)),
+        ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_double)]
+
+    class Info(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_uint32) for name in CStreamDecoder._FIELDS] + [
+            ("quality", ctypes.c_float), ("fingerprint", ctypes.c_uint8 * 8)]
+
+    return lib, Info, Pixels, HyperAnalysis
+
+
 class CStreamDecoder:
     """The C decoder through ctypes: ``latents(data, raw=False, threads=0) -> float32 [M, h, w]``,
     ``image(data, ...)`` and ``info(data) -> dict``, and the stream writer (``write_stream(y, z,
@@ -362,72 +440,7 @@ class CStreamDecoder:
         import ctypes
 
         self._ct = ctypes
-        lib = ctypes.CDLL(str(library))
-        lib.vlmc_decoder_last_error.restype = ctypes.c_char_p
-        if hasattr(lib, "vlmc_decoder_vector_isa"):  # (a library built before it has none)
-            lib.vlmc_decoder_vector_isa.restype = ctypes.c_char_p
-        lib.vlmc_decoder_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
-        lib.vlmc_decoder_open_memory.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
-        lib.vlmc_decoder_free.argtypes = [ctypes.c_void_p]
-        lib.vlmc_decoder_set_max_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-        lib.vlmc_decoder_set_band_pixels.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-        if hasattr(lib, "vlmc_decoder_set_cache_bytes"):  # (libraries before stop 45 have no block cache)
-            lib.vlmc_decoder_set_cache_bytes.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-            lib.vlmc_decoder_cached_bytes.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)]
-        lib.vlmc_decoder_stream_info.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
-        lib.vlmc_decoder_latents.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
-                                             ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-        lib.vlmc_decoder_image.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
-                                           ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-        lib.vlmc_decoder_image_at.argtypes = lib.vlmc_decoder_image.argtypes
-        lib.vlmc_decoder_consumer_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32),
-                                                   ctypes.POINTER(ctypes.c_uint32)]
-        lib.vlmc_decoder_fingerprints.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        lib.vlmc_decoder_can_write.argtypes = [ctypes.c_void_p]
-        lib.vlmc_decoder_gain.argtypes = [ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p, ctypes.c_size_t]
-        lib.vlmc_decoder_latent_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
-                                                 ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)]
-        lib.vlmc_decoder_write_stream.argtypes = [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
-            ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32, ctypes.c_int,
-            ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
-        lib.vlmc_decoder_free_stream.argtypes = [ctypes.POINTER(ctypes.c_uint8)]
-        lib.vlmc_decoder_can_encode.argtypes = [ctypes.c_void_p]
-        out_stream = [ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
-        lib.vlmc_decoder_encode_image.argtypes = [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32,
-            ctypes.c_uint32, ctypes.c_int, *out_stream]
-        lib.vlmc_decoder_encode_image_within.argtypes = [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_size_t,
-            ctypes.c_double, ctypes.c_double, ctypes.c_uint32, ctypes.c_int, *out_stream,
-            ctypes.POINTER(ctypes.c_double)]
-        if hasattr(lib, "vlmc_decoder_encode_pixels"):  # (libraries before stop 45 take tight RGB alone)
-            class Pixels(ctypes.Structure):
-                _fields_ = [("data", ctypes.c_void_p), ("width", ctypes.c_uint32), ("height", ctypes.c_uint32),
-                            ("row_stride", ctypes.c_ssize_t), ("format", ctypes.c_uint32)]
-
-            self._Pixels = Pixels
-            lib.vlmc_decoder_encode_pixels.argtypes = [
-                ctypes.c_void_p, ctypes.POINTER(Pixels), ctypes.c_double, ctypes.c_uint32, ctypes.c_uint32,
-                ctypes.c_int, *out_stream]
-            lib.vlmc_decoder_encode_pixels_within.argtypes = [
-                ctypes.c_void_p, ctypes.POINTER(Pixels), ctypes.c_uint32, ctypes.c_size_t, ctypes.c_double,
-                ctypes.c_double, ctypes.c_uint32, ctypes.c_int, *out_stream, ctypes.POINTER(ctypes.c_double)]
-        lib.vlmc_decoder_analyse_image.argtypes = [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32,
-            ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
-        self._HyperAnalysis = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float),
-                                               ctypes.c_size_t, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t)
-        lib.vlmc_decoder_write_stream_within.argtypes = [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, self._HyperAnalysis, ctypes.c_void_p,
-            ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_size_t, ctypes.c_double,
-            ctypes.c_double, ctypes.c_uint32, ctypes.c_int, ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)),
-            ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_double)]
-
-        class Info(ctypes.Structure):
-            _fields_ = [(name, ctypes.c_uint32) for name in self._FIELDS] + [
-                ("quality", ctypes.c_float), ("fingerprint", ctypes.c_uint8 * 8)]
-
+        lib, Info, self._Pixels, self._HyperAnalysis = _c_library(str(library))
         self._Info, self._lib = Info, lib
         handle = ctypes.c_void_p()
         if isinstance(model_file, (bytes, bytearray, memoryview)):  # the file's bytes: vlmc_decoder_open_memory

@@ -531,6 +531,24 @@ def test_a_convolution_that_does_not_keep_the_size_is_refused_at_open(tiny_model
     CStreamDecoder(built / "libvlmc_decoder.so", blob).close()  # (the unchanged file opens)
 
 
+def test_opening_decoders_declares_the_librarys_types_once(tiny_model_path, built):
+    """ctypes keeps every POINTER type for good: the types declared in each CStreamDecoder kept
+    ~7 KB per decoder opened (or failed to open), a server opening one per request grew."""
+    import ctypes
+    import gc
+
+    blob = decoder_model_bytes(load_model(tiny_model_path))
+    CStreamDecoder(built / "libvlmc_decoder.so", blob).close()
+    gc.collect()
+    kept = len(ctypes._pointer_type_cache)
+    for _ in range(50):
+        CStreamDecoder(built / "libvlmc_decoder.so", blob).close()
+        with pytest.raises(CDecoderError):
+            CStreamDecoder(built / "libvlmc_decoder.so", b"not a model file")
+    gc.collect()
+    assert len(ctypes._pointer_type_cache) == kept
+
+
 def test_model_file_is_deterministic_and_names_both_fingerprints(tiny_model_path):
     loaded = load_model(tiny_model_path)
     blob = decoder_model_bytes(loaded)
