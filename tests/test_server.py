@@ -1152,3 +1152,26 @@ def test_the_server_listens_on_an_ipv6_address(tiny_model_path, rng):
         server.shutdown()
         server.server_close()
         engine.shutdown()
+
+
+def test_a_server_dropped_without_server_close_leaves_no_thread(tiny_model_path):
+    """Its refusing thread waited for a socket for good (one thread more per server dropped)."""
+    import gc
+    import threading
+    import time
+
+    engine = Engine(Codec(tiny_model_path), block=False)
+    try:
+        def refusers() -> int:
+            return sum(t.name == "vlmcodec-http-refuse" for t in threading.enumerate())
+
+        before = refusers()
+        for _ in range(5):
+            CodecServer(engine, "127.0.0.1", 0).socket.close()  # dropped: no server_close()
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while refusers() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert refusers() == before
+    finally:
+        engine.shutdown()

@@ -29,6 +29,7 @@ without ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -155,6 +156,8 @@ class CodecServer(ThreadingHTTPServer):
         self._refuser = threading.Thread(target=_refuse_loop, args=(self._refusals, weakref.ref(self)),
                                          name="vlmcodec-http-refuse", daemon=True)
         self._refuser.start()
+        # a server dropped without server_close(): its refusing thread ends too (it waited for good)
+        weakref.finalize(self, _wake_refuser, self._refusals)
 
     def count_client(self, name: str) -> None:
         """One more request that carried client ``name``'s token (``/stats``, ``/metrics``)."""
@@ -315,6 +318,13 @@ def _end_connections(handlers) -> None:
             handler.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def _wake_refuser(refusals: queue.Queue) -> None:
+    """Ends the refusing thread of a server gone: a None, or, with its queue full, the next socket
+    it takes finds the server gone (never a blocking put in a finalizer)."""
+    with contextlib.suppress(queue.Full):
+        refusals.put_nowait(None)
 
 
 def _refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
