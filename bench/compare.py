@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .bootstrap import bd_rate_interval
+from .rd import _strict
 from .rd import bd_table
 from .report import _interval, _pct
 from .common import count_arg
@@ -226,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(md + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+        # strict JSON, as rd.json: an undefined BD value is null (NaN was written as a bare token)
+        args.out.with_suffix(".json").write_text(json.dumps(_strict(res), indent=1, default=float) + "\n")
     return 0
 
 

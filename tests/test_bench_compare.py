@@ -66,6 +66,8 @@ def test_compare_errors(tmp_path, capsys):
         assert re.search(message, capsys.readouterr().err)
     assert cmp.main(["--curve", f"w={a}:webp", "--out", str(tmp_path / "r.md"), "--bootstrap", "0"]) == 0
     assert (tmp_path / "r.md").read_text().startswith("# Curve comparison") and (tmp_path / "r.json").exists()
+    # strict JSON: an undefined value is null (a bare NaN token before, which strict parsers refuse)
+    json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in r.json"))
 
 
 def _rd_per_image(path, codec, per_bpp, per_q, metric="effnet-top1", hib=True):
@@ -162,3 +164,16 @@ def test_compare_checks_the_images_pixels_where_recorded(tmp_path, capsys):
     assert res["notes"] == ["old: an rd.json without image digests (older `bench rd`): its images are matched to "
                             "the others' by file name only"]
     assert "_Note: old: an rd.json without image digests" in cmp.markdown(res, anchors, curves)
+
+
+def test_the_figures_file_is_strict_json(tmp_path):
+    """Curves whose quality ranges do not overlap: their BD-rate is undefined, null in the
+    figures file (a bare NaN token before, which strict JSON parsers refuse)."""
+    per_bpp = np.array([[0.2, 0.3], [0.4, 0.5], [0.8, 0.9], [1.6, 1.7]])
+    a = _rd_per_image(tmp_path / "a.json", "webp", per_bpp, np.array([[0.1, 0.2], [0.2, 0.3], [0.3, 0.4], [0.4, 0.5]]))
+    t = _rd_per_image(tmp_path / "t.json", "vlmcodec", per_bpp, np.array([[0.7, 0.8], [0.8, 0.9], [0.85, 0.9], [0.9, 0.95]]))
+    assert cmp.main(["--curve", f"t={t}", "--anchor", f"a={a}:webp", "--out", str(tmp_path / "r.md"),
+                     "--bootstrap", "0"]) == 0
+    text = (tmp_path / "r.json").read_text()
+    assert "null" in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in r.json"))

@@ -371,6 +371,19 @@ def test_teacher_scale_sets_the_teacher_input_size(monkeypatch, scale, want):
     assert fake.sizes == [want, want] and d.shape == (2,) and (d > 0).all()
 
 
+def test_every_teacher_scale_in_use_is_checked():
+    """(0, 4] for teacher_scale and consumer_teacher_scales, and the single consumer_teacher_scale
+    when it is the one used (it was not checked: 9.0 made a 9x teacher input)."""
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.training.trainer import TrainConfig, _semantic_term
+
+    for bad in ({"teacher_scale": 5.0}, {"consumer_teacher_scales": (0.5, 4.5), "consumer_fraction": 0.5},
+                {"consumer_teacher_scale": 9.0, "consumer_fraction": 0.5}):
+        name = next(iter(bad))
+        with pytest.raises(ConfigError, match=f"{name} must be in \\(0, 4\\]"):
+            _semantic_term(TrainConfig(teacher="fake", teacher_layers=(1, 2), w_tok=1.0, **bad), torch.device("cpu"))
+
+
 def test_teacher_layers_the_teacher_does_not_have_are_refused(monkeypatch):
     """Layer 99 of a 12-layer teacher was dropped without a word, the model's recipe naming it."""
     import vlmcodec.teacher as teacher_mod

@@ -286,6 +286,8 @@ def _semantic_term(cfg: TrainConfig, device):
     if not cfg.teacher or (cfg.w_tok == 0 and cfg.w_rank == 0):
         return None
     scales = [("teacher_scale", cfg.teacher_scale), *(("consumer_teacher_scales", v) for v in cfg.consumer_teacher_scales)]
+    if cfg.consumer_fraction > 0 and not cfg.consumer_teacher_scales:  # the one consumer scale, then
+        scales.append(("consumer_teacher_scale", cfg.consumer_teacher_scale))
     for name, sc in scales:
         if not 0 < sc <= 4:
             raise ConfigError(f"{name} must be in (0, 4], got {sc}")
