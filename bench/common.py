@@ -64,9 +64,12 @@ def check_output_path(path: str | Path, option: str = "--out") -> Path:
 
 
 def write_json(path: str | Path, payload: dict) -> None:
+    """A benchmark's figures, written whole or not at all (a Ctrl-C left a truncated file)."""
+    from ..files import write_whole
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
+    write_whole(path, json.dumps(payload, indent=2).encode())
 
 
 def kodak_dir() -> Path:

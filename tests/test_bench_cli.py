@@ -142,3 +142,23 @@ def test_bench_rd_refuses_no_codecs_and_quality_keys_of_no_codec(tmp_path, rng, 
         assert main(["bench", "rd", images, "--out", str(tmp_path / "out"), "--no-semantic", "--quiet", *extra]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_benchmarks_figures_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """(write_json wrote in place: a Ctrl-C or a full disk left a truncated file)"""
+    import os
+
+    import pytest
+
+    from vlmcodec.bench.common import write_json
+
+    out = tmp_path / "r.json"
+    write_json(out, {"run": 1})
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(out, {"run": 2, "figures": list(range(1000))})
+    assert json.loads(out.read_text()) == {"run": 1} and [p.name for p in tmp_path.iterdir()] == ["r.json"]
