@@ -12,6 +12,7 @@
 #include <cstring>
 #include <new>
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -90,6 +91,16 @@ template <class T> struct Planes {
 struct Shape {
     uint32_t out = 0, in = 0, kh = 1, kw = 1, ph = 0, pw = 0;  // stride 1
 };
+
+// Why a convolution of this shape does not keep its input's size (an odd kernel k with padding
+// (k − 1) / 2, as every convolution of the models is), or "" when it does: the networks' output
+// sizes and their bands' halos assume it (a "valid" one, padding 0, was read past in band mode).
+// The model readers refuse a file holding another (BAD_MODEL_FILE).
+inline std::string size_change(const Shape &s) {
+    if (2 * s.ph + 1 == s.kh && 2 * s.pw + 1 == s.kw) return "";
+    return "padding " + std::to_string(s.ph) + "x" + std::to_string(s.pw) + " of a " + std::to_string(s.kh) + "x" +
+           std::to_string(s.kw) + " kernel does not keep the size (an odd kernel k, padding (k - 1) / 2)";
+}
 
 constexpr uint32_t kBo = 6;        // output channels per register block
 constexpr uint32_t kBoNarrow = 3;  // ... of a layer of at most 3 (the pre-editor's RGB output: a 6-channel

@@ -129,10 +129,9 @@ using conv::Planes;
 using decoder::Reader;
 
 // A convolution record (u32 out, in, kh, kw, ph, pw, unshuffle · f32 weight · f32 bias) taking
-// `channels` planes before the unshuffle and giving `out` (any, when 0), checked. Each keeps the
-// size of its unshuffled input (an odd kernel, padding (k − 1) / 2: space_to_depth of the models'
-// convolutions, padding k // 2): g_a's output is 1/16 of the image only so, and its bands' halos
-// assume it; a "valid" one (padding 0) gave a smaller g_a output, read past in band mode
+// `channels` planes before the unshuffle and giving `out` (any, when 0), checked; each keeps the
+// size of its unshuffled input (conv::size_change: space_to_depth of the models' convolutions,
+// padding k // 2): g_a's output is 1/16 of the image only so
 Conv read_conv(Reader &r, uint32_t channels, uint32_t out, const std::string &what) {
     Conv c;
     conv::Shape &s = c.shape;
@@ -141,10 +140,8 @@ Conv read_conv(Reader &r, uint32_t channels, uint32_t out, const std::string &wh
     if (c.unshuffle == 0 || c.unshuffle > 64 || s.in != unshuffled || s.out == 0 || s.out > 16384 ||
         (out && s.out != out) || s.kh == 0 || s.kw == 0 || s.kh > 15 || s.kw > 15 || s.ph >= s.kh || s.pw >= s.kw)
         throw BadModel("bad " + what + " convolution");
-    if (2 * s.ph + 1 != s.kh || 2 * s.pw + 1 != s.kw)
-        throw BadModel(what + " convolution: padding " + std::to_string(s.ph) + "x" + std::to_string(s.pw) +
-                       " of a " + std::to_string(s.kh) + "x" + std::to_string(s.kw) +
-                       " kernel does not keep the size (an odd kernel k, padding (k - 1) / 2)");
+    if (const std::string change = conv::size_change(s); !change.empty())
+        throw BadModel(what + " convolution: " + change);
     const auto weight = r.array<float>(uint64_t(s.out) * s.in * s.kh * s.kw);
     c.weight = conv::pack_weights(weight.data(), s.out, s.in, s.kh * s.kw);
     c.bias = r.array<float>(s.out);

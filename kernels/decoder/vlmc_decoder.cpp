@@ -188,11 +188,8 @@ uint32_t read_conv(Reader &r, uint32_t channels, const char *net, uint32_t i, co
     if (c.in != channels || c.out == 0 || c.out > 16384 || c.kh == 0 || c.kw == 0 || c.kh > 15 || c.kw > 15 || sh != 1 ||
         sw != 1 || c.ph >= c.kh || c.pw >= c.kw || shuffle > 1 || (shuffle && c.out % 4))
         raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: bad " + layer);
-    if (2 * c.ph + 1 != c.kh || 2 * c.pw + 1 != c.kw)
-        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: " + layer + ": padding " + std::to_string(c.ph) + "x" +
-                                               std::to_string(c.pw) + " of a " + std::to_string(c.kh) + "x" +
-                                               std::to_string(c.kw) +
-                                               " kernel does not keep the size (an odd kernel k, padding (k - 1) / 2)");
+    if (const std::string change = conv::size_change(c); !change.empty())
+        raise(VLMC_DEC_ERR_BAD_MODEL_FILE, "decoder-model file: " + layer + ": " + change);
     return shuffle ? c.out / 4 : c.out;
 }
 
