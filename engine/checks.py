@@ -27,6 +27,12 @@ def is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def is_switch(value: object) -> bool:
+    """Whether ``value`` is a boolean: Python's or NumPy's (a string such as "false" is not: it
+    would be true)."""
+    return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"))
+
+
 @overload
 def check_count(name: str, value: object, *, least: int = ..., none: None = ...) -> int: ...
 @overload

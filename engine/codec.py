@@ -29,7 +29,7 @@ from . import allocator, default_model_path, memory, rate_control, resample  # d
 from .backends import create_backend
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
-from .checks import DEFAULT_QUALITY, check_count, check_in_range, check_threads, is_real
+from .checks import DEFAULT_QUALITY, check_count, check_in_range, check_threads, is_real, is_switch
 from .devices import torch_device
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
@@ -211,7 +211,7 @@ class Codec:
         self.check_memory = bool(check_memory) and memory.memory_check_enabled()
         # pre_edit=False skips a model's pre-editor at encode time: faster encoding, valid streams
         # (the decoder never runs it), at some rate–quality cost (README, "Default model")
-        if not isinstance(pre_edit, (bool, np.bool_)):  # ("no" would be True)
+        if not is_switch(pre_edit):  # ("no" would be True)
             raise ConfigError(f"pre_edit must be True or False, got {pre_edit!r}")
         self.pre_edit = bool(pre_edit) and self.model.pre_editor is not None
         # short_side=N codes images at the consumer's scale (vlmcodec.resample): the shorter side
@@ -228,7 +228,7 @@ class Codec:
         # the refinement's teacher in bfloat16 (autocast): ~0.8x the time on a CPU with AVX512-BF16
         # (~20x on one without bfloat16 instructions: LatentRefiner warns), the same token
         # similarity per bit, Lite0 KL within noise (README); other bytes than float32's
-        if not isinstance(refine_bf16, (bool, np.bool_)):  # (as pre_edit: numpy's booleans too)
+        if not is_switch(refine_bf16):
             raise ConfigError(f"refine_bf16 must be True or False, got {refine_bf16!r}")
         self.refine_bf16 = bool(refine_bf16)
         self._refiner = None

@@ -92,3 +92,10 @@ def test_environment_switches_take_on_and_off_words_and_warn_of_others(monkeypat
         monkeypatch.setenv("VLMCODEC_X", value)
         with pytest.warns(VlmcodecWarning, match=f"VLMCODEC_X='{value}' is neither on .* taken as on"):
             assert env_switch("VLMCODEC_X") is True
+
+
+def test_a_switch_is_a_python_or_numpy_boolean():
+    from vlmcodec.checks import is_switch
+
+    assert all(is_switch(v) for v in (True, False, np.bool_(True), np.False_))
+    assert not any(is_switch(v) for v in (1, 0, "false", "true", None, np.int64(1), 1.0))

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ..banding import NETWORK_BAND_PIXELS, banded, row_geometry
+from ..checks import is_switch
 from ..errors import BackendUnavailableError, ConfigError, VlmcodecError
 
 RUN_NETWORKS = ("g_a", "h_a", "g_s")
@@ -167,7 +168,7 @@ class OnnxRuntimeBackend:
         model = model.cpu().eval() if hasattr(model, "cpu") else model
         for name, value in (("allow_spinning", allow_spinning), ("memory_pattern", memory_pattern),
                             ("item_by_item", item_by_item)):
-            if not (isinstance(value, (bool, np.bool_)) or (name == "item_by_item" and value is None)):
+            if not (is_switch(value) or (name == "item_by_item" and value is None)):
                 # ("false" or "off" was true: any string is)
                 raise ConfigError(f"onnxruntime backend: {name} must be true or false, got {value!r}")
         graphs, cache_dir = (_folder_option(n, v) for n, v in (("graphs", graphs), ("cache_dir", cache_dir)))

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..banding import band_rows_within, row_geometry, run_in_bands
-from ..checks import check_count
+from ..checks import check_count, is_switch
 from ..errors import ConfigError, VlmcodecError
 from .onnxruntime_backend import _folder_option
 
@@ -104,7 +104,7 @@ class TensorRTBackend:
         else:
             max_size = parse_size(f"{max_size[0]}x{max_size[1]}")
         max_batch = check_count("tensorrt backend: max_batch", max_batch)
-        if not isinstance(fp16, bool) and type(fp16).__name__ != "bool_":  # ("no" was true: any text is)
+        if not is_switch(fp16):  # ("no" was true: any text is)
             raise ConfigError(f"tensorrt backend: fp16 must be true or false, got {fp16!r}")
         engines, cache_dir = (_folder_option(n, v, "tensorrt") for n, v in (("engines", engines),
                                                                             ("cache_dir", cache_dir)))
