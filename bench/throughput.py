@@ -220,11 +220,12 @@ def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies:
     health = remote.health()
     work_img = _Cycle(images, requests)
     work_dec = _Cycle([remote.encode(im, quality) for im in images], requests)
+    one_quality = None if max_bpp is not None else quality  # a budget picks each image's quality
     results: dict = {"encode": {}, "decode": {}, "server": health}
     settings = [("sequential", 1)] + [(f"server_c{c}", c) for c in concurrencies]
     with tqdm(total=2 * len(settings), desc="throughput", leave=False) as bar:
         for name, c in settings:
-            results["encode"][name] = with_clients(lambda im: remote.encode(im, None if max_bpp is not None else quality, max_bpp=max_bpp),
+            results["encode"][name] = with_clients(lambda im: remote.encode(im, one_quality, max_bpp=max_bpp),
                                                    work_img, c)
             bar.update()
             results["decode"][name] = with_clients(remote.decode, work_dec, c)

@@ -259,11 +259,11 @@ class Engine:
         return await asyncio.wrap_future(self.submit_decode(data, timeout_s, short_side, priority=priority))
 
     @overload
-    def encode_many(self, images: Iterable, quality: float = ..., *, window: int | None = ...,
+    def encode_many(self, images: Iterable, quality: float | None = ..., *, window: int | None = ...,
                     return_exceptions: Literal[False] = ..., **options) -> Iterator[bytes]: ...
 
     @overload
-    def encode_many(self, images: Iterable, quality: float = ..., *, window: int | None = ...,
+    def encode_many(self, images: Iterable, quality: float | None = ..., *, window: int | None = ...,
                     return_exceptions: bool, **options) -> Iterator[bytes | BaseException]: ...
 
     def encode_many(self, images: Iterable, quality: float | None = None, *, window: int | None = None,

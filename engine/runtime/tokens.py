@@ -23,6 +23,7 @@ from ..errors import ConfigError
 
 # RFC 6750's b64token: what a client can put after "Bearer " without quoting
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_TOKEN_RULE = "a token is made of A-Z a-z 0-9 - . _ ~ + / (and = at its end), as an HTTP bearer token must be"
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _OPTION = re.compile(r"(rate|burst|priority|refine)=[^=]")  # a token has '=' only at its end, so never matches
 
@@ -193,8 +194,7 @@ def check_client_token(token: object) -> str | None:
         raise ConfigError(f"token must be a string, got {type(token).__name__}")
     token = token.strip()
     if not _TOKEN.fullmatch(token):
-        raise ConfigError("token is empty" if not token else
-                          "token is made of A-Z a-z 0-9 - . _ ~ + / (and = at its end), as an HTTP bearer token must be")
+        raise ConfigError("token is empty" if not token else _TOKEN_RULE)
     return token
 
 
@@ -205,8 +205,7 @@ def _add(tokens: dict[str, str], name: str, token, where: str) -> None:
     if not _NAME.fullmatch(name):  # it goes into log lines and metric labels as it is
         raise ConfigError(f"{where}: a client name is 1-64 of A-Z a-z 0-9 _ . -, got {name[:70]!r}")
     if not _TOKEN.fullmatch(token):
-        raise ConfigError(f"{where}: a token is made of A-Z a-z 0-9 - . _ ~ + / (and = at its end), "
-                          "as an HTTP bearer token must be")
+        raise ConfigError(f"{where}: {_TOKEN_RULE}")
     if name in tokens:
         raise ConfigError(f"{where}: client name {name!r} given twice")
     if token in tokens.values():

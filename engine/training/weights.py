@@ -98,8 +98,8 @@ def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], pat
             and not k.startswith(TABLE_PREFIX)]
     if left:  # (a pre-editor the run's model lacks was dropped without a word)
         other = [k for k in left if not k.startswith("pre_editor.")]
-        what = [f"its pre-editor ({len(left) - len(other)} tensors; this model has none: pre_editor = false)"]
-        what = (what if len(other) < len(left) else []) + other[:4]
+        pre = len(left) - len(other)
+        what = ([f"its pre-editor ({pre} tensors; this model has none: pre_editor = false)"] if pre else []) + other[:4]
         warnings.warn(f"{path}: not carried over: {', '.join(what)}", VlmcodecWarning, stacklevel=3)
     with torch.no_grad():
         for k, v in state.items():
