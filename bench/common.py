@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -61,6 +62,23 @@ def check_output_path(path: str | Path, option: str = "--out") -> Path:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {path}: cannot write in {parent}")
     return path
+
+
+def finite_number(v) -> bool:
+    """Whether ``v`` is a finite int or float (not a bool): a figure read back from JSON."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def strict_json(obj):
+    """``obj`` with every non-finite float (NaN, ±inf) as None: the figures files are strict JSON
+    (null), which strict parsers read (a bare NaN token they refuse)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def write_json(path: str | Path, payload: dict) -> None:

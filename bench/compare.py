@@ -29,10 +29,9 @@ import numpy as np
 
 from ..errors import ConfigError
 from .bootstrap import bd_rate_interval
-from .rd import _strict
 from .rd import bd_table
 from .report import _interval, _pct
-from .common import count_arg
+from .common import count_arg, finite_number, strict_json
 
 DEFAULT_METRICS = ("psnr", "teacher-sim", "effnet-top1", "effnet-kl")
 
@@ -72,17 +71,13 @@ def load_curve(spec: str) -> Curve:
         raise ConfigError(f"curve {name}: no codec {codec!r} in {path} (has {sorted(data['codecs'])})")
     points, metrics = data["codecs"][codec].get("points") if isinstance(data["codecs"][codec], dict) else None, \
         data.get("metrics", [])
-    if (not isinstance(points, list) or not all(isinstance(p, dict) and _number(p.get("bpp")) for p in points)
+    if (not isinstance(points, list) or not all(isinstance(p, dict) and finite_number(p.get("bpp")) for p in points)
             or not isinstance(metrics, list) or not all(isinstance(m, dict) and "name" in m for m in metrics)):
         raise ConfigError(f"curve {name}: {path}'s {codec} points or metrics are not those of a `vlmcodec bench rd` "
                           "result (each point needs its bpp)")
     hib = {m["name"]: m.get("higher_is_better", True) for m in metrics}
     return Curve(name, f"{path}:{codec}", tuple(data.get("images", ())), points, hib,
                  tuple(data.get("image_digests") or ()))
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _bd(anchor: Curve, test: Curve, metric: str) -> dict:
@@ -203,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the Markdown report here (and the figures as .json beside it)")
     args = p.parse_args(argv)
     try:
-        if not (_number(args.max_bpp) and args.max_bpp > 0):  # (NaN listed every point "at ≤ nan bpp")
+        if not (finite_number(args.max_bpp) and args.max_bpp > 0):  # (NaN listed every point "at ≤ nan bpp")
             raise ConfigError(f"--max-bpp must be a number above 0, got {args.max_bpp}")
         if args.out is not None and args.out.suffix.lower() == ".json":  # (the figures replaced the report)
             raise ConfigError(f"--out {args.out}: name the Markdown report (e.g. compare.md); its figures go "
@@ -228,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(md + "\n")
         # strict JSON, as rd.json: an undefined BD value is null (NaN was written as a bare token)
-        args.out.with_suffix(".json").write_text(json.dumps(_strict(res), indent=1, default=float) + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(strict_json(res), indent=1, default=float) + "\n")
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from vlmcodec.errors import ConfigError
 from vlmcodec.resample import parse_short_side
 
 from .classic import CLASSIC_CODECS, ClassicCodec, ConsumerScale
-from .common import DEFAULT_CODECS, environment, kodak_dir, write_json
+from .common import DEFAULT_CODECS, environment, finite_number, kodak_dir, strict_json, write_json
 from .metrics import build_metrics, compute_all, metric_key
 
 CACHE_VERSION = 1
@@ -169,21 +168,6 @@ def _digest(arr: np.ndarray) -> str:
     return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _strict(obj):
-    """``obj`` with every non-finite float (NaN, ±inf) as None: rd.json is strict JSON (null)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    return obj
-
-
 def _fmt_q(q: float) -> str:
     return f"{q:g}"
 
@@ -236,7 +220,7 @@ def run_codec(codec: ClassicCodec, qualities: Sequence[float], images: list[Path
                 cached.pop(img_path.name, None)
                 continue
             for k in keys:  # a non-finite value (PSNR inf before its ceiling) is computed again
-                if not _finite(rec["metrics"].get(k)):
+                if not finite_number(rec["metrics"].get(k)):
                     rec["metrics"].pop(k, None)
             if any(k not in rec["metrics"] for k in keys):
                 todo.append(img_path.name)
@@ -314,7 +298,7 @@ def load_anchors(folder: Path | None, names: Sequence[str] = DEFAULT_ANCHORS) ->
 def _anchor_series(f: Path, results: dict, field: str, length: int | None = None) -> list:
     """``results[field]`` of anchor file ``f``: a list of finite numbers (of ``length``), else ConfigError."""
     v = results.get(field)
-    if not isinstance(v, list) or not all(_finite(x) and not isinstance(x, bool) for x in v):
+    if not isinstance(v, list) or not all(finite_number(x) for x in v):
         raise ConfigError(f"anchor file {f}: results.{field} must be a list of numbers, got {str(v)[:60]}")
     if length is not None and len(v) != length:
         raise ConfigError(f"anchor file {f}: results.{field} has {len(v)} values, results.bpp {length}")
@@ -522,7 +506,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         from .plots import plot_all
 
         result["plots"] = plot_all(result, out)
-    write_json(out / "rd.json", _strict(result))  # NaN and inf (undefined BD values...) as null
+    write_json(out / "rd.json", strict_json(result))  # NaN and inf (undefined BD values...) as null
     from .report import write_report
 
     write_report(result, out / "report.md")
