@@ -90,7 +90,9 @@ def render(result: dict) -> str:
         L.append("- none: every codec and metric asked for ran")
     for m in metrics:
         vals = {p.get(m) for c in result["codecs"].values() for p in c["points"]}
-        if len(vals) == 1:
+        if vals == {None}:
+            L.append(f"- note: **{m}** has no value at any point (every measurement of it failed)")
+        elif len(vals) == 1:
             L.append(f"- note: **{m}** is {vals.pop():g} at every point: it does not separate the codecs on this set")
     L.append("")
     plots = result.get("plots", {})

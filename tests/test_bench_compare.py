@@ -177,3 +177,18 @@ def test_the_figures_file_is_strict_json(tmp_path):
     text = (tmp_path / "r.json").read_text()
     assert "null" in text
     json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in r.json"))
+
+
+def test_rd_report_renders_a_metric_that_failed_at_every_point():
+    # every point's value None (the metric's model failed): the "same value everywhere" note
+    # formatted None with :g and raised TypeError, so no report was written
+    from vlmcodec.bench.report import render
+
+    points = [{"quality": q, "bpp": 0.1 * q, "psnr": 30.0 + q, "lite0": None, "enc_s": 0.1, "dec_s": 0.1}
+              for q in (1, 2)]
+    result = {"metrics": [{"name": "psnr"}, {"name": "lite0"}], "images": ["a.png"], "images_dir": "d",
+              "bd": {}, "codecs": {"ours": {"points": points, "quality_name": "q", "label": "ours",
+                                            "version": "1", "settings": {}}}}
+    text = render(result)
+    assert "**lite0** has no value at any point" in text
+    assert "| ours | q 1 | 0.1000 | 31.00 | n/a |" in text
