@@ -622,9 +622,12 @@ def cmd_serve(args) -> int:
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
         if hasattr(signal, "SIGHUP"):  # always: its default action would kill the server, requests in flight too
             signal.signal(signal.SIGHUP, lambda *_: _reload_security(server, args))
-    exposure = _exposure_warning(args.host, bool(token_file.tokens), bool(ssl_context))
-    if exposure:
-        print(f"vlmcodec: warning: {exposure}", file=sys.stderr, flush=True)
+    from .runtime.forwarded import trust_warning
+
+    for warning in (_exposure_warning(args.host, bool(token_file.tokens), bool(ssl_context)),
+                    trust_warning(server.trusted_proxies)):
+        if warning:
+            print(f"vlmcodec: warning: {warning}", file=sys.stderr, flush=True)
     also = f" (and {', '.join(c.fingerprint.hex() for c in others)} for their streams)" if others else ""
     limiter = server.rate_limiter
     limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter.limit else ""

@@ -98,3 +98,12 @@ def test_cli_serve_trusted_proxy_is_checked(tiny_model_path, capsys):
 
     assert main(["serve", "--model", str(tiny_model_path), "--port", "0", "--trusted-proxy", "10.0.0.0/40"]) == 2
     assert "trusted proxy must be an IP address or network" in capsys.readouterr().err
+
+
+def test_trusting_every_address_is_warned_of():
+    from vlmcodec.runtime.forwarded import trust_warning
+
+    assert trust_warning(PROXIES) is None and trust_warning(()) is None
+    for everyone in ("0.0.0.0/0", "::/0"):
+        warning = trust_warning(trusted_networks(["10.0.0.0/8", everyone]))
+        assert everyone in warning and "10.0.0.0/8" not in warning and "rate-limit" in warning

@@ -35,6 +35,18 @@ def trusted_networks(entries: Iterable[str] | None) -> tuple[Network, ...]:
     return tuple(out)
 
 
+def trust_warning(networks: Sequence[Network]) -> str | None:
+    """What trusting ``networks`` gives away, if one of them is every address (``0.0.0.0/0``,
+    ``::/0``): any client can then name itself in ``X-Forwarded-For`` and so choose its
+    rate-limit bucket and its address in the access log; None otherwise."""
+    everyone = [str(net) for net in networks if net.prefixlen == 0]
+    if not everyone:
+        return None
+    return (f"--trusted-proxy {', '.join(everyone)} trusts every address: any client can name itself in "
+            "X-Forwarded-For and so escape --rate-limit and the access log's address (name the proxies' own "
+            "addresses instead)")
+
+
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """One list entry as an address: bare, ``[v6]`` or ``[v6]:port``, or ``v4:port``; None if
     it is none of these."""
