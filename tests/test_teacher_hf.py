@@ -158,6 +158,8 @@ def test_broken_directories_raise_config_errors(dirs, tmp_path):
                       ("zerostd", json.dumps({"image_mean": [0.5] * 3, "image_std": [0, 0, 0]})),
                       ("notdict", "[1, 2]")):
         bad.append(variant(name, files={"preprocessor_config.json": pre}))
+    # a malformed config.json was "cannot load ... (ModelNotFoundError)": the file is there
+    bad += [variant("badconfig", files={"config.json": "{bad"}), variant("listconfig", files={"config.json": "[1]"})]
     for d in bad:
         with pytest.raises(ConfigError, match=d.name):
             load_teacher(d)

@@ -127,6 +127,12 @@ class HFTeacher(FrozenTeacher):
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise ModelNotFoundError(f"no Hugging Face model in {directory} (config.json missing)")
+        try:  # transformers reports a malformed config.json as a missing model (OSError)
+            config = json.loads((directory / "config.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ConfigError(f"{directory / 'config.json'}: not a readable JSON file: {e}") from e
+        if not isinstance(config, dict):
+            raise ConfigError(f"{directory / 'config.json'}: expected a JSON object, got {type(config).__name__}")
         AutoModel = import_transformers().AutoModel
         try:
             model = AutoModel.from_pretrained(str(directory), local_files_only=True)
