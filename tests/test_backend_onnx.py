@@ -516,6 +516,8 @@ def test_a_hand_edited_manifest_is_a_config_error(tiny_model_path, tmp_path):
         (folder / "manifest.json").write_text(json.dumps(edited))
         with pytest.raises(ConfigError):
             Codec(loaded, backend="onnxruntime", backend_options={"graphs": str(folder)})
+        # sessions made before the refusal had set FTZ/DAZ on this thread and kept it
+        assert float(np.float32(1e-39) * np.float32(1.0)) != 0.0, what
     (tmp_path / "edited0" / "manifest.json").write_text("[]")
     with pytest.raises(ConfigError, match="not a manifest"):
         Codec(loaded, backend="onnxruntime", backend_options={"graphs": str(tmp_path / "edited0")})

@@ -198,25 +198,27 @@ class OnnxRuntimeBackend:
         if missing:
             raise ConfigError(f"{self.graph_dir}: graphs {missing} are missing; re-export with every network")
         caller_ftz = _flushes_denormals()
-        for name in needed:
-            entry = self.manifest["graphs"][name]
-            path = self.graph_dir / entry["file"]
-            try:
-                sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-            except Exception as e:  # noqa: BLE001 — onnxruntime's own error types
-                raise ConfigError(f"{path}: onnxruntime cannot load it ({str(e).strip()[:200]}); re-export") from e
-            # the graph is that network's, and the manifest names its input and output as runs use
-            # them: either wrong failed only at the first encode (a hand-edited manifest, or an
-            # entry naming another network's file)
-            want = (list(SPECS[name].inputs), list(SPECS[name].outputs))
-            have = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
-            listed = ([i["name"] for i in entry["inputs"]], [o["name"] for o in entry["outputs"]])
-            if have != want or listed != want:
-                raise ConfigError(f"{self.graph_dir}: graph {name} ({entry['file']}) takes and gives {have}, its "
-                                  f"manifest says {listed}, {name} is {want}; re-export")
-            self.sessions[name] = sess
-        if not caller_ftz:  # creating a session sets FTZ/DAZ on this thread too
-            torch.set_flush_denormal(False)
+        try:
+            for name in needed:
+                entry = self.manifest["graphs"][name]
+                path = self.graph_dir / entry["file"]
+                try:
+                    sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+                except Exception as e:  # noqa: BLE001 — onnxruntime's own error types
+                    raise ConfigError(f"{path}: onnxruntime cannot load it ({str(e).strip()[:200]}); re-export") from e
+                # the graph is that network's, and the manifest names its input and output as runs use
+                # them: either wrong failed only at the first encode (a hand-edited manifest, or an
+                # entry naming another network's file)
+                want = (list(SPECS[name].inputs), list(SPECS[name].outputs))
+                have = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
+                listed = ([i["name"] for i in entry["inputs"]], [o["name"] for o in entry["outputs"]])
+                if have != want or listed != want:
+                    raise ConfigError(f"{self.graph_dir}: graph {name} ({entry['file']}) takes and gives {have}, its "
+                                      f"manifest says {listed}, {name} is {want}; re-export")
+                self.sessions[name] = sess
+        finally:  # creating a session sets FTZ/DAZ on this thread too, even one that is refused
+            if not caller_ftz:
+                torch.set_flush_denormal(False)
         self.providers = self.sessions["g_a"].get_providers()
         without = [n for n, sess in self.sessions.items() if "CUDAExecutionProvider" not in sess.get_providers()]
         if self.device != "cpu" and without:
@@ -242,11 +244,13 @@ class OnnxRuntimeBackend:
         g = self.manifest["graphs"][name]
         arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         caller_ftz = _flushes_denormals()
-        out = sess.run([g["outputs"][0]["name"]], {g["inputs"][0]["name"]: arr})[0]
-        if not caller_ftz:
-            # ORT's set_denormal_as_zero also sets FTZ/DAZ on the calling thread (it runs ops
-            # there); give the caller its floating-point mode back.
-            torch.set_flush_denormal(False)
+        try:
+            out = sess.run([g["outputs"][0]["name"]], {g["inputs"][0]["name"]: arr})[0]
+        finally:
+            if not caller_ftz:
+                # ORT's set_denormal_as_zero also sets FTZ/DAZ on the calling thread (it runs ops
+                # there); give the caller its floating-point mode back, on failure too.
+                torch.set_flush_denormal(False)
         return torch.from_numpy(out)
 
     def pre_edit(self, x: Tensor) -> Tensor:
