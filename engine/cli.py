@@ -417,6 +417,9 @@ def cmd_decode(args) -> int:
         for src in _progress(files, not args.quiet, "decode"):
             try:
                 dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, suffix)
+                if not to_stdout and _is_input(dst, src):  # (stream.png, or a link to the stream; even with --force)
+                    raise FileExistsError(f"{dst}: the decoded image would replace its own input stream "
+                                          + ("(-o names it)" if args.output else "(name the output with -o)"))
                 if args.output is None and dst.exists() and not args.force:  # refused before decoding
                     # beside its stream, a decoded image takes the original's name (photo.png →
                     # photo.vlmc → photo.png): replacing it would lose the original to the lossy copy

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -38,7 +40,7 @@ def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
 
 
-def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False) -> np.ndarray:
+def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False, name: str | None = None) -> np.ndarray:
     """A PIL image as uint8 H×W×3, high-bit-depth grayscale scaled rather than clipped.
 
     Pillow's ``convert("RGB")`` clips 16-bit grayscale (a 16-bit PNG) at 255, which turns most of
@@ -46,52 +48,92 @@ def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False) -> np.ndarray:
     8-bit RGB (Pillow keeps the high byte); palettes are expanded; transparent pixels are
     composited over white (``ALPHA_BACKGROUND``). A mode "I" image is taken as 16-bit when
     ``sixteen_bit`` or when it holds values above 255 (with a VlmcodecWarning naming the scale
-    chosen, unless ``sixteen_bit``)."""
+    chosen, unless ``sixteen_bit``); a mode "F" (floating-point) one as 0..1 when no value
+    exceeds 1 and as 0..255 otherwise, rounded (with a VlmcodecWarning naming the scale).
+    ``name``: the file's, for the messages."""
+    where = f"{name}: " if name else ""
     if im.mode in _SIXTEEN_BIT_MODES or im.mode == "I":
         a = np.asarray(im).astype(np.int64)
         low, top = (int(a.min()), int(a.max())) if a.size else (0, 0)
         if low < 0 or top > 65535:
-            raise ImageError(f"integer image with values in [{low}, {top}]: expected 8- or 16-bit data")
+            raise ImageError(f"{where}integer image with values in [{low}, {top}]: expected 8- or 16-bit data")
         sixteen = im.mode in _SIXTEEN_BIT_MODES or sixteen_bit or top > 255
         if im.mode == "I" and not sixteen_bit:
             # 32-bit integer pixels (a TIFF, say) declare no scale: the values decide, and the
             # caller is told, since a dark 16-bit image stored so would come out 257x too bright
             scale = "0..65535 (16-bit)" if sixteen else "0..255 (8-bit)"
-            warnings.warn(f"32-bit integer image with values in [{low}, {top}]: read on the scale {scale}; "
+            warnings.warn(f"{where}32-bit integer image with values in [{low}, {top}]: read on the scale {scale}; "
                           "convert it to 8- or 16-bit to choose", VlmcodecWarning, stacklevel=3)
-        if sixteen:
-            a = (a * 255 + 32767) // 65535
-        gray = a.astype(np.uint8)
+        key = im.info.get("transparency")  # a 16-bit grey PNG's tRNS: one transparent grey value
+        gray = ((a * 255 + 32767) // 65535 if sixteen else a).astype(np.uint8)
+        if isinstance(key, int) and not isinstance(key, bool):
+            gray[a == key] = ALPHA_BACKGROUND
         return np.repeat(gray[:, :, None], 3, axis=2)
     if im.mode == "F":
-        a = np.asarray(im)
-        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 255):
-            raise ImageError("floating-point image outside [0, 255]: convert it to 8-bit first")
+        a = np.asarray(im).astype(np.float64)
+        if a.size and not np.isfinite(a).all():
+            raise ImageError(f"{where}floating-point image with NaN or infinite values")
+        low, top = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if low < 0 or top > 255:
+            raise ImageError(f"{where}floating-point image outside [0, 255]: convert it to 8-bit first")
+        # a float image declares no scale either: [0, 1] (as float TIFFs usually hold) read as
+        # 0..255 would come out black
+        unit = top <= 1
+        warnings.warn(f"{where}floating-point image with values in [{low:g}, {top:g}]: read on the scale "
+                      f"{'0..1' if unit else '0..255'}; convert it to 8-bit to choose", VlmcodecWarning,
+                      stacklevel=3)
+        gray = np.clip(np.rint(a * 255 if unit else a), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
     if _has_alpha(im):
         return composite_alpha(np.asarray(im.convert("RGBA")))
     return np.asarray(im.convert("RGB"))
 
 
+def _check_max_pixels(max_pixels) -> None:
+    if max_pixels is not None and (not is_real(max_pixels) or not max_pixels >= 1):
+        raise ConfigError(f"max_pixels must be a number of pixels, at least 1 (or None), got {max_pixels!r}")
+
+
+def _check_size(w: int, h: int, max_pixels: int | None) -> None:
+    """ImageError for a ``w``×``h`` image outside 1..MAX_SIDE per side or over ``max_pixels``."""
+    if h < 1 or w < 1 or h > MAX_SIDE or w > MAX_SIDE:
+        raise ImageError(f"image size {w}x{h} outside the supported 1..{MAX_SIDE} per side")
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageError(f"image of {w}x{h} pixels is more than max_pixels={max_pixels} "
+                         "(Codec(max_pixels=...) or --max-pixels raises it)")
+
+
 def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
     """Validate and convert ``image`` (numpy uint8 H×W×3, H×W×4 RGBA — composited over white —,
-    H×W grayscale, PIL, or the path of an image file, read by :func:`load_image`) to uint8 H×W×3."""
+    H×W grayscale, PIL, or the path of an image file, read by :func:`load_image`) to uint8 H×W×3.
+    The size (1..MAX_SIDE per side, at most ``max_pixels``) is checked before any pixel is
+    decoded or copied."""
+    _check_max_pixels(max_pixels)
     if isinstance(image, (str, os.PathLike)):
         return load_image(image, max_pixels)
     if isinstance(image, Image.Image):
+        _check_size(image.width, image.height, max_pixels)
+        try:  # a lazily opened file decodes here (a damaged one: Pillow's OSError; a closed image: ValueError)
+            image.load()
+        except (OSError, ValueError, SyntaxError, TypeError, Image.DecompressionBombError) as e:
+            raise ImageError(f"cannot read the PIL image: {e}") from e
         arr = pil_to_rgb(image)
     elif isinstance(image, np.ndarray):
         arr = image
-        if arr.ndim == 2:
-            arr = np.repeat(arr[:, :, None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
             planar = arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] > 4
             hint = f" (channels first? a.transpose(1, 2, 0) is H×W×{arr.shape[0]})" if planar else ""
             raise ImageError(f"expected an H×W×3 RGB (or H×W×4 RGBA) array, got shape {arr.shape}{hint}")
         if arr.dtype != np.uint8:
             hint = ("16-bit data: (a >> 8).astype(np.uint8)" if arr.dtype == np.uint16
                     else "e.g. np.clip(a * 255, 0, 255).round().astype(np.uint8) for floats in [0, 1]"
-                    if arr.dtype.kind == "f" else "np.clip(a, 0, 255).astype(np.uint8)")
+                    if arr.dtype.kind == "f" else "a.astype(np.uint8) * 255" if arr.dtype.kind == "b"
+                    else "np.clip(a, 0, 255).astype(np.uint8)")
             raise ImageError(f"expected dtype uint8, got {arr.dtype} (convert it first: {hint})")
+        # before any copy: a broadcast view of a huge image holds no memory of its own, its copy would
+        _check_size(arr.shape[1], arr.shape[0], max_pixels)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.shape[2] == 4:
             arr = composite_alpha(arr)
     else:
@@ -100,9 +142,6 @@ def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
         hint = (" (a tensor: e.g. (t.permute(1, 2, 0) * 255).round().clamp(0, 255).byte().cpu().numpy() for a "
                 "C×H×W tensor in [0, 1])" if type(image).__name__ == "Tensor" else "")
         raise ImageError(f"expected a numpy array, PIL image or file path, got {type(image).__name__}{hint}")
-    h, w = arr.shape[:2]
-    if h < 1 or w < 1 or h > MAX_SIDE or w > MAX_SIDE:
-        raise ImageError(f"image size {w}x{h} outside the supported 1..{MAX_SIDE} per side")
     return np.ascontiguousarray(arr)
 
 
@@ -117,13 +156,50 @@ def upright(im: Image.Image) -> Image.Image:
         return im
 
 
+# Pillow refuses images over its module-wide Image.MAX_IMAGE_PIXELS (~179 Mpx; ~89 Mpx warns) as
+# decompression bombs, read at open (and when a TIFF or GIF frame loads), and offers no per-call
+# limit: while reads with a higher max_pixels are in flight it is raised to the highest of them
+# (vlmcodec's own check, from the header, refuses what is over each read's max_pixels), then
+# restored. The lock guards only this bookkeeping, so reads still decode in parallel; another
+# thread's own Image.open meanwhile sees the higher limit.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+_pillow_raised: list[float] = []  # the max_pixels of the reads in flight that raised it
+_pillow_own: list[int | None] = [None]  # Pillow's limit as it was before them
+
+
+def _set_pillow_limit(pixels: float | None) -> None:
+    Image.MAX_IMAGE_PIXELS = None if pixels is None or pixels == float("inf") else int(pixels)
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: float | None):
+    """Pillow's bomb limit at least ``max_pixels`` for the duration."""
+    with _PILLOW_LIMIT_LOCK:
+        own = _pillow_own[0] if _pillow_raised else Image.MAX_IMAGE_PIXELS
+        raised = max_pixels is not None and own is not None and max_pixels > own
+        if raised:
+            if not _pillow_raised:
+                _pillow_own[0] = own
+            _pillow_raised.append(max_pixels)
+            _set_pillow_limit(max(_pillow_raised))
+    if not raised:  # Pillow neither refuses nor warns about an image this read takes
+        yield
+        return
+    try:
+        yield
+    finally:
+        with _PILLOW_LIMIT_LOCK:
+            _pillow_raised.remove(max_pixels)
+            _set_pillow_limit(max(_pillow_raised) if _pillow_raised else _pillow_own[0])
+
+
 def load_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file (a path, or a binary file object such as ``io.BytesIO(data)``) as uint8
-    H×W×3, upright per its EXIF orientation (ImageError when unreadable). Of an animation or a
-    multi-page file, the first frame (with a VlmcodecWarning). ``max_pixels``: refuse larger
-    images from their header, before decoding any pixel."""
-    if max_pixels is not None and (not is_real(max_pixels) or not max_pixels >= 1):
-        raise ConfigError(f"max_pixels must be a number of pixels, at least 1 (or None), got {max_pixels!r}")
+    H×W×3, upright per its EXIF orientation (ImageError when unreadable or damaged). Of an
+    animation or a multi-page file, the first frame (with a VlmcodecWarning). ``max_pixels``:
+    refuse larger images from their header, before decoding any pixel; a higher one than Pillow's
+    own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) overrides it for this read."""
+    _check_max_pixels(max_pixels)
     if isinstance(path, (str, os.PathLike)):
         source = path = Path(path)
     elif callable(getattr(path, "read", None)):
@@ -131,7 +207,7 @@ def load_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> np
     else:  # (an AttributeError "no attribute 'read'" from Pillow)
         raise ImageError(f"expected an image file's path or a binary file object, got {type(path).__name__}")
     try:
-        with Image.open(source) as im:
+        with _pillow_limit(max_pixels), Image.open(source) as im:
             if max_pixels is not None and im.width * im.height > max_pixels:
                 raise ImageError(f"{path}: {im.width}x{im.height} is more than max_pixels={max_pixels} "
                                  "(Codec(max_pixels=...) or --max-pixels raises it)")
@@ -142,10 +218,13 @@ def load_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> np
             im.draft("RGB", im.size)
             if im.width > MAX_SIDE or im.height > MAX_SIDE:
                 raise ImageError(f"{path}: size {im.width}x{im.height} outside 1..{MAX_SIDE} per side")
+            # decoded here, so that a damaged file is an ImageError (upright's EXIF read would
+            # otherwise decode it and take the failure for malformed EXIF, keeping half an image)
+            im.load()
             # a PGM with maxval > 255 opens as mode "I" on a 0..65535 scale (Pillow rescales other
             # maxvals to it), even when a dark image holds only values below 256
             sixteen_bit = im.format == "PPM" and im.mode == "I"
-            return as_rgb_array(pil_to_rgb(upright(im), sixteen_bit))
+            return as_rgb_array(pil_to_rgb(upright(im), sixteen_bit, str(path)))
     except ImageError:
         raise
     except FileNotFoundError as e:
@@ -157,11 +236,17 @@ def load_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> np
         raise ImageError(f"cannot read image {path}: {text}") from e
 
 
+_WRITTEN_FORMATS = {".png": "PNG", ".ppm": "PPM", ".pnm": "PPM", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+                    ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
 def _format_of(path: Path) -> str:
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
+    # these only: Pillow saves more (.ico shrinks the image to an icon, .gif quantises it to 256
+    # colours, .blp and others fail with Pillow's own errors)
+    fmt = _WRITTEN_FORMATS.get(path.suffix.lower())
+    if fmt is None:
         raise ImageError(f"cannot write {path}: unknown image file extension {path.suffix!r} "
-                         "(use .png, .ppm, .bmp, .tif, .webp or .jpg)")
+                         "(use .png, .ppm/.pnm, .bmp, .tif/.tiff, .webp or .jpg/.jpeg)")
     return fmt
 
 
@@ -181,7 +266,7 @@ def image_bytes(arr: np.ndarray, fmt: str = "PNG", png_level: int = DEFAULT_PNG_
         raise ConfigError(f"unknown image format {fmt!r} (Pillow's names: PNG, PPM, BMP, TIFF, WEBP, JPEG, ...)")
     _check_writable(arr)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format=fmt, **({"compress_level": png_level} if fmt == "PNG" else {}))
+    Image.fromarray(arr).save(buf, format=fmt, **({"compress_level": png_level} if fmt.upper() == "PNG" else {}))
     return buf.getvalue()
 
 

@@ -71,7 +71,8 @@ def test_out_of_range_integer_and_float_images_are_refused():
         pil_to_rgb(Image.fromarray(np.full((3, 3), 70000, np.int32), mode="I"))
     with pytest.raises(ImageError, match="floating-point"):
         pil_to_rgb(Image.fromarray(np.full((3, 3), 300.0, np.float32), mode="F"))
-    ok = pil_to_rgb(Image.fromarray(np.full((3, 3), 100.0, np.float32), mode="F"))
+    with pytest.warns(VlmcodecWarning, match="0..255"):
+        ok = pil_to_rgb(Image.fromarray(np.full((3, 3), 100.0, np.float32), mode="F"))
     assert (ok == 100).all()
 
 
