@@ -15,25 +15,34 @@ the message; a server that cannot be reached (or whose TLS certificate does not 
 server's 503 (``QueueFull``: its queue or its connections full) and a rate-limited client's 429
 (``RateLimited``: ``serve --rate-limit``) are retried ``retries`` times, after the wait the
 server asks (at most ``MAX_RETRY_WAIT_S``), before the error is raised: encode and decode are
-idempotent. An error the server answered carries its whole JSON answer as ``.answer``.
+idempotent. An error the server answered carries its whole JSON answer as ``.answer``. ``timeout_s``
+bounds a request's whole exchange (connecting, sending, and every byte of the answer), not each read.
+A 200 answer that is not a vlmcodec server's (an HTML page, another JSON, a stream without its magic,
+pixels their dimensions do not describe, a body over ``MAX_ANSWER_BYTES``) raises ``ConnectionError``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
+import io
 import json
+import math
 import os
+import re
+import socket
 import ssl
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from ..bitstream.container import as_bytes
+from ..bitstream.container import MAGIC, MAX_DIM, as_bytes
 from ..checks import check_count, check_seconds, quality_or_budget
 from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, QueueFull, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
@@ -43,6 +52,11 @@ from .tokens import check_client_token
 
 MAX_RETRY_WAIT_S = 10.0  # the longest a busy server's Retry-After is obeyed for, per retry
 _sleep = time.sleep  # the retries' wait (a name of this module's own, for tests)
+# the largest answer taken: a server's largest is a decode to raw pixels of a MAX_DIM² stream (768 MiB),
+# an encode's stream and /health's JSON far smaller. A Content-Length above it (a proxy's or another
+# service's answer, or a lie) is refused before anything is read: read, it was a MemoryError or OverflowError.
+MAX_ANSWER_BYTES = max(1 << 30, 3 * MAX_DIM * MAX_DIM)
+_BAD_PATH_CHAR = re.compile(r"[^\x21-\x7e]")  # (http.client refuses these in a request line, at each request)
 
 
 class RemoteCodec:
@@ -53,18 +67,33 @@ class RemoteCodec:
 
     def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0, retries: int = 2,
                  token: str | None = None, ssl_context: ssl.SSLContext | None = None):
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as e:  # ("Invalid IPv6 URL")
+            raise ConfigError(f"expected an http:// or https://host:port URL, got {url!r} ({e})") from None
+        if "@" in parts.netloc:  # (not in the message: it would show the password)
+            raise ConfigError("a server's URL takes no user:password@ (it would not be sent): give a server's "
+                              "token as the token argument")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"expected an http:// or https://host:port URL, got {url!r}")
         if parts.query or parts.fragment:
             raise ConfigError(f"a server's URL takes no query or fragment, got {url!r}")
+        try:
+            port = parts.port
+        except ValueError as e:  # ("Port out of range 0-65535", "Port could not be cast to integer value")
+            raise ConfigError(f"expected an http:// or https://host:port URL, got {url!r} ({e})") from None
+        if port == 0:
+            raise ConfigError(f"a server's port is 1-65535, got 0 in {url!r}")
+        if _BAD_PATH_CHAR.search(parts.path):
+            raise ConfigError(f"a server's URL path takes no spaces, control or non-ASCII characters "
+                              f"(percent-encode them), got {parts.path!r}")
         check_count("retries", retries, least=0)
         check_seconds("timeout_s", timeout_s)  # (else http.client's "Timeout value out of range" at the first call)
         if ssl_context is not None and parts.scheme != "https":
             raise ConfigError("ssl_context needs an https:// URL")
         self._args = (url, timeout_s, retries, token)  # pickling (__reduce__)
         self.url = url.rstrip("/")
-        self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        self.host, self.port = parts.hostname, port or (443 if parts.scheme == "https" else 80)
         # a server behind a proxy under a path (http://host/vlmcodec): its endpoints are below it
         self._prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
@@ -149,6 +178,9 @@ class RemoteCodec:
             body = arr.tobytes()
             query |= {"width": arr.shape[1], "height": arr.shape[0]}
         data, headers = self._post(f"/encode?{urlencode(query)}", body)
+        if not data.startswith(MAGIC):  # (its Content-Type left aside: a proxy may rewrite it)
+            raise ConnectionError(f"{self.url}: not a vlmcodec server's answer to /encode: not a .vlmc stream "
+                                  f"(Content-Type {headers.get('content-type')!r}, {len(data)} bytes: {data[:40]!r})")
         return data, headers.get("x-refine-fallback")
 
     def decode(self, data: bytes, short_side: int | None = None, *, priority: int | None = None) -> np.ndarray:
@@ -161,16 +193,30 @@ class RemoteCodec:
         payload, headers = self._post(f"/decode?{urlencode(query)}", as_bytes(data))
         try:
             h, w = int(headers["x-image-height"]), int(headers["x-image-width"])
-            return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
-        except (KeyError, ValueError) as e:  # (a KeyError, or numpy's "cannot reshape")
-            raise ConnectionError(f"{self.url}: not a vlmcodec server's answer to /decode: its X-Image-Width and "
-                                  f"-Height do not describe its {len(payload)} bytes ({e!r})") from None
+        except (KeyError, ValueError):
+            h = w = 0
+        if not (h > 0 and w > 0 and h * w * 3 == len(payload)):  # (a -1 was reshape's "whatever fits")
+            raise ConnectionError(f"{self.url}: not a vlmcodec server's answer to /decode: its X-Image-Width "
+                                  f"{headers.get('x-image-width')!r} and -Height {headers.get('x-image-height')!r} "
+                                  f"do not describe its {len(payload)} bytes")
+        return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
 
     def health(self) -> dict:
-        return json.loads(self._request("GET", "/health", None)[0])
+        return self._json_object("/health")
 
     def stats(self) -> dict:
-        return json.loads(self._request("GET", "/stats", None)[0])
+        return self._json_object("/stats")
+
+    def _json_object(self, path: str) -> dict:
+        payload = self._request("GET", path, None)[0]
+        try:
+            answer = json.loads(payload)
+        except (ValueError, RecursionError):  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+            answer = None
+        if not isinstance(answer, dict):
+            raise ConnectionError(f"{self.url}: not a vlmcodec server's answer to {path}: not a JSON object "
+                                  f"({len(payload)} bytes: {payload[:40]!r})")
+        return answer
 
     # -- plumbing ------------------------------------------------------------------------
     def _post(self, path: str, body: bytes) -> tuple[bytes, dict]:
@@ -189,10 +235,20 @@ class RemoteCodec:
         raise AssertionError("unreachable")
 
     def _request_once(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
+        # the whole exchange's: each socket read waited timeout_s afresh, an answer trickled for ever
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s is not None else math.inf
+        call = getattr(self._local, "call", None)  # an AsyncRemoteCodec call's, whose cancel shuts its socket
         for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: one fresh try
             conn = self._connection()
             fresh = conn.sock is None
             try:
+                conn.timeout = _time_left(deadline)  # (connecting)
+                if fresh:
+                    conn.connect()
+                conn.sock.settimeout(_time_left(deadline))  # (sending: sendall's timeout is its total)
+                if call is not None:
+                    call.use(conn)
+                conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
                 try:
                     conn.request(method, self._prefix + path, body=body, headers=self._headers)
                 except (BrokenPipeError, ConnectionResetError):
@@ -201,10 +257,12 @@ class RemoteCodec:
                     if conn.sock is None:
                         raise
                 resp = conn.getresponse()
-                payload = resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                payload = _read_answer(resp)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError,
+                    ssl.SSLZeroReturnError) as e:  # (over TLS, a kept-alive connection the server closed: SSL EOF)
                 self._drop(conn)
-                if attempt or fresh:  # (a new connection failing: sending it all again would fail alike)
+                # (a new connection failing: sending it all again would fail alike)
+                if attempt or fresh or (call is not None and call.cancelled):
                     raise ConnectionError(f"{self.url}: connection lost ({e})") from e
                 continue
             except TimeoutError as e:  # connecting, sending or waiting for the answer
@@ -217,6 +275,9 @@ class RemoteCodec:
                 self._drop(conn)
                 raise ConnectionError(f"{self.url}: not an HTTP server's answer ({type(e).__name__}: "
                                       f"{str(e)[:100]})") from e
+            except BaseException:  # (Ctrl-C, a cancel): the connection is mid-exchange, of no use to the next
+                self._drop(conn)
+                raise
             if resp.will_close:
                 self._drop(conn)
             headers = {k.lower(): v for k, v in resp.getheaders()}
@@ -277,6 +338,62 @@ class _CloseAtThreadEnd:
         self.conn.close()
 
 
+def _time_left(deadline: float) -> float | None:
+    """The seconds a socket may wait before ``deadline`` (None: no timeout); TimeoutError past it."""
+    if deadline == math.inf:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("past the request's deadline")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """An answer's socket reads, each waiting only the time left before the request's deadline."""
+
+    def __init__(self, raw: io.RawIOBase, sock: socket.socket, deadline: float):
+        self._raw, self._sock, self._deadline = raw, sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int | None:
+        self._sock.settimeout(_time_left(self._deadline))
+        return self._raw.readinto(b)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()  # (the socket's reference by the answer: http.client closes it so)
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """``http.client``'s answer, read (status line and headers too) within the request's deadline."""
+
+    def __init__(self, sock, *args, deadline: float, **kwargs):
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, deadline))
+
+
+def _read_answer(resp: http.client.HTTPResponse) -> bytes:
+    """The answer's body, at most ``MAX_ANSWER_BYTES`` (ConnectionError, an OSError, above it)."""
+    too_long = "a body over MAX_ANSWER_BYTES={} bytes: not a vlmcodec server's answer ({})"
+    if resp.length is not None:
+        if resp.length > MAX_ANSWER_BYTES:
+            raise ConnectionError(too_long.format(MAX_ANSWER_BYTES, f"Content-Length {resp.length}"))
+        return resp.read()
+    parts, size = [], 0  # chunked, or to the connection's end
+    while chunk := resp.read(1 << 20):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ConnectionError(too_long.format(MAX_ANSWER_BYTES, f"{size} bytes read"))
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _seconds(text: str | None, default: float) -> float:
     """A Retry-After header's delay in seconds (the HTTP-date form is not used by our server)."""
     try:
@@ -292,9 +409,14 @@ def _error_of(status: int, payload: bytes) -> Exception:
 
     try:
         answer = json.loads(payload)
+    except (ValueError, RecursionError):  # not JSON
+        answer = None
+    answer = answer if isinstance(answer, dict) else {}  # (one without "error", a shut-down /health's, kept whole)
+    if "error" in answer:
         message, kind = answer["error"], answer.get("type", "")
-    except (ValueError, KeyError, TypeError):  # not JSON, or not an object with "error"
-        answer, message, kind = {}, payload[:200].decode("utf-8", "replace"), ""
+        kind = kind if isinstance(kind, str) else ""
+    else:
+        message, kind = payload[:200].decode("utf-8", "replace"), ""
     known = {"TimeoutError": RequestTimeoutError, "QueueFull": QueueFull, "ValueError": ValueError, "TypeError": TypeError,
              "AuthenticationError": PermissionError, "PermissionError": PermissionError, "RateLimited": RateLimited}
     cls = known.get(kind) or getattr(errors, kind, None)
@@ -306,19 +428,51 @@ def _error_of(status: int, payload: bytes) -> Exception:
     return err
 
 
+class _Call:
+    """One ``AsyncRemoteCodec`` call's hold on the connection its worker thread uses: a cancel
+    shuts that socket down, which ends a read or send blocked on it (closing it would not)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._conn: http.client.HTTPConnection | None = None
+        self.cancelled = False
+
+    def use(self, conn: http.client.HTTPConnection | None) -> None:
+        """(the worker, ``conn`` connected) CancelledError once cancelled."""
+        with self._lock:
+            if self.cancelled and conn is not None:
+                raise asyncio.CancelledError("the awaiting task was cancelled")
+            self._conn = conn
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            sock = self._conn.sock if self._conn is not None else None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:  # (closed meanwhile by its worker)
+                    pass
+
+
 class AsyncRemoteCodec:
     """``RemoteCodec``'s calls for asyncio code: ``await remote.encode(...)``. Each call runs the
-    blocking client on a worker thread (``asyncio.to_thread``; each thread keeps its own
-    keep-alive connection), so that the event loop never waits on the network, and concurrent
-    calls (``asyncio.gather``) reach the server together and are batched there. Takes
-    ``RemoteCodec``'s arguments; ``async with`` closes its connections.
+    blocking client on a worker thread of its own pool (``max_workers`` threads, each keeping its
+    own keep-alive connection), so that the event loop never waits on the network, and concurrent
+    calls (``asyncio.gather``) reach the server together and are batched there: at most
+    ``max_workers`` at once, the others wait for a thread. A cancelled call (``wait_for``, a
+    task's ``cancel()``) shuts its connection's socket down, so that its thread does not wait on
+    for ``timeout_s``. Takes ``RemoteCodec``'s arguments; ``async with`` closes its connections
+    and its threads.
 
         async with AsyncRemoteCodec("http://gpu-box:8080") as remote:
             streams = await asyncio.gather(*(remote.encode(im, quality=60) for im in images))
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, max_workers: int = 32, **kwargs):
+        self.max_workers = check_count("max_workers", max_workers, least=1)
         self.sync = RemoteCodec(*args, **kwargs)
+        self._pool: ThreadPoolExecutor | None = None  # made at the first call (again after close())
 
     async def __aenter__(self) -> AsyncRemoteCodec:
         return self
@@ -327,24 +481,51 @@ class AsyncRemoteCodec:
         await self.close()
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.sync.close)
+        """Close the connections and end the threads (call it with no request in flight; a later
+        call starts them again)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)  # (its idle threads end at once)
+        self.sync.close()  # (closes sockets: nothing to wait for)
+
+    async def _call(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on a worker thread, its connection shut down if the awaiting task is cancelled."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="vlmcodec-remote")
+        call = _Call()
+        local = self.sync._local
+
+        def run():
+            local.call = call
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                local.call = None
+                call.use(None)  # (done: a late cancel leaves the connection alone)
+
+        future = asyncio.get_running_loop().run_in_executor(self._pool, run)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
 
     async def encode(self, image, quality: float | None = None, short_side: int | None = None, model: str | None = None,
                      **options) -> bytes:
         """``RemoteCodec.encode``, awaited (a refine fallback's warning is issued here)."""
-        data, fallback = await asyncio.to_thread(self.sync._encode, image, quality, short_side, model, **options)
+        data, fallback = await self._call(self.sync._encode, image, quality, short_side, model, **options)
         warn_refine_fallback(fallback)
         return data
 
     async def decode(self, data: bytes, short_side: int | None = None, **options) -> np.ndarray:
         """``RemoteCodec.decode``, awaited."""
-        return await asyncio.to_thread(self.sync.decode, data, short_side, **options)
+        return await self._call(self.sync.decode, data, short_side, **options)
 
     async def health(self) -> dict:
-        return await asyncio.to_thread(self.sync.health)
+        return await self._call(self.sync.health)
 
     async def stats(self) -> dict:
-        return await asyncio.to_thread(self.sync.stats)
+        return await self._call(self.sync.stats)
 
 
 __all__ = ["AsyncRemoteCodec", "RemoteCodec"]
