@@ -72,11 +72,15 @@ class CodecSet:
 
     def codec_for(self, data) -> Codec:
         """The codec whose model wrote ``data``: BitstreamError for bytes that are not a .vlmc
-        header, ModelMismatchError for a stream of a model not held."""
+        header (or, naming a model not held, not a whole stream), ModelMismatchError for a stream
+        of a model not held."""
         fp = container.fingerprint_of(data)
         # the model itself, else one that shares its decoder (Codec.reads)
         codec = self._codecs.get(fp) or next((c for c in self._codecs.values() if c.reads(fp)), None)
         if codec is None:
+            # a damaged fingerprint names a model that does not exist: say the stream is damaged
+            # (the CRC, checked only here, off the routing path of every stream that matches)
+            container.unpack(data)
             raise ModelMismatchError(f"stream was written by model {fp.hex()}, the models held are {self._held()}; "
                                      "decode it with the model that wrote it")
         return codec

@@ -65,6 +65,12 @@ def test_foreign_and_damaged_streams_and_bad_sets_are_refused(pair, tiny_model_p
         only_new.decode_batch([new.encode(smooth_image(rng, 32, 48), 50), stream])
     with pytest.raises(BitstreamError, match="bad magic"):
         only_new.decode(b"\x89PNG\r\n\x1a\n" + bytes(20))
+    # a bit flipped in the fingerprint of a held model's stream named a model that does not exist
+    # (ModelMismatchError, a server's 409 "serve --extra-model"): it is a damaged stream
+    damaged = bytearray(new.encode(smooth_image(rng, 32, 48), 50))
+    damaged[9] ^= 0x10
+    with pytest.raises(BitstreamError, match="CRC"):
+        only_new.decode(bytes(damaged))
     with pytest.raises(ConfigError, match="given twice"):
         CodecSet([new, Codec(tiny_model_path)])
     with pytest.raises(ConfigError, match="at least one"):
