@@ -764,6 +764,11 @@ def cmd_train(args) -> int:
 def cmd_convert(args) -> int:
     from .models import checkpoint
 
+    if not args.from_compressai and (args.N is not None or args.M is not None):
+        raise VlmcodecError("--N and --M apply to --from-compressai (a model or weights file records its own)")
+    source = args.from_compressai or args.from_weights
+    if source and _is_input(Path(args.output), Path(source)):  # (a checkpoint replaced by a file of another kind)
+        raise VlmcodecError(f"{args.output}: the model file would replace its own input; name another with -o")
     old = None  # the model whose decoder the new one shares (--decodes-as), read once
     if args.decodes_as:
         if args.from_compressai:
@@ -779,13 +784,17 @@ def cmd_convert(args) -> int:
         if shared is None and loaded.stream_fingerprint != loaded.fingerprint:
             shared = loaded.identity  # keep the decoder it already shares
         extra = {k: v for k, v in loaded.metadata.items() if k not in ("format", "config", "fingerprint")}
-        fp = checkpoint.save_model(loaded.model, args.output, extra_metadata=extra, decodes_as=shared,
+        # stored as the file whose decoder it keeps (the decoder digest covers dtypes): an fp16
+        # model re-saved as float32 changed its fingerprint and shared no decoder
+        dtype = old.dtype if old else loaded.dtype
+        fp = checkpoint.save_model(loaded.model, args.output, dtype=dtype, extra_metadata=extra, decodes_as=shared,
                                    require_shared=True)
     else:
         from .models.convert import convert_compressai
 
         fp = convert_compressai(args.from_compressai, args.output, N=args.N, M=args.M)
-    also = f"; its streams carry {shared.stream_fingerprint[:8].hex()} ({args.decodes_as}'s decoder)" if shared else ""
+    whose = f"{args.decodes_as}'s decoder" if args.decodes_as else f"the decoder {args.from_model} shares"
+    also = f"; its streams carry {shared.stream_fingerprint[:8].hex()} ({whose})" if shared else ""
     print(f"wrote {args.output} (fingerprint {fp[:8].hex()}{also})")
     return 0
 

@@ -439,11 +439,16 @@ class Codec:
                                    self.tables["z"], 1)
         fused = hasattr(self.backend, "quantize")  # fused kernel: same indices, bit for bit
         with self._stage("h_s"), self._gpu_memory("encoding (h_s)"):
-            if fused:
-                scales, means = self._entropy_parameters((z_sym + m)[None], indexes=False)
-            else:
-                y_idx, means = self._entropy_parameters((z_sym + m)[None])
-                y_idx = y_idx[0]
+            try:
+                if fused:
+                    scales, means = self._entropy_parameters((z_sym + m)[None], indexes=False)
+                else:
+                    y_idx, means = self._entropy_parameters((z_sym + m)[None])
+                    y_idx = y_idx[0]
+            except OverflowError as e:  # (decoding says "corrupt stream" of such z values)
+                raise ConfigError(f"this model cannot code the image: its z values are out of range for the exact "
+                                  f"h_s ({e}); its weights (gains, g_a, h_a) are out of range (model edited or "
+                                  "diverged?)") from e
         with self._stage("y coding"):
             if fused:
                 sym_t, idx_t = self.backend.quantize(y[None], means, scales, self.scale_table64,

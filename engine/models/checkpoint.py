@@ -16,6 +16,7 @@ claims.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -108,8 +109,10 @@ def not_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     """The names of the floating-point tensors holding a NaN or an infinity."""
     # a tensor's sum is finite only if every value is (∞ + x = ∞, ∞ − ∞ = NaN): a sum, no mask
     # to allocate, 20x faster on a model file; a sum that overflowed is checked value by value
-    return [k for k, v in tensors.items() if v.is_floating_point() and not math.isfinite(float(v.sum()))
-            and not bool(torch.isfinite(v).all())]
+    # (float8 has no sum on the CPU: widened first)
+    return [k for k, v in tensors.items() if v.is_floating_point()
+            and not math.isfinite(float((v if v.dtype in FLOAT_DTYPES else v.float()).sum()))
+            and not bool(torch.isfinite(v.float() if v.dtype not in FLOAT_DTYPES else v).all())]
 
 
 def require_finite(tensors: dict[str, torch.Tensor], head: str) -> None:
@@ -124,8 +127,8 @@ def config_of(path: str | Path, meta: dict) -> ModelConfig:
     """The architecture a model or weights file's metadata records (ConfigError: unreadable)."""
     try:
         return ModelConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise ConfigError(f"{path}: unreadable architecture in its metadata ({e})") from e
+    except (KeyError, ValueError, TypeError, RecursionError, OverflowError) as e:  # (JSON nested 10^5 deep)
+        raise ConfigError(f"{path}: unreadable architecture in its metadata ({str(e)[:300]})") from None
 
 
 def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype = torch.float32,
@@ -165,6 +168,10 @@ def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype 
 
 
 _IDENTITY_KEYS = ("stream_fingerprint", "decoder_digest")  # written by save_model alone, never copied
+# the dtypes a model file's weights and buffers may be stored in (save_model's dtype); its CDF
+# tables are integers (int32)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_TABLE_PARTS = ("cdf", "cdf_length", "offsets")
 _PARAMETER_SUFFIXES = (".weight", ".bias", ".beta", ".gamma")  # (GDN's reparametrisation buffers aside)
 
 
@@ -184,6 +191,7 @@ class LoadedModel:
     fingerprint: bytes
     metadata: dict
     identity: StreamIdentity | None = None  # set by load_model
+    dtype: torch.dtype = torch.float32  # the weights' dtype in the file (``stored_dtype``)
 
     @property
     def stream_fingerprint(self) -> bytes:
@@ -209,38 +217,38 @@ def read_safetensors(path: str | Path, what: str = "model file") -> tuple[dict[s
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    """Load a model file written by ``save_model`` (checks format and fingerprint)."""
+    """Load a model file written by ``save_model`` (checks format, fingerprint, and that it holds its
+    architecture's tensors and CDF tables: ``_checked``)."""
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"a model is the path of a .safetensors model file, got {type(path).__name__}")
     path = Path(path)
     note_torch_use()  # (its checks and the module's making run torch: torch_threads.py)
     tensors, meta = read_safetensors(path)
-    config, fp, identity = _checked(path, tensors, meta)
+    config, fp, identity = _checked(path, tensors, meta)  # (the tensors' names, shapes, dtypes and tables too)
     model = MeanScaleHyperprior(config)
-    weights = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
+    weights = {k: v.float() for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
     try:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-    except RuntimeError as e:  # a tensor of another shape ("size mismatch for g_s.0.weight: …")
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # (_checked has compared them with the architecture's)
         raise ConfigError(f"{path}: weights do not match the architecture (file damaged or edited): "
                           f"{str(e).splitlines()[-1].strip()[:300]}") from None
-    missing = [k for k in missing if not k.endswith(DERIVED_SUFFIXES)]
-    if missing or unexpected:
-        raise ConfigError(f"{path}: weights do not match the architecture (missing {missing[:5]}, unexpected {unexpected[:5]})")
     from vlmcodec.kernels.rans import CdfTable
 
     tables = {}
     for name in ("z", "y"):
         try:
-            tables[name] = CdfTable(
-                cdf=tensors[f"{TABLE_PREFIX}{name}.cdf"].numpy(),
-                cdf_length=tensors[f"{TABLE_PREFIX}{name}.cdf_length"].numpy(),
-                offsets=tensors[f"{TABLE_PREFIX}{name}.offsets"].numpy(),
-            )
-        except KeyError as e:
-            raise ConfigError(f"{path}: CDF tables missing ({e}); re-save the model with save_model") from e
-        except (TypeError, ValueError) as e:  # tables of another type or shape (file edited)
+            tables[name] = CdfTable(**{part: tensors[f"{TABLE_PREFIX}{name}.{part}"].numpy() for part in _TABLE_PARTS})
+        except (TypeError, ValueError) as e:  # values no CDF holds (file edited)
             raise ConfigError(f"{path}: bad {name} CDF tables (file damaged or edited): {e}") from None
-    return LoadedModel(model.eval(), tables, fp, meta, identity)
+    return LoadedModel(model.eval(), tables, fp, meta, identity, stored_dtype(tensors))
+
+
+def stored_dtype(tensors: dict[str, torch.Tensor]) -> torch.dtype:
+    """The dtype a model file stores its weights in (save_model's ``dtype``): float32 for a file
+    that mixes several. Saving a model in its source's dtype keeps its decoder digest (which
+    covers dtypes): ``save_model(loaded.model, out, dtype=loaded.dtype, decodes_as=loaded.identity)``."""
+    dtypes = {t.dtype for k, t in tensors.items() if t.is_floating_point() and not k.startswith(TABLE_PREFIX)}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
 def stream_identity_of(path: str | Path) -> StreamIdentity | None:
@@ -255,8 +263,8 @@ def stream_identity_of(path: str | Path) -> StreamIdentity | None:
 
 def _checked(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[ModelConfig, bytes, StreamIdentity]:
     """A model file's architecture, fingerprint and stream identity, each checked: its format,
-    a readable architecture, the fingerprint it records, finite weights, the decoder it claims
-    (ConfigError)."""
+    a readable architecture, the fingerprint it records, its tensors (names, shapes, dtypes) and
+    CDF tables (``_check_contents``), finite weights, the decoder it claims (ConfigError)."""
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
     config = config_of(path, meta)
@@ -270,10 +278,54 @@ def _checked(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[
     fp = fingerprint_of(config, tensors)
     if meta.get("fingerprint") and meta["fingerprint"] != fp.hex():
         raise ConfigError(f"{path}: fingerprint mismatch (file damaged or edited)")
+    _check_contents(path, config, tensors)
     # (its fingerprint may be valid, saved before save_model checked: it would code garbage)
     require_finite(tensors, f"{path}: weights not finite")
     _check_scales(path, tensors)
     return config, fp, _identity(config, tensors, meta, fp, path)
+
+
+@functools.lru_cache(maxsize=8)
+def _expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of the tensors a model file of ``config`` holds, CDF tables aside."""
+    with torch.device("meta"):  # no memory, no initialisation (this thread only)
+        return {k: tuple(v.shape) for k, v in MeanScaleHyperprior(config).state_dict().items()}
+
+
+def _check_contents(path: Path, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """The file holds the tensors ``config``'s network has, each of its shape, as floats
+    (``FLOAT_DTYPES``), and the CDF tables: integers, one row per z channel (N) and per scale-table
+    entry; ConfigError otherwise. From the file alone: ``describe_model`` refuses what ``load_model`` does."""
+    expected = _expected_tensors(config)
+    tables = [f"{TABLE_PREFIX}{name}.{part}" for name in ("z", "y") for part in _TABLE_PARTS]
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected and k not in tables]
+    if missing or unexpected:
+        raise ConfigError(f"{path}: weights do not match the architecture (missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]})")
+    for k, shape in expected.items():
+        t = tensors[k]
+        if tuple(t.shape) != shape:
+            raise ConfigError(f"{path}: weights do not match the architecture (file damaged or edited): size mismatch "
+                              f"for {k}: {tuple(t.shape)} in the file, {shape} in the architecture")
+        if t.dtype not in FLOAT_DTYPES:  # (fp8 has no arithmetic on the CPU; integers or bools are no weights)
+            raise ConfigError(f"{path}: {k} is stored as {str(t.dtype).removeprefix('torch.')}; a model file's weights "
+                              "are float16, bfloat16, float32 or float64 (file damaged or edited)")
+    rows = {"z": (config.N, "one per z channel"),
+            "y": (tensors["gaussian_conditional.scale_table"].numel(), "one per scale-table entry")}
+    for name, (n, per) in rows.items():
+        keys = [f"{TABLE_PREFIX}{name}.{part}" for part in _TABLE_PARTS]
+        absent = [k for k in keys if k not in tensors]
+        if absent:
+            raise ConfigError(f"{path}: CDF tables missing ({absent[0]!r}); re-save the model with save_model")
+        for k, ndim in zip(keys, (2, 1, 1)):
+            t = tensors[k]
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise ConfigError(f"{path}: bad {name} CDF tables (file damaged or edited): {k} must be an integer "
+                                  f"array (int32), got {str(t.dtype).removeprefix('torch.')}")
+            if t.dim() != ndim or t.shape[0] != n:
+                raise ConfigError(f"{path}: bad {name} CDF tables (file damaged or edited): {k} is {tuple(t.shape)}, "
+                                  f"its model needs {n} rows ({per})")
 
 
 def _check_scales(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -312,7 +364,9 @@ def describe_model(path: str | Path) -> dict:
     """What a model file is, from the file alone (no C++ extension): fingerprint, what its streams
     carry, architecture, parameters of the encoder and the decoder, training steps, whether the
     weights are a training run's average (``ema_decay``), and lineage.
-    ConfigError for a file that is no model file or does not hold together."""
+    ConfigError for a file that is no model file or does not hold together (as ``load_model`` refuses
+    it, without making the network; the CDF tables' values aside, which the C++ extension checks), or
+    whose lineage is no list (``lineage_in``)."""
     path = Path(path)
     tensors, meta = read_safetensors(path)
     config, fp, identity = _checked(path, tensors, meta)
@@ -320,15 +374,28 @@ def describe_model(path: str | Path) -> dict:
     weights = sum(t.numel() for k, t in tensors.items() if not k.startswith(TABLE_PREFIX))
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for k, t in tensors.items()
                      if t.is_floating_point() and not k.startswith(TABLE_PREFIX)})
-    try:
-        lineage = json.loads(meta.get("train_lineage", "[]"))
-    except json.JSONDecodeError:
-        lineage = []
+    lineage = lineage_in(meta, path)
     steps = meta.get("train_steps")
     return {"file": str(path), "bytes": path.stat().st_size, "fingerprint": fp.hex(),
             "stream_fingerprint": identity.stream_fingerprint.hex(), "decoder_digest": identity.decoder_digest.hex(),
             "config": config.to_dict(), "parameters": {"encoder": weights - decoder, "decoder": decoder},
             "dtypes": dtypes, "train_steps": int(steps) if steps and steps.isdigit() else steps,
             "train_weights": meta.get("train_weights"),  # "average (ema_decay …)"; None: the last step's
-            "lineage": [{k: st.get(k) for k in ("file", "fingerprint", "train_steps")} for st in lineage
-                        if isinstance(st, dict)]}
+            "lineage": [{k: st.get(k) for k in ("file", "fingerprint", "train_steps")} for st in lineage]}
+
+
+def lineage_in(meta: dict, path: str | Path) -> list[dict]:
+    """The stages a file's metadata records it came from (``train_lineage``: a JSON list of
+    objects, oldest first); [] where it has none (absent, or null). ConfigError for one that is
+    not such a list (edited metadata: it is not covered by the fingerprint)."""
+    text = meta.get("train_lineage")
+    try:
+        lineage = json.loads(text) if text is not None else None
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"{path}: unreadable train_lineage in its metadata ({str(e)[:200]})") from None
+    if lineage is None:
+        return []
+    if not isinstance(lineage, list) or not all(isinstance(st, dict) for st in lineage):
+        raise ConfigError(f"{path}: train_lineage in its metadata is not a list of stages (objects), got "
+                          f"{text[:100]!r} (metadata edited?)")
+    return lineage

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ModelNotFoundError
-from .checkpoint import save_model
+from .checkpoint import FLOAT_DTYPES, _check_scales, save_model
 from .hyperprior import MeanScaleHyperprior, ModelConfig
 
 _OLD_EB = re.compile(r"^entropy_bottleneck\._(matrix|bias|factor)(\d+)$")
@@ -29,6 +29,20 @@ def compressai_state_to_vlmcodec(state: dict[str, torch.Tensor]) -> dict[str, to
     return out
 
 
+def _odd_entry(state: dict) -> str | None:
+    """What in ``state`` no state dict of CompressAI's holds (None: nothing): a key that is no name,
+    a value that is no tensor, a network tensor of no floating-point dtype (its coding buffers are
+    integers)."""
+    for k, v in state.items():
+        if not isinstance(k, str):
+            return f"key {k!r:.60} is not a name"
+        if not isinstance(v, torch.Tensor):
+            return f"{k[:80]} holds a value of type {type(v).__name__}, not a tensor"
+        if not k.endswith(_IGNORED) and v.dtype not in FLOAT_DTYPES:
+            return f"{k[:80]} is {str(v.dtype).removeprefix('torch.')}, not float16, bfloat16, float32 or float64"
+    return None
+
+
 def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M: int | None = None) -> bytes:
     """Read ``src`` (a state dict, or a dict holding ``state_dict``), write ``dst``; returns fingerprint."""
     src = Path(src)
@@ -47,6 +61,9 @@ def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or "g_a.0.weight" not in state:
         raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict")
+    odd = _odd_entry(state)
+    if odd:
+        raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict ({odd})")
     state = compressai_state_to_vlmcodec({k.removeprefix("module."): v for k, v in state.items()})
     # The architecture follows from tensor shapes: g_a.0 is (N, 3, 5, 5), g_a.6 is (M, N, 5, 5).
     for name, given in (("N", N), ("M", M)):
@@ -55,8 +72,11 @@ def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M
     try:
         N = N or int(state["g_a.0.weight"].shape[0])
         M = M or int(state["g_a.6.weight"].shape[0])
-    except (KeyError, IndexError) as e:
+    except KeyError as e:
         raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict (no {e})") from None
+    except IndexError:  # a tensor of no dimensions
+        raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict (g_a.0.weight or "
+                          "g_a.6.weight has no output channels)") from None
     model = MeanScaleHyperprior(ModelConfig(N=N, M=M, num_levels=1, lmbdas=(0.0,)))
     with torch.no_grad():
         model.gain.fill_(1.0)
@@ -70,4 +90,5 @@ def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M
     if missing or unexpected:
         raise ConfigError(f"{src}: not a MeanScaleHyperprior(N={N}, M={M}) checkpoint "
                           f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
+    _check_scales(src, model.state_dict())  # (a file load_model would refuse is not written)
     return save_model(model, dst, extra_metadata={"source": f"compressai:{src.name}"})

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..checks import check_in_range
+from ..checks import check_in_range, is_real
 from ..entropy import EntropyBottleneck, GaussianConditional
 from ..errors import ConfigError
 from ..layers import GDN, conv, deconv
@@ -82,8 +82,13 @@ class ModelConfig:
         K = self.num_levels
         if not (isinstance(K, int) and not isinstance(K, bool) and 1 <= K <= MAX_LEVELS):
             raise ConfigError(f"num_levels must be in [1, {MAX_LEVELS}], got {K!r}")
-        # (0: unknown, as a converted CompressAI model's)
-        if not self.lmbdas or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in self.lmbdas):
+        def lmbda(v) -> bool:  # (0: unknown, as a converted CompressAI model's)
+            try:
+                return is_real(v) and math.isfinite(v) and v >= 0
+            except OverflowError:  # an integer beyond float's range
+                return False
+
+        if not self.lmbdas or not all(lmbda(v) for v in self.lmbdas):
             raise ConfigError(f"lmbdas must be finite numbers, none negative, got {self.lmbdas!r}")
         if not isinstance(self.pre_editor, bool):
             raise ConfigError(f"pre_editor must be true or false, got {self.pre_editor!r}")
@@ -126,8 +131,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """The config ``to_dict`` wrote (a model file's metadata); ConfigError for ``lmbdas`` that is
+        not a list of numbers (a string, an object, booleans were coerced: "55" read as (5.0, 5.0))."""
         d = dict(d)
-        d["lmbdas"] = tuple(float(v) for v in d.get("lmbdas", (0.013,)))
+        lmbdas = d.get("lmbdas", (0.013,))
+        if not isinstance(lmbdas, (list, tuple)) or not all(is_real(v) for v in lmbdas):
+            raise ConfigError(f"lmbdas must be finite numbers, none negative, in a list, got {lmbdas!r:.100}")
+        try:
+            d["lmbdas"] = tuple(float(v) for v in lmbdas)
+        except OverflowError:  # an integer beyond float's range
+            raise ConfigError("lmbdas must be finite numbers, none negative, got an integer beyond float's "
+                              "range") from None
         return cls(**{k: d[k] for k in ("N", "M", "num_levels", "lmbdas", "arch", "pre_editor", "N_a") if k in d})
 
 

@@ -13,10 +13,14 @@ original's fingerprint, so every decoder of the original reads them.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import torch
 from torch import nn
 
+from ..checks import is_real
+from ..errors import ConfigError
 from ..layers import GDN
 from .hyperprior import MeanScaleHyperprior
 
@@ -24,10 +28,17 @@ from .hyperprior import MeanScaleHyperprior
 def widen_analysis(model: MeanScaleHyperprior, width: int, init_scale: float = 1.0,
                    seed: int = 0) -> MeanScaleHyperprior:
     """A copy of ``model`` whose g_a is ``width`` channels wide (at least its present width), the
-    same function; new weights are ``init_scale`` × the layer's default initialisation."""
+    same function; new weights are ``init_scale`` × the layer's default initialisation.
+    ConfigError (a ValueError) for a width that is no channel count or narrower, or a scale that is
+    not a finite number of at least 0."""
     old = model.config.analysis_width
+    if not isinstance(width, numbers.Integral) or isinstance(width, bool):
+        raise ConfigError(f"the width of g_a is a channel count, got {width!r}")
     if width < old:
-        raise ValueError(f"g_a is {old} channels wide; widening to {width} would narrow it")
+        raise ConfigError(f"g_a is {old} channels wide; widening to {width} would narrow it")
+    if not (is_real(init_scale) and math.isfinite(init_scale) and init_scale >= 0):
+        raise ConfigError(f"init_scale must be a finite number of at least 0, got {init_scale!r}")
+    width = int(width)
     wide = MeanScaleHyperprior(dataclasses.replace(model.config, N_a=width))
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("g_a.")}
     wide.load_state_dict(state, strict=False)

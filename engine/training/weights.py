@@ -18,7 +18,8 @@ from safetensors.torch import save
 from ..errors import ConfigError, VlmcodecWarning
 from ..files import write_whole
 from ..models.checkpoint import (DERIVED_SUFFIXES, FORMAT, TABLE_PREFIX, LoadedModel, _checked, config_of,
-                                 fingerprint_of, is_decoder_tensor, model_tensors, read_safetensors, require_finite)
+                                 fingerprint_of, is_decoder_tensor, lineage_in, model_tensors, read_safetensors,
+                                 require_finite)
 from ..models.hyperprior import MeanScaleHyperprior
 
 WEIGHTS_FORMAT = "vlmcodec-weights-1"
@@ -71,14 +72,12 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 def lineage_of(meta: dict, path: str | Path) -> list[dict]:
     """The stages a model file came from, oldest first, ending with the file itself: each
     {"file", "fingerprint", "train_steps", "train_recipe"} as its metadata records them (files
-    written before lineages were kept start the list with themselves)."""
-    try:
-        before = json.loads(meta.get("train_lineage", "[]"))
-    except json.JSONDecodeError:
-        before = []
+    written before lineages were kept, or with a null one, start the list with themselves).
+    ConfigError for a ``train_lineage`` that is not a JSON list of objects (``lineage_in``)."""
+    before = lineage_in(meta, path)
     try:
         recipe = json.loads(meta["train_recipe"]) if "train_recipe" in meta else None
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # (kept as the text it is)
         recipe = meta["train_recipe"]
     steps = meta.get("train_steps")
     return [*before, {"file": Path(path).name, "fingerprint": meta.get("fingerprint", "")[:16],
@@ -127,7 +126,10 @@ def weights_to_model_file(path: str | Path, out: str | Path, decodes_as: LoadedM
     if decodes_as is None:
         return save_model(model, out, extra_metadata=extra)
     _restore_decoder(model, decodes_as, path)
-    return save_model(model, out, extra_metadata=extra, decodes_as=decodes_as.identity, require_shared=True)
+    # stored as that model is (its decoder digest covers dtypes: an fp16 model's decoder saved as
+    # float32 would not be its decoder)
+    return save_model(model, out, dtype=decodes_as.dtype, extra_metadata=extra, decodes_as=decodes_as.identity,
+                      require_shared=True)
 
 
 # a weights file stores parameters in fp16: 11 significant bits (relative step 2^-11), and
