@@ -73,7 +73,7 @@ def _run_rd(args) -> int:
     qualities = parse_qualities(args.qualities)
     check_quality_keys(qualities, codecs)
     torch.set_num_threads(max(1, args.threads or 1))
-    images = args.images or kodak_dir()
+    images = args.images or kodak_dir("vlmcodec bench rd IMAGES_DIR --out DIR")
     res = run(images, args.out, codecs=codecs,
               qualities=qualities,
               metric_names=[m.strip() for m in args.metrics.split(",")] if args.metrics else None,
@@ -89,6 +89,8 @@ def _run_rd(args) -> int:
         print(f"note: {res['anchors_note']}")
     for k, why in {**res["missing_codecs"], **res["missing_metrics"]}.items():
         print(f"missing: {k}: {why}")
+    if res.get("missing_plots"):
+        print(f"missing: plots: {res['missing_plots']}")
     print(f"wrote {Path(args.out) / 'rd.json'}, {Path(args.out) / 'report.md'}")
     return 0
 

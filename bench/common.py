@@ -90,13 +90,15 @@ def write_json(path: str | Path, payload: dict) -> None:
     write_whole(path, json.dumps(payload, indent=2).encode())
 
 
-def kodak_dir() -> Path:
-    """The evaluation set, relative to the project root (../shared/data/kodak)."""
+def kodak_dir(usage: str = "") -> Path:
+    """The evaluation set, relative to the project root (../shared/data/kodak); ``usage``: how the
+    calling command takes another folder (a positional IMAGES_DIR or --images DIR), for the error."""
     here = Path(__file__).resolve().parents[1]
     for cand in (here.parent / "shared" / "data" / "kodak", Path.cwd().parent / "shared" / "data" / "kodak"):
         if cand.is_dir():
             return cand
-    raise FileNotFoundError("Kodak images not found (expected ../shared/data/kodak); pass --images DIR")
+    raise FileNotFoundError("Kodak images not found (expected ../shared/data/kodak); name a folder of images"
+                            + (f": {usage}" if usage else " (IMAGES_DIR or --images DIR: see the command's --help)"))
 
 
 def image_files(folder: str | Path | None, limit: int = 0) -> list[Path]:

@@ -11,6 +11,8 @@ import importlib.util
 import sys
 import types
 
+from vlmcodec.errors import BackendUnavailableError
+
 _STUBS = ("torch_geometric", "torchvision", "pointops", "torch_cluster", "pytorch_msssim")
 
 
@@ -19,6 +21,14 @@ class _Anything(types.ModuleType):
         if name.startswith("__"):
             raise AttributeError(name)
         return type(name, (), {"__init__": lambda self, *a, **k: None})
+
+
+class CompressAIUnavailable(BackendUnavailableError, ImportError):
+    """CompressAI (a benchmark-only package) is not installed or cannot be imported: the CLI's
+    one-line error with the pip command; an ImportError too, as it was."""
+
+
+_INSTALL = "pip install --no-deps compressai==1.2.8 einops"
 
 
 class _StubFinder:
@@ -37,7 +47,8 @@ class _StubFinder:
 
 
 def import_compressai(submodule: str):
-    """Return ``compressai.<submodule>``, or raise ImportError if CompressAI is not installed.
+    """Return ``compressai.<submodule>``, or raise ``CompressAIUnavailable`` (a BackendUnavailableError
+    and an ImportError) if CompressAI is not installed or one of its imports is missing.
 
     The stubs exist only while CompressAI's modules are imported: left in place, they would make
     other libraries (transformers checks for torchvision) believe the stubbed packages exist.
@@ -53,11 +64,20 @@ def import_compressai(submodule: str):
 
 
 def _import(submodule: str):
-    if "compressai" in sys.modules:
+    try:
+        return _import_unchecked(submodule)
+    except CompressAIUnavailable:
+        raise
+    except ImportError as e:  # (einops, or a module of CompressAI's own, missing)
+        raise CompressAIUnavailable(f"compressai cannot be imported ({e}): {_INSTALL}") from e
+
+
+def _import_unchecked(submodule: str):
+    if sys.modules.get("compressai") is not None:  # (None: made unimportable)
         return importlib.import_module(f"compressai.{submodule}")
     spec = importlib.util.find_spec("compressai")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("compressai is not installed (pip install --no-deps compressai==1.2.8 einops)")
+        raise CompressAIUnavailable(f"compressai is not installed: {_INSTALL}")
     pkg = types.ModuleType("compressai")
     pkg.__path__ = list(spec.submodule_search_locations)
     pkg.__spec__ = spec

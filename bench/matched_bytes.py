@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         ok, why = anchor.available()
         if not ok:
             return fail(f"anchor {args.anchor} not available: {why}")
-        folder = args.images or kodak_dir()
+        folder = args.images or kodak_dir("vlmcodec bench matched-bytes IMAGES_DIR")
         if not Path(folder).is_dir():
             return fail(f"{folder}: not a folder of images")
         files = list_images(folder, args.limit)

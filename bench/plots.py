@@ -23,6 +23,16 @@ def x_limit(drawn_bpp: list[float]) -> float:
     return min(MAX_BPP, 1.05 * max(drawn_bpp)) if drawn_bpp else MAX_BPP
 
 
+def unavailable() -> str:
+    """Why the plots cannot be drawn here ("" when they can): matplotlib, of the ``bench`` extra, missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:  # (a broken install: the module it lacks)
+        what = "is not installed" if e.name == "matplotlib" else f"cannot be imported ({e})"
+        return f"matplotlib {what}: pip install 'vlmcodec[bench]'"
+    return ""
+
+
 def plot_metric(result: dict, metric: str, out: Path, with_anchors: bool) -> list[str]:
     import matplotlib
 

@@ -14,7 +14,8 @@ strict JSON: an undefined value such as a BD-rate of curves that do not overlap 
 ``report.md``, and one plot per
 metric ``rd_<metric>.png`` / ``.svg`` (PSNR and MS-SSIM with the published anchors of
 ``../shared/anchors/kodak``). A codec whose library is missing and a metric that cannot be built
-are listed as missing in the table, the JSON and the report.
+are listed as missing in the table, the JSON and the report; without matplotlib (the ``bench``
+extra) the run warns before it starts and writes everything but the plots (``missing_plots``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from . import bdrate
-from vlmcodec.errors import ConfigError
+from vlmcodec.errors import ConfigError, VlmcodecWarning
 from vlmcodec.resample import parse_short_side
 
 from .classic import CLASSIC_CODECS, ClassicCodec, ConsumerScale
@@ -433,6 +435,14 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         if not any((Path(anchors_dir) / f"{stem}.json").is_file() for stem in DEFAULT_ANCHORS):
             raise ConfigError(f"--anchors {anchors_dir}: none of the anchor files is there "
                               f"({', '.join(s + '.json' for s in DEFAULT_ANCHORS)})")
+    no_plots = ""
+    if plots:  # matplotlib (the bench extra) missing: said now, before the codecs run, and the figures written
+        from .plots import unavailable
+
+        no_plots = unavailable()
+        if no_plots:
+            warnings.warn(f"no plots: {no_plots}; rd.json and report.md are written without them "
+                          "(--no-plots skips them without this warning)", VlmcodecWarning, stacklevel=2)
     out.mkdir(parents=True, exist_ok=True)
     images = list_images(Path(images_dir), limit)
     originals = [load_rgb(p) for p in images]
@@ -501,13 +511,17 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         **({"anchors_note": anchors_note} if anchors_note else {}),
         "bd_method": "pchip",
         "bd": bd,
+        **({"missing_plots": no_plots} if no_plots else {}),
     }
-    if plots:
+    from .report import write_report
+
+    # the figures first: a plot that fails loses none of them
+    write_json(out / "rd.json", strict_json(result))  # NaN and inf (undefined BD values...) as null
+    write_report(result, out / "report.md")
+    if plots and not no_plots:
         from .plots import plot_all
 
         result["plots"] = plot_all(result, out)
-    write_json(out / "rd.json", strict_json(result))  # NaN and inf (undefined BD values...) as null
-    from .report import write_report
-
-    write_report(result, out / "report.md")
+        write_json(out / "rd.json", strict_json(result))
+        write_report(result, out / "report.md")
     return result

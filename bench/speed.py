@@ -73,6 +73,10 @@ def main(argv=None) -> int:
               f"{', '.join(BACKENDS)}", file=sys.stderr)
         return 2
     check_output_path(a.out)  # (a folder failed only after the whole run, with no result printed)
+    if a.compressai:  # CompressAI missing: BackendUnavailableError now, not after the backends' timings
+        from .compressai_compat import import_compressai
+
+        import_compressai("models.google")
     files = image_files(a.images, a.limit)
     images = [load_image(f) for f in files]
     results, missing = {}, {}

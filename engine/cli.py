@@ -309,6 +309,8 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     if not to_stdout:
         streams = [_output_name(f, args.output, many, ".vlmc") for f in files]
         _check_outputs(files, [[d, decoded_path(d)] if roundtrip else [d] for d in streams])
+    if codec.refine:  # its teacher loads now: a missing package fails once, not once per file
+        codec.refiner()
 
     def report(src: Path, row: tuple, line: str | dict):
         def then(err: BaseException | None) -> None:
