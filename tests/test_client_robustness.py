@@ -339,3 +339,22 @@ def test_an_error_answer_without_an_error_key_is_kept_whole_as_answer():
         with pytest.raises(EngineDeadError, match="shut down") as caught:
             RemoteCodec(fake.url, timeout_s=10, retries=0).health()
     assert caught.value.answer == dead
+
+
+def test_a_numpy_or_fraction_quality_is_sent_as_the_stream_carries_it(tiny_model_path, rng):
+    """str(np.float32(12.345)) is "12.345", a number below the float32's value: the server stored
+    12.34 where Codec stores 12.35 (another stream); a Fraction was sent as "100/3" (a 400)."""
+    from fractions import Fraction
+
+    from vlmcodec import Codec
+    from vlmcodec.bitstream.container import unpack
+
+    img = smooth_image(rng, 32, 32)
+    local = Codec(tiny_model_path)
+    with serving(tiny_model_path) as server, RemoteCodec(server.url) as remote:
+        for quality in (np.float32(12.345), np.float16(33.3), Fraction(100, 3), 50.004):
+            stream = remote.encode(img, quality)
+            assert stream == local.encode(img, quality), quality
+        assert unpack(remote.encode(img, np.float32(12.345)))[0].quality == 12.35
+        with pytest.raises(ConfigError, match="quality"):
+            remote.encode(img, 101)

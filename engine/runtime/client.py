@@ -42,8 +42,8 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from ..bitstream.container import MAGIC, MAX_DIM, as_bytes
-from ..checks import check_count, check_seconds, quality_or_budget
+from ..bitstream.container import MAGIC, MAX_DIM, as_bytes, quantize_quality
+from ..checks import check_count, check_in_range, check_seconds, quality_or_budget
 from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, QueueFull, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
 from ..image_io import as_rgb_array
@@ -163,7 +163,9 @@ class RemoteCodec:
             query: dict = {"max_bytes": max_bytes} if max_bytes is not None else {}
             query |= {"max_bpp": max_bpp} if max_bpp is not None else {}
         else:
-            query = {"quality": quality}
+            # sent as the stream will carry it: str() of a numpy float32 (12.345 → "12.345") is
+            # another number than its float (12.3450002...), rounded to 12.34 there and 12.35 by Codec
+            query = {"quality": repr(quantize_quality(check_in_range("quality", quality, 0, 100)))}
         query |= {"short_side": short_side} if short_side is not None else {}
         query |= {"model": model} if model is not None else {}
         query |= {"refine": refine} if refine else {}
