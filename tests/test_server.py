@@ -602,12 +602,20 @@ def test_several_models_decode_their_own_streams(tiny_model_path, second_model_p
         status, _, text = _request(server, "GET", "/metrics")
         for fp in (first.fingerprint.hex(), second.fingerprint.hex()):
             assert f'vlmcodec_requests_total{{model="{fp}",outcome="ok"}} 2'.encode() in text
-        # a third model's stream: 409, naming what the server holds
-        foreign = bytearray(a)
-        foreign[6:14] = bytes(8)
-        status, _, payload = _request(server, "POST", "/decode", body=bytes(foreign))
+        # a third model's stream (whole: its CRC holds): 409, naming what the server holds
+        import dataclasses
+
+        from vlmcodec.bitstream.container import pack, unpack
+
+        header, z_chunks, y_chunks = unpack(a)
+        foreign = pack(dataclasses.replace(header, fingerprint=bytes(8)), z_chunks, y_chunks)
+        status, _, payload = _request(server, "POST", "/decode", body=foreign)
         err = json.loads(payload)
         assert status == 409 and err["type"] == "ModelMismatchError" and second.fingerprint.hex() in err["error"]
+        damaged = bytearray(a)  # a damaged fingerprint names no model: a damaged stream
+        damaged[6:14] = bytes(8)
+        status, _, payload = _request(server, "POST", "/decode", body=bytes(damaged))
+        assert status == 400 and json.loads(payload)["type"] == "BitstreamError"
         status, _, payload = _request(server, "POST", "/decode", body=b"VLMC")
         assert status == 400 and json.loads(payload)["type"] == "BitstreamError"
         for model, code in (("ab", 400), ("00000000", 404)):
