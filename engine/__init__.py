@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (
     from .codec_set import CodecSet
 
 _codecs: dict = {}
-_codecs_lock = fork_safe_lock()
+_codecs_lock = fork_safe_lock()  # guards _codecs and _making, never held while a codec is made
+_making: dict = {}  # key → the lock its one construction holds (callers of that key wait on it)
 
 
 def default_model_path() -> Path:
@@ -66,10 +67,24 @@ def _shared_codec(model=None, backend: str = "torch"):
     if not isinstance(backend, str):  # (the cache's key: a list was a TypeError "unhashable")
         raise ConfigError(f"backend must be a backend's name (torch, onnxruntime, ...), got {backend!r}")
     key = (str(model) if model is not None else None, backend)
-    with _codecs_lock:  # threads calling vlmcodec.encode at once make one codec, not one each
-        if key not in _codecs:
-            _codecs[key] = Codec(model, backend=backend)
-        return _codecs[key]
+    with _codecs_lock:
+        if key in _codecs:
+            return _codecs[key]
+        making = _making.setdefault(key, fork_safe_lock())
+    # made outside _codecs_lock, which a slow first codec (an ONNX export) held from the callers
+    # of codecs already made; threads asking for this one at once make one, not one each
+    with making:
+        with _codecs_lock:
+            if key in _codecs:
+                return _codecs[key]
+        try:
+            codec = Codec(model, backend=backend)
+            with _codecs_lock:
+                return _codecs.setdefault(key, codec)
+        finally:
+            with _codecs_lock:
+                if _making.get(key) is making:
+                    del _making[key]
 
 
 def encode(image, quality: float | None = None, model=None, backend: str = "torch", short_side: int | None = None, *,

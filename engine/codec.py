@@ -34,11 +34,11 @@ from .devices import torch_device
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
                      ResourceError, warn_refine_fallback)
-from .forks import fork_safe_lock
+from .forks import fork_safe_lock, fork_waits
 from .image_io import as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
-from .torch_threads import set_torch_threads
+from .torch_threads import set_torch_threads, use_torch_threads
 
 # Bounds the memory one request may take (the float64 entropy parameters alone need ~2 kB per
 # 16×16 block); a stream announcing more is refused before anything is allocated.
@@ -195,8 +195,12 @@ class Codec:
         # hs_device="cuda": the exact entropy parameters on a GPU (bit-identical; README, Backends);
         # checked before the backend is made (a bad one came after a whole ONNX export)
         self.hs_device = _check_hs_device(hs_device)
+        # the torch threads its calls run on, in whichever thread (torch keeps a count per thread:
+        # one set here is not that of a thread that already ran torch); None: the calling thread's
+        self._torch_threads = threads if backend == "torch" else None
         self.backend = create_backend(backend, self.model, **options)
-        self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
+        with fork_waits():  # (its SubPixelConvs are made with a random init first: forks.py)
+            self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
         if self.hs_device != "cpu":
             self.exact_hs = self.exact_hs.to(self.hs_device)
         self._hs_rows = row_geometry(self.model.h_s)
@@ -317,6 +321,7 @@ class Codec:
                              f"{self.max_pixels} (Codec(max_pixels=...) or --max-pixels raises it)")
         q = check_in_range("quality", quality, 0, 100)
         size = (int(arr.shape[0]), int(arr.shape[1]))
+        use_torch_threads(self._torch_threads)
         with self._stage("resize"):
             pixels = resample.downscale(arr, resample.coded_size(*size, side))
         return PreparedImage(pixels, container.quantize_quality(q), size)
@@ -346,6 +351,7 @@ class Codec:
         ph, pw = padded_size(*arrays[0].shape[:2])
         self._fits("encoding with refinement" if refining else "encoding", ph * pw, len(arrays),
                    self._encode_cost(ph, pw, refining))
+        use_torch_threads(self._torch_threads)  # (before each stage's torch work: torch_threads.py)
         with self._stage("pad"):
             x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
         with torch.inference_mode(), self._gpu_memory("encoding"):
@@ -359,6 +365,7 @@ class Codec:
 
     def _scaled_latents(self, y_raw: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
         """The quality's part: (y = g_a(x) · gain(level), z = h_a(y))."""
+        use_torch_threads(self._torch_threads)
         with torch.inference_mode(), self._gpu_memory("encoding"):
             gain, _ = self.model.gains(levels)
             y = y_raw * gain.to(y_raw.device)[:, :, None, None]
@@ -432,6 +439,7 @@ class Codec:
 
     def entropy_encode(self, y: Tensor, z: Tensor, image: PreparedImage) -> bytes:
         """CPU stage of encoding, one image: symbols, exact entropy parameters, rANS, container."""
+        use_torch_threads(self._torch_threads)
         with self._stage("z coding"):
             m = self.medians.reshape(-1, 1, 1)
             z_sym = torch.round(z - m)
@@ -481,6 +489,7 @@ class Codec:
         first, more, base = self._decode_cost(ph, pw)
         resized = [d.out_hw[0] * d.out_hw[1] for d in latents if tuple(d.out_hw) != tuple(d.header.coded_hw)]
         self._fits("decoding", ph * pw, len(latents), (first, more, base + memory.resize_bytes(resized)))
+        use_torch_threads(self._torch_threads)
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
         n = len(latents)
@@ -518,7 +527,8 @@ class Codec:
                     objective = dataclasses.replace(objective, teacher_short_sides=self.refine_views)
                 if self.refine_bf16:
                     objective = dataclasses.replace(objective, teacher_bf16=True)
-                self._refiner = LatentRefiner(self.model, objective, self.refine)
+                with fork_waits():  # (the teacher's modules are made with a random init first: forks.py)
+                    self._refiner = LatentRefiner(self.model, objective, self.refine)
             return self._refiner
 
     def _refine(self, x: Tensor, coded_hws: list[tuple[int, int]], levels: Tensor, y: Tensor,
@@ -665,6 +675,7 @@ class Codec:
                 z_sym = rans.decode(z_chunks, self._z_indexes(hz, wz).ravel(), self.tables["z"], threads=1)
         except ValueError as e:
             raise BitstreamError(f"corrupt stream: z payload does not decode ({e})") from e
+        use_torch_threads(self._torch_threads)
         with self._stage("h_s"), self._gpu_memory("decoding (h_s)"):
             m = self.medians.reshape(1, -1, 1, 1)
             z_hat = torch.from_numpy(z_sym.reshape(1, self.N, hz, wz)).float() + m

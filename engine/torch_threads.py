@@ -8,6 +8,12 @@ first one, for good (multiprocessing's default start method on Linux before Pyth
 on one thread, which is safe, and a codec made in that child asking for more gets one, with a
 warning. Children started by the ``spawn`` or ``forkserver`` method start clean and are not
 touched.
+
+Torch keeps its thread count per thread (one set in a thread holds there and in threads started
+after it, not in threads that already ran torch work), so a codec applies its own count to the
+calling thread at each of its torch stages (``use_torch_threads``), and the count each stage ran
+on is what is recorded: a thread that ran a codec on several threads and lowered its count later
+still marks the process.
 """
 
 from __future__ import annotations
@@ -54,9 +60,20 @@ def set_torch_threads(threads: int | None) -> None:
     note_torch_use()
 
 
+def use_torch_threads(threads: int | None) -> None:
+    """Before a codec's torch work in the calling thread: torch's threads there as the codec's
+    (``threads``; None: as they are), set where they differ and recorded (``note_torch_use``).
+    Left so after the call, as ``Codec()`` leaves those of the thread that makes it."""
+    if threads and torch.get_num_threads() != (1 if _forked_after else threads):
+        set_torch_threads(threads)
+    else:
+        note_torch_use()
+
+
 def note_torch_use() -> None:
-    """Record that this process runs torch work for vlmcodec (loading a model, any backend) on
-    torch's present threads: a child forked later then keeps torch on one."""
+    """Record that this process runs torch work for vlmcodec (loading a model, a codec's stage, any
+    backend) on the calling thread's present torch threads: a child forked later then keeps torch
+    on one."""
     global _threads_started, _used
     _used = True
     if not _forked_after and torch.get_num_threads() > 1 and _on_openmp():

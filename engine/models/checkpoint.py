@@ -225,10 +225,14 @@ def load_model(path: str | Path) -> LoadedModel:
     note_torch_use()  # (its checks and the module's making run torch: torch_threads.py)
     tensors, meta = read_safetensors(path)
     config, fp, identity = _checked(path, tensors, meta)  # (the tensors' names, shapes, dtypes and tables too)
-    model = MeanScaleHyperprior(config)
-    weights = {k: v.float() for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
+    # built without memory or random initialisation, then given the file's tensors: a random init
+    # holds torch's CPU generator mutex, which a child forked meanwhile from another thread found
+    # locked for good (its own Codec() hung). Copies: safetensors' tensors view read-only bytes
+    with torch.device("meta"):
+        model = MeanScaleHyperprior(config)
+    weights = {k: v.to(torch.float32, copy=True) for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(weights, assign=True)
     except RuntimeError as e:  # (_checked has compared them with the architecture's)
         raise ConfigError(f"{path}: weights do not match the architecture (file damaged or edited): "
                           f"{str(e).splitlines()[-1].strip()[:300]}") from None
