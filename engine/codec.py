@@ -385,6 +385,9 @@ class Codec:
         within 0.1 of quality or 1 % of the budget (``vlmcodec.rate_control``). The stream is the
         one ``encode`` gives at the quality found (in its header:
         ``container.unpack(data)[0].quality``). BudgetError when even ``min_quality`` does not fit.
+        ``min_quality`` and ``max_quality`` are rounded to the 0.01 steps a stream carries, as a
+        quality is (and as the C library's ``vlmc_decoder_encode_image_within`` rounds them): a
+        ``max_quality`` of 77.777 may give 77.78.
         With ``refine``, a budget only one-pass streams fit gets the best of those, with a
         ``RefineFallbackWarning`` (refined streams are a few % larger at a quality). ``refine``:
         this encode's refinement steps (None: the codec's ``refine``)."""
