@@ -144,6 +144,27 @@ def test_an_engine_left_running_at_exit_is_shut_down(tmp_path):
     assert "leaked" not in run.stderr, run.stderr[-2000:]
 
 
+def test_a_batch_the_network_pool_refuses_fails_its_requests(tiny_model_path):
+    """At the interpreter's exit concurrent.futures refuses new work before atexit shuts the engine
+    down: the batch the scheduler had taken off the queue vanished with its thread (a request never
+    resolved, one time in two in the test above on a busy machine)."""
+    from vlmcodec import Codec
+    from vlmcodec.errors import EngineDeadError
+    from vlmcodec.runtime import Engine
+
+    engine = Engine(Codec(tiny_model_path, threads=1), max_batch=1)
+    try:
+        def refuse(*args, **kwargs):
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+        engine._net_pool.submit = refuse
+        future = engine.submit_encode(np.zeros((32, 32, 3), np.uint8), 50)
+        with pytest.raises(EngineDeadError, match="interpreter shutdown"):
+            future.result(timeout=60)
+    finally:
+        engine.shutdown(drain=False, timeout_s=5.0)
+
+
 @pytest.mark.parametrize("how", ["never served", "served on a thread, a keep-alive client"])
 def test_a_server_left_open_at_exit_lets_go_of_its_codec(tmp_path, how):
     """A program that ends without closing its CodecServer: no daemon thread (the refusing one, the

@@ -665,7 +665,18 @@ class Engine:
                         break
                     due = self._sched.next_due() if free else None
                     self._cv.wait(None if due is None else max(0.0, due - now))
-            self._net_pool.submit(self._network_task, batch)
+            try:
+                self._net_pool.submit(self._network_task, batch)
+            except RuntimeError as e:
+                # the pool shut down under us (concurrent.futures refuses new work once the
+                # interpreter exits, before atexit's engine shutdown): the batch taken off the
+                # queue fails rather than vanishing with this thread
+                for r in batch:
+                    self._finish(r, exc=EngineDeadError(f"engine is shut down ({e})"))
+                with self._cv:
+                    self._net_busy -= 1
+                    self._cv.notify_all()
+                return
 
     def _network_task(self, batch: list[InflightRequest]) -> None:
         try:
