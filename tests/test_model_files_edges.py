@@ -315,3 +315,18 @@ def test_convert_refuses_n_and_m_it_would_ignore_and_an_output_that_is_its_input
     before = weights.read_bytes()
     assert main(["convert", "--from-weights", str(weights), "-o", str(weights)]) == 2
     assert "would replace its own input" in capsys.readouterr().err and weights.read_bytes() == before
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.float8_e4m3fn])
+def test_a_weights_file_with_tensors_that_are_no_floats_is_refused(tmp_path, model_file, dtype):
+    """(model files were checked so; a weights file's integers or bools became float weights silently)"""
+    from vlmcodec.training.weights import read_weights, save_weights
+
+    good = tmp_path / "w.safetensors"
+    save_weights(load_model(model_file).model, good)
+    tensors, meta = read_safetensors(good, "weights file")
+    tensors["g_a.0.bias"] = tensors["g_a.0.bias"].to(dtype)
+    meta.pop("weights_digest", None)  # (files written before the digest have none)
+    save_file(tensors, tmp_path / "odd.safetensors", metadata=meta)
+    with pytest.raises(ConfigError, match="g_a.0.bias is stored as"):
+        read_weights(tmp_path / "odd.safetensors")
