@@ -846,3 +846,36 @@ def test_the_wrapper_says_which_vector_version_runs(default_pair):
     assert isa in ("avx512", "avx2", "portable")
     want = cpu_vector_isa(no_avx512=os.environ.get("VLMC_NO_AVX512", "") not in ("", "0"))
     assert want is None or isa == want, (isa, want)
+
+
+def test_a_small_stream_announcing_a_large_image_fails_before_its_buffers_are_touched(built, default_pair, tmp_path):
+    """A stream of a few hundred bytes whose header (CRC valid) announces 8000×8000 and whose z
+    does not decode: the image's latent buffer was zero-filled first (~116 MB resident for the
+    default model, its pages touched; Python's decoder refuses it at ~0.1 MB)."""
+    import dataclasses
+    import sys
+
+    from vlmcodec.bitstream.container import pack, unpack
+
+    codec, _, model = default_pair
+    header, z_chunks, y_chunks = unpack(codec.encode(load_image(SAMPLES[0])[:48, :48], 30))
+    big = pack(dataclasses.replace(header, width=8000, height=8000), z_chunks, [b""] * 64)
+    stream = tmp_path / "big.vlmc"
+    stream.write_bytes(big)
+    script = ("import resource, sys\n"
+              "from vlmcodec.export.c_decoder import CStreamDecoder\n"
+              "dec = CStreamDecoder(sys.argv[1], sys.argv[2])\n"
+              "data = open(sys.argv[3], 'rb').read()\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+              "try:\n"
+              "    dec.image(data, threads=1)\n"
+              "except Exception as e:\n"
+              "    print(type(e).__name__, str(e)[:80])\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n")
+    run = subprocess.run([sys.executable, "-c", script, str(built / "libvlmc_decoder.so"), str(model), str(stream)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    message, faults = run.stdout.splitlines()
+    assert "z payload does not decode" in message
+    # pages touched (minor faults): the default model's latent for 8000×8000 is 128 MB, 32 768 pages
+    assert int(faults) < 8000, run.stdout

@@ -847,9 +847,11 @@ void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, 
         raise(VLMC_DEC_ERR_BUFFER_TOO_SMALL, "rgb holds " + std::to_string(rgb_size) + " bytes, the image needs " +
                                                  std::to_string(need));
     const uint32_t hy = info.latent_height, wy = info.latent_width, M = info.channels;
-    std::vector<float> latent(size_t(M) * hy * wy);
+    // not zero-filled: decode_latents writes every value, and a stream whose z fails to decode
+    // (a few hundred bytes announcing 8000×8000) then touches none of it (116 MB were filled)
+    const std::unique_ptr<float[]> latent(new float[size_t(M) * hy * wy]);
     const Workers pool(*decoder, threads);
-    decode_latents(*decoder, s, 0, *pool, latent.data());
+    decode_latents(*decoder, s, 0, *pool, latent.get());
     // the coded image, clamped to [0, 1], kept in float when it is still to be upsampled; when
     // it is to be downscaled, its rows are resampled across band by band instead
     std::vector<float> coded(upscale ? size_t(3) * info.coded_height * info.coded_width : 0);
@@ -870,7 +872,7 @@ void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, 
         const uint32_t b1 = std::min(hy, b0 + rows), lo = b0 >= halo ? b0 - halo : 0, hi = std::min(hy, b1 + halo);
         Planes<float> x{M, hi - lo, wy, conv::Buffer<float>(size_t(M) * (hi - lo) * wy)};
         for (uint32_t c = 0; c < M; ++c)
-            std::memcpy(x.v.data() + size_t(c) * x.h * wy, latent.data() + (size_t(c) * hy + lo) * wy,
+            std::memcpy(x.v.data() + size_t(c) * x.h * wy, latent.get() + (size_t(c) * hy + lo) * wy,
                         size_t(x.h) * wy * sizeof(float));
         x = synthesis(*decoder, std::move(x), *pool);
         if (x.c != 3 || x.h != (hi - lo) * scale || x.w != info.padded_width)
