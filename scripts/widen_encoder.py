@@ -33,7 +33,7 @@ def main() -> int:
 
 def widen(model: str, width: int, output: str, init_scale: float = 1.0, seed: int = 0) -> str:
     """Write the widened model; returns what to say about it."""
-    from vlmcodec.models.checkpoint import load_model, save_model
+    from vlmcodec.models.checkpoint import load_model, save_model, stream_identity_of
     from vlmcodec.models.widen import widen_analysis
     from vlmcodec.training.weights import lineage_of
 
@@ -44,7 +44,7 @@ def widen(model: str, width: int, output: str, init_scale: float = 1.0, seed: in
         meta["train_recipe"] = src.metadata["train_recipe"]
     # in the source's dtype: the decoder digest covers dtypes (an fp16 model saved as float32 shares nothing)
     fp = save_model(wide, output, dtype=src.dtype, extra_metadata=meta, decodes_as=src.identity)
-    carried = load_model(output).stream_fingerprint
+    carried = stream_identity_of(output).stream_fingerprint  # (as the file records it; no network made)
     dtype = str(src.dtype).removeprefix("torch.")
     head = (f"{output}: g_a {src.model.config.analysis_width} → {width} channels ({dtype}), "
             f"fingerprint {fp.hex()[:16]}; ")

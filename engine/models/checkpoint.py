@@ -109,10 +109,11 @@ def not_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     """The names of the floating-point tensors holding a NaN or an infinity."""
     # a tensor's sum is finite only if every value is (∞ + x = ∞, ∞ − ∞ = NaN): a sum, no mask
     # to allocate, 20x faster on a model file; a sum that overflowed is checked value by value
-    # (float8 has no sum on the CPU: widened first)
-    return [k for k, v in tensors.items() if v.is_floating_point()
-            and not math.isfinite(float((v if v.dtype in FLOAT_DTYPES else v.float()).sum()))
-            and not bool(torch.isfinite(v.float() if v.dtype not in FLOAT_DTYPES else v).all())]
+    def finite(v: torch.Tensor) -> bool:
+        v = v if v.dtype in FLOAT_DTYPES else v.float()  # (float8 has no sum on the CPU: widened first)
+        return math.isfinite(float(v.sum())) or bool(torch.isfinite(v).all())
+
+    return [k for k, v in tensors.items() if v.is_floating_point() and not finite(v)]
 
 
 def require_finite(tensors: dict[str, torch.Tensor], head: str) -> None:
@@ -121,6 +122,15 @@ def require_finite(tensors: dict[str, torch.Tensor], head: str) -> None:
     bad = not_finite(tensors)
     if bad:
         raise ConfigError(f"{head} in {len(bad)} tensors ({', '.join(bad[:5])})")
+
+
+def require_floats(tensors: dict[str, torch.Tensor], head: str) -> None:
+    """ConfigError "``head``: NAME is stored as DTYPE ..." for the first of ``tensors`` not stored
+    as a float (``FLOAT_DTYPES``): integers or bools are no weights, fp8 has no arithmetic on the CPU."""
+    odd = next((k for k, t in tensors.items() if t.dtype not in FLOAT_DTYPES), None)
+    if odd is not None:
+        raise ConfigError(f"{head}: {odd} is stored as {str(tensors[odd].dtype).removeprefix('torch.')}; weights are "
+                          "float16, bfloat16, float32 or float64 (file damaged or edited)")
 
 
 def config_of(path: str | Path, meta: dict) -> ModelConfig:
@@ -312,9 +322,7 @@ def _check_contents(path: Path, config: ModelConfig, tensors: dict[str, torch.Te
         if tuple(t.shape) != shape:
             raise ConfigError(f"{path}: weights do not match the architecture (file damaged or edited): size mismatch "
                               f"for {k}: {tuple(t.shape)} in the file, {shape} in the architecture")
-        if t.dtype not in FLOAT_DTYPES:  # (fp8 has no arithmetic on the CPU; integers or bools are no weights)
-            raise ConfigError(f"{path}: {k} is stored as {str(t.dtype).removeprefix('torch.')}; a model file's weights "
-                              "are float16, bfloat16, float32 or float64 (file damaged or edited)")
+    require_floats({k: tensors[k] for k in expected}, str(path))
     rows = {"z": (config.N, "one per z channel"),
             "y": (tensors["gaussian_conditional.scale_table"].numel(), "one per scale-table entry")}
     for name, (n, per) in rows.items():

@@ -17,9 +17,9 @@ from safetensors.torch import save
 
 from ..errors import ConfigError, VlmcodecWarning
 from ..files import write_whole
-from ..models.checkpoint import (DERIVED_SUFFIXES, FLOAT_DTYPES, FORMAT, TABLE_PREFIX, LoadedModel, _checked, config_of,
+from ..models.checkpoint import (DERIVED_SUFFIXES, FORMAT, TABLE_PREFIX, LoadedModel, _checked, config_of,
                                  fingerprint_of, is_decoder_tensor, lineage_in, model_tensors, read_safetensors,
-                                 require_finite)
+                                 require_finite, require_floats)
 from ..models.hyperprior import MeanScaleHyperprior
 
 WEIGHTS_FORMAT = "vlmcodec-weights-1"
@@ -65,10 +65,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if meta.get("format") == WEIGHTS_FORMAT and WEIGHTS_DIGEST_KEY in meta:
         if fingerprint_of(config_of(path, meta), tensors).hex() != meta[WEIGHTS_DIGEST_KEY]:
             raise ConfigError(f"{path}: digest mismatch (weights file damaged or edited)")
-    odd = next((k for k, t in tensors.items() if t.dtype not in FLOAT_DTYPES), None)
-    if odd is not None:  # (integers or bools are no weights; fp8 has no arithmetic on the CPU)
-        raise ConfigError(f"{path}: {odd} is stored as {str(tensors[odd].dtype).removeprefix('torch.')}; a weights "
-                          "file's tensors are float16, bfloat16, float32 or float64 (file damaged or edited)")
+    require_floats(tensors, str(path))
     require_finite(tensors, f"{path}: weights not finite")
     return tensors, meta
 
