@@ -673,9 +673,7 @@ class Engine:
                 # queue fails rather than vanishing with this thread
                 for r in batch:
                     self._finish(r, exc=EngineDeadError(f"engine is shut down ({e})"))
-                with self._cv:
-                    self._net_busy -= 1
-                    self._cv.notify_all()
+                self._free_network_slot()
                 return
 
     def _network_task(self, batch: list[InflightRequest]) -> None:
@@ -685,9 +683,13 @@ class Engine:
             for r in batch:
                 self._finish(r, exc=EngineDeadError(f"engine failure: {e!r}"))
         finally:
-            with self._cv:
-                self._net_busy -= 1
-                self._cv.notify_all()
+            self._free_network_slot()
+
+    def _free_network_slot(self) -> None:
+        """A batch's network worker is done (or never started): the loop may form the next."""
+        with self._cv:
+            self._net_busy -= 1
+            self._cv.notify_all()
 
     def _begin(self, req: InflightRequest, now: float) -> bool:
         """Whether a request taken from its queue runs: else it is finished here, timed out (its
