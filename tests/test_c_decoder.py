@@ -423,6 +423,21 @@ def test_errors_are_codes_and_messages(tiny_pair, second_model_path, built, tmp_
         dec.image(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])
 
 
+def test_over_long_varints_are_refused_as_python_refuses_them(tiny_pair, rng):
+    """A width padded to two bytes behind a valid CRC: both decoders refuse it (one byte form per stream)."""
+    from test_container import over_long_width
+
+    codec, dec, _ = tiny_pair
+    data = codec.encode(smooth_image(rng, 70, 90), 50)
+    _, z, y = container.unpack(data)
+    padded = over_long_width(data, sum(map(len, z + y)))
+    with pytest.raises(BitstreamError, match="over-long"):
+        codec.decode(padded)
+    with pytest.raises(CDecoderError, match="width is not a valid varint .over-long") as e:
+        dec.info(padded)
+    assert e.value.code == -2
+
+
 def test_a_decoder_opens_from_the_model_files_bytes(tiny_pair, built, rng):
     """vlmc_decoder_open_memory: the same decoder as from the file, the same checks on the bytes."""
     codec, dec, model_file = tiny_pair

@@ -83,6 +83,26 @@ def test_absurd_dimensions_and_counts_rejected_before_allocation():
         container.unpack(bytes(q))
 
 
+def over_long_width(data: bytes, payload_bytes: int) -> bytes:
+    """``data`` (a one-byte width at offset 14) with its width padded to two bytes (``0x80 | w, 0x00``)
+    and the CRC recomputed: the same numbers in a longer byte form."""
+    head_end = len(data) - payload_bytes - 4
+    assert data[14] < 0x80
+    head = data[:14] + bytes([0x80 | data[14], 0]) + data[15:head_end]
+    payload = data[head_end + 4 :]
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def test_over_long_varints_are_refused():
+    """One stream, one byte form: a number padded with a trailing 0x00 byte is refused (a single
+    0x00, the number 0, is a valid varint: an empty chunk's length)."""
+    z, y = [b"zz"], [b"yyy", b""]
+    data = container.pack(container.Header(FP, 33, 40, 50.0), z, y)
+    assert container.unpack(data)[2] == y
+    with pytest.raises(BitstreamError, match="width is not a valid varint .over-long"):
+        container.unpack(over_long_width(data, 5))
+
+
 def test_random_garbage_never_crashes():
     rng = random.Random(0)
     for _ in range(3000):

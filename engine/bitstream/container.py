@@ -1,6 +1,6 @@
 """The ``.vlmc`` container: a small header, a chunk table and the entropy-coded chunks.
 
-Layout (all integers little-endian; ``varint`` = unsigned LEB128, at most 5 bytes)::
+Layout (all integers little-endian; ``varint`` = unsigned LEB128 in its shortest form, at most 5 bytes)::
 
     magic        4   b"VLMC"
     version      1   FORMAT_VERSION
@@ -102,11 +102,14 @@ class _Reader:
 
     def varint(self, what: str, lo: int, hi: int) -> int:
         value, shift = 0, 0
-        for _ in range(5):
+        for i in range(5):
             (b,) = self.take(1, what)
             value |= (b & 0x7F) << shift
             shift += 7
             if not b & 0x80:
+                # a last byte of 0 after the first pads the number: one value, one byte form
+                if b == 0 and i > 0:
+                    raise BitstreamError(f"corrupt stream: {what} is not a valid varint (over-long form)")
                 break
         else:
             raise BitstreamError(f"corrupt stream: {what} is not a valid varint")

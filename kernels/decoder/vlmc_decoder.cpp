@@ -311,7 +311,13 @@ uint32_t varint(Reader &r, const char *what, uint64_t lo, uint64_t hi) {
         const uint8_t b = r.p[r.pos++];
         value |= uint64_t(b & 0x7F) << shift;
         shift += 7;
-        if (!(b & 0x80)) break;
+        if (!(b & 0x80)) {
+            // a last byte of 0 after the first pads the number: one value, one byte form
+            if (b == 0 && i > 0)
+                raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: ") + what +
+                                                " is not a valid varint (over-long form)");
+            break;
+        }
     }
     if (value < lo || value > hi)
         raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: ") + what + " = " + std::to_string(value) +
