@@ -199,8 +199,7 @@ class Codec:
         # one set here is not that of a thread that already ran torch); None: the calling thread's
         self._torch_threads = threads if backend == "torch" else None
         self.backend = create_backend(backend, self.model, **options)
-        with fork_waits():  # (its SubPixelConvs are made with a random init first: forks.py)
-            self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
+        self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)
         if self.hs_device != "cpu":
             self.exact_hs = self.exact_hs.to(self.hs_device)
         self._hs_rows = row_geometry(self.model.h_s)

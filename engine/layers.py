@@ -135,11 +135,12 @@ class SubPixelConv(nn.Module):
                         kx = ax + 4 - 2 * tx
                         if 0 <= kx < 5:
                             new_w[:, ay, ax, :, ty, tx] = w[:, :, ky, kx].t()
-        conv3 = nn.Conv2d(cin, 4 * cout, 3, padding=1, bias=d.bias is not None)
-        with torch.no_grad():
-            conv3.weight.copy_(new_w.reshape(4 * cout, cin, 3, 3))
-            if d.bias is not None:
-                conv3.bias.copy_(d.bias.detach().repeat_interleave(4))
+        # built on meta and given its tensors: no random init (torch's generator is neither drawn
+        # from nor locked, which a fork meanwhile would inherit held: forks.py)
+        conv3 = nn.Conv2d(cin, 4 * cout, 3, padding=1, bias=d.bias is not None, device="meta")
+        conv3.weight = nn.Parameter(new_w.reshape(4 * cout, cin, 3, 3))
+        if d.bias is not None:
+            conv3.bias = nn.Parameter(d.bias.detach().repeat_interleave(4))
         return cls(conv3.to(w.device))
 
     def forward(self, x: Tensor) -> Tensor:

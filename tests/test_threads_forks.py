@@ -107,6 +107,20 @@ def test_a_model_loads_in_a_child_forked_while_torchs_random_generator_was_busy(
     assert eval(out[0]) == ["ok"] * 3
 
 
+def test_making_a_codec_draws_nothing_from_torchs_generator():
+    """No module of a codec is made with a random init (the sub-pixel convolutions were: a child
+    forked meanwhile could inherit torch's generator mutex held), so its state is untouched."""
+    import torch
+
+    from vlmcodec import Codec
+
+    Codec(threads=1)
+    before = torch.random.get_rng_state()
+    for optimize in (True, False):
+        Codec(threads=1, backend_options={"optimize": optimize})
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
 @needs_fork
 def test_a_fork_waits_for_the_blocks_other_threads_have_under_way():
     """forks.fork_waits(): a fork in another thread waits until the block has ended, and the

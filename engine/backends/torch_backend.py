@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from ..banding import NETWORK_BAND_PIXELS, RowGeometry, banded, row_geometry
 from ..devices import torch_device
-from ..forks import fork_waits
 from ..layers import GDN, FoldedGDN, SubPixelConv
 from ..torch_threads import set_torch_threads
 
@@ -53,10 +52,9 @@ class TorchBackend:
         self._streams: dict[int, "torch.cuda.Stream"] = {}
         self.optimize = optimize
         if optimize:
-            with fork_waits():  # (SubPixelConvs are made with a random init first: forks.py)
-                self.g_a = optimize_for_inference(self.model.g_a)
-                self.h_a = optimize_for_inference(self.model.h_a)
-                self.g_s = optimize_for_inference(self.model.g_s)
+            self.g_a = optimize_for_inference(self.model.g_a)
+            self.h_a = optimize_for_inference(self.model.h_a)
+            self.g_s = optimize_for_inference(self.model.g_s)
         else:
             self.g_a, self.h_a, self.g_s = self.model.g_a, self.model.h_a, self.model.g_s
         self._ga_rows, self._gs_rows = row_geometry(self.model.g_a), row_geometry(self.model.g_s)
