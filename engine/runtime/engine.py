@@ -498,8 +498,8 @@ class Engine:
     def latency(self) -> dict[str, dict[str, float | int]]:
         """Per kind ("encode", "decode", "refine": the encodes with refinement): ``count`` and the
         50th/90th/99th percentile and largest submit-to-result seconds over the last
-        ``LATENCY_WINDOW`` successful requests (queueing, batching and coding included); an empty
-        dict for a kind with none yet."""
+        ``LATENCY_WINDOW`` successful requests (queueing, batching and coding included, a decode's
+        entropy decode too); an empty dict for a kind with none yet."""
         with self._cv:
             windows = {kind: sorted(window) for kind, window in self._latencies.items()}
         return {kind: _percentiles(values) for kind, values in windows.items()}
@@ -571,7 +571,7 @@ class Engine:
         req.status = status or (Status.FINISHED_ERROR if exc is not None else Status.FINISHED_OK)
         self.stats["ok" if req.status is Status.FINISHED_OK else "failed"] += 1
         if req.status is Status.FINISHED_OK:
-            seconds = time.monotonic() - req.arrival
+            seconds = time.monotonic() - req.submitted
             kind = "refine" if req.refine else req.kind.value
             self._latencies[kind].append(seconds)
             totals = self._latency_totals[kind]

@@ -341,7 +341,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                                            connections_refused=server.connections_refused, by_model=by_model,
                                            requests_by_client=server.client_counts(),
                                            rate_limited=limited, rate_limited_by_client=limited_by_client,
-                                           abandoned=server.abandoned))
+                                           abandoned=server.abandoned, responses=server.response_counts()))
         elif path == "/metrics":
             self._send(HTTPStatus.OK, "text/plain; version=0.0.4", prometheus_text(server.engines, server).encode())
         else:
@@ -636,6 +636,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._send(status, "application/json", (json.dumps(obj) + "\n").encode(), headers)
 
     def _send(self, status: HTTPStatus, content_type: str, payload: bytes, headers: dict | None = None) -> None:
+        """Every answer (but "100 Continue") goes out here, and is counted here by its status."""
+        self.server.count_response(status)
         self._answering = True
         request_id = self._request_id
         try:
@@ -663,11 +665,16 @@ class RequestHandler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+# /stats' latency of a kind with no successful request in its window yet
+_NO_LATENCY = {"count": 0, "p50_s": None, "p90_s": None, "p99_s": None, "max_s": None}
+
+
 def _latency(engine) -> dict:
-    """/stats' latency per kind: the window's count and percentiles (``Engine.latency``), and
-    ``total`` / ``total_s``: every successful request since the start and their summed seconds."""
+    """/stats' latency per kind: the window's count and percentiles (``Engine.latency``; 0 and
+    nulls for a kind with none yet), and ``total`` / ``total_s``: every successful request since
+    the start and their summed seconds."""
     window, totals = engine.latency(), engine.latency_histogram()
-    return {kind: dict(window[kind], total=totals[kind]["count"], total_s=round(totals[kind]["sum"], 6))
+    return {kind: dict(window[kind] or _NO_LATENCY, total=totals[kind]["count"], total_s=round(totals[kind]["sum"], 6))
             for kind in window}
 
 

@@ -31,7 +31,11 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
                   "# HELP vlmcodec_http_abandoned_total Requests whose client hung up while they waited (no answer "
                   "sent; cancelled if not begun).",
                   "# TYPE vlmcodec_http_abandoned_total counter",
-                  f"vlmcodec_http_abandoned_total {server.abandoned}"]
+                  f"vlmcodec_http_abandoned_total {server.abandoned}",
+                  "# HELP vlmcodec_http_responses_total Answers sent, by HTTP status (every endpoint, /metrics "
+                  "included; the connection bound's 503s too).",
+                  "# TYPE vlmcodec_http_responses_total counter"]
+        lines += [f'vlmcodec_http_responses_total{{code="{code}"}} {n}' for code, n in server.response_counts().items()]
         if limited_by_client:
             lines += ["# HELP vlmcodec_http_rate_limited_by_client_total Requests answered 429, by the client their "
                       "token names.",

@@ -34,7 +34,9 @@ class Status(enum.IntEnum):
 
 @dataclass(eq=False)
 class InflightRequest:
-    """A request inside the engine. ``key`` groups requests that can share a batch."""
+    """A request inside the engine. ``key`` groups requests that can share a batch. ``arrival``:
+    when it was last queued for the networks (the batching delay runs from it; a decode's comes
+    after its entropy decode); ``submitted``: when it was submitted (its latency runs from it)."""
 
     kind: Kind
     key: tuple
@@ -49,3 +51,7 @@ class InflightRequest:
     refine: int = 0              # encode with this many steps of latent refinement (Codec.encode's refine)
     priority: int = 0            # higher runs first among the batches ready (Scheduler)
     owner: str | None = None     # who asked (a server's client): refined encodes are shared between owners
+    submitted: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submitted = self.arrival  # made at submit: set once, where arrival moves on at each queueing

@@ -7,7 +7,7 @@
     POST /decode[?format=png|ppm|raw]          body: a .vlmc stream   → the image
     POST ...&priority=P                        higher runs first (P <= the client's own, 0 by default)
     GET  /health                                model, backend, requests in flight (JSON)
-    GET  /stats                                 the engine's counters and latency percentiles (JSON)
+    GET  /stats                                 the engine's counters, latency percentiles, answers by status (JSON)
     GET  /metrics                               the same for Prometheus (text exposition format)
 
 Each connection gets a thread (``ThreadingHTTPServer``), which reads the body, hands the request
@@ -148,6 +148,8 @@ class CodecServer(ThreadingHTTPServer):
         self.rate_limited = 0  # requests answered 429
         self.abandoned = 0  # requests whose client hung up while they waited (cancelled if not begun)
         self.rate_limited_by_client: dict[str, int] = {}  # of those, by token name
+        # every answer sent, by HTTP status ("200", "503"...): all endpoints, the connection bound's 503s too
+        self.responses: dict[str, int] = {}
         if ":" in host:  # an IPv6 address ("::1", "::" for every interface): the socket's family follows it
             self.address_family = socket.AF_INET6
         super().__init__((host, port), RequestHandler)
@@ -203,6 +205,17 @@ class CodecServer(ThreadingHTTPServer):
         max_refine = check_client_max_refine(client_max_refine, tokens)
         self.auth_tokens, self.client_limits = tokens, limits
         self.client_priorities, self.client_max_refine = priorities, max_refine
+
+    def count_response(self, status: int) -> None:
+        """One more answer sent with HTTP ``status`` (``/stats``' ``responses``, ``/metrics``)."""
+        code = str(int(status))
+        with self._clients_lock:
+            self.responses[code] = self.responses.get(code, 0) + 1
+
+    def response_counts(self) -> dict[str, int]:
+        """Answers sent so far by HTTP status, in the order of the codes."""
+        with self._clients_lock:
+            return dict(sorted(self.responses.items()))
 
     def count_abandoned(self) -> None:
         with self._clients_lock:
@@ -336,7 +349,7 @@ def _refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
             sock.close()
             return
         try:
-            _refuse(sock, server.max_connections)
+            _refuse(sock, server)
         except OSError:
             pass  # the client left: nothing to answer
         finally:
@@ -344,10 +357,11 @@ def _refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
             del server
 
 
-def _refuse(sock: socket.socket, limit: int) -> None:
-    """Answer 503 on a connection over the bound, reading (and dropping) what the client sends
-    meanwhile: closing a socket with unread data resets the connection, and the client would see
-    a reset instead of the answer."""
+def _refuse(sock: socket.socket, server: CodecServer) -> None:
+    """Answer 503 on a connection over ``server``'s bound (counted in its ``responses``), reading
+    (and dropping) what the client sends meanwhile: closing a socket with unread data resets the
+    connection, and the client would see a reset instead of the answer."""
+    limit = server.max_connections
     body = (json.dumps({"error": f"server busy: {limit} connections open (--max-connections); retry later",
                         "type": "QueueFull"}) + "\n").encode()
     head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -362,6 +376,7 @@ def _refuse(sock: socket.socket, limit: int) -> None:
         if not chunk:
             break
         received += chunk
+    server.count_response(HTTPStatus.SERVICE_UNAVAILABLE)  # (before it is sent: counted once the client reads it)
     sock.sendall(head + body)
     sock.shutdown(socket.SHUT_WR)
     while (left := deadline - time.monotonic()) > 0:  # the body, until the client closes
