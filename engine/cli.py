@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import io
 import os
+import stat
 import sys
 import time
 import warnings
@@ -45,7 +47,15 @@ STDIN = Path("<standard input>")  # the input "-" stands for; compared by identi
 def expand_inputs(items: list[str], suffixes: set[str]) -> list[Path]:
     """Files, folders (their matching files, sorted), glob patterns and "-" (``STDIN``, alone)
     → a list of paths."""
+    return _expand_inputs(items, suffixes)[0]
+
+
+def _expand_inputs(items: list[str], suffixes: set[str]) -> tuple[list[Path], bool]:
+    """``expand_inputs``, and whether an item was a folder or a glob pattern: its outputs then go
+    into a folder even when it holds one file (-o was taken as that file's name). A folder and a
+    glob keep the same files: those of ``suffixes`` that are regular (``_scanned``)."""
     out: list[Path] = []
+    scanned = False
     if STDIO in items and len(items) > 1:
         raise VlmcodecError("'-' (standard input) must be the only input")
     for item in items:
@@ -53,19 +63,77 @@ def expand_inputs(items: list[str], suffixes: set[str]) -> list[Path]:
         if item == STDIO:
             out.append(STDIN)
         elif p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes and not f.is_dir())
+            scanned = True
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes and _scanned(f))
         elif p.is_file():  # a name that exists is that file, glob characters and all ("photo[1].png")
             out.append(p)
+        elif os.path.lexists(item):  # there, but no regular file: a FIFO, a device, a link leading nowhere
+            out.append(_named_input(p))
         elif any(c in item for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             if not matches:
                 raise VlmcodecError(f"no file matches {item!r}")
-            out += matches
+            scanned = True
+            out += [f for f in matches if f.suffix.lower() in suffixes and _scanned(f)]
         else:
             raise VlmcodecError(f"input not found: {item}")
     if not out:
-        raise VlmcodecError("no input files")
-    return out
+        raise VlmcodecError("no input files" + (f" (folders and globs take {', '.join(sorted(suffixes))} files)"
+                                                if scanned else ""))
+    return out, scanned
+
+
+def _scanned(f: Path) -> bool:
+    """Whether a folder's or a glob's entry is an input: a regular file (or a link to one), or a
+    link that leads nowhere (broken, or a loop: it fails alone, with its reason); never a folder,
+    a FIFO (the command hung reading it), a socket or a device."""
+    try:
+        return stat.S_ISREG(f.stat().st_mode)
+    except OSError:
+        return f.is_symlink()
+
+
+def _named_input(p: Path) -> Path:
+    """An input named on the command line that exists but is no regular file or folder: a FIFO
+    (/dev/stdin from a pipe, a shell's <(command)) is read once, as standard input is; a device,
+    a socket or a link that leads nowhere is refused."""
+    try:
+        mode = p.stat().st_mode
+    except OSError as e:  # a broken link, a loop of links
+        raise VlmcodecError(f"cannot read {p}: {e.strerror or e}") from None
+    if not stat.S_ISFIFO(mode):
+        raise VlmcodecError(f"{p} is not a regular file (use - for standard input)")
+    return p
+
+
+def _is_pipe(src: Path) -> bool:
+    """Whether ``src`` is read as a stream (standard input, a FIFO): once, whole, never seeked."""
+    if src is STDIN:
+        return True
+    try:
+        return stat.S_ISFIFO(src.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _is_stdout(output: str | None) -> bool:
+    """Whether ``-o output`` names the file standard output already is (/dev/stdout, /proc/self/fd/1,
+    the file stdout is redirected to): it is then standard output, as ``-o -`` is, with the table
+    on stderr (it was mixed into the stream). The null device is left alone."""
+    if output in (None, STDIO):
+        return False
+    try:
+        named, out, null = os.stat(output), os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError, AttributeError):  # (no file behind stdout: io.UnsupportedOperation)
+        return False
+    same = (named.st_dev, named.st_ino) == (out.st_dev, out.st_ino)
+    return same and (named.st_dev, named.st_ino) != (null.st_dev, null.st_ino)
+
+
+def _real(path: Path) -> Path:
+    """Where ``path`` leads, links followed (a loop of links: a path in it, where ``Path.resolve``
+    raised RuntimeError on Python < 3.13)."""
+    return Path(os.path.realpath(path))
 
 
 def _check_stdio(files: list[Path], output: str | None) -> bool:
@@ -95,11 +163,23 @@ def _check_output_folder(output: str | None, many: bool,
 
 def _is_input(path: Path, src: Path) -> bool:
     """Whether writing ``path`` would replace the input file ``src`` itself."""
-    return src is not STDIN and path.exists() and path.resolve() == src.resolve()
+    return src is not STDIN and path.exists() and _real(path) == _real(src)
 
 
 def _read_bytes(src: Path) -> bytes:
     return sys.stdin.buffer.read() if src is STDIN else src.read_bytes()
+
+
+def _load(src: Path, max_pixels: int | None):
+    """``src``'s image; standard input or a FIFO read whole first (Pillow seeks in a file)."""
+    from .image_io import load_image
+
+    if not _is_pipe(src):
+        return load_image(src, max_pixels)
+    data = io.BytesIO(_read_bytes(src))
+    if src is not STDIN:
+        data.name = str(src)  # (errors name the file, not "<stream>")
+    return load_image(data, max_pixels)
 
 
 def _write_stdout(data: bytes) -> None:
@@ -118,11 +198,16 @@ def _output_name(src: Path, out: str | None, many: bool, suffix: str) -> Path:
     return o
 
 
-def _output_path(src: Path, out: str | None, many: bool, suffix: str) -> Path:
-    """``_output_name``, its folder made."""
-    path = _output_name(src, out, many, suffix)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def _make_folders(outputs: list[Path]) -> None:
+    """Make the outputs' folders before anything is coded: one that cannot be made is one error
+    up front (it was each input's, and a file in the way an "[Errno 17] File exists")."""
+    for folder in sorted({p.parent for p in outputs}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            in_the_way = next((q for q in (folder, *folder.parents) if q.exists() and not q.is_dir()), None)
+            why = f"{in_the_way} is not a folder" if in_the_way is not None else e.strerror or str(e)
+            raise VlmcodecError(f"cannot make the output folder {folder}: {why}") from None
 
 
 def _check_outputs(files: list[Path], outputs: list[list[Path]]) -> None:
@@ -130,11 +215,11 @@ def _check_outputs(files: list[Path], outputs: list[list[Path]]) -> None:
     (a.png and a.jpg both to a.vlmc: one was overwritten by the other without a word) or an input
     would be written over by another's output (roundtrip d -o d: a.jpg's decoded image replaced
     the original a.png). An output that replaces its own input is refused per file, later."""
-    inputs = {src.resolve(): src for src in files if src is not STDIN}
+    inputs = {_real(src): src for src in files if src is not STDIN}
     taken: dict[Path, Path] = {}
     for src, outs in zip(files, outputs):
         for out in outs:
-            where = out.resolve()
+            where = _real(out)
             if where in taken and taken[where] != src:
                 raise VlmcodecError(f"{taken[where]} and {src} would both be written to {out}: give one of them "
                                     "another name, or code them into separate -o folders")
@@ -273,9 +358,11 @@ def _stream_quality(data: bytes) -> float:
 def cmd_encode(args, roundtrip: bool = False) -> int:
     from .file_pipeline import WriteBehind, read_ahead
     from .files import write_whole
-    from .image_io import load_image, psnr, save_image
+    from .image_io import psnr, save_image
 
-    files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
+    files, scanned = _expand_inputs(args.inputs, IMAGE_SUFFIXES)
+    if _is_stdout(args.output):  # -o /dev/stdout: the stream alone on stdout
+        args.output = STDIO
     if roundtrip and (files[0] is STDIN or args.output == STDIO):
         raise VlmcodecError("roundtrip writes .vlmc and image files: give it image files and an output folder "
                             "(encode and decode read and write standard input and output with '-')")
@@ -284,7 +371,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     notes = sys.stderr if args.json else table  # --json: the table's stream carries JSON lines only
     codec = _codec(args)
     # roundtrip's -o is a folder even for one image (it was a file named "out" and "out.png" beside it)
-    many = len(files) > 1 or roundtrip
+    many = len(files) > 1 or scanned or roundtrip
     _check_output_folder(args.output, many)
     rows = []
     if codec.short_side:
@@ -309,6 +396,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     if not to_stdout:
         streams = [_output_name(f, args.output, many, ".vlmc") for f in files]
         _check_outputs(files, [[d, decoded_path(d)] if roundtrip else [d] for d in streams])
+        _make_folders(streams)
     if codec.refine:  # its teacher loads now: a missing package fails once, not once per file
         codec.refiner()
 
@@ -328,15 +416,12 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
 
     # the next image is read and the last decoded one written while this one is coded
     with WriteBehind() as writes:
-        def load(f: Path):
-            return load_image(io.BytesIO(_read_bytes(f)) if f is STDIN else f, codec.max_pixels)
-
-        loads = read_ahead(files, load)
+        loads = read_ahead(files, lambda f: _load(f, codec.max_pixels))
         for src, loaded in _progress(loads, not args.quiet, "encode", total=len(files)):
             try:
                 img = loaded.result()
                 # where it goes, refused before any coding if that is the input itself
-                dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, ".vlmc")
+                dst = Path(STDIO) if to_stdout else _output_name(src, args.output, many, ".vlmc")
                 out = decoded_path(dst)
                 if _is_input(dst, src):
                     raise FileExistsError(f"{dst}: the stream would replace its own input image (-o names it)")
@@ -392,9 +477,13 @@ def cmd_decode(args) -> int:
     from .file_pipeline import WriteBehind
     from .image_io import image_bytes, save_image
 
-    files = expand_inputs(args.inputs, {".vlmc"})
+    files, scanned = _expand_inputs(args.inputs, {".vlmc"})
+    if _is_stdout(args.output):  # -o /dev/stdout: the image alone on stdout (in the format of a name's suffix)
+        suffix = Path(args.output).suffix.lower()
+        args.format = args.format or next((k for k, (_, s) in DECODED_FORMATS.items() if suffix in s), None)
+        args.output = STDIO
     to_stdout = _check_stdio(files, args.output)
-    many = len(files) > 1
+    many = len(files) > 1 or scanned
     _check_output_folder(args.output, many)
     fmt, suffix = _decoded_format(args, _names_a_file(args.output, many))
     codec = _codec(args)
@@ -402,7 +491,9 @@ def cmd_decode(args) -> int:
     table = sys.stderr if to_stdout else sys.stdout  # stdout carries the image then
     failures = _Failures(len(files), table if args.json else None)
     if not to_stdout:
-        _check_outputs(files, [[_output_name(f, args.output, many, suffix)] for f in files])
+        outputs = [_output_name(f, args.output, many, suffix) for f in files]
+        _check_outputs(files, [[o] for o in outputs])
+        _make_folders(outputs)
 
     def report(src: Path, line: str | dict):
         def then(err: BaseException | None) -> None:
@@ -418,7 +509,7 @@ def cmd_decode(args) -> int:
     with WriteBehind() as writes:
         for src in _progress(files, not args.quiet, "decode"):
             try:
-                dst = Path(STDIO) if to_stdout else _output_path(src, args.output, many, suffix)
+                dst = Path(STDIO) if to_stdout else _output_name(src, args.output, many, suffix)
                 if not to_stdout and _is_input(dst, src):  # (stream.png, or a link to the stream; even with --force)
                     raise FileExistsError(f"{dst}: the decoded image would replace its own input stream "
                                           + ("(-o names it)" if args.output else "(name the output with -o)"))
@@ -593,11 +684,9 @@ def cmd_serve(args) -> int:
             each.shutdown(drain=drain)
 
     if samples:
-        from .image_io import load_image
-
         t0 = time.perf_counter()
         try:
-            images = [load_image(f, codec.max_pixels) for f in samples]
+            images = [_load(f, codec.max_pixels) for f in samples]
             records = [r for each in engines  # every model's
                        for r in each.warmup(images, quality=args.quality, refine=refining)]
         except BaseException:
@@ -1024,7 +1113,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="compress images to .vlmc", description="Compress images (files, folders, globs).")
     e.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders, globs, or - (standard input)")
     e.add_argument("-o", "--output", metavar="OUT",
-                   help="output file, or folder when several inputs, or - (standard output)")
+                   help="output file; a folder (OUT/NAME.vlmc) for several inputs, a folder or glob input, an "
+                        "existing folder or a name ending in / (even for one input); or - (standard output). "
+                        "Without -o each stream goes beside its input (NAME.vlmc)")
     e.add_argument("-q", "--quality", type=float, help="quality 0..100, 0 = smallest files (default 75)")
     budget(e)
     e.add_argument("--no-psnr", action="store_true", help="skip the verification decode (no PSNR)")
@@ -1034,8 +1125,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(e)
     r = sub.add_parser("roundtrip", help="encode, decode, and report bpp / PSNR / time",
                        description="Encode and decode images; writes .vlmc and decoded .png files (--format).")
-    r.add_argument("inputs", nargs="+", metavar="IN")
-    r.add_argument("-o", "--output", metavar="DIR", default="out")
+    r.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders, globs")
+    r.add_argument("-o", "--output", metavar="DIR", default="out",
+                   help="folder for the .vlmc streams and the decoded images, even for one input (default out)")
     r.add_argument("-q", "--quality", type=float, help="quality 0..100 (default 75)")
     budget(r)
     short_side(r)
@@ -1047,8 +1139,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="decompress .vlmc to PNG")
     d.add_argument("inputs", nargs="+", metavar="IN", help=".vlmc files, folders, globs, or - (standard input)")
     d.add_argument("-o", "--output", metavar="OUT",
-                   help="output file (its suffix picks the format: .png, .ppm, .bmp, .tif, ...), or folder, "
-                        "or - (standard output; PNG unless --format)")
+                   help="output file (its suffix picks the format: .png, .ppm, .bmp, .tif, ...); a folder for "
+                        "several inputs, a folder or glob input, an existing folder or a name ending in /; or - "
+                        "(standard output; PNG unless --format). Without -o each image goes beside its stream")
     png_level(d)
     decoded_format(d)
     d.add_argument("--extra-model", action="append", metavar="MODEL",
@@ -1132,7 +1225,9 @@ def build_parser() -> argparse.ArgumentParser:
     short_side(v)
     common(v)
     i = sub.add_parser("info", help="print .vlmc header fields, or what a model file is")
-    i.add_argument("inputs", nargs="+", metavar="FILE")
+    i.add_argument("inputs", nargs="+", metavar="FILE",
+                   help=".vlmc streams, model files (.safetensors, .vlmd), folders, globs, or - (standard input: "
+                        "a stream)")
     i.add_argument("--json", action="store_true", help="one JSON object per stream and line (for scripts)")
     t = sub.add_parser("train", help="train a model (resumable)")
     t.add_argument("--config", required=True)
@@ -1196,8 +1291,28 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
         _default(message, category, filename, lineno, file, line)
 
 
+@contextlib.contextmanager
+def _escaped_names():
+    """Print what the standard streams' encoding cannot write (a file name's bytes that are not
+    UTF-8, held as surrogates) escaped, "a\\udcff.png", where a strict stream (an en_US.UTF-8
+    locale's) stopped the run at that name; a stream's own handler other than "strict" (the C
+    locale's surrogateescape writes the name's bytes back) is kept. Given back at the end."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(ValueError, OSError):  # (a closed stream)
+                stream.reconfigure(errors="backslashreplace")
+                changed.append(stream)
+    try:
+        yield
+    finally:
+        for stream in changed:
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="strict")
+
+
 def main(argv: list[str] | None = None) -> int:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _escaped_names():
         warnings.showwarning = _show_warning
         # Pillow's "decompression bomb" notice (images of 89-179 Mpx): max_pixels decides here,
         # with its own clear error, before any pixel is decoded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import threading
@@ -21,7 +22,7 @@ def write_whole(path: str | Path, data: bytes) -> None:
             f.write(data)
         return
     if path.is_symlink():  # write through the link, as a plain open would
-        path = path.resolve()
+        path = _link_target(path)
     # a short name: the target's own name in it went past NAME_MAX for names of ~225 characters
     tmp = path.with_name(f".vlmc-{os.getpid()}-{threading.get_ident()}.tmp")
     try:
@@ -38,3 +39,14 @@ def write_whole(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _link_target(link: Path) -> Path:
+    """The file a write through ``link`` reaches (made if the link dangles); a loop of links is
+    the OSError a plain open raises (``Path.resolve`` raised RuntimeError on Python < 3.13)."""
+    try:
+        os.stat(link)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(e.errno, f"cannot write {link}: {e.strerror}") from None
+    return Path(os.path.realpath(link))

@@ -1,0 +1,262 @@
+"""The command line's file names and paths: names not in UTF-8, links that loop, FIFOs, folders of
+one file, outputs that are standard output, inputs that are pipes, globs, output folders."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlmcodec.bitstream import container
+from vlmcodec.cli import IMAGE_SUFFIXES, expand_inputs, main
+
+from conftest import smooth_image
+
+
+def _image(path: Path, rng) -> Path:
+    Image.fromarray(smooth_image(rng, 32, 48)).save(path, "PNG")
+    return path
+
+
+def _png_bytes(rng) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(rng, 32, 48)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _strict_utf8() -> io.TextIOWrapper:
+    """A standard stream as an en_US.UTF-8 locale makes it: UTF-8, errors "strict"."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
+
+
+@contextlib.contextmanager
+def _feeding(fifo: Path, data: bytes):
+    """Write ``data`` into ``fifo`` from a thread while the block runs; a writer still waiting for
+    a reader at its end is released (the block never read the FIFO)."""
+    def write():
+        with contextlib.suppress(OSError), open(fifo, "wb") as f:
+            f.write(data)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # (an open for writing waits for a reader)
+        writer.join(60)
+        os.close(fd)
+
+
+def _run_cli(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vlmcodec", *args], cwd=cwd, capture_output=True, timeout=300,
+                          **kwargs)
+
+
+def test_a_name_not_in_utf8_is_printed_escaped_and_every_file_is_processed(tmp_path, rng, tiny_model_path,
+                                                                           monkeypatch):
+    """Under a strict UTF-8 stdout, a\\xff.png's row stopped the batch ("can't encode character
+    '\\udcff'", exit 2): b and c were never coded."""
+    nb = tmp_path / "nb"
+    nb.mkdir()
+    odd = nb / os.fsdecode(b"a\xff.png")
+    try:
+        _image(odd, rng)
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    for name in ("b.png", "c.png"):
+        _image(nb / name, rng)
+    (nb / os.fsdecode(b"bad\xfe.png")).write_text("not an image")
+    out, err = _strict_utf8(), _strict_utf8()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    assert main(["encode", str(nb), "-o", str(tmp_path / "out"), "--no-psnr", *model]) == 2
+    assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b"a\xff.vlmc", b"b.vlmc", b"c.vlmc"]
+    text, errors = out.buffer.getvalue(), err.buffer.getvalue()
+    assert b"a\\udcff.png" in text and b"c.png" in text and b"mean of 3" in text
+    assert b"bad\\udcfe.png" in errors and b"1 of 4 files failed" in errors
+    assert main(["decode", str(tmp_path / "out"), "-o", str(tmp_path / "dec"), *model]) == 0
+    assert sorted(os.listdir(os.fsencode(tmp_path / "dec"))) == [b"a\xff.png", b"b.png", b"c.png"]
+    assert b"a\\udcff.vlmc -> " in out.buffer.getvalue()
+    assert out.errors == "strict"  # the streams' error handler is given back
+
+
+def test_a_link_that_loops_fails_alone_and_never_with_a_traceback(tmp_path, rng, tiny_model_path, capsys):
+    """A loop of links was a RuntimeError traceback (exit 1) before anything was coded: as an input in a
+    folder, as -o, and in save_image."""
+    from vlmcodec.image_io import save_image
+
+    d = tmp_path / "d"
+    d.mkdir()
+    _image(d / "a.png", rng)
+    (d / "loop.png").symlink_to("loop.png")
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    assert main(["encode", str(d), "-o", str(tmp_path / "out"), "--no-psnr", *model]) == 2
+    err = capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.vlmc"]
+    assert "loop.png" in err and "1 of 2 files failed" in err and "Traceback" not in err
+    (tmp_path / "o.vlmc").symlink_to("o.vlmc")
+    assert main(["encode", str(d / "a.png"), "-o", str(tmp_path / "o.vlmc"), *model]) == 2
+    assert "o.vlmc" in capsys.readouterr().err
+    (tmp_path / "lp.png").symlink_to("lp.png")
+    assert main(["decode", str(tmp_path / "out" / "a.vlmc"), "-o", str(tmp_path / "lp.png"), *model]) == 2
+    assert "lp.png" in capsys.readouterr().err
+    with pytest.raises(OSError, match="lp.png"):
+        save_image(np.zeros((8, 8, 3), np.uint8), tmp_path / "lp.png")
+    assert main(["encode", str(d / "loop.png"), "-o", str(tmp_path / "x.vlmc"), *model]) == 2
+    assert "loop.png" in capsys.readouterr().err
+
+
+def test_a_link_through_to_a_file_is_still_written_through(tmp_path):
+    """(the loop check leaves links that lead somewhere alone)"""
+    from vlmcodec.files import write_whole
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link.vlmc").symlink_to(tmp_path / "real" / "s.vlmc")  # dangling: the file is made
+    write_whole(tmp_path / "link.vlmc", b"abc")
+    assert (tmp_path / "real" / "s.vlmc").read_bytes() == b"abc" and (tmp_path / "link.vlmc").is_symlink()
+
+
+def test_a_folder_scan_keeps_regular_files_only(tmp_path, rng):
+    """A FIFO named f.png in a scanned folder was kept, and the command hung reading it."""
+    d = tmp_path / "d"
+    d.mkdir()
+    _image(d / "a.png", rng)
+    os.mkfifo(d / "f.png")
+    (d / "sub.png").mkdir()
+    (d / "b.png").symlink_to("a.png")  # a link to an image is that image
+    (d / "gone.png").symlink_to("nowhere.png")  # a link that leads nowhere fails alone, named
+    assert expand_inputs([str(d)], IMAGE_SUFFIXES) == [d / "a.png", d / "b.png", d / "gone.png"]
+
+
+def test_a_folder_or_glob_of_one_file_writes_into_the_output_folder(tmp_path, rng, tiny_model_path, capsys):
+    """`encode d -o enc` with one image in d wrote a stream named enc, not enc/a.vlmc."""
+    d = tmp_path / "d"
+    d.mkdir()
+    _image(d / "a.png", rng)
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    assert main(["encode", str(d), "-o", str(tmp_path / "enc"), "--no-psnr", *model]) == 0
+    assert (tmp_path / "enc" / "a.vlmc").is_file()
+    assert main(["encode", str(d / "*.png"), "-o", str(tmp_path / "glob"), "--no-psnr", *model]) == 0
+    assert (tmp_path / "glob" / "a.vlmc").is_file()
+    assert main(["decode", str(tmp_path / "enc"), "-o", str(tmp_path / "dec"), *model]) == 0
+    assert (tmp_path / "dec" / "a.png").is_file()
+    assert main(["encode", str(d / "a.png"), "-o", str(tmp_path / "one"), "--no-psnr", *model]) == 0
+    assert (tmp_path / "one").is_file()  # a file named alone: -o is the file
+    capsys.readouterr()
+
+
+def test_an_output_that_is_standard_output_gets_the_stream_alone(tmp_path, rng, tiny_model_path, monkeypatch, capsys):
+    """-o naming the file standard output is (/dev/stdout in a pipe) mixed the table into the stream."""
+    a = _image(tmp_path / "a.png", rng)
+    target = tmp_path / "s.vlmc"
+    with open(target, "wb+") as raw:
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, write_through=True))
+        assert main(["encode", str(a), "-o", str(target), "--model", str(tiny_model_path), "--quiet"]) == 0
+        sys.stdout.flush()
+    container.unpack(target.read_bytes())  # the stream alone
+    assert "bpp" in capsys.readouterr().err  # the table went to stderr
+    image = tmp_path / "s.ppm"
+    with open(image, "wb+") as raw:
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, write_through=True))
+        assert main(["decode", str(target), "-o", str(image), "--model", str(tiny_model_path), "--quiet"]) == 0
+        sys.stdout.flush()
+    assert image.read_bytes().startswith(b"P6") and "s.vlmc -> -" in capsys.readouterr().err  # its suffix's format
+
+
+def test_dev_stdout_and_dev_stdin_in_a_pipe(tmp_path, rng, tiny_model_path):
+    """`encode a.png -o /dev/stdout | vlmcodec info -` failed on the table's text in the stream;
+    `cat a.png | encode /dev/stdin` said "input not found"."""
+    if not Path("/dev/stdout").exists():
+        pytest.skip("no /dev/stdout here")
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    a = _image(tmp_path / "a.png", rng)
+    res = _run_cli(["encode", str(a), "-o", "/dev/stdout", *model], tmp_path)
+    assert res.returncode == 0, res.stderr
+    container.unpack(res.stdout)
+    assert b"bpp" in res.stderr
+    res = _run_cli(["encode", "/dev/stdin", "-o", "s.vlmc", *model], tmp_path, input=a.read_bytes())
+    assert res.returncode == 0, res.stderr
+    container.unpack((tmp_path / "s.vlmc").read_bytes())
+
+
+def test_a_fifo_named_as_input_is_read_once(tmp_path, rng, tiny_model_path, capsys):
+    """An explicit FIFO (or <(cat a.png)) was "input not found"."""
+    fifo = tmp_path / "p.png"
+    os.mkfifo(fifo)
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    with _feeding(fifo, _png_bytes(rng)):
+        assert main(["encode", str(fifo), "-o", str(tmp_path / "p.vlmc"), *model]) == 0
+    stream = (tmp_path / "p.vlmc").read_bytes()
+    container.unpack(stream)
+    sf = tmp_path / "s.vlmc"
+    os.mkfifo(sf)
+    with _feeding(sf, stream):
+        assert main(["decode", str(sf), "-o", str(tmp_path / "s.png"), *model]) == 0
+    assert Image.open(tmp_path / "s.png").size == (48, 32)
+    capsys.readouterr()
+    with _feeding(sf, stream):
+        assert main(["info", str(sf)]) == 0
+    assert "48x32" in capsys.readouterr().out
+
+
+def test_a_device_named_as_input_is_refused_clearly(tmp_path, tiny_model_path, capsys):
+    if not Path("/dev/null").exists():
+        pytest.skip("no /dev/null here")
+    assert main(["encode", "/dev/null", "-o", str(tmp_path / "x.vlmc"), "--model", str(tiny_model_path)]) == 2
+    err = capsys.readouterr().err
+    assert "/dev/null is not a regular file" in err and "use - for standard input" in err
+
+
+def test_help_names_inputs_outputs_and_defaults(capsys):
+    """roundtrip's IN and -o DIR (default out), info's FILE and '-', encode's -o without -o / into a folder."""
+    def help_of(command: str) -> str:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    roundtrip = help_of("roundtrip")
+    assert "image files, folders, globs" in roundtrip and "default out" in roundtrip
+    info = help_of("info")
+    assert "or - (standard input" in info and ".vlmc" in info
+    encode = help_of("encode")
+    assert "beside" in encode and "ending in /" in encode and "folder or glob input" in encode
+    assert "beside" in help_of("decode")
+
+
+def test_globs_keep_what_a_folder_scan_keeps(tmp_path, rng, tiny_model_path, capsys):
+    """`encode 'd/*'` passed a subfolder and notes.txt on: "cannot read image d/sub: Is a directory"."""
+    d = tmp_path / "d"
+    d.mkdir()
+    _image(d / "a.png", rng)
+    (d / "sub").mkdir()
+    (d / "sub.png").mkdir()
+    (d / "notes.txt").write_text("notes")
+    os.mkfifo(d / "f.png")
+    assert expand_inputs([str(d / "*")], IMAGE_SUFFIXES) == [d / "a.png"]
+    assert main(["encode", str(d / "*"), "-o", str(tmp_path / "o2"), "--model", str(tiny_model_path), "--quiet"]) == 0
+    assert [p.name for p in (tmp_path / "o2").iterdir()] == ["a.vlmc"]
+    assert main(["encode", str(d / "*.txt"), "-o", str(tmp_path / "o3"), "--model", str(tiny_model_path)]) == 2
+    assert "no input files" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_clear_error(tmp_path, rng, tiny_model_path, capsys):
+    """-o afile/x.vlmc said "[Errno 17] File exists: 'afile'"; with several inputs, once per input."""
+    a = _image(tmp_path / "a.png", rng)
+    b = _image(tmp_path / "b.png", rng)
+    (tmp_path / "afile").write_text("a file")
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    assert main(["encode", str(a), "-o", str(tmp_path / "afile" / "x.vlmc"), *model]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'afile'} is not a folder" in err and "Errno" not in err
+    assert main(["encode", str(a), str(b), "-o", str(tmp_path / "afile" / "sub"), *model]) == 2
+    err = capsys.readouterr().err
+    assert err.count("is not a folder") == 1 and "files failed" not in err
