@@ -21,6 +21,7 @@ import io
 import os
 import stat
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -416,6 +417,16 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
 
     # the next image is read and the last decoded one written while this one is coded
     with WriteBehind() as writes:
+        def fail(src: Path, err: Exception) -> None:
+            writes.drain()  # the rows of the files before it first: results come in input order
+            failures.add(src, err)
+
+        def save_decoded(rec, out: Path, dst: Path) -> None:
+            try:
+                save_image(rec, out, png_level)
+            except OSError as e:  # (reported as the file's failure: say what it left)
+                raise type(e)(f"{e} (its stream {dst} was written)") from e
+
         loads = read_ahead(files, lambda f: _load(f, codec.max_pixels))
         for src, loaded in _progress(loads, not args.quiet, "encode", total=len(files)):
             try:
@@ -439,7 +450,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                 else:
                     write_whole(dst, data)  # whole or not at all (a Ctrl-C left a truncated stream)
             except _FILE_ERRORS as e:
-                failures.add(src, e)
+                fail(src, e)
                 continue
             h, w = img.shape[:2]
             bpp = 8 * len(data) / (h * w)
@@ -449,7 +460,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                 try:
                     rec = codec.decode(data)
                 except _FILE_ERRORS as e:
-                    failures.add(src, e)
+                    fail(src, e)
                     continue
                 t_dec = time.perf_counter() - t0
                 p = psnr(img, rec)
@@ -462,7 +473,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                         "width": w, "height": h, "bytes": len(data), "bpp": bpp, "quality": _stream_quality(data),
                         "psnr_db": p, "encode_ms": 1000 * t_enc, "decode_ms": 1000 * t_dec}
             if roundtrip:
-                writes.submit(lambda rec=rec, out=out: save_image(rec, out, png_level), report(src, row, line))
+                writes.submit(lambda rec=rec, out=out, dst=dst: save_decoded(rec, out, dst), report(src, row, line))
             else:
                 report(src, row, line)(None)
     if len(rows) > 1 and not args.json:
@@ -523,6 +534,7 @@ def cmd_decode(args) -> int:
                 img = _codec_for(codecs, data, codec).decode(data, args.decode_short_side)
                 dt = time.perf_counter() - t0
             except _FILE_ERRORS as e:
+                writes.drain()  # the rows of the files before it first: results come in input order
                 failures.add(src, e)
                 continue
             line: str | dict = f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms"
@@ -1311,8 +1323,37 @@ def _escaped_names():
                 stream.reconfigure(errors="strict")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C's KeyboardInterrupt is: the command's clean-ups run (temporary
+    files and folders, the ONNX cache's export) and it exits 143."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt(argv: list[str] | None):
+    """SIGTERM (``kill``, ``timeout``, a container stopping) ends a command as Ctrl-C does, where
+    its default action killed the process on the spot and left temporary folders (an ONNX
+    export's, in the cache or in export's -o folder) that no later run removed. ``serve`` has its
+    own handler (it answers what is in flight); a handler an embedding program set is kept."""
+    import signal
+
+    command = (sys.argv[1:] if argv is None else list(argv))[:1]
+    if (command == ["serve"] or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def terminated(*_):
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
-    with warnings.catch_warnings(), _escaped_names():
+    with warnings.catch_warnings(), _escaped_names(), _terminate_as_interrupt(argv):
         warnings.showwarning = _show_warning
         # Pillow's "decompression bomb" notice (images of 89-179 Mpx): max_pixels decides here,
         # with its own clear error, before any pixel is decoded
@@ -1436,6 +1477,9 @@ def _main(argv: list[str] | None) -> int:
     except (OSError, ValueError) as e:
         print(f"vlmcodec: error: {e}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("vlmcodec: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("vlmcodec: interrupted", file=sys.stderr)
         return 130

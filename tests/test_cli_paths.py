@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -260,3 +263,58 @@ def test_an_output_folder_that_cannot_be_made_is_one_clear_error(tmp_path, rng, 
     assert main(["encode", str(a), str(b), "-o", str(tmp_path / "afile" / "sub"), *model]) == 2
     err = capsys.readouterr().err
     assert err.count("is not a folder") == 1 and "files failed" not in err
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals only")
+def test_sigterm_ends_a_command_as_ctrl_c_does_and_its_temporary_folder_goes(tmp_path):
+    """SIGTERM's default action killed an ONNX export on the spot and left its temporary folder
+    (8.5 MB of graphs in the cache, 1 MB in export's -o folder) that no later run removed: it now
+    ends the command as Ctrl-C does, clean-ups run, exit 143."""
+    out = tmp_path / "exp"
+    proc = subprocess.Popen([sys.executable, "-m", "vlmcodec", "export", "--format", "onnx", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".onnx-export.*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(out.glob(".onnx-export.*")), "the export never made its temporary folder"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "vlmcodec: terminated" in err, (proc.returncode, err[-2000:])
+    assert not list(out.glob(".onnx-export.*"))
+
+
+def test_a_failed_file_is_reported_in_its_place_among_the_others(tmp_path, capsys):
+    """roundtrip and decode write the last image in the background: a failing file's error came
+    before the row of the file before it (im0, im2, im1, im3); results now come in input order."""
+    rng = np.random.default_rng(1)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        Image.fromarray(smooth_image(rng, 32, 48)).save(src / f"im{i}.png")
+    (src / "im2.png").write_bytes((src / "im2.png").read_bytes()[:60])  # damaged
+    assert main(["roundtrip", str(src), "-o", str(tmp_path / "rt"), "--json", "-q", "20", "--quiet"]) == 2
+    order = [json.loads(line)["file"] for line in capsys.readouterr().out.splitlines()]
+    assert [Path(f).name for f in order] == ["im0.png", "im1.png", "im2.png", "im3.png"]
+    streams = tmp_path / "streams"
+    assert main(["encode", str(src / "im0.png"), str(src / "im1.png"), "-o", str(streams), "--quiet"]) == 0
+    (streams / "im1b.vlmc").write_bytes(b"VLMC junk")
+    capsys.readouterr()
+    assert main(["decode", str(streams), "-o", str(tmp_path / "dec"), "--json", "--quiet"]) == 2
+    order = [json.loads(line)["file"] for line in capsys.readouterr().out.splitlines()]
+    assert [Path(f).name for f in order] == ["im0.vlmc", "im1.vlmc", "im1b.vlmc"]
+
+
+def test_roundtrip_says_the_stream_was_written_when_its_image_was_not(tmp_path, capsys, monkeypatch):
+    """A decoded image roundtrip cannot write fails the file, but its stream is there: the error says so."""
+    import vlmcodec.image_io
+
+    def full(*_, **__):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vlmcodec.image_io, "save_image", full)
+    img = tmp_path / "a.png"
+    Image.fromarray(smooth_image(np.random.default_rng(2), 32, 32)).save(img)
+    assert main(["roundtrip", str(img), "-o", str(tmp_path / "rt"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and f"its stream {tmp_path / 'rt' / 'a.vlmc'} was written" in err
+    assert (tmp_path / "rt" / "a.vlmc").exists()
