@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from vlmcodec.errors import ConfigError, ModelMismatchError
+from vlmcodec.files import write_whole
 from vlmcodec.models.checkpoint import fingerprint_of
 
 NETWORK_PREFIXES = ("g_a.", "h_a.", "h_s.", "g_s.", "pre_editor.")
@@ -42,14 +41,10 @@ def sha256_file(path: str | Path) -> str:
 
 
 def write_manifest(directory: str | Path, manifest: dict) -> Path:
-    """Write ``manifest.json`` atomically (temp file + rename)."""
-    directory = Path(directory)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.write("\n")
-    path = directory / MANIFEST_NAME
-    os.replace(tmp, path)
+    """Write ``manifest.json`` whole or not at all (temp file + rename, ``write_whole``), with the
+    umask's permissions as a plain open would give it (mkstemp's 0600 kept other users out)."""
+    path = Path(directory) / MANIFEST_NAME
+    write_whole(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return path
 
 

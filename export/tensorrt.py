@@ -24,12 +24,11 @@ either is missing every entry point raises ``BackendUnavailableError("TensorRT n
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vlmcodec.errors import BackendUnavailableError, ConfigError, ModelMismatchError
+from vlmcodec.files import write_whole
 
 from .manifest import MANIFEST_NAME, check_fingerprint, network_fingerprint, read_manifest, sha256_file, \
     torch_versions, verify_listed_files, write_manifest
@@ -340,10 +339,8 @@ def build_engines(model, out_dir: str | Path, config: BuildConfig | None = None,
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    """``data`` to ``path`` whole or not at all, with the umask's permissions (``write_whole``)."""
+    write_whole(path, data)
 
 
 # -- loading ----------------------------------------------------------------------------------

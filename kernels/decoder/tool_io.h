@@ -6,6 +6,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#if !defined(_WIN32)
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
 
 /* The tool's messages: "TOOL: error: what" on stderr; the exit status 2. Each tool defines
  * VLMC_TOOL_NAME (a string) before including this. */
@@ -43,13 +48,86 @@ static unsigned char *read_file(const char *path, size_t *size) {
     return buf ? buf : malloc(1);
 }
 
-/* Writes header (may be NULL) then n bytes of buf to path; 1 on success. */
-static int write_file(const char *path, const char *header, const void *buf, size_t n) {
-    FILE *f = fopen(path, "wb");
-    int ok = f != NULL && (header == NULL || fputs(header, f) >= 0) && fwrite(buf, 1, n, f) == n;
-    if (f != NULL && fclose(f) != 0) ok = 0;
+/* "TOOL: error: cannot write PATH: why" (errno err's words) on stderr; 0, write_file's failure. */
+static int write_failed(const char *path, int err) {
+    fprintf(stderr, VLMC_TOOL_NAME ": error: cannot write %s: %s\n", path, strerror(err));
+    return 0;
+}
+
+/* Writes header (may be NULL) then n bytes of buf to f, and closes it; 1 on success, else 0 with
+ * errno saying why. */
+static int put_and_close(FILE *f, const char *header, const void *buf, size_t n) {
+    int ok = (header == NULL || fputs(header, f) >= 0) && fwrite(buf, 1, n, f) == n && fflush(f) == 0;
+    int err = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        err = errno;
+    }
+    errno = err;
     return ok;
 }
+
+/* The write of a plain fopen: a FIFO, a device, or a new file through a dangling link. */
+static int write_in_place(const char *path, const char *header, const void *buf, size_t n) {
+    FILE *f = fopen(path, "wb");
+    return f != NULL && put_and_close(f, header, buf, n) ? 1 : write_failed(path, errno);
+}
+
+#if defined(_WIN32)
+static int write_file(const char *path, const char *header, const void *buf, size_t n) {
+    return write_in_place(path, header, buf, n);
+}
+#else
+/* header and buf into a new temporary file beside dest (a file's path), given mode, then renamed over
+ * dest; 1 on success, else 0 with errno saying why and the temporary file gone. */
+static int replace_whole(const char *dest, mode_t mode, const char *header, const void *buf, size_t n) {
+    static const char name[] = ".vlmc-XXXXXX";
+    const char *slash = strrchr(dest, '/');
+    size_t dir = slash ? (size_t)(slash - dest) + 1 : 0;
+    char *tmp = malloc(dir + sizeof name);
+    FILE *f = NULL;
+    int fd = -1, ok, err;
+    if (tmp != NULL) {
+        memcpy(tmp, dest, dir);
+        memcpy(tmp + dir, name, sizeof name);
+        fd = mkstemp(tmp); /* (made 0600: given the mode a plain fopen would give it next) */
+    } else {
+        errno = ENOMEM;
+    }
+    ok = fd >= 0 && fchmod(fd, mode) == 0 && (f = fdopen(fd, "wb")) != NULL;
+    if (!ok && fd >= 0) {
+        err = errno;
+        close(fd);
+        errno = err;
+    }
+    ok = ok && put_and_close(f, header, buf, n) && rename(tmp, dest) == 0;
+    err = errno;
+    if (!ok && fd >= 0) unlink(tmp);
+    free(tmp);
+    errno = err;
+    return ok;
+}
+
+/* Writes header (may be NULL) then n bytes of buf to path whole or not at all, as the Python side's
+ * vlmcodec.files.write_whole: under a temporary name beside it, renamed over it, so that a failed
+ * write (a full disk) leaves an existing file as it was and no temporary one. A new file gets the
+ * umask's permissions, a replaced one keeps its own (as with a plain fopen); a FIFO or a device is
+ * written in place, a link through. 1 on success; else 0, having said which path and why. */
+static int write_file(const char *path, const char *header, const void *buf, size_t n) {
+    struct stat st, lst;
+    int exists = stat(path, &st) == 0, ok, err;
+    char *target = NULL;
+    mode_t mask = umask(0); /* (set back at once; no thread of the tools makes a file meanwhile) */
+    umask(mask);
+    if (exists && !S_ISREG(st.st_mode)) return write_in_place(path, header, buf, n);
+    if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode) && (target = realpath(path, NULL)) == NULL)
+        return write_in_place(path, header, buf, n); /* dangling: made through it; a loop: fopen's error */
+    ok = replace_whole(target ? target : path, exists ? st.st_mode & 07777 : 0666 & ~mask, header, buf, n);
+    err = errno;
+    free(target);
+    return ok ? 1 : write_failed(path, err);
+}
+#endif
 
 /* A whole decimal number in [0, max] into *out; 0 (nothing parsed) otherwise. */
 static int parse_count(const char *text, unsigned long long max, unsigned long long *out) {

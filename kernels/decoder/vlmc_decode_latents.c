@@ -9,6 +9,7 @@
  * image as a binary PPM, at the original size (--coded-size: at a consumer's scale, where the
  * stream was coded at one). Errors go to
  * stderr as "vlmc_decode_latents: error: …" with exit status 2. */
+#define _XOPEN_SOURCE 700 /* tool_io.h's POSIX calls (realpath, mkstemp, fchmod), under -std=c99 too */
 #include "vlmc_decoder.h"
 
 #include <errno.h>
@@ -75,7 +76,7 @@ int main(int argc, char **argv) {
     }
     vlmc_stream_info info;
     rc = vlmc_decoder_stream_info(dec, data, size, &info);
-    const char *unwritten = NULL; /* the file that could not be written */
+    int unwritten = 0; /* an output could not be written (write_file said which and why) */
     if (rc == VLMC_DEC_OK && image_path) {
         uint32_t out_w = coded_size ? info.coded_width : info.width, out_h = coded_size ? info.coded_height : info.height;
         if (short_side) vlmc_decoder_consumer_size(&info, (uint32_t)short_side, &out_w, &out_h);
@@ -86,22 +87,20 @@ int main(int argc, char **argv) {
              : short_side ? vlmc_decoder_image_at(dec, data, size, (uint32_t)short_side, (int)threads, rgb, n)
                           : vlmc_decoder_image(dec, data, size, coded_size ? VLMC_DEC_CODED_SIZE : 0, (int)threads, rgb, n);
         snprintf(header, sizeof header, "P6\n%u %u\n255\n", (unsigned)out_w, (unsigned)out_h);
-        if (rc == VLMC_DEC_OK && !write_file(image_path, header, rgb, n)) unwritten = "the image file";
+        if (rc == VLMC_DEC_OK && !write_file(image_path, header, rgb, n)) unwritten = 1;
         free(rgb);
     }
     if (rc == VLMC_DEC_OK && !unwritten && out_path) {
         size_t n = (size_t)info.channels * info.latent_height * info.latent_width;
         float *y = malloc(n * sizeof(float));
         rc = y == NULL ? VLMC_DEC_ERR_NO_MEMORY : vlmc_decoder_latents(dec, data, size, flags, (int)threads, y, n);
-        if (rc == VLMC_DEC_OK && !write_file(out_path, NULL, y, n * sizeof(float))) unwritten = "the output file";
+        if (rc == VLMC_DEC_OK && !write_file(out_path, NULL, y, n * sizeof(float))) unwritten = 1;
         free(y);
     }
     if (unwritten) {
-        char what[64];
-        snprintf(what, sizeof what, "cannot write %s", unwritten);
         free(data);
         vlmc_decoder_free(dec);
-        return error(what);
+        return 2;
     }
     if (rc != VLMC_DEC_OK) {
         int status = error(rc == VLMC_DEC_ERR_NO_MEMORY && !*vlmc_decoder_last_error() ? "out of memory"

@@ -9,6 +9,7 @@
  * consumer of N px sees; --no-pre-edit: skip the model's pre-editor. MODEL.vlmd: a decoder-model
  * file of version 3 (`vlmcodec export --format c-decoder`). Prints the stream's size as one JSON
  * line on stdout. Errors go to stderr as "vlmc_encode: error: …" with exit status 2. */
+#define _XOPEN_SOURCE 700 /* tool_io.h's POSIX calls (realpath, mkstemp, fchmod), under -std=c99 too */
 #include "vlmc_decoder.h"
 
 #include <errno.h>
@@ -177,7 +178,7 @@ int main(int argc, char **argv) {
     vlmc_decoder_free(dec);
     rc = write_file(paths[2], NULL, stream, out_size);
     vlmc_decoder_free_stream(stream);
-    if (!rc) return error("cannot write the stream file");
+    if (!rc) return 2; /* (write_file said which path and why) */
     printf("{\"bytes\": %zu, \"width\": %u, \"height\": %u, \"quality\": %.2f, \"bpp\": %.6f}\n", out_size, width,
            height, quality, 8.0 * (double)out_size / ((double)width * height));
     return 0;

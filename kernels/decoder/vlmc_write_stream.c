@@ -10,6 +10,7 @@
  * was coded at a consumer's scale; --pre-edited: g_a's input was the pre-editor's output. Prints
  * the stream's size as one JSON line on stdout. --gain: the gain of quality Q, M raw float32s.
  * Errors go to stderr as "vlmc_write_stream: error: …" with exit status 2. */
+#define _XOPEN_SOURCE 700 /* tool_io.h's POSIX calls (realpath, mkstemp, fchmod), under -std=c99 too */
 #include "vlmc_decoder.h"
 
 #include <errno.h>
@@ -107,7 +108,7 @@ int main(int argc, char **argv) {
         }
         rc = write_file(paths[1], NULL, gain, n_y / 16 * sizeof(float));
         free(gain);
-        if (!rc) return finish(dec, error("cannot write the output file"));
+        if (!rc) return finish(dec, 2); /* (write_file said which path and why) */
         printf("{\"quality\": %.2f, \"channels\": %zu}\n", quality, n_y / 16);
         return finish(dec, 0);
     }
@@ -127,7 +128,7 @@ int main(int argc, char **argv) {
         return finish(dec, error(*vlmc_decoder_last_error() ? vlmc_decoder_last_error() : "out of memory"));
     rc = write_file(paths[3], NULL, stream, size);
     vlmc_decoder_free_stream(stream);
-    if (!rc) return finish(dec, error("cannot write the stream file"));
+    if (!rc) return finish(dec, 2); /* (write_file said which path and why) */
     printf("{\"bytes\": %zu, \"width\": %u, \"height\": %u, \"quality\": %.2f, \"bpp\": %.6f}\n", size, width, height,
            quality, 8.0 * (double)size / ((double)width * height));
     return finish(dec, 0);
