@@ -25,7 +25,7 @@ def resumed_steps(cfg: TrainConfig) -> int | None:
     ckpt = Path(cfg.out_dir) / "last.pt"
     if not ckpt.exists():
         return None
-    saved = _resume_state(ckpt, cfg, torch.device("cpu")).get("config")
+    saved = _resume_state(ckpt, cfg, torch.device("cpu"), complete=False).get("config")  # (the run checks the rest)
     steps = saved.get("steps") if isinstance(saved, dict) else None
     if not (isinstance(steps, int) and not isinstance(steps, bool)):
         raise ConfigError(f"cannot resume from {ckpt}: it records no number of steps (its config); "

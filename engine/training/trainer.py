@@ -16,9 +16,13 @@ import io
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import time
 import tomllib
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from tqdm import tqdm
 from ..checks import MAX_THREADS
 from ..console import is_terminal
 from ..devices import torch_device
-from ..errors import ConfigError, TrainingDivergedError
+from ..errors import ConfigError, TrainingDivergedError, VlmcodecWarning
 from ..models import MeanScaleHyperprior, ModelConfig
 from ..models.hyperprior import DECODER_PARTS, ENCODER_PARTS
 from ..models.checkpoint import StreamIdentity, not_finite, stream_identity_of
@@ -175,6 +179,8 @@ class TrainConfig:
         for key in ("seed", "nice"):
             if not whole(getattr(self, key)):
                 raise bad(key, "must be a whole number")
+        if not -(2**63) <= self.seed <= 2**64 - 2:  # (torch's "Overflow when unpacking long long")
+            raise bad("seed", "must be in [-2**63, 2**64 - 2] (torch's seed range; consumer steps use seed + 1)")
         if not (number(self.consumer_fraction) and 0 <= self.consumer_fraction <= 1):
             raise bad("consumer_fraction", "must be a number in [0, 1]")
         if not (number(self.ema_decay) and 0 <= self.ema_decay < 1):
@@ -217,11 +223,78 @@ class TrainConfig:
             raise ConfigError(f"training config: {e}") from e
         if not all(v > 0 for v in self.lmbdas):  # (0 is a converted model's "unknown"; its inverse gain 1/0)
             raise bad("lmbdas", "must all be above 0 to train")
+        if any(b <= a for a, b in zip(self.lmbdas, self.lmbdas[1:])):  # (descending flipped the quality scale)
+            raise bad("lmbdas", "must be strictly increasing (quality 0: the smallest λ, the smallest files)")
+        self._check_distortion(bad)
         torch_device(self.device, "training config: device")
+
+    def _check_distortion(self, bad: Callable[[str, str], ConfigError]) -> None:
+        """The loss has a distortion term, and the token terms a teacher whose settings fit it (the
+        scales and, where it can be told without loading the teacher, its layers)."""
+        for key in ("w_tok", "w_rank"):
+            if getattr(self, key) and not self.teacher:  # (they were dropped: pixel MSE alone)
+                raise bad(key, 'needs a teacher (teacher = "" trains on pixels alone): name one, or set it to 0')
+        if not (self.w_pix or self.uses_teacher()):
+            raise bad("w_pix", "must be above 0 when no token term is on (w_tok, w_rank with a teacher): "
+                               "the loss would be the rate alone")
+        if not self.uses_teacher():
+            return
+        for name, sc in _teacher_scales(self):
+            if not 0 < sc <= 4:
+                raise ConfigError(f"training config: {name} must be in (0, 4], got {sc}")
+        _check_teacher_layers(self, _teacher_depth(self.teacher))
+
+    def uses_teacher(self) -> bool:
+        """Whether the loss has a token term (the teacher is loaded)."""
+        return bool(self.teacher) and bool(self.w_tok or self.w_rank)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(N=self.N, M=self.M, num_levels=len(self.lmbdas), lmbdas=tuple(self.lmbdas),
                            pre_editor=self.pre_editor, N_a=self.N_a or None)
+
+
+# the block counts of load_teacher's names, to check teacher_layers before the teacher loads
+_TEACHER_DEPTHS = {"dinov2-vits14": 12, "dinov2_vits14": 12, "default": 12}
+
+
+def _teacher_depth(teacher: str) -> int | None:
+    """A teacher's number of blocks where it can be told without loading it (a known name, a Hugging
+    Face directory's config.json, the block names in a .safetensors file); else None."""
+    if teacher in _TEACHER_DEPTHS:
+        return _TEACHER_DEPTHS[teacher]
+    path = Path(teacher).expanduser()
+    try:
+        if path.is_dir():
+            raw = json.loads((path / "config.json").read_text())
+            depth = (raw.get("vision_config") or raw).get("num_hidden_layers")
+            return depth if isinstance(depth, int) and depth > 0 else None
+        if path.suffix == ".safetensors" and path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                blocks = {int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, f.keys()) if m}
+            return max(blocks) + 1 if blocks else None
+    except Exception:  # noqa: BLE001 — unreadable or not such a file: load_teacher says so, later
+        return None
+    return None
+
+
+def _check_teacher_layers(cfg: TrainConfig, depth: int | None) -> None:
+    """ConfigError for a layer below 1 or past the teacher's ``depth`` (None: not known yet)."""
+    beyond = [l for l in cfg.teacher_layers if not 1 <= l <= (depth or l)]
+    if beyond:  # (they were dropped, and the model's recipe still named them)
+        has = f"has layers 1..{depth}" if depth else "numbers its layers from 1"
+        raise ConfigError(f"training config: teacher_layers {list(cfg.teacher_layers)}: the teacher "
+                          f"{cfg.teacher!r} {has}, not {beyond}")
+
+
+def _teacher_scales(cfg: TrainConfig) -> list[tuple[str, float]]:
+    """The teacher scales a run uses, each with its key."""
+    scales = [("teacher_scale", cfg.teacher_scale),
+              *(("consumer_teacher_scales", v) for v in cfg.consumer_teacher_scales)]
+    if cfg.consumer_fraction > 0 and not cfg.consumer_teacher_scales:  # the one consumer scale, then
+        scales.append(("consumer_teacher_scale", cfg.consumer_teacher_scale))
+    return scales
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -285,10 +358,7 @@ def _semantic_term(cfg: TrainConfig, device):
     """Per-item weighted semantic distortion w_tok·D_tok + w_rank·D_rank, or None (pixel loss only)."""
     if not cfg.teacher or (cfg.w_tok == 0 and cfg.w_rank == 0):
         return None
-    scales = [("teacher_scale", cfg.teacher_scale), *(("consumer_teacher_scales", v) for v in cfg.consumer_teacher_scales)]
-    if cfg.consumer_fraction > 0 and not cfg.consumer_teacher_scales:  # the one consumer scale, then
-        scales.append(("consumer_teacher_scale", cfg.consumer_teacher_scale))
-    for name, sc in scales:
+    for name, sc in _teacher_scales(cfg):  # (check() did; a direct call is checked here)
         if not 0 < sc <= 4:
             raise ConfigError(f"{name} must be in (0, 4], got {sc}")
     from ..teacher import load_teacher
@@ -296,10 +366,7 @@ def _semantic_term(cfg: TrainConfig, device):
     from .semantic import rank_distortion, teacher_size, token_distortion
 
     teacher = load_teacher(cfg.teacher, device=device)
-    beyond = [l for l in cfg.teacher_layers if not 1 <= l <= teacher.num_layers]
-    if beyond:  # (they were dropped, and the model's recipe still named them)
-        raise ConfigError(f"training config: teacher_layers {list(cfg.teacher_layers)}: the teacher "
-                          f"{cfg.teacher!r} has layers 1..{teacher.num_layers}, not {beyond}")
+    _check_teacher_layers(cfg, teacher.num_layers)
     layers = list(cfg.teacher_layers)
     if cfg.teacher_bf16:
         warn_if_slow_bfloat16(device, "teacher_bf16")
@@ -326,11 +393,15 @@ def _semantic_term(cfg: TrainConfig, device):
 
 # what a checkpoint can only be resumed with: the architecture and what is trained
 _RESUME_KEYS = ("N", "M", "N_a", "lmbdas", "pre_editor", "train_only")
+# what a resume reads from a checkpoint ("consumer_rng", "ema", "lineage", "decodes_as" are optional)
+_CKPT_KEYS = ("model", "opt", "aux_opt", "step", "sampler_rng", "torch_rng")
 
 
-def _resume_state(ckpt: Path, cfg: TrainConfig, device: torch.device) -> dict:
+def _resume_state(ckpt: Path, cfg: TrainConfig, device: torch.device, complete: bool = True) -> dict:
     """The checkpoint a run resumes from, read and checked against ``cfg`` (ConfigError naming
-    the file: a damaged one gave torch's traceback, one of another architecture a size mismatch)."""
+    the file: a damaged one gave torch's traceback, one of another architecture a size mismatch,
+    one without a key a resume reads a KeyError). ``complete=False``: that last check left out
+    (a look at its config alone)."""
     try:
         state = torch.load(ckpt, map_location=device, weights_only=False)
     except Exception as e:  # noqa: BLE001 — torch.load raises many kinds for a damaged file
@@ -338,6 +409,10 @@ def _resume_state(ckpt: Path, cfg: TrainConfig, device: torch.device) -> dict:
                           f"{str(e)[:200]}); remove it to start afresh, or give another out_dir") from None
     if not isinstance(state, dict) or not {"model", "opt", "step"} <= set(state):
         raise ConfigError(f"cannot resume from {ckpt}: not a vlmcodec training checkpoint")
+    missing = [k for k in _CKPT_KEYS if k not in state] if complete else []
+    if missing:
+        raise ConfigError(f"cannot resume from {ckpt}: it holds no {', '.join(missing)} (not a complete training "
+                          "checkpoint); remove it to start afresh, or give another out_dir")
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
     now = asdict(cfg)
     differ = [f"{k} {_listed(saved[k])} there, {_listed(now[k])} here" for k in _RESUME_KEYS
@@ -379,11 +454,43 @@ def _listed(v):
     return list(v) if isinstance(v, (list, tuple)) else v
 
 
+def _renice(target: int) -> None:
+    """The process made at least ``target`` nice (0: left as it is), not ``target`` more each run
+    (fit_steps_to_time's probe, then the run it sized); a negative target needs the permission."""
+    delta = target - os.nice(0)
+    if target == 0 or (delta < 0 and target > 0):
+        return
+    try:
+        os.nice(delta)
+    except PermissionError:
+        raise ConfigError(f"training config: nice {target} raises the process's priority, which needs the "
+                          "permission to (root, CAP_SYS_NICE); use 0 or above") from None
+
+
+def _save_checkpoint(state: dict, ckpt: Path) -> None:
+    """``state`` written to ``ckpt`` atomically; a failed write (a full disk: torch's "unexpected
+    pos" RuntimeError) leaves no temporary file, the previous checkpoint as it was, and an OSError
+    naming the checkpoint."""
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, ckpt)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(e, (RuntimeError, OSError)):
+            raise
+        why = (getattr(e, "strerror", None) or str(e)).strip().splitlines() or [type(e).__name__]
+        try:
+            free = f"; {shutil.disk_usage(ckpt.parent).free / 1e6:.1f} MB free there"
+        except OSError:
+            free = ""
+        raise OSError(f"cannot write the checkpoint {ckpt}: {why[0]}{free}; the previous one is kept") from e
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of the last checkpoint."""
     cfg.check()
-    if cfg.nice:
-        os.nice(cfg.nice)
+    _renice(cfg.nice)
     set_torch_threads(cfg.threads or None)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -430,7 +537,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             for k, v in state["ema"].items():
                 ema[k].copy_(v)
     saved_step = step if ckpt.exists() else None
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if saved_step is not None and step >= cfg.steps:  # (config.json then said fewer steps than last.pt)
+        warnings.warn(f"{ckpt} is at step {step} already (steps {cfg.steps} given): nothing to train; the model "
+                      f"files are written from it again, config.json is left as it was", VlmcodecWarning, stacklevel=2)
+    else:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     lmbdas = torch.tensor(cfg.lmbdas, device=device)
     semantic_term = _semantic_term(cfg, device)
     K = len(cfg.lmbdas)
@@ -444,13 +555,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     # rows logged after the checkpoint this run resumes from (a run stopped by Ctrl-C or a crash
     # between checkpoints) are logged again: they go, so that each step is in the logs once
     _cut_logs(log_path, out / "log.jsonl", step)
-    new_log = not log_path.exists()
+    new_log = not log_path.exists() or log_path.stat().st_size == 0  # (0 bytes: killed before its header)
     log_f = open(log_path, "a", newline="")
     # the same rows as JSON lines (numbers as numbers, all columns), for dashboards and scripts
     json_f = open(out / "log.jsonl", "a")
     log = csv.writer(log_f)
     if new_log:
         log.writerow(columns)
+        log_f.flush()
     # into a log file or pipe (nohup, CI) the bar redraws once a minute, not ten times a second
     interactive = is_terminal(sys.stderr)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True,
@@ -476,14 +588,35 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         bad = not_finite(model.state_dict())
         if bad:  # never over the last good checkpoint
             raise diverged(f"weights not finite at step {step} ({', '.join(bad[:3])})")
-        tmp = out / "last.pt.tmp"
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                    "aux_opt": aux_opt.state_dict() if aux_opt is not None else None, "ema": ema,
-                    "step": step, "config": asdict(cfg), "sampler_rng": sampler.gen.get_state(),
-                    "torch_rng": torch.get_rng_state(), "lineage": lineage,
-                    "decodes_as": (decodes_as.stream_fingerprint.hex(), decodes_as.decoder_digest.hex()) if decodes_as else None,
-                    **({"consumer_rng": consumer.gen.get_state()} if consumer is not None else {})}, tmp)
-        os.replace(tmp, ckpt)
+        _save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(),
+                          "aux_opt": aux_opt.state_dict() if aux_opt is not None else None, "ema": ema,
+                          "step": step, "config": asdict(cfg), "sampler_rng": sampler.gen.get_state(),
+                          "torch_rng": torch.get_rng_state(), "lineage": lineage,
+                          "decodes_as": ((decodes_as.stream_fingerprint.hex(), decodes_as.decoder_digest.hex())
+                                         if decodes_as else None),
+                          **({"consumer_rng": consumer.gen.get_state()} if consumer is not None else {})}, ckpt)
+
+    def log_window() -> None:
+        """The steps since the last row as one row of both logs (the lr: their last step's)."""
+        nonlocal acc, t0
+        n = acc["n"]
+        dt = (time.perf_counter() - t0) / (n + acc["skipped"])
+        row = {"step": step, "lr": f"{lr_at(cfg, step - 1):.3g}", "sec_per_step": f"{dt:.3f}",
+               "skipped": str(acc["skipped"])}
+        if n:  # (a window of skipped steps alone has no figures)
+            psnr = 10 * math.log10(1.0 / max(acc["mse"] / n, 1e-12))
+            row |= {"loss": f"{acc['loss']/n:.4f}", "bpp": f"{acc['bpp']/n:.4f}", "psnr": f"{psnr:.3f}",
+                    "semantic": f"{acc['semantic']/n:.4f}", "aux": f"{acc['aux']/n:.2f}"}
+            # off a terminal the bar redraws at its mininterval alone (set_postfix redrew it at each row)
+            bar.set_postfix(loss=f"{acc['loss']/n:.3f}", bpp=f"{acc['bpp']/n:.3f}", psnr=f"{psnr:.2f}",
+                            refresh=interactive)
+        log.writerow([row.get(c, "") for c in columns])
+        log_f.flush()
+        json_f.write(json.dumps({k: int(v) if k in ("step", "skipped") else float(v) for k, v in row.items()
+                                 if k in columns} | {"time": round(time.time(), 3)}) + "\n")
+        json_f.flush()
+        acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0, "skipped": 0}
+        t0 = time.perf_counter()
 
     while step < cfg.steps:
         if cfg.time_limit_s > 0 and time.perf_counter() - t_start > cfg.time_limit_s:
@@ -547,25 +680,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                                f"(steps {step - bad_in_a_row + 1}–{step}, max_bad_steps {cfg.max_bad_steps})")
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            n = acc["n"]
-            dt = (time.perf_counter() - t0) / (n + acc["skipped"])
-            row = {"step": step, "lr": f"{lr_at(cfg, step):.3g}", "sec_per_step": f"{dt:.3f}",
-                   "skipped": str(acc["skipped"])}
-            if n:  # (a window of skipped steps alone has no figures)
-                psnr = 10 * math.log10(1.0 / max(acc["mse"] / n, 1e-12))
-                row |= {"loss": f"{acc['loss']/n:.4f}", "bpp": f"{acc['bpp']/n:.4f}", "psnr": f"{psnr:.3f}",
-                        "semantic": f"{acc['semantic']/n:.4f}", "aux": f"{acc['aux']/n:.2f}"}
-                bar.set_postfix(loss=f"{acc['loss']/n:.3f}", bpp=f"{acc['bpp']/n:.3f}", psnr=f"{psnr:.2f}")
-            log.writerow([row.get(c, "") for c in columns])
-            log_f.flush()
-            json_f.write(json.dumps({k: int(v) if k in ("step", "skipped") else float(v) for k, v in row.items()
-                                     if k in columns} | {"time": round(time.time(), 3)}) + "\n")
-            json_f.flush()
-            acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "semantic": 0.0, "aux": 0.0, "n": 0, "skipped": 0}
-            t0 = time.perf_counter()
+            log_window()
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save()
             saved_step = step
+    if acc["n"] + acc["skipped"]:
+        log_window()  # stopped by the time limit mid-window: its steps are in the checkpoint below
     if saved_step != step:
         save()  # stopped by the time limit between checkpoints
     bar.close()
@@ -587,6 +707,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             save_weights(final, weights, extra_metadata=meta)
             tqdm.write(f"train: {e}; wrote {weights} instead — make the model file where vlmcodec is "
                        f"installed: vlmcodec convert --from-weights FILE -o model.safetensors")
+    if ema is None:  # an earlier run's last weights beside this run's model file (it kept an average)
+        for name in ("model_last", "weights_last"):
+            (out / f"{name}.safetensors").unlink(missing_ok=True)
     return ckpt
 
 
