@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from torch import Tensor, nn
 
@@ -40,13 +40,14 @@ class RowGeometry:
         """From a network's modules: Conv2d / ConvTranspose2d, and pointwise layers (GDN, its
         folded and kernel forms, activations); anything else is refused. ``axis`` 0: along the
         rows (the vertical geometry), 1: along the columns."""
-        layers = []
+        layers: list[tuple[str, int, int, int]] = []
         for m in seq:
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 kind = "deconv" if isinstance(m, nn.ConvTranspose2d) else "conv"
                 if m.dilation[axis] != 1:
                     raise ValueError(f"row bands do not handle dilated convolutions ({m})")
-                layers.append((kind, m.kernel_size[axis], m.stride[axis], m.padding[axis]))
+                # (numeric padding: the networks name no "same" / "valid")
+                layers.append((kind, m.kernel_size[axis], m.stride[axis], cast(int, m.padding[axis])))
             elif not (isinstance(m, _POINTWISE) or "GDN" in type(m).__name__):
                 raise ValueError(f"row bands cannot tell the geometry of {type(m).__name__}")
         return cls(tuple(layers))
@@ -99,10 +100,10 @@ def _band_slices(geometry: RowGeometry, h: int, band_rows: int):
     """Per band of ``band_rows`` output rows: (start, stop) of its output rows and [c0, c1) of
     the input rows it runs on (its receptive field, cut on the aligned grid, clamped)."""
     scale, align = geometry.scale, geometry.align
-    h_out = h * scale
-    if h_out.denominator != 1 or h % align:
+    rows_out = h * scale
+    if rows_out.denominator != 1 or h % align:
         raise ValueError(f"{h} rows do not divide into the network's grid (scale {scale}, align {align})")
-    h_out = int(h_out)
+    h_out = int(rows_out)
     band_rows = max(1, int(band_rows))
     for start in range(0, h_out, band_rows):
         stop = min(start + band_rows, h_out)

@@ -12,18 +12,20 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
-from typing import Callable, overload
+from typing import Callable, TypeGuard, overload
 
 from .errors import ConfigError
 
 
-def is_whole(value: object) -> bool:
-    """Whether ``value`` is an integer (a NumPy one too), and not a bool."""
+def is_whole(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is an integer (a NumPy one too), and not a bool. (For the type checker,
+    true narrows ``value`` to int; false narrows nothing.)"""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def is_real(value: object) -> bool:
-    """Whether ``value`` is a real number (int, float, NumPy scalar), and not a bool."""
+def is_real(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a real number (int, float, NumPy scalar), and not a bool. (For the type
+    checker, true narrows ``value`` to float; false narrows nothing.)"""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -42,10 +44,10 @@ def check_count(name: str, value: object, *, least: int = 1, none: str | None = 
     ``least``; with ``none`` (what None means), None too."""
     if value is None and none is not None:
         return None
-    if not is_whole(value) or value < least:  # type: ignore[operator]
+    if not is_whole(value) or value < least:
         alternative = f" (or None: {none})" if none is not None else ""
         raise ConfigError(f"{name} must be a whole number, at least {least}{alternative}, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return int(value)
 
 
 DEFAULT_QUALITY = 75.0  # of an encode given neither a quality nor a byte budget
@@ -63,6 +65,10 @@ def quality_or_budget(quality: object, max_bytes: object, max_bpp: object) -> fl
 MAX_THREADS = 1024  # of one pool or of torch's: 100 000 crashed the process (a segfault) and starved the machine
 
 
+@overload
+def check_threads(name: str, value: object, *, none: None = ...) -> int: ...
+@overload
+def check_threads(name: str, value: object, *, none: str) -> int | None: ...
 def check_threads(name: str, value: object, *, none: str | None = None) -> int | None:
     """A number of threads: ``check_count``'s rule, and at most MAX_THREADS."""
     count = check_count(name, value, none=none) if none is not None else check_count(name, value)
@@ -75,24 +81,24 @@ def check_seconds(name: str, value: object, *, none: str = "no timeout") -> floa
     """A timeout: None (``none``) or a finite number of seconds above 0."""
     if value is None:
         return None
-    if not is_real(value) or not 0 < value < math.inf:  # type: ignore[operator]
+    if not is_real(value) or not 0 < value < math.inf:
         raise ConfigError(f"{name} must be a finite number of seconds above 0 (or None: {none}), got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def check_number(name: str, value: object, *, least: float = 0.0) -> float:
     """A finite number, at least ``least`` (a delay, a cost)."""
-    if not is_real(value) or not least <= value < math.inf:  # type: ignore[operator]
+    if not is_real(value) or not least <= value < math.inf:
         raise ConfigError(f"{name} must be a finite number, at least {least:g}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def check_in_range(name: str, value: object, lo: float, hi: float, *, unit: str = "") -> float:
     """A number in [``lo``, ``hi``] (a quality, a cost); ``unit`` is said after the range."""
-    if not is_real(value) or not lo <= value <= hi:  # type: ignore[operator]
+    if not is_real(value) or not lo <= value <= hi:
         unit = f" ({unit})" if unit else ""
         raise ConfigError(f"{name} must be a number in [{lo:g}, {hi:g}]{unit}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def whole_number_arg(least: int = 1) -> Callable[[str], int]:

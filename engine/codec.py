@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from vlmcodec.kernels import rans
 
 from . import allocator, default_model_path, memory, rate_control, resample  # default_model_path: re-exported
 from .backends import create_backend
+from .backends.base import FusedQuantizer
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
 from .checks import DEFAULT_QUALITY, check_count, check_in_range, check_threads, is_real, is_switch
@@ -93,7 +94,7 @@ def _group_by(items, key) -> dict:
 def _cost_at_width(cost: tuple[int, int, int], width: int) -> tuple[int, int, int]:
     """A memory estimate measured on the default's width, for networks ``width`` channels wide."""
     scale = memory.width_scale(width)
-    return tuple(round(v * scale) for v in cost)
+    return cast(tuple[int, int, int], tuple(round(v * scale) for v in cost))
 
 
 # what a batch call must not take as its batch: one image, one stream, one path
@@ -164,11 +165,14 @@ class Codec:
             set_torch_threads(threads)
         default = model is None or model == ""
         # (a model that is not a path: ConfigError from load_model; 0 or False were the default model)
-        loaded = model if isinstance(model, LoadedModel) else load_model(default_model_path() if default else model)
+        # (not default: model is a path, as far as types go)
+        loaded = (model if isinstance(model, LoadedModel)
+                  else load_model(default_model_path() if default else cast("str | Path", model)))
         # how to make this codec again in another process (pickling: __reduce__): the model file's
         # absolute path and the settings as given; none for a model held in memory only
         self._recipe = None if isinstance(model, LoadedModel) else {
-            "model": None if default else str(Path(model).resolve()), "backend": backend, "device": device,
+            "model": None if default else str(Path(cast("str | Path", model)).resolve()), "backend": backend,
+            "device": device,
             "threads": threads, "max_pixels": max_pixels, "pre_edit": pre_edit, "short_side": short_side,
             "refine": refine, "refine_views": refine_views, "refine_bf16": refine_bf16, "check_memory": check_memory,
             "backend_options": dict(backend_options) if isinstance(backend_options, Mapping) else backend_options,
@@ -461,8 +465,8 @@ class Codec:
                                   "diverged?)") from e
         with self._stage("y coding"):
             if fused:
-                sym_t, idx_t = self.backend.quantize(y[None], means, scales, self.scale_table64,
-                                                     self.scale_bound)
+                sym_t, idx_t = cast(FusedQuantizer, self.backend).quantize(y[None], means, scales, self.scale_table64,
+                                                                           self.scale_bound)
                 y_sym, y_idx = sym_t[0].numpy(), idx_t[0]
             else:
                 y_sym = self._y_symbols(y, means[0], y_idx)
@@ -682,10 +686,10 @@ class Codec:
             m = self.medians.reshape(1, -1, 1, 1)
             z_hat = torch.from_numpy(z_sym.reshape(1, self.N, hz, wz)).float() + m
             try:
-                y_idx, means = self._entropy_parameters(z_hat)
+                idx_t, means = self._entropy_parameters(z_hat)
             except OverflowError as e:  # z symbols no encoder writes (as the C decoder says too)
                 raise BitstreamError(f"corrupt stream: z values out of range for the exact h_s ({e})") from e
-            y_idx = y_idx[0].numpy()
+            y_idx = idx_t[0].numpy()
         try:
             with self._stage("y coding"):
                 y_sym = rans.decode(y_chunks, np.ascontiguousarray(y_idx).ravel(), self.tables["y"], threads=self.threads)

@@ -15,7 +15,7 @@ def torch_device(device: object, what: str, kinds: tuple[str, ...] | None = CPU_
     """``device`` as a ``torch.device`` this process can use for ``what`` (the setting's name).
     ``kinds``: the device types it takes (None: any type a tensor can be made on here, mps...)."""
     try:
-        dev = torch.device(device)  # type: ignore[arg-type]
+        dev = torch.device(device)  # type: ignore[call-overload]
     except (RuntimeError, TypeError, ValueError) as e:
         if kinds is None:
             raise ConfigError(f"{what} {device!r}: {str(e).splitlines()[0]}") from None

@@ -72,7 +72,7 @@ def _after_fork_in_parent() -> None:
 
 def _free_in_child() -> None:
     global _busy, _forking
-    _quiet._at_fork_reinit()
+    _quiet._at_fork_reinit()  # type: ignore[attr-defined]  # (CPython's, not in typeshed)
     _busy, _forking = getattr(_depth, "n", 0), 0  # the other threads' blocks are not in the child
     for lock in list(_locks):
         lock._at_fork_reinit()  # CPython's own reset of a lock after fork (threading and logging use it)

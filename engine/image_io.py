@@ -73,13 +73,13 @@ def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False, name: str | None = No
         a = np.asarray(im).astype(np.float64)
         if a.size and not np.isfinite(a).all():
             raise ImageError(f"{where}floating-point image with NaN or infinite values")
-        low, top = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        if low < 0 or top > 255:
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < 0 or hi > 255:
             raise ImageError(f"{where}floating-point image outside [0, 255]: convert it to 8-bit first")
         # a float image declares no scale either: [0, 1] (as float TIFFs usually hold) read as
         # 0..255 would come out black
-        unit = top <= 1
-        warnings.warn(f"{where}floating-point image with values in [{low:g}, {top:g}]: read on the scale "
+        unit = hi <= 1
+        warnings.warn(f"{where}floating-point image with values in [{lo:g}, {hi:g}]: read on the scale "
                       f"{'0..1' if unit else '0..255'}; convert it to 8-bit to choose", VlmcodecWarning,
                       stacklevel=3)
         gray = np.clip(np.rint(a * 255 if unit else a), 0, 255).astype(np.uint8)
@@ -176,30 +176,32 @@ def _pillow_limit(max_pixels: float | None):
     """Pillow's bomb limit at least ``max_pixels`` for the duration."""
     with _PILLOW_LIMIT_LOCK:
         own = _pillow_own[0] if _pillow_raised else Image.MAX_IMAGE_PIXELS
-        raised = max_pixels is not None and own is not None and max_pixels > own
-        if raised:
+        # max_pixels where it raises Pillow's limit, else None
+        raised = max_pixels if max_pixels is not None and own is not None and max_pixels > own else None
+        if raised is not None:
             if not _pillow_raised:
                 _pillow_own[0] = own
-            _pillow_raised.append(max_pixels)
+            _pillow_raised.append(raised)
             _set_pillow_limit(max(_pillow_raised))
-    if not raised:  # Pillow neither refuses nor warns about an image this read takes
+    if raised is None:  # Pillow neither refuses nor warns about an image this read takes
         yield
         return
     try:
         yield
     finally:
         with _PILLOW_LIMIT_LOCK:
-            _pillow_raised.remove(max_pixels)
+            _pillow_raised.remove(raised)
             _set_pillow_limit(max(_pillow_raised) if _pillow_raised else _pillow_own[0])
 
 
-def load_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> np.ndarray:
+def load_image(path: str | os.PathLike[str] | BinaryIO, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file (a path, or a binary file object such as ``io.BytesIO(data)``) as uint8
     H×W×3, upright per its EXIF orientation (ImageError when unreadable or damaged). Of an
     animation or a multi-page file, the first frame (with a VlmcodecWarning). ``max_pixels``:
     refuse larger images from their header, before decoding any pixel; a higher one than Pillow's
     own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) overrides it for this read."""
     _check_max_pixels(max_pixels)
+    source: Path | BinaryIO
     if isinstance(path, (str, os.PathLike)):
         source = path = Path(path)
     elif callable(getattr(path, "read", None)):

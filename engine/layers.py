@@ -151,6 +151,9 @@ class FoldedGDN(nn.Module):
     """Inference-only GDN/IGDN with β, γ folded once (no reparametrisation per call) and the
     normalisation computed in place: one 1×1 conv, one (r)sqrt, one multiply."""
 
+    beta: Tensor
+    weight: Tensor
+
     def __init__(self, gdn: GDN):
         super().__init__()
         beta, gamma = gdn.fold()

@@ -123,7 +123,7 @@ class LatentRefiner:
         out = []
         with torch.autocast(img.device.type, dtype=torch.bfloat16, enabled=self.objective.teacher_bf16):
             for side in self.objective.teacher_short_sides:
-                size = teacher_input_size(*img.shape[-2:], side, self.teacher.patch_size)
+                size = teacher_input_size(img.shape[-2], img.shape[-1], side, self.teacher.patch_size)
                 out.append([self.teacher.patch_tokens(t).float() for t in self.teacher(img, self.layers, size=size)])
         return out
 

@@ -15,6 +15,8 @@ Both functions are used by the codec and by the bench's resized classic codecs
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,13 @@ def coded_size(h: int, w: int, short_side: int | None) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def check_short_side(short_side) -> int | None:
+@overload
+def check_short_side(short_side: None) -> None: ...
+@overload
+def check_short_side(short_side: int) -> int: ...
+@overload
+def check_short_side(short_side: object) -> int | None: ...
+def check_short_side(short_side: object) -> int | None:
     """Validate a ``short_side`` option (None, or an integer ≥ MIN_SHORT_SIDE)."""
     if short_side is None:
         return None

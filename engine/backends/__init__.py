@@ -36,7 +36,8 @@ def backend_class(name: str) -> type:
 
 def _init_parameters(cls: type) -> list[inspect.Parameter]:
     """The parameters of a backend class's constructor after ``self`` and the model."""
-    return list(inspect.signature(cls.__init__).parameters.values())[2:]
+    # (a class's own __init__, which mypy takes for an instance's)
+    return list(inspect.signature(cls.__init__).parameters.values())[2:]  # type: ignore[misc]
 
 
 def _named(params: list[inspect.Parameter]) -> tuple[str, ...]:

@@ -27,3 +27,11 @@ class Backend(Protocol):
 
     def synthesis(self, y_hat: Tensor) -> Tensor:
         """g_s: ŷ (already multiplied by the inverse gain) → x̂ (B, 3, H, W)."""
+
+
+class FusedQuantizer(Protocol):
+    """A backend with a fused quantization kernel (the codec asks ``hasattr(backend, "quantize")``)."""
+
+    def quantize(self, y: Tensor, means: Tensor, scales: Tensor, scale_table: Tensor,
+                 scale_bound: float) -> tuple[Tensor, Tensor]:
+        """(int32 symbols, int32 scale indices), bit-identical to the torch path."""

@@ -32,7 +32,7 @@ import threading
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..banding import band_rows_within, row_geometry, run_in_bands
 from ..checks import check_count, is_switch
@@ -91,7 +91,7 @@ class TensorRTBackend:
 
     def __init__(self, model, device: str = "cuda", engines: str | Path | None = None,
                  cache_dir: str | Path | None = None, fp16: bool = False, max_batch: int = 8,
-                 max_size: tuple[int, int] = (1024, 1024), threads: int | None = None):
+                 max_size: tuple[int, int] | str | int = (1024, 1024), threads: int | None = None):
         from vlmcodec.export.manifest import network_fingerprint
         from vlmcodec.export.tensorrt import (BuildConfig, build_engines, current_versions, default_opt_size,
                                               import_tensorrt, load_engine_manifest, parse_size, require_gpu)
@@ -113,7 +113,7 @@ class TensorRTBackend:
         model = model.cpu().eval()
         versions = current_versions(trt, self.device)
         if engines is None:
-            config = BuildConfig(fp16=fp16, max_batch=max_batch, max_size=tuple(max_size),
+            config = BuildConfig(fp16=fp16, max_batch=max_batch, max_size=max_size,
                                  opt_size=default_opt_size(max_size))
             key = (f"{network_fingerprint(model)[:16]}-{config.precision}-b{max_batch}-{max_size[0]}x{max_size[1]}"
                    f"-trt{versions['tensorrt']}-sm{versions['compute_capability'].replace('.', '')}")
@@ -133,7 +133,7 @@ class TensorRTBackend:
         self._tiles = {name: (row_geometry(getattr(model, name), 0), row_geometry(getattr(model, name), 1))
                        for name in ("g_a", "h_a", "g_s") if hasattr(model, name)}
         self._pre_editor = getattr(model, "pre_editor", None)  # on the GPU for images beyond the profile
-        self._pre_editor_device = None
+        self._pre_editor_device: nn.Module | None = None
         from vlmcodec.export.tensorrt import _Logger
 
         self._logger = _Logger.make(trt)
@@ -204,6 +204,7 @@ class TensorRTBackend:
     def _torch_pre_editor(self, x: Tensor) -> Tensor:
         """The pre-editor as the torch module on the engines' device, for images its engine's
         profile does not take."""
+        assert self._pre_editor is not None  # (pre_edit calls this for a model with one only)
         with self._lock:
             if self._pre_editor_device is None:
                 self._pre_editor_device = copy.deepcopy(self._pre_editor).to(self.device).eval()

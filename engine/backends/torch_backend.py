@@ -36,7 +36,7 @@ def optimize_for_inference(seq: nn.Sequential) -> nn.Sequential:
             out[i] = SubPixelConv.from_deconv(m)
         elif isinstance(m, GDN):
             out[i] = FoldedGDN(m)
-    return out.to(memory_format=torch.channels_last)
+    return out.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stub lacks it)
 
 
 class TorchBackend:

@@ -28,6 +28,9 @@ def _kernels():
 class TritonGDN(nn.Module):
     """FoldedGDN computed by the fused kernel."""
 
+    beta: Tensor
+    gamma: Tensor
+
     def __init__(self, folded: FoldedGDN):
         super().__init__()
         from vlmcodec.kernels.gdn import gdn

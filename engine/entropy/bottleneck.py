@@ -19,6 +19,8 @@ class EntropyBottleneck(nn.Module):
     ``ẑ = round(z − m) + m``. ``quantized_cdfs()`` builds the integer tables for coding.
     """
 
+    target: Tensor
+
     def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3, 3), init_scale: float = 10.0,
                  tail_mass: float = 1e-9, likelihood_bound: float = 1e-9):
         super().__init__()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,12 @@ _EXACT_LIMIT = 2.0**52
 
 
 class _IntLayer:
-    def __init__(self, layer: nn.Module):
+    # the h_s layers' geometry: numeric (no "same"/"valid" padding in h_s)
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    output_padding: tuple[int, ...]
+
+    def __init__(self, layer: nn.Conv2d | nn.ConvTranspose2d):
         if isinstance(layer, nn.ConvTranspose2d) and layer.kernel_size == (5, 5) and layer.stride == (2, 2):
             # same integers, but a plain conv: float64 transposed convs are slow on CPU
             # on a copy: .cpu() / .float() act in place, and the caller's h_s (on a GPU) must stay where it is
@@ -64,7 +70,7 @@ class _IntLayer:
         # bound on |acc| per unit of max|x|: the largest sum of |w| over one output
         self.l1 = float(self.weight.abs().sum(dim=reduce_dims).max())
         self.bias_max = float(self.bias_half.abs().max())
-        self.stride, self.padding = layer.stride, layer.padding
+        self.stride, self.padding = layer.stride, cast(tuple[int, ...], layer.padding)
         self.output_padding = getattr(layer, "output_padding", (0, 0))
         self.im2col = False  # convolve as im2col + matmul (set by ExactHyperSynthesis.to)
 

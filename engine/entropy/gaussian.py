@@ -26,6 +26,7 @@ class GaussianConditional(nn.Module):
     """p(ŷ | μ, σ) = N(μ, σ²) * U(−½, ½) evaluated at ŷ; σ lower-bounded at the table's first entry."""
 
     scale_table: Tensor
+    scale_bound: Tensor
 
     def __init__(self, scale_table: Tensor | None = None, scale_bound: float = SCALE_MIN,
                  tail_mass: float = 1e-9, likelihood_bound: float = 1e-9):

@@ -163,7 +163,7 @@ def save_model(model: MeanScaleHyperprior, path: str | Path, dtype: torch.dtype 
     meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), "fingerprint": fp.hex()}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items() if k not in _IDENTITY_KEYS})
     shared = decodes_as is not None and decodes_as.decoder_digest == decoder_digest(model.config, tensors)
-    if shared:
+    if shared and decodes_as is not None:  # (shared implies it: for the type checker)
         meta["stream_fingerprint"] = decodes_as.stream_fingerprint.hex()
         meta["decoder_digest"] = decodes_as.decoder_digest.hex()
     elif require_shared and decodes_as is not None:
@@ -251,7 +251,8 @@ def load_model(path: str | Path) -> LoadedModel:
     tables = {}
     for name in ("z", "y"):
         try:
-            tables[name] = CdfTable(**{part: tensors[f"{TABLE_PREFIX}{name}.{part}"].numpy() for part in _TABLE_PARTS})
+            parts = {part: tensors[f"{TABLE_PREFIX}{name}.{part}"].numpy() for part in _TABLE_PARTS}
+            tables[name] = CdfTable(cdf=parts["cdf"], cdf_length=parts["cdf_length"], offsets=parts["offsets"])
         except (TypeError, ValueError) as e:  # values no CDF holds (file edited)
             raise ConfigError(f"{path}: bad {name} CDF tables (file damaged or edited): {e}") from None
     return LoadedModel(model.eval(), tables, fp, meta, identity, stored_dtype(tensors))
@@ -401,8 +402,10 @@ def lineage_in(meta: dict, path: str | Path) -> list[dict]:
     objects, oldest first); [] where it has none (absent, or null). ConfigError for one that is
     not such a list (edited metadata: it is not covered by the fingerprint)."""
     text = meta.get("train_lineage")
+    if text is None:
+        return []
     try:
-        lineage = json.loads(text) if text is not None else None
+        lineage = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise ConfigError(f"{path}: unreadable train_lineage in its metadata ({str(e)[:200]})") from None
     if lineage is None:

@@ -135,6 +135,7 @@ class PreEditor(nn.Module):
         self.mid = nn.Conv2d(c.hidden, c.hidden, 3, padding=1)
         self.out = nn.Conv2d(c.hidden, 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)
+        assert self.out.bias is not None  # (made with one, just above)
         nn.init.zeros_(self.out.bias)
 
     def windowed_at(self, h: int, w: int) -> bool:

@@ -63,6 +63,7 @@ def _widen_conv(src: nn.Conv2d, dst: nn.Conv2d, old: int, scale: float, gen: tor
     if not first:
         w[:n_out, n_in:] = 0  # the old outputs stay blind to the new channels
     dst.weight.copy_(w)
+    assert src.bias is not None and dst.bias is not None  # g_a's convolutions all have one
     b = torch.zeros(dst.bias.shape)
     b[:n_out] = src.bias
     dst.bias.copy_(b)

@@ -38,6 +38,7 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol, cast
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
@@ -233,7 +234,7 @@ class RemoteCodec:
             except (QueueFull, RateLimited) as busy:
                 if retry == self.retries:
                     raise
-                _sleep(min(busy.retry_after_s, MAX_RETRY_WAIT_S))
+                _sleep(min(cast(_Answered, busy).retry_after_s, MAX_RETRY_WAIT_S))
         raise AssertionError("unreachable")
 
     def _request_once(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
@@ -250,7 +251,9 @@ class RemoteCodec:
                 conn.sock.settimeout(_time_left(deadline))  # (sending: sendall's timeout is its total)
                 if call is not None:
                     call.use(conn)
-                conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
+                # (typeshed wants a class; http.client only calls it)
+                respond = functools.partial(_DeadlineResponse, deadline=deadline)
+                conn.response_class = respond  # type: ignore[assignment]
                 try:
                     conn.request(method, self._prefix + path, body=body, headers=self._headers)
                 except (BrokenPipeError, ConnectionResetError):
@@ -285,10 +288,11 @@ class RemoteCodec:
             headers = {k.lower(): v for k, v in resp.getheaders()}
             if resp.status != 200:
                 err = _error_of(resp.status, payload)
+                answered = cast(_Answered, err)
                 # a rate-limited answer says to the millisecond (JSON) what Retry-After rounds up
-                precise = err.answer.get("retry_after_s")
-                err.retry_after_s = (max(0.0, float(precise)) if isinstance(precise, (int, float))
-                                     else _seconds(headers.get("retry-after"), default=0.5))
+                precise = answered.answer.get("retry_after_s")
+                answered.retry_after_s = (max(0.0, float(precise)) if isinstance(precise, (int, float))
+                                          else _seconds(headers.get("retry-after"), default=0.5))
                 raise err
             return payload, headers
         raise AssertionError("unreachable")
@@ -402,6 +406,14 @@ def _seconds(text: str | None, default: float) -> float:
         return max(0.0, float(text)) if text is not None else default
     except ValueError:
         return default
+
+
+class _Answered(Protocol):
+    """What an error the server answered carries besides its message (set here, not declared by
+    its class): the server's JSON ``answer``, and ``retry_after_s`` (set by ``_request_once``)."""
+
+    answer: dict
+    retry_after_s: float
 
 
 def _error_of(status: int, payload: bytes) -> Exception:

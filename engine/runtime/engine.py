@@ -45,10 +45,11 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Literal, overload
+from dataclasses import dataclass
+from typing import Literal, cast, overload
 
 import numpy as np
 
@@ -69,6 +70,23 @@ LATENCY_KINDS = ("encode", "decode", "refine")
 # upper bounds (s) of the cumulative latency histogram: a small image's encode is milliseconds,
 # a refined or very large one many seconds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class EncodeFuture(Future[bytes]):
+    """``Engine.submit_encode``'s future: .vlmc bytes, and ``warning`` (see there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warning: str | None = None
+
+
+@dataclass
+class _LatencyTotals:
+    """Every successful request of a kind since the start: the count per bucket (+Inf last) and the
+    sum of the seconds."""
+
+    counts: list[int]
+    total: float = 0.0
 
 
 PRIORITY_RANGE = (-100, 100)
@@ -166,9 +184,9 @@ class Engine:
         self._lock_depth = threading.local()
         self.stats = {"batches": 0, "batched_items": 0, "ok": 0, "failed": 0, "max_batch_seen": 0, "refined": 0}
         # seconds from submit to result of the last LATENCY_WINDOW successful requests, per kind
-        self._latencies = {kind: deque(maxlen=LATENCY_WINDOW) for kind in LATENCY_KINDS}
-        # and of every successful request since the start: [count per bucket (+Inf last), sum]
-        self._latency_totals = {kind: [[0] * (len(LATENCY_BUCKETS) + 1), 0.0] for kind in LATENCY_KINDS}
+        self._latencies: dict[str, deque[float]] = {kind: deque(maxlen=LATENCY_WINDOW) for kind in LATENCY_KINDS}
+        # and of every successful request since the start
+        self._latency_totals = {kind: _LatencyTotals([0] * (len(LATENCY_BUCKETS) + 1)) for kind in LATENCY_KINDS}
         self._thread = threading.Thread(target=self._loop, name="vlmcodec-engine", daemon=True)
         self._thread.start()
         _live_engines.add(self)
@@ -177,7 +195,7 @@ class Engine:
     def submit_encode(self, image, quality: float | None = None, timeout_s: float | None = None,
                       short_side: int | None = None, *, max_bytes: int | None = None,
                       max_bpp: float | None = None, refine: int | None = None, priority: int = 0,
-                      owner: str | None = None) -> Future[bytes]:
+                      owner: str | None = None) -> EncodeFuture:
         """Queue one image; the future resolves to .vlmc bytes (or the request's error).
 
         ``short_side`` as in ``Codec.encode`` (None: the codec's setting). ``max_bytes`` or
@@ -191,8 +209,7 @@ class Engine:
         name); within a priority the refine workers go to the owner with the fewest refined encodes
         running, then to the one served longest ago, FIFO within an owner — so one owner's
         hundred refined encodes do not hold another's one behind them."""
-        fut: Future = Future()
-        fut.warning = None  # type: ignore[attr-defined]
+        fut = EncodeFuture()
         budget = None
         try:
             steps = self.codec.refine_steps(refine)
@@ -251,7 +268,7 @@ class Engine:
         fut = self.submit_encode(image, quality, timeout_s, short_side, max_bytes=max_bytes, max_bpp=max_bpp,
                                  refine=refine, priority=priority, owner=owner)
         data = await asyncio.wrap_future(fut)
-        warn_refine_fallback(fut.warning)  # type: ignore[attr-defined]
+        warn_refine_fallback(fut.warning)
         return data
 
     async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
@@ -364,8 +381,8 @@ class Engine:
                 y, z = self.codec.analyse([prep.pixels], [prep.quality], refine=0)
                 latent = self.codec.entropy_decode(self.codec.entropy_encode(y[0], z[0], prep))
             for n in sizes:
-                jobs = [("encode", lambda n=n, p=prep: self.codec.analyse([p.pixels] * n, [p.quality] * n,
-                                                                                  refine=0))]
+                jobs: list[tuple[str, Callable[..., object]]] = [
+                    ("encode", lambda n=n, p=prep: self.codec.analyse([p.pixels] * n, [p.quality] * n, refine=0))]
                 if latent is not None:
                     jobs.append(("decode", lambda n=n, lat=latent: self.codec.synthesize([lat] * n)))
                 for mode, job in jobs:
@@ -509,7 +526,7 @@ class Engine:
         and ``buckets``: [(upper bound s, requests at most that long)], cumulative, ``inf`` last —
         what a Prometheus histogram carries (``LATENCY_BUCKETS``)."""
         with self._cv:
-            totals = {kind: (list(counts), total) for kind, (counts, total) in self._latency_totals.items()}
+            totals = {kind: (list(t.counts), t.total) for kind, t in self._latency_totals.items()}
         out = {}
         for kind, (counts, total) in totals.items():
             cumulative = list(itertools.accumulate(counts))
@@ -575,8 +592,8 @@ class Engine:
             kind = "refine" if req.refine else req.kind.value
             self._latencies[kind].append(seconds)
             totals = self._latency_totals[kind]
-            totals[0][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            totals[1] += seconds
+            totals.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            totals.total += seconds
         self._inflight -= 1
         self._cv.notify_all()
 
@@ -751,6 +768,7 @@ class Engine:
 
     def _encode_within(self, req: InflightRequest, y_raw) -> None:
         try:
+            assert req.budget is not None  # (a batch's key says it has one: _run_budgeted's)
             data, _ = self.codec.encode_within(req.payload, req.budget, y_raw, refine=0)
             self._finish(req, result=data)
         except Exception as e:
@@ -811,7 +829,8 @@ class Engine:
         prep = req.payload
         try:
             if req.budget is not None:
-                data, req.future.warning = self.codec.encode_within(prep, req.budget, refine=req.refine)
+                data, warning = self.codec.encode_within(prep, req.budget, refine=req.refine)
+                cast(EncodeFuture, req.future).warning = warning  # (an encode's future)
             else:
                 y, z = self.codec.analyse([prep.pixels], [prep.quality], refine=req.refine)
                 req.status = Status.CODING

@@ -16,7 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -133,7 +133,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     _linger = False             # answered before its body was read: the close lingers (_LINGER_S)
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
+        # StreamRequestHandler applies it to the socket (typeshed has it a class variable only)
+        self.timeout = self.server.idle_timeout  # type: ignore[misc]
         super().setup()
         self.rfile.close()  # (the socket's own reader: one with the request's deadline instead)
         self.rfile = io.BufferedReader(_DeadlineReader(self), 65536)
@@ -365,6 +366,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             wait, limit = self.server.rate_wait(self._client, self.address_string(), cost)
             if wait > 0:  # never reaches the queue; the body is read and dropped
                 self._discard_body()
+                assert limit is not None  # (a wait comes of a limit)
                 rate, burst = limit
                 counts = f" (this one counts as {min(cost, burst):g}: refine × --refine-cost)" if cost > 1 else ""
                 self._json(HTTPStatus.TOO_MANY_REQUESTS,
@@ -407,13 +409,14 @@ class RequestHandler(BaseHTTPRequestHandler):
         if unknown:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown parameter(s) {sorted(unknown)} ({', '.join(known)})")
         quality = _number(params, "quality", self.server.quality)
-        budget = {"max_bytes": _integer(params, "max_bytes")} if "max_bytes" in params else {}
+        budget: dict[str, Any] = {"max_bytes": _integer(params, "max_bytes")} if "max_bytes" in params else {}
         budget |= {"max_bpp": _number(params, "max_bpp", 0.0)} if "max_bpp" in params else {}
         if budget and "quality" in params:  # the budget picks the quality
             raise HTTPError(HTTPStatus.BAD_REQUEST, "quality and max_bytes / max_bpp exclude each other")
         short = _optional_integer(params, "short_side")
         refine = _optional_integer(params, "refine") or 0
-        most = self.server.client_max_refine.get(self._client, self.server.max_refine)  # None is no client's
+        most = (self.server.max_refine if self._client is None
+                else self.server.client_max_refine.get(self._client, self.server.max_refine))
         if not 0 <= refine <= most:
             allowed = (f"0..{most}" if most else "0: refinement is not allowed here (serve --max-refine N, or a "
                                                   "token-file line's refine=N, allows it)")
@@ -468,7 +471,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _priority(self, params: dict) -> int:
         """The request's priority: its ``priority``, at most its client's (the token file's
         ``priority=``; 0 for everyone else), which is also the default."""
-        own = self.server.client_priorities.get(self._client, 0)
+        own = 0 if self._client is None else self.server.client_priorities.get(self._client, 0)
         asked = _optional_integer(params, "priority")
         if asked is None:
             return own

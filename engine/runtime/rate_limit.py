@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import cast
 
 from ..checks import check_count
 from ..errors import ConfigError, VlmcodecError
@@ -34,10 +35,10 @@ class RateLimited(VlmcodecError, RuntimeError):
         self.retry_after_s = retry_after_s
 
 
-def check_rate(rate: float | None, burst: int | None) -> tuple[float, int] | None:
+def check_rate(rate: float | str | None, burst: int | None) -> tuple[float, int] | None:
     """(rate, burst) validated, burst defaulting to one second's worth (at least 1); None for
-    no limit (``rate`` None). ConfigError for a rate that is not a positive number or a burst
-    below 1."""
+    no limit (``rate`` None); ``rate`` may be text (a token file's ``rate=``). ConfigError for a
+    rate that is not a positive number or a burst below 1."""
     if rate is None:
         if burst is not None:
             raise ConfigError("a rate burst needs a rate limit (--rate-limit)")
@@ -103,7 +104,7 @@ class RateLimiter:
         client's own (rate, burst), or None for none; by default the limiter's. ``cost``: how many
         requests this one counts as (a refined encode may count more), at most the burst, so that
         it is admitted once the bucket is full."""
-        limit = self.limit if limit is DEFAULT else limit
+        limit = self.limit if limit is DEFAULT else cast("Limit | None", limit)
         if limit is None:
             return 0.0
         rate, burst = limit

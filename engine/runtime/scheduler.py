@@ -35,10 +35,13 @@ class Scheduler:
 
     def pop_batch(self, now: float, force: bool = False) -> list[InflightRequest] | None:
         """The next batch to run, or None if no group is ready at ``now``."""
-        best_key, best_rank = None, None
+        best_key: tuple | None = None
+        best_rank: tuple[int, float] | None = None
         for key, q in self._groups.items():
-            rank = (-key[0], q[0].arrival) if q else None  # the highest priority, then the oldest head
-            if q and self._ready(q, now, force) and (best_rank is None or rank < best_rank):
+            if not q:
+                continue
+            rank = (-key[0], q[0].arrival)  # the highest priority, then the oldest head
+            if self._ready(q, now, force) and (best_rank is None or rank < best_rank):
                 best_key, best_rank = key, rank
         if best_key is None:
             return None

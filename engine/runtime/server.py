@@ -40,6 +40,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from typing import cast
 from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
@@ -176,7 +177,8 @@ class CodecServer(ThreadingHTTPServer):
         request now, else (the seconds until it may, the limit that holds it), the request then
         counted as refused. The limit is the client's own, else the server's; None: none.
         ``cost``: the requests this one counts as (``RateLimiter.wait``)."""
-        limit = self.client_limits.get(client, self.rate_limiter.limit)  # no client's name is None
+        own = self.rate_limiter.limit  # the server's, unless the client has one
+        limit = own if client is None else self.client_limits.get(client, own)
         wait = self.rate_limiter.wait(client_key(client, address), limit, cost)
         if wait > 0:
             with self._clients_lock:
@@ -244,7 +246,7 @@ class CodecServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = cast("tuple[str, int]", self.server_address[:2])  # (an IP socket's)
         host = f"[{host}]" if ":" in host else host  # an IPv6 address, bracketed as URLs write it
         return f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
 

@@ -43,7 +43,9 @@ class TokenFile:
 def parse_token_file(text: str, source: str = "token file") -> dict[str, str]:
     """``{name: token}`` from a token file's text (see the module's docstring); ConfigError for a
     file with no token, a malformed line, or a token or name given twice."""
-    return read_token_file(text, source).tokens
+    tokens = read_token_file(text, source).tokens
+    assert tokens is not None  # (None is a server's without a token file; a file read has tokens)
+    return tokens
 
 
 def read_token_file(text: str, source: str = "token file") -> TokenFile:

@@ -43,6 +43,7 @@ def load_teacher(name_or_path: str | Path = DEFAULT_TEACHER, device: str | torch
     """
     device = check_device(device)
     key = str(name_or_path)
+    teacher: FrozenTeacher
     if key in _ALIASES:
         teacher = DinoV2Teacher.from_onnx(None, name=_ALIASES[key])
     else:

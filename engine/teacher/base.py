@@ -44,7 +44,7 @@ def check_stats(mean: object, std: object, where: str) -> tuple[tuple[float, ...
     """Per-channel normalisation statistics: a number (every channel) or 3 finite numbers each,
     ``std`` above 0 (a zero std turns every token into NaN); ``ConfigError`` naming ``where``."""
     def three(name: str, v: object) -> tuple[float, ...]:
-        vals = [v] * 3 if is_real(v) else (list(v) if isinstance(v, (list, tuple)) else None)  # type: ignore[arg-type]
+        vals = [v] * 3 if is_real(v) else (list(v) if isinstance(v, (list, tuple)) else None)
         if vals is None or len(vals) != 3 or not all(is_real(a) and math.isfinite(a) for a in vals):
             raise ConfigError(f"{where}: {name} must be 3 finite numbers (R, G, B), got {v!r}")
         return tuple(float(a) for a in vals)
@@ -105,7 +105,7 @@ def resize_to(x: Tensor, size: Size, patch_size: int) -> Tensor:
     the patch size. Bicubic (half-pixel centres), antialiased when shrinking; not clamped, so the
     gradient reaches every input pixel (bicubic overshoot is a few 1e-3 at sharp edges)."""
     if is_whole(size):
-        h = w = int(size)  # type: ignore[call-overload]
+        h = w = int(size)
     elif isinstance(size, (tuple, list)) and len(size) == 2 and all(is_whole(v) for v in size):
         h, w = int(size[0]), int(size[1])
     else:
@@ -167,6 +167,8 @@ class FrozenTeacher(nn.Module):
     patch_size: int
     num_prefix_tokens: int = 1
     default_layers: tuple[int, ...] = (3, 6, 9, 12)
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()

@@ -107,8 +107,9 @@ class HFTeacher(FrozenTeacher):
         self.patch_size = int(vision_config.patch_size)
         model_type = getattr(vision_config, "model_type", "")
         embeddings = getattr(model, "embeddings", None)
-        if isinstance(getattr(embeddings, "num_prefix_tokens", None), int):
-            self.num_prefix_tokens = embeddings.num_prefix_tokens
+        prefix = getattr(embeddings, "num_prefix_tokens", None)
+        if isinstance(prefix, int):
+            self.num_prefix_tokens = prefix
         elif "siglip" in model_type:
             self.num_prefix_tokens = 0
         else:

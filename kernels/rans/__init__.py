@@ -111,6 +111,12 @@ class CdfTable:
     """
 
     __slots__ = ("cdf", "cdf_length", "offsets", "precision", "_native")
+    # (set once, by __init__, through object.__setattr__)
+    cdf: np.ndarray
+    cdf_length: np.ndarray
+    offsets: np.ndarray
+    precision: int
+    _native: _rans.Tables
 
     def __init__(self, cdf, cdf_length, offsets, precision: int = PRECISION):
         if precision != PRECISION:
