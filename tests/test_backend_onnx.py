@@ -492,6 +492,32 @@ def test_processes_replacing_a_stale_cache_at_once_each_get_a_usable_one(tiny_mo
     assert codec.decode(codec.encode(smooth_image(np.random.default_rng(0), 32, 48), 50)).shape == (32, 48, 3)
 
 
+def test_the_cache_sweeps_abandoned_exports_and_follows_the_umask(tiny_model_path, tmp_path):
+    """A process killed mid-export (SIGKILL, out of memory) left its temporary folder for good: the
+    next export removes those older than an hour (a younger one may be another process's, under
+    way). The installed folder has the umask's permissions (mkdtemp's 0700 kept others out)."""
+    import os
+
+    from vlmcodec.backends.onnxruntime_backend import ABANDONED_EXPORT_S, cached_graphs
+    from vlmcodec.export.manifest import network_fingerprint
+
+    loaded = load_model(tiny_model_path)
+    name = network_fingerprint(loaded.model)[:16]
+    abandoned, under_way = tmp_path / f".{name}.k1ll3d", tmp_path / f".{name}.bu5y00"
+    for folder in (abandoned, under_way):
+        (folder / ".onnx-export.x").mkdir(parents=True)
+        (folder / ".onnx-export.x" / "g_a.onnx").write_bytes(b"half")
+    old = os.stat(abandoned).st_mtime - ABANDONED_EXPORT_S - 60
+    os.utime(abandoned, (old, old))
+    mask = os.umask(0o022)
+    try:
+        directory = cached_graphs(loaded.model, tmp_path)
+    finally:
+        os.umask(mask)
+    assert directory == tmp_path / name and not abandoned.exists() and under_way.exists()
+    assert directory.stat().st_mode & 0o777 == 0o755
+
+
 def test_a_hand_edited_manifest_is_a_config_error(tiny_model_path, tmp_path):
     """(KeyError, AttributeError, TypeError, IndexError; a renamed input or output failed only at
     the first encode, inside onnxruntime)"""

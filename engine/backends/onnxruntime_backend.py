@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,12 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
         return directory
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_abandoned(directory)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        # the umask's permissions, as a plain mkdir's (mkdtemp's 0700 kept a serving account out of a shared cache)
+        mask = os.umask(0)
+        os.umask(mask)
+        tmp.chmod(0o777 & ~mask)
     except OSError as e:
         raise ConfigError(f"onnxruntime backend: cannot make its graph cache in {directory.parent} ({e}); give "
                           "backend_options cache_dir=DIR (or set XDG_CACHE_HOME), or graphs= an exported folder") from e
@@ -107,6 +113,22 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
                           "processes kept replacing it); give backend_options graphs= an exported folder")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# an export's temporary folder older than this was abandoned (a killed process's; an export takes seconds)
+ABANDONED_EXPORT_S = 3600.0
+
+
+def _sweep_abandoned(directory: Path) -> None:
+    """Remove the temporary folders of exports for ``directory`` that a killed process left (SIGKILL,
+    out of memory: its clean-up never ran, and no later run removed them; ~8.5 MB each)."""
+    now = time.time()
+    for old in directory.parent.glob(f".{directory.name}.*"):
+        try:
+            if old.is_dir() and not old.is_symlink() and now - old.stat().st_mtime > ABANDONED_EXPORT_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass  # (removed meanwhile by another process's sweep)
 
 
 def _folder_option(name: str, value, backend: str = "onnxruntime") -> str | Path | None:
