@@ -1,8 +1,8 @@
 """End-to-end codec speed per backend on Kodak (CPU), side by side, plus cross-decode counts.
 
-    python -m vlmcodec.bench.backends [--images DIR] [--limit N] [--threads T] [--repeat R]
-                                      [--variants torch,onnxruntime[,onnxruntime-plain]]
-                                      [--out results/backends.json]
+    vlmcodec bench backends [--images DIR] [--limit N] [--threads T] [--repeat R]
+                            [--variants torch,onnxruntime[,onnxruntime-plain]]
+                            [--out results/backends.json]
 
 Every variant holds the same model (the bundled one by default) and runs ``Codec.encode`` and
 ``Codec.decode`` on every image, in an order rotated per image (so drift of a shared machine's
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from .common import check_output_path, count_arg, environment, kodak_dir, positive_arg, write_json
+from .common import check_output_path, count_arg, environment, image_files, kodak_dir, positive_arg, write_json
 
 VARIANTS = ("torch", "onnxruntime", "onnxruntime-subpixel", "onnxruntime-plain")
 # the encoder's network stages in ``Codec.stage_times`` ("nets enc"): the pre-editor too, where the model has one
@@ -180,7 +180,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="vlmcodec bench backends", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", help="folder of images (default ../shared/data/kodak)")
     p.add_argument("--limit", type=count_arg, help="first N images only")
     p.add_argument("--threads", type=positive_arg, default=1, help="network threads for every backend (default 1)")
@@ -193,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     variants = parse_variants(args.variants)
     check_output_path(args.out)
-    folder = Path(args.images) if args.images else kodak_dir()
-    images = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm"))
-    images = images[: args.limit] if args.limit else images
-    if not images:
-        raise SystemExit(f"no images in {folder}")
+    images = image_files(args.images or kodak_dir("vlmcodec bench backends --images DIR"), args.limit or 0)
     result = run(images, variants, args.threads, args.repeat,
                  args.quality, args.model, cross_decode=not args.no_cross_decode)
     write_json(args.out, result)

@@ -1,6 +1,6 @@
 """End-to-end codec speed on Kodak, vlmcodec vs CompressAI with the same weights, side by side.
 
-    python -m vlmcodec.bench.codec [--images DIR] [--limit N] [--out results/codec_speed.json]
+    vlmcodec bench compressai [--images DIR] [--limit N] [--out results/codec_speed.json]
 
 Two configurations: ``N128-M192`` (CompressAI's mbt2018-mean size, its random initialisation,
 converted to vlmcodec with the converter) and ``default-weights`` (the bundled model's trained
@@ -34,6 +34,22 @@ def _compressai_model(N: int, M: int, state: dict | None, seed: int = 0):
         net.load_state_dict(full)
         net.update(force=True)
     return net
+
+
+CONFIGS = ("N128-M192", "default-weights")
+
+
+def config_list(text: str) -> list[str]:
+    """An argparse ``type``: comma-separated names of CONFIGS, each once (any other name ran the
+    default-weights arm; " N128-M192", with its space, too)."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONFIGS]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if not names or unknown or twice:
+        why = (f"unknown {', '.join(unknown)}" if unknown else f"{', '.join(twice)} given twice" if twice
+               else "none given")
+        raise argparse.ArgumentTypeError(f"{why}; choose from {', '.join(CONFIGS)}, got {text!r}")
+    return names
 
 
 def _codecs(config: str, workdir: Path):
@@ -87,16 +103,18 @@ def run(images: list[Path], configs: list[str], repeat: int = 1) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="vlmcodec bench compressai", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, help="folder of images (default ../shared/data/kodak)")
     p.add_argument("--limit", type=count_arg, default=0, help="use the first N images only")
     p.add_argument("--repeat", type=positive_arg, default=1)
-    p.add_argument("--configs", default="N128-M192,default-weights")
+    p.add_argument("--configs", type=config_list, default=",".join(CONFIGS),
+                   help=f"comma-separated, from {', '.join(CONFIGS)} (default both)")
     p.add_argument("--out", default="results/codec_speed.json")
     a = p.parse_args(argv)
     check_output_path(a.out)  # before the run (a folder given failed after it)
     images = image_files(a.images, a.limit)
-    res = run(images, a.configs.split(","), a.repeat)
+    res = run(images, a.configs, a.repeat)
     write_json(a.out, {"benchmark": "codec_e2e", "env": environment(), "results": res})
     print(f"{'config':<16} {'enc s (ours/CAI)':>22} {'ratio':>6} {'dec s (ours/CAI)':>22} {'ratio':>6} {'bpp (ours/CAI)':>18}")
     for k, r in res.items():

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..files import write_whole
 from .bootstrap import bd_rate_interval
 from .rd import bd_table
 from .report import _interval, _pct
-from .common import count_arg, finite_number, strict_json
+from .common import check_output_path, count_arg, finite_number, strict_json
 
 DEFAULT_METRICS = ("psnr", "teacher-sim", "effnet-top1", "effnet-kl")
 
@@ -100,11 +101,22 @@ def anchor_value_at(anchor: Curve, metric: str, bpp: float) -> float:
     return float(np.interp(math.log(bpp), np.log(r), q))
 
 
+def check_unique_names(curves: list[Curve]) -> None:
+    """Every curve and anchor named once: the results are kept by name (a name given twice showed
+    the second's figures in both rows, or a second "vs NAME" table against the wrong curve)."""
+    names = [c.name for c in curves]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"--curve/--anchor names must differ: {', '.join(repeated)} given more than once "
+                          "(each names a row and a table of the report)")
+
+
 def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, max_bpp: float = 0.3,
             n_boot: int = 1000, seed: int = 0) -> dict:
     """BD figures of every curve against every anchor and against the first curve (with a
     bootstrap interval where both have per-image values and ``n_boot`` > 0), plus the low-rate
     point-by-point comparison against the anchors."""
+    check_unique_names(curves + anchors)
     ref, notes = curves[0], []
     for c in curves[1:] + anchors:
         if c.images and ref.images and c.images != ref.images:
@@ -203,8 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is not None and args.out.suffix.lower() == ".json":  # (the figures replaced the report)
             raise ConfigError(f"--out {args.out}: name the Markdown report (e.g. compare.md); its figures go "
                               "beside it as .json")
+        if args.out is not None:  # before the run (a folder given failed after it)
+            check_output_path(args.out)
+            check_output_path(args.out.with_suffix(".json"), "--out's figures")
         curves = [load_curve(s) for s in args.curve]
         anchors = [load_curve(s) for s in args.anchor]
+        check_unique_names(curves + anchors)
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
         measured = {k for c in curves + anchors for pt in c.points for k in pt}
         if args.metrics == ",".join(DEFAULT_METRICS):  # the defaults: those these curves have
@@ -219,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     md = markdown(res, anchors, curves)
     print(md)
-    if args.out:
+    if args.out:  # each written whole or not at all (a Ctrl-C left half a report)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(md + "\n")
+        write_whole(args.out, (md + "\n").encode())
         # strict JSON, as rd.json: an undefined BD value is null (NaN was written as a bare token)
-        args.out.with_suffix(".json").write_text(json.dumps(strict_json(res), indent=1, default=float) + "\n")
+        write_whole(args.out.with_suffix(".json"),
+                    (json.dumps(strict_json(res), indent=1, default=float) + "\n").encode())
     return 0
 
 

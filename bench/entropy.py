@@ -9,7 +9,7 @@ of ``--repeats``; the coders run round-robin so load changes hit all alike): Com
 arguments and constriction's float arrays are prepared outside the timed region. Every decode
 is checked against the input.
 
-    python -m vlmcodec.bench.entropy [--n 2000000] [--repeats 5] [--json PATH]
+    vlmcodec bench entropy [--n 2000000] [--repeats 5] [--json PATH]
 
 constriction and compressai are benchmark-only dependencies (``pip install constriction``,
 ``pip install --no-deps compressai``); a missing one is reported and skipped.
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmcodec.kernels import rans
-from .common import check_output_path, positive_arg
+from .common import check_output_path, count_arg, positive_arg, write_json
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 TAIL_MASS = 1e-9
@@ -274,11 +274,11 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vlmcodec.bench.entropy", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="vlmcodec bench entropy", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=positive_arg, default=2_000_000, help="number of symbols")
     parser.add_argument("--repeats", type=positive_arg, default=5)
     parser.add_argument("--chunks", type=positive_arg, default=8, help="chunks for the multi-chunk rows")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count_arg, default=0, help="seed of the symbols drawn (0 or more)")
     parser.add_argument("--json", type=Path, default=Path("out/bench/entropy.json"), help="where to write the JSON")
     args = parser.parse_args(argv)
     if args.n < max(2, args.chunks):  # (fewer symbols than chunks failed in the coder, not naming --chunks)
@@ -289,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     check_output_path(args.json, "--json")
     report = run(args.n, args.repeats, args.chunks, args.seed)
     print(format_table(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

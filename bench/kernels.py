@@ -3,7 +3,7 @@
 Two ways to run it (both need CUDA; on a CPU-only machine every case skips with the reason):
 
     pytest bench/kernels.py --benchmark-only -m gpu          # pytest-benchmark suite
-    python -m vlmcodec.bench.kernels [--quick]                # a plain table
+    vlmcodec bench kernels [--quick]                          # a plain table
 
 Each case reports the median time (``triton.testing.do_bench``: CUDA events, L2 flushed between
 runs, median with 20/80 % quantiles), the achieved bandwidth ``(bytes read + bytes written) /
@@ -202,12 +202,12 @@ if pytest is not None:
 
 
 # ------------------------------------------------------------------------------------------------
-# python -m vlmcodec.bench.kernels
+# vlmcodec bench kernels
 # ------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vlmcodec.bench.kernels", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="vlmcodec bench kernels", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the first GDN shape and fp16")
     args = parser.parse_args(argv)
     reason = cuda_unavailable_reason()

@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from vlmcodec.errors import VlmcodecError
+    from vlmcodec.files import write_whole
 
     from .common import kodak_dir
     from .metrics import build_metrics
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vlmcodec bench matched-bytes: error: {msg}", file=sys.stderr)
         return 2
 
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not names:  # (the whole comparison ran with no metric, exit 0)
+        return fail(f"--metrics: none given (got {args.metrics!r}; e.g. {','.join(DEFAULT_METRICS)})")
     try:
         qualities = _floats(args.qualities, "--qualities")
         anchor = make_codec(args.anchor)
@@ -221,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"{folder}: not a folder of images")
         files = list_images(folder, args.limit)
         originals = [load_rgb(f) for f in files]
-        names = [m.strip() for m in args.metrics.split(",") if m.strip()]
         metrics, missing = build_metrics(names, originals)
         if missing:
             return fail("; ".join(f"metric {k} not available: {why}" for k, why in missing.items()))
@@ -239,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "vlmcodec bench matched-bytes " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     md = markdown(report, command.strip())
     stem = f"{report['vlmcodec']}_vs_{report['anchor']}".replace("@", "at") + ("_refined_only" if args.refined_only else "")
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(md)
+    write_whole(args.out / f"{stem}.json", (json.dumps(report, indent=1) + "\n").encode())  # whole or not at all
+    write_whole(args.out / f"{stem}.md", md.encode())
     print(md, end="")
     print(f"wrote {args.out / f'{stem}.md'} and .json ({report['seconds']:.0f} s)")
     return 0

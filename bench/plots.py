@@ -6,9 +6,12 @@ and thinner, labelled "(published)". MS-SSIM is drawn in dB, −10·log10(1 − 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from ..files import write_whole
 
 MAX_BPP = 2.5   # the x axis stops here at most; higher-rate points exist in rd.json
 
@@ -73,11 +76,15 @@ def plot_metric(result: dict, metric: str, out: Path, with_anchors: bool) -> lis
     ax.legend(fontsize=7, loc="lower right", ncol=1 if max(map(len, labels), default=0) > 40 else 2)
     fig.tight_layout()
     paths = []
-    for ext in ("png", "svg"):
-        p = Path(out) / f"rd_{_slug(metric)}.{ext}"
-        fig.savefig(p)
-        paths.append(p.name)
-    plt.close(fig)
+    try:
+        for ext in ("png", "svg"):  # rendered whole, then written whole (an interrupted re-run left a truncated plot)
+            p = Path(out) / f"rd_{_slug(metric)}.{ext}"
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext)
+            write_whole(p, buf.getvalue())
+            paths.append(p.name)
+    finally:
+        plt.close(fig)
     return paths
 
 

@@ -125,4 +125,7 @@ def render(result: dict) -> str:
 
 
 def write_report(result: dict, path: Path) -> None:
-    Path(path).write_text(render(result))
+    """report.md, written whole or not at all (an interrupted re-run left a truncated report)."""
+    from ..files import write_whole
+
+    write_whole(path, render(result).encode("utf-8"))

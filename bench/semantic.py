@@ -48,7 +48,7 @@ Models run in float32 under ``torch.no_grad``; results of the last images seen a
 image's content hash, so the originals (the same at every quality) and a decoded image scored by
 both Lite0 metrics are run once.
 
-    python -m vlmcodec.bench.semantic [--images DIR] [--jpeg 10 30 75] [--timing] [--out FILE]
+    vlmcodec bench semantic [--images DIR] [--jpeg 10 30 75] [--timing] [--out FILE]
 
 prints the three metrics of Pillow JPEG at the given qualities (0..100) on the PNG images of the
 folder (default ``../shared/data/kodak``) and, with ``--timing``, the teacher's load and forward
@@ -459,22 +459,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     import argparse
-    import json
     import os
     import time
     from pathlib import Path
 
     from vlmcodec.image_io import load_image
 
-    from .common import environment, kodak_dir
+    from .common import check_output_path, environment, kodak_dir, write_json
 
-    p = argparse.ArgumentParser(prog="python -m vlmcodec.bench.semantic", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="vlmcodec bench semantic", description=main.__doc__)
     p.add_argument("--images", type=Path, default=None, help="folder of PNG images (default ../shared/data/kodak)")
     p.add_argument("--jpeg", type=_jpeg_quality, nargs="*", default=[10, 30, 75], help="Pillow JPEG qualities (0..100)")
     p.add_argument("--timing", action="store_true", help="also time the teacher's load and forward (224, 518)")
     p.add_argument("--threads", type=positive_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     a = p.parse_args(argv)
+    if a.out is not None:  # before the run (a folder given failed after it)
+        check_output_path(a.out)
     torch.set_num_threads(a.threads)
     result: dict = {"env": environment(), "loadavg_start": os.getloadavg()}
 
@@ -532,8 +533,7 @@ def _main(argv: Sequence[str] | None) -> int:
     result["loadavg_end"] = os.getloadavg()
     print(f"\nload average (1, 5, 15 min) at start {result['loadavg_start']}, at end {result['loadavg_end']}")
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(result, indent=2))
+        write_json(a.out, result)
     return 0
 
 

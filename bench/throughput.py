@@ -16,11 +16,12 @@ then exits 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,23 @@ def concurrency_list(text: str) -> list[int]:
     return [positive_arg(c) for c in items if c]
 
 
+def finite_arg(least: float, above: bool = False, unit: str = "") -> Callable[[str], float]:
+    """An argparse ``type``: a finite number, at least ``least`` (``above``: more than it), checked
+    as the options are read (the Engine refused a bad delay only after the sequential loops)."""
+    bound = f"above {least:g}" if above else f"at least {least:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value > least if above else value >= least)):
+            raise argparse.ArgumentTypeError(f"expected a finite number{unit}, {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _percentiles(lat: list[float]) -> dict:
     if not lat:  # every request failed: no latency to report
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
@@ -70,16 +88,37 @@ def _percentiles(lat: list[float]) -> dict:
             "p99_ms": float(np.percentile(a, 99))}
 
 
+def _count_error(errors: dict[str, int], first_error: list[str], e: Exception) -> None:
+    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+    if not first_error:
+        first_error.append(f"{type(e).__name__}: {e}")
+
+
+def _summary(lat: list[float], requests: int, total: float, errors: dict[str, int], first_error: list[str]) -> dict:
+    """A setting's figures: the rate and latencies of the requests that succeeded, the failures by type."""
+    out = {"images_per_s": len(lat) / total, "seconds": total, "requests": requests, "ok": len(lat),
+           "failed": requests - len(lat), **_percentiles(lat)}
+    if errors:
+        out |= {"errors": errors, "first_error": first_error[0]}
+    return out
+
+
 def sequential(fn, work: Sequence) -> dict:
-    lat = []
+    """``fn(item)`` for each item, one after another; a call that raises is counted as failed (by
+    exception type), as ``with_clients`` does, and the loop goes on."""
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    first_error: list[str] = []
     t0 = time.perf_counter()
     for item in work:
         t = time.perf_counter()
-        fn(item)
+        try:
+            fn(item)
+        except Exception as e:
+            _count_error(errors, first_error, e)
+            continue
         lat.append(time.perf_counter() - t)
-    total = time.perf_counter() - t0
-    return {"images_per_s": len(work) / total, "seconds": total, "requests": len(work), "ok": len(work), "failed": 0,
-            **_percentiles(lat)}
+    return _summary(lat, len(work), time.perf_counter() - t0, errors, first_error)
 
 
 def with_engine(submit, work: Sequence, concurrency: int) -> dict:
@@ -106,9 +145,7 @@ def with_clients(call, work: Sequence, concurrency: int) -> dict:
                 call(item)
             except Exception as e:
                 with lock:
-                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
-                    if not first_error:
-                        first_error.append(f"{type(e).__name__}: {e}")
+                    _count_error(errors, first_error, e)
                 continue
             with lock:
                 lat.append(time.perf_counter() - t)
@@ -119,12 +156,7 @@ def with_clients(call, work: Sequence, concurrency: int) -> dict:
         t.start()
     for t in threads:
         t.join()
-    total = time.perf_counter() - t0
-    out = {"images_per_s": len(lat) / total, "seconds": total, "requests": len(work), "ok": len(lat),
-           "failed": len(work) - len(lat), **_percentiles(lat)}
-    if errors:
-        out |= {"errors": errors, "first_error": first_error[0]}
-    return out
+    return _summary(lat, len(work), time.perf_counter() - t0, errors, first_error)
 
 
 def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quality: float,
@@ -241,9 +273,11 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=concurrency_list, default="1,4,16,32",
                    help="comma-separated numbers of clients at once (default 1,4,16,32)")
     p.add_argument("--quality", type=float, default=75.0)
-    p.add_argument("--max-bpp", type=float, help="rate-controlled encodes to this budget instead of --quality")
+    p.add_argument("--max-bpp", type=finite_arg(0, above=True),
+                   help="rate-controlled encodes to this budget instead of --quality")
     p.add_argument("--max-batch", type=positive_arg, default=8)
-    p.add_argument("--max-delay-ms", type=float, help="the Engine's (default: Engine's own, by backend)")
+    p.add_argument("--max-delay-ms", type=finite_arg(0, unit=" of milliseconds"),
+                   help="the Engine's (default: Engine's own, by backend)")
     p.add_argument("--workers", type=positive_arg, default=2, help="entropy-coding threads of the Engine")
     p.add_argument("--network-workers", type=positive_arg, default=os.cpu_count() or 1,
                    help="Engine threads running networks (default: one per core)")

@@ -10,14 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vlmcodec.bench.common import positive_arg
+
 KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"
 
 
 def client_bench_args(doc: str, rounds: int) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--images", default=str(KODAK))
-    ap.add_argument("--rounds", type=int, default=rounds)
-    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--rounds", type=positive_arg, default=rounds)
+    ap.add_argument("--concurrency", type=positive_arg, default=4)
     ap.add_argument("--quality", type=float, default=50.0)
     ap.add_argument("--out", help="write the results as JSON here")
     return ap.parse_args()

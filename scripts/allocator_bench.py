@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vlmcodec.bench.common import count_arg, image_files, positive_arg
+
 KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"
 
 WORKER = r"""
@@ -65,19 +67,20 @@ def run_arm(tuned: bool, args: argparse.Namespace, images: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=positive_arg, default=3)
     ap.add_argument("--images", type=Path, default=KODAK)
-    ap.add_argument("--limit", type=int, default=3, help="images from the folder (sorted; default 3)")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--limit", type=count_arg, default=3, help="images from the folder (sorted; default 3; 0: all)")
+    ap.add_argument("--reps", type=positive_arg, default=3)
     ap.add_argument("--quality", type=float, default=50.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=positive_arg, default=2)
     ap.add_argument("--backend", default="torch")
-    ap.add_argument("--short-side", type=int, default=None)
+    ap.add_argument("--short-side", type=positive_arg, default=None)
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
-    images = [str(p) for p in sorted(args.images.glob("*.png"))[: args.limit]]
-    if not images:
-        raise SystemExit(f"no PNG images in {args.images}")
+    try:
+        images = [str(p) for p in image_files(args.images, args.limit)]
+    except FileNotFoundError as e:  # (an empty folder: a StatisticsError after the runs)
+        ap.error(str(e))
     rows = {"plain": [], "tuned": []}
     for r in range(args.rounds):
         for tuned in ((False, True) if r % 2 == 0 else (True, False)):

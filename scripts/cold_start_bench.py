@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vlmcodec.bench.common import positive_arg
+
 KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak" / "kodim01.png"
 
 WORKER = r"""
@@ -54,7 +56,7 @@ print(json.dumps({"import_torch": ms(t0, t1), "import_vlmcodec": ms(t1, t2), "co
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=6, help="fresh processes per arm")
+    p.add_argument("--rounds", type=positive_arg, default=6, help="fresh processes per arm")
     p.add_argument("--image", default=str(KODAK))
     p.add_argument("--compare-onnx-probe", action="store_true", help="also the arm importing torch.onnx, alternating")
     p.add_argument("--out", help="write the medians as JSON here")

@@ -22,24 +22,34 @@ import sys
 import time
 from pathlib import Path
 
+from vlmcodec.bench.common import count_arg, image_files
+
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
 BUDGETS = {"full": (0.4, 0.7, 1.0), "256": (0.12, 0.18, 0.25)}  # bits per pixel of the original image
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", default=str(KODAK))
-    p.add_argument("--limit", type=int, help="the first N images only")
+    p.add_argument("--limit", type=count_arg, default=0, help="the first N images only (default 0: all)")
     p.add_argument("--modes", default="full,256", help="comma-separated: full, 256 (the consumer's scale)")
     p.add_argument("--out", default=str(ROOT / "results" / "rate_control"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in BUDGETS]
+    if unknown or not modes:
+        p.error(f"--modes: {'unknown ' + ', '.join(unknown) if unknown else 'none given'}; choose from "
+                f"{', '.join(BUDGETS)}")
+    try:  # (an empty folder or --limit 0 failed at images[0], --limit -1 left out the last image)
+        files = image_files(args.images, args.limit)
+    except FileNotFoundError as e:
+        p.error(str(e))
 
     from vlmcodec import BudgetError, Codec, rate_control
     from vlmcodec.bitstream import container
     from vlmcodec.image_io import load_image
 
-    files = sorted(Path(args.images).glob("*.png"))[: args.limit]
     images = [load_image(f) for f in files]
     probes: list = []
     search = rate_control.largest_fitting
@@ -51,7 +61,7 @@ def main() -> int:
 
     rate_control.largest_fitting = counting
     results = {"images": len(images), "model": None, "modes": {}}
-    for mode in args.modes.split(","):
+    for mode in modes:
         codec = Codec(short_side=None if mode == "full" else int(mode))
         results["model"] = codec.fingerprint.hex()
         codec.encode(images[0], 50)  # warm

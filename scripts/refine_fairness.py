@@ -19,6 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from vlmcodec.bench.common import count_arg, positive_arg
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,13 +36,13 @@ def one_round(engine, image, flood: int, refine: int, named: bool) -> dict:
     return {"polite_s": polite_s, "flood_s": time.perf_counter() - t0}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--flood", type=int, default=6)
-    p.add_argument("--refine", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--flood", type=count_arg, default=6)
+    p.add_argument("--refine", type=positive_arg, default=3)
+    p.add_argument("--rounds", type=positive_arg, default=2)
     p.add_argument("--out", default=str(ROOT / "results/refine_fairness/fairness.json"))
-    a = p.parse_args()
+    a = p.parse_args(argv)
 
     from vlmcodec import Codec
     from vlmcodec.image_io import load_image

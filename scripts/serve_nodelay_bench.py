@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from vlmcodec import Codec
+from vlmcodec.bench.common import positive_arg
 from vlmcodec.image_io import load_image
 from vlmcodec.runtime import Engine, RemoteCodec
 from vlmcodec.runtime.http_handler import RequestHandler
@@ -41,13 +42,13 @@ def one_arm(nodelay: bool, img, requests: int) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=20)
-    ap.add_argument("--side", type=int, default=256, help="the image: a SIDE x SIDE crop of the first sample")
+    ap.add_argument("--rounds", type=positive_arg, default=3)
+    ap.add_argument("--requests", type=positive_arg, default=20)
+    ap.add_argument("--side", type=positive_arg, default=256, help="the image: a SIDE x SIDE crop of the first sample")
     ap.add_argument("--out", type=Path)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     img = load_image(sorted(SAMPLES.glob("*.png"))[0])[: a.side, : a.side]
     runs: dict[str, list[dict]] = {"nagle": [], "nodelay": []}
     for rnd in range(a.rounds):
