@@ -93,7 +93,8 @@ def run(images: list[Path], variants: list[str], threads: int, repeat: int = 1, 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         codecs = _codecs(model_path or default_model_path(), variants, threads, Path(tmp))
-        times = {v: {"encode": [], "decode": [], "networks_encode": [], "networks_decode": []} for v in variants}
+        times: dict[str, dict[str, list[float]]] = {
+            v: {"encode": [], "decode": [], "networks_encode": [], "networks_decode": []} for v in variants}
         warm = load_image(images[0])
         for c in codecs.values():
             c.decode(c.encode(warm, quality))

@@ -41,7 +41,8 @@ def monotone_curve(rate: Sequence[float], quality: Sequence[float]) -> tuple[np.
     ok = np.isfinite(r) & np.isfinite(q) & (r > 0)
     r, q = r[ok], q[ok]
     order = np.lexsort((-q, r))  # by rate, best quality first among equal rates
-    keep_r, keep_q = [], []
+    keep_r: list[float] = []
+    keep_q: list[float] = []
     for ri, qi in zip(r[order], q[order]):
         if not keep_q or (qi > keep_q[-1] and ri > keep_r[-1]):
             keep_r.append(ri)

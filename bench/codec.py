@@ -75,7 +75,8 @@ def run(images: list[Path], configs: list[str], repeat: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for config in configs:
             ours, ref = _codecs(config, Path(tmp))
-            t = {"ours_enc": [], "ours_dec": [], "cai_enc": [], "cai_dec": [], "ours_bpp": [], "cai_bpp": []}
+            t: dict[str, list[float]] = {"ours_enc": [], "ours_dec": [], "cai_enc": [], "cai_dec": [],
+                                         "ours_bpp": [], "cai_bpp": []}
             for path in tqdm(images, desc=config, leave=False):
                 img = load_image(path)
                 h, w = img.shape[:2]

@@ -181,7 +181,7 @@ def case_constriction(symbols, indexes, scales) -> _Case:
 
 
 def _versions() -> dict:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
+    out: dict[str, str | int | None] = {"python": platform.python_version(), "numpy": np.__version__}
     from importlib import metadata
 
     for dist in ("vlmcodec", "constriction", "compressai"):

@@ -17,13 +17,15 @@ In the pytest-benchmark suite these numbers are stored in each benchmark's ``ext
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+pytest: Any  # (None without it)
 try:
     import pytest
 except ImportError:  # a test extra: the table (main) runs without it, the pytest-benchmark suite is not defined
@@ -101,8 +103,9 @@ def gdn_cases(shape, dtype, device="cuda") -> list[Case]:
     nbytes = 2 * x.numel() * x.element_size() + (c * c + c) * 4
     cases = []
     for inverse, op in ((False, "gdn"), (True, "igdn")):
-        cases.append(Case(f"{op}/triton", shape, dtype, nbytes, lambda inv=inverse: gdn(x, beta, gamma, inv, impl="triton")))
-        cases.append(Case(f"{op}/torch", shape, dtype, nbytes, lambda inv=inverse: gdn_ref(x, beta, gamma, inv)))
+        cases.append(Case(f"{op}/triton", shape, dtype, nbytes,
+                          functools.partial(gdn, x, beta, gamma, inverse, impl="triton")))
+        cases.append(Case(f"{op}/torch", shape, dtype, nbytes, functools.partial(gdn_ref, x, beta, gamma, inverse)))
     return cases
 
 

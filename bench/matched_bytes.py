@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .common import kodak_dir
     from .metrics import build_metrics
-    from .rd import list_images, load_rgb, make_codec
+    from .rd import VlmCodec, list_images, load_rgb, make_codec
 
     def fail(msg: str) -> int:
         print(f"vlmcodec bench matched-bytes: error: {msg}", file=sys.stderr)
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         qualities = _floats(args.qualities, "--qualities")
         anchor = make_codec(args.anchor)
         vlm = make_codec(args.codec, model=args.model, threads=args.threads or None)
-        if not vlm.name.startswith("vlmcodec"):
+        if not isinstance(vlm, VlmCodec):  # (the classic codecs' names: jpeg, webp, ...)
             return fail(f"--codec names the vlmcodec side (vlmcodec, vlmcodec@N, vlmcodec+rK@N), got {args.codec!r}")
         anchor.check_qualities(qualities)  # (jpeg=150 was coded at 100 and reported as 150)
         ok, why = anchor.available()

@@ -176,7 +176,7 @@ def retrieval_descriptor(img: np.ndarray) -> np.ndarray:
     """
     from PIL import Image
 
-    y = np.asarray(Image.fromarray(img).convert("L").resize((64, 64), Image.BICUBIC), dtype=np.float64)
+    y = np.asarray(Image.fromarray(img).convert("L").resize((64, 64), Image.Resampling.BICUBIC), dtype=np.float64)
     n = 64
     k = np.arange(n)
     basis = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))  # DCT-II rows
@@ -246,8 +246,9 @@ def semantic_metrics(optional: bool = False) -> tuple[list, dict[str, str]]:
                 found = list(factory(optional=True) if optional else factory())
                 break
         else:
-            if isinstance(getattr(semantic, "METRICS", None), (list, tuple)):
-                found = list(semantic.METRICS)
+            table = getattr(semantic, "METRICS", None)
+            if isinstance(table, (list, tuple)):
+                found = list(table)
     except Exception as e:  # noqa: BLE001 — e.g. model weights not present
         reason = f"vlmcodec.bench.semantic failed to build its metrics ({type(e).__name__}: {e})"
         return [], {n: reason for n in names}

@@ -254,7 +254,7 @@ def run_codec(codec: ClassicCodec, qualities: Sequence[float], images: list[Path
         if todo:
             write_json(path, {"version": CACHE_VERSION, "settings": settings, "quality": q, "images": cached})
         recs = [cached[p.name] for p in images]
-        point = {"quality": q, "images": len(recs), "bpp": float(np.mean([r["bpp"] for r in recs])),
+        point: dict[str, object] = {"quality": q, "images": len(recs), "bpp": float(np.mean([r["bpp"] for r in recs])),
                  "bytes": int(sum(r["bytes"] for r in recs)),
                  "enc_s": float(np.mean([r["enc_s"] for r in recs])),
                  "dec_s": float(np.mean([r["dec_s"] for r in recs]))}
@@ -272,7 +272,7 @@ def run_codec(codec: ClassicCodec, qualities: Sequence[float], images: list[Path
 def load_anchors(folder: Path | None, names: Sequence[str] = DEFAULT_ANCHORS) -> dict:
     """Published curves: {stem: {"label", "bpp", "psnr", "ms-ssim"}} for the files present;
     ConfigError naming the file and field of one that is not such a curve."""
-    out = {}
+    out: dict[str, dict] = {}
     if folder is None or not Path(folder).is_dir():
         return out
     for stem in names:
@@ -351,9 +351,10 @@ def bd_table(curves: dict, anchor: str, metric: str, higher_is_better: bool = Tr
         if name == anchor or metric not in c:
             continue
         qt = _axis(metric, c[metric], higher_is_better)
-        entry = {"bd_rate": bdrate.bd_rate(a["bpp"], qa, c["bpp"], qt, method),
-                 "bd_quality": bdrate.bd_quality(a["bpp"], qa, c["bpp"], qt, method)}
-        if not np.isfinite(entry["bd_rate"]) or not np.isfinite(entry["bd_quality"]):
+        bd_rate = bdrate.bd_rate(a["bpp"], qa, c["bpp"], qt, method)
+        bd_quality = bdrate.bd_quality(a["bpp"], qa, c["bpp"], qt, method)
+        entry: dict[str, float | str] = {"bd_rate": bd_rate, "bd_quality": bd_quality}
+        if not np.isfinite(bd_rate) or not np.isfinite(bd_quality):
             entry["note"] = _why_nan(a["bpp"], qa, c["bpp"], qt, method)
         table[name] = entry
     return table

@@ -89,11 +89,11 @@ def render(result: dict) -> str:
     if not result.get("missing_codecs") and not result.get("missing_metrics"):
         L.append("- none: every codec and metric asked for ran")
     for m in metrics:
-        vals = {p.get(m) for c in result["codecs"].values() for p in c["points"]}
-        if vals == {None}:
+        values = {p.get(m) for c in result["codecs"].values() for p in c["points"]}
+        if values == {None}:
             L.append(f"- note: **{m}** has no value at any point (every measurement of it failed)")
-        elif len(vals) == 1:
-            L.append(f"- note: **{m}** is {vals.pop():g} at every point: it does not separate the codecs on this set")
+        elif len(values) == 1:
+            L.append(f"- note: **{m}** is {values.pop():g} at every point: it does not separate the codecs on this set")
     L.append("")
     plots = result.get("plots", {})
     if plots:

@@ -25,7 +25,9 @@ def stage_times(codec, images, quality: float) -> dict:
     import time
 
     codec.encode(images[0], quality)  # warm-up
-    enc_stages, dec_stages, enc_total, dec_total = {}, {}, 0.0, 0.0
+    enc_stages: dict[str, float] = {}
+    dec_stages: dict[str, float] = {}
+    enc_total, dec_total = 0.0, 0.0
     for img in images:
         codec.stage_times = {}
         t0 = time.perf_counter()

@@ -202,10 +202,10 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
                     results.setdefault("warmup_shapes_s", []).append(
                         sum(r.get("seconds", 0.0) for r in eng.warmup(images, quality)))
                 if warmup:  # untimed: the batch shapes' first runs (onnxruntime's arena grows then)
-                    with_engine(lambda im: eng.submit_encode(im, one_quality, **budget), work_img[:warmup], c)
+                    with_engine(lambda im: eng.submit_encode(im, one_quality, max_bpp=max_bpp), work_img[:warmup], c)
                     with_engine(eng.submit_decode, work_dec[:warmup], c)
-                results["encode"][f"engine_c{c}"] = with_engine(lambda im: eng.submit_encode(im, one_quality, **budget),
-                                                                work_img, c)
+                results["encode"][f"engine_c{c}"] = with_engine(
+                    lambda im: eng.submit_encode(im, one_quality, max_bpp=max_bpp), work_img, c)
                 bar.update()
                 results["decode"][f"engine_c{c}"] = with_engine(eng.submit_decode, work_dec, c)
                 bar.update()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import glob
 import io
 import os
@@ -292,7 +293,7 @@ class _Failures:
         self.total, self.count = total, 0
         self.json_stream = json_stream  # --json: each failure also as {"file", "error", "type"} there
 
-    def add(self, src: Path, err: Exception) -> None:
+    def add(self, src: Path, err: BaseException) -> None:
         if isinstance(err, BrokenPipeError):  # stdout went away: not this file's fault
             raise err
         msg = str(err)
@@ -473,7 +474,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                         "width": w, "height": h, "bytes": len(data), "bpp": bpp, "quality": _stream_quality(data),
                         "psnr_db": p, "encode_ms": 1000 * t_enc, "decode_ms": 1000 * t_dec}
             if roundtrip:
-                writes.submit(lambda rec=rec, out=out, dst=dst: save_decoded(rec, out, dst), report(src, row, line))
+                writes.submit(functools.partial(save_decoded, rec, out, dst), report(src, row, line))
             else:
                 report(src, row, line)(None)
     if len(rows) > 1 and not args.json:
@@ -545,7 +546,7 @@ def cmd_decode(args) -> int:
                 _write_stdout(image_bytes(img, fmt, args.png_level))
                 report(src, line)(None)
             else:
-                writes.submit(lambda img=img, dst=dst: save_image(img, dst, args.png_level), report(src, line))
+                writes.submit(functools.partial(save_image, img, dst, args.png_level), report(src, line))
     return failures.status()
 
 
@@ -1048,8 +1049,14 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """vlmcodec's parser, with its serve subcommand's parser beside it (serve --config sets its defaults)."""
+
+    serve_parser: argparse.ArgumentParser
+
+
+def build_parser() -> _Parser:
+    p = _Parser(
         prog="vlmcodec",
         description="Learned image codec for vision-language-model pipelines.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1059,7 +1066,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action=_VersionAction,
                    help="print the version, the bitstream format, the default model's fingerprint and the Python "
                         "and torch versions, then exit")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # (the subcommands' parsers are plain ones, not _Parser)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser)
 
     def common(sp, model=True):
         if model:
@@ -1389,7 +1397,8 @@ def apply_serve_config(serve_parser: argparse.ArgumentParser, argv: list[str]) -
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"--config {path} is not valid TOML: {e}") from None
     actions = {a.dest: a for a in serve_parser._actions if a.option_strings and a.dest not in ("help", "config")}
-    defaults, keys = {}, {}
+    defaults: dict[str, object] = {}
+    keys: dict[str, str] = {}
     for key, value in table.items():
         action = actions.get(key.replace("-", "_"))
         if action is None:
@@ -1421,6 +1430,7 @@ def _config_item(action: argparse.Action, value, where: str):
     if isinstance(value, (list, dict)) or (isinstance(value, bool) and action.type is not None):
         raise ConfigError(f"{where}: got {value!r}")
     text = value if isinstance(value, str) else str(value)
+    assert action.type is None or callable(action.type)  # (no serve option names its type as a string)
     try:
         out = action.type(text) if action.type is not None else text
     except (argparse.ArgumentTypeError, ValueError, TypeError) as e:

@@ -38,6 +38,7 @@ import functools
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,8 @@ def _conv(layer) -> bytes:
     if not np.array_equal(w, np.round(w)) or np.abs(w).max(initial=0) >= 2**31:
         raise ConfigError("h_s weights are not the integers the exact h_s expects")
     out, cin, kh, kw = w.shape
-    _check_keeps_size(kh, kw, *layer.padding, "h_s")
+    ph, pw = layer.padding
+    _check_keeps_size(kh, kw, ph, pw, "h_s")
     head = struct.pack("<10I", 0, out, cin, kh, kw, *layer.stride, *layer.padding, int(layer.shuffle))
     return (head + w.astype("<i4").tobytes() + layer.bias_half.reshape(-1).numpy().astype("<f8").tobytes()
             + layer.inv_scale.reshape(-1).numpy().astype("<f8").tobytes() + struct.pack("<dd", layer.l1, layer.bias_max))
@@ -90,14 +92,15 @@ def _synthesis(g_s) -> bytes:
     from vlmcodec.layers import FoldedGDN, SubPixelConv
 
     parts = []
-    layers = list(optimize_for_inference(g_s).to(memory_format=torch.contiguous_format))
+    layers = list(optimize_for_inference(g_s).to(memory_format=torch.contiguous_format))  # type: ignore[call-overload]
     for m in layers:
         if isinstance(m, (SubPixelConv, nn.Conv2d)):
             c = m.conv if isinstance(m, SubPixelConv) else m
             if c.stride != (1, 1) or c.dilation != (1, 1) or c.groups != 1 or isinstance(c.padding, str):
                 raise ConfigError("the C decoder runs g_s convolutions of stride 1 (and 5x5 stride-2 transposed ones)")
             w = c.weight.detach().float().contiguous().numpy()
-            _check_keeps_size(w.shape[2], w.shape[3], *c.padding, "g_s")
+            ph, pw = c.padding
+            _check_keeps_size(w.shape[2], w.shape[3], ph, pw, "g_s")
             b = (c.bias.detach().float().numpy() if c.bias is not None else np.zeros(w.shape[0], np.float32))
             parts.append(struct.pack("<10I", 0, w.shape[0], w.shape[1], w.shape[2], w.shape[3], 1, 1, *c.padding,
                                      int(isinstance(m, SubPixelConv))) + w.astype("<f4").tobytes() + b.astype("<f4").tobytes())
@@ -316,7 +319,8 @@ def find_cmake() -> str | None:
     try:
         import cmake  # the PyPI package ships a binary
 
-        return str(Path(cmake.CMAKE_BIN_DIR) / "cmake")
+        # (getattr: any cmake module may be found, e.g. the source tree's cmake/ folder, which has none)
+        return str(Path(getattr(cmake, "CMAKE_BIN_DIR")) / "cmake")
     except (ImportError, AttributeError):
         return None
 
@@ -355,7 +359,6 @@ def _c_library(library: str):
     ``CStreamDecoder.__init__``) kept ~7 KB each for good."""
     import ctypes
 
-    Pixels = None
     lib = ctypes.CDLL(str(library))
     lib.vlmc_decoder_last_error.restype = ctypes.c_char_p
     if hasattr(lib, "vlmc_decoder_vector_isa"):  # (a library built before it has none)
@@ -387,7 +390,7 @@ def _c_library(library: str):
         ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
     lib.vlmc_decoder_free_stream.argtypes = [ctypes.POINTER(ctypes.c_uint8)]
     lib.vlmc_decoder_can_encode.argtypes = [ctypes.c_void_p]
-    out_stream = [ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
+    out_stream: list[Any] = [ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_size_t)]
     lib.vlmc_decoder_encode_image.argtypes = [
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_uint32,
         ctypes.c_uint32, ctypes.c_int, *out_stream]
@@ -395,11 +398,13 @@ def _c_library(library: str):
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_size_t,
         ctypes.c_double, ctypes.c_double, ctypes.c_uint32, ctypes.c_int, *out_stream,
         ctypes.POINTER(ctypes.c_double)]
-    if hasattr(lib, "vlmc_decoder_encode_pixels"):  # (libraries before stop 45 take tight RGB alone)
-        class Pixels(ctypes.Structure):
-            _fields_ = [("data", ctypes.c_void_p), ("width", ctypes.c_uint32), ("height", ctypes.c_uint32),
-                        ("row_stride", ctypes.c_ssize_t), ("format", ctypes.c_uint32)]
 
+    class Pixels(ctypes.Structure):  # (returned only where the library takes it)
+        _fields_ = [("data", ctypes.c_void_p), ("width", ctypes.c_uint32), ("height", ctypes.c_uint32),
+                    ("row_stride", ctypes.c_ssize_t), ("format", ctypes.c_uint32)]
+
+    has_pixels = hasattr(lib, "vlmc_decoder_encode_pixels")  # (libraries before stop 45 take tight RGB alone)
+    if has_pixels:
         lib.vlmc_decoder_encode_pixels.argtypes = [
             ctypes.c_void_p, ctypes.POINTER(Pixels), ctypes.c_double, ctypes.c_uint32, ctypes.c_uint32,
             ctypes.c_int, *out_stream]
@@ -418,10 +423,10 @@ def _c_library(library: str):
         ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_double)]
 
     class Info(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_uint32) for name in CStreamDecoder._FIELDS] + [
-            ("quality", ctypes.c_float), ("fingerprint", ctypes.c_uint8 * 8)]
+        _fields_ = [*[(name, ctypes.c_uint32) for name in CStreamDecoder._FIELDS],
+                    ("quality", ctypes.c_float), ("fingerprint", ctypes.c_uint8 * 8)]
 
-    return lib, Info, Pixels, HyperAnalysis
+    return lib, Info, Pixels if has_pixels else None, HyperAnalysis
 
 
 class CStreamDecoder:
@@ -448,7 +453,7 @@ class CStreamDecoder:
             self._check(lib.vlmc_decoder_open_memory(blob, len(blob), ctypes.byref(handle)))
         else:
             self._check(lib.vlmc_decoder_open(str(model_file).encode(), ctypes.byref(handle)))
-        self._handle = handle
+        self._handle: ctypes.c_void_p | None = handle
 
     def _check(self, rc: int) -> None:
         if rc != 0:

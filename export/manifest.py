@@ -63,7 +63,8 @@ def read_manifest(directory: str | Path, expected_format: str) -> dict:
     return manifest
 
 
-def verify_listed_files(directory: Path, entries: dict, kind: str, remedy: str, verify_checksums: bool = True) -> None:
+def verify_listed_files(directory: Path, entries: object, kind: str, remedy: str,
+                        verify_checksums: bool = True) -> None:
     """Every file a manifest lists (``entries``: name -> {"file", "sha256"}) exists and, with
     ``verify_checksums``, still has its recorded SHA-256; ConfigError naming the ``remedy`` otherwise."""
     if not isinstance(entries, dict) or not all(

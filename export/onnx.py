@@ -171,7 +171,8 @@ def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET,
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(net, (example,), buf, dynamo=False, opset_version=opset, do_constant_folding=True,
+        torch.onnx.export(net, (example,), buf,  # type: ignore[arg-type]  # (torch's hint: a path, not a buffer)
+                          dynamo=False, opset_version=opset, do_constant_folding=True,
                           input_names=list(spec.inputs), output_names=list(spec.outputs), dynamic_axes=dyn)
     proto = onnx.load_from_string(buf.getvalue())
     _fold_initializer_identities(proto)
@@ -282,9 +283,8 @@ def load_onnx_manifest(directory: str | Path, model=None, verify_files: bool = T
     manifest = read_manifest(directory, FORMAT)
     if model is not None:
         check_fingerprint(manifest, model, directory / MANIFEST_NAME)
-    graphs = manifest.get("graphs")
-    verify_listed_files(directory, graphs, "graph", "re-export", verify_files)
-    for name, g in graphs.items():
+    verify_listed_files(directory, manifest.get("graphs"), "graph", "re-export", verify_files)
+    for name, g in manifest["graphs"].items():
         for side in ("inputs", "outputs"):
             ios = g.get(side)
             if not (isinstance(ios, list) and ios and all(isinstance(io, dict) and isinstance(io.get("name"), str)

@@ -281,7 +281,7 @@ def dequantize_fwd(symbols: torch.Tensor, mu: torch.Tensor, inv_gain: torch.Tens
     if numel == 0:
         return y_hat
     has_gain = inv_gain is not None
-    if has_gain:
+    if inv_gain is not None:
         gain = inv_gain.to(device=mu.device, dtype=mu.dtype).reshape(-1).contiguous()
         c, stride_c = mu.shape[1], mu.stride(1)
     else:

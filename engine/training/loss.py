@@ -11,9 +11,10 @@ from torch import Tensor
 
 def bpp_per_item(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
     """Estimated bits per pixel for each item of the batch, [B]."""
-    total = 0
+    total: Tensor | int = 0
     for lik in likelihoods.values():
         total = total + torch.log(lik).flatten(1).sum(1)
+    assert isinstance(total, Tensor)  # (a model's likelihoods are never empty: y and z)
     return total / (-math.log(2) * num_pixels)
 
 

@@ -315,9 +315,9 @@ def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, weight: flo
             ema[k].mul_(weight).add_(v.detach(), alpha=1 - weight)
         else:
             ema[k].copy_(v)
-    for k, v in model.named_buffers():
+    for k, b in model.named_buffers():
         if k in ema:  # non-persistent buffers are not in the state dict
-            ema[k].copy_(v)
+            ema[k].copy_(b)
 
 
 def _trained(name: str, train_only: tuple[str, ...]) -> bool:
@@ -413,7 +413,8 @@ def _resume_state(ckpt: Path, cfg: TrainConfig, device: torch.device, complete: 
     if missing:
         raise ConfigError(f"cannot resume from {ckpt}: it holds no {', '.join(missing)} (not a complete training "
                           "checkpoint); remove it to start afresh, or give another out_dir")
-    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    config = state.get("config")
+    saved: dict = config if isinstance(config, dict) else {}
     now = asdict(cfg)
     differ = [f"{k} {_listed(saved[k])} there, {_listed(now[k])} here" for k in _RESUME_KEYS
               if k in saved and _listed(saved[k]) != _listed(now[k])]
@@ -498,7 +499,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     device = torch.device(cfg.device)
     if device.type == "cuda":  # TF32 matmuls (convolutions already default to it in cuDNN)
         torch.backends.cuda.matmul.allow_tf32 = True
-    model = MeanScaleHyperprior(cfg.model_config()).to(device).to(memory_format=torch.channels_last)
+    model = MeanScaleHyperprior(cfg.model_config()).to(device)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stub lacks it)
     freeze_untrained(model, cfg.train_only)
     main_p, aux_p = _split_params(model)
     opt = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.lr)
@@ -551,7 +553,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     columns = ["step", "lr", "loss", "bpp", "psnr", "semantic", "aux", "sec_per_step", "skipped"]
     if log_path.exists():
         with open(log_path, newline="") as f:
-            columns = next(csv.reader(f), None) or columns
+            columns = next(csv.reader(f), []) or columns
     # rows logged after the checkpoint this run resumes from (a run stopped by Ctrl-C or a crash
     # between checkpoints) are logged again: they go, so that each step is in the logs once
     _cut_logs(log_path, out / "log.jsonl", step)
@@ -601,8 +603,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         nonlocal acc, t0
         n = acc["n"]
         dt = (time.perf_counter() - t0) / (n + acc["skipped"])
-        row = {"step": step, "lr": f"{lr_at(cfg, step - 1):.3g}", "sec_per_step": f"{dt:.3f}",
-               "skipped": str(acc["skipped"])}
+        row: dict[str, int | str] = {"step": step, "lr": f"{lr_at(cfg, step - 1):.3g}", "sec_per_step": f"{dt:.3f}",
+                                     "skipped": str(acc["skipped"])}
         if n:  # (a window of skipped steps alone has no figures)
             psnr = 10 * math.log10(1.0 / max(acc["mse"] / n, 1e-12))
             row |= {"loss": f"{acc['loss']/n:.4f}", "bpp": f"{acc['bpp']/n:.4f}", "psnr": f"{psnr:.3f}",
@@ -626,8 +628,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step) * g.get("lr_mult", 1.0)
         # a deterministic share of consumer-scale steps (resumes without extra state)
-        at_consumer = consumer is not None and int((step + 1) * cfg.consumer_fraction) > int(step * cfg.consumer_fraction)
-        src, t_scale = ((consumer, tuple(cfg.consumer_teacher_scales) or cfg.consumer_teacher_scale) if at_consumer
+        at_consumer = int((step + 1) * cfg.consumer_fraction) > int(step * cfg.consumer_fraction)
+        src, t_scale = ((consumer, tuple(cfg.consumer_teacher_scales) or cfg.consumer_teacher_scale)
+                        if consumer is not None and at_consumer
                         else (sampler, cfg.teacher_scale))
         x = src.sample(cfg.batch).to(device).contiguous(memory_format=torch.channels_last)
         # every level in every batch of at least K items; a smaller or uneven batch rotates through
