@@ -113,11 +113,16 @@ def test_matches_bjontegaard_package_on_random_curves():
 
 
 def test_pchip_matches_scipy():
+    # the end rules' limits: an end slope against the next one's sign clamped to 3 · the secant
+    # (51.5 → 3 here), one against its own secant's sign set to 0
+    x = np.array([0.0, 1.0, 2.0])
+    ends = [(x, np.array([0.0, 1.0, -99.0])), (x, np.array([0.0, 1.0, 10.0]))]
+    assert pchip_slopes(*ends[0])[0] == 3.0 and pchip_slopes(*ends[1])[0] == 0.0
     interpolate = pytest.importorskip("scipy.interpolate")
     rng = np.random.default_rng(1)
-    for n in (2, 3, 4, 7):
-        x = np.sort(rng.uniform(0, 10, n))
-        y = rng.normal(size=n).cumsum() if n % 2 else np.sort(rng.normal(size=n))
+    curves = [(np.sort(rng.uniform(0, 10, n)), rng.normal(size=n).cumsum() if n % 2 else np.sort(rng.normal(size=n)))
+              for n in (2, 3, 4, 7)]
+    for x, y in curves + ends:
         ref = interpolate.PchipInterpolator(x, y)
         np.testing.assert_allclose(pchip_slopes(x, y), ref.derivative()(x), rtol=1e-10, atol=1e-12)
         lo, hi = x[0] + 0.3 * (x[-1] - x[0]), x[-1] - 0.1 * (x[-1] - x[0])

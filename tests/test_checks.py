@@ -99,3 +99,24 @@ def test_a_switch_is_a_python_or_numpy_boolean():
 
     assert all(is_switch(v) for v in (True, False, np.bool_(True), np.False_))
     assert not any(is_switch(v) for v in (1, 0, "false", "true", None, np.int64(1), 1.0))
+
+
+def test_a_thread_count_is_at_most_max_threads(tmp_path):
+    """100 000 threads crashed the process: MAX_THREADS is the most a pool or torch is given,
+    and a codec refuses more before it sets torch's threads or loads a model."""
+    import torch
+
+    from vlmcodec import Codec
+    from vlmcodec.checks import MAX_THREADS, check_threads
+
+    assert check_threads("t", MAX_THREADS) == MAX_THREADS and check_threads("t", None, none="the default") is None
+    for kwargs in ({}, {"none": "the default"}):
+        with pytest.raises(ConfigError, match=f"t must be at most {MAX_THREADS} threads, got {MAX_THREADS + 1}"):
+            check_threads("t", MAX_THREADS + 1, **kwargs)
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(ConfigError, match=f"threads must be at most {MAX_THREADS} threads, got 100000"):
+            Codec(tmp_path / "no-such-model.safetensors", threads=100_000)  # (the model is never looked for)
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)

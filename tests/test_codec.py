@@ -84,6 +84,26 @@ def test_header_fields(tiny_codec, rng):
     assert (h.width, h.height, h.quality, h.fingerprint) == (77, 33, 42.12, tiny_codec.fingerprint)
 
 
+def test_the_latents_are_coded_at_the_quality_the_header_carries(tiny_model_path, rng):
+    """A quality between the 0.01 steps a stream carries is rounded before coding, not only in the
+    header: the decoder rescales the latents by the header's quality. (The gains of 33.3349 and
+    33.33 differ by ~1e-4, which seldom moves a rounded latent, so the networks' input is checked.)"""
+    codec = Codec(tiny_model_path)
+    analyse, seen = codec.analyse, []
+
+    def recording(pixels, qualities, **options):
+        seen.extend(qualities)
+        return analyse(pixels, qualities, **options)
+
+    codec.analyse = recording
+    img = smooth_image(rng, 40, 56)
+    assert codec.prepare(img, 33.3349).quality == 33.33
+    data = codec.encode(img, 33.3349)
+    assert container.unpack(data)[0].quality == 33.33 and seen == [33.33]
+    assert data == codec.encode(img, 33.33) and codec.encode_batch([img], [33.3349]) == [data]
+    assert seen == [33.33] * 3
+
+
 @pytest.mark.parametrize("bad", [
     np.zeros((10, 10, 5), np.uint8), np.zeros((10, 10, 2), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((0, 5, 3), np.uint8),
     np.zeros((20000, 2, 3), np.uint8), "not an image", None,

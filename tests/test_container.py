@@ -83,6 +83,39 @@ def test_absurd_dimensions_and_counts_rejected_before_allocation():
         container.unpack(bytes(q))
 
 
+def _hand_built(width: int, height: int, n_z: int, n_y: int) -> bytes:
+    """A stream of ``n_z`` + ``n_y`` empty chunks written field by field (``pack`` refuses sizes and
+    counts over the limits), its CRC right: only the limits can refuse it."""
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        return bytes(out + bytes([n]))
+
+    head = b"VLMC" + bytes([1, 0]) + FP + varint(width) + varint(height) + struct.pack("<H", 5000)
+    head += varint(n_z) + varint(n_y) + b"\x00" * (n_z + n_y)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def test_the_largest_size_and_chunk_counts_are_read_and_one_more_refused():
+    top = container.MAX_DIM
+    h, _, _ = container.unpack(container.pack(container.Header(FP, top, top, 50.0), [b""], [b""]))
+    assert (h.width, h.height) == (top, top)
+    for w, hgt in [(top, top), (top, 1), (1, top)]:
+        assert container.unpack(_hand_built(w, hgt, 1, 1))[0].width == w
+    for w, hgt, field in [(top + 1, 1, "width"), (1, top + 1, "height")]:
+        with pytest.raises(BitstreamError, match=f"{field} = {top + 1} is outside"):
+            container.unpack(_hand_built(w, hgt, 1, 1))
+    most = container.MAX_CHUNKS
+    _, z, y = container.unpack(container.pack(container.Header(FP, 5, 5, 50.0), [b""] * most, [b""] * most))
+    assert len(z) == len(y) == most
+    assert container.unpack(_hand_built(5, 5, most, most))[0].y_lengths == (0,) * most
+    for n_z, n_y, field in [(most + 1, 1, "z chunk count"), (1, most + 1, "y chunk count")]:
+        with pytest.raises(BitstreamError, match=f"{field} = {most + 1} is outside"):
+            container.unpack(_hand_built(5, 5, n_z, n_y))
+
+
 def over_long_width(data: bytes, payload_bytes: int) -> bytes:
     """``data`` (a one-byte width at offset 14) with its width padded to two bytes (``0x80 | w, 0x00``)
     and the CRC recomputed: the same numbers in a longer byte form."""

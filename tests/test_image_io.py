@@ -221,6 +221,24 @@ def test_transparent_pixels_are_shown_over_white(tmp_path):
     assert np.array_equal(load_image(tmp_path / "o.png"), opaque)  # an opaque alpha changes nothing
 
 
+def test_compositing_rounds_to_the_nearest_value():
+    """Each channel over white is round((c·a + 255·(255 − a)) / 255), exactly, for every value
+    (never floored: colour 2 at alpha 64 is 191.50..., so 192)."""
+    from vlmcodec.image_io import composite_alpha
+
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    rgba[0, 0] = [2, 2, 2, 64]
+    c, a = rgba[..., :3].astype(np.float64), rgba[..., 3:].astype(np.float64)
+    expect = np.round((c * a + 255 * (255 - a)) / 255).astype(np.uint8)  # never a tie: 255 is odd
+    assert np.array_equal(composite_alpha(rgba), expect)
+    assert composite_alpha(rgba)[0, 0].tolist() == [192, 192, 192]
+    c, a = np.meshgrid(np.arange(256), np.arange(256))  # every colour at every alpha, over grey 100
+    every = np.stack([c, c, c, a], axis=2).astype(np.uint8)
+    grey = np.round((c * a + 100 * (255 - a)) / 255).astype(np.uint8)
+    assert np.array_equal(composite_alpha(every, 100), np.repeat(grey[:, :, None], 3, axis=2))
+
+
 def test_image_io_arguments_of_the_wrong_kind_are_vlmcodec_errors(tmp_path):
     """(Pillow's AttributeErrors and TypeErrors from inside, and a missing folder named by the
     temporary file's name)"""

@@ -195,6 +195,17 @@ def test_image_bytes_takes_the_png_level_whatever_the_case_of_png():
     assert sizes["png", 0] > 4 * sizes["png", 9]
 
 
+def test_the_largest_side_is_accepted_in_either_orientation():
+    """16384 pixels a side is the documented maximum (``MAX_SIDE``), 16385 the first refused."""
+    row = np.broadcast_to(np.zeros(3, np.uint8), (1, 16384, 3))
+    for arr in (row, row.transpose(1, 0, 2)):
+        assert as_rgb_array(arr).shape == arr.shape
+    long = np.broadcast_to(np.zeros(3, np.uint8), (1, 16385, 3))
+    for arr in (long, long.transpose(1, 0, 2)):
+        with pytest.raises(ImageError, match=r"outside the supported 1\.\.16384 per side"):
+            as_rgb_array(arr)
+
+
 def test_array_sizes_are_checked_before_any_copy():
     """A 17000×17000 grey broadcast view (no memory of its own) was expanded to H×W×3 — 867 MB,
     ~1.1 GB at the peak — before its size was refused; tracemalloc sees numpy's allocations."""

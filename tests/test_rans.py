@@ -378,6 +378,19 @@ def test_pmf_to_quantized_cdf_properties(pmf, tail):
     assert np.all(np.abs(freq - ideal) <= 2 + len(pmf) + 0.01 * ideal)
 
 
+@pytest.mark.parametrize("pmf, precision, freqs", [
+    ([3, 131069], 16, [2, 65533, 1]),       # 1.5 and 65534.5 of 65536: both up, the surplus off the largest
+    ([1, 5, 131066], 16, [1, 3, 65531, 1]),  # 0.5 (1 anyway, the floor of a bin) and 2.5 → 3
+    ([3, 509], 8, [2, 253, 1]),              # 1.5 and 254.5 of 256
+])
+def test_pmf_to_quantized_cdf_rounds_halves_away_from_zero(pmf, precision, freqs):
+    """An exact half share of a bin rounds up (llround), in the C++ code and the reference alike;
+    Python's round() (to even) or a floor would give 1.5 → 2 but 2.5 → 2, or 1.5 → 1."""
+    expect = np.concatenate([[0], np.cumsum(freqs)])
+    np.testing.assert_array_equal(rans.pmf_to_quantized_cdf(pmf, 0.0, precision), expect)
+    np.testing.assert_array_equal(rans.pmf_to_quantized_cdf_ref(pmf, 0.0, precision), expect)
+
+
 def test_pmf_to_quantized_cdf_errors():
     with pytest.raises(ValueError, match="pmf\\[1\\]"):
         rans.pmf_to_quantized_cdf([0.5, -0.1], 0.1)

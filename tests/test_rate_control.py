@@ -57,6 +57,21 @@ def test_a_budget_every_quality_fits_costs_one_probe_and_bounds_are_kept():
         largest_fitting(_sizes(lambda q: 100), 1000, lo=50, hi=40)
 
 
+def test_a_budget_exactly_the_size_at_the_top_quality_takes_it_in_one_probe():
+    data, probes = largest_fitting(_sizes(lambda q: 100 + q), 200)  # 200 bytes at quality 100: it fits
+    assert _quality(data) == 100 and len(data) == 200 and probes == [(100.0, 200)]
+
+
+def test_without_slack_the_search_narrows_a_step_to_the_tolerance():
+    """A size that jumps at quality t (flat either side, so no stream fills the budget): the search
+    stops only once the fitting and the failing quality are at most 0.1 apart."""
+    for t in [k / 100 for k in range(1, 10000, 7)]:
+        data, probes = largest_fitting(_sizes(lambda q, t=t: 1000 if q <= t else 2000), 1500, slack=0.0)
+        q = _quality(data)
+        failing = min(p for p, size in probes if size > 1500)
+        assert t - 0.1 - 1e-9 <= q <= t and failing - q <= 0.1 + 1e-9, (t, probes)
+
+
 @pytest.mark.parametrize("ratio", [
     lambda q: 1.05,                          # a refined stream: a steady few % above the one-pass one
     lambda q: 1.02 + 0.0008 * q,             # a ratio that drifts with the quality
@@ -86,6 +101,8 @@ def test_budget_bytes_takes_bytes_or_bits_per_pixel():
     assert budget_bytes(768, 512, 5000, None) == 5000
     assert budget_bytes(768, 512, np.int64(5000), None) == 5000 and type(budget_bytes(1, 1, np.int64(9), None)) is int
     assert budget_bytes(768, 512, None, 0.25) == 768 * 512 * 0.25 / 8
+    assert budget_bytes(3, 3, None, 1.0) == 1  # 1.125 bytes: rounded down, a budget is never exceeded
+    assert budget_bytes(1, 1, None, 0.5) == 1  # below one byte: at least 1
     for bytes_, bpp, message in [(None, None, "one of"), (10, 0.1, "one of"), (0, None, "max_bytes must be a whole number, at least 1"),
                                  (1.5, None, "max_bytes must be a whole number, at least 1"), (True, None, "max_bytes must be a whole number, at least 1"),
                                  (None, -1.0, "positive number"), (None, float("nan"), "positive number")]:

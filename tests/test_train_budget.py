@@ -32,6 +32,17 @@ def test_fit_sets_steps_from_the_probe_and_the_schedule_anneals(tmp_path):
     assert lr_at(fitted, fitted.steps) == pytest.approx(cfg.lr_final)  # the schedule ends at its final rate
 
 
+def test_the_warm_up_starts_above_zero_and_reaches_the_rate_on_its_last_step(tmp_path):
+    """Step s < warmup trains at lr · (s + 1) / warmup: no step at rate 0, the full rate at the
+    last warm-up step, then the cosine from there down to lr_final."""
+    cfg = _tiny_cfg(tmp_path, warmup=4, steps=20)
+    assert [lr_at(cfg, s) for s in range(4)] == pytest.approx([cfg.lr * k / 4 for k in (1, 2, 3, 4)], rel=1e-12)
+    assert lr_at(cfg, 0) > 0 and lr_at(cfg, cfg.warmup - 1) == cfg.lr == lr_at(cfg, cfg.warmup)
+    assert lr_at(cfg, cfg.warmup + 1) < cfg.lr and lr_at(cfg, cfg.steps) == pytest.approx(cfg.lr_final)
+    one = replace(cfg, warmup=1)
+    assert lr_at(one, 0) == cfg.lr
+
+
 def test_resumed_run_keeps_its_steps_without_a_probe(tmp_path):
     cfg = _tiny_cfg(tmp_path, steps=3)
     assert resumed_steps(cfg) is None
