@@ -13,7 +13,8 @@ better there. Runs must share the images (checked: their names, and their pixels
 rd.json record ``image_digests``). Where the runs stored per-image values
 (``bench rd`` does since it records ``per_image``), each BD-rate gets a 95 % interval from
 ``--bootstrap`` paired resamples of the images (``bench/bootstrap.py``): the spread that the
-choice of these few images alone produces.
+choice of these few images alone produces. The report (a line at its top) and its JSON
+(``command``) record the command that reproduces them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +162,8 @@ def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, 
 
 def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
     ms = res["metrics"]
-    lines = ["# Curve comparison", "", "Sources: " + "; ".join(f"**{c.name}** `{c.source}`" for c in curves + anchors),
+    lines = ["# Curve comparison", ""] + ([f"Command: `{res['command']}`", ""] if res.get("command") else [])
+    lines += ["Sources: " + "; ".join(f"**{c.name}** `{c.source}`" for c in curves + anchors),
              "", "BD-rate (pchip, as `bench rd`: MS-SSIM in dB, lower-is-better metrics negated; negative = "
              "fewer bits for the same value), with BD-quality in parentheses.", ""]
     lines += [f"_Note: {n}._" for n in res.get("notes", [])] + ([""] if res.get("notes") else [])
@@ -233,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"vlmcodec bench compare: error: {e}", file=sys.stderr)
         return 2
+    # the command that reproduces the report, as rd.json records its own
+    res = {"command": "vlmcodec bench compare " + shlex.join(sys.argv[1:] if argv is None else argv), **res}
     md = markdown(res, anchors, curves)
     print(md)
     if args.out:  # each written whole or not at all (a Ctrl-C left half a report)

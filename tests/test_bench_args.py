@@ -79,6 +79,18 @@ def test_compare_checks_out_before_the_run_and_writes_it_whole(rd_json, tmp_path
     assert sorted(p.name for p in out.parent.iterdir()) == ["compare.json", "compare.md"]
 
 
+def test_compare_records_the_command_that_reproduces_it(rd_json, tmp_path, capsys):
+    """(a compare.md named its curves' files but not the command: one rd.json later overwritten by
+    `bench rd --merge` could not be told from the one compared)"""
+    out = tmp_path / "cmp dir" / "compare.md"
+    argv = ["--curve", f"v={rd_json}", "--anchor", f"webp={rd_json}:webp", "--bootstrap", "0", "--out", str(out)]
+    assert main(["bench", "compare", *argv]) == 0
+    command = "vlmcodec bench compare " + " ".join(
+        f"'{a}'" if " " in a else a for a in argv)  # the folder with a space is quoted
+    assert json.loads(out.with_suffix(".json").read_text())["command"] == command
+    assert f"`{command}`" in out.read_text().splitlines()[2]
+
+
 # --------------------------------------------------------------------------- bench throughput
 
 def test_throughput_counts_a_failed_sequential_request_and_exits_2(tmp_path, tiny_model_path, capsys):
