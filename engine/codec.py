@@ -306,7 +306,12 @@ class Codec:
         (``short_side`` as in ``decode``)."""
         check_batch(streams, "decode_batch", "decode")
         side = resample.check_short_side(short_side)
-        latents = [self.entropy_decode(s, side) for s in streams]
+        parsed = [self._parse(s) for s in streams]
+        out_hws = [resample.coded_size(p[0].height, p[0].width, side) for p in parsed]
+        # every batch's memory is checked from the headers, before any stream is entropy-decoded
+        for idx in _group_by(parsed, lambda p: padded_size(*p[0].coded_hw)).values():
+            self._fits_decoding([(parsed[i][0].coded_hw, out_hws[i]) for i in idx])
+        latents = [DecodedLatent(p[0], self._latents(*p), hw) for p, hw in zip(parsed, out_hws)]
         out: list[np.ndarray | None] = [None] * len(latents)
         for idx in _group_by(latents, lambda d: padded_size(*d.header.coded_hw)).values():
             for i, img in zip(idx, self.synthesize([latents[i] for i in idx])):
@@ -483,18 +488,21 @@ class Codec:
         symbols by their cost, as ``scripts/quantizer_probe.py`` does)."""
         return y.to(torch.float64, copy=True).sub_(means).round_().to(torch.int32).numpy()
 
-    def entropy_decode(self, data: bytes, short_side: int | None = None) -> "DecodedLatent":
-        """CPU stage of decoding, one stream: parse, check, rANS-decode z and y → ŷ (and the
-        output size: the original, or a consumer's of ``short_side`` px)."""
-        header, y_hat = self._read(data)
-        return DecodedLatent(header, y_hat, resample.coded_size(header.height, header.width, short_side))
+    def entropy_decode(self, data: bytes, short_side: int | None = None, *,
+                       check_memory: bool = True) -> "DecodedLatent":
+        """CPU stage of decoding, one stream: parse, check (the whole decode's memory too, from the
+        header, before anything is decoded; ``check_memory=False``: the caller did), rANS-decode z
+        and y → ŷ (and the output size: the original, or a consumer's of ``short_side`` px)."""
+        header, z_chunks, y_chunks = self._parse(data)
+        out_hw = resample.coded_size(header.height, header.width, short_side)
+        if check_memory:
+            self._fits_decoding([(header.coded_hw, out_hw)])
+        return DecodedLatent(header, self._latents(header, z_chunks, y_chunks), out_hw)
 
     def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
-        ph, pw = padded_size(*latents[0].header.coded_hw)
-        first, more, base = self._decode_cost(ph, pw)
-        resized = [d.out_hw[0] * d.out_hw[1] for d in latents if tuple(d.out_hw) != tuple(d.header.coded_hw)]
-        self._fits("decoding", ph * pw, len(latents), (first, more, base + memory.resize_bytes(resized)))
+        # (checked again: the runtime batches latents that were checked one by one)
+        self._fits_decoding([(d.header.coded_hw, d.out_hw) for d in latents])
         use_torch_threads(self._torch_threads)
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
@@ -555,6 +563,13 @@ class Codec:
         band = getattr(self.backend, "band_pixels", None)
         return band if bands_at(ph * pw, band) else None
 
+    def _largest_band(self, net: str, ph: int, pw: int) -> int | None:
+        """Full-resolution pixels of the largest row band ``net`` ("g_a", "g_s") runs in for a
+        padded ph×pw image, its halo included; None: one pass."""
+        band = self._network_band_pixels(ph, pw)
+        geometry = row_geometry(getattr(self.model, net))
+        return None if band is None or geometry is None else memory.network_band_pixels(geometry, ph, pw, band)
+
     def _estimated(self) -> str | None:
         """Which memory estimate applies: "torch" or "onnxruntime" on the CPU; None: no estimate
         (another backend or device)."""
@@ -573,8 +588,9 @@ class Codec:
             cost = memory.onnxruntime_cost(kind, ph * pw, pre is not None and not pre.windowed_at(ph, pw),
                                            self._network_band_pixels(ph, pw) is not None, self.backend.item_by_item)
         else:
-            first, base = memory.encode_cost(self.pre_edit, pre is not None and pre.banded_at(ph, pw),
-                                             self._network_band_pixels(ph, pw))
+            pre_band = (memory.pre_editor_band_pixels(pre.band_rows, ph, pw)
+                        if pre is not None and pre.banded_at(ph, pw) else None)
+            first, base = memory.encode_cost(self.pre_edit, pre_band, self._largest_band("g_a", ph, pw), ph * pw)
             cost = first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base
         return _cost_at_width(cost, self.model.config.analysis_width)
 
@@ -584,7 +600,7 @@ class Codec:
             cost = memory.onnxruntime_cost("decode", ph * pw, banded=self._network_band_pixels(ph, pw) is not None,
                                            item_by_item=self.backend.item_by_item)
         else:
-            first, base = memory.decode_cost(self._network_band_pixels(ph, pw))
+            first, base = memory.decode_cost(self._largest_band("g_s", ph, pw), ph * pw)
             cost = first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base
         return _cost_at_width(cost, self.model.config.N)
 
@@ -592,6 +608,14 @@ class Codec:
         if self.check_memory and self._estimated():
             first, more, base = cost
             memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base)
+
+    def _fits_decoding(self, sizes: list[tuple[tuple[int, int], tuple[int, int]]]) -> None:
+        """The memory check of decoding a batch of streams of one padded size, given per stream
+        (coded size, output size): g_s at the coded size, then the resize to another output."""
+        ph, pw = padded_size(*sizes[0][0])
+        first, more, base = self._decode_cost(ph, pw)
+        resized = [out[0] * out[1] for coded, out in sizes if tuple(out) != tuple(coded)]
+        self._fits("decoding", ph * pw, len(sizes), (first, more, base + memory.resize_bytes(resized)))
 
     def memory_needed(self, height: int, width: int, count: int = 1, *, decoding: bool = False,
                       short_side: int | None = None, refine: int | None = None) -> int | None:
@@ -660,7 +684,9 @@ class Codec:
         those of the model whose decoder it shares, if any."""
         return fingerprint in (self.fingerprint, self.stream_fingerprint)
 
-    def _read(self, data: bytes) -> tuple[container.Header, Tensor]:
+    def _parse(self, data: bytes) -> tuple[container.Header, list[bytes], list[bytes]]:
+        """A stream's header and chunks, checked against this codec (its model, ``max_pixels``,
+        the chunk count the size implies) without decoding anything."""
         header, z_chunks, y_chunks = container.unpack(data)
         if not self.reads(header.fingerprint):
             shares = (f" (whose streams carry {self.stream_fingerprint.hex()}: it shares that model's decoder)"
@@ -672,10 +698,14 @@ class Codec:
             raise BitstreamError(f"stream announces {header.width}x{header.height} pixels, more than this codec's "
                                  f"max_pixels={self.max_pixels} (Codec(max_pixels=...) or --max-pixels raises it)")
         ph, pw = padded_size(*header.coded_hw)
-        hz, wz, hy, wy = ph // 64, pw // 64, ph // 16, pw // 16
-        n_y = self.M * hy * wy
-        if len(y_chunks) != num_chunks_for(n_y) or len(z_chunks) != 1:
+        if len(y_chunks) != num_chunks_for(self.M * (ph // 16) * (pw // 16)) or len(z_chunks) != 1:
             raise BitstreamError("corrupt stream: chunk count does not match the image size")
+        return header, z_chunks, y_chunks
+
+    def _latents(self, header: container.Header, z_chunks: list[bytes], y_chunks: list[bytes]) -> Tensor:
+        """ŷ of a parsed stream (``_parse``): rANS-decode z, the exact h_s, rANS-decode y."""
+        ph, pw = padded_size(*header.coded_hw)
+        hz, wz, hy, wy = ph // 64, pw // 64, ph // 16, pw // 16
         try:
             with self._stage("z coding"):
                 z_sym = rans.decode(z_chunks, self._z_indexes(hz, wz).ravel(), self.tables["z"], threads=1)
@@ -695,5 +725,4 @@ class Codec:
                 y_sym = rans.decode(y_chunks, np.ascontiguousarray(y_idx).ravel(), self.tables["y"], threads=self.threads)
         except ValueError as e:
             raise BitstreamError(f"corrupt stream: y payload does not decode ({e})") from e
-        y_hat = torch.from_numpy(y_sym.reshape(self.M, hy, wy)).to(torch.float64).add_(means[0]).float()
-        return header, y_hat
+        return torch.from_numpy(y_sym.reshape(self.M, hy, wy)).to(torch.float64).add_(means[0]).float()

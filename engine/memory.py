@@ -2,17 +2,21 @@
 coding would not fit (a clear ``ResourceError`` instead of the kernel's out-of-memory kill).
 
 The per-pixel figures are the measured peak memory growth of the torch and onnxruntime backends
-on the CPU (default model, 0.8 to 12.6 Mpx; README "Large images"; results/memory_row_bands.txt,
+on the CPU (default model, 0.8 to 12.6 Mpx; docs/large_images.md; results/allocator/memory_probe.txt,
 results/memory_onnxruntime.txt); the check is only as good as that estimate, so it refuses only
 what the estimate says cannot fit."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import allocator
 from .console import env_switch
 from .errors import ResourceError
+
+if TYPE_CHECKING:
+    from .banding import RowGeometry
 
 # peak growth per coded (padded) pixel with every network in one pass: encoding with / without
 # the pre-editor, decoding, with a margin. Measured at 3.1 and 12.6 Mpx: 279-316, 204-207 and
@@ -24,10 +28,20 @@ ENCODE_BYTES_PER_PIXEL = {True: 500, False: 260}
 DECODE_BYTES_PER_PIXEL = 430
 # above the band threshold (vlmcodec.banding.NETWORK_BAND_PIXELS, PreEditor.band_pixels) g_a,
 # g_s, the pre-editor's head and the entropy parameters run in row bands: the peak is at most
-# one band at the one-pass cost above, plus this much per pixel (the peak grew by 56, 32 and
-# 24 B per pixel between 3.1 and 12.6 Mpx, to 0.95 / 0.58 / 0.40 GiB), with a margin
-ENCODE_BANDED_BYTES_PER_PIXEL = {True: 80, False: 50}
+# the largest band at the one-pass cost above, the rest at this much per pixel. With the tuned
+# malloc the peak grew by 73, 39 and 38 B per pixel between 3.1 and 12.6 Mpx, to 1.03 / 0.60 /
+# 0.71 GiB (results/allocator/memory_probe.txt): 100 gives encoding the margin the others have
+# (80 was within 10 % of it; beyond its 4.3 Mpx band a 16384×1024 encode grew by 67-78 B per pixel)
+ENCODE_BANDED_BYTES_PER_PIXEL = {True: 100, False: 50}
 DECODE_BANDED_BYTES_PER_PIXEL = 40
+# the largest band is its real size, whatever the width: the pre-editor's head runs PreEditor.
+# band_rows rows (256) and a halo of this many (two 3×3 convolutions), so a 16384-px-wide image
+# has 4.3 Mpx bands; g_a's and g_s's bands of ~1 Mpx read their receptive field's halo (±30 image
+# rows for g_a), which a band of few rows doubles (estimate / measured peak at 16384×1024 was 0.65)
+PRE_EDITOR_HALO_ROWS = 4
+# a first call's set-up (thread pools, kernel caches) costs a fixed amount above the per-pixel
+# figures: cold 256×256 calls peaked 10-16 MiB above them (a fresh process each)
+SETUP_BYTES = 32 << 20
 # only the pre-editor's head in bands, g_a in one pass (a backend with no row bands): 231-238 B
 ENCODE_PRE_BANDED_BYTES_PER_PIXEL = 260
 # each further image of a batch: the torch backend runs the networks one image at a time on the
@@ -89,20 +103,50 @@ def width_scale(width: int) -> float:
     return max(1.0, width / MEASURED_WIDTH)
 
 
-def encode_cost(pre_edit: bool, pre_banded: bool, band: int | None) -> tuple[int, int]:
-    """(bytes per pixel, base bytes) of encoding one image: ``pre_banded`` when the pre-editor's
-    head runs in bands, ``band`` the size of g_a's row bands (None: one pass)."""
+def network_band_pixels(geometry: RowGeometry, height: int, width: int, band_pixels: int) -> int:
+    """Full-resolution pixels of the largest row band ``vlmcodec.banding.banded`` runs a network
+    of ``geometry`` in over a height×width image (g_a: its input, g_s: its output), with the rows
+    its receptive field and the strided grid add."""
+    scale = geometry.scale
+    rows_in = height if scale <= 1 else int(height / scale)  # the network's input rows
+    per_row = 1 if scale <= 1 else int(scale)  # full-resolution rows per input row
+    rows_out = int(rows_in * scale)
+    band_rows = max(1, (band_pixels // width) * rows_out // height)
+    largest = 0
+    for start in range(0, rows_out, band_rows):
+        lo, hi = geometry.input_rows(start, min(start + band_rows, rows_out))
+        c0, c1 = max(lo, 0) // geometry.align * geometry.align, min(rows_in, -(-hi // geometry.align) * geometry.align)
+        largest = max(largest, c1 - c0)
+    return largest * per_row * width
+
+
+def pre_editor_band_pixels(band_rows: int, height: int, width: int) -> int:
+    """Pixels of the largest band of the pre-editor's full-resolution head (halo included)."""
+    return min(height, band_rows + PRE_EDITOR_HALO_ROWS) * width
+
+
+def _banded(pixels: int, band: int, whole: int, banded: int) -> tuple[int, int]:
+    """(bytes per pixel, base bytes) of a banded call: the largest ``band`` at the one-pass cost
+    ``whole``, the other pixels at ``banded`` (a band as large as the image: one pass)."""
+    band = min(band, pixels)
+    return banded, band * (whole - banded)
+
+
+def encode_cost(pre_edit: bool, pre_band: int | None, band: int | None, pixels: int) -> tuple[int, int]:
+    """(bytes per pixel, base bytes) of encoding one image of ``pixels``: ``pre_band`` the size of
+    the pre-editor head's largest band (None: it runs whole), ``band`` of g_a's (None: one pass)."""
     whole = ENCODE_BYTES_PER_PIXEL[pre_edit]
-    if band is not None and (pre_banded or not pre_edit):
-        return ENCODE_BANDED_BYTES_PER_PIXEL[pre_edit], band * whole
-    return (ENCODE_PRE_BANDED_BYTES_PER_PIXEL if pre_banded else whole), 0
+    if band is not None and (pre_band is not None or not pre_edit):
+        return _banded(pixels, max(band, pre_band or 0), whole, ENCODE_BANDED_BYTES_PER_PIXEL[pre_edit])
+    return (ENCODE_PRE_BANDED_BYTES_PER_PIXEL if pre_band is not None else whole), 0
 
 
-def decode_cost(band: int | None) -> tuple[int, int]:
-    """(bytes per pixel, base bytes) of decoding one image; ``band`` as in :func:`encode_cost`."""
+def decode_cost(band: int | None, pixels: int) -> tuple[int, int]:
+    """(bytes per pixel, base bytes) of decoding one image of ``pixels``; ``band``: the size of
+    g_s's largest band (None: one pass)."""
     if band is None:
         return DECODE_BYTES_PER_PIXEL, 0
-    return DECODE_BANDED_BYTES_PER_PIXEL, band * DECODE_BYTES_PER_PIXEL
+    return _banded(pixels, band, DECODE_BYTES_PER_PIXEL, DECODE_BANDED_BYTES_PER_PIXEL)
 
 
 def onnxruntime_cost(kind: str, pixels: int, global_attention: bool = False,
@@ -129,9 +173,60 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _stat(path: Path, *keys: str) -> int:
+    """The first of ``keys`` found in a cgroup's memory.stat (0: none)."""
+    try:
+        fields = dict(line.split()[:2] for line in path.read_text().splitlines() if len(line.split()) >= 2)
+    except OSError:
+        return 0
+    return next((int(fields[k]) for k in keys if fields.get(k, "").isdigit()), 0)
+
+
+def _own_cgroups(root: Path) -> list[tuple[Path, str]]:
+    """(cgroup folder, version) from this process's own cgroups (/proc/self/cgroup: v2's "0::/path",
+    v1's memory controller) up to the mount's root, which always counts: a container without its
+    own cgroup namespace names a path its mount does not hold, and its root is its own cgroup."""
+    cg = root / "sys/fs/cgroup"
+    found: list[tuple[Path, str]] = [(cg, "v2"), (cg / "memory", "v1")]
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            mount, version = cg, "v2"
+        elif "memory" in parts[1].split(","):
+            mount, version = cg / "memory", "v1"
+        else:
+            continue
+        rel = Path(parts[2].strip().lstrip("/"))
+        for part in (rel, *rel.parents):
+            if part != Path("."):
+                found.append((mount / part, version))
+    return list(dict.fromkeys(found))
+
+
+def _cgroup_room(folder: Path, version: str) -> int | None:
+    """Bytes left under one cgroup's limit, its inactive page cache (which the kernel reclaims
+    before it kills) counting as free; None: no limit, or none readable."""
+    if version == "v2":
+        limit, usage = _read_int(folder / "memory.max"), _read_int(folder / "memory.current")
+        cache = _stat(folder / "memory.stat", "inactive_file")
+    else:
+        limit, usage = _read_int(folder / "memory.limit_in_bytes"), _read_int(folder / "memory.usage_in_bytes")
+        cache = _stat(folder / "memory.stat", "total_inactive_file", "inactive_file")
+    if limit is None or usage is None or limit >= _NO_LIMIT:
+        return None
+    return max(0, limit - max(0, usage - cache))
+
+
 def available_memory(root: str | Path = "/") -> int | None:
     """Bytes this process can still allocate: /proc/meminfo's MemAvailable, lowered to the room
-    left under a cgroup (v2 or v1) limit when there is one; None where neither can be read."""
+    left under the tightest cgroup (v2 or v1) limit of its own cgroup and their ancestors; None
+    where neither can be read. ``root``: where /proc and /sys are (a fake tree, for tests)."""
     root = Path(root)
     found: list[int] = []
     try:
@@ -141,12 +236,10 @@ def available_memory(root: str | Path = "/") -> int | None:
                 break
     except (OSError, ValueError, IndexError):
         pass
-    cg = root / "sys/fs/cgroup"
-    for limit_file, usage_file in (("memory.max", "memory.current"),
-                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
-        limit, usage = _read_int(cg / limit_file), _read_int(cg / usage_file)
-        if limit is not None and usage is not None and limit < _NO_LIMIT:
-            found.append(max(0, limit - usage))
+    for folder, version in _own_cgroups(root):
+        room = _cgroup_room(folder, version)
+        if room is not None:
+            found.append(room)
     return min(found) if found else None
 
 
@@ -165,9 +258,18 @@ def resize_bytes(out_pixels: list[int]) -> int:
 def needed(pixels: int, bytes_per_pixel: int, count: int = 1, batch_bytes_per_pixel: int = 0,
            base_bytes: int = 0) -> int:
     """The estimated peak growth in bytes of coding ``count`` images of ``pixels`` each:
-    ``base_bytes`` plus the first at ``bytes_per_pixel``, each further one at
-    ``batch_bytes_per_pixel``."""
-    return base_bytes + pixels * (bytes_per_pixel + (count - 1) * batch_bytes_per_pixel)
+    ``SETUP_BYTES`` and ``base_bytes``, plus the first at ``bytes_per_pixel``, each further one
+    at ``batch_bytes_per_pixel``."""
+    return SETUP_BYTES + base_bytes + pixels * (bytes_per_pixel + (count - 1) * batch_bytes_per_pixel)
+
+
+def _hint(what: str) -> str:
+    """What the user can do about a refusal: a stream is decoded at the size it was coded at."""
+    skip = "Codec(check_memory=False) or VLMCODEC_CHECK_MEMORY=0 skips this check"
+    if what.startswith("decoding"):
+        return f"free memory or raise this process's memory limit ({skip})"
+    return (f"code it at the consumer's scale (short_side / --short-side), downscale it, or free memory "
+            f"({skip})")
 
 
 def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | None = None, count: int = 1,
@@ -185,8 +287,5 @@ def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | No
         if avail is None or need <= avail:
             return
     images = f"{count} images of {pixels / 1e6:.1f} Mpx" if count > 1 else f"{pixels / 1e6:.1f} Mpx"
-    raise ResourceError(
-        f"{what} of {images} needs about {need / _GIB:.1f} GiB of memory and "
-        f"{avail / _GIB:.1f} GiB are available: code it at the consumer's scale (short_side / "
-        f"--short-side), downscale it, or free memory (Codec(check_memory=False) or "
-        f"VLMCODEC_CHECK_MEMORY=0 skips this check)")
+    raise ResourceError(f"{what} of {images} needs about {need / _GIB:.1f} GiB of memory and "
+                        f"{avail / _GIB:.1f} GiB are available: {_hint(what)}")

@@ -70,14 +70,14 @@ def test_codec_tunes_malloc_on_construction(tiny_codec):
 def test_memory_check_hands_kept_memory_back_before_refusing(monkeypatch):
     """With the tuned allocator, memory the process keeps counts as used; the check releases it
     and looks again before raising — and raises when that does not make room."""
-    reads = iter([1000, 5000])
+    reads = iter([1000, memory.SETUP_BYTES + 5000])
     monkeypatch.setattr(memory, "available_memory", lambda: next(reads))
     monkeypatch.setattr(allocator, "is_tuned", lambda: True)
     released = []
     monkeypatch.setattr(allocator, "release_free_memory", lambda: released.append(1) or True)
     memory.check_fits("encoding", pixels=10, bytes_per_pixel=400)   # needs 4000: fits after release
     assert released == [1]
-    reads = iter([1000, 2000])
+    reads = iter([1000, memory.SETUP_BYTES + 2000])
     with pytest.raises(ResourceError, match="needs about"):
         memory.check_fits("encoding", pixels=10, bytes_per_pixel=400)
     monkeypatch.setattr(allocator, "is_tuned", lambda: False)   # untuned: nothing to release

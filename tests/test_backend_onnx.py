@@ -361,7 +361,7 @@ def test_memory_estimate_applies_to_onnxruntime_on_cpu(tmp_path, monkeypatch, rn
     assert (first, more, base) == (memory.ONNXRUNTIME_BYTES_PER_PIXEL["encode"],
                                    memory.ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL["encode"],
                                    memory.ONNXRUNTIME_SMALL_BYTES_PER_PIXEL["encode"] * px)
-    need = base + px * (first + 2 * more)
+    need = memory.SETUP_BYTES + base + px * (first + 2 * more)
     monkeypatch.setattr(memory, "available_memory", lambda: need)
     streams = co.encode_batch(imgs, [50] * 3)
     monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
@@ -370,23 +370,23 @@ def test_memory_estimate_applies_to_onnxruntime_on_cpu(tmp_path, monkeypatch, rn
     whole = Codec(co.loaded, backend="onnxruntime", backend_options={"item_by_item": False})
     w_more = memory.onnxruntime_cost("encode", px, global_attention=True, item_by_item=False)[1]
     assert w_more == memory.ONNXRUNTIME_BATCH_BYTES_PER_PIXEL["encode-global"] > more
-    monkeypatch.setattr(memory, "available_memory", lambda: base + px * (first + 2 * w_more))
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + base + px * (first + 2 * w_more))
     assert whole.encode_batch(imgs, [50] * 3) == streams
-    monkeypatch.setattr(memory, "available_memory", lambda: base + px * (first + 2 * w_more) - 1)
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + base + px * (first + 2 * w_more) - 1)
     with pytest.raises(ResourceError, match="encoding of 3 images"):
         whole.encode_batch(imgs, [50] * 3)
     # the torch backend's estimate for the same batch is far smaller: it is not the one applied
     assert ct.encode_batch(imgs, [50] * 3) == streams
     d_first, d_more, d_base = memory.onnxruntime_cost("decode", px)
     assert d_more == memory.ONNXRUNTIME_ITEM_BATCH_BYTES_PER_PIXEL["decode"]
-    monkeypatch.setattr(memory, "available_memory", lambda: d_base + px * d_first)
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + d_base + px * d_first)
     assert co.decode(streams[0]).shape == imgs[0].shape
-    monkeypatch.setattr(memory, "available_memory", lambda: d_base + px * d_first - 1)
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + d_base + px * d_first - 1)
     with pytest.raises(ResourceError, match="decoding"):
         co.decode(streams[0])
     no_pre = Codec(co.loaded, backend="onnxruntime", pre_edit=False)
     n_first, _, n_base = memory.onnxruntime_cost("encode-no-pre-edit", px)
-    monkeypatch.setattr(memory, "available_memory", lambda: n_base + px * n_first - 1)
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + n_base + px * n_first - 1)
     with pytest.raises(ResourceError, match="encoding"):
         no_pre.encode(imgs[0], 50)
     assert Codec(co.loaded, backend="onnxruntime", check_memory=False).encode(imgs[0], 50)

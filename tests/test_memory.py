@@ -39,9 +39,10 @@ def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path):
 
 
 def test_check_fits_refuses_only_what_cannot_fit(monkeypatch):
-    memory.check_fits("encoding", 1000, 300, available=300_000)  # exactly fits
+    room = memory.SETUP_BYTES + 300_000  # the fixed set-up margin, and 300 B for each of 1000 pixels
+    memory.check_fits("encoding", 1000, 300, available=room)  # exactly fits
     with pytest.raises(ResourceError, match=r"encoding of 0\.0 Mpx needs about .* GiB .* available: code it"):
-        memory.check_fits("encoding", 1001, 300, available=300_000)
+        memory.check_fits("encoding", 1001, 300, available=room)
     monkeypatch.setattr(memory, "available_memory", lambda: None)
     memory.check_fits("encoding", 10**12, 300)  # unknown: no refusal
     assert issubclass(ResourceError, MemoryError)
@@ -61,7 +62,8 @@ def test_codec_refuses_an_image_that_would_not_fit(monkeypatch, rng, tiny_model_
     assert Codec(tiny_model_path, check_memory=False).encode(img, 50) == data and len(seen) == n
     monkeypatch.setenv("VLMCODEC_CHECK_MEMORY", "0")
     assert Codec(tiny_model_path).decode(data).shape == img.shape
-    monkeypatch.setattr(memory, "available_memory", lambda: 128 * 192 * memory.DECODE_BYTES_PER_PIXEL)
+    just_enough = memory.SETUP_BYTES + 128 * 192 * memory.DECODE_BYTES_PER_PIXEL
+    monkeypatch.setattr(memory, "available_memory", lambda: just_enough)
     monkeypatch.delenv("VLMCODEC_CHECK_MEMORY")
     assert Codec(tiny_model_path).decode(data).shape == img.shape  # just enough
 
@@ -82,7 +84,7 @@ def test_cli_goes_on_past_an_image_too_large_for_memory(monkeypatch, tmp_path, r
     src.mkdir()
     Image.fromarray(smooth_image(rng, 300, 400)).save(src / "big.png")
     Image.fromarray(smooth_image(rng, 40, 60)).save(src / "small.png")
-    monkeypatch.setattr(memory, "available_memory", lambda: 64 * 64 * 1000)
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + 64 * 64 * 1000)
     assert main(["encode", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model_path)]) == 2
     res = capsys.readouterr()
     assert "big.png" in res.err and "needs about" in res.err and "1 of 2 files failed" in res.err
@@ -96,9 +98,9 @@ def test_a_batch_adds_only_its_inputs_and_outputs(monkeypatch, rng, tiny_model_p
     px = 64 * 64
     codec = Codec(tiny_model_path)
     first, more = memory.ENCODE_BYTES_PER_PIXEL[codec.pre_edit], memory.ENCODE_BATCH_BYTES_PER_PIXEL
-    monkeypatch.setattr(memory, "available_memory", lambda: px * (first + 2 * more))
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + px * (first + 2 * more))
     assert len(codec.encode_batch(imgs, [50] * 3)) == 3
-    monkeypatch.setattr(memory, "available_memory", lambda: px * (first + 2 * more) - 1)
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + px * (first + 2 * more) - 1)
     with pytest.raises(ResourceError, match="encoding of 3 images of 0.0 Mpx"):
         codec.encode_batch(imgs, [50] * 3)
     assert len(codec.encode_batch(imgs[:2], [50] * 2)) == 2
@@ -106,7 +108,7 @@ def test_a_batch_adds_only_its_inputs_and_outputs(monkeypatch, rng, tiny_model_p
 
 def test_refinement_is_estimated_at_its_own_cost(monkeypatch, rng, tiny_model_path):
     img = smooth_image(rng, 64, 64)
-    enough_for_one_pass = 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[True]
+    enough_for_one_pass = memory.SETUP_BYTES + 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[True]
     monkeypatch.setattr(memory, "available_memory", lambda: enough_for_one_pass)
     Codec(tiny_model_path).encode(img, 50)
     with pytest.raises(ResourceError, match="encoding with refinement"):
@@ -114,18 +116,25 @@ def test_refinement_is_estimated_at_its_own_cost(monkeypatch, rng, tiny_model_pa
 
 
 def test_row_bands_lower_the_estimate(monkeypatch, rng, tiny_model_path):
-    """Above the band threshold the estimate is one band at the one-pass cost plus the banded
-    cost per pixel: an image refused in one pass fits with bands, and the banded estimate is
-    exact to the byte."""
+    """Above the band threshold the estimate is the largest band (its halo included) at the
+    one-pass cost and the other pixels at the banded cost: an image refused in one pass fits with
+    bands, and the banded estimate is exact to the byte."""
     from vlmcodec.backends.torch_backend import TorchBackend
+    from vlmcodec.banding import row_geometry
 
     img = smooth_image(rng, 250, 250)  # padded to 256x256
     px, band = 256 * 256, 64 * 64
     codec = Codec(tiny_model_path)
     data = codec.encode(img, 50)
     monkeypatch.setattr(TorchBackend, "band_pixels", band)
-    enc = band * memory.ENCODE_BYTES_PER_PIXEL[codec.pre_edit] + px * memory.ENCODE_BANDED_BYTES_PER_PIXEL[codec.pre_edit]
-    dec = band * memory.DECODE_BYTES_PER_PIXEL + px * memory.DECODE_BANDED_BYTES_PER_PIXEL
+    ga = memory.network_band_pixels(row_geometry(codec.model.g_a), 256, 256, band)
+    gs = memory.network_band_pixels(row_geometry(codec.model.g_s), 256, 256, band)
+    assert band < ga < px and band < gs < px  # 16 rows and their halo
+    e_whole = memory.ENCODE_BYTES_PER_PIXEL[codec.pre_edit]
+    e_banded = memory.ENCODE_BANDED_BYTES_PER_PIXEL[codec.pre_edit]
+    d_whole, d_banded = memory.DECODE_BYTES_PER_PIXEL, memory.DECODE_BANDED_BYTES_PER_PIXEL
+    enc = memory.SETUP_BYTES + ga * (e_whole - e_banded) + px * e_banded
+    dec = memory.SETUP_BYTES + gs * (d_whole - d_banded) + px * d_banded
     monkeypatch.setattr(memory, "available_memory", lambda: enc)
     assert codec.encode(img, 50)
     monkeypatch.setattr(memory, "available_memory", lambda: enc - 1)
@@ -163,14 +172,14 @@ def test_a_wider_model_is_estimated_at_its_width(monkeypatch, rng, tmp_path):
     for name, enc_scale, dec_scale in (("wide", 2, 2), ("wide_encoder", 2, 1)):
         codec = Codec(paths[name])
         data = codec.encode(img, 50)
-        monkeypatch.setattr(memory, "available_memory", lambda: enc_scale * enc)
+        monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + enc_scale * enc)
         assert codec.encode(img, 50) == data
-        monkeypatch.setattr(memory, "available_memory", lambda: enc_scale * enc - 1)
+        monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + enc_scale * enc - 1)
         with pytest.raises(ResourceError, match="encoding"):
             codec.encode(img, 50)
-        monkeypatch.setattr(memory, "available_memory", lambda: dec_scale * dec)
+        monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + dec_scale * dec)
         assert codec.decode(data).shape == img.shape
-        monkeypatch.setattr(memory, "available_memory", lambda: dec_scale * dec - 1)
+        monkeypatch.setattr(memory, "available_memory", lambda: memory.SETUP_BYTES + dec_scale * dec - 1)
         with pytest.raises(ResourceError, match="decoding"):
             codec.decode(data)
         monkeypatch.undo()

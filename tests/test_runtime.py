@@ -258,7 +258,7 @@ def test_a_request_too_large_for_memory_gets_resource_error_and_a_batch_splits(t
     from vlmcodec.errors import ResourceError
 
     img = smooth_image(rng, 64, 64)
-    one = 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[tiny_codec.pre_edit]
+    one = memory.SETUP_BYTES + 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[tiny_codec.pre_edit]
     e = Engine(tiny_codec, max_batch=3, max_delay_ms=200, workers=1)
     try:
         monkeypatch.setattr(memory, "available_memory", lambda: one - 1)
@@ -332,7 +332,7 @@ def test_warmup_skips_a_batch_that_would_not_fit(tiny_codec, rng, monkeypatch):
     from vlmcodec import memory
 
     img = smooth_image(rng, 64, 64)
-    one = 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[tiny_codec.pre_edit]
+    one = memory.SETUP_BYTES + 64 * 64 * memory.ENCODE_BYTES_PER_PIXEL[tiny_codec.pre_edit]
     monkeypatch.setattr(memory, "available_memory", lambda: one)
     with Engine(tiny_codec, max_batch=3) as e:
         records = e.warmup(img, decode=False, batch_sizes=[1, 2, 3])

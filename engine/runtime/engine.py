@@ -379,7 +379,8 @@ class Engine:
             latent = None
             if decode:
                 y, z = self.codec.analyse([prep.pixels], [prep.quality], refine=0)
-                latent = self.codec.entropy_decode(self.codec.entropy_encode(y[0], z[0], prep))
+                # (its memory is checked per batch size below, where a batch that does not fit is skipped)
+                latent = self.codec.entropy_decode(self.codec.entropy_encode(y[0], z[0], prep), check_memory=False)
             for n in sizes:
                 jobs: list[tuple[str, Callable[..., object]]] = [
                     ("encode", lambda n=n, p=prep: self.codec.analyse([p.pixels] * n, [p.quality] * n, refine=0))]

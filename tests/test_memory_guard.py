@@ -1,0 +1,221 @@
+"""The memory guard: decoding is refused from the stream's header, before any entropy decoding;
+the estimate charges the row bands' real size (wide images); the memory left is read from the
+process's own cgroup, page cache aside; a fixed margin for a call's set-up; a decode's hint."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vlmcodec import Codec, memory
+from vlmcodec.bitstream import container
+from vlmcodec.codec import num_chunks_for
+from vlmcodec.errors import ResourceError
+from vlmcodec.runtime import Engine
+
+from conftest import smooth_image
+
+_MIB, _GIB = 1 << 20, 1 << 30
+PROBE = Path(__file__).resolve().parents[1] / "results" / "allocator" / "memory_probe.txt"
+
+
+@pytest.fixture(scope="module")
+def default_codec():
+    """The default model: the one the estimate's figures were measured on."""
+    return Codec(threads=1)
+
+
+def _large_stream(codec: Codec, h: int = 3072, w: int = 4096) -> bytes:
+    """A well-formed stream announcing an h×w image (its payload is filler: only a decoder that
+    got past the memory check would find out)."""
+    head, z, _ = container.unpack(codec.encode(smooth_image(np.random.default_rng(0), 64, 64), 50))
+    big = container.Header(fingerprint=head.fingerprint, width=w, height=h, quality=50.0, flags=head.flags)
+    n_y = codec.M * (h // 16) * (w // 16)
+    return container.pack(big, z, [b"\0" * 8] * num_chunks_for(n_y))
+
+
+@pytest.fixture
+def no_entropy_decoding(monkeypatch):
+    """Fails the test if a stream's entropy decoding starts (z's rANS decoding comes first)."""
+    import vlmcodec.codec
+
+    def reached(*args, **kwargs):
+        raise AssertionError("entropy decoding ran before the memory check")
+
+    monkeypatch.setattr(vlmcodec.codec.rans, "decode", reached)
+
+
+# -- defect 1: the decode check runs once the header is read ----------------------------------------
+
+
+def test_codec_decode_refuses_a_large_stream_before_entropy_decoding(tiny_model_path, monkeypatch,
+                                                                     no_entropy_decoding):
+    codec = Codec(tiny_model_path)
+    data = _large_stream(codec)
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 * _MIB)
+    with pytest.raises(ResourceError, match=r"decoding of 12\.6 Mpx needs about"):
+        codec.decode(data)
+    with pytest.raises(ResourceError):
+        codec.entropy_decode(data)  # the runtime's stage checks too
+
+
+def test_decode_batch_checks_every_stream_before_decoding_any(tiny_model_path, rng, monkeypatch,
+                                                              no_entropy_decoding):
+    codec = Codec(tiny_model_path)
+    small = codec.encode(smooth_image(rng, 64, 64), 50)
+    monkeypatch.setattr(memory, "available_memory", lambda: 256 * _MIB)  # the small one fits
+    with pytest.raises(ResourceError, match="decoding"):
+        codec.decode_batch([small, _large_stream(codec)])
+
+
+def test_engine_decode_refuses_a_large_stream_before_entropy_decoding(tiny_model_path, monkeypatch,
+                                                                      no_entropy_decoding):
+    codec = Codec(tiny_model_path)
+    data = _large_stream(codec)
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 * _MIB)
+    with Engine(codec, max_batch=2, max_delay_ms=0) as engine:
+        assert isinstance(engine.submit_decode(data).exception(timeout=60), ResourceError)
+
+
+def test_a_decode_that_fits_still_decodes(tiny_model_path, rng, monkeypatch):
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 100, 130)
+    data = codec.encode(img, 50)
+    need = codec.memory_needed(100, 130, 2, decoding=True)
+    monkeypatch.setattr(memory, "available_memory", lambda: need)  # checked twice, the same figure
+    assert codec.decode_batch([data, data])[1].shape == img.shape
+    monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
+    with pytest.raises(ResourceError, match="decoding of 2 images"):
+        codec.decode_batch([data, data])
+
+
+# -- defect 6: a decode's refusal says what helps a decode -----------------------------------------
+
+
+def test_a_decode_refusal_hints_at_what_helps_a_decode(tiny_model_path, monkeypatch):
+    codec = Codec(tiny_model_path)
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 * _MIB)
+    with pytest.raises(ResourceError) as refused:
+        codec.decode(_large_stream(codec))
+    text = str(refused.value)
+    assert "short-side" not in text and "consumer's scale" not in text
+    assert "memory limit" in text and "VLMCODEC_CHECK_MEMORY=0" in text and "check_memory=False" in text
+    with pytest.raises(ResourceError, match="consumer's scale"):  # encoding keeps its own hint
+        memory.check_fits("encoding", 10**9, 300, available=1)
+
+
+# -- defect 2: row bands charged at their real size ---------------------------------------------------
+
+
+def test_wide_images_are_charged_their_real_band(default_codec):
+    """256 rows of the pre-editor's head (and a 2-row halo) across 16384 columns are 4.3 Mpx, not
+    the 1 Mpx band of a square image; g_a's bands of 4096 columns read 304 rows (16 y rows and
+    their halo). Same pixel count, the difference is exactly the band's."""
+    c = default_codec
+    wide, square = c.memory_needed(1024, 16384), c.memory_needed(4096, 4096)
+    whole, banded = memory.ENCODE_BYTES_PER_PIXEL[True], memory.ENCODE_BANDED_BYTES_PER_PIXEL[True]
+    assert wide - square == (260 * 16384 - 304 * 4096) * (whole - banded)
+    # measured peaks (/tmp/audit_memory/probe.py, a fresh process each; docs/large_images.md)
+    assert wide >= 2734 * _MIB
+    assert c.memory_needed(256, 16384) >= 1248 * _MIB
+    assert c.memory_needed(256, 16384, decoding=True) >= 720 * _MIB
+    # a band as large as the image costs what one pass does
+    assert c.memory_needed(256, 16384) == memory.needed(256 * 16384, whole)
+
+
+# -- defects 4 and 5: the constants against results/allocator/memory_probe.txt ------------------------
+
+
+def _probe_figures() -> tuple[dict, dict]:
+    """The tuned-malloc section of results/allocator/memory_probe.txt: {(mode, h, w): peak bytes}
+    of single images and {mode: slope in bytes per pixel}."""
+    text = PROBE.read_text().split("## VLMCODEC_TUNE_MALLOC=0")[0]
+    peaks = {(m, int(h), int(w)): float(g) * _GIB
+             for m, w, h, g in re.findall(r"(\S+) (\d+)x(\d+) x1: peak growth ([\d.]+) GiB", text)}
+    slopes = {m: int(s) for m, s in re.findall(r"(\S+) slope between the sizes: (\d+) B", text)}
+    return peaks, slopes
+
+
+def test_estimates_cover_the_measured_peaks_with_a_margin(default_codec):
+    peaks, slopes = _probe_figures()
+    assert len(peaks) == 9 and set(slopes) == {"encode", "encode-no-pre-edit", "decode"}
+    no_pre = Codec(default_codec.loaded, threads=1, pre_edit=False)
+    for (mode, h, w), peak in peaks.items():
+        codec = no_pre if mode == "encode-no-pre-edit" else default_codec
+        assert codec.memory_needed(h, w, decoding=mode == "decode") > peak, (mode, h, w)
+    # above the band threshold the estimate grows by its banded bytes per pixel: 20 % above the slope
+    assert memory.ENCODE_BANDED_BYTES_PER_PIXEL[True] >= 1.2 * slopes["encode"]
+    assert memory.ENCODE_BANDED_BYTES_PER_PIXEL[False] >= 1.2 * slopes["encode-no-pre-edit"]
+
+
+def test_a_fixed_margin_covers_a_first_calls_set_up(default_codec):
+    """Cold 256×256 calls (a fresh process each, /tmp/audit_memory/probe.py) peaked 10-16 MiB
+    above the per-pixel figures: 44 MiB to encode, 32 without the pre-editor, 40 to decode."""
+    assert memory.needed(0, 500) == memory.SETUP_BYTES >= 32 * _MIB
+    no_pre = Codec(default_codec.loaded, threads=1, pre_edit=False)
+    for measured, decoding, codec in ((44, False, default_codec), (32, False, no_pre), (40, True, default_codec)):
+        assert codec.memory_needed(256, 256, decoding=decoding) >= measured * _MIB
+
+
+# -- defect 3: the process's own cgroup, its ancestors, and page cache --------------------------------
+
+_HOST = "MemTotal: 25165824 kB\nMemAvailable: 23068672 kB\n"  # 22 GiB on the host
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in {"proc/meminfo": _HOST, **files}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_a_nested_cgroup_v2_limit_is_seen(tmp_path):
+    """systemd-run -p MemoryMax=2G, a Slurm job: the process sits in a scope below the mount."""
+    scope = "sys/fs/cgroup/system.slice/job.scope"
+    root = _tree(tmp_path, {"proc/self/cgroup": "0::/system.slice/job.scope\n",
+                            "sys/fs/cgroup/memory.max": "max\n",
+                            f"{scope}/memory.max": f"{2 * _GIB}\n", f"{scope}/memory.current": f"{_GIB // 2}\n"})
+    assert memory.available_memory(root) == 3 * _GIB // 2
+    # an ancestor's tighter room wins
+    _tree(root, {"sys/fs/cgroup/system.slice/memory.max": f"{_GIB}\n",
+                 "sys/fs/cgroup/system.slice/memory.current": f"{7 * _GIB // 8}\n"})
+    assert memory.available_memory(root) == _GIB // 8
+
+
+def test_a_nested_cgroup_v1_limit_is_seen(tmp_path):
+    mem = "sys/fs/cgroup/memory"
+    root = _tree(tmp_path, {"proc/self/cgroup": "9:cpu,cpuacct:/\n4:memory:/process_api/abc\n0::/\n",
+                            f"{mem}/memory.limit_in_bytes": "9223372036854771712\n",
+                            f"{mem}/memory.usage_in_bytes": f"{6 * _GIB}\n",
+                            f"{mem}/process_api/abc/memory.limit_in_bytes": f"{2 * _GIB}\n",
+                            f"{mem}/process_api/abc/memory.usage_in_bytes": f"{_GIB // 2}\n"})
+    assert memory.available_memory(root) == 3 * _GIB // 2
+
+
+def test_reclaimable_page_cache_counts_as_available(tmp_path):
+    """A cgroup near its limit mostly with inactive page cache still has that room."""
+    v2 = _tree(tmp_path / "v2", {"sys/fs/cgroup/memory.max": f"{4 * _GIB}\n",
+                                 "sys/fs/cgroup/memory.current": f"{4 * _GIB - 50 * _MIB}\n",
+                                 "sys/fs/cgroup/memory.stat": f"anon {300 * _MIB}\ninactive_file {3 * _GIB}\n"})
+    assert memory.available_memory(v2) == 3 * _GIB + 50 * _MIB
+    mem = "sys/fs/cgroup/memory"
+    v1 = _tree(tmp_path / "v1", {"proc/self/cgroup": "4:memory:/job\n",
+                                 f"{mem}/job/memory.limit_in_bytes": f"{4 * _GIB}\n",
+                                 f"{mem}/job/memory.usage_in_bytes": f"{4 * _GIB}\n",
+                                 f"{mem}/job/memory.stat": f"inactive_file 1\ntotal_inactive_file {_GIB}\n"})
+    assert memory.available_memory(v1) == _GIB
+
+
+def test_no_cgroup_limit_leaves_the_hosts_memory(tmp_path):
+    mem = "sys/fs/cgroup/memory"
+    root = _tree(tmp_path, {"proc/self/cgroup": "4:memory:/a\n0::/b\n",
+                            "sys/fs/cgroup/b/memory.max": "max\n", "sys/fs/cgroup/b/memory.current": "5\n",
+                            f"{mem}/a/memory.limit_in_bytes": "9223372036854771712\n",
+                            f"{mem}/a/memory.usage_in_bytes": "7\n"})
+    assert memory.available_memory(root) == 23068672 * 1024
+    # a path /proc/self/cgroup names that the mount does not hold (a container without its own
+    # cgroup namespace): the mount's root, the container's own cgroup, still counts
+    other = _tree(tmp_path / "other", {"proc/self/cgroup": "0::/docker/abc\n",
+                                       "sys/fs/cgroup/memory.max": f"{_GIB}\n", "sys/fs/cgroup/memory.current": "0\n"})
+    assert memory.available_memory(other) == _GIB
