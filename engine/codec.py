@@ -305,7 +305,7 @@ class Codec:
         """Decode streams; those sharing a padded size run the synthesis as one batch
         (``short_side`` as in ``decode``)."""
         check_batch(streams, "decode_batch", "decode")
-        side = resample.check_short_side(short_side)
+        side = resample.call_short_side(short_side)  # 0: the original size, as None
         parsed = [self._parse(s) for s in streams]
         out_hws = [resample.coded_size(p[0].height, p[0].width, side) for p in parsed]
         # every batch's memory is checked from the headers, before any stream is entropy-decoded
@@ -322,16 +322,18 @@ class Codec:
     def prepare(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None) -> PreparedImage:
         """Validate an image and a quality, and resize to the coded size (``encode``'s ``short_side``)."""
         # None: the codec's setting; 0: the full size, whatever the codec's setting
-        side = self.short_side if short_side is None else resample.check_short_side(short_side or None)
+        side = resample.call_short_side(short_side, self.short_side)
         arr = as_rgb_array(image, self.max_pixels)
         if arr.shape[0] * arr.shape[1] > self.max_pixels:
             raise ImageError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels exceeds this codec's max_pixels="
                              f"{self.max_pixels} (Codec(max_pixels=...) or --max-pixels raises it)")
         q = check_in_range("quality", quality, 0, 100)
         size = (int(arr.shape[0]), int(arr.shape[1]))
+        coded = resample.coded_size(*size, side)
+        self._fits_downscaling(size, coded)
         use_torch_threads(self._torch_threads)
         with self._stage("resize"):
-            pixels = resample.downscale(arr, resample.coded_size(*size, side))
+            pixels = resample.downscale(arr, coded)
         return PreparedImage(pixels, container.quantize_quality(q), size)
 
     def refine_steps(self, refine: int | None = None) -> int:
@@ -493,8 +495,9 @@ class Codec:
         """CPU stage of decoding, one stream: parse, check (the whole decode's memory too, from the
         header, before anything is decoded; ``check_memory=False``: the caller did), rANS-decode z
         and y → ŷ (and the output size: the original, or a consumer's of ``short_side`` px)."""
+        side = resample.call_short_side(short_side)  # 0: the original size, as None
         header, z_chunks, y_chunks = self._parse(data)
-        out_hw = resample.coded_size(header.height, header.width, short_side)
+        out_hw = resample.coded_size(header.height, header.width, side)
         if check_memory:
             self._fits_decoding([(header.coded_hw, out_hw)])
         return DecodedLatent(header, self._latents(header, z_chunks, y_chunks), out_hw)
@@ -609,6 +612,12 @@ class Codec:
             first, more, base = cost
             memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base)
 
+    def _fits_downscaling(self, size: tuple[int, int], coded: tuple[int, int]) -> None:
+        """The memory check of downscaling an image of ``size`` to its ``coded`` size, before it
+        runs (host memory, whatever the backend and device; nothing to check at equal sizes)."""
+        if self.check_memory and size != coded:
+            memory.check_fits("downscaling", size[0] * size[1], 0, base_bytes=memory.downscale_bytes(size, coded))
+
     def _fits_decoding(self, sizes: list[tuple[tuple[int, int], tuple[int, int]]]) -> None:
         """The memory check of decoding a batch of streams of one padded size, given per stream
         (coded size, output size): g_s at the coded size, then the resize to another output."""
@@ -621,14 +630,15 @@ class Codec:
                       short_side: int | None = None, refine: int | None = None) -> int | None:
         """The estimated peak memory growth in bytes of encoding (``decoding``: decoding) ``count``
         images of ``height``×``width`` pixels on this codec — the figure the memory check compares
-        with the memory left (``short_side`` and ``refine`` as ``encode`` takes them; a stream coded
-        at a consumer's scale is decoded at that coded size, then restored to height×width). None where no estimate exists: a
-        backend other than torch or onnxruntime, or a GPU."""
+        with the memory left (``short_side`` and ``refine`` as ``encode`` takes them: encoding at a
+        consumer's scale first downscales the full-size image, so it needs at least that; a stream
+        coded at a consumer's scale is decoded at that coded size, then restored to height×width).
+        None where no estimate exists: a backend other than torch or onnxruntime, or a GPU."""
         for name, value in (("height", height), ("width", width), ("count", count)):
             check_count(f"memory_needed's {name}", value)
         if not self._estimated():
             return None
-        side = self.short_side if short_side is None else resample.check_short_side(short_side or None)
+        side = resample.call_short_side(short_side, self.short_side)
         coded = resample.coded_size(height, width, side)
         ph, pw = padded_size(*coded)
         if decoding:  # a stream coded at a consumer's scale is restored to height×width after g_s
@@ -636,6 +646,9 @@ class Codec:
             base += memory.resize_bytes([height * width] * count if tuple(coded) != (height, width) else [])
         else:
             first, more, base = self._encode_cost(ph, pw, bool(self.refine_steps(refine)))
+            # each image is downscaled to its coded size (one at a time, its copies freed) before the networks run
+            downscale = memory.downscale_bytes((height, width), coded)
+            return max(memory.needed(ph * pw, first, count, more, base), memory.needed(0, 0, base_bytes=downscale))
         return memory.needed(ph * pw, first, count, more, base)
 
     @contextmanager

@@ -58,6 +58,18 @@ REFINE_BYTES_PER_PIXEL = 820
 # copy (3 B) per output pixel, the images made before it 3 B each (measured: an 8000×8000 output
 # of a stream coded 16 px high grew the process by 916 MB, 14.3 B per pixel)
 RESIZE_BYTES_PER_PIXEL = 18
+# downscaling an image to its coded size (Codec(short_side=N), resample.downscale), before the
+# coded-size check: a float32 copy of the original (12 B per original pixel), made from a uint8
+# copy (3 B) that lives until then; the interpolation's one-axis intermediate (float32: the
+# original's rows at the coded width, or its columns at the coded height: 12 B per pixel) beside
+# its float32 output (12 B per coded pixel); then the clamp and the rounding, float32 too, beside
+# that output (36 B per coded pixel in all). Measured peak growth (torch 2.13, CPU, fresh arrays):
+# 15.0 / 21.0 / 43.3 / 48.0 B per original pixel at 4000×3000 → 341×256 / 2000×1500 / 3733×2800 /
+# 3999×2999, and 15.0 at 8000×6000 → 341×256: the figures below give 15.0 / 21.0 / 43.4 / 48.0
+DOWNSCALE_ORIGINAL_BYTES_PER_PIXEL = 12
+DOWNSCALE_COPY_BYTES_PER_PIXEL = 3
+DOWNSCALE_PASS_BYTES_PER_PIXEL = 12
+DOWNSCALE_CODED_BYTES_PER_PIXEL = 36
 _GIB = 1 << 30
 _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
@@ -255,6 +267,19 @@ def resize_bytes(out_pixels: list[int]) -> int:
     return max(out_pixels) * (RESIZE_BYTES_PER_PIXEL - 3) + 3 * sum(out_pixels) if out_pixels else 0
 
 
+def downscale_bytes(original: tuple[int, int], coded: tuple[int, int]) -> int:
+    """The growth of downscaling an image of ``original`` (rows, columns) to ``coded`` (0: the
+    same size, which copies nothing): the float copy of the original, then the larger of its uint8
+    source, the interpolation's intermediate and output, and the rounding's copies (``DOWNSCALE_*``)."""
+    (h, w), (ch, cw) = original, coded
+    if (h, w) == (ch, cw):
+        return 0
+    rest = max(DOWNSCALE_COPY_BYTES_PER_PIXEL * h * w,
+               DOWNSCALE_PASS_BYTES_PER_PIXEL * (max(h * cw, ch * w) + ch * cw),
+               DOWNSCALE_CODED_BYTES_PER_PIXEL * ch * cw)
+    return DOWNSCALE_ORIGINAL_BYTES_PER_PIXEL * h * w + rest
+
+
 def needed(pixels: int, bytes_per_pixel: int, count: int = 1, batch_bytes_per_pixel: int = 0,
            base_bytes: int = 0) -> int:
     """The estimated peak growth in bytes of coding ``count`` images of ``pixels`` each:
@@ -266,6 +291,8 @@ def needed(pixels: int, bytes_per_pixel: int, count: int = 1, batch_bytes_per_pi
 def _hint(what: str) -> str:
     """What the user can do about a refusal: a stream is decoded at the size it was coded at."""
     skip = "Codec(check_memory=False) or VLMCODEC_CHECK_MEMORY=0 skips this check"
+    if what.startswith("downscaling"):
+        return f"downscale it beforehand, or free memory ({skip})"
     if what.startswith("decoding"):
         return f"free memory or raise this process's memory limit ({skip})"
     return (f"code it at the consumer's scale (short_side / --short-side), downscale it, or free memory "

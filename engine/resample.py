@@ -37,18 +37,30 @@ def coded_size(h: int, w: int, short_side: int | None) -> tuple[int, int]:
 
 
 @overload
-def check_short_side(short_side: None) -> None: ...
+def check_short_side(short_side: None, *, zero: bool = ...) -> None: ...
 @overload
-def check_short_side(short_side: int) -> int: ...
+def check_short_side(short_side: int, *, zero: bool = ...) -> int: ...
 @overload
-def check_short_side(short_side: object) -> int | None: ...
-def check_short_side(short_side: object) -> int | None:
-    """Validate a ``short_side`` option (None, or an integer ≥ MIN_SHORT_SIDE)."""
+def check_short_side(short_side: object, *, zero: bool = ...) -> int | None: ...
+def check_short_side(short_side: object, *, zero: bool = False) -> int | None:
+    """Validate a ``short_side`` option (None, or an integer ≥ MIN_SHORT_SIDE; with ``zero``, a
+    call's option, the integer 0 too: the original size). A bool or a float is never one."""
     if short_side is None:
         return None
+    if zero and is_whole(short_side) and short_side == 0:
+        return 0
     if not is_whole(short_side) or short_side < MIN_SHORT_SIDE:
-        raise ConfigError(f"short_side must be None or an integer >= {MIN_SHORT_SIDE}, got {short_side!r}")
+        also = ", 0 (the original size)," if zero else ""
+        raise ConfigError(f"short_side must be None{also} or an integer >= {MIN_SHORT_SIDE}, got {short_side!r}")
     return int(short_side)
+
+
+def call_short_side(short_side: object, default: int | None = None) -> int | None:
+    """The side one call codes or decodes at: None gives ``default`` (a codec's setting), 0 the
+    original size (None), else ``check_short_side``'s rule."""
+    if short_side is None:
+        return default
+    return check_short_side(short_side, zero=True) or None
 
 
 def parse_short_side(text: str) -> int:

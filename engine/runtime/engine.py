@@ -242,7 +242,7 @@ class Engine:
         fut: Future = Future()
         try:
             data = container.as_bytes(data)
-            side = resample.check_short_side(short_side)
+            side = resample.call_short_side(short_side)  # 0: the original size, as None
             priority = check_priority(priority)
             timeout_s = check_seconds("timeout_s", timeout_s)
         except BitstreamError as e:  # StreamTypeError: a BitstreamError and a TypeError

@@ -461,8 +461,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _check_refine_size(self, hw: tuple[int, int], short: int | None, codec_short: int | None) -> None:
         """413 for a refined encode of more coded pixels than the server's ``max_refine_pixels``:
         refinement's time grows with them (13 s for 1 Mpx at K = 10 on 2 cores)."""
-        side = codec_short if short is None else (short or None)
-        h, w = resample.coded_size(*hw, resample.check_short_side(side))
+        h, w = resample.coded_size(*hw, resample.call_short_side(short, codec_short))
         if h * w > self.server.max_refine_pixels:
             raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                             f"a refined encode codes at most {self.server.max_refine_pixels} pixels on this server, "
