@@ -116,9 +116,9 @@ def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
     ``vlmcodec+rK`` encodes with K steps of latent refinement (``vlmcodec.refine``), and
     ``vlmcodec+rKvAxB`` averages its token term over the teacher views A and B px (``refine_views``),
     and ``vlmcodec+rKbf16`` (before any ``vAxB``) runs the refinement's teacher in bfloat16 (``refine_bf16``)."""
-    base, _, side = name.partition("@")
+    base, at, side = name.partition("@")
     short_side = None
-    if side:
+    if at:  # (an empty side too: "webp@" was plain webp under another name)
         try:
             short_side = parse_short_side(side)
         except ValueError as e:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from vlmcodec.checks import is_whole
 from vlmcodec.errors import ConfigError
 from vlmcodec.files import write_whole
 
@@ -514,11 +515,14 @@ class CStreamDecoder:
         if short_side is not None:
             if coded_size:
                 raise ValueError("coded_size and short_side exclude each other")
+            # (ctypes wraps a negative or too large number modulo 2^32: -1 gave the original size)
+            if not is_whole(short_side) or not 0 <= short_side < 1 << 32:
+                raise ConfigError(f"short_side must be None, 0 or an integer >= 16, got {short_side!r}")
             info, w, h = self._stream_info(data), self._ct.c_uint32(), self._ct.c_uint32()
-            self._check(self._lib.vlmc_decoder_consumer_size(self._ct.byref(info), short_side, self._ct.byref(w),
+            self._check(self._lib.vlmc_decoder_consumer_size(self._ct.byref(info), int(short_side), self._ct.byref(w),
                                                              self._ct.byref(h)))
             out = np.empty((h.value, w.value, 3), np.uint8)
-            self._check(self._lib.vlmc_decoder_image_at(self._handle, data, len(data), short_side, threads,
+            self._check(self._lib.vlmc_decoder_image_at(self._handle, data, len(data), int(short_side), threads,
                                                         out.ctypes.data, out.size))
             return out
         i = self.info(data)

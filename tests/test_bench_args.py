@@ -300,3 +300,12 @@ def test_client_bench_args_refuse_zero_rounds_and_clients(monkeypatch, capsys):
         with pytest.raises(SystemExit) as e:
             _served.client_bench_args("doc", 3)
         assert e.value.code == 2 and f"{argv[0]}: expected a whole number, at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["webp@", "vlmcodec@"])
+def test_a_codec_name_with_an_empty_side_is_refused(name):
+    """"webp@" ran plain webp under another name (exit 0): an empty side is refused as "webp@abc" is."""
+    from vlmcodec.bench.rd import make_codec
+
+    with pytest.raises(ValueError, match="after '@' give the consumer's short side"):
+        make_codec(name)

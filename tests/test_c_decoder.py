@@ -249,6 +249,12 @@ def test_images_at_a_consumers_size_are_the_python_decoders(default_pair, tiny_p
     with pytest.raises(CDecoderError, match="short_side must be 0 or at least 16") as e:
         dec.image(data, short_side=15)
     assert e.value.code == -1
+    # ctypes wrapped these modulo 2^32 (-1 gave the original size, 2^32 + 16 a 16-px image) or
+    # raised its own ArgumentError
+    for bad in (-1, -240, (1 << 32) + 16, True, 100.0, "100"):
+        with pytest.raises(ConfigError, match="short_side must be None, 0 or an integer >= 16"):
+            dec.image(data, short_side=bad)
+    assert dec.image(data, short_side=np.int64(256)).shape == (256, 384, 3)
     with pytest.raises(CDecoderError, match="the image needs 294912$") as e:  # 384 x 256 x 3 (a 768 x 512 sample)
         dec._check(dec._lib.vlmc_decoder_image_at(dec._handle, data, len(data), 256, 1, bytes(1), 1))
     assert e.value.code == -4
