@@ -93,7 +93,8 @@ def encode(image, quality: float | None = None, model=None, backend: str = "torc
 
     ``quality``: 0–100 (None: 75). ``short_side=N`` codes at the consumer's scale (``Codec.encode``); ``max_bytes`` or ``max_bpp``
     picks the highest quality that fits instead of ``quality`` (``Codec.encode_to_size``);
-    ``refine=K``: K steps of encoder-side latent refinement (slower, better; ``vlmcodec.refine``)."""
+    ``refine=K``: K steps of encoder-side latent refinement (slower, better; ``vlmcodec.refine``). ``model``: a
+    model file's path (None: the default model); ``backend``: ``Codec``'s (the codec is made once per pair)."""
     from .checks import quality_or_budget
 
     quality = quality_or_budget(quality, max_bytes, max_bpp)
@@ -105,7 +106,8 @@ def encode(image, quality: float | None = None, model=None, backend: str = "torc
 
 def decode(data: bytes, model=None, backend: str = "torch", short_side: int | None = None) -> np.ndarray:
     """Decompress .vlmc bytes to a uint8 H×W×3 numpy array with a cached ``Codec`` (``short_side``:
-    at a consumer's size, ``Codec.decode``)."""
+    at a consumer's size, ``Codec.decode``). ``model``: the stream's model file (None: the default model);
+    ``backend``: ``Codec``'s (the codec is made once per pair)."""
     return _shared_codec(model, backend).decode(data, short_side)
 
 

@@ -150,6 +150,22 @@ class Codec:
     >>> codec = Codec()                       # the default model, torch backend
     >>> data = codec.encode(image, quality=75)  # image: uint8 H×W×3 numpy, PIL, or a file path
     >>> restored = codec.decode(data)         # uint8 H×W×3 numpy
+
+    Parameters (README, "Python API"):
+
+    - ``model``: a model file's path, or a ``LoadedModel`` (None: the default model)
+    - ``backend``: "torch", "triton", "onnxruntime" or "tensorrt"
+    - ``device``: "cpu", "cuda" or "cuda:i" (None: the backend's default)
+    - ``threads``: the networks' CPU threads (None: the backend's default)
+    - ``max_pixels``: larger images are refused (ImageError)
+    - ``pre_edit``: run the model's pre-editor before encoding (False: faster, some rate–quality cost)
+    - ``short_side``: code images with their shorter side downscaled to this (None: full size)
+    - ``refine``: steps of encoder-side latent refinement (0: one pass)
+    - ``refine_views``: the refinement teacher's views (short sides, px; None: (224,))
+    - ``refine_bf16``: run the refinement's teacher in bfloat16
+    - ``check_memory``: refuse (ResourceError) an image whose coding would not fit in memory
+    - ``backend_options``: the backend's own keyword options (``backends.backend_options(name)``)
+    - ``hs_device``: where the exact entropy parameters run ("cpu", or "cuda": bit-identical)
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
@@ -183,8 +199,11 @@ class Codec:
         # what its streams carry: the fingerprint, or that of the model whose decoder it shares
         self.stream_fingerprint = loaded.stream_fingerprint[:8]
         self.tables = loaded.tables
-        if not (is_real(max_pixels) and math.isfinite(max_pixels) and max_pixels >= 1):
-            raise ConfigError(f"max_pixels must be a number of pixels, at least 1, got {max_pixels!r}")
+        # (1e6 is taken, 1.5 is not: it was floored to 1)
+        if not (is_real(max_pixels) and math.isfinite(max_pixels) and 1 <= max_pixels == int(max_pixels)):
+            raise ConfigError(f"max_pixels must be a number of pixels, at least 1 and whole, got {max_pixels!r}")
+        if not is_switch(check_memory):  # ("false" would be True, None False)
+            raise ConfigError(f"check_memory must be True or False, got {check_memory!r}")
         if device is not None:
             _torch_device(device, "device")
         # device None: the backend's own default (torch, onnxruntime: cpu; triton, tensorrt: cuda)

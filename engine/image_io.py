@@ -90,8 +90,9 @@ def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False, name: str | None = No
 
 
 def _check_max_pixels(max_pixels) -> None:
-    if max_pixels is not None and (not is_real(max_pixels) or not max_pixels >= 1):
-        raise ConfigError(f"max_pixels must be a number of pixels, at least 1 (or None), got {max_pixels!r}")
+    # (1e6 is taken, 1.5 is not: Codec's max_pixels is whole)
+    if max_pixels is not None and (not is_real(max_pixels) or not max_pixels >= 1 or max_pixels != int(max_pixels)):
+        raise ConfigError(f"max_pixels must be a number of pixels, at least 1 and whole (or None), got {max_pixels!r}")
 
 
 def _check_size(w: int, h: int, max_pixels: int | None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 
-from ..errors import BackendUnavailableError, ConfigError
+from ..errors import ConfigError
 from .base import Backend
 from .torch_backend import TorchBackend
 
@@ -16,7 +16,7 @@ BACKENDS = ("torch", "triton", "onnxruntime", "tensorrt")
 
 
 def backend_class(name: str) -> type:
-    """The class of backend ``name`` (importing its module); BackendUnavailableError if unknown."""
+    """The class of backend ``name`` (importing its module); ConfigError if unknown."""
     if name == "torch":
         return TorchBackend
     if name == "triton":
@@ -31,7 +31,8 @@ def backend_class(name: str) -> type:
         from .tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend
-    raise BackendUnavailableError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    # (a name that is no backend is a bad argument, not a backend this machine cannot run)
+    raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def _init_parameters(cls: type) -> list[inspect.Parameter]:

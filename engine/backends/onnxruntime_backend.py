@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..banding import NETWORK_BAND_PIXELS, banded, row_geometry
-from ..checks import is_switch
+from ..checks import check_threads, is_switch
 from ..errors import BackendUnavailableError, ConfigError, VlmcodecError
 
 RUN_NETWORKS = ("g_a", "h_a", "g_s")
@@ -193,6 +193,7 @@ class OnnxRuntimeBackend:
             if not (is_switch(value) or (name == "item_by_item" and value is None)):
                 # ("false" or "off" was true: any string is)
                 raise ConfigError(f"onnxruntime backend: {name} must be true or false, got {value!r}")
+        inter_op_threads = check_threads("onnxruntime backend: inter_op_threads", inter_op_threads)
         graphs, cache_dir = (_folder_option(n, v) for n, v in (("graphs", graphs), ("cache_dir", cache_dir)))
         if graphs is not None:
             self.graph_dir = Path(graphs)

@@ -23,7 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from ..banding import NETWORK_BAND_PIXELS, RowGeometry, banded, row_geometry
+from ..checks import is_switch
 from ..devices import torch_device
+from ..errors import ConfigError
 from ..layers import GDN, FoldedGDN, SubPixelConv
 from ..torch_threads import set_torch_threads
 
@@ -45,12 +47,14 @@ class TorchBackend:
     band_pixels: int | None = NETWORK_BAND_PIXELS
 
     def __init__(self, model, device: str = "cpu", threads: int | None = None, optimize: bool = True):
+        if not is_switch(optimize):  # ("false" was true: any string is)
+            raise ConfigError(f"{self.name} backend: optimize must be true or false, got {optimize!r}")
         # cpu or cuda only: "meta" moved the caller's model there, breaking every codec sharing it
         self.device = torch_device(device, f"{self.name} backend: device")
         set_torch_threads(threads)  # (one in a process forked after torch ran on several: torch_threads.py)
         self.model = model.to(self.device).eval()
         self._streams: dict[int, "torch.cuda.Stream"] = {}
-        self.optimize = optimize
+        self.optimize = bool(optimize)
         if optimize:
             self.g_a = optimize_for_inference(self.model.g_a)
             self.h_a = optimize_for_inference(self.model.h_a)

@@ -64,10 +64,14 @@ class RemoteCodec:
     """``url``: ``http://host:port`` or ``https://host:port`` (verified against the system's CAs,
     or ``ssl_context``'s, e.g. ``ssl.create_default_context(cafile="server.pem")`` for a
     self-signed certificate); ``token``: sent as ``Authorization: Bearer`` (a server started
-    with ``--auth-token-file``)."""
+    with ``--auth-token-file``); ``timeout_s``: the most seconds one request's whole exchange may
+    take (``RequestTimeoutError``); ``retries``: how many times a busy server's 503 or a rate
+    limit's 429 is retried before its error is raised (the module's doc)."""
 
     def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0, retries: int = 2,
                  token: str | None = None, ssl_context: ssl.SSLContext | None = None):
+        if not isinstance(url, str):  # (an AttributeError from urlsplit)
+            raise ConfigError(f"a server's URL must be a string such as 'http://host:port', got {type(url).__name__}")
         try:
             parts = urlsplit(url)
         except ValueError as e:  # ("Invalid IPv6 URL")
@@ -205,9 +209,11 @@ class RemoteCodec:
         return np.frombuffer(payload, np.uint8).reshape(h, w, 3).copy()
 
     def health(self) -> dict:
+        """The server's ``GET /health`` answer (its status and models), as a dict."""
         return self._json_object("/health")
 
     def stats(self) -> dict:
+        """The server's ``GET /stats`` answer (its request counts and latencies), as a dict."""
         return self._json_object("/stats")
 
     def _json_object(self, path: str) -> dict:
@@ -536,9 +542,11 @@ class AsyncRemoteCodec:
         return await self._call(self.sync.decode, data, short_side, **options)
 
     async def health(self) -> dict:
+        """``RemoteCodec.health``, awaited."""
         return await self._call(self.sync.health)
 
     async def stats(self) -> dict:
+        """``RemoteCodec.stats``, awaited."""
         return await self._call(self.sync.stats)
 
 

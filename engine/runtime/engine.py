@@ -55,7 +55,8 @@ import numpy as np
 
 from .. import rate_control, resample
 from ..bitstream import container
-from ..checks import check_count, check_number, check_seconds, check_threads, is_whole, quality_or_budget
+from ..checks import (check_count, check_number, check_seconds, check_threads, is_switch, is_whole,
+                      quality_or_budget)
 from ..codec import Codec, check_batch
 from ..errors import (BitstreamError, ConfigError, EngineDeadError, QueueFull, RequestError,  # noqa: F401 (QueueFull: here too)
                       RequestTimeoutError, ResourceError, VlmcodecError, warn_refine_fallback)
@@ -137,6 +138,18 @@ atexit.register(_shut_down_live_engines)
 
 
 class Engine:
+    """Serves one ``Codec``'s encodes and decodes with dynamic batching (the module's doc).
+
+    ``codec``: the ``Codec`` served (None: ``Codec()``; for a ``CodecSet``'s models, one Engine
+    per codec, as ``vlmcodec serve`` does); ``max_batch``: the most requests in one network batch;
+    ``max_delay_ms``: how long a batch waits to fill (None: 0 on the CPU backends, 5 where whole
+    batches run); ``workers``: entropy-coding threads; ``network_workers``: threads running the
+    networks; ``intra_op_threads``: torch's threads, set for the whole process (None: unchanged);
+    ``max_queue``: the most requests in flight; ``block``: beyond it ``submit_*`` waits (True) or
+    raises ``QueueFull``; ``timeout_s``: a request's default deadline (None: none);
+    ``refine_workers``: threads running the encodes with latent refinement.
+    """
+
     def __init__(self, codec: Codec | None = None, *, max_batch: int = 8, max_delay_ms: float | None = None,
                  workers: int = 2, network_workers: int = 1, intra_op_threads: int | None = None,
                  max_queue: int = 256, block: bool = True, timeout_s: float | None = None,
@@ -144,13 +157,16 @@ class Engine:
         for name, value in (("max_batch", max_batch), ("workers", workers), ("network_workers", network_workers),
                             ("refine_workers", refine_workers), ("max_queue", max_queue)):
             check_count(name, value)
+        if codec is not None and not isinstance(codec, Codec):  # (an AttributeError at the first request)
+            raise ConfigError(f"Engine takes a Codec (or None: the default model), got {type(codec).__name__}; "
+                              "for a model path or a CodecSet's models: one Engine per Codec")
         if max_delay_ms is not None:
             max_delay_ms = check_number("max_delay_ms", max_delay_ms)
         timeout_s = check_seconds("timeout_s", timeout_s)
         if intra_op_threads is not None:
             from ..torch_threads import set_torch_threads
 
-            set_torch_threads(check_threads("intra_op_threads", intra_op_threads))  # process-wide: documented in the class doc
+            set_torch_threads(check_threads("intra_op_threads", intra_op_threads))  # process-wide: the module's doc
         self.codec = codec if codec is not None else Codec()
         self.max_queue = int(max_queue)
         self.block = bool(block)
@@ -273,6 +289,7 @@ class Engine:
 
     async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
                      priority: int = 0) -> np.ndarray:
+        """``submit_decode``, awaited."""
         return await asyncio.wrap_future(self.submit_decode(data, timeout_s, short_side, priority=priority))
 
     @overload
@@ -358,6 +375,9 @@ class Engine:
         costs ~1 s more than the next (the teacher's and autograd's first passes). Returns one
         record per (mode, coded size, batch size): wall seconds or the skip reason.
         """
+        for name, value in (("decode", decode), ("refine", refine)):
+            if not is_switch(value):  # ("false" would be true)
+                raise ConfigError(f"{name} must be True or False, got {value!r}")
         self._check_process()
         if self._closed:
             raise EngineDeadError("engine is shut down; create a new Engine")
@@ -511,6 +531,7 @@ class Engine:
 
     @property
     def in_flight(self) -> int:
+        """The requests submitted and not finished yet (at most ``max_queue``)."""
         return self._inflight
 
     def latency(self) -> dict[str, dict[str, float | int]]:
