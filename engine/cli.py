@@ -773,7 +773,7 @@ def _model_info(f: Path, as_json: bool) -> None:
 
     d = describe_model(f)
     if as_json:
-        print(json.dumps(d), flush=True)
+        print(json.dumps({"file": d["file"], "kind": "model", **d}), flush=True)
         return
     c = d["config"]
     shares = "" if d["stream_fingerprint"] == d["fingerprint"] else "  (shares that model's decoder)"
@@ -798,11 +798,41 @@ def _why_no_encoder(d: dict) -> str:
     return "no (before version 3: re-export it)"
 
 
+def _refuse_decoder_model(head: bytes) -> None:
+    """BitstreamError naming it for a C decoder-model file read as a stream (standard input): its
+    "VLMCDEC" was "unsupported .vlmc version 68"."""
+    from vlmcodec.export.c_decoder import MAGIC as DECODER_MODEL_MAGIC
+
+    if head.startswith(DECODER_MODEL_MAGIC):
+        raise BitstreamError("a decoder-model file of the C decoder (.vlmd), not a .vlmc stream: "
+                             "name it as FILE.vlmd to describe it")
+
+
+def _read_stream(src: Path) -> bytes:
+    """A .vlmc stream's bytes for ``info``, read whole only when its header says the file is that
+    long: a damaged or hostile one (a 2 GB file of zeros) fails from its first bytes, as
+    ``container.unpack`` says of it."""
+    from .bitstream import container
+
+    with contextlib.ExitStack() as stack:
+        f = sys.stdin.buffer if src is STDIN else stack.enter_context(open(src, "rb"))
+        head = f.read(container.MAX_HEADER_BYTES)
+        _refuse_decoder_model(head)
+        if len(head) < container.MAX_HEADER_BYTES:  # (the whole file)
+            return head
+        start, payload = container.payload_span(head)
+        st = os.fstat(f.fileno())
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None  # (a pipe's or a FIFO's is not known)
+        if size is not None and size != start + payload:
+            raise container.length_mismatch(payload, size - start)
+        return head + f.read(start + payload + 1 - len(head))  # (one more: unpack refuses a longer one)
+
+
 def cmd_info(args) -> int:
     from .bitstream import container
 
     files = expand_inputs(args.inputs, {".vlmc", ".safetensors", ".vlmd"})
-    failures = _Failures(len(files))
+    failures = _Failures(len(files), sys.stdout if args.json else None)
     for f in files:
         if f.suffix.lower() == ".vlmd":  # the C decoder's model file (export --format c-decoder)
             from vlmcodec.export.c_decoder import describe_decoder_model
@@ -815,7 +845,7 @@ def cmd_info(args) -> int:
             if args.json:
                 import json
 
-                print(json.dumps({"file": str(f), **d}), flush=True)
+                print(json.dumps({"file": str(f), "kind": "decoder-model", **d}), flush=True)
             else:
                 print(f"{f}: decoder-model file of the C decoder (kernels/decoder/vlmc_decoder.h)\n"
                       f"  format version  {d['format_version']}\n  model           {d['model']}\n"
@@ -831,7 +861,7 @@ def cmd_info(args) -> int:
                 failures.add(f, e)
             continue
         try:
-            data = _read_bytes(f)
+            data = _read_stream(f)
             h, zc, yc = container.unpack(data)
         except _FILE_ERRORS as e:
             failures.add(f, e)
@@ -840,7 +870,8 @@ def cmd_info(args) -> int:
         if args.json:  # one JSON object per line, one line per stream
             import json
 
-            print(json.dumps({"file": str(f), "format_version": h.version, "model": h.fingerprint.hex(),
+            print(json.dumps({"file": str(f), "kind": "stream", "format_version": h.version,
+                              "model": h.fingerprint.hex(),
                               "width": h.width, "height": h.height, "coded_width": h.coded_hw[1],
                               "coded_height": h.coded_hw[0], "quality": h.quality, "pre_edited": h.pre_edited,
                               "z_chunks": len(zc), "y_chunks": len(yc), "bytes": len(data), "payload_bytes": payload,
@@ -870,6 +901,9 @@ def cmd_convert(args) -> int:
 
     if not args.from_compressai and (args.N is not None or args.M is not None):
         raise VlmcodecError("--N and --M apply to --from-compressai (a model or weights file records its own)")
+    if Path(args.output).is_dir():  # (it failed after the reading, with "[Errno 21] Is a directory")
+        raise VlmcodecError(f"-o {args.output} is a folder: convert writes one model file; "
+                            "name it (-o FILE.safetensors)")
     source = args.from_compressai or args.from_weights
     if source and _is_input(Path(args.output), Path(source)):  # (a checkpoint replaced by a file of another kind)
         raise VlmcodecError(f"{args.output}: the model file would replace its own input; name another with -o")

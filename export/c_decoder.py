@@ -35,6 +35,7 @@ version, a version-1 file cannot write streams and a version-2 file cannot encod
 from __future__ import annotations
 
 import functools
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -255,19 +256,32 @@ def decoder_model_bytes(loaded, version: int = MODEL_FILE_VERSION) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def _most_bytes(n: int, m: int, levels: int) -> int:
+    """A generous bound on the size of a decoder-model file of ``n``, ``m`` and ``levels`` (its
+    real one is ~1/20 of it): 64 float64 5x5 convolutions of the wider width, CDF tables of 65536
+    entries for each z channel and 256 scales, the gains, and 64 MiB more."""
+    w = max(n, m)
+    return (64 << 20) + 8 * 25 * 64 * w * w + 4 * 65536 * (n + 256) + 8 * levels * m
+
+
 def describe_decoder_model(path: str | Path) -> dict:
     """What a decoder-model file holds (its fields, checked: magic, version, CRC-32); ConfigError
     for a file that is not one or is damaged."""
-    blob = Path(path).read_bytes()
-    if len(blob) < 44 or blob[:8] != MAGIC:
-        raise ConfigError(f"{path} is not a vlmcodec decoder-model file (bad magic)")
+    with open(path, "rb") as f:  # (its fixed header first: a 2 GB file of zeros was read whole)
+        size = os.fstat(f.fileno()).st_size
+        blob = f.read(40)
+        if size < 44 or blob[:8] != MAGIC:
+            raise ConfigError(f"{path} is not a vlmcodec decoder-model file (bad magic)")
+        n, m, k = struct.unpack("<III", blob[28:40])
+        if size > _most_bytes(n, m, k):
+            raise ConfigError(f"{path}: {size} bytes, more than a decoder-model file of N {n}, M {m} holds (damaged)")
+        blob += f.read(size - len(blob))
     if struct.unpack("<I", blob[-4:])[0] != zlib.crc32(blob[:-4]):
         raise ConfigError(f"{path}: CRC-32 mismatch (damaged)")
     (version,) = struct.unpack("<I", blob[8:12])
     if version not in READABLE_VERSIONS:
         raise ConfigError(f"{path}: decoder-model file version {version} (this build reads "
                           f"{', '.join(map(str, READABLE_VERSIONS))})")
-    n, m, k = struct.unpack("<III", blob[28:40])
     return {"format_version": version, "model": blob[12:20].hex(), "streams_carry": blob[20:28].hex(),
             "N": n, "M": m, "levels": k, "writes_streams": version >= 2,
             "encodes_images": version >= 3, "bytes": len(blob)}

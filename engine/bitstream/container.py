@@ -34,6 +34,9 @@ FORMAT_VERSION = 1
 MAX_DIM = 1 << 14  # = image_io.MAX_SIDE: a decoder is never asked for more than an encoder accepts
 MAX_CHUNKS = 4096
 MAX_CHUNK_BYTES = 1 << 30
+# the longest header: 14 fixed bytes, four size varints, the quality, two counts and MAX_CHUNKS * 2
+# chunk lengths (5 bytes each at most), the CRC
+MAX_HEADER_BYTES = 14 + 4 * 5 + 2 + (2 + 2 * MAX_CHUNKS) * 5 + 4
 FLAG_PRE_EDITED = 1
 FLAG_RESCALED = 2
 _KNOWN_FLAGS = FLAG_PRE_EDITED | FLAG_RESCALED
@@ -179,10 +182,8 @@ def fingerprint_of(data) -> bytes:
     return head[6:14]
 
 
-def unpack(data: bytes) -> tuple[Header, list[bytes], list[bytes]]:
-    """Parse and verify a .vlmc byte string; returns (header, z_chunks, y_chunks)."""
-    data = as_bytes(data)
-    r = _Reader(data)
+def _read_header(r: _Reader) -> tuple[Header, list[int], int]:
+    """The header at ``r``'s start, checked: (header, the chunk lengths, where the CRC starts)."""
     if r.take(4, "magic") != MAGIC:
         raise BitstreamError("not a .vlmc stream (bad magic)")
     version, flags = r.take(2, "version")
@@ -205,19 +206,41 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], list[bytes]]:
     n_z = r.varint("z chunk count", 1, MAX_CHUNKS)
     n_y = r.varint("y chunk count", 1, MAX_CHUNKS)
     lengths = [r.varint("chunk length", 0, MAX_CHUNK_BYTES) for _ in range(n_z + n_y)]
-    header_end = r.pos
+    header = Header(fingerprint=fingerprint, width=width, height=height, quality=q / 100, flags=flags,
+                    version=version, z_lengths=tuple(lengths[:n_z]), y_lengths=tuple(lengths[n_z:]),
+                    coded_width=coded_width, coded_height=coded_height)
+    return header, lengths, r.pos
+
+
+def payload_span(head) -> tuple[int, int]:
+    """(where the payload starts, its length in bytes) of the stream whose first bytes ``head``
+    are (its header at least: ``MAX_HEADER_BYTES`` at most), from its chunk table; BitstreamError
+    as ``unpack`` says of a bad header. Lets a reader refuse a file of another length unread."""
+    r = _Reader(as_bytes(head))
+    _, lengths, header_end = _read_header(r)
+    return header_end + 4, sum(lengths)
+
+
+def length_mismatch(payload: int, file_payload: int) -> BitstreamError:
+    """``unpack``'s error for a chunk table that says ``payload`` bytes where the file has ``file_payload``."""
+    return BitstreamError(f"corrupt or truncated stream: chunk table says {payload} payload bytes, "
+                          f"file has {file_payload}")
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes], list[bytes]]:
+    """Parse and verify a .vlmc byte string; returns (header, z_chunks, y_chunks)."""
+    data = as_bytes(data)
+    r = _Reader(data)
+    header, lengths, header_end = _read_header(r)
+    n_z = len(header.z_lengths)
     (crc,) = struct.unpack("<I", r.take(4, "crc32"))
     payload_len = len(data) - r.pos
     if sum(lengths) != payload_len:
-        raise BitstreamError(f"corrupt or truncated stream: chunk table says {sum(lengths)} payload bytes, "
-                             f"file has {payload_len}")
+        raise length_mismatch(sum(lengths), payload_len)
     if zlib.crc32(data[r.pos :], zlib.crc32(data[:header_end])) != crc:
         raise BitstreamError("corrupt stream: CRC-32 mismatch")
     chunks, pos = [], r.pos
     for n in lengths:
         chunks.append(data[pos : pos + n])
         pos += n
-    header = Header(fingerprint=fingerprint, width=width, height=height, quality=q / 100, flags=flags,
-                    version=version, z_lengths=tuple(lengths[:n_z]), y_lengths=tuple(lengths[n_z:]),
-                    coded_width=coded_width, coded_height=coded_height)
     return header, chunks[:n_z], chunks[n_z:]

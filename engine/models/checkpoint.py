@@ -218,12 +218,44 @@ def read_safetensors(path: str | Path, what: str = "model file") -> tuple[dict[s
     try:
         # read whole, not tensor by tensor: safe_open's get_tensor kept ~60 B per tensor for good
         # (safetensors 0.8: ~6 KB a Codec made, for a process that keeps making them)
-        data = path.read_bytes()
+        data = _read_checked(path)
         tensors = load(data)
         header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
         return tensors, (header.get("__metadata__") or {})
     except Exception as e:  # safetensors raises several types for a damaged file
         raise ConfigError(f"cannot read {what} {path}: {e}") from e
+
+
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header ("header too large")
+
+
+def _read_checked(path: Path) -> bytes:
+    """A safetensors file's bytes, read whole only when its header says the file is that long: a
+    damaged or hostile one (a 2 GB file of zeros) fails from its header, as ``load`` says of it."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if n <= _MAX_HEADER:
+            head += f.read(min(n, max(size - 8, 0)))
+        if _stated_size(head) == size:
+            return head + f.read(size - len(head))
+    load(head)  # (raises what safetensors says of it)
+    raise ValueError("Error while deserializing: incomplete metadata, file not fully covered")
+
+
+def _stated_size(head: bytes) -> int | None:
+    """The file size a safetensors header (``head``: its length and JSON) states; None where it
+    is no header."""
+    n = int.from_bytes(head[:8], "little")
+    if len(head) < 8 or n > _MAX_HEADER or len(head) != 8 + n:
+        return None
+    try:
+        header = json.loads(head[8:])
+        ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        return None
+    return 8 + n + max(ends, default=0)
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -383,18 +415,34 @@ def describe_model(path: str | Path) -> dict:
     path = Path(path)
     tensors, meta = read_safetensors(path)
     config, fp, identity = _checked(path, tensors, meta)
-    decoder = sum(t.numel() for k, t in tensors.items() if is_decoder_tensor(k) and not k.startswith(TABLE_PREFIX))
-    weights = sum(t.numel() for k, t in tensors.items() if not k.startswith(TABLE_PREFIX))
+    params = _parameter_names(config)  # (not the buffers: GDN's bounds, scale table, ...)
+    decoder = sum(t.numel() for k, t in tensors.items() if k in params and is_decoder_tensor(k))
+    weights = sum(t.numel() for k, t in tensors.items() if k in params)
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for k, t in tensors.items()
                      if t.is_floating_point() and not k.startswith(TABLE_PREFIX)})
     lineage = lineage_in(meta, path)
-    steps = meta.get("train_steps")
     return {"file": str(path), "bytes": path.stat().st_size, "fingerprint": fp.hex(),
             "stream_fingerprint": identity.stream_fingerprint.hex(), "decoder_digest": identity.decoder_digest.hex(),
             "config": config.to_dict(), "parameters": {"encoder": weights - decoder, "decoder": decoder},
-            "dtypes": dtypes, "train_steps": int(steps) if steps and steps.isdigit() else steps,
+            "dtypes": dtypes, "train_steps": steps_in(meta),
             "train_weights": meta.get("train_weights"),  # "average (ema_decay …)"; None: the last step's
-            "lineage": [{k: st.get(k) for k in ("file", "fingerprint", "train_steps")} for st in lineage]}
+            "lineage": [{"file": st.get("file"), "fingerprint": st.get("fingerprint"), "train_steps": steps_in(st)}
+                        for st in lineage]}
+
+
+def steps_in(meta: dict) -> int | None:
+    """The ``train_steps`` a file's metadata records, as a number; None where it records none (or
+    no count of steps: edited metadata, "²" or "-5")."""
+    steps = meta.get("train_steps")
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        return steps if steps >= 0 else None
+    return int(steps) if isinstance(steps, str) and steps.isascii() and steps.isdigit() else None
+
+
+def _parameter_names(config: ModelConfig) -> set[str]:
+    """The names of the learned parameters of ``config``'s model (made on no memory)."""
+    with torch.device("meta"):
+        return {k for k, _ in MeanScaleHyperprior(config).named_parameters()}
 
 
 def lineage_in(meta: dict, path: str | Path) -> list[dict]:

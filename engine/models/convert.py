@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -57,14 +58,18 @@ def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M
         if "Weights only load failed" in why:
             why = ("not a checkpoint of tensors that torch.load reads safely (weights only); a CompressAI "
                    "checkpoint saved with torch.save is one")
+        elif isinstance(e, (KeyError, EOFError, pickle.UnpicklingError)):  # (a KeyError's "101": a text file)
+            why = "not a torch checkpoint (a file torch.save writes, as a CompressAI checkpoint is)"
         raise ConfigError(f"cannot read checkpoint {src}: {why}") from e
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if isinstance(state, dict):  # (a DataParallel model's names start with "module.")
+        state = {k.removeprefix("module.") if isinstance(k, str) else k: v for k, v in state.items()}
     if not isinstance(state, dict) or "g_a.0.weight" not in state:
         raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict")
     odd = _odd_entry(state)
     if odd:
         raise ConfigError(f"{src} does not look like a CompressAI MeanScaleHyperprior state dict ({odd})")
-    state = compressai_state_to_vlmcodec({k.removeprefix("module."): v for k, v in state.items()})
+    state = compressai_state_to_vlmcodec(state)
     # The architecture follows from tensor shapes: g_a.0 is (N, 3, 5, 5), g_a.6 is (M, N, 5, 5).
     for name, given in (("N", N), ("M", M)):
         if given is not None and not (isinstance(given, int) and given >= 1):  # (0 was "read it from the shapes")

@@ -82,7 +82,8 @@ def lineage_of(meta: dict, path: str | Path) -> list[dict]:
         recipe = meta["train_recipe"]
     steps = meta.get("train_steps")
     return [*before, {"file": Path(path).name, "fingerprint": meta.get("fingerprint", "")[:16],
-                      "train_steps": int(steps) if steps and steps.isdigit() else steps, "train_recipe": recipe}]
+                      "train_steps": int(steps) if steps and steps.isascii() and steps.isdigit() else steps,
+                      "train_recipe": recipe}]
 
 
 def _copy_into(model: MeanScaleHyperprior, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
