@@ -65,12 +65,13 @@ def _run_rd(args) -> int:
 
     from ..errors import ConfigError
     from .common import kodak_dir
-    from .rd import check_quality_keys, run
+    from .rd import canonical_names, canonical_quality_keys, check_quality_keys, run
 
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     if not codecs:  # (an rd.json and a report of no codec, exit 0)
         raise ConfigError(f"--codecs {args.codecs!r}: no codec named")
-    qualities = parse_qualities(args.qualities)
+    codecs = canonical_names(codecs)
+    qualities = canonical_quality_keys(parse_qualities(args.qualities))
     check_quality_keys(qualities, codecs)
     torch.set_num_threads(max(1, args.threads or 1))
     images = args.images or kodak_dir("vlmcodec bench rd IMAGES_DIR --out DIR")

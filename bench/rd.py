@@ -407,6 +407,25 @@ def _kept_codecs(path: Path, images: list[Path], metrics: list, measured,
     return kept, earlier if kept else []
 
 
+def canonical_names(names: Sequence[str]) -> list[str]:
+    """``names`` as the codecs name themselves (``webp@0256`` is ``webp@256``), each once: results,
+    ``--qualities`` and ``--merge`` go by these (one codec spelt two ways ran twice as two curves)."""
+    return list(dict.fromkeys(make_codec(n).name for n in names))
+
+
+def canonical_quality_keys(qualities: dict) -> dict:
+    """``--qualities`` keys spelt as ``canonical_names`` spells codecs (a key naming no codec is
+    kept as it is: ``check_quality_keys`` says so)."""
+    out = {}
+    for key, qs in qualities.items():
+        try:
+            key = make_codec(key).name
+        except (ValueError, KeyError):
+            pass
+        out[key] = qs
+    return out
+
+
 def check_quality_keys(qualities: dict, codecs: Sequence[str]) -> None:
     """ConfigError for a ``--qualities`` key that is none of ``codecs`` nor their family (``webp``
     for ``webp@256``, ``vlmcodec`` for ``vlmcodec+r30@256``): a misspelt one was ignored, and its

@@ -309,3 +309,23 @@ def test_a_codec_name_with_an_empty_side_is_refused(name):
 
     with pytest.raises(ValueError, match="after '@' give the consumer's short side"):
         make_codec(name)
+
+
+def test_rd_goes_by_the_names_codecs_give_themselves(tmp_path):
+    """webp@256 and webp@0256 are one codec: it ran twice as two curves, and --qualities spelt one
+    way did not reach the other."""
+    from PIL import Image
+
+    from vlmcodec.cli import main
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(images / "a.png")
+    out = tmp_path / "rd"
+    assert main(["bench", "rd", str(images), "--out", str(out), "--codecs", "webp@64,webp@064",
+                 "--qualities", "webp@064=40", "--metrics", "psnr", "--no-semantic", "--no-plots",
+                 "--quiet"]) == 0
+    curves = json.loads((out / "rd.json").read_text())["codecs"]
+    assert list(curves) == ["webp@64"]
+    assert [p["quality"] for p in curves["webp@64"]["points"]] == [40]
