@@ -224,14 +224,15 @@ def _own_cgroups(root: Path) -> list[tuple[Path, str]]:
 def _cgroup_room(folder: Path, version: str) -> int | None:
     """Bytes left under one cgroup's limit, its inactive page cache (which the kernel reclaims
     before it kills) counting as free; None: no limit, or none readable."""
-    if version == "v2":
-        limit, usage = _read_int(folder / "memory.max"), _read_int(folder / "memory.current")
-        cache = _stat(folder / "memory.stat", "inactive_file")
-    else:
-        limit, usage = _read_int(folder / "memory.limit_in_bytes"), _read_int(folder / "memory.usage_in_bytes")
-        cache = _stat(folder / "memory.stat", "total_inactive_file", "inactive_file")
-    if limit is None or usage is None or limit >= _NO_LIMIT:
+    v2 = version == "v2"
+    # the limit first: most cgroups have none, and memory.stat (a long file) is then not read
+    limit = _read_int(folder / ("memory.max" if v2 else "memory.limit_in_bytes"))
+    if limit is None or limit >= _NO_LIMIT:
         return None
+    usage = _read_int(folder / ("memory.current" if v2 else "memory.usage_in_bytes"))
+    if usage is None:
+        return None
+    cache = _stat(folder / "memory.stat", *(("inactive_file",) if v2 else ("total_inactive_file", "inactive_file")))
     return max(0, limit - max(0, usage - cache))
 
 
