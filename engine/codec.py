@@ -333,7 +333,7 @@ class Codec:
         latents = [DecodedLatent(p[0], self._latents(*p), hw) for p, hw in zip(parsed, out_hws)]
         out: list[np.ndarray | None] = [None] * len(latents)
         for idx in _group_by(latents, lambda d: padded_size(*d.header.coded_hw)).values():
-            for i, img in zip(idx, self.synthesize([latents[i] for i in idx])):
+            for i, img in zip(idx, self.synthesize([latents[i] for i in idx], check_memory=False)):  # (checked above)
                 out[i] = img
         return out  # type: ignore[return-value]
 
@@ -521,10 +521,12 @@ class Codec:
             self._fits_decoding([(header.coded_hw, out_hw)])
         return DecodedLatent(header, self._latents(header, z_chunks, y_chunks), out_hw)
 
-    def synthesize(self, latents: list["DecodedLatent"]) -> list[np.ndarray]:
-        """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images."""
-        # (checked again: the runtime batches latents that were checked one by one)
-        self._fits_decoding([(d.header.coded_hw, d.out_hw) for d in latents])
+    def synthesize(self, latents: list["DecodedLatent"], *, check_memory: bool = True) -> list[np.ndarray]:
+        """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images. The
+        batch's memory is checked (the runtime batches latents checked one by one;
+        ``check_memory=False``: the caller checked this very batch, as ``decode_batch`` does)."""
+        if check_memory:
+            self._fits_decoding([(d.header.coded_hw, d.out_hw) for d in latents])
         use_torch_threads(self._torch_threads)
         y_hat = torch.stack([d.y_hat for d in latents])
         levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])

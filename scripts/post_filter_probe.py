@@ -143,7 +143,7 @@ def filtered_codec(path: str | None, short_side: int | None):
     class FilteredCodec(Codec):
         """``synthesize`` runs the filter on g_s's output, before the clamp and the resize."""
 
-        def synthesize(self, latents):
+        def synthesize(self, latents, **options):
             K = self.model.num_levels
             levels = torch.tensor([self.model.level_of_quality(d.header.quality) / (K - 1) for d in latents])
             synthesis, done = self.backend.synthesis, [0]
@@ -154,7 +154,7 @@ def filtered_codec(path: str | None, short_side: int | None):
 
             self.backend.synthesis = filtered
             try:
-                return super().synthesize(latents)
+                return super().synthesize(latents, **options)
             finally:
                 self.backend.synthesis = synthesis
 
