@@ -302,6 +302,12 @@ class _Failures:
         if self.json_stream is not None:
             _emit_json({"file": str(src), "error": msg, "type": type(err).__name__}, self.json_stream)
 
+    def add_after(self, writes, src: Path, err: BaseException) -> None:
+        """``add``, once the rows of the files before it have come (``writes``: the ``WriteBehind``
+        they wait in), so that results come in input order."""
+        writes.drain()
+        self.add(src, err)
+
     def status(self) -> int:
         if self.count and self.total > 1:
             print(f"vlmcodec: error: {self.count} of {self.total} files failed (the others were processed)",
@@ -418,10 +424,6 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
 
     # the next image is read and the last decoded one written while this one is coded
     with WriteBehind() as writes:
-        def fail(src: Path, err: Exception) -> None:
-            writes.drain()  # the rows of the files before it first: results come in input order
-            failures.add(src, err)
-
         def save_decoded(rec, out: Path, dst: Path) -> None:
             try:
                 save_image(rec, out, png_level)
@@ -451,7 +453,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                 else:
                     write_whole(dst, data)  # whole or not at all (a Ctrl-C left a truncated stream)
             except _FILE_ERRORS as e:
-                fail(src, e)
+                failures.add_after(writes, src, e)
                 continue
             h, w = img.shape[:2]
             bpp = 8 * len(data) / (h * w)
@@ -461,7 +463,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
                 try:
                     rec = codec.decode(data)
                 except _FILE_ERRORS as e:
-                    fail(src, e)
+                    failures.add_after(writes, src, e)
                     continue
                 t_dec = time.perf_counter() - t0
                 p = psnr(img, rec)
@@ -535,8 +537,7 @@ def cmd_decode(args) -> int:
                 img = _codec_for(codecs, data, codec).decode(data, args.decode_short_side)
                 dt = time.perf_counter() - t0
             except _FILE_ERRORS as e:
-                writes.drain()  # the rows of the files before it first: results come in input order
-                failures.add(src, e)
+                failures.add_after(writes, src, e)
                 continue
             line: str | dict = f"{src.name} -> {dst}  {img.shape[1]}x{img.shape[0]}  {1000*dt:.0f} ms"
             if args.json:
