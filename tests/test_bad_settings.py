@@ -132,8 +132,12 @@ def test_an_engine_left_running_at_exit_is_shut_down(tmp_path):
         "from vlmcodec.runtime import Engine\n"
         "engine = Engine(Codec(threads=1), max_batch=1)\n"
         "img = np.zeros((128, 128, 3), np.uint8)\n"
+        "import sys, threading\n"
+        "lock = threading.Lock()\n"
         "def told(f):\n"
-        "    print('ok' if f.exception() is None else type(f.exception()).__name__, flush=True)\n"
+        "    word = 'ok' if f.exception() is None else type(f.exception()).__name__\n"
+        "    with lock:  # callbacks run on several threads; print() writes word and newline apart\n"
+        "        sys.stdout.write(word + '\\n'); sys.stdout.flush()\n"
         "for _ in range(12):\n"
         "    engine.submit_encode(img, 50).add_done_callback(told)\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
