@@ -1021,13 +1021,21 @@ def _png_level(text: str) -> int:
     return int(text)
 
 
-def _short_side(text: str) -> int:
-    from .resample import parse_short_side
+def _short_side(text: str) -> int | None:
+    """``--short-side N``: N >= MIN_SHORT_SIDE, or 0 for the original size (as the API's 0; the same
+    as leaving the option out)."""
+    from .resample import MIN_SHORT_SIDE, parse_short_side
 
     try:
+        if text.strip() and int(text) == 0:
+            return None
+    except ValueError:
+        pass
+    try:
         return parse_short_side(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0 (the original size) or an integer >= {MIN_SHORT_SIDE}, "
+                                         f"got {text!r}") from None
 
 
 def _checked_argument(parse, check: str, expected: str):
@@ -1146,7 +1154,8 @@ def build_parser() -> _Parser:
     def short_side(sp):
         sp.add_argument("--short-side", type=_short_side, metavar="N",
                         help="code at the consumer's scale: downscale so the shorter side is N px before "
-                             "encoding, decode back to the original size (e.g. 256 for a 224-px vision tower)")
+                             "encoding, decode back to the original size (e.g. 256 for a 224-px vision tower; "
+                             "0: the original size, as without the option)")
 
     def budget(sp):
         sp.add_argument("--max-bytes", type=_positive_int, metavar="N",
@@ -1203,7 +1212,8 @@ def build_parser() -> _Parser:
                    help="another model file (repeatable): each stream is decoded by the model that wrote it")
     d.add_argument("--short-side", type=_short_side, metavar="N", dest="decode_short_side",
                    help="decode at the size a consumer of N px sees (shorter side N, never above the original) "
-                        "instead of the original size: one resize from the reconstruction, smaller files")
+                        "instead of the original size: one resize from the reconstruction, smaller files (0: the "
+                        "original size, as without the option)")
     json_lines(d, "per stream: file, output, width, height, bytes, decode_ms")
     d.add_argument("--force", action="store_true",
                    help="without -o, replace an existing image beside its stream (refused otherwise: it may be "

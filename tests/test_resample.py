@@ -134,7 +134,29 @@ def test_cli_short_side(tiny_model_path, tmp_path, capsys, rng):
     with pytest.raises(SystemExit) as e:
         main(["encode", str(src), "--short-side", "4"])
     assert e.value.code == 2
-    assert "expected an integer >= 16" in capsys.readouterr().err
+    assert "expected 0 (the original size) or an integer >= 16, got '4'" in capsys.readouterr().err
+
+
+def test_cli_short_side_zero_is_the_original_size(tiny_model_path, tmp_path, capsys, rng):
+    """``--short-side 0`` is the original size on encode and decode, as the API's ``short_side=0``
+    (the CLI refused it)."""
+    from PIL import Image
+
+    src = tmp_path / "a.png"
+    Image.fromarray(smooth_image(rng, 128, 192)).save(src)
+    out, plain = tmp_path / "a.vlmc", tmp_path / "plain.vlmc"
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    assert main(["encode", str(src), "-o", str(out), "--short-side", "0", *model]) == 0
+    assert main(["encode", str(src), "-o", str(plain), *model]) == 0
+    assert out.read_bytes() == plain.read_bytes()
+    capsys.readouterr()
+    assert main(["decode", str(out), "-o", str(tmp_path / "b.png"), "--short-side", "0", *model]) == 0
+    assert Image.open(tmp_path / "b.png").size == (192, 128)
+    for bad in ("-1", "x", "", "15"):
+        with pytest.raises(SystemExit) as e:
+            main(["decode", str(out), "--short-side", bad, *model])
+        assert e.value.code == 2
+        assert "expected 0 (the original size) or an integer >= 16" in capsys.readouterr().err
 
 
 def test_bench_consumer_scale_codecs(rng):
