@@ -3,8 +3,10 @@ skipped (no optimiser step), ``max_bad_steps`` of them in a row stop the run wit
 checkpoint intact, and weights that became not finite are never checkpointed."""
 
 import csv
+import warnings
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -274,6 +276,29 @@ def test_rank_term_is_nan_for_tokens_not_finite_and_flat_without_a_gradient_burs
 
     want = (spectrum(hat) - spectrum(ref.double())).abs().sum(dim=-1)
     assert torch.equal(rank_distortion([hat], [ref.double()]), want)
+
+
+def test_training_images_smaller_than_a_crop_are_named_in_a_warning(tmp_path):
+    """Images smaller than the crop were dropped without a word (a folder of mostly small images
+    trained on the few large ones)."""
+    from PIL import Image
+
+    from vlmcodec.errors import VlmcodecWarning
+    from vlmcodec.training.data import CropSampler
+
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"big.png": (80, 96), "small.png": (40, 200), "tiny.png": (10, 10)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / name)
+    with pytest.warns(VlmcodecWarning, match=r"2 of 3 training images .* smaller than a 64x64 crop and are not "
+                                             r"used: small.png \(200x40\), tiny.png \(10x10\)"):
+        sampler = CropSampler(tmp_path, 64)
+    assert len(sampler.images) == 1 and sampler.too_small == ["small.png (200x40)", "tiny.png (10x10)"]
+    with pytest.warns(VlmcodecWarning, match=r"of 6 \(3 at 2 sides\) .* big.png \(79x66 at short side 66\)"):
+        CropSampler(tmp_path, 70, short_side=[66, 128], downscale=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (tmp_path / "small.png").unlink(), (tmp_path / "tiny.png").unlink()
+        CropSampler(tmp_path, 64)  # every image used: no warning
 
 
 @pytest.mark.parametrize("case, message", [

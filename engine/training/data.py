@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import warnings
 from pathlib import Path
 
 import torch
 
-from ..errors import TrainingDataError
+from ..errors import TrainingDataError, VlmcodecWarning
 from ..image_io import load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}
@@ -41,14 +42,25 @@ class CropSampler:
         if not sides:
             raise ValueError("short_side: an empty list of sides")
         self.images: list[torch.Tensor] = []
-        for p in list_images(folder):
+        self.too_small: list[str] = []  # "name (WxH)" of each image (at a side) smaller than a crop
+        files = list_images(folder)
+        for p in files:
             full = load_image(p)
             for side in sides:
                 arr = full if side is None else resize(full, coded_size(full.shape[0], full.shape[1], int(side)))
                 if min(arr.shape[:2]) >= crop:
                     self.images.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
+                else:
+                    at = "" if side is None else f" at short side {side}"
+                    self.too_small.append(f"{p.name} ({arr.shape[1]}x{arr.shape[0]}{at})")
         if not self.images:
             raise TrainingDataError(f"no image in {folder} is at least {crop} px on each side")
+        if self.too_small:
+            shown = ", ".join(self.too_small[:5]) + (f" and {len(self.too_small) - 5} more"
+                                                     if len(self.too_small) > 5 else "")
+            of = f"{len(files)}" if len(sides) == 1 else f"{len(files) * len(sides)} ({len(files)} at {len(sides)} sides)"
+            warnings.warn(f"{len(self.too_small)} of {of} training images in {folder} are smaller than a "
+                          f"{crop}x{crop} crop and are not used: {shown}", VlmcodecWarning, stacklevel=2)
         self.downscale = downscale
         self.gen = torch.Generator().manual_seed(seed)
 
