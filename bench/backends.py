@@ -204,4 +204,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from vlmcodec.bench.cli import main_of_module
+
+    raise SystemExit(main_of_module("backends"))

@@ -160,10 +160,21 @@ def dispatch(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="vlmcodec-bench")
-    sub = p.add_subparsers(dest="command", required=True)
-    add_bench_subparsers(sub)
-    return dispatch(p.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)]))
+    """``python -m vlmcodec.bench.cli NAME ARGS...``: ``vlmcodec bench NAME ARGS...``."""
+    from vlmcodec.cli import main as vlmcodec_main
+
+    return vlmcodec_main(["bench", *(sys.argv[1:] if argv is None else argv)])
+
+
+def main_of_module(module: str) -> int:
+    """``python -m vlmcodec.bench.MODULE ARGS...`` as ``vlmcodec bench NAME ARGS...`` (the command's
+    error messages, exit codes and signal handling; a bench module's own ``main`` raised tracebacks)."""
+    from vlmcodec.cli import main as vlmcodec_main
+
+    names = [name for name, mod in PASSTHROUGH.items() if mod == module]
+    if not names:
+        raise ValueError(f"vlmcodec.bench.{module} is not a bench command's module")
+    return vlmcodec_main(["bench", names[0], *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -295,4 +294,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlmcodec.bench.cli import main_of_module
+
+    raise SystemExit(main_of_module("entropy"))

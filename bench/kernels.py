@@ -237,4 +237,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlmcodec.bench.cli import main_of_module
+
+    raise SystemExit(main_of_module("kernels"))

@@ -538,4 +538,6 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from vlmcodec.bench.cli import main_of_module
+
+    raise SystemExit(main_of_module("semantic"))

@@ -352,4 +352,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from vlmcodec.bench.cli import main_of_module
+
+    raise SystemExit(main_of_module("throughput"))

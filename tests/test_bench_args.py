@@ -329,3 +329,41 @@ def test_rd_goes_by_the_names_codecs_give_themselves(tmp_path):
     curves = json.loads((out / "rd.json").read_text())["codecs"]
     assert list(curves) == ["webp@64"]
     assert [p["quality"] for p in curves["webp@64"]["points"]] == [40]
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("throughput", ["--images", "/nonexistent"], "vlmcodec: error: image folder not found: /nonexistent"),
+    ("compare", ["--curve", "a=/nonexistent.json", "--anchor", "b=/nonexistent.json"],
+     "vlmcodec bench compare: error: curve a: cannot read /nonexistent.json"),
+    ("cli", ["rd", "--out", "/nonexistent/x", "--images", "/nonexistent"], "vlmcodec: error: "),
+])
+def test_python_dash_m_of_a_bench_module_is_the_bench_command(module, args, message):
+    """``python -m vlmcodec.bench.MODULE`` ran the module's own main: errors were tracebacks (exit 1)
+    where ``vlmcodec bench NAME`` prints one line and exits 2."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", f"vlmcodec.bench.{module}", *args], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert message in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+
+
+def test_every_bench_module_with_a_main_runs_as_its_command():
+    """Each bench module's ``__main__`` goes through ``vlmcodec bench NAME`` (main_of_module)."""
+    from pathlib import Path
+
+    import vlmcodec.bench as bench_pkg
+    from vlmcodec.bench.cli import PASSTHROUGH, main_of_module
+
+    folder = Path(bench_pkg.__file__).parent
+    modules = [p.stem for p in folder.glob("*.py") if 'if __name__ == "__main__":' in p.read_text()]
+    assert len(modules) >= 9
+    for m in modules:
+        text = (folder / f"{m}.py").read_text()
+        if m == "cli":
+            continue
+        assert m in PASSTHROUGH.values(), m
+        assert f'main_of_module("{m}")' in text, m
+    with pytest.raises(ValueError, match="not a bench command's module"):
+        main_of_module("nope")
