@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 import time
 
+from vlmcodec.bench.common import positive_arg
+from vlmcodec.bench.throughput import finite_arg
 from serve_load import back_to_back, crop_384x256, rounds_of, serving_parser, warm_codec, write_results
 
 
@@ -56,9 +58,9 @@ def run_once(codec, image, seconds: float, clients: int, client_timeout: float, 
 
 def main() -> int:
     p = serving_parser(__doc__, "hangup_goodput.json")
-    p.add_argument("--clients", type=int, default=12)
-    p.add_argument("--client-timeout", type=float, default=0.5)
-    p.add_argument("--server-timeout", type=float, help="the Engine's timeout_s (serve --timeout): a request "
+    p.add_argument("--clients", type=positive_arg, default=12)
+    p.add_argument("--client-timeout", type=finite_arg(0, above=True), default=0.5)
+    p.add_argument("--server-timeout", type=finite_arg(0, above=True), help="the Engine's timeout_s (serve --timeout): a request "
                    "queued longer is answered 504 without running")
     args = p.parse_args()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 
+from vlmcodec.bench.common import positive_arg
 from serve_load import (back_to_back, crop_384x256, latency_summary, paced, rounds_of, serving_parser, warm_codec,
                         write_results)
 
@@ -40,7 +41,7 @@ def run_once(codec, image, seconds: float, bulk_threads: int, interval: float, b
 
 def main() -> int:
     p = serving_parser(__doc__, "priority_serving.json", paced_client="interactive")
-    p.add_argument("--bulk-threads", type=int, default=6)
+    p.add_argument("--bulk-threads", type=positive_arg, default=6)
     args = p.parse_args()
 
     image = crop_384x256()

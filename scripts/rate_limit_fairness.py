@@ -16,6 +16,7 @@ import sys
 import time
 
 from vlmcodec.bench.common import positive_arg
+from vlmcodec.bench.throughput import finite_arg
 
 from serve_load import (back_to_back, crop_384x256, latency_summary, paced, rounds_of, serving_parser, warm_codec,
                         write_results)
@@ -49,10 +50,8 @@ def run_once(codec, image, seconds: float, flood_threads: int, interval: float, 
 def main(argv: list[str] | None = None) -> int:
     p = serving_parser(__doc__, "rate_limit_fairness.json", paced_client="polite")
     p.add_argument("--flood-threads", type=positive_arg, default=6)
-    p.add_argument("--rate-limit", type=float, default=2.0, help="per client, requests/s, in the limited runs")
+    p.add_argument("--rate-limit", type=finite_arg(0, above=True), default=2.0, help="per client, requests/s, in the limited runs")
     args = p.parse_args(argv)
-    if args.rounds < 1:  # (serve_load's parser takes any integer: no run, and "runs": [] written, exit 0)
-        p.error(f"argument --rounds: expected a whole number, at least 1, got {str(args.rounds)!r}")
 
     image = crop_384x256()
     codec = warm_codec(image)

@@ -19,6 +19,7 @@ import sys
 import time
 
 import numpy as np
+from vlmcodec.bench.common import positive_arg
 from serve_load import (back_to_back, crop_384x256, latency_summary, paced, rounds_of, serving_parser, warm_codec,
                         write_results)
 
@@ -73,7 +74,7 @@ def run_once(codec, image, arm: str, seconds: float, interval: float, steps: int
 
 def main() -> int:
     p = serving_parser(__doc__, "refine_serving.json", paced_client="plain")
-    p.add_argument("--refine", type=int, default=10, help="the refiner's steps")
+    p.add_argument("--refine", type=positive_arg, default=10, help="the refiner's steps")
     args = p.parse_args()
 
     image = crop_384x256()

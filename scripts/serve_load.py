@@ -27,11 +27,15 @@ def crop_384x256():
 def serving_parser(doc: str, out_name: str, paced_client: str | None = None) -> argparse.ArgumentParser:
     """The options every serving measurement takes: --seconds, --rounds, --out (default
     results/serve/OUT_NAME) and, with a paced client (named in the help), --interval."""
+    from vlmcodec.bench.common import positive_arg
+    from vlmcodec.bench.throughput import finite_arg
+
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    p.add_argument("--seconds", type=finite_arg(0, above=True), default=20.0, help="length of each run")
     if paced_client:
-        p.add_argument("--interval", type=float, default=0.5, help=f"the {paced_client} client's pace (s)")
-    p.add_argument("--rounds", type=int, default=2)
+        p.add_argument("--interval", type=finite_arg(0, above=True), default=0.5,
+                       help=f"the {paced_client} client's pace (s)")
+    p.add_argument("--rounds", type=positive_arg, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "serve" / out_name)
     return p
 
