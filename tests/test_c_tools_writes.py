@@ -119,3 +119,21 @@ def test_a_fifo_is_written_in_place_and_a_link_through(inputs, tmp_path):
     assert run.returncode == 0 and (tmp_path / "made.ppm").read_bytes() == want, run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.ppm", "link.ppm", "made.ppm", "pipe.ppm", "plain",
                                                           "target.ppm"]
+
+
+@pytest.mark.parametrize("kind", ["encode", "image", "stream"])
+def test_a_tool_killed_mid_write_leaves_no_temporary_file(inputs, tmp_path, kind):
+    """A signal that ends a tool while it writes (here the file size limit's SIGXFSZ at its default
+    action, as Ctrl-C or a kill would) left the hidden temporary file beside the target: the tools
+    remove it before the signal's own action ends them (still killed by that signal)."""
+    out = tmp_path / f"out.{kind}"
+    out.write_bytes(OLD)
+
+    def limit() -> None:
+        os.umask(0o022)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))
+
+    run = subprocess.run(_commands(inputs, out)[kind], capture_output=True, timeout=120, preexec_fn=limit)
+    assert run.returncode == -signal.SIGXFSZ, run.stderr
+    assert out.read_bytes() == OLD and [p.name for p in tmp_path.iterdir()] == [out.name]

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #if !defined(_WIN32)
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
@@ -78,8 +79,42 @@ static int write_file(const char *path, const char *header, const void *buf, siz
     return write_in_place(path, header, buf, n);
 }
 #else
+/* The temporary file replace_whole is writing: a signal that would end the tool meanwhile (Ctrl-C, a
+ * kill, a hang-up, a file size limit's SIGXFSZ) removes it first, then takes its own default action;
+ * without this a killed write of a large image left a hidden .vlmc-XXXXXX beside its target. */
+static const int vlmc_fatal_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGXFSZ};
+#define VLMC_N_FATAL (sizeof vlmc_fatal_signals / sizeof vlmc_fatal_signals[0])
+static char vlmc_tmp_path[4096];
+static volatile sig_atomic_t vlmc_tmp_live;
+
+static void vlmc_remove_tmp_and_die(int sig) {
+    if (vlmc_tmp_live) unlink(vlmc_tmp_path); /* (async-signal-safe) */
+    signal(sig, SIG_DFL);
+    raise(sig); /* delivered once the handler returns: the default action, as without the handler */
+}
+
+/* Installs the handler for the fatal signals left at their default action (one ignored or handled by
+ * the tool stays so), saving the old actions into old. */
+static void vlmc_guard_tmp(struct sigaction old[VLMC_N_FATAL]) {
+    struct sigaction act;
+    size_t i;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = vlmc_remove_tmp_and_die;
+    sigemptyset(&act.sa_mask);
+    for (i = 0; i < VLMC_N_FATAL; i++)
+        if (sigaction(vlmc_fatal_signals[i], NULL, &old[i]) == 0 && old[i].sa_handler == SIG_DFL)
+            sigaction(vlmc_fatal_signals[i], &act, NULL);
+}
+
+static void vlmc_unguard_tmp(const struct sigaction old[VLMC_N_FATAL]) {
+    size_t i;
+    vlmc_tmp_live = 0;
+    for (i = 0; i < VLMC_N_FATAL; i++)
+        if (old[i].sa_handler == SIG_DFL) sigaction(vlmc_fatal_signals[i], &old[i], NULL);
+}
+
 /* header and buf into a new temporary file beside dest (a file's path), given mode, then renamed over
- * dest; 1 on success, else 0 with errno saying why and the temporary file gone. */
+ * dest; 1 on success, else 0 with errno saying why and the temporary file gone (by a fatal signal too). */
 static int replace_whole(const char *dest, mode_t mode, const char *header, const void *buf, size_t n) {
     static const char name[] = ".vlmc-XXXXXX";
     const char *slash = strrchr(dest, '/');
@@ -87,10 +122,16 @@ static int replace_whole(const char *dest, mode_t mode, const char *header, cons
     char *tmp = malloc(dir + sizeof name);
     FILE *f = NULL;
     int fd = -1, ok, err;
+    struct sigaction old[VLMC_N_FATAL];
+    vlmc_guard_tmp(old);
     if (tmp != NULL) {
         memcpy(tmp, dest, dir);
         memcpy(tmp + dir, name, sizeof name);
         fd = mkstemp(tmp); /* (made 0600: given the mode a plain fopen would give it next) */
+        if (fd >= 0 && dir + sizeof name <= sizeof vlmc_tmp_path) {
+            memcpy(vlmc_tmp_path, tmp, dir + sizeof name);
+            vlmc_tmp_live = 1;
+        }
     } else {
         errno = ENOMEM;
     }
@@ -103,6 +144,7 @@ static int replace_whole(const char *dest, mode_t mode, const char *header, cons
     ok = ok && put_and_close(f, header, buf, n) && rename(tmp, dest) == 0;
     err = errno;
     if (!ok && fd >= 0) unlink(tmp);
+    vlmc_unguard_tmp(old);
     free(tmp);
     errno = err;
     return ok;
