@@ -444,6 +444,21 @@ def test_over_long_varints_are_refused_as_python_refuses_them(tiny_pair, rng):
     assert e.value.code == -2
 
 
+def test_bytes_after_a_streams_end_are_named_as_python_names_them(tiny_pair, rng):
+    """Both decoders say "N bytes after the stream's end" of a stream with bytes appended (it was
+    "corrupt or truncated"); a cut stream is still "corrupt or truncated"."""
+    codec, dec, _ = tiny_pair
+    data = codec.encode(smooth_image(rng, 70, 90), 50)
+    message = r"corrupt stream: 3 bytes after the stream's end \(chunk table says \d+ payload bytes"
+    with pytest.raises(BitstreamError, match=message):
+        codec.decode(data + data[:3])
+    with pytest.raises(CDecoderError, match=message) as e:
+        dec.info(data + data[:3])
+    assert e.value.code == -2
+    with pytest.raises(CDecoderError, match="corrupt or truncated stream: chunk table says"):
+        dec.info(data[:-1])
+
+
 def test_a_decoder_opens_from_the_model_files_bytes(tiny_pair, built, rng):
     """vlmc_decoder_open_memory: the same decoder as from the file, the same checks on the bytes."""
     codec, dec, model_file = tiny_pair

@@ -195,3 +195,14 @@ def test_damage_helper_kinds_crc_and_determinism():
         damage(data, "shuffle", r)
     with pytest.raises(ValueError, match="edits"):
         damage(data, "flip", r, edits=0)
+
+
+def test_bytes_after_a_streams_end_are_named_as_such():
+    """A stream with bytes appended (two streams concatenated) was "corrupt or truncated"."""
+    data = container.pack(container.Header(FP, 64, 48, 50.0), [b"abc"], [b"de"])
+    with pytest.raises(BitstreamError, match=r"corrupt stream: 3 bytes after the stream's end \(chunk table says "
+                                             r"5 payload bytes, file has 8\)"):
+        container.unpack(data + b"xyz")
+    with pytest.raises(BitstreamError, match="corrupt or truncated stream: chunk table says 5 payload bytes, "
+                                             "file has 4"):
+        container.unpack(data[:-1])

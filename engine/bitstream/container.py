@@ -223,6 +223,9 @@ def payload_span(head) -> tuple[int, int]:
 
 def length_mismatch(payload: int, file_payload: int) -> BitstreamError:
     """``unpack``'s error for a chunk table that says ``payload`` bytes where the file has ``file_payload``."""
+    if file_payload > payload:  # (two streams concatenated, a stream with bytes appended)
+        return BitstreamError(f"corrupt stream: {file_payload - payload} bytes after the stream's end (chunk table "
+                              f"says {payload} payload bytes, file has {file_payload})")
     return BitstreamError(f"corrupt or truncated stream: chunk table says {payload} payload bytes, "
                           f"file has {file_payload}")
 

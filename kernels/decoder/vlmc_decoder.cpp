@@ -365,6 +365,10 @@ Parsed parse(const vlmc_decoder &d, const uint8_t *data, size_t size) {
     for (auto &len : lengths) total += len = varint(r, "chunk length", 0, kMaxChunkBytes);
     const size_t header_end = r.pos;
     const uint32_t crc = r.get<uint32_t>();
+    if (total < size - r.pos) /* (as the Python reader: two streams concatenated, bytes appended) */
+        raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: " + std::to_string(size - r.pos - total) +
+                                        " bytes after the stream's end (chunk table says " + std::to_string(total) +
+                                        " payload bytes, file has " + std::to_string(size - r.pos) + ")");
     if (total != size - r.pos)
         raise(VLMC_DEC_ERR_CORRUPT, "corrupt or truncated stream: chunk table says " + std::to_string(total) +
                                         " payload bytes, file has " + std::to_string(size - r.pos));
