@@ -115,7 +115,9 @@ def test_a_request_trickled_a_byte_at_a_time_is_cut_off(tiny_model_path):
         threads = [threading.Thread(target=trickle, args=(h,)) for h in heads]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10  # (both admitted: a fixed wait assumed it of a busy machine)
+        while server.connections < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert _statuses(_exchange(server.server_port, b"GET /health HTTP/1.1\r\n\r\n", 5)) == [503]  # both held
         for t in threads:
             t.join(15)
@@ -150,12 +152,13 @@ def test_a_body_on_a_slow_link_gets_its_time(tiny_model_path, rng):
     body sent in pieces with pauses inside that time is read."""
     img = smooth_image(rng, 24, 32)
     png = _png(img)
-    with serving(tiny_model_path, header_timeout=1.0) as server:
+    # (margins of 1.5 s and 1.3 s against a client thread that a busy machine holds up)
+    with serving(tiny_model_path, header_timeout=3.0) as server:
         with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
             sock.sendall(b"POST /encode?quality=50 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n")
-            time.sleep(0.5)
+            time.sleep(1.5)
             sock.sendall(b"Content-Length: %d\r\n\r\n" % len(png) + png[:10])
-            time.sleep(0.7)  # 1.2 s after the request began: past header_timeout, the body still in time
+            time.sleep(1.75)  # 3.25 s after the request began: past header_timeout, the body in time (4.5 s)
             sock.sendall(png[10:])
             answer = b""
             while chunk := sock.recv(65536):

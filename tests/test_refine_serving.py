@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -114,6 +115,14 @@ def test_the_engines_refined_budget_falls_back_with_the_warning_on_the_future(ti
         assert fut.result(timeout=60) == codec.encode_to_size(img, roomy, refine=1) and fut.warning is None
 
 
+def _wait_until_closed(engine) -> None:
+    """Until ``engine.shutdown`` (on another thread) has begun: its requests are refused from then."""
+    deadline = time.monotonic() + 60
+    while not engine.closed and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert engine.closed
+
+
 def test_shutting_down_without_drain_fails_the_queued_refinements(tiny_model_path, rng):
     codec = Codec(tiny_model_path)
     img = smooth_image(rng, 64, 96)
@@ -132,6 +141,7 @@ def test_shutting_down_without_drain_fails_the_queued_refinements(tiny_model_pat
     queued = [engine.submit_encode(img, 50, refine=2) for _ in range(3)]
     stopper = threading.Thread(target=engine.shutdown, kwargs={"drain": False})
     stopper.start()
+    _wait_until_closed(engine)  # (released first, the held job could finish and the queued ones run)
     release.set()
     stopper.join(60)
     assert not stopper.is_alive()

@@ -137,6 +137,14 @@ def test_shutdown_drains_or_aborts(tiny_codec, rng):
     assert all(isinstance(f.exception(timeout=1), EngineDeadError) for f in futs)
 
 
+def _wait_until_closed(engine) -> None:
+    """Until ``engine.shutdown`` (on another thread) has begun: its requests are refused from then."""
+    deadline = time.monotonic() + 60
+    while not engine.closed and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert engine.closed
+
+
 def test_shutdown_without_drain_fails_the_queued_coding_jobs_too(tiny_model_path, rng):
     """Requests past the networks, their entropy coding queued behind a running one, each get
     EngineDeadError (they were once cancelled in the pool, their futures never resolved)."""
@@ -162,6 +170,7 @@ def test_shutdown_without_drain_fails_the_queued_coding_jobs_too(tiny_model_path
         time.sleep(0.01)
     stopper = threading.Thread(target=engine.shutdown, kwargs={"drain": False})
     stopper.start()
+    _wait_until_closed(engine)  # (released first, the held job could finish and the queued ones run)
     release.set()
     stopper.join(60)
     assert isinstance(running.result(timeout=5), bytes)

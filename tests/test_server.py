@@ -1176,16 +1176,20 @@ def test_a_server_dropped_without_server_close_leaves_no_thread(tiny_model_path)
 
     engine = Engine(Codec(tiny_model_path), block=False)
     try:
-        def refusers() -> int:
-            return sum(t.name == "vlmcodec-http-refuse" for t in threading.enumerate())
+        def refusers() -> set[threading.Thread]:
+            return {t for t in threading.enumerate() if t.name == "vlmcodec-http-refuse"}
 
-        before = refusers()
-        for _ in range(5):
-            CodecServer(engine, "127.0.0.1", 0).socket.close()  # dropped: no server_close()
+        before = refusers()  # (an earlier test's may end meanwhile: only this test's are counted)
+        servers = [CodecServer(engine, "127.0.0.1", 0) for _ in range(5)]
+        ours = refusers() - before
+        assert len(ours) == 5
+        for server in servers:
+            server.socket.close()
+        del servers, server  # dropped: no server_close()
         gc.collect()
         deadline = time.monotonic() + 10
-        while refusers() > before and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert refusers() == before
+        for t in ours:
+            t.join(max(0.0, deadline - time.monotonic()))
+        assert not [t for t in ours if t.is_alive()]
     finally:
         engine.shutdown()
