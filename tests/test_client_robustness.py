@@ -358,3 +358,42 @@ def test_a_numpy_or_fraction_quality_is_sent_as_the_stream_carries_it(tiny_model
         assert unpack(remote.encode(img, np.float32(12.345)))[0].quality == 12.35
         with pytest.raises(ConfigError, match="quality"):
             remote.encode(img, 101)
+
+
+def test_a_slow_connect_and_a_stalled_tls_handshake_share_one_timeout(monkeypatch):
+    """The TLS handshake waited timeout_s afresh after the connect: a slow connect (here 1.5 s) and
+    a server that never answers the handshake took connect + timeout_s (3.5 s for timeout_s=2);
+    it now ends at timeout_s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # held open, never answered: the handshake stalls
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    real = socket.create_connection
+
+    def slow_connect(*args, **kwargs):
+        time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", slow_connect)
+    remote = RemoteCodec(f"https://127.0.0.1:{listener.getsockname()[1]}", timeout_s=2.0, retries=0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(RequestTimeoutError, match="no answer within timeout_s=2.0"):
+            remote.health()
+        assert time.monotonic() - start < 3.0  # (3.5 s before: the handshake's own 2 s after the connect)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        for s in held:
+            s.close()

@@ -253,6 +253,9 @@ class RemoteCodec:
             try:
                 conn.timeout = _time_left(deadline)  # (connecting)
                 if fresh:
+                    # the TLS handshake's reads wait the time left after connecting (they waited
+                    # conn.timeout afresh: up to twice the time left in all)
+                    conn._create_connection = functools.partial(_connect_by, deadline)  # type: ignore[attr-defined]
                     conn.connect()
                 conn.sock.settimeout(_time_left(deadline))  # (sending: sendall's timeout is its total)
                 if call is not None:
@@ -348,6 +351,17 @@ class _CloseAtThreadEnd:
 
     def __del__(self) -> None:
         self.conn.close()
+
+
+def _connect_by(deadline: float, address, timeout=None, source_address=None) -> socket.socket:
+    """``socket.create_connection``, its socket then given the time left before ``deadline``."""
+    sock = socket.create_connection(address, timeout, source_address)
+    try:
+        sock.settimeout(_time_left(deadline))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _time_left(deadline: float) -> float | None:
