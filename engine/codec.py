@@ -13,7 +13,8 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
+import contextlib
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -82,6 +83,11 @@ def _broadcast(qualities, n: int) -> list:
     if len(qualities) != n:
         raise ConfigError(f"got {n} images but {len(qualities)} qualities")
     return qualities
+
+
+def _need(block: AbstractContextManager) -> int:
+    """A memory block's held bytes (0: an unchecked block)."""
+    return getattr(block, "need", 0)
 
 
 def _group_by(items, key) -> dict:
@@ -259,6 +265,7 @@ class Codec:
         self.refine_bf16 = bool(refine_bf16)
         self._refiner = None
         self._refiner_lock = fork_safe_lock()  # runtime network workers may share this codec
+        self._kept_memory: dict[str, memory.Kept] = {}  # what onnxruntime's arenas keep, by kind of run
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -327,14 +334,16 @@ class Codec:
         side = resample.call_short_side(short_side)  # 0: the original size, as None
         parsed = [self._parse(s) for s in streams]
         out_hws = [resample.coded_size(p[0].height, p[0].width, side) for p in parsed]
-        # every batch's memory is checked from the headers, before any stream is entropy-decoded
-        for idx in _group_by(parsed, lambda p: padded_size(*p[0].coded_hw)).values():
-            self._fits_decoding([(parsed[i][0].coded_hw, out_hws[i]) for i in idx])
-        latents = [DecodedLatent(p[0], self._latents(*p), hw) for p, hw in zip(parsed, out_hws)]
-        out: list[np.ndarray | None] = [None] * len(latents)
-        for idx in _group_by(latents, lambda d: padded_size(*d.header.coded_hw)).values():
-            for i, img in zip(idx, self.synthesize([latents[i] for i in idx], check_memory=False)):  # (checked above)
-                out[i] = img
+        # the memory is checked from the headers, before any stream is entropy-decoded: the
+        # batches run one after the other, so the largest one's need is held for the whole call
+        groups = [[(parsed[i][0].coded_hw, out_hws[i]) for i in idx]
+                  for idx in _group_by(parsed, lambda p: padded_size(*p[0].coded_hw)).values()]
+        with max((self._fits_decoding(g, hold=True) for g in groups), key=_need):
+            latents = [DecodedLatent(p[0], self._latents(*p), hw) for p, hw in zip(parsed, out_hws)]
+            out: list[np.ndarray | None] = [None] * len(latents)
+            for idx in _group_by(latents, lambda d: padded_size(*d.header.coded_hw)).values():
+                for i, img in zip(idx, self.synthesize([latents[i] for i in idx], check_memory=False)):  # (held)
+                    out[i] = img
         return out  # type: ignore[return-value]
 
     # -- stages: what the runtime Engine schedules (networks batched, entropy coding pooled) --
@@ -349,10 +358,10 @@ class Codec:
         q = check_in_range("quality", quality, 0, 100)
         size = (int(arr.shape[0]), int(arr.shape[1]))
         coded = resample.coded_size(*size, side)
-        self._fits_downscaling(size, coded)
-        use_torch_threads(self._torch_threads)
-        with self._stage("resize"):
-            pixels = resample.downscale(arr, coded)
+        with self._fits_downscaling(size, coded):
+            use_torch_threads(self._torch_threads)
+            with self._stage("resize"):
+                pixels = resample.downscale(arr, coded)
         return PreparedImage(pixels, container.quantize_quality(q), size)
 
     def refine_steps(self, refine: int | None = None) -> int:
@@ -365,11 +374,12 @@ class Codec:
         (``refine``: the steps of refinement, None: the codec's)."""
         steps = self.refine_steps(refine)
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
-        x, y_raw = self.analyse_unscaled(arrays, refining=bool(steps))
-        y, z = self._scaled_latents(y_raw, levels)
-        if steps:
-            with self._stage("refine"):
-                y, z = self._refine(x, [a.shape[:2] for a in arrays], levels, y, z, steps)
+        with self._fits_encoding(arrays, bool(steps)):  # (held through the refinement too)
+            x, y_raw = self.analyse_unscaled(arrays, refining=bool(steps))
+            y, z = self._scaled_latents(y_raw, levels)
+            if steps:
+                with self._stage("refine"):
+                    y, z = self._refine(x, [a.shape[:2] for a in arrays], levels, y, z, steps)
         return y, z
 
     def analyse_unscaled(self, arrays: list[np.ndarray], *, refining: bool | None = None) -> tuple[Tensor, Tensor]:
@@ -377,19 +387,17 @@ class Codec:
         before the quality's gain; rate control runs it once for all the qualities it tries.
         ``refining``: whether refinement follows (its memory is checked here; None: the codec's)."""
         refining = bool(self.refine) if refining is None else refining
-        ph, pw = padded_size(*arrays[0].shape[:2])
-        self._fits("encoding with refinement" if refining else "encoding", ph * pw, len(arrays),
-                   self._encode_cost(ph, pw, refining))
-        use_torch_threads(self._torch_threads)  # (before each stage's torch work: torch_threads.py)
-        with self._stage("pad"):
-            x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
-        with torch.inference_mode(), self._gpu_memory("encoding"):
-            x_in = x
-            if self.pre_edit:
-                with self._stage("pre-edit"):
-                    x_in = self.backend.pre_edit(x)
-            with self._stage("g_a"):
-                y_raw = self.backend.analysis(x_in)
+        with self._fits_encoding(arrays, refining):  # (inside analyse's: that one)
+            use_torch_threads(self._torch_threads)  # (before each stage's torch work: torch_threads.py)
+            with self._stage("pad"):
+                x = torch.from_numpy(np.stack([pad_edge(a) for a in arrays])).permute(0, 3, 1, 2).float().div_(255.0)
+            with torch.inference_mode(), self._gpu_memory("encoding"):
+                x_in = x
+                if self.pre_edit:
+                    with self._stage("pre-edit"):
+                        x_in = self.backend.pre_edit(x)
+                with self._stage("g_a"):
+                    y_raw = self.backend.analysis(x_in)
         return x, y_raw
 
     def _scaled_latents(self, y_raw: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
@@ -523,33 +531,34 @@ class Codec:
 
     def synthesize(self, latents: list["DecodedLatent"], *, check_memory: bool = True) -> list[np.ndarray]:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images. The
-        batch's memory is checked (the runtime batches latents checked one by one;
-        ``check_memory=False``: the caller checked this very batch, as ``decode_batch`` does)."""
-        if check_memory:
-            self._fits_decoding([(d.header.coded_hw, d.out_hw) for d in latents])
-        use_torch_threads(self._torch_threads)
-        y_hat = torch.stack([d.y_hat for d in latents])
-        levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
-        n = len(latents)
-        # a backend that runs items one at a time anyway gets them one by one here, so that each
-        # float image (12 B per pixel) becomes uint8 before the next is made
-        parts = [slice(j, j + 1) for j in range(n)] if getattr(self.backend, "item_by_item", False) else [slice(0, n)]
-        with torch.inference_mode(), self._gpu_memory("decoding"):
-            _, inv_gain = self.model.gains(levels)
-            y_hat = y_hat * inv_gain.to(y_hat.device)[:, :, None, None]
-            out = []
-            for part in parts:
-                with self._stage("g_s"):
-                    x_hat = self.backend.synthesis(y_hat[part])
-                # in place: x̂ is this call's own tensor, and each full-size float copy costs 12 B per pixel
-                x_hat = x_hat.clamp_(0, 1)
-                for j, d in enumerate(latents[part]):
-                    ch, cw = d.header.coded_hw
-                    with self._stage("resize"):
-                        xj = resample.resize(x_hat[j, :, :ch, :cw], d.out_hw)
-                    xj = xj.mul_(255).round_().to(torch.uint8)
-                    out.append(np.ascontiguousarray(xj.permute(1, 2, 0).numpy()))
-                del x_hat
+        batch's memory is checked and held while it runs (the runtime batches latents checked one by
+        one; ``check_memory=False``: the caller holds this very batch's, as ``decode_batch`` does)."""
+        sizes = [(d.header.coded_hw, d.out_hw) for d in latents]
+        with self._fits_decoding(sizes, hold=True) if check_memory else contextlib.nullcontext():
+            use_torch_threads(self._torch_threads)
+            y_hat = torch.stack([d.y_hat for d in latents])
+            levels = torch.tensor([self.model.level_of_quality(d.header.quality) for d in latents])
+            n = len(latents)
+            # a backend that runs items one at a time anyway gets them one by one here, so that each
+            # float image (12 B per pixel) becomes uint8 before the next is made
+            one_by_one = getattr(self.backend, "item_by_item", False)
+            parts = [slice(j, j + 1) for j in range(n)] if one_by_one else [slice(0, n)]
+            with torch.inference_mode(), self._gpu_memory("decoding"):
+                _, inv_gain = self.model.gains(levels)
+                y_hat = y_hat * inv_gain.to(y_hat.device)[:, :, None, None]
+                out = []
+                for part in parts:
+                    with self._stage("g_s"):
+                        x_hat = self.backend.synthesis(y_hat[part])
+                    # in place: x̂ is this call's own tensor, and each full-size float copy costs 12 B per pixel
+                    x_hat = x_hat.clamp_(0, 1)
+                    for j, d in enumerate(latents[part]):
+                        ch, cw = d.header.coded_hw
+                        with self._stage("resize"):
+                            xj = resample.resize(x_hat[j, :, :ch, :cw], d.out_hw)
+                        xj = xj.mul_(255).round_().to(torch.uint8)
+                        out.append(np.ascontiguousarray(xj.permute(1, 2, 0).numpy()))
+                    del x_hat
         return out
 
     # -- internals -----------------------------------------------------------------------
@@ -628,24 +637,53 @@ class Codec:
             cost = first, memory.DECODE_BATCH_BYTES_PER_PIXEL, base
         return _cost_at_width(cost, self.model.config.N)
 
-    def _fits(self, what: str, pixels: int, count: int, cost: tuple[int, int, int]) -> None:
+    def _fits(self, what: str, pixels: int, count: int, cost: tuple[int, int, int],
+              hold: bool = False, kind: str | None = None) -> AbstractContextManager:
+        """The memory check of coding ``count`` images of ``pixels``: made now (``hold``: as the
+        returned block starts, its estimate held aside until it ends: ``memory.holding``).
+        ``kind``: the onnxruntime sessions' kind of run, whose arenas' kept memory is counted."""
         if self.check_memory and self._estimated():
             first, more, base = cost
-            memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base)
+            kept = self._kept(kind)
+            if hold:
+                return memory.holding(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base,
+                                      kept=kept)
+            memory.check_fits(what, pixels, first, count=count, batch_bytes_per_pixel=more, base_bytes=base,
+                              kept=kept)
+        return contextlib.nullcontext()
 
-    def _fits_downscaling(self, size: tuple[int, int], coded: tuple[int, int]) -> None:
-        """The memory check of downscaling an image of ``size`` to its ``coded`` size, before it
-        runs (host memory, whatever the backend and device; nothing to check at equal sizes)."""
+    def _kept(self, kind: str | None) -> memory.Kept | None:
+        """What the onnxruntime backend's sessions keep of a ``kind`` of run (None: another backend)."""
+        if kind is None or self._estimated() != "onnxruntime":
+            return None
+        with self._refiner_lock:  # (any lock of the codec's: made once per kind)
+            return self._kept_memory.setdefault(kind, memory.Kept())
+
+    def _fits_encoding(self, arrays: list[np.ndarray], refining: bool) -> AbstractContextManager:
+        """The block the networks of encoding ``arrays`` (one padded size) run in, memory checked
+        and held."""
+        ph, pw = padded_size(*arrays[0].shape[:2])
+        kind = None if refining else "encode" if self.pre_edit else "encode-no-pre-edit"
+        return self._fits("encoding with refinement" if refining else "encoding", ph * pw, len(arrays),
+                          self._encode_cost(ph, pw, refining), hold=True, kind=kind)
+
+    def _fits_downscaling(self, size: tuple[int, int], coded: tuple[int, int]) -> AbstractContextManager:
+        """The block downscaling an image of ``size`` to its ``coded`` size runs in, memory checked
+        and held (host memory, whatever the backend and device; nothing to check at equal sizes)."""
         if self.check_memory and size != coded:
-            memory.check_fits("downscaling", size[0] * size[1], 0, base_bytes=memory.downscale_bytes(size, coded))
+            return memory.holding("downscaling", size[0] * size[1], 0, base_bytes=memory.downscale_bytes(size, coded))
+        return contextlib.nullcontext()
 
-    def _fits_decoding(self, sizes: list[tuple[tuple[int, int], tuple[int, int]]]) -> None:
+    def _fits_decoding(self, sizes: list[tuple[tuple[int, int], tuple[int, int]]],
+                       hold: bool = False) -> AbstractContextManager:
         """The memory check of decoding a batch of streams of one padded size, given per stream
-        (coded size, output size): g_s at the coded size, then the resize to another output."""
+        (coded size, output size): g_s at the coded size, then the resize to another output
+        (``hold`` as ``_fits``)."""
         ph, pw = padded_size(*sizes[0][0])
         first, more, base = self._decode_cost(ph, pw)
         resized = [out[0] * out[1] for coded, out in sizes if tuple(out) != tuple(coded)]
-        self._fits("decoding", ph * pw, len(sizes), (first, more, base + memory.resize_bytes(resized)))
+        return self._fits("decoding", ph * pw, len(sizes), (first, more, base + memory.resize_bytes(resized)), hold,
+                          kind="decode")
 
     def memory_needed(self, height: int, width: int, count: int = 1, *, decoding: bool = False,
                       short_side: int | None = None, refine: int | None = None) -> int | None:
@@ -654,7 +692,9 @@ class Codec:
         with the memory left (``short_side`` and ``refine`` as ``encode`` takes them: encoding at a
         consumer's scale first downscales the full-size image, so it needs at least that; a stream
         coded at a consumer's scale is decoded at that coded size, then restored to height×width).
-        None where no estimate exists: a backend other than torch or onnxruntime, or a GPU."""
+        None where no estimate exists: a backend other than torch or onnxruntime, or a GPU. (A
+        warm onnxruntime codec's check counts the memory its sessions' arenas keep from earlier
+        runs as taken, so it asks for less than this cold figure; ``memory.Kept``.)"""
         for name, value in (("height", height), ("width", width), ("count", count)):
             check_count(f"memory_needed's {name}", value)
         if not self._estimated():

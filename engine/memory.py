@@ -8,6 +8,8 @@ what the estimate says cannot fit."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,8 +92,12 @@ _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 ONNXRUNTIME_BASE_BYTES = {"encode": 600 << 20, "encode-no-pre-edit": 450 << 20, "decode": 600 << 20}
 ONNXRUNTIME_SMALL_BYTES_PER_PIXEL = {"encode": 900, "encode-no-pre-edit": 320, "decode": 650}
 ONNXRUNTIME_BYTES_PER_PIXEL = {"encode": 80, "encode-no-pre-edit": 50, "decode": 100}
+# whole-batch decodes of 8 (a read-only audit, stop 56) peaked at 3.95 GiB at 2048×1536, where
+# 100 B per further pixel estimated 3.03 (6 images: 2.35 GiB, 1.04× under that estimate: the
+# arena grows in powers of two), and at 1.03× the estimate at 1024×768 (200 B): 180 / 260 give
+# 4.6 / 1.9 GiB, 1.21× / 1.15× the peaks measured again with them (3.79 / 1.66 GiB)
 ONNXRUNTIME_BATCH_BYTES_PER_PIXEL = {"encode-global": 760, "encode": 130, "encode-no-pre-edit-small": 240,
-                                     "encode-no-pre-edit": 120, "decode-small": 200, "decode": 100}
+                                     "encode-no-pre-edit": 120, "decode-small": 260, "decode": 180}
 # run item by item (the default on the CPU), a batch adds its inputs and outputs: each further
 # image of a batch of 4 at 0.79 / 3.1 / 12.6 Mpx added 19 / 21 / 22 and 10 / 12 / 4 B per pixel to
 # encode (the same probe, 2026-12-04), and 2 / -1 / -1 to decode once Codec.synthesize made each
@@ -300,13 +306,36 @@ def _hint(what: str) -> str:
             f"({skip})")
 
 
+class Kept:
+    """Memory a backend keeps after a run and reuses in the next ones: onnxruntime's arenas (its
+    sessions' blocks stay in the process, counted as used by the memory left, so a warm codec's
+    next run needs little more: measured 544 MiB for a first 1024×768 encode, 576 for four). The
+    largest run's estimate (set-up aside) is what a kind of run keeps; a check counts as taken the
+    part of it no running block has taken already (``holding`` lends it for the block's time)."""
+
+    def __init__(self) -> None:
+        self.kept = 0  # bytes
+        self.lent = 0
+
+    def credit(self, need: int) -> int:
+        """What a run needing ``need`` bytes may count as already taken (not below a floor: the
+        set-up and an eighth of the rest stay charged)."""
+        body = max(0, need - SETUP_BYTES)
+        return max(0, min(self.kept - self.lent, body - body // 8))
+
+
 def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | None = None, count: int = 1,
-               batch_bytes_per_pixel: int = 0, base_bytes: int = 0) -> None:
+               batch_bytes_per_pixel: int = 0, base_bytes: int = 0, kept: Kept | None = None) -> None:
     """Raise ``ResourceError`` when coding ``count`` images of ``pixels`` each — ``base_bytes``
     plus the first at ``bytes_per_pixel``, each further one at ``batch_bytes_per_pixel`` —
-    exceeds the memory left."""
+    exceeds the memory left (what other threads' ``holding`` blocks hold aside: an early check of
+    whether it can fit at all; ``holding`` checks again as the work starts; ``kept``: the memory
+    the backend keeps for such runs, counted as taken)."""
     avail = available_memory() if available is None else available
     need = needed(pixels, bytes_per_pixel, count, batch_bytes_per_pixel, base_bytes)
+    if kept is not None:
+        with _held_changed:
+            need -= kept.credit(need)
     if avail is None or need <= avail:
         return
     if available is None and allocator.is_tuned() and allocator.release_free_memory():
@@ -314,6 +343,87 @@ def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | No
         avail = available_memory()
         if avail is None or need <= avail:
             return
+    raise _refusal(what, pixels, count, need, avail)
+
+
+def _refusal(what: str, pixels: int, count: int, need: int, avail: int, held: int = 0) -> ResourceError:
     images = f"{count} images of {pixels / 1e6:.1f} Mpx" if count > 1 else f"{pixels / 1e6:.1f} Mpx"
-    raise ResourceError(f"{what} of {images} needs about {need / _GIB:.1f} GiB of memory and "
-                        f"{avail / _GIB:.1f} GiB are available: {_hint(what)}")
+    others = f" ({held / _GIB:.1f} GiB more are held by other coding running in this process)" if held else ""
+    return ResourceError(f"{what} of {images} needs about {need / _GIB:.1f} GiB of memory and "
+                         f"{avail / _GIB:.1f} GiB are available{others}: {_hint(what)}")
+
+
+# The estimates of the coding running on this process's threads (``holding``): the memory check
+# of another thread counts them as taken, so that concurrent batches (an Engine's network_workers,
+# an application's own threads) cannot each pass a check of the same free memory and together
+# outgrow it. A check that fits only once they end waits for them (up to HOLD_WAIT_S), so memory
+# pressure serialises the coding instead of failing it.
+HOLD_WAIT_S = 120.0
+_held = 0
+_held_changed = threading.Condition()
+_holding_here = threading.local()  # this thread's holding depth: a nested block is the outer one's
+
+
+def held_bytes() -> int:
+    """The bytes ``holding`` blocks of this process hold aside now."""
+    return _held
+
+
+class holding:
+    """``with holding(what, pixels, ...)``: ``check_fits``'s check, made as the block starts,
+    against the memory left less what other threads' blocks hold — waiting up to ``HOLD_WAIT_S``
+    for them to end where it fits only then — and its estimate held aside until the block ends.
+    A block inside another on the same thread is covered by the outer one (no second check)."""
+
+    def __init__(self, what: str, pixels: int, bytes_per_pixel: int, count: int = 1,
+                 batch_bytes_per_pixel: int = 0, base_bytes: int = 0, kept: Kept | None = None):
+        self.what, self.pixels, self.count, self.kept = what, pixels, count, kept
+        self.need = needed(pixels, bytes_per_pixel, count, batch_bytes_per_pixel, base_bytes)
+        self._held = self._lent = 0
+
+    def __enter__(self) -> holding:
+        global _held
+        depth = getattr(_holding_here, "depth", 0)
+        _holding_here.depth = depth + 1
+        if depth:
+            return self
+        try:
+            deadline = time.monotonic() + HOLD_WAIT_S
+            released = False
+            with _held_changed:
+                while True:
+                    avail = available_memory()
+                    lent = self.kept.credit(self.need) if self.kept is not None else 0
+                    charged = self.need - lent
+                    if avail is None or charged <= avail - _held:
+                        break
+                    if not released and allocator.is_tuned() and allocator.release_free_memory():
+                        released = True  # (as check_fits: freed maps the tuned allocator kept)
+                        continue
+                    left = deadline - time.monotonic()
+                    # nothing held to wait for; past the wait; or too large even with all that is
+                    # held given back (what the others use now is at most what they hold)
+                    if _held == 0 or left <= 0 or charged > avail + _held:
+                        raise _refusal(self.what, self.pixels, self.count, charged, max(0, avail - _held), _held)
+                    _held_changed.wait(min(left, 1.0))
+                self._held, self._lent = charged, lent
+                _held += charged
+                if self.kept is not None:
+                    self.kept.lent += lent
+        except BaseException:
+            _holding_here.depth = depth
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _held
+        _holding_here.depth -= 1
+        if _holding_here.depth:
+            return
+        with _held_changed:
+            _held -= self._held
+            if self.kept is not None:
+                self.kept.lent -= self._lent
+                self.kept.kept = max(self.kept.kept, self.need - SETUP_BYTES)  # (its blocks stay)
+            self._held = self._lent = 0
+            _held_changed.notify_all()

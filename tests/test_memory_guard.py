@@ -219,3 +219,160 @@ def test_no_cgroup_limit_leaves_the_hosts_memory(tmp_path):
     other = _tree(tmp_path / "other", {"proc/self/cgroup": "0::/docker/abc\n",
                                        "sys/fs/cgroup/memory.max": f"{_GIB}\n", "sys/fs/cgroup/memory.current": "0\n"})
     assert memory.available_memory(other) == _GIB
+
+
+# -- concurrent coding: each check counts what the others hold (memory.holding) ---------------------
+
+
+def test_a_block_waits_for_what_other_threads_hold_then_runs(monkeypatch):
+    """Two batches that each fit the memory left, not both: the second waits for the first to end
+    (each checked alone, an Engine's network_workers together outgrew a container's limit)."""
+    import threading
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000 * _MIB)
+    monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
+    first = memory.holding("encoding", 1_000_000, 600)  # 32 + 572 MiB
+    second = memory.holding("encoding", 1_000_000, 600)
+    assert first.need == second.need == memory.SETUP_BYTES + 600_000_000
+    entered, done = threading.Event(), []
+    with first:
+        assert memory.held_bytes() == first.need
+
+        def run() -> None:
+            with second:
+                entered.set()
+                done.append(memory.held_bytes())
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert not entered.wait(0.5)  # waiting: 1000 MiB less the 604 held is too little
+    thread.join(10)
+    assert done == [second.need] and memory.held_bytes() == 0
+
+
+def test_a_block_too_large_even_alone_or_past_the_wait_is_refused(monkeypatch):
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000 * _MIB)
+    monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
+    monkeypatch.setattr(memory, "HOLD_WAIT_S", 0.3)
+    with memory.holding("encoding", 1_000_000, 600):
+        with pytest.raises(ResourceError, match=r"0\.4 GiB are available \(0\.6 GiB more are held by other coding"):
+            import threading
+
+            errors = []
+
+            def run(pixels: int) -> None:
+                try:
+                    with memory.holding("decoding", pixels, 600):
+                        pass
+                except ResourceError as e:
+                    errors.append(e)
+
+            for pixels in (1_000_000, 4_000_000):  # fits once the other ends: waits 0.3 s; never fits: at once
+                t = threading.Thread(target=run, args=(pixels,))
+                t.start()
+                t.join(10)
+            assert len(errors) == 2
+            raise errors[0]
+    assert memory.held_bytes() == 0
+    with memory.holding("encoding", 1_000_000, 600):  # alone again: fits
+        with memory.holding("encoding", 1_000_000, 600):  # nested on one thread: the outer block's
+            assert memory.held_bytes() == memory.SETUP_BYTES + 600_000_000
+
+
+def test_codecs_on_two_threads_take_turns_when_memory_fits_one(tiny_model_path, rng, monkeypatch):
+    """Codec.encode on two threads: the second's networks wait while the first holds the memory
+    only one fits, then run; the streams are what each would be alone."""
+    import threading
+
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 64, 96)
+    expected = codec.encode(img, 50)
+    need = codec.memory_needed(64, 96)
+    monkeypatch.setattr(memory, "available_memory", lambda: need + need // 2)
+    monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
+    real, inside, release = codec.backend.analysis, threading.Event(), threading.Event()
+    calls = []
+
+    def held(x):
+        calls.append(memory.held_bytes())
+        if len(calls) == 1:
+            inside.set()
+            assert release.wait(60)
+        return real(x)
+
+    monkeypatch.setattr(codec.backend, "analysis", held)
+    out: dict[str, bytes] = {}
+    a = threading.Thread(target=lambda: out.__setitem__("a", codec.encode(img, 50)))
+    a.start()
+    assert inside.wait(60)
+    b = threading.Thread(target=lambda: out.__setitem__("b", codec.encode(img, 50)))
+    b.start()
+    b.join(0.5)
+    assert b.is_alive() and len(calls) == 1  # b waits before its networks
+    release.set()
+    a.join(60)
+    b.join(60)
+    assert out == {"a": expected, "b": expected} and len(calls) == 2
+    assert memory.held_bytes() == 0
+
+
+def test_memory_a_backend_keeps_is_counted_as_taken_once(monkeypatch):
+    """onnxruntime's arenas keep a run's blocks: a warm codec's next run was refused with the memory
+    its own arenas held counted as used (a budget of 1000 MiB: the first 692 MiB encode ran, then
+    every later one was refused with ~450 MiB left). What a kind of run keeps is lent to one block
+    at a time: two concurrent runs cannot both count it."""
+    import threading
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 500 * _MIB)
+    monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
+    monkeypatch.setattr(memory, "HOLD_WAIT_S", 0.2)
+    kept = memory.Kept()
+    block = memory.holding("encoding", 1_000_000, 600, kept=kept)  # 604 MiB: more than the 500 left
+    with pytest.raises(ResourceError, match="needs about 0.6 GiB"):
+        with block:
+            pass
+    kept.kept = 600_000_000  # as after a run of this size
+    body = 600_000_000
+    with memory.holding("encoding", 1_000_000, 600, kept=kept) as warm:
+        assert memory.held_bytes() == memory.SETUP_BYTES + body // 8 and kept.lent == body - body // 8
+        memory.check_fits("encoding", 1_000_000, 600, kept=_unlent_copy(kept))  # an early check credits it too
+        errors = []
+
+        def second() -> None:
+            try:
+                with memory.holding("encoding", 1_000_000, 600, kept=kept):
+                    pass
+            except ResourceError as e:
+                errors.append(e)
+
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(10)
+        assert len(errors) == 1  # nothing left to lend: charged in full beside the first, past the wait
+    assert kept.lent == 0 and memory.held_bytes() == 0 and warm.need == memory.SETUP_BYTES + body
+    with pytest.raises(ResourceError):
+        memory.check_fits("encoding", 1_000_000, 600)  # (without kept: the cold estimate)
+
+
+def _unlent_copy(kept):
+    copy = memory.Kept()
+    copy.kept, copy.lent = kept.kept, 0
+    return copy
+
+
+def test_a_warm_onnxruntime_codec_runs_again_within_a_budget_its_first_run_fitted(tiny_model_path, rng,
+                                                                                   monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnxruntime backend is not installed")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    codec = Codec(tiny_model_path, backend="onnxruntime")
+    img = smooth_image(rng, 64, 96)
+    stream = codec.encode(img, 50)
+    codec.decode(stream)
+    need = codec.memory_needed(64, 96)
+    monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
+    left = memory.SETUP_BYTES + (need - memory.SETUP_BYTES) // 2  # as if its arenas took the rest
+    monkeypatch.setattr(memory, "available_memory", lambda: left)
+    assert codec.encode(img, 50) == stream and codec.decode(stream).shape == img.shape
+    cold = Codec(tiny_model_path, backend="onnxruntime")
+    with pytest.raises(ResourceError):
+        cold.encode(img, 50)
