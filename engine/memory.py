@@ -8,8 +8,10 @@ what the estimate says cannot fit."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -316,6 +318,7 @@ class Kept:
     def __init__(self) -> None:
         self.kept = 0  # bytes
         self.lent = 0
+        _all_kept.add(self)
 
     def credit(self, need: int) -> int:
         """What a run needing ``need`` bytes may count as already taken (not below a floor: the
@@ -361,7 +364,23 @@ def _refusal(what: str, pixels: int, count: int, need: int, avail: int, held: in
 HOLD_WAIT_S = 120.0
 _held = 0
 _held_changed = threading.Condition()
-_holding_here = threading.local()  # this thread's holding depth: a nested block is the outer one's
+_holding_here = threading.local()  # this thread's holding depth (a nested block is the outer one's), outer block
+_all_kept: weakref.WeakSet[Kept] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    """In a forked process the other threads' blocks never end: what they held is free there, and
+    the condition (its lock possibly held at the fork) is new; the forking thread's own block stays."""
+    global _held, _held_changed
+    _held_changed = threading.Condition()
+    mine = getattr(_holding_here, "block", None) if getattr(_holding_here, "depth", 0) else None
+    _held = mine._held if mine is not None else 0
+    for kept in list(_all_kept):
+        kept.lent = mine._lent if mine is not None and mine.kept is kept else 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 def held_bytes() -> int:
@@ -407,6 +426,7 @@ class holding:
                         raise _refusal(self.what, self.pixels, self.count, charged, max(0, avail - _held), _held)
                     _held_changed.wait(min(left, 1.0))
                 self._held, self._lent = charged, lent
+                _holding_here.block = self
                 _held += charged
                 if self.kept is not None:
                     self.kept.lent += lent
@@ -420,6 +440,7 @@ class holding:
         _holding_here.depth -= 1
         if _holding_here.depth:
             return
+        _holding_here.block = None
         with _held_changed:
             _held -= self._held
             if self.kept is not None:

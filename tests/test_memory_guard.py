@@ -376,3 +376,50 @@ def test_a_warm_onnxruntime_codec_runs_again_within_a_budget_its_first_run_fitte
     cold = Codec(tiny_model_path, backend="onnxruntime")
     with pytest.raises(ResourceError):
         cold.encode(img, 50)
+
+
+def test_a_forked_process_does_not_inherit_other_threads_holds(monkeypatch):
+    """A child forked while another thread held a block: that block never ends there, so what it
+    held is free in the child (its checks waited HOLD_WAIT_S for it, then refused); the forking
+    thread's own block stays held."""
+    import os
+    import threading
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000 * _MIB)
+    monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
+    monkeypatch.setattr(memory, "HOLD_WAIT_S", 2.0)
+    kept = memory.Kept()
+    kept.kept = 500 * _MIB
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with memory.holding("encoding", 1_000_000, 600, kept=kept):
+            inside.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert inside.wait(60)
+    try:
+        with memory.holding("decoding", 100_000, 400) as mine:
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: report, then leave at once
+                try:
+                    ok = (memory.held_bytes() == mine.need and kept.lent == 0
+                          and memory.holding("encoding", 1_000_000, 600).__enter__() is not None)
+                    os.write(write, b"ok" if ok else f"held {memory.held_bytes()} lent {kept.lent}".encode())
+                except BaseException as e:  # noqa: BLE001 — reported to the parent
+                    os.write(write, repr(e).encode()[:500])
+                finally:
+                    os._exit(0)
+            os.close(write)
+            answer = os.read(read, 1000)
+            os.waitpid(pid, 0)
+            os.close(read)
+            assert memory.held_bytes() > mine.need  # the parent still counts the other thread's
+    finally:
+        release.set()
+        thread.join(10)
+    assert answer == b"ok", answer
+    assert memory.held_bytes() == 0
