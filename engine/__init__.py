@@ -14,6 +14,7 @@ from .errors import (
     ConfigError,
     EngineDeadError,
     ImageError,
+    MemoryBusyError,
     ModelMismatchError,
     ModelNotFoundError,
     RefineFallbackWarning,
@@ -115,6 +116,6 @@ __all__ = [
     "Codec", "CodecSet", "encode", "decode", "default_model_path", "VlmcodecError", "BitstreamError", "BudgetError",
     "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
-    "RequestError", "RequestTimeoutError", "ResourceError", "TrainingDivergedError", "VlmcodecWarning",
-    "RefineFallbackWarning",
+    "RequestError", "RequestTimeoutError", "ResourceError", "MemoryBusyError", "TrainingDivergedError",
+    "VlmcodecWarning", "RefineFallbackWarning",
 ]

@@ -338,7 +338,7 @@ class Codec:
         # batches run one after the other, so the largest one's need is held for the whole call
         groups = [[(parsed[i][0].coded_hw, out_hws[i]) for i in idx]
                   for idx in _group_by(parsed, lambda p: padded_size(*p[0].coded_hw)).values()]
-        with max((self._fits_decoding(g, hold=True) for g in groups), key=_need):
+        with max((self._fits_decoding(g, hold=True) for g in groups), key=_need, default=contextlib.nullcontext()):
             latents = [DecodedLatent(p[0], self._latents(*p), hw) for p, hw in zip(parsed, out_hws)]
             out: list[np.ndarray | None] = [None] * len(latents)
             for idx in _group_by(latents, lambda d: padded_size(*d.header.coded_hw)).values():
@@ -671,7 +671,10 @@ class Codec:
         """The block downscaling an image of ``size`` to its ``coded`` size runs in, memory checked
         and held (host memory, whatever the backend and device; nothing to check at equal sizes)."""
         if self.check_memory and size != coded:
-            return memory.holding("downscaling", size[0] * size[1], 0, base_bytes=memory.downscale_bytes(size, coded))
+            # (no wait for other threads' blocks: the runtime prepares on the caller's thread, an
+            # event loop's too; checked as check_fits does, then held)
+            return memory.holding("downscaling", size[0] * size[1], 0, base_bytes=memory.downscale_bytes(size, coded),
+                                  wait=False)
         return contextlib.nullcontext()
 
     def _fits_decoding(self, sizes: list[tuple[tuple[int, int], tuple[int, int]]],

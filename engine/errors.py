@@ -54,6 +54,11 @@ class ResourceError(VlmcodecError, MemoryError):
     """Coding an image this size would not fit in the memory left (host or GPU)."""
 
 
+class MemoryBusyError(ResourceError):
+    """The memory this coding needs is held by other coding of this process that did not end in
+    time (its wait's deadline passed, or the waiting was called off): it may fit later."""
+
+
 class TrainingDivergedError(VlmcodecError, RuntimeError):
     """A training run's loss or gradients stayed not finite (NaN, infinity) for ``max_bad_steps``
     steps in a row, or its weights became so: the run stops with its last checkpoint intact."""

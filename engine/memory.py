@@ -12,12 +12,14 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import allocator
 from .console import env_switch
-from .errors import ResourceError
+from .errors import MemoryBusyError, ResourceError
 
 if TYPE_CHECKING:
     from .banding import RowGeometry
@@ -349,32 +351,41 @@ def check_fits(what: str, pixels: int, bytes_per_pixel: int, available: int | No
     raise _refusal(what, pixels, count, need, avail)
 
 
+def _images(pixels: int, count: int) -> str:
+    return f"{count} images of {pixels / 1e6:.1f} Mpx" if count > 1 else f"{pixels / 1e6:.1f} Mpx"
+
+
 def _refusal(what: str, pixels: int, count: int, need: int, avail: int, held: int = 0) -> ResourceError:
-    images = f"{count} images of {pixels / 1e6:.1f} Mpx" if count > 1 else f"{pixels / 1e6:.1f} Mpx"
     others = f" ({held / _GIB:.1f} GiB more are held by other coding running in this process)" if held else ""
-    return ResourceError(f"{what} of {images} needs about {need / _GIB:.1f} GiB of memory and "
+    return ResourceError(f"{what} of {_images(pixels, count)} needs about {need / _GIB:.1f} GiB of memory and "
                          f"{avail / _GIB:.1f} GiB are available{others}: {_hint(what)}")
 
 
 # The estimates of the coding running on this process's threads (``holding``): the memory check
-# of another thread counts them as taken, so that concurrent batches (an Engine's network_workers,
-# an application's own threads) cannot each pass a check of the same free memory and together
-# outgrow it. A check that fits only once they end waits for them (up to HOLD_WAIT_S), so memory
-# pressure serialises the coding instead of failing it.
+# of another thread counts the part of them not in use yet as taken, so that concurrent batches
+# (an Engine's network_workers, an application's own threads) cannot each pass a check of the same
+# free memory and together outgrow it. A check that fits only once they end waits for them (up to
+# HOLD_WAIT_S, or a deadline of the thread's ``waiting`` block), so memory pressure serialises the
+# coding instead of failing it.
 HOLD_WAIT_S = 120.0
+_WAIT_SLICE_S = 0.25  # (a waiting block looks at its abort switch this often)
 _held = 0
+_held_base: int | None = None  # the memory left as the first of the blocks now held began
 _held_changed = threading.Condition()
-_holding_here = threading.local()  # this thread's holding depth (a nested block is the outer one's), outer block
+# this thread's holding depth (a nested block is the outer one's), its outer block, and its
+# ``waiting`` deadline and abort switch
+_holding_here = threading.local()
 _all_kept: weakref.WeakSet[Kept] = weakref.WeakSet()
 
 
 def _reset_in_child() -> None:
     """In a forked process the other threads' blocks never end: what they held is free there, and
     the condition (its lock possibly held at the fork) is new; the forking thread's own block stays."""
-    global _held, _held_changed
+    global _held, _held_base, _held_changed
     _held_changed = threading.Condition()
     mine = getattr(_holding_here, "block", None) if getattr(_holding_here, "depth", 0) else None
     _held = mine._held if mine is not None else 0
+    _held_base = mine._base if mine is not None else None
     for kept in list(_all_kept):
         kept.lent = mine._lent if mine is not None and mine.kept is kept else 0
 
@@ -388,63 +399,106 @@ def held_bytes() -> int:
     return _held
 
 
+@contextmanager
+def waiting(deadline: float | None = None, abort: Callable[[], bool] | None = None) -> Iterator[None]:
+    """The ``holding`` blocks this thread starts inside wait for other threads' memory at most until
+    ``deadline`` (``time.monotonic()``; None: HOLD_WAIT_S) and give up once ``abort()`` is true,
+    raising ``MemoryBusyError`` (the runtime Engine: its requests' deadlines, its shutdown)."""
+    before = getattr(_holding_here, "deadline", None), getattr(_holding_here, "abort", None)
+    _holding_here.deadline, _holding_here.abort = deadline, abort
+    try:
+        yield
+    finally:
+        _holding_here.deadline, _holding_here.abort = before
+
+
+def _unseen(avail: int) -> int:
+    """(Under the condition.) The part of the held estimates not yet in use: the memory left has
+    already dropped by what the blocks use (counting that twice serialised batches that fit)."""
+    if not _held or _held_base is None:
+        return _held
+    return _held - min(_held, max(0, _held_base - avail))
+
+
 class holding:
     """``with holding(what, pixels, ...)``: ``check_fits``'s check, made as the block starts,
-    against the memory left less what other threads' blocks hold — waiting up to ``HOLD_WAIT_S``
-    for them to end where it fits only then — and its estimate held aside until the block ends.
-    A block inside another on the same thread is covered by the outer one (no second check)."""
+    against the memory left less what other threads' blocks hold and do not use yet — waiting for
+    them to end where it fits only then (``wait``; else the check ignores them, as ``check_fits``)
+    — and its estimate held aside until the block ends. A block inside another on the same thread
+    is covered by the outer one (no second check)."""
 
     def __init__(self, what: str, pixels: int, bytes_per_pixel: int, count: int = 1,
-                 batch_bytes_per_pixel: int = 0, base_bytes: int = 0, kept: Kept | None = None):
-        self.what, self.pixels, self.count, self.kept = what, pixels, count, kept
+                 batch_bytes_per_pixel: int = 0, base_bytes: int = 0, kept: Kept | None = None,
+                 wait: bool = True):
+        self.what, self.pixels, self.count, self.kept, self.wait = what, pixels, count, kept, wait
         self.need = needed(pixels, bytes_per_pixel, count, batch_bytes_per_pixel, base_bytes)
         self._held = self._lent = 0
+        self._base: int | None = None
 
     def __enter__(self) -> holding:
-        global _held
         depth = getattr(_holding_here, "depth", 0)
         _holding_here.depth = depth + 1
         if depth:
             return self
         try:
-            deadline = time.monotonic() + HOLD_WAIT_S
-            released = False
-            with _held_changed:
-                while True:
-                    avail = available_memory()
-                    lent = self.kept.credit(self.need) if self.kept is not None else 0
-                    charged = self.need - lent
-                    if avail is None or charged <= avail - _held:
-                        break
-                    if not released and allocator.is_tuned() and allocator.release_free_memory():
-                        released = True  # (as check_fits: freed maps the tuned allocator kept)
-                        continue
-                    left = deadline - time.monotonic()
-                    # nothing held to wait for; past the wait; or too large even with all that is
-                    # held given back (what the others use now is at most what they hold)
-                    if _held == 0 or left <= 0 or charged > avail + _held:
-                        raise _refusal(self.what, self.pixels, self.count, charged, max(0, avail - _held), _held)
-                    _held_changed.wait(min(left, 1.0))
-                self._held, self._lent = charged, lent
-                _holding_here.block = self
-                _held += charged
-                if self.kept is not None:
-                    self.kept.lent += lent
+            self._enter()
         except BaseException:
             _holding_here.depth = depth
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
-        global _held
+    def _enter(self) -> None:
+        global _held, _held_base
+        limit = getattr(_holding_here, "deadline", None)
+        abort = getattr(_holding_here, "abort", None)
+        deadline = time.monotonic() + HOLD_WAIT_S if limit is None else limit
+        trimmed_at: int | None = None  # _held when the tuned allocator was last trimmed
+        with _held_changed:
+            while True:
+                avail = available_memory()
+                lent = self.kept.credit(self.need) if self.kept is not None else 0
+                charged = self.need - lent
+                others = _unseen(avail) if avail is not None and self.wait else 0
+                if avail is None or charged <= avail - others:
+                    break
+                if trimmed_at is None or _held < trimmed_at:  # (again once others have ended)
+                    trimmed_at = _held
+                    if allocator.is_tuned() and allocator.release_free_memory():
+                        continue  # freed maps the tuned allocator kept count as used until handed back
+                left = deadline - time.monotonic()
+                # not waiting, nothing held to wait for, or too large even with all that is held
+                # given back: refused as check_fits would
+                if not self.wait or not _held or charged > avail + _held:
+                    raise _refusal(self.what, self.pixels, self.count, charged, max(0, avail - others), others)
+                if left <= 0 or (abort is not None and abort()):
+                    why = "the wait was called off" if left > 0 else "its deadline passed while waiting"
+                    raise MemoryBusyError(f"{self.what} of {_images(self.pixels, self.count)} needs about "
+                                          f"{charged / _GIB:.1f} GiB of memory, held by other coding of this "
+                                          f"process: {why} ({max(0, avail - others) / _GIB:.1f} GiB free beside it)")
+                _held_changed.wait(min(left, _WAIT_SLICE_S))
+            if not _held:
+                _held_base = avail
+            self._held, self._lent, self._base = charged, lent, _held_base
+            _holding_here.block = self
+            _held += charged
+            if self.kept is not None:
+                self.kept.lent += lent
+
+    def __exit__(self, exc_type, *exc) -> None:
+        global _held, _held_base
         _holding_here.depth -= 1
         if _holding_here.depth:
             return
         _holding_here.block = None
         with _held_changed:
             _held -= self._held
+            if not _held:
+                _held_base = None
             if self.kept is not None:
                 self.kept.lent -= self._lent
-                self.kept.kept = max(self.kept.kept, self.need - SETUP_BYTES)  # (its blocks stay)
+                if exc_type is None:  # (its runs' blocks stay in the arenas; a failed block may not have run)
+                    self.kept.kept = max(self.kept.kept, self.need - SETUP_BYTES)
             self._held = self._lent = 0
             _held_changed.notify_all()
+
+

@@ -251,32 +251,89 @@ def test_a_block_waits_for_what_other_threads_hold_then_runs(monkeypatch):
 
 
 def test_a_block_too_large_even_alone_or_past_the_wait_is_refused(monkeypatch):
+    import threading
+    import time
+
+    from vlmcodec.errors import MemoryBusyError
+
     monkeypatch.setattr(memory, "available_memory", lambda: 1000 * _MIB)
     monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
     monkeypatch.setattr(memory, "HOLD_WAIT_S", 0.3)
+    errors: dict[int, tuple[BaseException, float]] = {}
+
+    def run(pixels: int, deadline: float | None = None) -> None:
+        start = time.monotonic()
+        try:
+            with memory.waiting(deadline), memory.holding("decoding", pixels, 600):
+                pass
+        except ResourceError as e:
+            errors[pixels] = e, time.monotonic() - start
+
     with memory.holding("encoding", 1_000_000, 600):
-        with pytest.raises(ResourceError, match=r"0\.4 GiB are available \(0\.6 GiB more are held by other coding"):
-            import threading
-
-            errors = []
-
-            def run(pixels: int) -> None:
-                try:
-                    with memory.holding("decoding", pixels, 600):
-                        pass
-                except ResourceError as e:
-                    errors.append(e)
-
-            for pixels in (1_000_000, 4_000_000):  # fits once the other ends: waits 0.3 s; never fits: at once
-                t = threading.Thread(target=run, args=(pixels,))
-                t.start()
-                t.join(10)
-            assert len(errors) == 2
-            raise errors[0]
+        for args in ((1_000_000,), (4_000_000,), (1_100_000, time.monotonic() + 0.1)):
+            t = threading.Thread(target=run, args=args)
+            t.start()
+            t.join(10)
+    waited, seconds = errors[1_000_000]  # fits once the other ends: waited HOLD_WAIT_S
+    assert isinstance(waited, MemoryBusyError) and 0.25 < seconds < 5
+    assert "held by other coding of this process: its deadline passed while waiting" in str(waited)
+    never, seconds = errors[4_000_000]  # never fits: refused at once
+    assert type(never) is ResourceError and seconds < 0.25
+    assert re.search(r"0\.4 GiB are available \(0\.6 GiB more are held by other coding", str(never))
+    early, seconds = errors[1_100_000]  # the thread's own deadline, before HOLD_WAIT_S
+    assert isinstance(early, MemoryBusyError) and seconds < 0.25
     assert memory.held_bytes() == 0
     with memory.holding("encoding", 1_000_000, 600):  # alone again: fits
         with memory.holding("encoding", 1_000_000, 600):  # nested on one thread: the outer block's
             assert memory.held_bytes() == memory.SETUP_BYTES + 600_000_000
+    aborted = []
+
+    def called_off() -> None:
+        try:
+            with memory.waiting(abort=lambda: True), memory.holding("decoding", 1_000_000, 600):
+                pass
+        except MemoryBusyError as e:
+            aborted.append(str(e))
+
+    with memory.holding("encoding", 1_000_000, 600):
+        t = threading.Thread(target=called_off)
+        t.start()
+        t.join(10)
+    assert aborted and "the wait was called off" in aborted[0]
+
+
+def test_a_block_counts_only_what_the_others_do_not_use_yet(monkeypatch):
+    """The memory left already drops by what running blocks use: counting their whole estimate
+    again serialised two batches that fitted side by side (1300 MiB: 604 + 604 fit)."""
+    import threading
+
+    free = [0]
+    monkeypatch.setattr(memory, "available_memory", lambda: free[0])
+    monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
+    monkeypatch.setattr(memory, "HOLD_WAIT_S", 0.2)
+
+    def second_runs() -> bool:
+        ran = []
+
+        def run() -> None:
+            try:
+                with memory.holding("encoding", 1_000_000, 600):
+                    ran.append(True)
+            except ResourceError:
+                pass
+
+        t = threading.Thread(target=run)
+        t.start()
+        t.join(10)
+        return bool(ran)
+
+    for start, fits in ((1300 * _MIB, True), (1100 * _MIB, False)):
+        free[0] = start
+        with memory.holding("encoding", 1_000_000, 600) as first:  # 604 MiB
+            for used in (first.need, first.need // 2, 0):  # what the first uses so far
+                free[0] = start - used
+                assert second_runs() is fits, (start, used)
+    assert memory.held_bytes() == 0
 
 
 def test_codecs_on_two_threads_take_turns_when_memory_fits_one(tiny_model_path, rng, monkeypatch):
@@ -423,3 +480,81 @@ def test_a_forked_process_does_not_inherit_other_threads_holds(monkeypatch):
         thread.join(10)
     assert answer == b"ok", answer
     assert memory.held_bytes() == 0
+
+
+def test_an_engine_batch_waits_for_memory_until_its_deadline_then_times_out(tiny_model_path, rng, monkeypatch):
+    """A batch waiting for memory other coding holds waits until its requests' earliest deadline
+    (it waited HOLD_WAIT_S, then each item alone as long again, past every timeout_s) and its
+    requests time out; a shutdown without drain calls the wait off (EngineDeadError at once)."""
+    import time
+
+    from vlmcodec import EngineDeadError, RequestTimeoutError
+
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 64, 96)
+    need = codec.memory_needed(64, 96, 4)
+    monkeypatch.setattr(memory, "available_memory", lambda: need)
+    monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
+    monkeypatch.setattr(memory, "HOLD_WAIT_S", 30.0)
+    engine = Engine(codec, max_batch=4, max_delay_ms=50)
+    try:
+        with memory.holding("encoding", 1000, 10):  # another thread's coding, holding a little
+            start = time.monotonic()
+            futures = [engine.submit_encode(img, 50, timeout_s=0.5) for _ in range(4)]
+            errors = [f.exception(timeout=20) for f in futures]
+            assert time.monotonic() - start < 5  # (30 s per wait, one per item too, before)
+            assert all(isinstance(e, RequestTimeoutError) and "waiting for memory" in str(e) for e in errors), errors
+            waiting = [engine.submit_encode(img, 50) for _ in range(2)]  # no deadline: waits HOLD_WAIT_S
+            time.sleep(0.3)
+            start = time.monotonic()
+            engine.shutdown(drain=False)
+            errors = [f.exception(timeout=20) for f in waiting]
+            assert time.monotonic() - start < 5
+            assert all(isinstance(e, EngineDeadError) for e in errors), errors
+    finally:
+        engine.shutdown(drain=False)
+    assert memory.held_bytes() == 0
+
+
+def test_failed_blocks_keep_nothing_and_an_empty_decode_batch_is_empty(tiny_model_path, rng, monkeypatch, tmp_path):
+    """A block that raised (a corrupt payload before g_s ran) recorded its estimate as kept by the
+    arenas, and later checks credited memory nothing held; decode_batch([]) raised ValueError."""
+    assert Codec(tiny_model_path).decode_batch([]) == []
+    kept = memory.Kept()
+    with pytest.raises(ValueError):
+        with memory.holding("decoding", 1_000_000, 600, kept=kept):
+            raise ValueError("the payload did not decode")
+    assert kept.kept == 0 and kept.lent == 0
+    with memory.holding("decoding", 1_000_000, 600, kept=kept):
+        pass
+    assert kept.kept == 600_000_000
+
+
+def test_prepare_does_not_wait_for_other_threads_memory(tiny_model_path, rng, monkeypatch):
+    """Codec.prepare (the runtime's submit, on the caller's thread: an event loop's too) checks
+    its downscale as check_fits does, without waiting for other coding's memory."""
+    import time
+
+    codec = Codec(tiny_model_path, short_side=32)
+    img = smooth_image(rng, 64, 96)
+    import threading
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 200 * _MIB)
+    monkeypatch.setattr(memory.allocator, "is_tuned", lambda: False)
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with memory.holding("encoding", 1_000_000, 155):  # 180 MiB: 20 left beside it, the downscale needs 33
+            inside.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        assert inside.wait(60)
+        start = time.monotonic()
+        assert codec.prepare(img, 50).pixels.shape[:2] == (32, 48)
+        assert time.monotonic() - start < 1
+    finally:
+        release.set()
+        thread.join(10)

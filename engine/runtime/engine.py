@@ -53,13 +53,13 @@ from typing import Literal, cast, overload
 
 import numpy as np
 
-from .. import rate_control, resample
+from .. import memory, rate_control, resample
 from ..bitstream import container
 from ..checks import (check_count, check_number, check_seconds, check_threads, is_switch, is_whole,
                       quality_or_budget)
 from ..codec import Codec, check_batch
-from ..errors import (BitstreamError, ConfigError, EngineDeadError, QueueFull, RequestError,  # noqa: F401 (QueueFull: here too)
-                      RequestTimeoutError, ResourceError, VlmcodecError, warn_refine_fallback)
+from ..errors import (BitstreamError, ConfigError, EngineDeadError, MemoryBusyError,  # noqa: F401 (QueueFull: here too)
+                      QueueFull, RequestError, RequestTimeoutError, ResourceError, VlmcodecError, warn_refine_fallback)
 from ..image_io import padded_size
 from .request import InflightRequest, Kind, Status
 from .scheduler import Scheduler
@@ -755,6 +755,11 @@ class Engine:
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(live))
         try:
             self._run_networks(live)
+        except MemoryBusyError as e:
+            # waited for other batches' memory up to the batch's earliest deadline (or called off
+            # by a shutdown): retried item by item it would wait as long again for each
+            for r in live:
+                self._finish(r, exc=self._busy_error(r, e))
         except Exception as e:
             if len(live) == 1:
                 self._finish(live[0], exc=_request_error(live[0], e))
@@ -763,9 +768,26 @@ class Engine:
                 try:
                     self._run_networks([r])
                 except Exception as e_one:
-                    self._finish(r, exc=_request_error(r, e_one))
+                    self._finish(r, exc=_request_error(r, e_one) if not isinstance(e_one, MemoryBusyError)
+                                 else self._busy_error(r, e_one))
+
+    def _busy_error(self, r: InflightRequest, e: MemoryBusyError) -> Exception:
+        """A request whose batch gave up waiting for memory: timed out when its deadline passed,
+        EngineDeadError when the engine shut down meanwhile, else the memory error."""
+        if r.deadline is not None and time.monotonic() >= r.deadline:
+            return RequestTimeoutError(f"request timed out waiting for memory other batches held ({e})")
+        if self._closed and not self._draining:
+            return EngineDeadError("engine shut down while the request waited for memory")
+        return e
 
     def _run_networks(self, live: list[InflightRequest]) -> None:
+        # a memory wait (other batches' memory: network_workers, refine workers) lasts until the
+        # earliest deadline of the batch, and ends once a shutdown without drain begins
+        deadlines = [r.deadline for r in live if r.deadline is not None]
+        with memory.waiting(min(deadlines) if deadlines else None, abort=lambda: self._closed and not self._draining):
+            self._run_networks_now(live)
+
+    def _run_networks_now(self, live: list[InflightRequest]) -> None:
         if live[0].budget is not None:
             self._run_budgeted(live)
         elif live[0].kind is Kind.ENCODE:
@@ -850,13 +872,17 @@ class Engine:
             return
         prep = req.payload
         try:
-            if req.budget is not None:
-                data, warning = self.codec.encode_within(prep, req.budget, refine=req.refine)
-                cast(EncodeFuture, req.future).warning = warning  # (an encode's future)
-            else:
-                y, z = self.codec.analyse([prep.pixels], [prep.quality], refine=req.refine)
-                req.status = Status.CODING
-                data = self.codec.entropy_encode(y[0], z[0], prep)
+            with memory.waiting(req.deadline, abort=lambda: self._closed and not self._draining):
+                if req.budget is not None:
+                    data, warning = self.codec.encode_within(prep, req.budget, refine=req.refine)
+                    cast(EncodeFuture, req.future).warning = warning  # (an encode's future)
+                else:
+                    y, z = self.codec.analyse([prep.pixels], [prep.quality], refine=req.refine)
+                    req.status = Status.CODING
+                    data = self.codec.entropy_encode(y[0], z[0], prep)
+        except MemoryBusyError as e:
+            self._finish(req, exc=self._busy_error(req, e))
+            return
         except Exception as e:
             self._finish(req, exc=_request_error(req, e))
             return
