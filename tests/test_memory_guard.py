@@ -558,3 +558,17 @@ def test_prepare_does_not_wait_for_other_threads_memory(tiny_model_path, rng, mo
     finally:
         release.set()
         thread.join(10)
+
+
+def test_a_memory_wait_that_ended_is_a_503_and_the_client_gets_it_back():
+    """MemoryBusyError fits once other coding ends: 503 (try again), not 413 (too large)."""
+    from http import HTTPStatus
+
+    from vlmcodec.errors import MemoryBusyError
+    from vlmcodec.runtime.client import _error_of
+    from vlmcodec.runtime.http_handler import _status_of
+
+    assert _status_of(MemoryBusyError("busy")) is HTTPStatus.SERVICE_UNAVAILABLE
+    assert _status_of(ResourceError("too large")) is HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    err = _error_of(503, b'{"error": "busy", "type": "MemoryBusyError"}')
+    assert isinstance(err, MemoryBusyError) and isinstance(err, MemoryError)

@@ -23,7 +23,8 @@ import numpy as np
 
 from .. import resample
 from ..bitstream import container
-from ..errors import BitstreamError, ConfigError, EngineDeadError, ImageError, ModelMismatchError, ResourceError
+from ..errors import (BitstreamError, ConfigError, EngineDeadError, ImageError, MemoryBusyError, ModelMismatchError,
+                      ResourceError)
 from ..image_io import as_rgb_array, image_bytes, load_image
 from .engine import QueueFull, check_priority
 from .forwarded import client_address, client_key
@@ -102,6 +103,8 @@ def _status_of(err: BaseException) -> HTTPStatus:
         return HTTPStatus.CONFLICT
     if isinstance(err, (ImageError, BitstreamError, ConfigError, TypeError, ValueError)):
         return HTTPStatus.BAD_REQUEST
+    if isinstance(err, MemoryBusyError):  # (fits once other coding ends: try again later)
+        return HTTPStatus.SERVICE_UNAVAILABLE
     if isinstance(err, ResourceError):
         return HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     if isinstance(err, (QueueFull, EngineDeadError)):
