@@ -8,12 +8,12 @@ encoder's bit for bit on any backend and device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
 from collections.abc import Iterable, Mapping
-import contextlib
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
