@@ -397,3 +397,44 @@ def test_a_slow_connect_and_a_stalled_tls_handshake_share_one_timeout(monkeypatc
         listener.close()
         for s in held:
             s.close()
+
+
+def test_a_cancelled_async_call_ends_its_retry_wait_at_once():
+    """A 503 with Retry-After: 8 is retried after 8 s; an AsyncRemoteCodec call cancelled in that
+    wait left its thread sleeping the 8 s (and the process's exit waited for it)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    busy = _answer(b'{"error": "queue full", "type": "QueueFull"}', "503 Service Unavailable", extra="Retry-After: 8\r\n")
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                while _read_request(conn) is not None:
+                    conn.sendall(busy)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+
+    async def go() -> float:
+        remote = AsyncRemoteCodec(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=3)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(remote.health(), 0.3)
+        start = time.monotonic()
+        await remote.close()
+        workers = [t for t in threading.enumerate() if t.name.startswith("vlmcodec-remote")]
+        for t in workers:
+            t.join(5)
+        assert not any(t.is_alive() for t in workers)
+        return time.monotonic() - start
+
+    try:
+        assert asyncio.run(go()) < 2  # (8 s before)
+    finally:
+        stop.set()
+        server.join(5)
+        listener.close()

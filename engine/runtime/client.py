@@ -240,7 +240,12 @@ class RemoteCodec:
             except (QueueFull, RateLimited) as busy:
                 if retry == self.retries:
                     raise
-                _sleep(min(cast(_Answered, busy).retry_after_s, MAX_RETRY_WAIT_S))
+                wait = min(cast(_Answered, busy).retry_after_s, MAX_RETRY_WAIT_S)
+                call = getattr(self._local, "call", None)  # an AsyncRemoteCodec call: its cancel ends the wait
+                if call is None:
+                    _sleep(wait)
+                elif call.ended.wait(wait):
+                    raise asyncio.CancelledError("the awaiting task was cancelled")
         raise AssertionError("unreachable")
 
     def _request_once(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
@@ -470,6 +475,7 @@ class _Call:
         self._lock = threading.Lock()
         self._conn: http.client.HTTPConnection | None = None
         self.cancelled = False
+        self.ended = threading.Event()  # set by cancel(): a retry's wait ends at once
 
     def use(self, conn: http.client.HTTPConnection | None) -> None:
         """(the worker, ``conn`` connected) CancelledError once cancelled."""
@@ -481,6 +487,7 @@ class _Call:
     def cancel(self) -> None:
         with self._lock:
             self.cancelled = True
+            self.ended.set()
             sock = self._conn.sock if self._conn is not None else None
             if sock is not None:
                 try:
