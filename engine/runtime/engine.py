@@ -91,6 +91,9 @@ class _LatencyTotals:
 
 
 PRIORITY_RANGE = (-100, 100)
+# threads of an engine's pool for its async calls' submits (image checks and conversion, a
+# short_side downscale, a full queue's wait), off the event loop's thread
+SUBMIT_THREADS = 4
 WHOLE_BATCH_DELAY_MS = 5.0
 
 
@@ -184,6 +187,7 @@ class Engine:
         self._net_slots = int(network_workers)
         self.refine_workers = int(refine_workers)
         self._refine_pool: ThreadPoolExecutor | None = None  # made by the first refined encode
+        self._submit_pool: ThreadPoolExecutor | None = None  # the async calls' submits, made by the first
         self._refine_waiting: list[InflightRequest] = []  # refined encodes without a worker yet
         self._refine_running: Counter = Counter()  # owner → refined encodes it has running
         self._refine_turn: dict = {}  # owner → when one of its refined encodes last started
@@ -281,8 +285,9 @@ class Engine:
         """``submit_encode``, awaited (``owner`` too: refined encodes are shared fairly between
         owners); a refined budget met by a one-pass stream issues ``RefineFallbackWarning`` here,
         as ``Codec.encode_to_size`` does."""
-        fut = self.submit_encode(image, quality, timeout_s, short_side, max_bytes=max_bytes, max_bpp=max_bpp,
-                                 refine=refine, priority=priority, owner=owner)
+        fut = cast(EncodeFuture, await self._submit_off_loop(
+            self.submit_encode, image, quality, timeout_s, short_side, max_bytes=max_bytes, max_bpp=max_bpp,
+            refine=refine, priority=priority, owner=owner))
         data = await asyncio.wrap_future(fut)
         warn_refine_fallback(fut.warning)
         return data
@@ -290,7 +295,45 @@ class Engine:
     async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
                      priority: int = 0) -> np.ndarray:
         """``submit_decode``, awaited."""
-        return await asyncio.wrap_future(self.submit_decode(data, timeout_s, short_side, priority=priority))
+        return await asyncio.wrap_future(await self._submit_off_loop(self.submit_decode, data, timeout_s, short_side,
+                                                                     priority=priority))
+
+    async def _submit_off_loop(self, submit: Callable[..., Future], *args, **kwargs) -> Future:
+        """``submit(*args, **kwargs)`` on a thread of the engine's submit pool, awaited: the
+        caller's part of a request (validating and converting the image, a ``short_side``
+        downscale: 0.1-0.5 s for a 12 MP input; a full queue's wait for room) ran on the event
+        loop's thread, stalling every other coroutine (and ``wait_for``) meanwhile. A task cancelled
+        while its submit runs cancels the request the submit then makes."""
+        loop = asyncio.get_running_loop()
+        called_off = threading.Event()
+
+        def run() -> Future:
+            fut = submit(*args, **kwargs)
+            if called_off.is_set():  # (cancelled meanwhile: its loop may be gone by now)
+                fut.cancel()
+            return fut
+
+        try:
+            pending = loop.run_in_executor(self._submit_threads(), run)
+        except RuntimeError as e:  # (the pool shut down under us)
+            raise EngineDeadError(f"engine is shut down ({e})") from None
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            called_off.set()
+            pending.add_done_callback(_cancel_submitted)  # (a submit that returned before the flag)
+            raise
+
+    def _submit_threads(self) -> ThreadPoolExecutor:
+        """The async calls' submit pool, made on first use (not the engine's own threads: a
+        submit may wait there for room in the queue)."""
+        self._check_process()
+        with self._cv:
+            if self._closed:
+                raise EngineDeadError("engine is shut down; create a new Engine")
+            if self._submit_pool is None:
+                self._submit_pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS, thread_name_prefix="vlmcodec-submit")
+            return self._submit_pool
 
     @overload
     def encode_many(self, images: Iterable, quality: float | None = ..., *, window: int | None = ...,
@@ -504,6 +547,9 @@ class Engine:
         self._pool.shutdown(wait=True)  # without drain, the queued coding jobs fail at once (_submit)
         with self._cv:
             self._stopped = True
+            submit_pool = self._submit_pool
+        if submit_pool is not None:  # (its submits left fail with EngineDeadError: closed)
+            submit_pool.shutdown(wait=False)
 
     def _stop_draining(self, why: str) -> None:
         """(Under the lock, closed.) The queued requests fail with EngineDeadError(``why``), and
@@ -889,6 +935,12 @@ class Engine:
         with self._finishing():
             self.stats["refined"] += 1
             self._finish_locked(req, result=data)
+
+
+def _cancel_submitted(pending: asyncio.Future) -> None:
+    """The request a cancelled task's submit made: cancelled (it never runs if it has not begun)."""
+    if not pending.cancelled() and pending.exception() is None:
+        pending.result().cancel()
 
 
 def _note_thread(idents: set[int]) -> None:
