@@ -338,7 +338,9 @@ def _codec(args, model=None):
         _check_refine_options(args, args.refine, "--refine STEPS (how the refinement runs)")
     extra = {"max_pixels": args.max_pixels} if getattr(args, "max_pixels", None) else {}
     options = dict(getattr(args, "backend_option", None) or ())
-    return Codec(model or args.model, backend=args.backend, threads=args.threads, **extra, backend_options=options,
+    if model is not None and not str(model).strip():  # ("" meant --model's file: Codec("") is the default model)
+        raise ConfigError("--extra-model takes a model file's path, got an empty one")
+    return Codec(args.model if model is None else model, backend=args.backend, threads=args.threads, **extra, backend_options=options,
                  hs_device=getattr(args, "hs_device", None),
                  pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None),
                  refine=getattr(args, "refine", 0), refine_views=getattr(args, "refine_views", None),
@@ -501,7 +503,8 @@ def cmd_decode(args) -> int:
     _check_output_folder(args.output, many)
     fmt, suffix = _decoded_format(args, _names_a_file(args.output, many))
     codec = _codec(args)
-    codecs = _codec_set(codec, [_codec(args, path) for path in args.extra_model or ()])
+    codecs = _codec_set(codec, _distinct_models(args, codec, [(path, _codec(args, path))
+                                                              for path in args.extra_model or ()]))
     table = sys.stderr if to_stdout else sys.stdout  # stdout carries the image then
     failures = _Failures(len(files), table if args.json else None)
     if not to_stdout:
@@ -621,17 +624,30 @@ def _reload_security(server, args) -> None:
     print("vlmcodec: reloaded the TLS certificate and token files", file=sys.stderr, flush=True)
 
 
+def _distinct_models(args, codec, extra: list) -> list:
+    """The --extra-model codecs (``extra``: (path, codec)) less any model already given: each
+    repeat is named in a warning and held once (serve refused one only after making and warming
+    every engine, with a message naming no file)."""
+    seen = {codec.fingerprint: f"--model {args.model}" if args.model else "the default model"}
+    kept = []
+    for path, other in extra:
+        if other.fingerprint in seen:
+            warnings.warn(f"--extra-model {path} is the same model ({other.fingerprint.hex()}) as "
+                          f"{seen[other.fingerprint]}: held once", VlmcodecWarning, stacklevel=2)
+            continue
+        seen[other.fingerprint] = f"--extra-model {path}"
+        kept.append(other)
+    return kept
+
+
 def _codec_set(codec, others: list):
-    """With --extra-model: the models held (each stream goes to the model that wrote it; the
-    same model given twice is held once); without: None."""
+    """With --extra-model: the models held (each stream goes to the model that wrote it); without:
+    None."""
     if not others:
         return None
     from .codec_set import CodecSet
 
-    held = {codec.fingerprint: codec}
-    for other in others:
-        held.setdefault(other.fingerprint, other)
-    return CodecSet(held.values())
+    return CodecSet([codec, *others])
 
 
 def _codec_for(codecs, data: bytes, default):
@@ -679,7 +695,7 @@ def cmd_serve(args) -> int:
     codec = _codec(args)
     codec.model.level_of_quality(args.quality)  # a bad -q fails here, as encode's does
     # older models, kept to decode their streams (and to encode with ?model=): one engine each
-    others = [_codec(args, path) for path in args.extra_model or ()]
+    others = _distinct_models(args, codec, [(path, _codec(args, path)) for path in args.extra_model or ()])
     refining = bool(args.max_refine or any(token_file.max_refine.values()))
     if args.refine_cost and not (args.rate_limit or any(token_file.limits.values())):
         raise ConfigError("--refine-cost needs a rate limit to count against (--rate-limit, or a token-file "

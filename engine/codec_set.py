@@ -85,20 +85,39 @@ class CodecSet:
                                      "decode it with the model that wrote it")
         return codec
 
-    def named(self, prefix: str | None) -> Codec:
-        """The codec whose fingerprint (hex) starts with ``prefix`` (at least 4 digits); the default
-        for None. ConfigError for a short or ambiguous prefix, ModelMismatchError for none held."""
+    def named(self, prefix: str | bytes | None) -> Codec:
+        """The codec whose fingerprint (hex) starts with ``prefix`` (at least 4 digits; the 64-digit
+        form ``vlmcodec info`` prints of a model file too: its first 16 are a stream's), or whose
+        fingerprint is ``prefix`` as bytes (``Codec.fingerprint``); the default for None.
+        ConfigError for a short or ambiguous prefix or another type, ModelMismatchError for none held."""
         if prefix is None:
             return self.default
-        name = str(prefix).strip().lower()
+        if isinstance(prefix, (bytes, bytearray)):
+            if len(prefix) == len(self.default.fingerprint):  # a Codec's own fingerprint
+                codec = self._codecs.get(bytes(prefix))
+                if codec is None:
+                    raise ModelMismatchError(f"model={bytes(prefix).hex()} names no model held ({self._held()})")
+                return codec
+            try:
+                prefix = bytes(prefix).decode("ascii")
+            except UnicodeDecodeError:
+                raise ConfigError(f"model={prefix!r}: give a hex fingerprint (a str) or a Codec's fingerprint "
+                                  f"(8 bytes)") from None
+        if not isinstance(prefix, str):
+            raise ConfigError(f"model must be a hex fingerprint (a str), got {type(prefix).__name__} {prefix!r}")
+        name = prefix.strip().lower()
         if len(name) < _MIN_PREFIX:
             raise ConfigError(f"model={prefix!r}: give at least {_MIN_PREFIX} hex digits of one of {self._held()}")
-        found = [c for fp, c in self._codecs.items() if fp.hex().startswith(name)]
+        digits = 2 * len(self.default.fingerprint)
+        if len(name) > digits and all(ch in "0123456789abcdef" for ch in name):
+            name = name[:digits]  # (a model file's full fingerprint: streams carry its first 16 digits)
+        found = [(fp, c) for fp, c in self._codecs.items() if fp.hex().startswith(name)]
         if not found:
             raise ModelMismatchError(f"model={prefix!r} names no model held ({self._held()})")
         if len(found) > 1:
-            raise ConfigError(f"model={prefix!r} matches several models ({self._held()})")
-        return found[0]
+            raise ConfigError(f"model={prefix!r} matches several models ({', '.join(fp.hex() for fp, _ in found)}): "
+                              "give more digits")
+        return found[0][1]
 
     # -- coding --------------------------------------------------------------------------
     def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None, *,

@@ -77,3 +77,67 @@ def test_foreign_and_damaged_streams_and_bad_sets_are_refused(pair, tiny_model_p
         CodecSet([])
     with pytest.raises(ConfigError, match="Codecs or model paths"):
         CodecSet([42])
+
+
+def test_a_model_is_named_by_its_full_fingerprint_or_its_bytes_too(pair, tiny_model_path):
+    """`vlmcodec info` prints a model file's 64-digit fingerprint and Codec.fingerprint is 8 bytes:
+    both were "names no model held" (the bytes' repr was compared as text)."""
+    new, old = pair
+    codecs = CodecSet([new, old])
+    full = old.fingerprint.hex() + "0f" * 24  # (any 64 digits starting with the stream's 16)
+    assert codecs.named(full) is old and codecs.named(full.upper()) is old
+    assert codecs.named(old.fingerprint) is old and codecs.named(bytearray(new.fingerprint)) is new
+    assert codecs.named(old.fingerprint.hex()[:6].encode()) is old  # ASCII hex as bytes
+    with pytest.raises(ModelMismatchError, match="names no model held"):
+        codecs.named(b"\x00" * 8)
+    for bad in (0x1d43, 12.5, ["abcd"]):
+        with pytest.raises(ConfigError, match="model must be a hex fingerprint"):
+            codecs.named(bad)
+    with pytest.raises(ConfigError, match="give a hex fingerprint"):
+        codecs.named(b"\xff\xfe\xfd\xfc")
+
+
+def test_an_ambiguous_prefix_lists_only_the_models_it_matches(pair):
+    new, old = pair
+    a = new.fingerprint.hex()
+    fake = CodecSet([new, old])
+    twin = bytes.fromhex(a[:6] + "ffffffffff")  # a second fingerprint sharing 6 digits with new's
+    fake._codecs[twin] = old
+    with pytest.raises(ConfigError, match=rf"matches several models \({a}, {twin.hex()}\): give more digits"):
+        fake.named(a[:5])
+
+
+def test_cli_extra_models_repeated_or_empty(pair, tiny_model_path, second_model_path, tmp_path, rng, capsys):
+    """A repeated --extra-model is named in a warning and held once (serve refused it only after
+    warming every engine, naming no file); an empty one is refused (it meant --model's file)."""
+    import shutil
+
+    from vlmcodec.cli import main
+
+    new, old = pair
+    data = old.encode(smooth_image(rng, 32, 48), 50)
+    (tmp_path / "s.vlmc").write_bytes(data)
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(second_model_path, copy)
+    out = tmp_path / "out.png"
+    assert main(["decode", str(tmp_path / "s.vlmc"), "-o", str(out), "--model", str(tiny_model_path),
+                 "--extra-model", str(second_model_path), "--extra-model", str(copy), "--quiet"]) == 0
+    assert out.exists()
+    assert (f"--extra-model {copy} is the same model ({old.fingerprint.hex()}) as --extra-model "
+            f"{second_model_path}: held once") in capsys.readouterr().err
+    main(["decode", str(tmp_path / "s.vlmc"), "-o", str(tmp_path / "o2.png"), "--model", str(tiny_model_path),
+          "--extra-model", str(tiny_model_path), "--quiet"])
+    assert f"is the same model ({new.fingerprint.hex()}) as --model {tiny_model_path}" in capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "s.vlmc"), "-o", str(out), "--force", "--model", str(tiny_model_path),
+                 "--extra-model", "", "--quiet"]) == 2
+    assert "--extra-model takes a model file's path, got an empty one" in capsys.readouterr().err
+
+
+def test_remote_codec_sends_a_codecs_fingerprint_as_hex():
+    from vlmcodec.runtime.client import _model_name
+
+    assert _model_name(bytes.fromhex("1d4393f53405b238")) == "1d4393f53405b238"
+    assert _model_name(b"1d43") == "1d43" and _model_name("1D43") == "1D43"
+    for bad in (0x1d43, None.__class__):
+        with pytest.raises(ConfigError, match="model must be a hex fingerprint"):
+            _model_name(bad)
