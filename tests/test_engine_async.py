@@ -100,3 +100,38 @@ def test_an_awaited_call_after_shutdown_is_engine_dead(tiny_model_path, rng):
     engine.shutdown()
     with pytest.raises(EngineDeadError):
         asyncio.run(engine.encode(smooth_image(rng, 32, 32), 50))
+
+
+def test_a_decode_cancelled_before_its_entropy_decoding_skips_it(tiny_model_path, rng):
+    """A decode cancelled while it waited for a coding thread still paid its entropy decode."""
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 48, 64)
+    data = codec.encode(img, 50)
+    real_encode, real_decode, release = codec.entropy_encode, codec.entropy_decode, threading.Event()
+    decoded = []
+
+    def held(*args, **kwargs):
+        assert release.wait(60)
+        return real_encode(*args, **kwargs)
+
+    def counted(*args, **kwargs):
+        decoded.append(1)
+        return real_decode(*args, **kwargs)
+
+    codec.entropy_encode, codec.entropy_decode = held, counted
+    engine = Engine(codec, workers=1, max_delay_ms=0)
+    try:
+        first = engine.submit_encode(img, 50)  # holds the one coding thread
+        deadline = time.monotonic() + 30
+        while engine.stats["batches"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fut = engine.submit_decode(data)
+        assert fut.cancel()
+        release.set()
+        assert isinstance(first.result(timeout=60), bytes)
+        while engine.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.in_flight == 0 and decoded == []
+    finally:
+        release.set()
+        engine.shutdown()

@@ -720,6 +720,9 @@ class Engine:
         self._submit(self._pool, job, req, *args)
 
     def _entropy_decode(self, req: InflightRequest) -> None:
+        if req.future.cancelled():  # (its client gave up while it waited for a coding thread)
+            self._finish(req, status=Status.FINISHED_CANCELLED)
+            return
         try:
             latent = self.codec.entropy_decode(req.payload, req.short_side)
         except Exception as e:
