@@ -265,7 +265,8 @@ class Codec:
         self.refine_bf16 = bool(refine_bf16)
         self._refiner = None
         self._refiner_lock = fork_safe_lock()  # runtime network workers may share this codec
-        self._kept_memory: dict[str, memory.Kept] = {}  # what onnxruntime's arenas keep, by kind of run
+        # what onnxruntime's arenas keep, by kind of run (counted only on that backend: _kept)
+        self._kept_memory = {kind: memory.Kept() for kind in ("encode", "encode-no-pre-edit", "decode")}
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -654,10 +655,7 @@ class Codec:
 
     def _kept(self, kind: str | None) -> memory.Kept | None:
         """What the onnxruntime backend's sessions keep of a ``kind`` of run (None: another backend)."""
-        if kind is None or self._estimated() != "onnxruntime":
-            return None
-        with self._refiner_lock:  # (any lock of the codec's: made once per kind)
-            return self._kept_memory.setdefault(kind, memory.Kept())
+        return self._kept_memory[kind] if kind is not None and self._estimated() == "onnxruntime" else None
 
     def _fits_encoding(self, arrays: list[np.ndarray], refining: bool) -> AbstractContextManager:
         """The block the networks of encoding ``arrays`` (one padded size) run in, memory checked

@@ -630,7 +630,7 @@ class Engine:
 
     def _enqueue(self, req: InflightRequest) -> None:
         with self._finishing():
-            if self._closed and not self._draining:
+            if self._stopping_now():
                 self._finish_locked(req, exc=EngineDeadError("engine shut down before the request ran"))
                 return
             req.arrival = time.monotonic()
@@ -710,7 +710,7 @@ class Engine:
 
     def _run_unless_dead(self, req: InflightRequest, job, *args) -> None:
         """``job(req, *args)``, or ``req`` fails if a shutdown without drain has begun."""
-        if self._closed and not self._draining:
+        if self._stopping_now():
             self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
             return
         job(req, *args)
@@ -804,36 +804,40 @@ class Engine:
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(live))
         try:
             self._run_networks(live)
-        except MemoryBusyError as e:
-            # waited for other batches' memory up to the batch's earliest deadline (or called off
-            # by a shutdown): retried item by item it would wait as long again for each
-            for r in live:
-                self._finish(r, exc=self._busy_error(r, e))
         except Exception as e:
-            if len(live) == 1:
-                self._finish(live[0], exc=_request_error(live[0], e))
+            # (a wait for other batches' memory that ended, at the batch's earliest deadline or
+            # called off by a shutdown: retried item by item it would wait as long again for each)
+            if len(live) == 1 or isinstance(e, MemoryBusyError):
+                for r in live:
+                    self._finish(r, exc=self._failure(r, e))
                 return
             for r in live:  # isolate: a failing item must not take its batch-mates down
                 try:
                     self._run_networks([r])
                 except Exception as e_one:
-                    self._finish(r, exc=_request_error(r, e_one) if not isinstance(e_one, MemoryBusyError)
-                                 else self._busy_error(r, e_one))
+                    self._finish(r, exc=self._failure(r, e_one))
 
-    def _busy_error(self, r: InflightRequest, e: MemoryBusyError) -> Exception:
-        """A request whose batch gave up waiting for memory: timed out when its deadline passed,
-        EngineDeadError when the engine shut down meanwhile, else the memory error."""
+    def _failure(self, r: InflightRequest, e: Exception) -> Exception:
+        """What a request that failed in the network stage gets: ``_request_error``'s, and for a
+        wait for memory that ended, a timeout when its deadline passed, EngineDeadError when the
+        engine shut down meanwhile, else that MemoryBusyError."""
+        if not isinstance(e, MemoryBusyError):
+            return _request_error(r, e)
         if r.deadline is not None and time.monotonic() >= r.deadline:
             return RequestTimeoutError(f"request timed out waiting for memory other batches held ({e})")
-        if self._closed and not self._draining:
+        if self._stopping_now():
             return EngineDeadError("engine shut down while the request waited for memory")
         return e
+
+    def _stopping_now(self) -> bool:
+        """Shut down without drain: what has not finished fails."""
+        return self._closed and not self._draining
 
     def _run_networks(self, live: list[InflightRequest]) -> None:
         # a memory wait (other batches' memory: network_workers, refine workers) lasts until the
         # earliest deadline of the batch, and ends once a shutdown without drain begins
         deadlines = [r.deadline for r in live if r.deadline is not None]
-        with memory.waiting(min(deadlines) if deadlines else None, abort=lambda: self._closed and not self._draining):
+        with memory.waiting(min(deadlines) if deadlines else None, abort=self._stopping_now):
             self._run_networks_now(live)
 
     def _run_networks_now(self, live: list[InflightRequest]) -> None:
@@ -921,7 +925,7 @@ class Engine:
             return
         prep = req.payload
         try:
-            with memory.waiting(req.deadline, abort=lambda: self._closed and not self._draining):
+            with memory.waiting(req.deadline, abort=self._stopping_now):
                 if req.budget is not None:
                     data, warning = self.codec.encode_within(prep, req.budget, refine=req.refine)
                     cast(EncodeFuture, req.future).warning = warning  # (an encode's future)
@@ -929,11 +933,8 @@ class Engine:
                     y, z = self.codec.analyse([prep.pixels], [prep.quality], refine=req.refine)
                     req.status = Status.CODING
                     data = self.codec.entropy_encode(y[0], z[0], prep)
-        except MemoryBusyError as e:
-            self._finish(req, exc=self._busy_error(req, e))
-            return
         except Exception as e:
-            self._finish(req, exc=_request_error(req, e))
+            self._finish(req, exc=self._failure(req, e))
             return
         with self._finishing():
             self.stats["refined"] += 1
