@@ -21,12 +21,30 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .bitstream import container
+from .bitstream.container import FINGERPRINT_BYTES
 from .errors import ConfigError, ModelMismatchError
 
 if TYPE_CHECKING:
     from .codec import Codec
 
 _MIN_PREFIX = 4
+
+
+def model_name(model: str | bytes | bytearray) -> str:
+    """``model=`` as text: a hex fingerprint (or prefix) as given, a Codec's 8-byte ``fingerprint``
+    as its hex, hex digits given as ASCII bytes decoded; ConfigError for anything else (a bytes
+    fingerprint's repr was compared as text: "names no model held")."""
+    if isinstance(model, (bytes, bytearray)):
+        if len(model) == FINGERPRINT_BYTES:
+            return bytes(model).hex()
+        try:
+            return bytes(model).decode("ascii")
+        except UnicodeDecodeError:
+            raise ConfigError(f"model={model!r}: give a hex fingerprint (a str) or a Codec's fingerprint "
+                              f"({FINGERPRINT_BYTES} bytes)") from None
+    if not isinstance(model, str):
+        raise ConfigError(f"model must be a hex fingerprint (a str), got {type(model).__name__} {model!r}")
+    return model
 
 
 class CodecSet:
@@ -92,19 +110,7 @@ class CodecSet:
         ConfigError for a short or ambiguous prefix or another type, ModelMismatchError for none held."""
         if prefix is None:
             return self.default
-        if isinstance(prefix, (bytes, bytearray)):
-            if len(prefix) == len(self.default.fingerprint):  # a Codec's own fingerprint
-                codec = self._codecs.get(bytes(prefix))
-                if codec is None:
-                    raise ModelMismatchError(f"model={bytes(prefix).hex()} names no model held ({self._held()})")
-                return codec
-            try:
-                prefix = bytes(prefix).decode("ascii")
-            except UnicodeDecodeError:
-                raise ConfigError(f"model={prefix!r}: give a hex fingerprint (a str) or a Codec's fingerprint "
-                                  f"(8 bytes)") from None
-        if not isinstance(prefix, str):
-            raise ConfigError(f"model must be a hex fingerprint (a str), got {type(prefix).__name__} {prefix!r}")
+        prefix = model_name(prefix)
         name = prefix.strip().lower()
         if len(name) < _MIN_PREFIX:
             raise ConfigError(f"model={prefix!r}: give at least {_MIN_PREFIX} hex digits of one of {self._held()}")

@@ -134,7 +134,7 @@ def test_cli_extra_models_repeated_or_empty(pair, tiny_model_path, second_model_
 
 
 def test_remote_codec_sends_a_codecs_fingerprint_as_hex():
-    from vlmcodec.runtime.client import _model_name
+    from vlmcodec.codec_set import model_name as _model_name
 
     assert _model_name(bytes.fromhex("1d4393f53405b238")) == "1d4393f53405b238"
     assert _model_name(b"1d43") == "1d43" and _model_name("1D43") == "1D43"

@@ -31,6 +31,7 @@ from ..errors import BitstreamError, StreamTypeError
 
 MAGIC = b"VLMC"
 FORMAT_VERSION = 1
+FINGERPRINT_BYTES = 8  # a stream's model fingerprint (the first 16 hex digits of a model file's)
 MAX_DIM = 1 << 14  # = image_io.MAX_SIDE: a decoder is never asked for more than an encoder accepts
 MAX_CHUNKS = 4096
 MAX_CHUNK_BYTES = 1 << 30
@@ -123,8 +124,8 @@ class _Reader:
 
 def pack(header: Header, z_chunks: list[bytes], y_chunks: list[bytes]) -> bytes:
     """Serialise a header and its chunks into a .vlmc byte string."""
-    if len(header.fingerprint) != 8:
-        raise ValueError("fingerprint must be 8 bytes")
+    if len(header.fingerprint) != FINGERPRINT_BYTES:
+        raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
     if not (1 <= header.width <= MAX_DIM and 1 <= header.height <= MAX_DIM):
         raise ValueError(f"image size {header.width}x{header.height} outside 1..{MAX_DIM}")
     if not (1 <= len(z_chunks) <= MAX_CHUNKS and 1 <= len(y_chunks) <= MAX_CHUNKS):

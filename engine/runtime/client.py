@@ -45,6 +45,7 @@ import numpy as np
 
 from ..bitstream.container import MAGIC, MAX_DIM, as_bytes, quantize_quality
 from ..checks import check_count, check_in_range, check_seconds, quality_or_budget
+from ..codec_set import model_name
 from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, QueueFull, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
 from ..image_io import as_rgb_array
@@ -172,7 +173,7 @@ class RemoteCodec:
             # another number than its float (12.3450002...), rounded to 12.34 there and 12.35 by Codec
             query = {"quality": repr(quantize_quality(check_in_range("quality", quality, 0, 100)))}
         query |= {"short_side": short_side} if short_side is not None else {}
-        query |= {"model": _model_name(model)} if model is not None else {}
+        query |= {"model": model_name(model)} if model is not None else {}
         query |= {"refine": refine} if refine else {}
         query |= {"priority": priority} if priority is not None else {}
         if isinstance(image, (str, Path)):
@@ -367,23 +368,6 @@ def _connect_by(deadline: float, address, timeout=None, source_address=None) -> 
         sock.close()
         raise
     return sock
-
-
-def _model_name(model) -> str:
-    """``model=`` as the query sends it: a hex fingerprint (prefix) as given, a Codec's 8-byte
-    fingerprint as its hex (its repr was sent: "names no model held")."""
-    if isinstance(model, (bytes, bytearray)) and len(model) == 8:
-        return bytes(model).hex()
-    if isinstance(model, (bytes, bytearray)):
-        try:
-            return bytes(model).decode("ascii")
-        except UnicodeDecodeError:
-            pass
-    if not isinstance(model, (str, bytes, bytearray)):
-        raise ConfigError(f"model must be a hex fingerprint (a str), got {type(model).__name__} {model!r}")
-    if not isinstance(model, str):
-        raise ConfigError(f"model={model!r}: give a hex fingerprint (a str) or a Codec's fingerprint (8 bytes)")
-    return model
 
 
 def _time_left(deadline: float) -> float | None:
