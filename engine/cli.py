@@ -340,8 +340,8 @@ def _codec(args, model=None):
     options = dict(getattr(args, "backend_option", None) or ())
     if model is not None and not str(model).strip():  # ("" meant --model's file: Codec("") is the default model)
         raise ConfigError("--extra-model takes a model file's path, got an empty one")
-    return Codec(args.model if model is None else model, backend=args.backend, threads=args.threads, **extra, backend_options=options,
-                 hs_device=getattr(args, "hs_device", None),
+    return Codec(args.model if model is None else model, backend=args.backend, threads=args.threads, **extra,
+                 backend_options=options, hs_device=getattr(args, "hs_device", None),
                  pre_edit=not getattr(args, "no_pre_edit", False), short_side=getattr(args, "short_side", None),
                  refine=getattr(args, "refine", 0), refine_views=getattr(args, "refine_views", None),
                  refine_bf16=getattr(args, "refine_bf16", False))
@@ -1040,16 +1040,11 @@ def _png_level(text: str) -> int:
 def _short_side(text: str) -> int | None:
     """``--short-side N``: N >= MIN_SHORT_SIDE, or 0 for the original size (as the API's 0; the same
     as leaving the option out)."""
-    from .resample import MIN_SHORT_SIDE, parse_short_side
+    from .resample import MIN_SHORT_SIDE, call_short_side
 
     try:
-        if text.strip() and int(text) == 0:
-            return None
-    except ValueError:
-        pass
-    try:
-        return parse_short_side(text)
-    except ValueError:
+        return call_short_side(int(text))  # (0: None, as a call's short_side=0)
+    except ValueError:  # (not a whole number; ConfigError: below the least)
         raise argparse.ArgumentTypeError(f"expected 0 (the original size) or an integer >= {MIN_SHORT_SIDE}, "
                                          f"got {text!r}") from None
 

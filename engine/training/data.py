@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -58,7 +58,8 @@ class CropSampler:
         if self.too_small:
             shown = ", ".join(self.too_small[:5]) + (f" and {len(self.too_small) - 5} more"
                                                      if len(self.too_small) > 5 else "")
-            of = f"{len(files)}" if len(sides) == 1 else f"{len(files) * len(sides)} ({len(files)} at {len(sides)} sides)"
+            of = (f"{len(files)}" if len(sides) == 1
+                  else f"{len(files) * len(sides)} ({len(files)} at {len(sides)} sides)")
             warnings.warn(f"{len(self.too_small)} of {of} training images in {folder} are smaller than a "
                           f"{crop}x{crop} crop and are not used: {shown}", VlmcodecWarning, stacklevel=2)
         self.downscale = downscale
