@@ -26,6 +26,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checks import DEFAULT_QUALITY, whole_number_arg
 from .console import backend_option
@@ -33,6 +34,9 @@ from .console import is_terminal as _is_terminal
 from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError, ModelNotFoundError, ResourceError,
                      VlmcodecError, VlmcodecWarning)
 from .training.overrides import merge_overrides
+
+if TYPE_CHECKING:
+    from .codec import Codec
 
 DEFAULT_PNG_LEVEL = 1  # = image_io.DEFAULT_PNG_LEVEL (the CLI starts without numpy and Pillow)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
@@ -752,7 +756,7 @@ def cmd_serve(args) -> int:
                     trust_warning(server.trusted_proxies)):
         if warning:
             print(f"vlmcodec: warning: {warning}", file=sys.stderr, flush=True)
-    also = f" (and {', '.join(c.fingerprint.hex() for c in others)} for their streams)" if others else ""
+    also = f" (and {', '.join(map(_model_label, others))} for their streams)" if others else ""
     limiter = server.rate_limiter
     limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter.limit else ""
     if server.client_limits:
@@ -768,7 +772,7 @@ def cmd_serve(args) -> int:
     limit += _refine_settings(codec, "refinement's ")
     if server.refine_cost:
         limit += f", a refinement step counts as {server.refine_cost:g} requests"
-    print(f"vlmcodec: serving model {codec.fingerprint.hex()}{also} ({args.backend} backend{limit}) on {server.url}: "
+    print(f"vlmcodec: serving model {_model_label(codec)}{also} ({args.backend} backend{limit}) on {server.url}: "
           "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
@@ -779,6 +783,14 @@ def cmd_serve(args) -> int:
         shut_down_engines(drain=True)
     print("vlmcodec: server stopped", file=sys.stderr)
     return 0
+
+
+def _model_label(codec: "Codec") -> str:
+    """A served model's fingerprint, and the one its streams carry where it shares another's decoder."""
+    own = codec.fingerprint.hex()
+    if codec.stream_fingerprint == codec.fingerprint:
+        return own
+    return f"{own} (writing streams that carry {codec.stream_fingerprint.hex()})"
 
 
 def _model_info(f: Path, as_json: bool) -> None:

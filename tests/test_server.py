@@ -1193,3 +1193,22 @@ def test_a_server_dropped_without_server_close_leaves_no_thread(tiny_model_path)
         assert not [t for t in ours if t.is_alive()]
     finally:
         engine.shutdown()
+
+
+def test_serve_start_line_says_which_streams_a_decoder_sharing_model_writes(tmp_path):
+    """A model sharing another's decoder writes streams that carry that model's fingerprint:
+    the start line names both (it named the model alone, as though its streams carried it)."""
+    from vlmcodec.cli import _model_label
+    from vlmcodec.codec import Codec
+    from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+    from vlmcodec.models.checkpoint import load_model, save_model
+    from vlmcodec.models.widen import widen_analysis
+
+    net = MeanScaleHyperprior(ModelConfig(N=8, M=12, num_levels=2, lmbdas=(0.01, 0.05)))
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_model(net, a)
+    save_model(widen_analysis(net, 16), b, decodes_as=load_model(a).identity)
+    own, shared = Codec(a), Codec(b)
+    assert _model_label(own) == own.fingerprint.hex()
+    label = _model_label(shared)
+    assert label.startswith(shared.fingerprint.hex()) and f"carry {own.fingerprint.hex()}" in label, label
