@@ -204,16 +204,33 @@ def _output_name(src: Path, out: str | None, many: bool, suffix: str) -> Path:
     return o
 
 
-def _make_folders(outputs: list[Path]) -> None:
+def _make_folders(outputs: list[Path], made: list[Path]) -> None:
     """Make the outputs' folders before anything is coded: one that cannot be made is one error
-    up front (it was each input's, and a file in the way an "[Errno 17] File exists")."""
+    up front (it was each input's, and a file in the way an "[Errno 17] File exists"). The folders
+    this made, parents first, are added to ``made`` (``_drop_unused``)."""
     for folder in sorted({p.parent for p in outputs}):
+        new = [q for q in (*reversed(folder.parents), folder) if not q.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            made += new
         except OSError as e:
             in_the_way = next((q for q in (folder, *folder.parents) if q.exists() and not q.is_dir()), None)
             why = f"{in_the_way} is not a folder" if in_the_way is not None else e.strerror or str(e)
             raise VlmcodecError(f"cannot make the output folder {folder}: {why}") from None
+
+
+@contextlib.contextmanager
+def _drop_unused():
+    """The folders ``_make_folders`` makes meanwhile (the list given), removed at the end if they
+    are still empty: a run whose every input failed (or a Ctrl-C before the first output) leaves
+    no empty output folder behind."""
+    made: list[Path] = []
+    try:
+        yield made
+    finally:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):  # (not empty, or gone: left as it is)
+                folder.rmdir()
 
 
 def _check_outputs(files: list[Path], outputs: list[list[Path]]) -> None:
@@ -370,6 +387,11 @@ def _stream_quality(data: bytes) -> float:
 
 
 def cmd_encode(args, roundtrip: bool = False) -> int:
+    with _drop_unused() as made:
+        return _encode_files(args, roundtrip, made)
+
+
+def _encode_files(args, roundtrip: bool, made: list[Path]) -> int:
     from .file_pipeline import WriteBehind, read_ahead
     from .files import write_whole
     from .image_io import psnr, save_image
@@ -410,7 +432,7 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
     if not to_stdout:
         streams = [_output_name(f, args.output, many, ".vlmc") for f in files]
         _check_outputs(files, [[d, decoded_path(d)] if roundtrip else [d] for d in streams])
-        _make_folders(streams)
+        _make_folders(streams, made)
     if codec.refine:  # its teacher loads now: a missing package fails once, not once per file
         codec.refiner()
 
@@ -494,6 +516,11 @@ def cmd_encode(args, roundtrip: bool = False) -> int:
 
 
 def cmd_decode(args) -> int:
+    with _drop_unused() as made:
+        return _decode_files(args, made)
+
+
+def _decode_files(args, made: list[Path]) -> int:
     from .file_pipeline import WriteBehind
     from .image_io import image_bytes, save_image
 
@@ -514,7 +541,7 @@ def cmd_decode(args) -> int:
     if not to_stdout:
         outputs = [_output_name(f, args.output, many, suffix) for f in files]
         _check_outputs(files, [[o] for o in outputs])
-        _make_folders(outputs)
+        _make_folders(outputs, made)
 
     def report(src: Path, line: str | dict):
         def then(err: BaseException | None) -> None:

@@ -265,6 +265,29 @@ def test_an_output_folder_that_cannot_be_made_is_one_clear_error(tmp_path, rng, 
     assert err.count("is not a folder") == 1 and "files failed" not in err
 
 
+def test_output_folders_made_for_a_run_whose_inputs_all_failed_are_removed(tmp_path, rng, tiny_model_path, capsys):
+    """encode / roundtrip / decode make -o's folders before coding; when every input failed they
+    stayed behind empty. Now the folders the run made go if empty; one that was there stays, and
+    one holding an output stays."""
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    bad_stream = tmp_path / "bad.vlmc"
+    bad_stream.write_bytes(b"VLMC" + b"\0" * 30)
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    for argv in (["encode", str(bad), "-o", str(tmp_path / "e" / "sub") + "/"],
+                 ["roundtrip", str(bad), "-o", str(tmp_path / "r" / "sub")],
+                 ["decode", str(bad_stream), "-o", str(tmp_path / "d" / "sub") + "/"]):
+        assert main([*argv, *model]) == 2
+        assert not (tmp_path / argv[0][0]).exists(), argv
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["encode", str(bad), "-o", str(kept) + "/", *model]) == 2 and kept.is_dir()
+    good = _image(tmp_path / "good.png", rng)
+    assert main(["encode", str(good), str(bad), "-o", str(tmp_path / "g" / "sub"), *model]) == 2
+    assert (tmp_path / "g" / "sub" / "good.vlmc").is_file()
+    capsys.readouterr()
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals only")
 def test_sigterm_ends_a_command_as_ctrl_c_does_and_its_temporary_folder_goes(tmp_path):
     """SIGTERM's default action killed an ONNX export on the spot and left its temporary folder
