@@ -360,6 +360,19 @@ def test_a_numpy_or_fraction_quality_is_sent_as_the_stream_carries_it(tiny_model
             remote.encode(img, 101)
 
 
+def test_an_encode_without_a_quality_gets_the_servers_default(tiny_model_path, rng):
+    """serve -q 30: RemoteCodec.encode(img) sent quality=75 (the API's default), so its streams were
+    not those a request without a quality gets (30); it now leaves the quality to the server."""
+    from vlmcodec.bitstream.container import unpack
+
+    img = smooth_image(rng, 32, 32)
+    with serving(tiny_model_path, quality=30) as server, RemoteCodec(server.url) as remote:
+        assert unpack(remote.encode(img))[0].quality == 30
+        assert unpack(remote.encode(img, 60))[0].quality == 60
+        with pytest.raises(ConfigError, match="exclude"):
+            remote.encode(img, 60, max_bytes=500)
+
+
 def test_a_slow_connect_and_a_stalled_tls_handshake_share_one_timeout(monkeypatch):
     """The TLS handshake waited timeout_s afresh after the connect: a slow connect (here 1.5 s) and
     a server that never answers the handshake took connect + timeout_s (3.5 s for timeout_s=2);

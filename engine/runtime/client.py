@@ -148,8 +148,9 @@ class RemoteCodec:
                *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None,
                priority: int | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
-        as they are) to .vlmc bytes on the server; ``model``: the fingerprint (hex, ≥ 4 digits) of
-        another model the server holds (``serve --extra-model``) instead of its default.
+        as they are) to .vlmc bytes on the server at ``quality`` (None: the server's ``-q``);
+        ``model``: the fingerprint (hex, ≥ 4 digits) of another model the server holds
+        (``serve --extra-model``) instead of its default.
         ``max_bytes`` or ``max_bpp``: rate control instead of ``quality`` (``Codec.encode_to_size``).
         ``refine``: steps of latent refinement (the server allows up to its ``--max-refine``); a
         refined budget met by a one-pass stream issues ``RefineFallbackWarning`` here.
@@ -164,11 +165,12 @@ class RemoteCodec:
                 *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None,
                 priority: int | None = None) -> tuple[bytes, str | None]:
         """``encode``'s request: the stream, and the server's refine-fallback message or None."""
-        quality = quality_or_budget(quality, max_bytes, max_bpp)
+        quality_or_budget(quality, max_bytes, max_bpp)  # (both: refused here)
+        query: dict = {}
         if max_bytes is not None or max_bpp is not None:
-            query: dict = {"max_bytes": max_bytes} if max_bytes is not None else {}
+            query |= {"max_bytes": max_bytes} if max_bytes is not None else {}
             query |= {"max_bpp": max_bpp} if max_bpp is not None else {}
-        else:
+        elif quality is not None:  # (none: the server's -q, as a request without one gets)
             # sent as the stream will carry it: str() of a numpy float32 (12.345 → "12.345") is
             # another number than its float (12.3450002...), rounded to 12.34 there and 12.35 by Codec
             query = {"quality": repr(quantize_quality(check_in_range("quality", quality, 0, 100)))}
