@@ -1,6 +1,6 @@
 """``Codec``: a loaded model on one backend, encoding images to .vlmc bytes and back.
 
-Encode (DESIGN.md, Data flow): pad → g_a → ·gain(q) → h_a → z symbols around the medians →
+Encode: pad → g_a → ·gain(q) → h_a → z symbols around the medians →
 exact h_s(ẑ) → (μ, σ, k) → y symbols s = round(y − μ) → rANS in chunks → container.
 Decode runs the same steps backwards; μ and k come from the exact h_s, so they match the
 encoder's bit for bit on any backend and device.
@@ -165,7 +165,7 @@ class Codec:
     - ``threads``: the networks' CPU threads (None: the backend's default)
     - ``max_pixels``: larger images are refused (ImageError)
     - ``pre_edit``: run the model's pre-editor before encoding (False: faster, some rate–quality cost)
-    - ``short_side``: code images with their shorter side downscaled to this (None: full size)
+    - ``short_side``: code images with their shorter side downscaled to this (None or 0: full size)
     - ``refine``: steps of encoder-side latent refinement (0: one pass)
     - ``refine_views``: the refinement teacher's views (short sides, px; None: (224,))
     - ``refine_bf16``: run the refinement's teacher in bfloat16
@@ -248,7 +248,7 @@ class Codec:
         self.pre_edit = bool(pre_edit) and self.model.pre_editor is not None
         # short_side=N codes images at the consumer's scale (vlmcodec.resample): the shorter side
         # downscaled to N before encoding, the decoder upsamples back to the original size
-        self.short_side = resample.check_short_side(short_side)
+        self.short_side = resample.call_short_side(short_side)  # (0: full size, as a call's 0 and --short-side 0)
         # refine=N: N steps of encoder-side latent refinement (vlmcodec.refine) — slower encoding,
         # smaller / better streams, decoded by any decoder unchanged; 0 = one pass of g_a
         self.refine = check_refine_steps(refine)
@@ -419,8 +419,8 @@ class Codec:
 
         The networks' quality-independent part (pre-edit, g_a) runs once; each quality tried costs
         h_a and the entropy coding (with ``refine``: the search runs on one-pass streams, corrected
-        by one to three refined encodes). The search stops
-        within 0.1 of quality or 1 % of the budget (``vlmcodec.rate_control``). The stream is the
+        by refined encodes: up to three rounds, then a search on refined encodes in the bracket
+        left). The search stops within 0.1 of quality or 1 % of the budget (``vlmcodec.rate_control``). The stream is the
         one ``encode`` gives at the quality found (in its header:
         ``container.unpack(data)[0].quality``). BudgetError when even ``min_quality`` does not fit.
         ``min_quality`` and ``max_quality`` are rounded to the 0.01 steps a stream carries, as a

@@ -83,6 +83,11 @@ def test_short_side_0_still_means_the_full_size_on_encode(tiny_model_path, codec
     img = smooth_image(np.random.default_rng(2), 64, 96)
     assert Codec(tiny_model_path, short_side=32).encode(img, 50, short_side=0) == codec.encode(img, 50)
     assert codec.memory_needed(512, 768, short_side=0) == codec.memory_needed(512, 768)
+    # the codec's own setting reads 0 as every call does (it refused it: "must be None or >= 16")
+    full = Codec(tiny_model_path, short_side=0)
+    assert full.short_side is None and full.encode(img, 50) == codec.encode(img, 50)
+    with pytest.raises(ConfigError, match="short_side"):
+        Codec(tiny_model_path, short_side=False)
 
 
 # -- defect 3: short_side=0 decodes at the original size ------------------------------------
