@@ -1292,7 +1292,8 @@ def build_parser() -> _Parser:
                         "wrote it, /encode?model=FINGERPRINT encodes with it; --model stays the default")
     v.add_argument("--max-connections", type=_positive_int, default=128,
                    help="open connections (a thread each) before answering 503 to new ones (default 128)")
-    v.add_argument("--timeout", type=float, metavar="SECONDS", help="answer 504 to a request queued longer")
+    v.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="answer 504 to a request queued longer (default: none; set it below your clients' own timeout)")
     v.add_argument("--idle-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
                    help="close a connection silent this long (keep-alive; 408 if a body was due; default 60)")
     v.add_argument("--header-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
@@ -1305,7 +1306,7 @@ def build_parser() -> _Parser:
     v.add_argument("--auth-token-file", metavar="FILE",
                    help="every request but /health must carry 'Authorization: Bearer <a token of the file>': "
                         "one a line, as TOKEN or NAME TOKEN (the client's name, logged and counted in /stats), "
-                        "then optionally the client's own rate=R burst=B or rate=unlimited and priority=P; "
+                        "then optionally the client's own rate=R burst=B or rate=unlimited, priority=P and refine=N; "
                         "# comments; a file, not an argument, so that no token shows in the process list")
     v.add_argument("--rate-limit", type=float, metavar="PER_SECOND",
                    help="per client (its token's name, else its IP address): /encode and /decode requests a "
@@ -1343,7 +1344,7 @@ def build_parser() -> _Parser:
     i.add_argument("inputs", nargs="+", metavar="FILE",
                    help=".vlmc streams, model files (.safetensors, .vlmd), folders, globs, or - (standard input: "
                         "a stream)")
-    i.add_argument("--json", action="store_true", help="one JSON object per stream and line (for scripts)")
+    i.add_argument("--json", action="store_true", help="one JSON object per file and line (for scripts)")
     t = sub.add_parser("train", help="train a model (resumable)")
     t.add_argument("--config", required=True)
     t.add_argument("--steps", type=int)

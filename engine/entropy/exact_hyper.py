@@ -1,7 +1,7 @@
 """Device- and batch-invariant entropy parameters: the hyper-synthesis ``h_s`` in fixed point.
 
 The decoder must derive exactly the scale-table index the encoder used for every symbol
-(DESIGN.md, Determinism). Float networks differ by an ULP across devices, libraries and batch
+(the bitstream's determinism rule: README, "Bitstream and entropy coding"). Float networks differ by an ULP across devices, libraries and batch
 sizes, which is enough to flip an index. Here ``h_s`` runs on integers: weights and
 activations are integers with a power-of-two scale, convolutions are computed in float64 on
 integer-valued tensors — exact, whatever the summation order, as long as every partial sum

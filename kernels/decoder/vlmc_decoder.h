@@ -270,7 +270,8 @@ VLMC_DECODER_API int vlmc_decoder_encode_image_within(const vlmc_decoder *decode
                                                       size_t *out_size, double *quality);
 
 /* Pixels as a frame source lays them out: the channel order and bytes per pixel (alpha, where
- * there is one, is ignored: the stream codes RGB) and the distance from one row to the next, which
+ * there is one, is ignored: the stream codes RGB; Python shows transparent pixels over white
+ * instead, so composite frames with real alpha first) and the distance from one row to the next, which
  * may be larger than a row's pixels (padded rows, a view into a larger frame) or negative (rows
  * bottom-up: data points at the top row, the last in memory). */
 #define VLMC_PIXELS_RGB8 0u  /* R, G, B */
