@@ -994,6 +994,13 @@ def cmd_convert(args) -> int:
 
 
 def cmd_export(args) -> int:
+    with _drop_unused() as made:  # (a failed or interrupted export left its new -o folder, empty)
+        out = Path(args.output)
+        made += [q for q in (*reversed(out.parents), out) if not q.exists()]
+        return _export(args)
+
+
+def _export(args) -> int:
     from .codec import default_model_path
     from .models.checkpoint import load_model
 
@@ -1006,6 +1013,10 @@ def cmd_export(args) -> int:
     if args.format != "c-decoder" and args.decode_only:
         raise VlmcodecError("--decode-only applies to --format c-decoder only")
     _check_output_folder(args.output, True, "export writes into a folder")  # (an "[Errno 17] File exists")
+    if args.format == "onnx":
+        from vlmcodec.export.onnx import check_opset
+
+        check_opset(args.opset)  # before the model loads (it failed after, its -o folder made)
     if args.format == "c-decoder":
         from vlmcodec.export.c_decoder import export_c_decoder
 
@@ -1021,12 +1032,14 @@ def cmd_export(args) -> int:
         from vlmcodec.export.tensorrt import (BuildConfig, build_engines, default_opt_size, import_tensorrt,
                                               parse_size, require_gpu)
 
-        import_tensorrt()  # fail before any work when TensorRT or a GPU is missing
-        require_gpu()
         max_batch = 8 if args.max_batch is None else args.max_batch
         opt_batch = 1 if args.opt_batch is None else args.opt_batch
+        if opt_batch > max_batch:  # (it was lowered to max_batch without a word)
+            raise VlmcodecError(f"--opt-batch {opt_batch} is above the largest batch, {max_batch} (--max-batch)")
+        import_tensorrt()  # fail before any work when TensorRT or a GPU is missing
+        require_gpu()
         max_size = parse_size(args.max_size or "1024x1024")
-        config = BuildConfig(fp16=args.fp16, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
+        config = BuildConfig(fp16=args.fp16, max_batch=max_batch, opt_batch=opt_batch,
                              max_size=max_size,
                              opt_size=parse_size(args.opt_size) if args.opt_size else default_opt_size(max_size))
         loaded = load_model(args.model or default_model_path())
@@ -1384,8 +1397,8 @@ def build_parser() -> _Parser:
     x.add_argument("--no-fold-gdn", action="store_true", help="keep GDN's re-parametrisation ops in the graphs")
     x.add_argument("--fp16", action="store_true", help="TensorRT: FP16 engines (GDN kept in FP32)")
     # (defaults None: given with another format they are refused, not silently unused)
-    x.add_argument("--max-batch", type=int, help="TensorRT profile: largest batch (default 8)")
-    x.add_argument("--opt-batch", type=int, help="TensorRT profile: batch to optimise for (default 1)")
+    x.add_argument("--max-batch", type=_positive_int, help="TensorRT profile: largest batch (default 8)")
+    x.add_argument("--opt-batch", type=_positive_int, help="TensorRT profile: batch to optimise for (default 1)")
     x.add_argument("--max-size", metavar="HxW", help="TensorRT profile: largest padded image size (default 1024x1024)")
     x.add_argument("--opt-size", metavar="HxW", help="TensorRT profile: size to optimise for (default 512x768, limited to --max-size)")
     x.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to reuse and update")

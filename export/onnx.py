@@ -149,18 +149,24 @@ def max_opset() -> int | None:
     return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None)
 
 
-def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET, fold_gdn: bool = True,
-                 subpixel: bool = False) -> dict:
-    """Export network ``name`` of ``model`` to ``path``; validate it; return its manifest entry."""
-    onnx = _require_onnx()
-    if name not in SPECS:
-        raise ConfigError(f"unknown network {name!r}; choose from {', '.join(NETWORKS)}")
+def check_opset(opset: int) -> None:
+    """ConfigError for an opset this torch's ONNX exporter does not write, or older than vlmcodec's
+    graphs need."""
     if opset < MIN_OPSET:
         raise ConfigError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
     newest = max_opset()
     if newest is not None and opset > newest:
         raise ConfigError(f"opset {opset} is newer than this torch's ONNX exporter writes "
                           f"(torch {torch.__version__}: {MIN_OPSET} to {newest})")
+
+
+def export_graph(model, name: str, path: str | Path, opset: int = DEFAULT_OPSET, fold_gdn: bool = True,
+                 subpixel: bool = False) -> dict:
+    """Export network ``name`` of ``model`` to ``path``; validate it; return its manifest entry."""
+    onnx = _require_onnx()
+    if name not in SPECS:
+        raise ConfigError(f"unknown network {name!r}; choose from {', '.join(NETWORKS)}")
+    check_opset(opset)
     spec = SPECS[name]
     net = network_module(model, name, fold_gdn, subpixel)
     h, w = EXAMPLE_SIZE
@@ -240,7 +246,8 @@ def export_onnx(model, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, fold_
     ``manifest.json``; returns the manifest.
 
     The directory is filled atomically: graphs are written to a temporary sibling that replaces
-    ``out_dir``'s graph files and manifest only when every graph has passed validation.
+    ``out_dir``'s graph files and manifest only when every graph has passed validation (an
+    interruption during that swap leaves no manifest: the folder is refused until exported again).
     """
     onnx = _require_onnx()
     if hasattr(model, "model") and hasattr(model, "fingerprint"):  # LoadedModel
@@ -249,11 +256,15 @@ def export_onnx(model, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, fold_
     if isinstance(model_fingerprint, bytes):
         model_fingerprint = model_fingerprint.hex()
     networks = networks_of(model) if networks is None else tuple(networks)
+    check_opset(opset)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".onnx-export.", dir=out_dir))
     try:
         graphs = {name: export_graph(model, name, tmp / f"{name}.onnx", opset, fold_gdn, subpixel) for name in networks}
+        # the old manifest goes first: an interrupted swap leaves no manifest (refused as such),
+        # never one whose checksums name graphs half replaced
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
         for name in networks:
             for f in tmp.glob(f"{name}.onnx*"):
                 f.replace(out_dir / f.name)

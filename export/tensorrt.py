@@ -24,6 +24,8 @@ either is missing every entry point raises ``BackendUnavailableError("TensorRT n
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -292,6 +294,8 @@ def build_engines(model, out_dir: str | Path, config: BuildConfig | None = None,
         model_fp, model = model.fingerprint.hex(), model.model
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    cache_path = Path(timing_cache) if timing_cache else out_dir / TIMING_CACHE_NAME
+    check_timing_cache(cache_path)  # (before minutes of building: it is written at the end)
     if onnx_dir is None:
         onnx_dir = out_dir / "onnx"
         onnx_manifest = export_onnx(model, onnx_dir, model_fingerprint=model_fp)
@@ -302,27 +306,37 @@ def build_engines(model, out_dir: str | Path, config: BuildConfig | None = None,
     import torch
 
     logger = _Logger.make(trt)
-    cache_path = Path(timing_cache) if timing_cache else out_dir / TIMING_CACHE_NAME
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
     channels = {"3": 3, "M": model.M, "N": model.N}
     networks = tuple(config.networks)
     if getattr(model, "pre_editor", None) is not None and "pre_editor" not in networks:
         networks = ("pre_editor",) + networks
     engines = {}
-    with torch.cuda.device(dev):
-        for name in networks:
-            g = onnx_manifest["graphs"].get(name)
-            if g is None:
-                raise ConfigError(f"{onnx_dir}: no {name} graph to build from")
-            profile = config.profile(name, channels[SPECS[name].in_channels])
-            blob, cache_bytes = build_engine(trt, logger, onnx_dir / g["file"], g, profile, config, cache_bytes)
-            path = out_dir / f"{name}.{config.precision}.engine"
-            _write_atomic(path, blob)
-            engines[name] = {"file": path.name, "sha256": sha256_file(path), "onnx_sha256": g["sha256"],
-                             "inputs": g["inputs"], "outputs": g["outputs"], "profile": profile,
-                             "in_scale": g["in_scale"], "out_scale": g["out_scale"]}
-        versions = current_versions(trt, dev)
-    _write_atomic(cache_path, cache_bytes)
+    # every engine is built into a temporary sibling first: a build that fails midway leaves the
+    # folder's earlier engines and manifest as they were (it left new engines beside the old manifest)
+    tmp = Path(tempfile.mkdtemp(prefix=".trt-export.", dir=out_dir))
+    try:
+        with torch.cuda.device(dev):
+            for name in networks:
+                g = onnx_manifest["graphs"].get(name)
+                if g is None:
+                    raise ConfigError(f"{onnx_dir}: no {name} graph to build from")
+                profile = config.profile(name, channels[SPECS[name].in_channels])
+                blob, cache_bytes = build_engine(trt, logger, onnx_dir / g["file"], g, profile, config, cache_bytes)
+                staged = tmp / f"{name}.{config.precision}.engine"
+                _write_atomic(staged, blob)
+                engines[name] = {"file": staged.name, "sha256": sha256_file(staged), "onnx_sha256": g["sha256"],
+                                 "inputs": g["inputs"], "outputs": g["outputs"], "profile": profile,
+                                 "in_scale": g["in_scale"], "out_scale": g["out_scale"]}
+            versions = current_versions(trt, dev)
+        _write_atomic(cache_path, cache_bytes)
+        # the old manifest goes first: an interrupted swap leaves no manifest (refused as such),
+        # never one whose checksums name engines half replaced
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        for entry in engines.values():
+            (tmp / entry["file"]).replace(out_dir / entry["file"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     manifest = {
         "format": FORMAT,
         "network_fingerprint": network_fingerprint(model),
@@ -336,6 +350,14 @@ def build_engines(model, out_dir: str | Path, config: BuildConfig | None = None,
     }
     write_manifest(out_dir, manifest)
     return manifest
+
+
+def check_timing_cache(path: Path) -> None:
+    """A timing cache's path must be a file (or none yet) in a folder that exists: ConfigError."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"timing cache {path} is not a file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"timing cache {path}: its folder {path.parent} does not exist")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
