@@ -199,7 +199,7 @@ def test_cli_backend_onnxruntime(tiny_model_path, tmp_path, rng, capsys):
     assert main(["export", "--format", "onnx", "--fp16", "-o", str(tmp_path / "h")]) == 2
     assert "tensorrt only" in capsys.readouterr().err
     # the TensorRT profile's settings too (--max-batch 4 was taken and unused)
-    for flags in (["--max-batch", "4"], ["--max-size", "512x512"], ["--opt-batch", "0"]):
+    for flags in (["--max-batch", "4"], ["--max-size", "512x512"], ["--opt-batch", "1"]):
         assert main(["export", "--format", "onnx", *flags, "-o", str(tmp_path / "h")]) == 2
         assert f"{flags[0]}: for --format tensorrt only" in capsys.readouterr().err
 
