@@ -829,7 +829,9 @@ def _model_info(f: Path, as_json: bool) -> None:
 
     d = describe_model(f)
     if as_json:
-        print(json.dumps({"file": d["file"], "kind": "model", **d}), flush=True)
+        # "stream_model" (16 hex digits) in every kind's object: the fingerprint its streams carry
+        print(json.dumps({"file": d["file"], "kind": "model", **d, "stream_model": d["stream_fingerprint"][:16]}),
+              flush=True)
         return
     c = d["config"]
     shares = "" if d["stream_fingerprint"] == d["fingerprint"] else "  (shares that model's decoder)"
@@ -901,7 +903,8 @@ def cmd_info(args) -> int:
             if args.json:
                 import json
 
-                print(json.dumps({"file": str(f), "kind": "decoder-model", **d}), flush=True)
+                print(json.dumps({"file": str(f), "kind": "decoder-model", **d, "stream_model": d["streams_carry"]}),
+                      flush=True)
             else:
                 print(f"{f}: decoder-model file of the C decoder (kernels/decoder/vlmc_decoder.h)\n"
                       f"  format version  {d['format_version']}\n  model           {d['model']}\n"
@@ -927,7 +930,7 @@ def cmd_info(args) -> int:
             import json
 
             print(json.dumps({"file": str(f), "kind": "stream", "format_version": h.version,
-                              "model": h.fingerprint.hex(),
+                              "model": h.fingerprint.hex(), "stream_model": h.fingerprint.hex(),
                               "width": h.width, "height": h.height, "coded_width": h.coded_hw[1],
                               "coded_height": h.coded_hw[0], "quality": h.quality, "pre_edited": h.pre_edited,
                               "z_chunks": len(zc), "y_chunks": len(yc), "bytes": len(data), "payload_bytes": payload,
@@ -960,9 +963,16 @@ def cmd_convert(args) -> int:
     if Path(args.output).is_dir():  # (it failed after the reading, with "[Errno 21] Is a directory")
         raise VlmcodecError(f"-o {args.output} is a folder: convert writes one model file; "
                             "name it (-o FILE.safetensors)")
-    source = args.from_compressai or args.from_weights
-    if source and _is_input(Path(args.output), Path(source)):  # (a checkpoint replaced by a file of another kind)
-        raise VlmcodecError(f"{args.output}: the model file would replace its own input; name another with -o")
+    in_the_way = next((q for q in Path(args.output).parents if q.exists() and not q.is_dir()), None)
+    if in_the_way is not None:  # (it said "[Errno 17] File exists" once the model was converted)
+        raise VlmcodecError(f"cannot write -o {args.output}: {in_the_way} is not a folder")
+    # an input replaced by the output: a checkpoint by a file of another kind, or the model whose
+    # decoder the new one shares (--decodes-as B -o B lost B's encoder)
+    for flag in ("from_compressai", "from_weights", "from_model", "decodes_as"):
+        source = getattr(args, flag)
+        if source and _is_input(Path(args.output), Path(source)):
+            raise VlmcodecError(f"{args.output}: the model file would replace its own input "
+                                f"(--{flag.replace('_', '-')}); name another with -o")
     old = None  # the model whose decoder the new one shares (--decodes-as), read once
     if args.decodes_as:
         if args.from_compressai:

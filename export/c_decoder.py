@@ -270,9 +270,16 @@ def describe_decoder_model(path: str | Path) -> dict:
     with open(path, "rb") as f:  # (its fixed header first: a 2 GB file of zeros was read whole)
         size = os.fstat(f.fileno()).st_size
         blob = f.read(40)
-        if size < 44 or blob[:8] != MAGIC:
+        if blob[:8] != MAGIC:
             raise ConfigError(f"{path} is not a vlmcodec decoder-model file (bad magic)")
+        if size < 44:
+            raise ConfigError(f"{path}: truncated ({size} bytes, less than a decoder-model file's header)")
         n, m, k = struct.unpack("<III", blob[28:40])
+        # the C library's limits (a forged file with N 0 was described as one that encodes images)
+        if not (1 <= n <= 4096 and 1 <= m <= 4096 and 1 <= k <= 1024):
+            raise ConfigError(f"{path}: bad network sizes N {n}, M {m}, levels {k} (damaged)")
+        if size < 44 + 8 * k * m:  # (at least the gains: the C library said "truncated")
+            raise ConfigError(f"{path}: truncated ({size} bytes, too few for N {n}, M {m}, levels {k})")
         if size > _most_bytes(n, m, k):
             raise ConfigError(f"{path}: {size} bytes, more than a decoder-model file of N {n}, M {m} holds (damaged)")
         blob += f.read(size - len(blob))

@@ -207,3 +207,69 @@ def test_info_json_names_each_kind_and_steps_are_numbers(tmp_path, capsys, tiny_
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [d["kind"] for d in lines] == ["stream", "model", "decoder-model"]
     assert lines[1]["train_steps"] is None and re.fullmatch(r"[0-9a-f]+", lines[0]["model"])
+
+
+def test_info_json_pairs_streams_with_models_by_one_key(tmp_path, capsys, tiny_model_path):
+    """The fingerprint a file's streams carry was "model" in a stream, "streams_carry" in a
+    decoder-model file and a 64-digit "stream_fingerprint" in a model file: each now also gives
+    "stream_model", 16 digits, the same for a model, its .vlmd and its streams."""
+    from vlmcodec import Codec
+
+    codec = Codec(tiny_model_path)
+    (tmp_path / "s.vlmc").write_bytes(codec.encode(torch.zeros(16, 16, 3, dtype=torch.uint8).numpy(), 50))
+    (tmp_path / "d.vlmd").write_bytes(decoder_model_bytes(load_model(tiny_model_path)))
+    assert main(["info", "--json", str(tmp_path / "s.vlmc"), str(tiny_model_path), str(tmp_path / "d.vlmd")]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {d["stream_model"] for d in lines} == {codec.stream_fingerprint.hex()}, lines
+
+
+@pytest.mark.parametrize("forge,says", [
+    (lambda b: b[:28] + (0).to_bytes(4, "little") + b[32:], "bad network sizes N 0"),
+    (lambda b: b[:36] + (5000).to_bytes(4, "little") + b[40:], "bad network sizes"),
+    (lambda b: b[:40], "truncated"),
+    (lambda b: b[:20], "truncated")])
+def test_info_refuses_a_decoder_model_file_the_c_library_refuses(tmp_path, capsys, tiny_model_path, forge, says):
+    """Only magic, version and CRC were checked: a file with N 0, or cut to its 44-byte header (its
+    CRC made again), was described as one that "encodes images"; one cut below 44 bytes was
+    "bad magic"."""
+    import zlib
+
+    good = decoder_model_bytes(load_model(tiny_model_path))
+    body = forge(good[:-4])
+    path = tmp_path / "forged.vlmd"
+    path.write_bytes(body + zlib.crc32(body).to_bytes(4, "little") if len(body) >= 40 else body)
+    err = _info_error(path, capsys)
+    assert says in err and "bad magic" not in err, err
+
+
+def test_convert_refuses_what_would_replace_a_model_it_reads_and_says_what_files_are(tmp_path, capsys,
+                                                                                    tiny_model_path):
+    """--from-model A -o A and --decodes-as B -o B replaced the model read (B's encoder lost);
+    -o under a file said "[Errno 17] File exists" after the conversion; a .vlmd or a stream given
+    as a model said "Error while deserializing: header too large"; a folder as a checkpoint
+    "checkpoint not found"; a weights file as a model did not say what to do with it."""
+    import shutil
+
+    a = tmp_path / "a.safetensors"
+    shutil.copy(tiny_model_path, a)
+    before = a.read_bytes()
+    assert main(["convert", "--from-model", str(a), "-o", str(a)]) == 2
+    assert "(--from-model)" in capsys.readouterr().err
+    assert main(["convert", "--from-model", str(tiny_model_path), "--decodes-as", str(a), "-o", str(a)]) == 2
+    assert "(--decodes-as)" in capsys.readouterr().err and a.read_bytes() == before
+    (tmp_path / "afile").write_text("x")
+    assert main(["convert", "--from-model", str(a), "-o", str(tmp_path / "afile" / "m.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "afile is not a folder" in err and "Errno" not in err, err
+    (tmp_path / "d.vlmd").write_bytes(decoder_model_bytes(load_model(tiny_model_path)))
+    (tmp_path / "s.vlmc").write_bytes(_stream())
+    for given, says in (("d.vlmd", "decoder model (.vlmd)"), ("s.vlmc", ".vlmc stream")):
+        assert main(["convert", "--from-model", str(tmp_path / given), "-o", str(tmp_path / "o.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "header too large" not in err, err
+    assert main(["convert", "--from-compressai", str(tmp_path), "-o", str(tmp_path / "o.safetensors")]) == 2
+    assert "is a folder, not a checkpoint" in capsys.readouterr().err
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(save({"x": torch.zeros(2)}, metadata={"format": "vlmcodec-weights-1"}))
+    assert main(["info", str(weights)]) == 2
+    assert "convert --from-weights" in capsys.readouterr().err

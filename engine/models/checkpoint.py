@@ -223,7 +223,24 @@ def read_safetensors(path: str | Path, what: str = "model file") -> tuple[dict[s
         header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
         return tensors, (header.get("__metadata__") or {})
     except Exception as e:  # safetensors raises several types for a damaged file
-        raise ConfigError(f"cannot read {what} {path}: {e}") from e
+        raise ConfigError(f"cannot read {what} {path}: {_other_kind(path) or e}") from e
+
+
+# files of vlmcodec's other kinds, by their first bytes: named when one is given as a model file
+# (it said "Error while deserializing: header too large")
+_OTHER_KINDS = ((b"VLMCDEC\0", "it is the C library's decoder model (.vlmd), exported from a model file: give that "
+                                "model's .safetensors"),
+                (b"VLMC", "it is a .vlmc stream, not a model"))
+
+
+def _other_kind(path: Path) -> str | None:
+    """What ``path`` is, where its first bytes say it is one of vlmcodec's other files."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((what for magic, what in _OTHER_KINDS if head.startswith(magic)), None)
 
 
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header ("header too large")
@@ -313,7 +330,9 @@ def _checked(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[
     a readable architecture, the fingerprint it records, its tensors (names, shapes, dtypes) and
     CDF tables (``_check_contents``), finite weights, the decoder it claims (ConfigError)."""
     if meta.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r})")
+        hint = ("; it is a training run's weights: `vlmcodec convert --from-weights FILE -o MODEL.safetensors` "
+                "makes a model file of them" if meta.get("format") == "vlmcodec-weights-1" else "")
+        raise ConfigError(f"{path} is not a vlmcodec model (format {meta.get('format')!r}, expected {FORMAT!r}){hint}")
     config = config_of(path, meta)
     # the networks' weights the file holds against those its architecture has (a file edited
     # without its fingerprint: load_state_dict's size mismatch, from the file alone for `info`)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,15 +48,22 @@ def _odd_entry(state: dict) -> str | None:
 def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M: int | None = None) -> bytes:
     """Read ``src`` (a state dict, or a dict holding ``state_dict``), write ``dst``; returns fingerprint."""
     src = Path(src)
+    if src.is_dir():
+        raise ConfigError(f"{src} is a folder, not a checkpoint")
     if not src.is_file():
         raise ModelNotFoundError(f"checkpoint not found: {src}")
     try:
-        ckpt = torch.load(src, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # (torch's notes on the pickle protocol name its own source lines)
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:
         # torch's own message runs to a dozen lines and advises weights_only=False, which would
         # run whatever code a crafted file holds: its first line, and what the file must be
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Weights only load failed" in why:
+        if "Weights only load failed" in why and "Unsupported operand" in str(e):  # (a pickle protocol > 2)
+            why = ("saved with a pickle protocol that torch.load's safe (weights-only) reader does not read; "
+                   "save it again with torch.save's default protocol")
+        elif "Weights only load failed" in why:
             why = ("not a checkpoint of tensors that torch.load reads safely (weights only); a CompressAI "
                    "checkpoint saved with torch.save is one")
         elif isinstance(e, (KeyError, EOFError, pickle.UnpicklingError)):  # (a KeyError's "101": a text file)
