@@ -103,3 +103,18 @@ def test_convert_of_a_checkpoint_that_does_not_fit_says_why(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and __import__("re").search(message, err), err
     assert main(["convert", "--from-compressai", str(tmp_path / "cai.pt"), *out]) == 0
+
+
+def test_convert_of_a_checkpoint_pickled_at_protocol_4_says_so_without_torch_warnings(tmp_path, capsys):
+    """torch.load's safe reader cannot read pickle protocol 4: the error said "not a checkpoint
+    of tensors" after two lines of torch's UserWarning naming its own source files."""
+    import warnings
+
+    from vlmcodec.cli import main
+
+    torch.save({"g_a.0.weight": torch.zeros(2)}, tmp_path / "p4.pth", pickle_protocol=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning let through fails the test
+        assert main(["convert", "--from-compressai", str(tmp_path / "p4.pth"), "-o", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pickle protocol" in err and "torch.save's default protocol" in err, err

@@ -53,14 +53,15 @@ def convert_compressai(src: str | Path, dst: str | Path, N: int | None = None, M
     if not src.is_file():
         raise ModelNotFoundError(f"checkpoint not found: {src}")
     try:
-        with warnings.catch_warnings():  # (torch's notes on the pickle protocol name its own source lines)
-            warnings.simplefilter("ignore", UserWarning)
+        # torch's notes on the pickle protocol (naming its own source lines) kept for the message
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always", UserWarning)
             ckpt = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:
         # torch's own message runs to a dozen lines and advises weights_only=False, which would
         # run whatever code a crafted file holds: its first line, and what the file must be
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Weights only load failed" in why and "Unsupported operand" in str(e):  # (a pickle protocol > 2)
+        if "Weights only load failed" in why and any("Detected pickle protocol" in str(n.message) for n in notes):
             why = ("saved with a pickle protocol that torch.load's safe (weights-only) reader does not read; "
                    "save it again with torch.save's default protocol")
         elif "Weights only load failed" in why:
