@@ -960,6 +960,8 @@ def cmd_convert(args) -> int:
 
     if not args.from_compressai and (args.N is not None or args.M is not None):
         raise VlmcodecError("--N and --M apply to --from-compressai (a model or weights file records its own)")
+    if not args.output.strip():
+        raise VlmcodecError("-o is empty: name the model file to write (-o FILE.safetensors)")
     if Path(args.output).is_dir():  # (it failed after the reading, with "[Errno 21] Is a directory")
         raise VlmcodecError(f"-o {args.output} is a folder: convert writes one model file; "
                             "name it (-o FILE.safetensors)")

@@ -267,6 +267,8 @@ def test_convert_refuses_what_would_replace_a_model_it_reads_and_says_what_files
         assert main(["convert", "--from-model", str(tmp_path / given), "-o", str(tmp_path / "o.safetensors")]) == 2
         err = capsys.readouterr().err
         assert says in err and "header too large" not in err, err
+    assert main(["convert", "--from-model", str(a), "-o", ""]) == 2  # (it said "-o  is a folder")
+    assert "-o is empty" in capsys.readouterr().err
     assert main(["convert", "--from-compressai", str(tmp_path), "-o", str(tmp_path / "o.safetensors")]) == 2
     assert "is a folder, not a checkpoint" in capsys.readouterr().err
     weights = tmp_path / "w.safetensors"
