@@ -177,9 +177,15 @@ def test_a_nested_cgroup_v2_limit_is_seen(tmp_path):
                             "sys/fs/cgroup/memory.max": "max\n",
                             f"{scope}/memory.max": f"{2 * _GIB}\n", f"{scope}/memory.current": f"{_GIB // 2}\n"})
     assert memory.available_memory(root) == 3 * _GIB // 2
-    # an ancestor's tighter room wins
+    _tree(root, {f"{scope}/memory.current": f"{_GIB}\n"})  # a limited cgroup's use is read at every check
+    assert memory.available_memory(root) == _GIB
+    # an ancestor's tighter room wins: a limit set meanwhile counts once the cgroups are listed
+    # again (kept _CGROUPS_TTL_S: listing them was ~2/3 of a check's time)
     _tree(root, {"sys/fs/cgroup/system.slice/memory.max": f"{_GIB}\n",
                  "sys/fs/cgroup/system.slice/memory.current": f"{7 * _GIB // 8}\n"})
+    assert memory.available_memory(root) == _GIB
+    listed, cgroups = memory._limited_seen[Path(root)]
+    memory._limited_seen[Path(root)] = (listed - memory._CGROUPS_TTL_S - 1, cgroups)  # (the list grown old)
     assert memory.available_memory(root) == _GIB // 8
 
 
