@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from .common import check_output_path, count_arg, environment, image_files, kodak_dir, positive_arg, write_json
+from .common import (check_output_path, count_arg, environment, image_files, kodak_dir, positive_arg, progress_bar,
+                     write_json)
 
 VARIANTS = ("torch", "onnxruntime", "onnxruntime-subpixel", "onnxruntime-plain")
 # the encoder's network stages in ``Codec.stage_times`` ("nets enc"): the pre-editor too, where the model has one
@@ -84,14 +85,17 @@ def _codecs(model_path, variants: list[str], threads: int, workdir: Path) -> dic
 
 
 def run(images: list[Path], variants: list[str], threads: int, repeat: int = 1, quality: float = 75.0,
-        model_path=None, cross_decode: bool = True) -> dict:
+        model_path=None, cross_decode: bool = True, progress: bool = True) -> dict:
     from vlmcodec.codec import default_model_path
     from vlmcodec.export.parity import compare_backends
     from vlmcodec.image_io import load_image
 
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
+    crossing = cross_decode and "torch" in variants and "onnxruntime" in variants
+    bar = progress_bar(len(images) * (2 if crossing else 1),
+                       "images (timed, then cross-decoded)" if crossing else "images", progress)
+    with tempfile.TemporaryDirectory() as tmp, bar:
         codecs = _codecs(model_path or default_model_path(), variants, threads, Path(tmp))
         times: dict[str, dict[str, list[float]]] = {
             v: {"encode": [], "decode": [], "networks_encode": [], "networks_decode": []} for v in variants}
@@ -117,15 +121,17 @@ def run(images: list[Path], variants: list[str], threads: int, repeat: int = 1, 
                     times[v]["networks_encode"].append(sum(enc_stages.get(k, 0.0) for k in ENCODE_NETWORKS))
                     times[v]["networks_decode"].append(c.stage_times.get("g_s", 0.0))
                     c.stage_times = None
+            bar.update()
         summary = {v: {k: {"mean_s": statistics.fmean(t), "median_s": statistics.median(t)} for k, t in d.items()}
                    for v, d in times.items()}
         cross = None
-        if cross_decode and "torch" in codecs and "onnxruntime" in codecs:
+        if crossing:
             records = []
             for path in images:
                 rec = compare_backends(codecs["torch"], codecs["onnxruntime"], load_image(path), quality)
                 rec["image"] = path.name
                 records.append(rec)
+                bar.update()
             cross = {
                 "images": len(records),
                 "images_with_symbol_mismatch": sum(r["z_mismatch"] + r["y_mismatch"] + r["index_mismatch"] > 0

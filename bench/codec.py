@@ -68,9 +68,26 @@ def _codecs(config: str, workdir: Path):
     return Codec(workdir / f"{config}.safetensors"), ref
 
 
+SIDE_MULTIPLE = 64  # the CompressAI path here pads nothing
+
+
+def check_sides(files: list[Path], images: list[np.ndarray] | None = None) -> None:
+    """ConfigError naming the first image whose sides are not multiples of 64, before any model is
+    converted or timed (it failed after them); ``images``: ``files`` already loaded."""
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.image_io import load_image
+
+    for i, path in enumerate(files):
+        h, w = (images[i] if images is not None else load_image(path)).shape[:2]
+        if h % SIDE_MULTIPLE or w % SIDE_MULTIPLE:
+            raise ConfigError(f"--images: {path} is {w}x{h}; the CompressAI comparison needs sides that are "
+                              f"multiples of {SIDE_MULTIPLE} (Kodak's are): crop the images or give other ones")
+
+
 def run(images: list[Path], configs: list[str], repeat: int = 1) -> dict:
     from vlmcodec.image_io import load_image
 
+    check_sides(images)  # every image's, before the models are converted and timed
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for config in configs:
@@ -80,9 +97,8 @@ def run(images: list[Path], configs: list[str], repeat: int = 1) -> dict:
             for path in tqdm(images, desc=config, leave=False):
                 img = load_image(path)
                 h, w = img.shape[:2]
-                x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-                if h % 64 or w % 64:
-                    raise ValueError("the CompressAI path here needs sides that are multiples of 64 (Kodak is)")
+                # a copy: load_image's arrays are read-only, which torch.from_numpy warns about
+                x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
                 ours.encode(img, 100.0)  # warm-up
                 for _ in range(repeat):
                     t0 = time.perf_counter(); data = ours.encode(img, 100.0); t1 = time.perf_counter()
@@ -115,7 +131,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     check_output_path(a.out)  # before the run (a folder given failed after it)
     images = image_files(a.images, a.limit)
-    res = run(images, a.configs, a.repeat)
+    res = run(images, a.configs, a.repeat)  # (it checks every image's sides first)
     write_json(a.out, {"benchmark": "codec_e2e", "env": environment(), "results": res})
     print(f"{'config':<16} {'enc s (ours/CAI)':>22} {'ratio':>6} {'dec s (ours/CAI)':>22} {'ratio':>6} {'bpp (ours/CAI)':>18}")
     for k, r in res.items():

@@ -6,7 +6,9 @@ import json
 import math
 import os
 import platform
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..checks import whole_number_arg
@@ -56,12 +58,69 @@ def check_output_path(path: str | Path, option: str = "--out") -> Path:
         raise ConfigError(f"{option} {path}: is a folder; give the file to write, e.g. {path / 'result.json'}")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{option} {path}: the file is not writable")
-    parent = path.absolute().parent
-    while not parent.exists():  # the folders write_json would make: the first that exists must allow it
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path}: cannot write in {parent}")
+    _check_can_make(path.absolute().parent, path, option)
     return path
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a folder a benchmark can make and write in, checked before it runs (a file given
+    was a raw "File exists" after the images were read); ConfigError naming ``option``."""
+    from ..errors import ConfigError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is a file; name a folder")
+    _check_can_make(path.absolute(), path, option)
+    return path
+
+
+def _check_can_make(folder: Path, path: Path, option: str) -> None:
+    """ConfigError unless ``folder`` exists or can be made: the first of it and its parents that
+    exists must be a folder this process can write in."""
+    from ..errors import ConfigError
+
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {path}: cannot write in {folder} (a file, not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write in {folder}")
+
+
+@contextmanager
+def output_folder(path: str | Path):
+    """``path`` made (with its parents) for the body's outputs; on leaving, the folders it made
+    that hold no file are removed again (a run that failed or was interrupted before it wrote
+    anything left an empty --out behind)."""
+    path = Path(path)
+    made = [p for p in (path, *path.parents) if not p.exists()]  # the deepest first
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    finally:
+        if made:
+            for root, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):  # empty subfolders first
+                _rmdir_if_empty(Path(root))
+            for folder in made[1:]:
+                _rmdir_if_empty(folder)
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (or gone)
+        pass
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True):
+    """A tqdm bar on stderr, shown only when ``enabled`` and stderr is a terminal (in a log file
+    its carriage returns would only garble the lines); ``update()`` it per step."""
+    from tqdm import tqdm
+
+    from ..console import is_terminal
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
+                disable=not (enabled and is_terminal(sys.stderr)))
 
 
 def finite_number(v) -> bool:

@@ -172,14 +172,16 @@ def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
                   "resamples of the images (where both runs stored per-image values): the spread the choice of "
                   "images alone produces. An interval that spans 0 does not separate the two curves.", ""]
     for a_name in [a.name for a in anchors] + [curves[0].name]:
-        lines += [f"## vs {a_name}", "", "| curve | " + " | ".join(ms) + " |", "| --- |" + " ---: |" * len(ms)]
+        rows = []
         for c in curves:
             bd = res["bd"][c.name].get(a_name)
             if bd is None:
                 continue
             cells = [f"{_pct(bd[m]['bd_rate'])}{_interval(bd[m].get('ci'))} ({bd[m]['bd_quality']:+.4g})" for m in ms]
-            lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(f"| {c.name} | " + " | ".join(cells) + " |")
+        if rows:  # (a single curve's section against itself was a header and no row)
+            lines += [f"## vs {a_name}", "", "| curve | " + " | ".join(ms) + " |", "| --- |" + " ---: |" * len(ms),
+                      *rows, ""]
     lines += [f"## Points at ≤ {res['max_bpp']} bpp against the anchors at the same bpp", "",
               "Each cell: the curve's value / the anchor's (interpolated in log-bpp); ✓ = the curve is better, "
               "✗ = worse, – = the anchor was not measured at that rate.", ""]

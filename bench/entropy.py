@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmcodec.kernels import rans
-from .common import check_output_path, count_arg, positive_arg, write_json
+from .common import check_output_path, count_arg, positive_arg, progress_bar, write_json
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 TAIL_MASS = 1e-9
@@ -206,7 +206,7 @@ def _device() -> dict:
             "system": platform.system(), "loadavg_at_start": load}
 
 
-def run(n: int = 2_000_000, repeats: int = 5, chunks: int = 8, seed: int = 0) -> dict:
+def run(n: int = 2_000_000, repeats: int = 5, chunks: int = 8, seed: int = 0, progress: bool = True) -> dict:
     scales = scale_table()
     table = gaussian_cdf_table(scales)
     symbols, indexes = make_symbols(n, scales, seed)
@@ -225,9 +225,11 @@ def run(n: int = 2_000_000, repeats: int = 5, chunks: int = 8, seed: int = 0) ->
             skipped[name] = str(exc)
     # Round-robin: every repeat runs every coder once, so a load change on a shared machine
     # hits all of them alike.
-    for _ in range(repeats):
-        for case in cases:
-            case.run_once(symbols)
+    with progress_bar(repeats * len(cases), "coder runs", progress) as bar:
+        for _ in range(repeats):
+            for case in cases:
+                case.run_once(symbols)
+                bar.update()
     rows = [case.row(n) for case in cases]
     ours = rows[0]
     ratios = {

@@ -214,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="only the first GDN shape and fp16")
     args = parser.parse_args(argv)
     reason = cuda_unavailable_reason()
-    if reason:
-        print(f"skipped: {reason}", file=sys.stderr)
+    if reason:  # exit 0: a GPU-only bench, run along with the others on a machine without one
+        print(f"vlmcodec bench kernels: nothing measured: {reason}", file=sys.stderr)
         return 0
     device_name = torch.cuda.get_device_name()
     peak = peak_bandwidth_gbps(device_name)

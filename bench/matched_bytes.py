@@ -171,6 +171,9 @@ def _floats(text: str, what: str) -> list[float]:
         raise ValueError(f"{what}: expected numbers separated by commas, got {text!r}") from None
     if not values:
         raise ValueError(f"{what}: no values")
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:  # (each gave its own row of the report)
+        raise ValueError(f"{what}: {', '.join(f'{v:g}' for v in twice)} given more than once")
     return values
 
 
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlmcodec.errors import VlmcodecError
     from vlmcodec.files import write_whole
 
-    from .common import kodak_dir
+    from .common import check_output_folder, kodak_dir, output_folder
     from .metrics import build_metrics
     from .rd import VlmCodec, list_images, load_rgb, make_codec
 
@@ -220,9 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         ok, why = anchor.available()
         if not ok:
             return fail(f"anchor {args.anchor} not available: {why}")
+        check_output_folder(args.out)  # before the run: an --out that cannot be a folder failed only after it
         folder = args.images or kodak_dir("vlmcodec bench matched-bytes IMAGES_DIR")
-        if not Path(folder).is_dir():
-            return fail(f"{folder}: not a folder of images")
         files = list_images(folder, args.limit)
         originals = [load_rgb(f) for f in files]
         metrics, missing = build_metrics(names, originals)
@@ -231,19 +233,18 @@ def main(argv: list[str] | None = None) -> int:
         metrics = sorted(metrics, key=lambda m: names.index(m.name))
         if args.refined_only and not vlm.refine:
             return fail("--refined-only applies to a refining codec (--codec vlmcodec+rK...)")
-        try:  # before the run: an --out that cannot be a folder failed only after it
-            args.out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            return fail(f"--out {args.out}: {e.strerror or e}; name a folder")
-        report = run(originals, anchor, vlm, qualities, metrics, progress=not args.quiet,
-                     refined_only=args.refined_only)
+        with output_folder(args.out):  # removed again if nothing was written in it (an error, Ctrl-C)
+            report = run(originals, anchor, vlm, qualities, metrics, progress=not args.quiet,
+                         refined_only=args.refined_only)
+            command = "vlmcodec bench matched-bytes " + " ".join(shlex.quote(a) for a in
+                                                                 (sys.argv[1:] if argv is None else argv))
+            md = markdown(report, command.strip())
+            stem = (f"{report['vlmcodec']}_vs_{report['anchor']}".replace("@", "at")
+                    + ("_refined_only" if args.refined_only else ""))
+            write_whole(args.out / f"{stem}.json", (json.dumps(report, indent=1) + "\n").encode())  # whole or not at all
+            write_whole(args.out / f"{stem}.md", md.encode())
     except (ValueError, FileNotFoundError, VlmcodecError) as e:
         return fail(str(e))
-    command = "vlmcodec bench matched-bytes " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    md = markdown(report, command.strip())
-    stem = f"{report['vlmcodec']}_vs_{report['anchor']}".replace("@", "at") + ("_refined_only" if args.refined_only else "")
-    write_whole(args.out / f"{stem}.json", (json.dumps(report, indent=1) + "\n").encode())  # whole or not at all
-    write_whole(args.out / f"{stem}.md", md.encode())
     print(md, end="")
     print(f"wrote {args.out / f'{stem}.md'} and .json ({report['seconds']:.0f} s)")
     return 0

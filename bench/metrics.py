@@ -160,6 +160,19 @@ class MSSSIM:
     name = "ms-ssim"
     higher_is_better = True
 
+    def prepare(self, originals: Sequence[np.ndarray]) -> None:
+        """ConfigError for an image too small for its five scales, before any is coded (``ms_ssim``
+        raised it only when the first decoded image was scored)."""
+        from vlmcodec.errors import ConfigError
+
+        min_side = (SSIM_WIN_SIZE - 1) * 2 ** (len(MSSSIM_WEIGHTS) - 1)
+        small = [o.shape[:2] for o in originals if min(o.shape[:2]) <= min_side]
+        if small:
+            h, w = min(small, key=min)
+            raise ConfigError(f"ms-ssim needs images with both sides over {min_side} px; {len(small)} of "
+                              f"{len(originals)} are not (the smallest {w}x{h}): leave ms-ssim out of --metrics "
+                              "or use larger images")
+
     def compute(self, original, decoded) -> float:
         _check_pair(original, decoded)
         return ms_ssim(original, decoded)

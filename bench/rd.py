@@ -35,7 +35,8 @@ from vlmcodec.errors import ConfigError, VlmcodecWarning
 from vlmcodec.resample import parse_short_side
 
 from .classic import CLASSIC_CODECS, ClassicCodec, ConsumerScale
-from .common import DEFAULT_CODECS, environment, finite_number, kodak_dir, strict_json, write_json
+from .common import (DEFAULT_CODECS, check_output_folder, environment, finite_number, kodak_dir, output_folder,
+                     strict_json, write_json)
 from .metrics import build_metrics, compute_all, metric_key
 
 CACHE_VERSION = 1
@@ -154,6 +155,8 @@ def make_codec(name: str, **vlm_kwargs) -> ClassicCodec:
 # --------------------------------------------------------------------------- images, cache
 
 def list_images(folder: Path, limit: int = 0) -> list[Path]:
+    if not Path(folder).is_dir():  # (a raw "[Errno 2] No such file or directory")
+        raise FileNotFoundError(f"{folder}: not a folder of images")
     files = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
@@ -448,6 +451,7 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
     out = Path(out)
     if out.resolve() == Path(images_dir).resolve():  # (the next run measured the plots as images)
         raise ConfigError(f"--out {out} is the images folder; give another folder")
+    check_output_folder(out)
     qualities = qualities or {}
     if anchors_dir is not None:
         if not Path(anchors_dir).is_dir():
@@ -463,7 +467,6 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         if no_plots:
             warnings.warn(f"no plots: {no_plots}; rd.json and report.md are written without them "
                           "(--no-plots skips them without this warning)", VlmcodecWarning, stacklevel=2)
-    out.mkdir(parents=True, exist_ok=True)
     images = list_images(Path(images_dir), limit)
     originals = [load_rgb(p) for p in images]
     digests = [_digest(o) for o in originals]
@@ -479,7 +482,6 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
     if n_all > len(images):
         anchors_note = (f"the published anchors are means over all {n_all} Kodak images, this run's over the "
                         f"first {len(images)} (--limit): BD-rates against them compare different image sets")
-    curves: dict[str, CodecCurve] = {}
     missing_codecs: dict[str, str] = {}
     to_run = []
     for name in codecs:
@@ -492,56 +494,62 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
         qs = qualities.get(name, qualities.get(family, qualities.get(family.partition("+")[0], codec.qualities)))
         codec.check_qualities(qs)  # every codec's before the first runs
         to_run.append((name, codec, qs))
+    if not to_run:  # (exit 0 with an rd.json and a report of no codec, replacing the earlier ones)
+        raise ConfigError("none of the codecs asked for is available ("
+                          + "; ".join(f"{n}: {why}" for n, why in missing_codecs.items()) + ")"
+                          + (f"; {out / 'rd.json'} is left as it was" if merge and (out / "rd.json").is_file() else ""))
     # an earlier rd.json that cannot be merged stops the run before the codecs do
     kept, earlier_commands = (_kept_codecs(out / "rd.json", images, metrics, {n for n, _, _ in to_run}, digests)
                               if merge else ({}, []))
-    for name, codec, qs in to_run:
-        curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
-    curves = {**kept, **curves}
+    with output_folder(out):  # removed again if nothing was written in it (an error, Ctrl-C)
+        curves: dict[str, CodecCurve] = {}
+        for name, codec, qs in to_run:
+            curves[name] = run_codec(codec, qs, images, originals, metrics, out, progress)
+        curves = {**kept, **curves}
 
-    measured = {n: {"label": c.label, "bpp": [p["bpp"] for p in c.points],
-                    **{m.name: [p[m.name] for p in c.points] for m in metrics}} for n, c in curves.items()}
-    both = {**{f"anchor:{k}": v for k, v in anchors.items()}, **measured}
-    vs = f"anchor:{PSNR_ANCHOR}"
-    bd = {"psnr_vs_vtm": bd_table(both, vs, "psnr"), "ms-ssim_vs_vtm": bd_table(both, vs, "ms-ssim")}
-    from .bootstrap import bd_rate_interval  # here: bootstrap builds on this module's bd_table
-    for m in metrics:
-        if m.name not in ANCHORED_METRICS:
-            hib = getattr(m, "higher_is_better", True)
-            table = bd[f"{m.name}_vs_{SEMANTIC_ANCHOR}"] = bd_table(measured, SEMANTIC_ANCHOR, m.name, hib)
-            for name, entry in table.items():  # both measured here: per-image values on both sides
-                ci = bd_rate_interval(curves[SEMANTIC_ANCHOR].points, curves[name].points, m.name, hib)
-                if ci is not None:
-                    entry["ci"] = ci
-    result = {
-        "benchmark": "rd",
-        "command": command,
-        **({"earlier_commands": earlier_commands} if earlier_commands else {}),
-        "env": environment(),
-        "images_dir": str(images_dir),
-        "images": [p.name for p in images],
-        "image_digests": digests,  # of the decoded pixels: --merge and bench compare check them
-        "metrics": [{"name": m.name, "higher_is_better": getattr(m, "higher_is_better", True),
-                     "cache_key": metric_key(m)} for m in metrics],
-        "missing_metrics": missing_metrics,
-        "missing_codecs": missing_codecs,
-        "codecs": {n: {"label": c.label, "version": c.version, "settings": c.settings,
-                       "quality_name": c.quality_name, "points": c.points} for n, c in curves.items()},
-        "anchors": anchors,
-        **({"anchors_note": anchors_note} if anchors_note else {}),
-        "bd_method": "pchip",
-        "bd": bd,
-        **({"missing_plots": no_plots} if no_plots else {}),
-    }
-    from .report import write_report
+        measured = {n: {"label": c.label, "bpp": [p["bpp"] for p in c.points],
+                        **{m.name: [p[m.name] for p in c.points] for m in metrics}} for n, c in curves.items()}
+        both = {**{f"anchor:{k}": v for k, v in anchors.items()}, **measured}
+        vs = f"anchor:{PSNR_ANCHOR}"
+        bd = {"psnr_vs_vtm": bd_table(both, vs, "psnr"), "ms-ssim_vs_vtm": bd_table(both, vs, "ms-ssim")}
+        from .bootstrap import bd_rate_interval  # here: bootstrap builds on this module's bd_table
+        for m in metrics:
+            if m.name not in ANCHORED_METRICS:
+                hib = getattr(m, "higher_is_better", True)
+                table = bd[f"{m.name}_vs_{SEMANTIC_ANCHOR}"] = bd_table(measured, SEMANTIC_ANCHOR, m.name, hib)
+                for name, entry in table.items():  # both measured here: per-image values on both sides
+                    ci = bd_rate_interval(curves[SEMANTIC_ANCHOR].points, curves[name].points, m.name, hib)
+                    if ci is not None:
+                        entry["ci"] = ci
+        result = {
+            "benchmark": "rd",
+            "command": command,
+            **({"earlier_commands": earlier_commands} if earlier_commands else {}),
+            "env": environment(),
+            "images_dir": str(images_dir),
+            "images": [p.name for p in images],
+            "image_digests": digests,  # of the decoded pixels: --merge and bench compare check them
+            "metrics": [{"name": m.name, "higher_is_better": getattr(m, "higher_is_better", True),
+                         "cache_key": metric_key(m)} for m in metrics],
+            "missing_metrics": missing_metrics,
+            "missing_codecs": missing_codecs,
+            "codecs": {n: {"label": c.label, "version": c.version, "settings": c.settings,
+                           "quality_name": c.quality_name, "points": c.points} for n, c in curves.items()},
+            "anchors": anchors,
+            **({"anchors_note": anchors_note} if anchors_note else {}),
+            "bd_method": "pchip",
+            "bd": bd,
+            **({"missing_plots": no_plots} if no_plots else {}),
+        }
+        from .report import write_report
 
-    # the figures first: a plot that fails loses none of them
-    write_json(out / "rd.json", strict_json(result))  # NaN and inf (undefined BD values...) as null
-    write_report(result, out / "report.md")
-    if plots and not no_plots:
-        from .plots import plot_all
-
-        result["plots"] = plot_all(result, out)
-        write_json(out / "rd.json", strict_json(result))
+        # the figures first: a plot that fails loses none of them
+        write_json(out / "rd.json", strict_json(result))  # NaN and inf (undefined BD values...) as null
         write_report(result, out / "report.md")
-    return result
+        if plots and not no_plots:
+            from .plots import plot_all
+
+            result["plots"] = plot_all(result, out)
+            write_json(out / "rd.json", strict_json(result))
+            write_report(result, out / "report.md")
+        return result

@@ -465,15 +465,18 @@ def _main(argv: Sequence[str] | None) -> int:
 
     from vlmcodec.image_io import load_image
 
-    from .common import check_output_path, environment, kodak_dir, write_json
+    from .common import check_output_path, environment, kodak_dir, progress_bar, write_json
 
     p = argparse.ArgumentParser(prog="vlmcodec bench semantic", description=main.__doc__)
     p.add_argument("--images", type=Path, default=None, help="folder of PNG images (default ../shared/data/kodak)")
-    p.add_argument("--jpeg", type=_jpeg_quality, nargs="*", default=[10, 30, 75], help="Pillow JPEG qualities (0..100)")
+    p.add_argument("--jpeg", type=_jpeg_quality, nargs="*", default=[10, 30, 75],
+                   help="Pillow JPEG qualities (0..100); none: only --timing's figures")
     p.add_argument("--timing", action="store_true", help="also time the teacher's load and forward (224, 518)")
     p.add_argument("--threads", type=positive_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     a = p.parse_args(argv)
+    if not a.jpeg and not a.timing:  # (it measured nothing, exit 0, and wrote a JSON without results)
+        raise ConfigError("--jpeg: no quality given and no --timing: nothing to measure (e.g. --jpeg 10 30 75)")
     if a.out is not None:  # before the run (a folder given failed after it)
         check_output_path(a.out)
     torch.set_num_threads(a.threads)
@@ -513,15 +516,17 @@ def _main(argv: Sequence[str] | None) -> int:
         originals = [load_image(q) for q in paths]
         metrics = semantic_metrics()
         rows = []
-        for q in a.jpeg:
-            dec, sizes = zip(*(_jpeg(o, q) for o in originals))
-            bpp = float(np.mean([8 * n / (o.shape[0] * o.shape[1]) for n, o in zip(sizes, originals)]))
-            t0 = time.perf_counter()
-            row = {"codec": "jpeg (Pillow)", "quality": q, "bpp": bpp}
-            for m in metrics:
-                row[m.name] = float(np.mean(m.compute_batch(originals, list(dec))))
-            row["seconds"] = time.perf_counter() - t0
-            rows.append(row)
+        with progress_bar(len(a.jpeg) * len(metrics), "jpeg qualities × metrics") as bar:
+            for q in a.jpeg:
+                dec, sizes = zip(*(_jpeg(o, q) for o in originals))
+                bpp = float(np.mean([8 * n / (o.shape[0] * o.shape[1]) for n, o in zip(sizes, originals)]))
+                t0 = time.perf_counter()
+                row = {"codec": "jpeg (Pillow)", "quality": q, "bpp": bpp}
+                for m in metrics:
+                    row[m.name] = float(np.mean(m.compute_batch(originals, list(dec))))
+                    bar.update()
+                row["seconds"] = time.perf_counter() - t0
+                rows.append(row)
         result["images"] = [q.name for q in paths]
         result["jpeg"] = rows
         names = [m.name for m in metrics]

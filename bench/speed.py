@@ -81,6 +81,10 @@ def main(argv=None) -> int:
         import_compressai("models.google")
     files = image_files(a.images, a.limit)
     images = [load_image(f) for f in files]
+    if a.compressai:  # (sides not multiples of 64 failed after every backend's timings)
+        from .codec import check_sides
+
+        check_sides(files, images)
     results, missing = {}, {}
     for name in tqdm(names, desc="backends", leave=False):
         try:
@@ -89,6 +93,11 @@ def main(argv=None) -> int:
             missing[name] = str(e)
             continue
         results[name] = stage_times(codec, images, a.quality)
+    if not results:  # nothing measured: no file (one of no results replaced an earlier good one)
+        why = "; ".join(f"{name}: {why}" for name, why in missing.items())
+        print(f"vlmcodec bench speed: error: none of the backends asked for is available here ({why})",
+              file=sys.stderr)
+        return 2
     payload = {"benchmark": "speed", "env": environment(), "images": len(images), "results": results,
                "unavailable": missing}
     if a.compressai:
@@ -103,9 +112,6 @@ def main(argv=None) -> int:
     for name, why in missing.items():
         print(f"[{name}] not available: {why}")
     print(f"wrote {a.out}")
-    if not results:  # nothing was measured
-        print("vlmcodec bench speed: error: none of the backends asked for is available here", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -166,9 +166,9 @@ def test_semantic_checks_out_before_the_run(tmp_path, monkeypatch, capsys):
     assert semantic.main(["--images", str(folder), "--jpeg", "10", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--out" in err and "is a folder" in err
-    out = tmp_path / "sem" / "r.json"  # no quality: no metric run, the JSON written whole
-    assert semantic.main(["--jpeg", "--out", str(out)]) == 0
-    assert "env" in json.loads(out.read_text())
+    out = tmp_path / "sem" / "r.json"  # no quality and no --timing: nothing to measure, nothing written
+    assert semantic.main(["--jpeg", "--out", str(out)]) == 2
+    assert "nothing to measure" in capsys.readouterr().err and not out.exists()
 
 
 # --------------------------------------------------------------------------- bench rd's plots and report

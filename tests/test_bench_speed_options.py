@@ -186,3 +186,8 @@ def test_bench_kernels_runs_without_pytest():
             "sys.exit(main(['bench', 'kernels', '--quick']))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and "ModuleNotFoundError" not in p.stderr, p.stderr
+    from vlmcodec.bench.kernels import cuda_unavailable_reason
+
+    reason = cuda_unavailable_reason()
+    if reason:  # exit 0 still (a GPU-only bench among the others), saying plainly that it measured nothing
+        assert p.stderr.strip() == f"vlmcodec bench kernels: nothing measured: {reason}", p.stderr
