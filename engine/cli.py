@@ -948,6 +948,10 @@ def cmd_info(args) -> int:
 def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, train
 
+    for flag, value in (("--out-dir", args.out_dir), ("--init-from", args.init_from)):
+        if value is not None and not value.strip():  # (an unset shell variable's "": the current folder, or none)
+            raise VlmcodecError(f"{flag} is empty: name a {'folder' if flag == '--out-dir' else 'model file'}")
+
     overrides = merge_overrides(args.set, steps=args.steps, out_dir=args.out_dir, time_limit_s=args.time_limit,
                                 init_from=args.init_from)
     cfg = TrainConfig.from_toml(args.config, **overrides)

@@ -23,6 +23,7 @@ import time
 import tomllib
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -173,6 +174,9 @@ class TrainConfig:
         for key in ("data_dir", "out_dir", "device", "init_from", "teacher"):
             if not isinstance(getattr(self, key), str):
                 raise bad(key, "must be a string")
+        for key in ("data_dir", "out_dir"):  # ("" was the current folder: an unset shell variable's)
+            if not getattr(self, key).strip():
+                raise bad(key, "must name a folder")
         for key in ("pre_editor", "teacher_bf16"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "must be true or false")
@@ -393,6 +397,34 @@ def _semantic_term(cfg: TrainConfig, device):
 
 # what a checkpoint can only be resumed with: the architecture and what is trained
 _RESUME_KEYS = ("N", "M", "N_a", "lmbdas", "pre_editor", "train_only")
+# what a resume may change without a word: how long and where it runs, how often it writes
+_FREE_ON_RESUME = ("steps", "time_limit_s", "out_dir", "threads", "nice", "device", "log_every", "ckpt_every")
+# what a resume cannot change (the model and random states come from the checkpoint): kept as saved
+_KEPT_ON_RESUME = ("init_from", "seed")
+
+
+def _resume_changes(saved: dict, cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """``cfg`` with the keys a resume cannot change set back to the checkpoint's (``saved``: its
+    config), and a note naming every key that differs (None: none): a changed init_from was
+    ignored without a word while the model file recorded it, other changes went unsaid."""
+    from dataclasses import replace
+
+    now = asdict(cfg)
+    differ = {k: (saved[k], now[k]) for k in now
+              if k in saved and k not in _FREE_ON_RESUME + _RESUME_KEYS and _listed(saved[k]) != _listed(now[k])}
+    if not differ:
+        return cfg, None
+    def change(k: str) -> str:
+        return f"{k} {_listed(differ[k][0])!r} -> {_listed(differ[k][1])!r}"
+
+    kept = {k: v for k, (v, _) in differ.items() if k in _KEPT_ON_RESUME}
+    parts = []
+    if len(kept) < len(differ):
+        parts.append(f"the run goes on with {', '.join(change(k) for k in differ if k not in kept)}")
+    if kept:
+        parts.append(f"{', '.join(change(k) for k in kept)} not taken: a resume's model and random states come "
+                     "from the checkpoint (kept as it has them)")
+    return replace(cfg, **kept), "; ".join(parts)
 # what a resume reads from a checkpoint ("consumer_rng", "ema", "lineage", "decodes_as" are optional)
 _CKPT_KEYS = ("model", "opt", "aux_opt", "step", "sampler_rng", "torch_rng")
 
@@ -488,13 +520,92 @@ def _save_checkpoint(state: dict, ckpt: Path) -> None:
         raise OSError(f"cannot write the checkpoint {ckpt}: {why[0]}{free}; the previous one is kept") from e
 
 
+class _StopRequest:
+    """Ctrl-C or SIGTERM during a run (in the main thread): the step in progress ends, the run then
+    stops as at its time limit (checkpoint, model file) and the signal takes its course after
+    (they lost up to ckpt_every steps and wrote no model file). A second signal acts at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    num = getattr(signal, name)
+                    self._previous[num] = signal.signal(num, self._requested)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for num, handler in self._previous.items():
+            signal.signal(num, handler)  # type: ignore[arg-type]
+
+    def _requested(self, signum: int, frame) -> None:
+        if self.signum is not None:  # the second: at once
+            self.take_course(signum, frame)
+        self.signum = signum
+        tqdm.write("train: stopping after this step (checkpoint and model file); again to stop at once")
+
+    def take_course(self, signum: int | None = None, frame=None) -> None:
+        """The signal's own action, as it would have been without this request: the handler before
+        it (the CLI's SIGTERM raises its KeyboardInterrupt), else KeyboardInterrupt."""
+        import signal
+
+        signum = self.signum if signum is None else signum
+        previous = self._previous.get(signum) if signum is not None else None
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL and signum is not None and signum == getattr(signal, "SIGTERM", None):
+            signal.signal(signum, signal.SIG_DFL)  # (the process ends as the signal's default does)
+            os.kill(os.getpid(), signum)
+        raise KeyboardInterrupt
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of the last checkpoint."""
     cfg.check()
-    _renice(cfg.nice)
-    set_torch_threads(cfg.threads or None)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with _run_lock(out), _StopRequest() as stop:
+        ckpt = _train(cfg, out, progress, stop)
+        if stop.signum is not None:  # stopped by a signal: saved, now its own action
+            stop.take_course()
+        return ckpt
+
+
+@contextmanager
+def _run_lock(out: Path):
+    """An advisory lock on ``out/.lock`` for the run: a second run on the same out_dir is refused
+    (two at once both finished, their log rows interleaved, last.pt the later one's)."""
+    try:
+        import fcntl
+    except ImportError:  # (not POSIX: no lock)
+        yield
+        return
+    f = open(out / ".lock", "a")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"another training run is using {out} (it holds {out / '.lock'}): wait for it "
+                              "to end, or give another out_dir") from None
+        yield
+    finally:
+        f.close()
+
+
+def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> Path:
+    """``train``'s run, in ``out`` (made and locked)."""
+    _renice(cfg.nice)
+    set_torch_threads(cfg.threads or None)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     if device.type == "cuda":  # TF32 matmuls (convolutions already default to it in cuDNN)
@@ -519,6 +630,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         decodes_as = stream_identity_of(cfg.init_from)
     if ckpt.exists():
         state = _resume_state(ckpt, cfg, device)
+        saved_config = state.get("config")
+        cfg, note = _resume_changes(saved_config if isinstance(saved_config, dict) else {}, cfg)
+        if note:
+            warnings.warn(f"resuming from {ckpt} with another config: {note}", VlmcodecWarning, stacklevel=2)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         if aux_opt is not None:
@@ -583,7 +698,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 else "no checkpoint was written")
         if saved_step is not None and last_good < saved_step:
             kept += f" (the last step without a bad value: {last_good})"
-        return TrainingDivergedError(f"training diverged: {why}; {kept}. Resume from it with a lower lr, a "
+        how = "Resume from it" if saved_step is not None else "Start again"
+        return TrainingDivergedError(f"training diverged: {why}; {kept}. {how} with a lower lr, a "
                                      "clip_grad, or a larger max_bad_steps")
 
     def save() -> None:
@@ -621,6 +737,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         t0 = time.perf_counter()
 
     while step < cfg.steps:
+        if stop.signum is not None:
+            tqdm.write(f"train: stopped at step {step}; the checkpoint and model file hold it; resume with the "
+                       "same out_dir")
+            break
         if cfg.time_limit_s > 0 and time.perf_counter() - t_start > cfg.time_limit_s:
             tqdm.write(f"train: time limit of {cfg.time_limit_s:g} s reached at step {step}; "
                        "resume with the same out_dir")
@@ -705,11 +825,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             # an encoder-only run (train_only) keeps the init model's decoder: its streams carry that
             # model's fingerprint and decode there (save_model checks the decoders are equal)
             save_model(final, out / f"{model_name}.safetensors", extra_metadata=meta, decodes_as=decodes_as)
+            stale = out / f"{weights_name}.safetensors"
         except ImportError as e:  # the C++ rANS extension is not built here: CDF tables cannot be made
             weights = out / f"{weights_name}.safetensors"
             save_weights(final, weights, extra_metadata=meta)
             tqdm.write(f"train: {e}; wrote {weights} instead — make the model file where vlmcodec is "
                        f"installed: vlmcodec convert --from-weights FILE -o model.safetensors")
+            stale = out / f"{model_name}.safetensors"
+        stale.unlink(missing_ok=True)  # an earlier run's file of the other kind, of fewer steps
     if ema is None:  # an earlier run's last weights beside this run's model file (it kept an average)
         for name in ("model_last", "weights_last"):
             (out / f"{name}.safetensors").unlink(missing_ok=True)

@@ -1,0 +1,115 @@
+"""A training run stopped by a signal, resumed with another config, run twice at once, or given
+empty paths: what it keeps, says and refuses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+
+from conftest import write_train_folder
+from vlmcodec.cli import main
+from vlmcodec.errors import ConfigError, VlmcodecWarning
+from vlmcodec.training.trainer import TrainConfig, train
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    data = write_train_folder(tmp_path / "data", h=160, w=192)
+    return TrainConfig(data_dir=str(data), out_dir=str(tmp_path / "run"), N=8, M=12, lmbdas=(0.01, 0.05), crop=64,
+                       batch=1, steps=2, warmup=1, threads=1, log_every=1, ckpt_every=2)
+
+
+def _saved_config(run) -> dict:
+    return torch.load(f"{run}/last.pt", map_location="cpu", weights_only=False)["config"]
+
+
+def test_a_resume_with_another_config_says_what_differs_and_keeps_init_from_and_seed(cfg, tmp_path):
+    """A resume given another init_from ignored it without a word while config.json and the model
+    file recorded it; other changes (lr, crop, ...) went unsaid."""
+    train(cfg, progress=False)
+    other = replace(cfg, steps=4, lr=5e-4, seed=7, init_from=str(tmp_path / "nowhere.safetensors"))
+    with pytest.warns(VlmcodecWarning, match="another config") as caught:
+        train(other, progress=False)
+    note = str(caught[0].message)
+    assert "goes on with lr 0.001 -> 0.0005" in note and "seed 0 -> 7" in note and "not taken" in note, note
+    assert f"init_from '' -> '{other.init_from}'" in note, note
+    assert "steps" not in note  # (more steps: what a resume is for)
+    saved = _saved_config(cfg.out_dir)
+    assert (saved["init_from"], saved["seed"], saved["lr"], saved["steps"]) == ("", 0, 5e-4, 4)
+    assert json.loads(open(f"{cfg.out_dir}/config.json").read())["init_from"] == ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same config again: no note
+        train(replace(other, steps=5, seed=0, init_from=""), progress=False)
+
+
+def test_a_second_run_on_the_same_out_dir_is_refused(cfg):
+    """Two runs at once on one out_dir both finished, their log rows interleaved."""
+    import fcntl
+
+    os.makedirs(cfg.out_dir)
+    with open(f"{cfg.out_dir}/.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (as a run in another process holds it)
+        with pytest.raises(ConfigError, match="another training run is using"):
+            train(cfg, progress=False)
+    assert not os.path.exists(f"{cfg.out_dir}/last.pt")
+    train(cfg, progress=False)  # released: it runs
+
+
+def test_an_earlier_runs_file_of_the_other_kind_goes(cfg):
+    """A weights.safetensors of an earlier run (no C++ extension then) stayed beside this run's
+    model.safetensors of more steps, and the other way round."""
+    os.makedirs(cfg.out_dir)
+    stale = f"{cfg.out_dir}/weights.safetensors"
+    open(stale, "wb").write(b"an earlier run's weights")
+    train(cfg, progress=False)
+    assert os.path.exists(f"{cfg.out_dir}/model.safetensors") and not os.path.exists(stale)
+
+
+def test_empty_paths_are_refused(cfg, capsys):
+    """--out-dir "" trained into the current folder (resuming any last.pt there); --init-from ""
+    dropped the config's init_from without a word."""
+    with pytest.raises(ConfigError, match="out_dir must name a folder"):
+        replace(cfg, out_dir=" ").check()
+    with pytest.raises(ConfigError, match="data_dir must name a folder"):
+        replace(cfg, data_dir="").check()
+    toml = cfg.out_dir + ".toml"
+    with open(toml, "w") as f:
+        f.write(f'data_dir = "{cfg.data_dir}"\nN = 8\nM = 12\nlmbdas = [0.01, 0.05]\ncrop = 64\nbatch = 1\n')
+    for flag in ("--out-dir", "--init-from"):
+        assert main(["train", "--config", toml, flag, "", "--steps", "1"]) == 2
+        assert f"{flag} is empty" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_the_step_then_saves_the_checkpoint_and_model(cfg, tmp_path, signum, code):
+    """Ctrl-C or SIGTERM lost every step since the last checkpoint (up to ckpt_every) and wrote no
+    model file; the run now ends its step, saves both, then exits as the signal says."""
+    toml = tmp_path / "t.toml"
+    toml.write_text(f'data_dir = "{cfg.data_dir}"\nout_dir = "{cfg.out_dir}"\nN = 8\nM = 12\nlmbdas = [0.01, 0.05]\n'
+                    'crop = 64\nbatch = 1\nsteps = 100000\nwarmup = 1\nthreads = 1\nlog_every = 1\n'
+                    'ckpt_every = 100000\n')
+    proc = subprocess.Popen([sys.executable, "-m", "vlmcodec", "train", "--config", str(toml), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "run" / "log.csv"
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 4:  # header and 3 steps
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == code, err[-2000:]
+    assert "stopped at step" in out and "stopping after this step" in out, (out[-2000:], err[-2000:])
+    step = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)["step"]
+    logged = [int(r.split(",")[0]) for r in log.read_text().splitlines()[1:]]
+    assert step >= 3 and logged[-1] == step, (step, logged)
+    assert (tmp_path / "run" / "model.safetensors").exists()
