@@ -113,3 +113,16 @@ def test_a_signal_ends_the_step_then_saves_the_checkpoint_and_model(cfg, tmp_pat
     logged = [int(r.split(",")[0]) for r in log.read_text().splitlines()[1:]]
     assert step >= 3 and logged[-1] == step, (step, logged)
     assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_set_gives_text_keys_the_text_itself():
+    """--set out_dir=2024-01-05 was a TOML date ("out_dir must be a string, got datetime.date"),
+    --set data_dir=123 a number."""
+    from dataclasses import fields
+
+    from vlmcodec.training.overrides import TEXT_KEYS, parse_sets
+
+    assert TEXT_KEYS == {f.name for f in fields(TrainConfig) if f.type in ("str", str)}
+    got = parse_sets(["out_dir=2024-01-05", "data_dir=123", 'teacher="dinov2-vits14"', "lr=1e-4", "init_from=a b"])
+    assert got == {"out_dir": "2024-01-05", "data_dir": "123", "teacher": "dinov2-vits14", "lr": 1e-4,
+                   "init_from": "a b"}

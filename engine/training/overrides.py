@@ -7,17 +7,25 @@ import tomllib
 from ..errors import ConfigError
 
 
+# the training config's text keys (TrainConfig's str fields; the CLI starts without torch): their
+# value is the text given, not TOML ("out_dir=2024-01-05" was a date, "data_dir=123" a number)
+TEXT_KEYS = frozenset({"data_dir", "out_dir", "device", "init_from", "teacher"})
+
+
 def parse_sets(items: list[str]) -> dict:
-    """``KEY=VALUE`` pairs, VALUE read as a TOML value (``true``, ``0.5``, ``[3, 6]``, ``"s"``)."""
+    """``KEY=VALUE`` pairs, VALUE read as a TOML value (``true``, ``0.5``, ``[3, 6]``, ``"s"``);
+    for ``TEXT_KEYS``, the text itself unless it is a quoted TOML string."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"--set wants KEY=VALUE, got {item!r}")
         try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+            parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
-            out[key.strip()] = value  # a bare string
+            parsed = value  # a bare string
+        out[key] = value if key in TEXT_KEYS and not isinstance(parsed, str) else parsed
     return out
 
 
