@@ -974,14 +974,14 @@ def cmd_convert(args) -> int:
         raise VlmcodecError(f"cannot write -o {args.output}: {in_the_way} is not a folder")
     # an input replaced by the output: a checkpoint by a file of another kind, or the model whose
     # decoder the new one shares (--decodes-as B -o B lost B's encoder)
-    for flag in ("from_compressai", "from_weights", "from_model", "decodes_as"):
+    for flag in ("from_compressai", "from_weights", "from_model", "from_checkpoint", "decodes_as"):
         source = getattr(args, flag)
         if source and _is_input(Path(args.output), Path(source)):
             raise VlmcodecError(f"{args.output}: the model file would replace its own input "
                                 f"(--{flag.replace('_', '-')}); name another with -o")
     old = None  # the model whose decoder the new one shares (--decodes-as), read once
     if args.decodes_as:
-        if args.from_compressai:
+        if args.from_compressai or args.from_checkpoint:
             raise VlmcodecError("--decodes-as applies to --from-model and --from-weights")
         old = checkpoint.load_model(args.decodes_as)  # a weights file: "not a vlmcodec model" (no CDF tables)
     shared = old.identity if old else None
@@ -999,6 +999,10 @@ def cmd_convert(args) -> int:
         dtype = old.dtype if old else loaded.dtype
         fp = checkpoint.save_model(loaded.model, args.output, dtype=dtype, extra_metadata=extra, decodes_as=shared,
                                    require_shared=True)
+    elif args.from_checkpoint:
+        from .training.trainer import export_checkpoint
+
+        fp = export_checkpoint(args.from_checkpoint, args.output)
     else:
         from .models.convert import convert_compressai
 
@@ -1390,6 +1394,9 @@ def build_parser() -> _Parser:
     src.add_argument("--from-weights", metavar="FILE",
                      help="a weights-only file written by training without the C++ extension (e.g. on a GPU machine)")
     src.add_argument("--from-model", metavar="FILE", help="a model file, written again (with --decodes-as)")
+    src.add_argument("--from-checkpoint", metavar="LAST_PT",
+                     help="a training run's checkpoint (OUT_DIR/last.pt; its weight average where it keeps one): "
+                          "the model of a run stopped before its end")
     c.add_argument("--decodes-as", metavar="MODEL",
                    help="the model whose decoder this one shares, bit for bit (an encoder-only fine-tune): its "
                         "streams then carry that model's fingerprint, so that model's decoders read them; an "

@@ -126,3 +126,22 @@ def test_set_gives_text_keys_the_text_itself():
     got = parse_sets(["out_dir=2024-01-05", "data_dir=123", 'teacher="dinov2-vits14"', "lr=1e-4", "init_from=a b"])
     assert got == {"out_dir": "2024-01-05", "data_dir": "123", "teacher": "dinov2-vits14", "lr": 1e-4,
                    "init_from": "a b"}
+
+
+def test_convert_from_checkpoint_makes_the_runs_model_file(cfg, tmp_path, capsys):
+    """After a Ctrl-C or a crash, last.pt was the run's only output and no command read it:
+    `convert --from-model last.pt` said "header too large". convert --from-checkpoint writes
+    the model file the run would have (the same fingerprint), read without running pickled code."""
+    from vlmcodec.models.checkpoint import load_model
+
+    train(cfg, progress=False)
+    out = tmp_path / "from_ckpt.safetensors"
+    assert main(["convert", "--from-checkpoint", f"{cfg.out_dir}/last.pt", "-o", str(out)]) == 0
+    assert load_model(out).fingerprint == load_model(f"{cfg.out_dir}/model.safetensors").fingerprint
+    capsys.readouterr()
+    assert main(["convert", "--from-model", f"{cfg.out_dir}/last.pt", "-o", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "--from-checkpoint" in err and "header too large" not in err, err
+    assert main(["convert", "--from-checkpoint", f"{cfg.out_dir}/model.safetensors", "-o",
+                 str(tmp_path / "y.safetensors")]) == 2
+    assert "not a vlmcodec training checkpoint" in capsys.readouterr().err

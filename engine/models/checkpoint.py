@@ -230,7 +230,9 @@ def read_safetensors(path: str | Path, what: str = "model file") -> tuple[dict[s
 # (it said "Error while deserializing: header too large")
 _OTHER_KINDS = ((b"VLMCDEC\0", "it is the C library's decoder model (.vlmd), exported from a model file: give that "
                                 "model's .safetensors"),
-                (b"VLMC", "it is a .vlmc stream, not a model"))
+                (b"VLMC", "it is a .vlmc stream, not a model"),
+                (b"PK\x03\x04", "a zip archive, as a training checkpoint (last.pt) is: `vlmcodec convert "
+                                 "--from-checkpoint last.pt -o MODEL.safetensors` makes a model file of one"))
 
 
 def _other_kind(path: Path) -> str | None:

@@ -842,7 +842,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> P
 def _checkpoint_model(ckpt: str | Path, average: bool | None = None) -> tuple[MeanScaleHyperprior, dict]:
     """A checkpoint's model and metadata: its weight average where it has one (``average`` None
     or True; True without one is an error), else the last step's weights."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = _checkpoint_state(ckpt)
     cfg = TrainConfig(**TrainConfig.with_tuples(state["config"]))
     model = MeanScaleHyperprior(cfg.model_config())
     has_average = state.get("ema") is not None
@@ -857,13 +857,30 @@ def _checkpoint_model(ckpt: str | Path, average: bool | None = None) -> tuple[Me
     return model, meta
 
 
+def _checkpoint_state(ckpt: str | Path) -> dict:
+    """A training checkpoint's state, read as tensors and plain values only (never code a crafted
+    file could carry); ConfigError for a file that is none."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"training checkpoint not found: {ckpt}") from None
+    except Exception as e:  # noqa: BLE001 — torch.load raises many kinds for a file that is none
+        raise ConfigError(f"{ckpt} is not a readable training checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or not {"model", "step", "config"} <= set(state):
+        raise ConfigError(f"{ckpt} is not a vlmcodec training checkpoint (last.pt)")
+    return state
+
+
 def export_checkpoint(ckpt: str | Path, out: str | Path, average: bool | None = None) -> bytes:
     """Write the model of a training checkpoint as a vlmcodec model file (its weight average where
-    it keeps one, unless ``average=False``); returns its fingerprint."""
+    it keeps one, unless ``average=False``); returns its fingerprint. An encoder-only run's model
+    shares its init model's decoder, as the run's own model file does."""
     from ..models.checkpoint import save_model
 
     model, meta = _checkpoint_model(ckpt, average)
-    return save_model(model, out, extra_metadata=meta)
+    shared = _checkpoint_state(ckpt).get("decodes_as")
+    decodes_as = StreamIdentity(*map(bytes.fromhex, shared)) if shared else None
+    return save_model(model, out, extra_metadata=meta, decodes_as=decodes_as)
 
 
 def export_weights(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
