@@ -1386,7 +1386,8 @@ def build_parser() -> _Parser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one config key (repeatable), e.g. --set pre_editor=false --set w_tok=0")
     t.add_argument("--time-limit", type=float, metavar="SECONDS",
-                   help="stop cleanly after this much wall time (checkpoint + model file); rerun to resume")
+                   help="stop cleanly after this much training time, counted from the first step (start-up "
+                        "aside; checkpoint + model file); rerun to resume; 0: no limit")
     common(t, model=False)
     c = sub.add_parser("convert", help="make a model file from a CompressAI checkpoint, a weights file or a model file")
     src = c.add_mutually_exclusive_group(required=True)

@@ -275,3 +275,18 @@ def test_convert_refuses_what_would_replace_a_model_it_reads_and_says_what_files
     weights.write_bytes(save({"x": torch.zeros(2)}, metadata={"format": "vlmcodec-weights-1"}))
     assert main(["info", str(weights)]) == 2
     assert "convert --from-weights" in capsys.readouterr().err
+
+
+def test_a_model_file_as_weights_and_a_folder_as_a_model_say_what_they_are(tmp_path, capsys, tiny_model_path):
+    """convert --from-weights MODEL.safetensors said only "not a vlmcodec weights file"; a folder
+    as --model said "not found" of a folder that is there."""
+    assert main(["convert", "--from-weights", str(tiny_model_path), "-o", str(tmp_path / "m.safetensors")]) == 2
+    assert "a model file already" in capsys.readouterr().err
+    assert main(["info", "--json", str(tiny_model_path)]) == 0
+    capsys.readouterr()
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    assert main(["encode", str(tmp_path / "a.png"), "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "model file not found" in err and "(a folder: name the file in it)" in err, err

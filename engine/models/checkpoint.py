@@ -214,7 +214,7 @@ def read_safetensors(path: str | Path, what: str = "model file") -> tuple[dict[s
     """All tensors and the metadata of a safetensors file; clear errors for a missing or damaged one."""
     path = Path(path)
     if not path.is_file():
-        raise ModelNotFoundError(f"{what} not found: {path}")
+        raise ModelNotFoundError(f"{what} not found: {path}" + (" (a folder: name the file in it)" if path.is_dir() else ""))
     try:
         # read whole, not tensor by tensor: safe_open's get_tensor kept ~60 B per tensor for good
         # (safetensors 0.8: ~6 KB a Codec made, for a process that keeps making them)

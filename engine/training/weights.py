@@ -120,7 +120,9 @@ def weights_to_model_file(path: str | Path, out: str | Path, decodes_as: LoadedM
 
     tensors, meta = read_weights(path)
     if meta.get("format") != WEIGHTS_FORMAT:
-        raise ConfigError(f"{path} is not a vlmcodec weights file (format {meta.get('format')!r})")
+        hint = ("; it is a model file already (vlmcodec convert --from-model writes one again)"
+                if meta.get("format") == "vlmcodec-model-1" else "")
+        raise ConfigError(f"{path} is not a vlmcodec weights file (format {meta.get('format')!r}){hint}")
     model = MeanScaleHyperprior(config_of(path, meta))
     _copy_into(model, tensors, path)
     extra = {k: v for k, v in meta.items() if k not in ("format", "config", WEIGHTS_DIGEST_KEY)}
