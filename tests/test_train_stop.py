@@ -145,3 +145,17 @@ def test_convert_from_checkpoint_makes_the_runs_model_file(cfg, tmp_path, capsys
     assert main(["convert", "--from-checkpoint", f"{cfg.out_dir}/model.safetensors", "-o",
                  str(tmp_path / "y.safetensors")]) == 2
     assert "not a vlmcodec training checkpoint" in capsys.readouterr().err
+
+
+def test_a_schedule_that_is_likely_a_mistake_is_named(cfg):
+    """steps 0 wrote an untrained model, warmup >= steps never reached lr, lr_final > lr rose: all
+    without a word."""
+    from vlmcodec.training.trainer import _schedule_notes
+
+    assert _schedule_notes(cfg) == []
+    assert "untrained" in _schedule_notes(replace(cfg, steps=0))[0]
+    assert "never reaches lr" in _schedule_notes(replace(cfg, warmup=5, steps=4))[0]
+    assert "rises" in _schedule_notes(replace(cfg, lr_final=0.01))[0]
+    assert _schedule_notes(replace(cfg, warmup=4, steps=4)) == []  # (its last step reaches lr)
+    with pytest.warns(VlmcodecWarning, match="warmup 5 > steps 2"):
+        train(replace(cfg, warmup=5), progress=False)

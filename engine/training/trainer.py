@@ -602,8 +602,23 @@ def _run_lock(out: Path):
         f.close()
 
 
+def _schedule_notes(cfg: TrainConfig) -> list[str]:
+    """What in the learning-rate schedule or the length of a run is most likely a mistake (each
+    was taken without a word)."""
+    notes = []
+    if cfg.steps == 0:
+        notes.append("steps 0: the model file written is the untrained (or init_from) model")
+    elif cfg.warmup > cfg.steps:
+        notes.append(f"warmup {cfg.warmup} > steps {cfg.steps}: the lr never reaches lr ({cfg.lr:g}), nor decays")
+    if cfg.lr_final > cfg.lr:
+        notes.append(f"lr_final {cfg.lr_final:g} > lr {cfg.lr:g}: the lr rises after the warm-up")
+    return notes
+
+
 def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> Path:
     """``train``'s run, in ``out`` (made and locked)."""
+    for note in _schedule_notes(cfg):
+        warnings.warn(f"training config: {note}", VlmcodecWarning, stacklevel=3)
     _renice(cfg.nice)
     set_torch_threads(cfg.threads or None)
     torch.manual_seed(cfg.seed)
@@ -633,7 +648,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> P
         saved_config = state.get("config")
         cfg, note = _resume_changes(saved_config if isinstance(saved_config, dict) else {}, cfg)
         if note:
-            warnings.warn(f"resuming from {ckpt} with another config: {note}", VlmcodecWarning, stacklevel=2)
+            warnings.warn(f"resuming from {ckpt} with another config: {note}", VlmcodecWarning, stacklevel=3)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         if aux_opt is not None:
