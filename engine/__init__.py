@@ -17,6 +17,7 @@ from .errors import (
     MemoryBusyError,
     ModelMismatchError,
     ModelNotFoundError,
+    QueueFull,
     RefineFallbackWarning,
     RequestError,
     RequestTimeoutError,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (
     from . import allocator  # noqa: F401  (the module __getattr__ below imports it on first use)
     from .codec import Codec
     from .codec_set import CodecSet
+    from .runtime.rate_limit import RateLimited
 
 _codecs: dict = {}
 _codecs_lock = fork_safe_lock()  # guards _codecs and _making, never held while a codec is made
@@ -55,6 +57,10 @@ def __getattr__(name: str):
         from .codec_set import CodecSet
 
         return CodecSet
+    if name == "RateLimited":  # (lazy: vlmcodec.runtime imports numpy; the CLI starts without it)
+        from .runtime.rate_limit import RateLimited
+
+        return RateLimited
     if name == "allocator":
         import importlib
 
@@ -117,5 +123,10 @@ __all__ = [
     "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
     "RequestError", "RequestTimeoutError", "ResourceError", "MemoryBusyError", "TrainingDivergedError",
-    "VlmcodecWarning", "RefineFallbackWarning",
+    "QueueFull", "RateLimited", "VlmcodecWarning", "RefineFallbackWarning",
 ]
+
+
+def __dir__() -> list[str]:
+    """The lazy names too (help(vlmcodec) and tab completion missed Codec and CodecSet)."""
+    return sorted({*globals(), *__all__, "allocator"})

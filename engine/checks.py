@@ -35,6 +35,13 @@ def is_switch(value: object) -> bool:
     return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"))
 
 
+def check_switch(name: str, value: object) -> bool:
+    """A True/False argument: ConfigError for anything else ("no" was taken as True)."""
+    if not is_switch(value):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 @overload
 def check_count(name: str, value: object, *, least: int = ..., none: None = ...) -> int: ...
 @overload

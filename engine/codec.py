@@ -31,7 +31,7 @@ from .backends import create_backend
 from .backends.base import FusedQuantizer
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
-from .checks import DEFAULT_QUALITY, check_count, check_in_range, check_threads, is_real, is_switch
+from .checks import DEFAULT_QUALITY, check_count, check_in_range, check_switch, check_threads, is_real, is_switch
 from .devices import torch_device
 from .entropy.exact_hyper import ExactHyperSynthesis
 from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
@@ -105,7 +105,7 @@ def _cost_at_width(cost: tuple[int, int, int], width: int) -> tuple[int, int, in
 
 # what a batch call must not take as its batch: one image, one stream, one path
 NOT_IMAGES = (str, Path, bytes, np.ndarray)
-NOT_STREAMS = (bytes, bytearray, memoryview, str, Path)
+NOT_STREAMS = (bytes, bytearray, memoryview, str, Path, np.ndarray)  # (an array: one stream, as decode takes)
 
 
 def check_batch(items, call: str, single: str) -> None:
@@ -297,14 +297,16 @@ class Codec:
                             "make it from its model file (Codec(path)) to send it to other processes")
         return (_unpickled_codec, (self._recipe, self.fingerprint))
 
-    def encode(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None, *,
+    def encode(self, image, quality: float | None = DEFAULT_QUALITY, short_side: int | None = None, *,
                refine: int | None = None) -> bytes:
-        """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes; quality in [0, 100].
+        """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes; quality in
+        [0, 100] (None: the default, 75, as ``vlmcodec.encode``, the Engine and RemoteCodec take it).
 
         ``short_side``: code at the consumer's scale (the shorter side resized to that many pixels;
         the decoder restores the original size); None uses the codec's setting, 0 the full size.
         ``refine``: this encode's refinement steps (None: the codec's ``refine``; 0: none)."""
-        return self.encode_batch([image], [quality], short_side, refine=refine)[0]
+        return self.encode_batch([image], [DEFAULT_QUALITY if quality is None else quality], short_side,
+                                 refine=refine)[0]
 
     def decode(self, data: bytes, short_side: int | None = None) -> np.ndarray:
         """Decompress .vlmc bytes to a uint8 H×W×3 array, at the original size; ``short_side=N``:
@@ -698,6 +700,7 @@ class Codec:
         runs as taken, so it asks for less than this cold figure; ``memory.Kept``.)"""
         for name, value in (("height", height), ("width", width), ("count", count)):
             check_count(f"memory_needed's {name}", value)
+        decoding = check_switch("decoding", decoding)  # ("no" gave the decode's figure)
         if not self._estimated():
             return None
         side = resample.call_short_side(short_side, self.short_side)

@@ -84,9 +84,13 @@ def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False, name: str | None = No
                       stacklevel=3)
         gray = np.clip(np.rint(a * 255 if unit else a), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    if _has_alpha(im):
-        return composite_alpha(np.asarray(im.convert("RGBA")))
-    return np.asarray(im.convert("RGB"))
+    try:
+        if _has_alpha(im):
+            # (Pillow converts premultiplied "La" to "LA" only: to RGBA it raised ValueError)
+            return composite_alpha(np.asarray((im.convert("LA") if im.mode == "La" else im).convert("RGBA")))
+        return np.asarray(im.convert("RGB"))
+    except ValueError as e:  # a mode Pillow cannot convert to RGB
+        raise ImageError(f"{where}image of mode {im.mode!r}: {e}") from None
 
 
 def _check_max_pixels(max_pixels) -> None:
@@ -120,7 +124,7 @@ def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
             raise ImageError(f"cannot read the PIL image: {e}") from e
         arr = pil_to_rgb(image)
     elif isinstance(image, np.ndarray):
-        arr = image
+        arr = np.asarray(image)  # (a np.matrix stays 2-D whatever is done to it: numpy's error)
         if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
             planar = arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] > 4
             hint = f" (channels first? a.transpose(1, 2, 0) is H×W×{arr.shape[0]})" if planar else ""

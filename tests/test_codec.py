@@ -113,7 +113,7 @@ def test_bad_images_raise(tiny_codec, bad):
         tiny_codec.encode(bad)
 
 
-@pytest.mark.parametrize("q", [-1, 100.5, float("nan"), True, np.bool_(True), "50", None, np.float64("inf")])
+@pytest.mark.parametrize("q", [-1, 100.5, float("nan"), True, np.bool_(True), "50", np.float64("inf")])
 def test_bad_quality_raises(tiny_codec, rng, q):
     with pytest.raises(ValueError):
         tiny_codec.encode(smooth_image(rng, 8, 8), quality=q)

@@ -30,3 +30,8 @@ def __getattr__(name: str):
 
 __all__ = ["AsyncRemoteCodec", "CodecServer", "Engine", "QueueFull", "RateLimited", "RemoteCodec", "Scheduler",
            "running_server", "serve_in_thread"]
+
+
+def __dir__() -> list[str]:
+    """The lazy names too (dir() and tab completion missed Engine and the server)."""
+    return sorted({*globals(), *__all__})

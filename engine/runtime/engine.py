@@ -55,7 +55,7 @@ import numpy as np
 
 from .. import memory, rate_control, resample
 from ..bitstream import container
-from ..checks import (check_count, check_number, check_seconds, check_threads, is_switch, is_whole,
+from ..checks import (check_count, check_number, check_seconds, check_switch, check_threads, is_switch, is_whole,
                       quality_or_budget)
 from ..codec import Codec, check_batch
 from ..errors import (BitstreamError, ConfigError, EngineDeadError, MemoryBusyError,  # noqa: F401 (QueueFull: here too)
@@ -172,7 +172,7 @@ class Engine:
             set_torch_threads(check_threads("intra_op_threads", intra_op_threads))  # process-wide: the module's doc
         self.codec = codec if codec is not None else Codec()
         self.max_queue = int(max_queue)
-        self.block = bool(block)
+        self.block = check_switch("block", block)  # ("no" blocked)
         self.timeout_s = timeout_s
         if max_delay_ms is None:
             max_delay_ms = default_max_delay_ms(self.codec)
@@ -236,7 +236,13 @@ class Engine:
             priority = check_priority(priority)
             timeout_s = check_seconds("timeout_s", timeout_s)
             quality = quality_or_budget(quality, max_bytes, max_bpp)
+            if owner is not None and not isinstance(owner, str):  # (a list failed on a refine worker: a hang)
+                raise ConfigError(f"owner must be None or a name (str), got {owner!r:.80}")
             prep = self.codec.prepare(image, quality, short_side)
+            if not prep.pixels.flags.owndata or (isinstance(image, np.ndarray) and np.shares_memory(prep.pixels, image)):
+                # the caller's own pixels: a buffer it fills again (a capture loop) was coded as it was
+                # when the batch ran, every queued frame as the last
+                prep = prep._replace(pixels=prep.pixels.copy())
             if max_bytes is not None or max_bpp is not None:
                 budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
         except Exception as e:  # the bad request fails alone, with the codec's clear error
@@ -518,6 +524,12 @@ class Engine:
         done-callback): there it returns at once, and a later call from another thread waits.
         ``timeout_s``: how long draining may take; past it, the requests that have not begun fail
         with EngineDeadError, and those running are waited for."""
+        # checked before the engine closes ("1", nan or inf failed in Thread.join, the engine half shut;
+        # -1 was 0); inf: no limit
+        drain = check_switch("drain", drain)
+        if timeout_s is not None and timeout_s == math.inf:
+            timeout_s = None
+        timeout_s = check_seconds("timeout_s", timeout_s)
         if os.getpid() != self._pid:  # a forked copy: nothing of it runs here, and its locks may be held
             self._closed = self._stopped = True
             return

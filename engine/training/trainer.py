@@ -646,9 +646,9 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> P
     if ckpt.exists():
         state = _resume_state(ckpt, cfg, device)
         saved_config = state.get("config")
-        cfg, note = _resume_changes(saved_config if isinstance(saved_config, dict) else {}, cfg)
-        if note:
-            warnings.warn(f"resuming from {ckpt} with another config: {note}", VlmcodecWarning, stacklevel=3)
+        cfg, changes = _resume_changes(saved_config if isinstance(saved_config, dict) else {}, cfg)
+        if changes:
+            warnings.warn(f"resuming from {ckpt} with another config: {changes}", VlmcodecWarning, stacklevel=3)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         if aux_opt is not None:
