@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (
     import numpy as np
 
     from . import allocator  # noqa: F401  (the module __getattr__ below imports it on first use)
+    from .bitstream.container import Stream
     from .codec import Codec
     from .codec_set import CodecSet
     from .runtime.rate_limit import RateLimited
@@ -111,7 +112,7 @@ def encode(image, quality: float | None = None, model=None, backend: str = "torc
     return codec.encode(image, quality, short_side, refine=refine)
 
 
-def decode(data: bytes, model=None, backend: str = "torch", short_side: int | None = None) -> np.ndarray:
+def decode(data: Stream, model=None, backend: str = "torch", short_side: int | None = None) -> np.ndarray:
     """Decompress .vlmc bytes to a uint8 H×W×3 numpy array with a cached ``Codec`` (``short_side``:
     at a consumer's size, ``Codec.decode``). ``model``: the stream's model file (None: the default model);
     ``backend``: ``Codec``'s (the codec is made once per pair)."""

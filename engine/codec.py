@@ -308,7 +308,7 @@ class Codec:
         return self.encode_batch([image], [DEFAULT_QUALITY if quality is None else quality], short_side,
                                  refine=refine)[0]
 
-    def decode(self, data: bytes, short_side: int | None = None) -> np.ndarray:
+    def decode(self, data: container.Stream, short_side: int | None = None) -> np.ndarray:
         """Decompress .vlmc bytes to a uint8 H×W×3 array, at the original size; ``short_side=N``:
         at the size a consumer of N px sees instead (the shorter side N, never above the original),
         resized once from the float reconstruction — no full-size image is made when the stream

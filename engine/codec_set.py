@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .bitstream import container
-from .bitstream.container import FINGERPRINT_BYTES
+from .bitstream.container import FINGERPRINT_BYTES, Stream
 from .errors import ConfigError, ModelMismatchError
 
 if TYPE_CHECKING:
@@ -126,24 +126,25 @@ class CodecSet:
         return found[0][1]
 
     # -- coding --------------------------------------------------------------------------
-    def encode(self, image, quality: float = 75.0, short_side: int | None = None, model: str | None = None, *,
-               refine: int | None = None) -> bytes:
+    def encode(self, image, quality: float = 75.0, short_side: int | None = None,
+               model: str | bytes | None = None, *, refine: int | None = None) -> bytes:
         """``Codec.encode`` with the default model, or the one ``model`` (a fingerprint prefix) names
         (``refine``: that codec's per-call refinement steps)."""
         return self.named(model).encode(image, quality, short_side, refine=refine)
 
     def encode_to_size(self, image, max_bytes: int | None = None, *, max_bpp: float | None = None,
-                       short_side: int | None = None, model: str | None = None, refine: int | None = None) -> bytes:
+                       short_side: int | None = None, model: str | bytes | None = None,
+                       refine: int | None = None) -> bytes:
         """``Codec.encode_to_size`` (rate control) with the default model, or the one ``model`` names."""
         return self.named(model).encode_to_size(image, max_bytes, max_bpp=max_bpp, short_side=short_side,
                                                 refine=refine)
 
-    def encode_batch(self, images, qualities, short_side: int | None = None, model: str | None = None, *,
+    def encode_batch(self, images, qualities, short_side: int | None = None, model: str | bytes | None = None, *,
                      refine: int | None = None) -> list[bytes]:
         """``Codec.encode_batch`` with one model (the default, or ``model``)."""
         return self.named(model).encode_batch(images, qualities, short_side, refine=refine)
 
-    def decode(self, data: bytes, short_side: int | None = None) -> np.ndarray:
+    def decode(self, data: Stream, short_side: int | None = None) -> np.ndarray:
         """Decode a stream with the model that wrote it (``short_side`` as in ``Codec.decode``)."""
         return self.codec_for(data).decode(data, short_side)
 

@@ -155,6 +155,10 @@ def pack(header: Header, z_chunks: list[bytes], y_chunks: list[bytes]) -> bytes:
     return bytes(head) + struct.pack("<I", crc) + payload
 
 
+# what a stream may be given as, for type checkers (any buffer of bytes is taken: ``as_bytes``)
+Stream = bytes | bytearray | memoryview
+
+
 def as_bytes(data) -> bytes:
     """``data`` as bytes: bytes, bytearray, memoryview, a uint8 numpy array or any other object
     exposing the buffer protocol (its raw bytes); BitstreamError for anything else."""

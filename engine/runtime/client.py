@@ -43,7 +43,7 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from ..bitstream.container import MAGIC, MAX_DIM, as_bytes, quantize_quality
+from ..bitstream.container import MAGIC, MAX_DIM, Stream, as_bytes, quantize_quality
 from ..checks import check_count, check_in_range, check_seconds, quality_or_budget
 from ..codec_set import model_name
 from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, QueueFull, RequestTimeoutError, ResourceError,
@@ -144,9 +144,9 @@ class RemoteCodec:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def encode(self, image, quality: float | None = None, short_side: int | None = None, model: str | None = None,
-               *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None,
-               priority: int | None = None) -> bytes:
+    def encode(self, image, quality: float | None = None, short_side: int | None = None,
+               model: str | bytes | None = None, *, max_bytes: int | None = None, max_bpp: float | None = None,
+               refine: int | None = None, priority: int | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
         as they are) to .vlmc bytes on the server at ``quality`` (None: the server's ``-q``);
         ``model``: the fingerprint (hex, ≥ 4 digits) of another model the server holds
@@ -161,9 +161,9 @@ class RemoteCodec:
         warn_refine_fallback(fallback)
         return data
 
-    def _encode(self, image, quality: float | None = None, short_side: int | None = None, model: str | None = None,
-                *, max_bytes: int | None = None, max_bpp: float | None = None, refine: int | None = None,
-                priority: int | None = None) -> tuple[bytes, str | None]:
+    def _encode(self, image, quality: float | None = None, short_side: int | None = None,
+                model: str | bytes | None = None, *, max_bytes: int | None = None, max_bpp: float | None = None,
+                refine: int | None = None, priority: int | None = None) -> tuple[bytes, str | None]:
         """``encode``'s request: the stream, and the server's refine-fallback message or None."""
         quality_or_budget(quality, max_bytes, max_bpp)  # (both: refused here)
         query: dict = {}
@@ -193,7 +193,7 @@ class RemoteCodec:
                                   f"(Content-Type {headers.get('content-type')!r}, {len(data)} bytes: {data[:40]!r})")
         return data, headers.get("x-refine-fallback")
 
-    def decode(self, data: bytes, short_side: int | None = None, *, priority: int | None = None) -> np.ndarray:
+    def decode(self, data: Stream, short_side: int | None = None, *, priority: int | None = None) -> np.ndarray:
         """Decompress .vlmc bytes on the server to a uint8 H×W×3 array (``short_side`` as in
         ``Codec.decode``: a consumer's size, fewer bytes on the wire; ``priority`` as in ``encode``)."""
         # the server checks the values, as encode's (int("abc") here was a ValueError, 2.5 taken as 2)
@@ -513,9 +513,12 @@ class AsyncRemoteCodec:
             streams = await asyncio.gather(*(remote.encode(im, quality=60) for im in images))
     """
 
-    def __init__(self, *args, max_workers: int = 32, **kwargs):
+    # (RemoteCodec's signatures repeated, not *args / **kwargs: a type checker then catches a
+    # misspelt keyword here as it does there)
+    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0, retries: int = 2,
+                 token: str | None = None, ssl_context: ssl.SSLContext | None = None, *, max_workers: int = 32):
         self.max_workers = check_count("max_workers", max_workers, least=1)
-        self.sync = RemoteCodec(*args, **kwargs)
+        self.sync = RemoteCodec(url, timeout_s, retries, token, ssl_context)
         self._pool: ThreadPoolExecutor | None = None  # made at the first call (again after close())
 
     async def __aenter__(self) -> AsyncRemoteCodec:
@@ -554,16 +557,19 @@ class AsyncRemoteCodec:
             call.cancel()
             raise
 
-    async def encode(self, image, quality: float | None = None, short_side: int | None = None, model: str | None = None,
-                     **options) -> bytes:
+    async def encode(self, image, quality: float | None = None, short_side: int | None = None,
+                     model: str | bytes | None = None, *, max_bytes: int | None = None,
+                     max_bpp: float | None = None, refine: int | None = None, priority: int | None = None) -> bytes:
         """``RemoteCodec.encode``, awaited (a refine fallback's warning is issued here)."""
-        data, fallback = await self._call(self.sync._encode, image, quality, short_side, model, **options)
+        data, fallback = await self._call(self.sync._encode, image, quality, short_side, model, max_bytes=max_bytes,
+                                          max_bpp=max_bpp, refine=refine, priority=priority)
         warn_refine_fallback(fallback)
         return data
 
-    async def decode(self, data: bytes, short_side: int | None = None, **options) -> np.ndarray:
+    async def decode(self, data: Stream, short_side: int | None = None, *,
+                     priority: int | None = None) -> np.ndarray:
         """``RemoteCodec.decode``, awaited."""
-        return await self._call(self.sync.decode, data, short_side, **options)
+        return await self._call(self.sync.decode, data, short_side, priority=priority)
 
     async def health(self) -> dict:
         """``RemoteCodec.health``, awaited."""

@@ -259,7 +259,7 @@ class Engine:
             self._enqueue(req)
         return fut
 
-    def submit_decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
+    def submit_decode(self, data: container.Stream, timeout_s: float | None = None, short_side: int | None = None, *,
                       priority: int = 0) -> Future[np.ndarray]:
         """Queue one stream; the future resolves to a uint8 H×W×3 array (or the request's error).
 
@@ -298,7 +298,7 @@ class Engine:
         warn_refine_fallback(fut.warning)
         return data
 
-    async def decode(self, data: bytes, timeout_s: float | None = None, short_side: int | None = None, *,
+    async def decode(self, data: container.Stream, timeout_s: float | None = None, short_side: int | None = None, *,
                      priority: int = 0) -> np.ndarray:
         """``submit_decode``, awaited."""
         return await asyncio.wrap_future(await self._submit_off_loop(self.submit_decode, data, timeout_s, short_side,

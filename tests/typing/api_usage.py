@@ -66,4 +66,20 @@ async def readme_async(codec: vlmcodec.Codec, image: np.ndarray, images: list[np
     async with AsyncRemoteCodec("http://gpu-box:8080") as remote:
         streams: list[bytes] = await asyncio.gather(*(remote.encode(im, quality=60) for im in images))
         pixels = await remote.decode(streams[0])
+        pixels = await remote.decode(bytearray(streams[0]), short_side=256, priority=1)
     print(pixels.shape)
+
+
+def buffers_and_fingerprints(codec: vlmcodec.Codec, image: np.ndarray, data: bytes) -> None:
+    # any buffer of bytes decodes (bytes, bytearray, memoryview: container.as_bytes)
+    restored: np.ndarray = codec.decode(bytearray(data))
+    restored = codec.decode(memoryview(data), short_side=256)
+    restored = vlmcodec.decode(bytearray(data))
+    codecs = vlmcodec.CodecSet([codec])
+    restored = codecs.decode(memoryview(data))
+    # a model named by its fingerprint's bytes, as CodecSet.named takes it
+    data = codecs.encode(image, 50, model=codec.fingerprint)
+    data = codecs.encode_to_size(image, 20_000, model=codec.fingerprint)
+    with Engine(codec) as engine:
+        restored = engine.submit_decode(bytearray(data)).result()
+    print(restored.shape, len(data))

@@ -17,3 +17,11 @@ def mistakes(image: np.ndarray) -> None:
         sizes: list[int] = list(engine.encode_many([image]))  # E: Argument 1 to "list" has incompatible type
         shape: str = engine.submit_decode(b"").result()  # E: Incompatible types in assignment
     print(count, text, sizes, shape)
+
+
+async def async_mistakes(image: np.ndarray) -> None:
+    from vlmcodec.runtime import AsyncRemoteCodec
+
+    remote = AsyncRemoteCodec("http://gpu-box:8080", tokn="x")  # E: Unexpected keyword argument "tokn"
+    await remote.encode(image, qualty=60)  # E: Unexpected keyword argument "qualty"
+    await remote.decode(b"", shortside=256)  # E: Unexpected keyword argument "shortside"
