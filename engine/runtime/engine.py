@@ -239,9 +239,9 @@ class Engine:
             if owner is not None and not isinstance(owner, str):  # (a list failed on a refine worker: a hang)
                 raise ConfigError(f"owner must be None or a name (str), got {owner!r:.80}")
             prep = self.codec.prepare(image, quality, short_side)
-            if not prep.pixels.flags.owndata or (isinstance(image, np.ndarray) and np.shares_memory(prep.pixels, image)):
+            if isinstance(image, np.ndarray) and np.may_share_memory(prep.pixels, image):
                 # the caller's own pixels: a buffer it fills again (a capture loop) was coded as it was
-                # when the batch ran, every queued frame as the last
+                # when the batch ran, every queued frame as the last (other inputs are copies already)
                 prep = prep._replace(pixels=prep.pixels.copy())
             if max_bytes is not None or max_bpp is not None:
                 budget = rate_control.budget_bytes(prep.size[1], prep.size[0], max_bytes, max_bpp)
