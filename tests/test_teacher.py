@@ -317,6 +317,21 @@ def test_corrupt_or_foreign_weight_files_raise_config_errors(tmp_path):
         load_teacher(tmp_path / "w32.safetensors")
 
 
+def test_a_state_dict_of_another_model_is_named_in_one_short_line(tmp_path, tiny_model_path):
+    """A vlmcodec model file as the teacher gave torch's message listing every missing and
+    unexpected key: several KB."""
+    sd = _tiny().vit.state_dict()
+    save = {k: v.contiguous() for k, v in sd.items()}
+    save["extra.weight"] = torch.zeros(2)
+    from safetensors.torch import save_file
+
+    save_file(save, str(tmp_path / "extra.safetensors"))
+    for path, says in ((tiny_model_path, "tensors missing"), (tmp_path / "extra.safetensors", "1 not its (extra.weight)")):
+        with pytest.raises(ConfigError, match="not a DINOv2 state dict") as caught:
+            load_teacher(path)
+        assert says in str(caught.value) and len(str(caught.value)) < 600, str(caught.value)
+
+
 def test_normalisation_statistics_are_checked():
     from vlmcodec.teacher.base import check_stats
 

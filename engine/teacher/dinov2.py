@@ -275,9 +275,18 @@ class DinoV2Teacher(FrozenTeacher):
                                "pos_grid": int(round((sd["pos_embed"].shape[1] - 1) ** 0.5)),
                                "num_register_tokens": sd["register_tokens"].shape[1] if "register_tokens" in sd else 0})
         vit = VisionTransformer(cfg)
+        expected = set(vit.state_dict())
+        missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+        if missing or unexpected:  # (torch's message listed every key: several KB for a file of another model)
+            def some(keys: list[str]) -> str:
+                return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+            raise ConfigError(f"{path}: not a DINOv2 state dict: " + "; ".join(
+                part for part in (f"{len(missing)} tensors missing ({some(missing)})" if missing else "",
+                                  f"{len(unexpected)} not its ({some(unexpected)})" if unexpected else "") if part))
         try:
             vit.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
+        except RuntimeError as e:  # (shapes: one line each, few)
             raise ConfigError(f"{path}: not a DINOv2 state dict for {cfg}: {e}") from e
         return cls(vit, name=name or path.stem)
 
