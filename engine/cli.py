@@ -848,6 +848,26 @@ def _model_info(f: Path, as_json: bool) -> None:
           + (f" (weights: the {d['train_weights']})" if d.get("train_weights") else "") + (f", from {stages}" if stages else ""))
 
 
+def _info_kind(f: Path) -> str:
+    """What ``info`` reads ``f`` as: its suffix's kind, or for a name without a known one (a model
+    file written as "-o model"), the kind its first bytes say (it was read as a stream: "bad magic")."""
+    suffix = f.suffix.lower()
+    if suffix in (".vlmc", ".safetensors", ".vlmd") or f is STDIN or _is_pipe(f):
+        return suffix
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return suffix  # (its error comes where it is read)
+    from vlmcodec.export.c_decoder import MAGIC as DECODER_MODEL_MAGIC
+
+    if head.startswith(DECODER_MODEL_MAGIC):
+        return ".vlmd"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return ".safetensors"  # (a safetensors file: its header's length, then its JSON)
+    return suffix
+
+
 def _why_no_encoder(d: dict) -> str:
     """``info``'s reason a decoder-model file has no encoder: written with --decode-only (version
     2 is what it writes), or by an exporter before version 3."""
@@ -892,7 +912,8 @@ def cmd_info(args) -> int:
     files = expand_inputs(args.inputs, {".vlmc", ".safetensors", ".vlmd"})
     failures = _Failures(len(files), sys.stdout if args.json else None)
     for f in files:
-        if f.suffix.lower() == ".vlmd":  # the C decoder's model file (export --format c-decoder)
+        kind = _info_kind(f)
+        if kind == ".vlmd":  # the C decoder's model file (export --format c-decoder)
             from vlmcodec.export.c_decoder import describe_decoder_model
 
             try:
@@ -913,7 +934,7 @@ def cmd_info(args) -> int:
                       f"  encodes images  {'yes' if d['encodes_images'] else _why_no_encoder(d)}\n"
                       f"  bytes           {d['bytes']}")
             continue
-        if f.suffix.lower() == ".safetensors":
+        if kind == ".safetensors":
             try:
                 _model_info(f, args.json)
             except (ConfigError, ModelNotFoundError, OSError) as e:

@@ -290,3 +290,16 @@ def test_a_model_file_as_weights_and_a_folder_as_a_model_say_what_they_are(tmp_p
     assert main(["encode", str(tmp_path / "a.png"), "--model", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "model file not found" in err and "(a folder: name the file in it)" in err, err
+
+
+def test_info_reads_a_model_or_decoder_model_named_without_its_suffix(tmp_path, capsys, tiny_model_path):
+    """convert -o model (no suffix) wrote a working model file that info then called "not a .vlmc
+    stream (bad magic)": a name without a known suffix is read as its first bytes say."""
+    import shutil
+
+    shutil.copy(tiny_model_path, tmp_path / "model")
+    (tmp_path / "dec").write_bytes(decoder_model_bytes(load_model(tiny_model_path)))
+    (tmp_path / "s").write_bytes(_stream())
+    assert main(["info", "--json", str(tmp_path / "model"), str(tmp_path / "dec"), str(tmp_path / "s")]) == 0
+    assert [json.loads(x)["kind"] for x in capsys.readouterr().out.splitlines()] == ["model", "decoder-model",
+                                                                                      "stream"]
