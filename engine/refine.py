@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -83,8 +84,19 @@ class RefineObjective:
             raise ConfigError(f"model metadata train_recipe is not JSON: {e}") from e
         w_tok = float(recipe.get("w_tok", 0.0)) if recipe.get("teacher") else 0.0
         return cls(w_pix=float(recipe.get("w_pix", 1.0)), w_tok=w_tok,
-                   teacher=str(recipe.get("teacher") or "") if w_tok else "",
+                   teacher=_portable_teacher(str(recipe.get("teacher") or "")) if w_tok else "",
                    teacher_layers=tuple(int(l) for l in recipe.get("teacher_layers", (3, 6, 9, 12))))
+
+
+def _portable_teacher(teacher: str) -> str:
+    """A recipe's teacher as this machine can load it: the GPU machine's packed DINOv2 ViT-S/14
+    file (``scripts/prepare_gpu_data.py --teacher gpu_data/dinov2_vits14_int8.safetensors``: a path
+    of that machine, relative to its checkout) is the installed DINOv2 teacher it was made from
+    (a GPU-trained model could not refine: "teacher weights not found"); others as they are."""
+    path = Path(teacher).expanduser()
+    if teacher and not path.exists() and path.name.startswith(("dinov2_vits14", "dinov2-vits14")):
+        return "dinov2-vits14"
+    return teacher
 
 
 class LatentRefiner:

@@ -165,3 +165,13 @@ def test_broken_directories_raise_config_errors(dirs, tmp_path):
             load_teacher(d)
     scalar = variant("scalar", files={"preprocessor_config.json": json.dumps({"image_mean": 0.5, "image_std": 0.25})})
     assert load_teacher(scalar).std.flatten().tolist() == [0.25] * 3  # a number is every channel's, as in transformers
+
+
+def test_a_half_precision_checkpoint_loads_as_float32(tmp_path):
+    """transformers 5 loads a checkpoint in its own precision: an fp16 DINOv2 directory made an
+    fp16 teacher (training and metrics in half precision on the CPU)."""
+    tf = import_transformers()
+    d = _save(tmp_path, "half", tf.Dinov2Model(tf.Dinov2Config(**TINY)).half())
+    teacher = load_teacher(d)
+    assert {p.dtype for p in teacher.parameters()} == {torch.float32}
+    assert teacher(torch.rand(1, 3, 56, 56), layers=[1])[0].dtype == torch.float32

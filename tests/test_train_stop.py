@@ -159,3 +159,33 @@ def test_a_schedule_that_is_likely_a_mistake_is_named(cfg):
     assert _schedule_notes(replace(cfg, warmup=4, steps=4)) == []  # (its last step reaches lr)
     with pytest.warns(VlmcodecWarning, match="warmup 5 > steps 2"):
         train(replace(cfg, warmup=5), progress=False)
+
+
+def test_loading_the_teacher_leaves_the_runs_random_state_alone(monkeypatch, cfg):
+    """The teacher's random initialisation drew from the global random state after a resume had
+    restored it: a resumed token-loss run drew other noise than an unbroken one."""
+    import types
+
+    import vlmcodec.teacher
+    from vlmcodec.training import trainer
+
+    def loader(name, device=None):
+        torch.nn.Linear(64, 64)  # (a model made at random, as the teacher's ViT is before its weights load)
+        return types.SimpleNamespace(num_layers=12)
+
+    monkeypatch.setattr(vlmcodec.teacher, "load_teacher", loader)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    trainer._semantic_term(replace(cfg, teacher="dinov2-vits14", w_tok=1.0), torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_gpu_trained_models_recipe_refines_with_the_installed_teacher():
+    """configs/semantic.toml's teacher is the GPU machine's packed file, a relative path of that
+    machine: a model trained there could not refine anywhere else ("teacher weights not found")."""
+    from vlmcodec.refine import RefineObjective
+
+    recipe = json.dumps({"teacher": "gpu_data/dinov2_vits14_int8.safetensors", "w_tok": 4000.0, "w_pix": 1.0})
+    assert RefineObjective.from_recipe({"train_recipe": recipe}).teacher == "dinov2-vits14"
+    other = json.dumps({"teacher": "/models/siglip", "w_tok": 1.0})
+    assert RefineObjective.from_recipe({"train_recipe": other}).teacher == "/models/siglip"

@@ -144,6 +144,9 @@ class HFTeacher(FrozenTeacher):
         except Exception as e:  # no/unknown model_type, weights not matching the config, a corrupt file
             raise ConfigError(f"cannot load the Hugging Face model in {directory}: {type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}") from e
+        # float32 as every teacher: transformers 5 loads a checkpoint in its own precision (an fp16 one
+        # ran training and the metrics in half precision on the CPU)
+        model = model.float()
         if hasattr(model, "vision_model") and hasattr(model.config, "vision_config"):  # CLIP/SigLIP two-tower
             model, vcfg = model.vision_model, model.config.vision_config
         else:

@@ -369,7 +369,10 @@ def _semantic_term(cfg: TrainConfig, device):
     from ..teacher.base import warn_if_slow_bfloat16
     from .semantic import rank_distortion, teacher_size, token_distortion
 
-    teacher = load_teacher(cfg.teacher, device=device)
+    # its random initialisation (then overwritten) must not draw from the run's random state, which a
+    # resume has restored by now: a resumed token-loss run drew other noise than an unbroken one
+    with torch.random.fork_rng(devices=[]):
+        teacher = load_teacher(cfg.teacher, device=device)
     _check_teacher_layers(cfg, teacher.num_layers)
     layers = list(cfg.teacher_layers)
     if cfg.teacher_bf16:
