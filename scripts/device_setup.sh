@@ -41,13 +41,16 @@ if where=$($PY -c "import vlmcodec; print(vlmcodec.__file__)" 2>/dev/null); then
   echo "vlmcodec: the installed one ($where) is not this checkout's or lacks its extension: reinstalling"
 fi
 if [ -d device_wheels ] && ls device_wheels/scikit_build_core-* >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --find-links device_wheels scikit-build-core nanobind ninja pathspec cmake \
-    || echo "build wheels: some did not install"
+  # --upgrade: an older scikit-build-core already there (the build needs >= 1.1.2) was "already satisfied"
+  $PY -m pip install -q --upgrade --no-index --find-links device_wheels scikit-build-core nanobind ninja pathspec \
+    cmake || echo "build wheels: some did not install"
 fi
 if $PY -c "import scikit_build_core, nanobind" 2>/dev/null && command -v cmake >/dev/null; then
-  echo "building vlmcodec (C++ rANS) with the device's scikit-build-core, nanobind and CMake"
+  echo "building vlmcodec (C++ rANS) with scikit-build-core $($PY -c 'import scikit_build_core as m; print(m.__version__)'),"\
+       "nanobind $($PY -c 'import nanobind as m; print(m.__version__)') and CMake (pyproject needs scikit-build-core >= 1.1.2)"
   start=$SECONDS
-  if timeout 240 $PY -m pip install -q --no-index --no-build-isolation --no-deps -e . \
+  # at most 120 s: what a slow build takes is taken from the training slice after it
+  if timeout 120 $PY -m pip install -q --no-index --no-build-isolation --no-deps -e . \
      && $PY -c "from vlmcodec.kernels.rans import CdfTable"; then
     echo "vlmcodec: built and installed in $((SECONDS - start)) s"
   else

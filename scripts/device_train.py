@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -54,22 +55,45 @@ def main() -> int:
         cfg, info = fit_steps_to_time(cfg, a.time_limit)
         print("fit-steps:", json.dumps(info), flush=True)
         (out / "fit.json").write_text(json.dumps(info, indent=2))
-    status = 0
+    # SIGTERM (a time limit's, a tool stopping the call) as Ctrl-C: the trainer ends its step and
+    # saves, then the weights are exported here (its default action killed the process first)
+    signal.signal(signal.SIGTERM, _interrupt)
+    ckpt, status, why = Path(cfg.out_dir) / "last.pt", 0, ""
     try:
         ckpt = train(cfg, progress=False)
     except TrainingDivergedError as e:
         # the device time is spent either way: the last checkpoint (intact) still comes back, with
         # the logs that show where the run went wrong; exit 3 says it diverged
         print(f"device_train: {e}", file=sys.stderr, flush=True)
-        ckpt, status = Path(cfg.out_dir) / "last.pt", 3
-        if not ckpt.exists():
-            return status
-    export_weights(ckpt, out / "weights.safetensors")
-    for log in ("log.csv", "log.jsonl"):
-        shutil.copy(Path(cfg.out_dir) / log, out / log)
-    print(f"weights: {out / 'weights.safetensors'} ({(out / 'weights.safetensors').stat().st_size / 1e6:.1f} MB)"
-          + (" — of the last checkpoint before the run diverged" if status else ""))
+        status, why = 3, " — of the last checkpoint before the run diverged"
+    except KeyboardInterrupt:
+        print("device_train: interrupted; the last checkpoint's weights still go to $OUT", file=sys.stderr, flush=True)
+        status, why = 130, " — of the checkpoint saved when the run was stopped"
+    except Exception as e:  # noqa: BLE001 — out of memory, a CUDA error...: what was saved still comes back
+        print(f"device_train: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        status, why = 1, " — of the last checkpoint before the run failed"
+    if ckpt.exists():
+        _export(ckpt, Path(cfg.out_dir), out, why)
     return status
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _export(ckpt: Path, run: Path, out: Path, why: str) -> None:
+    """The checkpoint's fp16 weights (its average, and with one the last step's too: a short slice's
+    average is still mostly the model it started from) and the logs, into ``out``."""
+    import torch
+
+    export_weights(ckpt, out / "weights.safetensors")
+    if torch.load(ckpt, map_location="cpu", weights_only=True).get("ema") is not None:
+        export_weights(ckpt, out / "weights_last.safetensors", average=False)
+    for log in ("log.csv", "log.jsonl"):
+        if (run / log).exists():
+            shutil.copy(run / log, out / log)
+    print(f"weights: {out / 'weights.safetensors'} ({(out / 'weights.safetensors').stat().st_size / 1e6:.1f} MB)"
+          + why, flush=True)
 
 
 if __name__ == "__main__":

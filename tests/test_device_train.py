@@ -203,10 +203,14 @@ if [ "${1:-}" = scripts/device_train.py ]; then
   for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
   echo '{"steps": 100}' > "$out/fit.json"
   head -c 5300000 /dev/zero > "$out/weights.safetensors"
+  head -c 5300000 /dev/zero > "$out/weights_last.safetensors"   # (the recipe keeps an average)
   echo "step,loss" > "$out/log.csv"; echo '{}' > "$out/log.jsonl"
   echo "weights written"
   exit "${STUB_TRAIN_EXIT:-0}"
 fi
+out=""; prev=""
+for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+[ -n "$out" ] && echo '{}' > "$out"   # (the speed benchmark's JSON)
 echo "ran: $*"
 exit 0
 """
@@ -253,7 +257,8 @@ def test_device_session_leaves_what_the_run_tool_returns(tmp_path):
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     names = _check_run_tool_returns_all(out)
-    assert names == ["fit.json", "log.csv", "log.jsonl", "session.txt", "weights.safetensors"]
+    assert names == ["fit.json", "log.csv", "log.jsonl", "session.txt", "speed.json", "weights.safetensors",
+                     "weights_last.safetensors"]
     log = (out / "session.txt").read_text()
     for title in ("GPU tests", "kernel benchmark", "codec speed", "exact h_s"):
         assert f"== {title}" in log
@@ -263,6 +268,48 @@ def test_device_session_leaves_what_the_run_tool_returns(tmp_path):
     assert 535 - math.ceil(elapsed) <= train_s <= 535, (train_s, elapsed)
     assert log.splitlines().count("exit 0") == 4 and "ran: scripts/device_run.py pytest -m gpu" in log
     assert "weights written" in log and "training exit 0" in log
+
+
+def test_device_session_keeps_output_and_stops_steps_as_ctrl_c_does():
+    """A step stopped at its limit lost all it had printed (Python buffers its output into a
+    pipe; SIGTERM killed it unflushed) and pytest's summary with it."""
+    script = (ROOT / "scripts" / "device_session.sh").read_text()
+    assert "export PYTHONUNBUFFERED=1" in script and 'timeout -s INT -k 10 "$limit"' in script
+    assert '--out "$OUT/speed.json"' in script  # (it went to /tmp/speed.json, which does not come back)
+
+
+def test_device_train_stopped_by_sigterm_still_returns_its_weights(tmp_path):
+    """A slice stopped by a signal (a tool's limit, a kill) saved its checkpoint in out_dir, which
+    does not come back, and exported nothing to $OUT; with a weight average the last step's weights
+    come back too (a short slice's average is mostly the model it started from)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_train_folder(tmp_path / "data")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(f'data_dir = "{data}"\nout_dir = "{tmp_path / "run"}"\nN = 8\nM = 12\nlmbdas = [0.01, 0.05]\n'
+                   'crop = 64\nbatch = 1\nsteps = 100000\nwarmup = 1\nthreads = 1\nlog_every = 1\n'
+                   'ckpt_every = 100000\nema_decay = 0.9\n')
+    paths = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    proc = subprocess.Popen([sys.executable, "-S", str(ROOT / "scripts" / "device_train.py"), "--config", str(cfg),
+                             "--out", str(tmp_path / "out"), "--time-limit", "600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "run" / "log.csv"
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline and not (
+            log.exists() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, out[-1500:] + err[-1500:]
+    assert "of the checkpoint saved when the run was stopped" in out
+    for name in ("weights.safetensors", "weights_last.safetensors", "log.csv"):
+        assert (tmp_path / "out" / name).stat().st_size > 0, name
 
 
 def test_device_session_of_a_diverged_run_still_returns_the_weights(tmp_path):
