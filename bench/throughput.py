@@ -16,12 +16,11 @@ then exits 2.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from vlmcodec.console import backend_option
 
+from ..checks import finite_number_arg
 from .common import check_output_path, count_arg, environment, image_files, positive_arg, write_json
 
 # the options that only an in-process Engine uses (with --url the server's own settings apply)
@@ -63,21 +63,7 @@ def concurrency_list(text: str) -> list[int]:
     return [positive_arg(c) for c in items if c]
 
 
-def finite_arg(least: float, above: bool = False, unit: str = "") -> Callable[[str], float]:
-    """An argparse ``type``: a finite number, at least ``least`` (``above``: more than it), checked
-    as the options are read (the Engine refused a bad delay only after the sequential loops)."""
-    bound = f"above {least:g}" if above else f"at least {least:g}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and (value > least if above else value >= least)):
-            raise argparse.ArgumentTypeError(f"expected a finite number{unit}, {bound}, got {text!r}")
-        return value
-
-    return parse
+finite_arg = finite_number_arg  # (checked as the options are read: the Engine refused a bad delay only after the loops)
 
 
 def _percentiles(lat: list[float]) -> dict:

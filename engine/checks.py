@@ -108,6 +108,22 @@ def check_in_range(name: str, value: object, lo: float, hi: float, *, unit: str 
     return float(value)
 
 
+def finite_number_arg(least: float, above: bool = False, unit: str = "") -> Callable[[str], float]:
+    """An argparse ``type``: a finite number, at least ``least`` (``above``: more than it)."""
+    bound = f"above {least:g}" if above else f"at least {least:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value > least if above else value >= least)):
+            raise argparse.ArgumentTypeError(f"expected a finite number{unit}, {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
 def whole_number_arg(least: int = 1) -> Callable[[str], int]:
     """An argparse ``type``: a whole number, at least ``least`` (``1_000`` too)."""
     def parse(text: str) -> int:

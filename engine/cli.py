@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .checks import DEFAULT_QUALITY, whole_number_arg
+from .checks import DEFAULT_QUALITY, finite_number_arg, whole_number_arg
 from .console import backend_option
 from .console import is_terminal as _is_terminal
 from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError, ModelNotFoundError, ResourceError,
@@ -1106,14 +1106,7 @@ def _export(args) -> int:
 _positive_int = whole_number_arg(1)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+_positive_float = finite_number_arg(0, above=True)
 
 
 def _body_mib(text: str) -> float:

@@ -43,7 +43,7 @@ def test_the_files_options_are_converted_as_flags_and_the_flags_win(tmp_path):
     ("port = [1, 2]\n", "port takes one value"),
     ("config = 'other.toml'\n", "unknown option 'config'"),
     ("port = \n", "is not valid TOML"),
-    ("header-timeout = 0\n", "expected a positive number"),
+    ("header-timeout = 0\n", "expected a finite number, above 0"),
     ("rate-limit = 5\nrate_limit = 500\n", "'rate-limit' and 'rate_limit' are one option"),  # 500 was taken
 ])
 def test_a_bad_file_is_refused_with_what_is_wrong(tmp_path, text, message):
