@@ -553,6 +553,9 @@ class Codec:
                 for part in parts:
                     with self._stage("g_s"):
                         x_hat = self.backend.synthesis(y_hat[part])
+                    if not bool(torch.isfinite(x_hat).all()):  # (NaN became 0 in the uint8 cast: a black image)
+                        raise BitstreamError("corrupt stream: its latents drive the synthesis to values that are "
+                                             "not finite (symbols far outside what an encoder writes)")
                     # in place: x̂ is this call's own tensor, and each full-size float copy costs 12 B per pixel
                     x_hat = x_hat.clamp_(0, 1)
                     for j, d in enumerate(latents[part]):

@@ -303,3 +303,41 @@ def test_info_reads_a_model_or_decoder_model_named_without_its_suffix(tmp_path, 
     assert main(["info", "--json", str(tmp_path / "model"), str(tmp_path / "dec"), str(tmp_path / "s")]) == 0
     assert [json.loads(x)["kind"] for x in capsys.readouterr().out.splitlines()] == ["model", "decoder-model",
                                                                                       "stream"]
+
+
+def test_decode_refuses_a_huge_file_from_its_first_bytes(tmp_path, capsys, monkeypatch, tiny_model_path):
+    """decode read its input whole before the header was looked at (a 1.5 GB sparse file of no
+    stream: 11 s and 2 GB), where info read only what the header announces."""
+    path = _grown(tmp_path / "big.vlmc", b"")
+    good = _grown(tmp_path / "padded.vlmc", _stream())  # a header, then 2 GB the chunk table does not announce
+    counted: list[int] = []
+    real_open = builtins.open
+
+    def counting_open(file, mode="r", *args, **kwargs):  # (the two inputs' reads only: the model's are its own)
+        f = real_open(file, mode, *args, **kwargs)
+        return _Counted(f, counted) if str(file) in (str(path), str(good)) else f
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: counting_open(self, "rb").read())
+    for f, says in ((path, "not a .vlmc stream (bad magic)"), (good, "payload bytes")):
+        assert main(["decode", str(f), "-o", str(tmp_path / "x.png"), "--model", str(tiny_model_path)]) == 2
+        assert says in capsys.readouterr().err
+    assert counted and sum(counted) < LIMIT
+
+
+def test_a_stream_whose_synthesis_is_not_finite_is_refused(tiny_model_path, rng):
+    """Symbols far beyond an encoder's drove g_s to NaN, which the uint8 cast made 0: an all-black
+    image returned without an error."""
+    import numpy as np
+
+    from vlmcodec import Codec
+    from vlmcodec.bitstream.container import unpack
+    from vlmcodec.errors import BitstreamError
+
+    codec = Codec(tiny_model_path)
+    stream = codec.encode(np.full((64, 64, 3), 128, np.uint8), 50)
+    latent = codec.entropy_decode(stream)
+    latent.y_hat.fill_(3e38)  # (as ~2**31 symbols do: finite, but g_s overflows)
+    with pytest.raises(BitstreamError, match="not finite"):
+        codec.synthesize([latent])
+    assert unpack(stream)[0].width == 64
