@@ -792,6 +792,10 @@ class Codec:
                 z_sym = rans.decode(z_chunks, self._z_indexes(hz, wz).ravel(), self.tables["z"], threads=1)
         except ValueError as e:
             raise BitstreamError(f"corrupt stream: z payload does not decode ({e})") from e
+        try:  # before h_s, whose cost a hostile stream's broken y chunks made a decoder pay first
+            rans.check_chunk_starts(y_chunks)
+        except ValueError as e:
+            raise BitstreamError(f"corrupt stream: y payload does not decode ({e})") from e
         use_torch_threads(self._torch_threads)
         with self._stage("h_s"), self._gpu_memory("decoding (h_s)"):
             m = self.medians.reshape(1, -1, 1, 1)

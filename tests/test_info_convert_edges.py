@@ -341,3 +341,23 @@ def test_a_stream_whose_synthesis_is_not_finite_is_refused(tiny_model_path, rng)
     with pytest.raises(BitstreamError, match="not finite"):
         codec.synthesize([latent])
     assert unpack(stream)[0].width == 64
+
+
+def test_broken_y_chunks_fail_before_the_exact_h_s(tiny_model_path, rng, monkeypatch):
+    """A stream with a valid z and y chunks whose initial rANS states no encoder writes made the
+    decoder run the whole exact h_s first (62 KB at 8000x8000: 9.5 s and 1.4 GB before the error)."""
+    from conftest import smooth_image
+    from vlmcodec import Codec
+    from vlmcodec.bitstream import container
+    from vlmcodec.errors import BitstreamError
+    from vlmcodec.kernels import rans
+
+    codec = Codec(tiny_model_path)
+    stream = codec.encode(smooth_image(rng, 64, 64), 50)
+    header, z_chunks, y_chunks = container.unpack(stream)
+    rans.check_chunk_starts(y_chunks)  # (an encoder's chunks pass)
+    monkeypatch.setattr(codec, "_entropy_parameters", lambda z: pytest.fail("h_s ran"))
+    for bad, says in ((bytes(8), "initial state out of range"), (b"\x00\x00\x80", "fewer than its 8-byte header")):
+        forged = container.pack(header, z_chunks, [bad] * len(y_chunks))
+        with pytest.raises(BitstreamError, match=f"y payload does not decode .*{says}"):
+            codec.decode(forged)

@@ -10,6 +10,8 @@ import numpy as np
 PRECISION: int
 FORMAT_VERSION: int
 MAX_CDF_LENGTH: int
+STATE_LOWER: int
+NUM_STATES: int
 
 class CorruptStreamError(ValueError): ...
 

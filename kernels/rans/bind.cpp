@@ -138,6 +138,8 @@ NB_MODULE(_rans, m) {
     m.attr("PRECISION") = rans::kPrecision;
     m.attr("FORMAT_VERSION") = rans::kFormatVersion;
     m.attr("MAX_CDF_LENGTH") = rans::kMaxCdfLength;
+    m.attr("STATE_LOWER") = rans::kStateLower; // a chunk's initial states lie in [L, 256·L)
+    m.attr("NUM_STATES") = rans::kNumStates;   // ... one 4-byte state each, at its start
 
     nb::class_<rans::Tables>(m, "Tables", "Validated, prepared CDF tables (immutable).")
         .def("__init__",
