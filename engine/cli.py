@@ -899,8 +899,11 @@ def _read_stream(src: Path) -> bytes:
         if len(head) < container.MAX_HEADER_BYTES:  # (the whole file)
             return head
         start, payload = container.payload_span(head)
-        st = os.fstat(f.fileno())
-        size = st.st_size if stat.S_ISREG(st.st_mode) else None  # (a pipe's or a FIFO's is not known)
+        try:
+            st = os.fstat(f.fileno())
+            size = st.st_size if stat.S_ISREG(st.st_mode) else None  # (a pipe's or a FIFO's is not known)
+        except (OSError, ValueError):  # (a stand-in stdin without a file descriptor)
+            size = None
         if size is not None and size != start + payload:
             raise container.length_mismatch(payload, size - start)
         return head + f.read(start + payload + 1 - len(head))  # (one more: unpack refuses a longer one)
