@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -341,3 +342,18 @@ def test_roundtrip_says_the_stream_was_written_when_its_image_was_not(tmp_path, 
     err = capsys.readouterr().err
     assert "No space left on device" in err and f"its stream {tmp_path / 'rt' / 'a.vlmc'} was written" in err
     assert (tmp_path / "rt" / "a.vlmc").exists()
+
+
+def test_decode_reads_a_long_stream_from_a_stand_in_standard_input(tmp_path, tiny_model_path, monkeypatch, capsys):
+    """Standard input without a file descriptor (an embedding program's io.BytesIO): a stream longer
+    than a header's most bytes is read as from a pipe (decode read it whole before; the header-first
+    read asked it for its fileno)."""
+    from vlmcodec import Codec
+
+    codec = Codec(tiny_model_path)
+    data = codec.encode(np.random.default_rng(0).integers(0, 256, (512, 640, 3), dtype=np.uint8), 100)
+    assert len(data) > container.MAX_HEADER_BYTES
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(data)))
+    out = tmp_path / "o.png"
+    assert main(["decode", "-", "-o", str(out), "--model", str(tiny_model_path), "--quiet"]) == 0, capsys.readouterr()
+    assert np.array_equal(np.asarray(Image.open(out)), codec.decode(data))
