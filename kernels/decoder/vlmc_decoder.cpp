@@ -517,6 +517,26 @@ void apply_gain(const vlmc_decoder &d, const std::vector<float> &table, uint32_t
     }
 }
 
+// y chunks whose rANS start no encoder writes fail before the exact h_s, whose cost a hostile
+// stream made a decoder pay first (62 KB at 8000x8000: 3.8 s, 1.3 GB); as Codec._latents
+// (rans.check_chunk_starts). Each chunk opens with 2 little-endian 4-byte states in [2^23, 2^31)
+// (kernels/rans/rans.hpp: kNumStates, kStateLower); the words are the rANS decoder's own.
+void check_chunk_starts(const uint8_t *data, const std::vector<size_t> &sizes) {
+    constexpr size_t kStates = 2, kHeader = 4 * kStates;
+    constexpr uint32_t kLower = 1u << 23, kUpper = kLower << 8;
+    for (size_t i = 0; i < sizes.size(); data += sizes[i], ++i) {
+        const std::string what = "corrupt stream: y payload does not decode (rANS chunk " + std::to_string(i);
+        if (sizes[i] < kHeader)
+            raise(VLMC_DEC_ERR_CORRUPT, what + " has " + std::to_string(sizes[i]) + " bytes, fewer than its " +
+                                            std::to_string(kHeader) + "-byte header)");
+        for (size_t k = 0; k < kStates; ++k) {
+            const uint8_t *p = data + 4 * k;
+            const uint32_t x = uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+            if (x < kLower || x >= kUpper) raise(VLMC_DEC_ERR_CORRUPT, what + " is corrupt: initial state out of range)");
+        }
+    }
+}
+
 void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, conv::Pool &pool, float *out) {
     const vlmc_stream_info &info = s.info;
     const uint32_t hz = info.padded_height / 64, wz = info.padded_width / 64;
@@ -529,6 +549,7 @@ void decode_latents(const vlmc_decoder &d, const Parsed &s, uint32_t flags, conv
                          z_sym.data()) != VLMC_RANS_OK)
         raise(VLMC_DEC_ERR_CORRUPT, std::string("corrupt stream: z payload does not decode (") +
                                         vlmc_rans_last_error() + ")");
+    check_chunk_starts(s.y_data, s.y_sizes);
     const Planes<double> params = hyper_parameters(d, z_sym.data(), hz, wz, pool);
     if (params.h != hy || params.w != wy) raise(VLMC_DEC_ERR_INTERNAL, "h_s output has the wrong shape");
     const size_t n_y = size_t(d.M) * hy * wy;
