@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..checks import whole_number_arg
@@ -92,24 +92,19 @@ def output_folder(path: str | Path):
     """``path`` made (with its parents) for the body's outputs; on leaving, the folders it made
     that hold no file are removed again (a run that failed or was interrupted before it wrote
     anything left an empty --out behind)."""
+    from ..files import empty_folders_removed, missing_folders
+
     path = Path(path)
-    made = [p for p in (path, *path.parents) if not p.exists()]  # the deepest first
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        yield path
-    finally:
-        if made:
-            for root, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):  # empty subfolders first
-                _rmdir_if_empty(Path(root))
-            for folder in made[1:]:
-                _rmdir_if_empty(folder)
-
-
-def _rmdir_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:  # not empty (or gone)
-        pass
+    with empty_folders_removed() as made:
+        made += missing_folders(path)
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            yield path
+        finally:
+            if made:  # (a new folder: the subfolders the run made in it too, innermost first)
+                for root, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0]))[:-1]:
+                    with suppress(OSError):  # (not empty: left as it is)
+                        Path(root).rmdir()
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True):

@@ -207,30 +207,18 @@ def _output_name(src: Path, out: str | None, many: bool, suffix: str) -> Path:
 def _make_folders(outputs: list[Path], made: list[Path]) -> None:
     """Make the outputs' folders before anything is coded: one that cannot be made is one error
     up front (it was each input's, and a file in the way an "[Errno 17] File exists"). The folders
-    this made, parents first, are added to ``made`` (``_drop_unused``)."""
+    this made, parents first, are added to ``made`` (``files.empty_folders_removed``)."""
+    from .files import file_in_the_way, missing_folders
+
     for folder in sorted({p.parent for p in outputs}):
-        new = [q for q in (*reversed(folder.parents), folder) if not q.exists()]
+        new = missing_folders(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             made += new
         except OSError as e:
-            in_the_way = next((q for q in (folder, *folder.parents) if q.exists() and not q.is_dir()), None)
+            in_the_way = file_in_the_way(folder)
             why = f"{in_the_way} is not a folder" if in_the_way is not None else e.strerror or str(e)
             raise VlmcodecError(f"cannot make the output folder {folder}: {why}") from None
-
-
-@contextlib.contextmanager
-def _drop_unused():
-    """The folders ``_make_folders`` makes meanwhile (the list given), removed at the end if they
-    are still empty: a run whose every input failed (or a Ctrl-C before the first output) leaves
-    no empty output folder behind."""
-    made: list[Path] = []
-    try:
-        yield made
-    finally:
-        for folder in reversed(made):
-            with contextlib.suppress(OSError):  # (not empty, or gone: left as it is)
-                folder.rmdir()
 
 
 def _check_outputs(files: list[Path], outputs: list[list[Path]]) -> None:
@@ -387,7 +375,9 @@ def _stream_quality(data: bytes) -> float:
 
 
 def cmd_encode(args, roundtrip: bool = False) -> int:
-    with _drop_unused() as made:
+    from .files import empty_folders_removed
+
+    with empty_folders_removed() as made:
         return _encode_files(args, roundtrip, made)
 
 
@@ -516,7 +506,9 @@ def _encode_files(args, roundtrip: bool, made: list[Path]) -> int:
 
 
 def cmd_decode(args) -> int:
-    with _drop_unused() as made:
+    from .files import empty_folders_removed
+
+    with empty_folders_removed() as made:
         return _decode_files(args, made)
 
 
@@ -993,7 +985,9 @@ def cmd_convert(args) -> int:
     if Path(args.output).is_dir():  # (it failed after the reading, with "[Errno 21] Is a directory")
         raise VlmcodecError(f"-o {args.output} is a folder: convert writes one model file; "
                             "name it (-o FILE.safetensors)")
-    in_the_way = next((q for q in Path(args.output).parents if q.exists() and not q.is_dir()), None)
+    from .files import file_in_the_way
+
+    in_the_way = file_in_the_way(Path(args.output).parent)
     if in_the_way is not None:  # (it said "[Errno 17] File exists" once the model was converted)
         raise VlmcodecError(f"cannot write -o {args.output}: {in_the_way} is not a folder")
     # an input replaced by the output: a checkpoint by a file of another kind, or the model whose
@@ -1038,9 +1032,10 @@ def cmd_convert(args) -> int:
 
 
 def cmd_export(args) -> int:
-    with _drop_unused() as made:  # (a failed or interrupted export left its new -o folder, empty)
-        out = Path(args.output)
-        made += [q for q in (*reversed(out.parents), out) if not q.exists()]
+    from .files import empty_folders_removed, missing_folders
+
+    with empty_folders_removed() as made:  # (a failed or interrupted export left its new -o folder, empty)
+        made += missing_folders(Path(args.output))
         return _export(args)
 
 

@@ -1,4 +1,4 @@
-"""Writing files whole or not at all."""
+"""Writing files whole or not at all; the folders a run makes for them."""
 
 from __future__ import annotations
 
@@ -50,3 +50,29 @@ def _link_target(link: Path) -> Path:
         if e.errno == errno.ELOOP:
             raise OSError(e.errno, f"cannot write {link}: {e.strerror}") from None
     return Path(os.path.realpath(link))
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, outermost first: what
+    ``folder.mkdir(parents=True)`` makes."""
+    return [q for q in (*reversed(folder.parents), folder) if not q.exists()]
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The first of ``folder`` and its parents that exists and is no folder: why it cannot be made
+    (None: none is)."""
+    return next((q for q in (folder, *folder.parents) if q.exists() and not q.is_dir()), None)
+
+
+@contextlib.contextmanager
+def empty_folders_removed():
+    """A list for the folders a run makes (``missing_folders``, before making them); on leaving,
+    those still empty are removed, innermost first: a run that failed or was interrupted before its
+    first output leaves no empty folder behind."""
+    made: list[Path] = []
+    try:
+        yield made
+    finally:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):  # (not empty, or gone: left as it is)
+                folder.rmdir()
