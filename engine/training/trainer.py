@@ -18,7 +18,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 import tomllib
 import warnings
@@ -535,9 +537,6 @@ class _StopRequest:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "_StopRequest":
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for name in self.SIGNALS:
                 if hasattr(signal, name):
@@ -546,8 +545,6 @@ class _StopRequest:
         return self
 
     def __exit__(self, *exc) -> None:
-        import signal
-
         for num, handler in self._previous.items():
             signal.signal(num, handler)  # type: ignore[arg-type]
 
@@ -560,8 +557,6 @@ class _StopRequest:
     def take_course(self, signum: int | None = None, frame=None) -> None:
         """The signal's own action, as it would have been without this request: the handler before
         it (the CLI's SIGTERM raises its KeyboardInterrupt), else KeyboardInterrupt."""
-        import signal
-
         signum = self.signum if signum is None else signum
         previous = self._previous.get(signum) if signum is not None else None
         if callable(previous):
@@ -664,7 +659,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> P
             consumer.gen.set_state(state["consumer_rng"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
         lineage = state.get("lineage", [])
-        decodes_as = StreamIdentity(*map(bytes.fromhex, state["decodes_as"])) if state.get("decodes_as") else None
+        decodes_as = _decodes_as(state)
     ema = None
     if cfg.ema_decay > 0:
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -857,10 +852,12 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> P
     return ckpt
 
 
-def _checkpoint_model(ckpt: str | Path, average: bool | None = None) -> tuple[MeanScaleHyperprior, dict]:
+def _checkpoint_model(ckpt: str | Path, average: bool | None = None,
+                      state: dict | None = None) -> tuple[MeanScaleHyperprior, dict]:
     """A checkpoint's model and metadata: its weight average where it has one (``average`` None
-    or True; True without one is an error), else the last step's weights."""
-    state = _checkpoint_state(ckpt)
+    or True; True without one is an error), else the last step's weights (``state``: the
+    checkpoint already read)."""
+    state = _checkpoint_state(ckpt) if state is None else state
     cfg = TrainConfig(**TrainConfig.with_tuples(state["config"]))
     model = MeanScaleHyperprior(cfg.model_config())
     has_average = state.get("ema") is not None
@@ -895,10 +892,15 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, average: bool | None = 
     shares its init model's decoder, as the run's own model file does."""
     from ..models.checkpoint import save_model
 
-    model, meta = _checkpoint_model(ckpt, average)
-    shared = _checkpoint_state(ckpt).get("decodes_as")
-    decodes_as = StreamIdentity(*map(bytes.fromhex, shared)) if shared else None
-    return save_model(model, out, extra_metadata=meta, decodes_as=decodes_as)
+    state = _checkpoint_state(ckpt)  # (read once: the model and the decoder it shares)
+    model, meta = _checkpoint_model(ckpt, average, state)
+    return save_model(model, out, extra_metadata=meta, decodes_as=_decodes_as(state))
+
+
+def _decodes_as(state: dict) -> StreamIdentity | None:
+    """The stream identity a checkpoint's run keeps (an encoder-only run's init model's), or None."""
+    shared = state.get("decodes_as")
+    return StreamIdentity(*map(bytes.fromhex, shared)) if shared else None
 
 
 def export_weights(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
