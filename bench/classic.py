@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .common import repeated
+
 
 class ClassicCodec:
     name: str = ""
@@ -48,10 +50,9 @@ class ClassicCodec:
         """ValueError for a quality the encoder does not take as given (jpeg=200 was coded at
         Pillow's 100 and recorded as 200)."""
         lo, hi = self.quality_range
-        twice = sorted({float(q) for q in qualities if sum(float(q) == float(r) for r in qualities) > 1})
-        if twice:  # (each gave its own point: a curve with two points at one rate)
-            raise ValueError(f"{self.name}: {self.quality_name} {', '.join(f'{q:g}' for q in twice)} "
-                             "given more than once")
+        twice = repeated(qualities)
+        if twice:  # (a curve with two points at one rate)
+            raise ValueError(f"{self.name}: {self.quality_name} {twice} given more than once")
         for q in qualities:
             whole = not self.whole_qualities or float(q).is_integer()
             if not (lo <= q <= hi and whole):

@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .common import count_arg, positive_arg
+from .common import count_arg, positive_arg, repeated
 
 
 def _add_rd(p: argparse.ArgumentParser) -> None:
@@ -57,9 +57,9 @@ def parse_qualities(items: list[str]) -> dict:
             raise ValueError(f"bad --qualities {item!r}: expected CODEC=Q1,Q2,...")
         if not out[name]:
             raise ValueError(f"bad --qualities {item!r}: no values")
-        twice = sorted({q for q in out[name] if out[name].count(q) > 1})
-        if twice:  # (each gave its own point of the curve)
-            raise ValueError(f"bad --qualities {item!r}: {', '.join(f'{q:g}' for q in twice)} given more than once")
+        twice = repeated(out[name])
+        if twice:
+            raise ValueError(f"bad --qualities {item!r}: {twice} given more than once")
     return out
 
 

@@ -118,6 +118,13 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
                 disable=not (enabled and is_terminal(sys.stderr)))
 
 
+def repeated(values) -> str:
+    """The values given more than once, as text ("50, 60"; "" for none): a quality list's repeat
+    gave its own point of a curve or row of a report."""
+    floats = [float(v) for v in values]
+    return ", ".join(f"{v:g}" for v in sorted({v for v in floats if floats.count(v) > 1}))
+
+
 def finite_number(v) -> bool:
     """Whether ``v`` is a finite int or float (not a bool): a figure read back from JSON."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .bootstrap import mean_interval
-from .common import count_arg
+from .common import count_arg, repeated
 
 DEFAULT_METRICS = ("teacher-sim", "effnet-kl", "effnet-top1", "effnet-top1-10crop")
 # column titles and number formats of the Markdown table; other metrics show their own name
@@ -171,9 +171,9 @@ def _floats(text: str, what: str) -> list[float]:
         raise ValueError(f"{what}: expected numbers separated by commas, got {text!r}") from None
     if not values:
         raise ValueError(f"{what}: no values")
-    twice = sorted({v for v in values if values.count(v) > 1})
-    if twice:  # (each gave its own row of the report)
-        raise ValueError(f"{what}: {', '.join(f'{v:g}' for v in twice)} given more than once")
+    twice = repeated(values)
+    if twice:
+        raise ValueError(f"{what}: {twice} given more than once")
     return values
 
 
