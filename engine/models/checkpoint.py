@@ -226,23 +226,24 @@ def read_safetensors(path: str | Path, what: str = "model file") -> tuple[dict[s
         raise ConfigError(f"cannot read {what} {path}: {_other_kind(path) or e}") from e
 
 
-# files of vlmcodec's other kinds, by their first bytes: named when one is given as a model file
-# (it said "Error while deserializing: header too large")
-_OTHER_KINDS = ((b"VLMCDEC\0", "it is the C library's decoder model (.vlmd), exported from a model file: give that "
-                                "model's .safetensors"),
-                (b"VLMC", "it is a .vlmc stream, not a model"),
-                (b"PK\x03\x04", "a zip archive, as a training checkpoint (last.pt) is: `vlmcodec convert "
-                                 "--from-checkpoint last.pt -o MODEL.safetensors` makes a model file of one"))
-
-
 def _other_kind(path: Path) -> str | None:
-    """What ``path`` is, where its first bytes say it is one of vlmcodec's other files."""
+    """What ``path`` is, where its first bytes say it is one of vlmcodec's other files: named when
+    one is given as a model file (it said "Error while deserializing: header too large")."""
+    from vlmcodec.export.c_decoder import MAGIC as DECODER_MODEL_MAGIC
+
+    from ..bitstream.container import MAGIC as STREAM_MAGIC
+
+    kinds = ((DECODER_MODEL_MAGIC, "it is the C library's decoder model (.vlmd), exported from a model file: give "
+                                   "that model's .safetensors"),  # (before the stream's: it starts with it)
+             (STREAM_MAGIC, "it is a .vlmc stream, not a model"),
+             (b"PK\x03\x04", "a zip archive, as a training checkpoint (last.pt) is: `vlmcodec convert "
+                             "--from-checkpoint last.pt -o MODEL.safetensors` makes a model file of one"))
     try:
         with open(path, "rb") as f:
             head = f.read(8)
     except OSError:
         return None
-    return next((what for magic, what in _OTHER_KINDS if head.startswith(magic)), None)
+    return next((what for magic, what in kinds if head.startswith(magic)), None)
 
 
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header ("header too large")
