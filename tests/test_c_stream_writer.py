@@ -134,6 +134,33 @@ def test_bad_input_is_refused_with_a_clear_error(tiny_writer, rng):
     assert e.value.code == -1
 
 
+def test_a_stream_whose_synthesis_is_not_finite_is_refused_as_the_python_decoder_does(tiny_writer):
+    """Symbols far beyond an encoder's (codable: below 2^30) drove the C decoder's g_s past
+    float32's range; its clamps made NaN 0 and it returned an all-black image where the Python
+    decoder raises BitstreamError. Both refuse, in whole images and in row bands."""
+    from vlmcodec.errors import BitstreamError
+
+    codec, writer = tiny_writer
+    prep = codec.prepare(np.full((64, 64, 3), 128, np.uint8), 50)
+    y, z = (t[0].numpy() for t in codec.analyse([prep.pixels], [prep.quality]))
+    for v, finite in ((1e9, False), (1e6, False), (1e4, True)):
+        data = writer.write_stream(np.full_like(y, v), z, 64, 64, prep.quality)
+        for band_pixels in (0, 256):
+            writer.set_band_pixels(band_pixels)
+            try:
+                if finite:
+                    np.testing.assert_array_equal(writer.image(data), codec.decode(data))
+                    continue
+                with pytest.raises(CDecoderError, match="drive the synthesis to values that are not finite") as e:
+                    writer.image(data)
+                assert e.value.code == -2  # VLMC_DEC_ERR_CORRUPT
+            finally:
+                writer.set_band_pixels(1 << 20)  # (the default)
+        if not finite:
+            with pytest.raises(BitstreamError, match="not finite"):
+                codec.decode(data)
+
+
 def test_older_model_files_decode_but_say_what_they_cannot_do(c_decoder_build, tiny_writer, tiny_model_path, rng,
                                                               tmp_path):
     """A decoder-model file of version 1 (before the gains) still decodes, one of version 2 (before

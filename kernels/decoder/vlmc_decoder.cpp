@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstdio>
@@ -584,6 +585,21 @@ inline uint8_t to_byte(float v) {
 #endif
 }
 
+// whether rows [r0, r1) of each of x's planes hold only finite values (a band's own rows: its
+// halo rows are another band's own)
+bool own_rows_finite(const Planes<float> &x, uint32_t r0, uint32_t r1, conv::Pool &pool) {
+    std::atomic<bool> finite{true};
+    conv::parallel_for(r1 - r0, pool, [&](uint32_t a, uint32_t b) {
+        bool ok = true;
+        for (uint32_t c = 0; c < x.c; ++c) {
+            const float *row = x.v.data() + (size_t(c) * x.h + r0 + a) * x.w;
+            for (size_t i = 0, n = size_t(b - a) * x.w; i < n; ++i) ok &= std::isfinite(row[i]);
+        }
+        if (!ok) finite.store(false, std::memory_order_relaxed);
+    });
+    return finite.load();
+}
+
 void cubic_weights(float t, float w[4]) {
     constexpr float A = -0.75f;
     auto near = [&](float x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };       // |x| ≤ 1
@@ -908,6 +924,11 @@ void decode_image(const vlmc_decoder *decoder, const Parsed &s, uint32_t out_h, 
         x = synthesis(*decoder, std::move(x), *pool);
         if (x.c != 3 || x.h != (hi - lo) * scale || x.w != info.padded_width)
             raise(VLMC_DEC_ERR_INTERNAL, "g_s output has the wrong shape");
+        // symbols far beyond an encoder's drive g_s past float32's range: refused as corrupt (as
+        // the Python decoder does), where the clamps below made NaN 0 (an all-black image)
+        if (!own_rows_finite(x, (b0 - lo) * scale, (b1 - lo) * scale, *pool))
+            raise(VLMC_DEC_ERR_CORRUPT, "corrupt stream: its latents drive the synthesis to values that are not "
+                                        "finite (symbols far outside what an encoder writes)");
         // this band's rows, clamped and cropped; then × 255 and rounded half to even (as
         // torch.round) into HWC uint8, unless they are still to be resized
         const uint32_t first = b0 * scale, last = std::min(b1 * scale, info.coded_height);

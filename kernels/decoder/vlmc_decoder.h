@@ -152,7 +152,8 @@ VLMC_DECODER_API int vlmc_decoder_latents(const vlmc_decoder *decoder, const uin
  * cropped; a stream coded at a consumer's scale (flags bit 1) upsampled to its original size
  * (bicubic, as vlmcodec.resample) unless VLMC_DEC_CODED_SIZE; × 255 and rounded into rgb (HWC:
  * height · width · 3 bytes, or coded_height · coded_width · 3). g_s runs in bands of rows
- * (vlmc_decoder_set_band_pixels), so memory stays bounded at any image size. */
+ * (vlmc_decoder_set_band_pixels), so memory stays bounded at any image size. Latents that drive g_s
+ * to values that are not finite (symbols far beyond an encoder's) give VLMC_DEC_ERR_CORRUPT. */
 VLMC_DECODER_API int vlmc_decoder_image(const vlmc_decoder *decoder, const uint8_t *data, size_t size,
                                         uint32_t flags, int num_threads, uint8_t *rgb, size_t rgb_size);
 
