@@ -5,6 +5,7 @@ import json
 import random
 import struct
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -644,6 +645,20 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
     run = subprocess.run([tool, str(model_file), stream, str(tmp_path / "y3.f32"), "--max-pixels", "100"],
                          capture_output=True, text=True, timeout=60)  # 80x50 is more than 100 pixels
     assert run.returncode == 2 and "max_pixels" in run.stderr, run.stderr
+    # a large file of something else is refused from its first bytes: it was read whole first (a
+    # sparse 2 GB file: 2 GB of memory); measured in a process whose only child is the tool
+    with open(tmp_path / "big.mp4", "wb") as f:
+        f.truncate(2 << 30)
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(r.stderr)")
+    run = subprocess.run([sys.executable, "-c", probe, tool, str(model_file), str(tmp_path / "big.mp4"),
+                          str(tmp_path / "y4.f32")], capture_output=True, text=True, timeout=60)
+    status, peak_kib = map(int, run.stdout.split("\n")[0].split())
+    assert status == 2 and "vlmc_decode_latents: error: not a .vlmc stream (bad magic)" in run.stdout, run.stdout
+    assert peak_kib < 200_000, peak_kib
+    run = subprocess.run([tool, str(model_file), str(tmp_path / "missing.vlmc"), str(tmp_path / "y4.f32")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "cannot read the stream file" in run.stderr, run.stderr
 
 
 def test_export_command(tiny_model_path, tmp_path, capsys):

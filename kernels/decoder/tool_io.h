@@ -49,6 +49,23 @@ static unsigned char *read_file(const char *path, size_t *size) {
     return buf ? buf : malloc(1);
 }
 
+/* Whether the file at path begins with the n bytes of magic: 1 yes, 0 no (or shorter), -1 unreadable.
+ * A tool looks before it reads a file whole: a large file of something else (an image, a video given
+ * as the stream) is then refused from its first bytes, not after all of them are in memory. */
+static int starts_with(const char *path, const char *magic, size_t n) {
+    char head[16];
+    FILE *f = fopen(path, "rb");
+    size_t got;
+    if (f == NULL) return -1;
+    got = n <= sizeof head ? fread(head, 1, n, f) : 0;
+    if (ferror(f)) {
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    return got == n && memcmp(head, magic, n) == 0;
+}
+
 /* "TOOL: error: cannot write PATH: why" (errno err's words) on stderr; 0, write_file's failure. */
 static int write_failed(const char *path, int err) {
     fprintf(stderr, VLMC_TOOL_NAME ": error: cannot write %s: %s\n", path, strerror(err));

@@ -69,7 +69,15 @@ int main(int argc, char **argv) {
         return error(vlmc_decoder_last_error());
     }
     size_t size = 0;
-    unsigned char *data = read_file(stream, &size);
+    unsigned char *data = NULL;
+    switch (starts_with(stream, "VLMC", 4)) {
+    case 0:
+        vlmc_decoder_free(dec);
+        return error("not a .vlmc stream (bad magic)");
+    case 1:
+        data = read_file(stream, &size);
+        break;
+    }
     if (data == NULL) {
         vlmc_decoder_free(dec);
         return error("cannot read the stream file");
