@@ -1,6 +1,7 @@
 """ONNX export: valid graphs with dynamic batch/size and named I/O, same function as torch, manifest checks."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,6 +105,25 @@ def test_manifest_contents(loaded, exported):
     assert {"torch", "onnx", "vlmcodec"} <= set(manifest["versions"])
     assert manifest["graphs"]["g_a"]["outputs"][0]["shape"] == ["batch", loaded.model.M, "height/16", "width/16"]
     load_onnx_manifest(out, loaded.model)  # passes
+    assert "exact fixed-point h_s" in manifest["entropy_parameters"]
+
+
+def test_the_float_h_s_picks_other_cdfs_than_the_exact_one():
+    """Why the manifest warns that h_s.onnx must not code streams: the float h_s (the graph's
+    function) picks another scale index than the exact h_s on some symbols of a real image."""
+    from vlmcodec import Codec
+    from vlmcodec.image_io import load_image
+
+    codec = Codec(threads=1)
+    image = load_image(sorted((Path(__file__).resolve().parents[1] / "assets" / "samples").glob("*.png"))[0])
+    prep = codec.prepare(image[:128, :128], 50)
+    z = codec.analyse([prep.pixels], [prep.quality])[1][0]
+    medians = codec.medians.reshape(-1, 1, 1)
+    z_hat = (torch.round(z - medians) + medians)[None]
+    exact = codec._scale_index(codec.exact_hs(z_hat)[0])
+    with torch.no_grad():
+        floats = codec._scale_index(codec.model.h_s(z_hat).chunk(2, 1)[0].double())
+    assert 0 < int((floats != exact).sum()) < exact.numel() // 10  # (108 of 8192 when written)
 
 
 def test_manifest_refuses_other_model_and_damage(loaded, tmp_path):

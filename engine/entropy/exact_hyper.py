@@ -108,7 +108,8 @@ class _IntLayer:
 
 
 class ExactHyperSynthesis:
-    """Fixed-point twin of a float ``h_s``; ``__call__(z_hat) -> (scales, means)`` as float32.
+    """Fixed-point twin of a float ``h_s``; ``__call__(z_hat) -> (scales, means)`` as float64
+    (integers × 2⁻¹²: the codec computes y − μ in float64; a cast to float32 would change symbols).
 
     Built once per model (``from_module``); runs in float64 on the CPU, or on ``device`` after
     ``to(device)``; returns CPU tensors either way.
