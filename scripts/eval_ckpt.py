@@ -22,7 +22,7 @@ p.add_argument("--kodak", default="../shared/data/kodak")
 p.add_argument("--threads", type=int, default=1)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
-state = torch.load(a.ckpt, map_location="cpu", weights_only=False)
+state = torch.load(a.ckpt, map_location="cpu", weights_only=True)
 cfg = state["config"]
 net = MeanScaleHyperprior(ModelConfig(N=cfg["N"], M=cfg["M"], num_levels=len(cfg["lmbdas"]), lmbdas=tuple(cfg["lmbdas"])))
 net.load_state_dict(state["model"])

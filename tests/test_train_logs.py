@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 from conftest import write_train_folder
 from vlmcodec.training.trainer import TrainConfig, train
@@ -120,3 +121,37 @@ def test_a_checkpoint_is_resumed_only_by_its_own_architecture_and_a_damaged_one_
         ckpt.write_bytes(damaged)
         with pytest.raises(ConfigError, match="cannot resume from .*last.pt: not a readable checkpoint"):
             train(TrainConfig(**{**cfg.__dict__, "steps": 4}), progress=False)
+
+
+class _Payload:
+    """A pickle that runs code when loaded (as a crafted last.pt could)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_resume_never_runs_code_a_crafted_checkpoint_carries(tmp_path):
+    """The resume read last.pt with weights_only=False: a pickle in it ran on resume (here it
+    would make a file)."""
+    import pytest
+    import torch
+
+    from vlmcodec.errors import ConfigError
+
+    data = write_train_folder(tmp_path / "data", h=160, w=192)
+    run = tmp_path / "run"
+    cfg = TrainConfig(data_dir=str(data), out_dir=str(run), N=8, M=12, lmbdas=(0.01, 0.05), crop=64,
+                      batch=1, steps=2, warmup=1, threads=1, log_every=1, ckpt_every=2)
+    train(cfg, progress=False)
+    state = torch.load(run / "last.pt", weights_only=True)
+    marker = tmp_path / "ran"
+    torch.save({**state, "lineage": _Payload(marker)}, run / "last.pt")
+    with pytest.raises(ConfigError, match="cannot resume from .*last.pt: not a readable checkpoint"):
+        train(TrainConfig(**{**cfg.__dict__, "steps": 4}), progress=False)
+    assert not marker.exists()
+    torch.save(state, run / "last.pt")  # and a checkpoint as training writes it resumes
+    train(TrainConfig(**{**cfg.__dict__, "steps": 3}), progress=False)
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 3

@@ -440,7 +440,7 @@ def _resume_state(ckpt: Path, cfg: TrainConfig, device: torch.device, complete: 
     one without a key a resume reads a KeyError). ``complete=False``: that last check left out
     (a look at its config alone)."""
     try:
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = torch.load(ckpt, map_location=device, weights_only=True)  # (never code a crafted file carries)
     except Exception as e:  # noqa: BLE001 — torch.load raises many kinds for a damaged file
         raise ConfigError(f"cannot resume from {ckpt}: not a readable checkpoint ({type(e).__name__}: "
                           f"{str(e)[:200]}); remove it to start afresh, or give another out_dir") from None
