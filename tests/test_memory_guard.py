@@ -14,7 +14,7 @@ from vlmcodec.codec import num_chunks_for
 from vlmcodec.errors import ResourceError
 from vlmcodec.runtime import Engine
 
-from conftest import smooth_image
+from conftest import needs_results, smooth_image
 
 _MIB, _GIB = 1 << 20, 1 << 30
 PROBE = Path(__file__).resolve().parents[1] / "results" / "allocator" / "memory_probe.txt"
@@ -137,6 +137,7 @@ def _probe_figures() -> tuple[dict, dict]:
     return peaks, slopes
 
 
+@needs_results
 def test_estimates_cover_the_measured_peaks_with_a_margin(default_codec):
     peaks, slopes = _probe_figures()
     assert len(peaks) == 9 and set(slopes) == {"encode", "encode-no-pre-edit", "decode"}
