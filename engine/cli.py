@@ -50,13 +50,15 @@ DECODED_FORMATS = {"png": ("PNG", (".png",)), "ppm": ("PPM", (".ppm", ".pnm")), 
 STDIN = Path("<standard input>")  # the input "-" stands for; compared by identity, never opened
 
 
-def expand_inputs(items: list[str], suffixes: set[str]) -> list[Path]:
+def expand_inputs(items: list[str], suffixes: set[str], per_file: bool = False) -> list[Path]:
     """Files, folders (their matching files, sorted), glob patterns and "-" (``STDIN``, alone)
-    → a list of paths."""
-    return _expand_inputs(items, suffixes)[0]
+    → a list of paths. ``per_file``: of several inputs, one named that is missing or a link that
+    leads nowhere is kept, to fail alone where it is read (as one found in a folder does), not
+    refused with the whole run."""
+    return _expand_inputs(items, suffixes, per_file)[0]
 
 
-def _expand_inputs(items: list[str], suffixes: set[str]) -> tuple[list[Path], bool]:
+def _expand_inputs(items: list[str], suffixes: set[str], per_file: bool = False) -> tuple[list[Path], bool]:
     """``expand_inputs``, and whether an item was a folder or a glob pattern: its outputs then go
     into a folder even when it holds one file (-o was taken as that file's name). A folder and a
     glob keep the same files: those of ``suffixes`` that are regular (``_scanned``)."""
@@ -64,6 +66,7 @@ def _expand_inputs(items: list[str], suffixes: set[str]) -> tuple[list[Path], bo
     scanned = False
     if STDIO in items and len(items) > 1:
         raise VlmcodecError("'-' (standard input) must be the only input")
+    alone = per_file and len(items) > 1  # (a single input still fails at once)
     for item in items:
         p = Path(item)
         if item == STDIO:
@@ -74,13 +77,15 @@ def _expand_inputs(items: list[str], suffixes: set[str]) -> tuple[list[Path], bo
         elif p.is_file():  # a name that exists is that file, glob characters and all ("photo[1].png")
             out.append(p)
         elif os.path.lexists(item):  # there, but no regular file: a FIFO, a device, a link leading nowhere
-            out.append(_named_input(p))
+            out.append(_named_input(p, alone))
         elif any(c in item for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             if not matches:
                 raise VlmcodecError(f"no file matches {item!r}")
             scanned = True
             out += [f for f in matches if f.suffix.lower() in suffixes and _scanned(f)]
+        elif alone:
+            out.append(p)
         else:
             raise VlmcodecError(f"input not found: {item}")
     if not out:
@@ -99,13 +104,15 @@ def _scanned(f: Path) -> bool:
         return f.is_symlink()
 
 
-def _named_input(p: Path) -> Path:
+def _named_input(p: Path, alone: bool = False) -> Path:
     """An input named on the command line that exists but is no regular file or folder: a FIFO
-    (/dev/stdin from a pipe, a shell's <(command)) is read once, as standard input is; a device,
-    a socket or a link that leads nowhere is refused."""
+    (/dev/stdin from a pipe, a shell's <(command)) is read once, as standard input is; a device
+    or a socket is refused, and so is a link that leads nowhere unless it is to fail ``alone``."""
     try:
         mode = p.stat().st_mode
     except OSError as e:  # a broken link, a loop of links
+        if alone:
+            return p
         raise VlmcodecError(f"cannot read {p}: {e.strerror or e}") from None
     if not stat.S_ISFIFO(mode):
         raise VlmcodecError(f"{p} is not a regular file (use - for standard input)")
@@ -183,8 +190,7 @@ def _load(src: Path, max_pixels: int | None):
     if not _is_pipe(src):
         return load_image(src, max_pixels)
     data = io.BytesIO(_read_bytes(src))
-    if src is not STDIN:
-        data.name = str(src)  # (errors name the file, not "<stream>")
+    data.name = str(src)  # (errors and warnings name the file or "<standard input>", not "<stream>")
     return load_image(data, max_pixels)
 
 
@@ -386,7 +392,7 @@ def _encode_files(args, roundtrip: bool, made: list[Path]) -> int:
     from .files import write_whole
     from .image_io import psnr, save_image
 
-    files, scanned = _expand_inputs(args.inputs, IMAGE_SUFFIXES)
+    files, scanned = _expand_inputs(args.inputs, IMAGE_SUFFIXES, per_file=True)
     if _is_stdout(args.output):  # -o /dev/stdout: the stream alone on stdout
         args.output = STDIO
     if roundtrip and (files[0] is STDIN or args.output == STDIO):
@@ -514,9 +520,9 @@ def cmd_decode(args) -> int:
 
 def _decode_files(args, made: list[Path]) -> int:
     from .file_pipeline import WriteBehind
-    from .image_io import image_bytes, save_image
+    from .image_io import image_bytes, save_image, written_format
 
-    files, scanned = _expand_inputs(args.inputs, {".vlmc"})
+    files, scanned = _expand_inputs(args.inputs, {".vlmc"}, per_file=True)
     if _is_stdout(args.output):  # -o /dev/stdout: the image alone on stdout (in the format of a name's suffix)
         suffix = Path(args.output).suffix.lower()
         args.format = args.format or next((k for k, (_, s) in DECODED_FORMATS.items() if suffix in s), None)
@@ -525,6 +531,8 @@ def _decode_files(args, made: list[Path]) -> int:
     many = len(files) > 1 or scanned
     _check_output_folder(args.output, many)
     fmt, suffix = _decoded_format(args, _names_a_file(args.output, many))
+    if _names_a_file(args.output, many):
+        written_format(args.output)  # a suffix it cannot write: refused before anything is decoded
     codec = _codec(args)
     codecs = _codec_set(codec, _distinct_models(args, codec, [(path, _codec(args, path))
                                                               for path in args.extra_model or ()]))
@@ -559,6 +567,7 @@ def _decode_files(args, made: list[Path]) -> int:
                     raise FileExistsError(f"{dst} exists: decode does not replace a file it was not told to "
                                           "(name the output with -o, or add --force)")
                 data = _read_stream(src)  # (a 1.5 GB file of no stream was read whole first: 11 s, 2 GB)
+                _check_decoded_size(data, fmt if to_stdout else written_format(dst), args.decode_short_side)
                 t0 = time.perf_counter()
                 img = _codec_for(codecs, data, codec).decode(data, args.decode_short_side)
                 dt = time.perf_counter() - t0
@@ -575,6 +584,20 @@ def _decode_files(args, made: list[Path]) -> int:
             else:
                 writes.submit(functools.partial(save_image, img, dst, args.png_level), report(src, line))
     return failures.status()
+
+
+def _check_decoded_size(data: bytes, fmt: str, short_side: int | None) -> None:
+    """Refuse, from the stream's header and before it is decoded, an image too large for the
+    format it is to be written in (a WebP: 16383 pixels a side)."""
+    from . import resample
+    from .bitstream import container
+    from .image_io import FORMAT_MAX_SIDE, check_format_size
+
+    if fmt.upper() not in FORMAT_MAX_SIDE:  # (no header parsed twice where any size is written)
+        return
+    header = container.unpack(data)[0]
+    h, w = resample.coded_size(header.height, header.width, resample.call_short_side(short_side))
+    check_format_size(fmt, w, h)
 
 
 def _serve_security(args):
@@ -904,7 +927,7 @@ def _read_stream(src: Path) -> bytes:
 def cmd_info(args) -> int:
     from .bitstream import container
 
-    files = expand_inputs(args.inputs, {".vlmc", ".safetensors", ".vlmd"})
+    files = expand_inputs(args.inputs, {".vlmc", ".safetensors", ".vlmd"}, per_file=True)
     failures = _Failures(len(files), sys.stdout if args.json else None)
     for f in files:
         kind = _info_kind(f)
@@ -1298,7 +1321,8 @@ def build_parser() -> _Parser:
     d = sub.add_parser("decode", help="decompress .vlmc to PNG")
     d.add_argument("inputs", nargs="+", metavar="IN", help=".vlmc files, folders, globs, or - (standard input)")
     d.add_argument("-o", "--output", metavar="OUT",
-                   help="output file (its suffix picks the format: .png, .ppm, .bmp, .tif, ...); a folder for "
+                   help="output file (its suffix picks the format: .png, .ppm/.pnm, .bmp, .tif/.tiff, .webp "
+                        "(lossless) or .jpg/.jpeg (quality 95, 4:4:4); another is refused); a folder for "
                         "several inputs, a folder or glob input, an existing folder or a name ending in /; or - "
                         "(standard output; PNG unless --format). Without -o each image goes beside its stream")
     png_level(d)

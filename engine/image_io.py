@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .checks import is_real, is_whole
 from .errors import ConfigError, ImageError, VlmcodecWarning
@@ -20,6 +20,9 @@ from .files import write_whole
 MAX_SIDE = 16384
 PAD_MULTIPLE = 64
 DEFAULT_PNG_LEVEL = 1
+WEBP_MAX_SIDE = 16383  # the WebP format's own limit (Pillow's bare "encoding error 5" beyond it)
+FORMAT_MAX_SIDE = {"WEBP": WEBP_MAX_SIDE}  # Pillow formats that hold less than MAX_SIDE a side
+JPEG_QUALITY = 95  # decoded images written as JPEG: one more lossy step, kept small (and 4:4:4)
 
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -40,13 +43,45 @@ def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
 
 
+def _rgb16_low_bytes(im: Image.Image) -> np.ndarray | None:
+    """Of a 16-bit RGB PNG with a transparent colour (tRNS), not yet loaded: the low bytes of its
+    samples (``im`` decodes to the high ones); None for any other image.
+
+    Pillow keeps such a PNG's transparent colour at 16 bits but its pixels at 8, so that nothing
+    (or, for a colour below 256, the wrong pixels) matched it: the file is decoded once more, by
+    Pillow's unpacker of little-endian samples, which takes the other byte of each."""
+    key = im.info.get("transparency")
+    if not (isinstance(im, ImageFile.ImageFile) and im.format == "PNG" and im.mode == "RGB"
+            and isinstance(key, tuple) and im.fp is not None and [t[3] for t in im.tile] == ["RGB;16B"]):
+        return None
+    im.fp.seek(0)  # (load seeks back to the pixel data itself)
+    with Image.open(io.BytesIO(im.fp.read())) as low:
+        # (a tile was a plain tuple before Pillow 11)
+        low.tile = [t._replace(args="RGB;16L") if hasattr(t, "_replace") else (*t[:3], "RGB;16L")  # type: ignore[misc]
+                    for t in low.tile]
+        low.load()
+        return np.asarray(low)
+
+
+def _keyed(im: Image.Image, low: np.ndarray) -> Image.Image:
+    """Loaded 16-bit RGB PNG ``im`` (its high bytes; ``low``: ``_rgb16_low_bytes``) as a new RGBA
+    image, transparent where all 16 bits of a pixel's samples equal its transparent colour."""
+    value = np.asarray(im).astype(np.uint16) << 8 | low
+    opaque = (value != np.array(im.info["transparency"], np.uint16)).any(axis=2)
+    keyed = im.copy()  # (info, EXIF included, goes with it)
+    del keyed.info["transparency"]
+    keyed.putalpha(Image.fromarray(opaque.astype(np.uint8) * 255, "L"))
+    return keyed
+
+
 def pil_to_rgb(im: Image.Image, sixteen_bit: bool = False, name: str | None = None) -> np.ndarray:
     """A PIL image as uint8 H×W×3, high-bit-depth grayscale scaled rather than clipped.
 
     Pillow's ``convert("RGB")`` clips 16-bit grayscale (a 16-bit PNG) at 255, which turns most of
     such an image white; here 0..65535 maps onto 0..255. 16-bit colour PNGs already open as
-    8-bit RGB (Pillow keeps the high byte); palettes are expanded; transparent pixels are
-    composited over white (``ALPHA_BACKGROUND``). A mode "I" image is taken as 16-bit when
+    8-bit RGB (Pillow keeps the high byte; their transparent colour is matched on all 16 bits by
+    ``load_image`` and ``as_rgb_array``, from the file); palettes are expanded; transparent pixels
+    are composited over white (``ALPHA_BACKGROUND``). A mode "I" image is taken as 16-bit when
     ``sixteen_bit`` or when it holds values above 255 (with a VlmcodecWarning naming the scale
     chosen, unless ``sixteen_bit``); a mode "F" (floating-point) one as 0..1 when no value
     exceeds 1 and as 0..255 otherwise, rounded (with a VlmcodecWarning naming the scale).
@@ -110,7 +145,7 @@ def _check_size(w: int, h: int, max_pixels: int | None) -> None:
 
 def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
     """Validate and convert ``image`` (numpy uint8 H×W×3, H×W×4 RGBA — composited over white —,
-    H×W grayscale, PIL, or the path of an image file, read by :func:`load_image`) to uint8 H×W×3.
+    H×W or H×W×1 grayscale, PIL, or the path of an image file, read by :func:`load_image`) to uint8 H×W×3.
     The size (1..MAX_SIDE per side, at most ``max_pixels``) is checked before any pixel is
     decoded or copied."""
     _check_max_pixels(max_pixels)
@@ -119,16 +154,17 @@ def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
     if isinstance(image, Image.Image):
         _check_size(image.width, image.height, max_pixels)
         try:  # a lazily opened file decodes here (a damaged one: Pillow's OSError; a closed image: ValueError)
+            low = _rgb16_low_bytes(image)
             image.load()
         except (OSError, ValueError, SyntaxError, TypeError, Image.DecompressionBombError) as e:
             raise ImageError(f"cannot read the PIL image: {e}") from e
-        arr = pil_to_rgb(image)
+        arr = pil_to_rgb(image if low is None else _keyed(image, low))
     elif isinstance(image, np.ndarray):
         arr = np.asarray(image)  # (a np.matrix stays 2-D whatever is done to it: numpy's error)
-        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-            planar = arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] > 4
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4))):
+            planar = arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] > 4
             hint = f" (channels first? a.transpose(1, 2, 0) is H×W×{arr.shape[0]})" if planar else ""
-            raise ImageError(f"expected an H×W×3 RGB (or H×W×4 RGBA) array, got shape {arr.shape}{hint}")
+            raise ImageError(f"expected an H×W×3 RGB (or H×W×4 RGBA, H×W grey) array, got shape {arr.shape}{hint}")
         if arr.dtype != np.uint8:
             hint = ("16-bit data: (a >> 8).astype(np.uint8)" if arr.dtype == np.uint16
                     else "e.g. np.clip(a * 255, 0, 255).round().astype(np.uint8) for floats in [0, 1]"
@@ -137,6 +173,8 @@ def as_rgb_array(image, max_pixels: int | None = None) -> np.ndarray:
             raise ImageError(f"expected dtype uint8, got {arr.dtype} (convert it first: {hint})")
         # before any copy: a broadcast view of a huge image holds no memory of its own, its copy would
         _check_size(arr.shape[1], arr.shape[0], max_pixels)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.shape[2] == 4:
@@ -225,13 +263,15 @@ def load_image(path: str | os.PathLike[str] | BinaryIO, max_pixels: int | None =
             im.draft("RGB", im.size)
             if im.width > MAX_SIDE or im.height > MAX_SIDE:
                 raise ImageError(f"{path}: size {im.width}x{im.height} outside 1..{MAX_SIDE} per side")
+            low = _rgb16_low_bytes(im)  # (before load, which may close the file)
             # decoded here, so that a damaged file is an ImageError (upright's EXIF read would
             # otherwise decode it and take the failure for malformed EXIF, keeping half an image)
             im.load()
             # a PGM with maxval > 255 opens as mode "I" on a 0..65535 scale (Pillow rescales other
             # maxvals to it), even when a dark image holds only values below 256
             sixteen_bit = im.format == "PPM" and im.mode == "I"
-            return as_rgb_array(pil_to_rgb(upright(im), sixteen_bit, str(path)))
+            shown = im if low is None else _keyed(im, low)
+            return as_rgb_array(pil_to_rgb(upright(shown), sixteen_bit, str(path)))
     except ImageError:
         raise
     except FileNotFoundError as e:
@@ -247,9 +287,12 @@ _WRITTEN_FORMATS = {".png": "PNG", ".ppm": "PPM", ".pnm": "PPM", ".bmp": "BMP", 
                     ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
-def _format_of(path: Path) -> str:
+def written_format(path: str | os.PathLike[str]) -> str:
+    """The Pillow format ``save_image`` writes ``path`` in, from its suffix; ImageError for a
+    suffix it does not write (the CLI asks before decoding anything)."""
     # these only: Pillow saves more (.ico shrinks the image to an icon, .gif quantises it to 256
     # colours, .blp and others fail with Pillow's own errors)
+    path = Path(path)
     fmt = _WRITTEN_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ImageError(f"cannot write {path}: unknown image file extension {path.suffix!r} "
@@ -264,16 +307,35 @@ def check_png_level(png_level) -> int:
     return int(png_level)
 
 
+def check_format_size(fmt: str, w: int, h: int) -> None:
+    """ImageError when a ``w``×``h`` image cannot be written in Pillow format ``fmt``: a WebP
+    holds at most ``WEBP_MAX_SIDE`` pixels a side (``MAX_SIDE`` is one more)."""
+    most = FORMAT_MAX_SIDE.get(fmt.upper())
+    if most is not None and max(w, h) > most:
+        raise ImageError(f"cannot write a {w}x{h} image as {fmt.upper()}: the format holds at most {most} "
+                         "pixels a side (write it as .png)")
+
+
+def _save_options(fmt: str, png_level: int) -> dict:
+    """Pillow's save options of format ``fmt``: WebP lossless and JPEG at ``JPEG_QUALITY`` without
+    chroma subsampling (Pillow's defaults, q80 and q75 4:2:0, were a second, undocumented loss)."""
+    options: dict[str, dict] = {"PNG": {"compress_level": png_level}, "WEBP": {"lossless": True},
+                                "JPEG": {"quality": JPEG_QUALITY, "subsampling": 0}}
+    return options.get(fmt.upper(), {})
+
+
 def image_bytes(arr: np.ndarray, fmt: str = "PNG", png_level: int = DEFAULT_PNG_LEVEL) -> bytes:
-    """uint8 H×W×3 (or H×W) ``arr`` as the bytes of an image file in Pillow format ``fmt``."""
+    """uint8 H×W×3 (or H×W) ``arr`` as the bytes of an image file in Pillow format ``fmt`` (WebP
+    lossless, JPEG at quality 95, 4:4:4)."""
     check_png_level(png_level)
     if isinstance(fmt, str) and fmt.upper() not in Image.SAVE:
         Image.init()  # every plugin (until then, Pillow's common formats only)
     if not isinstance(fmt, str) or fmt.upper() not in Image.SAVE:
         raise ConfigError(f"unknown image format {fmt!r} (Pillow's names: PNG, PPM, BMP, TIFF, WEBP, JPEG, ...)")
     _check_writable(arr)
+    check_format_size(fmt, arr.shape[1], arr.shape[0])
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format=fmt, **({"compress_level": png_level} if fmt.upper() == "PNG" else {}))
+    Image.fromarray(arr).save(buf, format=fmt, **_save_options(fmt, png_level))
     return buf.getvalue()
 
 
@@ -287,7 +349,7 @@ def _check_writable(arr) -> None:
 
 
 def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_LEVEL) -> None:
-    """Write uint8 H×W×3 (or H×W) ``arr`` to ``path``, its format from the suffix.
+    """Write uint8 H×W×3 (or H×W) ``arr`` to ``path``, its format from the suffix (``written_format``).
 
     The file appears whole or not at all: it is written under a temporary name beside ``path``
     and renamed over it, so an interrupted or failed write (a full disk, Ctrl-C) leaves no
@@ -297,7 +359,7 @@ def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_L
         raise ImageError(f"save_image: the path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     # the file's bytes made in memory first: a FIFO is not seekable for Pillow
-    write_whole(path, image_bytes(arr, _format_of(path), png_level))
+    write_whole(path, image_bytes(arr, written_format(path), png_level))
 
 
 def padded_size(h: int, w: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
