@@ -125,6 +125,16 @@ def check_batch(items, call: str, single: str) -> None:
         raise error(f"{call} takes a sequence of {kind}, got {what}{hint}")
 
 
+def _smaller_stream_hint(prep: PreparedImage, lo: float) -> str:
+    """What would make a smaller stream of ``prep`` than quality ``lo`` gives (BudgetError's
+    second half): a lower quality bound, a lower resolution, or nothing this model can do."""
+    if lo > 0:
+        return f"a min_quality below {lo:g} makes smaller streams"
+    if min(prep.pixels.shape[:2]) > resample.MIN_SHORT_SIDE:
+        return "a smaller short_side (coding at a lower resolution) makes smaller streams"
+    return "this model makes no smaller stream of this image"
+
+
 def _torch_device(device, name: str) -> torch.device:
     """``device`` as torch reads it; ConfigError naming the setting where it cannot (torch's
     message lists the device types)."""
@@ -461,8 +471,14 @@ class Codec:
             y, z = self._scaled_latents(y_raw[None], torch.tensor([self.model.level_of_quality(q)]))
             return self.entropy_encode(y[0], z[0], prep._replace(quality=q))
 
+        def one_pass_search() -> tuple[bytes, list]:
+            try:
+                return rate_control.largest_fitting(one_pass, budget, lo, hi)
+            except BudgetError as e:
+                raise BudgetError(f"{e}; {_smaller_stream_hint(prep, lo)}") from None
+
         if not steps:
-            return rate_control.largest_fitting(one_pass, budget, lo, hi)[0], None
+            return one_pass_search()[0], None
 
         def refined(q: float) -> bytes:
             at = prep._replace(quality=q)
@@ -475,7 +491,7 @@ class Codec:
             # refinement spends a few % more bytes at a quality than one pass does, so a budget
             # near the smallest stream can fit one-pass streams only: those beat no stream at all
             # (and where none fits either, the error names the smallest size this model makes)
-            data, probes = rate_control.largest_fitting(one_pass, budget, lo, hi)
+            data, probes = one_pass_search()
         quality = max(q for q, size in probes if size <= budget)
         return data, (f"no refined stream fits in {budget} bytes, even at quality {lo:g}; returned the "
                       f"one-pass stream of quality {quality:g} ({len(data)} bytes)")

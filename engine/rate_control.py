@@ -30,8 +30,8 @@ def budget_bytes(width: int, height: int, max_bytes: int | None, max_bpp: float 
     given, the original size, as every bpp figure here is counted), exactly one of them."""
     if (max_bytes is None) == (max_bpp is None):
         raise ConfigError("give one of max_bytes and max_bpp")
-    if max_bytes is not None:
-        return check_count("max_bytes", max_bytes)
+    if max_bytes is not None:  # (capped as max_bpp's: 10**400 overflowed a float division with refine)
+        return min(check_count("max_bytes", max_bytes), 2**62)
     if not is_real(max_bpp):  # ("0.1" was float()ed; [] a TypeError)
         raise ConfigError(f"max_bpp must be a positive number, got {max_bpp!r}")
     bpp = float(max_bpp)
@@ -77,6 +77,11 @@ def largest_fitting_via_proxy(stream_at: Callable[[float], bytes], proxy_at: Cal
         try:
             proxy, q, _ = _search(proxy_at, max(1, math.floor(budget / ratio)), lo, hi, slack=slack)
         except BudgetError:
+            if not real:  # even the proxy's lowest quality is over: one slow coding there, not at hi first
+                data = real_at(round(lo * GRID) / GRID)
+                if len(data) > budget:
+                    raise BudgetError(over_budget(lo, len(data), budget)) from None
+                best, best_q = data, lo
             break
         if q in coded:
             break  # the same quality again: the ratio has settled
@@ -92,6 +97,12 @@ def largest_fitting_via_proxy(stream_at: Callable[[float], bytes], proxy_at: Cal
     top = min(failing) if failing else hi
     data, _, _ = _search(real_at, budget, max(lo, best_q), top, slack=slack)
     return data, real
+
+
+def over_budget(quality: float, size: int, budget: int) -> str:
+    """BudgetError's message: the lowest quality allowed does not fit (the caller, who knows the
+    image, may add what would make a smaller stream)."""
+    return f"even quality {quality:g} needs {size} bytes, over the budget of {budget}"
 
 
 def _search(stream_at: Callable[[float], bytes], budget: int, lo: float = 0.0, hi: float = 100.0,
@@ -115,8 +126,7 @@ def _search(stream_at: Callable[[float], bytes], budget: int, lo: float = 0.0, h
     best = probe(k_lo)
     size_lo = len(best)
     if size_lo > budget:
-        raise BudgetError(f"even quality {k_lo / GRID:g} needs {size_lo} bytes, over the budget of {budget}; "
-                          "a smaller short_side (coding at a lower resolution) makes smaller streams")
+        raise BudgetError(over_budget(k_lo / GRID, size_lo, budget))
     step = max(1, round(tolerance * GRID))
     full = budget * (1.0 - slack)
     target = math.log(budget * (1.0 - slack / 2))  # aimed inside the window [full, budget]

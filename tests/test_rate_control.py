@@ -97,12 +97,30 @@ def test_the_proxy_search_codes_for_real_a_few_times_and_fits(ratio):
         largest_fitting_via_proxy(_sizes(lambda q: 2000 + q), _sizes(lambda q: 900 + q), 1000)
 
 
+def test_a_budget_even_the_proxy_misses_costs_one_real_coding_at_the_lowest_quality():
+    """The proxy over the budget at ``lo``: the search coded for real at ``hi`` first, then at
+    ``lo``, before its BudgetError (two refined encodes, 12.8 s at 128 px, for nothing)."""
+    calls = []
+
+    def real(q):
+        calls.append(q)
+        return _sizes(lambda v: 1100 + v)(q)
+
+    with pytest.raises(BudgetError, match="even quality 10 needs 1110 bytes, over the budget of 1000"):
+        largest_fitting_via_proxy(real, _sizes(lambda q: 1050 + q), 1000, lo=10)
+    assert calls == [10.0]
+    calls.clear()  # a real coder below its proxy there: it fits at lo, and the search goes on from it
+    data, codings = largest_fitting_via_proxy(real, _sizes(lambda q: 2000 + q), 1150)
+    assert calls[0] == 0.0 and 0.99 * 1150 <= len(data) <= 1150  # (filled to the 1 % slack)
+
+
 def test_budget_bytes_takes_bytes_or_bits_per_pixel():
     assert budget_bytes(768, 512, 5000, None) == 5000
     assert budget_bytes(768, 512, np.int64(5000), None) == 5000 and type(budget_bytes(1, 1, np.int64(9), None)) is int
     assert budget_bytes(768, 512, None, 0.25) == 768 * 512 * 0.25 / 8
     assert budget_bytes(3, 3, None, 1.0) == 1  # 1.125 bytes: rounded down, a budget is never exceeded
     assert budget_bytes(1, 1, None, 0.5) == 1  # below one byte: at least 1
+    assert budget_bytes(1, 1, 10**400, None) == budget_bytes(1, 1, None, 1e308) == 2**62  # (fits every stream)
     for bytes_, bpp, message in [(None, None, "one of"), (10, 0.1, "one of"), (0, None, "max_bytes must be a whole number, at least 1"),
                                  (1.5, None, "max_bytes must be a whole number, at least 1"), (True, None, "max_bytes must be a whole number, at least 1"),
                                  (None, -1.0, "positive number"), (None, float("nan"), "positive number")]:
@@ -134,10 +152,13 @@ def test_encode_to_size_gives_encodes_stream_at_the_quality_found(codec, rng):
 def test_encode_to_size_refuses_what_cannot_fit_and_bad_budgets(codec, rng):
     img = smooth_image(rng, 64, 64)
     smallest = len(codec.encode(img, 0))
-    with pytest.raises(BudgetError, match=f"even quality 0 needs {smallest} bytes"):
+    with pytest.raises(BudgetError, match=f"even quality 0 needs {smallest} bytes.*; a smaller short_side"):
         codec.encode_to_size(img, smallest - 1)
-    with pytest.raises(BudgetError, match="even quality 40 needs"):
+    with pytest.raises(BudgetError, match="even quality 40 needs .*; a min_quality below 40 makes smaller streams"):
         codec.encode_to_size(img, smallest, min_quality=40)
+    tiny = smooth_image(rng, 2, 2)  # (short_side never upscales: no hint of one)
+    with pytest.raises(BudgetError, match="; this model makes no smaller stream of this image"):
+        codec.encode_to_size(tiny, len(codec.encode(tiny, 0)) - 1)
     with pytest.raises(ConfigError, match="one of max_bytes and max_bpp"):
         codec.encode_to_size(img)
     with pytest.raises(ConfigError, match="max_quality must be a number in"):  # the argument named
@@ -160,6 +181,8 @@ def test_encode_to_size_at_the_consumers_scale_and_with_refinement(tiny_model_pa
     data = refined.encode_to_size(img, budget)
     q = container.unpack(data)[0].quality
     assert len(data) <= budget and data == refined.encode(img, q)
+    # a budget beyond any float (an OverflowError with refine, a traceback and HTTP 500)
+    assert refined.encode_to_size(img, 10**400) == refined.encode(img, 100)
 
 
 def test_a_budget_only_one_pass_streams_fit_gets_the_best_of_them_with_a_warning(tiny_model_path, rng):

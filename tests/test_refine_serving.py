@@ -182,6 +182,9 @@ def test_serve_refines_up_to_its_max_refine(tiny_model_path, rng, tmp_path):
             assert remote.encode(img, 50, refine=2) == codec.encode(img, 50, refine=2)
             assert remote.encode(img, 50) == codec.encode(img, 50)
             assert remote.health()["max_refine"] == 3
+            for bad in (0.0, 1.5, -1, True, "2"):  # (0.0 was taken for "no refinement", 1.5 sent as such)
+                with pytest.raises(ConfigError, match="refine must be a whole number of steps"):
+                    remote.encode(img, 50, refine=bad)
             stats = remote.stats()
             assert stats["refined"] == 2 and stats["latency"]["refine"]["total"] == 2
         with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as answer:

@@ -44,7 +44,7 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 
 from ..bitstream.container import MAGIC, MAX_DIM, Stream, as_bytes, quantize_quality
-from ..checks import check_count, check_in_range, check_seconds, quality_or_budget
+from ..checks import check_count, check_in_range, check_seconds, is_whole, quality_or_budget
 from ..codec_set import model_name
 from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, QueueFull, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
@@ -176,7 +176,9 @@ class RemoteCodec:
             query = {"quality": repr(quantize_quality(check_in_range("quality", quality, 0, 100)))}
         query |= {"short_side": short_side} if short_side is not None else {}
         query |= {"model": model_name(model)} if model is not None else {}
-        query |= {"refine": refine} if refine else {}
+        if refine is not None and not (is_whole(refine) and refine >= 0):  # (0.0 passed as "none"; the server checks the most)
+            raise ConfigError(f"refine must be a whole number of steps, at least 0, got {refine!r}")
+        query |= {"refine": int(refine)} if refine else {}
         query |= {"priority": priority} if priority is not None else {}
         if isinstance(image, (str, Path)):
             try:
