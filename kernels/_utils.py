@@ -36,12 +36,14 @@ __all__ = [
     "triton_language_interpreted",
     "next_power_of_2",
     "channel_block",
+    "check_channels",
     "check_impl",
     "check_float_dtype",
     "check_launchable",
     "auto_selects_triton",
     "MAX_GDN_CHANNELS",
     "MAX_SCALE_TABLE",
+    "FLOAT_DTYPES",
     "MIN_DOT_BLOCK",
     "IMPLS",
 ]
@@ -120,13 +122,19 @@ def next_power_of_2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
+def check_channels(channels: int, *, what: str) -> None:
+    """``ValueError`` naming ``what`` when ``channels`` is not positive (the kernels' check, which
+    the reference paths share so that every ``impl`` refuses ``C = 0`` alike)."""
+    if channels <= 0:
+        raise ValueError(f"{what}: channel count must be positive, got {channels}")
+
+
 def channel_block(channels: int, *, limit: int, what: str) -> int:
     """Padded channel block for ``channels`` (a power of two, at least :data:`MIN_DOT_BLOCK`).
 
     Raises ``ValueError`` naming ``what`` when ``channels`` is not positive or exceeds ``limit``.
     """
-    if channels <= 0:
-        raise ValueError(f"{what}: channel count must be positive, got {channels}")
+    check_channels(channels, what=what)
     if channels > limit:
         raise ValueError(
             f"{what}: {channels} channels is more than the kernel supports ({limit}); "
@@ -172,7 +180,28 @@ def check_launchable(kernel, *tensors: torch.Tensor, op: str) -> None:
     raise TritonUnavailableError(f"{op}: the Triton kernels run on CUDA (or CPU via the interpreter), not {device.type}")
 
 
-def auto_selects_triton(kernel, t: torch.Tensor) -> bool:
-    """What ``impl="auto"`` picks: the Triton kernel for CUDA tensors when triton is installed and
-    the kernel is compiled (not interpreted — the interpreter on GPU tensors is only for tests)."""
+def _compiled_kernel_for(kernel, t: torch.Tensor) -> bool:
+    """``t`` is a CUDA tensor, triton is installed and ``kernel`` is compiled (the device part of
+    :func:`auto_selects_triton`; the tests replace it to simulate a GPU)."""
     return t.is_cuda and kernel is not None and is_triton_available() and not kernel_is_interpreted(kernel)
+
+
+def auto_selects_triton(
+    kernel,
+    t: torch.Tensor,
+    *,
+    dtypes: Iterable[torch.dtype] = FLOAT_DTYPES,
+    max_channels: int | None = None,
+) -> bool:
+    """What ``impl="auto"`` picks: the Triton kernel for CUDA tensors when triton is installed and
+    the kernel is compiled (not interpreted — the interpreter on GPU tensors is only for tests),
+    and only for inputs the kernel accepts: ``t.dtype`` in ``dtypes`` and, when ``max_channels``
+    is given, ``t.shape[1]`` at most that.  Anything else goes to the torch reference, so that
+    "auto" never raises a kernel-only refusal where ``impl="torch"`` (or "auto" on CPU) works."""
+    if not _compiled_kernel_for(kernel, t):
+        return False
+    if t.dtype not in tuple(dtypes):
+        return False
+    if max_channels is not None and (t.dim() < 2 or t.shape[1] > max_channels):
+        return False
+    return True

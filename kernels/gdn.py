@@ -32,11 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from ._utils import (
+    FLOAT_DTYPES,
     MAX_GDN_CHANNELS,
     MIN_DOT_BLOCK,
     TritonUnavailableError,
     auto_selects_triton,
     channel_block,
+    check_channels,
     check_float_dtype,
     check_impl,
     check_launchable,
@@ -56,10 +58,19 @@ __all__ = ["gdn", "gdn_ref", "gdn_fold", "gdn_fwd", "gdn_bwd", "GDNFunction", "G
 def gdn_ref(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     """Plain-torch GDN/IGDN on NCHW ``x`` with effective ``beta`` [C] and ``gamma`` [C, C]
     (1×1 conv on x², then rsqrt or sqrt, then multiply; computed in fp32 for half ``x``, as the
-    kernel accumulates — x² of a half overflows from |x| ≈ 256 — else in ``x.dtype``)."""
+    kernel accumulates — x² of a half overflows from |x| ≈ 256 — else in ``x.dtype``).
+
+    An empty ``x`` (a zero batch, height or width) gives an empty result, as the kernel does;
+    ``C = 0`` is refused with the kernel's ``ValueError``."""
     c = x.shape[1]
+    check_channels(c, what="gdn")
     xc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    norm = F.conv2d(xc * xc, gamma.reshape(c, c, 1, 1).to(xc.dtype), beta.to(xc.dtype))
+    if xc.numel() == 0:
+        # F.conv2d refuses a zero height or width; the same mix as an einsum is empty and still
+        # connects beta and gamma to the graph (their gradients: zeros, as the kernel's)
+        norm = torch.einsum("ij,njhw->nihw", gamma.reshape(c, c).to(xc.dtype), xc * xc) + beta.to(xc.dtype).reshape(1, c, 1, 1)
+    else:
+        norm = F.conv2d(xc * xc, gamma.reshape(c, c, 1, 1).to(xc.dtype), beta.to(xc.dtype))
     y = xc * torch.sqrt(norm) if inverse else xc * torch.rsqrt(norm)
     return y.to(x.dtype)
 
@@ -349,6 +360,7 @@ def _check_shapes(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, op: 
     if x.dim() != 4:
         raise ValueError(f"{op}: x must be 4-D [N, C, H, W], got shape {tuple(x.shape)}")
     c = x.shape[1]
+    check_channels(c, what=op)  # every impl: C = 0 is refused, not a raw conv/launch error
     if beta.numel() != c:
         raise ValueError(f"{op}: beta must have {c} elements (one per channel), got shape {tuple(beta.shape)}")
     if gamma.numel() != c * c:
@@ -474,11 +486,17 @@ def gdn(
     """GDN (``inverse=False``) or IGDN (``inverse=True``) of NCHW ``x`` (any memory format).
 
     ``impl``: ``"auto"`` — the Triton kernel for CUDA tensors when triton is installed (and not
-    in interpreter mode), else :func:`gdn_ref`; ``"triton"`` — always the kernel (CPU tensors need kernels defined under
-    ``TRITON_INTERPRET=1``, else :class:`TritonUnavailableError`); ``"torch"`` — :func:`gdn_ref`.
+    in interpreter mode) and the kernel takes ``x`` (fp32/fp16/bf16, at most
+    :data:`MAX_GDN_CHANNELS` channels), else :func:`gdn_ref`; ``"triton"`` — always the kernel
+    (CPU tensors need kernels defined under ``TRITON_INTERPRET=1``, else
+    :class:`TritonUnavailableError`; other dtypes or more channels: ``ValueError``); ``"torch"`` —
+    :func:`gdn_ref`.  Empty ``x`` (zero N, H or W): an empty result in every impl; ``C = 0``: the
+    same ``ValueError`` in every impl.
     """
     check_impl(impl)
-    if impl == "torch" or (impl == "auto" and not auto_selects_triton(_gdn_fwd_kernel, x)):
+    if impl == "torch" or (
+        impl == "auto" and not auto_selects_triton(_gdn_fwd_kernel, x, dtypes=FLOAT_DTYPES, max_channels=MAX_GDN_CHANNELS)
+    ):
         _check_shapes(x, beta_eff, gamma_eff, "gdn")
         return gdn_ref(x, beta_eff, gamma_eff, inverse)
     if not _HAS_TRITON:

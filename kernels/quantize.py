@@ -7,6 +7,13 @@ Encode, one kernel, one pass over ``y``, ``mu``, ``sigma``:
     k     = bucketize(max(sigma, 0.11), scale_table[:-1], right=False)
           = the first i with sigma <= table[i], else T - 1             int32 CDF index
 
+sigma is compared by its exact value: fp32 as is, fp16/bf16 widened to fp32 and fp64 in fp64, as
+``GaussianConditional.build_indexes`` (the decoder's rule) compares the codec's fp64 scales.  (The
+exact h_s's scales are integers × 2⁻¹², exact in fp32 below 4096, so for them an fp32 cast is
+exact too; for a general fp64 sigma it is not: a value within half an fp32 ulp above a table
+entry would round onto the entry and land in its bucket.)  The table and the bound are fp32
+values, widened exactly for fp64 sigma.
+
 Decode: ``y_hat = (s + mu) * inv_gain[c]`` (per-channel inverse gain on dim 1; ``None`` = 1).
 
 The index ``k`` decides which CDF codes each symbol, so encoder and decoder must agree bit for
@@ -26,6 +33,7 @@ from __future__ import annotations
 import torch
 
 from ._utils import (
+    FLOAT_DTYPES,
     MAX_SCALE_TABLE,
     TritonUnavailableError,
     auto_selects_triton,
@@ -69,14 +77,21 @@ def quantize_ref(
     scale_table: torch.Tensor,
     scale_bound: float = SCALE_BOUND,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Plain-torch ``(symbols int32, y_hat, index int32)``; sigma is compared in fp32."""
+    """Plain-torch ``(symbols int32, y_hat, index int32)``; sigma is compared by its exact value
+    (fp32/fp16/bf16 in fp32, fp64 in fp64) with the fp32 table and the fp32-rounded bound."""
     r = torch.round(y - mu)
     symbols = r.to(torch.int32)
     y_hat = r + mu
-    sig = sigma.to(torch.float32).clamp_min(scale_bound)
-    table = scale_table.to(device=sigma.device, dtype=torch.float32)
+    cmp = torch.float64 if sigma.dtype == torch.float64 else torch.float32
+    sig = sigma.to(cmp).clamp_min(_bound32(scale_bound))
+    table = scale_table.to(device=sigma.device, dtype=torch.float32).to(cmp)
     index = torch.bucketize(sig, table[:-1].contiguous(), right=False).to(torch.int32)
     return symbols, y_hat, index
+
+
+def _bound32(scale_bound: float) -> float:
+    """``scale_bound`` rounded to fp32 (the kernel's scalar type), as a Python float."""
+    return float(torch.tensor(float(scale_bound), dtype=torch.float32))
 
 
 def _gain_view(inv_gain: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -137,7 +152,7 @@ if _HAS_TRITON:
     def _quantize_kernel(
         Y,  # *in: y, dense, same strides as MU, SIGMA and the outputs (walked flat in memory order)
         MU,  # *in: mu, dtype of y (fp32/fp16/bf16 computed in fp32 and rounded to it, fp64 in fp64)
-        SIGMA,  # *in: sigma, any float dtype (compared in fp32)
+        SIGMA,  # *in: sigma, fp32/fp16/bf16 (compared in fp32: exact) or fp64 (compared in fp64)
         TABLE,  # *in: scale table, fp32 contiguous, ascending; only its first N_BOUNDS entries are read
         SYM,  # *out: symbols, int32
         YHAT,  # *out: y_hat, dtype of y
@@ -145,7 +160,7 @@ if _HAS_TRITON:
         numel,  # number of elements
         NUMEL_BUCKET,  # next power of two of numel: the autotune key (unused in the body)
         N_BOUNDS,  # len(table) - 1: the bucketize boundaries
-        scale_bound,  # fp32 lower bound on sigma
+        scale_bound,  # fp32 lower bound on sigma (the launcher passes it rounded to fp32)
         BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
@@ -174,11 +189,15 @@ if _HAS_TRITON:
         else:
             y_hat = _round_to(r + mu.to(tl.float32), y.dtype)  # r is exact in y's dtype
         tl.store(YHAT + offs, y_hat.to(YHAT.dtype.element_ty), mask=mask)
-        sig = tl.load(SIGMA + offs, mask=mask, other=1.0).to(tl.float32)
-        sig = tl.where(sig < scale_bound, scale_bound, sig)  # clamp_min that keeps NaN
+        if SIGMA.dtype.element_ty == tl.float64:  # the codec's exact scales: compared in fp64
+            sig = tl.load(SIGMA + offs, mask=mask, other=1.0)
+        else:  # fp32 as is, halves widened (exact)
+            sig = tl.load(SIGMA + offs, mask=mask, other=1.0).to(tl.float32)
+        # clamp_min that keeps NaN (an fp32 bound, promoted exactly for fp64 sigma)
+        sig = tl.where(sig < scale_bound, scale_bound, sig)
         k = tl.zeros((BLOCK,), dtype=tl.int32)
         for i in range(0, N_BOUNDS):
-            b = tl.load(TABLE + i)
+            b = tl.load(TABLE + i).to(sig.dtype)  # fp32 entry, widened exactly for fp64 sigma
             k += tl.where(b >= sig, 0, 1)  # bucketize(right=False): count boundaries < sigma
         tl.store(IDX + offs, k, mask=mask)
 
@@ -266,7 +285,7 @@ def quantize_fwd(
     if numel:
         _quantize_kernel[_launch_grid(numel)](
             y, mu, sigma, table, symbols, y_hat, index, numel, next_power_of_2(numel), table.numel() - 1,
-            float(scale_bound),
+            _bound32(scale_bound),
         )
     return symbols, y_hat, index
 
@@ -296,7 +315,7 @@ def _check_quantize(y, mu, sigma, scale_table) -> None:
     check_float_dtype(y, "quantize: y", QUANTIZE_DTYPES)
     if mu.dtype != y.dtype:
         raise ValueError(f"quantize: mu dtype {mu.dtype} must equal y dtype {y.dtype}")
-    check_float_dtype(sigma, "quantize: sigma")
+    check_float_dtype(sigma, "quantize: sigma", QUANTIZE_DTYPES)
     if not (y.shape == mu.shape == sigma.shape):
         raise ValueError(
             f"quantize: y, mu, sigma must have one shape, got {tuple(y.shape)}, {tuple(mu.shape)}, {tuple(sigma.shape)}"
@@ -327,12 +346,12 @@ def _check_dequantize(symbols, mu, inv_gain) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _use_triton(impl: str, kernel, t: torch.Tensor, op: str) -> bool:
+def _use_triton(impl: str, kernel, t: torch.Tensor, op: str, dtypes: tuple[torch.dtype, ...]) -> bool:
     check_impl(impl)
     if impl == "torch":
         return False
-    if impl == "auto":
-        return auto_selects_triton(kernel, t)
+    if impl == "auto":  # the kernel only for inputs it takes (the checks are shared: same errors)
+        return auto_selects_triton(kernel, t, dtypes=dtypes)
     if not _HAS_TRITON:
         raise TritonUnavailableError(f"{op}: impl='triton' needs the triton package; use impl='torch'")
     return True
@@ -352,7 +371,7 @@ def quantize(
     ``"triton"`` — always the kernel (CPU needs ``TRITON_INTERPRET=1`` at import); ``"torch"``.
     Both give identical results, bit for bit.
     """
-    if _use_triton(impl, _quantize_kernel, y, "quantize"):
+    if _use_triton(impl, _quantize_kernel, y, "quantize", QUANTIZE_DTYPES):
         return quantize_fwd(y, mu, sigma, scale_table, scale_bound)
     _check_quantize(y, mu, sigma, scale_table)
     return quantize_ref(y, mu, sigma, scale_table, scale_bound)
@@ -365,7 +384,7 @@ def dequantize(
     impl: str = "auto",
 ) -> torch.Tensor:
     """``y_hat = (symbols + mu) * inv_gain[c]`` (``inv_gain`` per channel of dim 1; ``None`` = 1)."""
-    if _use_triton(impl, _dequantize_kernel, mu, "dequantize"):
+    if _use_triton(impl, _dequantize_kernel, mu, "dequantize", FLOAT_DTYPES):
         return dequantize_fwd(symbols, mu, inv_gain)
     _check_dequantize(symbols, mu, inv_gain)
     return dequantize_ref(symbols, mu, inv_gain)

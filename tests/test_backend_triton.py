@@ -8,10 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("triton", reason="triton is not installed (pip install triton==3.7.1)")
+
+REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(
     """
@@ -27,13 +30,23 @@ SCRIPT = textwrap.dedent(
     for h, w in [(64, 64), (70, 90)]:
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         a, b = ref.encode(img, 60), tri.encode(img, 60)
-        # symbols may differ only where float GDN rounding moves y across a .5 boundary;
-        # the streams must decode with either backend (cross-decode)
-        for data in (a, b):
-            x1, x2 = ref.decode(data), tri.decode(data)
-            assert x1.shape == (h, w, 3) and x2.shape == (h, w, 3)
-            assert np.abs(x1.astype(int) - x2.astype(int)).max() <= 1
-        print("sizes", len(a), len(b), "equal", a == b)
+        # byte-identical streams (README, "Backends"): symbols could differ only where float GDN
+        # rounding moved y across a .5 boundary, which these images do not hit
+        assert a == b, ("streams differ", len(a), len(b))
+        # and each backend decodes them (cross-decode) to pixels within one level (GDN in floats)
+        x1, x2 = ref.decode(a), tri.decode(a)
+        assert x1.shape == (h, w, 3) and x2.shape == (h, w, 3)
+        assert np.abs(x1.astype(int) - x2.astype(int)).max() <= 1
+    # the default model on crops of the sample images (README: "streams byte-identical to torch")
+    from vlmcodec.image_io import load_image
+    samples = os.path.join(sys.argv[2], "assets", "samples")
+    ref_d, tri_d = Codec(backend="torch"), Codec(backend="triton")
+    for name in ("kodim15.png", "kodim23.png"):
+        img = load_image(os.path.join(samples, name))[:96, :128]
+        for q in (20, 60):
+            a, b = ref_d.encode(img, q), tri_d.encode(img, q)
+            assert a == b, (name, q, len(a), len(b))
+            assert np.abs(ref_d.decode(a).astype(int) - tri_d.decode(a).astype(int)).max() <= 1, (name, q)
     # above band_pixels g_a and g_s run in row bands, through the fused kernels too
     be = tri.backend
     x = torch.rand(1, 3, 128, 96)
@@ -87,8 +100,8 @@ def test_triton_backend_cross_decodes_with_torch(tiny_model_path, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, str(script), str(tiny_model_path)], capture_output=True, text=True,
-                       env=env, timeout=900)
+    r = subprocess.run([sys.executable, str(script), str(tiny_model_path), str(REPO)], capture_output=True,
+                       text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "OK" in r.stdout
 
@@ -106,3 +119,59 @@ def test_triton_backend_unavailable_message(tiny_model_path):
     r = subprocess.run([sys.executable, "-c", code, str(tiny_model_path)], capture_output=True, text=True,
                        env=env, timeout=300)
     assert "UNAVAILABLE" in r.stdout and "TRITON_INTERPRET" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
+GPU_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    assert os.environ.get("TRITON_INTERPRET", "0") in ("", "0"), "must run compiled"
+    import numpy as np, torch
+    from vlmcodec import Codec
+    from vlmcodec.image_io import load_image
+    from vlmcodec.kernels import gdn as G, quantize as Q
+    from vlmcodec.kernels._utils import kernel_is_interpreted, triton_language_interpreted
+
+    tri = Codec(backend="triton", device="cuda")
+    ref = Codec(backend="torch", device="cuda")
+    ref_cpu = Codec(backend="torch")  # the CPU reference decoder
+    assert not triton_language_interpreted() and not kernel_is_interpreted(G._gdn_fwd_kernel)
+    assert tri.backend.device.type == "cuda" and ref.backend.device.type == "cuda"
+    # count the compiled kernels' launches: the fused path ran, nothing fell back to torch
+    launches = {"gdn": 0, "quantize": 0}
+    real_gdn_fwd, real_qfwd = G.gdn_fwd, Q.quantize_fwd
+    G.gdn_fwd = lambda *a, **k: launches.__setitem__("gdn", launches["gdn"] + 1) or real_gdn_fwd(*a, **k)
+    Q.quantize_fwd = lambda *a, **k: launches.__setitem__("quantize", launches["quantize"] + 1) or real_qfwd(*a, **k)
+    samples = os.path.join(sys.argv[1], "assets", "samples")
+    for name in ("kodim15.png", "kodim23.png"):
+        full = load_image(os.path.join(samples, name))
+        for h, w in [(96, 128), (77, 101)]:  # an odd size: padded, masked pixel tails
+            img = np.ascontiguousarray(full[:h, :w])
+            for q in (20, 60):
+                a, b = ref.encode(img, q), tri.encode(img, q)
+                assert a == b, ("streams differ", name, h, w, q, len(a), len(b))
+                c = ref_cpu.encode(img, q)
+                # each backend decodes the others' streams: pixels within one level (GDN in floats)
+                for data in (a, c):
+                    x_tri, x_ref, x_cpu = tri.decode(data), ref.decode(data), ref_cpu.decode(data)
+                    assert x_tri.shape == (h, w, 3)
+                    for other in (x_ref, x_cpu):
+                        assert np.abs(x_tri.astype(int) - other.astype(int)).max() <= 1, (name, h, w, q)
+                print(name, h, w, q, len(a), "identical; CPU torch stream", "identical" if c == a else "differs")
+    assert launches["gdn"] > 0 and launches["quantize"] > 0, launches
+    print("OK", launches)
+    """
+)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_gpu_triton_backend_streams_identical_to_torch(tmp_path):
+    """On a CUDA device, compiled (no TRITON_INTERPRET): the triton backend's streams are the torch
+    backend's byte for byte, and each decodes the other's (and the CPU torch codec's) streams to
+    pixels within one level."""
+    script = tmp_path / "gpu_run.py"
+    script.write_text(GPU_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, str(script), str(REPO)], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-4000:]
+    assert "OK" in r.stdout, r.stdout[-3000:]

@@ -17,8 +17,9 @@ _NO_TRITON = H.triton_import_error()
 if _NO_TRITON:
     pytest.skip(_NO_TRITON, allow_module_level=True)
 
+from vlmcodec.kernels import _utils as U  # noqa: E402
 from vlmcodec.kernels import gdn as G  # noqa: E402
-from vlmcodec.kernels._utils import TritonUnavailableError  # noqa: E402
+from vlmcodec.kernels._utils import IMPLS, MAX_GDN_CHANNELS, TritonUnavailableError, auto_selects_triton  # noqa: E402
 from vlmcodec.kernels.gdn import gdn_fold, gdn_ref  # noqa: E402
 
 INTERPRETED = H.interpreted()
@@ -231,6 +232,76 @@ def test_double_backward_is_a_clear_error():
 
 
 @cpu
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("shape", [(2, 4, 0, 3), (2, 4, 3, 0), (0, 4, 3, 3)], ids=["h0", "w0", "n0"])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_empty_input_gives_empty_output_in_every_impl(impl, shape, channels_last):
+    """Zero N, H or W: an empty result (the reference's conv refused a zero height or width), and
+    zero gradients for beta and gamma, in every impl alike."""
+    x = _input(shape, torch.float32, channels_last).requires_grad_()
+    beta, gamma = (t.requires_grad_() for t in _params(4))
+    for inverse in (False, True):
+        y = G.gdn(x, beta, gamma, inverse=inverse, impl=impl)
+        assert y.shape == x.shape and y.dtype == x.dtype
+        dx, dbeta, dgamma = torch.autograd.grad(y.sum(), (x, beta, gamma))
+        assert dx.shape == x.shape
+        assert torch.equal(dbeta, torch.zeros(4)) and torch.equal(dgamma, torch.zeros(4, 4))
+    assert gdn_ref(x.detach().half(), beta, gamma).shape == x.shape
+
+
+@cpu
+@pytest.mark.parametrize("impl", IMPLS)
+def test_zero_channels_refused_alike_in_every_impl(impl):
+    """C = 0: the kernel path's ValueError in every impl (the reference raised a raw conv error)."""
+    with pytest.raises(ValueError, match="gdn: channel count must be positive, got 0"):
+        G.gdn(torch.zeros(2, 0, 3, 3), torch.ones(0), torch.zeros(0, 0), impl=impl)
+    with pytest.raises(ValueError, match="channel count must be positive, got 0"):
+        gdn_ref(torch.zeros(2, 0, 3, 3), torch.ones(0), torch.zeros(0, 0))
+
+
+@pytest.fixture
+def simulated_gpu(monkeypatch):
+    """impl="auto" as on a CUDA tensor with compiled kernels (no GPU here): the device part of
+    auto_selects_triton says yes; the kernels still run, under the interpreter."""
+    monkeypatch.setattr(U, "_compiled_kernel_for", lambda kernel, t: True)
+
+
+@cpu
+def test_auto_on_a_gpu_falls_back_to_torch_for_inputs_the_kernel_refuses(simulated_gpu, monkeypatch):
+    """On CUDA, impl="auto" raised the kernel's ValueError for a float64 x or C > MAX_GDN_CHANNELS,
+    where impl="torch" (and "auto" on CPU) works: it now takes the reference for those."""
+    launches = []
+    real = G.gdn_fwd
+    monkeypatch.setattr(G, "gdn_fwd", lambda x, *a, **k: launches.append((x.dtype, x.shape[1])) or real(x, *a, **k))
+    beta, gamma = _params(4)
+    x = _input((1, 4, 3, 3), torch.float32, False)
+    assert auto_selects_triton(G._gdn_fwd_kernel, x, max_channels=MAX_GDN_CHANNELS)
+    y = G.gdn(x, beta, gamma, impl="auto")  # a dtype the kernel takes: the kernel
+    assert launches == [(torch.float32, 4)] and H.rel_err(y, gdn_ref(x.double(), beta.double(), gamma.double())) <= 1e-5
+
+    x64 = x.double()
+    assert not auto_selects_triton(G._gdn_fwd_kernel, x64, max_channels=MAX_GDN_CHANNELS)
+    assert torch.equal(G.gdn(x64, beta, gamma, impl="auto"), G.gdn(x64, beta, gamma, impl="torch"))
+    assert len(launches) == 1  # the fallback did not reach the kernel
+    with pytest.raises(ValueError, match="dtype"):
+        G.gdn(x64, beta, gamma, impl="triton")  # asked for explicitly: still refused
+
+    c = MAX_GDN_CHANNELS + 1
+    xc, bc, gc = torch.rand(1, c, 1, 2) + 0.5, torch.ones(c), torch.eye(c) * 0.1
+    assert not auto_selects_triton(G._gdn_fwd_kernel, xc, max_channels=MAX_GDN_CHANNELS)
+    n = len(launches)
+    assert torch.equal(G.gdn(xc, bc, gc, inverse=True, impl="auto"), gdn_ref(xc, bc, gc, inverse=True))
+    assert len(launches) == n
+    with pytest.raises(ValueError, match="more than the kernel supports"):
+        G.gdn(xc, bc, gc, impl="triton")
+
+
+def test_auto_selects_the_reference_for_cpu_tensors():
+    x = torch.zeros(1, 4, 2, 2)
+    assert not auto_selects_triton(G._gdn_fwd_kernel, x, max_channels=MAX_GDN_CHANNELS)
+
+
+@cpu
 def test_integer_input_rejected():
     with pytest.raises(ValueError, match="dtype"):
         G.gdn_fwd(torch.zeros(1, 2, 2, 2, dtype=torch.int32), torch.ones(2), torch.eye(2))
@@ -248,24 +319,44 @@ def test_integer_input_rejected():
 def test_gpu_forward_matches_reference(inverse, c, dtype, channels_last):
     x = _input((3, c, 33, 47), dtype, channels_last).cuda()
     beta, gamma = (t.cuda() for t in _params(c))
-    y = G.gdn(x, beta, gamma, inverse=inverse, impl="auto")
+    assert auto_selects_triton(G._gdn_fwd_kernel, x, max_channels=MAX_GDN_CHANNELS)  # what "auto" runs on CUDA
+    y = G.gdn(x, beta, gamma, inverse=inverse, impl="triton")  # the kernel, never a fallback
     expected = gdn_ref(x.double(), beta.double(), gamma.double(), inverse)
     assert y.dtype == dtype
     assert H.rel_err(y, expected) <= H.tolerance(dtype)
 
 
 @_gpu
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("c", [3, 192, 320])
 @pytest.mark.parametrize("inverse", [False, True], ids=["gdn", "igdn"])
-def test_gpu_backward_matches_reference(inverse, c):
-    x = _input((2, c, 17, 9), torch.float32, False).cuda().requires_grad_()
+def test_gpu_backward_matches_reference(inverse, c, dtype, channels_last):
+    x = _input((2, c, 17, 9), dtype, channels_last).cuda().requires_grad_()
     beta, gamma = (t.cuda().requires_grad_() for t in _params(c))
-    dy = _input((2, c, 17, 9), torch.float32, False, seed=7).cuda()
-    got = torch.autograd.grad(G.gdn(x, beta, gamma, inverse=inverse), (x, beta, gamma), dy)
+    dy = _input((2, c, 17, 9), dtype, False, seed=7).cuda()
+    got = torch.autograd.grad(G.gdn(x, beta, gamma, inverse=inverse, impl="triton"), (x, beta, gamma), dy)
     x64, b64, g64 = (t.detach().double().requires_grad_() for t in (x, beta, gamma))
     want = torch.autograd.grad(gdn_ref(x64, b64, g64, inverse), (x64, b64, g64), dy.double())
-    for a, e in zip(got, want):
-        assert H.rel_err(a, e) <= 1e-5
+    assert got[0].dtype == dtype and got[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+    # fp32: 3xTF32 dots, ~fp32 accuracy; fp16/bf16 inputs: TF32 dots and the rounded dx
+    tol = 1e-5 if dtype == torch.float32 else H.tolerance(dtype)
+    for name, a, e in zip(("dx", "dbeta", "dgamma"), got, want):
+        assert H.rel_err(a, e) <= tol, name
+
+
+@_gpu
+def test_gpu_auto_runs_the_kernel_and_falls_back_for_refused_inputs():
+    beta, gamma = (t.cuda() for t in _params(8))
+    x = _input((1, 8, 5, 6), torch.float32, False).cuda()
+    assert auto_selects_triton(G._gdn_fwd_kernel, x, max_channels=MAX_GDN_CHANNELS)
+    assert torch.equal(G.gdn(x, beta, gamma, impl="auto"), G.gdn(x, beta, gamma, impl="triton"))
+    x64 = x.double()  # the kernel refuses float64: "auto" is the reference, as on the CPU
+    assert not auto_selects_triton(G._gdn_fwd_kernel, x64, max_channels=MAX_GDN_CHANNELS)
+    assert torch.equal(G.gdn(x64, beta, gamma, impl="auto"), gdn_ref(x64, beta, gamma))
+    empty = torch.zeros(2, 8, 0, 4, device="cuda")
+    for impl in IMPLS:
+        assert G.gdn(empty, beta, gamma, impl=impl).shape == empty.shape
 
 
 @pytest.mark.skipif(INTERPRETED, reason="the CPU kernel tests ran in this process")

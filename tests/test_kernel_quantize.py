@@ -19,8 +19,9 @@ _NO_TRITON = H.triton_import_error()
 if _NO_TRITON:
     pytest.skip(_NO_TRITON, allow_module_level=True)
 
+from vlmcodec.kernels import _utils as U  # noqa: E402
 from vlmcodec.kernels import quantize as Q  # noqa: E402
-from vlmcodec.kernels._utils import TritonUnavailableError  # noqa: E402
+from vlmcodec.kernels._utils import TritonUnavailableError, auto_selects_triton  # noqa: E402
 from vlmcodec.kernels.quantize import dequantize_ref, quantize_ref  # noqa: E402
 
 INTERPRETED = H.interpreted()
@@ -40,7 +41,7 @@ TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
     """Integer view of a tensor, so that equality is bitwise (-0.0 != 0.0, NaN == same NaN)."""
-    view = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+    view = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
     return t.view(view[t.dtype]) if t.dtype in view else t
 
 
@@ -155,6 +156,76 @@ def test_quantize_empty_and_sigma_dtypes():
     assert_bitwise_equal(got, quantize_ref(y, mu, sigma.half(), TABLE))
 
 
+def _codec_sigma64(table: torch.Tensor, n_random: int = 500) -> torch.Tensor:
+    """float64 scales as the codec's exact h_s gives them: on, just above and just below every
+    table entry (within half an fp32 ulp: rounding to fp32 would land on the entry), around the
+    bound, inf, NaN, and random values over the table."""
+    t64 = table.double()
+    inf = torch.full_like(t64, float("inf"))
+    edges = torch.tensor([0.0, -1.0, 0.05, 0.11, 0.10999999940395355, 0.1100000001, 1e9, float("inf"), float("nan")],
+                         dtype=torch.float64)
+    rnd = torch.exp(torch.rand(n_random, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 8 - 3)
+    return torch.cat([t64, torch.nextafter(t64, inf), torch.nextafter(t64, -inf), edges, rnd])
+
+
+@cpu
+@pytest.mark.parametrize("y_dtype", [torch.float64, torch.float32, torch.float16], ids=lambda d: str(d).replace("torch.", ""))
+def test_float64_sigma_compared_exactly_as_the_codec_does(y_dtype):
+    """float64 sigma (the codec's exact h_s scales) is accepted by every impl and compared in float64:
+    the indices of ``GaussianConditional.build_indexes`` (the decoder's), bit for bit, in both
+    impls. Rounding it to fp32 first would move the scales just above an entry into its bucket."""
+    from vlmcodec.entropy.gaussian import GaussianConditional
+
+    gc = GaussianConditional()
+    table, bound = gc.scale_table, float(gc.scale_bound)
+    sigma = _codec_sigma64(table)
+    y, mu, _ = _latents(sigma.shape, y_dtype, seed=11)
+    want_idx = gc.build_indexes(sigma)
+    ref = Q.quantize(y, mu, sigma, table, impl="torch", scale_bound=bound)
+    got = Q.quantize(y, mu, sigma, table, impl="triton", scale_bound=bound)
+    assert_bitwise_equal(got, ref)
+    assert torch.equal(got[2], want_idx)
+    n = len(table)
+    above = slice(n, 2 * n - 1)  # just above entries 0..T-2: the next bucket
+    assert torch.equal(want_idx[above], torch.arange(1, n, dtype=torch.int32))
+    assert not torch.equal(quantize_ref(y, mu, sigma.float(), table, bound)[2][above], want_idx[above])
+    # the other outputs do not depend on sigma's dtype; nor do its fp32-exact values' indices
+    f32 = sigma.float().double() == sigma
+    got32 = Q.quantize(y, mu, sigma.float(), table, impl="triton", scale_bound=bound)
+    assert torch.equal(_bits(got32[1]), _bits(got[1])) and torch.equal(got32[0], got[0])
+    assert torch.equal(got32[2][f32], got[2][f32])
+
+
+@cpu
+def test_auto_on_a_gpu_takes_the_kernel_for_every_accepted_dtype(monkeypatch):
+    """impl="auto" as on a CUDA tensor (the device check simulated): the kernel for every dtype
+    it takes (float64 y and sigma included); what it refuses, the reference refuses alike (the
+    checks are shared), so "auto" never raises a kernel-only error."""
+    monkeypatch.setattr(U, "_compiled_kernel_for", lambda kernel, t: True)
+    launches = []
+    real_q, real_dq = Q.quantize_fwd, Q.dequantize_fwd
+    monkeypatch.setattr(Q, "quantize_fwd", lambda y, *a, **k: launches.append(("q", y.dtype)) or real_q(y, *a, **k))
+    monkeypatch.setattr(Q, "dequantize_fwd", lambda s, mu, *a, **k: launches.append(("dq", mu.dtype)) or real_dq(s, mu, *a, **k))
+    for dtype in Q.QUANTIZE_DTYPES:
+        y, mu, sigma = _latents((1, 6, 3, 4), dtype)
+        for sig in (sigma, sigma.double()):
+            assert auto_selects_triton(Q._quantize_kernel, y, dtypes=Q.QUANTIZE_DTYPES)
+            got = Q.quantize(y, mu, sig, TABLE, impl="auto")
+            assert launches[-1] == ("q", dtype)
+            assert_bitwise_equal(got, quantize_ref(y, mu, sig, TABLE))
+        if dtype != torch.float64:
+            assert torch.equal(_bits(Q.dequantize(got[0], mu, impl="auto")), _bits(dequantize_ref(got[0], mu)))
+            assert launches[-1] == ("dq", dtype)
+    n = len(launches)
+    y, mu, sigma = _latents((1, 6, 3, 4), torch.float32)
+    for impl in ("auto", "torch"):  # refused alike, by the shared checks, before any launch
+        with pytest.raises(ValueError, match="dtype"):
+            Q.quantize(y.int(), mu.int(), sigma, TABLE, impl=impl)
+        with pytest.raises(ValueError, match="dequantize: mu must have dtype"):
+            Q.dequantize(torch.zeros(y.shape, dtype=torch.int32), mu.double(), impl=impl)
+    assert len(launches) == n
+
+
 @cpu
 @pytest.mark.parametrize("with_gain", [True, False], ids=["gain", "nogain"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
@@ -208,20 +279,31 @@ def test_impl_selection_and_errors():
 
 
 @_gpu
+@pytest.mark.parametrize("sigma64", [False, True], ids=["sigma32", "sigma64"])
+@pytest.mark.parametrize("shape", [(8, 192, 16, 24), (3, 37, 5, 7)], ids=["big", "odd"])  # odd: a masked tail
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("dtype", DTYPES + [torch.float64], ids=lambda d: str(d).replace("torch.", ""))
-def test_gpu_quantize_and_dequantize_bitwise(dtype, channels_last):
-    y, mu, sigma = _latents((8, 192, 16, 24), dtype)
+def test_gpu_quantize_and_dequantize_bitwise(dtype, channels_last, shape, sigma64):
+    y, mu, sigma = _latents(shape, dtype)
+    if sigma64:  # the codec's exact scales, some within half an fp32 ulp of a table entry
+        sigma = sigma.double()
+        flat = sigma.flatten()
+        edges = _codec_sigma64(TABLE, n_random=0)[: flat.numel()]
+        flat[: edges.numel()] = edges
+        sigma = flat.reshape(shape)
     want = quantize_ref(y, mu, sigma, TABLE)  # on CPU: encoder/decoder on different devices agree
     y, mu, sigma = (t.cuda() for t in (y, mu, sigma))
     if channels_last:
         y, mu, sigma = (t.to(memory_format=torch.channels_last) for t in (y, mu, sigma))
-    got = Q.quantize(y, mu, sigma, TABLE.cuda())
+    assert auto_selects_triton(Q._quantize_kernel, y, dtypes=Q.QUANTIZE_DTYPES)  # what "auto" runs on CUDA
+    got = Q.quantize(y, mu, sigma, TABLE.cuda(), impl="triton")  # the kernel, never a fallback
     assert_bitwise_equal([t.cpu() for t in got], want)
     if dtype == torch.float64:  # the codec's symbols; dequantize takes the network's dtypes
         return
-    gain = torch.rand(192, device="cuda").to(dtype) + 0.5
-    assert torch.equal(_bits(Q.dequantize(got[0], mu, gain).cpu().contiguous()), _bits(dequantize_ref(want[0], mu.cpu(), gain.cpu())))
+    c = shape[1]
+    gain = torch.rand(c, device="cuda").to(dtype) + 0.5
+    got_dq = Q.dequantize(got[0], mu, gain, impl="triton")
+    assert torch.equal(_bits(got_dq.cpu().contiguous()), _bits(dequantize_ref(want[0], mu.cpu(), gain.cpu())))
 
 
 @pytest.mark.skipif(INTERPRETED, reason="the CPU kernel tests ran in this process")
