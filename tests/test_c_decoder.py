@@ -658,7 +658,59 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
     assert peak_kib < 200_000, peak_kib
     run = subprocess.run([tool, str(model_file), str(tmp_path / "missing.vlmc"), str(tmp_path / "y4.f32")],
                          capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and "cannot read the stream file" in run.stderr, run.stderr
+    assert run.returncode == 2 and f"cannot read the stream file {tmp_path / 'missing.vlmc'}: No such file" in run.stderr
+    # modes that exclude each other, or options of a mode not asked for, are refused, not ignored
+    for args, message in [([str(tmp_path / "y5.f32"), "--info"], "--info writes nothing"),
+                          (["--info", "--image", str(tmp_path / "i.ppm")], "--info writes nothing"),
+                          ([str(tmp_path / "y5.f32"), "--short-side", "32"], "--short-side size --image's output"),
+                          (["--image", str(tmp_path / "i.ppm"), "--raw"], "--raw is of the latents OUT.f32")]:
+        run = subprocess.run([tool, str(model_file), stream, *args], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
+    assert not (tmp_path / "y5.f32").exists() and not (tmp_path / "i.ppm").exists()
+
+
+def test_the_tools_help_unreadable_inputs_and_a_stdout_that_cannot_be_written(tiny_pair, built, tmp_path, rng):
+    """--help was an unknown option (exit 2); a folder given as an input was read as an empty file
+    (the wrong error), and a failed read part way gave a 1-byte buffer announced as the bytes read;
+    a JSON result that could not reach stdout (/dev/full) still exited 0; vlmc_encode read a large
+    file of something else whole before it looked at it."""
+    import os
+
+    codec, _, model_file = tiny_pair
+    model = str(model_file)
+    from PIL import Image
+
+    Image.fromarray(smooth_image(rng, 40, 56)).save(tmp_path / "in.ppm")
+    (tmp_path / "s.vlmc").write_bytes(codec.encode(smooth_image(rng, 40, 56), 40))
+    tools = {name: str(built / name) for name in ("vlmc_decode_latents", "vlmc_write_stream", "vlmc_encode")}
+    for name, tool in tools.items():
+        for flag in ("--help", "-h"):
+            run = subprocess.run([tool, flag], capture_output=True, text=True, timeout=60)
+            assert run.returncode == 0 and run.stdout.startswith(f"usage: {name} ") and not run.stderr, run
+    folder = str(tmp_path)
+    for args, message in [([tools["vlmc_decode_latents"], model, folder, str(tmp_path / "y.f32")],
+                           f"cannot read the stream file {folder}: Is a directory"),
+                          ([tools["vlmc_encode"], model, folder, str(tmp_path / "o.vlmc")],
+                           f"cannot read the input image {folder}: Is a directory"),
+                          ([tools["vlmc_write_stream"], model, folder, folder, str(tmp_path / "o.vlmc"), "--size",
+                            "64x64", "--quality", "50"], f"cannot read {folder}: Is a directory")]:
+        run = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
+    if os.path.exists("/dev/full"):
+        for args in ([tools["vlmc_decode_latents"], model, str(tmp_path / "s.vlmc"), "--info"],
+                     [tools["vlmc_encode"], model, str(tmp_path / "in.ppm"), str(tmp_path / "o.vlmc")],
+                     [tools["vlmc_write_stream"], model, "--gain", "50", str(tmp_path / "g.f32")]):
+            with open("/dev/full", "w") as full:
+                run = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+            assert run.returncode == 2 and "cannot write to standard output" in run.stderr, (args, run.stderr)
+    with open(tmp_path / "big.mp4", "wb") as f:  # a sparse 2 GB file of no image
+        f.truncate(2 << 30)
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(r.stderr)")
+    run = subprocess.run([sys.executable, "-c", probe, tools["vlmc_encode"], model, str(tmp_path / "big.mp4"),
+                          str(tmp_path / "o2.vlmc")], capture_output=True, text=True, timeout=60)
+    status, peak_kib = map(int, run.stdout.split("\n")[0].split())
+    assert status == 2 and "not a binary PPM or PGM" in run.stdout and peak_kib < 200_000, run.stdout
 
 
 def test_export_command(tiny_model_path, tmp_path, capsys):
@@ -693,6 +745,29 @@ def test_the_c_packages_version_is_the_python_packages():
 
     match = re.search(r"project\(vlmcodec VERSION ([0-9.]+)", (ROOT / "CMakeLists.txt").read_text())
     assert match and match.group(1) == vlmcodec.__version__
+
+
+def test_the_libraries_export_their_c_api_alone_under_a_versioned_soname(built):
+    """libvlmc_decoder exported 84 symbols: the rANS core's C++ internals (which a host's own
+    copy of the core then replaced: its streams failed to decode) and std template instances
+    among them; and an unversioned SONAME, which tells no ABI change from an update."""
+    import re
+    import shutil
+
+    import vlmcodec
+
+    nm, readelf = shutil.which("nm"), shutil.which("readelf")
+    if nm is None or readelf is None:
+        pytest.skip("not available: binutils (nm, readelf) to list a library's exported symbols")
+    major_minor = ".".join(vlmcodec.__version__.split(".")[:2])
+    for lib, prefix in ((built / "libvlmc_decoder.so", "vlmc_decoder_"),
+                        (built.parent / "rans" / "libvlmc_rans.so", "vlmc_rans_")):
+        run = subprocess.run([nm, "-D", "--defined-only", str(lib)], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        names = [line.split()[-1] for line in run.stdout.splitlines() if line.strip()]
+        assert len(names) > 5 and [n for n in names if not n.startswith(prefix)] == [], names
+        run = subprocess.run([readelf, "-d", str(lib)], capture_output=True, text=True, timeout=60)
+        assert re.search(rf"SONAME\).*\[{lib.name}\.{re.escape(major_minor)}\]", run.stdout), run.stdout
 
 
 def test_the_c_constants_are_pythons():

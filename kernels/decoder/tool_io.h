@@ -20,11 +20,14 @@ static int error(const char *what) {
     return 2;
 }
 
-/* The whole file, malloc'd (*size bytes; a 1-byte buffer when empty); NULL when unreadable. */
+/* The whole file, malloc'd (*size bytes; a 1-byte buffer when empty); NULL with errno saying why
+ * when unreadable (a read that fails part way, or at once as a folder's does, included: it gave a
+ * 1-byte buffer announced as the bytes read until then). */
 static unsigned char *read_file(const char *path, size_t *size) {
     FILE *f = fopen(path, "rb");
     unsigned char *buf = NULL;
     size_t cap = 0, n = 0, got;
+    int err;
     if (f == NULL) return NULL;
     do {
         if (n == cap) {
@@ -41,12 +44,36 @@ static unsigned char *read_file(const char *path, size_t *size) {
         n += got;
     } while (got > 0);
     if (ferror(f)) {
+        err = errno;
         free(buf);
-        buf = NULL;
+        fclose(f);
+        errno = err;
+        return NULL;
     }
     fclose(f);
     *size = n;
     return buf ? buf : malloc(1);
+}
+
+/* "TOOL: error: cannot read WHAT PATH: why" (errno's words) on stderr; the exit status 2. */
+static int cannot_read(const char *what, const char *path) {
+    fprintf(stderr, VLMC_TOOL_NAME ": error: cannot read %s %s: %s\n", what, path, strerror(errno));
+    return 2;
+}
+
+/* The tool's last step on success: its JSON line must have reached standard output (a full disk,
+ * a closed pipe: exit status 2, not 0 with nothing written). */
+static int finish_stdout(void) {
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    fprintf(stderr, VLMC_TOOL_NAME ": error: cannot write to standard output: %s\n", strerror(errno));
+    return 2;
+}
+
+/* Whether arg asks for the usage (--help, -h): then it is printed on standard output. */
+static int asks_help(const char *arg, const char *usage) {
+    if (strcmp(arg, "--help") != 0 && strcmp(arg, "-h") != 0) return 0;
+    printf("%s\n", usage);
+    return 1;
 }
 
 /* Whether the file at path begins with the n bytes of magic: 1 yes, 0 no (or shorter), -1 unreadable.

@@ -31,6 +31,7 @@ int main(int argc, char **argv) {
     unsigned long long threads = 0, max_pixels = 0, band_pixels = 0, short_side = 0;
     for (i = 1; i < argc; ++i) {
         const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (asks_help(arg, USAGE)) return finish_stdout();
         if (strcmp(arg, "--raw") == 0) flags |= VLMC_DEC_RAW;
         else if (strcmp(arg, "--info") == 0) info_only = 1;
         else if (strcmp(arg, "--coded-size") == 0) coded_size = 1;
@@ -59,7 +60,10 @@ int main(int argc, char **argv) {
         else return error("too many arguments\n" USAGE);
     }
     if (!model || !stream || (!out_path && !info_only && !image_path)) return error(USAGE);
+    if (info_only && (out_path || image_path)) return error("--info writes nothing: give it without OUT.f32 or --image");
     if (coded_size && short_side) return error("--coded-size and --short-side exclude each other\n" USAGE);
+    if ((coded_size || short_side) && !image_path) return error("--coded-size and --short-side size --image's output");
+    if ((flags & VLMC_DEC_RAW) && !out_path) return error("--raw is of the latents OUT.f32: give it one");
 
     vlmc_decoder *dec = NULL;
     if (vlmc_decoder_open(model, &dec) != VLMC_DEC_OK) return error(vlmc_decoder_last_error());
@@ -80,7 +84,7 @@ int main(int argc, char **argv) {
     }
     if (data == NULL) {
         vlmc_decoder_free(dec);
-        return error("cannot read the stream file");
+        return cannot_read("the stream file", stream);
     }
     vlmc_stream_info info;
     rc = vlmc_decoder_stream_info(dec, data, size, &info);
@@ -126,5 +130,5 @@ int main(int argc, char **argv) {
     printf("\"}\n");
     free(data);
     vlmc_decoder_free(dec);
-    return 0;
+    return finish_stdout();
 }

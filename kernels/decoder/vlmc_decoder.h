@@ -29,7 +29,8 @@
  *
  * Conventions as vlmc_rans.h: functions returning int return VLMC_DEC_OK (0) or a negative
  * error code, and vlmc_decoder_last_error() gives the calling thread's message. Nothing here
- * prints or aborts; a decoder may be used from several threads at once (it is read-only).
+ * prints or aborts; a decoder may be used from several threads at once (its calls only read it;
+ * its setters, vlmc_decoder_set_*, write it: call them before sharing it, never during a call).
  *
  * Threads: a call with num_threads > 1 runs on the calling thread and num_threads − 1 workers
  * that the decoder keeps asleep between calls (up to 8 idle sets; concurrent calls each get their

@@ -116,6 +116,7 @@ int main(int argc, char **argv) {
     int n_paths = 0, i, rc, quality_set = 0, bounds_set = 0;
     for (i = 1; i < argc; ++i) {
         const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (asks_help(arg, USAGE)) return finish_stdout();
         if (strcmp(arg, "--no-pre-edit") == 0) flags |= VLMC_ENC_NO_PRE_EDIT;
         else if (strcmp(arg, "--quality") == 0 || strcmp(arg, "--short-side") == 0 || strcmp(arg, "--threads") == 0 ||
                  strcmp(arg, "--max-bytes") == 0 || strcmp(arg, "--min-quality") == 0 ||
@@ -149,9 +150,13 @@ int main(int argc, char **argv) {
     if (bounds_set && !max_bytes) return error("--min-quality and --max-quality bound --max-bytes's search: give --max-bytes");
 
     size_t size = 0, out_size = 0;
-    unsigned char *file = read_file(paths[1], &size);
+    unsigned char *file = NULL;
     const char *why = NULL;
-    if (file == NULL) return error("cannot read the input image");
+    /* looked at before it is read whole: a large file of something else is refused from its first bytes */
+    const int p6 = starts_with(paths[1], "P6", 2), p5 = p6 == 1 ? 0 : starts_with(paths[1], "P5", 2);
+    if (p6 == 0 && p5 == 0) return error("the input is not a binary PPM or PGM (P6 or P5)");
+    if (p6 == 1 || p5 == 1) file = read_file(paths[1], &size);
+    if (file == NULL) return cannot_read("the input image", paths[1]);
     unsigned char *converted = NULL;
     const unsigned char *rgb = read_ppm(file, size, &width, &height, &converted, &why);
     if (rgb == NULL) {
@@ -181,5 +186,5 @@ int main(int argc, char **argv) {
     if (!rc) return 2; /* (write_file said which path and why) */
     printf("{\"bytes\": %zu, \"width\": %u, \"height\": %u, \"quality\": %.2f, \"bpp\": %.6f}\n", out_size, width,
            height, quality, 8.0 * (double)out_size / ((double)width * height));
-    return 0;
+    return finish_stdout();
 }

@@ -43,7 +43,11 @@ static int parse_size(const char *text, uint32_t *w, uint32_t *h) {
 static float *read_floats(const char *path, size_t *count, const char **why) {
     size_t size = 0;
     unsigned char *bytes = read_file(path, &size);
-    if (bytes == NULL) return *why = "cannot read an input file", NULL;
+    static char message[4096 + 64];
+    if (bytes == NULL) {
+        snprintf(message, sizeof message, "cannot read %s: %s", path, strerror(errno));
+        return *why = message, NULL;
+    }
     if (size % sizeof(float) != 0) {
         free(bytes);
         return *why = "an input file's size is not a whole number of float32s", NULL;
@@ -65,6 +69,7 @@ int main(int argc, char **argv) {
     int n_paths = 0, i, rc, stream_option = 0; /* an option of the stream mode given */
     for (i = 1; i < argc; ++i) {
         const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (asks_help(arg, USAGE)) return finish_stdout();
         if (strcmp(arg, "--pre-edited") == 0) flags |= VLMC_ENC_PRE_EDITED, stream_option = 1;
         else if (strcmp(arg, "--size") == 0 || strcmp(arg, "--coded-size") == 0 || strcmp(arg, "--quality") == 0 ||
                  strcmp(arg, "--threads") == 0 || strcmp(arg, "--gain") == 0) {
@@ -110,7 +115,7 @@ int main(int argc, char **argv) {
         free(gain);
         if (!rc) return finish(dec, 2); /* (write_file said which path and why) */
         printf("{\"quality\": %.2f, \"channels\": %zu}\n", quality, n_y / 16);
-        return finish(dec, 0);
+        return finish(dec, finish_stdout());
     }
     size_t n_y = 0, n_z = 0, size = 0;
     const char *why = NULL;
@@ -131,5 +136,5 @@ int main(int argc, char **argv) {
     if (!rc) return finish(dec, 2); /* (write_file said which path and why) */
     printf("{\"bytes\": %zu, \"width\": %u, \"height\": %u, \"quality\": %.2f, \"bpp\": %.6f}\n", size, width, height,
            quality, 8.0 * (double)size / ((double)width * height));
-    return finish(dec, 0);
+    return finish(dec, finish_stdout());
 }
