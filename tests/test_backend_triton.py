@@ -27,6 +27,13 @@ SCRIPT = textwrap.dedent(
     ref = Codec(model, backend="torch")
     tri = Codec(model, backend="triton")
     rng = np.random.default_rng(0)
+    # count the kernels' launches: the backend runs them, not the torch references (whose streams
+    # would equal the torch backend's as well)
+    from vlmcodec.kernels import gdn as G, quantize as Q
+    launches = {"gdn": 0, "quantize": 0}
+    real_gdn_fwd, real_qfwd = G.gdn_fwd, Q.quantize_fwd
+    G.gdn_fwd = lambda *a, **k: launches.__setitem__("gdn", launches["gdn"] + 1) or real_gdn_fwd(*a, **k)
+    Q.quantize_fwd = lambda *a, **k: launches.__setitem__("quantize", launches["quantize"] + 1) or real_qfwd(*a, **k)
     for h, w in [(64, 64), (70, 90)]:
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         a, b = ref.encode(img, 60), tri.encode(img, 60)
@@ -47,6 +54,7 @@ SCRIPT = textwrap.dedent(
             a, b = ref_d.encode(img, q), tri_d.encode(img, q)
             assert a == b, (name, q, len(a), len(b))
             assert np.abs(ref_d.decode(a).astype(int) - tri_d.decode(a).astype(int)).max() <= 1, (name, q)
+    assert launches["gdn"] > 0 and launches["quantize"] > 0, launches
     # above band_pixels g_a and g_s run in row bands, through the fused kernels too
     be = tri.backend
     x = torch.rand(1, 3, 128, 96)

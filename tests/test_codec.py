@@ -11,7 +11,7 @@ from PIL import Image
 from vlmcodec import Codec, decode, encode
 from vlmcodec.bitstream import container
 from vlmcodec.bitstream.damage import damage
-from vlmcodec.errors import BitstreamError, ImageError, ModelMismatchError
+from vlmcodec.errors import BitstreamError, ConfigError, ImageError, ModelMismatchError
 
 from conftest import smooth_image
 
@@ -115,7 +115,7 @@ def test_bad_images_raise(tiny_codec, bad):
 
 @pytest.mark.parametrize("q", [-1, 100.5, float("nan"), True, np.bool_(True), "50", np.float64("inf")])
 def test_bad_quality_raises(tiny_codec, rng, q):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="quality must be a number in"):
         tiny_codec.encode(smooth_image(rng, 8, 8), quality=q)
 
 

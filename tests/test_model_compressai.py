@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from vlmcodec.errors import ConfigError
 from vlmcodec.models import MeanScaleHyperprior, ModelConfig
 from vlmcodec.models.convert import compressai_state_to_vlmcodec
 
@@ -51,7 +52,7 @@ def test_gains_interpolate_between_anchors():
     torch.testing.assert_close(ig[:3], net.inv_gain.abs())
     torch.testing.assert_close(g[3], torch.sqrt(net.gain[0].abs() * net.gain[1].abs()))
     assert net.level_of_quality(100) == 2 and net.level_of_quality(0) == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="quality must be a number in"):
         net.level_of_quality(101)
 
 

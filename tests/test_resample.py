@@ -6,7 +6,7 @@ import pytest
 from vlmcodec import resample
 from vlmcodec.bitstream import container
 from vlmcodec.cli import main
-from vlmcodec.errors import BitstreamError
+from vlmcodec.errors import BitstreamError, ConfigError
 from vlmcodec.runtime import Engine
 
 from conftest import smooth_image
@@ -76,7 +76,7 @@ def test_codec_default_and_per_call_override(tiny_model_path, rng):
     assert container.unpack(c.encode(img, 40))[0].coded_hw == (48, 32)
     assert not container.unpack(c.encode(img, 40, short_side=0))[0].rescaled  # 0: full size
     assert container.unpack(c.encode(img, 40, short_side=48))[0].coded_hw == (72, 48)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="short_side must be None, 0 .* or an integer >= 16, got 4"):
         Codec(tiny_model_path, short_side=4)
 
 
