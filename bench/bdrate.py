@@ -20,6 +20,10 @@ Quality must grow with rate along a curve: ``monotone_curve`` keeps the points o
 curve that are not dominated (sorted by rate, each kept point better than all kept before), and
 the functions here apply it; a curve with fewer than 2 (pchip) or 4 (cubic) such points, or two
 curves whose intervals do not overlap, gives NaN rather than an extrapolated number.
+
+``overlap`` gives the share of the two curves' combined range that the integral covers (the
+``bjontegaard`` package's definition; it warns below ``MIN_OVERLAP`` = 75 %): a BD value over a
+narrow overlap averages over a window that may say little about either curve as a whole.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 METHODS = ("pchip", "cubic")
+MIN_OVERLAP = 0.75  # the ``bjontegaard`` package's default ``min_overlap``: below it, it warns
 
 
 def monotone_curve(rate: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -151,3 +156,22 @@ def bd_quality(anchor_rate: Sequence[float], anchor_quality: Sequence[float],
 
 
 bd_psnr = bd_quality
+
+
+def overlap(anchor_rate: Sequence[float], anchor_quality: Sequence[float],
+            test_rate: Sequence[float], test_quality: Sequence[float], axis: str = "quality") -> float:
+    """The length of the interval a BD value integrates over, as a fraction of the two curves'
+    combined range (0 when they do not overlap), as the ``bjontegaard`` package defines it:
+    ``max(overlap_max - overlap_min, 0) / (total_max - total_min)``. ``axis="quality"`` is the
+    BD-rate's (the quality axis), ``"rate"`` the BD-quality's (log-rate). Measured on the
+    curves the BD functions integrate (``monotone_curve``'s points); NaN for a curve of fewer
+    than 2 such points."""
+    if axis not in ("quality", "rate"):
+        raise ValueError(f"axis must be 'quality' or 'rate', got {axis!r}")
+    ra, qa = monotone_curve(anchor_rate, anchor_quality)
+    rt, qt = monotone_curve(test_rate, test_quality)
+    if min(len(ra), len(rt)) < 2:
+        return float("nan")
+    a, t = (qa, qt) if axis == "quality" else (np.log(ra), np.log(rt))
+    total = max(a[-1], t[-1]) - min(a[0], t[0])
+    return float(max(min(a[-1], t[-1]) - max(a[0], t[0]), 0.0) / total)

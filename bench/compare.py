@@ -32,8 +32,9 @@ import numpy as np
 from ..errors import ConfigError
 from ..files import write_whole
 from .bootstrap import bd_rate_interval
+from .metrics import METRIC_DIRECTIONS
 from .rd import bd_table
-from .report import _interval, _pct
+from .report import INTERVAL_LEGEND, _interval, _pct, overlap_legend, overlap_mark
 from .common import check_output_path, count_arg, finite_number, strict_json
 
 DEFAULT_METRICS = ("psnr", "teacher-sim", "effnet-top1", "effnet-kl")
@@ -49,7 +50,16 @@ class Curve:
     digests: tuple[str, ...] = ()      # of the images' pixels (rd.json's image_digests); () in older files
 
     def better(self, metric: str) -> bool:
-        return self.higher_is_better.get(metric, True)
+        """Whether a higher ``metric`` is better: as the rd run recorded it, else the project's own
+        table (``METRIC_DIRECTIONS``: a merged rd.json could lack a kept metric's entry, and effnet-kl
+        was then taken for higher-is-better); a ConfigError for a metric known to neither."""
+        if metric in self.higher_is_better:
+            return bool(self.higher_is_better[metric])
+        if metric in METRIC_DIRECTIONS:
+            return METRIC_DIRECTIONS[metric]
+        raise ConfigError(f"{self.name} ({self.source}): the rd.json does not say whether a higher {metric} is "
+                          f"better, and it is none of the project's metrics ({', '.join(METRIC_DIRECTIONS)}); "
+                          "add its entry to the file's \"metrics\" list or leave it out of --metrics")
 
     def series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         pts = [p for p in self.points if metric in p and p[metric] is not None]
@@ -78,7 +88,7 @@ def load_curve(spec: str) -> Curve:
             or not isinstance(metrics, list) or not all(isinstance(m, dict) and "name" in m for m in metrics)):
         raise ConfigError(f"curve {name}: {path}'s {codec} points or metrics are not those of a `vlmcodec bench rd` "
                           "result (each point needs its bpp)")
-    hib = {m["name"]: m.get("higher_is_better", True) for m in metrics}
+    hib = {m["name"]: m["higher_is_better"] for m in metrics if isinstance(m.get("higher_is_better"), bool)}
     return Curve(name, f"{path}:{codec}", tuple(data.get("images", ())), points, hib,
                  tuple(data.get("image_digests") or ()))
 
@@ -90,7 +100,8 @@ def _bd(anchor: Curve, test: Curve, metric: str) -> dict:
         r, q = c.series(metric)
         curves[key] = {"bpp": r, metric: q}
     return bd_table(curves, "anchor", metric, anchor.better(metric)).get(
-        "test", {"bd_rate": float("nan"), "bd_quality": float("nan")})
+        "test", {"bd_rate": float("nan"), "bd_quality": float("nan"), "overlap": float("nan"),
+                 "overlap_rate": float("nan")})
 
 
 def anchor_value_at(anchor: Curve, metric: str, bpp: float) -> float:
@@ -119,6 +130,9 @@ def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, 
     bootstrap interval where both have per-image values and ``n_boot`` > 0), plus the low-rate
     point-by-point comparison against the anchors."""
     check_unique_names(curves + anchors)
+    for c in curves + anchors:  # every metric's direction known before any figure (a ConfigError if not)
+        for m in metrics:
+            c.better(m)
     ref, notes = curves[0], []
     for c in curves[1:] + anchors:
         if c.images and ref.images and c.images != ref.images:
@@ -170,18 +184,24 @@ def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
     if res.get("bootstrap"):
         lines += [f"In square brackets: the 95 % interval of the BD-rate over {res['bootstrap']} paired bootstrap "
                   "resamples of the images (where both runs stored per-image values): the spread the choice of "
-                  "images alone produces. An interval that spans 0 does not separate the two curves.", ""]
+                  "images alone produces. An interval that spans 0 does not separate the two curves. "
+                  + INTERVAL_LEGEND, ""]
     for a_name in [a.name for a in anchors] + [curves[0].name]:
         rows = []
         for c in curves:
             bd = res["bd"][c.name].get(a_name)
             if bd is None:
                 continue
-            cells = [f"{_pct(bd[m]['bd_rate'])}{_interval(bd[m].get('ci'))} ({bd[m]['bd_quality']:+.4g})" for m in ms]
+            cells = [f"{_pct(_num(bd[m]['bd_rate']))}{overlap_mark(bd[m])}"
+                     f"{_interval(bd[m].get('ci'), _num(bd[m]['bd_rate']))} "
+                     f"({_num(bd[m]['bd_quality']):+.4g}{overlap_mark(bd[m], 'overlap_rate')})" for m in ms]
             rows.append(f"| {c.name} | " + " | ".join(cells) + " |")
         if rows:  # (a single curve's section against itself was a header and no row)
             lines += [f"## vs {a_name}", "", "| curve | " + " | ".join(ms) + " |", "| --- |" + " ---: |" * len(ms),
                       *rows, ""]
+    if any(overlap_mark(e) or overlap_mark(e, "overlap_rate")
+           for per in res["bd"].values() for vs in per.values() for e in vs.values()):
+        lines += [overlap_legend(), ""]
     lines += [f"## Points at ≤ {res['max_bpp']} bpp against the anchors at the same bpp", "",
               "Each cell: the curve's value / the anchor's (interpolated in log-bpp); ✓ = the curve is better, "
               "✗ = worse, – = the anchor was not measured at that rate.", ""]
@@ -199,6 +219,11 @@ def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
                 lines.append(f"| {c.name} | {row['quality']:g} | {row['bpp']:.3f} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _num(v) -> float:
+    """A BD value as a float (null, from a figures file, is NaN)."""
+    return float("nan") if v is None else float(v)
 
 
 def main(argv: list[str] | None = None) -> int:

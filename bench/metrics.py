@@ -235,6 +235,11 @@ BASE_METRICS = {"psnr": PSNR, "ms-ssim": MSSSIM, "recall@1": RetrievalRecall1}
 SEMANTIC_METRIC_NAMES = ("teacher-sim", "effnet-top1", "effnet-kl")
 # Run only when asked for by name (they cost more, and older result files do not have them).
 OPTIONAL_SEMANTIC_METRIC_NAMES = ("effnet-top1-10crop",)
+# Whether a higher value is better, for every metric the project measures (its metric classes'
+# ``higher_is_better``, kept here without importing the semantic models): ``bench compare`` goes
+# by it where an rd.json does not record a metric's direction (tests check it against the classes).
+METRIC_DIRECTIONS = {"psnr": True, "ms-ssim": True, "recall@1": True, "teacher-sim": True,
+                     "effnet-top1": True, "effnet-top1-10crop": True, "effnet-kl": False}
 
 
 def semantic_metrics(optional: bool = False) -> tuple[list, dict[str, str]]:

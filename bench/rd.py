@@ -342,7 +342,10 @@ def _axis(metric: str, values, higher_is_better: bool = True):
 
 
 def bd_table(curves: dict, anchor: str, metric: str, higher_is_better: bool = True, method: str = "pchip") -> dict:
-    """{name: {"bd_rate": %, "bd_quality": Δ}} of every curve against ``anchor`` on ``metric``.
+    """{name: {"bd_rate": %, "bd_quality": Δ, "overlap": f, "overlap_rate": f}} of every curve
+    against ``anchor`` on ``metric``: ``overlap`` is the share of the two curves' combined quality
+    range that the BD-rate integrates over, ``overlap_rate`` that of their log-rate range for the
+    BD-quality (``bdrate.overlap``; below ``bdrate.MIN_OVERLAP`` the reports mark the value).
 
     ``curves``: {name: {"bpp": [...], metric: [...]}}; curves without the metric are left out."""
     if anchor not in curves or metric not in curves[anchor]:
@@ -356,7 +359,10 @@ def bd_table(curves: dict, anchor: str, metric: str, higher_is_better: bool = Tr
         qt = _axis(metric, c[metric], higher_is_better)
         bd_rate = bdrate.bd_rate(a["bpp"], qa, c["bpp"], qt, method)
         bd_quality = bdrate.bd_quality(a["bpp"], qa, c["bpp"], qt, method)
-        entry: dict[str, float | str] = {"bd_rate": bd_rate, "bd_quality": bd_quality}
+        entry: dict[str, float | str] = {
+            "bd_rate": bd_rate, "bd_quality": bd_quality,
+            "overlap": bdrate.overlap(a["bpp"], qa, c["bpp"], qt, "quality"),
+            "overlap_rate": bdrate.overlap(a["bpp"], qa, c["bpp"], qt, "rate")}
         if not np.isfinite(bd_rate) or not np.isfinite(bd_quality):
             entry["note"] = _why_nan(a["bpp"], qa, c["bpp"], qt, method)
         table[name] = entry
@@ -381,11 +387,14 @@ def _why_nan(ra, qa, rt, qt, method) -> str:
 
 
 def _kept_codecs(path: Path, images: list[Path], metrics: list, measured,
-                 digests: list[str] | None = None) -> tuple[dict[str, CodecCurve], list[str]]:
+                 digests: list[str] | None = None) -> tuple[dict[str, CodecCurve], list[str], list[dict]]:
     """The curves of ``path`` (an earlier rd.json) for the codecs not in ``measured``, for a merge,
-    and the commands that produced that file (its earlier merges' first)."""
+    the commands that produced that file (its earlier merges' first), and that file's ``metrics``
+    entries of the metrics this run does not measure but the kept curves' points still carry
+    (their direction: a merge with fewer metrics dropped them, and ``bench compare`` then took a
+    lower-is-better metric such as effnet-kl for higher-is-better)."""
     if not path.is_file():
-        return {}, []
+        return {}, [], []
     try:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -407,7 +416,11 @@ def _kept_codecs(path: Path, images: list[Path], metrics: list, measured,
         kept[name] = CodecCurve(name, c["label"], c.get("quality_name", "quality"), c.get("version", ""),
                                 c.get("settings", {}), c["points"])
     earlier = list(old.get("earlier_commands", [])) + ([old["command"]] if old.get("command") else [])
-    return kept, earlier if kept else []
+    carried = {k for c in kept.values() for p in c.points for k in p} - names
+    old_metrics = old.get("metrics") if isinstance(old.get("metrics"), list) else []
+    extra = [{**m, "kept_codecs_only": True} for m in old_metrics
+             if isinstance(m, dict) and m.get("name") in carried]
+    return kept, earlier if kept else [], extra
 
 
 def canonical_names(names: Sequence[str]) -> list[str]:
@@ -499,8 +512,9 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
                           + "; ".join(f"{n}: {why}" for n, why in missing_codecs.items()) + ")"
                           + (f"; {out / 'rd.json'} is left as it was" if merge and (out / "rd.json").is_file() else ""))
     # an earlier rd.json that cannot be merged stops the run before the codecs do
-    kept, earlier_commands = (_kept_codecs(out / "rd.json", images, metrics, {n for n, _, _ in to_run}, digests)
-                              if merge else ({}, []))
+    kept, earlier_commands, kept_metrics = (
+        _kept_codecs(out / "rd.json", images, metrics, {n for n, _, _ in to_run}, digests)
+        if merge else ({}, [], []))
     with output_folder(out):  # removed again if nothing was written in it (an error, Ctrl-C)
         curves: dict[str, CodecCurve] = {}
         for name, codec, qs in to_run:
@@ -529,8 +543,9 @@ def run(images_dir: Path, out: Path, codecs: Sequence[str] = DEFAULT_CODECS, qua
             "images_dir": str(images_dir),
             "images": [p.name for p in images],
             "image_digests": digests,  # of the decoded pixels: --merge and bench compare check them
+            # this run's, then those only the kept codecs (--merge) have, marked kept_codecs_only
             "metrics": [{"name": m.name, "higher_is_better": getattr(m, "higher_is_better", True),
-                         "cache_key": metric_key(m)} for m in metrics],
+                         "cache_key": metric_key(m)} for m in metrics] + kept_metrics,
             "missing_metrics": missing_metrics,
             "missing_codecs": missing_codecs,
             "codecs": {n: {"label": c.label, "version": c.version, "settings": c.settings,
