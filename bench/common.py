@@ -22,13 +22,37 @@ count_arg = whole_number_arg(0)
 positive_arg = whole_number_arg(1)
 
 
+def source_commit() -> str | None:
+    """The git commit of the code that runs (``+dirty`` with uncommitted changes), or None outside
+    a git checkout (an installed wheel): a result says which code made it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
 def environment() -> dict:
     """What every JSON result records about where it ran."""
     import numpy as np
     import torch
 
+    from .. import __version__
+
     env = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "vlmcodec": __version__,
+        "commit": source_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,

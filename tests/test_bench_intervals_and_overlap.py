@@ -252,3 +252,20 @@ def test_report_bd_quality_has_four_significant_digits():
                                            "overlap_rate": 1.0}}}
     text = "\n".join(bd_markdown({"bd": table, "codecs": {}}, "teacher-sim_vs_avif"))
     assert "| a | +1.0 % | +0.001234 |" in text
+
+
+def test_results_record_the_code_that_made_them():
+    """A result's env named the Python, torch and CPU but not vlmcodec's version or commit."""
+    import subprocess
+
+    import vlmcodec
+    from vlmcodec.bench.common import environment
+
+    env = environment()
+    assert env["vlmcodec"] == vlmcodec.__version__
+    if (ROOT / ".git").exists():
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        assert env["commit"] in (head, head + "+dirty"), env["commit"]
+    else:
+        assert env["commit"] is None

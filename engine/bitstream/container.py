@@ -17,6 +17,10 @@ Layout (all integers little-endian; ``varint`` = unsigned LEB128 in its shortest
     crc32        4   CRC-32 of everything before it and of the payload
     payload      the chunks, z first, concatenated
 
+How many chunks a stream has is part of the format, fixed by the image size: z is one chunk, y
+``min(64, ceil(M·h·w / 65536))`` (``codec.num_chunks_for``: M channels of the h×w latent, the
+padded coded size / 16), each the next run of symbols in C order; a decoder refuses another count.
+
 Every limit is checked before anything is allocated; lengths must add up to the file size
 exactly. Any violation raises :class:`~vlmcodec.errors.BitstreamError`.
 """

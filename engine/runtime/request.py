@@ -1,4 +1,5 @@
-"""Requests: the immutable description a client submits, and the mutable in-flight state."""
+"""Requests in flight: what a client submitted (kind, payload, options), its future, and the
+state the scheduler and workers update as it moves through the stages."""
 
 from __future__ import annotations
 
