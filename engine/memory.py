@@ -329,6 +329,8 @@ def _hint(what: str) -> str:
         return f"downscale it beforehand, or free memory ({skip})"
     if what.startswith("decoding"):
         return f"free memory or raise this process's memory limit ({skip})"
+    if what.startswith("reading"):
+        return f"send it smaller (or as raw pixels), or free memory ({skip})"
     return (f"code it at the consumer's scale (short_side / --short-side), downscale it, or free memory "
             f"({skip})")
 

@@ -135,7 +135,7 @@ def filtered_codec(path: str | None, short_side: int | None):
 
     if path is None:
         return Codec(short_side=short_side)
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     pf = PostFilter(saved["channels"], saved["blocks"])
     pf.load_state_dict(saved["state"])
     pf.eval()

@@ -318,7 +318,7 @@ def test_an_unreadable_body_is_named_without_an_address():
     the error (and the server's answers)."""
     with pytest.raises(ImageError) as e:
         load_image(io.BytesIO(b"not an image"))
-    assert "0x" not in str(e.value) and "cannot identify image file" in str(e.value)
+    assert "0x" not in str(e.value) and "cannot read image <stream>: not a PNG, JPEG" in str(e.value)
 
 
 def test_connections_send_without_waiting_for_acks(tiny_model_path):
