@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .checks import is_whole
-from .errors import ConfigError
+from .errors import ConfigError, VlmcodecWarning
 from .models.hyperprior import level_neighbours
 from .teacher.base import teacher_input_size, warn_if_slow_bfloat16
 from .training.loss import bpp_per_item
@@ -83,6 +84,9 @@ class RefineObjective:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model metadata train_recipe is not JSON: {e}") from e
         w_tok = float(recipe.get("w_tok", 0.0)) if recipe.get("teacher") else 0.0
+        if recipe.get("teacher") and float(recipe.get("w_rank", 0.0) or 0.0) > 0:
+            warnings.warn(f"the model was trained with a rank term (w_rank {recipe['w_rank']}); refinement "
+                          "minimises the pixel and token terms only", VlmcodecWarning, stacklevel=2)
         return cls(w_pix=float(recipe.get("w_pix", 1.0)), w_tok=w_tok,
                    teacher=_portable_teacher(str(recipe.get("teacher") or "")) if w_tok else "",
                    teacher_layers=tuple(int(l) for l in recipe.get("teacher_layers", (3, 6, 9, 12))))

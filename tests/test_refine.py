@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vlmcodec import Codec
+from vlmcodec.errors import VlmcodecWarning
 from vlmcodec.refine import LatentRefiner, RefineObjective
 
 from conftest import smooth_image
@@ -104,6 +105,10 @@ def test_objective_from_the_default_models_recipe():
     assert (obj.w_pix, obj.w_tok, obj.teacher) == (recipe["w_pix"], recipe["w_tok"], recipe["teacher"])
     assert RefineObjective.from_recipe({}) == RefineObjective()  # no recipe: pixels only
     assert RefineObjective.from_recipe({"train_recipe": json.dumps({"w_pix": 2.0, "w_tok": 5.0})}).w_tok == 0.0
+    # a rank term the refinement does not minimise is said, not dropped silently
+    ranked = {"train_recipe": json.dumps({"teacher": "dinov2-vits14", "w_tok": 0.0, "w_rank": 1000.0})}
+    with pytest.warns(VlmcodecWarning, match=r"rank term \(w_rank 1000.0\); refinement minimises the pixel"):
+        assert RefineObjective.from_recipe(ranked) == RefineObjective()
 
 
 def test_lambda_interpolates_the_anchors(tiny_model_path):

@@ -155,3 +155,30 @@ def test_a_resume_never_runs_code_a_crafted_checkpoint_carries(tmp_path):
     torch.save(state, run / "last.pt")  # and a checkpoint as training writes it resumes
     train(TrainConfig(**{**cfg.__dict__, "steps": 3}), progress=False)
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_a_resume_uses_the_new_configs_optimiser_settings(tmp_path):
+    """A changed pre_editor_lr_mult or aux_lr was announced on resume ("the run goes on with …")
+    but the optimisers' loaded state kept the checkpoint's: the pre-editor trained at 1× and the
+    quantiles at the old aux_lr."""
+    import warnings
+
+    import torch
+
+    data = write_train_folder(tmp_path / "data", h=160, w=192)
+    run = tmp_path / "run"
+    cfg = TrainConfig(data_dir=str(data), out_dir=str(run), N=8, M=12, lmbdas=(0.01, 0.05), crop=64, batch=1,
+                      steps=2, warmup=1, threads=1, log_every=1, ckpt_every=1, pre_editor=True,
+                      pre_editor_lr_mult=1.0, aux_lr=1e-3)
+    train(cfg, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(TrainConfig(**{**cfg.__dict__, "steps": 3, "pre_editor_lr_mult": 10.0, "aux_lr": 0.0}), progress=False)
+    said = " ".join(str(w.message) for w in caught)
+    assert "pre_editor_lr_mult 1.0 -> 10.0" in said and "aux_lr 0.001 -> 0.0" in said, said
+    state = torch.load(run / "last.pt", weights_only=True)
+    codec_group, pre_group = state["opt"]["param_groups"]
+    assert (codec_group["lr_mult"], pre_group["lr_mult"]) == (1.0, 10.0)
+    assert pre_group["lr"] == 10.0 * codec_group["lr"] > 0
+    assert [g["lr"] for g in state["aux_opt"]["param_groups"]] == [0.0]
+    assert state["cuda_rng"] is None  # (a CPU run: the noise is the CPU generator's, saved as torch_rng)

@@ -430,7 +430,7 @@ def _resume_changes(saved: dict, cfg: TrainConfig) -> tuple[TrainConfig, str | N
         parts.append(f"{', '.join(change(k) for k in kept)} not taken: a resume's model and random states come "
                      "from the checkpoint (kept as it has them)")
     return replace(cfg, **kept), "; ".join(parts)
-# what a resume reads from a checkpoint ("consumer_rng", "ema", "lineage", "decodes_as" are optional)
+# what a resume reads from a checkpoint ("consumer_rng", "cuda_rng", "ema", "lineage", "decodes_as" are optional)
 _CKPT_KEYS = ("model", "opt", "aux_opt", "step", "sampler_rng", "torch_rng")
 
 
@@ -649,8 +649,14 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> P
             warnings.warn(f"resuming from {ckpt} with another config: {changes}", VlmcodecWarning, stacklevel=3)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
+        # the optimisers' settings are this config's (loading put back the checkpoint's: a changed
+        # pre_editor_lr_mult or aux_lr was announced and then not used)
+        for group, fresh in zip(opt.param_groups, _param_groups(model, cfg)):
+            group["lr_mult"] = fresh["lr_mult"]
         if aux_opt is not None:
             aux_opt.load_state_dict(state["aux_opt"])
+            for group in aux_opt.param_groups:
+                group["lr"] = cfg.aux_lr
         step = int(state["step"])
         # the RNG states are CPU byte tensors: map_location moved them to the run's device (a CUDA run
         # could not resume: "RNG state must be a torch.ByteTensor")
@@ -658,6 +664,8 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> P
         if consumer is not None and "consumer_rng" in state:
             consumer.gen.set_state(state["consumer_rng"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda" and state.get("cuda_rng") is not None:  # (the quantisation noise's, on a GPU)
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         lineage = state.get("lineage", [])
         decodes_as = _decodes_as(state)
     ema = None
@@ -723,6 +731,9 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, stop: _StopRequest) -> P
                           "aux_opt": aux_opt.state_dict() if aux_opt is not None else None, "ema": ema,
                           "step": step, "config": asdict(cfg), "sampler_rng": sampler.gen.get_state(),
                           "torch_rng": torch.get_rng_state(), "lineage": lineage,
+                          # a CUDA run's noise comes from the device's generator: without it a resumed
+                          # slice replayed the seed's noise from its start
+                          "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                           "decodes_as": ((decodes_as.stream_fingerprint.hex(), decodes_as.decoder_digest.hex())
                                          if decodes_as else None),
                           **({"consumer_rng": consumer.gen.get_state()} if consumer is not None else {})}, ckpt)
