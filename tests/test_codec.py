@@ -317,3 +317,20 @@ def test_numpys_booleans_are_taken_for_switches(tiny_model_path):
     """pre_edit took np.True_, refine_bf16 refused it."""
     codec = Codec(tiny_model_path, refine_bf16=np.True_, pre_edit=np.False_)
     assert codec.refine_bf16 is True and codec.pre_edit is False
+
+
+def test_the_scale_index_table_is_build_indexes_on_every_exact_scale():
+    """_exact_scale_index looks the exact h_s's scales (integers × 2⁻¹²) up in build_indexes's own
+    table: the same index at and around every bound, below the first, past the last."""
+    import torch
+
+    from vlmcodec.entropy.exact_hyper import ACT_FRAC_BITS
+
+    codec = Codec()
+    one = 2**ACT_FRAC_BITS
+    bounds = codec.model.gaussian_conditional.scale_table.double()
+    around = ((bounds * one).floor().long()[:, None] + torch.arange(-2, 3)).ravel()
+    n = torch.cat([around, torch.tensor([-5, 0, 1, 10**6, 10**9])])
+    scales = n.double() / one
+    assert torch.equal(codec._exact_scale_index(scales), codec._scale_index(scales))
+    assert codec._exact_scale_index(scales).dtype == torch.int32
