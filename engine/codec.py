@@ -191,9 +191,11 @@ class Codec:
                  backend_options: Mapping[str, Any] | None = None, hs_device: str | None = None):
         allocator.tune_allocator()  # process-wide, once: freed feature maps are reused (allocator.py)
         threads = check_threads("threads", threads, none="the default")
-        if backend == "torch" and threads:
+        if threads:
             # before the model is loaded (torch work too): Codec(threads=1) never runs torch on
             # more, so a process that only makes such codecs forks children free to use several
+            # (whatever the backend: the exact h_s, and an ONNX Runtime codec's windowed pre-editor,
+            # are torch work)
             set_torch_threads(threads)
         default = model is None or model == ""
         # (a model that is not a path: ConfigError from load_model; 0 or False were the default model)
@@ -236,7 +238,7 @@ class Codec:
         self.hs_device = _check_hs_device(hs_device)
         # the torch threads its calls run on, in whichever thread (torch keeps a count per thread:
         # one set here is not that of a thread that already ran torch); None: the calling thread's
-        self._torch_threads = threads if backend == "torch" else None
+        self._torch_threads = threads
         self._index_table: Tensor | None = None  # _exact_scale_index's, made at its first use
         self.backend = create_backend(backend, self.model, **options)
         self.exact_hs = ExactHyperSynthesis.from_module(self.model.h_s)

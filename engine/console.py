@@ -36,9 +36,22 @@ def is_terminal(stream) -> bool:
         return False
 
 
+class OptionInt(int):
+    """An int read from a ``--backend-option`` value, which keeps the text it was read from
+    (``text``): an option that takes a folder takes that (``graphs=007`` is the folder 007)."""
+
+    text: str
+
+
+class OptionFloat(float):
+    """``OptionInt``'s twin for a value read as a float (``graphs=2024.06``, ``graphs=inf``)."""
+
+    text: str
+
+
 def backend_option(text: str) -> tuple[str, object]:
     """argparse type of ``--backend-option``: KEY=VALUE → (key, value), the value read as
-    true/false/none, else an int, a float, else the text itself."""
+    true/false/none, else an int, a float (each keeping its text), else the text itself."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip().isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -47,9 +60,11 @@ def backend_option(text: str) -> tuple[str, object]:
         return key.strip(), low == "true"
     if low == "none":
         return key.strip(), None
-    for kind in (int, float):
+    for kind in (OptionInt, OptionFloat):
         try:
-            return key.strip(), kind(raw)
+            value = kind(raw)
         except ValueError:
-            pass
+            continue
+        value.text = raw
+        return key.strip(), value
     return key.strip(), raw

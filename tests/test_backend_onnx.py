@@ -600,3 +600,104 @@ def test_a_bad_hs_device_is_refused_before_the_graphs_are_exported(tiny_model_pa
         with pytest.raises(VlmcodecError, match="hs_device"):
             Codec(tiny_model_path, backend="onnxruntime", hs_device=device)
     assert not (tmp_path / "cache").exists()
+
+
+def test_threads_bound_the_torch_stages_of_an_onnxruntime_codec(tiny_model_path, rng):
+    """Codec(threads=1) on onnxruntime ran its exact h_s (torch work) on the calling thread's
+    torch count (2 here), though threads is "the networks' CPU threads" whatever the backend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        codec = Codec(tiny_model_path, backend="onnxruntime", threads=1)
+        seen = []
+        exact = codec.exact_hs
+        codec.exact_hs = lambda z: (seen.append(torch.get_num_threads()), exact(z))[1]
+        torch.set_num_threads(2)  # (as another codec, or the application, may leave it)
+        data = codec.encode(smooth_image(rng, 64, 64), 50)
+        codec.decode(data)
+        assert seen and set(seen) == {1}, seen
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_folder_option_is_the_folder_as_typed(tiny_model_path, rng, tmp_path, monkeypatch, capsys):
+    """--backend-option read graphs=007 as the number 7 (the folder "7"), graphs=2024.06 and
+    graphs=inf as floats (refused); graphs= (empty) looked in the current folder."""
+    from PIL import Image
+
+    from vlmcodec.cli import main
+
+    loaded = load_model(tiny_model_path)
+    Image.fromarray(smooth_image(rng, 64, 64)).save(tmp_path / "in.png")
+    monkeypatch.chdir(tmp_path)
+    for name in ("007", "2024.06", "inf"):
+        export_onnx(loaded, tmp_path / name)
+        assert main(["encode", "in.png", "-o", f"{name}.vlmc", "--model", str(tiny_model_path), "--backend",
+                     "onnxruntime", "--backend-option", f"graphs={name}", "--quiet"]) == 0, capsys.readouterr().err
+    assert main(["encode", "in.png", "-o", "e.vlmc", "--model", str(tiny_model_path), "--backend", "onnxruntime",
+                 "--backend-option", "graphs=", "--quiet"]) == 2
+    assert "graphs must be a folder, got ''" in capsys.readouterr().err
+
+
+def test_inter_op_threads_above_one_runs_the_parallel_mode(tiny_pair, rng):
+    """inter_op_threads was set on sessions in sequential mode, which never reads it."""
+    torch_codec, ort_codec = tiny_pair
+    parallel = Codec(ort_codec.loaded, backend="onnxruntime", backend_options={"inter_op_threads": 2})
+    modes = {s.get_session_options().execution_mode for s in parallel.backend.sessions.values()}
+    assert modes == {ort.ExecutionMode.ORT_PARALLEL}
+    assert {s.get_session_options().execution_mode for s in ort_codec.backend.sessions.values()} == {
+        ort.ExecutionMode.ORT_SEQUENTIAL}
+    img = smooth_image(rng, 70, 90)
+    assert parallel.encode(img, 40) == torch_codec.encode(img, 40)
+
+
+def test_a_process_waits_for_anothers_export_and_takes_it(tiny_model_path, tmp_path, monkeypatch):
+    """Two processes replacing a stale cache at once: one could move the other's fresh install
+    aside after deciding, before it, that the folder was stale (the other then failed: "no
+    manifest.json"). An export now runs under a lock beside the folder, and whoever gets the lock
+    looks again first: here "another process" holds it and installs a fresh export meanwhile."""
+    import fcntl
+    import threading
+
+    from vlmcodec.backends import onnxruntime_backend as orb
+    from vlmcodec.export.manifest import network_fingerprint
+
+    loaded = load_model(tiny_model_path)
+    directory = tmp_path / network_fingerprint(loaded.model)[:16]
+    export_onnx(loaded, directory, subpixel=True)  # stale
+    exports = []
+    monkeypatch.setattr("vlmcodec.export.onnx.export_onnx", lambda *a, **k: exports.append(a) or export_onnx(*a, **k))
+    held = open(tmp_path / f".{directory.name}.lock", "a")
+    fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # the other process's export is running
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(orb.cached_graphs(loaded.model, tmp_path)))
+    waiter.start()
+    waiter.join(1.0)
+    assert waiter.is_alive() and not got  # it waits for the lock
+    fresh = tmp_path / "fresh"
+    export_onnx(loaded, fresh)
+    import shutil
+
+    shutil.rmtree(directory)
+    fresh.rename(directory)  # the other process installed its export
+    held.close()  # and let go
+    waiter.join(60)
+    assert got == [directory] and exports == []  # taken as installed, not exported again
+
+
+def test_a_cache_another_vlmcodec_made_is_exported_again(tiny_model_path, onnx_cache):
+    import json
+
+    import vlmcodec
+    from vlmcodec.export.manifest import network_fingerprint
+
+    model = load_model(tiny_model_path).model
+    folder = onnx_cache / "vlmcodec" / "onnx" / network_fingerprint(model)[:16]
+    export_onnx(model, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["versions"]["vlmcodec"] = "0.0.1"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    be = create_backend("onnxruntime", model, threads=1)
+    assert be.graph_dir == folder and be.manifest["versions"]["vlmcodec"] == vlmcodec.__version__

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import __version__
 from ..banding import NETWORK_BAND_PIXELS, banded, row_geometry
 from ..checks import check_threads, is_switch
 from ..errors import BackendUnavailableError, ConfigError, VlmcodecError
@@ -58,27 +59,44 @@ def _import_ort():
 def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
     """Directory holding this model's exported graphs, exporting them first when absent or stale."""
     from vlmcodec.export.manifest import network_fingerprint
-    from vlmcodec.export.onnx import (
-        DEFAULT_OPSET,
-        export_onnx,
-        load_onnx_manifest,
-        networks_of,
-    )
+    from vlmcodec.export.onnx import DEFAULT_OPSET, load_onnx_manifest, networks_of
 
     directory = Path(cache_dir or default_cache_dir()) / network_fingerprint(model)[:16]
 
-    def usable() -> bool:  # exported for this model, intact, and with today's export settings
+    def usable() -> bool:  # exported for this model, intact, by this vlmcodec, with today's export settings
         try:
             m = load_onnx_manifest(directory, model)
         except VlmcodecError:
             return False
         return m.get("opset") == DEFAULT_OPSET and m.get("rewrites") == {"fold_gdn": True, "subpixel": False} \
-            and set(networks_of(model)) <= set(m.get("graphs", {}))
+            and set(networks_of(model)) <= set(m.get("graphs", {})) \
+            and (m.get("versions") or {}).get("vlmcodec") == __version__
 
     if usable():
         return directory
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
+        lock = _export_lock(directory)
+    except OSError as e:
+        raise _no_cache(directory, e) from e
+    with lock:
+        # one process of those that found no usable cache exports it; the others then find it here
+        # (two replacing a stale one at once could each move the other's fresh install aside)
+        if usable():
+            return directory
+        return _export_into(model, directory, usable)
+
+
+def _no_cache(directory: Path, e: OSError) -> ConfigError:
+    return ConfigError(f"onnxruntime backend: cannot make its graph cache in {directory.parent} ({e}); give "
+                       "backend_options cache_dir=DIR (or set XDG_CACHE_HOME), or graphs= an exported folder")
+
+
+def _export_into(model, directory: Path, usable) -> Path:
+    """``cached_graphs``' export and install, under its lock."""
+    from vlmcodec.export.onnx import export_onnx
+
+    try:
         _sweep_abandoned(directory)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         # the umask's permissions, as a plain mkdir's (mkdtemp's 0700 kept a serving account out of a shared cache)
@@ -86,8 +104,7 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
         os.umask(mask)
         tmp.chmod(0o777 & ~mask)
     except OSError as e:
-        raise ConfigError(f"onnxruntime backend: cannot make its graph cache in {directory.parent} ({e}); give "
-                          "backend_options cache_dir=DIR (or set XDG_CACHE_HOME), or graphs= an exported folder") from e
+        raise _no_cache(directory, e) from e
     try:
         export_onnx(model, tmp)
         # Several processes may get here at once (workers starting after an upgrade left a stale
@@ -115,6 +132,25 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class _export_lock:
+    """An exclusive lock on ``.NAME.lock`` beside the cache folder ``directory`` (fcntl's, held
+    while the block runs; where there is no fcntl, no lock)."""
+
+    def __init__(self, directory: Path):
+        self.path = directory.parent / f".{directory.name}.lock"
+        self.file = open(self.path, "a")  # (made here: an unwritable cache fails as its mkdir would)
+
+    def __enter__(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # (closing releases the lock)
+
+
 # an export's temporary folder older than this was abandoned (a killed process's; an export takes seconds)
 ABANDONED_EXPORT_S = 3600.0
 
@@ -133,11 +169,14 @@ def _sweep_abandoned(directory: Path) -> None:
 
 def _folder_option(name: str, value, backend: str = "onnxruntime") -> str | Path | None:
     """A folder given as a backend option: a path, or a number the command line parsed from a
-    folder's name (--backend-option graphs=2024)."""
-    if value is None or isinstance(value, (str, Path)):
+    folder's name (--backend-option graphs=007: the folder as typed, its ``text``)."""
+    text = getattr(value, "text", None)
+    if isinstance(text, str):
+        value = text
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if value is None or isinstance(value, Path) or (isinstance(value, str) and value.strip()):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
     raise ConfigError(f"{backend} backend: {name} must be a folder, got {value!r}")
 
 
@@ -151,7 +190,7 @@ class OnnxRuntimeBackend:
 
     Options: ``device`` ("cpu" | "cuda[:i]"), ``threads`` (intra-op threads per session, None =
     ONNX Runtime's default of one per physical core), ``inter_op_threads`` (1: the graphs are
-    chains), ``allow_spinning`` (busy-wait of idle worker threads; off is kinder to a shared
+    chains; above 1, ONNX Runtime's parallel mode, which runs independent nodes at once), ``allow_spinning`` (busy-wait of idle worker threads; off is kinder to a shared
     machine), ``graphs`` (an exported directory) or ``cache_dir``, ``optimization`` ("all" |
     "extended" | "basic" | "disable"), ``memory_pattern`` (ONNX Runtime's per-shape memory
     planning; off by default, as it slows every change of batch or image size), ``item_by_item``
@@ -205,7 +244,9 @@ class OnnxRuntimeBackend:
 
         so = ort.SessionOptions()
         so.graph_optimization_level = levels[optimization]
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # ONNX Runtime runs independent nodes at once only in parallel mode, the only one that
+        # reads inter_op_num_threads (sequential with more inter-op threads was a no-op option)
+        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if inter_op_threads > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
         # ORT's memory pattern plans one allocation per input shape and plans again whenever the
         # shape changes: with it, the pre-editor on 8 Kodak images after single images took 3.2-4.4 s
         # instead of 0.7 s (the runtime's batches change size all the time; README, Backends)
