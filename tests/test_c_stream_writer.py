@@ -337,12 +337,16 @@ def test_the_command_line_tool_writes_the_python_encoders_stream(c_decoder_build
     np.testing.assert_array_equal(np.fromfile(tmp_path / "g.f32", "<f4"), writer.gain(33.5))
     # errors: exit status 2 and one line naming the problem, never a crash
     (tmp_path / "odd.f32").write_bytes(b"\0" * 7)
+    with open(tmp_path / "big.f32", "wb") as f:  # a sparse 1 GiB file: refused before it is read whole
+        f.truncate(1 << 30)
     for args, words in [((str(tmp_path / "y.f32"), str(tmp_path / "z.f32"), str(tmp_path / "o.vlmc"), "--size",
                           f"{w}x{h}", "--quality", "33.5"), "coded image needs"),  # the coded size left out
                         ((str(tmp_path / "odd.f32"), str(tmp_path / "z.f32"), str(tmp_path / "o.vlmc"), "--size", "64x64",
                           "--quality", "5"), "whole number of float32s"),
                         ((str(tmp_path / "no.f32"), str(tmp_path / "z.f32"), str(tmp_path / "o.vlmc"), "--size", "64x64",
                           "--quality", "5"), "cannot read"),
+                        ((str(tmp_path / "big.f32"), str(tmp_path / "z.f32"), str(tmp_path / "o.vlmc"), "--size", "64x64",
+                          "--quality", "5"), f"big.f32 holds {1 << 30} bytes, more than the"),
                         (("a", "b", "c", "--size", "64by64", "--quality", "5"), "--size takes WIDTHxHEIGHT"),
                         (("a", "b", "c", "--size", "64x64", "--quality", "101"), "--quality takes a number in 0..100"),
                         (("a", "b", "c", "--size", "64x64"), "usage:"),

@@ -56,6 +56,23 @@ static float *read_floats(const char *path, size_t *count, const char **why) {
     return (float *)bytes; /* malloc'd, suitably aligned for float */
 }
 
+/* Whether the file at path holds more than count float32s (then said on stderr); 0 when it does not
+ * or cannot be looked at (the read says why). */
+static int too_large(const char *path, size_t count, const char *what) {
+#if !defined(_WIN32)
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (unsigned long long)st.st_size > count * sizeof(float)) {
+        fprintf(stderr, VLMC_TOOL_NAME ": error: %s holds %llu bytes, more than the %zu float32s (%zu bytes) of %s "
+                        "at the coded size given\n", path, (unsigned long long)st.st_size, count,
+                count * sizeof(float), what);
+        return 1;
+    }
+#else
+    (void)path, (void)count, (void)what;
+#endif
+    return 0;
+}
+
 static int finish(vlmc_decoder *dec, int status) {
     vlmc_decoder_free(dec);
     return status;
@@ -119,7 +136,19 @@ int main(int argc, char **argv) {
     }
     size_t n_y = 0, n_z = 0, size = 0;
     const char *why = NULL;
-    float *y = read_floats(paths[1], &n_y, &why), *z = y ? read_floats(paths[2], &n_z, &why) : NULL;
+    /* a file larger than the coded size's latents is refused before it is read whole (a large
+     * file given by mistake was read into memory first) */
+    size_t want_y = 0, want_z = 0;
+    if (vlmc_decoder_latent_size(dec, coded_width ? coded_width : width, coded_height ? coded_height : height,
+                                 &want_y, &want_z) != VLMC_DEC_OK)
+        want_y = want_z = (size_t)-1 / sizeof(float); /* (the write below says what is wrong) */
+    float *y = too_large(paths[1], want_y, "y") ? NULL : read_floats(paths[1], &n_y, &why);
+    float *z = y == NULL || too_large(paths[2], want_z, "z") ? NULL : read_floats(paths[2], &n_z, &why);
+    if (y == NULL && why == NULL) return finish(dec, 2); /* (too_large said which file and why) */
+    if (y != NULL && z == NULL && why == NULL) {
+        free(y);
+        return finish(dec, 2);
+    }
     uint8_t *stream = NULL;
     if (y == NULL || z == NULL) {
         free(y);
