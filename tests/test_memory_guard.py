@@ -579,3 +579,17 @@ def test_a_memory_wait_that_ended_is_a_503_and_the_client_gets_it_back():
     assert _status_of(ResourceError("too large")) is HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     err = _error_of(503, b'{"error": "busy", "type": "MemoryBusyError"}')
     assert isinstance(err, MemoryBusyError) and isinstance(err, MemoryError)
+
+
+@needs_results
+def test_onnxruntime_decode_estimates_cover_fresh_process_peaks():
+    """A decode that is its process's first run peaked above the onnxruntime estimate (its floor
+    was fitted to decodes run after an encode): results/allocator/memory_fresh_decode.txt."""
+    import vlmcodec
+
+    text = (Path(__file__).resolve().parents[1] / "results" / "allocator" / "memory_fresh_decode.txt").read_text()
+    rows = re.findall(r"decode (\d+)x(\d+), \d threads: estimate [\d.]+ GiB, fresh-process peak ([\d.]+) GiB", text)
+    assert len(rows) == 2
+    codec = vlmcodec.Codec(backend="onnxruntime", threads=1)
+    for w, h, peak in rows:
+        assert codec.memory_needed(int(h), int(w), decoding=True) >= float(peak) * _GIB, (w, h)
