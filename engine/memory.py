@@ -385,9 +385,11 @@ def _images(pixels: int, count: int) -> str:
 
 
 def _refusal(what: str, pixels: int, count: int, need: int, avail: int, held: int = 0) -> ResourceError:
-    others = f" ({held / _GIB:.1f} GiB more are held by other coding running in this process)" if held else ""
-    return ResourceError(f"{what} of {_images(pixels, count)} needs about {need / _GIB:.1f} GiB of memory and "
-                         f"{avail / _GIB:.1f} GiB are available{others}: {_hint(what)}")
+    # two decimals where one would print the need and the memory left alike ("0.2 GiB ... 0.2 GiB")
+    digits = 2 if f"{need / _GIB:.1f}" == f"{avail / _GIB:.1f}" else 1
+    others = f" ({held / _GIB:.{digits}f} GiB more are held by other coding running in this process)" if held else ""
+    return ResourceError(f"{what} of {_images(pixels, count)} needs about {need / _GIB:.{digits}f} GiB of memory "
+                         f"and {avail / _GIB:.{digits}f} GiB are available{others}: {_hint(what)}")
 
 
 # The estimates of the coding running on this process's threads (``holding``): the memory check

@@ -248,3 +248,13 @@ def test_an_exact_h_s_out_of_gpu_memory_is_a_resource_error(tiny_model_path, rng
         codec.encode(img, 50)
     with pytest.raises(ResourceError, match=r"decoding \(h_s\) ran out of GPU memory"):
         codec.decode(data)
+
+
+def test_a_refusal_tells_the_need_from_the_memory_left():
+    """One decimal printed "needs about 0.2 GiB of memory and 0.2 GiB are available"."""
+    from vlmcodec import memory
+
+    e = memory._refusal("encoding", 10**6, 1, int(0.24 * 2**30), int(0.22 * 2**30))
+    assert "needs about 0.24 GiB of memory and 0.22 GiB are available" in str(e)
+    e = memory._refusal("encoding", 10**6, 1, int(1.2 * 2**30), int(0.5 * 2**30))
+    assert "needs about 1.2 GiB of memory and 0.5 GiB are available" in str(e)
