@@ -442,7 +442,7 @@ class Codec:
         quality is (and as the C library's ``vlmc_decoder_encode_image_within`` rounds them): a
         ``max_quality`` of 77.777 may give 77.78.
         With ``refine``, a budget only one-pass streams fit gets the best of those, with a
-        ``RefineFallbackWarning`` (refined streams are a few % larger at a quality). ``refine``:
+        ``RefineFallbackWarning`` (refined streams are up to a few % larger at a quality). ``refine``:
         this encode's refinement steps (None: the codec's ``refine``)."""
         steps = self.refine_steps(refine)
         min_quality = check_in_range("min_quality", min_quality, 0.0, 100.0)
@@ -463,7 +463,7 @@ class Codec:
         ``RefineFallbackWarning``'s message (the caller issues it: the Engine runs this on a
         worker thread). ``y_raw``: its g_a output before the gain (C×h×w), when the caller has it.
         With refinement (``refine`` steps, None: the codec's), the search runs on the one-pass
-        streams and each refined encode corrects it (a refined stream is a few % larger at the
+        streams and each refined encode corrects it (a refined stream is up to a few % larger at the
         same quality): typically one or two refined encodes."""
         steps = self.refine_steps(refine)
         lo, hi = container.quantize_quality(min_quality), container.quantize_quality(max_quality)

@@ -125,8 +125,15 @@ class LatentRefiner:
                        if self.teacher is not None and objective.w_tok else [])
         if self.layers and objective.teacher_bf16:
             warn_if_slow_bfloat16(next(model.parameters()).device, "refine_bf16")
-        lm = torch.tensor(model.config.lmbdas[: model.num_levels], dtype=torch.float64)
-        self._log_lmbdas = torch.log(lm if len(lm) == model.num_levels else torch.ones(model.num_levels))
+        # the rate-distortion trade-off of each level is the λ it was trained with: a model without
+        # one per level (a CompressAI conversion's λ 0, a config that left lmbdas short) has none to
+        # refine for (λ was NaN, so refinement kept the one-pass latents, or 1 at every level)
+        lmbdas = tuple(model.config.lmbdas)
+        if len(lmbdas) != model.num_levels or not all(math.isfinite(v) and v > 0 for v in lmbdas):
+            raise ConfigError(f"refinement needs the model's training λ for each of its {model.num_levels} quality "
+                              f"level(s); it records {list(lmbdas)} (a converted model's is unknown): refine a model "
+                              "trained here, or encode without refine")
+        self._log_lmbdas = torch.log(torch.tensor(lmbdas, dtype=torch.float64))
         self.last_losses: list[list[float]] = []  # per step, per item: for diagnostics and tests
 
     def lmbda(self, levels: Tensor) -> Tensor:

@@ -291,3 +291,24 @@ def test_refine_bf16_warns_on_a_cpu_without_bfloat16_instructions(tiny_model_pat
         assert len(slow) == (1 if bf16 and lacks else 0), [str(w.message) for w in caught]
         if slow:
             assert "refine_bf16" in str(slow[0].message) and "leave bfloat16 off" in str(slow[0].message)
+
+
+def test_a_model_without_a_training_lambda_per_level_is_refused(tmp_path, rng):
+    """A CompressAI conversion records λ 0 (unknown): λ was NaN, every step's loss NaN, and the
+    one-pass latents came back after K steps paid for; a config with lmbdas shorter than its levels
+    refined at λ 1 everywhere."""
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.models import MeanScaleHyperprior, ModelConfig
+    from vlmcodec.models.checkpoint import save_model
+
+    for name, config in (("converted", ModelConfig(N=16, M=24, num_levels=1, lmbdas=(0.0,))),
+                         ("short", ModelConfig(N=16, M=24, num_levels=3))):
+        net = MeanScaleHyperprior(config)
+        with torch.no_grad():  # (as the converter writes them: λ 0 gives no gains of its own)
+            net.gain.fill_(1.0)
+            net.inv_gain.fill_(1.0)
+        save_model(net, tmp_path / f"{name}.safetensors")
+        codec = Codec(tmp_path / f"{name}.safetensors")
+        with pytest.raises(ConfigError, match="refinement needs the model's training λ for each of its"):
+            codec.encode(smooth_image(rng, 32, 32), 50, refine=2)
+        assert codec.encode(smooth_image(rng, 32, 32), 50)  # one pass still codes
