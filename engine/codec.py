@@ -9,6 +9,7 @@ encoder's bit for bit on any backend and device.
 from __future__ import annotations
 
 import contextlib
+import json
 import dataclasses
 import math
 import os
@@ -646,7 +647,10 @@ class Codec:
         ph×pw padded images (``refining``: with refinement), scaled to g_a's width."""
         pre = self.model.pre_editor if self.pre_edit else None
         if refining:  # the torch model with gradients, whatever the backend
-            cost = memory.REFINE_BYTES_PER_PIXEL, memory.REFINE_BYTES_PER_PIXEL, 0
+            per_pixel = round(memory.REFINE_BYTES_PER_PIXEL * memory.width_scale(self.model.config.analysis_width))
+            # (the teacher's views cost the same whatever the codec's width: added unscaled)
+            views = memory.refine_view_bytes(ph, pw, self.refine_views or (224,)) if self._refines_on_tokens() else 0
+            return per_pixel, per_pixel, views
         elif self._estimated() == "onnxruntime":
             kind = "encode" if pre is not None else "encode-no-pre-edit"
             cost = memory.onnxruntime_cost(kind, ph * pw, pre is not None and not pre.windowed_at(ph, pw),
@@ -657,6 +661,16 @@ class Codec:
             first, base = memory.encode_cost(self.pre_edit, pre_band, self._largest_band("g_a", ph, pw), ph * pw)
             cost = first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base
         return _cost_at_width(cost, self.model.config.analysis_width)
+
+    def _refines_on_tokens(self) -> bool:
+        """Whether this model's refinement runs a teacher (its recipe names one with a token
+        weight), read from the metadata without loading it."""
+        raw = self.loaded.metadata.get("train_recipe")
+        try:
+            recipe = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        except (TypeError, ValueError):
+            return False
+        return bool(recipe.get("teacher")) and float(recipe.get("w_tok", 0.0) or 0.0) > 0
 
     def _decode_cost(self, ph: int, pw: int) -> tuple[int, int, int]:
         """As :meth:`_encode_cost`, for decoding (scaled to the decoder's width, N)."""

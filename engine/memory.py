@@ -59,6 +59,23 @@ DECODE_BATCH_BYTES_PER_PIXEL = 32
 # encoding with latent refinement (Codec(refine=N)): networks and teacher with gradients, the
 # whole batch at once (measured 755-792 and 665-672 B at 0.8 and 3.1 Mpx, refine=2), with a margin
 REFINE_BYTES_PER_PIXEL = 820
+# and its teacher's forward and backward on each view, whatever the image's size: over a one-pass
+# encode of a 64×64 crop, +12 / 175 / 548 / 1108 MB at one view of 224 / 448 / 672 / 896 px
+# (256 / 1024 / 2304 / 4096 ViT-S/14 tokens): activations per token and attention per token
+# pair; these give 1.06-2.6× those (the views' graphs are all kept until the backward: summed)
+REFINE_VIEW_TOKEN_BYTES = 100_000
+REFINE_VIEW_TOKEN_PAIR_BYTES = 80
+
+
+def refine_view_bytes(height: int, width: int, short_sides: tuple[int, ...], patch: int = 14) -> int:
+    """The refinement teacher's memory for an image of ``height``×``width`` seen at the views
+    ``short_sides`` (each: its shorter side; the longer one keeps the aspect, up to 4× it)."""
+    short, long = min(height, width), max(height, width)
+    total = 0
+    for side in short_sides:
+        tokens = max(1, side // patch) * max(1, min(round(side * long / short), 4 * side) // patch)
+        total += REFINE_VIEW_TOKEN_BYTES * tokens + REFINE_VIEW_TOKEN_PAIR_BYTES * tokens * tokens
+    return total
 # a decoded image restored to a size other than its coded one (a stream coded at a consumer's
 # scale, decoded to the original's): float32 RGB (12 B), the uint8 image (3 B) and its contiguous
 # copy (3 B) per output pixel, the images made before it 3 B each (measured: an 8000×8000 output

@@ -312,3 +312,16 @@ def test_a_model_without_a_training_lambda_per_level_is_refused(tmp_path, rng):
         with pytest.raises(ConfigError, match="refinement needs the model's training λ for each of its"):
             codec.encode(smooth_image(rng, 32, 32), 50, refine=2)
         assert codec.encode(smooth_image(rng, 32, 32), 50)  # one pass still codes
+
+
+def test_the_memory_check_counts_the_teachers_views():
+    """A refined encode's estimate counted the image's pixels alone: a 64×64 crop refined on one
+    896-px view took ~1.1 GB more than one pass (the teacher's tokens and their attention), and
+    the check held 35 MB."""
+    from vlmcodec import memory
+
+    one = Codec().memory_needed(64, 64, refine=1)
+    big = Codec(refine_views=(896,)).memory_needed(64, 64, refine=1)
+    assert big - one >= 1108 * 10**6 - memory.refine_view_bytes(64, 64, (224,))  # the measured +1108 MB, at least
+    assert memory.refine_view_bytes(64, 64, (224, 336)) > memory.refine_view_bytes(64, 64, (336,))  # views add up
+    assert memory.refine_view_bytes(64, 4096, (224,)) == memory.refine_view_bytes(64, 8192, (224,))  # (1:4 at most)
