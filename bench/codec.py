@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from .common import check_output_path, count_arg, environment, image_files, positive_arg, write_json
+from .common import check_output_path, count_arg, environment, image_files, positive_arg, progress_bar, write_json
 from .compressai_compat import import_compressai
 
 
@@ -96,7 +95,7 @@ def run(images: list[Path], configs: list[str], repeat: int = 1) -> dict:
             ours, ref = _codecs(config, Path(tmp))
             t: dict[str, list[float]] = {"ours_enc": [], "ours_dec": [], "cai_enc": [], "cai_dec": [],
                                          "ours_bpp": [], "cai_bpp": []}
-            for path in tqdm(images, desc=config, leave=False):
+            for path in progress_bar(len(images), config, iterable=images):
                 img = load_image(path)
                 h, w = img.shape[:2]
                 # a copy: load_image's arrays are read-only, which torch.from_numpy warns about

@@ -131,14 +131,15 @@ def output_folder(path: str | Path):
                         Path(root).rmdir()
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True):
+def progress_bar(total: int, desc: str, enabled: bool = True, iterable=None):
     """A tqdm bar on stderr, shown only when ``enabled`` and stderr is a terminal (in a log file
-    its carriage returns would only garble the lines); ``update()`` it per step."""
+    its carriage returns would only garble the lines); ``update()`` it per step, or iterate it
+    (``iterable``)."""
     from tqdm import tqdm
 
     from ..console import is_terminal
 
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
                 disable=not (enabled and is_terminal(sys.stderr)))
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .bootstrap import mean_interval
-from .common import count_arg, repeated
+from .common import count_arg, progress_bar, repeated
 
 DEFAULT_METRICS = ("teacher-sim", "effnet-kl", "effnet-top1", "effnet-top1-10crop")
 # column titles and number formats of the Markdown table; other metrics show their own name
@@ -150,14 +150,12 @@ def run(originals: Sequence[np.ndarray], anchor, vlm, qualities: Sequence[float]
         progress: bool = True, refined_only: bool = False) -> dict:
     """Every anchor quality (``paired_point``) → the report: names, model, points, seconds.
     ``vlm``: the bench's ``VlmCodec`` (``make_codec("vlmcodec@256")``)."""
-    from tqdm import tqdm
-
     report = {"anchor": anchor.name, "vlmcodec": vlm.name, "model": vlm.codec.fingerprint.hex(),
               "images": len(originals), "metrics": [m.name for m in metrics], "refined_only": refined_only,
               "points": []}
     t0 = time.perf_counter()
-    with tqdm(total=len(qualities) * len(originals), desc=f"{vlm.name} in {anchor.name}'s bytes",
-              disable=not progress, file=sys.stderr) as bar:
+    with progress_bar(len(qualities) * len(originals), f"{vlm.name} in {anchor.name}'s bytes",
+                      enabled=progress) as bar:
         for q in qualities:
             report["points"].append(paired_point(originals, anchor, vlm.codec, q, metrics, bar.update, refined_only))
     report["seconds"] = time.perf_counter() - t0

@@ -36,7 +36,7 @@ from vlmcodec.resample import parse_short_side
 
 from .classic import CLASSIC_CODECS, ClassicCodec, ConsumerScale
 from .common import (DEFAULT_CODECS, check_output_folder, environment, finite_number, kodak_dir, output_folder,
-                     strict_json, write_json)
+                     progress_bar, strict_json, write_json)
 from .metrics import build_metrics, compute_all, metric_key
 
 CACHE_VERSION = 1
@@ -206,14 +206,11 @@ class CodecCurve:
 def run_codec(codec: ClassicCodec, qualities: Sequence[float], images: list[Path], originals: list[np.ndarray],
               metrics: list, out: Path, progress: bool = True) -> CodecCurve:
     """Measure one codec at each quality (resuming from the cache) and return its curve."""
-    from tqdm import tqdm
-
     settings = {"codec": codec.name, "version": codec.version(), **codec.settings()}
     curve = CodecCurve(codec.name, codec.label, codec.quality_name, settings["version"], settings)
     digests = [_digest(o) for o in originals]
     keys = [metric_key(m) for m in metrics]
-    bar = tqdm(total=len(qualities) * len(images), desc=codec.name, disable=not progress,
-               dynamic_ncols=True, leave=True)
+    bar = progress_bar(len(qualities) * len(images), codec.name, enabled=progress)
     for q in qualities:
         path = _cache_path(out, codec.name, q)
         cached = _load_cache(path, settings)

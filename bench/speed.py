@@ -14,9 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
 
-from .common import check_output_path, count_arg, environment, image_files, write_json
+from .common import check_output_path, count_arg, environment, image_files, progress_bar, write_json
 
 STAGES = ("pad", "pre-edit", "g_a", "h_a", "z coding", "h_s", "y coding", "g_s")
 
@@ -86,7 +85,7 @@ def main(argv=None) -> int:
 
         check_sides(files, images)
     results, missing = {}, {}
-    for name in tqdm(names, desc="backends", leave=False):
+    for name in progress_bar(len(names), "backends", iterable=names):
         try:
             codec = Codec(a.model, backend=name, device=a.device)
         except BackendUnavailableError as e:

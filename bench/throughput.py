@@ -24,12 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from vlmcodec.console import backend_option
 
 from ..checks import finite_number_arg
-from .common import check_output_path, count_arg, environment, image_files, positive_arg, write_json
+from .common import check_output_path, count_arg, environment, image_files, positive_arg, progress_bar, write_json
 
 # the options that only an in-process Engine uses (with --url the server's own settings apply)
 ENGINE_OPTIONS = ("max_batch", "max_delay_ms", "workers", "network_workers", "intra_op_threads", "model", "backend",
@@ -177,7 +176,7 @@ def run(images: list[np.ndarray], requests: int, concurrencies: list[int], quali
         return codec.encode_to_size(im, **budget) if budget else codec.encode(im, quality)
 
     steps = 2 * (1 + len(concurrencies))
-    with tqdm(total=steps, desc="throughput", leave=False) as bar:
+    with progress_bar(steps, "throughput") as bar:
         results["encode"]["sequential"] = sequential(encode, work_img); bar.update()
         results["decode"]["sequential"] = sequential(codec.decode, work_dec); bar.update()
         for c in concurrencies:
@@ -241,7 +240,7 @@ def run_remote(url: str, images: list[np.ndarray], requests: int, concurrencies:
     one_quality = None if max_bpp is not None else quality  # a budget picks each image's quality
     results: dict = {"encode": {}, "decode": {}, "server": health}
     settings = [("sequential", 1)] + [(f"server_c{c}", c) for c in concurrencies]
-    with tqdm(total=2 * len(settings), desc="throughput", leave=False) as bar:
+    with progress_bar(2 * len(settings), "throughput") as bar:
         for name, c in settings:
             results["encode"][name] = with_clients(lambda im: remote.encode(im, one_quality, max_bpp=max_bpp),
                                                    work_img, c)

@@ -928,6 +928,8 @@ def cmd_info(args) -> int:
     from .bitstream import container
 
     files = expand_inputs(args.inputs, {".vlmc", ".safetensors", ".vlmd"}, per_file=True)
+    if files[0] is STDIN and _is_terminal(sys.stdin):  # (it waited for bytes no one can type)
+        raise VlmcodecError("standard input is a terminal: pipe the input in (< FILE or COMMAND |) or name a file")
     failures = _Failures(len(files), sys.stdout if args.json else None)
     for f in files:
         kind = _info_kind(f)
@@ -1074,6 +1076,14 @@ def _export(args) -> int:
         raise VlmcodecError(f"{', '.join(tensorrt_only)}: for --format tensorrt only")
     if args.format != "c-decoder" and args.decode_only:
         raise VlmcodecError("--decode-only applies to --format c-decoder only")
+    onnx_only = [flag for flag, given in (("--opset", args.opset is not None), ("--subpixel", args.subpixel),
+                                           ("--no-fold-gdn", args.no_fold_gdn)) if given]
+    if args.format != "onnx" and onnx_only:  # (the c-decoder file has no graph; TensorRT's are the defaults)
+        raise VlmcodecError(f"{', '.join(onnx_only)}: for --format onnx only")
+    if args.opset is None:
+        from vlmcodec.export.onnx import DEFAULT_OPSET
+
+        args.opset = DEFAULT_OPSET
     _check_output_folder(args.output, True, "export writes into a folder")  # (an "[Errno 17] File exists")
     if args.format == "onnx":
         from vlmcodec.export.onnx import check_opset
@@ -1230,7 +1240,7 @@ def build_parser() -> _Parser:
     # (the subcommands' parsers are plain ones, not _Parser)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser)
 
-    def common(sp, model=True):
+    def common(sp, model=True, encodes=True, quiet="no progress bar"):
         if model:
             sp.add_argument("--model", help="model .safetensors (default: the bundled model)")
             sp.add_argument("--backend", default="torch", help="torch | triton | onnxruntime | tensorrt (default torch)")
@@ -1241,11 +1251,13 @@ def build_parser() -> _Parser:
             sp.add_argument("--hs-device", metavar="DEVICE",
                             help="where the exact entropy parameters (h_s) run: cpu (default) or cuda "
                                  "(bit-identical streams; README, Backends)")
-            sp.add_argument("--no-pre-edit", action="store_true",
-                            help="skip the model's pre-editor when encoding (faster; valid streams, lower quality per bit)")
+            if encodes:  # (decode has no pre-editor to skip: the option was taken and unused)
+                sp.add_argument("--no-pre-edit", action="store_true",
+                                help="skip the model's pre-editor when encoding (faster; valid streams, lower quality "
+                                     "per bit)")
             sp.add_argument("--max-pixels", type=_positive_int, metavar="N",
                             help="largest image (width x height) to code or decode (default 64000000)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        sp.add_argument("--quiet", action="store_true", help=quiet)
 
     def json_lines(sp, fields):
         sp.add_argument("--json", action="store_true",
@@ -1337,7 +1349,7 @@ def build_parser() -> _Parser:
     d.add_argument("--force", action="store_true",
                    help="without -o, replace an existing image beside its stream (refused otherwise: it may be "
                         "the original the stream was encoded from)")
-    common(d)
+    common(d, encodes=False)
     v = sub.add_parser("serve", help="serve encode/decode over HTTP (batched by the runtime Engine)",
                        description="An HTTP server: POST /encode?quality=Q or ?max_bytes=N (body: an image file, "
                                    "or raw RGB with &width=W&height=H) → .vlmc, POST /decode?format=png|ppm|raw (body: a .vlmc "
@@ -1408,7 +1420,7 @@ def build_parser() -> _Parser:
                    help="quality of an /encode request that gives none, and of the warm-up (default 75)")
     png_level(v)
     short_side(v)
-    common(v)
+    common(v, quiet="no access log (a line per request on standard error otherwise)")
     i = sub.add_parser("info", help="print .vlmc header fields, or what a model file is")
     i.add_argument("inputs", nargs="+", metavar="FILE",
                    help=".vlmc streams, model files (.safetensors, .vlmd), folders, globs, or - (standard input: "
@@ -1451,7 +1463,7 @@ def build_parser() -> _Parser:
     x.add_argument("--format", required=True, choices=("onnx", "tensorrt", "c-decoder"))
     x.add_argument("-o", "--output", required=True, metavar="DIR")
     x.add_argument("--model", help="model .safetensors (default: the bundled model)")
-    x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    x.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     x.add_argument("--subpixel", action="store_true",
                    help="transposed convs as 3x3 conv + DepthToSpace (the torch backend's rewrite)")
     x.add_argument("--no-fold-gdn", action="store_true", help="keep GDN's re-parametrisation ops in the graphs")
@@ -1506,15 +1518,15 @@ class _Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt(argv: list[str] | None):
+def _terminate_as_interrupt():
     """SIGTERM (``kill``, ``timeout``, a container stopping) ends a command as Ctrl-C does, where
     its default action killed the process on the spot and left temporary folders (an ONNX
-    export's, in the cache or in export's -o folder) that no later run removed. ``serve`` has its
-    own handler (it answers what is in flight); a handler an embedding program set is kept."""
+    export's, in the cache or in export's -o folder) that no later run removed. ``serve`` too,
+    while it starts (its graph cache's export); listening, it has its own handler (it answers what
+    is in flight); a handler an embedding program set is kept."""
     import signal
 
-    command = (sys.argv[1:] if argv is None else list(argv))[:1]
-    if (command == ["serve"] or threading.current_thread() is not threading.main_thread()
+    if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
         yield
         return
@@ -1530,7 +1542,7 @@ def _terminate_as_interrupt(argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    with warnings.catch_warnings(), _escaped_names(), _terminate_as_interrupt(argv):
+    with warnings.catch_warnings(), _escaped_names(), _terminate_as_interrupt():
         warnings.showwarning = _show_warning
         # Pillow's "decompression bomb" notice (images of 89-179 Mpx): max_pixels decides here,
         # with its own clear error, before any pixel is decoded
@@ -1609,6 +1621,16 @@ def _config_item(action: argparse.Action, value, where: str):
     return out
 
 
+def _refuse_empty_paths(args) -> None:
+    """An empty -o or --model (what an unset shell variable gives) is refused: -o "" wrote into
+    the current folder, past decode's guard of an original image beside its stream, and --model ""
+    meant the bundled model."""
+    for name, flag in (("output", "-o"), ("model", "--model")):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{flag} takes a path, got an empty one")
+
+
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -1624,6 +1646,7 @@ def _main(argv: list[str] | None) -> int:
             if code is not None:
                 return code
             args = build_parser().parse_args(argv)
+        _refuse_empty_paths(args)
         if args.command == "encode":
             return cmd_encode(args)
         if args.command == "roundtrip":

@@ -28,7 +28,7 @@ from torch import Tensor
 from vlmcodec.kernels import rans
 
 from . import allocator, default_model_path, memory, rate_control, resample  # default_model_path: re-exported
-from .backends import create_backend
+from .backends import backend_options as backend_options_of, create_backend
 from .backends.base import FusedQuantizer
 from .banding import NETWORK_BAND_PIXELS, banded, bands_at, row_geometry
 from .bitstream import container
@@ -233,6 +233,11 @@ class Codec:
         if clash:
             cli = " (--threads on the command line)" if "threads" in clash else ""
             raise ConfigError(f"{' and '.join(clash)}: Codec's own argument{cli}, not a backend option")
+        unknown = sorted(set(backend_options or {}) - set(backend_options_of(backend)))
+        if unknown:  # (named here: the backend's own message listed threads, which is always Codec's)
+            takes = [o for o in backend_options_of(backend) if o not in options]
+            raise ConfigError(f"the {backend} backend has no option {', '.join(map(repr, unknown))}; its options: "
+                              f"{', '.join(takes) or 'none'} (threads: Codec's own argument)")
         options.update(backend_options or {})
         # hs_device="cuda": the exact entropy parameters on a GPU (bit-identical; README, Backends);
         # checked before the backend is made (a bad one came after a whole ONNX export)

@@ -338,3 +338,14 @@ def test_a_part_of_kodak_against_the_published_anchors_is_noted(images, tmp_path
         "anchors_note"]
     assert "over the first 2 (--limit)" in (tmp_path / "out" / "report.md").read_text()
     assert "anchors_note" not in _run(images, tmp_path / "out", **kw)
+
+
+def test_no_progress_bar_is_drawn_into_a_file_or_a_pipe(images, tmp_path, capsys):
+    """bench rd (and speed, throughput, compressai, matched-bytes) called tqdm directly: a run with
+    stderr in a file wrote its bar's carriage returns there (README: no bar off a terminal)."""
+    from vlmcodec.cli import main
+
+    assert main(["bench", "rd", str(images), "--out", str(tmp_path / "o"), "--codecs", "jpeg", "--qualities",
+                 "jpeg=50,80", "--no-semantic", "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "%|" not in err, err[-500:]

@@ -1,0 +1,56 @@
+"""Options that meant something else, or nothing, on some subcommands (a CLI audit): each is now
+refused or says what it does."""
+
+import io
+import sys
+
+import pytest
+
+from vlmcodec import cli
+from vlmcodec.cli import main
+
+from conftest import smooth_image
+
+
+def test_serve_quiet_says_it_silences_the_access_log(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--quiet no access log" in out
+
+
+def test_decode_takes_no_pre_editor_option(tmp_path, capsys):
+    """decode --no-pre-edit was taken and unused (its help: 'when encoding')."""
+    with pytest.raises(SystemExit) as e:
+        main(["decode", str(tmp_path / "s.vlmc"), "--no-pre-edit"])
+    assert e.value.code == 2 and "unrecognized arguments: --no-pre-edit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["decode", "S", "-o", ""], ["encode", "I", "-o", ""], ["encode", "I", "--model", ""],
+                                  ["roundtrip", "I", "-o", " "]])
+def test_an_empty_output_or_model_is_refused(tmp_path, rng, capsys, args):
+    """-o "" (an unset shell variable) wrote into the current folder, past decode's guard of the
+    original beside its stream; --model "" meant the bundled model."""
+    from PIL import Image
+
+    Image.fromarray(smooth_image(rng, 32, 32)).save(tmp_path / "i.png")
+    (tmp_path / "s.vlmc").write_bytes(b"")
+    args = [str(tmp_path / "s.vlmc") if a == "S" else str(tmp_path / "i.png") if a == "I" else a for a in args]
+    assert main(args) == 2
+    assert "takes a path, got an empty one" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [["--opset", "17"], ["--subpixel"], ["--no-fold-gdn"]])
+def test_export_refuses_onnx_options_for_other_formats(tmp_path, capsys, flag):
+    """--opset 3 --subpixel --no-fold-gdn with --format c-decoder exited 0 (unused)."""
+    assert main(["export", "--format", "c-decoder", "-o", str(tmp_path / "c"), *flag]) == 2
+    assert f"{flag[0]}: for --format onnx only" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_info_refuses_a_terminal_as_standard_input(monkeypatch, capsys):
+    """info - waited for bytes no one could type; encode and decode refused."""
+    monkeypatch.setattr(cli, "_is_terminal", lambda stream: stream is sys.stdin)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert main(["info", "-"]) == 2
+    assert "standard input is a terminal" in capsys.readouterr().err
