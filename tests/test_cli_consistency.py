@@ -28,10 +28,12 @@ def test_decode_takes_no_pre_editor_option(tmp_path, capsys):
 
 @pytest.mark.parametrize("args", [["decode", "S", "-o", ""], ["encode", "I", "-o", ""], ["encode", "I", "--model", ""],
                                   ["roundtrip", "I", "-o", " "]])
-def test_an_empty_output_or_model_is_refused(tmp_path, rng, capsys, args):
+def test_an_empty_output_or_model_is_refused(tmp_path, rng, capsys, monkeypatch, args):
     """-o "" (an unset shell variable) wrote into the current folder, past decode's guard of the
     original beside its stream; --model "" meant the bundled model."""
     from PIL import Image
+
+    monkeypatch.chdir(tmp_path)  # (where a run that took it would write)
 
     Image.fromarray(smooth_image(rng, 32, 32)).save(tmp_path / "i.png")
     (tmp_path / "s.vlmc").write_bytes(b"")
