@@ -9,8 +9,8 @@ encoder's bit for bit on any backend and device.
 from __future__ import annotations
 
 import contextlib
-import json
 import dataclasses
+import json
 import math
 import os
 import time

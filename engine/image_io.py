@@ -43,7 +43,7 @@ def composite_alpha(rgba: np.ndarray, background: int = ALPHA_BACKGROUND) -> np.
     """uint8 H×W×4 → uint8 H×W×3 over a grey ``background`` (0..255), rounded; opaque pixels
     keep their colour exactly."""
     # in place in uint16: c·a + bg·(255 − a) + 127 ≤ 255² + 127 fits, and the temporaries of the
-    # uint32 expression (~50 B per pixel, a 64 Mpx RGBA image's read peaked at 3.6 GB) are gone
+    # uint32 expression are gone (a 16 Mpx RGBA PNG's read peaked at 56 B per pixel, now 23)
     a = rgba[:, :, 3:4].astype(np.uint16)
     out = rgba[:, :, :3].astype(np.uint16)
     out *= a
