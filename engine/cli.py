@@ -1626,6 +1626,8 @@ def _refuse_empty_paths(args) -> None:
     the current folder, past decode's guard of an original image beside its stream, and --model ""
     meant the bundled model."""
     for name, flag in (("output", "-o"), ("model", "--model")):
+        if args.command == "convert" and name == "output":  # (its own message names the file to write)
+            continue
         value = getattr(args, name, None)
         if isinstance(value, str) and not value.strip():
             raise ConfigError(f"{flag} takes a path, got an empty one")
