@@ -36,7 +36,7 @@ def _add_rd(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=count_arg, default=0, help="first N images only")
     p.add_argument("--anchors", type=Path, help="folder of published anchor JSON (default ../shared/anchors/kodak)")
     p.add_argument("--model", help="vlmcodec model .safetensors (default: the bundled model)")
-    p.add_argument("--backend", default="torch")
+    p.add_argument("--backend", default="torch", help="the vlmcodec codecs' backend (default torch)")
     p.add_argument("--threads", type=positive_arg, default=1, help="vlmcodec CPU threads (default 1)")
     p.add_argument("--no-pre-edit", action="store_true", help="vlmcodec without its model's pre-editor")
     p.add_argument("--no-plots", action="store_true")

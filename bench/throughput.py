@@ -269,7 +269,7 @@ def main(argv=None) -> int:
     p.add_argument("--intra-op-threads", type=count_arg, default=1,
                    help="torch threads per op inside the Engine (default 1; 0 = leave as is)")
     p.add_argument("--model")
-    p.add_argument("--backend", default="torch")
+    p.add_argument("--backend", default="torch", help="the codec's backend (default torch)")
     p.add_argument("--device", help="e.g. cuda (default: the backend's own)")
     p.add_argument("--backend-option", type=backend_option, action="append", metavar="KEY=VALUE",
                    help="an option of the backend, repeatable (as for vlmcodec encode)")

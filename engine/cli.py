@@ -1007,6 +1007,8 @@ def cmd_convert(args) -> int:
         raise VlmcodecError("--N and --M apply to --from-compressai (a model or weights file records its own)")
     if not args.output.strip():
         raise VlmcodecError("-o is empty: name the model file to write (-o FILE.safetensors)")
+    if args.output == STDIO:  # (it wrote a file named "-", where encode and decode mean standard output)
+        raise VlmcodecError("-o -: convert writes a model file, not standard output; name it (-o FILE.safetensors)")
     if Path(args.output).is_dir():  # (it failed after the reading, with "[Errno 21] Is a directory")
         raise VlmcodecError(f"-o {args.output} is a folder: convert writes one model file; "
                             "name it (-o FILE.safetensors)")
@@ -1427,9 +1429,12 @@ def build_parser() -> _Parser:
                         "a stream)")
     i.add_argument("--json", action="store_true", help="one JSON object per file and line (for scripts)")
     t = sub.add_parser("train", help="train a model (resumable)")
-    t.add_argument("--config", required=True)
-    t.add_argument("--steps", type=int)
-    t.add_argument("--out-dir")
+    t.add_argument("--config", required=True, metavar="FILE",
+                   help="the run's TOML config (configs/*.toml; keys: vlmcodec.training.TrainConfig)")
+    t.add_argument("--steps", type=int, help="training steps in all (overrides the config's steps)")
+    t.add_argument("--out-dir", metavar="DIR",
+                   help="where the checkpoint, logs and model file go (overrides the config's out_dir; a run "
+                        "there resumes)")
     t.add_argument("--init-from", metavar="MODEL", help="start from this model file (overrides the config)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one config key (repeatable), e.g. --set pre_editor=false --set w_tok=0")
@@ -1451,17 +1456,19 @@ def build_parser() -> _Parser:
                         "streams then carry that model's fingerprint, so that model's decoders read them; an "
                         "error if the decoders differ (with --from-weights: beyond the fp16 rounding of a weights "
                         "file, which the model's own decoder tensors then replace)")
-    c.add_argument("-o", "--output", required=True)
+    c.add_argument("-o", "--output", required=True, metavar="FILE", help="the model file to write (.safetensors)")
     c.add_argument("--N", type=int, help="override N (default: read from the weights' shapes)")
-    c.add_argument("--M", type=int)
+    c.add_argument("--M", type=int, help="override M (default: read from the weights' shapes)")
     x = sub.add_parser("export", help="export the networks as ONNX graphs or TensorRT engines, or the C decoder's "
                                       "model file",
                        description="Write g_a, h_a, h_s, g_s as ONNX graphs (dynamic batch and size), or build "
                                    "TensorRT engines from them, with a manifest.json beside them; --format c-decoder "
                                    "writes DIR/decoder_model.vlmd, what the C stream decoder "
                                    "(kernels/decoder/vlmc_decoder.h) reads, and writes streams and encodes images with.")
-    x.add_argument("--format", required=True, choices=("onnx", "tensorrt", "c-decoder"))
-    x.add_argument("-o", "--output", required=True, metavar="DIR")
+    x.add_argument("--format", required=True, choices=("onnx", "tensorrt", "c-decoder"),
+                   help="onnx graphs, tensorrt engines (a CUDA GPU and TensorRT), or the C library's model file")
+    x.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="the folder written (with manifest.json; c-decoder: decoder_model.vlmd)")
     x.add_argument("--model", help="model .safetensors (default: the bundled model)")
     x.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     x.add_argument("--subpixel", action="store_true",

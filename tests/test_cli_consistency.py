@@ -56,3 +56,21 @@ def test_info_refuses_a_terminal_as_standard_input(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     assert main(["info", "-"]) == 2
     assert "standard input is a terminal" in capsys.readouterr().err
+
+
+def test_convert_does_not_take_dash_for_a_file(tmp_path, monkeypatch, capsys, tiny_model_path):
+    """convert -o - wrote a file named "-" (encode and decode read - as standard output)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", "--from-model", str(tiny_model_path), "-o", "-"]) == 2
+    assert "convert writes a model file, not standard output" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
+
+
+def test_every_option_says_what_it_is(capsys):
+    """Some options had no help text (train --config/--steps/--out-dir, convert -o/--M, export --format/-o)."""
+    bare = []
+    for action in cli.build_parser()._actions:
+        for name, sub in getattr(action, "choices", {}).items() if action.dest == "command" else ():
+            bare += [f"{name} {a.option_strings[0]}" for a in sub._actions
+                     if a.option_strings and not a.help and a.dest != "help"]
+    assert bare == [], bare
