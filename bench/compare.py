@@ -34,7 +34,7 @@ from ..files import write_whole
 from .bootstrap import bd_rate_interval
 from .metrics import METRIC_DIRECTIONS
 from .rd import bd_table
-from .report import INTERVAL_LEGEND, _interval, _pct, overlap_legend, overlap_mark
+from .report import INTERVAL_LEGEND, _interval, _num, _pct, overlap_legend, overlap_mark
 from .common import check_output_path, count_arg, finite_number, strict_json
 
 DEFAULT_METRICS = ("psnr", "teacher-sim", "effnet-top1", "effnet-kl")
@@ -219,11 +219,6 @@ def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
                 lines.append(f"| {c.name} | {row['quality']:g} | {row['bpp']:.3f} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
-
-
-def _num(v) -> float:
-    """A BD value as a float (null, from a figures file, is NaN)."""
-    return float("nan") if v is None else float(v)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,14 +149,18 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def _refuse_terminal_stdin(files: list[Path]) -> None:
+    if files[0] is STDIN and _is_terminal(sys.stdin):  # (it waited for bytes no one can type)
+        raise VlmcodecError("standard input is a terminal: pipe the input in (< FILE or COMMAND |) or name a file")
+
+
 def _check_stdio(files: list[Path], output: str | None) -> bool:
     """Refuse what standard input/output cannot do; True when the output is standard output."""
     if files[0] is STDIN and (output is None or (output != STDIO and (Path(output).is_dir()
                                                                    or output.endswith(("/", "\\"))))):
         # (a folder: the output was named "<standard input>.vlmc" in it)
         raise VlmcodecError("reading standard input needs -o FILE (or -o - for standard output)")
-    if files[0] is STDIN and _is_terminal(sys.stdin):  # (it waited for bytes no one can type)
-        raise VlmcodecError("standard input is a terminal: pipe the input in (< FILE or COMMAND |) or name a file")
+    _refuse_terminal_stdin(files)
     if output != STDIO:
         return False
     if len(files) > 1:
@@ -530,8 +534,9 @@ def _decode_files(args, made: list[Path]) -> int:
     to_stdout = _check_stdio(files, args.output)
     many = len(files) > 1 or scanned
     _check_output_folder(args.output, many)
-    fmt, suffix = _decoded_format(args, _names_a_file(args.output, many))
-    if _names_a_file(args.output, many):
+    names_a_file = _names_a_file(args.output, many)
+    fmt, suffix = _decoded_format(args, names_a_file)
+    if names_a_file:
         written_format(args.output)  # a suffix it cannot write: refused before anything is decoded
     codec = _codec(args)
     codecs = _codec_set(codec, _distinct_models(args, codec, [(path, _codec(args, path))
@@ -595,7 +600,7 @@ def _check_decoded_size(data: bytes, fmt: str, short_side: int | None) -> None:
 
     if fmt.upper() not in FORMAT_MAX_SIDE:  # (no header parsed twice where any size is written)
         return
-    header = container.unpack(data)[0]
+    header = container.read_header(data)  # (its payload is verified as it is decoded)
     h, w = resample.coded_size(header.height, header.width, resample.call_short_side(short_side))
     check_format_size(fmt, w, h)
 
@@ -928,8 +933,7 @@ def cmd_info(args) -> int:
     from .bitstream import container
 
     files = expand_inputs(args.inputs, {".vlmc", ".safetensors", ".vlmd"}, per_file=True)
-    if files[0] is STDIN and _is_terminal(sys.stdin):  # (it waited for bytes no one can type)
-        raise VlmcodecError("standard input is a terminal: pipe the input in (< FILE or COMMAND |) or name a file")
+    _refuse_terminal_stdin(files)
     failures = _Failures(len(files), sys.stdout if args.json else None)
     for f in files:
         kind = _info_kind(f)

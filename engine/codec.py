@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -654,9 +653,12 @@ class Codec:
         if refining:  # the torch model with gradients, whatever the backend
             per_pixel = round(memory.REFINE_BYTES_PER_PIXEL * memory.width_scale(self.model.config.analysis_width))
             # (the teacher's views cost the same whatever the codec's width: added unscaled)
-            views = memory.refine_view_bytes(ph, pw, self.refine_views or (224,)) if self._refines_on_tokens() else 0
+            from .refine import RefineObjective
+
+            sides = self.refine_views or RefineObjective.teacher_short_sides  # (the refiner's views)
+            views = memory.refine_view_bytes(ph, pw, sides) if self._refines_on_tokens() else 0
             return per_pixel, per_pixel, views
-        elif self._estimated() == "onnxruntime":
+        if self._estimated() == "onnxruntime":
             kind = "encode" if pre is not None else "encode-no-pre-edit"
             cost = memory.onnxruntime_cost(kind, ph * pw, pre is not None and not pre.windowed_at(ph, pw),
                                            self._network_band_pixels(ph, pw) is not None, self.backend.item_by_item)
@@ -670,12 +672,12 @@ class Codec:
     def _refines_on_tokens(self) -> bool:
         """Whether this model's refinement runs a teacher (its recipe names one with a token
         weight), read from the metadata without loading it."""
-        raw = self.loaded.metadata.get("train_recipe")
+        from .refine import token_weight, train_recipe
+
         try:
-            recipe = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
-        except (TypeError, ValueError):
+            return token_weight(train_recipe(self.loaded.metadata)) > 0
+        except ConfigError:  # (a recipe that is no JSON: the refiner says so when it is made)
             return False
-        return bool(recipe.get("teacher")) and float(recipe.get("w_tok", 0.0) or 0.0) > 0
 
     def _decode_cost(self, ph: int, pw: int) -> tuple[int, int, int]:
         """As :meth:`_encode_cost`, for decoding (scaled to the decoder's width, N)."""
@@ -790,15 +792,15 @@ class Codec:
     def _exact_scale_index(self, scales64: Tensor) -> Tensor:
         """``_scale_index`` of the exact h_s's scales (integers × 2⁻¹², on the CPU) by a table
         lookup: ``build_indexes`` itself tabulated over every such scale up to the last bound (all
-        above it are the last index), so the same indexes; 0.26× the time of ``bucketize``."""
-        table = self._index_table
+        above it are the last index), so the same indexes; 0.27× the time of ``bucketize``
+        (``scripts/scale_index_bench.py``)."""
+        one, table = 2.0**ACT_FRAC_BITS, self._index_table
         if table is None:
             gc = self.model.gaussian_conditional
-            one = 2.0**ACT_FRAC_BITS
             top = int(float(gc.scale_table[-2].double()) * one) + 1  # n above: σ past the last bound
             table = gc.build_indexes(torch.arange(top + 1, dtype=torch.float64) / one).to(torch.uint8)
             self._index_table = table  # (~0.9 MB; threads that race here build the same table)
-        n = scales64.mul(2.0**ACT_FRAC_BITS).clamp_(0, len(table) - 1).to(torch.int64)
+        n = scales64.mul(one).clamp_(0, len(table) - 1).to(torch.int64)
         return table[n].to(torch.int32)
 
     def _entropy_parameters(self, z_hat: Tensor, indexes: bool = True) -> tuple[Tensor, Tensor]:

@@ -76,20 +76,33 @@ class RefineObjective:
     @classmethod
     def from_recipe(cls, metadata: dict) -> "RefineObjective":
         """The objective of a model file's ``train_recipe`` metadata (pixels only when absent)."""
-        raw = metadata.get("train_recipe")
-        if not raw:
+        recipe = train_recipe(metadata)
+        if not recipe:
             return cls()
-        try:
-            recipe = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"model metadata train_recipe is not JSON: {e}") from e
-        w_tok = float(recipe.get("w_tok", 0.0)) if recipe.get("teacher") else 0.0
+        w_tok = token_weight(recipe)
         if recipe.get("teacher") and float(recipe.get("w_rank", 0.0) or 0.0) > 0:
             warnings.warn(f"the model was trained with a rank term (w_rank {recipe['w_rank']}); refinement "
                           "minimises the pixel and token terms only", VlmcodecWarning, stacklevel=2)
         return cls(w_pix=float(recipe.get("w_pix", 1.0)), w_tok=w_tok,
                    teacher=_portable_teacher(str(recipe.get("teacher") or "")) if w_tok else "",
                    teacher_layers=tuple(int(l) for l in recipe.get("teacher_layers", (3, 6, 9, 12))))
+
+
+def train_recipe(metadata: dict) -> dict:
+    """A model file's ``train_recipe`` metadata as a dict ({} without one); ConfigError when it
+    is not JSON."""
+    raw = metadata.get("train_recipe")
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model metadata train_recipe is not JSON: {e}") from e
+
+
+def token_weight(recipe: dict) -> float:
+    """A recipe's token-term weight: its ``w_tok`` where it names a teacher, else 0."""
+    return float(recipe.get("w_tok") or 0.0) if recipe.get("teacher") else 0.0
 
 
 def _portable_teacher(teacher: str) -> str:

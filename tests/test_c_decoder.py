@@ -594,6 +594,17 @@ def test_model_file_is_deterministic_and_names_both_fingerprints(tiny_model_path
     assert struct.unpack("<I", blob[-4:])[0] == zlib.crc32(blob[:-4])
 
 
+def _status_and_peak(command: list[str]) -> tuple[int, int, str]:
+    """(exit status, peak memory in KiB, standard error) of ``command``, measured in a process
+    whose only child it is."""
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(r.stderr)")
+    run = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, timeout=60)
+    first, _, stderr = run.stdout.partition("\n")
+    status, peak_kib = map(int, first.split())
+    return status, peak_kib, stderr
+
+
 def test_command_line_tool(tiny_pair, built, tmp_path, rng):
     codec, _, model_file = tiny_pair
     data = codec.encode(smooth_image(rng, 50, 80), 30)
@@ -649,12 +660,8 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
     # sparse 2 GB file: 2 GB of memory); measured in a process whose only child is the tool
     with open(tmp_path / "big.mp4", "wb") as f:
         f.truncate(2 << 30)
-    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(r.stderr)")
-    run = subprocess.run([sys.executable, "-c", probe, tool, str(model_file), str(tmp_path / "big.mp4"),
-                          str(tmp_path / "y4.f32")], capture_output=True, text=True, timeout=60)
-    status, peak_kib = map(int, run.stdout.split("\n")[0].split())
-    assert status == 2 and "vlmc_decode_latents: error: not a .vlmc stream (bad magic)" in run.stdout, run.stdout
+    status, peak_kib, stderr = _status_and_peak([tool, str(model_file), str(tmp_path / "big.mp4"), str(tmp_path / "y4.f32")])
+    assert status == 2 and "vlmc_decode_latents: error: not a .vlmc stream (bad magic)" in stderr, stderr
     assert peak_kib < 200_000, peak_kib
     run = subprocess.run([tool, str(model_file), str(tmp_path / "missing.vlmc"), str(tmp_path / "y4.f32")],
                          capture_output=True, text=True, timeout=60)
@@ -705,12 +712,9 @@ def test_the_tools_help_unreadable_inputs_and_a_stdout_that_cannot_be_written(ti
             assert run.returncode == 2 and "cannot write to standard output" in run.stderr, (args, run.stderr)
     with open(tmp_path / "big.mp4", "wb") as f:  # a sparse 2 GB file of no image
         f.truncate(2 << 30)
-    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(r.stderr)")
-    run = subprocess.run([sys.executable, "-c", probe, tools["vlmc_encode"], model, str(tmp_path / "big.mp4"),
-                          str(tmp_path / "o2.vlmc")], capture_output=True, text=True, timeout=60)
-    status, peak_kib = map(int, run.stdout.split("\n")[0].split())
-    assert status == 2 and "not a binary PPM or PGM" in run.stdout and peak_kib < 200_000, run.stdout
+    status, peak_kib, stderr = _status_and_peak([tools["vlmc_encode"], model, str(tmp_path / "big.mp4"),
+                                                 str(tmp_path / "o2.vlmc")])
+    assert status == 2 and "not a binary PPM or PGM" in stderr and peak_kib < 200_000, stderr
 
 
 def test_export_command(tiny_model_path, tmp_path, capsys):

@@ -76,7 +76,7 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
         return directory
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
-        lock = _export_lock(directory)
+        lock = _ExportLock(directory)
     except OSError as e:
         raise _no_cache(directory, e) from e
     with lock:
@@ -132,7 +132,7 @@ def _export_into(model, directory: Path, usable) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class _export_lock:
+class _ExportLock:
     """An exclusive lock on ``.NAME.lock`` beside the cache folder ``directory`` (fcntl's, held
     while the block runs; where there is no fcntl, no lock)."""
 
@@ -190,8 +190,8 @@ class OnnxRuntimeBackend:
 
     Options: ``device`` ("cpu" | "cuda[:i]"), ``threads`` (intra-op threads per session, None =
     ONNX Runtime's default of one per physical core), ``inter_op_threads`` (1: the graphs are
-    chains; above 1, ONNX Runtime's parallel mode, which runs independent nodes at once), ``allow_spinning`` (busy-wait of idle worker threads; off is kinder to a shared
-    machine), ``graphs`` (an exported directory) or ``cache_dir``, ``optimization`` ("all" |
+    chains; above 1, ONNX Runtime's parallel mode, which runs independent nodes at once),
+    ``allow_spinning`` (busy-wait of idle worker threads; off is kinder to a shared machine), ``graphs`` (an exported directory) or ``cache_dir``, ``optimization`` ("all" |
     "extended" | "basic" | "disable"), ``memory_pattern`` (ONNX Runtime's per-shape memory
     planning; off by default, as it slows every change of batch or image size), ``item_by_item``
     (run a batch's items one at a time; None: on the CPU, not on CUDA).

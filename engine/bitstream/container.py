@@ -221,6 +221,12 @@ def _read_header(r: _Reader) -> tuple[Header, list[int], int]:
     return header, lengths, r.pos
 
 
+def read_header(head) -> Header:
+    """The header of the stream whose first bytes ``head`` are, checked as ``unpack`` checks it;
+    its chunks are neither read nor verified (``unpack`` does that)."""
+    return _read_header(_Reader(as_bytes(head)))[0]
+
+
 def payload_span(head) -> tuple[int, int]:
     """(where the payload starts, its length in bytes) of the stream whose first bytes ``head``
     are (its header at least: ``MAX_HEADER_BYTES`` at most), from its chunk table; BitstreamError

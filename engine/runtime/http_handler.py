@@ -427,13 +427,14 @@ class RequestHandler(BaseHTTPRequestHandler):
         engine = self.server.engine_named(params["model"]) if "model" in params else self.server.engine
         if "width" in params or "height" in params:
             image = _raw_image(body, params, engine.codec.max_pixels)
+            timeout = _timeout(params, engine)
         else:
             timeout = _timeout(params, engine)
             image = _read_image(body, engine.codec.max_pixels, engine.codec.check_memory,
                                 None if timeout is None else time.monotonic() + timeout)
         if refine:
             self._check_refine_size(image.shape[:2], short, engine.codec.short_side)
-        future = engine.submit_encode(image, None if budget else quality, _timeout(params, engine),
+        future = engine.submit_encode(image, None if budget else quality, timeout,
                                       short_side=short, refine=refine,
                                       priority=self._priority(params), owner=client_key(self._client, self.address_string()),
                                       **budget)
