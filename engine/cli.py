@@ -262,6 +262,17 @@ def _decoded_format(args, output_is_file: bool) -> tuple[str, str]:
     return fmt, suffixes[0]
 
 
+def _resolve_png_level(args, fmt: str) -> int:
+    """``--png-level``, or the default; refused when the decoded images are written in another
+    format than PNG (where it would silently do nothing)."""
+    if args.png_level is None:
+        return DEFAULT_PNG_LEVEL
+    if fmt != "PNG":
+        raise ConfigError(f"--png-level sets the zlib level of PNG images, but the decoded images are "
+                          f"written as {fmt}; drop --png-level")
+    return args.png_level
+
+
 def _names_a_file(out: str | None, many: bool) -> bool:
     """Whether ``-o out`` is one output file (not a folder, nor standard output)."""
     return (out not in (None, STDIO) and not many and not Path(out).is_dir()
@@ -423,8 +434,8 @@ def _encode_files(args, roundtrip: bool, made: list[Path]) -> int:
     # the table's header comes with its first row (an input that fails alone prints only its error)
     header = [f"{'image':<24} {'size':>10} {'bytes':>8} {'bpp':>7}{qcol} {'PSNR dB':>8} {'enc ms':>8} {'dec ms':>8}"]
     failures = _Failures(len(files), table if args.json else None)
-    png_level = getattr(args, "png_level", DEFAULT_PNG_LEVEL)
-    suffix = DECODED_FORMATS[getattr(args, "format", None) or "png"][1][0]  # roundtrip's decoded images
+    decoded_fmt, (suffix, *_) = DECODED_FORMATS[getattr(args, "format", None) or "png"]  # roundtrip's
+    png_level = _resolve_png_level(args, decoded_fmt) if roundtrip else DEFAULT_PNG_LEVEL
 
     def decoded_path(dst: Path) -> Path:
         return dst.with_suffix(suffix) if dst.suffix == ".vlmc" else Path(str(dst) + suffix)
@@ -536,8 +547,8 @@ def _decode_files(args, made: list[Path]) -> int:
     _check_output_folder(args.output, many)
     names_a_file = _names_a_file(args.output, many)
     fmt, suffix = _decoded_format(args, names_a_file)
-    if names_a_file:
-        written_format(args.output)  # a suffix it cannot write: refused before anything is decoded
+    # a suffix it cannot write: refused before anything is decoded
+    args.png_level = _resolve_png_level(args, written_format(args.output) if names_a_file else fmt)
     codec = _codec(args)
     codecs = _codec_set(codec, _distinct_models(args, codec, [(path, _codec(args, path))
                                                               for path in args.extra_model or ()]))
@@ -777,9 +788,10 @@ def cmd_serve(args) -> int:
         models = f" of {len(engines)} models" if len(engines) > 1 else ""
         print(f"vlmcodec: warmed up {len(records)} shapes{models} ({len(sizes)} coded sizes) in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    png_level = DEFAULT_PNG_LEVEL if args.png_level is None else args.png_level  # (PNG responses only)
     try:
         server = CodecServer(engines, args.host, args.port, max_body=max(1, int(args.max_body_mb * 2**20)),
-                             png_level=args.png_level, quiet=args.quiet, quality=args.quality,
+                             png_level=png_level, quiet=args.quiet, quality=args.quality,
                              max_connections=args.max_connections, ssl_context=ssl_context, auth_token=token_file.tokens,
                              rate_limit=args.rate_limit, rate_burst=args.rate_burst, client_limits=token_file.limits,
                              log_format=args.log_format, max_refine=args.max_refine,
@@ -1301,7 +1313,7 @@ def build_parser() -> _Parser:
                         help="rate control: as --max-bytes, with a budget of BPP bits per pixel of each image")
 
     def png_level(sp):
-        sp.add_argument("--png-level", type=_png_level, default=DEFAULT_PNG_LEVEL, metavar="0-9",
+        sp.add_argument("--png-level", type=_png_level, metavar="0-9",
                         help=f"zlib level of the decoded PNGs (default {DEFAULT_PNG_LEVEL}: fastest; "
                              "6 is Pillow's default, ~7 %% smaller files, ~4x slower to write)")
 

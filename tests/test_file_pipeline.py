@@ -370,3 +370,25 @@ def test_cli_encode_writes_each_stream_whole_or_not_at_all(tmp_path, rng, tiny_m
     monkeypatch.undo()
     assert main(["encode", str(tmp_path / "a.png"), "-o", str(out), "--model", str(tiny_model_path), "--quiet"]) == 0
     assert out.read_bytes()[:4] == b"VLMC"
+
+
+def test_cli_png_level_is_refused_where_no_png_is_written(tmp_path, rng, tiny_model_path, capsys):
+    """--png-level with decoded images of another format did nothing, silently: refused, before
+    anything is written; the default level with any format, and an explicit level with PNG, run."""
+    src = tmp_path / "a.png"
+    Image.fromarray(smooth_image(rng, 48, 64)).save(src)
+    model = ["--model", str(tiny_model_path)]
+    assert main(["encode", str(src), "-o", str(tmp_path / "a.vlmc"), "--no-psnr", *model]) == 0
+    refusals = [["decode", str(tmp_path / "a.vlmc"), "-o", str(tmp_path / "x.jpg"), "--png-level", "6"],
+                ["decode", str(tmp_path / "a.vlmc"), "-o", str(tmp_path / "d") + "/", "--format", "ppm", "--png-level", "6"],
+                ["decode", str(tmp_path / "a.vlmc"), "-o", "-", "--format", "bmp", "--png-level", "6"],
+                ["roundtrip", str(src), "-o", str(tmp_path / "r"), "--format", "tif", "--png-level", "6"]]
+    for argv in refusals:
+        capsys.readouterr()
+        assert main([*argv, *model]) == 2, argv  # a usage error
+        assert "--png-level sets the zlib level of PNG images" in capsys.readouterr().err
+    assert not (tmp_path / "x.jpg").exists() and not (tmp_path / "d").exists() and not (tmp_path / "r").exists()
+    assert main(["decode", str(tmp_path / "a.vlmc"), "-o", str(tmp_path / "y.jpg"), *model]) == 0
+    assert main(["decode", str(tmp_path / "a.vlmc"), "-o", str(tmp_path / "z.png"), "--png-level", "6", *model]) == 0
+    assert main(["roundtrip", str(src), "-o", str(tmp_path / "r2"), "--format", "ppm", *model]) == 0
+    assert (tmp_path / "y.jpg").is_file() and (tmp_path / "z.png").is_file() and (tmp_path / "r2" / "a.ppm").is_file()
