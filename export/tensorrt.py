@@ -24,6 +24,7 @@ either is missing every entry point raises ``BackendUnavailableError("TensorRT n
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,8 @@ from vlmcodec.files import write_whole
 from .manifest import MANIFEST_NAME, check_fingerprint, network_fingerprint, read_manifest, sha256_file, \
     torch_versions, verify_listed_files, write_manifest
 from .onnx import SPECS, export_onnx, load_onnx_manifest
+
+log = logging.getLogger("vlmcodec.tensorrt")
 
 FORMAT = "vlmcodec-tensorrt-1"
 ENGINE_NETWORKS = ("g_a", "h_a", "g_s")
@@ -214,10 +217,6 @@ class _Logger:
 
     @staticmethod
     def make(trt):
-        import logging
-
-        log = logging.getLogger("vlmcodec.tensorrt")
-
         class Logger(trt.ILogger):
             def __init__(self):
                 trt.ILogger.__init__(self)
@@ -269,12 +268,17 @@ def build_engine(trt, logger, onnx_path: Path, graph_entry: dict, profile: dict,
     opt_profile.set_shape(input_name, tuple(profile["min"]), tuple(profile["opt"]), tuple(profile["max"]))
     cfg.add_optimization_profile(opt_profile)
 
-    cache = cfg.create_timing_cache(timing_cache)
-    cfg.set_timing_cache(cache, ignore_mismatch=False)
+    # set_timing_cache returns False for a cache of another GPU or TensorRT version (a re-export
+    # into the same folder on another machine): build with a fresh one rather than without any
+    if cfg.set_timing_cache(cfg.create_timing_cache(timing_cache), ignore_mismatch=False) is False:
+        log.warning("TensorRT refused the timing cache (written on another GPU or by another TensorRT?): "
+                    "building %s with a fresh one, which replaces it", onnx_path.name)
+        cfg.set_timing_cache(cfg.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, cfg)
     if serialized is None:
         raise ConfigError(f"TensorRT failed to build an engine from {onnx_path.name} (see the log above)")
-    return bytes(serialized), bytes(cfg.get_timing_cache().serialize())
+    used = cfg.get_timing_cache()  # (None if no cache was set after all: the one read stays)
+    return bytes(serialized), bytes(used.serialize()) if used is not None else bytes(timing_cache)
 
 
 def build_engines(model, out_dir: str | Path, config: BuildConfig | None = None, *, onnx_dir: str | Path | None = None,

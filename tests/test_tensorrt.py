@@ -136,10 +136,9 @@ def test_fp32_engines_parity_and_cross_decode(tiny_model_path, engines_fp32, rng
     y = torch.randn(2, loaded.model.M, 4, 4)
     with torch.no_grad():
         np.testing.assert_allclose(cg.backend.synthesis(y).numpy(), loaded.model.g_s(y).numpy(), atol=1e-4)
-    with pytest.raises(ConfigError, match="profile"):
-        cg.backend.analysis(torch.rand(1, 3, 512, 64))  # beyond max_size
-    with pytest.raises(ConfigError, match="profile"):
-        cg.backend.analysis(torch.rand(3, 3, 64, 64))   # beyond max_batch
+    with torch.no_grad():  # beyond max_size: in tiles; beyond max_batch: in parts of it
+        for x in (torch.rand(1, 3, 512, 64), torch.rand(3, 3, 64, 64)):
+            np.testing.assert_allclose(cg.backend.analysis(x).numpy(), loaded.model.g_a(x).numpy(), atol=1e-4)
 
 
 @pytest.mark.gpu
@@ -205,8 +204,8 @@ class _FakeTRT:
     class TensorIOMode:
         INPUT, OUTPUT = "in", "out"
 
-    def __init__(self, layer_names):
-        self.calls = []
+    def __init__(self, layer_names, refuse_cache: bool = False):
+        self.calls, self.refuse_cache = [], refuse_cache
         trt = self
 
         class Layer:
@@ -241,15 +240,22 @@ class _FakeTRT:
             def add_optimization_profile(self, p):
                 trt.calls.append(("profile", dict(p.shapes)))
 
+                self.cache = None
+
             def create_timing_cache(self, data):
                 trt.calls.append(("cache_in", bytes(data)))
-                return "cache"
+                return bytes(data)
 
             def set_timing_cache(self, cache, ignore_mismatch):
+                # TensorRT returns False for a cache of another device or version (and uses none)
                 trt.calls.append(("cache_set", cache, ignore_mismatch))
+                if cache and trt.refuse_cache:
+                    return False
+                self.cache = cache
+                return True
 
-            def get_timing_cache(self):
-                return type("C", (), {"serialize": lambda s: b"timing"})()
+            def get_timing_cache(self):  # None when no cache is set
+                return None if self.cache is None else type("C", (), {"serialize": lambda s: b"timing"})()
 
         class Profile:
             def __init__(self):
@@ -309,6 +315,57 @@ def test_build_engine_calls(tiny_model_path, tmp_path):
     trt32 = _FakeTRT(["/1/Conv"])
     build_engine(trt32, _Logger.make(trt32), tmp_path / "g_s.onnx", entry, profile, BuildConfig(**SMALL), b"")
     assert ("build", []) in trt32.calls and trt32.network.layers[0].precision is None
+
+
+def test_a_timing_cache_tensorrt_refuses_is_replaced_by_a_fresh_one(tiny_model_path, tmp_path, caplog):
+    """A cache of another GPU or TensorRT (a re-export into the same folder elsewhere):
+    set_timing_cache returns False and get_timing_cache None, which failed with an AttributeError
+    after the minutes of the build; now the engine builds with a fresh cache, said in a warning."""
+    from vlmcodec.export.onnx import export_onnx
+    from vlmcodec.export.tensorrt import _Logger, build_engine
+
+    loaded = load_model(tiny_model_path)
+    entry = export_onnx(loaded, tmp_path, networks=("g_s",))["graphs"]["g_s"]
+    cfg = BuildConfig(**SMALL)
+    trt = _FakeTRT(["/1/Conv"], refuse_cache=True)
+    with caplog.at_level("WARNING", logger="vlmcodec.tensorrt"):
+        blob, cache = build_engine(trt, _Logger.make(trt), tmp_path / "g_s.onnx", entry,
+                                   cfg.profile("g_s", loaded.model.M), cfg, b"another-gpu")
+    assert (blob, cache) == (b"engine-bytes", b"timing")
+    assert [c for c in trt.calls if c[0] == "cache_in"] == [("cache_in", b"another-gpu"), ("cache_in", b"")]
+    assert "refused the timing cache" in caplog.text
+
+
+def test_batches_beyond_the_profile_run_in_parts_it_takes(tiny_model_path):
+    """A batch larger than the engines' max_batch (an Engine or encode_batch of more images) was
+    refused with a ConfigError (the Engine then retried it item by item, silently unbatched): it
+    runs in parts of the profile's batch, giving the whole batch's result; each part passes the
+    runner's own profile check."""
+    from vlmcodec.backends.tensorrt_backend import TensorRTBackend, _EngineRunner
+
+    model = load_model(tiny_model_path).model.eval()
+    backend = object.__new__(TensorRTBackend)  # no engines: _run_locked runs the torch network
+    backend._lock = threading.Lock()
+    backend._nets, backend._tiles = {}, {}
+    for name, c, side in (("g_a", 3, 64), ("g_s", model.M, 4)):
+        runner = object.__new__(_EngineRunner)
+        runner.profile = {"min": [1, c, side, side], "max": [3, c, 4 * side, 4 * side]}
+        backend._nets[name] = runner
+    batches = []
+
+    def run_locked(r, name, x):
+        batches.append((name, x.shape[0]))
+        return getattr(model, name)(x)
+
+    backend._run_locked = run_locked
+    x = torch.rand(8, 3, 64, 64)
+    with torch.no_grad():
+        y = backend.analysis(x)
+        assert torch.allclose(y, model.g_a(x), atol=1e-5)
+        assert torch.allclose(backend.synthesis(y[:4]), model.g_s(y[:4]), atol=1e-5)
+    assert batches == [("g_a", 3), ("g_a", 3), ("g_a", 2), ("g_s", 3), ("g_s", 1)]
+    with pytest.raises(ConfigError, match="profile"):  # the runner's check still guards what the engine gets
+        backend.analysis(torch.rand(2, 3, 32, 64))
 
 
 def test_engine_runner_io_and_profile_check(tmp_path):

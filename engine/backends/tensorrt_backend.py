@@ -15,8 +15,8 @@ An engine takes inputs up to its optimisation profile's size (``max_size``). Lar
 run: g_a, h_a and g_s in tiles — bands of rows, then of columns — that each fit the profile
 (``vlmcodec.banding``: the same function, each tile with its receptive field's context), and the
 pre-editor, whose attention sees the whole image, as the torch module on the engines' GPU
-(windowed attention above its window, as the other backends run it). Only a batch larger than
-the profile's is refused.
+(windowed attention above its window, as the other backends run it). A batch larger than the
+profile's runs in parts of the profile's batch size (``max_batch``).
 
 The engines always run on a GPU: ``device`` selects which ("cuda", "cuda:1"); the Codec's
 default "cpu" means the first GPU. Without TensorRT or a GPU the constructor raises
@@ -149,6 +149,9 @@ class TensorRTBackend:
 
     def _run(self, name: str, x: Tensor) -> Tensor:
         r = self._nets[name]
+        most = r.profile["max"][0]
+        if x.shape[0] > most >= 1:  # a batch beyond the profile's: in parts the engine takes
+            return torch.cat([self._run(name, part) for part in x.split(most)])
         r.check_shape(tuple(x.shape), name)
         with self._lock:
             return self._run_locked(r, name, x)
