@@ -9,6 +9,7 @@ the timing cache.
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -496,8 +497,11 @@ def fake_trt_gpu(monkeypatch):
     import sys
     import types
 
+    import importlib.machinery
+
     fake = types.ModuleType("tensorrt")
     fake.__version__ = "10.3.0"
+    fake.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # (torch._dynamo's import looks it up)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -555,6 +559,50 @@ def test_a_max_size_below_the_default_opt_size_is_taken(tiny_model_path, fake_tr
                  "-o", str(tmp_path / "f"), "--model", str(tiny_model_path)]) == 2
     assert "min <= opt <= max" in capsys.readouterr().err
     assert len(configs) == 5  # not built
+
+
+def test_backends_starting_together_build_the_cache_once(tiny_model_path, fake_trt_gpu, tmp_path, monkeypatch):
+    """Two backends (processes, here threads: flock excludes separate opens) that find no engines
+    in the cache at once: one builds, the other waits for it and takes its engines (both built,
+    minutes each, into the same folder)."""
+    import vlmcodec.export.tensorrt as export_trt
+    from vlmcodec.backends import create_backend
+
+    builds, both_looked, seen = [], threading.Barrier(2, timeout=10), threading.local()
+
+    def fake_build(model, out_dir, config, **kw):
+        builds.append(out_dir)
+        time.sleep(0.3)
+        (Path(out_dir) / "built").write_text("")
+        raise _Built
+
+    def fake_manifest(directory, model, versions):
+        if not getattr(seen, "looked", False):  # each thread's first look finds nothing, at the same time
+            seen.looked = True
+            both_looked.wait()
+        if not (Path(directory) / "built").exists():
+            raise ConfigError("no manifest")
+        return {"engines": {}}
+
+    monkeypatch.setattr(export_trt, "build_engines", fake_build)
+    monkeypatch.setattr(export_trt, "load_engine_manifest", fake_manifest)
+    model = load_model(tiny_model_path).model
+    errors: list[BaseException] = []
+
+    def start():
+        try:
+            create_backend("tensorrt", model, cache_dir=tmp_path)
+        except BaseException as e:  # noqa: BLE001 - collected for the asserts
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(builds) == 1, builds
+    assert sorted(type(e).__name__ for e in errors) == ["ConfigError", "_Built"]  # (the stand-in has no engines)
+    assert "engines" in str(next(e for e in errors if isinstance(e, ConfigError)))
 
 
 def test_backend_options_as_the_command_line_gives_them(tiny_model_path, fake_trt_gpu, tmp_path, monkeypatch):

@@ -82,6 +82,27 @@ def _in_bands(fn, geometry, band: int, dim: int):
     return lambda x: run_in_bands(fn, x, geometry, band, dim=dim)
 
 
+def _build_under_lock(model, engines: Path, config, device: str, versions: dict) -> None:
+    """Build engines into the cache folder ``engines``, one process at a time: processes that
+    start together (serving workers) found no engines and each built for minutes into the same
+    folder; the later ones now wait, then take the engines the first built."""
+    from vlmcodec.export.tensorrt import build_engines, load_engine_manifest
+
+    from .onnxruntime_backend import _ExportLock
+
+    try:
+        engines.parent.mkdir(parents=True, exist_ok=True)
+        lock = _ExportLock(engines)
+    except OSError as e:
+        raise ConfigError(f"tensorrt backend: cannot make its engine cache in {engines.parent} ({e}); give "
+                          "backend_options cache_dir=DIR (or set XDG_CACHE_HOME), or engines= a built folder") from e
+    with lock:
+        try:
+            load_engine_manifest(engines, model, versions)  # built meanwhile by another process
+        except VlmcodecError:
+            build_engines(model, engines, config, device=device)
+
+
 class TensorRTBackend:
     """``Backend`` on TensorRT engines. Options: ``device``, ``engines`` (a built directory),
     ``cache_dir``, and for builds into the cache ``fp16``, ``max_batch``, ``max_size`` (H, W)."""
@@ -93,7 +114,7 @@ class TensorRTBackend:
                  cache_dir: str | Path | None = None, fp16: bool = False, max_batch: int = 8,
                  max_size: tuple[int, int] | str | int = (1024, 1024), threads: int | None = None):
         from vlmcodec.export.manifest import network_fingerprint
-        from vlmcodec.export.tensorrt import (BuildConfig, build_engines, current_versions, default_opt_size,
+        from vlmcodec.export.tensorrt import (BuildConfig, current_versions, default_opt_size,
                                               import_tensorrt, load_engine_manifest, parse_size, require_gpu)
 
         # --backend-option max_size=512x512 (or =1024, a square) comes as text or a number
@@ -121,7 +142,7 @@ class TensorRTBackend:
             try:
                 load_engine_manifest(engines, model, versions)
             except VlmcodecError:
-                build_engines(model, engines, config, device=str(self.device))
+                _build_under_lock(model, engines, config, str(self.device), versions)
         self.engine_dir = Path(engines)
         self.manifest = load_engine_manifest(self.engine_dir, model, versions)
         needed = RUN_NETWORKS + (("pre_editor",) if getattr(model, "pre_editor", None) is not None else ())
