@@ -573,6 +573,7 @@ def test_backends_starting_together_build_the_cache_once(tiny_model_path, fake_t
     def fake_build(model, out_dir, config, **kw):
         builds.append(out_dir)
         time.sleep(0.3)
+        Path(out_dir).mkdir(parents=True)
         (Path(out_dir) / "built").write_text("")
         raise _Built
 
