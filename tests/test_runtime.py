@@ -53,6 +53,24 @@ def test_scheduler_force_and_drain():
         Scheduler(0, 1)
 
 
+def test_scheduler_takes_out_requests_at_their_deadline():
+    """Requests past their deadline leave the queue when it comes (pop_expired; next_deadline says
+    when), whatever their group's turn; those gone in a batch before their deadline are not."""
+    s = Scheduler(max_batch=2, max_delay=100)
+    reqs = {name: InflightRequest(Kind.ENCODE, key, None, Future(), 0.0, deadline)
+            for name, key, deadline in (("a1", "a", 5.0), ("a2", "a", None), ("b1", "b", 3.0), ("b2", "b", 9.0),
+                                        ("a3", "a", 1.0))}
+    for r in reqs.values():
+        s.add(r)
+    assert s.next_deadline() == 1.0 and s.pop_expired(0.5) == []
+    assert s.pop_expired(4.0) == [reqs["a3"], reqs["b1"]] and len(s) == 3
+    assert [r.key for r in s.pop_batch(now=4.0, force=True)] == ["a", "a"]  # a1, a2 leave in a batch
+    assert s.next_deadline() == 9.0 and s.pop_expired(10.0) == [reqs["b2"]] and len(s) == 0
+    assert s.next_deadline() is None and s.pop_batch(now=10.0, force=True) is None
+    s.add(reqs["b2"])
+    assert len(s.drain_all()) == 1 and s.next_deadline() is None
+
+
 # -- engine ------------------------------------------------------------------------------
 @pytest.fixture
 def engine(tiny_codec):
@@ -108,6 +126,22 @@ def test_queue_full_and_timeout(tiny_codec, rng):
         assert isinstance(late, RequestTimeoutError) and isinstance(late, TimeoutError), late
     finally:
         e.shutdown()
+
+
+def test_a_queued_request_fails_at_its_deadline_not_at_its_batch_turn(tiny_codec, rng):
+    """The deadline was looked at only when the request's batch was formed: with max_delay_ms=3000
+    a request of timeout 0.2 s failed after 3 s (an HTTP 504 as late), behind a backlog ten times
+    its timeout. Its batch-mates queued without a deadline still run."""
+    img = smooth_image(rng, 64, 64)
+    with Engine(tiny_codec, max_batch=8, max_delay_ms=3000) as e:
+        t0 = time.monotonic()
+        timed, patient = e.submit_encode(img, timeout_s=0.2), e.submit_encode(img)
+        late = timed.exception(timeout=60)
+        waited = time.monotonic() - t0
+        assert isinstance(late, RequestTimeoutError) and "before its batch's turn" in str(late), late
+        assert waited < 2.0, waited  # (3 s before: the batch's delay; generous for a loaded machine)
+        assert not patient.done() and e.stats["failed"] == 1
+        assert patient.result(timeout=60)[:4] == b"VLMC"
 
 
 def test_cancel_before_run(tiny_codec, rng):
@@ -688,7 +722,8 @@ def test_done_callbacks_run_outside_the_engines_lock(tiny_model_path, rng):
     engine = Engine(Codec(tiny_model_path, threads=1), workers=2)
     chained, ended = Future(), threading.Event()
 
-    def decode_it(f):  # waits for a second request on the engine's own thread
+    def decode_it(f):  # waits for a second request on the engine's own thread (a coding thread of two:
+        # the decode needs a network worker and a coding thread, free here; docs/serving.md)
         try:
             chained.set_result(engine.submit_decode(f.result()).result(timeout=60).shape)
         except Exception as e:  # noqa: BLE001 — handed to the test
@@ -723,3 +758,21 @@ def test_the_async_encode_takes_an_owner(tiny_codec, rng):
         engine.submit_encode = traced
         assert asyncio.run(engine.encode(img, 40, owner="client-a")) == tiny_codec.encode(img, 40)
     assert seen == ["client-a"]
+
+
+def test_a_base_exception_on_the_coding_pool_fails_its_request(tiny_codec, rng, monkeypatch):
+    """A KeyboardInterrupt / SystemExit in entropy coding (the jobs catch Exception) vanished into
+    the pool's own future: the request's stayed pending for ever and a draining shutdown hung. It
+    fails with EngineDeadError, as a BaseException in the network stage did."""
+    img = smooth_image(rng, 64, 64)
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    with Engine(tiny_codec, max_delay_ms=1) as e:
+        monkeypatch.setattr(e.codec, "entropy_encode", interrupted)
+        err = e.submit_encode(img).exception(timeout=30)
+        assert isinstance(err, EngineDeadError) and "KeyboardInterrupt" in str(err), err
+        assert e.in_flight == 0
+        monkeypatch.undo()
+        assert e.submit_encode(img).result(timeout=60)[:4] == b"VLMC"  # the engine still runs

@@ -725,7 +725,12 @@ class Engine:
         if self._stopping_now():
             self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
             return
-        job(req, *args)
+        try:
+            job(req, *args)
+        except BaseException as e:  # (jobs catch Exception: this is KeyboardInterrupt, SystemExit...)
+            # the pool's own future would keep it, and the request's stay unresolved for ever
+            self._finish(req, exc=EngineDeadError(f"engine failure: {e!r}"))
+            raise
 
     def _submit_coding(self, job, req: InflightRequest, *args) -> None:
         """``job(req, *args)`` on the coding pool (``_submit``)."""
@@ -734,6 +739,10 @@ class Engine:
     def _entropy_decode(self, req: InflightRequest) -> None:
         if req.future.cancelled():  # (its client gave up while it waited for a coding thread)
             self._finish(req, status=Status.FINISHED_CANCELLED)
+            return
+        if req.deadline is not None and time.monotonic() > req.deadline:  # (waited for a coding thread)
+            self._finish(req, exc=RequestTimeoutError("request timed out before its entropy decode began"),
+                         status=Status.FINISHED_TIMEOUT)
             return
         try:
             latent = self.codec.entropy_decode(req.payload, req.short_side)
@@ -752,19 +761,33 @@ class Engine:
 
     def _loop(self) -> None:
         while True:
+            batch = None
             with self._cv:
                 while True:
                     if self._closed and (self._inflight == 0 or not self._draining):
                         return
                     now = time.monotonic()
+                    # a request fails at its deadline, not when its batch's turn comes (seconds later
+                    # behind a backlog, or max_delay_ms later on its own)
+                    expired = self._sched.pop_expired(now)
+                    for r in expired:
+                        self._finish_locked(r, exc=RequestTimeoutError(
+                            f"request timed out in the queue: its deadline came {now - r.arrival:.3f}s after it "
+                            "was queued, before its batch's turn"), status=Status.FINISHED_TIMEOUT)
+                    if expired:
+                        break  # (resolved once the lock is let go)
                     # a batch is formed only when a network worker is free: meanwhile it keeps growing
                     free = self._net_busy < self._net_slots and not self._warming
                     batch = self._sched.pop_batch(now, force=self._closed) if free else None
                     if batch:
                         self._net_busy += 1
                         break
-                    due = self._sched.next_due() if free else None
-                    self._cv.wait(None if due is None else max(0.0, due - now))
+                    wakes = [t for t in (self._sched.next_due() if free else None, self._sched.next_deadline())
+                             if t is not None]
+                    self._cv.wait(max(0.0, min(wakes) - now) if wakes else None)
+            if batch is None:
+                self._resolve_finished()
+                continue
             try:
                 self._net_pool.submit(self._network_task, batch)
             except RuntimeError as e:

@@ -6,10 +6,14 @@ ready groups, those of the highest priority go first, and among them the one who
 first (FIFO across groups, so no size starves). Priority is strict: a lower one runs when no
 higher one is ready, so bulk traffic sent at a low priority takes the capacity that interactive
 traffic leaves, and waits while that traffic keeps the networks busy.
+
+A request whose deadline passes while it waits is taken out (``pop_expired``) when its deadline
+comes (``next_deadline``), not when its group's turn does.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 
 from ..checks import check_count, check_number
@@ -22,6 +26,10 @@ class Scheduler:
         self.max_delay = check_number("max_delay", max_delay)
         self._groups: OrderedDict[tuple, deque[InflightRequest]] = OrderedDict()
         self._count = 0
+        # (deadline, id, request) of the requests queued with one; those that left the queue
+        # meanwhile (in a batch) stay until they come up, then are skipped
+        self._deadlines: list[tuple[float, int, InflightRequest]] = []
+        self._queued: set[int] = set()
 
     def __len__(self) -> int:
         return self._count
@@ -29,6 +37,9 @@ class Scheduler:
     def add(self, req: InflightRequest) -> None:
         self._groups.setdefault((req.priority, req.key), deque()).append(req)
         self._count += 1
+        self._queued.add(req.id)
+        if req.deadline is not None:
+            heapq.heappush(self._deadlines, (req.deadline, req.id, req))
 
     def _ready(self, q: deque, now: float, force: bool) -> bool:
         return force or len(q) >= self.max_batch or now - q[0].arrival >= self.max_delay
@@ -50,7 +61,33 @@ class Scheduler:
         if not q:
             del self._groups[best_key]
         self._count -= len(batch)
+        self._queued.difference_update(r.id for r in batch)
         return batch
+
+    def _drop_left(self) -> None:
+        """Forget the deadlines of requests no longer queued, at the heap's top."""
+        while self._deadlines and self._deadlines[0][1] not in self._queued:
+            heapq.heappop(self._deadlines)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of a queued request (None when none has one)."""
+        self._drop_left()
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def pop_expired(self, now: float) -> list[InflightRequest]:
+        """Remove and return the queued requests whose deadline is before ``now``."""
+        expired = []
+        while self.next_deadline() is not None and self._deadlines[0][0] < now:
+            _, _, req = heapq.heappop(self._deadlines)
+            key = (req.priority, req.key)
+            q = self._groups[key]
+            q.remove(req)  # (linear in its group; a timeout is the exception)
+            if not q:
+                del self._groups[key]
+            self._count -= 1
+            self._queued.discard(req.id)
+            expired.append(req)
+        return expired
 
     def next_due(self) -> float | None:
         """Earliest time at which some group becomes ready by delay (None when empty)."""
@@ -62,4 +99,6 @@ class Scheduler:
         out = [r for q in self._groups.values() for r in q]
         self._groups.clear()
         self._count = 0
+        self._deadlines.clear()
+        self._queued.clear()
         return out
