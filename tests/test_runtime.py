@@ -776,3 +776,21 @@ def test_a_base_exception_on_the_coding_pool_fails_its_request(tiny_codec, rng, 
         assert e.in_flight == 0
         monkeypatch.undo()
         assert e.submit_encode(img).result(timeout=60)[:4] == b"VLMC"  # the engine still runs
+
+
+def test_a_cancelled_queued_request_gives_back_its_place_at_once(tiny_codec, rng):
+    """A request cancelled while queued held its place in max_queue until its batch was formed
+    (max_delay_ms later): a server whose clients hung up under overload refused new requests
+    with QueueFull meanwhile. Now it leaves the queue when cancelled; the others still run."""
+    img = smooth_image(rng, 64, 64)
+    with Engine(tiny_codec, max_batch=8, max_delay_ms=60_000, max_queue=3, block=False) as e:
+        futs = [e.submit_encode(img) for _ in range(3)]
+        with pytest.raises(QueueFull):
+            e.submit_encode(img)
+        assert futs[0].cancel() and futs[1].cancel()
+        assert e.in_flight == 1 and e.stats["failed"] == 2
+        more = [e.submit_encode(img) for _ in range(2)]  # room again
+        with pytest.raises(QueueFull):
+            e.submit_encode(img)
+        assert more[0].cancel() and e.in_flight == 2
+    assert futs[2].result(timeout=0)[:4] == more[1].result(timeout=0)[:4] == b"VLMC"  # drained at the exit

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import bisect
+import functools
 import itertools
 import math
 import os
@@ -71,6 +72,13 @@ LATENCY_KINDS = ("encode", "decode", "refine")
 # upper bounds (s) of the cumulative latency histogram: a small image's encode is milliseconds,
 # a refined or very large one many seconds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _drop_if_cancelled(engine_ref, req_ref, fut: Future) -> None:
+    """A queued request's done-callback: one cancelled leaves its engine's queue."""
+    engine, req = engine_ref(), req_ref()
+    if fut.cancelled() and engine is not None and req is not None:
+        engine._drop_cancelled(req)
 
 
 class EncodeFuture(Future[bytes]):
@@ -596,7 +604,8 @@ class Engine:
         """Per kind ("encode", "decode", "refine": the encodes with refinement): ``count`` and the
         50th/90th/99th percentile and largest submit-to-result seconds over the last
         ``LATENCY_WINDOW`` successful requests (queueing, batching and coding included, a decode's
-        entropy decode too); an empty dict for a kind with none yet."""
+        entropy decode too; from admission: a submit that waits for room in a full queue,
+        ``block=True``, waits before); an empty dict for a kind with none yet."""
         with self._cv:
             windows = {kind: sorted(window) for kind, window in self._latencies.items()}
         return {kind: _percentiles(values) for kind, values in windows.items()}
@@ -648,6 +657,16 @@ class Engine:
             req.arrival = time.monotonic()
             self._sched.add(req)
             self._cv.notify_all()
+        # (weak: a future the caller keeps must not keep the request's pixels, nor the engine)
+        req.future.add_done_callback(functools.partial(_drop_if_cancelled, weakref.ref(self), weakref.ref(req)))
+
+    def _drop_cancelled(self, req: InflightRequest) -> None:
+        """A queued request its client cancelled leaves the queue now, and its place in ``max_queue``
+        with it (it held that place until its batch was formed: a server whose clients hang up under
+        overload refused new requests with QueueFull)."""
+        with self._finishing():
+            if self._sched.remove(req):
+                self._finish_locked(req, status=Status.FINISHED_CANCELLED)
 
     def _finish_locked(self, req: InflightRequest, result=None, exc: BaseException | None = None,
                        status: Status | None = None) -> None:
@@ -834,9 +853,10 @@ class Engine:
         live = [r for r in batch if self._begin(r, now)]
         if not live:
             return
-        self.stats["batches"] += 1
-        self.stats["batched_items"] += len(live)
-        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(live))
+        with self._cv:  # (network workers count at once)
+            self.stats["batches"] += 1
+            self.stats["batched_items"] += len(live)
+            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(live))
         try:
             self._run_networks(live)
         except Exception as e:

@@ -64,6 +64,19 @@ class Scheduler:
         self._queued.difference_update(r.id for r in batch)
         return batch
 
+    def remove(self, req: InflightRequest) -> bool:
+        """Take ``req`` out of the queue (a request its client cancelled); False if not queued."""
+        if req.id not in self._queued:
+            return False
+        key = (req.priority, req.key)
+        q = self._groups[key]
+        q.remove(req)
+        if not q:
+            del self._groups[key]
+        self._count -= 1
+        self._queued.discard(req.id)
+        return True
+
     def _drop_left(self) -> None:
         """Forget the deadlines of requests no longer queued, at the heap's top."""
         while self._deadlines and self._deadlines[0][1] not in self._queued:
@@ -79,13 +92,7 @@ class Scheduler:
         expired = []
         while self.next_deadline() is not None and self._deadlines[0][0] < now:
             _, _, req = heapq.heappop(self._deadlines)
-            key = (req.priority, req.key)
-            q = self._groups[key]
-            q.remove(req)  # (linear in its group; a timeout is the exception)
-            if not q:
-                del self._groups[key]
-            self._count -= 1
-            self._queued.discard(req.id)
+            self.remove(req)  # (linear in its group; a timeout is the exception)
             expired.append(req)
         return expired
 
