@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (
     from .bitstream.container import Stream
     from .codec import Codec
     from .codec_set import CodecSet
+    from .image_io import ImageInput
     from .runtime.rate_limit import RateLimited
 
 _codecs: dict = {}
@@ -95,7 +96,7 @@ def _shared_codec(model=None, backend: str = "torch"):
                     del _making[key]
 
 
-def encode(image, quality: float | None = None, model=None, backend: str = "torch", short_side: int | None = None, *,
+def encode(image: ImageInput, quality: float | None = None, model=None, backend: str = "torch", short_side: int | None = None, *,
            max_bytes: int | None = None, max_bpp: float | None = None, refine: int = 0) -> bytes:
     """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes with a cached ``Codec``.
 

@@ -37,7 +37,7 @@ from .entropy.exact_hyper import ACT_FRAC_BITS, ExactHyperSynthesis
 from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, ModelMismatchError,
                      ResourceError, warn_refine_fallback)
 from .forks import fork_safe_lock, fork_waits
-from .image_io import as_rgb_array, pad_edge, padded_size
+from .image_io import ImageInput, as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
 from .refine import check_refine_steps, check_refine_views
 from .torch_threads import set_torch_threads, use_torch_threads
@@ -315,7 +315,7 @@ class Codec:
                             "make it from its model file (Codec(path)) to send it to other processes")
         return (_unpickled_codec, (self._recipe, self.fingerprint))
 
-    def encode(self, image, quality: float | None = DEFAULT_QUALITY, short_side: int | None = None, *,
+    def encode(self, image: ImageInput, quality: float | None = DEFAULT_QUALITY, short_side: int | None = None, *,
                refine: int | None = None) -> bytes:
         """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes; quality in
         [0, 100] (None: the default, 75, as ``vlmcodec.encode``, the Engine and RemoteCodec take it).
@@ -333,7 +333,7 @@ class Codec:
         was coded at that scale."""
         return self.decode_batch([data], short_side)[0]
 
-    def encode_batch(self, images, qualities, short_side: int | None = None, *,
+    def encode_batch(self, images: Iterable[ImageInput], qualities: float | Iterable[float], short_side: int | None = None, *,
                      refine: int | None = None) -> list[bytes]:
         """Encode images; those sharing a padded (coded) size go through the networks as one batch."""
         check_batch(images, "encode_batch", "encode")
@@ -368,7 +368,7 @@ class Codec:
         return out  # type: ignore[return-value]
 
     # -- stages: what the runtime Engine schedules (networks batched, entropy coding pooled) --
-    def prepare(self, image, quality: float = DEFAULT_QUALITY, short_side: int | None = None) -> PreparedImage:
+    def prepare(self, image: ImageInput, quality: float = DEFAULT_QUALITY, short_side: int | None = None) -> PreparedImage:
         """Validate an image and a quality, and resize to the coded size (``encode``'s ``short_side``)."""
         # None: the codec's setting; 0: the full size, whatever the codec's setting
         side = resample.call_short_side(short_side, self.short_side)
@@ -431,7 +431,7 @@ class Codec:
                 z = self.backend.hyper_analysis(y)
         return y, z
 
-    def encode_to_size(self, image, max_bytes: int | None = None, *, max_bpp: float | None = None,
+    def encode_to_size(self, image: ImageInput, max_bytes: int | None = None, *, max_bpp: float | None = None,
                        short_side: int | None = None, min_quality: float = 0.0,
                        max_quality: float = 100.0, refine: int | None = None) -> bytes:
         """The stream of the highest quality whose size is at most ``max_bytes`` (or ``max_bpp``

@@ -26,6 +26,7 @@ from .errors import ConfigError, ModelMismatchError
 
 if TYPE_CHECKING:
     from .codec import Codec
+    from .image_io import ImageInput
 
 _MIN_PREFIX = 4
 
@@ -126,20 +127,20 @@ class CodecSet:
         return found[0][1]
 
     # -- coding --------------------------------------------------------------------------
-    def encode(self, image, quality: float = 75.0, short_side: int | None = None,
+    def encode(self, image: ImageInput, quality: float = 75.0, short_side: int | None = None,
                model: str | bytes | None = None, *, refine: int | None = None) -> bytes:
         """``Codec.encode`` with the default model, or the one ``model`` (a fingerprint prefix) names
         (``refine``: that codec's per-call refinement steps)."""
         return self.named(model).encode(image, quality, short_side, refine=refine)
 
-    def encode_to_size(self, image, max_bytes: int | None = None, *, max_bpp: float | None = None,
+    def encode_to_size(self, image: ImageInput, max_bytes: int | None = None, *, max_bpp: float | None = None,
                        short_side: int | None = None, model: str | bytes | None = None,
                        refine: int | None = None) -> bytes:
         """``Codec.encode_to_size`` (rate control) with the default model, or the one ``model`` names."""
         return self.named(model).encode_to_size(image, max_bytes, max_bpp=max_bpp, short_side=short_side,
                                                 refine=refine)
 
-    def encode_batch(self, images, qualities, short_side: int | None = None, model: str | bytes | None = None, *,
+    def encode_batch(self, images: Iterable[ImageInput], qualities: float | Iterable[float], short_side: int | None = None, model: str | bytes | None = None, *,
                      refine: int | None = None) -> list[bytes]:
         """``Codec.encode_batch`` with one model (the default, or ``model``)."""
         return self.named(model).encode_batch(images, qualities, short_side, refine=refine)

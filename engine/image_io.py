@@ -8,10 +8,14 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageInput: TypeAlias = np.ndarray | Image.Image | str | os.PathLike[str]
+"""An image the encoders take: uint8 H×W×3 (RGB), H×W×4 (RGBA), H×W or H×W×1 (grayscale) numpy,
+a PIL image, or an image file's path (``as_rgb_array``)."""
 
 from .checks import is_real, is_whole
 from .errors import ConfigError, ImageError, VlmcodecWarning

@@ -48,7 +48,7 @@ from ..checks import check_count, check_in_range, check_seconds, is_whole, quali
 from ..codec_set import model_name
 from ..errors import (ConfigError, EngineDeadError, ImageError, ModelMismatchError, QueueFull, RequestTimeoutError, ResourceError,
                       VlmcodecError, warn_refine_fallback)
-from ..image_io import as_rgb_array
+from ..image_io import ImageInput, as_rgb_array
 from .tokens import check_client_token
 
 
@@ -144,7 +144,7 @@ class RemoteCodec:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def encode(self, image, quality: float | None = None, short_side: int | None = None,
+    def encode(self, image: ImageInput, quality: float | None = None, short_side: int | None = None,
                model: str | bytes | None = None, *, max_bytes: int | None = None, max_bpp: float | None = None,
                refine: int | None = None, priority: int | None = None) -> bytes:
         """Compress ``image`` (uint8 numpy, PIL, or an image file's path — whose bytes are sent
@@ -559,7 +559,7 @@ class AsyncRemoteCodec:
             call.cancel()
             raise
 
-    async def encode(self, image, quality: float | None = None, short_side: int | None = None,
+    async def encode(self, image: ImageInput, quality: float | None = None, short_side: int | None = None,
                      model: str | bytes | None = None, *, max_bytes: int | None = None,
                      max_bpp: float | None = None, refine: int | None = None, priority: int | None = None) -> bytes:
         """``RemoteCodec.encode``, awaited (a refine fallback's warning is issued here)."""

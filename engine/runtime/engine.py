@@ -61,7 +61,7 @@ from ..checks import (check_count, check_number, check_seconds, check_switch, ch
 from ..codec import Codec, check_batch
 from ..errors import (BitstreamError, ConfigError, EngineDeadError, MemoryBusyError,  # noqa: F401 (QueueFull: here too)
                       QueueFull, RequestError, RequestTimeoutError, ResourceError, VlmcodecError, warn_refine_fallback)
-from ..image_io import padded_size
+from ..image_io import ImageInput, padded_size
 from .request import InflightRequest, Kind, Status
 from .scheduler import Scheduler
 
@@ -220,7 +220,7 @@ class Engine:
         _live_engines.add(self)
 
     # -- client side ---------------------------------------------------------------------
-    def submit_encode(self, image, quality: float | None = None, timeout_s: float | None = None,
+    def submit_encode(self, image: ImageInput, quality: float | None = None, timeout_s: float | None = None,
                       short_side: int | None = None, *, max_bytes: int | None = None,
                       max_bpp: float | None = None, refine: int | None = None, priority: int = 0,
                       owner: str | None = None) -> EncodeFuture:
@@ -292,7 +292,7 @@ class Engine:
         self._submit_coding(self._entropy_decode, req)
         return fut
 
-    async def encode(self, image, quality: float | None = None, timeout_s: float | None = None,
+    async def encode(self, image: ImageInput, quality: float | None = None, timeout_s: float | None = None,
                      short_side: int | None = None, *, max_bytes: int | None = None,
                      max_bpp: float | None = None, refine: int | None = None, priority: int = 0,
                      owner: str | None = None) -> bytes:
@@ -350,14 +350,14 @@ class Engine:
             return self._submit_pool
 
     @overload
-    def encode_many(self, images: Iterable, quality: float | None = ..., *, window: int | None = ...,
+    def encode_many(self, images: Iterable[ImageInput], quality: float | None = ..., *, window: int | None = ...,
                     return_exceptions: Literal[False] = ..., **options) -> Iterator[bytes]: ...
 
     @overload
-    def encode_many(self, images: Iterable, quality: float | None = ..., *, window: int | None = ...,
+    def encode_many(self, images: Iterable[ImageInput], quality: float | None = ..., *, window: int | None = ...,
                     return_exceptions: bool, **options) -> Iterator[bytes | BaseException]: ...
 
-    def encode_many(self, images: Iterable, quality: float | None = None, *, window: int | None = None,
+    def encode_many(self, images: Iterable[ImageInput], quality: float | None = None, *, window: int | None = None,
                     return_exceptions: bool = False, **options) -> Iterator[bytes | BaseException]:
         """Encode an iterable of images, yielding their streams in input order: images are taken
         lazily and at most ``window`` (default ``2 · max_batch``, at most ``max_queue``) are in

@@ -12,6 +12,8 @@ def mistakes(image: np.ndarray) -> None:
     codec.encode(image, qualty=50)  # E: Unexpected keyword argument "qualty"
     count: int = codec.decode(b"")  # E: Incompatible types in assignment
     vlmcodec.Codec(threads="2")  # E: Argument "threads" to "Codec" has incompatible type "str"
+    codec.encode(b"\x89PNG")  # E: Argument 1 to "encode" of "Codec" has incompatible type "bytes"
+    codec.encode_batch([image], "60")  # E: Argument 2 to "encode_batch" of "Codec" has incompatible type "str"
     text: str = vlmcodec.encode(image)  # E: Incompatible types in assignment
     with Engine(codec) as engine:
         sizes: list[int] = list(engine.encode_many([image]))  # E: Argument 1 to "list" has incompatible type
