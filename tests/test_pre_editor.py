@@ -165,6 +165,35 @@ def test_full_resolution_head_in_bands_computes_the_same(monkeypatch, band_rows)
     assert p(x.requires_grad_()).requires_grad and calls == [1]  # training path: not banded
 
 
+def test_another_threads_onnx_export_does_not_change_inference_here(monkeypatch):
+    """torch.onnx.is_in_onnx_export() is one flag for the process: while any thread exported (a
+    cold ONNX Runtime cache), an encode in another thread took the export's paths — global
+    attention, no bands (2.7x the memory at 2048x2048). Only this thread's tracing counts now."""
+    import torch.onnx
+
+    from vlmcodec.layers import LowerBound, _LowerBoundFn
+
+    torch.manual_seed(5)
+    p = PreEditor(PreEditorConfig(dim=24, depth=2, heads=2, hidden=8)).eval()
+    with torch.no_grad():
+        p.out.weight.normal_(0, 0.1)
+    x = torch.rand(1, 3, 96, 160)
+    monkeypatch.setattr(PreEditor, "global_attention_tokens", None)
+    monkeypatch.setattr(PreEditor, "attention_window", 4)
+    monkeypatch.setattr(PreEditor, "band_pixels", 0)
+    with torch.no_grad():
+        alone = p(x)
+    bands, bounds = [], []
+    real = PreEditor._full_head_in_bands
+    monkeypatch.setattr(PreEditor, "_full_head_in_bands", lambda self, *a: bands.append(1) or real(self, *a))
+    monkeypatch.setattr(_LowerBoundFn, "apply", lambda *a: bounds.append(1) or torch.max(*a))
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)  # another thread exports
+    with torch.no_grad():
+        assert torch.equal(p(x), alone) and bands == [1]
+        LowerBound(0.1)(torch.rand(4))
+    assert bounds == [1]  # the trainable bound, not the export's plain max
+
+
 @pytest.mark.filterwarnings("ignore:.*legacy TorchScript-based ONNX export:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_pre_editor_exports_to_onnx(tmp_path):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import in_onnx_export
+from ..layers import tracing_here
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class PreEditor(nn.Module):
         gh, gw = tok.shape[-2:]
         t = tok.flatten(2).transpose(1, 2)
         # a traced graph (ONNX export) cannot branch on the image size: exported graphs attend globally
-        exporting = torch.jit.is_tracing() or in_onnx_export()
+        exporting = tracing_here()
         window = self.attention_window if not exporting and self.windowed_at(h, w) else 0
         for i, blk in enumerate(self.blocks):
             t = blk(t, (gh, gw), window, shift=i % 2 == 1)
