@@ -299,7 +299,9 @@ class Codec:
         """The model and the settings that change what it does (for logs and bug reports)."""
         if not hasattr(self, "refine"):  # (in a traceback of a failed __init__)
             return object.__repr__(self)
-        options = [f"model={self.fingerprint.hex()}", f"backend={self.backend.name}", f"threads={self.threads}"]
+        # threads=None: torch runs on the calling thread's count; self.threads is entropy coding's then
+        threads = self._torch_threads or f"None (torch: the caller's; entropy coding: {self.threads})"
+        options = [f"model={self.fingerprint.hex()}", f"backend={self.backend.name}", f"threads={threads}"]
         options += [f"short_side={self.short_side}"] if self.short_side else []
         options += [f"refine={self.refine}"] if self.refine else []
         options += ["pre_edit=False"] if self.model.pre_editor is not None and not self.pre_edit else []

@@ -298,6 +298,9 @@ def test_codecs_say_what_they_are(tiny_model_path):
     codec = Codec(tiny_model_path, threads=1, short_side=64)
     assert repr(codec) == f"Codec(model={codec.fingerprint.hex()}, backend=torch, threads=1, short_side=64)"
     assert repr(CodecSet([codec])) == f"CodecSet([{codec!r}])"
+    # threads=None: torch runs on the caller's count (the repr said a number, entropy coding's)
+    default = Codec(tiny_model_path)
+    assert f"threads=None (torch: the caller's; entropy coding: {default.threads})" in repr(default)
     remote = RemoteCodec("http://h:1", token="secret-token")
     assert repr(remote) == "RemoteCodec('http://h:1', timeout_s=300.0, retries=2)" and "secret" not in repr(remote)
 
