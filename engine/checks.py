@@ -53,7 +53,9 @@ def check_count(name: str, value: object, *, least: int = 1, none: str | None = 
         return None
     if not is_whole(value) or value < least:
         alternative = f" (or None: {none})" if none is not None else ""
-        raise ConfigError(f"{name} must be a whole number, at least {least}{alternative}, got {value!r}")
+        # (10.0 is refused as not an int: said, as "not a whole number" would be untrue of it)
+        typed = " (a float: give an int)" if isinstance(value, float) and value.is_integer() else ""
+        raise ConfigError(f"{name} must be a whole number, at least {least}{alternative}, got {value!r}{typed}")
     return int(value)
 
 

@@ -637,6 +637,10 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "c.ppm")), CStreamDecoder(
         built / "libvlmc_decoder.so", model_file).image(data, short_side=32))
     assert Image.open(tmp_path / "c.ppm").size == (51, 32)
+    # 0: the original size, as vlmc_encode, the C API and vlmcodec decode take it (it was refused)
+    run = subprocess.run([tool, str(model_file), stream, "--image", str(tmp_path / "o.ppm"), "--short-side", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and (tmp_path / "o.ppm").read_bytes() == (tmp_path / "x.ppm").read_bytes(), run.stderr
     for band in ("0", "1"):
         run = subprocess.run([tool, str(model_file), stream, "--image", image, "--band-pixels", band, "--threads", "2"],
                              capture_output=True, text=True, timeout=60)
@@ -646,7 +650,7 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
                           (["--threads", "-1"], "--threads takes a whole number"),
                           (["--max-pixels", "0"], "--max-pixels takes a whole number (at least 1)"),
                           (["--band-pixels", "1e6"], "--band-pixels takes a whole number"),
-                          (["--short-side", "15"], "--short-side takes a whole number (a consumer's shorter side, at least 16)"),
+                          (["--short-side", "15"], "--short-side takes a whole number (a consumer's shorter side, at least 16; 0: the original size)"),
                           (["--coded-size", "--short-side", "32"], "--coded-size and --short-side exclude each other"),
                           (["--image"], "--image needs a value"),
                           (["--frobnicate"], "unknown option --frobnicate")]:

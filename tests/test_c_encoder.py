@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vlmcodec import Codec
-from vlmcodec.errors import ConfigError, ImageError
+from vlmcodec.errors import BudgetError, ConfigError, ImageError
 from vlmcodec.export.c_decoder import CDecoderError, CStreamDecoder, export_c_decoder, space_to_depth
 from vlmcodec.image_io import load_image
 from vlmcodec.models.checkpoint import load_model, save_model
@@ -163,6 +163,15 @@ def test_rate_control_on_an_image(default_encoder):
     with pytest.raises(CDecoderError) as e:
         enc.encode_image_within(image, 200)
     assert e.value.code == -9 and "over the budget of 200" in e.value.message
+    # the hint fits the case, as the Python search's (it always named a smaller coded size)
+    assert "a smaller coded size (a consumer's scale) makes smaller streams" in e.value.message
+    for args, kw, hint in (((image, 200), {"min_quality": 40}, "a min_quality below 40 makes smaller streams"),
+                           ((np.zeros((1, 1, 3), np.uint8), 10), {}, "this model makes no smaller stream")):
+        with pytest.raises(CDecoderError) as e:
+            enc.encode_image_within(*args, **kw)
+        assert e.value.code == -9 and hint in e.value.message, e.value.message
+        with pytest.raises(BudgetError, match=hint):  # the Python search says the same
+            codec.encode_to_size(*args, **kw)
 
 
 def codec_quality(enc: CStreamDecoder, data: bytes) -> float:
@@ -262,12 +271,18 @@ def test_the_tool_and_a_cpp_program_encode_as_the_library_does(c_decoder_build, 
     assert run.returncode == 0, run.stderr
     data, q = enc.encode_image_within(image, 3000, short_side=128, pre_edit=False)
     assert (tmp_path / "fit.vlmc").read_bytes() == data and f'"quality": {q:.2f}' in run.stdout
+    for huge in ("9223372036854775807", "99999999999999999999999"):  # a budget every stream fits (refused above 2^40)
+        run = subprocess.run([tool, model, tmp_path / "in.ppm", tmp_path / "huge.vlmc", "--max-bytes", huge,
+                              "--short-side", "128"], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0 and '"quality": 100.00' in run.stdout, run.stderr
     (tmp_path / "zero.pgm").write_bytes(b"P5 4 4 0\n" + bytes(16))
     (tmp_path / "short.ppm").write_bytes(b"P6\n# a comment\n4 4\n255\n" + bytes(40))
     bad = [[tmp_path / "in.ppm", tmp_path / "o.vlmc", "--quality", "101"],
            [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--quality", "5", "--max-bytes", "100"],
            [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--short-side", "8"],
            [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--max-bytes", "10"],
+           [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--max-bytes", "0"],
+           [tmp_path / "in.ppm", tmp_path / "o.vlmc", "--max-bytes", "12x"],
            [tmp_path / "zero.pgm", tmp_path / "o.vlmc"], [tmp_path / "short.ppm", tmp_path / "o.vlmc"],
            [tmp_path / "missing.ppm", tmp_path / "o.vlmc"], [tmp_path / "in.ppm"], [tmp_path / "in.ppm", "a", "--frob"]]
     for args in bad:

@@ -19,6 +19,10 @@ def test_check_count_takes_whole_numbers_only():
             check_count("n", bad)
     with pytest.raises(ConfigError, match=r"at least 1 \(or None: the default\), got 0$"):
         check_count("n", 0, none="the default")
+    with pytest.raises(ConfigError, match=r"got 10\.0 \(a float: give an int\)$"):  # (10.0 is whole: why then)
+        check_count("max_bytes", 10.0)
+    with pytest.raises(ConfigError, match=r"got 2\.5$"):
+        check_count("n", 2.5)
 
 
 def test_check_seconds_and_number():

@@ -4,6 +4,7 @@
 #define VLMC_TOOL_IO_H
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,6 +223,18 @@ static int parse_count(const char *text, unsigned long long max, unsigned long l
     errno = 0;
     *out = strtoull(text, &end, 10);
     return errno == 0 && *end == '\0' && *out <= max;
+}
+
+/* A byte budget into *out: a whole number, any size; one beyond 2^62 (which every stream fits) is
+ * taken as 2^62, as the Python search caps it (2^40 was refused as "not a whole number"). */
+static int parse_budget(const char *text, unsigned long long *out) {
+    char *end = NULL;
+    if (text == NULL || *text < '0' || *text > '9') return 0;
+    errno = 0;
+    *out = strtoull(text, &end, 10);
+    if (*end != '\0' || (errno != 0 && errno != ERANGE)) return 0;
+    if (errno == ERANGE || *out > (1ull << 62)) *out = 1ull << 62;
+    return 1;
 }
 
 /* "option takes expected, got 'value'" as error(); the exit status 2. */

@@ -49,8 +49,10 @@ int main(int argc, char **argv) {
                 return bad_value(arg, "a whole number (at least 1)", value);
             else if (strcmp(arg, "--band-pixels") == 0 && !(band_set = parse_count(value, ~0ull, &band_pixels)))
                 return bad_value(arg, "a whole number (g_s's pixels per band; 0: one pass)", value);
-            else if (strcmp(arg, "--short-side") == 0 && (!parse_count(value, 1u << 30, &short_side) || short_side < 16))
-                return bad_value(arg, "a whole number (a consumer's shorter side, at least 16)", value);
+            else if (strcmp(arg, "--short-side") == 0 &&
+                     (!parse_count(value, 1u << 30, &short_side) || (short_side != 0 && short_side < 16)))
+                return bad_value(arg, "a whole number (a consumer's shorter side, at least 16; 0: the original size)",
+                                 value);
         } else if (arg[0] == '-' && arg[1] == '-') {
             fprintf(stderr, "vlmc_decode_latents: error: unknown option %s\n%s\n", arg, USAGE);
             return 2;

@@ -1247,10 +1247,24 @@ double interpolate(const std::vector<Probe> &probes, double target, int k_lo, si
     return q_lo < guess && guess < q_hi ? guess : std::nan("");
 }
 
+// What would make a smaller stream than quality k_lo gives at this coded size (the budget error's
+// second half, as codec._smaller_stream_hint): a lower quality bound, a lower resolution, or nothing
+std::string smaller_stream_hint(int k_lo, const StreamGeometry &g) {
+    if (k_lo > 0) {
+        char q[32];
+        std::snprintf(q, sizeof q, "%g", double(k_lo) / kGrid);
+        return std::string("a min_quality below ") + q + " makes smaller streams";
+    }
+    if (std::min(g.coded_width, g.coded_height) > kMinShortSide)
+        return "a smaller coded size (a consumer's scale) makes smaller streams";
+    return "this model makes no smaller stream of this image";
+}
+
 // rate_control._search over stream_at(k) (the stream at quality k / 100): the stream of the
 // highest quality in [k_lo, k_hi] found to fit budget, and its k
 template <class StreamAt>
-std::pair<std::vector<uint8_t>, int> largest_fitting(StreamAt stream_at, size_t budget, int k_lo, int k_hi) {
+std::pair<std::vector<uint8_t>, int> largest_fitting(StreamAt stream_at, size_t budget, int k_lo, int k_hi,
+                                                     const StreamGeometry &g) {
     std::vector<Probe> probes;
     auto probe = [&](int k) {
         std::vector<uint8_t> data = stream_at(k);
@@ -1266,8 +1280,8 @@ std::pair<std::vector<uint8_t>, int> largest_fitting(StreamAt stream_at, size_t 
         char q[32];
         std::snprintf(q, sizeof q, "%g", double(k_lo) / kGrid);
         raise(VLMC_DEC_ERR_BUDGET, std::string("even quality ") + q + " needs " + std::to_string(size_lo) +
-                                       " bytes, over the budget of " + std::to_string(budget) +
-                                       "; a smaller coded size (a consumer's scale) makes smaller streams");
+                                       " bytes, over the budget of " + std::to_string(budget) + "; " +
+                                       smaller_stream_hint(k_lo, g));
     }
     const int step = std::max(1, int(std::nearbyint(kTolerance * kGrid)));
     const double full = double(budget) * (1.0 - kSlack);
@@ -1330,7 +1344,7 @@ int vlmc_decoder_write_stream_within(const vlmc_decoder *decoder, const float *y
                 raise(VLMC_DEC_ERR_CALLBACK, "the h_a callback failed (returned " + std::to_string(status) + ")");
             return write_stream(*decoder, y.data(), z.data(), g, uint32_t(k), flags, *pool);
         };
-        const auto found = largest_fitting(stream_at, max_bytes, bounds.first, bounds.second);
+        const auto found = largest_fitting(stream_at, max_bytes, bounds.first, bounds.second, g);
         hand_out(found.first, out, out_size);
         if (quality != nullptr) *quality = found.second / 100.0;
     });
@@ -1488,7 +1502,7 @@ int encode_within(const vlmc_decoder *decoder, GetSource source, uint32_t short_
         const Analysed a = analyse(*decoder, image, short_side, flags, *pool);
         std::vector<float> y, z;
         const auto found = largest_fitting([&](int k) { return stream_of(*decoder, a, uint32_t(k), *pool, y, z); },
-                                           max_bytes, bounds.first, bounds.second);
+                                           max_bytes, bounds.first, bounds.second, a.g);
         hand_out(found.first, out, out_size);
         if (quality != nullptr) *quality = found.second / 100.0;
     });

@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
                 return bad_value(arg, "a whole number (a consumer's shorter side, at least 16; 0: full size)", value);
             else if (strcmp(arg, "--threads") == 0 && !parse_count(value, 256, &threads))
                 return bad_value(arg, "a whole number in 0..256; 0: up to 4", value);
-            else if (strcmp(arg, "--max-bytes") == 0 && (!parse_count(value, 1ull << 40, &max_bytes) || max_bytes == 0))
+            else if (strcmp(arg, "--max-bytes") == 0 && (!parse_budget(value, &max_bytes) || max_bytes == 0))
                 return bad_value(arg, "a whole number of bytes, at least 1", value);
         } else if (arg[0] == '-' && arg[1] == '-') {
             fprintf(stderr, "vlmc_encode: error: unknown option %s\n%s\n", arg, USAGE);
@@ -167,7 +167,8 @@ int main(int argc, char **argv) {
     uint8_t *stream = NULL;
     rc = vlmc_decoder_open(paths[0], &dec);
     if (rc == VLMC_DEC_OK && max_bytes)
-        rc = vlmc_decoder_encode_image_within(dec, rgb, width, height, (uint32_t)short_side, (size_t)max_bytes,
+        rc = vlmc_decoder_encode_image_within(dec, rgb, width, height, (uint32_t)short_side,
+                                              max_bytes > SIZE_MAX ? SIZE_MAX : (size_t)max_bytes,
                                               min_quality, max_quality, flags, (int)threads, &stream, &out_size,
                                               &quality);
     else if (rc == VLMC_DEC_OK)
