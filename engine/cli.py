@@ -19,6 +19,7 @@ import contextlib
 import functools
 import glob
 import io
+import math
 import os
 import stat
 import sys
@@ -508,8 +509,8 @@ def _encode_files(args, roundtrip: bool, made: list[Path]) -> int:
                 p = psnr(img, rec)
             row = (bpp, p, t_enc, t_dec)
             got = f" {_stream_quality(data):>7.2f}" if budget else ""
-            line: str | dict = (f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f}{got} {p:>8.2f} "
-                                f"{1000*t_enc:>8.0f} {1000*t_dec:>8.0f}")
+            line: str | dict = (f"{src.name[:24]:<24} {w:>4}x{h:<5} {len(data):>8} {bpp:>7.4f}{got} {_cell(p, '.2f')} "
+                                f"{1000*t_enc:>8.0f} {_cell(1000 * t_dec, '.0f')}")
             if args.json:
                 line = {"file": str(src), "output": str(dst), **({"decoded": str(out)} if roundtrip else {}),
                         "width": w, "height": h, "bytes": len(data), "bpp": bpp, "quality": _stream_quality(data),
@@ -521,9 +522,15 @@ def _encode_files(args, roundtrip: bool, made: list[Path]) -> int:
     if len(rows) > 1 and not args.json:
         n = len(rows)
         mean = [sum(r[i] for r in rows) / n for i in range(4)]
-        print(f"{'mean of ' + str(n):<24} {'':>10} {'':>8} {mean[0]:>7.4f}{' ' * len(qcol)} {mean[1]:>8.2f} "
-              f"{1000*mean[2]:>8.0f} {1000*mean[3]:>8.0f}", file=table)
+        print(f"{'mean of ' + str(n):<24} {'':>10} {'':>8} {mean[0]:>7.4f}{' ' * len(qcol)} {_cell(mean[1], '.2f')} "
+              f"{1000*mean[2]:>8.0f} {_cell(1000 * mean[3], '.0f')}", file=table)
     return failures.status()
+
+
+def _cell(value: float, fmt: str) -> str:
+    """A number of the encode table, 8 wide; "-" where there is none (nan: --no-psnr's PSNR and
+    decode time, which printed "nan")."""
+    return f"{'-' if math.isnan(value) else format(value, fmt):>8}"
 
 
 def cmd_decode(args) -> int:

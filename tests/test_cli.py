@@ -453,3 +453,17 @@ def test_encode_batch_takes_a_generator(tiny_model_path, rng):
     images = [smooth_image(rng, 40, 64), smooth_image(rng, 24, 32)]
     assert codec.encode_batch((im for im in images), 50) == codec.encode_batch(images, 50)
     assert codec.encode_batch(map(lambda im: im, images), [40, 60]) == codec.encode_batch(images, [40, 60])
+
+
+def test_no_psnr_table_shows_dashes_not_nan(tmp_path, rng, tiny_model_path, capsys):
+    """--no-psnr's table printed "nan" for the PSNR and decode time (rows and mean): "-" now;
+    --json keeps null."""
+    first = _write(tmp_path, rng)
+    second = tmp_path / "second.png"
+    second.write_bytes(Path(first).read_bytes())
+    capsys.readouterr()
+    assert main(["encode", first, str(second), "-o", str(tmp_path / "o") + "/", "--no-psnr",
+                 "--model", str(tiny_model_path)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(rows) == 3 and all(r[-1] == "-" and r[-3] == "-" for r in rows), rows
+    assert "nan" not in str(rows)
