@@ -152,6 +152,41 @@ def test_shutting_down_without_drain_fails_the_queued_refinements(tiny_model_pat
     assert engine.in_flight == 0
 
 
+def test_queued_refinements_time_out_and_cancel_while_they_wait(tiny_model_path, rng):
+    """A refined encode waiting for the refine worker failed at its deadline only when the worker
+    took it (after every refinement before it: minutes behind a backlog), and a cancelled one held
+    its max_queue place until then. Now one times out at its deadline and one cancelled leaves at
+    once; the others still run, and the fairness tables forget owners with nothing left."""
+    from vlmcodec.errors import RequestTimeoutError
+
+    codec = Codec(tiny_model_path)
+    img = smooth_image(rng, 64, 96)
+    analyse, release, refining = codec.analyse, threading.Event(), threading.Event()
+
+    def held(pixels, qualities, *, refine=None):
+        if codec.refine_steps(refine):
+            refining.set()
+            assert release.wait(60)
+        return analyse(pixels, qualities, refine=refine)
+
+    codec.analyse = held
+    with Engine(codec) as engine:
+        running = engine.submit_encode(img, 50, refine=2)
+        assert refining.wait(60)
+        t0 = time.monotonic()
+        timed = engine.submit_encode(img, 50, refine=2, timeout_s=0.2, owner="a")
+        cancelled = engine.submit_encode(img, 50, refine=2, owner="b")
+        patient = engine.submit_encode(img, 50, refine=2, owner="c")
+        assert cancelled.cancel() and engine.in_flight == 3
+        err = timed.exception(timeout=30)
+        assert isinstance(err, RequestTimeoutError) and time.monotonic() - t0 < 10, err  # (the worker is held)
+        assert engine.in_flight == 2 and not patient.done()
+        assert set(engine._refine_turn) <= {None, "c"} and "a" not in engine._refine_running
+        release.set()
+        assert len(running.result(timeout=60)) > 0 and len(patient.result(timeout=60)) > 0
+    assert engine.in_flight == 0 and engine.stats["failed"] == 2
+
+
 def _post(url: str, body: bytes) -> tuple[int, dict, bytes]:
     request = urllib.request.Request(url, data=body, method="POST")
     try:

@@ -657,16 +657,45 @@ class Engine:
             req.arrival = time.monotonic()
             self._sched.add(req)
             self._cv.notify_all()
+        self._watch_cancel(req)
+
+    def _watch_cancel(self, req: InflightRequest) -> None:
         # (weak: a future the caller keeps must not keep the request's pixels, nor the engine)
         req.future.add_done_callback(functools.partial(_drop_if_cancelled, weakref.ref(self), weakref.ref(req)))
 
     def _drop_cancelled(self, req: InflightRequest) -> None:
         """A queued request its client cancelled leaves the queue now, and its place in ``max_queue``
-        with it (it held that place until its batch was formed: a server whose clients hang up under
-        overload refused new requests with QueueFull)."""
+        with it (it held that place until its batch was formed, or a refine worker took it: a server
+        whose clients hang up under overload refused new requests with QueueFull)."""
         with self._finishing():
-            if self._sched.remove(req):
+            if self._sched.remove(req) or self._unwait_refined(req):
                 self._finish_locked(req, status=Status.FINISHED_CANCELLED)
+
+    def _unwait_refined(self, req: InflightRequest) -> bool:
+        """(Under the lock.) Take a refined encode out of those waiting for a refine worker (its
+        job then finds one fewer waiting); False if it is not waiting. Its owner, with nothing
+        else running or waiting, is forgotten (as when its last refined encode ends)."""
+        if req not in self._refine_waiting:
+            return False
+        self._refine_waiting.remove(req)
+        self._forget_idle_owner(req.owner)
+        return True
+
+    def _forget_idle_owner(self, owner: str | None) -> None:
+        """(Under the lock.) An owner with no refined encode running or waiting leaves the fairness
+        tables: they stay as small as the queue, and its next request counts as a first."""
+        if not self._refine_running[owner] and all(r.owner != owner for r in self._refine_waiting):
+            self._refine_running.pop(owner, None)
+            self._refine_turn.pop(owner, None)
+
+    def _expired_refined(self, now: float) -> list[InflightRequest]:
+        """(Under the lock.) The refined encodes whose deadline passed while they waited for a
+        refine worker, taken out (they failed only when a worker took them: after the refinements
+        queued before them, minutes behind a backlog)."""
+        expired = [r for r in self._refine_waiting if r.deadline is not None and r.deadline < now]
+        for r in expired:
+            self._unwait_refined(r)
+        return expired
 
     def _finish_locked(self, req: InflightRequest, result=None, exc: BaseException | None = None,
                        status: Status | None = None) -> None:
@@ -788,7 +817,7 @@ class Engine:
                     now = time.monotonic()
                     # a request fails at its deadline, not when its batch's turn comes (seconds later
                     # behind a backlog, or max_delay_ms later on its own)
-                    expired = self._sched.pop_expired(now)
+                    expired = self._sched.pop_expired(now) + self._expired_refined(now)
                     for r in expired:
                         self._finish_locked(r, exc=RequestTimeoutError(
                             f"request timed out in the queue: its deadline came {now - r.arrival:.3f}s after it "
@@ -801,8 +830,9 @@ class Engine:
                     if batch:
                         self._net_busy += 1
                         break
-                    wakes = [t for t in (self._sched.next_due() if free else None, self._sched.next_deadline())
-                             if t is not None]
+                    wakes = [t for t in (self._sched.next_due() if free else None, self._sched.next_deadline(),
+                                         min((r.deadline for r in self._refine_waiting if r.deadline is not None),
+                                             default=None)) if t is not None]
                     self._cv.wait(max(0.0, min(wakes) - now) if wakes else None)
             if batch is None:
                 self._resolve_finished()
@@ -940,26 +970,27 @@ class Engine:
         ``_next_refined`` chooses then, not the one that queued it."""
         with self._cv:
             self._refine_waiting.append(req)
+            self._cv.notify_all()  # (the loop wakes at its deadline)
+        self._watch_cancel(req)
 
         def take() -> None:
             with self._cv:
+                if not self._refine_waiting:  # (the one this job was for timed out or was cancelled)
+                    return
                 nxt = self._next_refined()
             try:
                 self._run_unless_dead(nxt, self._refine_encode)
             finally:
                 with self._cv:
                     self._refine_running[nxt.owner] -= 1
-                    if not self._refine_running[nxt.owner] and all(r.owner != nxt.owner for r in self._refine_waiting):
-                        # an owner with nothing running or waiting is forgotten: the tables stay
-                        # as small as the queue, and its next request counts as a first
-                        del self._refine_running[nxt.owner], self._refine_turn[nxt.owner]
+                    self._forget_idle_owner(nxt.owner)
 
         try:
             self._refine_threads().submit(take)
         except RuntimeError as e:  # pool shut down under us: this request never gets a job
-            with self._cv:
-                self._refine_waiting.remove(req)
-            self._finish(req, exc=EngineDeadError(f"engine is shut down ({e})"))
+            with self._finishing():
+                if self._unwait_refined(req):  # (unless cancelled meanwhile)
+                    self._finish_locked(req, exc=EngineDeadError(f"engine is shut down ({e})"))
 
     def _next_refined(self) -> InflightRequest:
         """The refined encode a free refine worker takes (under the lock): the highest priority;
