@@ -69,6 +69,18 @@ def test_scheduler_takes_out_requests_at_their_deadline():
     assert s.next_deadline() is None and s.pop_batch(now=10.0, force=True) is None
     s.add(reqs["b2"])
     assert len(s.drain_all()) == 1 and s.next_deadline() is None
+    # a request gone in a batch is not kept (its pixels) by its deadline's entry until that comes
+    import gc
+    import weakref
+
+    far = InflightRequest(Kind.ENCODE, "a", None, Future(), 0.0, 1e9)
+    s.add(InflightRequest(Kind.ENCODE, "a", None, Future(), 0.0, 1.0))
+    s.add(far)
+    gone = weakref.ref(far)
+    assert len(s.pop_batch(now=0.0, force=True)) == 2
+    del far
+    gc.collect()
+    assert gone() is None
 
 
 # -- engine ------------------------------------------------------------------------------

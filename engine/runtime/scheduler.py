@@ -26,10 +26,11 @@ class Scheduler:
         self.max_delay = check_number("max_delay", max_delay)
         self._groups: OrderedDict[tuple, deque[InflightRequest]] = OrderedDict()
         self._count = 0
-        # (deadline, id, request) of the requests queued with one; those that left the queue
-        # meanwhile (in a batch) stay until they come up, then are skipped
-        self._deadlines: list[tuple[float, int, InflightRequest]] = []
-        self._queued: set[int] = set()
+        # (deadline, id) of the requests queued with one; those that left the queue meanwhile (in
+        # a batch) stay until they come up, then are skipped. Ids, not requests: an entry must not
+        # keep a finished request's pixels alive until its deadline
+        self._deadlines: list[tuple[float, int]] = []
+        self._queued: dict[int, InflightRequest] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -37,9 +38,9 @@ class Scheduler:
     def add(self, req: InflightRequest) -> None:
         self._groups.setdefault((req.priority, req.key), deque()).append(req)
         self._count += 1
-        self._queued.add(req.id)
+        self._queued[req.id] = req
         if req.deadline is not None:
-            heapq.heappush(self._deadlines, (req.deadline, req.id, req))
+            heapq.heappush(self._deadlines, (req.deadline, req.id))
 
     def _ready(self, q: deque, now: float, force: bool) -> bool:
         return force or len(q) >= self.max_batch or now - q[0].arrival >= self.max_delay
@@ -61,7 +62,8 @@ class Scheduler:
         if not q:
             del self._groups[best_key]
         self._count -= len(batch)
-        self._queued.difference_update(r.id for r in batch)
+        for r in batch:
+            del self._queued[r.id]
         return batch
 
     def remove(self, req: InflightRequest) -> bool:
@@ -74,7 +76,7 @@ class Scheduler:
         if not q:
             del self._groups[key]
         self._count -= 1
-        self._queued.discard(req.id)
+        del self._queued[req.id]
         return True
 
     def _drop_left(self) -> None:
@@ -91,7 +93,8 @@ class Scheduler:
         """Remove and return the queued requests whose deadline is before ``now``."""
         expired = []
         while self.next_deadline() is not None and self._deadlines[0][0] < now:
-            _, _, req = heapq.heappop(self._deadlines)
+            _, rid = heapq.heappop(self._deadlines)
+            req = self._queued[rid]
             self.remove(req)  # (linear in its group; a timeout is the exception)
             expired.append(req)
         return expired
