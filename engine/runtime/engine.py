@@ -193,6 +193,10 @@ class Engine:
         self._net_pool = ThreadPoolExecutor(max_workers=network_workers, thread_name_prefix="vlmcodec-net",
                                             initializer=_note_thread, initargs=(self._own_threads,))
         self._net_slots = int(network_workers)
+        # resolves the futures of requests the loop fails at their deadline: their done-callbacks
+        # must not run on the loop (a callback that waited for another request stalled batching)
+        self._resolver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmcodec-resolve",
+                                            initializer=_note_thread, initargs=(self._own_threads,))
         self.refine_workers = int(refine_workers)
         self._refine_pool: ThreadPoolExecutor | None = None  # made by the first refined encode
         self._submit_pool: ThreadPoolExecutor | None = None  # the async calls' submits, made by the first
@@ -565,6 +569,7 @@ class Engine:
         if refine_pool is not None:  # without drain, the queued refinements fail at once (_submit)
             refine_pool.shutdown(wait=True)
         self._pool.shutdown(wait=True)  # without drain, the queued coding jobs fail at once (_submit)
+        self._resolver.shutdown(wait=True)
         with self._cv:
             self._stopped = True
             submit_pool = self._submit_pool
@@ -669,7 +674,9 @@ class Engine:
         whose clients hang up under overload refused new requests with QueueFull)."""
         with self._finishing():
             if self._sched.remove(req) or self._unwait_refined(req):
-                self._finish_locked(req, status=Status.FINISHED_CANCELLED)
+                # (no status: _finish_locked notifies the cancelled future's waiters, as an executor
+                # does; concurrent.futures.wait() and as_completed() did not see it done)
+                self._finish_locked(req)
 
     def _unwait_refined(self, req: InflightRequest) -> bool:
         """(Under the lock.) Take a refined encode out of those waiting for a refine worker (its
@@ -786,7 +793,7 @@ class Engine:
 
     def _entropy_decode(self, req: InflightRequest) -> None:
         if req.future.cancelled():  # (its client gave up while it waited for a coding thread)
-            self._finish(req, status=Status.FINISHED_CANCELLED)
+            self._finish(req)  # (cancelled, its waiters notified: _finish_locked)
             return
         if req.deadline is not None and time.monotonic() > req.deadline:  # (waited for a coding thread)
             self._finish(req, exc=RequestTimeoutError("request timed out before its entropy decode began"),
@@ -808,6 +815,7 @@ class Engine:
             self._finish(req, exc=RequestError(f"encoding failed: {e}") if not isinstance(e, VlmcodecError) else e)
 
     def _loop(self) -> None:
+        self._own_threads.add(threading.get_ident())  # (a shutdown from a callback run here returns)
         while True:
             batch = None
             with self._cv:
@@ -820,10 +828,10 @@ class Engine:
                     expired = self._sched.pop_expired(now) + self._expired_refined(now)
                     for r in expired:
                         self._finish_locked(r, exc=RequestTimeoutError(
-                            f"request timed out in the queue: its deadline came {now - r.arrival:.3f}s after it "
-                            "was queued, before its batch's turn"), status=Status.FINISHED_TIMEOUT)
+                            f"request timed out in the queue: its deadline passed {now - r.submitted:.3f}s after "
+                            "it was submitted, before it ran"), status=Status.FINISHED_TIMEOUT)
                     if expired:
-                        break  # (resolved once the lock is let go)
+                        break  # (resolved once the lock is let go, by the resolver)
                     # a batch is formed only when a network worker is free: meanwhile it keeps growing
                     free = self._net_busy < self._net_slots and not self._warming
                     batch = self._sched.pop_batch(now, force=self._closed) if free else None
@@ -835,7 +843,10 @@ class Engine:
                                              default=None)) if t is not None]
                     self._cv.wait(max(0.0, min(wakes) - now) if wakes else None)
             if batch is None:
-                self._resolve_finished()
+                try:
+                    self._resolver.submit(self._resolve_finished)
+                except RuntimeError:  # (shut down: here then)
+                    self._resolve_finished()
                 continue
             try:
                 self._net_pool.submit(self._network_task, batch)

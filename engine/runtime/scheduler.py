@@ -41,6 +41,11 @@ class Scheduler:
         self._queued[req.id] = req
         if req.deadline is not None:
             heapq.heappush(self._deadlines, (req.deadline, req.id))
+            if len(self._deadlines) > 2 * len(self._queued) + 64:
+                # mostly entries of requests gone in batches, kept below one that waits (a low
+                # priority starved by strict priority): rebuilt from the queue, amortised O(1)
+                self._deadlines = [(r.deadline, r.id) for r in self._queued.values() if r.deadline is not None]
+                heapq.heapify(self._deadlines)
 
     def _ready(self, q: deque, now: float, force: bool) -> bool:
         return force or len(q) >= self.max_batch or now - q[0].arrival >= self.max_delay
