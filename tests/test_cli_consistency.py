@@ -42,6 +42,30 @@ def test_an_empty_output_or_model_is_refused(tmp_path, rng, capsys, monkeypatch,
     assert "takes a path, got an empty one" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["decode", "", "-o", "x.png"], ["info", ""], ["encode", " ", "-o", "o/"],
+                                     ["roundtrip", "", "-o", "r"]])
+def test_an_empty_input_is_refused_not_taken_for_the_current_folder(tmp_path, rng, capsys, monkeypatch, command):
+    """An empty input (an unset shell variable) was Path(""), the current folder: decode "" -o x.png
+    decoded every stream there into a folder x.png/, info printed them all. The Python API said
+    "is a directory: '.'"."""
+    from PIL import Image
+
+    import vlmcodec
+    from vlmcodec.errors import ImageError
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(smooth_image(rng, 32, 32)).save(tmp_path / "i.png")
+    assert main(["encode", "i.png", "-o", "s.vlmc", "--no-psnr"]) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(command) == 2
+    assert "an input is empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    for empty in ("", " "):
+        with pytest.raises(ImageError, match="the image path is empty"):
+            vlmcodec.encode(empty)
+
+
 @pytest.mark.parametrize("flag", [["--opset", "17"], ["--subpixel"], ["--no-fold-gdn"]])
 def test_export_refuses_onnx_options_for_other_formats(tmp_path, capsys, flag):
     """--opset 3 --subpixel --no-fold-gdn with --format c-decoder exited 0 (unused)."""
