@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from vlmcodec.checks import is_whole
-from vlmcodec.errors import ConfigError
+from vlmcodec.errors import ConfigError, ImageError, VlmcodecError
 from vlmcodec.files import write_whole
 
 MODEL_FILE_VERSION = 3
@@ -535,7 +535,7 @@ class CStreamDecoder:
         px sees, as ``Codec.decode(data, short_side=N)``."""
         if short_side is not None:
             if coded_size:
-                raise ValueError("coded_size and short_side exclude each other")
+                raise ConfigError("coded_size and short_side exclude each other")
             # (ctypes wraps a negative or too large number modulo 2^32: -1 gave the original size)
             if not is_whole(short_side) or not 0 <= short_side < 1 << 32:
                 raise ConfigError(f"short_side must be None, 0 or an integer >= 16, got {short_side!r}")
@@ -641,10 +641,21 @@ class CStreamDecoder:
 
     @staticmethod
     def _rgb(image) -> np.ndarray:
-        rgb = np.ascontiguousarray(image, np.uint8)
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"expected an H×W×3 uint8 image, got shape {rgb.shape}")
-        return rgb
+        # (np.ascontiguousarray(image, np.uint8) cast whatever came: a float image in [0, 1] was
+        # coded near black, 300 in int64 as 44; Codec.encode refuses them, and so does this)
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise ImageError(f"expected an H×W×3 uint8 array, got a {got} (vlmcodec.image_io.as_rgb_array "
+                             "converts other images)")
+        return np.ascontiguousarray(image)
+
+    @staticmethod
+    def _side(short_side) -> int:
+        """A consumer's short side for the C calls (ctypes wraps a negative or too large number
+        modulo 2^32: -1 was the full size, 2^32 + 32 was 32)."""
+        if not is_whole(short_side) or not 0 <= short_side < 1 << 32:
+            raise ConfigError(f"short_side must be 0 or an integer >= 16, got {short_side!r}")
+        return int(short_side)
 
     def encode_image(self, image, quality: float, *, short_side: int = 0, pre_edit: bool = True,
                      threads: int = 0) -> bytes:
@@ -653,7 +664,7 @@ class CStreamDecoder:
         rgb = self._rgb(image)
         buf, size = self._ct.POINTER(self._ct.c_uint8)(), self._ct.c_size_t()
         self._check(self._lib.vlmc_decoder_encode_image(
-            self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], float(quality), short_side,
+            self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], float(quality), self._side(short_side),
             0 if pre_edit else 2, threads, self._ct.byref(buf), self._ct.byref(size)))
         return self._take_stream(buf, size.value)
 
@@ -663,7 +674,8 @@ class CStreamDecoder:
         ct, rgb = self._ct, self._rgb(image)
         buf, size, quality = ct.POINTER(ct.c_uint8)(), ct.c_size_t(), ct.c_double()
         self._check(self._lib.vlmc_decoder_encode_image_within(
-            self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], short_side, max_bytes, float(min_quality),
+            self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], self._side(short_side), max_bytes,
+            float(min_quality),
             float(max_quality), 0 if pre_edit else 2, threads, ct.byref(buf), ct.byref(size), ct.byref(quality)))
         return self._take_stream(buf, size.value), round(quality.value, 2)
 
@@ -673,14 +685,14 @@ class CStreamDecoder:
         """vlmc_pixels over ``pixels``' own memory: H×W×C uint8 with C the layout's bytes per pixel,
         pixels and channels tight, rows at any stride (padded, a crop's, negative when flipped)."""
         if layout not in self.PIXEL_LAYOUTS:
-            raise ValueError(f"layout must be one of {sorted(self.PIXEL_LAYOUTS)}, got {layout!r}")
+            raise ConfigError(f"layout must be one of {sorted(self.PIXEL_LAYOUTS)}, got {layout!r}")
         step = len(layout)
         if (not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 3
                 or pixels.shape[2] != step):
-            raise ValueError(f"expected an H×W×{step} uint8 array for layout {layout!r}, got "
+            raise ImageError(f"expected an H×W×{step} uint8 array for layout {layout!r}, got "
                              f"{getattr(pixels, 'shape', type(pixels))}")
         if pixels.strides[1:] != (step, 1):
-            raise ValueError("the pixels and channels of each row must be tight (strides (any, "
+            raise ImageError("the pixels and channels of each row must be tight (strides (any, "
                              f"{step}, 1), got {pixels.strides}): pass np.ascontiguousarray(pixels)")
         return self._Pixels(pixels.ctypes.data, pixels.shape[1], pixels.shape[0], pixels.strides[0],
                             self.PIXEL_LAYOUTS[layout])
@@ -692,7 +704,7 @@ class CStreamDecoder:
         desc = self._pixels(pixels, layout)
         buf, size = self._ct.POINTER(self._ct.c_uint8)(), self._ct.c_size_t()
         self._check(self._lib.vlmc_decoder_encode_pixels(
-            self._handle, self._ct.byref(desc), float(quality), short_side, 0 if pre_edit else 2, threads,
+            self._handle, self._ct.byref(desc), float(quality), self._side(short_side), 0 if pre_edit else 2, threads,
             self._ct.byref(buf), self._ct.byref(size)))
         return self._take_stream(buf, size.value)
 
@@ -703,14 +715,14 @@ class CStreamDecoder:
         ct, desc = self._ct, self._pixels(pixels, layout)
         buf, size, quality = ct.POINTER(ct.c_uint8)(), ct.c_size_t(), ct.c_double()
         self._check(self._lib.vlmc_decoder_encode_pixels_within(
-            self._handle, ct.byref(desc), short_side, max_bytes, float(min_quality), float(max_quality),
+            self._handle, ct.byref(desc), self._side(short_side), max_bytes, float(min_quality), float(max_quality),
             0 if pre_edit else 2, threads, ct.byref(buf), ct.byref(size), ct.byref(quality)))
         return self._take_stream(buf, size.value), round(quality.value, 2)
 
     def analyse_image(self, image, quality: float, *, short_side: int = 0, pre_edit: bool = True,
                       threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(y, z) float32, flat: the latents ``encode_image`` codes (y = g_a · gain, z = h_a(y))."""
-        rgb = self._rgb(image)
+        rgb, short_side = self._rgb(image), self._side(short_side)
         h, w = rgb.shape[:2]
         if short_side and min(h, w) > short_side:
             from vlmcodec.resample import coded_size
@@ -724,8 +736,9 @@ class CStreamDecoder:
         return y, z
 
 
-class CDecoderError(Exception):
-    """An error code and message from the C decoder."""
+class CDecoderError(VlmcodecError):
+    """An error code and message from the C decoder (a VlmcodecError, as every error vlmcodec
+    raises on purpose)."""
 
     def __init__(self, code: int, message: str):
         super().__init__(f"{CStreamDecoder.CODES.get(code, code)}: {message}")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vlmcodec import Codec
-from vlmcodec.errors import BudgetError, ConfigError, ImageError
+from vlmcodec.errors import BudgetError, ConfigError, ImageError, VlmcodecError
 from vlmcodec.export.c_decoder import CDecoderError, CStreamDecoder, export_c_decoder, space_to_depth
 from vlmcodec.image_io import load_image
 from vlmcodec.models.checkpoint import load_model, save_model
@@ -195,6 +195,21 @@ def test_bad_input_is_refused_with_a_reason(default_encoder):
     with pytest.raises(CDecoderError) as e:
         enc.encode_image(np.zeros((0, 96, 3), np.uint8), 50)
     assert e.value.code == -1 and "image size" in e.value.message
+    assert isinstance(e.value, VlmcodecError)  # (a plain Exception: outside the package's errors)
+    # not cast: a float image in [0, 1] was coded near black, int64 300 as 44; None a bare TypeError
+    for bad in (np.full((64, 96, 3), 0.5, np.float32), np.full((64, 96, 3), 300, np.int64), None,
+                np.zeros((64, 96), np.uint8)):
+        for call in (enc.encode_image, enc.analyse_image):
+            with pytest.raises(ImageError, match="expected an H×W×3 uint8 array"):
+                call(bad, 50)
+        with pytest.raises(ImageError, match="expected an H×W×3 uint8 array"):
+            enc.encode_image_within(bad, 1000)
+    # a short side ctypes would wrap modulo 2^32 (-1 was the full size, 2^32 + 32 was 32)
+    for side in (-1, 2**32 + 32, 2.5, None):
+        with pytest.raises(ConfigError, match="short_side must be"):
+            enc.encode_image(image, 50, short_side=side)
+        with pytest.raises(ConfigError, match="short_side must be"):
+            enc.encode_pixels(image, 50, short_side=side)
     enc.set_max_pixels(64 * 95)
     try:
         with pytest.raises(CDecoderError) as e:
