@@ -10,7 +10,7 @@ from concurrent.futures import CancelledError, Future
 import numpy as np
 import pytest
 
-from vlmcodec.errors import BitstreamError, EngineDeadError, ImageError, RequestTimeoutError
+from vlmcodec.errors import BitstreamError, ConfigError, EngineDeadError, ImageError, RequestTimeoutError
 from vlmcodec.runtime import Engine, QueueFull, Scheduler
 from vlmcodec.runtime.request import InflightRequest, Kind
 
@@ -377,6 +377,12 @@ def test_warmup_rejects_bad_arguments(tiny_codec, rng):
             e.warmup(img, batch_sizes=[3])
         with pytest.raises(ValueError, match="max_batch=2"):
             e.warmup(img, batch_sizes=[0])
+        # a number, text, None or a fraction: bare TypeError / ValueError, or run as something else
+        # ("12" as sizes 1 and 2, 2.5 as 2)
+        for bad, message in ((2, "a list of whole numbers"), ("12", "a list of whole numbers"),
+                             ([None], "whole number"), ([2.5], "whole number"), (["a"], "whole number")):
+            with pytest.raises(ConfigError, match=message):
+                e.warmup(img, batch_sizes=bad)
         with pytest.raises(ValueError, match="at least one"):
             e.warmup([])
         with pytest.raises(ImageError):
@@ -854,3 +860,21 @@ def test_a_request_failed_at_its_deadline_calls_back_off_the_loop_thread(tiny_co
     assert seen.get("thread", "").startswith("vlmcodec-resolve"), seen
     assert isinstance(seen["inner"], int) and seen["inner"] > 0 and seen["closed"], seen
     assert e.in_flight == 0
+
+
+def test_a_wrapped_failure_keeps_its_cause_and_names_it(tiny_codec, rng, monkeypatch):
+    """RequestError('encoding failed: ') of an AssertionError(): an empty message, and neither
+    __cause__ nor a traceback to the failing line. Now the cause is chained and named."""
+    from vlmcodec.errors import RequestError
+
+    img = smooth_image(rng, 64, 64)
+
+    def failing(*a, **kw):
+        raise AssertionError()
+
+    with Engine(tiny_codec, max_delay_ms=1) as e:
+        monkeypatch.setattr(e.codec, "entropy_encode", failing)
+        err = e.submit_encode(img).exception(timeout=30)
+        monkeypatch.undo()
+    assert isinstance(err, RequestError) and str(err) == "encode failed: AssertionError", err
+    assert isinstance(err.__cause__, AssertionError)

@@ -447,7 +447,9 @@ class Engine:
             raise ConfigError("warmup needs at least one sample image")
         top = self._sched.max_batch
         default = (top, 1) if getattr(self.codec.backend, "item_by_item", False) else range(1, top + 1)
-        sizes = sorted({int(n) for n in (batch_sizes or default)}, reverse=True)
+        if batch_sizes is not None and (isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Iterable)):
+            raise ConfigError(f"batch_sizes must be a list of whole numbers, got {batch_sizes!r}")  # ("12": 1, 2)
+        sizes = sorted({check_count("batch_sizes' items", n, least=0) for n in (batch_sizes or default)}, reverse=True)
         if sizes[-1] < 1 or sizes[0] > top:
             raise ConfigError(f"batch sizes must lie in 1..max_batch={top}, got {sizes}")
         seen, records = set(), []
@@ -812,7 +814,7 @@ class Engine:
         try:
             self._finish(req, result=self.codec.entropy_encode(y, z, req.payload))
         except Exception as e:
-            self._finish(req, exc=RequestError(f"encoding failed: {e}") if not isinstance(e, VlmcodecError) else e)
+            self._finish(req, exc=_request_error(req, e))
 
     def _loop(self) -> None:
         self._own_threads.add(threading.get_ident())  # (a shutdown from a callback run here returns)
@@ -1065,4 +1067,9 @@ def _outcome(fut: Future, return_exceptions: bool):
 def _request_error(r: InflightRequest, e: Exception) -> Exception:
     """What a request that failed in the network stage gets: the codec's own clear error as it
     is (e.g. ResourceError: the image would not fit in memory), anything else wrapped."""
-    return e if isinstance(e, VlmcodecError) else RequestError(f"{r.kind.value} failed: {e}")
+    if isinstance(e, VlmcodecError):
+        return e
+    # the cause kept (a traceback to the failing line) and named when it says nothing (an assert)
+    wrapped = RequestError(f"{r.kind.value} failed: {str(e) or type(e).__name__}")
+    wrapped.__cause__ = e
+    return wrapped
