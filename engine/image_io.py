@@ -380,6 +380,8 @@ def _check_writable(arr) -> None:
         raise ImageError(f"expected a uint8 H×W×3 (or H×W) numpy array to write, got {type(arr).__name__}")
     if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
         raise ImageError(f"expected a uint8 H×W×3 (or H×W) array to write, got {arr.dtype} of shape {arr.shape}")
+    if arr.size == 0:  # (Pillow's "cannot write empty image", over its own AttributeError)
+        raise ImageError(f"cannot write an empty image (shape {arr.shape})")
 
 
 def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_LEVEL) -> None:

@@ -271,6 +271,34 @@ def test_train_smoke_and_resume(tmp_path):
     assert rows[0] == "step,lr,loss" and rows[-1].startswith("5,") and rows[-1].count(",") == 2
 
 
+def test_train_and_convert_say_what_is_wrong_with_their_paths(tmp_path, capsys):
+    """--out-dir naming a file: "[Errno 17] File exists"; a file that is no checkpoint given to
+    convert --from-checkpoint: "(KeyError)" alone. Both now say what and what to give."""
+    from dataclasses import replace
+
+    from vlmcodec.cli import main
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.training.trainer import train
+
+    cfg, ckpt = _tiny_train(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="is a file: training writes its checkpoints into a folder"):
+        train(replace(cfg, out_dir=str(tmp_path / "afile")), progress=False)
+    torch.save({"something": 1}, tmp_path / "junk.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint at all")
+    for junk in ("junk.pt", "text.pt"):
+        assert main(["convert", "--from-checkpoint", str(tmp_path / junk), "-o", str(tmp_path / "c.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert "training checkpoint" in err and "last.pt" in err, err
+    # an empty image to write: ImageError, not Pillow's ValueError over its own AttributeError
+    from vlmcodec.errors import ImageError
+    from vlmcodec.image_io import save_image
+
+    with pytest.raises(ImageError, match="cannot write an empty image"):
+        save_image(np.zeros((0, 4, 3), np.uint8), tmp_path / "o.png")
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_train_records_lineage_of_init_models(tmp_path):
     """A model trained from another records the stages behind it, through resumes and chains."""
     from dataclasses import replace

@@ -571,6 +571,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of the last checkpoint."""
     cfg.check()
     out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():  # (mkdir's "[Errno 17] File exists")
+        raise ConfigError(f"out_dir {out} is a file: training writes its checkpoints into a folder; name a folder")
     out.mkdir(parents=True, exist_ok=True)
     with _run_lock(out), _StopRequest() as stop:
         ckpt = _train(cfg, out, progress, stop)
@@ -891,7 +893,9 @@ def _checkpoint_state(ckpt: str | Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"training checkpoint not found: {ckpt}") from None
     except Exception as e:  # noqa: BLE001 — torch.load raises many kinds for a file that is none
-        raise ConfigError(f"{ckpt} is not a readable training checkpoint ({type(e).__name__})") from None
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"{ckpt} is not a readable training checkpoint ({type(e).__name__}"
+                          f"{': ' + why if why else ''}); a training run's OUT_DIR/last.pt is one") from None
     if not isinstance(state, dict) or not {"model", "step", "config"} <= set(state):
         raise ConfigError(f"{ckpt} is not a vlmcodec training checkpoint (last.pt)")
     return state
