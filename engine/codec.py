@@ -131,7 +131,7 @@ def _smaller_stream_hint(prep: PreparedImage, lo: float) -> str:
     if lo > 0:
         return f"a min_quality below {lo:g} makes smaller streams"
     if min(prep.pixels.shape[:2]) > resample.MIN_SHORT_SIDE:
-        return "a smaller short_side (coding at a lower resolution) makes smaller streams"
+        return "a smaller short_side (--short-side: coding at a lower resolution) makes smaller streams"
     return "this model makes no smaller stream of this image"
 
 
