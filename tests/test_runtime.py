@@ -878,3 +878,34 @@ def test_a_wrapped_failure_keeps_its_cause_and_names_it(tiny_codec, rng, monkeyp
         monkeypatch.undo()
     assert isinstance(err, RequestError) and str(err) == "encode failed: AssertionError", err
     assert isinstance(err.__cause__, AssertionError)
+
+
+def test_a_decode_waiting_for_a_coding_thread_times_out_and_cancels_at_once(tiny_codec, rng, monkeypatch):
+    """Behind an entropy-coding backlog (one coding thread), a decode's deadline and cancel were
+    looked at only when the thread took it: a 0.2 s timeout failed after ~1.9 s, and a cancelled
+    one held its place (and wait() never saw it done). Now both end at once."""
+    from concurrent.futures import wait as wait_futures
+
+    img = smooth_image(rng, 64, 64)
+    with Engine(tiny_codec, workers=1, max_delay_ms=1) as e:
+        stream = e.submit_encode(img).result(timeout=60)
+        real = e.codec.entropy_encode
+
+        def slow(*a, **kw):
+            time.sleep(0.5)
+            return real(*a, **kw)
+
+        monkeypatch.setattr(e.codec, "entropy_encode", slow)
+        backlog = [e.submit_encode(img) for _ in range(4)]
+        time.sleep(0.1)  # (the encodes reach the coding thread first)
+        t0 = time.monotonic()
+        timed, cancelled = e.submit_decode(stream, timeout_s=0.2), e.submit_decode(stream)
+        assert cancelled.cancel()
+        assert wait_futures([cancelled], timeout=5).done == {cancelled}
+        err = timed.exception(timeout=30)
+        waited = time.monotonic() - t0
+        assert isinstance(err, RequestTimeoutError) and waited < 1.2, (err, waited)
+        assert all(len(f.result(timeout=60)) > 0 for f in backlog)
+        monkeypatch.undo()
+        assert e.submit_decode(stream).result(timeout=60).shape == (64, 64, 3)
+    assert e.in_flight == 0

@@ -201,6 +201,7 @@ class Engine:
         self._refine_pool: ThreadPoolExecutor | None = None  # made by the first refined encode
         self._submit_pool: ThreadPoolExecutor | None = None  # the async calls' submits, made by the first
         self._refine_waiting: list[InflightRequest] = []  # refined encodes without a worker yet
+        self._decoding: dict[int, InflightRequest] = {}  # decodes waiting for a coding thread
         self._refine_running: Counter = Counter()  # owner → refined encodes it has running
         self._refine_turn: dict = {}  # owner → when one of its refined encodes last started
         self._refine_starts = itertools.count()
@@ -293,6 +294,10 @@ class Engine:
         now = time.monotonic()
         req = InflightRequest(Kind.DECODE, (), bytes(data), fut, now, self._deadline(now, timeout_s), short_side=side,
                               priority=priority)
+        with self._cv:  # (the loop fails it at its deadline, a cancel takes it out, while it waits)
+            self._decoding[req.id] = req
+            self._cv.notify_all()
+        self._watch_cancel(req)
         self._submit_coding(self._entropy_decode, req)
         return fut
 
@@ -582,8 +587,9 @@ class Engine:
         """(Under the lock, closed.) The queued requests fail with EngineDeadError(``why``), and
         queued coding and refinement jobs as they come up (_run_unless_dead); the loop ends."""
         self._draining = False
-        for r in self._sched.drain_all():
+        for r in [*self._sched.drain_all(), *self._decoding.values()]:
             self._finish_locked(r, exc=EngineDeadError(why))
+        self._decoding.clear()
         self._cv.notify_all()
 
     def __enter__(self) -> "Engine":
@@ -664,7 +670,8 @@ class Engine:
             req.arrival = time.monotonic()
             self._sched.add(req)
             self._cv.notify_all()
-        self._watch_cancel(req)
+        if req.kind is not Kind.DECODE:  # (a decode's is watched from its submit)
+            self._watch_cancel(req)
 
     def _watch_cancel(self, req: InflightRequest) -> None:
         # (weak: a future the caller keeps must not keep the request's pixels, nor the engine)
@@ -675,7 +682,8 @@ class Engine:
         with it (it held that place until its batch was formed, or a refine worker took it: a server
         whose clients hang up under overload refused new requests with QueueFull)."""
         with self._finishing():
-            if self._sched.remove(req) or self._unwait_refined(req):
+            if (self._sched.remove(req) or self._unwait_refined(req)
+                    or self._decoding.pop(req.id, None) is not None):
                 # (no status: _finish_locked notifies the cancelled future's waiters, as an executor
                 # does; concurrent.futures.wait() and as_completed() did not see it done)
                 self._finish_locked(req)
@@ -696,6 +704,14 @@ class Engine:
         if not self._refine_running[owner] and all(r.owner != owner for r in self._refine_waiting):
             self._refine_running.pop(owner, None)
             self._refine_turn.pop(owner, None)
+
+    def _expired_decoding(self, now: float) -> list[InflightRequest]:
+        """(Under the lock.) The decodes whose deadline passed while they waited for a coding
+        thread (behind an entropy-coding backlog), taken out: their jobs then do nothing."""
+        expired = [r for r in self._decoding.values() if r.deadline is not None and r.deadline < now]
+        for r in expired:
+            del self._decoding[r.id]
+        return expired
 
     def _expired_refined(self, now: float) -> list[InflightRequest]:
         """(Under the lock.) The refined encodes whose deadline passed while they waited for a
@@ -794,12 +810,11 @@ class Engine:
         self._submit(self._pool, job, req, *args)
 
     def _entropy_decode(self, req: InflightRequest) -> None:
-        if req.future.cancelled():  # (its client gave up while it waited for a coding thread)
+        with self._cv:
+            if self._decoding.pop(req.id, None) is None:  # failed at its deadline, or cancelled, meanwhile
+                return
+        if req.future.cancelled():  # (its client gave up as this thread took it)
             self._finish(req)  # (cancelled, its waiters notified: _finish_locked)
-            return
-        if req.deadline is not None and time.monotonic() > req.deadline:  # (waited for a coding thread)
-            self._finish(req, exc=RequestTimeoutError("request timed out before its entropy decode began"),
-                         status=Status.FINISHED_TIMEOUT)
             return
         try:
             latent = self.codec.entropy_decode(req.payload, req.short_side)
@@ -827,7 +842,7 @@ class Engine:
                     now = time.monotonic()
                     # a request fails at its deadline, not when its batch's turn comes (seconds later
                     # behind a backlog, or max_delay_ms later on its own)
-                    expired = self._sched.pop_expired(now) + self._expired_refined(now)
+                    expired = self._sched.pop_expired(now) + self._expired_refined(now) + self._expired_decoding(now)
                     for r in expired:
                         self._finish_locked(r, exc=RequestTimeoutError(
                             f"request timed out in the queue: its deadline passed {now - r.submitted:.3f}s after "
@@ -840,9 +855,10 @@ class Engine:
                     if batch:
                         self._net_busy += 1
                         break
+                    waiting = itertools.chain(self._refine_waiting, self._decoding.values())
                     wakes = [t for t in (self._sched.next_due() if free else None, self._sched.next_deadline(),
-                                         min((r.deadline for r in self._refine_waiting if r.deadline is not None),
-                                             default=None)) if t is not None]
+                                         min((r.deadline for r in waiting if r.deadline is not None), default=None))
+                             if t is not None]
                     self._cv.wait(max(0.0, min(wakes) - now) if wakes else None)
             if batch is None:
                 try:
