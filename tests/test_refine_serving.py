@@ -123,9 +123,9 @@ def _wait_until_closed(engine) -> None:
     assert engine.closed
 
 
-def test_shutting_down_without_drain_fails_the_queued_refinements(tiny_model_path, rng):
-    codec = Codec(tiny_model_path)
-    img = smooth_image(rng, 64, 96)
+def _held_refinements(model_path) -> tuple[Codec, threading.Event, threading.Event]:
+    """A codec whose refined encodes wait for ``release`` once begun (``refining`` set then)."""
+    codec = Codec(model_path)
     analyse, release, refining = codec.analyse, threading.Event(), threading.Event()
 
     def held(pixels, qualities, *, refine=None):
@@ -135,6 +135,12 @@ def test_shutting_down_without_drain_fails_the_queued_refinements(tiny_model_pat
         return analyse(pixels, qualities, refine=refine)
 
     codec.analyse = held
+    return codec, release, refining
+
+
+def test_shutting_down_without_drain_fails_the_queued_refinements(tiny_model_path, rng):
+    codec, release, refining = _held_refinements(tiny_model_path)
+    img = smooth_image(rng, 64, 96)
     engine = Engine(codec)
     running = engine.submit_encode(img, 50, refine=2)
     assert refining.wait(60)
@@ -159,17 +165,8 @@ def test_queued_refinements_time_out_and_cancel_while_they_wait(tiny_model_path,
     once; the others still run, and the fairness tables forget owners with nothing left."""
     from vlmcodec.errors import RequestTimeoutError
 
-    codec = Codec(tiny_model_path)
+    codec, release, refining = _held_refinements(tiny_model_path)
     img = smooth_image(rng, 64, 96)
-    analyse, release, refining = codec.analyse, threading.Event(), threading.Event()
-
-    def held(pixels, qualities, *, refine=None):
-        if codec.refine_steps(refine):
-            refining.set()
-            assert release.wait(60)
-        return analyse(pixels, qualities, refine=refine)
-
-    codec.analyse = held
     with Engine(codec) as engine:
         running = engine.submit_encode(img, 50, refine=2)
         assert refining.wait(60)
