@@ -185,7 +185,7 @@ class Codec:
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, backend: str = "torch",
-                 device: str | None = None, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 device: str | None = None, threads: int | None = None, max_pixels: float = DEFAULT_MAX_PIXELS,
                  pre_edit: bool = True, short_side: int | None = None, refine: int = 0,
                  refine_views: tuple[int, ...] | None = None, refine_bf16: bool = False, check_memory: bool = True,
                  backend_options: Mapping[str, Any] | None = None, hs_device: str | None = None):
@@ -320,7 +320,8 @@ class Codec:
     def encode(self, image: ImageInput, quality: float | None = DEFAULT_QUALITY, short_side: int | None = None, *,
                refine: int | None = None) -> bytes:
         """Compress one image (uint8 H×W×3 numpy, PIL, or a file path) to .vlmc bytes; quality in
-        [0, 100] (None: the default, 75, as ``vlmcodec.encode``, the Engine and RemoteCodec take it).
+        [0, 100] (None: the default, 75, as ``vlmcodec.encode`` and the Engine take it; a
+        RemoteCodec's None is its server's ``-q``).
 
         ``short_side``: code at the consumer's scale (the shorter side resized to that many pixels;
         the decoder restores the original size); None uses the codec's setting, 0 the full size.
@@ -396,6 +397,9 @@ class Codec:
         """Network stage of encoding, batched: (y · gain, z) for images of one padded size
         (``refine``: the steps of refinement, None: the codec's)."""
         steps = self.refine_steps(refine)
+        if not len(arrays) or len(qualities) != len(arrays):  # (one quality was broadcast: a batch of two)
+            raise ConfigError(f"analyse takes one or more images and one quality per image, got {len(arrays)} "
+                              f"images and {len(qualities)} qualities")
         levels = torch.tensor([self.model.level_of_quality(q) for q in qualities])
         with self._fits_encoding(arrays, bool(steps)):  # (held through the refinement too)
             x, y_raw = self.analyse_unscaled(arrays, refining=bool(steps))
@@ -548,7 +552,7 @@ class Codec:
         symbols by their cost, as ``scripts/quantizer_probe.py`` does)."""
         return y.to(torch.float64, copy=True).sub_(means).round_().to(torch.int32).numpy()
 
-    def entropy_decode(self, data: bytes, short_side: int | None = None, *,
+    def entropy_decode(self, data: container.Stream, short_side: int | None = None, *,
                        check_memory: bool = True) -> "DecodedLatent":
         """CPU stage of decoding, one stream: parse, check (the whole decode's memory too, from the
         header, before anything is decoded; ``check_memory=False``: the caller did), rANS-decode z
@@ -564,6 +568,8 @@ class Codec:
         """Network stage of decoding, batched (one padded size): ŷ → cropped uint8 images. The
         batch's memory is checked and held while it runs (the runtime batches latents checked one by
         one; ``check_memory=False``: the caller holds this very batch's, as ``decode_batch`` does)."""
+        if not latents:  # (a bare IndexError)
+            raise ConfigError("synthesize takes one or more decoded latents, got none")
         sizes = [(d.header.coded_hw, d.out_hw) for d in latents]
         with self._fits_decoding(sizes, hold=True) if check_memory else contextlib.nullcontext():
             use_torch_threads(self._torch_threads)
@@ -602,7 +608,7 @@ class Codec:
     # -- internals -----------------------------------------------------------------------
     def refiner(self):
         """The codec's ``LatentRefiner``, made on first use (it loads the refinement's teacher:
-        BackendUnavailableError without the teacher's package); a server calls it at start-up."""
+        ModelNotFoundError without the teacher's package); a server calls it at start-up."""
         with self._refiner_lock:
             if self._refiner is None:
                 from .refine import LatentRefiner, RefineObjective
@@ -827,7 +833,7 @@ class Codec:
         those of the model whose decoder it shares, if any."""
         return fingerprint in (self.fingerprint, self.stream_fingerprint)
 
-    def _parse(self, data: bytes) -> tuple[container.Header, list[bytes], list[bytes]]:
+    def _parse(self, data: container.Stream) -> tuple[container.Header, list[bytes], list[bytes]]:
         """A stream's header and chunks, checked against this codec (its model, ``max_pixels``,
         the chunk count the size implies) without decoding anything."""
         header, z_chunks, y_chunks = container.unpack(data)

@@ -127,7 +127,7 @@ class CodecSet:
         return found[0][1]
 
     # -- coding --------------------------------------------------------------------------
-    def encode(self, image: ImageInput, quality: float = 75.0, short_side: int | None = None,
+    def encode(self, image: ImageInput, quality: float | None = 75.0, short_side: int | None = None,
                model: str | bytes | None = None, *, refine: int | None = None) -> bytes:
         """``Codec.encode`` with the default model, or the one ``model`` (a fingerprint prefix) names
         (``refine``: that codec's per-call refinement steps)."""
@@ -135,10 +135,10 @@ class CodecSet:
 
     def encode_to_size(self, image: ImageInput, max_bytes: int | None = None, *, max_bpp: float | None = None,
                        short_side: int | None = None, model: str | bytes | None = None,
-                       refine: int | None = None) -> bytes:
+                       min_quality: float = 0.0, max_quality: float = 100.0, refine: int | None = None) -> bytes:
         """``Codec.encode_to_size`` (rate control) with the default model, or the one ``model`` names."""
         return self.named(model).encode_to_size(image, max_bytes, max_bpp=max_bpp, short_side=short_side,
-                                                refine=refine)
+                                                min_quality=min_quality, max_quality=max_quality, refine=refine)
 
     def encode_batch(self, images: Iterable[ImageInput], qualities: float | Iterable[float], short_side: int | None = None, model: str | bytes | None = None, *,
                      refine: int | None = None) -> list[bytes]:

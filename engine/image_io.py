@@ -257,7 +257,7 @@ def _pillow_limit(max_pixels: float | None):
             _set_pillow_limit(max(_pillow_raised) if _pillow_raised else _pillow_own[0])
 
 
-def load_image(path: str | os.PathLike[str] | BinaryIO, max_pixels: int | None = None) -> np.ndarray:
+def load_image(path: str | os.PathLike[str] | BinaryIO, max_pixels: float | None = None) -> np.ndarray:
     """Read an image file (a path, or a binary file object such as ``io.BytesIO(data)``) as uint8
     H×W×3, upright per its EXIF orientation (ImageError when unreadable or damaged). Of an
     animation or a multi-page file, the first frame (with a VlmcodecWarning). ``max_pixels``:
@@ -359,13 +359,12 @@ def _save_options(fmt: str, png_level: int) -> dict:
 
 
 def image_bytes(arr: np.ndarray, fmt: str = "PNG", png_level: int = DEFAULT_PNG_LEVEL) -> bytes:
-    """uint8 H×W×3 (or H×W) ``arr`` as the bytes of an image file in Pillow format ``fmt`` (WebP
-    lossless, JPEG at quality 95, 4:4:4)."""
+    """uint8 H×W×3 (or H×W) ``arr`` as the bytes of an image file in Pillow format ``fmt``: PNG,
+    PPM, BMP, TIFF, WEBP (lossless) or JPEG (quality 95, 4:4:4), any case — the formats
+    ``save_image`` writes (others Pillow saves shrink the image, an ICO, or quantise it, a GIF)."""
     check_png_level(png_level)
-    if isinstance(fmt, str) and fmt.upper() not in Image.SAVE:
-        Image.init()  # every plugin (until then, Pillow's common formats only)
-    if not isinstance(fmt, str) or fmt.upper() not in Image.SAVE:
-        raise ConfigError(f"unknown image format {fmt!r} (Pillow's names: PNG, PPM, BMP, TIFF, WEBP, JPEG, ...)")
+    if not isinstance(fmt, str) or fmt.upper() not in _WRITTEN_FORMATS.values():
+        raise ConfigError(f"unknown image format {fmt!r}: PNG, PPM, BMP, TIFF, WEBP or JPEG")
     _check_writable(arr)
     check_format_size(fmt, arr.shape[1], arr.shape[0])
     buf = io.BytesIO()
@@ -384,7 +383,7 @@ def _check_writable(arr) -> None:
         raise ImageError(f"cannot write an empty image (shape {arr.shape})")
 
 
-def save_image(arr: np.ndarray, path: str | Path, png_level: int = DEFAULT_PNG_LEVEL) -> None:
+def save_image(arr: np.ndarray, path: str | os.PathLike[str], png_level: int = DEFAULT_PNG_LEVEL) -> None:
     """Write uint8 H×W×3 (or H×W) ``arr`` to ``path``, its format from the suffix (``written_format``).
 
     The file appears whole or not at all: it is written under a temporary name beside ``path``

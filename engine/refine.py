@@ -126,7 +126,7 @@ class LatentRefiner:
         self.model, self.objective, self.steps, self.lr = model, objective, check_refine_steps(steps), float(lr)
         self.teacher = teacher
         if self.teacher is None and objective.w_tok:
-            from .teacher import load_teacher  # raises BackendUnavailableError without the teacher's package
+            from .teacher import load_teacher  # raises ModelNotFoundError without the teacher's package
 
             self.teacher = load_teacher(objective.teacher, device=next(model.parameters()).device)
         if self.teacher is not None and objective.w_tok:

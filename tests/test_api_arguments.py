@@ -99,3 +99,20 @@ def test_docstrings_name_the_parameters():
         assert f"``{name}``" in (Codec.__doc__ or ""), name
     for name in ("timeout_s", "retries"):
         assert f"``{name}``" in (RemoteCodec.__doc__ or ""), name
+
+
+def test_stage_methods_check_their_batches_and_codec_set_takes_the_quality_bounds(tiny_model_path):
+    """analyse([img], [50, 60]) broadcast to a batch of two, analyse([], []) and synthesize([])
+    were bare IndexErrors; CodecSet.encode_to_size, 'Codec.encode_to_size with a model', had no
+    min_quality / max_quality (a TypeError)."""
+    codec = Codec(tiny_model_path)
+    img = np.zeros((64, 64, 3), np.uint8)
+    for arrays, qualities in (([img], [50, 60]), ([img, img], [50]), ([], [])):
+        with pytest.raises(ConfigError, match="one quality per image"):
+            codec.analyse(arrays, qualities)
+    with pytest.raises(ConfigError, match="synthesize takes one or more"):
+        codec.synthesize([])
+    y, z = codec.analyse([img], [50])
+    assert y.shape[0] == z.shape[0] == 1
+    data = CodecSet([codec]).encode_to_size(img, 10_000, min_quality=20, max_quality=30)
+    assert data == codec.encode_to_size(img, 10_000, min_quality=20, max_quality=30)

@@ -255,7 +255,7 @@ def test_image_io_arguments_of_the_wrong_kind_are_vlmcodec_errors(tmp_path):
     for level in ([1], 2.5, True, 10, "1"):
         with pytest.raises(ConfigError, match="png_level must be 0..9"):
             save_image(img, tmp_path / "a.png", png_level=level)
-    for fmt in (None, 2.5, "NOPE"):
+    for fmt in (None, 2.5, "NOPE", "ICO", "gif", "MPO"):  # (an ICO shrank to 256 px, a GIF quantised)
         with pytest.raises(ConfigError, match="unknown image format"):
             image_bytes(img, fmt)
     assert image_bytes(img, "tiff")[:2] in (b"II", b"MM") and image_bytes(img, "webp")[:4] == b"RIFF"

@@ -245,7 +245,7 @@ def length_mismatch(payload: int, file_payload: int) -> BitstreamError:
                           f"file has {file_payload}")
 
 
-def unpack(data: bytes) -> tuple[Header, list[bytes], list[bytes]]:
+def unpack(data: Stream) -> tuple[Header, list[bytes], list[bytes]]:
     """Parse and verify a .vlmc byte string; returns (header, z_chunks, y_chunks)."""
     data = as_bytes(data)
     r = _Reader(data)

@@ -69,7 +69,7 @@ class RemoteCodec:
     take (``RequestTimeoutError``); ``retries``: how many times a busy server's 503 or a rate
     limit's 429 is retried before its error is raised (the module's doc)."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0, retries: int = 2,
+    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float | None = 300.0, retries: int = 2,
                  token: str | None = None, ssl_context: ssl.SSLContext | None = None):
         if not isinstance(url, str):  # (an AttributeError from urlsplit)
             raise ConfigError(f"a server's URL must be a string such as 'http://host:port', got {type(url).__name__}")
@@ -517,7 +517,7 @@ class AsyncRemoteCodec:
 
     # (RemoteCodec's signatures repeated, not *args / **kwargs: a type checker then catches a
     # misspelt keyword here as it does there)
-    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float = 300.0, retries: int = 2,
+    def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float | None = 300.0, retries: int = 2,
                  token: str | None = None, ssl_context: ssl.SSLContext | None = None, *, max_workers: int = 32):
         self.max_workers = check_count("max_workers", max_workers, least=1)
         self.sync = RemoteCodec(url, timeout_s, retries, token, ssl_context)

@@ -83,3 +83,19 @@ def buffers_and_fingerprints(codec: vlmcodec.Codec, image: np.ndarray, data: byt
     with Engine(codec) as engine:
         restored = engine.submit_decode(bytearray(data)).result()
     print(restored.shape, len(data))
+
+
+def hints_as_wide_as_the_calls(image: np.ndarray, data: bytes) -> None:
+    # what the calls take at run time, type-checked too (the hints were narrower)
+    import pathlib
+
+    from vlmcodec.bitstream import container
+
+    codec = vlmcodec.Codec(max_pixels=1e6)
+    img = load_image("photo.png", max_pixels=1e6)
+    save_image(img, pathlib.PurePosixPath("out.png"))
+    remote = RemoteCodec("http://gpu-box:8080", timeout_s=None)
+    header, _, _ = container.unpack(bytearray(data))
+    latent = codec.entropy_decode(memoryview(data))
+    stream: bytes = vlmcodec.CodecSet([codec]).encode(image, quality=None)
+    print(remote, header, latent, stream)
