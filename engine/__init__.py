@@ -59,6 +59,10 @@ def __getattr__(name: str):
         from .codec_set import CodecSet
 
         return CodecSet
+    if name == "ImageInput":  # (lazy: vlmcodec.image_io imports numpy and Pillow)
+        from .image_io import ImageInput
+
+        return ImageInput
     if name == "RateLimited":  # (lazy: vlmcodec.runtime imports numpy; the CLI starts without it)
         from .runtime.rate_limit import RateLimited
 
@@ -125,7 +129,7 @@ __all__ = [
     "ConfigError",
     "ModelNotFoundError", "ModelMismatchError", "BackendUnavailableError", "ImageError", "EngineDeadError",
     "RequestError", "RequestTimeoutError", "ResourceError", "MemoryBusyError", "TrainingDivergedError",
-    "QueueFull", "RateLimited", "VlmcodecWarning", "RefineFallbackWarning",
+    "QueueFull", "RateLimited", "VlmcodecWarning", "RefineFallbackWarning", "ImageInput",
 ]
 
 

@@ -69,7 +69,7 @@ def _expand_inputs(items: list[str], suffixes: set[str], per_file: bool = False)
         raise VlmcodecError("'-' (standard input) must be the only input")
     alone = per_file and len(items) > 1  # (a single input still fails at once)
     for item in items:
-        if not item.strip():  # (an unset shell variable: Path("") is ".", the whole current folder)
+        if item == "":  # (an unset shell variable: Path("") is ".", the whole current folder)
             raise VlmcodecError(f"an input is empty ({item!r}): name a file, a folder, a glob or -")
         p = Path(item)
         if item == STDIO:

@@ -23,10 +23,10 @@ import numpy as np
 from .bitstream import container
 from .bitstream.container import FINGERPRINT_BYTES, Stream
 from .errors import ConfigError, ModelMismatchError
+from .image_io import ImageInput
 
 if TYPE_CHECKING:
     from .codec import Codec
-    from .image_io import ImageInput
 
 _MIN_PREFIX = 4
 

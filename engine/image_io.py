@@ -266,7 +266,7 @@ def load_image(path: str | os.PathLike[str] | BinaryIO, max_pixels: float | None
     _check_max_pixels(max_pixels)
     source: Path | BinaryIO
     if isinstance(path, (str, os.PathLike)):
-        if not os.fspath(path).strip():  # (Path("") is ".": "is a directory", of the current folder)
+        if os.fspath(path) == "":  # (Path("") is ".": "is a directory", of the current folder)
             raise ImageError("the image path is empty")
         source = path = Path(path)
     elif callable(getattr(path, "read", None)):

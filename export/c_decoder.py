@@ -629,7 +629,7 @@ class CStreamDecoder:
         cw, ch = coded_size if coded_size is not None else (0, 0)
         buf, size, quality = ct.POINTER(ct.c_uint8)(), ct.c_size_t(), ct.c_double()
         self._check(self._lib.vlmc_decoder_write_stream_within(
-            self._handle, y_raw.ctypes.data, y_raw.size, z_count, fn, None, width, height, cw, ch, max_bytes,
+            self._handle, y_raw.ctypes.data, y_raw.size, z_count, fn, None, width, height, cw, ch, self._budget(max_bytes),
             float(min_quality), float(max_quality), 1 if pre_edited else 0, threads, ct.byref(buf), ct.byref(size),
             ct.byref(quality)))
         return self._take_stream(buf, size.value), round(quality.value, 2)
@@ -648,6 +648,14 @@ class CStreamDecoder:
             raise ImageError(f"expected an H×W×3 uint8 array, got a {got} (vlmcodec.image_io.as_rgb_array "
                              "converts other images)")
         return np.ascontiguousarray(image)
+
+    @staticmethod
+    def _budget(max_bytes) -> int:
+        """A byte budget for the C calls: a whole number >= 1, above 2^62 capped (every stream fits
+        it, as the Python search caps it); ctypes wrapped -1 to 2^64 - 1 and 2^64 + 300 to 300."""
+        if not is_whole(max_bytes) or max_bytes < 1:
+            raise ConfigError(f"max_bytes must be a whole number, at least 1, got {max_bytes!r}")
+        return min(int(max_bytes), 1 << 62)
 
     @staticmethod
     def _side(short_side) -> int:
@@ -674,7 +682,7 @@ class CStreamDecoder:
         ct, rgb = self._ct, self._rgb(image)
         buf, size, quality = ct.POINTER(ct.c_uint8)(), ct.c_size_t(), ct.c_double()
         self._check(self._lib.vlmc_decoder_encode_image_within(
-            self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], self._side(short_side), max_bytes,
+            self._handle, rgb.ctypes.data, rgb.shape[1], rgb.shape[0], self._side(short_side), self._budget(max_bytes),
             float(min_quality),
             float(max_quality), 0 if pre_edit else 2, threads, ct.byref(buf), ct.byref(size), ct.byref(quality)))
         return self._take_stream(buf, size.value), round(quality.value, 2)
@@ -715,7 +723,8 @@ class CStreamDecoder:
         ct, desc = self._ct, self._pixels(pixels, layout)
         buf, size, quality = ct.POINTER(ct.c_uint8)(), ct.c_size_t(), ct.c_double()
         self._check(self._lib.vlmc_decoder_encode_pixels_within(
-            self._handle, ct.byref(desc), self._side(short_side), max_bytes, float(min_quality), float(max_quality),
+            self._handle, ct.byref(desc), self._side(short_side), self._budget(max_bytes), float(min_quality),
+            float(max_quality),
             0 if pre_edit else 2, threads, ct.byref(buf), ct.byref(size), ct.byref(quality)))
         return self._take_stream(buf, size.value), round(quality.value, 2)
 

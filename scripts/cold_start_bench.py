@@ -34,7 +34,8 @@ from vlmcodec.image_io import load_image
 t2 = time.perf_counter()
 if sys.argv[1] == "onnx_probe":
     import vlmcodec.layers as L, vlmcodec.models.pre_editor as P
-    L.in_onnx_export = P.in_onnx_export = lambda: torch.onnx.is_in_onnx_export()
+    # the networks' check as it was: torch.onnx imported (and asked) at every forward pass
+    L.tracing_here = P.tracing_here = lambda: torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 image = load_image(sys.argv[2])
 t3 = time.perf_counter()
 codec = vlmcodec.Codec(threads=2)

@@ -204,6 +204,16 @@ def test_bad_input_is_refused_with_a_reason(default_encoder):
                 call(bad, 50)
         with pytest.raises(ImageError, match="expected an H×W×3 uint8 array"):
             enc.encode_image_within(bad, 1000)
+    # a budget ctypes would wrap modulo 2^64 (-1 was any size, 2^64 + 300 was 300); a huge one fits all
+    for budget in (-1, 0, 10.5, None):
+        with pytest.raises(ConfigError, match="max_bytes must be"):
+            enc.encode_image_within(image, budget)
+    assert enc.encode_image_within(image, 2**64 + 300)[1] == 100.0
+    ct = enc._ct  # (the library's own check of a zero budget, past the wrapper's)
+    buf, size, q = ct.POINTER(ct.c_uint8)(), ct.c_size_t(), ct.c_double()
+    assert enc._lib.vlmc_decoder_encode_image_within(enc._handle, image.ctypes.data, 96, 64, 0, 0, 0.0, 100.0, 0, 0,
+                                                     ct.byref(buf), ct.byref(size), ct.byref(q)) == -1
+    assert b"max_bytes must be at least 1" in enc._lib.vlmc_decoder_last_error()
     # a short side ctypes would wrap modulo 2^32 (-1 was the full size, 2^32 + 32 was 32)
     for side in (-1, 2**32 + 32, 2.5, None):
         with pytest.raises(ConfigError, match="short_side must be"):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from vlmcodec import Codec
+from vlmcodec.errors import ConfigError
 from vlmcodec.export.c_decoder import (CDecoderError, CStreamDecoder, decoder_model_bytes, describe_decoder_model,
                                        export_c_decoder)
 from vlmcodec.image_io import load_image
@@ -432,7 +433,8 @@ def test_rate_control_in_c_refuses_clearly(tiny_writer, rng):
     refused(-9, "over the budget of 5", budget=5)  # even quality 0 needs more
     refused(-10, "the h_a callback failed (returned 1)", h_a=lambda y: 1 / 0)  # an exception in it
     refused(-10, "returned 2", h_a=lambda y: np.zeros(3, np.float32))  # the wrong size
-    refused(-1, "max_bytes must be at least 1", budget=0)
+    with pytest.raises(ConfigError, match="max_bytes must be a whole number, at least 1"):  # (the wrapper's check)
+        writer.write_stream_within(y_raw, h_a, z_shape, 64, 64, 0)
     refused(-1, "min_quality is above max_quality", min_quality=60, max_quality=50)
     refused(-1, "quality must be", max_quality=101)
     with pytest.raises(CDecoderError) as e:
