@@ -26,7 +26,8 @@ class TrainingDataError(ConfigError, FileNotFoundError):
 
 
 class ModelNotFoundError(VlmcodecError, FileNotFoundError):
-    """A model file could not be found or does not match the stream."""
+    """A model file (or a package a model needs, such as the refinement teacher's) could not be
+    found. (A model that does not match a stream: ModelMismatchError.)"""
 
 
 class ModelMismatchError(VlmcodecError, ValueError):
