@@ -337,3 +337,17 @@ def test_the_scale_index_table_is_build_indexes_on_every_exact_scale():
     scales = n.double() / one
     assert torch.equal(codec._exact_scale_index(scales), codec._scale_index(scales))
     assert codec._exact_scale_index(scales).dtype == torch.int32
+
+
+def test_making_a_codec_imports_neither_dynamo_nor_sympy(tiny_model_path):
+    """Models are made on the meta device and given the file's tensors; their constructors' initial
+    arithmetic on meta tensors ran torch's Python meta kernels, whose first calls imported
+    torch._dynamo and sympy: every process's first Codec() took ~1 s instead of ~0.15 s."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vlmcodec; vlmcodec.Codec({!r}, threads=1); vlmcodec.Codec(threads=1); "
+            "print(sorted(m for m in ('torch._dynamo', 'sympy', 'torch.onnx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code.format(str(tiny_model_path))], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "[]", out

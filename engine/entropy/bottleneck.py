@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import LowerBound
+from ..layers import LowerBound, making_meta
 
 
 class EntropyBottleneck(nn.Module):
@@ -39,9 +39,9 @@ class EntropyBottleneck(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(channels, dims[i + 1], 1).uniform_(-0.5, 0.5)))
             if i < len(self.filters):
                 self.factors.append(nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
-        self.quantiles = nn.Parameter(
-            torch.tensor([-self.init_scale, 0.0, self.init_scale]).repeat(channels, 1, 1)
-        )
+        quantiles = torch.tensor([-self.init_scale, 0.0, self.init_scale])
+        # (no repeat on meta: its meta kernel imports sympy, ~0.3 s; layers.making_meta)
+        self.quantiles = nn.Parameter(torch.empty(channels, 1, 3) if making_meta() else quantiles.repeat(channels, 1, 1))
         target = math.log(2 / self.tail_mass - 1)
         self.register_buffer("target", torch.tensor([-target, 0.0, target]))
         self.likelihood_lower_bound = LowerBound(likelihood_bound)

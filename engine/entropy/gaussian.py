@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..layers import LowerBound
+from ..layers import LowerBound, making_meta
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 
@@ -31,7 +31,8 @@ class GaussianConditional(nn.Module):
     def __init__(self, scale_table: Tensor | None = None, scale_bound: float = SCALE_MIN,
                  tail_mass: float = 1e-9, likelihood_bound: float = 1e-9):
         super().__init__()
-        table = default_scale_table() if scale_table is None else torch.as_tensor(scale_table, dtype=torch.float32)
+        table = (torch.empty(SCALE_LEVELS) if making_meta() else default_scale_table()) if scale_table is None \
+            else torch.as_tensor(scale_table, dtype=torch.float32)
         self.register_buffer("scale_table", table)
         self.register_buffer("scale_bound", torch.tensor([float(scale_bound)]))
         self.tail_mass = float(tail_mass)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..checks import check_in_range, is_real
 from ..entropy import EntropyBottleneck, GaussianConditional
 from ..errors import ConfigError
-from ..layers import GDN, conv, deconv
+from ..layers import GDN, conv, deconv, making_meta
 from .pre_editor import PreEditor
 
 
@@ -172,6 +172,9 @@ class MeanScaleHyperprior(nn.Module):
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional()
         # Level k's gain starts as a scalar step ~sqrt(λ_k / λ_max): a plain change of quantizer step.
+        if making_meta():  # (no values: layers.making_meta)
+            self.gain, self.inv_gain = nn.Parameter(torch.empty(K, M)), nn.Parameter(torch.empty(K, M))
+            return
         lm = torch.tensor(self.config.lmbdas[:K] if len(self.config.lmbdas) >= K else [1.0] * K)
         init = torch.sqrt(lm / lm.max()).reshape(K, 1).repeat(1, M)
         self.gain = nn.Parameter(init.clone())
