@@ -102,7 +102,7 @@ def largest_fitting_via_proxy(stream_at: Callable[[float], bytes], proxy_at: Cal
 def over_budget(quality: float, size: int, budget: int) -> str:
     """BudgetError's message: the lowest quality allowed does not fit (the caller, who knows the
     image, may add what would make a smaller stream)."""
-    return f"even quality {quality:g} needs {size} bytes, over the budget of {budget}"
+    return f"even quality {quality:g} needs {size} bytes, over the budget of {budget} bytes"
 
 
 def _search(stream_at: Callable[[float], bytes], budget: int, lo: float = 0.0, hi: float = 100.0,

@@ -8,6 +8,8 @@
 - ``parity``: ``compare_backends(codec_a, codec_b, image)`` — float differences, symbol
   agreement and cross-decode between two backends.
 - ``manifest``: the network fingerprint that keys graphs and engines.
+- ``c_decoder``: ``export_c_decoder(model, dir)`` — the C library's model file (decoding and
+  encoding); ``CStreamDecoder`` drives that library from Python (ctypes; tests and benches).
 
 Submodules are imported on use (``from vlmcodec.export.onnx import export_onnx``) so that
 importing ``vlmcodec.export`` needs neither onnx nor TensorRT.

@@ -489,10 +489,17 @@ class CStreamDecoder:
     __del__ = close
 
     def set_max_pixels(self, n: int) -> None:
-        self._check(self._lib.vlmc_decoder_set_max_pixels(self._handle, n))
+        self._check(self._lib.vlmc_decoder_set_max_pixels(self._handle, self._count("max_pixels", n, 1)))
 
     def set_band_pixels(self, n: int) -> None:
-        self._check(self._lib.vlmc_decoder_set_band_pixels(self._handle, n))
+        self._check(self._lib.vlmc_decoder_set_band_pixels(self._handle, self._count("band_pixels", n, 0)))
+
+    @staticmethod
+    def _count(name: str, n, least: int) -> int:
+        """A size_t setting: a whole number from ``least`` (ctypes wrapped -1 to 2^64 - 1)."""
+        if not is_whole(n) or not least <= n < 1 << 64:
+            raise ConfigError(f"{name} must be a whole number, at least {least}, got {n!r}")
+        return int(n)
 
     def vector_isa(self) -> str:
         """The vector instructions the library's convolutions use in this process: "avx512", "avx2"

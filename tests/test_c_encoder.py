@@ -214,6 +214,9 @@ def test_bad_input_is_refused_with_a_reason(default_encoder):
     assert enc._lib.vlmc_decoder_encode_image_within(enc._handle, image.ctypes.data, 96, 64, 0, 0, 0.0, 100.0, 0, 0,
                                                      ct.byref(buf), ct.byref(size), ct.byref(q)) == -1
     assert b"max_bytes must be at least 1" in enc._lib.vlmc_decoder_last_error()
+    for setter in (enc.set_max_pixels, enc.set_band_pixels):  # (ctypes wrapped -1 to 2^64 - 1)
+        with pytest.raises(ConfigError, match="must be a whole number"):
+            setter(-1)
     # a short side ctypes would wrap modulo 2^32 (-1 was the full size, 2^32 + 32 was 32)
     for side in (-1, 2**32 + 32, 2.5, None):
         with pytest.raises(ConfigError, match="short_side must be"):

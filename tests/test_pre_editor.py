@@ -284,6 +284,8 @@ def test_train_and_convert_say_what_is_wrong_with_their_paths(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ConfigError, match="is a file: training writes its checkpoints into a folder"):
         train(replace(cfg, out_dir=str(tmp_path / "afile")), progress=False)
+    with pytest.raises(ConfigError, match="cannot make out_dir .*afile/run: Not a directory"):
+        train(replace(cfg, out_dir=str(tmp_path / "afile" / "run")), progress=False)
     torch.save({"something": 1}, tmp_path / "junk.pt")
     (tmp_path / "text.pt").write_text("not a checkpoint at all")
     for junk in ("junk.pt", "text.pt"):

@@ -21,6 +21,11 @@ from .request import InflightRequest
 
 
 class Scheduler:
+    """The requests waiting for the networks, grouped into batches (the module's policy):
+    ``max_batch`` requests at most per batch, ``max_delay`` seconds (the Engine's
+    ``max_delay_ms`` / 1000) at most for a group's oldest request to wait for its batch to fill.
+    Not thread-safe: the Engine calls it under its lock."""
+
     def __init__(self, max_batch: int, max_delay: float):
         self.max_batch = check_count("max_batch", max_batch)
         self.max_delay = check_number("max_delay", max_delay)

@@ -573,7 +573,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():  # (mkdir's "[Errno 17] File exists")
         raise ConfigError(f"out_dir {out} is a file: training writes its checkpoints into a folder; name a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # (a parent that is a file: "[Errno 20] Not a directory", unnamed)
+        raise ConfigError(f"cannot make out_dir {out}: {e.strerror or e}") from e
     with _run_lock(out), _StopRequest() as stop:
         ckpt = _train(cfg, out, progress, stop)
         if stop.signum is not None:  # stopped by a signal: saved, now its own action

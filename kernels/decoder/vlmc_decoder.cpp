@@ -1280,7 +1280,7 @@ std::pair<std::vector<uint8_t>, int> largest_fitting(StreamAt stream_at, size_t 
         char q[32];
         std::snprintf(q, sizeof q, "%g", double(k_lo) / kGrid);
         raise(VLMC_DEC_ERR_BUDGET, std::string("even quality ") + q + " needs " + std::to_string(size_lo) +
-                                       " bytes, over the budget of " + std::to_string(budget) + "; " +
+                                       " bytes, over the budget of " + std::to_string(budget) + " bytes; " +
                                        smaller_stream_hint(k_lo, g));
     }
     const int step = std::max(1, int(std::nearbyint(kTolerance * kGrid)));
