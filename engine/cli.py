@@ -1640,14 +1640,16 @@ def _config_value(action: argparse.Action, value, where: str):
 
 
 def _config_item(action: argparse.Action, value, where: str):
+    # what int and float take, said as such ("invalid literal for int() with base 10")
+    kind = {int: "a whole number", float: "a number"}.get(action.type)  # type: ignore[call-overload]
     if isinstance(value, (list, dict)) or (isinstance(value, bool) and action.type is not None):
-        raise ConfigError(f"{where}: got {value!r}")
+        raise ConfigError(f"{where} must be {kind or 'what its flag takes (a number or text)'}, got {value!r}")
     text = value if isinstance(value, str) else str(value)
     assert action.type is None or callable(action.type)  # (no serve option names its type as a string)
     try:
         out = action.type(text) if action.type is not None else text
     except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where} must be {kind}, got {value!r}" if kind else f"{where}: {e}") from None
     if action.choices is not None and out not in action.choices:
         raise ConfigError(f"{where} must be one of {sorted(action.choices)}, got {value!r}")
     return out

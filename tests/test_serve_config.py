@@ -36,7 +36,11 @@ def test_the_files_options_are_converted_as_flags_and_the_flags_win(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("prot = 1\n", "unknown option 'prot'"),
-    ("port = 8443.5\n", "port: invalid literal"),
+    ("port = 8443.5\n", "port must be a whole number, got 8443.5"),  # (was int()'s "invalid literal")
+    ('port = "abc"\n', "port must be a whole number, got 'abc'"),
+    ("port = true\n", "port must be a whole number, got True"),
+    ('timeout = "abc"\n', "timeout must be a number, got 'abc'"),  # (was float()'s "could not convert")
+    ("threads = true\n", r"threads must be what its flag takes \(a number or text\), got True"),
     ("max-refine = 5000\n", r"refine must be an int in \[0, 1000\]"),
     ('log-format = "xml"\n', r"log-format must be one of \['json', 'text'\]"),
     ('quiet = "yes"\n', "quiet must be true or false"),
