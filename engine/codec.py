@@ -136,12 +136,12 @@ def _smaller_stream_hint(prep: PreparedImage, lo: float) -> str:
 
 
 def _torch_device(device, name: str) -> torch.device:
-    """``device`` as torch reads it; ConfigError naming the setting where it cannot (torch's
-    message lists the device types)."""
+    """``device`` as torch reads it; ConfigError naming the setting where it cannot (torch's own
+    message listed twenty device types vlmcodec does not run on)."""
     try:
         return torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"{name} {device!r}: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
 
 
 def _check_hs_device(device: str | None) -> str:
