@@ -39,7 +39,7 @@ from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, Model
 from .forks import fork_safe_lock, fork_waits
 from .image_io import ImageInput, as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
-from .refine import check_refine_steps, check_refine_views
+from .refine import check_refine_steps, check_refine_views, check_views_fit_teacher
 from .torch_threads import set_torch_threads, use_torch_threads
 
 # Bounds the memory one request may take (the float64 entropy parameters alone need ~2 kB per
@@ -273,6 +273,7 @@ class Codec:
         # the teacher views (short sides, px, multiples of its patch) the token term averages over;
         # None: (224,), the evaluator's. Several views transfer better to unseen ones, at their cost
         self.refine_views = check_refine_views(refine_views)
+        check_views_fit_teacher(self.refine_views, loaded.metadata)
         if self._recipe is not None:  # (as checked: a one-shot iterable given was used up by then)
             self._recipe["refine_views"] = self.refine_views
         # the refinement's teacher in bfloat16 (autocast): ~0.8x the time on a CPU with AVX512-BF16

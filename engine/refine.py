@@ -105,6 +105,26 @@ def token_weight(recipe: dict) -> float:
     return float(recipe.get("w_tok") or 0.0) if recipe.get("teacher") else 0.0
 
 
+# the patch sizes of the teachers named (not paths): views are checked against them when a codec
+# is made, before a first refined encode loads the teacher (which checks any teacher's)
+NAMED_TEACHER_PATCH = {"dinov2-vits14": 14}
+
+
+def check_views_fit_teacher(views: tuple[int, ...] | None, metadata: dict) -> None:
+    """ConfigError when refinement views are not multiples of the patch size of the model's
+    teacher, where its name tells it (``Codec(refine_views=(100,))`` was taken, and refused 1-2 s
+    into the first refined encode)."""
+    try:
+        recipe = train_recipe(metadata)
+    except ConfigError:  # (said where the recipe is used)
+        return
+    teacher = _portable_teacher(str(recipe.get("teacher") or "")) if token_weight(recipe) else ""
+    patch = NAMED_TEACHER_PATCH.get(teacher)
+    bad = [v for v in views or () if patch and v % patch]
+    if bad:
+        raise ConfigError(f"refine_views {bad} must be multiples of {teacher}'s patch size {patch}")
+
+
 def _portable_teacher(teacher: str) -> str:
     """A recipe's teacher as this machine can load it: the GPU machine's packed DINOv2 ViT-S/14
     file (``scripts/prepare_gpu_data.py --teacher gpu_data/dinov2_vits14_int8.safetensors``: a path

@@ -129,6 +129,11 @@ def test_refine_views(tiny_model_path, rng):
     for bad in ([], [0], [224, True], "224", [224] * 5, [224.7], ["224"], 224, [None]):
         with pytest.raises(ValueError, match="refine_views"):
             Codec(tiny_model_path, refine_views=bad)
+    # a named teacher's patch size is known without loading it: views refused when the codec is made
+    # (Codec(refine_views=(100,)) was taken, and refused 1-2 s into its first refined encode)
+    with pytest.raises(ConfigError, match=r"refine_views \[100\] must be multiples of dinov2-vits14's patch size 14"):
+        Codec(refine_views=(224, 100))
+    assert Codec(refine_views=(224, 336)).refine_views == (224, 336)
     teacher = DinoV2Teacher(VisionTransformer(ViTConfig(depth=1, embed_dim=32, num_heads=2, pos_grid=4)), name="tiny")
     with pytest.raises(ConfigError, match="patch size"):
         LatentRefiner(codec.model, RefineObjective(w_tok=1.0, teacher="tiny", teacher_short_sides=(230,)), 2,
