@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <cfloat>
 #include <cmath>
 #include <cstdio>
@@ -783,9 +784,10 @@ const char *vlmc_decoder_last_error(void) { return g_last_error.c_str(); }
 int vlmc_decoder_open(const char *path, vlmc_decoder **out) {
     if (out == nullptr || path == nullptr) return fail(VLMC_DEC_ERR_INVALID_ARGUMENT, "path or out is null");
     *out = nullptr;
-    return guarded([&] {
+    return guarded([&] { try {
         std::FILE *f = std::fopen(path, "rb");
-        if (f == nullptr) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("cannot open ") + path);
+        if (f == nullptr)  // (the reason too: "cannot open X" said nothing of a missing file or a permission)
+            raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("cannot open ") + path + ": " + std::strerror(errno));
         std::vector<uint8_t> bytes;
         uint8_t buf[1 << 16];
         size_t got;
@@ -806,7 +808,11 @@ int vlmc_decoder_open(const char *path, vlmc_decoder **out) {
         std::fclose(f);
         if (bad) raise(VLMC_DEC_ERR_BAD_MODEL_FILE, std::string("cannot read ") + path);
         *out = decoder_from(bytes.data(), bytes.size());
-    });
+    } catch (const Error &e) {  // what is wrong with the file, named (a host opening several could not tell)
+        const std::string what = e.what();
+        if (what.rfind("cannot ", 0) == 0) throw;
+        raise(e.code, std::string(path) + ": " + what);
+    } });
 }
 
 int vlmc_decoder_open_memory(const uint8_t *data, size_t size, vlmc_decoder **out) {
