@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmcodec.checks import is_whole
+from vlmcodec.checks import check_count, is_whole
 from vlmcodec.errors import ConfigError, ImageError, VlmcodecError
 from vlmcodec.files import write_whole
 
@@ -497,9 +497,10 @@ class CStreamDecoder:
     @staticmethod
     def _count(name: str, n, least: int) -> int:
         """A size_t setting: a whole number from ``least`` (ctypes wrapped -1 to 2^64 - 1)."""
-        if not is_whole(n) or not least <= n < 1 << 64:
-            raise ConfigError(f"{name} must be a whole number, at least {least}, got {n!r}")
-        return int(n)
+        n = check_count(name, n, least=least)
+        if n >= 1 << 64:
+            raise ConfigError(f"{name} must be below 2^64, got {n}")
+        return n
 
     def vector_isa(self) -> str:
         """The vector instructions the library's convolutions use in this process: "avx512", "avx2"
@@ -543,9 +544,7 @@ class CStreamDecoder:
         if short_side is not None:
             if coded_size:
                 raise ConfigError("coded_size and short_side exclude each other")
-            # (ctypes wraps a negative or too large number modulo 2^32: -1 gave the original size)
-            if not is_whole(short_side) or not 0 <= short_side < 1 << 32:
-                raise ConfigError(f"short_side must be None, 0 or an integer >= 16, got {short_side!r}")
+            short_side = self._side(short_side, "None, 0")
             info, w, h = self._stream_info(data), self._ct.c_uint32(), self._ct.c_uint32()
             self._check(self._lib.vlmc_decoder_consumer_size(self._ct.byref(info), int(short_side), self._ct.byref(w),
                                                              self._ct.byref(h)))
@@ -660,16 +659,14 @@ class CStreamDecoder:
     def _budget(max_bytes) -> int:
         """A byte budget for the C calls: a whole number >= 1, above 2^62 capped (every stream fits
         it, as the Python search caps it); ctypes wrapped -1 to 2^64 - 1 and 2^64 + 300 to 300."""
-        if not is_whole(max_bytes) or max_bytes < 1:
-            raise ConfigError(f"max_bytes must be a whole number, at least 1, got {max_bytes!r}")
-        return min(int(max_bytes), 1 << 62)
+        return min(check_count("max_bytes", max_bytes), 1 << 62)  # (rate_control.budget_bytes' rule)
 
     @staticmethod
-    def _side(short_side) -> int:
+    def _side(short_side, takes: str = "0") -> int:
         """A consumer's short side for the C calls (ctypes wraps a negative or too large number
-        modulo 2^32: -1 was the full size, 2^32 + 32 was 32)."""
+        modulo 2^32: -1 was the full size, 2^32 + 32 was 32); ``takes``: what else the call takes."""
         if not is_whole(short_side) or not 0 <= short_side < 1 << 32:
-            raise ConfigError(f"short_side must be 0 or an integer >= 16, got {short_side!r}")
+            raise ConfigError(f"short_side must be {takes} or an integer >= 16, got {short_side!r}")
         return int(short_side)
 
     def encode_image(self, image, quality: float, *, short_side: int = 0, pre_edit: bool = True,

@@ -30,19 +30,17 @@ class Scheduler:
         self.max_batch = check_count("max_batch", max_batch)
         self.max_delay = check_number("max_delay", max_delay)
         self._groups: OrderedDict[tuple, deque[InflightRequest]] = OrderedDict()
-        self._count = 0
         # (deadline, id) of the requests queued with one; those that left the queue meanwhile (in
         # a batch) stay until they come up, then are skipped. Ids, not requests: an entry must not
         # keep a finished request's pixels alive until its deadline
         self._deadlines: list[tuple[float, int]] = []
-        self._queued: dict[int, InflightRequest] = {}
+        self._queued: dict[int, InflightRequest] = {}  # every queued request by id (its size: the queue's)
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._queued)
 
     def add(self, req: InflightRequest) -> None:
         self._groups.setdefault((req.priority, req.key), deque()).append(req)
-        self._count += 1
         self._queued[req.id] = req
         if req.deadline is not None:
             heapq.heappush(self._deadlines, (req.deadline, req.id))
@@ -71,7 +69,6 @@ class Scheduler:
         batch = [q.popleft() for _ in range(min(self.max_batch, len(q)))]
         if not q:
             del self._groups[best_key]
-        self._count -= len(batch)
         for r in batch:
             del self._queued[r.id]
         return batch
@@ -85,7 +82,6 @@ class Scheduler:
         q.remove(req)
         if not q:
             del self._groups[key]
-        self._count -= 1
         del self._queued[req.id]
         return True
 
@@ -118,7 +114,6 @@ class Scheduler:
         """Remove and return every waiting request."""
         out = [r for q in self._groups.values() for r in q]
         self._groups.clear()
-        self._count = 0
         self._deadlines.clear()
         self._queued.clear()
         return out
