@@ -87,9 +87,11 @@ def cached_graphs(model, cache_dir: str | Path | None = None) -> Path:
         return _export_into(model, directory, usable)
 
 
-def _no_cache(directory: Path, e: OSError) -> ConfigError:
-    return ConfigError(f"onnxruntime backend: cannot make its graph cache in {directory.parent} ({e}); give "
-                       "backend_options cache_dir=DIR (or set XDG_CACHE_HOME), or graphs= an exported folder")
+def _no_cache(directory: Path, e: OSError, backend: str = "onnxruntime",
+              made: str = "graph cache", instead: str = "graphs= an exported folder") -> ConfigError:
+    """A backend's cache folder that cannot be made or locked, and what to give instead."""
+    return ConfigError(f"{backend} backend: cannot make its {made} in {directory.parent} ({e}); give "
+                       f"backend_options cache_dir=DIR (or set XDG_CACHE_HOME), or {instead}")
 
 
 def _export_into(model, directory: Path, usable) -> Path:

@@ -88,14 +88,13 @@ def _build_under_lock(model, engines: Path, config, device: str, versions: dict)
     folder; the later ones now wait, then take the engines the first built."""
     from vlmcodec.export.tensorrt import build_engines, load_engine_manifest
 
-    from .onnxruntime_backend import _ExportLock
+    from .onnxruntime_backend import _ExportLock, _no_cache
 
     try:
         engines.parent.mkdir(parents=True, exist_ok=True)
         lock = _ExportLock(engines)
     except OSError as e:
-        raise ConfigError(f"tensorrt backend: cannot make its engine cache in {engines.parent} ({e}); give "
-                          "backend_options cache_dir=DIR (or set XDG_CACHE_HOME), or engines= a built folder") from e
+        raise _no_cache(engines, e, "tensorrt", "engine cache", "engines= a built folder") from e
     with lock:
         try:
             load_engine_manifest(engines, model, versions)  # built meanwhile by another process
