@@ -39,7 +39,7 @@ from .errors import (BitstreamError, BudgetError, ConfigError, ImageError, Model
 from .forks import fork_safe_lock, fork_waits
 from .image_io import ImageInput, as_rgb_array, pad_edge, padded_size
 from .models.checkpoint import LoadedModel, load_model
-from .refine import check_refine_steps, check_refine_views, check_views_fit_teacher
+from .refine import check_refine_steps, check_refine_views, check_views_fit_teacher, refining_teacher
 from .torch_threads import set_torch_threads, use_torch_threads
 
 # Bounds the memory one request may take (the float64 entropy parameters alone need ~2 kB per
@@ -665,7 +665,7 @@ class Codec:
             from .refine import RefineObjective
 
             sides = self.refine_views or RefineObjective.teacher_short_sides  # (the refiner's views)
-            views = memory.refine_view_bytes(ph, pw, sides) if self._refines_on_tokens() else 0
+            views = memory.refine_view_bytes(ph, pw, sides) if refining_teacher(self.loaded.metadata) else 0
             return per_pixel, per_pixel, views
         if self._estimated() == "onnxruntime":
             kind = "encode" if pre is not None else "encode-no-pre-edit"
@@ -677,16 +677,6 @@ class Codec:
             first, base = memory.encode_cost(self.pre_edit, pre_band, self._largest_band("g_a", ph, pw), ph * pw)
             cost = first, memory.ENCODE_BATCH_BYTES_PER_PIXEL, base
         return _cost_at_width(cost, self.model.config.analysis_width)
-
-    def _refines_on_tokens(self) -> bool:
-        """Whether this model's refinement runs a teacher (its recipe names one with a token
-        weight), read from the metadata without loading it."""
-        from .refine import token_weight, train_recipe
-
-        try:
-            return token_weight(train_recipe(self.loaded.metadata)) > 0
-        except ConfigError:  # (a recipe that is no JSON: the refiner says so when it is made)
-            return False
 
     def _decode_cost(self, ph: int, pw: int) -> tuple[int, int, int]:
         """As :meth:`_encode_cost`, for decoding (scaled to the decoder's width, N)."""

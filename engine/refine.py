@@ -110,15 +110,22 @@ def token_weight(recipe: dict) -> float:
 NAMED_TEACHER_PATCH = {"dinov2-vits14": 14}
 
 
+def refining_teacher(metadata: dict) -> str:
+    """The teacher a model's refinement runs (its recipe names one with a token weight), read from
+    its metadata without loading it; "" for none, or a recipe that is no JSON (the refiner says so
+    when it is made)."""
+    try:
+        recipe = train_recipe(metadata)
+    except ConfigError:
+        return ""
+    return _portable_teacher(str(recipe.get("teacher") or "")) if token_weight(recipe) > 0 else ""
+
+
 def check_views_fit_teacher(views: tuple[int, ...] | None, metadata: dict) -> None:
     """ConfigError when refinement views are not multiples of the patch size of the model's
     teacher, where its name tells it (``Codec(refine_views=(100,))`` was taken, and refused 1-2 s
     into the first refined encode)."""
-    try:
-        recipe = train_recipe(metadata)
-    except ConfigError:  # (said where the recipe is used)
-        return
-    teacher = _portable_teacher(str(recipe.get("teacher") or "")) if token_weight(recipe) else ""
+    teacher = refining_teacher(metadata)
     patch = NAMED_TEACHER_PATCH.get(teacher)
     bad = [v for v in views or () if patch and v % patch]
     if bad:
