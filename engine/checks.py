@@ -54,7 +54,8 @@ def check_count(name: str, value: object, *, least: int = 1, none: str | None = 
     if not is_whole(value) or value < least:
         alternative = f" (or None: {none})" if none is not None else ""
         # (10.0 is refused as not an int: said, as "not a whole number" would be untrue of it)
-        typed = " (a float: give an int)" if isinstance(value, float) and value.is_integer() else ""
+        fits = isinstance(value, float) and value.is_integer() and value >= least
+        typed = " (a float: give an int)" if fits else ""
         raise ConfigError(f"{name} must be a whole number, at least {least}{alternative}, got {value!r}{typed}")
     return int(value)
 

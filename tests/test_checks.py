@@ -23,6 +23,8 @@ def test_check_count_takes_whole_numbers_only():
         check_count("max_bytes", 10.0)
     with pytest.raises(ConfigError, match=r"got 2\.5$"):
         check_count("n", 2.5)
+    with pytest.raises(ConfigError, match=r"got 0\.0$"):  # (0 would be refused too: no hint to give an int)
+        check_count("n", 0.0)
 
 
 def test_check_seconds_and_number():
