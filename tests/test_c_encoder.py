@@ -294,6 +294,12 @@ def test_the_tool_and_a_cpp_program_encode_as_the_library_does(c_decoder_build, 
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out.vlmc").read_bytes() == enc.encode_image(image, 30)
     assert '"quality": 30.00' in run.stdout
+    from vlmcodec.checks import DEFAULT_QUALITY  # no --quality: the library's and vlmcodec encode's default (was 50)
+
+    run = subprocess.run([tool, model, tmp_path / "in.ppm", tmp_path / "default.vlmc"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and f'"quality": {DEFAULT_QUALITY:.2f}' in run.stdout, run.stderr
+    assert (tmp_path / "default.vlmc").read_bytes() == enc.encode_image(image, DEFAULT_QUALITY)
     run = subprocess.run([tool, model, tmp_path / "in.ppm", tmp_path / "fit.vlmc", "--max-bytes", "3000",
                           "--short-side", "128", "--no-pre-edit"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -4,7 +4,7 @@
  *   vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc --max-bytes B [--min-quality Q] [--max-quality Q] ...
  *
  * IN.ppm: a binary PPM or PGM (P6 or P5, maxval 1..65535; read as vlmcodec's Python reader reads it: the
- * same image, so the same stream). --quality: 0..100 (default 50); --max-bytes: the highest
+ * same image, so the same stream). --quality: 0..100 (default 75, vlmcodec's default); --max-bytes: the highest
  * quality whose stream fits B bytes instead (rate control); --short-side N: code at the scale a
  * consumer of N px sees; --no-pre-edit: skip the model's pre-editor. MODEL.vlmd: a decoder-model
  * file of version 3 (`vlmcodec export --format c-decoder`). Prints the stream's size as one JSON
@@ -110,7 +110,7 @@ static const unsigned char *read_ppm(const unsigned char *data, size_t size, uin
 
 int main(int argc, char **argv) {
     const char *paths[3] = {NULL, NULL, NULL};
-    double quality = 50.0, min_quality = 0.0, max_quality = 100.0;
+    double quality = 75.0, min_quality = 0.0, max_quality = 100.0;
     unsigned long long threads = 0, short_side = 0, max_bytes = 0;
     uint32_t flags = 0, width = 0, height = 0;
     int n_paths = 0, i, rc, quality_set = 0, bounds_set = 0;
