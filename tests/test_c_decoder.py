@@ -674,10 +674,18 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
     for args, message in [([str(tmp_path / "y5.f32"), "--info"], "--info writes nothing"),
                           (["--info", "--image", str(tmp_path / "i.ppm")], "--info writes nothing"),
                           ([str(tmp_path / "y5.f32"), "--short-side", "32"], "--short-side size --image's output"),
-                          (["--image", str(tmp_path / "i.ppm"), "--raw"], "--raw is of the latents OUT.f32")]:
+                          (["--image", str(tmp_path / "i.ppm"), "--raw"], "--raw is of the latents OUT.f32"),
+                          # PPM bytes under another format's name: refused (they were written as asked)
+                          (["--image", str(tmp_path / "i.png")], "--image writes a binary PPM, not .png: name it .ppm"),
+                          (["--image", str(tmp_path / "i.v2.JPeG")], "--image writes a binary PPM, not .JPeG")]:
         run = subprocess.run([tool, str(model_file), stream, *args], capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
     assert not (tmp_path / "y5.f32").exists() and not (tmp_path / "i.ppm").exists()
+    assert not (tmp_path / "i.png").exists() and not (tmp_path / "i.v2.JPeG").exists()
+    for name in ("i.pnm", "i.png.ppm", "i"):  # PPM's names, and names of no other format, are written
+        run = subprocess.run([tool, str(model_file), stream, "--image", str(tmp_path / name)], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 0 and (tmp_path / name).read_bytes().startswith(b"P6"), (name, run.stderr)
 
 
 def test_the_tools_help_unreadable_inputs_and_a_stdout_that_cannot_be_written(tiny_pair, built, tmp_path, rng):

@@ -6,7 +6,7 @@
  *
  * Prints the stream's fields as one JSON line on stdout; OUT.f32 holds channels × latent_height ×
  * latent_width floats (C order), g_s's input (--raw: before the inverse gain); --image: the decoded
- * image as a binary PPM, at the original size (--coded-size: at a consumer's scale, where the
+ * image as a binary PPM (a name of another image format, .png or .jpg, is refused), at the original size (--coded-size: at a consumer's scale, where the
  * stream was coded at one). Errors go to
  * stderr as "vlmc_decode_latents: error: …" with exit status 2. */
 #define _XOPEN_SOURCE 700 /* tool_io.h's POSIX calls (realpath, mkstemp, fchmod), under -std=c99 too */
@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 
 #define VLMC_TOOL_NAME "vlmc_decode_latents"
@@ -23,6 +24,21 @@
 #define USAGE                                                                                         \
     "usage: vlmc_decode_latents MODEL.vlmd STREAM.vlmc (OUT.f32 [--raw] | --image OUT.ppm [--coded-size | " \
     "--short-side N] | --info) [--threads N] [--max-pixels N] [--band-pixels N]"
+
+/* The file name's extension where it names an image format other than PPM (the tool writes PPM
+ * only; PPM bytes in a .png would mislead every reader that trusts the name), else NULL. */
+static const char *other_image_extension(const char *path) {
+    static const char *const others[] = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"};
+    const char *base = strrchr(path, '/'), *dot;
+    size_t k, c;
+    dot = strrchr(base ? base + 1 : path, '.');
+    if (dot == NULL) return NULL;
+    for (k = 0; k < sizeof others / sizeof others[0]; ++k) {
+        for (c = 0; dot[c] && tolower((unsigned char)dot[c]) == others[k][c]; ++c) {}
+        if (dot[c] == '\0' && others[k][c] == '\0') return dot;
+    }
+    return NULL;
+}
 
 int main(int argc, char **argv) {
     const char *model = NULL, *stream = NULL, *out_path = NULL, *image_path = NULL;
@@ -66,6 +82,11 @@ int main(int argc, char **argv) {
     if (coded_size && short_side) return error("--coded-size and --short-side exclude each other\n" USAGE);
     if ((coded_size || short_side) && !image_path) return error("--coded-size and --short-side size --image's output");
     if ((flags & VLMC_DEC_RAW) && !out_path) return error("--raw is of the latents OUT.f32: give it one");
+    if (image_path && other_image_extension(image_path)) {
+        fprintf(stderr, VLMC_TOOL_NAME ": error: --image writes a binary PPM, not %s: name it .ppm (vlmcodec decode "
+                "writes other formats)\n", other_image_extension(image_path));
+        return 2;
+    }
 
     vlmc_decoder *dec = NULL;
     if (vlmc_decoder_open(model, &dec) != VLMC_DEC_OK) return error(vlmc_decoder_last_error());
