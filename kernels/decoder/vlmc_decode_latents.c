@@ -6,9 +6,9 @@
  *
  * Prints the stream's fields as one JSON line on stdout; OUT.f32 holds channels × latent_height ×
  * latent_width floats (C order), g_s's input (--raw: before the inverse gain); --image: the decoded
- * image as a binary PPM (a name of another image format, .png or .jpg, is refused), at the original size (--coded-size: at a consumer's scale, where the
- * stream was coded at one). Errors go to
- * stderr as "vlmc_decode_latents: error: …" with exit status 2. */
+ * image as a binary PPM (a name of another image format, .png or .jpg, is refused), at the
+ * original size (--coded-size: at a consumer's scale, where the stream was coded at one). Errors
+ * go to stderr as "vlmc_decode_latents: error: …" with exit status 2. */
 #define _XOPEN_SOURCE 700 /* tool_io.h's POSIX calls (realpath, mkstemp, fchmod), under -std=c99 too */
 #include "vlmc_decoder.h"
 
