@@ -682,6 +682,9 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
         assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
     assert not (tmp_path / "y5.f32").exists() and not (tmp_path / "i.ppm").exists()
     assert not (tmp_path / "i.png").exists() and not (tmp_path / "i.v2.JPeG").exists()
+    piped = subprocess.run([tool, str(model_file), "/dev/stdin", "--image", str(tmp_path / "p.ppm")], timeout=60,
+                           input=Path(stream).read_bytes(), capture_output=True)  # a pipe: opened once (see vlmc_encode's)
+    assert piped.returncode == 0 and (tmp_path / "p.ppm").read_bytes().startswith(b"P6"), piped.stderr
     for name in ("i.pnm", "i.png.ppm", "i"):  # PPM's names, and names of no other format, are written
         run = subprocess.run([tool, str(model_file), stream, "--image", str(tmp_path / name)], capture_output=True,
                              text=True, timeout=60)

@@ -21,25 +21,27 @@ static int error(const char *what) {
     return 2;
 }
 
-/* The whole file, malloc'd (*size bytes; a 1-byte buffer when empty); NULL with errno saying why
+/* The rest of the open file f after the n_head bytes already read from it (head), malloc'd with
+ * them (*size bytes in all; a 1-byte buffer when empty); f is closed. NULL with errno saying why
  * when unreadable (a read that fails part way, or at once as a folder's does, included: it gave a
  * 1-byte buffer announced as the bytes read until then). */
-static unsigned char *read_file(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
+static unsigned char *read_rest(FILE *f, const unsigned char *head, size_t n_head, size_t *size) {
     unsigned char *buf = NULL;
     size_t cap = 0, n = 0, got;
     int err;
-    if (f == NULL) return NULL;
     do {
         if (n == cap) {
-            unsigned char *more = realloc(buf, cap ? 2 * cap : 1 << 16);
+            const size_t want = cap ? 2 * cap : 1 << 16;
+            unsigned char *more = realloc(buf, want);
             if (more == NULL) {
                 free(buf);
                 fclose(f);
+                errno = ENOMEM;
                 return NULL;
             }
             buf = more;
-            cap = cap ? 2 * cap : 1 << 16;
+            cap = want;
+            if (n == 0 && n_head) memcpy(buf, head, n = n_head); /* (n_head <= 16 < the first cap) */
         }
         got = fread(buf + n, 1, cap - n, f);
         n += got;
@@ -54,6 +56,38 @@ static unsigned char *read_file(const char *path, size_t *size) {
     fclose(f);
     *size = n;
     return buf ? buf : malloc(1);
+}
+
+/* The whole file, as read_rest gives it. */
+static unsigned char *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    return f == NULL ? NULL : read_rest(f, NULL, 0, size);
+}
+
+/* The whole file where it begins with one of the magics (each n <= 16 bytes, one after another
+ * in magics: "P6P5" is two of 2); *other = 1 and NULL where it begins with none (or is shorter),
+ * NULL with errno where it is unreadable. The file is opened once and its first bytes looked at
+ * before the rest is read: a large file of something else (an image, a video given as the stream)
+ * is refused from them, not after all of it is in memory, and a pipe (/dev/stdin) works. */
+static unsigned char *read_file_with_magic(const char *path, const char *magics, size_t n, size_t *size, int *other) {
+    unsigned char head[16];
+    size_t got, k;
+    int err;
+    FILE *f = fopen(path, "rb");
+    *other = 0;
+    if (f == NULL) return NULL;
+    got = n <= sizeof head ? fread(head, 1, n, f) : 0;
+    if (ferror(f)) {
+        err = errno;
+        fclose(f);
+        errno = err;
+        return NULL;
+    }
+    for (k = 0; got == n && k + n <= strlen(magics); k += n)
+        if (memcmp(head, magics + k, n) == 0) return read_rest(f, head, n, size);
+    fclose(f);
+    *other = 1;
+    return NULL;
 }
 
 /* "TOOL: error: cannot read WHAT PATH: why" (errno's words) on stderr; the exit status 2. */
@@ -75,23 +109,6 @@ static int asks_help(const char *arg, const char *usage) {
     if (strcmp(arg, "--help") != 0 && strcmp(arg, "-h") != 0) return 0;
     printf("%s\n", usage);
     return 1;
-}
-
-/* Whether the file at path begins with the n bytes of magic: 1 yes, 0 no (or shorter), -1 unreadable.
- * A tool looks before it reads a file whole: a large file of something else (an image, a video given
- * as the stream) is then refused from its first bytes, not after all of them are in memory. */
-static int starts_with(const char *path, const char *magic, size_t n) {
-    char head[16];
-    FILE *f = fopen(path, "rb");
-    size_t got;
-    if (f == NULL) return -1;
-    got = n <= sizeof head ? fread(head, 1, n, f) : 0;
-    if (ferror(f)) {
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
-    return got == n && memcmp(head, magic, n) == 0;
 }
 
 /* "TOOL: error: cannot write PATH: why" (errno err's words) on stderr; 0, write_file's failure. */

@@ -96,18 +96,11 @@ int main(int argc, char **argv) {
         return error(vlmc_decoder_last_error());
     }
     size_t size = 0;
-    unsigned char *data = NULL;
-    switch (starts_with(stream, "VLMC", 4)) {
-    case 0:
-        vlmc_decoder_free(dec);
-        return error("not a .vlmc stream (bad magic)");
-    case 1:
-        data = read_file(stream, &size);
-        break;
-    }
+    int other = 0;
+    unsigned char *data = read_file_with_magic(stream, "VLMC", 4, &size, &other);
     if (data == NULL) {
         vlmc_decoder_free(dec);
-        return cannot_read("the stream file", stream);
+        return other ? error("not a .vlmc stream (bad magic)") : cannot_read("the stream file", stream);
     }
     vlmc_stream_info info;
     rc = vlmc_decoder_stream_info(dec, data, size, &info);

@@ -150,12 +150,10 @@ int main(int argc, char **argv) {
     if (bounds_set && !max_bytes) return error("--min-quality and --max-quality bound --max-bytes's search: give --max-bytes");
 
     size_t size = 0, out_size = 0;
-    unsigned char *file = NULL;
+    int other = 0;
     const char *why = NULL;
-    /* looked at before it is read whole: a large file of something else is refused from its first bytes */
-    const int p6 = starts_with(paths[1], "P6", 2), p5 = p6 == 1 ? 0 : starts_with(paths[1], "P5", 2);
-    if (p6 == 0 && p5 == 0) return error("the input is not a binary PPM or PGM (P6 or P5)");
-    if (p6 == 1 || p5 == 1) file = read_file(paths[1], &size);
+    unsigned char *file = read_file_with_magic(paths[1], "P6P5", 2, &size, &other);
+    if (file == NULL && other) return error("the input is not a binary PPM or PGM (P6 or P5)");
     if (file == NULL) return cannot_read("the input image", paths[1]);
     unsigned char *converted = NULL;
     const unsigned char *rgb = read_ppm(file, size, &width, &height, &converted, &why);
