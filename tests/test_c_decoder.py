@@ -2,10 +2,12 @@
 command-line tool; its latents must be the Python decoder's bit for bit, its errors the same."""
 
 import json
+import os
 import random
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -730,6 +732,80 @@ def test_the_tools_help_unreadable_inputs_and_a_stdout_that_cannot_be_written(ti
     status, peak_kib, stderr = _status_and_peak([tools["vlmc_encode"], model, str(tmp_path / "big.mp4"),
                                                  str(tmp_path / "o2.vlmc")])
     assert status == 2 and "not a binary PPM or PGM" in stderr and peak_kib < 200_000, stderr
+
+
+def _run_fed(args: list[str], head: bytes, folder: Path) -> subprocess.CompletedProcess:
+    """``args`` with ``head`` then zeros without end on its standard input (a pipe), until it exits
+    (its output in files: closing the pipe to read them would end the input)."""
+    with open(folder / "fed.out", "w+b") as out, open(folder / "fed.err", "w+b") as err:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=err)
+
+        def feed() -> None:
+            try:
+                proc.stdin.write(head)
+                while True:
+                    proc.stdin.write(bytes(1 << 16))
+            except (BrokenPipeError, ValueError, OSError):
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+        try:
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read().decode())
+
+
+def test_the_tools_options_values_dashes_and_endless_inputs(tiny_pair, built, tmp_path, rng):
+    """An option's value that is another option was taken as the value (--image --info wrote a
+    file named --info); an argument with one dash was a path (-o, -); the printed quality was the
+    argument's, not the stream's (50.005 printed 50.01 beside a stream of 50.00); vlmc_encode had
+    no --max-pixels; an input that never ends (a pipe, /dev/zero) was read until memory ran out."""
+    codec, _, model_file = tiny_pair
+    model = str(model_file)
+    from PIL import Image
+
+    image = smooth_image(rng, 40, 56)
+    Image.fromarray(image).save(tmp_path / "in.ppm")
+    (tmp_path / "s.vlmc").write_bytes(codec.encode(image, 40))
+    dec, enc, write = (str(built / n) for n in ("vlmc_decode_latents", "vlmc_encode", "vlmc_write_stream"))
+    ppm, stream = str(tmp_path / "in.ppm"), str(tmp_path / "s.vlmc")
+    for args, message in [([dec, model, stream, "--image", "--info"], "--image needs a value"),
+                          ([dec, model, stream, str(tmp_path / "y.f32"), "--threads", "--raw"], "--threads needs a value"),
+                          ([enc, model, ppm, str(tmp_path / "o.vlmc"), "--quality", "--no-pre-edit"],
+                           "--quality needs a value"),
+                          ([write, model, "--gain", "--quality", str(tmp_path / "g.f32")], "--gain needs a value"),
+                          ([dec, model, stream, "-o"], "unknown option -o (a path that begins with '-': ./-o)"),
+                          ([enc, model, ppm, "-"], "'-' is not read as standard input or output here"),
+                          ([write, model, "-", "z.f32", "o.vlmc"], "'-' is not read as standard input or output here"),
+                          ([enc, model, ppm, str(tmp_path / "o.vlmc"), "--quality", "0x20"], "--quality takes a number"),
+                          ([enc, model, ppm, str(tmp_path / "o.vlmc"), "--max-pixels", "2239"],
+                           "image of 56x40 pixels, more than max_pixels=2239 (--max-pixels)")]:
+        run = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ppm", "s.vlmc"]  # nothing written
+    run = subprocess.run([enc, model, ppm, str(tmp_path / "o.vlmc"), "--max-pixels", "2240", "--quality", "50.005"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and '"quality": 50.00,' in run.stdout, run.stderr
+    assert (tmp_path / "o.vlmc").read_bytes() == codec.encode(image, 50)
+    run = subprocess.run([enc, model, ppm, str(tmp_path / "z.vlmc"), "--quality", "-0"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and '"quality": 0.00,' in run.stdout, run.stdout
+    run = subprocess.run([write, model, "--gain", "50.005", str(tmp_path / "g.f32")], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith('{"quality": 50.00,'), run.stdout
+    # inputs without end: refused at a bound (the pixels --max-pixels allows; the latents --size takes)
+    run = _run_fed([enc, model, "/dev/stdin", str(tmp_path / "e.vlmc"), "--max-pixels", "1000"], b"P6\n4 4\n255\n",
+                   tmp_path)
+    assert run.returncode == 2 and "holds more bytes than a PPM of --max-pixels pixels" in run.stderr, run.stderr
+    run = _run_fed([dec, model, "/dev/stdin", "--info", "--max-pixels", "1000"], b"VLMC", tmp_path)
+    assert run.returncode == 2 and "more bytes than a stream of --max-pixels pixels can" in run.stderr, run.stderr
+    if os.path.exists("/dev/zero"):
+        run = subprocess.run([write, model, "/dev/zero", "/dev/zero", str(tmp_path / "w.vlmc"), "--size", "64x64",
+                              "--quality", "50"], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and "/dev/zero holds more than the " in run.stderr, run.stderr
+        assert "float32s the coded size given takes" in run.stderr, run.stderr
 
 
 def test_export_command(tiny_model_path, tmp_path, capsys):

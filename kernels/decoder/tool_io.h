@@ -24,8 +24,9 @@ static int error(const char *what) {
 /* The rest of the open file f after the n_head bytes already read from it (head), malloc'd with
  * them (*size bytes in all; a 1-byte buffer when empty); f is closed. NULL with errno saying why
  * when unreadable (a read that fails part way, or at once as a folder's does, included: it gave a
- * 1-byte buffer announced as the bytes read until then). */
-static unsigned char *read_rest(FILE *f, const unsigned char *head, size_t n_head, size_t *size) {
+ * 1-byte buffer announced as the bytes read until then), errno EFBIG where it holds more than
+ * limit bytes (0: no limit; a pipe or /dev/zero is not sized before it is read, as a file is). */
+static unsigned char *read_rest(FILE *f, const unsigned char *head, size_t n_head, size_t *size, size_t limit) {
     unsigned char *buf = NULL;
     size_t cap = 0, n = 0, got;
     int err;
@@ -45,6 +46,12 @@ static unsigned char *read_rest(FILE *f, const unsigned char *head, size_t n_hea
         }
         got = fread(buf + n, 1, cap - n, f);
         n += got;
+        if (limit && n > limit) {
+            free(buf);
+            fclose(f);
+            errno = EFBIG;
+            return NULL;
+        }
     } while (got > 0);
     if (ferror(f)) {
         err = errno;
@@ -59,17 +66,18 @@ static unsigned char *read_rest(FILE *f, const unsigned char *head, size_t n_hea
 }
 
 /* The whole file, as read_rest gives it. */
-static unsigned char *read_file(const char *path, size_t *size) {
+static unsigned char *read_file(const char *path, size_t *size, size_t limit) {
     FILE *f = fopen(path, "rb");
-    return f == NULL ? NULL : read_rest(f, NULL, 0, size);
+    return f == NULL ? NULL : read_rest(f, NULL, 0, size, limit);
 }
 
 /* The whole file where it begins with one of the magics (each n <= 16 bytes, one after another
  * in magics: "P6P5" is two of 2); *other = 1 and NULL where it begins with none (or is shorter),
- * NULL with errno where it is unreadable. The file is opened once and its first bytes looked at
+ * NULL with errno where it is unreadable or above limit (see read_rest). The file is opened once and its first bytes looked at
  * before the rest is read: a large file of something else (an image, a video given as the stream)
  * is refused from them, not after all of it is in memory, and a pipe (/dev/stdin) works. */
-static unsigned char *read_file_with_magic(const char *path, const char *magics, size_t n, size_t *size, int *other) {
+static unsigned char *read_file_with_magic(const char *path, const char *magics, size_t n, size_t *size, size_t limit,
+                                           int *other) {
     unsigned char head[16];
     size_t got, k;
     int err;
@@ -84,7 +92,7 @@ static unsigned char *read_file_with_magic(const char *path, const char *magics,
         return NULL;
     }
     for (k = 0; got == n && k + n <= strlen(magics); k += n)
-        if (memcmp(head, magics + k, n) == 0) return read_rest(f, head, n, size);
+        if (memcmp(head, magics + k, n) == 0) return read_rest(f, head, n, size, limit);
     fclose(f);
     *other = 1;
     return NULL;
@@ -102,6 +110,27 @@ static int finish_stdout(void) {
     if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
     fprintf(stderr, VLMC_TOOL_NAME ": error: cannot write to standard output: %s\n", strerror(errno));
     return 2;
+}
+
+/* The value of the option at argv[i]: NULL where it has none — at the end of the arguments, or
+ * where the next is another option ("--image --info" wrote the image to a file named --info). A
+ * value may begin with one dash (a negative number, refused by its parser with its own words). */
+static const char *option_value(int argc, char **argv, int i) {
+    const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+    return value == NULL || (value[0] == '-' && value[1] == '-') ? NULL : value;
+}
+
+/* A path argument that begins with a dash: refused (exit 2, naming it; with the usage), as the
+ * tools take no short options and no "-" for standard input or output; 0 for any other argument. */
+static int refuses_dash(const char *arg, const char *usage) {
+    if (arg[0] != '-') return 0;
+    if (arg[1] == '\0')
+        fprintf(stderr, VLMC_TOOL_NAME ": error: '-' is not read as standard input or output here: give a path "
+                "(/dev/stdin, /dev/stdout)\n");
+    else
+        fprintf(stderr, VLMC_TOOL_NAME ": error: unknown option %s (a path that begins with '-': ./%s)\n%s\n", arg,
+                arg, usage);
+    return 1;
 }
 
 /* Whether arg asks for the usage (--help, -h): then it is printed on standard output. */
@@ -260,13 +289,20 @@ static int bad_value(const char *option, const char *expected, const char *value
     return 2;
 }
 
-/* A number in [0, 100] into *q; 0 otherwise. */
+/* A number in [0, 100] into *q, as a stream stores it; 0 otherwise. */
 static int parse_quality(const char *text, double *q) {
     char *end = NULL;
-    if (text == NULL || *text == '\0') return 0;
+    double hundredths, whole;
+    if (text == NULL || *text == '\0' || strpbrk(text, "xX")) return 0; /* (hex: strtod's, not vlmcodec's) */
     errno = 0;
     *q = strtod(text, &end);
-    return errno == 0 && *end == '\0' && *q >= 0.0 && *q <= 100.0;
+    if (!(errno == 0 && *end == '\0' && *q >= 0.0 && *q <= 100.0)) return 0;
+    /* as a stream stores it: hundredths, half to even (50.005 printed 50.01 beside a stream of 50.00; -0: 0) */
+    hundredths = *q * 100.0;
+    whole = (double)(unsigned long)hundredths;
+    if (hundredths - whole > 0.5 || (hundredths - whole == 0.5 && ((unsigned long)whole & 1))) whole += 1.0;
+    *q = whole / 100.0;
+    return 1;
 }
 
 #endif /* VLMC_TOOL_IO_H */

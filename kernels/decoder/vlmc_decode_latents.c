@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
     int info_only = 0, coded_size = 0, band_set = 0, i, rc;
     unsigned long long threads = 0, max_pixels = 0, band_pixels = 0, short_side = 0;
     for (i = 1; i < argc; ++i) {
-        const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *arg = argv[i], *value = option_value(argc, argv, i);
         if (asks_help(arg, USAGE)) return finish_stdout();
         if (strcmp(arg, "--raw") == 0) flags |= VLMC_DEC_RAW;
         else if (strcmp(arg, "--info") == 0) info_only = 1;
@@ -69,8 +69,7 @@ int main(int argc, char **argv) {
                      (!parse_count(value, 1u << 30, &short_side) || (short_side != 0 && short_side < 16)))
                 return bad_value(arg, "a whole number (a consumer's shorter side, at least 16; 0: the original size)",
                                  value);
-        } else if (arg[0] == '-' && arg[1] == '-') {
-            fprintf(stderr, "vlmc_decode_latents: error: unknown option %s\n%s\n", arg, USAGE);
+        } else if (refuses_dash(arg, USAGE)) {
             return 2;
         } else if (!model) model = arg;
         else if (!stream) stream = arg;
@@ -97,10 +96,16 @@ int main(int argc, char **argv) {
     }
     size_t size = 0;
     int other = 0;
-    unsigned char *data = read_file_with_magic(stream, "VLMC", 4, &size, &other);
+    /* (64 bits a pixel, past any stream's; bounds a pipe that never ends, which no stat sizes) */
+    const unsigned long long most = max_pixels ? max_pixels : 64000000ull;
+    const size_t cap = most > (SIZE_MAX >> 4) ? 0 : (size_t)most * 8 + (1u << 20);
+    unsigned char *data = read_file_with_magic(stream, "VLMC", 4, &size, cap, &other);
     if (data == NULL) {
+        rc = other ? error("not a .vlmc stream (bad magic)")
+             : errno == EFBIG ? error("the stream file holds more bytes than a stream of --max-pixels pixels can")
+                              : cannot_read("the stream file", stream);
         vlmc_decoder_free(dec);
-        return other ? error("not a .vlmc stream (bad magic)") : cannot_read("the stream file", stream);
+        return rc;
     }
     vlmc_stream_info info;
     rc = vlmc_decoder_stream_info(dec, data, size, &info);

@@ -1,12 +1,13 @@
 /* vlmc_encode: an image to a .vlmc stream, through the C API alone (no Python, no other runtime).
  *
- *   vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc [--quality Q] [--short-side N] [--no-pre-edit] [--threads N]
+ *   vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc [--quality Q] [--short-side N] [--no-pre-edit] [--threads N] [--max-pixels N]
  *   vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc --max-bytes B [--min-quality Q] [--max-quality Q] ...
  *
  * IN.ppm: a binary PPM or PGM (P6 or P5, maxval 1..65535; read as vlmcodec's Python reader reads it: the
  * same image, so the same stream). --quality: 0..100 (default 75, vlmcodec's default); --max-bytes: the highest
  * quality whose stream fits B bytes instead (rate control); --short-side N: code at the scale a
- * consumer of N px sees; --no-pre-edit: skip the model's pre-editor. MODEL.vlmd: a decoder-model
+ * consumer of N px sees; --no-pre-edit: skip the model's pre-editor; --max-pixels N: the largest
+ * image taken (default 64 000 000, as vlmcodec's). MODEL.vlmd: a decoder-model
  * file of version 3 (`vlmcodec export --format c-decoder`). Prints the stream's size as one JSON
  * line on stdout. Errors go to stderr as "vlmc_encode: error: …" with exit status 2. */
 #define _XOPEN_SOURCE 700 /* tool_io.h's POSIX calls (realpath, mkstemp, fchmod), under -std=c99 too */
@@ -22,7 +23,7 @@
 
 #define USAGE                                                                                           \
     "usage: vlmc_encode MODEL.vlmd IN.ppm OUT.vlmc [--quality Q | --max-bytes B [--min-quality Q] "     \
-    "[--max-quality Q]] [--short-side N] [--no-pre-edit] [--threads N]"
+    "[--max-quality Q]] [--short-side N] [--no-pre-edit] [--threads N] [--max-pixels N]"
 
 /* Whitespace in a PPM header: Pillow's (space, \t, \n, \v, \f, \r) */
 static int ppm_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
@@ -64,8 +65,8 @@ static unsigned long pnm_scale(unsigned long v, unsigned long maxval, unsigned l
  * 16-bit gray onto 8 bits by (a · 255 + 32767) / 65535): the same image, so the same stream. P6
  * with maxval 255 is a pointer into data (*owned NULL); any other is converted into a buffer that
  * *owned holds (free it). */
-static const unsigned char *read_ppm(const unsigned char *data, size_t size, uint32_t *width, uint32_t *height,
-                                     unsigned char **owned, const char **why) {
+static const unsigned char *read_ppm(const unsigned char *data, size_t size, unsigned long long max_pixels,
+                                     uint32_t *width, uint32_t *height, unsigned char **owned, const char **why) {
     size_t p = 2, i, n;
     unsigned long w, h, maxval;
     *owned = NULL;
@@ -77,6 +78,12 @@ static const unsigned char *read_ppm(const unsigned char *data, size_t size, uin
         return *why = "the PPM header is malformed", NULL;
     if (maxval == 0 || maxval > 65535) return *why = "the PPM's maxval is outside 1..65535", NULL;
     if (w == 0 || h == 0 || w > 65535 || h > 65535) return *why = "the PPM's size is outside 1..65535", NULL;
+    if ((unsigned long long)w * h > max_pixels) { /* (from the header: not after a conversion of all of it) */
+        static char message[128];
+        snprintf(message, sizeof message, "image of %lux%lu pixels, more than max_pixels=%llu (--max-pixels)", w, h,
+                 max_pixels);
+        return *why = message, NULL;
+    }
     ++p; /* the one whitespace byte after maxval */
     const size_t channels = data[1] == '6' ? 3 : 1, bytes = maxval > 255 ? 2 : 1;
     if ((size - p) / bytes / channels / w < h) return *why = "the PPM is truncated", NULL;
@@ -111,16 +118,16 @@ static const unsigned char *read_ppm(const unsigned char *data, size_t size, uin
 int main(int argc, char **argv) {
     const char *paths[3] = {NULL, NULL, NULL};
     double quality = 75.0, min_quality = 0.0, max_quality = 100.0;
-    unsigned long long threads = 0, short_side = 0, max_bytes = 0;
+    unsigned long long max_pixels = 0, threads = 0, short_side = 0, max_bytes = 0;
     uint32_t flags = 0, width = 0, height = 0;
     int n_paths = 0, i, rc, quality_set = 0, bounds_set = 0;
     for (i = 1; i < argc; ++i) {
-        const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *arg = argv[i], *value = option_value(argc, argv, i);
         if (asks_help(arg, USAGE)) return finish_stdout();
         if (strcmp(arg, "--no-pre-edit") == 0) flags |= VLMC_ENC_NO_PRE_EDIT;
         else if (strcmp(arg, "--quality") == 0 || strcmp(arg, "--short-side") == 0 || strcmp(arg, "--threads") == 0 ||
                  strcmp(arg, "--max-bytes") == 0 || strcmp(arg, "--min-quality") == 0 ||
-                 strcmp(arg, "--max-quality") == 0) {
+                 strcmp(arg, "--max-quality") == 0 || strcmp(arg, "--max-pixels") == 0) {
             if (value == NULL) {
                 fprintf(stderr, "vlmc_encode: error: %s needs a value\n", arg);
                 return 2;
@@ -139,8 +146,9 @@ int main(int argc, char **argv) {
                 return bad_value(arg, "a whole number in 0..256; 0: up to 4", value);
             else if (strcmp(arg, "--max-bytes") == 0 && (!parse_budget(value, &max_bytes) || max_bytes == 0))
                 return bad_value(arg, "a whole number of bytes, at least 1", value);
-        } else if (arg[0] == '-' && arg[1] == '-') {
-            fprintf(stderr, "vlmc_encode: error: unknown option %s\n%s\n", arg, USAGE);
+            else if (strcmp(arg, "--max-pixels") == 0 && (!parse_count(value, ~0ull, &max_pixels) || max_pixels == 0))
+                return bad_value(arg, "a whole number (at least 1)", value);
+        } else if (refuses_dash(arg, USAGE)) {
             return 2;
         } else if (n_paths < 3) paths[n_paths++] = arg;
         else return error("too many arguments\n" USAGE);
@@ -152,11 +160,15 @@ int main(int argc, char **argv) {
     size_t size = 0, out_size = 0;
     int other = 0;
     const char *why = NULL;
-    unsigned char *file = read_file_with_magic(paths[1], "P6P5", 2, &size, &other);
+    if (!max_pixels) max_pixels = 64000000; /* the library's default */
+    /* (6 bytes a pixel at most, and a header: bounds a pipe that never ends, which no stat sizes) */
+    const size_t cap = max_pixels > (SIZE_MAX >> 4) ? 0 : (size_t)max_pixels * 6 + (1u << 20);
+    unsigned char *file = read_file_with_magic(paths[1], "P6P5", 2, &size, cap, &other);
     if (file == NULL && other) return error("the input is not a binary PPM or PGM (P6 or P5)");
+    if (file == NULL && errno == EFBIG) return error("the input holds more bytes than a PPM of --max-pixels pixels");
     if (file == NULL) return cannot_read("the input image", paths[1]);
     unsigned char *converted = NULL;
-    const unsigned char *rgb = read_ppm(file, size, &width, &height, &converted, &why);
+    const unsigned char *rgb = read_ppm(file, size, max_pixels, &width, &height, &converted, &why);
     if (rgb == NULL) {
         free(file);
         return error(why);
@@ -164,6 +176,7 @@ int main(int argc, char **argv) {
     vlmc_decoder *dec = NULL;
     uint8_t *stream = NULL;
     rc = vlmc_decoder_open(paths[0], &dec);
+    if (rc == VLMC_DEC_OK) rc = vlmc_decoder_set_max_pixels(dec, max_pixels);
     if (rc == VLMC_DEC_OK && max_bytes)
         rc = vlmc_decoder_encode_image_within(dec, rgb, width, height, (uint32_t)short_side,
                                               max_bytes > SIZE_MAX ? SIZE_MAX : (size_t)max_bytes,

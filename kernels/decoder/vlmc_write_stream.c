@@ -39,15 +39,17 @@ static int parse_size(const char *text, uint32_t *w, uint32_t *h) {
     return 1;
 }
 
-/* The floats of a raw float32 file (malloc'd, *count of them); NULL with a message otherwise. */
-static float *read_floats(const char *path, size_t *count, const char **why) {
+/* The floats of a raw float32 file (malloc'd, *count of them, at most most of them); NULL with a
+ * message otherwise. */
+static float *read_floats(const char *path, size_t most, size_t *count, const char **why) {
     size_t size = 0;
-    unsigned char *bytes = read_file(path, &size);
-    static char message[4096 + 64];
-    if (bytes == NULL) {
+    unsigned char *bytes = read_file(path, &size, most < SIZE_MAX / sizeof(float) ? most * sizeof(float) : 0);
+    static char message[4096 + 128];
+    if (bytes == NULL && errno == EFBIG)
+        snprintf(message, sizeof message, "%s holds more than the %zu float32s the coded size given takes", path, most);
+    else if (bytes == NULL)
         snprintf(message, sizeof message, "cannot read %s: %s", path, strerror(errno));
-        return *why = message, NULL;
-    }
+    if (bytes == NULL) return *why = message, NULL;
     if (size % sizeof(float) != 0) {
         free(bytes);
         return *why = "an input file's size is not a whole number of float32s", NULL;
@@ -85,7 +87,7 @@ int main(int argc, char **argv) {
     double quality = -1;
     int n_paths = 0, i, rc, stream_option = 0; /* an option of the stream mode given */
     for (i = 1; i < argc; ++i) {
-        const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *arg = argv[i], *value = option_value(argc, argv, i);
         if (asks_help(arg, USAGE)) return finish_stdout();
         if (strcmp(arg, "--pre-edited") == 0) flags |= VLMC_ENC_PRE_EDITED, stream_option = 1;
         else if (strcmp(arg, "--size") == 0 || strcmp(arg, "--coded-size") == 0 || strcmp(arg, "--quality") == 0 ||
@@ -105,8 +107,7 @@ int main(int argc, char **argv) {
             else if (strcmp(arg, "--threads") == 0 && !parse_count(value, 256, &threads))
                 return bad_value(arg, "a whole number in 0..256; 0: up to 4", value);
             else if (strcmp(arg, "--gain") == 0) gain_q = value;
-        } else if (arg[0] == '-' && arg[1] == '-') {
-            fprintf(stderr, "vlmc_write_stream: error: unknown option %s\n%s\n", arg, USAGE);
+        } else if (refuses_dash(arg, USAGE)) {
             return 2;
         } else if (n_paths < 4) paths[n_paths++] = arg;
         else return error("too many arguments\n" USAGE);
@@ -142,8 +143,8 @@ int main(int argc, char **argv) {
     if (vlmc_decoder_latent_size(dec, coded_width ? coded_width : width, coded_height ? coded_height : height,
                                  &want_y, &want_z) != VLMC_DEC_OK)
         want_y = want_z = (size_t)-1 / sizeof(float); /* (the write below says what is wrong) */
-    float *y = too_large(paths[1], want_y, "y") ? NULL : read_floats(paths[1], &n_y, &why);
-    float *z = y == NULL || too_large(paths[2], want_z, "z") ? NULL : read_floats(paths[2], &n_z, &why);
+    float *y = too_large(paths[1], want_y, "y") ? NULL : read_floats(paths[1], want_y, &n_y, &why);
+    float *z = y == NULL || too_large(paths[2], want_z, "z") ? NULL : read_floats(paths[2], want_z, &n_z, &why);
     if (y == NULL && why == NULL) return finish(dec, 2); /* (too_large said which file and why) */
     if (y != NULL && z == NULL && why == NULL) {
         free(y);
