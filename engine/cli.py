@@ -1455,7 +1455,7 @@ def build_parser() -> _Parser:
     i.add_argument("--json", action="store_true", help="one JSON object per file and line (for scripts)")
     t = sub.add_parser("train", help="train a model (resumable)")
     t.add_argument("--config", required=True, metavar="FILE",
-                   help="the run's TOML config (configs/*.toml; keys: vlmcodec.training.TrainConfig)")
+                   help="the run's TOML config (configs/*.toml; keys: vlmcodec.training.trainer.TrainConfig)")
     t.add_argument("--steps", type=int, help="training steps in all (overrides the config's steps)")
     t.add_argument("--out-dir", metavar="DIR",
                    help="where the checkpoint, logs and model file go (overrides the config's out_dir; a run "

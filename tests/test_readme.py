@@ -462,3 +462,32 @@ def test_each_toml_example_of_the_readme_is_a_valid_serve_config(tmp_path):
         args = parser.parse_args(["serve", "--config", str(path)])
         for key, value in tomllib.loads(body).items():
             assert getattr(args, key.replace("-", "_")) not in (None, False), key
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``vlmcodec.a.b.Name`` names something: its longest importable module, then attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[i:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_every_dotted_vlmcodec_name_in_the_docs_and_the_cli_help_exists():
+    """A name such as ``vlmcodec.training.trainer.TrainConfig`` in the docs or in a --help text
+    (``vlmcodec train --help`` named ``vlmcodec.training.TrainConfig``, which is not there)."""
+    texts = {**DOCS, "engine/cli.py": (ROOT / "engine" / "cli.py").read_text(encoding="utf-8")}
+    names = {(doc, m) for doc, text in texts.items() for m in re.findall(r"\bvlmcodec(?:\.[A-Za-z_]\w*)+", text)}
+    assert len(names) > 20
+    missing = sorted(f"{doc}: {name}" for doc, name in names if not _resolves(name))
+    assert not missing, missing
