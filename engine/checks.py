@@ -87,19 +87,26 @@ def check_threads(name: str, value: object, *, none: str | None = None) -> int |
     return count
 
 
+# the longest timeout or delay taken (about 116 days): a wait much longer overflows the clock
+# (threading.TIMEOUT_MAX, about 9.2e9 s; 1e10 killed the engine's loop)
+MAX_SECONDS = 1e7
+
+
 def check_seconds(name: str, value: object, *, none: str = "no timeout") -> float | None:
-    """A timeout: None (``none``) or a finite number of seconds above 0."""
+    """A timeout: None (``none``) or a number of seconds above 0, at most ``MAX_SECONDS``."""
     if value is None:
         return None
-    if not is_real(value) or not 0 < value < math.inf:
-        raise ConfigError(f"{name} must be a finite number of seconds above 0 (or None: {none}), got {value!r}")
+    if not is_real(value) or not 0 < value <= MAX_SECONDS:
+        raise ConfigError(f"{name} must be a finite number of seconds above 0 and at most {MAX_SECONDS:g} "
+                          f"(or None: {none}), got {value!r}")
     return float(value)
 
 
-def check_number(name: str, value: object, *, least: float = 0.0) -> float:
-    """A finite number, at least ``least`` (a delay, a cost)."""
-    if not is_real(value) or not least <= value < math.inf:
-        raise ConfigError(f"{name} must be a finite number, at least {least:g}, got {value!r}")
+def check_number(name: str, value: object, *, least: float = 0.0, most: float = math.inf) -> float:
+    """A finite number, at least ``least`` and at most ``most`` (a delay, a cost)."""
+    if not is_real(value) or not least <= value <= most or value == math.inf:
+        bound = f" and at most {most:g}" if most < math.inf else ""
+        raise ConfigError(f"{name} must be a finite number, at least {least:g}{bound}, got {value!r}")
     return float(value)
 
 

@@ -29,10 +29,13 @@ def test_check_count_takes_whole_numbers_only():
 
 def test_check_seconds_and_number():
     assert check_seconds("t", None) is None and check_seconds("t", 2) == 2.0 and check_seconds("t", np.float32(0.5)) == 0.5
-    for bad in (0, -1.0, math.inf, math.nan, True, "1", [1.0]):
-        with pytest.raises(ConfigError, match=r"^t must be a finite number of seconds above 0 \(or None: no timeout\)"):
+    assert check_seconds("t", 1e7) == 1e7
+    for bad in (0, -1.0, math.inf, math.nan, True, "1", [1.0], 1e10, 10_000_001):
+        with pytest.raises(ConfigError, match=r"^t must be a finite number of seconds above 0 and at most 1e\+07 \(or None"):
             check_seconds("t", bad)
-    assert check_number("d", 0) == 0.0 and check_number("d", 2.5, least=1) == 2.5
+    assert check_number("d", 0) == 0.0 and check_number("d", 2.5, least=1) == 2.5 and check_number("d", 3, most=3) == 3
+    with pytest.raises(ConfigError, match=r"^d must be a finite number, at least 0 and at most 3, got 4$"):
+        check_number("d", 4, most=3)
     for bad in (-0.1, math.inf, math.nan, True, None, "0"):
         with pytest.raises(ConfigError, match=r"^d must be a finite number, at least 0, got "):
             check_number("d", bad)

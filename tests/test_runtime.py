@@ -909,3 +909,56 @@ def test_a_decode_waiting_for_a_coding_thread_times_out_and_cancels_at_once(tiny
         monkeypatch.undo()
         assert e.submit_decode(stream).result(timeout=60).shape == (64, 64, 3)
     assert e.in_flight == 0
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # (the loop's, re-raised)
+def test_a_timeout_or_delay_beyond_the_clock_is_refused_and_a_dead_loop_fails_its_requests(tiny_codec, rng,
+                                                                                           monkeypatch):
+    """timeout_s=1e10 was taken, then the batching loop's wait overflowed the clock (OverflowError):
+    the loop died, every later request waited for ever and the engine still looked alive. Such
+    settings are refused now; a loop that dies all the same closes the engine and fails its queue."""
+    from vlmcodec.checks import MAX_SECONDS
+
+    img = smooth_image(rng, 64, 64)
+    for kw in ({"timeout_s": 1e10}, {"max_delay_ms": 1e13}, {"timeout_s": MAX_SECONDS * 2}):
+        with pytest.raises(ConfigError, match="at most"):
+            Engine(tiny_codec, **kw)
+    with Engine(tiny_codec, max_delay_ms=60_000, timeout_s=MAX_SECONDS) as e:
+        refused = e.submit_encode(img, timeout_s=1e10).exception(timeout=10)
+        assert isinstance(refused, ConfigError) and "at most 1e+07" in str(refused), refused
+        queued = e.submit_encode(img, timeout_s=MAX_SECONDS)  # the longest: waits, does not overflow
+        time.sleep(0.2)
+        assert not queued.done()
+
+        def broken(now, force=False):
+            raise RuntimeError("a bug in the scheduler")
+
+        monkeypatch.setattr(e._sched, "pop_batch", broken)
+        with e._cv:
+            e._cv.notify_all()
+        err = queued.exception(timeout=30)
+        assert isinstance(err, EngineDeadError) and "batching loop stopped" in str(err), err
+        assert e.closed and e.in_flight == 0
+        with pytest.raises(EngineDeadError):
+            e.submit_encode(img)
+
+
+def test_a_decode_cancelled_during_its_entropy_decode_gives_back_its_place(tiny_codec, rng, monkeypatch):
+    """Cancelled while a coding thread decoded its entropy, a decode was queued for the networks all
+    the same and held its max_queue place until its batch ran."""
+    img = smooth_image(rng, 64, 64)
+    with Engine(tiny_codec, max_delay_ms=60_000, max_queue=2, block=False) as e:
+        stream = e.codec.encode(img, 50)
+        real, started = e.codec.entropy_decode, threading.Event()
+
+        def slow(*a, **kw):
+            started.set()
+            time.sleep(0.5)
+            return real(*a, **kw)
+
+        monkeypatch.setattr(e.codec, "entropy_decode", slow)
+        fut = e.submit_decode(stream)
+        assert started.wait(10) and fut.cancel()
+        time.sleep(0.8)  # (its entropy decode is over)
+        assert e.in_flight == 0
+        e.submit_encode(img), e.submit_encode(img)  # both places free

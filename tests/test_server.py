@@ -114,8 +114,9 @@ def test_health_stats_and_keep_alive(served, rng):
 
 
 def test_errors_answer_json_with_the_right_status(served, rng):
-    server, _ = served
+    server, codec = served
     img = _png(smooth_image(rng, 32, 48))
+    stream = codec.encode(smooth_image(rng, 32, 48), 50)
     cases = [
         ("POST", "/decode", b"not a stream", 400, "bad magic"),
         ("POST", "/encode", b"not an image", 400, "cannot read image"),
@@ -124,6 +125,8 @@ def test_errors_answer_json_with_the_right_status(served, rng):
         ("POST", "/encode?colour=1", img, 400, "unknown parameter"),
         ("POST", "/decode?format=jpeg", b"x", 400, "format must be one of"),
         ("POST", "/encode?timeout=-1", img, 400, "timeout must be > 0"),
+        ("POST", "/encode?timeout=1e10", img, 400, "at most 1e+07"),  # (took: the engine's loop died of it)
+        ("POST", "/decode?timeout=1e10", stream, 400, "at most 1e+07"),
         ("POST", "/transcode", img, 404, "no such endpoint"),
         ("GET", "/", None, 404, "no such endpoint"),
         ("POST", "/encode", b"\0" * (2**20 + 1), 413, "at most"),

@@ -56,8 +56,8 @@ import numpy as np
 
 from .. import memory, rate_control, resample
 from ..bitstream import container
-from ..checks import (check_count, check_number, check_seconds, check_switch, check_threads, is_switch, is_whole,
-                      quality_or_budget)
+from ..checks import (MAX_SECONDS, check_count, check_number, check_seconds, check_switch, check_threads, is_switch,
+                      is_whole, quality_or_budget)
 from ..codec import Codec, check_batch
 from ..errors import (BitstreamError, ConfigError, EngineDeadError, MemoryBusyError,  # noqa: F401 (QueueFull: here too)
                       QueueFull, RequestError, RequestTimeoutError, ResourceError, VlmcodecError, warn_refine_fallback)
@@ -172,7 +172,7 @@ class Engine:
             raise ConfigError(f"Engine takes a Codec (or None: the default model), got {type(codec).__name__}; "
                               "for a model path or a CodecSet's models: one Engine per Codec")
         if max_delay_ms is not None:
-            max_delay_ms = check_number("max_delay_ms", max_delay_ms)
+            max_delay_ms = check_number("max_delay_ms", max_delay_ms, most=MAX_SECONDS * 1000)
         timeout_s = check_seconds("timeout_s", timeout_s)
         if intra_op_threads is not None:
             from ..torch_threads import set_torch_threads
@@ -667,6 +667,9 @@ class Engine:
             if self._stopping_now():
                 self._finish_locked(req, exc=EngineDeadError("engine shut down before the request ran"))
                 return
+            if req.future.cancelled():  # (a decode cancelled in its entropy decode: its done-callback
+                self._finish_locked(req)  # found it nowhere to take out, so its place is given back here)
+                return
             req.arrival = time.monotonic()
             self._sched.add(req)
             self._cv.notify_all()
@@ -833,6 +836,18 @@ class Engine:
 
     def _loop(self) -> None:
         self._own_threads.add(threading.get_ident())  # (a shutdown from a callback run here returns)
+        try:
+            self._batching_loop()
+        except BaseException as e:
+            # a bug here must not leave requests waiting for ever behind a healthy-looking engine:
+            # it closes (so /health says 503) and its queued requests fail; the traceback is logged
+            with self._cv:
+                self._closed = True
+                self._stop_draining(f"engine failure: its batching loop stopped ({e!r})")
+            self._resolve_finished()
+            raise
+
+    def _batching_loop(self) -> None:
         while True:
             batch = None
             with self._cv:
@@ -859,7 +874,8 @@ class Engine:
                     wakes = [t for t in (self._sched.next_due() if free else None, self._sched.next_deadline(),
                                          min((r.deadline for r in waiting if r.deadline is not None), default=None))
                              if t is not None]
-                    self._cv.wait(max(0.0, min(wakes) - now) if wakes else None)
+                    # (at most an hour at a time: a wake far off is looked at again, never overflows the clock)
+                    self._cv.wait(min(max(0.0, min(wakes) - now), 3600.0) if wakes else None)
             if batch is None:
                 try:
                     self._resolver.submit(self._resolve_finished)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict, deque
 
-from ..checks import check_count, check_number
+from ..checks import MAX_SECONDS, check_count, check_number
 from .request import InflightRequest
 
 
@@ -28,7 +28,7 @@ class Scheduler:
 
     def __init__(self, max_batch: int, max_delay: float):
         self.max_batch = check_count("max_batch", max_batch)
-        self.max_delay = check_number("max_delay", max_delay)
+        self.max_delay = check_number("max_delay", max_delay, most=MAX_SECONDS)
         self._groups: OrderedDict[tuple, deque[InflightRequest]] = OrderedDict()
         # (deadline, id) of the requests queued with one; those that left the queue meanwhile (in
         # a batch) stay until they come up, then are skipped. Ids, not requests: an entry must not
