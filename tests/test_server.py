@@ -416,6 +416,75 @@ def test_connections_over_the_bound_are_answered_503_and_counted(tiny_model_path
     assert not server._refuser.is_alive()  # server_close ends the refusing thread
 
 
+def test_refusals_are_answered_as_they_come_even_behind_silent_connections(tiny_model_path):
+    """The refusing thread read each refused connection's request head first, for up to a second,
+    one connection at a time: a client that sent nothing got no answer at all (closed after its
+    second), and ten silent ones held a real client's 503 back ten seconds. Each is answered as it
+    comes now, then drained alongside the others."""
+    import socket
+
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, max_connections=1, idle_timeout=30)
+    serve_in_thread(server)
+    held = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30)]
+    try:
+        _wait_for(lambda: server.connections == 1)
+        silent = [socket.create_connection(("127.0.0.1", server.server_port), timeout=5) for _ in range(10)]
+        held += silent
+        for sock in silent:  # answered without sending a byte
+            assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 503 "), sock
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)  # (was ~10 s behind them)
+        try:
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            assert resp.status == 503 and json.loads(resp.read())["type"] == "QueueFull"
+        finally:
+            conn.close()
+        _wait_for(lambda: server.responses.get("503") == 11)
+        assert server.connections_refused == 11 and server.connections == 1
+    finally:
+        for sock in held:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+    server._refuser.join(5)
+    assert not server._refuser.is_alive()
+
+
+def test_a_tls_connection_over_the_bound_gets_its_503_over_tls(tiny_model_path, tls_files):
+    import socket
+    import ssl
+
+    from vlmcodec.runtime import QueueFull, RemoteCodec
+
+    cert, key = tls_files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, ssl_context=context, max_connections=1, idle_timeout=30)
+    serve_in_thread(server)
+    held = socket.create_connection(("127.0.0.1", server.server_port), timeout=30)
+    try:
+        _wait_for(lambda: server.connections == 1)
+        trust = ssl.create_default_context(cafile=str(cert))
+        for _ in range(3):
+            with pytest.raises(QueueFull, match="server busy"):
+                RemoteCodec(server.url, ssl_context=trust, retries=0).health()
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as plain:  # no handshake
+            plain.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+            try:  # (a failed handshake: closed, no answer; a reset, as what it sent is unread)
+                assert b"503" not in plain.makefile("rb").read()
+            except ConnectionResetError:
+                pass
+        assert server.connections_refused == 4 and server.responses.get("503") == 3
+    finally:
+        held.close()
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+
+
 def test_max_connections_must_be_positive(tiny_model_path):
     from vlmcodec.errors import ConfigError
 

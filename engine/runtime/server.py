@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import queue
 import socket
 import ssl
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import cast
@@ -55,6 +53,7 @@ from .forwarded import client_key, trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
 from .rate_limit import RateLimiter, check_client_limits
+from .refusals import refuse_loop
 from .tokens import check_client_max_refine, check_client_priorities, token_table
 
 DEFAULT_MAX_BODY = 64 * 2**20
@@ -67,9 +66,8 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_HEADER_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 128
 DEFAULT_MAX_REFINE_PIXELS = 2**20  # 1 Mpx: 13 s of refinement at K = 10 on 2 CPU cores (1024x1024)
-# a refused connection gets this long to send its request (read and dropped) and read the 503;
-# refusals beyond _REFUSAL_BACKLOG waiting their turn are closed without an answer
-_REFUSAL_SECONDS = 1.0
+# refusals beyond _REFUSAL_BACKLOG waiting for the refusing thread are closed without an answer
+# (it answers each at once, then drains it for up to refusals.REFUSAL_SECONDS: refusals.py)
 _REFUSAL_BACKLOG = 64
 
 
@@ -156,7 +154,7 @@ class CodecServer(ThreadingHTTPServer):
         super().__init__((host, port), RequestHandler)
         # the thread holds the server weakly: a server never closed (a script that just ends) is
         # then not kept alive by a daemon thread frozen at exit, with its codec's native tables
-        self._refuser = threading.Thread(target=_refuse_loop, args=(self._refusals, weakref.ref(self)),
+        self._refuser = threading.Thread(target=refuse_loop, args=(self._refusals, weakref.ref(self)),
                                          name="vlmcodec-http-refuse", daemon=True)
         self._refuser.start()
         # a server dropped without server_close(): its refusing thread ends too (it waited for good)
@@ -340,51 +338,6 @@ def _wake_refuser(refusals: queue.Queue) -> None:
     it takes finds the server gone (never a blocking put in a finalizer)."""
     with contextlib.suppress(queue.Full):
         refusals.put_nowait(None)
-
-
-def _refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
-    """The refusing thread: answers each connection over the bound until a None (or the server
-    is gone)."""
-    while (sock := refusals.get()) is not None:
-        server = server_ref()
-        if server is None:
-            sock.close()
-            return
-        try:
-            _refuse(sock, server)
-        except OSError:
-            pass  # the client left: nothing to answer
-        finally:
-            server.shutdown_request(sock)
-            del server
-
-
-def _refuse(sock: socket.socket, server: CodecServer) -> None:
-    """Answer 503 on a connection over ``server``'s bound (counted in its ``responses``), reading
-    (and dropping) what the client sends meanwhile: closing a socket with unread data resets the
-    connection, and the client would see a reset instead of the answer."""
-    limit = server.max_connections
-    body = (json.dumps({"error": f"server busy: {limit} connections open (--max-connections); retry later",
-                        "type": "QueueFull"}) + "\n").encode()
-    head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
-    deadline = time.monotonic() + _REFUSAL_SECONDS
-    sock.settimeout(_REFUSAL_SECONDS)
-    if isinstance(sock, ssl.SSLSocket):
-        sock.do_handshake()
-    received = b""
-    while b"\r\n\r\n" not in received and len(received) < 65536:  # the request head, if it comes
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        received += chunk
-    server.count_response(HTTPStatus.SERVICE_UNAVAILABLE)  # (before it is sent: counted once the client reads it)
-    sock.sendall(head + body)
-    sock.shutdown(socket.SHUT_WR)
-    while (left := deadline - time.monotonic()) > 0:  # the body, until the client closes
-        sock.settimeout(left)
-        if not sock.recv(2**20):
-            break
 
 
 # servers serve_in_thread started, for the interpreter's exit (_stop_served): server -> the
