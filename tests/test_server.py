@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -557,6 +558,33 @@ def test_server_close_answers_what_is_in_flight_and_closes_idle_connections(tiny
     with pytest.raises(ConnectionError):  # its connection was closed, and the port with it
         idle.health()
     engine.shutdown()
+
+
+def test_a_half_sent_request_head_is_neither_run_nor_counted_at_server_close(tiny_model_path):
+    """A connection whose request head was still arriving is shut down as idle by server_close;
+    the end it then read was taken as the head's end: the half-sent request ran (GET /stats: 200,
+    a body-less POST: 411), was logged and counted, its answer written to a dead socket."""
+    import socket
+
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, quiet=True)
+    serve_in_thread(server)
+    socks = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30) for _ in range(2)]
+    try:
+        socks[0].sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n")  # no blank line yet
+        socks[1].sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\n")
+        _wait_for(lambda: server.connections == 2)
+        time.sleep(0.2)  # (both heads are being read)
+        server.shutdown()
+        server.server_close()
+        assert server.connections == 0
+        assert server.responses == {}, server.responses
+        for sock in socks:
+            assert sock.makefile("rb").read() == b""  # closed, unanswered
+    finally:
+        for sock in socks:
+            sock.close()
+        engine.shutdown()
 
 
 def _chunked(data: bytes, size: int) -> bytes:

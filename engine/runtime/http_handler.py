@@ -184,6 +184,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         if not super().parse_request():
             return False
         with self.server._connections_lock:  # (a head still arriving is not in flight: server_close ends it)
+            if self.server._closing:
+                # its connection was shut down as idle mid-head, and the end read as the head's
+                # end: a half-sent request, neither run nor answered nor logged
+                self.close_connection = True
+                return False
             self.busy = True
         self._request_id = _request_id(self.headers)
         forwarded_for = self.headers.get_all("X-Forwarded-For") or []
