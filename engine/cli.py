@@ -934,7 +934,10 @@ def _read_stream(src: Path) -> bytes:
     from .bitstream import container
 
     with contextlib.ExitStack() as stack:
-        f = sys.stdin.buffer if src is STDIN else stack.enter_context(open(src, "rb"))
+        try:
+            f = sys.stdin.buffer if src is STDIN else stack.enter_context(open(src, "rb"))
+        except FileNotFoundError as e:  # (as encode's "image not found": not a bare FileNotFoundError)
+            raise BitstreamError(f"stream not found: {src}") from e
         head = f.read(container.MAX_HEADER_BYTES)
         _refuse_decoder_model(head)
         if len(head) < container.MAX_HEADER_BYTES:  # (the whole file)

@@ -119,6 +119,26 @@ def test_a_link_that_loops_fails_alone_and_never_with_a_traceback(tmp_path, rng,
     assert "loop.png" in capsys.readouterr().err
 
 
+def test_a_missing_stream_among_several_is_named_as_encode_names_a_missing_image(tmp_path, rng, tiny_model_path,
+                                                                                 capsys):
+    """decode and info said "[Errno 2] No such file or directory" of type FileNotFoundError for a
+    missing stream (or a dangling link) among several, where encode says "image not found" of
+    type ImageError: a script keyed on the type met a bare OSError."""
+    import json
+
+    model = ["--model", str(tiny_model_path), "--quiet"]
+    _image(tmp_path / "a.png", rng)
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.vlmc"), "--no-psnr", *model]) == 0
+    (tmp_path / "gone.vlmc").symlink_to(tmp_path / "nowhere.vlmc")
+    for command in (["decode", "-o", str(tmp_path / "out"), *model], ["info"]):
+        for name in ("missing.vlmc", "gone.vlmc"):
+            capsys.readouterr()
+            assert main([command[0], str(tmp_path / name), str(tmp_path / "a.vlmc"), *command[1:], "--json"]) == 2
+            first = json.loads(capsys.readouterr().out.splitlines()[0])
+            assert first == {"file": str(tmp_path / name), "type": "BitstreamError",
+                             "error": f"stream not found: {tmp_path / name}"}, first
+
+
 def test_a_link_through_to_a_file_is_still_written_through(tmp_path):
     """(the loop check leaves links that lead somewhere alone)"""
     from vlmcodec.files import write_whole
