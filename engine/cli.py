@@ -425,8 +425,8 @@ def _encode_files(args, roundtrip: bool, made: list[Path]) -> int:
     _check_output_folder(args.output, many)
     rows = []
     if codec.short_side:
-        print(f"coding at the consumer's scale: shorter side {codec.short_side} px (decoded at the original size)",
-              file=notes)
+        print(f"coding at the consumer's scale: shorter side {codec.short_side} px (an image no larger is coded "
+              "at its own size; decoded at the original size)", file=notes)
     if codec.refine:
         print(f"refining each latent with {codec.refine} steps before coding (slower encoding"
               f"{_refine_settings(codec)})", file=notes)

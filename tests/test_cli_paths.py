@@ -377,3 +377,14 @@ def test_decode_reads_a_long_stream_from_a_stand_in_standard_input(tmp_path, tin
     out = tmp_path / "o.png"
     assert main(["decode", "-", "-o", str(out), "--model", str(tiny_model_path), "--quiet"]) == 0, capsys.readouterr()
     assert np.array_equal(np.asarray(Image.open(out)), codec.decode(data))
+
+
+def test_the_consumer_scale_note_says_a_smaller_image_is_coded_at_its_own_size(tmp_path, rng, tiny_model_path,
+                                                                               capsys):
+    """The note said every image was coded at the consumer's side, also one already smaller (which
+    is coded at its own size, rightly)."""
+    _image(tmp_path / "a.png", rng)
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.vlmc"), "--short-side", "256",
+                 "--no-psnr", "--model", str(tiny_model_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "shorter side 256 px (an image no larger is coded at its own size" in out, out
