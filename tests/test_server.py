@@ -526,6 +526,19 @@ def test_remote_codec_retries_a_busy_server_after_its_retry_after(tiny_model_pat
         assert waits and server.connections_refused >= 4
         with pytest.raises(ValueError, match="retries"):
             RemoteCodec(server.url, retries=-1)
+        # timeout_s bounds the whole call, its retries too: a retry that would begin past it is not
+        # made (each attempt had timeout_s afresh: retries=5 and timeout_s=1.5 took 5 s and more)
+        held2 = socket.create_connection(("127.0.0.1", server.server_port), timeout=30)
+        try:
+            _wait_for(lambda: server.connections == 1)
+            waits.clear()
+            refused = server.connections_refused
+            monkeypatch.setattr(client_module, "_sleep", lambda s: (waits.append(s), time.sleep(s)))
+            with pytest.raises(QueueFull, match="HTTP 503"):
+                RemoteCodec(server.url, retries=5, timeout_s=1.5).health()
+            assert waits == [1.0] and server.connections_refused == refused + 2
+        finally:
+            held2.close()
     finally:
         held.close()
         server.shutdown()

@@ -16,7 +16,8 @@ server's 503 (``QueueFull``: its queue or its connections full) and a rate-limit
 (``RateLimited``: ``serve --rate-limit``) are retried ``retries`` times, after the wait the
 server asks (at most ``MAX_RETRY_WAIT_S``), before the error is raised: encode and decode are
 idempotent. An error the server answered carries its whole JSON answer as ``.answer``. ``timeout_s``
-bounds a request's whole exchange (connecting, sending, and every byte of the answer), not each read.
+bounds a call's whole exchange (connecting, sending, and every byte of the answer; its retries and
+the waits between them too: a retry that could not begin in time is not made), not each read.
 A 200 answer that is not a vlmcodec server's (an HTML page, another JSON, a stream without its magic,
 pixels their dimensions do not describe, a body over ``MAX_ANSWER_BYTES``) raises ``ConnectionError``.
 """
@@ -65,8 +66,8 @@ class RemoteCodec:
     """``url``: ``http://host:port`` or ``https://host:port`` (verified against the system's CAs,
     or ``ssl_context``'s, e.g. ``ssl.create_default_context(cafile="server.pem")`` for a
     self-signed certificate); ``token``: sent as ``Authorization: Bearer`` (a server started
-    with ``--auth-token-file``); ``timeout_s``: the most seconds one request's whole exchange may
-    take (``RequestTimeoutError``); ``retries``: how many times a busy server's 503 or a rate
+    with ``--auth-token-file``); ``timeout_s``: the most seconds one call's whole exchange, retries
+    included, may take (``RequestTimeoutError``); ``retries``: how many times a busy server's 503 or a rate
     limit's 429 is retried before its error is raised (the module's doc)."""
 
     def __init__(self, url: str = "http://127.0.0.1:8080", timeout_s: float | None = 300.0, retries: int = 2,
@@ -239,13 +240,16 @@ class RemoteCodec:
     def _request(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
         from .rate_limit import RateLimited
 
+        # the whole call's, retries included: each attempt had timeout_s afresh, so a call with
+        # retries=2 could last about three times it (and the busy waits between)
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s is not None else math.inf
         for retry in range(self.retries + 1):
             try:
-                return self._request_once(method, path, body)
+                return self._request_once(method, path, body, deadline)
             except (QueueFull, RateLimited) as busy:
-                if retry == self.retries:
-                    raise
                 wait = min(cast(_Answered, busy).retry_after_s, MAX_RETRY_WAIT_S)
+                if retry == self.retries or time.monotonic() + wait >= deadline:  # (no try left in time)
+                    raise
                 call = getattr(self._local, "call", None)  # an AsyncRemoteCodec call: its cancel ends the wait
                 if call is None:
                     _sleep(wait)
@@ -253,9 +257,9 @@ class RemoteCodec:
                     raise asyncio.CancelledError("the awaiting task was cancelled")
         raise AssertionError("unreachable")
 
-    def _request_once(self, method: str, path: str, body: bytes | None) -> tuple[bytes, dict]:
-        # the whole exchange's: each socket read waited timeout_s afresh, an answer trickled for ever
-        deadline = time.monotonic() + self.timeout_s if self.timeout_s is not None else math.inf
+    def _request_once(self, method: str, path: str, body: bytes | None, deadline: float) -> tuple[bytes, dict]:
+        # (the deadline bounds the whole exchange: each socket read waited timeout_s afresh, and an
+        # answer trickled a byte at a time kept a call going for ever)
         call = getattr(self._local, "call", None)  # an AsyncRemoteCodec call's, whose cancel shuts its socket
         for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: one fresh try
             conn = self._connection()
