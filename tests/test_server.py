@@ -573,6 +573,36 @@ def test_server_close_answers_what_is_in_flight_and_closes_idle_connections(tiny
     engine.shutdown()
 
 
+def test_an_answer_sent_while_the_server_drains_says_connection_close(tiny_model_path, rng):
+    """Answered during server_close's drain, a keep-alive request's answer did not say
+    "Connection: close": its client sent its next request on a connection about to close."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    codec = Codec(tiny_model_path)
+    engine = Engine(codec, block=False, max_batch=8, max_delay_ms=600)  # a lone request waits 0.6 s
+    server = CodecServer(engine, "127.0.0.1", 0)
+    serve_in_thread(server)
+    img = _png(smooth_image(rng, 32, 48))
+
+    def encode() -> tuple[int, str | None]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=30)
+        try:
+            conn.request("POST", "/encode?quality=50", body=img)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status, resp.getheader("Connection")
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(encode)
+        _wait_for(lambda: engine.in_flight == 1)
+        server.shutdown()
+        server.server_close()
+        assert in_flight.result(timeout=30) == (200, "close")
+    engine.shutdown()
+
+
 def test_a_half_sent_request_head_is_neither_run_nor_counted_at_server_close(tiny_model_path):
     """A connection whose request head was still arriving is shut down as idle by server_close;
     the end it then read was taken as the head's end: the half-sent request ran (GET /stats: 200,

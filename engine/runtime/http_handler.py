@@ -660,6 +660,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             if request_id:  # echoed, so that a client or proxy can match answers and log lines
                 self.send_header("X-Request-Id", request_id)
             headers = dict(headers or {})
+            if self.server._closing:  # draining: this connection ends after the answer, and says so
+                self.close_connection = True  # (a keep-alive client's next request met a closed socket)
             if self.close_connection and self.request_version == "HTTP/1.1":  # (said, not only done)
                 headers.setdefault("Connection", "close")
             for k, v in headers.items():
