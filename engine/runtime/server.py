@@ -75,7 +75,20 @@ class CodecServer(ThreadingHTTPServer):
     """An HTTP server bound to ``(host, port)`` (port 0: any free one, see ``server_port``) that
     serves ``engine``, or several engines of different models (the first is the default of
     /encode; /decode takes each stream to its model's). ``serve_forever()`` runs it;
-    ``shutdown()`` then ``server_close()`` stops it (the engines stay the caller's to shut down)."""
+    ``shutdown()`` then ``server_close()`` stops it (the engines stay the caller's to shut down).
+
+    Its options are ``vlmcodec serve``'s (docs/serving.md says what each does):
+
+    - bounds: ``max_body`` (bytes of a request body), ``max_connections`` (over it: 503 at once),
+      ``idle_timeout`` and ``header_timeout`` (seconds; None: no bound), ``max_refine`` and
+      ``max_refine_pixels`` (encoder-side refinement a request may ask for), ``refine_cost``;
+    - defaults of a request: ``quality``, ``png_level`` (of decoded PNGs);
+    - clients: ``auth_token`` (one token, several, or {name: token}), ``rate_limit`` and
+      ``rate_burst`` (per client), ``client_limits``, ``client_priorities`` and
+      ``client_max_refine`` (per token name), ``trusted_proxies`` (whose X-Forwarded-For is read);
+    - transport and logs: ``ssl_context`` (HTTPS), ``quiet``, ``log_format`` ("text" or "json").
+
+    A setting it cannot use raises ConfigError here, before anything listens."""
 
     daemon_threads = True
     allow_reuse_address = True
