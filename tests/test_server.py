@@ -373,6 +373,17 @@ def _wait_for(predicate, seconds=10.0):
         time.sleep(0.01)
 
 
+def _stop_all(server, engine, socks) -> None:
+    """Close the test's sockets, stop the server and the engine; the refusing thread ends too."""
+    for sock in socks:
+        sock.close()
+    server.shutdown()
+    server.server_close()
+    engine.shutdown()
+    server._refuser.join(5)
+    assert not server._refuser.is_alive()  # server_close ends the refusing thread
+
+
 def test_connections_over_the_bound_are_answered_503_and_counted(tiny_model_path, rng):
     import socket
 
@@ -408,13 +419,7 @@ def test_connections_over_the_bound_are_answered_503_and_counted(tiny_model_path
         img = smooth_image(rng, 32, 48)
         assert RemoteCodec(server.url).encode(img, quality=50) == codec.encode(img, quality=50)
     finally:
-        for sock in held:
-            sock.close()
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
-    server._refuser.join(5)
-    assert not server._refuser.is_alive()  # server_close ends the refusing thread
+        _stop_all(server, engine, held)
 
 
 def test_refusals_are_answered_as_they_come_even_behind_silent_connections(tiny_model_path):
@@ -444,13 +449,7 @@ def test_refusals_are_answered_as_they_come_even_behind_silent_connections(tiny_
         _wait_for(lambda: server.responses.get("503") == 11)
         assert server.connections_refused == 11 and server.connections == 1
     finally:
-        for sock in held:
-            sock.close()
-        server.shutdown()
-        server.server_close()
-        engine.shutdown()
-    server._refuser.join(5)
-    assert not server._refuser.is_alive()
+        _stop_all(server, engine, held)
 
 
 def test_a_tls_connection_over_the_bound_gets_its_503_over_tls(tiny_model_path, tls_files):
