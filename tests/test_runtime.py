@@ -959,6 +959,42 @@ def test_a_decode_cancelled_during_its_entropy_decode_gives_back_its_place(tiny_
         monkeypatch.setattr(e.codec, "entropy_decode", slow)
         fut = e.submit_decode(stream)
         assert started.wait(10) and fut.cancel()
-        time.sleep(0.8)  # (its entropy decode is over)
+        deadline = time.monotonic() + 10
+        while e.in_flight and time.monotonic() < deadline:  # (until its entropy decode is over)
+            time.sleep(0.02)
         assert e.in_flight == 0
+        time.sleep(0.1)
+        assert e.in_flight == 0  # (not queued again after it)
         e.submit_encode(img), e.submit_encode(img)  # both places free
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # (the loop's, re-raised)
+def test_a_shutdown_after_the_loop_died_does_not_queue_what_no_loop_runs(tiny_codec, rng, monkeypatch):
+    """A decode in its entropy decode when the batching loop died was queued after it, once a
+    shutdown (drain=True, as a with block's) had turned draining back on: never resolved."""
+    img = smooth_image(rng, 64, 64)
+    e = Engine(tiny_codec, max_delay_ms=10)
+    stream = e.codec.encode(img, 50)
+    real, started = e.codec.entropy_decode, threading.Event()
+
+    def slow(*a, **kw):
+        started.set()
+        time.sleep(0.5)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(e.codec, "entropy_decode", slow)
+    fut = e.submit_decode(stream)
+    assert started.wait(10)
+
+    def broken(now, force=False):
+        raise RuntimeError("a bug in the scheduler")
+
+    monkeypatch.setattr(e._sched, "pop_batch", broken)
+    with e._cv:
+        e._cv.notify_all()
+    e._thread.join(10)
+    assert not e._thread.is_alive() and e.closed
+    e.shutdown()  # drain=True
+    err = fut.exception(timeout=10)
+    assert isinstance(err, EngineDeadError) and "batching loop stopped" in str(err), err
+    assert e.in_flight == 0

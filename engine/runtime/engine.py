@@ -209,6 +209,7 @@ class Engine:
         self._warming = False     # a warm-up waits for (then holds) every network worker
         self._inflight = 0
         self._closed = False      # no new requests
+        self._loop_failure: str | None = None  # why the batching loop died, if it did (a bug)
         self._draining = False    # finish what is queued, then stop
         self._stopped = False
         self._pid = os.getpid()  # its threads live in this process alone (_check_process)
@@ -556,11 +557,11 @@ class Engine:
             if self._stopped:
                 return
             self._closed = True
-            if drain:
+            if drain and self._loop_failure is None:
                 self._draining = True
                 self._cv.notify_all()
-            else:
-                self._stop_draining("engine shut down before the request ran")
+            else:  # (a dead loop drains nothing: draining again would queue requests it never runs)
+                self._stop_draining(self._loop_failure or "engine shut down before the request ran")
         if threading.get_ident() in self._own_threads:  # (a thread cannot wait for itself to end)
             return
         self._thread.join(timeout_s)
@@ -665,7 +666,8 @@ class Engine:
     def _enqueue(self, req: InflightRequest) -> None:
         with self._finishing():
             if self._stopping_now():
-                self._finish_locked(req, exc=EngineDeadError("engine shut down before the request ran"))
+                self._finish_locked(req, exc=EngineDeadError(self._loop_failure
+                                                             or "engine shut down before the request ran"))
                 return
             if req.future.cancelled():  # (a decode cancelled in its entropy decode: its done-callback
                 self._finish_locked(req)  # found it nowhere to take out, so its place is given back here)
@@ -843,7 +845,8 @@ class Engine:
             # it closes (so /health says 503) and its queued requests fail; the traceback is logged
             with self._cv:
                 self._closed = True
-                self._stop_draining(f"engine failure: its batching loop stopped ({e!r})")
+                self._loop_failure = f"engine failure: its batching loop stopped ({e!r})"
+                self._stop_draining(self._loop_failure)
             self._resolve_finished()
             raise
 
