@@ -611,11 +611,13 @@ def test_a_half_sent_request_head_is_neither_run_nor_counted_at_server_close(tin
     engine = Engine(Codec(tiny_model_path), block=False)
     server = CodecServer(engine, "127.0.0.1", 0, quiet=True)
     serve_in_thread(server)
-    socks = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30) for _ in range(2)]
+    heads = [b"GET /stats HTTP/1.1\r\nHost: x\r\n", b"POST /decode HTTP/1.1\r\nHost: x\r\n",  # no blank line yet
+             b"POST /decode", b"POST"]  # (a request line cut short: it was answered 400 and logged)
+    socks = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30) for _ in heads]
     try:
-        socks[0].sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n")  # no blank line yet
-        socks[1].sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\n")
-        _wait_for(lambda: server.connections == 2)
+        for sock, head in zip(socks, heads):
+            sock.sendall(head)
+        _wait_for(lambda: server.connections == len(heads))
         time.sleep(0.2)  # (both heads are being read)
         server.shutdown()
         server.server_close()
