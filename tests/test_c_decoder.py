@@ -777,6 +777,8 @@ def test_the_tools_options_values_dashes_and_endless_inputs(tiny_pair, built, tm
                            "--quality needs a value"),
                           ([write, model, "--gain", "--quality", str(tmp_path / "g.f32")], "--gain needs a value"),
                           ([dec, model, stream, "-o"], "unknown option -o (a path that begins with '-': ./-o)"),
+                          ([dec, model, stream, "--image", "-o"], "unknown option -o"),
+                          ([dec, model, stream, "--image", "-"], "'-' is not read as standard input or output here"),
                           ([enc, model, ppm, "-"], "'-' is not read as standard input or output here"),
                           ([write, model, "-", "z.f32", "o.vlmc"], "'-' is not read as standard input or output here"),
                           ([enc, model, ppm, str(tmp_path / "o.vlmc"), "--quality", "0x20"], "--quality takes a number"),

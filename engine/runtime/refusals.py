@@ -111,9 +111,10 @@ def _step(refused: _Refused, selector: selectors.BaseSelector, draining: dict, s
                 return
     except ssl.SSLWantWriteError:
         selector.modify(sock, selectors.EVENT_WRITE, refused)
-    except (ssl.SSLWantReadError, BlockingIOError):
-        selector.modify(sock, selectors.EVENT_WRITE if refused.out and not refused.handshake else selectors.EVENT_READ,
-                        refused)
+    except ssl.SSLWantReadError:  # (a handshake's, or TLS wanting to read before it can send)
+        selector.modify(sock, selectors.EVENT_READ, refused)
+    except BlockingIOError:  # the answer's send (its buffer full), or nothing yet to read
+        selector.modify(sock, selectors.EVENT_WRITE if refused.out else selectors.EVENT_READ, refused)
     except OSError:  # the client left (a reset, a failed handshake): nothing more to answer
         _close(refused, selector, draining)
 

@@ -33,7 +33,7 @@ static unsigned char *read_rest(FILE *f, const unsigned char *head, size_t n_hea
     do {
         if (n == cap) {
             const size_t want = cap ? 2 * cap : 1 << 16;
-            unsigned char *more = realloc(buf, want);
+            unsigned char *more = cap > SIZE_MAX / 2 ? NULL : realloc(buf, want); /* (2·cap wraps: 32-bit) */
             if (more == NULL) {
                 free(buf);
                 fclose(f);

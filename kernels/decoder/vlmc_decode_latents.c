@@ -58,6 +58,7 @@ int main(int argc, char **argv) {
                 return 2;
             }
             ++i;
+            if (strcmp(arg, "--image") == 0 && refuses_dash(value, USAGE)) return 2; /* (a path, as the others) */
             if (strcmp(arg, "--image") == 0) image_path = value;
             else if (strcmp(arg, "--threads") == 0 && !parse_count(value, 256, &threads))
                 return bad_value(arg, "a whole number (0..256; 0: up to 4)", value);
