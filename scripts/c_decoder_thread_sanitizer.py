@@ -164,7 +164,9 @@ def main() -> int:
     cmake, flags = find_cmake() or "cmake", "-fsanitize=thread -g -O1"
     build = work / "build"
     subprocess.run([cmake, "-S", str(ROOT), "-B", str(build), "-DVLMCODEC_BUILD_PYTHON=OFF", "-DVLMCODEC_BUILD_TESTS=OFF",
+                    # (RelWithDebInfo's own -O2 came after these flags and won: -O1 is its flags too)
                     "-DCMAKE_BUILD_TYPE=RelWithDebInfo", f"-DCMAKE_CXX_FLAGS={flags}", f"-DCMAKE_C_FLAGS={flags}",
+                    "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-g -O1", "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-g -O1",
                     f"-DCMAKE_SHARED_LINKER_FLAGS={flags}"], check=True, capture_output=True)
     subprocess.run([cmake, "--build", str(build), "--target", "vlmc_decoder", "-j", "2"], check=True, capture_output=True)
     lib_dir = build / "kernels" / "decoder"

@@ -25,7 +25,7 @@ from vlmcodec.export.c_decoder import (CDecoderError, CStreamDecoder, build_c_de
 from vlmcodec.image_io import load_image
 from vlmcodec.models.checkpoint import load_model
 
-from conftest import smooth_image
+from conftest import build_cpp_program, smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "assets" / "samples").glob("*.png"))
@@ -808,6 +808,86 @@ def test_the_tools_options_values_dashes_and_endless_inputs(tiny_pair, built, tm
                               "--quality", "50"], capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and "/dev/zero holds more than the " in run.stderr, run.stderr
         assert "float32s the coded size given takes" in run.stderr, run.stderr
+
+
+_COUNT_THREADS_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
+static atomic_long started;
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*f)(void *), void *arg) {
+    static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    if (!real) real = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))dlsym(RTLD_NEXT, "pthread_create");
+    atomic_fetch_add(&started, 1);
+    return real(t, a, f, arg);
+}
+long threads_started(void) { return atomic_load(&started); }
+"""
+
+_MIXED_THREADS_CPP = r"""
+#include <dlfcn.h>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <thread>
+#include <vector>
+#include "vlmc_decoder.h"
+int main(int, char **argv) {
+    auto count = (long (*)())dlsym(RTLD_DEFAULT, "threads_started");
+    std::ifstream f(argv[2], std::ios::binary);
+    std::vector<unsigned char> s((std::istreambuf_iterator<char>(f)), {});
+    for (int first : {1, 3}) {  // a fresh decoder: eight calls at once of another thread count, then 2-thread calls
+        vlmc_decoder *dec = nullptr;
+        vlmc_stream_info info;
+        if (!count || vlmc_decoder_open(argv[1], &dec) || vlmc_decoder_stream_info(dec, s.data(), s.size(), &info))
+            return 3;
+        const size_t n = size_t(info.channels) * info.latent_height * info.latent_width;
+        auto decode = [&](int threads) {
+            std::vector<float> y(n);
+            if (vlmc_decoder_latents(dec, s.data(), s.size(), 0, threads, y.data(), n)) std::abort();
+        };
+        std::vector<std::thread> calls;
+        std::atomic<int> ready{0};
+        for (int i = 0; i < 8; ++i)
+            calls.emplace_back([&] {
+                for (++ready; ready < 8;) std::this_thread::yield();  // (all start together)
+                for (int k = 0; k < 3; ++k) decode(first);
+            });
+        for (auto &t : calls) t.join();
+        decode(2);  // (its pool is made once)
+        const long before = count();
+        for (int k = 0; k < 20; ++k) decode(2);
+        std::printf("%d %ld\n", first, count() - before);
+        vlmc_decoder_free(dec);
+    }
+}
+"""
+
+
+def test_kept_workers_serve_a_process_that_mixes_thread_counts(tiny_pair, built, tmp_path, rng):
+    """Eight idle pools of another thread count (or one-thread "pools" with no workers) filled the
+    kept places: every later 2-thread call then started and joined its worker anew (20 calls, 20
+    threads). The most recently used pools are kept now, and one-thread calls keep none."""
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("not available: no C compiler (cc) to build the thread-counting shim")
+    codec, _, model_file = tiny_pair
+    (tmp_path / "s.vlmc").write_bytes(codec.encode(smooth_image(rng, 384, 512), 50))  # (calls long enough to overlap)
+    (tmp_path / "count.c").write_text(_COUNT_THREADS_C)
+    run = subprocess.run([cc, "-shared", "-fPIC", str(tmp_path / "count.c"), "-o", str(tmp_path / "count.so"), "-ldl"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    program = build_cpp_program(_MIXED_THREADS_CPP, built, tmp_path / "mixed")
+    run = subprocess.run([str(program), str(model_file), str(tmp_path / "s.vlmc")], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "LD_PRELOAD": str(tmp_path / "count.so")})
+    assert run.returncode == 0, run.stderr
+    started = dict(map(int, line.split()) for line in run.stdout.split("\n") if line)
+    assert started == {1: 0, 3: 0}, started  # (after the 3-thread calls: 20, one a call)
 
 
 def test_export_command(tiny_model_path, tmp_path, capsys):

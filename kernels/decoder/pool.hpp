@@ -137,8 +137,11 @@ template <class Fn> void parallel_for(uint32_t n, Pool &pool, Fn fn) {
 
 // Pools kept between a decoder's calls: lease(threads) lends one of that many threads to one
 // call (an idle one, or a new one), and it comes back when the lease ends; up to kIdle idle pools
-// are kept. In a child process after fork() the parent's workers do not exist: its pools are
-// abandoned there (never joined: their memory is left) and new ones started.
+// with workers are kept, the most recently used (a pool of one thread has none: not kept, so
+// one-thread calls do not fill the places; past kIdle the least recently returned is ended, so a
+// process that mixes thread counts keeps the ones it uses: it ended the one coming back, and each
+// call started its workers anew). In a child process after fork() the parent's workers do not
+// exist: its pools are abandoned there (never joined: their memory is left) and new ones started.
 class PoolCache {
   public:
     struct Return {
@@ -181,16 +184,17 @@ class PoolCache {
 
     void give_back(Pool *p) {
         std::unique_ptr<Pool> owned(p);
+        if (owned->size() <= 1) return;  // no workers to keep
         {
             std::lock_guard<std::mutex> lock(m_);
             if (owner_ != process_id()) {  // leased before a fork: its workers are not here
                 (void)owned.release();
                 return;
             }
-            if (idle_.size() < kIdle) {
-                idle_.push_back(std::move(owned));
-                return;
-            }
+            idle_.push_back(std::move(owned));
+            if (idle_.size() <= kIdle) return;
+            owned = std::move(idle_.front());  // the least recently returned
+            idle_.erase(idle_.begin());
         }
         // one too many: destroyed here, its workers joined, outside the lock
     }

@@ -34,9 +34,12 @@
  *
  * Threads: a call with num_threads > 1 runs on the calling thread and num_threads − 1 workers
  * that the decoder keeps asleep between calls (up to 8 idle sets; concurrent calls each get their
- * own), so a small image does not pay ~40 thread starts; vlmc_decoder_free joins them. After
- * fork(), a child's first call starts new workers (the parent's do not exist there); as with any
- * library that takes locks, fork only while no other thread is inside a call.
+ * own; the most recently used are kept, and a one-thread call keeps none), so a small image does
+ * not pay ~40 thread starts; vlmc_decoder_free joins them. After fork(), a child's first call
+ * starts new workers (the parent's do not exist there), and the child keeps no working buffers
+ * (vlmc_decoder_set_cache_bytes: its decoder's cache stays the parent's, unused; open a decoder
+ * in the child for one of its own); as with any library that takes locks, fork only while no
+ * other thread is inside a call.
  */
 #ifndef VLMC_DECODER_H
 #define VLMC_DECODER_H
@@ -131,7 +134,8 @@ VLMC_DECODER_API int vlmc_decoder_set_band_pixels(vlmc_decoder *decoder, uint64_
  * of 64 KiB or more that a call frees are kept, up to this many bytes, for the next buffer it or a
  * later call needs, instead of going back to the system and being faulted in again page by page
  * (a full-size Kodak encode took 0.84×, a decode 0.79× the time with it, in a C++ host; the peak
- * resident size grew by ~24 MB). Calls on several threads share the decoder's cache.
+ * resident size grew by ~24 MB). Calls on several threads share the decoder's cache. In a child
+ * process after fork() a decoder opened in the parent keeps none (this call does nothing there).
  * Lowering the limit frees kept buffers at once; vlmc_decoder_cached_bytes says how many are kept. */
 VLMC_DECODER_API int vlmc_decoder_set_cache_bytes(vlmc_decoder *decoder, uint64_t cache_bytes);
 VLMC_DECODER_API int vlmc_decoder_cached_bytes(const vlmc_decoder *decoder, uint64_t *cached_bytes);
