@@ -452,6 +452,28 @@ def test_refusals_are_answered_as_they_come_even_behind_silent_connections(tiny_
         _stop_all(server, engine, held)
 
 
+def test_a_burst_of_refusals_beyond_the_backlog_is_answered_too(tiny_model_path):
+    """Beyond the refusing thread's backlog (64 waiting) a refused connection was closed without
+    an answer (143 of 500 in a burst); the accepting thread now sends its 503 when it goes out at once."""
+    import socket
+
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, max_connections=1, idle_timeout=30)
+    serve_in_thread(server)
+    held = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30)]
+    try:
+        _wait_for(lambda: server.connections == 1)
+        burst = [socket.create_connection(("127.0.0.1", server.server_port), timeout=10) for _ in range(300)]
+        held += burst
+        for sock in burst:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = [sock.makefile("rb").read() for sock in burst]
+        assert sum(a.startswith(b"HTTP/1.1 503 ") for a in answers) == 300
+        _wait_for(lambda: server.responses.get("503") == 300)
+    finally:
+        _stop_all(server, engine, held)
+
+
 def test_a_tls_connection_over_the_bound_gets_its_503_over_tls(tiny_model_path, tls_files):
     import socket
     import ssl

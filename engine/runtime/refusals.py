@@ -44,6 +44,23 @@ def answer_503(max_connections: int) -> bytes:
     return head + body
 
 
+def answer_at_once(sock: socket.socket, server) -> None:
+    """A refusal the refusing thread has no room for: its 503 sent if it goes out at once (not
+    over TLS, which needs a handshake first), counted, and the connection closed, without the
+    drain (a client still sending may see a reset instead)."""
+    try:
+        if not isinstance(sock, ssl.SSLSocket):
+            sock.setblocking(False)
+            answer = answer_503(server.max_connections)
+            if sock.send(answer) == len(answer):
+                server.count_response(HTTPStatus.SERVICE_UNAVAILABLE)
+                sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
     """The refusing thread: answers each connection ``refusals`` brings until a None (or the
     server is gone); those still being drained then are closed."""

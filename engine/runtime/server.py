@@ -53,7 +53,7 @@ from .forwarded import client_key, trusted_networks
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
 from .rate_limit import RateLimiter, check_client_limits
-from .refusals import refuse_loop
+from .refusals import answer_at_once, refuse_loop
 from .tokens import check_client_max_refine, check_client_priorities, token_table
 
 DEFAULT_MAX_BODY = 64 * 2**20
@@ -66,8 +66,9 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_HEADER_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 128
 DEFAULT_MAX_REFINE_PIXELS = 2**20  # 1 Mpx: 13 s of refinement at K = 10 on 2 CPU cores (1024x1024)
-# refusals beyond _REFUSAL_BACKLOG waiting for the refusing thread are closed without an answer
-# (it answers each at once, then drains it for up to refusals.REFUSAL_SECONDS: refusals.py)
+# refusals beyond _REFUSAL_BACKLOG waiting for the refusing thread get their 503 from the accepting
+# thread if it can be sent at once, without the drain (refusals.answer_at_once), and are closed
+# (the refusing thread answers each at once, then drains it for up to refusals.REFUSAL_SECONDS)
 _REFUSAL_BACKLOG = 64
 
 
@@ -290,8 +291,8 @@ class CodecServer(ThreadingHTTPServer):
         if not admitted:
             try:
                 self._refusals.put_nowait(request)
-            except queue.Full:
-                self.shutdown_request(request)
+            except queue.Full:  # (a burst the refusing thread has not caught up with)
+                answer_at_once(request, self)
             return
         try:
             super().process_request(request, client_address)  # starts the connection's thread
