@@ -639,6 +639,8 @@ def test_command_line_tool(tiny_pair, built, tmp_path, rng):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "c.ppm")), CStreamDecoder(
         built / "libvlmc_decoder.so", model_file).image(data, short_side=32))
     assert Image.open(tmp_path / "c.ppm").size == (51, 32)
+    fields = json.loads(run.stdout)  # the stream's size, and the image's (it said the stream's alone)
+    assert (fields["width"], fields["height"], fields["image_width"], fields["image_height"]) == (80, 50, 51, 32)
     # 0: the original size, as vlmc_encode, the C API and vlmcodec decode take it (it was refused)
     run = subprocess.run([tool, str(model_file), stream, "--image", str(tmp_path / "o.ppm"), "--short-side", "0"],
                          capture_output=True, text=True, timeout=60)

@@ -4,8 +4,9 @@
  *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --info
  *   vlmc_decode_latents MODEL.vlmd STREAM.vlmc --image OUT.ppm [--coded-size] [--threads N] [--band-pixels N]
  *
- * Prints the stream's fields as one JSON line on stdout; OUT.f32 holds channels × latent_height ×
- * latent_width floats (C order), g_s's input (--raw: before the inverse gain); --image: the decoded
+ * Prints the stream's fields as one JSON line on stdout (with --image, the image's own size too:
+ * image_width, image_height); OUT.f32 holds channels × latent_height × latent_width floats (C
+ * order), g_s's input (--raw: before the inverse gain); --image: the decoded
  * image as a binary PPM (a name of another image format, .png or .jpg, is refused), at the
  * original size (--coded-size: at a consumer's scale, where the stream was coded at one). Errors
  * go to stderr as "vlmc_decode_latents: error: …" with exit status 2. */
@@ -111,9 +112,12 @@ int main(int argc, char **argv) {
     vlmc_stream_info info;
     rc = vlmc_decoder_stream_info(dec, data, size, &info);
     int unwritten = 0; /* an output could not be written (write_file said which and why) */
+    uint32_t out_w = 0, out_h = 0; /* the written image's size (--image) */
     if (rc == VLMC_DEC_OK && image_path) {
-        uint32_t out_w = coded_size ? info.coded_width : info.width, out_h = coded_size ? info.coded_height : info.height;
-        if (short_side) vlmc_decoder_consumer_size(&info, (uint32_t)short_side, &out_w, &out_h);
+        out_w = coded_size ? info.coded_width : info.width, out_h = coded_size ? info.coded_height : info.height;
+        if (short_side) rc = vlmc_decoder_consumer_size(&info, (uint32_t)short_side, &out_w, &out_h);
+    }
+    if (rc == VLMC_DEC_OK && image_path) {
         size_t n = (size_t)out_w * out_h * 3;
         unsigned char *rgb = malloc(n);
         char header[64];
@@ -149,7 +153,10 @@ int main(int argc, char **argv) {
            info.width, info.height, info.coded_width, info.coded_height, info.padded_width, info.padded_height,
            info.channels, info.latent_height, info.latent_width, info.flags, info.quality);
     for (i = 0; i < 8; ++i) printf("%02x", info.fingerprint[i]);
-    printf("\"}\n");
+    if (image_path) /* (a consumer's size or the coded one: not the stream's width and height) */
+        printf("\", \"image_width\": %u, \"image_height\": %u}\n", (unsigned)out_w, (unsigned)out_h);
+    else
+        printf("\"}\n");
     free(data);
     vlmc_decoder_free(dec);
     return finish_stdout();
