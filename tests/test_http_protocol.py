@@ -129,6 +129,29 @@ def test_a_request_trickled_a_byte_at_a_time_is_cut_off(tiny_model_path):
         assert _statuses(answer) == [200]
 
 
+def test_a_chunked_body_trickled_in_small_chunks_is_cut_off_by_its_rate(tiny_model_path):
+    """A chunked body's length is not known: it had the time of a max_body body (header_timeout +
+    max_body at 64 KiB/s: 17 s for 1 MiB here, 17 min at the default 64 MiB), so small chunks
+    trickled at a byte rate far below the least held the connection that long. Its time now grows
+    with the chunks announced."""
+    with serving(tiny_model_path, idle_timeout=5.0, header_timeout=1.0, max_body=2**20) as server:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+            start = time.monotonic()
+            sock.sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            try:
+                for _ in range(40):  # 8 bytes every 0.25 s: 32 B/s
+                    sock.sendall(b"8\r\nVLMCVLMC\r\n")
+                    time.sleep(0.25)
+                    if not _still_open(sock):
+                        break
+            except OSError:
+                pass
+            seconds = time.monotonic() - start
+            answer = sock.recv(4096) if _readable(sock) else b""
+    assert _statuses(answer) == [408] and b"did not arrive" in answer, answer
+    assert seconds < 5, seconds  # (1 s and the chunks' 0.005 ms; was 17 s)
+
+
 def _readable(sock: socket.socket) -> bool:
     import select
 

@@ -550,7 +550,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         if self._chunked():
-            self._body_due(self.server.max_body)
+            self._body_due(0)  # (its length is not known: _chunked_body grows the time as its chunks come)
             return self._chunked_body()
         n = self._content_length()
         if n is None:
@@ -592,6 +592,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         -T -, Go's and Java's HTTP clients), within ``max_body``. Any failure closes the connection."""
         parts, total, close_after = [], 0, self.close_connection
         self.close_connection = True  # until the body has been read whole
+        start = time.monotonic()
         try:
             while True:
                 line = self.rfile.readline(1026)
@@ -611,6 +612,10 @@ class RequestHandler(BaseHTTPRequestHandler):
                     self._linger = True
                     raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                      f"chunked body over {self.server.max_body} bytes (--max-body-mb)", "ResourceError")
+                if self.server.header_timeout is not None:
+                    # its time grows with the chunks announced so far, at the least rate: it was the
+                    # time of a max_body body from the start (17 min at 64 MiB for a trickled one)
+                    self._read_deadline = start + self.server.header_timeout + total / MIN_BODY_RATE
                 data = self.rfile.read(size)
                 if len(data) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
                     raise HTTPError(HTTPStatus.BAD_REQUEST, f"chunked body ended or malformed after "
