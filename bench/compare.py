@@ -34,7 +34,7 @@ from ..files import write_whole
 from .bootstrap import bd_rate_interval
 from .metrics import METRIC_DIRECTIONS
 from .rd import bd_table
-from .report import INTERVAL_LEGEND, _interval, _num, _pct, overlap_legend, overlap_mark
+from .report import INTERVAL_LEGEND, _g4, _interval, _num, _pct, overlap_legend, overlap_mark
 from .common import check_output_path, count_arg, finite_number, strict_json
 
 DEFAULT_METRICS = ("psnr", "teacher-sim", "effnet-top1", "effnet-kl")
@@ -166,9 +166,11 @@ def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, 
                 row["vs"][a.name] = {}
                 for m in metrics:
                     v = anchor_value_at(a, m, p["bpp"])
-                    better = None if math.isnan(v) or p.get(m) is None else (
+                    # (None: not measured, or equal — "equal" says which: a tie was counted a loss)
+                    equal = not math.isnan(v) and p.get(m) is not None and p[m] == v
+                    better = None if math.isnan(v) or p.get(m) is None or equal else (
                         p[m] > v if a.better(m) else p[m] < v)
-                    row["vs"][a.name][m] = {"anchor": v, "better": better}
+                    row["vs"][a.name][m] = {"anchor": v, "better": better, **({"equal": True} if equal else {})}
             rows.append(row)
         out["low_rate"][c.name] = rows
     return out
@@ -194,7 +196,8 @@ def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
                 continue
             cells = [f"{_pct(_num(bd[m]['bd_rate']))}{overlap_mark(bd[m])}"
                      f"{_interval(bd[m].get('ci'), _num(bd[m]['bd_rate']))} "
-                     f"({_num(bd[m]['bd_quality']):+.4g}{overlap_mark(bd[m], 'overlap_rate')})" for m in ms]
+                     f"({_g4(_num(bd[m]['bd_quality']))}{overlap_mark(bd[m], 'overlap_rate')})"
+                     + (f" ({bd[m]['note']})" if bd[m].get("note") else "") for m in ms]
             rows.append(f"| {c.name} | " + " | ".join(cells) + " |")
         if rows:  # (a single curve's section against itself was a header and no row)
             lines += [f"## vs {a_name}", "", "| curve | " + " | ".join(ms) + " |", "| --- |" + " ---: |" * len(ms),
@@ -204,7 +207,7 @@ def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
         lines += [overlap_legend(), ""]
     lines += [f"## Points at ≤ {res['max_bpp']} bpp against the anchors at the same bpp", "",
               "Each cell: the curve's value / the anchor's (interpolated in log-bpp); ✓ = the curve is better, "
-              "✗ = worse, – = the anchor was not measured at that rate.", ""]
+              "✗ = worse, = = equal, – = the anchor was not measured at that rate.", ""]
     for a in anchors:
         lines += [f"### vs {a.name}", "", "| curve | quality | bpp | " + " | ".join(ms) + " |",
                   "| --- | ---: | ---: |" + " ---: |" * len(ms)]
@@ -214,8 +217,9 @@ def markdown(res: dict, anchors: list[Curve], curves: list[Curve]) -> str:
                 for m in ms:
                     vs = row["vs"][a.name][m]
                     mine = "n/a" if row[m] is None else f"{row[m]:.4g}"
-                    cells.append(f"{mine} / –" if vs["better"] is None else
-                                 f"{mine} / {vs['anchor']:.4g} {'✓' if vs['better'] else '✗'}")
+                    mark = "=" if vs.get("equal") else "✓" if vs["better"] else "✗"
+                    cells.append(f"{mine} / –" if vs["better"] is None and not vs.get("equal") else
+                                 f"{mine} / {vs['anchor']:.4g} {mark}")
                 lines.append(f"| {c.name} | {row['quality']:g} | {row['bpp']:.3f} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

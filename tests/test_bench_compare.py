@@ -40,6 +40,22 @@ def test_compare_bd_and_low_rate(tmp_path):
     assert "-10.0 %" in md and "✓" in md
 
 
+def test_a_tie_at_a_point_is_equal_and_an_undefined_bd_quality_says_why(tmp_path):
+    """A point equal to the anchor's was marked ✗ (worse), as top-1 agreement's steps of 1/N often
+    are; an undefined BD-quality read "+nan", without the reason compare.json kept."""
+    a = _rd(tmp_path / "a.json", "webp", [0.1, 0.2, 0.4], [26, 28, 30], [0.8, 0.6, 0.4])
+    one = _rd(tmp_path / "one.json", "vlmcodec", [0.2], [28], [0.6])  # a single point: no BD values
+    curves, anchors = [cmp.load_curve(f"same={a}:webp"), cmp.load_curve(f"one={one}")], [cmp.load_curve(f"webp={a}:webp")]
+    res = cmp.compare(curves, anchors, ["psnr", "effnet-kl"], max_bpp=0.3)
+    tie = res["low_rate"]["same"][1]["vs"]["webp"]["psnr"]
+    assert tie == {"anchor": pytest.approx(28), "better": None, "equal": True}
+    md = cmp.markdown(res, anchors, curves)
+    points = md.split("### vs webp")[1]
+    assert "| same | 1 | 0.200 | 28 / 28 = | 0.6 / 0.6 = |" in points and "✗" not in points
+    cell = md.split("| one | ")[1].split(" | ")[0]
+    assert "+nan" not in md and cell.startswith("n/a") and "(n/a)" in cell and "points" in cell, cell
+
+
 def test_compare_errors(tmp_path, capsys):
     a = _rd(tmp_path / "a.json", "webp", [0.1, 0.2], [26, 28], [0.8, 0.6])
     other = _rd(tmp_path / "o.json", "vlmcodec", [0.1, 0.2], [26, 28], [0.8, 0.6], images=("x.png",))
