@@ -83,7 +83,7 @@ def _run_rd(args) -> int:
               metric_names=[m.strip() for m in args.metrics.split(",")] if args.metrics else None,
               limit=args.limit, anchors_dir=args.anchors, semantic=not args.no_semantic,
               progress=not args.quiet, plots=not args.no_plots,
-              command="vlmcodec " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+              command="vlmcodec " + " ".join(shlex.quote(a) for a in getattr(args, "argv", ["bench", "rd"])),
               vlm_kwargs={"model": args.model, "backend": args.backend, "threads": args.threads,
                           "pre_edit": not args.no_pre_edit}, merge=args.merge)
     from .report import bd_markdown

@@ -1685,6 +1685,7 @@ def _main(argv: list[str] | None) -> int:
             if code is not None:
                 return code
             args = build_parser().parse_args(argv)
+        args.argv = argv  # (what was run: a bench records it; sys.argv is a host script's, or lacks "bench")
         _refuse_empty_paths(args)
         if args.command == "encode":
             return cmd_encode(args)

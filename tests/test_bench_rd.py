@@ -349,3 +349,23 @@ def test_no_progress_bar_is_drawn_into_a_file_or_a_pipe(images, tmp_path, capsys
                  "jpeg=50,80", "--no-semantic", "--no-plots"]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "%|" not in err, err[-500:]
+
+
+def test_the_recorded_command_is_the_one_run_whatever_the_entry_point(tmp_path, monkeypatch, capsys):
+    """rd.json recorded "vlmcodec " + sys.argv[1:]: "vlmcodec rd ..." (no "bench", which does not
+    run) from ``python -m vlmcodec.bench.cli``, and a host script's own arguments from main([...])."""
+    import json
+
+    from PIL import Image
+
+    from vlmcodec.bench.cli import main as bench_main
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "a.png")
+    monkeypatch.setattr("sys.argv", ["host_script.py", "--its-own", "flags"])
+    args = ["rd", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"), "--codecs", "jpeg", "--qualities",
+            "jpeg=10,50", "--metrics", "psnr", "--no-semantic", "--no-plots", "--quiet"]
+    assert bench_main(args) == 0
+    recorded = json.loads((tmp_path / "out" / "rd.json").read_text())["command"]
+    assert recorded.startswith("vlmcodec bench rd ") and "--its-own" not in recorded, recorded
+    assert f"vlmcodec bench rd {tmp_path / 'imgs'} --out" in (tmp_path / "out" / "report.md").read_text()
