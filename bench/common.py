@@ -72,14 +72,15 @@ def environment() -> dict:
     return env
 
 
-def check_output_path(path: str | Path, option: str = "--out") -> Path:
+def check_output_path(path: str | Path, option: str = "--out", example: str = "result.json") -> Path:
     """``path`` as a file a benchmark can write at its end, checked before it runs (a folder given,
-    or a parent that cannot be made, failed only after the whole run); ConfigError naming ``option``."""
+    or a parent that cannot be made, failed only after the whole run); ConfigError naming ``option``
+    (and, for a folder, the file it could be given: ``example`` in it)."""
     from ..errors import ConfigError
 
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{option} {path}: is a folder; give the file to write, e.g. {path / 'result.json'}")
+        raise ConfigError(f"{option} {path}: is a folder; give the file to write, e.g. {path / example}")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{option} {path}: the file is not writable")
     _check_can_make(path.absolute().parent, path, option)

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--out {args.out}: name the Markdown report (e.g. compare.md); its figures go "
                               "beside it as .json")
         if args.out is not None:  # before the run (a folder given failed after it)
-            check_output_path(args.out)
+            check_output_path(args.out, example="compare.md")  # (it suggested result.json, which compare refuses)
             check_output_path(args.out.with_suffix(".json"), "--out's figures")
         curves = [load_curve(s) for s in args.curve]
         anchors = [load_curve(s) for s in args.anchor]

@@ -77,7 +77,9 @@ def test_compare_errors(tmp_path, capsys):
     # n/a, every point "at ≤ nan bpp", or the report replaced by its figures)
     for extra, message in ((["--metrics", "psnrr"], r"\['psnrr'\] not measured"),
                            (["--max-bpp", "nan"], "--max-bpp must be a number above 0"),
-                           (["--out", str(tmp_path / "r.json")], "name the Markdown report")):
+                           (["--out", str(tmp_path / "r.json")], "name the Markdown report"),
+                           # a folder: the name suggested is one compare takes (it said result.json)
+                           (["--out", str(tmp_path)], re.escape(f"e.g. {tmp_path / 'compare.md'}"))):
         assert cmp.main(["--curve", f"w={a}:webp", *extra]) == 2
         assert re.search(message, capsys.readouterr().err)
     assert cmp.main(["--curve", f"w={a}:webp", "--out", str(tmp_path / "r.md"), "--bootstrap", "0"]) == 0
