@@ -292,6 +292,8 @@ def build_metrics(names: Sequence[str] | None, originals: Sequence[np.ndarray],
         metrics += [m for m in sem if names is None or m.name in names]
     if names is not None:
         known = set(BASE_METRICS) | {m.name for m in sem} | set(missing)
+        if semantic:  # (the optional ones were built only when asked for: "available" left them out)
+            known |= set(SEMANTIC_METRIC_NAMES + OPTIONAL_SEMANTIC_METRIC_NAMES)
         unknown = [n for n in names if n not in known]
         if unknown:
             off = "" if semantic else (" (semantic metrics off; with them: "

@@ -152,6 +152,9 @@ def test_unknown_metric_name_raises():
         build_metrics(["psnr", "lpips"], [_image()], semantic=False)
     # the names that exist (it said "available: []" when the names asked for held none of them)
     assert "available: ms-ssim, psnr, recall@1 (semantic metrics off; with them: teacher-sim" in str(e.value)
+    with pytest.raises(ValueError, match="unknown metric") as e:  # (the optional one was left out of the list)
+        build_metrics(["psnr", "nope"], [_image()], semantic=True)
+    assert "effnet-top1-10crop" in str(e.value).split("available: ")[1], str(e.value)
 
 
 def test_psnr_ceiling_is_above_near_lossless_values():
