@@ -141,13 +141,18 @@ def main(argv=None) -> int:
     images = image_files(a.images, a.limit)
     res = run(images, a.configs, a.repeat)  # (it checks every image's sides first)
     write_json(a.out, {"benchmark": "codec_e2e", "env": environment(), "results": res, "bpp_note": BPP_NOTE})
+    print_table(res)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def print_table(res: dict) -> None:
+    """``run``'s results as a table on stdout, with the note on their bpp."""
     print(f"{'config':<16} {'enc s (ours/CAI)':>22} {'ratio':>6} {'dec s (ours/CAI)':>22} {'ratio':>6} {'bpp (ours/CAI)':>18}")
     for k, r in res.items():
         print(f"{k:<16} {r['ours_enc']:>10.3f} /{r['cai_enc']:>10.3f} {r['enc_ratio']:>6.2f} "
               f"{r['ours_dec']:>10.3f} /{r['cai_dec']:>10.3f} {r['dec_ratio']:>6.2f} {r['ours_bpp']:>8.4f} /{r['cai_bpp']:>8.4f}")
     print(BPP_NOTE)
-    print(f"wrote {a.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -98,7 +98,11 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     payload = {"benchmark": "speed", "env": environment(), "images": len(images), "results": results,
-               "unavailable": missing}
+               "unavailable": missing,
+               # (what was measured: the count of images alone did not say which, nor at what quality)
+               "settings": {"images": str(a.images) if a.images else "Kodak", "files": [f.name for f in files],
+                            "quality": a.quality, "model": a.model or "default", "device": a.device,
+                            "backends": names}}
     if a.compressai:
         from .codec import run as run_compressai
 
@@ -110,6 +114,11 @@ def main(argv=None) -> int:
             print("   " + phase.split("_")[0] + ": " + ", ".join(f"{k} {v*1000:.0f}" for k, v in r[phase].items()) + " (ms)")
     for name, why in missing.items():
         print(f"[{name}] not available: {why}")
+    if a.compressai:  # (measured and written, but not shown)
+        from .codec import print_table
+
+        print("CompressAI, the same weights:")
+        print_table(payload["compressai"])
     print(f"wrote {a.out}")
     return 0
 

@@ -21,6 +21,8 @@ def test_bench_speed(tmp_path, rng, tiny_model_path):
     stages = res["results"]["torch"]["encode_stages_s"]
     assert {"g_a", "h_a", "h_s", "y coding"} <= set(stages)
     assert "tensorrt" in res["unavailable"]
+    assert res["settings"] == {"images": str(tmp_path / "imgs"), "files": ["0.png", "1.png"], "quality": 75.0,
+                               "model": str(tiny_model_path), "device": None, "backends": ["torch", "tensorrt"]}
     # a misspelt backend was listed as "not available" and the run exited 0; one that ran nothing too
     images = str(tmp_path / "imgs")
     assert main(["bench", "speed", "--images", images, "--backends", "torchh", "--out", str(out)]) == 2
