@@ -169,6 +169,8 @@ def test_semantic_checks_out_before_the_run(tmp_path, monkeypatch, capsys):
     out = tmp_path / "sem" / "r.json"  # no quality and no --timing: nothing to measure, nothing written
     assert semantic.main(["--jpeg", "--out", str(out)]) == 2
     assert "nothing to measure" in capsys.readouterr().err and not out.exists()
+    assert semantic.main(["--jpeg", "10", "30", "10", "--out", str(out)]) == 2  # (measured and reported twice)
+    assert "--jpeg: quality 10 given more than once" in capsys.readouterr().err and not out.exists()
 
 
 # --------------------------------------------------------------------------- bench rd's plots and report
