@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             check_output_path(args.out.with_suffix(".json"), "--out's figures")
         curves = [load_curve(s) for s in args.curve]
         anchors = [load_curve(s) for s in args.anchor]
+        if len(curves) == 1 and not anchors:  # (a report of headers alone, exit 0)
+            raise ConfigError("one --curve and no --anchor: nothing to compare it with (give another --curve "
+                              "or an --anchor)")
         check_unique_names(curves + anchors)
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
         measured = {k for c in curves + anchors for pt in c.points for k in pt}

@@ -80,9 +80,12 @@ def test_compare_errors(tmp_path, capsys):
                            (["--out", str(tmp_path / "r.json")], "name the Markdown report"),
                            # a folder: the name suggested is one compare takes (it said result.json)
                            (["--out", str(tmp_path)], re.escape(f"e.g. {tmp_path / 'compare.md'}"))):
-        assert cmp.main(["--curve", f"w={a}:webp", *extra]) == 2
+        assert cmp.main(["--curve", f"w={a}:webp", "--anchor", f"v={a}:webp", *extra]) == 2
         assert re.search(message, capsys.readouterr().err)
-    assert cmp.main(["--curve", f"w={a}:webp", "--out", str(tmp_path / "r.md"), "--bootstrap", "0"]) == 0
+    assert cmp.main(["--curve", f"w={a}:webp"]) == 2  # (a report of headers alone, exit 0)
+    assert "one --curve and no --anchor: nothing to compare it with" in capsys.readouterr().err
+    assert cmp.main(["--curve", f"w={a}:webp", "--anchor", f"v={a}:webp", "--out", str(tmp_path / "r.md"),
+                     "--bootstrap", "0"]) == 0
     assert (tmp_path / "r.md").read_text().startswith("# Curve comparison") and (tmp_path / "r.json").exists()
     # strict JSON: an undefined value is null (a bare NaN token before, which strict parsers refuse)
     json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in r.json"))
