@@ -452,6 +452,38 @@ def test_refusals_are_answered_as_they_come_even_behind_silent_connections(tiny_
         _stop_all(server, engine, held)
 
 
+def test_a_refused_client_gets_its_answer_and_end_at_once_and_is_dropped_after_the_drain(tiny_model_path):
+    """The 503 is followed by the server's end of the connection (its FIN) at once, so a client
+    reading to the end is not held for the drain; a client that keeps sending after it is dropped
+    once the drain's time (REFUSAL_SECONDS) is over, not held for ever."""
+    import socket
+
+    from vlmcodec.runtime import refusals
+
+    assert refusals.REFUSAL_SECONDS == 1.0  # (docs/serving.md: "for up to a second")
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, max_connections=1, idle_timeout=30)
+    serve_in_thread(server)
+    held = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30)]
+    try:
+        _wait_for(lambda: server.connections == 1)
+        sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=0.9 * refusals.REFUSAL_SECONDS)
+        held.append(sock)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.makefile("rb").read()  # to the end: within the drain's time (a timeout otherwise)
+        assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b"\n"), answer
+        dropped, end = False, time.monotonic() + 5 * refusals.REFUSAL_SECONDS
+        while not dropped and time.monotonic() < end:  # it keeps sending: the server's close resets it
+            try:
+                sock.sendall(b"x" * 1024)
+                time.sleep(0.05)
+            except OSError:
+                dropped = True
+        assert dropped, "the refused connection was drained past REFUSAL_SECONDS"
+    finally:
+        _stop_all(server, engine, held)
+
+
 def test_a_burst_of_refusals_beyond_the_backlog_is_answered_too(tiny_model_path):
     """Beyond the refusing thread's backlog (64 waiting) a refused connection was closed without
     an answer (143 of 500 in a burst); the accepting thread now sends its 503 when it goes out at once."""
