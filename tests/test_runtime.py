@@ -31,6 +31,56 @@ def test_scheduler_full_batch_goes_at_once():
     assert s.pop_batch(now=0.01) is None          # 1 waiting, not old enough
     assert s.next_due() == pytest.approx(10.003)
     assert len(s.pop_batch(now=10.01)) == 1       # delay reached
+    for i in range(3):  # exactly max_batch: full, at once too
+        s.add(_req("b", 20.0 + i * 1e-3))
+    assert len(s.pop_batch(now=20.01)) == 3
+
+
+def test_an_engines_own_timeout_bounds_requests_without_one(tiny_codec, rng):
+    """Engine(timeout_s=) is the deadline of a request that gives none (a mutation dropping it survived)."""
+    img = smooth_image(rng, 64, 64)
+    with Engine(tiny_codec, max_batch=8, max_delay_ms=60_000, timeout_s=0.2) as e:
+        t0 = time.monotonic()
+        err = e.submit_encode(img).exception(timeout=30)
+        assert isinstance(err, RequestTimeoutError) and time.monotonic() - t0 < 20, err
+        assert e.submit_encode(img, timeout_s=100).cancel()  # its own, longer: still waiting
+
+
+def test_a_draining_shutdown_runs_the_queue_at_once_not_after_the_batching_delay(tiny_codec, rng):
+    """shutdown(drain=True) forms the queued batches at once (force), without waiting max_delay_ms."""
+    img = smooth_image(rng, 64, 64)
+    e = Engine(tiny_codec, max_batch=8, max_delay_ms=600_000)
+    futs = [e.submit_encode(img) for _ in range(2)]
+    t0 = time.monotonic()
+    e.shutdown(timeout_s=60)  # (past its timeout_s the queue would fail: the futures say which)
+    assert all(f.result(timeout=0)[:4] == b"VLMC" for f in futs) and time.monotonic() - t0 < 60
+
+
+def test_a_shutdown_without_drain_fails_a_decode_waiting_for_a_coding_thread(tiny_codec, rng, monkeypatch):
+    """A decode queued for entropy decoding (the coding thread busy) fails with EngineDeadError at
+    a shutdown without drain, as the queue's requests do."""
+    img = smooth_image(rng, 64, 64)
+    e = Engine(tiny_codec, workers=1, max_delay_ms=1)
+    stream = e.submit_encode(img).result(timeout=60)
+    real, started = e.codec.entropy_encode, threading.Event()
+
+    def slow(*a, **kw):
+        started.set()
+        time.sleep(1.0)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(e.codec, "entropy_encode", slow)
+    busy = e.submit_encode(img)
+    assert started.wait(10)
+    waiting = e.submit_decode(stream)
+    ended: list[str] = []
+    waiting.add_done_callback(lambda f: ended.append("decode"))
+    busy.add_done_callback(lambda f: ended.append("busy encode"))
+    e.shutdown(drain=False)
+    err = waiting.exception(timeout=10)
+    assert isinstance(err, EngineDeadError), err
+    assert busy.result(timeout=30)[:4] == b"VLMC" and e.in_flight == 0
+    assert ended == ["decode", "busy encode"]  # at the shutdown, not once the coding thread came to it
 
 
 def test_scheduler_groups_by_key_and_is_fifo_across_groups():
