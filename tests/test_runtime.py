@@ -1048,3 +1048,61 @@ def test_a_shutdown_after_the_loop_died_does_not_queue_what_no_loop_runs(tiny_co
     err = fut.exception(timeout=10)
     assert isinstance(err, EngineDeadError) and "batching loop stopped" in str(err), err
     assert e.in_flight == 0
+
+
+def test_an_idle_engine_shuts_down_without_drain_at_once(tiny_codec):
+    """With nothing queued the batching loop waits without a wake-up time: a shutdown without
+    drain must wake it (a mutation dropping that wake-up hung shutdown for ever)."""
+    e = Engine(tiny_codec)
+    time.sleep(0.1)  # (the loop is waiting)
+    stopper = threading.Thread(target=e.shutdown, kwargs={"drain": False}, daemon=True)
+    stopper.start()
+    stopper.join(10)
+    assert not stopper.is_alive()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_batching_loop_reports_its_exception(tiny_codec, monkeypatch):
+    """The loop's failure is raised on, to threading.excepthook (the log), not swallowed."""
+    seen: list = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    e = Engine(tiny_codec, max_delay_ms=10)
+
+    def broken(now, force=False):
+        raise RuntimeError("a bug in the scheduler")
+
+    monkeypatch.setattr(e._sched, "pop_batch", broken)
+    with e._cv:
+        e._cv.notify_all()
+    e._thread.join(10)
+    assert any(isinstance(x, RuntimeError) and "a bug in the scheduler" in str(x) for x in seen), seen
+    e.shutdown()
+
+
+def test_a_drain_past_its_timeout_fails_the_queued_coding_jobs(tiny_model_path, rng, monkeypatch):
+    """Past shutdown(drain=True, timeout_s=)'s time the queued entropy-coding jobs fail with
+    EngineDeadError (they ran on once the coding thread was free); the running one finishes."""
+    from vlmcodec import Codec
+
+    codec = Codec(tiny_model_path)
+    real, release, first = codec.entropy_encode, threading.Event(), threading.Event()
+
+    def held(*a, **kw):
+        if not first.is_set():
+            first.set()
+            assert release.wait(60)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(codec, "entropy_encode", held)
+    img = smooth_image(rng, 32, 48)
+    e = Engine(codec, max_batch=1, max_delay_ms=0, workers=1)
+    running = e.submit_encode(img, 50)
+    assert first.wait(60)
+    queued = [e.submit_encode(img, 50) for _ in range(3)]
+    deadline = time.monotonic() + 60
+    while e.stats["batches"] < 4 and time.monotonic() < deadline:  # (their networks ran: coding is queued)
+        time.sleep(0.01)
+    threading.Timer(0.5, release.set).start()
+    e.shutdown(drain=True, timeout_s=0.1)
+    assert isinstance(running.result(timeout=5), bytes)
+    assert all(isinstance(f.exception(timeout=5), EngineDeadError) for f in queued)

@@ -581,6 +581,8 @@ def test_remote_codec_retries_a_busy_server_after_its_retry_after(tiny_model_pat
             RemoteCodec(server.url, retries=-1)
         # timeout_s bounds the whole call, its retries too: a retry that would begin past it is not
         # made (each attempt had timeout_s afresh: retries=5 and timeout_s=1.5 took 5 s and more)
+        remote.close()  # (its kept-alive connection held the one slot: held2 was refused, racily counted)
+        _wait_for(lambda: server.connections == 0)
         held2 = socket.create_connection(("127.0.0.1", server.server_port), timeout=30)
         try:
             _wait_for(lambda: server.connections == 1)
