@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     if a.compressai:
         from .codec import run as run_compressai
 
-        payload["compressai"] = run_compressai(files, ["N128-M192", "default-weights"])
+        compressai = run_compressai(files, ["N128-M192", "default-weights"])
+        payload["compressai"] = compressai
     write_json(a.out, payload)
     for name, r in results.items():
         print(f"[{name}] encode {r['encode_s']*1000:.0f} ms, decode {r['decode_s']*1000:.0f} ms per image")
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
         from .codec import print_table
 
         print("CompressAI, the same weights:")
-        print_table(payload["compressai"])
+        print_table(compressai)
     print(f"wrote {a.out}")
     return 0
 
