@@ -22,6 +22,30 @@ def _req(key, t):
     return InflightRequest(Kind.ENCODE, key, None, Future(), t, None)
 
 
+def _slowed(monkeypatch, codec, stage: str, seconds: float) -> threading.Event:
+    """``codec``'s ``stage`` (entropy_encode, entropy_decode) made ``seconds`` slower; the event
+    is set as one begins."""
+    real, started = getattr(codec, stage), threading.Event()
+
+    def slow(*a, **kw):
+        started.set()
+        time.sleep(seconds)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(codec, stage, slow)
+    return started
+
+
+def _break_the_loop(monkeypatch, engine) -> None:
+    """``engine``'s batching loop fails (a bug in the scheduler) as it next looks for a batch."""
+    def broken(now, force=False):
+        raise RuntimeError("a bug in the scheduler")
+
+    monkeypatch.setattr(engine._sched, "pop_batch", broken)
+    with engine._cv:
+        engine._cv.notify_all()
+
+
 def test_scheduler_full_batch_goes_at_once():
     s = Scheduler(max_batch=3, max_delay=10.0)
     for i in range(4):
@@ -62,14 +86,7 @@ def test_a_shutdown_without_drain_fails_a_decode_waiting_for_a_coding_thread(tin
     img = smooth_image(rng, 64, 64)
     e = Engine(tiny_codec, workers=1, max_delay_ms=1)
     stream = e.submit_encode(img).result(timeout=60)
-    real, started = e.codec.entropy_encode, threading.Event()
-
-    def slow(*a, **kw):
-        started.set()
-        time.sleep(1.0)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(e.codec, "entropy_encode", slow)
+    started = _slowed(monkeypatch, e.codec, "entropy_encode", 1.0)
     busy = e.submit_encode(img)
     assert started.wait(10)
     waiting = e.submit_decode(stream)
@@ -939,13 +956,7 @@ def test_a_decode_waiting_for_a_coding_thread_times_out_and_cancels_at_once(tiny
     img = smooth_image(rng, 64, 64)
     with Engine(tiny_codec, workers=1, max_delay_ms=1) as e:
         stream = e.submit_encode(img).result(timeout=60)
-        real = e.codec.entropy_encode
-
-        def slow(*a, **kw):
-            time.sleep(0.5)
-            return real(*a, **kw)
-
-        monkeypatch.setattr(e.codec, "entropy_encode", slow)
+        _slowed(monkeypatch, e.codec, "entropy_encode", 0.5)
         backlog = [e.submit_encode(img) for _ in range(4)]
         time.sleep(0.1)  # (the encodes reach the coding thread first)
         t0 = time.monotonic()
@@ -980,12 +991,7 @@ def test_a_timeout_or_delay_beyond_the_clock_is_refused_and_a_dead_loop_fails_it
         time.sleep(0.2)
         assert not queued.done()
 
-        def broken(now, force=False):
-            raise RuntimeError("a bug in the scheduler")
-
-        monkeypatch.setattr(e._sched, "pop_batch", broken)
-        with e._cv:
-            e._cv.notify_all()
+        _break_the_loop(monkeypatch, e)
         err = queued.exception(timeout=30)
         assert isinstance(err, EngineDeadError) and "batching loop stopped" in str(err), err
         assert e.closed and e.in_flight == 0
@@ -999,14 +1005,7 @@ def test_a_decode_cancelled_during_its_entropy_decode_gives_back_its_place(tiny_
     img = smooth_image(rng, 64, 64)
     with Engine(tiny_codec, max_delay_ms=60_000, max_queue=2, block=False) as e:
         stream = e.codec.encode(img, 50)
-        real, started = e.codec.entropy_decode, threading.Event()
-
-        def slow(*a, **kw):
-            started.set()
-            time.sleep(0.5)
-            return real(*a, **kw)
-
-        monkeypatch.setattr(e.codec, "entropy_decode", slow)
+        started = _slowed(monkeypatch, e.codec, "entropy_decode", 0.5)
         fut = e.submit_decode(stream)
         assert started.wait(10) and fut.cancel()
         deadline = time.monotonic() + 10
@@ -1025,23 +1024,11 @@ def test_a_shutdown_after_the_loop_died_does_not_queue_what_no_loop_runs(tiny_co
     img = smooth_image(rng, 64, 64)
     e = Engine(tiny_codec, max_delay_ms=10)
     stream = e.codec.encode(img, 50)
-    real, started = e.codec.entropy_decode, threading.Event()
-
-    def slow(*a, **kw):
-        started.set()
-        time.sleep(0.5)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(e.codec, "entropy_decode", slow)
+    started = _slowed(monkeypatch, e.codec, "entropy_decode", 0.5)
     fut = e.submit_decode(stream)
     assert started.wait(10)
 
-    def broken(now, force=False):
-        raise RuntimeError("a bug in the scheduler")
-
-    monkeypatch.setattr(e._sched, "pop_batch", broken)
-    with e._cv:
-        e._cv.notify_all()
+    _break_the_loop(monkeypatch, e)
     e._thread.join(10)
     assert not e._thread.is_alive() and e.closed
     e.shutdown()  # drain=True
@@ -1068,12 +1055,7 @@ def test_a_dead_batching_loop_reports_its_exception(tiny_codec, monkeypatch):
     monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
     e = Engine(tiny_codec, max_delay_ms=10)
 
-    def broken(now, force=False):
-        raise RuntimeError("a bug in the scheduler")
-
-    monkeypatch.setattr(e._sched, "pop_batch", broken)
-    with e._cv:
-        e._cv.notify_all()
+    _break_the_loop(monkeypatch, e)
     e._thread.join(10)
     assert any(isinstance(x, RuntimeError) and "a bug in the scheduler" in str(x) for x in seen), seen
     e.shutdown()

@@ -373,6 +373,18 @@ def _wait_for(predicate, seconds=10.0):
         time.sleep(0.01)
 
 
+def _full_server(tiny_model_path):
+    """A served engine with room for one connection, and that one taken: (engine, server, [its socket])."""
+    import socket
+
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "127.0.0.1", 0, max_connections=1, idle_timeout=30)
+    serve_in_thread(server)
+    held = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30)]
+    _wait_for(lambda: server.connections == 1)
+    return engine, server, held
+
+
 def _stop_all(server, engine, socks) -> None:
     """Close the test's sockets, stop the server and the engine; the refusing thread ends too."""
     for sock in socks:
@@ -429,12 +441,8 @@ def test_refusals_are_answered_as_they_come_even_behind_silent_connections(tiny_
     comes now, then drained alongside the others."""
     import socket
 
-    engine = Engine(Codec(tiny_model_path), block=False)
-    server = CodecServer(engine, "127.0.0.1", 0, max_connections=1, idle_timeout=30)
-    serve_in_thread(server)
-    held = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30)]
+    engine, server, held = _full_server(tiny_model_path)
     try:
-        _wait_for(lambda: server.connections == 1)
         silent = [socket.create_connection(("127.0.0.1", server.server_port), timeout=5) for _ in range(10)]
         held += silent
         for sock in silent:  # answered without sending a byte
@@ -461,12 +469,8 @@ def test_a_refused_client_gets_its_answer_and_end_at_once_and_is_dropped_after_t
     from vlmcodec.runtime import refusals
 
     assert refusals.REFUSAL_SECONDS == 1.0  # (docs/serving.md: "for up to a second")
-    engine = Engine(Codec(tiny_model_path), block=False)
-    server = CodecServer(engine, "127.0.0.1", 0, max_connections=1, idle_timeout=30)
-    serve_in_thread(server)
-    held = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30)]
+    engine, server, held = _full_server(tiny_model_path)
     try:
-        _wait_for(lambda: server.connections == 1)
         sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=0.9 * refusals.REFUSAL_SECONDS)
         held.append(sock)
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -489,12 +493,8 @@ def test_a_burst_of_refusals_beyond_the_backlog_is_answered_too(tiny_model_path)
     an answer (143 of 500 in a burst); the accepting thread now sends its 503 when it goes out at once."""
     import socket
 
-    engine = Engine(Codec(tiny_model_path), block=False)
-    server = CodecServer(engine, "127.0.0.1", 0, max_connections=1, idle_timeout=30)
-    serve_in_thread(server)
-    held = [socket.create_connection(("127.0.0.1", server.server_port), timeout=30)]
+    engine, server, held = _full_server(tiny_model_path)
     try:
-        _wait_for(lambda: server.connections == 1)
         burst = [socket.create_connection(("127.0.0.1", server.server_port), timeout=10) for _ in range(300)]
         held += burst
         for sock in burst:
