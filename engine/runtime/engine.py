@@ -561,7 +561,7 @@ class Engine:
                 self._draining = True
                 self._cv.notify_all()
             else:  # (a dead loop drains nothing: draining again would queue requests it never runs)
-                self._stop_draining(self._loop_failure or "engine shut down before the request ran")
+                self._stop_draining(self._why_stopped())
         if threading.get_ident() in self._own_threads:  # (a thread cannot wait for itself to end)
             return
         self._thread.join(timeout_s)
@@ -666,8 +666,7 @@ class Engine:
     def _enqueue(self, req: InflightRequest) -> None:
         with self._finishing():
             if self._stopping_now():
-                self._finish_locked(req, exc=EngineDeadError(self._loop_failure
-                                                             or "engine shut down before the request ran"))
+                self._finish_locked(req, exc=EngineDeadError(self._why_stopped()))
                 return
             if req.future.cancelled():  # (a decode cancelled in its entropy decode: its done-callback
                 self._finish_locked(req)  # found it nowhere to take out, so its place is given back here)
@@ -801,7 +800,7 @@ class Engine:
     def _run_unless_dead(self, req: InflightRequest, job, *args) -> None:
         """``job(req, *args)``, or ``req`` fails if a shutdown without drain has begun."""
         if self._stopping_now():
-            self._finish(req, exc=EngineDeadError("engine shut down before the request ran"))
+            self._finish(req, exc=EngineDeadError(self._why_stopped()))
             return
         try:
             job(req, *args)
@@ -961,6 +960,11 @@ class Engine:
         if self._stopping_now():
             return EngineDeadError("engine shut down while the request waited for memory")
         return e
+
+    def _why_stopped(self) -> str:
+        """What a request the engine's stop keeps from running is told: its batching loop's
+        failure, where that stopped it."""
+        return self._loop_failure or "engine shut down before the request ran"
 
     def _stopping_now(self) -> bool:
         """Shut down without drain: what has not finished fails."""

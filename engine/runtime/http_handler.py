@@ -181,12 +181,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._started = time.perf_counter()
         self._request_id = self._client = self._remote = None
         self._forwarded = self._expect_continue = False
-        if self._cut_by_close():  # (before the line is parsed: a cut one was answered 400 and logged)
-            return False
+        with self.server._connections_lock:  # (before the line is parsed: a cut one was answered 400 and logged)
+            if self._cut_by_close():
+                return False
         if not super().parse_request():
             return False
         with self.server._connections_lock:  # (a head still arriving is not in flight: server_close ends it)
-            if self._cut_by_close(locked=True):
+            if self._cut_by_close():
                 return False
             self.busy = True
         self._request_id = _request_id(self.headers)
@@ -200,13 +201,10 @@ class RequestHandler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _cut_by_close(self, locked: bool = False) -> bool:
-        """Whether server_close shut this connection down as idle while its request line or head
-        was arriving (the end read as the head's end): then the half-sent request is neither run,
-        answered, logged nor counted, and the connection ends."""
-        if not locked:
-            with self.server._connections_lock:
-                return self._cut_by_close(locked=True)
+    def _cut_by_close(self) -> bool:
+        """(Under the server's connections lock.) Whether server_close shut this connection down
+        as idle while its request line or head was arriving (the end read as the head's end): then
+        the half-sent request is neither run, answered, logged nor counted, and the connection ends."""
         if self.server._closing:
             self.close_connection = True
         return self.server._closing

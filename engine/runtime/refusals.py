@@ -72,26 +72,8 @@ def refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
                 sock = refusals.get(timeout=_POLL_SECONDS) if draining else refusals.get()
             except queue.Empty:
                 sock = _NOTHING_NEW
-            if sock is None:
+            if sock is None or (sock is not _NOTHING_NEW and not _start(sock, selector, draining, server_ref)):
                 return
-            if sock is not _NOTHING_NEW:
-                server = server_ref()
-                if server is None:
-                    sock.close()
-                    return
-                answer = answer_503(server.max_connections)
-                del server
-                try:
-                    refused = _Refused(sock, answer, time.monotonic() + REFUSAL_SECONDS)
-                    sock.setblocking(False)
-                    selector.register(sock, selectors.EVENT_READ, refused)
-                except (OSError, ValueError):  # (the client left already)
-                    sock.close()
-                else:
-                    if len(draining) >= _MOST_DRAINING:
-                        refused.deadline = 0.0  # (answered if it can be at once, then closed)
-                    draining[refused.fd] = refused
-                    _step(refused, selector, draining, server_ref)
             for key, _ in selector.select(0):
                 _step(key.data, selector, draining, server_ref)
             now = time.monotonic()
@@ -101,6 +83,29 @@ def refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
         for refused in list(draining.values()):
             _close(refused, selector, draining)
         selector.close()
+
+
+def _start(sock: socket.socket, selector: selectors.BaseSelector, draining: dict, server_ref: weakref.ref) -> bool:
+    """A newly refused connection: registered to be drained and taken as far as it goes at once;
+    False (and closed) when the server is gone."""
+    server = server_ref()
+    if server is None:
+        sock.close()
+        return False
+    answer = answer_503(server.max_connections)
+    del server
+    try:
+        refused = _Refused(sock, answer, time.monotonic() + REFUSAL_SECONDS)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, refused)
+    except (OSError, ValueError):  # (the client left already)
+        sock.close()
+        return True
+    if len(draining) >= _MOST_DRAINING:
+        refused.deadline = 0.0  # (answered if it can be at once, then closed)
+    draining[refused.fd] = refused
+    _step(refused, selector, draining, server_ref)
+    return True
 
 
 def _step(refused: _Refused, selector: selectors.BaseSelector, draining: dict, server_ref: weakref.ref) -> None:
