@@ -289,19 +289,23 @@ static int bad_value(const char *option, const char *expected, const char *value
     return 2;
 }
 
+/* x ≥ 0 rounded to a whole number as Python's round does it: half to even (x − floor(x) is exact). */
+static unsigned long round_half_even(double x) {
+    unsigned long r = (unsigned long)x;
+    const double frac = x - (double)r;
+    if (frac > 0.5 || (frac == 0.5 && (r & 1))) ++r;
+    return r;
+}
+
 /* A number in [0, 100] into *q, as a stream stores it; 0 otherwise. */
 static int parse_quality(const char *text, double *q) {
     char *end = NULL;
-    double hundredths, whole;
     if (text == NULL || *text == '\0' || strpbrk(text, "xX")) return 0; /* (hex: strtod's, not vlmcodec's) */
     errno = 0;
     *q = strtod(text, &end);
     if (!(errno == 0 && *end == '\0' && *q >= 0.0 && *q <= 100.0)) return 0;
     /* as a stream stores it: hundredths, half to even (50.005 printed 50.01 beside a stream of 50.00; -0: 0) */
-    hundredths = *q * 100.0;
-    whole = (double)(unsigned long)hundredths;
-    if (hundredths - whole > 0.5 || (hundredths - whole == 0.5 && ((unsigned long)whole & 1))) whole += 1.0;
-    *q = whole / 100.0;
+    *q = (double)round_half_even(*q * 100.0) / 100.0;
     return 1;
 }
 

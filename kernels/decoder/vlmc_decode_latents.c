@@ -83,9 +83,10 @@ int main(int argc, char **argv) {
     if (coded_size && short_side) return error("--coded-size and --short-side exclude each other\n" USAGE);
     if ((coded_size || short_side) && !image_path) return error("--coded-size and --short-side size --image's output");
     if ((flags & VLMC_DEC_RAW) && !out_path) return error("--raw is of the latents OUT.f32: give it one");
-    if (image_path && other_image_extension(image_path)) {
+    const char *other_format = image_path ? other_image_extension(image_path) : NULL;
+    if (other_format) {
         fprintf(stderr, VLMC_TOOL_NAME ": error: --image writes a binary PPM, not %s: name it .ppm (vlmcodec decode "
-                "writes other formats)\n", other_image_extension(image_path));
+                "writes other formats)\n", other_format);
         return 2;
     }
 

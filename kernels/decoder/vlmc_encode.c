@@ -52,10 +52,7 @@ static int ppm_number(const unsigned char *data, size_t size, size_t *p, unsigne
 /* One sample on 0..out_max as Pillow's PPM decoder reads it (and so vlmcodec's Python reader):
  * min(out_max, round-half-even(v / maxval * out_max)) in double precision. */
 static unsigned long pnm_scale(unsigned long v, unsigned long maxval, unsigned long out_max) {
-    const double x = (double)v / (double)maxval * (double)out_max; /* ≥ 0; x − floor(x) is exact */
-    unsigned long r = (unsigned long)x;
-    const double frac = x - (double)r;
-    if (frac > 0.5 || (frac == 0.5 && (r & 1))) ++r; /* Python's round: half to even */
+    const unsigned long r = round_half_even((double)v / (double)maxval * (double)out_max);
     return r > out_max ? out_max : r;
 }
 
