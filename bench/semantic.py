@@ -479,7 +479,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     from vlmcodec.image_io import load_image
 
-    from .common import check_output_path, environment, kodak_dir, progress_bar, write_json
+    from .common import check_output_path, environment, kodak_dir, progress_bar, repeated, write_json
 
     p = argparse.ArgumentParser(prog="vlmcodec bench semantic", description=main.__doc__)
     p.add_argument("--images", type=Path, default=None, help="folder of PNG images (default ../shared/data/kodak)")
@@ -492,9 +492,9 @@ def _main(argv: Sequence[str] | None) -> int:
     a = p.parse_args(argv)
     if not a.jpeg and not a.timing:  # (it measured nothing, exit 0, and wrote a JSON without results)
         raise ConfigError("--jpeg: no quality given and no --timing: nothing to measure (e.g. --jpeg 10 30 75)")
-    repeated = sorted({q for q in a.jpeg if a.jpeg.count(q) > 1})
-    if repeated:  # (measured and reported twice, as bench rd and matched-bytes refuse it)
-        raise ConfigError(f"--jpeg: quality {', '.join(f'{q:g}' for q in repeated)} given more than once")
+    twice = repeated(a.jpeg)
+    if twice:  # (measured and reported twice, as bench rd and matched-bytes refuse it)
+        raise ConfigError(f"--jpeg: quality {twice} given more than once")
     if a.out is not None:  # before the run (a folder given failed after it)
         check_output_path(a.out)
     torch.set_num_threads(a.threads)
