@@ -78,7 +78,7 @@ def test_export_refuses_onnx_options_for_other_formats(tmp_path, capsys, flag):
 
 def test_info_refuses_a_terminal_as_standard_input(monkeypatch, capsys):
     """info - waited for bytes no one could type; encode and decode refused."""
-    monkeypatch.setattr(cli, "_is_terminal", lambda stream: stream is sys.stdin)
+    monkeypatch.setattr(cli.paths, "_is_terminal", lambda stream: stream is sys.stdin)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     assert main(["info", "-"]) == 2
     assert "standard input is a terminal" in capsys.readouterr().err

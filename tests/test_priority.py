@@ -126,7 +126,7 @@ def test_a_client_may_lower_its_priority_but_not_raise_it_above_its_own(tiny_mod
 
 
 def test_a_reload_changes_the_clients_priorities(tiny_model_path, tmp_path, capsys):
-    from vlmcodec.cli import _reload_security, _serve_security
+    from vlmcodec.cli.serve import _reload_security, _serve_security
 
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("front tok-f priority=3\n")

@@ -197,7 +197,7 @@ def test_a_server_without_a_limit_of_its_own_limits_only_the_named_clients(tiny_
 def test_a_reload_changes_a_clients_limit_with_its_line(tiny_model_path, rng, tmp_path, capsys):
     import argparse
 
-    from vlmcodec.cli import _reload_security, _serve_security
+    from vlmcodec.cli.serve import _reload_security, _serve_security
 
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("app tok-a rate=0.01 burst=1\n")

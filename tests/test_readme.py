@@ -486,7 +486,8 @@ def _resolves(dotted: str) -> bool:
 def test_every_dotted_vlmcodec_name_in_the_docs_and_the_cli_help_exists():
     """A name such as ``vlmcodec.training.trainer.TrainConfig`` in the docs or in a --help text
     (``vlmcodec train --help`` named ``vlmcodec.training.TrainConfig``, which is not there)."""
-    texts = {**DOCS, "engine/cli.py": (ROOT / "engine" / "cli.py").read_text(encoding="utf-8")}
+    texts = {**DOCS, **{str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+                      for p in sorted((ROOT / "engine" / "cli").glob("*.py"))}}
     names = {(doc, m) for doc, text in texts.items() for m in re.findall(r"\bvlmcodec(?:\.[A-Za-z_]\w*)+", text)}
     assert len(names) > 20
     missing = sorted(f"{doc}: {name}" for doc, name in names if not _resolves(name))

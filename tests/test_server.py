@@ -1045,7 +1045,7 @@ def test_mutual_tls_admits_only_clients_with_a_signed_certificate(tiny_model_pat
     import argparse
     import ssl
 
-    from vlmcodec.cli import _serve_security
+    from vlmcodec.cli.serve import _serve_security
     from vlmcodec.runtime import RemoteCodec
 
     cert, key = tls_files
@@ -1178,7 +1178,7 @@ def test_the_json_access_log_has_one_object_a_line(tiny_model_path, rng, capsys)
 
 
 def test_serve_warns_when_it_listens_beyond_this_machine_unprotected():
-    from vlmcodec.cli import _exposure_warning
+    from vlmcodec.cli.serve import _exposure_warning
 
     assert _exposure_warning("127.0.0.1", False, False) is None
     assert _exposure_warning("::1", False, False) is None and _exposure_warning("localhost", False, False) is None
@@ -1261,7 +1261,7 @@ def test_serve_warns_of_secrets_other_users_can_read(tmp_path, tls_files):
     import shutil
     import warnings
 
-    from vlmcodec.cli import _serve_security
+    from vlmcodec.cli.serve import _serve_security
     from vlmcodec.errors import VlmcodecWarning
 
     cert, key = tls_files
@@ -1400,7 +1400,7 @@ def test_a_server_dropped_without_server_close_leaves_no_thread(tiny_model_path)
 def test_serve_start_line_says_which_streams_a_decoder_sharing_model_writes(tmp_path):
     """A model sharing another's decoder writes streams that carry that model's fingerprint:
     the start line names both (it named the model alone, as though its streams carried it)."""
-    from vlmcodec.cli import _model_label
+    from vlmcodec.cli.serve import _model_label
     from vlmcodec.codec import Codec
     from vlmcodec.models import MeanScaleHyperprior, ModelConfig
     from vlmcodec.models.checkpoint import load_model, save_model

@@ -48,7 +48,7 @@ def test_client_of_names_the_matching_token_only():
 def test_serve_reads_a_token_file_written_with_a_byte_order_mark(tmp_path):
     import argparse
 
-    from vlmcodec.cli import _serve_security
+    from vlmcodec.cli.serve import _serve_security
 
     f = tmp_path / "tokens.txt"
     f.write_bytes("\ufeffapp tok-a\r\nbatch tok-b\r\n".encode("utf-8"))  # as Windows Notepad writes it
