@@ -30,6 +30,24 @@ def _recorded_waits(monkeypatch, sleep: bool = False) -> list[float]:
     return waits
 
 
+def _noticed_retry_wait(monkeypatch) -> threading.Event:
+    """Set once an AsyncRemoteCodec call begins waiting to retry (its cancel can then land there)."""
+    waiting = threading.Event()
+
+    class _NoticedEvent(threading.Event):
+        def wait(self, timeout=None):
+            waiting.set()
+            return super().wait(timeout)
+
+    class _NoticedCall(client_module._Call):
+        def __init__(self):
+            super().__init__()
+            self.ended = _NoticedEvent()
+
+    monkeypatch.setattr(client_module, "_Call", _NoticedCall)
+    return waiting
+
+
 def test_a_retry_after_beyond_the_cap_is_waited_for_max_retry_wait_s(monkeypatch):
     """A 503 asking for more than MAX_RETRY_WAIT_S is retried after MAX_RETRY_WAIT_S."""
     waits = _recorded_waits(monkeypatch)
@@ -100,19 +118,7 @@ def test_an_async_call_cancelled_in_its_retry_wait_makes_no_further_try(monkeypa
     """An AsyncRemoteCodec call cancelled while it waits to retry a 503 ends in that wait: its
     thread opens no new connection for a retry, and the next call's request is the second
     connection the server sees."""
-    waiting = threading.Event()
-
-    class _NoticedEvent(threading.Event):
-        def wait(self, timeout=None):
-            waiting.set()
-            return super().wait(timeout)
-
-    class _NoticedCall(client_module._Call):
-        def __init__(self):
-            super().__init__()
-            self.ended = _NoticedEvent()
-
-    monkeypatch.setattr(client_module, "_Call", _NoticedCall)
+    waiting = _noticed_retry_wait(monkeypatch)
     served: list[int] = []
     busy = _busy("Retry-After: 8\r\nConnection: close\r\n")
 
@@ -133,3 +139,29 @@ def test_an_async_call_cancelled_in_its_retry_wait_makes_no_further_try(monkeypa
     with _FakeServer(handle) as fake:
         asyncio.run(go(fake.url))
     assert served == [0, 1], served
+
+
+def test_an_async_call_cancelled_in_its_retry_wait_leaves_its_kept_alive_connection_open(monkeypatch):
+    """The cancel of a call waiting to retry a kept-alive 503 ends the wait only: the connection,
+    its exchange over, stays open for the thread's next call (the cancel shut it down, and the
+    next call found it dead and connected again)."""
+    waiting = _noticed_retry_wait(monkeypatch)
+    served: list[int] = []
+
+    def handle(sock, n):
+        while _read_request(sock) is not None:
+            served.append(n)
+            sock.sendall(_busy("Retry-After: 8\r\n") if len(served) == 1 else _answer(OK))
+
+    async def go(url: str) -> None:
+        async with AsyncRemoteCodec(url, timeout_s=30, retries=2, max_workers=1) as remote:
+            first = asyncio.ensure_future(remote.health())
+            assert await asyncio.to_thread(waiting.wait, 20)
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            assert await asyncio.wait_for(remote.health(), 20) == {"status": "ok"}
+
+    with _FakeServer(handle) as fake:
+        asyncio.run(go(fake.url))
+    assert served == [0, 0], served

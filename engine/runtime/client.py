@@ -286,6 +286,8 @@ class RemoteCodec:
                         raise
                 resp = conn.getresponse()
                 payload = _read_answer(resp)
+                if call is not None:  # (the exchange is over: a cancel in a retry's wait leaves the connection open)
+                    call.use(None)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError,
                     ssl.SSLZeroReturnError) as e:  # (over TLS, a kept-alive connection the server closed: SSL EOF)
                 self._drop(conn)
