@@ -241,6 +241,35 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_model_path, second_m
             proc.wait()
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals only")
+def test_a_second_ctrl_c_while_serve_drains_stops_it_at_once(tiny_model_path):
+    """Ctrl-C makes serve answer what is in flight first (a body still arriving: up to 30 s); a
+    second Ctrl-C meanwhile stops it at once, as a command's Ctrl-C does: "interrupted", exit 130,
+    no traceback."""
+    import socket
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vlmcodec.cli import main; sys.exit(main())",
+                             "serve", "--port", "0", "--model", str(tiny_model_path), "--quiet"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        port = int(line.split("http://127.0.0.1:")[1].split(":")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            time.sleep(0.3)  # (the head read: the request is in flight, its body arriving)
+            proc.send_signal(signal.SIGINT)
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.0)  # draining: it waits for the body
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=20) == 130
+        err = proc.stderr.read()
+        assert "vlmcodec: interrupted" in err and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_silent_connection_is_closed_and_a_short_body_refused(tiny_model_path):
     import socket
 
