@@ -775,15 +775,18 @@ class Codec:
 
     @contextmanager
     def _stage(self, name: str):
-        """Adds the stage's wall time to ``self.stage_times`` when profiling is on (a dict)."""
-        if self.stage_times is None:
+        """Adds the stage's wall time to ``self.stage_times`` when profiling is on (a dict: the one
+        set when the stage began, so that profiling turned off meanwhile, by another thread, is no
+        AttributeError in this one's coding)."""
+        times = self.stage_times
+        if times is None:
             yield
             return
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.stage_times[name] = self.stage_times.get(name, 0.0) + time.perf_counter() - t0
+            times[name] = times.get(name, 0.0) + time.perf_counter() - t0
 
     def _scale_index(self, scales64: Tensor) -> Tensor:
         return self.model.gaussian_conditional.build_indexes(scales64)

@@ -351,3 +351,25 @@ def test_making_a_codec_imports_neither_dynamo_nor_sympy(tiny_model_path):
     out = subprocess.run([sys.executable, "-c", code.format(str(tiny_model_path))], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_profiling_turned_off_during_a_stage_does_not_fail_the_coding(tiny_codec, rng):
+    """``stage_times`` set to None (by another thread) while a stage runs: that coding goes on and
+    its stage's time goes to the dict it began with (it raised AttributeError)."""
+    from conftest import smooth_image
+
+    times: dict[str, float] = {}
+    tiny_codec.stage_times = times
+    real = tiny_codec.backend.analysis
+
+    def switched_off(*a, **kw):
+        tiny_codec.stage_times = None
+        return real(*a, **kw)
+
+    tiny_codec.backend.analysis = switched_off
+    try:
+        assert tiny_codec.encode(smooth_image(rng, 64, 64), 50)[:4] == b"VLMC"
+    finally:
+        del tiny_codec.backend.analysis
+        tiny_codec.stage_times = None
+    assert "g_a" in times and tiny_codec.stage_times is None
