@@ -248,6 +248,9 @@ def build_parser() -> _Parser:
                         "wrote it, /encode?model=FINGERPRINT encodes with it; --model stays the default")
     v.add_argument("--max-connections", type=_positive_int, default=128,
                    help="open connections (a thread each) before answering 503 to new ones (default 128)")
+    v.add_argument("--max-connections-per-address", type=_positive_int, metavar="N",
+                   help="open connections from one address before answering 503 to its new ones (default: no "
+                        "bound of its own; a --trusted-proxy's connections are not counted)")
     v.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="answer 504 to a request queued longer (default: none; set it below your clients' own timeout)")
     v.add_argument("--idle-timeout", type=_positive_float, default=60.0, metavar="SECONDS",

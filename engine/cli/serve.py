@@ -162,7 +162,8 @@ def cmd_serve(args) -> int:
                              trusted_proxies=args.trusted_proxy, client_priorities=token_file.priorities,
                              client_max_refine=token_file.max_refine, max_refine_pixels=args.max_refine_pixels,
                              refine_cost=args.refine_cost, idle_timeout=args.idle_timeout,
-                             header_timeout=args.header_timeout)
+                             header_timeout=args.header_timeout,
+                             max_connections_per_address=args.max_connections_per_address)
     except (OSError, ConfigError) as e:
         shut_down_engines(drain=False)
         if isinstance(e, ConfigError):
@@ -182,6 +183,8 @@ def cmd_serve(args) -> int:
     also = f" (and {', '.join(map(_model_label, others))} for their streams)" if others else ""
     limiter = server.rate_limiter
     limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter.limit else ""
+    if server.max_connections_per_address:
+        limit += f", {server.max_connections_per_address} connections per address"
     if server.client_limits:
         limit += f", {len(server.client_limits)} client(s) with a limit of their own"
     if server.client_priorities:

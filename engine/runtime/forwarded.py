@@ -67,6 +67,12 @@ def _trusted(address, networks: Sequence[Network]) -> bool:
     return any(address in net for net in networks)
 
 
+def trusted_peer(peer: str, networks: Sequence[Network]) -> bool:
+    """Whether a connection from ``peer`` comes from a trusted proxy (many clients behind it)."""
+    address = _address(peer)
+    return address is not None and _trusted(address, networks)
+
+
 def client_address(peer: str, forwarded_for: Sequence[str], networks: Sequence[Network]) -> tuple[str, bool]:
     """(the client's address, whether it came from ``X-Forwarded-For``) for a connection from
     ``peer`` carrying these header values (every occurrence, in order)."""

@@ -1,5 +1,5 @@
-"""The connection bound's refusals (``CodecServer(max_connections=)``): one thread answers each
-connection over the bound with 503 as it comes, then reads and drops what its client sends until
+"""The connection bounds' refusals (``CodecServer(max_connections=, max_connections_per_address=)``):
+one thread answers each connection over a bound with 503 as it comes, then reads and drops what its client sends until
 the client closes or ``REFUSAL_SECONDS`` pass (closing a socket with unread data resets the
 connection, and the client would see a reset instead of the answer). The connections are drained
 together, through a selector: one that stays silent no longer holds up the answers of the next
@@ -15,6 +15,7 @@ import ssl
 import time
 import weakref
 from http import HTTPStatus
+from typing import cast
 
 # a refused connection is drained this long at most, then closed
 REFUSAL_SECONDS = 1.0
@@ -35,23 +36,21 @@ class _Refused:
         self.handshake = isinstance(sock, ssl.SSLSocket)  # (TLS: the answer goes after the handshake)
 
 
-def answer_503(max_connections: int) -> bytes:
-    """The whole answer to a connection over the bound."""
-    body = (json.dumps({"error": f"server busy: {max_connections} connections open (--max-connections); "
-                                 "retry later", "type": "QueueFull"}) + "\n").encode()
+def answer_503(message: str) -> bytes:
+    """The whole answer to a connection over a bound, ``message`` its error."""
+    body = (json.dumps({"error": message, "type": "QueueFull"}) + "\n").encode()
     head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
     return head + body
 
 
-def answer_at_once(sock: socket.socket, server) -> None:
+def answer_at_once(sock: socket.socket, answer: bytes, server) -> None:
     """A refusal the refusing thread has no room for: its 503 sent if it goes out at once (not
     over TLS, which needs a handshake first), counted, and the connection closed, without the
     drain (a client still sending may see a reset instead)."""
     try:
         if not isinstance(sock, ssl.SSLSocket):
             sock.setblocking(False)
-            answer = answer_503(server.max_connections)
             if sock.send(answer) == len(answer):
                 server.count_response(HTTPStatus.SERVICE_UNAVAILABLE)
                 sock.shutdown(socket.SHUT_WR)
@@ -62,18 +61,22 @@ def answer_at_once(sock: socket.socket, server) -> None:
 
 
 def refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
-    """The refusing thread: answers each connection ``refusals`` brings until a None (or the
-    server is gone); those still being drained then are closed."""
+    """The refusing thread: answers each (connection, its answer) ``refusals`` brings until a None
+    (or the server is gone); those still being drained then are closed."""
     selector = selectors.DefaultSelector()
     draining: dict[int, _Refused] = {}
     try:
         while True:
             try:
-                sock = refusals.get(timeout=_POLL_SECONDS) if draining else refusals.get()
+                item = refusals.get(timeout=_POLL_SECONDS) if draining else refusals.get()
             except queue.Empty:
-                sock = _NOTHING_NEW
-            if sock is None or (sock is not _NOTHING_NEW and not _start(sock, selector, draining, server_ref)):
+                item = _NOTHING_NEW
+            if item is None:
                 return
+            if item is not _NOTHING_NEW:
+                sock, answer = cast(tuple[socket.socket, bytes], item)
+                if not _start(sock, answer, selector, draining, server_ref):
+                    return
             for key, _ in selector.select(0):
                 _step(key.data, selector, draining, server_ref)
             now = time.monotonic()
@@ -85,15 +88,13 @@ def refuse_loop(refusals: queue.Queue, server_ref: weakref.ref) -> None:
         selector.close()
 
 
-def _start(sock: socket.socket, selector: selectors.BaseSelector, draining: dict, server_ref: weakref.ref) -> bool:
+def _start(sock: socket.socket, answer: bytes, selector: selectors.BaseSelector, draining: dict,
+           server_ref: weakref.ref) -> bool:
     """A newly refused connection: registered to be drained and taken as far as it goes at once;
     False (and closed) when the server is gone."""
-    server = server_ref()
-    if server is None:
+    if server_ref() is None:
         sock.close()
         return False
-    answer = answer_503(server.max_connections)
-    del server
     try:
         refused = _Refused(sock, answer, time.monotonic() + REFUSAL_SECONDS)
         sock.setblocking(False)

@@ -19,8 +19,8 @@ exception class}`` (``RemoteCodec`` raises that class again): 400 for a
 bad image, stream or parameter, 409 for a stream of another model, 411/413 for a missing or too
 large body, 503 when the queue is full or the engine is shut down, 504 on a request timeout.
 
-Connections are bounded (``max_connections``): one more is answered 503 at once (``Retry-After``)
-by a single refusing thread and closed, so that a flood of clients, idle or not, costs a bounded
+Connections are bounded (``max_connections``, and ``max_connections_per_address`` from one
+address): one more is answered 503 at once (``Retry-After``) by a single refusing thread and closed, so that a flood of clients, idle or not, costs a bounded
 number of threads and bodies in memory. ``ssl_context`` serves HTTPS; ``auth_token`` (one token,
 several, or ``{client name: token}``, see :mod:`.tokens`) answers 401 to any request but /health
 without ``Authorization: Bearer <token>``.
@@ -49,11 +49,11 @@ from ..errors import ConfigError, ModelMismatchError
 from ..image_io import check_png_level
 from ..refine import check_refine_steps
 from .engine import Engine
-from .forwarded import client_key, trusted_networks
+from .forwarded import client_key, trusted_networks, trusted_peer
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
 from .rate_limit import RateLimiter, check_client_limits
-from .refusals import answer_at_once, refuse_loop
+from .refusals import answer_503, answer_at_once, refuse_loop
 from .tokens import check_client_max_refine, check_client_priorities, token_table
 
 DEFAULT_MAX_BODY = 64 * 2**20
@@ -81,6 +81,7 @@ class CodecServer(ThreadingHTTPServer):
     Its options are ``vlmcodec serve``'s (docs/serving.md says what each does):
 
     - bounds: ``max_body`` (bytes of a request body), ``max_connections`` (over it: 503 at once),
+      ``max_connections_per_address`` (the same from one peer address, a trusted proxy's aside; None: none),
       ``idle_timeout`` and ``header_timeout`` (seconds; None: no bound), ``max_refine`` and
       ``max_refine_pixels`` (encoder-side refinement a request may ask for), ``refine_cost``;
     - defaults of a request: ``quality``, ``png_level`` (of decoded PNGs);
@@ -106,8 +107,11 @@ class CodecServer(ThreadingHTTPServer):
                  client_priorities: Mapping[str, int] | None = None,
                  max_refine_pixels: int = DEFAULT_MAX_REFINE_PIXELS,
                  client_max_refine: Mapping[str, int] | None = None, refine_cost: float = 0.0,
-                 header_timeout: float | None = DEFAULT_HEADER_TIMEOUT):
+                 header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+                 max_connections_per_address: int | None = None):
         check_count("max_connections", max_connections)
+        if max_connections_per_address is not None:
+            check_count("max_connections_per_address", max_connections_per_address)
         check_in_range("quality", quality, 0, 100)
         png_level = check_png_level(png_level)
         check_seconds("idle_timeout", idle_timeout)
@@ -142,6 +146,10 @@ class CodecServer(ThreadingHTTPServer):
         self.max_connections = int(max_connections)
         self.connections = 0  # open now, each with its thread
         self.connections_refused = 0
+        # open connections of each peer address (those of trusted proxies not counted: many clients behind one)
+        self.max_connections_per_address = max_connections_per_address
+        self._by_address: dict[str, int] = {}
+        self._address_of: dict[object, str] = {}  # each counted connection's socket → its address
         self._connections_lock = threading.Condition()
         self._handlers: set[RequestHandler] = set()  # the open connections' handlers
         self._closing = False
@@ -282,33 +290,57 @@ class CodecServer(ThreadingHTTPServer):
 
     # -- the connection bound ---------------------------------------------------------------
     def process_request(self, request, client_address) -> None:
+        peer = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
+        counted = self.max_connections_per_address is not None and not trusted_peer(peer, self.trusted_proxies)
         with self._connections_lock:
-            admitted = self.connections < self.max_connections
-            if admitted:
+            refusal = self._refusal(peer if counted else None)
+            if refusal is None:
                 self.connections += 1
+                if counted:
+                    self._by_address[peer] = self._by_address.get(peer, 0) + 1
+                    self._address_of[request] = peer
             else:
                 self.connections_refused += 1
-        if not admitted:
+        if refusal is not None:
+            answer = answer_503(refusal)
             try:
-                self._refusals.put_nowait(request)
+                self._refusals.put_nowait((request, answer))
             except queue.Full:  # (a burst the refusing thread has not caught up with)
-                answer_at_once(request, self)
+                answer_at_once(request, answer, self)
             return
         try:
             super().process_request(request, client_address)  # starts the connection's thread
         except BaseException:
-            self._release()
+            self._release(request)
             raise
+
+    def _refusal(self, peer: str | None) -> str | None:
+        """(Under the lock.) Why a new connection (from ``peer``, when its address is counted) is
+        refused, or None when it is admitted."""
+        if self.connections >= self.max_connections:
+            return f"server busy: {self.max_connections} connections open (--max-connections); retry later"
+        cap = self.max_connections_per_address
+        if peer is not None and cap is not None and self._by_address.get(peer, 0) >= cap:
+            return (f"too many connections from {peer}: {cap} open (--max-connections-per-address); close one "
+                    "or retry later")
+        return None
 
     def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release()
+            self._release(request)
 
-    def _release(self) -> None:
+    def _release(self, request) -> None:
         with self._connections_lock:
             self.connections -= 1
+            peer = self._address_of.pop(request, None)
+            if peer is not None:
+                left = self._by_address[peer] - 1
+                if left:
+                    self._by_address[peer] = left
+                else:
+                    del self._by_address[peer]
             self._connections_lock.notify_all()
 
     def server_close(self, drain_s: float = 30.0) -> None:
@@ -327,15 +359,15 @@ class CodecServer(ThreadingHTTPServer):
         _end_connections(late)  # still reading a request or answering one after drain_s
         while True:  # refusals still waiting are closed unanswered; then the refusing thread ends
             try:
-                sock = self._refusals.get_nowait()
+                item = self._refusals.get_nowait()
             except queue.Empty:
                 try:
                     self._refusals.put_nowait(None)
                     break
                 except queue.Full:  # filled meanwhile (serve_forever still running): drain again
                     continue
-            if sock is not None:
-                self.shutdown_request(sock)
+            if item is not None:
+                self.shutdown_request(item[0])
 
 
 def _end_connections(handlers) -> None:
@@ -348,7 +380,7 @@ def _end_connections(handlers) -> None:
 
 
 def _wake_refuser(refusals: queue.Queue) -> None:
-    """Ends the refusing thread of a server gone: a None, or, with its queue full, the next socket
+    """Ends the refusing thread of a server gone: a None, or, with its queue full, the next refusal
     it takes finds the server gone (never a blocking put in a finalizer)."""
     with contextlib.suppress(queue.Full):
         refusals.put_nowait(None)
