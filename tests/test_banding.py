@@ -197,3 +197,23 @@ def test_band_rows_within_a_profile():
     assert all(4 <= c1 - c0 <= 16 for c0, c1 in slices) and slices[0][0] == 0 and slices[-1][1] == 40
     assert band_rows_within(gs, 40, 4, 16) >= (band_rows_within(gs, 40, 4, 12) or 0)
     assert band_rows_within(gs, 40, 4, 3) is None  # no band fits in fewer rows than its context
+
+
+def test_banding_begins_above_the_threshold_and_a_height_that_fits_is_one_band():
+    """``bands_at``: an image of exactly ``band_pixels`` runs in one pass; one pixel more bands.
+    ``band_rows_within``: a height the bound admits whole is one band of all its rows (one row for a
+    one-row output, which found no band size at all)."""
+    from vlmcodec.banding import band_rows_within, bands_at
+
+    assert not bands_at(1 << 20, 1 << 20) and bands_at((1 << 20) + 1, 1 << 20)
+    geometry = RowGeometry((("conv", 5, 2, 2), ("conv", 5, 2, 2)))
+    assert band_rows_within(geometry, 64, 1, 10**6) == 16
+    assert band_rows_within(geometry, 4, 1, 10**6) == 1
+
+
+def test_a_height_the_chain_cannot_split_evenly_is_refused():
+    """A conv/deconv chain whose bands need a height divisible by its alignment: ValueError for one
+    that is not (a band's rows would land between output rows)."""
+    geometry = RowGeometry((("conv", 3, 2, 1), ("deconv", 4, 2, 1)))
+    with pytest.raises(ValueError):
+        list(_band_slices(geometry, 9, 4))

@@ -206,3 +206,24 @@ def test_bytes_after_a_streams_end_are_named_as_such():
     with pytest.raises(BitstreamError, match="corrupt or truncated stream: chunk table says 5 payload bytes, "
                                              "file has 4"):
         container.unpack(data[:-1])
+
+
+def test_damage_helper_bounds():
+    """vlmcodec.bitstream.damage at its edges, on a stream of a 5-byte payload: up to ``edits``
+    flips are drawn (the most too); a truncation is always shorter and, cut inside the header or
+    the CRC field, a plain prefix (no CRC written past its end); payload-only flips never land in
+    the CRC field (a recomputed CRC would then undo them); a stream without a payload is refused."""
+    from vlmcodec.bitstream.damage import crc_offset, damage
+
+    data = container.pack(container.Header(FP, 64, 48, 50.0), [b"abc"], [b"de"])
+    crc_at = crc_offset(data)
+    r = random.Random(1)
+    bits = [sum(bin(a ^ b).count("1") for a, b in zip(data, damage(data, "flip", r, edits=3))) for _ in range(200)]
+    assert max(bits) == 3  # (two flips of one bit undo each other: fewer is possible too)
+    for _ in range(200):
+        cut = damage(data, "truncate", r, valid_crc=True)
+        assert len(cut) < len(data) and (len(cut) > crc_at + 4 or data.startswith(cut))
+        assert damage(data, "flip", r, edits=1, payload_only=True, valid_crc=True) != data
+    bare = container.pack(container.Header(FP, 64, 48, 50.0), [b""], [b""])
+    with pytest.raises(ValueError, match="no payload"):
+        damage(bare, "flip", r, payload_only=True)

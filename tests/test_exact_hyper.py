@@ -132,3 +132,15 @@ def test_exact_hs_on_cuda_gives_the_cpu_bits(rng):
         data = cpu_codec.encode(img, 50)
         assert gpu_codec.encode(img, 50) == data
         assert (gpu_codec.decode(data) == cpu_codec.decode(data)).all()
+
+
+def test_layers_it_cannot_run_exactly_are_refused():
+    """A LeakyReLU of another slope than 0.01 (it computed with 0.01), and a transposed conv with
+    im2col: ValueError, never a silently different h_s."""
+    from torch import nn
+
+    with pytest.raises(ValueError, match="LeakyReLU"):
+        ExactHyperSynthesis.from_module(nn.Sequential(nn.LeakyReLU(0.2)))
+    exact = ExactHyperSynthesis.from_module(nn.Sequential(nn.ConvTranspose2d(4, 4, 3, 1, 1)))
+    with pytest.raises(ValueError):
+        exact.to("cpu", im2col=True)

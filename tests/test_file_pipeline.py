@@ -392,3 +392,46 @@ def test_cli_png_level_is_refused_where_no_png_is_written(tmp_path, rng, tiny_mo
     assert main(["decode", str(tmp_path / "a.vlmc"), "-o", str(tmp_path / "z.png"), "--png-level", "6", *model]) == 0
     assert main(["roundtrip", str(src), "-o", str(tmp_path / "r2"), "--format", "ppm", *model]) == 0
     assert (tmp_path / "y.jpg").is_file() and (tmp_path / "z.png").is_file() and (tmp_path / "r2" / "a.ppm").is_file()
+
+
+def test_writes_queued_behind_a_running_one_are_dropped_when_the_block_fails():
+    """Ctrl-C (any exception) in a WriteBehind block: the writes still queued behind the running
+    one never run (they ran to the end, one by one, before the interrupt reached the user)."""
+    gate, ran = threading.Event(), []
+    with pytest.raises(KeyboardInterrupt):
+        with WriteBehind(max_pending=5) as writes:
+            writes.submit(lambda: gate.wait(10), lambda err: None)
+            for i in range(1, 4):
+                writes.submit(lambda i=i: ran.append(i), lambda err: None)
+            threading.Timer(0.5, gate.set).start()  # (the running write ends after the block has failed)
+            raise KeyboardInterrupt
+    assert ran == []
+
+
+def test_a_read_ahead_closed_early_never_starts_the_next_load():
+    """A read_ahead left after its first item (an error, Ctrl-C) cancels the load it started
+    ahead, which would otherwise read the next file for nothing."""
+    gate, calls = threading.Event(), []
+
+    def load(i):
+        calls.append(i)
+        if i == 0:
+            gate.wait(10)
+
+    loads = read_ahead(list(range(5)), load)
+    next(loads)
+    threading.Timer(0.5, gate.set).start()
+    loads.close()
+    assert calls == [0]
+
+
+def test_write_behind_keeps_one_write_pending_by_default():
+    """The default bound is one write waiting: a second submit waits for the first write (and its
+    report), so that at most two decoded images are held at once."""
+    gate, order = threading.Event(), []
+    threading.Timer(0.3, gate.set).start()
+    with WriteBehind() as writes:
+        writes.submit(lambda: gate.wait(10), lambda err: order.append(0))
+        writes.submit(lambda: None, lambda err: order.append(1))
+        assert order == [0]
+    assert order == [0, 1]

@@ -258,3 +258,10 @@ def test_a_refusal_tells_the_need_from_the_memory_left():
     assert "needs about 0.24 GiB of memory and 0.22 GiB are available" in str(e)
     e = memory._refusal("encoding", 10**6, 1, int(1.2 * 2**30), int(0.5 * 2**30))
     assert "needs about 1.2 GiB of memory and 0.5 GiB are available" in str(e)
+
+
+def test_resizing_a_batch_counts_the_largest_image_once_and_every_output():
+    """``resize_bytes``: the resize's working memory for the largest image, plus each resized
+    output (3 bytes a pixel), for a batch of decodes resized one after the other."""
+    assert memory.resize_bytes([100, 50]) == (memory.RESIZE_BYTES_PER_PIXEL - 3) * 100 + 3 * 150
+    assert memory.resize_bytes([]) == 0

@@ -330,3 +330,22 @@ def test_the_memory_check_counts_the_teachers_views():
     assert big - one >= 1108 * 10**6 - memory.refine_view_bytes(64, 64, (224,))  # the measured +1108 MB, at least
     assert memory.refine_view_bytes(64, 64, (224, 336)) > memory.refine_view_bytes(64, 64, (336,))  # views add up
     assert memory.refine_view_bytes(64, 4096, (224,)) == memory.refine_view_bytes(64, 8192, (224,))  # (1:4 at most)
+
+
+def test_refine_options_at_their_bounds(tiny_codec, tmp_path):
+    """1000 steps is the most (1001 refused); a learning rate must be finite (inf made every
+    loss NaN and kept the one-pass latents without a word); a local file named like the GPU
+    machine's packed teacher is used as it is, not swapped for the installed teacher."""
+    from vlmcodec.errors import ConfigError
+    from vlmcodec.refine import _portable_teacher, check_refine_steps
+
+    assert check_refine_steps(1000) == 1000
+    with pytest.raises(ConfigError, match="refine must be"):
+        check_refine_steps(1001)
+    for lr in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ConfigError, match="refine lr"):
+            LatentRefiner(tiny_codec.model, RefineObjective(), steps=1, lr=lr)
+    local = tmp_path / "dinov2_vits14_int8.safetensors"
+    assert _portable_teacher(str(local)) == "dinov2-vits14"  # (not here: the installed one)
+    local.write_bytes(b"")
+    assert _portable_teacher(str(local)) == str(local)
