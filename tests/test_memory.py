@@ -35,6 +35,10 @@ def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path):
                                             "memory/memory.usage_in_bytes": "900\n"})
     assert memory.available_memory(v1) == 0  # over the limit already
     assert memory.available_memory(tmp_path / "nothing") is None
+    no_meminfo = _fake_root(tmp_path / "e", 1, {"memory/memory.limit_in_bytes": "9223372036854771712\n",
+                                                "memory/memory.usage_in_bytes": "7\n"})
+    (no_meminfo / "proc/meminfo").unlink()
+    assert memory.available_memory(no_meminfo) is None  # v1's "no limit" is no figure (it gave ~2^63)
     assert memory.available_memory() is None or memory.available_memory() > 0  # this machine
 
 
