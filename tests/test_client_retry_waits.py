@@ -114,13 +114,16 @@ def test_a_413_answered_while_the_body_is_still_sent_is_read():
         remote.decode(bytes(32 << 20))
 
 
-def test_an_async_call_cancelled_in_its_retry_wait_makes_no_further_try(monkeypatch):
+@pytest.mark.parametrize("closes, connections", [(True, [0, 1]), (False, [0, 0])], ids=["closed", "kept-alive"])
+def test_an_async_call_cancelled_in_its_retry_wait_makes_no_further_try(monkeypatch, closes, connections):
     """An AsyncRemoteCodec call cancelled while it waits to retry a 503 ends in that wait: its
-    thread opens no new connection for a retry, and the next call's request is the second
-    connection the server sees."""
+    thread opens no new connection for a retry (the next call's request is the second connection
+    the server sees after a 503 that closed its own), and a kept-alive connection, its exchange
+    over, stays open for the thread's next call (the cancel shut it down, and the next call found
+    it dead and connected again)."""
     waiting = _noticed_retry_wait(monkeypatch)
     served: list[int] = []
-    busy = _busy("Retry-After: 8\r\nConnection: close\r\n")
+    busy = _busy("Retry-After: 8\r\n" + ("Connection: close\r\n" if closes else ""))
 
     def handle(sock, n):
         while _read_request(sock) is not None:
@@ -138,30 +141,4 @@ def test_an_async_call_cancelled_in_its_retry_wait_makes_no_further_try(monkeypa
 
     with _FakeServer(handle) as fake:
         asyncio.run(go(fake.url))
-    assert served == [0, 1], served
-
-
-def test_an_async_call_cancelled_in_its_retry_wait_leaves_its_kept_alive_connection_open(monkeypatch):
-    """The cancel of a call waiting to retry a kept-alive 503 ends the wait only: the connection,
-    its exchange over, stays open for the thread's next call (the cancel shut it down, and the
-    next call found it dead and connected again)."""
-    waiting = _noticed_retry_wait(monkeypatch)
-    served: list[int] = []
-
-    def handle(sock, n):
-        while _read_request(sock) is not None:
-            served.append(n)
-            sock.sendall(_busy("Retry-After: 8\r\n") if len(served) == 1 else _answer(OK))
-
-    async def go(url: str) -> None:
-        async with AsyncRemoteCodec(url, timeout_s=30, retries=2, max_workers=1) as remote:
-            first = asyncio.ensure_future(remote.health())
-            assert await asyncio.to_thread(waiting.wait, 20)
-            first.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await first
-            assert await asyncio.wait_for(remote.health(), 20) == {"status": "ok"}
-
-    with _FakeServer(handle) as fake:
-        asyncio.run(go(fake.url))
-    assert served == [0, 0], served
+    assert served == connections, served

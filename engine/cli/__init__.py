@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 
 from ..errors import ConfigError, VlmcodecError, VlmcodecWarning
 from .coding import cmd_decode, cmd_encode
@@ -141,26 +143,15 @@ def _main(argv: list[str] | None) -> int:
             args = build_parser().parse_args(argv)
         args.argv = argv  # (what was run: a bench records it; sys.argv is a host script's, or lacks "bench")
         _refuse_empty_paths(args)
-        if args.command == "encode":
-            return cmd_encode(args)
-        if args.command == "roundtrip":
-            return cmd_encode(args, roundtrip=True)
-        if args.command == "decode":
-            return cmd_decode(args)
-        if args.command == "info":
-            return cmd_info(args)
-        if args.command == "serve":
-            return cmd_serve(args)
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "convert":
-            return cmd_convert(args)
         if args.command == "bench":
             from vlmcodec.bench.cli import dispatch
 
             return dispatch(args)
-        if args.command == "export":
-            return cmd_export(args)
+        # (looked up at each call: a test or an embedding program may replace one)
+        commands: dict[str, Callable[[argparse.Namespace], int]] = {
+            "encode": cmd_encode, "roundtrip": functools.partial(cmd_encode, roundtrip=True), "decode": cmd_decode,
+            "info": cmd_info, "serve": cmd_serve, "train": cmd_train, "convert": cmd_convert, "export": cmd_export}
+        return commands[args.command](args)
     except VlmcodecError as e:
         print(f"vlmcodec: error: {e}", file=sys.stderr)
         return 2
@@ -179,5 +170,3 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("vlmcodec: interrupted", file=sys.stderr)
         return 130
-    return 1
-

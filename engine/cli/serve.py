@@ -181,23 +181,7 @@ def cmd_serve(args) -> int:
         if warning:
             print(f"vlmcodec: warning: {warning}", file=sys.stderr, flush=True)
     also = f" (and {', '.join(map(_model_label, others))} for their streams)" if others else ""
-    limiter = server.rate_limiter
-    limit = f", {limiter.rate:g} requests/s per client, burst {limiter.burst}" if limiter.limit else ""
-    if server.max_connections_per_address:
-        limit += f", {server.max_connections_per_address} connections per address"
-    if server.client_limits:
-        limit += f", {len(server.client_limits)} client(s) with a limit of their own"
-    if server.client_priorities:
-        limit += f", {len(server.client_priorities)} client(s) with a priority of their own"
-    if server.trusted_proxies:
-        limit += f", clients forwarded by {', '.join(map(str, server.trusted_proxies))}"
-    if server.client_max_refine:
-        limit += f", {len(server.client_max_refine)} client(s) with a refine cap of their own"
-    if server.max_refine:
-        limit += f", refine up to {server.max_refine} steps on {args.refine_workers} worker(s)"
-    limit += _refine_settings(codec, "refinement's ")
-    if server.refine_cost:
-        limit += f", a refinement step counts as {server.refine_cost:g} requests"
+    limit = _serving_limits(server, args, codec)
     print(f"vlmcodec: serving model {_model_label(codec)}{also} ({args.backend} backend{limit}) on {server.url}: "
           "POST /encode, /decode; GET /health, /stats, /metrics (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
@@ -209,6 +193,27 @@ def cmd_serve(args) -> int:
         shut_down_engines(drain=True)
     print("vlmcodec: server stopped", file=sys.stderr)
     return 0
+
+
+def _serving_limits(server, args, codec) -> str:
+    """The start line's list of the limits and client options in force (", 20 requests/s per
+    client, burst 40, ..."), or ""."""
+    limiter = server.rate_limiter
+    # (each text made only where its option is given: the rate of no limit is None)
+    parts = [(limiter.limit, lambda: f"{limiter.rate:g} requests/s per client, burst {limiter.burst}"),
+             (server.max_connections_per_address,
+              lambda: f"{server.max_connections_per_address} connections per address"),
+             (server.client_limits, lambda: f"{len(server.client_limits)} client(s) with a limit of their own"),
+             (server.client_priorities,
+              lambda: f"{len(server.client_priorities)} client(s) with a priority of their own"),
+             (server.trusted_proxies, lambda: f"clients forwarded by {', '.join(map(str, server.trusted_proxies))}"),
+             (server.client_max_refine,
+              lambda: f"{len(server.client_max_refine)} client(s) with a refine cap of their own"),
+             (server.max_refine, lambda: f"refine up to {server.max_refine} steps on {args.refine_workers} worker(s)")]
+    text = "".join(f", {part()}" for given, part in parts if given) + _refine_settings(codec, "refinement's ")
+    if server.refine_cost:
+        text += f", a refinement step counts as {server.refine_cost:g} requests"
+    return text
 
 
 def _model_label(codec: "Codec") -> str:
