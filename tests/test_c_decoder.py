@@ -1206,3 +1206,83 @@ def test_broken_y_chunks_fail_before_the_exact_h_s_in_both_decoders(tiny_pair, r
         dec.image(forged)
     with pytest.raises(BitstreamError, match="z values out of range"):  # (the z alone: h_s refuses it)
         codec.decode(container.pack(header, list(huge), y_chunks))
+
+
+def _with_header(data: bytes, edit) -> bytes:
+    """``data`` with its header (the bytes before the CRC field) changed by ``edit`` (a bytearray
+    in, bytes out) and the CRC recomputed over the new header and the payload."""
+    _, z, y = container.unpack(data)
+    head_end = len(data) - sum(map(len, z + y)) - 4
+    head, payload = bytes(edit(bytearray(data[:head_end]))), data[head_end + 4:]
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def test_header_fields_out_of_bounds_behind_a_valid_crc_are_refused_as_python_refuses_them(tiny_pair, rng):
+    """A width of 0, the rescaled flag with a coded size equal to the image's, a second z chunk:
+    each passes the CRC and is refused by both decoders (code -2, the same words)."""
+    codec, dec, _ = tiny_pair
+    data = codec.encode(smooth_image(rng, 70, 90), 50)
+    h, z, y = container.unpack(data)
+    assert data[14] == 90 and data[15] == 70  # (one-byte width and height)
+
+    def width_zero(head: bytearray) -> bytearray:
+        head[14] = 0
+        return head
+
+    def rescaled_to_its_own_size(head: bytearray) -> bytearray:
+        head[5] |= 2
+        return head[:16] + bytes([90, 70]) + head[16:]
+
+    cases = [(_with_header(data, width_zero), r"width = 0 is outside \[1, "),
+             (_with_header(data, rescaled_to_its_own_size), "rescaled flag set but the coded size equals the image size"),
+             (container.pack(h, [z[0][:1], z[0][1:]], y), "chunk count does not match the image size")]
+    for damaged, message in cases:
+        with pytest.raises(BitstreamError):
+            codec.decode(damaged)
+        with pytest.raises(CDecoderError, match=message) as e:
+            dec.latents(damaged)
+        assert e.value.code == -2
+
+
+def test_buffers_one_element_short_and_a_model_file_with_bytes_before_its_crc_are_refused(tiny_pair, built, tmp_path,
+                                                                                        rng):
+    """A latent buffer one float short and an image buffer one byte short: -4 (a check one off
+    would write past them); a decoder-model file with 4 bytes more before its valid CRC: -6,
+    "trailing bytes"."""
+    codec, dec, model_file = tiny_pair
+    data = codec.encode(smooth_image(rng, 70, 90), 50)
+    i = dec.info(data)
+    need = i["channels"] * i["latent_height"] * i["latent_width"]
+    with pytest.raises(CDecoderError, match="the latent needs") as e:
+        dec.latents(data, out_count=need - 1)
+    assert e.value.code == -4
+    assert dec.latents(data, out_count=need).size == need
+    rgb = np.empty(70 * 90 * 3, np.uint8)
+    with pytest.raises(CDecoderError, match="the image needs") as e:
+        dec._check(dec._lib.vlmc_decoder_image(dec._handle, data, len(data), 0, 1, rgb.ctypes.data, rgb.size - 1))
+    assert e.value.code == -4
+    body = Path(model_file).read_bytes()[:-4] + bytes(4)
+    (tmp_path / "longer.vlmd").write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    with pytest.raises(CDecoderError, match="trailing bytes") as e:
+        CStreamDecoder(built / "libvlmc_decoder.so", tmp_path / "longer.vlmd")
+    assert e.value.code == -6
+
+
+def test_the_tools_refuse_signed_counts_over_long_sizes_and_ppm_dimensions_that_wrap(tiny_pair, built, tmp_path, rng):
+    """--max-pixels -1 (strtoull wraps it to 2^64 - 1), a --size longer than the tools read (one
+    character more wrote past their buffer), a PPM width of 2^64 + 1 (wrapped to 1): refused,
+    exit 2, nothing written."""
+    codec, _, model_file = tiny_pair
+    model = str(model_file)
+    (tmp_path / "s.vlmc").write_bytes(codec.encode(smooth_image(rng, 40, 56), 40))
+    (tmp_path / "big.ppm").write_bytes(b"P6\n18446744073709551617 1\n255\n\x10\x20\x30")
+    dec, enc, write = (str(built / n) for n in ("vlmc_decode_latents", "vlmc_encode", "vlmc_write_stream"))
+    long_size = "0" * 31 + "1x1"
+    for args, message in [([dec, model, "s.vlmc", "y.f32", "--max-pixels", "-1"],
+                           "--max-pixels takes a whole number (at least 1), got '-1'"),
+                          ([dec, model, "s.vlmc", "y.f32", "--band-pixels", " 5"], "--band-pixels takes a whole number"),
+                          ([write, model, "y.f32", "z.f32", "o.vlmc", "--size", long_size], "--size takes WIDTHxHEIGHT"),
+                          ([enc, model, "big.ppm", "o.vlmc"], "the PPM header is malformed")]:
+        run = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.ppm", "s.vlmc"]
