@@ -1,7 +1,8 @@
-"""The connection bounds' refusals (``CodecServer(max_connections=, max_connections_per_address=)``):
-one thread answers each connection over a bound with 503 as it comes, then reads and drops what its client sends until
-the client closes or ``REFUSAL_SECONDS`` pass (closing a socket with unread data resets the
-connection, and the client would see a reset instead of the answer). The connections are drained
+"""The connection bounds' refusals (``CodecServer(max_connections=,
+max_connections_per_address=)``): one thread answers each connection over a bound with 503 as it
+comes, then reads and drops what its client sends until the client closes or ``REFUSAL_SECONDS``
+pass (closing a socket with unread data resets the connection, and the client would see a reset
+instead of the answer). The connections are drained
 together, through a selector: one that stays silent no longer holds up the answers of the next
 (each waited its turn, up to a second per silent one before it)."""
 

@@ -20,10 +20,11 @@ bad image, stream or parameter, 409 for a stream of another model, 411/413 for a
 large body, 503 when the queue is full or the engine is shut down, 504 on a request timeout.
 
 Connections are bounded (``max_connections``, and ``max_connections_per_address`` from one
-address): one more is answered 503 at once (``Retry-After``) by a single refusing thread and closed, so that a flood of clients, idle or not, costs a bounded
-number of threads and bodies in memory. ``ssl_context`` serves HTTPS; ``auth_token`` (one token,
-several, or ``{client name: token}``, see :mod:`.tokens`) answers 401 to any request but /health
-without ``Authorization: Bearer <token>``.
+address): one more is answered 503 at once (``Retry-After``) by a single refusing thread and
+closed, so that a flood of clients, idle or not, costs a bounded number of threads and bodies in
+memory. ``ssl_context`` serves HTTPS; ``auth_token`` (one token, several, or ``{client name:
+token}``, see :mod:`.tokens`) answers 401 to any request but /health without ``Authorization:
+Bearer <token>``.
 """
 
 from __future__ import annotations
