@@ -701,3 +701,32 @@ def test_a_cache_another_vlmcodec_made_is_exported_again(tiny_model_path, onnx_c
     (folder / "manifest.json").write_text(json.dumps(manifest))
     be = create_backend("onnxruntime", model, threads=1)
     assert be.graph_dir == folder and be.manifest["versions"]["vlmcodec"] == vlmcodec.__version__
+
+
+def test_spinning_and_inter_op_threads_reach_the_sessions(tiny_model_path):
+    """allow_spinning=False and inter_op_threads=2 are what the sessions are made with (spinning
+    off, parallel execution), and the defaults what they say (spinning on, sequential)."""
+    model = load_model(tiny_model_path).model
+    quiet = create_backend("onnxruntime", model, threads=1, allow_spinning=False)
+    busy = create_backend("onnxruntime", model, threads=1, inter_op_threads=2)
+    for sess in quiet.sessions.values():
+        opts = sess.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    for sess in busy.sessions.values():
+        opts = sess.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+        assert opts.execution_mode == ort.ExecutionMode.ORT_PARALLEL and opts.inter_op_num_threads == 2
+
+
+def test_a_batch_of_two_runs_item_by_item_on_the_cpu(tiny_model_path, monkeypatch):
+    """On the CPU a batch runs one item at a time from two items up (so that a batch gives the
+    bytes single calls give)."""
+    import torch
+
+    backend = create_backend("onnxruntime", load_model(tiny_model_path).model, threads=1)
+    seen: list[int] = []
+    run = backend._run_graph
+    monkeypatch.setattr(backend, "_run_graph", lambda name, t: seen.append(t.shape[0]) or run(name, t))
+    backend.hyper_analysis(torch.rand(2, 24, 4, 4))
+    assert seen == [1, 1]

@@ -141,3 +141,11 @@ def test_remote_codec_sends_a_codecs_fingerprint_as_hex():
     for bad in (0x1d43, None.__class__):
         with pytest.raises(ConfigError, match="model must be a hex fingerprint"):
             _model_name(bad)
+
+
+def test_a_model_is_named_by_four_hex_digits_at_least(pair):
+    """?model= / named(): a three-digit prefix is refused (too easily another model's), four name it."""
+    codecs = CodecSet(list(pair))
+    with pytest.raises(ConfigError, match="at least 4 hex digits"):
+        codecs.named(codecs.fingerprints[0][:3])
+    assert codecs.named(codecs.fingerprints[0][:4]) is codecs.default

@@ -17,7 +17,7 @@ from vlmcodec.cli import main
 from vlmcodec.errors import ConfigError
 from vlmcodec.models import MeanScaleHyperprior, ModelConfig
 from vlmcodec.models.checkpoint import (describe_model, fingerprint_of, load_model, not_finite, read_safetensors,
-                                        save_model)
+                                        save_model, stored_dtype)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "widen_encoder.py"
 
@@ -330,3 +330,135 @@ def test_a_weights_file_with_tensors_that_are_no_floats_is_refused(tmp_path, mod
     save_file(tensors, tmp_path / "odd.safetensors", metadata=meta)
     with pytest.raises(ConfigError, match="g_a.0.bias is stored as"):
         read_weights(tmp_path / "odd.safetensors")
+
+
+def test_a_scale_table_with_two_equal_entries_is_refused(tmp_path):
+    """A scale table with two equal entries (not strictly ascending): refused by load and by info."""
+    net = _net()
+    with torch.no_grad():
+        st = net.gaussian_conditional.scale_table
+        st[1] = st[0]
+    path = tmp_path / "flat.safetensors"
+    save_model(net, path)
+    for read in (load_model, describe_model):
+        with pytest.raises(ConfigError, match="scale_table must be 2 or more ascending positive"):
+            read(path)
+
+
+def test_a_short_stream_fingerprint_claim_is_refused(tmp_path):
+    """A shared-decoder claim whose stream_fingerprint is 16 hex digits, not a whole fingerprint: refused."""
+    a = tmp_path / "a.safetensors"
+    save_model(_net(), a)
+    ident = load_model(a).identity
+    b = tmp_path / "b.safetensors"
+    save_model(_net(), b, decodes_as=ident, require_shared=True)
+    short = _rewrite(b, tmp_path / "short.safetensors",
+                     meta=lambda m: m.__setitem__("stream_fingerprint", m["stream_fingerprint"][:16]))
+    with pytest.raises(ConfigError, match="is not a fingerprint"):
+        load_model(short)
+
+
+def test_a_bool_cdf_table_is_refused_by_describe_model(tmp_path, model_file):
+    """`vlmcodec info` (describe_model) refuses a CDF table stored as bool, as loading does."""
+    path = _rewrite(model_file, tmp_path / "b.safetensors",
+                    tensors=lambda t: t.__setitem__("tables.z.cdf", t["tables.z.cdf"] > 0))
+    with pytest.raises(ConfigError, match=r"tables.z.cdf must be an integer array \(int32\), got bool"):
+        describe_model(path)
+
+
+def test_stored_dtype_of_a_mixed_file_is_float32():
+    """A file mixing float dtypes is stored float32 (a model saved in a decodes_as model's dtype took an arbitrary
+    one)."""
+    t = {"a.weight": torch.zeros(2, dtype=torch.float16), "b.weight": torch.zeros(2, dtype=torch.bfloat16),
+         "tables.z.cdf": torch.zeros(2, dtype=torch.int32)}
+    assert stored_dtype(t) == torch.float32
+    assert stored_dtype({"a.weight": torch.zeros(2, dtype=torch.float16)}) == torch.float16
+
+
+def test_extra_metadata_cannot_forge_a_stream_identity(tmp_path):
+    """extra_metadata (copied from a weights file's) cannot plant stream_fingerprint or decoder_digest; other keys are
+    kept."""
+    path = tmp_path / "m.safetensors"
+    fp = save_model(_net(), path, extra_metadata={"stream_fingerprint": "ab" * 32, "decoder_digest": "cd" * 32,
+                                                  "note": "kept"})
+    loaded = load_model(path)
+    assert loaded.stream_fingerprint == fp and loaded.metadata["note"] == "kept"
+    assert "stream_fingerprint" not in loaded.metadata
+
+
+def test_a_model_with_another_scale_bound_does_not_share_the_decoder(tmp_path):
+    """The decoder digest covers gaussian_conditional's scale_bound (the decoder's clamp of sigma): another bound is
+    another decoder."""
+    a = tmp_path / "a.safetensors"
+    save_model(_net(), a)
+    ident = load_model(a).identity
+    other = _net()
+    with torch.no_grad():
+        other.gaussian_conditional.scale_bound.fill_(0.2)
+    with pytest.raises(ConfigError, match="decoder"):
+        save_model(other, tmp_path / "b.safetensors", decodes_as=ident, require_shared=True)
+
+
+def test_a_negative_lineage_step_count_is_none(tmp_path, model_file):
+    """A lineage stage's negative train_steps is shown as unknown, not as a count."""
+    path = _rewrite(model_file, tmp_path / "l.safetensors",
+                    meta=lambda m: m.__setitem__("train_lineage", json.dumps([{"file": "x", "train_steps": -5},
+                                                                              {"file": "y", "train_steps": 7}])))
+    assert [st["train_steps"] for st in describe_model(path)["lineage"]] == [None, 7]
+
+
+def test_convert_a_compressai_checkpoint_whose_scale_table_was_never_filled(tmp_path):
+    """A CompressAI training checkpoint saved before update() (an empty scale table, the usual case) converts."""
+    from vlmcodec.bench.compressai_compat import import_compressai
+    from vlmcodec.models.convert import convert_compressai
+
+    google = import_compressai("models.google")
+    torch.manual_seed(0)
+    ref = google.MeanScaleHyperprior(N=8, M=12).eval()
+    state = ref.state_dict()
+    assert state["gaussian_conditional.scale_table"].numel() == 0  # the premise: never updated
+    torch.save(state, tmp_path / "ckpt.pth")
+    convert_compressai(tmp_path / "ckpt.pth", tmp_path / "out.safetensors")
+    assert load_model(tmp_path / "out.safetensors").model.gaussian_conditional.scale_table.numel() > 1
+
+
+def test_an_edited_model_file_is_refused_as_weights(tmp_path, model_file):
+    """A model file given as weights (init_from) is checked: one edited behind its fingerprint is refused."""
+    from vlmcodec.training.weights import load_weights_into
+
+    t, m = read_safetensors(model_file)
+    t = dict(t)
+    t["g_s.0.weight"] = t["g_s.0.weight"] + 0.5  # fingerprint kept: an edit it catches
+    save_file({k: v.contiguous() for k, v in t.items()}, str(tmp_path / "e.safetensors"), metadata=dict(m))
+    with pytest.raises(ConfigError, match="fingerprint mismatch"):
+        load_weights_into(_net(), tmp_path / "e.safetensors")
+
+
+def test_a_decoder_off_by_one_percent_is_no_shared_decoder(tmp_path, model_file):
+    """A decoder moved by 1 % (trained) is not the decodes_as model's up to fp16 rounding; an unchanged one is."""
+    from vlmcodec.training.weights import save_weights, weights_to_model_file
+
+    old = load_model(model_file)
+    net = _net()
+    with torch.no_grad():
+        net.g_s[0].weight.mul_(1.01)
+    save_weights(net, tmp_path / "w.safetensors")
+    with pytest.raises(ConfigError, match="up to fp16 rounding"):
+        weights_to_model_file(tmp_path / "w.safetensors", tmp_path / "o.safetensors", decodes_as=old)
+    save_weights(_net(), tmp_path / "same.safetensors")  # the premise: unchanged weights do share it
+    weights_to_model_file(tmp_path / "same.safetensors", tmp_path / "o2.safetensors", decodes_as=old)
+    assert load_model(tmp_path / "o2.safetensors").stream_fingerprint == old.fingerprint
+
+
+def test_decodes_as_a_model_of_another_width_is_a_config_error(tmp_path):
+    """decodes_as a model of another width: a ConfigError naming it, not torch's RuntimeError."""
+    from vlmcodec.training.weights import save_weights, weights_to_model_file
+
+    torch.manual_seed(0)
+    wide = MeanScaleHyperprior(ModelConfig(N=8, M=16, num_levels=2, lmbdas=(0.01, 0.05))).eval()
+    save_model(wide, tmp_path / "wide.safetensors")
+    save_weights(_net(), tmp_path / "w.safetensors")
+    with pytest.raises(ConfigError, match="does not fit the decoder of"):
+        weights_to_model_file(tmp_path / "w.safetensors", tmp_path / "o.safetensors",
+                              decodes_as=load_model(tmp_path / "wide.safetensors"))
+
