@@ -150,6 +150,15 @@ def test_escape_values_at_int32_limits(gtable):
     np.testing.assert_array_equal(rans.decode(rans.encode(symbols, indexes, gtable), indexes, gtable), symbols)
 
 
+def test_an_escape_decoded_past_int32_is_a_corrupt_stream(gtable):
+    """An escape whose value, with the decoding table's offset, leaves int32 (a stream decoded with
+    another table's offsets): CorruptStreamError, never a value wrapped around."""
+    chunks = rans.encode(np.array([I32_MAX], np.int32), np.zeros(1, np.int32), gtable)
+    shifted = rans.CdfTable(gtable.cdf, gtable.cdf_length, gtable.offsets + 1)
+    with pytest.raises(rans.CorruptStreamError, match="escape value out of int32 range"):
+        rans.decode(chunks, np.zeros(1, np.int32), shifted)
+
+
 def test_empty_input(gtable):
     """No symbols code in one chunk; more are refused (any count was taken: 10**7 took 18 s and
     1.6 GB), by the wrapper and by the C++ core."""
@@ -305,6 +314,9 @@ def test_bad_arguments(gtable):
     with pytest.raises(ValueError, match=r"indexes\[7\]"):
         rans.encode(s, bad_idx, gtable)
     chunks = rans.encode(s, s, gtable, 2)
+    with pytest.raises(ValueError, match=r"indexes\[7\]"):
+        rans.decode(chunks, bad_idx, gtable)
+    bad_idx[7] = gtable.num_tables  # (one past the last table: read past the tables' info, were it let through)
     with pytest.raises(ValueError, match=r"indexes\[7\]"):
         rans.decode(chunks, bad_idx, gtable)
     with pytest.raises(ValueError, match="at least one chunk"):
