@@ -34,7 +34,7 @@ def test_requires_python_allows_no_version_without_the_modules_the_sources_impor
     uses_tomllib = [p for p in (ROOT / "engine").rglob("*.py")
                     if re.search(r"^\s*(import tomllib|from tomllib import)", p.read_text(), re.M)]
     spec = SpecifierSet(PYPROJECT["project"]["requires-python"])
-    if uses_tomllib:  # tomllib is 3.11+ (engine/cli.py imports training/overrides.py, which imports it)
+    if uses_tomllib:  # tomllib is 3.11+ (engine/cli/ imports training/overrides.py, which imports it)
         assert not [v for v in ("3.8", "3.9", "3.10", "3.10.13") if v in spec], (spec, uses_tomllib)
     assert "3.11" in spec and "3.11.7" in spec
     versions = [c.rsplit(" :: ", 1)[1] for c in PYPROJECT["project"]["classifiers"]

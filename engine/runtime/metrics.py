@@ -20,7 +20,8 @@ def prometheus_text(engine: Engine | dict[bytes, Engine], server: CodecServer | 
             "# HELP vlmcodec_http_connections Connections open now.",
             "# TYPE vlmcodec_http_connections gauge",
             f"vlmcodec_http_connections {server.connections}",
-            "# HELP vlmcodec_http_connections_refused_total Connections answered 503 for the connection bound.",
+            "# HELP vlmcodec_http_connections_refused_total Connections answered 503 for a connection bound "
+            "(max_connections, max_connections_per_address).",
             "# TYPE vlmcodec_http_connections_refused_total counter",
             f"vlmcodec_http_connections_refused_total {server.connections_refused}",
         ]
