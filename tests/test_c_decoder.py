@@ -1286,3 +1286,58 @@ def test_the_tools_refuse_signed_counts_over_long_sizes_and_ppm_dimensions_that_
         run = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.ppm", "s.vlmc"]
+
+
+_GUARDED_DECODES = r"""
+import ctypes, json, mmap, sys
+import numpy as np
+from vlmcodec.export.c_decoder import CStreamDecoder
+
+lib_path, model_path, streams_path = sys.argv[1:4]
+dec = CStreamDecoder(lib_path, model_path)
+lib, libc = dec._lib, ctypes.CDLL(None)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+page = mmap.PAGESIZE
+areas = []
+
+def against_a_guard_page(data):
+    # data copied to end exactly where a page no access is allowed to begins
+    size = (len(data) // page + 2) * page
+    area = mmap.mmap(-1, size)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    assert libc.mprotect(base + size - page, page, 0) == 0
+    start = base + size - page - len(data)
+    ctypes.memmove(start, data, len(data))
+    areas.append(area)
+    return ctypes.cast(start, ctypes.c_char_p)
+
+codes = {}
+out = np.empty(1 << 20, np.float32)
+blob, pos = open(streams_path, "rb").read(), 0
+for n in map(int, sys.stdin.read().split()):  # the streams' lengths, in order
+    data, pos = blob[pos:pos + n], pos + n
+    rc = lib.vlmc_decoder_latents(dec._handle, against_a_guard_page(data), n, 0, 1, out.ctypes.data, out.size)
+    codes[rc] = codes.get(rc, 0) + 1
+print(json.dumps(codes))
+"""
+
+
+def test_no_damaged_stream_is_read_past_its_end(tiny_pair, built, tmp_path, rng):
+    """Every prefix of a stream, and the stream with its last y chunk cut to each shorter length
+    behind a valid CRC (the rANS decoder and the chunk header then run out of bytes), each placed
+    to end where a page that may not be read begins: each is refused (no read past its end, which
+    would kill the process), the whole stream decoded. (A bound one byte off reads past the end
+    and decodes on, the same error after: only a guard page or a sanitizer sees it.)"""
+    codec, _, model_file = tiny_pair
+    data = codec.encode(smooth_image(rng, 40, 56), 50)
+    h, z, y = container.unpack(data)
+    streams = [data[:k] for k in range(len(data))]
+    streams += [container.pack(h, z, y[:-1] + [y[-1][:c]]) for c in range(len(y[-1]))]
+    streams.append(data)
+    (tmp_path / "streams").write_bytes(b"".join(streams))
+    run = subprocess.run([sys.executable, "-c", _GUARDED_DECODES, str(built / "libvlmc_decoder.so"), str(model_file),
+                          str(tmp_path / "streams")], input=" ".join(str(len(s)) for s in streams),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])  # (-11: a read past a stream's end)
+    codes = {int(rc): n for rc, n in json.loads(run.stdout).items()}
+    assert codes.pop(0) == 1 and sum(codes.values()) == len(streams) - 1 and all(c < 0 for c in codes), codes
