@@ -130,3 +130,39 @@ def test_threads_started_after_share_main_arena_allocate_from_it():
     own, shared = arenas("0"), arenas("1")
     assert "Arena 0:" in own and "Arena 1:" in own, own
     assert "Arena 0:" in shared and "Arena 1:" not in shared, shared
+
+
+def test_release_free_memory_says_whether_any_was_returned(monkeypatch):
+    """``release_free_memory`` is malloc_trim's answer: False when nothing went back to the kernel
+    (the memory check then does not read the memory again for nothing), True when some did, False
+    without glibc."""
+    class FakeGlibc:
+        def __init__(self, trimmed: int):
+            self.trimmed = trimmed
+
+        def malloc_trim(self, pad: int) -> int:
+            return self.trimmed
+
+    for trimmed, said in ((0, False), (1, True)):
+        monkeypatch.setattr(allocator, "_glibc", lambda: FakeGlibc(trimmed))
+        assert allocator.release_free_memory() is said
+    monkeypatch.setattr(allocator, "_glibc", lambda: None)
+    assert allocator.release_free_memory() is False
+
+
+def test_the_tuning_is_applied_once_and_later_calls_give_its_result(monkeypatch):
+    """``tune_allocator``: the first call's result holds for the process; mallopt is not called
+    again (VLMCODEC_TUNE_MALLOC=0 set afterwards changes nothing, as the doc says)."""
+    calls: list[tuple[int, int]] = []
+
+    class FakeGlibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(allocator, "_state", {"tuned": None, "one_arena": None})
+    monkeypatch.setattr(allocator, "_glibc", FakeGlibc)
+    monkeypatch.delenv("VLMCODEC_TUNE_MALLOC", raising=False)
+    assert allocator.tune_allocator() is True and len(calls) == 2
+    monkeypatch.setenv("VLMCODEC_TUNE_MALLOC", "0")
+    assert allocator.tune_allocator() is True and len(calls) == 2

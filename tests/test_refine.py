@@ -349,3 +349,26 @@ def test_refine_options_at_their_bounds(tiny_codec, tmp_path):
     assert _portable_teacher(str(local)) == "dinov2-vits14"  # (not here: the installed one)
     local.write_bytes(b"")
     assert _portable_teacher(str(local)) == str(local)
+
+
+def test_the_learning_rate_decays_on_a_cosine(tiny_model_path, rng, monkeypatch):
+    """Each step's learning rate: lr at the first, half of it halfway (cosine decay to 0 at the end)."""
+    seen: list[float] = []
+    step = torch.optim.Adam.step
+
+    def recorded(self, *a, **kw):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recorded)
+    _pixel_codec(tiny_model_path, 2).encode(smooth_image(rng, 64, 64), 50)
+    assert seen == pytest.approx([0.02, 0.01])
+
+
+def test_the_teachers_last_layer_is_one_of_the_token_terms_layers(tiny_model_path):
+    """Layers up to the teacher's depth are used, its last one included (a layer beyond it is left
+    out): a 2-block teacher asked for layers 1, 2 and 3 uses 1 and 2."""
+    teacher = _tiny_teacher()
+    objective = RefineObjective(w_tok=1.0, teacher="tiny", teacher_layers=(1, 2, 3), teacher_short_sides=(28,))
+    refiner = LatentRefiner(Codec(tiny_model_path).model, objective, 1, teacher=teacher)
+    assert refiner.layers == teacher.resolve_layers([1, 2]) != teacher.resolve_layers([1])
