@@ -133,10 +133,13 @@ def compare(curves: list[Curve], anchors: list[Curve], metrics=DEFAULT_METRICS, 
     for c in curves + anchors:  # every metric's direction known before any figure (a ConfigError if not)
         for m in metrics:
             c.better(m)
-    ref, notes = curves[0], []
-    for c in curves[1:] + anchors:
-        if c.images and ref.images and c.images != ref.images:
-            raise ConfigError(f"{c.name} ({c.source}) was measured on other images than {ref.name}")
+    notes: list[str] = []
+    # every run that lists its images against the first that does (a first curve without a list,
+    # an older rd.json, let two others on different images be compared without a word)
+    listed = [c for c in curves + anchors if c.images]
+    for c in listed[1:]:
+        if c.images != listed[0].images:
+            raise ConfigError(f"{c.name} ({c.source}) was measured on other images than {listed[0].name}")
     digested = [c for c in curves + anchors if c.digests]
     for c in digested[1:]:
         if c.digests != digested[0].digests:

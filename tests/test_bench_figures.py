@@ -318,3 +318,24 @@ def test_monotone_curve_keeps_the_best_of_equal_rate_points():
     from vlmcodec.bench.bdrate import monotone_curve
     r, q = monotone_curve([1.0, 1.0, 2.0], [10.0, 12.0, 13.0])
     assert r.tolist() == [1.0, 2.0] and q.tolist() == [12.0, 13.0]
+
+
+def test_runs_on_other_images_are_refused_when_the_first_curve_lists_none(tmp_path):
+    """Two runs measured on different images are refused even when the first curve is an older
+    rd.json without an image list (each was only compared with the first's list)."""
+    def run(name: str, codec: str, images) -> str:
+        pts = [{"quality": i, "bpp": b, "psnr": p} for i, (b, p) in enumerate(zip([0.1, 0.2, 0.4], [26, 28, 30]))]
+        body = {"metrics": [{"name": "psnr", "higher_is_better": True}], "codecs": {codec: {"points": pts}},
+                **({"images": images} if images else {})}
+        (tmp_path / name).write_text(json.dumps(body))
+        return str(tmp_path / name)
+
+    from vlmcodec.errors import ConfigError
+
+    curves = [cmp.load_curve(f"old={run('old.json', 'vlmcodec', None)}"),
+              cmp.load_curve(f"b={run('b.json', 'vlmcodec', ['kodim01.png', 'kodim02.png'])}")]
+    anchor = cmp.load_curve(f"webp={run('a.json', 'webp', ['cat.png', 'dog.png'])}:webp")
+    with pytest.raises(ConfigError, match="webp .* was measured on other images than b"):
+        cmp.compare(curves, [anchor], ["psnr"], n_boot=0)
+    same = cmp.load_curve(f"webp={run('s.json', 'webp', ['kodim01.png', 'kodim02.png'])}:webp")
+    assert "b" in cmp.compare(curves, [same], ["psnr"], n_boot=0)["bd"]
