@@ -10,28 +10,14 @@ import pytest
 from vlmcodec.bench import bootstrap
 from vlmcodec.bench import compare as cmp
 
+from test_bench_compare import _noisy_curve, _rd_per_image
+
 
 def _rd(path, codec, bpps, psnrs, kls, images=("a.png", "b.png")):
     pts = [{"quality": i, "bpp": b, "psnr": p, "effnet-kl": k} for i, (b, p, k) in enumerate(zip(bpps, psnrs, kls))]
     metrics = [{"name": "psnr", "higher_is_better": True}, {"name": "effnet-kl", "higher_is_better": False}]
     path.write_text(json.dumps({"images": list(images), "metrics": metrics, "codecs": {codec: {"points": pts}}}))
     return path
-
-
-def _rd_per_image(path, codec, per_bpp, per_q, metric="effnet-top1", hib=True):
-    pts = [{"quality": i, "bpp": float(r.mean()), metric: float(q.mean()),
-            "per_image": {"bpp": r.tolist(), metric: q.tolist()}} for i, (r, q) in enumerate(zip(per_bpp, per_q))]
-    images = [f"{i}.png" for i in range(per_bpp.shape[1])]
-    path.write_text(json.dumps({"images": images, "metrics": [{"name": metric, "higher_is_better": hib}],
-                                "codecs": {codec: {"points": pts}}}))
-    return path
-
-
-def _noisy_curve(seed, n_img=24, rates=(0.1, 0.2, 0.4, 0.8)):
-    rng = np.random.default_rng(seed)
-    per_bpp = np.array([r * rng.uniform(0.5, 1.5, n_img) for r in rates])
-    per_q = np.array([np.clip(0.3 + 0.25 * np.log2(r / 0.1) + rng.normal(0, 0.3, n_img), 0, 1) for r in rates])
-    return per_bpp, per_q
 
 
 def test_anchor_value_is_interpolated_in_log_bpp(tmp_path):
