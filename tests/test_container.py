@@ -116,14 +116,21 @@ def test_the_largest_size_and_chunk_counts_are_read_and_one_more_refused():
             container.unpack(_hand_built(5, 5, n_z, n_y))
 
 
-def over_long_width(data: bytes, payload_bytes: int) -> bytes:
+def with_header(data: bytes, edit) -> bytes:
+    """The well-formed stream ``data`` with its header (the bytes before the CRC field) changed by
+    ``edit`` (a bytearray in, bytes out) and the CRC recomputed over the new header and the payload."""
+    from vlmcodec.bitstream.damage import crc_offset
+
+    crc_at = crc_offset(data)
+    head, payload = bytes(edit(bytearray(data[:crc_at]))), data[crc_at + 4:]
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def over_long_width(data: bytes) -> bytes:
     """``data`` (a one-byte width at offset 14) with its width padded to two bytes (``0x80 | w, 0x00``)
     and the CRC recomputed: the same numbers in a longer byte form."""
-    head_end = len(data) - payload_bytes - 4
     assert data[14] < 0x80
-    head = data[:14] + bytes([0x80 | data[14], 0]) + data[15:head_end]
-    payload = data[head_end + 4 :]
-    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+    return with_header(data, lambda head: head[:14] + bytes([0x80 | head[14], 0]) + head[15:])
 
 
 def test_over_long_varints_are_refused():
@@ -133,7 +140,7 @@ def test_over_long_varints_are_refused():
     data = container.pack(container.Header(FP, 33, 40, 50.0), z, y)
     assert container.unpack(data)[2] == y
     with pytest.raises(BitstreamError, match="width is not a valid varint .over-long"):
-        container.unpack(over_long_width(data, 5))
+        container.unpack(over_long_width(data))
 
 
 def test_random_garbage_never_crashes():

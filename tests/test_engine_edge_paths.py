@@ -15,6 +15,7 @@ from vlmcodec.errors import MemoryBusyError, RequestTimeoutError
 from vlmcodec.runtime import Engine
 
 from conftest import smooth_image
+from test_runtime import _held_first
 
 
 def _held_clock(monkeypatch) -> list[float]:
@@ -166,15 +167,7 @@ def test_a_decode_waiting_for_a_coding_thread_fails_the_moment_its_deadline_pass
     (no grace period), and its entropy decode then never runs."""
     clock = _held_clock(monkeypatch)
     stream = tiny_codec.encode(smooth_image(rng, 64, 64), 50)
-    held, release = threading.Event(), threading.Event()
-    entropy_encode = tiny_codec.entropy_encode
-
-    def blocked(*a, **kw):
-        held.set()
-        release.wait(30)
-        return entropy_encode(*a, **kw)
-
-    monkeypatch.setattr(tiny_codec, "entropy_encode", blocked)
+    held, release = _held_first(monkeypatch, tiny_codec, "entropy_encode")
     decoded = _counted(monkeypatch, tiny_codec, "entropy_decode")
     with Engine(tiny_codec, workers=1, max_delay_ms=0) as e:
         try:

@@ -36,6 +36,33 @@ def _slowed(monkeypatch, codec, stage: str, seconds: float) -> threading.Event:
     return started
 
 
+def _held_first(monkeypatch, codec, stage: str) -> tuple[threading.Event, threading.Event]:
+    """``codec``'s first ``stage`` call (entropy_encode...) held until the second event is set;
+    the first is set as it begins. Later calls run at once."""
+    real, first, release = getattr(codec, stage), threading.Event(), threading.Event()
+
+    def held(*a, **kw):
+        if not first.is_set():
+            first.set()
+            assert release.wait(60)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(codec, stage, held)
+    return first, release
+
+
+def _coding_backlog(engine, img, first: threading.Event) -> tuple[Future, list[Future]]:
+    """(one encode whose entropy coding runs, held by ``first``'s stage; three whose networks have
+    run and whose coding waits behind it) on an ``engine`` of one coding thread, batches of one."""
+    running = engine.submit_encode(img, 50)
+    assert first.wait(60)
+    queued = [engine.submit_encode(img, 50) for _ in range(3)]
+    deadline = time.monotonic() + 60
+    while engine.stats["batches"] < 4 and time.monotonic() < deadline:  # (their networks ran: coding is queued)
+        time.sleep(0.01)
+    return running, queued
+
+
 def _break_the_loop(monkeypatch, engine) -> None:
     """``engine``'s batching loop fails (a bug in the scheduler) as it next looks for a batch."""
     def broken(now, force=False):
@@ -265,29 +292,15 @@ def _wait_until_closed(engine) -> None:
     assert engine.closed
 
 
-def test_shutdown_without_drain_fails_the_queued_coding_jobs_too(tiny_model_path, rng):
+def test_shutdown_without_drain_fails_the_queued_coding_jobs_too(tiny_model_path, rng, monkeypatch):
     """Requests past the networks, their entropy coding queued behind a running one, each get
     EngineDeadError (they were once cancelled in the pool, their futures never resolved)."""
     from vlmcodec import Codec
 
     codec = Codec(tiny_model_path)
-    img = smooth_image(rng, 32, 48)
-    real, release, first = codec.entropy_encode, threading.Event(), threading.Event()
-
-    def held(*args, **kwargs):
-        if not first.is_set():
-            first.set()
-            assert release.wait(60)
-        return real(*args, **kwargs)
-
-    codec.entropy_encode = held
+    first, release = _held_first(monkeypatch, codec, "entropy_encode")
     engine = Engine(codec, max_batch=1, max_delay_ms=0, workers=1)
-    running = engine.submit_encode(img, 50)
-    assert first.wait(60)
-    queued = [engine.submit_encode(img, 50) for _ in range(3)]
-    deadline = time.monotonic() + 60
-    while engine.stats["batches"] < 4 and time.monotonic() < deadline:  # their networks have run
-        time.sleep(0.01)
+    running, queued = _coding_backlog(engine, smooth_image(rng, 32, 48), first)
     stopper = threading.Thread(target=engine.shutdown, kwargs={"drain": False})
     stopper.start()
     _wait_until_closed(engine)  # (released first, the held job could finish and the queued ones run)
@@ -1067,23 +1080,9 @@ def test_a_drain_past_its_timeout_fails_the_queued_coding_jobs(tiny_model_path, 
     from vlmcodec import Codec
 
     codec = Codec(tiny_model_path)
-    real, release, first = codec.entropy_encode, threading.Event(), threading.Event()
-
-    def held(*a, **kw):
-        if not first.is_set():
-            first.set()
-            assert release.wait(60)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(codec, "entropy_encode", held)
-    img = smooth_image(rng, 32, 48)
+    first, release = _held_first(monkeypatch, codec, "entropy_encode")
     e = Engine(codec, max_batch=1, max_delay_ms=0, workers=1)
-    running = e.submit_encode(img, 50)
-    assert first.wait(60)
-    queued = [e.submit_encode(img, 50) for _ in range(3)]
-    deadline = time.monotonic() + 60
-    while e.stats["batches"] < 4 and time.monotonic() < deadline:  # (their networks ran: coding is queued)
-        time.sleep(0.01)
+    running, queued = _coding_backlog(e, smooth_image(rng, 32, 48), first)
     threading.Timer(0.5, release.set).start()
     e.shutdown(drain=True, timeout_s=0.1)
     assert isinstance(running.result(timeout=5), bytes)
