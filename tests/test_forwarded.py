@@ -8,7 +8,7 @@ import pytest
 
 from conftest import serving
 from vlmcodec.errors import ConfigError
-from vlmcodec.runtime.forwarded import client_address, trusted_networks
+from vlmcodec.runtime.forwarded import client_address, plain_address, trusted_networks
 
 PROXIES = trusted_networks(["10.0.0.0/8", "192.168.1.7", "fd00::/8"])
 
@@ -27,6 +27,9 @@ PROXIES = trusted_networks(["10.0.0.0/8", "192.168.1.7", "fd00::/8"])
     ("10.1.2.3", ["[2001:db8::1]:443"], ("2001:db8::1", True)),
     ("fd00::5", ["2001:db8::1"], ("2001:db8::1", True)),
     ("::ffff:10.1.2.3", ["198.51.100.1"], ("198.51.100.1", True)),  # a dual-stack socket's IPv4
+    ("::ffff:10.1.2.3", ["::ffff:198.51.100.1"], ("198.51.100.1", True)),  # named as IPv4 (one bucket)
+    ("::ffff:10.1.2.3", [], ("10.1.2.3", False)),
+    ("::ffff:198.51.100.9", ["198.51.100.1"], ("198.51.100.9", False)),  # not a proxy: named as IPv4
     # a list that does not parse on the way is not believed
     ("10.1.2.3", ["unknown"], ("10.1.2.3", False)),
     ("10.1.2.3", ["198.51.100.1, "], ("10.1.2.3", False)),
@@ -107,3 +110,18 @@ def test_trusting_every_address_is_warned_of():
     for everyone in ("0.0.0.0/0", "::/0"):
         warning = trust_warning(trusted_networks(["10.0.0.0/8", everyone]))
         assert everyone in warning and "10.0.0.0/8" not in warning and "rate-limit" in warning
+
+
+def test_a_trusted_proxy_given_as_an_ipv4_mapped_network_is_trusted():
+    """(It was mapped to IPv4 first and so never in an IPv6 network.)"""
+    networks = trusted_networks(["::ffff:10.0.0.0/104"])
+    assert client_address("::ffff:10.1.2.3", ["198.51.100.1"], networks) == ("198.51.100.1", True)
+    assert client_address("10.1.2.3", ["198.51.100.1"], networks) == ("10.1.2.3", False)
+
+
+@pytest.mark.parametrize("peer, expected", [
+    ("::ffff:10.1.2.3", "10.1.2.3"), ("::FFFF:10.1.2.3", "10.1.2.3"), ("10.1.2.3", "10.1.2.3"),
+    ("::1", "::1"), ("2001:db8::1", "2001:db8::1"), ("", ""), ("not an address", "not an address"),
+])
+def test_an_ipv4_mapped_peer_is_named_by_its_ipv4_address(peer, expected):
+    assert plain_address(peer) == expected

@@ -1501,3 +1501,40 @@ def test_serve_start_line_says_which_streams_a_decoder_sharing_model_writes(tmp_
     assert _model_label(own) == own.fingerprint.hex()
     label = _model_label(shared)
     assert label.startswith(shared.fingerprint.hex()) and f"carry {own.fingerprint.hex()}" in label, label
+
+
+def _dual_stack() -> bool:
+    import socket
+
+    if not (_ipv6_loopback() and socket.has_dualstack_ipv6()):
+        return False
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        return s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+
+
+@pytest.mark.skipif(not _dual_stack(), reason="no dual-stack IPv6 socket on this machine")
+def test_an_ipv4_client_of_a_dual_stack_server_is_named_by_its_ipv4_address(tiny_model_path, capsys):
+    """On --host :: an IPv4 client came as ::ffff:127.0.0.1: the access log and the connection
+    bound named it so, and it was another client than the same address given by a proxy's
+    X-Forwarded-For (another rate-limit bucket)."""
+    import http.client
+
+    engine = Engine(Codec(tiny_model_path), block=False)
+    server = CodecServer(engine, "::", 0, quiet=False, max_connections_per_address=1)
+    serve_in_thread(server)
+    try:
+        first = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        first.request("GET", "/nowhere")
+        assert first.getresponse().read() and server._by_address == {"127.0.0.1": 1}
+        second = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        second.request("GET", "/nowhere")
+        refused = second.getresponse()
+        assert refused.status == 503 and b"too many connections from 127.0.0.1:" in refused.read()
+        first.close()
+        second.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.shutdown()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "GET /nowhere" in line]
+    assert lines and lines[0].startswith("127.0.0.1 "), lines

@@ -62,9 +62,17 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _trusted(address, networks: Sequence[Network]) -> bool:
-    if getattr(address, "ipv4_mapped", None) is not None:  # ::ffff:10.0.0.5 on a dual-stack socket
-        address = address.ipv4_mapped
-    return any(address in net for net in networks)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:10.0.0.5 on a dual-stack socket
+    return any(address in net or (mapped is not None and mapped in net) for net in networks)
+
+
+def plain_address(peer: str) -> str:
+    """``peer`` as the log, the rate limits and the connection bound name it: an IPv4 client of a
+    dual-stack socket (``::ffff:10.0.0.5``) as its IPv4 address, so that it is one client whether
+    it came straight or through a proxy's ``X-Forwarded-For``; anything else unchanged."""
+    address = _address(peer) if ":" in peer else None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped) if mapped is not None else peer
 
 
 def trusted_peer(peer: str, networks: Sequence[Network]) -> bool:
@@ -75,20 +83,22 @@ def trusted_peer(peer: str, networks: Sequence[Network]) -> bool:
 
 def client_address(peer: str, forwarded_for: Sequence[str], networks: Sequence[Network]) -> tuple[str, bool]:
     """(the client's address, whether it came from ``X-Forwarded-For``) for a connection from
-    ``peer`` carrying these header values (every occurrence, in order)."""
+    ``peer`` carrying these header values (every occurrence, in order); an IPv4-mapped address
+    is given as IPv4 (``plain_address``)."""
+    name = plain_address(peer)
     if not networks or not forwarded_for:
-        return peer, False
+        return name, False
     peer_address = _address(peer)
     if peer_address is None or not _trusted(peer_address, networks):
-        return peer, False
+        return name, False
     hops = [entry for value in forwarded_for for entry in value.split(",")]
     for entry in reversed(hops):
         address = _address(entry)
         if address is None:
-            return peer, False  # a list that does not parse is not believed
+            return name, False  # a list that does not parse is not believed
         if not _trusted(address, networks):
-            return str(address), True
-    return str(address), True  # every hop a trusted proxy: the farthest of them
+            return plain_address(str(address)), True
+    return plain_address(str(address)), True  # every hop a trusted proxy: the farthest of them
 
 
 def client_key(client: str | None, address: str) -> str:

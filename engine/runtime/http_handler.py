@@ -27,7 +27,7 @@ from ..errors import (BitstreamError, ConfigError, EngineDeadError, ImageError, 
                       ResourceError)
 from ..image_io import READ_BYTES_PER_PIXEL, as_rgb_array, image_bytes, image_size, load_image
 from .engine import QueueFull, check_priority
-from .forwarded import client_address, client_key
+from .forwarded import client_address, client_key, plain_address
 from .metrics import prometheus_text
 from .tokens import client_of
 
@@ -250,7 +250,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def address_string(self) -> str:
         """The client's address in the text log (behind a trusted proxy: the one it forwarded)."""
-        return self._remote or self.client_address[0]
+        return self._remote or plain_address(self.client_address[0])
 
     def log_request(self, code="-", size="-") -> None:
         """The access log line: request, status, answer bytes and the time from the request line
@@ -283,7 +283,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         super().log_error(format, *args)
 
     def _log_json(self, fields: dict) -> None:
-        peer = self.client_address[0] if self.client_address else None
+        peer = plain_address(self.client_address[0]) if self.client_address else None
         if self._forwarded:  # the proxy that forwarded it, beside the client's own address
             fields = dict(fields, proxy=peer)
         sys.stderr.write(json_log_line(self._remote or peer, fields))

@@ -50,7 +50,7 @@ from ..errors import ConfigError, ModelMismatchError
 from ..image_io import check_png_level
 from ..refine import check_refine_steps
 from .engine import Engine
-from .forwarded import client_key, trusted_networks, trusted_peer
+from .forwarded import client_key, plain_address, trusted_networks, trusted_peer
 from .http_handler import IMAGE_FORMATS, STREAM_TYPE, HTTPError, RequestHandler, json_log_line
 from .metrics import prometheus_text
 from .rate_limit import RateLimiter, check_client_limits
@@ -282,17 +282,18 @@ class CodecServer(ThreadingHTTPServer):
         if isinstance(err, (ssl.SSLError, OSError)):  # a failed TLS handshake, a client gone: one line
             if not self.quiet:
                 if self.log_format == "json":
-                    sys.stderr.write(json_log_line(client_address[0], {"level": "error",
-                                                                        "message": f"connection ended: {err}"}))
+                    sys.stderr.write(json_log_line(plain_address(client_address[0]), {
+                        "level": "error", "message": f"connection ended: {err}"}))
                 else:
-                    sys.stderr.write(f"{client_address[0]} - connection ended: {err}\n")
+                    sys.stderr.write(f"{plain_address(client_address[0])} - connection ended: {err}\n")
             return
         super().handle_error(request, client_address)
 
     # -- the connection bound ---------------------------------------------------------------
     def process_request(self, request, client_address) -> None:
-        peer = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
-        counted = self.max_connections_per_address is not None and not trusted_peer(peer, self.trusted_proxies)
+        socket_peer = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
+        peer = plain_address(socket_peer)
+        counted = self.max_connections_per_address is not None and not trusted_peer(socket_peer, self.trusted_proxies)
         with self._connections_lock:
             refusal = self._refusal(peer if counted else None)
             if refusal is None:
