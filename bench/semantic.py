@@ -479,10 +479,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
     from vlmcodec.image_io import load_image
 
-    from .common import check_output_path, environment, kodak_dir, progress_bar, repeated, write_json
+    from .common import check_output_path, count_arg, environment, kodak_dir, progress_bar, repeated, write_json
 
     p = argparse.ArgumentParser(prog="vlmcodec bench semantic", description=main.__doc__)
     p.add_argument("--images", type=Path, default=None, help="folder of PNG images (default ../shared/data/kodak)")
+    p.add_argument("--limit", type=count_arg, default=0, help="first N images only")
     p.add_argument("--jpeg", type=_jpeg_quality, nargs="*", default=[10, 30, 75],
                    help="Pillow JPEG qualities (0..100), saved with Pillow's defaults otherwise (4:2:0, "
                         "optimize=False; bench rd's jpeg uses optimize=True); none: only --timing's figures")
@@ -531,6 +532,7 @@ def _main(argv: Sequence[str] | None) -> int:
         paths = sorted(q for q in folder.iterdir() if q.suffix.lower() == ".png")
         if not paths:
             raise ConfigError(f"no PNG images in {folder}")
+        paths = paths[: a.limit or None]
         originals = [load_image(q) for q in paths]
         metrics = semantic_metrics()
         rows = []

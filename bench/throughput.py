@@ -1,6 +1,6 @@
 """Throughput of the runtime Engine vs a sequential loop over ``Codec``, side by side.
 
-    python -m vlmcodec.bench.throughput [--images DIR] [--requests 32] [--concurrency 1,4,16,32]
+    python -m vlmcodec.bench.throughput [--images DIR] [--limit N] [--requests 32] [--concurrency 1,4,16,32]
     vlmcodec bench throughput --url http://host:8080 ...   # a running `vlmcodec serve` instead
 
 For encode and for decode: the sequential loop runs the same requests one after another; the
@@ -254,6 +254,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vlmcodec bench throughput", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, help="folder of images (default ../shared/data/kodak)")
+    p.add_argument("--limit", type=count_arg, default=0, help="first N images only (the requests cycle over them)")
     p.add_argument("--requests", type=positive_arg, default=32, help="requests per mode and setting")
     p.add_argument("--concurrency", type=concurrency_list, default="1,4,16,32",
                    help="comma-separated numbers of clients at once (default 1,4,16,32)")
@@ -297,7 +298,7 @@ def main(argv=None) -> int:
         if given:
             raise ConfigError(f"{', '.join(given)}: only with --url (a running server)")
     check_output_path(a.out)
-    files = image_files(a.images)
+    files = image_files(a.images, a.limit)
     folder = files[0].parent
     images = [load_image(f) for f in files]
     conc = a.concurrency
@@ -315,7 +316,7 @@ def main(argv=None) -> int:
                   a.network_workers, a.intra_op_threads or None, a.device, dict(a.backend_option or ()), a.warmup,
                   a.warmup_shapes, a.max_bpp)
     write_json(a.out, {"benchmark": "throughput", "env": environment(), "args": vars(a) | {"images": str(folder)},
-                       "results": res})
+                       "files": [f.name for f in files], "results": res})
 
     def num(x, width: int, digits: int) -> str:  # "-": no request of the setting succeeded
         return f"{x:>{width}.{digits}f}" if x is not None else f"{'-':>{width}}"

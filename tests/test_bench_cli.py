@@ -164,3 +164,34 @@ def test_a_benchmarks_figures_are_written_whole_or_not_at_all(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         write_json(out, {"run": 2, "figures": list(range(1000))})
     assert json.loads(out.read_text()) == {"run": 1} and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_bench_throughput_limit_takes_the_first_images(tmp_path, rng, tiny_model_path):
+    out = tmp_path / "tp.json"
+    rc = main(["bench", "throughput", "--images", str(_images(tmp_path)), "--model", str(tiny_model_path),
+               "--limit", "1", "--requests", "2", "--concurrency", "1", "--out", str(out)])
+    assert rc == 0
+    run = json.loads(out.read_text())
+    assert run["files"] == ["0.png"] and run["args"]["limit"] == 1
+
+
+def test_bench_semantic_limit_takes_the_first_images(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from vlmcodec.bench import semantic
+
+    class Mean:  # a metric that records what it was given
+        name = "mean"
+        seen: list = []
+
+        def compute_batch(self, originals, decoded):
+            self.seen.append(len(originals))
+            return [float(np.mean(d)) for d in decoded]
+
+    monkeypatch.setattr(semantic, "semantic_metrics", lambda *a, **k: [Mean()])
+    folder = _images(tmp_path)
+    out = tmp_path / "sem.json"
+    assert semantic.main(["--images", str(folder), "--limit", "1", "--jpeg", "50", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == ["0.png"] and Mean.seen == [1]
+    assert "1 images from" in capsys.readouterr().out
