@@ -215,8 +215,23 @@ def _linear(lin) -> bytes:
     return struct.pack("<7I", w.shape[0], w.shape[1], 1, 1, 0, 0, 1) + w.astype("<f4").tobytes() + b.astype("<f4").tobytes()
 
 
+def _check_reduces_16(g_a) -> None:
+    """The C encoder codes latents of 1/16 the image's sides and refuses at open (the whole file,
+    decoder part too) a g_a whose strides do not multiply to 16: refused here, before writing."""
+    from torch import nn
+
+    scale = 1
+    for m in g_a:
+        if isinstance(m, nn.Conv2d):
+            scale *= int(m.stride[0])
+    if scale != 16:
+        raise ConfigError(f"g_a reduces the image {scale} times (its strides' product); the C encoder "
+                          "codes latents of 1/16 the image's sides")
+
+
 def _encoder(model) -> bytes:
     pre = model.pre_editor
+    _check_reduces_16(model.g_a)
     return (struct.pack("<I", int(pre is not None)) + (_pre_editor(pre) if pre is not None else b"")
             + _encoder_net(model.g_a, "g_a") + _encoder_net(model.h_a, "h_a"))
 

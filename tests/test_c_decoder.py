@@ -1280,7 +1280,9 @@ def test_the_tools_refuse_signed_counts_over_long_sizes_and_ppm_dimensions_that_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.ppm", "s.vlmc"]
 
 
-_GUARDED_DECODES = r"""
+# (a script's start: the decoder of argv[1:3] opened, and against_a_guard_page; argv[3]: the
+# streams of _GUARDED_DECODES; test_c_gaps opens model files after it)
+_GUARD_PAGE_SETUP = r"""
 import ctypes, json, mmap, sys
 import numpy as np
 from vlmcodec.export.c_decoder import CStreamDecoder
@@ -1302,7 +1304,8 @@ def against_a_guard_page(data):
     ctypes.memmove(start, data, len(data))
     areas.append(area)
     return ctypes.cast(start, ctypes.c_char_p)
-
+"""
+_GUARDED_DECODES = _GUARD_PAGE_SETUP + r"""
 codes = {}
 out = np.empty(1 << 20, np.float32)
 blob, pos = open(streams_path, "rb").read(), 0
