@@ -50,7 +50,7 @@ def test_pack_refuses_unknown_flag_bits():
 
 
 def test_pack_refuses_a_coded_size_larger_than_the_image():
-    for cw, ch in ((11, 5), (5, 8), (11, 8)):
+    for cw, ch in ((11, 5), (5, 8), (11, 8), (0, 7), (10, 0), (0, None)):  # (0 was taken as "the full size")
         with pytest.raises(ValueError, match="coded size"):
             container.pack(container.Header(FP, 10, 7, 50.0, coded_width=cw, coded_height=ch), [b"z"], [b"y"])
 

@@ -73,7 +73,8 @@ class Header:
     @property
     def coded_hw(self) -> tuple[int, int]:
         """(height, width) of the image the latents code."""
-        return (self.coded_height or self.height, self.coded_width or self.width)
+        return (self.height if self.coded_height is None else self.coded_height,
+                self.width if self.coded_width is None else self.coded_width)
 
 
 def quantize_quality(quality: float) -> float:
