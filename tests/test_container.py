@@ -83,16 +83,18 @@ def test_absurd_dimensions_and_counts_rejected_before_allocation():
         container.unpack(bytes(q))
 
 
+def varint(n: int) -> bytes:
+    """``n`` as the container writes it: 7 bits a byte, low first, the top bit set on all but the last."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
 def _hand_built(width: int, height: int, n_z: int, n_y: int) -> bytes:
     """A stream of ``n_z`` + ``n_y`` empty chunks written field by field (``pack`` refuses sizes and
     counts over the limits), its CRC right: only the limits can refuse it."""
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while n >= 0x80:
-            out.append(n & 0x7F | 0x80)
-            n >>= 7
-        return bytes(out + bytes([n]))
-
     head = b"VLMC" + bytes([1, 0]) + FP + varint(width) + varint(height) + struct.pack("<H", 5000)
     head += varint(n_z) + varint(n_y) + b"\x00" * (n_z + n_y)
     return head + struct.pack("<I", zlib.crc32(head))

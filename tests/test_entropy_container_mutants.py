@@ -15,15 +15,11 @@ from vlmcodec.bitstream import container
 from vlmcodec.entropy import EntropyBottleneck, GaussianConditional, default_scale_table
 from vlmcodec.errors import BitstreamError
 
+from test_container import varint as _varint
+
 FP = bytes(range(8))
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    return bytes(out + bytes([n]))
 
 
 def _hand_built(flags: int, sizes: bytes, z: bytes = b"zz", y: bytes = b"yyy") -> bytes:
