@@ -16,10 +16,10 @@ from vlmcodec.export import onnx as ox
 from vlmcodec.layers import GDN, FoldedGDN
 from vlmcodec.models.checkpoint import load_model
 
+from test_teacher_hf import TINY, _save, dirs  # noqa: F401 (a fixture)
+
 needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
                                         reason="transformers not installed (optional extra)")
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "patch_size": 14,
-        "image_size": 56}
 
 
 @pytest.fixture(scope="module")
@@ -190,40 +190,20 @@ def _tf():
     return import_transformers()
 
 
-def _save(tmp_path, name, model, preprocessor=None):
-    d = tmp_path / name
-    model.save_pretrained(str(d))
-    if preprocessor is not None:
-        (d / "preprocessor_config.json").write_text(json.dumps(preprocessor))
-    return d
-
-
 def _same_stats(t, mean, std):
     return (torch.allclose(t.mean.flatten(), torch.tensor(mean, dtype=torch.float32))
             and torch.allclose(t.std.flatten(), torch.tensor(std, dtype=torch.float32)))
 
 
-@pytest.fixture(scope="module")
-def hf_dirs(tmp_path_factory):
-    tf = _tf()
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("hfm")
-    return {
-        "dinov2": _save(root, "dinov2", tf.Dinov2Model(tf.Dinov2Config(**TINY))),
-        "clip_vision": _save(root, "clip_vision", tf.CLIPVisionModel(tf.CLIPVisionConfig(**TINY))),
-        "siglip": _save(root, "siglip", tf.SiglipVisionModel(tf.SiglipVisionConfig(**TINY))),
-    }
-
-
 @needs_transformers
-def test_model_type_decides_the_statistics_without_a_preprocessor_config(hf_dirs):
+def test_model_type_decides_the_statistics_without_a_preprocessor_config(dirs):  # noqa: F811
     from vlmcodec.teacher import HFTeacher
     from vlmcodec.teacher.base import IMAGENET_MEAN, IMAGENET_STD
     from vlmcodec.teacher.hf import CLIP_MEAN, CLIP_STD
 
-    assert _same_stats(HFTeacher.from_pretrained(hf_dirs["clip_vision"]), CLIP_MEAN, CLIP_STD)
-    assert _same_stats(HFTeacher.from_pretrained(hf_dirs["siglip"]), (0.5,) * 3, (0.5,) * 3)
-    assert _same_stats(HFTeacher.from_pretrained(hf_dirs["dinov2"]), IMAGENET_MEAN, IMAGENET_STD)
+    assert _same_stats(HFTeacher.from_pretrained(dirs["clip_vision"]), CLIP_MEAN, CLIP_STD)
+    assert _same_stats(HFTeacher.from_pretrained(dirs["siglip"]), (0.5,) * 3, (0.5,) * 3)
+    assert _same_stats(HFTeacher.from_pretrained(dirs["dinov2"]), IMAGENET_MEAN, IMAGENET_STD)
 
 
 @needs_transformers
@@ -238,13 +218,13 @@ def test_a_preprocessor_config_with_only_a_mean_falls_back_to_the_model_type(tmp
 
 
 @needs_transformers
-def test_a_preprocessor_config_that_is_not_an_object_is_a_config_error(hf_dirs, tmp_path):
+def test_a_preprocessor_config_that_is_not_an_object_is_a_config_error(dirs, tmp_path):  # noqa: F811
     import shutil
 
     from vlmcodec.teacher import HFTeacher
 
     d = tmp_path / "d"
-    shutil.copytree(hf_dirs["dinov2"], d)
+    shutil.copytree(dirs["dinov2"], d)
     (d / "preprocessor_config.json").write_text(json.dumps([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]]))
     with pytest.raises(ConfigError, match="expected a JSON object"):
         HFTeacher.from_pretrained(d)
@@ -264,16 +244,16 @@ def test_register_tokens_count_as_prefix_tokens(tmp_path):
 
 
 @needs_transformers
-def test_default_layers_are_spread_up_to_the_last_block(hf_dirs):
+def test_default_layers_are_spread_up_to_the_last_block(dirs):  # noqa: F811
     from vlmcodec.teacher import HFTeacher
     from vlmcodec.teacher.base import spaced_layers
 
-    t = HFTeacher.from_pretrained(hf_dirs["dinov2"])
+    t = HFTeacher.from_pretrained(dirs["dinov2"])
     assert t.num_layers == 2 and t.default_layers == spaced_layers(2) == (1, 2)
 
 
 @needs_transformers
-def test_loading_never_asks_the_hub(hf_dirs, monkeypatch):
+def test_loading_never_asks_the_hub(dirs, monkeypatch):  # noqa: F811
     from vlmcodec.teacher import HFTeacher
 
     tf = _tf()
@@ -285,14 +265,14 @@ def test_loading_never_asks_the_hub(hf_dirs, monkeypatch):
         return orig(*a, **k)
 
     monkeypatch.setattr(tf.AutoModel, "from_pretrained", spy)
-    HFTeacher.from_pretrained(hf_dirs["dinov2"])
+    HFTeacher.from_pretrained(dirs["dinov2"])
     assert seen and all(k.get("local_files_only") is True for k in seen)
 
 
 @needs_transformers
 @pytest.mark.parametrize("exc,err", [("ImportError", "BackendUnavailableError"), ("OSError", "ModelNotFoundError"),
                                      ("ValueError", "ConfigError")])
-def test_load_failures_map_to_vlmcodec_errors(hf_dirs, monkeypatch, exc, err):
+def test_load_failures_map_to_vlmcodec_errors(dirs, monkeypatch, exc, err):  # noqa: F811
     import builtins
 
     from vlmcodec import errors
@@ -305,7 +285,7 @@ def test_load_failures_map_to_vlmcodec_errors(hf_dirs, monkeypatch, exc, err):
 
     monkeypatch.setattr(tf.AutoModel, "from_pretrained", boom)
     with pytest.raises(getattr(errors, err), match="needs timm") as info:
-        HFTeacher.from_pretrained(hf_dirs["dinov2"])
+        HFTeacher.from_pretrained(dirs["dinov2"])
     if err == "ConfigError":  # the two others are not ConfigErrors
         assert type(info.value) is errors.ConfigError
 
