@@ -12,16 +12,11 @@ import torch
 import torch.nn.functional as F
 from vlmcodec.errors import ConfigError
 
+from test_semantic import _tiny_teacher
+
 
 def _rand(h, w, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def _tiny_teacher():
-    from vlmcodec.teacher import DinoV2Teacher, VisionTransformer, ViTConfig
-
-    torch.manual_seed(0)
-    return DinoV2Teacher(VisionTransformer(ViTConfig(depth=2, embed_dim=64, num_heads=1, pos_grid=4)), name="tiny")
 
 
 # --------------------------------------------------------------------------- Lite0 preprocessing

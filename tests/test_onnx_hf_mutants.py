@@ -16,6 +16,8 @@ from vlmcodec.export import onnx as ox
 from vlmcodec.layers import GDN, FoldedGDN
 from vlmcodec.models.checkpoint import load_model
 
+from vlmcodec.teacher.hf import import_transformers
+
 from test_teacher_hf import TINY, _save, dirs  # noqa: F401 (a fixture)
 
 needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
@@ -184,12 +186,6 @@ def test_a_bad_opset_is_refused_before_the_output_folder_is_made(loaded, tmp_pat
 
 # --------------------------------------------------------------------------- Hugging Face teacher
 
-def _tf():
-    from vlmcodec.teacher.hf import import_transformers
-
-    return import_transformers()
-
-
 def _same_stats(t, mean, std):
     return (torch.allclose(t.mean.flatten(), torch.tensor(mean, dtype=torch.float32))
             and torch.allclose(t.std.flatten(), torch.tensor(std, dtype=torch.float32)))
@@ -211,7 +207,7 @@ def test_a_preprocessor_config_with_only_a_mean_falls_back_to_the_model_type(tmp
     from vlmcodec.teacher import HFTeacher
     from vlmcodec.teacher.hf import CLIP_MEAN, CLIP_STD
 
-    tf = _tf()
+    tf = import_transformers()
     d = _save(tmp_path, "clip_vision", tf.CLIPVisionModel(tf.CLIPVisionConfig(**TINY)),
               preprocessor={"image_mean": [0.1, 0.2, 0.3]})
     assert _same_stats(HFTeacher.from_pretrained(d), CLIP_MEAN, CLIP_STD)
@@ -234,7 +230,7 @@ def test_a_preprocessor_config_that_is_not_an_object_is_a_config_error(dirs, tmp
 def test_register_tokens_count_as_prefix_tokens(tmp_path):
     from vlmcodec.teacher import HFTeacher
 
-    tf = _tf()
+    tf = import_transformers()
     torch.manual_seed(0)
     d = _save(tmp_path, "reg", tf.Dinov2WithRegistersModel(tf.Dinov2WithRegistersConfig(num_register_tokens=2, **TINY)))
     t = HFTeacher.from_pretrained(d)
@@ -256,7 +252,7 @@ def test_default_layers_are_spread_up_to_the_last_block(dirs):  # noqa: F811
 def test_loading_never_asks_the_hub(dirs, monkeypatch):  # noqa: F811
     from vlmcodec.teacher import HFTeacher
 
-    tf = _tf()
+    tf = import_transformers()
     seen = []
     orig = tf.AutoModel.from_pretrained
 
@@ -278,7 +274,7 @@ def test_load_failures_map_to_vlmcodec_errors(dirs, monkeypatch, exc, err):  # n
     from vlmcodec import errors
     from vlmcodec.teacher import HFTeacher
 
-    tf = _tf()
+    tf = import_transformers()
 
     def boom(*a, **k):
         raise getattr(builtins, exc)("this model needs timm")
