@@ -77,7 +77,7 @@ def compare_backends(codec_a, codec_b, image, quality: float = 75.0) -> dict:
     # the decoder side of each direction recovers exactly the ŷ (symbols + μ) its encoder wrote
     rec["a_to_b_symbols_equal"] = bool(torch.equal(codec_b.entropy_decode(stream_a).y_hat, sa[4]))
     rec["b_to_a_symbols_equal"] = bool(torch.equal(codec_a.entropy_decode(stream_b).y_hat, sb[4]))
-    if decoded["a_by_b"] is not None and decoded["a_by_a"] is not None:
+    if rec["a_to_b_ok"] and decoded["a_by_a"] is not None and decoded["a_by_a"].shape == img.shape:
         diff = decoded["a_by_b"].astype(np.int16) - decoded["a_by_a"].astype(np.int16)
         rec["pixel_max_diff"] = int(np.abs(diff).max())
     # x̂ parity: both synthesis networks on the same decoded ŷ (0–1 scale, before clamping)

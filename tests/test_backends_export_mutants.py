@@ -599,6 +599,20 @@ def test_parity_reports_a_decode_of_the_wrong_shape(parity_record, monkeypatch):
     assert rec["a_to_b_ok"] and not rec["b_to_a_ok"]
 
 
+def test_parity_records_a_cross_decode_of_the_wrong_shape_without_a_pixel_difference(parity_record, monkeypatch):
+    """b's decode of a's stream giving another shape is a failed cross-decode in the record (no
+    pixel difference between images of two shapes), not a broadcasting error out of the comparison."""
+    from vlmcodec.export.parity import compare_backends
+
+    p = parity_record
+    stream_a = p.ca.encode(p.img, p.q)
+    real = p.cb.decode
+    monkeypatch.setattr(p.cb, "decode", lambda s: real(s)[:-1] if s == stream_a else real(s))
+    rec = compare_backends(p.ca, p.cb, p.img, quality=50)
+    assert not rec["a_to_b_ok"] and rec["b_to_a_ok"]
+    assert "pixel_max_diff" not in rec
+
+
 def test_parity_records_a_decode_that_fails(parity_record, monkeypatch):
     """A cross-decode that raises is a result (the error, and not ok), not an error."""
     from vlmcodec.export.parity import compare_backends
