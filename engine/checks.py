@@ -138,7 +138,7 @@ def whole_number_arg(least: int = 1) -> Callable[[str], int]:
     """An argparse ``type``: a whole number, at least ``least`` (``1_000`` too)."""
     def parse(text: str) -> int:
         try:
-            value = int(text.replace("_", ""))
+            value = int(text)  # (takes 1_000 as Python does, not 1__0 or _5)
         except ValueError:
             value = least - 1
         if value < least:

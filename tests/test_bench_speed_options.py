@@ -60,10 +60,12 @@ def test_bench_throughput_with_failed_requests_exits_2(tmp_path, rng, tiny_model
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "x", "4,0", " , "])
-def test_bench_throughput_concurrency_is_checked_by_the_parser(value, capsys):
-    """(--concurrency 0 ran the sequential passes, then an IndexError; a non-number did not name the option)"""
+def test_bench_throughput_concurrency_is_checked_by_the_parser(value, capsys, tmp_path):
+    """(--concurrency 0 ran the sequential passes, then an IndexError; a non-number did not name the
+    option). --out in tmp_path: were the check lost, the bench would run and write there, not over
+    the repository's results/."""
     with pytest.raises(SystemExit) as e:
-        main(["bench", "throughput", "--concurrency", value])
+        main(["bench", "throughput", "--concurrency", value, "--out", str(tmp_path / "out")])
     assert e.value.code == 2 and "argument --concurrency: expected" in capsys.readouterr().err
     assert tp.concurrency_list("1, 4,16") == [1, 4, 16]
 

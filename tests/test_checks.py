@@ -44,7 +44,8 @@ def test_check_seconds_and_number():
 def test_whole_number_arg_parses_command_line_text():
     parse = whole_number_arg(1)
     assert parse("12") == 12 and parse("1_000") == 1000
-    for bad in ("0", "-3", "2.5", "x", ""):
+    # underscores only as Python writes them: between digits, one at a time (as the float options take them)
+    for bad in ("0", "-3", "2.5", "x", "", "_5", "5_", "1__0", "_"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected a whole number, at least 1, got"):
             parse(bad)
     assert whole_number_arg(0)("0") == 0
