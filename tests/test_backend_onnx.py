@@ -157,6 +157,18 @@ def test_cuda_without_cuda_provider_is_reported(tiny_model_path):
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA EP present")
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+class CudaReportingSession(ort.InferenceSession):
+    """A session that runs on the CPU but reports CUDA's provider, as where it is created; keeps
+    the providers it was asked for in ``asked``."""
+
+    def __init__(self, path, sess_options=None, providers=None):
+        self.asked = providers
+        super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    def get_providers(self):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 def test_cuda_provider_that_cannot_be_created_is_reported(tiny_model_path, monkeypatch):
     """onnxruntime-gpu lists its CUDA provider even where it cannot create it (CUDA or cuDNN
     libraries that do not load); the sessions then ran on the CPU, silently. Stand-in: this
@@ -168,15 +180,7 @@ def test_cuda_provider_that_cannot_be_created_is_reported(tiny_model_path, monke
                        match="could not create its CUDA execution provider .*got CPUExecutionProvider"):
         create_backend("onnxruntime", model, device="cuda")
 
-    class Session(ort.InferenceSession):
-        def __init__(self, path, sess_options=None, providers=None):
-            self.asked = providers
-            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
-
-        def get_providers(self):
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-    monkeypatch.setattr(ort, "InferenceSession", Session)
+    monkeypatch.setattr(ort, "InferenceSession", CudaReportingSession)
     be = create_backend("onnxruntime", model, device="cuda:1")
     assert be.providers[0] == "CUDAExecutionProvider" and not be.item_by_item
     assert all(s.asked[0] == ("CUDAExecutionProvider", {"device_id": 1}) for s in be.sessions.values())

@@ -28,16 +28,14 @@ from vlmcodec.export.manifest import MANIFEST_NAME, network_fingerprint, read_ma
 from vlmcodec.export.onnx import DEFAULT_OPSET, NETWORKS, export_onnx, load_onnx_manifest  # noqa: E402
 from vlmcodec.export.tensorrt import BuildConfig, load_engine_manifest  # noqa: E402
 from vlmcodec.models import MeanScaleHyperprior, ModelConfig  # noqa: E402
-from vlmcodec.models.checkpoint import load_model  # noqa: E402
 
 from conftest import smooth_image  # noqa: E402
+from test_backend_onnx import CudaReportingSession  # noqa: E402
 from test_export_atomic import SMALL, fake_build  # noqa: E402, F401 (a fixture)
+import test_export_onnx  # noqa: E402
 from test_tensorrt import _Built, _FakeTRT, _manifest, fake_trt_gpu  # noqa: E402, F401 (a fixture)
 
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_path):
-    return load_model(tiny_model_path)
+loaded = test_export_onnx.loaded  # (the tiny model, loaded once: a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +109,7 @@ def test_cuda_sessions_ask_for_device_0_then_the_cpu_fallback(loaded, graphs, mo
     listed = ["CUDAExecutionProvider", *ort.get_available_providers()]
     monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
 
-    class Session(ort.InferenceSession):
-        def __init__(self, path, sess_options=None, providers=None):
-            self.asked = providers
-            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
-
-        def get_providers(self):
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-    monkeypatch.setattr(ort, "InferenceSession", Session)
+    monkeypatch.setattr(ort, "InferenceSession", CudaReportingSession)
     be = create_backend("onnxruntime", loaded.model, device="cuda", graphs=graphs)
     want = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
     assert all(s.asked == want for s in be.sessions.values())
