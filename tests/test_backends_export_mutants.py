@@ -31,7 +31,7 @@ from vlmcodec.models import MeanScaleHyperprior, ModelConfig  # noqa: E402
 
 from conftest import smooth_image  # noqa: E402
 from test_backend_onnx import CudaReportingSession  # noqa: E402
-from test_export_atomic import SMALL, fake_build  # noqa: E402, F401 (a fixture)
+from test_export_atomic import SMALL, fake_build, interrupt_at_replace  # noqa: E402, F401 (a fixture)
 import test_export_onnx  # noqa: E402
 from test_tensorrt import _Built, _FakeTRT, _manifest, fake_trt_gpu  # noqa: E402, F401 (a fixture)
 
@@ -439,16 +439,7 @@ def test_a_tensorrt_export_interrupted_while_swapping_leaves_no_stale_manifest(l
     export_onnx(loaded, onnx_dir)
     out = tmp_path / "trt"
     export_trt.build_engines(loaded, out, BuildConfig(**SMALL), onnx_dir=onnx_dir)
-    real_replace, swapped = Path.replace, []
-
-    def replace(self, target):
-        if self.name.endswith(".engine"):
-            swapped.append(self)
-            if len(swapped) == 2:
-                raise KeyboardInterrupt
-        return real_replace(self, target)
-
-    monkeypatch.setattr(Path, "replace", replace)
+    interrupt_at_replace(monkeypatch, 2, ".engine")
     with pytest.raises(KeyboardInterrupt):
         export_trt.build_engines(loaded, out, BuildConfig(**SMALL), onnx_dir=onnx_dir)
     monkeypatch.undo()

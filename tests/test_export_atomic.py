@@ -97,6 +97,21 @@ def test_export_checks_batches_and_opset_before_any_work(tiny_model_path, tmp_pa
     assert fake_build.built == [] and not out.exists()
 
 
+def interrupt_at_replace(monkeypatch, n: int, suffix: str = "") -> None:
+    """An export stopped midway through its swap: ``Path.replace`` raises KeyboardInterrupt at its
+    n-th call on a file whose name ends in ``suffix``."""
+    real_replace, calls = Path.replace, []
+
+    def replace(self, target):
+        if self.name.endswith(suffix):
+            calls.append(self)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace)
+
+
 def test_an_onnx_export_interrupted_while_swapping_leaves_no_stale_manifest(tiny_model_path, tmp_path, monkeypatch):
     """Re-exporting into an export folder swapped the graphs in one at a time under the old
     manifest: stopped midway, the folder held old and new graphs and a manifest whose checksums
@@ -104,16 +119,7 @@ def test_an_onnx_export_interrupted_while_swapping_leaves_no_stale_manifest(tiny
     loaded = load_model(tiny_model_path)
     out = tmp_path / "onnx"
     export_onnx(loaded, out)
-    real_replace = Path.replace
-    calls = []
-
-    def replace(self, target):
-        calls.append(self)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_replace(self, target)
-
-    monkeypatch.setattr(Path, "replace", replace)
+    interrupt_at_replace(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         export_onnx(loaded, out, fold_gdn=False)
     monkeypatch.undo()
